@@ -1,0 +1,91 @@
+"""Errors of the event language and the event log.
+
+    MeshlogError
+    ├── PermanentError            the request itself is wrong; retrying cannot help
+    │   ├── InvalidResource       violations, each with a field path, value and rule
+    │   ├── Conflict              optimistic concurrency failed (stale expected sequence)
+    │   ├── NotFound              the resource (or its mesh) does not exist
+    │   ├── UndecodableEvent      a stored event this code cannot read
+    │   └── StreamConfigMismatch  the existing stream breaks an invariant (DESIGN.md #3)
+    └── TransientError            the bus is unavailable or timed out; retry later
+        └── EventLogUnavailable
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+__all__ = [
+    "Conflict",
+    "EventLogUnavailable",
+    "InvalidResource",
+    "MeshlogError",
+    "NotFound",
+    "PermanentError",
+    "StreamConfigMismatch",
+    "TransientError",
+    "UndecodableEvent",
+    "Violation",
+]
+
+
+class Violation(msgspec.Struct, frozen=True):
+    """One broken rule: `path: message`, e.g. `spec.ports[1].port: 70000 is not in 1..65535`."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class MeshlogError(Exception):
+    """Base of every error meshlog raises on purpose."""
+
+
+class PermanentError(MeshlogError):
+    """The request or the data is wrong; the same call will fail again."""
+
+
+class TransientError(MeshlogError):
+    """A dependency is unavailable; the same call may succeed later."""
+
+
+class InvalidResource(PermanentError):
+    def __init__(self, kind: str, violations: Sequence[Violation]) -> None:
+        self.kind = kind
+        self.violations = tuple(violations)
+        lines = "\n".join(f"  {v}" for v in self.violations)
+        super().__init__(f"invalid {kind}:\n{lines}")
+
+
+class Conflict(PermanentError):
+    def __init__(self, subject: str, expected: int, message: str = "") -> None:
+        self.subject = subject
+        self.expected = expected
+        super().__init__(
+            message
+            or f"{subject} changed since version {expected}: read it again and retry the write"
+        )
+
+
+class NotFound(PermanentError):
+    pass
+
+
+class UndecodableEvent(PermanentError):
+    def __init__(self, seq: int, subject: str, reason: str) -> None:
+        self.seq = seq
+        self.subject = subject
+        self.reason = reason
+        super().__init__(f"event #{seq} on {subject} cannot be decoded: {reason}")
+
+
+class StreamConfigMismatch(PermanentError):
+    pass
+
+
+class EventLogUnavailable(TransientError):
+    pass

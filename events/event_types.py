@@ -1,0 +1,78 @@
+"""The events of the log. Tags are permanent: never rename one, never change a field's type.
+
+A breaking change is a new event type plus an upcaster (`events.codec`). Every event carries
+`at`, the time (Unix milliseconds) the command side decided it; folds read time from here and
+never from the wall clock (DESIGN.md invariant 4).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from msgspec import Struct
+
+from events.resources import Dataplane, Mesh, MeshService
+
+__all__ = [
+    "AnyEvent",
+    "DataplaneDeregistered",
+    "DataplaneRegistered",
+    "Event",
+    "IpamConfigured",
+    "MeshApplied",
+    "MeshDeleted",
+    "MeshServiceApplied",
+    "MeshServiceDeleted",
+]
+
+
+class Event(Struct, frozen=True, kw_only=True, tag_field="event", omit_defaults=True):
+    at: int
+    """When the command side decided the event, in Unix milliseconds."""
+
+
+class MeshApplied(Event, tag="mesh.applied"):
+    mesh: Mesh
+
+
+class MeshDeleted(Event, tag="mesh.deleted"):
+    name: str
+
+
+class DataplaneRegistered(Event, tag="dataplane.registered"):
+    """A Dataplane was created or changed (through the API, or by the proxy itself)."""
+
+    dataplane: Dataplane
+    origin: Literal["api", "proxy"] = "api"
+
+
+class DataplaneDeregistered(Event, tag="dataplane.deregistered"):
+    mesh: str
+    name: str
+
+
+class MeshServiceApplied(Event, tag="meshservice.applied"):
+    meshservice: MeshService
+
+
+class MeshServiceDeleted(Event, tag="meshservice.deleted"):
+    mesh: str
+    name: str
+
+
+class IpamConfigured(Event, tag="ipam.configured"):
+    """The CIDR new VIPs of `kind` come from. Existing VIPs never move (invariant 6)."""
+
+    kind: Literal["MeshService", "MeshExternalService", "MeshMultiZoneService"]
+    cidr: str
+
+
+AnyEvent = (
+    MeshApplied
+    | MeshDeleted
+    | DataplaneRegistered
+    | DataplaneDeregistered
+    | MeshServiceApplied
+    | MeshServiceDeleted
+    | IpamConfigured
+)

@@ -1,0 +1,184 @@
+"""`JetStreamEventLog`: the event log on NATS JetStream. The only module that imports nats.
+
+Rules followed (reference/jetstream-rules.md): one subject per resource; `Nats-Msg-Id` on every
+append (idempotent retry); `Nats-Expected-Last-Subject-Sequence` for optimistic concurrency
+(a failed check is err_code 10071 and consumes no sequence); reading with an ordered push
+consumer with a 1 s idle heartbeat; the stream's invariants checked at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+
+from events.codec import SCHEMA_HEADER, SCHEMA_VERSION, encode_event
+from events.errors import Conflict, EventLogUnavailable, StreamConfigMismatch
+from events.event_types import AnyEvent
+from events.log import Appended, Record
+from events.subjects import EVENTS_STREAM, events_wildcard
+
+__all__ = ["JetStreamEventLog", "connect_nats"]
+
+WRONG_LAST_SEQUENCE = 10071
+DUPLICATE_WINDOW_S = 120.0
+_TIMEOUT_S = 5.0
+_TRANSIENT = (
+    asyncio.TimeoutError,
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NoStreamResponseError,
+)
+
+
+async def connect_nats(url: str, *, name: str) -> NATS:
+    """Connect with bounded time; raise EventLogUnavailable naming the URL."""
+    try:
+        return await nats.connect(
+            url, name=name, connect_timeout=5, max_reconnect_attempts=-1, allow_reconnect=True
+        )
+    except (OSError, *_TRANSIENT) as exc:
+        raise EventLogUnavailable(f"cannot reach NATS at {url}: {exc}") from exc
+
+
+class JetStreamEventLog:
+    def __init__(self, js: JetStreamContext, stream: str = EVENTS_STREAM) -> None:
+        self._js = js
+        self._stream = stream
+
+    @classmethod
+    async def open(
+        cls, nc: NATS, *, stream: str = EVENTS_STREAM, replicas: int = 1
+    ) -> JetStreamEventLog:
+        """Create the stream if missing; check an existing one keeps DESIGN.md invariant 3."""
+        js = nc.jetstream(timeout=_TIMEOUT_S)
+        wanted = StreamConfig(
+            name=stream,
+            subjects=[events_wildcard()],
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            deny_delete=True,
+            deny_purge=True,
+            allow_direct=True,
+        )
+        try:
+            try:
+                info = await js.stream_info(stream)
+            except nats.js.errors.NotFoundError:
+                await js.add_stream(wanted)
+            else:
+                _check_stream(info.config, wanted)
+        except _TRANSIENT as exc:
+            raise EventLogUnavailable(f"JetStream did not answer for stream {stream}: {exc}") from exc
+        return cls(js, stream)
+
+    async def append(
+        self,
+        subject: str,
+        event: AnyEvent,
+        *,
+        expected_last_subject_seq: int,
+        msg_id: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> Appended:
+        hdrs = dict(headers or {})
+        hdrs["Nats-Msg-Id"] = msg_id
+        hdrs["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_subject_seq)
+        hdrs[SCHEMA_HEADER] = str(SCHEMA_VERSION)
+        try:
+            ack = await self._js.publish(
+                subject, encode_event(event), timeout=_TIMEOUT_S, stream=self._stream, headers=hdrs
+            )
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != WRONG_LAST_SEQUENCE:
+                raise
+            # nats-server checks the expected subject sequence before de-duplicating, so a
+            # retry of an append that was stored (but whose ack was lost) lands here. It is
+            # ours if the subject's last message carries our Msg-Id: report the duplicate.
+            last = await self.last(subject)
+            if last is not None and last.headers.get("Nats-Msg-Id") == msg_id:
+                return Appended(seq=last.seq, duplicate=True)
+            raise Conflict(subject, expected_last_subject_seq) from exc
+        except _TRANSIENT as exc:
+            raise EventLogUnavailable(f"append to {subject} not acknowledged: {exc!r}") from exc
+        return Appended(seq=ack.seq, duplicate=bool(ack.duplicate))
+
+    async def last(self, subject: str) -> Record | None:
+        try:
+            msg = await self._js.get_last_msg(self._stream, subject, direct=True)
+        except nats.js.errors.NotFoundError:
+            return None
+        except _TRANSIENT as exc:
+            raise EventLogUnavailable(f"cannot read {subject}: {exc!r}") from exc
+        headers = dict(msg.headers or {})
+        return Record(
+            seq=msg.seq or 0,
+            subject=msg.subject or subject,
+            data=msg.data or b"",
+            headers=headers,
+            schema_version=int(headers.get(SCHEMA_HEADER, SCHEMA_VERSION)),
+        )
+
+    async def last_seq(self) -> int:
+        try:
+            info = await self._js.stream_info(self._stream)
+        except _TRANSIENT as exc:
+            raise EventLogUnavailable(f"cannot read stream {self._stream}: {exc!r}") from exc
+        return info.state.last_seq
+
+    async def read(self, from_seq: int, *, max_batch: int = 1000) -> AsyncIterator[list[Record]]:
+        sub = await self._js.subscribe(
+            events_wildcard(),
+            stream=self._stream,
+            ordered_consumer=True,
+            idle_heartbeat=1.0,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, from_seq)
+            ),
+        )
+        try:
+            while True:
+                batch = [_record(await sub.next_msg(timeout=None))]
+                while len(batch) < max_batch and sub.pending_msgs > 0:
+                    batch.append(_record(await sub.next_msg(timeout=_TIMEOUT_S)))
+                yield batch
+        finally:
+            with contextlib.suppress(nats.errors.ConnectionClosedError):
+                await sub.unsubscribe()
+
+
+def _record(msg: nats.aio.msg.Msg) -> Record:
+    headers = dict(msg.headers or {})
+    return Record(
+        seq=msg.metadata.sequence.stream,
+        subject=msg.subject,
+        data=msg.data,
+        headers=headers,
+        schema_version=int(headers.get(SCHEMA_HEADER, SCHEMA_VERSION)),
+    )
+
+
+def _check_stream(have: StreamConfig, want: StreamConfig) -> None:
+    problems = []
+    if have.storage != StorageType.FILE:
+        problems.append(f"storage is {have.storage}, must be file")
+    for flag in ("deny_delete", "deny_purge", "allow_direct"):
+        if not getattr(have, flag):
+            problems.append(f"{flag} is off, must be on")
+    if not set(want.subjects or []) <= set(have.subjects or []):
+        problems.append(f"subjects {have.subjects} do not include {want.subjects}")
+    if problems:
+        raise StreamConfigMismatch(
+            f"stream {have.name} breaks the event-log invariants: " + "; ".join(problems)
+            + ". Fix the stream (or point meshlog at a new one); meshlog will not change it."
+        )

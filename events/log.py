@@ -1,0 +1,56 @@
+"""The `EventLog` role: what the command side and the projectors need from the log."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Protocol
+
+from msgspec import Struct
+
+from events.event_types import AnyEvent
+
+__all__ = ["Appended", "EventLog", "Record"]
+
+
+class Record(Struct, frozen=True):
+    """One stored message, not yet decoded (decoding may fail; see events.codec)."""
+
+    seq: int
+    subject: str
+    data: bytes
+    headers: Mapping[str, str]
+    schema_version: int
+
+
+class Appended(Struct, frozen=True):
+    seq: int
+    duplicate: bool
+    """True when the log already held this `msg_id`: a retry, nothing was written."""
+
+
+class EventLog(Protocol):
+    async def append(
+        self,
+        subject: str,
+        event: AnyEvent,
+        *,
+        expected_last_subject_seq: int,
+        msg_id: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> Appended:
+        """Append one event if `subject`'s last sequence is `expected_last_subject_seq`
+        (0 = the subject must be empty); raise `Conflict` otherwise. A retry with the same
+        `msg_id` inside the duplicate window returns the first sequence, `duplicate=True`."""
+        ...
+
+    async def last(self, subject: str) -> Record | None:
+        """The newest message of a subject, or None if it has none."""
+        ...
+
+    async def last_seq(self) -> int:
+        """The stream's last sequence (0 for an empty log)."""
+        ...
+
+    def read(self, from_seq: int, *, max_batch: int = 1000) -> AsyncIterator[list[Record]]:
+        """Batches of consecutive records from `from_seq` on, in order, forever (live tail)."""
+        ...

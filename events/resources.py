@@ -1,0 +1,162 @@
+"""Resource schemas in Kuma's universal format (`type`, `mesh`, `name`, `labels`, ...).
+
+These Structs are what the API accepts and what events carry. They are lenient about unknown
+fields so that an old reader can still decode an event written by newer code (STYLE.md, schema
+evolution); strictness for user input lives in `events.decoding`, at the edge.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+
+from msgspec import Meta, Struct
+
+__all__ = [
+    "APP_PROTOCOLS",
+    "Admin",
+    "BackendRef",
+    "Dataplane",
+    "DataplaneNetworking",
+    "Health",
+    "Inbound",
+    "Mesh",
+    "MeshService",
+    "MeshServicePort",
+    "MeshServiceSelector",
+    "MeshServiceSpec",
+    "MeshServicesConfig",
+    "MeshScopedResource",
+    "Outbound",
+    "ReachableBackendRef",
+    "ReachableBackends",
+    "Resource",
+    "TransparentProxying",
+]
+
+RFC1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+PortNumber = Annotated[int, Meta(ge=1, le=65535)]
+ResourceName = Annotated[str, Meta(min_length=1, max_length=253, pattern=RFC1123_SUBDOMAIN)]
+Labels = dict[str, str]
+AppProtocol = Literal["http", "http2", "grpc", "tcp", "tls", "kafka", "mysql"]
+APP_PROTOCOLS: tuple[str, ...] = AppProtocol.__args__  # type: ignore[attr-defined]
+
+
+class _Base(Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
+    pass
+
+
+class Resource(_Base, tag_field="type"):
+    """A named, labelled resource; `type` is the msgspec tag."""
+
+    name: ResourceName
+    labels: Labels = {}
+
+
+class MeshScopedResource(Resource, kw_only=True):
+    mesh: ResourceName
+
+
+# --- Mesh -----------------------------------------------------------------------------------
+
+
+class MeshServicesConfig(_Base):
+    mode: Literal["Disabled", "Everywhere", "ReachableBackends", "Exclusive"] = "Exclusive"
+
+
+class Mesh(Resource, kw_only=True, tag="Mesh"):
+    mesh_services: MeshServicesConfig | None = None
+
+
+# --- Dataplane ------------------------------------------------------------------------------
+
+
+class Health(_Base):
+    ready: bool = True
+
+
+class Inbound(_Base):
+    port: PortNumber
+    service_port: PortNumber | None = None
+    service_address: str | None = None
+    address: str | None = None
+    tags: Labels = {}
+    name: str | None = None
+    health: Health | None = None
+    state: Literal["Ready", "NotReady", "Ignored"] = "Ready"
+    protocol: AppProtocol | None = None
+
+
+class BackendRef(_Base):
+    kind: Literal["MeshService", "MeshExternalService", "MeshMultiZoneService"]
+    name: str | None = None
+    labels: Labels | None = None
+    port: PortNumber | None = None
+
+
+class Outbound(_Base):
+    port: PortNumber
+    address: str | None = None
+    backend_ref: BackendRef | None = None
+    tags: Labels | None = None
+
+
+class ReachableBackendRef(_Base):
+    kind: Literal["MeshService", "MeshExternalService", "MeshMultiZoneService"]
+    name: str | None = None
+    labels: Labels | None = None
+    port: PortNumber | None = None
+
+
+class ReachableBackends(_Base):
+    refs: list[ReachableBackendRef] = []
+
+
+class TransparentProxying(_Base):
+    redirect_port_inbound: PortNumber | None = None
+    redirect_port_outbound: PortNumber | None = None
+    reachable_backends: ReachableBackends | None = None
+
+
+class Admin(_Base):
+    port: PortNumber
+
+
+class DataplaneNetworking(_Base):
+    address: Annotated[str, Meta(min_length=1)]
+    advertised_address: str | None = None
+    inbound: list[Inbound] = []
+    outbound: list[Outbound] = []
+    transparent_proxying: TransparentProxying | None = None
+    admin: Admin | None = None
+
+
+class Dataplane(MeshScopedResource, kw_only=True, tag="Dataplane"):
+    networking: DataplaneNetworking
+
+
+# --- MeshService ----------------------------------------------------------------------------
+
+
+class MeshServiceSelector(_Base):
+    dataplane_tags: Labels = {}
+
+
+class MeshServicePort(_Base):
+    port: PortNumber
+    target_port: PortNumber | Annotated[str, Meta(min_length=1)] | None = None
+    name: str | None = None
+    app_protocol: AppProtocol = "tcp"
+
+
+class MeshServiceSpec(_Base):
+    selector: MeshServiceSelector
+    ports: list[MeshServicePort]
+
+
+class MeshService(MeshScopedResource, kw_only=True, tag="MeshService"):
+    spec: MeshServiceSpec
+    # status is owned by the control plane: accepted on input (so `get -o yaml | apply` works)
+    # and ignored.
+    status: dict[str, Any] | None = None

@@ -1,0 +1,150 @@
+"""Semantic rules for resources, after their shape is known to be right.
+
+Every rule appends a `Violation(path, message)`; nothing stops at the first problem. The rules
+follow Kuma (reference/kuma-behaviour.md): tag syntax, `kuma.io/service` on tagged inbounds,
+addresses, admin-port collisions, backend references, MeshService ports.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections import Counter
+from typing import assert_never
+
+from events.errors import Violation
+from events.resources import Dataplane, Mesh, MeshService, Resource
+
+__all__ = ["SERVICE_TAG", "is_dns1035_label", "validate"]
+
+SERVICE_TAG = "kuma.io/service"
+_TAG_KEY = re.compile(r"^[a-zA-Z0-9.\-_:/]*$")
+_TAG_VALUE = re.compile(r"^[a-zA-Z0-9.\-_:]*$")
+_HOSTNAME = re.compile(r"^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*$")
+_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+def is_dns1035_label(value: str) -> bool:
+    return len(value) <= 63 and bool(_DNS1035.match(value))
+
+
+def validate(resource: Resource) -> list[Violation]:
+    out: list[Violation] = []
+    _labels(resource.labels, "labels", out)
+    match resource:
+        case Mesh():
+            pass
+        case Dataplane():
+            _dataplane(resource, out)
+        case MeshService():
+            _meshservice(resource, out)
+        case _:
+            raise TypeError(f"no validation for {type(resource).__name__}")
+    return out
+
+
+def _labels(labels: dict[str, str], path: str, out: list[Violation]) -> None:
+    for key, value in labels.items():
+        if not key or not _TAG_KEY.match(key):
+            out.append(Violation(f'{path}["{key}"]', "key must match ^[a-zA-Z0-9.\\-_:/]*$ and not be empty"))
+        if not value or not _TAG_VALUE.match(value):
+            out.append(Violation(f'{path}["{key}"]', f"{value!r} must match ^[a-zA-Z0-9.\\-_:]*$ and not be empty"))
+
+
+def _address(value: str, path: str, out: list[Violation], *, allow_dns: bool = True) -> None:
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        if not allow_dns or len(value) > 253 or not _HOSTNAME.match(value):
+            what = "an IP address or DNS name" if allow_dns else "an IP address"
+            out.append(Violation(path, f"{value!r} is not {what}"))
+        return
+    if ip.is_unspecified:
+        out.append(Violation(path, f"{value!r} must not be the unspecified address"))
+
+
+def _dataplane(dp: Dataplane, out: list[Violation]) -> None:
+    net = dp.networking
+    _address(net.address, "networking.address", out)
+    if net.advertised_address is not None:
+        _address(net.advertised_address, "networking.advertisedAddress", out)
+    if not net.inbound:
+        out.append(Violation("networking.inbound", "must have at least one inbound"))
+    listeners: Counter[tuple[str, int]] = Counter()
+    for i, inbound in enumerate(net.inbound):
+        path = f"networking.inbound[{i}]"
+        if inbound.address is not None:
+            _address(inbound.address, f"{path}.address", out, allow_dns=False)
+        if inbound.service_address is not None:
+            _address(inbound.service_address, f"{path}.serviceAddress", out, allow_dns=False)
+        _labels(inbound.tags, f"{path}.tags", out)
+        if inbound.tags and SERVICE_TAG not in inbound.tags:
+            out.append(Violation(f"{path}.tags", f'"{SERVICE_TAG}" is required'))
+        if inbound.name is not None and not inbound.name:
+            out.append(Violation(f"{path}.name", "must not be empty"))
+        listeners[(inbound.address or net.address, inbound.port)] += 1
+    for (address, port), n in listeners.items():
+        if n > 1:
+            out.append(Violation("networking.inbound", f"{n} inbounds listen on {address}:{port}"))
+    outbound_ports: Counter[tuple[str, int]] = Counter()
+    for i, outbound in enumerate(net.outbound):
+        path = f"networking.outbound[{i}]"
+        if outbound.address is not None:
+            _address(outbound.address, f"{path}.address", out, allow_dns=False)
+        outbound_ports[(outbound.address or "127.0.0.1", outbound.port)] += 1
+        if (outbound.backend_ref is None) == (outbound.tags is None):
+            out.append(Violation(path, "needs exactly one of backendRef or tags"))
+        ref = outbound.backend_ref
+        if ref is not None and (ref.name is None) == (ref.labels is None):
+            out.append(Violation(f"{path}.backendRef", "needs exactly one of name or labels"))
+        if outbound.tags is not None:
+            _labels(outbound.tags, f"{path}.tags", out)
+            if SERVICE_TAG not in outbound.tags:
+                out.append(Violation(f"{path}.tags", f'"{SERVICE_TAG}" is required'))
+    for (address, port), n in outbound_ports.items():
+        if n > 1:
+            out.append(Violation("networking.outbound", f"{n} outbounds listen on {address}:{port}"))
+    tp = net.transparent_proxying
+    if tp is not None and tp.reachable_backends is not None:
+        for i, rref in enumerate(tp.reachable_backends.refs):
+            if rref.name is not None and rref.labels is not None:
+                out.append(Violation(
+                    f"networking.transparentProxying.reachableBackends.refs[{i}]",
+                    "name and labels are mutually exclusive",
+                ))
+    if net.admin is not None:
+        used = {i.port for i in net.inbound} | {o.port for o in net.outbound}
+        if net.admin.port in used:
+            out.append(Violation(
+                "networking.admin.port",
+                f"{net.admin.port} collides with an inbound or outbound port",
+            ))
+
+
+def _meshservice(ms: MeshService, out: list[Violation]) -> None:
+    spec = ms.spec
+    if not spec.selector.dataplane_tags:
+        out.append(Violation("spec.selector.dataplaneTags", "must select at least one tag"))
+    _labels(spec.selector.dataplane_tags, "spec.selector.dataplaneTags", out)
+    if not spec.ports:
+        out.append(Violation("spec.ports", "must have at least one port"))
+    numbers = Counter(p.port for p in spec.ports)
+    names = Counter(p.name for p in spec.ports if p.name is not None)
+    for i, port in enumerate(spec.ports):
+        path = f"spec.ports[{i}]"
+        if numbers[port.port] > 1:
+            out.append(Violation(f"{path}.port", f"{port.port} is used by more than one port"))
+        if port.name is not None:
+            if not is_dns1035_label(port.name) and not port.name.isdigit():
+                out.append(Violation(f"{path}.name", f"{port.name!r} is not a DNS-1035 label"))
+            if names[port.name] > 1:
+                out.append(Violation(f"{path}.name", f"{port.name!r} is used by more than one port"))
+        match port.target_port:
+            case None | int():
+                pass
+            case str() as target if not target:
+                out.append(Violation(f"{path}.targetPort", "must not be empty"))
+            case str():
+                pass
+            case _:
+                assert_never(port.target_port)

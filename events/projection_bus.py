@@ -1,0 +1,105 @@
+"""`JetStreamProjectionBus`: where projectors publish read-model rows for gateways.
+
+A JetStream KV bucket (history 1, file storage, direct get): the key is `<collection>/<key>`,
+the value the row's canonical JSON. Putting the same value again changes no one's view, so
+republishing is idempotent (DESIGN.md invariant 5). Each batch ends with the key
+`meta/checkpoint` (the stream sequence the rows reflect); watchers apply what they received
+only at a checkpoint, so they never see half a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.kv import KeyValue
+
+from events.errors import EventLogUnavailable
+
+__all__ = ["CHECKPOINT_KEY", "JetStreamProjectionBus", "ProjectionUpdate"]
+
+BUCKET = "meshlog_projections"
+CHECKPOINT_KEY = "meta/checkpoint"
+_TIMEOUT_S = 5.0
+
+ProjectionUpdate = tuple[str, bytes | None]
+"""(key, value); value None = deleted."""
+
+
+class JetStreamProjectionBus:
+    def __init__(self, nc: NATS, kv: KeyValue, bucket: str) -> None:
+        self._nc = nc
+        self._js = nc.jetstream(timeout=_TIMEOUT_S)
+        self._kv = kv
+        self._bucket = bucket
+
+    @classmethod
+    async def open(cls, nc: NATS, *, bucket: str = BUCKET, replicas: int = 1
+                   ) -> JetStreamProjectionBus:
+        js = nc.jetstream(timeout=_TIMEOUT_S)
+        try:
+            try:
+                kv = await js.key_value(bucket)
+            except nats.js.errors.BucketNotFoundError:
+                kv = await js.create_key_value(KeyValueConfig(
+                    bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas,
+                    direct=True,
+                ))
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            raise EventLogUnavailable(f"cannot open projection bucket {bucket}: {exc!r}") from exc
+        return cls(nc, kv, bucket)
+
+    async def publish(self, updates: Sequence[ProjectionUpdate]) -> None:
+        """Put or delete every key, pipelined, and wait for all acknowledgements."""
+        futures = []
+        for key, value in updates:
+            subject = f"$KV.{self._bucket}.{key}"
+            if value is None:
+                fut = await self._js.publish_async(subject, b"", headers={"KV-Operation": "DEL"})
+            else:
+                fut = await self._js.publish_async(subject, value)
+            futures.append(fut)
+        try:
+            await asyncio.wait_for(asyncio.gather(*futures), timeout=_TIMEOUT_S * 4)
+        except (TimeoutError, nats.errors.TimeoutError) as exc:
+            raise EventLogUnavailable(f"projection publish not acknowledged: {exc!r}") from exc
+
+    async def current(self) -> dict[str, bytes]:
+        """Every live key and its value."""
+        values: dict[str, bytes] = {}
+        async for batch in self.watch():
+            for key, value in batch:
+                if value is None:
+                    values.pop(key, None)
+                else:
+                    values[key] = value
+            return values
+        return values
+
+    async def watch(self) -> AsyncIterator[list[ProjectionUpdate]]:
+        """First every current value as one batch (possibly empty), then live updates, each
+        batch ending at a checkpoint key."""
+        watcher = await self._kv.watchall()
+        try:
+            pending: list[ProjectionUpdate] = []
+            live = False
+            async for entry in watcher:
+                if entry is None:  # end of the initial values
+                    live = True
+                    yield pending
+                    pending = []
+                    continue
+                value = None if entry.operation in ("DEL", "PURGE") else entry.value
+                pending.append((entry.key, value))
+                if entry.key == CHECKPOINT_KEY and live:
+                    yield pending
+                    pending = []
+        finally:
+            try:
+                await watcher.stop()
+            except (nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError):
+                pass

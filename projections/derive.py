@@ -1,0 +1,96 @@
+"""Derived parts of a MeshService: endpoints per port, status, hostnames.
+
+These are pure functions of the current state (no event order involved), so the projector
+computes them once per batch for the services an event marked stale: the same rows come out
+whatever the batch boundaries.
+"""
+
+from __future__ import annotations
+
+from events import Dataplane, Inbound, MeshServicePort
+from projections.hostnames import assign_hostnames
+from projections.ipam import vip_of
+from projections.state import ProjectionState, ms_key
+from projections.views import (
+    Condition,
+    DataplaneProxies,
+    Endpoint,
+    EndpointsRow,
+    MeshServiceRow,
+    MeshServiceStatus,
+    PortEndpoints,
+    Vip,
+)
+
+__all__ = ["derive_stale", "inbound_serves", "is_healthy"]
+
+
+def is_healthy(inbound: Inbound) -> bool:
+    return inbound.state == "Ready" and (inbound.health is None or inbound.health.ready)
+
+
+def inbound_serves(inbound: Inbound, port: MeshServicePort) -> bool:
+    """Does `inbound` back `port` (targetPort by number, or by the inbound's name)?"""
+    target = port.target_port if port.target_port is not None else port.port
+    if isinstance(target, int):
+        return inbound.port == target
+    return inbound.name == target
+
+
+def _endpoint_address(dp: Dataplane, inbound: Inbound) -> str:
+    return dp.networking.advertised_address or inbound.address or dp.networking.address
+
+
+def derive_stale(state: ProjectionState, zone: str) -> None:
+    """Recompute endpoints and status of every stale MeshService; clear the stale marks."""
+    hostnames = {mesh: assign_hostnames(state, mesh) for mesh in sorted(state.stale_hostnames)}
+    for mesh, assigned in hostnames.items():
+        state.stale_services.update((mesh, name) for name in assigned)
+    for mesh, name in sorted(state.stale_services):
+        row = state.meshservice(mesh, name)
+        if row is None:
+            continue
+        assigned = hostnames.get(mesh)
+        addresses = (assigned[name] if assigned is not None else
+                     (row.status.addresses, row.status.hostname_generators))
+        _derive_one(state, row, addresses, zone)
+    state.stale_services.clear()
+    state.stale_hostnames.clear()
+
+
+def _derive_one(state: ProjectionState, row: MeshServiceRow, addresses, zone: str) -> None:  # noqa: ANN001
+    selected = state.dataplanes_with_tags(row.mesh, row.spec.selector.dataplane_tags)
+    tags = row.spec.selector.dataplane_tags
+    ports = []
+    healthy_dps = set()
+    for port in row.spec.ports:
+        endpoints = []
+        for dp_row in selected:
+            dp = dp_row.dataplane
+            for inbound in dp.networking.inbound:
+                if inbound.state == "Ignored" or not all(inbound.tags.get(k) == v for k, v in tags.items()):
+                    continue
+                if inbound_serves(inbound, port) and is_healthy(inbound):
+                    healthy_dps.add(dp.name)
+                    endpoints.append(Endpoint(address=_endpoint_address(dp, inbound),
+                                              port=inbound.port, dataplane=dp.name))
+        endpoints.sort(key=lambda e: (e.address, e.port, e.dataplane))
+        ports.append(PortEndpoints(port=port, endpoints=endpoints))
+    state.put("endpoints", ms_key(row.mesh, row.name),
+              EndpointsRow(mesh=row.mesh, name=row.name, zone=zone, ports=ports))
+    vip = vip_of(state, row.mesh, "MeshService", row.name)
+    conditions = [] if vip is not None else [Condition(
+        type="VIPAllocated", status="False", reason="Exhausted",
+        message="no free address left in the MeshService CIDR")]
+    status = MeshServiceStatus(
+        state="Available" if healthy_dps else "Unavailable",
+        vips=[Vip(ip=vip)] if vip is not None else [],
+        addresses=addresses[0],
+        hostname_generators=addresses[1],
+        dataplane_proxies=DataplaneProxies(total=len(selected), healthy=len(healthy_dps)),
+        conditions=conditions,
+    )
+    if status != row.status:
+        state.put("meshservice", ms_key(row.mesh, row.name),
+                  MeshServiceRow(mesh=row.mesh, name=row.name, labels=row.labels, spec=row.spec,
+                                 status=status, meta=row.meta, origin=row.origin))

@@ -1,0 +1,53 @@
+"""Errors of the projection side.
+
+    MeshlogError (events.errors)
+    └── ProjectionError
+        ├── SequenceGap          the log skipped a sequence; the projector halts (invariant 5)
+        ├── ProjectorHalted      an event could not be decoded or applied (quarantined)
+        └── StoreError
+            ├── StoreUnavailable the database cannot be reached (transient)
+            └── StoreCorrupt     the read models are not what this code wrote (permanent)
+"""
+
+from __future__ import annotations
+
+from events import MeshlogError
+
+__all__ = [
+    "ProjectionError",
+    "ProjectorHalted",
+    "SequenceGap",
+    "StoreCorrupt",
+    "StoreError",
+    "StoreUnavailable",
+]
+
+
+class ProjectionError(MeshlogError):
+    pass
+
+
+class SequenceGap(ProjectionError):
+    def __init__(self, expected: int, got: int) -> None:
+        self.expected = expected
+        self.got = got
+        super().__init__(
+            f"event log gap: expected sequence {expected}, got {got}; the projector stops rather "
+            "than skip events (check the stream was not purged or its messages deleted)"
+        )
+
+
+class ProjectorHalted(ProjectionError):
+    pass
+
+
+class StoreError(ProjectionError):
+    pass
+
+
+class StoreUnavailable(StoreError):
+    pass
+
+
+class StoreCorrupt(StoreError):
+    pass

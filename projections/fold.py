@@ -1,0 +1,108 @@
+"""The fold: one event into the projection state. Pure: state and event in, state out.
+
+Order-dependent decisions (which Dataplane's ports win, which VIP a service gets) are taken
+here, per event. Order-independent results (endpoints, status, hostnames) are marked stale and
+derived once per batch by `projections.derive`, so batch boundaries never change the result.
+"""
+
+from __future__ import annotations
+
+from typing import assert_never
+
+from events import (
+    SERVICE_TAG,
+    AnyEvent,
+    Dataplane,
+    DataplaneDeregistered,
+    DataplaneRegistered,
+    IpamConfigured,
+    MeshApplied,
+    MeshDeleted,
+    MeshServiceApplied,
+    MeshServiceDeleted,
+)
+from projections.generation import regenerate
+from projections.ipam import allocate_vip, configure_cidr
+from projections.state import ProjectionState, dp_key, ms_key
+from projections.views import DataplaneRow, MeshRow, MeshServiceRow, MeshServiceStatus, RowMeta
+
+__all__ = ["apply_event"]
+
+
+def apply_event(state: ProjectionState, seq: int, event: AnyEvent, zone: str) -> None:
+    match event:
+        case MeshApplied(mesh=mesh):
+            old = state.get("mesh", mesh.name)
+            state.put("mesh", mesh.name, MeshRow(mesh=mesh, meta=_meta(old, seq, event.at)))
+        case MeshDeleted(name=name):
+            state.delete("mesh", name)
+        case DataplaneRegistered(dataplane=dp):
+            _dataplane_changed(state, seq, event.at, dp.mesh, dp.name, dp, event.origin, zone)
+        case DataplaneDeregistered(mesh=mesh, name=name):
+            _dataplane_changed(state, seq, event.at, mesh, name, None, "api", zone)
+        case MeshServiceApplied(meshservice=ms):
+            old = state.meshservice(ms.mesh, ms.name)
+            row = MeshServiceRow(
+                mesh=ms.mesh, name=ms.name,
+                labels={**ms.labels, "kuma.io/mesh": ms.mesh, "kuma.io/origin": "zone",
+                        "kuma.io/zone": zone},
+                spec=ms.spec,
+                status=old.status if old is not None else MeshServiceStatus(),
+                meta=_meta(old if old is not None and old.origin == "user" else None, seq, event.at),
+                origin="user",
+            )
+            state.put("meshservice", ms_key(ms.mesh, ms.name), row)
+            allocate_vip(state, ms.mesh, "MeshService", ms.name)
+            state.stale_services.add((ms.mesh, ms.name))
+            state.stale_hostnames.add(ms.mesh)
+        case MeshServiceDeleted(mesh=mesh, name=name):
+            state.delete("meshservice", ms_key(mesh, name))
+            state.delete("endpoints", ms_key(mesh, name))
+            state.stale_hostnames.add(mesh)
+            # Dataplanes may still carry the service tag: the generator takes over.
+            regenerate(state, mesh, name, seq, event.at, zone)
+        case IpamConfigured(kind=kind, cidr=cidr):
+            configure_cidr(state, kind, cidr)
+        case _:
+            assert_never(event)
+
+
+def _meta(old: object, seq: int, at: int) -> RowMeta:
+    meta = getattr(old, "meta", None)
+    created = meta.creation_time if isinstance(meta, RowMeta) else at
+    return RowMeta(version=seq, creation_time=created, modification_time=at)
+
+
+def _dataplane_changed(
+    state: ProjectionState, seq: int, at: int, mesh: str, name: str,
+    new: Dataplane | None, origin: str, zone: str,
+) -> None:
+    old = state.dataplane(mesh, name)
+    touched = _services(old.dataplane if old is not None else None) | _services(new)
+    # MeshServices that selected the old or select the new Dataplane need new endpoints.
+    for ms in state.meshservices_of(mesh):
+        tags = ms.spec.selector.dataplane_tags
+        if _selects(tags, old.dataplane if old else None) or _selects(tags, new):
+            state.stale_services.add((mesh, ms.name))
+    if new is None:
+        state.delete("dataplane", dp_key(mesh, name))
+    else:
+        state.put("dataplane", dp_key(mesh, name), DataplaneRow(
+            dataplane=new, meta=_meta(old, seq, at),
+            first_seq=old.first_seq if old is not None else seq,
+            origin=origin,  # type: ignore[arg-type]
+        ))
+    for service in sorted(touched):
+        regenerate(state, mesh, service, seq, at, zone)
+
+
+def _services(dp: Dataplane | None) -> set[str]:
+    if dp is None:
+        return set()
+    return {i.tags[SERVICE_TAG] for i in dp.networking.inbound if SERVICE_TAG in i.tags}
+
+
+def _selects(tags: dict[str, str], dp: Dataplane | None) -> bool:
+    return dp is not None and bool(tags) and any(
+        all(i.tags.get(k) == v for k, v in tags.items()) for i in dp.networking.inbound
+    )

@@ -1,0 +1,84 @@
+"""MeshService generation from Dataplane inbounds (Kuma's universal-zone generator).
+
+One MeshService per distinct inbound `kuma.io/service` value that is a DNS-1035 label. Ports:
+one per inbound of that service, in inbound order. When Dataplanes of one service disagree on
+the ports, the existing spec wins while a Dataplane still has it, else the oldest Dataplane's
+(first registration sequence) wins. A user-created MeshService of the same name is never touched.
+"""
+
+from __future__ import annotations
+
+from events import SERVICE_TAG, Dataplane, MeshServicePort, is_dns1035_label
+from events.resources import MeshServiceSelector, MeshServiceSpec
+from projections.ipam import allocate_vip
+from projections.state import ProjectionState, ms_key
+from projections.views import DataplaneRow, MeshServiceRow, MeshServiceStatus, RowMeta
+
+__all__ = ["GENERATOR_LABELS", "ports_of", "regenerate"]
+
+MANAGED_BY = "meshservice-generator"
+GENERATOR_LABELS = {"kuma.io/managed-by": MANAGED_BY, "kuma.io/env": "universal",
+                    "kuma.io/origin": "zone"}
+
+
+def ports_of(dp: Dataplane, service: str) -> list[MeshServicePort]:
+    ports = []
+    for inbound in dp.networking.inbound:
+        if inbound.tags.get(SERVICE_TAG) != service:
+            continue
+        protocol = inbound.protocol or inbound.tags.get("kuma.io/protocol") or "tcp"
+        ports.append(MeshServicePort(
+            port=inbound.port,
+            target_port=inbound.port,
+            name=inbound.name or str(inbound.port),
+            app_protocol=protocol if protocol in _PROTOCOLS else "tcp",  # type: ignore[arg-type]
+        ))
+    return ports
+
+
+_PROTOCOLS = {"http", "http2", "grpc", "tcp", "tls", "kafka", "mysql"}
+
+
+def regenerate(state: ProjectionState, mesh: str, service: str, seq: int, at: int, zone: str) -> None:
+    """Bring the generated MeshService `service` of `mesh` in line with its Dataplanes."""
+    current = state.meshservice(mesh, service)
+    if current is not None and current.origin == "user":
+        return
+    if not is_dns1035_label(service):
+        return
+    dataplanes = state.dataplanes_with_tags(mesh, {SERVICE_TAG: service})
+    if not dataplanes:
+        if current is not None:
+            state.delete("meshservice", ms_key(mesh, service))
+            state.delete("endpoints", ms_key(mesh, service))
+            state.stale_hostnames.add(mesh)
+        return
+    ports = _winning_ports(dataplanes, service, current)
+    spec = MeshServiceSpec(selector=MeshServiceSelector(dataplane_tags={SERVICE_TAG: service}),
+                           ports=ports)
+    if current is not None and current.spec == spec:
+        state.stale_services.add((mesh, service))
+        return
+    labels = {"kuma.io/mesh": mesh, "kuma.io/display-name": service, "kuma.io/zone": zone,
+              **GENERATOR_LABELS}
+    created = current.meta.creation_time if current is not None else at
+    row = MeshServiceRow(
+        mesh=mesh, name=service, labels=labels, spec=spec,
+        status=current.status if current is not None else MeshServiceStatus(),
+        meta=RowMeta(version=seq, creation_time=created, modification_time=at),
+        origin="generated",
+    )
+    state.put("meshservice", ms_key(mesh, service), row)
+    allocate_vip(state, mesh, "MeshService", service)
+    state.stale_services.add((mesh, service))
+    state.stale_hostnames.add(mesh)
+
+
+def _winning_ports(
+    dataplanes: list[DataplaneRow], service: str, current: MeshServiceRow | None
+) -> list[MeshServicePort]:
+    options = {row.dataplane.name: ports_of(row.dataplane, service) for row in dataplanes}
+    if current is not None and current.spec.ports in options.values():
+        return current.spec.ports
+    oldest = min(dataplanes, key=lambda row: (row.first_seq, row.dataplane.name))
+    return options[oldest.dataplane.name]

@@ -1,0 +1,105 @@
+"""`SqliteReadModelStore`: read models in SQLite (aiosqlite), WAL mode so readers in other
+processes (the API) never block the projector."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiosqlite
+
+from projections.errors import StoreCorrupt, StoreUnavailable
+from projections.state import Change
+
+__all__ = ["SqliteReadModelStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rows (
+    collection TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    body       BLOB NOT NULL,
+    PRIMARY KEY (collection, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    projector TEXT PRIMARY KEY,
+    seq       INTEGER NOT NULL
+);
+"""
+
+
+class SqliteReadModelStore:
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteReadModelStore:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = await aiosqlite.connect(path, timeout=10)
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.executescript(_SCHEMA)
+            await db.commit()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite read models at {path}: {exc}") from exc
+        return cls(db, path)
+
+    async def checkpoint(self, projector: str = "main") -> int:
+        async with self._db.execute(
+            "SELECT seq FROM checkpoints WHERE projector = ?", (projector,)
+        ) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def commit(self, changes: Sequence[Change], checkpoint: int,
+                     projector: str = "main") -> None:
+        try:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                current = await self.checkpoint(projector)
+                if checkpoint <= current:
+                    raise StoreCorrupt(
+                        f"checkpoint of {projector!r} would move from {current} to {checkpoint}"
+                    )
+                upserts = [(c.collection, c.key, c.body) for c in changes if c.body is not None]
+                deletes = [(c.collection, c.key) for c in changes if c.body is None]
+                await self._db.executemany(
+                    "INSERT INTO rows (collection, key, body) VALUES (?, ?, ?) "
+                    "ON CONFLICT (collection, key) DO UPDATE SET body = excluded.body", upserts)
+                await self._db.executemany(
+                    "DELETE FROM rows WHERE collection = ? AND key = ?", deletes)
+                await self._db.execute(
+                    "INSERT INTO checkpoints (projector, seq) VALUES (?, ?) "
+                    "ON CONFLICT (projector) DO UPDATE SET seq = excluded.seq",
+                    (projector, checkpoint))
+            except BaseException:
+                await self._db.rollback()
+                raise
+            await self._db.commit()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite commit failed at {self.path}: {exc}") from exc
+
+    async def get(self, collection: str, key: str) -> bytes | None:
+        async with self._db.execute(
+            "SELECT body FROM rows WHERE collection = ? AND key = ?", (collection, key)
+        ) as cur:
+            row = await cur.fetchone()
+        return bytes(row[0]) if row else None
+
+    async def list(self, collection: str, prefix: str = "") -> list[tuple[str, bytes]]:
+        async with self._db.execute(
+            "SELECT key, body FROM rows WHERE collection = ? AND substr(key, 1, ?) = ? "
+            "ORDER BY key", (collection, len(prefix), prefix)
+        ) as cur:
+            return [(k, bytes(b)) for k, b in await cur.fetchall()]
+
+    async def rows(self) -> list[tuple[str, str, bytes]]:
+        async with self._db.execute(
+            "SELECT collection, key, body FROM rows ORDER BY collection, key"
+        ) as cur:
+            return [(c, k, bytes(b)) for c, k, b in await cur.fetchall()]
+
+    async def close(self) -> None:
+        await self._db.close()

@@ -1,0 +1,149 @@
+"""`ProjectionState`: the read models in memory, with the indexes the fold needs.
+
+The projector loads it from the store at start, folds events into it, and writes back only the
+rows it changed (`take_changes`), in one transaction with the checkpoint. Encoded bytes of
+every row are kept, so a row that an event touched but did not change is neither written nor
+published again.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+
+from msgspec import Struct
+
+from projections.views import COLLECTIONS, DataplaneRow, MeshServiceRow, decode_row, encode_row
+
+__all__ = ["Change", "ProjectionState", "dp_key", "ms_key"]
+
+Key = tuple[str, str]  # (collection, key)
+
+
+class Change(Struct, frozen=True):
+    collection: str
+    key: str
+    body: bytes | None
+    """The new row, canonical JSON; None when the row was deleted."""
+
+
+def dp_key(mesh: str, name: str) -> str:
+    return f"{mesh}/{name}"
+
+
+ms_key = dp_key
+
+
+class ProjectionState:
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Struct]] = {c: {} for c in COLLECTIONS}
+        self._persisted: dict[Key, bytes] = {}
+        self._dirty: set[Key] = set()
+        # (mesh, tag key, tag value) -> names of Dataplanes with an inbound carrying that tag
+        self.dp_by_tag: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+        self.ms_by_mesh: dict[str, set[str]] = defaultdict(set)
+        self.used_vips: set[str] = set()
+        self.stale_services: set[tuple[str, str]] = set()
+        """MeshServices whose endpoints and status must be derived again before the commit."""
+        self.stale_hostnames: set[str] = set()
+        """Meshes whose hostname assignment (collisions) must be derived again."""
+
+    @classmethod
+    def load(cls, rows: Iterable[tuple[str, str, bytes]]) -> ProjectionState:
+        state = cls()
+        for collection, key, body in rows:
+            row = decode_row(collection, body)
+            state._persisted[(collection, key)] = body
+            state._put(collection, key, row)
+        return state
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def get(self, collection: str, key: str) -> Struct | None:
+        return self.rows[collection].get(key)
+
+    def dataplane(self, mesh: str, name: str) -> DataplaneRow | None:
+        return self.rows["dataplane"].get(dp_key(mesh, name))  # type: ignore[return-value]
+
+    def meshservice(self, mesh: str, name: str) -> MeshServiceRow | None:
+        return self.rows["meshservice"].get(ms_key(mesh, name))  # type: ignore[return-value]
+
+    def meshservices_of(self, mesh: str) -> Iterator[MeshServiceRow]:
+        for name in sorted(self.ms_by_mesh.get(mesh, ())):
+            yield self.rows["meshservice"][ms_key(mesh, name)]  # type: ignore[misc]
+
+    def dataplanes_with_tags(self, mesh: str, tags: dict[str, str]) -> list[DataplaneRow]:
+        """Dataplanes with at least one inbound carrying all `tags`, sorted by name."""
+        if not tags:
+            return []
+        sets = [self.dp_by_tag.get((mesh, k, v), set()) for k, v in tags.items()]
+        names = set.intersection(*sorted(sets, key=len))
+        rows = (self.dataplane(mesh, n) for n in sorted(names))
+        return [r for r in rows if r is not None and _matches(r, tags)]
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def put(self, collection: str, key: str, row: Struct) -> None:
+        self._drop_indexes(collection, key)
+        self._put(collection, key, row)
+        self._dirty.add((collection, key))
+
+    def delete(self, collection: str, key: str) -> None:
+        self._drop_indexes(collection, key)
+        self.rows[collection].pop(key, None)
+        self._dirty.add((collection, key))
+
+    def take_changes(self) -> list[Change]:
+        """Rows changed since the last call, in a stable order, and mark them persisted."""
+        changes = []
+        for collection, key in sorted(self._dirty):
+            row = self.rows[collection].get(key)
+            body = None if row is None else encode_row(row)
+            if self._persisted.get((collection, key)) == body:
+                continue
+            if body is None:
+                self._persisted.pop((collection, key), None)
+            else:
+                self._persisted[(collection, key)] = body
+            changes.append(Change(collection, key, body))
+        self._dirty.clear()
+        return changes
+
+    def persisted(self) -> Iterator[tuple[str, str, bytes]]:
+        for (collection, key), body in sorted(self._persisted.items()):
+            yield collection, key, body
+
+    # --- indexes ----------------------------------------------------------------------------
+
+    def _put(self, collection: str, key: str, row: Struct) -> None:
+        self.rows[collection][key] = row
+        if isinstance(row, DataplaneRow):
+            dp = row.dataplane
+            for inbound in dp.networking.inbound:
+                for k, v in inbound.tags.items():
+                    self.dp_by_tag[(dp.mesh, k, v)].add(dp.name)
+        elif isinstance(row, MeshServiceRow):
+            self.ms_by_mesh[row.mesh].add(row.name)
+        elif collection == "vip":
+            self.used_vips.add(row.ip)  # type: ignore[attr-defined]
+
+    def _drop_indexes(self, collection: str, key: str) -> None:
+        row = self.rows[collection].get(key)
+        if isinstance(row, DataplaneRow):
+            dp = row.dataplane
+            for inbound in dp.networking.inbound:
+                for k, v in inbound.tags.items():
+                    names = self.dp_by_tag.get((dp.mesh, k, v))
+                    if names is not None:
+                        names.discard(dp.name)
+                        if not names:
+                            del self.dp_by_tag[(dp.mesh, k, v)]
+        elif isinstance(row, MeshServiceRow):
+            self.ms_by_mesh[row.mesh].discard(row.name)
+
+
+def _matches(row: DataplaneRow, tags: dict[str, str]) -> bool:
+    return any(
+        all(inbound.tags.get(k) == v for k, v in tags.items())
+        for inbound in row.dataplane.networking.inbound
+    )

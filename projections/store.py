@@ -1,0 +1,50 @@
+"""The `ReadModelStore` role and how to open one from a URL.
+
+A store keeps rows `(collection, key) -> canonical JSON` and, per projector, a checkpoint: the
+stream sequence its rows reflect. `commit` writes both in one transaction (invariant 5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from projections.errors import StoreUnavailable
+from projections.state import Change
+
+__all__ = ["ReadModelStore", "open_store"]
+
+
+class ReadModelStore(Protocol):
+    async def checkpoint(self, projector: str = "main") -> int:
+        """The last stream sequence committed by `projector`; 0 if none."""
+        ...
+
+    async def commit(self, changes: Sequence[Change], checkpoint: int,
+                     projector: str = "main") -> None:
+        """Apply `changes` and set the checkpoint, atomically. The checkpoint only moves
+        forward; a commit with a checkpoint not above the current one raises StoreCorrupt."""
+        ...
+
+    async def get(self, collection: str, key: str) -> bytes | None: ...
+
+    async def list(self, collection: str, prefix: str = "") -> list[tuple[str, bytes]]:
+        """Rows of `collection` whose key starts with `prefix`, sorted by key."""
+        ...
+
+    async def rows(self) -> list[tuple[str, str, bytes]]:
+        """Every row, sorted by (collection, key)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+async def open_store(url: str) -> ReadModelStore:
+    """`sqlite:///path/to/file.db` (or a bare path) or `postgresql://...`."""
+    if url.startswith(("postgresql://", "postgres://")):
+        raise StoreUnavailable("PostgreSQL read models are not available yet: use SQLite")
+    path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
+    from projections.sqlite import SqliteReadModelStore
+
+    return await SqliteReadModelStore.open(Path(path))

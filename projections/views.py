@@ -1,0 +1,165 @@
+"""Read-model rows: what projectors write, stores keep, gateways and the API read.
+
+Rows are frozen msgspec Structs, encoded canonically (fixed field order, sorted collections)
+so that the same log prefix gives byte-identical rows (DESIGN.md invariant 4). Times are Unix
+milliseconds taken from events.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+from msgspec import Struct
+
+from events import Dataplane, Mesh, MeshServicePort
+from events.resources import MeshServiceSpec
+
+__all__ = [
+    "COLLECTIONS",
+    "PUBLISHED",
+    "Address",
+    "Condition",
+    "DataplaneProxies",
+    "DataplaneRow",
+    "Endpoint",
+    "EndpointsRow",
+    "HostnameGeneratorRef",
+    "HostnameGeneratorStatus",
+    "IpamRow",
+    "MeshRow",
+    "MeshServiceRow",
+    "MeshServiceStatus",
+    "PortEndpoints",
+    "RowMeta",
+    "VipRow",
+    "decode_row",
+    "encode_row",
+]
+
+
+class _Row(Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
+    pass
+
+
+class RowMeta(_Row):
+    version: int
+    """Stream sequence of the event that last changed the resource (its optimistic-lock token)."""
+    creation_time: int
+    modification_time: int
+
+
+class MeshRow(_Row):
+    mesh: Mesh
+    meta: RowMeta
+
+
+class DataplaneRow(_Row):
+    dataplane: Dataplane
+    meta: RowMeta
+    first_seq: int
+    """Sequence of the first registration: "oldest Dataplane" in the port-conflict rule."""
+    origin: Literal["api", "proxy"] = "api"
+
+
+class Condition(_Row):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+
+
+class Vip(_Row):
+    ip: str
+
+
+class HostnameGeneratorRef(_Row):
+    core_name: str
+
+
+class Address(_Row):
+    hostname: str
+    origin: str
+    hostname_generator_ref: HostnameGeneratorRef
+
+
+class HostnameGeneratorStatus(_Row):
+    hostname_generator_ref: HostnameGeneratorRef
+    conditions: list[Condition]
+
+
+class DataplaneProxies(_Row):
+    total: int = 0
+    connected: int = 0
+    healthy: int = 0
+
+
+class MeshServiceStatus(_Row):
+    state: Literal["Available", "Unavailable"] = "Unavailable"
+    vips: list[Vip] = []
+    addresses: list[Address] = []
+    hostname_generators: list[HostnameGeneratorStatus] = []
+    dataplane_proxies: DataplaneProxies = DataplaneProxies()
+    conditions: list[Condition] = []
+
+
+class MeshServiceRow(_Row):
+    mesh: str
+    name: str
+    labels: dict[str, str]
+    spec: MeshServiceSpec
+    status: MeshServiceStatus
+    meta: RowMeta
+    origin: Literal["user", "generated"]
+
+
+class Endpoint(_Row):
+    address: str
+    port: int
+    dataplane: str
+
+
+class PortEndpoints(_Row):
+    port: MeshServicePort
+    endpoints: list[Endpoint]
+
+
+class EndpointsRow(_Row):
+    mesh: str
+    name: str
+    zone: str
+    ports: list[PortEndpoints]
+
+
+class VipRow(_Row):
+    ip: str
+
+
+class IpamRow(_Row):
+    kind: str
+    cidr: str
+    next_offset: int
+    """Next-fit cursor: offset from the network address of the next address to try."""
+
+
+COLLECTIONS: dict[str, type[_Row]] = {
+    "mesh": MeshRow,
+    "dataplane": DataplaneRow,
+    "meshservice": MeshServiceRow,
+    "endpoints": EndpointsRow,
+    "vip": VipRow,
+    "ipam": IpamRow,
+}
+PUBLISHED = ("mesh", "dataplane", "meshservice", "endpoints")
+"""Collections gateways need; VIP and IPAM bookkeeping stays in the store."""
+
+_encoder = msgspec.json.Encoder(order="deterministic")
+_decoders = {name: msgspec.json.Decoder(cls) for name, cls in COLLECTIONS.items()}
+
+
+def encode_row(row: _Row) -> bytes:
+    return _encoder.encode(row)
+
+
+def decode_row(collection: str, data: bytes) -> _Row:
+    return _decoders[collection].decode(data)

@@ -1,0 +1,37 @@
+"""ClusterLoadAssignments from the endpoint read model.
+
+The locality is always set: proxyless gRPC clients NACK a ClusterLoadAssignment without one
+(xds-rules.md #13). Endpoints arrive sorted from the projection, so the bytes are stable.
+"""
+
+from __future__ import annotations
+
+from envoy.config.core.v3.address_pb2 import Address, SocketAddress
+from envoy.config.core.v3.base_pb2 import Locality
+from envoy.config.endpoint.v3.endpoint_components_pb2 import (
+    Endpoint,
+    LbEndpoint,
+    LocalityLbEndpoints,
+)
+from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
+from google.protobuf.wrappers_pb2 import UInt32Value
+
+from projections import PortEndpoints
+
+__all__ = ["load_assignment"]
+
+
+def load_assignment(cluster_name: str, zone: str, port: PortEndpoints) -> ClusterLoadAssignment:
+    lb_endpoints = [
+        LbEndpoint(
+            endpoint=Endpoint(address=Address(
+                socket_address=SocketAddress(address=e.address, port_value=e.port))),
+            load_balancing_weight=UInt32Value(value=1),
+        )
+        for e in port.endpoints
+    ]
+    return ClusterLoadAssignment(
+        cluster_name=cluster_name,
+        endpoints=[LocalityLbEndpoints(locality=Locality(zone=zone), lb_endpoints=lb_endpoints)]
+        if lb_endpoints else [],
+    )

@@ -1,0 +1,30 @@
+"""Envoy resource names, following Kuma (reference/kuma-behaviour.md)."""
+
+from __future__ import annotations
+
+__all__ = ["inbound_listener", "local_cluster", "msvc_cluster", "outbound_listener", "parse_node_id"]
+
+
+def msvc_cluster(mesh: str, name: str, port: int, namespace: str = "", zone: str = "") -> str:
+    """`<mesh>_<name>_<namespace>_<zone>_msvc_<port>`; empty parts stay empty."""
+    return f"{mesh}_{name}_{namespace}_{zone}_msvc_{port}"
+
+
+def local_cluster(service_port: int) -> str:
+    return f"localhost:{service_port}"
+
+
+def inbound_listener(address: str, port: int) -> str:
+    return f"inbound:{address}:{port}"
+
+
+def outbound_listener(address: str, port: int) -> str:
+    return f"outbound:{address}:{port}"
+
+
+def parse_node_id(node_id: str) -> tuple[str, str] | None:
+    """`<mesh>.<dataplane name>` -> (mesh, name); the mesh is up to the first dot."""
+    mesh, dot, name = node_id.partition(".")
+    if not dot or not mesh or not name:
+        return None
+    return mesh, name

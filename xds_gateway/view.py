@@ -1,0 +1,69 @@
+"""`ProjectionView`: a gateway's in-memory copy of the published read models.
+
+Filled from the projection bus: the initial batch makes the view ready; later batches are
+applied whole at their checkpoint, so a stream never sees half of a projector batch. Every
+applied batch bumps `generation` and wakes the streams waiting in `changed()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Iterable
+
+from events.projection_bus import CHECKPOINT_KEY, ProjectionUpdate
+from projections import DataplaneRow, EndpointsRow, MeshServiceRow, decode_row
+
+__all__ = ["ProjectionView"]
+
+
+class ProjectionView:
+    def __init__(self) -> None:
+        self.generation = 0
+        self.checkpoint = 0
+        self.ready = asyncio.Event()
+        self._changed = asyncio.Event()
+        self.dataplanes: dict[tuple[str, str], DataplaneRow] = {}
+        self.meshservices: dict[str, dict[str, MeshServiceRow]] = defaultdict(dict)
+        self.endpoints: dict[str, dict[str, EndpointsRow]] = defaultdict(dict)
+
+    def apply(self, updates: Iterable[ProjectionUpdate]) -> None:
+        for key, value in updates:
+            if key == CHECKPOINT_KEY:
+                if value is not None:
+                    self.checkpoint = int(value)
+                continue
+            collection, _, rest = key.partition("/")
+            mesh, _, name = rest.partition("/")
+            self._apply_one(collection, mesh, name, value)
+        self.generation += 1
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def _apply_one(self, collection: str, mesh: str, name: str, value: bytes | None) -> None:
+        match collection:
+            case "dataplane":
+                if value is None:
+                    self.dataplanes.pop((mesh, name), None)
+                else:
+                    self.dataplanes[(mesh, name)] = decode_row(collection, value)  # type: ignore[assignment]
+            case "meshservice" | "endpoints":
+                table = self.meshservices if collection == "meshservice" else self.endpoints
+                if value is None:
+                    table[mesh].pop(name, None)
+                else:
+                    table[mesh][name] = decode_row(collection, value)  # type: ignore[assignment]
+            case _:
+                pass  # meshes and future collections: not needed for Envoy config yet
+
+    async def changed(self, generation: int) -> int:
+        """Wait until the view is past `generation`; return the new generation."""
+        while self.generation == generation:
+            await self._changed.wait()
+        return self.generation
+
+    async def follow(self, batches) -> None:  # noqa: ANN001 - an async iterator of batches
+        """Apply batches from the projection bus forever."""
+        async for batch in batches:
+            self.apply(batch)
+            self.ready.set()

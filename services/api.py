@@ -1,0 +1,282 @@
+"""The HTTP API, in Kuma's REST shape (port 5681 by default).
+
+    GET    /meshes                               list meshes
+    GET    /meshes/{mesh}                        one mesh
+    PUT    /meshes/{mesh}                        create or update a mesh
+    DELETE /meshes/{mesh}
+    GET    /meshes/{mesh}/{plural}               {"total", "items", "next"}; ?size=&offset=
+    GET    /meshes/{mesh}/{plural}/{name}
+    PUT    /meshes/{mesh}/{plural}/{name}        body: the resource (JSON or YAML)
+    DELETE /meshes/{mesh}/{plural}/{name}
+    GET    /ready                                 200 once the read models answer
+    GET    /schema/openapi.json                  the OpenAPI document
+
+Writes go to the log (`services.commands`); reads come from the read models. A write answers
+once the projector has folded it (bounded wait), so a `get` right after an `apply` sees it.
+Optimistic concurrency: GET returns `ETag: "<version>"`; a write with `If-Match` fails with
+409 if the resource moved on. Errors are RFC 7807 documents; invalid input lists every
+violation in `invalid_parameters` as `{"field", "reason"}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+import yaml
+from litestar import Litestar, Request, Response, delete, get, put
+from litestar.openapi import OpenAPIConfig
+
+from events import (
+    Conflict,
+    InvalidResource,
+    MeshlogError,
+    NotFound,
+    TransientError,
+    Violation,
+    decode_resource,
+)
+from projections import ReadModelStore, StoreUnavailable
+from services.commands import Commands, WriteResult
+from services.render import PLURALS, render_row
+
+__all__ = ["create_app"]
+
+_COLLECTION = {"Mesh": "mesh", "Dataplane": "dataplane", "MeshService": "meshservice"}
+_MAX_PAGE = 1000
+
+
+class ApiState(msgspec.Struct):
+    commands: Commands
+    store: ReadModelStore
+    projection_wait_s: float
+
+
+def _state(request: Request) -> ApiState:
+    return request.app.state["meshlog"]
+
+
+# --- reads ------------------------------------------------------------------------------------
+
+
+@get("/meshes", summary="List meshes")
+async def list_meshes(request: Request, size: int = 100, offset: int = 0) -> dict[str, Any]:
+    return await _list(request, "Mesh", "", size, offset)
+
+
+@get("/meshes/{mesh:str}", summary="Get a mesh")
+async def get_mesh(request: Request, mesh: str) -> Response[dict[str, Any]]:
+    return await _get_one(request, "Mesh", mesh, mesh)
+
+
+@get("/meshes/{mesh:str}/{plural:str}", summary="List resources of a mesh")
+async def list_resources(request: Request, mesh: str, plural: str, size: int = 100,
+                         offset: int = 0) -> dict[str, Any]:
+    return await _list(request, _kind(plural), f"{mesh}/", size, offset)
+
+
+@get("/meshes/{mesh:str}/{plural:str}/{name:str}", summary="Get a resource")
+async def get_resource(request: Request, mesh: str, plural: str, name: str
+                       ) -> Response[dict[str, Any]]:
+    return await _get_one(request, _kind(plural), f"{mesh}/{name}", name)
+
+
+async def _get_one(request: Request, kind: str, key: str, name: str) -> Response[dict[str, Any]]:
+    body = await _state(request).store.get(_COLLECTION[kind], key)
+    if body is None:
+        raise NotFound(f"{kind} {name!r} not found")
+    doc = render_row(_COLLECTION[kind], body)
+    headers = {}
+    version = msgspec.json.decode(body).get("meta", {}).get("version")
+    generated = doc.get("labels", {}).get("kuma.io/managed-by") == "meshservice-generator"
+    if version is not None and not generated:
+        headers["ETag"] = f'"{version}"'
+    return Response(doc, headers=headers)
+
+
+async def _list(request: Request, kind: str, prefix: str, size: int, offset: int
+                ) -> dict[str, Any]:
+    if not 1 <= size <= _MAX_PAGE or offset < 0:
+        raise InvalidResource("query", [Violation(
+            "size" if not 1 <= size <= _MAX_PAGE else "offset",
+            f"size must be in 1..{_MAX_PAGE} and offset >= 0 (got size={size}, offset={offset})")])
+    rows = await _state(request).store.list(_COLLECTION[kind], prefix)
+    page = rows[offset:offset + size]
+    following = offset + size
+    next_url = None
+    if following < len(rows):
+        next_url = str(request.url.include_query_params(size=size, offset=following))
+    return {"total": len(rows), "items": [render_row(_COLLECTION[kind], b) for _, b in page],
+            "next": next_url}
+
+
+@get("/ready", summary="Readiness: the read models answer")
+async def ready(request: Request) -> dict[str, Any]:
+    checkpoint = await _state(request).store.checkpoint()
+    return {"status": "ready", "projectedSequence": checkpoint}
+
+
+# --- writes -----------------------------------------------------------------------------------
+
+
+@put("/meshes/{mesh:str}", summary="Create or update a mesh", status_code=200)
+async def put_mesh(request: Request, mesh: str) -> Response[dict[str, Any]]:
+    resource = decode_resource(await _body(request), "Mesh")
+    _match_url(resource, None, mesh)
+    return await _write(request, await _state(request).commands.apply(
+        resource, if_match=_if_match(request), idempotency_key=_idempotency_key(request)))
+
+
+@put("/meshes/{mesh:str}/{plural:str}/{name:str}", summary="Create or update a resource",
+     status_code=200)
+async def put_resource(request: Request, mesh: str, plural: str, name: str
+                       ) -> Response[dict[str, Any]]:
+    resource = decode_resource(await _body(request), _kind(plural))
+    _match_url(resource, mesh, name)
+    return await _write(request, await _state(request).commands.apply(
+        resource, if_match=_if_match(request), idempotency_key=_idempotency_key(request)))
+
+
+@delete("/meshes/{mesh:str}", summary="Delete a mesh", status_code=200)
+async def delete_mesh(request: Request, mesh: str) -> Response[dict[str, Any]]:
+    state = _state(request)
+    for collection in ("dataplane", "meshservice"):
+        rows = await state.store.list(collection, f"{mesh}/")
+        owned = [k for k, b in rows if collection == "dataplane"
+                 or msgspec.json.decode(b).get("origin") == "user"]
+        if owned:
+            raise Conflict("mesh", 0, f"mesh {mesh!r} still has {len(owned)} {collection}s "
+                           f"(e.g. {owned[0].split('/', 1)[1]!r}); delete them first")
+    return await _write(request, await state.commands.delete(
+        "Mesh", None, mesh, if_match=_if_match(request)))
+
+
+@delete("/meshes/{mesh:str}/{plural:str}/{name:str}", summary="Delete a resource",
+        status_code=200)
+async def delete_resource(request: Request, mesh: str, plural: str, name: str
+                          ) -> Response[dict[str, Any]]:
+    kind = _kind(plural)
+    state = _state(request)
+    if kind == "MeshService":
+        body = await state.store.get("meshservice", f"{mesh}/{name}")
+        if body is not None and msgspec.json.decode(body).get("origin") == "generated":
+            raise Conflict("meshservice", 0, f"MeshService {name!r} is generated from Dataplane "
+                           "inbounds; it goes when its Dataplanes go")
+    return await _write(request, await state.commands.delete(
+        kind, mesh, name, if_match=_if_match(request)))
+
+
+async def _write(request: Request, result: WriteResult) -> Response[dict[str, Any]]:
+    projected = await _await_projection(_state(request), result.seq)
+    headers = {"ETag": f'"{result.seq}"'}
+    if not projected:
+        headers["Meshlog-Projection"] = "pending"
+    return Response(
+        {"version": result.seq, "created": result.created, "unchanged": result.unchanged},
+        status_code=201 if result.created else 200, headers=headers)
+
+
+async def _await_projection(state: ApiState, seq: int) -> bool:
+    """Wait (bounded) until the read models include `seq`: read-your-writes for clients."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + state.projection_wait_s
+    delay = 0.005
+    while await state.store.checkpoint() < seq:
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.1)
+    return True
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _kind(plural: str) -> str:
+    kind = PLURALS.get(plural)
+    if kind is None or kind == "Mesh":
+        known = ", ".join(p for p, k in PLURALS.items() if k != "Mesh")
+        raise NotFound(f"unknown resource type {plural!r}; known: {known}")
+    return kind
+
+
+async def _body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        raise InvalidResource("request", [Violation("", "the request body is empty")])
+    try:
+        if "yaml" in request.headers.get("content-type", ""):
+            return yaml.safe_load(raw)
+        return msgspec.json.decode(raw)
+    except (msgspec.DecodeError, yaml.YAMLError) as exc:
+        raise InvalidResource("request", [Violation("", f"the body is not valid JSON/YAML: {exc}")]
+                              ) from exc
+
+
+def _match_url(resource: Any, mesh: str | None, name: str) -> None:
+    violations = []
+    if resource.name != name:
+        violations.append(Violation("name", f"{resource.name!r} does not match the URL's {name!r}"))
+    if mesh is not None and resource.mesh != mesh:
+        violations.append(Violation("mesh", f"{resource.mesh!r} does not match the URL's {mesh!r}"))
+    if violations:
+        raise InvalidResource(type(resource).__name__, violations)
+
+
+def _if_match(request: Request) -> int | None:
+    value = request.headers.get("if-match")
+    if value is None:
+        return None
+    try:
+        return int(value.strip().strip('"'))
+    except ValueError:
+        raise InvalidResource("request", [Violation(
+            "If-Match", f"{value!r} is not a version (use the ETag of a GET)")]) from None
+
+
+def _idempotency_key(request: Request) -> str | None:
+    return request.headers.get("idempotency-key")
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def _problem(status: int, title: str, detail: str, **extra: Any) -> Response[dict[str, Any]]:
+    return Response({"type": "about:blank", "status": status, "title": title, "detail": detail,
+                     **extra}, status_code=status, media_type="application/problem+json")
+
+
+def _on_error(_: Request, exc: Exception) -> Response[dict[str, Any]]:
+    match exc:
+        case InvalidResource():
+            return _problem(400, "Invalid resource", str(exc), invalid_parameters=[
+                {"field": v.path, "reason": v.message} for v in exc.violations])
+        case NotFound():
+            return _problem(404, "Not found", str(exc))
+        case Conflict():
+            return _problem(409, "Conflict", str(exc))
+        case TransientError() | StoreUnavailable():
+            return _problem(503, "Unavailable", str(exc))
+        case _:
+            return _problem(500, "Internal error", f"{type(exc).__name__}: {exc}")
+
+
+def create_app(commands: Commands, store: ReadModelStore, *,
+               projection_wait_s: float = 5.0) -> Litestar:
+    return Litestar(
+        route_handlers=[list_meshes, get_mesh, put_mesh, delete_mesh, list_resources,
+                        get_resource, put_resource, delete_resource, ready],
+        state=_app_state(ApiState(commands, store, projection_wait_s)),
+        exception_handlers={MeshlogError: _on_error},
+        openapi_config=OpenAPIConfig(title="meshlog", version="0.1.0",
+                                     description="Kuma-style resource API of meshlog"),
+        debug=False,
+        logging_config=None,
+    )
+
+
+def _app_state(state: ApiState):  # noqa: ANN202
+    from litestar.datastructures import State
+
+    return State({"meshlog": state})

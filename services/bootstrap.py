@@ -1,0 +1,61 @@
+"""Envoy bootstrap for a sidecar (`meshlog dataplane bootstrap`), authored with envoy-data-plane.
+
+The config points Envoy's ADS at a gateway (or the load balancer in front of several), with
+the node id `<mesh>.<dataplane name>` the gateway uses to find the proxy's Dataplane.
+Authoring goes through envoy-data-plane's typed Bootstrap so a misspelt field fails here, not
+in Envoy.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from envoy_data_plane.envoy.config.bootstrap.v3 import Bootstrap
+from envoy_data_plane.envoy.extensions.upstreams.http import v3 as _http_options  # noqa: F401 - registers the Any type used below
+
+__all__ = ["sidecar_bootstrap"]
+
+
+def sidecar_bootstrap(*, mesh: str, name: str, xds_host: str, xds_port: int,
+                      admin_port: int = 9901, admin_address: str = "127.0.0.1",
+                      delta: bool = False, cluster: str | None = None) -> dict[str, Any]:
+    try:
+        ipaddress.ip_address(xds_host)
+        discovery = "STATIC"
+    except ValueError:
+        discovery = "STRICT_DNS"
+    doc = {
+        "node": {"id": f"{mesh}.{name}", "cluster": cluster or name},
+        "admin": {"address": {"socketAddress": {"address": admin_address,
+                                                "portValue": admin_port}}},
+        "dynamicResources": {
+            "adsConfig": {
+                "apiType": "DELTA_GRPC" if delta else "GRPC",
+                "transportApiVersion": "V3",
+                "setNodeOnFirstMessageOnly": True,
+                "grpcServices": [{"envoyGrpc": {"clusterName": "meshlog_xds"}}],
+            },
+            "cdsConfig": {"ads": {}, "resourceApiVersion": "V3"},
+            "ldsConfig": {"ads": {}, "resourceApiVersion": "V3"},
+        },
+        "staticResources": {"clusters": [{
+            "name": "meshlog_xds",
+            "type": discovery,
+            "connectTimeout": "1s",
+            "typedExtensionProtocolOptions": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/"
+                             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicitHttpConfig": {"http2ProtocolOptions": {
+                        "connectionKeepalive": {"interval": "30s", "timeout": "5s"}}},
+                },
+            },
+            "loadAssignment": {
+                "clusterName": "meshlog_xds",
+                "endpoints": [{"lbEndpoints": [{"endpoint": {"address": {"socketAddress": {
+                    "address": xds_host, "portValue": xds_port}}}}]}],
+            },
+        }]},
+    }
+    return Bootstrap.from_dict(doc).to_dict()

@@ -1,0 +1,269 @@
+"""The `meshlog` command line.
+
+    meshlog up                         run the control plane (embedded NATS + SQLite)
+    meshlog apply -f FILE              create or update resources (multi-document YAML or JSON)
+    meshlog get PLURAL [-m MESH]       list: meshes, dataplanes, meshservices (-o table|yaml|json)
+    meshlog get KIND NAME [-m MESH]    one resource: mesh, dataplane, meshservice
+    meshlog delete KIND NAME [-m MESH]
+    meshlog dataplane bootstrap --mesh M --name N    print an Envoy bootstrap for a sidecar
+
+The API address comes from --api, else $MESHLOG_API, else http://127.0.0.1:5681.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from events import MeshlogError
+from services.client import ApiClient, ApiError
+from services.config import UpConfig, env, parse_cidr, parse_port
+from services.render import PLURALS
+
+__all__ = ["main"]
+
+SINGULAR = {"mesh": "Mesh", "dataplane": "Dataplane", "meshservice": "MeshService"}
+_KIND_PLURAL = {kind: plural for plural, kind in PLURALS.items()}
+
+
+def _kind_of_word(word: str) -> str | None:
+    word = word.lower()
+    return SINGULAR.get(word) or PLURALS.get(word) or {"dp": "Dataplane", "ms": "MeshService"}.get(word)
+
+
+def _path(kind: str, mesh: str | None, name: str | None = None) -> str:
+    if kind == "Mesh":
+        return "/meshes" + (f"/{name}" if name else "")
+    base = f"/meshes/{mesh}/{_KIND_PLURAL[kind]}"
+    return base + (f"/{name}" if name else "")
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from services.up import run_up
+
+    cfg = UpConfig(
+        data_dir=Path(args.data_dir), nats_url=args.nats_url,
+        nats_port=parse_port("--nats-port", args.nats_port), database=args.database,
+        api_host=args.api_host, api_port=parse_port("--api-port", args.api_port),
+        xds_host=args.xds_host, xds_port=parse_port("--xds-port", args.xds_port),
+        vip_cidr=parse_cidr("--vip-cidr", args.vip_cidr), zone=args.zone,
+    )
+
+    def announce(where: dict[str, str]) -> None:
+        print("meshlog is up (Ctrl-C to stop)", flush=True)
+        for what, address in where.items():
+            print(f"  {what:<9} {address}", flush=True)
+
+    try:
+        asyncio.run(run_up(cfg, announce))
+    except KeyboardInterrupt:
+        print("meshlog stopped", file=sys.stderr)
+    return 0
+
+
+def _documents(path: str) -> list[dict[str, Any]]:
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise SystemExit(f"error: {path} is not valid YAML/JSON: {exc}") from None
+    flat: list[dict[str, Any]] = []
+    for doc in docs:
+        flat.extend(doc if isinstance(doc, list) else [doc])
+    return flat
+
+
+def cmd_apply(args: argparse.Namespace, client: ApiClient) -> int:
+    failures = 0
+    for i, doc in enumerate(_documents(args.file), start=1):
+        kind = doc.get("type") if isinstance(doc, dict) else None
+        if kind not in SINGULAR.values():
+            print(f"error: document {i}: 'type' is {kind!r}; known: "
+                  f"{', '.join(SINGULAR.values())}", file=sys.stderr)
+            failures += 1
+            continue
+        name = doc.get("name", "")
+        try:
+            result = client.put(_path(kind, doc.get("mesh"), name), doc)
+        except ApiError as exc:
+            print(f"error: {kind} {name!r}: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        verb = "created" if result["created"] else "unchanged" if result["unchanged"] else "updated"
+        print(f"{kind.lower()} {name!r} {verb} (version {result['version']})")
+    return 1 if failures else 0
+
+
+def cmd_get(args: argparse.Namespace, client: ApiClient) -> int:
+    kind = _kind_of_word(args.what)
+    if kind is None:
+        raise SystemExit(f"error: unknown resource type {args.what!r}; "
+                         f"known: {', '.join(PLURALS)}")
+    single = args.name is not None
+    if single:
+        docs = [client.get(_path(kind, args.mesh, args.name))]
+    else:
+        docs = client.list_all(_path(kind, args.mesh))
+    output = args.output or ("yaml" if single else "table")
+    if output == "json":
+        print(json.dumps(docs[0] if single else {"total": len(docs), "items": docs}, indent=2))
+    elif output == "yaml":
+        print(yaml.safe_dump_all(docs, sort_keys=False), end="")
+    else:
+        _table(kind, docs)
+    return 0
+
+
+def _table(kind: str, docs: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    columns: dict[str, list[str]] = {
+        "Mesh": ["NAME", "AGE"],
+        "Dataplane": ["MESH", "NAME", "ADDRESS", "SERVICES"],
+        "MeshService": ["MESH", "NAME", "VIP", "HOSTNAMES", "PORTS", "STATE", "DATAPLANES",
+                        "ORIGIN"],
+    }
+    table = Table(box=None, header_style="bold")
+    for column in columns[kind]:
+        table.add_column(column)
+    for doc in docs:
+        table.add_row(*_cells(kind, doc))
+    Console(width=200).print(table)
+
+
+def _cells(kind: str, doc: dict[str, Any]) -> list[str]:
+    if kind == "Mesh":
+        return [doc["name"], doc.get("creationTime", "")]
+    if kind == "Dataplane":
+        net = doc["networking"]
+        services = sorted({i.get("tags", {}).get("kuma.io/service", "-") for i in net["inbound"]})
+        return [doc["mesh"], doc["name"], net["address"], ",".join(services)]
+    status = doc.get("status", {})
+    proxies = status.get("dataplaneProxies", {})
+    origin = "generated" if doc["labels"].get("kuma.io/managed-by") else "user"
+    return [
+        doc["mesh"], doc["name"], ",".join(v["ip"] for v in status.get("vips", [])) or "-",
+        ",".join(a["hostname"] for a in status.get("addresses", [])) or "-",
+        ",".join(f"{p['port']}/{p.get('appProtocol', 'tcp')}" for p in doc["spec"]["ports"]),
+        status.get("state", "-"),
+        f"{proxies.get('healthy', 0)}/{proxies.get('total', 0)}", origin,
+    ]
+
+
+def cmd_delete(args: argparse.Namespace, client: ApiClient) -> int:
+    kind = _kind_of_word(args.kind)
+    if kind is None:
+        raise SystemExit(f"error: unknown resource type {args.kind!r}; known: "
+                         f"{', '.join(SINGULAR)}")
+    result = client.delete(_path(kind, args.mesh, args.name))
+    print(f"{kind.lower()} {args.name!r} deleted (version {result['version']})")
+    return 0
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    from services.bootstrap import sidecar_bootstrap
+
+    host, _, port = args.xds_address.rpartition(":")
+    doc = sidecar_bootstrap(mesh=args.mesh, name=args.name, xds_host=host or "127.0.0.1",
+                            xds_port=parse_port("--xds-address", port),
+                            admin_port=parse_port("--admin-port", args.admin_port),
+                            delta=args.delta)
+    text = json.dumps(doc, indent=2) if args.output == "json" else yaml.safe_dump(
+        doc, sort_keys=False)
+    print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="meshlog", description="meshlog: an event-sourced "
+                                "service-mesh control plane on NATS JetStream")
+    p.add_argument("--api", default=env("API", "http://127.0.0.1:5681"),
+                   help="API base URL (env MESHLOG_API; default %(default)s)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="run the control plane on one machine")
+    up.add_argument("--data-dir", default=env("DATA_DIR", ".meshlog"),
+                    help="JetStream store and read models (env MESHLOG_DATA_DIR; default %(default)s)")
+    up.add_argument("--nats-url", default=env("NATS_URL"),
+                    help="use this NATS (JetStream) instead of the embedded server")
+    up.add_argument("--nats-port", default=env("NATS_PORT", "0"),
+                    help="port of the embedded nats-server (default: any free port)")
+    up.add_argument("--database", default=env("DATABASE"),
+                    help="read-model store URL (default: SQLite in the data dir)")
+    up.add_argument("--api-host", default=env("API_HOST", "127.0.0.1"))
+    up.add_argument("--api-port", default=env("API_PORT", "5681"), help="default %(default)s")
+    up.add_argument("--xds-host", default=env("XDS_HOST", "127.0.0.1"))
+    up.add_argument("--xds-port", default=env("XDS_PORT", "5678"), help="default %(default)s")
+    up.add_argument("--vip-cidr", default=env("VIP_CIDR", "241.0.0.0/8"),
+                    help="CIDR of MeshService VIPs (recorded in the log; default %(default)s)")
+    up.add_argument("--zone", default=env("ZONE", "default"), help="zone name")
+
+    apply = sub.add_parser("apply", help="create or update resources from a file")
+    apply.add_argument("-f", "--file", required=True, help="YAML or JSON file, '-' for stdin")
+
+    get = sub.add_parser("get", help="list resources, or show one")
+    get.add_argument("what", help="meshes | dataplanes | meshservices, or a singular kind")
+    get.add_argument("name", nargs="?", help="show this resource only")
+    get.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
+    get.add_argument("-o", "--output", choices=["table", "yaml", "json"])
+
+    rm = sub.add_parser("delete", help="delete a resource")
+    rm.add_argument("kind", help="mesh | dataplane | meshservice")
+    rm.add_argument("name")
+    rm.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
+
+    dp = sub.add_parser("dataplane", help="sidecar helpers")
+    dp_sub = dp.add_subparsers(dest="dataplane_command", required=True, metavar="COMMAND")
+    bs = dp_sub.add_parser("bootstrap", help="print an Envoy bootstrap for a Dataplane")
+    bs.add_argument("--mesh", default="default")
+    bs.add_argument("--name", required=True, help="the Dataplane's name")
+    bs.add_argument("--xds-address", default=env("XDS_ADDRESS", "127.0.0.1:5678"),
+                    help="gateway (or load balancer) host:port (default %(default)s)")
+    bs.add_argument("--admin-port", default="9901", help="Envoy admin port (default %(default)s)")
+    bs.add_argument("--delta", action="store_true", help="use incremental (Delta) xDS")
+    bs.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        if args.command == "up":
+            return cmd_up(args)
+        if args.command == "dataplane":
+            return cmd_bootstrap(args)
+        client = ApiClient(args.api)
+        try:
+            handler = {"apply": cmd_apply, "get": cmd_get, "delete": cmd_delete}[args.command]
+            return handler(args, client)
+        finally:
+            client.close()
+    except ApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except MeshlogError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""`meshlog up`: the whole control plane in one process on embedded defaults.
+
+An embedded nats-server (unless --nats-url), the projector, one xDS gateway and the HTTP API,
+as components of one TaskGroup. Ctrl-C or SIGTERM cancels the group; each component closes in
+its `finally`. State lives in the data dir (JetStream store, SQLite read models), so a restart
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+
+import uvicorn
+
+from events import JetStreamEventLog, connect_nats
+from events.projection_bus import JetStreamProjectionBus
+from projections import Projector, open_store
+from services.api import create_app
+from services.commands import Commands
+from services.config import UpConfig
+from services.embedded_nats import run_nats_server
+from services.errors import ConfigError
+from xds_gateway import Gateway
+
+__all__ = ["bind_socket", "run_up", "serve_api"]
+
+log = logging.getLogger("meshlog.up")
+
+
+def bind_socket(host: str, port: int, flag: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"{flag}: cannot listen on {host}:{port} ({exc.strerror}); "
+                          f"pick another port, or 0 for any free one") from None
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self):  # noqa: ANN201 - the process owns signals, not uvicorn
+        yield
+
+
+async def serve_api(app, sock: socket.socket) -> None:  # noqa: ANN001
+    server = _Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        server.should_exit = True
+
+
+async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = print) -> None:
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    api_sock = bind_socket(cfg.api_host, cfg.api_port, "--api-port")
+    async with AsyncExitStack() as stack:
+        stack.callback(api_sock.close)
+        url = cfg.nats_url or await stack.enter_async_context(
+            run_nats_server(cfg.data_dir / "nats", port=cfg.nats_port))
+        nc = await connect_nats(url, name="meshlog-up")
+        stack.push_async_callback(nc.close)
+        event_log = await JetStreamEventLog.open(nc)
+        bus = await JetStreamProjectionBus.open(nc)
+        commands = Commands(event_log, zone=cfg.zone)
+        await commands.configure_ipam("MeshService", cfg.vip_cidr)
+        projector_store = await open_store(cfg.database_url)
+        stack.push_async_callback(projector_store.close)
+        api_store = await open_store(cfg.database_url)
+        stack.push_async_callback(api_store.close)
+        projector = Projector(event_log, projector_store, bus, zone=cfg.zone)
+        gateway = Gateway(bus, host=cfg.xds_host, port=cfg.xds_port)
+        app = create_app(commands, api_store)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(projector.run(), name="projector")
+            tg.create_task(gateway.run(), name="gateway")
+            tg.create_task(serve_api(app, api_sock), name="api")
+            await gateway.serving.wait()
+            api_host, api_port = api_sock.getsockname()[:2]
+            where = {
+                "api": f"http://{api_host}:{api_port}",
+                "xds": f"{cfg.xds_host}:{gateway.port}",
+                "nats": url,
+                "database": cfg.database_url,
+                "data_dir": str(cfg.data_dir),
+            }
+            (cfg.data_dir / "up.json").write_text(json.dumps(where, indent=2))
+            announce(where)

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -64,10 +65,20 @@ def cmd_up(args: argparse.Namespace) -> int:
         for what, address in where.items():
             print(f"  {what:<9} {address}", flush=True)
 
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None  # noqa: S101 - always inside asyncio.run
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            await run_up(cfg, announce)
+        except asyncio.CancelledError:
+            pass  # SIGTERM: every component closed in its finally
+
     try:
-        asyncio.run(run_up(cfg, announce))
+        asyncio.run(main())
     except KeyboardInterrupt:
-        print("meshlog stopped", file=sys.stderr)
+        pass
+    print("meshlog stopped", file=sys.stderr)
     return 0
 
 

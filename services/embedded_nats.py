@@ -54,7 +54,10 @@ async def run_nats_server(
         "--server_name", "meshlog-embedded",
     ]
     log = open(log_file or data_dir / "nats-server.log", "ab")  # noqa: SIM115 - closed below
-    proc = await asyncio.create_subprocess_exec(*args, stdout=log, stderr=log)
+    # Its own session: a terminal's Ctrl-C reaches meshlog only, which drains its NATS
+    # connections first and then stops the server (SIGTERM flushes JetStream).
+    proc = await asyncio.create_subprocess_exec(*args, stdout=log, stderr=log,
+                                                start_new_session=True)
     try:
         url = await _wait_for_port(proc, ports_dir)
         yield url

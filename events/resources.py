@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-
 from msgspec import Meta, Struct
 
 __all__ = [
@@ -21,12 +20,12 @@ __all__ = [
     "Health",
     "Inbound",
     "Mesh",
+    "MeshScopedResource",
     "MeshService",
     "MeshServicePort",
     "MeshServiceSelector",
     "MeshServiceSpec",
     "MeshServicesConfig",
-    "MeshScopedResource",
     "Outbound",
     "ReachableBackendRef",
     "ReachableBackends",
@@ -34,7 +33,8 @@ __all__ = [
     "TransparentProxying",
 ]
 
-RFC1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# `\Z`, not `$`: `$` also matches before a trailing newline, which would reach NATS subjects.
+RFC1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z"
 
 PortNumber = Annotated[int, Meta(ge=1, le=65535)]
 ResourceName = Annotated[str, Meta(min_length=1, max_length=253, pattern=RFC1123_SUBDOMAIN)]

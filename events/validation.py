@@ -18,14 +18,15 @@ from events.resources import Dataplane, Mesh, MeshService, Resource
 __all__ = ["SERVICE_TAG", "is_dns1035_label", "validate"]
 
 SERVICE_TAG = "kuma.io/service"
-_TAG_KEY = re.compile(r"^[a-zA-Z0-9.\-_:/]*$")
-_TAG_VALUE = re.compile(r"^[a-zA-Z0-9.\-_:]*$")
-_HOSTNAME = re.compile(r"^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*$")
-_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# fullmatch everywhere: `$` would let a trailing newline through.
+_TAG_KEY = re.compile(r"[a-zA-Z0-9.\-_:/]*")
+_TAG_VALUE = re.compile(r"[a-zA-Z0-9.\-_:]*")
+_HOSTNAME = re.compile(r"[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*")
+_DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 
 
 def is_dns1035_label(value: str) -> bool:
-    return len(value) <= 63 and bool(_DNS1035.match(value))
+    return len(value) <= 63 and bool(_DNS1035.fullmatch(value))
 
 
 def validate(resource: Resource) -> list[Violation]:
@@ -45,9 +46,9 @@ def validate(resource: Resource) -> list[Violation]:
 
 def _labels(labels: dict[str, str], path: str, out: list[Violation]) -> None:
     for key, value in labels.items():
-        if not key or not _TAG_KEY.match(key):
+        if not key or not _TAG_KEY.fullmatch(key):
             out.append(Violation(f'{path}["{key}"]', "key must match ^[a-zA-Z0-9.\\-_:/]*$ and not be empty"))
-        if not value or not _TAG_VALUE.match(value):
+        if not value or not _TAG_VALUE.fullmatch(value):
             out.append(Violation(f'{path}["{key}"]', f"{value!r} must match ^[a-zA-Z0-9.\\-_:]*$ and not be empty"))
 
 
@@ -55,7 +56,7 @@ def _address(value: str, path: str, out: list[Violation], *, allow_dns: bool = T
     try:
         ip = ipaddress.ip_address(value)
     except ValueError:
-        if not allow_dns or len(value) > 253 or not _HOSTNAME.match(value):
+        if not allow_dns or len(value) > 253 or not _HOSTNAME.fullmatch(value):
             what = "an IP address or DNS name" if allow_dns else "an IP address"
             out.append(Violation(path, f"{value!r} is not {what}"))
         return
@@ -135,7 +136,7 @@ def _meshservice(ms: MeshService, out: list[Violation]) -> None:
         if numbers[port.port] > 1:
             out.append(Violation(f"{path}.port", f"{port.port} is used by more than one port"))
         if port.name is not None:
-            if not is_dns1035_label(port.name) and not port.name.isdigit():
+            if not is_dns1035_label(port.name) and not (port.name.isascii() and port.name.isdigit()):
                 out.append(Violation(f"{path}.name", f"{port.name!r} is not a DNS-1035 label"))
             if names[port.name] > 1:
                 out.append(Violation(f"{path}.name", f"{port.name!r} is used by more than one port"))

@@ -58,7 +58,7 @@ def derive_stale(state: ProjectionState, zone: str) -> None:
     state.stale_hostnames.clear()
 
 
-def _derive_one(state: ProjectionState, row: MeshServiceRow, addresses, zone: str) -> None:  # noqa: ANN001
+def _derive_one(state: ProjectionState, row: MeshServiceRow, addresses, zone: str) -> None:
     selected = state.dataplanes_with_tags(row.mesh, row.spec.selector.dataplane_tags)
     tags = row.spec.selector.dataplane_tags
     ports = []

@@ -88,7 +88,7 @@ class HostnameGeneratorStatus(_Row):
     conditions: list[Condition]
 
 
-class DataplaneProxies(_Row):
+class DataplaneProxies(_Row, omit_defaults=False):
     total: int = 0
     connected: int = 0
     healthy: int = 0

@@ -21,17 +21,18 @@ violation in `invalid_parameters` as `{"field", "reason"}`.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import msgspec
 import yaml
 from litestar import Litestar, Request, Response, delete, get, put
+from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
 from events import (
     Conflict,
     InvalidResource,
-    MeshlogError,
     NotFound,
     TransientError,
     Violation,
@@ -42,6 +43,8 @@ from services.commands import Commands, WriteResult
 from services.render import PLURALS, render_row
 
 __all__ = ["create_app"]
+
+log = logging.getLogger("meshlog.api")
 
 _COLLECTION = {"Mesh": "mesh", "Dataplane": "dataplane", "MeshService": "meshservice"}
 _MAX_PAGE = 1000
@@ -106,7 +109,8 @@ async def _list(request: Request, kind: str, prefix: str, size: int, offset: int
     following = offset + size
     next_url = None
     if following < len(rows):
-        next_url = str(request.url.include_query_params(size=size, offset=following))
+        base = str(request.base_url).rstrip("/")
+        next_url = f"{base}{request.url.path}?size={size}&offset={following}"
     return {"total": len(rows), "items": [render_row(_COLLECTION[kind], b) for _, b in page],
             "next": next_url}
 
@@ -258,7 +262,10 @@ def _on_error(_: Request, exc: Exception) -> Response[dict[str, Any]]:
             return _problem(409, "Conflict", str(exc))
         case TransientError() | StoreUnavailable():
             return _problem(503, "Unavailable", str(exc))
+        case HTTPException():
+            return _problem(exc.status_code, "Request failed", exc.detail)
         case _:
+            log.exception("unexpected error in the API", exc_info=exc)
             return _problem(500, "Internal error", f"{type(exc).__name__}: {exc}")
 
 
@@ -268,7 +275,7 @@ def create_app(commands: Commands, store: ReadModelStore, *,
         route_handlers=[list_meshes, get_mesh, put_mesh, delete_mesh, list_resources,
                         get_resource, put_resource, delete_resource, ready],
         state=_app_state(ApiState(commands, store, projection_wait_s)),
-        exception_handlers={MeshlogError: _on_error},
+        exception_handlers={Exception: _on_error},
         openapi_config=OpenAPIConfig(title="meshlog", version="0.1.0",
                                      description="Kuma-style resource API of meshlog"),
         debug=False,
@@ -276,7 +283,7 @@ def create_app(commands: Commands, store: ReadModelStore, *,
     )
 
 
-def _app_state(state: ApiState):  # noqa: ANN202
+def _app_state(state: ApiState):
     from litestar.datastructures import State
 
     return State({"meshlog": state})

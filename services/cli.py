@@ -67,7 +67,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         task = asyncio.current_task()
-        assert task is not None  # noqa: S101 - always inside asyncio.run
+        assert task is not None
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         try:
             await run_up(cfg, announce)

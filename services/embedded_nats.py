@@ -53,7 +53,7 @@ async def run_nats_server(
         "-a", host, "-p", str(port if port else -1), "--ports_file_dir", str(ports_dir),
         "--server_name", "meshlog-embedded",
     ]
-    log = open(log_file or data_dir / "nats-server.log", "ab")  # noqa: SIM115 - closed below
+    log = open(log_file or data_dir / "nats-server.log", "ab")
     # Its own session: a terminal's Ctrl-C reaches meshlog only, which drains its NATS
     # connections first and then stops the server (SIGTERM flushes JetStream).
     proc = await asyncio.create_subprocess_exec(*args, stdout=log, stderr=log,

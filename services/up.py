@@ -50,11 +50,11 @@ def bind_socket(host: str, port: int, flag: str) -> socket.socket:
 
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
-    def capture_signals(self):  # noqa: ANN201 - the process owns signals, not uvicorn
+    def capture_signals(self):
         yield
 
 
-async def serve_api(app, sock: socket.socket) -> None:  # noqa: ANN001
+async def serve_api(app, sock: socket.socket) -> None:
     server = _Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
     try:
         await server.serve(sockets=[sock])

@@ -34,7 +34,7 @@ def wait_for(check: Callable[[], T | None], *, timeout: float = 15.0, interval: 
     while time.monotonic() < deadline:
         try:
             result = check()
-        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+        except Exception as exc:
             last_exc = exc
         else:
             if result:
@@ -95,7 +95,7 @@ class ControlPlane:
 def meshlog_up(data_dir: Path, *extra: str) -> Iterator[ControlPlane]:
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "up.json").unlink(missing_ok=True)
-    log = open(data_dir / "up.log", "ab")  # noqa: SIM115
+    log = open(data_dir / "up.log", "ab")
     proc = subprocess.Popen(
         [str(VENV_BIN / "meshlog"), "up", "--data-dir", str(data_dir), "--api-port", "0",
          "--xds-port", "0", *extra],
@@ -171,7 +171,7 @@ def run_envoy(bootstrap: dict[str, Any], workdir: Path, name: str) -> Iterator[E
     admin_path.unlink(missing_ok=True)
     log_path = workdir / f"{name}.log"
     binary = envoy_binary()
-    log = open(log_path, "ab")  # noqa: SIM115
+    log = open(log_path, "ab")
     proc = subprocess.Popen(
         [binary, "-c", str(config), "--use-dynamic-base-id",
          "--admin-address-path", str(admin_path), "-l", "info", "--concurrency", "1",
@@ -201,7 +201,7 @@ def http_backend(host: str, port: int, name: str) -> Iterator[None]:
     """An HTTP server answering every GET with its own name."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             body = name.encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))

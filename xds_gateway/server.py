@@ -19,7 +19,7 @@ from xds_gateway.cache import ResourceCache
 from xds_gateway.sotw import InvalidStream, SotwStream
 from xds_gateway.view import ProjectionView
 
-__all__ = ["Gateway", "SERVER_OPTIONS"]
+__all__ = ["SERVER_OPTIONS", "Gateway"]
 
 log = logging.getLogger("meshlog.xds")
 
@@ -38,7 +38,7 @@ SERVER_OPTIONS = [
 
 
 class Gateway:
-    def __init__(self, bus: JetStreamProjectionBus, *, host: str = "127.0.0.1", port: int = 0,
+    def __init__(self, bus: JetStreamProjectionBus | None, *, host: str = "127.0.0.1", port: int = 0,
                  max_connection_age_s: float = 0) -> None:
         self._bus = bus
         self._host = host
@@ -51,17 +51,24 @@ class Gateway:
         self.streams: set[SotwStream] = set()
 
     async def run(self) -> None:
+        """Follow the projection bus; serve once the view is complete."""
+        if self._bus is None:
+            raise RuntimeError("Gateway.run needs a projection bus; use serve() for a fed view")
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.view.follow(self._bus.watch()))
             await self.view.ready.wait()
-            server = self._build_server()
-            await server.start()
-            self.serving.set()
-            log.info("xDS gateway serving ADS on %s:%s", self._host, self.port)
-            try:
-                await server.wait_for_termination()
-            finally:
-                await server.stop(grace=5)
+            await self.serve()
+
+    async def serve(self) -> None:
+        """Serve ADS from `self.view` until cancelled."""
+        server = self._build_server()
+        await server.start()
+        self.serving.set()
+        log.info("xDS gateway serving ADS on %s:%s", self._host, self.port)
+        try:
+            await server.wait_for_termination()
+        finally:
+            await server.stop(grace=1)
 
     def _build_server(self) -> grpc.aio.Server:
         options = list(SERVER_OPTIONS)

@@ -65,7 +65,7 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
     return Snapshot(out)
 
 
-def _inbounds(dp: Dataplane, cache: ResourceCache, add) -> None:  # noqa: ANN001
+def _inbounds(dp: Dataplane, cache: ResourceCache, add) -> None:
     for inbound in dp.networking.inbound:
         if inbound.state == "Ignored":
             continue

@@ -69,7 +69,7 @@ class SotwStream:
 
     # --- inputs -------------------------------------------------------------------------------
 
-    async def feed(self, requests) -> None:  # noqa: ANN001 - async iterator of DiscoveryRequest
+    async def feed(self, requests) -> None:
         """Queue requests from the client (bounded); returns when the client half-closes."""
         async for request in requests:
             while len(self._requests) >= _MAX_QUEUED_REQUESTS:

@@ -62,7 +62,7 @@ class ProjectionView:
             await self._changed.wait()
         return self.generation
 
-    async def follow(self, batches) -> None:  # noqa: ANN001 - an async iterator of batches
+    async def follow(self, batches) -> None:
         """Apply batches from the projection bus forever."""
         async for batch in batches:
             self.apply(batch)

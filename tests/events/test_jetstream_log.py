@@ -1,0 +1,88 @@
+"""The JetStream event log against a real nats-server: OCC, idempotent retry, invariants."""
+
+from __future__ import annotations
+
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.api import StorageType, StreamConfig
+
+from events import (
+    Conflict,
+    JetStreamEventLog,
+    Mesh,
+    MeshApplied,
+    StreamConfigMismatch,
+    decode_event,
+    resource_subject,
+)
+
+SUBJECT = resource_subject("Mesh", None, "default")
+
+
+def _applied(at: int = 1) -> MeshApplied:
+    return MeshApplied(at=at, mesh=Mesh(name="default"))
+
+
+async def test_stream_is_created_with_the_invariants(
+        nc: NATS, event_log: JetStreamEventLog) -> None:
+    info = await nc.jetstream().stream_info("MESHLOG_EVENTS")
+    assert info.config.storage == StorageType.FILE
+    assert info.config.deny_delete and info.config.deny_purge and info.config.allow_direct
+
+
+async def test_existing_stream_breaking_the_invariants_is_refused(nc: NATS) -> None:
+    await nc.jetstream().add_stream(StreamConfig(
+        name="MESHLOG_EVENTS", subjects=["meshlog.ev.>"], storage=StorageType.MEMORY))
+    with pytest.raises(StreamConfigMismatch) as info:
+        await JetStreamEventLog.open(nc)
+    message = str(info.value)
+    assert "storage is" in message and "must be file" in message
+    assert "deny_delete is off" in message and "allow_direct is off" in message
+
+
+async def test_append_then_read_back(event_log: JetStreamEventLog) -> None:
+    appended = await event_log.append(SUBJECT, _applied(), expected_last_subject_seq=0, msg_id="m1")
+    assert (appended.seq, appended.duplicate) == (1, False)
+    last = await event_log.last(SUBJECT)
+    assert last is not None and last.seq == 1
+    assert decode_event(last.data, seq=1, subject=SUBJECT) == _applied()
+    assert await event_log.last_seq() == 1
+
+
+async def test_stale_expected_sequence_is_a_conflict(event_log: JetStreamEventLog) -> None:
+    await event_log.append(SUBJECT, _applied(1), expected_last_subject_seq=0, msg_id="a")
+    with pytest.raises(Conflict):
+        await event_log.append(SUBJECT, _applied(2), expected_last_subject_seq=0, msg_id="b")
+    assert await event_log.last_seq() == 1  # a failed check consumes no sequence
+
+
+async def test_two_writers_one_wins(event_log: JetStreamEventLog) -> None:
+    await event_log.append(SUBJECT, _applied(1), expected_last_subject_seq=0, msg_id="create")
+    results = []
+    for writer in ("w1", "w2"):  # both read version 1, both write
+        try:
+            results.append(await event_log.append(
+                SUBJECT, _applied(2), expected_last_subject_seq=1, msg_id=writer))
+        except Conflict as exc:
+            results.append(exc)
+    assert [type(r).__name__ for r in results] == ["Appended", "Conflict"]
+
+
+async def test_retry_with_same_msg_id_appends_once(event_log: JetStreamEventLog) -> None:
+    first = await event_log.append(SUBJECT, _applied(), expected_last_subject_seq=0, msg_id="same")
+    retry = await event_log.append(SUBJECT, _applied(), expected_last_subject_seq=0, msg_id="same")
+    assert retry.seq == first.seq and retry.duplicate
+    assert await event_log.last_seq() == 1
+
+
+async def test_read_yields_every_record_in_order(event_log: JetStreamEventLog) -> None:
+    for i in range(1, 6):
+        subject = resource_subject("Mesh", None, f"m{i}")
+        await event_log.append(subject, _applied(i), expected_last_subject_seq=0, msg_id=str(i))
+    seen: list[int] = []
+    async for batch in event_log.read(2, max_batch=2):
+        assert len(batch) <= 2
+        seen += [r.seq for r in batch]
+        if seen[-1] == 5:
+            break
+    assert seen == [2, 3, 4, 5]

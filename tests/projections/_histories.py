@@ -1,0 +1,360 @@
+"""Event histories for fold tests, and a fold driver that processes batches like the projector.
+
+`fold` mirrors `Projector.run/_fold` without the bus and the store: every event goes through
+the wire codec, each batch is folded event by event, then `derive_stale` and `take_changes`
+run once per batch. `restart` rebuilds the state from its persisted rows, as a projector does
+from its store after a crash.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from hypothesis import strategies as st
+
+from events import (
+    AnyEvent,
+    Dataplane,
+    DataplaneDeregistered,
+    DataplaneRegistered,
+    IpamConfigured,
+    MeshApplied,
+    MeshService,
+    MeshServiceApplied,
+    MeshServiceDeleted,
+    decode_event,
+    decode_resource,
+    encode_event,
+)
+from events.resources import Mesh
+from projections.derive import derive_stale
+from projections.fold import apply_event
+from projections.state import ProjectionState
+from projections.views import EndpointsRow, MeshServiceRow, decode_row
+
+ZONE = "zone-1"
+SERVICE_TAG = "kuma.io/service"
+Rows = list[tuple[str, str, bytes]]
+
+
+# --- resources ------------------------------------------------------------------------------
+
+
+def inbound(
+    port: int, service: str, *, name: str | None = None, protocol: str | None = None,
+    tags: dict[str, str] | None = None, ready: bool | None = None, state: str | None = None,
+    address: str | None = None,
+) -> dict[str, Any]:
+    raw: dict[str, Any] = {"port": port, "tags": {SERVICE_TAG: service, **(tags or {})}}
+    if name is not None:
+        raw["name"] = name
+    if protocol is not None:
+        raw["protocol"] = protocol
+    if ready is not None:
+        raw["health"] = {"ready": ready}
+    if state is not None:
+        raw["state"] = state
+    if address is not None:
+        raw["address"] = address
+    return raw
+
+
+def dataplane(
+    mesh: str, name: str, address: str, *inbounds: dict[str, Any],
+    advertised: str | None = None,
+) -> Dataplane:
+    networking: dict[str, Any] = {"address": address, "inbound": list(inbounds)}
+    if advertised is not None:
+        networking["advertisedAddress"] = advertised
+    resource = decode_resource(
+        {"type": "Dataplane", "mesh": mesh, "name": name, "networking": networking})
+    assert isinstance(resource, Dataplane)
+    return resource
+
+
+def ms_port(
+    port: int, *, target: int | str | None = None, name: str | None = None,
+    protocol: str | None = None,
+) -> dict[str, Any]:
+    raw: dict[str, Any] = {"port": port}
+    if target is not None:
+        raw["targetPort"] = target
+    if name is not None:
+        raw["name"] = name
+    if protocol is not None:
+        raw["appProtocol"] = protocol
+    return raw
+
+
+def meshservice(
+    mesh: str, name: str, *ports: dict[str, Any], selector: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+) -> MeshService:
+    raw: dict[str, Any] = {
+        "type": "MeshService", "mesh": mesh, "name": name,
+        "spec": {"selector": {"dataplaneTags": selector or {SERVICE_TAG: name}},
+                 "ports": list(ports)},
+    }
+    if labels:
+        raw["labels"] = labels
+    resource = decode_resource(raw)
+    assert isinstance(resource, MeshService)
+    return resource
+
+
+# --- histories ------------------------------------------------------------------------------
+
+
+class History:
+    """An event log under construction; each event is `step` ms after the previous one."""
+
+    def __init__(self, start: int = 1_700_000_000_000, step: int = 1000) -> None:
+        self.events: list[AnyEvent] = []
+        self._at = start
+        self._step = step
+
+    def _add(self, event: AnyEvent) -> None:
+        self.events.append(event)
+
+    def _next_at(self) -> int:
+        self._at += self._step
+        return self._at
+
+    def mesh(self, name: str) -> History:
+        mesh = decode_resource({"type": "Mesh", "name": name})
+        assert isinstance(mesh, Mesh)
+        self._add(MeshApplied(at=self._next_at(), mesh=mesh))
+        return self
+
+    def register(self, dp: Dataplane, *, origin: str = "api") -> History:
+        self._add(DataplaneRegistered(at=self._next_at(), dataplane=dp,
+                                      origin=origin))  # type: ignore[arg-type]
+        return self
+
+    def deregister(self, mesh: str, name: str) -> History:
+        self._add(DataplaneDeregistered(at=self._next_at(), mesh=mesh, name=name))
+        return self
+
+    def apply(self, ms: MeshService) -> History:
+        self._add(MeshServiceApplied(at=self._next_at(), meshservice=ms))
+        return self
+
+    def delete(self, mesh: str, name: str) -> History:
+        self._add(MeshServiceDeleted(at=self._next_at(), mesh=mesh, name=name))
+        return self
+
+    def ipam(self, cidr: str, kind: str = "MeshService") -> History:
+        self._add(IpamConfigured(at=self._next_at(), kind=kind, cidr=cidr))  # type: ignore[arg-type]
+        return self
+
+
+def realistic_history() -> list[AnyEvent]:
+    """Three meshes, 21 Dataplanes over 5 services, churn, user MeshServices, a CIDR change."""
+    h = History()
+    for mesh in ("default", "payments", "edge"):
+        h.mesh(mesh)
+    services = {"web": (8080, "http"), "api": (9090, "grpc"), "db": (5432, None),
+                "cache": (6379, "tcp"), "auth": (7000, "http2")}
+    names = sorted(services)
+    for i in range(21):
+        mesh = ("default", "payments", "edge")[i % 3]
+        service = names[i % len(names)]
+        port, protocol = services[service]
+        extra = [inbound(9901, service, name="metrics")] if i % 4 == 0 else []
+        h.register(dataplane(mesh, f"{service}-{i}", f"10.0.{i % 3}.{10 + i}",
+                             inbound(port, service, name="main", protocol=protocol), *extra,
+                             advertised=f"192.168.0.{i}" if i % 5 == 0 else None))
+        if i == 6:
+            h.apply(meshservice("default", "web", ms_port(80, target="main", protocol="http"),
+                                labels={"team": "frontend"}))
+    # re-registrations: other ports, health down, NotReady, a second service on one proxy
+    h.register(dataplane("default", "api-0", "10.0.0.10",
+                         inbound(9191, "api", protocol="grpc"), inbound(9901, "api")))
+    h.register(dataplane("payments", "cache-7", "10.0.1.17",
+                         inbound(6379, "cache", name="main", ready=False)))
+    h.register(dataplane("edge", "cache-2", "10.0.2.12",
+                         inbound(6379, "cache", name="main", state="NotReady")))
+    h.register(dataplane("default", "db-3", "10.0.0.13", inbound(5432, "db", name="main"),
+                         inbound(7001, "auth", address="10.1.0.13"), advertised="192.168.9.9"))
+    h.ipam("10.96.0.0/24")
+    h.apply(meshservice("payments", "ledger", ms_port(443, target=6379),
+                        selector={SERVICE_TAG: "cache"}))
+    h.apply(meshservice("edge", "api", ms_port(9090, name="grpc", protocol="grpc")))
+    h.register(dataplane("edge", "api-new", "10.0.2.40", inbound(9090, "api", name="main")))
+    h.register(dataplane("edge", "search-1", "10.0.2.41", inbound(8000, "search")))
+    h.register(dataplane("edge", "bad-1", "10.0.2.42", inbound(8000, "Bad_Service")))
+    h.delete("default", "web")  # the user one goes: the generator takes over for web-9
+    h.delete("edge", "api")
+    h.deregister("default", "web-9")  # the generated web goes away ...
+    for name in ("auth-1", "cache-12", "db-8", "web-14"):
+        h.deregister(("default", "payments", "edge")[int(name.split("-")[1]) % 3], name)
+    h.apply(meshservice("payments", "ledger", ms_port(443, target=6379), ms_port(444),
+                        selector={SERVICE_TAG: "cache"}, labels={"kuma.io/display-name": "db"}))
+    h.apply(meshservice("payments", "cache", ms_port(6379, name="redis")))
+    h.deregister("edge", "search-1")
+    h.ipam("10.97.0.0/28")
+    h.register(dataplane("default", "web-9", "10.0.0.19",  # ... and comes back
+                         inbound(8081, "web", name="alt")))
+    h.register(dataplane("edge", "search-2", "10.0.2.43", inbound(8000, "search")))
+    h.delete("payments", "cache")
+    h.delete("payments", "ledger")
+    h.register(dataplane("payments", "web-4", "10.0.1.14", inbound(8080, "web", name="main"),
+                         inbound(8443, "web", name="tls", protocol="tls")))
+    return h.events
+
+
+# --- folding --------------------------------------------------------------------------------
+
+
+def split(events: Sequence[AnyEvent], sizes: Iterable[int]) -> list[list[AnyEvent]]:
+    """`events` cut into consecutive batches of `sizes` (the last batch takes the rest)."""
+    out: list[list[AnyEvent]] = []
+    i = 0
+    for size in sizes:
+        if i >= len(events):
+            break
+        out.append(list(events[i:i + size]))
+        i += size
+    if i < len(events):
+        out.append(list(events[i:]))
+    return out
+
+
+def random_sizes(n: int, seed: int, max_size: int = 7) -> list[int]:
+    rng = random.Random(seed)
+    sizes = []
+    while sum(sizes) < n:
+        sizes.append(rng.randint(1, max_size))
+    return sizes
+
+
+def fold(
+    batches: Iterable[Sequence[AnyEvent]], *, state: ProjectionState | None = None,
+    first_seq: int = 1,
+) -> ProjectionState:
+    """Fold `batches` like `Projector.run`: fold each event, then derive and commit per batch."""
+    state = ProjectionState() if state is None else state
+    seq = first_seq
+    for batch in batches:
+        for event in batch:
+            wire = decode_event(encode_event(event), seq=seq, subject="test")
+            apply_event(state, seq, wire, ZONE)
+            seq += 1
+        derive_stale(state, ZONE)
+        state.take_changes()
+    return state
+
+
+def fold_all(events: Sequence[AnyEvent]) -> ProjectionState:
+    return fold([events])
+
+
+def rows(state: ProjectionState) -> Rows:
+    return list(state.persisted())
+
+
+def restart(state: ProjectionState) -> ProjectionState:
+    """A fresh state loaded from what the store holds, as after a projector restart."""
+    return ProjectionState.load(rows(state))
+
+
+# --- reading persisted rows ------------------------------------------------------------------
+
+
+def persisted(state: ProjectionState, collection: str, key: str) -> Any:
+    for c, k, body in state.persisted():
+        if (c, k) == (collection, key):
+            return decode_row(c, body)
+    return None
+
+
+def meshservice_row(state: ProjectionState, mesh: str, name: str) -> MeshServiceRow | None:
+    return persisted(state, "meshservice", f"{mesh}/{name}")
+
+
+def endpoints_row(state: ProjectionState, mesh: str, name: str) -> EndpointsRow | None:
+    return persisted(state, "endpoints", f"{mesh}/{name}")
+
+
+def vip(state: ProjectionState, mesh: str, name: str) -> str | None:
+    row = meshservice_row(state, mesh, name)
+    if row is None or not row.status.vips:
+        return None
+    return row.status.vips[0].ip
+
+
+def vip_rows(state: ProjectionState) -> dict[str, str]:
+    """Every VIP ever handed out: `mesh/kind/name` -> ip."""
+    return {k: decode_row(c, body).ip  # type: ignore[attr-defined]
+            for c, k, body in state.persisted() if c == "vip"}
+
+
+# --- random histories (hypothesis) ---------------------------------------------------------
+
+_MESHES = ("default", "other")
+_DP_NAMES = ("a", "b", "c", "d")
+_SERVICES = ("web", "api", "Not_A_Label")
+_PORTS = (80, 8080, 9090)
+_CIDRS = ("241.0.0.0/8", "10.96.0.0/29", "10.97.0.0/30", "10.96.0.0/30")
+
+
+@st.composite
+def _inbounds(draw: st.DrawFn) -> list[dict[str, Any]]:
+    ports = draw(st.lists(st.sampled_from(_PORTS), min_size=1, max_size=2, unique=True))
+    return [inbound(
+        port, draw(st.sampled_from(_SERVICES)),
+        name=draw(st.sampled_from((None, "http", "main"))),
+        protocol=draw(st.sampled_from((None, "http", "grpc"))),
+        tags=draw(st.sampled_from(({}, {"kuma.io/protocol": "http2"}, {"kuma.io/protocol": "x"}))),
+        ready=draw(st.sampled_from((None, True, False))),
+        state=draw(st.sampled_from((None, "Ready", "NotReady", "Ignored"))),
+        address=draw(st.sampled_from((None, "10.1.0.1"))),
+    ) for port in ports]
+
+
+@st.composite
+def _ms_ports(draw: st.DrawFn) -> list[dict[str, Any]]:
+    numbers = draw(st.lists(st.sampled_from(_PORTS), min_size=1, max_size=2, unique=True))
+    names = draw(st.lists(st.sampled_from(("p1", "p2")), min_size=len(numbers),
+                          max_size=len(numbers), unique=True))
+    return [ms_port(number, name=name if draw(st.booleans()) else None,
+                    target=draw(st.sampled_from((None, 8080, 9090, "http", "main"))),
+                    protocol=draw(st.sampled_from((None, "http", "tcp"))))
+            for number, name in zip(numbers, names, strict=True)]
+
+
+def _step(draw: st.DrawFn, h: History) -> None:
+    mesh = draw(st.sampled_from(_MESHES))
+    kind = draw(st.sampled_from(("register", "register", "register", "deregister", "apply",
+                                 "delete", "ipam", "mesh")))
+    match kind:
+        case "register":
+            h.register(dataplane(
+                mesh, draw(st.sampled_from(_DP_NAMES)),
+                draw(st.sampled_from(("10.0.0.1", "10.0.0.2"))), *draw(_inbounds()),
+                advertised=draw(st.sampled_from((None, "192.168.0.1")))))
+        case "deregister":
+            h.deregister(mesh, draw(st.sampled_from(_DP_NAMES)))
+        case "apply":
+            display = draw(st.sampled_from((None, "web", "api")))
+            h.apply(meshservice(
+                mesh, draw(st.sampled_from(("web", "api", "db"))), *draw(_ms_ports()),
+                selector={SERVICE_TAG: draw(st.sampled_from(_SERVICES))},
+                labels={"kuma.io/display-name": display} if display else None))
+        case "delete":
+            h.delete(mesh, draw(st.sampled_from(("web", "api", "db"))))
+        case "ipam":
+            h.ipam(draw(st.sampled_from(_CIDRS)))
+        case _:
+            h.mesh(mesh)
+
+
+@st.composite
+def histories(draw: st.DrawFn, max_events: int = 30) -> list[AnyEvent]:
+    """Random histories over a small vocabulary, with ties in event time now and then."""
+    h = History(step=draw(st.sampled_from((0, 1, 1000))))
+    for _ in range(draw(st.integers(1, max_events))):
+        _step(draw, h)
+    return h.events

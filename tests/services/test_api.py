@@ -1,0 +1,159 @@
+"""The HTTP API against a real `meshlog up` (embedded nats-server, SQLite read models)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from events import connect_nats
+from tests.harness import ControlPlane, meshlog_up
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    with meshlog_up(tmp_path_factory.mktemp("api")) as plane:
+        plane.apply({"type": "Mesh", "name": "default"})
+        yield plane
+
+
+def _dp(name: str, port: int = 8080, service: str = "svc", mesh: str = "default") -> dict:
+    return {"type": "Dataplane", "mesh": mesh, "name": name, "networking": {
+        "address": "10.1.0.1", "inbound": [{"port": port, "tags": {"kuma.io/service": service}}]}}
+
+
+def _stream_last_seq(cp: ControlPlane) -> int:
+    async def read() -> int:
+        nc = await connect_nats(cp.where["nats"], name="test")
+        try:
+            return (await nc.jetstream().stream_info("MESHLOG_EVENTS")).state.last_seq
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def test_invalid_resource_lists_every_violation(cp: ControlPlane) -> None:
+    doc = _dp("bad-1")
+    doc["networking"]["inbound"] = [{"port": 70000, "tags": {"app": "x"}}, {"port": "eighty"}]
+    response = cp.api.put("/meshes/default/dataplanes/bad-1", json=doc)
+    assert response.status_code == 400
+    body = response.json()
+    assert body["invalid_parameters"] == [
+        {"field": "networking.inbound[0].port", "reason": "70000 is not in 1..65535"},
+        {"field": "networking.inbound[1].port", "reason": "expected an integer, got 'eighty'"},
+    ]
+    assert cp.api.get("/meshes/default/dataplanes/bad-1").status_code == 404
+
+
+def test_name_in_body_must_match_the_url(cp: ControlPlane) -> None:
+    response = cp.api.put("/meshes/default/dataplanes/other", json=_dp("dp-x"))
+    assert response.status_code == 400
+    assert response.json()["invalid_parameters"] == [
+        {"field": "name", "reason": "'dp-x' does not match the URL's 'other'"}]
+
+
+def test_malformed_body_is_a_400(cp: ControlPlane) -> None:
+    response = cp.api.put("/meshes/default/dataplanes/x", content=b"{not json",
+                          headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert "not valid JSON/YAML" in response.json()["detail"]
+
+
+def test_dataplane_in_a_missing_mesh_is_a_404(cp: ControlPlane) -> None:
+    response = cp.api.put("/meshes/nope/dataplanes/dp-1", json=_dp("dp-1", mesh="nope"))
+    assert response.status_code == 404
+    assert "mesh 'nope' does not exist" in response.json()["detail"]
+
+
+def test_unknown_resource_type_is_a_404_naming_the_known_ones(cp: ControlPlane) -> None:
+    response = cp.api.get("/meshes/default/widgets")
+    assert response.status_code == 404
+    assert "unknown resource type 'widgets'; known: dataplanes, meshservices" in (
+        response.json()["detail"])
+
+
+def test_create_then_update_then_get(cp: ControlPlane) -> None:
+    created = cp.api.put("/meshes/default/dataplanes/dp-a", json=_dp("dp-a"))
+    assert created.status_code == 201 and created.json()["created"]
+    updated = cp.api.put("/meshes/default/dataplanes/dp-a", json=_dp("dp-a", port=9090))
+    assert updated.status_code == 200 and not updated.json()["created"]
+    got = cp.api.get("/meshes/default/dataplanes/dp-a")
+    assert got.json()["networking"]["inbound"][0]["port"] == 9090
+    assert got.headers["etag"] == f'"{updated.json()["version"]}"'
+
+
+def test_two_writers_with_the_same_version_one_gets_409(cp: ControlPlane) -> None:
+    cp.api.put("/meshes/default/dataplanes/dp-occ", json=_dp("dp-occ"))
+    etag = cp.api.get("/meshes/default/dataplanes/dp-occ").headers["etag"]
+    first = cp.api.put("/meshes/default/dataplanes/dp-occ", json=_dp("dp-occ", port=1111),
+                       headers={"If-Match": etag})
+    second = cp.api.put("/meshes/default/dataplanes/dp-occ", json=_dp("dp-occ", port=2222),
+                        headers={"If-Match": etag})
+    assert (first.status_code, second.status_code) == (200, 409)
+    assert "is stale" in second.json()["detail"]
+    port = cp.api.get("/meshes/default/dataplanes/dp-occ").json()["networking"]["inbound"][0]
+    assert port["port"] == 1111  # the losing write changed nothing
+
+
+def test_repeating_a_write_appends_one_event(cp: ControlPlane) -> None:
+    before = _stream_last_seq(cp)
+    first = cp.api.put("/meshes/default/dataplanes/dp-idem", json=_dp("dp-idem"))
+    again = cp.api.put("/meshes/default/dataplanes/dp-idem", json=_dp("dp-idem"))
+    assert first.json()["created"] and again.json()["unchanged"]
+    assert again.json()["version"] == first.json()["version"]
+    assert _stream_last_seq(cp) == before + 1
+
+
+def test_list_has_total_items_and_next(cp: ControlPlane) -> None:
+    for i in range(3):
+        cp.api.put(f"/meshes/default/dataplanes/page-{i}", json=_dp(f"page-{i}"))
+    first = cp.api.get("/meshes/default/dataplanes", params={"size": 2}).json()
+    assert set(first) == {"total", "items", "next"}
+    assert len(first["items"]) == 2 and first["total"] >= 3 and first["next"]
+    rest = cp.api.get(first["next"]).json()
+    names = [d["name"] for d in first["items"] + rest["items"]]
+    assert len(names) == len(set(names))
+
+
+def test_generated_meshservice_cannot_be_deleted(cp: ControlPlane) -> None:
+    cp.api.put("/meshes/default/dataplanes/gen-1", json=_dp("gen-1", service="gen"))
+    response = cp.api.delete("/meshes/default/meshservices/gen")
+    assert response.status_code == 409
+    assert "generated from Dataplane inbounds" in response.json()["detail"]
+
+
+def test_mesh_with_dataplanes_cannot_be_deleted(cp: ControlPlane) -> None:
+    cp.api.put("/meshes/busy", json={"type": "Mesh", "name": "busy"})
+    cp.api.put("/meshes/busy/dataplanes/b-1", json=_dp("b-1", mesh="busy"))
+    response = cp.api.delete("/meshes/busy")
+    assert response.status_code == 409
+    assert "still has 1 dataplanes" in response.json()["detail"]
+
+
+def test_delete_then_get_is_a_404(cp: ControlPlane) -> None:
+    cp.api.put("/meshes/default/dataplanes/gone", json=_dp("gone"))
+    assert cp.api.delete("/meshes/default/dataplanes/gone").status_code == 200
+    assert cp.api.get("/meshes/default/dataplanes/gone").status_code == 404
+    assert cp.api.delete("/meshes/default/dataplanes/gone").status_code == 404
+
+
+def test_openapi_document_is_served(cp: ControlPlane) -> None:
+    doc = cp.api.get("/schema/openapi.json").json()
+    assert doc["info"]["title"] == "meshlog"
+    assert "/meshes/{mesh}/{plural}/{name}" in doc["paths"]
+
+
+def test_restart_resumes_from_the_data_dir(tmp_path: Path) -> None:
+    with meshlog_up(tmp_path / "cp") as first:
+        first.apply({"type": "Mesh", "name": "default"})
+        first.apply(_dp("keep-1", service="keep"))
+        vip = first.meshservice("keep")["status"]["vips"]
+    with meshlog_up(tmp_path / "cp") as second:
+        assert second.meshservice("keep")["status"]["vips"] == vip
+        second.apply(_dp("keep-2", service="keep"))
+        assert second.meshservice("keep")["status"]["dataplaneProxies"]["total"] == 2

@@ -1,0 +1,88 @@
+"""The `meshlog` CLI as a user runs it, against a real `meshlog up`."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.harness import VENV_BIN, meshlog_up
+
+pytestmark = pytest.mark.integration
+DEMO = Path(__file__).parents[2] / "examples" / "demo.yaml"
+
+
+def _meshlog(api: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(VENV_BIN / "meshlog"), "--api", api, *args], capture_output=True,
+                          text=True, timeout=60, check=check)
+
+
+def test_demo_gives_a_generated_backend_with_vip_and_hostname(tmp_path: Path) -> None:
+    with meshlog_up(tmp_path / "cp") as cp:
+        applied = _meshlog(cp.where["api"], "apply", "-f", str(DEMO))
+        assert "dataplane 'backend-2' created" in applied.stdout
+        out = json.loads(_meshlog(cp.where["api"], "get", "meshservices", "-m", "default",
+                                  "-o", "json").stdout)
+        backend = next(i for i in out["items"] if i["name"] == "backend")
+        assert backend["labels"]["kuma.io/managed-by"] == "meshservice-generator"
+        vip = backend["status"]["vips"][0]["ip"]
+        assert ipaddress.ip_address(vip) in ipaddress.ip_network("241.0.0.0/8")
+        assert [a["hostname"] for a in backend["status"]["addresses"]] == [
+            "backend.svc.mesh.local"]
+        assert backend["status"]["dataplaneProxies"] == {"total": 2, "connected": 0, "healthy": 2}
+
+        table = _meshlog(cp.where["api"], "get", "meshservices").stdout
+        assert "backend.svc.mesh.local" in table and vip in table
+
+        one = yaml.safe_load(_meshlog(cp.where["api"], "get", "dataplane", "web-1").stdout)
+        assert one["name"] == "web-1" and one["type"] == "Dataplane"
+
+        again = _meshlog(cp.where["api"], "apply", "-f", str(DEMO))
+        assert again.stdout.count("unchanged") == 4
+
+        deleted = _meshlog(cp.where["api"], "delete", "dataplane", "backend-2")
+        assert "deleted" in deleted.stdout
+        missing = _meshlog(cp.where["api"], "get", "dataplane", "backend-2", check=False)
+        assert missing.returncode == 1 and "not found" in missing.stderr
+
+
+def test_apply_reports_each_invalid_document_and_fails(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("type: Mesh\nname: default\n---\ntype: Dataplane\nmesh: default\nname: x\n"
+                   "networking: {address: 10.0.0.1, inbound: [{port: 0}]}\n---\ntype: Gadget\n")
+    with meshlog_up(tmp_path / "cp") as cp:
+        result = _meshlog(cp.where["api"], "apply", "-f", str(bad), check=False)
+    assert result.returncode == 1
+    assert "mesh 'default' created" in result.stdout
+    assert "networking.inbound[0].port: 0 is not in 1..65535" in result.stderr
+    assert "'type' is 'Gadget'" in result.stderr
+
+
+def test_unreachable_api_is_a_clear_error() -> None:
+    result = _meshlog("http://127.0.0.1:9", "get", "meshes", check=False)
+    assert result.returncode == 1
+    assert "cannot reach the meshlog API at http://127.0.0.1:9" in result.stderr
+
+
+def test_dataplane_bootstrap_is_a_valid_envoy_config() -> None:
+    result = subprocess.run(
+        [str(VENV_BIN / "meshlog"), "dataplane", "bootstrap", "--mesh", "default",
+         "--name", "web-1", "--xds-address", "127.0.0.1:5678"],
+        capture_output=True, text=True, timeout=60, check=True)
+    doc = yaml.safe_load(result.stdout)
+    assert doc["node"]["id"] == "default.web-1"
+    assert doc["dynamicResources"]["adsConfig"]["apiType"] == "GRPC"
+    envoy = subprocess.run(
+        [str(_envoy()), "--mode", "validate", "--config-yaml", result.stdout],
+        capture_output=True, text=True, timeout=60)
+    assert envoy.returncode == 0, envoy.stdout + envoy.stderr
+
+
+def _envoy() -> str:
+    from tests.harness import envoy_binary
+
+    return envoy_binary()

@@ -1,0 +1,115 @@
+"""A raw ADS client for protocol tests, and read-model rows made by the real fold."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import grpc
+from envoy.config.core.v3.base_pb2 import Node
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
+from google.rpc.status_pb2 import Status
+
+from events import (
+    AnyEvent,
+    DataplaneRegistered,
+    MeshApplied,
+    MeshServiceApplied,
+    decode_resource,
+)
+from events.projection_bus import CHECKPOINT_KEY
+from projections import PUBLISHED, ProjectionState, apply_event
+from projections.derive import derive_stale
+
+ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+
+
+def event_for(doc: dict[str, Any], at: int = 1) -> AnyEvent:
+    resource = decode_resource(doc)
+    kind = doc["type"]
+    if kind == "Mesh":
+        return MeshApplied(at=at, mesh=resource)  # type: ignore[arg-type]
+    if kind == "Dataplane":
+        return DataplaneRegistered(at=at, dataplane=resource)  # type: ignore[arg-type]
+    return MeshServiceApplied(at=at, meshservice=resource)  # type: ignore[arg-type]
+
+
+class Projection:
+    """Folds events with the real fold and hands out what the projector would publish."""
+
+    def __init__(self) -> None:
+        self.state = ProjectionState()
+        self.seq = 0
+
+    def fold(self, events: Iterable[AnyEvent]) -> list[tuple[str, bytes | None]]:
+        for event in events:
+            self.seq += 1
+            apply_event(self.state, self.seq, event, "default")
+        derive_stale(self.state, "default")
+        updates = [(f"{c.collection}/{c.key}", c.body) for c in self.state.take_changes()
+                   if c.collection in PUBLISHED]
+        return [*updates, (CHECKPOINT_KEY, str(self.seq).encode())]
+
+
+def dataplane(name: str, address: str, port: int, service: str, **inbound: Any) -> dict:
+    return {"type": "Dataplane", "mesh": "default", "name": name,
+            "networking": {"address": address, "inbound": [
+                {"port": port, "tags": {"kuma.io/service": service}, **inbound}]}}
+
+
+class AdsClient:
+    """One ADS stream: `send` requests, `recv` responses (with a timeout)."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._requests: asyncio.Queue[DiscoveryRequest | None] = asyncio.Queue()
+        self._responses: asyncio.Queue[DiscoveryResponse | BaseException] = asyncio.Queue()
+        self.call = channel.stream_stream(
+            ADS, request_serializer=DiscoveryRequest.SerializeToString,
+            response_deserializer=DiscoveryResponse.FromString,
+        )(self._iterate())
+        # reading in one task: a timed-out wait must not cancel the call itself
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for response in self.call:
+                self._responses.put_nowait(response)
+        except grpc.aio.AioRpcError as exc:
+            self._responses.put_nowait(exc)
+
+    async def _iterate(self) -> AsyncIterator[DiscoveryRequest]:
+        while (request := await self._requests.get()) is not None:
+            yield request
+
+    def send(self, type_url: str, *, node_id: str | None = None, names: Iterable[str] = (),
+             version: str = "", nonce: str = "", error: str | None = None) -> None:
+        request = DiscoveryRequest(type_url=type_url, resource_names=list(names),
+                                   version_info=version, response_nonce=nonce)
+        if node_id is not None:
+            request.node.CopyFrom(Node(id=node_id))
+        if error is not None:
+            request.error_detail.CopyFrom(Status(code=3, message=error))
+        self._requests.put_nowait(request)
+
+    def ack(self, response: DiscoveryResponse, names: Iterable[str] = ()) -> None:
+        self.send(response.type_url, names=names, version=response.version_info,
+                  nonce=response.nonce)
+
+    async def recv(self, timeout: float = 5.0) -> DiscoveryResponse:
+        item = await asyncio.wait_for(self._responses.get(), timeout)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def nothing(self, within: float = 0.3) -> None:
+        """Assert the server sends nothing for `within` seconds."""
+        try:
+            item = await asyncio.wait_for(self._responses.get(), within)
+        except TimeoutError:
+            return
+        raise AssertionError(f"unexpected response: {item!r:.300}")
+
+    def close(self) -> None:
+        """Half-close: the server ends the stream, and the reader with it."""
+        self._requests.put_nowait(None)

@@ -1,0 +1,256 @@
+"""SotW ADS protocol rules (reference/xds-rules.md), with a raw client against a real server.
+
+The gateway serves a view fed with rows produced by the real fold; only the bus is left out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from envoy.config.cluster.v3.cluster_pb2 import Cluster
+from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
+from envoy.config.listener.v3.listener_pb2 import Listener
+
+from events import DataplaneDeregistered
+from tests.xds_gateway._ads import AdsClient, Projection, dataplane, event_for
+from xds_gateway import Gateway
+from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER
+
+WEB = "default.web-1"
+BACKEND_CLUSTER = "default_backend___msvc_8080"
+
+
+@pytest.fixture
+async def projection() -> Projection:
+    return Projection()
+
+
+@pytest.fixture
+async def gateway(projection: Projection) -> AsyncIterator[Gateway]:
+    gw = Gateway(None, port=0)
+    gw.view.apply(projection.fold([
+        event_for({"type": "Mesh", "name": "default"}),
+        event_for(dataplane("backend-1", "10.0.0.1", 8080, "backend")),
+        event_for(dataplane("web-1", "10.0.0.9", 7070, "web")),
+    ]))
+    task = asyncio.create_task(gw.serve())
+    await gw.serving.wait()
+    try:
+        yield gw
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+@pytest.fixture
+async def channel(gateway: Gateway) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as ch:
+        yield ch
+
+
+def _names(response, cls) -> list[str]:
+    out = []
+    for any_ in response.resources:
+        message = cls()
+        any_.Unpack(message)
+        out.append(message.name if hasattr(message, "name") and message.name
+                   else message.cluster_name)
+    return out
+
+
+async def _subscribe(client: AdsClient) -> tuple:
+    """Envoy's opening: CDS and LDS wildcard; answer CDS, then EDS for its clusters."""
+    client.send(CLUSTER, node_id=WEB)
+    cds = await client.recv()
+    assert cds.type_url == CLUSTER
+    client.send(LISTENER)
+    eds_names = [n for n in _names(cds, Cluster) if "_msvc_" in n]
+    client.ack(cds)
+    client.send(ENDPOINT, names=eds_names)
+    responses = {}
+    for _ in range(2):
+        r = await client.recv()
+        responses[r.type_url] = r
+    return cds, responses[ENDPOINT], responses[LISTENER]
+
+
+async def test_first_request_without_node_ends_only_that_stream(channel, gateway) -> None:
+    bad = AdsClient(channel)
+    bad.send(CLUSTER)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await bad.recv()
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "node.id" in info.value.details()
+    good = AdsClient(channel)
+    good.send(CLUSTER, node_id=WEB)
+    assert (await good.recv()).type_url == CLUSTER  # the server still serves
+    good.close()
+
+
+async def test_malformed_node_id_is_rejected_with_a_clear_error(channel) -> None:
+    client = AdsClient(channel)
+    client.send(CLUSTER, node_id="no-dot")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await client.recv()
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'no-dot' is not <mesh>.<dataplane name>" in info.value.details()
+
+
+async def test_later_requests_may_omit_the_node(channel) -> None:
+    client = AdsClient(channel)
+    cds, eds, lds = await _subscribe(client)
+    assert BACKEND_CLUSTER in _names(cds, Cluster)
+    assert "outbound:241.0.0.1:8080" in _names(lds, Listener)
+    assert _names(eds, ClusterLoadAssignment) == [BACKEND_CLUSTER, "default_web___msvc_7070"]
+    client.close()
+
+
+async def test_nonces_are_unique_within_a_stream(channel) -> None:
+    client = AdsClient(channel)
+    cds, eds, lds = await _subscribe(client)
+    assert len({cds.nonce, eds.nonce, lds.nonce}) == 3
+    client.close()
+
+
+async def test_ack_gets_no_identical_response(channel) -> None:
+    client = AdsClient(channel)
+    cds, eds, lds = await _subscribe(client)
+    client.ack(eds, names=_names(eds, ClusterLoadAssignment))
+    client.ack(lds)
+    await client.nothing()
+    client.close()
+
+
+async def test_stale_nonce_is_ignored(channel, gateway, projection) -> None:
+    client = AdsClient(channel)
+    cds, eds, lds = await _subscribe(client)
+    client.ack(eds, names=_names(eds, ClusterLoadAssignment))
+    client.ack(lds)
+    # a request carrying an old nonce and new names must not change the subscription
+    client.send(ENDPOINT, names=["default_unknown___msvc_1"], nonce="999")
+    await client.nothing()
+    client.close()
+
+
+async def test_nack_is_counted_and_not_resent(channel, gateway) -> None:
+    client = AdsClient(channel)
+    cds, eds, lds = await _subscribe(client)
+    client.send(LISTENER, version="", nonce=lds.nonce, error="bind: address in use")
+    await client.nothing()
+    stream = next(iter(gateway.streams))
+    assert stream.types[LISTENER].nacks == 1
+    assert stream.types[LISTENER].last_nack == "bind: address in use"
+    client.close()
+
+
+async def test_eds_only_holds_requested_names(channel, gateway, projection) -> None:
+    gateway.view.apply(projection.fold([event_for(dataplane("db-1", "10.0.0.5", 5432, "db"))]))
+    client = AdsClient(channel)
+    client.send(CLUSTER, node_id=WEB)
+    cds = await client.recv()
+    assert "default_db___msvc_5432" in _names(cds, Cluster)
+    client.send(ENDPOINT, names=[BACKEND_CLUSTER])
+    eds = await client.recv()
+    assert _names(eds, ClusterLoadAssignment) == [BACKEND_CLUSTER]
+    client.close()
+
+
+async def test_requested_name_is_sent_when_it_appears(channel, gateway, projection) -> None:
+    client = AdsClient(channel)
+    client.send(ENDPOINT, node_id=WEB, names=["default_db___msvc_5432"])
+    await client.nothing()
+    gateway.view.apply(projection.fold([event_for(dataplane("db-1", "10.0.0.5", 5432, "db"))]))
+    eds = await client.recv()
+    assert _names(eds, ClusterLoadAssignment) == ["default_db___msvc_5432"]
+    client.close()
+
+
+async def test_eds_is_answered_again_after_a_cds_update(channel, gateway, projection) -> None:
+    """Rule 9: Envoy re-requests EDS with the same version and nonce to warm a changed cluster."""
+    client = AdsClient(channel)
+    cds, eds, lds = await _subscribe(client)
+    client.ack(eds, names=_names(eds, ClusterLoadAssignment))
+    client.ack(lds)
+    await client.nothing()
+    gateway.view.apply(projection.fold([event_for(dataplane("db-1", "10.0.0.5", 5432, "db"))]))
+    cds2 = await client.recv()
+    assert cds2.type_url == CLUSTER and cds2.version_info != cds.version_info
+    lds2 = await client.recv()
+    assert lds2.type_url == LISTENER
+    client.ack(cds2)
+    client.send(ENDPOINT, names=_names(eds, ClusterLoadAssignment), version=eds.version_info,
+                nonce=eds.nonce)
+    again = await client.recv()
+    assert again.type_url == ENDPOINT
+    assert _names(again, ClusterLoadAssignment) == _names(eds, ClusterLoadAssignment)
+    client.close()
+
+
+async def test_clusters_leave_only_after_listeners_no_longer_use_them(
+        channel, gateway, projection) -> None:
+    """Rule 10: CDS -> EDS -> LDS order; a removed cluster outlives the listener using it."""
+    gateway.view.apply(projection.fold([event_for(dataplane("db-1", "10.0.0.5", 5432, "db"))]))
+    client = AdsClient(channel)
+    cds, eds, lds = await _subscribe(client)
+    client.ack(eds, names=_names(eds, ClusterLoadAssignment))
+    client.ack(lds)
+    await client.nothing()
+    gateway.view.apply(projection.fold([DataplaneDeregistered(at=2, mesh="default", name="db-1")]))
+    first = await client.recv()
+    while first.type_url != LISTENER:  # CDS and EDS may come first, never a CDS without db
+        assert first.type_url in (CLUSTER, ENDPOINT)
+        if first.type_url == CLUSTER:
+            assert "default_db___msvc_5432" in _names(first, Cluster)
+        first = await client.recv()
+    assert "outbound:241.0.0.3:5432" not in _names(first, Listener)
+    client.ack(first)
+    cds3 = await client.recv()
+    assert cds3.type_url == CLUSTER
+    assert "default_db___msvc_5432" not in _names(cds3, Cluster)
+    client.close()
+
+
+async def test_each_resource_is_encoded_once_for_all_streams(channel, gateway, projection) -> None:
+    gateway.view.apply(projection.fold([event_for(dataplane("web-2", "10.0.0.10", 7070, "web"))]))
+    one = AdsClient(channel)
+    cds_one, eds_one, _ = await _subscribe(one)
+    builds = gateway.cache.builds
+    two = AdsClient(channel)
+    two.send(CLUSTER, node_id="default.web-2")
+    cds_two = await two.recv()
+    two.send(ENDPOINT, names=[BACKEND_CLUSTER])
+    eds_two = await two.recv()
+    shared = {r.value for r in eds_one.resources} & {r.value for r in eds_two.resources}
+    assert shared, "the backend ClusterLoadAssignment differs between streams"
+    # web-2's own inbound listener and cluster are new; the mesh's resources are not rebuilt
+    assert gateway.cache.builds - builds <= 2
+    one.close()
+    two.close()
+
+
+async def test_versions_are_content_derived_across_gateways(projection) -> None:
+    """Rule 12: two gateways with the same state give the same versions."""
+    rows = projection.fold([
+        event_for({"type": "Mesh", "name": "default"}),
+        event_for(dataplane("backend-1", "10.0.0.1", 8080, "backend")),
+        event_for(dataplane("web-1", "10.0.0.9", 7070, "web")),
+    ])
+    versions = []
+    for _ in range(2):
+        gw = Gateway(None, port=0)
+        gw.view.apply(rows)
+        task = asyncio.create_task(gw.serve())
+        await gw.serving.wait()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}") as ch:
+            client = AdsClient(ch)
+            cds, eds, lds = await _subscribe(client)
+            versions.append((cds.version_info, eds.version_info, lds.version_info))
+            client.close()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert versions[0] == versions[1]

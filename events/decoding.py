@@ -21,7 +21,9 @@ from events.validation import validate
 
 __all__ = ["KINDS", "decode_resource", "kind_of"]
 
-KINDS: dict[str, type[Resource]] = {"Mesh": Mesh, "Dataplane": Dataplane, "MeshService": MeshService}
+KINDS: dict[str, type[Resource]] = {
+    "Mesh": Mesh, "Dataplane": Dataplane, "MeshService": MeshService,
+}
 
 
 def kind_of(raw: Any) -> str:
@@ -42,7 +44,8 @@ def decode_resource(raw: Any, expected_kind: str | None = None) -> Resource:
     kind = kind_of(raw)
     if expected_kind is not None and kind != expected_kind:
         raise InvalidResource(
-            expected_kind, [Violation("type", f"{kind!r} does not match the URL's {expected_kind!r}")]
+            expected_kind,
+            [Violation("type", f"{kind!r} does not match the URL's {expected_kind!r}")],
         )
     cls = KINDS[kind]
     violations: list[Violation] = []
@@ -140,7 +143,8 @@ def _check_str(value: Any, t: mi.StrType, path: str, out: list[Violation]) -> No
     elif t.max_length is not None and len(value) > t.max_length:
         out.append(Violation(path, f"must be at most {t.max_length} characters"))
     elif t.pattern is not None and not re.search(t.pattern, value):
-        out.append(Violation(path, f"{_show(value)} {_PATTERN_RULES.get(t.pattern, 'does not match ' + t.pattern)}"))
+        rule = _PATTERN_RULES.get(t.pattern, f"does not match {t.pattern}")
+        out.append(Violation(path, f"{_show(value)} {rule}"))
 
 
 def _check_literal(value: Any, t: mi.LiteralType, path: str, out: list[Violation]) -> None:

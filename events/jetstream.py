@@ -79,7 +79,8 @@ class JetStreamEventLog:
             else:
                 _check_stream(info.config, wanted)
         except _TRANSIENT as exc:
-            raise EventLogUnavailable(f"JetStream did not answer for stream {stream}: {exc}") from exc
+            raise EventLogUnavailable(
+                f"JetStream did not answer for stream {stream}: {exc}") from exc
         return cls(js, stream)
 
     async def append(

@@ -21,7 +21,8 @@ SERVICE_TAG = "kuma.io/service"
 # fullmatch everywhere: `$` would let a trailing newline through.
 _TAG_KEY = re.compile(r"[a-zA-Z0-9.\-_:/]*")
 _TAG_VALUE = re.compile(r"[a-zA-Z0-9.\-_:]*")
-_HOSTNAME = re.compile(r"[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*")
+_LABEL = r"[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?"
+_HOSTNAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")
 _DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 
 
@@ -47,9 +48,11 @@ def validate(resource: Resource) -> list[Violation]:
 def _labels(labels: dict[str, str], path: str, out: list[Violation]) -> None:
     for key, value in labels.items():
         if not key or not _TAG_KEY.fullmatch(key):
-            out.append(Violation(f'{path}["{key}"]', "key must match ^[a-zA-Z0-9.\\-_:/]*$ and not be empty"))
+            out.append(Violation(f'{path}["{key}"]',
+                                 "key must match ^[a-zA-Z0-9.\\-_:/]*$ and not be empty"))
         if not value or not _TAG_VALUE.fullmatch(value):
-            out.append(Violation(f'{path}["{key}"]', f"{value!r} must match ^[a-zA-Z0-9.\\-_:]*$ and not be empty"))
+            out.append(Violation(f'{path}["{key}"]',
+                                 f"{value!r} must match ^[a-zA-Z0-9.\\-_:]*$ and not be empty"))
 
 
 def _address(value: str, path: str, out: list[Violation], *, allow_dns: bool = True) -> None:
@@ -104,7 +107,8 @@ def _dataplane(dp: Dataplane, out: list[Violation]) -> None:
                 out.append(Violation(f"{path}.tags", f'"{SERVICE_TAG}" is required'))
     for (address, port), n in outbound_ports.items():
         if n > 1:
-            out.append(Violation("networking.outbound", f"{n} outbounds listen on {address}:{port}"))
+            out.append(Violation("networking.outbound",
+                                 f"{n} outbounds listen on {address}:{port}"))
     tp = net.transparent_proxying
     if tp is not None and tp.reachable_backends is not None:
         for i, rref in enumerate(tp.reachable_backends.refs):
@@ -136,10 +140,12 @@ def _meshservice(ms: MeshService, out: list[Violation]) -> None:
         if numbers[port.port] > 1:
             out.append(Violation(f"{path}.port", f"{port.port} is used by more than one port"))
         if port.name is not None:
-            if not is_dns1035_label(port.name) and not (port.name.isascii() and port.name.isdigit()):
+            numeric = port.name.isascii() and port.name.isdigit()
+            if not is_dns1035_label(port.name) and not numeric:
                 out.append(Violation(f"{path}.name", f"{port.name!r} is not a DNS-1035 label"))
             if names[port.name] > 1:
-                out.append(Violation(f"{path}.name", f"{port.name!r} is used by more than one port"))
+                out.append(Violation(f"{path}.name",
+                                     f"{port.name!r} is used by more than one port"))
         match port.target_port:
             case None | int():
                 pass

@@ -8,6 +8,7 @@ whatever the batch boundaries.
 from __future__ import annotations
 
 from events import Dataplane, Inbound, MeshServicePort
+from projections._match import inbound_matches
 from projections.hostnames import assign_hostnames
 from projections.ipam import vip_of
 from projections.state import ProjectionState, ms_key
@@ -68,7 +69,7 @@ def _derive_one(state: ProjectionState, row: MeshServiceRow, addresses, zone: st
         for dp_row in selected:
             dp = dp_row.dataplane
             for inbound in dp.networking.inbound:
-                if inbound.state == "Ignored" or not all(inbound.tags.get(k) == v for k, v in tags.items()):
+                if inbound.state == "Ignored" or not inbound_matches(inbound, tags):
                     continue
                 if inbound_serves(inbound, port) and is_healthy(inbound):
                     healthy_dps.add(dp.name)

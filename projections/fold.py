@@ -21,6 +21,7 @@ from events import (
     MeshServiceApplied,
     MeshServiceDeleted,
 )
+from projections._match import dataplane_matches
 from projections.generation import regenerate
 from projections.ipam import allocate_vip, configure_cidr
 from projections.state import ProjectionState, dp_key, ms_key
@@ -48,7 +49,8 @@ def apply_event(state: ProjectionState, seq: int, event: AnyEvent, zone: str) ->
                         "kuma.io/zone": zone},
                 spec=ms.spec,
                 status=old.status if old is not None else MeshServiceStatus(),
-                meta=_meta(old if old is not None and old.origin == "user" else None, seq, event.at),
+                meta=_meta(old if old is not None and old.origin == "user" else None, seq,
+                           event.at),
                 origin="user",
             )
             state.put("meshservice", ms_key(ms.mesh, ms.name), row)
@@ -82,7 +84,7 @@ def _dataplane_changed(
     # MeshServices that selected the old or select the new Dataplane need new endpoints.
     for ms in state.meshservices_of(mesh):
         tags = ms.spec.selector.dataplane_tags
-        if _selects(tags, old.dataplane if old else None) or _selects(tags, new):
+        if dataplane_matches(old.dataplane if old else None, tags) or dataplane_matches(new, tags):
             state.stale_services.add((mesh, ms.name))
     if new is None:
         state.delete("dataplane", dp_key(mesh, name))
@@ -101,8 +103,3 @@ def _services(dp: Dataplane | None) -> set[str]:
         return set()
     return {i.tags[SERVICE_TAG] for i in dp.networking.inbound if SERVICE_TAG in i.tags}
 
-
-def _selects(tags: dict[str, str], dp: Dataplane | None) -> bool:
-    return dp is not None and bool(tags) and any(
-        all(i.tags.get(k) == v for k, v in tags.items()) for i in dp.networking.inbound
-    )

@@ -39,7 +39,9 @@ def ports_of(dp: Dataplane, service: str) -> list[MeshServicePort]:
 _PROTOCOLS = {"http", "http2", "grpc", "tcp", "tls", "kafka", "mysql"}
 
 
-def regenerate(state: ProjectionState, mesh: str, service: str, seq: int, at: int, zone: str) -> None:
+def regenerate(
+    state: ProjectionState, mesh: str, service: str, seq: int, at: int, zone: str
+) -> None:
     """Bring the generated MeshService `service` of `mesh` in line with its Dataplanes."""
     current = state.meshservice(mesh, service)
     if current is not None and current.origin == "user":

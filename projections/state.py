@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 
 from msgspec import Struct
 
+from projections._match import dataplane_matches
 from projections.views import COLLECTIONS, DataplaneRow, MeshServiceRow, decode_row, encode_row
 
 __all__ = ["Change", "ProjectionState", "dp_key", "ms_key"]
@@ -79,7 +80,7 @@ class ProjectionState:
         sets = [self.dp_by_tag.get((mesh, k, v), set()) for k, v in tags.items()]
         names = set.intersection(*sorted(sets, key=len))
         rows = (self.dataplane(mesh, n) for n in sorted(names))
-        return [r for r in rows if r is not None and _matches(r, tags)]
+        return [r for r in rows if r is not None and dataplane_matches(r.dataplane, tags)]
 
     # --- writing ----------------------------------------------------------------------------
 
@@ -141,9 +142,3 @@ class ProjectionState:
         elif isinstance(row, MeshServiceRow):
             self.ms_by_mesh[row.mesh].discard(row.name)
 
-
-def _matches(row: DataplaneRow, tags: dict[str, str]) -> bool:
-    return any(
-        all(inbound.tags.get(k) == v for k, v in tags.items())
-        for inbound in row.dataplane.networking.inbound
-    )

@@ -32,11 +32,12 @@ __all__ = ["main"]
 
 SINGULAR = {"mesh": "Mesh", "dataplane": "Dataplane", "meshservice": "MeshService"}
 _KIND_PLURAL = {kind: plural for plural, kind in PLURALS.items()}
+_SHORT = {"dp": "Dataplane", "ms": "MeshService"}
 
 
 def _kind_of_word(word: str) -> str | None:
     word = word.lower()
-    return SINGULAR.get(word) or PLURALS.get(word) or {"dp": "Dataplane", "ms": "MeshService"}.get(word)
+    return SINGULAR.get(word) or PLURALS.get(word) or _SHORT.get(word)
 
 
 def _path(kind: str, mesh: str | None, name: str | None = None) -> str:
@@ -209,7 +210,8 @@ def _parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="run the control plane on one machine")
     up.add_argument("--data-dir", default=env("DATA_DIR", ".meshlog"),
-                    help="JetStream store and read models (env MESHLOG_DATA_DIR; default %(default)s)")
+                    help="JetStream store and read models "
+                         "(env MESHLOG_DATA_DIR; default %(default)s)")
     up.add_argument("--nats-url", default=env("NATS_URL"),
                     help="use this NATS (JetStream) instead of the embedded server")
     up.add_argument("--nats-port", default=env("NATS_PORT", "0"),

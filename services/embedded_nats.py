@@ -43,7 +43,8 @@ async def run_nats_server(
     data_dir: Path, *, port: int = 0, host: str = "127.0.0.1", log_file: Path | None = None
 ) -> AsyncIterator[str]:
     """Run nats-server with JetStream storing in `data_dir`; yield its client URL."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    # start-up only: a few local file operations before the loop has anything else to do
+    data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
     ports_dir = data_dir / "ports"
     ports_dir.mkdir(exist_ok=True)
     for stale in ports_dir.glob("*.ports"):
@@ -53,7 +54,7 @@ async def run_nats_server(
         "-a", host, "-p", str(port if port else -1), "--ports_file_dir", str(ports_dir),
         "--server_name", "meshlog-embedded",
     ]
-    log = open(log_file or data_dir / "nats-server.log", "ab")
+    log = open(log_file or data_dir / "nats-server.log", "ab")  # noqa: ASYNC230
     # Its own session: a terminal's Ctrl-C reaches meshlog only, which drains its NATS
     # connections first and then stops the server (SIGTERM flushes JetStream).
     proc = await asyncio.create_subprocess_exec(*args, stdout=log, stderr=log,
@@ -83,7 +84,7 @@ async def _wait_for_port(proc: asyncio.subprocess.Process, ports_dir: Path) -> s
             )
         for path in glob.glob(pattern):
             with contextlib.suppress(ValueError, OSError):
-                nats_urls = json.loads(Path(path).read_text()).get("nats") or []
+                nats_urls = json.loads(Path(path).read_text()).get("nats") or []  # noqa: ASYNC240
                 if nats_urls:
                     return str(nats_urls[0])
         await asyncio.sleep(0.05)

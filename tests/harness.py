@@ -180,7 +180,8 @@ def run_envoy(bootstrap: dict[str, Any], workdir: Path, name: str) -> Iterator[E
     try:
         def admin() -> str | None:
             if proc.poll() is not None:
-                raise RuntimeError(f"envoy exited {proc.returncode}: {log_path.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"envoy exited {proc.returncode}: {log_path.read_text()[-3000:]}")
             return admin_path.read_text().strip() if admin_path.exists() else None
 
         envoy = Envoy(proc, wait_for(admin, timeout=30, what="envoy admin"), log_path)

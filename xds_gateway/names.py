@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["inbound_listener", "local_cluster", "msvc_cluster", "outbound_listener", "parse_node_id"]
+__all__ = [
+    "inbound_listener", "local_cluster", "msvc_cluster", "outbound_listener", "parse_node_id",
+]
 
 
 def msvc_cluster(mesh: str, name: str, port: int, namespace: str = "", zone: str = "") -> str:

@@ -38,8 +38,8 @@ SERVER_OPTIONS = [
 
 
 class Gateway:
-    def __init__(self, bus: JetStreamProjectionBus | None, *, host: str = "127.0.0.1", port: int = 0,
-                 max_connection_age_s: float = 0) -> None:
+    def __init__(self, bus: JetStreamProjectionBus | None, *, host: str = "127.0.0.1",
+                 port: int = 0, max_connection_age_s: float = 0) -> None:
         self._bus = bus
         self._host = host
         self._port = port

@@ -52,8 +52,9 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
             port_eps = ep_ports.get(port.port)
             if port_eps is not None:
                 zone = ep_row.zone if ep_row is not None else ""
-                add(cache.get(ENDPOINT, cname, (zone, _encode(port_eps)),
-                              lambda c=cname, z=zone, p=port_eps: endpoints.load_assignment(c, z, p)))
+                add(cache.get(
+                    ENDPOINT, cname, (zone, _encode(port_eps)),
+                    lambda c=cname, z=zone, p=port_eps: endpoints.load_assignment(c, z, p)))
             if vip is not None:
                 add(_outbound(cache, vip, port.port, cname, bind=bind))
     for outbound in dp.networking.outbound:

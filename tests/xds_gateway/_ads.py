@@ -96,8 +96,8 @@ class AdsClient:
         self.send(response.type_url, names=names, version=response.version_info,
                   nonce=response.nonce)
 
-    async def recv(self, timeout: float = 5.0) -> DiscoveryResponse:
-        item = await asyncio.wait_for(self._responses.get(), timeout)
+    async def recv(self, within: float = 5.0) -> DiscoveryResponse:
+        item = await asyncio.wait_for(self._responses.get(), within)
         if isinstance(item, BaseException):
             raise item
         return item

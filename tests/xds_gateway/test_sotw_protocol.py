@@ -118,7 +118,7 @@ async def test_nonces_are_unique_within_a_stream(channel) -> None:
 
 async def test_ack_gets_no_identical_response(channel) -> None:
     client = AdsClient(channel)
-    cds, eds, lds = await _subscribe(client)
+    _cds, eds, lds = await _subscribe(client)
     client.ack(eds, names=_names(eds, ClusterLoadAssignment))
     client.ack(lds)
     await client.nothing()
@@ -127,7 +127,7 @@ async def test_ack_gets_no_identical_response(channel) -> None:
 
 async def test_stale_nonce_is_ignored(channel, gateway, projection) -> None:
     client = AdsClient(channel)
-    cds, eds, lds = await _subscribe(client)
+    _cds, eds, lds = await _subscribe(client)
     client.ack(eds, names=_names(eds, ClusterLoadAssignment))
     client.ack(lds)
     # a request carrying an old nonce and new names must not change the subscription
@@ -138,7 +138,7 @@ async def test_stale_nonce_is_ignored(channel, gateway, projection) -> None:
 
 async def test_nack_is_counted_and_not_resent(channel, gateway) -> None:
     client = AdsClient(channel)
-    cds, eds, lds = await _subscribe(client)
+    _cds, _eds, lds = await _subscribe(client)
     client.send(LISTENER, version="", nonce=lds.nonce, error="bind: address in use")
     await client.nothing()
     stream = next(iter(gateway.streams))
@@ -195,7 +195,7 @@ async def test_clusters_leave_only_after_listeners_no_longer_use_them(
     """Rule 10: CDS -> EDS -> LDS order; a removed cluster outlives the listener using it."""
     gateway.view.apply(projection.fold([event_for(dataplane("db-1", "10.0.0.5", 5432, "db"))]))
     client = AdsClient(channel)
-    cds, eds, lds = await _subscribe(client)
+    _cds, eds, lds = await _subscribe(client)
     client.ack(eds, names=_names(eds, ClusterLoadAssignment))
     client.ack(lds)
     await client.nothing()
@@ -217,11 +217,11 @@ async def test_clusters_leave_only_after_listeners_no_longer_use_them(
 async def test_each_resource_is_encoded_once_for_all_streams(channel, gateway, projection) -> None:
     gateway.view.apply(projection.fold([event_for(dataplane("web-2", "10.0.0.10", 7070, "web"))]))
     one = AdsClient(channel)
-    cds_one, eds_one, _ = await _subscribe(one)
+    _, eds_one, _ = await _subscribe(one)
     builds = gateway.cache.builds
     two = AdsClient(channel)
     two.send(CLUSTER, node_id="default.web-2")
-    cds_two = await two.recv()
+    assert (await two.recv()).type_url == CLUSTER
     two.send(ENDPOINT, names=[BACKEND_CLUSTER])
     eds_two = await two.recv()
     shared = {r.value for r in eds_one.resources} & {r.value for r in eds_two.resources}

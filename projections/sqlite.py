@@ -3,6 +3,7 @@ processes (the API) never block the projector."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,8 @@ class SqliteReadModelStore:
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
         self.path = path
+        # One connection carries one transaction at a time: commits take turns.
+        self._write_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path) -> SqliteReadModelStore:
@@ -55,6 +58,10 @@ class SqliteReadModelStore:
 
     async def commit(self, changes: Sequence[Change], checkpoint: int,
                      projector: str = "main") -> None:
+        async with self._write_lock:
+            await self._commit(changes, checkpoint, projector)
+
+    async def _commit(self, changes: Sequence[Change], checkpoint: int, projector: str) -> None:
         try:
             await self._db.execute("BEGIN IMMEDIATE")
             try:

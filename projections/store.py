@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from projections.errors import StoreUnavailable
 from projections.state import Change
 
 __all__ = ["ReadModelStore", "open_store"]
@@ -43,7 +42,9 @@ class ReadModelStore(Protocol):
 async def open_store(url: str) -> ReadModelStore:
     """`sqlite:///path/to/file.db` (or a bare path) or `postgresql://...`."""
     if url.startswith(("postgresql://", "postgres://")):
-        raise StoreUnavailable("PostgreSQL read models are not available yet: use SQLite")
+        from projections.postgres import PostgresReadModelStore
+
+        return await PostgresReadModelStore.open(url)
     path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
     from projections.sqlite import SqliteReadModelStore
 

@@ -1,0 +1,130 @@
+"""`PostgresReadModelStore`: read models in PostgreSQL (asyncpg), shared by API replicas.
+
+Same tables and contract as the SQLite store. Keys sort with `COLLATE "C"` so that listing
+order is byte order on both backends (exports compare byte for byte). A commit locks the
+checkpoint row (`FOR UPDATE`): two projectors racing on one store cannot both move it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from projections.errors import StoreCorrupt, StoreUnavailable
+from projections.state import Change
+
+__all__ = ["PostgresReadModelStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meshlog_rows (
+    collection TEXT COLLATE "C" NOT NULL,
+    key        TEXT COLLATE "C" NOT NULL,
+    body       BYTEA NOT NULL,
+    PRIMARY KEY (collection, key)
+);
+CREATE TABLE IF NOT EXISTS meshlog_checkpoints (
+    projector TEXT PRIMARY KEY,
+    seq       BIGINT NOT NULL
+);
+"""
+_UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                asyncpg.CannotConnectNowError, TimeoutError)
+
+
+class PostgresReadModelStore:
+    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
+        self._pool = pool
+        self._url = url
+
+    @classmethod
+    async def open(cls, url: str) -> PostgresReadModelStore:
+        try:
+            pool = await asyncpg.create_pool(url, min_size=1, max_size=4, timeout=10,
+                                             command_timeout=60)
+            async with pool.acquire() as conn:
+                await conn.execute(_SCHEMA)
+        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+            raise StoreUnavailable(
+                f"cannot open PostgreSQL read models at {_redact(url)}: {exc}") from exc
+        return cls(pool, url)
+
+    async def checkpoint(self, projector: str = "main") -> int:
+        seq = await self._fetchval(
+            "SELECT seq FROM meshlog_checkpoints WHERE projector = $1", projector)
+        return int(seq) if seq is not None else 0
+
+    async def commit(self, changes: Sequence[Change], checkpoint: int,
+                     projector: str = "main") -> None:
+        upserts = [c for c in changes if c.body is not None]
+        deletes = [c for c in changes if c.body is None]
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    "INSERT INTO meshlog_checkpoints (projector, seq) VALUES ($1, 0) "
+                    "ON CONFLICT (projector) DO NOTHING", projector)
+                current = await conn.fetchval(
+                    "SELECT seq FROM meshlog_checkpoints WHERE projector = $1 FOR UPDATE",
+                    projector)
+                if checkpoint <= current:
+                    raise StoreCorrupt(
+                        f"checkpoint of {projector!r} would move from {current} to {checkpoint}")
+                if upserts:
+                    await conn.execute(
+                        "INSERT INTO meshlog_rows (collection, key, body) "
+                        "SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) "
+                        "ON CONFLICT (collection, key) DO UPDATE SET body = excluded.body",
+                        [c.collection for c in upserts], [c.key for c in upserts],
+                        [c.body for c in upserts])
+                if deletes:
+                    await conn.execute(
+                        "DELETE FROM meshlog_rows r USING unnest($1::text[], $2::text[]) "
+                        "AS d(collection, key) WHERE r.collection = d.collection "
+                        "AND r.key = d.key",
+                        [c.collection for c in deletes], [c.key for c in deletes])
+                await conn.execute(
+                    "UPDATE meshlog_checkpoints SET seq = $2 WHERE projector = $1",
+                    projector, checkpoint)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL commit failed: {exc}") from exc
+
+    async def get(self, collection: str, key: str) -> bytes | None:
+        body = await self._fetchval(
+            "SELECT body FROM meshlog_rows WHERE collection = $1 AND key = $2", collection, key)
+        return bytes(body) if body is not None else None
+
+    async def list(self, collection: str, prefix: str = "") -> list[tuple[str, bytes]]:
+        rows = await self._fetch(
+            "SELECT key, body FROM meshlog_rows WHERE collection = $1 "
+            "AND left(key, $2) = $3 ORDER BY key", collection, len(prefix), prefix)
+        return [(r["key"], bytes(r["body"])) for r in rows]
+
+    async def rows(self) -> list[tuple[str, str, bytes]]:
+        rows = await self._fetch(
+            "SELECT collection, key, body FROM meshlog_rows ORDER BY collection, key")
+        return [(r["collection"], r["key"], bytes(r["body"])) for r in rows]
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def _fetchval(self, query: str, *args: object) -> object:
+        try:
+            return await self._pool.fetchval(query, *args)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL query failed: {exc}") from exc
+
+    async def _fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
+        try:
+            return await self._pool.fetch(query, *args)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL query failed: {exc}") from exc
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for error messages."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"

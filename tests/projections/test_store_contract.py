@@ -1,0 +1,100 @@
+"""One contract for every read-model store, run against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from projections import Change, ReadModelStore, StoreCorrupt, StoreUnavailable, open_store
+from tests.stores import BACKENDS, open_test_store
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ReadModelStore]:
+    async with open_test_store(request.param, tmp_path) as s:
+        yield s
+
+
+def _put(collection: str, key: str, body: str) -> Change:
+    return Change(collection, key, body.encode())
+
+
+async def test_empty_store_has_checkpoint_zero_and_no_rows(store: ReadModelStore) -> None:
+    assert await store.checkpoint() == 0
+    assert await store.rows() == []
+    assert await store.get("dataplane", "default/x") is None
+
+
+async def test_commit_writes_rows_and_checkpoint(store: ReadModelStore) -> None:
+    await store.commit([_put("dataplane", "default/a", "A")], 5)
+    assert await store.checkpoint() == 5
+    assert await store.get("dataplane", "default/a") == b"A"
+
+
+async def test_upsert_replaces_and_none_deletes(store: ReadModelStore) -> None:
+    await store.commit([_put("mesh", "m", "1"), _put("mesh", "n", "1")], 1)
+    await store.commit([_put("mesh", "m", "2"), Change("mesh", "n", None)], 2)
+    assert await store.rows() == [("mesh", "m", b"2")]
+
+
+async def test_rows_and_lists_are_in_byte_order(store: ReadModelStore) -> None:
+    keys = ["default/b", "default/B", "default/a-1", "default/a.1", "default2/a", "default/_"]
+    await store.commit([_put("dataplane", k, k) for k in keys], 1)
+    assert [k for _, k, _ in await store.rows()] == sorted(keys)
+    listed = [k for k, _ in await store.list("dataplane", "default/")]
+    assert listed == sorted(k for k in keys if k.startswith("default/"))
+
+
+async def test_checkpoint_never_moves_back(store: ReadModelStore) -> None:
+    await store.commit([], 10)
+    with pytest.raises(StoreCorrupt):
+        await store.commit([_put("mesh", "late", "x")], 10)
+    with pytest.raises(StoreCorrupt):
+        await store.commit([], 3)
+    assert await store.checkpoint() == 10
+
+
+async def test_failed_commit_writes_nothing(store: ReadModelStore) -> None:
+    await store.commit([_put("mesh", "m", "1")], 4)
+    with pytest.raises(StoreCorrupt):
+        await store.commit([_put("mesh", "m", "2"), _put("mesh", "x", "2")], 2)
+    assert await store.rows() == [("mesh", "m", b"1")]
+    assert await store.checkpoint() == 4
+
+
+async def test_reapplying_the_same_rows_is_idempotent(store: ReadModelStore) -> None:
+    batch = [_put("endpoints", "default/b", "E"), _put("vip", "default/MeshService/b", "V")]
+    await store.commit(batch, 1)
+    first = await store.rows()
+    await store.commit(batch, 2)
+    assert await store.rows() == first
+
+
+async def test_checkpoints_are_per_projector(store: ReadModelStore) -> None:
+    await store.commit([], 7, projector="a")
+    await store.commit([], 3, projector="b")
+    assert (await store.checkpoint("a"), await store.checkpoint("b")) == (7, 3)
+
+
+async def test_concurrent_commits_to_one_checkpoint_do_not_both_win(
+        store: ReadModelStore) -> None:
+    results = await asyncio.gather(store.commit([_put("mesh", "a", "1")], 1),
+                                   store.commit([_put("mesh", "b", "1")], 1),
+                                   return_exceptions=True)
+    assert sum(isinstance(r, StoreCorrupt) for r in results) == 1
+    assert len(await store.rows()) == 1
+
+
+async def test_a_large_batch_commits_in_one_go(store: ReadModelStore) -> None:
+    await store.commit([_put("dataplane", f"m/dp-{i:05}", "x" * 200) for i in range(5000)], 1)
+    assert len(await store.list("dataplane", "m/")) == 5000
+
+
+async def test_unreachable_postgres_is_store_unavailable() -> None:
+    with pytest.raises(StoreUnavailable) as info:
+        await open_store("postgresql://postgres:secret@127.0.0.1:9/none")
+    assert "secret" not in str(info.value)
+    assert "127.0.0.1:9" in str(info.value)

@@ -9,8 +9,10 @@ from projections.errors import (
     StoreError,
     StoreUnavailable,
 )
+from projections.export import export_store
 from projections.fold import apply_event
 from projections.ipam import DEFAULT_CIDRS
+from projections.rebuild import Progress, rebuild
 from projections.state import Change, ProjectionState
 from projections.store import ReadModelStore, open_store
 from projections.views import (
@@ -38,6 +40,7 @@ __all__ = [
     "MeshRow",
     "MeshServiceRow",
     "PortEndpoints",
+    "Progress",
     "ProjectionError",
     "ProjectionState",
     "Projector",
@@ -50,7 +53,9 @@ __all__ = [
     "apply_event",
     "decode_row",
     "encode_row",
+    "export_store",
     "inbound_serves",
     "is_healthy",
     "open_store",
+    "rebuild",
 ]

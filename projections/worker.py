@@ -58,7 +58,8 @@ class Projector:
         log.info("projector %s resuming after sequence %d", self._name, self.position)
         if until_seq is not None and self.position >= until_seq:
             return
-        async for batch in self._log.read(self.position + 1, max_batch=self._max_batch):
+        async for records in self._log.read(self.position + 1, max_batch=self._max_batch):
+            batch = records if until_seq is None else [r for r in records if r.seq <= until_seq]
             last = self._fold(state, batch)
             derive_stale(state, self._zone)
             changes = state.take_changes()

@@ -6,6 +6,8 @@
     meshlog get KIND NAME [-m MESH]    one resource: mesh, dataplane, meshservice
     meshlog delete KIND NAME [-m MESH]
     meshlog dataplane bootstrap --mesh M --name N    print an Envoy bootstrap for a sidecar
+    meshlog replay --database URL [--to-seq N]       rebuild read models from the log
+    meshlog export [--database URL] [-o FILE]        read models as canonical JSON
 
 The API address comes from --api, else $MESHLOG_API, else http://127.0.0.1:5681.
 """
@@ -25,7 +27,7 @@ import yaml
 
 from events import MeshlogError
 from services.client import ApiClient, ApiError
-from services.config import UpConfig, env, parse_cidr, parse_port
+from services.config import UpConfig, env, parse_cidr, parse_port, parse_positive
 from services.render import PLURALS
 
 __all__ = ["main"]
@@ -183,6 +185,28 @@ def cmd_delete(args: argparse.Namespace, client: ApiClient) -> int:
     return 0
 
 
+def _database_of(args: argparse.Namespace) -> str:
+    return args.database or f"sqlite:///{Path(args.data_dir) / 'readmodels.db'}"
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from services.maintenance import nats_url_of, run_replay
+
+    to_seq = None if args.to_seq is None else parse_positive("--to-seq", args.to_seq)
+    target = asyncio.run(run_replay(
+        nats_url=nats_url_of(args.nats_url, Path(args.data_dir)), database=args.database,
+        zone=args.zone, to_seq=to_seq, show_progress=not args.quiet))
+    print(f"replayed sequences 1..{target} into {args.database}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from services.maintenance import run_export
+
+    asyncio.run(run_export(_database_of(args), Path(args.output) if args.output else None))
+    return 0
+
+
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     from services.bootstrap import sidecar_bootstrap
 
@@ -240,6 +264,23 @@ def _parser() -> argparse.ArgumentParser:
     rm.add_argument("name")
     rm.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
 
+    replay = sub.add_parser("replay", help="rebuild the read models from the log into a "
+                            "fresh store")
+    replay.add_argument("--database", required=True,
+                        help="the fresh store to build: sqlite:///FILE or postgresql://...")
+    replay.add_argument("--to-seq", help="stop at this sequence (the state as of then)")
+    replay.add_argument("--nats-url", default=env("NATS_URL"),
+                        help="the log's NATS (default: the running `meshlog up` of --data-dir)")
+    replay.add_argument("--data-dir", default=env("DATA_DIR", ".meshlog"))
+    replay.add_argument("--zone", default=env("ZONE", "default"))
+    replay.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    export = sub.add_parser("export", help="write the read models as canonical JSON")
+    export.add_argument("--database", default=env("DATABASE"),
+                        help="store to export (default: SQLite in --data-dir)")
+    export.add_argument("--data-dir", default=env("DATA_DIR", ".meshlog"))
+    export.add_argument("-o", "--output", help="file (default: stdout)")
+
     dp = sub.add_parser("dataplane", help="sidecar helpers")
     dp_sub = dp.add_subparsers(dest="dataplane_command", required=True, metavar="COMMAND")
     bs = dp_sub.add_parser("bootstrap", help="print an Envoy bootstrap for a Dataplane")
@@ -264,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_up(args)
         if args.command == "dataplane":
             return cmd_bootstrap(args)
+        if args.command == "replay":
+            return cmd_replay(args)
+        if args.command == "export":
+            return cmd_export(args)
         client = ApiClient(args.api)
         try:
             handler = {"apply": cmd_apply, "get": cmd_get, "delete": cmd_delete}[args.command]

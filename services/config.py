@@ -15,7 +15,7 @@ from msgspec import Struct
 from events import DEFAULT_ZONE
 from services.errors import ConfigError
 
-__all__ = ["UpConfig", "env", "parse_cidr", "parse_port"]
+__all__ = ["UpConfig", "env", "parse_cidr", "parse_port", "parse_positive"]
 
 
 class UpConfig(Struct, frozen=True, kw_only=True):
@@ -47,6 +47,16 @@ def parse_port(flag: str, value: str | int) -> int:
     if not 0 <= port <= 65535:
         raise ConfigError(f"{flag}: {port} is not in 0..65535 (0 = any free port)")
     return port
+
+
+def parse_positive(flag: str, value: str | int) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{flag}: {value!r} is not a whole number") from None
+    if number < 1:
+        raise ConfigError(f"{flag}: {number} must be at least 1")
+    return number
 
 
 def parse_cidr(flag: str, value: str) -> str:

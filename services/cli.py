@@ -203,7 +203,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from services.maintenance import run_export
 
-    asyncio.run(run_export(_database_of(args), Path(args.output) if args.output else None))
+    data = asyncio.run(run_export(_database_of(args)))
+    if args.output:
+        Path(args.output).write_bytes(data)
+    else:
+        sys.stdout.buffer.write(data)
     return 0
 
 

@@ -7,7 +7,6 @@ writes only into the fresh store it is given, so the live read models keep servi
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from events import JetStreamEventLog, connect_nats
@@ -43,9 +42,10 @@ async def run_replay(*, nats_url: str, database: str, zone: str, to_seq: int | N
         await nc.close()
 
 
-async def _with_progress_bar(log: JetStreamEventLog, store, zone: str,  # noqa: ANN001
+async def _with_progress_bar(log: JetStreamEventLog, store, zone: str,
                              to_seq: int | None) -> int:
-    from rich.progress import BarColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+    from rich.progress import Progress as Bar
 
     columns = [TextColumn("replay"), BarColumn(),
                TextColumn("seq {task.completed:,.0f}/{task.fields[target]:,}"),
@@ -61,13 +61,9 @@ async def _with_progress_bar(log: JetStreamEventLog, store, zone: str,  # noqa: 
         return await rebuild(log, store, zone=zone, to_seq=to_seq, on_progress=on_progress)
 
 
-async def run_export(database: str, out: Path | None) -> None:
+async def run_export(database: str) -> bytes:
     store = await open_store(database)
     try:
-        data = await export_store(store)
+        return await export_store(store)
     finally:
         await store.close()
-    if out is None:
-        sys.stdout.buffer.write(data)
-    else:
-        out.write_bytes(data)

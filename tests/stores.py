@@ -11,6 +11,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -46,7 +47,7 @@ async def postgres_database() -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def store_url(backend: str, tmp_path) -> AsyncIterator[str]:  # noqa: ANN001
+async def store_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / f'rm-{uuid.uuid4().hex[:8]}.db'}"
     else:
@@ -55,7 +56,7 @@ async def store_url(backend: str, tmp_path) -> AsyncIterator[str]:  # noqa: ANN0
 
 
 @contextlib.asynccontextmanager
-async def open_test_store(backend: str, tmp_path) -> AsyncIterator[ReadModelStore]:  # noqa: ANN001
+async def open_test_store(backend: str, tmp_path: Path) -> AsyncIterator[ReadModelStore]:
     async with store_url(backend, tmp_path) as url:
         store = await open_store(url)
         try:

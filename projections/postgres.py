@@ -99,6 +99,11 @@ class PostgresReadModelStore:
             "AND left(key, $2) = $3 ORDER BY key", collection, len(prefix), prefix)
         return [(r["key"], bytes(r["body"])) for r in rows]
 
+    async def quarantine(self, key: str, body: bytes) -> None:
+        await self._fetchval(
+            "INSERT INTO meshlog_rows (collection, key, body) VALUES ('quarantine', $1, $2) "
+            "ON CONFLICT (collection, key) DO UPDATE SET body = excluded.body", key, body)
+
     async def rows(self) -> list[tuple[str, str, bytes]]:
         rows = await self._fetch(
             "SELECT collection, key, body FROM meshlog_rows ORDER BY collection, key")

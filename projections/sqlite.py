@@ -102,6 +102,17 @@ class SqliteReadModelStore:
         ) as cur:
             return [(k, bytes(b)) for k, b in await cur.fetchall()]
 
+    async def quarantine(self, key: str, body: bytes) -> None:
+        async with self._write_lock:
+            try:
+                await self._db.execute(
+                    "INSERT INTO rows (collection, key, body) VALUES ('quarantine', ?, ?) "
+                    "ON CONFLICT (collection, key) DO UPDATE SET body = excluded.body",
+                    (key, body))
+                await self._db.commit()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"SQLite write failed at {self.path}: {exc}") from exc
+
     async def rows(self) -> list[tuple[str, str, bytes]]:
         async with self._db.execute(
             "SELECT collection, key, body FROM rows ORDER BY collection, key"

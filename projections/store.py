@@ -32,6 +32,11 @@ class ReadModelStore(Protocol):
         """Rows of `collection` whose key starts with `prefix`, sorted by key."""
         ...
 
+    async def quarantine(self, key: str, body: bytes) -> None:
+        """Record an event the projector could not apply (collection `quarantine`), without
+        moving any checkpoint: the projector halts there and resumes at the same event."""
+        ...
+
     async def rows(self) -> list[tuple[str, str, bytes]]:
         """Every row, sorted by (collection, key)."""
         ...

@@ -31,6 +31,7 @@ __all__ = [
     "MeshServiceRow",
     "MeshServiceStatus",
     "PortEndpoints",
+    "QuarantinedEvent",
     "RowMeta",
     "VipRow",
     "decode_row",
@@ -142,6 +143,17 @@ class IpamRow(_Row):
     """Next-fit cursor: offset from the network address of the next address to try."""
 
 
+class QuarantinedEvent(_Row):
+    """An event the projector could not decode or apply; it stopped in front of it."""
+
+    seq: int
+    subject: str
+    reason: str
+    data: str
+    """The stored payload as text (lossless for JSON; invalid UTF-8 shown escaped)."""
+    projector: str
+
+
 COLLECTIONS: dict[str, type[_Row]] = {
     "mesh": MeshRow,
     "dataplane": DataplaneRow,
@@ -149,6 +161,7 @@ COLLECTIONS: dict[str, type[_Row]] = {
     "endpoints": EndpointsRow,
     "vip": VipRow,
     "ipam": IpamRow,
+    "quarantine": QuarantinedEvent,
 }
 PUBLISHED = ("mesh", "dataplane", "meshservice", "endpoints")
 """Collections gateways need; VIP and IPAM bookkeeping stays in the store."""

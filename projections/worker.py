@@ -12,14 +12,14 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
-from events import EventLog, UndecodableEvent, decode_event
+from events import EventLog, Record, UndecodableEvent, decode_event
 from events.projection_bus import CHECKPOINT_KEY, ProjectionUpdate
 from projections.derive import derive_stale
 from projections.errors import ProjectorHalted, SequenceGap
 from projections.fold import apply_event
 from projections.state import Change, ProjectionState
 from projections.store import ReadModelStore
-from projections.views import PUBLISHED
+from projections.views import PUBLISHED, QuarantinedEvent, encode_row
 
 __all__ = ["ProjectionPublisher", "Projector"]
 
@@ -30,6 +30,15 @@ class ProjectionPublisher(Protocol):
     async def publish(self, updates: Sequence[ProjectionUpdate]) -> None: ...
 
     async def current(self) -> dict[str, bytes]: ...
+
+
+class _Poisoned(Exception):
+    def __init__(self, record: Record, reason: str, *, last_good: int, state_clean: bool) -> None:
+        self.record = record
+        self.reason = reason
+        self.last_good = last_good
+        self.state_clean = state_clean
+        """False when the fold failed half-way: nothing of this batch may be committed."""
 
 
 def _bus_key(collection: str, key: str) -> str:
@@ -49,9 +58,13 @@ class Projector:
         self._max_batch = max_batch
         self.position = 0
         """The last sequence committed; readable for progress reports."""
+        self.halted: str | None = None
+        """Why the projector stopped, if it did."""
 
     async def run(self, *, until_seq: int | None = None) -> None:
-        """Fold the log forever (or until `until_seq` is committed)."""
+        """Fold the log forever (or until `until_seq` is committed). An event that cannot be
+        decoded or applied is quarantined and ProjectorHalted raised: nothing after it is
+        applied, nothing is skipped."""
         state = ProjectionState.load(await self._store.rows())
         self.position = await self._store.checkpoint(self._name)
         await self._reconcile(state)
@@ -60,13 +73,18 @@ class Projector:
             return
         async for records in self._log.read(self.position + 1, max_batch=self._max_batch):
             batch = records if until_seq is None else [r for r in records if r.seq <= until_seq]
-            last = self._fold(state, batch)
-            derive_stale(state, self._zone)
-            changes = state.take_changes()
-            await self._store.commit(changes, last, self._name)
-            self.position = last
-            if changes:
-                await self._publish(changes, last)
+            try:
+                last = self._fold(state, batch)
+            except _Poisoned as poisoned:
+                if poisoned.state_clean and poisoned.last_good > self.position:
+                    await self._commit(state, poisoned.last_good)  # what came before it
+                await self._quarantine(poisoned.record, poisoned.reason)
+                raise ProjectorHalted(
+                    f"projector {self._name} stopped in front of sequence {poisoned.record.seq} "
+                    f"({poisoned.record.subject}): {poisoned.reason}. The event is quarantined; "
+                    "nothing after it is applied. Upgrade meshlog (or add an upcaster) and "
+                    "restart.") from poisoned.__cause__
+            await self._commit(state, last)
             if until_seq is not None and last >= until_seq:
                 return
 
@@ -79,13 +97,33 @@ class Projector:
                 event = decode_event(record.data, seq=record.seq, subject=record.subject,
                                      schema_version=record.schema_version)
             except UndecodableEvent as exc:
-                raise ProjectorHalted(
-                    f"projector {self._name} stopped at sequence {record.seq}: {exc}. Nothing "
-                    "after it is applied; upgrade meshlog or add an upcaster, then restart."
-                ) from exc
-            apply_event(state, record.seq, event, self._zone)
+                raise _Poisoned(record, exc.reason, last_good=last, state_clean=True) from exc
+            try:
+                apply_event(state, record.seq, event, self._zone)
+            except Exception as exc:
+                # The fold is pure, but a bug in it must not be skipped over either. State
+                # may be half-changed: it is dropped, never committed (we halt right here).
+                raise _Poisoned(record, f"{type(exc).__name__}: {exc}", last_good=last,
+                                state_clean=False) from exc
             last = record.seq
         return last
+
+    async def _commit(self, state: ProjectionState, last: int) -> None:
+        derive_stale(state, self._zone)
+        changes = state.take_changes()
+        await self._store.commit(changes, last, self._name)
+        self.position = last
+        if changes:
+            await self._publish(changes, last)
+
+    async def _quarantine(self, record: Record, reason: str) -> None:
+        log.error("projector %s quarantined sequence %d (%s): %s", self._name, record.seq,
+                  record.subject, reason)
+        self.halted = reason
+        row = QuarantinedEvent(seq=record.seq, subject=record.subject, reason=reason,
+                               data=record.data.decode("utf-8", "backslashreplace"),
+                               projector=self._name)
+        await self._store.quarantine(f"{self._name}/{record.seq:012d}", encode_row(row))
 
     async def _publish(self, changes: Sequence[Change], checkpoint: int) -> None:
         if self._publisher is None:

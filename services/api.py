@@ -117,8 +117,31 @@ async def _list(request: Request, kind: str, prefix: str, size: int, offset: int
 
 @get("/ready", summary="Readiness: the read models answer")
 async def ready(request: Request) -> dict[str, Any]:
-    checkpoint = await _state(request).store.checkpoint()
-    return {"status": "ready", "projectedSequence": checkpoint}
+    store = _state(request).store
+    quarantined = len(await store.list("quarantine"))
+    return {"status": "ready", "projectedSequence": await store.checkpoint(),
+            "quarantinedEvents": quarantined}
+
+
+@get("/_quarantine", summary="Events the projector could not apply (it stopped at the first)")
+async def quarantine(request: Request) -> dict[str, Any]:
+    rows = await _state(request).store.list("quarantine")
+    items = [msgspec.json.decode(body) for _, body in rows]
+    return {"total": len(items), "items": items, "next": None}
+
+
+@get("/metrics", summary="Prometheus metrics", media_type="text/plain; version=0.0.4")
+async def metrics(request: Request) -> str:
+    store = _state(request).store
+    lines = [
+        "# HELP meshlog_projected_sequence Last event-log sequence in the read models.",
+        "# TYPE meshlog_projected_sequence gauge",
+        f"meshlog_projected_sequence {await store.checkpoint()}",
+        "# HELP meshlog_quarantined_events Events the projector could not apply.",
+        "# TYPE meshlog_quarantined_events gauge",
+        f"meshlog_quarantined_events {len(await store.list('quarantine'))}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 # --- writes -----------------------------------------------------------------------------------
@@ -273,7 +296,8 @@ def create_app(commands: Commands, store: ReadModelStore, *,
                projection_wait_s: float = 5.0) -> Litestar:
     return Litestar(
         route_handlers=[list_meshes, get_mesh, put_mesh, delete_mesh, list_resources,
-                        get_resource, put_resource, delete_resource, ready],
+                        get_resource, put_resource, delete_resource, ready, quarantine,
+                        metrics],
         state=_app_state(ApiState(commands, store, projection_wait_s)),
         exception_handlers={Exception: _on_error},
         openapi_config=OpenAPIConfig(title="meshlog", version="0.1.0",

@@ -8,6 +8,7 @@
     meshlog dataplane bootstrap --mesh M --name N    print an Envoy bootstrap for a sidecar
     meshlog replay --database URL [--to-seq N]       rebuild read models from the log
     meshlog export [--database URL] [-o FILE]        read models as canonical JSON
+    meshlog quarantine                               events the projector could not apply
 
 The API address comes from --api, else $MESHLOG_API, else http://127.0.0.1:5681.
 """
@@ -211,6 +212,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quarantine(args: argparse.Namespace, client: ApiClient) -> int:
+    items = client.get("/_quarantine")["items"]
+    if not items:
+        print("no quarantined events")
+        return 0
+    for item in items:
+        print(f"#{item['seq']} {item['subject']} (projector {item['projector']}): "
+              f"{item['reason']}")
+    return 1
+
+
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     from services.bootstrap import sidecar_bootstrap
 
@@ -279,6 +291,9 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--zone", default=env("ZONE", "default"))
     replay.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
+    sub.add_parser("quarantine", help="list events the projector could not apply "
+                   "(exit 1 if any)")
+
     export = sub.add_parser("export", help="write the read models as canonical JSON")
     export.add_argument("--database", default=env("DATABASE"),
                         help="store to export (default: SQLite in --data-dir)")
@@ -315,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_export(args)
         client = ApiClient(args.api)
         try:
-            handler = {"apply": cmd_apply, "get": cmd_get, "delete": cmd_delete}[args.command]
+            handler = {"apply": cmd_apply, "get": cmd_get, "delete": cmd_delete,
+                       "quarantine": cmd_quarantine}[args.command]
             return handler(args, client)
         finally:
             client.close()

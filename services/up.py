@@ -20,7 +20,7 @@ import uvicorn
 
 from events import JetStreamEventLog, connect_nats
 from events.projection_bus import JetStreamProjectionBus
-from projections import Projector, open_store
+from projections import Projector, ProjectorHalted, SequenceGap, open_store
 from services.api import create_app
 from services.commands import Commands
 from services.config import UpConfig
@@ -28,9 +28,22 @@ from services.embedded_nats import run_nats_server
 from services.errors import ConfigError
 from xds_gateway import Gateway
 
-__all__ = ["bind_socket", "run_up", "serve_api"]
+__all__ = ["bind_socket", "run_projector", "run_up", "serve_api"]
 
 log = logging.getLogger("meshlog.up")
+
+
+async def run_projector(projector: Projector) -> None:
+    """Run the projector; if it halts (gap, quarantined event), keep the rest serving.
+
+    The API and gateways go on answering from the last consistent read models; the halt is
+    logged, visible at GET /_quarantine and /metrics, and survives restarts until fixed.
+    """
+    try:
+        await projector.run()
+    except (ProjectorHalted, SequenceGap) as exc:
+        log.error("PROJECTOR HALTED: %s", exc)
+        await asyncio.Event().wait()  # stay halted until the process stops
 
 
 def bind_socket(host: str, port: int, flag: str) -> socket.socket:
@@ -83,7 +96,7 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
         gateway = Gateway(bus, host=cfg.xds_host, port=cfg.xds_port)
         app = create_app(commands, api_store)
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(projector.run(), name="projector")
+            tg.create_task(run_projector(projector), name="projector")
             tg.create_task(gateway.run(), name="gateway")
             tg.create_task(serve_api(app, api_sock), name="api")
             await gateway.serving.wait()

@@ -98,3 +98,11 @@ async def test_unreachable_postgres_is_store_unavailable() -> None:
         await open_store("postgresql://postgres:secret@127.0.0.1:9/none")
     assert "secret" not in str(info.value)
     assert "127.0.0.1:9" in str(info.value)
+
+
+async def test_quarantine_records_without_moving_the_checkpoint(store: ReadModelStore) -> None:
+    await store.commit([_put("mesh", "m", "1")], 4)
+    await store.quarantine("main/000000000005", b'{"seq": 5}')
+    await store.quarantine("main/000000000005", b'{"seq": 5}')  # a restart records it again
+    assert await store.checkpoint() == 4
+    assert await store.list("quarantine") == [("main/000000000005", b'{"seq": 5}')]

@@ -26,7 +26,7 @@ from events.event_types import (
     MeshServiceDeleted,
 )
 from events.jetstream import JetStreamEventLog, connect_nats
-from events.log import Appended, EventLog, Record
+from events.log import Appended, EventLog, PendingAppend, Record
 from events.resources import (
     Dataplane,
     Inbound,
@@ -68,6 +68,7 @@ __all__ = [
     "MeshlogError",
     "NotFound",
     "Outbound",
+    "PendingAppend",
     "PermanentError",
     "Record",
     "Resource",

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import nats
 import nats.errors
@@ -22,7 +23,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from events.codec import SCHEMA_HEADER, SCHEMA_VERSION, encode_event
 from events.errors import Conflict, EventLogUnavailable, StreamConfigMismatch
 from events.event_types import AnyEvent
-from events.log import Appended, Record
+from events.log import Appended, PendingAppend, Record
 from events.subjects import EVENTS_STREAM, events_wildcard
 
 __all__ = ["JetStreamEventLog", "connect_nats"]
@@ -51,9 +52,11 @@ async def connect_nats(url: str, *, name: str) -> NATS:
 
 
 class JetStreamEventLog:
-    def __init__(self, js: JetStreamContext, stream: str = EVENTS_STREAM) -> None:
+    def __init__(self, nc: NATS, js: JetStreamContext, stream: str = EVENTS_STREAM) -> None:
+        self._nc = nc
         self._js = js
         self._stream = stream
+        self._pipeline: _AckPipeline | None = None
 
     @classmethod
     async def open(
@@ -81,7 +84,7 @@ class JetStreamEventLog:
         except _TRANSIENT as exc:
             raise EventLogUnavailable(
                 f"JetStream did not answer for stream {stream}: {exc}") from exc
-        return cls(js, stream)
+        return cls(nc, js, stream)
 
     async def append(
         self,
@@ -113,6 +116,45 @@ class JetStreamEventLog:
         except _TRANSIENT as exc:
             raise EventLogUnavailable(f"append to {subject} not acknowledged: {exc!r}") from exc
         return Appended(seq=ack.seq, duplicate=bool(ack.duplicate))
+
+    async def append_many(self, appends: Sequence[PendingAppend], *, window: int = 1000
+                          ) -> list[Appended | Conflict]:
+        """Pipelined appends: up to `window` in flight, each with its Msg-Id and expected
+        subject sequence, results in order. A conflict is returned, not raised, so one stale
+        item does not hide the others' outcome. Appends to one subject in one call must not
+        depend on each other's sequence (they are not ordered by acknowledgement).
+
+        Not `js.publish_async`: in nats-py 2.16 its reply handler raises on a JetStream
+        error instead of failing the future, so a rejected append would never resolve."""
+        if self._pipeline is None:
+            self._pipeline = await _AckPipeline.open(self._nc)
+        results: list[Appended | Conflict] = []
+        for start in range(0, len(appends), window):
+            chunk = appends[start:start + window]
+            futures = [await self._pipeline.publish(item.subject, encode_event(item.event), {
+                "Nats-Msg-Id": item.msg_id,
+                "Nats-Expected-Last-Subject-Sequence": str(item.expected_last_subject_seq),
+                "Nats-Expected-Stream": self._stream,
+                SCHEMA_HEADER: str(SCHEMA_VERSION),
+            }) for item in chunk]
+            try:
+                acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=_TIMEOUT_S * 4)
+            except TimeoutError as exc:
+                raise EventLogUnavailable(f"{len(chunk)} appends not acknowledged") from exc
+            for item, ack in zip(chunk, acks, strict=True):
+                results.append(await self._outcome(item, ack))
+        return results
+
+    async def _outcome(self, item: PendingAppend, ack: dict) -> Appended | Conflict:
+        error = ack.get("error")
+        if error is None:
+            return Appended(seq=int(ack["seq"]), duplicate=bool(ack.get("duplicate")))
+        if error.get("err_code") == WRONG_LAST_SEQUENCE:
+            last = await self.last(item.subject)
+            if last is not None and last.headers.get("Nats-Msg-Id") == item.msg_id:
+                return Appended(seq=last.seq, duplicate=True)
+            return Conflict(item.subject, item.expected_last_subject_seq)
+        raise EventLogUnavailable(f"append to {item.subject} refused: {error}")
 
     async def last(self, subject: str) -> Record | None:
         try:
@@ -156,6 +198,45 @@ class JetStreamEventLog:
         finally:
             with contextlib.suppress(nats.errors.ConnectionClosedError):
                 await sub.unsubscribe()
+
+
+class _AckPipeline:
+    """Publishes with a reply subject per message on one inbox subscription; each reply
+    (a JetStream PubAck or error document) resolves that message's future."""
+
+    def __init__(self, nc: NATS, prefix: str) -> None:
+        self._nc = nc
+        self._prefix = prefix
+        self._futures: dict[str, asyncio.Future[dict]] = {}
+        self._next = 0
+
+    @classmethod
+    async def open(cls, nc: NATS) -> _AckPipeline:
+        pipeline = cls(nc, nc.new_inbox())
+        await nc.subscribe(f"{pipeline._prefix}.*", cb=pipeline._on_reply)
+        return pipeline
+
+    async def publish(self, subject: str, payload: bytes, headers: dict[str, str]
+                      ) -> asyncio.Future[dict]:
+        self._next += 1
+        token = str(self._next)
+        future: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+        self._futures[token] = future
+        await self._nc.publish(subject, payload, reply=f"{self._prefix}.{token}",
+                               headers=headers)
+        return future
+
+    async def _on_reply(self, msg: nats.aio.msg.Msg) -> None:
+        future = self._futures.pop(msg.subject.rpartition(".")[2], None)
+        if future is None or future.done():
+            return
+        if msg.headers and msg.headers.get("Status") == "503":
+            future.set_exception(EventLogUnavailable("no JetStream stream answered"))
+            return
+        try:
+            future.set_result(json.loads(msg.data))
+        except ValueError as exc:
+            future.set_exception(EventLogUnavailable(f"unreadable JetStream ack: {exc}"))
 
 
 def _record(msg: nats.aio.msg.Msg) -> Record:

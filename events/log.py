@@ -9,7 +9,7 @@ from msgspec import Struct
 
 from events.event_types import AnyEvent
 
-__all__ = ["Appended", "EventLog", "Record"]
+__all__ = ["Appended", "EventLog", "PendingAppend", "Record"]
 
 
 class Record(Struct, frozen=True):
@@ -26,6 +26,15 @@ class Appended(Struct, frozen=True):
     seq: int
     duplicate: bool
     """True when the log already held this `msg_id`: a retry, nothing was written."""
+
+
+class PendingAppend(Struct, frozen=True):
+    """One append of a pipelined batch (`JetStreamEventLog.append_many`)."""
+
+    subject: str
+    event: AnyEvent
+    expected_last_subject_seq: int
+    msg_id: str
 
 
 class EventLog(Protocol):

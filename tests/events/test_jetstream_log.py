@@ -86,3 +86,17 @@ async def test_read_yields_every_record_in_order(event_log: JetStreamEventLog) -
         if seen[-1] == 5:
             break
     assert seen == [2, 3, 4, 5]
+
+
+async def test_pipelined_appends_keep_occ_and_msg_ids(event_log: JetStreamEventLog) -> None:
+    from events import PendingAppend
+
+    subjects = [resource_subject("Mesh", None, f"p{i}") for i in range(50)]
+    batch = [PendingAppend(s, _applied(i), 0, f"id-{i}") for i, s in enumerate(subjects)]
+    results = await event_log.append_many(batch, window=16)
+    assert [r.seq for r in results] == list(range(1, 51))  # type: ignore[union-attr]
+    again = await event_log.append_many(batch[:3] + [PendingAppend(subjects[3], _applied(), 0,
+                                                                   "other")])
+    assert [type(r).__name__ for r in again] == ["Appended"] * 3 + ["Conflict"]
+    assert all(r.duplicate for r in again[:3])  # type: ignore[union-attr]
+    assert await event_log.last_seq() == 50

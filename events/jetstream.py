@@ -192,8 +192,9 @@ class JetStreamEventLog:
         try:
             while True:
                 batch = [_record(await sub.next_msg(timeout=None))]
+                # already delivered: no per-message timeout (wait_for costs more than the read)
                 while len(batch) < max_batch and sub.pending_msgs > 0:
-                    batch.append(_record(await sub.next_msg(timeout=_TIMEOUT_S)))
+                    batch.append(_record(await sub.next_msg(timeout=None)))
                 yield batch
         finally:
             with contextlib.suppress(nats.errors.ConnectionClosedError):

@@ -21,7 +21,6 @@ from events import (
     MeshServiceApplied,
     MeshServiceDeleted,
 )
-from projections._match import dataplane_matches
 from projections.generation import regenerate
 from projections.ipam import allocate_vip, configure_cidr
 from projections.state import ProjectionState, dp_key, ms_key
@@ -82,10 +81,9 @@ def _dataplane_changed(
     old = state.dataplane(mesh, name)
     touched = _services(old.dataplane if old is not None else None) | _services(new)
     # MeshServices that selected the old or select the new Dataplane need new endpoints.
-    for ms in state.meshservices_of(mesh):
-        tags = ms.spec.selector.dataplane_tags
-        if dataplane_matches(old.dataplane if old else None, tags) or dataplane_matches(new, tags):
-            state.stale_services.add((mesh, ms.name))
+    selecting = (state.meshservices_selecting(mesh, old.dataplane if old else None)
+                 | state.meshservices_selecting(mesh, new))
+    state.stale_services.update((mesh, name) for name in selecting)
     if new is None:
         state.delete("dataplane", dp_key(mesh, name))
     else:
@@ -95,7 +93,7 @@ def _dataplane_changed(
             origin=origin,  # type: ignore[arg-type]
         ))
     for service in sorted(touched):
-        regenerate(state, mesh, service, seq, at, zone)
+        regenerate(state, mesh, service, seq, at, zone, changed=new)
 
 
 def _services(dp: Dataplane | None) -> set[str]:

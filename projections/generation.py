@@ -40,13 +40,20 @@ _PROTOCOLS = {"http", "http2", "grpc", "tcp", "tls", "kafka", "mysql"}
 
 
 def regenerate(
-    state: ProjectionState, mesh: str, service: str, seq: int, at: int, zone: str
+    state: ProjectionState, mesh: str, service: str, seq: int, at: int, zone: str,
+    changed: Dataplane | None = None,
 ) -> None:
-    """Bring the generated MeshService `service` of `mesh` in line with its Dataplanes."""
+    """Bring the generated MeshService `service` of `mesh` in line with its Dataplanes.
+    `changed` is the Dataplane as registered by the event being folded, if any."""
     current = state.meshservice(mesh, service)
     if current is not None and current.origin == "user":
         return
     if not is_dns1035_label(service):
+        return
+    if (current is not None and changed is not None
+            and ports_of(changed, service) == current.spec.ports):
+        # the changed Dataplane still has the current ports: the existing spec wins
+        state.stale_services.add((mesh, service))
         return
     dataplanes = state.dataplanes_with_tags(mesh, {SERVICE_TAG: service})
     if not dataplanes:

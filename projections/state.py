@@ -13,6 +13,8 @@ from collections.abc import Iterable, Iterator
 
 from msgspec import Struct
 
+from events import Dataplane
+
 from projections._match import dataplane_matches
 from projections.views import COLLECTIONS, DataplaneRow, MeshServiceRow, decode_row, encode_row
 
@@ -43,6 +45,8 @@ class ProjectionState:
         # (mesh, tag key, tag value) -> names of Dataplanes with an inbound carrying that tag
         self.dp_by_tag: dict[tuple[str, str, str], set[str]] = defaultdict(set)
         self.ms_by_mesh: dict[str, set[str]] = defaultdict(set)
+        # (mesh, tag key, tag value) -> names of MeshServices whose selector has that tag
+        self.ms_by_selector_tag: dict[tuple[str, str, str], set[str]] = defaultdict(set)
         self.used_vips: set[str] = set()
         self.stale_services: set[tuple[str, str]] = set()
         """MeshServices whose endpoints and status must be derived again before the commit."""
@@ -73,14 +77,29 @@ class ProjectionState:
         for name in sorted(self.ms_by_mesh.get(mesh, ())):
             yield self.rows["meshservice"][ms_key(mesh, name)]  # type: ignore[misc]
 
+    def meshservices_selecting(self, mesh: str, dp: Dataplane | None) -> set[str]:
+        """Names of the MeshServices of `mesh` whose selector matches `dp`."""
+        if dp is None:
+            return set()
+        candidates: set[str] = set()
+        for inbound in dp.networking.inbound:
+            for k, v in inbound.tags.items():
+                candidates |= self.ms_by_selector_tag.get((mesh, k, v), set())
+        rows = self.rows["meshservice"]
+        return {name for name in candidates if dataplane_matches(
+            dp, rows[ms_key(mesh, name)].spec.selector.dataplane_tags)}  # type: ignore[attr-defined]
+
     def dataplanes_with_tags(self, mesh: str, tags: dict[str, str]) -> list[DataplaneRow]:
         """Dataplanes with at least one inbound carrying all `tags`, sorted by name."""
         if not tags:
             return []
         sets = [self.dp_by_tag.get((mesh, k, v), set()) for k, v in tags.items()]
         names = set.intersection(*sorted(sets, key=len))
-        rows = (self.dataplane(mesh, n) for n in sorted(names))
-        return [r for r in rows if r is not None and dataplane_matches(r.dataplane, tags)]
+        rows = [r for r in (self.dataplane(mesh, n) for n in sorted(names)) if r is not None]
+        if len(tags) == 1:
+            return rows  # the index is exact for one tag
+        # several tags must hold on one inbound, not spread over several
+        return [r for r in rows if dataplane_matches(r.dataplane, tags)]
 
     # --- writing ----------------------------------------------------------------------------
 
@@ -125,6 +144,8 @@ class ProjectionState:
                     self.dp_by_tag[(dp.mesh, k, v)].add(dp.name)
         elif isinstance(row, MeshServiceRow):
             self.ms_by_mesh[row.mesh].add(row.name)
+            for k, v in row.spec.selector.dataplane_tags.items():
+                self.ms_by_selector_tag[(row.mesh, k, v)].add(row.name)
         elif collection == "vip":
             self.used_vips.add(row.ip)  # type: ignore[attr-defined]
 
@@ -141,4 +162,10 @@ class ProjectionState:
                             del self.dp_by_tag[(dp.mesh, k, v)]
         elif isinstance(row, MeshServiceRow):
             self.ms_by_mesh[row.mesh].discard(row.name)
+            for k, v in row.spec.selector.dataplane_tags.items():
+                names = self.ms_by_selector_tag.get((row.mesh, k, v))
+                if names is not None:
+                    names.discard(row.name)
+                    if not names:
+                        del self.ms_by_selector_tag[(row.mesh, k, v)]
 

@@ -9,6 +9,7 @@
     meshlog replay --database URL [--to-seq N]       rebuild read models from the log
     meshlog export [--database URL] [-o FILE]        read models as canonical JSON
     meshlog quarantine                               events the projector could not apply
+    meshlog bench rebuild|ingest --events N          benchmarks
 
 The API address comes from --api, else $MESHLOG_API, else http://127.0.0.1:5681.
 """
@@ -223,6 +224,17 @@ def cmd_quarantine(args: argparse.Namespace, client: ApiClient) -> int:
     return 1
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from services.bench import bench_ingest, bench_rebuild
+
+    events = parse_positive("--events", args.events)
+    if args.bench_command == "rebuild":
+        asyncio.run(bench_rebuild(events, args.database, nats_url=args.nats_url))
+    else:
+        asyncio.run(bench_ingest(events, nats_url=args.nats_url))
+    return 0
+
+
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     from services.bootstrap import sidecar_bootstrap
 
@@ -291,6 +303,17 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--zone", default=env("ZONE", "default"))
     replay.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
+    bench = sub.add_parser("bench", help="benchmarks (print figures, last line JSON)")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
+    for name, text in (("rebuild", "rebuild rate vs the raw ordered-consumer read rate"),
+                       ("ingest", "append path vs raw publish_async")):
+        b = bench_sub.add_parser(name, help=text)
+        b.add_argument("--events", default="100000", help="default %(default)s")
+        b.add_argument("--nats-url", help="default: an embedded nats-server in a temp dir")
+        if name == "rebuild":
+            b.add_argument("--database", default="sqlite",
+                           help="sqlite | postgres (a fresh database on 127.0.0.1:5432) | URL")
+
     sub.add_parser("quarantine", help="list events the projector could not apply "
                    "(exit 1 if any)")
 
@@ -328,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_replay(args)
         if args.command == "export":
             return cmd_export(args)
+        if args.command == "bench":
+            return cmd_bench(args)
         client = ApiClient(args.api)
         try:
             handler = {"apply": cmd_apply, "get": cmd_get, "delete": cmd_delete,

@@ -1,0 +1,102 @@
+"""A synthetic but realistic event history for benchmarks.
+
+Thousands of Dataplanes across hundreds of services: first every Dataplane registers, then
+the log is a mix of health flips (40 %), re-registrations with changed ports (15 %),
+deregistrations followed later by re-registration (25 %), MeshService edits (10 %) and new
+Dataplanes (10 %). Deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+from events import (
+    AnyEvent,
+    Dataplane,
+    DataplaneDeregistered,
+    DataplaneRegistered,
+    Mesh,
+    MeshApplied,
+    MeshService,
+    MeshServiceApplied,
+    resource_subject,
+)
+from events.resources import (
+    DataplaneNetworking,
+    Health,
+    Inbound,
+    MeshServicePort,
+    MeshServiceSelector,
+    MeshServiceSpec,
+)
+
+__all__ = ["synthetic_history"]
+
+_START_MS = 1_760_000_000_000
+
+
+def _dataplane(mesh: str, i: int, service: str, port: int, ready: bool) -> Dataplane:
+    return Dataplane(mesh=mesh, name=f"{service}-{i}", networking=DataplaneNetworking(
+        address=f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}",
+        inbound=[Inbound(port=port, name="main", protocol="http",
+                         tags={"kuma.io/service": service, "version": f"v{i % 3}"},
+                         health=None if ready else Health(ready=False))]))
+
+
+def synthetic_history(events: int, *, services: int = 300, dataplanes: int = 3000,
+                      seed: int = 1) -> Iterator[tuple[str, AnyEvent]]:
+    """(subject, event) pairs, `events` of them."""
+    rng = random.Random(seed)
+    mesh = "default"
+    at = _START_MS
+    emitted = 0
+
+    def emit(subject: str, event: AnyEvent) -> tuple[str, AnyEvent]:
+        nonlocal emitted
+        emitted += 1
+        return subject, event
+
+    yield emit(resource_subject("Mesh", None, mesh), MeshApplied(at=at, mesh=Mesh(name=mesh)))
+    live: dict[int, tuple[str, int, bool]] = {}
+    gone: list[int] = []
+    next_id = 0
+    names = [f"svc-{s:03d}" for s in range(services)]
+    while emitted < events:
+        at += rng.randint(1, 50)
+        choice = rng.random()
+        if next_id < dataplanes or choice < 0.10:
+            i, next_id = next_id, next_id + 1
+            live[i] = (names[i % services], 8080, True)
+        elif choice < 0.50 and live:
+            i = rng.choice(list(live))
+            service, port, ready = live[i]
+            live[i] = (service, port, not ready)
+        elif choice < 0.65 and live:
+            i = rng.choice(list(live))
+            service, port, ready = live[i]
+            live[i] = (service, 8080 if port != 8080 else 8081, ready)
+        elif choice < 0.90 and live:
+            if gone and rng.random() < 0.5:
+                i = gone.pop(rng.randrange(len(gone)))
+                live[i] = (names[i % services], 8080, True)
+            else:
+                i = rng.choice(list(live))
+                service = live.pop(i)[0]
+                gone.append(i)
+                yield emit(resource_subject("Dataplane", mesh, f"{service}-{i}"),
+                           DataplaneDeregistered(at=at, mesh=mesh, name=f"{service}-{i}"))
+                continue
+        else:
+            service = rng.choice(names)
+            ms = MeshService(mesh=mesh, name=f"{service}-api", spec=MeshServiceSpec(
+                selector=MeshServiceSelector(dataplane_tags={"kuma.io/service": service}),
+                ports=[MeshServicePort(port=rng.choice((80, 8080)), target_port="main",
+                                       app_protocol="http")]))
+            yield emit(resource_subject("MeshService", mesh, ms.name),
+                       MeshServiceApplied(at=at, meshservice=ms))
+            continue
+        service, port, ready = live[i]
+        dp = _dataplane(mesh, i, service, port, ready)
+        yield emit(resource_subject("Dataplane", mesh, dp.name),
+                   DataplaneRegistered(at=at, dataplane=dp))

@@ -1,0 +1,66 @@
+"""`meshlog bench ingest`: the project's append path (pipelined, with optimistic concurrency
+and Msg-Id) against raw `js.publish_async` of the same payloads, in one run."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from typing import Any
+
+from events import DataplaneRegistered, JetStreamEventLog, PendingAppend, connect_nats
+from events import encode_event
+from services.bench._env import bench_nats, machine, raw_stream, report
+from services.bench.history import synthetic_history
+
+__all__ = ["bench_ingest"]
+
+
+async def bench_ingest(events: int, *, nats_url: str | None = None,
+                       window: int = 1000) -> dict[str, Any]:
+    # A fleet registering: every append creates a resource (expected subject sequence 0).
+    appends = []
+    for subject, event in synthetic_history(events + 1, services=max(events // 10, 1),
+                                            dataplanes=events + 1):
+        if isinstance(event, DataplaneRegistered):
+            msg_id = hashlib.sha256(encode_event(event)).hexdigest()[:32]
+            appends.append(PendingAppend(subject, event, 0, msg_id))
+    appends = appends[:events]
+    async with bench_nats(nats_url) as url:
+        nc = await connect_nats(url, name="meshlog-bench-ingest")
+        try:
+            await raw_stream(nc, "BENCH_RAW", ["bench.raw.>"])
+            raw_rate = await _raw(nc, appends, window)
+            log = await JetStreamEventLog.open(nc)
+            started = time.perf_counter()
+            results = await log.append_many(appends, window=window)
+            own_s = time.perf_counter() - started
+        finally:
+            await nc.close()
+    conflicts = sum(1 for r in results if not hasattr(r, "seq"))
+    figures = {
+        "events": len(appends),
+        "window": window,
+        "raw_publish_async_events_per_s": round(raw_rate),
+        "append_path_events_per_s": round(len(appends) / own_s),
+        "append_to_raw_ratio": round(len(appends) / own_s / raw_rate, 3),
+        "conflicts": conflicts,
+        **machine(),
+    }
+    report("meshlog bench ingest", figures)
+    return figures
+
+
+async def _raw(nc, appends: list[PendingAppend], window: int) -> float:  # noqa: ANN001
+    js = nc.jetstream()
+    payloads = [("bench.raw." + a.subject.split(".", 2)[2], encode_event(a.event))
+                for a in appends]
+    started = time.perf_counter()
+    pending = []
+    for subject, data in payloads:
+        pending.append(await js.publish_async(subject, data))
+        if len(pending) >= window:
+            await asyncio.gather(*pending)
+            pending.clear()
+    await asyncio.gather(*pending)
+    return len(payloads) / (time.perf_counter() - started)

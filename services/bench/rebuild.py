@@ -1,0 +1,111 @@
+"""`meshlog bench rebuild`: how fast the log is folded into read models, against the raw rate
+at which nats-py reads the same stream with an ordered consumer, in one run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from events import JetStreamEventLog, connect_nats, encode_event
+from events.subjects import EVENTS_STREAM, events_wildcard
+from projections import open_store, rebuild
+from services.bench._env import bench_nats, machine, report, seed_log
+from services.bench.history import synthetic_history
+
+__all__ = ["bench_rebuild"]
+
+
+async def bench_rebuild(events: int, database: str, *, nats_url: str | None = None,
+                        postgres_admin_url: str = "postgresql://postgres@127.0.0.1:5432/test",
+                        max_batch: int = 1000) -> dict[str, Any]:
+    async with bench_nats(nats_url) as url:
+        print(f"seeding {events:,} events ...", flush=True)
+        pairs = [(s, encode_event(e)) for s, e in synthetic_history(events)]
+        seed_started = time.perf_counter()
+        await seed_log(url, pairs)
+        seed_s = time.perf_counter() - seed_started
+        payload = sum(len(d) for _, d in pairs) / len(pairs)
+        del pairs
+
+        raw_rate = await _raw_ordered_read(url, events)
+        async with _fresh_store(database, postgres_admin_url) as store_url:
+            nc = await connect_nats(url, name="meshlog-bench")
+            try:
+                log = await JetStreamEventLog.open(nc)
+                store = await open_store(store_url)
+                try:
+                    started = time.perf_counter()
+                    await rebuild(log, store, zone="default", max_batch=max_batch)
+                    rebuild_s = time.perf_counter() - started
+                    rows = len(await store.rows())
+                finally:
+                    await store.close()
+            finally:
+                await nc.close()
+    figures = {
+        "events": events,
+        "database": database,
+        "avg_event_bytes": round(payload, 1),
+        "seed_events_per_s": round(events / seed_s),
+        "raw_ordered_read_events_per_s": round(raw_rate),
+        "rebuild_events_per_s": round(events / rebuild_s),
+        "rebuild_s": round(rebuild_s, 2),
+        "rebuild_to_raw_ratio": round(events / rebuild_s / raw_rate, 3),
+        "read_model_rows": rows,
+        **machine(),
+    }
+    report("meshlog bench rebuild", figures)
+    return figures
+
+
+async def _raw_ordered_read(url: str, events: int) -> float:
+    """Messages/s of a plain nats-py ordered push consumer over the whole stream."""
+    nc = await connect_nats(url, name="meshlog-bench-raw")
+    done = asyncio.Event()
+    count = 0
+
+    async def on_msg(_msg: object) -> None:
+        nonlocal count
+        count += 1
+        if count >= events:
+            done.set()
+
+    try:
+        started = time.perf_counter()
+        sub = await nc.jetstream().subscribe(events_wildcard(), stream=EVENTS_STREAM,
+                                             ordered_consumer=True, idle_heartbeat=1.0,
+                                             cb=on_msg)
+        await asyncio.wait_for(done.wait(), timeout=600)
+        elapsed = time.perf_counter() - started
+        await sub.unsubscribe()
+    finally:
+        await nc.close()
+    return events / elapsed
+
+
+@contextlib.asynccontextmanager
+async def _fresh_store(database: str, admin_url: str) -> AsyncIterator[str]:
+    if database == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="meshlog-bench-") as tmp:
+            yield f"sqlite:///{Path(tmp) / 'rebuild.db'}"
+        return
+    if database != "postgres":
+        yield database
+        return
+    import uuid
+
+    import asyncpg
+
+    name = f"meshlog_bench_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(admin_url, timeout=10)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield f"{admin_url.rsplit('/', 1)[0]}/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

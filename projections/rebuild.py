@@ -30,7 +30,7 @@ class Progress(Struct, frozen=True):
 
 async def rebuild(
     log: EventLog, store: ReadModelStore, *, zone: str, to_seq: int | None = None,
-    publisher: ProjectionPublisher | None = None, max_batch: int = 1000,
+    publisher: ProjectionPublisher | None = None, max_batch: int = 10_000,
     on_progress: Callable[[Progress], None] | None = None, interval_s: float = 0.25,
 ) -> int:
     """Fold sequences 1..target into an empty `store`; return the target sequence."""

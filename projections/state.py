@@ -14,7 +14,6 @@ from collections.abc import Iterable, Iterator
 from msgspec import Struct
 
 from events import Dataplane
-
 from projections._match import dataplane_matches
 from projections.views import COLLECTIONS, DataplaneRow, MeshServiceRow, decode_row, encode_row
 

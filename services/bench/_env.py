@@ -44,7 +44,7 @@ def report(title: str, figures: dict[str, Any]) -> None:
     print(json.dumps(figures, sort_keys=True))
 
 
-async def raw_stream(nc, name: str, subjects: list[str]) -> None:  # noqa: ANN001
+async def raw_stream(nc, name: str, subjects: list[str]) -> None:
     await nc.jetstream().add_stream(StreamConfig(
         name=name, subjects=subjects, storage=StorageType.FILE, duplicate_window=120))
 

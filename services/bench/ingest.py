@@ -8,8 +8,7 @@ import hashlib
 import time
 from typing import Any
 
-from events import DataplaneRegistered, JetStreamEventLog, PendingAppend, connect_nats
-from events import encode_event
+from events import DataplaneRegistered, JetStreamEventLog, PendingAppend, connect_nats, encode_event
 from services.bench._env import bench_nats, machine, raw_stream, report
 from services.bench.history import synthetic_history
 
@@ -51,7 +50,7 @@ async def bench_ingest(events: int, *, nats_url: str | None = None,
     return figures
 
 
-async def _raw(nc, appends: list[PendingAppend], window: int) -> float:  # noqa: ANN001
+async def _raw(nc, appends: list[PendingAppend], window: int) -> float:
     js = nc.jetstream()
     payloads = [("bench.raw." + a.subject.split(".", 2)[2], encode_event(a.event))
                 for a in appends]

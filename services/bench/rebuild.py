@@ -22,7 +22,7 @@ __all__ = ["bench_rebuild"]
 
 async def bench_rebuild(events: int, database: str, *, nats_url: str | None = None,
                         postgres_admin_url: str = "postgresql://postgres@127.0.0.1:5432/test",
-                        max_batch: int = 1000) -> dict[str, Any]:
+                        max_batch: int = 10_000) -> dict[str, Any]:
     async with bench_nats(nats_url) as url:
         print(f"seeding {events:,} events ...", flush=True)
         pairs = [(s, encode_event(e)) for s, e in synthetic_history(events)]

@@ -1,6 +1,7 @@
 """The `meshlog` command line.
 
     meshlog up                         run the control plane (embedded NATS + SQLite)
+    meshlog projector|gateway|api      run one part as its own process (scale-out)
     meshlog apply -f FILE              create or update resources (multi-document YAML or JSON)
     meshlog get PLURAL [-m MESH]       list: meshes, dataplanes, meshservices (-o table|yaml|json)
     meshlog get KIND NAME [-m MESH]    one resource: mesh, dataplane, meshservice
@@ -18,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +57,43 @@ def _path(kind: str, mesh: str | None, name: str | None = None) -> str:
 # --- commands ---------------------------------------------------------------------------------
 
 
+def _run_until_signal(main_coro: Coroutine[Any, Any, None]) -> None:
+    """Run a process's main coroutine; SIGTERM and Ctrl-C stop it through cancellation."""
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await main_coro
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from services import processes
+
+    if not args.nats_url:
+        raise SystemExit(f"error: meshlog {args.command} needs --nats-url (or MESHLOG_NATS_URL)")
+    replicas = parse_positive("--stream-replicas", args.stream_replicas)
+    if args.command == "projector":
+        coro = processes.run_projector_process(
+            nats_url=args.nats_url, database=_database_of(args), zone=args.zone,
+            replicas=replicas)
+    elif args.command == "gateway":
+        coro = processes.run_gateway_process(
+            nats_url=args.nats_url, host=args.xds_host,
+            port=parse_port("--xds-port", args.xds_port),
+            max_connection_age_s=float(args.max_connection_age), replicas=replicas)
+    else:
+        coro = processes.run_api_process(
+            nats_url=args.nats_url, database=_database_of(args), host=args.api_host,
+            port=parse_port("--api-port", args.api_port), zone=args.zone, replicas=replicas)
+    _run_until_signal(coro)
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from services.up import run_up
 
@@ -70,19 +110,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         for what, address in where.items():
             print(f"  {what:<9} {address}", flush=True)
 
-    async def main() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        try:
-            await run_up(cfg, announce)
-        except asyncio.CancelledError:
-            pass  # SIGTERM: every component closed in its finally
-
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
+    _run_until_signal(run_up(cfg, announce))
     print("meshlog stopped", file=sys.stderr)
     return 0
 
@@ -292,6 +320,28 @@ def _parser() -> argparse.ArgumentParser:
     rm.add_argument("name")
     rm.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
 
+    for name, text in (("projector", "run a projector process"),
+                       ("gateway", "run an xDS gateway process"),
+                       ("api", "run an API process")):
+        proc = sub.add_parser(name, help=text)
+        proc.add_argument("--nats-url", default=env("NATS_URL"))
+        proc.add_argument("--zone", default=env("ZONE", "default"))
+        proc.add_argument("--stream-replicas", default=env("STREAM_REPLICAS", "1"),
+                          help="replicas of the streams this process creates if missing "
+                               "(3 on a 3-node cluster)")
+        if name != "gateway":
+            proc.add_argument("--database", default=env("DATABASE"),
+                              help="read-model store URL (default: SQLite in --data-dir)")
+            proc.add_argument("--data-dir", default=env("DATA_DIR", ".meshlog"))
+        if name == "gateway":
+            proc.add_argument("--xds-host", default=env("XDS_HOST", "127.0.0.1"))
+            proc.add_argument("--xds-port", default=env("XDS_PORT", "5678"))
+            proc.add_argument("--max-connection-age", default=env("MAX_CONNECTION_AGE", "0"),
+                              help="seconds before a client is asked to reconnect (0 = never)")
+        if name == "api":
+            proc.add_argument("--api-host", default=env("API_HOST", "127.0.0.1"))
+            proc.add_argument("--api-port", default=env("API_PORT", "5681"))
+
     replay = sub.add_parser("replay", help="rebuild the read models from the log into a "
                             "fresh store")
     replay.add_argument("--database", required=True,
@@ -353,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_export(args)
         if args.command == "bench":
             return cmd_bench(args)
+        if args.command in ("projector", "gateway", "api"):
+            return cmd_process(args)
         client = ApiClient(args.api)
         try:
             handler = {"apply": cmd_apply, "get": cmd_get, "delete": cmd_delete,

@@ -58,30 +58,30 @@ def synthetic_history(events: int, *, services: int = 300, dataplanes: int = 300
         return subject, event
 
     yield emit(resource_subject("Mesh", None, mesh), MeshApplied(at=at, mesh=Mesh(name=mesh)))
-    live: dict[int, tuple[str, int, bool]] = {}
+    live = _LiveSet()
     gone: list[int] = []
     next_id = 0
     names = [f"svc-{s:03d}" for s in range(services)]
     while emitted < events:
         at += rng.randint(1, 50)
         choice = rng.random()
-        if next_id < dataplanes or choice < 0.10:
+        if next_id < dataplanes or choice < 0.10 or not live:
             i, next_id = next_id, next_id + 1
-            live[i] = (names[i % services], 8080, True)
-        elif choice < 0.50 and live:
-            i = rng.choice(list(live))
+            live.put(i, (names[i % services], 8080, True))
+        elif choice < 0.50:
+            i = live.pick(rng)
             service, port, ready = live[i]
-            live[i] = (service, port, not ready)
-        elif choice < 0.65 and live:
-            i = rng.choice(list(live))
+            live.put(i, (service, port, not ready))
+        elif choice < 0.65:
+            i = live.pick(rng)
             service, port, ready = live[i]
-            live[i] = (service, 8080 if port != 8080 else 8081, ready)
-        elif choice < 0.90 and live:
+            live.put(i, (service, 8080 if port != 8080 else 8081, ready))
+        elif choice < 0.90:
             if gone and rng.random() < 0.5:
                 i = gone.pop(rng.randrange(len(gone)))
-                live[i] = (names[i % services], 8080, True)
+                live.put(i, (names[i % services], 8080, True))
             else:
-                i = rng.choice(list(live))
+                i = live.pick(rng)
                 service = live.pop(i)[0]
                 gone.append(i)
                 yield emit(resource_subject("Dataplane", mesh, f"{service}-{i}"),
@@ -100,3 +100,35 @@ def synthetic_history(events: int, *, services: int = 300, dataplanes: int = 300
         dp = _dataplane(mesh, i, service, port, ready)
         yield emit(resource_subject("Dataplane", mesh, dp.name),
                    DataplaneRegistered(at=at, dataplane=dp))
+
+
+class _LiveSet:
+    """Dataplanes currently registered: O(1) put, pop and uniform random pick."""
+
+    def __init__(self) -> None:
+        self._values: dict[int, tuple[str, int, bool]] = {}
+        self._ids: list[int] = []
+        self._index: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __getitem__(self, i: int) -> tuple[str, int, bool]:
+        return self._values[i]
+
+    def put(self, i: int, value: tuple[str, int, bool]) -> None:
+        if i not in self._values:
+            self._index[i] = len(self._ids)
+            self._ids.append(i)
+        self._values[i] = value
+
+    def pop(self, i: int) -> tuple[str, int, bool]:
+        position = self._index.pop(i)
+        last = self._ids.pop()
+        if last != i:
+            self._ids[position] = last
+            self._index[last] = position
+        return self._values.pop(i)
+
+    def pick(self, rng: random.Random) -> int:
+        return self._ids[rng.randrange(len(self._ids))]

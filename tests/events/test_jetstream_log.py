@@ -95,8 +95,8 @@ async def test_pipelined_appends_keep_occ_and_msg_ids(event_log: JetStreamEventL
     batch = [PendingAppend(s, _applied(i), 0, f"id-{i}") for i, s in enumerate(subjects)]
     results = await event_log.append_many(batch, window=16)
     assert [r.seq for r in results] == list(range(1, 51))  # type: ignore[union-attr]
-    again = await event_log.append_many(batch[:3] + [PendingAppend(subjects[3], _applied(), 0,
-                                                                   "other")])
+    stale = PendingAppend(subjects[3], _applied(), 0, "other")
+    again = await event_log.append_many([*batch[:3], stale])
     assert [type(r).__name__ for r in again] == ["Appended"] * 3 + ["Conflict"]
     assert all(r.duplicate for r in again[:3])  # type: ignore[union-attr]
     assert await event_log.last_seq() == 50

@@ -1,0 +1,78 @@
+"""The control plane's parts as separate processes, for scale-out (compose.yaml):
+
+    meshlog projector --nats-url URL --database URL
+    meshlog gateway   --nats-url URL [--xds-port 5678]
+    meshlog api       --nats-url URL --database URL [--api-port 5681]
+
+Each connects to NATS, runs one component until SIGTERM/Ctrl-C, and closes in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from nats.aio.client import Client as NATS
+
+from events import JetStreamEventLog, connect_nats
+from events.projection_bus import JetStreamProjectionBus
+from projections import Projector, open_store
+from services.api import create_app
+from services.commands import Commands
+from services.up import bind_socket, run_projector, serve_api
+from xds_gateway import Gateway
+
+__all__ = ["run_api_process", "run_gateway_process", "run_projector_process"]
+
+log = logging.getLogger("meshlog")
+
+
+@contextlib.asynccontextmanager
+async def _nats(url: str, name: str) -> AsyncIterator[NATS]:
+    nc = await connect_nats(url, name=name)
+    try:
+        yield nc
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.drain(), timeout=5)
+
+
+async def run_projector_process(*, nats_url: str, database: str, zone: str,
+                                replicas: int = 1) -> None:
+    async with _nats(nats_url, "meshlog-projector") as nc:
+        event_log = await JetStreamEventLog.open(nc, replicas=replicas)
+        bus = await JetStreamProjectionBus.open(nc, replicas=replicas)
+        store = await open_store(database)
+        try:
+            await run_projector(Projector(event_log, store, bus, zone=zone))
+        finally:
+            await store.close()
+
+
+async def run_gateway_process(*, nats_url: str, host: str, port: int,
+                              max_connection_age_s: float = 0, replicas: int = 1) -> None:
+    async with _nats(nats_url, "meshlog-gateway") as nc:
+        bus = await JetStreamProjectionBus.open(nc, replicas=replicas)
+        gateway = Gateway(bus, host=host, port=port, max_connection_age_s=max_connection_age_s)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(gateway.run())
+            await gateway.serving.wait()
+            print(f"xDS gateway serving on {host}:{gateway.port}", flush=True)
+
+
+async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
+                          zone: str, replicas: int = 1) -> None:
+    sock = bind_socket(host, port, "--api-port")
+    try:
+        async with _nats(nats_url, "meshlog-api") as nc:
+            event_log = await JetStreamEventLog.open(nc, replicas=replicas)
+            store = await open_store(database)
+            try:
+                print(f"API listening on http://{host}:{sock.getsockname()[1]}", flush=True)
+                await serve_api(create_app(Commands(event_log, zone=zone), store), sock)
+            finally:
+                await store.close()
+    finally:
+        sock.close()

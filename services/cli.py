@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Coroutine
@@ -57,18 +58,38 @@ def _path(kind: str, mesh: str | None, name: str | None = None) -> str:
 # --- commands ---------------------------------------------------------------------------------
 
 
+SHUTDOWN_GRACE_S = 15.0
+
+
 def _run_until_signal(main_coro: Coroutine[Any, Any, None]) -> None:
-    """Run a process's main coroutine; SIGTERM and Ctrl-C stop it through cancellation."""
+    """Run a process's main coroutine; SIGTERM and Ctrl-C stop it through cancellation,
+    within SHUTDOWN_GRACE_S: past that the stuck tasks are logged and the process exits
+    (read-model commits are transactional, so nothing half-written is left behind)."""
 
     async def main() -> None:
         task = asyncio.current_task()
-        if task is not None:
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            if task is not None:
+                task.cancel()
+            loop.call_later(SHUTDOWN_GRACE_S, _give_up)
+
+        loop.add_signal_handler(signal.SIGTERM, stop)
         with contextlib.suppress(asyncio.CancelledError):
             await main_coro
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
+
+
+def _give_up() -> None:
+    stuck = [t for t in asyncio.all_tasks() if not t.done()]
+    logging.getLogger("meshlog").error(
+        "did not stop within %.0f s of SIGTERM; exiting. Still running: %s", SHUTDOWN_GRACE_S,
+        "; ".join(f"{t.get_name()} at {t.get_stack(limit=1)}" for t in stuck))
+    logging.shutdown()
+    os._exit(1)
 
 
 def cmd_process(args: argparse.Namespace) -> int:

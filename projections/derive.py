@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from events import Dataplane, Inbound, MeshServicePort
 from projections._match import inbound_matches
+from projections.generation import ports_of
 from projections.hostnames import assign_hostnames
 from projections.ipam import vip_of
 from projections.state import ProjectionState, ms_key
 from projections.views import (
     Condition,
     DataplaneProxies,
+    DataplaneRow,
     Endpoint,
     EndpointsRow,
     MeshServiceRow,
@@ -40,6 +42,19 @@ def inbound_serves(inbound: Inbound, port: MeshServicePort) -> bool:
 
 def _endpoint_address(dp: Dataplane, inbound: Inbound) -> str:
     return dp.networking.advertised_address or inbound.address or dp.networking.address
+
+
+def _port_conflicts(row: MeshServiceRow, selected: list[DataplaneRow]) -> list[Condition]:
+    """Kuma only logs Dataplanes whose inbounds disagree with the generated ports; meshlog
+    also says so in the status, naming them."""
+    others = [dp.dataplane.name for dp in selected
+              if ports_of(dp.dataplane, row.name) != row.spec.ports]
+    if not others:
+        return []
+    shown = ", ".join(others[:10]) + (f" and {len(others) - 10} more" if len(others) > 10 else "")
+    return [Condition(type="PortsConsistent", status="False", reason="PortConflict",
+                      message=f"Dataplanes {shown} have other ports than the MeshService "
+                              "(taken from the oldest Dataplane that still has them)")]
 
 
 def derive_stale(state: ProjectionState, zone: str) -> None:
@@ -83,6 +98,8 @@ def _derive_one(state: ProjectionState, row: MeshServiceRow, addresses, zone: st
     conditions = [] if vip is not None else [Condition(
         type="VIPAllocated", status="False", reason="Exhausted",
         message="no free address left in the MeshService CIDR")]
+    if row.origin == "generated":
+        conditions += _port_conflicts(row, selected)
     status = MeshServiceStatus(
         state="Available" if healthy_dps else "Unavailable",
         vips=[Vip(ip=vip)] if vip is not None else [],

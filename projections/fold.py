@@ -48,8 +48,7 @@ def apply_event(state: ProjectionState, seq: int, event: AnyEvent, zone: str) ->
                         "kuma.io/zone": zone},
                 spec=ms.spec,
                 status=old.status if old is not None else MeshServiceStatus(),
-                meta=_meta(old if old is not None and old.origin == "user" else None, seq,
-                           event.at),
+                meta=_meta(old, seq, event.at),  # taking over a generated one keeps its age
                 origin="user",
             )
             state.put("meshservice", ms_key(ms.mesh, ms.name), row)
@@ -64,8 +63,21 @@ def apply_event(state: ProjectionState, seq: int, event: AnyEvent, zone: str) ->
             regenerate(state, mesh, name, seq, event.at, zone)
         case IpamConfigured(kind=kind, cidr=cidr):
             configure_cidr(state, kind, cidr)
+            if kind == "MeshService":
+                _retry_vips(state)
         case _:
             assert_never(event)
+
+
+def _retry_vips(state: ProjectionState) -> None:
+    """Services left without a VIP (the old CIDR was exhausted) get one from the new CIDR,
+    in key order so that replay hands out the same addresses."""
+    for key in sorted(state.rows["meshservice"]):
+        row = state.rows["meshservice"][key]
+        if not row.status.vips:  # type: ignore[attr-defined]
+            mesh, name = row.mesh, row.name  # type: ignore[attr-defined]
+            if allocate_vip(state, mesh, "MeshService", name) is not None:
+                state.stale_services.add((mesh, name))
 
 
 def _meta(old: object, seq: int, at: int) -> RowMeta:

@@ -21,6 +21,7 @@ from events import (
     DataplaneRegistered,
     IpamConfigured,
     MeshApplied,
+    MeshDeleted,
     MeshService,
     MeshServiceApplied,
     MeshServiceDeleted,
@@ -108,18 +109,18 @@ def meshservice(
 
 
 class History:
-    """An event log under construction; each event is `step` ms after the previous one."""
+    """An event log under construction; each event is `gap` ms after the previous one."""
 
-    def __init__(self, start: int = 1_700_000_000_000, step: int = 1000) -> None:
+    def __init__(self, start: int = 1_700_000_000_000, gap: int = 1000) -> None:
         self.events: list[AnyEvent] = []
+        self.gap = gap
         self._at = start
-        self._step = step
 
     def _add(self, event: AnyEvent) -> None:
         self.events.append(event)
 
     def _next_at(self) -> int:
-        self._at += self._step
+        self._at += self.gap
         return self._at
 
     def mesh(self, name: str) -> History:
@@ -131,6 +132,10 @@ class History:
     def register(self, dp: Dataplane, *, origin: str = "api") -> History:
         self._add(DataplaneRegistered(at=self._next_at(), dataplane=dp,
                                       origin=origin))  # type: ignore[arg-type]
+        return self
+
+    def delete_mesh(self, name: str) -> History:
+        self._add(MeshDeleted(at=self._next_at(), name=name))
         return self
 
     def deregister(self, mesh: str, name: str) -> History:
@@ -151,7 +156,7 @@ class History:
 
 
 def realistic_history() -> list[AnyEvent]:
-    """Three meshes, 21 Dataplanes over 5 services, churn, user MeshServices, a CIDR change."""
+    """Three meshes, 21 Dataplanes over 5 services, churn, user MeshServices, CIDR changes."""
     h = History()
     for mesh in ("default", "payments", "edge"):
         h.mesh(mesh)
@@ -198,10 +203,14 @@ def realistic_history() -> list[AnyEvent]:
     h.register(dataplane("default", "web-9", "10.0.0.19",  # ... and comes back
                          inbound(8081, "web", name="alt")))
     h.register(dataplane("edge", "search-2", "10.0.2.43", inbound(8000, "search")))
+    h.register(dataplane("payments", "billing-1", "10.0.1.50", inbound(8000, "billing")))
     h.delete("payments", "cache")
-    h.delete("payments", "ledger")
     h.register(dataplane("payments", "web-4", "10.0.1.14", inbound(8080, "web", name="main"),
                          inbound(8443, "web", name="tls", protocol="tls")))
+    h.register(dataplane("payments", "cache-7", "10.0.1.17",  # healthy again, under ledger
+                         inbound(6379, "cache", name="main")))
+    h.ipam("241.0.0.0/8")  # back to the first CIDR: its cursor restarts among used addresses
+    h.register(dataplane("default", "audit-1", "10.0.0.60", inbound(8000, "audit")))
     return h.events
 
 
@@ -298,6 +307,9 @@ _DP_NAMES = ("a", "b", "c", "d")
 _SERVICES = ("web", "api", "Not_A_Label")
 _PORTS = (80, 8080, 9090)
 _CIDRS = ("241.0.0.0/8", "10.96.0.0/29", "10.97.0.0/30", "10.96.0.0/30")
+_EXTRA_TAGS = ({}, {"kuma.io/protocol": "http2"}, {"kuma.io/protocol": "x"}, {"app": "shop"})
+_SELECTORS = (*({SERVICE_TAG: s} for s in _SERVICES),
+              {"app": "shop"}, {"app": "shop", SERVICE_TAG: "api"})
 
 
 @st.composite
@@ -307,7 +319,7 @@ def _inbounds(draw: st.DrawFn) -> list[dict[str, Any]]:
         port, draw(st.sampled_from(_SERVICES)),
         name=draw(st.sampled_from((None, "http", "main"))),
         protocol=draw(st.sampled_from((None, "http", "grpc"))),
-        tags=draw(st.sampled_from(({}, {"kuma.io/protocol": "http2"}, {"kuma.io/protocol": "x"}))),
+        tags=draw(st.sampled_from(_EXTRA_TAGS)),
         ready=draw(st.sampled_from((None, True, False))),
         state=draw(st.sampled_from((None, "Ready", "NotReady", "Ignored"))),
         address=draw(st.sampled_from((None, "10.1.0.1"))),
@@ -328,25 +340,29 @@ def _ms_ports(draw: st.DrawFn) -> list[dict[str, Any]]:
 def _step(draw: st.DrawFn, h: History) -> None:
     mesh = draw(st.sampled_from(_MESHES))
     kind = draw(st.sampled_from(("register", "register", "register", "deregister", "apply",
-                                 "delete", "ipam", "mesh")))
+                                 "delete", "ipam", "mesh", "delete-mesh")))
     match kind:
         case "register":
             h.register(dataplane(
                 mesh, draw(st.sampled_from(_DP_NAMES)),
                 draw(st.sampled_from(("10.0.0.1", "10.0.0.2"))), *draw(_inbounds()),
-                advertised=draw(st.sampled_from((None, "192.168.0.1")))))
+                advertised=draw(st.sampled_from((None, "192.168.0.1")))),
+                origin=draw(st.sampled_from(("api", "proxy"))))
         case "deregister":
             h.deregister(mesh, draw(st.sampled_from(_DP_NAMES)))
         case "apply":
             display = draw(st.sampled_from((None, "web", "api")))
             h.apply(meshservice(
                 mesh, draw(st.sampled_from(("web", "api", "db"))), *draw(_ms_ports()),
-                selector={SERVICE_TAG: draw(st.sampled_from(_SERVICES))},
+                selector=draw(st.sampled_from(_SELECTORS)),
                 labels={"kuma.io/display-name": display} if display else None))
         case "delete":
             h.delete(mesh, draw(st.sampled_from(("web", "api", "db"))))
         case "ipam":
-            h.ipam(draw(st.sampled_from(_CIDRS)))
+            h.ipam(draw(st.sampled_from(_CIDRS)),
+                   draw(st.sampled_from(("MeshService", "MeshService", "MeshExternalService"))))
+        case "delete-mesh":
+            h.delete_mesh(mesh)
         case _:
             h.mesh(mesh)
 
@@ -354,7 +370,8 @@ def _step(draw: st.DrawFn, h: History) -> None:
 @st.composite
 def histories(draw: st.DrawFn, max_events: int = 30) -> list[AnyEvent]:
     """Random histories over a small vocabulary, with ties in event time now and then."""
-    h = History(step=draw(st.sampled_from((0, 1, 1000))))
+    h = History()
     for _ in range(draw(st.integers(1, max_events))):
+        h.gap = draw(st.sampled_from((0, 1, 1000)))
         _step(draw, h)
     return h.events

@@ -33,20 +33,28 @@ def encode_event(event: AnyEvent) -> bytes:
 
 
 def decode_event(
-    data: bytes, *, seq: int, subject: str, schema_version: int = SCHEMA_VERSION
+    data: bytes, *, seq: int, subject: str, schema_version: int = SCHEMA_VERSION,
+    upcasters: dict[int, Upcaster] | None = None, current: int = SCHEMA_VERSION,
 ) -> AnyEvent:
-    """Decode one stored event; raise UndecodableEvent (never return garbage)."""
+    """Decode one stored event; raise UndecodableEvent (never return garbage).
+
+    `upcasters` and `current` default to this code's; they are parameters so the upcasting
+    path can be exercised before the first breaking change needs it."""
+    chain = UPCASTERS if upcasters is None else upcasters
     try:
-        if schema_version == SCHEMA_VERSION:
+        if schema_version == current:
             return _decoder.decode(data)
-        if schema_version > SCHEMA_VERSION or schema_version < 1:
+        if schema_version > current or schema_version < 1:
             raise UndecodableEvent(
                 seq, subject, f"schema version {schema_version} is not known to this reader "
-                f"(it reads up to {SCHEMA_VERSION})"
+                f"(it reads 1 to {current})"
             )
         raw = msgspec.json.decode(data)
-        for version in range(schema_version, SCHEMA_VERSION):
-            raw = UPCASTERS[version](raw)
+        for version in range(schema_version, current):
+            upcast = chain.get(version)
+            if upcast is None:
+                raise UndecodableEvent(seq, subject, f"no upcaster from schema {version}")
+            raw = upcast(raw)
         return msgspec.convert(raw, AnyEvent)  # type: ignore[arg-type]
     except (msgspec.DecodeError, msgspec.ValidationError, KeyError, TypeError) as exc:
         raise UndecodableEvent(seq, subject, str(exc)) from exc

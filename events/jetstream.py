@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 import nats
@@ -28,7 +29,13 @@ from events.subjects import EVENTS_STREAM, events_wildcard
 
 __all__ = ["JetStreamEventLog", "connect_nats"]
 
+log = logging.getLogger("meshlog.events")
+
 WRONG_LAST_SEQUENCE = 10071
+# Bounded client-side buffer of the reader: 100k messages / 64 MiB (nats-py's defaults are
+# 512k / 256 MiB); on overflow the reader re-reads from the gap instead.
+_PENDING_MSGS = 100_000
+_PENDING_BYTES = 64 * 1024 * 1024
 DUPLICATE_WINDOW_S = 120.0
 _TIMEOUT_S = 5.0
 _TRANSIENT = (
@@ -52,8 +59,10 @@ async def connect_nats(url: str, *, name: str) -> NATS:
 
 
 class JetStreamEventLog:
-    def __init__(self, nc: NATS, js: JetStreamContext, stream: str = EVENTS_STREAM) -> None:
+    def __init__(self, nc: NATS, js: JetStreamContext, stream: str = EVENTS_STREAM, *,
+                 reader_pending_msgs: int = _PENDING_MSGS) -> None:
         self._nc = nc
+        self._reader_pending_msgs = reader_pending_msgs
         self._js = js
         self._stream = stream
         self._pipeline: _AckPipeline | None = None
@@ -180,25 +189,48 @@ class JetStreamEventLog:
         return info.state.last_seq
 
     async def read(self, from_seq: int, *, max_batch: int = 1000) -> AsyncIterator[list[Record]]:
-        sub = await self._js.subscribe(
-            events_wildcard(),
-            stream=self._stream,
-            ordered_consumer=True,
-            idle_heartbeat=1.0,
-            config=ConsumerConfig(
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, from_seq)
-            ),
-        )
-        try:
-            while True:
-                batch = [_record(await sub.next_msg(timeout=None))]
-                # already delivered: no per-message timeout (wait_for costs more than the read)
-                while len(batch) < max_batch and sub.pending_msgs > 0:
-                    batch.append(_record(await sub.next_msg(timeout=None)))
-                yield batch
-        finally:
-            with contextlib.suppress(nats.errors.ConnectionClosedError):
-                await sub.unsubscribe()
+        """Ordered push consumer from `from_seq`. nats-py drops messages when its pending
+        buffer overflows (a slow consumer, e.g. a rebuild behind a fast server) and its
+        ordered consumer does not notice drops made after its own check. The stream is
+        gapless (deny_delete, deny_purge), so any jump in sequence is such a drop: the
+        reader resubscribes at the missing sequence and never yields past a gap."""
+        expected = max(1, from_seq)
+        while True:
+            sub = await self._subscribe_from(expected)
+            try:
+                async for batch in self._batches(sub, expected, max_batch):
+                    yield batch
+                    expected = batch[-1].seq + 1
+            finally:
+                with contextlib.suppress(nats.errors.ConnectionClosedError):
+                    await sub.unsubscribe()
+            log.warning("client dropped messages from the event stream; re-reading from "
+                        "sequence %d", expected)
+
+    async def _subscribe_from(self, seq: int) -> JetStreamContext.PushSubscription:
+        return await self._js.subscribe(
+            events_wildcard(), stream=self._stream, ordered_consumer=True, idle_heartbeat=1.0,
+            pending_msgs_limit=self._reader_pending_msgs, pending_bytes_limit=_PENDING_BYTES,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                                  opt_start_seq=seq))
+
+    async def _batches(self, sub: JetStreamContext.PushSubscription, expected: int,
+                       max_batch: int) -> AsyncIterator[list[Record]]:
+        """Consecutive batches from `expected`; returns (ends) at the first gap."""
+        while True:
+            batch: list[Record] = []
+            while not batch or (len(batch) < max_batch and sub.pending_msgs > 0):
+                # a delivered message needs no per-message timeout (wait_for costs more)
+                record = _record(await sub.next_msg(timeout=None))
+                if record.seq < expected:
+                    continue  # delivered again after a consumer reset
+                if record.seq > expected:
+                    if batch:
+                        yield batch
+                    return
+                batch.append(record)
+                expected += 1
+            yield batch
 
 
 class _AckPipeline:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import StorageType, StreamConfig
@@ -11,6 +13,7 @@ from events import (
     JetStreamEventLog,
     Mesh,
     MeshApplied,
+    PendingAppend,
     StreamConfigMismatch,
     decode_event,
     resource_subject,
@@ -100,3 +103,19 @@ async def test_pipelined_appends_keep_occ_and_msg_ids(event_log: JetStreamEventL
     assert [type(r).__name__ for r in again] == ["Appended"] * 3 + ["Conflict"]
     assert all(r.duplicate for r in again[:3])  # type: ignore[union-attr]
     assert await event_log.last_seq() == 50
+
+
+async def test_reader_recovers_from_client_side_drops(nc: NATS) -> None:
+    """A slow reader with a tiny buffer makes nats-py drop messages; none may go missing."""
+    log = await JetStreamEventLog.open(nc)
+    batch = [PendingAppend(resource_subject("Mesh", None, f"d{i}"), _applied(i), 0, f"d{i}")
+             for i in range(3000)]
+    await log.append_many(batch)
+    slow = JetStreamEventLog(nc, nc.jetstream(), reader_pending_msgs=50)
+    seen: list[int] = []
+    async for records in slow.read(1, max_batch=7):
+        seen += [r.seq for r in records]
+        await asyncio.sleep(0.002)  # slower than the server delivers
+        if seen[-1] >= 3000:
+            break
+    assert seen == list(range(1, 3001))

@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 import yaml
-from litestar import Litestar, Request, Response, delete, get, put
+from litestar import Litestar, Request, Response, delete, get, post, put
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
@@ -38,7 +38,7 @@ from events import (
     Violation,
     decode_resource,
 )
-from projections import ReadModelStore, StoreUnavailable
+from projections import ReadModelStore, StoreError, StoreUnavailable
 from services.commands import Commands, WriteResult
 from services.render import PLURALS, render_row
 
@@ -53,7 +53,10 @@ _MAX_PAGE = 1000
 class ApiState(msgspec.Struct):
     commands: Commands
     store: ReadModelStore
+    """Replaced in one assignment by a blue/green swap (services.readmodels)."""
     projection_wait_s: float
+    readmodels: Any = None
+    """The swappable read models, in `meshlog up` only."""
 
 
 def _state(request: Request) -> ApiState:
@@ -128,6 +131,21 @@ async def quarantine(request: Request) -> dict[str, Any]:
     rows = await _state(request).store.list("quarantine")
     items = [msgspec.json.decode(body) for _, body in rows]
     return {"total": len(items), "items": items, "next": None}
+
+
+class SwapRequest(msgspec.Struct):
+    database: str
+
+
+@post("/_admin/read-models", summary="Swap to read models rebuilt by `meshlog replay`",
+      status_code=200)
+async def swap_read_models(request: Request, data: SwapRequest) -> dict[str, Any]:
+    readmodels = _state(request).readmodels
+    if readmodels is None:
+        raise Conflict("read-models", 0, "this API process does not own its read models "
+                       "(only `meshlog up` swaps); restart the processes with --database")
+    seq = await readmodels.swap(data.database)
+    return {"database": data.database, "caughtUpTo": seq}
 
 
 @get("/metrics", summary="Prometheus metrics", media_type="text/plain; version=0.0.4")
@@ -283,6 +301,8 @@ def _on_error(_: Request, exc: Exception) -> Response[dict[str, Any]]:
             return _problem(404, "Not found", str(exc))
         case Conflict():
             return _problem(409, "Conflict", str(exc))
+        case StoreError() if not isinstance(exc, StoreUnavailable):
+            return _problem(409, "Conflict", str(exc))
         case TransientError() | StoreUnavailable():
             return _problem(503, "Unavailable", str(exc))
         case HTTPException():
@@ -297,7 +317,7 @@ def create_app(commands: Commands, store: ReadModelStore, *,
     return Litestar(
         route_handlers=[list_meshes, get_mesh, put_mesh, delete_mesh, list_resources,
                         get_resource, put_resource, delete_resource, ready, quarantine,
-                        metrics],
+                        metrics, swap_read_models],
         state=_app_state(ApiState(commands, store, projection_wait_s)),
         exception_handlers={Exception: _on_error},
         openapi_config=OpenAPIConfig(title="meshlog", version="0.1.0",

@@ -248,6 +248,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
         nats_url=nats_url_of(args.nats_url, Path(args.data_dir)), database=args.database,
         zone=args.zone, to_seq=to_seq, show_progress=not args.quiet))
     print(f"replayed sequences 1..{target} into {args.database}")
+    if args.swap:
+        client = ApiClient(args.api)
+        try:
+            result = client.request("POST", "/_admin/read-models",
+                                    json={"database": args.database})
+        finally:
+            client.close()
+        print(f"swapped: the control plane now serves {args.database} "
+              f"(caught up to sequence {result['caughtUpTo']})")
     return 0
 
 
@@ -373,6 +382,8 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--data-dir", default=env("DATA_DIR", ".meshlog"))
     replay.add_argument("--zone", default=env("ZONE", "default"))
     replay.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    replay.add_argument("--swap", action="store_true",
+                        help="then make the running `meshlog up` (at --api) serve the new store")
 
     bench = sub.add_parser("bench", help="benchmarks (print figures, last line JSON)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH")

@@ -20,12 +20,13 @@ import uvicorn
 
 from events import JetStreamEventLog, connect_nats
 from events.projection_bus import JetStreamProjectionBus
-from projections import Projector, ProjectorHalted, SequenceGap, open_store
+from projections import Projector, ProjectorHalted, ReadModelStore, SequenceGap, open_store
 from services.api import create_app
 from services.commands import Commands
 from services.config import UpConfig
 from services.embedded_nats import run_nats_server
 from services.errors import ConfigError
+from services.readmodels import SwappableReadModels, pointed_database
 from xds_gateway import Gateway
 
 __all__ = ["bind_socket", "run_projector", "run_up", "serve_api"]
@@ -88,15 +89,21 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
         bus = await JetStreamProjectionBus.open(nc)
         commands = Commands(event_log, zone=cfg.zone)
         await commands.configure_ipam("MeshService", cfg.vip_cidr)
-        projector_store = await open_store(cfg.database_url)
-        stack.push_async_callback(projector_store.close)
-        api_store = await open_store(cfg.database_url)
-        stack.push_async_callback(api_store.close)
-        projector = Projector(event_log, projector_store, bus, zone=cfg.zone)
-        gateway = Gateway(bus, host=cfg.xds_host, port=cfg.xds_port)
+        database = cfg.database or pointed_database(cfg.data_dir) or cfg.database_url
+        api_store = await open_store(database)
         app = create_app(commands, api_store)
+        state = app.state["meshlog"]
+
+        def use_store(store: ReadModelStore) -> None:
+            state.store = store
+
+        readmodels = SwappableReadModels(event_log, bus, zone=cfg.zone, data_dir=cfg.data_dir,
+                                         url=database, on_swap=use_store)
+        state.readmodels = readmodels
+        stack.push_async_callback(lambda: state.store.close())
+        gateway = Gateway(bus, host=cfg.xds_host, port=cfg.xds_port)
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(run_projector(projector), name="projector")
+            tg.create_task(readmodels.run(run_projector, api_store), name="read models")
             tg.create_task(gateway.run(), name="gateway")
             tg.create_task(serve_api(app, api_sock), name="api")
             await gateway.serving.wait()
@@ -105,7 +112,7 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                 "api": f"http://{api_host}:{api_port}",
                 "xds": f"{cfg.xds_host}:{gateway.port}",
                 "nats": url,
-                "database": cfg.database_url,
+                "database": database,
                 "data_dir": str(cfg.data_dir),
             }
             (cfg.data_dir / "up.json").write_text(json.dumps(where, indent=2))

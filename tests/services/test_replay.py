@@ -58,3 +58,28 @@ def test_replay_refuses_a_store_that_is_not_empty(tmp_path: Path) -> None:
                                timeout=60)
     assert again.returncode == 2
     assert "the target store is not empty" in again.stderr
+
+
+def test_replay_swap_serves_the_new_store_and_survives_a_restart(tmp_path: Path) -> None:
+    data = tmp_path / "cp"
+    new_store = tmp_path / "blue.db"
+    with meshlog_up(data) as cp:
+        api = cp.where["api"]
+        _meshlog("--api", api, "apply", "-f", str(DEMO))
+        before = _meshlog("export", "--data-dir", str(data)).stdout
+        swapped = _meshlog("--api", api, "replay", "--data-dir", str(data), "--database",
+                           f"sqlite:///{new_store}", "--swap", "-q")
+        assert "swapped" in swapped.stdout
+        assert (data / "readmodels.url").read_text().strip() == f"sqlite:///{new_store}"
+        assert _meshlog("export", "--database", f"sqlite:///{new_store}").stdout == before
+        # projection goes on in the new store; the API reads it
+        cp.apply({"type": "Dataplane", "mesh": "default", "name": "backend-3", "networking": {
+            "address": "127.0.0.5", "inbound": [{"port": 8080, "name": "http",
+                                                 "tags": {"kuma.io/service": "backend"}}]}})
+        proxies = cp.meshservice("backend")["status"]["dataplaneProxies"]
+        assert proxies["total"] == 3
+        old = json.loads(_meshlog("export", "--data-dir", str(data)).stdout)
+        assert "default/backend-3" not in old["rows"]["dataplane"]  # the old store stood still
+    with meshlog_up(data) as again:
+        assert again.where["database"] == f"sqlite:///{new_store}"
+        assert again.meshservice("backend")["status"]["dataplaneProxies"]["total"] == 3

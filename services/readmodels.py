@@ -1,0 +1,100 @@
+"""The read models `meshlog up` projects into and serves from, swappable (blue/green).
+
+`meshlog replay --swap` builds a fresh store beside the live one, then asks for a swap. The live
+projector stops between batches (a commit is all or nothing); a projector on the new store
+reconciles the published rows with it (gateways see only the differences) and catches up to
+the live checkpoint; then the API switches to the new store in one assignment, the choice is
+recorded in `<data-dir>/readmodels.url` for restarts, and projection goes on in the new store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from events import EventLog
+from projections import Projector, ReadModelStore, StoreError, open_store
+from projections.worker import ProjectionPublisher
+
+__all__ = ["POINTER", "SwappableReadModels", "pointed_database"]
+
+log = logging.getLogger("meshlog.readmodels")
+POINTER = "readmodels.url"
+
+
+def pointed_database(data_dir: Path) -> str | None:
+    """The store a previous swap chose for this data dir, if any."""
+    path = data_dir / POINTER
+    return path.read_text().strip() if path.exists() else None
+
+
+class SwappableReadModels:
+    def __init__(self, event_log: EventLog, publisher: ProjectionPublisher, *, zone: str,
+                 data_dir: Path, url: str, on_swap: Callable[[ReadModelStore], None]) -> None:
+        self._log = event_log
+        self._publisher = publisher
+        self._zone = zone
+        self._data_dir = data_dir
+        self.url = url
+        self._on_swap = on_swap
+        self._requests: asyncio.Queue[tuple[str, asyncio.Future[int]]] = asyncio.Queue(1)
+        self.projector: Projector | None = None
+
+    async def swap(self, url: str) -> int:
+        """Ask for a swap to `url`; return the sequence the new store was caught up to."""
+        if url == self.url:
+            raise StoreError(f"{url} is already the live store")
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        try:
+            self._requests.put_nowait((url, done))
+        except asyncio.QueueFull:
+            raise StoreError("a swap is already under way") from None
+        return await done
+
+    async def run(self, run_projector: Callable[[Projector], object],
+                  api_store: ReadModelStore) -> None:
+        """Project into the live store until cancelled, swapping stores on request."""
+        store = await open_store(self.url)
+        old_api: ReadModelStore | None = None
+        try:
+            while True:
+                self.projector = Projector(self._log, store, self._publisher, zone=self._zone)
+                async with asyncio.TaskGroup() as tg:
+                    running = tg.create_task(run_projector(self.projector), name="projector")
+                    url, done = await self._requests.get()
+                    running.cancel()  # stops between awaits; a commit is all or nothing
+                try:
+                    store, api_store, old_api = await self._switch(store, api_store, url)
+                except Exception as exc:
+                    done.set_exception(exc)
+                    continue
+                done.set_result(await store.checkpoint())
+                if old_api is not None:
+                    await asyncio.sleep(1.0)  # let requests that hold the old store finish
+                    await old_api.close()
+        finally:
+            await store.close()
+
+    async def _switch(self, store: ReadModelStore, api_store: ReadModelStore, url: str
+                      ) -> tuple[ReadModelStore, ReadModelStore, ReadModelStore]:
+        live_at = await store.checkpoint()
+        new = await open_store(url)
+        try:
+            if await new.checkpoint() == 0 and not await new.rows():
+                raise StoreError(f"{url} is empty: build it first (meshlog replay)")
+            catch_up = Projector(self._log, new, self._publisher, zone=self._zone)
+            await catch_up.run(until_seq=live_at)  # reconciles the published rows first
+            new_api = await open_store(url)
+        except BaseException:
+            await new.close()
+            raise
+        self._on_swap(new_api)
+        (self._data_dir / POINTER).write_text(url + "\n")
+        log.info("read models swapped to %s at sequence %d", url, live_at)
+        await store.close()
+        self.url = url
+        return new, new_api, api_store
+
+

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 import nats
@@ -19,7 +18,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
 from events.codec import SCHEMA_HEADER, SCHEMA_VERSION, encode_event
 from events.errors import Conflict, EventLogUnavailable, StreamConfigMismatch
@@ -29,13 +28,12 @@ from events.subjects import EVENTS_STREAM, events_wildcard
 
 __all__ = ["JetStreamEventLog", "connect_nats"]
 
-log = logging.getLogger("meshlog.events")
 
 WRONG_LAST_SEQUENCE = 10071
-# Bounded client-side buffer of the reader: 100k messages / 64 MiB (nats-py's defaults are
-# 512k / 256 MiB); on overflow the reader re-reads from the gap instead.
-_PENDING_MSGS = 100_000
-_PENDING_BYTES = 64 * 1024 * 1024
+_IDLE_FETCH_S = 30.0
+"""How long a caught-up reader's fetch waits before asking again (nothing is lost)."""
+_INACTIVE_S = 120.0
+"""The server removes a reader's consumer this long after the reader is gone."""
 DUPLICATE_WINDOW_S = 120.0
 _TIMEOUT_S = 5.0
 _TRANSIENT = (
@@ -59,10 +57,8 @@ async def connect_nats(url: str, *, name: str) -> NATS:
 
 
 class JetStreamEventLog:
-    def __init__(self, nc: NATS, js: JetStreamContext, stream: str = EVENTS_STREAM, *,
-                 reader_pending_msgs: int = _PENDING_MSGS) -> None:
+    def __init__(self, nc: NATS, js: JetStreamContext, stream: str = EVENTS_STREAM) -> None:
         self._nc = nc
-        self._reader_pending_msgs = reader_pending_msgs
         self._js = js
         self._stream = stream
         self._pipeline: _AckPipeline | None = None
@@ -189,48 +185,37 @@ class JetStreamEventLog:
         return info.state.last_seq
 
     async def read(self, from_seq: int, *, max_batch: int = 1000) -> AsyncIterator[list[Record]]:
-        """Ordered push consumer from `from_seq`. nats-py drops messages when its pending
-        buffer overflows (a slow consumer, e.g. a rebuild behind a fast server) and its
-        ordered consumer does not notice drops made after its own check. The stream is
-        gapless (deny_delete, deny_purge), so any jump in sequence is such a drop: the
-        reader resubscribes at the missing sequence and never yields past a gap."""
-        expected = max(1, from_seq)
-        while True:
-            sub = await self._subscribe_from(expected)
-            try:
-                async for batch in self._batches(sub, expected, max_batch):
-                    yield batch
-                    expected = batch[-1].seq + 1
-            finally:
-                with contextlib.suppress(nats.errors.ConnectionClosedError):
-                    await sub.unsubscribe()
-            log.warning("client dropped messages from the event stream; re-reading from "
-                        "sequence %d", expected)
+        """In-order batches from `from_seq`, then the live tail, forever.
 
-    async def _subscribe_from(self, seq: int) -> JetStreamContext.PushSubscription:
-        return await self._js.subscribe(
-            events_wildcard(), stream=self._stream, ordered_consumer=True, idle_heartbeat=1.0,
-            pending_msgs_limit=self._reader_pending_msgs, pending_bytes_limit=_PENDING_BYTES,
+        An ephemeral pull consumer (no acks, one reader: delivery is in stream order) rather
+        than a push ordered consumer: a reader slower than the server (a rebuild) makes
+        nats-py drop pushed messages, and a dropped flow-control message stalls the push
+        consumer for good. With pull the server sends only what was asked for. While the last
+        message says more are pending, whole batches are fetched; once caught up, a one-message
+        fetch waits and returns as soon as something is appended."""
+        sub = await self._js.pull_subscribe(
+            events_wildcard(), durable=None, stream=self._stream,
             config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                                  opt_start_seq=seq))
-
-    async def _batches(self, sub: JetStreamContext.PushSubscription, expected: int,
-                       max_batch: int) -> AsyncIterator[list[Record]]:
-        """Consecutive batches from `expected`; returns (ends) at the first gap."""
-        while True:
-            batch: list[Record] = []
-            while not batch or (len(batch) < max_batch and sub.pending_msgs > 0):
-                # a delivered message needs no per-message timeout (wait_for costs more)
-                record = _record(await sub.next_msg(timeout=None))
-                if record.seq < expected:
-                    continue  # delivered again after a consumer reset
-                if record.seq > expected:
-                    if batch:
-                        yield batch
-                    return
-                batch.append(record)
-                expected += 1
-            yield batch
+                                  opt_start_seq=max(1, from_seq), ack_policy=AckPolicy.NONE,
+                                  inactive_threshold=_INACTIVE_S, mem_storage=True,
+                                  num_replicas=1))
+        caught_up = False
+        try:
+            while True:
+                try:
+                    if caught_up:
+                        msgs = await sub.fetch(batch=1, timeout=_IDLE_FETCH_S)
+                    else:
+                        msgs = await sub.fetch(batch=max_batch, timeout=_TIMEOUT_S)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    caught_up = True
+                    continue
+                batch = [_record(m) for m in msgs]
+                caught_up = msgs[-1].metadata.num_pending == 0
+                yield batch
+        finally:
+            with contextlib.suppress(nats.errors.ConnectionClosedError, nats.errors.Error):
+                await sub.unsubscribe()
 
 
 class _AckPipeline:

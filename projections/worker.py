@@ -8,9 +8,10 @@ published rows with the store, so a crash between commit and publish loses nothi
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Coroutine, Sequence
+from typing import Any, Protocol
 
 from events import EventLog, Record, UndecodableEvent, decode_event
 from events.projection_bus import CHECKPOINT_KEY, ProjectionUpdate
@@ -30,6 +31,16 @@ class ProjectionPublisher(Protocol):
     async def publish(self, updates: Sequence[ProjectionUpdate]) -> None: ...
 
     async def current(self) -> dict[str, bytes]: ...
+
+
+async def _finish_even_if_cancelled(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` to its end; a cancellation meanwhile is re-raised once it is done."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
 
 
 class _Poisoned(Exception):
@@ -111,6 +122,11 @@ class Projector:
     async def _commit(self, state: ProjectionState, last: int) -> None:
         derive_stale(state, self._zone)
         changes = state.take_changes()
+        # A graceful stop (SIGTERM) lands on an await; it must not split the commit from its
+        # publication, or gateways lag a batch until the next start reconciles them.
+        await _finish_even_if_cancelled(self._commit_and_publish(changes, last))
+
+    async def _commit_and_publish(self, changes: Sequence[Change], last: int) -> None:
         await self._store.commit(changes, last, self._name)
         self.position = last
         if changes:

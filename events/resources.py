@@ -102,11 +102,8 @@ class Outbound(_Base):
     tags: Labels | None = None
 
 
-class ReachableBackendRef(_Base):
-    kind: Literal["MeshService", "MeshExternalService", "MeshMultiZoneService"]
-    name: str | None = None
-    labels: Labels | None = None
-    port: PortNumber | None = None
+ReachableBackendRef = BackendRef
+"""Same shape as an outbound's backendRef (kind, name or labels, optional port)."""
 
 
 class ReachableBackends(_Base):

@@ -2,8 +2,9 @@
 
 Thousands of Dataplanes across hundreds of services: first every Dataplane registers, then
 the log is a mix of health flips (40 %), re-registrations with changed ports (15 %),
-deregistrations followed later by re-registration (25 %), MeshService edits (10 %) and new
-Dataplanes (10 %). Deterministic for a seed.
+deregistrations and re-registrations (25 %), MeshService edits (10 %) and new Dataplanes
+(10 %, while the fleet is below its size, which so stays near `dataplanes`). Deterministic
+for a seed.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def synthetic_history(events: int, *, services: int = 300, dataplanes: int = 300
     while emitted < events:
         at += rng.randint(1, 50)
         choice = rng.random()
-        if next_id < dataplanes or choice < 0.10 or not live:
+        if next_id < dataplanes or not live or (choice < 0.10 and len(live) < dataplanes):
+            # new Dataplanes while the fleet is below its size; it stays near `dataplanes`
             i, next_id = next_id, next_id + 1
             live.put(i, (names[i % services], 8080, True))
         elif choice < 0.50:

@@ -86,6 +86,10 @@ class Projector:
             batch = records if until_seq is None else [r for r in records if r.seq <= until_seq]
             try:
                 last = self._fold(state, batch)
+            except SequenceGap as gap:
+                if gap.expected - 1 > self.position:
+                    await self._commit(state, gap.expected - 1)  # what came before the gap
+                raise
             except _Poisoned as poisoned:
                 if poisoned.state_clean and poisoned.last_good > self.position:
                     await self._commit(state, poisoned.last_good)  # what came before it

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import assert_never
 
+import msgspec
+
 from events import (
     SERVICE_TAG,
     AnyEvent,
@@ -37,7 +39,10 @@ def apply_event(state: ProjectionState, seq: int, event: AnyEvent, zone: str) ->
         case MeshDeleted(name=name):
             state.delete("mesh", name)
         case DataplaneRegistered(dataplane=dp):
-            _dataplane_changed(state, seq, event.at, dp.mesh, dp.name, dp, event.origin, zone)
+            labeled = msgspec.structs.replace(dp, labels={**dp.labels, **_cp_labels(
+                dp.mesh, zone, event.origin)})
+            _dataplane_changed(state, seq, event.at, dp.mesh, dp.name, labeled, event.origin,
+                               zone)
         case DataplaneDeregistered(mesh=mesh, name=name):
             _dataplane_changed(state, seq, event.at, mesh, name, None, "api", zone)
         case MeshServiceApplied(meshservice=ms):
@@ -67,6 +72,14 @@ def apply_event(state: ProjectionState, seq: int, event: AnyEvent, zone: str) ->
                 _retry_vips(state)
         case _:
             assert_never(event)
+
+
+def _cp_labels(mesh: str, zone: str, origin: str) -> dict[str, str]:
+    """Labels the control plane puts on a Dataplane (Kuma's, universal zone); they win over
+    user labels of the same key."""
+    return {"kuma.io/mesh": mesh, "kuma.io/origin": "zone", "kuma.io/zone": zone,
+            "kuma.io/env": "universal", "kuma.io/proxy-type": "sidecar",
+            "meshlog.io/registered-by": origin}
 
 
 def _retry_vips(state: ProjectionState) -> None:

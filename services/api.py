@@ -107,15 +107,31 @@ async def _list(request: Request, kind: str, prefix: str, size: int, offset: int
         raise InvalidResource("query", [Violation(
             "size" if not 1 <= size <= _MAX_PAGE else "offset",
             f"size must be in 1..{_MAX_PAGE} and offset >= 0 (got size={size}, offset={offset})")])
-    rows = await _state(request).store.list(_COLLECTION[kind], prefix)
-    page = rows[offset:offset + size]
+    wanted = _label_filter(request)
+    docs = [render_row(_COLLECTION[kind], b)
+            for _, b in await _state(request).store.list(_COLLECTION[kind], prefix)]
+    if wanted:
+        docs = [d for d in docs
+                if all(d.get("labels", {}).get(k) == v for k, v in wanted.items())]
     following = offset + size
     next_url = None
-    if following < len(rows):
+    if following < len(docs):
         base = str(request.base_url).rstrip("/")
-        next_url = f"{base}{request.url.path}?size={size}&offset={following}"
-    return {"total": len(rows), "items": [render_row(_COLLECTION[kind], b) for _, b in page],
-            "next": next_url}
+        query = "".join(f"&filter[labels.{k}]={v}" for k, v in sorted(wanted.items()))
+        next_url = f"{base}{request.url.path}?size={size}&offset={following}{query}"
+    return {"total": len(docs), "items": docs[offset:following], "next": next_url}
+
+
+def _label_filter(request: Request) -> dict[str, str]:
+    """`?filter[labels.K]=V` (repeatable, all must match), Kuma's list filter."""
+    wanted = {}
+    for key, value in request.query_params.items():
+        if key.startswith("filter[labels.") and key.endswith("]"):
+            wanted[key[len("filter[labels."):-1]] = value
+        elif key.startswith("filter"):
+            raise InvalidResource("query", [Violation(
+                key, "unknown filter; use filter[labels.KEY]=VALUE")])
+    return wanted
 
 
 @get("/ready", summary="Readiness: the read models answer")

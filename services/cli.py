@@ -178,7 +178,7 @@ def cmd_get(args: argparse.Namespace, client: ApiClient) -> int:
     if single:
         docs = [client.get(_path(kind, args.mesh, args.name))]
     else:
-        docs = client.list_all(_path(kind, args.mesh))
+        docs = client.list_all(_path(kind, args.mesh), _labels(args.label))
     output = args.output or ("yaml" if single else "table")
     if output == "json":
         print(json.dumps(docs[0] if single else {"total": len(docs), "items": docs}, indent=2))
@@ -187,6 +187,16 @@ def cmd_get(args: argparse.Namespace, client: ApiClient) -> int:
     else:
         _table(kind, docs)
     return 0
+
+
+def _labels(pairs: list[str] | None) -> dict[str, str]:
+    labels = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --label {pair!r} is not KEY=VALUE")
+        labels[key] = value
+    return labels
 
 
 def _table(kind: str, docs: list[dict[str, Any]]) -> None:
@@ -344,6 +354,8 @@ def _parser() -> argparse.ArgumentParser:
     get.add_argument("name", nargs="?", help="show this resource only")
     get.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
     get.add_argument("-o", "--output", choices=["table", "yaml", "json"])
+    get.add_argument("-l", "--label", action="append", metavar="KEY=VALUE",
+                     help="only resources with this label (repeatable; all must match)")
 
     rm = sub.add_parser("delete", help="delete a resource")
     rm.add_argument("kind", help="mesh | dataplane | meshservice")

@@ -45,11 +45,13 @@ class ApiClient:
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
 
-    def list_all(self, path: str) -> list[dict[str, Any]]:
+    def list_all(self, path: str, labels: dict[str, str] | None = None
+                 ) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         offset = 0
+        filters = {f"filter[labels.{k}]": v for k, v in (labels or {}).items()}
         while True:
-            page = self.get(path, size=1000, offset=offset)
+            page = self.get(path, size=1000, offset=offset, **filters)
             items.extend(page["items"])
             if not page.get("next"):
                 return items

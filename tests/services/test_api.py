@@ -157,3 +157,27 @@ def test_restart_resumes_from_the_data_dir(tmp_path: Path) -> None:
         assert second.meshservice("keep")["status"]["vips"] == vip
         second.apply(_dp("keep-2", service="keep"))
         assert second.meshservice("keep")["status"]["dataplaneProxies"]["total"] == 2
+
+
+def test_dataplanes_carry_control_plane_labels(cp: ControlPlane) -> None:
+    doc = _dp("lab-1")
+    doc["labels"] = {"team": "blue", "kuma.io/zone": "spoofed"}
+    cp.api.put("/meshes/default/dataplanes/lab-1", json=doc)
+    labels = cp.api.get("/meshes/default/dataplanes/lab-1").json()["labels"]
+    assert labels == {"team": "blue", "kuma.io/mesh": "default", "kuma.io/origin": "zone",
+                      "kuma.io/zone": "default", "kuma.io/env": "universal",
+                      "kuma.io/proxy-type": "sidecar", "meshlog.io/registered-by": "api"}
+
+
+def test_list_filters_by_labels(cp: ControlPlane) -> None:
+    for name, team in (("f-1", "red"), ("f-2", "red"), ("f-3", "green")):
+        doc = _dp(name)
+        doc["labels"] = {"team": team}
+        cp.api.put(f"/meshes/default/dataplanes/{name}", json=doc)
+    red = cp.api.get("/meshes/default/dataplanes",
+                     params={"filter[labels.team]": "red", "size": 1}).json()
+    assert red["total"] == 2 and [d["name"] for d in red["items"]] == ["f-1"]
+    assert "filter[labels.team]=red" in red["next"]
+    assert [d["name"] for d in cp.api.get(red["next"]).json()["items"]] == ["f-2"]
+    bad = cp.api.get("/meshes/default/dataplanes", params={"filter[name]": "x"})
+    assert bad.status_code == 400

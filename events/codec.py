@@ -54,7 +54,11 @@ def decode_event(
             upcast = chain.get(version)
             if upcast is None:
                 raise UndecodableEvent(seq, subject, f"no upcaster from schema {version}")
-            raw = upcast(raw)
+            try:
+                raw = upcast(raw)
+            except Exception as exc:  # an upcaster's bug must quarantine, not crash
+                raise UndecodableEvent(seq, subject, f"upcaster from schema {version} failed: "
+                                                     f"{type(exc).__name__}: {exc}") from exc
         return msgspec.convert(raw, AnyEvent)  # type: ignore[arg-type]
     except (msgspec.DecodeError, msgspec.ValidationError, KeyError, TypeError) as exc:
         raise UndecodableEvent(seq, subject, str(exc)) from exc

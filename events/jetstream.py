@@ -18,7 +18,14 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 
 from events.codec import SCHEMA_HEADER, SCHEMA_VERSION, encode_event
 from events.errors import Conflict, EventLogUnavailable, StreamConfigMismatch
@@ -174,7 +181,7 @@ class JetStreamEventLog:
             subject=msg.subject or subject,
             data=msg.data or b"",
             headers=headers,
-            schema_version=int(headers.get(SCHEMA_HEADER, SCHEMA_VERSION)),
+            schema_version=_schema_of(headers),
         )
 
     async def last_seq(self) -> int:
@@ -208,6 +215,9 @@ class JetStreamEventLog:
                     else:
                         msgs = await sub.fetch(batch=max_batch, timeout=_TIMEOUT_S)
                 except (TimeoutError, nats.errors.TimeoutError):
+                    caught_up = True
+                    continue
+                if not msgs:  # a transient status (404/408/409) ended the fetch empty
                     caught_up = True
                     continue
                 batch = [_record(m) for m in msgs]
@@ -264,8 +274,17 @@ def _record(msg: nats.aio.msg.Msg) -> Record:
         subject=msg.subject,
         data=msg.data,
         headers=headers,
-        schema_version=int(headers.get(SCHEMA_HEADER, SCHEMA_VERSION)),
+        schema_version=_schema_of(headers),
     )
+
+
+def _schema_of(headers: Mapping[str, str]) -> int:
+    """The event's schema version; 0 (unknown to every reader, so the event is quarantined,
+    not a crash) when the header is not a number."""
+    try:
+        return int(headers.get(SCHEMA_HEADER, SCHEMA_VERSION))
+    except ValueError:
+        return 0
 
 
 def _check_stream(have: StreamConfig, want: StreamConfig) -> None:
@@ -277,6 +296,12 @@ def _check_stream(have: StreamConfig, want: StreamConfig) -> None:
             problems.append(f"{flag} is off, must be on")
     if not set(want.subjects or []) <= set(have.subjects or []):
         problems.append(f"subjects {have.subjects} do not include {want.subjects}")
+    if have.retention is not None and have.retention != RetentionPolicy.LIMITS:
+        problems.append(f"retention is {have.retention}, must be limits")
+    for limit in ("max_age", "max_msgs", "max_bytes", "max_msgs_per_subject"):
+        value = getattr(have, limit)
+        if value not in (None, 0, -1):
+            problems.append(f"{limit} is {value}: events would expire (must be unlimited)")
     if problems:
         raise StreamConfigMismatch(
             f"stream {have.name} breaks the event-log invariants: " + "; ".join(problems)

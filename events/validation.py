@@ -35,7 +35,9 @@ def validate(resource: Resource) -> list[Violation]:
     _labels(resource.labels, "labels", out)
     match resource:
         case Mesh():
-            pass
+            if "." in resource.name:
+                out.append(Violation("name", f"{resource.name!r} must not contain '.': proxies "
+                                     "are named <mesh>.<dataplane>, so a mesh name is one label"))
         case Dataplane():
             _dataplane(resource, out)
         case MeshService():

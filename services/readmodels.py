@@ -84,8 +84,11 @@ class SwappableReadModels:
         try:
             if await new.checkpoint() == 0 and not await new.rows():
                 raise StoreError(f"{url} is empty: build it first (meshlog replay)")
-            catch_up = Projector(self._log, new, self._publisher, zone=self._zone)
-            await catch_up.run(until_seq=live_at)  # reconciles the published rows first
+            # Catch up silently: the new store may be behind the live one, and gateways must
+            # not see its older states. The live projector started next on the new store
+            # reconciles the bus once, publishing only the real differences.
+            catch_up = Projector(self._log, new, None, zone=self._zone)
+            await catch_up.run(until_seq=live_at)
             new_api = await open_store(url)
         except BaseException:
             await new.close()

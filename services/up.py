@@ -18,9 +18,16 @@ from contextlib import AsyncExitStack
 
 import uvicorn
 
-from events import JetStreamEventLog, connect_nats
+from events import JetStreamEventLog, TransientError, connect_nats
 from events.projection_bus import JetStreamProjectionBus
-from projections import Projector, ProjectorHalted, ReadModelStore, SequenceGap, open_store
+from projections import (
+    Projector,
+    ProjectorHalted,
+    ReadModelStore,
+    SequenceGap,
+    StoreUnavailable,
+    open_store,
+)
 from services.api import create_app
 from services.commands import Commands
 from services.config import UpConfig
@@ -40,11 +47,18 @@ async def run_projector(projector: Projector) -> None:
     The API and gateways go on answering from the last consistent read models; the halt is
     logged, visible at GET /_quarantine and /metrics, and survives restarts until fixed.
     """
-    try:
-        await projector.run()
-    except (ProjectorHalted, SequenceGap) as exc:
-        log.error("PROJECTOR HALTED: %s", exc)
-        await asyncio.Event().wait()  # stay halted until the process stops
+    delay = 0.5
+    while True:
+        try:
+            await projector.run()
+        except (ProjectorHalted, SequenceGap) as exc:
+            log.error("PROJECTOR HALTED: %s", exc)
+            await asyncio.Event().wait()  # stay halted until the process stops
+        except (TransientError, StoreUnavailable) as exc:
+            # resuming from the checkpoint and reconciling the bus is always safe
+            log.warning("projector interrupted (%s); restarting in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 def bind_socket(host: str, port: int, flag: str) -> socket.socket:

@@ -17,6 +17,7 @@ from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 from google.protobuf.wrappers_pb2 import UInt32Value
 
 from projections import PortEndpoints
+from xds_gateway.names import is_ip
 
 __all__ = ["load_assignment"]
 
@@ -29,6 +30,9 @@ def load_assignment(cluster_name: str, zone: str, port: PortEndpoints) -> Cluste
             load_balancing_weight=UInt32Value(value=1),
         )
         for e in port.endpoints
+        # Envoy rejects a whole EDS response with one non-IP address in it (and every valid
+        # update with it); names are not resolved by the control plane yet, so they are left out
+        if is_ip(e.address)
     ]
     return ClusterLoadAssignment(
         cluster_name=cluster_name,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 __all__ = [
-    "inbound_listener", "local_cluster", "msvc_cluster", "outbound_listener", "parse_node_id",
+    "inbound_listener",
+    "is_ip", "local_cluster", "msvc_cluster", "outbound_listener", "parse_node_id",
 ]
 
 
@@ -22,6 +25,14 @@ def inbound_listener(address: str, port: int) -> str:
 
 def outbound_listener(address: str, port: int) -> str:
     return f"outbound:{address}:{port}"
+
+
+def is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_node_id(node_id: str) -> tuple[str, str] | None:

@@ -78,8 +78,10 @@ def _inbounds(dp: Dataplane, cache: ResourceCache, add) -> None:
                       lambda c=cname, a=service_address, p=service_port:
                       clusters.local_cluster(c, a, p)))
         lname = names.inbound_listener(address, inbound.port)
-        add(cache.get(LISTENER, lname, ("inbound", address, inbound.port, cname),
-                      lambda n=lname, a=address, p=inbound.port, c=cname:
+        # a DNS-named Dataplane listens on every address: Envoy binds IPs only
+        bind = address if names.is_ip(address) else "0.0.0.0"
+        add(cache.get(LISTENER, lname, ("inbound", bind, inbound.port, cname),
+                      lambda n=lname, a=bind, p=inbound.port, c=cname:
                       listeners.tcp_listener(n, a, p, c),
                       refs=frozenset({cname})))
 

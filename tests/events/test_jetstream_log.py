@@ -133,3 +133,11 @@ async def test_a_caught_up_reader_sees_new_events_at_once(
     assert [r.seq for r in await asyncio.wait_for(waiting, 5)] == [2]
     assert asyncio.get_running_loop().time() - started < 1.0
     await reader.aclose()
+
+
+async def test_a_stream_whose_events_can_expire_is_refused(nc: NATS) -> None:
+    await nc.jetstream().add_stream(StreamConfig(
+        name="MESHLOG_EVENTS", subjects=["meshlog.ev.>"], storage=StorageType.FILE,
+        deny_delete=True, deny_purge=True, allow_direct=True, max_age=86400))
+    with pytest.raises(StreamConfigMismatch, match=r"max_age is .*events would expire"):
+        await JetStreamEventLog.open(nc)

@@ -119,3 +119,12 @@ async def test_committed_log_replays_to_the_committed_export(nc: NATS, tmp_path:
     assert exported == EXPORT.read_bytes(), (
         "the committed log no longer replays to the committed export: a stored format or "
         "the fold changed (see this module's docstring)")
+
+
+def test_a_failing_upcaster_is_an_undecodable_event() -> None:
+    def broken(raw: dict) -> dict:
+        raise RuntimeError("bug")
+
+    with pytest.raises(UndecodableEvent, match="upcaster from schema 1 failed"):
+        decode_event(b"{}", seq=1, subject="s", schema_version=1, upcasters={1: broken},
+                     current=2)

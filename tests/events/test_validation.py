@@ -665,3 +665,11 @@ def test_dns1035_label_rejects_invalid_labels(value: str) -> None:
 
 def test_dns1035_label_rejects_a_trailing_newline() -> None:
     assert not is_dns1035_label("backend\n")
+
+
+def test_mesh_name_must_be_one_label() -> None:
+    with pytest.raises(InvalidResource) as info:
+        decode_resource({"type": "Mesh", "name": "team.a"})
+    assert [str(v) for v in info.value.violations] == [
+        "name: 'team.a' must not contain '.': proxies are named <mesh>.<dataplane>, "
+        "so a mesh name is one label"]

@@ -61,3 +61,23 @@ def test_undecodable_event_is_quarantined_and_halts_the_projector(tmp_path: Path
         wait_for(lambda: again.api.get("/_quarantine").json()["total"] == 1, timeout=10,
                  what="the quarantine after a restart")
         assert again.api.get("/ready").json()["projectedSequence"] == bad_seq - 1
+
+
+def test_a_malformed_schema_header_is_quarantined_not_a_crash(tmp_path: Path) -> None:
+    with meshlog_up(tmp_path / "cp") as cp:
+        cp.apply({"type": "Mesh", "name": "default"})
+
+        async def publish() -> int:
+            nc = await connect_nats(cp.where["nats"], name="test")
+            try:
+                ack = await nc.jetstream().publish(
+                    resource_subject("Mesh", None, "odd"), b"{}", headers={"Meshlog-Schema": "x"})
+                return ack.seq
+            finally:
+                await nc.close()
+
+        bad_seq = asyncio.run(publish())
+        items = wait_for(lambda: cp.api.get("/_quarantine").json()["items"], timeout=10,
+                         what="the quarantined event")
+        assert items[0]["seq"] == bad_seq and "schema version 0" in items[0]["reason"]
+        assert cp.proc.poll() is None  # still serving

@@ -254,3 +254,30 @@ async def test_versions_are_content_derived_across_gateways(projection) -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
     assert versions[0] == versions[1]
+
+
+async def test_dns_named_dataplanes_never_reach_envoy_as_addresses(
+        channel, gateway, projection) -> None:
+    """Envoy NACKs a whole EDS/LDS response with one non-IP address in it."""
+    from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment as CLA
+
+    gateway.view.apply(projection.fold([
+        event_for(dataplane("backend-dns", "backend.example.com", 8080, "backend")),
+        event_for({"type": "Dataplane", "mesh": "default", "name": "web-1", "networking": {
+            "address": "web.example.com",
+            "inbound": [{"port": 7070, "tags": {"kuma.io/service": "web"}}]}}),
+    ]))
+    client = AdsClient(channel)
+    _, eds, lds = await _subscribe(client)
+    for any_ in eds.resources:
+        cla = CLA()
+        any_.Unpack(cla)
+        for locality in cla.endpoints:
+            for lb in locality.lb_endpoints:
+                address = lb.endpoint.address.socket_address.address
+                assert address[0].isdigit(), address
+    inbound = next(r for r in lds.resources if b"inbound:" in r.value)
+    listener = Listener()
+    inbound.Unpack(listener)
+    assert listener.address.socket_address.address == "0.0.0.0"
+    client.close()

@@ -8,7 +8,6 @@ its ClusterLoadAssignment and an outbound listener on `<VIP>:<port>`; per explic
 
 from __future__ import annotations
 
-import msgspec
 from msgspec import Struct
 
 from events import SERVICE_TAG, Dataplane, Outbound
@@ -20,7 +19,6 @@ from xds_gateway.view import ProjectionView
 
 __all__ = ["Snapshot", "build_snapshot"]
 
-_encode = msgspec.json.Encoder(order="deterministic").encode
 
 
 class Snapshot(Struct):
@@ -40,6 +38,7 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
     _inbounds(dp, cache, add)
     services = view.meshservices.get(mesh, {})
     eps = view.endpoints.get(mesh, {})
+    eps_bytes = view.endpoints_bytes.get(mesh, {})
     bind = dp.networking.transparent_proxying is None
     for ms_name in sorted(services):
         ms = services[ms_name]
@@ -52,8 +51,10 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
             port_eps = ep_ports.get(port.port)
             if port_eps is not None:
                 zone = ep_row.zone if ep_row is not None else ""
+                # keyed by the row's bytes as received (their hash is computed once and
+                # kept by the bytes object), not by re-encoding it for every proxy
                 add(cache.get(
-                    ENDPOINT, cname, (zone, _encode(port_eps)),
+                    ENDPOINT, cname, (zone, port.port, eps_bytes[ms_name]),
                     lambda c=cname, z=zone, p=port_eps: endpoints.load_assignment(c, z, p)))
             if vip is not None:
                 add(_outbound(cache, vip, port.port, cname, bind=bind))

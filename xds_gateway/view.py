@@ -26,6 +26,8 @@ class ProjectionView:
         self.dataplanes: dict[tuple[str, str], DataplaneRow] = {}
         self.meshservices: dict[str, dict[str, MeshServiceRow]] = defaultdict(dict)
         self.endpoints: dict[str, dict[str, EndpointsRow]] = defaultdict(dict)
+        self.endpoints_bytes: dict[str, dict[str, bytes]] = defaultdict(dict)
+        """The bus's bytes of each endpoints row: a ready-made, content-derived cache key."""
 
     def apply(self, updates: Iterable[ProjectionUpdate]) -> None:
         for key, value in updates:
@@ -47,12 +49,18 @@ class ProjectionView:
                     self.dataplanes.pop((mesh, name), None)
                 else:
                     self.dataplanes[(mesh, name)] = decode_row(collection, value)  # type: ignore[assignment]
-            case "meshservice" | "endpoints":
-                table = self.meshservices if collection == "meshservice" else self.endpoints
+            case "meshservice":
                 if value is None:
-                    table[mesh].pop(name, None)
+                    self.meshservices[mesh].pop(name, None)
                 else:
-                    table[mesh][name] = decode_row(collection, value)  # type: ignore[assignment]
+                    self.meshservices[mesh][name] = decode_row(collection, value)  # type: ignore[assignment]
+            case "endpoints":
+                if value is None:
+                    self.endpoints[mesh].pop(name, None)
+                    self.endpoints_bytes[mesh].pop(name, None)
+                else:
+                    self.endpoints[mesh][name] = decode_row(collection, value)  # type: ignore[assignment]
+                    self.endpoints_bytes[mesh][name] = value
             case _:
                 pass  # meshes and future collections: not needed for Envoy config yet
 

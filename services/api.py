@@ -38,7 +38,15 @@ from events import (
     Violation,
     decode_resource,
 )
-from projections import ReadModelStore, StoreError, StoreUnavailable
+from projections import (
+    DataplaneRow,
+    MeshRow,
+    MeshServiceRow,
+    ReadModelStore,
+    StoreError,
+    StoreUnavailable,
+    decode_row,
+)
 from services.commands import Commands, WriteResult
 from services.render import PLURALS, render_row
 
@@ -92,13 +100,15 @@ async def _get_one(request: Request, kind: str, key: str, name: str) -> Response
     body = await _state(request).store.get(_COLLECTION[kind], key)
     if body is None:
         raise NotFound(f"{kind} {name!r} not found")
-    doc = render_row(_COLLECTION[kind], body)
+    row = decode_row(_COLLECTION[kind], body)
     headers = {}
-    version = msgspec.json.decode(body).get("meta", {}).get("version")
-    generated = doc.get("labels", {}).get("kuma.io/managed-by") == "meshservice-generator"
-    if version is not None and not generated:
-        headers["ETag"] = f'"{version}"'
-    return Response(doc, headers=headers)
+    if not _generated(row):  # a generated row's version is not its subject's sequence
+        headers["ETag"] = f'"{row.meta.version}"'  # type: ignore[attr-defined]
+    return Response(render_row(row), headers=headers)
+
+
+def _generated(row: object) -> bool:
+    return isinstance(row, MeshServiceRow) and row.origin == "generated"
 
 
 async def _list(request: Request, kind: str, prefix: str, size: int, offset: int
@@ -108,18 +118,28 @@ async def _list(request: Request, kind: str, prefix: str, size: int, offset: int
             "size" if not 1 <= size <= _MAX_PAGE else "offset",
             f"size must be in 1..{_MAX_PAGE} and offset >= 0 (got size={size}, offset={offset})")])
     wanted = _label_filter(request)
-    docs = [render_row(_COLLECTION[kind], b)
+    rows = [decode_row(_COLLECTION[kind], b)
             for _, b in await _state(request).store.list(_COLLECTION[kind], prefix)]
     if wanted:
-        docs = [d for d in docs
-                if all(d.get("labels", {}).get(k) == v for k, v in wanted.items())]
+        rows = [r for r in rows if all(_labels_of(r).get(k) == v for k, v in wanted.items())]
     following = offset + size
     next_url = None
-    if following < len(docs):
+    if following < len(rows):
         base = str(request.base_url).rstrip("/")
         query = "".join(f"&filter[labels.{k}]={v}" for k, v in sorted(wanted.items()))
         next_url = f"{base}{request.url.path}?size={size}&offset={following}{query}"
-    return {"total": len(docs), "items": docs[offset:following], "next": next_url}
+    return {"total": len(rows), "items": [render_row(r) for r in rows[offset:following]],
+            "next": next_url}
+
+
+def _labels_of(row: object) -> dict[str, str]:
+    match row:
+        case MeshRow(mesh=resource) | DataplaneRow(dataplane=resource):
+            return resource.labels
+        case MeshServiceRow(labels=labels):
+            return labels
+        case _:
+            return {}
 
 
 def _label_filter(request: Request) -> dict[str, str]:
@@ -204,8 +224,7 @@ async def delete_mesh(request: Request, mesh: str) -> Response[dict[str, Any]]:
     state = _state(request)
     for collection in ("dataplane", "meshservice"):
         rows = await state.store.list(collection, f"{mesh}/")
-        owned = [k for k, b in rows if collection == "dataplane"
-                 or msgspec.json.decode(b).get("origin") == "user"]
+        owned = [k for k, b in rows if not _generated(decode_row(collection, b))]
         if owned:
             raise Conflict("mesh", 0, f"mesh {mesh!r} still has {len(owned)} {collection}s "
                            f"(e.g. {owned[0].split('/', 1)[1]!r}); delete them first")
@@ -221,7 +240,7 @@ async def delete_resource(request: Request, mesh: str, plural: str, name: str
     state = _state(request)
     if kind == "MeshService":
         body = await state.store.get("meshservice", f"{mesh}/{name}")
-        if body is not None and msgspec.json.decode(body).get("origin") == "generated":
+        if body is not None and _generated(decode_row("meshservice", body)):
             raise Conflict("meshservice", 0, f"MeshService {name!r} is generated from Dataplane "
                            "inbounds; it goes when its Dataplanes go")
     return await _write(request, await state.commands.delete(

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from projections import DataplaneRow, MeshRow, MeshServiceRow, decode_row
+from projections import DataplaneRow, MeshRow, MeshServiceRow
 
 __all__ = ["PLURALS", "render_row", "rfc3339"]
 
@@ -19,8 +19,8 @@ def rfc3339(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
-def render_row(collection: str, body: bytes) -> dict[str, Any]:
-    row = decode_row(collection, body)
+def render_row(row: object) -> dict[str, Any]:
+    """A decoded read-model row (`projections.decode_row`) as a Kuma resource document."""
     match row:
         case MeshRow(mesh=mesh, meta=meta):
             doc = msgspec.to_builtins(mesh)
@@ -31,7 +31,7 @@ def render_row(collection: str, body: bytes) -> dict[str, Any]:
                    "labels": row.labels, "spec": msgspec.to_builtins(row.spec),
                    "status": msgspec.to_builtins(row.status)}
         case _:
-            raise TypeError(f"cannot render {collection}")
+            raise TypeError(f"cannot render {type(row).__name__}")
     doc["creationTime"] = rfc3339(meta.creation_time)
     doc["modificationTime"] = rfc3339(meta.modification_time)
     return doc

@@ -179,7 +179,6 @@ class SotwStream:
         await self._write(discovery_response(version, type_url, nonce, (r.any for r in resources)))
         state.sent_version = version
         state.sent_nonce = nonce
-        state.sent_names = frozenset(r.name for r in resources)
         state.demand = False
         state.responses += 1
         if type_url == CLUSTER:

@@ -13,7 +13,6 @@ class TypeState:
     """Requested names; empty (or `*`) on a wildcard type means everything."""
     sent_version: str | None = None
     sent_nonce: str = ""
-    sent_names: frozenset[str] = frozenset()
     acked_version: str | None = None
     demand: bool = False
     """The client asked for a response (new subscription or changed names)."""

@@ -107,10 +107,7 @@ class JetStreamEventLog:
         msg_id: str,
         headers: Mapping[str, str] | None = None,
     ) -> Appended:
-        hdrs = dict(headers or {})
-        hdrs["Nats-Msg-Id"] = msg_id
-        hdrs["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_subject_seq)
-        hdrs[SCHEMA_HEADER] = str(SCHEMA_VERSION)
+        hdrs = _append_headers(msg_id, expected_last_subject_seq, headers)
         try:
             ack = await self._js.publish(
                 subject, encode_event(event), timeout=_TIMEOUT_S, stream=self._stream, headers=hdrs
@@ -118,13 +115,10 @@ class JetStreamEventLog:
         except nats.js.errors.BadRequestError as exc:
             if exc.err_code != WRONG_LAST_SEQUENCE:
                 raise
-            # nats-server checks the expected subject sequence before de-duplicating, so a
-            # retry of an append that was stored (but whose ack was lost) lands here. It is
-            # ours if the subject's last message carries our Msg-Id: report the duplicate.
-            last = await self.last(subject)
-            if last is not None and last.headers.get("Nats-Msg-Id") == msg_id:
-                return Appended(seq=last.seq, duplicate=True)
-            raise Conflict(subject, expected_last_subject_seq) from exc
+            outcome = await self._stale_or_retried(subject, expected_last_subject_seq, msg_id)
+            if isinstance(outcome, Conflict):
+                raise outcome from exc
+            return outcome
         except _TRANSIENT as exc:
             raise EventLogUnavailable(f"append to {subject} not acknowledged: {exc!r}") from exc
         return Appended(seq=ack.seq, duplicate=bool(ack.duplicate))
@@ -143,12 +137,11 @@ class JetStreamEventLog:
         results: list[Appended | Conflict] = []
         for start in range(0, len(appends), window):
             chunk = appends[start:start + window]
-            futures = [await self._pipeline.publish(item.subject, encode_event(item.event), {
-                "Nats-Msg-Id": item.msg_id,
-                "Nats-Expected-Last-Subject-Sequence": str(item.expected_last_subject_seq),
-                "Nats-Expected-Stream": self._stream,
-                SCHEMA_HEADER: str(SCHEMA_VERSION),
-            }) for item in chunk]
+            futures = [await self._pipeline.publish(
+                item.subject, encode_event(item.event),
+                _append_headers(item.msg_id, item.expected_last_subject_seq,
+                                {"Nats-Expected-Stream": self._stream}))
+                for item in chunk]
             try:
                 acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=_TIMEOUT_S * 4)
             except TimeoutError as exc:
@@ -162,11 +155,19 @@ class JetStreamEventLog:
         if error is None:
             return Appended(seq=int(ack["seq"]), duplicate=bool(ack.get("duplicate")))
         if error.get("err_code") == WRONG_LAST_SEQUENCE:
-            last = await self.last(item.subject)
-            if last is not None and last.headers.get("Nats-Msg-Id") == item.msg_id:
-                return Appended(seq=last.seq, duplicate=True)
-            return Conflict(item.subject, item.expected_last_subject_seq)
+            return await self._stale_or_retried(item.subject, item.expected_last_subject_seq,
+                                                item.msg_id)
         raise EventLogUnavailable(f"append to {item.subject} refused: {error}")
+
+    async def _stale_or_retried(self, subject: str, expected: int, msg_id: str
+                                ) -> Appended | Conflict:
+        """After "wrong last sequence": nats-server checks the expected subject sequence
+        before de-duplicating, so a retry of an append that was stored (its ack lost) lands
+        here too. It is ours if the subject's last message carries our Msg-Id."""
+        last = await self.last(subject)
+        if last is not None and last.headers.get("Nats-Msg-Id") == msg_id:
+            return Appended(seq=last.seq, duplicate=True)
+        return Conflict(subject, expected)
 
     async def last(self, subject: str) -> Record | None:
         try:
@@ -226,6 +227,14 @@ class JetStreamEventLog:
         finally:
             with contextlib.suppress(nats.errors.ConnectionClosedError, nats.errors.Error):
                 await sub.unsubscribe()
+
+
+def _append_headers(msg_id: str, expected: int, extra: Mapping[str, str] | None
+                    ) -> dict[str, str]:
+    """Idempotent retry, per-subject optimistic concurrency, schema version: every append."""
+    return {**(extra or {}), "Nats-Msg-Id": msg_id,
+            "Nats-Expected-Last-Subject-Sequence": str(expected),
+            SCHEMA_HEADER: str(SCHEMA_VERSION)}
 
 
 class _AckPipeline:

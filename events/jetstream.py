@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 import nats
@@ -27,6 +26,7 @@ from nats.js.api import (
     StreamConfig,
 )
 
+from events._pipeline import AckPipeline
 from events.codec import SCHEMA_HEADER, SCHEMA_VERSION, encode_event
 from events.errors import Conflict, EventLogUnavailable, StreamConfigMismatch
 from events.event_types import AnyEvent
@@ -68,7 +68,7 @@ class JetStreamEventLog:
         self._nc = nc
         self._js = js
         self._stream = stream
-        self._pipeline: _AckPipeline | None = None
+        self._pipeline: AckPipeline | None = None
 
     @classmethod
     async def open(
@@ -133,7 +133,7 @@ class JetStreamEventLog:
         Not `js.publish_async`: in nats-py 2.16 its reply handler raises on a JetStream
         error instead of failing the future, so a rejected append would never resolve."""
         if self._pipeline is None:
-            self._pipeline = await _AckPipeline.open(self._nc)
+            self._pipeline = await AckPipeline.open(self._nc)
         results: list[Appended | Conflict] = []
         for start in range(0, len(appends), window):
             chunk = appends[start:start + window]
@@ -235,45 +235,6 @@ def _append_headers(msg_id: str, expected: int, extra: Mapping[str, str] | None
     return {**(extra or {}), "Nats-Msg-Id": msg_id,
             "Nats-Expected-Last-Subject-Sequence": str(expected),
             SCHEMA_HEADER: str(SCHEMA_VERSION)}
-
-
-class _AckPipeline:
-    """Publishes with a reply subject per message on one inbox subscription; each reply
-    (a JetStream PubAck or error document) resolves that message's future."""
-
-    def __init__(self, nc: NATS, prefix: str) -> None:
-        self._nc = nc
-        self._prefix = prefix
-        self._futures: dict[str, asyncio.Future[dict]] = {}
-        self._next = 0
-
-    @classmethod
-    async def open(cls, nc: NATS) -> _AckPipeline:
-        pipeline = cls(nc, nc.new_inbox())
-        await nc.subscribe(f"{pipeline._prefix}.*", cb=pipeline._on_reply)
-        return pipeline
-
-    async def publish(self, subject: str, payload: bytes, headers: dict[str, str]
-                      ) -> asyncio.Future[dict]:
-        self._next += 1
-        token = str(self._next)
-        future: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
-        self._futures[token] = future
-        await self._nc.publish(subject, payload, reply=f"{self._prefix}.{token}",
-                               headers=headers)
-        return future
-
-    async def _on_reply(self, msg: nats.aio.msg.Msg) -> None:
-        future = self._futures.pop(msg.subject.rpartition(".")[2], None)
-        if future is None or future.done():
-            return
-        if msg.headers and msg.headers.get("Status") == "503":
-            future.set_exception(EventLogUnavailable("no JetStream stream answered"))
-            return
-        try:
-            future.set_result(json.loads(msg.data))
-        except ValueError as exc:
-            future.set_exception(EventLogUnavailable(f"unreadable JetStream ack: {exc}"))
 
 
 def _record(msg: nats.aio.msg.Msg) -> Record:

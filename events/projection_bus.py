@@ -18,6 +18,7 @@ from nats.aio.client import Client as NATS
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
+from events._pipeline import AckPipeline
 from events.errors import EventLogUnavailable
 
 __all__ = ["CHECKPOINT_KEY", "JetStreamProjectionBus", "ProjectionUpdate"]
@@ -33,9 +34,9 @@ ProjectionUpdate = tuple[str, bytes | None]
 class JetStreamProjectionBus:
     def __init__(self, nc: NATS, kv: KeyValue, bucket: str) -> None:
         self._nc = nc
-        self._js = nc.jetstream(timeout=_TIMEOUT_S)
         self._kv = kv
         self._bucket = bucket
+        self._pipeline: AckPipeline | None = None
 
     @classmethod
     async def open(cls, nc: NATS, *, bucket: str = BUCKET, replicas: int = 1
@@ -55,18 +56,22 @@ class JetStreamProjectionBus:
 
     async def publish(self, updates: Sequence[ProjectionUpdate]) -> None:
         """Put or delete every key, pipelined, and wait for all acknowledgements."""
+        if self._pipeline is None:
+            self._pipeline = await AckPipeline.open(self._nc)
         futures = []
         for key, value in updates:
             subject = f"$KV.{self._bucket}.{key}"
             if value is None:
-                fut = await self._js.publish_async(subject, b"", headers={"KV-Operation": "DEL"})
+                futures.append(await self._pipeline.publish(subject, b"", {"KV-Operation": "DEL"}))
             else:
-                fut = await self._js.publish_async(subject, value)
-            futures.append(fut)
+                futures.append(await self._pipeline.publish(subject, value, {}))
         try:
-            await asyncio.wait_for(asyncio.gather(*futures), timeout=_TIMEOUT_S * 4)
-        except (TimeoutError, nats.errors.TimeoutError) as exc:
+            acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=_TIMEOUT_S * 4)
+        except TimeoutError as exc:
             raise EventLogUnavailable(f"projection publish not acknowledged: {exc!r}") from exc
+        refused = [ack["error"] for ack in acks if "error" in ack]
+        if refused:
+            raise EventLogUnavailable(f"projection publish refused: {refused[0]}")
 
     async def current(self) -> dict[str, bytes]:
         """Every live key and its value."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from events import Dataplane, Inbound, MeshServicePort
 from projections._match import inbound_matches
 from projections.generation import ports_of
-from projections.hostnames import assign_hostnames
+from projections.hostnames import Assigned, assign_hostnames
 from projections.ipam import vip_of
 from projections.state import ProjectionState, ms_key
 from projections.views import (
@@ -74,7 +74,8 @@ def derive_stale(state: ProjectionState, zone: str) -> None:
     state.stale_hostnames.clear()
 
 
-def _derive_one(state: ProjectionState, row: MeshServiceRow, addresses, zone: str) -> None:
+def _derive_one(state: ProjectionState, row: MeshServiceRow, addresses: Assigned,
+                zone: str) -> None:
     selected = state.dataplanes_with_tags(row.mesh, row.spec.selector.dataplane_tags)
     tags = row.spec.selector.dataplane_tags
     ports = []

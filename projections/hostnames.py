@@ -10,7 +10,7 @@ from __future__ import annotations
 from projections.state import ProjectionState
 from projections.views import Address, Condition, HostnameGeneratorRef, HostnameGeneratorStatus
 
-__all__ = ["DEFAULT_GENERATOR", "assign_hostnames"]
+__all__ = ["DEFAULT_GENERATOR", "Assigned", "assign_hostnames"]
 
 DEFAULT_GENERATOR = "local-universal-mesh-service"
 _SUFFIX = ".svc.mesh.local"

@@ -8,6 +8,8 @@ its ClusterLoadAssignment and an outbound listener on `<VIP>:<port>`; per explic
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from msgspec import Struct
 
 from events import SERVICE_TAG, Dataplane, Outbound
@@ -67,7 +69,8 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
     return Snapshot(out)
 
 
-def _inbounds(dp: Dataplane, cache: ResourceCache, add) -> None:
+def _inbounds(dp: Dataplane, cache: ResourceCache,
+              add: Callable[[EncodedResource], None]) -> None:
     for inbound in dp.networking.inbound:
         if inbound.state == "Ignored":
             continue

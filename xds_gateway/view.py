@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 from events.projection_bus import CHECKPOINT_KEY, ProjectionUpdate
 from projections import DataplaneRow, EndpointsRow, MeshServiceRow, decode_row
@@ -70,7 +70,7 @@ class ProjectionView:
             await self._changed.wait()
         return self.generation
 
-    async def follow(self, batches) -> None:
+    async def follow(self, batches: AsyncIterator[list[ProjectionUpdate]]) -> None:
         """Apply batches from the projection bus forever."""
         async for batch in batches:
             self.apply(batch)

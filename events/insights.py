@@ -1,0 +1,193 @@
+"""Proxy insights: what the gateways know about connected proxies, shared on the bus.
+
+Insights are observations, not facts of the domain: they live in a JetStream KV bucket
+(`meshlog_insights`), never in the event log, and are not replayed. Every gateway writes the
+insights of the streams it serves and reads everyone's, so decisions that depend on "is this
+proxy connected anywhere?" (deregistration after a delay) are taken from the shared view, never
+from one gateway's memory.
+
+Keys:
+- `proxy.<mesh>.<name>`: a `ProxyInsight`, written by the gateway serving the proxy's stream.
+  Writes after the first carry the revision the writer last wrote, so a gateway that lost the
+  proxy to another one cannot overwrite the newer insight (`update` returns None then).
+- `gateway.<instance>`: a `GatewayHeartbeat`, rewritten every few seconds; a proxy whose
+  gateway stopped beating is as good as disconnected since the last beat.
+
+Mesh and Dataplane names are RFC 1123 labels (no dots), so `.` separates key parts safely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from msgspec import Struct
+from nats.aio.client import Client as NATS
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.kv import KeyValue
+
+from events.errors import EventLogUnavailable
+
+__all__ = ["GatewayHeartbeat", "JetStreamInsights", "ProxyInsight", "TypeInsight"]
+
+BUCKET = "meshlog_insights"
+_TIMEOUT_S = 5.0
+_WRONG_LAST_SEQUENCE = 10071
+
+
+class TypeInsight(Struct, kw_only=True, omit_defaults=True):
+    """Per xDS type, on one stream."""
+
+    responses_sent: int = 0
+    acks: int = 0
+    nacks: int = 0
+    last_acked_version: str = ""
+    last_nack_message: str = ""
+
+
+class ProxyInsight(Struct, kw_only=True, omit_defaults=True):
+    mesh: str
+    name: str
+    gateway: str
+    """Instance id of the gateway serving (or that last served) the proxy."""
+    session: str
+    """Unique per stream: tells one connection from the next."""
+    connected_at: int
+    """Unix ms."""
+    disconnected_at: int | None = None
+    """Unix ms; None while the stream is open."""
+    protocol: str = "sotw"
+    """"sotw" or "delta"."""
+    user_agent: str = ""
+    self_registered: bool = False
+    """The proxy registered its Dataplane from node metadata (and is deregistered after a
+    delay once it is gone everywhere)."""
+    types: dict[str, TypeInsight] = {}
+    """Keyed by type URL."""
+
+    @property
+    def connected(self) -> bool:
+        return self.disconnected_at is None
+
+
+class GatewayHeartbeat(Struct, kw_only=True):
+    instance: str
+    address: str
+    started_at: int
+    beat_at: int
+    streams: int = 0
+
+
+_encode = msgspec.json.Encoder().encode
+_proxy = msgspec.json.Decoder(ProxyInsight).decode
+_beat = msgspec.json.Decoder(GatewayHeartbeat).decode
+
+
+def proxy_key(mesh: str, name: str) -> str:
+    return f"proxy.{mesh}.{name}"
+
+
+class JetStreamInsights:
+    """The insights bucket. Every call has a timeout; driver errors become
+    `EventLogUnavailable`."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    @classmethod
+    async def open(cls, nc: NATS, *, bucket: str = BUCKET, replicas: int = 1
+                   ) -> JetStreamInsights:
+        js = nc.jetstream(timeout=_TIMEOUT_S)
+        try:
+            try:
+                kv = await js.key_value(bucket)
+            except nats.js.errors.BucketNotFoundError:
+                kv = await js.create_key_value(KeyValueConfig(
+                    bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas,
+                    direct=True))
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            raise EventLogUnavailable(f"cannot open insights bucket {bucket}: {exc!r}") from exc
+        return cls(kv)
+
+    async def put(self, insight: ProxyInsight) -> int:
+        """Write unconditionally (a new stream takes the key); return the revision."""
+        try:
+            return await self._kv.put(proxy_key(insight.mesh, insight.name), _encode(insight))
+        except nats.errors.Error as exc:
+            raise EventLogUnavailable(f"insight not written: {exc!r}") from exc
+
+    async def update(self, insight: ProxyInsight, last: int) -> int | None:
+        """Write only if the key is still at revision `last` (nobody else took the proxy);
+        return the new revision, or None if someone else wrote in between."""
+        try:
+            return await self._kv.update(proxy_key(insight.mesh, insight.name),
+                                         _encode(insight), last=last)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return None
+        except nats.errors.Error as exc:
+            raise EventLogUnavailable(f"insight not written: {exc!r}") from exc
+
+    async def proxy(self, mesh: str, name: str) -> tuple[ProxyInsight, int] | None:
+        """The insight of one proxy and its revision, if any."""
+        try:
+            entry = await self._kv.get(proxy_key(mesh, name))
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        except nats.errors.Error as exc:
+            raise EventLogUnavailable(f"insight not read: {exc!r}") from exc
+        if not entry.value:
+            return None
+        return _proxy(entry.value), entry.revision or 0
+
+    async def delete_proxy(self, mesh: str, name: str, last: int) -> bool:
+        """Forget a proxy if its insight is still at revision `last`."""
+        try:
+            await self._kv.delete(proxy_key(mesh, name), last=last)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code == _WRONG_LAST_SEQUENCE:  # nats-py does not map it on delete
+                return False
+            raise EventLogUnavailable(f"insight not deleted: {exc!r}") from exc
+        except nats.errors.Error as exc:
+            raise EventLogUnavailable(f"insight not deleted: {exc!r}") from exc
+        return True
+
+    async def beat(self, heartbeat: GatewayHeartbeat) -> None:
+        try:
+            await self._kv.put(f"gateway.{heartbeat.instance}", _encode(heartbeat))
+        except nats.errors.Error as exc:
+            raise EventLogUnavailable(f"heartbeat not written: {exc!r}") from exc
+
+    async def snapshot(self) -> tuple[dict[tuple[str, str], ProxyInsight],
+                                      dict[str, GatewayHeartbeat]]:
+        """Every proxy insight (by (mesh, name)) and every gateway heartbeat, now."""
+        proxies: dict[tuple[str, str], ProxyInsight] = {}
+        gateways: dict[str, GatewayHeartbeat] = {}
+        async for key, value in self._entries():
+            kind, _, rest = key.partition(".")
+            if kind == "proxy":
+                insight = _proxy(value)
+                proxies[(insight.mesh, insight.name)] = insight
+            elif kind == "gateway":
+                gateways[rest] = _beat(value)
+        return proxies, gateways
+
+    async def _entries(self) -> AsyncIterator[tuple[str, bytes]]:
+        try:
+            watcher = await self._kv.watchall(ignore_deletes=True)
+        except nats.errors.Error as exc:
+            raise EventLogUnavailable(f"insights not read: {exc!r}") from exc
+        try:
+            async for entry in watcher:
+                if entry is None:  # end of the current values
+                    return
+                if entry.value:
+                    yield entry.key, entry.value
+        finally:
+            try:
+                await watcher.stop()
+            except (nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError):
+                pass

@@ -1,25 +1,185 @@
-"""Per-stream, per-type subscription state, shared by the SotW (and later Delta) servers."""
+"""The subscription model shared by the SotW and Delta ADS servers (sotw.py, delta.py).
+
+`AdsStream` owns what both variants do the same way, like go-control-plane's `server/stream`:
+the loop (requests and view changes wake one task that decides what to send), the node
+(rule 1), nonces (rule 2), NACK bookkeeping (rule 3), the rule-10 cluster retention and the
+rule-9 warming followers. `TypeState` is one stream's state for one type URL; its counters are
+read from outside the stream (tests, insights). Rule numbers are reference/xds-rules.md's.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
-__all__ = ["TypeState"]
+from xds_gateway.cache import EncodedResource, ResourceCache
+from xds_gateway.names import parse_node_id
+from xds_gateway.snapshot import Snapshot, build_snapshot
+from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
+from xds_gateway.view import ProjectionView
+
+__all__ = ["WARMING_FOLLOWERS", "AdsStream", "InvalidStream", "TypeState"]
+
+log = logging.getLogger("meshlog.xds")
+
+_MAX_QUEUED_REQUESTS = 64
+
+WARMING_FOLLOWERS = {CLUSTER: ENDPOINT, LISTENER: ROUTE}
+"""Rule 9: after a CDS (LDS) response, Envoy needs the EDS (RDS) of what changed again."""
+
+Request = TypeVar("Request")
+
+
+class InvalidStream(Exception):
+    """The client broke the protocol; the stream ends with INVALID_ARGUMENT and this message."""
 
 
 @dataclass
 class TypeState:
     names: set[str] = field(default_factory=set)
-    """Requested names; empty (or `*`) on a wildcard type means everything."""
+    """Requested names; SotW: empty (or `*`) on a wildcard type means everything; Delta: the
+    subscribed names, `*` for a wildcard subscription."""
     sent_version: str | None = None
     sent_nonce: str = ""
     acked_version: str | None = None
     demand: bool = False
     """The client asked for a response (new subscription or changed names)."""
+    held: dict[str, str | None] = field(default_factory=dict)
+    """Delta: the version of each resource the client holds (from `initial_resource_versions`
+    or sent on this stream); None = the client was told the name does not exist (rule 8)."""
     responses: int = 0
+    resources_sent: int = 0
     acks: int = 0
     nacks: int = 0
     last_nack: str = ""
 
     def wildcard(self) -> bool:
         return not self.names or "*" in self.names
+
+    def record_ack(self) -> None:
+        self.acks += 1
+        self.acked_version = self.sent_version
+
+    def record_nack(self, node_id: str, type_url: str, message: str) -> None:
+        """Rule 3: count the NACK and keep its message; the rejected response is not re-sent."""
+        self.nacks += 1
+        self.last_nack = message
+        log.warning("%s NACKed %s version %s: %s", node_id, type_url, self.sent_version, message)
+
+
+class AdsStream(Generic[Request]):
+    """One ADS stream's loop and the state SotW and Delta share; subclasses decide what to send.
+
+    Subclasses implement `_handle(request)` (called in order, in the loop task) and `_push()`
+    (called after every batch of requests and every view change, once the node is known).
+    """
+
+    def __init__(self, view: ProjectionView, cache: ResourceCache,
+                 write: Callable[[bytes], Awaitable[None]]) -> None:
+        self._view = view
+        self._cache = cache
+        self._write = write
+        self.node_id = ""
+        self._mesh = ""
+        self._name = ""
+        self.types: dict[str, TypeState] = {}
+        self._nonce = 0
+        self._requests: deque[Request] = deque()
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._snapshot: Snapshot | None = None
+        self._generation = -1
+        # rule 10: what the client holds (or is being sent) of clusters and listeners
+        self._clusters_held: dict[str, EncodedResource] = {}
+        self._listeners_held: dict[str, EncodedResource] = {}
+        self._listener_refs_sent: frozenset[str] = frozenset()
+        self._listener_refs_acked: frozenset[str] = frozenset()
+
+    # --- inputs -------------------------------------------------------------------------------
+
+    async def feed(self, requests: AsyncIterable[Request]) -> None:
+        """Queue requests from the client (bounded); returns when the client half-closes."""
+        async for request in requests:
+            while len(self._requests) >= _MAX_QUEUED_REQUESTS:
+                self._room.clear()
+                await self._room.wait()
+            self._requests.append(request)
+            self._wake.set()
+
+    async def watch_view(self) -> None:
+        generation = self._view.generation
+        while True:
+            generation = await self._view.changed(generation)
+            self._wake.set()
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._requests:
+                self._handle(self._requests.popleft())
+            self._room.set()
+            if self.node_id:
+                await self._push()
+
+    def _handle(self, request: Request) -> None:
+        raise NotImplementedError
+
+    async def _push(self) -> None:
+        raise NotImplementedError
+
+    # --- shared rules -------------------------------------------------------------------------
+
+    def _adopt_node(self, node: Any) -> None:
+        """Rule 1: the node comes with the first request; later ones may omit it."""
+        if self.node_id:
+            return
+        if not node.id:
+            raise InvalidStream("the first request of a stream must carry node.id")
+        parsed = parse_node_id(node.id)
+        if parsed is None:
+            raise InvalidStream(f"node.id {node.id!r} is not <mesh>.<dataplane name>")
+        self.node_id = node.id
+        self._mesh, self._name = parsed
+
+    def _type_state(self, type_url: str) -> TypeState | None:
+        if type_url not in PUSH_ORDER:
+            log.info("%s: ignoring request for unsupported type %s", self.node_id, type_url)
+            return None
+        return self.types.setdefault(type_url, TypeState())
+
+    def _next_nonce(self) -> str:
+        """Rule 2: unique within the stream (a counter; never reused, also across types)."""
+        self._nonce += 1
+        return str(self._nonce)
+
+    def _current(self) -> Snapshot:
+        if self._snapshot is None or self._generation != self._view.generation:
+            self._generation = self._view.generation
+            self._snapshot = build_snapshot(self._view, self._mesh, self._name, self._cache)
+        return self._snapshot
+
+    def _retain_clusters(self, chosen: dict[str, EncodedResource]) -> dict[str, EncodedResource]:
+        """Rule 10: a cluster leaves only once no listener the client may hold needs it."""
+        in_use = self._listener_refs_sent | self._listener_refs_acked
+        for name in in_use - chosen.keys():
+            if name in self._clusters_held:
+                chosen[name] = self._clusters_held[name]
+        return chosen
+
+    def _listeners_acked(self) -> None:
+        self._listener_refs_acked = self._listener_refs_sent
+
+    def _track(self, type_url: str, held: Mapping[str, EncodedResource]) -> None:
+        """Record the clusters or listeners the client holds after a response (rule 10)."""
+        if type_url == CLUSTER:
+            self._clusters_held = dict(held)
+        elif type_url == LISTENER:
+            self._listeners_held = dict(held)
+            self._listener_refs_sent = frozenset().union(*(r.refs for r in held.values()))

@@ -36,6 +36,9 @@ def load_assignment(cluster_name: str, zone: str, port: PortEndpoints) -> Cluste
     ]
     return ClusterLoadAssignment(
         cluster_name=cluster_name,
-        endpoints=[LocalityLbEndpoints(locality=Locality(zone=zone), lb_endpoints=lb_endpoints)]
+        # gRPC also ignores a locality without a weight (its weighted_target policy); Envoy
+        # ignores locality weights unless the cluster asks for locality-weighted balancing
+        endpoints=[LocalityLbEndpoints(locality=Locality(zone=zone), lb_endpoints=lb_endpoints,
+                                       load_balancing_weight=UInt32Value(value=1))]
         if lb_endpoints else [],
     )

@@ -5,9 +5,14 @@ from __future__ import annotations
 import ipaddress
 
 __all__ = [
+    "DNS_LISTENER",
+    "grpc_targets",
     "inbound_listener",
     "is_ip", "local_cluster", "msvc_cluster", "outbound_listener", "parse_node_id",
 ]
+
+DNS_LISTENER = "meshlog:dns"
+"""The UDP DNS listener of a transparent proxy (Kuma: `kuma:dns`)."""
 
 
 def msvc_cluster(mesh: str, name: str, port: int, namespace: str = "", zone: str = "") -> str:
@@ -25,6 +30,16 @@ def inbound_listener(address: str, port: int) -> str:
 
 def outbound_listener(address: str, port: int) -> str:
     return f"outbound:{address}:{port}"
+
+
+def grpc_targets(name: str, hostnames: list[str], port: int) -> list[str]:
+    """Names of one MeshService port for proxyless gRPC: `xds:///<target>` with target
+    `<meshservice>:<port>` or `<hostname>:<port>` (e.g. `backend.svc.mesh.local:8080`).
+
+    gRPC asks for the Listener by the target's path and matches the virtual host on it, so each
+    target is a Listener name, its RouteConfiguration name and its virtual host domain.
+    """
+    return sorted({f"{name}:{port}", *(f"{h}:{port}" for h in hostnames)})
 
 
 def is_ip(address: str) -> bool:

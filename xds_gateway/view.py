@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 
 from events.projection_bus import CHECKPOINT_KEY, ProjectionUpdate
-from projections import DataplaneRow, EndpointsRow, MeshServiceRow, decode_row
+from projections import DataplaneRow, EndpointsRow, MeshRow, MeshServiceRow, decode_row
 
 __all__ = ["ProjectionView"]
 
@@ -23,6 +23,8 @@ class ProjectionView:
         self.checkpoint = 0
         self.ready = asyncio.Event()
         self._changed = asyncio.Event()
+        self.meshes: dict[str, MeshRow] = {}
+        """By mesh name: `spec.meshServices.mode` decides what proxies of the mesh get."""
         self.dataplanes: dict[tuple[str, str], DataplaneRow] = {}
         self.meshservices: dict[str, dict[str, MeshServiceRow]] = defaultdict(dict)
         self.endpoints: dict[str, dict[str, EndpointsRow]] = defaultdict(dict)
@@ -44,6 +46,12 @@ class ProjectionView:
 
     def _apply_one(self, collection: str, mesh: str, name: str, value: bytes | None) -> None:
         match collection:
+            case "mesh":
+                # key `mesh/<name>`: the name arrived in `mesh`
+                if value is None:
+                    self.meshes.pop(mesh, None)
+                else:
+                    self.meshes[mesh] = decode_row(collection, value)  # type: ignore[assignment]
             case "dataplane":
                 if value is None:
                     self.dataplanes.pop((mesh, name), None)
@@ -62,7 +70,7 @@ class ProjectionView:
                     self.endpoints[mesh][name] = decode_row(collection, value)  # type: ignore[assignment]
                     self.endpoints_bytes[mesh][name] = value
             case _:
-                pass  # meshes and future collections: not needed for Envoy config yet
+                pass  # future collections: not needed for Envoy config yet
 
     async def changed(self, generation: int) -> int:
         """Wait until the view is past `generation`; return the new generation."""

@@ -1,18 +1,21 @@
-"""Hand-assembled DiscoveryResponse bytes from resources encoded once (invariant 9).
+"""Hand-assembled (Delta)DiscoveryResponse bytes from resources encoded once (invariant 9).
 
 A response is a few length-delimited fields around the `Any` bytes of its resources, which
 are cached and shared by every stream: building a response is a concatenation, not an encode.
-Field numbers are those of envoy.service.discovery.v3.DiscoveryResponse.
+Field numbers are those of envoy.service.discovery.v3.DiscoveryResponse, DeltaDiscoveryResponse
+and Resource.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["any_bytes", "discovery_response"]
+__all__ = ["any_bytes", "delta_discovery_response", "discovery_response"]
 
 _VERSION_INFO, _RESOURCES, _TYPE_URL, _NONCE = 1, 2, 4, 5
 _ANY_TYPE_URL, _ANY_VALUE = 1, 2
+_D_SYSTEM_VERSION_INFO, _D_RESOURCES, _D_TYPE_URL, _D_NONCE, _D_REMOVED = 1, 2, 4, 5, 6
+_RES_VERSION, _RES_RESOURCE, _RES_NAME = 1, 2, 3
 
 
 def _varint(n: int) -> bytes:
@@ -28,6 +31,10 @@ def _field(number: int, payload: bytes) -> bytes:
     return _varint((number << 3) | 2) + _varint(len(payload)) + payload
 
 
+def _tag(number: int, length: int) -> bytes:
+    return _varint((number << 3) | 2) + _varint(length)
+
+
 def any_bytes(type_url: str, value: bytes) -> bytes:
     """The serialized google.protobuf.Any holding `value`."""
     return _field(_ANY_TYPE_URL, type_url.encode()) + _field(_ANY_VALUE, value)
@@ -39,4 +46,21 @@ def discovery_response(version_info: str, type_url: str, nonce: str,
     parts.extend(_field(_RESOURCES, r) for r in resources)
     parts.append(_field(_TYPE_URL, type_url.encode()))
     parts.append(_field(_NONCE, nonce.encode()))
+    return b"".join(parts)
+
+
+def delta_discovery_response(system_version_info: str, type_url: str, nonce: str,
+                             resources: Iterable[tuple[str, str, bytes]],
+                             removed: Iterable[str]) -> bytes:
+    """`resources` are (name, version, Any bytes); each Any is copied once, into the result."""
+    parts = [_field(_D_SYSTEM_VERSION_INFO, system_version_info.encode())]
+    for name, version, any_ in resources:
+        head = _field(_RES_VERSION, version.encode())
+        tail = _field(_RES_NAME, name.encode())
+        any_tag = _tag(_RES_RESOURCE, len(any_))
+        parts += (_tag(_D_RESOURCES, len(head) + len(any_tag) + len(any_) + len(tail)),
+                  head, any_tag, any_, tail)
+    parts.append(_field(_D_TYPE_URL, type_url.encode()))
+    parts.extend(_field(_D_REMOVED, name.encode()) for name in removed)
+    parts.append(_field(_D_NONCE, nonce.encode()))
     return b"".join(parts)

@@ -1,0 +1,143 @@
+"""Incremental (Delta) ADS stream (xds-rules.md 1-11), on the shared `AdsStream` loop.
+
+One `DeltaStream` per gRPC stream. The client's subscriptions are kept per type, and for every
+resource the version the client holds (`TypeState.held`), so a response carries only what
+changed and what went away. What is Delta-specific, by rule number:
+
+2. subscribe/unsubscribe apply even when the request's nonce is stale; only the ACK/NACK of
+   the latest response for its type is booked;
+3. NACK = `error_detail`; counted with its message; the rejected resources are not re-sent
+   (they count as held until they change), so a NACK never starts a loop;
+4. a response is sent only when some resource changed or went away, or the client asked;
+5. LDS and CDS: an empty first subscribe (legacy) or `*` (explicit) is a wildcard; EDS and
+   RDS are always named;
+8/11. every name in `resource_names_subscribe` is answered: with the resource, or in
+   `removed_resources` if it does not exist (then pushed when it appears); on a reconnect,
+   `initial_resource_versions` say what the client holds: equal versions are not re-sent;
+9. when a cluster (listener) changes, the client's EDS (RDS) of it is sent again right after:
+   Envoy warms the new cluster from it;
+10. CDS, EDS, LDS, RDS order; a removed cluster stays while a listener the client may hold
+   still references it, and is removed once the new listeners are ACKed.
+"""
+
+from __future__ import annotations
+
+from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest
+
+from xds_gateway._wire import delta_discovery_response
+from xds_gateway.cache import EncodedResource, version_of
+from xds_gateway.snapshot import Snapshot
+from xds_gateway.subscription import WARMING_FOLLOWERS, AdsStream, InvalidStream, TypeState
+from xds_gateway.type_urls import CLUSTER, LISTENER, PUSH_ORDER, WILDCARD_TYPES
+
+__all__ = ["DeltaStream", "InvalidStream"]
+
+_WILDCARD = "*"
+
+
+class DeltaStream(AdsStream[DeltaDiscoveryRequest]):
+    """`DeltaStream(view, cache, write)`, run like `SotwStream` (feed, watch_view, run)."""
+
+    def _handle(self, request: DeltaDiscoveryRequest) -> None:
+        self._adopt_node(request.node)
+        type_url = request.type_url
+        first = type_url not in self.types
+        state = self._type_state(type_url)
+        if state is None:
+            return
+        if first:
+            # rule 11: a reconnecting client says what it holds; equal versions are not re-sent
+            state.held = dict(request.initial_resource_versions)
+            state.demand = True
+            if type_url in WILDCARD_TYPES and not request.resource_names_subscribe:
+                state.names.add(_WILDCARD)  # rule 5: legacy wildcard
+        # rule 2: subscription changes apply whatever the nonce
+        for name in request.resource_names_subscribe:
+            state.names.add(name)
+            if name == _WILDCARD:
+                state.demand = True
+            elif not first:
+                state.held.pop(name, None)  # rule 11: answer it, even if sent before
+        for name in request.resource_names_unsubscribe:
+            state.names.discard(name)
+            if name != _WILDCARD:
+                state.held.pop(name, None)
+            elif type_url in WILDCARD_TYPES:
+                state.held = {n: v for n, v in state.held.items() if n in state.names}
+        if not request.response_nonce:
+            return
+        if request.HasField("error_detail"):
+            # rule 3: a NACK of any of our responses counts, also one overtaken by a newer one
+            state.record_nack(self.node_id, type_url, request.error_detail.message)
+        elif request.response_nonce == state.sent_nonce:
+            state.record_ack()
+            if type_url == LISTENER:
+                self._listeners_acked()
+
+    async def _push(self) -> None:
+        snapshot = self._current()
+        for type_url in PUSH_ORDER:
+            state = self.types.get(type_url)
+            if state is not None:
+                await self._push_type(type_url, state, snapshot)
+
+    async def _push_type(self, type_url: str, state: TypeState, snapshot: Snapshot) -> None:
+        present, absent = self._scope(type_url, state, snapshot)
+        changed = [r for name, r in sorted(present.items())
+                   if name not in state.held or state.held[name] != r.version]
+        # rule 8: a subscribed name that does not exist is reported once, as removed
+        removed = sorted(name for name in absent
+                         if name not in state.held or state.held[name] is not None)
+        if not (changed or removed or state.demand):
+            return
+        for r in changed:
+            state.held[r.name] = r.version
+        for name in removed:
+            if name in state.names:
+                state.held[name] = None
+            else:
+                del state.held[name]
+        version = version_of("\n".join(
+            f"{n}={v}" for n, v in sorted(state.held.items()) if v is not None).encode())
+        nonce = self._next_nonce()
+        await self._write(delta_discovery_response(
+            version, type_url, nonce, ((r.name, r.version, r.any) for r in changed), removed))
+        state.sent_version = version
+        state.sent_nonce = nonce
+        state.demand = False
+        state.responses += 1
+        state.resources_sent += len(changed)
+        self._track(type_url, present)
+        self._rewarm(type_url, changed)
+
+    def _scope(self, type_url: str, state: TypeState, snapshot: Snapshot
+               ) -> tuple[dict[str, EncodedResource], set[str]]:
+        """What the client should hold now, and the names in its scope that do not exist."""
+        available = snapshot.resources[type_url]
+        wildcard = _WILDCARD in state.names and type_url in WILDCARD_TYPES
+        present = dict(available) if wildcard else {}
+        absent: set[str] = set()
+        for name in state.names - {_WILDCARD}:
+            if name in available:
+                present[name] = available[name]
+            else:
+                absent.add(name)
+        if wildcard:  # held but gone: removed (missing = deleted, as in SotW rule 6)
+            absent |= state.held.keys() - present.keys()
+        if type_url == CLUSTER:
+            present = self._retain_clusters(present)  # rule 10
+            absent -= present.keys()
+        return present, absent
+
+    def _rewarm(self, type_url: str, changed: list[EncodedResource]) -> None:
+        """Rule 9: resend the EDS of changed clusters (all RDS after a listener change).
+
+        A ClusterLoadAssignment is named like its cluster (names.msvc_cluster)."""
+        follower = self.types.get(WARMING_FOLLOWERS.get(type_url, ""))
+        if follower is None or not changed:
+            return
+        names = ({r.name for r in changed} if type_url == CLUSTER else set(follower.held))
+        for name in names & follower.held.keys():
+            if follower.held[name] is not None:
+                del follower.held[name]
+

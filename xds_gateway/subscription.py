@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from xds_gateway.cache import EncodedResource, ResourceCache
 from xds_gateway.names import parse_node_id
+from xds_gateway.node import InvalidNode, ProxyNode, proxy_node
 from xds_gateway.snapshot import Snapshot, build_snapshot
 from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
 from xds_gateway.view import ProjectionView
@@ -86,6 +87,7 @@ class AdsStream(Generic[Request]):
         self.node_id = ""
         self._mesh = ""
         self._name = ""
+        self._node = ProxyNode()
         self.types: dict[str, TypeState] = {}
         self._nonce = 0
         self._requests: deque[Request] = deque()
@@ -147,6 +149,10 @@ class AdsStream(Generic[Request]):
             raise InvalidStream(f"node.id {node.id!r} is not <mesh>.<dataplane name>")
         self.node_id = node.id
         self._mesh, self._name = parsed
+        try:
+            self._node = proxy_node(node)  # gRPC or Envoy, DNS port
+        except InvalidNode as exc:
+            raise InvalidStream(str(exc)) from exc
 
     def _type_state(self, type_url: str) -> TypeState | None:
         if type_url not in PUSH_ORDER:
@@ -162,7 +168,8 @@ class AdsStream(Generic[Request]):
     def _current(self) -> Snapshot:
         if self._snapshot is None or self._generation != self._view.generation:
             self._generation = self._view.generation
-            self._snapshot = build_snapshot(self._view, self._mesh, self._name, self._cache)
+            self._snapshot = build_snapshot(self._view, self._mesh, self._name, self._cache,
+                                            node=self._node)
         return self._snapshot
 
     def _retain_clusters(self, chosen: dict[str, EncodedResource]) -> dict[str, EncodedResource]:

@@ -1,0 +1,42 @@
+"""A proxy's computed config as JSON: what `build_snapshot` gives it, decoded from the very
+bytes a stream would send (the encode-once cache), for golden files and the API's `_config`.
+
+Shape: `{"clusters": [...], "endpoints": [...], "listeners": [...], "routes": [...]}`, each
+entry `{"name", "version", "resource"}` sorted by name, `resource` being the Envoy message in
+proto3 JSON (camelCase, with its `@type`), as Envoy's own `/config_dump` shows it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import any_pb2, json_format
+
+# registers the Any types nested in listeners (tcp_proxy, HCM, router, DNS filter) for JSON
+from xds_gateway import dns, listeners, proxyless  # noqa: F401
+from xds_gateway.cache import ResourceCache
+from xds_gateway.node import ProxyNode
+from xds_gateway.snapshot import build_snapshot
+from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from xds_gateway.view import ProjectionView
+
+__all__ = ["SECTIONS", "config_json"]
+
+SECTIONS = {CLUSTER: "clusters", ENDPOINT: "endpoints", LISTENER: "listeners", ROUTE: "routes"}
+"""Type URL -> key in the JSON, in push order (xds-rules.md #10)."""
+
+
+def config_json(view: ProjectionView, mesh: str, name: str, cache: ResourceCache, *,
+                node: ProxyNode | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Every resource Dataplane `<mesh>.<name>` gets, per type; `node` as for a stream
+    (default: an Envoy with the default DNS port). Empty lists for an unknown Dataplane."""
+    snapshot = (build_snapshot(view, mesh, name, cache) if node is None
+                else build_snapshot(view, mesh, name, cache, node=node))
+    return {
+        section: [
+            {"name": r.name, "version": r.version,
+             "resource": json_format.MessageToDict(any_pb2.Any.FromString(r.any))}
+            for r in sorted(snapshot.resources.get(type_url, {}).values(), key=lambda r: r.name)
+        ]
+        for type_url, section in SECTIONS.items()
+    }

@@ -11,6 +11,7 @@
     meshlog export [--database URL] [-o FILE]        read models as canonical JSON
     meshlog quarantine                               events the projector could not apply
     meshlog bench rebuild|ingest --events N          benchmarks
+    meshlog bench propagation --proxies N [--gateways G]   xDS push latency through an LB
 
 The API address comes from --api, else $MESHLOG_API, else http://127.0.0.1:5681.
 """
@@ -33,12 +34,20 @@ import yaml
 
 from events import MeshlogError
 from services.client import ApiClient, ApiError
-from services.config import UpConfig, env, parse_cidr, parse_port, parse_positive
+from services.config import (
+    UpConfig,
+    env,
+    parse_cidr,
+    parse_duration_ms,
+    parse_port,
+    parse_positive,
+)
 from services.render import PLURALS
 
 __all__ = ["main"]
 
-SINGULAR = {"mesh": "Mesh", "dataplane": "Dataplane", "meshservice": "MeshService"}
+SINGULAR = {"mesh": "Mesh", "dataplane": "Dataplane", "meshservice": "MeshService",
+            "hostnamegenerator": "HostnameGenerator"}
 _KIND_PLURAL = {kind: plural for plural, kind in PLURALS.items()}
 _SHORT = {"dp": "Dataplane", "ms": "MeshService"}
 
@@ -51,6 +60,8 @@ def _kind_of_word(word: str) -> str | None:
 def _path(kind: str, mesh: str | None, name: str | None = None) -> str:
     if kind == "Mesh":
         return "/meshes" + (f"/{name}" if name else "")
+    if kind == "HostnameGenerator":  # global, as in Kuma
+        return "/hostnamegenerators" + (f"/{name}" if name else "")
     base = f"/meshes/{mesh}/{_KIND_PLURAL[kind]}"
     return base + (f"/{name}" if name else "")
 
@@ -61,9 +72,10 @@ def _path(kind: str, mesh: str | None, name: str | None = None) -> str:
 SHUTDOWN_GRACE_S = 15.0
 
 
-def _run_until_signal(main_coro: Coroutine[Any, Any, None]) -> None:
+def _run_until_signal(main_coro: Coroutine[Any, Any, None],
+                      grace_s: float = SHUTDOWN_GRACE_S) -> None:
     """Run a process's main coroutine; SIGTERM and Ctrl-C stop it through cancellation,
-    within SHUTDOWN_GRACE_S: past that the stuck tasks are logged and the process exits
+    within `grace_s`: past that the stuck tasks are logged and the process exits
     (read-model commits are transactional, so nothing half-written is left behind)."""
 
     async def main() -> None:
@@ -73,7 +85,7 @@ def _run_until_signal(main_coro: Coroutine[Any, Any, None]) -> None:
         def stop() -> None:
             if task is not None:
                 task.cancel()
-            loop.call_later(SHUTDOWN_GRACE_S, _give_up)
+            loop.call_later(grace_s, _give_up, grace_s)
 
         loop.add_signal_handler(signal.SIGTERM, stop)
         with contextlib.suppress(asyncio.CancelledError):
@@ -83,10 +95,10 @@ def _run_until_signal(main_coro: Coroutine[Any, Any, None]) -> None:
         asyncio.run(main())
 
 
-def _give_up() -> None:
+def _give_up(grace_s: float) -> None:
     stuck = [t for t in asyncio.all_tasks() if not t.done()]
     logging.getLogger("meshlog").error(
-        "did not stop within %.0f s of SIGTERM; exiting. Still running: %s", SHUTDOWN_GRACE_S,
+        "did not stop within %.0f s of SIGTERM; exiting. Still running: %s", grace_s,
         "; ".join(f"{t.get_name()} at {t.get_stack(limit=1)}" for t in stuck))
     logging.shutdown()
     os._exit(1)
@@ -98,21 +110,36 @@ def cmd_process(args: argparse.Namespace) -> int:
     if not args.nats_url:
         raise SystemExit(f"error: meshlog {args.command} needs --nats-url (or MESHLOG_NATS_URL)")
     replicas = parse_positive("--stream-replicas", args.stream_replicas)
+    grace_s = SHUTDOWN_GRACE_S
     if args.command == "projector":
         coro = processes.run_projector_process(
             nats_url=args.nats_url, database=_database_of(args), zone=args.zone,
-            replicas=replicas)
+            replicas=replicas, meshservice_grace_period_ms=parse_duration_ms(
+                "--meshservice-grace-period", args.meshservice_grace_period))
     elif args.command == "gateway":
+        drain_grace_s = _seconds("--drain-grace", args.drain_grace)
         coro = processes.run_gateway_process(
             nats_url=args.nats_url, host=args.xds_host,
             port=parse_port("--xds-port", args.xds_port),
-            max_connection_age_s=float(args.max_connection_age), replicas=replicas)
+            max_connection_age_s=_seconds("--max-connection-age", args.max_connection_age),
+            replicas=replicas, drain_grace_s=drain_grace_s)
+        grace_s = drain_grace_s + 5  # the drain, then closing NATS
     else:
         coro = processes.run_api_process(
             nats_url=args.nats_url, database=_database_of(args), host=args.api_host,
             port=parse_port("--api-port", args.api_port), zone=args.zone, replicas=replicas)
-    _run_until_signal(coro)
+    _run_until_signal(coro, grace_s)
     return 0
+
+
+def _seconds(flag: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise SystemExit(f"error: {flag}: {value!r} is not a number of seconds") from None
+    if not 0 <= seconds <= 86_400 * 365:
+        raise SystemExit(f"error: {flag}: {value!r} is not in 0..31536000 seconds")
+    return seconds
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -124,6 +151,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         api_host=args.api_host, api_port=parse_port("--api-port", args.api_port),
         xds_host=args.xds_host, xds_port=parse_port("--xds-port", args.xds_port),
         vip_cidr=parse_cidr("--vip-cidr", args.vip_cidr), zone=args.zone,
+        meshservice_grace_period_ms=parse_duration_ms("--meshservice-grace-period",
+                                                      args.meshservice_grace_period),
     )
 
     def announce(where: dict[str, str]) -> None:
@@ -208,6 +237,7 @@ def _table(kind: str, docs: list[dict[str, Any]]) -> None:
         "Dataplane": ["MESH", "NAME", "ADDRESS", "SERVICES"],
         "MeshService": ["MESH", "NAME", "VIP", "HOSTNAMES", "PORTS", "STATE", "DATAPLANES",
                         "ORIGIN"],
+        "HostnameGenerator": ["NAME", "SELECTOR", "TEMPLATE"],
     }
     table = Table(box=None, header_style="bold")
     for column in columns[kind]:
@@ -220,6 +250,10 @@ def _table(kind: str, docs: list[dict[str, Any]]) -> None:
 def _cells(kind: str, doc: dict[str, Any]) -> list[str]:
     if kind == "Mesh":
         return [doc["name"], doc.get("creationTime", "")]
+    if kind == "HostnameGenerator":
+        selector = ",".join(f"{k}{v.get('matchLabels', {})}"
+                            for k, v in doc["spec"]["selector"].items())
+        return [doc["name"], selector, doc["spec"]["template"]]
     if kind == "Dataplane":
         net = doc["networking"]
         services = sorted({i.get("tags", {}).get("kuma.io/service", "-") for i in net["inbound"]})
@@ -320,6 +354,13 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 # --- parser -----------------------------------------------------------------------------------
 
 
+_GRACE_FLAG = ("--meshservice-grace-period",)
+_GRACE_OPTIONS: dict[str, Any] = {
+    "default": env("MESHSERVICE_GRACE_PERIOD", "1h"),
+    "help": "how long a generated MeshService outlives its last Dataplane, e.g. 1h, 10m, 0 "
+            "(recorded in the log; default %(default)s)"}
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meshlog", description="meshlog: an event-sourced "
                                 "service-mesh control plane on NATS JetStream")
@@ -345,12 +386,14 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--vip-cidr", default=env("VIP_CIDR", "241.0.0.0/8"),
                     help="CIDR of MeshService VIPs (recorded in the log; default %(default)s)")
     up.add_argument("--zone", default=env("ZONE", "default"), help="zone name")
+    up.add_argument(*_GRACE_FLAG, **_GRACE_OPTIONS)
 
     apply = sub.add_parser("apply", help="create or update resources from a file")
     apply.add_argument("-f", "--file", required=True, help="YAML or JSON file, '-' for stdin")
 
     get = sub.add_parser("get", help="list resources, or show one")
-    get.add_argument("what", help="meshes | dataplanes | meshservices, or a singular kind")
+    get.add_argument("what", help="meshes | dataplanes | meshservices | hostnamegenerators, "
+                     "or a singular kind")
     get.add_argument("name", nargs="?", help="show this resource only")
     get.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
     get.add_argument("-o", "--output", choices=["table", "yaml", "json"])
@@ -358,7 +401,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="only resources with this label (repeatable; all must match)")
 
     rm = sub.add_parser("delete", help="delete a resource")
-    rm.add_argument("kind", help="mesh | dataplane | meshservice")
+    rm.add_argument("kind", help="mesh | dataplane | meshservice | hostnamegenerator")
     rm.add_argument("name")
     rm.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
 
@@ -371,6 +414,8 @@ def _parser() -> argparse.ArgumentParser:
         proc.add_argument("--stream-replicas", default=env("STREAM_REPLICAS", "1"),
                           help="replicas of the streams this process creates if missing "
                                "(3 on a 3-node cluster)")
+        if name == "projector":
+            proc.add_argument(*_GRACE_FLAG, **_GRACE_OPTIONS)
         if name != "gateway":
             proc.add_argument("--database", default=env("DATABASE"),
                               help="read-model store URL (default: SQLite in --data-dir)")
@@ -378,8 +423,14 @@ def _parser() -> argparse.ArgumentParser:
         if name == "gateway":
             proc.add_argument("--xds-host", default=env("XDS_HOST", "127.0.0.1"))
             proc.add_argument("--xds-port", default=env("XDS_PORT", "5678"))
-            proc.add_argument("--max-connection-age", default=env("MAX_CONNECTION_AGE", "0"),
-                              help="seconds before a client is asked to reconnect (0 = never)")
+            # xds-rules.md #14: replicas added later get their share of long-lived streams
+            # (istiod's default is the same 30 min)
+            proc.add_argument("--max-connection-age", default=env("MAX_CONNECTION_AGE", "1800"),
+                              help="seconds (+-10 %% jitter) before a proxy is asked to "
+                                   "reconnect, through the LB (0 = never; default %(default)s)")
+            proc.add_argument("--drain-grace", default=env("DRAIN_GRACE", "10"),
+                              help="seconds open streams get after SIGTERM or max connection "
+                                   "age before they are ended (default %(default)s)")
         if name == "api":
             proc.add_argument("--api-host", default=env("API_HOST", "127.0.0.1"))
             proc.add_argument("--api-port", default=env("API_PORT", "5681"))

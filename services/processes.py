@@ -1,10 +1,13 @@
 """The control plane's parts as separate processes, for scale-out (compose.yaml):
 
     meshlog projector --nats-url URL --database URL
-    meshlog gateway   --nats-url URL [--xds-port 5678]
+    meshlog gateway   --nats-url URL [--xds-port 5678] [--drain-grace 10]
     meshlog api       --nats-url URL --database URL [--api-port 5681]
 
-Each connects to NATS, runs one component until SIGTERM/Ctrl-C, and closes in order.
+Each connects to NATS, runs one component until SIGTERM/Ctrl-C, and closes in order. A
+gateway first drains (xds-rules.md #14): no new streams, GOAWAY, its open streams ended a few
+at a time within the drain grace, so its proxies reconnect to the other replicas; then it
+drains NATS and exits 0.
 """
 
 from __future__ import annotations
@@ -18,11 +21,15 @@ from nats.aio.client import Client as NATS
 
 from events import JetStreamEventLog, connect_nats
 from events.projection_bus import JetStreamProjectionBus
-from projections import Projector, open_store
+from events.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
+from projections import DEFAULT_GRACE_PERIOD_MS, Projector, open_store
 from services.api import create_app
 from services.commands import Commands
+from services.inspector import ProxyInspector
 from services.up import bind_socket, run_projector, serve_api
 from xds_gateway import Gateway
+from xds_gateway.config_service import ConfigService
+from xds_gateway.server import DEFAULT_DRAIN_GRACE_S
 
 __all__ = ["run_api_process", "run_gateway_process", "run_projector_process"]
 
@@ -40,9 +47,13 @@ async def _nats(url: str, name: str) -> AsyncIterator[NATS]:
 
 
 async def run_projector_process(*, nats_url: str, database: str, zone: str,
-                                replicas: int = 1) -> None:
+                                replicas: int = 1,
+                                meshservice_grace_period_ms: int = DEFAULT_GRACE_PERIOD_MS
+                                ) -> None:
     async with _nats(nats_url, "meshlog-projector") as nc:
         event_log = await JetStreamEventLog.open(nc, replicas=replicas)
+        await Commands(event_log, zone=zone).configure_grace_period(
+            "MeshService", meshservice_grace_period_ms, DEFAULT_GRACE_PERIOD_MS)
         bus = await JetStreamProjectionBus.open(nc, replicas=replicas)
         store = await open_store(database)
         try:
@@ -52,13 +63,19 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
 
 
 async def run_gateway_process(*, nats_url: str, host: str, port: int,
-                              max_connection_age_s: float = 0, replicas: int = 1) -> None:
+                              max_connection_age_s: float = 0, replicas: int = 1,
+                              drain_grace_s: float = DEFAULT_DRAIN_GRACE_S) -> None:
     async with _nats(nats_url, "meshlog-gateway") as nc:
         bus = await JetStreamProjectionBus.open(nc, replicas=replicas)
-        gateway = Gateway(bus, host=host, port=port, max_connection_age_s=max_connection_age_s)
+        # cancellation (SIGTERM) reaches Gateway.serve, which drains before NATS is closed:
+        # the view keeps following the bus while the last streams end
+        gateway = Gateway(bus, host=host, port=port, max_connection_age_s=max_connection_age_s,
+                          drain_grace_s=drain_grace_s)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(gateway.run())
             await gateway.serving.wait()
+            tg.create_task(serve_requests(nc, XDS_CONFIG_SUBJECTS, XDS_CONFIG_QUEUE,
+                                          ConfigService(gateway.view, gateway.cache).handle))
             print(f"xDS gateway serving on {host}:{gateway.port}", flush=True)
 
 
@@ -71,7 +88,8 @@ async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
             store = await open_store(database)
             try:
                 print(f"API listening on http://{host}:{sock.getsockname()[1]}", flush=True)
-                await serve_api(create_app(Commands(event_log, zone=zone), store), sock)
+                await serve_api(create_app(Commands(event_log, zone=zone), store,
+                                       inspector=ProxyInspector(nc)), sock)
             finally:
                 await store.close()
     finally:

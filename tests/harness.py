@@ -230,3 +230,72 @@ def fetch(url: str) -> str | None:
             return client.get(url).text
     except httpx.HTTPError:
         return None
+
+
+# --- gateways behind a load balancer ----------------------------------------------------------
+
+
+class GatewayProcess:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path):
+        self.proc = proc
+        self.port = port
+        self.log = log
+
+
+@contextlib.contextmanager
+def run_gateway_process(nats_url: str, workdir: Path, name: str, *extra: str,
+                        port: int = 0) -> Iterator[GatewayProcess]:
+    """`meshlog gateway` in its own session; yields once it serves ADS (port 0 = any free).
+    Stopped with SIGTERM (it drains) unless the test already stopped or killed it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / f"{name}.log"
+    start = log_path.stat().st_size if log_path.exists() else 0
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "meshlog"), "gateway", "--nats-url", nats_url, "--xds-port", str(port),
+         *extra], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def serving() -> int | None:
+            with open(log_path, "rb") as f:
+                f.seek(start)
+                text = f.read().decode(errors="replace")
+            if proc.poll() is not None:
+                raise RuntimeError(f"meshlog gateway exited {proc.returncode}: {text[-3000:]}")
+            for line in text.splitlines():
+                if line.startswith("xDS gateway serving on "):
+                    return int(line.rpartition(":")[2])
+            return None
+
+        yield GatewayProcess(proc, wait_for(serving, timeout=30, what=f"gateway {name}"),
+                             log_path)
+    finally:
+        stop_process(proc, signal.SIGTERM, timeout=30)
+        log.close()
+
+
+class LoadBalancer:
+    def __init__(self, envoy: Envoy, port: int):
+        self.envoy = envoy
+        self.port = port
+
+    def healthy_gateways(self) -> int:
+        from services.bench._lb import LB_CLUSTER
+
+        return self.envoy.stats(f"cluster.{LB_CLUSTER}.membership_healthy").get(
+            f"cluster.{LB_CLUSTER}.membership_healthy", 0)
+
+
+@contextlib.contextmanager
+def run_lb_envoy(gateway_ports: list[int], workdir: Path) -> Iterator[LoadBalancer]:
+    """A real Envoy TCP load balancer (services/bench/_lb.py) in front of the gateways;
+    yields once it listens and every gateway passes its health check."""
+    from services.bench._lb import lb_bootstrap, lb_port_of
+
+    with run_envoy(lb_bootstrap(gateway_ports), workdir, "lb") as envoy:
+        port = wait_for(lambda: lb_port_of(
+            envoy.admin.get("/listeners", params={"format": "json"}).json()),
+            what="the LB listener")
+        lb = LoadBalancer(envoy, port)
+        wait_for(lambda: lb.healthy_gateways() == len(gateway_ports), timeout=15,
+                 what="every gateway healthy in the LB")
+        yield lb

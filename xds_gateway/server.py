@@ -12,14 +12,18 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
-from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
+from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
 
+from events import DEFAULT_ZONE, EventLog
 from events.projection_bus import JetStreamProjectionBus
 from xds_gateway.cache import ResourceCache
+from xds_gateway.delta import DeltaStream
+from xds_gateway.insights import Insights
+from xds_gateway.lifecycle import ProxyLifecycle
 from xds_gateway.sotw import InvalidStream, SotwStream
 from xds_gateway.view import ProjectionView
 
-__all__ = ["SERVER_OPTIONS", "Gateway"]
+__all__ = ["DEFAULT_DRAIN_GRACE_S", "SERVER_OPTIONS", "Gateway"]
 
 log = logging.getLogger("meshlog.xds")
 
@@ -36,19 +40,39 @@ SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
 ]
 
+DEFAULT_DRAIN_GRACE_S = 10.0
+"""How long streams may go on after GOAWAY (SIGTERM, or max connection age) - rule 14."""
+_DRAIN_RATE_PER_S = 100
+"""Streams ended per second while draining (faster only if the grace needs it), so the
+replicas that take the reconnects build their snapshots a few at a time."""
+
 
 class Gateway:
     def __init__(self, bus: JetStreamProjectionBus | None, *, host: str = "127.0.0.1",
-                 port: int = 0, max_connection_age_s: float = 0) -> None:
+                 port: int = 0, max_connection_age_s: float = 0,
+                 drain_grace_s: float = DEFAULT_DRAIN_GRACE_S,
+                 event_log: EventLog | None = None, insights: Insights | None = None,
+                 zone: str = DEFAULT_ZONE, deregistration_delay_s: float = 10.0,
+                 heartbeat_s: float = 5.0, insight_interval_s: float = 1.0) -> None:
         self._bus = bus
         self._host = host
         self._port = port
         self._max_age_s = max_connection_age_s
+        self._grace_s = drain_grace_s
+        self.draining = False
+        """True from SIGTERM on: readiness reports 503 so the LB stops sending new streams."""
+        self._releases: dict[SotwStream, asyncio.Event] = {}
         self.view = ProjectionView()
         self.cache = ResourceCache()
         self.port: int | None = None
         self.serving = asyncio.Event()
         self.streams: set[SotwStream] = set()
+        self.lifecycle = ProxyLifecycle(
+            event_log=event_log, insights=insights, zone=zone,
+            address=lambda: f"{self._host}:{self.port}",
+            deregistration_delay_s=deregistration_delay_s, heartbeat_s=heartbeat_s,
+            insight_interval_s=insight_interval_s)
+        """Insights, self-registration and reaping (issues 4 and 5)."""
 
     async def run(self) -> None:
         """Follow the projection bus; serve once the view is complete."""
@@ -57,10 +81,11 @@ class Gateway:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.view.follow(self._bus.watch()))
             await self.view.ready.wait()
+            tg.create_task(self.lifecycle.run(self.serving), name="proxy lifecycle")
             await self.serve()
 
     async def serve(self) -> None:
-        """Serve ADS from `self.view` until cancelled."""
+        """Serve ADS from `self.view` until cancelled; then drain within the grace period."""
         server = self._build_server()
         await server.start()
         self.serving.set()
@@ -68,18 +93,60 @@ class Gateway:
         try:
             await server.wait_for_termination()
         finally:
-            await server.stop(grace=1)
+            await self._drain(server)
+
+    async def _drain(self, server: grpc.aio.Server) -> None:
+        """xds-rules.md #14: stop accepting, send GOAWAY, then end the open streams a few at a
+        time within the grace period; what is left at its end is cancelled. Each proxy then
+        reconnects through the load balancer to a live replica, which sees identical content
+        and versions (rule 12), so Envoy applies nothing new."""
+        self.draining = True
+        log.info("draining %d ADS streams within %.1f s", len(self._releases), self._grace_s)
+        async with asyncio.TaskGroup() as tg:
+            # closes the listener and sends GOAWAY now; returns once every stream has ended
+            tg.create_task(server.stop(grace=self._grace_s))
+            releases = list(self._releases.values())
+            loop = asyncio.get_running_loop()
+            step = min(1 / _DRAIN_RATE_PER_S, 0.8 * self._grace_s / max(len(releases), 1))
+            started = loop.time()
+            for i, release in enumerate(releases):
+                # pacing the fleet's reconnects, not waiting for a condition
+                await asyncio.sleep(max(0.0, started + i * step - loop.time()))
+                release.set()
+        log.info("drained")
+
+    async def _feed_until_released(self, stream: SotwStream,
+                                   requests: AsyncIterator[DiscoveryRequest]) -> None:
+        """Feed the stream until the client half-closes or a drain releases the stream; the
+        handler then returns, so the client sees a clean end (OK) and reconnects."""
+        release = self._releases[stream] = asyncio.Event()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                feeding = tg.create_task(stream.feed(requests))
+                released = tg.create_task(release.wait())
+                await asyncio.wait((feeding, released), return_when=asyncio.FIRST_COMPLETED)
+                feeding.cancel()
+                released.cancel()
+        finally:
+            del self._releases[stream]
 
     def _build_server(self) -> grpc.aio.Server:
         options = list(SERVER_OPTIONS)
         if self._max_age_s:
+            # rule 14: GOAWAY after this age (grpc adds +-10 % jitter), so long-lived streams
+            # spread over replicas added since; streams still open after the grace are ended
             options += [("grpc.max_connection_age_ms", int(self._max_age_s * 1000)),
-                        ("grpc.max_connection_age_grace_ms", 30_000)]
+                        ("grpc.max_connection_age_grace_ms", int(self._grace_s * 1000))]
         server = grpc.aio.server(options=options)
         handler = grpc.method_handlers_generic_handler(ADS_SERVICE, {
             "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
                 self._sotw,
                 request_deserializer=DiscoveryRequest.FromString,
+                response_serializer=_identity,
+            ),
+            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self._delta,
+                request_deserializer=DeltaDiscoveryRequest.FromString,
                 response_serializer=_identity,
             ),
         })
@@ -92,10 +159,11 @@ class Gateway:
         stream = SotwStream(self.view, self.cache, context.write)
         self.streams.add(stream)
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with self.lifecycle.proxy_stream(stream, requests, context, "sotw") as requests, \
+                    asyncio.TaskGroup() as tg:
                 runner = tg.create_task(stream.run())
                 watcher = tg.create_task(stream.watch_view())
-                await stream.feed(requests)  # returns when the client half-closes
+                await self._feed_until_released(stream, requests)
                 runner.cancel()
                 watcher.cancel()
         except* InvalidStream as group:
@@ -104,6 +172,25 @@ class Gateway:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
         finally:
             self.streams.discard(stream)
+
+    async def _delta(self, requests: AsyncIterator[DeltaDiscoveryRequest],
+                     context: grpc.aio.ServicerContext) -> None:
+        """Incremental ADS: the same lifecycle as `_sotw`, with a `DeltaStream`."""
+        stream = DeltaStream(self.view, self.cache, context.write)
+        self.streams.add(stream)  # type: ignore[arg-type]
+        try:
+            async with asyncio.TaskGroup() as tg:
+                runner = tg.create_task(stream.run())
+                watcher = tg.create_task(stream.watch_view())
+                await self._feed_until_released(stream, requests)  # type: ignore[arg-type]
+                runner.cancel()
+                watcher.cancel()
+        except* InvalidStream as group:
+            message = str(group.exceptions[0])
+            log.warning("ending stream of %s: %s", stream.node_id or context.peer(), message)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+        finally:
+            self.streams.discard(stream)  # type: ignore[arg-type]
 
 
 def _identity(data: bytes) -> bytes:

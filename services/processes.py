@@ -21,14 +21,11 @@ from nats.aio.client import Client as NATS
 
 from events import JetStreamEventLog, connect_nats
 from events.projection_bus import JetStreamProjectionBus
-from events.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
-from projections import DEFAULT_GRACE_PERIOD_MS, Projector, open_store
+from projections import Projector, open_store
 from services.api import create_app
 from services.commands import Commands
-from services.inspector import ProxyInspector
 from services.up import bind_socket, run_projector, serve_api
 from xds_gateway import Gateway
-from xds_gateway.config_service import ConfigService
 from xds_gateway.server import DEFAULT_DRAIN_GRACE_S
 
 __all__ = ["run_api_process", "run_gateway_process", "run_projector_process"]
@@ -47,13 +44,9 @@ async def _nats(url: str, name: str) -> AsyncIterator[NATS]:
 
 
 async def run_projector_process(*, nats_url: str, database: str, zone: str,
-                                replicas: int = 1,
-                                meshservice_grace_period_ms: int = DEFAULT_GRACE_PERIOD_MS
-                                ) -> None:
+                                replicas: int = 1) -> None:
     async with _nats(nats_url, "meshlog-projector") as nc:
         event_log = await JetStreamEventLog.open(nc, replicas=replicas)
-        await Commands(event_log, zone=zone).configure_grace_period(
-            "MeshService", meshservice_grace_period_ms, DEFAULT_GRACE_PERIOD_MS)
         bus = await JetStreamProjectionBus.open(nc, replicas=replicas)
         store = await open_store(database)
         try:
@@ -74,8 +67,6 @@ async def run_gateway_process(*, nats_url: str, host: str, port: int,
         async with asyncio.TaskGroup() as tg:
             tg.create_task(gateway.run())
             await gateway.serving.wait()
-            tg.create_task(serve_requests(nc, XDS_CONFIG_SUBJECTS, XDS_CONFIG_QUEUE,
-                                          ConfigService(gateway.view, gateway.cache).handle))
             print(f"xDS gateway serving on {host}:{gateway.port}", flush=True)
 
 
@@ -88,8 +79,7 @@ async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
             store = await open_store(database)
             try:
                 print(f"API listening on http://{host}:{sock.getsockname()[1]}", flush=True)
-                await serve_api(create_app(Commands(event_log, zone=zone), store,
-                                       inspector=ProxyInspector(nc)), sock)
+                await serve_api(create_app(Commands(event_log, zone=zone), store), sock)
             finally:
                 await store.close()
     finally:

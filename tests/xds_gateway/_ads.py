@@ -8,7 +8,12 @@ from typing import Any
 
 import grpc
 from envoy.config.core.v3.base_pb2 import Node
-from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
+from envoy.service.discovery.v3.discovery_pb2 import (
+    DeltaDiscoveryRequest,
+    DeltaDiscoveryResponse,
+    DiscoveryRequest,
+    DiscoveryResponse,
+)
 from google.rpc.status_pb2 import Status
 
 from events import (
@@ -23,6 +28,7 @@ from projections import PUBLISHED, ProjectionState, apply_event
 from projections.derive import derive_stale
 
 ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+DELTA_ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 
 
 def event_for(doc: dict[str, Any], at: int = 1) -> AnyEvent:
@@ -61,12 +67,14 @@ def dataplane(name: str, address: str, port: int, service: str, **inbound: Any) 
 class AdsClient:
     """One ADS stream: `send` requests, `recv` responses (with a timeout)."""
 
+    _method, _request, _response = ADS, DiscoveryRequest, DiscoveryResponse
+
     def __init__(self, channel: grpc.aio.Channel) -> None:
-        self._requests: asyncio.Queue[DiscoveryRequest | None] = asyncio.Queue()
-        self._responses: asyncio.Queue[DiscoveryResponse | BaseException] = asyncio.Queue()
+        self._requests: asyncio.Queue[Any] = asyncio.Queue()
+        self._responses: asyncio.Queue[Any] = asyncio.Queue()
         self.call = channel.stream_stream(
-            ADS, request_serializer=DiscoveryRequest.SerializeToString,
-            response_deserializer=DiscoveryResponse.FromString,
+            self._method, request_serializer=self._request.SerializeToString,
+            response_deserializer=self._response.FromString,
         )(self._iterate())
         # reading in one task: a timed-out wait must not cancel the call itself
         self._reader = asyncio.ensure_future(self._read())
@@ -78,7 +86,7 @@ class AdsClient:
         except grpc.aio.AioRpcError as exc:
             self._responses.put_nowait(exc)
 
-    async def _iterate(self) -> AsyncIterator[DiscoveryRequest]:
+    async def _iterate(self) -> AsyncIterator[Any]:
         while (request := await self._requests.get()) is not None:
             yield request
 
@@ -96,7 +104,7 @@ class AdsClient:
         self.send(response.type_url, names=names, version=response.version_info,
                   nonce=response.nonce)
 
-    async def recv(self, within: float = 5.0) -> DiscoveryResponse:
+    async def recv(self, within: float = 5.0) -> Any:
         item = await asyncio.wait_for(self._responses.get(), within)
         if isinstance(item, BaseException):
             raise item
@@ -113,3 +121,26 @@ class AdsClient:
     def close(self) -> None:
         """Half-close: the server ends the stream, and the reader with it."""
         self._requests.put_nowait(None)
+
+
+class DeltaAdsClient(AdsClient):
+    """One Delta ADS stream: `send` DeltaDiscoveryRequests, `recv` DeltaDiscoveryResponses."""
+
+    _method, _request, _response = DELTA_ADS, DeltaDiscoveryRequest, DeltaDiscoveryResponse
+
+    def send(self, type_url: str, *, node_id: str | None = None,  # type: ignore[override]
+             subscribe: Iterable[str] = (), unsubscribe: Iterable[str] = (),
+             initial: dict[str, str] | None = None, nonce: str = "",
+             error: str | None = None) -> None:
+        request = DeltaDiscoveryRequest(
+            type_url=type_url, resource_names_subscribe=list(subscribe),
+            resource_names_unsubscribe=list(unsubscribe),
+            initial_resource_versions=initial or {}, response_nonce=nonce)
+        if node_id is not None:
+            request.node.CopyFrom(Node(id=node_id))
+        if error is not None:
+            request.error_detail.CopyFrom(Status(code=3, message=error))
+        self._requests.put_nowait(request)
+
+    def ack(self, response: DeltaDiscoveryResponse) -> None:  # type: ignore[override]
+        self.send(response.type_url, nonce=response.nonce)

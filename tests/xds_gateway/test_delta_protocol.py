@@ -1,0 +1,286 @@
+"""Delta (incremental) ADS protocol rules (reference/xds-rules.md), with a raw Delta client.
+
+The gateway serves a view fed with rows produced by the real fold; only the bus is left out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from events import DataplaneDeregistered
+from tests.xds_gateway._ads import DeltaAdsClient, Projection, dataplane, event_for
+from xds_gateway import Gateway
+from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER
+
+WEB = "default.web-1"
+BACKEND_CLUSTER = "default_backend___msvc_8080"
+WEB_CLUSTER = "default_web___msvc_7070"
+DB_CLUSTER = "default_db___msvc_5432"
+DB_LISTENER = "outbound:241.0.0.3:5432"
+
+
+@pytest.fixture
+async def projection() -> Projection:
+    return Projection()
+
+
+@pytest.fixture
+async def gateway(projection: Projection) -> AsyncIterator[Gateway]:
+    gw = Gateway(None, port=0)
+    gw.view.apply(projection.fold([
+        event_for({"type": "Mesh", "name": "default"}),
+        event_for(dataplane("backend-1", "10.0.0.1", 8080, "backend")),
+        event_for(dataplane("web-1", "10.0.0.9", 7070, "web")),
+    ]))
+    task = asyncio.create_task(gw.serve())
+    await gw.serving.wait()
+    try:
+        yield gw
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+@pytest.fixture
+async def channel(gateway: Gateway) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as ch:
+        yield ch
+
+
+def _versions(response) -> dict[str, str]:
+    return {r.name: r.version for r in response.resources}
+
+
+def _add_db(gateway: Gateway, projection: Projection) -> None:
+    gateway.view.apply(projection.fold([event_for(dataplane("db-1", "10.0.0.5", 5432, "db"))]))
+
+
+async def _subscribe(client: DeltaAdsClient) -> tuple:
+    """Envoy's opening: CDS and LDS wildcard, EDS for the EDS clusters; all ACKed."""
+    client.send(CLUSTER, node_id=WEB)
+    cds = await client.recv()
+    assert cds.type_url == CLUSTER
+    client.ack(cds)
+    client.send(ENDPOINT, subscribe=[n for n in _versions(cds) if "_msvc_" in n])
+    eds = await client.recv()
+    assert eds.type_url == ENDPOINT
+    client.ack(eds)
+    client.send(LISTENER)
+    lds = await client.recv()
+    assert lds.type_url == LISTENER
+    client.ack(lds)
+    return cds, eds, lds
+
+
+async def test_first_request_without_node_ends_only_that_stream(channel) -> None:
+    """Rule 1."""
+    bad = DeltaAdsClient(channel)
+    bad.send(CLUSTER)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await bad.recv()
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "node.id" in info.value.details()
+    good = DeltaAdsClient(channel)
+    good.send(CLUSTER, node_id=WEB)
+    assert (await good.recv()).type_url == CLUSTER  # the server still serves
+    good.close()
+
+
+async def test_later_requests_may_omit_the_node(channel) -> None:
+    """Rule 1: only the first request names the node."""
+    client = DeltaAdsClient(channel)
+    cds, eds, lds = await _subscribe(client)
+    assert BACKEND_CLUSTER in _versions(cds)
+    assert sorted(_versions(eds)) == [BACKEND_CLUSTER, WEB_CLUSTER]
+    assert "outbound:241.0.0.1:8080" in _versions(lds)
+    client.close()
+
+
+async def test_nonces_are_unique_within_a_stream(channel) -> None:
+    """Rule 2."""
+    client = DeltaAdsClient(channel)
+    cds, eds, lds = await _subscribe(client)
+    assert len({cds.nonce, eds.nonce, lds.nonce}) == 3
+    client.close()
+
+
+async def test_stale_nonce_still_applies_subscription_changes(channel, gateway, projection
+                                                              ) -> None:
+    """Rule 2 (Delta): unlike SotW, subscribe/unsubscribe count whatever the nonce."""
+    _add_db(gateway, projection)
+    client = DeltaAdsClient(channel)
+    await _subscribe(client)
+    client.send(ENDPOINT, subscribe=[DB_CLUSTER], unsubscribe=[WEB_CLUSTER], nonce="999")
+    eds = await client.recv()
+    assert list(_versions(eds)) == [DB_CLUSTER]
+    stream = next(iter(gateway.streams))
+    assert stream.types[ENDPOINT].names == {BACKEND_CLUSTER, DB_CLUSTER}
+    assert stream.types[ENDPOINT].acks == 1  # a stale nonce ACKs nothing
+    client.close()
+
+
+async def test_nack_is_counted_and_not_resent(channel, gateway, projection) -> None:
+    """Rule 3: counted with its message; the rejected resources are not sent again, also
+    when an unrelated change follows."""
+    client = DeltaAdsClient(channel)
+    cds, _eds, _lds = await _subscribe(client)
+    _add_db(gateway, projection)
+    cds2 = await client.recv()
+    assert list(_versions(cds2)) == [DB_CLUSTER]
+    client.ack(await client.recv())  # the db listener
+    client.send(CLUSTER, nonce=cds2.nonce, error="cluster rejected")
+    await client.nothing()
+    stream = next(iter(gateway.streams))
+    assert stream.types[CLUSTER].nacks == 1
+    assert stream.types[CLUSTER].last_nack == "cluster rejected"
+    gateway.view.apply(projection.fold([event_for(dataplane("backend-2", "10.0.0.2", 8080,
+                                                            "backend"))]))
+    eds = await client.recv()  # only the changed endpoints; no CDS with the rejected cluster
+    assert eds.type_url == ENDPOINT and list(_versions(eds)) == [BACKEND_CLUSTER]
+    await client.nothing()
+    client.close()
+
+
+async def test_ack_gets_no_response(channel) -> None:
+    """Rule 4: nothing changed, nothing sent."""
+    client = DeltaAdsClient(channel)
+    await _subscribe(client)
+    await client.nothing()
+    client.close()
+
+
+async def test_only_changed_resources_are_sent(channel, gateway, projection) -> None:
+    """Rule 4 (Delta): a new service sends its cluster, not the ones the client holds."""
+    client = DeltaAdsClient(channel)
+    await _subscribe(client)
+    _add_db(gateway, projection)
+    cds = await client.recv()
+    assert cds.type_url == CLUSTER and list(_versions(cds)) == [DB_CLUSTER]
+    assert not cds.removed_resources
+    lds = await client.recv()
+    assert lds.type_url == LISTENER and list(_versions(lds)) == [DB_LISTENER]
+    client.close()
+
+
+async def test_empty_first_subscribe_is_a_wildcard(channel) -> None:
+    """Rule 5: LDS/CDS with no names is the legacy wildcard; `*` is the explicit one."""
+    legacy = DeltaAdsClient(channel)
+    legacy.send(LISTENER, node_id=WEB)
+    explicit = DeltaAdsClient(channel)
+    explicit.send(LISTENER, node_id=WEB, subscribe=["*"])
+    one, two = await legacy.recv(), await explicit.recv()
+    assert _versions(one) == _versions(two)
+    assert {"inbound:10.0.0.9:7070", "outbound:241.0.0.1:8080"} <= _versions(one).keys()
+    legacy.close()
+    explicit.close()
+
+
+async def test_eds_holds_only_subscribed_names(channel) -> None:
+    """Rule 5: EDS is always named, never a wildcard."""
+    client = DeltaAdsClient(channel)
+    client.send(ENDPOINT, node_id=WEB, subscribe=[BACKEND_CLUSTER])
+    eds = await client.recv()
+    assert list(_versions(eds)) == [BACKEND_CLUSTER]
+    client.close()
+
+
+async def test_no_duplicate_names_in_a_response(channel, gateway, projection) -> None:
+    """Rule 7, also with a name subscribed twice."""
+    client = DeltaAdsClient(channel)
+    client.send(ENDPOINT, node_id=WEB, subscribe=[BACKEND_CLUSTER, BACKEND_CLUSTER, "*"])
+    eds = await client.recv()
+    assert [r.name for r in eds.resources] == [BACKEND_CLUSTER]
+    client.close()
+
+
+async def test_unknown_name_is_removed_then_pushed_when_it_appears(channel, gateway, projection
+                                                                   ) -> None:
+    """Rules 8 and 11: answered at once in removed_resources, sent when it exists."""
+    client = DeltaAdsClient(channel)
+    client.send(ENDPOINT, node_id=WEB, subscribe=[DB_CLUSTER])
+    eds = await client.recv()
+    assert list(eds.removed_resources) == [DB_CLUSTER] and not eds.resources
+    client.ack(eds)
+    await client.nothing()
+    _add_db(gateway, projection)
+    eds = await client.recv()
+    assert list(_versions(eds)) == [DB_CLUSTER]
+    client.close()
+
+
+async def test_deleted_resources_are_in_removed_resources(channel, gateway, projection) -> None:
+    """Rule 8/10: a deleted service's listener goes, then (after the LDS ACK) its cluster."""
+    _add_db(gateway, projection)
+    client = DeltaAdsClient(channel)
+    await _subscribe(client)
+    gateway.view.apply(projection.fold([DataplaneDeregistered(at=2, mesh="default", name="db-1")]))
+    seen = []
+    response = await client.recv()
+    while response.type_url != LISTENER:  # EDS may say the endpoints went first
+        assert response.type_url == ENDPOINT, "no cluster may leave before its listener"
+        seen.append(response)
+        response = await client.recv()
+    assert list(response.removed_resources) == [DB_LISTENER] and not response.resources
+    client.ack(response)
+    cds = await client.recv()
+    assert cds.type_url == CLUSTER and list(cds.removed_resources) == [DB_CLUSTER]
+    client.close()
+
+
+async def test_push_order_is_cds_eds_lds(channel, gateway, projection) -> None:
+    """Rule 10: on one change, clusters before endpoints before listeners."""
+    client = DeltaAdsClient(channel)
+    await _subscribe(client)
+    client.send(ENDPOINT, subscribe=[DB_CLUSTER])
+    client.ack(await client.recv())  # "db does not exist yet"
+    _add_db(gateway, projection)
+    order = [(await client.recv()).type_url for _ in range(3)]
+    assert order == [CLUSTER, ENDPOINT, LISTENER]
+    client.close()
+
+
+async def test_subscribe_is_answered_even_if_sent_before(channel) -> None:
+    """Rules 9 and 11: Envoy re-subscribes to warm a cluster; the CLA must come again."""
+    client = DeltaAdsClient(channel)
+    _cds, eds, _lds = await _subscribe(client)
+    client.send(ENDPOINT, subscribe=[BACKEND_CLUSTER])
+    again = await client.recv()
+    assert _versions(again) == {BACKEND_CLUSTER: _versions(eds)[BACKEND_CLUSTER]}
+    client.close()
+
+
+async def test_initial_resource_versions_are_honoured(channel, gateway) -> None:
+    """Rule 11: on reconnect, equal versions are not re-sent, stale ones are, and names the
+    server does not know are reported removed."""
+    first = DeltaAdsClient(channel)
+    cds, _eds, _lds = await _subscribe(first)
+    first.close()
+    held = _versions(cds)
+    held[BACKEND_CLUSTER] = "stale"
+    held["default_gone___msvc_1"] = "whatever"
+    again = DeltaAdsClient(channel)
+    again.send(CLUSTER, node_id=WEB, initial=held)
+    response = await again.recv()
+    assert _versions(response) == {BACKEND_CLUSTER: _versions(cds)[BACKEND_CLUSTER]}
+    assert list(response.removed_resources) == ["default_gone___msvc_1"]
+    again.close()
+
+
+async def test_resources_share_the_encoded_bytes_with_sotw(channel, gateway) -> None:
+    """Invariant 9: a Delta resource carries the same cached Any as the SotW response."""
+    client = DeltaAdsClient(channel)
+    cds, _eds, _lds = await _subscribe(client)
+    builds = gateway.cache.builds
+    stream = next(iter(gateway.streams))
+    snapshot = stream._current()
+    for resource in cds.resources:
+        cached = snapshot.resources[CLUSTER][resource.name]
+        assert resource.resource.SerializeToString() == cached.any
+        assert resource.version == cached.version
+    assert gateway.cache.builds == builds
+    client.close()

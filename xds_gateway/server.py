@@ -12,10 +12,11 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
-from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
+from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
 
 from events.projection_bus import JetStreamProjectionBus
 from xds_gateway.cache import ResourceCache
+from xds_gateway.delta import DeltaStream
 from xds_gateway.sotw import InvalidStream, SotwStream
 from xds_gateway.view import ProjectionView
 
@@ -130,6 +131,11 @@ class Gateway:
                 request_deserializer=DiscoveryRequest.FromString,
                 response_serializer=_identity,
             ),
+            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self._delta,
+                request_deserializer=DeltaDiscoveryRequest.FromString,
+                response_serializer=_identity,
+            ),
         })
         server.add_generic_rpc_handlers((handler,))
         self.port = server.add_insecure_port(f"{self._host}:{self._port}")
@@ -152,6 +158,25 @@ class Gateway:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
         finally:
             self.streams.discard(stream)
+
+    async def _delta(self, requests: AsyncIterator[DeltaDiscoveryRequest],
+                     context: grpc.aio.ServicerContext) -> None:
+        """Incremental ADS: the same lifecycle as `_sotw`, with a `DeltaStream`."""
+        stream = DeltaStream(self.view, self.cache, context.write)
+        self.streams.add(stream)  # type: ignore[arg-type]
+        try:
+            async with asyncio.TaskGroup() as tg:
+                runner = tg.create_task(stream.run())
+                watcher = tg.create_task(stream.watch_view())
+                await self._feed_until_released(stream, requests)  # type: ignore[arg-type]
+                runner.cancel()
+                watcher.cancel()
+        except* InvalidStream as group:
+            message = str(group.exceptions[0])
+            log.warning("ending stream of %s: %s", stream.node_id or context.peer(), message)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+        finally:
+            self.streams.discard(stream)  # type: ignore[arg-type]
 
 
 def _identity(data: bytes) -> bytes:

@@ -16,9 +16,13 @@ from events.errors import (
 )
 from events.event_types import (
     AnyEvent,
+    ClockTicked,
     DataplaneDeregistered,
     DataplaneRegistered,
     Event,
+    GracePeriodConfigured,
+    HostnameGeneratorApplied,
+    HostnameGeneratorDeleted,
     IpamConfigured,
     MeshApplied,
     MeshDeleted,
@@ -27,8 +31,17 @@ from events.event_types import (
 )
 from events.jetstream import JetStreamEventLog, connect_nats
 from events.log import Appended, EventLog, PendingAppend, Record
+from events.hostname_template import (
+    TemplateContext,
+    TemplateError,
+    TemplateSyntaxError,
+    parse_template,
+    render_template,
+)
 from events.resources import (
+    DEFAULT_HOSTNAME_GENERATORS,
     Dataplane,
+    HostnameGenerator,
     Inbound,
     Mesh,
     MeshService,
@@ -36,10 +49,18 @@ from events.resources import (
     Outbound,
     Resource,
 )
-from events.subjects import DEFAULT_ZONE, EVENTS_STREAM, ipam_subject, resource_subject
+from events.subjects import (
+    DEFAULT_ZONE,
+    EVENTS_STREAM,
+    clock_subject,
+    grace_period_subject,
+    ipam_subject,
+    resource_subject,
+)
 from events.validation import SERVICE_TAG, is_dns1035_label
 
 __all__ = [
+    "DEFAULT_HOSTNAME_GENERATORS",
     "DEFAULT_ZONE",
     "EVENTS_STREAM",
     "KINDS",
@@ -47,6 +68,7 @@ __all__ = [
     "SERVICE_TAG",
     "AnyEvent",
     "Appended",
+    "ClockTicked",
     "Conflict",
     "Dataplane",
     "DataplaneDeregistered",
@@ -54,6 +76,10 @@ __all__ = [
     "Event",
     "EventLog",
     "EventLogUnavailable",
+    "GracePeriodConfigured",
+    "HostnameGenerator",
+    "HostnameGeneratorApplied",
+    "HostnameGeneratorDeleted",
     "Inbound",
     "InvalidResource",
     "IpamConfigured",
@@ -73,15 +99,22 @@ __all__ = [
     "Record",
     "Resource",
     "StreamConfigMismatch",
+    "TemplateContext",
+    "TemplateError",
+    "TemplateSyntaxError",
     "TransientError",
     "UndecodableEvent",
     "Violation",
+    "clock_subject",
     "connect_nats",
     "decode_event",
     "decode_resource",
     "encode_event",
+    "grace_period_subject",
     "ipam_subject",
     "is_dns1035_label",
     "kind_of",
+    "parse_template",
+    "render_template",
     "resource_subject",
 ]

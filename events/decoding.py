@@ -16,13 +16,21 @@ import msgspec
 import msgspec.inspect as mi
 
 from events.errors import InvalidResource, Violation
-from events.resources import RFC1123_SUBDOMAIN, Dataplane, Mesh, MeshService, Resource
+from events.resources import (
+    RFC1123_SUBDOMAIN,
+    Dataplane,
+    HostnameGenerator,
+    Mesh,
+    MeshService,
+    Resource,
+)
 from events.validation import validate
 
 __all__ = ["KINDS", "decode_resource", "kind_of"]
 
 KINDS: dict[str, type[Resource]] = {
     "Mesh": Mesh, "Dataplane": Dataplane, "MeshService": MeshService,
+    "HostnameGenerator": HostnameGenerator,
 }
 
 
@@ -53,8 +61,8 @@ def decode_resource(raw: Any, expected_kind: str | None = None) -> Resource:
     if violations:
         raise InvalidResource(kind, violations)
     resource = msgspec.convert(raw, cls)
-    if isinstance(resource, MeshService) and resource.status is not None:
-        resource = msgspec.structs.replace(resource, status=None)
+    if isinstance(resource, MeshService | Dataplane) and resource.status is not None:
+        resource = msgspec.structs.replace(resource, status=None)  # the control plane's
     violations = validate(resource)
     if violations:
         raise InvalidResource(kind, violations)

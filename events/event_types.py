@@ -11,13 +11,17 @@ from typing import Literal
 
 from msgspec import Struct
 
-from events.resources import Dataplane, Mesh, MeshService
+from events.resources import Dataplane, HostnameGenerator, Mesh, MeshService
 
 __all__ = [
     "AnyEvent",
+    "ClockTicked",
     "DataplaneDeregistered",
     "DataplaneRegistered",
     "Event",
+    "GracePeriodConfigured",
+    "HostnameGeneratorApplied",
+    "HostnameGeneratorDeleted",
     "IpamConfigured",
     "MeshApplied",
     "MeshDeleted",
@@ -67,6 +71,28 @@ class IpamConfigured(Event, tag="ipam.configured"):
     cidr: str
 
 
+class HostnameGeneratorApplied(Event, tag="hostnamegenerator.applied"):
+    hostname_generator: HostnameGenerator
+
+
+class HostnameGeneratorDeleted(Event, tag="hostnamegenerator.deleted"):
+    name: str
+
+
+class GracePeriodConfigured(Event, tag="graceperiod.configured"):
+    """How long a generated MeshService of `kind` outlives its last Dataplane (Kuma: 1 h).
+    Applies to services that lose their last Dataplane after this event."""
+
+    grace_period_ms: int
+    kind: Literal["MeshService"] = "MeshService"
+
+
+class ClockTicked(Event, tag="clock.ticked"):
+    """Time passed: `at` is due time of a pending expiry (a generated MeshService's grace
+    period). Appended by a projector, so that expiry is folded from the log, not the wall
+    clock (invariant 4); any event with a later `at` has the same effect."""
+
+
 AnyEvent = (
     MeshApplied
     | MeshDeleted
@@ -75,4 +101,8 @@ AnyEvent = (
     | MeshServiceApplied
     | MeshServiceDeleted
     | IpamConfigured
+    | HostnameGeneratorApplied
+    | HostnameGeneratorDeleted
+    | GracePeriodConfigured
+    | ClockTicked
 )

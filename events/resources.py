@@ -13,12 +13,17 @@ from msgspec import Meta, Struct
 
 __all__ = [
     "APP_PROTOCOLS",
+    "DEFAULT_HOSTNAME_GENERATORS",
     "Admin",
     "BackendRef",
     "Dataplane",
     "DataplaneNetworking",
     "Health",
+    "HostnameGenerator",
+    "HostnameGeneratorSelector",
+    "HostnameGeneratorSpec",
     "Inbound",
+    "LabelSelector",
     "Mesh",
     "MeshScopedResource",
     "MeshService",
@@ -131,6 +136,9 @@ class DataplaneNetworking(_Base):
 
 class Dataplane(MeshScopedResource, kw_only=True, tag="Dataplane"):
     networking: DataplaneNetworking
+    # status is the control plane's (conditions, e.g. a service name that cannot become a
+    # MeshService): accepted on input so `get -o yaml | apply` works, and dropped.
+    status: dict[str, Any] | None = None
 
 
 # --- MeshService ----------------------------------------------------------------------------
@@ -157,3 +165,51 @@ class MeshService(MeshScopedResource, kw_only=True, tag="MeshService"):
     # status is owned by the control plane: accepted on input (so `get -o yaml | apply` works)
     # and ignored.
     status: dict[str, Any] | None = None
+
+
+# --- HostnameGenerator ----------------------------------------------------------------------
+
+
+class LabelSelector(_Base):
+    match_labels: Labels = {}
+    """Every label must match; empty selects every resource of the kind."""
+
+
+class HostnameGeneratorSelector(_Base):
+    """Exactly one kind is selected (Kuma's rule)."""
+
+    mesh_service: LabelSelector | None = None
+    mesh_external_service: LabelSelector | None = None
+    mesh_multi_zone_service: LabelSelector | None = None
+
+
+class HostnameGeneratorSpec(_Base):
+    selector: HostnameGeneratorSelector
+    template: str
+    """`events.hostname_template`: {{ .DisplayName }}.svc.mesh.local and the like."""
+
+
+class HostnameGenerator(Resource, kw_only=True, tag="HostnameGenerator"):
+    """Global scope (no mesh), as in Kuma: one generator names services of every mesh."""
+
+    spec: HostnameGeneratorSpec
+
+
+DEFAULT_HOSTNAME_GENERATORS: tuple[HostnameGenerator, ...] = (
+    # Kuma's defaults for a universal zone (pkg/defaults/hostname_generator.go). The synced-*
+    # ones of a global control plane select resources of origin `global`: none on one zone.
+    HostnameGenerator(
+        name="local-mesh-external-service", labels={"kuma.io/origin": "zone"},
+        spec=HostnameGeneratorSpec(
+            selector=HostnameGeneratorSelector(mesh_external_service=LabelSelector(
+                match_labels={"kuma.io/origin": "zone"})),
+            template="{{ .DisplayName }}.extsvc.mesh.local")),
+    HostnameGenerator(
+        name="local-universal-mesh-service", labels={"kuma.io/origin": "zone"},
+        spec=HostnameGeneratorSpec(
+            selector=HostnameGeneratorSelector(mesh_service=LabelSelector(
+                match_labels={"kuma.io/origin": "zone"})),
+            template="{{ .DisplayName }}.svc.mesh.local")),
+)
+"""Exist implicitly on every zone; applying a generator of the same name overrides one, and
+deleting that override brings the default back."""

@@ -2,7 +2,8 @@
 
 Every rule appends a `Violation(path, message)`; nothing stops at the first problem. The rules
 follow Kuma (reference/kuma-behaviour.md): tag syntax, `kuma.io/service` on tagged inbounds,
-addresses, admin-port collisions, backend references, MeshService ports.
+addresses, admin-port collisions, backend references, MeshService ports, HostnameGenerator
+selectors (exactly one kind) and templates (they must parse: `events.hostname_template`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections import Counter
 from typing import assert_never
 
 from events.errors import Violation
-from events.resources import Dataplane, Mesh, MeshService, Resource
+from events.hostname_template import TemplateSyntaxError, parse_template
+from events.resources import Dataplane, HostnameGenerator, Mesh, MeshService, Resource
 
 __all__ = ["SERVICE_TAG", "is_dns1035_label", "validate"]
 
@@ -42,6 +44,8 @@ def validate(resource: Resource) -> list[Violation]:
             _dataplane(resource, out)
         case MeshService():
             _meshservice(resource, out)
+        case HostnameGenerator():
+            _hostname_generator(resource, out)
         case _:
             raise TypeError(f"no validation for {type(resource).__name__}")
     return out
@@ -157,3 +161,24 @@ def _meshservice(ms: MeshService, out: list[Violation]) -> None:
                 pass
             case _:
                 assert_never(port.target_port)
+
+
+def _hostname_generator(hg: HostnameGenerator, out: list[Violation]) -> None:
+    selector = hg.spec.selector
+    chosen = [(path, s) for path, s in (("meshService", selector.mesh_service),
+                                        ("meshExternalService", selector.mesh_external_service),
+                                        ("meshMultiZoneService", selector.mesh_multi_zone_service))
+              if s is not None]
+    if len(chosen) != 1:
+        out.append(Violation("spec.selector", "exactly one of meshService, meshExternalService "
+                             f"or meshMultiZoneService must be set (got {len(chosen)})"))
+    for path, s in chosen:
+        _labels(s.match_labels, f"spec.selector.{path}.matchLabels", out)
+    if not hg.spec.template.strip():
+        out.append(Violation("spec.template", "must not be empty"))
+        return
+    try:
+        parse_template(hg.spec.template)
+    except TemplateSyntaxError as exc:
+        out.append(Violation("spec.template", f"{hg.spec.template!r} is not a valid template: "
+                             f"{exc}"))

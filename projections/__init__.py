@@ -1,5 +1,6 @@
 """Pure folds from events to read models, the read-model stores and the projector."""
 
+from projections._match import dataplane_matches
 from projections.derive import inbound_serves, is_healthy
 from projections.errors import (
     ProjectionError,
@@ -11,6 +12,7 @@ from projections.errors import (
 )
 from projections.export import export_store
 from projections.fold import apply_event
+from projections.generation import DEFAULT_GRACE_PERIOD_MS
 from projections.ipam import DEFAULT_CIDRS
 from projections.rebuild import Progress, rebuild
 from projections.state import Change, ProjectionState
@@ -21,6 +23,8 @@ from projections.views import (
     DataplaneRow,
     Endpoint,
     EndpointsRow,
+    GracePeriodRow,
+    HostnameGeneratorRow,
     MeshRow,
     MeshServiceRow,
     PortEndpoints,
@@ -32,11 +36,14 @@ from projections.worker import Projector
 __all__ = [
     "COLLECTIONS",
     "DEFAULT_CIDRS",
+    "DEFAULT_GRACE_PERIOD_MS",
     "PUBLISHED",
     "Change",
     "DataplaneRow",
     "Endpoint",
     "EndpointsRow",
+    "GracePeriodRow",
+    "HostnameGeneratorRow",
     "MeshRow",
     "MeshServiceRow",
     "PortEndpoints",
@@ -51,6 +58,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "apply_event",
+    "dataplane_matches",
     "decode_row",
     "encode_row",
     "export_store",

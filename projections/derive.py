@@ -7,6 +7,10 @@ whatever the batch boundaries.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import msgspec
+
 from events import Dataplane, Inbound, MeshServicePort
 from projections._match import inbound_matches
 from projections.generation import ports_of
@@ -57,6 +61,10 @@ def _port_conflicts(row: MeshServiceRow, selected: list[DataplaneRow]) -> list[C
                               "(taken from the oldest Dataplane that still has them)")]
 
 
+def _utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
 def derive_stale(state: ProjectionState, zone: str) -> None:
     """Recompute endpoints and status of every stale MeshService; clear the stale marks."""
     hostnames = {mesh: assign_hostnames(state, mesh) for mesh in sorted(state.stale_hostnames)}
@@ -101,6 +109,11 @@ def _derive_one(state: ProjectionState, row: MeshServiceRow, addresses: Assigned
         message="no free address left in the MeshService CIDR")]
     if row.origin == "generated":
         conditions += _port_conflicts(row, selected)
+    if row.expires_at is not None:
+        conditions.append(Condition(
+            type="Expiring", status="True", reason="NoDataplanes",
+            message=f"no Dataplane is left for it: it goes at {_utc(row.expires_at)} (grace "
+                    "period) unless a Dataplane of its service comes back before"))
     status = MeshServiceStatus(
         state="Available" if healthy_dps else "Unavailable",
         vips=[Vip(ip=vip)] if vip is not None else [],
@@ -111,5 +124,4 @@ def _derive_one(state: ProjectionState, row: MeshServiceRow, addresses: Assigned
     )
     if status != row.status:
         state.put("meshservice", ms_key(row.mesh, row.name),
-                  MeshServiceRow(mesh=row.mesh, name=row.name, labels=row.labels, spec=row.spec,
-                                 status=status, meta=row.meta, origin=row.origin))
+                  msgspec.structs.replace(row, status=status))

@@ -3,6 +3,10 @@
 Order-dependent decisions (which Dataplane's ports win, which VIP a service gets) are taken
 here, per event. Order-independent results (endpoints, status, hostnames) are marked stale and
 derived once per batch by `projections.derive`, so batch boundaries never change the result.
+
+Time only comes from events: before an event is applied, the generated MeshServices whose
+grace period ended by its `at` are removed (`generation.expire_due`); `ClockTicked` exists
+for that alone.
 """
 
 from __future__ import annotations
@@ -12,26 +16,47 @@ from typing import assert_never
 import msgspec
 
 from events import (
+    DEFAULT_HOSTNAME_GENERATORS,
     SERVICE_TAG,
     AnyEvent,
+    ClockTicked,
     Dataplane,
     DataplaneDeregistered,
     DataplaneRegistered,
+    GracePeriodConfigured,
+    HostnameGenerator,
+    HostnameGeneratorApplied,
+    HostnameGeneratorDeleted,
     IpamConfigured,
     MeshApplied,
     MeshDeleted,
     MeshServiceApplied,
     MeshServiceDeleted,
 )
-from projections.generation import regenerate
+from projections.generation import expire_due, regenerate, service_name_conditions
 from projections.ipam import allocate_vip, configure_cidr
 from projections.state import ProjectionState, dp_key, ms_key
-from projections.views import DataplaneRow, MeshRow, MeshServiceRow, MeshServiceStatus, RowMeta
+from projections.views import (
+    DataplaneRow,
+    GracePeriodRow,
+    HostnameGeneratorRow,
+    MeshRow,
+    MeshServiceRow,
+    MeshServiceStatus,
+    RowMeta,
+)
 
 __all__ = ["apply_event"]
 
 
+_DEFAULT_GENERATORS = {g.name: g for g in DEFAULT_HOSTNAME_GENERATORS}
+
+
 def apply_event(state: ProjectionState, seq: int, event: AnyEvent, zone: str) -> None:
+    expire_due(state, event.at)
+    if not state.rows["hostnamegenerator"]:  # the zone's defaults exist from the first event
+        for name in sorted(_DEFAULT_GENERATORS):
+            _restore_default(state, name, event.at, zone)
     match event:
         case MeshApplied(mesh=mesh):
             old = state.get("mesh", mesh.name)
@@ -39,8 +64,9 @@ def apply_event(state: ProjectionState, seq: int, event: AnyEvent, zone: str) ->
         case MeshDeleted(name=name):
             state.delete("mesh", name)
         case DataplaneRegistered(dataplane=dp):
-            labeled = msgspec.structs.replace(dp, labels={**dp.labels, **_cp_labels(
-                dp.mesh, zone, event.origin)})
+            labeled = msgspec.structs.replace(dp, labels={
+                "kuma.io/display-name": dp.name, **dp.labels,
+                **_cp_labels(dp.mesh, zone, event.origin)})
             _dataplane_changed(state, seq, event.at, dp.mesh, dp.name, labeled, event.origin,
                                zone)
         case DataplaneDeregistered(mesh=mesh, name=name):
@@ -49,8 +75,9 @@ def apply_event(state: ProjectionState, seq: int, event: AnyEvent, zone: str) ->
             old = state.meshservice(ms.mesh, ms.name)
             row = MeshServiceRow(
                 mesh=ms.mesh, name=ms.name,
-                labels={**ms.labels, "kuma.io/mesh": ms.mesh, "kuma.io/origin": "zone",
-                        "kuma.io/zone": zone},
+                labels={"kuma.io/display-name": ms.name, **ms.labels, "kuma.io/mesh": ms.mesh,
+                        "kuma.io/origin": "zone", "kuma.io/zone": zone,
+                        "kuma.io/env": "universal"},
                 spec=ms.spec,
                 status=old.status if old is not None else MeshServiceStatus(),
                 meta=_meta(old, seq, event.at),  # taking over a generated one keeps its age
@@ -70,8 +97,35 @@ def apply_event(state: ProjectionState, seq: int, event: AnyEvent, zone: str) ->
             configure_cidr(state, kind, cidr)
             if kind == "MeshService":
                 _retry_vips(state)
+        case HostnameGeneratorApplied(hostname_generator=hg):
+            old = state.get("hostnamegenerator", hg.name)
+            state.put("hostnamegenerator", hg.name, HostnameGeneratorRow(
+                generator=_zone_labeled(hg, zone), meta=_meta(old, seq, event.at),
+                origin="user"))
+            state.stale_hostnames.update(state.ms_by_mesh)
+        case HostnameGeneratorDeleted(name=name):
+            state.delete("hostnamegenerator", name)
+            if name in _DEFAULT_GENERATORS:  # the override goes, the default comes back
+                _restore_default(state, name, event.at, zone)
+            state.stale_hostnames.update(state.ms_by_mesh)
+        case GracePeriodConfigured(kind=kind, grace_period_ms=grace):
+            state.put("graceperiod", kind, GracePeriodRow(kind=kind, grace_period_ms=grace))
+        case ClockTicked():
+            pass  # its time did the work: expire_due above
         case _:
             assert_never(event)
+
+
+def _zone_labeled(hg: HostnameGenerator, zone: str) -> HostnameGenerator:
+    """Kuma's computed labels of a resource created on a universal zone."""
+    return msgspec.structs.replace(hg, labels={
+        **hg.labels, "kuma.io/origin": "zone", "kuma.io/zone": zone, "kuma.io/env": "universal"})
+
+
+def _restore_default(state: ProjectionState, name: str, at: int, zone: str) -> None:
+    state.put("hostnamegenerator", name, HostnameGeneratorRow(
+        generator=_zone_labeled(_DEFAULT_GENERATORS[name], zone),
+        meta=RowMeta(version=0, creation_time=at, modification_time=at), origin="default"))
 
 
 def _cp_labels(mesh: str, zone: str, origin: str) -> dict[str, str]:
@@ -116,6 +170,7 @@ def _dataplane_changed(
             dataplane=new, meta=_meta(old, seq, at),
             first_seq=old.first_seq if old is not None else seq,
             origin=origin,  # type: ignore[arg-type]
+            conditions=service_name_conditions(new),
         ))
     for service in sorted(touched):
         regenerate(state, mesh, service, seq, at, zone, changed=new)

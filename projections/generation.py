@@ -4,17 +4,48 @@ One MeshService per distinct inbound `kuma.io/service` value that is a DNS-1035 
 one per inbound of that service, in inbound order. When Dataplanes of one service disagree on
 the ports, the existing spec wins while a Dataplane still has it, else the oldest Dataplane's
 (first registration sequence) wins. A user-created MeshService of the same name is never touched.
+
+A service name that is not a DNS-1035 label gets no MeshService (Kuma skips it silently);
+meshlog says so on the Dataplane: `service_name_conditions` gives the Dataplane row a
+`MeshServiceGenerated=False, reason InvalidServiceName` condition naming the inbound and the
+value, which `GET /meshes/{mesh}/dataplanes/{name}` (and `meshlog get dataplane NAME`) show
+under `status.conditions`.
+
+When the last Dataplane of a service goes, its MeshService stays for the grace period (Kuma:
+1 h; `GracePeriodConfigured` in the log changes it, 0 = go at once): the row gets
+`expires_at` = the event's time + the grace period, and `expire_due` removes it when an event
+with a later time is folded (the projector appends `ClockTicked` when one falls due). A
+Dataplane that comes back in time keeps the MeshService; its VIP is sticky either way.
 """
 
 from __future__ import annotations
+
+import msgspec
 
 from events import SERVICE_TAG, Dataplane, MeshServicePort, is_dns1035_label
 from events.resources import MeshServiceSelector, MeshServiceSpec
 from projections.ipam import allocate_vip
 from projections.state import ProjectionState, ms_key
-from projections.views import DataplaneRow, MeshServiceRow, MeshServiceStatus, RowMeta
+from projections.views import (
+    Condition,
+    DataplaneRow,
+    GracePeriodRow,
+    MeshServiceRow,
+    MeshServiceStatus,
+    RowMeta,
+)
 
-__all__ = ["GENERATOR_LABELS", "ports_of", "regenerate"]
+__all__ = [
+    "DEFAULT_GRACE_PERIOD_MS",
+    "GENERATOR_LABELS",
+    "expire_due",
+    "grace_period_ms",
+    "ports_of",
+    "regenerate",
+    "service_name_conditions",
+]
+
+DEFAULT_GRACE_PERIOD_MS = 3_600_000
 
 MANAGED_BY = "meshservice-generator"
 GENERATOR_LABELS = {"kuma.io/managed-by": MANAGED_BY, "kuma.io/env": "universal",
@@ -39,6 +70,34 @@ def ports_of(dp: Dataplane, service: str) -> list[MeshServicePort]:
 _PROTOCOLS = {"http", "http2", "grpc", "tcp", "tls", "kafka", "mysql"}
 
 
+def service_name_conditions(dp: Dataplane) -> list[Condition]:
+    """One condition per inbound whose `kuma.io/service` cannot name a MeshService."""
+    out = []
+    for i, inbound in enumerate(dp.networking.inbound):
+        service = inbound.tags.get(SERVICE_TAG)
+        if service is None or is_dns1035_label(service):
+            continue
+        out.append(Condition(
+            type="MeshServiceGenerated", status="False", reason="InvalidServiceName",
+            message=f"networking.inbound[{i}].tags[\"{SERVICE_TAG}\"]: {service!r} is not a "
+                    "DNS-1035 label (lower-case letters, digits and '-', starting with a letter, "
+                    "at most 63 characters), so no MeshService is generated for it"))
+    return out
+
+
+def grace_period_ms(state: ProjectionState) -> int:
+    row = state.get("graceperiod", "MeshService")
+    return row.grace_period_ms if isinstance(row, GracePeriodRow) else DEFAULT_GRACE_PERIOD_MS
+
+
+def expire_due(state: ProjectionState, at: int) -> None:
+    """Remove the generated MeshServices whose grace period is over at `at`."""
+    for mesh, name in state.due(at):
+        state.delete("meshservice", ms_key(mesh, name))
+        state.delete("endpoints", ms_key(mesh, name))
+        state.stale_hostnames.add(mesh)
+
+
 def regenerate(
     state: ProjectionState, mesh: str, service: str, seq: int, at: int, zone: str,
     changed: Dataplane | None = None,
@@ -50,7 +109,8 @@ def regenerate(
         return
     if not is_dns1035_label(service):
         return
-    if (current is not None and changed is not None
+    waiting = current is not None and current.expires_at is not None
+    if (current is not None and changed is not None and not waiting
             and ports_of(changed, service) == current.spec.ports):
         # the changed Dataplane still has the current ports: the existing spec wins
         state.stale_services.add((mesh, service))
@@ -58,14 +118,12 @@ def regenerate(
     dataplanes = state.dataplanes_with_tags(mesh, {SERVICE_TAG: service})
     if not dataplanes:
         if current is not None:
-            state.delete("meshservice", ms_key(mesh, service))
-            state.delete("endpoints", ms_key(mesh, service))
-            state.stale_hostnames.add(mesh)
+            _orphaned(state, current, at)
         return
     ports = _winning_ports(dataplanes, service, current)
     spec = MeshServiceSpec(selector=MeshServiceSelector(dataplane_tags={SERVICE_TAG: service}),
                            ports=ports)
-    if current is not None and current.spec == spec:
+    if current is not None and current.spec == spec and not waiting:
         state.stale_services.add((mesh, service))
         return
     labels = {"kuma.io/mesh": mesh, "kuma.io/display-name": service, "kuma.io/zone": zone,
@@ -81,6 +139,19 @@ def regenerate(
     allocate_vip(state, mesh, "MeshService", service)
     state.stale_services.add((mesh, service))
     state.stale_hostnames.add(mesh)
+
+
+def _orphaned(state: ProjectionState, current: MeshServiceRow, at: int) -> None:
+    mesh, service = current.mesh, current.name
+    grace = grace_period_ms(state)
+    if grace <= 0:
+        state.delete("meshservice", ms_key(mesh, service))
+        state.delete("endpoints", ms_key(mesh, service))
+        state.stale_hostnames.add(mesh)
+    elif current.expires_at is None:
+        state.put("meshservice", ms_key(mesh, service), msgspec.structs.replace(
+            current, expires_at=at + grace))
+        state.stale_services.add((mesh, service))
 
 
 def _winning_ports(

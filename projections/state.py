@@ -15,7 +15,14 @@ from msgspec import Struct
 
 from events import Dataplane
 from projections._match import dataplane_matches
-from projections.views import COLLECTIONS, DataplaneRow, MeshServiceRow, decode_row, encode_row
+from projections.views import (
+    COLLECTIONS,
+    DataplaneRow,
+    HostnameGeneratorRow,
+    MeshServiceRow,
+    decode_row,
+    encode_row,
+)
 
 __all__ = ["Change", "ProjectionState", "dp_key", "ms_key"]
 
@@ -47,6 +54,9 @@ class ProjectionState:
         # (mesh, tag key, tag value) -> names of MeshServices whose selector has that tag
         self.ms_by_selector_tag: dict[tuple[str, str, str], set[str]] = defaultdict(set)
         self.used_vips: set[str] = set()
+        # (mesh, name) -> expiry of generated MeshServices waiting out their grace period
+        self.expiries: dict[tuple[str, str], int] = {}
+        self._next_expiry: int | None = None
         self.stale_services: set[tuple[str, str]] = set()
         """MeshServices whose endpoints and status must be derived again before the commit."""
         self.stale_hostnames: set[str] = set()
@@ -100,6 +110,22 @@ class ProjectionState:
         # several tags must hold on one inbound, not spread over several
         return [r for r in rows if dataplane_matches(r.dataplane, tags)]
 
+    def hostname_generators(self) -> list[HostnameGeneratorRow]:
+        return list(self.rows["hostnamegenerator"].values())  # type: ignore[arg-type]
+
+    def next_expiry(self) -> int | None:
+        """The earliest time a generated MeshService is due to go, if any is waiting."""
+        if self._next_expiry is None and self.expiries:
+            self._next_expiry = min(self.expiries.values())
+        return self._next_expiry
+
+    def due(self, at: int) -> list[tuple[str, str]]:
+        """(mesh, name) of the MeshServices whose grace period is over at `at`, sorted."""
+        first = self.next_expiry()
+        if first is None or at < first:
+            return []
+        return sorted(key for key, when in self.expiries.items() if when <= at)
+
     # --- writing ----------------------------------------------------------------------------
 
     def put(self, collection: str, key: str, row: Struct) -> None:
@@ -143,6 +169,9 @@ class ProjectionState:
                     self.dp_by_tag[(dp.mesh, k, v)].add(dp.name)
         elif isinstance(row, MeshServiceRow):
             self.ms_by_mesh[row.mesh].add(row.name)
+            if row.expires_at is not None:
+                self.expiries[(row.mesh, row.name)] = row.expires_at
+                self._next_expiry = None
             for k, v in row.spec.selector.dataplane_tags.items():
                 self.ms_by_selector_tag[(row.mesh, k, v)].add(row.name)
         elif collection == "vip":
@@ -161,6 +190,8 @@ class ProjectionState:
                             del self.dp_by_tag[(dp.mesh, k, v)]
         elif isinstance(row, MeshServiceRow):
             self.ms_by_mesh[row.mesh].discard(row.name)
+            if self.expiries.pop((row.mesh, row.name), None) is not None:
+                self._next_expiry = None
             for k, v in row.spec.selector.dataplane_tags.items():
                 names = self.ms_by_selector_tag.get((row.mesh, k, v))
                 if names is not None:

@@ -12,7 +12,7 @@ from typing import Literal
 import msgspec
 from msgspec import Struct
 
-from events import Dataplane, Mesh, MeshServicePort
+from events import Dataplane, HostnameGenerator, Mesh, MeshServicePort
 from events.resources import MeshServiceSpec
 
 __all__ = [
@@ -24,7 +24,9 @@ __all__ = [
     "DataplaneRow",
     "Endpoint",
     "EndpointsRow",
+    "GracePeriodRow",
     "HostnameGeneratorRef",
+    "HostnameGeneratorRow",
     "HostnameGeneratorStatus",
     "IpamRow",
     "MeshRow",
@@ -55,19 +57,22 @@ class MeshRow(_Row):
     meta: RowMeta
 
 
+class Condition(_Row):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+
+
 class DataplaneRow(_Row):
     dataplane: Dataplane
     meta: RowMeta
     first_seq: int
     """Sequence of the first registration: "oldest Dataplane" in the port-conflict rule."""
     origin: Literal["api", "proxy"] = "api"
-
-
-class Condition(_Row):
-    type: str
-    status: Literal["True", "False", "Unknown"]
-    reason: str
-    message: str = ""
+    conditions: list[Condition] = []
+    """What the control plane has to say about it, e.g. an inbound whose service name cannot
+    become a MeshService (`MeshServiceGenerated=False`, rendered as `status.conditions`)."""
 
 
 class Vip(_Row):
@@ -112,6 +117,9 @@ class MeshServiceRow(_Row):
     status: MeshServiceStatus
     meta: RowMeta
     origin: Literal["user", "generated"]
+    expires_at: int | None = None
+    """A generated MeshService whose last Dataplane left goes at this time (Unix ms, from the
+    log) unless a Dataplane of its service comes back first: Kuma's grace period."""
 
 
 class Endpoint(_Row):
@@ -130,6 +138,18 @@ class EndpointsRow(_Row):
     name: str
     zone: str
     ports: list[PortEndpoints]
+
+
+class HostnameGeneratorRow(_Row):
+    generator: HostnameGenerator
+    meta: RowMeta
+    origin: Literal["default", "user"]
+    """`default`: one of the zone's implicit generators, not (or no longer) overridden."""
+
+
+class GracePeriodRow(_Row):
+    kind: str
+    grace_period_ms: int
 
 
 class VipRow(_Row):
@@ -161,6 +181,8 @@ COLLECTIONS: dict[str, type[_Row]] = {
     "endpoints": EndpointsRow,
     "vip": VipRow,
     "ipam": IpamRow,
+    "hostnamegenerator": HostnameGeneratorRow,
+    "graceperiod": GracePeriodRow,
     "quarantine": QuarantinedEvent,
 }
 PUBLISHED = ("mesh", "dataplane", "meshservice", "endpoints")

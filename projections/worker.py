@@ -9,6 +9,7 @@ published rows with the store, so a crash between commit and publish loses nothi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol
@@ -20,6 +21,7 @@ from projections.errors import ProjectorHalted, SequenceGap
 from projections.fold import apply_event
 from projections.state import Change, ProjectionState
 from projections.store import ReadModelStore
+from projections.ticker import Ticker
 from projections.views import PUBLISHED, QuarantinedEvent, encode_row
 
 __all__ = ["ProjectionPublisher", "Projector"]
@@ -71,14 +73,32 @@ class Projector:
         """The last sequence committed; readable for progress reports."""
         self.halted: str | None = None
         """Why the projector stopped, if it did."""
+        self._ticker: Ticker | None = None
 
     async def run(self, *, until_seq: int | None = None) -> None:
         """Fold the log forever (or until `until_seq` is committed). An event that cannot be
         decoded or applied is quarantined and ProjectorHalted raised: nothing after it is
-        applied, nothing is skipped."""
+        applied, nothing is skipped. Following the live tail (no `until_seq`), it also keeps
+        the log's clock (`projections.ticker`); a replay to a sequence only reads."""
+        if until_seq is not None:
+            await self._follow(until_seq)
+            return
+        self._ticker = Ticker(self._log, zone=self._zone, position=lambda: self.position)
+        ticking = asyncio.create_task(self._ticker.run(), name=f"ticker {self._name}")
+        try:
+            await self._follow(None)
+        finally:
+            ticking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticking
+            self._ticker = None
+
+    async def _follow(self, until_seq: int | None) -> None:
         state = ProjectionState.load(await self._store.rows())
         self.position = await self._store.checkpoint(self._name)
         await self._reconcile(state)
+        if self._ticker is not None:
+            self._ticker.schedule(state.next_expiry())
         log.info("projector %s resuming after sequence %d", self._name, self.position)
         if until_seq is not None and self.position >= until_seq:
             return
@@ -129,6 +149,8 @@ class Projector:
         # A graceful stop (SIGTERM) lands on an await; it must not split the commit from its
         # publication, or gateways lag a batch until the next start reconciles them.
         await _finish_even_if_cancelled(self._commit_and_publish(changes, last))
+        if self._ticker is not None:
+            self._ticker.schedule(state.next_expiry())
 
     async def _commit_and_publish(self, changes: Sequence[Change], last: int) -> None:
         await self._store.commit(changes, last, self._name)

@@ -17,12 +17,17 @@ import msgspec
 from msgspec import Struct
 
 from events import (
+    DEFAULT_HOSTNAME_GENERATORS,
     AnyEvent,
     Conflict,
     Dataplane,
     DataplaneDeregistered,
     DataplaneRegistered,
     EventLog,
+    GracePeriodConfigured,
+    HostnameGenerator,
+    HostnameGeneratorApplied,
+    HostnameGeneratorDeleted,
     IpamConfigured,
     Mesh,
     MeshApplied,
@@ -35,6 +40,7 @@ from events import (
     Resource,
     decode_event,
     encode_event,
+    grace_period_subject,
     ipam_subject,
     resource_subject,
 )
@@ -86,6 +92,10 @@ class Commands:
         subject = resource_subject(kind, mesh, name, self._zone)
         last = await self._log.last(subject)
         if last is None or _live_resource(last) is None:
+            if kind == "HostnameGenerator" and name in _DEFAULT_GENERATORS:
+                raise Conflict(subject, 0, f"HostnameGenerator {name!r} is a default of the "
+                               "zone and cannot be deleted; apply one of that name to override "
+                               "it (a selector that matches nothing turns it off)")
             where = f" in mesh {mesh!r}" if mesh else ""
             raise NotFound(f"{kind} {name!r}{where} does not exist")
         _check_if_match(subject, if_match, last.seq)
@@ -112,10 +122,35 @@ class Commands:
         )
         return WriteResult(seq=appended.seq, created=last is None)
 
+    async def configure_grace_period(self, kind: str, grace_period_ms: int,
+                                     default_ms: int) -> WriteResult | None:
+        """Record how long a generated `kind` outlives its last Dataplane, if that differs
+        from the log (no record in the log means `default_ms`). None: nothing to record."""
+        subject = grace_period_subject(kind, self._zone)
+        last = await self._log.last(subject)
+        current = default_ms
+        if last is not None:
+            event = decode_event(last.data, seq=last.seq, subject=subject,
+                                 schema_version=last.schema_version)
+            if isinstance(event, GracePeriodConfigured):
+                current = event.grace_period_ms
+        if current == grace_period_ms:
+            return None
+        seq = last.seq if last is not None else 0
+        appended = await self._log.append(
+            subject, GracePeriodConfigured(at=self._clock(), grace_period_ms=grace_period_ms,
+                                           kind=kind),  # type: ignore[arg-type]
+            expected_last_subject_seq=seq,
+            msg_id=_msg_id(subject, seq, str(grace_period_ms).encode()))
+        return WriteResult(seq=appended.seq, created=last is None)
+
     async def _require_mesh(self, mesh: str) -> None:
         last = await self._log.last(resource_subject("Mesh", None, mesh, self._zone))
         if _live_resource(last) is None:
             raise NotFound(f"mesh {mesh!r} does not exist: create it first (type: Mesh)")
+
+
+_DEFAULT_GENERATORS = {g.name for g in DEFAULT_HOSTNAME_GENERATORS}
 
 
 def _check_if_match(subject: str, if_match: int | None, seq: int) -> None:
@@ -134,7 +169,7 @@ def _live_resource(last: Record | None) -> Resource | None:
     match event:
         case MeshApplied(mesh=r) | DataplaneRegistered(dataplane=r) | MeshServiceApplied(
             meshservice=r
-        ):
+        ) | HostnameGeneratorApplied(hostname_generator=r):
             return r
         case _:
             return None
@@ -148,6 +183,8 @@ def _applied(resource: Resource, at: int) -> AnyEvent:
             return DataplaneRegistered(at=at, dataplane=resource)
         case MeshService():
             return MeshServiceApplied(at=at, meshservice=resource)
+        case HostnameGenerator():
+            return HostnameGeneratorApplied(at=at, hostname_generator=resource)
         case _:
             raise TypeError(f"no event for {type(resource).__name__}")
 
@@ -160,6 +197,8 @@ def _deleted(kind: str, mesh: str | None, name: str, at: int) -> AnyEvent:
             return DataplaneDeregistered(at=at, mesh=mesh or "", name=name)
         case "MeshService":
             return MeshServiceDeleted(at=at, mesh=mesh or "", name=name)
+        case "HostnameGenerator":
+            return HostnameGeneratorDeleted(at=at, name=name)
         case _:
             raise TypeError(f"no deletion event for {kind}")
 

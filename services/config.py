@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 
 from msgspec import Struct
@@ -15,7 +16,7 @@ from msgspec import Struct
 from events import DEFAULT_ZONE
 from services.errors import ConfigError
 
-__all__ = ["UpConfig", "env", "parse_cidr", "parse_port", "parse_positive"]
+__all__ = ["UpConfig", "env", "parse_cidr", "parse_duration_ms", "parse_port", "parse_positive"]
 
 
 class UpConfig(Struct, frozen=True, kw_only=True):
@@ -29,6 +30,8 @@ class UpConfig(Struct, frozen=True, kw_only=True):
     xds_port: int = 5678
     vip_cidr: str = "241.0.0.0/8"
     zone: str = DEFAULT_ZONE
+    meshservice_grace_period_ms: int = 3_600_000
+    """How long a generated MeshService outlives its last Dataplane (recorded in the log)."""
 
     @property
     def database_url(self) -> str:
@@ -57,6 +60,22 @@ def parse_positive(flag: str, value: str | int) -> int:
     if number < 1:
         raise ConfigError(f"{flag}: {number} must be at least 1")
     return number
+
+
+_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?")
+
+
+def parse_duration_ms(flag: str, value: str) -> int:
+    """`1h`, `30m`, `90s`, `250ms` (a bare number is seconds) as milliseconds, >= 0."""
+    match = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ConfigError(f"{flag}: {value!r} is not a duration (e.g. 1h, 30m, 90s, 250ms, 0)")
+    number, unit = match.groups()
+    ms = round(float(number) * _UNITS_MS[unit or "s"])
+    if ms > 366 * 86_400_000:
+        raise ConfigError(f"{flag}: {value!r} is longer than a year")
+    return ms
 
 
 def parse_cidr(flag: str, value: str) -> str:

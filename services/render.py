@@ -7,12 +7,16 @@ from typing import Any
 
 import msgspec
 
-from projections import DataplaneRow, MeshRow, MeshServiceRow
+from events.insights import ProxyInsight
+from projections import DataplaneRow, HostnameGeneratorRow, MeshRow, MeshServiceRow
 
-__all__ = ["PLURALS", "render_row", "rfc3339"]
+__all__ = ["GLOBAL_KINDS", "PLURALS", "render_insight", "render_row", "rfc3339"]
 
-PLURALS = {"meshes": "Mesh", "dataplanes": "Dataplane", "meshservices": "MeshService"}
-"""URL plural -> resource type. Every kind but Mesh is mesh-scoped."""
+PLURALS = {"meshes": "Mesh", "dataplanes": "Dataplane", "meshservices": "MeshService",
+           "hostnamegenerators": "HostnameGenerator"}
+"""URL plural -> resource type. Every kind but the GLOBAL_KINDS is mesh-scoped."""
+GLOBAL_KINDS = frozenset({"Mesh", "HostnameGenerator"})
+"""At `/meshes/{name}` and `/hostnamegenerators/{name}`, as in Kuma."""
 
 
 def rfc3339(ms: int) -> str:
@@ -26,6 +30,10 @@ def render_row(row: object) -> dict[str, Any]:
             doc = msgspec.to_builtins(mesh)
         case DataplaneRow(dataplane=dp, meta=meta):
             doc = msgspec.to_builtins(dp)
+            if row.conditions:
+                doc["status"] = {"conditions": msgspec.to_builtins(row.conditions)}
+        case HostnameGeneratorRow(generator=generator, meta=meta):
+            doc = msgspec.to_builtins(generator)
         case MeshServiceRow(meta=meta):
             doc = {"type": "MeshService", "mesh": row.mesh, "name": row.name,
                    "labels": row.labels, "spec": msgspec.to_builtins(row.spec),
@@ -35,3 +43,44 @@ def render_row(row: object) -> dict[str, Any]:
     doc["creationTime"] = rfc3339(meta.creation_time)
     doc["modificationTime"] = rfc3339(meta.modification_time)
     return doc
+
+
+# --- insights (`_overview`) -------------------------------------------------------------------
+
+_XDS_SHORT = {"Cluster": "cds", "ClusterLoadAssignment": "eds", "Listener": "lds",
+              "RouteConfiguration": "rds"}
+
+
+def render_insight(insight: ProxyInsight, *, connected: bool, disconnected_at: int | None
+                   ) -> dict[str, Any]:
+    """An `events.insights.ProxyInsight` as Kuma's `dataplaneInsight` (one subscription, the
+    latest). `connected` and `disconnected_at` are the caller's verdict: a stream whose gateway
+    stopped beating counts as gone since the last beat."""
+    per_type: dict[str, dict[str, Any]] = {}
+    total = {"responsesSent": 0, "responsesAcknowledged": 0, "responsesRejected": 0}
+    for type_url, counters in sorted(insight.types.items()):
+        stats = {"responsesSent": counters.responses_sent,
+                 "responsesAcknowledged": counters.acks,
+                 "responsesRejected": counters.nacks}
+        for key in total:
+            total[key] += stats[key]
+        if counters.last_acked_version:
+            stats["lastAckedVersion"] = counters.last_acked_version
+        if counters.last_nack_message:
+            stats["lastNackMessage"] = counters.last_nack_message
+        short = _XDS_SHORT.get(type_url.rpartition(".")[2], type_url)
+        per_type[short] = stats
+    subscription: dict[str, Any] = {
+        "id": insight.session,
+        "controlPlaneInstanceId": insight.gateway,
+        "connectTime": rfc3339(insight.connected_at),
+        "protocol": insight.protocol,
+        "status": {"total": total, **per_type},
+    }
+    if disconnected_at is not None:
+        subscription["disconnectTime"] = rfc3339(disconnected_at)
+    if insight.user_agent:
+        subscription["userAgent"] = insight.user_agent
+    if insight.self_registered:
+        subscription["selfRegistered"] = True
+    return {"connected": connected, "subscriptions": [subscription]}

@@ -16,9 +16,14 @@ from hypothesis import strategies as st
 
 from events import (
     AnyEvent,
+    ClockTicked,
     Dataplane,
     DataplaneDeregistered,
     DataplaneRegistered,
+    GracePeriodConfigured,
+    HostnameGenerator,
+    HostnameGeneratorApplied,
+    HostnameGeneratorDeleted,
     IpamConfigured,
     MeshApplied,
     MeshDeleted,
@@ -105,6 +110,20 @@ def meshservice(
     return resource
 
 
+def generator(name: str, template: str, match_labels: dict[str, str] | None = None, *,
+              labels: dict[str, str] | None = None) -> HostnameGenerator:
+    raw: dict[str, Any] = {
+        "type": "HostnameGenerator", "name": name,
+        "spec": {"template": template,
+                 "selector": {"meshService": {"matchLabels": match_labels or {}}}},
+    }
+    if labels:
+        raw["labels"] = labels
+    resource = decode_resource(raw)
+    assert isinstance(resource, HostnameGenerator)
+    return resource
+
+
 # --- histories ------------------------------------------------------------------------------
 
 
@@ -148,6 +167,29 @@ class History:
 
     def delete(self, mesh: str, name: str) -> History:
         self._add(MeshServiceDeleted(at=self._next_at(), mesh=mesh, name=name))
+        return self
+
+    def apply_generator(self, name: str, template: str, match_labels: dict[str, str] | None = None,
+                        *, labels: dict[str, str] | None = None) -> History:
+        self._add(HostnameGeneratorApplied(at=self._next_at(), hostname_generator=generator(
+            name, template, match_labels, labels=labels)))
+        return self
+
+    def delete_generator(self, name: str) -> History:
+        self._add(HostnameGeneratorDeleted(at=self._next_at(), name=name))
+        return self
+
+    def grace(self, ms: int) -> History:
+        self._add(GracePeriodConfigured(at=self._next_at(), grace_period_ms=ms))
+        return self
+
+    def wait(self, ms: int) -> History:
+        """Time passes without an event."""
+        self._at += ms
+        return self
+
+    def tick(self) -> History:
+        self._add(ClockTicked(at=self._next_at()))
         return self
 
     def ipam(self, cidr: str, kind: str = "MeshService") -> History:

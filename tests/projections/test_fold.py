@@ -38,6 +38,7 @@ from tests.projections._histories import (
 )
 
 EVENTS = realistic_history()
+HOUR = 3_600_000
 
 
 def _dp(name: str, address: str, *inbounds: dict[str, Any], mesh: str = "default",
@@ -140,7 +141,7 @@ def test_generated_meshservice_keeps_its_vip_when_its_dataplanes_leave_and_retur
     h.register(_dp("web-1", "10.0.0.1", inbound(80, "web")))
     first = vip(fold_all(h.events), "default", "web")
     h.deregister("default", "web-1")
-    h.register(_dp("api-1", "10.0.0.2", inbound(80, "api")))
+    h.wait(HOUR).register(_dp("api-1", "10.0.0.2", inbound(80, "api")))
     gone = meshservice_row(fold_all(h.events), "default", "web")
     h.register(_dp("web-2", "10.0.0.3", inbound(8080, "web")))
     assert first is not None
@@ -338,8 +339,8 @@ def test_deleted_user_meshservice_without_dataplanes_is_gone() -> None:
     assert endpoints_row(state, "default", "web") is None
 
 
-def test_generated_meshservice_goes_with_its_last_dataplane() -> None:
-    h = History().mesh("default")
+def test_generated_meshservice_goes_with_its_last_dataplane_once_grace_is_zero() -> None:
+    h = History().mesh("default").grace(0)
     h.register(_dp("a", "10.0.0.1", inbound(80, "web")))
     h.register(_dp("b", "10.0.0.2", inbound(80, "web")))
     h.deregister("default", "a")
@@ -487,6 +488,6 @@ def test_hostname_passes_to_the_colliding_meshservice_when_the_owner_goes() -> N
     h = History().mesh("default")
     h.register(_dp("a", "10.0.0.1", inbound(80, "shop")))
     h.apply(meshservice("default", "alpha", ms_port(80), labels={"kuma.io/display-name": "shop"}))
-    h.deregister("default", "a")
+    h.deregister("default", "a").wait(HOUR).tick()
     assert _hostname_status(fold([[e] for e in h.events]), "alpha") == (
         ["shop.svc.mesh.local"], [("Generated", "True", "Generated")])

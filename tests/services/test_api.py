@@ -166,7 +166,8 @@ def test_dataplanes_carry_control_plane_labels(cp: ControlPlane) -> None:
     labels = cp.api.get("/meshes/default/dataplanes/lab-1").json()["labels"]
     assert labels == {"team": "blue", "kuma.io/mesh": "default", "kuma.io/origin": "zone",
                       "kuma.io/zone": "default", "kuma.io/env": "universal",
-                      "kuma.io/proxy-type": "sidecar", "meshlog.io/registered-by": "api"}
+                      "kuma.io/proxy-type": "sidecar", "meshlog.io/registered-by": "api",
+                      "kuma.io/display-name": "lab-1"}
 
 
 def test_list_filters_by_labels(cp: ControlPlane) -> None:

@@ -1,0 +1,85 @@
+"""The projector's clock: appends `ClockTicked(at=due)` when a pending expiry falls due.
+
+The fold never reads the wall clock (invariant 4). A generated MeshService waiting out its
+grace period goes when the fold meets an event whose `at` is past its expiry; when the log is
+quiet, nothing would come, so the live projector appends one: `ClockTicked` with `at` = the
+due time itself, on its own subject `clock_subject(due)` with expected subject sequence 0 and
+Msg-Id `tick-<due>`. Two projectors that tick for the same due time thus append one event:
+the second gets a duplicate (inside the dedupe window) or a conflict (after it), both fine.
+
+The wall clock decides only *when* to append; what the fold does with the tick depends on the
+log alone, so a replay reproduces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from events import ClockTicked, Conflict, EventLog, TransientError, clock_subject
+
+__all__ = ["Ticker", "wall_clock_ms"]
+
+log = logging.getLogger("meshlog.projector")
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Ticker:
+    def __init__(self, event_log: EventLog, *, zone: str, position: Callable[[], int],
+                 clock: Callable[[], int] = wall_clock_ms) -> None:
+        self._log = event_log
+        self._zone = zone
+        self._position = position
+        self._clock = clock
+        self._due: int | None = None
+        self._ticked: int | None = None
+        self._changed = asyncio.Event()
+
+    def schedule(self, due: int | None) -> None:
+        """The earliest pending expiry of the state just committed (None: nothing waits)."""
+        if due != self._due:
+            self._due = due
+            self._changed.set()
+
+    async def run(self) -> None:
+        """Append a tick whenever the scheduled due time is reached, until cancelled."""
+        while True:
+            self._changed.clear()
+            due = self._due
+            if due is None or due == self._ticked:
+                await self._changed.wait()
+                continue
+            wait_s = (due - self._clock()) / 1000
+            if wait_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), timeout=wait_s)
+                continue
+            if await self._tick(due):
+                self._ticked = due
+            else:
+                with contextlib.suppress(TimeoutError):  # retry, sooner if the state moves
+                    await asyncio.wait_for(self._changed.wait(), timeout=1.0)
+
+    async def _tick(self, due: int) -> bool:
+        try:
+            if await self._log.last_seq() > self._position():
+                # still catching up: a later event of the log may expire it anyway; the next
+                # commit schedules again
+                return False
+            await self._log.append(clock_subject(due, self._zone), ClockTicked(at=due),
+                                   expected_last_subject_seq=0, msg_id=f"tick-{due}")
+        except Conflict:
+            pass  # another projector ticked for this due time
+        except TransientError as exc:
+            log.warning("clock tick for %d not appended (%s); retrying", due, exc)
+            return False
+        except Exception:  # a bug here must not stop projection; it is loud and retried
+            log.exception("clock tick for %d failed; retrying", due)
+            return False
+        return True

@@ -8,6 +8,7 @@
     GET    /meshes/{mesh}/{plural}/{name}
     PUT    /meshes/{mesh}/{plural}/{name}        body: the resource (JSON or YAML)
     DELETE /meshes/{mesh}/{plural}/{name}
+    GET    /hostnamegenerators[/{name}]          global kind, as in Kuma; PUT and DELETE too
     GET    /ready                                 200 once the read models answer
     GET    /schema/openapi.json                  the OpenAPI document
 
@@ -40,6 +41,7 @@ from events import (
 )
 from projections import (
     DataplaneRow,
+    HostnameGeneratorRow,
     MeshRow,
     MeshServiceRow,
     ReadModelStore,
@@ -48,13 +50,14 @@ from projections import (
     decode_row,
 )
 from services.commands import Commands, WriteResult
-from services.render import PLURALS, render_row
+from services.render import GLOBAL_KINDS, PLURALS, render_row
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("meshlog.api")
 
-_COLLECTION = {"Mesh": "mesh", "Dataplane": "dataplane", "MeshService": "meshservice"}
+_COLLECTION = {"Mesh": "mesh", "Dataplane": "dataplane", "MeshService": "meshservice",
+               "HostnameGenerator": "hostnamegenerator"}
 _MAX_PAGE = 1000
 
 
@@ -108,7 +111,9 @@ async def _get_one(request: Request, kind: str, key: str, name: str) -> Response
 
 
 def _generated(row: object) -> bool:
-    return isinstance(row, MeshServiceRow) and row.origin == "generated"
+    """Made by the control plane: no version of the user's to lock on."""
+    return ((isinstance(row, MeshServiceRow) and row.origin == "generated")
+            or (isinstance(row, HostnameGeneratorRow) and row.origin == "default"))
 
 
 async def _list(request: Request, kind: str, prefix: str, size: int, offset: int
@@ -134,7 +139,8 @@ async def _list(request: Request, kind: str, prefix: str, size: int, offset: int
 
 def _labels_of(row: object) -> dict[str, str]:
     match row:
-        case MeshRow(mesh=resource) | DataplaneRow(dataplane=resource):
+        case (MeshRow(mesh=resource) | DataplaneRow(dataplane=resource)
+              | HostnameGeneratorRow(generator=resource)):
             return resource.labels
         case MeshServiceRow(labels=labels):
             return labels
@@ -247,6 +253,36 @@ async def delete_resource(request: Request, mesh: str, plural: str, name: str
         kind, mesh, name, if_match=_if_match(request)))
 
 
+@get("/hostnamegenerators", summary="List hostname generators (global)")
+async def list_generators(request: Request, size: int = 100, offset: int = 0
+                          ) -> dict[str, Any]:
+    return await _list(request, "HostnameGenerator", "", size, offset)
+
+
+@get("/hostnamegenerators/{name:str}", summary="Get a hostname generator")
+async def get_generator(request: Request, name: str) -> Response[dict[str, Any]]:
+    return await _get_one(request, "HostnameGenerator", name, name)
+
+
+@put("/hostnamegenerators/{name:str}", summary="Create or update a hostname generator",
+     status_code=200)
+async def put_generator(request: Request, name: str) -> Response[dict[str, Any]]:
+    resource = decode_resource(await _body(request), "HostnameGenerator")
+    _match_url(resource, None, name)
+    return await _write(request, await _state(request).commands.apply(
+        resource, if_match=_if_match(request), idempotency_key=_idempotency_key(request)))
+
+
+@delete("/hostnamegenerators/{name:str}", summary="Delete a hostname generator (a default "
+        "comes back)", status_code=200)
+async def delete_generator(request: Request, name: str) -> Response[dict[str, Any]]:
+    return await _write(request, await _state(request).commands.delete(
+        "HostnameGenerator", None, name, if_match=_if_match(request)))
+
+
+_GENERATOR_ROUTES = [list_generators, get_generator, put_generator, delete_generator]
+
+
 async def _write(request: Request, result: WriteResult) -> Response[dict[str, Any]]:
     projected = await _await_projection(_state(request), result.seq)
     headers = {"ETag": f'"{result.seq}"'}
@@ -275,8 +311,8 @@ async def _await_projection(state: ApiState, seq: int) -> bool:
 
 def _kind(plural: str) -> str:
     kind = PLURALS.get(plural)
-    if kind is None or kind == "Mesh":
-        known = ", ".join(p for p, k in PLURALS.items() if k != "Mesh")
+    if kind is None or kind in GLOBAL_KINDS:
+        known = ", ".join(p for p, k in PLURALS.items() if k not in GLOBAL_KINDS)
         raise NotFound(f"unknown resource type {plural!r}; known: {known}")
     return kind
 
@@ -352,7 +388,7 @@ def create_app(commands: Commands, store: ReadModelStore, *,
     return Litestar(
         route_handlers=[list_meshes, get_mesh, put_mesh, delete_mesh, list_resources,
                         get_resource, put_resource, delete_resource, ready, quarantine,
-                        metrics, swap_read_models],
+                        metrics, swap_read_models, *_GENERATOR_ROUTES],
         state=_app_state(ApiState(commands, store, projection_wait_s)),
         exception_handlers={Exception: _on_error},
         openapi_config=OpenAPIConfig(title="meshlog", version="0.1.0",

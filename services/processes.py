@@ -21,7 +21,7 @@ from nats.aio.client import Client as NATS
 
 from events import JetStreamEventLog, connect_nats
 from events.projection_bus import JetStreamProjectionBus
-from projections import Projector, open_store
+from projections import DEFAULT_GRACE_PERIOD_MS, Projector, open_store
 from services.api import create_app
 from services.commands import Commands
 from services.up import bind_socket, run_projector, serve_api
@@ -44,9 +44,13 @@ async def _nats(url: str, name: str) -> AsyncIterator[NATS]:
 
 
 async def run_projector_process(*, nats_url: str, database: str, zone: str,
-                                replicas: int = 1) -> None:
+                                replicas: int = 1,
+                                meshservice_grace_period_ms: int = DEFAULT_GRACE_PERIOD_MS
+                                ) -> None:
     async with _nats(nats_url, "meshlog-projector") as nc:
         event_log = await JetStreamEventLog.open(nc, replicas=replicas)
+        await Commands(event_log, zone=zone).configure_grace_period(
+            "MeshService", meshservice_grace_period_ms, DEFAULT_GRACE_PERIOD_MS)
         bus = await JetStreamProjectionBus.open(nc, replicas=replicas)
         store = await open_store(database)
         try:

@@ -21,6 +21,7 @@ import uvicorn
 from events import JetStreamEventLog, TransientError, connect_nats
 from events.projection_bus import JetStreamProjectionBus
 from projections import (
+    DEFAULT_GRACE_PERIOD_MS,
     Projector,
     ProjectorHalted,
     ReadModelStore,
@@ -103,6 +104,8 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
         bus = await JetStreamProjectionBus.open(nc)
         commands = Commands(event_log, zone=cfg.zone)
         await commands.configure_ipam("MeshService", cfg.vip_cidr)
+        await commands.configure_grace_period(
+            "MeshService", cfg.meshservice_grace_period_ms, DEFAULT_GRACE_PERIOD_MS)
         database = cfg.database or pointed_database(cfg.data_dir) or cfg.database_url
         api_store = await open_store(database)
         app = create_app(commands, api_store)

@@ -79,6 +79,7 @@ async def _subscribe(client: AdsClient) -> tuple:
 
 
 async def test_first_request_without_node_ends_only_that_stream(channel, gateway) -> None:
+    """Rule 1: a stream must start with the node; a bad stream ends alone."""
     bad = AdsClient(channel)
     bad.send(CLUSTER)
     with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -92,6 +93,7 @@ async def test_first_request_without_node_ends_only_that_stream(channel, gateway
 
 
 async def test_malformed_node_id_is_rejected_with_a_clear_error(channel) -> None:
+    """Rule 1: the node id names the Dataplane as <mesh>.<name>."""
     client = AdsClient(channel)
     client.send(CLUSTER, node_id="no-dot")
     with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -101,6 +103,7 @@ async def test_malformed_node_id_is_rejected_with_a_clear_error(channel) -> None
 
 
 async def test_later_requests_may_omit_the_node(channel) -> None:
+    """Rule 1: the node is cached from the first request."""
     client = AdsClient(channel)
     cds, eds, lds = await _subscribe(client)
     assert BACKEND_CLUSTER in _names(cds, Cluster)
@@ -110,6 +113,7 @@ async def test_later_requests_may_omit_the_node(channel) -> None:
 
 
 async def test_nonces_are_unique_within_a_stream(channel) -> None:
+    """Rule 2."""
     client = AdsClient(channel)
     cds, eds, lds = await _subscribe(client)
     assert len({cds.nonce, eds.nonce, lds.nonce}) == 3
@@ -117,6 +121,7 @@ async def test_nonces_are_unique_within_a_stream(channel) -> None:
 
 
 async def test_ack_gets_no_identical_response(channel) -> None:
+    """Rule 4: never send a response identical to the one ACKed."""
     client = AdsClient(channel)
     _cds, eds, lds = await _subscribe(client)
     client.ack(eds, names=_names(eds, ClusterLoadAssignment))
@@ -126,6 +131,7 @@ async def test_ack_gets_no_identical_response(channel) -> None:
 
 
 async def test_stale_nonce_is_ignored(channel, gateway, projection) -> None:
+    """Rule 2 (SotW): a request with an old nonce changes nothing."""
     client = AdsClient(channel)
     _cds, eds, lds = await _subscribe(client)
     client.ack(eds, names=_names(eds, ClusterLoadAssignment))
@@ -137,6 +143,7 @@ async def test_stale_nonce_is_ignored(channel, gateway, projection) -> None:
 
 
 async def test_nack_is_counted_and_not_resent(channel, gateway) -> None:
+    """Rule 3."""
     client = AdsClient(channel)
     _cds, _eds, lds = await _subscribe(client)
     client.send(LISTENER, version="", nonce=lds.nonce, error="bind: address in use")
@@ -148,6 +155,7 @@ async def test_nack_is_counted_and_not_resent(channel, gateway) -> None:
 
 
 async def test_eds_only_holds_requested_names(channel, gateway, projection) -> None:
+    """Rules 5 and 6: EDS is always named and holds only the requested names."""
     gateway.view.apply(projection.fold([event_for(dataplane("db-1", "10.0.0.5", 5432, "db"))]))
     client = AdsClient(channel)
     client.send(CLUSTER, node_id=WEB)
@@ -160,6 +168,7 @@ async def test_eds_only_holds_requested_names(channel, gateway, projection) -> N
 
 
 async def test_requested_name_is_sent_when_it_appears(channel, gateway, projection) -> None:
+    """Rule 8."""
     client = AdsClient(channel)
     client.send(ENDPOINT, node_id=WEB, names=["default_db___msvc_5432"])
     await client.nothing()
@@ -211,6 +220,42 @@ async def test_clusters_leave_only_after_listeners_no_longer_use_them(
     cds3 = await client.recv()
     assert cds3.type_url == CLUSTER
     assert "default_db___msvc_5432" not in _names(cds3, Cluster)
+    client.close()
+
+
+async def test_cds_and_lds_are_wildcard_without_names_or_with_a_star(channel) -> None:
+    """Rule 5: an empty request (legacy) and `*` (explicit) both mean all of the node's."""
+    legacy, explicit = AdsClient(channel), AdsClient(channel)
+    legacy.send(LISTENER, node_id=WEB)
+    explicit.send(LISTENER, node_id=WEB, names=["*"])
+    one, two = await legacy.recv(), await explicit.recv()
+    assert _names(one, Listener) == _names(two, Listener)
+    assert {"inbound:10.0.0.9:7070", "outbound:241.0.0.1:8080"} <= set(_names(one, Listener))
+    legacy.close()
+    explicit.close()
+
+
+async def test_cds_and_lds_responses_hold_the_complete_set(channel, gateway, projection) -> None:
+    """Rule 6: a new service's cluster comes with every other cluster (missing = deleted)."""
+    client = AdsClient(channel)
+    cds, eds, lds = await _subscribe(client)
+    client.ack(eds, names=_names(eds, ClusterLoadAssignment))
+    client.ack(lds)
+    gateway.view.apply(projection.fold([event_for(dataplane("db-1", "10.0.0.5", 5432, "db"))]))
+    cds2 = await client.recv()
+    assert cds2.type_url == CLUSTER
+    assert set(_names(cds2, Cluster)) == set(_names(cds, Cluster)) | {"default_db___msvc_5432"}
+    lds2 = await client.recv()
+    assert set(_names(lds2, Listener)) == set(_names(lds, Listener)) | {"outbound:241.0.0.3:5432"}
+    client.close()
+
+
+async def test_no_duplicate_names_in_a_response(channel) -> None:
+    """Rule 7, also when the client names a resource twice."""
+    client = AdsClient(channel)
+    client.send(ENDPOINT, node_id=WEB, names=[BACKEND_CLUSTER, BACKEND_CLUSTER])
+    eds = await client.recv()
+    assert _names(eds, ClusterLoadAssignment) == [BACKEND_CLUSTER]
     client.close()
 
 

@@ -29,8 +29,6 @@ from events.event_types import (
     MeshServiceApplied,
     MeshServiceDeleted,
 )
-from events.jetstream import JetStreamEventLog, connect_nats
-from events.log import Appended, EventLog, PendingAppend, Record
 from events.hostname_template import (
     TemplateContext,
     TemplateError,
@@ -38,6 +36,8 @@ from events.hostname_template import (
     parse_template,
     render_template,
 )
+from events.jetstream import JetStreamEventLog, connect_nats
+from events.log import Appended, EventLog, PendingAppend, Record
 from events.resources import (
     DEFAULT_HOSTNAME_GENERATORS,
     Dataplane,

@@ -1,0 +1,172 @@
+"""`build_snapshot` per proxy: DNS for transparent proxies, api_listeners for gRPC nodes only,
+reachableBackends applied to listeners, clusters and DNS, encode once; node parsing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from envoy.config.core.v3.base_pb2 import Node
+from envoy.config.listener.v3.listener_pb2 import Listener
+from envoy.extensions.filters.udp.dns_filter.v3.dns_filter_pb2 import DnsFilterConfig
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
+from google.protobuf import any_pb2
+
+from tests.xds_gateway._ads import ADS, Projection, dataplane, event_for
+from xds_gateway import Gateway
+from xds_gateway.cache import ResourceCache
+from xds_gateway.node import DEFAULT_DNS_PORT, InvalidNode, ProxyNode, proxy_node
+from xds_gateway.snapshot import build_snapshot
+from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from xds_gateway.view import ProjectionView
+
+GRPC = ProxyNode(user_agent_name="gRPC C-core linux")
+
+
+def _view(*docs: dict[str, Any]) -> ProjectionView:
+    view = ProjectionView()
+    view.apply(Projection().fold(event_for(d, at=i + 1) for i, d in enumerate(docs)))
+    return view
+
+
+def _tp(doc: dict[str, Any], refs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    doc["networking"]["transparentProxying"] = (
+        {} if refs is None else {"reachableBackends": {"refs": refs}})
+    return doc
+
+
+MESH = {"type": "Mesh", "name": "default"}
+BACKENDS = [dataplane("backend-1", "10.0.0.1", 8080, "backend"),
+            dataplane("db-1", "10.0.0.2", 5432, "db")]
+
+
+def _dns_records(snapshot) -> dict[str, list[str]]:
+    listener = Listener.FromString(
+        any_pb2.Any.FromString(snapshot.resources[LISTENER]["meshlog:dns"].any).value)
+    config = DnsFilterConfig()
+    listener.listener_filters[0].typed_config.Unpack(config)
+    return {d.name: list(d.endpoint.address_list.address)
+            for d in config.server_config.inline_dns_table.virtual_domains}
+
+
+def test_transparent_proxy_gets_a_dns_listener_with_every_reachable_hostname() -> None:
+    view = _view(MESH, *BACKENDS, _tp(dataplane("web-1", "10.0.0.9", 7070, "web")))
+    snapshot = build_snapshot(view, "default", "web-1", ResourceCache())
+    vips = {n: ms.status.vips[0].ip for n, ms in view.meshservices["default"].items()}
+    assert _dns_records(snapshot) == {f"{n}.svc.mesh.local": [vip] for n, vip in vips.items()}
+    listener = Listener.FromString(
+        any_pb2.Any.FromString(snapshot.resources[LISTENER]["meshlog:dns"].any).value)
+    address = listener.address.socket_address
+    assert (address.protocol, address.address, address.port_value) == (
+        address.UDP, "127.0.0.1", DEFAULT_DNS_PORT)
+
+
+def test_the_dns_port_comes_from_the_node() -> None:
+    view = _view(MESH, *BACKENDS, _tp(dataplane("web-1", "10.0.0.9", 7070, "web")))
+    snapshot = build_snapshot(view, "default", "web-1", ResourceCache(),
+                              node=ProxyNode(dns_port=25053))
+    listener = Listener.FromString(
+        any_pb2.Any.FromString(snapshot.resources[LISTENER]["meshlog:dns"].any).value)
+    assert listener.address.socket_address.port_value == 25053
+
+
+def test_no_dns_listener_without_transparent_proxying() -> None:
+    view = _view(MESH, *BACKENDS, dataplane("web-1", "10.0.0.9", 7070, "web"))
+    assert "meshlog:dns" not in build_snapshot(view, "default", "web-1",
+                                               ResourceCache()).resources[LISTENER]
+
+
+def test_reachable_backends_limit_listeners_clusters_endpoints_and_dns() -> None:
+    web = _tp(dataplane("web-1", "10.0.0.9", 7070, "web"),
+              refs=[{"kind": "MeshService", "name": "db"}])
+    view = _view(MESH, *BACKENDS, web)
+    snapshot = build_snapshot(view, "default", "web-1", ResourceCache())
+    db_vip = view.meshservices["default"]["db"].status.vips[0].ip
+    assert set(snapshot.resources[CLUSTER]) == {"default_db___msvc_5432", "localhost:7070"}
+    assert set(snapshot.resources[ENDPOINT]) == {"default_db___msvc_5432"}
+    assert set(snapshot.resources[LISTENER]) == {
+        "inbound:10.0.0.9:7070", f"outbound:{db_vip}:5432", "meshlog:dns"}
+    assert _dns_records(snapshot) == {"db.svc.mesh.local": [db_vip]}
+
+
+def test_dns_listener_is_encoded_once_for_equal_content() -> None:
+    view = _view(MESH, *BACKENDS, _tp(dataplane("web-1", "10.0.0.9", 7070, "web")),
+                 _tp(dataplane("web-2", "10.0.0.10", 7070, "web")))
+    cache = ResourceCache()
+    first = build_snapshot(view, "default", "web-1", cache).resources[LISTENER]["meshlog:dns"]
+    builds = cache.builds
+    second = build_snapshot(view, "default", "web-2", cache).resources[LISTENER]["meshlog:dns"]
+    assert second is first
+    assert cache.builds == builds + 1  # only web-2's own inbound listener is new
+
+
+def test_api_listeners_and_routes_only_for_grpc_nodes() -> None:
+    view = _view(MESH, *BACKENDS, dataplane("client-1", "10.0.0.9", 7070, "client"))
+    envoy = build_snapshot(view, "default", "client-1", ResourceCache())
+    assert "backend:8080" not in envoy.resources[LISTENER]
+    assert envoy.resources[ROUTE] == {}
+    grpc_ = build_snapshot(view, "default", "client-1", ResourceCache(), node=GRPC)
+    targets = {"backend:8080", "backend.svc.mesh.local:8080", "db:5432",
+               "db.svc.mesh.local:5432", "client:7070", "client.svc.mesh.local:7070"}
+    assert targets <= set(grpc_.resources[LISTENER])
+    assert set(grpc_.resources[ROUTE]) == targets
+    assert grpc_.resources[ROUTE]["backend:8080"].refs == {"default_backend___msvc_8080"}
+
+
+def test_proxy_node_reads_user_agent_and_dns_port() -> None:
+    node = Node(id="default.web-1", user_agent_name="gRPC Python")
+    node.metadata.update({"dataplane.dns.port": "25053"})
+    assert proxy_node(node) == ProxyNode(user_agent_name="gRPC Python", dns_port=25053)
+    assert proxy_node(node).is_grpc
+    assert not proxy_node(Node(id="a.b", user_agent_name="envoy")).is_grpc
+    assert proxy_node(Node(id="a.b")).dns_port == DEFAULT_DNS_PORT
+    numeric = Node(id="a.b")
+    numeric.metadata.update({"dataplane.dns.port": 5353})
+    assert proxy_node(numeric).dns_port == 5353
+
+
+@pytest.mark.parametrize("value", ["abc", "70000", 0, 53.5, True])
+def test_an_unusable_dns_port_names_the_key_and_value(value: object) -> None:
+    node = Node(id="a.b")
+    node.metadata.update({"dataplane.dns.port": value})
+    with pytest.raises(InvalidNode) as info:
+        proxy_node(node)
+    assert "node.metadata['dataplane.dns.port']" in str(info.value)
+    assert "is not a port in 1..65535" in str(info.value)
+
+
+async def test_an_unusable_dns_port_ends_only_that_stream() -> None:
+    gw = Gateway(None, port=0)
+    gw.view.apply(Projection().fold([event_for(MESH), event_for(BACKENDS[0])]))
+    hold = asyncio.Event()
+
+    async def opening(request: DiscoveryRequest) -> AsyncIterator[DiscoveryRequest]:
+        yield request
+        await hold.wait()  # keep the stream open: the server must answer, not see a half-close
+
+    task = asyncio.create_task(gw.serve())
+    await gw.serving.wait()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}") as channel:
+            ads = channel.stream_stream(ADS, request_serializer=DiscoveryRequest.SerializeToString,
+                                        response_deserializer=DiscoveryResponse.FromString)
+            bad = DiscoveryRequest(type_url=CLUSTER, node=Node(id="default.backend-1"))
+            bad.node.metadata.update({"dataplane.dns.port": "abc"})
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                async for _ in ads(opening(bad)):
+                    pass
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "node.metadata['dataplane.dns.port']: 'abc'" in info.value.details()
+            good = DiscoveryRequest(type_url=CLUSTER, node=Node(id="default.backend-1"))
+            call = ads(opening(good))
+            response = await asyncio.wait_for(call.read(), 5)
+            assert response.type_url == CLUSTER  # the server still serves
+            call.cancel()
+    finally:
+        hold.set()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

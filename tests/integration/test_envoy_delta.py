@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from events.projection_bus import CHECKPOINT_KEY
 from services.bootstrap import sidecar_bootstrap
 from tests.harness import Envoy, free_port, run_envoy, wait_for
-from events.projection_bus import CHECKPOINT_KEY
 from tests.xds_gateway._ads import Projection, dataplane, event_for
 from xds_gateway import Gateway, clusters
 from xds_gateway.subscription import AdsStream

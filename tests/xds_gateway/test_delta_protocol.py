@@ -11,13 +11,15 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from events import DataplaneDeregistered
+from events import ClockTicked, DataplaneDeregistered
+from events.projection_bus import CHECKPOINT_KEY
 from tests.xds_gateway._ads import DeltaAdsClient, Projection, dataplane, event_for
-from xds_gateway import Gateway
+from xds_gateway import Gateway, clusters
 from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER
 
 WEB = "default.web-1"
 BACKEND_CLUSTER = "default_backend___msvc_8080"
+_AFTER_GRACE = 10 * 3_600_000  # ms: past the default 1 h MeshService grace period
 WEB_CLUSTER = "default_web___msvc_7070"
 DB_CLUSTER = "default_db___msvc_5432"
 DB_LISTENER = "outbound:241.0.0.3:5432"
@@ -128,7 +130,7 @@ async def test_nack_is_counted_and_not_resent(channel, gateway, projection) -> N
     """Rule 3: counted with its message; the rejected resources are not sent again, also
     when an unrelated change follows."""
     client = DeltaAdsClient(channel)
-    cds, _eds, _lds = await _subscribe(client)
+    await _subscribe(client)
     _add_db(gateway, projection)
     cds2 = await client.recv()
     assert list(_versions(cds2)) == [DB_CLUSTER]
@@ -218,7 +220,10 @@ async def test_deleted_resources_are_in_removed_resources(channel, gateway, proj
     _add_db(gateway, projection)
     client = DeltaAdsClient(channel)
     await _subscribe(client)
-    gateway.view.apply(projection.fold([DataplaneDeregistered(at=2, mesh="default", name="db-1")]))
+    gateway.view.apply(projection.fold([
+        DataplaneDeregistered(at=2, mesh="default", name="db-1"),
+        ClockTicked(at=_AFTER_GRACE),  # the generated MeshService outlives its Dataplane
+    ]))
     seen = []
     response = await client.recv()
     while response.type_url != LISTENER:  # EDS may say the endpoints went first
@@ -251,6 +256,31 @@ async def test_subscribe_is_answered_even_if_sent_before(channel) -> None:
     client.send(ENDPOINT, subscribe=[BACKEND_CLUSTER])
     again = await client.recv()
     assert _versions(again) == {BACKEND_CLUSTER: _versions(eds)[BACKEND_CLUSTER]}
+    client.close()
+
+
+async def test_eds_is_sent_again_after_its_cluster_changes(channel, gateway, projection,
+                                                           monkeypatch) -> None:
+    """Rule 9: Envoy re-creates a changed cluster warming and does not re-subscribe to its
+    EDS; the ClusterLoadAssignment must follow the CDS update unasked. No read model changes
+    an EDS cluster today, so the cluster builder does (as a new cluster option would)."""
+    client = DeltaAdsClient(channel)
+    _cds, eds, _lds = await _subscribe(client)
+    original = clusters.eds_cluster
+
+    def slower(name: str):
+        cluster = original(name)
+        cluster.connect_timeout.FromSeconds(7)
+        return cluster
+
+    monkeypatch.setattr(clusters, "eds_cluster", slower)
+    gateway.cache._entries.clear()  # forget the encoded clusters: rebuild them
+    gateway.view.apply([(CHECKPOINT_KEY, b"1000")])  # a new generation
+    cds2 = await client.recv()
+    assert cds2.type_url == CLUSTER
+    assert sorted(_versions(cds2)) == [BACKEND_CLUSTER, WEB_CLUSTER]
+    eds2 = await client.recv()
+    assert eds2.type_url == ENDPOINT and _versions(eds2) == _versions(eds)
     client.close()
 
 

@@ -14,13 +14,14 @@ from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 from envoy.config.listener.v3.listener_pb2 import Listener
 
-from events import DataplaneDeregistered
+from events import ClockTicked, DataplaneDeregistered
 from tests.xds_gateway._ads import AdsClient, Projection, dataplane, event_for
 from xds_gateway import Gateway
 from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER
 
 WEB = "default.web-1"
 BACKEND_CLUSTER = "default_backend___msvc_8080"
+_AFTER_GRACE = 10 * 3_600_000  # ms: past the default 1 h MeshService grace period
 
 
 @pytest.fixture
@@ -208,7 +209,10 @@ async def test_clusters_leave_only_after_listeners_no_longer_use_them(
     client.ack(eds, names=_names(eds, ClusterLoadAssignment))
     client.ack(lds)
     await client.nothing()
-    gateway.view.apply(projection.fold([DataplaneDeregistered(at=2, mesh="default", name="db-1")]))
+    gateway.view.apply(projection.fold([
+        DataplaneDeregistered(at=2, mesh="default", name="db-1"),
+        ClockTicked(at=_AFTER_GRACE),  # the generated MeshService outlives its Dataplane
+    ]))
     first = await client.recv()
     while first.type_url != LISTENER:  # CDS and EDS may come first, never a CDS without db
         assert first.type_url in (CLUSTER, ENDPOINT)

@@ -51,14 +51,18 @@ def _endpoint_address(dp: Dataplane, inbound: Inbound) -> str:
 def _port_conflicts(row: MeshServiceRow, selected: list[DataplaneRow]) -> list[Condition]:
     """Kuma only logs Dataplanes whose inbounds disagree with the generated ports; meshlog
     also says so in the status, naming them."""
+    agree = [dp for dp in selected if ports_of(dp.dataplane, row.name) == row.spec.ports]
     others = [dp.dataplane.name for dp in selected
               if ports_of(dp.dataplane, row.name) != row.spec.ports]
     if not others:
         return []
     shown = ", ".join(others[:10]) + (f" and {len(others) - 10} more" if len(others) > 10 else "")
+    oldest = min(agree, key=lambda dp: (dp.first_seq, dp.dataplane.name), default=None)
+    source = f"Dataplane {oldest.dataplane.name}" if oldest else "no Dataplane left"
     return [Condition(type="PortsConsistent", status="False", reason="PortConflict",
-                      message=f"Dataplanes {shown} have other ports than the MeshService "
-                              "(taken from the oldest Dataplane that still has them)")]
+                      message=f"Dataplanes {shown} have other ports than the MeshService, "
+                              f"which has those of {source} (the ports stay while a "
+                              "Dataplane has them, else the oldest Dataplane's are taken)")]
 
 
 def _utc(ms: int) -> str:

@@ -198,10 +198,13 @@ class History:
 
 
 def realistic_history() -> list[AnyEvent]:
-    """Three meshes, 21 Dataplanes over 5 services, churn, user MeshServices, CIDR changes."""
+    """Three meshes, 21 Dataplanes over 5 services, churn, user MeshServices, CIDR changes,
+    HostnameGenerators (a template error, collisions, an overridden default), a grace period
+    that lets some generated MeshServices expire, and a clock tick."""
     h = History()
     for mesh in ("default", "payments", "edge"):
         h.mesh(mesh)
+    h.grace(20_000)  # 20 events
     services = {"web": (8080, "http"), "api": (9090, "grpc"), "db": (5432, None),
                 "cache": (6379, "tcp"), "auth": (7000, "http2")}
     names = sorted(services)
@@ -216,6 +219,9 @@ def realistic_history() -> list[AnyEvent]:
         if i == 6:
             h.apply(meshservice("default", "web", ms_port(80, target="main", protocol="http"),
                                 labels={"team": "frontend"}))
+            h.apply_generator("by-team", '{{ .Name }}.{{ label "team" }}.internal')
+        if i == 12:
+            h.apply_generator("flat", "svc-{{ .Mesh }}.flat", {"kuma.io/mesh": "payments"})
     # re-registrations: other ports, health down, NotReady, a second service on one proxy
     h.register(dataplane("default", "api-0", "10.0.0.10",
                          inbound(9191, "api", protocol="grpc"), inbound(9901, "api")))
@@ -226,6 +232,7 @@ def realistic_history() -> list[AnyEvent]:
     h.register(dataplane("default", "db-3", "10.0.0.13", inbound(5432, "db", name="main"),
                          inbound(7001, "auth", address="10.1.0.13"), advertised="192.168.9.9"))
     h.ipam("10.96.0.0/24")
+    h.apply_generator("local-universal-mesh-service", "{{ .DisplayName }}.{{ .Zone }}.mesh")
     h.apply(meshservice("payments", "ledger", ms_port(443, target=6379),
                         selector={SERVICE_TAG: "cache"}))
     h.apply(meshservice("edge", "api", ms_port(9090, name="grpc", protocol="grpc")))
@@ -247,12 +254,15 @@ def realistic_history() -> list[AnyEvent]:
     h.register(dataplane("edge", "search-2", "10.0.2.43", inbound(8000, "search")))
     h.register(dataplane("payments", "billing-1", "10.0.1.50", inbound(8000, "billing")))
     h.delete("payments", "cache")
+    h.delete_generator("local-universal-mesh-service")  # the default comes back
     h.register(dataplane("payments", "web-4", "10.0.1.14", inbound(8080, "web", name="main"),
                          inbound(8443, "web", name="tls", protocol="tls")))
     h.register(dataplane("payments", "cache-7", "10.0.1.17",  # healthy again, under ledger
                          inbound(6379, "cache", name="main")))
     h.ipam("241.0.0.0/8")  # back to the first CIDR: its cursor restarts among used addresses
     h.register(dataplane("default", "audit-1", "10.0.0.60", inbound(8000, "audit")))
+    h.deregister("default", "audit-1")
+    h.wait(25_000).tick()  # audit's grace period is over on a quiet log
     return h.events
 
 
@@ -352,6 +362,10 @@ _CIDRS = ("241.0.0.0/8", "10.96.0.0/29", "10.97.0.0/30", "10.96.0.0/30")
 _EXTRA_TAGS = ({}, {"kuma.io/protocol": "http2"}, {"kuma.io/protocol": "x"}, {"app": "shop"})
 _SELECTORS = (*({SERVICE_TAG: s} for s in _SERVICES),
               {"app": "shop"}, {"app": "shop", SERVICE_TAG: "api"})
+_GENERATORS = ("local-universal-mesh-service", "g1", "g2")
+_TEMPLATES = ("{{ .DisplayName }}.svc.mesh.local", "same.{{ .Mesh }}.local",
+              '{{ .Name }}.{{ label "team" }}.x', "{{ .Name }}.{{ .Zone }}.mesh")
+_MATCH_LABELS = ({}, {"kuma.io/origin": "zone"}, {"team": "a"}, {"kuma.io/mesh": "other"})
 
 
 @st.composite
@@ -382,7 +396,8 @@ def _ms_ports(draw: st.DrawFn) -> list[dict[str, Any]]:
 def _step(draw: st.DrawFn, h: History) -> None:
     mesh = draw(st.sampled_from(_MESHES))
     kind = draw(st.sampled_from(("register", "register", "register", "deregister", "apply",
-                                 "delete", "ipam", "mesh", "delete-mesh")))
+                                 "delete", "ipam", "mesh", "delete-mesh", "generator",
+                                 "delete-generator", "grace", "tick")))
     match kind:
         case "register":
             h.register(dataplane(
@@ -394,10 +409,12 @@ def _step(draw: st.DrawFn, h: History) -> None:
             h.deregister(mesh, draw(st.sampled_from(_DP_NAMES)))
         case "apply":
             display = draw(st.sampled_from((None, "web", "api")))
+            labels = {"kuma.io/display-name": display} if display else {}
+            if draw(st.booleans()):
+                labels["team"] = "a"
             h.apply(meshservice(
                 mesh, draw(st.sampled_from(("web", "api", "db"))), *draw(_ms_ports()),
-                selector=draw(st.sampled_from(_SELECTORS)),
-                labels={"kuma.io/display-name": display} if display else None))
+                selector=draw(st.sampled_from(_SELECTORS)), labels=labels or None))
         case "delete":
             h.delete(mesh, draw(st.sampled_from(("web", "api", "db"))))
         case "ipam":
@@ -405,6 +422,16 @@ def _step(draw: st.DrawFn, h: History) -> None:
                    draw(st.sampled_from(("MeshService", "MeshService", "MeshExternalService"))))
         case "delete-mesh":
             h.delete_mesh(mesh)
+        case "generator":
+            h.apply_generator(draw(st.sampled_from(_GENERATORS)),
+                              draw(st.sampled_from(_TEMPLATES)),
+                              draw(st.sampled_from(_MATCH_LABELS)))
+        case "delete-generator":
+            h.delete_generator(draw(st.sampled_from(_GENERATORS)))
+        case "grace":
+            h.grace(draw(st.sampled_from((0, 1500, 3000))))
+        case "tick":
+            h.tick()
         case _:
             h.mesh(mesh)
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from events import AnyEvent, Dataplane
+from events import AnyEvent, Dataplane, DataplaneDeregistered
 from projections.state import ProjectionState
 from tests.projections._histories import (
     SERVICE_TAG,
@@ -73,7 +73,13 @@ def test_realistic_history_reaches_the_cases_the_invariance_tests_rely_on() -> N
                for g in row.status.hostname_generators for c in g.conditions}
     assert {row.origin for row in services if row is not None} == {"user", "generated"}
     assert networks == {"241.0.0.0/16", "10.96.0.0/16", "10.97.0.0/16"}
-    assert reasons == {"Generated", "Collision"}
+    assert reasons == {"Generated", "Collision", "TemplateError"}
+    generators = {g.hostname_generator_ref.core_name for row in services if row is not None
+                  for g in row.status.hostname_generators}
+    assert generators == {"by-team", "flat", "local-universal-mesh-service"}
+    expired = [e for e in EVENTS if isinstance(e, DataplaneDeregistered)
+               and meshservice_row(state, e.mesh, e.name.rsplit("-", 1)[0]) is None]
+    assert expired  # some generated MeshServices outlived their grace period
     assert len(EVENTS) > 50
 
 

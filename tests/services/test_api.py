@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from events import connect_nats
-from tests.harness import ControlPlane, meshlog_up
+from tests.harness import ControlPlane, meshlog_up, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -182,3 +182,75 @@ def test_list_filters_by_labels(cp: ControlPlane) -> None:
     assert [d["name"] for d in cp.api.get(red["next"]).json()["items"]] == ["f-2"]
     bad = cp.api.get("/meshes/default/dataplanes", params={"filter[name]": "x"})
     assert bad.status_code == 400
+
+
+# --- HostnameGenerators, generated-MeshService edge cases (issue 5) ---------------------------
+
+
+_HG = {"type": "HostnameGenerator", "name": "internal", "spec": {
+    "template": "{{ .Name }}.{{ .Mesh }}.internal",
+    "selector": {"meshService": {"matchLabels": {"kuma.io/display-name": "hg-svc"}}}}}
+
+
+def test_hostname_generators_list_the_zone_defaults_without_an_etag(cp: ControlPlane) -> None:
+    names = [g["name"] for g in cp.api.get("/hostnamegenerators").json()["items"]]
+    assert {"local-universal-mesh-service", "local-mesh-external-service"} <= set(names)
+    default = cp.api.get("/hostnamegenerators/local-universal-mesh-service")
+    assert default.json()["spec"]["template"] == "{{ .DisplayName }}.svc.mesh.local"
+    assert "etag" not in default.headers
+
+
+def test_hostname_generator_crud_reaches_meshservice_addresses(cp: ControlPlane) -> None:
+    cp.apply(_dp("hg-1", service="hg-svc"))
+    created = cp.api.put("/hostnamegenerators/internal", json=_HG)
+    assert created.status_code == 201, created.text
+    got = cp.api.get("/hostnamegenerators/internal")
+    assert got.headers["etag"] == f'"{created.json()["version"]}"'
+    assert got.json()["labels"]["kuma.io/origin"] == "zone"
+    hostnames = [a["hostname"] for a in cp.meshservice("hg-svc")["status"]["addresses"]]
+    assert hostnames == ["hg-svc.default.internal", "hg-svc.svc.mesh.local"]
+    assert cp.api.delete("/hostnamegenerators/internal").status_code == 200
+    assert cp.api.get("/hostnamegenerators/internal").status_code == 404
+    hostnames = [a["hostname"] for a in cp.meshservice("hg-svc")["status"]["addresses"]]
+    assert hostnames == ["hg-svc.svc.mesh.local"]
+
+
+def test_an_invalid_template_is_a_400_naming_spec_template(cp: ControlPlane) -> None:
+    doc = {**_HG, "name": "broken", "spec": {**_HG["spec"], "template": "{{ .Name }.x"}}
+    response = cp.api.put("/hostnamegenerators/broken", json=doc)
+    assert response.status_code == 400
+    [problem] = response.json()["invalid_parameters"]
+    assert problem["field"] == "spec.template"
+    assert "unclosed action '{{' at offset 0" in problem["reason"]
+
+
+def test_a_default_generator_cannot_be_deleted_only_overridden(cp: ControlPlane) -> None:
+    response = cp.api.delete("/hostnamegenerators/local-mesh-external-service")
+    assert response.status_code == 409
+    assert "apply one of that name to override it" in response.json()["detail"]
+
+
+def test_a_dataplane_shows_why_its_service_gets_no_meshservice(cp: ControlPlane) -> None:
+    cp.apply(_dp("odd-name-1", service="Odd_Name"))
+    doc = cp.api.get("/meshes/default/dataplanes/odd-name-1").json()
+    [condition] = doc["status"]["conditions"]
+    assert condition["reason"] == "InvalidServiceName"
+    assert "'Odd_Name' is not a DNS-1035 label" in condition["message"]
+    assert cp.api.get("/meshes/default/meshservices/Odd_Name").status_code == 404
+    for generated in ("creationTime", "modificationTime"):
+        del doc[generated]
+    doc["status"]["conditions"] = []  # the control plane's: accepted on input and dropped
+    assert cp.api.put("/meshes/default/dataplanes/odd-name-1", json=doc).status_code == 200
+    again = cp.api.get("/meshes/default/dataplanes/odd-name-1").json()
+    assert [c["reason"] for c in again["status"]["conditions"]] == ["InvalidServiceName"]
+
+
+def test_meshlog_up_grace_period_flag_keeps_then_drops_the_meshservice(tmp_path: Path) -> None:
+    with meshlog_up(tmp_path / "cp", "--meshservice-grace-period", "1500ms") as plane:
+        plane.apply({"type": "Mesh", "name": "default"})
+        plane.apply(_dp("brief-1", service="brief"))
+        assert plane.api.delete("/meshes/default/dataplanes/brief-1").status_code == 200
+        waiting = plane.meshservice("brief")
+        assert [c["reason"] for c in waiting["status"]["conditions"]] == ["NoDataplanes"]
+        wait_for(lambda: plane.api.get("/meshes/default/meshservices/brief").status_code == 404,
+                 timeout=20, what="the grace period to end and the tick to be folded")

@@ -251,8 +251,10 @@ def _cells(kind: str, doc: dict[str, Any]) -> list[str]:
     if kind == "Mesh":
         return [doc["name"], doc.get("creationTime", "")]
     if kind == "HostnameGenerator":
-        selector = ",".join(f"{k}{v.get('matchLabels', {})}"
-                            for k, v in doc["spec"]["selector"].items())
+        selector = " ".join(
+            kind + ":" + (",".join(f"{k}={v}" for k, v in s.get("matchLabels", {}).items())
+                          or "*")
+            for kind, s in doc["spec"]["selector"].items())
         return [doc["name"], selector, doc["spec"]["template"]]
     if kind == "Dataplane":
         net = doc["networking"]

@@ -1,0 +1,157 @@
+"""Simulated proxies for `meshlog bench propagation`: one worker process, many ADS streams.
+
+    python -m services.bench._proxies --xds HOST:PORT --first I --count N
+
+Each stream behaves like an Envoy on State of the World ADS: CDS and LDS wildcard with the
+node on the first request, EDS for every EDS cluster it was sent, and an ACK for every
+response. The worker talks to the benchmark over stdin/stdout, one JSON object per line:
+
+- out `{"ready": n}` once every stream has ACKed CDS, EDS and LDS;
+- in `{"round": r, "marker": hex, "present": bool}` arms a round: the change is the endpoint
+  address whose protobuf field encoding is `marker`, expected in (or gone from) EDS;
+  out `{"armed": r}`;
+- out `{"done": r, "max_t": t}` once every stream has ACKed an EDS response showing the
+  change; `t` is the latest `time.time()` among them (same host as the benchmark).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+from envoy.config.cluster.v3.cluster_pb2 import Cluster
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
+
+__all__ = ["main"]
+
+ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
+_OPTIONS = [("grpc.max_receive_message_length", 256 * 1024 * 1024)]
+
+
+class Round:
+    def __init__(self, number: int, marker: bytes, present: bool, streams: int) -> None:
+        self.number = number
+        self.marker = marker
+        self.present = present
+        self.waiting = streams
+        self.max_t = 0.0
+        self.done = asyncio.Event()
+
+    def saw(self, t: float) -> None:
+        """One more stream has ACKed an EDS response showing the change."""
+        self.max_t = max(self.max_t, t)
+        self.waiting -= 1
+        if self.waiting == 0:
+            self.done.set()
+
+
+class Worker:
+    def __init__(self, xds: str, node_ids: list[str]) -> None:
+        self.xds = xds
+        self.node_ids = node_ids
+        self.unready = len(node_ids)
+        self.all_ready = asyncio.Event()
+        self.round: Round | None = None
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            proxies = [tg.create_task(self._proxy(node_id)) for node_id in self.node_ids]
+            await self.all_ready.wait()
+            _say({"ready": len(self.node_ids)})
+            await self._commands()  # until the benchmark closes stdin
+            for task in proxies:
+                task.cancel()
+
+    async def _commands(self) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        while line := await reader.readline():
+            command = json.loads(line)
+            self.round = Round(command["round"], bytes.fromhex(command["marker"]),
+                               command["present"], len(self.node_ids))
+            _say({"armed": command["round"]})
+            await self.round.done.wait()
+            _say({"done": self.round.number, "max_t": self.round.max_t})
+
+    async def _proxy(self, node_id: str) -> None:
+        delay = 0.1
+        while True:  # reconnect like Envoy if the stream ends (a gateway drained or died)
+            async with grpc.aio.insecure_channel(self.xds, options=_OPTIONS) as channel:
+                try:
+                    await self._stream(channel, node_id)
+                except grpc.aio.AioRpcError as exc:
+                    print(f"{node_id}: stream ended: {exc.code()}", file=sys.stderr)
+            await asyncio.sleep(delay)  # back-off before reconnecting, as Envoy does
+            delay = min(delay * 2, 5.0)
+
+    async def _stream(self, channel: grpc.aio.Channel, node_id: str) -> None:
+        queue: asyncio.Queue[DiscoveryRequest] = asyncio.Queue()
+
+        async def requests() -> AsyncIterator[DiscoveryRequest]:
+            while True:
+                yield await queue.get()
+
+        first = DiscoveryRequest(type_url=CDS)
+        first.node.id = node_id
+        first.node.user_agent_name = "envoy"
+        queue.put_nowait(first)
+        queue.put_nowait(DiscoveryRequest(type_url=LDS))
+        call = channel.stream_stream(ADS, request_serializer=DiscoveryRequest.SerializeToString,
+                                     response_deserializer=None)(requests())
+        eds_names: list[str] = []
+        acked: set[str] = set()
+        ready = False
+        counted = -1  # the last round this stream counted in
+        async for raw in call:
+            response = DiscoveryResponse.FromString(raw)
+            type_url = response.type_url
+            names = eds_names if type_url == EDS else []
+            if type_url == CDS:
+                clusters = [Cluster.FromString(r.value) for r in response.resources]
+                wanted = sorted(c.name for c in clusters if c.type == Cluster.EDS)
+                if wanted != eds_names:
+                    eds_names = wanted
+                    queue.put_nowait(DiscoveryRequest(type_url=EDS, resource_names=eds_names))
+            queue.put_nowait(DiscoveryRequest(
+                type_url=type_url, version_info=response.version_info,
+                response_nonce=response.nonce, resource_names=names))
+            acked.add(type_url)
+            current = self.round
+            if type_url == EDS and current is not None and counted != current.number:
+                if (current.marker in raw) == current.present:
+                    counted = current.number
+                    current.saw(time.time())
+            if not ready and {CDS, EDS, LDS} <= acked:
+                ready = True
+                self.unready -= 1
+                if self.unready == 0:
+                    self.all_ready.set()
+
+
+def _say(message: dict) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m services.bench._proxies")
+    p.add_argument("--xds", required=True, help="HOST:PORT of the gateway or load balancer")
+    p.add_argument("--first", type=int, required=True)
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--mesh", default="default")
+    args = p.parse_args()
+    node_ids = [f"{args.mesh}.dp-{i}" for i in range(args.first, args.first + args.count)]
+    asyncio.run(Worker(args.xds, node_ids).run())
+
+
+if __name__ == "__main__":
+    main()

@@ -34,20 +34,12 @@ import yaml
 
 from events import MeshlogError
 from services.client import ApiClient, ApiError
-from services.config import (
-    UpConfig,
-    env,
-    parse_cidr,
-    parse_duration_ms,
-    parse_port,
-    parse_positive,
-)
+from services.config import UpConfig, env, parse_cidr, parse_port, parse_positive
 from services.render import PLURALS
 
 __all__ = ["main"]
 
-SINGULAR = {"mesh": "Mesh", "dataplane": "Dataplane", "meshservice": "MeshService",
-            "hostnamegenerator": "HostnameGenerator"}
+SINGULAR = {"mesh": "Mesh", "dataplane": "Dataplane", "meshservice": "MeshService"}
 _KIND_PLURAL = {kind: plural for plural, kind in PLURALS.items()}
 _SHORT = {"dp": "Dataplane", "ms": "MeshService"}
 
@@ -60,8 +52,6 @@ def _kind_of_word(word: str) -> str | None:
 def _path(kind: str, mesh: str | None, name: str | None = None) -> str:
     if kind == "Mesh":
         return "/meshes" + (f"/{name}" if name else "")
-    if kind == "HostnameGenerator":  # global, as in Kuma
-        return "/hostnamegenerators" + (f"/{name}" if name else "")
     base = f"/meshes/{mesh}/{_KIND_PLURAL[kind]}"
     return base + (f"/{name}" if name else "")
 
@@ -114,8 +104,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     if args.command == "projector":
         coro = processes.run_projector_process(
             nats_url=args.nats_url, database=_database_of(args), zone=args.zone,
-            replicas=replicas, meshservice_grace_period_ms=parse_duration_ms(
-                "--meshservice-grace-period", args.meshservice_grace_period))
+            replicas=replicas)
     elif args.command == "gateway":
         drain_grace_s = _seconds("--drain-grace", args.drain_grace)
         coro = processes.run_gateway_process(
@@ -151,8 +140,6 @@ def cmd_up(args: argparse.Namespace) -> int:
         api_host=args.api_host, api_port=parse_port("--api-port", args.api_port),
         xds_host=args.xds_host, xds_port=parse_port("--xds-port", args.xds_port),
         vip_cidr=parse_cidr("--vip-cidr", args.vip_cidr), zone=args.zone,
-        meshservice_grace_period_ms=parse_duration_ms("--meshservice-grace-period",
-                                                      args.meshservice_grace_period),
     )
 
     def announce(where: dict[str, str]) -> None:
@@ -237,7 +224,6 @@ def _table(kind: str, docs: list[dict[str, Any]]) -> None:
         "Dataplane": ["MESH", "NAME", "ADDRESS", "SERVICES"],
         "MeshService": ["MESH", "NAME", "VIP", "HOSTNAMES", "PORTS", "STATE", "DATAPLANES",
                         "ORIGIN"],
-        "HostnameGenerator": ["NAME", "SELECTOR", "TEMPLATE"],
     }
     table = Table(box=None, header_style="bold")
     for column in columns[kind]:
@@ -250,12 +236,6 @@ def _table(kind: str, docs: list[dict[str, Any]]) -> None:
 def _cells(kind: str, doc: dict[str, Any]) -> list[str]:
     if kind == "Mesh":
         return [doc["name"], doc.get("creationTime", "")]
-    if kind == "HostnameGenerator":
-        selector = " ".join(
-            kind + ":" + (",".join(f"{k}={v}" for k, v in s.get("matchLabels", {}).items())
-                          or "*")
-            for kind, s in doc["spec"]["selector"].items())
-        return [doc["name"], selector, doc["spec"]["template"]]
     if kind == "Dataplane":
         net = doc["networking"]
         services = sorted({i.get("tags", {}).get("kuma.io/service", "-") for i in net["inbound"]})
@@ -331,6 +311,14 @@ def cmd_quarantine(args: argparse.Namespace, client: ApiClient) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from services.bench import bench_ingest, bench_rebuild
 
+    if args.bench_command == "propagation":
+        from services.bench.propagation import bench_propagation
+
+        asyncio.run(bench_propagation(
+            parse_positive("--proxies", args.proxies),
+            gateways=parse_positive("--gateways", args.gateways),
+            rounds=parse_positive("--rounds", args.rounds), nats_url=args.nats_url))
+        return 0
     events = parse_positive("--events", args.events)
     if args.bench_command == "rebuild":
         asyncio.run(bench_rebuild(events, args.database, nats_url=args.nats_url))
@@ -354,13 +342,6 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
 
 # --- parser -----------------------------------------------------------------------------------
-
-
-_GRACE_FLAG = ("--meshservice-grace-period",)
-_GRACE_OPTIONS: dict[str, Any] = {
-    "default": env("MESHSERVICE_GRACE_PERIOD", "1h"),
-    "help": "how long a generated MeshService outlives its last Dataplane, e.g. 1h, 10m, 0 "
-            "(recorded in the log; default %(default)s)"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -388,14 +369,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--vip-cidr", default=env("VIP_CIDR", "241.0.0.0/8"),
                     help="CIDR of MeshService VIPs (recorded in the log; default %(default)s)")
     up.add_argument("--zone", default=env("ZONE", "default"), help="zone name")
-    up.add_argument(*_GRACE_FLAG, **_GRACE_OPTIONS)
 
     apply = sub.add_parser("apply", help="create or update resources from a file")
     apply.add_argument("-f", "--file", required=True, help="YAML or JSON file, '-' for stdin")
 
     get = sub.add_parser("get", help="list resources, or show one")
-    get.add_argument("what", help="meshes | dataplanes | meshservices | hostnamegenerators, "
-                     "or a singular kind")
+    get.add_argument("what", help="meshes | dataplanes | meshservices, or a singular kind")
     get.add_argument("name", nargs="?", help="show this resource only")
     get.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
     get.add_argument("-o", "--output", choices=["table", "yaml", "json"])
@@ -403,7 +382,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="only resources with this label (repeatable; all must match)")
 
     rm = sub.add_parser("delete", help="delete a resource")
-    rm.add_argument("kind", help="mesh | dataplane | meshservice | hostnamegenerator")
+    rm.add_argument("kind", help="mesh | dataplane | meshservice")
     rm.add_argument("name")
     rm.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
 
@@ -416,8 +395,6 @@ def _parser() -> argparse.ArgumentParser:
         proc.add_argument("--stream-replicas", default=env("STREAM_REPLICAS", "1"),
                           help="replicas of the streams this process creates if missing "
                                "(3 on a 3-node cluster)")
-        if name == "projector":
-            proc.add_argument(*_GRACE_FLAG, **_GRACE_OPTIONS)
         if name != "gateway":
             proc.add_argument("--database", default=env("DATABASE"),
                               help="read-model store URL (default: SQLite in --data-dir)")
@@ -460,6 +437,12 @@ def _parser() -> argparse.ArgumentParser:
         if name == "rebuild":
             b.add_argument("--database", default="sqlite",
                            help="sqlite | postgres (a fresh database on 127.0.0.1:5432) | URL")
+    prop = bench_sub.add_parser("propagation", help="time from an endpoint change in the log "
+                                "to every proxy's ACK, through an Envoy LB to the gateways")
+    prop.add_argument("--proxies", default="1000", help="simulated proxies (default %(default)s)")
+    prop.add_argument("--gateways", default="1", help="gateway processes (default %(default)s)")
+    prop.add_argument("--rounds", default="20", help="endpoint changes (default %(default)s)")
+    prop.add_argument("--nats-url", help="default: an embedded nats-server in a temp dir")
 
     sub.add_parser("quarantine", help="list events the projector could not apply "
                    "(exit 1 if any)")

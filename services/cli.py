@@ -34,12 +34,20 @@ import yaml
 
 from events import MeshlogError
 from services.client import ApiClient, ApiError
-from services.config import UpConfig, env, parse_cidr, parse_port, parse_positive
+from services.config import (
+    UpConfig,
+    env,
+    parse_cidr,
+    parse_duration_ms,
+    parse_port,
+    parse_positive,
+)
 from services.render import PLURALS
 
 __all__ = ["main"]
 
-SINGULAR = {"mesh": "Mesh", "dataplane": "Dataplane", "meshservice": "MeshService"}
+SINGULAR = {"mesh": "Mesh", "dataplane": "Dataplane", "meshservice": "MeshService",
+            "hostnamegenerator": "HostnameGenerator"}
 _KIND_PLURAL = {kind: plural for plural, kind in PLURALS.items()}
 _SHORT = {"dp": "Dataplane", "ms": "MeshService"}
 
@@ -52,6 +60,8 @@ def _kind_of_word(word: str) -> str | None:
 def _path(kind: str, mesh: str | None, name: str | None = None) -> str:
     if kind == "Mesh":
         return "/meshes" + (f"/{name}" if name else "")
+    if kind == "HostnameGenerator":  # global, as in Kuma
+        return "/hostnamegenerators" + (f"/{name}" if name else "")
     base = f"/meshes/{mesh}/{_KIND_PLURAL[kind]}"
     return base + (f"/{name}" if name else "")
 
@@ -104,7 +114,8 @@ def cmd_process(args: argparse.Namespace) -> int:
     if args.command == "projector":
         coro = processes.run_projector_process(
             nats_url=args.nats_url, database=_database_of(args), zone=args.zone,
-            replicas=replicas)
+            replicas=replicas, meshservice_grace_period_ms=parse_duration_ms(
+                "--meshservice-grace-period", args.meshservice_grace_period))
     elif args.command == "gateway":
         drain_grace_s = _seconds("--drain-grace", args.drain_grace)
         coro = processes.run_gateway_process(
@@ -140,6 +151,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         api_host=args.api_host, api_port=parse_port("--api-port", args.api_port),
         xds_host=args.xds_host, xds_port=parse_port("--xds-port", args.xds_port),
         vip_cidr=parse_cidr("--vip-cidr", args.vip_cidr), zone=args.zone,
+        meshservice_grace_period_ms=parse_duration_ms("--meshservice-grace-period",
+                                                      args.meshservice_grace_period),
     )
 
     def announce(where: dict[str, str]) -> None:
@@ -224,6 +237,7 @@ def _table(kind: str, docs: list[dict[str, Any]]) -> None:
         "Dataplane": ["MESH", "NAME", "ADDRESS", "SERVICES"],
         "MeshService": ["MESH", "NAME", "VIP", "HOSTNAMES", "PORTS", "STATE", "DATAPLANES",
                         "ORIGIN"],
+        "HostnameGenerator": ["NAME", "SELECTOR", "TEMPLATE"],
     }
     table = Table(box=None, header_style="bold")
     for column in columns[kind]:
@@ -236,6 +250,12 @@ def _table(kind: str, docs: list[dict[str, Any]]) -> None:
 def _cells(kind: str, doc: dict[str, Any]) -> list[str]:
     if kind == "Mesh":
         return [doc["name"], doc.get("creationTime", "")]
+    if kind == "HostnameGenerator":
+        selector = " ".join(
+            kind + ":" + (",".join(f"{k}={v}" for k, v in s.get("matchLabels", {}).items())
+                          or "*")
+            for kind, s in doc["spec"]["selector"].items())
+        return [doc["name"], selector, doc["spec"]["template"]]
     if kind == "Dataplane":
         net = doc["networking"]
         services = sorted({i.get("tags", {}).get("kuma.io/service", "-") for i in net["inbound"]})
@@ -344,6 +364,13 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 # --- parser -----------------------------------------------------------------------------------
 
 
+_GRACE_FLAG = ("--meshservice-grace-period",)
+_GRACE_OPTIONS: dict[str, Any] = {
+    "default": env("MESHSERVICE_GRACE_PERIOD", "1h"),
+    "help": "how long a generated MeshService outlives its last Dataplane, e.g. 1h, 10m, 0 "
+            "(recorded in the log; default %(default)s)"}
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meshlog", description="meshlog: an event-sourced "
                                 "service-mesh control plane on NATS JetStream")
@@ -369,12 +396,14 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--vip-cidr", default=env("VIP_CIDR", "241.0.0.0/8"),
                     help="CIDR of MeshService VIPs (recorded in the log; default %(default)s)")
     up.add_argument("--zone", default=env("ZONE", "default"), help="zone name")
+    up.add_argument(*_GRACE_FLAG, **_GRACE_OPTIONS)
 
     apply = sub.add_parser("apply", help="create or update resources from a file")
     apply.add_argument("-f", "--file", required=True, help="YAML or JSON file, '-' for stdin")
 
     get = sub.add_parser("get", help="list resources, or show one")
-    get.add_argument("what", help="meshes | dataplanes | meshservices, or a singular kind")
+    get.add_argument("what", help="meshes | dataplanes | meshservices | hostnamegenerators, "
+                     "or a singular kind")
     get.add_argument("name", nargs="?", help="show this resource only")
     get.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
     get.add_argument("-o", "--output", choices=["table", "yaml", "json"])
@@ -382,7 +411,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="only resources with this label (repeatable; all must match)")
 
     rm = sub.add_parser("delete", help="delete a resource")
-    rm.add_argument("kind", help="mesh | dataplane | meshservice")
+    rm.add_argument("kind", help="mesh | dataplane | meshservice | hostnamegenerator")
     rm.add_argument("name")
     rm.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
 
@@ -395,6 +424,8 @@ def _parser() -> argparse.ArgumentParser:
         proc.add_argument("--stream-replicas", default=env("STREAM_REPLICAS", "1"),
                           help="replicas of the streams this process creates if missing "
                                "(3 on a 3-node cluster)")
+        if name == "projector":
+            proc.add_argument(*_GRACE_FLAG, **_GRACE_OPTIONS)
         if name != "gateway":
             proc.add_argument("--database", default=env("DATABASE"),
                               help="read-model store URL (default: SQLite in --data-dir)")

@@ -51,9 +51,13 @@ def _endpoint_address(dp: Dataplane, inbound: Inbound) -> str:
 def _port_conflicts(row: MeshServiceRow, selected: list[DataplaneRow]) -> list[Condition]:
     """Kuma only logs Dataplanes whose inbounds disagree with the generated ports; meshlog
     also says so in the status, naming them."""
-    agree = [dp for dp in selected if ports_of(dp.dataplane, row.name) == row.spec.ports]
-    others = [dp.dataplane.name for dp in selected
-              if ports_of(dp.dataplane, row.name) != row.spec.ports]
+    agree: list[DataplaneRow] = []
+    others: list[str] = []
+    for dp in selected:
+        if ports_of(dp.dataplane, row.name) == row.spec.ports:
+            agree.append(dp)
+        else:
+            others.append(dp.dataplane.name)
     if not others:
         return []
     shown = ", ".join(others[:10]) + (f" and {len(others) - 10} more" if len(others) > 10 else "")

@@ -7,12 +7,14 @@ reconnect to another replica is a no-op) nor rejects an update.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import threading
 from pathlib import Path
 
+import grpc
 import pytest
 
 from services.bench._lb import LB_CLUSTER
@@ -30,6 +32,9 @@ from tests.harness import (
     run_lb_envoy,
     wait_for,
 )
+from tests.xds_gateway._ads import AdsClient, Projection, dataplane, event_for
+from xds_gateway import Gateway
+from xds_gateway.type_urls import CLUSTER
 
 pytestmark = pytest.mark.integration
 
@@ -190,3 +195,42 @@ def test_max_connection_age_moves_a_stream_across_replicas(tmp_path: Path) -> No
         wait_for(lambda: _all_connected([envoy]), what="the sidecar connected")
         churn = _churn([envoy])
         assert len(churn) >= 3 and all(v == 0 for v in churn.values()), churn
+
+
+async def test_drain_ends_every_open_stream_cleanly_without_sitting_out_the_grace() -> None:
+    gateway = Gateway(None, port=0, drain_grace_s=60)
+    gateway.view.apply(Projection().fold([
+        event_for({"type": "Mesh", "name": "default"}),
+        event_for(dataplane("web-1", "10.0.0.9", 7070, "web"))]))
+    serving = asyncio.create_task(gateway.serve())
+    await gateway.serving.wait()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+        clients = [AdsClient(channel) for _ in range(3)]
+        for client in clients:
+            client.send(CLUSTER, node_id="default.web-1")
+            assert (await client.recv()).type_url == CLUSTER
+        assert not gateway.draining
+        serving.cancel()  # what SIGTERM does to the gateway process
+        await asyncio.sleep(0)  # let the cancellation reach serve()'s finally
+        assert gateway.draining  # readiness says 503 from here on
+        # rule 14: each stream ends with OK (the client reconnects, through the LB), long
+        # before the 60 s grace would have cancelled it
+        for client in clients:
+            assert await asyncio.wait_for(client.call.code(), 10) == grpc.StatusCode.OK
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(serving, 10)
+
+
+def test_meshlog_up_drains_its_gateway_and_exits_0_on_sigterm(tmp_path: Path) -> None:
+    with meshlog_up(tmp_path / "cp") as cp:
+        cp.apply({"type": "Mesh", "name": "default"})
+        cp.apply(_dataplane("web-1", "127.0.0.4", free_port("127.0.0.4"), "web"))
+        with run_envoy(sidecar_bootstrap(mesh="default", name="web-1", xds_host="127.0.0.1",
+                                         xds_port=cp.xds_port, admin_port=0),
+                       tmp_path / "envoy", "web-1") as envoy:
+            wait_for(lambda: _all_connected([envoy]), what="the sidecar connected")
+            os.killpg(cp.proc.pid, signal.SIGTERM)
+            assert cp.proc.wait(timeout=20) == 0
+            wait_for(lambda: not _all_connected([envoy]), what="the sidecar to see the end")
+    log = (tmp_path / "cp" / "up.log").read_text()
+    assert "draining 1 ADS streams" in log and "drained" in log, log[-2000:]

@@ -191,3 +191,13 @@ class JetStreamInsights:
                 await watcher.stop()
             except (nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError):
                 pass
+
+    async def gateway(self, instance: str) -> GatewayHeartbeat | None:
+        """The last heartbeat of one gateway instance, if any."""
+        try:
+            entry = await self._kv.get(f"gateway.{instance}")
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        except nats.errors.Error as exc:
+            raise EventLogUnavailable(f"heartbeat not read: {exc!r}") from exc
+        return _beat(entry.value) if entry.value else None

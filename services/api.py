@@ -9,6 +9,8 @@
     PUT    /meshes/{mesh}/{plural}/{name}        body: the resource (JSON or YAML)
     DELETE /meshes/{mesh}/{plural}/{name}
     GET    /hostnamegenerators[/{name}]          global kind, as in Kuma; PUT and DELETE too
+    GET    /meshes/{mesh}/dataplanes/{name}/_overview   the Dataplane + its proxy's insight
+    GET    /meshes/{mesh}/dataplanes/{name}/_config     its computed xDS (asked of a gateway)
     GET    /ready                                 200 once the read models answer
     GET    /schema/openapi.json                  the OpenAPI document
 
@@ -50,6 +52,7 @@ from projections import (
     decode_row,
 )
 from services.commands import Commands, WriteResult
+from services.inspector import INSPECT_ROUTES, ProxyInspector, add_connected
 from services.render import GLOBAL_KINDS, PLURALS, render_row
 
 __all__ = ["create_app"]
@@ -68,6 +71,8 @@ class ApiState(msgspec.Struct):
     projection_wait_s: float
     readmodels: Any = None
     """The swappable read models, in `meshlog up` only."""
+    inspector: ProxyInspector | None = None
+    """Insights and gateway requests over NATS (services.inspector); None without NATS."""
 
 
 def _state(request: Request) -> ApiState:
@@ -107,7 +112,9 @@ async def _get_one(request: Request, kind: str, key: str, name: str) -> Response
     headers = {}
     if not _generated(row):  # a generated row's version is not its subject's sequence
         headers["ETag"] = f'"{row.meta.version}"'  # type: ignore[attr-defined]
-    return Response(render_row(row), headers=headers)
+    doc = render_row(row)
+    await add_connected(_state(request).inspector, _state(request).store, [row], [doc])
+    return Response(doc, headers=headers)
 
 
 def _generated(row: object) -> bool:
@@ -133,7 +140,10 @@ async def _list(request: Request, kind: str, prefix: str, size: int, offset: int
         base = str(request.base_url).rstrip("/")
         query = "".join(f"&filter[labels.{k}]={v}" for k, v in sorted(wanted.items()))
         next_url = f"{base}{request.url.path}?size={size}&offset={following}{query}"
-    return {"total": len(rows), "items": [render_row(r) for r in rows[offset:following]],
+    page = rows[offset:following]
+    items = [render_row(r) for r in page]
+    await add_connected(_state(request).inspector, _state(request).store, page, items)
+    return {"total": len(rows), "items": items,
             "next": next_url}
 
 
@@ -384,12 +394,13 @@ def _on_error(_: Request, exc: Exception) -> Response[dict[str, Any]]:
 
 
 def create_app(commands: Commands, store: ReadModelStore, *,
-               projection_wait_s: float = 5.0) -> Litestar:
+               projection_wait_s: float = 5.0,
+               inspector: ProxyInspector | None = None) -> Litestar:
     return Litestar(
         route_handlers=[list_meshes, get_mesh, put_mesh, delete_mesh, list_resources,
                         get_resource, put_resource, delete_resource, ready, quarantine,
-                        metrics, swap_read_models, *_GENERATOR_ROUTES],
-        state=_app_state(ApiState(commands, store, projection_wait_s)),
+                        metrics, swap_read_models, *INSPECT_ROUTES, *_GENERATOR_ROUTES],
+        state=_app_state(ApiState(commands, store, projection_wait_s, inspector=inspector)),
         exception_handlers={Exception: _on_error},
         openapi_config=OpenAPIConfig(title="meshlog", version="0.1.0",
                                      description="Kuma-style resource API of meshlog"),

@@ -21,11 +21,14 @@ from nats.aio.client import Client as NATS
 
 from events import JetStreamEventLog, connect_nats
 from events.projection_bus import JetStreamProjectionBus
+from events.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
 from projections import DEFAULT_GRACE_PERIOD_MS, Projector, open_store
 from services.api import create_app
 from services.commands import Commands
+from services.inspector import ProxyInspector
 from services.up import bind_socket, run_projector, serve_api
 from xds_gateway import Gateway
+from xds_gateway.config_service import ConfigService
 from xds_gateway.server import DEFAULT_DRAIN_GRACE_S
 
 __all__ = ["run_api_process", "run_gateway_process", "run_projector_process"]
@@ -71,6 +74,8 @@ async def run_gateway_process(*, nats_url: str, host: str, port: int,
         async with asyncio.TaskGroup() as tg:
             tg.create_task(gateway.run())
             await gateway.serving.wait()
+            tg.create_task(serve_requests(nc, XDS_CONFIG_SUBJECTS, XDS_CONFIG_QUEUE,
+                                          ConfigService(gateway.view, gateway.cache).handle))
             print(f"xDS gateway serving on {host}:{gateway.port}", flush=True)
 
 
@@ -83,7 +88,8 @@ async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
             store = await open_store(database)
             try:
                 print(f"API listening on http://{host}:{sock.getsockname()[1]}", flush=True)
-                await serve_api(create_app(Commands(event_log, zone=zone), store), sock)
+                await serve_api(create_app(Commands(event_log, zone=zone), store,
+                                       inspector=ProxyInspector(nc)), sock)
             finally:
                 await store.close()
     finally:

@@ -20,6 +20,7 @@ import uvicorn
 
 from events import JetStreamEventLog, TransientError, connect_nats
 from events.projection_bus import JetStreamProjectionBus
+from events.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
 from projections import (
     DEFAULT_GRACE_PERIOD_MS,
     Projector,
@@ -34,8 +35,10 @@ from services.commands import Commands
 from services.config import UpConfig
 from services.embedded_nats import run_nats_server
 from services.errors import ConfigError
+from services.inspector import ProxyInspector
 from services.readmodels import SwappableReadModels, pointed_database
 from xds_gateway import Gateway
+from xds_gateway.config_service import ConfigService
 
 __all__ = ["bind_socket", "run_projector", "run_up", "serve_api"]
 
@@ -108,7 +111,7 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
             "MeshService", cfg.meshservice_grace_period_ms, DEFAULT_GRACE_PERIOD_MS)
         database = cfg.database or pointed_database(cfg.data_dir) or cfg.database_url
         api_store = await open_store(database)
-        app = create_app(commands, api_store)
+        app = create_app(commands, api_store, inspector=ProxyInspector(nc))
         state = app.state["meshlog"]
 
         def use_store(store: ReadModelStore) -> None:
@@ -124,6 +127,9 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
             tg.create_task(gateway.run(), name="gateway")
             tg.create_task(serve_api(app, api_sock), name="api")
             await gateway.serving.wait()
+            tg.create_task(serve_requests(nc, XDS_CONFIG_SUBJECTS, XDS_CONFIG_QUEUE,
+                                          ConfigService(gateway.view, gateway.cache).handle),
+                           name="config requests")
             api_host, api_port = api_sock.getsockname()[:2]
             where = {
                 "api": f"http://{api_host}:{api_port}",

@@ -1,0 +1,187 @@
+"""What the API knows only from the bus: proxy insights and the gateways' computed config.
+
+    GET /meshes/{mesh}/dataplanes/{name}/_overview   the Dataplane + `dataplaneInsight`
+    GET /meshes/{mesh}/dataplanes/{name}/_config     its computed xDS, asked of a gateway
+
+`ProxyInspector` reads the shared insights bucket (`events.insights`) and asks any gateway over
+NATS request/reply (`events.requests`), so the API never imports the gateway package. It also
+fills MeshService `status.dataplaneProxies.connected` at read time: the number of the
+MeshService's Dataplanes whose proxy is connected now (`total` and `healthy` are projected).
+
+A proxy is connected when its insight has no disconnect time and its gateway still beats (a
+heartbeat older than `stale_after_s` means the gateway died: gone since its last beat). A
+gateway with no heartbeat yet is trusted on its insight. Insights unreadable -> the overview
+still answers, saying so; `connected` stays as projected (0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get
+
+from events import NotFound, TransientError
+from events.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight
+from events.requests import ProxyRef, ServiceUnavailable, request, xds_config_subject
+from projections import DataplaneRow, MeshServiceRow, ReadModelStore, dataplane_matches, decode_row
+from services.render import render_insight, render_row
+
+__all__ = ["INSPECT_ROUTES", "ProxyInspector", "add_connected"]
+
+log = logging.getLogger("meshlog.api")
+
+_Snapshot = tuple[dict[tuple[str, str], ProxyInsight], dict[str, GatewayHeartbeat]]
+
+
+class ProxyInspector:
+    def __init__(self, nc: Any, *, config_timeout_s: float = 5.0, snapshot_ttl_s: float = 1.0,
+                 stale_after_s: float = 15.0) -> None:
+        """`nc`: the API's NATS connection (typed loosely: only `events` imports nats)."""
+        self._nc = nc
+        self._config_timeout_s = config_timeout_s
+        self._ttl_s = snapshot_ttl_s
+        self._stale_ms = int(stale_after_s * 1000)
+        self._insights: JetStreamInsights | None = None
+        self._snapshot: tuple[float, _Snapshot] | None = None
+        self._lock = asyncio.Lock()
+
+    async def _bucket(self) -> JetStreamInsights:
+        if self._insights is None:  # opened on first use: the API starts without it
+            self._insights = await JetStreamInsights.open(self._nc)
+        return self._insights
+
+    def verdict(self, insight: ProxyInsight, beat: GatewayHeartbeat | None,
+                now_ms: int) -> tuple[bool, int | None]:
+        """(connected, disconnected_at) of one insight given its gateway's heartbeat."""
+        if insight.disconnected_at is not None:
+            return False, insight.disconnected_at
+        if beat is not None and beat.beat_at < now_ms - self._stale_ms:
+            return False, beat.beat_at
+        return True, None
+
+    async def insight(self, mesh: str, name: str) -> dict[str, Any]:
+        """Kuma's `dataplaneInsight` of one proxy, read now (not cached)."""
+        try:
+            bucket = await self._bucket()
+            found = await bucket.proxy(mesh, name)
+            if found is None:
+                return {"connected": False, "subscriptions": []}
+            insight = found[0]
+            beat = await bucket.gateway(insight.gateway)
+        except TransientError as exc:
+            return {"unavailable": f"insights unavailable: {exc}"}
+        connected, gone = self.verdict(insight, beat, _now_ms())
+        return render_insight(insight, connected=connected, disconnected_at=gone)
+
+    async def connected(self, mesh: str) -> set[str]:
+        """Names of the mesh's proxies connected now (from a snapshot at most `ttl` old)."""
+        proxies, beats = await self._cached_snapshot()
+        now = _now_ms()
+        return {name for (m, name), insight in proxies.items()
+                if m == mesh and self.verdict(insight, beats.get(insight.gateway), now)[0]}
+
+    async def _cached_snapshot(self) -> _Snapshot:
+        async with self._lock:  # one read of the bucket per ttl, however many requests
+            loop = asyncio.get_running_loop()
+            if self._snapshot is None or loop.time() - self._snapshot[0] > self._ttl_s:
+                snapshot = await (await self._bucket()).snapshot()
+                self._snapshot = (loop.time(), snapshot)
+            return self._snapshot[1]
+
+    async def config(self, mesh: str, name: str) -> bytes:
+        """The proxy's computed xDS as JSON, from whichever gateway answers first."""
+        subject = xds_config_subject(mesh, name)
+        payload = msgspec.json.encode(ProxyRef(mesh, name))
+        reply = await request(self._nc, subject, payload, timeout=self._config_timeout_s)
+        if reply.status == 200:
+            return reply.body
+        error = _error_of(reply.body)
+        if reply.status == 404:  # the API's read models are ahead of that gateway's view
+            raise ServiceUnavailable(f"the gateway has not caught up yet: {error}; retry")
+        raise ServiceUnavailable(f"the gateway could not compute the config "
+                                 f"({reply.status}): {error}")
+
+
+def _error_of(body: bytes) -> str:
+    try:
+        return str(msgspec.json.decode(body).get("error", body[:200]))
+    except (msgspec.DecodeError, AttributeError):
+        return repr(body[:200])
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def add_connected(inspector: ProxyInspector | None, store: ReadModelStore,
+                        rows: list[Any], docs: list[dict[str, Any]]) -> None:
+    """Set `status.dataplaneProxies.connected` of the MeshService docs among `docs` (rendered
+    from `rows`, same order). Insights unreadable: the projected value (0) stays."""
+    services = [(r, d) for r, d in zip(rows, docs, strict=True) if isinstance(r, MeshServiceRow)]
+    if inspector is None or not services:
+        return
+    for mesh in sorted({r.mesh for r, _ in services}):
+        try:
+            online = await inspector.connected(mesh)
+        except TransientError as exc:
+            log.warning("dataplaneProxies.connected left at 0: %s", exc)
+            return
+        if not online:
+            continue
+        dataplanes: list[DataplaneRow] = [
+            decode_row("dataplane", body)  # type: ignore[misc]
+            for key, body in await store.list("dataplane", f"{mesh}/")
+            if key.partition("/")[2] in online]
+        for row, doc in services:
+            if row.mesh == mesh:
+                tags = row.spec.selector.dataplane_tags
+                count = sum(dataplane_matches(dp.dataplane, tags) for dp in dataplanes)
+                proxies = doc.setdefault("status", {}).setdefault(
+                    "dataplaneProxies", {"total": 0, "connected": 0, "healthy": 0})
+                proxies["connected"] = count
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+
+async def _dataplane(request: Request, mesh: str, plural: str, name: str) -> DataplaneRow:
+    if plural != "dataplanes":
+        raise NotFound(f"{plural!r} have no _overview or _config; only dataplanes do")
+    body = await request.app.state["meshlog"].store.get("dataplane", f"{mesh}/{name}")
+    if body is None:
+        raise NotFound(f"Dataplane {name!r} not found in mesh {mesh!r}")
+    return decode_row("dataplane", body)  # type: ignore[return-value]
+
+
+# `{plural}`, not a literal "dataplanes": a literal segment would shadow the generic routes
+# of `services.api` (the router does not backtrack)
+@get("/meshes/{mesh:str}/{plural:str}/{name:str}/_overview",
+     summary="A Dataplane with its proxy's insight (connected, gateway, xDS counters)")
+async def dataplane_overview(request: Request, mesh: str, plural: str, name: str
+                             ) -> dict[str, Any]:
+    doc = render_row(await _dataplane(request, mesh, plural, name))
+    inspector: ProxyInspector | None = request.app.state["meshlog"].inspector
+    insight = (await inspector.insight(mesh, name) if inspector is not None else
+               {"unavailable": "insights unavailable: this API process has no NATS connection"})
+    return {"type": "DataplaneOverview", "mesh": mesh, "name": name,
+            "labels": doc.get("labels", {}), "creationTime": doc["creationTime"],
+            "modificationTime": doc["modificationTime"], "dataplane": doc,
+            "dataplaneInsight": insight}
+
+
+@get("/meshes/{mesh:str}/{plural:str}/{name:str}/_config",
+     summary="The proxy's computed xDS (listeners, clusters, endpoints), from a gateway")
+async def dataplane_config(request: Request, mesh: str, plural: str, name: str
+                           ) -> Response[bytes]:
+    await _dataplane(request, mesh, plural, name)
+    inspector: ProxyInspector | None = request.app.state["meshlog"].inspector
+    if inspector is None:
+        raise ServiceUnavailable("this API process has no NATS connection to ask a gateway")
+    return Response(await inspector.config(mesh, name), media_type="application/json")
+
+
+INSPECT_ROUTES = [dataplane_overview, dataplane_config]

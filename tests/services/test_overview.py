@@ -1,0 +1,251 @@
+"""`_overview`, `_config` and `dataplaneProxies.connected`, in process on a real nats-server.
+
+The API app, the projector and (when a test starts one) a gateway with its config responder
+share one event loop and one real NATS; requests go through the ASGI app, not a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import httpx
+import pytest
+from nats.aio.client import Client as NATS
+
+from events import JetStreamEventLog, connect_nats
+from events.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight, TypeInsight
+from events.projection_bus import JetStreamProjectionBus
+from events.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
+from projections import Projector, open_store
+from services.api import create_app
+from services.commands import Commands
+from services.inspector import ProxyInspector
+from tests.xds_gateway._ads import AdsClient
+from xds_gateway import Gateway
+from xds_gateway.config_service import ConfigService
+from xds_gateway.type_urls import CLUSTER, LISTENER
+
+pytestmark = [
+    pytest.mark.integration,
+    # services/api.py's list routes use litestar's inferred query style; not this test's topic
+    pytest.mark.filterwarnings("ignore::litestar.exceptions.LitestarDeprecationWarning"),
+]
+T = TypeVar("T")
+NOW = 1_700_000_000_000
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], what: str,
+                     timeout: float = 10.0) -> T:
+    """Poll `check` until it returns something truthy, within a deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+class Plane:
+    def __init__(self, nc: NATS, bus: JetStreamProjectionBus, api: httpx.AsyncClient,
+                 insights: JetStreamInsights) -> None:
+        self.nc, self.bus, self.api, self.insights = nc, bus, api, insights
+
+    async def apply(self, doc: dict[str, Any]) -> None:
+        path = ("/meshes/" + doc["name"] if doc["type"] == "Mesh" else
+                f"/meshes/{doc['mesh']}/{doc['type'].lower()}s/{doc['name']}")
+        response = await self.api.put(path, json=doc)
+        assert response.status_code in (200, 201), response.text
+
+    @contextlib.asynccontextmanager
+    async def gateway(self) -> AsyncIterator[Gateway]:
+        """A gateway following the bus, answering config requests like `meshlog gateway`."""
+        gw = Gateway(self.bus, port=0)
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(gw.run())]
+            await gw.serving.wait()
+            tasks.append(tg.create_task(serve_requests(
+                self.nc, XDS_CONFIG_SUBJECTS, XDS_CONFIG_QUEUE,
+                ConfigService(gw.view, gw.cache).handle)))
+            await self.nc.flush()
+            try:
+                yield gw
+            finally:
+                for task in tasks:
+                    task.cancel()
+
+
+def _dp(name: str, service: str = "web", port: int = 7070, ip: str = "10.0.0.9") -> dict:
+    return {"type": "Dataplane", "mesh": "default", "name": name, "networking": {
+        "address": ip, "inbound": [{"port": port, "tags": {"kuma.io/service": service}}]}}
+
+
+@pytest.fixture
+async def plane(nc: NATS, tmp_path: Path) -> AsyncIterator[Plane]:
+    event_log = await JetStreamEventLog.open(nc)
+    bus = await JetStreamProjectionBus.open(nc)
+    db = f"sqlite:///{tmp_path / 'rm.db'}"
+    writer, reader = await open_store(db), await open_store(db)
+    inspector = ProxyInspector(nc, config_timeout_s=2, snapshot_ttl_s=0.2)
+    app = create_app(Commands(event_log, zone="default"), reader, inspector=inspector)
+    projector = asyncio.create_task(Projector(event_log, writer, bus, zone="default").run())
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+            p = Plane(nc, bus, api, await JetStreamInsights.open(nc))
+            await p.apply({"type": "Mesh", "name": "default"})
+            await p.apply(_dp("web-1"))
+            yield p
+    finally:
+        projector.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await projector
+        await reader.close()
+        await writer.close()
+
+
+def _insight(name: str = "web-1", **extra: Any) -> ProxyInsight:
+    fields: dict[str, Any] = {"mesh": "default", "name": name, "gateway": "gw-a",
+                              "session": "s1", "connected_at": NOW, **extra}
+    return ProxyInsight(**fields)
+
+
+async def test_overview_of_a_missing_dataplane_is_a_404_problem(plane: Plane) -> None:
+    response = await plane.api.get("/meshes/default/dataplanes/ghost/_overview")
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["detail"] == "Dataplane 'ghost' not found in mesh 'default'"
+
+
+async def test_overview_of_a_proxy_that_never_connected(plane: Plane) -> None:
+    doc = (await plane.api.get("/meshes/default/dataplanes/web-1/_overview")).json()
+    assert doc["type"] == "DataplaneOverview"
+    assert doc["dataplane"] == (await plane.api.get("/meshes/default/dataplanes/web-1")).json()
+    assert doc["dataplaneInsight"] == {"connected": False, "subscriptions": []}
+
+
+async def test_overview_shows_the_subscription_and_per_type_counters(plane: Plane) -> None:
+    await plane.insights.put(_insight(protocol="delta", user_agent="envoy/1.40.0", types={
+        CLUSTER: TypeInsight(responses_sent=2, acks=1, nacks=1, last_acked_version="v1",
+                             last_nack_message="bad cluster"),
+        LISTENER: TypeInsight(responses_sent=1, acks=1, last_acked_version="v2")}))
+    insight = (await plane.api.get("/meshes/default/dataplanes/web-1/_overview")
+               ).json()["dataplaneInsight"]
+    assert insight["connected"] is True
+    [sub] = insight["subscriptions"]
+    assert sub["controlPlaneInstanceId"] == "gw-a"
+    assert sub["connectTime"] == "2023-11-14T22:13:20Z"
+    assert "disconnectTime" not in sub
+    assert (sub["protocol"], sub["userAgent"]) == ("delta", "envoy/1.40.0")
+    assert sub["status"]["cds"] == {"responsesSent": 2, "responsesAcknowledged": 1,
+                                    "responsesRejected": 1, "lastAckedVersion": "v1",
+                                    "lastNackMessage": "bad cluster"}
+    assert sub["status"]["total"] == {"responsesSent": 3, "responsesAcknowledged": 2,
+                                      "responsesRejected": 1}
+
+
+async def test_a_proxy_whose_gateway_stopped_beating_is_disconnected(plane: Plane) -> None:
+    await plane.insights.put(_insight())
+    await plane.insights.beat(GatewayHeartbeat(instance="gw-a", address="127.0.0.1:1",
+                                               started_at=NOW, beat_at=NOW))  # long ago
+    insight = (await plane.api.get("/meshes/default/dataplanes/web-1/_overview")
+               ).json()["dataplaneInsight"]
+    assert insight["connected"] is False
+    assert insight["subscriptions"][0]["disconnectTime"] == "2023-11-14T22:13:20Z"
+
+
+async def test_overview_answers_when_insights_are_unavailable(plane: Plane, nats_url: str,
+                                                              tmp_path: Path) -> None:
+    own = await connect_nats(nats_url, name="api-2")
+    reader = await open_store(f"sqlite:///{tmp_path / 'rm.db'}")
+    app = create_app(Commands(await JetStreamEventLog.open(own), zone="default"), reader,
+                     inspector=ProxyInspector(own))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://api") as api:
+            path = "/meshes/default/dataplanes/web-1/_overview"
+            assert "connected" in (await api.get(path)).json()["dataplaneInsight"]
+            await own.close()  # the API lost NATS
+            response = await api.get(path)
+            assert response.status_code == 200
+            doc = response.json()
+            assert doc["dataplane"]["name"] == "web-1"
+            assert doc["dataplaneInsight"]["unavailable"].startswith("insights unavailable")
+    finally:
+        await reader.close()
+
+
+async def test_meshservice_counts_its_connected_dataplanes(plane: Plane) -> None:
+    await plane.apply(_dp("web-2", ip="10.0.0.10"))
+    await plane.apply(_dp("other-1", service="other", ip="10.0.0.11"))
+    await plane.insights.put(_insight("web-1"))
+    await plane.insights.put(_insight("other-1"))
+    await plane.insights.put(_insight("web-2", disconnected_at=NOW + 1))
+
+    async def counts() -> dict[str, dict] | None:
+        one = (await plane.api.get("/meshes/default/meshservices/web")).json()
+        items = (await plane.api.get("/meshes/default/meshservices")).json()["items"]
+        listed = {i["name"]: i["status"]["dataplaneProxies"] for i in items}
+        ok = one["status"]["dataplaneProxies"]["connected"] == 1 and listed["web"] == (
+            one["status"]["dataplaneProxies"])
+        return listed if ok else None
+
+    listed = await eventually(counts, "web's connected count")
+    assert listed["web"] == {"total": 2, "connected": 1, "healthy": 2}
+    assert listed["other"]["connected"] == 1
+
+    await plane.insights.put(_insight("web-1", disconnected_at=NOW + 2))
+
+    async def web_gone() -> bool:
+        ms = (await plane.api.get("/meshes/default/meshservices/web")).json()
+        return ms["status"]["dataplaneProxies"]["connected"] == 0
+
+    await eventually(web_gone, "web's connected count back to 0")
+
+
+async def test_config_without_a_gateway_is_a_503(plane: Plane) -> None:
+    response = await plane.api.get("/meshes/default/dataplanes/web-1/_config")
+    assert response.status_code == 503
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "no responders" in response.json()["detail"]
+
+
+async def test_config_of_a_missing_dataplane_is_a_404(plane: Plane) -> None:
+    response = await plane.api.get("/meshes/default/dataplanes/ghost/_config")
+    assert response.status_code == 404
+
+
+async def test_config_comes_from_a_gateway(plane: Plane) -> None:
+    await plane.apply(_dp("backend-1", service="backend", port=8080, ip="10.0.0.1"))
+    async with plane.gateway():
+        async def config() -> dict | None:
+            response = await plane.api.get("/meshes/default/dataplanes/web-1/_config")
+            doc = response.json() if response.status_code == 200 else {}
+            clusters = [c["name"] for c in doc.get("xds", {}).get("clusters", [])]
+            return doc if "default_backend___msvc_8080" in clusters else None
+
+        doc = await eventually(config, "web-1's config with the backend cluster")
+    listeners = {entry["name"]: entry["resource"] for entry in doc["xds"]["listeners"]}
+    assert listeners["inbound:10.0.0.9:7070"]["address"]["socketAddress"]["portValue"] == 7070
+    assert doc["projectedSequence"] >= 3
+
+
+async def test_overview_shows_a_connected_ads_client_of_a_real_gateway(plane: Plane) -> None:
+    async with plane.gateway() as gw:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}") as channel:
+            client = AdsClient(channel)
+            client.send(CLUSTER, node_id="default.web-1")
+            client.ack(await client.recv())
+            client.send(CLUSTER, version="", nonce="", error="rejected for the test")
+            client.close()
+    # The gateway writes insights once xds_gateway/insights.py is wired into Gateway; until
+    # then this only checks the stream itself worked, and the overview still answers.
+    response = await plane.api.get("/meshes/default/dataplanes/web-1/_overview")
+    assert response.status_code == 200

@@ -104,14 +104,14 @@ async def _answer(nc: NATS, msg: Msg, handler: RequestHandler) -> None:
         log.warning("reply to a request on %s not sent: %r", msg.subject, exc)
 
 
-async def request(nc: NATS, subject: str, payload: bytes, *, timeout: float) -> Reply:
-    """Ask once; raise `ServiceUnavailable` if nobody answers within `timeout` seconds."""
+async def request(nc: NATS, subject: str, payload: bytes, *, timeout_s: float) -> Reply:
+    """Ask once; raise `ServiceUnavailable` if nobody answers within `timeout_s` seconds."""
     try:
-        msg = await nc.request(subject, payload, timeout=timeout)
+        msg = await nc.request(subject, payload, timeout=timeout_s)
     except nats.errors.NoRespondersError as exc:
         raise ServiceUnavailable(f"nobody serves {subject} (no responders)") from exc
     except nats.errors.TimeoutError as exc:
-        raise ServiceUnavailable(f"no answer on {subject} within {timeout:g} s") from exc
+        raise ServiceUnavailable(f"no answer on {subject} within {timeout_s:g} s") from exc
     except nats.errors.Error as exc:
         raise ServiceUnavailable(f"request on {subject} failed: {exc!r}") from exc
     status = (msg.headers or {}).get(STATUS_HEADER, "")

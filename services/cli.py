@@ -6,6 +6,7 @@
     meshlog get PLURAL [-m MESH]       list: meshes, dataplanes, meshservices (-o table|yaml|json)
     meshlog get KIND NAME [-m MESH]    one resource: mesh, dataplane, meshservice
     meshlog delete KIND NAME [-m MESH]
+    meshlog inspect dataplane NAME [-m MESH] [--config]   connected?, xDS counters; or its config
     meshlog dataplane bootstrap --mesh M --name N    print an Envoy bootstrap for a sidecar
     meshlog replay --database URL [--to-seq N]       rebuild read models from the log
     meshlog export [--database URL] [-o FILE]        read models as canonical JSON
@@ -415,6 +416,15 @@ def _parser() -> argparse.ArgumentParser:
     rm.add_argument("name")
     rm.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
 
+    insp = sub.add_parser("inspect", help="a proxy's insight (connected, gateway, xDS "
+                          "ACK/NACK counters), or with --config its computed xDS")
+    insp.add_argument("kind", help="dataplane")
+    insp.add_argument("name")
+    insp.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
+    insp.add_argument("--config", action="store_true",
+                      help="show the computed config (listeners, clusters, endpoints) instead")
+    insp.add_argument("-o", "--output", choices=["table", "yaml", "json"])
+
     for name, text in (("projector", "run a projector process"),
                        ("gateway", "run an xDS gateway process"),
                        ("api", "run an API process")):
@@ -518,8 +528,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_process(args)
         client = ApiClient(args.api)
         try:
+            from services.inspection import cmd_inspect
+
             handler = {"apply": cmd_apply, "get": cmd_get, "delete": cmd_delete,
-                       "quarantine": cmd_quarantine}[args.command]
+                       "quarantine": cmd_quarantine, "inspect": cmd_inspect}[args.command]
             return handler(args, client)
         finally:
             client.close()

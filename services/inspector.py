@@ -96,7 +96,7 @@ class ProxyInspector:
         """The proxy's computed xDS as JSON, from whichever gateway answers first."""
         subject = xds_config_subject(mesh, name)
         payload = msgspec.json.encode(ProxyRef(mesh, name))
-        reply = await request(self._nc, subject, payload, timeout=self._config_timeout_s)
+        reply = await request(self._nc, subject, payload, timeout_s=self._config_timeout_s)
         if reply.status == 200:
             return reply.body
         error = _error_of(reply.body)

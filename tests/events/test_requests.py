@@ -34,22 +34,22 @@ async def responder(nc: NATS) -> AsyncIterator[list[bytes]]:
 
 async def test_request_gets_the_handlers_reply_and_status(nc: NATS, responder: list[bytes]
                                                           ) -> None:
-    reply = await request(nc, "t.a", b"hi", timeout=5)
+    reply = await request(nc, "t.a", b"hi", timeout_s=5)
     assert reply == Reply(200, b'{"echo": "hi"}')
     assert responder == [b"hi"]
 
 
 async def test_a_failing_handler_answers_500_and_keeps_serving(nc: NATS,
                                                                responder: list[bytes]) -> None:
-    reply = await request(nc, "t.a", b"boom", timeout=5)
+    reply = await request(nc, "t.a", b"boom", timeout_s=5)
     assert reply.status == 500
     assert b"RuntimeError: handler failed" in reply.body
-    assert (await request(nc, "t.b", b"again", timeout=5)).status == 200
+    assert (await request(nc, "t.b", b"again", timeout_s=5)).status == 200
 
 
 async def test_no_responder_is_service_unavailable(nc: NATS) -> None:
-    with pytest.raises(ServiceUnavailable, match="nobody serves t.x"):
-        await request(nc, "t.x", b"", timeout=5)
+    with pytest.raises(ServiceUnavailable, match=r"nobody serves t\.x"):
+        await request(nc, "t.x", b"", timeout_s=5)
 
 
 def test_subject_escapes_dots_and_refuses_wildcards() -> None:

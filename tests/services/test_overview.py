@@ -40,16 +40,16 @@ NOW = 1_700_000_000_000
 
 
 async def eventually(check: Callable[[], Awaitable[T | None]], what: str,
-                     timeout: float = 10.0) -> T:
+                     within: float = 10.0) -> T:
     """Poll `check` until it returns something truthy, within a deadline."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while True:
         result = await check()
         if result:
             return result
         if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(0.05)
 
 

@@ -1,0 +1,115 @@
+"""`meshlog inspect dataplane NAME`: a proxy's insight, or its computed config, for people.
+
+    meshlog inspect dataplane web-1                 connected?, gateway, since, xDS counters
+    meshlog inspect dataplane web-1 --config        the listeners, clusters, endpoints it gets
+    meshlog inspect dataplane web-1 -o yaml|json    the API document itself
+
+Reads `GET .../dataplanes/{name}/_overview` and `.../_config` (services.inspector).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from typing import Any
+
+import yaml
+
+from services.client import ApiClient
+
+__all__ = ["cmd_inspect", "config_table", "overview_lines"]
+
+_KINDS = {"dataplane", "dataplanes", "dp"}
+_TYPES = ("cds", "eds", "lds", "rds")
+
+
+def cmd_inspect(args: argparse.Namespace, client: ApiClient) -> int:
+    if args.kind.lower() not in _KINDS:
+        raise SystemExit(f"error: meshlog inspect knows dataplane only (got {args.kind!r})")
+    base = f"/meshes/{args.mesh}/dataplanes/{args.name}"
+    doc = client.get(f"{base}/_config" if args.config else f"{base}/_overview")
+    output = args.output or "table"
+    if output == "json":
+        print(json.dumps(doc, indent=2))
+    elif output == "yaml":
+        print(yaml.safe_dump(doc, sort_keys=False), end="")
+    elif args.config:
+        _print(config_table(doc))
+    else:
+        for line in overview_lines(doc):
+            print(line)
+    return 0
+
+
+def overview_lines(doc: dict[str, Any]) -> list[str]:
+    """The `_overview` document as text: facts first, then a per-type xDS table."""
+    insight = doc.get("dataplaneInsight") or {}
+    facts = [("DATAPLANE", f"{doc['mesh']}/{doc['name']}"),
+             ("ADDRESS", doc["dataplane"]["networking"]["address"])]
+    subs = insight.get("subscriptions") or []
+    if "unavailable" in insight:
+        facts.append(("CONNECTED", f"unknown ({insight['unavailable']})"))
+    elif not subs:
+        facts.append(("CONNECTED", "no (never connected)"))
+    else:
+        sub = subs[-1]
+        facts += [("CONNECTED", "yes" if insight.get("connected") else "no"),
+                  ("GATEWAY", sub["controlPlaneInstanceId"]),
+                  ("CONNECTED SINCE", sub["connectTime"])]
+        if "disconnectTime" in sub:
+            facts.append(("DISCONNECTED AT", sub["disconnectTime"]))
+        facts.append(("PROTOCOL", sub.get("protocol", "")))
+        if sub.get("userAgent"):
+            facts.append(("USER AGENT", sub["userAgent"]))
+    width = max(len(k) for k, _ in facts) + 2
+    lines = [f"{key:<{width}}{value}" for key, value in facts]
+    if subs:
+        lines += ["", *_render(_types_table(subs[-1]["status"]))]
+    return lines
+
+
+def _types_table(status: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("TYPE", "SENT", "ACKED", "NACKED", "LAST ACKED VERSION", "LAST NACK"):
+        table.add_column(column)
+    names = [t for t in _TYPES if t in status]
+    names += sorted(t for t in status if t not in _TYPES and t != "total")
+    for name in [*names, "total"]:
+        stats = status.get(name, {})
+        table.add_row(name, str(stats.get("responsesSent", 0)),
+                      str(stats.get("responsesAcknowledged", 0)),
+                      str(stats.get("responsesRejected", 0)),
+                      stats.get("lastAckedVersion", "-") if name != "total" else "",
+                      stats.get("lastNackMessage", "-") if name != "total" else "")
+    return table
+
+
+def config_table(doc: dict[str, Any]) -> Any:
+    """The `_config` document as one row per resource: type, name, version."""
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold",
+                  title=f"{doc['mesh']}/{doc['name']} at sequence {doc['projectedSequence']}",
+                  title_justify="left")
+    for column in ("TYPE", "NAME", "VERSION"):
+        table.add_column(column)
+    for section, entries in doc["xds"].items():
+        for entry in entries:
+            table.add_row(section, entry["name"], entry["version"])
+    return table
+
+
+def _render(table: Any) -> list[str]:
+    from rich.console import Console
+
+    out = io.StringIO()
+    Console(width=200, file=out, color_system=None).print(table)
+    return [line.rstrip() for line in out.getvalue().rstrip("\n").splitlines()]
+
+
+def _print(table: Any) -> None:
+    for line in _render(table):
+        print(line)

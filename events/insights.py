@@ -107,7 +107,7 @@ class JetStreamInsights:
                 kv = await js.create_key_value(KeyValueConfig(
                     bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas,
                     direct=True))
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+        except nats.errors.Error as exc:  # also a closed or draining connection
             raise EventLogUnavailable(f"cannot open insights bucket {bucket}: {exc!r}") from exc
         return cls(kv)
 

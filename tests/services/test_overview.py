@@ -178,6 +178,12 @@ async def test_overview_answers_when_insights_are_unavailable(plane: Plane, nats
             doc = response.json()
             assert doc["dataplane"]["name"] == "web-1"
             assert doc["dataplaneInsight"]["unavailable"].startswith("insights unavailable")
+        fresh = create_app(Commands(await JetStreamEventLog.open(plane.nc), zone="default"),
+                           reader, inspector=ProxyInspector(own))  # never opened the bucket
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=fresh),
+                                     base_url="http://api") as api:
+            doc = (await api.get("/meshes/default/dataplanes/web-1/_overview")).json()
+            assert "cannot open insights bucket" in doc["dataplaneInsight"]["unavailable"]
     finally:
         await reader.close()
 

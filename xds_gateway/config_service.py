@@ -10,27 +10,23 @@ Reply body (200):
     {"mesh", "name", "projectedSequence", "xds": {"clusters": [...], "endpoints": [...],
      "listeners": [...], "routes": [...]}}
 
-each entry `{"name", "version", "resource": <the Envoy message as proto3 JSON, with @type>}`.
+as `xds_gateway.config_dump.config_json` gives it (each entry `{"name", "version", "resource"}`).
 404 if this gateway's view has no such Dataplane (yet), 400 on a malformed request.
+The config is computed for a default Envoy node: node metadata only a live stream carries
+(proxyless gRPC, a DNS port) is not known here.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
-from google.protobuf import any_pb2, json_format
 
 from events.requests import ProxyRef, Reply
 from xds_gateway.cache import ResourceCache
-from xds_gateway.snapshot import build_snapshot
-from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from xds_gateway.config_dump import config_json
 from xds_gateway.view import ProjectionView
 
 __all__ = ["ConfigService"]
 
-_SECTIONS = {CLUSTER: "clusters", ENDPOINT: "endpoints", LISTENER: "listeners",
-             ROUTE: "routes"}
 _decode_ref = msgspec.json.Decoder(ProxyRef).decode
 _encode = msgspec.json.Encoder().encode
 
@@ -54,22 +50,8 @@ class ConfigService:
         return Reply(200, _encode({
             "mesh": ref.mesh, "name": ref.name,
             "projectedSequence": self._view.checkpoint,
-            "xds": _config_json(self._view, ref.mesh, ref.name, self._cache),
+            "xds": config_json(self._view, ref.mesh, ref.name, self._cache),
         }))
-
-
-def _config_json(view: ProjectionView, mesh: str, name: str, cache: ResourceCache
-                 ) -> dict[str, Any]:
-    """The proxy's snapshot, each resource decoded from the very bytes a stream would send."""
-    snapshot = build_snapshot(view, mesh, name, cache)
-    out: dict[str, Any] = {}
-    for type_url, section in _SECTIONS.items():
-        resources = snapshot.resources.get(type_url, {})
-        out[section] = [
-            {"name": r.name, "version": r.version,
-             "resource": json_format.MessageToDict(any_pb2.Any.FromString(r.any))}
-            for r in sorted(resources.values(), key=lambda r: r.name)]
-    return out
 
 
 def _error(status: int, message: str) -> Reply:

@@ -14,9 +14,12 @@ from collections.abc import AsyncIterator
 import grpc
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
 
+from events import DEFAULT_ZONE, EventLog
 from events.projection_bus import JetStreamProjectionBus
 from xds_gateway.cache import ResourceCache
 from xds_gateway.delta import DeltaStream
+from xds_gateway.insights import Insights
+from xds_gateway.lifecycle import ProxyLifecycle
 from xds_gateway.sotw import InvalidStream, SotwStream
 from xds_gateway.view import ProjectionView
 
@@ -47,7 +50,10 @@ replicas that take the reconnects build their snapshots a few at a time."""
 class Gateway:
     def __init__(self, bus: JetStreamProjectionBus | None, *, host: str = "127.0.0.1",
                  port: int = 0, max_connection_age_s: float = 0,
-                 drain_grace_s: float = DEFAULT_DRAIN_GRACE_S) -> None:
+                 drain_grace_s: float = DEFAULT_DRAIN_GRACE_S,
+                 event_log: EventLog | None = None, insights: Insights | None = None,
+                 zone: str = DEFAULT_ZONE, deregistration_delay_s: float = 10.0,
+                 heartbeat_s: float = 5.0, insight_interval_s: float = 1.0) -> None:
         self._bus = bus
         self._host = host
         self._port = port
@@ -61,6 +67,12 @@ class Gateway:
         self.port: int | None = None
         self.serving = asyncio.Event()
         self.streams: set[SotwStream] = set()
+        self.lifecycle = ProxyLifecycle(
+            event_log=event_log, insights=insights, zone=zone,
+            address=lambda: f"{self._host}:{self.port}",
+            deregistration_delay_s=deregistration_delay_s, heartbeat_s=heartbeat_s,
+            insight_interval_s=insight_interval_s)
+        """Insights, self-registration and reaping (issues 4 and 5)."""
 
     async def run(self) -> None:
         """Follow the projection bus; serve once the view is complete."""
@@ -69,6 +81,7 @@ class Gateway:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.view.follow(self._bus.watch()))
             await self.view.ready.wait()
+            tg.create_task(self.lifecycle.run(self.serving), name="proxy lifecycle")
             await self.serve()
 
     async def serve(self) -> None:
@@ -146,7 +159,8 @@ class Gateway:
         stream = SotwStream(self.view, self.cache, context.write)
         self.streams.add(stream)
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with self.lifecycle.proxy_stream(stream, requests, context, "sotw") as requests, \
+                    asyncio.TaskGroup() as tg:
                 runner = tg.create_task(stream.run())
                 watcher = tg.create_task(stream.watch_view())
                 await self._feed_until_released(stream, requests)
@@ -165,7 +179,9 @@ class Gateway:
         stream = DeltaStream(self.view, self.cache, context.write)
         self.streams.add(stream)  # type: ignore[arg-type]
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with self.lifecycle.proxy_stream(stream, requests, context,  # type: ignore[arg-type]
+                                                   "delta") as requests, \
+                    asyncio.TaskGroup() as tg:
                 runner = tg.create_task(stream.run())
                 watcher = tg.create_task(stream.watch_view())
                 await self._feed_until_released(stream, requests)  # type: ignore[arg-type]

@@ -1,0 +1,179 @@
+"""Insight publication: each stream's insight and each gateway's heartbeat in the shared bucket,
+written by in-process gateways on a real nats-server, driven by raw ADS clients."""
+
+from __future__ import annotations
+
+import time
+
+from nats.aio.client import Client as NATS
+
+from events import connect_nats
+from events.insights import JetStreamInsights, ProxyInsight
+from tests.xds_gateway._gateways import ProxyClient, channel_to, eventually, running_gateway
+from xds_gateway.type_urls import CLUSTER, LISTENER
+
+
+async def _insight(insights: JetStreamInsights, name: str = "web-1") -> ProxyInsight | None:
+    got = await insights.proxy("default", name)
+    return got[0] if got else None
+
+
+async def test_a_stream_publishes_its_insight_from_connect_to_disconnect(nc: NATS) -> None:
+    insights = await JetStreamInsights.open(nc)
+    async with running_gateway(nc) as gw, channel_to(gw) as channel:
+        client = ProxyClient(channel)
+        client.hello(CLUSTER, "default.web-1", user_agent="envoy")
+        cds = await client.recv()
+
+        async def connected() -> ProxyInsight | None:
+            insight = await _insight(insights)
+            return insight if insight and CLUSTER in insight.types else None
+
+        first = await eventually(connected, what="the connect insight")
+        assert first.gateway == gw.lifecycle.instance and first.connected
+        assert first.protocol == "sotw" and first.user_agent == "envoy"
+        assert not first.self_registered
+
+        client.ack(cds)
+
+        async def acked() -> ProxyInsight | None:
+            insight = await _insight(insights)
+            return insight if insight and insight.types[CLUSTER].acks == 1 else None
+
+        counted = await eventually(acked, what="the ACK counted in the insight")
+        assert counted.types[CLUSTER].responses_sent == 1
+        assert counted.types[CLUSTER].last_acked_version == cds.version_info
+        assert counted.session == first.session
+
+        client.close()
+
+        async def disconnected() -> ProxyInsight | None:
+            insight = await _insight(insights)
+            return insight if insight and not insight.connected else None
+
+        final = await eventually(disconnected, what="the final insight")
+        assert final.session == first.session
+        assert final.disconnected_at is not None and final.disconnected_at >= final.connected_at
+
+
+async def test_a_nack_is_counted_with_its_message(nc: NATS) -> None:
+    insights = await JetStreamInsights.open(nc)
+    async with running_gateway(nc) as gw, channel_to(gw) as channel:
+        client = ProxyClient(channel)
+        client.hello(CLUSTER, "default.web-1")
+        cds = await client.recv()
+        client.send(CLUSTER, version="", nonce=cds.nonce, error="cluster rejected")
+
+        async def nacked() -> ProxyInsight | None:
+            insight = await _insight(insights)
+            types = insight.types if insight else {}
+            return insight if CLUSTER in types and types[CLUSTER].nacks == 1 else None
+
+        insight = await eventually(nacked, what="the NACK in the insight")
+        assert insight.types[CLUSTER].last_nack_message == "cluster rejected"
+        client.close()
+
+
+async def test_busy_streams_collapse_to_about_one_write_per_interval(nc: NATS) -> None:
+    """40 responses in a burst give about one write per interval, and the last write holds
+    the latest counters."""
+    insights = await JetStreamInsights.open(nc)
+    writes: list[object] = []
+
+    async def count(msg: object) -> None:
+        writes.append(msg)
+
+    sub = await nc.subscribe("$KV.meshlog_insights.proxy.default.web-1", cb=count)
+    interval = 0.3
+    async with running_gateway(nc, insight_interval_s=interval) as gw, \
+            channel_to(gw) as channel:
+        client = ProxyClient(channel)
+        client.hello(CLUSTER, "default.web-1")
+        started = time.monotonic()
+        response = await client.recv()
+        for i in range(40):  # an ACK naming new clusters: counted, and answered at once
+            client.send(CLUSTER, names=[f"c{i}"], version=response.version_info,
+                        nonce=response.nonce)
+            response = await client.recv()
+        client.close()
+
+        async def final() -> ProxyInsight | None:
+            insight = await _insight(insights)
+            return insight if insight and not insight.connected else None
+
+        insight = await eventually(final, what="the final insight")
+        elapsed = time.monotonic() - started
+    await sub.unsubscribe()
+    assert insight.types[CLUSTER].responses_sent == 41 and insight.types[CLUSTER].acks == 40
+    # connect + final + at most one per interval in between (never one per response)
+    assert 2 <= len(writes) <= 3 + elapsed / interval, (len(writes), elapsed)
+    assert len(writes) < 41
+
+
+async def _truthy(value: bool) -> bool:
+    return value
+
+
+async def test_a_gateway_that_lost_the_proxy_leaves_the_newer_insight(nc: NATS) -> None:
+    insights = await JetStreamInsights.open(nc)
+    async with running_gateway(nc) as gw_a, running_gateway(nc) as gw_b, \
+            channel_to(gw_a) as ch_a, channel_to(gw_b) as ch_b:
+        old = ProxyClient(ch_a)
+        old.hello(CLUSTER, "default.web-1")
+        await old.recv()
+        await eventually(lambda: _on(insights, gw_a.lifecycle.instance), what="A's insight")
+        new = ProxyClient(ch_b)
+        new.hello(CLUSTER, "default.web-1")
+        await new.recv()
+        await eventually(lambda: _on(insights, gw_b.lifecycle.instance), what="B's insight")
+        old.close()  # A's final write must not replace B's newer insight
+        await eventually(lambda: _truthy(not gw_a.lifecycle.publisher.sessions),
+                         what="A to finish with its stream")
+        insight = await _insight(insights)
+        assert insight is not None and insight.gateway == gw_b.lifecycle.instance
+        assert insight.connected
+        new.close()
+
+
+async def _on(insights: JetStreamInsights, gateway: str) -> bool:
+    insight = await _insight(insights)
+    return insight is not None and insight.gateway == gateway and insight.connected
+
+
+async def test_each_gateway_beats_with_its_address(nc: NATS) -> None:
+    insights = await JetStreamInsights.open(nc)
+    async with running_gateway(nc) as gw:
+        instance = gw.lifecycle.instance
+        assert instance.startswith("gw-")
+
+        async def beats() -> list[int]:
+            _, gateways = await insights.snapshot()
+            beat = gateways.get(instance)
+            return [beat.beat_at] if beat else []
+
+        first = (await eventually(beats, what="a heartbeat"))[0]
+        await eventually(lambda: _later(beats, first), what="a second heartbeat")
+        _, gateways = await insights.snapshot()
+        assert gateways[instance].address == f"127.0.0.1:{gw.port}"
+
+
+async def _later(beats, first: int) -> bool:
+    now = await beats()
+    return bool(now) and now[0] > first
+
+
+async def test_streams_go_on_when_insights_cannot_be_written(nats_url: str, nc: NATS) -> None:
+    """The bucket's connection dies: writes fail and are logged; streams are unaffected."""
+    insights_nc = await connect_nats(nats_url, name="insights")
+    async with running_gateway(nc, insights_nc=insights_nc) as gw, channel_to(gw) as channel:
+        await insights_nc.close()
+        client = ProxyClient(channel)
+        client.hello(CLUSTER, "default.web-1")
+        cds = await client.recv()
+        client.ack(cds)
+        client.send(LISTENER)
+        assert (await client.recv()).type_url == LISTENER
+        session = next(iter(gw.lifecycle.publisher.sessions.values()))
+        await eventually(lambda: _truthy(session.failures >= 1), what="a failed write")
+        assert session.revision is None  # nothing was written, and the stream still serves
+        client.close()

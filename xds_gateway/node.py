@@ -44,8 +44,8 @@ def proxy_node(node: Node) -> ProxyNode:
     if DNS_PORT_KEY in fields:
         value = fields[DNS_PORT_KEY]
         kind = value.WhichOneof("kind")
-        raw = (value.number_value if kind == "number_value"
-               else value.string_value if kind == "string_value" else None)
+        raw = getattr(value, kind) if kind in ("number_value", "string_value", "bool_value") \
+            else kind
         dns_port = _port(raw)
     return ProxyNode(user_agent_name=node.user_agent_name, dns_port=dns_port)
 
@@ -53,7 +53,7 @@ def proxy_node(node: Node) -> ProxyNode:
 def _port(raw: object) -> int:
     # kuma-dp sends the port as a string; a number is accepted too
     try:
-        port = int(raw) if isinstance(raw, str) else raw
+        port = int(raw) if isinstance(raw, str) else None if isinstance(raw, bool) else raw
     except ValueError:
         port = None
     if isinstance(port, float) and port.is_integer():

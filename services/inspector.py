@@ -8,9 +8,10 @@ NATS request/reply (`events.requests`), so the API never imports the gateway pac
 fills MeshService `status.dataplaneProxies.connected` at read time: the number of the
 MeshService's Dataplanes whose proxy is connected now (`total` and `healthy` are projected).
 
-A proxy is connected when its insight has no disconnect time and its gateway still beats (a
-heartbeat older than `stale_after_s` means the gateway died: gone since its last beat). A
-gateway with no heartbeat yet is trusted on its insight. Insights unreadable -> the overview
+A proxy is connected when its insight has no disconnect time and its gateway was heard of
+within `stale_after_s` (its last heartbeat, or the stream's connect time if later): a gateway
+that died without its final writes leaves its proxies gone since it was last heard of, the
+rule the gateways' reaper uses (xds_gateway/lifecycle.py). Insights unreadable -> the overview
 still answers, saying so; `connected` stays as projected (0).
 """
 
@@ -59,8 +60,9 @@ class ProxyInspector:
         """(connected, disconnected_at) of one insight given its gateway's heartbeat."""
         if insight.disconnected_at is not None:
             return False, insight.disconnected_at
-        if beat is not None and beat.beat_at < now_ms - self._stale_ms:
-            return False, beat.beat_at
+        last_heard = max(beat.beat_at if beat is not None else 0, insight.connected_at)
+        if now_ms - last_heard > self._stale_ms:
+            return False, last_heard
         return True, None
 
     async def insight(self, mesh: str, name: str) -> dict[str, Any]:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from events import connect_nats
-from events.insights import JetStreamInsights, ProxyInsight, TypeInsight
+from events.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight, TypeInsight
 from services.cli import main
 from tests.harness import ControlPlane, meshlog_up
 from xds_gateway.type_urls import CLUSTER, LISTENER
@@ -33,10 +34,15 @@ def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 
 
 def _put_insight(cp: ControlPlane, insight: ProxyInsight) -> None:
+    """Write an insight and a fresh heartbeat of its gateway, as a live gateway would."""
     async def put() -> None:
         nc = await connect_nats(cp.where["nats"], name="test")
         try:
-            await (await JetStreamInsights.open(nc)).put(insight)
+            insights = await JetStreamInsights.open(nc)
+            await insights.put(insight)
+            now = time.time_ns() // 1_000_000
+            await insights.beat(GatewayHeartbeat(instance=insight.gateway, address="-",
+                                                 started_at=now, beat_at=now))
         finally:
             await nc.close()
 

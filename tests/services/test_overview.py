@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -67,7 +68,7 @@ class Plane:
     @contextlib.asynccontextmanager
     async def gateway(self) -> AsyncIterator[Gateway]:
         """A gateway following the bus, answering config requests like `meshlog gateway`."""
-        gw = Gateway(self.bus, port=0)
+        gw = Gateway(self.bus, port=0, insights=self.insights, insight_interval_s=0.05)
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(gw.run())]
             await gw.serving.wait()
@@ -93,13 +94,17 @@ async def plane(nc: NATS, tmp_path: Path) -> AsyncIterator[Plane]:
     bus = await JetStreamProjectionBus.open(nc)
     db = f"sqlite:///{tmp_path / 'rm.db'}"
     writer, reader = await open_store(db), await open_store(db)
-    inspector = ProxyInspector(nc, config_timeout_s=2, snapshot_ttl_s=0.2)
+    # a heartbeat counts for 10 minutes here: no test depends on how fast the machine is
+    inspector = ProxyInspector(nc, config_timeout_s=2, snapshot_ttl_s=0.2, stale_after_s=600)
     app = create_app(Commands(event_log, zone="default"), reader, inspector=inspector)
     projector = asyncio.create_task(Projector(event_log, writer, bus, zone="default").run())
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
             p = Plane(nc, bus, api, await JetStreamInsights.open(nc))
+            now = time.time_ns() // 1_000_000
+            await p.insights.beat(GatewayHeartbeat(instance="gw-a", address="127.0.0.1:1",
+                                                   started_at=now, beat_at=now))
             await p.apply({"type": "Mesh", "name": "default"})
             await p.apply(_dp("web-1"))
             yield p
@@ -152,13 +157,16 @@ async def test_overview_shows_the_subscription_and_per_type_counters(plane: Plan
 
 
 async def test_a_proxy_whose_gateway_stopped_beating_is_disconnected(plane: Plane) -> None:
-    await plane.insights.put(_insight())
-    await plane.insights.beat(GatewayHeartbeat(instance="gw-a", address="127.0.0.1:1",
-                                               started_at=NOW, beat_at=NOW))  # long ago
-    insight = (await plane.api.get("/meshes/default/dataplanes/web-1/_overview")
-               ).json()["dataplaneInsight"]
+    path = "/meshes/default/dataplanes/web-1/_overview"
+    await plane.insights.put(_insight(gateway="gw-dead"))  # it died before its first beat
+    insight = (await plane.api.get(path)).json()["dataplaneInsight"]
     assert insight["connected"] is False
     assert insight["subscriptions"][0]["disconnectTime"] == "2023-11-14T22:13:20Z"
+    await plane.insights.beat(GatewayHeartbeat(instance="gw-dead", address="127.0.0.1:1",
+                                               started_at=NOW, beat_at=NOW + 60_000))
+    insight = (await plane.api.get(path)).json()["dataplaneInsight"]
+    assert insight["connected"] is False
+    assert insight["subscriptions"][0]["disconnectTime"] == "2023-11-14T22:14:20Z"
 
 
 async def test_overview_answers_when_insights_are_unavailable(plane: Plane, nats_url: str,
@@ -243,15 +251,45 @@ async def test_config_comes_from_a_gateway(plane: Plane) -> None:
     assert doc["projectedSequence"] >= 3
 
 
-async def test_overview_shows_a_connected_ads_client_of_a_real_gateway(plane: Plane) -> None:
+async def test_overview_follows_a_real_ads_stream_through_the_gateways_insights(
+        plane: Plane) -> None:
+    path = "/meshes/default/dataplanes/web-1/_overview"
+
+    async def insight_where(check: Callable[[dict], bool], what: str) -> dict:
+        async def read() -> dict | None:
+            doc = (await plane.api.get(path)).json()["dataplaneInsight"]
+            return doc if doc.get("subscriptions") and check(doc) else None
+
+        return await eventually(read, what)
+
     async with plane.gateway() as gw:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}") as channel:
             client = AdsClient(channel)
             client.send(CLUSTER, node_id="default.web-1")
             client.ack(await client.recv())
-            client.send(CLUSTER, version="", nonce="", error="rejected for the test")
+            doc = await insight_where(
+                lambda d: d["subscriptions"][0]["status"].get("cds", {}).get(
+                    "responsesAcknowledged") == 1, "the CDS ACK in the overview")
+            sub = doc["subscriptions"][0]
+            assert doc["connected"] is True
+            assert sub["controlPlaneInstanceId"] == gw.lifecycle.instance
+            assert sub["status"]["cds"]["responsesSent"] == 1
+            assert "disconnectTime" not in sub
+
+            client.send(LISTENER)
+            lds = await client.recv()
+            client.send(LISTENER, nonce=lds.nonce, error="listener rejected by the test")
+            doc = await insight_where(
+                lambda d: d["subscriptions"][0]["status"].get("lds", {}).get(
+                    "responsesRejected") == 1, "the LDS NACK in the overview")
+            assert doc["subscriptions"][0]["status"]["lds"]["lastNackMessage"] == (
+                "listener rejected by the test")
+
+            async def web_connected() -> bool:
+                ms = (await plane.api.get("/meshes/default/meshservices/web")).json()
+                return ms["status"]["dataplaneProxies"]["connected"] == 1
+
+            await eventually(web_connected, "MeshService web counting the stream")
             client.close()
-    # The gateway writes insights once xds_gateway/insights.py is wired into Gateway; until
-    # then this only checks the stream itself worked, and the overview still answers.
-    response = await plane.api.get("/meshes/default/dataplanes/web-1/_overview")
-    assert response.status_code == 200
+            doc = await insight_where(lambda d: not d["connected"], "the disconnect")
+            assert "disconnectTime" in doc["subscriptions"][0]

@@ -76,6 +76,8 @@ class ProxyInspector:
             beat = await bucket.gateway(insight.gateway)
         except TransientError as exc:
             return {"unavailable": f"insights unavailable: {exc}"}
+        except msgspec.DecodeError as exc:  # written by a gateway of another version?
+            return {"unavailable": f"insights unreadable: {exc}"}
         connected, gone = self.verdict(insight, beat, _now_ms())
         return render_insight(insight, connected=connected, disconnected_at=gone)
 
@@ -129,7 +131,7 @@ async def add_connected(inspector: ProxyInspector | None, store: ReadModelStore,
     for mesh in sorted({r.mesh for r, _ in services}):
         try:
             online = await inspector.connected(mesh)
-        except TransientError as exc:
+        except (TransientError, msgspec.DecodeError) as exc:
             log.warning("dataplaneProxies.connected left at 0: %s", exc)
             return
         if not online:

@@ -196,6 +196,19 @@ async def test_overview_answers_when_insights_are_unavailable(plane: Plane, nats
         await reader.close()
 
 
+async def test_an_unreadable_insight_degrades_reads_instead_of_failing_them(
+        plane: Plane) -> None:
+    kv = await plane.nc.jetstream().key_value("meshlog_insights")
+    await kv.put("proxy.default.web-1", b'{"mesh": "default", "name": 7}')
+    response = await plane.api.get("/meshes/default/dataplanes/web-1/_overview")
+    assert response.status_code == 200
+    assert "Expected `str`, got `int` - at `$.name`" in (
+        response.json()["dataplaneInsight"]["unavailable"])
+    response = await plane.api.get("/meshes/default/meshservices")
+    assert response.status_code == 200
+    assert response.json()["items"][0]["status"]["dataplaneProxies"]["connected"] == 0
+
+
 async def test_meshservice_counts_its_connected_dataplanes(plane: Plane) -> None:
     await plane.apply(_dp("web-2", ip="10.0.0.10"))
     await plane.apply(_dp("other-1", service="other", ip="10.0.0.11"))

@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, get
 
-from events import NotFound, TransientError
+from events import EventLogUnavailable, NotFound, TransientError
 from events.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight
 from events.requests import ProxyRef, ServiceUnavailable, request, xds_config_subject
 from projections import DataplaneRow, MeshServiceRow, ReadModelStore, dataplane_matches, decode_row
@@ -92,7 +92,12 @@ class ProxyInspector:
         async with self._lock:  # one read of the bucket per ttl, however many requests
             loop = asyncio.get_running_loop()
             if self._snapshot is None or loop.time() - self._snapshot[0] > self._ttl_s:
-                snapshot = await (await self._bucket()).snapshot()
+                try:
+                    async with asyncio.timeout(self._config_timeout_s):  # a scan, bounded
+                        snapshot = await (await self._bucket()).snapshot()
+                except TimeoutError as exc:
+                    raise EventLogUnavailable(
+                        f"insights not read within {self._config_timeout_s:g} s") from exc
                 self._snapshot = (loop.time(), snapshot)
             return self._snapshot[1]
 

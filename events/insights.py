@@ -78,6 +78,8 @@ class GatewayHeartbeat(Struct, kw_only=True):
     started_at: int
     beat_at: int
     streams: int = 0
+    swept_at: int = 0
+    """Unix ms at the start of the gateway's last completed reaper sweep (0: none yet)."""
 
 
 _encode = msgspec.json.Encoder().encode

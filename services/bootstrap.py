@@ -9,24 +9,34 @@ in Envoy.
 from __future__ import annotations
 
 import ipaddress
+import json
 from typing import Any
 
 from envoy_data_plane.envoy.config.bootstrap.v3 import Bootstrap
 from envoy_data_plane.envoy.extensions.upstreams.http import v3 as _http_options  # noqa: F401 - registers the Any type used below
+
+from xds_gateway.registration import DATAPLANE_KEY
 
 __all__ = ["sidecar_bootstrap"]
 
 
 def sidecar_bootstrap(*, mesh: str, name: str, xds_host: str, xds_port: int,
                       admin_port: int = 9901, admin_address: str = "127.0.0.1",
-                      delta: bool = False, cluster: str | None = None) -> dict[str, Any]:
+                      delta: bool = False, cluster: str | None = None,
+                      dataplane: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`dataplane`: a Dataplane document the proxy registers itself with. It travels in the
+    node metadata as JSON text under `dataplane.resource`, the key kuma-dp uses; the gateway
+    registers it on the first request and deregisters it after the proxy is gone."""
     try:
         ipaddress.ip_address(xds_host)
         discovery = "STATIC"
     except ValueError:
         discovery = "STRICT_DNS"
+    node: dict[str, Any] = {"id": f"{mesh}.{name}", "cluster": cluster or name}
+    if dataplane is not None:
+        node["metadata"] = {DATAPLANE_KEY: json.dumps(dataplane, sort_keys=True)}
     doc = {
-        "node": {"id": f"{mesh}.{name}", "cluster": cluster or name},
+        "node": node,
         "admin": {"address": {"socketAddress": {"address": admin_address,
                                                 "portValue": admin_port}}},
         "dynamicResources": {

@@ -123,7 +123,10 @@ def cmd_process(args: argparse.Namespace) -> int:
             nats_url=args.nats_url, host=args.xds_host,
             port=parse_port("--xds-port", args.xds_port),
             max_connection_age_s=_seconds("--max-connection-age", args.max_connection_age),
-            replicas=replicas, drain_grace_s=drain_grace_s)
+            replicas=replicas, drain_grace_s=drain_grace_s, zone=args.zone,
+            health_port=parse_port("--health-port", args.health_port),
+            deregistration_delay_s=_seconds("--deregistration-delay",
+                                            args.deregistration_delay))
         grace_s = drain_grace_s + 5  # the drain, then closing NATS
     else:
         coro = processes.run_api_process(
@@ -154,6 +157,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         vip_cidr=parse_cidr("--vip-cidr", args.vip_cidr), zone=args.zone,
         meshservice_grace_period_ms=parse_duration_ms("--meshservice-grace-period",
                                                       args.meshservice_grace_period),
+        deregistration_delay_s=_seconds("--deregistration-delay", args.deregistration_delay),
     )
 
     def announce(where: dict[str, str]) -> None:
@@ -352,14 +356,47 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     from services.bootstrap import sidecar_bootstrap
 
     host, _, port = args.xds_address.rpartition(":")
-    doc = sidecar_bootstrap(mesh=args.mesh, name=args.name, xds_host=host or "127.0.0.1",
+    mesh, name, dataplane = args.mesh, args.name, None
+    if args.dataplane_file:
+        dataplane = _dataplane_file(args.dataplane_file)
+        mesh, name = _same("--mesh", mesh, dataplane["mesh"]), _same("--name", name,
+                                                                     dataplane["name"])
+    if not name:
+        raise SystemExit("error: --name is required (or --dataplane-file)")
+    doc = sidecar_bootstrap(mesh=mesh or "default", name=name, xds_host=host or "127.0.0.1",
                             xds_port=parse_port("--xds-address", port),
                             admin_port=parse_port("--admin-port", args.admin_port),
-                            delta=args.delta)
+                            delta=args.delta, dataplane=dataplane)
     text = json.dumps(doc, indent=2) if args.output == "json" else yaml.safe_dump(
         doc, sort_keys=False)
     print(text, end="" if text.endswith("\n") else "\n")
     return 0
+
+
+def _dataplane_file(path: str) -> dict[str, Any]:
+    """The one Dataplane in `path`, validated as the gateway will (errors name the field)."""
+    from events import decode_resource
+
+    docs = _documents(path)
+    if len(docs) != 1 or not isinstance(docs[0], dict):
+        raise SystemExit(f"error: --dataplane-file {path}: expected one Dataplane document, "
+                         f"found {len(docs)}")
+    decode_resource(docs[0], "Dataplane")  # InvalidResource: every violation, with its path
+    return docs[0]
+
+
+def _same(flag: str, given: str | None, in_file: str) -> str:
+    if given and given != in_file:
+        raise SystemExit(f"error: {flag} {given!r} differs from the --dataplane-file's "
+                         f"{in_file!r}")
+    return in_file
+
+
+_DEREGISTRATION_FLAG = ("--deregistration-delay",)
+_DEREGISTRATION_OPTIONS: dict[str, Any] = {
+    "default": env("DEREGISTRATION_DELAY", "10"),
+    "help": "seconds after a self-registered proxy disconnected (from every gateway) before "
+            "its Dataplane is deregistered (Kuma: 10; default %(default)s)"}
 
 
 # --- parser -----------------------------------------------------------------------------------
@@ -397,6 +434,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--vip-cidr", default=env("VIP_CIDR", "241.0.0.0/8"),
                     help="CIDR of MeshService VIPs (recorded in the log; default %(default)s)")
     up.add_argument("--zone", default=env("ZONE", "default"), help="zone name")
+    up.add_argument(*_DEREGISTRATION_FLAG, **_DEREGISTRATION_OPTIONS)
     up.add_argument(*_GRACE_FLAG, **_GRACE_OPTIONS)
 
     apply = sub.add_parser("apply", help="create or update resources from a file")
@@ -451,6 +489,10 @@ def _parser() -> argparse.ArgumentParser:
             proc.add_argument("--drain-grace", default=env("DRAIN_GRACE", "10"),
                               help="seconds open streams get after SIGTERM or max connection "
                                    "age before they are ended (default %(default)s)")
+            proc.add_argument("--health-port", default=env("HEALTH_PORT", "5680"),
+                              help="GET /ready and /live on the xDS host (Kuma's diagnostics "
+                                   "port; 0 = any free; default %(default)s)")
+            proc.add_argument(*_DEREGISTRATION_FLAG, **_DEREGISTRATION_OPTIONS)
         if name == "api":
             proc.add_argument("--api-host", default=env("API_HOST", "127.0.0.1"))
             proc.add_argument("--api-port", default=env("API_PORT", "5681"))
@@ -497,8 +539,10 @@ def _parser() -> argparse.ArgumentParser:
     dp = sub.add_parser("dataplane", help="sidecar helpers")
     dp_sub = dp.add_subparsers(dest="dataplane_command", required=True, metavar="COMMAND")
     bs = dp_sub.add_parser("bootstrap", help="print an Envoy bootstrap for a Dataplane")
-    bs.add_argument("--mesh", default="default")
-    bs.add_argument("--name", required=True, help="the Dataplane's name")
+    bs.add_argument("--mesh", help="the Dataplane's mesh (default: the file's, else default)")
+    bs.add_argument("--name", help="the Dataplane's name (default: the --dataplane-file's)")
+    bs.add_argument("--dataplane-file", help="a Dataplane (YAML or JSON) the sidecar registers "
+                    "itself with, in its node metadata (removed after it disconnects)")
     bs.add_argument("--xds-address", default=env("XDS_ADDRESS", "127.0.0.1:5678"),
                     help="gateway (or load balancer) host:port (default %(default)s)")
     bs.add_argument("--admin-port", default="9901", help="Envoy admin port (default %(default)s)")

@@ -32,6 +32,8 @@ class UpConfig(Struct, frozen=True, kw_only=True):
     zone: str = DEFAULT_ZONE
     meshservice_grace_period_ms: int = 3_600_000
     """How long a generated MeshService outlives its last Dataplane (recorded in the log)."""
+    deregistration_delay_s: float = 10.0
+    """How long a self-registered proxy may be gone before its Dataplane is deregistered."""
 
     @property
     def database_url(self) -> str:

@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator
 
 from nats.aio.client import Client as NATS
 
-from events import JetStreamEventLog, connect_nats
+from events import DEFAULT_ZONE, JetStreamEventLog, connect_nats
+from events.insights import JetStreamInsights
 from events.projection_bus import JetStreamProjectionBus
 from events.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
 from projections import DEFAULT_GRACE_PERIOD_MS, Projector, open_store
@@ -29,6 +30,7 @@ from services.inspector import ProxyInspector
 from services.up import bind_socket, run_projector, serve_api
 from xds_gateway import Gateway
 from xds_gateway.config_service import ConfigService
+from xds_gateway.health import HealthServer
 from xds_gateway.server import DEFAULT_DRAIN_GRACE_S
 
 __all__ = ["run_api_process", "run_gateway_process", "run_projector_process"]
@@ -64,18 +66,27 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
 
 async def run_gateway_process(*, nats_url: str, host: str, port: int,
                               max_connection_age_s: float = 0, replicas: int = 1,
-                              drain_grace_s: float = DEFAULT_DRAIN_GRACE_S) -> None:
+                              drain_grace_s: float = DEFAULT_DRAIN_GRACE_S,
+                              zone: str = DEFAULT_ZONE, health_port: int = 5680,
+                              deregistration_delay_s: float = 10.0) -> None:
+    health_sock = bind_socket(host, health_port, "--health-port")
     async with _nats(nats_url, "meshlog-gateway") as nc:
         bus = await JetStreamProjectionBus.open(nc, replicas=replicas)
+        event_log = await JetStreamEventLog.open(nc, replicas=replicas)
+        insights = await JetStreamInsights.open(nc, replicas=replicas)
         # cancellation (SIGTERM) reaches Gateway.serve, which drains before NATS is closed:
         # the view keeps following the bus while the last streams end
         gateway = Gateway(bus, host=host, port=port, max_connection_age_s=max_connection_age_s,
-                          drain_grace_s=drain_grace_s)
+                          drain_grace_s=drain_grace_s, event_log=event_log, insights=insights,
+                          zone=zone, deregistration_delay_s=deregistration_delay_s)
+        health = HealthServer(gateway, health_sock)
         async with asyncio.TaskGroup() as tg:
+            tg.create_task(health.run(), name="health")
             tg.create_task(gateway.run())
             await gateway.serving.wait()
             tg.create_task(serve_requests(nc, XDS_CONFIG_SUBJECTS, XDS_CONFIG_QUEUE,
                                           ConfigService(gateway.view, gateway.cache).handle))
+            print(f"gateway readiness on http://{host}:{health.port}/ready", flush=True)
             print(f"xDS gateway serving on {host}:{gateway.port}", flush=True)
 
 

@@ -19,6 +19,7 @@ from contextlib import AsyncExitStack
 import uvicorn
 
 from events import JetStreamEventLog, TransientError, connect_nats
+from events.insights import JetStreamInsights
 from events.projection_bus import JetStreamProjectionBus
 from events.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
 from projections import (
@@ -39,6 +40,7 @@ from services.inspector import ProxyInspector
 from services.readmodels import SwappableReadModels, pointed_database
 from xds_gateway import Gateway
 from xds_gateway.config_service import ConfigService
+from xds_gateway.health import HealthServer
 
 __all__ = ["bind_socket", "run_projector", "run_up", "serve_api"]
 
@@ -121,9 +123,13 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                                          url=database, on_swap=use_store)
         state.readmodels = readmodels
         stack.push_async_callback(lambda: state.store.close())
-        gateway = Gateway(bus, host=cfg.xds_host, port=cfg.xds_port)
+        gateway = Gateway(bus, host=cfg.xds_host, port=cfg.xds_port, event_log=event_log,
+                          insights=await JetStreamInsights.open(nc), zone=cfg.zone,
+                          deregistration_delay_s=cfg.deregistration_delay_s)
+        health = HealthServer(gateway, bind_socket(cfg.xds_host, 0, "gateway health"))
         async with asyncio.TaskGroup() as tg:
             tg.create_task(readmodels.run(run_projector, api_store), name="read models")
+            tg.create_task(health.run(), name="gateway health")
             tg.create_task(gateway.run(), name="gateway")
             tg.create_task(serve_api(app, api_sock), name="api")
             await gateway.serving.wait()
@@ -134,6 +140,7 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
             where = {
                 "api": f"http://{api_host}:{api_port}",
                 "xds": f"{cfg.xds_host}:{gateway.port}",
+                "gateway_health": f"http://{cfg.xds_host}:{health.port}",
                 "nats": url,
                 "database": database,
                 "data_dir": str(cfg.data_dir),

@@ -253,7 +253,8 @@ def run_gateway_process(nats_url: str, workdir: Path, name: str, *extra: str,
     log = open(log_path, "ab")
     proc = subprocess.Popen(
         [str(VENV_BIN / "meshlog"), "gateway", "--nats-url", nats_url, "--xds-port", str(port),
-         *extra], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+         "--health-port", "0", *extra],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         def serving() -> int | None:
             with open(log_path, "rb") as f:

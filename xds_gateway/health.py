@@ -58,9 +58,12 @@ class HealthServer:
 
     async def run(self) -> None:
         """Answer until cancelled."""
-        server = await asyncio.start_server(self._handle, sock=self._sock, limit=_MAX_HEAD)
-        async with server:
-            await server.serve_forever()
+        try:
+            server = await asyncio.start_server(self._handle, sock=self._sock, limit=_MAX_HEAD)
+            async with server:
+                await server.serve_forever()
+        finally:
+            self._sock.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -104,6 +104,8 @@ class InsightsPublisher:
         self._ended: collections.OrderedDict[str, int] = collections.OrderedDict()
         """Session id -> disconnect time of streams that ended here (newest last, bounded)."""
         self._wake = asyncio.Event()
+        self.swept_at: Callable[[], int] = lambda: 0
+        """The reaper's last sweep, reported in the heartbeat."""
 
     # --- the streams' side (never awaits the bucket, except `write_now`) ---------------------
 
@@ -153,7 +155,7 @@ class InsightsPublisher:
         while self._insights is not None:
             beat = GatewayHeartbeat(instance=self.instance, address=self._address(),
                                     started_at=self._started_at, beat_at=now_ms(),
-                                    streams=self.streams())
+                                    streams=self.streams(), swept_at=self.swept_at())
             try:
                 await self._insights.beat(beat)
             except EventLogUnavailable as exc:
@@ -165,8 +167,11 @@ class InsightsPublisher:
     async def _publish_forever(self) -> None:
         backoff = 0.0
         while True:
+            # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation that
+            # arrives as the event fires, and this loop would then never stop
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), backoff or self._interval_s)
+                async with asyncio.timeout(backoff or self._interval_s):
+                    await self._wake.wait()
             self._wake.clear()
             now = time.monotonic()
             due = [s for s in list(self.sessions.values()) if self._due(s, now)]

@@ -64,6 +64,9 @@ class ProxyLifecycle:
         self.reaper = (Reaper(insights, self.registration, self.publisher,
                               delay_s=deregistration_delay_s, margin_s=2 * heartbeat_s)
                        if insights is not None and self.registration is not None else None)
+        if self.reaper is not None:
+            reaper = self.reaper
+            self.publisher.swept_at = lambda: reaper.last_sweep_at
 
     @property
     def instance(self) -> str:
@@ -168,8 +171,9 @@ class Reaper:
             now = time.monotonic()
             until = min(next_sweep, self._deadlines[0][0]) if self._deadlines else next_sweep
             if until > now:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), until - now)
+                with contextlib.suppress(TimeoutError):  # not wait_for: see insights.py
+                    async with asyncio.timeout(until - now):
+                        await self._wake.wait()
                 self._wake.clear()
                 continue
             try:

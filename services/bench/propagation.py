@@ -261,7 +261,7 @@ async def _gateway(work: Path, url: str, g: int) -> AsyncIterator[tuple[int, int
     """A `meshlog gateway` on a free port; yields (pid, port) once it serves."""
     name = f"gateway-{g}"
     async with _process(work, name, "gateway", "--nats-url", url, "--xds-port", "0",
-                        "--max-connection-age", "0") as proc:
+                        "--max-connection-age", "0", "--health-port", "0") as proc:
         path = work / f"{name}.log"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _SETUP_TIMEOUT_S

@@ -156,6 +156,12 @@ async def test_each_gateway_beats_with_its_address(nc: NATS) -> None:
         _, gateways = await insights.snapshot()
         assert gateways[instance].address == f"127.0.0.1:{gw.port}"
 
+        async def swept() -> bool:  # the beat also says the reaper is alive
+            _, gateways = await insights.snapshot()
+            return gateways[instance].swept_at > first
+
+        await eventually(swept, what="a heartbeat reporting a reaper sweep")
+
 
 async def _later(beats, first: int) -> bool:
     now = await beats()

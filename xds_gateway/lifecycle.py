@@ -40,8 +40,7 @@ from xds_gateway.registration import (
     SelfRegistration,
     dataplane_from_node,
 )
-from xds_gateway.sotw import InvalidStream
-from xds_gateway.subscription import TypeState
+from xds_gateway.subscription import InvalidStream, TypeState
 
 __all__ = ["ProxyLifecycle"]
 

@@ -42,7 +42,7 @@ from events import (
     encode_event,
     resource_subject,
 )
-from xds_gateway.sotw import InvalidStream
+from xds_gateway.subscription import InvalidStream
 
 __all__ = [
     "DATAPLANE_KEY",

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -85,6 +86,12 @@ def _kept_past_the_delay(nats_url: str, since_ms: int, seq: int) -> None:
     assert read(nats_url)[1] == seq
 
 
+def _readiness_url(log: Path) -> str:
+    prefix = "gateway readiness on "
+    return next(line[len(prefix):] for line in log.read_text().splitlines()
+                if line.startswith(prefix))
+
+
 def test_a_sidecar_registers_itself_and_goes_after_the_delay(tmp_path: Path) -> None:
     inbound, service = free_port(ADDRESS), free_port()
     dp_file = tmp_path / "web-1.yaml"
@@ -95,6 +102,8 @@ def test_a_sidecar_registers_itself_and_goes_after_the_delay(tmp_path: Path) -> 
     with meshlog_up(tmp_path / "cp", "--deregistration-delay", str(DELAY_S)) as cp, \
             http_backend("127.0.0.1", service, "web-1 app"):
         nats = cp.where["nats"]
+        wait_for(lambda: httpx.get(cp.where["gateway_health"] + "/ready").status_code == 200,
+                 what="the gateway of meshlog up to be ready")
         cp.apply({"type": "Mesh", "name": "default"})
         bootstrap = _bootstrap(dp_file, cp.xds_port)
         with run_envoy(bootstrap, tmp_path / "envoy", "web-1"):
@@ -120,6 +129,8 @@ def test_a_sidecar_registers_itself_and_goes_after_the_delay(tmp_path: Path) -> 
         with run_gateway_process(nats, tmp_path / "gw-b", "gw-b", "--deregistration-delay",
                                  str(DELAY_S)) as gw_b, \
                 run_envoy(_bootstrap(dp_file, gw_b.port), tmp_path / "envoy", "web-1") as envoy:
+            wait_for(lambda: httpx.get(_readiness_url(gw_b.log)).status_code == 200,
+                     what="gateway b to be ready")
             moved = wait_for(lambda: _connected_anew(nats, again), what="a stream on gateway b")
             assert moved.gateway != again.gateway
             wait_for(lambda: fetch(f"http://{ADDRESS}:{inbound}/") == "web-1 app",

@@ -1,0 +1,93 @@
+"""The reaper's races, on a real nats-server: two gateways reaping at once, and a proxy that
+reconnects between a reaper's decision and its delete."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client as NATS
+
+from events import Dataplane, DataplaneDeregistered, DataplaneRegistered, decode_resource
+from events.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight
+from tests.xds_gateway._gateways import dataplane_doc, last_event, with_mesh
+from xds_gateway.insights import Insights, InsightsPublisher, now_ms
+from xds_gateway.lifecycle import Reaper
+from xds_gateway.registration import SelfRegistration
+
+GONE = ProxyInsight(mesh="default", name="web-1", gateway="gw-old", session="s1",
+                    connected_at=1_000, disconnected_at=2_000, self_registered=True)
+
+
+def _reaper(insights: Insights, registration: SelfRegistration) -> Reaper:
+    publisher = InsightsPublisher(insights, address=lambda: "127.0.0.1:0")
+    return Reaper(insights, registration, publisher, delay_s=0.5, margin_s=0.4)
+
+
+async def _registered(nc: NATS) -> tuple[Any, SelfRegistration, JetStreamInsights]:
+    event_log = await with_mesh(nc)
+    registration = SelfRegistration(event_log, zone="default")
+    dataplane = decode_resource(dataplane_doc())
+    assert isinstance(dataplane, Dataplane)
+    assert await registration.register(dataplane, at=1_000)
+    insights = await JetStreamInsights.open(nc)
+    await insights.put(GONE)
+    return event_log, registration, insights
+
+
+async def test_two_gateways_reaping_at_once_append_one_deregistration(nc: NATS) -> None:
+    event_log, registration, insights = await _registered(nc)
+    _, registered_seq = await last_event(event_log)
+    await asyncio.gather(_reaper(insights, registration).reap("default", "web-1", {}),
+                         _reaper(insights, registration).reap("default", "web-1", {}))
+    event, seq = await last_event(event_log)
+    assert isinstance(event, DataplaneDeregistered)
+    assert seq == registered_seq + 1 == await event_log.last_seq()  # one event, not two
+    assert await insights.proxy("default", "web-1") is None
+
+
+class _ReconnectsDuringDelete:
+    """The real bucket, with the proxy reconnecting elsewhere just before a reaper's delete."""
+
+    def __init__(self, inner: JetStreamInsights) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def delete_proxy(self, mesh: str, name: str, last: int) -> bool:
+        await self._inner.put(msgspec.structs.replace(
+            GONE, gateway="gw-new", session="s2", connected_at=now_ms(), disconnected_at=None))
+        return await self._inner.delete_proxy(mesh, name, last)
+
+
+async def test_a_proxy_back_while_being_reaped_gets_its_dataplane_back(nc: NATS) -> None:
+    event_log, registration, insights = await _registered(nc)
+    _, registered_seq = await last_event(event_log)
+    racing = _ReconnectsDuringDelete(insights)
+    await _reaper(racing, registration).reap("default", "web-1", {})  # type: ignore[arg-type]
+    event, seq = await last_event(event_log)
+    assert isinstance(event, DataplaneRegistered) and event.origin == "proxy"
+    assert seq == registered_seq + 2  # deregistered, then restored
+    got = await insights.proxy("default", "web-1")
+    assert got is not None and got[0].session == "s2" and got[0].connected
+
+
+async def test_a_connected_proxy_goes_only_when_its_gateway_stops_beating(nc: NATS) -> None:
+    event_log, registration, insights = await _registered(nc)
+    _, registered_seq = await last_event(event_log)
+    await insights.put(msgspec.structs.replace(GONE, disconnected_at=None))  # since long ago
+    reaper = _reaper(insights, registration)
+
+    def beat(at: int) -> dict[str, GatewayHeartbeat]:
+        return {"gw-old": GatewayHeartbeat(instance="gw-old", address="x", started_at=1,
+                                           beat_at=at)}
+
+    await reaper.reap("default", "web-1", beat(now_ms()))  # its gateway is alive
+    assert (await last_event(event_log))[1] == registered_seq
+    await reaper.reap("default", "web-1", beat(now_ms() - 500))  # not past delay + margin
+    assert (await last_event(event_log))[1] == registered_seq
+    await reaper.reap("default", "web-1", beat(now_ms() - 1_000))  # silent for too long
+    event, _ = await last_event(event_log)
+    assert isinstance(event, DataplaneDeregistered)

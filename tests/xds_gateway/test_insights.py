@@ -9,6 +9,7 @@ from nats.aio.client import Client as NATS
 
 from events import connect_nats
 from events.insights import JetStreamInsights, ProxyInsight
+from tests.xds_gateway._ads import DeltaAdsClient
 from tests.xds_gateway._gateways import ProxyClient, channel_to, eventually, running_gateway
 from xds_gateway.type_urls import CLUSTER, LISTENER
 
@@ -54,6 +55,23 @@ async def test_a_stream_publishes_its_insight_from_connect_to_disconnect(nc: NAT
         final = await eventually(disconnected, what="the final insight")
         assert final.session == first.session
         assert final.disconnected_at is not None and final.disconnected_at >= final.connected_at
+
+
+async def test_a_delta_stream_publishes_its_insight_too(nc: NATS) -> None:
+    insights = await JetStreamInsights.open(nc)
+    async with running_gateway(nc) as gw, channel_to(gw) as channel:
+        client = DeltaAdsClient(channel)
+        client.send(CLUSTER, node_id="default.web-1", subscribe=["*"])
+        client.ack(await client.recv())
+
+        async def acked() -> ProxyInsight | None:
+            insight = await _insight(insights)
+            types = insight.types if insight else {}
+            return insight if CLUSTER in types and types[CLUSTER].acks == 1 else None
+
+        insight = await eventually(acked, what="the delta stream's insight")
+        assert insight.protocol == "delta" and insight.gateway == gw.lifecycle.instance
+        client.close()
 
 
 async def test_a_nack_is_counted_with_its_message(nc: NATS) -> None:

@@ -7,12 +7,14 @@ import json
 import time
 from collections.abc import Iterator
 
+import grpc
 import pytest
 
 from events import connect_nats
 from events.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight, TypeInsight
 from services.cli import main
-from tests.harness import ControlPlane, meshlog_up
+from tests.harness import ControlPlane, meshlog_up, wait_for
+from tests.xds_gateway._ads import AdsClient
 from xds_gateway.type_urls import CLUSTER, LISTENER
 
 pytestmark = pytest.mark.integration
@@ -128,3 +130,28 @@ def test_an_unknown_dataplane_is_a_clear_error(cp: ControlPlane,
 def test_only_dataplanes_can_be_inspected(cp: ControlPlane) -> None:
     with pytest.raises(SystemExit, match="inspect knows dataplane only"):
         main(["--api", cp.where["api"], "inspect", "meshservice", "web"])
+
+
+def test_inspect_sees_a_live_ads_stream_on_the_gateway_of_meshlog_up(
+        cp: ControlPlane, capsys: pytest.CaptureFixture[str]) -> None:
+    def acked() -> bool:
+        doc = cp.api.get("/meshes/default/dataplanes/backend-1/_overview").json()
+        subs = doc["dataplaneInsight"].get("subscriptions") or [{}]
+        return subs[0].get("status", {}).get("cds", {}).get("responsesAcknowledged") == 1
+
+    async def stream_then_inspect() -> tuple[int, str, str]:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{cp.xds_port}") as channel:
+            client = AdsClient(channel)
+            client.send(CLUSTER, node_id="default.backend-1")
+            client.ack(await client.recv())
+            # the API is polled from a thread: this loop keeps the stream going meanwhile
+            await asyncio.to_thread(wait_for, acked, what="the CDS ACK in the overview")
+            result = await asyncio.to_thread(_inspect, cp, capsys, "backend-1")
+            client.close()
+            return result
+
+    code, out, _ = asyncio.run(stream_then_inspect())
+    assert code == 0
+    assert _row(out, "CONNECTED") == ["CONNECTED", "yes"]
+    assert _row(out, "GATEWAY")[1].startswith("gw-")
+    assert _row(out, "cds")[1:4] == ["1", "1", "0"]

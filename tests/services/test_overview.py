@@ -26,6 +26,7 @@ from projections import Projector, open_store
 from services.api import create_app
 from services.commands import Commands
 from services.inspector import ProxyInspector
+from tests.harness import run_gateway_process
 from tests.xds_gateway._ads import AdsClient
 from xds_gateway import Gateway
 from xds_gateway.config_service import ConfigService
@@ -262,6 +263,21 @@ async def test_config_comes_from_a_gateway(plane: Plane) -> None:
     listeners = {entry["name"]: entry["resource"] for entry in doc["xds"]["listeners"]}
     assert listeners["inbound:10.0.0.9:7070"]["address"]["socketAddress"]["portValue"] == 7070
     assert doc["projectedSequence"] >= 3
+
+
+async def test_config_comes_from_a_meshlog_gateway_process(plane: Plane, nats_url: str,
+                                                           tmp_path: Path) -> None:
+    stack = contextlib.ExitStack()
+    # started and stopped from a thread: the harness polls, this loop keeps serving NATS
+    await asyncio.to_thread(stack.enter_context,
+                            run_gateway_process(nats_url, tmp_path, "gw-process"))
+    try:
+        response = await plane.api.get("/meshes/default/dataplanes/web-1/_config")
+        assert response.status_code == 200, response.text
+        listeners = [entry["name"] for entry in response.json()["xds"]["listeners"]]
+        assert "inbound:10.0.0.9:7070" in listeners
+    finally:
+        await asyncio.to_thread(stack.close)
 
 
 async def test_overview_follows_a_real_ads_stream_through_the_gateways_insights(

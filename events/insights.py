@@ -25,15 +25,14 @@ import nats.errors
 import nats.js.errors
 from msgspec import Struct
 from nats.aio.client import Client as NATS
-from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
+from events._kv import open_bucket
 from events.errors import EventLogUnavailable
 
 __all__ = ["GatewayHeartbeat", "JetStreamInsights", "ProxyInsight", "TypeInsight"]
 
 BUCKET = "meshlog_insights"
-_TIMEOUT_S = 5.0
 _WRONG_LAST_SEQUENCE = 10071
 
 
@@ -101,16 +100,7 @@ class JetStreamInsights:
     @classmethod
     async def open(cls, nc: NATS, *, bucket: str = BUCKET, replicas: int = 1
                    ) -> JetStreamInsights:
-        js = nc.jetstream(timeout=_TIMEOUT_S)
-        try:
-            try:
-                kv = await js.key_value(bucket)
-            except nats.js.errors.BucketNotFoundError:
-                kv = await js.create_key_value(KeyValueConfig(
-                    bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas,
-                    direct=True))
-        except nats.errors.Error as exc:  # also a closed or draining connection
-            raise EventLogUnavailable(f"cannot open insights bucket {bucket}: {exc!r}") from exc
+        kv = await open_bucket(nc, bucket, replicas=replicas, what="insights")
         return cls(kv)
 
     async def put(self, insight: ProxyInsight) -> int:

@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator, Sequence
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
-from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
+from events._kv import open_bucket
 from events._pipeline import AckPipeline
 from events.errors import EventLogUnavailable
 
@@ -41,17 +41,7 @@ class JetStreamProjectionBus:
     @classmethod
     async def open(cls, nc: NATS, *, bucket: str = BUCKET, replicas: int = 1
                    ) -> JetStreamProjectionBus:
-        js = nc.jetstream(timeout=_TIMEOUT_S)
-        try:
-            try:
-                kv = await js.key_value(bucket)
-            except nats.js.errors.BucketNotFoundError:
-                kv = await js.create_key_value(KeyValueConfig(
-                    bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas,
-                    direct=True,
-                ))
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
-            raise EventLogUnavailable(f"cannot open projection bucket {bucket}: {exc!r}") from exc
+        kv = await open_bucket(nc, bucket, replicas=replicas, what="projection")
         return cls(nc, kv, bucket)
 
     async def publish(self, updates: Sequence[ProjectionUpdate]) -> None:

@@ -1,0 +1,28 @@
+"""Opening (or creating) the JetStream KV buckets meshlog shares between processes."""
+
+from __future__ import annotations
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.kv import KeyValue
+
+from events.errors import EventLogUnavailable
+
+_TIMEOUT_S = 5.0
+
+
+async def open_bucket(nc: NATS, bucket: str, *, replicas: int, what: str) -> KeyValue:
+    """The bucket, created if missing (history 1, file storage, direct get); any NATS error,
+    also a closed or draining connection, is `EventLogUnavailable` naming `what`."""
+    js = nc.jetstream(timeout=_TIMEOUT_S)
+    try:
+        try:
+            return await js.key_value(bucket)
+        except nats.js.errors.BucketNotFoundError:
+            return await js.create_key_value(KeyValueConfig(
+                bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas,
+                direct=True))
+    except nats.errors.Error as exc:
+        raise EventLogUnavailable(f"cannot open {what} bucket {bucket}: {exc!r}") from exc

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["any_bytes", "delta_discovery_response", "discovery_response"]
+__all__ = [
+    "any_bytes", "delta_discovery_response", "discovery_response", "response_body", "with_nonce",
+]
 
 _VERSION_INFO, _RESOURCES, _TYPE_URL, _NONCE = 1, 2, 4, 5
 _ANY_TYPE_URL, _ANY_VALUE = 1, 2
@@ -42,11 +44,21 @@ def any_bytes(type_url: str, value: bytes) -> bytes:
 
 def discovery_response(version_info: str, type_url: str, nonce: str,
                        resources: Iterable[bytes]) -> bytes:
+    return with_nonce(response_body(version_info, type_url, resources), nonce)
+
+
+def response_body(version_info: str, type_url: str, resources: Iterable[bytes]) -> bytes:
+    """A DiscoveryResponse without its nonce: the part streams can share (invariant 9)."""
     parts = [_field(_VERSION_INFO, version_info.encode())]
     parts.extend(_field(_RESOURCES, r) for r in resources)
     parts.append(_field(_TYPE_URL, type_url.encode()))
-    parts.append(_field(_NONCE, nonce.encode()))
     return b"".join(parts)
+
+
+def with_nonce(body: bytes, nonce: str) -> bytes:
+    """`body` plus the stream's nonce: protobuf fields may come in any order, and a field
+    appended to a message's bytes is parsed as part of it."""
+    return body + _field(_NONCE, nonce.encode())
 
 
 def delta_discovery_response(system_version_info: str, type_url: str, nonce: str,

@@ -1,23 +1,37 @@
-"""Encode-once cache of Envoy resources (DESIGN.md invariant 9).
+"""Encode-once caches (DESIGN.md invariant 9): Envoy resources, per-generation shared parts of
+snapshots, and whole response bodies.
 
 A resource is identified by its type, name and a hashable description of its inputs. The first
 stream that needs it builds the protobuf, serializes it deterministically, wraps it in an `Any`
 and derives its version from the bytes; every other stream gets the same object. Versions are
 content-derived, so every gateway computes the same version for the same state (invariant 7).
+
+Two more layers keep the per-stream work of a view change small (docs/benchmarks.md,
+"Propagation"): `per_generation` computes a value once per view generation and key (the part
+of a snapshot every proxy of a mesh shares, see `snapshot.py`), and `response_body` keeps the
+bytes of a DiscoveryResponse without its nonce, so streams that get the same (type, version,
+resources) share one encoding and add only their nonce (`_wire.with_nonce`).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 from msgspec import Struct
 
 from xds_gateway._wire import any_bytes
 
-__all__ = ["EncodedResource", "ResourceCache", "version_of"]
+__all__ = ["EncodedResource", "ResourceCache", "set_version", "version_of"]
+
+T = TypeVar("T")
+
+_BODY_BUDGET = 2 * 1024 * 1024
+"""Bytes of response bodies kept; the shared ones are hit by every stream, so stay recent."""
+_MAX_NAME_SETS = 4096
 
 
 class EncodedResource(Struct, frozen=True):
@@ -34,12 +48,26 @@ def version_of(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
+def set_version(resources: Iterable[EncodedResource]) -> str:
+    """The version of a set of resources given in name order: content-derived, so every
+    gateway gives the same version for the same set (xds-rules.md #12)."""
+    return version_of("\n".join(f"{r.name}={r.version}" for r in resources).encode())
+
+
 class ResourceCache:
     def __init__(self, max_entries: int = 200_000) -> None:
         self._entries: OrderedDict[Hashable, EncodedResource] = OrderedDict()
         self._max = max_entries
         self.builds = 0
         """How many resources were built and encoded (for tests of invariant 9)."""
+        self._owner: object = None
+        self._generation = -1
+        self._shared: dict[Hashable, Any] = {}
+        self.shared_builds = 0
+        """How many per-generation values were computed (for tests of the sharing)."""
+        self._bodies: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._body_bytes = 0
+        self._names: OrderedDict[frozenset[str], frozenset[str]] = OrderedDict()
 
     def get(self, type_url: str, name: str, inputs: Hashable,
             build: Callable[[], Message], refs: frozenset[str] = frozenset()) -> EncodedResource:
@@ -55,3 +83,44 @@ class ResourceCache:
         if len(self._entries) > self._max:
             self._entries.popitem(last=False)
         return entry
+
+    def per_generation(self, owner: object, generation: int, key: Hashable,
+                       build: Callable[[], T]) -> T:
+        """`build()` once per (`owner`'s `generation`, `key`); values of older generations are
+        dropped, so memory stays bounded by the keys of one generation."""
+        if owner is not self._owner or generation != self._generation:
+            self._owner, self._generation, self._shared = owner, generation, {}
+        try:
+            return self._shared[key]  # type: ignore[no-any-return]
+        except KeyError:
+            value = self._shared[key] = build()
+            self.shared_builds += 1
+            return value
+
+    def response_body(self, key: Hashable, build: Callable[[], bytes]) -> bytes:
+        """The response bytes (without nonce) for `key`, which must determine them: (type URL,
+        version, names of a partial response or None); versions are content hashes."""
+        body = self._bodies.get(key)
+        if body is not None:
+            self._bodies.move_to_end(key)
+            return body
+        body = build()
+        if len(body) <= _BODY_BUDGET // 4:
+            self._bodies[key] = body
+            self._body_bytes += len(body)
+            while self._body_bytes > _BODY_BUDGET:
+                _, old = self._bodies.popitem(last=False)
+                self._body_bytes -= len(old)
+        return body
+
+    def intern(self, names: frozenset[str]) -> frozenset[str]:
+        """One object for equal name sets: streams that request the same names then hit the
+        shared memos by identity instead of comparing ~100 names each (snapshot.py)."""
+        same = self._names.get(names)
+        if same is None:
+            same = self._names[names] = names
+            if len(self._names) > _MAX_NAME_SETS:
+                self._names.popitem(last=False)
+        else:
+            self._names.move_to_end(names)
+        return same

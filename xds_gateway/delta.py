@@ -113,7 +113,7 @@ class DeltaStream(AdsStream[DeltaDiscoveryRequest]):
     def _scope(self, type_url: str, state: TypeState, snapshot: Snapshot
                ) -> tuple[dict[str, EncodedResource], set[str]]:
         """What the client should hold now, and the names in its scope that do not exist."""
-        available = snapshot.resources[type_url]
+        available = snapshot.of(type_url)
         wildcard = _WILDCARD in state.names and type_url in WILDCARD_TYPES
         present = dict(available) if wildcard else {}
         absent: set[str] = set()

@@ -29,7 +29,9 @@ from events import Dataplane, Outbound
 from events.resources import BackendRef
 from projections import MeshRow, MeshServiceRow
 
-__all__ = ["Mode", "Reachable", "explicit_outbound_allowed", "mesh_mode", "reachable"]
+__all__ = [
+    "Mode", "Reachable", "explicit_outbound_allowed", "mesh_mode", "reachable", "reachable_key",
+]
 
 Mode = Literal["Disabled", "Everywhere", "ReachableBackends", "Exclusive"]
 
@@ -61,6 +63,21 @@ def reachable(mode: Mode, dataplane: Dataplane, services: Mapping[str, MeshServi
             chosen.setdefault(name, set()).update(ports)
     return {name: tuple(p.port for p in services[name].spec.ports if p.port in chosen[name])
             for name in sorted(chosen)}
+
+
+_EVERY_SERVICE = ("*",)
+
+
+def reachable_key(mode: Mode, dataplane: Dataplane, services: Mapping[str, MeshServiceRow]
+                  ) -> tuple[object, ...]:
+    """Equal for Dataplanes that `reachable` gives the same ports, so the part of a snapshot
+    built from them can be shared (snapshot.py). Without `reachableBackends` refs (the common
+    case) the key is known without matching anything."""
+    tp = dataplane.networking.transparent_proxying
+    if mode != "Disabled" and (tp is None or tp.reachable_backends is None
+                               or tp.reachable_backends.refs is None):
+        return () if mode == "ReachableBackends" else _EVERY_SERVICE
+    return tuple(reachable(mode, dataplane, services).items())
 
 
 def explicit_outbound_allowed(mode: Mode, outbound: Outbound) -> bool:

@@ -11,48 +11,192 @@
   hostnames with their VIPs;
 - for proxyless gRPC nodes only, per reachable port and target an api_listener and its
   RouteConfiguration (`proxyless.py`).
+
+Only the inbounds and explicit outbounds depend on the individual Dataplane. The rest depends
+on the mesh, what the proxy may reach, transparent proxying (bind, DNS port) and gRPC or not,
+so it is built once per view generation for every proxy with the same such key and shared
+(`ResourceCache.per_generation`): 1,000 proxies of one mesh cost one build, not 1,000
+(docs/benchmarks.md, "Propagation"). Each part carries its content-derived version per type,
+so a stream's version of a type is a cheap combination (xds-rules.md #12).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from msgspec import Struct
 
 from events import SERVICE_TAG, Dataplane, Outbound
-from projections import MeshServiceRow
+from projections import DataplaneRow, MeshServiceRow
 from xds_gateway import clusters, dns, endpoints, listeners, names, proxyless
-from xds_gateway.cache import EncodedResource, ResourceCache
+from xds_gateway.cache import EncodedResource, ResourceCache, set_version, version_of
 from xds_gateway.node import ProxyNode
-from xds_gateway.reachable import explicit_outbound_allowed, mesh_mode, reachable
+from xds_gateway.reachable import explicit_outbound_allowed, mesh_mode, reachable, reachable_key
 from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
 from xds_gateway.view import ProjectionView
 
-__all__ = ["Snapshot", "build_snapshot"]
+__all__ = ["Part", "Snapshot", "build_snapshot"]
 
 _ENVOY = ProxyNode()
 Add = Callable[[EncodedResource], None]
+Resources = dict[str, dict[str, EncodedResource]]
 
 
-class Snapshot(Struct):
-    resources: dict[str, dict[str, EncodedResource]]
+class Part(Struct, frozen=True):
+    """Resources of one type and the content-derived version of the set."""
+
+    resources: Mapping[str, EncodedResource]
+    version: str
+
+
+_EMPTY = Part({}, set_version(()))
+
+
+def _parts(out: Resources) -> dict[str, Part]:
+    return {t: Part(rs, set_version(rs[n] for n in sorted(rs))) if rs else _EMPTY
+            for t, rs in out.items()}
+
+
+class Shared(Struct, frozen=True):
+    """The part of a snapshot that does not depend on the individual Dataplane: MeshService
+    clusters, ClusterLoadAssignments, outbound listeners, DNS, gRPC targets. Built once per
+    view generation for every proxy with the same key (`_shared_key`)."""
+
+    parts: dict[str, Part]
+    selections: dict[tuple[str, frozenset[str]], str]
+    """Memo of `Snapshot.selection_version` for named types, shared by the streams."""
+    changes: dict[tuple[str, int, frozenset[str]],
+                  tuple[Mapping[str, EncodedResource], list[EncodedResource]]]
+    """Memo of `Snapshot.changed_since`; each value keeps its `sent` mapping alive, so the
+    mapping's id in the key cannot be reused while the entry exists."""
+
+
+class Snapshot:
+    """Everything one proxy gets at one view generation: its own inbounds (which win a name
+    clash), the shared part, then its explicit outbounds (which lose one), per type.
+
+    `of(type)` is the merged view; it is the shared mapping itself when the proxy adds nothing
+    of that type. Callers never mutate what it returns."""
+
+    __slots__ = ("_merged", "_versions", "first", "last", "row", "shared")
+
+    def __init__(self, shared: Shared, first: dict[str, Part], last: dict[str, Part],
+                 row: DataplaneRow | None = None) -> None:
+        self.shared = shared
+        self.first = first
+        self.last = last
+        self.row = row
+        self._merged: dict[str, Mapping[str, EncodedResource]] = {}
+        self._versions: dict[str, str] = {}
+
+    def of(self, type_url: str) -> Mapping[str, EncodedResource]:
+        merged = self._merged.get(type_url)
+        if merged is None:
+            first, last = self.first[type_url], self.last[type_url]
+            shared = self.shared.parts[type_url]
+            if first is _EMPTY and last is _EMPTY:
+                merged = shared.resources
+            else:
+                merged = {**last.resources, **shared.resources, **first.resources}
+            self._merged[type_url] = merged
+        return merged
+
+    @property
+    def resources(self) -> dict[str, Mapping[str, EncodedResource]]:
+        return {t: self.of(t) for t in PUSH_ORDER}
+
+    def version(self, type_url: str) -> str:
+        """Content-derived version of everything of `type_url` this proxy may get: equal for
+        equal content on every gateway (xds-rules.md #12), cheap to combine per stream."""
+        version = self._versions.get(type_url)
+        if version is None:
+            first, last = self.first[type_url], self.last[type_url]
+            shared = self.shared.parts[type_url].version
+            version = (shared if first is _EMPTY and last is _EMPTY
+                       else version_of(f"{first.version} {shared} {last.version}".encode()))
+            self._versions[type_url] = version
+        return version
+
+    def selection_version(self, type_url: str, names: frozenset[str]) -> str:
+        """The version of the requested `names` of a named type (EDS, RDS): shared by every
+        stream requesting the same names from the same shared part."""
+        own = self.first[type_url] is not _EMPTY or self.last[type_url] is not _EMPTY
+        key = (type_url, names)
+        if not own and key in self.shared.selections:
+            return self.shared.selections[key]
+        available = self.of(type_url)
+        version = set_version(available[n] for n in sorted(names) if n in available)
+        if not own:
+            self.shared.selections[key] = version
+        return version
+
+    def changed_since(self, type_url: str, sent: Mapping[str, EncodedResource],
+                      names: frozenset[str]) -> list[EncodedResource]:
+        """The requested `names` (in name order) whose resource differs from `sent`'s, or that
+        `sent` lacks. Streams that were sent the same mapping share one answer."""
+        own = self.first[type_url] is not _EMPTY or self.last[type_url] is not _EMPTY
+        key = (type_url, id(sent), names)
+        if not own:
+            hit = self.shared.changes.get(key)
+            if hit is not None and hit[0] is sent:
+                return hit[1]
+        available = self.of(type_url)
+        changed = [r for n in sorted(names) if (r := available.get(n)) is not None
+                   and ((old := sent.get(n)) is None or old.version != r.version)]
+        if not own:
+            self.shared.changes[key] = (sent, changed)
+        return changed
+
+
+_NONE = {t: _EMPTY for t in PUSH_ORDER}
 
 
 def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCache, *,
-                   node: ProxyNode = _ENVOY) -> Snapshot:
+                   node: ProxyNode = _ENVOY, previous: Snapshot | None = None) -> Snapshot:
     """Everything Dataplane `<mesh>.<name>` gets; `node` (from the stream's first request,
-    see `node.proxy_node`) says whether it is a gRPC client and where its DNS listens."""
-    out: dict[str, dict[str, EncodedResource]] = {t: {} for t in PUSH_ORDER}
+    see `node.proxy_node`) says whether it is a gRPC client and where its DNS listens.
+
+    `previous` (this proxy's snapshot of an earlier generation) lets an unchanged Dataplane
+    keep its inbound part instead of rebuilding it."""
     row = view.dataplanes.get((mesh, name))
     if row is None:
-        return Snapshot(out)
+        return Snapshot(Shared(dict(_NONE), {}, {}), _NONE, _NONE)
+    dp = row.dataplane
+    services = view.meshservices.get(mesh, {})
+    mode = mesh_mode(view.meshes.get(mesh))
+    tp = dp.networking.transparent_proxying
+    key = (mesh, reachable_key(mode, dp, services), tp is None, node.is_grpc,
+           0 if tp is None else node.dns_port)
+    shared = cache.per_generation(
+        view, view.generation, key,
+        lambda: _shared(view, cache, mesh, dp, node, services))
+    if previous is not None and previous.row is row:
+        first = previous.first  # inbounds depend on the row only
+    else:
+        first = _collect(lambda add: _inbounds(dp, cache, add))
+    last = (_collect(lambda add: _explicit(view, cache, mesh, dp, add))
+            if dp.networking.outbound else _NONE)
+    return Snapshot(shared, first, last, row)
+
+
+def _collect(fill: Callable[[Add], None]) -> dict[str, Part]:
+    out: Resources = {t: {} for t in PUSH_ORDER}
 
     def add(resource: EncodedResource) -> None:
         out[resource.type_url].setdefault(resource.name, resource)  # no duplicate names (#7)
 
-    dp = row.dataplane
-    _inbounds(dp, cache, add)
-    services = view.meshservices.get(mesh, {})
+    fill(add)
+    return _parts(out)
+
+
+def _shared(view: ProjectionView, cache: ResourceCache, mesh: str, dp: Dataplane,
+            node: ProxyNode, services: dict[str, MeshServiceRow]) -> Shared:
+    """What every proxy with `dp`'s shared key gets; depends on `dp` only through the key."""
+    out: Resources = {t: {} for t in PUSH_ORDER}
+
+    def add(resource: EncodedResource) -> None:
+        out[resource.type_url].setdefault(resource.name, resource)  # no duplicate names (#7)
+
     mode = mesh_mode(view.meshes.get(mesh))
     tp = dp.networking.transparent_proxying
     records: set[tuple[str, str]] = set()
@@ -69,14 +213,20 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
             if node.is_grpc:
                 for target in names.grpc_targets(ms_name, hostnames, port):
                     _grpc_target(cache, target, cname, add)
+    if tp is not None:
+        add(_dns(cache, node.dns_port, tuple(sorted(records))))
+    return Shared(_parts(out), {}, {})
+
+
+def _explicit(view: ProjectionView, cache: ResourceCache, mesh: str, dp: Dataplane,
+              add: Add) -> None:
+    services = view.meshservices.get(mesh, {})
+    mode = mesh_mode(view.meshes.get(mesh))
     for outbound in dp.networking.outbound:
         target = _explicit_target(outbound, services)
         if target is not None and explicit_outbound_allowed(mode, outbound):
             cname = _service_port(view, cache, mesh, target[0], target[1], add)
             add(_outbound(cache, outbound.address or "127.0.0.1", outbound.port, cname))
-    if tp is not None:
-        add(_dns(cache, node.dns_port, tuple(sorted(records))))
-    return Snapshot(out)
 
 
 def _service_port(view: ProjectionView, cache: ResourceCache, mesh: str, service: str,

@@ -5,7 +5,8 @@ One `SotwStream` per gRPC stream. What is SotW-specific, by rule number:
 2. a request whose `response_nonce` is not the latest sent for its type is stale and ignored;
 3. NACK = `error_detail`; counted and logged; the rejected version is never re-sent;
 4. a type is only sent when its version differs from the last sent, or the client asked;
-5/6. LDS and CDS are wildcard (all of the node's resources); EDS and RDS only requested names;
+5/6. LDS and CDS are wildcard (all of the node's resources); EDS and RDS only requested names,
+   and on a view change only those whose version differs from what the stream sent;
 8. requested names that do not exist yet are remembered and sent when they appear;
 9. after a CDS (LDS) response, the next EDS (RDS) request is answered even if it only repeats
    the last version and nonce: Envoy re-requests to warm the changed clusters;
@@ -15,12 +16,12 @@ One `SotwStream` per gRPC stream. What is SotW-specific, by rule number:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 
-from xds_gateway._wire import discovery_response
-from xds_gateway.cache import EncodedResource, ResourceCache, version_of
+from xds_gateway._wire import response_body, with_nonce
+from xds_gateway.cache import EncodedResource, ResourceCache, set_version
 from xds_gateway.snapshot import Snapshot
 from xds_gateway.subscription import WARMING_FOLLOWERS, AdsStream, InvalidStream, TypeState
 from xds_gateway.type_urls import CLUSTER, LISTENER, PUSH_ORDER, WILDCARD_TYPES
@@ -45,10 +46,15 @@ class SotwStream(AdsStream[DiscoveryRequest]):
         if request.response_nonce and request.response_nonce != state.sent_nonce:
             return  # rule 2: stale
         names = set(request.resource_names)
+        if names != state.names:
+            state.names_key = self._cache.intern(frozenset(names))
         if request.HasField("error_detail"):
             state.record_nack(self.node_id, type_url, request.error_detail.message)
             state.names = names
-            return  # rule 3: do not resend the rejected version
+            # Envoy rejects the whole response, valid parts too: what it held before is what
+            # it holds; resent only with the next change, never in a loop (rule 3)
+            state.sent = state.unsent
+            return
         if request.response_nonce:
             state.record_ack()
             if type_url == LISTENER:
@@ -68,18 +74,62 @@ class SotwStream(AdsStream[DiscoveryRequest]):
             state = self.types.get(type_url)
             if state is None:
                 continue
-            resources = self._select(type_url, state, snapshot)
-            if type_url not in WILDCARD_TYPES and not resources and state.sent_version is None:
-                continue  # rule 8: nothing to say yet; answered when the names appear
-            version = set_version(resources)
-            if not state.demand and version == state.sent_version:
-                continue
-            await self._send(type_url, state, version, resources)
+            if type_url in WILDCARD_TYPES:
+                await self._push_set(type_url, state, snapshot)
+            else:
+                await self._push_named(type_url, state, snapshot)
 
-    def _select(self, type_url: str, state: TypeState, snapshot: Snapshot
-                ) -> list[EncodedResource]:
-        available = snapshot.resources[type_url]
-        if type_url in WILDCARD_TYPES and state.wildcard():
+    async def _push_set(self, type_url: str, state: TypeState, snapshot: Snapshot) -> None:
+        """LDS, CDS: the complete set for the node (rule 6), when it changed or was asked for."""
+        inputs: tuple[object, ...] = (snapshot.version(type_url), state.names)
+        if type_url == CLUSTER:  # rule 10: retention depends on the listeners sent and ACKed
+            inputs += (self._listener_refs_sent, self._listener_refs_acked)
+        if not state.demand and inputs == state.inputs:
+            return  # nothing this type depends on changed: no select, no hash
+        state.inputs = inputs
+        available = snapshot.of(type_url)
+        resources = self._select(type_url, state, available)
+        if state.wildcard() and len(resources) == len(available):
+            version = snapshot.version(type_url)  # precomputed from the parts' versions
+        else:
+            version = set_version(resources)
+        if not state.demand and version == state.sent_version:
+            return
+        await self._send(type_url, state, version, resources, None)
+        # the complete set (rule 6); the snapshot's own mapping when that is all of it
+        self._track(type_url, available if len(resources) == len(available)
+                    and state.wildcard() else {r.name: r for r in resources})
+
+    async def _push_named(self, type_url: str, state: TypeState, snapshot: Snapshot) -> None:
+        """EDS, RDS: only requested names (rule 6). A client that asked (new subscription,
+        changed names, the rule-9 re-warm) gets every requested name; on a view change only
+        the resources whose version differs from what this stream sent go out. Envoy and gRPC
+        apply each named resource of these types on its own, and one left out is unchanged."""
+        inputs = (snapshot.version(type_url), state.names)
+        if not state.demand and inputs == state.inputs:
+            return
+        state.inputs = inputs
+        available = snapshot.of(type_url)
+        if state.demand:
+            resources = [available[n] for n in sorted(state.names) if n in available]
+            if not resources and state.sent_version is None:
+                return  # rule 8: nothing to say yet; answered when the names appear
+            partial = None
+        else:
+            resources = snapshot.changed_since(type_url, state.sent, state.names_key)
+            if not resources:
+                return
+            partial = tuple(r.name for r in resources)
+        version = snapshot.selection_version(type_url, state.names_key)
+        if not state.demand and version == state.sent_version:
+            return
+        # either way the client now holds every requested name as `available` has it
+        state.unsent, state.sent = state.sent, available
+        await self._send(type_url, state, version, resources, partial)
+
+    def _select(self, type_url: str, state: TypeState,
+                available: Mapping[str, EncodedResource]) -> list[EncodedResource]:
+        if state.wildcard():
             chosen = dict(available)
         else:
             chosen = {n: available[n] for n in state.names if n in available}
@@ -88,21 +138,21 @@ class SotwStream(AdsStream[DiscoveryRequest]):
         return [chosen[n] for n in sorted(chosen)]
 
     async def _send(self, type_url: str, state: TypeState, version: str,
-                    resources: list[EncodedResource]) -> None:
+                    resources: list[EncodedResource], partial: tuple[str, ...] | None) -> None:
+        """`partial`: the names of a response that holds only what changed (EDS, RDS)."""
         nonce = self._next_nonce()
-        await self._write(discovery_response(version, type_url, nonce, (r.any for r in resources)))
+        # invariant 9: the body is determined by (type, version, partial names), since the
+        # version is a content hash; streams getting the same one share its bytes
+        body = self._cache.response_body(
+            (type_url, version, partial),
+            lambda: response_body(version, type_url, (r.any for r in resources)))
+        await self._write(with_nonce(body, nonce))
         state.sent_version = version
         state.sent_nonce = nonce
         state.demand = False
         state.responses += 1
         state.resources_sent += len(resources)
-        self._track(type_url, {r.name: r for r in resources})  # the complete set (rule 6)
         follower = WARMING_FOLLOWERS.get(type_url)
         if follower is not None:
             self._rewarm.add(follower)
         self._rewarm.discard(type_url)
-
-
-def set_version(resources: list[EncodedResource]) -> str:
-    """Content-derived, so every gateway gives the same version for the same set (rule 12)."""
-    return version_of("\n".join(f"{r.name}={r.version}" for r in resources).encode())

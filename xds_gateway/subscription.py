@@ -44,6 +44,8 @@ class TypeState:
     names: set[str] = field(default_factory=set)
     """Requested names; SotW: empty (or `*`) on a wildcard type means everything; Delta: the
     subscribed names, `*` for a wildcard subscription."""
+    names_key: frozenset[str] = frozenset()
+    """SotW: `names` as a hashable key for the memos of the shared snapshot part."""
     sent_version: str | None = None
     sent_nonce: str = ""
     acked_version: str | None = None
@@ -52,6 +54,14 @@ class TypeState:
     held: dict[str, str | None] = field(default_factory=dict)
     """Delta: the version of each resource the client holds (from `initial_resource_versions`
     or sent on this stream); None = the client was told the name does not exist (rule 8)."""
+    inputs: tuple[object, ...] = ()
+    """SotW: what the last decision for this type depended on; equal inputs and no demand
+    mean nothing to send, without selecting or hashing anything."""
+    sent: Mapping[str, EncodedResource] = field(default_factory=dict)
+    """SotW EDS/RDS: after a response the client holds, of every requested name, what the
+    available resources were then; so this is that (shared, never copied) mapping."""
+    unsent: Mapping[str, EncodedResource] = field(default_factory=dict)
+    """SotW EDS/RDS: `sent` before the last response, restored if the client NACKs it."""
     responses: int = 0
     resources_sent: int = 0
     acks: int = 0
@@ -96,8 +106,8 @@ class AdsStream(Generic[Request]):
         self._snapshot: Snapshot | None = None
         self._generation = -1
         # rule 10: what the client holds (or is being sent) of clusters and listeners
-        self._clusters_held: dict[str, EncodedResource] = {}
-        self._listeners_held: dict[str, EncodedResource] = {}
+        self._clusters_held: Mapping[str, EncodedResource] = {}
+        self._listeners_held: Mapping[str, EncodedResource] = {}
         self._listener_refs_sent: frozenset[str] = frozenset()
         self._listener_refs_acked: frozenset[str] = frozenset()
 
@@ -113,10 +123,13 @@ class AdsStream(Generic[Request]):
             self._wake.set()
 
     async def watch_view(self) -> None:
-        generation = self._view.generation
-        while True:
-            generation = await self._view.changed(generation)
-            self._wake.set()
+        """Wake the loop on every view change, until cancelled. The view sets the stream's
+        event itself: one task per stream wakes on a change, not two."""
+        self._view.wake_on_change(self._wake)
+        try:
+            await asyncio.get_running_loop().create_future()  # until cancelled
+        finally:
+            self._view.stop_waking(self._wake)
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -169,7 +182,7 @@ class AdsStream(Generic[Request]):
         if self._snapshot is None or self._generation != self._view.generation:
             self._generation = self._view.generation
             self._snapshot = build_snapshot(self._view, self._mesh, self._name, self._cache,
-                                            node=self._node)
+                                            node=self._node, previous=self._snapshot)
         return self._snapshot
 
     def _retain_clusters(self, chosen: dict[str, EncodedResource]) -> dict[str, EncodedResource]:
@@ -184,9 +197,10 @@ class AdsStream(Generic[Request]):
         self._listener_refs_acked = self._listener_refs_sent
 
     def _track(self, type_url: str, held: Mapping[str, EncodedResource]) -> None:
-        """Record the clusters or listeners the client holds after a response (rule 10)."""
+        """Record the clusters or listeners the client holds after a response (rule 10).
+        `held` is kept, not copied: callers pass a mapping nobody changes afterwards."""
         if type_url == CLUSTER:
-            self._clusters_held = dict(held)
+            self._clusters_held = held
         elif type_url == LISTENER:
-            self._listeners_held = dict(held)
+            self._listeners_held = held
             self._listener_refs_sent = frozenset().union(*(r.refs for r in held.values()))

@@ -2,7 +2,8 @@
 
 Filled from the projection bus: the initial batch makes the view ready; later batches are
 applied whole at their checkpoint, so a stream never sees half of a projector batch. Every
-applied batch bumps `generation` and wakes the streams waiting in `changed()`.
+applied batch bumps `generation`, wakes the waiters in `changed()` and sets the events of
+the streams registered with `wake_on_change`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class ProjectionView:
         self.endpoints: dict[str, dict[str, EndpointsRow]] = defaultdict(dict)
         self.endpoints_bytes: dict[str, dict[str, bytes]] = defaultdict(dict)
         """The bus's bytes of each endpoints row: a ready-made, content-derived cache key."""
+        self._wakes: set[asyncio.Event] = set()
 
     def apply(self, updates: Iterable[ProjectionUpdate]) -> None:
         for key, value in updates:
@@ -43,6 +45,8 @@ class ProjectionView:
         self.generation += 1
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+        for wake in self._wakes:
+            wake.set()
 
     def _apply_one(self, collection: str, mesh: str, name: str, value: bytes | None) -> None:
         match collection:
@@ -71,6 +75,14 @@ class ProjectionView:
                     self.endpoints_bytes[mesh][name] = value
             case _:
                 pass  # future collections: not needed for Envoy config yet
+
+    def wake_on_change(self, wake: asyncio.Event) -> None:
+        """Set `wake` on every applied batch (until `stop_waking`): a stream's loop waits on
+        its own event, so a change wakes one task per stream instead of a waiter task too."""
+        self._wakes.add(wake)
+
+    def stop_waking(self, wake: asyncio.Event) -> None:
+        self._wakes.discard(wake)
 
     async def changed(self, generation: int) -> int:
         """Wait until the view is past `generation`; return the new generation."""

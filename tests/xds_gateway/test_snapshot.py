@@ -170,3 +170,63 @@ async def test_an_unusable_dns_port_ends_only_that_stream() -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+def test_proxies_of_a_mesh_share_one_build_of_the_mesh_part_per_generation() -> None:
+    view = _view(MESH, *BACKENDS, dataplane("web-1", "10.0.0.9", 7070, "web"),
+                 dataplane("web-2", "10.0.0.10", 7070, "web"))
+    cache = ResourceCache()
+    one = build_snapshot(view, "default", "web-1", cache)
+    two = build_snapshot(view, "default", "web-2", cache)
+    assert cache.shared_builds == 1
+    assert one.of(ENDPOINT) is two.of(ENDPOINT)  # the same mapping, not a copy
+    # each keeps its own inbound listener
+    assert "inbound:10.0.0.9:7070" in one.of(LISTENER)
+    assert "inbound:10.0.0.9:7070" not in two.of(LISTENER)
+    assert "inbound:10.0.0.10:7070" in two.of(LISTENER)
+    assert one.version(ENDPOINT) == two.version(ENDPOINT)
+    assert one.version(LISTENER) != two.version(LISTENER)
+    view.apply([])  # a new generation builds the shared part again
+    build_snapshot(view, "default", "web-1", cache)
+    assert cache.shared_builds == 2
+
+
+def test_proxies_that_reach_different_services_do_not_share() -> None:
+    limited = _tp(dataplane("web-1", "10.0.0.9", 7070, "web"),
+                  refs=[{"kind": "MeshService", "name": "db"}])
+    view = _view(MESH, *BACKENDS, limited, dataplane("web-2", "10.0.0.10", 7070, "web"))
+    cache = ResourceCache()
+    one = build_snapshot(view, "default", "web-1", cache)
+    two = build_snapshot(view, "default", "web-2", cache)
+    assert set(one.of(ENDPOINT)) == {"default_db___msvc_5432"}
+    assert set(two.of(ENDPOINT)) == {"default_backend___msvc_8080", "default_db___msvc_5432",
+                                     "default_web___msvc_7070"}
+    assert "meshlog:dns" in one.of(LISTENER) and "meshlog:dns" not in two.of(LISTENER)
+    assert cache.shared_builds == 2
+
+
+def test_a_mesh_service_listener_wins_a_name_clash_with_an_explicit_outbound() -> None:
+    """As when every resource was added in order, first one kept (xds-rules.md #7)."""
+    web = dataplane("web-1", "10.0.0.9", 7070, "web")
+    view = _view(MESH, *BACKENDS, web)
+    vip = view.meshservices["default"]["backend"].status.vips[0].ip
+    web["networking"]["outbound"] = [
+        {"address": vip, "port": 8080, "tags": {"kuma.io/service": "db"}},
+        {"port": 9000, "tags": {"kuma.io/service": "db"}}]
+    view = _view(MESH, *BACKENDS, web)
+    snapshot = build_snapshot(view, "default", "web-1", ResourceCache())
+    listeners = snapshot.of(LISTENER)
+    assert listeners[f"outbound:{vip}:8080"].refs == {"default_backend___msvc_8080"}
+    assert listeners["outbound:127.0.0.1:9000"].refs == {"default_db___msvc_5432"}
+    assert set(snapshot.of(CLUSTER)) == {"default_backend___msvc_8080", "default_db___msvc_5432",
+                                         "default_web___msvc_7070", "localhost:7070"}
+
+
+def test_versions_are_content_derived_and_equal_across_caches() -> None:
+    """xds-rules.md #12: two gateways (caches) give equal versions for equal state."""
+    docs = (MESH, *BACKENDS, _tp(dataplane("web-1", "10.0.0.9", 7070, "web")))
+    one = build_snapshot(_view(*docs), "default", "web-1", ResourceCache())
+    two = build_snapshot(_view(*docs), "default", "web-1", ResourceCache())
+    for type_url in (CLUSTER, ENDPOINT, LISTENER, ROUTE):
+        assert one.version(type_url) == two.version(type_url)
+    assert one.version(CLUSTER) != one.version(LISTENER)

@@ -6,7 +6,8 @@ The gateway serves a view fed with rows produced by the real fold; only the bus 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 import pytest
@@ -15,6 +16,8 @@ from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 from envoy.config.listener.v3.listener_pb2 import Listener
 
 from events import ClockTicked, DataplaneDeregistered
+from services.bootstrap import sidecar_bootstrap
+from tests.harness import Envoy, run_envoy
 from tests.xds_gateway._ads import AdsClient, Projection, dataplane, event_for
 from xds_gateway import Gateway
 from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER
@@ -198,6 +201,144 @@ async def test_eds_is_answered_again_after_a_cds_update(channel, gateway, projec
     assert again.type_url == ENDPOINT
     assert _names(again, ClusterLoadAssignment) == _names(eds, ClusterLoadAssignment)
     client.close()
+
+
+def _hosts(response) -> dict[str, set[str]]:
+    out = {}
+    for any_ in response.resources:
+        cla = ClusterLoadAssignment()
+        any_.Unpack(cla)
+        out[cla.cluster_name] = {lb.endpoint.address.socket_address.address
+                                 for locality in cla.endpoints for lb in locality.lb_endpoints}
+    return out
+
+
+async def _settled(client: AdsClient) -> list[str]:
+    """Subscribe like Envoy and ACK everything; return the EDS names."""
+    _cds, eds, lds = await _subscribe(client)
+    names = _names(eds, ClusterLoadAssignment)
+    client.ack(eds, names=names)
+    client.ack(lds)
+    await client.nothing()
+    return names
+
+
+async def test_a_view_change_sends_only_the_changed_load_assignment(
+        channel, gateway, projection) -> None:
+    """Rule 6: EDS holds only requested names and one left out is unchanged for the client,
+    so a change to one service's endpoints sends that ClusterLoadAssignment alone."""
+    client = AdsClient(channel)
+    names = await _settled(client)
+    assert names == [BACKEND_CLUSTER, "default_web___msvc_7070"]
+    gateway.view.apply(projection.fold([
+        event_for(dataplane("backend-2", "10.0.0.2", 8080, "backend"))]))
+    eds = await client.recv()
+    assert eds.type_url == ENDPOINT
+    assert _hosts(eds) == {BACKEND_CLUSTER: {"10.0.0.1", "10.0.0.2"}}
+    client.ack(eds, names=names)
+    await client.nothing()  # rule 4: nothing else changed
+    stream = next(iter(gateway.streams))
+    assert stream.types[ENDPOINT].resources_sent == 3  # 2 at the start, then 1
+    client.close()
+
+
+def _cluster_hosts(envoy: Envoy, cluster: str) -> set[str]:
+    """Hosts of `cluster` in /clusters (`<cluster>::<host>::health_flags::<flags>` lines)."""
+    parts = (line.split("::") for line in envoy.admin.get("/clusters").text.splitlines())
+    return {p[1] for p in parts if len(p) == 4 and p[0] == cluster and p[2] == "health_flags"}
+
+
+async def _eventually(check: Callable[[], bool], what: str, within: float = 30.0) -> None:
+    """Poll `check` (blocking admin calls, run in a thread) until it holds or time is up."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await asyncio.to_thread(check):
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.integration
+async def test_envoy_keeps_the_services_left_out_of_an_eds_response(
+        gateway, projection, tmp_path) -> None:
+    """A real Envoy applies each ClusterLoadAssignment on its own: after an EDS response with
+    only the changed service, /clusters still shows the other service's hosts."""
+    bootstrap = sidecar_bootstrap(mesh="default", name="web-1", xds_host="127.0.0.1",
+                                  xds_port=gateway.port, admin_port=0)
+    with contextlib.ExitStack() as stack:
+        envoy = await asyncio.to_thread(stack.enter_context,
+                                        run_envoy(bootstrap, tmp_path / "envoy", "web-1"))
+        web = "default_web___msvc_7070"
+        await _eventually(lambda: _cluster_hosts(envoy, BACKEND_CLUSTER) == {"10.0.0.1:8080"}
+                          and _cluster_hosts(envoy, web) == {"10.0.0.9:7070"}, "first EDS")
+        stream = next(iter(gateway.streams))
+        eds = stream.types[ENDPOINT]
+        sent = eds.resources_sent
+        gateway.view.apply(projection.fold([
+            event_for(dataplane("backend-2", "10.0.0.2", 8080, "backend"))]))
+        await _eventually(lambda: _cluster_hosts(envoy, BACKEND_CLUSTER) == {
+            "10.0.0.1:8080", "10.0.0.2:8080"}, "the changed service's hosts")
+        assert eds.resources_sent == sent + 1  # the response held the backend's CLA alone
+        assert await asyncio.to_thread(_cluster_hosts, envoy, web) == {"10.0.0.9:7070"}
+        assert eds.nacks == 0
+
+
+async def test_asking_again_gets_every_requested_name(channel, gateway, projection) -> None:
+    """A client that asks (here: a new name) gets all requested names, not only changes."""
+    client = AdsClient(channel)
+    _cds, eds, lds = await _subscribe(client)
+    names = _names(eds, ClusterLoadAssignment)
+    client.ack(eds, names=names)
+    client.ack(lds)
+    await client.nothing()
+    gateway.view.apply(projection.fold([event_for(dataplane("db-1", "10.0.0.5", 5432, "db"))]))
+    for _ in range(2):  # the new cluster and listener
+        client.ack(await client.recv())
+    more = [*names, "default_db___msvc_5432"]
+    client.ack(eds, names=more)  # Envoy names the new cluster's EDS
+    eds = await client.recv()
+    assert eds.type_url == ENDPOINT
+    assert sorted(_names(eds, ClusterLoadAssignment)) == sorted(more)
+    client.close()
+
+
+async def test_a_nacked_change_is_resent_with_the_next_change_only(
+        channel, gateway, projection) -> None:
+    """Rule 3: Envoy rejects a whole response; the rejected change is not resent in a loop,
+    but the next change comes with it, since the client still holds the version before."""
+    client = AdsClient(channel)
+    names = await _settled(client)
+    gateway.view.apply(projection.fold([
+        event_for(dataplane("backend-2", "10.0.0.2", 8080, "backend"))]))
+    rejected = await client.recv()
+    assert _names(rejected, ClusterLoadAssignment) == [BACKEND_CLUSTER]
+    client.send(ENDPOINT, names=names, nonce=rejected.nonce, error="bad endpoint")
+    await client.nothing()
+    gateway.view.apply(projection.fold([
+        event_for(dataplane("web-2", "10.0.0.10", 7070, "web"))]))
+    eds = await client.recv()
+    assert _hosts(eds) == {BACKEND_CLUSTER: {"10.0.0.1", "10.0.0.2"},
+                           "default_web___msvc_7070": {"10.0.0.9", "10.0.0.10"}}
+    client.close()
+
+
+async def test_streams_with_equal_responses_share_the_bytes_but_not_the_nonce(
+        channel, gateway, projection) -> None:
+    """Invariant 9: a response body is encoded once; each stream adds its own nonce."""
+    gateway.view.apply(projection.fold([event_for(dataplane("web-2", "10.0.0.10", 7070, "web"))]))
+    one, two = AdsClient(channel), AdsClient(channel)
+    names = await _settled(one)
+    two.send(ENDPOINT, node_id="default.web-2", names=names)
+    eds_two = await two.recv()
+    two.ack(eds_two, names=names)
+    gateway.view.apply(projection.fold([
+        event_for(dataplane("backend-2", "10.0.0.2", 8080, "backend"))]))
+    first, second = await one.recv(), await two.recv()
+    assert first.version_info == second.version_info
+    assert list(first.resources) == list(second.resources)
+    assert _names(first, ClusterLoadAssignment) == [BACKEND_CLUSTER]
+    one.close()
+    two.close()
 
 
 async def test_clusters_leave_only_after_listeners_no_longer_use_them(

@@ -18,6 +18,7 @@ Mesh and Dataplane names are RFC 1123 labels (no dots), so `.` separates key par
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -31,6 +32,8 @@ from events._kv import open_bucket
 from events.errors import EventLogUnavailable
 
 __all__ = ["GatewayHeartbeat", "JetStreamInsights", "ProxyInsight", "TypeInsight"]
+
+log = logging.getLogger("meshlog.insights")
 
 BUCKET = "meshlog_insights"
 _WRONG_LAST_SEQUENCE = 10071
@@ -160,11 +163,16 @@ class JetStreamInsights:
         gateways: dict[str, GatewayHeartbeat] = {}
         async for key, value in self._entries():
             kind, _, rest = key.partition(".")
-            if kind == "proxy":
-                insight = _proxy(value)
-                proxies[(insight.mesh, insight.name)] = insight
-            elif kind == "gateway":
-                gateways[rest] = _beat(value)
+            try:
+                if kind == "proxy":
+                    insight = _proxy(value)
+                    proxies[(insight.mesh, insight.name)] = insight
+                elif kind == "gateway":
+                    gateways[rest] = _beat(value)
+            except msgspec.DecodeError as exc:
+                # one entry this version cannot read (another version's gateway?) must not
+                # hide every other proxy from the reaper and the API: skip it, loudly
+                log.warning("insight %s skipped, not decodable: %s", key, exc)
         return proxies, gateways
 
     async def _entries(self) -> AsyncIterator[tuple[str, bytes]]:

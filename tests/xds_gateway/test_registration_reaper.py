@@ -91,3 +91,13 @@ async def test_a_connected_proxy_goes_only_when_its_gateway_stops_beating(nc: NA
     await reaper.reap("default", "web-1", beat(now_ms() - 1_000))  # silent for too long
     event, _ = await last_event(event_log)
     assert isinstance(event, DataplaneDeregistered)
+
+
+async def test_an_undecodable_insight_does_not_stop_the_sweep(nc: NATS) -> None:
+    event_log, registration, insights = await _registered(nc)
+    kv = await nc.jetstream().key_value("meshlog_insights")
+    await kv.put("proxy.default.aaa", b'{"written": "by another version"}')
+    await kv.put("gateway.gw-odd", b"not json")
+    await _reaper(insights, registration).sweep()
+    event, _ = await last_event(event_log)
+    assert isinstance(event, DataplaneDeregistered)  # web-1 is reaped all the same

@@ -119,13 +119,16 @@ def _parse(text: str, where: str) -> Any:
     if len(text) > _MAX_TEXT:
         raise InvalidStream(f"{where}: {len(text)} characters, more than {_MAX_TEXT}")
     try:
-        return json.loads(text)
-    except ValueError:
-        pass
-    try:
-        return yaml.load(text, Loader=_NoAliases)  # a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise InvalidStream(f"{where} is neither JSON nor YAML: {exc}") from None
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+        try:
+            return yaml.load(text, Loader=_NoAliases)  # a SafeLoader subclass
+        except yaml.YAMLError as exc:
+            raise InvalidStream(f"{where} is neither JSON nor YAML: {exc}") from None
+    except RecursionError:  # both parsers recurse per level: a few KB of '[' reach the limit
+        raise InvalidStream(f"{where}: nested too deeply") from None
 
 
 class SelfRegistration:

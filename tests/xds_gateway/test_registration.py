@@ -95,6 +95,7 @@ async def test_a_changed_dataplane_is_registered_again(nc: NATS) -> None:
     (dataplane_doc(name="db-1"), "name 'db-1' does not match node.id default.web-1"),
     ("{not: [valid", "is neither JSON nor YAML"),
     ("a: &x [1]\nb: *x", "YAML aliases are not allowed"),
+    ("[" * 20_000 + "]" * 20_000, "nested too deeply"),
 ])
 async def test_an_invalid_dataplane_ends_the_stream_naming_field_and_value(
         nc: NATS, doc: dict | str, expected: str) -> None:

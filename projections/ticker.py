@@ -57,14 +57,20 @@ class Ticker:
                 continue
             wait_s = (due - self._clock()) / 1000
             if wait_s > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), timeout=wait_s)
+                await self._wait_changed(wait_s)
                 continue
             if await self._tick(due):
                 self._ticked = due
             else:
-                with contextlib.suppress(TimeoutError):  # retry, sooner if the state moves
-                    await asyncio.wait_for(self._changed.wait(), timeout=1.0)
+                await self._wait_changed(1.0)  # retry, sooner if the state moves
+
+    async def _wait_changed(self, timeout_s: float) -> None:
+        # asyncio.timeout, not wait_for: a 3.11 wait_for turns a cancel that lands as the
+        # event fires into a return (or a TimeoutError), and the projector's stop then waits
+        # for this loop forever
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._changed.wait()
 
     async def _tick(self, due: int) -> bool:
         try:

@@ -21,6 +21,7 @@ from events import (
     resource_subject,
 )
 from projections import Projector, decode_row, open_store, rebuild
+from projections.ticker import Ticker
 from projections.views import MeshServiceRow
 from tests.projections._histories import (
     History,
@@ -207,3 +208,24 @@ async def test_two_live_projectors_append_one_tick_and_the_meshservice_goes(
         await asyncio.gather(*tasks, return_exceptions=True)
         for store in stores:
             await store.close()
+
+
+async def test_the_ticker_stops_when_cancelled_as_its_schedule_changes(
+        event_log: JetStreamEventLog) -> None:
+    """A cancel that lands while a new schedule wakes the ticker ends it (a 3.11 wait_for
+    returned the wake-up instead, and the projector's stop then waited forever)."""
+    far = time.time_ns() // 1_000_000 + HOUR
+    for steps in range(6):  # wherever in the wake-up the cancel lands
+        ticker = Ticker(event_log, zone="default", position=lambda: 0)
+        ticker.schedule(far)
+        task = asyncio.create_task(ticker.run())
+        for _ in range(3):
+            await asyncio.sleep(0)  # waiting for `far` now
+        ticker.schedule(far + 1)
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=2)
+        if not done:
+            task.cancel()
+        assert done and task.cancelled(), f"cancel after {steps} steps was swallowed"

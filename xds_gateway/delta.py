@@ -40,6 +40,7 @@ class DeltaStream(AdsStream[DeltaDiscoveryRequest]):
 
     def _handle(self, request: DeltaDiscoveryRequest) -> None:
         self._adopt_node(request.node)
+        self._dirty = True  # subscription changes apply whatever the nonce: always look
         type_url = request.type_url
         first = type_url not in self.types
         state = self._type_state(type_url)

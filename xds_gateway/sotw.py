@@ -45,6 +45,7 @@ class SotwStream(AdsStream[DiscoveryRequest]):
             return
         if request.response_nonce and request.response_nonce != state.sent_nonce:
             return  # rule 2: stale
+        self._dirty = self._dirty or self._asks(type_url, state, request)
         names = set(request.resource_names)
         if names != state.names:
             state.names_key = self._cache.intern(frozenset(names))
@@ -67,6 +68,15 @@ class SotwStream(AdsStream[DiscoveryRequest]):
         if type_url in self._rewarm:
             self._rewarm.discard(type_url)
             state.demand = True
+
+    def _asks(self, type_url: str, state: TypeState, request: DiscoveryRequest) -> bool:
+        """Whether a (current) request may change what to send: anything but the ACK of a
+        type whose names stay the same. An LDS ACK may let clusters go (rule 10); a request
+        after a CDS (LDS) response re-warms EDS (RDS) (rule 9)."""
+        return (not request.response_nonce or request.HasField("error_detail")
+                or type_url == LISTENER or type_url in self._rewarm
+                or len(request.resource_names) != len(state.names)
+                or not state.names.issuperset(request.resource_names))
 
     async def _push(self) -> None:
         snapshot = self._current()

@@ -105,6 +105,8 @@ class AdsStream(Generic[Request]):
         self._room = asyncio.Event()
         self._snapshot: Snapshot | None = None
         self._generation = -1
+        self._dirty = True
+        """A request since the last push may change what to send (see `run`)."""
         # rule 10: what the client holds (or is being sent) of clusters and listeners
         self._clusters_held: Mapping[str, EncodedResource] = {}
         self._listeners_held: Mapping[str, EncodedResource] = {}
@@ -140,10 +142,14 @@ class AdsStream(Generic[Request]):
             while self._requests:
                 self._handle(self._requests.popleft())
             self._room.set()
-            if self.node_id:
+            # a plain ACK changes nothing to send: only a changed view or a request that asked
+            # for something (`_dirty`, set by `_handle`) needs a look at every type
+            if self.node_id and (self._dirty or self._generation != self._view.generation):
+                self._dirty = False
                 await self._push()
 
     def _handle(self, request: Request) -> None:
+        """Apply one request; set `_dirty` if it may change what to send."""
         raise NotImplementedError
 
     async def _push(self) -> None:

@@ -48,6 +48,8 @@ class ProxyInspector:
         self._stale_ms = int(stale_after_s * 1000)
         self._insights: JetStreamInsights | None = None
         self._snapshot: tuple[float, _Snapshot] | None = None
+        self._failed: tuple[float, str] | None = None
+        """The last scan's failure, answered for `ttl` to the reads queued behind it."""
         self._lock = asyncio.Lock()
 
     async def _bucket(self) -> JetStreamInsights:
@@ -92,12 +94,19 @@ class ProxyInspector:
         async with self._lock:  # one read of the bucket per ttl, however many requests
             loop = asyncio.get_running_loop()
             if self._snapshot is None or loop.time() - self._snapshot[0] > self._ttl_s:
+                # reads queued behind a failed scan get its failure, not one timeout each
+                if self._failed is not None and loop.time() - self._failed[0] <= self._ttl_s:
+                    raise EventLogUnavailable(self._failed[1])
                 try:
                     async with asyncio.timeout(self._config_timeout_s):  # a scan, bounded
                         snapshot = await (await self._bucket()).snapshot()
                 except TimeoutError as exc:
-                    raise EventLogUnavailable(
-                        f"insights not read within {self._config_timeout_s:g} s") from exc
+                    why = f"insights not read within {self._config_timeout_s:g} s"
+                    self._failed = (loop.time(), why)
+                    raise EventLogUnavailable(why) from exc
+                except TransientError as exc:
+                    self._failed = (loop.time(), str(exc))
+                    raise
                 self._snapshot = (loop.time(), snapshot)
             return self._snapshot[1]
 

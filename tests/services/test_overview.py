@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -322,3 +324,33 @@ async def test_overview_follows_a_real_ads_stream_through_the_gateways_insights(
             client.close()
             doc = await insight_where(lambda d: not d["connected"], "the disconnect")
             assert "disconnectTime" in doc["subscriptions"][0]
+
+
+@contextlib.contextmanager
+def _nats_paused(tmp_path: Path) -> Iterator[None]:
+    """The test's nats-server stopped (SIGSTOP) then resumed: a bus that hangs, for real."""
+    [ports] = (tmp_path / "nats" / "ports").glob("*.ports")
+    pid = int(ports.stem.rpartition("_")[2])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+async def test_reads_waiting_on_a_hung_insights_scan_do_not_each_wait_it_out(
+        plane: Plane, tmp_path: Path) -> None:
+    await plane.apply({"type": "MeshService", "mesh": "default", "name": "api", "spec": {
+        "selector": {"dataplaneTags": {"kuma.io/service": "web"}},
+        "ports": [{"port": 80, "targetPort": 7070}]}})
+    assert (await plane.api.get("/meshes/default/meshservices")).status_code == 200
+    loop = asyncio.get_running_loop()
+    with _nats_paused(tmp_path):
+        await asyncio.sleep(0.3)  # past the snapshot's 0.2 s ttl: the next read scans
+        started = loop.time()
+        responses = await asyncio.gather(*(plane.api.get("/meshes/default/meshservices/api")
+                                           for _ in range(4)))
+        took = loop.time() - started
+    assert [r.status_code for r in responses] == [200] * 4
+    # one bounded scan (2 s here) for the burst, not one per queued read
+    assert took < 4.5, f"4 reads took {took:.1f} s"

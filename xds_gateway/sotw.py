@@ -69,6 +69,18 @@ class SotwStream(AdsStream[DiscoveryRequest]):
             self._rewarm.discard(type_url)
             state.demand = True
 
+    def _ack_at_once(self, request: DiscoveryRequest) -> bool:
+        if not self.node_id or not request.response_nonce:
+            return False
+        state = self.types.get(request.type_url)
+        # an ACK of an older response (stale, rule 2) or of one still being written (its
+        # nonce is not recorded yet) goes through the loop, as does one that asks for more
+        if (state is None or request.response_nonce != state.sent_nonce
+                or self._asks(request.type_url, state, request)):
+            return False
+        state.record_ack()
+        return True
+
     def _asks(self, type_url: str, state: TypeState, request: DiscoveryRequest) -> bool:
         """Whether a (current) request may change what to send: anything but the ACK of a
         type whose names stay the same. An LDS ACK may let clusters go (rule 10); a request

@@ -118,6 +118,8 @@ class AdsStream(Generic[Request]):
     async def feed(self, requests: AsyncIterable[Request]) -> None:
         """Queue requests from the client (bounded); returns when the client half-closes."""
         async for request in requests:
+            if not self._requests and self._ack_at_once(request):
+                continue  # nothing queued before it, so the order of requests is kept
             while len(self._requests) >= _MAX_QUEUED_REQUESTS:
                 self._room.clear()
                 await self._room.wait()
@@ -151,6 +153,11 @@ class AdsStream(Generic[Request]):
     def _handle(self, request: Request) -> None:
         """Apply one request; set `_dirty` if it may change what to send."""
         raise NotImplementedError
+
+    def _ack_at_once(self, request: Request) -> bool:
+        """Apply `request` here, without waking the loop, if it is an ACK that changes nothing
+        to send (most requests: a fleet ACKs every push); False leaves it to `_handle`."""
+        return False
 
     async def _push(self) -> None:
         raise NotImplementedError

@@ -18,6 +18,7 @@ Mesh and Dataplane names are RFC 1123 labels (no dots), so `.` separates key par
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -37,6 +38,9 @@ log = logging.getLogger("meshlog.insights")
 
 BUCKET = "meshlog_insights"
 _WRONG_LAST_SEQUENCE = 10071
+_SCAN_TIMEOUT_S = 10.0
+"""A watcher's deliveries have no timeout of their own: a bus that stops mid-scan would
+hold `snapshot` (and the reaper's sweep waiting on it) for as long as it is stopped."""
 
 
 class TypeInsight(Struct, kw_only=True, omit_defaults=True):
@@ -97,14 +101,15 @@ class JetStreamInsights:
     """The insights bucket. Every call has a timeout; driver errors become
     `EventLogUnavailable`."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, *, scan_timeout_s: float = _SCAN_TIMEOUT_S) -> None:
         self._kv = kv
+        self._scan_timeout_s = scan_timeout_s
 
     @classmethod
-    async def open(cls, nc: NATS, *, bucket: str = BUCKET, replicas: int = 1
-                   ) -> JetStreamInsights:
+    async def open(cls, nc: NATS, *, bucket: str = BUCKET, replicas: int = 1,
+                   scan_timeout_s: float = _SCAN_TIMEOUT_S) -> JetStreamInsights:
         kv = await open_bucket(nc, bucket, replicas=replicas, what="insights")
-        return cls(kv)
+        return cls(kv, scan_timeout_s=scan_timeout_s)
 
     async def put(self, insight: ProxyInsight) -> int:
         """Write unconditionally (a new stream takes the key); return the revision."""
@@ -159,6 +164,15 @@ class JetStreamInsights:
     async def snapshot(self) -> tuple[dict[tuple[str, str], ProxyInsight],
                                       dict[str, GatewayHeartbeat]]:
         """Every proxy insight (by (mesh, name)) and every gateway heartbeat, now."""
+        try:
+            async with asyncio.timeout(self._scan_timeout_s):
+                return await self._scan()
+        except TimeoutError as exc:
+            raise EventLogUnavailable(
+                f"insights not read within {self._scan_timeout_s:g} s") from exc
+
+    async def _scan(self) -> tuple[dict[tuple[str, str], ProxyInsight],
+                                   dict[str, GatewayHeartbeat]]:
         proxies: dict[tuple[str, str], ProxyInsight] = {}
         gateways: dict[str, GatewayHeartbeat] = {}
         async for key, value in self._entries():

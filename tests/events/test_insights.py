@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+import pytest
 from nats.aio.client import Client as NATS
 
+from events.errors import EventLogUnavailable
 from events.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight, TypeInsight
 
 
@@ -41,3 +49,45 @@ async def test_snapshot_lists_proxies_and_gateways(nc: NATS) -> None:
     assert await insights.delete_proxy("default", "web-1", rev)
     assert await insights.proxy("default", "web-1") is None
     assert (await insights.snapshot())[0] == {}
+
+
+
+class _StopsTheServer(logging.Handler):
+    """Stops the test's nats-server (SIGSTOP) when the scan logs its first skipped entry:
+    the bus then stops answering in the middle of a scan, for real."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__()
+        self.pid = pid
+        self.stopped = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.stopped:
+            self.stopped = True
+            os.kill(self.pid, signal.SIGSTOP)
+
+
+async def test_a_scan_the_bus_stops_answering_ends_unavailable(nc: NATS, tmp_path: Path
+                                                               ) -> None:
+    """The reaper's sweep waits on this scan: a stopped nats-server must not hold it."""
+    insights = await JetStreamInsights.open(nc, scan_timeout_s=1.0)
+    kv = await nc.jetstream().key_value("meshlog_insights")
+    await kv.put("proxy.default.aaa", b"not json")  # the first entry the scan meets
+    noise = {f"t{i}": TypeInsight(last_nack_message="x" * 2000) for i in range(4)}
+    for i in range(3_000):  # more than a socket holds: the rest waits on the server
+        await insights.put(ProxyInsight(mesh="default", name=f"p{i}", gateway="gw-a",
+                                        session="s", connected_at=1, types=noise))
+    [ports] = (tmp_path / "nats" / "ports").glob("*.ports")
+    stopper = _StopsTheServer(int(ports.stem.rpartition("_")[2]))
+    logger = logging.getLogger("meshlog.insights")
+    logger.addHandler(stopper)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        with pytest.raises(EventLogUnavailable):
+            async with asyncio.timeout(10):  # the test's own bound, past the scan's
+                await insights.snapshot()
+        assert stopper.stopped and loop.time() - started < 6
+    finally:
+        logger.removeHandler(stopper)
+        os.kill(stopper.pid, signal.SIGCONT)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -70,6 +71,11 @@ async def run_gateway_process(*, nats_url: str, host: str, port: int,
                               zone: str = DEFAULT_ZONE, health_port: int = 5680,
                               deregistration_delay_s: float = 10.0) -> None:
     health_sock = bind_socket(host, health_port, "--health-port")
+    # A gateway keeps ~1,000 streams' objects alive and allocates in bursts on every push; at the
+    # default gen-0 threshold (700) the collector ran dozens of times per push round, scanning
+    # objects still in flight and promoting them into full collections of 60-200 ms, about a
+    # third of the gateway's CPU in `meshlog bench propagation` (docs/benchmarks.md)
+    gc.set_threshold(50_000, 20, 10)
     async with _nats(nats_url, "meshlog-gateway") as nc:
         bus = await JetStreamProjectionBus.open(nc, replicas=replicas)
         event_log = await JetStreamEventLog.open(nc, replicas=replicas)

@@ -34,6 +34,7 @@ from events import EventLog
 from events.insights import GatewayHeartbeat, ProxyInsight
 from xds_gateway.insights import Insights, InsightsPublisher, Session, now_ms
 from xds_gateway.names import parse_node_id
+from xds_gateway.node import InvalidNode, proxy_node
 from xds_gateway.registration import (
     Deregistered,
     RegistrationUnavailable,
@@ -125,6 +126,10 @@ class ProxyLifecycle:
         if parsed is None:
             return  # the stream rejects the node id itself (xds-rules #1)
         mesh, name = parsed
+        try:
+            proxy_node(node)  # what the stream refuses is never registered (it would stay)
+        except InvalidNode as exc:
+            raise InvalidStream(str(exc)) from exc
         dataplane = dataplane_from_node(node, mesh, name)
         session = Session(mesh=mesh, name=name, protocol=protocol,
                           user_agent=node.user_agent_name, types=stream.types,

@@ -3,8 +3,12 @@ shared insights: in-process gateways on a real nats-server, raw ADS clients."""
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
+from envoy.config.core.v3.base_pb2 import Node
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 from nats.aio.client import Client as NATS
 
 from events import (
@@ -28,6 +32,8 @@ from tests.xds_gateway._gateways import (
 )
 from xds_gateway import Gateway
 from xds_gateway.insights import now_ms
+from xds_gateway.node import DNS_PORT_KEY
+from xds_gateway.registration import DATAPLANE_KEY
 from xds_gateway.type_urls import CLUSTER
 
 
@@ -208,3 +214,20 @@ async def test_api_registered_dataplanes_are_never_reaped(nc: NATS) -> None:
         await eventually(lambda: _reapers_looked_after([gw], past_delay),
                          what="the reaper to look past the delay")
         assert (await last_event(event_log))[1] == seq
+
+
+async def test_a_node_the_stream_refuses_registers_nothing(nc: NATS) -> None:
+    """Node metadata the stream cannot use (here a DNS port) ends it before the Dataplane in
+    the same node is registered: a refused proxy is never in the log."""
+    event_log = await with_mesh(nc)
+    async with running_gateway(nc) as gw, channel_to(gw) as channel:
+        client = ProxyClient(channel)
+        node = Node(id="default.web-1", user_agent_name="envoy")
+        node.metadata.fields[DATAPLANE_KEY].string_value = json.dumps(dataplane_doc())
+        node.metadata.fields[DNS_PORT_KEY].string_value = "99999"
+        client._requests.put_nowait(DiscoveryRequest(type_url=CLUSTER, node=node))
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await client.recv()
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "'99999' is not a port" in raised.value.details()
+        assert await last_event(event_log) is None

@@ -201,3 +201,24 @@ async def test_streams_go_on_when_insights_cannot_be_written(nats_url: str, nc: 
         await eventually(lambda: _truthy(session.failures >= 1), what="a failed write")
         assert session.revision is None  # nothing was written, and the stream still serves
         client.close()
+
+
+async def test_a_huge_nack_message_is_cut_so_the_insight_is_still_written(nc: NATS) -> None:
+    """A NACK may carry megabytes (gRPC allows 16 MB here); the insight keeps its start, or
+    it would outgrow a NATS message and no write of the stream would go through."""
+    insights = await JetStreamInsights.open(nc)
+    async with running_gateway(nc) as gw, channel_to(gw) as channel:
+        client = ProxyClient(channel)
+        client.hello(CLUSTER, "default.web-1")
+        cds = await client.recv()
+        client.send(CLUSTER, version="", nonce=cds.nonce, error="bad cluster " + "x" * 2_000_000)
+
+        async def nacked() -> ProxyInsight | None:
+            insight = await _insight(insights)
+            types = insight.types if insight else {}
+            return insight if CLUSTER in types and types[CLUSTER].nacks == 1 else None
+
+        insight = await eventually(nacked, within=5, what="the NACK in the insight")
+        message = insight.types[CLUSTER].last_nack_message
+        assert message.startswith("bad cluster xxx") and len(message) < 10_000
+        client.close()

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Protocol
@@ -46,6 +47,9 @@ from xds_gateway.subscription import InvalidStream, TypeState
 __all__ = ["ProxyLifecycle"]
 
 log = logging.getLogger("meshlog.xds.lifecycle")
+
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+"""A resource name (events.resources: RFC 1123 subdomain)."""
 
 
 class _Stream(Protocol):
@@ -126,6 +130,12 @@ class ProxyLifecycle:
         if parsed is None:
             return  # the stream rejects the node id itself (xds-rules #1)
         mesh, name = parsed
+        for what, value in (("mesh", mesh), ("Dataplane", name)):
+            if len(value) > 253 or not _NAME.fullmatch(value):
+                # no Dataplane can have it, and it is no bucket key: its insight would be
+                # retried forever, holding back the writes of every other stream
+                raise InvalidStream(f"node.id {node.id!r}: {value!r} is not a {what} name "
+                                    "(lower-case letters, digits, '-' and '.')")
         try:
             proxy_node(node)  # what the stream refuses is never registered (it would stay)
         except InvalidNode as exc:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import grpc
+import pytest
 from nats.aio.client import Client as NATS
 
 from events import connect_nats
@@ -222,3 +224,17 @@ async def test_a_huge_nack_message_is_cut_so_the_insight_is_still_written(nc: NA
         message = insight.types[CLUSTER].last_nack_message
         assert message.startswith("bad cluster xxx") and len(message) < 10_000
         client.close()
+
+
+async def test_a_node_id_no_dataplane_can_have_ends_the_stream(nc: NATS) -> None:
+    """Its insight could never be written (not a bucket key): the gateway would retry it
+    forever, delaying every other stream's writes. No Dataplane has that name anyway."""
+    async with running_gateway(nc) as gw, channel_to(gw) as channel:
+        client = ProxyClient(channel)
+        client.hello(CLUSTER, "default.Web 1")
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await client.recv()
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "node.id 'default.Web 1': 'Web 1' is not a Dataplane name" in (
+            raised.value.details())
+        assert not gw.lifecycle.publisher.sessions

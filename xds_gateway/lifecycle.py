@@ -50,6 +50,8 @@ log = logging.getLogger("meshlog.xds.lifecycle")
 
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 """A resource name (events.resources: RFC 1123 subdomain)."""
+_MAX_USER_AGENT = 256
+"""Kept in the insight: a node may say megabytes, an insight must fit a NATS message."""
 
 
 class _Stream(Protocol):
@@ -142,7 +144,7 @@ class ProxyLifecycle:
             raise InvalidStream(str(exc)) from exc
         dataplane = dataplane_from_node(node, mesh, name)
         session = Session(mesh=mesh, name=name, protocol=protocol,
-                          user_agent=node.user_agent_name, types=stream.types,
+                          user_agent=node.user_agent_name[:_MAX_USER_AGENT], types=stream.types,
                           self_registered=dataplane is not None)
         opened.append(session)
         if dataplane is None or self.registration is None:

@@ -238,3 +238,15 @@ async def test_a_node_id_no_dataplane_can_have_ends_the_stream(nc: NATS) -> None
         assert "node.id 'default.Web 1': 'Web 1' is not a Dataplane name" in (
             raised.value.details())
         assert not gw.lifecycle.publisher.sessions
+
+
+async def test_a_huge_user_agent_is_cut_so_the_insight_is_still_written(nc: NATS) -> None:
+    insights = await JetStreamInsights.open(nc)
+    async with running_gateway(nc) as gw, channel_to(gw) as channel:
+        client = ProxyClient(channel)
+        client.hello(CLUSTER, "default.web-1", user_agent="envoy " + "x" * 2_000_000)
+        await client.recv()
+        insight = await eventually(lambda: _insight(insights), within=5,
+                                   what="the connect insight")
+        assert insight.user_agent.startswith("envoy xxx") and len(insight.user_agent) < 1000
+        client.close()

@@ -1,7 +1,8 @@
 """The subscription model shared by the SotW and Delta ADS servers (sotw.py, delta.py).
 
 `AdsStream` owns what both variants do the same way, like go-control-plane's `server/stream`:
-the loop (requests and view changes wake one task that decides what to send), the node
+the loop (requests and view changes wake one task that decides what to send; a plain ACK is
+applied as it arrives, and a stream skips what did not change for it), the node
 (rule 1), nonces (rule 2), NACK bookkeeping (rule 3), the rule-10 cluster retention and the
 rule-9 warming followers. `TypeState` is one stream's state for one type URL; its counters are
 read from outside the stream (tests, insights). Rule numbers are reference/xds-rules.md's.

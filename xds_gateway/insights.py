@@ -133,12 +133,14 @@ class InsightsPublisher:
             self._ended.popitem(last=False)
         self._wake.set()
 
-    async def write_now(self, session: Session) -> None:
+    async def write_now(self, session: Session) -> bool:
         """Write the connect insight before going on (self-registration orders it before the
-        registration check; see `lifecycle`). A failure is logged; the loop retries."""
+        registration check; see `lifecycle`); False if the bucket failed (the loop retries)."""
+        written = True
         if self._insights is not None:
-            await self._write(session, time.monotonic())
+            written = await self._write(session, time.monotonic())
         self.open(session)
+        return written
 
     def alive(self, session_id: str) -> bool:
         session = self.sessions.get(session_id)

@@ -154,7 +154,11 @@ class ProxyLifecycle:
         # The connect insight goes out before the log is checked: a reaper that decided on
         # the previous (disconnected) insight then fails its revision-checked delete and
         # restores the Dataplane, or this check sees its deregistration and registers again.
-        await self.publisher.write_now(session)
+        if not await self.publisher.write_now(session):
+            # without it a reaper may act on the previous, disconnected insight and remove the
+            # Dataplane of a connected proxy: the proxy retries, as for a log outage
+            raise RegistrationUnavailable(
+                f"Dataplane {mesh}.{name} not registered: the insights bucket is unavailable")
         session.self_registered = await self.registration.register(dataplane, now_ms())
 
 

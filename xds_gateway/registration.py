@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Any
 
 import msgspec
@@ -54,6 +55,8 @@ __all__ = [
 
 DATAPLANE_KEY = "dataplane.resource"
 """kuma-dp's node metadata key for the Dataplane it registers."""
+log = logging.getLogger("meshlog.xds.registration")
+
 _MAX_TEXT = 64 * 1024
 _ATTEMPTS = 3
 
@@ -141,7 +144,7 @@ class SelfRegistration:
 
     async def register(self, dataplane: Dataplane, at: int) -> bool:
         """Make the log hold `dataplane`; return True when the proxy owns the registration
-        (False: the same Dataplane is in the log from the API, which keeps it)."""
+        (False: the Dataplane was registered through the API, which keeps it as it is)."""
         subject = resource_subject("Dataplane", dataplane.mesh, dataplane.name, self._zone)
         try:
             for _ in range(_ATTEMPTS):
@@ -149,6 +152,13 @@ class SelfRegistration:
                 current = _registration(last)
                 if current is not None and current.dataplane == dataplane:
                     return current.origin == "proxy"  # a reconnect: nothing to append
+                if current is not None and current.origin != "proxy":
+                    # registered through the API: the API owns it (a proxy never takes it
+                    # over, so it is never removed after a disconnect)
+                    log.warning("Dataplane %s.%s was registered through the API; the copy in "
+                                "the proxy's node metadata is ignored",
+                                dataplane.mesh, dataplane.name)
+                    return False
                 await self._require_mesh(dataplane.mesh)
                 event = DataplaneRegistered(at=at, dataplane=dataplane, origin="proxy")
                 seq = last.seq if last is not None else 0

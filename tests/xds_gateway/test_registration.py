@@ -216,6 +216,25 @@ async def test_api_registered_dataplanes_are_never_reaped(nc: NATS) -> None:
         assert (await last_event(event_log))[1] == seq
 
 
+async def test_a_proxy_never_takes_over_an_api_registered_dataplane(nc: NATS) -> None:
+    """The proxy's metadata differs from what the API registered: the API's Dataplane stays as
+    it is (nothing appended) and is not reaped after the proxy disconnects."""
+    event_log = await with_mesh(nc)
+    api_doc = dataplane_doc()
+    api_doc["labels"] = {"owner": "api"}
+    api_dp = decode_resource(api_doc)
+    assert isinstance(api_dp, Dataplane)
+    await Commands(event_log, zone="default").apply(api_dp)
+    _, seq = await _registered(event_log, origin="api")
+    async with running_gateway(nc) as gw, channel_to(gw) as channel:
+        client = await _connect(gw, channel)  # its own copy, without the label
+        client.close()
+        past_delay = now_ms() + int(DELAY_S * 1000)
+        await eventually(lambda: _reapers_looked_after([gw], past_delay),
+                         what="the reaper to look past the delay")
+        assert (await last_event(event_log))[1] == seq
+
+
 async def test_a_node_the_stream_refuses_registers_nothing(nc: NATS) -> None:
     """Node metadata the stream cannot use (here a DNS port) ends it before the Dataplane in
     the same node is registered: a refused proxy is never in the log."""

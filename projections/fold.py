@@ -54,9 +54,12 @@ _DEFAULT_GENERATORS = {g.name: g for g in DEFAULT_HOSTNAME_GENERATORS}
 
 def apply_event(state: ProjectionState, seq: int, event: AnyEvent, zone: str) -> None:
     expire_due(state, event.at)
-    if not state.rows["hostnamegenerator"]:  # the zone's defaults exist from the first event
+    if not state.rows["hostnamegenerator"]:
+        # the zone's defaults exist from the beginning of time (0), not from whichever event
+        # this code happens to fold first: a store projected by a release without them gets
+        # the rows a replay from sequence 1 gets (invariant 4)
         for name in sorted(_DEFAULT_GENERATORS):
-            _restore_default(state, name, event.at, zone)
+            _restore_default(state, name, 0, zone)
     match event:
         case MeshApplied(mesh=mesh):
             old = state.get("mesh", mesh.name)

@@ -9,7 +9,6 @@ published rows with the store, so a crash between commit and publish loses nothi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol
@@ -89,8 +88,9 @@ class Projector:
             await self._follow(None)
         finally:
             ticking.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticking
+            # wait for it without awaiting its CancelledError: a cancel of this task while
+            # waiting must still propagate, not be swallowed with the ticker's
+            await asyncio.wait([ticking])
             self._ticker = None
 
     async def _follow(self, until_seq: int | None) -> None:

@@ -215,3 +215,27 @@ class JetStreamInsights:
         except nats.errors.Error as exc:
             raise EventLogUnavailable(f"heartbeat not read: {exc!r}") from exc
         return _beat(entry.value) if entry.value else None
+
+    async def forget_gateway(self, instance: str, beat_at: int) -> bool:
+        """Delete a gateway's heartbeat if it still is the one that beat at `beat_at` (the
+        gateway did not come back meanwhile)."""
+        key = f"gateway.{instance}"
+        try:
+            entry = await self._kv.get(key)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return False
+        except nats.errors.Error as exc:
+            raise EventLogUnavailable(f"heartbeat not read: {exc!r}") from exc
+        if not entry.value or _beat(entry.value).beat_at != beat_at:
+            return False
+        try:
+            await self._kv.delete(key, last=entry.revision)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code == _WRONG_LAST_SEQUENCE:
+                return False
+            raise EventLogUnavailable(f"heartbeat not deleted: {exc!r}") from exc
+        except nats.errors.Error as exc:
+            raise EventLogUnavailable(f"heartbeat not deleted: {exc!r}") from exc
+        return True

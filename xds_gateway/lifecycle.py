@@ -51,6 +51,9 @@ log = logging.getLogger("meshlog.xds.lifecycle")
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 """A resource name (events.resources: RFC 1123 subdomain)."""
 _MAX_USER_AGENT = 256
+RETAIN_S = 3600.0
+"""How long the insight of a proxy gone (not self-registered), or the heartbeat of a gateway
+gone, stays in the bucket for `_overview` to show."""
 """Kept in the insight: a node may say megabytes, an insight must fit a NATS message."""
 
 
@@ -166,13 +169,15 @@ class Reaper:
     """Deregisters self-registered proxies that are gone everywhere for `delay_s`."""
 
     def __init__(self, insights: Insights, registration: SelfRegistration,
-                 publisher: InsightsPublisher, *, delay_s: float, margin_s: float) -> None:
+                 publisher: InsightsPublisher, *, delay_s: float, margin_s: float,
+                 retain_s: float = RETAIN_S) -> None:
         self._insights = insights
         self._registration = registration
         self._publisher = publisher
         self._delay_ms = int(delay_s * 1000)
         self._margin_ms = int(margin_s * 1000)
         self._sweep_s = min(max(delay_s / 2, 0.1), 5.0)
+        self._retain_ms = int(retain_s * 1000)
         self._deadlines: list[tuple[float, str, str]] = []
         """(monotonic time, mesh, name): streams that ended here, checked at their deadline
         rather than at the next sweep."""
@@ -207,13 +212,33 @@ class Reaper:
                 log.warning("reaper round failed: %r", exc)
 
     async def sweep(self) -> None:
-        """Look at every insight; reap the proxies gone for longer than the delay."""
+        """Look at every insight; reap the proxies gone for longer than the delay, and forget
+        what has been silent for `RETAIN_S` (the bucket would otherwise grow with every
+        gateway restart and every proxy that ever connected)."""
         started = now_ms()
         proxies, beats = await self._insights.snapshot()
         for (mesh, name), insight in sorted(proxies.items()):
-            if insight.self_registered and self._due(insight, beats, started):
-                await self.reap(mesh, name, beats)
+            if insight.self_registered:
+                if self._due(insight, beats, started):
+                    await self.reap(mesh, name, beats)
+            elif self._silent(insight, beats, started):
+                await self._forget(mesh, name, insight.session)
+        for instance, beat in sorted(beats.items()):
+            if started - beat.beat_at > self._retain_ms:
+                await self._insights.forget_gateway(instance, beat.beat_at)
         self.last_sweep_at = started
+
+    def _silent(self, insight: ProxyInsight, beats: Mapping[str, GatewayHeartbeat],
+                now: int) -> bool:
+        beat = beats.get(insight.gateway)
+        last_seen = insight.disconnected_at or max(
+            beat.beat_at if beat is not None else 0, insight.connected_at)
+        return now - last_seen > self._retain_ms
+
+    async def _forget(self, mesh: str, name: str, session: str) -> None:
+        got = await self._insights.proxy(mesh, name)
+        if got is not None and got[0].session == session:  # not a newer stream's insight
+            await self._insights.delete_proxy(mesh, name, got[1])
 
     async def reap(self, mesh: str, name: str,
                    beats: Mapping[str, GatewayHeartbeat] | None) -> None:

@@ -101,3 +101,32 @@ async def test_an_undecodable_insight_does_not_stop_the_sweep(nc: NATS) -> None:
     await _reaper(insights, registration).sweep()
     event, _ = await last_event(event_log)
     assert isinstance(event, DataplaneDeregistered)  # web-1 is reaped all the same
+
+
+async def test_a_sweep_forgets_what_has_been_silent_for_the_retention(nc: NATS) -> None:
+    """Without it the bucket grows with every gateway restart and every proxy that ever
+    connected; what is recent or connected stays."""
+    event_log = await with_mesh(nc)
+    insights = await JetStreamInsights.open(nc)
+    publisher = InsightsPublisher(insights, address=lambda: "127.0.0.1:0")
+    reaper = Reaper(insights, SelfRegistration(event_log, zone="default"), publisher,
+                    delay_s=0.5, margin_s=0.4, retain_s=60)
+    now = now_ms()
+    old, recent = now - 120_000, now - 1_000
+
+    def proxy(name: str, gateway: str, disconnected_at: int | None) -> ProxyInsight:
+        return ProxyInsight(mesh="default", name=name, gateway=gateway, session=name,
+                            connected_at=old, disconnected_at=disconnected_at)
+
+    await insights.put(proxy("gone-long-ago", "gw-live", old))
+    await insights.put(proxy("gone-recently", "gw-live", recent))
+    await insights.put(proxy("connected", "gw-live", None))
+    await insights.put(proxy("on-a-dead-gateway", "gw-dead", None))
+    await insights.beat(GatewayHeartbeat(instance="gw-live", address="a", started_at=old,
+                                         beat_at=recent))
+    await insights.beat(GatewayHeartbeat(instance="gw-dead", address="b", started_at=old,
+                                         beat_at=old))
+    await reaper.sweep()
+    proxies, beats = await insights.snapshot()
+    assert sorted(name for _, name in proxies) == ["connected", "gone-recently"]
+    assert sorted(beats) == ["gw-live"]

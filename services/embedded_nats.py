@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import glob
 import json
 import os
 import shutil
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from services.errors import ProcessStartError
@@ -22,6 +23,7 @@ from services.errors import ProcessStartError
 __all__ = ["find_nats_server", "run_nats_server"]
 
 _START_TIMEOUT_S = 15.0
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def find_nats_server() -> str:
@@ -56,9 +58,11 @@ async def run_nats_server(
     ]
     log = open(log_file or data_dir / "nats-server.log", "ab")  # noqa: ASYNC230
     # Its own session: a terminal's Ctrl-C reaches meshlog only, which drains its NATS
-    # connections first and then stops the server (SIGTERM flushes JetStream).
+    # connections first and then stops the server (SIGTERM flushes JetStream). And a SIGTERM
+    # when meshlog dies without stopping it (SIGKILL, OOM): no orphan keeps port and store.
     proc = await asyncio.create_subprocess_exec(*args, stdout=log, stderr=log,
-                                                start_new_session=True)
+                                                start_new_session=True,
+                                                preexec_fn=_die_with_parent())
     try:
         url = await _wait_for_port(proc, ports_dir)
         yield url
@@ -71,6 +75,19 @@ async def run_nats_server(
                 proc.kill()
                 await proc.wait()
         log.close()
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A pre-exec hook asking Linux to SIGTERM the child when its parent dies; elsewhere None.
+    libc is loaded here, in the parent: the hook itself only makes the one system call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return hook
 
 
 async def _wait_for_port(proc: asyncio.subprocess.Process, ports_dir: Path) -> str:

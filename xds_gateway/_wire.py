@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
-    "any_bytes", "delta_discovery_response", "discovery_response", "response_body", "with_nonce",
+    "ack_frame", "any_bytes", "delta_discovery_response", "discovery_response", "request_names",
+    "response_body", "with_nonce",
 ]
 
 _VERSION_INFO, _RESOURCES, _TYPE_URL, _NONCE = 1, 2, 4, 5
 _ANY_TYPE_URL, _ANY_VALUE = 1, 2
 _D_SYSTEM_VERSION_INFO, _D_RESOURCES, _D_TYPE_URL, _D_NONCE, _D_REMOVED = 1, 2, 4, 5, 6
 _RES_VERSION, _RES_RESOURCE, _RES_NAME = 1, 2, 3
+_REQ_VERSION_INFO, _REQ_RESOURCE_NAMES, _REQ_TYPE_URL, _REQ_NONCE = 1, 3, 4, 5
 
 
 def _varint(n: int) -> bytes:
@@ -76,3 +78,19 @@ def delta_discovery_response(system_version_info: str, type_url: str, nonce: str
     parts.extend(_field(_D_REMOVED, name.encode()) for name in removed)
     parts.append(_field(_D_NONCE, nonce.encode()))
     return b"".join(parts)
+
+
+def request_names(names: Iterable[str]) -> bytes:
+    """`resource_names` as a serialized DiscoveryRequest carries them, in the given order."""
+    return b"".join(_field(_REQ_RESOURCE_NAMES, name.encode()) for name in names)
+
+
+def ack_frame(version_info: str, type_url: str, nonce: str) -> tuple[bytes, bytes]:
+    """The bytes before and after `resource_names` in a serialized DiscoveryRequest that ACKs
+    `version_info` and `nonce` of `type_url` and carries nothing else (no node, no error).
+
+    Comparing a request's bytes with `head + request_names(...) + tail` recognises a plain ACK
+    without making a Python string of each of its (often ~100) names; a request laid out any
+    other way just does not match."""
+    return (_field(_REQ_VERSION_INFO, version_info.encode()),
+            _field(_REQ_TYPE_URL, type_url.encode()) + _field(_REQ_NONCE, nonce.encode()))

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 
-from xds_gateway._wire import response_body, with_nonce
+from xds_gateway._wire import ack_frame, request_names, response_body, with_nonce
 from xds_gateway.cache import EncodedResource, ResourceCache, set_version
 from xds_gateway.snapshot import Snapshot
 from xds_gateway.subscription import WARMING_FOLLOWERS, AdsStream, InvalidStream, TypeState
@@ -49,6 +49,7 @@ class SotwStream(AdsStream[DiscoveryRequest]):
         names = set(request.resource_names)
         if names != state.names:
             state.names_key = self._cache.intern(frozenset(names))
+            state.names_wire = request_names(request.resource_names)
         if request.HasField("error_detail"):
             state.record_nack(self.node_id, type_url, request.error_detail.message)
             state.names = names
@@ -72,14 +73,29 @@ class SotwStream(AdsStream[DiscoveryRequest]):
     def _ack_at_once(self, request: DiscoveryRequest) -> bool:
         if not self.node_id or not request.response_nonce:
             return False
-        state = self.types.get(request.type_url)
+        type_url = request.type_url
+        state = self.types.get(type_url)
         # an ACK of an older response (stale, rule 2) or of one still being written (its
         # nonce is not recorded yet) goes through the loop, as does one that asks for more
         if (state is None or request.response_nonce != state.sent_nonce
-                or self._asks(request.type_url, state, request)):
+                or type_url == LISTENER or type_url in self._rewarm):
             return False
+        if not self._same_ack(request, state):
+            if self._asks(type_url, state, request):
+                return False
+            state.names_wire = request_names(request.resource_names)  # same names, new order
         state.record_ack()
         return True
+
+    @staticmethod
+    def _same_ack(request: DiscoveryRequest, state: TypeState) -> bool:
+        """The request is, byte for byte, a plain ACK of the last response naming what the
+        client last asked for, in the same order (what Envoy sends after every push)."""
+        data = request.SerializeToString()
+        head, tail = state.ack_frame
+        names = state.names_wire
+        return (len(data) == len(head) + len(names) + len(tail) and data.startswith(head)
+                and data.endswith(tail) and data[len(head):len(head) + len(names)] == names)
 
     def _asks(self, type_url: str, state: TypeState, request: DiscoveryRequest) -> bool:
         """Whether a (current) request may change what to send: anything but the ACK of a
@@ -171,6 +187,7 @@ class SotwStream(AdsStream[DiscoveryRequest]):
         await self._write(with_nonce(body, nonce))
         state.sent_version = version
         state.sent_nonce = nonce
+        state.ack_frame = ack_frame(version, type_url, nonce)
         state.demand = False
         state.responses += 1
         state.resources_sent += len(resources)

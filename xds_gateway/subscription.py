@@ -47,6 +47,10 @@ class TypeState:
     subscribed names, `*` for a wildcard subscription."""
     names_key: frozenset[str] = frozenset()
     """SotW: `names` as a hashable key for the memos of the shared snapshot part."""
+    names_wire: bytes = b""
+    """SotW: `names` as the request that set them carried them (`_wire.request_names`)."""
+    ack_frame: tuple[bytes, bytes] = (b"", b"")
+    """SotW: the bytes around the names of a plain ACK of the last response (`_wire`)."""
     sent_version: str | None = None
     sent_nonce: str = ""
     acked_version: str | None = None

@@ -134,6 +134,19 @@ async def test_ack_gets_no_identical_response(channel) -> None:
     client.close()
 
 
+async def test_an_ack_with_the_names_in_another_order_is_a_plain_ack(channel, gateway) -> None:
+    """Rule 4: the same names in another order are the same subscription: nothing is sent."""
+    client = AdsClient(channel)
+    _cds, eds, lds = await _subscribe(client)
+    client.ack(lds)
+    client.ack(eds, names=list(reversed(_names(eds, ClusterLoadAssignment))))
+    await client.nothing()
+    stream = next(iter(gateway.streams))
+    assert stream.types[ENDPOINT].acks == 1
+    assert stream.types[ENDPOINT].acked_version == eds.version_info
+    client.close()
+
+
 async def test_stale_nonce_is_ignored(channel, gateway, projection) -> None:
     """Rule 2 (SotW): a request with an old nonce changes nothing."""
     client = AdsClient(channel)

@@ -28,6 +28,8 @@ __all__ = ["WARMING_FOLLOWERS", "AdsStream", "InvalidStream", "TypeState"]
 
 log = logging.getLogger("meshlog.xds")
 
+_MAX_NACK_CHARS = 4096
+
 _MAX_QUEUED_REQUESTS = 64
 
 WARMING_FOLLOWERS = {CLUSTER: ENDPOINT, LISTENER: ROUTE}
@@ -83,6 +85,8 @@ class TypeState:
     def record_nack(self, node_id: str, type_url: str, message: str) -> None:
         """Rule 3: count the NACK and keep its message; the rejected response is not re-sent."""
         self.nacks += 1
+        if len(message) > _MAX_NACK_CHARS:  # a client may send megabytes (gRPC allows 16 MB)
+            message = f"{message[:_MAX_NACK_CHARS]}... ({len(message)} characters)"
         self.last_nack = message
         log.warning("%s NACKed %s version %s: %s", node_id, type_url, self.sent_version, message)
 

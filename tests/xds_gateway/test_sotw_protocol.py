@@ -171,6 +171,20 @@ async def test_nack_is_counted_and_not_resent(channel, gateway) -> None:
     client.close()
 
 
+async def test_a_huge_nack_message_is_kept_cut(channel, gateway) -> None:
+    """Rule 3: the message is kept, but a client's megabytes are not (memory, logs)."""
+    client = AdsClient(channel)
+    _cds, _eds, lds = await _subscribe(client)
+    client.send(LISTENER, version="", nonce=lds.nonce, error="x" * 1_000_000)
+    await client.nothing()
+    stream = next(iter(gateway.streams))
+    assert stream.types[LISTENER].nacks == 1
+    kept = stream.types[LISTENER].last_nack
+    assert kept.startswith("x" * 4096) and kept.endswith("(1000000 characters)")
+    assert len(kept) < 5000
+    client.close()
+
+
 async def test_eds_only_holds_requested_names(channel, gateway, projection) -> None:
     """Rules 5 and 6: EDS is always named and holds only the requested names."""
     gateway.view.apply(projection.fold([event_for(dataplane("db-1", "10.0.0.5", 5432, "db"))]))

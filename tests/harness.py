@@ -79,8 +79,10 @@ class ControlPlane:
         return int(self.where["xds"].rpartition(":")[2])
 
     def apply(self, doc: dict[str, Any]) -> httpx.Response:
-        path = ("/meshes/" + doc["name"] if doc["type"] == "Mesh" else
-                f"/meshes/{doc['mesh']}/{doc['type'].lower()}s/{doc['name']}")
+        kind = doc["type"]
+        path = ("/meshes/" + doc["name"] if kind == "Mesh" else
+                f"/hostnamegenerators/{doc['name']}" if kind == "HostnameGenerator" else
+                f"/meshes/{doc['mesh']}/{kind.lower()}s/{doc['name']}")
         response = self.api.put(path, json=doc)
         assert response.status_code in (200, 201), response.text
         return response

@@ -146,3 +146,13 @@ def test_a_sidecar_registers_itself_and_goes_after_the_delay(tmp_path: Path) -> 
         assert isinstance(event, DataplaneDeregistered) and new_seq > seq
         assert event.at >= killed_ms + DELAY_S * 1000 - 1000  # not before the delay
         assert insight is None
+
+        # the registrations and deregistrations proxies caused replay like any other event
+        meshlog = str(VENV_BIN / "meshlog")
+        live = subprocess.run([meshlog, "export", "--data-dir", str(tmp_path / "cp")],
+                              check=True, capture_output=True, text=True).stdout
+        target = f"sqlite:///{tmp_path / 'replayed.db'}"
+        subprocess.run([meshlog, "replay", "--data-dir", str(tmp_path / "cp"), "--database",
+                        target, "-q"], check=True, capture_output=True, text=True)
+        assert subprocess.run([meshlog, "export", "--database", target], check=True,
+                              capture_output=True, text=True).stdout == live

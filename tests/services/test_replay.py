@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import VENV_BIN, meshlog_up
+from tests.harness import VENV_BIN, meshlog_up, wait_for
 from tests.stores import BACKENDS, store_url
 
 pytestmark = pytest.mark.integration
@@ -83,3 +83,46 @@ def test_replay_swap_serves_the_new_store_and_survives_a_restart(tmp_path: Path)
     with meshlog_up(data) as again:
         assert again.where["database"] == f"sqlite:///{new_store}"
         assert again.meshservice("backend")["status"]["dataplaneProxies"]["total"] == 3
+
+
+def test_replay_after_the_whole_lifecycle_equals_the_live_read_models(tmp_path: Path) -> None:
+    """Issue 5's model through `meshlog up` (a HostnameGenerator, a service name that is not a
+    DNS-1035 label, a health flip, a port conflict, a grace period that expires by a tick the
+    projector appends): a replay exports byte for byte what the live projector holds."""
+    data = tmp_path / "cp"
+    with meshlog_up(data, "--meshservice-grace-period", "1s") as cp:
+        cp.apply({"type": "Mesh", "name": "default"})
+        cp.apply({"type": "HostnameGenerator", "name": "by-team", "spec": {
+            "template": '{{ .DisplayName }}.{{ label "team" }}.mesh',
+            "selector": {"meshService": {"matchLabels": {"team": "blue"}}}}})
+
+        def dp(name: str, address: str, service: str, *ports: int, **inbound: object) -> dict:
+            return {"type": "Dataplane", "mesh": "default", "name": name,
+                    "networking": {"address": address, "inbound": [
+                        {"port": p, "tags": {"kuma.io/service": service}, **inbound}
+                        for p in ports]}}
+
+        cp.apply(dp("api-1", "10.0.0.1", "api", 8080))
+        cp.apply(dp("api-2", "10.0.0.2", "api", 8080, 9090))  # a port-list conflict
+        cp.apply(dp("odd-1", "10.0.0.3", "Not_A_Label", 80))
+        cp.apply(dp("api-1", "10.0.0.1", "api", 8080, health={"ready": False}))
+        cp.apply({"type": "MeshService", "mesh": "default", "name": "blue",
+                  "labels": {"team": "blue"},
+                  "spec": {"ports": [{"port": 80, "targetPort": 8080}],
+                           "selector": {"dataplaneTags": {"kuma.io/service": "api"}}}})
+        cp.apply(dp("gone-1", "10.0.0.4", "gone", 80))
+        assert cp.api.delete("/meshes/default/dataplanes/gone-1").status_code == 200
+        wait_for(lambda: cp.api.get("/meshes/default/meshservices/gone").status_code == 404,
+                 timeout=20, what="the grace period to end by a tick")
+        blue = cp.meshservice("blue")["status"]
+        assert {a["hostname"] for a in blue["addresses"]} >= {"blue.blue.mesh"}
+        odd = cp.api.get("/meshes/default/dataplanes/odd-1").json()
+        assert [c["reason"] for c in odd["status"]["conditions"]] == ["InvalidServiceName"]
+        api = cp.meshservice("api")["status"]
+        assert api["state"] == "Available"  # api-2 is healthy, api-1 is not
+        assert any(c["type"] == "PortsConsistent" and c["status"] == "False"
+                   for c in api["conditions"])
+        live = _meshlog("export", "--data-dir", str(data)).stdout
+        target = f"sqlite:///{tmp_path / 'replayed.db'}"
+        _meshlog("replay", "--data-dir", str(data), "--database", target, "-q")
+        assert _meshlog("export", "--database", target).stdout == live

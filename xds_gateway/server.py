@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
@@ -20,7 +21,8 @@ from xds_gateway.cache import ResourceCache
 from xds_gateway.delta import DeltaStream
 from xds_gateway.insights import Insights
 from xds_gateway.lifecycle import ProxyLifecycle
-from xds_gateway.sotw import InvalidStream, SotwStream
+from xds_gateway.sotw import SotwStream
+from xds_gateway.subscription import AdsStream, InvalidStream
 from xds_gateway.view import ProjectionView
 
 __all__ = ["DEFAULT_DRAIN_GRACE_S", "SERVER_OPTIONS", "Gateway"]
@@ -66,7 +68,7 @@ class Gateway:
         self.cache = ResourceCache()
         self.port: int | None = None
         self.serving = asyncio.Event()
-        self.streams: set[SotwStream] = set()
+        self.streams: set[AdsStream[Any]] = set()
         self.lifecycle = ProxyLifecycle(
             event_log=event_log, insights=insights, zone=zone,
             address=lambda: f"{self._host}:{self.port}",
@@ -115,8 +117,8 @@ class Gateway:
                 release.set()
         log.info("drained")
 
-    async def _feed_until_released(self, stream: SotwStream,
-                                   requests: AsyncIterator[DiscoveryRequest]) -> None:
+    async def _feed_until_released(self, stream: AdsStream[Any],
+                                   requests: AsyncIterator[Any]) -> None:
         """Feed the stream until the client half-closes or a drain releases the stream; the
         handler then returns, so the client sees a clean end (OK) and reconnects."""
         release = self._releases[stream] = asyncio.Event()
@@ -156,10 +158,23 @@ class Gateway:
 
     async def _sotw(self, requests: AsyncIterator[DiscoveryRequest],
                     context: grpc.aio.ServicerContext) -> None:
-        stream = SotwStream(self.view, self.cache, context.write)
+        await self._serve_stream(SotwStream(self.view, self.cache, context.write), requests,
+                                 context, "sotw")
+
+    async def _delta(self, requests: AsyncIterator[DeltaDiscoveryRequest],
+                     context: grpc.aio.ServicerContext) -> None:
+        await self._serve_stream(DeltaStream(self.view, self.cache, context.write), requests,
+                                 context, "delta")
+
+    async def _serve_stream(self, stream: AdsStream[Any], requests: AsyncIterator[Any],
+                            context: grpc.aio.ServicerContext, protocol: str) -> None:
+        """One ADS stream, SotW or Delta: the lifecycle (insights, self-registration), the
+        stream's loop and view watcher, its requests until the client half-closes or a drain
+        releases it; a protocol violation ends it INVALID_ARGUMENT."""
         self.streams.add(stream)
         try:
-            async with self.lifecycle.proxy_stream(stream, requests, context, "sotw") as requests, \
+            async with self.lifecycle.proxy_stream(stream, requests, context,
+                                                   protocol) as requests, \
                     asyncio.TaskGroup() as tg:
                 runner = tg.create_task(stream.run())
                 watcher = tg.create_task(stream.watch_view())
@@ -172,27 +187,6 @@ class Gateway:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
         finally:
             self.streams.discard(stream)
-
-    async def _delta(self, requests: AsyncIterator[DeltaDiscoveryRequest],
-                     context: grpc.aio.ServicerContext) -> None:
-        """Incremental ADS: the same lifecycle as `_sotw`, with a `DeltaStream`."""
-        stream = DeltaStream(self.view, self.cache, context.write)
-        self.streams.add(stream)  # type: ignore[arg-type]
-        try:
-            async with self.lifecycle.proxy_stream(stream, requests, context,  # type: ignore[arg-type]
-                                                   "delta") as requests, \
-                    asyncio.TaskGroup() as tg:
-                runner = tg.create_task(stream.run())
-                watcher = tg.create_task(stream.watch_view())
-                await self._feed_until_released(stream, requests)  # type: ignore[arg-type]
-                runner.cancel()
-                watcher.cancel()
-        except* InvalidStream as group:
-            message = str(group.exceptions[0])
-            log.warning("ending stream of %s: %s", stream.node_id or context.peer(), message)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
-        finally:
-            self.streams.discard(stream)  # type: ignore[arg-type]
 
 
 def _identity(data: bytes) -> bytes:

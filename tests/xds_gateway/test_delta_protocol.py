@@ -5,9 +5,6 @@ The gateway serves a view fed with rows produced by the real fold; only the bus 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-
 import grpc
 import pytest
 
@@ -23,35 +20,6 @@ _AFTER_GRACE = 10 * 3_600_000  # ms: past the default 1 h MeshService grace peri
 WEB_CLUSTER = "default_web___msvc_7070"
 DB_CLUSTER = "default_db___msvc_5432"
 DB_LISTENER = "outbound:241.0.0.3:5432"
-
-
-@pytest.fixture
-async def projection() -> Projection:
-    return Projection()
-
-
-@pytest.fixture
-async def gateway(projection: Projection) -> AsyncIterator[Gateway]:
-    gw = Gateway(None, port=0)
-    gw.view.apply(projection.fold([
-        event_for({"type": "Mesh", "name": "default"}),
-        event_for(dataplane("backend-1", "10.0.0.1", 8080, "backend")),
-        event_for(dataplane("web-1", "10.0.0.9", 7070, "web")),
-    ]))
-    task = asyncio.create_task(gw.serve())
-    await gw.serving.wait()
-    try:
-        yield gw
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-
-@pytest.fixture
-async def channel(gateway: Gateway) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as ch:
-        yield ch
 
 
 def _versions(response) -> dict[str, str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -18,42 +18,13 @@ from envoy.config.listener.v3.listener_pb2 import Listener
 from events import ClockTicked, DataplaneDeregistered
 from services.bootstrap import sidecar_bootstrap
 from tests.harness import Envoy, run_envoy
-from tests.xds_gateway._ads import AdsClient, Projection, dataplane, event_for
+from tests.xds_gateway._ads import AdsClient, dataplane, event_for
 from xds_gateway import Gateway
 from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER
 
 WEB = "default.web-1"
 BACKEND_CLUSTER = "default_backend___msvc_8080"
 _AFTER_GRACE = 10 * 3_600_000  # ms: past the default 1 h MeshService grace period
-
-
-@pytest.fixture
-async def projection() -> Projection:
-    return Projection()
-
-
-@pytest.fixture
-async def gateway(projection: Projection) -> AsyncIterator[Gateway]:
-    gw = Gateway(None, port=0)
-    gw.view.apply(projection.fold([
-        event_for({"type": "Mesh", "name": "default"}),
-        event_for(dataplane("backend-1", "10.0.0.1", 8080, "backend")),
-        event_for(dataplane("web-1", "10.0.0.9", 7070, "web")),
-    ]))
-    task = asyncio.create_task(gw.serve())
-    await gw.serving.wait()
-    try:
-        yield gw
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-
-@pytest.fixture
-async def channel(gateway: Gateway) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as ch:
-        yield ch
 
 
 def _names(response, cls) -> list[str]:

@@ -131,29 +131,15 @@ class JetStreamInsights:
 
     async def proxy(self, mesh: str, name: str) -> tuple[ProxyInsight, int] | None:
         """The insight of one proxy and its revision, if any."""
-        try:
-            entry = await self._kv.get(proxy_key(mesh, name))
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+        got = await self._get(proxy_key(mesh, name), "insight")
+        if got is None:
             return None
-        except nats.errors.Error as exc:
-            raise EventLogUnavailable(f"insight not read: {exc!r}") from exc
-        if not entry.value:
-            return None
-        return _proxy(entry.value), entry.revision or 0
+        value, revision = got
+        return _proxy(value), revision or 0
 
     async def delete_proxy(self, mesh: str, name: str, last: int) -> bool:
         """Forget a proxy if its insight is still at revision `last`."""
-        try:
-            await self._kv.delete(proxy_key(mesh, name), last=last)
-        except nats.js.errors.KeyWrongLastSequenceError:
-            return False
-        except nats.js.errors.BadRequestError as exc:
-            if exc.err_code == _WRONG_LAST_SEQUENCE:  # nats-py does not map it on delete
-                return False
-            raise EventLogUnavailable(f"insight not deleted: {exc!r}") from exc
-        except nats.errors.Error as exc:
-            raise EventLogUnavailable(f"insight not deleted: {exc!r}") from exc
-        return True
+        return await self._delete(proxy_key(mesh, name), last, "insight")
 
     async def beat(self, heartbeat: GatewayHeartbeat) -> None:
         try:
@@ -208,34 +194,38 @@ class JetStreamInsights:
 
     async def gateway(self, instance: str) -> GatewayHeartbeat | None:
         """The last heartbeat of one gateway instance, if any."""
-        try:
-            entry = await self._kv.get(f"gateway.{instance}")
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            return None
-        except nats.errors.Error as exc:
-            raise EventLogUnavailable(f"heartbeat not read: {exc!r}") from exc
-        return _beat(entry.value) if entry.value else None
+        got = await self._get(f"gateway.{instance}", "heartbeat")
+        return _beat(got[0]) if got is not None else None
 
     async def forget_gateway(self, instance: str, beat_at: int) -> bool:
         """Delete a gateway's heartbeat if it still is the one that beat at `beat_at` (the
         gateway did not come back meanwhile)."""
         key = f"gateway.{instance}"
+        got = await self._get(key, "heartbeat")
+        if got is None or _beat(got[0]).beat_at != beat_at:
+            return False
+        return await self._delete(key, got[1], "heartbeat")
+
+    async def _get(self, key: str, what: str) -> tuple[bytes, int | None] | None:
+        """The value at `key` and its revision, None if there is none (or it is empty)."""
         try:
             entry = await self._kv.get(key)
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            return False
+            return None
         except nats.errors.Error as exc:
-            raise EventLogUnavailable(f"heartbeat not read: {exc!r}") from exc
-        if not entry.value or _beat(entry.value).beat_at != beat_at:
-            return False
+            raise EventLogUnavailable(f"{what} not read: {exc!r}") from exc
+        return (entry.value, entry.revision) if entry.value else None
+
+    async def _delete(self, key: str, last: int | None, what: str) -> bool:
+        """Delete `key` if it is still at revision `last`; False if it moved."""
         try:
-            await self._kv.delete(key, last=entry.revision)
+            await self._kv.delete(key, last=last)
         except nats.js.errors.KeyWrongLastSequenceError:
             return False
         except nats.js.errors.BadRequestError as exc:
-            if exc.err_code == _WRONG_LAST_SEQUENCE:
+            if exc.err_code == _WRONG_LAST_SEQUENCE:  # nats-py does not map it on delete
                 return False
-            raise EventLogUnavailable(f"heartbeat not deleted: {exc!r}") from exc
+            raise EventLogUnavailable(f"{what} not deleted: {exc!r}") from exc
         except nats.errors.Error as exc:
-            raise EventLogUnavailable(f"heartbeat not deleted: {exc!r}") from exc
+            raise EventLogUnavailable(f"{what} not deleted: {exc!r}") from exc
         return True

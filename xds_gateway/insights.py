@@ -41,15 +41,6 @@ _MAX_FAILURES = 10
 _MAX_BACKOFF_S = 5.0
 _MAX_CONCURRENT_WRITES = 64
 _ENDED_KEPT = 10_000
-_MAX_NACK_CHARS = 4096
-"""A NACK's message as kept in the insight: a client may send megabytes, and an insight past
-the bucket's message size (NATS: 1 MB) could never be written."""
-
-
-def _cut(message: str) -> str:
-    if len(message) <= _MAX_NACK_CHARS:
-        return message
-    return f"{message[:_MAX_NACK_CHARS]}... ({len(message)} characters)"
 
 
 def now_ms() -> int:
@@ -102,7 +93,8 @@ class Session:
             self_registered=self.self_registered,
             types={url: TypeInsight(responses_sent=s.responses, acks=s.acks, nacks=s.nacks,
                                     last_acked_version=s.acked_version or "",
-                                    last_nack_message=_cut(s.last_nack))
+                                    # cut to 4 KB by the stream (`record_nack`)
+                                    last_nack_message=s.last_nack)
                    for url, s in sorted(self.types.items())})
 
 

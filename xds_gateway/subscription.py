@@ -29,6 +29,8 @@ __all__ = ["WARMING_FOLLOWERS", "AdsStream", "InvalidStream", "TypeState"]
 log = logging.getLogger("meshlog.xds")
 
 _MAX_NACK_CHARS = 4096
+"""A NACK's message as kept (and published in the insight): a client may send megabytes, and
+an insight past the bucket's message size (NATS: 1 MB) could never be written."""
 
 _MAX_QUEUED_REQUESTS = 64
 

@@ -28,6 +28,7 @@ from events.event_types import (
     MeshDeleted,
     MeshServiceApplied,
     MeshServiceDeleted,
+    now_ms,
 )
 from events.hostname_template import (
     TemplateContext,
@@ -114,6 +115,7 @@ __all__ = [
     "ipam_subject",
     "is_dns1035_label",
     "kind_of",
+    "now_ms",
     "parse_template",
     "render_template",
     "resource_subject",

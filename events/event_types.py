@@ -7,6 +7,7 @@ never from the wall clock (DESIGN.md invariant 4).
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 from msgspec import Struct
@@ -27,7 +28,14 @@ __all__ = [
     "MeshDeleted",
     "MeshServiceApplied",
     "MeshServiceDeleted",
+    "now_ms",
 ]
+
+
+def now_ms() -> int:
+    """The wall clock in the unit of `Event.at` (Unix milliseconds), for the command side and
+    the processes; never read by a fold."""
+    return time.time_ns() // 1_000_000
 
 
 class Event(Struct, frozen=True, kw_only=True, tag_field="event", omit_defaults=True):

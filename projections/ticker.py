@@ -16,23 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 
-from events import ClockTicked, Conflict, EventLog, TransientError, clock_subject
+from events import ClockTicked, Conflict, EventLog, TransientError, clock_subject, now_ms
 
-__all__ = ["Ticker", "wall_clock_ms"]
+__all__ = ["Ticker"]
 
 log = logging.getLogger("meshlog.projector")
 
 
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class Ticker:
     def __init__(self, event_log: EventLog, *, zone: str, position: Callable[[], int],
-                 clock: Callable[[], int] = wall_clock_ms) -> None:
+                 clock: Callable[[], int] = now_ms) -> None:
         self._log = event_log
         self._zone = zone
         self._position = position

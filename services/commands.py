@@ -10,7 +10,6 @@ so a retried request appends at most once. A write that changes nothing appends 
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable, Mapping
 
 import msgspec
@@ -42,6 +41,7 @@ from events import (
     encode_event,
     grace_period_subject,
     ipam_subject,
+    now_ms,
     resource_subject,
 )
 
@@ -55,12 +55,8 @@ class WriteResult(Struct, frozen=True):
     unchanged: bool = False
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class Commands:
-    def __init__(self, log: EventLog, *, zone: str, clock: Callable[[], int] = _now_ms) -> None:
+    def __init__(self, log: EventLog, *, zone: str, clock: Callable[[], int] = now_ms) -> None:
         self._log = log
         self._zone = zone
         self._clock = clock

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 import msgspec
 from litestar import Request, Response, get
 
-from events import EventLogUnavailable, NotFound, TransientError
+from events import EventLogUnavailable, NotFound, TransientError, now_ms
 from events.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight
 from events.requests import ProxyRef, ServiceUnavailable, request, xds_config_subject
 from projections import DataplaneRow, MeshServiceRow, ReadModelStore, dataplane_matches, decode_row
@@ -80,13 +79,13 @@ class ProxyInspector:
             return {"unavailable": f"insights unavailable: {exc}"}
         except msgspec.DecodeError as exc:  # written by a gateway of another version?
             return {"unavailable": f"insights unreadable: {exc}"}
-        connected, gone = self.verdict(insight, beat, _now_ms())
+        connected, gone = self.verdict(insight, beat, now_ms())
         return render_insight(insight, connected=connected, disconnected_at=gone)
 
     async def connected(self, mesh: str) -> set[str]:
         """Names of the mesh's proxies connected now (from a snapshot at most `ttl` old)."""
         proxies, beats = await self._cached_snapshot()
-        now = _now_ms()
+        now = now_ms()
         return {name for (m, name), insight in proxies.items()
                 if m == mesh and self.verdict(insight, beats.get(insight.gateway), now)[0]}
 
@@ -129,10 +128,6 @@ def _error_of(body: bytes) -> str:
         return str(msgspec.json.decode(body).get("error", body[:200]))
     except (msgspec.DecodeError, AttributeError):
         return repr(body[:200])
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 async def add_connected(inspector: ProxyInspector | None, store: ReadModelStore,

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from events import now_ms
 from events.errors import EventLogUnavailable
 from events.insights import GatewayHeartbeat, ProxyInsight, TypeInsight
 from xds_gateway.subscription import TypeState
@@ -41,10 +42,6 @@ _MAX_FAILURES = 10
 _MAX_BACKOFF_S = 5.0
 _MAX_CONCURRENT_WRITES = 64
 _ENDED_KEPT = 10_000
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Insights(Protocol):

@@ -49,6 +49,7 @@ from events.resources import (
     MeshServicePort,
     Outbound,
     Resource,
+    is_resource_name,
 )
 from events.subjects import (
     DEFAULT_ZONE,
@@ -114,6 +115,7 @@ __all__ = [
     "grace_period_subject",
     "ipam_subject",
     "is_dns1035_label",
+    "is_resource_name",
     "kind_of",
     "now_ms",
     "parse_template",

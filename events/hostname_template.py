@@ -19,6 +19,8 @@ import re
 
 from msgspec import Struct
 
+from events.resources import is_resource_name
+
 __all__ = [
     "FIELDS",
     "TemplateContext",
@@ -29,7 +31,6 @@ __all__ = [
 ]
 
 FIELDS = ("Name", "DisplayName", "Namespace", "Mesh", "Zone")
-_HOSTNAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _FIELD = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)")
 _LABEL = re.compile(r'label\s+(?:"((?:[^"\\]|\\.)*)"|`([^`]*)`)')
 
@@ -124,7 +125,7 @@ def render_template(text: str, ctx: TemplateContext) -> str:
         else:
             out.append(_field(ctx, part.field or ""))
     hostname = "".join(out)
-    if len(hostname) > 253 or not _HOSTNAME.fullmatch(hostname):
+    if not is_resource_name(hostname):  # the same rule: an RFC 1123 subdomain
         raise TemplateError(f"{hostname!r} is not a valid hostname (RFC 1123 subdomain: "
                             "lower-case letters, digits, '-' and '.')")
     return hostname

@@ -7,6 +7,7 @@ evolution); strictness for user input lives in `events.decoding`, at the edge.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from msgspec import Meta, Struct
@@ -36,10 +37,20 @@ __all__ = [
     "ReachableBackends",
     "Resource",
     "TransparentProxying",
+    "is_resource_name",
 ]
 
 # `\Z`, not `$`: `$` also matches before a trailing newline, which would reach NATS subjects.
 RFC1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z"
+
+_RESOURCE_NAME = re.compile(RFC1123_SUBDOMAIN)
+
+
+def is_resource_name(value: str) -> bool:
+    """Whether `value` passes `ResourceName` (an RFC 1123 subdomain of at most 253
+    characters), checked outside a Struct."""
+    return len(value) <= 253 and bool(_RESOURCE_NAME.fullmatch(value))
+
 
 PortNumber = Annotated[int, Meta(ge=1, le=65535)]
 ResourceName = Annotated[str, Meta(min_length=1, max_length=253, pattern=RFC1123_SUBDOMAIN)]

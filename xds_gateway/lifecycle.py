@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import heapq
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Protocol
@@ -31,7 +30,7 @@ import msgspec
 from envoy.config.core.v3.base_pb2 import Node
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 
-from events import EventLog
+from events import EventLog, is_resource_name
 from events.insights import GatewayHeartbeat, ProxyInsight
 from xds_gateway.insights import Insights, InsightsPublisher, Session, now_ms
 from xds_gateway.names import parse_node_id
@@ -48,8 +47,6 @@ __all__ = ["ProxyLifecycle"]
 
 log = logging.getLogger("meshlog.xds.lifecycle")
 
-_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-"""A resource name (events.resources: RFC 1123 subdomain)."""
 _MAX_USER_AGENT = 256
 RETAIN_S = 3600.0
 """How long the insight of a proxy gone (not self-registered), or the heartbeat of a gateway
@@ -136,7 +133,7 @@ class ProxyLifecycle:
             return  # the stream rejects the node id itself (xds-rules #1)
         mesh, name = parsed
         for what, value in (("mesh", mesh), ("Dataplane", name)):
-            if len(value) > 253 or not _NAME.fullmatch(value):
+            if not is_resource_name(value):
                 # no Dataplane can have it, and it is no bucket key: its insight would be
                 # retried forever, holding back the writes of every other stream
                 raise InvalidStream(f"node.id {node.id!r}: {value!r} is not a {what} name "

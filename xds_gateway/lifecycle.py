@@ -48,10 +48,10 @@ __all__ = ["ProxyLifecycle"]
 log = logging.getLogger("meshlog.xds.lifecycle")
 
 _MAX_USER_AGENT = 256
+"""Kept in the insight: a node may say megabytes, an insight must fit a NATS message."""
 RETAIN_S = 3600.0
 """How long the insight of a proxy gone (not self-registered), or the heartbeat of a gateway
 gone, stays in the bucket for `_overview` to show."""
-"""Kept in the insight: a node may say megabytes, an insight must fit a NATS message."""
 
 
 class _Stream(Protocol):

@@ -31,7 +31,13 @@ from projections import DataplaneRow, MeshServiceRow
 from xds_gateway import clusters, dns, endpoints, listeners, names, proxyless
 from xds_gateway.cache import EncodedResource, ResourceCache, set_version, version_of
 from xds_gateway.node import ProxyNode
-from xds_gateway.reachable import explicit_outbound_allowed, mesh_mode, reachable, reachable_key
+from xds_gateway.reachable import (
+    Mode,
+    explicit_outbound_allowed,
+    mesh_mode,
+    reachable,
+    reachable_key,
+)
 from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
 from xds_gateway.view import ProjectionView
 
@@ -167,14 +173,13 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
     tp = dp.networking.transparent_proxying
     key = (mesh, reachable_key(mode, dp, services), tp is None, node.is_grpc,
            0 if tp is None else node.dns_port)
-    shared = cache.per_generation(
-        view, view.generation, key,
-        lambda: _shared(view, cache, mesh, dp, node, services))
+    shared = cache.per_generation(view, view.generation, key, lambda: Shared(
+        _collect(lambda add: _shared(view, cache, mesh, mode, dp, node, services, add)), {}, {}))
     if previous is not None and previous.row is row:
         first = previous.first  # inbounds depend on the row only
     else:
         first = _collect(lambda add: _inbounds(dp, cache, add))
-    last = (_collect(lambda add: _explicit(view, cache, mesh, dp, add))
+    last = (_collect(lambda add: _explicit(view, cache, mesh, mode, dp, services, add))
             if dp.networking.outbound else _NONE)
     return Snapshot(shared, first, last, row)
 
@@ -189,15 +194,10 @@ def _collect(fill: Callable[[Add], None]) -> dict[str, Part]:
     return _parts(out)
 
 
-def _shared(view: ProjectionView, cache: ResourceCache, mesh: str, dp: Dataplane,
-            node: ProxyNode, services: dict[str, MeshServiceRow]) -> Shared:
+def _shared(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
+            dp: Dataplane, node: ProxyNode, services: dict[str, MeshServiceRow],
+            add: Add) -> None:
     """What every proxy with `dp`'s shared key gets; depends on `dp` only through the key."""
-    out: Resources = {t: {} for t in PUSH_ORDER}
-
-    def add(resource: EncodedResource) -> None:
-        out[resource.type_url].setdefault(resource.name, resource)  # no duplicate names (#7)
-
-    mode = mesh_mode(view.meshes.get(mesh))
     tp = dp.networking.transparent_proxying
     records: set[tuple[str, str]] = set()
     for ms_name, ports in sorted(reachable(mode, dp, services).items()):
@@ -215,13 +215,10 @@ def _shared(view: ProjectionView, cache: ResourceCache, mesh: str, dp: Dataplane
                     _grpc_target(cache, target, cname, add)
     if tp is not None:
         add(_dns(cache, node.dns_port, tuple(sorted(records))))
-    return Shared(_parts(out), {}, {})
 
 
-def _explicit(view: ProjectionView, cache: ResourceCache, mesh: str, dp: Dataplane,
-              add: Add) -> None:
-    services = view.meshservices.get(mesh, {})
-    mode = mesh_mode(view.meshes.get(mesh))
+def _explicit(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
+              dp: Dataplane, services: dict[str, MeshServiceRow], add: Add) -> None:
     for outbound in dp.networking.outbound:
         target = _explicit_target(outbound, services)
         if target is not None and explicit_outbound_allowed(mode, outbound):

@@ -184,10 +184,12 @@ def _documents(path: str) -> list[dict[str, Any]]:
 
 def cmd_apply(args: argparse.Namespace, client: ApiClient) -> int:
     failures = 0
-    for i, doc in enumerate(_documents(args.file), start=1):
+    documents = [(path, i, doc) for path in args.file
+                 for i, doc in enumerate(_documents(path), start=1)]
+    for path, i, doc in documents:
         kind = doc.get("type") if isinstance(doc, dict) else None
         if kind not in SINGULAR.values():
-            print(f"error: document {i}: 'type' is {kind!r}; known: "
+            print(f"error: {path}: document {i}: 'type' is {kind!r}; known: "
                   f"{', '.join(SINGULAR.values())}", file=sys.stderr)
             failures += 1
             continue
@@ -199,7 +201,7 @@ def cmd_apply(args: argparse.Namespace, client: ApiClient) -> int:
             failures += 1
             continue
         verb = "created" if result["created"] else "unchanged" if result["unchanged"] else "updated"
-        print(f"{kind.lower()} {name!r} {verb} (version {result['version']})")
+        print(f"{kind.lower()} {name!r} {verb} (version {result['version']})", flush=True)
     return 1 if failures else 0
 
 
@@ -438,7 +440,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(*_GRACE_FLAG, **_GRACE_OPTIONS)
 
     apply = sub.add_parser("apply", help="create or update resources from a file")
-    apply.add_argument("-f", "--file", required=True, help="YAML or JSON file, '-' for stdin")
+    apply.add_argument("-f", "--file", required=True, action="append",
+                       help="YAML or JSON file, '-' for stdin; repeat to apply several, in order")
 
     get = sub.add_parser("get", help="list resources, or show one")
     get.add_argument("what", help="meshes | dataplanes | meshservices | hostnamegenerators, "

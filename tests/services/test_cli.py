@@ -62,6 +62,19 @@ def test_apply_reports_each_invalid_document_and_fails(tmp_path: Path) -> None:
     assert "'type' is 'Gadget'" in result.stderr
 
 
+def test_apply_takes_several_files_in_order(tmp_path: Path) -> None:
+    """examples/hostnames.yaml needs the mesh of examples/demo.yaml: one command, in order."""
+    hostnames = DEMO.parent / "hostnames.yaml"
+    with meshlog_up(tmp_path / "cp") as cp:
+        applied = _meshlog(cp.where["api"], "apply", "-f", str(DEMO), "-f", str(hostnames))
+        assert applied.stdout.splitlines()[0].startswith("mesh 'default' created")
+        assert "meshservice 'payments' created" in applied.stdout.splitlines()[-1]
+        payments = json.loads(_meshlog(cp.where["api"], "get", "meshservice", "payments",
+                                       "-m", "default", "-o", "json").stdout)
+    assert sorted(a["hostname"] for a in payments["status"]["addresses"]) == [
+        "payments.blue.mesh", "payments.svc.mesh.local"]
+
+
 def test_unreachable_api_is_a_clear_error() -> None:
     result = _meshlog("http://127.0.0.1:9", "get", "meshes", check=False)
     assert result.returncode == 1

@@ -100,12 +100,16 @@ class Snapshot:
         if merged is None:
             first, last = self.first[type_url], self.last[type_url]
             shared = self.shared.parts[type_url]
-            if first is _EMPTY and last is _EMPTY:
+            if not self._own(type_url):
                 merged = shared.resources
             else:
                 merged = {**last.resources, **shared.resources, **first.resources}
             self._merged[type_url] = merged
         return merged
+
+    def _own(self, type_url: str) -> bool:
+        """Whether the proxy adds resources of `type_url` to the shared part."""
+        return self.first[type_url] is not _EMPTY or self.last[type_url] is not _EMPTY
 
     @property
     def resources(self) -> dict[str, Mapping[str, EncodedResource]]:
@@ -118,7 +122,7 @@ class Snapshot:
         if version is None:
             first, last = self.first[type_url], self.last[type_url]
             shared = self.shared.parts[type_url].version
-            version = (shared if first is _EMPTY and last is _EMPTY
+            version = (shared if not self._own(type_url)
                        else version_of(f"{first.version} {shared} {last.version}".encode()))
             self._versions[type_url] = version
         return version
@@ -126,7 +130,7 @@ class Snapshot:
     def selection_version(self, type_url: str, names: frozenset[str]) -> str:
         """The version of the requested `names` of a named type (EDS, RDS): shared by every
         stream requesting the same names from the same shared part."""
-        own = self.first[type_url] is not _EMPTY or self.last[type_url] is not _EMPTY
+        own = self._own(type_url)
         key = (type_url, names)
         if not own and key in self.shared.selections:
             return self.shared.selections[key]
@@ -140,7 +144,7 @@ class Snapshot:
                       names: frozenset[str]) -> list[EncodedResource]:
         """The requested `names` (in name order) whose resource differs from `sent`'s, or that
         `sent` lacks. Streams that were sent the same mapping share one answer."""
-        own = self.first[type_url] is not _EMPTY or self.last[type_url] is not _EMPTY
+        own = self._own(type_url)
         key = (type_url, id(sent), names)
         if not own:
             hit = self.shared.changes.get(key)

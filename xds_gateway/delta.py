@@ -28,7 +28,7 @@ from xds_gateway._wire import delta_discovery_response
 from xds_gateway.cache import EncodedResource, version_of
 from xds_gateway.snapshot import Snapshot
 from xds_gateway.subscription import WARMING_FOLLOWERS, AdsStream, InvalidStream, TypeState
-from xds_gateway.type_urls import CLUSTER, LISTENER, PUSH_ORDER, WILDCARD_TYPES
+from xds_gateway.type_urls import CLUSTER, LISTENER, WILDCARD_TYPES
 
 __all__ = ["DeltaStream", "InvalidStream"]
 
@@ -75,13 +75,6 @@ class DeltaStream(AdsStream[DeltaDiscoveryRequest]):
             if type_url == LISTENER:
                 self._listeners_acked()
 
-    async def _push(self) -> None:
-        snapshot = self._current()
-        for type_url in PUSH_ORDER:
-            state = self.types.get(type_url)
-            if state is not None:
-                await self._push_type(type_url, state, snapshot)
-
     async def _push_type(self, type_url: str, state: TypeState, snapshot: Snapshot) -> None:
         present, absent = self._scope(type_url, state, snapshot)
         changed = [r for name, r in sorted(present.items())
@@ -103,11 +96,7 @@ class DeltaStream(AdsStream[DeltaDiscoveryRequest]):
         nonce = self._next_nonce()
         await self._write(delta_discovery_response(
             version, type_url, nonce, ((r.name, r.version, r.any) for r in changed), removed))
-        state.sent_version = version
-        state.sent_nonce = nonce
-        state.demand = False
-        state.responses += 1
-        state.resources_sent += len(changed)
+        state.record_response(version, nonce, len(changed))
         self._track(type_url, present)
         self._rewarm(type_url, changed)
 

@@ -24,7 +24,7 @@ from xds_gateway._wire import ack_frame, request_names, response_body, with_nonc
 from xds_gateway.cache import EncodedResource, ResourceCache, set_version
 from xds_gateway.snapshot import Snapshot
 from xds_gateway.subscription import WARMING_FOLLOWERS, AdsStream, InvalidStream, TypeState
-from xds_gateway.type_urls import CLUSTER, LISTENER, PUSH_ORDER, WILDCARD_TYPES
+from xds_gateway.type_urls import CLUSTER, LISTENER, WILDCARD_TYPES
 from xds_gateway.view import ProjectionView
 
 __all__ = ["InvalidStream", "SotwStream", "set_version"]
@@ -106,16 +106,11 @@ class SotwStream(AdsStream[DiscoveryRequest]):
                 or len(request.resource_names) != len(state.names)
                 or not state.names.issuperset(request.resource_names))
 
-    async def _push(self) -> None:
-        snapshot = self._current()
-        for type_url in PUSH_ORDER:
-            state = self.types.get(type_url)
-            if state is None:
-                continue
-            if type_url in WILDCARD_TYPES:
-                await self._push_set(type_url, state, snapshot)
-            else:
-                await self._push_named(type_url, state, snapshot)
+    async def _push_type(self, type_url: str, state: TypeState, snapshot: Snapshot) -> None:
+        if type_url in WILDCARD_TYPES:
+            await self._push_set(type_url, state, snapshot)
+        else:
+            await self._push_named(type_url, state, snapshot)
 
     async def _push_set(self, type_url: str, state: TypeState, snapshot: Snapshot) -> None:
         """LDS, CDS: the complete set for the node (rule 6), when it changed or was asked for."""
@@ -185,12 +180,8 @@ class SotwStream(AdsStream[DiscoveryRequest]):
             (type_url, version, partial),
             lambda: response_body(version, type_url, (r.any for r in resources)))
         await self._write(with_nonce(body, nonce))
-        state.sent_version = version
-        state.sent_nonce = nonce
+        state.record_response(version, nonce, len(resources))
         state.ack_frame = ack_frame(version, type_url, nonce)
-        state.demand = False
-        state.responses += 1
-        state.resources_sent += len(resources)
         follower = WARMING_FOLLOWERS.get(type_url)
         if follower is not None:
             self._rewarm.add(follower)

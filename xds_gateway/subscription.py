@@ -80,6 +80,14 @@ class TypeState:
     def wildcard(self) -> bool:
         return not self.names or "*" in self.names
 
+    def record_response(self, version: str, nonce: str, resources: int) -> None:
+        """A response went out: the client is to ACK (or NACK) `nonce` (rule 2)."""
+        self.sent_version = version
+        self.sent_nonce = nonce
+        self.demand = False
+        self.responses += 1
+        self.resources_sent += resources
+
     def record_ack(self) -> None:
         self.acks += 1
         self.acked_version = self.sent_version
@@ -96,8 +104,9 @@ class TypeState:
 class AdsStream(Generic[Request]):
     """One ADS stream's loop and the state SotW and Delta share; subclasses decide what to send.
 
-    Subclasses implement `_handle(request)` (called in order, in the loop task) and `_push()`
-    (called after every batch of requests and every view change, once the node is known).
+    Subclasses implement `_handle(request)` (called in order, in the loop task) and
+    `_push_type(...)` (called per subscribed type in push order, rule 10, after every batch of
+    requests and every view change, once the node is known).
     """
 
     def __init__(self, view: ProjectionView, cache: ResourceCache,
@@ -171,6 +180,14 @@ class AdsStream(Generic[Request]):
         return False
 
     async def _push(self) -> None:
+        snapshot = self._current()
+        for type_url in PUSH_ORDER:
+            state = self.types.get(type_url)
+            if state is not None:
+                await self._push_type(type_url, state, snapshot)
+
+    async def _push_type(self, type_url: str, state: TypeState, snapshot: Snapshot) -> None:
+        """Send `type_url` to the client if it has anything to get."""
         raise NotImplementedError
 
     # --- shared rules -------------------------------------------------------------------------

@@ -91,9 +91,7 @@ def apply_event(state: ProjectionState, seq: int, event: AnyEvent, zone: str) ->
             state.stale_services.add((ms.mesh, ms.name))
             state.stale_hostnames.add(ms.mesh)
         case MeshServiceDeleted(mesh=mesh, name=name):
-            state.delete("meshservice", ms_key(mesh, name))
-            state.delete("endpoints", ms_key(mesh, name))
-            state.stale_hostnames.add(mesh)
+            state.delete_meshservice(mesh, name)
             # Dataplanes may still carry the service tag: the generator takes over.
             regenerate(state, mesh, name, seq, event.at, zone)
         case IpamConfigured(kind=kind, cidr=cidr):

@@ -93,9 +93,7 @@ def grace_period_ms(state: ProjectionState) -> int:
 def expire_due(state: ProjectionState, at: int) -> None:
     """Remove the generated MeshServices whose grace period is over at `at`."""
     for mesh, name in state.due(at):
-        state.delete("meshservice", ms_key(mesh, name))
-        state.delete("endpoints", ms_key(mesh, name))
-        state.stale_hostnames.add(mesh)
+        state.delete_meshservice(mesh, name)
 
 
 def regenerate(
@@ -145,9 +143,7 @@ def _orphaned(state: ProjectionState, current: MeshServiceRow, at: int) -> None:
     mesh, service = current.mesh, current.name
     grace = grace_period_ms(state)
     if grace <= 0:
-        state.delete("meshservice", ms_key(mesh, service))
-        state.delete("endpoints", ms_key(mesh, service))
-        state.stale_hostnames.add(mesh)
+        state.delete_meshservice(mesh, service)
     elif current.expires_at is None:
         state.put("meshservice", ms_key(mesh, service), msgspec.structs.replace(
             current, expires_at=at + grace))

@@ -138,6 +138,12 @@ class ProjectionState:
         self.rows[collection].pop(key, None)
         self._dirty.add((collection, key))
 
+    def delete_meshservice(self, mesh: str, name: str) -> None:
+        """Remove a MeshService with its endpoints; its mesh's hostnames are derived again."""
+        self.delete("meshservice", ms_key(mesh, name))
+        self.delete("endpoints", ms_key(mesh, name))
+        self.stale_hostnames.add(mesh)
+
     def take_changes(self) -> list[Change]:
         """Rows changed since the last call, in a stable order, and mark them persisted."""
         changes = []

@@ -38,7 +38,7 @@ from events.hostname_template import (
     render_template,
 )
 from events.jetstream import JetStreamEventLog, connect_nats
-from events.log import Appended, EventLog, PendingAppend, Record
+from events.log import Appended, EventLog, PendingAppend, Record, decision_msg_id
 from events.resources import (
     DEFAULT_HOSTNAME_GENERATORS,
     Dataplane,
@@ -109,6 +109,7 @@ __all__ = [
     "Violation",
     "clock_subject",
     "connect_nats",
+    "decision_msg_id",
     "decode_event",
     "decode_resource",
     "encode_event",

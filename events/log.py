@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
@@ -9,7 +10,14 @@ from msgspec import Struct
 
 from events.event_types import AnyEvent
 
-__all__ = ["Appended", "EventLog", "PendingAppend", "Record"]
+__all__ = ["Appended", "EventLog", "PendingAppend", "Record", "decision_msg_id"]
+
+
+def decision_msg_id(subject: str, expected: int, content: bytes) -> str:
+    """The `msg_id` of one decision about `subject`, taken at its sequence `expected` with
+    `content`: a retry of the same decision appends once (invariant 2)."""
+    digest = hashlib.sha256(f"{subject}\n{expected}\n".encode() + content).hexdigest()
+    return digest[:32]
 
 
 class Record(Struct, frozen=True):

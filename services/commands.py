@@ -9,7 +9,6 @@ so a retried request appends at most once. A write that changes nothing appends 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 
 import msgspec
@@ -37,6 +36,7 @@ from events import (
     NotFound,
     Record,
     Resource,
+    decision_msg_id,
     decode_event,
     encode_event,
     grace_period_subject,
@@ -78,7 +78,8 @@ class Commands:
         event = _applied(resource, self._clock())
         appended = await self._log.append(
             subject, event, expected_last_subject_seq=seq,
-            msg_id=idempotency_key or _msg_id(subject, seq, encode_event(_without_time(event))),
+            msg_id=idempotency_key or decision_msg_id(subject, seq,
+                                                      encode_event(_without_time(event))),
             headers=headers,
         )
         return WriteResult(seq=appended.seq, created=current is None)
@@ -98,7 +99,7 @@ class Commands:
         event = _deleted(kind, mesh, name, self._clock())
         appended = await self._log.append(
             subject, event, expected_last_subject_seq=last.seq,
-            msg_id=_msg_id(subject, last.seq, b"delete"), headers=headers,
+            msg_id=decision_msg_id(subject, last.seq, b"delete"), headers=headers,
         )
         return WriteResult(seq=appended.seq)
 
@@ -114,7 +115,7 @@ class Commands:
         seq = last.seq if last is not None else 0
         appended = await self._log.append(
             subject, IpamConfigured(at=self._clock(), kind=kind, cidr=cidr),  # type: ignore[arg-type]
-            expected_last_subject_seq=seq, msg_id=_msg_id(subject, seq, cidr.encode()),
+            expected_last_subject_seq=seq, msg_id=decision_msg_id(subject, seq, cidr.encode()),
         )
         return WriteResult(seq=appended.seq, created=last is None)
 
@@ -137,7 +138,7 @@ class Commands:
             subject, GracePeriodConfigured(at=self._clock(), grace_period_ms=grace_period_ms,
                                            kind=kind),  # type: ignore[arg-type]
             expected_last_subject_seq=seq,
-            msg_id=_msg_id(subject, seq, str(grace_period_ms).encode()))
+            msg_id=decision_msg_id(subject, seq, str(grace_period_ms).encode()))
         return WriteResult(seq=appended.seq, created=last is None)
 
     async def _require_mesh(self, mesh: str) -> None:
@@ -201,8 +202,3 @@ def _deleted(kind: str, mesh: str | None, name: str, at: int) -> AnyEvent:
 
 def _without_time(event: AnyEvent) -> AnyEvent:
     return msgspec.structs.replace(event, at=0)
-
-
-def _msg_id(subject: str, expected: int, content: bytes) -> str:
-    digest = hashlib.sha256(f"{subject}\n{expected}\n".encode() + content).hexdigest()
-    return digest[:32]

@@ -16,7 +16,6 @@ sequence), so two gateways deregistering the same proxy at once append one event
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from typing import Any
@@ -38,6 +37,7 @@ from events import (
     MeshApplied,
     Record,
     UndecodableEvent,
+    decision_msg_id,
     decode_event,
     decode_resource,
     encode_event,
@@ -164,7 +164,7 @@ class SelfRegistration:
                 seq = last.seq if last is not None else 0
                 try:
                     await self._log.append(subject, event, expected_last_subject_seq=seq,
-                                           msg_id=_msg_id(subject, seq, _timeless(event)))
+                                           msg_id=decision_msg_id(subject, seq, _timeless(event)))
                 except Conflict:
                     continue  # a concurrent write: read again and decide again
                 return True
@@ -189,7 +189,7 @@ class SelfRegistration:
         try:
             appended = await self._log.append(
                 subject, event, expected_last_subject_seq=last.seq,
-                msg_id=_msg_id(subject, last.seq, b"deregister"))
+                msg_id=decision_msg_id(subject, last.seq, b"deregister"))
         except Conflict:
             return "changed"
         return Deregistered(dataplane=current.dataplane, seq=appended.seq)
@@ -202,7 +202,7 @@ class SelfRegistration:
         event = DataplaneRegistered(at=at, dataplane=dp, origin="proxy")
         try:
             await self._log.append(subject, event, expected_last_subject_seq=removed.seq,
-                                   msg_id=_msg_id(subject, removed.seq, _timeless(event)))
+                                   msg_id=decision_msg_id(subject, removed.seq, _timeless(event)))
         except Conflict:
             return False
         return True
@@ -230,9 +230,3 @@ def _registration(last: Record | None) -> DataplaneRegistered | None:
 
 def _timeless(event: DataplaneRegistered) -> bytes:
     return encode_event(msgspec.structs.replace(event, at=0))
-
-
-def _msg_id(subject: str, expected: int, content: bytes) -> str:
-    """As `services.commands`: a retry of the same decision appends once."""
-    digest = hashlib.sha256(f"{subject}\n{expected}\n".encode() + content).hexdigest()
-    return digest[:32]

@@ -77,6 +77,11 @@ class ProxyInsight(Struct, kw_only=True, omit_defaults=True):
     def connected(self) -> bool:
         return self.disconnected_at is None
 
+    def last_heard(self, beat: GatewayHeartbeat | None) -> int:
+        """When its gateway was last heard of: its heartbeat `beat`, or the connect time if
+        later (Unix ms). The rule of both the reaper and the API's `connected`."""
+        return max(beat.beat_at if beat is not None else 0, self.connected_at)
+
 
 class GatewayHeartbeat(Struct, kw_only=True):
     instance: str

@@ -61,7 +61,7 @@ class ProxyInspector:
         """(connected, disconnected_at) of one insight given its gateway's heartbeat."""
         if insight.disconnected_at is not None:
             return False, insight.disconnected_at
-        last_heard = max(beat.beat_at if beat is not None else 0, insight.connected_at)
+        last_heard = insight.last_heard(beat)
         if now_ms - last_heard > self._stale_ms:
             return False, last_heard
         return True, None

@@ -227,9 +227,7 @@ class Reaper:
 
     def _silent(self, insight: ProxyInsight, beats: Mapping[str, GatewayHeartbeat],
                 now: int) -> bool:
-        beat = beats.get(insight.gateway)
-        last_seen = insight.disconnected_at or max(
-            beat.beat_at if beat is not None else 0, insight.connected_at)
+        last_seen = insight.disconnected_at or insight.last_heard(beats.get(insight.gateway))
         return now - last_seen > self._retain_ms
 
     async def _forget(self, mesh: str, name: str, session: str) -> None:
@@ -281,8 +279,7 @@ class Reaper:
             return insight.disconnected_at
         if insight.gateway == self._publisher.instance:
             return self._publisher.ended_at(insight.session)  # our own streams we know
-        beat = beats.get(insight.gateway)
-        last_seen = max(beat.beat_at if beat is not None else 0, insight.connected_at)
+        last_seen = insight.last_heard(beats.get(insight.gateway))
         return last_seen if now - last_seen > self._delay_ms + self._margin_ms else None
 
 

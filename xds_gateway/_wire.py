@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
-    "ack_frame", "any_bytes", "delta_discovery_response", "discovery_response", "request_names",
-    "response_body", "with_nonce",
+    "ack_frame", "any_bytes", "delta_discovery_response", "request_names", "response_body",
+    "with_nonce",
 ]
 
 _VERSION_INFO, _RESOURCES, _TYPE_URL, _NONCE = 1, 2, 4, 5
@@ -42,11 +42,6 @@ def _tag(number: int, length: int) -> bytes:
 def any_bytes(type_url: str, value: bytes) -> bytes:
     """The serialized google.protobuf.Any holding `value`."""
     return _field(_ANY_TYPE_URL, type_url.encode()) + _field(_ANY_VALUE, value)
-
-
-def discovery_response(version_info: str, type_url: str, nonce: str,
-                       resources: Iterable[bytes]) -> bytes:
-    return with_nonce(response_body(version_info, type_url, resources), nonce)
 
 
 def response_body(version_info: str, type_url: str, resources: Iterable[bytes]) -> bytes:

@@ -2,8 +2,8 @@
 
 Filled from the projection bus: the initial batch makes the view ready; later batches are
 applied whole at their checkpoint, so a stream never sees half of a projector batch. Every
-applied batch bumps `generation`, wakes the waiters in `changed()` and sets the events of
-the streams registered with `wake_on_change`.
+applied batch bumps `generation` and sets the events of the streams registered with
+`wake_on_change`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ class ProjectionView:
         self.generation = 0
         self.checkpoint = 0
         self.ready = asyncio.Event()
-        self._changed = asyncio.Event()
         self.meshes: dict[str, MeshRow] = {}
         """By mesh name: `spec.meshServices.mode` decides what proxies of the mesh get."""
         self.dataplanes: dict[tuple[str, str], DataplaneRow] = {}
@@ -43,8 +42,6 @@ class ProjectionView:
             mesh, _, name = rest.partition("/")
             self._apply_one(collection, mesh, name, value)
         self.generation += 1
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
         for wake in self._wakes:
             wake.set()
 
@@ -83,12 +80,6 @@ class ProjectionView:
 
     def stop_waking(self, wake: asyncio.Event) -> None:
         self._wakes.discard(wake)
-
-    async def changed(self, generation: int) -> int:
-        """Wait until the view is past `generation`; return the new generation."""
-        while self.generation == generation:
-            await self._changed.wait()
-        return self.generation
 
     async def follow(self, batches: AsyncIterator[list[ProjectionUpdate]]) -> None:
         """Apply batches from the projection bus forever."""

@@ -29,6 +29,7 @@ from events.event_types import (
     MeshServiceApplied,
     MeshServiceDeleted,
     now_ms,
+    rfc3339,
 )
 from events.hostname_template import (
     TemplateContext,
@@ -122,4 +123,5 @@ __all__ = [
     "parse_template",
     "render_template",
     "resource_subject",
+    "rfc3339",
 ]

@@ -8,6 +8,7 @@ never from the wall clock (DESIGN.md invariant 4).
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Literal
 
 from msgspec import Struct
@@ -29,6 +30,7 @@ __all__ = [
     "MeshServiceApplied",
     "MeshServiceDeleted",
     "now_ms",
+    "rfc3339",
 ]
 
 
@@ -36,6 +38,11 @@ def now_ms() -> int:
     """The wall clock in the unit of `Event.at` (Unix milliseconds), for the command side and
     the processes; never read by a fold."""
     return time.time_ns() // 1_000_000
+
+
+def rfc3339(ms: int) -> str:
+    """Unix milliseconds (an `at`) as RFC 3339 UTC text, as documents and messages show it."""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
 class Event(Struct, frozen=True, kw_only=True, tag_field="event", omit_defaults=True):

@@ -7,11 +7,9 @@ whatever the batch boundaries.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import msgspec
 
-from events import Dataplane, Inbound, MeshServicePort
+from events import Dataplane, Inbound, MeshServicePort, rfc3339
 from projections._match import inbound_matches
 from projections.generation import ports_of
 from projections.hostnames import Assigned, assign_hostnames
@@ -69,10 +67,6 @@ def _port_conflicts(row: MeshServiceRow, selected: list[DataplaneRow]) -> list[C
                               "Dataplane has them, else the oldest Dataplane's are taken)")]
 
 
-def _utc(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
-
-
 def derive_stale(state: ProjectionState, zone: str) -> None:
     """Recompute endpoints and status of every stale MeshService; clear the stale marks."""
     hostnames = {mesh: assign_hostnames(state, mesh) for mesh in sorted(state.stale_hostnames)}
@@ -120,7 +114,7 @@ def _derive_one(state: ProjectionState, row: MeshServiceRow, addresses: Assigned
     if row.expires_at is not None:
         conditions.append(Condition(
             type="Expiring", status="True", reason="NoDataplanes",
-            message=f"no Dataplane is left for it: it goes at {_utc(row.expires_at)} (grace "
+            message=f"no Dataplane is left for it: it goes at {rfc3339(row.expires_at)} (grace "
                     "period) unless a Dataplane of its service comes back before"))
     status = MeshServiceStatus(
         state="Available" if healthy_dps else "Unavailable",

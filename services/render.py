@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
+from events import rfc3339
 from events.insights import ProxyInsight
 from projections import DataplaneRow, HostnameGeneratorRow, MeshRow, MeshServiceRow
 
-__all__ = ["GLOBAL_KINDS", "PLURALS", "render_insight", "render_row", "rfc3339"]
+__all__ = ["GLOBAL_KINDS", "PLURALS", "render_insight", "render_row"]
 
 PLURALS = {"meshes": "Mesh", "dataplanes": "Dataplane", "meshservices": "MeshService",
            "hostnamegenerators": "HostnameGenerator"}
 """URL plural -> resource type. Every kind but the GLOBAL_KINDS is mesh-scoped."""
 GLOBAL_KINDS = frozenset({"Mesh", "HostnameGenerator"})
 """At `/meshes/{name}` and `/hostnamegenerators/{name}`, as in Kuma."""
-
-
-def rfc3339(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
 def render_row(row: object) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from services.config import (
     parse_port,
     parse_positive,
 )
-from services.render import PLURALS
+from services.render import GLOBAL_KINDS, PLURALS
 
 __all__ = ["main"]
 
@@ -59,12 +59,9 @@ def _kind_of_word(word: str) -> str | None:
 
 
 def _path(kind: str, mesh: str | None, name: str | None = None) -> str:
-    if kind == "Mesh":
-        return "/meshes" + (f"/{name}" if name else "")
-    if kind == "HostnameGenerator":  # global, as in Kuma
-        return "/hostnamegenerators" + (f"/{name}" if name else "")
-    base = f"/meshes/{mesh}/{_KIND_PLURAL[kind]}"
-    return base + (f"/{name}" if name else "")
+    # global kinds at `/<plural>`, as in Kuma; the others under their mesh
+    base = "" if kind in GLOBAL_KINDS else f"/meshes/{mesh}"
+    return f"{base}/{_KIND_PLURAL[kind]}" + (f"/{name}" if name else "")
 
 
 # --- commands ---------------------------------------------------------------------------------

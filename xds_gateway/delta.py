@@ -28,7 +28,7 @@ from xds_gateway._wire import delta_discovery_response
 from xds_gateway.cache import EncodedResource, version_of
 from xds_gateway.snapshot import Snapshot
 from xds_gateway.subscription import WARMING_FOLLOWERS, AdsStream, InvalidStream, TypeState
-from xds_gateway.type_urls import CLUSTER, LISTENER, WILDCARD_TYPES
+from xds_gateway.type_urls import CLUSTER, WILDCARD_TYPES
 
 __all__ = ["DeltaStream", "InvalidStream"]
 
@@ -71,9 +71,7 @@ class DeltaStream(AdsStream[DeltaDiscoveryRequest]):
             # rule 3: a NACK of any of our responses counts, also one overtaken by a newer one
             state.record_nack(self.node_id, type_url, request.error_detail.message)
         elif request.response_nonce == state.sent_nonce:
-            state.record_ack()
-            if type_url == LISTENER:
-                self._listeners_acked()
+            self._acked(type_url, state)
 
     async def _push_type(self, type_url: str, state: TypeState, snapshot: Snapshot) -> None:
         present, absent = self._scope(type_url, state, snapshot)

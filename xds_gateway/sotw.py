@@ -58,9 +58,7 @@ class SotwStream(AdsStream[DiscoveryRequest]):
             state.sent = state.unsent
             return
         if request.response_nonce:
-            state.record_ack()
-            if type_url == LISTENER:
-                self._listeners_acked()
+            self._acked(type_url, state)
         else:
             state.demand = True  # a new subscription (also after a reconnect)
         if names != state.names:

@@ -234,8 +234,12 @@ class AdsStream(Generic[Request]):
                 chosen[name] = self._clusters_held[name]
         return chosen
 
-    def _listeners_acked(self) -> None:
-        self._listener_refs_acked = self._listener_refs_sent
+    def _acked(self, type_url: str, state: TypeState) -> None:
+        """The client ACKed the latest response of `type_url`; after LDS, the clusters only
+        the old listeners needed may go (rule 10)."""
+        state.record_ack()
+        if type_url == LISTENER:
+            self._listener_refs_acked = self._listener_refs_sent
 
     def _track(self, type_url: str, held: Mapping[str, EncodedResource]) -> None:
         """Record the clusters or listeners the client holds after a response (rule 10).

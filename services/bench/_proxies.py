@@ -27,12 +27,12 @@ import grpc
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
 
+from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER
+
 __all__ = ["main"]
 
 ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
-CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
+CDS, EDS, LDS = CLUSTER, ENDPOINT, LISTENER
 _OPTIONS = [("grpc.max_receive_message_length", 256 * 1024 * 1024)]
 
 

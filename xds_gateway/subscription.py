@@ -127,9 +127,9 @@ class AdsStream(Generic[Request]):
         self._generation = -1
         self._dirty = True
         """A request since the last push may change what to send (see `run`)."""
-        # rule 10: what the client holds (or is being sent) of clusters and listeners
+        # rule 10: the clusters the client holds (or is being sent), and the clusters its
+        # listeners reference
         self._clusters_held: Mapping[str, EncodedResource] = {}
-        self._listeners_held: Mapping[str, EncodedResource] = {}
         self._listener_refs_sent: frozenset[str] = frozenset()
         self._listener_refs_acked: frozenset[str] = frozenset()
 
@@ -242,10 +242,10 @@ class AdsStream(Generic[Request]):
             self._listener_refs_acked = self._listener_refs_sent
 
     def _track(self, type_url: str, held: Mapping[str, EncodedResource]) -> None:
-        """Record the clusters or listeners the client holds after a response (rule 10).
-        `held` is kept, not copied: callers pass a mapping nobody changes afterwards."""
+        """Record the clusters the client holds, or the clusters its listeners reference,
+        after a response (rule 10). `held` is kept, not copied: callers pass a mapping nobody
+        changes afterwards."""
         if type_url == CLUSTER:
             self._clusters_held = held
         elif type_url == LISTENER:
-            self._listeners_held = held
             self._listener_refs_sent = frozenset().union(*(r.refs for r in held.values()))

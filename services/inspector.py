@@ -57,12 +57,13 @@ class ProxyInspector:
         return self._insights
 
     def verdict(self, insight: ProxyInsight, beat: GatewayHeartbeat | None,
-                now_ms: int) -> tuple[bool, int | None]:
-        """(connected, disconnected_at) of one insight given its gateway's heartbeat."""
+                now: int) -> tuple[bool, int | None]:
+        """(connected, disconnected_at) of one insight given its gateway's heartbeat, at `now`
+        (Unix ms)."""
         if insight.disconnected_at is not None:
             return False, insight.disconnected_at
         last_heard = insight.last_heard(beat)
-        if now_ms - last_heard > self._stale_ms:
+        if now - last_heard > self._stale_ms:
             return False, last_heard
         return True, None
 

@@ -63,7 +63,7 @@ class Gateway:
         self._grace_s = drain_grace_s
         self.draining = False
         """True from SIGTERM on: readiness reports 503 so the LB stops sending new streams."""
-        self._releases: dict[SotwStream, asyncio.Event] = {}
+        self._releases: dict[AdsStream[Any], asyncio.Event] = {}
         self.view = ProjectionView()
         self.cache = ResourceCache()
         self.port: int | None = None

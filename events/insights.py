@@ -67,6 +67,8 @@ class ProxyInsight(Struct, kw_only=True, omit_defaults=True):
     protocol: str = "sotw"
     """"sotw" or "delta"."""
     user_agent: str = ""
+    dns_port: int | None = None
+    """The DNS listener port the node asked for (node metadata), if not the default."""
     self_registered: bool = False
     """The proxy registered its Dataplane from node metadata (and is deregistered after a
     delay once it is gone everywhere)."""

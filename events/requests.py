@@ -51,9 +51,13 @@ class ServiceUnavailable(TransientError):
     """Nobody answered: no responder subscribed, or none replied within the timeout."""
 
 
-class ProxyRef(msgspec.Struct, frozen=True):
+class ProxyRef(msgspec.Struct, frozen=True, omit_defaults=True):
     mesh: str
     name: str
+    user_agent: str = ""
+    """What the proxy's live node says (from its insight), so the config is computed as its
+    stream computes it: a gRPC client gets its api_listeners, a DNS port its listener."""
+    dns_port: int | None = None
 
 
 class Reply(msgspec.Struct, frozen=True):

@@ -113,7 +113,7 @@ class ProxyInspector:
     async def config(self, mesh: str, name: str) -> bytes:
         """The proxy's computed xDS as JSON, from whichever gateway answers first."""
         subject = xds_config_subject(mesh, name)
-        payload = msgspec.json.encode(ProxyRef(mesh, name))
+        payload = msgspec.json.encode(await self._proxy_ref(mesh, name))
         reply = await request(self._nc, subject, payload, timeout_s=self._config_timeout_s)
         if reply.status == 200:
             return reply.body
@@ -122,6 +122,18 @@ class ProxyInspector:
             raise ServiceUnavailable(f"the gateway has not caught up yet: {error}; retry")
         raise ServiceUnavailable(f"the gateway could not compute the config "
                                  f"({reply.status}): {error}")
+
+    async def _proxy_ref(self, mesh: str, name: str) -> ProxyRef:
+        """The proxy and what its live node said (user agent, DNS port), from its insight:
+        the config is then the one its stream gets. Without an insight, a default Envoy's."""
+        try:
+            found = await (await self._bucket()).proxy(mesh, name)
+        except (TransientError, msgspec.DecodeError) as exc:
+            log.warning("_config of %s.%s without its insight: %s", mesh, name, exc)
+            found = None
+        if found is None:
+            return ProxyRef(mesh, name)
+        return ProxyRef(mesh, name, user_agent=found[0].user_agent, dns_port=found[0].dns_port)
 
 
 def _error_of(body: bytes) -> str:

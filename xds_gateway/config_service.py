@@ -12,8 +12,8 @@ Reply body (200):
 
 as `xds_gateway.config_dump.config_json` gives it (each entry `{"name", "version", "resource"}`).
 404 if this gateway's view has no such Dataplane (yet), 400 on a malformed request.
-The config is computed for a default Envoy node: node metadata only a live stream carries
-(proxyless gRPC, a DNS port) is not known here.
+The request may carry what the proxy's live node says (its user agent and DNS port, which the
+API takes from the proxy's insight); without them the config is computed for a default Envoy.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import msgspec
 from events.requests import ProxyRef, Reply
 from xds_gateway.cache import ResourceCache
 from xds_gateway.config_dump import config_json
+from xds_gateway.node import DEFAULT_DNS_PORT, ProxyNode
 from xds_gateway.view import ProjectionView
 
 __all__ = ["ConfigService"]
@@ -47,10 +48,12 @@ class ConfigService:
         if (ref.mesh, ref.name) not in self._view.dataplanes:
             return _error(404, f"Dataplane {ref.name!r} of mesh {ref.mesh!r} is not in this "
                                f"gateway's view (at sequence {self._view.checkpoint})")
+        node = ProxyNode(user_agent_name=ref.user_agent,
+                         dns_port=ref.dns_port or DEFAULT_DNS_PORT)
         return Reply(200, _encode({
             "mesh": ref.mesh, "name": ref.name,
             "projectedSequence": self._view.checkpoint,
-            "xds": config_json(self._view, ref.mesh, ref.name, self._cache),
+            "xds": config_json(self._view, ref.mesh, ref.name, self._cache, node=node),
         }))
 
 

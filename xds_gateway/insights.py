@@ -66,6 +66,7 @@ class Session:
     user_agent: str
     types: Mapping[str, TypeState]
     """The stream's own per-type state (`stream.types`), read at each round."""
+    dns_port: int | None = None
     self_registered: bool = False
     session: str = field(default_factory=lambda: uuid.uuid4().hex)
     connected_at: int = field(default_factory=now_ms)
@@ -86,7 +87,7 @@ class Session:
         return ProxyInsight(
             mesh=self.mesh, name=self.name, gateway=gateway, session=self.session,
             connected_at=self.connected_at, disconnected_at=self.disconnected_at,
-            protocol=self.protocol, user_agent=self.user_agent,
+            protocol=self.protocol, user_agent=self.user_agent, dns_port=self.dns_port,
             self_registered=self.self_registered,
             types={url: TypeInsight(responses_sent=s.responses, acks=s.acks, nacks=s.nacks,
                                     last_acked_version=s.acked_version or "",

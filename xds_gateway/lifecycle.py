@@ -34,7 +34,7 @@ from events import EventLog, is_resource_name
 from events.insights import GatewayHeartbeat, ProxyInsight
 from xds_gateway.insights import Insights, InsightsPublisher, Session, now_ms
 from xds_gateway.names import parse_node_id
-from xds_gateway.node import InvalidNode, proxy_node
+from xds_gateway.node import DEFAULT_DNS_PORT, InvalidNode, proxy_node
 from xds_gateway.registration import (
     Deregistered,
     RegistrationUnavailable,
@@ -139,12 +139,14 @@ class ProxyLifecycle:
                 raise InvalidStream(f"node.id {node.id!r}: {value!r} is not a {what} name "
                                     "(lower-case letters, digits, '-' and '.')")
         try:
-            proxy_node(node)  # what the stream refuses is never registered (it would stay)
+            parsed_node = proxy_node(node)  # what the stream refuses is never registered
         except InvalidNode as exc:
             raise InvalidStream(str(exc)) from exc
         dataplane = dataplane_from_node(node, mesh, name)
         session = Session(mesh=mesh, name=name, protocol=protocol,
                           user_agent=node.user_agent_name[:_MAX_USER_AGENT], types=stream.types,
+                          dns_port=(parsed_node.dns_port
+                                    if parsed_node.dns_port != DEFAULT_DNS_PORT else None),
                           self_registered=dataplane is not None)
         opened.append(session)
         if dataplane is None or self.registration is None:

@@ -267,6 +267,22 @@ async def test_config_comes_from_a_gateway(plane: Plane) -> None:
     assert doc["projectedSequence"] >= 3
 
 
+async def test_config_of_a_grpc_client_is_computed_as_its_stream_gets_it(plane: Plane) -> None:
+    """The API passes the user agent from the proxy's insight: a proxyless gRPC client's
+    `_config` holds the api_listener of each target, as its stream does."""
+    await plane.apply(_dp("backend-1", service="backend", port=8080, ip="10.0.0.1"))
+    await plane.insights.put(_insight(user_agent="gRPC Python 1.70"))
+    async with plane.gateway():
+        async def config() -> dict | None:
+            response = await plane.api.get("/meshes/default/dataplanes/web-1/_config")
+            doc = response.json() if response.status_code == 200 else {}
+            names = [r["name"] for r in doc.get("xds", {}).get("listeners", [])]
+            return doc if "backend:8080" in names else None
+
+        doc = await eventually(config, "web-1's config with its gRPC target")
+    assert "backend:8080" in [r["name"] for r in doc["xds"]["routes"]]
+
+
 async def test_config_comes_from_a_meshlog_gateway_process(plane: Plane, nats_url: str,
                                                            tmp_path: Path) -> None:
     stack = contextlib.ExitStack()

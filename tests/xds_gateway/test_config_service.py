@@ -50,3 +50,17 @@ async def test_malformed_request_is_a_400_not_a_crash() -> None:
     assert reply.status == 400
     assert "proxy reference" in msgspec.json.decode(reply.body)["error"]
     assert (await service.handle(b'{"mesh": "default", "name": "web-1"}')).status == 200
+
+
+async def test_the_config_of_a_grpc_client_has_its_targets() -> None:
+    """The API passes what the proxy's live node said (from its insight): a proxyless gRPC
+    client's config holds its api_listeners and routes (xds-rules #13), an Envoy's does not."""
+    service = _service()
+    grpc_reply = await service.handle(msgspec.json.encode({
+        "mesh": "default", "name": "web-1", "user_agent": "gRPC Python", "dns_port": 25053}))
+    envoy_reply = await service.handle(b'{"mesh": "default", "name": "web-1"}')
+    grpc_xds = msgspec.json.decode(grpc_reply.body)["xds"]
+    envoy_xds = msgspec.json.decode(envoy_reply.body)["xds"]
+    assert "backend:8080" in {r["name"] for r in grpc_xds["listeners"]}
+    assert [r["name"] for r in grpc_xds["routes"]] and not envoy_xds["routes"]
+    assert "backend:8080" not in {r["name"] for r in envoy_xds["listeners"]}

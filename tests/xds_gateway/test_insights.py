@@ -7,12 +7,15 @@ import time
 
 import grpc
 import pytest
+from envoy.config.core.v3.base_pb2 import Node
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 from nats.aio.client import Client as NATS
 
 from events import connect_nats
 from events.insights import JetStreamInsights, ProxyInsight
 from tests.xds_gateway._ads import DeltaAdsClient
 from tests.xds_gateway._gateways import ProxyClient, channel_to, eventually, running_gateway
+from xds_gateway.node import DNS_PORT_KEY
 from xds_gateway.type_urls import CLUSTER, LISTENER
 
 
@@ -249,4 +252,18 @@ async def test_a_huge_user_agent_is_cut_so_the_insight_is_still_written(nc: NATS
         insight = await eventually(lambda: _insight(insights), within=5,
                                    what="the connect insight")
         assert insight.user_agent.startswith("envoy xxx") and len(insight.user_agent) < 1000
+        client.close()
+
+
+async def test_the_insight_keeps_what_the_config_depends_on_in_the_node(nc: NATS) -> None:
+    """User agent and DNS port: `_config` computes with them what the stream gets."""
+    insights = await JetStreamInsights.open(nc)
+    async with running_gateway(nc) as gw, channel_to(gw) as channel:
+        client = ProxyClient(channel)
+        node = Node(id="default.web-1", user_agent_name="gRPC Python")
+        node.metadata.fields[DNS_PORT_KEY].string_value = "25053"
+        client._requests.put_nowait(DiscoveryRequest(type_url=CLUSTER, node=node))
+        await client.recv()
+        insight = await eventually(lambda: _insight(insights), what="the connect insight")
+        assert (insight.user_agent, insight.dns_port) == ("gRPC Python", 25053)
         client.close()

@@ -159,8 +159,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     def announce(where: dict[str, str]) -> None:
         print("meshlog is up (Ctrl-C to stop)", flush=True)
+        width = max(map(len, where), default=0)
         for what, address in where.items():
-            print(f"  {what:<9} {address}", flush=True)
+            print(f"  {what:<{width}}  {address}", flush=True)
 
     _run_until_signal(run_up(cfg, announce))
     print("meshlog stopped", file=sys.stderr)

@@ -134,13 +134,9 @@ def cmd_process(args: argparse.Namespace) -> int:
 
 
 def _seconds(flag: str, value: str) -> float:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise SystemExit(f"error: {flag}: {value!r} is not a number of seconds") from None
-    if not 0 <= seconds <= 86_400 * 365:
-        raise SystemExit(f"error: {flag}: {value!r} is not in 0..31536000 seconds")
-    return seconds
+    """A duration flag in seconds: `10`, `10s`, `250ms`, `30m`, `1h` (like
+    `--meshservice-grace-period`); a ConfigError names the flag and value."""
+    return parse_duration_ms(flag, value) / 1000
 
 
 def cmd_up(args: argparse.Namespace) -> int:

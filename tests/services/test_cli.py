@@ -99,3 +99,13 @@ def _envoy() -> str:
     from tests.harness import envoy_binary
 
     return envoy_binary()
+
+
+@pytest.mark.parametrize("flag", ["--drain-grace", "--deregistration-delay",
+                                  "--max-connection-age"])
+def test_gateway_durations_take_units_and_name_a_bad_value(flag: str) -> None:
+    bad = subprocess.run([str(VENV_BIN / "meshlog"), "gateway", flag, "soon",
+                          "--nats-url", "nats://127.0.0.1:9"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert f"{flag}: 'soon' is not a duration" in bad.stderr

@@ -36,6 +36,8 @@ __all__ = [
     "ReachableBackendRef",
     "ReachableBackends",
     "Resource",
+    "ServiceProbe",
+    "TcpProbe",
     "TransparentProxying",
     "is_resource_name",
 ]
@@ -92,6 +94,27 @@ class Health(_Base):
     ready: bool = True
 
 
+Duration = Annotated[str, Meta(pattern=r"^[0-9]{1,9}(\.[0-9]{1,9})?s\Z")]
+"""A protobuf JSON duration, as Kuma writes them: `1s`, `0.5s`."""
+Threshold = Annotated[int, Meta(ge=1, le=1000)]
+
+
+class TcpProbe(_Base):
+    """Connect to the service: it is healthy when the TCP handshake succeeds."""
+
+
+class ServiceProbe(_Base):
+    """Kuma's `inbound[].serviceProbe`: the proxy checks its own service through Envoy's Health
+    Discovery Service, and the control plane turns the results into `health.ready`. Defaults
+    are Kuma's (`dpServer.hds.checkDefaults`)."""
+
+    interval: Duration = "1s"
+    timeout: Duration = "2s"
+    unhealthy_threshold: Threshold = 1
+    healthy_threshold: Threshold = 1
+    tcp: TcpProbe | None = None
+
+
 class Inbound(_Base):
     port: PortNumber
     service_port: PortNumber | None = None
@@ -102,6 +125,7 @@ class Inbound(_Base):
     health: Health | None = None
     state: Literal["Ready", "NotReady", "Ignored"] = "Ready"
     protocol: AppProtocol | None = None
+    service_probe: ServiceProbe | None = None
 
 
 class BackendRef(_Base):

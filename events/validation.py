@@ -92,6 +92,12 @@ def _dataplane(dp: Dataplane, out: list[Violation]) -> None:
             out.append(Violation(f"{path}.tags", f'"{SERVICE_TAG}" is required'))
         if inbound.name is not None and not inbound.name:
             out.append(Violation(f"{path}.name", "must not be empty"))
+        if inbound.service_probe is not None:
+            for field in ("interval", "timeout"):
+                value = getattr(inbound.service_probe, field)
+                if float(value[:-1]) <= 0:  # the type's pattern made it `<digits>[.<digits>]s`
+                    out.append(Violation(f"{path}.serviceProbe.{field}",
+                                         f"{value!r} must be longer than 0s"))
         listeners[(inbound.address or net.address, inbound.port)] += 1
     for (address, port), n in listeners.items():
         if n > 1:

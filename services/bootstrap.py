@@ -49,6 +49,15 @@ def sidecar_bootstrap(*, mesh: str, name: str, xds_host: str, xds_port: int,
             "cdsConfig": {"ads": {}, "resourceApiVersion": "V3"},
             "ldsConfig": {"ads": {}, "resourceApiVersion": "V3"},
         },
+        # Health Discovery Service on the same gateway: it asks the proxy to probe the
+        # inbounds that have a `serviceProbe` and records what the proxy reports
+        # (xds_gateway.hds), as kuma-dp's bootstrap does.
+        "hdsConfig": {
+            "apiType": "GRPC",
+            "transportApiVersion": "V3",
+            "setNodeOnFirstMessageOnly": True,
+            "grpcServices": [{"envoyGrpc": {"clusterName": "meshlog_xds"}}],
+        },
         "staticResources": {"clusters": [{
             "name": "meshlog_xds",
             "type": discovery,

@@ -14,11 +14,16 @@ from typing import Any
 
 import grpc
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
+from envoy.service.health.v3.hds_pb2 import (
+    HealthCheckRequestOrEndpointHealthResponse,
+    HealthCheckSpecifier,
+)
 
 from events import DEFAULT_ZONE, EventLog
 from events.projection_bus import JetStreamProjectionBus
 from xds_gateway.cache import ResourceCache
 from xds_gateway.delta import DeltaStream
+from xds_gateway.hds import HDS_SERVICE, HealthDiscovery
 from xds_gateway.insights import Insights
 from xds_gateway.lifecycle import ProxyLifecycle
 from xds_gateway.sotw import SotwStream
@@ -75,6 +80,8 @@ class Gateway:
             deregistration_delay_s=deregistration_delay_s, heartbeat_s=heartbeat_s,
             insight_interval_s=insight_interval_s)
         """Insights, self-registration and reaping (issues 4 and 5)."""
+        self.hds = HealthDiscovery(self.view, event_log, zone=zone)
+        """Inbound health reported by proxies (issue 5)."""
 
     async def run(self) -> None:
         """Follow the projection bus; serve once the view is complete."""
@@ -152,7 +159,14 @@ class Gateway:
                 response_serializer=_identity,
             ),
         })
-        server.add_generic_rpc_handlers((handler,))
+        hds = grpc.method_handlers_generic_handler(HDS_SERVICE, {
+            "StreamHealthCheck": grpc.stream_stream_rpc_method_handler(
+                self.hds.stream,
+                request_deserializer=HealthCheckRequestOrEndpointHealthResponse.FromString,
+                response_serializer=HealthCheckSpecifier.SerializeToString,
+            ),
+        })
+        server.add_generic_rpc_handlers((handler, hds))
         self.port = server.add_insecure_port(f"{self._host}:{self._port}")
         return server
 

@@ -1,0 +1,238 @@
+"""Inbound health reported by the proxy: Envoy's Health Discovery Service (issue 5).
+
+As in Kuma's universal mode, a sidecar whose bootstrap has `hds_config` opens
+`envoy.service.health.v3.HealthDiscoveryService/StreamHealthCheck` to the gateway. Its first
+message is a `HealthCheckRequest` with the node (`<mesh>.<name>`, as on ADS); the gateway
+answers with a `HealthCheckSpecifier`: one cluster per probed service address, TCP-checked with
+the inbound's `serviceProbe` (interval, timeout, thresholds), and how often to report. Envoy
+then sends an `EndpointHealthResponse` at that interval.
+
+Each report is mapped back to the inbounds probing that address. When an inbound's readiness
+differs from the Dataplane in the gateway's view, the gateway reads the Dataplane's subject and
+appends `DataplaneRegistered` with `inbound[i].health.ready` changed and the registration's
+origin kept, expecting the subject's last sequence (DESIGN.md invariant 2); its Msg-Id is
+derived from (subject, sequence, content), so two gateways deciding the same change append one
+event. A report that changes nothing appends nothing: a report every few seconds never floods
+the log. When the Dataplane's probes change, the next report is answered with a new specifier.
+
+A malformed request ends its stream with INVALID_ARGUMENT; the server goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+import msgspec
+from envoy.config.core.v3.health_check_pb2 import HealthCheck, HealthStatus
+from envoy.service.health.v3.hds_pb2 import (
+    EndpointHealthResponse,
+    HealthCheckRequestOrEndpointHealthResponse,
+    HealthCheckSpecifier,
+)
+from google.protobuf.duration_pb2 import Duration
+
+from events import (
+    Conflict,
+    Dataplane,
+    DataplaneRegistered,
+    EventLog,
+    EventLogUnavailable,
+    Record,
+    UndecodableEvent,
+    decision_msg_id,
+    decode_event,
+    encode_event,
+    resource_subject,
+)
+from events.resources import Health, ServiceProbe
+from xds_gateway.insights import now_ms
+from xds_gateway.names import local_cluster, parse_node_id
+from xds_gateway.subscription import InvalidStream
+from xds_gateway.view import ProjectionView
+
+__all__ = ["DEFAULT_REPORT_INTERVAL_S", "HDS_SERVICE", "HealthDiscovery", "probes", "specifier"]
+
+log = logging.getLogger("meshlog.xds.hds")
+
+HDS_SERVICE = "envoy.service.health.v3.HealthDiscoveryService"
+DEFAULT_REPORT_INTERVAL_S = 5.0
+"""Kuma's `dpServer.hds.interval`."""
+_ATTEMPTS = 3
+
+Target = tuple[str, int]
+"""(service address, service port) of a probed inbound."""
+
+_READY = {HealthStatus.HEALTHY: True, HealthStatus.DEGRADED: True,
+          HealthStatus.UNHEALTHY: False, HealthStatus.TIMEOUT: False}
+"""UNKNOWN (not checked yet) and DRAINING say nothing about the service."""
+
+
+def _target(inbound_port: int, service_port: int | None, service_address: str | None
+            ) -> Target:
+    # the address and port the inbound's local cluster sends traffic to (snapshot._inbounds)
+    return service_address or "127.0.0.1", service_port or inbound_port
+
+
+def probes(dataplane: Dataplane | None) -> dict[Target, ServiceProbe]:
+    """The service addresses to check, in inbound order, each with the probe of the first
+    inbound probing it. Ignored inbounds are not checked."""
+    out: dict[Target, ServiceProbe] = {}
+    for inbound in dataplane.networking.inbound if dataplane is not None else ():
+        if inbound.service_probe is not None and inbound.state != "Ignored":
+            key = _target(inbound.port, inbound.service_port, inbound.service_address)
+            out.setdefault(key, inbound.service_probe)
+    return out
+
+
+def _duration(text: str) -> Duration:
+    seconds = float(text[:-1])  # the schema's pattern: `<digits>[.<digits>]s`
+    return Duration(seconds=int(seconds), nanos=round((seconds % 1) * 1e9))
+
+
+def specifier(targets: dict[Target, ServiceProbe], interval_s: float) -> HealthCheckSpecifier:
+    """One cluster per target, named like the inbound's local cluster (Kuma's
+    `localhost:<port>`, with the address when it is not loopback)."""
+    spec = HealthCheckSpecifier(interval=_duration(f"{interval_s:g}s"))
+    for (address, port), probe in targets.items():
+        cluster = spec.cluster_health_checks.add(
+            cluster_name=local_cluster(port) if address == "127.0.0.1"
+            else f"{local_cluster(port)}@{address}")
+        cluster.health_checks.append(HealthCheck(
+            timeout=_duration(probe.timeout), interval=_duration(probe.interval),
+            # an HDS cluster never carries traffic: without this Envoy checks it every 60 s
+            # (its no_traffic_interval default); Kuma sets it too (checkDefaults)
+            no_traffic_interval=_duration(probe.interval),
+            unhealthy_threshold={"value": probe.unhealthy_threshold},
+            healthy_threshold={"value": probe.healthy_threshold},
+            tcp_health_check=HealthCheck.TcpHealthCheck()))
+        endpoint = cluster.locality_endpoints.add().endpoints.add()
+        endpoint.address.socket_address.address = address
+        endpoint.address.socket_address.port_value = port
+    return spec
+
+
+def readiness(report: EndpointHealthResponse) -> dict[Target, bool]:
+    """What a report says about each checked address (unknown states left out)."""
+    out: dict[Target, bool] = {}
+    endpoints = [*report.endpoints_health]
+    for cluster in report.cluster_endpoints_health:
+        for locality in cluster.locality_endpoints_health:
+            endpoints.extend(locality.endpoints_health)
+    for health in endpoints:
+        ready = _READY.get(health.health_status)
+        if ready is not None:
+            socket = health.endpoint.address.socket_address
+            out[(socket.address, socket.port_value)] = ready
+    return out
+
+
+def with_readiness(dataplane: Dataplane, ready: dict[Target, bool]) -> Dataplane | None:
+    """`dataplane` with the `health.ready` of its probed inbounds set from `ready`; None when
+    nothing changes (absent health is ready, as in Kuma)."""
+    inbounds = list(dataplane.networking.inbound)
+    changed = False
+    for i, inbound in enumerate(inbounds):
+        if inbound.service_probe is None:
+            continue
+        now = ready.get(_target(inbound.port, inbound.service_port, inbound.service_address))
+        was = inbound.health.ready if inbound.health is not None else True
+        if now is not None and now != was:
+            inbounds[i] = msgspec.structs.replace(inbound, health=Health(ready=now))
+            changed = True
+    if not changed:
+        return None
+    networking = msgspec.structs.replace(dataplane.networking, inbound=inbounds)
+    return msgspec.structs.replace(dataplane, networking=networking)
+
+
+class HealthDiscovery:
+    """The HDS servicer: one `stream` call per proxy stream."""
+
+    def __init__(self, view: ProjectionView, event_log: EventLog | None, *, zone: str,
+                 report_interval_s: float = DEFAULT_REPORT_INTERVAL_S) -> None:
+        self._view = view
+        self._log = event_log
+        self._zone = zone
+        self._interval_s = report_interval_s
+
+    async def stream(self, requests: AsyncIterator[HealthCheckRequestOrEndpointHealthResponse],
+                     context: grpc.aio.ServicerContext) -> None:
+        """Serve one HDS stream until the client ends it; a protocol violation ends it with
+        INVALID_ARGUMENT."""
+        try:
+            await self._serve(requests, context)
+        except InvalidStream as exc:
+            log.warning("ending HDS stream of %s: %s", context.peer(), exc)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+    async def _serve(self, requests: AsyncIterator[HealthCheckRequestOrEndpointHealthResponse],
+                     context: grpc.aio.ServicerContext) -> None:
+        first = await anext(aiter(requests), None)
+        if first is None:
+            return
+        if not first.HasField("health_check_request"):
+            raise InvalidStream("the first message of an HDS stream must be a "
+                                "health_check_request")
+        node_id = first.health_check_request.node.id
+        parsed = parse_node_id(node_id)
+        if parsed is None:
+            raise InvalidStream(f"node.id {node_id!r} is not <mesh>.<dataplane name>")
+        mesh, name = parsed
+        sent = probes(self._dataplane(mesh, name))
+        await context.write(specifier(sent, self._interval_s))
+        async for message in requests:
+            if not message.HasField("endpoint_health_response"):
+                continue  # a repeated health_check_request changes nothing
+            await self._report(mesh, name, message.endpoint_health_response)
+            now = probes(self._dataplane(mesh, name))
+            if now != sent:
+                sent = now
+                await context.write(specifier(sent, self._interval_s))
+
+    def _dataplane(self, mesh: str, name: str) -> Dataplane | None:
+        row = self._view.dataplanes.get((mesh, name))
+        return row.dataplane if row is not None else None
+
+    async def _report(self, mesh: str, name: str, report: EndpointHealthResponse) -> None:
+        ready = readiness(report)
+        view = self._dataplane(mesh, name)
+        if self._log is None or view is None or with_readiness(view, ready) is None:
+            return  # what the view holds already: nothing to decide
+        subject = resource_subject("Dataplane", mesh, name, self._zone)
+        try:
+            for _ in range(_ATTEMPTS):
+                last = await self._log.last(subject)
+                current = _registration(last)
+                if last is None or current is None:
+                    return  # deregistered meanwhile
+                updated = with_readiness(current.dataplane, ready)
+                if updated is None:
+                    return  # the log has it; the view catches up
+                event = DataplaneRegistered(at=now_ms(), dataplane=updated,
+                                            origin=current.origin)
+                timeless = encode_event(msgspec.structs.replace(event, at=0))
+                try:
+                    await self._log.append(subject, event, expected_last_subject_seq=last.seq,
+                                           msg_id=decision_msg_id(subject, last.seq, timeless))
+                except Conflict:
+                    continue  # a concurrent write: read again and decide again
+                log.info("%s.%s: inbound readiness %s reported by the proxy", mesh, name,
+                         {f"{a}:{p}": r for (a, p), r in ready.items()})
+                return
+        except EventLogUnavailable as exc:
+            # the proxy reports again at the next interval; the decision is retried then
+            log.warning("%s.%s: inbound health not recorded, the event log is unavailable: "
+                        "%s", mesh, name, exc)
+
+
+def _registration(last: Record | None) -> DataplaneRegistered | None:
+    if last is None:
+        return None
+    try:
+        event = decode_event(last.data, seq=last.seq, subject=last.subject,
+                             schema_version=last.schema_version)
+    except UndecodableEvent:
+        return None
+    return event if isinstance(event, DataplaneRegistered) else None

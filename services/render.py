@@ -31,9 +31,12 @@ def render_row(row: object) -> dict[str, Any]:
         case HostnameGeneratorRow(generator=generator, meta=meta):
             doc = msgspec.to_builtins(generator)
         case MeshServiceRow(meta=meta):
+            status = msgspec.to_builtins(row.status)
+            # the row omits its default; a user reads the state either way (Kuma shows it)
+            status.setdefault("state", row.status.state)
             doc = {"type": "MeshService", "mesh": row.mesh, "name": row.name,
                    "labels": row.labels, "spec": msgspec.to_builtins(row.spec),
-                   "status": msgspec.to_builtins(row.status)}
+                   "status": status}
         case _:
             raise TypeError(f"cannot render {type(row).__name__}")
     doc["creationTime"] = rfc3339(meta.creation_time)

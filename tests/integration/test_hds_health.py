@@ -74,8 +74,7 @@ async def _readiness_history(nats_url: str) -> list[bool]:
 
 
 def _state(cp: ControlPlane) -> str:
-    # `Unavailable` is the status's default, which the API leaves out
-    return cp.meshservice("web").get("status", {}).get("state", "Unavailable")
+    return cp.meshservice("web")["status"]["state"]
 
 
 def _endpoint_in_eds(envoy: Envoy, inbound: int) -> bool:

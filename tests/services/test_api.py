@@ -254,3 +254,13 @@ def test_meshlog_up_grace_period_flag_keeps_then_drops_the_meshservice(tmp_path:
         assert [c["reason"] for c in waiting["status"]["conditions"]] == ["NoDataplanes"]
         wait_for(lambda: plane.api.get("/meshes/default/meshservices/brief").status_code == 404,
                  timeout=20, what="the grace period to end and the tick to be folded")
+
+
+def test_an_unavailable_meshservice_says_so(tmp_path: Path) -> None:
+    """`Unavailable` is the row's default (left out of the stored row), not of the answer."""
+    with meshlog_up(tmp_path / "cp") as plane:
+        plane.apply({"type": "Mesh", "name": "default"})
+        plane.apply({"type": "MeshService", "mesh": "default", "name": "lonely",
+                     "spec": {"ports": [{"port": 80}],
+                              "selector": {"dataplaneTags": {"kuma.io/service": "lonely"}}}})
+        assert plane.meshservice("lonely")["status"]["state"] == "Unavailable"

@@ -1,0 +1,167 @@
+"""The resource commands of the CLI, as a Kuma user knows them: `apply`, `get`, `delete`, and
+`quarantine`, each a call of the HTTP API through `ApiClient`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from services.client import ApiClient, ApiError
+from services.render import GLOBAL_KINDS, PLURALS
+
+__all__ = ["SINGULAR", "cmd_apply", "cmd_delete", "cmd_get", "cmd_quarantine", "read_documents"]
+
+
+SINGULAR = {"mesh": "Mesh", "dataplane": "Dataplane", "meshservice": "MeshService",
+            "hostnamegenerator": "HostnameGenerator"}
+_KIND_PLURAL = {kind: plural for plural, kind in PLURALS.items()}
+_SHORT = {"dp": "Dataplane", "ms": "MeshService"}
+
+
+def _kind_of_word(word: str) -> str | None:
+    word = word.lower()
+    return SINGULAR.get(word) or PLURALS.get(word) or _SHORT.get(word)
+
+
+def _path(kind: str, mesh: str | None, name: str | None = None) -> str:
+    # global kinds at `/<plural>`, as in Kuma; the others under their mesh
+    base = "" if kind in GLOBAL_KINDS else f"/meshes/{mesh}"
+    return f"{base}/{_KIND_PLURAL[kind]}" + (f"/{name}" if name else "")
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def read_documents(path: str) -> list[dict[str, Any]]:
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise SystemExit(f"error: {path} is not valid YAML/JSON: {exc}") from None
+    flat: list[dict[str, Any]] = []
+    for doc in docs:
+        flat.extend(doc if isinstance(doc, list) else [doc])
+    return flat
+
+
+def cmd_apply(args: argparse.Namespace, client: ApiClient) -> int:
+    failures = 0
+    documents = [(path, i, doc) for path in args.file
+                 for i, doc in enumerate(read_documents(path), start=1)]
+    for path, i, doc in documents:
+        kind = doc.get("type") if isinstance(doc, dict) else None
+        if kind not in SINGULAR.values():
+            print(f"error: {path}: document {i}: 'type' is {kind!r}; known: "
+                  f"{', '.join(SINGULAR.values())}", file=sys.stderr)
+            failures += 1
+            continue
+        name = doc.get("name", "")
+        try:
+            result = client.put(_path(kind, doc.get("mesh"), name), doc)
+        except ApiError as exc:
+            print(f"error: {kind} {name!r}: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        verb = "created" if result["created"] else "unchanged" if result["unchanged"] else "updated"
+        print(f"{kind.lower()} {name!r} {verb} (version {result['version']})", flush=True)
+    return 1 if failures else 0
+
+
+def cmd_get(args: argparse.Namespace, client: ApiClient) -> int:
+    kind = _kind_of_word(args.what)
+    if kind is None:
+        raise SystemExit(f"error: unknown resource type {args.what!r}; "
+                         f"known: {', '.join(PLURALS)}")
+    single = args.name is not None
+    if single:
+        docs = [client.get(_path(kind, args.mesh, args.name))]
+    else:
+        docs = client.list_all(_path(kind, args.mesh), _labels(args.label))
+    output = args.output or ("yaml" if single else "table")
+    if output == "json":
+        print(json.dumps(docs[0] if single else {"total": len(docs), "items": docs}, indent=2))
+    elif output == "yaml":
+        print(yaml.safe_dump_all(docs, sort_keys=False), end="")
+    else:
+        _table(kind, docs)
+    return 0
+
+
+def _labels(pairs: list[str] | None) -> dict[str, str]:
+    labels = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --label {pair!r} is not KEY=VALUE")
+        labels[key] = value
+    return labels
+
+
+def _table(kind: str, docs: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    columns: dict[str, list[str]] = {
+        "Mesh": ["NAME", "AGE"],
+        "Dataplane": ["MESH", "NAME", "ADDRESS", "SERVICES"],
+        "MeshService": ["MESH", "NAME", "VIP", "HOSTNAMES", "PORTS", "STATE", "DATAPLANES",
+                        "ORIGIN"],
+        "HostnameGenerator": ["NAME", "SELECTOR", "TEMPLATE"],
+    }
+    table = Table(box=None, header_style="bold")
+    for column in columns[kind]:
+        table.add_column(column)
+    for doc in docs:
+        table.add_row(*_cells(kind, doc))
+    Console(width=200).print(table)
+
+
+def _cells(kind: str, doc: dict[str, Any]) -> list[str]:
+    if kind == "Mesh":
+        return [doc["name"], doc.get("creationTime", "")]
+    if kind == "HostnameGenerator":
+        selector = " ".join(
+            kind + ":" + (",".join(f"{k}={v}" for k, v in s.get("matchLabels", {}).items())
+                          or "*")
+            for kind, s in doc["spec"]["selector"].items())
+        return [doc["name"], selector, doc["spec"]["template"]]
+    if kind == "Dataplane":
+        net = doc["networking"]
+        services = sorted({i.get("tags", {}).get("kuma.io/service", "-") for i in net["inbound"]})
+        return [doc["mesh"], doc["name"], net["address"], ",".join(services)]
+    status = doc.get("status", {})
+    proxies = status.get("dataplaneProxies", {})
+    origin = "generated" if doc["labels"].get("kuma.io/managed-by") else "user"
+    return [
+        doc["mesh"], doc["name"], ",".join(v["ip"] for v in status.get("vips", [])) or "-",
+        ",".join(a["hostname"] for a in status.get("addresses", [])) or "-",
+        ",".join(f"{p['port']}/{p.get('appProtocol', 'tcp')}" for p in doc["spec"]["ports"]),
+        status.get("state", "-"),
+        f"{proxies.get('healthy', 0)}/{proxies.get('total', 0)}", origin,
+    ]
+
+
+def cmd_delete(args: argparse.Namespace, client: ApiClient) -> int:
+    kind = _kind_of_word(args.kind)
+    if kind is None:
+        raise SystemExit(f"error: unknown resource type {args.kind!r}; known: "
+                         f"{', '.join(SINGULAR)}")
+    result = client.delete(_path(kind, args.mesh, args.name))
+    print(f"{kind.lower()} {args.name!r} deleted (version {result['version']})")
+    return 0
+
+
+def cmd_quarantine(args: argparse.Namespace, client: ApiClient) -> int:
+    items = client.get("/_quarantine")["items"]
+    if not items:
+        print("no quarantined events")
+        return 0
+    for item in items:
+        print(f"#{item['seq']} {item['subject']} (projector {item['projector']}): "
+              f"{item['reason']}")
+    return 1

@@ -10,6 +10,7 @@
     DELETE /meshes/{mesh}/{plural}/{name}
     GET    /hostnamegenerators[/{name}]          global kind, as in Kuma; PUT and DELETE too
     GET    /meshes/{mesh}/dataplanes/{name}/_overview   the Dataplane + its proxy's insight
+    GET    /meshes/{mesh}/dataplanes+insights           a list page of those (Kuma's name)
     GET    /meshes/{mesh}/dataplanes/{name}/_config     its computed xDS (asked of a gateway)
     GET    /ready                                 200 once the read models answer
     GET    /schema/openapi.json                  the OpenAPI document
@@ -52,7 +53,7 @@ from projections import (
     decode_row,
 )
 from services.commands import Commands, WriteResult
-from services.inspector import INSPECT_ROUTES, ProxyInspector, add_connected
+from services.inspector import INSPECT_ROUTES, ProxyInspector, add_connected, overviews
 from services.render import GLOBAL_KINDS, PLURALS, render_row
 
 __all__ = ["create_app"]
@@ -95,6 +96,10 @@ async def get_mesh(request: Request, mesh: str) -> Response[dict[str, Any]]:
 @get("/meshes/{mesh:str}/{plural:str}", summary="List resources of a mesh")
 async def list_resources(request: Request, mesh: str, plural: str, size: int = 100,
                          offset: int = 0) -> dict[str, Any]:
+    if plural == "dataplanes+insights":  # Kuma's list of DataplaneOverviews
+        page = await _list(request, "Dataplane", f"{mesh}/", size, offset)
+        page["items"] = await overviews(request, mesh, page["items"])
+        return page
     return await _list(request, _kind(plural), f"{mesh}/", size, offset)
 
 

@@ -30,7 +30,7 @@ from events.requests import ProxyRef, ServiceUnavailable, request, xds_config_su
 from projections import DataplaneRow, MeshServiceRow, ReadModelStore, dataplane_matches, decode_row
 from services.render import render_insight, render_row
 
-__all__ = ["INSPECT_ROUTES", "ProxyInspector", "add_connected"]
+__all__ = ["INSPECT_ROUTES", "ProxyInspector", "add_connected", "overview", "overviews"]
 
 log = logging.getLogger("meshlog.api")
 
@@ -82,6 +82,24 @@ class ProxyInspector:
             return {"unavailable": f"insights unreadable: {exc}"}
         connected, gone = self.verdict(insight, beat, now_ms())
         return render_insight(insight, connected=connected, disconnected_at=gone)
+
+    async def insights_of(self, mesh: str, names: list[str]) -> dict[str, dict[str, Any]]:
+        """`dataplaneInsight` of several proxies, from one snapshot at most `ttl` old (a list
+        page costs one read of the bucket, not one per proxy)."""
+        try:
+            proxies, beats = await self._cached_snapshot()
+        except (TransientError, msgspec.DecodeError) as exc:
+            return {n: {"unavailable": f"insights unavailable: {exc}"} for n in names}
+        now = now_ms()
+        out: dict[str, dict[str, Any]] = {}
+        for name in names:
+            insight = proxies.get((mesh, name))
+            if insight is None:
+                out[name] = {"connected": False, "subscriptions": []}
+                continue
+            connected, gone = self.verdict(insight, beats.get(insight.gateway), now)
+            out[name] = render_insight(insight, connected=connected, disconnected_at=gone)
+        return out
 
     async def connected(self, mesh: str) -> set[str]:
         """Names of the mesh's proxies connected now (from a snapshot at most `ttl` old)."""
@@ -191,12 +209,29 @@ async def dataplane_overview(request: Request, mesh: str, plural: str, name: str
                              ) -> dict[str, Any]:
     doc = render_row(await _dataplane(request, mesh, plural, name))
     inspector: ProxyInspector | None = request.app.state["meshlog"].inspector
-    insight = (await inspector.insight(mesh, name) if inspector is not None else
-               {"unavailable": "insights unavailable: this API process has no NATS connection"})
-    return {"type": "DataplaneOverview", "mesh": mesh, "name": name,
+    insight = (await inspector.insight(mesh, name) if inspector is not None else _NO_NATS)
+    return overview(mesh, doc, insight)
+
+
+def overview(mesh: str, doc: dict[str, Any], insight: dict[str, Any]) -> dict[str, Any]:
+    """Kuma's `DataplaneOverview`: a rendered Dataplane and its proxy's insight."""
+    return {"type": "DataplaneOverview", "mesh": mesh, "name": doc["name"],
             "labels": doc.get("labels", {}), "creationTime": doc["creationTime"],
             "modificationTime": doc["modificationTime"], "dataplane": doc,
             "dataplaneInsight": insight}
+
+
+async def overviews(request: Request, mesh: str, docs: list[dict[str, Any]]
+                    ) -> list[dict[str, Any]]:
+    """`overview` of each rendered Dataplane of a list page (`dataplanes+insights`)."""
+    inspector: ProxyInspector | None = request.app.state["meshlog"].inspector
+    names = [d["name"] for d in docs]
+    insights = (await inspector.insights_of(mesh, names) if inspector is not None
+                else dict.fromkeys(names, _NO_NATS))
+    return [overview(mesh, d, insights[d["name"]]) for d in docs]
+
+
+_NO_NATS = {"unavailable": "insights unavailable: this API process has no NATS connection"}
 
 
 @get("/meshes/{mesh:str}/{plural:str}/{name:str}/_config",

@@ -159,6 +159,20 @@ async def test_overview_shows_the_subscription_and_per_type_counters(plane: Plan
                                       "responsesRejected": 1}
 
 
+async def test_dataplanes_plus_insights_lists_overviews_from_one_snapshot(plane: Plane) -> None:
+    """Kuma's `dataplanes+insights`: each item is what `_overview` answers for it."""
+    await plane.apply(_dp("web-2", ip="10.0.0.10"))
+    await plane.insights.put(_insight(user_agent="envoy"))
+    page = (await plane.api.get("/meshes/default/dataplanes+insights?size=1")).json()
+    assert page["total"] == 2 and page["next"] is not None
+    [first] = page["items"]
+    assert first == (await plane.api.get("/meshes/default/dataplanes/web-1/_overview")).json()
+    assert first["dataplaneInsight"]["connected"] is True
+    [second] = (await plane.api.get(page["next"])).json()["items"]
+    assert second["name"] == "web-2"
+    assert second["dataplaneInsight"] == {"connected": False, "subscriptions": []}
+
+
 async def test_a_proxy_whose_gateway_stopped_beating_is_disconnected(plane: Plane) -> None:
     path = "/meshes/default/dataplanes/web-1/_overview"
     await plane.insights.put(_insight(gateway="gw-dead"))  # it died before its first beat

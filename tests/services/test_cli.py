@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.harness import VENV_BIN, meshlog_up
+from tests.harness import VENV_BIN, envoy_binary, meshlog_up
 
 pytestmark = pytest.mark.integration
 DEMO = Path(__file__).parents[2] / "examples" / "demo.yaml"
@@ -82,6 +82,7 @@ def test_unreachable_api_is_a_clear_error() -> None:
 
 
 def test_dataplane_bootstrap_is_a_valid_envoy_config() -> None:
+    """ADS and HDS (inbound health from the proxy) both point at the xDS cluster."""
     result = subprocess.run(
         [str(VENV_BIN / "meshlog"), "dataplane", "bootstrap", "--mesh", "default",
          "--name", "web-1", "--xds-address", "127.0.0.1:5678"],
@@ -89,16 +90,13 @@ def test_dataplane_bootstrap_is_a_valid_envoy_config() -> None:
     doc = yaml.safe_load(result.stdout)
     assert doc["node"]["id"] == "default.web-1"
     assert doc["dynamicResources"]["adsConfig"]["apiType"] == "GRPC"
-    envoy = subprocess.run(
-        [str(_envoy()), "--mode", "validate", "--config-yaml", result.stdout],
-        capture_output=True, text=True, timeout=60)
+    hds = doc["hdsConfig"]
+    assert (hds["apiType"], hds["transportApiVersion"]) == ("GRPC", "V3")
+    assert hds["grpcServices"] == [{"envoyGrpc": {"clusterName": "meshlog_xds"}}]
+    assert [c["name"] for c in doc["staticResources"]["clusters"]] == ["meshlog_xds"]
+    envoy = subprocess.run([envoy_binary(), "--mode", "validate", "--config-yaml", result.stdout],
+                           capture_output=True, text=True, timeout=60)
     assert envoy.returncode == 0, envoy.stdout + envoy.stderr
-
-
-def _envoy() -> str:
-    from tests.harness import envoy_binary
-
-    return envoy_binary()
 
 
 @pytest.mark.parametrize("flag", ["--drain-grace", "--deregistration-delay",

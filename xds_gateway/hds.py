@@ -39,16 +39,13 @@ from events import (
     DataplaneRegistered,
     EventLog,
     EventLogUnavailable,
-    Record,
-    UndecodableEvent,
     decision_msg_id,
-    decode_event,
-    encode_event,
+    now_ms,
     resource_subject,
 )
 from events.resources import Health, ServiceProbe
-from xds_gateway.insights import now_ms
 from xds_gateway.names import local_cluster, parse_node_id
+from xds_gateway.registration import registration_of, timeless
 from xds_gateway.subscription import InvalidStream
 from xds_gateway.view import ProjectionView
 
@@ -204,7 +201,7 @@ class HealthDiscovery:
         try:
             for _ in range(_ATTEMPTS):
                 last = await self._log.last(subject)
-                current = _registration(last)
+                current = registration_of(last)
                 if last is None or current is None:
                     return  # deregistered meanwhile
                 updated = with_readiness(current.dataplane, ready)
@@ -212,10 +209,10 @@ class HealthDiscovery:
                     return  # the log has it; the view catches up
                 event = DataplaneRegistered(at=now_ms(), dataplane=updated,
                                             origin=current.origin)
-                timeless = encode_event(msgspec.structs.replace(event, at=0))
                 try:
-                    await self._log.append(subject, event, expected_last_subject_seq=last.seq,
-                                           msg_id=decision_msg_id(subject, last.seq, timeless))
+                    await self._log.append(
+                        subject, event, expected_last_subject_seq=last.seq,
+                        msg_id=decision_msg_id(subject, last.seq, timeless(event)))
                 except Conflict:
                     continue  # a concurrent write: read again and decide again
                 log.info("%s.%s: inbound readiness %s reported by the proxy", mesh, name,
@@ -226,13 +223,3 @@ class HealthDiscovery:
             log.warning("%s.%s: inbound health not recorded, the event log is unavailable: "
                         "%s", mesh, name, exc)
 
-
-def _registration(last: Record | None) -> DataplaneRegistered | None:
-    if last is None:
-        return None
-    try:
-        event = decode_event(last.data, seq=last.seq, subject=last.subject,
-                             schema_version=last.schema_version)
-    except UndecodableEvent:
-        return None
-    return event if isinstance(event, DataplaneRegistered) else None

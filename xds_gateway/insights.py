@@ -33,7 +33,7 @@ from events.errors import EventLogUnavailable
 from events.insights import GatewayHeartbeat, ProxyInsight, TypeInsight
 from xds_gateway.subscription import TypeState
 
-__all__ = ["Insights", "InsightsPublisher", "Session", "now_ms"]
+__all__ = ["Insights", "InsightsPublisher", "Session"]
 
 log = logging.getLogger("meshlog.xds.insights")
 

@@ -30,9 +30,9 @@ import msgspec
 from envoy.config.core.v3.base_pb2 import Node
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 
-from events import EventLog, is_resource_name
+from events import EventLog, is_resource_name, now_ms
 from events.insights import GatewayHeartbeat, ProxyInsight
-from xds_gateway.insights import Insights, InsightsPublisher, Session, now_ms
+from xds_gateway.insights import Insights, InsightsPublisher, Session
 from xds_gateway.names import parse_node_id
 from xds_gateway.node import DEFAULT_DNS_PORT, InvalidNode, proxy_node
 from xds_gateway.registration import (

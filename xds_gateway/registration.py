@@ -51,6 +51,8 @@ __all__ = [
     "RegistrationUnavailable",
     "SelfRegistration",
     "dataplane_from_node",
+    "registration_of",
+    "timeless",
 ]
 
 DATAPLANE_KEY = "dataplane.resource"
@@ -149,7 +151,7 @@ class SelfRegistration:
         try:
             for _ in range(_ATTEMPTS):
                 last = await self._log.last(subject)
-                current = _registration(last)
+                current = registration_of(last)
                 if current is not None and current.dataplane == dataplane:
                     return current.origin == "proxy"  # a reconnect: nothing to append
                 if current is not None and current.origin != "proxy":
@@ -164,7 +166,7 @@ class SelfRegistration:
                 seq = last.seq if last is not None else 0
                 try:
                     await self._log.append(subject, event, expected_last_subject_seq=seq,
-                                           msg_id=decision_msg_id(subject, seq, _timeless(event)))
+                                           msg_id=decision_msg_id(subject, seq, timeless(event)))
                 except Conflict:
                     continue  # a concurrent write: read again and decide again
                 return True
@@ -180,7 +182,7 @@ class SelfRegistration:
         return why not: "api" (registered through the API), "absent", or "changed"."""
         subject = resource_subject("Dataplane", mesh, name, self._zone)
         last = await self._log.last(subject)
-        current = _registration(last)
+        current = registration_of(last)
         if last is None or current is None:
             return "absent"
         if current.origin != "proxy":
@@ -202,7 +204,7 @@ class SelfRegistration:
         event = DataplaneRegistered(at=at, dataplane=dp, origin="proxy")
         try:
             await self._log.append(subject, event, expected_last_subject_seq=removed.seq,
-                                   msg_id=decision_msg_id(subject, removed.seq, _timeless(event)))
+                                   msg_id=decision_msg_id(subject, removed.seq, timeless(event)))
         except Conflict:
             return False
         return True
@@ -223,10 +225,12 @@ def _decoded(last: Record) -> object:
         return None  # quarantined by the projector; here it is simply not a registration
 
 
-def _registration(last: Record | None) -> DataplaneRegistered | None:
+def registration_of(last: Record | None) -> DataplaneRegistered | None:
+    """The Dataplane registration a subject's last record holds, if it is one (decodable)."""
     event = _decoded(last) if last is not None else None
     return event if isinstance(event, DataplaneRegistered) else None
 
 
-def _timeless(event: DataplaneRegistered) -> bytes:
+def timeless(event: DataplaneRegistered) -> bytes:
+    """The event without its time: the content a decision's Msg-Id is derived from."""
     return encode_event(msgspec.structs.replace(event, at=0))

@@ -17,6 +17,7 @@ from events import (
     DataplaneRegistered,
     connect_nats,
     decode_resource,
+    now_ms,
 )
 from events.insights import JetStreamInsights
 from services.commands import Commands
@@ -31,7 +32,6 @@ from tests.xds_gateway._gateways import (
     with_mesh,
 )
 from xds_gateway import Gateway
-from xds_gateway.insights import now_ms
 from xds_gateway.node import DNS_PORT_KEY
 from xds_gateway.registration import DATAPLANE_KEY
 from xds_gateway.type_urls import CLUSTER

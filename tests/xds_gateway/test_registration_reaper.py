@@ -9,10 +9,16 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client as NATS
 
-from events import Dataplane, DataplaneDeregistered, DataplaneRegistered, decode_resource
+from events import (
+    Dataplane,
+    DataplaneDeregistered,
+    DataplaneRegistered,
+    decode_resource,
+    now_ms,
+)
 from events.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight
 from tests.xds_gateway._gateways import dataplane_doc, last_event, with_mesh
-from xds_gateway.insights import Insights, InsightsPublisher, now_ms
+from xds_gateway.insights import Insights, InsightsPublisher
 from xds_gateway.lifecycle import Reaper
 from xds_gateway.registration import SelfRegistration
 

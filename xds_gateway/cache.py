@@ -25,7 +25,7 @@ from msgspec import Struct
 
 from xds_gateway._wire import any_bytes
 
-__all__ = ["EncodedResource", "ResourceCache", "set_version", "version_of"]
+__all__ = ["EncodedResource", "ResourceCache", "set_version", "version_of", "versions_digest"]
 
 T = TypeVar("T")
 
@@ -51,7 +51,12 @@ def version_of(data: bytes) -> str:
 def set_version(resources: Iterable[EncodedResource]) -> str:
     """The version of a set of resources given in name order: content-derived, so every
     gateway gives the same version for the same set (xds-rules.md #12)."""
-    return version_of("\n".join(f"{r.name}={r.version}" for r in resources).encode())
+    return versions_digest((r.name, r.version) for r in resources)
+
+
+def versions_digest(pairs: Iterable[tuple[str, str]]) -> str:
+    """The version of (name, version) pairs given in name order (`set_version`'s rule)."""
+    return version_of("\n".join(f"{name}={version}" for name, version in pairs).encode())
 
 
 class ResourceCache:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest
 
 from xds_gateway._wire import delta_discovery_response
-from xds_gateway.cache import EncodedResource, version_of
+from xds_gateway.cache import EncodedResource, versions_digest
 from xds_gateway.snapshot import Snapshot
 from xds_gateway.subscription import WARMING_FOLLOWERS, AdsStream, InvalidStream, TypeState
 from xds_gateway.type_urls import CLUSTER, WILDCARD_TYPES
@@ -89,8 +89,8 @@ class DeltaStream(AdsStream[DeltaDiscoveryRequest]):
                 state.held[name] = None
             else:
                 del state.held[name]
-        version = version_of("\n".join(
-            f"{n}={v}" for n, v in sorted(state.held.items()) if v is not None).encode())
+        version = versions_digest(
+            (n, v) for n, v in sorted(state.held.items()) if v is not None)
         nonce = self._next_nonce()
         await self._write(delta_discovery_response(
             version, type_url, nonce, ((r.name, r.version, r.any) for r in changed), removed))

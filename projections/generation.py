@@ -23,7 +23,7 @@ from __future__ import annotations
 import msgspec
 
 from events import SERVICE_TAG, Dataplane, MeshServicePort, is_dns1035_label
-from events.resources import MeshServiceSelector, MeshServiceSpec
+from events.resources import APP_PROTOCOLS, MeshServiceSelector, MeshServiceSpec
 from projections.ipam import allocate_vip
 from projections.state import ProjectionState, ms_key
 from projections.views import (
@@ -62,12 +62,9 @@ def ports_of(dp: Dataplane, service: str) -> list[MeshServicePort]:
             port=inbound.port,
             target_port=inbound.port,
             name=inbound.name or str(inbound.port),
-            app_protocol=protocol if protocol in _PROTOCOLS else "tcp",  # type: ignore[arg-type]
+            app_protocol=protocol if protocol in APP_PROTOCOLS else "tcp",  # type: ignore[arg-type]
         ))
     return ports
-
-
-_PROTOCOLS = {"http", "http2", "grpc", "tcp", "tls", "kafka", "mysql"}
 
 
 def service_name_conditions(dp: Dataplane) -> list[Condition]:

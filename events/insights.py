@@ -104,6 +104,10 @@ def proxy_key(mesh: str, name: str) -> str:
     return f"proxy.{mesh}.{name}"
 
 
+def gateway_key(instance: str) -> str:
+    return f"gateway.{instance}"
+
+
 class JetStreamInsights:
     """The insights bucket. Every call has a timeout; driver errors become
     `EventLogUnavailable`."""
@@ -150,7 +154,7 @@ class JetStreamInsights:
 
     async def beat(self, heartbeat: GatewayHeartbeat) -> None:
         try:
-            await self._kv.put(f"gateway.{heartbeat.instance}", _encode(heartbeat))
+            await self._kv.put(gateway_key(heartbeat.instance), _encode(heartbeat))
         except nats.errors.Error as exc:
             raise EventLogUnavailable(f"heartbeat not written: {exc!r}") from exc
 
@@ -201,13 +205,13 @@ class JetStreamInsights:
 
     async def gateway(self, instance: str) -> GatewayHeartbeat | None:
         """The last heartbeat of one gateway instance, if any."""
-        got = await self._get(f"gateway.{instance}", "heartbeat")
+        got = await self._get(gateway_key(instance), "heartbeat")
         return _beat(got[0]) if got is not None else None
 
     async def forget_gateway(self, instance: str, beat_at: int) -> bool:
         """Delete a gateway's heartbeat if it still is the one that beat at `beat_at` (the
         gateway did not come back meanwhile)."""
-        key = f"gateway.{instance}"
+        key = gateway_key(instance)
         got = await self._get(key, "heartbeat")
         if got is None or _beat(got[0]).beat_at != beat_at:
             return False

@@ -1,5 +1,6 @@
 """The language of the log: resources, events, subjects, codec and the event log."""
 
+from events.bus.jetstream import JetStreamEventLog, connect_nats
 from events.codec import SCHEMA_VERSION, decode_event, encode_event
 from events.decoding import KINDS, decode_resource, kind_of
 from events.errors import (
@@ -38,7 +39,6 @@ from events.hostname_template import (
     parse_template,
     render_template,
 )
-from events.jetstream import JetStreamEventLog, connect_nats
 from events.log import Appended, EventLog, PendingAppend, Record, decision_msg_id
 from events.resources import (
     DEFAULT_HOSTNAME_GENERATORS,

@@ -14,7 +14,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol
 
 from events import EventLog, Record, UndecodableEvent, decode_event
-from events.projection_bus import CHECKPOINT_KEY, ProjectionUpdate
+from events.bus.projection_bus import CHECKPOINT_KEY, ProjectionUpdate
 from projections.derive import derive_stale
 from projections.errors import ProjectorHalted, SequenceGap
 from projections.fold import apply_event

@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from events import rfc3339
-from events.insights import ProxyInsight
+from events.bus.insights import ProxyInsight
 from projections import DataplaneRow, HostnameGeneratorRow, MeshRow, MeshServiceRow
 
 __all__ = ["GLOBAL_KINDS", "PLURALS", "render_insight", "render_row"]
@@ -52,7 +52,7 @@ _XDS_SHORT = {"Cluster": "cds", "ClusterLoadAssignment": "eds", "Listener": "lds
 
 def render_insight(insight: ProxyInsight, *, connected: bool, disconnected_at: int | None
                    ) -> dict[str, Any]:
-    """An `events.insights.ProxyInsight` as Kuma's `dataplaneInsight` (one subscription, the
+    """An `events.bus.insights.ProxyInsight` as Kuma's `dataplaneInsight` (one subscription, the
     latest). `connected` and `disconnected_at` are the caller's verdict: a stream whose gateway
     stopped beating counts as gone since the last beat."""
     per_type: dict[str, dict[str, Any]] = {}

@@ -9,7 +9,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from events import JetStreamEventLog, connect_nats
-from services.embedded_nats import run_nats_server
+from services.runtime.embedded_nats import run_nats_server
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""DESIGN.md's package rules: import direction, nats only in events, `__all__` everywhere."""
+"""DESIGN.md's package rules: import direction (between packages and between the sub-packages
+of one), nats only in events, `__all__` everywhere."""
 
 from __future__ import annotations
 
@@ -16,15 +17,49 @@ ALLOWED = {
 }
 
 
-def _imports(path: Path) -> set[str]:
+SUBPACKAGES = {
+    # sub-package (or root module) -> what else of its own package it may import
+    "events": {"events"},  # the language of the log: never its NATS adapters
+    "events.bus": {"events", "events.bus"},
+    "xds_gateway.resources": {"xds_gateway", "xds_gateway.resources"},
+    "xds_gateway.server": {"xds_gateway", "xds_gateway.resources", "xds_gateway.server"},
+    "xds_gateway.proxies": {"xds_gateway", "xds_gateway.resources", "xds_gateway.server",
+                            "xds_gateway.proxies"},
+    "services.api": {"services", "services.api"},
+    "services.runtime": {"services", "services.api", "services.runtime"},
+    "services.cli": {"services", "services.api", "services.runtime", "services.cli"},
+}
+"""Inside a package: pure parts below the parts that run them. The packages' `__init__`
+modules and COMPOSERS put everything together: nothing of their own package imports them."""
+COMPOSERS = {"xds_gateway.gateway"}
+
+
+def _modules(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names |= {a.name.split(".")[0] for a in node.names}
+            names |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
+            names.add(node.module)
     return names
+
+
+def _imports(path: Path) -> set[str]:
+    return {name.split(".")[0] for name in _modules(path)}
+
+
+def _part(module: str) -> str:
+    """The SUBPACKAGES entry a dotted module name belongs to (`xds_gateway.view` belongs
+    to its package's root, `xds_gateway`)."""
+    if module in COMPOSERS:
+        return module
+    parts = module.split(".")
+    for n in (2, 1):
+        if ".".join(parts[:n]) in SUBPACKAGES and (n == 1 or len(parts) > 2 or
+                                                   (ROOT / Path(*parts)).is_dir()):
+            return ".".join(parts[:n])
+    return parts[0]
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
@@ -32,6 +67,21 @@ def test_imports_flow_one_way(package: str) -> None:
     others = set(ALLOWED) - {package}
     for path in sorted((ROOT / package).rglob("*.py")):
         wrong = (_imports(path) & others) - ALLOWED[package]
+        assert not wrong, f"{path.relative_to(ROOT)} imports {sorted(wrong)}"
+
+
+@pytest.mark.parametrize("part", sorted(SUBPACKAGES))
+def test_sub_packages_import_only_what_is_below_them(part: str) -> None:
+    folder = ROOT / Path(*part.split("."))
+    paths = sorted(folder.glob("*.py")) if folder.name in ALLOWED else sorted(folder.rglob("*.py"))
+    package = part.split(".")[0]
+    for path in paths:
+        if path.name == "__init__.py" and folder.name in ALLOWED:
+            continue  # a package's public names come from everywhere in it
+        if ".".join(path.relative_to(ROOT).with_suffix("").parts) in COMPOSERS:
+            continue
+        own = {_part(m) for m in _modules(path) if m.split(".")[0] == package}
+        wrong = own - SUBPACKAGES[part]
         assert not wrong, f"{path.relative_to(ROOT)} imports {sorted(wrong)}"
 
 
@@ -43,7 +93,7 @@ def test_only_events_imports_nats() -> None:
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_packages_list_their_public_names(package: str) -> None:
-    for path in sorted((ROOT / package).glob("*.py")):
+    for path in sorted((ROOT / package).rglob("*.py")):
         if path.name.startswith("_") and path.name != "__init__.py":
             continue
         tree = ast.parse(path.read_text())

@@ -1,8 +1,8 @@
 """Envoy: read models to Envoy resources, and the ADS server."""
 
-from xds_gateway.cache import EncodedResource, ResourceCache
-from xds_gateway.server import Gateway
-from xds_gateway.snapshot import Snapshot, build_snapshot
+from xds_gateway.gateway import Gateway
+from xds_gateway.resources.cache import EncodedResource, ResourceCache
+from xds_gateway.resources.snapshot import Snapshot, build_snapshot
 from xds_gateway.view import ProjectionView
 
 __all__ = [

@@ -12,7 +12,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 
-from events.projection_bus import CHECKPOINT_KEY, ProjectionUpdate
+from events.bus.projection_bus import CHECKPOINT_KEY, ProjectionUpdate
 from projections import DataplaneRow, EndpointsRow, MeshRow, MeshServiceRow, decode_row
 
 __all__ = ["ProjectionView"]

@@ -14,7 +14,7 @@ from typing import Any
 from nats.js.api import StorageType, StreamConfig
 
 from events import JetStreamEventLog, connect_nats
-from services.embedded_nats import run_nats_server
+from services.runtime.embedded_nats import run_nats_server
 
 __all__ = ["bench_nats", "machine", "report", "seed_log"]
 

@@ -38,7 +38,7 @@ from events import (
     encode_event,
     resource_subject,
 )
-from events.projection_bus import CHECKPOINT_KEY, JetStreamProjectionBus
+from events.bus.projection_bus import CHECKPOINT_KEY, JetStreamProjectionBus
 from events.resources import DataplaneNetworking
 from services.bench._env import bench_nats, machine, report
 from services.bench._lb import run_lb
@@ -246,7 +246,7 @@ async def _process(work: Path, name: str, *args: str
     """`meshlog <args>` as a child in its own session; SIGTERM at the end."""
     with open(work / f"{name}.log", "ab") as out:  # noqa: ASYNC230 - set-up only
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.cli", *args, stdout=out, stderr=out,
+            sys.executable, "-m", "services.cli.main", *args, stdout=out, stderr=out,
             start_new_session=True)
     try:
         yield proc

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client as NATS
 
+from events.bus.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight, TypeInsight
 from events.errors import EventLogUnavailable
-from events.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight, TypeInsight
 
 
 def _insight(gateway: str, session: str, **kw) -> ProxyInsight:

@@ -9,7 +9,13 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from events import InvalidResource
-from events.requests import Reply, ServiceUnavailable, request, serve_requests, xds_config_subject
+from events.bus.requests import (
+    Reply,
+    ServiceUnavailable,
+    request,
+    serve_requests,
+    xds_config_subject,
+)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from services.bootstrap import sidecar_bootstrap
+from services.cli.bootstrap import sidecar_bootstrap
 from tests.harness import free_port, meshlog_up, run_envoy, wait_for
 
 pytestmark = pytest.mark.integration

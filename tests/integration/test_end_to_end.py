@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.bootstrap import sidecar_bootstrap
+from services.cli.bootstrap import sidecar_bootstrap
 from tests.harness import (
     fetch,
     free_port,

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from events.projection_bus import CHECKPOINT_KEY
-from services.bootstrap import sidecar_bootstrap
+from events.bus.projection_bus import CHECKPOINT_KEY
+from services.cli.bootstrap import sidecar_bootstrap
 from tests.harness import Envoy, free_port, run_envoy, wait_for
 from tests.xds_gateway._ads import Projection, dataplane, event_for
-from xds_gateway import Gateway, clusters
-from xds_gateway.subscription import AdsStream
+from xds_gateway import Gateway
+from xds_gateway.resources import clusters
+from xds_gateway.server.subscription import AdsStream
 from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from services.bench._lb import LB_CLUSTER
-from services.bootstrap import sidecar_bootstrap
+from services.cli.bootstrap import sidecar_bootstrap
 from tests.harness import (
     Envoy,
     LoadBalancer,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from events import JetStreamEventLog, connect_nats, encode_event
-from events.projection_bus import CHECKPOINT_KEY, JetStreamProjectionBus
+from events.bus.projection_bus import CHECKPOINT_KEY, JetStreamProjectionBus
 from projections import PUBLISHED, export_store, open_store, rebuild
 from services.bench._env import seed_log
 from services.bench.history import synthetic_history

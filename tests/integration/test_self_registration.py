@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from events import DataplaneDeregistered, JetStreamEventLog, connect_nats, decode_event
-from events.insights import JetStreamInsights, ProxyInsight
+from events.bus.insights import JetStreamInsights, ProxyInsight
 from events.subjects import resource_subject
 from tests.harness import (
     VENV_BIN,

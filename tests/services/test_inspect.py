@@ -11,8 +11,8 @@ import grpc
 import pytest
 
 from events import connect_nats
-from events.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight, TypeInsight
-from services.cli import main
+from events.bus.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight, TypeInsight
+from services.cli.main import main
 from tests.harness import ControlPlane, meshlog_up, wait_for
 from tests.xds_gateway._ads import AdsClient
 from xds_gateway.type_urls import CLUSTER, LISTENER

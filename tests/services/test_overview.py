@@ -21,17 +21,17 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from events import JetStreamEventLog, connect_nats
-from events.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight, TypeInsight
-from events.projection_bus import JetStreamProjectionBus
-from events.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
+from events.bus.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight, TypeInsight
+from events.bus.projection_bus import JetStreamProjectionBus
+from events.bus.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
+from events.commands import Commands
 from projections import Projector, open_store
-from services.api import create_app
-from services.commands import Commands
-from services.inspector import ProxyInspector
+from services.api.app import create_app
+from services.api.proxy_inspector import ProxyInspector
 from tests.harness import run_gateway_process
 from tests.xds_gateway._ads import AdsClient
 from xds_gateway import Gateway
-from xds_gateway.config_service import ConfigService
+from xds_gateway.proxies.config_service import ConfigService
 from xds_gateway.type_urls import CLUSTER, LISTENER
 
 pytestmark = [

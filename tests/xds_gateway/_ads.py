@@ -23,7 +23,7 @@ from events import (
     MeshServiceApplied,
     decode_resource,
 )
-from events.projection_bus import CHECKPOINT_KEY
+from events.bus.projection_bus import CHECKPOINT_KEY
 from projections import PUBLISHED, ProjectionState, apply_event
 from projections.derive import derive_stale
 

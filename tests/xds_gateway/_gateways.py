@@ -16,12 +16,12 @@ from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 from nats.aio.client import Client as NATS
 
 from events import JetStreamEventLog, Mesh, decode_event, resource_subject
-from events.insights import JetStreamInsights
-from events.projection_bus import JetStreamProjectionBus
-from services.commands import Commands
+from events.bus.insights import JetStreamInsights
+from events.bus.projection_bus import JetStreamProjectionBus
+from events.commands import Commands
 from tests.xds_gateway._ads import AdsClient
 from xds_gateway import Gateway
-from xds_gateway.registration import DATAPLANE_KEY
+from xds_gateway.proxies.registration import DATAPLANE_KEY
 
 T = TypeVar("T")
 

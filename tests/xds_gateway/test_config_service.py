@@ -6,7 +6,7 @@ import msgspec
 
 from tests.xds_gateway._ads import Projection, dataplane, event_for
 from xds_gateway import Gateway
-from xds_gateway.config_service import ConfigService
+from xds_gateway.proxies.config_service import ConfigService
 
 
 def _service() -> ConfigService:

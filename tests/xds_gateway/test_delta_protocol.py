@@ -9,9 +9,10 @@ import grpc
 import pytest
 
 from events import ClockTicked, DataplaneDeregistered
-from events.projection_bus import CHECKPOINT_KEY
+from events.bus.projection_bus import CHECKPOINT_KEY
 from tests.xds_gateway._ads import DeltaAdsClient, Projection, dataplane, event_for
-from xds_gateway import Gateway, clusters
+from xds_gateway import Gateway
+from xds_gateway.resources import clusters
 from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER
 
 WEB = "default.web-1"

@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from tests.xds_gateway._ads import Projection, event_for
-from xds_gateway.cache import ResourceCache
-from xds_gateway.config_dump import config_json
-from xds_gateway.node import DEFAULT_DNS_PORT, ProxyNode
+from xds_gateway.resources.cache import ResourceCache
+from xds_gateway.resources.config_dump import config_json
+from xds_gateway.resources.node import DEFAULT_DNS_PORT, ProxyNode
 from xds_gateway.view import ProjectionView
 
 TESTDATA = Path(__file__).parent / "testdata"

@@ -20,9 +20,9 @@ from envoy.service.health.v3.hds_pb2 import (
 from nats.aio.client import Client as NATS
 
 from events import DataplaneRegistered, JetStreamEventLog, decode_resource
-from events.projection_bus import JetStreamProjectionBus
+from events.bus.projection_bus import JetStreamProjectionBus
+from events.commands import Commands
 from projections import Projector, open_store
-from services.commands import Commands
 from tests.xds_gateway._gateways import channel_to, eventually, last_event, running_gateway
 from xds_gateway import Gateway
 

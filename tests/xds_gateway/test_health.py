@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 
 from nats.aio.client import Client as NATS
 
-from events.projection_bus import CHECKPOINT_KEY, JetStreamProjectionBus
+from events.bus.projection_bus import CHECKPOINT_KEY, JetStreamProjectionBus
 from tests.xds_gateway._gateways import eventually
 from xds_gateway import Gateway
-from xds_gateway.health import HealthServer
+from xds_gateway.server.readiness import HealthServer
 
 
 @contextlib.asynccontextmanager

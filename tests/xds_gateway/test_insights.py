@@ -12,10 +12,10 @@ from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 from nats.aio.client import Client as NATS
 
 from events import connect_nats
-from events.insights import JetStreamInsights, ProxyInsight
+from events.bus.insights import JetStreamInsights, ProxyInsight
 from tests.xds_gateway._ads import DeltaAdsClient
 from tests.xds_gateway._gateways import ProxyClient, channel_to, eventually, running_gateway
-from xds_gateway.node import DNS_PORT_KEY
+from xds_gateway.resources.node import DNS_PORT_KEY
 from xds_gateway.type_urls import CLUSTER, LISTENER
 
 

@@ -19,8 +19,8 @@ from events import (
     decode_resource,
     now_ms,
 )
-from events.insights import JetStreamInsights
-from services.commands import Commands
+from events.bus.insights import JetStreamInsights
+from events.commands import Commands
 from tests.xds_gateway._gateways import (
     DELAY_S,
     ProxyClient,
@@ -32,8 +32,8 @@ from tests.xds_gateway._gateways import (
     with_mesh,
 )
 from xds_gateway import Gateway
-from xds_gateway.node import DNS_PORT_KEY
-from xds_gateway.registration import DATAPLANE_KEY
+from xds_gateway.proxies.registration import DATAPLANE_KEY
+from xds_gateway.resources.node import DNS_PORT_KEY
 from xds_gateway.type_urls import CLUSTER
 
 

@@ -16,11 +16,11 @@ from events import (
     decode_resource,
     now_ms,
 )
-from events.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight
+from events.bus.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight
 from tests.xds_gateway._gateways import dataplane_doc, last_event, with_mesh
-from xds_gateway.insights import Insights, InsightsPublisher
-from xds_gateway.lifecycle import Reaper
-from xds_gateway.registration import SelfRegistration
+from xds_gateway.proxies.insight_publisher import Insights, InsightsPublisher
+from xds_gateway.proxies.lifecycle import Reaper
+from xds_gateway.proxies.registration import SelfRegistration
 
 GONE = ProxyInsight(mesh="default", name="web-1", gateway="gw-old", session="s1",
                     connected_at=1_000, disconnected_at=2_000, self_registered=True)

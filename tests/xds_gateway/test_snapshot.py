@@ -17,9 +17,9 @@ from google.protobuf import any_pb2
 
 from tests.xds_gateway._ads import ADS, Projection, dataplane, event_for
 from xds_gateway import Gateway
-from xds_gateway.cache import ResourceCache
-from xds_gateway.node import DEFAULT_DNS_PORT, InvalidNode, ProxyNode, proxy_node
-from xds_gateway.snapshot import build_snapshot
+from xds_gateway.resources.cache import ResourceCache
+from xds_gateway.resources.node import DEFAULT_DNS_PORT, InvalidNode, ProxyNode, proxy_node
+from xds_gateway.resources.snapshot import build_snapshot
 from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from xds_gateway.view import ProjectionView
 

@@ -9,7 +9,7 @@ import pytest
 
 from events import Outbound, decode_resource
 from tests.xds_gateway._ads import Projection, dataplane, event_for
-from xds_gateway.reachable import explicit_outbound_allowed, mesh_mode, reachable
+from xds_gateway.resources.reachable import explicit_outbound_allowed, mesh_mode, reachable
 from xds_gateway.view import ProjectionView
 
 

@@ -16,7 +16,7 @@ from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 from envoy.config.listener.v3.listener_pb2 import Listener
 
 from events import ClockTicked, DataplaneDeregistered
-from services.bootstrap import sidecar_bootstrap
+from services.cli.bootstrap import sidecar_bootstrap
 from tests.harness import Envoy, run_envoy
 from tests.xds_gateway._ads import AdsClient, dataplane, event_for
 from xds_gateway import Gateway

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from services.client import ApiClient, ApiError
+from services.cli.client import ApiClient, ApiError
 from services.render import GLOBAL_KINDS, PLURALS
 
 __all__ = ["SINGULAR", "cmd_apply", "cmd_delete", "cmd_get", "cmd_quarantine", "read_documents"]

@@ -4,7 +4,7 @@
     meshlog inspect dataplane web-1 --config        the listeners, clusters, endpoints it gets
     meshlog inspect dataplane web-1 -o yaml|json    the API document itself
 
-Reads `GET .../dataplanes/{name}/_overview` and `.../_config` (services.inspector).
+Reads `GET .../dataplanes/{name}/_overview` and `.../_config` (services.api.proxy_inspector).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from services.client import ApiClient
+from services.cli.client import ApiClient
 
 __all__ = ["cmd_inspect", "config_table", "overview_lines"]
 

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest
 
-from xds_gateway._wire import delta_discovery_response
-from xds_gateway.cache import EncodedResource, versions_digest
-from xds_gateway.snapshot import Snapshot
-from xds_gateway.subscription import WARMING_FOLLOWERS, AdsStream, InvalidStream, TypeState
+from xds_gateway.resources.cache import EncodedResource, versions_digest
+from xds_gateway.resources.snapshot import Snapshot
+from xds_gateway.resources.wire import delta_discovery_response
+from xds_gateway.server.subscription import WARMING_FOLLOWERS, AdsStream, InvalidStream, TypeState
 from xds_gateway.type_urls import CLUSTER, WILDCARD_TYPES
 
 __all__ = ["DeltaStream", "InvalidStream"]

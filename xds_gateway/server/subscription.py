@@ -17,10 +17,10 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from xds_gateway.cache import EncodedResource, ResourceCache
-from xds_gateway.names import parse_node_id
-from xds_gateway.node import InvalidNode, ProxyNode, proxy_node
-from xds_gateway.snapshot import Snapshot, build_snapshot
+from xds_gateway.resources.cache import EncodedResource, ResourceCache
+from xds_gateway.resources.names import parse_node_id
+from xds_gateway.resources.node import InvalidNode, ProxyNode, proxy_node
+from xds_gateway.resources.snapshot import Snapshot, build_snapshot
 from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
 from xds_gateway.view import ProjectionView
 
@@ -52,9 +52,9 @@ class TypeState:
     names_key: frozenset[str] = frozenset()
     """SotW: `names` as a hashable key for the memos of the shared snapshot part."""
     names_wire: bytes = b""
-    """SotW: `names` as the request that set them carried them (`_wire.request_names`)."""
+    """SotW: `names` as the request that set them carried them (`resources.wire.request_names`)."""
     ack_frame: tuple[bytes, bytes] = (b"", b"")
-    """SotW: the bytes around the names of a plain ACK of the last response (`_wire`)."""
+    """SotW: the bytes around the names of a plain ACK of the last response (`resources.wire`)."""
     sent_version: str | None = None
     sent_nonce: str = ""
     acked_version: str | None = None

@@ -44,9 +44,9 @@ from events import (
     resource_subject,
 )
 from events.resources import Health, ServiceProbe
-from xds_gateway.names import local_cluster, parse_node_id
-from xds_gateway.registration import registration_of, timeless
-from xds_gateway.subscription import InvalidStream
+from xds_gateway.proxies.registration import registration_of, timeless
+from xds_gateway.resources.names import local_cluster, parse_node_id
+from xds_gateway.server.subscription import InvalidStream
 from xds_gateway.view import ProjectionView
 
 __all__ = ["DEFAULT_REPORT_INTERVAL_S", "HDS_SERVICE", "HealthDiscovery", "probes", "specifier"]

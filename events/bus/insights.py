@@ -29,7 +29,7 @@ from msgspec import Struct
 from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 
-from events._kv import open_bucket
+from events.bus._kv import open_bucket
 from events.errors import EventLogUnavailable
 
 __all__ = ["GatewayHeartbeat", "JetStreamInsights", "ProxyInsight", "TypeInsight"]

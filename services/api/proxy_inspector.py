@@ -3,8 +3,8 @@
     GET /meshes/{mesh}/dataplanes/{name}/_overview   the Dataplane + `dataplaneInsight`
     GET /meshes/{mesh}/dataplanes/{name}/_config     its computed xDS, asked of a gateway
 
-`ProxyInspector` reads the shared insights bucket (`events.insights`) and asks any gateway over
-NATS request/reply (`events.requests`), so the API never imports the gateway package. It also
+`ProxyInspector` reads the shared insights bucket (`events.bus.insights`) and asks any gateway over
+NATS request/reply (`events.bus.requests`), so the API never imports the gateway package. It also
 fills MeshService `status.dataplaneProxies.connected` at read time: the number of the
 MeshService's Dataplanes whose proxy is connected now (`total` and `healthy` are projected).
 
@@ -25,8 +25,8 @@ import msgspec
 from litestar import Request, Response, get
 
 from events import EventLogUnavailable, NotFound, TransientError, now_ms
-from events.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight
-from events.requests import ProxyRef, ServiceUnavailable, request, xds_config_subject
+from events.bus.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight
+from events.bus.requests import ProxyRef, ServiceUnavailable, request, xds_config_subject
 from projections import DataplaneRow, MeshServiceRow, ReadModelStore, dataplane_matches, decode_row
 from services.render import render_insight, render_row
 
@@ -202,7 +202,7 @@ async def _dataplane(request: Request, mesh: str, plural: str, name: str) -> Dat
 
 
 # `{plural}`, not a literal "dataplanes": a literal segment would shadow the generic routes
-# of `services.api` (the router does not backtrack)
+# of `services.api.app` (the router does not backtrack)
 @get("/meshes/{mesh:str}/{plural:str}/{name:str}/_overview",
      summary="A Dataplane with its proxy's insight (connected, gateway, xDS counters)")
 async def dataplane_overview(request: Request, mesh: str, plural: str, name: str

@@ -6,7 +6,7 @@ A proxy may carry its Dataplane in its node metadata, as kuma-dp does: the key
 like an API write (`events.decode_resource`: every violation with its field path), checks that
 its mesh and name are the node id's `<mesh>.<name>`, and appends `DataplaneRegistered(origin=
 "proxy")` to the Dataplane's subject with the subject's last sequence as the expected one
-(DESIGN.md invariant 2), exactly like `services.commands`. A Dataplane equal to the one in the
+(DESIGN.md invariant 2), exactly like `events.commands`. A Dataplane equal to the one in the
 log appends nothing, so a reconnect is silent.
 
 `deregister` removes only Dataplanes whose last registration came from a proxy: one registered
@@ -43,7 +43,7 @@ from events import (
     encode_event,
     resource_subject,
 )
-from xds_gateway.subscription import InvalidStream
+from xds_gateway.server.subscription import InvalidStream
 
 __all__ = [
     "DATAPLANE_KEY",

@@ -15,7 +15,7 @@ from typing import Any
 from envoy_data_plane.envoy.config.bootstrap.v3 import Bootstrap
 from envoy_data_plane.envoy.extensions.upstreams.http import v3 as _http_options  # noqa: F401 - registers the Any type used below
 
-from xds_gateway.registration import DATAPLANE_KEY
+from xds_gateway.proxies.registration import DATAPLANE_KEY
 
 __all__ = ["sidecar_bootstrap"]
 
@@ -51,7 +51,7 @@ def sidecar_bootstrap(*, mesh: str, name: str, xds_host: str, xds_port: int,
         },
         # Health Discovery Service on the same gateway: it asks the proxy to probe the
         # inbounds that have a `serviceProbe` and records what the proxy reports
-        # (xds_gateway.hds), as kuma-dp's bootstrap does.
+        # (xds_gateway.proxies.hds), as kuma-dp's bootstrap does.
         "hdsConfig": {
             "apiType": "GRPC",
             "transportApiVersion": "V3",

@@ -34,21 +34,21 @@ from typing import Any
 import yaml
 
 from events import MeshlogError
-from services.client import ApiClient, ApiError
-from services.config import (
+from services.cli.client import ApiClient, ApiError
+from services.cli.resources import (
+    cmd_apply,
+    cmd_delete,
+    cmd_get,
+    cmd_quarantine,
+    read_documents,
+)
+from services.runtime.config import (
     UpConfig,
     env,
     parse_cidr,
     parse_duration_ms,
     parse_port,
     parse_positive,
-)
-from services.resource_commands import (
-    cmd_apply,
-    cmd_delete,
-    cmd_get,
-    cmd_quarantine,
-    read_documents,
 )
 
 __all__ = ["main"]
@@ -89,7 +89,7 @@ def _give_up(grace_s: float) -> None:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from services import processes
+    from services.runtime import processes
 
     if not args.nats_url:
         raise SystemExit(f"error: meshlog {args.command} needs --nats-url (or MESHLOG_NATS_URL)")
@@ -126,7 +126,7 @@ def _seconds(flag: str, value: str) -> float:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from services.up import run_up
+    from services.runtime.up import run_up
 
     cfg = UpConfig(
         data_dir=Path(args.data_dir), nats_url=args.nats_url,
@@ -155,7 +155,7 @@ def _database_of(args: argparse.Namespace) -> str:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from services.maintenance import nats_url_of, run_replay
+    from services.cli.maintenance import nats_url_of, run_replay
 
     to_seq = None if args.to_seq is None else parse_positive("--to-seq", args.to_seq)
     target = asyncio.run(run_replay(
@@ -175,7 +175,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from services.maintenance import run_export
+    from services.cli.maintenance import run_export
 
     data = asyncio.run(run_export(_database_of(args)))
     if args.output:
@@ -205,7 +205,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
-    from services.bootstrap import sidecar_bootstrap
+    from services.cli.bootstrap import sidecar_bootstrap
 
     host, _, port = args.xds_address.rpartition(":")
     mesh, name, dataplane = args.mesh, args.name, None
@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_process(args)
         client = ApiClient(args.api)
         try:
-            from services.inspection import cmd_inspect
+            from services.cli.inspect import cmd_inspect
 
             handler = {"apply": cmd_apply, "get": cmd_get, "delete": cmd_delete,
                        "quarantine": cmd_quarantine, "inspect": cmd_inspect}[args.command]

@@ -1,7 +1,7 @@
 """What one gateway tells the others about the streams it serves: `InsightsPublisher`.
 
 Each gateway process has an instance id (`gw-<uuid4>`) and writes, to the shared insights
-bucket (`events.insights`):
+bucket (`events.bus.insights`):
 
 - per stream, a `ProxyInsight` on connect, then at most every `interval_s` while the stream's
   per-type counters change (the latest state only: a busy stream never causes one write per
@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from events import now_ms
+from events.bus.insights import GatewayHeartbeat, ProxyInsight, TypeInsight
 from events.errors import EventLogUnavailable
-from events.insights import GatewayHeartbeat, ProxyInsight, TypeInsight
-from xds_gateway.subscription import TypeState
+from xds_gateway.server.subscription import TypeState
 
 __all__ = ["Insights", "InsightsPublisher", "Session"]
 
@@ -214,7 +214,7 @@ class InsightsPublisher:
         insight = session.insight(self.instance)
         try:
             if session.revision is None:
-                # a new stream takes the key whoever wrote it before (events.insights)
+                # a new stream takes the key whoever wrote it before (events.bus.insights)
                 revision: int | None = await self._insights.put(insight)
             else:
                 revision = await self._insights.update(insight, session.revision)

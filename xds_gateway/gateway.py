@@ -20,14 +20,14 @@ from envoy.service.health.v3.hds_pb2 import (
 )
 
 from events import DEFAULT_ZONE, EventLog
-from events.projection_bus import JetStreamProjectionBus
-from xds_gateway.cache import ResourceCache
-from xds_gateway.delta import DeltaStream
-from xds_gateway.hds import HDS_SERVICE, HealthDiscovery
-from xds_gateway.insights import Insights
-from xds_gateway.lifecycle import ProxyLifecycle
-from xds_gateway.sotw import SotwStream
-from xds_gateway.subscription import AdsStream, InvalidStream
+from events.bus.projection_bus import JetStreamProjectionBus
+from xds_gateway.proxies.hds import HDS_SERVICE, HealthDiscovery
+from xds_gateway.proxies.insight_publisher import Insights
+from xds_gateway.proxies.lifecycle import ProxyLifecycle
+from xds_gateway.resources.cache import ResourceCache
+from xds_gateway.server.delta import DeltaStream
+from xds_gateway.server.sotw import SotwStream
+from xds_gateway.server.subscription import AdsStream, InvalidStream
 from xds_gateway.view import ProjectionView
 
 __all__ = ["DEFAULT_DRAIN_GRACE_S", "SERVER_OPTIONS", "Gateway"]

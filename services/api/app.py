@@ -15,7 +15,7 @@
     GET    /ready                                 200 once the read models answer
     GET    /schema/openapi.json                  the OpenAPI document
 
-Writes go to the log (`services.commands`); reads come from the read models. A write answers
+Writes go to the log (`events.commands`); reads come from the read models. A write answers
 once the projector has folded it (bounded wait), so a `get` right after an `apply` sees it.
 Optimistic concurrency: GET returns `ETag: "<version>"`; a write with `If-Match` fails with
 409 if the resource moved on. Errors are RFC 7807 documents; invalid input lists every
@@ -42,6 +42,7 @@ from events import (
     Violation,
     decode_resource,
 )
+from events.commands import Commands, WriteResult
 from projections import (
     DataplaneRow,
     HostnameGeneratorRow,
@@ -52,8 +53,7 @@ from projections import (
     StoreUnavailable,
     decode_row,
 )
-from services.commands import Commands, WriteResult
-from services.inspector import INSPECT_ROUTES, ProxyInspector, add_connected, overviews
+from services.api.proxy_inspector import INSPECT_ROUTES, ProxyInspector, add_connected, overviews
 from services.render import GLOBAL_KINDS, PLURALS, render_row
 
 __all__ = ["create_app"]
@@ -68,12 +68,12 @@ _MAX_PAGE = 1000
 class ApiState(msgspec.Struct):
     commands: Commands
     store: ReadModelStore
-    """Replaced in one assignment by a blue/green swap (services.readmodels)."""
+    """Replaced in one assignment by a blue/green swap (services.runtime.readmodels)."""
     projection_wait_s: float
     readmodels: Any = None
     """The swappable read models, in `meshlog up` only."""
     inspector: ProxyInspector | None = None
-    """Insights and gateway requests over NATS (services.inspector); None without NATS."""
+    """Insights and gateway requests over NATS (services.api.proxy_inspector); None without NATS."""
 
 
 def _state(request: Request) -> ApiState:

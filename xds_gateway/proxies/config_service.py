@@ -2,7 +2,7 @@
 
 A gateway computes the proxy's xDS from its own view, exactly as a stream would (same
 pipeline, same encode-once cache), and answers as JSON. The request/reply transport lives in
-`events.requests`; this module only turns a request payload into a `Reply`, so the gateway
+`events.bus.requests`; this module only turns a request payload into a `Reply`, so the gateway
 package stays free of NATS (DESIGN.md).
 
 Reply body (200):
@@ -10,7 +10,8 @@ Reply body (200):
     {"mesh", "name", "projectedSequence", "xds": {"clusters": [...], "endpoints": [...],
      "listeners": [...], "routes": [...]}}
 
-as `xds_gateway.config_dump.config_json` gives it (each entry `{"name", "version", "resource"}`).
+as `xds_gateway.resources.config_dump.config_json` gives it (each entry `{"name", "version",
+"resource"}`).
 404 if this gateway's view has no such Dataplane (yet), 400 on a malformed request.
 The request may carry what the proxy's live node says (its user agent and DNS port, which the
 API takes from the proxy's insight); without them the config is computed for a default Envoy.
@@ -20,10 +21,10 @@ from __future__ import annotations
 
 import msgspec
 
-from events.requests import ProxyRef, Reply
-from xds_gateway.cache import ResourceCache
-from xds_gateway.config_dump import config_json
-from xds_gateway.node import DEFAULT_DNS_PORT, ProxyNode
+from events.bus.requests import ProxyRef, Reply
+from xds_gateway.resources.cache import ResourceCache
+from xds_gateway.resources.config_dump import config_json
+from xds_gateway.resources.node import DEFAULT_DNS_PORT, ProxyNode
 from xds_gateway.view import ProjectionView
 
 __all__ = ["ConfigService"]
@@ -33,7 +34,7 @@ _encode = msgspec.json.Encoder().encode
 
 
 class ConfigService:
-    """A request handler (`events.requests.RequestHandler`) over one gateway's view."""
+    """A request handler (`events.bus.requests.RequestHandler`) over one gateway's view."""
 
     def __init__(self, view: ProjectionView, cache: ResourceCache) -> None:
         self._view = view

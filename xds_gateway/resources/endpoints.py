@@ -17,7 +17,7 @@ from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 from google.protobuf.wrappers_pb2 import UInt32Value
 
 from projections import PortEndpoints
-from xds_gateway.names import is_ip
+from xds_gateway.resources.names import is_ip
 
 __all__ = ["load_assignment"]
 

@@ -26,7 +26,7 @@ from nats.js.api import (
     StreamConfig,
 )
 
-from events._pipeline import AckPipeline
+from events.bus._pipeline import AckPipeline
 from events.codec import SCHEMA_HEADER, SCHEMA_VERSION, encode_event
 from events.errors import Conflict, EventLogUnavailable, StreamConfigMismatch
 from events.event_types import AnyEvent

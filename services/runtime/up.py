@@ -19,9 +19,10 @@ from contextlib import AsyncExitStack
 import uvicorn
 
 from events import JetStreamEventLog, TransientError, connect_nats
-from events.insights import JetStreamInsights
-from events.projection_bus import JetStreamProjectionBus
-from events.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
+from events.bus.insights import JetStreamInsights
+from events.bus.projection_bus import JetStreamProjectionBus
+from events.bus.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
+from events.commands import Commands
 from projections import (
     DEFAULT_GRACE_PERIOD_MS,
     Projector,
@@ -31,16 +32,15 @@ from projections import (
     StoreUnavailable,
     open_store,
 )
-from services.api import create_app
-from services.commands import Commands
-from services.config import UpConfig
-from services.embedded_nats import run_nats_server
+from services.api.app import create_app
+from services.api.proxy_inspector import ProxyInspector
 from services.errors import ConfigError
-from services.inspector import ProxyInspector
-from services.readmodels import SwappableReadModels, pointed_database
+from services.runtime.config import UpConfig
+from services.runtime.embedded_nats import run_nats_server
+from services.runtime.readmodels import SwappableReadModels, pointed_database
 from xds_gateway import Gateway
-from xds_gateway.config_service import ConfigService
-from xds_gateway.health import HealthServer
+from xds_gateway.proxies.config_service import ConfigService
+from xds_gateway.server.readiness import HealthServer
 
 __all__ = ["bind_socket", "run_projector", "run_up", "serve_api"]
 

@@ -10,7 +10,7 @@ Two more layers keep the per-stream work of a view change small (docs/benchmarks
 "Propagation"): `per_generation` computes a value once per view generation and key (the part
 of a snapshot every proxy of a mesh shares, see `snapshot.py`), and `response_body` keeps the
 bytes of a DiscoveryResponse without its nonce, so streams that get the same (type, version,
-resources) share one encoding and add only their nonce (`_wire.with_nonce`).
+resources) share one encoding and add only their nonce (`wire.with_nonce`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from google.protobuf.message import Message
 from msgspec import Struct
 
-from xds_gateway._wire import any_bytes
+from xds_gateway.resources.wire import any_bytes
 
 __all__ = ["EncodedResource", "ResourceCache", "set_version", "version_of", "versions_digest"]
 

@@ -31,17 +31,17 @@ from envoy.config.core.v3.base_pb2 import Node
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 
 from events import EventLog, is_resource_name, now_ms
-from events.insights import GatewayHeartbeat, ProxyInsight
-from xds_gateway.insights import Insights, InsightsPublisher, Session
-from xds_gateway.names import parse_node_id
-from xds_gateway.node import DEFAULT_DNS_PORT, InvalidNode, proxy_node
-from xds_gateway.registration import (
+from events.bus.insights import GatewayHeartbeat, ProxyInsight
+from xds_gateway.proxies.insight_publisher import Insights, InsightsPublisher, Session
+from xds_gateway.proxies.registration import (
     Deregistered,
     RegistrationUnavailable,
     SelfRegistration,
     dataplane_from_node,
 )
-from xds_gateway.subscription import InvalidStream, TypeState
+from xds_gateway.resources.names import parse_node_id
+from xds_gateway.resources.node import DEFAULT_DNS_PORT, InvalidNode, proxy_node
+from xds_gateway.server.subscription import InvalidStream, TypeState
 
 __all__ = ["ProxyLifecycle"]
 

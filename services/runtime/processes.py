@@ -21,18 +21,18 @@ from collections.abc import AsyncIterator
 from nats.aio.client import Client as NATS
 
 from events import DEFAULT_ZONE, JetStreamEventLog, connect_nats
-from events.insights import JetStreamInsights
-from events.projection_bus import JetStreamProjectionBus
-from events.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
+from events.bus.insights import JetStreamInsights
+from events.bus.projection_bus import JetStreamProjectionBus
+from events.bus.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
+from events.commands import Commands
 from projections import DEFAULT_GRACE_PERIOD_MS, Projector, open_store
-from services.api import create_app
-from services.commands import Commands
-from services.inspector import ProxyInspector
-from services.up import bind_socket, run_projector, serve_api
+from services.api.app import create_app
+from services.api.proxy_inspector import ProxyInspector
+from services.runtime.up import bind_socket, run_projector, serve_api
 from xds_gateway import Gateway
-from xds_gateway.config_service import ConfigService
-from xds_gateway.health import HealthServer
-from xds_gateway.server import DEFAULT_DRAIN_GRACE_S
+from xds_gateway.gateway import DEFAULT_DRAIN_GRACE_S
+from xds_gateway.proxies.config_service import ConfigService
+from xds_gateway.server.readiness import HealthServer
 
 __all__ = ["run_api_process", "run_gateway_process", "run_projector_process"]
 

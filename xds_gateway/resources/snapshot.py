@@ -28,10 +28,10 @@ from msgspec import Struct
 
 from events import SERVICE_TAG, Dataplane, Outbound
 from projections import DataplaneRow, MeshServiceRow
-from xds_gateway import clusters, dns, endpoints, listeners, names, proxyless
-from xds_gateway.cache import EncodedResource, ResourceCache, set_version, version_of
-from xds_gateway.node import ProxyNode
-from xds_gateway.reachable import (
+from xds_gateway.resources import clusters, dns, endpoints, listeners, names, proxyless
+from xds_gateway.resources.cache import EncodedResource, ResourceCache, set_version, version_of
+from xds_gateway.resources.node import ProxyNode
+from xds_gateway.resources.reachable import (
     Mode,
     explicit_outbound_allowed,
     mesh_mode,

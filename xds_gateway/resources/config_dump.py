@@ -13,10 +13,10 @@ from typing import Any
 from google.protobuf import any_pb2, json_format
 
 # registers the Any types nested in listeners (tcp_proxy, HCM, router, DNS filter) for JSON
-from xds_gateway import dns, listeners, proxyless  # noqa: F401
-from xds_gateway.cache import ResourceCache
-from xds_gateway.node import ProxyNode
-from xds_gateway.snapshot import build_snapshot
+from xds_gateway.resources import dns, listeners, proxyless  # noqa: F401
+from xds_gateway.resources.cache import ResourceCache
+from xds_gateway.resources.node import ProxyNode
+from xds_gateway.resources.snapshot import build_snapshot
 from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from xds_gateway.view import ProjectionView
 

@@ -17,8 +17,8 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 
-from events._kv import open_bucket
-from events._pipeline import AckPipeline
+from events.bus._kv import open_bucket
+from events.bus._pipeline import AckPipeline
 from events.errors import EventLogUnavailable
 
 __all__ = ["CHECKPOINT_KEY", "JetStreamProjectionBus", "ProjectionUpdate"]

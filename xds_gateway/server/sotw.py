@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 
-from xds_gateway._wire import ack_frame, request_names, response_body, with_nonce
-from xds_gateway.cache import EncodedResource, ResourceCache, set_version
-from xds_gateway.snapshot import Snapshot
-from xds_gateway.subscription import WARMING_FOLLOWERS, AdsStream, InvalidStream, TypeState
+from xds_gateway.resources.cache import EncodedResource, ResourceCache, set_version
+from xds_gateway.resources.snapshot import Snapshot
+from xds_gateway.resources.wire import ack_frame, request_names, response_body, with_nonce
+from xds_gateway.server.subscription import WARMING_FOLLOWERS, AdsStream, InvalidStream, TypeState
 from xds_gateway.type_urls import CLUSTER, LISTENER, WILDCARD_TYPES
 from xds_gateway.view import ProjectionView
 

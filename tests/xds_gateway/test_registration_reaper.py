@@ -19,7 +19,7 @@ from events import (
 from events.bus.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight
 from tests.xds_gateway._gateways import dataplane_doc, last_event, with_mesh
 from xds_gateway.proxies.insight_publisher import Insights, InsightsPublisher
-from xds_gateway.proxies.lifecycle import Reaper
+from xds_gateway.proxies.reaper import Reaper
 from xds_gateway.proxies.registration import SelfRegistration
 
 GONE = ProxyInsight(mesh="default", name="web-1", gateway="gw-old", session="s1",

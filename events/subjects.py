@@ -8,28 +8,90 @@
 
 Resource names are RFC 1123 subdomains and may hold dots, which NATS reads as token
 separators; dots are written as `_` (never valid in a name), so the mapping is reversible.
+
+`<zone>` is the control plane that wrote the event: a zone's name (an RFC 1123 label, so it
+has no dot and stands as is), or `GLOBAL_ZONE` (`_global`, never a zone name: `_` is not
+valid in one) for the global control plane. Each control plane writes only its own subjects,
+and JetStream stream sources keep the original subject, so a zone's log that also holds
+events sourced from other zones and from global still says who wrote each one:
+`provenance_of` reads it back, and the fold labels what it folds with that, never with the
+zone its projector runs in (DESIGN.md, Multi-zone).
 """
 
 from __future__ import annotations
+
+import re
+from typing import Literal
+
+from msgspec import Struct
+
+from events.errors import PermanentError
 
 __all__ = [
     "DEFAULT_ZONE",
     "EVENTS_STREAM",
     "GLOBAL",
+    "GLOBAL_ZONE",
+    "MalformedSubject",
+    "Origin",
+    "Provenance",
     "clock_subject",
     "events_wildcard",
     "grace_period_subject",
     "ipam_subject",
+    "provenance_of",
     "resource_subject",
 ]
 
 EVENTS_STREAM = "MESHLOG_EVENTS"
 DEFAULT_ZONE = "default"
 GLOBAL = "_"
+"""The `<mesh>` token of resources that belong to no mesh."""
+GLOBAL_ZONE = "_global"
+"""The `<zone>` token of events the global control plane writes."""
 _PREFIX = "meshlog.ev"
+_LAYOUT = f"{_PREFIX}.<zone>.<kind>.<mesh|{GLOBAL}>.<name>"
+_TOKENS = 6
+_ZONE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # RFC 1123 label
 
 _KIND_TOKENS = {"Mesh": "mesh", "Dataplane": "dataplane", "MeshService": "meshservice",
                 "HostnameGenerator": "hostnamegenerator"}
+
+Origin = Literal["zone", "global"]
+"""Kuma's `kuma.io/origin` values: which kind of control plane created a resource."""
+
+
+class MalformedSubject(PermanentError):
+    """A subject that does not follow the layout of this module: its event has no provenance,
+    so no fold can apply it (the projector quarantines it, DESIGN.md invariant 10)."""
+
+    def __init__(self, subject: str, reason: str) -> None:
+        self.subject = subject
+        self.reason = reason
+        super().__init__(f"subject {subject!r} does not follow {_LAYOUT}: {reason}")
+
+
+class Provenance(Struct, frozen=True):
+    """Who wrote an event, in the words of Kuma's computed labels.
+
+    Kuma (kumahq/kuma v2.14, `pkg/core/resources/model/resource.go` ComputeLabels; see
+    reference/multizone.md §1): a resource created on a zone control plane carries
+    `kuma.io/origin: zone` and `kuma.io/zone: <zone>`, also once synced to global (which pins
+    `kuma.io/zone` to the zone that sent it); a resource from the global control plane
+    carries `kuma.io/origin: global` and no `kuma.io/zone` (ComputeLabels adds the zone only
+    when the origin is not global).
+
+    meshlog: the origin says who wrote the event, not how it reached this log. A MeshService
+    zone `east` wrote is `origin=zone, zone=east` in every log that holds it, where Kuma
+    relabels it `origin=global` once global syncs it on to another zone; whether a resource
+    is local to a reader is `kuma.io/zone` == the reader's zone."""
+
+    zone: str
+    """The zone whose control plane wrote the event; "" for the global control plane."""
+    origin: Origin
+
+
+_GLOBAL_PROVENANCE = Provenance(zone="", origin="global")
 
 
 def _token(name: str) -> str:
@@ -56,3 +118,24 @@ def grace_period_subject(kind: str, zone: str = DEFAULT_ZONE) -> str:
 
 def clock_subject(due: int, zone: str = DEFAULT_ZONE) -> str:
     return f"{_PREFIX}.{_token(zone)}.clock.{GLOBAL}.{due}"
+
+
+def provenance_of(subject: str) -> Provenance:
+    """The provenance of the event stored on `subject` (any subject this module makes).
+
+    The zone token maps back as is (a zone name is a label: `_token` left it unchanged);
+    `GLOBAL_ZONE` gives origin `global`. Raise `MalformedSubject`, naming the subject, for
+    one that does not follow the layout."""
+    tokens = subject.split(".")
+    if len(tokens) != _TOKENS or ".".join(tokens[:2]) != _PREFIX:
+        raise MalformedSubject(subject, f"it has {len(tokens)} tokens, not {_TOKENS} starting "
+                                        f"with {_PREFIX}")
+    if "" in tokens:
+        raise MalformedSubject(subject, f"token {tokens.index('') + 1} is empty")
+    zone = tokens[2]
+    if zone == GLOBAL_ZONE:
+        return _GLOBAL_PROVENANCE
+    if _ZONE_NAME.fullmatch(zone) is None:
+        raise MalformedSubject(subject, f"the zone token {zone!r} is neither a zone name (an "
+                                        f"RFC 1123 label) nor {GLOBAL_ZONE}")
+    return Provenance(zone=zone, origin="zone")

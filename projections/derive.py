@@ -2,7 +2,8 @@
 
 These are pure functions of the current state (no event order involved), so the projector
 computes them once per batch for the services an event marked stale: the same rows come out
-whatever the batch boundaries.
+whatever the batch boundaries. The zone of a service's endpoints is the service's own
+(`kuma.io/zone`, from the event that brought it or the Dataplane it was generated from).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import msgspec
 
 from events import Dataplane, Inbound, MeshServicePort, rfc3339
 from projections._match import inbound_matches
+from projections._provenance import zone_of
 from projections.generation import ports_of
 from projections.hostnames import Assigned, assign_hostnames
 from projections.ipam import vip_of
@@ -67,11 +69,11 @@ def _port_conflicts(row: MeshServiceRow, selected: list[DataplaneRow]) -> list[C
                               "Dataplane has them, else the oldest Dataplane's are taken)")]
 
 
-def derive_stale(state: ProjectionState, zone: str) -> None:
+def derive_stale(state: ProjectionState) -> None:
     """Recompute endpoints and status of every stale MeshService; clear the stale marks."""
     hostnames = {mesh: assign_hostnames(state, mesh) for mesh in sorted(state.stale_hostnames)}
-    for mesh, assigned in hostnames.items():
-        state.stale_services.update((mesh, name) for name in assigned)
+    for mesh, by_service in hostnames.items():
+        state.stale_services.update((mesh, name) for name in by_service)
     for mesh, name in sorted(state.stale_services):
         row = state.meshservice(mesh, name)
         if row is None:
@@ -79,13 +81,12 @@ def derive_stale(state: ProjectionState, zone: str) -> None:
         assigned = hostnames.get(mesh)
         addresses = (assigned[name] if assigned is not None else
                      (row.status.addresses, row.status.hostname_generators))
-        _derive_one(state, row, addresses, zone)
+        _derive_one(state, row, addresses)
     state.stale_services.clear()
     state.stale_hostnames.clear()
 
 
-def _derive_one(state: ProjectionState, row: MeshServiceRow, addresses: Assigned,
-                zone: str) -> None:
+def _derive_one(state: ProjectionState, row: MeshServiceRow, addresses: Assigned) -> None:
     selected = state.dataplanes_with_tags(row.mesh, row.spec.selector.dataplane_tags)
     tags = row.spec.selector.dataplane_tags
     ports = []
@@ -104,7 +105,7 @@ def _derive_one(state: ProjectionState, row: MeshServiceRow, addresses: Assigned
         endpoints.sort(key=lambda e: (e.address, e.port, e.dataplane))
         ports.append(PortEndpoints(port=port, endpoints=endpoints))
     state.put("endpoints", ms_key(row.mesh, row.name),
-              EndpointsRow(mesh=row.mesh, name=row.name, zone=zone, ports=ports))
+              EndpointsRow(mesh=row.mesh, name=row.name, zone=zone_of(row.labels), ports=ports))
     vip = vip_of(state, row.mesh, "MeshService", row.name)
     conditions = [] if vip is not None else [Condition(
         type="VIPAllocated", status="False", reason="Exhausted",

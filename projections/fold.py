@@ -7,6 +7,11 @@ derived once per batch by `projections.derive`, so batch boundaries never change
 Time only comes from events: before an event is applied, the generated MeshServices whose
 grace period ended by its `at` are removed (`generation.expire_due`); `ClockTicked` exists
 for that alone.
+
+Provenance only comes from events too: what an event brings is labelled with the zone and
+origin of the control plane that wrote it (`events.provenance_of` its subject), never with
+the zone the projector runs in, so a zone's log holding events sourced from other zones and
+from global folds each with its own (DESIGN.md, Multi-zone).
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ from events import (
     MeshDeleted,
     MeshServiceApplied,
     MeshServiceDeleted,
+    Provenance,
 )
+from projections._provenance import provenance_labels
 from projections.generation import expire_due, regenerate, service_name_conditions
 from projections.ipam import allocate_vip, configure_cidr
 from projections.state import ProjectionState, dp_key, ms_key
@@ -52,14 +59,19 @@ __all__ = ["apply_event"]
 _DEFAULT_GENERATORS = {g.name: g for g in DEFAULT_HOSTNAME_GENERATORS}
 
 
-def apply_event(state: ProjectionState, seq: int, event: AnyEvent, zone: str) -> None:
+def apply_event(
+    state: ProjectionState, seq: int, event: AnyEvent, provenance: Provenance,
+) -> None:
+    """Fold `event`, stored at sequence `seq` and written by the control plane `provenance`
+    names (`events.provenance_of(record.subject)`), into `state`."""
     expire_due(state, event.at)
     if not state.rows["hostnamegenerator"]:
         # the zone's defaults exist from the beginning of time (0), not from whichever event
         # this code happens to fold first: a store projected by a release without them gets
-        # the rows a replay from sequence 1 gets (invariant 4)
+        # the rows a replay from sequence 1 gets (invariant 4). They carry the provenance of
+        # the event that restores them, like every row the fold writes.
         for name in sorted(_DEFAULT_GENERATORS):
-            _restore_default(state, name, 0, zone)
+            _restore_default(state, name, 0, provenance)
     match event:
         case MeshApplied(mesh=mesh):
             old = state.get("mesh", mesh.name)
@@ -69,18 +81,16 @@ def apply_event(state: ProjectionState, seq: int, event: AnyEvent, zone: str) ->
         case DataplaneRegistered(dataplane=dp):
             labeled = msgspec.structs.replace(dp, labels={
                 "kuma.io/display-name": dp.name, **dp.labels,
-                **_cp_labels(dp.mesh, zone, event.origin)})
-            _dataplane_changed(state, seq, event.at, dp.mesh, dp.name, labeled, event.origin,
-                               zone)
+                **_cp_labels(dp.mesh, provenance, event.origin)})
+            _dataplane_changed(state, seq, event.at, dp.mesh, dp.name, labeled, event.origin)
         case DataplaneDeregistered(mesh=mesh, name=name):
-            _dataplane_changed(state, seq, event.at, mesh, name, None, "api", zone)
+            _dataplane_changed(state, seq, event.at, mesh, name, None, "api")
         case MeshServiceApplied(meshservice=ms):
             old = state.meshservice(ms.mesh, ms.name)
             row = MeshServiceRow(
                 mesh=ms.mesh, name=ms.name,
                 labels={"kuma.io/display-name": ms.name, **ms.labels, "kuma.io/mesh": ms.mesh,
-                        "kuma.io/origin": "zone", "kuma.io/zone": zone,
-                        "kuma.io/env": "universal"},
+                        **provenance_labels(provenance)},
                 spec=ms.spec,
                 status=old.status if old is not None else MeshServiceStatus(),
                 meta=_meta(old, seq, event.at),  # taking over a generated one keeps its age
@@ -93,7 +103,7 @@ def apply_event(state: ProjectionState, seq: int, event: AnyEvent, zone: str) ->
         case MeshServiceDeleted(mesh=mesh, name=name):
             state.delete_meshservice(mesh, name)
             # Dataplanes may still carry the service tag: the generator takes over.
-            regenerate(state, mesh, name, seq, event.at, zone)
+            regenerate(state, mesh, name, seq, event.at)
         case IpamConfigured(kind=kind, cidr=cidr):
             configure_cidr(state, kind, cidr)
             if kind == "MeshService":
@@ -101,13 +111,13 @@ def apply_event(state: ProjectionState, seq: int, event: AnyEvent, zone: str) ->
         case HostnameGeneratorApplied(hostname_generator=hg):
             old = state.get("hostnamegenerator", hg.name)
             state.put("hostnamegenerator", hg.name, HostnameGeneratorRow(
-                generator=_zone_labeled(hg, zone), meta=_meta(old, seq, event.at),
+                generator=_labeled(hg, provenance), meta=_meta(old, seq, event.at),
                 origin="user"))
             state.stale_hostnames.update(state.ms_by_mesh)
         case HostnameGeneratorDeleted(name=name):
             state.delete("hostnamegenerator", name)
             if name in _DEFAULT_GENERATORS:  # the override goes, the default comes back
-                _restore_default(state, name, event.at, zone)
+                _restore_default(state, name, event.at, provenance)
             state.stale_hostnames.update(state.ms_by_mesh)
         case GracePeriodConfigured(kind=kind, grace_period_ms=grace):
             state.put("graceperiod", kind, GracePeriodRow(kind=kind, grace_period_ms=grace))
@@ -117,24 +127,23 @@ def apply_event(state: ProjectionState, seq: int, event: AnyEvent, zone: str) ->
             assert_never(event)
 
 
-def _zone_labeled(hg: HostnameGenerator, zone: str) -> HostnameGenerator:
-    """Kuma's computed labels of a resource created on a universal zone."""
-    return msgspec.structs.replace(hg, labels={
-        **hg.labels, "kuma.io/origin": "zone", "kuma.io/zone": zone, "kuma.io/env": "universal"})
+def _labeled(hg: HostnameGenerator, provenance: Provenance) -> HostnameGenerator:
+    """Kuma's computed labels of a resource its control plane created."""
+    return msgspec.structs.replace(hg, labels={**hg.labels, **provenance_labels(provenance)})
 
 
-def _restore_default(state: ProjectionState, name: str, at: int, zone: str) -> None:
+def _restore_default(state: ProjectionState, name: str, at: int,
+                     provenance: Provenance) -> None:
     state.put("hostnamegenerator", name, HostnameGeneratorRow(
-        generator=_zone_labeled(_DEFAULT_GENERATORS[name], zone),
+        generator=_labeled(_DEFAULT_GENERATORS[name], provenance),
         meta=RowMeta(version=0, creation_time=at, modification_time=at), origin="default"))
 
 
-def _cp_labels(mesh: str, zone: str, origin: str) -> dict[str, str]:
+def _cp_labels(mesh: str, provenance: Provenance, registered_by: str) -> dict[str, str]:
     """Labels the control plane puts on a Dataplane (Kuma's, universal zone); they win over
     user labels of the same key."""
-    return {"kuma.io/mesh": mesh, "kuma.io/origin": "zone", "kuma.io/zone": zone,
-            "kuma.io/env": "universal", "kuma.io/proxy-type": "sidecar",
-            "meshlog.io/registered-by": origin}
+    return {"kuma.io/mesh": mesh, **provenance_labels(provenance),
+            "kuma.io/proxy-type": "sidecar", "meshlog.io/registered-by": registered_by}
 
 
 def _retry_vips(state: ProjectionState) -> None:
@@ -156,7 +165,7 @@ def _meta(old: object, seq: int, at: int) -> RowMeta:
 
 def _dataplane_changed(
     state: ProjectionState, seq: int, at: int, mesh: str, name: str,
-    new: Dataplane | None, origin: str, zone: str,
+    new: Dataplane | None, origin: str,
 ) -> None:
     old = state.dataplane(mesh, name)
     touched = _services(old.dataplane if old is not None else None) | _services(new)
@@ -174,7 +183,7 @@ def _dataplane_changed(
             conditions=service_name_conditions(new),
         ))
     for service in sorted(touched):
-        regenerate(state, mesh, service, seq, at, zone, changed=new)
+        regenerate(state, mesh, service, seq, at, changed=new)
 
 
 def _services(dp: Dataplane | None) -> set[str]:

@@ -16,6 +16,12 @@ When the last Dataplane of a service goes, its MeshService stays for the grace p
 `expires_at` = the event's time + the grace period, and `expire_due` removes it when an event
 with a later time is folded (the projector appends `ClockTicked` when one falls due). A
 Dataplane that comes back in time keeps the MeshService; its VIP is sticky either way.
+
+A generated MeshService is labelled with the provenance (`kuma.io/origin`, `kuma.io/zone`,
+`kuma.io/env`) of the Dataplane it was generated from: the oldest one of its service (first
+registration sequence, then name), the same rule as for ports. Kuma generates from a zone's
+own Dataplanes only, so they all agree there; in a log that also holds other zones' events,
+this keeps the result a function of the log, whatever zone the projector runs in.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import msgspec
 
 from events import SERVICE_TAG, Dataplane, MeshServicePort, is_dns1035_label
 from events.resources import APP_PROTOCOLS, MeshServiceSelector, MeshServiceSpec
+from projections._provenance import inherited_labels
 from projections.ipam import allocate_vip
 from projections.state import ProjectionState, ms_key
 from projections.views import (
@@ -48,8 +55,8 @@ __all__ = [
 DEFAULT_GRACE_PERIOD_MS = 3_600_000
 
 MANAGED_BY = "meshservice-generator"
-GENERATOR_LABELS = {"kuma.io/managed-by": MANAGED_BY, "kuma.io/env": "universal",
-                    "kuma.io/origin": "zone"}
+GENERATOR_LABELS = {"kuma.io/managed-by": MANAGED_BY}
+"""Labels of every generated MeshService, besides its mesh, name and provenance."""
 
 
 def ports_of(dp: Dataplane, service: str) -> list[MeshServicePort]:
@@ -94,11 +101,12 @@ def expire_due(state: ProjectionState, at: int) -> None:
 
 
 def regenerate(
-    state: ProjectionState, mesh: str, service: str, seq: int, at: int, zone: str,
+    state: ProjectionState, mesh: str, service: str, seq: int, at: int,
     changed: Dataplane | None = None,
 ) -> None:
     """Bring the generated MeshService `service` of `mesh` in line with its Dataplanes.
-    `changed` is the Dataplane as registered by the event being folded, if any."""
+    `changed` is the Dataplane as registered (and labelled) by the event being folded, if
+    any."""
     current = state.meshservice(mesh, service)
     if current is not None and current.origin == "user":
         return
@@ -106,8 +114,10 @@ def regenerate(
         return
     waiting = current is not None and current.expires_at is not None
     if (current is not None and changed is not None and not waiting
-            and ports_of(changed, service) == current.spec.ports):
-        # the changed Dataplane still has the current ports: the existing spec wins
+            and ports_of(changed, service) == current.spec.ports
+            and inherited_labels(changed.labels) == inherited_labels(current.labels)):
+        # the changed Dataplane still has the current ports and provenance: the existing
+        # spec wins, and the oldest Dataplane (whose provenance it has) is still the oldest
         state.stale_services.add((mesh, service))
         return
     dataplanes = state.dataplanes_with_tags(mesh, {SERVICE_TAG: service})
@@ -118,11 +128,11 @@ def regenerate(
     ports = _winning_ports(dataplanes, service, current)
     spec = MeshServiceSpec(selector=MeshServiceSelector(dataplane_tags={SERVICE_TAG: service}),
                            ports=ports)
-    if current is not None and current.spec == spec and not waiting:
+    labels = {"kuma.io/mesh": mesh, "kuma.io/display-name": service,
+              **inherited_labels(_oldest(dataplanes).dataplane.labels), **GENERATOR_LABELS}
+    if current is not None and current.spec == spec and current.labels == labels and not waiting:
         state.stale_services.add((mesh, service))
         return
-    labels = {"kuma.io/mesh": mesh, "kuma.io/display-name": service, "kuma.io/zone": zone,
-              **GENERATOR_LABELS}
     created = current.meta.creation_time if current is not None else at
     row = MeshServiceRow(
         mesh=mesh, name=service, labels=labels, spec=spec,
@@ -153,5 +163,8 @@ def _winning_ports(
     options = {row.dataplane.name: ports_of(row.dataplane, service) for row in dataplanes}
     if current is not None and current.spec.ports in options.values():
         return current.spec.ports
-    oldest = min(dataplanes, key=lambda row: (row.first_seq, row.dataplane.name))
-    return options[oldest.dataplane.name]
+    return options[_oldest(dataplanes).dataplane.name]
+
+
+def _oldest(dataplanes: list[DataplaneRow]) -> DataplaneRow:
+    return min(dataplanes, key=lambda row: (row.first_seq, row.dataplane.name))

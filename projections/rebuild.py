@@ -33,7 +33,11 @@ async def rebuild(
     publisher: ProjectionPublisher | None = None, max_batch: int = 10_000,
     on_progress: Callable[[Progress], None] | None = None, interval_s: float = 0.25,
 ) -> int:
-    """Fold sequences 1..target into an empty `store`; return the target sequence."""
+    """Fold sequences 1..target into an empty `store`; return the target sequence.
+
+    `zone` is the zone of the projector doing it, which a replay never uses (it appends no
+    clock tick): every event folds with the zone and origin of its own subject, so any zone's
+    replay of a log gives the same read models."""
     if await store.checkpoint() != 0 or await store.rows():
         raise StoreError("the target store is not empty: replay builds into a fresh store "
                          "(drop it or pick another database)")

@@ -1,9 +1,10 @@
 """The projector: an ordered catch-up reader that folds the log into the read-model store.
 
-Per batch: check every sequence is the previous + 1 (halt on a gap), decode, fold, derive,
-then commit the changed rows with the checkpoint in one transaction and publish the same rows
-for gateways. On start it loads the store, resumes at checkpoint + 1, and reconciles the
-published rows with the store, so a crash between commit and publish loses nothing.
+Per batch: check every sequence is the previous + 1 (halt on a gap), decode each event and
+read its provenance from its subject, fold, derive, then commit the changed rows with the
+checkpoint in one transaction and publish the same rows for gateways. On start it loads the
+store, resumes at checkpoint + 1, and reconciles the published rows with the store, so a
+crash between commit and publish loses nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +14,16 @@ import logging
 from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol
 
-from events import EventLog, Record, UndecodableEvent, decode_event
+from events import (
+    AnyEvent,
+    EventLog,
+    MalformedSubject,
+    Provenance,
+    Record,
+    UndecodableEvent,
+    decode_event,
+    provenance_of,
+)
 from events.bus.projection_bus import CHECKPOINT_KEY, ProjectionUpdate
 from projections.derive import derive_stale
 from projections.errors import ProjectorHalted, SequenceGap
@@ -53,6 +63,20 @@ class _Poisoned(Exception):
         """False when the fold failed half-way: nothing of this batch may be committed."""
 
 
+def _read(record: Record, *, last_good: int) -> tuple[AnyEvent, Provenance]:
+    """The event of `record` and who wrote it; `_Poisoned` (state untouched) if either cannot
+    be read: an event without a provenance cannot be folded, like one that cannot be decoded."""
+    try:
+        event = decode_event(record.data, seq=record.seq, subject=record.subject,
+                             schema_version=record.schema_version)
+    except UndecodableEvent as exc:
+        raise _Poisoned(record, exc.reason, last_good=last_good, state_clean=True) from exc
+    try:
+        return event, provenance_of(record.subject)
+    except MalformedSubject as exc:
+        raise _Poisoned(record, str(exc), last_good=last_good, state_clean=True) from exc
+
+
 def _bus_key(collection: str, key: str) -> str:
     return f"{collection}/{key}"
 
@@ -62,6 +86,9 @@ class Projector:
         self, log: EventLog, store: ReadModelStore, publisher: ProjectionPublisher | None, *,
         zone: str, name: str = "main", max_batch: int = 1000,
     ) -> None:
+        """`zone` is the zone this projector runs in, where it appends its clock ticks; what
+        it folds never depends on it: every event is folded with the zone and origin of its
+        own subject (`events.provenance_of`)."""
         self._log = log
         self._store = store
         self._publisher = publisher
@@ -123,18 +150,14 @@ class Projector:
             if until_seq is not None and last >= until_seq:
                 return
 
-    def _fold(self, state: ProjectionState, batch: Sequence) -> int:
+    def _fold(self, state: ProjectionState, batch: Sequence[Record]) -> int:
         last = self.position
         for record in batch:
             if record.seq != last + 1:
                 raise SequenceGap(last + 1, record.seq)
+            event, provenance = _read(record, last_good=last)
             try:
-                event = decode_event(record.data, seq=record.seq, subject=record.subject,
-                                     schema_version=record.schema_version)
-            except UndecodableEvent as exc:
-                raise _Poisoned(record, exc.reason, last_good=last, state_clean=True) from exc
-            try:
-                apply_event(state, record.seq, event, self._zone)
+                apply_event(state, record.seq, event, provenance)
             except Exception as exc:
                 # The fold is pure, but a bug in it must not be skipped over either. State
                 # may be half-changed: it is dropped, never committed (we halt right here).
@@ -144,7 +167,7 @@ class Projector:
         return last
 
     async def _commit(self, state: ProjectionState, last: int) -> None:
-        derive_stale(state, self._zone)
+        derive_stale(state)
         changes = state.take_changes()
         # A graceful stop (SIGTERM) lands on an await; it must not split the commit from its
         # publication, or gateways lag a batch until the next start reconciles them.

@@ -6,7 +6,9 @@ stored format) with MESHLOG_REGENERATE_GOLDEN=1. The committed log itself is wri
 it is missing: it is the old log that must keep replaying. Deliberate changes so far: the
 HostnameGenerator rows and the MeshService grace period (issue 5) changed the export, not the
 log: its events still decode and fold, they now keep orphaned generated MeshServices for the
-default grace period and carry the zone's default generators.
+default grace period and carry the zone's default generators. Provenance from the event
+(issue 9): rows are labelled with the zone of their events' subjects (`default` in this log),
+no longer with the zone the replaying projector is configured with (`zone-1` here).
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from events import (
     MeshService,
     MeshServiceApplied,
     MeshServiceDeleted,
+    Provenance,
     decode_event,
     decode_resource,
     encode_event,
@@ -41,6 +42,7 @@ from projections.state import ProjectionState
 from projections.views import EndpointsRow, MeshServiceRow, decode_row
 
 ZONE = "zone-1"
+PROVENANCE = Provenance(zone=ZONE, origin="zone")
 SERVICE_TAG = "kuma.io/service"
 Rows = list[tuple[str, str, bytes]]
 
@@ -301,9 +303,9 @@ def fold(
     for batch in batches:
         for event in batch:
             wire = decode_event(encode_event(event), seq=seq, subject="test")
-            apply_event(state, seq, wire, ZONE)
+            apply_event(state, seq, wire, PROVENANCE)
             seq += 1
-        derive_stale(state, ZONE)
+        derive_stale(state)
         state.take_changes()
     return state
 

@@ -21,6 +21,7 @@ from events import (
     DataplaneRegistered,
     MeshApplied,
     MeshServiceApplied,
+    Provenance,
     decode_resource,
 )
 from events.bus.projection_bus import CHECKPOINT_KEY
@@ -51,8 +52,8 @@ class Projection:
     def fold(self, events: Iterable[AnyEvent]) -> list[tuple[str, bytes | None]]:
         for event in events:
             self.seq += 1
-            apply_event(self.state, self.seq, event, "default")
-        derive_stale(self.state, "default")
+            apply_event(self.state, self.seq, event, Provenance(zone="default", origin="zone"))
+        derive_stale(self.state)
         updates = [(f"{c.collection}/{c.key}", c.body) for c in self.state.take_changes()
                    if c.collection in PUBLISHED]
         return [*updates, (CHECKPOINT_KEY, str(self.seq).encode())]
@@ -69,13 +70,14 @@ class AdsClient:
 
     _method, _request, _response = ADS, DiscoveryRequest, DiscoveryResponse
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(self, channel: grpc.aio.Channel,
+                 metadata: tuple[tuple[str, str], ...] = ()) -> None:
         self._requests: asyncio.Queue[Any] = asyncio.Queue()
         self._responses: asyncio.Queue[Any] = asyncio.Queue()
         self.call = channel.stream_stream(
             self._method, request_serializer=self._request.SerializeToString,
             response_deserializer=self._response.FromString,
-        )(self._iterate())
+        )(self._iterate(), metadata=metadata or None)
         # reading in one task: a timed-out wait must not cancel the call itself
         self._reader = asyncio.ensure_future(self._read())
 

@@ -64,6 +64,12 @@ class EventLog(Protocol):
         """The newest message of a subject, or None if it has none."""
         ...
 
+    async def latest(self, subject_filter: str) -> list[Record]:
+        """The newest message of every subject matching `subject_filter` (NATS wildcards),
+        in stream order: the current state of a set of resources, for decisions that look
+        across them (a Mesh that still has Dataplanes)."""
+        ...
+
     async def last_seq(self) -> int:
         """The stream's last sequence (0 for an empty log)."""
         ...

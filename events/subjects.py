@@ -41,6 +41,7 @@ __all__ = [
     "ipam_subject",
     "provenance_of",
     "resource_subject",
+    "resources_filter",
 ]
 
 EVENTS_STREAM = "MESHLOG_EVENTS"
@@ -106,6 +107,13 @@ def resource_subject(kind: str, mesh: str | None, name: str, zone: str = DEFAULT
     """The subject that holds every event of one resource."""
     scope = GLOBAL if mesh is None else _token(mesh)
     return f"{_PREFIX}.{_token(zone)}.{_KIND_TOKENS[kind]}.{scope}.{_token(name)}"
+
+
+def resources_filter(kind: str, mesh: str | None, zone: str = "*") -> str:
+    """A subject filter for every resource of `kind` in `mesh` (None: global kinds), in
+    `zone` (default: any zone of this log)."""
+    scope = GLOBAL if mesh is None else _token(mesh)
+    return f"{_PREFIX}.{zone if zone == '*' else _token(zone)}.{_KIND_TOKENS[kind]}.{scope}.*"
 
 
 def ipam_subject(kind: str, zone: str = DEFAULT_ZONE) -> str:

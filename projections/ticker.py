@@ -2,10 +2,9 @@
 
 The fold never reads the wall clock (invariant 4). A generated MeshService waiting out its
 grace period goes when the fold meets an event whose `at` is past its expiry; when the log is
-quiet, nothing would come, so the live projector appends one: `ClockTicked` with `at` = the
-due time itself, on its own subject `clock_subject(due)` with expected subject sequence 0 and
-Msg-Id `tick-<due>`. Two projectors that tick for the same due time thus append one event:
-the second gets a duplicate (inside the dedupe window) or a conflict (after it), both fine.
+quiet, nothing would come, so the live projector appends one through the command path
+(`events.commands.ClockCommands.tick`): `ClockTicked` with `at` = the due time itself, once
+per due time, however many projectors tick for it.
 
 The wall clock decides only *when* to append; what the fold does with the tick depends on the
 log alone, so a replay reproduces it.
@@ -18,7 +17,8 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from events import ClockTicked, Conflict, EventLog, TransientError, clock_subject, now_ms
+from events import Conflict, EventLog, TransientError, now_ms
+from events.commands import ClockCommands
 
 __all__ = ["Ticker"]
 
@@ -29,7 +29,7 @@ class Ticker:
     def __init__(self, event_log: EventLog, *, zone: str, position: Callable[[], int],
                  clock: Callable[[], int] = now_ms) -> None:
         self._log = event_log
-        self._zone = zone
+        self._clock_commands = ClockCommands(event_log, zone=zone)
         self._position = position
         self._clock = clock
         self._due: int | None = None
@@ -73,8 +73,7 @@ class Ticker:
                 # still catching up: a later event of the log may expire it anyway; the next
                 # commit schedules again
                 return False
-            await self._log.append(clock_subject(due, self._zone), ClockTicked(at=due),
-                                   expected_last_subject_seq=0, msg_id=f"tick-{due}")
+            await self._clock_commands.tick(due)
         except Conflict:
             pass  # another projector ticked for this due time
         except TransientError as exc:

@@ -185,6 +185,32 @@ class JetStreamEventLog:
             schema_version=_schema_of(headers),
         )
 
+    async def latest(self, subject_filter: str) -> list[Record]:
+        """A consumer that delivers the last message per subject (JetStream's
+        `deliver_policy: last_per_subject`); its pending count at creation is the number of
+        messages to fetch, so an empty answer costs no fetch timeout."""
+        try:
+            sub = await self._js.pull_subscribe(
+                subject_filter, durable=None, stream=self._stream,
+                config=ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                                      ack_policy=AckPolicy.NONE, inactive_threshold=_INACTIVE_S,
+                                      mem_storage=True, num_replicas=1))
+        except _TRANSIENT as exc:
+            raise EventLogUnavailable(f"cannot read {subject_filter}: {exc!r}") from exc
+        records: list[Record] = []
+        try:
+            pending = (await sub.consumer_info()).num_pending
+            while pending > 0:
+                msgs = await sub.fetch(batch=min(pending, 1000), timeout=_TIMEOUT_S)
+                records.extend(_record(m) for m in msgs)
+                pending = msgs[-1].metadata.num_pending if msgs else 0
+        except _TRANSIENT as exc:
+            raise EventLogUnavailable(f"cannot read {subject_filter}: {exc!r}") from exc
+        finally:
+            with contextlib.suppress(nats.errors.ConnectionClosedError, nats.errors.Error):
+                await sub.unsubscribe()
+        return records
+
     async def last_seq(self) -> int:
         try:
             info = await self._js.stream_info(self._stream)

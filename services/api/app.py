@@ -242,14 +242,7 @@ async def put_resource(request: Request, mesh: str, plural: str, name: str
 
 @delete("/meshes/{mesh:str}", summary="Delete a mesh", status_code=200)
 async def delete_mesh(request: Request, mesh: str) -> Response[dict[str, Any]]:
-    state = _state(request)
-    for collection in ("dataplane", "meshservice"):
-        rows = await state.store.list(collection, f"{mesh}/")
-        owned = [k for k, b in rows if not _generated(decode_row(collection, b))]
-        if owned:
-            raise Conflict("mesh", 0, f"mesh {mesh!r} still has {len(owned)} {collection}s "
-                           f"(e.g. {owned[0].split('/', 1)[1]!r}); delete them first")
-    return await _write(request, await state.commands.delete(
+    return await _write(request, await _state(request).commands.delete(
         "Mesh", None, mesh, if_match=_if_match(request)))
 
 
@@ -257,15 +250,8 @@ async def delete_mesh(request: Request, mesh: str) -> Response[dict[str, Any]]:
         status_code=200)
 async def delete_resource(request: Request, mesh: str, plural: str, name: str
                           ) -> Response[dict[str, Any]]:
-    kind = _kind(plural)
-    state = _state(request)
-    if kind == "MeshService":
-        body = await state.store.get("meshservice", f"{mesh}/{name}")
-        if body is not None and _generated(decode_row("meshservice", body)):
-            raise Conflict("meshservice", 0, f"MeshService {name!r} is generated from Dataplane "
-                           "inbounds; it goes when its Dataplanes go")
-    return await _write(request, await state.commands.delete(
-        kind, mesh, name, if_match=_if_match(request)))
+    return await _write(request, await _state(request).commands.delete(
+        _kind(plural), mesh, name, if_match=_if_match(request)))
 
 
 @get("/hostnamegenerators", summary="List hostname generators (global)")

@@ -8,12 +8,12 @@ the inbound's `serviceProbe` (interval, timeout, thresholds), and how often to r
 then sends an `EndpointHealthResponse` at that interval.
 
 Each report is mapped back to the inbounds probing that address. When an inbound's readiness
-differs from the Dataplane in the gateway's view, the gateway reads the Dataplane's subject and
-appends `DataplaneRegistered` with `inbound[i].health.ready` changed and the registration's
-origin kept, expecting the subject's last sequence (DESIGN.md invariant 2); its Msg-Id is
-derived from (subject, sequence, content), so two gateways deciding the same change append one
-event. A report that changes nothing appends nothing: a report every few seconds never floods
-the log. When the Dataplane's probes change, the next report is answered with a new specifier.
+differs from the Dataplane in the gateway's view, the gateway has the change recorded through
+the one command path (`events.commands.ProxyCommands.report_readiness`: `DataplaneRegistered`
+with `inbound[i].health.ready` changed and the registration's origin kept, decided on the
+subject's last record, so two gateways deciding the same change append one event). A report
+that changes nothing appends nothing: a report every few seconds never floods the log. When
+the Dataplane's probes change, the next report is answered with a new specifier.
 
 A malformed request ends its stream with INVALID_ARGUMENT; the server goes on.
 """
@@ -24,7 +24,6 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
-import msgspec
 from envoy.config.core.v3.health_check_pb2 import HealthCheck, HealthStatus
 from envoy.service.health.v3.hds_pb2 import (
     EndpointHealthResponse,
@@ -33,18 +32,9 @@ from envoy.service.health.v3.hds_pb2 import (
 )
 from google.protobuf.duration_pb2 import Duration
 
-from events import (
-    Conflict,
-    Dataplane,
-    DataplaneRegistered,
-    EventLog,
-    EventLogUnavailable,
-    decision_msg_id,
-    now_ms,
-    resource_subject,
-)
-from events.resources import Health, ServiceProbe
-from xds_gateway.proxies.registration import registration_of, timeless
+from events import Conflict, Dataplane, EventLog, EventLogUnavailable, now_ms
+from events.commands import ProbeTarget, ProxyCommands, probe_target, with_readiness
+from events.resources import ServiceProbe
 from xds_gateway.resources.names import local_cluster, parse_node_id
 from xds_gateway.server.subscription import InvalidStream
 from xds_gateway.view import ProjectionView
@@ -56,29 +46,19 @@ log = logging.getLogger("meshlog.xds.hds")
 HDS_SERVICE = "envoy.service.health.v3.HealthDiscoveryService"
 DEFAULT_REPORT_INTERVAL_S = 5.0
 """Kuma's `dpServer.hds.interval`."""
-_ATTEMPTS = 3
-
-Target = tuple[str, int]
-"""(service address, service port) of a probed inbound."""
 
 _READY = {HealthStatus.HEALTHY: True, HealthStatus.DEGRADED: True,
           HealthStatus.UNHEALTHY: False, HealthStatus.TIMEOUT: False}
 """UNKNOWN (not checked yet) and DRAINING say nothing about the service."""
 
 
-def _target(inbound_port: int, service_port: int | None, service_address: str | None
-            ) -> Target:
-    # the address and port the inbound's local cluster sends traffic to (snapshot._inbounds)
-    return service_address or "127.0.0.1", service_port or inbound_port
-
-
-def probes(dataplane: Dataplane | None) -> dict[Target, ServiceProbe]:
+def probes(dataplane: Dataplane | None) -> dict[ProbeTarget, ServiceProbe]:
     """The service addresses to check, in inbound order, each with the probe of the first
     inbound probing it. Ignored inbounds are not checked."""
-    out: dict[Target, ServiceProbe] = {}
+    out: dict[ProbeTarget, ServiceProbe] = {}
     for inbound in dataplane.networking.inbound if dataplane is not None else ():
         if inbound.service_probe is not None and inbound.state != "Ignored":
-            key = _target(inbound.port, inbound.service_port, inbound.service_address)
+            key = probe_target(inbound)
             out.setdefault(key, inbound.service_probe)
     return out
 
@@ -88,7 +68,7 @@ def _duration(text: str) -> Duration:
     return Duration(seconds=int(seconds), nanos=round((seconds % 1) * 1e9))
 
 
-def specifier(targets: dict[Target, ServiceProbe], interval_s: float) -> HealthCheckSpecifier:
+def specifier(targets: dict[ProbeTarget, ServiceProbe], interval_s: float) -> HealthCheckSpecifier:
     """One cluster per target, named like the inbound's local cluster (Kuma's
     `localhost:<port>`, with the address when it is not loopback)."""
     spec = HealthCheckSpecifier(interval=_duration(f"{interval_s:g}s"))
@@ -110,9 +90,9 @@ def specifier(targets: dict[Target, ServiceProbe], interval_s: float) -> HealthC
     return spec
 
 
-def readiness(report: EndpointHealthResponse) -> dict[Target, bool]:
+def readiness(report: EndpointHealthResponse) -> dict[ProbeTarget, bool]:
     """What a report says about each checked address (unknown states left out)."""
-    out: dict[Target, bool] = {}
+    out: dict[ProbeTarget, bool] = {}
     endpoints = [*report.endpoints_health]
     for cluster in report.cluster_endpoints_health:
         for locality in cluster.locality_endpoints_health:
@@ -125,33 +105,13 @@ def readiness(report: EndpointHealthResponse) -> dict[Target, bool]:
     return out
 
 
-def with_readiness(dataplane: Dataplane, ready: dict[Target, bool]) -> Dataplane | None:
-    """`dataplane` with the `health.ready` of its probed inbounds set from `ready`; None when
-    nothing changes (absent health is ready, as in Kuma)."""
-    inbounds = list(dataplane.networking.inbound)
-    changed = False
-    for i, inbound in enumerate(inbounds):
-        if inbound.service_probe is None:
-            continue
-        now = ready.get(_target(inbound.port, inbound.service_port, inbound.service_address))
-        was = inbound.health.ready if inbound.health is not None else True
-        if now is not None and now != was:
-            inbounds[i] = msgspec.structs.replace(inbound, health=Health(ready=now))
-            changed = True
-    if not changed:
-        return None
-    networking = msgspec.structs.replace(dataplane.networking, inbound=inbounds)
-    return msgspec.structs.replace(dataplane, networking=networking)
-
-
 class HealthDiscovery:
     """The HDS servicer: one `stream` call per proxy stream."""
 
     def __init__(self, view: ProjectionView, event_log: EventLog | None, *, zone: str,
                  report_interval_s: float = DEFAULT_REPORT_INTERVAL_S) -> None:
         self._view = view
-        self._log = event_log
-        self._zone = zone
+        self._commands = ProxyCommands(event_log, zone=zone) if event_log is not None else None
         self._interval_s = report_interval_s
 
     async def stream(self, requests: AsyncIterator[HealthCheckRequestOrEndpointHealthResponse],
@@ -195,31 +155,13 @@ class HealthDiscovery:
     async def _report(self, mesh: str, name: str, report: EndpointHealthResponse) -> None:
         ready = readiness(report)
         view = self._dataplane(mesh, name)
-        if self._log is None or view is None or with_readiness(view, ready) is None:
+        if self._commands is None or view is None or with_readiness(view, ready) is None:
             return  # what the view holds already: nothing to decide
-        subject = resource_subject("Dataplane", mesh, name, self._zone)
         try:
-            for _ in range(_ATTEMPTS):
-                last = await self._log.last(subject)
-                current = registration_of(last)
-                if last is None or current is None:
-                    return  # deregistered meanwhile
-                updated = with_readiness(current.dataplane, ready)
-                if updated is None:
-                    return  # the log has it; the view catches up
-                event = DataplaneRegistered(at=now_ms(), dataplane=updated,
-                                            origin=current.origin)
-                try:
-                    await self._log.append(
-                        subject, event, expected_last_subject_seq=last.seq,
-                        msg_id=decision_msg_id(subject, last.seq, timeless(event)))
-                except Conflict:
-                    continue  # a concurrent write: read again and decide again
+            if await self._commands.report_readiness(mesh, name, ready, now_ms()):
                 log.info("%s.%s: inbound readiness %s reported by the proxy", mesh, name,
                          {f"{a}:{p}": r for (a, p), r in ready.items()})
-                return
-        except EventLogUnavailable as exc:
+        except (EventLogUnavailable, Conflict) as exc:
             # the proxy reports again at the next interval; the decision is retried then
-            log.warning("%s.%s: inbound health not recorded, the event log is unavailable: "
-                        "%s", mesh, name, exc)
-
+            log.warning("%s.%s: inbound health not recorded now (%s); retried at the next "
+                        "report", mesh, name, exc)

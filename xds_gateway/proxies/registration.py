@@ -4,14 +4,10 @@ A proxy may carry its Dataplane in its node metadata, as kuma-dp does: the key
 `dataplane.resource` holds the Dataplane as JSON (or YAML) text (reference/kuma-behaviour.md,
 "Self-registration"). On the first request of a stream the gateway decodes and validates it
 like an API write (`events.decode_resource`: every violation with its field path), checks that
-its mesh and name are the node id's `<mesh>.<name>`, and appends `DataplaneRegistered(origin=
-"proxy")` to the Dataplane's subject with the subject's last sequence as the expected one
-(DESIGN.md invariant 2), exactly like `events.commands`. A Dataplane equal to the one in the
-log appends nothing, so a reconnect is silent.
-
-`deregister` removes only Dataplanes whose last registration came from a proxy: one registered
-through the API is never removed by a gateway. Its Msg-Id is derived from (subject, expected
-sequence), so two gateways deregistering the same proxy at once append one event.
+its mesh and name are the node id's `<mesh>.<name>`, and has `DataplaneRegistered(origin=
+"proxy")` appended through the one command path (`events.commands.ProxyCommands`, which also
+deregisters: only Dataplanes whose last registration came from a proxy). A Dataplane equal to
+the one in the log appends nothing, so a reconnect is silent.
 """
 
 from __future__ import annotations
@@ -20,29 +16,20 @@ import json
 import logging
 from typing import Any
 
-import msgspec
 import yaml
 from envoy.config.core.v3.base_pb2 import Node
 from google.protobuf import json_format
-from msgspec import Struct
 
 from events import (
     Conflict,
     Dataplane,
-    DataplaneDeregistered,
-    DataplaneRegistered,
     EventLog,
     EventLogUnavailable,
     InvalidResource,
-    MeshApplied,
-    Record,
-    UndecodableEvent,
-    decision_msg_id,
-    decode_event,
+    NotFound,
     decode_resource,
-    encode_event,
-    resource_subject,
 )
+from events.commands import Deregistered, ProxyCommands
 from xds_gateway.server.subscription import InvalidStream
 
 __all__ = [
@@ -51,8 +38,6 @@ __all__ = [
     "RegistrationUnavailable",
     "SelfRegistration",
     "dataplane_from_node",
-    "registration_of",
-    "timeless",
 ]
 
 DATAPLANE_KEY = "dataplane.resource"
@@ -60,7 +45,6 @@ DATAPLANE_KEY = "dataplane.resource"
 log = logging.getLogger("meshlog.xds.registration")
 
 _MAX_TEXT = 64 * 1024
-_ATTEMPTS = 3
 
 
 class RegistrationUnavailable(Exception):
@@ -70,12 +54,6 @@ class RegistrationUnavailable(Exception):
     def __init__(self, message: str, *, precondition: bool = False) -> None:
         super().__init__(message)
         self.precondition = precondition
-
-
-class Deregistered(Struct, frozen=True):
-    dataplane: Dataplane
-    seq: int
-    """Sequence of the `DataplaneDeregistered` event."""
 
 
 def dataplane_from_node(node: Node, mesh: str, name: str) -> Dataplane | None:
@@ -137,100 +115,36 @@ def _parse(text: str, where: str) -> Any:
 
 
 class SelfRegistration:
-    """Appends the registrations and deregistrations proxies cause, with optimistic
-    concurrency on the Dataplane's subject."""
+    """The gateway's side of `events.commands.ProxyCommands`: the commands proxies cause, with
+    the log's errors turned into what ends a stream (`RegistrationUnavailable`)."""
 
     def __init__(self, event_log: EventLog, *, zone: str) -> None:
-        self._log = event_log
-        self._zone = zone
+        self.commands = ProxyCommands(event_log, zone=zone)
 
     async def register(self, dataplane: Dataplane, at: int) -> bool:
         """Make the log hold `dataplane`; return True when the proxy owns the registration
         (False: the Dataplane was registered through the API, which keeps it as it is)."""
-        subject = resource_subject("Dataplane", dataplane.mesh, dataplane.name, self._zone)
+        where = f"Dataplane {dataplane.mesh}.{dataplane.name} not registered"
         try:
-            for _ in range(_ATTEMPTS):
-                last = await self._log.last(subject)
-                current = registration_of(last)
-                if current is not None and current.dataplane == dataplane:
-                    return current.origin == "proxy"  # a reconnect: nothing to append
-                if current is not None and current.origin != "proxy":
-                    # registered through the API: the API owns it (a proxy never takes it
-                    # over, so it is never removed after a disconnect)
-                    log.warning("Dataplane %s.%s was registered through the API; the copy in "
-                                "the proxy's node metadata is ignored",
-                                dataplane.mesh, dataplane.name)
-                    return False
-                await self._require_mesh(dataplane.mesh)
-                event = DataplaneRegistered(at=at, dataplane=dataplane, origin="proxy")
-                seq = last.seq if last is not None else 0
-                try:
-                    await self._log.append(subject, event, expected_last_subject_seq=seq,
-                                           msg_id=decision_msg_id(subject, seq, timeless(event)))
-                except Conflict:
-                    continue  # a concurrent write: read again and decide again
-                return True
+            owned = await self.commands.register(dataplane, at)
+        except NotFound as exc:
+            raise RegistrationUnavailable(str(exc), precondition=True) from exc
+        except Conflict as exc:
+            raise RegistrationUnavailable(f"{where}: {exc.subject} kept changing") from exc
         except EventLogUnavailable as exc:
-            raise RegistrationUnavailable(f"Dataplane {dataplane.mesh}.{dataplane.name} not "
-                                          f"registered, the event log is unavailable: {exc}"
+            raise RegistrationUnavailable(f"{where}, the event log is unavailable: {exc}"
                                           ) from exc
-        raise RegistrationUnavailable(f"Dataplane {dataplane.mesh}.{dataplane.name} not "
-                                      f"registered: {subject} kept changing")
+        if not owned:
+            log.info("Dataplane %s.%s was registered through the API; the copy in the proxy's "
+                     "node metadata is ignored", dataplane.mesh, dataplane.name)
+        return owned
 
     async def deregister(self, mesh: str, name: str, at: int) -> Deregistered | str:
         """Append `DataplaneDeregistered` if the proxy owns the registration; otherwise
         return why not: "api" (registered through the API), "absent", or "changed"."""
-        subject = resource_subject("Dataplane", mesh, name, self._zone)
-        last = await self._log.last(subject)
-        current = registration_of(last)
-        if last is None or current is None:
-            return "absent"
-        if current.origin != "proxy":
-            return "api"
-        event = DataplaneDeregistered(at=at, mesh=mesh, name=name)
-        try:
-            appended = await self._log.append(
-                subject, event, expected_last_subject_seq=last.seq,
-                msg_id=decision_msg_id(subject, last.seq, b"deregister"))
-        except Conflict:
-            return "changed"
-        return Deregistered(dataplane=current.dataplane, seq=appended.seq)
+        return await self.commands.deregister(mesh, name, at)
 
     async def restore(self, removed: Deregistered, at: int) -> bool:
         """Undo a deregistration the proxy raced (it reconnected meanwhile); False if the
         subject moved on since (the new stream registered it itself)."""
-        dp = removed.dataplane
-        subject = resource_subject("Dataplane", dp.mesh, dp.name, self._zone)
-        event = DataplaneRegistered(at=at, dataplane=dp, origin="proxy")
-        try:
-            await self._log.append(subject, event, expected_last_subject_seq=removed.seq,
-                                   msg_id=decision_msg_id(subject, removed.seq, timeless(event)))
-        except Conflict:
-            return False
-        return True
-
-    async def _require_mesh(self, mesh: str) -> None:
-        last = await self._log.last(resource_subject("Mesh", None, mesh, self._zone))
-        if last is None or not isinstance(_decoded(last), MeshApplied):
-            raise RegistrationUnavailable(
-                f"mesh {mesh!r} does not exist: create it before its Dataplanes connect",
-                precondition=True)
-
-
-def _decoded(last: Record) -> object:
-    try:
-        return decode_event(last.data, seq=last.seq, subject=last.subject,
-                            schema_version=last.schema_version)
-    except UndecodableEvent:
-        return None  # quarantined by the projector; here it is simply not a registration
-
-
-def registration_of(last: Record | None) -> DataplaneRegistered | None:
-    """The Dataplane registration a subject's last record holds, if it is one (decodable)."""
-    event = _decoded(last) if last is not None else None
-    return event if isinstance(event, DataplaneRegistered) else None
-
-
-def timeless(event: DataplaneRegistered) -> bytes:
-    """The event without its time: the content a decision's Msg-Id is derived from."""
-    return encode_event(msgspec.structs.replace(event, at=0))
+        return await self.commands.restore(removed, at)

@@ -1,0 +1,46 @@
+"""The command side: every write to the log goes through `CommandHandler` (read the subject's
+last record, decide, append with optimistic concurrency and a decision's Msg-Id)."""
+
+from events.commands.clock import ClockCommands
+from events.commands.handler import (
+    Append,
+    CommandHandler,
+    Current,
+    Decide,
+    Decision,
+    Keep,
+    Outcome,
+    current_of,
+    timeless,
+)
+from events.commands.proxies import (
+    Deregistered,
+    ProbeTarget,
+    ProxyCommands,
+    probe_target,
+    registration_of,
+    with_readiness,
+)
+from events.commands.resources import Commands, WriteResult, live_resource
+
+__all__ = [
+    "Append",
+    "ClockCommands",
+    "CommandHandler",
+    "Commands",
+    "Current",
+    "Decide",
+    "Decision",
+    "Deregistered",
+    "Keep",
+    "Outcome",
+    "ProbeTarget",
+    "ProxyCommands",
+    "WriteResult",
+    "current_of",
+    "live_resource",
+    "probe_target",
+    "registration_of",
+    "timeless",
+    "with_readiness",
+]

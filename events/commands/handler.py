@@ -1,0 +1,119 @@
+"""`CommandHandler`: the one path from a decision to the log (DESIGN.md, Seams).
+
+Every writer of the log (the API, a gateway's self-registration, reaper and health reports,
+the projector's clock) goes through `execute`:
+
+1. read the subject's last record (a direct get), decoded once into `Current`;
+2. `decide(current)`: a pure function of it returns `Append(event)` or `Keep()`, or raises a
+   `PermanentError` (NotFound, Conflict, InvalidResource) that says why not;
+3. append with `Nats-Expected-Last-Subject-Sequence` = the sequence decided on (invariant 2:
+   a concurrent writer makes this a Conflict, never a silent overwrite) and a `Nats-Msg-Id`
+   derived from (subject, that sequence, the decision's content), so a retried decision is
+   appended once, and two gateways taking the same decision append one event.
+
+A caller that may race others on the subject (gateways) asks for `retries`: on a conflict the
+subject is read and the decision taken again. The API does not retry: its caller decided on a
+version (`If-Match`) and gets the 409.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import msgspec
+from msgspec import Struct
+
+from events.codec import decode_event, encode_event
+from events.errors import Conflict, UndecodableEvent
+from events.event_types import AnyEvent
+from events.log import EventLog, Record, decision_msg_id
+
+__all__ = ["Append", "CommandHandler", "Current", "Decide", "Decision", "Keep", "Outcome",
+           "current_of", "timeless"]
+
+
+class Current(Struct, frozen=True):
+    """A subject's last record, as a decision sees it."""
+
+    seq: int = 0
+    """The subject's last sequence; 0: it has no event."""
+    event: AnyEvent | None = None
+    """The last event; None when there is none or this code cannot decode it (the projector
+    quarantines such an event; a decision treats it as absent)."""
+
+
+class Append(Struct, frozen=True):
+    """Append `event`, expecting the subject at the sequence the decision was taken on."""
+
+    event: AnyEvent
+    content: bytes | None = None
+    """What the decision's Msg-Id derives from; None: the event without its time, so the same
+    decision taken again a moment later is the same Msg-Id."""
+
+
+class Keep(Struct, frozen=True):
+    """Append nothing: the log already says what the command asks for."""
+
+
+Decision = Append | Keep
+Decide = Callable[[Current], Decision]
+
+
+class Outcome(Struct, frozen=True):
+    seq: int
+    """The subject's last sequence after the command: the appended event's, or the one kept."""
+    appended: bool
+    previous: Current
+    """What the decision was taken on."""
+    duplicate: bool = False
+    """The log already held this decision's Msg-Id (a retry): nothing new was written."""
+
+
+def current_of(record: Record | None) -> Current:
+    if record is None:
+        return Current()
+    try:
+        event = decode_event(record.data, seq=record.seq, subject=record.subject,
+                             schema_version=record.schema_version)
+    except UndecodableEvent:
+        event = None
+    return Current(seq=record.seq, event=event)
+
+
+def timeless(event: AnyEvent) -> bytes:
+    """The event without its time: the content a decision's Msg-Id is derived from."""
+    return encode_event(msgspec.structs.replace(event, at=0))
+
+
+class CommandHandler:
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
+
+    async def current(self, subject: str) -> Current:
+        return current_of(await self.log.last(subject))
+
+    async def execute(self, subject: str, decide: Decide, *, msg_id: str | None = None,
+                      retries: int = 0, headers: Mapping[str, str] | None = None) -> Outcome:
+        """Read, decide, append. `msg_id` overrides the derived one (a caller's idempotency
+        key). Raises what `decide` raises, `Conflict` when the subject moved on more than
+        `retries` times, `EventLogUnavailable` when the log cannot be reached."""
+        attempt = 0
+        while True:
+            current = await self.current(subject)
+            decision = decide(current)
+            if isinstance(decision, Keep):
+                return Outcome(seq=current.seq, appended=False, previous=current)
+            content = decision.content if decision.content is not None else timeless(
+                decision.event)
+            try:
+                appended = await self.log.append(
+                    subject, decision.event, expected_last_subject_seq=current.seq,
+                    msg_id=msg_id or decision_msg_id(subject, current.seq, content),
+                    headers=headers)
+            except Conflict:
+                if attempt == retries:
+                    raise
+                attempt += 1
+                continue  # a concurrent write: read again and decide again
+            return Outcome(seq=appended.seq, appended=True, previous=current,
+                           duplicate=appended.duplicate)

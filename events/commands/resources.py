@@ -1,0 +1,238 @@
+"""Resource commands: apply and delete Kuma resources, and the zone's recorded settings.
+
+The domain rules of a write are decided here, from the log (never from read models, which may
+lag behind it):
+
+- a resource of a mesh needs its Mesh;
+- `If-Match` must name the resource's current version (its subject's last sequence);
+- a write that changes nothing appends nothing;
+- a Mesh that still has Dataplanes or MeshServices cannot be deleted; a MeshService generated
+  from Dataplane inbounds cannot be deleted (it goes when its Dataplanes go); a default
+  HostnameGenerator of the zone cannot be deleted (applying one of its name overrides it).
+
+The guards that look at other subjects read them just before the command's own append, with no
+lock across subjects (Kuma's store has the same window): a Dataplane registered in that
+instant can outlive its Mesh, and the projector then shows it without a mesh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from msgspec import Struct
+
+from events.commands.handler import (
+    Append,
+    CommandHandler,
+    Current,
+    Decision,
+    Keep,
+    current_of,
+)
+from events.errors import Conflict, NotFound
+from events.event_types import (
+    AnyEvent,
+    DataplaneDeregistered,
+    DataplaneRegistered,
+    GracePeriodConfigured,
+    HostnameGeneratorApplied,
+    HostnameGeneratorDeleted,
+    IpamConfigured,
+    MeshApplied,
+    MeshDeleted,
+    MeshServiceApplied,
+    MeshServiceDeleted,
+    now_ms,
+)
+from events.log import EventLog
+from events.resources import (
+    DEFAULT_HOSTNAME_GENERATORS,
+    Dataplane,
+    HostnameGenerator,
+    Mesh,
+    MeshService,
+    Resource,
+)
+from events.subjects import (
+    grace_period_subject,
+    ipam_subject,
+    resource_subject,
+    resources_filter,
+)
+from events.validation import SERVICE_TAG
+
+__all__ = ["Commands", "WriteResult", "live_resource"]
+
+
+class WriteResult(Struct, frozen=True):
+    seq: int
+    """The resource's version after the write (its subject's last sequence)."""
+    created: bool = False
+    unchanged: bool = False
+
+
+class Commands:
+    """The resource commands of one zone's control plane."""
+
+    def __init__(self, log: EventLog | CommandHandler, *, zone: str,
+                 clock: Callable[[], int] = now_ms) -> None:
+        self.handler = log if isinstance(log, CommandHandler) else CommandHandler(log)
+        self._zone = zone
+        self._clock = clock
+
+    async def apply(self, resource: Resource, *, if_match: int | None = None,
+                    idempotency_key: str | None = None,
+                    headers: Mapping[str, str] | None = None) -> WriteResult:
+        """Create or update `resource`."""
+        mesh = getattr(resource, "mesh", None)
+        if mesh is not None:
+            await self._require_mesh(mesh)
+        subject = resource_subject(type(resource).__name__, mesh, resource.name, self._zone)
+        at = self._clock()
+
+        def decide(current: Current) -> Decision:
+            _check_if_match(subject, if_match, current.seq)
+            if live_resource(current.event) == resource:
+                return Keep()
+            return Append(_applied(resource, at))
+
+        outcome = await self.handler.execute(subject, decide, msg_id=idempotency_key,
+                                             headers=headers)
+        return WriteResult(seq=outcome.seq, unchanged=not outcome.appended,
+                           created=outcome.appended and live_resource(
+                               outcome.previous.event) is None)
+
+    async def delete(self, kind: str, mesh: str | None, name: str, *, if_match: int | None = None,
+                     headers: Mapping[str, str] | None = None) -> WriteResult:
+        """Delete a resource; the guards of the module docstring apply."""
+        subject = resource_subject(kind, mesh, name, self._zone)
+        if kind == "Mesh":
+            await self._require_empty(name)
+        elif kind == "MeshService" and mesh is not None:
+            if live_resource((await self.handler.current(subject)).event) is None:
+                await self._refuse_generated(mesh, name)
+        at = self._clock()
+
+        def decide(current: Current) -> Decision:
+            if live_resource(current.event) is None:
+                if kind == "HostnameGenerator" and name in _DEFAULT_GENERATORS:
+                    raise Conflict(subject, 0, f"HostnameGenerator {name!r} is a default of "
+                                   "the zone and cannot be deleted; apply one of that name to "
+                                   "override it (a selector that matches nothing turns it off)")
+                where = f" in mesh {mesh!r}" if mesh else ""
+                raise NotFound(f"{kind} {name!r}{where} does not exist")
+            _check_if_match(subject, if_match, current.seq)
+            return Append(_deleted(kind, mesh, name, at), content=b"delete")
+
+        outcome = await self.handler.execute(subject, decide, headers=headers)
+        return WriteResult(seq=outcome.seq)
+
+    async def configure_ipam(self, kind: str, cidr: str) -> WriteResult:
+        """Record the CIDR new VIPs come from, if it differs from the one in the log."""
+        event = IpamConfigured(at=self._clock(), kind=kind, cidr=cidr)
+
+        def decide(current: Current) -> Decision:
+            if isinstance(current.event, IpamConfigured) and current.event.cidr == cidr:
+                return Keep()
+            return Append(event, content=cidr.encode())
+
+        outcome = await self.handler.execute(ipam_subject(kind, self._zone), decide)
+        return WriteResult(seq=outcome.seq, unchanged=not outcome.appended,
+                           created=outcome.appended and outcome.previous.seq == 0)
+
+    async def configure_grace_period(self, kind: str, grace_period_ms: int,
+                                     default_ms: int) -> WriteResult | None:
+        """Record how long a generated `kind` outlives its last Dataplane, if that differs
+        from the log (no record in the log means `default_ms`). None: nothing to record."""
+        event = GracePeriodConfigured(at=self._clock(), grace_period_ms=grace_period_ms,
+                                      kind=kind)
+
+        def decide(current: Current) -> Decision:
+            recorded = (current.event.grace_period_ms
+                        if isinstance(current.event, GracePeriodConfigured) else default_ms)
+            if recorded == grace_period_ms:
+                return Keep()
+            return Append(event, content=str(grace_period_ms).encode())
+
+        outcome = await self.handler.execute(grace_period_subject(kind, self._zone), decide)
+        if not outcome.appended:
+            return None
+        return WriteResult(seq=outcome.seq, created=outcome.previous.seq == 0)
+
+    # --- guards that read other subjects --------------------------------------------------------
+
+    async def _require_mesh(self, mesh: str) -> None:
+        current = await self.handler.current(resource_subject("Mesh", None, mesh, self._zone))
+        if live_resource(current.event) is None:
+            raise NotFound(f"mesh {mesh!r} does not exist: create it first (type: Mesh)")
+
+    async def _require_empty(self, mesh: str) -> None:
+        for kind in ("Dataplane", "MeshService"):
+            owned = sorted(r.name for r in await self._live(kind, mesh))
+            if owned:
+                raise Conflict("mesh", 0, f"mesh {mesh!r} still has {len(owned)} "
+                               f"{kind.lower()}s (e.g. {owned[0]!r}); delete them first")
+
+    async def _refuse_generated(self, mesh: str, name: str) -> None:
+        """A MeshService that is not in the log but that live Dataplanes' inbounds generate."""
+        for dataplane in await self._live("Dataplane", mesh):
+            if isinstance(dataplane, Dataplane) and any(
+                    i.tags.get(SERVICE_TAG) == name for i in dataplane.networking.inbound):
+                raise Conflict("meshservice", 0, f"MeshService {name!r} is generated from "
+                               "Dataplane inbounds; it goes when its Dataplanes go")
+
+    async def _live(self, kind: str, mesh: str) -> list[Resource]:
+        """The live resources of `kind` in `mesh`, in any zone of this log."""
+        records = await self.handler.log.latest(resources_filter(kind, mesh))
+        live = (live_resource(current_of(record).event) for record in records)
+        return [resource for resource in live if resource is not None]
+
+
+_DEFAULT_GENERATORS = {g.name for g in DEFAULT_HOSTNAME_GENERATORS}
+
+
+def _check_if_match(subject: str, if_match: int | None, seq: int) -> None:
+    if if_match is not None and if_match != seq:
+        raise Conflict(subject, if_match,
+                       f"version {if_match} is stale: the resource is at version {seq}; "
+                       "read it again and retry")
+
+
+def live_resource(event: AnyEvent | None) -> Resource | None:
+    """The resource a subject's last event leaves, None if it never existed or was deleted."""
+    match event:
+        case MeshApplied(mesh=r) | DataplaneRegistered(dataplane=r) | MeshServiceApplied(
+            meshservice=r
+        ) | HostnameGeneratorApplied(hostname_generator=r):
+            return r
+        case _:
+            return None
+
+
+def _applied(resource: Resource, at: int) -> AnyEvent:
+    match resource:
+        case Mesh():
+            return MeshApplied(at=at, mesh=resource)
+        case Dataplane():
+            return DataplaneRegistered(at=at, dataplane=resource)
+        case MeshService():
+            return MeshServiceApplied(at=at, meshservice=resource)
+        case HostnameGenerator():
+            return HostnameGeneratorApplied(at=at, hostname_generator=resource)
+        case _:
+            raise TypeError(f"no event for {type(resource).__name__}")
+
+
+def _deleted(kind: str, mesh: str | None, name: str, at: int) -> AnyEvent:
+    match kind:
+        case "Mesh":
+            return MeshDeleted(at=at, name=name)
+        case "Dataplane":
+            return DataplaneDeregistered(at=at, mesh=mesh or "", name=name)
+        case "MeshService":
+            return MeshServiceDeleted(at=at, mesh=mesh or "", name=name)
+        case "HostnameGenerator":
+            return HostnameGeneratorDeleted(at=at, name=name)
+        case _:
+            raise TypeError(f"no deletion event for {kind}")
+

@@ -1,7 +1,8 @@
 """Real processes for tests: nats-server, `meshlog up`, Envoy, tiny HTTP backends.
 
 Everything binds ephemeral ports on loopback and keeps its files in a temp dir. Waiting is
-polling with deadlines, never fixed sleeps.
+polling with deadlines, never fixed sleeps. Children are started with services.runtime.spawn:
+no pre-exec Python in a process running gRPC, and none outlives a killed test run.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any, TypeVar
 
 import httpx
 import yaml
+
+from services.runtime.spawn import popen
 
 T = TypeVar("T")
 VENV_BIN = Path(sys.executable).parent
@@ -98,7 +101,7 @@ def meshlog_up(data_dir: Path, *extra: str) -> Iterator[ControlPlane]:
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "up.json").unlink(missing_ok=True)
     log = open(data_dir / "up.log", "ab")
-    proc = subprocess.Popen(
+    proc = popen(
         [str(VENV_BIN / "meshlog"), "up", "--data-dir", str(data_dir), "--api-port", "0",
          "--xds-port", "0", *extra],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -174,7 +177,7 @@ def run_envoy(bootstrap: dict[str, Any], workdir: Path, name: str) -> Iterator[E
     log_path = workdir / f"{name}.log"
     binary = envoy_binary()
     log = open(log_path, "ab")
-    proc = subprocess.Popen(
+    proc = popen(
         [binary, "-c", str(config), "--use-dynamic-base-id",
          "--admin-address-path", str(admin_path), "-l", "info", "--concurrency", "1",
          "--drain-time-s", "1"],
@@ -253,7 +256,7 @@ def run_gateway_process(nats_url: str, workdir: Path, name: str, *extra: str,
     log_path = workdir / f"{name}.log"
     start = log_path.stat().st_size if log_path.exists() else 0
     log = open(log_path, "ab")
-    proc = subprocess.Popen(
+    proc = popen(
         [str(VENV_BIN / "meshlog"), "gateway", "--nats-url", nats_url, "--xds-port", str(port),
          "--health-port", "0", *extra],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from services.runtime.spawn import spawn
+
 __all__ = ["LB_CLUSTER", "LB_LISTENER", "envoy_path", "lb_bootstrap", "lb_port_of", "run_lb"]
 
 LB_LISTENER = "xds_lb"
@@ -92,9 +94,9 @@ async def run_lb(gateway_ports: list[int], workdir: Path) -> AsyncIterator[int]:
     """Run the LB Envoy; yield its port once every gateway passes its health check."""
     config, admin_path, log = _prepare(gateway_ports, workdir)
     try:
-        proc = await asyncio.create_subprocess_exec(
-            envoy_path(), "-c", str(config), "--use-dynamic-base-id", "--concurrency", "1",
-            "--admin-address-path", str(admin_path), "-l", "warning", "--drain-time-s", "1",
+        proc = await spawn(
+            [envoy_path(), "-c", str(config), "--use-dynamic-base-id", "--concurrency", "1",
+             "--admin-address-path", str(admin_path), "-l", "warning", "--drain-time-s", "1"],
             stdout=log, stderr=log, start_new_session=True)
     finally:
         log.close()  # the child has its own copy

@@ -42,6 +42,7 @@ from events.bus.projection_bus import CHECKPOINT_KEY, JetStreamProjectionBus
 from events.resources import DataplaneNetworking
 from services.bench._env import bench_nats, machine, report
 from services.bench._lb import run_lb
+from services.runtime.spawn import spawn
 
 __all__ = ["bench_propagation"]
 
@@ -225,9 +226,9 @@ class _Worker:
 @contextlib.asynccontextmanager
 async def _worker(work: Path, lb_port: int, first: int, count: int) -> AsyncIterator[_Worker]:
     with open(work / f"proxies-{first}.log", "ab") as err:  # noqa: ASYNC230 - set-up only
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.bench._proxies", "--xds", f"127.0.0.1:{lb_port}",
-            "--first", str(first), "--count", str(count),
+        proc = await spawn(
+            [sys.executable, "-m", "services.bench._proxies", "--xds", f"127.0.0.1:{lb_port}",
+             "--first", str(first), "--count", str(count)],
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err,
             start_new_session=True)
     stdin, stdout = proc.stdin, proc.stdout
@@ -245,9 +246,8 @@ async def _process(work: Path, name: str, *args: str
                    ) -> AsyncIterator[asyncio.subprocess.Process]:
     """`meshlog <args>` as a child in its own session; SIGTERM at the end."""
     with open(work / f"{name}.log", "ab") as out:  # noqa: ASYNC230 - set-up only
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.cli.main", *args, stdout=out, stderr=out,
-            start_new_session=True)
+        proc = await spawn([sys.executable, "-m", "services.cli.main", *args],
+                           stdout=out, stderr=out, start_new_session=True)
     try:
         yield proc
     finally:

@@ -8,22 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import glob
 import json
 import os
 import shutil
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from services.errors import ProcessStartError
+from services.runtime.spawn import spawn
 
 __all__ = ["find_nats_server", "run_nats_server"]
 
 _START_TIMEOUT_S = 15.0
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def find_nats_server() -> str:
@@ -56,13 +55,12 @@ async def run_nats_server(
         "-a", host, "-p", str(port if port else -1), "--ports_file_dir", str(ports_dir),
         "--server_name", "meshlog-embedded",
     ]
-    log = open(log_file or data_dir / "nats-server.log", "ab")  # noqa: ASYNC230
     # Its own session: a terminal's Ctrl-C reaches meshlog only, which drains its NATS
-    # connections first and then stops the server (SIGTERM flushes JetStream). And a SIGTERM
-    # when meshlog dies without stopping it (SIGKILL, OOM): no orphan keeps port and store.
-    proc = await asyncio.create_subprocess_exec(*args, stdout=log, stderr=log,
-                                                start_new_session=True,
-                                                preexec_fn=_die_with_parent())
+    # connections first and then stops the server (SIGTERM flushes JetStream). And `spawn`
+    # has it SIGTERMed when meshlog dies without stopping it (SIGKILL, OOM): no orphan keeps
+    # port and store. The log is closed at once, also if cancelled: the child has its own copy.
+    with open(log_file or data_dir / "nats-server.log", "ab") as log:  # noqa: ASYNC230
+        proc = await spawn(args, stdout=log, stderr=log, start_new_session=True)
     try:
         url = await _wait_for_port(proc, ports_dir)
         yield url
@@ -74,20 +72,6 @@ async def run_nats_server(
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
-        log.close()
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A pre-exec hook asking Linux to SIGTERM the child when its parent dies; elsewhere None.
-    libc is loaded here, in the parent: the hook itself only makes the one system call."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-    return hook
 
 
 async def _wait_for_port(proc: asyncio.subprocess.Process, ports_dir: Path) -> str:

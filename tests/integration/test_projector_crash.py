@@ -19,6 +19,7 @@ from events.bus.projection_bus import CHECKPOINT_KEY, JetStreamProjectionBus
 from projections import PUBLISHED, export_store, open_store, rebuild
 from services.bench._env import seed_log
 from services.bench.history import synthetic_history
+from services.runtime.spawn import popen
 from tests.harness import VENV_BIN
 from tests.stores import BACKENDS, store_url
 
@@ -29,7 +30,7 @@ KILLS = 12
 
 def _start(nats_url: str, database: str, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
-        return subprocess.Popen(
+        return popen(
             [str(VENV_BIN / "meshlog"), "projector", "--nats-url", nats_url,
              "--database", database], stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)

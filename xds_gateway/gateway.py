@@ -1,4 +1,10 @@
-"""The gateway process: follows the projections and serves ADS over gRPC (grpc.aio).
+"""The gateway: follows the projections and serves ADS and HDS over gRPC (grpc.aio).
+
+It puts the parts together: the projection view and the snapshot source built on it
+(`resources.ViewSnapshots`), the ADS streams (`server/`), and the stream callbacks
+(`server.callbacks`) through which the proxies' concerns plug in: insights and
+self-registration (`proxies.ProxyLifecycle`) first, then whatever the caller adds
+(authentication, SDS). HDS streams (`proxies.hds`) go through the same callbacks.
 
 Serving starts only once the view holds a complete copy of the published read models, so a
 proxy never receives config computed from half the state. Responses are raw bytes assembled
@@ -8,8 +14,9 @@ from encode-once resources, so the method is registered with an identity seriali
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -25,6 +32,15 @@ from xds_gateway.proxies.hds import HDS_SERVICE, HealthDiscovery
 from xds_gateway.proxies.insight_publisher import Insights
 from xds_gateway.proxies.lifecycle import ProxyLifecycle
 from xds_gateway.resources.cache import ResourceCache
+from xds_gateway.resources.snapshot import ViewSnapshots
+from xds_gateway.server.callbacks import (
+    CallbackChain,
+    StreamCallbacks,
+    StreamInfo,
+    StreamKind,
+    StreamRefused,
+    invocation_metadata,
+)
 from xds_gateway.server.delta import DeltaStream
 from xds_gateway.server.sotw import SotwStream
 from xds_gateway.server.subscription import AdsStream, InvalidStream
@@ -60,7 +76,8 @@ class Gateway:
                  drain_grace_s: float = DEFAULT_DRAIN_GRACE_S,
                  event_log: EventLog | None = None, insights: Insights | None = None,
                  zone: str = DEFAULT_ZONE, deregistration_delay_s: float = 10.0,
-                 heartbeat_s: float = 5.0, insight_interval_s: float = 1.0) -> None:
+                 heartbeat_s: float = 5.0, insight_interval_s: float = 1.0,
+                 callbacks: Sequence[StreamCallbacks] = ()) -> None:
         self._bus = bus
         self._host = host
         self._port = port
@@ -71,6 +88,7 @@ class Gateway:
         self._releases: dict[AdsStream[Any], asyncio.Event] = {}
         self.view = ProjectionView()
         self.cache = ResourceCache()
+        self.snapshots = ViewSnapshots(self.view, self.cache)
         self.port: int | None = None
         self.serving = asyncio.Event()
         self.streams: set[AdsStream[Any]] = set()
@@ -80,7 +98,9 @@ class Gateway:
             deregistration_delay_s=deregistration_delay_s, heartbeat_s=heartbeat_s,
             insight_interval_s=insight_interval_s)
         """Insights, self-registration and reaping (issues 4 and 5)."""
-        self.hds = HealthDiscovery(self.view, event_log, zone=zone)
+        self.callbacks = CallbackChain([self.lifecycle, *callbacks])
+        """What every stream (ADS and HDS) goes through: open, requests, responses, close."""
+        self.hds = HealthDiscovery(self.view, event_log, zone=zone, callbacks=self.callbacks)
         """Inbound health reported by proxies (issue 5)."""
 
     async def run(self) -> None:
@@ -172,35 +192,59 @@ class Gateway:
 
     async def _sotw(self, requests: AsyncIterator[DiscoveryRequest],
                     context: grpc.aio.ServicerContext) -> None:
-        await self._serve_stream(SotwStream(self.view, self.cache, context.write), requests,
-                                 context, "sotw")
+        await self._serve_stream(SotwStream(self.snapshots, self.cache, context.write),
+                                 requests, context, "sotw")
 
     async def _delta(self, requests: AsyncIterator[DeltaDiscoveryRequest],
                      context: grpc.aio.ServicerContext) -> None:
-        await self._serve_stream(DeltaStream(self.view, self.cache, context.write), requests,
-                                 context, "delta")
+        await self._serve_stream(DeltaStream(self.snapshots, self.cache, context.write),
+                                 requests, context, "delta")
 
     async def _serve_stream(self, stream: AdsStream[Any], requests: AsyncIterator[Any],
-                            context: grpc.aio.ServicerContext, protocol: str) -> None:
-        """One ADS stream, SotW or Delta: the lifecycle (insights, self-registration), the
-        stream's loop and view watcher, its requests until the client half-closes or a drain
-        releases it; a protocol violation ends it INVALID_ARGUMENT."""
+                            context: grpc.aio.ServicerContext, protocol: StreamKind) -> None:
+        """One ADS stream, SotW or Delta: the callbacks, the stream's loop and view watcher,
+        its requests until the client half-closes or a drain releases it; a protocol
+        violation ends it INVALID_ARGUMENT, a refusal with the refusing callback's status."""
+        info = StreamInfo(protocol=protocol, peer=context.peer(),
+                          metadata=invocation_metadata(context), types=stream.types)
+        stream.on_response = functools.partial(self.callbacks.on_stream_response, info)
+        refused: list[StreamRefused] = []
         self.streams.add(stream)
         try:
-            async with self.lifecycle.proxy_stream(stream, requests, context,
-                                                   protocol) as requests, \
-                    asyncio.TaskGroup() as tg:
+            async with asyncio.TaskGroup() as tg:
                 runner = tg.create_task(stream.run())
                 watcher = tg.create_task(stream.watch_view())
-                await self._feed_until_released(stream, requests)
+                await self._feed_until_released(stream, self._called_back(info, requests,
+                                                                           refused))
                 runner.cancel()
                 watcher.cancel()
+            for refusal in refused:
+                log.warning("ending stream of %s: %s", stream.node_id or info.peer, refusal)
+                await context.abort(refusal.code, refusal.message)
         except* InvalidStream as group:
             message = str(group.exceptions[0])
-            log.warning("ending stream of %s: %s", stream.node_id or context.peer(), message)
+            log.warning("ending stream of %s: %s", stream.node_id or info.peer, message)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
         finally:
             self.streams.discard(stream)
+            await self.callbacks.on_stream_closed(info)
+
+    async def _called_back(self, info: StreamInfo, requests: AsyncIterator[Any],
+                           refused: list[StreamRefused]) -> AsyncIterator[Any]:
+        """The requests, each past the callbacks first (the first one opens the stream). A
+        refusal ends the feed here and is raised by the handler after the stream's task
+        group, so the handler sees it itself, not nested in the group's errors."""
+        async for request in requests:
+            try:
+                if info.node is None:
+                    info.node = request.node
+                    await self.callbacks.on_stream_open(info)
+                else:
+                    await self.callbacks.on_stream_request(info, request)
+            except StreamRefused as exc:
+                refused.append(exc)
+                return
+            yield request
 
 
 def _identity(data: bytes) -> bytes:

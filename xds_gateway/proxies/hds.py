@@ -36,7 +36,15 @@ from events import Conflict, Dataplane, EventLog, EventLogUnavailable, now_ms
 from events.commands import ProbeTarget, ProxyCommands, probe_target, with_readiness
 from events.resources import ServiceProbe
 from xds_gateway.resources.names import local_cluster, parse_node_id
+from xds_gateway.server.callbacks import (
+    CallbackChain,
+    StreamCallbacks,
+    StreamInfo,
+    StreamRefused,
+    invocation_metadata,
+)
 from xds_gateway.server.subscription import InvalidStream
+from xds_gateway.type_urls import HEALTH_CHECK_SPECIFIER
 from xds_gateway.view import ProjectionView
 
 __all__ = ["DEFAULT_REPORT_INTERVAL_S", "HDS_SERVICE", "HealthDiscovery", "probes", "specifier"]
@@ -109,23 +117,33 @@ class HealthDiscovery:
     """The HDS servicer: one `stream` call per proxy stream."""
 
     def __init__(self, view: ProjectionView, event_log: EventLog | None, *, zone: str,
-                 report_interval_s: float = DEFAULT_REPORT_INTERVAL_S) -> None:
+                 report_interval_s: float = DEFAULT_REPORT_INTERVAL_S,
+                 callbacks: StreamCallbacks | None = None) -> None:
         self._view = view
+        self._callbacks = callbacks if callbacks is not None else CallbackChain()
         self._commands = ProxyCommands(event_log, zone=zone) if event_log is not None else None
         self._interval_s = report_interval_s
 
     async def stream(self, requests: AsyncIterator[HealthCheckRequestOrEndpointHealthResponse],
                      context: grpc.aio.ServicerContext) -> None:
         """Serve one HDS stream until the client ends it; a protocol violation ends it with
-        INVALID_ARGUMENT."""
+        INVALID_ARGUMENT, a callback's refusal with its status."""
+        info = StreamInfo(protocol="hds", peer=context.peer(),
+                          metadata=invocation_metadata(context))
         try:
-            await self._serve(requests, context)
+            await self._serve(requests, context, info)
         except InvalidStream as exc:
             log.warning("ending HDS stream of %s: %s", context.peer(), exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except StreamRefused as exc:
+            log.warning("ending HDS stream of %s: %s", context.peer(), exc)
+            await context.abort(exc.code, exc.message)
+        finally:
+            if info.node is not None:
+                await self._callbacks.on_stream_closed(info)
 
     async def _serve(self, requests: AsyncIterator[HealthCheckRequestOrEndpointHealthResponse],
-                     context: grpc.aio.ServicerContext) -> None:
+                     context: grpc.aio.ServicerContext, info: StreamInfo) -> None:
         first = await anext(aiter(requests), None)
         if first is None:
             return
@@ -137,16 +155,25 @@ class HealthDiscovery:
         if parsed is None:
             raise InvalidStream(f"node.id {node_id!r} is not <mesh>.<dataplane name>")
         mesh, name = parsed
+        info.node = first.health_check_request.node
+        await self._callbacks.on_stream_open(info)
         sent = probes(self._dataplane(mesh, name))
-        await context.write(specifier(sent, self._interval_s))
+        await self._send(context, info, sent)
         async for message in requests:
+            await self._callbacks.on_stream_request(info, message)
             if not message.HasField("endpoint_health_response"):
                 continue  # a repeated health_check_request changes nothing
             await self._report(mesh, name, message.endpoint_health_response)
             now = probes(self._dataplane(mesh, name))
             if now != sent:
                 sent = now
-                await context.write(specifier(sent, self._interval_s))
+                await self._send(context, info, sent)
+
+    async def _send(self, context: grpc.aio.ServicerContext, info: StreamInfo,
+                    targets: dict[ProbeTarget, ServiceProbe]) -> None:
+        await context.write(specifier(targets, self._interval_s))
+        # HDS has no versions or nonces: a specifier replaces the one before
+        self._callbacks.on_stream_response(info, HEALTH_CHECK_SPECIFIER, "", "", len(targets))
 
     def _dataplane(self, mesh: str, name: str) -> Dataplane | None:
         row = self._view.dataplanes.get((mesh, name))

@@ -1,23 +1,20 @@
 """A proxy's life as the gateways see it: `ProxyLifecycle`, one per gateway.
 
-- `proxy_stream(...)`: the per-stream hook both ADS variants (SotW, Delta) wrap a stream in.
-  It watches the stream's requests for the first one (the node is only known then, xds-rules
-  #1), self-registers the Dataplane the node carries (`registration`), and has the stream's
-  insight published (`insights`) from then until the stream ends.
+- Stream callbacks (`xds_gateway.server.callbacks`): when an ADS stream opens (its first
+  request carries the node, xds-rules #1) it self-registers the Dataplane the node carries
+  (`registration`) and has the stream's insight published (`insight_publisher`) from then until
+  the stream closes.
 - `run()`: heartbeats, insight writes and the reaper (`reaper.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Protocol
+from collections.abc import Callable
 
 import grpc
 from envoy.config.core.v3.base_pb2 import Node
-from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 
 from events import EventLog, is_resource_name, now_ms
 from xds_gateway.proxies.insight_publisher import Insights, InsightsPublisher, Session
@@ -29,7 +26,8 @@ from xds_gateway.proxies.registration import (
 )
 from xds_gateway.resources.names import parse_node_id
 from xds_gateway.resources.node import DEFAULT_DNS_PORT, InvalidNode, proxy_node
-from xds_gateway.server.subscription import InvalidStream, TypeState
+from xds_gateway.server.callbacks import StreamInfo, StreamRefused
+from xds_gateway.server.subscription import InvalidStream
 
 __all__ = ["ProxyLifecycle"]
 
@@ -37,10 +35,6 @@ log = logging.getLogger("meshlog.xds.lifecycle")
 
 _MAX_USER_AGENT = 256
 """Kept in the insight: a node may say megabytes, an insight must fit a NATS message."""
-
-
-class _Stream(Protocol):
-    types: Mapping[str, TypeState]
 
 
 class ProxyLifecycle:
@@ -58,6 +52,8 @@ class ProxyLifecycle:
         if self.reaper is not None:
             reaper = self.reaper
             self.publisher.swept_at = lambda: reaper.last_sweep_at
+        self._sessions: dict[StreamInfo, Session] = {}
+        """The insight sessions of the ADS streams open here."""
 
     @property
     def instance(self) -> str:
@@ -71,48 +67,39 @@ class ProxyLifecycle:
             if self.reaper is not None:
                 tg.create_task(self.reaper.run(), name="reaper")
 
-    @contextlib.asynccontextmanager
-    async def proxy_stream(self, stream: _Stream, requests: AsyncIterator[DiscoveryRequest],
-                           context: grpc.aio.ServicerContext, protocol: str
-                           ) -> AsyncIterator[AsyncIterator[DiscoveryRequest]]:
-        """Wrap one ADS stream: yields the request iterator to feed the stream with.
+    # --- StreamCallbacks (xds_gateway.server.callbacks) ---------------------------------------
 
-        An invalid Dataplane in the node raises `InvalidStream` (INVALID_ARGUMENT) from the
-        iterator; a registration the log cannot take now ends the stream UNAVAILABLE (or
-        FAILED_PRECONDITION without its mesh), and the proxy retries."""
-        opened: list[Session] = []
-        refused: list[Exception] = []
-
-        async def watched() -> AsyncIterator[DiscoveryRequest]:
-            first = True
-            async for request in requests:
-                if first:
-                    first = False
-                    try:
-                        await self._on_first(request.node, stream, protocol, opened)
-                    except (InvalidStream, RegistrationUnavailable) as exc:
-                        # end the feed here and raise after the stream's task group, so the
-                        # handler sees this error itself, not nested in the group's
-                        refused.append(exc)
-                        return
-                yield request
-
+    async def on_stream_open(self, stream: StreamInfo) -> None:
+        """Publish the stream's insight and register the Dataplane its node carries. An invalid
+        Dataplane refuses the stream INVALID_ARGUMENT; a registration the log cannot take now
+        UNAVAILABLE (FAILED_PRECONDITION without its mesh), and the proxy retries."""
+        if stream.protocol == "hds" or stream.node is None:
+            return  # the proxy's ADS stream carries its insight and registration
         try:
-            yield watched()
-            for error in refused:
-                if isinstance(error, RegistrationUnavailable):
-                    log.warning("ending stream of %s: %s", context.peer(), error)
-                    await context.abort(grpc.StatusCode.FAILED_PRECONDITION if error.precondition
-                                        else grpc.StatusCode.UNAVAILABLE, str(error))
-                raise error
-        finally:
-            for session in opened:
-                self.publisher.close(session)
-                if session.self_registered and self.reaper is not None:
-                    self.reaper.schedule(session.mesh, session.name)
+            await self._on_first(stream, stream.node)
+        except InvalidStream as exc:
+            raise StreamRefused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
+        except RegistrationUnavailable as exc:
+            log.warning("ending stream of %s: %s", stream.peer, exc)
+            raise StreamRefused(grpc.StatusCode.FAILED_PRECONDITION if exc.precondition
+                                else grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
 
-    async def _on_first(self, node: Node, stream: _Stream, protocol: str,
-                        opened: list[Session]) -> None:
+    async def on_stream_request(self, stream: StreamInfo, request: object) -> None:
+        pass  # insights read the stream's counters (`Session.types`) at each round
+
+    def on_stream_response(self, stream: StreamInfo, type_url: str, version: str, nonce: str,
+                           resources: int) -> None:
+        pass  # as for requests
+
+    async def on_stream_closed(self, stream: StreamInfo) -> None:
+        session = self._sessions.pop(stream, None)
+        if session is None:
+            return
+        self.publisher.close(session)
+        if session.self_registered and self.reaper is not None:
+            self.reaper.schedule(session.mesh, session.name)
+
+    async def _on_first(self, stream: StreamInfo, node: Node) -> None:
         parsed = parse_node_id(node.id)
         if parsed is None:
             return  # the stream rejects the node id itself (xds-rules #1)
@@ -128,12 +115,12 @@ class ProxyLifecycle:
         except InvalidNode as exc:
             raise InvalidStream(str(exc)) from exc
         dataplane = dataplane_from_node(node, mesh, name)
-        session = Session(mesh=mesh, name=name, protocol=protocol,
+        session = Session(mesh=mesh, name=name, protocol=stream.protocol,
                           user_agent=node.user_agent_name[:_MAX_USER_AGENT], types=stream.types,
                           dns_port=(parsed_node.dns_port
                                     if parsed_node.dns_port != DEFAULT_DNS_PORT else None),
                           self_registered=dataplane is not None)
-        opened.append(session)
+        self._sessions[stream] = session
         if dataplane is None or self.registration is None:
             session.self_registered = False
             self.publisher.open(session)

@@ -22,6 +22,7 @@ so a stream's version of a type is a cheap combination (xds-rules.md #12).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 
 from msgspec import Struct
@@ -41,7 +42,7 @@ from xds_gateway.resources.reachable import (
 from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
 from xds_gateway.view import ProjectionView
 
-__all__ = ["Part", "Snapshot", "build_snapshot"]
+__all__ = ["Part", "Snapshot", "ViewSnapshots", "build_snapshot"]
 
 _ENVOY = ProxyNode()
 Add = Callable[[EncodedResource], None]
@@ -159,6 +160,29 @@ class Snapshot:
 
 
 _NONE = {t: _EMPTY for t in PUSH_ORDER}
+
+
+class ViewSnapshots:
+    """The `SnapshotSource` (xds_gateway.server.source) of a gateway: snapshots built from its
+    projection view through its encode-once cache."""
+
+    def __init__(self, view: ProjectionView, cache: ResourceCache) -> None:
+        self.view = view
+        self.cache = cache
+
+    @property
+    def generation(self) -> int:
+        return self.view.generation
+
+    def wake_on_change(self, wake: asyncio.Event) -> None:
+        self.view.wake_on_change(wake)
+
+    def stop_waking(self, wake: asyncio.Event) -> None:
+        self.view.stop_waking(wake)
+
+    def snapshot(self, mesh: str, name: str, node: ProxyNode,
+                 previous: Snapshot | None) -> Snapshot:
+        return build_snapshot(self.view, mesh, name, self.cache, node=node, previous=previous)
 
 
 def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCache, *,

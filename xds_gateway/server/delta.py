@@ -36,7 +36,7 @@ _WILDCARD = "*"
 
 
 class DeltaStream(AdsStream[DeltaDiscoveryRequest]):
-    """`DeltaStream(view, cache, write)`, run like `SotwStream` (feed, watch_view, run)."""
+    """`DeltaStream(source, cache, write)`, run like `SotwStream` (feed, watch_view, run)."""
 
     def _handle(self, request: DeltaDiscoveryRequest) -> None:
         self._adopt_node(request.node)
@@ -94,7 +94,7 @@ class DeltaStream(AdsStream[DeltaDiscoveryRequest]):
         nonce = self._next_nonce()
         await self._write(delta_discovery_response(
             version, type_url, nonce, ((r.name, r.version, r.any) for r in changed), removed))
-        state.record_response(version, nonce, len(changed))
+        self._responded(type_url, state, version, nonce, len(changed))
         self._track(type_url, present)
         self._rewarm(type_url, changed)
 

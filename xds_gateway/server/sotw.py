@@ -23,17 +23,17 @@ from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 from xds_gateway.resources.cache import EncodedResource, ResourceCache, set_version
 from xds_gateway.resources.snapshot import Snapshot
 from xds_gateway.resources.wire import ack_frame, request_names, response_body, with_nonce
+from xds_gateway.server.source import SnapshotSource
 from xds_gateway.server.subscription import WARMING_FOLLOWERS, AdsStream, InvalidStream, TypeState
 from xds_gateway.type_urls import CLUSTER, LISTENER, WILDCARD_TYPES
-from xds_gateway.view import ProjectionView
 
 __all__ = ["InvalidStream", "SotwStream", "set_version"]
 
 
 class SotwStream(AdsStream[DiscoveryRequest]):
-    def __init__(self, view: ProjectionView, cache: ResourceCache,
+    def __init__(self, source: SnapshotSource, cache: ResourceCache,
                  write: Callable[[bytes], Awaitable[None]]) -> None:
-        super().__init__(view, cache, write)
+        super().__init__(source, cache, write)
         self._rewarm: set[str] = set()
         """Types (EDS, RDS) that must answer their next request (rule 9)."""
 
@@ -178,7 +178,7 @@ class SotwStream(AdsStream[DiscoveryRequest]):
             (type_url, version, partial),
             lambda: response_body(version, type_url, (r.any for r in resources)))
         await self._write(with_nonce(body, nonce))
-        state.record_response(version, nonce, len(resources))
+        self._responded(type_url, state, version, nonce, len(resources))
         state.ack_frame = ack_frame(version, type_url, nonce)
         follower = WARMING_FOLLOWERS.get(type_url)
         if follower is not None:

@@ -20,9 +20,9 @@ from typing import Any, Generic, TypeVar
 from xds_gateway.resources.cache import EncodedResource, ResourceCache
 from xds_gateway.resources.names import parse_node_id
 from xds_gateway.resources.node import InvalidNode, ProxyNode, proxy_node
-from xds_gateway.resources.snapshot import Snapshot, build_snapshot
+from xds_gateway.resources.snapshot import Snapshot
+from xds_gateway.server.source import SnapshotSource
 from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
-from xds_gateway.view import ProjectionView
 
 __all__ = ["WARMING_FOLLOWERS", "AdsStream", "InvalidStream", "TypeState"]
 
@@ -109,11 +109,14 @@ class AdsStream(Generic[Request]):
     requests and every view change, once the node is known).
     """
 
-    def __init__(self, view: ProjectionView, cache: ResourceCache,
+    def __init__(self, source: SnapshotSource, cache: ResourceCache,
                  write: Callable[[bytes], Awaitable[None]]) -> None:
-        self._view = view
+        self._source = source
         self._cache = cache
         self._write = write
+        self.on_response: Callable[[str, str, str, int], None] | None = None
+        """Told of every response written: (type URL, version, nonce, resources); the server
+        points it at its stream callbacks (`callbacks.StreamCallbacks.on_stream_response`)."""
         self.node_id = ""
         self._mesh = ""
         self._name = ""
@@ -147,13 +150,13 @@ class AdsStream(Generic[Request]):
             self._wake.set()
 
     async def watch_view(self) -> None:
-        """Wake the loop on every view change, until cancelled. The view sets the stream's
-        event itself: one task per stream wakes on a change, not two."""
-        self._view.wake_on_change(self._wake)
+        """Wake the loop on every change of the source, until cancelled. The source sets the
+        stream's event itself: one task per stream wakes on a change, not two."""
+        self._source.wake_on_change(self._wake)
         try:
             await asyncio.get_running_loop().create_future()  # until cancelled
         finally:
-            self._view.stop_waking(self._wake)
+            self._source.stop_waking(self._wake)
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -166,7 +169,7 @@ class AdsStream(Generic[Request]):
             self._room.set()
             # a plain ACK changes nothing to send: only a changed view or a request that asked
             # for something (`_dirty`, set by `_handle`) needs a look at every type
-            if self.node_id and (self._dirty or self._generation != self._view.generation):
+            if self.node_id and (self._dirty or self._generation != self._source.generation):
                 self._dirty = False
                 await self._push()
 
@@ -220,10 +223,10 @@ class AdsStream(Generic[Request]):
         return str(self._nonce)
 
     def _current(self) -> Snapshot:
-        if self._snapshot is None or self._generation != self._view.generation:
-            self._generation = self._view.generation
-            self._snapshot = build_snapshot(self._view, self._mesh, self._name, self._cache,
-                                            node=self._node, previous=self._snapshot)
+        if self._snapshot is None or self._generation != self._source.generation:
+            self._generation = self._source.generation
+            self._snapshot = self._source.snapshot(self._mesh, self._name, self._node,
+                                                   self._snapshot)
         return self._snapshot
 
     def _retain_clusters(self, chosen: dict[str, EncodedResource]) -> dict[str, EncodedResource]:
@@ -233,6 +236,13 @@ class AdsStream(Generic[Request]):
             if name in self._clusters_held:
                 chosen[name] = self._clusters_held[name]
         return chosen
+
+    def _responded(self, type_url: str, state: TypeState, version: str, nonce: str,
+                   resources: int) -> None:
+        """A response of `type_url` was written: the bookkeeping, and the callbacks told."""
+        state.record_response(version, nonce, resources)
+        if self.on_response is not None:
+            self.on_response(type_url, version, nonce, resources)
 
     def _acked(self, type_url: str, state: TypeState) -> None:
         """The client ACKed the latest response of `type_url`; after LDS, the clusters only

@@ -1,0 +1,111 @@
+"""The seam between the xDS server and what else happens while a proxy is connected.
+
+Like go-control-plane's `server.Callbacks` and Kuma's `util_xds.Callbacks`, the server knows
+the concerns around a stream (insights, self-registration, and next authentication and SDS)
+only through `StreamCallbacks`, and never the other way round:
+
+- `on_stream_open(stream)`: the first message arrived, so the node is known (xds-rules #1);
+  raising `StreamRefused` ends the stream with its gRPC status, before anything is sent;
+- `on_stream_request(stream, request)`: every later request (an ACK, a NACK, a subscription
+  change); may refuse the stream too (a credential that expired while the stream lived);
+- `on_stream_response(stream, type_url, version, nonce, resources)`: a response was written;
+  synchronous and cheap, on the push path of every proxy;
+- `on_stream_closed(stream)`: the stream ended, whatever the reason, also when an open was
+  refused, so each callback releases what it holds.
+
+Every stream the gateway serves goes through them: ADS (SotW and Delta) and HDS. A
+`CallbackChain` runs several: opens and requests in order (the first refusal stops the
+chain), closes in reverse order and always all of them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import grpc
+from envoy.config.core.v3.base_pb2 import Node
+
+from xds_gateway.server.subscription import TypeState
+
+__all__ = ["CallbackChain", "StreamCallbacks", "StreamInfo", "StreamKind", "StreamRefused"]
+
+StreamKind = Literal["sotw", "delta", "hds"]
+"""The kind of a stream: SotW or Delta ADS, or Envoy's Health Discovery Service."""
+
+_ids = itertools.count(1)
+
+
+class StreamRefused(Exception):
+    """A callback ends the stream with `code` and `message` (sent to the client)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(eq=False)
+class StreamInfo:
+    """One stream as the callbacks see it. Identity is the stream: callbacks may key their
+    own state by it."""
+
+    protocol: StreamKind
+    peer: str
+    metadata: tuple[tuple[str, str | bytes], ...] = ()
+    """The gRPC call's invocation metadata (where a proxy's credentials travel)."""
+    types: Mapping[str, TypeState] = field(default_factory=dict)
+    """ADS: the stream's per-type state (`AdsStream.types`, live); HDS: empty."""
+    node: Node | None = None
+    """The node of the first message; set before `on_stream_open`."""
+    stream_id: int = field(default_factory=lambda: next(_ids))
+
+
+def invocation_metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str | bytes], ...]:
+    """A call's invocation metadata as (key, value) pairs."""
+    return tuple((item[0], item[1]) for item in context.invocation_metadata() or ())
+
+
+class StreamCallbacks(Protocol):
+    async def on_stream_open(self, stream: StreamInfo) -> None:
+        """The node is known; raise `StreamRefused` to end the stream."""
+        ...
+
+    async def on_stream_request(self, stream: StreamInfo, request: object) -> None:
+        """A request after the first; raise `StreamRefused` to end the stream."""
+        ...
+
+    def on_stream_response(self, stream: StreamInfo, type_url: str, version: str, nonce: str,
+                           resources: int) -> None:
+        """A response was written (`resources`: how many it carried)."""
+        ...
+
+    async def on_stream_closed(self, stream: StreamInfo) -> None:
+        """The stream ended (also after a refused open)."""
+        ...
+
+
+class CallbackChain:
+    """Several `StreamCallbacks` as one."""
+
+    def __init__(self, callbacks: Sequence[StreamCallbacks] = ()) -> None:
+        self._callbacks = tuple(callbacks)
+
+    async def on_stream_open(self, stream: StreamInfo) -> None:
+        for callbacks in self._callbacks:
+            await callbacks.on_stream_open(stream)
+
+    async def on_stream_request(self, stream: StreamInfo, request: object) -> None:
+        for callbacks in self._callbacks:
+            await callbacks.on_stream_request(stream, request)
+
+    def on_stream_response(self, stream: StreamInfo, type_url: str, version: str, nonce: str,
+                           resources: int) -> None:
+        for callbacks in self._callbacks:
+            callbacks.on_stream_response(stream, type_url, version, nonce, resources)
+
+    async def on_stream_closed(self, stream: StreamInfo) -> None:
+        for callbacks in reversed(self._callbacks):
+            await callbacks.on_stream_closed(stream)

@@ -93,7 +93,7 @@ class PostgresReadModelStore:
             "SELECT body FROM meshlog_rows WHERE collection = $1 AND key = $2", collection, key)
         return bytes(body) if body is not None else None
 
-    async def list(self, collection: str, prefix: str = "") -> list[tuple[str, bytes]]:
+    async def scan(self, collection: str, prefix: str = "") -> list[tuple[str, bytes]]:
         rows = await self._fetch(
             "SELECT key, body FROM meshlog_rows WHERE collection = $1 "
             "AND left(key, $2) = $3 ORDER BY key", collection, len(prefix), prefix)

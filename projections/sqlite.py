@@ -95,7 +95,7 @@ class SqliteReadModelStore:
             row = await cur.fetchone()
         return bytes(row[0]) if row else None
 
-    async def list(self, collection: str, prefix: str = "") -> list[tuple[str, bytes]]:
+    async def scan(self, collection: str, prefix: str = "") -> list[tuple[str, bytes]]:
         async with self._db.execute(
             "SELECT key, body FROM rows WHERE collection = ? AND substr(key, 1, ?) = ? "
             "ORDER BY key", (collection, len(prefix), prefix)

@@ -28,7 +28,7 @@ class ReadModelStore(Protocol):
 
     async def get(self, collection: str, key: str) -> bytes | None: ...
 
-    async def list(self, collection: str, prefix: str = "") -> list[tuple[str, bytes]]:
+    async def scan(self, collection: str, prefix: str = "") -> list[tuple[str, bytes]]:
         """Rows of `collection` whose key starts with `prefix`, sorted by key."""
         ...
 

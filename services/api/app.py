@@ -136,7 +136,7 @@ async def _list(request: Request, kind: str, prefix: str, size: int, offset: int
             f"size must be in 1..{_MAX_PAGE} and offset >= 0 (got size={size}, offset={offset})")])
     wanted = _label_filter(request)
     rows = [decode_row(_COLLECTION[kind], b)
-            for _, b in await _state(request).store.list(_COLLECTION[kind], prefix)]
+            for _, b in await _state(request).store.scan(_COLLECTION[kind], prefix)]
     if wanted:
         rows = [r for r in rows if all(_labels_of(r).get(k) == v for k, v in wanted.items())]
     following = offset + size
@@ -178,14 +178,14 @@ def _label_filter(request: Request) -> dict[str, str]:
 @get("/ready", summary="Readiness: the read models answer")
 async def ready(request: Request) -> dict[str, Any]:
     store = _state(request).store
-    quarantined = len(await store.list("quarantine"))
+    quarantined = len(await store.scan("quarantine"))
     return {"status": "ready", "projectedSequence": await store.checkpoint(),
             "quarantinedEvents": quarantined}
 
 
 @get("/_quarantine", summary="Events the projector could not apply (it stopped at the first)")
 async def quarantine(request: Request) -> dict[str, Any]:
-    rows = await _state(request).store.list("quarantine")
+    rows = await _state(request).store.scan("quarantine")
     items = [msgspec.json.decode(body) for _, body in rows]
     return {"total": len(items), "items": items, "next": None}
 
@@ -214,7 +214,7 @@ async def metrics(request: Request) -> str:
         f"meshlog_projected_sequence {await store.checkpoint()}",
         "# HELP meshlog_quarantined_events Events the projector could not apply.",
         "# TYPE meshlog_quarantined_events gauge",
-        f"meshlog_quarantined_events {len(await store.list('quarantine'))}",
+        f"meshlog_quarantined_events {len(await store.scan('quarantine'))}",
     ]
     return "\n".join(lines) + "\n"
 

@@ -178,7 +178,7 @@ async def add_connected(inspector: ProxyInspector | None, store: ReadModelStore,
             continue
         dataplanes: list[DataplaneRow] = [
             decode_row("dataplane", body)  # type: ignore[misc]
-            for key, body in await store.list("dataplane", f"{mesh}/")
+            for key, body in await store.scan("dataplane", f"{mesh}/")
             if key.partition("/")[2] in online]
         for row, doc in services:
             if row.mesh == mesh:

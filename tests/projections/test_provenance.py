@@ -126,7 +126,7 @@ async def test_an_event_on_a_malformed_subject_is_quarantined_not_a_crash(
         with pytest.raises(ProjectorHalted, match=bad):
             await Projector(event_log, store, None, zone="default").run(until_seq=2)
         assert await store.checkpoint() == 1
-        [(_, body)] = await store.list("quarantine")
+        [(_, body)] = await store.scan("quarantine")
     finally:
         await store.close()
     quarantined = msgspec.json.decode(body, type=QuarantinedEvent)

@@ -44,7 +44,7 @@ async def test_rows_and_lists_are_in_byte_order(store: ReadModelStore) -> None:
     keys = ["default/b", "default/B", "default/a-1", "default/a.1", "default2/a", "default/_"]
     await store.commit([_put("dataplane", k, k) for k in keys], 1)
     assert [k for _, k, _ in await store.rows()] == sorted(keys)
-    listed = [k for k, _ in await store.list("dataplane", "default/")]
+    listed = [k for k, _ in await store.scan("dataplane", "default/")]
     assert listed == sorted(k for k in keys if k.startswith("default/"))
 
 
@@ -90,7 +90,7 @@ async def test_concurrent_commits_to_one_checkpoint_do_not_both_win(
 
 async def test_a_large_batch_commits_in_one_go(store: ReadModelStore) -> None:
     await store.commit([_put("dataplane", f"m/dp-{i:05}", "x" * 200) for i in range(5000)], 1)
-    assert len(await store.list("dataplane", "m/")) == 5000
+    assert len(await store.scan("dataplane", "m/")) == 5000
 
 
 async def test_unreachable_postgres_is_store_unavailable() -> None:
@@ -105,4 +105,4 @@ async def test_quarantine_records_without_moving_the_checkpoint(store: ReadModel
     await store.quarantine("main/000000000005", b'{"seq": 5}')
     await store.quarantine("main/000000000005", b'{"seq": 5}')  # a restart records it again
     assert await store.checkpoint() == 4
-    assert await store.list("quarantine") == [("main/000000000005", b'{"seq": 5}')]
+    assert await store.scan("quarantine") == [("main/000000000005", b'{"seq": 5}')]

@@ -50,6 +50,9 @@ __all__ = ["DEFAULT_DRAIN_GRACE_S", "SERVER_OPTIONS", "Gateway"]
 
 log = logging.getLogger("meshlog.xds")
 
+_Context = grpc.aio.ServicerContext[Any, bytes]
+"""An ADS call's context: requests are xds-protos messages (untyped), responses raw bytes."""
+
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 
 SERVER_OPTIONS = [
@@ -191,17 +194,17 @@ class Gateway:
         return server
 
     async def _sotw(self, requests: AsyncIterator[DiscoveryRequest],
-                    context: grpc.aio.ServicerContext) -> None:
+                    context: _Context) -> None:
         await self._serve_stream(SotwStream(self.snapshots, self.cache, context.write),
                                  requests, context, "sotw")
 
     async def _delta(self, requests: AsyncIterator[DeltaDiscoveryRequest],
-                     context: grpc.aio.ServicerContext) -> None:
+                     context: _Context) -> None:
         await self._serve_stream(DeltaStream(self.snapshots, self.cache, context.write),
                                  requests, context, "delta")
 
     async def _serve_stream(self, stream: AdsStream[Any], requests: AsyncIterator[Any],
-                            context: grpc.aio.ServicerContext, protocol: StreamKind) -> None:
+                            context: _Context, protocol: StreamKind) -> None:
         """One ADS stream, SotW or Delta: the callbacks, the stream's loop and view watcher,
         its requests until the client half-closes or a drain releases it; a protocol
         violation ends it INVALID_ARGUMENT, a refusal with the refusing callback's status."""

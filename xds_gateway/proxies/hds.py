@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from envoy.config.core.v3.health_check_pb2 import HealthCheck, HealthStatus
@@ -50,6 +51,9 @@ from xds_gateway.view import ProjectionView
 __all__ = ["DEFAULT_REPORT_INTERVAL_S", "HDS_SERVICE", "HealthDiscovery", "probes", "specifier"]
 
 log = logging.getLogger("meshlog.xds.hds")
+
+_Context = grpc.aio.ServicerContext[Any, Any]
+"""An HDS call's context (xds-protos' messages carry no type information)."""
 
 HDS_SERVICE = "envoy.service.health.v3.HealthDiscoveryService"
 DEFAULT_REPORT_INTERVAL_S = 5.0
@@ -125,7 +129,7 @@ class HealthDiscovery:
         self._interval_s = report_interval_s
 
     async def stream(self, requests: AsyncIterator[HealthCheckRequestOrEndpointHealthResponse],
-                     context: grpc.aio.ServicerContext) -> None:
+                     context: _Context) -> None:
         """Serve one HDS stream until the client ends it; a protocol violation ends it with
         INVALID_ARGUMENT, a callback's refusal with its status."""
         info = StreamInfo(protocol="hds", peer=context.peer(),
@@ -143,7 +147,7 @@ class HealthDiscovery:
                 await self._callbacks.on_stream_closed(info)
 
     async def _serve(self, requests: AsyncIterator[HealthCheckRequestOrEndpointHealthResponse],
-                     context: grpc.aio.ServicerContext, info: StreamInfo) -> None:
+                     context: _Context, info: StreamInfo) -> None:
         first = await anext(aiter(requests), None)
         if first is None:
             return
@@ -169,7 +173,7 @@ class HealthDiscovery:
                 sent = now
                 await self._send(context, info, sent)
 
-    async def _send(self, context: grpc.aio.ServicerContext, info: StreamInfo,
+    async def _send(self, context: _Context, info: StreamInfo,
                     targets: dict[ProbeTarget, ServiceProbe]) -> None:
         await context.write(specifier(targets, self._interval_s))
         # HDS has no versions or nonces: a specifier replaces the one before

@@ -92,7 +92,8 @@ class _NoAliases(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            # types-PyYAML leaves the parser's peek_event unannotated
+            event = self.peek_event()  # type: ignore[no-untyped-call]
             raise yaml.composer.ComposerError(None, None, "YAML aliases are not allowed",
                                               event.start_mark)
         return super().compose_node(parent, index)

@@ -23,6 +23,7 @@ so a stream's version of a type is a cheap combination (xds-rules.md #12).
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Mapping
 
 from msgspec import Struct
@@ -281,14 +282,14 @@ def _inbounds(dp: Dataplane, cache: ResourceCache, add: Add) -> None:
         service_address = inbound.service_address or "127.0.0.1"
         cname = names.local_cluster(service_port)
         add(cache.get(CLUSTER, cname, ("local", service_address, service_port),
-                      lambda c=cname, a=service_address, p=service_port:
-                      clusters.local_cluster(c, a, p)))
+                      functools.partial(clusters.local_cluster, cname, service_address,
+                                        service_port)))
         lname = names.inbound_listener(address, inbound.port)
         # a DNS-named Dataplane listens on every address: Envoy binds IPs only
         bind = address if names.is_ip(address) else "0.0.0.0"
         add(cache.get(LISTENER, lname, ("inbound", bind, inbound.port, cname),
-                      lambda n=lname, a=bind, p=inbound.port, c=cname:
-                      listeners.tcp_listener(n, a, p, c),
+                      functools.partial(listeners.tcp_listener, lname, bind, inbound.port,
+                                        cname),
                       refs=frozenset({cname})))
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import grpc
 from envoy.config.core.v3.base_pb2 import Node
@@ -63,7 +63,8 @@ class StreamInfo:
     stream_id: int = field(default_factory=lambda: next(_ids))
 
 
-def invocation_metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str | bytes], ...]:
+def invocation_metadata(context: grpc.aio.ServicerContext[Any, Any]
+                        ) -> tuple[tuple[str, str | bytes], ...]:
     """A call's invocation metadata as (key, value) pairs."""
     return tuple((item[0], item[1]) for item in context.invocation_metadata() or ())
 

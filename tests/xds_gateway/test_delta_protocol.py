@@ -283,3 +283,21 @@ async def test_resources_share_the_encoded_bytes_with_sotw(channel, gateway) -> 
         assert resource.version == cached.version
     assert gateway.cache.builds == builds
     client.close()
+
+
+async def test_subscriptions_are_bounded_per_stream(channel) -> None:
+    """Subscriptions grow over many requests in Delta: their total is bounded, as are the
+    names a reconnecting client says it holds."""
+    client = DeltaAdsClient(channel)
+    client.send(ENDPOINT, node_id=WEB, subscribe=[f"a-{i}" for i in range(15_000)])
+    client.send(ENDPOINT, subscribe=[f"b-{i}" for i in range(15_000)])
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        while True:
+            await client.recv()
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "30000 resource names" in (info.value.details() or "")
+    held = DeltaAdsClient(channel)
+    held.send(CLUSTER, node_id=WEB, initial={f"c-{i}": "1" for i in range(25_000)})
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await held.recv()
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

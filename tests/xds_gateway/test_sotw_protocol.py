@@ -469,3 +469,50 @@ async def test_dns_named_dataplanes_never_reach_envoy_as_addresses(
     inbound.Unpack(listener)
     assert listener.address.socket_address.address == "0.0.0.0"
     client.close()
+
+
+async def test_a_cds_equal_to_the_one_the_client_holds_is_not_sent_again(
+        channel, gateway, projection) -> None:
+    """Rule 4: when a service goes, its cluster stays while a listener uses it (rule 10), so
+    the CDS set is what the client holds: nothing goes out until the LDS ACK lets it leave."""
+    gateway.view.apply(projection.fold([event_for(dataplane("db-1", "10.0.0.5", 5432, "db"))]))
+    client = AdsClient(channel)
+    cds, eds, lds = await _subscribe(client)
+    client.ack(eds, names=_names(eds, ClusterLoadAssignment))
+    client.ack(lds)
+    await client.nothing()
+    gateway.view.apply(projection.fold([
+        DataplaneDeregistered(at=2, mesh="default", name="db-1"),
+        ClockTicked(at=_AFTER_GRACE),
+    ]))
+    seen = [await client.recv()]
+    while seen[-1].type_url != LISTENER:
+        seen.append(await client.recv())
+    assert CLUSTER not in [r.type_url for r in seen], "a CDS equal to the held one was sent"
+    client.ack(seen[-1])
+    cds2 = await client.recv()
+    assert cds2.type_url == CLUSTER and cds2.version_info != cds.version_info
+    assert "default_db___msvc_5432" not in _names(cds2, Cluster)
+    client.close()
+
+
+async def test_a_stream_may_not_subscribe_to_unbounded_names(channel, gateway) -> None:
+    """A request naming more resources than a stream may hold ends that stream with
+    RESOURCE_EXHAUSTED, naming the limit; the gateway goes on serving others."""
+    client = AdsClient(channel)
+    client.send(ENDPOINT, node_id=WEB, names=[f"made-up-{i}" for i in range(55_000)])
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await client.recv()
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "55000 resource names" in (info.value.details() or "")
+    assert "20000" in (info.value.details() or "")
+    long = AdsClient(channel)
+    long.send(ENDPOINT, node_id=WEB, names=["x" * 5000])
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await long.recv()
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "5000 characters" in (info.value.details() or "")
+    other = AdsClient(channel)
+    other.send(CLUSTER, node_id=WEB)
+    assert (await other.recv()).type_url == CLUSTER
+    other.close()

@@ -27,7 +27,13 @@ from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest
 from xds_gateway.resources.cache import EncodedResource, versions_digest
 from xds_gateway.resources.snapshot import Snapshot
 from xds_gateway.resources.wire import delta_discovery_response
-from xds_gateway.server.subscription import WARMING_FOLLOWERS, AdsStream, InvalidStream, TypeState
+from xds_gateway.server.subscription import (
+    WARMING_FOLLOWERS,
+    AdsStream,
+    InvalidStream,
+    TypeState,
+    bound_names,
+)
 from xds_gateway.type_urls import CLUSTER, WILDCARD_TYPES
 
 __all__ = ["DeltaStream", "InvalidStream"]
@@ -48,11 +54,13 @@ class DeltaStream(AdsStream[DeltaDiscoveryRequest]):
             return
         if first:
             # rule 11: a reconnecting client says what it holds; equal versions are not re-sent
+            bound_names(type_url, request.initial_resource_versions)
             state.held = dict(request.initial_resource_versions)
             state.demand = True
             if type_url in WILDCARD_TYPES and not request.resource_names_subscribe:
                 state.names.add(_WILDCARD)  # rule 5: legacy wildcard
         # rule 2: subscription changes apply whatever the nonce
+        bound_names(type_url, request.resource_names_subscribe)
         for name in request.resource_names_subscribe:
             state.names.add(name)
             if name == _WILDCARD:
@@ -65,6 +73,8 @@ class DeltaStream(AdsStream[DeltaDiscoveryRequest]):
                 state.held.pop(name, None)
             elif type_url in WILDCARD_TYPES:
                 state.held = {n: v for n, v in state.held.items() if n in state.names}
+        bound_names(type_url, state.names)
+        bound_names(type_url, state.held.keys())
         if not request.response_nonce:
             return
         if request.HasField("error_detail"):

@@ -24,7 +24,13 @@ from xds_gateway.resources.cache import EncodedResource, ResourceCache, set_vers
 from xds_gateway.resources.snapshot import Snapshot
 from xds_gateway.resources.wire import ack_frame, request_names, response_body, with_nonce
 from xds_gateway.server.source import SnapshotSource
-from xds_gateway.server.subscription import WARMING_FOLLOWERS, AdsStream, InvalidStream, TypeState
+from xds_gateway.server.subscription import (
+    WARMING_FOLLOWERS,
+    AdsStream,
+    InvalidStream,
+    TypeState,
+    bound_names,
+)
 from xds_gateway.type_urls import CLUSTER, LISTENER, WILDCARD_TYPES
 
 __all__ = ["InvalidStream", "SotwStream", "set_version"]
@@ -48,6 +54,7 @@ class SotwStream(AdsStream[DiscoveryRequest]):
         self._dirty = self._dirty or self._asks(type_url, state, request)
         names = set(request.resource_names)
         if names != state.names:
+            bound_names(type_url, names)
             state.names_key = self._cache.intern(frozenset(names))
             state.names_wire = request_names(request.resource_names)
         if request.HasField("error_detail"):
@@ -124,12 +131,15 @@ class SotwStream(AdsStream[DiscoveryRequest]):
             version = snapshot.version(type_url)  # precomputed from the parts' versions
         else:
             version = set_version(resources)
-        if not state.demand and version == state.sent_version:
-            return
+        if not state.demand and (version == state.sent_version
+                                 or _holds(state.sent, resources)):
+            return  # rule 4: what the client holds is never re-sent, not under a new version
         await self._send(type_url, state, version, resources, None)
         # the complete set (rule 6); the snapshot's own mapping when that is all of it
-        self._track(type_url, available if len(resources) == len(available)
-                    and state.wildcard() else {r.name: r for r in resources})
+        held = (available if len(resources) == len(available) and state.wildcard()
+                else {r.name: r for r in resources})
+        state.unsent, state.sent = state.sent, held
+        self._track(type_url, held)
 
     async def _push_named(self, type_url: str, state: TypeState, snapshot: Snapshot) -> None:
         """EDS, RDS: only requested names (rule 6). A client that asked (new subscription,
@@ -184,3 +194,17 @@ class SotwStream(AdsStream[DiscoveryRequest]):
         if follower is not None:
             self._rewarm.add(follower)
         self._rewarm.discard(type_url)
+
+
+def _holds(sent: Mapping[str, EncodedResource], resources: list[EncodedResource]) -> bool:
+    """Whether `resources` are exactly the set `sent` (by name and version). A set's version
+    is computed two ways (the snapshot's, cheap, when it is all of the node's; `set_version`
+    of a selection), so equal content can come with another version: when a service goes,
+    the clusters its listeners still use are retained (rule 10) and CDS is what it was."""
+    if len(resources) != len(sent):
+        return False
+    for resource in resources:
+        held = sent.get(resource.name)
+        if held is None or held.version != resource.version:
+            return False
+    return True

@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+
+import grpc
 
 from xds_gateway.resources.cache import EncodedResource, ResourceCache
 from xds_gateway.resources.names import parse_node_id
@@ -24,7 +26,8 @@ from xds_gateway.resources.snapshot import Snapshot
 from xds_gateway.server.source import SnapshotSource
 from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
 
-__all__ = ["WARMING_FOLLOWERS", "AdsStream", "InvalidStream", "TypeState"]
+__all__ = ["MAX_NAMES", "MAX_NAME_LENGTH", "WARMING_FOLLOWERS", "AdsStream", "InvalidStream",
+           "StreamLimitExceeded", "TypeState", "bound_names"]
 
 log = logging.getLogger("meshlog.xds")
 
@@ -41,7 +44,36 @@ Request = TypeVar("Request")
 
 
 class InvalidStream(Exception):
-    """The client broke the protocol; the stream ends with INVALID_ARGUMENT and this message."""
+    """The client broke the protocol; the stream ends with `code` and this message."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class StreamLimitExceeded(InvalidStream):
+    """The client asked for more than one stream may hold (`MAX_NAMES`, `MAX_NAME_LENGTH`)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+MAX_NAMES = 20_000
+"""Resource names one stream may subscribe to per type: every service port of a very large
+mesh, while a client cannot make the gateway remember millions of made-up names. With
+`MAX_NAME_LENGTH` it bounds a stream's subscriptions at ~20 MB per type, in line with the
+16 MB message limit."""
+MAX_NAME_LENGTH = 1024
+"""Characters of one resource name (meshlog's longest: `<mesh>_<name>___msvc_<port>`, ~520)."""
+
+
+def bound_names(type_url: str, names: Collection[str]) -> None:
+    """Raise `StreamLimitExceeded` if `names` is more than one stream may subscribe to."""
+    if len(names) > MAX_NAMES:
+        raise StreamLimitExceeded(f"{len(names)} resource names of {type_url}, more than the "
+                                  f"{MAX_NAMES} one stream may subscribe to")
+    for name in names:
+        if len(name) > MAX_NAME_LENGTH:
+            raise StreamLimitExceeded(f"a resource name of {type_url} has {len(name)} "
+                                      f"characters, more than {MAX_NAME_LENGTH}: "
+                                      f"{name[:64]!r}...")
 
 
 @dataclass
@@ -68,9 +100,10 @@ class TypeState:
     mean nothing to send, without selecting or hashing anything."""
     sent: Mapping[str, EncodedResource] = field(default_factory=dict)
     """SotW EDS/RDS: after a response the client holds, of every requested name, what the
-    available resources were then; so this is that (shared, never copied) mapping."""
+    available resources were then; so this is that (shared, never copied) mapping. SotW
+    LDS/CDS: the complete set of the last response."""
     unsent: Mapping[str, EncodedResource] = field(default_factory=dict)
-    """SotW EDS/RDS: `sent` before the last response, restored if the client NACKs it."""
+    """SotW: `sent` before the last response, restored if the client NACKs it."""
     responses: int = 0
     resources_sent: int = 0
     acks: int = 0

@@ -22,6 +22,7 @@ from events.event_types import (
     DataplaneRegistered,
     Event,
     GracePeriodConfigured,
+    GracePeriodKind,
     HostnameGeneratorApplied,
     HostnameGeneratorDeleted,
     IpamConfigured,
@@ -50,6 +51,7 @@ from events.resources import (
     MeshServicePort,
     Outbound,
     Resource,
+    ServiceKind,
     is_resource_name,
 )
 from events.subjects import (
@@ -86,6 +88,7 @@ __all__ = [
     "EventLog",
     "EventLogUnavailable",
     "GracePeriodConfigured",
+    "GracePeriodKind",
     "HostnameGenerator",
     "HostnameGeneratorApplied",
     "HostnameGeneratorDeleted",
@@ -110,6 +113,7 @@ __all__ = [
     "Provenance",
     "Record",
     "Resource",
+    "ServiceKind",
     "StreamConfigMismatch",
     "TemplateContext",
     "TemplateError",

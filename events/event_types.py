@@ -13,7 +13,7 @@ from typing import Literal
 
 from msgspec import Struct
 
-from events.resources import Dataplane, HostnameGenerator, Mesh, MeshService
+from events.resources import Dataplane, HostnameGenerator, Mesh, MeshService, ServiceKind
 
 __all__ = [
     "AnyEvent",
@@ -22,6 +22,7 @@ __all__ = [
     "DataplaneRegistered",
     "Event",
     "GracePeriodConfigured",
+    "GracePeriodKind",
     "HostnameGeneratorApplied",
     "HostnameGeneratorDeleted",
     "IpamConfigured",
@@ -50,59 +51,63 @@ class Event(Struct, frozen=True, kw_only=True, tag_field="event", omit_defaults=
     """When the command side decided the event, in Unix milliseconds."""
 
 
-class MeshApplied(Event, tag="mesh.applied"):
+class MeshApplied(Event, frozen=True, tag="mesh.applied"):
     mesh: Mesh
 
 
-class MeshDeleted(Event, tag="mesh.deleted"):
+class MeshDeleted(Event, frozen=True, tag="mesh.deleted"):
     name: str
 
 
-class DataplaneRegistered(Event, tag="dataplane.registered"):
+class DataplaneRegistered(Event, frozen=True, tag="dataplane.registered"):
     """A Dataplane was created or changed (through the API, or by the proxy itself)."""
 
     dataplane: Dataplane
     origin: Literal["api", "proxy"] = "api"
 
 
-class DataplaneDeregistered(Event, tag="dataplane.deregistered"):
+class DataplaneDeregistered(Event, frozen=True, tag="dataplane.deregistered"):
     mesh: str
     name: str
 
 
-class MeshServiceApplied(Event, tag="meshservice.applied"):
+class MeshServiceApplied(Event, frozen=True, tag="meshservice.applied"):
     meshservice: MeshService
 
 
-class MeshServiceDeleted(Event, tag="meshservice.deleted"):
+class MeshServiceDeleted(Event, frozen=True, tag="meshservice.deleted"):
     mesh: str
     name: str
 
 
-class IpamConfigured(Event, tag="ipam.configured"):
+class IpamConfigured(Event, frozen=True, tag="ipam.configured"):
     """The CIDR new VIPs of `kind` come from. Existing VIPs never move (invariant 6)."""
 
-    kind: Literal["MeshService", "MeshExternalService", "MeshMultiZoneService"]
+    kind: ServiceKind
     cidr: str
 
 
-class HostnameGeneratorApplied(Event, tag="hostnamegenerator.applied"):
+class HostnameGeneratorApplied(Event, frozen=True, tag="hostnamegenerator.applied"):
     hostname_generator: HostnameGenerator
 
 
-class HostnameGeneratorDeleted(Event, tag="hostnamegenerator.deleted"):
+class HostnameGeneratorDeleted(Event, frozen=True, tag="hostnamegenerator.deleted"):
     name: str
 
 
-class GracePeriodConfigured(Event, tag="graceperiod.configured"):
+GracePeriodKind = Literal["MeshService"]
+"""The kinds of resource a grace period is recorded for: generated MeshServices."""
+
+
+class GracePeriodConfigured(Event, frozen=True, tag="graceperiod.configured"):
     """How long a generated MeshService of `kind` outlives its last Dataplane (Kuma: 1 h).
     Applies to services that lose their last Dataplane after this event."""
 
     grace_period_ms: int
-    kind: Literal["MeshService"] = "MeshService"
+    kind: GracePeriodKind = "MeshService"
 
 
-class ClockTicked(Event, tag="clock.ticked"):
+class ClockTicked(Event, frozen=True, tag="clock.ticked"):
     """Time passed: `at` is due time of a pending expiry (a generated MeshService's grace
     period). Appended by a projector, so that expiry is folded from the log, not the wall
     clock (invariant 4); any event with a later `at` has the same effect."""

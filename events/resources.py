@@ -8,7 +8,7 @@ evolution); strictness for user input lives in `events.decoding`, at the edge.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeGuard, get_args
 
 from msgspec import Meta, Struct
 
@@ -16,6 +16,7 @@ __all__ = [
     "APP_PROTOCOLS",
     "DEFAULT_HOSTNAME_GENERATORS",
     "Admin",
+    "AppProtocol",
     "BackendRef",
     "Dataplane",
     "DataplaneNetworking",
@@ -36,9 +37,11 @@ __all__ = [
     "ReachableBackendRef",
     "ReachableBackends",
     "Resource",
+    "ServiceKind",
     "ServiceProbe",
     "TcpProbe",
     "TransparentProxying",
+    "is_app_protocol",
     "is_resource_name",
 ]
 
@@ -58,39 +61,46 @@ PortNumber = Annotated[int, Meta(ge=1, le=65535)]
 ResourceName = Annotated[str, Meta(min_length=1, max_length=253, pattern=RFC1123_SUBDOMAIN)]
 Labels = dict[str, str]
 AppProtocol = Literal["http", "http2", "grpc", "tcp", "tls", "kafka", "mysql"]
-APP_PROTOCOLS: tuple[str, ...] = AppProtocol.__args__  # type: ignore[attr-defined]
+APP_PROTOCOLS: tuple[str, ...] = get_args(AppProtocol)
+ServiceKind = Literal["MeshService", "MeshExternalService", "MeshMultiZoneService"]
+"""The kinds of service a backendRef names and a VIP is allocated for."""
+
+
+def is_app_protocol(value: str) -> TypeGuard[AppProtocol]:
+    """Whether `value` is one of the `appProtocol`s meshlog knows (`APP_PROTOCOLS`)."""
+    return value in APP_PROTOCOLS
 
 
 class _Base(Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
     pass
 
 
-class Resource(_Base, tag_field="type"):
+class Resource(_Base, frozen=True, tag_field="type"):
     """A named, labelled resource; `type` is the msgspec tag."""
 
     name: ResourceName
     labels: Labels = {}
 
 
-class MeshScopedResource(Resource, kw_only=True):
+class MeshScopedResource(Resource, frozen=True, kw_only=True):
     mesh: ResourceName
 
 
 # --- Mesh -----------------------------------------------------------------------------------
 
 
-class MeshServicesConfig(_Base):
+class MeshServicesConfig(_Base, frozen=True):
     mode: Literal["Disabled", "Everywhere", "ReachableBackends", "Exclusive"] = "Exclusive"
 
 
-class Mesh(Resource, kw_only=True, tag="Mesh"):
+class Mesh(Resource, frozen=True, kw_only=True, tag="Mesh"):
     mesh_services: MeshServicesConfig | None = None
 
 
 # --- Dataplane ------------------------------------------------------------------------------
 
 
-class Health(_Base):
+class Health(_Base, frozen=True):
     ready: bool = True
 
 
@@ -99,11 +109,11 @@ Duration = Annotated[str, Meta(pattern=r"^[0-9]{1,9}(\.[0-9]{1,9})?s\Z")]
 Threshold = Annotated[int, Meta(ge=1, le=1000)]
 
 
-class TcpProbe(_Base):
+class TcpProbe(_Base, frozen=True):
     """Connect to the service: it is healthy when the TCP handshake succeeds."""
 
 
-class ServiceProbe(_Base):
+class ServiceProbe(_Base, frozen=True):
     """Kuma's `inbound[].serviceProbe`: the proxy checks its own service through Envoy's Health
     Discovery Service, and the control plane turns the results into `health.ready`. Defaults
     are Kuma's (`dpServer.hds.checkDefaults`)."""
@@ -115,7 +125,7 @@ class ServiceProbe(_Base):
     tcp: TcpProbe | None = None
 
 
-class Inbound(_Base):
+class Inbound(_Base, frozen=True):
     port: PortNumber
     service_port: PortNumber | None = None
     service_address: str | None = None
@@ -128,14 +138,14 @@ class Inbound(_Base):
     service_probe: ServiceProbe | None = None
 
 
-class BackendRef(_Base):
-    kind: Literal["MeshService", "MeshExternalService", "MeshMultiZoneService"]
+class BackendRef(_Base, frozen=True):
+    kind: ServiceKind
     name: str | None = None
     labels: Labels | None = None
     port: PortNumber | None = None
 
 
-class Outbound(_Base):
+class Outbound(_Base, frozen=True):
     port: PortNumber
     address: str | None = None
     backend_ref: BackendRef | None = None
@@ -146,21 +156,21 @@ ReachableBackendRef = BackendRef
 """Same shape as an outbound's backendRef (kind, name or labels, optional port)."""
 
 
-class ReachableBackends(_Base):
+class ReachableBackends(_Base, frozen=True):
     refs: list[ReachableBackendRef] = []
 
 
-class TransparentProxying(_Base):
+class TransparentProxying(_Base, frozen=True):
     redirect_port_inbound: PortNumber | None = None
     redirect_port_outbound: PortNumber | None = None
     reachable_backends: ReachableBackends | None = None
 
 
-class Admin(_Base):
+class Admin(_Base, frozen=True):
     port: PortNumber
 
 
-class DataplaneNetworking(_Base):
+class DataplaneNetworking(_Base, frozen=True):
     address: Annotated[str, Meta(min_length=1)]
     advertised_address: str | None = None
     inbound: list[Inbound] = []
@@ -169,7 +179,7 @@ class DataplaneNetworking(_Base):
     admin: Admin | None = None
 
 
-class Dataplane(MeshScopedResource, kw_only=True, tag="Dataplane"):
+class Dataplane(MeshScopedResource, frozen=True, kw_only=True, tag="Dataplane"):
     networking: DataplaneNetworking
     # status is the control plane's (conditions, e.g. a service name that cannot become a
     # MeshService): accepted on input so `get -o yaml | apply` works, and dropped.
@@ -179,23 +189,23 @@ class Dataplane(MeshScopedResource, kw_only=True, tag="Dataplane"):
 # --- MeshService ----------------------------------------------------------------------------
 
 
-class MeshServiceSelector(_Base):
+class MeshServiceSelector(_Base, frozen=True):
     dataplane_tags: Labels = {}
 
 
-class MeshServicePort(_Base):
+class MeshServicePort(_Base, frozen=True):
     port: PortNumber
     target_port: PortNumber | Annotated[str, Meta(min_length=1)] | None = None
     name: str | None = None
     app_protocol: AppProtocol = "tcp"
 
 
-class MeshServiceSpec(_Base):
+class MeshServiceSpec(_Base, frozen=True):
     selector: MeshServiceSelector
     ports: list[MeshServicePort]
 
 
-class MeshService(MeshScopedResource, kw_only=True, tag="MeshService"):
+class MeshService(MeshScopedResource, frozen=True, kw_only=True, tag="MeshService"):
     spec: MeshServiceSpec
     # status is owned by the control plane: accepted on input (so `get -o yaml | apply` works)
     # and ignored.
@@ -205,12 +215,12 @@ class MeshService(MeshScopedResource, kw_only=True, tag="MeshService"):
 # --- HostnameGenerator ----------------------------------------------------------------------
 
 
-class LabelSelector(_Base):
+class LabelSelector(_Base, frozen=True):
     match_labels: Labels = {}
     """Every label must match; empty selects every resource of the kind."""
 
 
-class HostnameGeneratorSelector(_Base):
+class HostnameGeneratorSelector(_Base, frozen=True):
     """Exactly one kind is selected (Kuma's rule)."""
 
     mesh_service: LabelSelector | None = None
@@ -218,13 +228,13 @@ class HostnameGeneratorSelector(_Base):
     mesh_multi_zone_service: LabelSelector | None = None
 
 
-class HostnameGeneratorSpec(_Base):
+class HostnameGeneratorSpec(_Base, frozen=True):
     selector: HostnameGeneratorSelector
     template: str
     """`events.hostname_template`: {{ .DisplayName }}.svc.mesh.local and the like."""
 
 
-class HostnameGenerator(Resource, kw_only=True, tag="HostnameGenerator"):
+class HostnameGenerator(Resource, frozen=True, kw_only=True, tag="HostnameGenerator"):
     """Global scope (no mesh), as in Kuma: one generator names services of every mesh."""
 
     spec: HostnameGeneratorSpec

@@ -16,7 +16,7 @@ from global folds each with its own (DESIGN.md, Multi-zone).
 
 from __future__ import annotations
 
-from typing import assert_never
+from typing import Literal, assert_never
 
 import msgspec
 
@@ -149,10 +149,9 @@ def _cp_labels(mesh: str, provenance: Provenance, registered_by: str) -> dict[st
 def _retry_vips(state: ProjectionState) -> None:
     """Services left without a VIP (the old CIDR was exhausted) get one from the new CIDR,
     in key order so that replay hands out the same addresses."""
-    for key in sorted(state.rows["meshservice"]):
-        row = state.rows["meshservice"][key]
-        if not row.status.vips:  # type: ignore[attr-defined]
-            mesh, name = row.mesh, row.name  # type: ignore[attr-defined]
+    for row in state.meshservices():
+        if not row.status.vips:
+            mesh, name = row.mesh, row.name
             if allocate_vip(state, mesh, "MeshService", name) is not None:
                 state.stale_services.add((mesh, name))
 
@@ -165,7 +164,7 @@ def _meta(old: object, seq: int, at: int) -> RowMeta:
 
 def _dataplane_changed(
     state: ProjectionState, seq: int, at: int, mesh: str, name: str,
-    new: Dataplane | None, origin: str,
+    new: Dataplane | None, origin: Literal["api", "proxy"],
 ) -> None:
     old = state.dataplane(mesh, name)
     touched = _services(old.dataplane if old is not None else None) | _services(new)
@@ -179,7 +178,7 @@ def _dataplane_changed(
         state.put("dataplane", dp_key(mesh, name), DataplaneRow(
             dataplane=new, meta=_meta(old, seq, at),
             first_seq=old.first_seq if old is not None else seq,
-            origin=origin,  # type: ignore[arg-type]
+            origin=origin,
             conditions=service_name_conditions(new),
         ))
     for service in sorted(touched):

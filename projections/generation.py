@@ -29,7 +29,7 @@ from __future__ import annotations
 import msgspec
 
 from events import SERVICE_TAG, Dataplane, MeshServicePort, is_dns1035_label
-from events.resources import APP_PROTOCOLS, MeshServiceSelector, MeshServiceSpec
+from events.resources import MeshServiceSelector, MeshServiceSpec, is_app_protocol
 from projections._provenance import inherited_labels
 from projections.ipam import allocate_vip
 from projections.state import ProjectionState, ms_key
@@ -69,7 +69,7 @@ def ports_of(dp: Dataplane, service: str) -> list[MeshServicePort]:
             port=inbound.port,
             target_port=inbound.port,
             name=inbound.name or str(inbound.port),
-            app_protocol=protocol if protocol in APP_PROTOCOLS else "tcp",  # type: ignore[arg-type]
+            app_protocol=protocol if is_app_protocol(protocol) else "tcp",
         ))
     return ports
 

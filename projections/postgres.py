@@ -52,7 +52,11 @@ class PostgresReadModelStore:
     async def checkpoint(self, projector: str = "main") -> int:
         seq = await self._fetchval(
             "SELECT seq FROM meshlog_checkpoints WHERE projector = $1", projector)
-        return int(seq) if seq is not None else 0
+        if seq is None:
+            return 0
+        if not isinstance(seq, int):  # a BIGINT column: asyncpg gives an int
+            raise StoreCorrupt(f"checkpoint of {projector!r} is not an integer: {seq!r}")
+        return seq
 
     async def commit(self, changes: Sequence[Change], checkpoint: int,
                      projector: str = "main") -> None:
@@ -91,7 +95,11 @@ class PostgresReadModelStore:
     async def get(self, collection: str, key: str) -> bytes | None:
         body = await self._fetchval(
             "SELECT body FROM meshlog_rows WHERE collection = $1 AND key = $2", collection, key)
-        return bytes(body) if body is not None else None
+        if body is None:
+            return None
+        if not isinstance(body, bytes):  # a BYTEA column: asyncpg gives bytes
+            raise StoreCorrupt(f"row {collection}/{key} has a body of type {type(body).__name__}")
+        return body
 
     async def scan(self, collection: str, prefix: str = "") -> list[tuple[str, bytes]]:
         rows = await self._fetch(

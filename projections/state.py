@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 from msgspec import Struct
 
@@ -20,6 +21,8 @@ from projections.views import (
     DataplaneRow,
     HostnameGeneratorRow,
     MeshServiceRow,
+    Row,
+    VipRow,
     decode_row,
     encode_row,
 )
@@ -42,10 +45,20 @@ def dp_key(mesh: str, name: str) -> str:
 
 ms_key = dp_key
 
+_R = TypeVar("_R", bound=Row)
+
+
+def _typed(cls: type[_R], row: Row) -> _R:
+    """`row` as the row type of its collection. `put` and `load` keep each collection to its
+    type (`COLLECTIONS`), so another type here is a bug of the fold, not bad data."""
+    if not isinstance(row, cls):
+        raise TypeError(f"a {type(row).__name__} where a {cls.__name__} belongs")
+    return row
+
 
 class ProjectionState:
     def __init__(self) -> None:
-        self.rows: dict[str, dict[str, Struct]] = {c: {} for c in COLLECTIONS}
+        self.rows: dict[str, dict[str, Row]] = {c: {} for c in COLLECTIONS}
         self._persisted: dict[Key, bytes] = {}
         self._dirty: set[Key] = set()
         # (mesh, tag key, tag value) -> names of Dataplanes with an inbound carrying that tag
@@ -73,18 +86,25 @@ class ProjectionState:
 
     # --- reading ----------------------------------------------------------------------------
 
-    def get(self, collection: str, key: str) -> Struct | None:
+    def get(self, collection: str, key: str) -> Row | None:
         return self.rows[collection].get(key)
 
     def dataplane(self, mesh: str, name: str) -> DataplaneRow | None:
-        return self.rows["dataplane"].get(dp_key(mesh, name))  # type: ignore[return-value]
+        row = self.rows["dataplane"].get(dp_key(mesh, name))
+        return None if row is None else _typed(DataplaneRow, row)
 
     def meshservice(self, mesh: str, name: str) -> MeshServiceRow | None:
-        return self.rows["meshservice"].get(ms_key(mesh, name))  # type: ignore[return-value]
+        row = self.rows["meshservice"].get(ms_key(mesh, name))
+        return None if row is None else _typed(MeshServiceRow, row)
+
+    def meshservices(self) -> list[MeshServiceRow]:
+        """Every MeshService, in key order."""
+        rows = self.rows["meshservice"]
+        return [_typed(MeshServiceRow, rows[key]) for key in sorted(rows)]
 
     def meshservices_of(self, mesh: str) -> Iterator[MeshServiceRow]:
         for name in sorted(self.ms_by_mesh.get(mesh, ())):
-            yield self.rows["meshservice"][ms_key(mesh, name)]  # type: ignore[misc]
+            yield _typed(MeshServiceRow, self.rows["meshservice"][ms_key(mesh, name)])
 
     def meshservices_selecting(self, mesh: str, dp: Dataplane | None) -> set[str]:
         """Names of the MeshServices of `mesh` whose selector matches `dp`."""
@@ -96,7 +116,7 @@ class ProjectionState:
                 candidates |= self.ms_by_selector_tag.get((mesh, k, v), set())
         rows = self.rows["meshservice"]
         return {name for name in candidates if dataplane_matches(
-            dp, rows[ms_key(mesh, name)].spec.selector.dataplane_tags)}  # type: ignore[attr-defined]
+            dp, _typed(MeshServiceRow, rows[ms_key(mesh, name)]).spec.selector.dataplane_tags)}
 
     def dataplanes_with_tags(self, mesh: str, tags: dict[str, str]) -> list[DataplaneRow]:
         """Dataplanes with at least one inbound carrying all `tags`, sorted by name."""
@@ -111,7 +131,8 @@ class ProjectionState:
         return [r for r in rows if dataplane_matches(r.dataplane, tags)]
 
     def hostname_generators(self) -> list[HostnameGeneratorRow]:
-        return list(self.rows["hostnamegenerator"].values())  # type: ignore[arg-type]
+        return [_typed(HostnameGeneratorRow, row)
+                for row in self.rows["hostnamegenerator"].values()]
 
     def next_expiry(self) -> int | None:
         """The earliest time a generated MeshService is due to go, if any is waiting."""
@@ -128,7 +149,9 @@ class ProjectionState:
 
     # --- writing ----------------------------------------------------------------------------
 
-    def put(self, collection: str, key: str, row: Struct) -> None:
+    def put(self, collection: str, key: str, row: Row) -> None:
+        """Set the row at (collection, key); `row` must be of the collection's type."""
+        _typed(COLLECTIONS[collection], row)
         self._drop_indexes(collection, key)
         self._put(collection, key, row)
         self._dirty.add((collection, key))
@@ -166,7 +189,7 @@ class ProjectionState:
 
     # --- indexes ----------------------------------------------------------------------------
 
-    def _put(self, collection: str, key: str, row: Struct) -> None:
+    def _put(self, collection: str, key: str, row: Row) -> None:
         self.rows[collection][key] = row
         if isinstance(row, DataplaneRow):
             dp = row.dataplane
@@ -180,8 +203,8 @@ class ProjectionState:
                 self._next_expiry = None
             for k, v in row.spec.selector.dataplane_tags.items():
                 self.ms_by_selector_tag[(row.mesh, k, v)].add(row.name)
-        elif collection == "vip":
-            self.used_vips.add(row.ip)  # type: ignore[attr-defined]
+        elif isinstance(row, VipRow):
+            self.used_vips.add(row.ip)
 
     def _drop_indexes(self, collection: str, key: str) -> None:
         row = self.rows[collection].get(key)

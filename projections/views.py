@@ -34,6 +34,7 @@ __all__ = [
     "MeshServiceStatus",
     "PortEndpoints",
     "QuarantinedEvent",
+    "Row",
     "RowMeta",
     "VipRow",
     "decode_row",
@@ -41,30 +42,30 @@ __all__ = [
 ]
 
 
-class _Row(Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
-    pass
+class Row(Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
+    """The base of every read-model row and of the Structs rows are made of."""
 
 
-class RowMeta(_Row):
+class RowMeta(Row, frozen=True):
     version: int
     """Stream sequence of the event that last changed the resource (its optimistic-lock token)."""
     creation_time: int
     modification_time: int
 
 
-class MeshRow(_Row):
+class MeshRow(Row, frozen=True):
     mesh: Mesh
     meta: RowMeta
 
 
-class Condition(_Row):
+class Condition(Row, frozen=True):
     type: str
     status: Literal["True", "False", "Unknown"]
     reason: str
     message: str = ""
 
 
-class DataplaneRow(_Row):
+class DataplaneRow(Row, frozen=True):
     dataplane: Dataplane
     meta: RowMeta
     first_seq: int
@@ -75,32 +76,32 @@ class DataplaneRow(_Row):
     become a MeshService (`MeshServiceGenerated=False`, rendered as `status.conditions`)."""
 
 
-class Vip(_Row):
+class Vip(Row, frozen=True):
     ip: str
 
 
-class HostnameGeneratorRef(_Row):
+class HostnameGeneratorRef(Row, frozen=True):
     core_name: str
 
 
-class Address(_Row):
+class Address(Row, frozen=True):
     hostname: str
     origin: str
     hostname_generator_ref: HostnameGeneratorRef
 
 
-class HostnameGeneratorStatus(_Row):
+class HostnameGeneratorStatus(Row, frozen=True):
     hostname_generator_ref: HostnameGeneratorRef
     conditions: list[Condition]
 
 
-class DataplaneProxies(_Row, omit_defaults=False):
+class DataplaneProxies(Row, frozen=True, omit_defaults=False):
     total: int = 0
     connected: int = 0
     healthy: int = 0
 
 
-class MeshServiceStatus(_Row):
+class MeshServiceStatus(Row, frozen=True):
     state: Literal["Available", "Unavailable"] = "Unavailable"
     vips: list[Vip] = []
     addresses: list[Address] = []
@@ -109,7 +110,7 @@ class MeshServiceStatus(_Row):
     conditions: list[Condition] = []
 
 
-class MeshServiceRow(_Row):
+class MeshServiceRow(Row, frozen=True):
     mesh: str
     name: str
     labels: dict[str, str]
@@ -122,48 +123,48 @@ class MeshServiceRow(_Row):
     log) unless a Dataplane of its service comes back first: Kuma's grace period."""
 
 
-class Endpoint(_Row):
+class Endpoint(Row, frozen=True):
     address: str
     port: int
     dataplane: str
 
 
-class PortEndpoints(_Row):
+class PortEndpoints(Row, frozen=True):
     port: MeshServicePort
     endpoints: list[Endpoint]
 
 
-class EndpointsRow(_Row):
+class EndpointsRow(Row, frozen=True):
     mesh: str
     name: str
     zone: str
     ports: list[PortEndpoints]
 
 
-class HostnameGeneratorRow(_Row):
+class HostnameGeneratorRow(Row, frozen=True):
     generator: HostnameGenerator
     meta: RowMeta
     origin: Literal["default", "user"]
     """`default`: one of the zone's implicit generators, not (or no longer) overridden."""
 
 
-class GracePeriodRow(_Row):
+class GracePeriodRow(Row, frozen=True):
     kind: str
     grace_period_ms: int
 
 
-class VipRow(_Row):
+class VipRow(Row, frozen=True):
     ip: str
 
 
-class IpamRow(_Row):
+class IpamRow(Row, frozen=True):
     kind: str
     cidr: str
     next_offset: int
     """Next-fit cursor: offset from the network address of the next address to try."""
 
 
-class QuarantinedEvent(_Row):
+class QuarantinedEvent(Row, frozen=True):
     """An event the projector could not decode or apply; it stopped in front of it."""
 
     seq: int
@@ -174,7 +175,7 @@ class QuarantinedEvent(_Row):
     projector: str
 
 
-COLLECTIONS: dict[str, type[_Row]] = {
+COLLECTIONS: dict[str, type[Row]] = {
     "mesh": MeshRow,
     "dataplane": DataplaneRow,
     "meshservice": MeshServiceRow,
@@ -192,9 +193,9 @@ _encoder = msgspec.json.Encoder(order="deterministic")
 _decoders = {name: msgspec.json.Decoder(cls) for name, cls in COLLECTIONS.items()}
 
 
-def encode_row(row: _Row) -> bytes:
+def encode_row(row: Row) -> bytes:
     return _encoder.encode(row)
 
 
-def decode_row(collection: str, data: bytes) -> _Row:
+def decode_row(collection: str, data: bytes) -> Row:
     return _decoders[collection].decode(data)

@@ -13,6 +13,15 @@ from events.errors import EventLogUnavailable
 _TIMEOUT_S = 5.0
 
 
+async def stop_watcher(watcher: KeyValue.KeyWatcher) -> None:
+    """Stop a KV watcher; one whose connection or subscription is already gone is stopped."""
+    try:
+        # nats-py's KeyWatcher.stop is unannotated
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    except (nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError):
+        pass
+
+
 async def open_bucket(nc: NATS, bucket: str, *, replicas: int, what: str) -> KeyValue:
     """The bucket, created if missing (history 1, file storage, direct get); any NATS error,
     also a closed or draining connection, is `EventLogUnavailable` naming `what`."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import nats.aio.msg
 from nats.aio.client import Client as NATS
@@ -26,7 +27,7 @@ class AckPipeline:
     def __init__(self, nc: NATS, prefix: str) -> None:
         self._nc = nc
         self._prefix = prefix
-        self._futures: dict[str, asyncio.Future[dict]] = {}
+        self._futures: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._next = 0
 
     @classmethod
@@ -36,10 +37,10 @@ class AckPipeline:
         return pipeline
 
     async def publish(self, subject: str, payload: bytes, headers: dict[str, str]
-                      ) -> asyncio.Future[dict]:
+                      ) -> asyncio.Future[dict[str, Any]]:
         self._next += 1
         token = str(self._next)
-        future: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._futures[token] = future
         await self._nc.publish(subject, payload, reply=f"{self._prefix}.{token}",
                                headers=headers)

@@ -29,7 +29,7 @@ from msgspec import Struct
 from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 
-from events.bus._kv import open_bucket
+from events.bus._kv import open_bucket, stop_watcher
 from events.errors import EventLogUnavailable
 
 __all__ = ["GatewayHeartbeat", "JetStreamInsights", "ProxyInsight", "TypeInsight"]
@@ -198,10 +198,7 @@ class JetStreamInsights:
                 if entry.value:
                     yield entry.key, entry.value
         finally:
-            try:
-                await watcher.stop()
-            except (nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError):
-                pass
+            await stop_watcher(watcher)
 
     async def gateway(self, instance: str) -> GatewayHeartbeat | None:
         """The last heartbeat of one gateway instance, if any."""

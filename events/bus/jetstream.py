@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
 
 import nats
 import nats.errors
@@ -150,7 +151,8 @@ class JetStreamEventLog:
                 results.append(await self._outcome(item, ack))
         return results
 
-    async def _outcome(self, item: PendingAppend, ack: dict) -> Appended | Conflict:
+    async def _outcome(self, item: PendingAppend, ack: dict[str, Any]
+                       ) -> Appended | Conflict:
         error = ack.get("error")
         if error is None:
             return Appended(seq=int(ack["seq"]), duplicate=bool(ack.get("duplicate")))
@@ -200,6 +202,9 @@ class JetStreamEventLog:
         records: list[Record] = []
         try:
             pending = (await sub.consumer_info()).num_pending
+            if pending is None:  # nats-server always sends it; without it nothing is known
+                raise EventLogUnavailable(
+                    f"cannot read {subject_filter}: consumer info without num_pending")
             while pending > 0:
                 msgs = await sub.fetch(batch=min(pending, 1000), timeout=_TIMEOUT_S)
                 records.extend(_record(m) for m in msgs)

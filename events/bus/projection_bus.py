@@ -12,12 +12,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
-import nats.errors
-import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 
-from events.bus._kv import open_bucket
+from events.bus._kv import open_bucket, stop_watcher
 from events.bus._pipeline import AckPipeline
 from events.errors import EventLogUnavailable
 
@@ -94,7 +92,4 @@ class JetStreamProjectionBus:
                     yield pending
                     pending = []
         finally:
-            try:
-                await watcher.stop()
-            except (nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError):
-                pass
+            await stop_watcher(watcher)

@@ -35,6 +35,7 @@ from events.event_types import (
     DataplaneDeregistered,
     DataplaneRegistered,
     GracePeriodConfigured,
+    GracePeriodKind,
     HostnameGeneratorApplied,
     HostnameGeneratorDeleted,
     IpamConfigured,
@@ -52,6 +53,7 @@ from events.resources import (
     Mesh,
     MeshService,
     Resource,
+    ServiceKind,
 )
 from events.subjects import (
     grace_period_subject,
@@ -127,7 +129,7 @@ class Commands:
         outcome = await self.handler.execute(subject, decide, headers=headers)
         return WriteResult(seq=outcome.seq)
 
-    async def configure_ipam(self, kind: str, cidr: str) -> WriteResult:
+    async def configure_ipam(self, kind: ServiceKind, cidr: str) -> WriteResult:
         """Record the CIDR new VIPs come from, if it differs from the one in the log."""
         event = IpamConfigured(at=self._clock(), kind=kind, cidr=cidr)
 
@@ -140,7 +142,7 @@ class Commands:
         return WriteResult(seq=outcome.seq, unchanged=not outcome.appended,
                            created=outcome.appended and outcome.previous.seq == 0)
 
-    async def configure_grace_period(self, kind: str, grace_period_ms: int,
+    async def configure_grace_period(self, kind: GracePeriodKind, grace_period_ms: int,
                                      default_ms: int) -> WriteResult | None:
         """Record how long a generated `kind` outlives its last Dataplane, if that differs
         from the log (no record in the log means `default_ms`). None: nothing to record."""

@@ -361,11 +361,50 @@ def test_every_shape_violation_is_reported_in_order() -> None:
     ]
 
 
-def test_semantic_rules_wait_for_a_well_shaped_document() -> None:
-    # 0.0.0.0 breaks a semantic rule, but the shape is checked (and reported) first.
-    assert _violations(_dataplane(address="0.0.0.0", admin={"port": "9901"})) == [
+def test_shape_and_semantic_violations_come_in_one_answer() -> None:
+    # issue 10: a port out of range used to hide the invalid address until it was fixed
+    assert _violations(_dataplane(address="not an address!",
+                                  inbound=[{"port": 70000, "tags": {"kuma.io/service": "web"}}],
+                                  admin={"port": "9901"})) == [
+        "networking.inbound[0].port: 70000 is not in 1..65535",
         "networking.admin.port: expected an integer, got '9901'",
+        "networking.address: 'not an address!' is not an IP address or DNS name",
     ]
+
+
+def test_a_rule_about_a_stood_in_value_is_not_reported() -> None:
+    # the missing port is stood in for; the rules say nothing of the stand-in or its inbound
+    assert _violations(_dataplane(address="0.0.0.0",
+                                  inbound=[{"tags": {"kuma.io/service": "web"}}])) == [
+        "networking.inbound[0].port: is required",
+        "networking.address: '0.0.0.0' must not be the unspecified address",
+    ]
+
+
+def test_read_only_fields_are_accepted_and_ignored() -> None:
+    # what `meshlog get -o yaml` shows applies again (Kuma and Kubernetes accept it too)
+    doc = {**_dataplane(), "creationTime": "2026-11-29T10:00:00Z",
+           "modificationTime": "2026-11-29T10:00:01Z", "status": {"conditions": []}}
+    assert decode_resource(doc) == decode_resource(_dataplane())
+    mesh = {"type": "Mesh", "name": "m", "creationTime": "x", "modificationTime": "y"}
+    assert decode_resource(mesh) == Mesh(name="m")
+
+
+def test_a_kubernetes_document_is_told_what_to_change() -> None:
+    [message] = _violations({"apiVersion": "kuma.io/v1alpha1", "kind": "Mesh",
+                             "metadata": {"name": "default"}, "spec": {}})
+    assert message.startswith("type: is missing: this is a Kubernetes document")
+    assert "universal format" in message and "`type: Dataplane`" in message
+
+
+@pytest.mark.parametrize("field", ["labels", "status", "networking"])
+def test_deep_nesting_is_a_violation_naming_the_field(field: str) -> None:
+    deep: Any = "x"
+    for _ in range(2000):  # past Python's recursion limit for a recursive walker
+        deep = {"k": deep}
+    doc = {**_dataplane(), field: deep}
+    [message] = _violations(doc)
+    assert message.startswith(f"{field}.k.k.") and "nests more than 32 levels deep" in message
 
 
 # --- Dataplane rules --------------------------------------------------------------------------

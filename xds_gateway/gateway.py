@@ -225,9 +225,10 @@ class Gateway:
                 log.warning("ending stream of %s: %s", stream.node_id or info.peer, refusal)
                 await context.abort(refusal.code, refusal.message)
         except* InvalidStream as group:
-            message = str(group.exceptions[0])
-            log.warning("ending stream of %s: %s", stream.node_id or info.peer, message)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+            error = group.exceptions[0]
+            code = error.code if isinstance(error, InvalidStream) else grpc.StatusCode.INTERNAL
+            log.warning("ending stream of %s: %s", stream.node_id or info.peer, error)
+            await context.abort(code, str(error))
         finally:
             self.streams.discard(stream)
             await self.callbacks.on_stream_closed(info)

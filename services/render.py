@@ -21,6 +21,7 @@ GLOBAL_KINDS = frozenset({"Mesh", "HostnameGenerator"})
 
 def render_row(row: object) -> dict[str, Any]:
     """A decoded read-model row (`projections.decode_row`) as a Kuma resource document."""
+    doc: dict[str, Any]  # `to_builtins` of a Struct: a JSON object
     match row:
         case MeshRow(mesh=mesh, meta=meta):
             doc = msgspec.to_builtins(mesh)
@@ -58,11 +59,12 @@ def render_insight(insight: ProxyInsight, *, connected: bool, disconnected_at: i
     per_type: dict[str, dict[str, Any]] = {}
     total = {"responsesSent": 0, "responsesAcknowledged": 0, "responsesRejected": 0}
     for type_url, counters in sorted(insight.types.items()):
-        stats = {"responsesSent": counters.responses_sent,
-                 "responsesAcknowledged": counters.acks,
-                 "responsesRejected": counters.nacks}
+        counts = {"responsesSent": counters.responses_sent,
+                  "responsesAcknowledged": counters.acks,
+                  "responsesRejected": counters.nacks}
         for key in total:
-            total[key] += stats[key]
+            total[key] += counts[key]
+        stats: dict[str, int | str] = {**counts}
         if counters.last_acked_version:
             stats["lastAckedVersion"] = counters.last_acked_version
         if counters.last_nack_message:

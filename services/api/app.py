@@ -30,7 +30,7 @@ from typing import Any
 
 import msgspec
 import yaml
-from litestar import Litestar, Request, Response, delete, get, post, put
+from litestar import Litestar, Response, delete, get, post, put
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
@@ -38,11 +38,13 @@ from events import (
     Conflict,
     InvalidResource,
     NotFound,
+    Resource,
     TransientError,
     Violation,
     decode_resource,
 )
 from events.commands import Commands, WriteResult
+from events.resources import MeshScopedResource
 from projections import (
     DataplaneRow,
     HostnameGeneratorRow,
@@ -53,10 +55,11 @@ from projections import (
     StoreUnavailable,
     decode_row,
 )
+from services.api._state import ApiRequest, ApiState, api_state, app_state
 from services.api.proxy_inspector import INSPECT_ROUTES, ProxyInspector, add_connected, overviews
 from services.render import GLOBAL_KINDS, PLURALS, render_row
 
-__all__ = ["create_app"]
+__all__ = ["ApiState", "api_state", "create_app"]
 
 log = logging.getLogger("meshlog.api")
 
@@ -65,36 +68,25 @@ _COLLECTION = {"Mesh": "mesh", "Dataplane": "dataplane", "MeshService": "meshser
 _MAX_PAGE = 1000
 
 
-class ApiState(msgspec.Struct):
-    commands: Commands
-    store: ReadModelStore
-    """Replaced in one assignment by a blue/green swap (services.runtime.readmodels)."""
-    projection_wait_s: float
-    readmodels: Any = None
-    """The swappable read models, in `meshlog up` only."""
-    inspector: ProxyInspector | None = None
-    """Insights and gateway requests over NATS (services.api.proxy_inspector); None without NATS."""
-
-
-def _state(request: Request) -> ApiState:
-    return request.app.state["meshlog"]
+def _state(request: ApiRequest) -> ApiState:
+    return api_state(request.app)
 
 
 # --- reads ------------------------------------------------------------------------------------
 
 
 @get("/meshes", summary="List meshes")
-async def list_meshes(request: Request, size: int = 100, offset: int = 0) -> dict[str, Any]:
+async def list_meshes(request: ApiRequest, size: int = 100, offset: int = 0) -> dict[str, Any]:
     return await _list(request, "Mesh", "", size, offset)
 
 
 @get("/meshes/{mesh:str}", summary="Get a mesh")
-async def get_mesh(request: Request, mesh: str) -> Response[dict[str, Any]]:
+async def get_mesh(request: ApiRequest, mesh: str) -> Response[dict[str, Any]]:
     return await _get_one(request, "Mesh", mesh, mesh)
 
 
 @get("/meshes/{mesh:str}/{plural:str}", summary="List resources of a mesh")
-async def list_resources(request: Request, mesh: str, plural: str, size: int = 100,
+async def list_resources(request: ApiRequest, mesh: str, plural: str, size: int = 100,
                          offset: int = 0) -> dict[str, Any]:
     if plural == "dataplanes+insights":  # Kuma's list of DataplaneOverviews
         page = await _list(request, "Dataplane", f"{mesh}/", size, offset)
@@ -104,22 +96,34 @@ async def list_resources(request: Request, mesh: str, plural: str, size: int = 1
 
 
 @get("/meshes/{mesh:str}/{plural:str}/{name:str}", summary="Get a resource")
-async def get_resource(request: Request, mesh: str, plural: str, name: str
+async def get_resource(request: ApiRequest, mesh: str, plural: str, name: str
                        ) -> Response[dict[str, Any]]:
     return await _get_one(request, _kind(plural), f"{mesh}/{name}", name)
 
 
-async def _get_one(request: Request, kind: str, key: str, name: str) -> Response[dict[str, Any]]:
+async def _get_one(request: ApiRequest, kind: str, key: str, name: str) -> Response[dict[str, Any]]:
     body = await _state(request).store.get(_COLLECTION[kind], key)
     if body is None:
         raise NotFound(f"{kind} {name!r} not found")
     row = decode_row(_COLLECTION[kind], body)
     headers = {}
-    if not _generated(row):  # a generated row's version is not its subject's sequence
-        headers["ETag"] = f'"{row.meta.version}"'  # type: ignore[attr-defined]
+    version = _version_of(row)
+    if version is not None and not _generated(row):
+        # a generated row's version is not its subject's sequence
+        headers["ETag"] = f'"{version}"'
     doc = render_row(row)
     await add_connected(_state(request).inspector, _state(request).store, [row], [doc])
     return Response(doc, headers=headers)
+
+
+def _version_of(row: object) -> int | None:
+    """The resource's version (the sequence of the event that last changed it)."""
+    match row:
+        case (MeshRow(meta=meta) | DataplaneRow(meta=meta) | HostnameGeneratorRow(meta=meta)
+              | MeshServiceRow(meta=meta)):
+            return meta.version
+        case _:
+            return None
 
 
 def _generated(row: object) -> bool:
@@ -128,7 +132,7 @@ def _generated(row: object) -> bool:
             or (isinstance(row, HostnameGeneratorRow) and row.origin == "default"))
 
 
-async def _list(request: Request, kind: str, prefix: str, size: int, offset: int
+async def _list(request: ApiRequest, kind: str, prefix: str, size: int, offset: int
                 ) -> dict[str, Any]:
     if not 1 <= size <= _MAX_PAGE or offset < 0:
         raise InvalidResource("query", [Violation(
@@ -163,7 +167,7 @@ def _labels_of(row: object) -> dict[str, str]:
             return {}
 
 
-def _label_filter(request: Request) -> dict[str, str]:
+def _label_filter(request: ApiRequest) -> dict[str, str]:
     """`?filter[labels.K]=V` (repeatable, all must match), Kuma's list filter."""
     wanted = {}
     for key, value in request.query_params.items():
@@ -176,7 +180,7 @@ def _label_filter(request: Request) -> dict[str, str]:
 
 
 @get("/ready", summary="Readiness: the read models answer")
-async def ready(request: Request) -> dict[str, Any]:
+async def ready(request: ApiRequest) -> dict[str, Any]:
     store = _state(request).store
     quarantined = len(await store.scan("quarantine"))
     return {"status": "ready", "projectedSequence": await store.checkpoint(),
@@ -184,7 +188,7 @@ async def ready(request: Request) -> dict[str, Any]:
 
 
 @get("/_quarantine", summary="Events the projector could not apply (it stopped at the first)")
-async def quarantine(request: Request) -> dict[str, Any]:
+async def quarantine(request: ApiRequest) -> dict[str, Any]:
     rows = await _state(request).store.scan("quarantine")
     items = [msgspec.json.decode(body) for _, body in rows]
     return {"total": len(items), "items": items, "next": None}
@@ -196,7 +200,7 @@ class SwapRequest(msgspec.Struct):
 
 @post("/_admin/read-models", summary="Swap to read models rebuilt by `meshlog replay`",
       status_code=200)
-async def swap_read_models(request: Request, data: SwapRequest) -> dict[str, Any]:
+async def swap_read_models(request: ApiRequest, data: SwapRequest) -> dict[str, Any]:
     readmodels = _state(request).readmodels
     if readmodels is None:
         raise Conflict("read-models", 0, "this API process does not own its read models "
@@ -206,7 +210,7 @@ async def swap_read_models(request: Request, data: SwapRequest) -> dict[str, Any
 
 
 @get("/metrics", summary="Prometheus metrics", media_type="text/plain; version=0.0.4")
-async def metrics(request: Request) -> str:
+async def metrics(request: ApiRequest) -> str:
     store = _state(request).store
     lines = [
         "# HELP meshlog_projected_sequence Last event-log sequence in the read models.",
@@ -223,7 +227,7 @@ async def metrics(request: Request) -> str:
 
 
 @put("/meshes/{mesh:str}", summary="Create or update a mesh", status_code=200)
-async def put_mesh(request: Request, mesh: str) -> Response[dict[str, Any]]:
+async def put_mesh(request: ApiRequest, mesh: str) -> Response[dict[str, Any]]:
     resource = decode_resource(await _body(request), "Mesh")
     _match_url(resource, None, mesh)
     return await _write(request, await _state(request).commands.apply(
@@ -232,7 +236,7 @@ async def put_mesh(request: Request, mesh: str) -> Response[dict[str, Any]]:
 
 @put("/meshes/{mesh:str}/{plural:str}/{name:str}", summary="Create or update a resource",
      status_code=200)
-async def put_resource(request: Request, mesh: str, plural: str, name: str
+async def put_resource(request: ApiRequest, mesh: str, plural: str, name: str
                        ) -> Response[dict[str, Any]]:
     resource = decode_resource(await _body(request), _kind(plural))
     _match_url(resource, mesh, name)
@@ -241,33 +245,33 @@ async def put_resource(request: Request, mesh: str, plural: str, name: str
 
 
 @delete("/meshes/{mesh:str}", summary="Delete a mesh", status_code=200)
-async def delete_mesh(request: Request, mesh: str) -> Response[dict[str, Any]]:
+async def delete_mesh(request: ApiRequest, mesh: str) -> Response[dict[str, Any]]:
     return await _write(request, await _state(request).commands.delete(
         "Mesh", None, mesh, if_match=_if_match(request)))
 
 
 @delete("/meshes/{mesh:str}/{plural:str}/{name:str}", summary="Delete a resource",
         status_code=200)
-async def delete_resource(request: Request, mesh: str, plural: str, name: str
+async def delete_resource(request: ApiRequest, mesh: str, plural: str, name: str
                           ) -> Response[dict[str, Any]]:
     return await _write(request, await _state(request).commands.delete(
         _kind(plural), mesh, name, if_match=_if_match(request)))
 
 
 @get("/hostnamegenerators", summary="List hostname generators (global)")
-async def list_generators(request: Request, size: int = 100, offset: int = 0
+async def list_generators(request: ApiRequest, size: int = 100, offset: int = 0
                           ) -> dict[str, Any]:
     return await _list(request, "HostnameGenerator", "", size, offset)
 
 
 @get("/hostnamegenerators/{name:str}", summary="Get a hostname generator")
-async def get_generator(request: Request, name: str) -> Response[dict[str, Any]]:
+async def get_generator(request: ApiRequest, name: str) -> Response[dict[str, Any]]:
     return await _get_one(request, "HostnameGenerator", name, name)
 
 
 @put("/hostnamegenerators/{name:str}", summary="Create or update a hostname generator",
      status_code=200)
-async def put_generator(request: Request, name: str) -> Response[dict[str, Any]]:
+async def put_generator(request: ApiRequest, name: str) -> Response[dict[str, Any]]:
     resource = decode_resource(await _body(request), "HostnameGenerator")
     _match_url(resource, None, name)
     return await _write(request, await _state(request).commands.apply(
@@ -276,7 +280,7 @@ async def put_generator(request: Request, name: str) -> Response[dict[str, Any]]
 
 @delete("/hostnamegenerators/{name:str}", summary="Delete a hostname generator (a default "
         "comes back)", status_code=200)
-async def delete_generator(request: Request, name: str) -> Response[dict[str, Any]]:
+async def delete_generator(request: ApiRequest, name: str) -> Response[dict[str, Any]]:
     return await _write(request, await _state(request).commands.delete(
         "HostnameGenerator", None, name, if_match=_if_match(request)))
 
@@ -284,7 +288,7 @@ async def delete_generator(request: Request, name: str) -> Response[dict[str, An
 _GENERATOR_ROUTES = [list_generators, get_generator, put_generator, delete_generator]
 
 
-async def _write(request: Request, result: WriteResult) -> Response[dict[str, Any]]:
+async def _write(request: ApiRequest, result: WriteResult) -> Response[dict[str, Any]]:
     projected = await _await_projection(_state(request), result.seq)
     headers = {"ETag": f'"{result.seq}"'}
     if not projected:
@@ -318,7 +322,8 @@ def _kind(plural: str) -> str:
     return kind
 
 
-async def _body(request: Request) -> Any:
+async def _body(request: ApiRequest) -> object:
+    """The request's JSON or YAML document, not yet validated (`decode_resource` does)."""
     raw = await request.body()
     if not raw.strip():
         raise InvalidResource("request", [Violation("", "the request body is empty")])
@@ -331,17 +336,18 @@ async def _body(request: Request) -> Any:
                               ) from exc
 
 
-def _match_url(resource: Any, mesh: str | None, name: str) -> None:
+def _match_url(resource: Resource, mesh: str | None, name: str) -> None:
     violations = []
     if resource.name != name:
         violations.append(Violation("name", f"{resource.name!r} does not match the URL's {name!r}"))
-    if mesh is not None and resource.mesh != mesh:
+    # `mesh` is given for the mesh-scoped kinds only (`_kind` refuses the global ones)
+    if mesh is not None and isinstance(resource, MeshScopedResource) and resource.mesh != mesh:
         violations.append(Violation("mesh", f"{resource.mesh!r} does not match the URL's {mesh!r}"))
     if violations:
         raise InvalidResource(type(resource).__name__, violations)
 
 
-def _if_match(request: Request) -> int | None:
+def _if_match(request: ApiRequest) -> int | None:
     value = request.headers.get("if-match")
     if value is None:
         return None
@@ -352,7 +358,7 @@ def _if_match(request: Request) -> int | None:
             "If-Match", f"{value!r} is not a version (use the ETag of a GET)")]) from None
 
 
-def _idempotency_key(request: Request) -> str | None:
+def _idempotency_key(request: ApiRequest) -> str | None:
     return request.headers.get("idempotency-key")
 
 
@@ -364,7 +370,7 @@ def _problem(status: int, title: str, detail: str, **extra: Any) -> Response[dic
                      **extra}, status_code=status, media_type="application/problem+json")
 
 
-def _on_error(_: Request, exc: Exception) -> Response[dict[str, Any]]:
+def _on_error(_: ApiRequest, exc: Exception) -> Response[dict[str, Any]]:
     match exc:
         case InvalidResource():
             return _problem(400, "Invalid resource", str(exc), invalid_parameters=[
@@ -391,16 +397,10 @@ def create_app(commands: Commands, store: ReadModelStore, *,
         route_handlers=[list_meshes, get_mesh, put_mesh, delete_mesh, list_resources,
                         get_resource, put_resource, delete_resource, ready, quarantine,
                         metrics, swap_read_models, *INSPECT_ROUTES, *_GENERATOR_ROUTES],
-        state=_app_state(ApiState(commands, store, projection_wait_s, inspector=inspector)),
+        state=app_state(ApiState(commands, store, projection_wait_s, inspector=inspector)),
         exception_handlers={Exception: _on_error},
         openapi_config=OpenAPIConfig(title="meshlog", version="0.1.0",
                                      description="Kuma-style resource API of meshlog"),
         debug=False,
         logging_config=None,
     )
-
-
-def _app_state(state: ApiState):
-    from litestar.datastructures import State
-
-    return State({"meshlog": state})

@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, get
+from litestar import Response, get
 
 from events import EventLogUnavailable, NotFound, TransientError, now_ms
 from events.bus.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight
 from events.bus.requests import ProxyRef, ServiceUnavailable, request, xds_config_subject
-from projections import DataplaneRow, MeshServiceRow, ReadModelStore, dataplane_matches, decode_row
+from projections import DataplaneRow, MeshServiceRow, ReadModelStore, dataplane_matches
+from services.api._state import ApiRequest, api_state
 from services.render import render_insight, render_row
 
 __all__ = ["INSPECT_ROUTES", "ProxyInspector", "add_connected", "overview", "overviews"]
@@ -35,6 +37,8 @@ __all__ = ["INSPECT_ROUTES", "ProxyInspector", "add_connected", "overview", "ove
 log = logging.getLogger("meshlog.api")
 
 _Snapshot = tuple[dict[tuple[str, str], ProxyInsight], dict[str, GatewayHeartbeat]]
+_DATAPLANE_ROW = msgspec.json.Decoder(DataplaneRow)
+"""The rows of the `dataplane` collection (`projections.decode_row("dataplane", ...)`, typed)."""
 
 
 class ProxyInspector:
@@ -162,7 +166,7 @@ def _error_of(body: bytes) -> str:
 
 
 async def add_connected(inspector: ProxyInspector | None, store: ReadModelStore,
-                        rows: list[Any], docs: list[dict[str, Any]]) -> None:
+                        rows: Sequence[object], docs: Sequence[dict[str, Any]]) -> None:
     """Set `status.dataplaneProxies.connected` of the MeshService docs among `docs` (rendered
     from `rows`, same order). Insights unreadable: the projected value (0) stays."""
     services = [(r, d) for r, d in zip(rows, docs, strict=True) if isinstance(r, MeshServiceRow)]
@@ -176,10 +180,9 @@ async def add_connected(inspector: ProxyInspector | None, store: ReadModelStore,
             return
         if not online:
             continue
-        dataplanes: list[DataplaneRow] = [
-            decode_row("dataplane", body)  # type: ignore[misc]
-            for key, body in await store.scan("dataplane", f"{mesh}/")
-            if key.partition("/")[2] in online]
+        dataplanes = [_DATAPLANE_ROW.decode(body)
+                      for key, body in await store.scan("dataplane", f"{mesh}/")
+                      if key.partition("/")[2] in online]
         for row, doc in services:
             if row.mesh == mesh:
                 tags = row.spec.selector.dataplane_tags
@@ -192,23 +195,23 @@ async def add_connected(inspector: ProxyInspector | None, store: ReadModelStore,
 # --- routes -----------------------------------------------------------------------------------
 
 
-async def _dataplane(request: Request, mesh: str, plural: str, name: str) -> DataplaneRow:
+async def _dataplane(request: ApiRequest, mesh: str, plural: str, name: str) -> DataplaneRow:
     if plural != "dataplanes":
         raise NotFound(f"{plural!r} have no _overview or _config; only dataplanes do")
-    body = await request.app.state["meshlog"].store.get("dataplane", f"{mesh}/{name}")
+    body = await api_state(request.app).store.get("dataplane", f"{mesh}/{name}")
     if body is None:
         raise NotFound(f"Dataplane {name!r} not found in mesh {mesh!r}")
-    return decode_row("dataplane", body)  # type: ignore[return-value]
+    return _DATAPLANE_ROW.decode(body)
 
 
 # `{plural}`, not a literal "dataplanes": a literal segment would shadow the generic routes
 # of `services.api.app` (the router does not backtrack)
 @get("/meshes/{mesh:str}/{plural:str}/{name:str}/_overview",
      summary="A Dataplane with its proxy's insight (connected, gateway, xDS counters)")
-async def dataplane_overview(request: Request, mesh: str, plural: str, name: str
+async def dataplane_overview(request: ApiRequest, mesh: str, plural: str, name: str
                              ) -> dict[str, Any]:
     doc = render_row(await _dataplane(request, mesh, plural, name))
-    inspector: ProxyInspector | None = request.app.state["meshlog"].inspector
+    inspector = api_state(request.app).inspector
     insight = (await inspector.insight(mesh, name) if inspector is not None else _NO_NATS)
     return overview(mesh, doc, insight)
 
@@ -221,10 +224,10 @@ def overview(mesh: str, doc: dict[str, Any], insight: dict[str, Any]) -> dict[st
             "dataplaneInsight": insight}
 
 
-async def overviews(request: Request, mesh: str, docs: list[dict[str, Any]]
+async def overviews(request: ApiRequest, mesh: str, docs: list[dict[str, Any]]
                     ) -> list[dict[str, Any]]:
     """`overview` of each rendered Dataplane of a list page (`dataplanes+insights`)."""
-    inspector: ProxyInspector | None = request.app.state["meshlog"].inspector
+    inspector = api_state(request.app).inspector
     names = [d["name"] for d in docs]
     insights = (await inspector.insights_of(mesh, names) if inspector is not None
                 else dict.fromkeys(names, _NO_NATS))
@@ -236,10 +239,10 @@ _NO_NATS = {"unavailable": "insights unavailable: this API process has no NATS c
 
 @get("/meshes/{mesh:str}/{plural:str}/{name:str}/_config",
      summary="The proxy's computed xDS (listeners, clusters, endpoints), from a gateway")
-async def dataplane_config(request: Request, mesh: str, plural: str, name: str
+async def dataplane_config(request: ApiRequest, mesh: str, plural: str, name: str
                            ) -> Response[bytes]:
     await _dataplane(request, mesh, plural, name)
-    inspector: ProxyInspector | None = request.app.state["meshlog"].inspector
+    inspector = api_state(request.app).inspector
     if inspector is None:
         raise ServiceUnavailable("this API process has no NATS connection to ask a gateway")
     return Response(await inspector.config(mesh, name), media_type="application/json")

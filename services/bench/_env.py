@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -11,7 +12,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from nats.js.api import StorageType, StreamConfig
+from nats.aio.client import Client as NATS
+from nats.js.api import PubAck, StorageType, StreamConfig
 
 from events import JetStreamEventLog, connect_nats
 from services.runtime.embedded_nats import run_nats_server
@@ -44,7 +46,7 @@ def report(title: str, figures: dict[str, Any]) -> None:
     print(json.dumps(figures, sort_keys=True))
 
 
-async def raw_stream(nc, name: str, subjects: list[str]) -> None:
+async def raw_stream(nc: NATS, name: str, subjects: list[str]) -> None:
     await nc.jetstream().add_stream(StreamConfig(
         name=name, subjects=subjects, storage=StorageType.FILE, duplicate_window=120))
 
@@ -54,7 +56,7 @@ async def seed_log(url: str, pairs: list[tuple[str, bytes]]) -> JetStreamEventLo
     nc = await connect_nats(url, name="meshlog-bench-seed")
     log = await JetStreamEventLog.open(nc)
     js = nc.jetstream()
-    window = []
+    window: list[asyncio.Future[PubAck]] = []
     for subject, data in pairs:
         window.append(await js.publish_async(subject, data, headers={"Meshlog-Schema": "1"}))
         if len(window) >= 2000:
@@ -64,8 +66,6 @@ async def seed_log(url: str, pairs: list[tuple[str, bytes]]) -> JetStreamEventLo
     return log
 
 
-async def _drain(window: list) -> None:
-    import asyncio
-
+async def _drain(window: list[asyncio.Future[PubAck]]) -> None:
     await asyncio.gather(*window)
     window.clear()

@@ -24,6 +24,7 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
+import msgspec
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
 
@@ -34,6 +35,17 @@ __all__ = ["main"]
 ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 CDS, EDS, LDS = CLUSTER, ENDPOINT, LISTENER
 _OPTIONS = [("grpc.max_receive_message_length", 256 * 1024 * 1024)]
+
+
+class _Arm(msgspec.Struct, frozen=True):
+    """The benchmark's command arming a round (see the module docstring)."""
+
+    round: int
+    marker: str
+    present: bool
+
+
+_ARM = msgspec.json.Decoder(_Arm)
 
 
 class Round:
@@ -75,10 +87,10 @@ class Worker:
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         while line := await reader.readline():
-            command = json.loads(line)
-            self.round = Round(command["round"], bytes.fromhex(command["marker"]),
-                               command["present"], len(self.node_ids))
-            _say({"armed": command["round"]})
+            command = _ARM.decode(line)
+            self.round = Round(command.round, bytes.fromhex(command.marker), command.present,
+                               len(self.node_ids))
+            _say({"armed": command.round})
             await self.round.done.wait()
             _say({"done": self.round.number, "max_t": self.round.max_t})
 
@@ -105,8 +117,10 @@ class Worker:
         first.node.user_agent_name = "envoy"
         queue.put_nowait(first)
         queue.put_nowait(DiscoveryRequest(type_url=LDS))
-        call = channel.stream_stream(ADS, request_serializer=DiscoveryRequest.SerializeToString,
-                                     response_deserializer=None)(requests())
+        # no response deserializer: the raw bytes, searched for the round's marker
+        call: grpc.aio.StreamStreamCall[DiscoveryRequest, bytes] = channel.stream_stream(
+            ADS, request_serializer=DiscoveryRequest.SerializeToString,
+            response_deserializer=None)(requests())
         eds_names: list[str] = []
         acked: set[str] = set()
         ready = False
@@ -137,7 +151,7 @@ class Worker:
                     self.all_ready.set()
 
 
-def _say(message: dict) -> None:
+def _say(message: dict[str, float]) -> None:
     sys.stdout.write(json.dumps(message) + "\n")
     sys.stdout.flush()
 

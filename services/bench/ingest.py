@@ -8,6 +8,9 @@ import hashlib
 import time
 from typing import Any
 
+from nats.aio.client import Client as NATS
+from nats.js.api import PubAck
+
 from events import DataplaneRegistered, JetStreamEventLog, PendingAppend, connect_nats, encode_event
 from services.bench._env import bench_nats, machine, raw_stream, report
 from services.bench.history import synthetic_history
@@ -50,12 +53,12 @@ async def bench_ingest(events: int, *, nats_url: str | None = None,
     return figures
 
 
-async def _raw(nc, appends: list[PendingAppend], window: int) -> float:
+async def _raw(nc: NATS, appends: list[PendingAppend], window: int) -> float:
     js = nc.jetstream()
     payloads = [("bench.raw." + a.subject.split(".", 2)[2], encode_event(a.event))
                 for a in appends]
     started = time.perf_counter()
-    pending = []
+    pending: list[asyncio.Future[PubAck]] = []
     for subject, data in payloads:
         pending.append(await js.publish_async(subject, data))
         if len(pending) >= window:

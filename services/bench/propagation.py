@@ -20,12 +20,17 @@ import math
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from events import (
+    AnyEvent,
+    Appended,
+    Conflict,
     Dataplane,
     DataplaneDeregistered,
     DataplaneRegistered,
@@ -67,7 +72,7 @@ def _address(i: int, net: int = 10) -> str:
     return f"{net}.{(i >> 16) & 255}.{(i >> 8) & 255}.{(i & 255) or 1}"
 
 
-def _append(subject: str, event: Any, expected: int = 0) -> PendingAppend:
+def _append(subject: str, event: AnyEvent, expected: int = 0) -> PendingAppend:
     msg_id = hashlib.sha256(subject.encode() + encode_event(event)).hexdigest()[:32]
     return PendingAppend(subject, event, expected, msg_id)
 
@@ -161,11 +166,10 @@ async def _seed(log: JetStreamEventLog, proxies: int, services: int) -> int:
     return max(_seq(r) for r in results)
 
 
-def _seq(result: Any) -> int:
-    seq = getattr(result, "seq", None)
-    if seq is None:
+def _seq(result: Appended | Conflict) -> int:
+    if isinstance(result, Conflict):
         raise RuntimeError(f"append refused: {result}")
-    return seq
+    return result.seq
 
 
 async def _projected(bus: JetStreamProjectionBus, seq: int) -> None:
@@ -189,8 +193,8 @@ async def _round(log: JetStreamEventLog, workers: list[_Worker], r: int,
         await worker.expect("armed", _ROUND_TIMEOUT_S)
     subject = resource_subject("Dataplane", MESH, name)
     at = int(time.time() * 1000)
-    event: Any = (DataplaneRegistered(at=at, dataplane=_dataplane(name, address, TARGET))
-                  if present else DataplaneDeregistered(at=at, mesh=MESH, name=name))
+    event: AnyEvent = (DataplaneRegistered(at=at, dataplane=_dataplane(name, address, TARGET))
+                       if present else DataplaneDeregistered(at=at, mesh=MESH, name=name))
     t0 = time.time()
     [result] = await log.append_many([_append(subject, event, probes.get(subject, 0))])
     probes[subject] = _seq(result)
@@ -199,6 +203,10 @@ async def _round(log: JetStreamEventLog, workers: list[_Worker], r: int,
     _progress(f"round {r + 1}: {'register' if present else 'deregister'} {name}: "
               f"{latency_ms:.1f} ms to every proxy")
     return latency_ms
+
+
+_WORKER_MESSAGE = msgspec.json.Decoder(dict[str, float])
+"""What a proxy worker says: `{"ready": n}`, `{"armed": r}`, `{"done": r, "max_t": t}`."""
 
 
 class _Worker:
@@ -210,14 +218,14 @@ class _Worker:
         self._stdin = stdin
         self._stdout = stdout
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: dict[str, int | str | bool]) -> None:
         self._stdin.write((json.dumps(message) + "\n").encode())
 
-    async def expect(self, key: str, within_s: float) -> dict[str, Any]:
+    async def expect(self, key: str, within_s: float) -> dict[str, float]:
         line = await asyncio.wait_for(self._stdout.readline(), within_s)
         if not line:
             raise RuntimeError(f"proxy worker {self.proc.pid} exited {self.proc.returncode}")
-        message = json.loads(line)
+        message = _WORKER_MESSAGE.decode(line)
         if key not in message:
             raise RuntimeError(f"proxy worker said {message}, expected {key!r}")
         return message
@@ -275,7 +283,8 @@ async def _gateway(work: Path, url: str, g: int) -> AsyncIterator[tuple[int, int
                            f"see {path}: {path.read_text()[-2000:]}")
 
 
-async def _while_alive(waiting: Any, proc: asyncio.subprocess.Process, log: Path) -> None:
+async def _while_alive(waiting: Coroutine[Any, Any, None], proc: asyncio.subprocess.Process,
+                      log: Path) -> None:
     """Await `waiting` (set-up) unless the process it depends on exits first, or time is up."""
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(waiting)

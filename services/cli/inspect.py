@@ -12,11 +12,14 @@ from __future__ import annotations
 import argparse
 import io
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from services.cli.client import ApiClient
+
+if TYPE_CHECKING:  # rich is imported only when a table is drawn (start-up time)
+    from rich.table import Table
 
 __all__ = ["cmd_inspect", "config_table", "overview_lines"]
 
@@ -69,7 +72,7 @@ def overview_lines(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _types_table(status: dict[str, Any]) -> Any:
+def _types_table(status: dict[str, Any]) -> Table:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
@@ -87,7 +90,7 @@ def _types_table(status: dict[str, Any]) -> Any:
     return table
 
 
-def config_table(doc: dict[str, Any]) -> Any:
+def config_table(doc: dict[str, Any]) -> Table:
     """The `_config` document as one row per resource: type, name, version."""
     from rich.table import Table
 
@@ -102,7 +105,7 @@ def config_table(doc: dict[str, Any]) -> Any:
     return table
 
 
-def _render(table: Any) -> list[str]:
+def _render(table: Table) -> list[str]:
     from rich.console import Console
 
     out = io.StringIO()
@@ -110,6 +113,6 @@ def _render(table: Any) -> list[str]:
     return [line.rstrip() for line in out.getvalue().rstrip("\n").splitlines()]
 
 
-def _print(table: Any) -> None:
+def _print(table: Table) -> None:
     for line in _render(table):
         print(line)

@@ -6,14 +6,24 @@ writes only into the fresh store it is given, so the live read models keep servi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+import msgspec
+
 from events import JetStreamEventLog, connect_nats
-from projections import Progress, export_store, open_store, rebuild
+from projections import Progress, ReadModelStore, export_store, open_store, rebuild
 from services.errors import ConfigError
 
 __all__ = ["nats_url_of", "run_export", "run_replay"]
+
+
+class _UpReport(msgspec.Struct, frozen=True):
+    """What `meshlog up` writes to `<data-dir>/up.json` (services.runtime.up); the rest unread."""
+
+    nats: str
+
+
+_UP_REPORT = msgspec.json.Decoder(_UpReport)
 
 
 def nats_url_of(nats_url: str | None, data_dir: Path) -> str:
@@ -23,7 +33,10 @@ def nats_url_of(nats_url: str | None, data_dir: Path) -> str:
     up = data_dir / "up.json"
     if not up.exists():
         raise ConfigError(f"no --nats-url and no running `meshlog up` found ({up} is missing)")
-    return json.loads(up.read_text())["nats"]
+    try:
+        return _UP_REPORT.decode(up.read_bytes()).nats
+    except msgspec.DecodeError as exc:  # ValidationError too
+        raise ConfigError(f"no --nats-url, and {up} names no NATS URL ({exc})") from None
 
 
 async def run_replay(*, nats_url: str, database: str, zone: str, to_seq: int | None,
@@ -42,7 +55,7 @@ async def run_replay(*, nats_url: str, database: str, zone: str, to_seq: int | N
         await nc.close()
 
 
-async def _with_progress_bar(log: JetStreamEventLog, store, zone: str,
+async def _with_progress_bar(log: JetStreamEventLog, store: ReadModelStore, zone: str,
                              to_seq: int | None) -> int:
     from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
     from rich.progress import Progress as Bar

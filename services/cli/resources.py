@@ -37,13 +37,15 @@ def _path(kind: str, mesh: str | None, name: str | None = None) -> str:
 # --- commands ---------------------------------------------------------------------------------
 
 
-def read_documents(path: str) -> list[dict[str, Any]]:
+def read_documents(path: str) -> list[object]:
+    """The YAML/JSON documents of `path` (`-`: stdin), lists flattened; not validated (a
+    document may be any YAML value)."""
     text = sys.stdin.read() if path == "-" else Path(path).read_text()
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
         raise SystemExit(f"error: {path} is not valid YAML/JSON: {exc}") from None
-    flat: list[dict[str, Any]] = []
+    flat: list[object] = []
     for doc in docs:
         flat.extend(doc if isinstance(doc, list) else [doc])
     return flat
@@ -55,7 +57,7 @@ def cmd_apply(args: argparse.Namespace, client: ApiClient) -> int:
                  for i, doc in enumerate(read_documents(path), start=1)]
     for path, i, doc in documents:
         kind = doc.get("type") if isinstance(doc, dict) else None
-        if kind not in SINGULAR.values():
+        if not isinstance(doc, dict) or not isinstance(kind, str) or kind not in SINGULAR.values():
             print(f"error: {path}: document {i}: 'type' is {kind!r}; known: "
                   f"{', '.join(SINGULAR.values())}", file=sys.stderr)
             failures += 1

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from events import EventLog
 from projections import Projector, ReadModelStore, StoreError, open_store
@@ -53,7 +54,7 @@ class SwappableReadModels:
             raise StoreError("a swap is already under way") from None
         return await done
 
-    async def run(self, run_projector: Callable[[Projector], object],
+    async def run(self, run_projector: Callable[[Projector], Coroutine[Any, Any, None]],
                   api_store: ReadModelStore) -> None:
         """Project into the live store until cancelled, swapping stores on request."""
         store = await open_store(self.url)

@@ -13,10 +13,11 @@ import contextlib
 import json
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
 
 import uvicorn
+from litestar import Litestar
 
 from events import JetStreamEventLog, TransientError, connect_nats
 from events.bus.insights import JetStreamInsights
@@ -32,7 +33,7 @@ from projections import (
     StoreUnavailable,
     open_store,
 )
-from services.api.app import create_app
+from services.api.app import api_state, create_app
 from services.api.proxy_inspector import ProxyInspector
 from services.errors import ConfigError
 from services.runtime.config import UpConfig
@@ -84,11 +85,11 @@ def bind_socket(host: str, port: int, flag: str) -> socket.socket:
 
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
-    def capture_signals(self):
+    def capture_signals(self) -> Iterator[None]:
         yield
 
 
-async def serve_api(app, sock: socket.socket) -> None:
+async def serve_api(app: Litestar, sock: socket.socket) -> None:
     server = _Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
     try:
         await server.serve(sockets=[sock])
@@ -101,8 +102,11 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
     api_sock = bind_socket(cfg.api_host, cfg.api_port, "--api-port")
     async with AsyncExitStack() as stack:
         stack.callback(api_sock.close)
-        url = cfg.nats_url or await stack.enter_async_context(
-            run_nats_server(cfg.data_dir / "nats", port=cfg.nats_port))
+        if cfg.nats_url:
+            url = cfg.nats_url
+        else:
+            url = await stack.enter_async_context(
+                run_nats_server(cfg.data_dir / "nats", port=cfg.nats_port))
         nc = await connect_nats(url, name="meshlog-up")
         stack.push_async_callback(nc.close)
         event_log = await JetStreamEventLog.open(nc)
@@ -114,7 +118,7 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
         database = cfg.database or pointed_database(cfg.data_dir) or cfg.database_url
         api_store = await open_store(database)
         app = create_app(commands, api_store, inspector=ProxyInspector(nc))
-        state = app.state["meshlog"]
+        state = api_state(app)
 
         def use_store(store: ReadModelStore) -> None:
             state.store = store

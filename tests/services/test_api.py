@@ -46,6 +46,8 @@ def test_invalid_resource_lists_every_violation(cp: ControlPlane) -> None:
     assert body["invalid_parameters"] == [
         {"field": "networking.inbound[0].port", "reason": "70000 is not in 1..65535"},
         {"field": "networking.inbound[1].port", "reason": "expected an integer, got 'eighty'"},
+        # semantic rules too, in the same answer (issue 10)
+        {"field": "networking.inbound[0].tags", "reason": '"kuma.io/service" is required'},
     ]
     assert cp.api.get("/meshes/default/dataplanes/bad-1").status_code == 404
 

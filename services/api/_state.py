@@ -1,0 +1,56 @@
+"""What every API route reads: the `ApiState` kept in the Litestar app's state, and its typed
+accessor (Litestar's `State` holds values of any type)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+
+import msgspec
+from litestar import Litestar, Request
+from litestar.datastructures import State
+
+from events.commands import Commands
+from projections import ReadModelStore
+
+if TYPE_CHECKING:  # proxy_inspector's routes read this state: no import cycle at run time
+    from services.api.proxy_inspector import ProxyInspector
+
+__all__ = ["ApiRequest", "ApiState", "ReadModelSwap", "api_state", "app_state"]
+
+ApiRequest: TypeAlias = Request[Any, Any, State]
+"""The requests of meshlog's routes: no authentication middleware, so no user or auth value."""
+
+_KEY = "meshlog"
+
+
+class ReadModelSwap(Protocol):
+    """The blue/green swap of the read models (services.runtime.readmodels)."""
+
+    async def swap(self, url: str) -> int:
+        """Swap the live read models to `url`; return the sequence it was caught up to."""
+        ...
+
+
+class ApiState(msgspec.Struct):
+    commands: Commands
+    store: ReadModelStore
+    """Replaced in one assignment by a blue/green swap (services.runtime.readmodels)."""
+    projection_wait_s: float
+    readmodels: ReadModelSwap | None = None
+    """The swappable read models, in `meshlog up` only."""
+    inspector: ProxyInspector | None = None
+    """Insights and gateway requests over NATS (services.api.proxy_inspector); None without NATS."""
+
+
+def app_state(state: ApiState) -> State:
+    """The Litestar app state holding `state`."""
+    return State({_KEY: state})
+
+
+def api_state(app: Litestar) -> ApiState:
+    """The `ApiState` of an app made by `services.api.app.create_app`."""
+    state = app.state[_KEY]
+    if not isinstance(state, ApiState):
+        raise TypeError(f"app.state[{_KEY!r}] is a {type(state).__name__}, not an ApiState: "
+                        "make the app with services.api.app.create_app")
+    return state

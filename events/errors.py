@@ -5,6 +5,8 @@
     │   ├── InvalidResource       violations, each with a field path, value and rule
     │   ├── Conflict              optimistic concurrency failed (stale expected sequence)
     │   ├── NotFound              the resource (or its mesh) does not exist
+    │   ├── TooLarge              a document or an event over its size limit
+    │   ├── IdempotencyKeyReused  a key given again with other content
     │   ├── UndecodableEvent      a stored event this code cannot read
     │   └── StreamConfigMismatch  the existing stream breaks an invariant (DESIGN.md #3)
     └── TransientError            the bus is unavailable or timed out; retry later
@@ -20,11 +22,13 @@ import msgspec
 __all__ = [
     "Conflict",
     "EventLogUnavailable",
+    "IdempotencyKeyReused",
     "InvalidResource",
     "MeshlogError",
     "NotFound",
     "PermanentError",
     "StreamConfigMismatch",
+    "TooLarge",
     "TransientError",
     "UndecodableEvent",
     "Violation",
@@ -73,6 +77,20 @@ class Conflict(PermanentError):
 
 class NotFound(PermanentError):
     pass
+
+
+class TooLarge(PermanentError):
+    def __init__(self, message: str, *, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(message)
+
+
+class IdempotencyKeyReused(PermanentError):
+    def __init__(self, key: str, seq: int, subject: str) -> None:
+        self.key = key
+        super().__init__(f"Idempotency-Key {key!r} was used for another write (event #{seq} on "
+                         f"{subject}); a key may only be sent again with the same request")
 
 
 class UndecodableEvent(PermanentError):

@@ -64,6 +64,10 @@ class EventLog(Protocol):
         """The newest message of a subject, or None if it has none."""
         ...
 
+    async def at(self, seq: int) -> Record | None:
+        """The record at sequence `seq`, or None if the log has none there."""
+        ...
+
     async def latest(self, subject_filter: str) -> list[Record]:
         """The newest message of every subject matching `subject_filter` (NATS wildcards),
         in stream order: the current state of a set of resources, for decisions that look

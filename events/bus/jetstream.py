@@ -29,7 +29,7 @@ from nats.js.api import (
 
 from events.bus._pipeline import AckPipeline
 from events.codec import SCHEMA_HEADER, SCHEMA_VERSION, encode_event
-from events.errors import Conflict, EventLogUnavailable, StreamConfigMismatch
+from events.errors import Conflict, EventLogUnavailable, StreamConfigMismatch, TooLarge
 from events.event_types import AnyEvent
 from events.log import Appended, PendingAppend, Record
 from events.subjects import EVENTS_STREAM, events_wildcard
@@ -109,9 +109,11 @@ class JetStreamEventLog:
         headers: Mapping[str, str] | None = None,
     ) -> Appended:
         hdrs = _append_headers(msg_id, expected_last_subject_seq, headers)
+        data = encode_event(event)
+        self._check_size(subject, data, hdrs)
         try:
             ack = await self._js.publish(
-                subject, encode_event(event), timeout=_TIMEOUT_S, stream=self._stream, headers=hdrs
+                subject, data, timeout=_TIMEOUT_S, stream=self._stream, headers=hdrs
             )
         except nats.js.errors.BadRequestError as exc:
             if exc.err_code != WRONG_LAST_SEQUENCE:
@@ -138,11 +140,8 @@ class JetStreamEventLog:
         results: list[Appended | Conflict] = []
         for start in range(0, len(appends), window):
             chunk = appends[start:start + window]
-            futures = [await self._pipeline.publish(
-                item.subject, encode_event(item.event),
-                _append_headers(item.msg_id, item.expected_last_subject_seq,
-                                {"Nats-Expected-Stream": self._stream}))
-                for item in chunk]
+            futures = [await self._pipeline.publish(item.subject, data, hdrs)
+                       for item, data, hdrs in self._sized(chunk)]
             try:
                 acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=_TIMEOUT_S * 4)
             except TimeoutError as exc:
@@ -150,6 +149,38 @@ class JetStreamEventLog:
             for item, ack in zip(chunk, acks, strict=True):
                 results.append(await self._outcome(item, ack))
         return results
+
+    def _sized(self, chunk: Sequence[PendingAppend]
+               ) -> list[tuple[PendingAppend, bytes, dict[str, str]]]:
+        out = []
+        for item in chunk:
+            data = encode_event(item.event)
+            hdrs = _append_headers(item.msg_id, item.expected_last_subject_seq,
+                                   {"Nats-Expected-Stream": self._stream})
+            self._check_size(item.subject, data, hdrs)
+            out.append((item, data, hdrs))
+        return out
+
+    def _check_size(self, subject: str, data: bytes, headers: Mapping[str, str]) -> None:
+        """nats-server closes the connection of a client that sends more than max_payload
+        (headers included), which would take every other request on it down: refuse here."""
+        size = len(data) + _headers_size(headers)
+        limit = self._nc.max_payload
+        if limit and size > limit:
+            raise TooLarge(f"the event for {subject} is {size} bytes with its headers, more "
+                           f"than the {limit} bytes the bus takes in one message (NATS "
+                           "max_payload)", size=size, limit=limit)
+
+    async def at(self, seq: int) -> Record | None:
+        try:
+            msg = await self._js.get_msg(self._stream, seq=seq, direct=True)
+        except nats.js.errors.NotFoundError:
+            return None
+        except _TRANSIENT as exc:
+            raise EventLogUnavailable(f"cannot read event #{seq}: {exc!r}") from exc
+        headers = dict(msg.headers or {})
+        return Record(seq=msg.seq or seq, subject=msg.subject or "", data=msg.data or b"",
+                      headers=headers, schema_version=_schema_of(headers))
 
     async def _outcome(self, item: PendingAppend, ack: dict[str, Any]
                        ) -> Appended | Conflict:
@@ -258,6 +289,11 @@ class JetStreamEventLog:
         finally:
             with contextlib.suppress(nats.errors.ConnectionClosedError, nats.errors.Error):
                 await sub.unsubscribe()
+
+
+def _headers_size(headers: Mapping[str, str]) -> int:
+    """The size of headers on the wire: `NATS/1.0\r\n`, `key: value\r\n` each, `\r\n`."""
+    return 12 + sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
 
 
 def _append_headers(msg_id: str, expected: int, extra: Mapping[str, str] | None

@@ -24,7 +24,7 @@ import msgspec
 from msgspec import Struct
 
 from events.codec import decode_event, encode_event
-from events.errors import Conflict, UndecodableEvent
+from events.errors import Conflict, IdempotencyKeyReused, UndecodableEvent
 from events.event_types import AnyEvent
 from events.log import EventLog, Record, decision_msg_id
 
@@ -103,17 +103,30 @@ class CommandHandler:
             decision = decide(current)
             if isinstance(decision, Keep):
                 return Outcome(seq=current.seq, appended=False, previous=current)
-            content = decision.content if decision.content is not None else timeless(
-                decision.event)
+            content = timeless(decision.event)
             try:
                 appended = await self.log.append(
                     subject, decision.event, expected_last_subject_seq=current.seq,
-                    msg_id=msg_id or decision_msg_id(subject, current.seq, content),
+                    msg_id=msg_id or decision_msg_id(subject, current.seq, decision.content
+                                                     if decision.content is not None
+                                                     else content),
                     headers=headers)
             except Conflict:
                 if attempt == retries:
                     raise
                 attempt += 1
                 continue  # a concurrent write: read again and decide again
+            if appended.duplicate and msg_id is not None:
+                await self._check_reuse(msg_id, subject, appended.seq, content)
             return Outcome(seq=appended.seq, appended=True, previous=current,
                            duplicate=appended.duplicate)
+
+    async def _check_reuse(self, key: str, subject: str, seq: int, content: bytes) -> None:
+        """The log dropped an append with the caller's key as a duplicate (JetStream's
+        de-duplication window): a retry of the same request, or the key given again for
+        another write, which must be refused, never acknowledged (Stripe's rule)."""
+        record = await self.log.at(seq)
+        event = current_of(record).event if record is not None else None
+        if record is None or record.subject != subject or event is None or timeless(
+                event) != content:
+            raise IdempotencyKeyReused(key, seq, record.subject if record else subject)

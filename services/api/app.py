@@ -29,21 +29,23 @@ import logging
 from typing import Any
 
 import msgspec
-import yaml
 from litestar import Litestar, Response, delete, get, post, put
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
 from events import (
     Conflict,
+    IdempotencyKeyReused,
     InvalidResource,
     NotFound,
     Resource,
+    TooLarge,
     TransientError,
     Violation,
     decode_resource,
 )
 from events.commands import Commands, WriteResult
+from events.documents import load_json, load_yaml
 from events.resources import MeshScopedResource
 from projections import (
     DataplaneRow,
@@ -228,7 +230,7 @@ async def metrics(request: ApiRequest) -> str:
 
 @put("/meshes/{mesh:str}", summary="Create or update a mesh", status_code=200)
 async def put_mesh(request: ApiRequest, mesh: str) -> Response[dict[str, Any]]:
-    resource = decode_resource(await _body(request), "Mesh")
+    resource = await _resource(request, "Mesh")
     _match_url(resource, None, mesh)
     return await _write(request, await _state(request).commands.apply(
         resource, if_match=_if_match(request), idempotency_key=_idempotency_key(request)))
@@ -238,7 +240,7 @@ async def put_mesh(request: ApiRequest, mesh: str) -> Response[dict[str, Any]]:
      status_code=200)
 async def put_resource(request: ApiRequest, mesh: str, plural: str, name: str
                        ) -> Response[dict[str, Any]]:
-    resource = decode_resource(await _body(request), _kind(plural))
+    resource = await _resource(request, _kind(plural))
     _match_url(resource, mesh, name)
     return await _write(request, await _state(request).commands.apply(
         resource, if_match=_if_match(request), idempotency_key=_idempotency_key(request)))
@@ -272,7 +274,7 @@ async def get_generator(request: ApiRequest, name: str) -> Response[dict[str, An
 @put("/hostnamegenerators/{name:str}", summary="Create or update a hostname generator",
      status_code=200)
 async def put_generator(request: ApiRequest, name: str) -> Response[dict[str, Any]]:
-    resource = decode_resource(await _body(request), "HostnameGenerator")
+    resource = await _resource(request, "HostnameGenerator")
     _match_url(resource, None, name)
     return await _write(request, await _state(request).commands.apply(
         resource, if_match=_if_match(request), idempotency_key=_idempotency_key(request)))
@@ -322,18 +324,21 @@ def _kind(plural: str) -> str:
     return kind
 
 
-async def _body(request: ApiRequest) -> object:
-    """The request's JSON or YAML document, not yet validated (`decode_resource` does)."""
+async def _resource(request: ApiRequest, kind: str) -> Resource:
+    """The request's document as a validated resource. Parsing and checking are bounded
+    (`events.documents`) and run on a worker thread, so a large or hostile body never stalls
+    the loop that serves every other request, the projector and the gateway."""
     raw = await request.body()
+    content_type = request.headers.get("content-type", "")
+    return await asyncio.to_thread(_decode, raw, content_type, kind)
+
+
+def _decode(raw: bytes, content_type: str, kind: str) -> Resource:
     if not raw.strip():
         raise InvalidResource("request", [Violation("", "the request body is empty")])
-    try:
-        if "yaml" in request.headers.get("content-type", ""):
-            return yaml.safe_load(raw)
-        return msgspec.json.decode(raw)
-    except (msgspec.DecodeError, yaml.YAMLError) as exc:
-        raise InvalidResource("request", [Violation("", f"the body is not valid JSON/YAML: {exc}")]
-                              ) from exc
+    load = load_yaml if "yaml" in content_type else load_json
+    document = load(raw, "the body", invalid="is not valid JSON/YAML")
+    return decode_resource(document, kind)
 
 
 def _match_url(resource: Resource, mesh: str | None, name: str) -> None:
@@ -379,6 +384,10 @@ def _on_error(_: ApiRequest, exc: Exception) -> Response[dict[str, Any]]:
             return _problem(404, "Not found", str(exc))
         case Conflict():
             return _problem(409, "Conflict", str(exc))
+        case TooLarge():
+            return _problem(413, "Payload too large", str(exc), limit=exc.limit, size=exc.size)
+        case IdempotencyKeyReused():
+            return _problem(422, "Idempotency-Key reused", str(exc))
         case StoreError() if not isinstance(exc, StoreUnavailable):
             return _problem(409, "Conflict", str(exc))
         case TransientError() | StoreUnavailable():

@@ -12,11 +12,8 @@ the one in the log appends nothing, so a reconnect is silent.
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any
 
-import yaml
 from envoy.config.core.v3.base_pb2 import Node
 from google.protobuf import json_format
 
@@ -27,9 +24,11 @@ from events import (
     EventLogUnavailable,
     InvalidResource,
     NotFound,
+    TooLarge,
     decode_resource,
 )
 from events.commands import Deregistered, ProxyCommands
+from events.documents import load_json_or_yaml
 from xds_gateway.server.subscription import InvalidStream
 
 __all__ = [
@@ -66,7 +65,12 @@ def dataplane_from_node(node: Node, mesh: str, name: str) -> Dataplane | None:
     value = fields[DATAPLANE_KEY]
     match value.WhichOneof("kind"):
         case "string_value":
-            raw = _parse(value.string_value, where)
+            try:
+                raw = load_json_or_yaml(value.string_value, where, limit=_MAX_TEXT)
+            except InvalidResource as exc:
+                raise InvalidStream(str(exc.violations[0])) from None
+            except TooLarge as exc:
+                raise InvalidStream(str(exc)) from None
         case "struct_value":
             raw = json_format.MessageToDict(value.struct_value)
         case other:
@@ -85,34 +89,6 @@ def dataplane_from_node(node: Node, mesh: str, name: str) -> Dataplane | None:
     if wrong:
         raise InvalidStream(f"{where}: " + "; ".join(wrong))
     return dataplane
-
-
-class _NoAliases(yaml.SafeLoader):
-    """YAML without anchors/aliases: a few bytes of aliases can expand to gigabytes."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            # types-PyYAML leaves the parser's peek_event unannotated
-            event = self.peek_event()  # type: ignore[no-untyped-call]
-            raise yaml.composer.ComposerError(None, None, "YAML aliases are not allowed",
-                                              event.start_mark)
-        return super().compose_node(parent, index)
-
-
-def _parse(text: str, where: str) -> Any:
-    if len(text) > _MAX_TEXT:
-        raise InvalidStream(f"{where}: {len(text)} characters, more than {_MAX_TEXT}")
-    try:
-        try:
-            return json.loads(text)
-        except ValueError:
-            pass
-        try:
-            return yaml.load(text, Loader=_NoAliases)  # a SafeLoader subclass
-        except yaml.YAMLError as exc:
-            raise InvalidStream(f"{where} is neither JSON nor YAML: {exc}") from None
-    except RecursionError:  # both parsers recurse per level: a few KB of '[' reach the limit
-        raise InvalidStream(f"{where}: nested too deeply") from None
 
 
 class SelfRegistration:

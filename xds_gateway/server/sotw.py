@@ -127,18 +127,17 @@ class SotwStream(AdsStream[DiscoveryRequest]):
         state.inputs = inputs
         available = snapshot.of(type_url)
         resources = self._select(type_url, state, available)
-        if state.wildcard() and len(resources) == len(available):
-            version = snapshot.version(type_url)  # precomputed from the parts' versions
-        else:
-            version = set_version(resources)
-        if not state.demand and (version == state.sent_version
-                                 or _holds(state.sent, resources)):
+        whole = state.wildcard() and len(resources) == len(available)
+        # precomputed from the parts' versions when it is all of the node's
+        version = snapshot.version(type_url) if whole else set_version(resources)
+        if not state.demand and (version == state.sent_version or (
+                whole != state.sent_whole and _holds(state.sent, resources))):
             return  # rule 4: what the client holds is never re-sent, not under a new version
         await self._send(type_url, state, version, resources, None)
         # the complete set (rule 6); the snapshot's own mapping when that is all of it
-        held = (available if len(resources) == len(available) and state.wildcard()
-                else {r.name: r for r in resources})
+        held = available if whole else {r.name: r for r in resources}
         state.unsent, state.sent = state.sent, held
+        state.sent_whole = whole
         self._track(type_url, held)
 
     async def _push_named(self, type_url: str, state: TypeState, snapshot: Snapshot) -> None:
@@ -199,8 +198,9 @@ class SotwStream(AdsStream[DiscoveryRequest]):
 def _holds(sent: Mapping[str, EncodedResource], resources: list[EncodedResource]) -> bool:
     """Whether `resources` are exactly the set `sent` (by name and version). A set's version
     is computed two ways (the snapshot's, cheap, when it is all of the node's; `set_version`
-    of a selection), so equal content can come with another version: when a service goes,
-    the clusters its listeners still use are retained (rule 10) and CDS is what it was."""
+    of a selection), so equal content can come with another version when the way changes:
+    when a service goes, the clusters its listeners still use are retained (rule 10) and CDS
+    is what it was. Within one way, equal content has equal versions: no need to look."""
     if len(resources) != len(sent):
         return False
     for resource in resources:

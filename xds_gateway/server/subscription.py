@@ -104,6 +104,8 @@ class TypeState:
     LDS/CDS: the complete set of the last response."""
     unsent: Mapping[str, EncodedResource] = field(default_factory=dict)
     """SotW: `sent` before the last response, restored if the client NACKs it."""
+    sent_whole: bool = False
+    """SotW LDS/CDS: the last response was all of the node's (its version the snapshot's)."""
     responses: int = 0
     resources_sent: int = 0
     acks: int = 0

@@ -35,9 +35,12 @@ def render_row(row: object) -> dict[str, Any]:
             status = msgspec.to_builtins(row.status)
             # the row omits its default; a user reads the state either way (Kuma shows it)
             status.setdefault("state", row.status.state)
+            spec = msgspec.to_builtins(row.spec)
+            for port, shown in zip(row.spec.ports, spec["ports"], strict=True):
+                # omitted as a default in the row; Kuma shows it (`appProtocol: tcp`)
+                shown.setdefault("appProtocol", port.app_protocol)
             doc = {"type": "MeshService", "mesh": row.mesh, "name": row.name,
-                   "labels": row.labels, "spec": msgspec.to_builtins(row.spec),
-                   "status": status}
+                   "labels": row.labels, "spec": spec, "status": status}
         case _:
             raise TypeError(f"cannot render {type(row).__name__}")
     doc["creationTime"] = rfc3339(meta.creation_time)

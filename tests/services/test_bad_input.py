@@ -111,3 +111,14 @@ def test_a_yaml_alias_bomb_is_refused_at_once(cp: ControlPlane) -> None:
     # refused before any expansion: 9 levels of aliases would be 9^9 strings (was 1.4 s and
     # 1.2 GB for a smaller bomb, with every part of `meshlog up` stalled meanwhile)
     _still_serves(cp)
+
+
+def test_a_meshservice_reads_back_with_its_default_app_protocol(cp: ControlPlane) -> None:
+    doc = {"type": "MeshService", "mesh": "default", "name": "redis", "spec": {
+        "selector": {"dataplaneTags": {"app": "redis"}},
+        "ports": [{"port": 6379, "targetPort": 6379, "appProtocol": "tcp"}, {"port": 6380}]}}
+    assert cp.api.put("/meshes/default/meshservices/redis", json=doc).status_code == 201
+    shown = cp.api.get("/meshes/default/meshservices/redis").json()
+    assert [p["appProtocol"] for p in shown["spec"]["ports"]] == ["tcp", "tcp"]
+    # and what a GET shows is accepted again as it is (read-only fields ignored)
+    assert cp.api.put("/meshes/default/meshservices/redis", json=shown).status_code == 200

@@ -10,12 +10,12 @@ Reads `GET .../dataplanes/{name}/_overview` and `.../_config` (services.api.prox
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from services.cli._tables import print_table, table_lines
 from services.cli.client import ApiClient
 
 if TYPE_CHECKING:  # rich is imported only when a table is drawn (start-up time)
@@ -38,7 +38,7 @@ def cmd_inspect(args: argparse.Namespace, client: ApiClient) -> int:
     elif output == "yaml":
         print(yaml.safe_dump(doc, sort_keys=False), end="")
     elif args.config:
-        _print(config_table(doc))
+        print_table(config_table(doc))
     else:
         for line in overview_lines(doc):
             print(line)
@@ -68,7 +68,7 @@ def overview_lines(doc: dict[str, Any]) -> list[str]:
     width = max(len(k) for k, _ in facts) + 2
     lines = [f"{key:<{width}}{value}" for key, value in facts]
     if subs:
-        lines += ["", *_render(_types_table(subs[-1]["status"]))]
+        lines += ["", *table_lines(_types_table(subs[-1]["status"]))]
     return lines
 
 
@@ -103,16 +103,3 @@ def config_table(doc: dict[str, Any]) -> Table:
         for entry in entries:
             table.add_row(section, entry["name"], entry["version"])
     return table
-
-
-def _render(table: Table) -> list[str]:
-    from rich.console import Console
-
-    out = io.StringIO()
-    Console(width=200, file=out, color_system=None).print(table)
-    return [line.rstrip() for line in out.getvalue().rstrip("\n").splitlines()]
-
-
-def _print(table: Table) -> None:
-    for line in _render(table):
-        print(line)

@@ -159,7 +159,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     to_seq = None if args.to_seq is None else parse_positive("--to-seq", args.to_seq)
     target = asyncio.run(run_replay(
-        nats_url=nats_url_of(args.nats_url, Path(args.data_dir)), database=args.database,
+        nats=nats_url_of(args.nats_url, Path(args.data_dir)), database=args.database,
         zone=args.zone, to_seq=to_seq, show_progress=not args.quiet))
     print(f"replayed sequences 1..{target} into {args.database}")
     if args.swap:
@@ -261,15 +261,31 @@ _GRACE_OPTIONS: dict[str, Any] = {
             "(recorded in the log; default %(default)s)"}
 
 
+_API_DEFAULT = env("API", "http://127.0.0.1:5681")
+_API_HELP = f"API base URL (env MESHLOG_API; default {_API_DEFAULT})"
+_VERBOSE_HELP = "log at debug level"
+
+
+def _global_flags() -> argparse.ArgumentParser:
+    """`--api` and `-v` for every subcommand, so they go after it too (as kubectl's global
+    flags do). SUPPRESS: a subcommand sets them only when given there, so it never overwrites
+    a value given before the subcommand with its default."""
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument("--api", default=argparse.SUPPRESS, help=_API_HELP)
+    flags.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help=_VERBOSE_HELP)
+    return flags
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meshlog", description="meshlog: an event-sourced "
                                 "service-mesh control plane on NATS JetStream")
-    p.add_argument("--api", default=env("API", "http://127.0.0.1:5681"),
-                   help="API base URL (env MESHLOG_API; default %(default)s)")
-    p.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    p.add_argument("--api", default=_API_DEFAULT, help=_API_HELP)
+    p.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE_HELP)
+    g = [_global_flags()]
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    up = sub.add_parser("up", help="run the control plane on one machine")
+    up = sub.add_parser("up", parents=g, help="run the control plane on one machine")
     up.add_argument("--data-dir", default=env("DATA_DIR", ".meshlog"),
                     help="JetStream store and read models "
                          "(env MESHLOG_DATA_DIR; default %(default)s)")
@@ -289,11 +305,11 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(*_DEREGISTRATION_FLAG, **_DEREGISTRATION_OPTIONS)
     up.add_argument(*_GRACE_FLAG, **_GRACE_OPTIONS)
 
-    apply = sub.add_parser("apply", help="create or update resources from a file")
+    apply = sub.add_parser("apply", parents=g, help="create or update resources from a file")
     apply.add_argument("-f", "--file", required=True, action="append",
                        help="YAML or JSON file, '-' for stdin; repeat to apply several, in order")
 
-    get = sub.add_parser("get", help="list resources, or show one")
+    get = sub.add_parser("get", parents=g, help="list resources, or show one")
     get.add_argument("what", help="meshes | dataplanes | meshservices | hostnamegenerators, "
                      "or a singular kind")
     get.add_argument("name", nargs="?", help="show this resource only")
@@ -302,13 +318,13 @@ def _parser() -> argparse.ArgumentParser:
     get.add_argument("-l", "--label", action="append", metavar="KEY=VALUE",
                      help="only resources with this label (repeatable; all must match)")
 
-    rm = sub.add_parser("delete", help="delete a resource")
+    rm = sub.add_parser("delete", parents=g, help="delete a resource")
     rm.add_argument("kind", help="mesh | dataplane | meshservice | hostnamegenerator")
     rm.add_argument("name")
     rm.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
 
-    insp = sub.add_parser("inspect", help="a proxy's insight (connected, gateway, xDS "
-                          "ACK/NACK counters), or with --config its computed xDS")
+    insp = sub.add_parser("inspect", parents=g, help="a proxy's insight (connected, gateway, "
+                          "xDS ACK/NACK counters), or with --config its computed xDS")
     insp.add_argument("kind", help="dataplane")
     insp.add_argument("name")
     insp.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
@@ -319,7 +335,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (("projector", "run a projector process"),
                        ("gateway", "run an xDS gateway process"),
                        ("api", "run an API process")):
-        proc = sub.add_parser(name, help=text)
+        proc = sub.add_parser(name, parents=g, help=text)
         proc.add_argument("--nats-url", default=env("NATS_URL"))
         proc.add_argument("--zone", default=env("ZONE", "default"))
         proc.add_argument("--stream-replicas", default=env("STREAM_REPLICAS", "1"),
@@ -350,8 +366,8 @@ def _parser() -> argparse.ArgumentParser:
             proc.add_argument("--api-host", default=env("API_HOST", "127.0.0.1"))
             proc.add_argument("--api-port", default=env("API_PORT", "5681"))
 
-    replay = sub.add_parser("replay", help="rebuild the read models from the log into a "
-                            "fresh store")
+    replay = sub.add_parser("replay", parents=g, help="rebuild the read models from the log "
+                            "into a fresh store")
     replay.add_argument("--database", required=True,
                         help="the fresh store to build: sqlite:///FILE or postgresql://...")
     replay.add_argument("--to-seq", help="stop at this sequence (the state as of then)")
@@ -359,39 +375,42 @@ def _parser() -> argparse.ArgumentParser:
                         help="the log's NATS (default: the running `meshlog up` of --data-dir)")
     replay.add_argument("--data-dir", default=env("DATA_DIR", ".meshlog"))
     replay.add_argument("--zone", default=env("ZONE", "default"))
-    replay.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    replay.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bar, no INFO logs (warnings and errors still show)")
     replay.add_argument("--swap", action="store_true",
                         help="then make the running `meshlog up` (at --api) serve the new store")
 
-    bench = sub.add_parser("bench", help="benchmarks (print figures, last line JSON)")
+    bench = sub.add_parser("bench", parents=g, help="benchmarks (print figures, last line JSON)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
     for name, text in (("rebuild", "rebuild rate vs the raw ordered-consumer read rate"),
                        ("ingest", "append path vs raw publish_async")):
-        b = bench_sub.add_parser(name, help=text)
+        b = bench_sub.add_parser(name, parents=g, help=text)
         b.add_argument("--events", default="100000", help="default %(default)s")
         b.add_argument("--nats-url", help="default: an embedded nats-server in a temp dir")
         if name == "rebuild":
             b.add_argument("--database", default="sqlite",
                            help="sqlite | postgres (a fresh database on 127.0.0.1:5432) | URL")
-    prop = bench_sub.add_parser("propagation", help="time from an endpoint change in the log "
-                                "to every proxy's ACK, through an Envoy LB to the gateways")
+    prop = bench_sub.add_parser("propagation", parents=g, help="time from an endpoint change "
+                                "in the log to every proxy's ACK, through an Envoy LB to the "
+                                "gateways")
     prop.add_argument("--proxies", default="1000", help="simulated proxies (default %(default)s)")
     prop.add_argument("--gateways", default="1", help="gateway processes (default %(default)s)")
     prop.add_argument("--rounds", default="20", help="endpoint changes (default %(default)s)")
     prop.add_argument("--nats-url", help="default: an embedded nats-server in a temp dir")
 
-    sub.add_parser("quarantine", help="list events the projector could not apply "
-                   "(exit 1 if any)")
+    sub.add_parser("quarantine", parents=g, help="list events the projector could not "
+                   "apply (exit 1 if any)")
 
-    export = sub.add_parser("export", help="write the read models as canonical JSON")
+    export = sub.add_parser("export", parents=g, help="write the read models as canonical JSON")
     export.add_argument("--database", default=env("DATABASE"),
                         help="store to export (default: SQLite in --data-dir)")
     export.add_argument("--data-dir", default=env("DATA_DIR", ".meshlog"))
     export.add_argument("-o", "--output", help="file (default: stdout)")
 
-    dp = sub.add_parser("dataplane", help="sidecar helpers")
+    dp = sub.add_parser("dataplane", parents=g, help="sidecar helpers")
     dp_sub = dp.add_subparsers(dest="dataplane_command", required=True, metavar="COMMAND")
-    bs = dp_sub.add_parser("bootstrap", help="print an Envoy bootstrap for a Dataplane")
+    bs = dp_sub.add_parser("bootstrap", parents=g,
+                           help="print an Envoy bootstrap for a Dataplane")
     bs.add_argument("--mesh", help="the Dataplane's mesh (default: the file's, else default)")
     bs.add_argument("--name", help="the Dataplane's name (default: the --dataplane-file's)")
     bs.add_argument("--dataplane-file", help="a Dataplane (YAML or JSON) the sidecar registers "
@@ -405,11 +424,30 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not as a traceback at interpreter exit
+    except BrokenPipeError:
+        # `meshlog get ... | head -1`: the reader is gone, which is no error of ours. Quiet, with
+        # the status of a process ended by SIGPIPE, as the Python docs recommend
+        # (https://docs.python.org/3/library/signal.html#note-on-sigpipe).
+        _stdout_to_devnull()
+        return 128 + signal.SIGPIPE
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    return code
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush does not fail again."""
+    with contextlib.suppress(OSError, ValueError):  # stdout may have no descriptor (tests)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+    _configure_logging(verbose=args.verbose, quiet=getattr(args, "quiet", False))
     try:
         if args.command == "up":
             return cmd_up(args)
@@ -438,6 +476,28 @@ def main(argv: list[str] | None = None) -> int:
     except MeshlogError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _configure_logging(*, verbose: bool, quiet: bool) -> None:
+    """INFO by default; `-v` DEBUG; `-q` WARNING (warnings and errors still show)."""
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # a logger's filters see only its own records: nats-py's client logs as nats.aio.client
+    logging.getLogger("nats.aio.client").addFilter(_expected_nats_error)
+    if not verbose:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _expected_nats_error(record: logging.LogRecord) -> bool:
+    """nats-py logs each failed (re)connect with its traceback, every 2 s while NATS is down:
+    an expected condition, so one line naming the error (the traceback stays with -v)."""
+    if record.exc_info and not logging.getLogger().isEnabledFor(logging.DEBUG):
+        exc = record.exc_info[1]
+        if isinstance(exc, (OSError, TimeoutError)):
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {exc}"
+            record.args = None
+            record.exc_info = record.exc_text = None
+    return True
 
 
 if __name__ == "__main__":

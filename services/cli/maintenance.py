@@ -6,15 +6,22 @@ writes only into the fresh store it is given, so the live read models keep servi
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 
-from events import JetStreamEventLog, connect_nats
+from events import EventLogUnavailable, JetStreamEventLog, connect_nats
 from projections import Progress, ReadModelStore, export_store, open_store, rebuild
 from services.errors import ConfigError
 
-__all__ = ["nats_url_of", "run_export", "run_replay"]
+__all__ = ["LogAddress", "nats_url_of", "run_export", "run_replay"]
+
+_PROBE_S = 5.0
+"""How long a NATS server may take to accept a connection and greet (nats-py's connect_timeout)."""
+_CONNECT_S = 15.0
+"""connect_nats retries forever (right for a long-running process, wrong for a command)."""
 
 
 class _UpReport(msgspec.Struct, frozen=True):
@@ -26,24 +33,49 @@ class _UpReport(msgspec.Struct, frozen=True):
 _UP_REPORT = msgspec.json.Decoder(_UpReport)
 
 
-def nats_url_of(nats_url: str | None, data_dir: Path) -> str:
-    """--nats-url, else the URL a `meshlog up` on `data_dir` reported."""
+class LogAddress(msgspec.Struct, frozen=True):
+    """The log's NATS, and what to tell a user who cannot reach it."""
+
+    url: str
+    unreachable: str
+    """`cannot reach NATS at URL (where it came from): what to start`."""
+
+
+def nats_url_of(nats_url: str | None, data_dir: Path) -> LogAddress:
+    """--nats-url, else the URL a `meshlog up` on `data_dir` reported (it leaves its up.json
+    behind when it stops, so the URL may name a NATS that is gone)."""
     if nats_url:
-        return nats_url
+        return LogAddress(nats_url, f"cannot reach NATS at {nats_url} (--nats-url): is it "
+                                    "running?")
     up = data_dir / "up.json"
     if not up.exists():
         raise ConfigError(f"no --nats-url and no running `meshlog up` found ({up} is missing)")
     try:
-        return _UP_REPORT.decode(up.read_bytes()).nats
+        url = _UP_REPORT.decode(up.read_bytes()).nats
     except msgspec.DecodeError as exc:  # ValidationError too
         raise ConfigError(f"no --nats-url, and {up} names no NATS URL ({exc})") from None
+    return LogAddress(url, f"cannot reach NATS at {url} (from {up}): is `meshlog up "
+                           f"--data-dir {data_dir}` running? or pass --nats-url")
 
 
-async def run_replay(*, nats_url: str, database: str, zone: str, to_seq: int | None,
+async def run_replay(*, nats: LogAddress, database: str, zone: str, to_seq: int | None,
                      show_progress: bool = True) -> int:
-    nc = await connect_nats(nats_url, name="meshlog-replay")
+    """Rebuild into `database` from the log at `nats`; the target sequence. Fails fast, with
+    `nats.unreachable`, when the NATS is not there; refuses a `to_seq` past the log's end
+    (SystemExit) before it opens the store."""
+    if not await _answers_as_nats(nats.url):
+        raise EventLogUnavailable(nats.unreachable)
+    try:
+        async with asyncio.timeout(_CONNECT_S):
+            nc = await connect_nats(nats.url, name="meshlog-replay")
+    except TimeoutError:
+        raise EventLogUnavailable(nats.unreachable) from None
     try:
         log = await JetStreamEventLog.open(nc)
+        head = await log.last_seq()
+        if to_seq is not None and to_seq > head:
+            raise SystemExit(f"error: --to-seq {to_seq} is beyond the end of the log: its last "
+                             f"sequence is {head}")
         store = await open_store(database)
         try:
             if not show_progress:
@@ -53,6 +85,30 @@ async def run_replay(*, nats_url: str, database: str, zone: str, to_seq: int | N
             await store.close()
     finally:
         await nc.close()
+
+
+async def _answers_as_nats(url: str) -> bool:
+    """Whether a server of `url` (nats-py's comma-separated list) accepts a TCP connection and
+    greets with INFO, which a NATS server sends first (NATS client protocol). Other schemes
+    (WebSocket) are left to the client."""
+    for server in url.split(","):
+        server = server.strip()
+        parts = urlsplit(server if "://" in server else f"nats://{server}")
+        if parts.scheme not in ("nats", "tls"):
+            return True
+        try:
+            async with asyncio.timeout(_PROBE_S):
+                reader, writer = await asyncio.open_connection(parts.hostname or "localhost",
+                                                               parts.port or 4222)
+                try:
+                    greeting = await reader.readline()
+                finally:
+                    writer.close()
+        except (OSError, TimeoutError, ValueError):  # ValueError: a port out of range
+            continue
+        if greeting.startswith(b"INFO"):
+            return True
+    return False
 
 
 async def _with_progress_bar(log: JetStreamEventLog, store: ReadModelStore, zone: str,

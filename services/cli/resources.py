@@ -6,11 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from services.cli._age import age
+from services.cli._tables import print_table
 from services.cli.client import ApiClient, ApiError
 from services.render import GLOBAL_KINDS, PLURALS
 
@@ -38,8 +41,9 @@ def _path(kind: str, mesh: str | None, name: str | None = None) -> str:
 
 
 def read_documents(path: str) -> list[object]:
-    """The YAML/JSON documents of `path` (`-`: stdin), lists flattened; not validated (a
-    document may be any YAML value)."""
+    """The YAML/JSON documents of `path` (`-`: stdin), lists and list pages (what `meshlog get
+    -o yaml|json` prints for a list) flattened; not validated (a document may be any YAML
+    value)."""
     text = sys.stdin.read() if path == "-" else Path(path).read_text()
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
@@ -47,14 +51,31 @@ def read_documents(path: str) -> list[object]:
         raise SystemExit(f"error: {path} is not valid YAML/JSON: {exc}") from None
     flat: list[object] = []
     for doc in docs:
-        flat.extend(doc if isinstance(doc, list) else [doc])
+        flat.extend(doc if isinstance(doc, list) else
+                     doc["items"] if _is_page(doc) else [doc])
     return flat
+
+
+def _is_page(doc: object) -> bool:
+    """A list as the API and `meshlog get` give it: `{total, items, next}`, no `type`."""
+    return (isinstance(doc, dict) and "type" not in doc and isinstance(doc.get("items"), list)
+            and "total" in doc)
+
+
+def _list_page(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A whole list in the API's page shape (kumactl prints it so for -o yaml and -o json);
+    `next` is null, as every page has been read."""
+    return {"total": len(docs), "items": docs, "next": None}
 
 
 def cmd_apply(args: argparse.Namespace, client: ApiClient) -> int:
     failures = 0
-    documents = [(path, i, doc) for path in args.file
-                 for i, doc in enumerate(read_documents(path), start=1)]
+    documents: list[tuple[str, int, object]] = []
+    for path in args.file:
+        docs = read_documents(path)
+        if not docs:  # only `---`, comments or nothing: surely not what was meant
+            raise SystemExit(f"error: no resources in {'stdin' if path == '-' else path}")
+        documents += [(path, i, doc) for i, doc in enumerate(docs, start=1)]
     for path, i, doc in documents:
         kind = doc.get("type") if isinstance(doc, dict) else None
         if not isinstance(doc, dict) or not isinstance(kind, str) or kind not in SINGULAR.values():
@@ -85,10 +106,11 @@ def cmd_get(args: argparse.Namespace, client: ApiClient) -> int:
     else:
         docs = client.list_all(_path(kind, args.mesh), _labels(args.label))
     output = args.output or ("yaml" if single else "table")
+    shown = docs[0] if single else _list_page(docs)
     if output == "json":
-        print(json.dumps(docs[0] if single else {"total": len(docs), "items": docs}, indent=2))
+        print(json.dumps(shown, indent=2))
     elif output == "yaml":
-        print(yaml.safe_dump_all(docs, sort_keys=False), end="")
+        print(yaml.safe_dump(shown, sort_keys=False), end="")
     else:
         _table(kind, docs)
     return 0
@@ -105,27 +127,28 @@ def _labels(pairs: list[str] | None) -> dict[str, str]:
 
 
 def _table(kind: str, docs: list[dict[str, Any]]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
+    # AGE last, from creationTime, as kumactl's and kubectl's tables show it
     columns: dict[str, list[str]] = {
-        "Mesh": ["NAME", "AGE"],
+        "Mesh": ["NAME"],
         "Dataplane": ["MESH", "NAME", "ADDRESS", "SERVICES"],
         "MeshService": ["MESH", "NAME", "VIP", "HOSTNAMES", "PORTS", "STATE", "DATAPLANES",
                         "ORIGIN"],
         "HostnameGenerator": ["NAME", "SELECTOR", "TEMPLATE"],
     }
     table = Table(box=None, header_style="bold")
-    for column in columns[kind]:
+    for column in [*columns[kind], "AGE"]:
         table.add_column(column)
+    now = datetime.now(UTC)
     for doc in docs:
-        table.add_row(*_cells(kind, doc))
-    Console(width=200).print(table)
+        table.add_row(*_cells(kind, doc), age(doc.get("creationTime"), now))
+    print_table(table)
 
 
 def _cells(kind: str, doc: dict[str, Any]) -> list[str]:
     if kind == "Mesh":
-        return [doc["name"], doc.get("creationTime", "")]
+        return [doc["name"]]
     if kind == "HostnameGenerator":
         selector = " ".join(
             kind + ":" + (",".join(f"{k}={v}" for k, v in s.get("matchLabels", {}).items())

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.harness import VENV_BIN, envoy_binary, meshlog_up
+from services.runtime.spawn import popen
+from tests.harness import VENV_BIN, envoy_binary, free_port, meshlog_up, stop_process, wait_for
 
 pytestmark = pytest.mark.integration
 DEMO = Path(__file__).parents[2] / "examples" / "demo.yaml"
@@ -107,3 +109,76 @@ def test_gateway_durations_take_units_and_name_a_bad_value(flag: str) -> None:
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2
     assert f"{flag}: 'soon' is not a duration" in bad.stderr
+
+
+def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(VENV_BIN / "meshlog"), *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+NOWHERE = "http://127.0.0.1:9"  # nothing listens on the discard port
+
+
+@pytest.mark.parametrize("args", [
+    ["quarantine", "--api", NOWHERE],
+    ["get", "meshes", "--api", NOWHERE],
+    ["--api", "http://127.0.0.1:7", "get", "meshes", "--api", NOWHERE],  # the later one wins
+    ["--api", NOWHERE, "get", "meshes", "-v"],  # not overwritten by the subcommand's default
+])
+def test_api_flag_goes_before_or_after_the_subcommand(args: list[str]) -> None:
+    result = _run(*args)
+    assert result.returncode == 1, result.stderr
+    assert f"cannot reach the meshlog API at {NOWHERE}" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["-v", "quarantine", "--api", NOWHERE],
+                                  ["quarantine", "-v", "--api", NOWHERE],
+                                  ["quarantine", "--api", NOWHERE, "--verbose"]])
+def test_verbose_flag_goes_before_or_after_the_subcommand(args: list[str]) -> None:
+    result = _run(*args)
+    assert result.returncode == 1, result.stderr
+    assert " DEBUG httpcore" in result.stderr  # debug logging is on
+
+
+def test_global_flags_are_taken_by_nested_subcommands() -> None:
+    result = _run("dataplane", "bootstrap", "--name", "web-1", "-v", "--api", NOWHERE)
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["node"]["id"] == "default.web-1"
+
+
+@pytest.mark.parametrize("text", ["", "\n", "---\n---\n", "# nothing here\n---\n# nor here\n",
+                                  "[]\n"])
+def test_apply_of_a_file_without_resources_fails(text: str, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(text)
+    result = _run("--api", NOWHERE, "apply", "-f", str(empty))  # refused before any request
+    assert result.returncode == 1
+    assert result.stderr == f"error: no resources in {empty}\n"
+    assert result.stdout == ""
+
+
+def test_apply_of_empty_stdin_fails() -> None:
+    result = subprocess.run([str(VENV_BIN / "meshlog"), "--api", NOWHERE, "apply", "-f", "-"],
+                            input="---\n", capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == "error: no resources in stdin\n"
+
+
+def test_a_projector_waiting_for_nats_logs_one_line_per_attempt(tmp_path: Path) -> None:
+    """A long-running process waits for its NATS (compose may start it first), without a
+    traceback every 2 s."""
+    port = free_port()
+    log_path = tmp_path / "projector.log"
+    with open(log_path, "wb") as log:
+        proc = popen([str(VENV_BIN / "meshlog"), "projector", "--nats-url",
+                      f"nats://127.0.0.1:{port}", "--database",
+                      f"sqlite:///{tmp_path / 'rm.db'}"],
+                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for(lambda: log_path.read_text().count("Connect call failed") >= 2,
+                     timeout=20, what="two failed connects")
+        finally:
+            stop_process(proc, signal.SIGTERM)
+    text = log_path.read_text()
+    assert "Traceback" not in text, text
+    assert f"ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', {port})" in text

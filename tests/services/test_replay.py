@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import VENV_BIN, meshlog_up, wait_for
+from tests.harness import VENV_BIN, ControlPlane, free_port, meshlog_up, wait_for
 from tests.stores import BACKENDS, store_url
 
 pytestmark = pytest.mark.integration
@@ -126,3 +128,60 @@ def test_replay_after_the_whole_lifecycle_equals_the_live_read_models(tmp_path: 
         target = f"sqlite:///{tmp_path / 'replayed.db'}"
         _meshlog("replay", "--data-dir", str(data), "--database", target, "-q")
         assert _meshlog("export", "--database", target).stdout == live
+
+
+def _replay(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(VENV_BIN / "meshlog"), "replay", *args], capture_output=True,
+                          text=True, timeout=30)
+
+
+def test_replay_fails_fast_when_the_meshlog_up_of_its_data_dir_is_gone(tmp_path: Path) -> None:
+    """`meshlog up` leaves its up.json when it stops: the NATS it names is gone."""
+    data = tmp_path / "cp"
+    data.mkdir()
+    port = free_port()
+    (data / "up.json").write_text(json.dumps({"nats": f"nats://127.0.0.1:{port}"}))
+    result = _replay("--data-dir", str(data), "--database", f"sqlite:///{tmp_path / 'r.db'}",
+                     "-q")
+    assert result.returncode != 0
+    assert result.stderr == (
+        f"error: cannot reach NATS at nats://127.0.0.1:{port} (from {data / 'up.json'}): "
+        f"is `meshlog up --data-dir {data}` running? or pass --nats-url\n")
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_replay_fails_fast_when_its_nats_url_is_not_nats(tmp_path: Path) -> None:
+    with socket.socket() as listener:  # accepts, but never greets as a NATS server would
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        url = f"nats://127.0.0.1:{listener.getsockname()[1]}"
+        result = _replay("--nats-url", url, "--database", f"sqlite:///{tmp_path / 'r.db'}")
+    assert result.returncode != 0
+    assert result.stderr == f"error: cannot reach NATS at {url} (--nats-url): is it running?\n"
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    with meshlog_up(tmp_path_factory.mktemp("replay")) as cp:
+        cp.apply({"type": "Mesh", "name": "default"})
+        yield cp
+
+
+def test_replay_refuses_a_to_seq_beyond_the_end_of_the_log(plane: ControlPlane,
+                                                            tmp_path: Path) -> None:
+    head = plane.api.get("/ready").json()["projectedSequence"]
+    target = tmp_path / "r.db"
+    result = _replay("--data-dir", str(plane.data_dir), "--database", f"sqlite:///{target}",
+                     "-q", "--to-seq", str(head + 5))
+    assert result.returncode == 1
+    assert result.stderr == (f"error: --to-seq {head + 5} is beyond the end of the log: its "
+                             f"last sequence is {head}\n")
+    assert not target.exists()  # nothing built
+
+
+def test_replay_quiet_prints_warnings_only(plane: ControlPlane, tmp_path: Path) -> None:
+    result = _replay("--data-dir", str(plane.data_dir), "--database",
+                     f"sqlite:///{tmp_path / 'r.db'}", "-q")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no progress bar, no INFO logs
+    assert result.stdout.startswith("replayed sequences 1..")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -36,6 +37,8 @@ from events.subjects import EVENTS_STREAM, events_wildcard
 
 __all__ = ["JetStreamEventLog", "connect_nats"]
 
+log = logging.getLogger("meshlog.nats")
+
 
 WRONG_LAST_SEQUENCE = 10071
 _IDLE_FETCH_S = 30.0
@@ -48,20 +51,46 @@ _TRANSIENT = (
     asyncio.TimeoutError,
     nats.errors.TimeoutError,
     nats.errors.NoRespondersError,
+    nats.errors.NoServersError,
     nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.OutboundBufferLimitError,
     nats.js.errors.ServiceUnavailableError,
     nats.js.errors.NoStreamResponseError,
 )
 
 
-async def connect_nats(url: str, *, name: str) -> NATS:
-    """Connect with bounded time; raise EventLogUnavailable naming the URL."""
+async def connect_nats(url: str, *, name: str, reconnect: bool = True,
+                       reconnected_cb: nats.aio.client.Callback | None = None) -> NATS:
+    """Connect with bounded time; raise EventLogUnavailable naming the URL.
+
+    `reconnect` (processes that run for long): the first connection is tried until it
+    succeeds, and a lost one re-established for ever; `reconnected_cb` is awaited each time.
+    Without it (commands): one attempt, and a lost connection stays closed, so the command
+    ends with a clear error instead of waiting for a NATS that may never come back."""
     try:
+        if reconnect:
+            return await nats.connect(
+                url, name=name, connect_timeout=5, allow_reconnect=True,
+                max_reconnect_attempts=-1, reconnected_cb=reconnected_cb,
+                error_cb=_log_nats_error)
+        # nats-py tries the first connection for ever unless max_reconnect_attempts > 0
+        # (0 does not stop it): one attempt per server, then NoServersError
         return await nats.connect(
-            url, name=name, connect_timeout=5, max_reconnect_attempts=-1, allow_reconnect=True
-        )
+            url, name=name, connect_timeout=5, allow_reconnect=False, max_reconnect_attempts=1,
+            reconnect_time_wait=0.1, error_cb=_quiet)
     except (OSError, *_TRANSIENT) as exc:
         raise EventLogUnavailable(f"cannot reach NATS at {url}: {exc}") from exc
+
+
+async def _log_nats_error(exc: Exception) -> None:
+    """One line per failed (re)connection attempt, instead of nats-py's default traceback."""
+    log.warning("NATS: %s: %s", type(exc).__name__, exc)
+
+
+async def _quiet(exc: Exception) -> None:
+    """A command's one attempt: its failure is raised, not logged."""
 
 
 class JetStreamEventLog:

@@ -53,39 +53,11 @@ from services.runtime.config import (
 
 __all__ = ["main"]
 
-SHUTDOWN_GRACE_S = 15.0
-
-
-def _run_until_signal(main_coro: Coroutine[Any, Any, None],
-                      grace_s: float = SHUTDOWN_GRACE_S) -> None:
-    """Run a process's main coroutine; SIGTERM and Ctrl-C stop it through cancellation,
-    within `grace_s`: past that the stuck tasks are logged and the process exits
-    (read-model commits are transactional, so nothing half-written is left behind)."""
-
-    async def main() -> None:
-        task = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-
-        def stop() -> None:
-            if task is not None:
-                task.cancel()
-            loop.call_later(grace_s, _give_up, grace_s)
-
-        loop.add_signal_handler(signal.SIGTERM, stop)
-        with contextlib.suppress(asyncio.CancelledError):
-            await main_coro
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
-
-
-def _give_up(grace_s: float) -> None:
-    stuck = [t for t in asyncio.all_tasks() if not t.done()]
-    logging.getLogger("meshlog").error(
-        "did not stop within %.0f s of SIGTERM; exiting. Still running: %s", grace_s,
-        "; ".join(f"{t.get_name()} at {t.get_stack(limit=1)}" for t in stuck))
-    logging.shutdown()
-    os._exit(1)
+def _run_until_signal(main_coro: Coroutine[Any, Any, None]) -> None:
+    """Run a process's main coroutine. SIGINT and SIGTERM are its own to handle
+    (`services.runtime.shutdown`): a stop by cancellation ends here quietly."""
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
+        asyncio.run(main_coro)
 
 
 def cmd_process(args: argparse.Namespace) -> int:
@@ -94,7 +66,6 @@ def cmd_process(args: argparse.Namespace) -> int:
     if not args.nats_url:
         raise SystemExit(f"error: meshlog {args.command} needs --nats-url (or MESHLOG_NATS_URL)")
     replicas = parse_positive("--stream-replicas", args.stream_replicas)
-    grace_s = SHUTDOWN_GRACE_S
     if args.command == "projector":
         coro = processes.run_projector_process(
             nats_url=args.nats_url, database=_database_of(args), zone=args.zone,
@@ -110,12 +81,11 @@ def cmd_process(args: argparse.Namespace) -> int:
             health_port=parse_port("--health-port", args.health_port),
             deregistration_delay_s=_seconds("--deregistration-delay",
                                             args.deregistration_delay))
-        grace_s = drain_grace_s + 5  # the drain, then closing NATS
     else:
         coro = processes.run_api_process(
             nats_url=args.nats_url, database=_database_of(args), host=args.api_host,
             port=parse_port("--api-port", args.api_port), zone=args.zone, replicas=replicas)
-    _run_until_signal(coro, grace_s)
+    _run_until_signal(coro)
     return 0
 
 
@@ -482,22 +452,8 @@ def _configure_logging(*, verbose: bool, quiet: bool) -> None:
     """INFO by default; `-v` DEBUG; `-q` WARNING (warnings and errors still show)."""
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # a logger's filters see only its own records: nats-py's client logs as nats.aio.client
-    logging.getLogger("nats.aio.client").addFilter(_expected_nats_error)
     if not verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
-def _expected_nats_error(record: logging.LogRecord) -> bool:
-    """nats-py logs each failed (re)connect with its traceback, every 2 s while NATS is down:
-    an expected condition, so one line naming the error (the traceback stays with -v)."""
-    if record.exc_info and not logging.getLogger().isEnabledFor(logging.DEBUG):
-        exc = record.exc_info[1]
-        if isinstance(exc, (OSError, TimeoutError)):
-            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {exc}"
-            record.args = None
-            record.exc_info = record.exc_text = None
-    return True
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import msgspec
 
@@ -18,10 +17,8 @@ from services.errors import ConfigError
 
 __all__ = ["LogAddress", "nats_url_of", "run_export", "run_replay"]
 
-_PROBE_S = 5.0
-"""How long a NATS server may take to accept a connection and greet (nats-py's connect_timeout)."""
 _CONNECT_S = 15.0
-"""connect_nats retries forever (right for a long-running process, wrong for a command)."""
+"""A bound on the one connection attempt of a command (nats-py's own is 5 s per server)."""
 
 
 class _UpReport(msgspec.Struct, frozen=True):
@@ -63,12 +60,10 @@ async def run_replay(*, nats: LogAddress, database: str, zone: str, to_seq: int 
     """Rebuild into `database` from the log at `nats`; the target sequence. Fails fast, with
     `nats.unreachable`, when the NATS is not there; refuses a `to_seq` past the log's end
     (SystemExit) before it opens the store."""
-    if not await _answers_as_nats(nats.url):
-        raise EventLogUnavailable(nats.unreachable)
     try:
         async with asyncio.timeout(_CONNECT_S):
-            nc = await connect_nats(nats.url, name="meshlog-replay")
-    except TimeoutError:
+            nc = await connect_nats(nats.url, name="meshlog-replay", reconnect=False)
+    except (TimeoutError, EventLogUnavailable):
         raise EventLogUnavailable(nats.unreachable) from None
     try:
         log = await JetStreamEventLog.open(nc)
@@ -85,30 +80,6 @@ async def run_replay(*, nats: LogAddress, database: str, zone: str, to_seq: int 
             await store.close()
     finally:
         await nc.close()
-
-
-async def _answers_as_nats(url: str) -> bool:
-    """Whether a server of `url` (nats-py's comma-separated list) accepts a TCP connection and
-    greets with INFO, which a NATS server sends first (NATS client protocol). Other schemes
-    (WebSocket) are left to the client."""
-    for server in url.split(","):
-        server = server.strip()
-        parts = urlsplit(server if "://" in server else f"nats://{server}")
-        if parts.scheme not in ("nats", "tls"):
-            return True
-        try:
-            async with asyncio.timeout(_PROBE_S):
-                reader, writer = await asyncio.open_connection(parts.hostname or "localhost",
-                                                               parts.port or 4222)
-                try:
-                    greeting = await reader.readline()
-                finally:
-                    writer.close()
-        except (OSError, TimeoutError, ValueError):  # ValueError: a port out of range
-            continue
-        if greeting.startswith(b"INFO"):
-            return True
-    return False
 
 
 async def _with_progress_bar(log: JetStreamEventLog, store: ReadModelStore, zone: str,

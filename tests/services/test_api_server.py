@@ -1,0 +1,57 @@
+"""`ApiServer.stop`: requests in flight finish within the drain grace, or are answered 503 at
+its end (never 500, never a dropped connection); then `run` returns."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from litestar.types import Receive, Scope, Send
+
+from services.runtime.api_server import ApiServer
+from services.runtime.up import bind_socket
+
+
+class _App:
+    """An ASGI app whose `/wait` answers only once `release` is set."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/wait":
+            self.entered.set()
+            await self.release.wait()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"done", "more_body": False})
+
+
+async def _stop_while_waiting(app: _App, grace_s: float, release_after_stop: bool
+                              ) -> httpx.Response:
+    sock = bind_socket("127.0.0.1", 0, "--api-port")
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = ApiServer(app, sock, drain_grace_s=grace_s)
+    async with asyncio.TaskGroup() as tg, httpx.AsyncClient(base_url=base, timeout=30) as client:
+        serving = tg.create_task(server.run())
+        waiting = tg.create_task(client.get("/wait"))
+        await asyncio.wait_for(app.entered.wait(), timeout=10)
+        server.stop()
+        if release_after_stop:
+            app.release.set()
+        response = await asyncio.wait_for(waiting, timeout=grace_s + 10)
+        await asyncio.wait_for(serving, timeout=10)  # run returns once all are answered
+    return response
+
+
+async def test_a_request_in_flight_at_stop_finishes() -> None:
+    response = await _stop_while_waiting(_App(), grace_s=10, release_after_stop=True)
+    assert (response.status_code, response.text) == (200, "done")
+
+
+async def test_a_request_still_running_at_the_end_of_the_grace_is_answered_503() -> None:
+    response = await _stop_while_waiting(_App(), grace_s=0.3, release_after_stop=False)
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "shutdown grace" in response.json()["detail"]

@@ -107,7 +107,7 @@ def check_depth(raw: Any, limit: int = MAX_DEPTH) -> None:
         value, path, depth = stack.pop()
         if depth > limit:
             raise InvalidResource("resource", [Violation(
-                path, f"nests more than {limit} levels deep")])
+                path, f"is nested too deeply (more than {limit} levels)")])
         if isinstance(value, dict):
             stack.extend((v, _join(path, str(k)), depth + 1) for k, v in value.items())
         elif isinstance(value, list):

@@ -1,7 +1,8 @@
 """Parsing the text of a resource document (JSON or YAML) with bounded work and memory.
 
-Every edge that takes a document from outside (the API's request bodies, a proxy's node
-metadata) parses it here, before `decoding.decode_resource` checks it:
+Every edge that takes a document's text from outside (the API's request bodies, a proxy's
+node metadata given as text) parses it here, before `decoding.decode_resource` checks it (a
+proxy's metadata given as a protobuf Struct is size-bounded where it is converted):
 
 - a size limit, checked before parsing;
 - YAML without aliases: 461 bytes of nested aliases expand to about 1 GB (a
@@ -20,7 +21,7 @@ from typing import Any
 import msgspec
 import yaml
 
-from events.decoding import check_depth
+from events.decoding import MAX_DEPTH, check_depth
 from events.errors import InvalidResource, TooLarge, Violation
 
 __all__ = ["MAX_DOCUMENT_BYTES", "load_json", "load_json_or_yaml", "load_yaml"]
@@ -51,7 +52,7 @@ def load_json(raw: bytes | str, where: str = "the body", *, limit: int = MAX_DOC
     except msgspec.DecodeError as exc:
         raise _invalid(where, f"{invalid}: {exc}") from None
     except RecursionError:  # msgspec's decoder recurses per level too
-        raise _invalid(where, "is nested too deeply") from None
+        raise _too_deep(raw, where) from None
     check_depth(document)
     return document
 
@@ -65,7 +66,7 @@ def load_yaml(raw: bytes | str, where: str = "the body", *, limit: int = MAX_DOC
     except yaml.YAMLError as exc:
         raise _invalid(where, f"{invalid}: {exc}") from None
     except RecursionError:  # PyYAML's composer recurses per level
-        raise _invalid(where, "is nested too deeply") from None
+        raise _too_deep(raw, where) from None
     check_depth(document)
     return document
 
@@ -79,9 +80,65 @@ def load_json_or_yaml(raw: bytes | str, where: str, *,
     except msgspec.DecodeError:
         return load_yaml(raw, where, limit=limit, invalid="is neither JSON nor YAML")
     except RecursionError:
-        raise _invalid(where, "is nested too deeply") from None
+        raise _too_deep(raw, where) from None
     check_depth(document)
     return document
+
+
+def _too_deep(raw: bytes | str, where: str) -> InvalidResource:
+    """The error for a document too deep for the parsers' recursion, naming where it nests
+    past `MAX_DEPTH` when PyYAML's parser, which keeps its own stack (JSON is YAML), can
+    tell; else the document as a whole."""
+    path = _deep_path(raw)
+    if path is None:
+        return _invalid(where, "is nested too deeply")
+    return InvalidResource("resource", [Violation(
+        path, f"is nested too deeply (more than {MAX_DEPTH} levels)")])
+
+
+def _deep_path(raw: bytes | str) -> str | None:
+    """The path at which `raw` nests deeper than `MAX_DEPTH`, from YAML parse events."""
+    stack: list[list[Any]] = []  # per open collection: [is_mapping, key or index, expecting]
+    path: list[str] = []
+    try:
+        for event in yaml.parse(raw, Loader=_NoAliases):
+            if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+                if stack:
+                    path.append(_step(stack[-1]))
+                if len(stack) >= MAX_DEPTH:
+                    return ".".join(path).replace(".[", "[") or None
+                stack.append([isinstance(event, yaml.MappingStartEvent), -1, True])
+            elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+                stack.pop()
+                if path:
+                    path.pop()
+                if stack:
+                    _advance(stack[-1])
+            elif isinstance(event, yaml.ScalarEvent) and stack:
+                top = stack[-1]
+                if not top[0]:  # a sequence's item
+                    top[1] += 1
+                elif top[2]:  # a mapping's key
+                    top[1], top[2] = event.value, False
+                else:  # a mapping's value
+                    top[2] = True
+    except yaml.YAMLError:
+        return None
+    return None
+
+
+def _step(top: list[Any]) -> str:
+    """The path step to the collection that starts inside `top`."""
+    if top[0]:
+        return str(top[1])
+    top[1] += 1
+    return f"[{top[1]}]"
+
+
+def _advance(top: list[Any]) -> None:
+    """A value of `top` is done: a mapping expects its next key."""
+    if top[0]:
+        top[2] = True
 
 
 def _check_size(raw: bytes | str, where: str, limit: int) -> None:

@@ -29,6 +29,7 @@ from projections.views import (
     MeshServiceRow,
     PortEndpoints,
     decode_row,
+    decode_typed,
     encode_row,
 )
 from projections.worker import Projector
@@ -60,6 +61,7 @@ __all__ = [
     "apply_event",
     "dataplane_matches",
     "decode_row",
+    "decode_typed",
     "encode_row",
     "export_store",
     "inbound_serves",

@@ -7,7 +7,7 @@ milliseconds taken from events.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeVar
 
 import msgspec
 from msgspec import Struct
@@ -38,6 +38,7 @@ __all__ = [
     "RowMeta",
     "VipRow",
     "decode_row",
+    "decode_typed",
     "encode_row",
 ]
 
@@ -189,6 +190,8 @@ COLLECTIONS: dict[str, type[Row]] = {
 PUBLISHED = ("mesh", "dataplane", "meshservice", "endpoints")
 """Collections gateways need; VIP and IPAM bookkeeping stays in the store."""
 
+R = TypeVar("R", bound=Row)
+
 _encoder = msgspec.json.Encoder(order="deterministic")
 _decoders = {name: msgspec.json.Decoder(cls) for name, cls in COLLECTIONS.items()}
 
@@ -199,3 +202,15 @@ def encode_row(row: Row) -> bytes:
 
 def decode_row(collection: str, data: bytes) -> Row:
     return _decoders[collection].decode(data)
+
+
+def decode_typed(row_type: type[R], data: bytes) -> R:
+    """A row whose type the caller knows (a gateway's view, the API): typed, with the
+    collection's own decoder."""
+    decoded = _decoders[_COLLECTION_OF[row_type]].decode(data)
+    if not isinstance(decoded, row_type):  # each collection has one row type
+        raise TypeError(f"{row_type.__name__} decoded as {type(decoded).__name__}")
+    return decoded
+
+
+_COLLECTION_OF: dict[type[Row], str] = {cls: name for name, cls in COLLECTIONS.items()}

@@ -238,15 +238,21 @@ class Gateway:
         """The requests, each past the callbacks first (the first one opens the stream). A
         refusal ends the feed here and is raised by the handler after the stream's task
         group, so the handler sees it itself, not nested in the group's errors."""
+        wants_requests = self.callbacks.wants_requests
         async for request in requests:
             try:
                 if info.node is None:
                     info.node = request.node
                     await self.callbacks.on_stream_open(info)
-                else:
+                elif wants_requests:
                     await self.callbacks.on_stream_request(info, request)
             except StreamRefused as exc:
                 refused.append(exc)
+                return
+            except Exception as exc:  # a callback's bug ends its stream, never the server
+                log.exception("a stream callback failed on the stream of %s", info.peer)
+                refused.append(StreamRefused(grpc.StatusCode.INTERNAL,
+                                             f"internal error: {type(exc).__name__}"))
                 return
             yield request
 

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 
 from events.bus.projection_bus import CHECKPOINT_KEY, ProjectionUpdate
-from projections import DataplaneRow, EndpointsRow, MeshRow, MeshServiceRow, decode_row
+from projections import DataplaneRow, EndpointsRow, MeshRow, MeshServiceRow, decode_typed
 
 __all__ = ["ProjectionView"]
 
@@ -52,23 +52,23 @@ class ProjectionView:
                 if value is None:
                     self.meshes.pop(mesh, None)
                 else:
-                    self.meshes[mesh] = decode_row(collection, value)  # type: ignore[assignment]
+                    self.meshes[mesh] = decode_typed(MeshRow, value)
             case "dataplane":
                 if value is None:
                     self.dataplanes.pop((mesh, name), None)
                 else:
-                    self.dataplanes[(mesh, name)] = decode_row(collection, value)  # type: ignore[assignment]
+                    self.dataplanes[(mesh, name)] = decode_typed(DataplaneRow, value)
             case "meshservice":
                 if value is None:
                     self.meshservices[mesh].pop(name, None)
                 else:
-                    self.meshservices[mesh][name] = decode_row(collection, value)  # type: ignore[assignment]
+                    self.meshservices[mesh][name] = decode_typed(MeshServiceRow, value)
             case "endpoints":
                 if value is None:
                     self.endpoints[mesh].pop(name, None)
                     self.endpoints_bytes[mesh].pop(name, None)
                 else:
-                    self.endpoints[mesh][name] = decode_row(collection, value)  # type: ignore[assignment]
+                    self.endpoints[mesh][name] = decode_typed(EndpointsRow, value)
                     self.endpoints_bytes[mesh][name] = value
             case _:
                 pass  # future collections: not needed for Envoy config yet

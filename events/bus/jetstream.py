@@ -46,6 +46,8 @@ _IDLE_FETCH_S = 30.0
 _INACTIVE_S = 120.0
 """The server removes a reader's consumer this long after the reader is gone."""
 DUPLICATE_WINDOW_S = 120.0
+ROW_HEADROOM = 64 * 1024
+"""Bytes of max_payload an event leaves to the read-model row folded from it."""
 _TIMEOUT_S = 5.0
 _TRANSIENT = (
     asyncio.TimeoutError,
@@ -192,13 +194,17 @@ class JetStreamEventLog:
 
     def _check_size(self, subject: str, data: bytes, headers: Mapping[str, str]) -> None:
         """nats-server closes the connection of a client that sends more than max_payload
-        (headers included), which would take every other request on it down: refuse here."""
+        (headers included), which would take every other request on it down: refuse here.
+        `ROW_HEADROOM` is kept for the read-model row the projector publishes from the event
+        (labels, times, conditions added), so an accepted event never makes a row that cannot
+        be published."""
         size = len(data) + _headers_size(headers)
         limit = self._nc.max_payload
-        if limit and size > limit:
+        if limit and size > limit - ROW_HEADROOM:
             raise TooLarge(f"the event for {subject} is {size} bytes with its headers, more "
-                           f"than the {limit} bytes the bus takes in one message (NATS "
-                           "max_payload)", size=size, limit=limit)
+                           f"than the {limit - ROW_HEADROOM} an event may take (NATS "
+                           f"max_payload {limit}, less {ROW_HEADROOM} for its read-model row)",
+                           size=size, limit=limit - ROW_HEADROOM)
 
     async def at(self, seq: int) -> Record | None:
         try:

@@ -89,35 +89,44 @@ class CommandHandler:
     def __init__(self, log: EventLog) -> None:
         self.log = log
 
+    @classmethod
+    def of(cls, log: EventLog | CommandHandler) -> CommandHandler:
+        """The handler of `log` (commands of several kinds may share one)."""
+        return log if isinstance(log, CommandHandler) else cls(log)
+
     async def current(self, subject: str) -> Current:
         return current_of(await self.log.last(subject))
 
-    async def execute(self, subject: str, decide: Decide, *, msg_id: str | None = None,
+    async def execute(self, subject: str, decide: Decide, *, key: str | None = None,
                       retries: int = 0, headers: Mapping[str, str] | None = None) -> Outcome:
-        """Read, decide, append. `msg_id` overrides the derived one (a caller's idempotency
-        key). Raises what `decide` raises, `Conflict` when the subject moved on more than
-        `retries` times, `EventLogUnavailable` when the log cannot be reached."""
+        """Read, decide, append. `key`: the caller's idempotency key, which replaces the
+        decision's own Msg-Id (in a namespace of its own: a key can never match another
+        writer's Msg-Id) and is refused if it comes back with other content. Raises what
+        `decide` raises, `Conflict` when the subject moved on more than `retries` times,
+        `EventLogUnavailable` when the log cannot be reached."""
         attempt = 0
         while True:
             current = await self.current(subject)
             decision = decide(current)
             if isinstance(decision, Keep):
                 return Outcome(seq=current.seq, appended=False, previous=current)
-            content = timeless(decision.event)
+            if key is not None:
+                msg_id = f"key:{key}"
+            else:
+                msg_id = decision_msg_id(subject, current.seq, decision.content
+                                         if decision.content is not None
+                                         else timeless(decision.event))
             try:
                 appended = await self.log.append(
                     subject, decision.event, expected_last_subject_seq=current.seq,
-                    msg_id=msg_id or decision_msg_id(subject, current.seq, decision.content
-                                                     if decision.content is not None
-                                                     else content),
-                    headers=headers)
+                    msg_id=msg_id, headers=headers)
             except Conflict:
                 if attempt == retries:
                     raise
                 attempt += 1
                 continue  # a concurrent write: read again and decide again
-            if appended.duplicate and msg_id is not None:
-                await self._check_reuse(msg_id, subject, appended.seq, content)
+            if appended.duplicate and key is not None:
+                await self._check_reuse(key, subject, appended.seq, timeless(decision.event))
             return Outcome(seq=appended.seq, appended=True, previous=current,
                            duplicate=appended.duplicate)
 

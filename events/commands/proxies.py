@@ -74,7 +74,7 @@ def with_readiness(dataplane: Dataplane, ready: Mapping[ProbeTarget, bool]) -> D
 
 class ProxyCommands:
     def __init__(self, log: EventLog | CommandHandler, *, zone: str) -> None:
-        self.handler = log if isinstance(log, CommandHandler) else CommandHandler(log)
+        self.handler = CommandHandler.of(log)
         self._zone = zone
 
     async def register(self, dataplane: Dataplane, at: int) -> bool:

@@ -78,7 +78,7 @@ class Commands:
 
     def __init__(self, log: EventLog | CommandHandler, *, zone: str,
                  clock: Callable[[], int] = now_ms) -> None:
-        self.handler = log if isinstance(log, CommandHandler) else CommandHandler(log)
+        self.handler = CommandHandler.of(log)
         self._zone = zone
         self._clock = clock
 
@@ -98,7 +98,7 @@ class Commands:
                 return Keep()
             return Append(_applied(resource, at))
 
-        outcome = await self.handler.execute(subject, decide, msg_id=idempotency_key,
+        outcome = await self.handler.execute(subject, decide, key=idempotency_key,
                                              headers=headers)
         return WriteResult(seq=outcome.seq, unchanged=not outcome.appended,
                            created=outcome.appended and live_resource(

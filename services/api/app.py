@@ -45,7 +45,7 @@ from events import (
     decode_resource,
 )
 from events.commands import Commands, WriteResult
-from events.documents import load_json, load_yaml
+from events.documents import MAX_DOCUMENT_BYTES, load_json, load_yaml
 from events.resources import MeshScopedResource
 from projections import (
     DataplaneRow,
@@ -256,8 +256,20 @@ async def delete_mesh(request: ApiRequest, mesh: str) -> Response[dict[str, Any]
         status_code=200)
 async def delete_resource(request: ApiRequest, mesh: str, plural: str, name: str
                           ) -> Response[dict[str, Any]]:
-    return await _write(request, await _state(request).commands.delete(
-        _kind(plural), mesh, name, if_match=_if_match(request)))
+    kind, state = _kind(plural), _state(request)
+    try:
+        result = await state.commands.delete(kind, mesh, name, if_match=_if_match(request))
+    except NotFound:
+        # The log has nothing to delete. A generated MeshService in its grace period (its
+        # Dataplanes gone) is still shown, though: say why it cannot be deleted.
+        body = await state.store.get("meshservice", f"{mesh}/{name}") if (
+            kind == "MeshService") else None
+        if body is not None and _generated(decode_row("meshservice", body)):
+            raise Conflict("meshservice", 0, f"MeshService {name!r} is generated from Dataplane "
+                           "inbounds; it goes when its Dataplanes go (after the grace "
+                           "period)") from None
+        raise
+    return await _write(request, result)
 
 
 @get("/hostnamegenerators", summary="List hostname generators (global)")
@@ -392,6 +404,9 @@ def _on_error(_: ApiRequest, exc: Exception) -> Response[dict[str, Any]]:
             return _problem(409, "Conflict", str(exc))
         case TransientError() | StoreUnavailable():
             return _problem(503, "Unavailable", str(exc))
+        case HTTPException() if exc.status_code == 413:  # Litestar's request_max_body_size
+            return _problem(413, "Payload too large", f"the body is more than "
+                            f"{MAX_DOCUMENT_BYTES} bytes", limit=MAX_DOCUMENT_BYTES)
         case HTTPException():
             return _problem(exc.status_code, "Request failed", exc.detail)
         case _:
@@ -408,6 +423,8 @@ def create_app(commands: Commands, store: ReadModelStore, *,
                         metrics, swap_read_models, *INSPECT_ROUTES, *_GENERATOR_ROUTES],
         state=app_state(ApiState(commands, store, projection_wait_s, inspector=inspector)),
         exception_handlers={Exception: _on_error},
+        # what a document may be (events.documents), read into memory at most
+        request_max_body_size=MAX_DOCUMENT_BYTES,
         openapi_config=OpenAPIConfig(title="meshlog", version="0.1.0",
                                      description="Kuma-style resource API of meshlog"),
         debug=False,

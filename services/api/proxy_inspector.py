@@ -28,7 +28,13 @@ from litestar import Response, get
 from events import EventLogUnavailable, NotFound, TransientError, now_ms
 from events.bus.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight
 from events.bus.requests import ProxyRef, ServiceUnavailable, request, xds_config_subject
-from projections import DataplaneRow, MeshServiceRow, ReadModelStore, dataplane_matches
+from projections import (
+    DataplaneRow,
+    MeshServiceRow,
+    ReadModelStore,
+    dataplane_matches,
+    decode_typed,
+)
 from services.api._state import ApiRequest, api_state
 from services.render import render_insight, render_row
 
@@ -37,8 +43,6 @@ __all__ = ["INSPECT_ROUTES", "ProxyInspector", "add_connected", "overview", "ove
 log = logging.getLogger("meshlog.api")
 
 _Snapshot = tuple[dict[tuple[str, str], ProxyInsight], dict[str, GatewayHeartbeat]]
-_DATAPLANE_ROW = msgspec.json.Decoder(DataplaneRow)
-"""The rows of the `dataplane` collection (`projections.decode_row("dataplane", ...)`, typed)."""
 
 
 class ProxyInspector:
@@ -180,7 +184,7 @@ async def add_connected(inspector: ProxyInspector | None, store: ReadModelStore,
             return
         if not online:
             continue
-        dataplanes = [_DATAPLANE_ROW.decode(body)
+        dataplanes = [decode_typed(DataplaneRow, body)
                       for key, body in await store.scan("dataplane", f"{mesh}/")
                       if key.partition("/")[2] in online]
         for row, doc in services:
@@ -201,7 +205,7 @@ async def _dataplane(request: ApiRequest, mesh: str, plural: str, name: str) -> 
     body = await api_state(request.app).store.get("dataplane", f"{mesh}/{name}")
     if body is None:
         raise NotFound(f"Dataplane {name!r} not found in mesh {mesh!r}")
-    return _DATAPLANE_ROW.decode(body)
+    return decode_typed(DataplaneRow, body)
 
 
 # `{plural}`, not a literal "dataplanes": a literal segment would shadow the generic routes

@@ -26,7 +26,7 @@ from xds_gateway.proxies.registration import (
 )
 from xds_gateway.resources.names import parse_node_id
 from xds_gateway.resources.node import DEFAULT_DNS_PORT, InvalidNode, proxy_node
-from xds_gateway.server.callbacks import StreamInfo, StreamRefused
+from xds_gateway.server.callbacks import NoCallbacks, StreamInfo, StreamRefused
 from xds_gateway.server.subscription import InvalidStream
 
 __all__ = ["ProxyLifecycle"]
@@ -37,7 +37,10 @@ _MAX_USER_AGENT = 256
 """Kept in the insight: a node may say megabytes, an insight must fit a NATS message."""
 
 
-class ProxyLifecycle:
+class ProxyLifecycle(NoCallbacks):
+    """Requests and responses are not its concern: insights read the stream's counters
+    (`Session.types`) at each round."""
+
     def __init__(self, *, event_log: EventLog | None, insights: Insights | None, zone: str,
                  address: Callable[[], str], deregistration_delay_s: float = 10.0,
                  heartbeat_s: float = 5.0, insight_interval_s: float = 1.0) -> None:
@@ -83,13 +86,6 @@ class ProxyLifecycle:
             log.warning("ending stream of %s: %s", stream.peer, exc)
             raise StreamRefused(grpc.StatusCode.FAILED_PRECONDITION if exc.precondition
                                 else grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
-
-    async def on_stream_request(self, stream: StreamInfo, request: object) -> None:
-        pass  # insights read the stream's counters (`Session.types`) at each round
-
-    def on_stream_response(self, stream: StreamInfo, type_url: str, version: str, nonce: str,
-                           resources: int) -> None:
-        pass  # as for requests
 
     async def on_stream_closed(self, stream: StreamInfo) -> None:
         session = self._sessions.pop(stream, None)

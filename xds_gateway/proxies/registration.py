@@ -67,11 +67,16 @@ def dataplane_from_node(node: Node, mesh: str, name: str) -> Dataplane | None:
         case "string_value":
             try:
                 raw = load_json_or_yaml(value.string_value, where, limit=_MAX_TEXT)
-            except InvalidResource as exc:
-                raise InvalidStream(str(exc.violations[0])) from None
+            except InvalidResource as exc:  # the text itself: said of `where`, or of a path in it
+                problem = exc.violations[0]
+                raise InvalidStream(f"{where}: {problem}" if problem.path else str(problem)
+                                    ) from None
             except TooLarge as exc:
                 raise InvalidStream(str(exc)) from None
         case "struct_value":
+            size = value.struct_value.ByteSize()
+            if size > _MAX_TEXT:
+                raise InvalidStream(f"{where}: {size} bytes, more than {_MAX_TEXT}")
             raw = json_format.MessageToDict(value.struct_value)
         case other:
             raise InvalidStream(f"{where}: expected the Dataplane as JSON or YAML text, "
@@ -106,6 +111,8 @@ class SelfRegistration:
             owned = await self.commands.register(dataplane, at)
         except NotFound as exc:
             raise RegistrationUnavailable(str(exc), precondition=True) from exc
+        except TooLarge as exc:
+            raise InvalidStream(f"{where}: {exc}") from exc
         except Conflict as exc:
             raise RegistrationUnavailable(f"{where}: {exc.subject} kept changing") from exc
         except EventLogUnavailable as exc:

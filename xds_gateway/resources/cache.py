@@ -96,6 +96,7 @@ class ResourceCache:
         if owner is not self._owner or generation != self._generation:
             self._owner, self._generation, self._shared = owner, generation, {}
         try:
+            # the memo is heterogeneous: a key's value is what its `build` returned
             return self._shared[key]  # type: ignore[no-any-return]
         except KeyError:
             value = self._shared[key] = build()

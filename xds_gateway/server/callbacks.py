@@ -88,25 +88,57 @@ class StreamCallbacks(Protocol):
         ...
 
 
-class CallbackChain:
-    """Several `StreamCallbacks` as one."""
+class NoCallbacks:
+    """Every callback doing nothing: a base for callbacks that need only some of them (like
+    go-control-plane's `CallbackFuncs`). A chain skips what a member does not override."""
+
+    async def on_stream_open(self, stream: StreamInfo) -> None:
+        pass
+
+    async def on_stream_request(self, stream: StreamInfo, request: object) -> None:
+        pass
+
+    def on_stream_response(self, stream: StreamInfo, type_url: str, version: str, nonce: str,
+                           resources: int) -> None:
+        pass
+
+    async def on_stream_closed(self, stream: StreamInfo) -> None:
+        pass
+
+
+class CallbackChain(NoCallbacks):
+    """Several `StreamCallbacks` as one. Requests and responses, on every proxy's push path,
+    reach only the members that override them."""
 
     def __init__(self, callbacks: Sequence[StreamCallbacks] = ()) -> None:
         self._callbacks = tuple(callbacks)
+        self._on_request = tuple(c for c in self._callbacks
+                                 if _overrides(c, "on_stream_request"))
+        self._on_response = tuple(c for c in self._callbacks
+                                  if _overrides(c, "on_stream_response"))
+
+    @property
+    def wants_requests(self) -> bool:
+        """Whether any member looks at requests after the first."""
+        return bool(self._on_request)
 
     async def on_stream_open(self, stream: StreamInfo) -> None:
         for callbacks in self._callbacks:
             await callbacks.on_stream_open(stream)
 
     async def on_stream_request(self, stream: StreamInfo, request: object) -> None:
-        for callbacks in self._callbacks:
+        for callbacks in self._on_request:
             await callbacks.on_stream_request(stream, request)
 
     def on_stream_response(self, stream: StreamInfo, type_url: str, version: str, nonce: str,
                            resources: int) -> None:
-        for callbacks in self._callbacks:
+        for callbacks in self._on_response:
             callbacks.on_stream_response(stream, type_url, version, nonce, resources)
 
     async def on_stream_closed(self, stream: StreamInfo) -> None:
         for callbacks in reversed(self._callbacks):
             await callbacks.on_stream_closed(stream)
+
+
+def _overrides(callbacks: StreamCallbacks, name: str) -> bool:
+    return getattr(type(callbacks), name, None) is not getattr(NoCallbacks, name)

@@ -32,6 +32,7 @@ from xds_gateway.server.subscription import (
     AdsStream,
     InvalidStream,
     TypeState,
+    bound_count,
     bound_names,
 )
 from xds_gateway.type_urls import CLUSTER, WILDCARD_TYPES
@@ -73,8 +74,9 @@ class DeltaStream(AdsStream[DeltaDiscoveryRequest]):
                 state.held.pop(name, None)
             elif type_url in WILDCARD_TYPES:
                 state.held = {n: v for n, v in state.held.items() if n in state.names}
-        bound_names(type_url, state.names)
-        bound_names(type_url, state.held.keys())
+        # the names came through bound_names one request at a time; their total is bounded
+        # here (what the client holds grows with what the server sends: not counted)
+        bound_count(type_url, len(state.names))
         if not request.response_nonce:
             return
         if request.HasField("error_detail"):

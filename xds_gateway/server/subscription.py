@@ -27,7 +27,7 @@ from xds_gateway.server.source import SnapshotSource
 from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
 
 __all__ = ["MAX_NAMES", "MAX_NAME_LENGTH", "WARMING_FOLLOWERS", "AdsStream", "InvalidStream",
-           "StreamLimitExceeded", "TypeState", "bound_names"]
+           "StreamLimitExceeded", "TypeState", "bound_count", "bound_names"]
 
 log = logging.getLogger("meshlog.xds")
 
@@ -64,11 +64,17 @@ MAX_NAME_LENGTH = 1024
 """Characters of one resource name (meshlog's longest: `<mesh>_<name>___msvc_<port>`, ~520)."""
 
 
-def bound_names(type_url: str, names: Collection[str]) -> None:
-    """Raise `StreamLimitExceeded` if `names` is more than one stream may subscribe to."""
-    if len(names) > MAX_NAMES:
-        raise StreamLimitExceeded(f"{len(names)} resource names of {type_url}, more than the "
+def bound_count(type_url: str, count: int) -> None:
+    """Raise `StreamLimitExceeded` if `count` names are more than one stream may hold."""
+    if count > MAX_NAMES:
+        raise StreamLimitExceeded(f"{count} resource names of {type_url}, more than the "
                                   f"{MAX_NAMES} one stream may subscribe to")
+
+
+def bound_names(type_url: str, names: Collection[str]) -> None:
+    """Raise `StreamLimitExceeded` if `names` is more than one stream may subscribe to, or
+    holds a name longer than `MAX_NAME_LENGTH`."""
+    bound_count(type_url, len(names))
     for name in names:
         if len(name) > MAX_NAME_LENGTH:
             raise StreamLimitExceeded(f"a resource name of {type_url} has {len(name)} "

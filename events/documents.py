@@ -36,8 +36,7 @@ class _NoAliases(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            # types-PyYAML leaves the parser's peek_event unannotated
-            event = self.peek_event()  # type: ignore[no-untyped-call]
+            event = self.peek_event()  # type: ignore[no-untyped-call]  # unannotated in stubs
             raise yaml.composer.ComposerError(None, None, "YAML aliases are not allowed",
                                               event.start_mark)
         return super().compose_node(parent, index)

@@ -16,8 +16,7 @@ _TIMEOUT_S = 5.0
 async def stop_watcher(watcher: KeyValue.KeyWatcher) -> None:
     """Stop a KV watcher; one whose connection or subscription is already gone is stopped."""
     try:
-        # nats-py's KeyWatcher.stop is unannotated
-        await watcher.stop()  # type: ignore[no-untyped-call]
+        await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves it unannotated
     except (nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError):
         pass
 

@@ -97,7 +97,7 @@ class ResourceCache:
             self._owner, self._generation, self._shared = owner, generation, {}
         try:
             # the memo is heterogeneous: a key's value is what its `build` returned
-            return self._shared[key]  # type: ignore[no-any-return]
+            return self._shared[key]  # type: ignore[no-any-return]  # see the line above
         except KeyError:
             value = self._shared[key] = build()
             self.shared_builds += 1

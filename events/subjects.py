@@ -20,6 +20,7 @@ zone its projector runs in (DESIGN.md, Multi-zone).
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Literal
 
@@ -140,10 +141,18 @@ def provenance_of(subject: str) -> Provenance:
                                         f"with {_PREFIX}")
     if "" in tokens:
         raise MalformedSubject(subject, f"token {tokens.index('') + 1} is empty")
-    zone = tokens[2]
+    provenance = _of_zone(tokens[2])
+    if provenance is None:
+        raise MalformedSubject(subject, f"the zone token {tokens[2]!r} is neither a zone name "
+                                        f"(an RFC 1123 label) nor {GLOBAL_ZONE}")
+    return provenance
+
+
+@functools.lru_cache(maxsize=1024)
+def _of_zone(zone: str) -> Provenance | None:
+    """One Provenance per zone token, checked once: the fold asks for every event."""
     if zone == GLOBAL_ZONE:
         return _GLOBAL_PROVENANCE
     if _ZONE_NAME.fullmatch(zone) is None:
-        raise MalformedSubject(subject, f"the zone token {zone!r} is neither a zone name (an "
-                                        f"RFC 1123 label) nor {GLOBAL_ZONE}")
+        return None
     return Provenance(zone=zone, origin="zone")

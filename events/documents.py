@@ -16,6 +16,7 @@ is cut: it may quote the input back).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -47,13 +48,9 @@ def load_json(raw: bytes | str, where: str = "the body", *, limit: int = MAX_DOC
     """`raw` as JSON; `where` and `invalid` word the error ("the body is not valid JSON")."""
     _check_size(raw, where, limit)
     try:
-        document: object = msgspec.json.decode(raw)
+        return _bounded(raw, where, msgspec.json.decode)
     except msgspec.DecodeError as exc:
         raise _invalid(where, f"{invalid}: {exc}") from None
-    except RecursionError:  # msgspec's decoder recurses per level too
-        raise _too_deep(raw, where) from None
-    check_depth(document)
-    return document
 
 
 def load_yaml(raw: bytes | str, where: str = "the body", *, limit: int = MAX_DOCUMENT_BYTES,
@@ -61,13 +58,9 @@ def load_yaml(raw: bytes | str, where: str = "the body", *, limit: int = MAX_DOC
     """`raw` as YAML (one document, no aliases); errors worded as `load_json`'s."""
     _check_size(raw, where, limit)
     try:
-        document: object = yaml.load(raw, Loader=_NoAliases)  # a SafeLoader subclass
+        return _bounded(raw, where, _yaml)
     except yaml.YAMLError as exc:
         raise _invalid(where, f"{invalid}: {exc}") from None
-    except RecursionError:  # PyYAML's composer recurses per level
-        raise _too_deep(raw, where) from None
-    check_depth(document)
-    return document
 
 
 def load_json_or_yaml(raw: bytes | str, where: str, *,
@@ -75,10 +68,20 @@ def load_json_or_yaml(raw: bytes | str, where: str, *,
     """JSON if it parses as JSON, else YAML (JSON is YAML, but its parser is faster)."""
     _check_size(raw, where, limit)
     try:
-        document: object = msgspec.json.decode(raw)
+        return _bounded(raw, where, msgspec.json.decode)
     except msgspec.DecodeError:
         return load_yaml(raw, where, limit=limit, invalid="is neither JSON nor YAML")
-    except RecursionError:
+
+
+def _yaml(raw: bytes | str) -> object:
+    return yaml.load(raw, Loader=_NoAliases)  # a SafeLoader subclass
+
+
+def _bounded(raw: bytes | str, where: str, parse: Callable[[bytes | str], object]) -> object:
+    """`parse(raw)` with its depth bounded; the parser's own errors pass through."""
+    try:
+        document = parse(raw)
+    except RecursionError:  # both parsers recurse per level
         raise _too_deep(raw, where) from None
     check_depth(document)
     return document

@@ -110,9 +110,6 @@ class Commands:
         subject = resource_subject(kind, mesh, name, self._zone)
         if kind == "Mesh":
             await self._require_empty(name)
-        elif kind == "MeshService" and mesh is not None:
-            if live_resource((await self.handler.current(subject)).event) is None:
-                await self._refuse_generated(mesh, name)
         at = self._clock()
 
         def decide(current: Current) -> Decision:
@@ -126,7 +123,12 @@ class Commands:
             _check_if_match(subject, if_match, current.seq)
             return Append(_deleted(kind, mesh, name, at), content=b"delete")
 
-        outcome = await self.handler.execute(subject, decide, headers=headers)
+        try:
+            outcome = await self.handler.execute(subject, decide, headers=headers)
+        except NotFound:
+            if kind == "MeshService" and mesh is not None:
+                await self._refuse_generated(mesh, name)  # not in the log, but generated?
+            raise
         return WriteResult(seq=outcome.seq)
 
     async def configure_ipam(self, kind: ServiceKind, cidr: str) -> WriteResult:

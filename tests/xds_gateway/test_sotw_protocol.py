@@ -339,12 +339,11 @@ async def test_streams_with_equal_responses_share_the_bytes_but_not_the_nonce(
     two.close()
 
 
-async def test_clusters_leave_only_after_listeners_no_longer_use_them(
-        channel, gateway, projection) -> None:
-    """Rule 10: CDS -> EDS -> LDS order; a removed cluster outlives the listener using it."""
+async def _held_then_removed(client: AdsClient, gateway: Gateway, projection) -> object:
+    """A `db` service the client holds (CDS, EDS, LDS ACKed) whose MeshService then goes
+    (its Dataplane gone, past the grace period); the CDS response the client held."""
     gateway.view.apply(projection.fold([event_for(dataplane("db-1", "10.0.0.5", 5432, "db"))]))
-    client = AdsClient(channel)
-    _cds, eds, lds = await _subscribe(client)
+    cds, eds, lds = await _subscribe(client)
     client.ack(eds, names=_names(eds, ClusterLoadAssignment))
     client.ack(lds)
     await client.nothing()
@@ -352,6 +351,14 @@ async def test_clusters_leave_only_after_listeners_no_longer_use_them(
         DataplaneDeregistered(at=2, mesh="default", name="db-1"),
         ClockTicked(at=_AFTER_GRACE),  # the generated MeshService outlives its Dataplane
     ]))
+    return cds
+
+
+async def test_clusters_leave_only_after_listeners_no_longer_use_them(
+        channel, gateway, projection) -> None:
+    """Rule 10: CDS -> EDS -> LDS order; a removed cluster outlives the listener using it."""
+    client = AdsClient(channel)
+    await _held_then_removed(client, gateway, projection)
     first = await client.recv()
     while first.type_url != LISTENER:  # CDS and EDS may come first, never a CDS without db
         assert first.type_url in (CLUSTER, ENDPOINT)
@@ -475,16 +482,8 @@ async def test_a_cds_equal_to_the_one_the_client_holds_is_not_sent_again(
         channel, gateway, projection) -> None:
     """Rule 4: when a service goes, its cluster stays while a listener uses it (rule 10), so
     the CDS set is what the client holds: nothing goes out until the LDS ACK lets it leave."""
-    gateway.view.apply(projection.fold([event_for(dataplane("db-1", "10.0.0.5", 5432, "db"))]))
     client = AdsClient(channel)
-    cds, eds, lds = await _subscribe(client)
-    client.ack(eds, names=_names(eds, ClusterLoadAssignment))
-    client.ack(lds)
-    await client.nothing()
-    gateway.view.apply(projection.fold([
-        DataplaneDeregistered(at=2, mesh="default", name="db-1"),
-        ClockTicked(at=_AFTER_GRACE),
-    ]))
+    cds = await _held_then_removed(client, gateway, projection)
     seen = [await client.recv()]
     while seen[-1].type_url != LISTENER:
         seen.append(await client.recv())

@@ -20,7 +20,8 @@ ALLOWED = {
 SUBPACKAGES = {
     # sub-package (or root module) -> what else of its own package it may import
     "events": {"events"},  # the language of the log: never its NATS adapters
-    "events.commands": {"events", "events.commands"},
+    "events.identity": {"events", "events.identity"},
+    "events.commands": {"events", "events.identity", "events.commands"},
     "events.bus": {"events", "events.bus"},
     "xds_gateway.resources": {"xds_gateway", "xds_gateway.resources"},
     "xds_gateway.server": {"xds_gateway", "xds_gateway.resources", "xds_gateway.server"},

@@ -19,6 +19,7 @@ from events.errors import (
 )
 from events.event_types import (
     AnyEvent,
+    CaCreated,
     ClockTicked,
     DataplaneDeregistered,
     DataplaneRegistered,
@@ -32,6 +33,7 @@ from events.event_types import (
     MeshDeleted,
     MeshServiceApplied,
     MeshServiceDeleted,
+    ca_purpose,
     now_ms,
     rfc3339,
 )
@@ -63,6 +65,7 @@ from events.subjects import (
     MalformedSubject,
     Origin,
     Provenance,
+    ca_subject,
     clock_subject,
     grace_period_subject,
     ipam_subject,
@@ -81,6 +84,7 @@ __all__ = [
     "SERVICE_TAG",
     "AnyEvent",
     "Appended",
+    "CaCreated",
     "ClockTicked",
     "Conflict",
     "Dataplane",
@@ -125,6 +129,8 @@ __all__ = [
     "TransientError",
     "UndecodableEvent",
     "Violation",
+    "ca_purpose",
+    "ca_subject",
     "clock_subject",
     "connect_nats",
     "decision_msg_id",

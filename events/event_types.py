@@ -17,6 +17,7 @@ from events.resources import Dataplane, HostnameGenerator, Mesh, MeshService, Se
 
 __all__ = [
     "AnyEvent",
+    "CaCreated",
     "ClockTicked",
     "DataplaneDeregistered",
     "DataplaneRegistered",
@@ -30,6 +31,7 @@ __all__ = [
     "MeshDeleted",
     "MeshServiceApplied",
     "MeshServiceDeleted",
+    "ca_purpose",
     "now_ms",
     "rfc3339",
 ]
@@ -107,10 +109,31 @@ class GracePeriodConfigured(Event, frozen=True, tag="graceperiod.configured"):
     kind: GracePeriodKind = "MeshService"
 
 
+class CaCreated(Event, frozen=True, tag="ca.created"):
+    """The certificate authority of `mesh`'s mTLS backend `backend`: made by the command side
+    (builtin) or given by the operator (provided), recorded once so that every replay and
+    every replica uses this one (Kuma's outages came from CAs made again on restart)."""
+
+    mesh: str
+    backend: str
+    type: Literal["builtin", "provided"]
+    cert: str
+    """The CA certificate, PEM."""
+    key: str
+    """The CA's private key (PKCS#8 PEM) sealed with the control plane's secret key
+    (`events.identity.SecretKey`, purpose `ca_purpose(mesh, backend)`): never in the clear."""
+
+
+def ca_purpose(mesh: str, backend: str) -> str:
+    """What a CA key is sealed for: a sealed key copied to another mesh does not open."""
+    return f"ca:{mesh}/{backend}"
+
+
 class ClockTicked(Event, frozen=True, tag="clock.ticked"):
     """Time passed: `at` is due time of a pending expiry (a generated MeshService's grace
-    period). Appended by a projector, so that expiry is folded from the log, not the wall
-    clock (invariant 4); any event with a later `at` has the same effect."""
+    period, a workload certificate's renewal). Appended by a projector, so that expiry is
+    folded from the log, not the wall clock (invariant 4); any event with a later `at` has
+    the same effect."""
 
 
 AnyEvent = (
@@ -125,4 +148,5 @@ AnyEvent = (
     | HostnameGeneratorDeleted
     | GracePeriodConfigured
     | ClockTicked
+    | CaCreated
 )

@@ -3,6 +3,7 @@
     meshlog.ev.<zone>.<kind>.<mesh>.<name>     mesh-scoped (dataplane, meshservice)
     meshlog.ev.<zone>.<kind>._.<name>          global (mesh, hostnamegenerator, ipam)
     meshlog.ev.<zone>.graceperiod._.<kind>     grace period of generated services
+    meshlog.ev.<zone>.ca.<mesh>.<backend>      a mesh's certificate authority (mTLS)
     meshlog.ev.<zone>.clock._.<due ms>         one subject per tick, so a tick is appended
                                                once (expected sequence 0), by any projector
 
@@ -36,6 +37,7 @@ __all__ = [
     "MalformedSubject",
     "Origin",
     "Provenance",
+    "ca_subject",
     "clock_subject",
     "events_wildcard",
     "grace_period_subject",
@@ -123,6 +125,12 @@ def ipam_subject(kind: str, zone: str = DEFAULT_ZONE) -> str:
 
 def grace_period_subject(kind: str, zone: str = DEFAULT_ZONE) -> str:
     return f"{_PREFIX}.{_token(zone)}.graceperiod.{GLOBAL}.{kind.lower()}"
+
+
+def ca_subject(mesh: str, backend: str, zone: str = DEFAULT_ZONE) -> str:
+    """The CA of a mesh's mTLS backend: recorded once (builtin), or each time the operator
+    provides another (provided)."""
+    return f"{_PREFIX}.{_token(zone)}.ca.{_token(mesh)}.{_token(backend)}"
 
 
 def clock_subject(due: int, zone: str = DEFAULT_ZONE) -> str:

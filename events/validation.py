@@ -15,7 +15,14 @@ from typing import assert_never
 
 from events.errors import Violation
 from events.hostname_template import TemplateSyntaxError, parse_template
-from events.resources import Dataplane, HostnameGenerator, Mesh, MeshService, Resource
+from events.resources import (
+    Dataplane,
+    HostnameGenerator,
+    Mesh,
+    MeshService,
+    Resource,
+    duration_ms,
+)
 
 __all__ = ["SERVICE_TAG", "is_dns1035_label", "validate"]
 
@@ -40,6 +47,7 @@ def validate(resource: Resource) -> list[Violation]:
             if "." in resource.name:
                 out.append(Violation("name", f"{resource.name!r} must not contain '.': proxies "
                                      "are named <mesh>.<dataplane>, so a mesh name is one label"))
+            _mesh_mtls(resource, out)
         case Dataplane():
             _dataplane(resource, out)
         case MeshService():
@@ -71,6 +79,43 @@ def _address(value: str, path: str, out: list[Violation], *, allow_dns: bool = T
         return
     if ip.is_unspecified:
         out.append(Violation(path, f"{value!r} must not be the unspecified address"))
+
+
+MIN_CERT_EXPIRATION_MS = 10_000
+MAX_CERT_EXPIRATION_MS = 365 * 86_400_000
+
+
+def _mesh_mtls(mesh: Mesh, out: list[Violation]) -> None:
+    mtls = mesh.mtls
+    if mtls is None:
+        return
+    names = Counter(b.name for b in mtls.backends)
+    for i, backend in enumerate(mtls.backends):
+        path = f"mtls.backends[{i}]"
+        if names[backend.name] > 1:
+            out.append(Violation(f"{path}.name", f"{backend.name!r} is used by more than one "
+                                 "backend"))
+        rotation = backend.dp_cert.rotation if backend.dp_cert is not None else None
+        if rotation is not None:
+            ms = duration_ms(rotation.expiration)
+            if not MIN_CERT_EXPIRATION_MS <= ms <= MAX_CERT_EXPIRATION_MS:
+                out.append(Violation(
+                    f"{path}.dpCert.rotation.expiration",
+                    f"{rotation.expiration!r} must be between 10s and 365d"))
+        conf = backend.conf
+        if backend.type == "provided":
+            # the key is needed until the log has the CA (events.commands.ca checks that):
+            # the stored Mesh has none, and `get -o yaml | apply` must work
+            if conf is None or conf.cert is None or not conf.cert.inline_string:
+                out.append(Violation(f"{path}.conf.cert.inlineString",
+                                     "a provided backend needs its CA certificate's PEM here"))
+        elif conf is not None and (conf.cert is not None or conf.key is not None):
+            out.append(Violation(f"{path}.conf", "a builtin backend makes its own CA: "
+                                 "cert and key belong to type provided"))
+    if mtls.enabled_backend is not None and mtls.enabled_backend not in names:
+        known = ", ".join(repr(n) for n in names) or "none"
+        out.append(Violation("mtls.enabledBackend", f"{mtls.enabled_backend!r} is not one of "
+                             f"mtls.backends (have {known})"))
 
 
 def _dataplane(dp: Dataplane, out: list[Violation]) -> None:

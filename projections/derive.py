@@ -15,6 +15,7 @@ from projections._match import inbound_matches
 from projections._provenance import zone_of
 from projections.generation import ports_of
 from projections.hostnames import Assigned, assign_hostnames
+from projections.identity import derive_identities
 from projections.ipam import vip_of
 from projections.state import ProjectionState, ms_key
 from projections.views import (
@@ -84,6 +85,7 @@ def derive_stale(state: ProjectionState) -> None:
         _derive_one(state, row, addresses)
     state.stale_services.clear()
     state.stale_hostnames.clear()
+    derive_identities(state)
 
 
 def _derive_one(state: ProjectionState, row: MeshServiceRow, addresses: Assigned) -> None:

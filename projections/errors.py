@@ -14,6 +14,7 @@ from __future__ import annotations
 from events import MeshlogError
 
 __all__ = [
+    "IdentityUnavailable",
     "ProjectionError",
     "ProjectorHalted",
     "SequenceGap",
@@ -51,3 +52,8 @@ class StoreUnavailable(StoreError):
 
 class StoreCorrupt(StoreError):
     pass
+
+
+class IdentityUnavailable(ProjectionError):
+    """A certificate cannot be issued: the projector cannot open its mesh's CA key (no
+    secret key, or another one than sealed it)."""

@@ -5,8 +5,9 @@ here, per event. Order-independent results (endpoints, status, hostnames) are ma
 derived once per batch by `projections.derive`, so batch boundaries never change the result.
 
 Time only comes from events: before an event is applied, the generated MeshServices whose
-grace period ended by its `at` are removed (`generation.expire_due`); `ClockTicked` exists
-for that alone.
+grace period ended by its `at` are removed (`generation.expire_due`) and the meshes whose
+certificate window ended move to the next (`identity.renew_due`); `ClockTicked` exists for
+that alone.
 
 Provenance only comes from events too: what an event brings is labelled with the zone and
 origin of the control plane that wrote it (`events.provenance_of` its subject), never with
@@ -24,6 +25,7 @@ from events import (
     DEFAULT_HOSTNAME_GENERATORS,
     SERVICE_TAG,
     AnyEvent,
+    CaCreated,
     ClockTicked,
     Dataplane,
     DataplaneDeregistered,
@@ -41,9 +43,11 @@ from events import (
 )
 from projections._provenance import provenance_labels
 from projections.generation import expire_due, regenerate, service_name_conditions
+from projections.identity import open_ca_key, refresh_trust, renew_due
 from projections.ipam import allocate_vip, configure_cidr
 from projections.state import ProjectionState, dp_key, ms_key
 from projections.views import (
+    CaRow,
     DataplaneRow,
     GracePeriodRow,
     HostnameGeneratorRow,
@@ -65,6 +69,7 @@ def apply_event(
     """Fold `event`, stored at sequence `seq` and written by the control plane `provenance`
     names (`events.provenance_of(record.subject)`), into `state`."""
     expire_due(state, event.at)
+    renew_due(state, event.at)
     if not state.rows["hostnamegenerator"]:
         # the zone's defaults exist from the beginning of time (0), not from whichever event
         # this code happens to fold first: a store projected by a release without them gets
@@ -76,8 +81,10 @@ def apply_event(
         case MeshApplied(mesh=mesh):
             old = state.get("mesh", mesh.name)
             state.put("mesh", mesh.name, MeshRow(mesh=mesh, meta=_meta(old, seq, event.at)))
+            refresh_trust(state, mesh.name, event.at)
         case MeshDeleted(name=name):
             state.delete("mesh", name)
+            refresh_trust(state, name, event.at)
         case DataplaneRegistered(dataplane=dp):
             labeled = msgspec.structs.replace(dp, labels={
                 "kuma.io/display-name": dp.name, **dp.labels,
@@ -122,7 +129,16 @@ def apply_event(
         case GracePeriodConfigured(kind=kind, grace_period_ms=grace):
             state.put("graceperiod", kind, GracePeriodRow(kind=kind, grace_period_ms=grace))
         case ClockTicked():
-            pass  # its time did the work: expire_due above
+            pass  # its time did the work: expire_due and renew_due above
+        case CaCreated(mesh=mesh, backend=backend):
+            old = state.ca(mesh, backend)
+            state.put("ca", dp_key(mesh, backend), CaRow(
+                mesh=mesh, backend=backend, type=event.type, cert=event.cert, key=event.key,
+                meta=_meta(old, seq, event.at)))
+            ca = state.ca(mesh, backend)
+            assert ca is not None
+            open_ca_key(state, ca)  # a key that does not open stops the fold here, by name
+            refresh_trust(state, mesh, event.at)
         case _:
             assert_never(event)
 
@@ -172,6 +188,8 @@ def _dataplane_changed(
     selecting = (state.meshservices_selecting(mesh, old.dataplane if old else None)
                  | state.meshservices_selecting(mesh, new))
     state.stale_services.update((mesh, name) for name in selecting)
+    if state.trust(mesh) is not None:
+        state.stale_identities.add((mesh, name))
     if new is None:
         state.delete("dataplane", dp_key(mesh, name))
     else:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from msgspec import Struct
 
 from events import EventLog
+from events.identity import SecretKey
 from projections.errors import StoreError
 from projections.store import ReadModelStore
 from projections.worker import ProjectionPublisher, Projector
@@ -32,6 +33,7 @@ async def rebuild(
     log: EventLog, store: ReadModelStore, *, zone: str, to_seq: int | None = None,
     publisher: ProjectionPublisher | None = None, max_batch: int = 10_000,
     on_progress: Callable[[Progress], None] | None = None, interval_s: float = 0.25,
+    secret_key: SecretKey | None = None,
 ) -> int:
     """Fold sequences 1..target into an empty `store`; return the target sequence.
 
@@ -45,7 +47,8 @@ async def rebuild(
     target = head if to_seq is None else min(to_seq, head)
     if target == 0:
         return 0
-    projector = Projector(log, store, publisher, zone=zone, max_batch=max_batch)
+    projector = Projector(log, store, publisher, zone=zone, max_batch=max_batch,
+                          secret_key=secret_key)
     started = time.monotonic()
 
     def report() -> None:

@@ -15,13 +15,17 @@ from typing import TypeVar
 from msgspec import Struct
 
 from events import Dataplane
+from events.identity import SecretKey
 from projections._match import dataplane_matches
 from projections.views import (
     COLLECTIONS,
+    CaRow,
     DataplaneRow,
     HostnameGeneratorRow,
+    IdentityRow,
     MeshServiceRow,
     Row,
+    TrustRow,
     VipRow,
     decode_row,
     encode_row,
@@ -74,10 +78,20 @@ class ProjectionState:
         """MeshServices whose endpoints and status must be derived again before the commit."""
         self.stale_hostnames: set[str] = set()
         """Meshes whose hostname assignment (collisions) must be derived again."""
+        self.stale_identities: set[tuple[str, str]] = set()
+        """(mesh, Dataplane) whose workload certificate must be derived again."""
+        self.renewals: dict[str, int] = {}
+        """mesh -> `TrustRow.renew_at`: when its workload certificates are re-issued."""
+        self.secret_key: SecretKey | None = None
+        """Opens the meshes' CA keys (`projections.identity`); the projector sets it."""
+        self.ca_keys: dict[tuple[str, str, int], bytes] = {}
+        """Opened CA keys by (mesh, backend, CA version): opened once per process."""
 
     @classmethod
-    def load(cls, rows: Iterable[tuple[str, str, bytes]]) -> ProjectionState:
+    def load(cls, rows: Iterable[tuple[str, str, bytes]], *,
+             secret_key: SecretKey | None = None) -> ProjectionState:
         state = cls()
+        state.secret_key = secret_key
         for collection, key, body in rows:
             row = decode_row(collection, body)
             state._persisted[(collection, key)] = body
@@ -130,14 +144,41 @@ class ProjectionState:
         # several tags must hold on one inbound, not spread over several
         return [r for r in rows if dataplane_matches(r.dataplane, tags)]
 
+    def dataplane_names(self, mesh: str) -> list[str]:
+        """Names of `mesh`'s Dataplanes, sorted."""
+        prefix = dp_key(mesh, "")
+        return sorted(k[len(prefix):] for k in self.rows["dataplane"] if k.startswith(prefix))
+
+    def trust(self, mesh: str) -> TrustRow | None:
+        row = self.rows["trust"].get(mesh)
+        return None if row is None else _typed(TrustRow, row)
+
+    def ca(self, mesh: str, backend: str) -> CaRow | None:
+        row = self.rows["ca"].get(dp_key(mesh, backend))
+        return None if row is None else _typed(CaRow, row)
+
+    def identity(self, mesh: str, name: str) -> IdentityRow | None:
+        row = self.rows["identity"].get(dp_key(mesh, name))
+        return None if row is None else _typed(IdentityRow, row)
+
+    def renewals_due(self, at: int) -> list[str]:
+        """Meshes whose certificates are due for re-issue at `at`, sorted."""
+        if not self.renewals or at < min(self.renewals.values()):
+            return []
+        return sorted(mesh for mesh, when in self.renewals.items() if when <= at)
+
     def hostname_generators(self) -> list[HostnameGeneratorRow]:
         return [_typed(HostnameGeneratorRow, row)
                 for row in self.rows["hostnamegenerator"].values()]
 
     def next_expiry(self) -> int | None:
-        """The earliest time a generated MeshService is due to go, if any is waiting."""
+        """The earliest time the fold has something to do without an event: a generated
+        MeshService due to go, or a mesh's certificates due for re-issue."""
         if self._next_expiry is None and self.expiries:
             self._next_expiry = min(self.expiries.values())
+        if self.renewals:
+            renewal = min(self.renewals.values())
+            return renewal if self._next_expiry is None else min(renewal, self._next_expiry)
         return self._next_expiry
 
     def due(self, at: int) -> list[tuple[str, str]]:
@@ -205,9 +246,13 @@ class ProjectionState:
                 self.ms_by_selector_tag[(row.mesh, k, v)].add(row.name)
         elif isinstance(row, VipRow):
             self.used_vips.add(row.ip)
+        elif isinstance(row, TrustRow):
+            self.renewals[row.mesh] = row.renew_at
 
     def _drop_indexes(self, collection: str, key: str) -> None:
         row = self.rows[collection].get(key)
+        if isinstance(row, TrustRow):
+            self.renewals.pop(row.mesh, None)
         if isinstance(row, DataplaneRow):
             dp = row.dataplane
             for inbound in dp.networking.inbound:

@@ -19,6 +19,7 @@ __all__ = [
     "COLLECTIONS",
     "PUBLISHED",
     "Address",
+    "CaRow",
     "Condition",
     "DataplaneProxies",
     "DataplaneRow",
@@ -28,6 +29,7 @@ __all__ = [
     "HostnameGeneratorRef",
     "HostnameGeneratorRow",
     "HostnameGeneratorStatus",
+    "IdentityRow",
     "IpamRow",
     "MeshRow",
     "MeshServiceRow",
@@ -36,6 +38,7 @@ __all__ = [
     "QuarantinedEvent",
     "Row",
     "RowMeta",
+    "TrustRow",
     "VipRow",
     "decode_row",
     "decode_typed",
@@ -165,6 +168,57 @@ class IpamRow(Row, frozen=True):
     """Next-fit cursor: offset from the network address of the next address to try."""
 
 
+class CaRow(Row, frozen=True):
+    """A mesh backend's CA as the log recorded it; stays in the store (its key is sealed,
+    and gateways need only the certificate, in `TrustRow`)."""
+
+    mesh: str
+    backend: str
+    type: str
+    cert: str
+    key: str
+    """Sealed (`events.identity.SecretKey`), as in the event."""
+    meta: RowMeta
+
+
+class TrustRow(Row, frozen=True):
+    """A mesh with mTLS on: who issues its workload certificates and whom its proxies trust.
+    Absent when mTLS is off (no enabled backend, or its CA not recorded)."""
+
+    mesh: str
+    backend: str
+    """The enabled backend: its CA issues."""
+    mode: Literal["STRICT", "PERMISSIVE"]
+    roots: list[str]
+    """PEM of the CAs of every backend the Mesh lists (the enabled one first): proxies trust
+    them all, so moving to another backend drops no connection."""
+    ca_version: int
+    """Sequence of the issuing CA's event: a new CA re-issues every certificate."""
+    expiration_ms: int
+    """`dpCert.rotation.expiration`: how long a workload certificate lives."""
+    anchor: int
+    """When this issuer and expiration took effect (an event's `at`): windows count from it."""
+    window_start: int
+    """Start of the current issuing window: certificates are valid from it (minus a skew)
+    for `expiration_ms`, and replaced at `renew_at`, after 4/5 of that (Kuma)."""
+    renew_at: int
+
+
+class IdentityRow(Row, frozen=True):
+    """A Dataplane's workload certificate and key (PEM) for its proxy, by SDS. Issued once
+    per window by the projector and shared: every gateway sends a proxy the same secret."""
+
+    mesh: str
+    dataplane: str
+    backend: str
+    ca_version: int
+    uris: list[str]
+    cert: str
+    key: str
+    not_before: int
+    not_after: int
+
+
 class QuarantinedEvent(Row, frozen=True):
     """An event the projector could not decode or apply; it stopped in front of it."""
 
@@ -186,8 +240,11 @@ COLLECTIONS: dict[str, type[Row]] = {
     "hostnamegenerator": HostnameGeneratorRow,
     "graceperiod": GracePeriodRow,
     "quarantine": QuarantinedEvent,
+    "ca": CaRow,
+    "trust": TrustRow,
+    "identity": IdentityRow,
 }
-PUBLISHED = ("mesh", "dataplane", "meshservice", "endpoints")
+PUBLISHED = ("mesh", "dataplane", "meshservice", "endpoints", "trust", "identity")
 """Collections gateways need; VIP and IPAM bookkeeping stays in the store."""
 
 R = TypeVar("R", bound=Row)

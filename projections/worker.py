@@ -25,6 +25,7 @@ from events import (
     provenance_of,
 )
 from events.bus.projection_bus import CHECKPOINT_KEY, ProjectionUpdate
+from events.identity import SecretKey
 from projections.derive import derive_stale
 from projections.errors import ProjectorHalted, SequenceGap
 from projections.fold import apply_event
@@ -85,6 +86,7 @@ class Projector:
     def __init__(
         self, log: EventLog, store: ReadModelStore, publisher: ProjectionPublisher | None, *,
         zone: str, name: str = "main", max_batch: int = 1000,
+        secret_key: SecretKey | None = None,
     ) -> None:
         """`zone` is the zone this projector runs in, where it appends its clock ticks; what
         it folds never depends on it: every event is folded with the zone and origin of its
@@ -100,6 +102,8 @@ class Projector:
         self.halted: str | None = None
         """Why the projector stopped, if it did."""
         self._ticker: Ticker | None = None
+        self._secret_key = secret_key
+        """Opens the meshes' CA keys to issue workload certificates (mTLS)."""
 
     async def run(self, *, until_seq: int | None = None) -> None:
         """Fold the log forever (or until `until_seq` is committed). An event that cannot be
@@ -121,7 +125,7 @@ class Projector:
             self._ticker = None
 
     async def _follow(self, until_seq: int | None) -> None:
-        state = ProjectionState.load(await self._store.rows())
+        state = ProjectionState.load(await self._store.rows(), secret_key=self._secret_key)
         self.position = await self._store.checkpoint(self._name)
         await self._reconcile(state)
         if self._ticker is not None:

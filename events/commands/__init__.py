@@ -1,6 +1,7 @@
 """The command side: every write to the log goes through `CommandHandler` (read the subject's
 last record, decide, append with optimistic concurrency and a decision's Msg-Id)."""
 
+from events.commands.ca import CaCommands, NoSecretKey
 from events.commands.clock import ClockCommands
 from events.commands.handler import (
     Append,
@@ -25,6 +26,7 @@ from events.commands.resources import Commands, WriteResult, live_resource
 
 __all__ = [
     "Append",
+    "CaCommands",
     "ClockCommands",
     "CommandHandler",
     "Commands",
@@ -33,6 +35,7 @@ __all__ = [
     "Decision",
     "Deregistered",
     "Keep",
+    "NoSecretKey",
     "Outcome",
     "ProbeTarget",
     "ProxyCommands",

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 
 from msgspec import Struct
 
+from events.commands.ca import CaCommands
 from events.commands.handler import (
     Append,
     CommandHandler,
@@ -45,6 +46,7 @@ from events.event_types import (
     MeshServiceDeleted,
     now_ms,
 )
+from events.identity.sealing import SecretKey
 from events.log import EventLog
 from events.resources import (
     DEFAULT_HOSTNAME_GENERATORS,
@@ -77,10 +79,13 @@ class Commands:
     """The resource commands of one zone's control plane."""
 
     def __init__(self, log: EventLog | CommandHandler, *, zone: str,
-                 clock: Callable[[], int] = now_ms) -> None:
+                 clock: Callable[[], int] = now_ms, secret_key: SecretKey | None = None) -> None:
+        """`secret_key` seals the CA keys of meshes with mTLS; without it, such a Mesh is
+        refused (`NoSecretKey`)."""
         self.handler = CommandHandler.of(log)
         self._zone = zone
         self._clock = clock
+        self._cas = CaCommands(self.handler, zone=zone, secret_key=secret_key, clock=clock)
 
     async def apply(self, resource: Resource, *, if_match: int | None = None,
                     idempotency_key: str | None = None,
@@ -89,6 +94,10 @@ class Commands:
         mesh = getattr(resource, "mesh", None)
         if mesh is not None:
             await self._require_mesh(mesh)
+        if isinstance(resource, Mesh):
+            # its CAs first: a Mesh in the log never names a backend whose CA is not there
+            await self._cas.record(resource)
+            resource = self._cas.stored(resource)
         subject = resource_subject(type(resource).__name__, mesh, resource.name, self._zone)
         at = self._clock()
 

@@ -1,0 +1,145 @@
+"""mTLS in the fold: each mesh's trust (`TrustRow`) and each Dataplane's workload
+certificate (`IdentityRow`).
+
+What is decided per event, at the event's `at` (order-dependent):
+
+- `refresh_trust`: a Mesh or CA event changes who issues, whom proxies trust, or how long
+  certificates live. A new issuer or expiration starts a new sequence of windows at `at`.
+- `renew_due`: before any event, meshes whose window ended by its `at` move to the window
+  that holds `at` (all their certificates are re-issued). The projector's ticker appends a
+  `ClockTicked` at `renew_at` when the log is quiet, as it does for grace periods.
+
+What is derived once per batch (a pure function of the state, so batch boundaries do not
+matter): the certificates of the Dataplanes marked stale, issued with
+`events.identity.issue_workload` (deterministic) and re-issued only when their inputs
+changed, so a Dataplane registered again with the same tags costs a comparison, not a
+signature.
+"""
+
+from __future__ import annotations
+
+from events import Mesh, ca_purpose
+from events.identity.pki import issue_workload, uri_sans
+from events.resources import duration_ms
+from projections.errors import IdentityUnavailable
+from projections.state import ProjectionState, dp_key
+from projections.views import CaRow, DataplaneRow, IdentityRow, MeshRow, TrustRow
+
+__all__ = ["DEFAULT_EXPIRATION", "derive_identities", "refresh_trust", "renew_due"]
+
+DEFAULT_EXPIRATION = "24h"
+"""Kuma's default `dpCert.rotation.expiration`."""
+
+
+def _renew_after(expiration_ms: int) -> int:
+    """Kuma re-issues after 4/5 of a certificate's life."""
+    return expiration_ms * 4 // 5
+
+
+def refresh_trust(state: ProjectionState, mesh: str, at: int) -> None:
+    """Bring `mesh`'s trust in line with its Mesh and CA rows, at time `at`."""
+    old = state.trust(mesh)
+    row = state.get("mesh", mesh)
+    spec = row.mesh if isinstance(row, MeshRow) else None
+    backend = spec.enabled_backend() if spec is not None else None
+    ca = state.ca(mesh, backend.name) if backend is not None else None
+    if spec is None or backend is None or ca is None:
+        if old is not None:
+            state.delete("trust", mesh)
+            state.stale_identities.update((mesh, n) for n in state.dataplane_names(mesh))
+        return
+    rotation = backend.dp_cert.rotation if backend.dp_cert is not None else None
+    expiration = duration_ms(rotation.expiration if rotation else DEFAULT_EXPIRATION)
+    same_issuer = (old is not None and old.backend == backend.name
+                   and old.ca_version == ca.meta.version and old.expiration_ms == expiration)
+    if old is not None and same_issuer:
+        anchor, start, renew = old.anchor, old.window_start, old.renew_at
+    else:
+        anchor, start, renew = at, at, at + _renew_after(expiration)
+    new = TrustRow(mesh=mesh, backend=backend.name, mode=backend.mode,
+                   roots=_roots(state, spec, backend.name), ca_version=ca.meta.version,
+                   expiration_ms=expiration, anchor=anchor, window_start=start, renew_at=renew)
+    if new != old:
+        state.put("trust", mesh, new)
+    if not same_issuer:
+        state.stale_identities.update((mesh, n) for n in state.dataplane_names(mesh))
+
+
+def _roots(state: ProjectionState, mesh: Mesh, enabled: str) -> list[str]:
+    """The enabled backend's CA, then the other listed backends' (by name), once each."""
+    assert mesh.mtls is not None
+    names = [enabled, *sorted(b.name for b in mesh.mtls.backends if b.name != enabled)]
+    roots: list[str] = []
+    for name in names:
+        ca = state.ca(mesh.name, name)
+        if ca is not None and ca.cert not in roots:
+            roots.append(ca.cert)
+    return roots
+
+
+def renew_due(state: ProjectionState, at: int) -> None:
+    """Move every mesh whose window ended by `at` to the window holding `at`."""
+    for mesh in state.renewals_due(at):
+        trust = state.trust(mesh)
+        assert trust is not None
+        period = _renew_after(trust.expiration_ms)
+        start = trust.anchor + (at - trust.anchor) // period * period
+        state.put("trust", mesh, TrustRow(
+            mesh=mesh, backend=trust.backend, mode=trust.mode, roots=trust.roots,
+            ca_version=trust.ca_version, expiration_ms=trust.expiration_ms,
+            anchor=trust.anchor, window_start=start, renew_at=start + period))
+        state.stale_identities.update((mesh, n) for n in state.dataplane_names(mesh))
+
+
+def derive_identities(state: ProjectionState) -> None:
+    """Issue, re-issue or remove the certificates of the Dataplanes marked stale."""
+    for mesh, name in sorted(state.stale_identities):
+        _derive_one(state, mesh, name)
+    state.stale_identities.clear()
+
+
+def _derive_one(state: ProjectionState, mesh: str, name: str) -> None:
+    key = dp_key(mesh, name)
+    trust = state.trust(mesh)
+    dp = state.dataplane(mesh, name)
+    if trust is None or dp is None:
+        state.delete("identity", key)
+        return
+    uris = uri_sans(mesh, _tags(dp))
+    old = state.identity(mesh, name)
+    if (old is not None and old.backend == trust.backend and old.ca_version == trust.ca_version
+            and old.uris == uris and old.not_after == trust.window_start
+            + trust.expiration_ms):
+        return
+    ca = state.ca(mesh, trust.backend)
+    assert ca is not None  # refresh_trust keeps a TrustRow only with its CA
+    issued = issue_workload(
+        ca.cert, open_ca_key(state, ca), mesh=mesh, dataplane=name, uris=uris,
+        not_before_ms=trust.window_start, not_after_ms=trust.window_start + trust.expiration_ms)
+    state.put("identity", key, IdentityRow(
+        mesh=mesh, dataplane=name, backend=trust.backend, ca_version=trust.ca_version,
+        uris=uris, cert=issued.chain, key=issued.key, not_before=issued.not_before,
+        not_after=trust.window_start + trust.expiration_ms))
+
+
+def open_ca_key(state: ProjectionState, ca: CaRow) -> bytes:
+    """The CA's key, opened with the projector's secret key (and kept open in memory)."""
+    cached = state.ca_keys.get((ca.mesh, ca.backend, ca.meta.version))
+    if cached is not None:
+        return cached
+    if state.secret_key is None:
+        raise IdentityUnavailable(
+            f"mesh {ca.mesh!r} has mTLS on, and this projector has no secret key to open its "
+            f"CA {ca.backend!r} with: start it with --secret-key-file (the file meshlog up "
+            "keeps in its data dir)")
+    key = state.secret_key.open(ca.key, purpose=ca_purpose(ca.mesh, ca.backend))
+    state.ca_keys[(ca.mesh, ca.backend, ca.meta.version)] = key
+    return key
+
+
+def _tags(row: DataplaneRow) -> dict[str, set[str]]:
+    tags: dict[str, set[str]] = {}
+    for inbound in row.dataplane.networking.inbound:
+        for k, v in inbound.tags.items():
+            tags.setdefault(k, set()).add(v)
+    return tags

@@ -13,7 +13,15 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 
 from events.bus.projection_bus import CHECKPOINT_KEY, ProjectionUpdate
-from projections import DataplaneRow, EndpointsRow, MeshRow, MeshServiceRow, decode_typed
+from projections import (
+    DataplaneRow,
+    EndpointsRow,
+    IdentityRow,
+    MeshRow,
+    MeshServiceRow,
+    TrustRow,
+    decode_typed,
+)
 
 __all__ = ["ProjectionView"]
 
@@ -30,6 +38,13 @@ class ProjectionView:
         self.endpoints: dict[str, dict[str, EndpointsRow]] = defaultdict(dict)
         self.endpoints_bytes: dict[str, dict[str, bytes]] = defaultdict(dict)
         """The bus's bytes of each endpoints row: a ready-made, content-derived cache key."""
+        self.trust: dict[str, TrustRow] = {}
+        """By mesh: present when the mesh has mTLS on."""
+        self.identities: dict[tuple[str, str], IdentityRow] = {}
+        """(mesh, Dataplane): its workload certificate and key."""
+        self.policy_versions: dict[str, int] = defaultdict(int)
+        """By mesh: bumped when a MeshService or a policy of the mesh changes, so that a
+        proxy's inbounds (whose RBAC depends on them) are built again only then."""
         self._wakes: set[asyncio.Event] = set()
 
     def apply(self, updates: Iterable[ProjectionUpdate]) -> None:
@@ -59,6 +74,7 @@ class ProjectionView:
                 else:
                     self.dataplanes[(mesh, name)] = decode_typed(DataplaneRow, value)
             case "meshservice":
+                self.policy_versions[mesh] += 1
                 if value is None:
                     self.meshservices[mesh].pop(name, None)
                 else:
@@ -70,6 +86,17 @@ class ProjectionView:
                 else:
                     self.endpoints[mesh][name] = decode_typed(EndpointsRow, value)
                     self.endpoints_bytes[mesh][name] = value
+            case "trust":
+                # key `trust/<mesh>`: the mesh arrived in `mesh`
+                if value is None:
+                    self.trust.pop(mesh, None)
+                else:
+                    self.trust[mesh] = decode_typed(TrustRow, value)
+            case "identity":
+                if value is None:
+                    self.identities.pop((mesh, name), None)
+                else:
+                    self.identities[(mesh, name)] = decode_typed(IdentityRow, value)
             case _:
                 pass  # future collections: not needed for Envoy config yet
 

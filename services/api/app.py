@@ -44,7 +44,7 @@ from events import (
     Violation,
     decode_resource,
 )
-from events.commands import Commands, WriteResult
+from events.commands import Commands, NoSecretKey, WriteResult
 from events.documents import MAX_DOCUMENT_BYTES, load_json, load_yaml
 from events.resources import MeshScopedResource
 from projections import (
@@ -402,7 +402,7 @@ def _on_error(_: ApiRequest, exc: Exception) -> Response[dict[str, Any]]:
             return _problem(422, "Idempotency-Key reused", str(exc))
         case StoreError() if not isinstance(exc, StoreUnavailable):
             return _problem(409, "Conflict", str(exc))
-        case TransientError() | StoreUnavailable():
+        case TransientError() | StoreUnavailable() | NoSecretKey():
             return _problem(503, "Unavailable", str(exc))
         case HTTPException() if exc.status_code == 413:  # Litestar's request_max_body_size
             return _problem(413, "Payload too large", f"the body is more than "

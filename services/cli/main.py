@@ -49,6 +49,7 @@ from services.runtime.config import (
     parse_duration_ms,
     parse_port,
     parse_positive,
+    secret_key_of,
 )
 
 __all__ = ["main"]
@@ -70,7 +71,8 @@ def cmd_process(args: argparse.Namespace) -> int:
         coro = processes.run_projector_process(
             nats_url=args.nats_url, database=_database_of(args), zone=args.zone,
             replicas=replicas, meshservice_grace_period_ms=parse_duration_ms(
-                "--meshservice-grace-period", args.meshservice_grace_period))
+                "--meshservice-grace-period", args.meshservice_grace_period),
+            secret_key=secret_key_of(args.secret_key_file, Path(args.data_dir), create=False))
     elif args.command == "gateway":
         drain_grace_s = _seconds("--drain-grace", args.drain_grace)
         coro = processes.run_gateway_process(
@@ -84,7 +86,8 @@ def cmd_process(args: argparse.Namespace) -> int:
     else:
         coro = processes.run_api_process(
             nats_url=args.nats_url, database=_database_of(args), host=args.api_host,
-            port=parse_port("--api-port", args.api_port), zone=args.zone, replicas=replicas)
+            port=parse_port("--api-port", args.api_port), zone=args.zone, replicas=replicas,
+            secret_key=secret_key_of(args.secret_key_file, Path(args.data_dir), create=False))
     _run_until_signal(coro)
     return 0
 
@@ -107,6 +110,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         meshservice_grace_period_ms=parse_duration_ms("--meshservice-grace-period",
                                                       args.meshservice_grace_period),
         deregistration_delay_s=_seconds("--deregistration-delay", args.deregistration_delay),
+        secret_key_file=Path(args.secret_key_file) if args.secret_key_file else None,
     )
 
     def announce(where: dict[str, str]) -> None:
@@ -130,7 +134,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     to_seq = None if args.to_seq is None else parse_positive("--to-seq", args.to_seq)
     target = asyncio.run(run_replay(
         nats=nats_url_of(args.nats_url, Path(args.data_dir)), database=args.database,
-        zone=args.zone, to_seq=to_seq, show_progress=not args.quiet))
+        zone=args.zone, to_seq=to_seq, show_progress=not args.quiet,
+        secret_key=secret_key_of(args.secret_key_file, Path(args.data_dir), create=False)))
     print(f"replayed sequences 1..{target} into {args.database}")
     if args.swap:
         client = ApiClient(args.api)
@@ -230,6 +235,13 @@ _GRACE_OPTIONS: dict[str, Any] = {
     "help": "how long a generated MeshService outlives its last Dataplane, e.g. 1h, 10m, 0 "
             "(recorded in the log; default %(default)s)"}
 
+_SECRET_KEY_FLAG = ("--secret-key-file",)
+_SECRET_KEY_OPTIONS: dict[str, Any] = {
+    "default": env("SECRET_KEY_FILE"),
+    "help": "the key that seals CA and signing keys in the log (env MESHLOG_SECRET_KEY_FILE; "
+            "default: secret.key in --data-dir, which `meshlog up` makes at its first start). "
+            "Keep it as you keep a CA key: without it, no mTLS mesh can be served or replayed"}
+
 
 _API_DEFAULT = env("API", "http://127.0.0.1:5681")
 _API_HELP = f"API base URL (env MESHLOG_API; default {_API_DEFAULT})"
@@ -265,6 +277,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="port of the embedded nats-server (default: any free port)")
     up.add_argument("--database", default=env("DATABASE"),
                     help="read-model store URL (default: SQLite in the data dir)")
+    up.add_argument(*_SECRET_KEY_FLAG, **_SECRET_KEY_OPTIONS)
     up.add_argument("--api-host", default=env("API_HOST", "127.0.0.1"))
     up.add_argument("--api-port", default=env("API_PORT", "5681"), help="default %(default)s")
     up.add_argument("--xds-host", default=env("XDS_HOST", "127.0.0.1"))
@@ -317,6 +330,7 @@ def _parser() -> argparse.ArgumentParser:
             proc.add_argument("--database", default=env("DATABASE"),
                               help="read-model store URL (default: SQLite in --data-dir)")
             proc.add_argument("--data-dir", default=env("DATA_DIR", ".meshlog"))
+            proc.add_argument(*_SECRET_KEY_FLAG, **_SECRET_KEY_OPTIONS)
         if name == "gateway":
             proc.add_argument("--xds-host", default=env("XDS_HOST", "127.0.0.1"))
             proc.add_argument("--xds-port", default=env("XDS_PORT", "5678"))
@@ -345,6 +359,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="the log's NATS (default: the running `meshlog up` of --data-dir)")
     replay.add_argument("--data-dir", default=env("DATA_DIR", ".meshlog"))
     replay.add_argument("--zone", default=env("ZONE", "default"))
+    replay.add_argument(*_SECRET_KEY_FLAG, **_SECRET_KEY_OPTIONS)
     replay.add_argument("-q", "--quiet", action="store_true",
                         help="no progress bar, no INFO logs (warnings and errors still show)")
     replay.add_argument("--swap", action="store_true",

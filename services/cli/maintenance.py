@@ -12,6 +12,7 @@ from pathlib import Path
 import msgspec
 
 from events import EventLogUnavailable, JetStreamEventLog, connect_nats
+from events.identity import SecretKey
 from projections import Progress, ReadModelStore, export_store, open_store, rebuild
 from services.errors import ConfigError
 
@@ -56,7 +57,7 @@ def nats_url_of(nats_url: str | None, data_dir: Path) -> LogAddress:
 
 
 async def run_replay(*, nats: LogAddress, database: str, zone: str, to_seq: int | None,
-                     show_progress: bool = True) -> int:
+                     show_progress: bool = True, secret_key: SecretKey | None = None) -> int:
     """Rebuild into `database` from the log at `nats`; the target sequence. Fails fast, with
     `nats.unreachable`, when the NATS is not there; refuses a `to_seq` past the log's end
     (SystemExit) before it opens the store."""
@@ -74,8 +75,9 @@ async def run_replay(*, nats: LogAddress, database: str, zone: str, to_seq: int 
         store = await open_store(database)
         try:
             if not show_progress:
-                return await rebuild(log, store, zone=zone, to_seq=to_seq)
-            return await _with_progress_bar(log, store, zone, to_seq)
+                return await rebuild(log, store, zone=zone, to_seq=to_seq,
+                                     secret_key=secret_key)
+            return await _with_progress_bar(log, store, zone, to_seq, secret_key)
         finally:
             await store.close()
     finally:
@@ -83,7 +85,7 @@ async def run_replay(*, nats: LogAddress, database: str, zone: str, to_seq: int 
 
 
 async def _with_progress_bar(log: JetStreamEventLog, store: ReadModelStore, zone: str,
-                             to_seq: int | None) -> int:
+                             to_seq: int | None, secret_key: SecretKey | None) -> int:
     from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
     from rich.progress import Progress as Bar
 
@@ -98,7 +100,8 @@ async def _with_progress_bar(log: JetStreamEventLog, store: ReadModelStore, zone
             bar.update(task, completed=p.position, total=p.target, target=p.target,
                        rate=p.events_per_s)
 
-        return await rebuild(log, store, zone=zone, to_seq=to_seq, on_progress=on_progress)
+        return await rebuild(log, store, zone=zone, to_seq=to_seq, on_progress=on_progress,
+                             secret_key=secret_key)
 
 
 async def run_export(database: str) -> bytes:

@@ -14,9 +14,14 @@ from pathlib import Path
 from msgspec import Struct
 
 from events import DEFAULT_ZONE
+from events.identity import SecretKey
 from services.errors import ConfigError
 
-__all__ = ["UpConfig", "env", "parse_cidr", "parse_duration_ms", "parse_port", "parse_positive"]
+__all__ = ["SECRET_KEY_FILE", "UpConfig", "env", "parse_cidr", "parse_duration_ms", "parse_port",
+           "parse_positive", "secret_key_of"]
+
+SECRET_KEY_FILE = "secret.key"
+"""The secret key's file in a data dir (mode 0600)."""
 
 
 class UpConfig(Struct, frozen=True, kw_only=True):
@@ -34,6 +39,9 @@ class UpConfig(Struct, frozen=True, kw_only=True):
     """How long a generated MeshService outlives its last Dataplane (recorded in the log)."""
     deregistration_delay_s: float = 10.0
     """How long a self-registered proxy may be gone before its Dataplane is deregistered."""
+    secret_key_file: Path | None = None
+    """The key that seals CA and signing keys in the log; default `<data_dir>/secret.key`,
+    made at the first start."""
 
     @property
     def database_url(self) -> str:
@@ -85,3 +93,15 @@ def parse_cidr(flag: str, value: str) -> str:
         return str(ipaddress.ip_network(value, strict=True))
     except ValueError as exc:
         raise ConfigError(f"{flag}: {value!r} is not a CIDR ({exc})") from None
+
+
+def secret_key_of(path: str | Path | None, data_dir: Path, *, create: bool) -> SecretKey | None:
+    """The control plane's secret key: from `path` (`--secret-key-file`), else the data dir's
+    `secret.key`, made there if `create` (`meshlog up`) and otherwise None when absent (a
+    process that then meets a mesh with mTLS says what to pass)."""
+    if path is not None:
+        return SecretKey.load(Path(path))
+    default = data_dir / SECRET_KEY_FILE
+    if create:
+        return SecretKey.load_or_create(default)
+    return SecretKey.load(default) if default.exists() else None

@@ -24,6 +24,7 @@ from events.bus.insights import JetStreamInsights
 from events.bus.projection_bus import JetStreamProjectionBus
 from events.bus.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
 from events.commands import Commands
+from events.identity import SecretKey
 from projections import DEFAULT_GRACE_PERIOD_MS, Projector, open_store
 from services.api.app import create_app
 from services.api.proxy_inspector import ProxyInspector
@@ -45,8 +46,8 @@ PROCESS_GRACE_S = 15.0
 
 async def run_projector_process(*, nats_url: str, database: str, zone: str,
                                 replicas: int = 1,
-                                meshservice_grace_period_ms: int = DEFAULT_GRACE_PERIOD_MS
-                                ) -> None:
+                                meshservice_grace_period_ms: int = DEFAULT_GRACE_PERIOD_MS,
+                                secret_key: SecretKey | None = None) -> None:
     # a signal cancels: the projector stops between batches (a commit is whole)
     with handle_signals(PROCESS_GRACE_S):
         reconnected = asyncio.Event()
@@ -57,7 +58,8 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
             bus = await JetStreamProjectionBus.open(nc, replicas=replicas)
             store = await open_store(database)
             try:
-                await run_projector(Projector(event_log, store, bus, zone=zone), reconnected)
+                await run_projector(Projector(event_log, store, bus, zone=zone,
+                                              secret_key=secret_key), reconnected)
             finally:
                 await store.close()
 
@@ -99,7 +101,8 @@ async def run_gateway_process(*, nats_url: str, host: str, port: int,
 
 async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
                           zone: str, replicas: int = 1,
-                          drain_grace_s: float = DEFAULT_API_DRAIN_GRACE_S) -> None:
+                          drain_grace_s: float = DEFAULT_API_DRAIN_GRACE_S,
+                          secret_key: SecretKey | None = None) -> None:
     with handle_signals(max(PROCESS_GRACE_S, drain_grace_s + 5)) as shutdown:
         sock = bind_socket(host, port, "--api-port")
         try:
@@ -107,7 +110,8 @@ async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
                 event_log = await JetStreamEventLog.open(nc, replicas=replicas)
                 store = await open_store(database)
                 try:
-                    api = ApiServer(create_app(Commands(event_log, zone=zone), store,
+                    api = ApiServer(create_app(Commands(event_log, zone=zone,
+                                                        secret_key=secret_key), store,
                                                inspector=ProxyInspector(nc)),
                                     sock, drain_grace_s=drain_grace_s)
                     async with asyncio.TaskGroup() as tg:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from events import EventLog
+from events.identity import SecretKey
 from projections import Projector, ReadModelStore, StoreError, open_store
 from projections.worker import ProjectionPublisher
 
@@ -33,8 +34,10 @@ def pointed_database(data_dir: Path) -> str | None:
 
 class SwappableReadModels:
     def __init__(self, event_log: EventLog, publisher: ProjectionPublisher, *, zone: str,
-                 data_dir: Path, url: str, on_swap: Callable[[ReadModelStore], None]) -> None:
+                 data_dir: Path, url: str, on_swap: Callable[[ReadModelStore], None],
+                 secret_key: SecretKey | None = None) -> None:
         self._log = event_log
+        self._secret_key = secret_key
         self._publisher = publisher
         self._zone = zone
         self._data_dir = data_dir
@@ -61,7 +64,8 @@ class SwappableReadModels:
         old_api: ReadModelStore | None = None
         try:
             while True:
-                self.projector = Projector(self._log, store, self._publisher, zone=self._zone)
+                self.projector = Projector(self._log, store, self._publisher, zone=self._zone,
+                                           secret_key=self._secret_key)
                 async with asyncio.TaskGroup() as tg:
                     running = tg.create_task(run_projector(self.projector), name="projector")
                     url, done = await self._requests.get()
@@ -88,7 +92,8 @@ class SwappableReadModels:
             # Catch up silently: the new store may be behind the live one, and gateways must
             # not see its older states. The live projector started next on the new store
             # reconciles the bus once, publishing only the real differences.
-            catch_up = Projector(self._log, new, None, zone=self._zone)
+            catch_up = Projector(self._log, new, None, zone=self._zone,
+                                 secret_key=self._secret_key)
             await catch_up.run(until_seq=live_at)
             new_api = await open_store(url)
         except BaseException:

@@ -45,7 +45,7 @@ from services.api.app import api_state, create_app
 from services.api.proxy_inspector import ProxyInspector
 from services.errors import ConfigError
 from services.runtime.api_server import DEFAULT_API_DRAIN_GRACE_S, ApiServer
-from services.runtime.config import UpConfig
+from services.runtime.config import UpConfig, secret_key_of
 from services.runtime.embedded_nats import run_nats_server
 from services.runtime.readmodels import SwappableReadModels, pointed_database
 from services.runtime.shutdown import handle_signals
@@ -182,7 +182,8 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                 nats_connection(url, "meshlog-up", reconnected))
             event_log = await JetStreamEventLog.open(nc)
             bus = await JetStreamProjectionBus.open(nc)
-            commands = Commands(event_log, zone=cfg.zone)
+            secret_key = secret_key_of(cfg.secret_key_file, cfg.data_dir, create=True)
+            commands = Commands(event_log, zone=cfg.zone, secret_key=secret_key)
             await commands.configure_ipam("MeshService", cfg.vip_cidr)
             await commands.configure_grace_period(
                 "MeshService", cfg.meshservice_grace_period_ms, DEFAULT_GRACE_PERIOD_MS)
@@ -196,7 +197,7 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
 
             readmodels = SwappableReadModels(event_log, bus, zone=cfg.zone,
                                              data_dir=cfg.data_dir, url=database,
-                                             on_swap=use_store)
+                                             on_swap=use_store, secret_key=secret_key)
             state.readmodels = readmodels
             # closed before NATS (the stack unwinds in reverse), after the API drained
             stack.push_async_callback(lambda: state.store.close())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.core.v3.address_pb2 import Address, SocketAddress
+from envoy.config.core.v3.base_pb2 import TransportSocket
 from envoy.config.core.v3.config_source_pb2 import (
     AggregatedConfigSource,
     ApiVersion,
@@ -22,8 +23,9 @@ __all__ = ["eds_cluster", "local_cluster"]
 _CONNECT_TIMEOUT = Duration(seconds=5)
 
 
-def eds_cluster(name: str) -> Cluster:
-    return Cluster(
+def eds_cluster(name: str, tls: TransportSocket | None = None) -> Cluster:
+    """`tls`: the upstream mTLS of a mesh with mTLS on (`tls.upstream_tls`)."""
+    cluster = Cluster(
         name=name,
         type=Cluster.EDS,
         connect_timeout=_CONNECT_TIMEOUT,
@@ -32,6 +34,9 @@ def eds_cluster(name: str) -> Cluster:
                                     resource_api_version=ApiVersion.V3),
         ),
     )
+    if tls is not None:
+        cluster.transport_socket.CopyFrom(tls)
+    return cluster
 
 
 def local_cluster(name: str, address: str, port: int) -> Cluster:

@@ -28,10 +28,11 @@ from collections.abc import Callable, Mapping
 
 from msgspec import Struct
 
-from events import SERVICE_TAG, Dataplane, Outbound
-from projections import DataplaneRow, MeshServiceRow
-from xds_gateway.resources import clusters, dns, endpoints, listeners, names, proxyless
+from events import SERVICE_TAG, Dataplane, Inbound, Outbound
+from projections import DataplaneRow, IdentityRow, MeshServiceRow, TrustRow
+from xds_gateway.resources import clusters, dns, endpoints, listeners, names, proxyless, rbac, tls
 from xds_gateway.resources.cache import EncodedResource, ResourceCache, set_version, version_of
+from xds_gateway.resources.listeners import InboundTls
 from xds_gateway.resources.node import ProxyNode
 from xds_gateway.resources.reachable import (
     Mode,
@@ -40,7 +41,7 @@ from xds_gateway.resources.reachable import (
     reachable,
     reachable_key,
 )
-from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE
+from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET
 from xds_gateway.view import ProjectionView
 
 __all__ = ["Part", "Snapshot", "ViewSnapshots", "build_snapshot"]
@@ -86,14 +87,17 @@ class Snapshot:
     `of(type)` is the merged view; it is the shared mapping itself when the proxy adds nothing
     of that type. Callers never mutate what it returns."""
 
-    __slots__ = ("_merged", "_versions", "first", "last", "row", "shared")
+    __slots__ = ("_merged", "_versions", "first", "inputs", "last", "row", "shared")
 
     def __init__(self, shared: Shared, first: dict[str, Part], last: dict[str, Part],
-                 row: DataplaneRow | None = None) -> None:
+                 row: DataplaneRow | None = None, inputs: tuple[object, ...] = ()) -> None:
         self.shared = shared
         self.first = first
         self.last = last
         self.row = row
+        self.inputs = inputs
+        """What `first` (the proxy's own part) was built from: reused while they are the
+        same objects."""
         self._merged: dict[str, Mapping[str, EncodedResource]] = {}
         self._versions: dict[str, str] = {}
 
@@ -204,13 +208,17 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
            0 if tp is None else node.dns_port)
     shared = cache.per_generation(view, view.generation, key, lambda: Shared(
         _collect(lambda add: _shared(view, cache, mesh, mode, dp, node, services, add)), {}, {}))
-    if previous is not None and previous.row is row:
-        first = previous.first  # inbounds depend on the row only
+    trust = view.trust.get(mesh)
+    identity = view.identities.get((mesh, name)) if trust is not None else None
+    inputs = (row, trust, identity, view.policy_versions[mesh] if trust is not None else 0)
+    if previous is not None and len(previous.inputs) == len(inputs) and all(
+            a is b for a, b in zip(previous.inputs, inputs, strict=True)):
+        first = previous.first  # the proxy's own part depends on these only
     else:
-        first = _collect(lambda add: _inbounds(dp, cache, add))
+        first = _collect(lambda add: _own(view, cache, dp, trust, identity, add))
     last = (_collect(lambda add: _explicit(view, cache, mesh, mode, dp, services, add))
             if dp.networking.outbound else _NONE)
-    return Snapshot(shared, first, last, row)
+    return Snapshot(shared, first, last, row, inputs)
 
 
 def _collect(fill: Callable[[Add], None]) -> dict[str, Part]:
@@ -228,6 +236,10 @@ def _shared(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
             add: Add) -> None:
     """What every proxy with `dp`'s shared key gets; depends on `dp` only through the key."""
     tp = dp.networking.transparent_proxying
+    trust = view.trust.get(mesh)
+    if trust is not None:
+        add(cache.get(SECRET, tls.ca_secret_name(mesh), ("ca", mesh, tuple(trust.roots)),
+                      functools.partial(tls.ca_secret, mesh, tuple(trust.roots))))
     records: set[tuple[str, str]] = set()
     for ms_name, ports in sorted(reachable(mode, dp, services).items()):
         ms = services[ms_name]
@@ -259,7 +271,14 @@ def _service_port(view: ProjectionView, cache: ResourceCache, mesh: str, service
                   port: int, add: Add) -> str:
     """Add the EDS cluster of a MeshService port and its endpoints; return the cluster name."""
     cname = names.msvc_cluster(mesh, service, port)
-    add(cache.get(CLUSTER, cname, "eds", lambda: clusters.eds_cluster(cname)))
+    if mesh in view.trust:
+        ms = view.meshservices.get(mesh, {}).get(service)
+        san = _service_san(mesh, ms)
+        sni = tls.sni(mesh, service, port)
+        add(cache.get(CLUSTER, cname, ("eds", mesh, san, sni), lambda: clusters.eds_cluster(
+            cname, tls.upstream_tls(mesh, san, sni))))
+    else:
+        add(cache.get(CLUSTER, cname, "eds", lambda: clusters.eds_cluster(cname)))
     ep_row = view.endpoints.get(mesh, {}).get(service)
     if ep_row is None:
         return cname
@@ -273,7 +292,39 @@ def _service_port(view: ProjectionView, cache: ResourceCache, mesh: str, service
     return cname
 
 
-def _inbounds(dp: Dataplane, cache: ResourceCache, add: Add) -> None:
+def _service_san(mesh: str, ms: MeshServiceRow | None) -> str | None:
+    """The identity an outbound to `ms` checks: its workloads' `kuma.io/service` (the
+    selector's, as a generated MeshService has it); None when the selector names none (then
+    any workload of the mesh)."""
+    service = ms.spec.selector.dataplane_tags.get(SERVICE_TAG) if ms is not None else None
+    return None if service is None else f"spiffe://{mesh}/{service}"
+
+
+def _own(view: ProjectionView, cache: ResourceCache, dp: Dataplane, trust: TrustRow | None,
+         identity: IdentityRow | None, add: Add) -> None:
+    """What only this proxy gets: its inbounds and, with mTLS, its certificate."""
+    if trust is not None and identity is not None:
+        add(cache.get(SECRET, tls.identity_secret_name(dp.mesh), ("identity", identity.cert),
+                      functools.partial(tls.identity_secret, dp.mesh, identity.cert,
+                                        identity.key)))
+    _inbounds(view, dp, trust, cache, add)
+
+
+def _inbound_tls(view: ProjectionView, dp: Dataplane, inbound: Inbound, trust: TrustRow
+                 ) -> InboundTls:
+    services = view.meshservices.get(dp.mesh, {})
+    selecting = sorted(name for name, ms in services.items()
+                       if ms.spec.selector.dataplane_tags and all(
+                           inbound.tags.get(k) == v
+                           for k, v in ms.spec.selector.dataplane_tags.items()))
+    policies: list[object] = []  # MeshTrafficPermission: none yet
+    port = inbound.port
+    return InboundTls(mesh=dp.mesh, mode=trust.mode, rbac=rbac.inbound_rbac(
+        dp.mesh, dp, inbound, selecting, policies, stat_prefix=f"inbound_{port}_"))
+
+
+def _inbounds(view: ProjectionView, dp: Dataplane, trust: TrustRow | None,
+              cache: ResourceCache, add: Add) -> None:
     for inbound in dp.networking.inbound:
         if inbound.state == "Ignored":
             continue
@@ -287,9 +338,13 @@ def _inbounds(dp: Dataplane, cache: ResourceCache, add: Add) -> None:
         lname = names.inbound_listener(address, inbound.port)
         # a DNS-named Dataplane listens on every address: Envoy binds IPs only
         bind = address if names.is_ip(address) else "0.0.0.0"
-        add(cache.get(LISTENER, lname, ("inbound", bind, inbound.port, cname),
-                      functools.partial(listeners.tcp_listener, lname, bind, inbound.port,
-                                        cname),
+        inbound_tls = _inbound_tls(view, dp, inbound, trust) if trust is not None else None
+        tls_key = None if inbound_tls is None else (
+            inbound_tls.mesh, inbound_tls.mode,
+            inbound_tls.rbac.SerializeToString(deterministic=True))
+        add(cache.get(LISTENER, lname, ("inbound", bind, inbound.port, cname, tls_key),
+                      functools.partial(listeners.inbound_listener, lname, bind, inbound.port,
+                                        cname, inbound_tls),
                       refs=frozenset({cname})))
 
 

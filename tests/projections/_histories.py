@@ -8,6 +8,7 @@ from its store after a crash.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from events import (
     AnyEvent,
+    CaCreated,
     ClockTicked,
     Dataplane,
     DataplaneDeregistered,
@@ -31,10 +33,13 @@ from events import (
     MeshServiceApplied,
     MeshServiceDeleted,
     Provenance,
+    ca_purpose,
     decode_event,
     decode_resource,
     encode_event,
 )
+from events.identity import SecretKey
+from events.identity.pki import create_ca
 from events.resources import Mesh
 from projections.derive import derive_stale
 from projections.fold import apply_event
@@ -129,6 +134,16 @@ def generator(name: str, template: str, match_labels: dict[str, str] | None = No
 # --- histories ------------------------------------------------------------------------------
 
 
+SECRET_KEY = SecretKey.generate()
+"""The projector's secret key in these tests: it opens the CAs `History.mtls` records."""
+
+
+@functools.cache
+def _ca(mesh: str, backend: str) -> tuple[str, str]:
+    cert, key = create_ca(mesh, backend, 1_700_000_000_000)
+    return cert, SECRET_KEY.seal(key, purpose=ca_purpose(mesh, backend))
+
+
 class History:
     """An event log under construction; each event is `gap` ms after the previous one."""
 
@@ -136,6 +151,7 @@ class History:
         self.events: list[AnyEvent] = []
         self.gap = gap
         self._at = start
+        self._cas: set[tuple[str, str]] = set()
 
     def _add(self, event: AnyEvent) -> None:
         self.events.append(event)
@@ -192,6 +208,26 @@ class History:
 
     def tick(self) -> History:
         self._add(ClockTicked(at=self._next_at()))
+        return self
+
+    def mtls(self, mesh: str, *backends: str, enabled: str | None = None,
+             mode: str = "STRICT", expiration: str = "10s") -> History:
+        """The command side's CA events for `backends` not recorded yet, then a Mesh with
+        mTLS on `enabled` (None: off); the CAs are made once per test run and shared."""
+        for backend in backends:
+            if (mesh, backend) not in self._cas:
+                self._cas.add((mesh, backend))
+                cert, key = _ca(mesh, backend)
+                self._add(CaCreated(at=self._next_at(), mesh=mesh, backend=backend,
+                                    type="builtin", cert=cert, key=key))
+        doc: dict[str, Any] = {"type": "Mesh", "name": mesh, "mtls": {"backends": [
+            {"name": b, "type": "builtin", "mode": mode,
+             "dpCert": {"rotation": {"expiration": expiration}}} for b in backends]}}
+        if enabled is not None:
+            doc["mtls"]["enabledBackend"] = enabled
+        resource = decode_resource(doc)
+        assert isinstance(resource, Mesh)
+        self._add(MeshApplied(at=self._next_at(), mesh=resource))
         return self
 
     def ipam(self, cidr: str, kind: str = "MeshService") -> History:
@@ -264,6 +300,10 @@ def realistic_history() -> list[AnyEvent]:
     h.ipam("241.0.0.0/8")  # back to the first CIDR: its cursor restarts among used addresses
     h.register(dataplane("default", "audit-1", "10.0.0.60", inbound(8000, "audit")))
     h.deregister("default", "audit-1")
+    h.mtls("edge", "ca-1", enabled="ca-1", expiration="10s")  # certificates for edge
+    h.wait(9_000).tick()  # past 4/5 of 10 s: re-issued in the next window
+    h.mtls("edge", "ca-1", "ca-2", enabled="ca-1")  # trust both ...
+    h.mtls("edge", "ca-1", "ca-2", enabled="ca-2")  # ... issue from the new one
     h.wait(25_000).tick()  # audit's grace period is over on a quiet log
     return h.events
 
@@ -298,7 +338,7 @@ def fold(
     first_seq: int = 1,
 ) -> ProjectionState:
     """Fold `batches` like `Projector.run`: fold each event, then derive and commit per batch."""
-    state = ProjectionState() if state is None else state
+    state = ProjectionState.load([], secret_key=SECRET_KEY) if state is None else state
     seq = first_seq
     for batch in batches:
         for event in batch:
@@ -320,7 +360,7 @@ def rows(state: ProjectionState) -> Rows:
 
 def restart(state: ProjectionState) -> ProjectionState:
     """A fresh state loaded from what the store holds, as after a projector restart."""
-    return ProjectionState.load(rows(state))
+    return ProjectionState.load(rows(state), secret_key=SECRET_KEY)
 
 
 # --- reading persisted rows ------------------------------------------------------------------
@@ -399,7 +439,7 @@ def _step(draw: st.DrawFn, h: History) -> None:
     mesh = draw(st.sampled_from(_MESHES))
     kind = draw(st.sampled_from(("register", "register", "register", "deregister", "apply",
                                  "delete", "ipam", "mesh", "delete-mesh", "generator",
-                                 "delete-generator", "grace", "tick")))
+                                 "delete-generator", "grace", "tick", "mtls", "wait")))
     match kind:
         case "register":
             h.register(dataplane(
@@ -434,6 +474,13 @@ def _step(draw: st.DrawFn, h: History) -> None:
             h.grace(draw(st.sampled_from((0, 1500, 3000))))
         case "tick":
             h.tick()
+        case "mtls":
+            backends = draw(st.sampled_from((("ca-1",), ("ca-2",), ("ca-1", "ca-2"))))
+            h.mtls(mesh, *backends, enabled=draw(st.sampled_from((None, *backends))),
+                   mode=draw(st.sampled_from(("STRICT", "PERMISSIVE"))),
+                   expiration=draw(st.sampled_from(("10s", "30s"))))
+        case "wait":
+            h.wait(draw(st.sampled_from((5_000, 9_000, 30_000))))
         case _:
             h.mesh(mesh)
 

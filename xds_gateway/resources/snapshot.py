@@ -248,7 +248,8 @@ def _shared(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
         if vip is not None:
             records.update((h, vip) for h in hostnames)
         for port in ports:
-            cname = _service_port(view, cache, mesh, ms_name, port, add)
+            cname = _service_port(view, cache, mesh, ms_name, port, add,
+                                  mtls=not node.is_grpc)
             if vip is not None:
                 add(_outbound(cache, vip, port, cname, bind=tp is None))
             if node.is_grpc:
@@ -268,10 +269,14 @@ def _explicit(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
 
 
 def _service_port(view: ProjectionView, cache: ResourceCache, mesh: str, service: str,
-                  port: int, add: Add) -> str:
-    """Add the EDS cluster of a MeshService port and its endpoints; return the cluster name."""
+                  port: int, add: Add, *, mtls: bool = True) -> str:
+    """Add the EDS cluster of a MeshService port and its endpoints; return the cluster name.
+    With the mesh's mTLS on, the cluster originates it, unless `mtls` is False: a proxyless
+    gRPC client gets no SDS (gRPC takes certificates only from its own bootstrap's
+    certificate providers, gRFC A29), so it speaks plaintext, which a PERMISSIVE inbound
+    accepts (README, "mTLS")."""
     cname = names.msvc_cluster(mesh, service, port)
-    if mesh in view.trust:
+    if mtls and mesh in view.trust:
         ms = view.meshservices.get(mesh, {}).get(service)
         san = _service_san(mesh, ms)
         sni = tls.sni(mesh, service, port)

@@ -12,6 +12,12 @@ response. The worker talks to the benchmark over stdin/stdout, one JSON object p
   out `{"armed": r}`;
 - out `{"done": r, "max_t": t}` once every stream has ACKed an EDS response showing the
   change; `t` is the latest `time.time()` among them (same host as the benchmark).
+
+With `--sds` (`meshlog bench rotation`) each stream also subscribes, as Envoy does in a mesh
+with mTLS, to the secrets its clusters and listeners name (`identity_cert:secret:<mesh>`,
+`mesh_ca:secret:<mesh>`), and a round (`{"round": r, "secret": true}`) is done for a stream
+once it has ACKed an SDS response whose identity certificate differs from the one it held
+when the round was armed.
 """
 
 from __future__ import annotations
@@ -28,12 +34,12 @@ import msgspec
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
 
-from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER
+from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, SECRET
 
 __all__ = ["main"]
 
 ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
-CDS, EDS, LDS = CLUSTER, ENDPOINT, LISTENER
+CDS, EDS, LDS, SDS = CLUSTER, ENDPOINT, LISTENER, SECRET
 _OPTIONS = [("grpc.max_receive_message_length", 256 * 1024 * 1024)]
 
 
@@ -41,18 +47,22 @@ class _Arm(msgspec.Struct, frozen=True):
     """The benchmark's command arming a round (see the module docstring)."""
 
     round: int
-    marker: str
-    present: bool
+    marker: str = ""
+    present: bool = True
+    secret: bool = False
+    """The round waits for a new identity certificate instead of an endpoint."""
 
 
 _ARM = msgspec.json.Decoder(_Arm)
 
 
 class Round:
-    def __init__(self, number: int, marker: bytes, present: bool, streams: int) -> None:
+    def __init__(self, number: int, marker: bytes, present: bool, streams: int,
+                 secret: bool = False) -> None:
         self.number = number
         self.marker = marker
         self.present = present
+        self.secret = secret
         self.waiting = streams
         self.max_t = 0.0
         self.done = asyncio.Event()
@@ -66,9 +76,12 @@ class Round:
 
 
 class Worker:
-    def __init__(self, xds: str, node_ids: list[str]) -> None:
+    def __init__(self, xds: str, node_ids: list[str], *, sds: bool = False,
+                 mesh: str = "default") -> None:
         self.xds = xds
         self.node_ids = node_ids
+        self.sds = sds
+        self.secret_names = [f"identity_cert:secret:{mesh}", f"mesh_ca:secret:{mesh}"]
         self.unready = len(node_ids)
         self.all_ready = asyncio.Event()
         self.round: Round | None = None
@@ -89,7 +102,7 @@ class Worker:
         while line := await reader.readline():
             command = _ARM.decode(line)
             self.round = Round(command.round, bytes.fromhex(command.marker), command.present,
-                               len(self.node_ids))
+                               len(self.node_ids), command.secret)
             _say({"armed": command.round})
             await self.round.done.wait()
             _say({"done": self.round.number, "max_t": self.round.max_t})
@@ -117,6 +130,8 @@ class Worker:
         first.node.user_agent_name = "envoy"
         queue.put_nowait(first)
         queue.put_nowait(DiscoveryRequest(type_url=LDS))
+        if self.sds:
+            queue.put_nowait(DiscoveryRequest(type_url=SDS, resource_names=self.secret_names))
         # no response deserializer: the raw bytes, searched for the round's marker
         call: grpc.aio.StreamStreamCall[DiscoveryRequest, bytes] = channel.stream_stream(
             ADS, request_serializer=DiscoveryRequest.SerializeToString,
@@ -125,10 +140,13 @@ class Worker:
         acked: set[str] = set()
         ready = False
         counted = -1  # the last round this stream counted in
+        identity = b""  # the identity secret last ACKed (--sds)
+        armed_with: tuple[int, bytes] = (-1, b"")  # (round, identity held when it was armed)
         async for raw in call:
             response = DiscoveryResponse.FromString(raw)
             type_url = response.type_url
-            names = eds_names if type_url == EDS else []
+            names = (eds_names if type_url == EDS
+                     else self.secret_names if type_url == SDS else [])
             if type_url == CDS:
                 clusters = [Cluster.FromString(r.value) for r in response.resources]
                 wanted = sorted(c.name for c in clusters if c.type == Cluster.EDS)
@@ -140,11 +158,21 @@ class Worker:
                 response_nonce=response.nonce, resource_names=names))
             acked.add(type_url)
             current = self.round
-            if type_url == EDS and current is not None and counted != current.number:
-                if (current.marker in raw) == current.present:
+            if current is not None and current.secret and armed_with[0] != current.number:
+                armed_with = (current.number, identity)
+            if type_url == SDS:
+                identity = next((r.value for r in response.resources
+                                 if self.secret_names[0].encode() in r.value), identity)
+            if current is not None and counted != current.number:
+                if current.secret:
+                    if type_url == SDS and identity != armed_with[1]:
+                        counted = current.number
+                        current.saw(time.time())
+                elif type_url == EDS and (current.marker in raw) == current.present:
                     counted = current.number
                     current.saw(time.time())
-            if not ready and {CDS, EDS, LDS} <= acked:
+            wanted_types = {CDS, EDS, LDS, SDS} if self.sds else {CDS, EDS, LDS}
+            if not ready and wanted_types <= acked and (not self.sds or identity):
                 ready = True
                 self.unready -= 1
                 if self.unready == 0:
@@ -162,9 +190,10 @@ def main() -> None:
     p.add_argument("--first", type=int, required=True)
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--mesh", default="default")
+    p.add_argument("--sds", action="store_true", help="subscribe to the mesh's secrets too")
     args = p.parse_args()
     node_ids = [f"{args.mesh}.dp-{i}" for i in range(args.first, args.first + args.count)]
-    asyncio.run(Worker(args.xds, node_ids).run())
+    asyncio.run(Worker(args.xds, node_ids, sds=args.sds, mesh=args.mesh).run())
 
 
 if __name__ == "__main__":

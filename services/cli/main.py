@@ -13,6 +13,7 @@
     meshlog quarantine                               events the projector could not apply
     meshlog bench rebuild|ingest --events N          benchmarks
     meshlog bench propagation --proxies N [--gateways G]   xDS push latency through an LB
+    meshlog bench rotation --proxies N               a certificate rotation wave to N proxies
 
 The API address comes from --api, else $MESHLOG_API, else http://127.0.0.1:5681.
 """
@@ -163,6 +164,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from services.bench import bench_ingest, bench_rebuild
 
+    if args.bench_command == "rotation":
+        from services.bench.rotation import bench_rotation
+
+        asyncio.run(bench_rotation(
+            parse_positive("--proxies", args.proxies),
+            gateways=parse_positive("--gateways", args.gateways),
+            rounds=parse_positive("--rounds", args.rounds), nats_url=args.nats_url))
+        return 0
     if args.bench_command == "propagation":
         from services.bench.propagation import bench_propagation
 
@@ -382,6 +391,12 @@ def _parser() -> argparse.ArgumentParser:
     prop.add_argument("--gateways", default="1", help="gateway processes (default %(default)s)")
     prop.add_argument("--rounds", default="20", help="endpoint changes (default %(default)s)")
     prop.add_argument("--nats-url", help="default: an embedded nats-server in a temp dir")
+    rot = bench_sub.add_parser("rotation", parents=g, help="a certificate rotation wave: time "
+                               "until every proxy has ACKed its new secret, and the CPU spent")
+    rot.add_argument("--proxies", default="1000", help="simulated proxies (default %(default)s)")
+    rot.add_argument("--gateways", default="1", help="gateway processes (default %(default)s)")
+    rot.add_argument("--rounds", default="3", help="rotation waves (default %(default)s)")
+    rot.add_argument("--nats-url", help="default: an embedded nats-server in a temp dir")
 
     sub.add_parser("quarantine", parents=g, help="list events the projector could not "
                    "apply (exit 1 if any)")

@@ -16,10 +16,13 @@ import socket
 import sqlite3
 import ssl
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cryptography import x509
 
@@ -169,12 +172,152 @@ def plaintext_answer(m: Mesh) -> str | None:
     return answer or None
 
 
-def test_strict_mtls_between_sidecars_and_deny_by_default(tmp_path: Path) -> None:
+def denied(m: Mesh, dataplane: str) -> bool:
+    """Whether backend's sidecar cuts off a client holding `dataplane`'s certificate after
+    the handshake (RBAC), without an answer."""
+    try:
+        _, answer = through_backend_sidecar(m, dataplane)
+    except (OSError, ssl.SSLError):
+        return True
+    return "backend-app" not in answer
+
+
+def served_certs(envoy: Envoy) -> list[dict[str, Any]]:
+    """The workload certificates Envoy holds (admin /certs), with SANs and serial."""
+    certs = envoy.admin.get("/certs").json().get("certificates", [])
+    return [c for entry in certs for c in entry.get("cert_chain", [])]
+
+
+def serials(envoy: Envoy) -> set[str]:
+    return {c["serial_number"] for c in served_certs(envoy)}
+
+
+def ssl_handshakes(envoy: Envoy, prefix: str) -> int:
+    return sum(v for k, v in envoy.stats("ssl.handshake").items() if k.startswith(prefix))
+
+
+class Traffic:
+    """Requests through web's sidecar to backend, without pause, on a background thread:
+    each on a new connection (new mTLS handshakes) and on one kept-alive connection (must
+    not be dropped)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.ok = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=5) as kept:
+            while not self._stop.is_set():
+                for fresh in (True, False):
+                    try:
+                        if fresh:
+                            with httpx.Client(timeout=5) as client:
+                                body = client.get(self.url).text
+                        else:
+                            body = kept.get(self.url).text
+                    except httpx.HTTPError as exc:
+                        body = f"{type(exc).__name__}: {exc}"
+                    if body == "backend-app":
+                        self.ok += 1
+                    else:
+                        self.failures.append(("new" if fresh else "kept") + ": " + body)
+                time.sleep(0.01)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def test_strict_mtls_between_sidecars_and_only_what_a_permission_allows(tmp_path: Path
+                                                                        ) -> None:
     with running_mesh(tmp_path, mesh("STRICT")) as m:
+        m.cp.apply(dataplane("other-1", "127.0.0.5", free_port("127.0.0.5"), "other"))
         # no MeshTrafficPermission: with mTLS on, nothing is allowed (Kuma >= 2.6)
         assert fetch(m.url) in (None, "")
         wait_for(lambda: sum(m.backend.stats("rbac.denied").values()) >= 1, timeout=5,
                  what="the backend sidecar's RBAC to deny web")
-        handshakes = sum(v for k, v in m.backend.stats("ssl.handshake").items()
-                         if k.startswith("listener."))
-        assert handshakes >= 1, m.backend.stats("ssl")
+
+        m.cp.apply(allow("web-to-backend", "web"))
+        assert wait_for(lambda: fetch(m.url), timeout=10,
+                        what="web -> backend once allowed") == "backend-app"
+        # mTLS on both ends: web's cluster originated it, backend's listener terminated it
+        assert ssl_handshakes(m.web, "cluster.default_backend___msvc_") >= 1
+        assert ssl_handshakes(m.backend, "listener.") >= 1
+        # the server's identity, as a workload sees it
+        uris, answer = through_backend_sidecar(m, "web-1")
+        assert "spiffe://default/backend" in uris and "backend-app" in answer
+        # RBAC decides on the client certificate's SAN: other is not allowed
+        assert wait_for(lambda: denied(m, "other-1"), timeout=5, what="other to be denied")
+        # STRICT: a plaintext client gets nothing
+        assert plaintext_answer(m) is None
+
+
+def test_permissive_accepts_plaintext_and_checks_mtls_clients(tmp_path: Path) -> None:
+    with running_mesh(tmp_path, mesh("PERMISSIVE")) as m:
+        m.cp.apply(dataplane("other-1", "127.0.0.5", free_port("127.0.0.5"), "other"))
+        m.cp.apply(allow("web-to-backend", "web"))
+        assert wait_for(lambda: fetch(m.url), timeout=10, what="web -> backend") == \
+            "backend-app"
+        assert ssl_handshakes(m.backend, "listener.") >= 1  # web still speaks mTLS
+        # plaintext is accepted, and no RBAC stands on its chain (Kuma #8152)
+        answer = wait_for(lambda: plaintext_answer(m), timeout=5, what="a plaintext answer")
+        assert "backend-app" in answer
+        # the mTLS chain still runs RBAC
+        assert wait_for(lambda: denied(m, "other-1"), timeout=5, what="other to be denied")
+
+
+def test_rotation_under_traffic_drops_no_request(tmp_path: Path) -> None:
+    with running_mesh(tmp_path, mesh("STRICT", expiration="10s")) as m:
+        m.cp.apply(allow("web-to-backend", "web"))
+        wait_for(lambda: fetch(m.url) == "backend-app", timeout=10, what="traffic")
+        seen = [serials(m.backend) | serials(m.web)]
+        with Traffic(m.url) as traffic:
+            for rotation in range(3):
+                # a new window every 8 s (4/5 of 10 s): both sidecars get new certificates
+                wait_for(lambda: (serials(m.backend) | serials(m.web)).isdisjoint(seen[-1]),
+                         timeout=20, interval=0.2, what=f"rotation {rotation + 1}")
+                seen.append(serials(m.backend) | serials(m.web))
+            time.sleep(0.5)  # traffic on the last certificates too
+        assert traffic.failures == [], traffic.failures[:5]
+        assert traffic.ok > 100
+        assert m.web.stats("upstream_cx_destroy_remote_with_active_rq") in ({},) or all(
+            v == 0 for v in m.web.stats("upstream_cx_destroy_remote_with_active_rq").values())
+
+
+def test_a_ca_change_under_traffic_drops_no_request(tmp_path: Path) -> None:
+    with running_mesh(tmp_path, mesh("STRICT")) as m:
+        m.cp.apply(allow("web-to-backend", "web"))
+        wait_for(lambda: fetch(m.url) == "backend-app", timeout=10, what="traffic")
+        old_ca = m.identity("web-1")["cert"]
+        with Traffic(m.url) as traffic:
+            # 1. trust both, 2. issue from the new one, 3. drop the old one
+            m.cp.apply(mesh("STRICT", backends=("ca-1", "ca-2"), enabled="ca-1"))
+            wait_for(lambda: len(trust_roots(m).split("END CERTIFICATE")) == 3, timeout=10,
+                     what="both CAs in the trust bundle")
+            time.sleep(1.0)  # the bundle reaches both sidecars
+            m.cp.apply(mesh("STRICT", backends=("ca-1", "ca-2"), enabled="ca-2"))
+            wait_for(lambda: m.identity("web-1")["cert"] != old_ca, timeout=10,
+                     what="certificates from the new CA")
+            new_serials = {name: _serial(m.identity(name)["cert"])
+                           for name in ("web-1", "backend-1")}
+            wait_for(lambda: new_serials["web-1"] in serials(m.web)
+                     and new_serials["backend-1"] in serials(m.backend), timeout=15,
+                     interval=0.2, what="both sidecars holding certificates of the new CA")
+            time.sleep(1.0)
+            m.cp.apply(mesh("STRICT", backends=("ca-2",), enabled="ca-2"))
+            wait_for(lambda: len(trust_roots(m).split("END CERTIFICATE")) == 2, timeout=10,
+                     what="the old CA gone from the trust bundle")
+            time.sleep(1.5)
+        assert traffic.failures == [], traffic.failures[:5]
+        assert traffic.ok > 50
+
+
+def _serial(pem: str) -> str:
+    return format(x509.load_pem_x509_certificate(pem.encode()).serial_number, "x")

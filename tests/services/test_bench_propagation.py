@@ -38,3 +38,17 @@ def test_bench_propagation_rejects_a_bad_proxy_count() -> None:
         capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "--proxies" in done.stderr and "'many'" in done.stderr
+
+
+def test_bench_rotation_reports_every_proxys_new_certificate() -> None:
+    """`meshlog bench rotation` end to end with 6 proxies: each wave is done only when every
+    proxy has ACKed an SDS response with an identity certificate it did not hold."""
+    done = subprocess.run(
+        [str(VENV_BIN / "meshlog"), "bench", "rotation", "--proxies", "6", "--rounds", "2"],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (figures["proxies"], figures["rounds"]) == (6, 2)
+    assert 0 < figures["wave_p50_ms"] <= figures["wave_max_ms"], figures
+    assert figures["projector_cpu_s_per_wave"] >= 0 and figures["gateway_cpu_s_per_wave"] >= 0
+    assert "wave 2: every proxy ACKed its new certificate" in done.stderr

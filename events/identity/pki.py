@@ -29,6 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
     "CA_VALIDITY_MS",
+    "NOT_BEFORE_SKEW_MS",
     "IssuedCertificate",
     "check_provided_ca",
     "create_ca",

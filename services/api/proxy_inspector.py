@@ -25,13 +25,16 @@ from typing import Any
 import msgspec
 from litestar import Response, get
 
-from events import EventLogUnavailable, NotFound, TransientError, now_ms
+from events import EventLogUnavailable, NotFound, TransientError, now_ms, rfc3339
 from events.bus.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight
 from events.bus.requests import ProxyRef, ServiceUnavailable, request, xds_config_subject
+from events.identity.pki import NOT_BEFORE_SKEW_MS
 from projections import (
     DataplaneRow,
+    IdentityRow,
     MeshServiceRow,
     ReadModelStore,
+    TrustRow,
     dataplane_matches,
     decode_typed,
 )
@@ -217,7 +220,26 @@ async def dataplane_overview(request: ApiRequest, mesh: str, plural: str, name: 
     doc = render_row(await _dataplane(request, mesh, plural, name))
     inspector = api_state(request.app).inspector
     insight = (await inspector.insight(mesh, name) if inspector is not None else _NO_NATS)
+    mtls = await _mtls(request, mesh, name)
+    if mtls is not None:
+        insight = {**insight, "mTLS": mtls}
     return overview(mesh, doc, insight)
+
+
+async def _mtls(request: ApiRequest, mesh: str, name: str) -> dict[str, Any] | None:
+    """Kuma's `dataplaneInsight.mTLS` of a Dataplane of a mesh with mTLS on: which backend
+    issued its certificate, until when it is valid, when it was issued (never the key)."""
+    store = api_state(request.app).store
+    identity, trust = (await store.get("identity", f"{mesh}/{name}"),
+                       await store.get("trust", mesh))
+    if identity is None or trust is None:
+        return None
+    row, trust_row = decode_typed(IdentityRow, identity), decode_typed(TrustRow, trust)
+    return {"issuedBackend": row.backend,
+            "certificateExpirationTime": rfc3339(row.not_after),
+            "lastCertificateRegeneration": rfc3339(row.not_before + NOT_BEFORE_SKEW_MS),
+            "mode": trust_row.mode,
+            "identities": row.uris}
 
 
 def overview(mesh: str, doc: dict[str, Any], insight: dict[str, Any]) -> dict[str, Any]:

@@ -65,6 +65,12 @@ def overview_lines(doc: dict[str, Any]) -> list[str]:
         facts.append(("PROTOCOL", sub.get("protocol", "")))
         if sub.get("userAgent"):
             facts.append(("USER AGENT", sub["userAgent"]))
+    mtls = insight.get("mTLS")
+    if mtls:
+        facts += [("MTLS", f"{mtls['mode']}, certificate from {mtls['issuedBackend']}"),
+                  ("CERTIFICATE", f"issued {mtls['lastCertificateRegeneration']}, expires "
+                                  f"{mtls['certificateExpirationTime']}"),
+                  ("IDENTITIES", ", ".join(mtls["identities"]))]
     width = max(len(k) for k, _ in facts) + 2
     lines = [f"{key:<{width}}{value}" for key, value in facts]
     if subs:

@@ -91,7 +91,8 @@ class Mesh:
 
 
 @contextlib.contextmanager
-def running_mesh(tmp_path: Path, mesh_doc: dict[str, Any]) -> Iterator[Mesh]:
+def running_mesh(tmp_path: Path, mesh_doc: dict[str, Any], *, delta: bool = False
+                 ) -> Iterator[Mesh]:
     app_port = free_port("127.0.0.1")
     inbound = free_port(BACKEND_IP)
     with meshlog_up(tmp_path / "cp", "--vip-cidr", "127.100.0.0/16") as cp, \
@@ -101,7 +102,7 @@ def running_mesh(tmp_path: Path, mesh_doc: dict[str, Any]) -> Iterator[Mesh]:
         cp.apply(dataplane("web-1", WEB_IP, free_port(WEB_IP), "web"))
         vip = cp.meshservice("backend")["status"]["vips"][0]["ip"]
         boots = {name: sidecar_bootstrap(mesh="default", name=name, xds_host="127.0.0.1",
-                                         xds_port=cp.xds_port, admin_port=0)
+                                         xds_port=cp.xds_port, admin_port=0, delta=delta)
                  for name in ("backend-1", "web-1")}
         with run_envoy(boots["backend-1"], tmp_path / "envoy", "backend-1") as backend, \
                 run_envoy(boots["web-1"], tmp_path / "envoy", "web-1") as web:
@@ -235,9 +236,10 @@ class Traffic:
         self._thread.join(timeout=10)
 
 
-def test_strict_mtls_between_sidecars_and_only_what_a_permission_allows(tmp_path: Path
-                                                                        ) -> None:
-    with running_mesh(tmp_path, mesh("STRICT")) as m:
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+def test_strict_mtls_between_sidecars_and_only_what_a_permission_allows(
+        tmp_path: Path, delta: bool) -> None:
+    with running_mesh(tmp_path, mesh("STRICT"), delta=delta) as m:
         m.cp.apply(dataplane("other-1", "127.0.0.5", free_port("127.0.0.5"), "other"))
         # no MeshTrafficPermission: with mTLS on, nothing is allowed (Kuma >= 2.6)
         assert fetch(m.url) in (None, "")
@@ -257,6 +259,11 @@ def test_strict_mtls_between_sidecars_and_only_what_a_permission_allows(tmp_path
         assert wait_for(lambda: denied(m, "other-1"), timeout=5, what="other to be denied")
         # STRICT: a plaintext client gets nothing
         assert plaintext_answer(m) is None
+        # the API says who issued web's certificate and until when, and never shows a key
+        overview = m.cp.api.get("/meshes/default/dataplanes/web-1/_overview")
+        assert overview.json()["dataplaneInsight"]["mTLS"]["issuedBackend"] == "ca-1"
+        assert "PRIVATE KEY" not in overview.text
+        assert "PRIVATE KEY" not in m.cp.api.get("/meshes/default").text
 
 
 def test_permissive_accepts_plaintext_and_checks_mtls_clients(tmp_path: Path) -> None:

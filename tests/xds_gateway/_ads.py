@@ -46,7 +46,10 @@ class Projection:
     """Folds events with the real fold and hands out what the projector would publish."""
 
     def __init__(self) -> None:
-        self.state = ProjectionState()
+        # the secret key of `tests.projections._histories`, whose `History.mtls` seals CAs
+        from tests.projections._histories import SECRET_KEY
+
+        self.state = ProjectionState.load([], secret_key=SECRET_KEY)
         self.seq = 0
 
     def fold(self, events: Iterable[AnyEvent]) -> list[tuple[str, bytes | None]]:

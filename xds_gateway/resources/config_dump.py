@@ -1,9 +1,10 @@
 """A proxy's computed config as JSON: what `build_snapshot` gives it, decoded from the very
 bytes a stream would send (the encode-once cache), for golden files and the API's `_config`.
 
-Shape: `{"clusters": [...], "endpoints": [...], "listeners": [...], "routes": [...]}`, each
-entry `{"name", "version", "resource"}` sorted by name, `resource` being the Envoy message in
-proto3 JSON (camelCase, with its `@type`), as Envoy's own `/config_dump` shows it.
+Shape: `{"secrets": [...], "clusters": [...], "endpoints": [...], "listeners": [...],
+"routes": [...]}`, each entry `{"name", "version", "resource"}` sorted by name, `resource`
+being the Envoy message in proto3 JSON (camelCase, with its `@type`), as Envoy's own
+`/config_dump` shows it; like Envoy's, a secret's private key is shown as `[redacted]`.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from xds_gateway.resources import dns, listeners, proxyless  # noqa: F401
 from xds_gateway.resources.cache import ResourceCache
 from xds_gateway.resources.node import ProxyNode
 from xds_gateway.resources.snapshot import build_snapshot
-from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from xds_gateway.view import ProjectionView
 
 __all__ = ["SECTIONS", "config_json"]
 
-SECTIONS = {CLUSTER: "clusters", ENDPOINT: "endpoints", LISTENER: "listeners", ROUTE: "routes"}
+SECTIONS = {SECRET: "secrets", CLUSTER: "clusters", ENDPOINT: "endpoints",
+            LISTENER: "listeners", ROUTE: "routes"}
 """Type URL -> key in the JSON, in push order (xds-rules.md #10)."""
 
 
@@ -35,8 +37,16 @@ def config_json(view: ProjectionView, mesh: str, name: str, cache: ResourceCache
     return {
         section: [
             {"name": r.name, "version": r.version,
-             "resource": json_format.MessageToDict(any_pb2.Any.FromString(r.any))}
+             "resource": _redacted(json_format.MessageToDict(any_pb2.Any.FromString(r.any)))}
             for r in sorted(snapshot.resources.get(type_url, {}).values(), key=lambda r: r.name)
         ]
         for type_url, section in SECTIONS.items()
     }
+
+
+def _redacted(resource: dict[str, Any]) -> dict[str, Any]:
+    """A Secret without its private key (Envoy's admin shows `[redacted]` too)."""
+    certificate = resource.get("tlsCertificate")
+    if isinstance(certificate, dict) and "privateKey" in certificate:
+        certificate["privateKey"] = {"inlineString": "[redacted]"}
+    return resource

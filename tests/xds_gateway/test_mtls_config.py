@@ -1,0 +1,93 @@
+"""What a proxy of a mesh with mTLS gets (issue 11): secrets by SDS under Kuma's names,
+inbound chains per mode with RBAC where it belongs, outbound clusters originating mTLS.
+Real traffic through real Envoys: tests/integration/test_mtls.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.projections._histories import History
+from tests.xds_gateway._ads import Projection, dataplane, event_for
+from xds_gateway.resources.cache import ResourceCache
+from xds_gateway.resources.config_dump import config_json
+from xds_gateway.resources.node import ProxyNode
+from xds_gateway.view import ProjectionView
+
+
+def _config(mode: str, *, node: ProxyNode | None = None) -> dict[str, list[dict[str, Any]]]:
+    h = History()
+    h.mtls("default", "ca-1", "ca-2", enabled="ca-1", mode=mode)
+    projection = Projection()
+    view = ProjectionView()
+    view.apply(projection.fold(h.events))
+    view.apply(projection.fold([
+        event_for(dataplane("backend-1", "10.0.0.2", 8080, "backend"), at=10),
+        event_for(dataplane("web-1", "10.0.0.4", 8080, "web"), at=11)]))
+    return config_json(view, "default", "backend-1", ResourceCache(), node=node)
+
+
+def _by_name(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e["resource"] for e in entries}
+
+
+def test_secrets_have_kumas_names_and_the_key_never_shows() -> None:
+    secrets = _by_name(_config("STRICT")["secrets"])
+    assert set(secrets) == {"identity_cert:secret:default", "mesh_ca:secret:default"}
+    identity = secrets["identity_cert:secret:default"]["tlsCertificate"]
+    assert identity["privateKey"] == {"inlineString": "[redacted]"}
+    assert "certificateChain" in identity
+    # both listed backends' CAs are trusted: a CA change drops nothing
+    bundle = secrets["mesh_ca:secret:default"]["validationContext"]["trustedCa"]
+    assert "inlineBytes" in bundle
+
+
+def test_strict_inbound_requires_mtls_and_runs_rbac_first() -> None:
+    listeners = _by_name(_config("STRICT")["listeners"])
+    inbound = listeners["inbound:10.0.0.2:8080"]
+    assert "listenerFilters" not in inbound
+    (chain,) = inbound["filterChains"]
+    assert [f["name"] for f in chain["filters"]] == ["envoy.filters.network.rbac",
+                                                      "envoy.filters.network.tcp_proxy"]
+    tls = chain["transportSocket"]["typedConfig"]
+    assert tls["requireClientCertificate"] is True
+    common = tls["commonTlsContext"]
+    assert common["tlsCertificateSdsSecretConfigs"][0]["name"] == "identity_cert:secret:default"
+    validation = common["combinedValidationContext"]
+    assert validation["validationContextSdsSecretConfig"]["name"] == "mesh_ca:secret:default"
+    assert validation["defaultValidationContext"]["matchTypedSubjectAltNames"] == [
+        {"sanType": "URI", "matcher": {"prefix": "spiffe://default/"}}]
+
+
+def test_permissive_inbound_has_rbac_on_the_mtls_chain_only() -> None:
+    inbound = _by_name(_config("PERMISSIVE")["listeners"])["inbound:10.0.0.2:8080"]
+    assert [f["name"] for f in inbound["listenerFilters"]] == [
+        "envoy.filters.listener.tls_inspector"]
+    chains = {(c["filterChainMatch"]["transportProtocol"],
+               tuple(c["filterChainMatch"].get("applicationProtocols", ()))):
+              [f["name"] for f in c["filters"]] for c in inbound["filterChains"]}
+    assert chains == {
+        ("tls", ("kuma",)): ["envoy.filters.network.rbac", "envoy.filters.network.tcp_proxy"],
+        ("tls", ()): ["envoy.filters.network.tcp_proxy"],
+        ("raw_buffer", ()): ["envoy.filters.network.tcp_proxy"],
+    }
+
+
+def test_outbound_clusters_originate_mtls_with_sni_and_the_exact_san() -> None:
+    clusters = _by_name(_config("STRICT")["clusters"])
+    web = next(c for n, c in clusters.items() if n.startswith("default_web_"))
+    tls = web["transportSocket"]["typedConfig"]
+    assert tls["sni"].endswith(".web.8080.default.ms")
+    common = tls["commonTlsContext"]
+    assert common["alpnProtocols"] == ["kuma"]
+    assert common["combinedValidationContext"]["defaultValidationContext"][
+        "matchTypedSubjectAltNames"] == [
+            {"sanType": "URI", "matcher": {"exact": "spiffe://default/web"}}]
+
+
+@pytest.mark.parametrize("mode", ["STRICT", "PERMISSIVE"])
+def test_a_proxyless_grpc_client_gets_plaintext_clusters(mode: str) -> None:
+    config = _config(mode, node=ProxyNode(user_agent_name="gRPC Python"))
+    assert all("transportSocket" not in c["resource"] for c in config["clusters"]
+               if c["name"].endswith("_msvc_8080"))

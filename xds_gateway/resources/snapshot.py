@@ -96,8 +96,8 @@ class Snapshot:
         self.last = last
         self.row = row
         self.inputs = inputs
-        """What `first` (the proxy's own part) was built from: reused while they are the
-        same objects."""
+        """What `first` (the proxy's own part) was built from: its rows (reused while they are
+        the same objects) and the mesh's policy version."""
         self._merged: dict[str, Mapping[str, EncodedResource]] = {}
         self._versions: dict[str, str] = {}
 
@@ -210,9 +210,11 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
         _collect(lambda add: _shared(view, cache, mesh, mode, dp, node, services, add)), {}, {}))
     trust = view.trust.get(mesh)
     identity = view.identities.get((mesh, name)) if trust is not None else None
-    inputs = (row, trust, identity, view.policy_versions[mesh] if trust is not None else 0)
+    rows = (row, trust, identity)
+    inputs = (*rows, view.policy_versions[mesh] if trust is not None else 0)
     if previous is not None and len(previous.inputs) == len(inputs) and all(
-            a is b for a, b in zip(previous.inputs, inputs, strict=True)):
+            a is b for a, b in zip(previous.inputs, rows, strict=False)
+    ) and previous.inputs[-1] == inputs[-1]:
         first = previous.first  # the proxy's own part depends on these only
     else:
         first = _collect(lambda add: _own(view, cache, dp, trust, identity, add))

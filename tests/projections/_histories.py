@@ -30,6 +30,9 @@ from events import (
     MeshService,
     MeshServiceApplied,
     MeshServiceDeleted,
+    MeshTrafficPermission,
+    MeshTrafficPermissionApplied,
+    MeshTrafficPermissionDeleted,
     Provenance,
     decode_event,
     decode_resource,
@@ -126,6 +129,23 @@ def generator(name: str, template: str, match_labels: dict[str, str] | None = No
     return resource
 
 
+def permission(mesh: str, name: str, *sources: tuple[dict[str, Any], str],
+               target: dict[str, Any] | None = None,
+               labels: dict[str, str] | None = None) -> MeshTrafficPermission:
+    """A MeshTrafficPermission: `sources` are (from-targetRef, action) pairs."""
+    spec: dict[str, Any] = {"from": [{"targetRef": ref, "default": {"action": action}}
+                                     for ref, action in sources]}
+    if target is not None:
+        spec["targetRef"] = target
+    raw: dict[str, Any] = {"type": "MeshTrafficPermission", "mesh": mesh, "name": name,
+                           "spec": spec}
+    if labels:
+        raw["labels"] = labels
+    resource = decode_resource(raw)
+    assert isinstance(resource, MeshTrafficPermission)
+    return resource
+
+
 # --- histories ------------------------------------------------------------------------------
 
 
@@ -181,6 +201,14 @@ class History:
         self._add(HostnameGeneratorDeleted(at=self._next_at(), name=name))
         return self
 
+    def permit(self, mtp: MeshTrafficPermission) -> History:
+        self._add(MeshTrafficPermissionApplied(at=self._next_at(), policy=mtp))
+        return self
+
+    def delete_permission(self, mesh: str, name: str) -> History:
+        self._add(MeshTrafficPermissionDeleted(at=self._next_at(), mesh=mesh, name=name))
+        return self
+
     def grace(self, ms: int) -> History:
         self._add(GracePeriodConfigured(at=self._next_at(), grace_period_ms=ms))
         return self
@@ -202,7 +230,8 @@ class History:
 def realistic_history() -> list[AnyEvent]:
     """Three meshes, 21 Dataplanes over 5 services, churn, user MeshServices, CIDR changes,
     HostnameGenerators (a template error, collisions, an overridden default), a grace period
-    that lets some generated MeshServices expire, and a clock tick."""
+    that lets some generated MeshServices expire, MeshTrafficPermissions applied, changed and
+    deleted, and a clock tick."""
     h = History()
     for mesh in ("default", "payments", "edge"):
         h.mesh(mesh)
@@ -263,6 +292,13 @@ def realistic_history() -> list[AnyEvent]:
                          inbound(6379, "cache", name="main")))
     h.ipam("241.0.0.0/8")  # back to the first CIDR: its cursor restarts among used addresses
     h.register(dataplane("default", "audit-1", "10.0.0.60", inbound(8000, "audit")))
+    h.permit(permission("default", "allow-web", ({"kind": "MeshService", "name": "web"},
+                                                 "Allow"), target={"kind": "MeshService",
+                                                                   "name": "api"}))
+    h.permit(permission("payments", "deny-all", ({"kind": "Mesh"}, "Deny")))
+    h.permit(permission("default", "allow-web", ({"kind": "MeshSubset", "tags": {
+        SERVICE_TAG: "web"}}, "AllowWithShadowDeny"), labels={"team": "a"}))
+    h.delete_permission("payments", "deny-all")
     h.deregister("default", "audit-1")
     h.wait(25_000).tick()  # audit's grace period is over on a quiet log
     return h.events
@@ -368,6 +404,9 @@ _GENERATORS = ("local-universal-mesh-service", "g1", "g2")
 _TEMPLATES = ("{{ .DisplayName }}.svc.mesh.local", "same.{{ .Mesh }}.local",
               '{{ .Name }}.{{ label "team" }}.x', "{{ .Name }}.{{ .Zone }}.mesh")
 _MATCH_LABELS = ({}, {"kuma.io/origin": "zone"}, {"team": "a"}, {"kuma.io/mesh": "other"})
+_PERMISSIONS = ("allow-web", "deny-all")
+_SOURCES = ({"kind": "Mesh"}, {"kind": "MeshService", "name": "web"},
+            {"kind": "MeshSubset", "tags": {"app": "shop"}})
 
 
 @st.composite
@@ -399,7 +438,8 @@ def _step(draw: st.DrawFn, h: History) -> None:
     mesh = draw(st.sampled_from(_MESHES))
     kind = draw(st.sampled_from(("register", "register", "register", "deregister", "apply",
                                  "delete", "ipam", "mesh", "delete-mesh", "generator",
-                                 "delete-generator", "grace", "tick")))
+                                 "delete-generator", "grace", "tick", "permit",
+                                 "delete-permission")))
     match kind:
         case "register":
             h.register(dataplane(
@@ -434,6 +474,14 @@ def _step(draw: st.DrawFn, h: History) -> None:
             h.grace(draw(st.sampled_from((0, 1500, 3000))))
         case "tick":
             h.tick()
+        case "permit":
+            h.permit(permission(
+                mesh, draw(st.sampled_from(_PERMISSIONS)),
+                (draw(st.sampled_from(_SOURCES)),
+                 draw(st.sampled_from(("Allow", "Deny", "AllowWithShadowDeny")))),
+                labels=draw(st.sampled_from((None, {"kuma.io/zone": "elsewhere"})))))
+        case "delete-permission":
+            h.delete_permission(mesh, draw(st.sampled_from(_PERMISSIONS)))
         case _:
             h.mesh(mesh)
 

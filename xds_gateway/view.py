@@ -13,7 +13,14 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 
 from events.bus.projection_bus import CHECKPOINT_KEY, ProjectionUpdate
-from projections import DataplaneRow, EndpointsRow, MeshRow, MeshServiceRow, decode_typed
+from projections import (
+    DataplaneRow,
+    EndpointsRow,
+    MeshRow,
+    MeshServiceRow,
+    MeshTrafficPermissionRow,
+    decode_typed,
+)
 
 __all__ = ["ProjectionView"]
 
@@ -30,6 +37,10 @@ class ProjectionView:
         self.endpoints: dict[str, dict[str, EndpointsRow]] = defaultdict(dict)
         self.endpoints_bytes: dict[str, dict[str, bytes]] = defaultdict(dict)
         """The bus's bytes of each endpoints row: a ready-made, content-derived cache key."""
+        self.meshtrafficpermissions: dict[str, dict[str, MeshTrafficPermissionRow]] = (
+            defaultdict(dict))
+        """By mesh, then policy name: who may connect to the inbounds of the mesh's proxies
+        (`resources.rbac.inbound_rbac`)."""
         self._wakes: set[asyncio.Event] = set()
 
     def apply(self, updates: Iterable[ProjectionUpdate]) -> None:
@@ -70,6 +81,12 @@ class ProjectionView:
                 else:
                     self.endpoints[mesh][name] = decode_typed(EndpointsRow, value)
                     self.endpoints_bytes[mesh][name] = value
+            case "meshtrafficpermission":
+                if value is None:
+                    self.meshtrafficpermissions[mesh].pop(name, None)
+                else:
+                    self.meshtrafficpermissions[mesh][name] = decode_typed(
+                        MeshTrafficPermissionRow, value)
             case _:
                 pass  # future collections: not needed for Envoy config yet
 

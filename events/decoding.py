@@ -23,6 +23,7 @@ from events.resources import (
     HostnameGenerator,
     Mesh,
     MeshService,
+    MeshTrafficPermission,
     Resource,
 )
 from events.validation import validate
@@ -32,6 +33,7 @@ __all__ = ["KINDS", "MAX_DEPTH", "READ_ONLY_FIELDS", "check_depth", "decode_reso
 KINDS: dict[str, type[Resource]] = {
     "Mesh": Mesh, "Dataplane": Dataplane, "MeshService": MeshService,
     "HostnameGenerator": HostnameGenerator,
+    "MeshTrafficPermission": MeshTrafficPermission,
 }
 
 

@@ -13,7 +13,14 @@ from typing import Literal
 
 from msgspec import Struct
 
-from events.resources import Dataplane, HostnameGenerator, Mesh, MeshService, ServiceKind
+from events.resources import (
+    Dataplane,
+    HostnameGenerator,
+    Mesh,
+    MeshService,
+    MeshTrafficPermission,
+    ServiceKind,
+)
 
 __all__ = [
     "AnyEvent",
@@ -31,6 +38,8 @@ __all__ = [
     "MeshDeleted",
     "MeshServiceApplied",
     "MeshServiceDeleted",
+    "MeshTrafficPermissionApplied",
+    "MeshTrafficPermissionDeleted",
     "ca_purpose",
     "now_ms",
     "rfc3339",
@@ -129,6 +138,15 @@ def ca_purpose(mesh: str, backend: str) -> str:
     return f"ca:{mesh}/{backend}"
 
 
+class MeshTrafficPermissionApplied(Event, frozen=True, tag="meshtrafficpermission.applied"):
+    policy: MeshTrafficPermission
+
+
+class MeshTrafficPermissionDeleted(Event, frozen=True, tag="meshtrafficpermission.deleted"):
+    mesh: str
+    name: str
+
+
 class ClockTicked(Event, frozen=True, tag="clock.ticked"):
     """Time passed: `at` is due time of a pending expiry (a generated MeshService's grace
     period, a workload certificate's renewal). Appended by a projector, so that expiry is
@@ -149,4 +167,6 @@ AnyEvent = (
     | GracePeriodConfigured
     | ClockTicked
     | CaCreated
+    | MeshTrafficPermissionApplied
+    | MeshTrafficPermissionDeleted
 )

@@ -3,7 +3,8 @@
 Every rule appends a `Violation(path, message)`; nothing stops at the first problem. The rules
 follow Kuma (reference/kuma-behaviour.md): tag syntax, `kuma.io/service` on tagged inbounds,
 addresses, admin-port collisions, backend references, MeshService ports, HostnameGenerator
-selectors (exactly one kind) and templates (they must parse: `events.hostname_template`).
+selectors (exactly one kind) and templates (they must parse: `events.hostname_template`),
+MeshTrafficPermission targetRefs (the kinds each place takes, and their name, labels, tags).
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from events.resources import (
     HostnameGenerator,
     Mesh,
     MeshService,
+    MeshTrafficPermission,
     Resource,
+    TargetRef,
     duration_ms,
+    is_resource_name,
 )
 
 __all__ = ["SERVICE_TAG", "is_dns1035_label", "validate"]
@@ -54,6 +58,8 @@ def validate(resource: Resource) -> list[Violation]:
             _meshservice(resource, out)
         case HostnameGenerator():
             _hostname_generator(resource, out)
+        case MeshTrafficPermission():
+            _mesh_traffic_permission(resource, out)
         case _:
             raise TypeError(f"no validation for {type(resource).__name__}")
     return out
@@ -233,3 +239,69 @@ def _hostname_generator(hg: HostnameGenerator, out: list[Violation]) -> None:
     except TemplateSyntaxError as exc:
         out.append(Violation("spec.template", f"{hg.spec.template!r} is not a valid template: "
                              f"{exc}"))
+
+
+# --- MeshTrafficPermission ------------------------------------------------------------------
+
+_TOP_KINDS = ("Mesh", "MeshSubset", "MeshService", "Dataplane")
+"""What a MeshTrafficPermission guards: the inbounds of these proxies."""
+_FROM_KINDS = ("Mesh", "MeshSubset", "MeshService", "MeshServiceSubset")
+"""Who a `from[]` entry is about: clients, told apart by their certificates' SANs."""
+
+
+def _mesh_traffic_permission(mtp: MeshTrafficPermission, out: list[Violation]) -> None:
+    _target_ref(mtp.spec.target_ref, "spec.targetRef", _TOP_KINDS, out)
+    if not mtp.spec.from_:
+        out.append(Violation("spec.from", "must have at least one entry (with mTLS on, a "
+                             "client that no entry allows is denied)"))
+    for i, entry in enumerate(mtp.spec.from_):
+        _target_ref(entry.target_ref, f"spec.from[{i}].targetRef", _FROM_KINDS, out,
+                    clients=True)
+
+
+def _target_ref(ref: TargetRef, path: str, kinds: tuple[str, ...], out: list[Violation], *,
+                clients: bool = False) -> None:
+    """Kuma's rules of a targetRef (`pkg/plugins/policies/matchers/validators`): which kinds
+    this place takes, and which of name, labels and tags each kind has. `clients`: a
+    `from[]` one, whose name is a client's service (a tag value in its certificate)."""
+    if ref.labels is not None:
+        _labels(ref.labels, f"{path}.labels", out)
+    if ref.tags is not None:
+        _labels(ref.tags, f"{path}.tags", out)
+    if ref.kind not in kinds:
+        out.append(Violation(f"{path}.kind", f"{ref.kind!r} is not one of {', '.join(kinds)}"))
+        return  # what the other fields may be depends on the kind
+    named = ref.kind in ("MeshService", "MeshServiceSubset", "Dataplane")
+    if ref.name is not None and not named:
+        out.append(Violation(f"{path}.name", f"{ref.name!r} is not allowed with kind "
+                             f"{ref.kind}"))
+    if ref.labels is not None and ref.kind != "Dataplane":
+        out.append(Violation(f"{path}.labels", f"are only for kind Dataplane, not {ref.kind}"))
+    if ref.tags is not None and ref.kind not in ("MeshSubset", "MeshServiceSubset"):
+        out.append(Violation(f"{path}.tags", "are only for kinds MeshSubset and "
+                             f"MeshServiceSubset, not {ref.kind}"))
+    if ref.kind == "Dataplane":
+        if ref.name is None and ref.labels is None:
+            out.append(Violation(path, "kind Dataplane needs name (one Dataplane) or labels "
+                                 "(every Dataplane with them)"))
+        elif ref.name is not None and ref.labels is not None:
+            out.append(Violation(path, "kind Dataplane takes name or labels, not both"))
+    elif named and ref.name is None:
+        out.append(Violation(f"{path}.name", f"is required with kind {ref.kind}"))
+    if ref.name is not None and named:
+        _target_name(ref.name, ref.kind, f"{path}.name", out, clients=clients)
+    if ref.kind == "MeshServiceSubset" and ref.tags and SERVICE_TAG in ref.tags:
+        out.append(Violation(f'{path}.tags["{SERVICE_TAG}"]',
+                             "must not be set: the service is the targetRef's name"))
+
+
+def _target_name(name: str, kind: str, path: str, out: list[Violation], *,
+                 clients: bool) -> None:
+    if clients:  # a `kuma.io/service` value, as the client's certificate carries it
+        if not name or not _TAG_VALUE.fullmatch(name):
+            out.append(Violation(path, f"{name!r} is not a service name (a {SERVICE_TAG} "
+                                 "value): must match ^[a-zA-Z0-9.\\-_:]*$ and not be empty"))
+    elif not is_resource_name(name):
+        out.append(Violation(path, f"{name!r} is not a valid {kind} name (RFC 1123 subdomain: "
+                             "lower-case letters, digits, '-' and '.', starting and ending "
+                             "with a letter or digit)"))

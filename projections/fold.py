@@ -39,6 +39,9 @@ from events import (
     MeshDeleted,
     MeshServiceApplied,
     MeshServiceDeleted,
+    MeshTrafficPermission,
+    MeshTrafficPermissionApplied,
+    MeshTrafficPermissionDeleted,
     Provenance,
 )
 from projections._provenance import provenance_labels
@@ -54,6 +57,7 @@ from projections.views import (
     MeshRow,
     MeshServiceRow,
     MeshServiceStatus,
+    MeshTrafficPermissionRow,
     RowMeta,
 )
 
@@ -139,6 +143,13 @@ def apply_event(
             assert ca is not None
             open_ca_key(state, ca)  # a key that does not open stops the fold here, by name
             refresh_trust(state, mesh, event.at)
+        case MeshTrafficPermissionApplied(policy=mtp):
+            key = dp_key(mtp.mesh, mtp.name)
+            old = state.get("meshtrafficpermission", key)
+            state.put("meshtrafficpermission", key, MeshTrafficPermissionRow(
+                policy=_policy_labeled(mtp, provenance), meta=_meta(old, seq, event.at)))
+        case MeshTrafficPermissionDeleted(mesh=mesh, name=name):
+            state.delete("meshtrafficpermission", dp_key(mesh, name))
         case _:
             assert_never(event)
 
@@ -146,6 +157,14 @@ def apply_event(
 def _labeled(hg: HostnameGenerator, provenance: Provenance) -> HostnameGenerator:
     """Kuma's computed labels of a resource its control plane created."""
     return msgspec.structs.replace(hg, labels={**hg.labels, **provenance_labels(provenance)})
+
+
+def _policy_labeled(mtp: MeshTrafficPermission, provenance: Provenance) -> MeshTrafficPermission:
+    """Kuma's computed labels of a policy, as a Dataplane gets them: `kuma.io/display-name`
+    unless the user set it; the control plane's win over user labels of the same key."""
+    return msgspec.structs.replace(mtp, labels={
+        "kuma.io/display-name": mtp.name, **mtp.labels, "kuma.io/mesh": mtp.mesh,
+        **provenance_labels(provenance)})
 
 
 def _restore_default(state: ProjectionState, name: str, at: int,

@@ -12,7 +12,7 @@ from typing import Literal, TypeVar
 import msgspec
 from msgspec import Struct
 
-from events import Dataplane, HostnameGenerator, Mesh, MeshServicePort
+from events import Dataplane, HostnameGenerator, Mesh, MeshServicePort, MeshTrafficPermission
 from events.resources import MeshServiceSpec
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "MeshRow",
     "MeshServiceRow",
     "MeshServiceStatus",
+    "MeshTrafficPermissionRow",
     "PortEndpoints",
     "QuarantinedEvent",
     "Row",
@@ -152,6 +153,14 @@ class HostnameGeneratorRow(Row, frozen=True):
     """`default`: one of the zone's implicit generators, not (or no longer) overridden."""
 
 
+class MeshTrafficPermissionRow(Row, frozen=True):
+    """A MeshTrafficPermission as applied, with the labels the control plane computes
+    (`kuma.io/mesh`, `kuma.io/origin`, `kuma.io/zone`, `kuma.io/env`)."""
+
+    policy: MeshTrafficPermission
+    meta: RowMeta
+
+
 class GracePeriodRow(Row, frozen=True):
     kind: str
     grace_period_ms: int
@@ -243,8 +252,10 @@ COLLECTIONS: dict[str, type[Row]] = {
     "ca": CaRow,
     "trust": TrustRow,
     "identity": IdentityRow,
+    "meshtrafficpermission": MeshTrafficPermissionRow,
 }
-PUBLISHED = ("mesh", "dataplane", "meshservice", "endpoints", "trust", "identity")
+PUBLISHED = ("mesh", "dataplane", "meshservice", "endpoints", "trust", "identity",
+             "meshtrafficpermission")
 """Collections gateways need; VIP and IPAM bookkeeping stays in the store."""
 
 R = TypeVar("R", bound=Row)

@@ -8,12 +8,19 @@ import msgspec
 
 from events import rfc3339
 from events.bus.insights import ProxyInsight
-from projections import DataplaneRow, HostnameGeneratorRow, MeshRow, MeshServiceRow
+from projections import (
+    DataplaneRow,
+    HostnameGeneratorRow,
+    MeshRow,
+    MeshServiceRow,
+    MeshTrafficPermissionRow,
+)
 
 __all__ = ["GLOBAL_KINDS", "PLURALS", "render_insight", "render_row"]
 
 PLURALS = {"meshes": "Mesh", "dataplanes": "Dataplane", "meshservices": "MeshService",
-           "hostnamegenerators": "HostnameGenerator"}
+           "hostnamegenerators": "HostnameGenerator",
+           "meshtrafficpermissions": "MeshTrafficPermission"}
 """URL plural -> resource type. Every kind but the GLOBAL_KINDS is mesh-scoped."""
 GLOBAL_KINDS = frozenset({"Mesh", "HostnameGenerator"})
 """At `/meshes/{name}` and `/hostnamegenerators/{name}`, as in Kuma."""
@@ -31,6 +38,8 @@ def render_row(row: object) -> dict[str, Any]:
                 doc["status"] = {"conditions": msgspec.to_builtins(row.conditions)}
         case HostnameGeneratorRow(generator=generator, meta=meta):
             doc = msgspec.to_builtins(generator)
+        case MeshTrafficPermissionRow(policy=policy, meta=meta):
+            doc = msgspec.to_builtins(policy)
         case MeshServiceRow(meta=meta):
             status = msgspec.to_builtins(row.status)
             # the row omits its default; a user reads the state either way (Kuma shows it)

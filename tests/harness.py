@@ -203,10 +203,14 @@ def run_envoy(bootstrap: dict[str, Any], workdir: Path, name: str) -> Iterator[E
 
 
 @contextlib.contextmanager
-def http_backend(host: str, port: int, name: str) -> Iterator[None]:
-    """An HTTP server answering every GET with its own name."""
+def http_backend(host: str, port: int, name: str, *, keep_alive: bool = False
+                 ) -> Iterator[None]:
+    """An HTTP server answering every GET with its own name; HTTP/1.1 with connections kept
+    alive if `keep_alive` (else HTTP/1.0: one request per connection)."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
         def do_GET(self) -> None:
             body = name.encode()
             self.send_response(200)

@@ -19,6 +19,7 @@ from projections import (
     IdentityRow,
     MeshRow,
     MeshServiceRow,
+    MeshTrafficPermissionRow,
     TrustRow,
     decode_typed,
 )
@@ -45,6 +46,10 @@ class ProjectionView:
         self.policy_versions: dict[str, int] = defaultdict(int)
         """By mesh: bumped when a MeshService or a policy of the mesh changes, so that a
         proxy's inbounds (whose RBAC depends on them) are built again only then."""
+        self.meshtrafficpermissions: dict[str, dict[str, MeshTrafficPermissionRow]] = (
+            defaultdict(dict))
+        """By mesh, then policy name: who may connect to the inbounds of the mesh's proxies
+        (`resources.rbac.inbound_rbac`)."""
         self._wakes: set[asyncio.Event] = set()
 
     def apply(self, updates: Iterable[ProjectionUpdate]) -> None:
@@ -97,6 +102,13 @@ class ProjectionView:
                     self.identities.pop((mesh, name), None)
                 else:
                     self.identities[(mesh, name)] = decode_typed(IdentityRow, value)
+            case "meshtrafficpermission":
+                self.policy_versions[mesh] += 1
+                if value is None:
+                    self.meshtrafficpermissions[mesh].pop(name, None)
+                else:
+                    self.meshtrafficpermissions[mesh][name] = decode_typed(
+                        MeshTrafficPermissionRow, value)
             case _:
                 pass  # future collections: not needed for Envoy config yet
 

@@ -6,7 +6,8 @@ lag behind it):
 - a resource of a mesh needs its Mesh;
 - `If-Match` must name the resource's current version (its subject's last sequence);
 - a write that changes nothing appends nothing;
-- a Mesh that still has Dataplanes or MeshServices cannot be deleted; a MeshService generated
+- a Mesh that still has Dataplanes, MeshServices or MeshTrafficPermissions cannot be deleted
+  (its policies would come back with a Mesh of the same name); a MeshService generated
   from Dataplane inbounds cannot be deleted (it goes when its Dataplanes go); a default
   HostnameGenerator of the zone cannot be deleted (applying one of its name overrides it).
 
@@ -44,6 +45,8 @@ from events.event_types import (
     MeshDeleted,
     MeshServiceApplied,
     MeshServiceDeleted,
+    MeshTrafficPermissionApplied,
+    MeshTrafficPermissionDeleted,
     now_ms,
 )
 from events.identity.sealing import SecretKey
@@ -54,6 +57,7 @@ from events.resources import (
     HostnameGenerator,
     Mesh,
     MeshService,
+    MeshTrafficPermission,
     Resource,
     ServiceKind,
 )
@@ -180,7 +184,7 @@ class Commands:
             raise NotFound(f"mesh {mesh!r} does not exist: create it first (type: Mesh)")
 
     async def _require_empty(self, mesh: str) -> None:
-        for kind in ("Dataplane", "MeshService"):
+        for kind in ("Dataplane", "MeshService", "MeshTrafficPermission"):
             owned = sorted(r.name for r in await self._live(kind, mesh))
             if owned:
                 raise Conflict("mesh", 0, f"mesh {mesh!r} still has {len(owned)} "
@@ -216,7 +220,9 @@ def live_resource(event: AnyEvent | None) -> Resource | None:
     match event:
         case MeshApplied(mesh=r) | DataplaneRegistered(dataplane=r) | MeshServiceApplied(
             meshservice=r
-        ) | HostnameGeneratorApplied(hostname_generator=r):
+        ) | HostnameGeneratorApplied(hostname_generator=r) | MeshTrafficPermissionApplied(
+            policy=r
+        ):
             return r
         case _:
             return None
@@ -232,6 +238,8 @@ def _applied(resource: Resource, at: int) -> AnyEvent:
             return MeshServiceApplied(at=at, meshservice=resource)
         case HostnameGenerator():
             return HostnameGeneratorApplied(at=at, hostname_generator=resource)
+        case MeshTrafficPermission():
+            return MeshTrafficPermissionApplied(at=at, policy=resource)
         case _:
             raise TypeError(f"no event for {type(resource).__name__}")
 
@@ -246,6 +254,8 @@ def _deleted(kind: str, mesh: str | None, name: str, at: int) -> AnyEvent:
             return MeshServiceDeleted(at=at, mesh=mesh or "", name=name)
         case "HostnameGenerator":
             return HostnameGeneratorDeleted(at=at, name=name)
+        case "MeshTrafficPermission":
+            return MeshTrafficPermissionDeleted(at=at, mesh=mesh or "", name=name)
         case _:
             raise TypeError(f"no deletion event for {kind}")
 

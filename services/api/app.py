@@ -9,6 +9,7 @@
     PUT    /meshes/{mesh}/{plural}/{name}        body: the resource (JSON or YAML)
     DELETE /meshes/{mesh}/{plural}/{name}
     GET    /hostnamegenerators[/{name}]          global kind, as in Kuma; PUT and DELETE too
+    GET    /meshes/{mesh}/meshtrafficpermissions[/{name}]   policies, as in Kuma; PUT, DELETE
     GET    /meshes/{mesh}/dataplanes/{name}/_overview   the Dataplane + its proxy's insight
     GET    /meshes/{mesh}/dataplanes+insights           a list page of those (Kuma's name)
     GET    /meshes/{mesh}/dataplanes/{name}/_config     its computed xDS (asked of a gateway)
@@ -52,6 +53,7 @@ from projections import (
     HostnameGeneratorRow,
     MeshRow,
     MeshServiceRow,
+    MeshTrafficPermissionRow,
     ReadModelStore,
     StoreError,
     StoreUnavailable,
@@ -66,7 +68,8 @@ __all__ = ["ApiState", "api_state", "create_app"]
 log = logging.getLogger("meshlog.api")
 
 _COLLECTION = {"Mesh": "mesh", "Dataplane": "dataplane", "MeshService": "meshservice",
-               "HostnameGenerator": "hostnamegenerator"}
+               "HostnameGenerator": "hostnamegenerator",
+               "MeshTrafficPermission": "meshtrafficpermission"}
 _MAX_PAGE = 1000
 
 
@@ -122,7 +125,7 @@ def _version_of(row: object) -> int | None:
     """The resource's version (the sequence of the event that last changed it)."""
     match row:
         case (MeshRow(meta=meta) | DataplaneRow(meta=meta) | HostnameGeneratorRow(meta=meta)
-              | MeshServiceRow(meta=meta)):
+              | MeshServiceRow(meta=meta) | MeshTrafficPermissionRow(meta=meta)):
             return meta.version
         case _:
             return None
@@ -161,7 +164,8 @@ async def _list(request: ApiRequest, kind: str, prefix: str, size: int, offset: 
 def _labels_of(row: object) -> dict[str, str]:
     match row:
         case (MeshRow(mesh=resource) | DataplaneRow(dataplane=resource)
-              | HostnameGeneratorRow(generator=resource)):
+              | HostnameGeneratorRow(generator=resource)
+              | MeshTrafficPermissionRow(policy=resource)):
             return resource.labels
         case MeshServiceRow(labels=labels):
             return labels

@@ -3,8 +3,9 @@
     meshlog up                         run the control plane (embedded NATS + SQLite)
     meshlog projector|gateway|api      run one part as its own process (scale-out)
     meshlog apply -f FILE              create or update resources (multi-document YAML or JSON)
-    meshlog get PLURAL [-m MESH]       list: meshes, dataplanes, meshservices (-o table|yaml|json)
-    meshlog get KIND NAME [-m MESH]    one resource: mesh, dataplane, meshservice
+    meshlog get PLURAL [-m MESH]       list: meshes, dataplanes, meshservices, hostnamegenerators,
+                                       meshtrafficpermissions (-o table|yaml|json)
+    meshlog get KIND NAME [-m MESH]    one resource: mesh, dataplane, meshservice, ...
     meshlog delete KIND NAME [-m MESH]
     meshlog inspect dataplane NAME [-m MESH] [--config]   connected?, xDS counters; or its config
     meshlog dataplane bootstrap --mesh M --name N    print an Envoy bootstrap for a sidecar
@@ -302,8 +303,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="YAML or JSON file, '-' for stdin; repeat to apply several, in order")
 
     get = sub.add_parser("get", parents=g, help="list resources, or show one")
-    get.add_argument("what", help="meshes | dataplanes | meshservices | hostnamegenerators, "
-                     "or a singular kind")
+    get.add_argument("what", help="meshes | dataplanes | meshservices | hostnamegenerators | "
+                     "meshtrafficpermissions, or a singular kind")
     get.add_argument("name", nargs="?", help="show this resource only")
     get.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
     get.add_argument("-o", "--output", choices=["table", "yaml", "json"])
@@ -311,7 +312,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="only resources with this label (repeatable; all must match)")
 
     rm = sub.add_parser("delete", parents=g, help="delete a resource")
-    rm.add_argument("kind", help="mesh | dataplane | meshservice | hostnamegenerator")
+    rm.add_argument("kind", help="mesh | dataplane | meshservice | hostnamegenerator | "
+                    "meshtrafficpermission")
     rm.add_argument("name")
     rm.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
 

@@ -21,9 +21,10 @@ __all__ = ["SINGULAR", "cmd_apply", "cmd_delete", "cmd_get", "cmd_quarantine", "
 
 
 SINGULAR = {"mesh": "Mesh", "dataplane": "Dataplane", "meshservice": "MeshService",
-            "hostnamegenerator": "HostnameGenerator"}
+            "hostnamegenerator": "HostnameGenerator",
+            "meshtrafficpermission": "MeshTrafficPermission"}
 _KIND_PLURAL = {kind: plural for plural, kind in PLURALS.items()}
-_SHORT = {"dp": "Dataplane", "ms": "MeshService"}
+_SHORT = {"dp": "Dataplane", "ms": "MeshService", "mtp": "MeshTrafficPermission"}
 
 
 def _kind_of_word(word: str) -> str | None:
@@ -136,6 +137,7 @@ def _table(kind: str, docs: list[dict[str, Any]]) -> None:
         "MeshService": ["MESH", "NAME", "VIP", "HOSTNAMES", "PORTS", "STATE", "DATAPLANES",
                         "ORIGIN"],
         "HostnameGenerator": ["NAME", "SELECTOR", "TEMPLATE"],
+        "MeshTrafficPermission": ["MESH", "NAME", "TARGETREF", "FROM"],
     }
     table = Table(box=None, header_style="bold")
     for column in [*columns[kind], "AGE"]:
@@ -155,6 +157,12 @@ def _cells(kind: str, doc: dict[str, Any]) -> list[str]:
                           or "*")
             for kind, s in doc["spec"]["selector"].items())
         return [doc["name"], selector, doc["spec"]["template"]]
+    if kind == "MeshTrafficPermission":
+        spec = doc["spec"]
+        sources = ", ".join(f"{_ref(entry['targetRef'])}: {entry['default']['action']}"
+                            for entry in spec["from"])
+        return [doc["mesh"], doc["name"], _ref(spec.get("targetRef", {"kind": "Mesh"})),
+                sources]
     if kind == "Dataplane":
         net = doc["networking"]
         services = sorted({i.get("tags", {}).get("kuma.io/service", "-") for i in net["inbound"]})
@@ -169,6 +177,16 @@ def _cells(kind: str, doc: dict[str, Any]) -> list[str]:
         status.get("state", "-"),
         f"{proxies.get('healthy', 0)}/{proxies.get('total', 0)}", origin,
     ]
+
+
+def _ref(ref: dict[str, Any]) -> str:
+    """A targetRef in a cell: `Mesh`, `MeshService/backend`, `MeshSubset{version=v1}`,
+    `Dataplane{app=web}`."""
+    text = str(ref["kind"]) + (f"/{ref['name']}" if ref.get("name") else "")
+    selected = ref.get("tags") or ref.get("labels")
+    if selected:
+        text += "{" + ",".join(f"{k}={v}" for k, v in selected.items()) + "}"
+    return text
 
 
 def cmd_delete(args: argparse.Namespace, client: ApiClient) -> int:

@@ -38,6 +38,8 @@ from events import (
     MeshDeleted,
     MeshServiceApplied,
     MeshServiceDeleted,
+    MeshTrafficPermissionApplied,
+    MeshTrafficPermissionDeleted,
     UndecodableEvent,
     clock_subject,
     decode_event,
@@ -114,6 +116,10 @@ def _subject_of(event: AnyEvent) -> str:
             return grace_period_subject(kind)
         case ClockTicked(at=at):
             return clock_subject(at)
+        case MeshTrafficPermissionApplied(policy=mtp):
+            return resource_subject("MeshTrafficPermission", mtp.mesh, mtp.name)
+        case MeshTrafficPermissionDeleted(mesh=mesh, name=name):
+            return resource_subject("MeshTrafficPermission", mesh, name)
         case _:
             assert_never(event)
 

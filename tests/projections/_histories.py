@@ -32,6 +32,9 @@ from events import (
     MeshService,
     MeshServiceApplied,
     MeshServiceDeleted,
+    MeshTrafficPermission,
+    MeshTrafficPermissionApplied,
+    MeshTrafficPermissionDeleted,
     Provenance,
     ca_purpose,
     decode_event,
@@ -131,6 +134,23 @@ def generator(name: str, template: str, match_labels: dict[str, str] | None = No
     return resource
 
 
+def permission(mesh: str, name: str, *sources: tuple[dict[str, Any], str],
+               target: dict[str, Any] | None = None,
+               labels: dict[str, str] | None = None) -> MeshTrafficPermission:
+    """A MeshTrafficPermission: `sources` are (from-targetRef, action) pairs."""
+    spec: dict[str, Any] = {"from": [{"targetRef": ref, "default": {"action": action}}
+                                     for ref, action in sources]}
+    if target is not None:
+        spec["targetRef"] = target
+    raw: dict[str, Any] = {"type": "MeshTrafficPermission", "mesh": mesh, "name": name,
+                           "spec": spec}
+    if labels:
+        raw["labels"] = labels
+    resource = decode_resource(raw)
+    assert isinstance(resource, MeshTrafficPermission)
+    return resource
+
+
 # --- histories ------------------------------------------------------------------------------
 
 
@@ -197,6 +217,14 @@ class History:
         self._add(HostnameGeneratorDeleted(at=self._next_at(), name=name))
         return self
 
+    def permit(self, mtp: MeshTrafficPermission) -> History:
+        self._add(MeshTrafficPermissionApplied(at=self._next_at(), policy=mtp))
+        return self
+
+    def delete_permission(self, mesh: str, name: str) -> History:
+        self._add(MeshTrafficPermissionDeleted(at=self._next_at(), mesh=mesh, name=name))
+        return self
+
     def grace(self, ms: int) -> History:
         self._add(GracePeriodConfigured(at=self._next_at(), grace_period_ms=ms))
         return self
@@ -238,7 +266,8 @@ class History:
 def realistic_history() -> list[AnyEvent]:
     """Three meshes, 21 Dataplanes over 5 services, churn, user MeshServices, CIDR changes,
     HostnameGenerators (a template error, collisions, an overridden default), a grace period
-    that lets some generated MeshServices expire, and a clock tick."""
+    that lets some generated MeshServices expire, MeshTrafficPermissions applied, changed and
+    deleted, and a clock tick."""
     h = History()
     for mesh in ("default", "payments", "edge"):
         h.mesh(mesh)
@@ -299,6 +328,13 @@ def realistic_history() -> list[AnyEvent]:
                          inbound(6379, "cache", name="main")))
     h.ipam("241.0.0.0/8")  # back to the first CIDR: its cursor restarts among used addresses
     h.register(dataplane("default", "audit-1", "10.0.0.60", inbound(8000, "audit")))
+    h.permit(permission("default", "allow-web", ({"kind": "MeshService", "name": "web"},
+                                                 "Allow"), target={"kind": "MeshService",
+                                                                   "name": "api"}))
+    h.permit(permission("payments", "deny-all", ({"kind": "Mesh"}, "Deny")))
+    h.permit(permission("default", "allow-web", ({"kind": "MeshSubset", "tags": {
+        SERVICE_TAG: "web"}}, "AllowWithShadowDeny"), labels={"team": "a"}))
+    h.delete_permission("payments", "deny-all")
     h.deregister("default", "audit-1")
     h.mtls("edge", "ca-1", enabled="ca-1", expiration="10s")  # certificates for edge
     h.wait(9_000).tick()  # past 4/5 of 10 s: re-issued in the next window
@@ -408,6 +444,9 @@ _GENERATORS = ("local-universal-mesh-service", "g1", "g2")
 _TEMPLATES = ("{{ .DisplayName }}.svc.mesh.local", "same.{{ .Mesh }}.local",
               '{{ .Name }}.{{ label "team" }}.x', "{{ .Name }}.{{ .Zone }}.mesh")
 _MATCH_LABELS = ({}, {"kuma.io/origin": "zone"}, {"team": "a"}, {"kuma.io/mesh": "other"})
+_PERMISSIONS = ("allow-web", "deny-all")
+_SOURCES = ({"kind": "Mesh"}, {"kind": "MeshService", "name": "web"},
+            {"kind": "MeshSubset", "tags": {"app": "shop"}})
 
 
 @st.composite
@@ -439,7 +478,8 @@ def _step(draw: st.DrawFn, h: History) -> None:
     mesh = draw(st.sampled_from(_MESHES))
     kind = draw(st.sampled_from(("register", "register", "register", "deregister", "apply",
                                  "delete", "ipam", "mesh", "delete-mesh", "generator",
-                                 "delete-generator", "grace", "tick", "mtls", "wait")))
+                                 "delete-generator", "grace", "tick", "mtls", "wait",
+                                 "permit", "delete-permission")))
     match kind:
         case "register":
             h.register(dataplane(
@@ -481,6 +521,14 @@ def _step(draw: st.DrawFn, h: History) -> None:
                    expiration=draw(st.sampled_from(("10s", "30s"))))
         case "wait":
             h.wait(draw(st.sampled_from((5_000, 9_000, 30_000))))
+        case "permit":
+            h.permit(permission(
+                mesh, draw(st.sampled_from(_PERMISSIONS)),
+                (draw(st.sampled_from(_SOURCES)),
+                 draw(st.sampled_from(("Allow", "Deny", "AllowWithShadowDeny")))),
+                labels=draw(st.sampled_from((None, {"kuma.io/zone": "elsewhere"})))))
+        case "delete-permission":
+            h.delete_permission(mesh, draw(st.sampled_from(_PERMISSIONS)))
         case _:
             h.mesh(mesh)
 

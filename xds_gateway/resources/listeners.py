@@ -29,6 +29,7 @@ from google.protobuf.any_pb2 import Any
 from google.protobuf.wrappers_pb2 import BoolValue
 from msgspec import Struct
 
+from xds_gateway.resources.rbac import rbac_filter
 from xds_gateway.resources.tls import KUMA_ALPN, downstream_tls
 
 __all__ = ["InboundTls", "inbound_listener", "tcp_listener"]
@@ -79,8 +80,7 @@ def inbound_listener(name: str, address: str, port: int, cluster: str,
     """An inbound: plaintext without mTLS, else as the module docstring says."""
     if tls is None:
         return tcp_listener(name, address, port, cluster)
-    rbac = Filter(name="envoy.filters.network.rbac", typed_config=_packed(tls.rbac))
-    mtls = FilterChain(filters=[rbac, _tcp_proxy(cluster)],
+    mtls = FilterChain(filters=[rbac_filter(tls.rbac), _tcp_proxy(cluster)],
                        transport_socket=downstream_tls(tls.mesh))
     if tls.mode == "STRICT":
         return _listener(name, address, port, [mtls])

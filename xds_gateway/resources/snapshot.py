@@ -324,10 +324,10 @@ def _inbound_tls(view: ProjectionView, dp: Dataplane, inbound: Inbound, trust: T
                        if ms.spec.selector.dataplane_tags and all(
                            inbound.tags.get(k) == v
                            for k, v in ms.spec.selector.dataplane_tags.items()))
-    policies: list[object] = []  # MeshTrafficPermission: none yet
+    policies = [row.policy for row in view.meshtrafficpermissions.get(dp.mesh, {}).values()]
     port = inbound.port
     return InboundTls(mesh=dp.mesh, mode=trust.mode, rbac=rbac.inbound_rbac(
-        dp.mesh, dp, inbound, selecting, policies, stat_prefix=f"inbound_{port}_"))
+        dp.mesh, dp, inbound, selecting, policies, stat_prefix=f"inbound_{port}."))
 
 
 def _inbounds(view: ProjectionView, dp: Dataplane, trust: TrustRow | None,

@@ -112,9 +112,17 @@ def _socket(context: DownstreamTlsContext | UpstreamTlsContext) -> TransportSock
 
 def downstream_tls(mesh: str) -> TransportSocket:
     """An inbound's mTLS: a client certificate of any workload of `mesh` is required (who may
-    call is the RBAC filter's decision, on its SAN)."""
+    call is the RBAC filter's decision, on its SAN).
+
+    Session resumption is off: a resumed session skips certificate verification, so a client
+    whose certificate has expired, or whose CA was just removed from the trust bundle, could
+    go on resuming sessions for the ticket's lifetime; and Envoy does not mark a resumed
+    peer certificate as validated (envoyproxy/envoy#42668), which breaks validation-based
+    matchers. A full handshake costs one ECDSA P-256 signature and verification."""
     return _socket(DownstreamTlsContext(
         require_client_certificate=BoolValue(value=True),
+        disable_stateless_session_resumption=True,
+        disable_stateful_session_resumption=True,
         common_tls_context=_common(mesh, StringMatcher(prefix=f"spiffe://{mesh}/"),
                                    [KUMA_ALPN])))
 

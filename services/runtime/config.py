@@ -22,6 +22,9 @@ __all__ = ["UpConfig", "env", "parse_cidr", "parse_duration_ms", "parse_port", "
 class UpConfig(Struct, frozen=True, kw_only=True):
     data_dir: Path
     nats_url: str | None = None
+    nats_creds: Path | None = None
+    """Credentials for `nats_url` (every component uses them); the embedded server makes its
+    own users (services.runtime.nats_users)."""
     nats_port: int = 0
     database: str | None = None
     api_host: str = "127.0.0.1"

@@ -4,13 +4,16 @@ touch the stream's rules, the projector's cannot append a Mesh, the API's can.""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import stat
 import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import nats.js.errors
 import pytest
 from nats.aio.client import Client as NATS
@@ -31,9 +34,11 @@ from events.bus.permissions import Role
 from events.bus.projection_bus import JetStreamProjectionBus
 from events.commands import ClockCommands, Commands, ProxyCommands
 from events.subjects import EVENTS_STREAM, events_wildcard
+from projections import open_store
 from services.runtime.embedded_nats import run_nats_server
 from services.runtime.nats_users import ensure_seeds, write_server_config
-from tests.harness import VENV_BIN, meshlog_up
+from services.runtime.spawn import popen
+from tests.harness import VENV_BIN, meshlog_up, stop_process, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -222,6 +227,51 @@ async def test_meshlog_up_runs_every_component_as_its_role(tmp_path: Path) -> No
         == [], "a role lacks a permission it needs"
     assert all(seed.read_text().strip() not in (tmp_path / "cp" / "up.log").read_text()
                for seed in (tmp_path / "cp" / "nats-creds").glob("*.nk"))
+
+
+def _process(role: Role, plane: Plane, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return popen([str(VENV_BIN / "meshlog"), role, "--nats-url", plane.url, "--nats-creds",
+                      str(plane.seeds[role]), *extra],
+                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+async def _checkpoint(database: str) -> int:
+    store = await open_store(database)
+    try:
+        return await store.checkpoint()
+    finally:
+        await store.close()
+
+
+async def test_api_and_projector_processes_run_as_their_roles(plane: Plane,
+                                                              tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'rm.db'}"
+    api_log, projector_log = tmp_path / "api.log", tmp_path / "projector.log"
+    api = _process("api", plane, api_log, "--database", database, "--api-port", "0")
+    # a grace period other than the default: the projector records it in the log at start
+    projector = _process("projector", plane, projector_log, "--database", database,
+                         "--meshservice-grace-period", "5m")
+    try:
+        prefix = "API listening on "
+        url = wait_for(lambda: next((line[len(prefix):] for line in api_log.read_text()
+                                     .splitlines() if line.startswith(prefix)), None),
+                       timeout=30, what="the API process")
+        async with httpx.AsyncClient() as client:
+            response = await client.put(f"{url}/meshes/default",
+                                        json={"type": "Mesh", "name": "default"})
+        assert response.status_code == 201, response.text
+        head = await _head(plane)  # the grace period and the Mesh
+        deadline = time.monotonic() + 30
+        while await _checkpoint(database) < head:
+            assert projector.poll() is None, projector_log.read_text()[-2000:]
+            assert time.monotonic() < deadline, "the projector did not project the Mesh"
+            await asyncio.sleep(0.1)
+    finally:
+        stop_process(api, signal.SIGTERM)
+        stop_process(projector, signal.SIGTERM)
+    assert api.returncode == projector.returncode == 0
+    assert "NATS permissions" not in api_log.read_text() + projector_log.read_text()
 
 
 def test_a_process_with_unreadable_credentials_says_so(tmp_path: Path) -> None:

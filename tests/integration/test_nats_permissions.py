@@ -229,6 +229,22 @@ async def test_meshlog_up_runs_every_component_as_its_role(tmp_path: Path) -> No
                for seed in (tmp_path / "cp" / "nats-creds").glob("*.nk"))
 
 
+async def test_a_data_dir_from_before_users_keeps_its_log(tmp_path: Path) -> None:
+    """The embedded server's users are in its global account, where a store made without
+    users keeps its streams (an account of their own would start with an empty log)."""
+    data = tmp_path / "cp"
+    async with run_nats_server(data / "nats") as url:  # as `meshlog up` ran before
+        nc = await connect_nats(url, name="old meshlog up")
+        try:
+            await Commands(await JetStreamEventLog.open(nc), zone="default").apply(
+                decode_resource({"type": "Mesh", "name": "kept"}))
+        finally:
+            await nc.close()
+    with meshlog_up(data) as cp:
+        wait_for(lambda: cp.api.get("/meshes/kept").status_code == 200,
+                 what="the Mesh appended before meshlog up had users")
+
+
 def _process(role: Role, plane: Plane, log: Path, *extra: str) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return popen([str(VENV_BIN / "meshlog"), role, "--nats-url", plane.url, "--nats-creds",

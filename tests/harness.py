@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 import httpx
 import yaml
 
+from events.bus.permissions import Role
+from services.runtime.nats_users import role_credentials
 from services.runtime.spawn import popen
 
 T = TypeVar("T")
@@ -76,6 +78,16 @@ class ControlPlane:
         self.data_dir = data_dir
         self.where = where
         self.api = httpx.Client(base_url=where["api"], timeout=30)
+
+    @property
+    def nats_creds(self) -> Path:
+        """The admin user's seed: tests reach into the embedded NATS as maintenance commands
+        do (services.runtime.nats_users)."""
+        return self.creds("admin")
+
+    def creds(self, role: Role) -> Path:
+        """The seed of `role`'s user, for a process of that role joining this control plane."""
+        return role_credentials(self.data_dir, role)
 
     @property
     def xds_port(self) -> int:

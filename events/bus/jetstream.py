@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -29,6 +30,12 @@ from nats.js.api import (
 )
 
 from events.bus._pipeline import AckPipeline
+from events.bus.nats_access import (
+    Refusals,
+    credential_options,
+    refusals_of,
+    register,
+)
 from events.codec import SCHEMA_HEADER, SCHEMA_VERSION, encode_event
 from events.errors import Conflict, EventLogUnavailable, StreamConfigMismatch, TooLarge
 from events.event_types import AnyEvent
@@ -63,36 +70,71 @@ _TRANSIENT = (
 )
 
 
-async def connect_nats(url: str, *, name: str, reconnect: bool = True,
+async def connect_nats(url: str, *, name: str, credentials: Path | None = None,
+                       reconnect: bool = True,
                        reconnected_cb: nats.aio.client.Callback | None = None) -> NATS:
     """Connect with bounded time; raise EventLogUnavailable naming the URL.
+
+    `credentials`: a NATS `.creds` file or an nkey seed file (`events.bus.nats_access`), for
+    a server with permissions per role (README, NATS permissions); None for one without
+    authentication. `name` says the role in NATS's monitoring and in the errors of refused
+    operations (`NatsPermissionDenied`, also raised here when NATS refuses the credentials).
 
     `reconnect` (processes that run for long): the first connection is tried until it
     succeeds, and a lost one re-established for ever; `reconnected_cb` is awaited each time.
     Without it (commands): one attempt, and a lost connection stays closed, so the command
     ends with a clear error instead of waiting for a NATS that may never come back."""
+    auth = credential_options(credentials)
+    refusals = Refusals(name, url, credentials=credentials, quiet=not reconnect)
+    nc = NATS()
     try:
         if reconnect:
-            return await nats.connect(
+            await nc.connect(
                 url, name=name, connect_timeout=5, allow_reconnect=True,
                 max_reconnect_attempts=-1, reconnected_cb=reconnected_cb,
-                error_cb=_log_nats_error)
-        # nats-py tries the first connection for ever unless max_reconnect_attempts > 0
-        # (0 does not stop it): one attempt per server, then NoServersError
-        return await nats.connect(
-            url, name=name, connect_timeout=5, allow_reconnect=False, max_reconnect_attempts=1,
-            reconnect_time_wait=0.1, error_cb=_quiet)
-    except (OSError, *_TRANSIENT) as exc:
+                error_cb=_logging(refusals), **auth)
+        else:
+            # nats-py tries the first connection for ever unless max_reconnect_attempts > 0
+            # (0 does not stop it): one attempt per server, then NoServersError
+            await nc.connect(
+                url, name=name, connect_timeout=5, allow_reconnect=False,
+                max_reconnect_attempts=1,
+                # nats-py annotates it int; it is seconds, slept with asyncio.sleep
+                reconnect_time_wait=0.1,  # type: ignore[arg-type]
+                error_cb=_noting(refusals), **auth)
+    except BaseException as exc:
+        # a refused connection leaves nats-py's socket open (also when cancelled meanwhile)
+        with contextlib.suppress(Exception):
+            await nc.close()
+        if not isinstance(exc, (OSError, nats.errors.Error, *_TRANSIENT)):
+            raise
+        if refusals.authorization_refused or refusals.refuses_connection(exc):
+            raise refusals.connection_refused() from exc
         raise EventLogUnavailable(f"cannot reach NATS at {url}: {exc}") from exc
+    register(nc, refusals)
+    return nc
 
 
-async def _log_nats_error(exc: Exception) -> None:
-    """One line per failed (re)connection attempt, instead of nats-py's default traceback."""
-    log.warning("NATS: %s: %s", type(exc).__name__, exc)
+def _noting(refusals: Refusals) -> Callable[[Exception], Awaitable[None]]:
+    """A command's error callback: its failure is raised, not logged; refusals are noted
+    (for the error raised)."""
+
+    async def on_error(exc: Exception) -> None:
+        await refusals.on_error(exc)
+
+    return on_error
 
 
-async def _quiet(exc: Exception) -> None:
-    """A command's one attempt: its failure is raised, not logged."""
+def _logging(refusals: Refusals) -> Callable[[Exception], Awaitable[None]]:
+    """A long-running connection's error callback: refusals (of a permission, of the
+    credentials) are logged by `refusals`; anything else (a failed (re)connection attempt) as
+    one line, instead of nats-py's default traceback."""
+
+    async def on_error(exc: Exception) -> None:
+        if not await refusals.on_error(exc):
+            log.warning("NATS: %s: %s", type(exc).__name__, exc)
+
+    return on_error
 
 
 class JetStreamEventLog:
@@ -101,6 +143,7 @@ class JetStreamEventLog:
         self._js = js
         self._stream = stream
         self._pipeline: AckPipeline | None = None
+        self._refusals = refusals_of(nc)
 
     @classmethod
     async def open(
@@ -119,12 +162,14 @@ class JetStreamEventLog:
             allow_direct=True,
         )
         try:
-            try:
-                info = await js.stream_info(stream)
-            except nats.js.errors.NotFoundError:
-                await js.add_stream(wanted)
-            else:
-                _check_stream(info.config, wanted)
+            async with refusals_of(nc).guard(f"$JS.API.STREAM.INFO.{stream}",
+                                             f"$JS.API.STREAM.CREATE.{stream}"):
+                try:
+                    info = await js.stream_info(stream)
+                except nats.js.errors.NotFoundError:
+                    await js.add_stream(wanted)
+                else:
+                    _check_stream(info.config, wanted)
         except _TRANSIENT as exc:
             raise EventLogUnavailable(
                 f"JetStream did not answer for stream {stream}: {exc}") from exc
@@ -143,9 +188,10 @@ class JetStreamEventLog:
         data = encode_event(event)
         self._check_size(subject, data, hdrs)
         try:
-            ack = await self._js.publish(
-                subject, data, timeout=_TIMEOUT_S, stream=self._stream, headers=hdrs
-            )
+            async with self._refusals.guard(subject):
+                ack = await self._js.publish(
+                    subject, data, timeout=_TIMEOUT_S, stream=self._stream, headers=hdrs
+                )
         except nats.js.errors.BadRequestError as exc:
             if exc.err_code != WRONG_LAST_SEQUENCE:
                 raise
@@ -171,10 +217,12 @@ class JetStreamEventLog:
         results: list[Appended | Conflict] = []
         for start in range(0, len(appends), window):
             chunk = appends[start:start + window]
-            futures = [await self._pipeline.publish(item.subject, data, hdrs)
-                       for item, data, hdrs in self._sized(chunk)]
             try:
-                acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=_TIMEOUT_S * 4)
+                async with self._refusals.guard(*{item.subject for item in chunk}):
+                    futures = [await self._pipeline.publish(item.subject, data, hdrs)
+                               for item, data, hdrs in self._sized(chunk)]
+                    acks = await asyncio.wait_for(asyncio.gather(*futures),
+                                                  timeout=_TIMEOUT_S * 4)
             except TimeoutError as exc:
                 raise EventLogUnavailable(f"{len(chunk)} appends not acknowledged") from exc
             for item, ack in zip(chunk, acks, strict=True):

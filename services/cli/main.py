@@ -44,6 +44,7 @@ from services.cli.resources import (
     cmd_quarantine,
     read_documents,
 )
+from services.errors import ConfigError
 from services.runtime.config import (
     UpConfig,
     env,
@@ -69,16 +70,18 @@ def cmd_process(args: argparse.Namespace) -> int:
     if not args.nats_url:
         raise SystemExit(f"error: meshlog {args.command} needs --nats-url (or MESHLOG_NATS_URL)")
     replicas = parse_positive("--stream-replicas", args.stream_replicas)
+    credentials = _credentials_of(args)
     if args.command == "projector":
         coro = processes.run_projector_process(
             nats_url=args.nats_url, database=_database_of(args), zone=args.zone,
-            replicas=replicas, meshservice_grace_period_ms=parse_duration_ms(
+            credentials=credentials, replicas=replicas,
+            meshservice_grace_period_ms=parse_duration_ms(
                 "--meshservice-grace-period", args.meshservice_grace_period),
             secret_key=secret_key_of(args.secret_key_file, Path(args.data_dir), create=False))
     elif args.command == "gateway":
         drain_grace_s = _seconds("--drain-grace", args.drain_grace)
         coro = processes.run_gateway_process(
-            nats_url=args.nats_url, host=args.xds_host,
+            nats_url=args.nats_url, credentials=credentials, host=args.xds_host,
             port=parse_port("--xds-port", args.xds_port),
             max_connection_age_s=_seconds("--max-connection-age", args.max_connection_age),
             replicas=replicas, drain_grace_s=drain_grace_s, zone=args.zone,
@@ -87,11 +90,16 @@ def cmd_process(args: argparse.Namespace) -> int:
                                             args.deregistration_delay))
     else:
         coro = processes.run_api_process(
-            nats_url=args.nats_url, database=_database_of(args), host=args.api_host,
+            nats_url=args.nats_url, credentials=credentials, database=_database_of(args),
+            host=args.api_host,
             port=parse_port("--api-port", args.api_port), zone=args.zone, replicas=replicas,
             secret_key=secret_key_of(args.secret_key_file, Path(args.data_dir), create=False))
     _run_until_signal(coro)
     return 0
+
+
+def _credentials_of(args: argparse.Namespace) -> Path | None:
+    return Path(args.nats_creds) if args.nats_creds else None
 
 
 def _seconds(flag: str, value: str) -> float:
@@ -103,8 +111,12 @@ def _seconds(flag: str, value: str) -> float:
 def cmd_up(args: argparse.Namespace) -> int:
     from services.runtime.up import run_up
 
+    if args.nats_creds and not args.nats_url:
+        raise ConfigError(f"--nats-creds {args.nats_creds}: only with --nats-url; the embedded "
+                          f"nats-server makes its own users (in {args.data_dir}/nats-creds)")
     cfg = UpConfig(
         data_dir=Path(args.data_dir), nats_url=args.nats_url,
+        nats_creds=_credentials_of(args),
         nats_port=parse_port("--nats-port", args.nats_port), database=args.database,
         api_host=args.api_host, api_port=parse_port("--api-port", args.api_port),
         xds_host=args.xds_host, xds_port=parse_port("--xds-port", args.xds_port),
@@ -135,7 +147,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     to_seq = None if args.to_seq is None else parse_positive("--to-seq", args.to_seq)
     target = asyncio.run(run_replay(
-        nats=nats_url_of(args.nats_url, Path(args.data_dir)), database=args.database,
+        nats=nats_url_of(args.nats_url, Path(args.data_dir), _credentials_of(args)),
+        database=args.database,
         zone=args.zone, to_seq=to_seq, show_progress=not args.quiet,
         secret_key=secret_key_of(args.secret_key_file, Path(args.data_dir), create=False)))
     print(f"replayed sequences 1..{target} into {args.database}")
@@ -253,6 +266,12 @@ _SECRET_KEY_OPTIONS: dict[str, Any] = {
             "Keep it as you keep a CA key: without it, no mTLS mesh can be served or replayed"}
 
 
+_CREDS_OPTIONS: dict[str, Any] = {
+    "default": env("NATS_CREDS"),
+    "help": "NATS credentials of this role's user: a .creds file or an nkey seed file (env "
+            "MESHLOG_NATS_CREDS; README, NATS permissions)"}
+
+
 _API_DEFAULT = env("API", "http://127.0.0.1:5681")
 _API_HELP = f"API base URL (env MESHLOG_API; default {_API_DEFAULT})"
 _VERBOSE_HELP = "log at debug level"
@@ -283,6 +302,7 @@ def _parser() -> argparse.ArgumentParser:
                          "(env MESHLOG_DATA_DIR; default %(default)s)")
     up.add_argument("--nats-url", default=env("NATS_URL"),
                     help="use this NATS (JetStream) instead of the embedded server")
+    up.add_argument("--nats-creds", **_CREDS_OPTIONS)
     up.add_argument("--nats-port", default=env("NATS_PORT", "0"),
                     help="port of the embedded nats-server (default: any free port)")
     up.add_argument("--database", default=env("DATABASE"),
@@ -331,6 +351,7 @@ def _parser() -> argparse.ArgumentParser:
                        ("api", "run an API process")):
         proc = sub.add_parser(name, parents=g, help=text)
         proc.add_argument("--nats-url", default=env("NATS_URL"))
+        proc.add_argument("--nats-creds", **_CREDS_OPTIONS)
         proc.add_argument("--zone", default=env("ZONE", "default"))
         proc.add_argument("--stream-replicas", default=env("STREAM_REPLICAS", "1"),
                           help="replicas of the streams this process creates if missing "
@@ -368,6 +389,9 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--to-seq", help="stop at this sequence (the state as of then)")
     replay.add_argument("--nats-url", default=env("NATS_URL"),
                         help="the log's NATS (default: the running `meshlog up` of --data-dir)")
+    replay.add_argument("--nats-creds", default=env("NATS_CREDS"),
+                        help="credentials for NATS (default: the admin user `meshlog up` "
+                             "made in --data-dir, if any; env MESHLOG_NATS_CREDS)")
     replay.add_argument("--data-dir", default=env("DATA_DIR", ".meshlog"))
     replay.add_argument("--zone", default=env("ZONE", "default"))
     replay.add_argument(*_SECRET_KEY_FLAG, **_SECRET_KEY_OPTIONS)

@@ -15,6 +15,7 @@ from events import EventLogUnavailable, JetStreamEventLog, connect_nats
 from events.identity import SecretKey
 from projections import Progress, ReadModelStore, export_store, open_store, rebuild
 from services.errors import ConfigError
+from services.runtime.nats_users import admin_credentials
 
 __all__ = ["LogAddress", "nats_url_of", "run_export", "run_replay"]
 
@@ -37,14 +38,19 @@ class LogAddress(msgspec.Struct, frozen=True):
     url: str
     unreachable: str
     """`cannot reach NATS at URL (where it came from): what to start`."""
+    credentials: Path | None = None
 
 
-def nats_url_of(nats_url: str | None, data_dir: Path) -> LogAddress:
+def nats_url_of(nats_url: str | None, data_dir: Path, credentials: Path | None = None
+                ) -> LogAddress:
     """--nats-url, else the URL a `meshlog up` on `data_dir` reported (it leaves its up.json
-    behind when it stops, so the URL may name a NATS that is gone)."""
+    behind when it stops, so the URL may name a NATS that is gone). Credentials: --nats-creds,
+    else the admin user's seed of that `meshlog up` if it made one (its embedded nats-server
+    has a user per role, services.runtime.nats_users), else none."""
+    credentials = credentials or admin_credentials(data_dir)
     if nats_url:
         return LogAddress(nats_url, f"cannot reach NATS at {nats_url} (--nats-url): is it "
-                                    "running?")
+                                    "running?", credentials)
     up = data_dir / "up.json"
     if not up.exists():
         raise ConfigError(f"no --nats-url and no running `meshlog up` found ({up} is missing)")
@@ -53,7 +59,7 @@ def nats_url_of(nats_url: str | None, data_dir: Path) -> LogAddress:
     except msgspec.DecodeError as exc:  # ValidationError too
         raise ConfigError(f"no --nats-url, and {up} names no NATS URL ({exc})") from None
     return LogAddress(url, f"cannot reach NATS at {url} (from {up}): is `meshlog up "
-                           f"--data-dir {data_dir}` running? or pass --nats-url")
+                           f"--data-dir {data_dir}` running? or pass --nats-url", credentials)
 
 
 async def run_replay(*, nats: LogAddress, database: str, zone: str, to_seq: int | None,
@@ -63,7 +69,8 @@ async def run_replay(*, nats: LogAddress, database: str, zone: str, to_seq: int 
     (SystemExit) before it opens the store."""
     try:
         async with asyncio.timeout(_CONNECT_S):
-            nc = await connect_nats(nats.url, name="meshlog-replay", reconnect=False)
+            nc = await connect_nats(nats.url, name="meshlog-replay", reconnect=False,
+                                    credentials=nats.credentials)
     except (TimeoutError, EventLogUnavailable):
         raise EventLogUnavailable(nats.unreachable) from None
     try:

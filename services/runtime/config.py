@@ -27,6 +27,9 @@ SECRET_KEY_FILE = "secret.key"
 class UpConfig(Struct, frozen=True, kw_only=True):
     data_dir: Path
     nats_url: str | None = None
+    nats_creds: Path | None = None
+    """Credentials for `nats_url` (every component uses them); the embedded server makes its
+    own users (services.runtime.nats_users)."""
     nats_port: int = 0
     database: str | None = None
     api_host: str = "127.0.0.1"

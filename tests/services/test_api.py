@@ -28,7 +28,7 @@ def _dp(name: str, port: int = 8080, service: str = "svc", mesh: str = "default"
 
 def _stream_last_seq(cp: ControlPlane) -> int:
     async def read() -> int:
-        nc = await connect_nats(cp.where["nats"], name="test")
+        nc = await connect_nats(cp.where["nats"], name="test", credentials=cp.nats_creds)
         try:
             return (await nc.jetstream().stream_info("MESHLOG_EVENTS")).state.last_seq
         finally:

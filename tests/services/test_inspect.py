@@ -38,7 +38,7 @@ def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 def _put_insight(cp: ControlPlane, insight: ProxyInsight) -> None:
     """Write an insight and a fresh heartbeat of its gateway, as a live gateway would."""
     async def put() -> None:
-        nc = await connect_nats(cp.where["nats"], name="test")
+        nc = await connect_nats(cp.where["nats"], name="test", credentials=cp.nats_creds)
         try:
             insights = await JetStreamInsights.open(nc)
             await insights.put(insight)

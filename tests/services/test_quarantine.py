@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 def _publish_raw(cp: ControlPlane, subject: str, data: bytes) -> int:
     async def publish() -> int:
-        nc = await connect_nats(cp.where["nats"], name="test")
+        nc = await connect_nats(cp.where["nats"], name="test", credentials=cp.nats_creds)
         try:
             ack = await nc.jetstream().publish(subject, data, headers={"Meshlog-Schema": "1"})
             return ack.seq
@@ -68,7 +68,7 @@ def test_a_malformed_schema_header_is_quarantined_not_a_crash(tmp_path: Path) ->
         cp.apply({"type": "Mesh", "name": "default"})
 
         async def publish() -> int:
-            nc = await connect_nats(cp.where["nats"], name="test")
+            nc = await connect_nats(cp.where["nats"], name="test", credentials=cp.nats_creds)
             try:
                 ack = await nc.jetstream().publish(
                     resource_subject("Mesh", None, "odd"), b"{}", headers={"Meshlog-Schema": "x"})

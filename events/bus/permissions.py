@@ -1,0 +1,129 @@
+"""What each meshlog process may do on NATS: the permissions of its role's user.
+
+nats-server checks every publish and subscription of a connection against its user's allow
+and deny lists (deny wins). meshlog's processes need:
+
+    api        the command side: appends any event of its zone; reads the log and the
+               insights; asks gateways for computed config (meshlog.xds.config.>)
+    projector  reads the log; appends only clock ticks and its own grace-period setting;
+               writes the projection bucket
+    gateway    reads the log (a subject's last event, before it decides) and the projection
+               bucket; appends only Dataplane registrations, deregistrations and health
+               (meshlog.ev.<zone>.dataplane.<mesh>.<name>); writes the insights bucket;
+               answers config requests
+    admin      everything: maintenance commands (replay), benchmarks, tests
+
+So a gateway, the part exposed to proxies, cannot rewrite the log: it cannot append a Mesh,
+a MeshService or a policy, write the projections every gateway serves, or purge, delete or
+change a stream (those JetStream API subjects are denied to every role but admin).
+
+The JetStream API subjects are those nats-py 2.16 sends for what `events.bus` does:
+`STREAM.INFO`/`STREAM.CREATE` (open; creating a stream or bucket that exists with another
+configuration is refused by the server, error 10058, so CREATE cannot change one), `DIRECT.GET`
+(a subject's last event, a KV get), `CONSUMER.CREATE` (readers: `<stream>.<name>.<filter>` for
+pull consumers, bare `<stream>` for KV watchers), `CONSUMER.INFO`, `CONSUMER.MSG.NEXT`
+(fetch), `$JS.FC` (flow control of KV watchers), `$KV.<bucket>.>` (KV writes), and replies on
+`_INBOX.>`. Caveat (reference/security.md §5): subscribe permissions do not limit what a
+consumer reads; only reads of other streams are kept out, by stream name. Reads of the log are
+not secret here: writes are what the roles separate.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, assert_never
+
+from msgspec import Struct
+
+from events.bus.insights import BUCKET as INSIGHTS_BUCKET
+from events.bus.projection_bus import BUCKET as PROJECTION_BUCKET
+from events.bus.requests import XDS_CONFIG_SUBJECTS
+from events.subjects import (
+    EVENTS_STREAM,
+    GLOBAL,
+    events_wildcard,
+    grace_period_subject,
+    provenance_of,
+)
+
+__all__ = ["ROLES", "Permissions", "Role", "permissions", "server_users"]
+
+Role = Literal["api", "projector", "gateway", "admin"]
+ROLES: tuple[Role, ...] = ("api", "projector", "gateway", "admin")
+
+_API = "$JS.API"
+_INBOX = "_INBOX.>"
+_NEVER = (f"{_API}.STREAM.PURGE.>", f"{_API}.STREAM.DELETE.>", f"{_API}.STREAM.UPDATE.>",
+          f"{_API}.STREAM.MSG.DELETE.>")
+"""What only admin may do: a stream's messages are removed or its rules changed."""
+
+
+class Permissions(Struct, frozen=True, kw_only=True):
+    publish: tuple[str, ...]
+    publish_deny: tuple[str, ...] = ()
+    subscribe: tuple[str, ...]
+    allow_responses: bool = False
+    """Publish to the reply subject of a request it received (and nothing else there)."""
+
+    def as_config(self) -> dict[str, Any]:
+        """nats-server's `permissions` block."""
+        publish: dict[str, Any] = {"allow": list(self.publish)}
+        if self.publish_deny:
+            publish["deny"] = list(self.publish_deny)
+        block: dict[str, Any] = {"publish": publish, "subscribe": {"allow": list(self.subscribe)}}
+        if self.allow_responses:
+            block["allow_responses"] = True
+        return block
+
+
+def _stream(stream: str, *, consume: bool = True) -> tuple[str, ...]:
+    """Open `stream` (create it if missing), read single messages; with `consume`, read it
+    through consumers too."""
+    subjects = (f"{_API}.STREAM.INFO.{stream}", f"{_API}.STREAM.CREATE.{stream}",
+                f"{_API}.DIRECT.GET.{stream}", f"{_API}.DIRECT.GET.{stream}.>")
+    if not consume:
+        return subjects
+    return (*subjects, f"{_API}.CONSUMER.CREATE.{stream}", f"{_API}.CONSUMER.CREATE.{stream}.>",
+            f"{_API}.CONSUMER.INFO.{stream}.*", f"{_API}.CONSUMER.MSG.NEXT.{stream}.*",
+            f"$JS.FC.{stream}.>")
+
+
+def _bucket(bucket: str, *, write: bool) -> tuple[str, ...]:
+    reads = _stream(f"KV_{bucket}")
+    return (*reads, f"$KV.{bucket}.>") if write else reads
+
+
+def permissions(role: Role, zone: str) -> Permissions:
+    """The permissions of `role` in the control plane of `zone` (each control plane appends
+    only its own subjects, DESIGN.md Multi-zone). Raise `MalformedSubject` for a zone that
+    cannot be a subject token."""
+    events = f"{events_wildcard().removesuffix('>')}{zone}"
+    provenance_of(f"{events}.x.{GLOBAL}.y")  # the zone is a label or the global zone's token
+    match role:
+        case "admin":
+            return Permissions(publish=(">",), subscribe=(">",))
+        case "api":
+            return Permissions(
+                publish=(f"{events}.>", *_stream(EVENTS_STREAM),
+                         *_bucket(INSIGHTS_BUCKET, write=False), XDS_CONFIG_SUBJECTS),
+                publish_deny=_NEVER, subscribe=(_INBOX,))
+        case "projector":
+            return Permissions(
+                publish=(f"{events}.clock.{GLOBAL}.*",
+                         grace_period_subject("MeshService", zone), *_stream(EVENTS_STREAM),
+                         *_bucket(PROJECTION_BUCKET, write=True)),
+                publish_deny=_NEVER, subscribe=(_INBOX,))
+        case "gateway":
+            return Permissions(
+                publish=(f"{events}.dataplane.*.*", *_stream(EVENTS_STREAM, consume=False),
+                         *_bucket(PROJECTION_BUCKET, write=False),
+                         *_bucket(INSIGHTS_BUCKET, write=True)),
+                publish_deny=_NEVER, subscribe=(_INBOX, XDS_CONFIG_SUBJECTS),
+                allow_responses=True)
+        case _:
+            assert_never(role)
+
+
+def server_users(public_keys: dict[Role, str], zone: str) -> list[dict[str, Any]]:
+    """nats-server's `users` list: one nkey user per role, with the role's permissions."""
+    return [{"nkey": key, "permissions": permissions(role, zone).as_config()}
+            for role, key in public_keys.items()]

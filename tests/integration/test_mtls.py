@@ -207,8 +207,10 @@ def trusted_cas(envoy: Envoy) -> int:
     return min((len(entry.get("ca_cert", [])) for entry in certs), default=0)
 
 
-def serials(envoy: Envoy) -> set[str]:
-    return {c["serial_number"] for c in served_certs(envoy)}
+def serials(envoy: Envoy) -> set[int]:
+    """Serial numbers of the workload certificates `envoy` holds (its admin shows them in
+    hex, with the leading zero of the DER integer when there is one)."""
+    return {int(c["serial_number"], 16) for c in served_certs(envoy)}
 
 
 def ssl_handshakes(envoy: Envoy, prefix: str) -> int:
@@ -369,5 +371,5 @@ def _read_response(reader: Any) -> str:
     return reader.read(length).decode()
 
 
-def _serial(pem: str) -> str:
-    return format(x509.load_pem_x509_certificate(pem.encode()).serial_number, "x")
+def _serial(pem: str) -> int:
+    return x509.load_pem_x509_certificate(pem.encode()).serial_number

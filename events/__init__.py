@@ -32,6 +32,9 @@ from events.event_types import (
     MeshDeleted,
     MeshServiceApplied,
     MeshServiceDeleted,
+    SigningKeyCreated,
+    TokenPurpose,
+    TokenRevoked,
     now_ms,
     rfc3339,
 )
@@ -68,6 +71,9 @@ from events.subjects import (
     ipam_subject,
     provenance_of,
     resource_subject,
+    revocation_subject,
+    signing_key_subject,
+    signing_keys_filter,
 )
 from events.validation import SERVICE_TAG, is_dns1035_label
 
@@ -117,10 +123,13 @@ __all__ = [
     "Record",
     "Resource",
     "ServiceKind",
+    "SigningKeyCreated",
     "StreamConfigMismatch",
     "TemplateContext",
     "TemplateError",
     "TemplateSyntaxError",
+    "TokenPurpose",
+    "TokenRevoked",
     "TooLarge",
     "TransientError",
     "UndecodableEvent",
@@ -141,5 +150,8 @@ __all__ = [
     "provenance_of",
     "render_template",
     "resource_subject",
+    "revocation_subject",
     "rfc3339",
+    "signing_key_subject",
+    "signing_keys_filter",
 ]

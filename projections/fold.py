@@ -38,7 +38,10 @@ from events import (
     MeshServiceApplied,
     MeshServiceDeleted,
     Provenance,
+    SigningKeyCreated,
+    TokenRevoked,
 )
+from events.identity import KeyId
 from projections._provenance import provenance_labels
 from projections.generation import expire_due, regenerate, service_name_conditions
 from projections.ipam import allocate_vip, configure_cidr
@@ -50,7 +53,9 @@ from projections.views import (
     MeshRow,
     MeshServiceRow,
     MeshServiceStatus,
+    RevocationRow,
     RowMeta,
+    SigningKeyRow,
 )
 
 __all__ = ["apply_event"]
@@ -123,8 +128,25 @@ def apply_event(
             state.put("graceperiod", kind, GracePeriodRow(kind=kind, grace_period_ms=grace))
         case ClockTicked():
             pass  # its time did the work: expire_due above
+        case SigningKeyCreated():
+            _signing_key_created(state, event)
+        case TokenRevoked():
+            state.put("revocation", f"{event.mesh or '_'}/{event.jti}", RevocationRow(
+                purpose=event.purpose, jti=event.jti, revoked_at=event.at,
+                expires_at=event.expires_at, mesh=event.mesh))
         case _:
             assert_never(event)
+
+
+def _signing_key_created(state: ProjectionState, event: SigningKeyCreated) -> None:
+    """The public half only. A key's subject holds one event (appended at sequence 0); should
+    another log's copy of the same kid come along, the first one stays: a key never changes."""
+    key = f"{event.mesh or '_'}/{event.purpose}-{event.serial}"
+    if state.get("signingkey", key) is None:
+        kid = KeyId(purpose=event.purpose, mesh=event.mesh, serial=event.serial)
+        state.put("signingkey", key, SigningKeyRow(
+            kid=str(kid), purpose=event.purpose, serial=event.serial,
+            public_key=event.public_key, created_at=event.at, mesh=event.mesh))
 
 
 def _labeled(hg: HostnameGenerator, provenance: Provenance) -> HostnameGenerator:

@@ -34,8 +34,10 @@ __all__ = [
     "MeshServiceStatus",
     "PortEndpoints",
     "QuarantinedEvent",
+    "RevocationRow",
     "Row",
     "RowMeta",
+    "SigningKeyRow",
     "VipRow",
     "decode_row",
     "decode_typed",
@@ -176,6 +178,31 @@ class QuarantinedEvent(Row, frozen=True):
     projector: str
 
 
+class SigningKeyRow(Row, frozen=True):
+    """The public half of a token signing key (`SigningKeyCreated`): what gateways and the API
+    verify tokens with. The sealed private half stays in the log, never in a read model."""
+
+    kid: str
+    """`<purpose>/<mesh or _>/<serial>`, as a token's header names it."""
+    purpose: str
+    serial: int
+    public_key: str
+    """PEM."""
+    created_at: int
+    mesh: str | None = None
+
+
+class RevocationRow(Row, frozen=True):
+    """A revoked token (`TokenRevoked`): refused, and its open xDS streams ended."""
+
+    purpose: str
+    jti: str
+    revoked_at: int
+    expires_at: int = 0
+    """Unix ms; 0: unknown."""
+    mesh: str | None = None
+
+
 COLLECTIONS: dict[str, type[Row]] = {
     "mesh": MeshRow,
     "dataplane": DataplaneRow,
@@ -186,9 +213,12 @@ COLLECTIONS: dict[str, type[Row]] = {
     "hostnamegenerator": HostnameGeneratorRow,
     "graceperiod": GracePeriodRow,
     "quarantine": QuarantinedEvent,
+    "signingkey": SigningKeyRow,
+    "revocation": RevocationRow,
 }
-PUBLISHED = ("mesh", "dataplane", "meshservice", "endpoints")
-"""Collections gateways need; VIP and IPAM bookkeeping stays in the store."""
+PUBLISHED = ("mesh", "dataplane", "meshservice", "endpoints", "signingkey", "revocation")
+"""Collections gateways need; VIP and IPAM bookkeeping stays in the store. Gateways verify
+dataplane tokens with the public keys and revocations alone."""
 
 R = TypeVar("R", bound=Row)
 

@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from events.bus.projection_bus import CHECKPOINT_KEY, ProjectionUpdate
-from projections import DataplaneRow, EndpointsRow, MeshRow, MeshServiceRow, decode_typed
+from projections import (
+    DataplaneRow,
+    EndpointsRow,
+    MeshRow,
+    MeshServiceRow,
+    RevocationRow,
+    SigningKeyRow,
+    decode_typed,
+)
 
 __all__ = ["ProjectionView"]
 
@@ -31,6 +39,12 @@ class ProjectionView:
         self.endpoints_bytes: dict[str, dict[str, bytes]] = defaultdict(dict)
         """The bus's bytes of each endpoints row: a ready-made, content-derived cache key."""
         self._wakes: set[asyncio.Event] = set()
+        self.signing_keys: dict[str, SigningKeyRow] = {}
+        """Public token signing keys by kid (`dataplane-token/<mesh>/<serial>`, ...)."""
+        self.revocations: dict[tuple[str, str], RevocationRow] = {}
+        """Revoked tokens by (mesh or `_`, jti)."""
+        self._revoked: list[RevocationRow] = []
+        self._on_revoked: set[Callable[[RevocationRow], None]] = set()
 
     def apply(self, updates: Iterable[ProjectionUpdate]) -> None:
         for key, value in updates:
@@ -44,6 +58,10 @@ class ProjectionView:
         self.generation += 1
         for wake in self._wakes:
             wake.set()
+        revoked, self._revoked = self._revoked, []
+        for row in revoked:  # once the whole batch is applied
+            for listener in list(self._on_revoked):
+                listener(row)
 
     def _apply_one(self, collection: str, mesh: str, name: str, value: bytes | None) -> None:
         match collection:
@@ -70,6 +88,18 @@ class ProjectionView:
                 else:
                     self.endpoints[mesh][name] = decode_typed(EndpointsRow, value)
                     self.endpoints_bytes[mesh][name] = value
+            case "signingkey":
+                # a key never changes (its kid names one subject, appended once)
+                if value is not None:
+                    row = decode_typed(SigningKeyRow, value)
+                    self.signing_keys[row.kid] = row
+            case "revocation":
+                if value is None:
+                    self.revocations.pop((mesh, name), None)
+                elif (mesh, name) not in self.revocations:
+                    revocation = decode_typed(RevocationRow, value)
+                    self.revocations[(mesh, name)] = revocation
+                    self._revoked.append(revocation)
             case _:
                 pass  # future collections: not needed for Envoy config yet
 
@@ -80,6 +110,14 @@ class ProjectionView:
 
     def stop_waking(self, wake: asyncio.Event) -> None:
         self._wakes.discard(wake)
+
+    def on_revoked(self, listener: Callable[[RevocationRow], None]) -> None:
+        """Call `listener` with each revocation that arrives (after its batch is applied),
+        until `stop_on_revoked`: a gateway ends the open streams of a revoked token."""
+        self._on_revoked.add(listener)
+
+    def stop_on_revoked(self, listener: Callable[[RevocationRow], None]) -> None:
+        self._on_revoked.discard(listener)
 
     async def follow(self, batches: AsyncIterator[list[ProjectionUpdate]]) -> None:
         """Apply batches from the projection bus forever."""

@@ -184,20 +184,16 @@ class UserClaims(Claims, frozen=True, kw_only=True):
 C = TypeVar("C", bound=Claims)
 
 
-def _times(valid_for_s: int, now_s: int) -> dict[str, int]:
-    return {"iat": now_s, "nbf": now_s - NOT_BEFORE_SKEW_S, "exp": now_s + valid_for_s}
-
-
 def dataplane_claims(*, mesh: str, name: str, tags: dict[str, list[str]], valid_for_s: int,
                      now_s: int) -> DataplaneClaims:
     return DataplaneClaims(jti=str(uuid.uuid4()), mesh=mesh, name=name,
                            tags={k: sorted(set(v)) for k, v in sorted(tags.items())},
-                           **_times(valid_for_s, now_s))
+                           iat=now_s, nbf=now_s - NOT_BEFORE_SKEW_S, exp=now_s + valid_for_s)
 
 
 def user_claims(*, name: str, groups: list[str], valid_for_s: int, now_s: int) -> UserClaims:
     return UserClaims(jti=str(uuid.uuid4()), name=name, groups=sorted(set(groups)),
-                      **_times(valid_for_s, now_s))
+                      iat=now_s, nbf=now_s - NOT_BEFORE_SKEW_S, exp=now_s + valid_for_s)
 
 
 def is_token_id(jti: str) -> bool:

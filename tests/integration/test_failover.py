@@ -198,7 +198,7 @@ def test_max_connection_age_moves_a_stream_across_replicas(tmp_path: Path) -> No
 
 
 async def test_drain_ends_every_open_stream_cleanly_without_sitting_out_the_grace() -> None:
-    gateway = Gateway(None, port=0, drain_grace_s=60)
+    gateway = Gateway(None, port=0, drain_grace_s=60, no_auth=True)
     gateway.view.apply(Projection().fold([
         event_for({"type": "Mesh", "name": "default"}),
         event_for(dataplane("web-1", "10.0.0.9", 7070, "web"))]))

@@ -140,6 +140,11 @@ class TokenCommands:
 
     # --- revoking ---------------------------------------------------------------------------
 
+    async def is_revoked(self, mesh: str | None, jti: str) -> bool:
+        """Whether the log holds a revocation of the token `jti` (of `mesh`)."""
+        current = await self.handler.current(revocation_subject(mesh, jti, self._zone))
+        return isinstance(current.event, TokenRevoked)
+
     async def revoke(self, purpose: TokenPurpose, mesh: str | None, jti: str, *,
                      expires_at_ms: int, at: int) -> tuple[int, bool]:
         """Record that the token `jti` is revoked: (the sequence that says so, whether this

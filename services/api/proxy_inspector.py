@@ -242,7 +242,8 @@ _NO_NATS = {"unavailable": "insights unavailable: this API process has no NATS c
 
 
 @get("/meshes/{mesh:str}/{plural:str}/{name:str}/_config",
-     summary="The proxy's computed xDS (listeners, clusters, endpoints), from a gateway")
+     summary="The proxy's computed xDS (listeners, clusters, endpoints), from a gateway (admin)",
+     opt={"access": "admin"})
 async def dataplane_config(request: ApiRequest, mesh: str, plural: str, name: str
                            ) -> Response[bytes]:
     await _dataplane(request, mesh, plural, name)

@@ -14,9 +14,17 @@ from pathlib import Path
 from msgspec import Struct
 
 from events import DEFAULT_ZONE
+from events.identity import SECRET_KEY_ENV, SealedSecretError, SecretKey
 from services.errors import ConfigError
 
-__all__ = ["UpConfig", "env", "parse_cidr", "parse_duration_ms", "parse_port", "parse_positive"]
+__all__ = ["ADMIN_TOKEN_FILE", "SECRET_KEY_FILE", "UpConfig", "env", "load_secret_key",
+           "parse_bool", "parse_cidr", "parse_duration_ms", "parse_port", "parse_positive",
+           "resolve_secret_key_file"]
+
+SECRET_KEY_FILE = "secret.key"
+"""The secret key's file in a data dir, the default of `--secret-key-file`."""
+ADMIN_TOKEN_FILE = "admin-token"
+"""The admin user token's file in a data dir (mode 0600), written by the API's first start."""
 
 
 class UpConfig(Struct, frozen=True, kw_only=True):
@@ -34,10 +42,21 @@ class UpConfig(Struct, frozen=True, kw_only=True):
     """How long a generated MeshService outlives its last Dataplane (recorded in the log)."""
     deregistration_delay_s: float = 10.0
     """How long a self-registered proxy may be gone before its Dataplane is deregistered."""
+    secret_key_file: Path | None = None
+    """The control plane's secret key (`--secret-key-file`); None: `<data dir>/secret.key`,
+    created at first start."""
+    no_auth: bool = False
+    """Serve xDS without dataplane tokens (`--no-auth`, development only)."""
+    localhost_is_admin: bool = True
+    """API clients on loopback are admin (Kuma's default; `--no-localhost-admin`)."""
 
     @property
     def database_url(self) -> str:
         return self.database or f"sqlite:///{self.data_dir / 'readmodels.db'}"
+
+    @property
+    def secret_key_path(self) -> Path:
+        return resolve_secret_key_file(self.secret_key_file, self.data_dir)
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -85,3 +104,34 @@ def parse_cidr(flag: str, value: str) -> str:
         return str(ipaddress.ip_network(value, strict=True))
     except ValueError as exc:
         raise ConfigError(f"{flag}: {value!r} is not a CIDR ({exc})") from None
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_bool(flag: str, value: str | bool) -> bool:
+    """`true`/`false` (also 1/0, yes/no, on/off) from a flag's variable."""
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower()
+    if text in _TRUE | _FALSE:
+        return text in _TRUE
+    raise ConfigError(f"{flag}: {value!r} is not true or false")
+
+
+def resolve_secret_key_file(value: str | Path | None, data_dir: Path) -> Path:
+    """`--secret-key-file` (env MESHLOG_SECRET_KEY_FILE), else `<data dir>/secret.key`: the
+    one place every process that opens sealed keys (API, projector) finds its secret key."""
+    return Path(value) if value else data_dir / SECRET_KEY_FILE
+
+
+def load_secret_key(path: Path, *, create: bool) -> SecretKey:
+    """The secret key in `path`; with `create`, made (mode 0600) if the file is missing.
+    A ConfigError names the flag, the variable and the file."""
+    try:
+        if create:
+            return SecretKey.load_or_create(path)
+        return SecretKey.load(path)
+    except (SealedSecretError, OSError) as exc:
+        raise ConfigError(f"--secret-key-file ({SECRET_KEY_ENV}): {exc}") from None

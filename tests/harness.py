@@ -90,6 +90,21 @@ class ControlPlane:
         assert response.status_code in (200, 201), response.text
         return response
 
+    def dataplane_token(self, name: str, mesh: str = "default", **request: Any) -> str:
+        """A dataplane token from the API (a loopback client is admin), for a proxy's xDS
+        streams (`sidecar_bootstrap(token=...)`, `authorization` metadata)."""
+        response = self.api.post("/tokens/dataplane", json={"mesh": mesh, "name": name,
+                                                            **request})
+        assert response.status_code == 200, response.text
+        return response.text
+
+    def token_file(self, name: str, directory: Path, mesh: str = "default") -> Path:
+        """`dataplane_token` in a file, for `meshlog dataplane bootstrap --token-file`."""
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{mesh}.{name}.token"
+        path.write_text(self.dataplane_token(name, mesh))
+        return path
+
     def meshservice(self, name: str, mesh: str = "default") -> dict[str, Any]:
         response = self.api.get(f"/meshes/{mesh}/meshservices/{name}")
         response.raise_for_status()

@@ -7,7 +7,8 @@ simulated proxies (services/bench/_proxies.py: raw SotW ADS streams that ACK eve
 a `target` service with 4 endpoints; every proxy gets every service of the mesh, the target
 included. Each round appends one change to the log (register or deregister a `target`
 Dataplane) and measures from just before the append to the moment the last proxy has ACKed
-an EDS response that shows it. Also: gateway RSS per connected proxy.
+an EDS response that shows it. Also: gateway RSS per connected proxy. Every proxy sends its
+own dataplane token, as in a default deployment (the gateways check them).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from events import (
     resource_subject,
 )
 from events.bus.projection_bus import CHECKPOINT_KEY, JetStreamProjectionBus
+from events.commands import TokenCommands
+from events.identity import SecretKey
 from events.resources import DataplaneNetworking
 from services.bench._env import bench_nats, machine, report
 from services.bench._lb import run_lb
@@ -105,7 +108,9 @@ async def bench_propagation(proxies: int, *, gateways: int = 1, rounds: int = 20
             log = await JetStreamEventLog.open(nc)
             bus = await JetStreamProjectionBus.open(nc)
             _progress(f"registering {proxies} Dataplanes over {services} services")
-            last = await _seed(log, proxies, services)
+            await _seed(log, proxies, services)
+            tokens = await _tokens(log, proxies, work / "tokens.json")
+            last = await log.last_seq()
             projector = await stack.enter_async_context(_process(
                 work, "projector", "projector", "--nats-url", url,
                 "--database", f"sqlite:///{work / 'readmodels.db'}"))
@@ -119,7 +124,8 @@ async def bench_propagation(proxies: int, *, gateways: int = 1, rounds: int = 20
             lb_port = await stack.enter_async_context(run_lb(ports, work / "lb"))
             rss_before = sum(_rss_kb(pid) for pid in pids)
             started = time.monotonic()
-            workers = [await stack.enter_async_context(_worker(work, lb_port, first, count))
+            workers = [await stack.enter_async_context(_worker(work, lb_port, first, count,
+                                                               tokens))
                        for first, count in _slices(proxies)]
             for worker in workers:
                 await worker.expect("ready", _SETUP_TIMEOUT_S)
@@ -164,6 +170,19 @@ async def _seed(log: JetStreamEventLog, proxies: int, services: int) -> int:
                                DataplaneRegistered(at=at, dataplane=dp)))
     results = await log.append_many(appends)
     return max(_seq(r) for r in results)
+
+
+async def _tokens(log: JetStreamEventLog, proxies: int, path: Path) -> Path:
+    """A dataplane token per proxy (the mesh's signing key made in the log first), in a file
+    of `{node id: token}` for the proxy workers."""
+    commands = TokenCommands(log, zone="default", secret_key=SecretKey.generate())
+    now = int(time.time() * 1000)
+    tokens = {}
+    for i in range(proxies):
+        tokens[f"{MESH}.dp-{i}"], _ = await commands.issue_dataplane_token(
+            mesh=MESH, name=f"dp-{i}", tags={}, valid_for_s=24 * 3600, now_ms=now)
+    await asyncio.to_thread(path.write_text, json.dumps(tokens))
+    return path
 
 
 def _seq(result: Appended | Conflict) -> int:
@@ -232,11 +251,12 @@ class _Worker:
 
 
 @contextlib.asynccontextmanager
-async def _worker(work: Path, lb_port: int, first: int, count: int) -> AsyncIterator[_Worker]:
+async def _worker(work: Path, lb_port: int, first: int, count: int, tokens: Path
+                  ) -> AsyncIterator[_Worker]:
     with open(work / f"proxies-{first}.log", "ab") as err:  # noqa: ASYNC230 - set-up only
         proc = await spawn(
             [sys.executable, "-m", "services.bench._proxies", "--xds", f"127.0.0.1:{lb_port}",
-             "--first", str(first), "--count", str(count)],
+             "--first", str(first), "--count", str(count), "--tokens", str(tokens)],
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err,
             start_new_session=True)
     stdin, stdout = proc.stdin, proc.stdout

@@ -3,7 +3,8 @@
 Filled from the projection bus: the initial batch makes the view ready; later batches are
 applied whole at their checkpoint, so a stream never sees half of a projector batch. Every
 applied batch bumps `generation` and sets the events of the streams registered with
-`wake_on_change`.
+`wake_on_change`, then tells `on_revoked` listeners of the revocations it brought. Token
+signing keys (public halves) and revocations are kept for the streams' authentication.
 """
 
 from __future__ import annotations

@@ -174,9 +174,11 @@ def _direct_from_loopback(connection: ASGIConnection[Any, Any, Any, Any]) -> boo
     if client is None or any(h in connection.headers for h in _PROXY_HEADERS):
         return False
     try:
-        return ipaddress.ip_address(client.host).is_loopback
+        address = ipaddress.ip_address(client.host)
     except ValueError:
         return False  # a unix socket or a test transport naming no address
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def require(user: User, access: Access, request: str = "this request") -> None:

@@ -237,8 +237,9 @@ async def test_a_revoked_user_token_is_refused_at_once(api: Api) -> None:
 # --- loopback ---------------------------------------------------------------------------------
 
 
-async def test_loopback_is_admin_by_default(api: Api) -> None:
-    async with api.client(LOOPBACK) as local:
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"])
+async def test_loopback_is_admin_by_default(api: Api, host: str) -> None:
+    async with api.client((host, 40000)) as local:
         response = await local.post("/tokens/user", json={"name": "joe"})
         assert response.status_code == 200, response.text
 

@@ -158,9 +158,9 @@ class DataplaneAuthentication(NoCallbacks):
                 raise InvalidToken(f"it is a {kid.purpose} (kid {kid}), not a dataplane token")
             key = self._key(str(kid))
             if key is None:
-                raise InvalidToken(f"its signing key {kid} is not one of this control plane's "
-                                   "(a token of another control plane, or of a log that was "
-                                   "reset?)")
+                raise InvalidToken(f"its signing key {kid} is unknown to this gateway (a "
+                                   "token of another control plane or of a log that was "
+                                   "reset; or a key made a moment ago, not here yet)")
             claims = verify(token, key, DataplaneClaims, now_s=self._clock())
         except TokenExpired as exc:
             raise _refused(f"expired dataplane token: {exc}") from None

@@ -7,6 +7,7 @@ no pre-exec Python in a process running gRPC, and none outlives a killed test ru
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.server
 import json
@@ -45,6 +46,17 @@ def wait_for(check: Callable[[], T | None], *, timeout: float = 15.0, interval: 
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}"
                          + (f" (last error: {last_exc!r})" if last_exc else ""))
+
+
+async def cancel_until_done(task: asyncio.Task[Any]) -> None:
+    """Cancel `task` (a projector) until it ends: on Python 3.11 a cancel that lands just as
+    a message arrives is lost inside nats-py's `next_msg` (its `asyncio.wait_for` returns the
+    message instead: CPython gh-86296), and the reader goes on reading."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=1)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -33,6 +33,7 @@ from events.identity import (
 from projections import Projector, open_store
 from services.api.app import create_app
 from services.api.auth import ADMIN_GROUP, ApiAuth
+from tests.harness import cancel_until_done
 
 pytestmark = [
     pytest.mark.integration,
@@ -80,9 +81,7 @@ async def _api(nc: NATS, tmp_path: Path, *, localhost_is_admin: bool = True
     try:
         yield Api(app, tokens)
     finally:
-        projector.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await projector
+        await cancel_until_done(projector)
         await reader.close()
         await writer.close()
 

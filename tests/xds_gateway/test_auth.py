@@ -36,6 +36,7 @@ from events.identity.tokens import (
     load_private_key,
 )
 from projections import Projector, open_store
+from tests.harness import cancel_until_done
 from tests.xds_gateway._ads import AdsClient, DeltaAdsClient
 from tests.xds_gateway._gateways import (
     ProxyClient,
@@ -92,9 +93,7 @@ async def plane(nc: NATS, tmp_path: Path) -> AsyncIterator[Plane]:
     try:
         yield Plane(event_log, tokens)
     finally:
-        projector.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await projector
+        await cancel_until_done(projector)
         await store.close()
 
 

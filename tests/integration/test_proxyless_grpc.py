@@ -86,3 +86,4 @@ def test_xds_client_reaches_backends_and_follows_deregistration(
             assert cp.api.delete(f"/meshes/default/dataplanes/{hit}").status_code == 200
             wait_for(lambda: all(_who(channel) == other for _ in range(10)), timeout=10,
                      what=f"calls to move from {hit} to {other}")
+        assert "--no-auth: the xDS gateway on" in (cp.data_dir / "up.log").read_text()

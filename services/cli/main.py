@@ -55,7 +55,7 @@ from services.runtime.config import (
     parse_duration_ms,
     parse_port,
     parse_positive,
-    resolve_secret_key_file,
+    secret_key_of,
 )
 
 __all__ = ["main"]
@@ -93,8 +93,9 @@ def cmd_process(args: argparse.Namespace) -> int:
         coro = processes.run_api_process(
             nats_url=args.nats_url, database=_database_of(args), host=args.api_host,
             port=parse_port("--api-port", args.api_port), zone=args.zone, replicas=replicas,
-            data_dir=Path(args.data_dir), secret_key_file=resolve_secret_key_file(
-                args.secret_key_file, Path(args.data_dir)),
+            data_dir=Path(args.data_dir),
+            # made in the data dir if missing: an API must sign (tokens, the admin token)
+            secret_key=secret_key_of(args.secret_key_file, Path(args.data_dir), create=True),
             localhost_is_admin=_localhost_is_admin(args))
     _run_until_signal(coro)
     return 0

@@ -14,15 +14,14 @@ from pathlib import Path
 from msgspec import Struct
 
 from events import DEFAULT_ZONE
-from events.identity import SECRET_KEY_ENV, SealedSecretError, SecretKey
+from events.identity import SecretKey
 from services.errors import ConfigError
 
-__all__ = ["ADMIN_TOKEN_FILE", "SECRET_KEY_FILE", "UpConfig", "env", "load_secret_key",
-           "parse_bool", "parse_cidr", "parse_duration_ms", "parse_port", "parse_positive",
-           "resolve_secret_key_file"]
+__all__ = ["ADMIN_TOKEN_FILE", "SECRET_KEY_FILE", "UpConfig", "env", "parse_bool", "parse_cidr",
+           "parse_duration_ms", "parse_port", "parse_positive", "secret_key_of"]
 
 SECRET_KEY_FILE = "secret.key"
-"""The secret key's file in a data dir, the default of `--secret-key-file`."""
+"""The secret key's file in a data dir (mode 0600)."""
 ADMIN_TOKEN_FILE = "admin-token"
 """The admin user token's file in a data dir (mode 0600), written by the API's first start."""
 
@@ -43,8 +42,8 @@ class UpConfig(Struct, frozen=True, kw_only=True):
     deregistration_delay_s: float = 10.0
     """How long a self-registered proxy may be gone before its Dataplane is deregistered."""
     secret_key_file: Path | None = None
-    """The control plane's secret key (`--secret-key-file`); None: `<data dir>/secret.key`,
-    created at first start."""
+    """The key that seals CA and signing keys in the log; default `<data_dir>/secret.key`,
+    made at the first start."""
     no_auth: bool = False
     """Serve xDS without dataplane tokens (`--no-auth`, development only)."""
     localhost_is_admin: bool = True
@@ -53,10 +52,6 @@ class UpConfig(Struct, frozen=True, kw_only=True):
     @property
     def database_url(self) -> str:
         return self.database or f"sqlite:///{self.data_dir / 'readmodels.db'}"
-
-    @property
-    def secret_key_path(self) -> Path:
-        return resolve_secret_key_file(self.secret_key_file, self.data_dir)
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -120,18 +115,14 @@ def parse_bool(flag: str, value: str | bool) -> bool:
     raise ConfigError(f"{flag}: {value!r} is not true or false")
 
 
-def resolve_secret_key_file(value: str | Path | None, data_dir: Path) -> Path:
-    """`--secret-key-file` (env MESHLOG_SECRET_KEY_FILE), else `<data dir>/secret.key`: the
-    one place every process that opens sealed keys (API, projector) finds its secret key."""
-    return Path(value) if value else data_dir / SECRET_KEY_FILE
 
-
-def load_secret_key(path: Path, *, create: bool) -> SecretKey:
-    """The secret key in `path`; with `create`, made (mode 0600) if the file is missing.
-    A ConfigError names the flag, the variable and the file."""
-    try:
-        if create:
-            return SecretKey.load_or_create(path)
-        return SecretKey.load(path)
-    except (SealedSecretError, OSError) as exc:
-        raise ConfigError(f"--secret-key-file ({SECRET_KEY_ENV}): {exc}") from None
+def secret_key_of(path: str | Path | None, data_dir: Path, *, create: bool) -> SecretKey | None:
+    """The control plane's secret key: from `path` (`--secret-key-file`), else the data dir's
+    `secret.key`, made there if `create` (`meshlog up`) and otherwise None when absent (a
+    process that then meets a mesh with mTLS says what to pass)."""
+    if path is not None:
+        return SecretKey.load(Path(path))
+    default = data_dir / SECRET_KEY_FILE
+    if create:
+        return SecretKey.load_or_create(default)
+    return SecretKey.load(default) if default.exists() else None

@@ -32,9 +32,22 @@ from events.identity import (
 from services.api.auth import ADMIN_GROUP
 from services.errors import ConfigError
 
-__all__ = ["ensure_admin_token", "token_commands"]
+__all__ = ["api_tokens", "ensure_admin_token", "token_commands"]
 
 log = logging.getLogger("meshlog.credentials")
+
+
+async def api_tokens(event_log: EventLog, *, zone: str, secret_key: SecretKey | None,
+                     admin_token: Path) -> TokenCommands | None:
+    """An API process's token commands, its user-token key open and its admin token in
+    `admin_token`; None without a secret key (it then verifies tokens but signs none)."""
+    if secret_key is None:
+        log.warning("no secret key (--secret-key-file): this API signs no tokens and writes "
+                    "no admin token")
+        return None
+    tokens = await token_commands(event_log, zone=zone, secret_key=secret_key)
+    await ensure_admin_token(admin_token, tokens)
+    return tokens
 
 
 async def token_commands(event_log: EventLog, *, zone: str, secret_key: SecretKey

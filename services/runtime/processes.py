@@ -25,13 +25,14 @@ from events.bus.insights import JetStreamInsights
 from events.bus.projection_bus import JetStreamProjectionBus
 from events.bus.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
 from events.commands import Commands
+from events.identity import SecretKey
 from projections import DEFAULT_GRACE_PERIOD_MS, Projector, open_store
 from services.api.app import create_app
 from services.api.auth import ApiAuth
 from services.api.proxy_inspector import ProxyInspector
 from services.runtime.api_server import DEFAULT_API_DRAIN_GRACE_S, ApiServer
-from services.runtime.config import ADMIN_TOKEN_FILE, load_secret_key
-from services.runtime.credentials import ensure_admin_token, token_commands
+from services.runtime.config import ADMIN_TOKEN_FILE
+from services.runtime.credentials import api_tokens
 from services.runtime.shutdown import handle_signals
 from services.runtime.up import bind_socket, nats_connection, run_projector, warn_no_auth
 from xds_gateway import Gateway
@@ -105,19 +106,18 @@ async def run_gateway_process(*, nats_url: str, host: str, port: int,
 
 
 async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
-                          zone: str, data_dir: Path, secret_key_file: Path,
+                          zone: str, data_dir: Path, secret_key: SecretKey | None,
                           replicas: int = 1, localhost_is_admin: bool = True,
                           drain_grace_s: float = DEFAULT_API_DRAIN_GRACE_S) -> None:
-    """`secret_key_file`: made at first start if missing; every API replica must be given the
-    same one (the signing keys in the log are sealed with it)."""
+    """`secret_key`: every API replica must have the same (the signing keys in the log are
+    sealed with it); None: this API signs no tokens and writes no admin token."""
     with handle_signals(max(PROCESS_GRACE_S, drain_grace_s + 5)) as shutdown:
-        secret_key = load_secret_key(secret_key_file, create=True)
         sock = bind_socket(host, port, "--api-port")
         try:
             async with nats_connection(nats_url, "meshlog-api") as nc:
                 event_log = await JetStreamEventLog.open(nc, replicas=replicas)
-                tokens = await token_commands(event_log, zone=zone, secret_key=secret_key)
-                await ensure_admin_token(data_dir / ADMIN_TOKEN_FILE, tokens)
+                tokens = await api_tokens(event_log, zone=zone, secret_key=secret_key,
+                                          admin_token=data_dir / ADMIN_TOKEN_FILE)
                 store = await open_store(database)
                 try:
                     api = ApiServer(create_app(Commands(event_log, zone=zone), store,

@@ -48,8 +48,8 @@ from services.api.auth import ApiAuth
 from services.api.proxy_inspector import ProxyInspector
 from services.errors import ConfigError
 from services.runtime.api_server import DEFAULT_API_DRAIN_GRACE_S, ApiServer
-from services.runtime.config import ADMIN_TOKEN_FILE, UpConfig, load_secret_key
-from services.runtime.credentials import ensure_admin_token, token_commands
+from services.runtime.config import ADMIN_TOKEN_FILE, UpConfig, secret_key_of
+from services.runtime.credentials import api_tokens
 from services.runtime.embedded_nats import run_nats_server
 from services.runtime.readmodels import SwappableReadModels, pointed_database
 from services.runtime.shutdown import handle_signals
@@ -181,7 +181,7 @@ async def nats_connection(url: str, name: str, reconnected: asyncio.Event | None
 async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = print) -> None:
     with handle_signals(UP_GRACE_S) as shutdown:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        secret_key = load_secret_key(cfg.secret_key_path, create=True)
+        secret_key = secret_key_of(cfg.secret_key_file, cfg.data_dir, create=True)
         api_sock = bind_socket(cfg.api_host, cfg.api_port, "--api-port")
         async with AsyncExitStack() as stack:
             stack.callback(api_sock.close)
@@ -201,9 +201,9 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                 "MeshService", cfg.meshservice_grace_period_ms, DEFAULT_GRACE_PERIOD_MS)
             database = cfg.database or pointed_database(cfg.data_dir) or cfg.database_url
             api_store = await open_store(database)
-            tokens = await token_commands(event_log, zone=cfg.zone, secret_key=secret_key)
             admin_token = cfg.data_dir / ADMIN_TOKEN_FILE
-            await ensure_admin_token(admin_token, tokens)
+            tokens = await api_tokens(event_log, zone=cfg.zone, secret_key=secret_key,
+                                      admin_token=admin_token)
             app = create_app(commands, api_store, inspector=ProxyInspector(nc),
                              auth=ApiAuth(localhost_is_admin=cfg.localhost_is_admin,
                                           tokens=tokens))

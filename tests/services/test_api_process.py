@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from events.identity import SecretKey
 from services.runtime.spawn import popen
 from tests.harness import VENV_BIN, stop_process, wait_for
 
@@ -46,6 +47,7 @@ def _api(nats_url: str, data_dir: Path, secret_key: Path) -> Iterator[str]:
 
 def _replicas(nats_url: str, tmp_path: Path) -> None:
     secret = tmp_path / "shared" / "secret.key"
+    SecretKey.load_or_create(secret)  # the operator's: one file for every replica
     with _api(nats_url, tmp_path / "a", secret) as a, _api(nats_url, tmp_path / "b", secret) as b:
         for replica in ("a", "b"):
             token = tmp_path / replica / "admin-token"
@@ -59,10 +61,10 @@ def _replicas(nats_url: str, tmp_path: Path) -> None:
         user = {"Authorization": f"Bearer {made.text}"}
         assert httpx.get(f"{b}/meshes", headers=user, timeout=10).status_code == 200
 
+    # another replica, whose data dir has no secret key: it makes one, which opens nothing
     other = subprocess.run(
         [str(VENV_BIN / "meshlog"), "api", "--nats-url", nats_url, "--data-dir",
-         str(tmp_path / "c"), "--api-port", "0", "--secret-key-file",
-         str(tmp_path / "other.key")], capture_output=True, text=True, timeout=60)
+         str(tmp_path / "c"), "--api-port", "0"], capture_output=True, text=True, timeout=60)
     assert other.returncode == 2, other.stdout + other.stderr
     assert "--secret-key-file: the signingkey:user-token/_/1 was sealed with secret key" in (
         other.stderr)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from events import JetStreamEventLog, now_ms
-from events.identity import USER_TOKEN, SecretKey, UserClaims, unverified_claims
+from events.identity import USER_TOKEN, SealedSecretError, SecretKey, UserClaims, unverified_claims
 from services.errors import ConfigError
-from services.runtime.config import load_secret_key
+from services.runtime.config import secret_key_of
 from services.runtime.credentials import ensure_admin_token, token_commands
 
 
@@ -63,10 +63,12 @@ async def test_a_secret_key_that_does_not_open_the_keys_is_a_config_error(
         await token_commands(event_log, zone="default", secret_key=SecretKey.generate())
 
 
-def test_a_missing_secret_key_file_names_the_flag(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"--secret-key-file \(MESHLOG_SECRET_KEY_FILE\): "
-                                          r"cannot read the secret key file"):
-        load_secret_key(tmp_path / "nope", create=False)
-    made = load_secret_key(tmp_path / "secret.key", create=True)
+def test_the_data_dirs_secret_key_is_made_once_a_named_one_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(SealedSecretError, match="cannot read the secret key file"):
+        secret_key_of(tmp_path / "nope", tmp_path, create=True)
+    assert secret_key_of(None, tmp_path, create=False) is None
+    made = secret_key_of(None, tmp_path, create=True)
+    assert made is not None
     assert stat.S_IMODE((tmp_path / "secret.key").stat().st_mode) == 0o600
-    assert load_secret_key(tmp_path / "secret.key", create=False).key_id == made.key_id
+    again = secret_key_of(tmp_path / "secret.key", tmp_path / "elsewhere", create=False)
+    assert again is not None and again.key_id == made.key_id

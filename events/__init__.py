@@ -35,6 +35,9 @@ from events.event_types import (
     MeshServiceDeleted,
     MeshTrafficPermissionApplied,
     MeshTrafficPermissionDeleted,
+    SigningKeyCreated,
+    TokenPurpose,
+    TokenRevoked,
     ca_purpose,
     now_ms,
     rfc3339,
@@ -75,6 +78,9 @@ from events.subjects import (
     ipam_subject,
     provenance_of,
     resource_subject,
+    revocation_subject,
+    signing_key_subject,
+    signing_keys_filter,
 )
 from events.validation import SERVICE_TAG, is_dns1035_label
 
@@ -128,11 +134,14 @@ __all__ = [
     "Record",
     "Resource",
     "ServiceKind",
+    "SigningKeyCreated",
     "StreamConfigMismatch",
     "TargetRef",
     "TemplateContext",
     "TemplateError",
     "TemplateSyntaxError",
+    "TokenPurpose",
+    "TokenRevoked",
     "TooLarge",
     "TransientError",
     "UndecodableEvent",
@@ -155,5 +164,8 @@ __all__ = [
     "provenance_of",
     "render_template",
     "resource_subject",
+    "revocation_subject",
     "rfc3339",
+    "signing_key_subject",
+    "signing_keys_filter",
 ]

@@ -40,6 +40,9 @@ __all__ = [
     "MeshServiceDeleted",
     "MeshTrafficPermissionApplied",
     "MeshTrafficPermissionDeleted",
+    "SigningKeyCreated",
+    "TokenPurpose",
+    "TokenRevoked",
     "ca_purpose",
     "now_ms",
     "rfc3339",
@@ -154,6 +157,41 @@ class ClockTicked(Event, frozen=True, tag="clock.ticked"):
     the same effect."""
 
 
+TokenPurpose = Literal["user-token", "dataplane-token"]
+"""What a signing key signs: user tokens (the HTTP API, one global key) or dataplane tokens
+(proxies on xDS, one key per mesh). Kuma's names."""
+
+
+class SigningKeyCreated(Event, frozen=True, tag="signingkey.created"):
+    """A key that signs tokens of `purpose`, created once and recorded, so that a restart or
+    another replica signs and verifies with this very key (Kuma re-made its keys on a restart
+    with an in-memory store, and every token failed: kuma#3762). EC P-256, for ES256."""
+
+    purpose: TokenPurpose
+    serial: int
+    """The key's number within (purpose, mesh); a token's `kid` names it."""
+    public_key: str
+    """PEM (SubjectPublicKeyInfo): what gateways verify with."""
+    private_key: str
+    """PKCS#8 PEM sealed with the control plane's secret key (`events.identity.SecretKey`),
+    purpose `signingkey:<purpose>/<mesh or _>/<serial>`; never in the clear, never in a read
+    model."""
+    mesh: str | None = None
+    """The mesh of a dataplane-token key; None for the user-token key."""
+
+
+class TokenRevoked(Event, frozen=True, tag="token.revoked"):
+    """The token `jti` of `purpose` (in `mesh`) is refused from now on; open xDS streams that
+    hold it are ended."""
+
+    purpose: TokenPurpose
+    jti: str
+    expires_at: int = 0
+    """When the token expires (Unix ms), after which the revocation says nothing more; 0:
+    unknown (revoked by its id alone), kept for ever."""
+    mesh: str | None = None
+
+
 AnyEvent = (
     MeshApplied
     | MeshDeleted
@@ -169,4 +207,6 @@ AnyEvent = (
     | CaCreated
     | MeshTrafficPermissionApplied
     | MeshTrafficPermissionDeleted
+    | SigningKeyCreated
+    | TokenRevoked
 )

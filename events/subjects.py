@@ -7,6 +7,10 @@
     meshlog.ev.<zone>.ca.<mesh>.<backend>      a mesh's certificate authority (mTLS)
     meshlog.ev.<zone>.clock._.<due ms>         one subject per tick, so a tick is appended
                                                once (expected sequence 0), by any projector
+    meshlog.ev.<zone>.signingkey.<mesh|_>.<purpose>-<serial>
+                                               a token signing key, created once (expected
+                                               sequence 0); `_`: the user-token key
+    meshlog.ev.<zone>.revocation.<mesh|_>.<jti>  a revoked token
 
 Resource names are RFC 1123 subdomains and may hold dots, which NATS reads as token
 separators; dots are written as `_` (never valid in a name), so the mapping is reversible.
@@ -46,6 +50,9 @@ __all__ = [
     "provenance_of",
     "resource_subject",
     "resources_filter",
+    "revocation_subject",
+    "signing_key_subject",
+    "signing_keys_filter",
 ]
 
 EVENTS_STREAM = "MESHLOG_EVENTS"
@@ -137,6 +144,26 @@ def ca_subject(mesh: str, backend: str, zone: str = DEFAULT_ZONE) -> str:
 
 def clock_subject(due: int, zone: str = DEFAULT_ZONE) -> str:
     return f"{_PREFIX}.{_token(zone)}.clock.{GLOBAL}.{due}"
+
+
+def signing_key_subject(purpose: str, mesh: str | None, serial: int,
+                        zone: str = DEFAULT_ZONE) -> str:
+    """The subject of one token signing key (`SigningKeyCreated`), appended once."""
+    scope = GLOBAL if mesh is None else _token(mesh)
+    return f"{_PREFIX}.{_token(zone)}.signingkey.{scope}.{purpose}-{serial}"
+
+
+def signing_keys_filter(mesh: str | None, zone: str = DEFAULT_ZONE) -> str:
+    """A subject filter for every signing key of `mesh` (None: the global ones) in `zone`;
+    NATS wildcards are whole tokens, so a purpose is told apart by the last token's prefix."""
+    scope = GLOBAL if mesh is None else _token(mesh)
+    return f"{_PREFIX}.{_token(zone)}.signingkey.{scope}.*"
+
+
+def revocation_subject(mesh: str | None, jti: str, zone: str = DEFAULT_ZONE) -> str:
+    """The subject of one revoked token (`TokenRevoked`); `jti` is a UUID (no dots)."""
+    scope = GLOBAL if mesh is None else _token(mesh)
+    return f"{_PREFIX}.{_token(zone)}.revocation.{scope}.{_token(jti)}"
 
 
 def provenance_of(subject: str) -> Provenance:

@@ -43,7 +43,10 @@ from events import (
     MeshTrafficPermissionApplied,
     MeshTrafficPermissionDeleted,
     Provenance,
+    SigningKeyCreated,
+    TokenRevoked,
 )
+from events.identity import KeyId
 from projections._provenance import provenance_labels
 from projections.generation import expire_due, regenerate, service_name_conditions
 from projections.identity import open_ca_key, refresh_trust, renew_due
@@ -58,7 +61,9 @@ from projections.views import (
     MeshServiceRow,
     MeshServiceStatus,
     MeshTrafficPermissionRow,
+    RevocationRow,
     RowMeta,
+    SigningKeyRow,
 )
 
 __all__ = ["apply_event"]
@@ -150,8 +155,25 @@ def apply_event(
                 policy=_policy_labeled(mtp, provenance), meta=_meta(old, seq, event.at)))
         case MeshTrafficPermissionDeleted(mesh=mesh, name=name):
             state.delete("meshtrafficpermission", dp_key(mesh, name))
+        case SigningKeyCreated():
+            _signing_key_created(state, event)
+        case TokenRevoked():
+            state.put("revocation", f"{event.mesh or '_'}/{event.jti}", RevocationRow(
+                purpose=event.purpose, jti=event.jti, revoked_at=event.at,
+                expires_at=event.expires_at, mesh=event.mesh))
         case _:
             assert_never(event)
+
+
+def _signing_key_created(state: ProjectionState, event: SigningKeyCreated) -> None:
+    """The public half only. A key's subject holds one event (appended at sequence 0); should
+    another log's copy of the same kid come along, the first one stays: a key never changes."""
+    key = f"{event.mesh or '_'}/{event.purpose}-{event.serial}"
+    if state.get("signingkey", key) is None:
+        kid = KeyId(purpose=event.purpose, mesh=event.mesh, serial=event.serial)
+        state.put("signingkey", key, SigningKeyRow(
+            kid=str(kid), purpose=event.purpose, serial=event.serial,
+            public_key=event.public_key, created_at=event.at, mesh=event.mesh))
 
 
 def _labeled(hg: HostnameGenerator, provenance: Provenance) -> HostnameGenerator:

@@ -37,8 +37,10 @@ __all__ = [
     "MeshTrafficPermissionRow",
     "PortEndpoints",
     "QuarantinedEvent",
+    "RevocationRow",
     "Row",
     "RowMeta",
+    "SigningKeyRow",
     "TrustRow",
     "VipRow",
     "decode_row",
@@ -239,6 +241,31 @@ class QuarantinedEvent(Row, frozen=True):
     projector: str
 
 
+class SigningKeyRow(Row, frozen=True):
+    """The public half of a token signing key (`SigningKeyCreated`): what gateways and the API
+    verify tokens with. The sealed private half stays in the log, never in a read model."""
+
+    kid: str
+    """`<purpose>/<mesh or _>/<serial>`, as a token's header names it."""
+    purpose: str
+    serial: int
+    public_key: str
+    """PEM."""
+    created_at: int
+    mesh: str | None = None
+
+
+class RevocationRow(Row, frozen=True):
+    """A revoked token (`TokenRevoked`): refused, and its open xDS streams ended."""
+
+    purpose: str
+    jti: str
+    revoked_at: int
+    expires_at: int = 0
+    """Unix ms; 0: unknown."""
+    mesh: str | None = None
+
+
 COLLECTIONS: dict[str, type[Row]] = {
     "mesh": MeshRow,
     "dataplane": DataplaneRow,
@@ -253,10 +280,13 @@ COLLECTIONS: dict[str, type[Row]] = {
     "trust": TrustRow,
     "identity": IdentityRow,
     "meshtrafficpermission": MeshTrafficPermissionRow,
+    "signingkey": SigningKeyRow,
+    "revocation": RevocationRow,
 }
 PUBLISHED = ("mesh", "dataplane", "meshservice", "endpoints", "trust", "identity",
-             "meshtrafficpermission")
-"""Collections gateways need; VIP and IPAM bookkeeping stays in the store."""
+             "meshtrafficpermission", "signingkey", "revocation")
+"""Collections gateways need; VIP and IPAM bookkeeping stays in the store. Gateways verify
+dataplane tokens with the public keys and revocations alone (never a private key)."""
 
 R = TypeVar("R", bound=Row)
 

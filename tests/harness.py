@@ -7,6 +7,7 @@ no pre-exec Python in a process running gRPC, and none outlives a killed test ru
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.server
 import json
@@ -47,6 +48,17 @@ def wait_for(check: Callable[[], T | None], *, timeout: float = 15.0, interval: 
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}"
                          + (f" (last error: {last_exc!r})" if last_exc else ""))
+
+
+async def cancel_until_done(task: asyncio.Task[Any]) -> None:
+    """Cancel `task` (a projector) until it ends: on Python 3.11 a cancel that lands just as
+    a message arrives is lost inside nats-py's `next_msg` (its `asyncio.wait_for` returns the
+    message instead: CPython gh-86296), and the reader goes on reading."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=1)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -101,6 +113,21 @@ class ControlPlane:
         response = self.api.put(path, json=doc)
         assert response.status_code in (200, 201), response.text
         return response
+
+    def dataplane_token(self, name: str, mesh: str = "default", **request: Any) -> str:
+        """A dataplane token from the API (a loopback client is admin), for a proxy's xDS
+        streams (`sidecar_bootstrap(token=...)`, `authorization` metadata)."""
+        response = self.api.post("/tokens/dataplane", json={"mesh": mesh, "name": name,
+                                                            **request})
+        assert response.status_code == 200, response.text
+        return response.text
+
+    def token_file(self, name: str, directory: Path, mesh: str = "default") -> Path:
+        """`dataplane_token` in a file, for `meshlog dataplane bootstrap --token-file`."""
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{mesh}.{name}.token"
+        path.write_text(self.dataplane_token(name, mesh))
+        return path
 
     def meshservice(self, name: str, mesh: str = "default") -> dict[str, Any]:
         response = self.api.get(f"/meshes/{mesh}/meshservices/{name}")

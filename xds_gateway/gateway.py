@@ -2,9 +2,10 @@
 
 It puts the parts together: the projection view and the snapshot source built on it
 (`resources.ViewSnapshots`), the ADS streams (`server/`), and the stream callbacks
-(`server.callbacks`) through which the proxies' concerns plug in: insights and
-self-registration (`proxies.ProxyLifecycle`) first, then whatever the caller adds
-(authentication, SDS). HDS streams (`proxies.hds`) go through the same callbacks.
+(`server.callbacks`) through which the proxies' concerns plug in: dataplane token
+authentication (`proxies.auth`, unless `no_auth`) first, then insights and self-registration
+(`proxies.ProxyLifecycle`), then whatever the caller adds (SDS). HDS streams (`proxies.hds`)
+go through the same callbacks.
 
 Serving starts only once the view holds a complete copy of the published read models, so a
 proxy never receives config computed from half the state. Responses are raw bytes assembled
@@ -28,6 +29,7 @@ from envoy.service.health.v3.hds_pb2 import (
 
 from events import DEFAULT_ZONE, EventLog
 from events.bus.projection_bus import JetStreamProjectionBus
+from xds_gateway.proxies.auth import DataplaneAuthentication
 from xds_gateway.proxies.hds import HDS_SERVICE, HealthDiscovery
 from xds_gateway.proxies.insight_publisher import Insights
 from xds_gateway.proxies.lifecycle import ProxyLifecycle
@@ -80,7 +82,8 @@ class Gateway:
                  event_log: EventLog | None = None, insights: Insights | None = None,
                  zone: str = DEFAULT_ZONE, deregistration_delay_s: float = 10.0,
                  heartbeat_s: float = 5.0, insight_interval_s: float = 1.0,
-                 callbacks: Sequence[StreamCallbacks] = ()) -> None:
+                 callbacks: Sequence[StreamCallbacks] = (), no_auth: bool = False) -> None:
+        """`no_auth`: serve proxies without dataplane tokens (development only)."""
         self._bus = bus
         self._host = host
         self._port = port
@@ -101,7 +104,10 @@ class Gateway:
             deregistration_delay_s=deregistration_delay_s, heartbeat_s=heartbeat_s,
             insight_interval_s=insight_interval_s)
         """Insights, self-registration and reaping (issues 4 and 5)."""
-        self.callbacks = CallbackChain([self.lifecycle, *callbacks])
+        self.authentication = None if no_auth else DataplaneAuthentication(self.view)
+        """Dataplane tokens on every stream, checked on open and while it lives (issue 11)."""
+        self.callbacks = CallbackChain([*filter(None, [self.authentication]), self.lifecycle,
+                                        *callbacks])
         """What every stream (ADS and HDS) goes through: open, requests, responses, close."""
         self.hds = HealthDiscovery(self.view, event_log, zone=zone, callbacks=self.callbacks)
         """Inbound health reported by proxies (issue 5)."""
@@ -122,6 +128,9 @@ class Gateway:
         await server.start()
         self.serving.set()
         log.info("xDS gateway serving ADS on %s:%s", self._host, self.port)
+        if self.authentication is None:
+            log.warning("xDS gateway on %s:%s serves proxies WITHOUT dataplane tokens "
+                        "(--no-auth): development only", self._host, self.port)
         try:
             await server.wait_for_termination()
         finally:
@@ -211,19 +220,19 @@ class Gateway:
         info = StreamInfo(protocol=protocol, peer=context.peer(),
                           metadata=invocation_metadata(context), types=stream.types)
         stream.on_response = functools.partial(self.callbacks.on_stream_response, info)
-        refused: list[StreamRefused] = []
         self.streams.add(stream)
         try:
             async with asyncio.TaskGroup() as tg:
                 runner = tg.create_task(stream.run())
                 watcher = tg.create_task(stream.watch_view())
-                await self._feed_until_released(stream, self._called_back(info, requests,
-                                                                           refused))
+                # until the client half-closes, a drain releases it, or a callback ends it
+                await info.serve_until_ended(self._feed_until_released(
+                    stream, self._called_back(info, requests)))
                 runner.cancel()
                 watcher.cancel()
-            for refusal in refused:
-                log.warning("ending stream of %s: %s", stream.node_id or info.peer, refusal)
-                await context.abort(refusal.code, refusal.message)
+            if info.ended is not None:
+                log.warning("ending stream of %s: %s", stream.node_id or info.peer, info.ended)
+                await context.abort(info.ended.code, info.ended.message)
         except* InvalidStream as group:
             error = group.exceptions[0]
             code = error.code if isinstance(error, InvalidStream) else grpc.StatusCode.INTERNAL
@@ -233,11 +242,11 @@ class Gateway:
             self.streams.discard(stream)
             await self.callbacks.on_stream_closed(info)
 
-    async def _called_back(self, info: StreamInfo, requests: AsyncIterator[Any],
-                           refused: list[StreamRefused]) -> AsyncIterator[Any]:
+    async def _called_back(self, info: StreamInfo, requests: AsyncIterator[Any]
+                           ) -> AsyncIterator[Any]:
         """The requests, each past the callbacks first (the first one opens the stream). A
-        refusal ends the feed here and is raised by the handler after the stream's task
-        group, so the handler sees it itself, not nested in the group's errors."""
+        refusal ends the stream (`StreamInfo.end`): the handler aborts it with the status
+        after the stream's task group, not nested in the group's errors."""
         wants_requests = self.callbacks.wants_requests
         async for request in requests:
             try:
@@ -247,12 +256,11 @@ class Gateway:
                 elif wants_requests:
                     await self.callbacks.on_stream_request(info, request)
             except StreamRefused as exc:
-                refused.append(exc)
+                info.end(exc.code, exc.message)
                 return
             except Exception as exc:  # a callback's bug ends its stream, never the server
                 log.exception("a stream callback failed on the stream of %s", info.peer)
-                refused.append(StreamRefused(grpc.StatusCode.INTERNAL,
-                                             f"internal error: {type(exc).__name__}"))
+                info.end(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
                 return
             yield request
 

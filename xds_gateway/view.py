@@ -3,14 +3,15 @@
 Filled from the projection bus: the initial batch makes the view ready; later batches are
 applied whole at their checkpoint, so a stream never sees half of a projector batch. Every
 applied batch bumps `generation` and sets the events of the streams registered with
-`wake_on_change`.
+`wake_on_change`, then tells `on_revoked` listeners of the revocations it brought. Token
+signing keys (public halves) and revocations are kept for the streams' authentication.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from events.bus.projection_bus import CHECKPOINT_KEY, ProjectionUpdate
 from projections import (
@@ -20,6 +21,8 @@ from projections import (
     MeshRow,
     MeshServiceRow,
     MeshTrafficPermissionRow,
+    RevocationRow,
+    SigningKeyRow,
     TrustRow,
     decode_typed,
 )
@@ -51,6 +54,12 @@ class ProjectionView:
         """By mesh, then policy name: who may connect to the inbounds of the mesh's proxies
         (`resources.rbac.inbound_rbac`)."""
         self._wakes: set[asyncio.Event] = set()
+        self.signing_keys: dict[str, SigningKeyRow] = {}
+        """Public token signing keys by kid (`dataplane-token/<mesh>/<serial>`, ...)."""
+        self.revocations: dict[tuple[str, str], RevocationRow] = {}
+        """Revoked tokens by (mesh or `_`, jti)."""
+        self._revoked: list[RevocationRow] = []
+        self._on_revoked: set[Callable[[RevocationRow], None]] = set()
 
     def apply(self, updates: Iterable[ProjectionUpdate]) -> None:
         for key, value in updates:
@@ -64,6 +73,10 @@ class ProjectionView:
         self.generation += 1
         for wake in self._wakes:
             wake.set()
+        revoked, self._revoked = self._revoked, []
+        for row in revoked:  # once the whole batch is applied
+            for listener in list(self._on_revoked):
+                listener(row)
 
     def _apply_one(self, collection: str, mesh: str, name: str, value: bytes | None) -> None:
         match collection:
@@ -109,6 +122,18 @@ class ProjectionView:
                 else:
                     self.meshtrafficpermissions[mesh][name] = decode_typed(
                         MeshTrafficPermissionRow, value)
+            case "signingkey":
+                # a key never changes (its kid names one subject, appended once)
+                if value is not None:
+                    row = decode_typed(SigningKeyRow, value)
+                    self.signing_keys[row.kid] = row
+            case "revocation":
+                if value is None:
+                    self.revocations.pop((mesh, name), None)
+                elif (mesh, name) not in self.revocations:
+                    revocation = decode_typed(RevocationRow, value)
+                    self.revocations[(mesh, name)] = revocation
+                    self._revoked.append(revocation)
             case _:
                 pass  # future collections: not needed for Envoy config yet
 
@@ -119,6 +144,14 @@ class ProjectionView:
 
     def stop_waking(self, wake: asyncio.Event) -> None:
         self._wakes.discard(wake)
+
+    def on_revoked(self, listener: Callable[[RevocationRow], None]) -> None:
+        """Call `listener` with each revocation that arrives (after its batch is applied),
+        until `stop_on_revoked`: a gateway ends the open streams of a revoked token."""
+        self._on_revoked.add(listener)
+
+    def stop_on_revoked(self, listener: Callable[[RevocationRow], None]) -> None:
+        self._on_revoked.discard(listener)
 
     async def follow(self, batches: AsyncIterator[list[ProjectionUpdate]]) -> None:
         """Apply batches from the projection bus forever."""

@@ -23,6 +23,7 @@ from events.commands.proxies import (
     with_readiness,
 )
 from events.commands.resources import Commands, WriteResult, live_resource
+from events.commands.tokens import TokenCommands
 
 __all__ = [
     "Append",
@@ -39,6 +40,7 @@ __all__ = [
     "Outcome",
     "ProbeTarget",
     "ProxyCommands",
+    "TokenCommands",
     "WriteResult",
     "current_of",
     "live_resource",

@@ -3,6 +3,7 @@ accessor (Litestar's `State` holds values of any type)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import msgspec
@@ -11,14 +12,17 @@ from litestar.datastructures import State
 
 from events.commands import Commands
 from projections import ReadModelStore
+from services.api.auth import ApiAuth
 
 if TYPE_CHECKING:  # proxy_inspector's routes read this state: no import cycle at run time
     from services.api.proxy_inspector import ProxyInspector
 
-__all__ = ["ApiRequest", "ApiState", "ReadModelSwap", "api_state", "app_state"]
+__all__ = ["ApiRequest", "ApiState", "ReadModelSwap", "api_state", "app_state",
+           "await_projection"]
 
 ApiRequest: TypeAlias = Request[Any, Any, State]
-"""The requests of meshlog's routes: no authentication middleware, so no user or auth value."""
+"""The requests of meshlog's routes; `request.user` is the caller (`services.api.auth.User`),
+set by the app's guard."""
 
 _KEY = "meshlog"
 
@@ -40,6 +44,8 @@ class ApiState(msgspec.Struct):
     """The swappable read models, in `meshlog up` only."""
     inspector: ProxyInspector | None = None
     """Insights and gateway requests over NATS (services.api.proxy_inspector); None without NATS."""
+    auth: ApiAuth = msgspec.field(default_factory=ApiAuth)
+    """Who calls, and the token keys (services.api.auth)."""
 
 
 def app_state(state: ApiState) -> State:
@@ -54,3 +60,16 @@ def api_state(app: Litestar) -> ApiState:
         raise TypeError(f"app.state[{_KEY!r}] is a {type(state).__name__}, not an ApiState: "
                         "make the app with services.api.app.create_app")
     return state
+
+
+async def await_projection(state: ApiState, seq: int) -> bool:
+    """Wait (bounded) until the read models include `seq`: read-your-writes for clients."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + state.projection_wait_s
+    delay = 0.005
+    while await state.store.checkpoint() < seq:
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.1)
+    return True

@@ -15,6 +15,12 @@
     GET    /meshes/{mesh}/dataplanes/{name}/_config     its computed xDS (asked of a gateway)
     GET    /ready                                 200 once the read models answer
     GET    /schema/openapi.json                  the OpenAPI document
+    POST   /tokens/dataplane, /tokens/user       generate a token (services.api.tokens)
+    POST   /tokens/{dataplane,user}/revocations  revoke one
+
+Who may do what (services.api.auth): reads are open; writes need a user token (`Authorization:
+Bearer`) or a loopback client (admin unless turned off); `_config`, tokens and the read-model
+swap need admin. A refusal is a 401 (with `WWW-Authenticate: Bearer`) or a 403.
 
 Writes go to the log (`events.commands`); reads come from the read models. A write answers
 once the projector has folded it (bounded wait), so a `get` right after an `apply` sees it.
@@ -59,8 +65,10 @@ from projections import (
     StoreUnavailable,
     decode_row,
 )
-from services.api._state import ApiRequest, ApiState, api_state, app_state
+from services.api._state import ApiRequest, ApiState, api_state, app_state, await_projection
+from services.api.auth import ADMIN, ApiAuth, Forbidden, NotAuthenticated, guard
 from services.api.proxy_inspector import INSPECT_ROUTES, ProxyInspector, add_connected, overviews
+from services.api.tokens import TOKEN_ROUTES
 from services.render import GLOBAL_KINDS, PLURALS, render_row
 
 __all__ = ["ApiState", "api_state", "create_app"]
@@ -205,7 +213,7 @@ class SwapRequest(msgspec.Struct):
 
 
 @post("/_admin/read-models", summary="Swap to read models rebuilt by `meshlog replay`",
-      status_code=200)
+      status_code=200, opt={"access": ADMIN})
 async def swap_read_models(request: ApiRequest, data: SwapRequest) -> dict[str, Any]:
     readmodels = _state(request).readmodels
     if readmodels is None:
@@ -307,26 +315,13 @@ _GENERATOR_ROUTES = [list_generators, get_generator, put_generator, delete_gener
 
 
 async def _write(request: ApiRequest, result: WriteResult) -> Response[dict[str, Any]]:
-    projected = await _await_projection(_state(request), result.seq)
+    projected = await await_projection(_state(request), result.seq)
     headers = {"ETag": f'"{result.seq}"'}
     if not projected:
         headers["Meshlog-Projection"] = "pending"
     return Response(
         {"version": result.seq, "created": result.created, "unchanged": result.unchanged},
         status_code=201 if result.created else 200, headers=headers)
-
-
-async def _await_projection(state: ApiState, seq: int) -> bool:
-    """Wait (bounded) until the read models include `seq`: read-your-writes for clients."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + state.projection_wait_s
-    delay = 0.005
-    while await state.store.checkpoint() < seq:
-        if loop.time() >= deadline:
-            return False
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.1)
-    return True
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -393,6 +388,12 @@ def _problem(status: int, title: str, detail: str, **extra: Any) -> Response[dic
 
 def _on_error(_: ApiRequest, exc: Exception) -> Response[dict[str, Any]]:
     match exc:
+        case NotAuthenticated():
+            response = _problem(401, "Unauthorized", str(exc))
+            response.headers["WWW-Authenticate"] = 'Bearer realm="meshlog"'
+            return response
+        case Forbidden():
+            return _problem(403, "Forbidden", str(exc))
         case InvalidResource():
             return _problem(400, "Invalid resource", str(exc), invalid_parameters=[
                 {"field": v.path, "reason": v.message} for v in exc.violations])
@@ -418,14 +419,24 @@ def _on_error(_: ApiRequest, exc: Exception) -> Response[dict[str, Any]]:
             return _problem(500, "Internal error", f"{type(exc).__name__}: {exc}")
 
 
+def _auth_context(app: Litestar) -> tuple[ApiAuth, ReadModelStore]:
+    state = api_state(app)
+    return state.auth, state.store
+
+
 def create_app(commands: Commands, store: ReadModelStore, *,
                projection_wait_s: float = 5.0,
-               inspector: ProxyInspector | None = None) -> Litestar:
+               inspector: ProxyInspector | None = None,
+               auth: ApiAuth | None = None) -> Litestar:
+    """`auth`: who may do what (default: loopback clients are admin, no token keys)."""
     return Litestar(
         route_handlers=[list_meshes, get_mesh, put_mesh, delete_mesh, list_resources,
                         get_resource, put_resource, delete_resource, ready, quarantine,
-                        metrics, swap_read_models, *INSPECT_ROUTES, *_GENERATOR_ROUTES],
-        state=app_state(ApiState(commands, store, projection_wait_s, inspector=inspector)),
+                        metrics, swap_read_models, *INSPECT_ROUTES, *_GENERATOR_ROUTES,
+                        *TOKEN_ROUTES],
+        state=app_state(ApiState(commands, store, projection_wait_s, inspector=inspector,
+                                 auth=auth or ApiAuth())),
+        guards=[guard(_auth_context)],
         exception_handlers={Exception: _on_error},
         # what a document may be (events.documents), read into memory at most
         request_max_body_size=MAX_DOCUMENT_BYTES,

@@ -39,6 +39,7 @@ from projections import (
     decode_typed,
 )
 from services.api._state import ApiRequest, api_state
+from services.api.auth import ADMIN
 from services.render import render_insight, render_row
 
 __all__ = ["INSPECT_ROUTES", "ProxyInspector", "add_connected", "overview", "overviews"]
@@ -264,7 +265,8 @@ _NO_NATS = {"unavailable": "insights unavailable: this API process has no NATS c
 
 
 @get("/meshes/{mesh:str}/{plural:str}/{name:str}/_config",
-     summary="The proxy's computed xDS (listeners, clusters, endpoints), from a gateway")
+     summary="The proxy's computed xDS (listeners, clusters, endpoints), from a gateway (admin)",
+     opt={"access": ADMIN})
 async def dataplane_config(request: ApiRequest, mesh: str, plural: str, name: str
                            ) -> Response[bytes]:
     await _dataplane(request, mesh, plural, name)

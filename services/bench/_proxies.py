@@ -1,10 +1,12 @@
 """Simulated proxies for `meshlog bench propagation`: one worker process, many ADS streams.
 
-    python -m services.bench._proxies --xds HOST:PORT --first I --count N
+    python -m services.bench._proxies --xds HOST:PORT --first I --count N [--tokens FILE]
 
 Each stream behaves like an Envoy on State of the World ADS: CDS and LDS wildcard with the
 node on the first request, EDS for every EDS cluster it was sent, and an ACK for every
-response. The worker talks to the benchmark over stdin/stdout, one JSON object per line:
+response; with `--tokens` (a JSON object of node id to dataplane token) each stream sends its
+proxy's token in the `authorization` metadata, as Envoy's bootstrap has it. The worker talks
+to the benchmark over stdin/stdout, one JSON object per line:
 
 - out `{"ready": n}` once every stream has ACKed CDS, EDS and LDS;
 - in `{"round": r, "marker": hex, "present": bool}` arms a round: the change is the endpoint
@@ -28,6 +30,7 @@ import json
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import msgspec
@@ -54,6 +57,7 @@ class _Arm(msgspec.Struct, frozen=True):
 
 
 _ARM = msgspec.json.Decoder(_Arm)
+_TOKENS = msgspec.json.Decoder(dict[str, str])
 
 
 class Round:
@@ -77,11 +81,12 @@ class Round:
 
 class Worker:
     def __init__(self, xds: str, node_ids: list[str], *, sds: bool = False,
-                 mesh: str = "default") -> None:
+                 mesh: str = "default", tokens: dict[str, str] | None = None) -> None:
         self.xds = xds
         self.node_ids = node_ids
         self.sds = sds
         self.secret_names = [f"identity_cert:secret:{mesh}", f"mesh_ca:secret:{mesh}"]
+        self.tokens = tokens or {}
         self.unready = len(node_ids)
         self.all_ready = asyncio.Event()
         self.round: Round | None = None
@@ -133,9 +138,11 @@ class Worker:
         if self.sds:
             queue.put_nowait(DiscoveryRequest(type_url=SDS, resource_names=self.secret_names))
         # no response deserializer: the raw bytes, searched for the round's marker
+        token = self.tokens.get(node_id)
         call: grpc.aio.StreamStreamCall[DiscoveryRequest, bytes] = channel.stream_stream(
             ADS, request_serializer=DiscoveryRequest.SerializeToString,
-            response_deserializer=None)(requests())
+            response_deserializer=None)(requests(), metadata=(
+                (("authorization", token),) if token is not None else None))
         eds_names: list[str] = []
         acked: set[str] = set()
         ready = False
@@ -191,9 +198,11 @@ def main() -> None:
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--mesh", default="default")
     p.add_argument("--sds", action="store_true", help="subscribe to the mesh's secrets too")
+    p.add_argument("--tokens", help="a JSON file of node id -> dataplane token")
     args = p.parse_args()
     node_ids = [f"{args.mesh}.dp-{i}" for i in range(args.first, args.first + args.count)]
-    asyncio.run(Worker(args.xds, node_ids, sds=args.sds, mesh=args.mesh).run())
+    tokens = _TOKENS.decode(Path(args.tokens).read_bytes()) if args.tokens else None
+    asyncio.run(Worker(args.xds, node_ids, sds=args.sds, mesh=args.mesh, tokens=tokens).run())
 
 
 if __name__ == "__main__":

@@ -7,12 +7,15 @@ simulated proxies (services/bench/_proxies.py: raw SotW ADS streams that ACK eve
 a `target` service with 4 endpoints; every proxy gets every service of the mesh, the target
 included. Each round appends one change to the log (register or deregister a `target`
 Dataplane) and measures from just before the append to the moment the last proxy has ACKed
-an EDS response that shows it. Also: gateway RSS per connected proxy.
+an EDS response that shows it. Also: gateway RSS per connected proxy. Every proxy sends its
+own dataplane token, as in a default deployment (the gateways check them).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import math
 import tempfile
 import time
@@ -38,6 +41,8 @@ from events import (
     resource_subject,
 )
 from events.bus.projection_bus import JetStreamProjectionBus
+from events.commands import TokenCommands
+from events.identity import SecretKey
 from events.resources import DataplaneNetworking
 from services.bench._env import bench_nats, machine, report
 from services.bench._fleet import (
@@ -54,7 +59,8 @@ from services.bench._fleet import (
 )
 from services.bench._lb import run_lb
 
-__all__ = ["MESH", "bench_propagation", "pending_append", "percentile", "seed_fleet", "seq_of"]
+__all__ = ["MESH", "bench_propagation", "dataplane_tokens", "pending_append", "percentile",
+           "seed_fleet", "seq_of"]
 
 MESH = "default"
 TARGET = "target"
@@ -97,7 +103,9 @@ async def bench_propagation(proxies: int, *, gateways: int = 1, rounds: int = 20
             log = await JetStreamEventLog.open(nc)
             bus = await JetStreamProjectionBus.open(nc)
             progress(f"registering {proxies} Dataplanes over {services} services")
-            last = await seed_fleet(log, proxies, services)
+            await seed_fleet(log, proxies, services)
+            tokens = await dataplane_tokens(log, proxies, work / "tokens.json")
+            last = await log.last_seq()
             projector = await stack.enter_async_context(meshlog_process(
                 work, "projector", "projector", "--nats-url", url,
                 "--database", f"sqlite:///{work / 'readmodels.db'}"))
@@ -111,7 +119,8 @@ async def bench_propagation(proxies: int, *, gateways: int = 1, rounds: int = 20
             lb_port = await stack.enter_async_context(run_lb(ports, work / "lb"))
             rss_before = sum(rss_kb(pid) for pid in pids)
             started = time.monotonic()
-            workers = [await stack.enter_async_context(proxy_worker(work, lb_port, first, count))
+            workers = [await stack.enter_async_context(
+                proxy_worker(work, lb_port, first, count, "--tokens", str(tokens)))
                        for first, count in slices(proxies)]
             for worker in workers:
                 await worker.expect("ready", SETUP_TIMEOUT_S)
@@ -154,6 +163,20 @@ async def seed_fleet(log: JetStreamEventLog, proxies: int, services: int, *,
                                DataplaneRegistered(at=at, dataplane=dp)))
     results = await log.append_many(appends)
     return max(seq_of(r) for r in results)
+
+
+async def dataplane_tokens(log: JetStreamEventLog, proxies: int, path: Path) -> Path:
+    """A dataplane token per proxy `dp-<i>` (the mesh's signing key made in the log first),
+    in a file of `{node id: token}` for the proxy workers: gateways refuse streams without
+    one, as a default deployment has it."""
+    commands = TokenCommands(log, zone="default", secret_key=SecretKey.generate())
+    now = int(time.time() * 1000)
+    tokens = {}
+    for i in range(proxies):
+        tokens[f"{MESH}.dp-{i}"], _ = await commands.issue_dataplane_token(
+            mesh=MESH, name=f"dp-{i}", tags={}, valid_for_s=24 * 3600, now_ms=now)
+    await asyncio.to_thread(path.write_text, json.dumps(tokens))
+    return path
 
 
 def seq_of(result: Appended | Conflict) -> int:

@@ -51,7 +51,14 @@ from services.bench._fleet import (
     while_alive,
 )
 from services.bench._lb import run_lb
-from services.bench.propagation import MESH, pending_append, percentile, seed_fleet, seq_of
+from services.bench.propagation import (
+    MESH,
+    dataplane_tokens,
+    pending_append,
+    percentile,
+    seed_fleet,
+    seq_of,
+)
 
 __all__ = ["bench_rotation"]
 
@@ -86,7 +93,9 @@ async def bench_rotation(proxies: int, *, gateways: int = 1, rounds: int = 3,
                 at=at, mesh=MESH, backend=BACKEND, type="builtin", cert=cert,
                 key=secret_key.seal(ca_key, purpose=ca_purpose(MESH, BACKEND))))
             progress(f"registering {proxies} Dataplanes in a mesh with mTLS")
-            last = await seed_fleet(log, proxies, services, mesh=_mesh(24), before=[ca])
+            await seed_fleet(log, proxies, services, mesh=_mesh(24), before=[ca])
+            tokens = await dataplane_tokens(log, proxies, work / "tokens.json")
+            last = await log.last_seq()
             projector = await stack.enter_async_context(meshlog_process(
                 work, "projector", "projector", "--nats-url", url, "--secret-key-file",
                 str(key_file), "--database", f"sqlite:///{work / 'readmodels.db'}"))
@@ -102,7 +111,7 @@ async def bench_rotation(proxies: int, *, gateways: int = 1, rounds: int = 3,
                 ports.append(port)
             lb_port = await stack.enter_async_context(run_lb(ports, work / "lb"))
             workers = [await stack.enter_async_context(
-                proxy_worker(work, lb_port, first, count, "--sds"))
+                proxy_worker(work, lb_port, first, count, "--sds", "--tokens", str(tokens)))
                 for first, count in slices(proxies)]
             for worker in workers:
                 await worker.expect("ready", SETUP_TIMEOUT_S)

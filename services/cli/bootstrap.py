@@ -1,7 +1,11 @@
 """Envoy bootstrap for a sidecar (`meshlog dataplane bootstrap`), authored with envoy-data-plane.
 
 The config points Envoy's ADS at a gateway (or the load balancer in front of several), with
-the node id `<mesh>.<dataplane name>` the gateway uses to find the proxy's Dataplane.
+the node id `<mesh>.<dataplane name>` the gateway uses to find the proxy's Dataplane, and the
+proxy's dataplane token in the `authorization` metadata of its ADS and HDS streams, as
+kuma-dp's bootstrap has it (`ads_config.grpc_services[].initial_metadata`; the raw token, no
+`Bearer`). Envoy shows its bootstrap in the admin API's config dump, so that token is as
+private as the admin port.
 Authoring goes through envoy-data-plane's typed Bootstrap so a misspelt field fails here, not
 in Envoy.
 """
@@ -23,16 +27,21 @@ __all__ = ["sidecar_bootstrap"]
 def sidecar_bootstrap(*, mesh: str, name: str, xds_host: str, xds_port: int,
                       admin_port: int = 9901, admin_address: str = "127.0.0.1",
                       delta: bool = False, cluster: str | None = None,
-                      dataplane: dict[str, Any] | None = None) -> dict[str, Any]:
+                      dataplane: dict[str, Any] | None = None,
+                      token: str | None = None) -> dict[str, Any]:
     """`dataplane`: a Dataplane document the proxy registers itself with. It travels in the
     node metadata as JSON text under `dataplane.resource`, the key kuma-dp uses; the gateway
-    registers it on the first request and deregisters it after the proxy is gone."""
+    registers it on the first request and deregisters it after the proxy is gone. `token`:
+    the proxy's dataplane token (required by gateways unless they run `--no-auth`)."""
     try:
         ipaddress.ip_address(xds_host)
         discovery = "STATIC"
     except ValueError:
         discovery = "STRICT_DNS"
     node: dict[str, Any] = {"id": f"{mesh}.{name}", "cluster": cluster or name}
+    xds: dict[str, Any] = {"envoyGrpc": {"clusterName": "meshlog_xds"}}
+    if token is not None:
+        xds["initialMetadata"] = [{"key": "authorization", "value": token}]
     if dataplane is not None:
         node["metadata"] = {DATAPLANE_KEY: json.dumps(dataplane, sort_keys=True)}
     doc = {
@@ -44,7 +53,7 @@ def sidecar_bootstrap(*, mesh: str, name: str, xds_host: str, xds_port: int,
                 "apiType": "DELTA_GRPC" if delta else "GRPC",
                 "transportApiVersion": "V3",
                 "setNodeOnFirstMessageOnly": True,
-                "grpcServices": [{"envoyGrpc": {"clusterName": "meshlog_xds"}}],
+                "grpcServices": [xds],
             },
             "cdsConfig": {"ads": {}, "resourceApiVersion": "V3"},
             "ldsConfig": {"ads": {}, "resourceApiVersion": "V3"},
@@ -56,7 +65,7 @@ def sidecar_bootstrap(*, mesh: str, name: str, xds_host: str, xds_port: int,
             "apiType": "GRPC",
             "transportApiVersion": "V3",
             "setNodeOnFirstMessageOnly": True,
-            "grpcServices": [{"envoyGrpc": {"clusterName": "meshlog_xds"}}],
+            "grpcServices": [xds],
         },
         "staticResources": {"clusters": [{
             "name": "meshlog_xds",

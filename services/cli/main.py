@@ -8,7 +8,9 @@
     meshlog get KIND NAME [-m MESH]    one resource: mesh, dataplane, meshservice, ...
     meshlog delete KIND NAME [-m MESH]
     meshlog inspect dataplane NAME [-m MESH] [--config]   connected?, xDS counters; or its config
-    meshlog dataplane bootstrap --mesh M --name N    print an Envoy bootstrap for a sidecar
+    meshlog dataplane bootstrap --mesh M --name N [--token-file F]   an Envoy bootstrap
+    meshlog generate dataplane-token|user-token ...  a token (admin; services/cli/tokens.py)
+    meshlog revoke dataplane-token|user-token ...    revoke one (admin)
     meshlog replay --database URL [--to-seq N]       rebuild read models from the log
     meshlog export [--database URL] [-o FILE]        read models as canonical JSON
     meshlog quarantine                               events the projector could not apply
@@ -16,7 +18,9 @@
     meshlog bench propagation --proxies N [--gateways G]   xDS push latency through an LB
     meshlog bench rotation --proxies N               a certificate rotation wave to N proxies
 
-The API address comes from --api, else $MESHLOG_API, else http://127.0.0.1:5681.
+The API address comes from --api, else $MESHLOG_API, else http://127.0.0.1:5681; the user
+token from --token, else $MESHLOG_TOKEN, else the admin token of the `meshlog up` whose data dir
+($MESHLOG_DATA_DIR, else .meshlog) names that API (services.cli.client).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from typing import Any
 import yaml
 
 from events import MeshlogError
-from services.cli.client import ApiClient, ApiError
+from services.cli.client import ApiClient, ApiError, api_token
 from services.cli.resources import (
     cmd_apply,
     cmd_delete,
@@ -44,10 +48,12 @@ from services.cli.resources import (
     cmd_quarantine,
     read_documents,
 )
+from services.cli.tokens import add_token_parsers, cmd_generate, cmd_revoke, read_token_file
 from services.errors import ConfigError
 from services.runtime.config import (
     UpConfig,
     env,
+    parse_bool,
     parse_cidr,
     parse_duration_ms,
     parse_port,
@@ -87,13 +93,17 @@ def cmd_process(args: argparse.Namespace) -> int:
             replicas=replicas, drain_grace_s=drain_grace_s, zone=args.zone,
             health_port=parse_port("--health-port", args.health_port),
             deregistration_delay_s=_seconds("--deregistration-delay",
-                                            args.deregistration_delay))
+                                            args.deregistration_delay),
+            no_auth=_no_auth(args))
     else:
         coro = processes.run_api_process(
             nats_url=args.nats_url, credentials=credentials, database=_database_of(args),
             host=args.api_host,
             port=parse_port("--api-port", args.api_port), zone=args.zone, replicas=replicas,
-            secret_key=secret_key_of(args.secret_key_file, Path(args.data_dir), create=False))
+            data_dir=Path(args.data_dir),
+            # made in the data dir if missing: an API must sign (tokens, the admin token)
+            secret_key=secret_key_of(args.secret_key_file, Path(args.data_dir), create=True),
+            localhost_is_admin=_localhost_is_admin(args))
     _run_until_signal(coro)
     return 0
 
@@ -125,6 +135,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                                                       args.meshservice_grace_period),
         deregistration_delay_s=_seconds("--deregistration-delay", args.deregistration_delay),
         secret_key_file=Path(args.secret_key_file) if args.secret_key_file else None,
+        no_auth=_no_auth(args), localhost_is_admin=_localhost_is_admin(args),
     )
 
     def announce(where: dict[str, str]) -> None:
@@ -136,6 +147,21 @@ def cmd_up(args: argparse.Namespace) -> int:
     _run_until_signal(run_up(cfg, announce))
     print("meshlog stopped", file=sys.stderr)
     return 0
+
+
+def _no_auth(args: argparse.Namespace) -> bool:
+    return parse_bool("--no-auth (MESHLOG_NO_AUTH)", args.no_auth)
+
+
+def _localhost_is_admin(args: argparse.Namespace) -> bool:
+    return parse_bool("--no-localhost-admin (MESHLOG_API_LOCALHOST_IS_ADMIN)",
+                      args.localhost_is_admin)
+
+
+def _client(args: argparse.Namespace) -> ApiClient:
+    """The API client with the caller's credentials (services.cli.client.api_token)."""
+    data_dir = Path(getattr(args, "data_dir", None) or env("DATA_DIR", ".meshlog") or ".meshlog")
+    return ApiClient(args.api, api_token(args.api, token=args.token, data_dir=data_dir))
 
 
 def _database_of(args: argparse.Namespace) -> str:
@@ -153,7 +179,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         secret_key=secret_key_of(args.secret_key_file, Path(args.data_dir), create=False)))
     print(f"replayed sequences 1..{target} into {args.database}")
     if args.swap:
-        client = ApiClient(args.api)
+        client = _client(args)
         try:
             result = client.request("POST", "/_admin/read-models",
                                     json={"database": args.database})
@@ -206,17 +232,19 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     from services.cli.bootstrap import sidecar_bootstrap
 
     host, _, port = args.xds_address.rpartition(":")
-    mesh, name, dataplane = args.mesh, args.name, None
+    mesh, name, dataplane, token = args.mesh, args.name, None, None
     if args.dataplane_file:
         dataplane = _dataplane_file(args.dataplane_file)
         mesh, name = _same("--mesh", mesh, dataplane["mesh"]), _same("--name", name,
                                                                      dataplane["name"])
+    if args.token_file:
+        token, (mesh, name) = _token_file(args.token_file, mesh, name)
     if not name:
-        raise SystemExit("error: --name is required (or --dataplane-file)")
+        raise SystemExit("error: --name is required (or --dataplane-file, or --token-file)")
     doc = sidecar_bootstrap(mesh=mesh or "default", name=name, xds_host=host or "127.0.0.1",
                             xds_port=parse_port("--xds-address", port),
                             admin_port=parse_port("--admin-port", args.admin_port),
-                            delta=args.delta, dataplane=dataplane)
+                            delta=args.delta, dataplane=dataplane, token=token)
     text = json.dumps(doc, indent=2) if args.output == "json" else yaml.safe_dump(
         doc, sort_keys=False)
     print(text, end="" if text.endswith("\n") else "\n")
@@ -233,6 +261,24 @@ def _dataplane_file(path: str) -> dict[str, Any]:
                          f"found {len(docs)}")
     decode_resource(docs[0], "Dataplane")  # InvalidResource: every violation, with its path
     return docs[0]
+
+
+def _token_file(path: str, mesh: str | None, name: str | None) -> tuple[str, tuple[str, str]]:
+    """The dataplane token in `path`, and the mesh and name it is for (which --mesh, --name
+    and --dataplane-file must not contradict: the gateway would refuse the proxy)."""
+    from events.identity import DataplaneClaims, InvalidToken, unverified_claims
+    from services.errors import ConfigError
+
+    token = read_token_file("--token-file", path)
+    try:
+        claims = unverified_claims(token, DataplaneClaims)
+    except InvalidToken as exc:
+        raise ConfigError(f"--token-file {path}: not a dataplane token: {exc}") from None
+    for flag, given, in_token in (("--mesh", mesh, claims.mesh), ("--name", name, claims.name)):
+        if given and given != in_token:
+            raise ConfigError(f"--token-file {path}: the token is for "
+                              f"{claims.mesh}.{claims.name}, not {flag} {given!r}")
+    return token, (claims.mesh, claims.name)
 
 
 def _same(flag: str, given: str | None, in_file: str) -> str:
@@ -261,9 +307,10 @@ _GRACE_OPTIONS: dict[str, Any] = {
 _SECRET_KEY_FLAG = ("--secret-key-file",)
 _SECRET_KEY_OPTIONS: dict[str, Any] = {
     "default": env("SECRET_KEY_FILE"),
-    "help": "the key that seals CA and signing keys in the log (env MESHLOG_SECRET_KEY_FILE; "
-            "default: secret.key in --data-dir, which `meshlog up` makes at its first start). "
-            "Keep it as you keep a CA key: without it, no mTLS mesh can be served or replayed"}
+    "help": "the control plane's secret key, which seals the CA and token signing keys the "
+            "log records (env MESHLOG_SECRET_KEY_FILE; default <data-dir>/secret.key, made at "
+            "first start by `meshlog up` and `meshlog api`, mode 0600); API replicas and "
+            "projectors must share one. Keep it as you keep a CA key"}
 
 
 _CREDS_OPTIONS: dict[str, Any] = {
@@ -272,9 +319,23 @@ _CREDS_OPTIONS: dict[str, Any] = {
             "MESHLOG_NATS_CREDS; README, NATS permissions)"}
 
 
+_NO_AUTH_FLAG = ("--no-auth",)
+_NO_AUTH_OPTIONS: dict[str, Any] = {
+    "action": "store_true", "default": env("NO_AUTH", "false"),
+    "help": "DEVELOPMENT ONLY: serve xDS without dataplane tokens (env MESHLOG_NO_AUTH)"}
+_LOCALHOST_ADMIN_FLAG = ("--no-localhost-admin",)
+_LOCALHOST_ADMIN_OPTIONS: dict[str, Any] = {
+    "dest": "localhost_is_admin", "action": "store_false",
+    "default": env("API_LOCALHOST_IS_ADMIN", "true"),
+    "help": "API clients on loopback (127.0.0.1, ::1) are not admin without a token (by "
+            "default they are, as in Kuma; env MESHLOG_API_LOCALHOST_IS_ADMIN=false)"}
+
+
 _API_DEFAULT = env("API", "http://127.0.0.1:5681")
 _API_HELP = f"API base URL (env MESHLOG_API; default {_API_DEFAULT})"
 _VERBOSE_HELP = "log at debug level"
+_TOKEN_HELP = ("user token for the API (env MESHLOG_TOKEN; default: the admin token of the "
+               "`meshlog up` of the data dir)")
 
 
 def _global_flags() -> argparse.ArgumentParser:
@@ -285,6 +346,7 @@ def _global_flags() -> argparse.ArgumentParser:
     flags.add_argument("--api", default=argparse.SUPPRESS, help=_API_HELP)
     flags.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                        help=_VERBOSE_HELP)
+    flags.add_argument("--token", default=argparse.SUPPRESS, help=_TOKEN_HELP)
     return flags
 
 
@@ -293,6 +355,7 @@ def _parser() -> argparse.ArgumentParser:
                                 "service-mesh control plane on NATS JetStream")
     p.add_argument("--api", default=_API_DEFAULT, help=_API_HELP)
     p.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE_HELP)
+    p.add_argument("--token", default=env("TOKEN"), help=_TOKEN_HELP)
     g = [_global_flags()]
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -317,6 +380,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--zone", default=env("ZONE", "default"), help="zone name")
     up.add_argument(*_DEREGISTRATION_FLAG, **_DEREGISTRATION_OPTIONS)
     up.add_argument(*_GRACE_FLAG, **_GRACE_OPTIONS)
+    up.add_argument(*_NO_AUTH_FLAG, **_NO_AUTH_OPTIONS)
+    up.add_argument(*_LOCALHOST_ADMIN_FLAG, **_LOCALHOST_ADMIN_OPTIONS)
 
     apply = sub.add_parser("apply", parents=g, help="create or update resources from a file")
     apply.add_argument("-f", "--file", required=True, action="append",
@@ -378,9 +443,11 @@ def _parser() -> argparse.ArgumentParser:
                               help="GET /ready and /live on the xDS host (Kuma's diagnostics "
                                    "port; 0 = any free; default %(default)s)")
             proc.add_argument(*_DEREGISTRATION_FLAG, **_DEREGISTRATION_OPTIONS)
+            proc.add_argument(*_NO_AUTH_FLAG, **_NO_AUTH_OPTIONS)
         if name == "api":
             proc.add_argument("--api-host", default=env("API_HOST", "127.0.0.1"))
             proc.add_argument("--api-port", default=env("API_PORT", "5681"))
+            proc.add_argument(*_LOCALHOST_ADMIN_FLAG, **_LOCALHOST_ADMIN_OPTIONS)
 
     replay = sub.add_parser("replay", parents=g, help="rebuild the read models from the log "
                             "into a fresh store")
@@ -445,7 +512,13 @@ def _parser() -> argparse.ArgumentParser:
                     help="gateway (or load balancer) host:port (default %(default)s)")
     bs.add_argument("--admin-port", default="9901", help="Envoy admin port (default %(default)s)")
     bs.add_argument("--delta", action="store_true", help="use incremental (Delta) xDS")
+    bs.add_argument("--token-file", default=env("DATAPLANE_TOKEN_FILE"),
+                    help="a dataplane token (meshlog generate dataplane-token): sent in the "
+                         "`authorization` metadata of the xDS streams; --mesh and --name "
+                         "default to the token's (env MESHLOG_DATAPLANE_TOKEN_FILE)")
     bs.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+
+    add_token_parsers(sub, g)
     return p
 
 
@@ -487,12 +560,13 @@ def _main(argv: list[str] | None) -> int:
             return cmd_bench(args)
         if args.command in ("projector", "gateway", "api"):
             return cmd_process(args)
-        client = ApiClient(args.api)
+        client = _client(args)
         try:
             from services.cli.inspect import cmd_inspect
 
             handler = {"apply": cmd_apply, "get": cmd_get, "delete": cmd_delete,
-                       "quarantine": cmd_quarantine, "inspect": cmd_inspect}[args.command]
+                       "quarantine": cmd_quarantine, "inspect": cmd_inspect,
+                       "generate": cmd_generate, "revoke": cmd_revoke}[args.command]
             return handler(args, client)
         finally:
             client.close()

@@ -104,7 +104,10 @@ class ApiServer:
         self._drain_grace_s = drain_grace_s
         self._server = _Server(uvicorn.Config(
             self._app, log_level="warning", lifespan="off", access_log=False,
-            timeout_graceful_shutdown=round(drain_grace_s + _UVICORN_BACKSTOP_S)))
+            timeout_graceful_shutdown=round(drain_grace_s + _UVICORN_BACKSTOP_S),
+            # the client is the socket's peer: loopback clients may be admin
+            # (services.api.auth), so no header may say where a request came from
+            proxy_headers=False))
 
     async def run(self) -> None:
         """Serve on the socket until `stop`; return once every request has been answered.

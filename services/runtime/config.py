@@ -17,11 +17,13 @@ from events import DEFAULT_ZONE
 from events.identity import SecretKey
 from services.errors import ConfigError
 
-__all__ = ["SECRET_KEY_FILE", "UpConfig", "env", "parse_cidr", "parse_duration_ms", "parse_port",
-           "parse_positive", "secret_key_of"]
+__all__ = ["ADMIN_TOKEN_FILE", "SECRET_KEY_FILE", "UpConfig", "env", "parse_bool", "parse_cidr",
+           "parse_duration_ms", "parse_port", "parse_positive", "secret_key_of"]
 
 SECRET_KEY_FILE = "secret.key"
 """The secret key's file in a data dir (mode 0600)."""
+ADMIN_TOKEN_FILE = "admin-token"
+"""The admin user token's file in a data dir (mode 0600), written by the API's first start."""
 
 
 class UpConfig(Struct, frozen=True, kw_only=True):
@@ -45,6 +47,10 @@ class UpConfig(Struct, frozen=True, kw_only=True):
     secret_key_file: Path | None = None
     """The key that seals CA and signing keys in the log; default `<data_dir>/secret.key`,
     made at the first start."""
+    no_auth: bool = False
+    """Serve xDS without dataplane tokens (`--no-auth`, development only)."""
+    localhost_is_admin: bool = True
+    """API clients on loopback are admin (Kuma's default; `--no-localhost-admin`)."""
 
     @property
     def database_url(self) -> str:
@@ -96,6 +102,21 @@ def parse_cidr(flag: str, value: str) -> str:
         return str(ipaddress.ip_network(value, strict=True))
     except ValueError as exc:
         raise ConfigError(f"{flag}: {value!r} is not a CIDR ({exc})") from None
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_bool(flag: str, value: str | bool) -> bool:
+    """`true`/`false` (also 1/0, yes/no, on/off) from a flag's variable."""
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower()
+    if text in _TRUE | _FALSE:
+        return text in _TRUE
+    raise ConfigError(f"{flag}: {value!r} is not true or false")
+
 
 
 def secret_key_of(path: str | Path | None, data_dir: Path, *, create: bool) -> SecretKey | None:

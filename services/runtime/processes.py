@@ -1,8 +1,10 @@
 """The control plane's parts as separate processes, for scale-out (compose.yaml):
 
-    meshlog projector --nats-url URL [--nats-creds FILE] --database URL
+    meshlog projector --nats-url URL [--nats-creds FILE] --database URL [--secret-key-file F]
     meshlog gateway   --nats-url URL [--nats-creds FILE] [--xds-port 5678] [--drain-grace 10]
+                      [--no-auth]
     meshlog api       --nats-url URL [--nats-creds FILE] --database URL [--api-port 5681]
+                      [--secret-key-file F]
 
 Each connects to NATS (as its role's user, with --nats-creds: README, NATS permissions), runs
 one component until SIGTERM or SIGINT (both handled explicitly, services.runtime.shutdown, also
@@ -29,10 +31,13 @@ from events.commands import Commands
 from events.identity import SecretKey
 from projections import DEFAULT_GRACE_PERIOD_MS, Projector, open_store
 from services.api.app import create_app
+from services.api.auth import ApiAuth
 from services.api.proxy_inspector import ProxyInspector
 from services.runtime.api_server import DEFAULT_API_DRAIN_GRACE_S, ApiServer
+from services.runtime.config import ADMIN_TOKEN_FILE
+from services.runtime.credentials import api_tokens
 from services.runtime.shutdown import handle_signals
-from services.runtime.up import bind_socket, nats_connection, run_projector
+from services.runtime.up import bind_socket, nats_connection, run_projector, warn_no_auth
 from xds_gateway import Gateway
 from xds_gateway.gateway import DEFAULT_DRAIN_GRACE_S
 from xds_gateway.proxies.config_service import ConfigService
@@ -72,7 +77,8 @@ async def run_gateway_process(*, nats_url: str, host: str, port: int,
                               max_connection_age_s: float = 0, replicas: int = 1,
                               drain_grace_s: float = DEFAULT_DRAIN_GRACE_S,
                               zone: str = DEFAULT_ZONE, health_port: int = 5680,
-                              deregistration_delay_s: float = 10.0) -> None:
+                              deregistration_delay_s: float = 10.0, no_auth: bool = False
+                              ) -> None:
     # a signal cancels: cancellation reaches Gateway.serve, which drains before NATS is
     # closed (the view keeps following the bus while the last streams end)
     with handle_signals(drain_grace_s + 5):
@@ -91,7 +97,9 @@ async def run_gateway_process(*, nats_url: str, host: str, port: int,
                               max_connection_age_s=max_connection_age_s,
                               drain_grace_s=drain_grace_s, event_log=event_log,
                               insights=insights, zone=zone,
-                              deregistration_delay_s=deregistration_delay_s)
+                              deregistration_delay_s=deregistration_delay_s, no_auth=no_auth)
+            if no_auth:
+                warn_no_auth(f"{host}:{port}")
             health = HealthServer(gateway, health_sock)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(health.run(), name="health")
@@ -104,19 +112,28 @@ async def run_gateway_process(*, nats_url: str, host: str, port: int,
 
 
 async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
-                          zone: str, credentials: Path | None = None, replicas: int = 1,
-                          drain_grace_s: float = DEFAULT_API_DRAIN_GRACE_S,
-                          secret_key: SecretKey | None = None) -> None:
+                          zone: str, data_dir: Path, secret_key: SecretKey | None,
+                          credentials: Path | None = None, replicas: int = 1,
+                          localhost_is_admin: bool = True,
+                          drain_grace_s: float = DEFAULT_API_DRAIN_GRACE_S) -> None:
+    """`secret_key`: every API replica must have the same (the CA and signing keys in the log
+    are sealed with it); None: this API signs no tokens, writes no admin token, and refuses
+    Meshes with mTLS."""
     with handle_signals(max(PROCESS_GRACE_S, drain_grace_s + 5)) as shutdown:
         sock = bind_socket(host, port, "--api-port")
         try:
             async with nats_connection(nats_url, "meshlog-api", credentials=credentials) as nc:
                 event_log = await JetStreamEventLog.open(nc, replicas=replicas)
+                tokens = await api_tokens(event_log, zone=zone, secret_key=secret_key,
+                                          admin_token=data_dir / ADMIN_TOKEN_FILE)
                 store = await open_store(database)
                 try:
                     api = ApiServer(create_app(Commands(event_log, zone=zone,
                                                         secret_key=secret_key), store,
-                                               inspector=ProxyInspector(nc)),
+                                               inspector=ProxyInspector(nc),
+                                               auth=ApiAuth(
+                                                   localhost_is_admin=localhost_is_admin,
+                                                   tokens=tokens)),
                                     sock, drain_grace_s=drain_grace_s)
                     async with asyncio.TaskGroup() as tg:
                         serving = tg.create_task(api.run(), name="api")

@@ -8,7 +8,9 @@ permissions separate processes get. SIGINT (Ctrl-C) or SIGTERM drains (services.
 the API stops accepting requests and answers those in flight (services.runtime.api_server)
 while the projector and NATS still run; then the other components are cancelled and close in
 their `finally`; then the store and NATS are closed, in that order. State lives in the data dir
-(JetStream store, SQLite read models), so a restart resumes where it stopped.
+(JetStream store, SQLite read models), so a restart resumes where it stopped; so do the secret
+key (`secret.key`, made at first start unless `--secret-key-file` names one) and the admin
+token (`admin-token`), both mode 0600 (services.runtime.credentials).
 
 A lost NATS connection is not fatal: nats-py reconnects forever (`events.connect_nats`), the
 API answers 503 for what needs NATS meanwhile, and the projector is restarted from its
@@ -47,10 +49,12 @@ from projections import (
     open_store,
 )
 from services.api.app import api_state, create_app
+from services.api.auth import ApiAuth
 from services.api.proxy_inspector import ProxyInspector
 from services.errors import ConfigError
 from services.runtime.api_server import DEFAULT_API_DRAIN_GRACE_S, ApiServer
-from services.runtime.config import UpConfig, secret_key_of
+from services.runtime.config import ADMIN_TOKEN_FILE, UpConfig, secret_key_of
+from services.runtime.credentials import api_tokens
 from services.runtime.embedded_nats import run_nats_server
 from services.runtime.nats_users import ensure_seeds, write_server_config
 from services.runtime.readmodels import SwappableReadModels, pointed_database
@@ -60,7 +64,8 @@ from xds_gateway.gateway import DEFAULT_DRAIN_GRACE_S
 from xds_gateway.proxies.config_service import ConfigService
 from xds_gateway.server.readiness import HealthServer
 
-__all__ = ["UP_GRACE_S", "bind_socket", "nats_connection", "run_projector", "run_up"]
+__all__ = ["UP_GRACE_S", "bind_socket", "nats_connection", "run_projector", "run_up",
+           "warn_no_auth"]
 
 log = logging.getLogger("meshlog.up")
 
@@ -134,6 +139,13 @@ async def _unless_set(work: Coroutine[Any, Any, None], event: asyncio.Event | No
     return False
 
 
+def warn_no_auth(where: str) -> None:
+    """The start-up warning of `--no-auth` (development only)."""
+    log.warning("*** --no-auth: the xDS gateway on %s serves proxies WITHOUT dataplane tokens: "
+                "anything that reaches it can get any proxy's configuration and register "
+                "Dataplanes. Development only. ***", where)
+
+
 def bind_socket(host: str, port: int, flag: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -191,6 +203,7 @@ async def _nats_of(cfg: UpConfig, stack: AsyncExitStack
 async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = print) -> None:
     with handle_signals(UP_GRACE_S) as shutdown:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        secret_key = secret_key_of(cfg.secret_key_file, cfg.data_dir, create=True)
         api_sock = bind_socket(cfg.api_host, cfg.api_port, "--api-port")
         async with AsyncExitStack() as stack:
             stack.callback(api_sock.close)
@@ -214,7 +227,12 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                 "MeshService", cfg.meshservice_grace_period_ms, DEFAULT_GRACE_PERIOD_MS)
             database = cfg.database or pointed_database(cfg.data_dir) or cfg.database_url
             api_store = await open_store(database)
-            app = create_app(commands, api_store, inspector=ProxyInspector(api_nc))
+            admin_token = cfg.data_dir / ADMIN_TOKEN_FILE
+            tokens = await api_tokens(event_log, zone=cfg.zone, secret_key=secret_key,
+                                      admin_token=admin_token)
+            app = create_app(commands, api_store, inspector=ProxyInspector(api_nc),
+                             auth=ApiAuth(localhost_is_admin=cfg.localhost_is_admin,
+                                          tokens=tokens))
             state = api_state(app)
 
             def use_store(store: ReadModelStore) -> None:
@@ -230,7 +248,10 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
             gateway = Gateway(await JetStreamProjectionBus.open(gateway_nc), host=cfg.xds_host,
                               port=cfg.xds_port, event_log=await JetStreamEventLog.open(gateway_nc),
                               insights=await JetStreamInsights.open(gateway_nc), zone=cfg.zone,
-                              deregistration_delay_s=cfg.deregistration_delay_s)
+                              deregistration_delay_s=cfg.deregistration_delay_s,
+                              no_auth=cfg.no_auth)
+            if cfg.no_auth:
+                warn_no_auth(f"{cfg.xds_host}:{cfg.xds_port}")
             health = HealthServer(gateway, bind_socket(cfg.xds_host, 0, "gateway health"))
             api = ApiServer(app, api_sock)
             async with asyncio.TaskGroup() as tg:
@@ -254,6 +275,7 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                     "nats": url,
                     "database": database,
                     "data_dir": str(cfg.data_dir),
+                    "admin_token": str(admin_token),
                 }
                 if credentials["admin"] is not None and not cfg.nats_url:
                     # where maintenance commands find it; the path, never the seed

@@ -60,7 +60,8 @@ def test_transparent_proxy_resolves_meshservice_hostnames_to_vips(tmp_path: Path
         vip = cp.meshservice("backend")["status"]["vips"][0]["ip"]
         dns_port = _free_udp_port()
         bootstrap = sidecar_bootstrap(mesh="default", name="web-1", xds_host="127.0.0.1",
-                                      xds_port=cp.xds_port, admin_port=0)
+                                      xds_port=cp.xds_port, admin_port=0,
+                                      token=cp.dataplane_token("web-1"))
         bootstrap["node"]["metadata"] = {"dataplane.dns.port": str(dns_port)}
         with run_envoy(bootstrap, tmp_path / "envoy", "web-1") as envoy:
             assert wait_for(lambda: _a_records(dns_port, "backend.svc.mesh.local"),

@@ -52,7 +52,8 @@ def test_dataplanes_become_working_routes_in_envoy(tmp_path: Path) -> None:
         assert backend["status"]["addresses"][0]["hostname"] == "backend.svc.mesh.local"
 
         bootstrap = sidecar_bootstrap(mesh="default", name="web-1", xds_host="127.0.0.1",
-                                      xds_port=cp.xds_port, admin_port=0)
+                                      xds_port=cp.xds_port, admin_port=0,
+                                      token=cp.dataplane_token("web-1"))
         with run_envoy(bootstrap, tmp_path / "envoy", "web-1") as envoy:
             wait_for(lambda: f"outbound:{vip}:{port}" in envoy.listeners(), timeout=20,
                      what="the backend VIP listener in Envoy")

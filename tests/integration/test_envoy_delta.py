@@ -54,7 +54,7 @@ class GatewayThread:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        self.gateway = Gateway(None, port=self._port)
+        self.gateway = Gateway(None, port=self._port, no_auth=True)
         self.gateway.view.apply(self._rows)
         task = asyncio.create_task(self.gateway.serve())
         await self.gateway.serving.wait()

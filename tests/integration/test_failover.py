@@ -129,7 +129,8 @@ def test_gateways_fail_over_without_failed_requests_or_config_churn(tmp_path: Pa
         lb = stack.enter_context(run_lb_envoy([a.port, b.port], tmp_path / "lb"))
         envoys = [stack.enter_context(run_envoy(
             sidecar_bootstrap(mesh="default", name=name, xds_host="127.0.0.1",
-                              xds_port=lb.port, admin_port=0), tmp_path / "envoy", name))
+                              xds_port=lb.port, admin_port=0,
+                              token=cp.dataplane_token(name)), tmp_path / "envoy", name))
             for name in SIDECARS]
         url = f"http://127.0.0.1:{outbound}/"
         wait_for(lambda: fetch(url) == "backend", timeout=20,
@@ -189,7 +190,8 @@ def test_max_connection_age_moves_a_stream_across_replicas(tmp_path: Path) -> No
         lb = stack.enter_context(run_lb_envoy(ports, tmp_path / "lb"))
         envoy = stack.enter_context(run_envoy(
             sidecar_bootstrap(mesh="default", name="web-1", xds_host="127.0.0.1",
-                              xds_port=lb.port, admin_port=0), tmp_path / "envoy", "web-1"))
+                              xds_port=lb.port, admin_port=0,
+                              token=cp.dataplane_token("web-1")), tmp_path / "envoy", "web-1"))
         # rule 14: GOAWAY at the age, the stream ended after the grace, the reconnect goes
         # through the LB to the next replica (round robin): the stream visits both
         wait_for(lambda: all(_total_connections(lb, p) >= 2 for p in ports), timeout=30,
@@ -200,7 +202,7 @@ def test_max_connection_age_moves_a_stream_across_replicas(tmp_path: Path) -> No
 
 
 async def test_drain_ends_every_open_stream_cleanly_without_sitting_out_the_grace() -> None:
-    gateway = Gateway(None, port=0, drain_grace_s=60)
+    gateway = Gateway(None, port=0, drain_grace_s=60, no_auth=True)
     gateway.view.apply(Projection().fold([
         event_for({"type": "Mesh", "name": "default"}),
         event_for(dataplane("web-1", "10.0.0.9", 7070, "web"))]))
@@ -228,7 +230,8 @@ def test_meshlog_up_drains_its_gateway_and_exits_0_on_sigterm(tmp_path: Path) ->
         cp.apply({"type": "Mesh", "name": "default"})
         cp.apply(_dataplane("web-1", "127.0.0.4", free_port("127.0.0.4"), "web"))
         with run_envoy(sidecar_bootstrap(mesh="default", name="web-1", xds_host="127.0.0.1",
-                                         xds_port=cp.xds_port, admin_port=0),
+                                         xds_port=cp.xds_port, admin_port=0,
+                                         token=cp.dataplane_token("web-1")),
                        tmp_path / "envoy", "web-1") as envoy:
             wait_for(lambda: _all_connected([envoy]), what="the sidecar connected")
             os.killpg(cp.proc.pid, signal.SIGTERM)

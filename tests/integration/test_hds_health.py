@@ -38,11 +38,11 @@ ADDRESS = "127.0.0.6"
 SUBJECT = resource_subject("Dataplane", "default", "web-1")
 
 
-def _bootstrap(xds_port: int) -> dict[str, Any]:
+def _bootstrap(xds_port: int, token_file: Path) -> dict[str, Any]:
     out = subprocess.run(
         [str(VENV_BIN / "meshlog"), "dataplane", "bootstrap", "--mesh", "default",
          "--name", "web-1", "--xds-address", f"127.0.0.1:{xds_port}", "--admin-port", "0",
-         "-o", "json"],
+         "--token-file", str(token_file), "-o", "json"],
         check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
 
@@ -96,9 +96,11 @@ def test_an_app_that_stops_leaves_eds_and_comes_back(tmp_path: Path) -> None:
                  what="the gateway of meshlog up to be ready")
         cp.apply({"type": "Mesh", "name": "default"})
         cp.apply(dataplane)
-        bootstrap = _bootstrap(cp.xds_port)
-        assert bootstrap["hdsConfig"]["grpcServices"] == [
-            {"envoyGrpc": {"clusterName": "meshlog_xds"}}]
+        token_file = cp.token_file("web-1", tmp_path)
+        bootstrap = _bootstrap(cp.xds_port, token_file)
+        assert bootstrap["hdsConfig"]["grpcServices"] == [  # the HDS stream is authenticated too
+            {"envoyGrpc": {"clusterName": "meshlog_xds"}, "initialMetadata": [
+                {"key": "authorization", "value": token_file.read_text()}]}]
         with run_envoy(bootstrap, tmp_path / "envoy", "web-1") as envoy:
             with http_backend("127.0.0.1", app, "web-1 app"):
                 wait_for(lambda: fetch(f"http://127.0.0.1:{outbound}/") == "web-1 app",

@@ -111,7 +111,8 @@ def running_mesh(tmp_path: Path, mesh_doc: dict[str, Any], *, delta: bool = Fals
         cp.apply(dataplane("web-1", WEB_IP, free_port(WEB_IP), "web"))
         vip = cp.meshservice("backend")["status"]["vips"][0]["ip"]
         boots = {name: sidecar_bootstrap(mesh="default", name=name, xds_host="127.0.0.1",
-                                         xds_port=cp.xds_port, admin_port=0, delta=delta)
+                                         xds_port=cp.xds_port, admin_port=0, delta=delta,
+                                         token=cp.dataplane_token(name))
                  for name in ("backend-1", "web-1")}
         # backend's DNS listener (transparent proxying) on a free port, not the fixed 15053
         boots["backend-1"]["node"].setdefault("metadata", {})["dataplane.dns.port"] = str(

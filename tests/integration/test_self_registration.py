@@ -44,8 +44,10 @@ SUBJECT = resource_subject("Dataplane", "default", "web-1")
 
 
 def _bootstrap(dp_file: Path, xds_port: int) -> dict[str, Any]:
+    """The sidecar's bootstrap, with its token (in `<dp_file>.token`, next to the file)."""
     out = subprocess.run(
         [str(VENV_BIN / "meshlog"), "dataplane", "bootstrap", "--dataplane-file", str(dp_file),
+         "--token-file", f"{dp_file}.token",
          "--xds-address", f"127.0.0.1:{xds_port}", "--admin-port", "0", "-o", "json"],
         check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
@@ -105,6 +107,7 @@ def test_a_sidecar_registers_itself_and_goes_after_the_delay(tmp_path: Path) -> 
         wait_for(lambda: httpx.get(cp.where["gateway_health"] + "/ready").status_code == 200,
                  what="the gateway of meshlog up to be ready")
         cp.apply({"type": "Mesh", "name": "default"})
+        Path(f"{dp_file}.token").write_text(cp.dataplane_token("web-1"))  # names the Dataplane
         bootstrap = _bootstrap(dp_file, cp.xds_port)
         with run_envoy(bootstrap, tmp_path / "envoy", "web-1"):
             wait_for(lambda: cp.api.get("/meshes/default/dataplanes/web-1").status_code == 200,

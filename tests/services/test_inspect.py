@@ -139,9 +139,11 @@ def test_inspect_sees_a_live_ads_stream_on_the_gateway_of_meshlog_up(
         subs = doc["dataplaneInsight"].get("subscriptions") or [{}]
         return subs[0].get("status", {}).get("cds", {}).get("responsesAcknowledged") == 1
 
+    token = cp.dataplane_token("backend-1")
+
     async def stream_then_inspect() -> tuple[int, str, str]:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{cp.xds_port}") as channel:
-            client = AdsClient(channel)
+            client = AdsClient(channel, (("authorization", token),))
             client.send(CLUSTER, node_id="default.backend-1")
             client.ack(await client.recv())
             # the API is polled from a thread: this loop keeps the stream going meanwhile

@@ -49,7 +49,7 @@ async def running_gateway(nc: NATS, *, insights_nc: NATS | None = None,
         await JetStreamProjectionBus.open(nc), event_log=await JetStreamEventLog.open(nc),
         insights=await JetStreamInsights.open(insights_nc or nc),
         **{"deregistration_delay_s": DELAY_S, "heartbeat_s": HEARTBEAT_S,
-           "insight_interval_s": 0.1, **options})
+           "insight_interval_s": 0.1, "no_auth": True, **options})
     task = asyncio.create_task(gateway.run())
     try:
         await asyncio.wait_for(gateway.serving.wait(), 10)

@@ -20,7 +20,7 @@ async def projection() -> Projection:
 
 @pytest.fixture
 async def gateway(projection: Projection) -> AsyncIterator[Gateway]:
-    gw = Gateway(None, port=0)
+    gw = Gateway(None, port=0, no_auth=True)
     gw.view.apply(projection.fold([
         event_for({"type": "Mesh", "name": "default"}),
         event_for(dataplane("backend-1", "10.0.0.1", 8080, "backend")),

@@ -54,7 +54,7 @@ class Recorder:
 
 
 async def _gateway(recorder: Recorder) -> tuple[Gateway, asyncio.Task[None]]:
-    gw = Gateway(None, port=0, callbacks=[recorder])
+    gw = Gateway(None, port=0, callbacks=[recorder], no_auth=True)
     gw.view.apply(Projection().fold([
         event_for({"type": "Mesh", "name": "default"}),
         event_for(dataplane("backend-1", "10.0.0.1", 8080, "backend")),

@@ -10,7 +10,7 @@ from xds_gateway.proxies.config_service import ConfigService
 
 
 def _service() -> ConfigService:
-    gw = Gateway(None, port=0)
+    gw = Gateway(None, port=0, no_auth=True)
     gw.view.apply(Projection().fold([
         event_for({"type": "Mesh", "name": "default"}),
         event_for(dataplane("backend-1", "10.0.0.1", 8080, "backend")),

@@ -52,7 +52,7 @@ async def _get(port: int, path: str) -> tuple[int, str]:
 
 async def test_ready_only_once_the_view_is_loaded_and_the_server_serves(nc: NATS) -> None:
     bus = await JetStreamProjectionBus.open(nc)
-    gateway = Gateway(bus)
+    gateway = Gateway(bus, no_auth=True)
     async with _health(gateway) as health:
         assert await _get(health.port, "/live") == (200, "live\n")
         status, body = await _get(health.port, "/ready")
@@ -78,7 +78,7 @@ async def test_ready_only_once_the_view_is_loaded_and_the_server_serves(nc: NATS
 
 
 async def test_the_responder_survives_garbage(nc: NATS) -> None:
-    gateway = Gateway(None)
+    gateway = Gateway(None, no_auth=True)
     async with _health(gateway) as health:
         assert (await _raw(health.port, b"\x00\xff garbage\r\n\r\n")).startswith(
             b"HTTP/1.1 400 ")

@@ -139,7 +139,7 @@ def test_an_unusable_dns_port_names_the_key_and_value(value: object) -> None:
 
 
 async def test_an_unusable_dns_port_ends_only_that_stream() -> None:
-    gw = Gateway(None, port=0)
+    gw = Gateway(None, port=0, no_auth=True)
     gw.view.apply(Projection().fold([event_for(MESH), event_for(BACKENDS[0])]))
     hold = asyncio.Event()
 

@@ -436,7 +436,7 @@ async def test_versions_are_content_derived_across_gateways(projection) -> None:
     ])
     versions = []
     for _ in range(2):
-        gw = Gateway(None, port=0)
+        gw = Gateway(None, port=0, no_auth=True)
         gw.view.apply(rows)
         task = asyncio.create_task(gw.serve())
         await gw.serving.wait()

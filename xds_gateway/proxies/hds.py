@@ -15,7 +15,9 @@ subject's last record, so two gateways deciding the same change append one event
 that changes nothing appends nothing: a report every few seconds never floods the log. When
 the Dataplane's probes change, the next report is answered with a new specifier.
 
-A malformed request ends its stream with INVALID_ARGUMENT; the server goes on.
+A malformed request ends its stream with INVALID_ARGUMENT; the server goes on. The stream
+goes through the gateway's callbacks like ADS: authenticated on open, and ended when its
+token expires or is revoked.
 """
 
 from __future__ import annotations
@@ -135,13 +137,16 @@ class HealthDiscovery:
         info = StreamInfo(protocol="hds", peer=context.peer(),
                           metadata=invocation_metadata(context))
         try:
-            await self._serve(requests, context, info)
-        except InvalidStream as exc:
-            log.warning("ending HDS stream of %s: %s", context.peer(), exc)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except StreamRefused as exc:
-            log.warning("ending HDS stream of %s: %s", context.peer(), exc)
-            await context.abort(exc.code, exc.message)
+            try:
+                # until the client ends it, or a callback does (`StreamInfo.end`)
+                await info.serve_until_ended(self._serve(requests, context, info))
+            except InvalidStream as exc:
+                info.end(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            except StreamRefused as exc:
+                info.end(exc.code, exc.message)
+            if info.ended is not None:
+                log.warning("ending HDS stream of %s: %s", context.peer(), info.ended)
+                await context.abort(info.ended.code, info.ended.message)
         finally:
             if info.node is not None:
                 await self._callbacks.on_stream_closed(info)

@@ -7,11 +7,15 @@ only through `StreamCallbacks`, and never the other way round:
 - `on_stream_open(stream)`: the first message arrived, so the node is known (xds-rules #1);
   raising `StreamRefused` ends the stream with its gRPC status, before anything is sent;
 - `on_stream_request(stream, request)`: every later request (an ACK, a NACK, a subscription
-  change); may refuse the stream too (a credential that expired while the stream lived);
+  change); may refuse the stream too (a node id that changed);
 - `on_stream_response(stream, type_url, version, nonce, resources)`: a response was written;
   synchronous and cheap, on the push path of every proxy;
 - `on_stream_closed(stream)`: the stream ended, whatever the reason, also when an open was
   refused, so each callback releases what it holds.
+
+Between requests, a callback ends a stream that lives on with `stream.end(code, message)`
+(a credential that expired or was revoked while the stream was open): the server stops
+serving it and ends it with that status, as if the open had been refused.
 
 Every stream the gateway serves goes through them: ADS (SotW and Delta) and HDS. A
 `CallbackChain` runs several: opens and requests in order (the first refusal stops the
@@ -20,8 +24,9 @@ chain), closes in reverse order and always all of them.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -61,6 +66,31 @@ class StreamInfo:
     node: Node | None = None
     """The node of the first message; set before `on_stream_open`."""
     stream_id: int = field(default_factory=lambda: next(_ids))
+    ended: StreamRefused | None = field(default=None, init=False)
+    """Why the stream was ended (`end`, or a refusal); None while it may go on."""
+    _ending: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
+
+    def end(self, code: grpc.StatusCode, message: str) -> None:
+        """End the stream with `code` and `message`, from a callback, a timer or a listener
+        on the gateway's loop; the first reason wins. The server stops serving the stream at
+        once and ends it with that status."""
+        if self.ended is None:
+            self.ended = StreamRefused(code, message)
+            self._ending.set()
+
+    async def serve_until_ended(self, serving: Coroutine[Any, Any, None]) -> None:
+        """Run `serving` (the stream's work) to its end, or until `end` is called: then
+        cancel it and return. Its exceptions propagate as they are."""
+        work = asyncio.ensure_future(serving)
+        ending = asyncio.ensure_future(self._ending.wait())
+        try:
+            await asyncio.wait((work, ending), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ending.cancel()
+            work.cancel()
+            await asyncio.wait((work, ending))  # both over; neither's CancelledError is ours
+        if not work.cancelled():
+            work.result()
 
 
 def invocation_metadata(context: grpc.aio.ServicerContext[Any, Any]

@@ -1,0 +1,304 @@
+"""Signed tokens in Kuma's formats: dataplane tokens (a proxy on xDS) and user tokens (the
+HTTP API).
+
+A token is a JWT signed ES256 (EC P-256; Kuma signs RS256 with RSA-2048, ~100x slower to
+make a key), whose header `kid` names the key that signed it: `<purpose>/<mesh or _>/<serial>`,
+a key recorded in the log (`SigningKeyCreated`). The claims are Kuma's:
+
+    dataplane token  {Name, Mesh, Tags: {key: [values]}, Type: "dataplane", jti, iat, nbf, exp}
+    user token       {Name, Groups: [...], jti, iat, nbf, exp}
+
+`jti` is a UUID (what a revocation names), `nbf` 5 s before `iat` (Kuma's allowance for a
+verifier whose clock is a little behind), times in Unix seconds.
+
+Verification (`read_header`, then `verify` with the key the kid names) accepts ES256 only, so
+neither `alg: none` nor an HMAC keyed with the public key passes; then the claims' types, then
+the time against the caller's `now`. Every refusal is an `InvalidToken` (`TokenExpired` for an
+expired one) whose message says what is wrong and never repeats the token.
+
+Functions of their inputs (keys, claims, times): the caller passes `now` and decides where
+keys come from.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Final, Literal, TypeVar
+
+import jwt
+import msgspec
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from events.errors import PermanentError
+from events.event_types import TokenPurpose
+
+__all__ = [
+    "ALGORITHM",
+    "DATAPLANE_TOKEN",
+    "DEFAULT_VALID_FOR_S",
+    "MAX_VALID_FOR_S",
+    "NOT_BEFORE_SKEW_S",
+    "USER_TOKEN",
+    "Claims",
+    "DataplaneClaims",
+    "InvalidToken",
+    "KeyId",
+    "SigningKey",
+    "TokenExpired",
+    "UserClaims",
+    "dataplane_claims",
+    "format_valid_for",
+    "generate_key_pair",
+    "is_token_id",
+    "load_private_key",
+    "load_public_key",
+    "parse_key_id",
+    "parse_valid_for",
+    "read_header",
+    "unverified_claims",
+    "user_claims",
+    "verify",
+]
+
+ALGORITHM: Final = "ES256"
+DATAPLANE_TOKEN: Final[TokenPurpose] = "dataplane-token"
+USER_TOKEN: Final[TokenPurpose] = "user-token"
+DEFAULT_VALID_FOR_S: Final = 24 * 3600
+"""A token's validity when the request names none. Kuma's dataplane tokens default to no
+expiry at all; here an open stream ends when its token expires, so a short default with a
+visible end beats a credential that lives for ever."""
+MAX_VALID_FOR_S: Final = 87_600 * 3600
+"""10 years (`87600h`): the validity of Kuma's admin user token, the longest meshlog signs."""
+NOT_BEFORE_SKEW_S: Final = 5
+
+_GLOBAL = "_"
+
+
+class InvalidToken(PermanentError):
+    """A token that is refused; the message says why and never holds the token."""
+
+
+class TokenExpired(InvalidToken):
+    """A token past its `exp`."""
+
+
+# --- keys -------------------------------------------------------------------------------------
+
+
+class KeyId(msgspec.Struct, frozen=True):
+    """The signing key a token's `kid` names."""
+
+    purpose: TokenPurpose
+    mesh: str | None
+    serial: int
+
+    def __str__(self) -> str:
+        return f"{self.purpose}/{self.mesh or _GLOBAL}/{self.serial}"
+
+
+_KID = re.compile(r"(user-token|dataplane-token)/([a-z0-9._-]{1,253})/([1-9][0-9]{0,8})")
+
+
+def parse_key_id(kid: str) -> KeyId | None:
+    """The `KeyId` of `kid` (`<purpose>/<mesh or _>/<serial>`), or None."""
+    match = _KID.fullmatch(kid)
+    if match is None:
+        return None
+    purpose: TokenPurpose = DATAPLANE_TOKEN if match[1] == DATAPLANE_TOKEN else USER_TOKEN
+    mesh = None if match[2] == _GLOBAL else match[2]
+    return KeyId(purpose=purpose, mesh=mesh, serial=int(match[3]))
+
+
+def generate_key_pair() -> tuple[bytes, str]:
+    """A new EC P-256 key: (private key as PKCS#8 PEM, public key as PEM)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private, public.decode()
+
+
+def load_private_key(pem: bytes) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"a signing key is EC P-256, not {type(key).__name__}")
+    return key
+
+
+def load_public_key(pem: str) -> ec.EllipticCurvePublicKey:
+    key = serialization.load_pem_public_key(pem.encode())
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ValueError(f"a signing key is EC P-256, not {type(key).__name__}")
+    return key
+
+
+class SigningKey:
+    """A private key ready to sign, with the `kid` its tokens carry."""
+
+    __slots__ = ("_key", "kid", "public_key")
+
+    def __init__(self, kid: KeyId, private_key: ec.EllipticCurvePrivateKey) -> None:
+        self.kid = kid
+        self._key = private_key
+        self.public_key = private_key.public_key()
+
+    def __repr__(self) -> str:  # never the key
+        return f"SigningKey(kid={str(self.kid)!r})"
+
+    def sign(self, claims: Claims) -> str:
+        return jwt.encode(msgspec.to_builtins(claims), self._key, algorithm=ALGORITHM,
+                          headers={"kid": str(self.kid)})
+
+
+# --- claims -----------------------------------------------------------------------------------
+
+
+class Claims(msgspec.Struct, frozen=True, kw_only=True):
+    jti: str
+    iat: int
+    nbf: int
+    exp: int
+
+
+class DataplaneClaims(Claims, frozen=True, kw_only=True):
+    """Kuma's dataplane token claims (`pkg/tokens/builtin/issuer`)."""
+
+    name: str = msgspec.field(name="Name")
+    mesh: str = msgspec.field(name="Mesh")
+    tags: dict[str, list[str]] = msgspec.field(name="Tags", default_factory=dict)
+    """Tags the proxy's Dataplane must carry (each value on some inbound); empty: any."""
+    type: Literal["dataplane"] = msgspec.field(name="Type", default="dataplane")
+
+
+class UserClaims(Claims, frozen=True, kw_only=True):
+    """Kuma's user token claims (`pkg/plugins/authn/api-server/tokens`)."""
+
+    name: str = msgspec.field(name="Name")
+    groups: list[str] = msgspec.field(name="Groups", default_factory=list)
+
+
+C = TypeVar("C", bound=Claims)
+
+
+def dataplane_claims(*, mesh: str, name: str, tags: dict[str, list[str]], valid_for_s: int,
+                     now_s: int) -> DataplaneClaims:
+    return DataplaneClaims(jti=str(uuid.uuid4()), mesh=mesh, name=name,
+                           tags={k: sorted(set(v)) for k, v in sorted(tags.items())},
+                           iat=now_s, nbf=now_s - NOT_BEFORE_SKEW_S, exp=now_s + valid_for_s)
+
+
+def user_claims(*, name: str, groups: list[str], valid_for_s: int, now_s: int) -> UserClaims:
+    return UserClaims(jti=str(uuid.uuid4()), name=name, groups=sorted(set(groups)),
+                      iat=now_s, nbf=now_s - NOT_BEFORE_SKEW_S, exp=now_s + valid_for_s)
+
+
+def is_token_id(jti: str) -> bool:
+    """Whether `jti` is a token id as meshlog makes them (a UUID, in its canonical form)."""
+    try:
+        return str(uuid.UUID(jti)) == jti
+    except ValueError:
+        return False
+
+
+# --- verification -----------------------------------------------------------------------------
+
+
+def read_header(token: str) -> KeyId:
+    """The key a token says it was signed with (not verified yet: look the key up, then
+    `verify`). Raises `InvalidToken` for what is not a meshlog token."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError:
+        raise InvalidToken("the token is not a JWT (header.payload.signature, base64url)"
+                           ) from None
+    alg = header.get("alg")
+    if alg != ALGORITHM:
+        raise InvalidToken(f"the token is signed with {alg!r}; meshlog accepts {ALGORITHM} only")
+    kid = header.get("kid")
+    parsed = parse_key_id(kid) if isinstance(kid, str) else None
+    if parsed is None:
+        raise InvalidToken(f"the token's kid {kid!r} names no meshlog signing key "
+                           "(<purpose>/<mesh or _>/<serial>)")
+    return parsed
+
+
+def verify(token: str, public_key: ec.EllipticCurvePublicKey, claims_type: type[C], *,
+           now_s: float) -> C:
+    """The claims of `token` if it is signed by `public_key` (ES256), has claims of
+    `claims_type` and is valid at `now_s`; else `InvalidToken` (`TokenExpired`)."""
+    try:
+        payload = jwt.decode(token, public_key, algorithms=[ALGORITHM], options={
+            # times are checked below against the caller's clock; no audience or issuer
+            "verify_exp": False, "verify_nbf": False, "verify_iat": False,
+            "verify_aud": False, "verify_iss": False})
+    except jwt.InvalidSignatureError:
+        raise InvalidToken("the token's signature does not verify with the key its kid "
+                           "names") from None
+    except jwt.InvalidTokenError as exc:
+        raise InvalidToken(f"the token cannot be read: {exc}") from None
+    claims = _convert(payload, claims_type)
+    if now_s < claims.nbf:
+        raise InvalidToken(f"the token {claims.jti} is not valid before {_time(claims.nbf)}")
+    if now_s >= claims.exp:
+        raise TokenExpired(f"the token {claims.jti} expired at {_time(claims.exp)}")
+    return claims
+
+
+def unverified_claims(token: str, claims_type: type[C]) -> C:
+    """The claims of `token` without checking its signature or times: for a client reading a
+    token it was given (which proxy it is for, its id to revoke), never to trust one."""
+    read_header(token)
+    try:
+        payload = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError as exc:
+        raise InvalidToken(f"the token cannot be read: {exc}") from None
+    return _convert(payload, claims_type)
+
+
+def _convert(payload: object, claims_type: type[C]) -> C:
+    kind = "dataplane token" if claims_type is DataplaneClaims else "user token"
+    try:
+        claims = msgspec.convert(payload, claims_type)
+    except msgspec.ValidationError as exc:
+        raise InvalidToken(f"the token's claims are not those of a {kind}: {exc}") from None
+    if not is_token_id(claims.jti):
+        raise InvalidToken(f"the token's jti {claims.jti!r} is not a UUID")
+    return claims
+
+
+def _time(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+# --- validity ---------------------------------------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+
+
+def parse_valid_for(value: str) -> int:
+    """A validity in Go's duration format, as Kuma's `validFor` (`24h`, `1h30m`, `8760h`),
+    as whole seconds in 1 s..10 years. Raises ValueError saying what is wrong."""
+    text = value.strip()
+    parts = _DURATION_PART.findall(text)
+    if not text or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"{value!r} is not a duration (e.g. 24h, 30m, 1h30m, 8760h)")
+    seconds = round(sum(float(n) * _UNIT_S[u] for n, u in parts))
+    if seconds < 1:
+        raise ValueError(f"{value!r} is less than 1s")
+    if seconds > MAX_VALID_FOR_S:
+        raise ValueError(f"{value!r} is more than {MAX_VALID_FOR_S // 3600}h (10 years)")
+    return seconds
+
+
+def format_valid_for(seconds: int) -> str:
+    """Seconds as a duration `parse_valid_for` reads (`24h`, `90s`)."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+

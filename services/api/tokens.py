@@ -1,0 +1,232 @@
+"""Token routes, admin only (services.api.auth), in Kuma's shape where Kuma has one:
+
+    POST /tokens/dataplane   {"name", "mesh", "tags": {key: [values]}, "validFor"}  -> the token
+    POST /tokens/user        {"name", "groups": [...], "validFor"}                  -> the token
+    POST /tokens/dataplane/revocations   {"mesh", "jti", "expiresAt"}   revoke a dataplane token
+    POST /tokens/user/revocations        {"jti", "expiresAt"}           revoke a user token
+
+A token comes back as `text/plain`, as Kuma answers. `validFor` is a Go duration (`24h`,
+`1h30m`; default 24h, at most 87600h); `expiresAt` is the token's `exp` (Unix seconds), after
+which its revocation says nothing more (omitted: kept for ever). A revocation answers once the
+read models hold it, so the revoked token is refused from the next request on; gateways end
+the xDS streams that use it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Response, post
+from msgspec import Struct
+
+from events import InvalidResource, Violation, is_resource_name, now_ms, rfc3339
+from events.commands import TokenCommands
+from events.documents import load_json
+from events.errors import Conflict
+from events.event_types import TokenPurpose
+from events.identity import DATAPLANE_TOKEN, DEFAULT_VALID_FOR_S, USER_TOKEN, parse_valid_for
+from services.api._state import ApiRequest, api_state, await_projection
+from services.api.auth import ADMIN
+
+__all__ = ["TOKEN_ROUTES"]
+
+log = logging.getLogger("meshlog.api.tokens")
+
+_ADMIN_ONLY = {"access": ADMIN}
+_TEXT = "text/plain; charset=utf-8"
+
+
+class _DataplaneTokenRequest(Struct, frozen=True):
+    name: str
+    mesh: str
+    tags: dict[str, list[str]]
+    valid_for_s: int
+
+
+class _UserTokenRequest(Struct, frozen=True):
+    name: str
+    groups: list[str]
+    valid_for_s: int
+
+
+class _Revocation(Struct, frozen=True):
+    mesh: str | None
+    jti: str
+    expires_at_ms: int
+
+
+@post("/tokens/dataplane", opt=_ADMIN_ONLY, status_code=200, media_type=_TEXT,
+      summary="Generate a dataplane token (admin)")
+async def generate_dataplane_token(request: ApiRequest) -> Response[str]:
+    what = "dataplane token request"
+    doc = await _object(request, what)
+    out: list[Violation] = []
+    _known(doc, {"name", "mesh", "tags", "type", "validFor"}, out)
+    kind = doc.get("type", "dataplane")
+    if kind not in ("dataplane", ""):
+        out.append(Violation("type", f"{kind!r}: meshlog makes 'dataplane' tokens only"))
+    req = _DataplaneTokenRequest(name=_name(doc, "name", out), mesh=_name(
+        doc, "mesh", out, default="default"), tags=_tags(doc.get("tags", {}), out),
+        valid_for_s=_valid_for(doc, out))
+    if out:
+        raise InvalidResource(what, out)
+    token, claims = await _tokens(request).issue_dataplane_token(
+        mesh=req.mesh, name=req.name, tags=req.tags, valid_for_s=req.valid_for_s,
+        now_ms=now_ms())
+    log.info("%s generated dataplane token %s for %s.%s, valid until %s", request.user,
+             claims.jti, req.mesh, req.name, rfc3339(claims.exp * 1000))
+    return Response(token, media_type=_TEXT)
+
+
+@post("/tokens/user", opt=_ADMIN_ONLY, status_code=200, media_type=_TEXT,
+      summary="Generate a user token (admin)")
+async def generate_user_token(request: ApiRequest) -> Response[str]:
+    what = "user token request"
+    doc = await _object(request, what)
+    out: list[Violation] = []
+    _known(doc, {"name", "groups", "validFor"}, out)
+    name = doc.get("name")
+    if not isinstance(name, str) or not name.strip():
+        out.append(Violation("name", f"{name!r} is not a user name (a non-empty string)"))
+    req = _UserTokenRequest(name=name if isinstance(name, str) else "",
+                            groups=_strings(doc.get("groups", []), "groups", out),
+                            valid_for_s=_valid_for(doc, out))
+    if out:
+        raise InvalidResource(what, out)
+    token, claims = await _tokens(request).issue_user_token(
+        name=req.name, groups=req.groups, valid_for_s=req.valid_for_s, now_ms=now_ms())
+    log.info("%s generated user token %s for %r (groups %s), valid until %s", request.user,
+             claims.jti, req.name, req.groups, rfc3339(claims.exp * 1000))
+    return Response(token, media_type=_TEXT)
+
+
+@post("/tokens/dataplane/revocations", opt=_ADMIN_ONLY, status_code=200,
+      summary="Revoke a dataplane token (admin): its xDS streams end")
+async def revoke_dataplane_token(request: ApiRequest) -> Response[dict[str, Any]]:
+    doc = await _object(request, "revocation")
+    out: list[Violation] = []
+    _known(doc, {"mesh", "jti", "expiresAt"}, out)
+    revocation = _Revocation(mesh=_name(doc, "mesh", out, default="default"),
+                             jti=_jti(doc, out), expires_at_ms=_expires_at(doc, out))
+    if out:
+        raise InvalidResource("revocation", out)
+    return await _revoke(request, DATAPLANE_TOKEN, revocation)
+
+
+@post("/tokens/user/revocations", opt=_ADMIN_ONLY, status_code=200,
+      summary="Revoke a user token (admin)")
+async def revoke_user_token(request: ApiRequest) -> Response[dict[str, Any]]:
+    doc = await _object(request, "revocation")
+    out: list[Violation] = []
+    _known(doc, {"jti", "expiresAt"}, out)
+    revocation = _Revocation(mesh=None, jti=_jti(doc, out), expires_at_ms=_expires_at(doc, out))
+    if out:
+        raise InvalidResource("revocation", out)
+    return await _revoke(request, USER_TOKEN, revocation)
+
+
+TOKEN_ROUTES = [generate_dataplane_token, generate_user_token, revoke_dataplane_token,
+                revoke_user_token]
+
+
+async def _revoke(request: ApiRequest, purpose: TokenPurpose, revocation: _Revocation
+                  ) -> Response[dict[str, Any]]:
+    seq, appended = await _tokens(request).revoke(
+        purpose, revocation.mesh, revocation.jti, expires_at_ms=revocation.expires_at_ms,
+        at=now_ms())
+    if appended:
+        log.info("%s revoked %s %s", request.user, purpose, revocation.jti)
+    projected = await await_projection(api_state(request.app), seq)
+    headers = {} if projected else {"Meshlog-Projection": "pending"}
+    return Response({"jti": revocation.jti, "version": seq, "unchanged": not appended},
+                    status_code=201 if appended else 200, headers=headers)
+
+
+def _tokens(request: ApiRequest) -> TokenCommands:
+    tokens = api_state(request.app).auth.tokens
+    if tokens is None:
+        raise Conflict("tokens", 0, "this API process has no secret key, so it cannot sign "
+                       "or revoke tokens: start it with --secret-key-file")
+    return tokens
+
+
+# --- the request documents: every violation with its field -----------------------------------
+
+
+async def _object(request: ApiRequest, what: str) -> dict[str, Any]:
+    raw = await request.body()
+    doc = load_json(raw, "the body", invalid="is not valid JSON") if raw.strip() else {}
+    if not isinstance(doc, dict):
+        raise InvalidResource(what, [Violation("", f"expected an object, got "
+                                                   f"{type(doc).__name__}")])
+    return doc
+
+
+def _known(doc: dict[str, Any], fields: set[str], out: list[Violation]) -> None:
+    for key in sorted(set(doc) - fields):
+        out.append(Violation(key, f"unknown field (expected {', '.join(sorted(fields))})"))
+
+
+_WHAT = {"name": "Dataplane", "mesh": "mesh"}
+
+
+def _name(doc: dict[str, Any], field: str, out: list[Violation], *,
+          default: str | None = None) -> str:
+    value = doc.get(field, default)
+    if not isinstance(value, str) or not is_resource_name(value):
+        out.append(Violation(field, f"{value!r} is not a {_WHAT[field]} name (lower-case "
+                                    "letters, digits, '-' and '.')" if value is not None
+                             else "is required"))
+        return ""
+    return value
+
+
+def _strings(value: Any, path: str, out: list[Violation]) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        out.append(Violation(path, f"{value!r} is not a list of non-empty strings"))
+        return []
+    return value
+
+
+def _tags(value: Any, out: list[Violation]) -> dict[str, list[str]]:
+    if not isinstance(value, dict):
+        out.append(Violation("tags", f"expected an object of tag: [values], got {value!r}"))
+        return {}
+    tags = {}
+    for key, values in sorted(value.items()):
+        tags[key] = _strings(values, f"tags[{key!r}]", out)
+        if isinstance(values, list) and not values:
+            out.append(Violation(f"tags[{key!r}]", "lists no value"))
+    return tags
+
+
+def _valid_for(doc: dict[str, Any], out: list[Violation]) -> int:
+    value = doc.get("validFor")
+    if value is None or value == "":
+        return DEFAULT_VALID_FOR_S
+    if not isinstance(value, str):
+        out.append(Violation("validFor", f"{value!r} is not a duration such as 24h"))
+        return 0
+    try:
+        return parse_valid_for(value)
+    except ValueError as exc:
+        out.append(Violation("validFor", str(exc)))
+        return 0
+
+
+def _jti(doc: dict[str, Any], out: list[Violation]) -> str:
+    value = doc.get("jti")
+    if not isinstance(value, str) or not value:
+        out.append(Violation("jti", "is required: the token's id (its `jti` claim)"))
+        return ""
+    return value
+
+
+def _expires_at(doc: dict[str, Any], out: list[Violation]) -> int:
+    value = doc.get("expiresAt", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        out.append(Violation("expiresAt", f"{value!r} is not a time in Unix seconds (the "
+                                          "token's `exp` claim)"))
+        return 0
+    return value * 1000

@@ -1,0 +1,135 @@
+"""`meshlog generate` and `meshlog revoke`: tokens through the API (admin only), in kumactl's
+words:
+
+    meshlog generate dataplane-token --mesh M --name N [--tag K=V]... [--valid-for 24h]
+    meshlog generate user-token --name N [--group G]... [--valid-for 24h]
+    meshlog revoke dataplane-token [--mesh M] (--jti ID | --token-file F)
+    meshlog revoke user-token (--jti ID | --token-file F)
+
+A token is printed alone on stdout (`> file` keeps it as is), what it is for and until when on
+stderr. Revoking from `--token-file` reads the token's id, mesh and expiry from the token
+itself (its signature is the control plane's business, not the CLI's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from events import rfc3339
+from events.identity import DataplaneClaims, InvalidToken, UserClaims, unverified_claims
+from services.cli.client import ApiClient
+from services.errors import ConfigError
+
+__all__ = ["add_token_parsers", "cmd_generate", "cmd_revoke", "read_token_file"]
+
+_VALID_FOR_HELP = ("how long the token is valid, a Go duration such as 24h, 720h, 1h30m "
+                   "(at most 87600h; default 24h)")
+
+
+def add_token_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """The `generate` and `revoke` commands, on the CLI's subparsers."""
+    gen = sub.add_parser("generate", parents=parents,
+                         help="generate a token (admin): dataplane-token | user-token")
+    gen_sub = gen.add_subparsers(dest="token_kind", required=True, metavar="TOKEN")
+    dp = gen_sub.add_parser("dataplane-token", parents=parents,
+                            help="a token a proxy sends on xDS (meshlog dataplane bootstrap "
+                                 "--token-file)")
+    dp.add_argument("--mesh", default="default", help="the Dataplane's mesh (default "
+                    "%(default)s)")
+    dp.add_argument("--name", required=True, help="the Dataplane's name")
+    dp.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                    help="a tag the Dataplane must carry (repeatable; values of one key add "
+                         "up, e.g. --tag kuma.io/service=web)")
+    dp.add_argument("--valid-for", default="24h", help=_VALID_FOR_HELP)
+    user = gen_sub.add_parser("user-token", parents=parents,
+                              help="a token for the API (Authorization: Bearer)")
+    user.add_argument("--name", required=True, help="the user's name")
+    user.add_argument("--group", action="append", default=[],
+                      help="a group of the user (repeatable); mesh-system:admin for admin")
+    user.add_argument("--valid-for", default="24h", help=_VALID_FOR_HELP)
+
+    rev = sub.add_parser("revoke", parents=parents,
+                         help="revoke a token (admin): dataplane-token | user-token")
+    rev_sub = rev.add_subparsers(dest="token_kind", required=True, metavar="TOKEN")
+    for kind, text in (("dataplane-token", "refused from now on; its open xDS streams end"),
+                       ("user-token", "refused by the API from now on")):
+        r = rev_sub.add_parser(kind, parents=parents, help=text)
+        if kind == "dataplane-token":
+            r.add_argument("--mesh", help="the token's mesh (default: the --token-file's, "
+                           "else default)")
+        which = r.add_mutually_exclusive_group(required=True)
+        which.add_argument("--jti", help="the token's id (printed when it was generated)")
+        which.add_argument("--token-file", help="a file holding the token")
+
+
+def read_token_file(flag: str, path: str) -> str:
+    """The token in `path` (surrounding whitespace dropped); errors name the flag."""
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: {exc.strerror or exc}") from None
+    if not token:
+        raise ConfigError(f"{flag} {path}: the file is empty")
+    return token
+
+
+def cmd_generate(args: argparse.Namespace, client: ApiClient) -> int:
+    if args.token_kind == "dataplane-token":
+        token = client.request_text("POST", "/tokens/dataplane", json={
+            "mesh": args.mesh, "name": args.name, "tags": _tags(args.tag),
+            "validFor": args.valid_for})
+        dp = unverified_claims(token, DataplaneClaims)
+        what = f"dataplane token {dp.jti} for {dp.mesh}.{dp.name}"
+        revoke = f"meshlog revoke dataplane-token --mesh {dp.mesh} --jti {dp.jti}"
+        exp = dp.exp
+    else:
+        token = client.request_text("POST", "/tokens/user", json={
+            "name": args.name, "groups": args.group, "validFor": args.valid_for})
+        user = unverified_claims(token, UserClaims)
+        what = f"user token {user.jti} for {user.name!r}"
+        revoke = f"meshlog revoke user-token --jti {user.jti}"
+        exp = user.exp
+    print(token)
+    print(f"# {what}, valid until {rfc3339(exp * 1000)}; revoke: {revoke}", file=sys.stderr)
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace, client: ApiClient) -> int:
+    dataplane = args.token_kind == "dataplane-token"
+    mesh = getattr(args, "mesh", None)
+    body: dict[str, Any] = {"jti": args.jti}
+    if args.token_file:
+        token = read_token_file("--token-file", args.token_file)
+        try:
+            claims: DataplaneClaims | UserClaims = (
+                unverified_claims(token, DataplaneClaims) if dataplane
+                else unverified_claims(token, UserClaims))
+        except InvalidToken as exc:
+            raise ConfigError(f"--token-file {args.token_file}: {exc}") from None
+        if isinstance(claims, DataplaneClaims):
+            if mesh and mesh != claims.mesh:
+                raise ConfigError(f"--mesh {mesh!r} differs from the token's mesh "
+                                  f"{claims.mesh!r}")
+            mesh = claims.mesh
+        body = {"jti": claims.jti, "expiresAt": claims.exp}
+    if dataplane:
+        body["mesh"] = mesh or "default"
+    path = "/tokens/dataplane/revocations" if dataplane else "/tokens/user/revocations"
+    result = client.request("POST", path, json=body)
+    where = f" of mesh {body['mesh']}" if dataplane else ""
+    state = "was already revoked" if result["unchanged"] else "revoked"
+    print(f"{args.token_kind} {body['jti']}{where} {state}")
+    return 0
+
+
+def _tags(pairs: list[str]) -> dict[str, list[str]]:
+    tags: dict[str, list[str]] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key or not value:
+            raise ConfigError(f"--tag {pair!r} is not KEY=VALUE")
+        tags.setdefault(key, []).append(value)
+    return tags

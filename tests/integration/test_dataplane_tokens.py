@@ -1,0 +1,161 @@
+"""Tokens end to end (issue 11) with real parts: `meshlog up`, the `meshlog` CLI as an operator
+runs it, and a real Envoy bootstrapped with `--token-file`.
+
+- a sidecar with its token gets its config; one without is refused; revoking its token with
+  the CLI ends its open stream;
+- the admin token and the secret key are private files of the data dir; the CLI finds the
+  admin token there; a restart keeps every key, so tokens issued before still work
+  (kuma#3762);
+- from a non-loopback address (a real socket), writes need a token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.harness import (
+    VENV_BIN,
+    ControlPlane,
+    Envoy,
+    free_port,
+    meshlog_up,
+    run_envoy,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _meshlog(cp: ControlPlane, *args: str, data_dir: Path | None = None,
+             check: bool = True) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "MESHLOG_DATA_DIR": str(data_dir or cp.data_dir)}
+    environment.pop("MESHLOG_TOKEN", None)
+    return subprocess.run([str(VENV_BIN / "meshlog"), "--api", cp.where["api"], *args],
+                          capture_output=True, text=True, timeout=60, check=check,
+                          env=environment)
+
+
+def _dataplane(name: str, port: int) -> dict[str, Any]:
+    return {"type": "Dataplane", "mesh": "default", "name": name, "networking": {
+        "address": "127.0.0.4", "inbound": [{"port": port, "tags": {"kuma.io/service": name}}]}}
+
+
+def _bootstrap(cp: ControlPlane, *args: str) -> dict[str, Any]:
+    out = _meshlog(cp, "dataplane", "bootstrap", "--xds-address", f"127.0.0.1:{cp.xds_port}",
+                   "--admin-port", "0", "-o", "json", *args)
+    return json.loads(out.stdout)
+
+
+def _connected(envoy: Envoy) -> bool:
+    return envoy.stats("control_plane.connected_state").get(
+        "control_plane.connected_state") == 1
+
+
+def _log(cp: ControlPlane) -> str:
+    return (cp.data_dir / "up.log").read_text()
+
+
+def test_a_sidecar_needs_its_token_and_loses_its_stream_when_it_is_revoked(
+        tmp_path: Path) -> None:
+    with meshlog_up(tmp_path / "cp") as cp:
+        cp.apply({"type": "Mesh", "name": "default"})
+        port = free_port("127.0.0.4")
+        cp.apply(_dataplane("web-1", port))
+        cp.apply(_dataplane("web-2", free_port("127.0.0.4")))
+        generated = _meshlog(cp, "generate", "dataplane-token", "--mesh", "default",
+                             "--name", "web-1", "--valid-for", "1h")
+        token_file = tmp_path / "web-1.token"
+        token_file.write_text(generated.stdout)
+        assert "dataplane token" in generated.stderr and "valid until" in generated.stderr
+
+        # without a token: refused, never connected
+        with run_envoy(_bootstrap(cp, "--name", "web-2"), tmp_path / "envoy", "web-2"):
+            wait_for(lambda: "no dataplane token" in _log(cp),
+                     what="the gateway refusing the sidecar without a token")
+
+        with run_envoy(_bootstrap(cp, "--token-file", str(token_file)), tmp_path / "envoy",
+                       "web-1") as envoy:
+            wait_for(lambda: f"inbound:127.0.0.4:{port}" in envoy.listeners(), timeout=20,
+                     what="web-1's inbound listener from the gateway")
+            assert _connected(envoy)
+
+            revoked = _meshlog(cp, "revoke", "dataplane-token", "--token-file",
+                               str(token_file))
+            assert revoked.stdout.strip().endswith("of mesh default revoked")
+            wait_for(lambda: not _connected(envoy), timeout=10,
+                     what="the revoked sidecar's stream to end")
+            assert "was revoked" in _log(cp)
+            # its config stays (Envoy keeps what it has), its reconnects are refused
+            assert f"inbound:127.0.0.4:{port}" in envoy.listeners()
+
+
+def test_the_admin_token_is_a_private_file_the_cli_finds(tmp_path: Path) -> None:
+    data = tmp_path / "cp"
+    with meshlog_up(data, "--no-localhost-admin") as cp:
+        for name in ("admin-token", "secret.key"):
+            assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
+        admin_token = (data / "admin-token").read_text()
+        assert admin_token not in _log(cp) and admin_token not in (data / "up.json").read_text()
+
+        # loopback is no admin here: an anonymous write is refused...
+        refused = cp.api.put("/meshes/default", json={"type": "Mesh", "name": "default"})
+        assert refused.status_code == 401
+        # ...the CLI, with the data dir's admin token, may
+        created = subprocess.run(
+            [str(VENV_BIN / "meshlog"), "--api", cp.where["api"], "apply", "-f", "-"],
+            input="type: Mesh\nname: default\n", capture_output=True, text=True, timeout=60,
+            env={**os.environ, "MESHLOG_DATA_DIR": str(data)})
+        assert created.returncode == 0, created.stderr
+        user = _meshlog(cp, "generate", "user-token", "--name", "jane", "--group", "ops").stdout
+        # another data dir has no token for this API
+        other = _meshlog(cp, "generate", "user-token", "--name", "joe",
+                         data_dir=tmp_path / "elsewhere", check=False)
+        assert other.returncode == 1
+        assert "HTTP 401: POST /tokens/user needs group mesh-system:admin" in other.stderr
+
+    with meshlog_up(data, "--no-localhost-admin") as cp:  # a restart keeps every key
+        assert (data / "admin-token").read_text() == admin_token
+        headers = {"Authorization": f"Bearer {user.strip()}"}
+        assert cp.api.put("/meshes/other", json={"type": "Mesh", "name": "other"},
+                          headers=headers).status_code == 201
+
+
+def _local_address() -> str | None:
+    """A non-loopback address of this machine (no packet is sent), or None."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+            address: str = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def test_from_the_network_writes_need_a_token(tmp_path: Path) -> None:
+    address = _local_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback address to call the API from")
+    with meshlog_up(tmp_path / "cp", "--api-host", "0.0.0.0") as cp:
+        port = cp.where["api"].rpartition(":")[2]
+        url = f"http://{address}:{port}"
+        transport = httpx.HTTPTransport(local_address=address)  # not from 127.0.0.1
+        with httpx.Client(base_url=url, transport=transport, timeout=10) as remote:
+            assert remote.get("/meshes").status_code == 200
+            refused = remote.put("/meshes/default", json={"type": "Mesh", "name": "default"},
+                                 headers={"X-Forwarded-For": "127.0.0.1"})
+            assert refused.status_code == 401
+            assert refused.headers["www-authenticate"].startswith("Bearer")
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            token = _meshlog(cp, "generate", "user-token", "--name", "ci").stdout.strip()
+            allowed = remote.put("/meshes/default", json={"type": "Mesh", "name": "default"},
+                                 headers={"Authorization": f"Bearer {token}"})
+            assert allowed.status_code == 201, allowed.text

@@ -1,0 +1,375 @@
+"""Dataplane tokens on xDS (issue 11): real gRPC ADS and HDS streams against an in-process
+gateway on a real nats-server, its view filled by the real projector; tokens issued and
+revoked through the command path, as the API does.
+
+Refused on open: no token, a garbage one, a token of another control plane, another proxy's,
+an expired one, a revoked one. Ended while open: a token revoked, a token that expires, a
+node id that changes. Served: the right token, raw or `Bearer`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from envoy.config.core.v3.base_pb2 import Node
+from envoy.service.health.v3.hds_pb2 import (
+    HealthCheckRequestOrEndpointHealthResponse,
+    HealthCheckSpecifier,
+)
+from nats.aio.client import Client as NATS
+
+from events import DataplaneRegistered, JetStreamEventLog, decode_resource, now_ms
+from events.bus.projection_bus import JetStreamProjectionBus
+from events.commands import Commands, TokenCommands
+from events.identity import DATAPLANE_TOKEN, SecretKey
+from events.identity.tokens import (
+    KeyId,
+    SigningKey,
+    dataplane_claims,
+    generate_key_pair,
+    load_private_key,
+)
+from projections import Projector, open_store
+from tests.harness import cancel_until_done
+from tests.xds_gateway._ads import AdsClient, DeltaAdsClient
+from tests.xds_gateway._gateways import (
+    ProxyClient,
+    channel_to,
+    dataplane_doc,
+    eventually,
+    last_event,
+    running_gateway,
+)
+from xds_gateway import Gateway
+from xds_gateway.type_urls import CLUSTER
+
+UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
+DENIED = grpc.StatusCode.PERMISSION_DENIED
+HDS = "/envoy.service.health.v3.HealthDiscoveryService/StreamHealthCheck"
+HdsMessage = HealthCheckRequestOrEndpointHealthResponse
+
+
+class Plane:
+    def __init__(self, event_log: JetStreamEventLog, tokens: TokenCommands) -> None:
+        self.event_log = event_log
+        self.tokens = tokens
+
+    async def token(self, name: str = "web-1", *, valid_for_s: int = 3600,
+                    issued_ms: int | None = None, tags: dict[str, list[str]] | None = None
+                    ) -> str:
+        token, _ = await self.tokens.issue_dataplane_token(
+            mesh="default", name=name, tags=tags or {}, valid_for_s=valid_for_s,
+            now_ms=now_ms() if issued_ms is None else issued_ms)
+        return token
+
+    async def revoke(self, token: str) -> None:
+        from events.identity import DataplaneClaims, unverified_claims
+
+        claims = unverified_claims(token, DataplaneClaims)
+        await self.tokens.revoke(DATAPLANE_TOKEN, "default", claims.jti,
+                                 expires_at_ms=claims.exp * 1000, at=now_ms())
+
+
+@pytest.fixture
+async def plane(nc: NATS, tmp_path: Path) -> AsyncIterator[Plane]:
+    """A mesh, web-1 and web-2 registered through the API, the mesh's signing key, and a
+    projector publishing it all for gateways."""
+    event_log = await JetStreamEventLog.open(nc)
+    commands = Commands(event_log, zone="default")
+    await commands.apply(decode_resource({"type": "Mesh", "name": "default"}))
+    for name in ("web-1", "web-2"):
+        await commands.apply(decode_resource(dataplane_doc(name)))
+    tokens = TokenCommands(event_log, zone="default", secret_key=SecretKey.generate())
+    await tokens.signing_key(DATAPLANE_TOKEN, "default", now_ms())
+    store = await open_store(f"sqlite:///{tmp_path / 'rm.db'}")
+    projector = asyncio.create_task(Projector(
+        event_log, store, await JetStreamProjectionBus.open(nc), zone="default").run())
+    try:
+        yield Plane(event_log, tokens)
+    finally:
+        await cancel_until_done(projector)
+        await store.close()
+
+
+@contextlib.asynccontextmanager
+async def _gateway(nc: NATS) -> AsyncIterator[Gateway]:
+    async with running_gateway(nc, no_auth=False) as gw:
+        await eventually(lambda: _ready(gw), what="the signing key in the gateway's view")
+        yield gw
+
+
+async def _ready(gw: Gateway) -> bool:
+    return ("dataplane-token/default/1" in gw.view.signing_keys
+            and ("default", "web-2") in gw.view.dataplanes)
+
+
+def _auth(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", token),)
+
+
+async def _ended(client: Any, within: float = 10.0) -> grpc.aio.AioRpcError:
+    """The status the server ended the stream with (responses before it are skipped)."""
+    deadline = time.monotonic() + within
+    try:
+        while True:
+            try:
+                await client.recv(within=max(0.01, deadline - time.monotonic()))
+            except grpc.aio.AioRpcError as exc:
+                return exc
+            except TimeoutError:
+                raise AssertionError(f"the stream was not ended within {within}s") from None
+    finally:
+        client.close()  # the request iterator ends too
+
+
+async def _open(channel: grpc.aio.Channel, token: str | None, node_id: str = "default.web-1",
+                client: type[AdsClient] = AdsClient) -> AdsClient:
+    ads = client(channel, _auth(token) if token is not None else ())
+    ads.send(CLUSTER, node_id=node_id)
+    return ads
+
+
+# --- refused on open --------------------------------------------------------------------------
+
+
+async def test_a_stream_without_a_token_is_unauthenticated(nc: NATS, plane: Plane) -> None:
+    async with _gateway(nc) as gw, channel_to(gw) as channel:
+        error = await _ended(await _open(channel, None))
+    assert error.code() == UNAUTHENTICATED
+    assert "no dataplane token" in (error.details() or "")
+    assert "authorization" in (error.details() or "")
+
+
+async def test_a_garbage_token_is_unauthenticated(nc: NATS, plane: Plane) -> None:
+    async with _gateway(nc) as gw, channel_to(gw) as channel:
+        error = await _ended(await _open(channel, "garbage"))
+    assert error.code() == UNAUTHENTICATED
+    assert error.details() == ("invalid dataplane token: the token is not a JWT "
+                               "(header.payload.signature, base64url)")
+
+
+async def test_a_token_of_another_control_plane_is_unauthenticated(nc: NATS,
+                                                                   plane: Plane) -> None:
+    """Same kid, another key: a log that was reset, or another control plane's token."""
+    private, _ = generate_key_pair()
+    forged = SigningKey(KeyId(purpose=DATAPLANE_TOKEN, mesh="default", serial=1),
+                        load_private_key(private)).sign(dataplane_claims(
+                            mesh="default", name="web-1", tags={}, valid_for_s=60,
+                            now_s=int(time.time())))
+    async with _gateway(nc) as gw, channel_to(gw) as channel:
+        error = await _ended(await _open(channel, forged))
+    assert error.code() == UNAUTHENTICATED
+    assert "signature does not verify" in (error.details() or "")
+    assert forged not in (error.details() or "")
+
+
+async def test_another_proxys_token_is_permission_denied(nc: NATS, plane: Plane) -> None:
+    token = await plane.token("web-2")
+    async with _gateway(nc) as gw, channel_to(gw) as channel:
+        error = await _ended(await _open(channel, token))
+    assert error.code() == DENIED
+    assert "is for default.web-2, not for node 'default.web-1'" in (error.details() or "")
+
+
+async def test_an_expired_token_is_unauthenticated(nc: NATS, plane: Plane) -> None:
+    token = await plane.token(valid_for_s=60, issued_ms=now_ms() - 3_600_000)
+    async with _gateway(nc) as gw, channel_to(gw) as channel:
+        error = await _ended(await _open(channel, token))
+    assert error.code() == UNAUTHENTICATED
+    assert (error.details() or "").startswith("expired dataplane token: the token ")
+
+
+async def test_a_revoked_token_is_unauthenticated(nc: NATS, plane: Plane) -> None:
+    token = await plane.token()
+    await plane.revoke(token)
+    async with _gateway(nc) as gw, channel_to(gw) as channel:
+        await eventually(lambda: _has_revocations(gw), what="the revocation in the view")
+        error = await _ended(await _open(channel, token))
+    assert error.code() == UNAUTHENTICATED
+    assert "was revoked" in (error.details() or "")
+
+
+async def _has_revocations(gw: Gateway) -> bool:
+    return bool(gw.view.revocations)
+
+
+async def test_a_user_token_is_no_dataplane_token(nc: NATS, plane: Plane) -> None:
+    user_token, _ = await plane.tokens.issue_user_token(name="jane", groups=[],
+                                                       valid_for_s=60, now_ms=now_ms())
+    async with _gateway(nc) as gw, channel_to(gw) as channel:
+        error = await _ended(await _open(channel, user_token))
+    assert error.code() == UNAUTHENTICATED
+    assert "it is a user-token" in (error.details() or "")
+
+
+async def test_two_authorization_values_are_refused(nc: NATS, plane: Plane) -> None:
+    token = await plane.token()
+    async with _gateway(nc) as gw, channel_to(gw) as channel:
+        client = AdsClient(channel, (("authorization", token), ("authorization", token)))
+        client.send(CLUSTER, node_id="default.web-1")
+        error = await _ended(client)
+    assert error.code() == UNAUTHENTICATED
+    assert "2 `authorization` values" in (error.details() or "")
+
+
+# --- served -----------------------------------------------------------------------------------
+
+
+async def test_the_right_token_is_served(nc: NATS, plane: Plane) -> None:
+    token = await plane.token()
+    async with _gateway(nc) as gw, channel_to(gw) as channel:
+        client = await _open(channel, token)
+        assert (await client.recv()).type_url == CLUSTER
+        client.close()
+
+
+async def test_a_bearer_token_is_served_on_delta(nc: NATS, plane: Plane) -> None:
+    """gRPC call credentials send `Bearer <token>` (gRFC A97)."""
+    token = await plane.token()
+    async with _gateway(nc) as gw, channel_to(gw) as channel:
+        client = DeltaAdsClient(channel, _auth(f"Bearer {token}"))
+        client.send(CLUSTER, node_id="default.web-1")
+        assert (await client.recv()).type_url == CLUSTER
+        client.close()
+        unauthenticated = DeltaAdsClient(channel)
+        unauthenticated.send(CLUSTER, node_id="default.web-1")
+        assert (await _ended(unauthenticated)).code() == UNAUTHENTICATED
+
+
+# --- ended while open -------------------------------------------------------------------------
+
+
+async def test_a_token_revoked_while_its_stream_is_open_ends_it(nc: NATS, plane: Plane) -> None:
+    token, other = await plane.token(), await plane.token()
+    async with _gateway(nc) as gw, channel_to(gw) as channel:
+        client = await _open(channel, token)
+        bystander = await _open(channel, other)  # the same proxy, another token: unaffected
+        await client.recv()
+        await bystander.recv()
+        await plane.revoke(token)
+        error = await _ended(client)
+        assert error.code() == UNAUTHENTICATED
+        assert "was revoked" in (error.details() or "")
+        bystander.send(CLUSTER, node_id="default.web-1")  # a new subscription: answered
+        assert (await bystander.recv()).type_url == CLUSTER
+        bystander.close()
+
+
+async def test_a_token_that_expires_ends_its_stream(nc: NATS, plane: Plane) -> None:
+    token = await plane.token(valid_for_s=2)
+    async with _gateway(nc) as gw, channel_to(gw) as channel:
+        client = await _open(channel, token)
+        await client.recv()
+        error = await _ended(client, within=10)
+    assert error.code() == UNAUTHENTICATED
+    assert "expired at" in (error.details() or "")
+
+
+async def test_a_stream_cannot_change_its_node(nc: NATS, plane: Plane) -> None:
+    token = await plane.token()
+    async with _gateway(nc) as gw, channel_to(gw) as channel:
+        client = await _open(channel, token)
+        response = await client.recv()
+        client.send(CLUSTER, node_id="default.web-2", version=response.version_info,
+                    nonce=response.nonce)
+        error = await _ended(client)
+    assert error.code() == DENIED
+    assert "authenticated for node 'default.web-1'" in (error.details() or "")
+
+
+# --- HDS --------------------------------------------------------------------------------------
+
+
+class _Hds:
+    def __init__(self, channel: grpc.aio.Channel, token: str | None) -> None:
+        self._requests: asyncio.Queue[HdsMessage | None] = asyncio.Queue()
+        self.call = channel.stream_stream(
+            HDS, request_serializer=HdsMessage.SerializeToString,
+            response_deserializer=HealthCheckSpecifier.FromString,
+        )(self._iterate(), metadata=_auth(token) if token is not None else None)
+        hello = HdsMessage()
+        hello.health_check_request.node.CopyFrom(Node(id="default.web-1"))
+        self._requests.put_nowait(hello)
+
+    async def _iterate(self) -> AsyncIterator[HdsMessage]:
+        while (message := await self._requests.get()) is not None:
+            yield message
+
+    async def recv(self, within: float = 5.0) -> HealthCheckSpecifier:
+        return await asyncio.wait_for(self.call.read(), within)
+
+    def close(self) -> None:
+        self._requests.put_nowait(None)
+
+
+async def test_hds_streams_are_authenticated_too(nc: NATS, plane: Plane) -> None:
+    token = await plane.token()
+    async with _gateway(nc) as gw, channel_to(gw) as channel:
+        error = await _ended(_Hds(channel, None))
+        assert error.code() == UNAUTHENTICATED
+        served = _Hds(channel, token)
+        assert isinstance(await served.recv(), HealthCheckSpecifier)
+        await plane.revoke(token)
+        error = await _ended(served)
+        assert error.code() == UNAUTHENTICATED
+        assert "was revoked" in (error.details() or "")
+
+
+# --- self-registration ------------------------------------------------------------------------
+
+
+async def _registered(event_log: JetStreamEventLog, name: str) -> Any:
+    got = await last_event(event_log, name)
+    return got if got and isinstance(got[0], DataplaneRegistered) else None
+
+
+async def test_self_registration_needs_a_token(nc: NATS, plane: Plane) -> None:
+    async with _gateway(nc) as gw, channel_to(gw) as channel:
+        client = ProxyClient(channel)
+        client.hello(CLUSTER, "default.web-3", dataplane=dataplane_doc("web-3"))
+        error = await _ended(client)
+        assert error.code() == UNAUTHENTICATED
+        assert await _registered(plane.event_log, "web-3") is None
+
+        client = ProxyClient(channel, _auth(await plane.token("web-3")))
+        client.hello(CLUSTER, "default.web-3", dataplane=dataplane_doc("web-3"))
+        await client.recv()
+        event, _ = await eventually(lambda: _registered(plane.event_log, "web-3"),
+                                    what="web-3 registered")
+        assert event.origin == "proxy"
+        client.close()
+
+
+async def test_self_registration_needs_a_token_that_names_the_dataplane(
+        nc: NATS, plane: Plane) -> None:
+    async with _gateway(nc) as gw, channel_to(gw) as channel:
+        client = ProxyClient(channel, _auth(await plane.token("web-1")))
+        client.hello(CLUSTER, "default.web-3", dataplane=dataplane_doc("web-3"))
+        error = await _ended(client)
+    assert error.code() == DENIED
+    assert await _registered(plane.event_log, "web-3") is None
+
+
+async def test_token_tags_must_be_on_the_dataplane_it_registers(nc: NATS, plane: Plane) -> None:
+    wrong = await plane.token("web-3", tags={"kuma.io/service": ["db"]})
+    right = await plane.token("web-3", tags={"kuma.io/service": ["web"]})
+    async with _gateway(nc) as gw, channel_to(gw) as channel:
+        client = ProxyClient(channel, _auth(wrong))
+        client.hello(CLUSTER, "default.web-3", dataplane=dataplane_doc("web-3"))
+        error = await _ended(client)
+        assert error.code() == DENIED
+        assert ("does not allow Dataplane default.web-3: its tag 'kuma.io/service' has the "
+                "value 'web'; the token allows ['db']") in (error.details() or "")
+        assert await _registered(plane.event_log, "web-3") is None
+
+        client = ProxyClient(channel, _auth(right))
+        client.hello(CLUSTER, "default.web-3", dataplane=dataplane_doc("web-3"))
+        await client.recv()
+        await eventually(lambda: _registered(plane.event_log, "web-3"), what="web-3 registered")
+        client.close()

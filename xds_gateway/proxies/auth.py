@@ -1,0 +1,239 @@
+"""Proxy authentication on xDS: `DataplaneAuthentication`, a `StreamCallbacks` (Kuma's
+`pkg/xds/auth`), first in the gateway's chain: nothing else (insight, self-registration, SDS)
+happens for a stream it refuses.
+
+On open (ADS, SotW or Delta, and HDS):
+
+- exactly one `authorization` metadata value: the token itself (Envoy's `initial_metadata`,
+  as kuma-dp and `meshlog dataplane bootstrap --token-file` write it) or `Bearer <token>` (gRPC
+  call credentials, gRFC A97);
+- a dataplane-token kid, whose public key the gateway's view holds (projected from the log:
+  a gateway never holds a private key), an ES256 signature, claims of a dataplane token, valid
+  now (nbf..exp), not revoked;
+- the token's `Mesh` and `Name` are the node's (`<mesh>.<name>`, as the ADS stream reads
+  node.id); its `Tags`, if any, are on the Dataplane: each tag present, each of the
+  Dataplane's values of it allowed (Kuma's rule). The Dataplane is the one the node carries to
+  register itself, else the one registered: self-registration needs a token that names it.
+
+Refusals: UNAUTHENTICATED when the proxy is not authenticated (no token, an unusable one,
+expired, revoked), PERMISSION_DENIED for a valid token of another proxy. Messages say what is
+wrong and never repeat the token.
+
+While the stream lives (Kuma checks once per stream, so an expired or revoked token stays
+connected: kuma#3379):
+
+- a timer at the token's `exp` ends the stream UNAUTHENTICATED;
+- a revocation of its `jti` arriving in the view ends it at once (`ProjectionView.on_revoked`);
+- a request naming another node ends it PERMISSION_DENIED (Kuma: the node id cannot change
+  once the stream is authenticated).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric import ec
+from envoy.config.core.v3.base_pb2 import Node
+from envoy.service.health.v3.hds_pb2 import HealthCheckRequestOrEndpointHealthResponse
+from msgspec import Struct
+
+from events import Dataplane, rfc3339
+from events.identity import (
+    DATAPLANE_TOKEN,
+    DataplaneClaims,
+    InvalidToken,
+    TokenExpired,
+    load_public_key,
+    read_header,
+    verify,
+)
+from projections import RevocationRow
+from xds_gateway.proxies.registration import dataplane_from_node
+from xds_gateway.resources.names import parse_node_id
+from xds_gateway.server.callbacks import NoCallbacks, StreamInfo, StreamRefused
+from xds_gateway.server.subscription import InvalidStream
+from xds_gateway.view import ProjectionView
+
+__all__ = ["AUTHORIZATION", "DataplaneAuthentication", "token_of"]
+
+log = logging.getLogger("meshlog.xds.auth")
+
+AUTHORIZATION = "authorization"
+"""The metadata key of the token (gRPC keys are lower case), as in Kuma."""
+_BEARER = "bearer "
+_UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
+_DENIED = grpc.StatusCode.PERMISSION_DENIED
+
+
+def _refused(message: str) -> StreamRefused:
+    return StreamRefused(_UNAUTHENTICATED, message)
+
+
+def token_of(metadata: Iterable[tuple[str, str | bytes]]) -> str:
+    """The token in a stream's metadata: one `authorization` value, raw or `Bearer <token>`.
+    Raises `StreamRefused` (UNAUTHENTICATED) saying what is missing."""
+    values = [value for key, value in metadata if key.lower() == AUTHORIZATION]
+    if not values:
+        raise _refused("no dataplane token: a proxy sends it in the `authorization` metadata "
+                       "of its xDS stream (meshlog generate dataplane-token; meshlog dataplane "
+                       "bootstrap --token-file)")
+    if len(values) > 1:
+        raise _refused(f"the stream carries {len(values)} `authorization` values; send one "
+                       "dataplane token")
+    value = values[0]
+    token = (value.decode(errors="replace") if isinstance(value, bytes) else value).strip()
+    if token[:len(_BEARER)].lower() == _BEARER:
+        token = token[len(_BEARER):].strip()
+    if not token:
+        raise _refused("the `authorization` metadata is empty: send a dataplane token")
+    return token
+
+
+class _Session(Struct):
+    node_id: str
+    token: tuple[str, str]
+    """(mesh, jti): what a revocation names."""
+    expiry: asyncio.TimerHandle
+
+
+class DataplaneAuthentication(NoCallbacks):
+    def __init__(self, view: ProjectionView, *, clock: Callable[[], float] = time.time) -> None:
+        """`clock`: Unix seconds, what token times are compared with."""
+        self._view = view
+        self._clock = clock
+        self._keys: dict[str, ec.EllipticCurvePublicKey] = {}
+        """Public keys by kid, parsed once (a kid's key never changes)."""
+        self._sessions: dict[StreamInfo, _Session] = {}
+        self._by_token: dict[tuple[str, str], set[StreamInfo]] = defaultdict(set)
+        view.on_revoked(self._revoked)
+
+    # --- StreamCallbacks ----------------------------------------------------------------------
+
+    async def on_stream_open(self, stream: StreamInfo) -> None:
+        node = stream.node if stream.node is not None else Node()
+        parsed = parse_node_id(node.id)
+        if parsed is None:
+            raise StreamRefused(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"node.id {node.id!r} is not <mesh>.<dataplane name>")
+        claims = self._authenticate(token_of(stream.metadata))
+        self._authorize(claims, node, *parsed)
+        # no await since the token was checked: a revocation cannot slip in between
+        key = (claims.mesh, claims.jti)
+        expiry = asyncio.get_running_loop().call_later(
+            max(0.0, claims.exp - self._clock()), stream.end, _UNAUTHENTICATED,
+            f"the dataplane token {claims.jti} expired at {rfc3339(claims.exp * 1000)}")
+        self._sessions[stream] = _Session(node_id=node.id, token=key, expiry=expiry)
+        self._by_token[key].add(stream)
+
+    async def on_stream_request(self, stream: StreamInfo, request: object) -> None:
+        session = self._sessions.get(stream)
+        node_id = _node_id_of(request)
+        if session is not None and node_id and node_id != session.node_id:
+            raise StreamRefused(_DENIED, f"the stream was authenticated for node "
+                                f"{session.node_id!r}; a request for {node_id!r} cannot "
+                                "change it: open a new stream")
+
+    async def on_stream_closed(self, stream: StreamInfo) -> None:
+        session = self._sessions.pop(stream, None)
+        if session is None:
+            return
+        session.expiry.cancel()
+        streams = self._by_token.get(session.token)
+        if streams is not None:
+            streams.discard(stream)
+            if not streams:
+                del self._by_token[session.token]
+
+    # --- checks -------------------------------------------------------------------------------
+
+    def _authenticate(self, token: str) -> DataplaneClaims:
+        try:
+            kid = read_header(token)
+            if kid.purpose != DATAPLANE_TOKEN:
+                raise InvalidToken(f"it is a {kid.purpose} (kid {kid}), not a dataplane token")
+            key = self._key(str(kid))
+            if key is None:
+                raise InvalidToken(f"its signing key {kid} is unknown to this gateway (a "
+                                   "token of another control plane or of a log that was "
+                                   "reset; or a key made a moment ago, not here yet)")
+            claims = verify(token, key, DataplaneClaims, now_s=self._clock())
+        except TokenExpired as exc:
+            raise _refused(f"expired dataplane token: {exc}") from None
+        except InvalidToken as exc:
+            raise _refused(f"invalid dataplane token: {exc}") from None
+        if claims.mesh != kid.mesh:
+            raise _refused(f"invalid dataplane token: it names mesh {claims.mesh!r} but is "
+                           f"signed with the key of mesh {kid.mesh!r}")
+        if (claims.mesh, claims.jti) in self._view.revocations:
+            raise _refused(f"the dataplane token {claims.jti} was revoked")
+        return claims
+
+    def _authorize(self, claims: DataplaneClaims, node: Node, mesh: str, name: str) -> None:
+        if (claims.mesh, claims.name) != (mesh, name):
+            raise StreamRefused(_DENIED, f"the dataplane token {claims.jti} is for "
+                                f"{claims.mesh}.{claims.name}, not for node {node.id!r}")
+        if not claims.tags:
+            return
+        try:
+            dataplane = dataplane_from_node(node, mesh, name)
+        except InvalidStream as exc:
+            raise StreamRefused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        if dataplane is None:
+            row = self._view.dataplanes.get((mesh, name))
+            dataplane = row.dataplane if row is not None else None
+        if dataplane is None:
+            raise StreamRefused(_DENIED, f"the dataplane token {claims.jti} requires tags "
+                                f"{claims.tags} and Dataplane {mesh}.{name} is not registered "
+                                "(register it, or carry it in the node metadata)")
+        problem = _tags_problem(claims.tags, dataplane)
+        if problem:
+            raise StreamRefused(_DENIED, f"the dataplane token {claims.jti} does not allow "
+                                f"Dataplane {mesh}.{name}: {problem}")
+
+    def _key(self, kid: str) -> ec.EllipticCurvePublicKey | None:
+        key = self._keys.get(kid)
+        if key is None:
+            row = self._view.signing_keys.get(kid)
+            if row is None:
+                return None
+            key = self._keys[kid] = load_public_key(row.public_key)
+        return key
+
+    def _revoked(self, row: RevocationRow) -> None:
+        if row.purpose != DATAPLANE_TOKEN:
+            return
+        for stream in list(self._by_token.get((row.mesh or "_", row.jti), ())):
+            stream.end(_UNAUTHENTICATED, f"the dataplane token {row.jti} was revoked")
+
+
+def _tags_problem(allowed: dict[str, list[str]], dataplane: Dataplane) -> str:
+    """Kuma's rule: every tag of the token is on the Dataplane, and each of the Dataplane's
+    values of it is one the token allows."""
+    values: dict[str, set[str]] = defaultdict(set)
+    for inbound in dataplane.networking.inbound:
+        for key, value in inbound.tags.items():
+            values[key].add(value)
+    for key, allowed_values in sorted(allowed.items()):
+        if key not in values:
+            return f"it has no tag {key!r}"
+        extra = sorted(values[key] - set(allowed_values))
+        if extra:
+            return (f"its tag {key!r} has the value {extra[0]!r}; the token allows "
+                    f"{sorted(allowed_values)}")
+    return ""
+
+
+def _node_id_of(request: object) -> str:
+    """The node id a later request names, if it names one (`set_node_on_first_message_only`
+    leaves it out)."""
+    if isinstance(request, HealthCheckRequestOrEndpointHealthResponse):
+        if request.HasField("health_check_request"):
+            return str(request.health_check_request.node.id)
+        return ""
+    node = getattr(request, "node", None)
+    return str(node.id) if node is not None else ""

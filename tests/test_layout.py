@@ -104,3 +104,4 @@ def test_packages_list_their_public_names(package: str) -> None:
         if path.name == "__init__.py" and not tree.body:
             continue
         assert exported, f"{path.relative_to(ROOT)} has no __all__"
+

@@ -353,6 +353,7 @@ class JetStreamEventLog:
                                   inactive_threshold=_INACTIVE_S, mem_storage=True,
                                   num_replicas=1))
         caught_up = False
+        me = asyncio.current_task()
         try:
             while True:
                 try:
@@ -362,7 +363,11 @@ class JetStreamEventLog:
                         msgs = await sub.fetch(batch=max_batch, timeout=_TIMEOUT_S)
                 except (TimeoutError, nats.errors.TimeoutError):
                     caught_up = True
+                    _raise_if_cancelled(me)
                     continue
+                # Python 3.11's asyncio.wait_for (inside nats-py's fetch) loses a cancel that
+                # lands as a message arrives (CPython gh-86296): the task still counts it
+                _raise_if_cancelled(me)
                 if not msgs:  # a transient status (404/408/409) ended the fetch empty
                     caught_up = True
                     continue
@@ -372,6 +377,11 @@ class JetStreamEventLog:
         finally:
             with contextlib.suppress(nats.errors.ConnectionClosedError, nats.errors.Error):
                 await sub.unsubscribe()
+
+
+def _raise_if_cancelled(task: asyncio.Task[Any] | None) -> None:
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _headers_size(headers: Mapping[str, str]) -> int:

@@ -19,8 +19,10 @@ blob, so that opening with another key fails with a message naming both.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -78,17 +80,21 @@ class SecretKey:
 
     @classmethod
     def load_or_create(cls, path: Path) -> SecretKey:
-        """The key in `path`, created (mode 0600, exclusively: two processes starting at once
-        end with one key) if the file does not exist."""
+        """The key in `path`, created (mode 0600) if the file does not exist. Two processes
+        starting at once end with one key, and neither reads a half-written file: the key is
+        written to a file of its own, then linked to `path`, which fails if another won."""
         if not path.exists():
-            key = os.urandom(_KEY_BYTES)
             path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                return cls.load(path)
-            with os.fdopen(fd, "w") as f:
-                f.write(base64.b64encode(key).decode() + "\n")
+                with os.fdopen(fd, "w") as f:  # mkstemp made it 0600
+                    f.write(base64.b64encode(os.urandom(_KEY_BYTES)).decode() + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp, path)
+            finally:
+                os.unlink(tmp)
         return cls.load(path)
 
     def seal(self, secret: bytes, *, purpose: str) -> str:

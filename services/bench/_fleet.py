@@ -9,17 +9,32 @@ import json
 import os
 import sys
 from collections.abc import AsyncIterator, Coroutine
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from events.bus.projection_bus import CHECKPOINT_KEY, JetStreamProjectionBus
+from services.bench._lb import run_lb
 from services.runtime.spawn import spawn
 
-__all__ = ["PROXIES_PER_WORKER", "SETUP_TIMEOUT_S", "Worker", "cpu_s", "gateway_process",
-           "meshlog_process", "progress", "projected", "proxy_worker", "rss_kb", "slices",
-           "while_alive"]
+__all__ = [
+    "PROXIES_PER_WORKER",
+    "SETUP_TIMEOUT_S",
+    "Worker",
+    "cpu_s",
+    "gateway_process",
+    "gateways_behind_lb",
+    "meshlog_process",
+    "progress",
+    "projected",
+    "proxy_worker",
+    "ready_workers",
+    "rss_kb",
+    "slices",
+    "while_alive",
+]
 
 PROXIES_PER_WORKER = 250
 SETUP_TIMEOUT_S = 600.0
@@ -153,3 +168,26 @@ async def _stop(proc: asyncio.subprocess.Process, *, within_s: float) -> None:
     except TimeoutError:
         proc.kill()
         await proc.wait()
+
+
+async def gateways_behind_lb(stack: AsyncExitStack, work: Path, url: str, gateways: int
+                             ) -> tuple[list[int], int]:
+    """`gateways` gateway processes and the Envoy load balancer in front of them, kept in
+    `stack`: (the gateways' pids, the LB's port)."""
+    pids, ports = [], []
+    for g in range(gateways):
+        pid, port = await stack.enter_async_context(gateway_process(work, url, g))
+        pids.append(pid)
+        ports.append(port)
+    return pids, await stack.enter_async_context(run_lb(ports, work / "lb"))
+
+
+async def ready_workers(stack: AsyncExitStack, work: Path, lb_port: int, proxies: int,
+                        *extra: str) -> list[Worker]:
+    """Proxy worker processes for `proxies` simulated proxies (`extra`: their flags), each
+    once its streams are all ready."""
+    workers = [await stack.enter_async_context(proxy_worker(work, lb_port, first, count, *extra))
+               for first, count in slices(proxies)]
+    for worker in workers:
+        await worker.expect("ready", SETUP_TIMEOUT_S)
+    return workers

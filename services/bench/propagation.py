@@ -46,18 +46,15 @@ from events.identity import SecretKey
 from events.resources import DataplaneNetworking
 from services.bench._env import bench_nats, machine, report
 from services.bench._fleet import (
-    SETUP_TIMEOUT_S,
     Worker,
-    gateway_process,
+    gateways_behind_lb,
     meshlog_process,
     progress,
     projected,
-    proxy_worker,
+    ready_workers,
     rss_kb,
-    slices,
     while_alive,
 )
-from services.bench._lb import run_lb
 
 __all__ = ["MESH", "bench_propagation", "dataplane_tokens", "pending_append", "percentile",
            "seed_fleet", "seq_of"]
@@ -111,19 +108,10 @@ async def bench_propagation(proxies: int, *, gateways: int = 1, rounds: int = 20
                 "--database", f"sqlite:///{work / 'readmodels.db'}"))
             await while_alive(projected(bus, last), projector, work / "projector.log")
             progress(f"projected up to sequence {last}; starting {gateways} gateway(s)")
-            pids, ports = [], []
-            for g in range(gateways):
-                pid, port = await stack.enter_async_context(gateway_process(work, url, g))
-                pids.append(pid)
-                ports.append(port)
-            lb_port = await stack.enter_async_context(run_lb(ports, work / "lb"))
+            pids, lb_port = await gateways_behind_lb(stack, work, url, gateways)
             rss_before = sum(rss_kb(pid) for pid in pids)
             started = time.monotonic()
-            workers = [await stack.enter_async_context(
-                proxy_worker(work, lb_port, first, count, "--tokens", str(tokens)))
-                       for first, count in slices(proxies)]
-            for worker in workers:
-                await worker.expect("ready", SETUP_TIMEOUT_S)
+            workers = await ready_workers(stack, work, lb_port, proxies, "--tokens", str(tokens))
             connect_s = time.monotonic() - started
             rss_after = sum(rss_kb(pid) for pid in pids)
             progress(f"{proxies} proxies connected and ACKed CDS, EDS, LDS in {connect_s:.1f} s")

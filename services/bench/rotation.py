@@ -39,18 +39,15 @@ from events.identity import SecretKey
 from events.identity.pki import create_ca
 from services.bench._env import bench_nats, machine, report
 from services.bench._fleet import (
-    SETUP_TIMEOUT_S,
     Worker,
     cpu_s,
-    gateway_process,
+    gateways_behind_lb,
     meshlog_process,
     progress,
     projected,
-    proxy_worker,
-    slices,
+    ready_workers,
     while_alive,
 )
-from services.bench._lb import run_lb
 from services.bench.propagation import (
     MESH,
     dataplane_tokens,
@@ -104,17 +101,9 @@ async def bench_rotation(proxies: int, *, gateways: int = 1, rounds: int = 3,
             issue_s = time.monotonic() - started
             progress(f"projected up to sequence {last} ({proxies + 4} certificates issued) in "
                      f"{issue_s:.1f} s; starting {gateways} gateway(s)")
-            pids, ports = [], []
-            for g in range(gateways):
-                pid, port = await stack.enter_async_context(gateway_process(work, url, g))
-                pids.append(pid)
-                ports.append(port)
-            lb_port = await stack.enter_async_context(run_lb(ports, work / "lb"))
-            workers = [await stack.enter_async_context(
-                proxy_worker(work, lb_port, first, count, "--sds", "--tokens", str(tokens)))
-                for first, count in slices(proxies)]
-            for worker in workers:
-                await worker.expect("ready", SETUP_TIMEOUT_S)
+            pids, lb_port = await gateways_behind_lb(stack, work, url, gateways)
+            workers = await ready_workers(stack, work, lb_port, proxies, "--sds", "--tokens",
+                                          str(tokens))
             progress(f"{proxies} proxies connected and ACKed CDS, EDS, LDS and SDS")
             mesh_seq = [await _mesh_seq(log)]
             waves = [await _wave(log, workers, r, mesh_seq, projector.pid, pids)

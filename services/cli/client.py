@@ -7,11 +7,9 @@ The data dir's token is never sent to another API.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -30,7 +28,9 @@ class ApiError(Exception):
 
 def api_token(api: str, *, token: str | None, data_dir: Path) -> str | None:
     """The user token to send to `api`: `token` if given; else the admin token in `data_dir`
-    when `api` is the API its up.json names (or, with no up.json, a loopback one)."""
+    when `api` is the API its up.json names. (A data dir of `meshlog api` has no up.json:
+    its loopback clients are admin anyway, others pass `--token`; a token sent to an API that
+    did not make it would be refused, 401.)"""
     if token:
         return token.strip()
     path = data_dir / ADMIN_TOKEN_FILE
@@ -45,12 +45,6 @@ def api_token(api: str, *, token: str | None, data_dir: Path) -> str | None:
 def _same_api(api: str, up: Path) -> bool:
     try:
         named = json.loads(up.read_text()).get("api")
-    except FileNotFoundError:
-        host = urlsplit(api).hostname or ""
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return host == "localhost"
     except (OSError, ValueError, AttributeError):
         return False
     return isinstance(named, str) and named.rstrip("/") == api.rstrip("/")

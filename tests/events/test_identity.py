@@ -269,3 +269,17 @@ async def test_a_provided_key_is_sealed_and_never_stored_in_the_mesh(
                        match=r"mtls.backends\[0\].conf.key.inlineString: does not belong"):
         await commands.apply(decode_resource(bad))
     assert await event_log.last_seq() == head
+
+
+def test_processes_racing_to_make_the_secret_key_end_with_one(tmp_path: Path) -> None:
+    import concurrent.futures
+
+    path = tmp_path / "secret.key"
+    with concurrent.futures.ProcessPoolExecutor(4) as pool:
+        ids = list(pool.map(_key_id_of, [path] * 16))
+    assert len(set(ids)) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["secret.key"]  # no temp file left
+
+
+def _key_id_of(path: Path) -> str:
+    return SecretKey.load_or_create(path).key_id

@@ -264,10 +264,13 @@ async def test_api_and_projector_processes_run_as_their_roles(plane: Plane,
                                                               tmp_path: Path) -> None:
     database = f"sqlite:///{tmp_path / 'rm.db'}"
     api_log, projector_log = tmp_path / "api.log", tmp_path / "projector.log"
-    api = _process("api", plane, api_log, "--database", database, "--api-port", "0")
+    # their data dir in the test's temp dir: an API makes its secret key and admin token there
+    data_dir = str(tmp_path / "data")
+    api = _process("api", plane, api_log, "--database", database, "--api-port", "0",
+                   "--data-dir", data_dir)
     # a grace period other than the default: the projector records it in the log at start
     projector = _process("projector", plane, projector_log, "--database", database,
-                         "--meshservice-grace-period", "5m")
+                         "--meshservice-grace-period", "5m", "--data-dir", data_dir)
     try:
         prefix = "API listening on "
         url = wait_for(lambda: next((line[len(prefix):] for line in api_log.read_text()

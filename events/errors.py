@@ -8,7 +8,9 @@
     │   ├── TooLarge              a document or an event over its size limit
     │   ├── IdempotencyKeyReused  a key given again with other content
     │   ├── UndecodableEvent      a stored event this code cannot read
-    │   └── StreamConfigMismatch  the existing stream breaks an invariant (DESIGN.md #3)
+    │   ├── StreamConfigMismatch  the existing stream breaks an invariant (DESIGN.md #3)
+    │   └── LeaseLost             a lease holder was superseded (or could not renew in time):
+    │                             what it writes under the lease is refused from now on
     └── TransientError            the bus is unavailable or timed out; retry later
         └── EventLogUnavailable
 """
@@ -24,6 +26,7 @@ __all__ = [
     "EventLogUnavailable",
     "IdempotencyKeyReused",
     "InvalidResource",
+    "LeaseLost",
     "MeshlogError",
     "NotFound",
     "PermanentError",
@@ -102,6 +105,10 @@ class UndecodableEvent(PermanentError):
 
 
 class StreamConfigMismatch(PermanentError):
+    pass
+
+
+class LeaseLost(PermanentError):
     pass
 
 

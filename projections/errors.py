@@ -6,7 +6,9 @@
         ├── ProjectorHalted      an event could not be decoded or applied (quarantined)
         └── StoreError
             ├── StoreUnavailable the database cannot be reached (transient)
-            └── StoreCorrupt     the read models are not what this code wrote (permanent)
+            ├── StoreCorrupt     the read models are not what this code wrote (permanent)
+            └── Fenced           a newer projector leader claimed the store: this one's
+                                 commit is refused (permanent for its term)
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from events import MeshlogError
 
 __all__ = [
+    "Fenced",
     "IdentityUnavailable",
     "ProjectionError",
     "ProjectorHalted",
@@ -52,6 +55,11 @@ class StoreUnavailable(StoreError):
 
 class StoreCorrupt(StoreError):
     pass
+
+
+class Fenced(StoreError):
+    """The store's fence for this projector is above the caller's token: a newer leader
+    (projections.leadership) has claimed it, so the caller is a stale leader."""
 
 
 class IdentityUnavailable(ProjectionError):

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
-from projections.errors import StoreCorrupt, StoreUnavailable
+from projections.errors import Fenced, StoreCorrupt, StoreUnavailable
 from projections.state import Change
 
 __all__ = ["PostgresReadModelStore"]
@@ -26,6 +27,10 @@ CREATE TABLE IF NOT EXISTS meshlog_rows (
 CREATE TABLE IF NOT EXISTS meshlog_checkpoints (
     projector TEXT PRIMARY KEY,
     seq       BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meshlog_fences (
+    projector TEXT PRIMARY KEY,
+    token     BIGINT NOT NULL
 );
 """
 _UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
@@ -58,12 +63,21 @@ class PostgresReadModelStore:
             raise StoreCorrupt(f"checkpoint of {projector!r} is not an integer: {seq!r}")
         return seq
 
+    async def claim(self, projector: str, fence: int) -> None:
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await _check_fence(conn, projector, fence)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL claim failed: {exc}") from exc
+
     async def commit(self, changes: Sequence[Change], checkpoint: int,
-                     projector: str = "main") -> None:
+                     projector: str = "main", *, fence: int | None = None) -> None:
         upserts = [c for c in changes if c.body is not None]
         deletes = [c for c in changes if c.body is None]
         try:
             async with self._pool.acquire() as conn, conn.transaction():
+                if fence is not None:
+                    await _check_fence(conn, projector, fence)
                 await conn.execute(
                     "INSERT INTO meshlog_checkpoints (projector, seq) VALUES ($1, 0) "
                     "ON CONFLICT (projector) DO NOTHING", projector)
@@ -131,6 +145,20 @@ class PostgresReadModelStore:
             return await self._pool.fetch(query, *args)
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"PostgreSQL query failed: {exc}") from exc
+
+
+async def _check_fence(conn: PoolConnectionProxy[asyncpg.Record], projector: str,
+                       fence: int) -> None:
+    """Inside a transaction: lock the fence row, refuse a token below it, else store it."""
+    await conn.execute(
+        "INSERT INTO meshlog_fences (projector, token) VALUES ($1, 0) "
+        "ON CONFLICT (projector) DO NOTHING", projector)
+    stored = await conn.fetchval(
+        "SELECT token FROM meshlog_fences WHERE projector = $1 FOR UPDATE", projector)
+    if stored > fence:
+        raise Fenced(f"projector {projector!r}: token {fence} is fenced off by {stored}")
+    await conn.execute(
+        "UPDATE meshlog_fences SET token = $2 WHERE projector = $1", projector, fence)
 
 
 def _redact(url: str) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from projections.errors import StoreCorrupt, StoreUnavailable
+from projections.errors import Fenced, StoreCorrupt, StoreUnavailable
 from projections.state import Change
 
 __all__ = ["SqliteReadModelStore"]
@@ -25,6 +25,10 @@ CREATE TABLE IF NOT EXISTS rows (
 CREATE TABLE IF NOT EXISTS checkpoints (
     projector TEXT PRIMARY KEY,
     seq       INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fences (
+    projector TEXT PRIMARY KEY,
+    token     INTEGER NOT NULL
 );
 """
 
@@ -57,14 +61,43 @@ class SqliteReadModelStore:
         return int(row[0]) if row else 0
 
     async def commit(self, changes: Sequence[Change], checkpoint: int,
-                     projector: str = "main") -> None:
+                     projector: str = "main", *, fence: int | None = None) -> None:
         async with self._write_lock:
-            await self._commit(changes, checkpoint, projector)
+            await self._commit(changes, checkpoint, projector, fence)
 
-    async def _commit(self, changes: Sequence[Change], checkpoint: int, projector: str) -> None:
+    async def claim(self, projector: str, fence: int) -> None:
+        async with self._write_lock:
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    await self._check_fence(projector, fence)
+                except BaseException:
+                    await self._db.rollback()
+                    raise
+                await self._db.commit()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"SQLite write failed at {self.path}: {exc}") from exc
+
+    async def _check_fence(self, projector: str, fence: int) -> None:
+        """Inside a write transaction (BEGIN IMMEDIATE: writers take turns across processes):
+        refuse a token below the stored fence, else store it."""
+        async with self._db.execute(
+            "SELECT token FROM fences WHERE projector = ?", (projector,)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is not None and int(row[0]) > fence:
+            raise Fenced(f"projector {projector!r}: token {fence} is fenced off by {row[0]}")
+        await self._db.execute(
+            "INSERT INTO fences (projector, token) VALUES (?, ?) "
+            "ON CONFLICT (projector) DO UPDATE SET token = excluded.token", (projector, fence))
+
+    async def _commit(self, changes: Sequence[Change], checkpoint: int, projector: str,
+                      fence: int | None) -> None:
         try:
             await self._db.execute("BEGIN IMMEDIATE")
             try:
+                if fence is not None:
+                    await self._check_fence(projector, fence)
                 current = await self.checkpoint(projector)
                 if checkpoint <= current:
                     raise StoreCorrupt(

@@ -2,6 +2,10 @@
 
 A store keeps rows `(collection, key) -> canonical JSON` and, per projector, a checkpoint: the
 stream sequence its rows reflect. `commit` writes both in one transaction (invariant 5).
+
+Per projector it also keeps a fence: the highest fencing token (the lease revision of
+projections.leadership) a leader has claimed. A commit that carries a token below it is refused
+(`Fenced`) in the same transaction, so a paused ex-leader's late commit cannot land.
 """
 
 from __future__ import annotations
@@ -21,9 +25,16 @@ class ReadModelStore(Protocol):
         ...
 
     async def commit(self, changes: Sequence[Change], checkpoint: int,
-                     projector: str = "main") -> None:
+                     projector: str = "main", *, fence: int | None = None) -> None:
         """Apply `changes` and set the checkpoint, atomically. The checkpoint only moves
-        forward; a commit with a checkpoint not above the current one raises StoreCorrupt."""
+        forward; a commit with a checkpoint not above the current one raises StoreCorrupt.
+        With `fence`, the commit is refused (`Fenced`, nothing written) if a higher token
+        has been claimed for `projector`."""
+        ...
+
+    async def claim(self, projector: str, fence: int) -> None:
+        """Raise the fence of `projector` to `fence`, so commits with lower tokens are
+        refused from now on; `Fenced` if a higher one is already claimed."""
         ...
 
     async def get(self, collection: str, key: str) -> bytes | None: ...

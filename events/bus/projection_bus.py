@@ -5,6 +5,10 @@ the value the row's canonical JSON. Putting the same value again changes no one'
 republishing is idempotent (DESIGN.md invariant 5). Each batch ends with the key
 `meta/checkpoint` (the stream sequence the rows reflect); watchers apply what they received
 only at a checkpoint, so they never see half a batch.
+
+Keys under `meta/lease/` are the projectors' leases (events.bus.lease): they live in this
+bucket so that a publish can be fenced by the lease key's revision (one stream). They are
+not read-model rows: `current()` leaves them out, and the gateways' view ignores `meta`.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from nats.js.kv import KeyValue
 
 from events.bus._kv import open_bucket, stop_watcher
 from events.bus._pipeline import AckPipeline
-from events.errors import EventLogUnavailable
+from events.errors import EventLogUnavailable, LeaseLost
 
-__all__ = ["CHECKPOINT_KEY", "JetStreamProjectionBus", "ProjectionUpdate"]
+__all__ = ["CHECKPOINT_KEY", "LEASE_PREFIX", "JetStreamProjectionBus", "ProjectionUpdate"]
 
 BUCKET = "meshlog_projections"
 CHECKPOINT_KEY = "meta/checkpoint"
+LEASE_PREFIX = "meta/lease/"
+_WRONG_LAST_SEQUENCE = 10071
 _TIMEOUT_S = 5.0
 
 ProjectionUpdate = tuple[str, bytes | None]
@@ -42,22 +48,37 @@ class JetStreamProjectionBus:
         kv = await open_bucket(nc, bucket, replicas=replicas, what="projection")
         return cls(nc, kv, bucket)
 
-    async def publish(self, updates: Sequence[ProjectionUpdate]) -> None:
-        """Put or delete every key, pipelined, and wait for all acknowledgements."""
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    @property
+    def kv(self) -> KeyValue:
+        """The bucket itself, for the leases kept in it (events.bus.lease)."""
+        return self._kv
+
+    async def publish(self, updates: Sequence[ProjectionUpdate], *,
+                      fence: dict[str, str] | None = None) -> None:
+        """Put or delete every key, pipelined, and wait for all acknowledgements. `fence`:
+        headers every message carries (events.bus.lease: the lease key's expected revision);
+        a refusal by them is LeaseLost."""
         if self._pipeline is None:
             self._pipeline = await AckPipeline.open(self._nc)
         futures = []
         for key, value in updates:
             subject = f"$KV.{self._bucket}.{key}"
             if value is None:
-                futures.append(await self._pipeline.publish(subject, b"", {"KV-Operation": "DEL"}))
+                futures.append(await self._pipeline.publish(
+                    subject, b"", {"KV-Operation": "DEL", **(fence or {})}))
             else:
-                futures.append(await self._pipeline.publish(subject, value, {}))
+                futures.append(await self._pipeline.publish(subject, value, dict(fence or {})))
         try:
             acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=_TIMEOUT_S * 4)
         except TimeoutError as exc:
             raise EventLogUnavailable(f"projection publish not acknowledged: {exc!r}") from exc
         refused = [ack["error"] for ack in acks if "error" in ack]
+        if fence and any(e.get("err_code") == _WRONG_LAST_SEQUENCE for e in refused):
+            raise LeaseLost(f"projection publish refused, the lease moved on: {refused[0]}")
         if refused:
             raise EventLogUnavailable(f"projection publish refused: {refused[0]}")
 
@@ -66,6 +87,8 @@ class JetStreamProjectionBus:
         values: dict[str, bytes] = {}
         async for batch in self.watch():
             for key, value in batch:
+                if key.startswith(LEASE_PREFIX):
+                    continue
                 if value is None:
                     values.pop(key, None)
                 else:

@@ -83,7 +83,8 @@ def cmd_process(args: argparse.Namespace) -> int:
             credentials=credentials, replicas=replicas,
             meshservice_grace_period_ms=parse_duration_ms(
                 "--meshservice-grace-period", args.meshservice_grace_period),
-            secret_key=secret_key_of(args.secret_key_file, Path(args.data_dir), create=False))
+            secret_key=secret_key_of(args.secret_key_file, Path(args.data_dir), create=False),
+            lease_ttl_s=parse_duration_ms("--lease-ttl", args.lease_ttl) / 1000)
     elif args.command == "gateway":
         drain_grace_s = _seconds("--drain-grace", args.drain_grace)
         coro = processes.run_gateway_process(
@@ -423,6 +424,10 @@ def _parser() -> argparse.ArgumentParser:
                                "(3 on a 3-node cluster)")
         if name == "projector":
             proc.add_argument(*_GRACE_FLAG, **_GRACE_OPTIONS)
+            proc.add_argument("--lease-ttl", default=env("LEASE_TTL", "5s"),
+                              help="active/standby: how long a silent leader keeps the "
+                                   "projector lease before a standby takes over (default "
+                                   "%(default)s; 0 = no lease, for a single projector)")
         if name != "gateway":
             proc.add_argument("--database", default=env("DATABASE"),
                               help="read-model store URL (default: SQLite in --data-dir)")

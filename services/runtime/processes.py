@@ -1,6 +1,7 @@
 """The control plane's parts as separate processes, for scale-out (compose.yaml):
 
     meshlog projector --nats-url URL [--nats-creds FILE] --database URL [--secret-key-file F]
+                      [--lease-ttl 5s]
     meshlog gateway   --nats-url URL [--nats-creds FILE] [--xds-port 5678] [--drain-grace 10]
                       [--no-auth]
     meshlog api       --nats-url URL [--nats-creds FILE] --database URL [--api-port 5681]
@@ -37,6 +38,7 @@ from services.runtime.api_server import DEFAULT_API_DRAIN_GRACE_S, ApiServer
 from services.runtime.config import ADMIN_TOKEN_FILE
 from services.runtime.credentials import api_tokens
 from services.runtime.shutdown import handle_signals
+from services.runtime.standby import run_standby_projector
 from services.runtime.up import bind_socket, nats_connection, run_projector, warn_no_auth
 from xds_gateway import Gateway
 from xds_gateway.gateway import DEFAULT_DRAIN_GRACE_S
@@ -54,7 +56,10 @@ PROCESS_GRACE_S = 15.0
 async def run_projector_process(*, nats_url: str, database: str, zone: str,
                                 credentials: Path | None = None, replicas: int = 1,
                                 meshservice_grace_period_ms: int = DEFAULT_GRACE_PERIOD_MS,
-                                secret_key: SecretKey | None = None) -> None:
+                                secret_key: SecretKey | None = None,
+                                lease_ttl_s: float = 0) -> None:
+    """`lease_ttl_s` > 0: active/standby (services.runtime.standby); 0: fold unconditionally
+    (a single projector)."""
     # a signal cancels: the projector stops between batches (a commit is whole)
     with handle_signals(PROCESS_GRACE_S):
         reconnected = asyncio.Event()
@@ -66,8 +71,13 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
             bus = await JetStreamProjectionBus.open(nc, replicas=replicas)
             store = await open_store(database)
             try:
-                await run_projector(Projector(event_log, store, bus, zone=zone,
-                                              secret_key=secret_key), reconnected)
+                if lease_ttl_s > 0:
+                    await run_standby_projector(event_log, store, bus, zone=zone,
+                                                secret_key=secret_key, reconnected=reconnected,
+                                                lease_ttl_s=lease_ttl_s)
+                else:
+                    await run_projector(Projector(event_log, store, bus, zone=zone,
+                                                  secret_key=secret_key), reconnected)
             finally:
                 await store.close()
 

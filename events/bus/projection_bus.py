@@ -83,12 +83,15 @@ class JetStreamProjectionBus:
             raise EventLogUnavailable(f"projection publish refused: {refused[0]}")
 
     async def current(self) -> dict[str, bytes]:
-        """Every live key and its value."""
+        """Every live read-model key and its value (leases left out)."""
+        values = await self.current_with_leases()
+        return {k: v for k, v in values.items() if not k.startswith(LEASE_PREFIX)}
+
+    async def current_with_leases(self) -> dict[str, bytes]:
+        """Every live key and its value, the projectors' leases included."""
         values: dict[str, bytes] = {}
         async for batch in self.watch():
             for key, value in batch:
-                if key.startswith(LEASE_PREFIX):
-                    continue
                 if value is None:
                     values.pop(key, None)
                 else:

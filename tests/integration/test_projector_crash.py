@@ -32,7 +32,7 @@ def _start(nats_url: str, database: str, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return popen(
             [str(VENV_BIN / "meshlog"), "projector", "--nats-url", nats_url,
-             "--database", database], stdout=out, stderr=subprocess.STDOUT,
+             "--database", database, "--lease-ttl", "1s"], stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)
 
 

@@ -33,6 +33,7 @@ from projections import DEFAULT_GRACE_PERIOD_MS, Projector, open_store
 from services.api.app import create_app
 from services.api.auth import ApiAuth
 from services.api.proxy_inspector import ProxyInspector
+from services.metrics import exposition
 from services.runtime.api_server import DEFAULT_API_DRAIN_GRACE_S, ApiServer
 from services.runtime.config import ADMIN_TOKEN_FILE
 from services.runtime.credentials import api_tokens
@@ -100,7 +101,7 @@ async def run_gateway_process(*, nats_url: str, host: str, port: int,
                               deregistration_delay_s=deregistration_delay_s, no_auth=no_auth)
             if no_auth:
                 warn_no_auth(f"{host}:{port}")
-            health = HealthServer(gateway, health_sock)
+            health = HealthServer(gateway, health_sock, metrics=exposition)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(health.run(), name="health")
                 tg.create_task(gateway.run())

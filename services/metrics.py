@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from nats.aio.client import Client as NATS
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -23,7 +23,9 @@ from projections.metrics import refresh as refresh_projector_lag
 
 __all__ = ["CONTENT_TYPE", "exposition", "watch_nats"]
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+CONTENT_TYPE = "text/plain; version=0.0.4"
+"""What `generate_latest` renders (the text format every Prometheus reads); the HTTP servers
+add `charset=utf-8`."""
 
 _connections: dict[str, NATS] = {}
 """By connection name (meshlog-api, meshlog-projector, meshlog-gateway): the latest one."""

@@ -5,7 +5,7 @@
     meshlog_read_model_sequence                                gauge: the read models' checkpoint
     meshlog_quarantined_events                                 gauge: quarantined events in them
 
-`route` is the route's path template (`/meshes/{mesh:str}`), so label values stay few;
+`route` is the route's path template (`/meshes/{mesh}`), so label values stay few;
 a request no route matched is `unmatched`.
 """
 

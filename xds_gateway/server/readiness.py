@@ -35,6 +35,7 @@ _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Al
 
 
 _METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""prometheus_client's `generate_latest` format."""
 
 
 class _Exposition(bytes):

@@ -8,18 +8,14 @@ import asyncio
 from collections.abc import Iterator
 
 import grpc
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import ControlPlane, meshlog_up, wait_for
+from tests.services._scrape import Samples, scrape, value
 from tests.xds_gateway._ads import AdsClient
 from xds_gateway.type_urls import CLUSTER, LISTENER
 
 pytestmark = pytest.mark.integration
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
 
 def _dp(name: str, service: str, port: int, ip: str) -> dict:
     return {"type": "Dataplane", "mesh": "default", "name": name, "networking": {
@@ -30,21 +26,6 @@ def _dp(name: str, service: str, port: int, ip: str) -> dict:
 def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     with meshlog_up(tmp_path_factory.mktemp("metrics")) as plane:
         yield plane
-
-
-def scrape(url: str) -> Samples:
-    response = httpx.get(url, timeout=10)
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(response.text)
-            for s in family.samples}
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    """The sum of `name`'s samples that carry `labels` (0 if none)."""
-    wanted = set(labels.items())
-    return sum(v for (n, have), v in samples.items() if n == name and wanted <= have)
 
 
 def _metrics(cp: ControlPlane) -> Samples:

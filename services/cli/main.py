@@ -83,7 +83,10 @@ def cmd_process(args: argparse.Namespace) -> int:
             credentials=credentials, replicas=replicas,
             meshservice_grace_period_ms=parse_duration_ms(
                 "--meshservice-grace-period", args.meshservice_grace_period),
-            secret_key=secret_key_of(args.secret_key_file, Path(args.data_dir), create=False))
+            secret_key=secret_key_of(args.secret_key_file, Path(args.data_dir), create=False),
+            metrics_host=args.metrics_host,
+            metrics_port=None if args.metrics_port is None else parse_port(
+                "--metrics-port", args.metrics_port))
     elif args.command == "gateway":
         drain_grace_s = _seconds("--drain-grace", args.drain_grace)
         coro = processes.run_gateway_process(
@@ -423,6 +426,10 @@ def _parser() -> argparse.ArgumentParser:
                                "(3 on a 3-node cluster)")
         if name == "projector":
             proc.add_argument(*_GRACE_FLAG, **_GRACE_OPTIONS)
+            proc.add_argument("--metrics-host", default=env("METRICS_HOST", "127.0.0.1"))
+            proc.add_argument("--metrics-port", default=env("METRICS_PORT"),
+                              help="serve Prometheus metrics on GET /metrics there (0: any "
+                                   "free port; default: none)")
         if name != "gateway":
             proc.add_argument("--database", default=env("DATABASE"),
                               help="read-model store URL (default: SQLite in --data-dir)")

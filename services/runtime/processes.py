@@ -37,6 +37,7 @@ from services.metrics import exposition
 from services.runtime.api_server import DEFAULT_API_DRAIN_GRACE_S, ApiServer
 from services.runtime.config import ADMIN_TOKEN_FILE
 from services.runtime.credentials import api_tokens
+from services.runtime.metrics_server import serving_metrics
 from services.runtime.shutdown import handle_signals
 from services.runtime.up import bind_socket, nats_connection, run_projector, warn_no_auth
 from xds_gateway import Gateway
@@ -55,12 +56,17 @@ PROCESS_GRACE_S = 15.0
 async def run_projector_process(*, nats_url: str, database: str, zone: str,
                                 credentials: Path | None = None, replicas: int = 1,
                                 meshservice_grace_period_ms: int = DEFAULT_GRACE_PERIOD_MS,
-                                secret_key: SecretKey | None = None) -> None:
+                                secret_key: SecretKey | None = None,
+                                metrics_host: str = "127.0.0.1", metrics_port: int | None = None
+                                ) -> None:
+    """`metrics_port`: serve `GET /metrics` there (none without it)."""
+    metrics = None if metrics_port is None else bind_socket(metrics_host, metrics_port,
+                                                              "--metrics-port")
     # a signal cancels: the projector stops between batches (a commit is whole)
     with handle_signals(PROCESS_GRACE_S):
         reconnected = asyncio.Event()
-        async with nats_connection(nats_url, "meshlog-projector", reconnected,
-                                   credentials=credentials) as nc:
+        async with serving_metrics(metrics), nats_connection(
+                nats_url, "meshlog-projector", reconnected, credentials=credentials) as nc:
             event_log = await JetStreamEventLog.open(nc, replicas=replicas)
             await Commands(event_log, zone=zone).configure_grace_period(
                 "MeshService", meshservice_grace_period_ms, DEFAULT_GRACE_PERIOD_MS)

@@ -5,12 +5,25 @@ connects and ACKs, and when it NACKs."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 
-from tests.harness import ControlPlane, meshlog_up, wait_for
+from tests.harness import (
+    VENV_BIN,
+    ControlPlane,
+    free_port,
+    meshlog_up,
+    popen,
+    run_gateway_process,
+    stop_process,
+    wait_for,
+)
 from tests.services._scrape import Samples, scrape, value
 from tests.xds_gateway._ads import AdsClient
 from xds_gateway.type_urls import CLUSTER, LISTENER
@@ -113,3 +126,39 @@ def test_a_proxy_that_connects_acks_and_nacks_moves_the_gateway_counters(
              == value(before, "meshlog_xds_streams", protocol="sotw") or None,
              what="the stream to close")
     assert value(_metrics(cp), "meshlog_xds_nacks_total", type_url=LISTENER) >= 1
+
+
+def test_separate_projector_and_gateway_processes_serve_their_own_metrics(
+        cp: ControlPlane, tmp_path: Path) -> None:
+    cp.apply({"type": "Mesh", "name": "default"})
+    metrics_port, health_port = free_port(), free_port()
+    log_path = tmp_path / "projector.log"
+    with open(log_path, "wb") as log:
+        projector = popen([str(VENV_BIN / "meshlog"), "projector", "--nats-url",
+                           cp.where["nats"], "--nats-creds", str(cp.creds("projector")),
+                           "--database", f"sqlite:///{tmp_path / 'rm.db'}",
+                           "--data-dir", str(cp.data_dir), "--metrics-port", str(metrics_port)],
+                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
+            folded = wait_for(lambda: _fetched(url, "meshlog_projector_last_folded_sequence"),
+                              what="the projector process's /metrics")
+            assert folded > 0
+            samples = scrape(url)
+            assert value(samples, "meshlog_nats_connected", connection="meshlog-projector") == 1
+            assert "meshlog_api_requests_total" not in {name for name, _ in samples}
+        finally:
+            stop_process(projector, signal.SIGTERM)
+    with run_gateway_process(cp.where["nats"], tmp_path, "gw", "--nats-creds",
+                             str(cp.creds("gateway")), "--health-port", str(health_port)):
+        samples = scrape(f"http://127.0.0.1:{health_port}/metrics")
+        assert value(samples, "meshlog_nats_connected", connection="meshlog-gateway") == 1
+        assert value(samples, "meshlog_xds_view_checkpoint") > 0
+        assert value(samples, "meshlog_xds_streams", protocol="sotw") == 0
+
+
+def _fetched(url: str, name: str) -> float | None:
+    try:
+        return value(scrape(url), name) or None
+    except httpx.TransportError:
+        return None

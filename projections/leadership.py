@@ -28,6 +28,7 @@ from typing import Literal, Protocol
 
 from events import LeaseLost
 from projections.errors import Fenced
+from projections.metrics import leadership_changed
 from projections.state import Change
 from projections.store import ReadModelStore
 
@@ -100,6 +101,7 @@ class Leadership:
         self.role: Role = "standby"
         self.token = 0
         """The fencing token of the current term; 0 as standby."""
+        leadership_changed(name, 0)
         self.terms = 0
         """How many terms this process has led."""
 
@@ -112,8 +114,12 @@ class Leadership:
                 token = await self._lease.acquire()
                 await self._term(token, fold)
         finally:
-            self.role, self.token = "standby", 0
+            self._set("standby", 0)
             await asyncio.shield(self._lease.release())
+
+    def _set(self, role: Role, token: int) -> None:
+        self.role, self.token = role, token
+        leadership_changed(self._name, token)
 
     async def _term(self, token: int, fold: Fold) -> None:
         try:
@@ -121,7 +127,7 @@ class Leadership:
         except Fenced as exc:  # a later term claimed the store already: we were too slow
             log.warning("projector %s: %s", self._name, exc)
             return
-        self.role, self.token = "active", token
+        self._set("active", token)
         self.terms += 1
         log.info("projector %s: ACTIVE (%s, fencing token %d)", self._name,
                  self._lease.holder, token)
@@ -133,7 +139,7 @@ class Leadership:
             folding.cancel()
             keeping.cancel()
             await asyncio.wait([folding, keeping])  # neither's CancelledError is ours
-            self.role, self.token = "standby", 0
+            self._set("standby", 0)
         if not folding.cancelled() and (error := folding.exception()) is not None:
             if not isinstance(error, Fenced | LeaseLost):
                 raise error

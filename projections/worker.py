@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol
 
@@ -29,6 +30,7 @@ from events.identity import SecretKey
 from projections.derive import derive_stale
 from projections.errors import ProjectorHalted, SequenceGap
 from projections.fold import apply_event
+from projections.metrics import ProjectorMetrics
 from projections.state import Change, ProjectionState
 from projections.store import ReadModelStore
 from projections.ticker import Ticker
@@ -104,6 +106,7 @@ class Projector:
         self._ticker: Ticker | None = None
         self._secret_key = secret_key
         """Opens the meshes' CA keys to issue workload certificates (mTLS)."""
+        self.metrics = ProjectorMetrics(name, log, lambda: self.position)
 
     async def run(self, *, until_seq: int | None = None) -> None:
         """Fold the log forever (or until `until_seq` is committed). An event that cannot be
@@ -128,6 +131,7 @@ class Projector:
         state = ProjectionState.load(await self._store.rows(), secret_key=self._secret_key)
         self.position = await self._store.checkpoint(self._name)
         await self._reconcile(state)
+        self.metrics.resumed(self.position)
         if self._ticker is not None:
             self._ticker.schedule(state.next_expiry())
         log.info("projector %s resuming after sequence %d", self._name, self.position)
@@ -135,6 +139,7 @@ class Projector:
             return
         async for records in self._log.read(self.position + 1, max_batch=self._max_batch):
             batch = records if until_seq is None else [r for r in records if r.seq <= until_seq]
+            started = time.perf_counter()
             try:
                 last = self._fold(state, batch)
             except SequenceGap as gap:
@@ -150,6 +155,7 @@ class Projector:
                     f"({poisoned.record.subject}): {poisoned.reason}. The event is quarantined; "
                     "nothing after it is applied. Upgrade meshlog (or add an upcaster) and "
                     "restart.") from poisoned.__cause__
+            self.metrics.folded(len(batch), time.perf_counter() - started)
             await self._commit(state, last)
             if until_seq is not None and last >= until_seq:
                 return
@@ -180,15 +186,18 @@ class Projector:
             self._ticker.schedule(state.next_expiry())
 
     async def _commit_and_publish(self, changes: Sequence[Change], last: int) -> None:
+        started = time.perf_counter()
         await self._store.commit(changes, last, self._name)
         self.position = last
         if changes:
             await self._publish(changes, last)
+        self.metrics.committed(last, time.perf_counter() - started)
 
     async def _quarantine(self, record: Record, reason: str) -> None:
         log.error("projector %s quarantined sequence %d (%s): %s", self._name, record.seq,
                   record.subject, reason)
         self.halted = reason
+        self.metrics.quarantined()
         row = QuarantinedEvent(seq=record.seq, subject=record.subject, reason=reason,
                                data=record.data.decode("utf-8", "backslashreplace"),
                                projector=self._name)

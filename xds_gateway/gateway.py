@@ -44,6 +44,7 @@ from xds_gateway.server.callbacks import (
     invocation_metadata,
 )
 from xds_gateway.server.delta import DeltaStream
+from xds_gateway.server.metrics import StreamMetrics, TimedSnapshots
 from xds_gateway.server.sotw import SotwStream
 from xds_gateway.server.subscription import AdsStream, InvalidStream
 from xds_gateway.view import ProjectionView
@@ -106,8 +107,11 @@ class Gateway:
         """Insights, self-registration and reaping (issues 4 and 5)."""
         self.authentication = None if no_auth else DataplaneAuthentication(self.view)
         """Dataplane tokens on every stream, checked on open and while it lives (issue 11)."""
-        self.callbacks = CallbackChain([*filter(None, [self.authentication]), self.lifecycle,
-                                        *callbacks])
+        self.metrics = StreamMetrics(self.view, self.cache)
+        """Prometheus metrics of the streams (`server.metrics`), read when scraped."""
+        self._timed = TimedSnapshots(self.snapshots)
+        self.callbacks = CallbackChain([*filter(None, [self.authentication]), self.metrics,
+                                        self.lifecycle, *callbacks])
         """What every stream (ADS and HDS) goes through: open, requests, responses, close."""
         self.hds = HealthDiscovery(self.view, event_log, zone=zone, callbacks=self.callbacks)
         """Inbound health reported by proxies (issue 5)."""
@@ -204,12 +208,12 @@ class Gateway:
 
     async def _sotw(self, requests: AsyncIterator[DiscoveryRequest],
                     context: _Context) -> None:
-        await self._serve_stream(SotwStream(self.snapshots, self.cache, context.write),
+        await self._serve_stream(SotwStream(self._timed, self.cache, context.write),
                                  requests, context, "sotw")
 
     async def _delta(self, requests: AsyncIterator[DeltaDiscoveryRequest],
                      context: _Context) -> None:
-        await self._serve_stream(DeltaStream(self.snapshots, self.cache, context.write),
+        await self._serve_stream(DeltaStream(self._timed, self.cache, context.write),
                                  requests, context, "delta")
 
     async def _serve_stream(self, stream: AdsStream[Any], requests: AsyncIterator[Any],

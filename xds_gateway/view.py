@@ -10,6 +10,7 @@ signing keys (public halves) and revocations are kept for the streams' authentic
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
 
@@ -33,6 +34,8 @@ __all__ = ["ProjectionView"]
 class ProjectionView:
     def __init__(self) -> None:
         self.generation = 0
+        self.applied_at = 0.0
+        """`time.monotonic()` when the last batch was applied (the push latency's start)."""
         self.checkpoint = 0
         self.ready = asyncio.Event()
         self.meshes: dict[str, MeshRow] = {}
@@ -71,6 +74,7 @@ class ProjectionView:
             mesh, _, name = rest.partition("/")
             self._apply_one(collection, mesh, name, value)
         self.generation += 1
+        self.applied_at = time.monotonic()
         for wake in self._wakes:
             wake.set()
         revoked, self._revoked = self._revoked, []

@@ -14,6 +14,7 @@
     GET    /meshes/{mesh}/dataplanes+insights           a list page of those (Kuma's name)
     GET    /meshes/{mesh}/dataplanes/{name}/_config     its computed xDS (asked of a gateway)
     GET    /ready                                 200 once the read models answer
+    GET    /metrics                               Prometheus metrics of every part of the process
     GET    /schema/openapi.json                  the OpenAPI document
     POST   /tokens/dataplane, /tokens/user       generate a token (services.api.tokens)
     POST   /tokens/{dataplane,user}/revocations  revoke one
@@ -67,6 +68,7 @@ from projections import (
 )
 from services.api._state import ApiRequest, ApiState, api_state, app_state, await_projection
 from services.api.auth import ADMIN, ApiAuth, Forbidden, NotAuthenticated, guard
+from services.api.metrics import metrics
 from services.api.proxy_inspector import INSPECT_ROUTES, ProxyInspector, add_connected, overviews
 from services.api.tokens import TOKEN_ROUTES
 from services.render import GLOBAL_KINDS, PLURALS, render_row
@@ -221,20 +223,6 @@ async def swap_read_models(request: ApiRequest, data: SwapRequest) -> dict[str, 
                        "(only `meshlog up` swaps); restart the processes with --database")
     seq = await readmodels.swap(data.database)
     return {"database": data.database, "caughtUpTo": seq}
-
-
-@get("/metrics", summary="Prometheus metrics", media_type="text/plain; version=0.0.4")
-async def metrics(request: ApiRequest) -> str:
-    store = _state(request).store
-    lines = [
-        "# HELP meshlog_projected_sequence Last event-log sequence in the read models.",
-        "# TYPE meshlog_projected_sequence gauge",
-        f"meshlog_projected_sequence {await store.checkpoint()}",
-        "# HELP meshlog_quarantined_events Events the projector could not apply.",
-        "# TYPE meshlog_quarantined_events gauge",
-        f"meshlog_quarantined_events {len(await store.scan('quarantine'))}",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 # --- writes -----------------------------------------------------------------------------------

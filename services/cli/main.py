@@ -84,7 +84,10 @@ def cmd_process(args: argparse.Namespace) -> int:
             meshservice_grace_period_ms=parse_duration_ms(
                 "--meshservice-grace-period", args.meshservice_grace_period),
             secret_key=secret_key_of(args.secret_key_file, Path(args.data_dir), create=False),
-            lease_ttl_s=parse_duration_ms("--lease-ttl", args.lease_ttl) / 1000)
+            lease_ttl_s=parse_duration_ms("--lease-ttl", args.lease_ttl) / 1000,
+            metrics_host=args.metrics_host,
+            metrics_port=None if args.metrics_port is None else parse_port(
+                "--metrics-port", args.metrics_port))
     elif args.command == "gateway":
         drain_grace_s = _seconds("--drain-grace", args.drain_grace)
         coro = processes.run_gateway_process(
@@ -428,6 +431,10 @@ def _parser() -> argparse.ArgumentParser:
                               help="active/standby: how long a silent leader keeps the "
                                    "projector lease before a standby takes over (default "
                                    "%(default)s; 0 = no lease, for a single projector)")
+            proc.add_argument("--metrics-host", default=env("METRICS_HOST", "127.0.0.1"))
+            proc.add_argument("--metrics-port", default=env("METRICS_PORT"),
+                              help="serve Prometheus metrics on GET /metrics there (0: any "
+                                   "free port; default: none)")
         if name != "gateway":
             proc.add_argument("--database", default=env("DATABASE"),
                               help="read-model store URL (default: SQLite in --data-dir)")

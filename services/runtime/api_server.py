@@ -23,6 +23,8 @@ import uvicorn
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.api.metrics import RequestMetrics
+
 __all__ = ["DEFAULT_API_DRAIN_GRACE_S", "ApiServer"]
 
 DEFAULT_API_DRAIN_GRACE_S = 10.0
@@ -103,7 +105,8 @@ class ApiServer:
         self._sock = sock
         self._drain_grace_s = drain_grace_s
         self._server = _Server(uvicorn.Config(
-            self._app, log_level="warning", lifespan="off", access_log=False,
+            # counted outside the drain: its 503s are answers too
+            RequestMetrics(self._app), log_level="warning", lifespan="off", access_log=False,
             timeout_graceful_shutdown=round(drain_grace_s + _UVICORN_BACKSTOP_S),
             # the client is the socket's peer: loopback clients may be admin
             # (services.api.auth), so no header may say where a request came from

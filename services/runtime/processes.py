@@ -34,9 +34,11 @@ from projections import DEFAULT_GRACE_PERIOD_MS, Projector, open_store
 from services.api.app import create_app
 from services.api.auth import ApiAuth
 from services.api.proxy_inspector import ProxyInspector
+from services.metrics import exposition
 from services.runtime.api_server import DEFAULT_API_DRAIN_GRACE_S, ApiServer
 from services.runtime.config import ADMIN_TOKEN_FILE
 from services.runtime.credentials import api_tokens
+from services.runtime.metrics_server import serving_metrics
 from services.runtime.shutdown import handle_signals
 from services.runtime.standby import run_standby_projector
 from services.runtime.up import bind_socket, nats_connection, run_projector, warn_no_auth
@@ -57,14 +59,17 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
                                 credentials: Path | None = None, replicas: int = 1,
                                 meshservice_grace_period_ms: int = DEFAULT_GRACE_PERIOD_MS,
                                 secret_key: SecretKey | None = None,
-                                lease_ttl_s: float = 0) -> None:
+                                lease_ttl_s: float = 0, metrics_host: str = "127.0.0.1",
+                                metrics_port: int | None = None) -> None:
     """`lease_ttl_s` > 0: active/standby (services.runtime.standby); 0: fold unconditionally
-    (a single projector)."""
+    (a single projector). `metrics_port`: serve `GET /metrics` there (none without it)."""
+    metrics = None if metrics_port is None else bind_socket(metrics_host, metrics_port,
+                                                              "--metrics-port")
     # a signal cancels: the projector stops between batches (a commit is whole)
     with handle_signals(PROCESS_GRACE_S):
         reconnected = asyncio.Event()
-        async with nats_connection(nats_url, "meshlog-projector", reconnected,
-                                   credentials=credentials) as nc:
+        async with serving_metrics(metrics), nats_connection(
+                nats_url, "meshlog-projector", reconnected, credentials=credentials) as nc:
             event_log = await JetStreamEventLog.open(nc, replicas=replicas)
             await Commands(event_log, zone=zone).configure_grace_period(
                 "MeshService", meshservice_grace_period_ms, DEFAULT_GRACE_PERIOD_MS)
@@ -110,7 +115,7 @@ async def run_gateway_process(*, nats_url: str, host: str, port: int,
                               deregistration_delay_s=deregistration_delay_s, no_auth=no_auth)
             if no_auth:
                 warn_no_auth(f"{host}:{port}")
-            health = HealthServer(gateway, health_sock)
+            health = HealthServer(gateway, health_sock, metrics=exposition)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(health.run(), name="health")
                 tg.create_task(gateway.run())

@@ -52,6 +52,7 @@ from services.api.app import api_state, create_app
 from services.api.auth import ApiAuth
 from services.api.proxy_inspector import ProxyInspector
 from services.errors import ConfigError
+from services.metrics import watch_nats
 from services.runtime.api_server import DEFAULT_API_DRAIN_GRACE_S, ApiServer
 from services.runtime.config import ADMIN_TOKEN_FILE, UpConfig, secret_key_of
 from services.runtime.credentials import api_tokens
@@ -175,6 +176,7 @@ async def nats_connection(url: str, name: str, reconnected: asyncio.Event | None
 
     nc = await connect_nats(url, name=name, credentials=credentials,
                             reconnected_cb=on_reconnect)
+    watch_nats(name, nc)  # meshlog_nats_connected{connection=name}
     try:
         yield nc
     finally:

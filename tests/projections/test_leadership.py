@@ -87,3 +87,19 @@ async def test_a_stale_tokens_commit_is_refused(backend: str, tmp_path: Path) ->
         assert await store.get("mesh", "late") is None
         await store.commit([], 2, "main", fence=9)
         assert await store.checkpoint("main") == 2
+
+
+def test_who_leads_is_a_metric() -> None:
+    """`meshlog_projector_leader` and `meshlog_projector_fencing_token` follow the role."""
+    from prometheus_client import REGISTRY
+
+    from projections.metrics import leadership_changed
+
+    leadership_changed("metric-test", 7)
+    assert REGISTRY.get_sample_value("meshlog_projector_leader",
+                                     {"projector": "metric-test"}) == 1
+    assert REGISTRY.get_sample_value("meshlog_projector_fencing_token",
+                                     {"projector": "metric-test"}) == 7
+    leadership_changed("metric-test", 0)
+    assert REGISTRY.get_sample_value("meshlog_projector_leader",
+                                     {"projector": "metric-test"}) == 0

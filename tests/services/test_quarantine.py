@@ -11,6 +11,7 @@ import pytest
 
 from events import connect_nats, resource_subject
 from tests.harness import VENV_BIN, ControlPlane, meshlog_up, wait_for
+from tests.services._scrape import scrape, value
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +50,9 @@ def test_undecodable_event_is_quarantined_and_halts_the_projector(tmp_path: Path
         ready = cp.api.get("/ready").json()
         assert ready["projectedSequence"] == bad_seq - 1
         assert ready["quarantinedEvents"] == 1
-        assert "meshlog_quarantined_events 1" in cp.api.get("/metrics").text
+        metrics = scrape(cp.where["api"] + "/metrics")
+        assert value(metrics, "meshlog_quarantined_events") == 1
+        assert value(metrics, "meshlog_projector_quarantined_events_total") == 1
         assert cp.api.get("/meshes/default/dataplanes/before").status_code == 200
         assert cp.api.get("/meshes/default/dataplanes/after").status_code == 404
 

@@ -65,11 +65,16 @@ class ResourceCache:
         self._max = max_entries
         self.builds = 0
         """How many resources were built and encoded (for tests of invariant 9)."""
+        self.hits = 0
+        """How many lookups found the resource already encoded (metrics, read when scraped)."""
         self._owner: object = None
         self._generation = -1
         self._shared: dict[Hashable, Any] = {}
         self.shared_builds = 0
         """How many per-generation values were computed (for tests of the sharing)."""
+        self.shared_hits = 0
+        self.body_builds = 0
+        self.body_hits = 0
         self._bodies: OrderedDict[Hashable, bytes] = OrderedDict()
         self._body_bytes = 0
         self._names: OrderedDict[frozenset[str], frozenset[str]] = OrderedDict()
@@ -80,6 +85,7 @@ class ResourceCache:
         entry = self._entries.get(key)
         if entry is not None:
             self._entries.move_to_end(key)
+            self.hits += 1
             return entry
         value = build().SerializeToString(deterministic=True)
         self.builds += 1
@@ -97,11 +103,13 @@ class ResourceCache:
             self._owner, self._generation, self._shared = owner, generation, {}
         try:
             # the memo is heterogeneous: a key's value is what its `build` returned
-            return self._shared[key]  # type: ignore[no-any-return]  # see the line above
+            value: T = self._shared[key]
         except KeyError:
             value = self._shared[key] = build()
             self.shared_builds += 1
             return value
+        self.shared_hits += 1
+        return value
 
     def response_body(self, key: Hashable, build: Callable[[], bytes]) -> bytes:
         """The response bytes (without nonce) for `key`, which must determine them: (type URL,
@@ -109,8 +117,10 @@ class ResourceCache:
         body = self._bodies.get(key)
         if body is not None:
             self._bodies.move_to_end(key)
+            self.body_hits += 1
             return body
         body = build()
+        self.body_builds += 1
         if len(body) <= _BODY_BUDGET // 4:
             self._bodies[key] = body
             self._body_bytes += len(body)

@@ -2,6 +2,7 @@
 
     GET /live   200 while the process runs
     GET /ready  200 once the gateway can serve proxies correctly; 503 with the reason otherwise
+    GET /metrics  Prometheus metrics, when the process gives a `metrics` renderer
 
 Ready means: the view holds a complete, consistent copy of the projections (the initial batch
 applied, at a projector checkpoint), the gRPC server is serving, and the gateway is not
@@ -17,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from xds_gateway.view import ProjectionView
@@ -30,6 +32,14 @@ _READ_TIMEOUT_S = 5.0
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
             408: "Request Timeout",
             431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+
+
+_METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""prometheus_client's `generate_latest` format."""
+
+
+class _Exposition(bytes):
+    """A body in Prometheus' text format."""
 
 
 class _Gateway(Protocol):
@@ -51,8 +61,11 @@ def not_ready_reason(gateway: _Gateway) -> str | None:
 
 
 class HealthServer:
-    def __init__(self, gateway: _Gateway, sock: socket.socket) -> None:
+    def __init__(self, gateway: _Gateway, sock: socket.socket, *,
+                 metrics: Callable[[], Awaitable[bytes]] | None = None) -> None:
+        """`metrics`: renders the process's Prometheus metrics for `GET /metrics`."""
         self._gateway = gateway
+        self._metrics = metrics
         self._sock = sock
         self.port: int = sock.getsockname()[1]
 
@@ -68,8 +81,9 @@ class HealthServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             status, body = await self._answer(reader)
+            kind = _METRICS_TYPE if isinstance(body, _Exposition) else "text/plain; charset=utf-8"
             head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
-                    f"Content-Type: text/plain; charset=utf-8\r\n"
+                    f"Content-Type: {kind}\r\n"
                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
             writer.write(head.encode() + body)
             await asyncio.wait_for(writer.drain(), _READ_TIMEOUT_S)
@@ -93,6 +107,8 @@ class HealthServer:
         if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
             return 400, b"not an HTTP/1.x request line\n"
         method, target = parts[0], parts[1].split(b"?", 1)[0]
+        if target == b"/metrics" and self._metrics is not None and method == b"GET":
+            return 200, _Exposition(await self._metrics())
         if target not in (b"/ready", b"/live"):
             return 404, b"not found: try /ready or /live\n"
         if method != b"GET":

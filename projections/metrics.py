@@ -1,0 +1,124 @@
+"""The projector's Prometheus metrics, in the process's default registry (prometheus-client).
+
+    meshlog_projector_last_folded_sequence{projector}   gauge: the last sequence committed
+    meshlog_projector_lag_events{projector}             gauge: the stream's last sequence minus it
+    meshlog_projector_lag_seconds{projector}            gauge: age of the oldest unfolded event
+    meshlog_projector_batch_events{projector}           histogram: events per folded batch
+    meshlog_projector_fold_seconds{projector}           histogram: folding one batch
+    meshlog_projector_commit_seconds{projector}         histogram: committing (and publishing) it
+    meshlog_projector_quarantined_events_total{projector}  counter
+
+The lag needs the log (its last sequence, the time of the next event), so it is read when
+scraped: `refresh()`, awaited by the process's `/metrics` before it renders (services.metrics).
+The projector itself only calls `folded`, `committed` and `quarantined`, once per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Callable
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from events import EventLog, UndecodableEvent, decode_event
+
+__all__ = ["ProjectorMetrics", "leadership_changed", "refresh"]
+
+log = logging.getLogger("meshlog.projector")
+
+_LABELS = ["projector"]
+LAST_FOLDED = Gauge("meshlog_projector_last_folded_sequence",
+                    "The last event-log sequence the projector committed.", _LABELS)
+LAG_EVENTS = Gauge("meshlog_projector_lag_events",
+                   "Events in the log the projector has not committed yet (read when scraped).",
+                   _LABELS)
+LAG_SECONDS = Gauge("meshlog_projector_lag_seconds",
+                    "Age of the oldest event not committed yet, 0 when caught up (read when "
+                    "scraped).", _LABELS)
+BATCH = Histogram("meshlog_projector_batch_events", "Events per folded batch.", _LABELS,
+                  buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000))
+FOLD = Histogram("meshlog_projector_fold_seconds", "Time to fold one batch (pure, in memory).",
+                 _LABELS, buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5))
+COMMIT = Histogram("meshlog_projector_commit_seconds",
+                   "Time to commit one batch's rows and checkpoint, and publish them.", _LABELS,
+                   buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5))
+LEADER = Gauge("meshlog_projector_leader",
+               "1 while this process holds the projector lease and folds (active), 0 as "
+               "standby; absent without a lease (--lease-ttl 0).", _LABELS)
+FENCING_TOKEN = Gauge("meshlog_projector_fencing_token",
+                      "The fencing token (lease revision) of the current term; 0 as standby.",
+                      _LABELS)
+QUARANTINED = Counter("meshlog_projector_quarantined_events_total",
+                      "Events the projector could not apply and quarantined (it halts).",
+                      _LABELS)
+
+_REFRESH_TIMEOUT_S = 2.0
+_live: weakref.WeakSet[ProjectorMetrics] = weakref.WeakSet()
+
+
+class ProjectorMetrics:
+    """One projector's metrics. Its calls are per batch, never per event."""
+
+    def __init__(self, name: str, event_log: EventLog, position: Callable[[], int]) -> None:
+        self._log = event_log
+        self._position = position
+        self._last_folded = LAST_FOLDED.labels(name)
+        self._lag_events = LAG_EVENTS.labels(name)
+        self._lag_seconds = LAG_SECONDS.labels(name)
+        self._batch = BATCH.labels(name)
+        self._fold = FOLD.labels(name)
+        self._commit = COMMIT.labels(name)
+        self._quarantined = QUARANTINED.labels(name)
+        _live.add(self)
+
+    def resumed(self, position: int) -> None:
+        self._last_folded.set(position)
+
+    def folded(self, events: int, seconds: float) -> None:
+        self._batch.observe(events)
+        self._fold.observe(seconds)
+
+    def committed(self, position: int, seconds: float) -> None:
+        self._last_folded.set(position)
+        self._commit.observe(seconds)
+
+    def quarantined(self) -> None:
+        self._quarantined.inc()
+
+    async def refresh(self) -> None:
+        """Read the lag from the log: its last sequence, and the time of the next event."""
+        position = self._position()
+        head = await self._log.last_seq()
+        behind = max(0, head - position)
+        self._lag_events.set(behind)
+        if behind == 0:
+            self._lag_seconds.set(0)
+            return
+        record = await self._log.at(position + 1)
+        if record is None:
+            return
+        try:
+            event = decode_event(record.data, seq=record.seq, subject=record.subject,
+                                 schema_version=record.schema_version)
+        except UndecodableEvent:
+            return  # the projector quarantines it; its counter says so
+        self._lag_seconds.set(max(0.0, time.time() - event.at / 1000))
+
+
+async def refresh() -> None:
+    """Refresh every live projector's lag (bounded); one whose log does not answer keeps its
+    last values."""
+    for metrics in list(_live):
+        try:
+            await asyncio.wait_for(metrics.refresh(), _REFRESH_TIMEOUT_S)
+        except Exception as exc:  # NATS unavailable: the scrape still answers
+            log.debug("projector lag not refreshed: %r", exc)
+
+
+def leadership_changed(projector: str, token: int) -> None:
+    """Who leads, for `meshlog_projector_leader`: `token` > 0 while active, 0 as standby."""
+    LEADER.labels(projector).set(1 if token else 0)
+    FENCING_TOKEN.labels(projector).set(token)

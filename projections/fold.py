@@ -49,7 +49,7 @@ from events import (
 from events.identity import KeyId
 from projections._provenance import provenance_labels
 from projections.generation import expire_due, regenerate, service_name_conditions
-from projections.identity import open_ca_key, refresh_trust, renew_due
+from projections.identity import open_ca, refresh_trust, renew_due
 from projections.ipam import allocate_vip, configure_cidr
 from projections.state import ProjectionState, dp_key, ms_key
 from projections.views import (
@@ -146,7 +146,7 @@ def apply_event(
                 meta=_meta(old, seq, event.at)))
             ca = state.ca(mesh, backend)
             assert ca is not None
-            open_ca_key(state, ca)  # a key that does not open stops the fold here, by name
+            open_ca(state, ca)  # a key that does not open stops the fold here, by name
             refresh_trust(state, mesh, event.at)
         case MeshTrafficPermissionApplied(policy=mtp):
             key = dp_key(mtp.mesh, mtp.name)

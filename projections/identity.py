@@ -19,7 +19,7 @@ signature.
 from __future__ import annotations
 
 from events import Mesh, ca_purpose
-from events.identity.pki import issue_workload, uri_sans
+from events.identity.pki import NOT_BEFORE_SKEW_MS, LoadedCa, issue_workload, uri_sans
 from events.resources import duration_ms
 from projections.errors import IdentityUnavailable
 from projections.state import ProjectionState, dp_key
@@ -108,22 +108,28 @@ def _derive_one(state: ProjectionState, mesh: str, name: str) -> None:
     uris = uri_sans(mesh, _tags(dp))
     old = state.identity(mesh, name)
     if (old is not None and old.backend == trust.backend and old.ca_version == trust.ca_version
-            and old.uris == uris and old.not_after == trust.window_start
-            + trust.expiration_ms):
+            and old.uris == uris and old.not_before == trust.window_start - NOT_BEFORE_SKEW_MS):
         return
-    ca = state.ca(mesh, trust.backend)
-    assert ca is not None  # refresh_trust keeps a TrustRow only with its CA
+    ca_row = state.ca(mesh, trust.backend)
+    assert ca_row is not None  # refresh_trust keeps a TrustRow only with its CA
+    ca = open_ca(state, ca_row)
+    if not uris or ca.not_after_ms <= trust.window_start:
+        # a Dataplane with no tagged inbound has no identity to certify; a CA past its expiry
+        # issues nothing (its proxies' peers refuse them): neither stops other meshes
+        state.delete("identity", key)
+        return
     issued = issue_workload(
-        ca.cert, open_ca_key(state, ca), mesh=mesh, dataplane=name, uris=uris,
-        not_before_ms=trust.window_start, not_after_ms=trust.window_start + trust.expiration_ms)
+        ca, mesh=mesh, dataplane=name, uris=uris, not_before_ms=trust.window_start,
+        not_after_ms=trust.window_start + trust.expiration_ms)
     state.put("identity", key, IdentityRow(
         mesh=mesh, dataplane=name, backend=trust.backend, ca_version=trust.ca_version,
         uris=uris, cert=issued.chain, key=issued.key, not_before=issued.not_before,
-        not_after=trust.window_start + trust.expiration_ms))
+        not_after=issued.not_after))
 
 
-def open_ca_key(state: ProjectionState, ca: CaRow) -> bytes:
-    """The CA's key, opened with the projector's secret key (and kept open in memory)."""
+def open_ca(state: ProjectionState, ca: CaRow) -> LoadedCa:
+    """The CA with its key, opened with the projector's secret key and parsed once (kept in
+    memory for the process)."""
     cached = state.ca_keys.get((ca.mesh, ca.backend, ca.meta.version))
     if cached is not None:
         return cached
@@ -132,9 +138,10 @@ def open_ca_key(state: ProjectionState, ca: CaRow) -> bytes:
             f"mesh {ca.mesh!r} has mTLS on, and this projector has no secret key to open its "
             f"CA {ca.backend!r} with: start it with --secret-key-file (the file meshlog up "
             "keeps in its data dir)")
-    key = state.secret_key.open(ca.key, purpose=ca_purpose(ca.mesh, ca.backend))
-    state.ca_keys[(ca.mesh, ca.backend, ca.meta.version)] = key
-    return key
+    loaded = LoadedCa(ca.cert, state.secret_key.open(
+        ca.key, purpose=ca_purpose(ca.mesh, ca.backend)))
+    state.ca_keys[(ca.mesh, ca.backend, ca.meta.version)] = loaded
+    return loaded
 
 
 def _tags(row: DataplaneRow) -> dict[str, set[str]]:

@@ -16,6 +16,7 @@ from msgspec import Struct
 
 from events import Dataplane
 from events.identity import SecretKey
+from events.identity.pki import LoadedCa
 from projections._match import dataplane_matches
 from projections.views import (
     COLLECTIONS,
@@ -84,8 +85,8 @@ class ProjectionState:
         """mesh -> `TrustRow.renew_at`: when its workload certificates are re-issued."""
         self.secret_key: SecretKey | None = None
         """Opens the meshes' CA keys (`projections.identity`); the projector sets it."""
-        self.ca_keys: dict[tuple[str, str, int], bytes] = {}
-        """Opened CA keys by (mesh, backend, CA version): opened once per process."""
+        self.ca_keys: dict[tuple[str, str, int], LoadedCa] = {}
+        """Opened CAs by (mesh, backend, CA version): opened and parsed once per process."""
 
     @classmethod
     def load(cls, rows: Iterable[tuple[str, str, bytes]], *,

@@ -98,11 +98,13 @@ class Commands:
         mesh = getattr(resource, "mesh", None)
         if mesh is not None:
             await self._require_mesh(mesh)
+        subject = resource_subject(type(resource).__name__, mesh, resource.name, self._zone)
         if isinstance(resource, Mesh):
+            if if_match is not None:  # a refused write must not change the CAs either
+                _check_if_match(subject, if_match, (await self.handler.current(subject)).seq)
             # its CAs first: a Mesh in the log never names a backend whose CA is not there
             await self._cas.record(resource)
             resource = self._cas.stored(resource)
-        subject = resource_subject(type(resource).__name__, mesh, resource.name, self._zone)
         at = self._clock()
 
         def decide(current: Current) -> Decision:
@@ -116,6 +118,12 @@ class Commands:
         return WriteResult(seq=outcome.seq, unchanged=not outcome.appended,
                            created=outcome.appended and live_resource(
                                outcome.previous.event) is None)
+
+    async def stored_mesh(self, name: str) -> Mesh | None:
+        """Mesh `name` as the log holds it now (None if it does not exist)."""
+        current = await self.handler.current(resource_subject("Mesh", None, name, self._zone))
+        resource = live_resource(current.event)
+        return resource if isinstance(resource, Mesh) else None
 
     async def delete(self, kind: str, mesh: str | None, name: str, *, if_match: int | None = None,
                      headers: Mapping[str, str] | None = None) -> WriteResult:

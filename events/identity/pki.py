@@ -31,6 +31,7 @@ __all__ = [
     "CA_VALIDITY_MS",
     "NOT_BEFORE_SKEW_MS",
     "IssuedCertificate",
+    "LoadedCa",
     "check_provided_ca",
     "create_ca",
     "issue_workload",
@@ -108,20 +109,38 @@ class IssuedCertificate:
         self.not_after = not_after
 
 
-def issue_workload(ca_cert_pem: str, ca_key_pem: bytes, *, mesh: str, dataplane: str,
-                   uris: list[str], not_before_ms: int, not_after_ms: int) -> IssuedCertificate:
+class LoadedCa:
+    """A CA parsed once (loading an RSA key validates it: ~45 ms), to issue many
+    certificates with."""
+
+    __slots__ = ("cert", "key", "not_after_ms", "secret")
+
+    def __init__(self, cert_pem: str, key_pem: bytes) -> None:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+            raise ValueError("a mesh CA key must be an EC or RSA key")
+        self.key = key
+        self.cert = x509.load_pem_x509_certificate(cert_pem.encode())
+        self.not_after_ms = int(self.cert.not_valid_after_utc.timestamp()) * 1000
+        self.secret = key.private_bytes(serialization.Encoding.DER,
+                                        serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption())
+        """What workload keys are derived from."""
+
+
+def issue_workload(ca: LoadedCa, *, mesh: str, dataplane: str, uris: list[str],
+                   not_before_ms: int, not_after_ms: int) -> IssuedCertificate:
     """The certificate of Dataplane `dataplane` for the window [`not_before_ms`,
-    `not_after_ms`] (capped at the CA's own expiry): same inputs, same bytes."""
-    ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        raise ValueError("a mesh CA key must be an EC or RSA key")
-    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem.encode())
-    not_after_ms = min(not_after_ms, int(ca_cert.not_valid_after_utc.timestamp()) * 1000)
+    `not_after_ms`] (capped at the CA's own expiry, which must be later than
+    `not_before_ms`): same inputs, same bytes."""
+    if not uris:
+        raise ValueError("a workload certificate needs at least one URI SAN")
+    ca_cert, ca_key = ca.cert, ca.key
+    not_after_ms = min(not_after_ms, ca.not_after_ms)
+    if not_after_ms <= not_before_ms:
+        raise ValueError(f"the CA expired at {not_after_ms} ms, before the window starts")
     inputs = json.dumps([mesh, dataplane, uris, not_before_ms, not_after_ms]).encode()
-    secret = ca_key.private_bytes(serialization.Encoding.DER,
-                                  serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption())
-    digest = hmac.new(secret, _DERIVATION + inputs, hashlib.sha512).digest()
+    digest = hmac.new(ca.secret, _DERIVATION + inputs, hashlib.sha512).digest()
     # 512 bits reduced modulo the ~256-bit order: the bias is negligible (FIPS 186-5 A.2.1)
     scalar = int.from_bytes(digest) % (_P256_ORDER - 1) + 1
     key = ec.derive_private_key(scalar, ec.SECP256R1())
@@ -180,6 +199,11 @@ def check_provided_ca(cert_pem: str, key_pem: str) -> list[tuple[str, str]]:
             is_ca = False
         if not is_ca:
             problems.append(("cert", "is not a CA certificate (basicConstraints CA:TRUE)"))
+        now = datetime.datetime.now(datetime.UTC)
+        if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
+            problems.append(("cert", f"is not valid now: it is valid from "
+                                     f"{cert.not_valid_before_utc.isoformat()} to "
+                                     f"{cert.not_valid_after_utc.isoformat()}"))
         if key is not None and cert.public_key() != key.public_key():
             problems.append(("key", "does not belong to the certificate"))
     return problems

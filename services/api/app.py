@@ -45,6 +45,7 @@ from events import (
     Conflict,
     IdempotencyKeyReused,
     InvalidResource,
+    Mesh,
     NotFound,
     Resource,
     TooLarge,
@@ -67,7 +68,7 @@ from projections import (
     decode_row,
 )
 from services.api._state import ApiRequest, ApiState, api_state, app_state, await_projection
-from services.api.auth import ADMIN, ApiAuth, Forbidden, NotAuthenticated, guard
+from services.api.auth import ADMIN, ApiAuth, Forbidden, NotAuthenticated, guard, require
 from services.api.metrics import metrics
 from services.api.proxy_inspector import INSPECT_ROUTES, ProxyInspector, add_connected, overviews
 from services.api.tokens import TOKEN_ROUTES
@@ -232,6 +233,12 @@ async def swap_read_models(request: ApiRequest, data: SwapRequest) -> dict[str, 
 async def put_mesh(request: ApiRequest, mesh: str) -> Response[dict[str, Any]]:
     resource = await _resource(request, "Mesh")
     _match_url(resource, None, mesh)
+    if isinstance(resource, Mesh):
+        stored = await _state(request).commands.stored_mesh(mesh)
+        if resource.mtls != (stored.mtls if stored is not None else None):
+            # every CA a Mesh lists is trusted by all its proxies: whoever adds one can mint
+            # any identity of the mesh (Kuma keeps provided CA keys in admin-only Secrets)
+            require(request.user, ADMIN, f"change the mTLS of mesh {mesh!r}")
     return await _write(request, await _state(request).commands.apply(
         resource, if_match=_if_match(request), idempotency_key=_idempotency_key(request)))
 

@@ -31,6 +31,7 @@ from events.commands import Commands, NoSecretKey
 from events.identity import SealedSecretError, SecretKey
 from events.identity.pki import (
     NOT_BEFORE_SKEW_MS,
+    LoadedCa,
     check_provided_ca,
     create_ca,
     issue_workload,
@@ -93,9 +94,10 @@ def test_a_workload_certificate_is_the_same_bytes_for_the_same_inputs() -> None:
     assert uris == ["kuma://kuma.io/service/web", "kuma://version/v1", "spiffe://default/web"]
     args = {"mesh": "default", "dataplane": "web-1", "uris": uris,
             "not_before_ms": NOW, "not_after_ms": NOW + 86_400_000}
-    one, two = issue_workload(ca_cert, ca_key, **args), issue_workload(ca_cert, ca_key, **args)
+    ca = LoadedCa(ca_cert, ca_key)
+    one, two = issue_workload(ca, **args), issue_workload(LoadedCa(ca_cert, ca_key), **args)
     assert (one.chain, one.key) == (two.chain, two.key)
-    other = issue_workload(ca_cert, ca_key, **{**args, "dataplane": "web-2"})
+    other = issue_workload(ca, **{**args, "dataplane": "web-2"})
     assert other.key != one.key and other.chain != one.chain
 
     cert = x509.load_pem_x509_certificate(one.chain.encode())
@@ -114,19 +116,29 @@ def test_a_workload_certificate_is_the_same_bytes_for_the_same_inputs() -> None:
 def test_a_workload_certificate_never_outlives_its_ca() -> None:
     ca_cert, ca_key = _ca()
     ca = x509.load_pem_x509_certificate(ca_cert.encode())
-    issued = issue_workload(ca_cert, ca_key, mesh="default", dataplane="web-1", uris=[],
-                            not_before_ms=NOW, not_after_ms=NOW + 20 * 365 * 86_400_000)
+    issued = issue_workload(LoadedCa(ca_cert, ca_key), mesh="default", dataplane="web-1",
+                            uris=["spiffe://default/web"], not_before_ms=NOW,
+                            not_after_ms=NOW + 20 * 365 * 86_400_000)
     cert = x509.load_pem_x509_certificate(issued.chain.encode())
     assert cert.not_valid_after_utc == ca.not_valid_after_utc
+    assert issued.not_after == int(ca.not_valid_after_utc.timestamp()) * 1000
+    # a window that starts after the CA's expiry has nothing to issue
+    with pytest.raises(ValueError, match="the CA expired"):
+        issue_workload(LoadedCa(ca_cert, ca_key), mesh="default", dataplane="web-1",
+                       uris=["spiffe://default/web"], not_before_ms=issued.not_after + 1,
+                       not_after_ms=issued.not_after + 1000)
 
 
-def _rsa_ca() -> tuple[str, str]:
+def _rsa_ca(*, valid_days: int = 365) -> tuple[str, str]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "corp root")])
     now = datetime.datetime.now(datetime.UTC)
+    start = now - datetime.timedelta(days=1) if valid_days > 0 else now - datetime.timedelta(
+        days=10)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(1)
-            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=365))
+            .not_valid_before(start)
+            .not_valid_after(now + datetime.timedelta(days=valid_days))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
     return (cert.public_bytes(serialization.Encoding.PEM).decode(),
@@ -137,7 +149,8 @@ def _rsa_ca() -> tuple[str, str]:
 def test_an_operators_rsa_ca_issues_too() -> None:
     ca_cert, ca_key = _rsa_ca()
     assert check_provided_ca(ca_cert, ca_key) == []
-    issued = issue_workload(ca_cert, ca_key.encode(), mesh="default", dataplane="web-1",
+    issued = issue_workload(LoadedCa(ca_cert, ca_key.encode()), mesh="default",
+                            dataplane="web-1",
                             uris=["spiffe://default/web"], not_before_ms=NOW,
                             not_after_ms=NOW + 3_600_000)
     cert = x509.load_pem_x509_certificate(issued.chain.encode())
@@ -154,12 +167,15 @@ def test_a_provided_ca_is_checked_field_by_field() -> None:
     _, other_key = _rsa_ca()
     assert check_provided_ca(ca_cert, other_key) == [
         ("key", "does not belong to the certificate")]
+    expired_cert, expired_key = _rsa_ca(valid_days=-1)
+    assert any(field == "cert" and "is not valid now" in message
+               for field, message in check_provided_ca(expired_cert, expired_key))
     problems = dict(check_provided_ca("garbage", "garbage"))
     assert "is not a PEM certificate" in problems["cert"]
     assert "is not an unencrypted PEM private key" in problems["key"]
     builtin_cert, builtin_key = _ca()
-    leaf = issue_workload(builtin_cert, builtin_key, mesh="m", dataplane="d", uris=[],
-                          not_before_ms=NOW, not_after_ms=NOW + 1000)
+    leaf = issue_workload(LoadedCa(builtin_cert, builtin_key), mesh="m", dataplane="d",
+                          uris=["spiffe://m/d"], not_before_ms=NOW, not_after_ms=NOW + 1000)
     assert ("cert", "is not a CA certificate (basicConstraints CA:TRUE)") in check_provided_ca(
         leaf.chain, leaf.key)
 

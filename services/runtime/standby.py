@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 import nats.errors
@@ -21,9 +22,10 @@ from events.bus.projection_bus import JetStreamProjectionBus
 from events.identity import SecretKey
 from projections import Projector, ReadModelStore
 from projections.leadership import FencedStore, Leadership
-from services.runtime.up import run_projector
+from services.runtime.projector_loop import run_projector
 
-__all__ = ["Readiness", "StandbyProjector", "default_holder", "single_projector_readiness"]
+__all__ = ["Readiness", "StandbyProjector", "default_holder", "projectors_status",
+           "single_projector_readiness"]
 
 Readiness = tuple[int, dict[str, Any]]
 """A `/ready` answer: the HTTP status and its JSON body."""
@@ -98,3 +100,8 @@ def single_projector_readiness(projector: Projector) -> Readiness:
     """`/ready` of a projector without a lease (`--lease-ttl 0`): it always folds."""
     return 200, {"role": "active", "fencingToken": 0, "lease": False,
                  "position": projector.position}
+
+
+async def projectors_status(contenders: Sequence[StandbyProjector]) -> list[dict[str, Any]]:
+    """Each contender's `status`, for `GET /_admin/projectors` of `meshlog up --projectors N`."""
+    return [await contender.status() for contender in contenders]

@@ -1,18 +1,19 @@
 """`meshlog up`: the whole control plane in one process on embedded defaults.
 
 An embedded nats-server (unless --nats-url), the projector, one xDS gateway and the HTTP API,
-as components of one TaskGroup. `--projectors N` (N >= 2) runs N projector tasks contending
-for the lease instead of one (services.runtime.standby): one folds, another takes over when
-its connection or task dies; who leads is at `GET /_admin/projectors` and in `/metrics`. The embedded server has one user per role
-(services.runtime.nats_users, README "NATS permissions"), and each component talks to it on its
-own connection as its role's user, so what runs here in one process runs under the
-permissions separate processes get. SIGINT (Ctrl-C) or SIGTERM drains (services.runtime.shutdown):
-the API stops accepting requests and answers those in flight (services.runtime.api_server)
-while the projector and NATS still run; then the other components are cancelled and close in
-their `finally`; then the store and NATS are closed, in that order. State lives in the data dir
-(JetStream store, SQLite read models), so a restart resumes where it stopped; so do the secret
-key (`secret.key`, made at first start unless `--secret-key-file` names one) and the admin
-token (`admin-token`), both mode 0600 (services.runtime.credentials).
+as components of one TaskGroup. `--projectors N` (N >= 2) runs N projector tasks contending for
+the lease instead of one (services.runtime.standby): one folds, another takes over when its
+connection or task dies; who leads is at `GET /_admin/projectors` and in `/metrics`. The
+embedded server has one user per role (services.runtime.nats_users, README "NATS permissions"),
+and each component talks to it on its own connection as its role's user, so what runs here in
+one process runs under the permissions separate processes get. SIGINT (Ctrl-C) or SIGTERM
+drains (services.runtime.shutdown): the API stops accepting requests and answers those in
+flight (services.runtime.api_server) while the projector and NATS still run; then the other
+components are cancelled and close in their `finally`; then the store and NATS are closed, in
+that order. State lives in the data dir (JetStream store, SQLite read models), so a restart
+resumes where it stopped; so do the secret key (`secret.key`, made at first start unless
+`--secret-key-file` names one) and the admin token (`admin-token`), both mode 0600
+(services.runtime.credentials).
 
 A lost NATS connection is not fatal: nats-py reconnects forever (`events.connect_nats`), the
 API answers 503 for what needs NATS meanwhile, and the projector is restarted from its

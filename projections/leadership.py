@@ -101,7 +101,7 @@ class Leadership:
         self.role: Role = "standby"
         self.token = 0
         """The fencing token of the current term; 0 as standby."""
-        leadership_changed(name, 0)
+        leadership_changed(name, 0, lease.holder)
         self.terms = 0
         """How many terms this process has led."""
 
@@ -119,7 +119,7 @@ class Leadership:
 
     def _set(self, role: Role, token: int) -> None:
         self.role, self.token = role, token
-        leadership_changed(self._name, token)
+        leadership_changed(self._name, token, self._lease.holder)
 
     async def _term(self, token: int, fold: Fold) -> None:
         try:

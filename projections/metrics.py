@@ -46,8 +46,9 @@ COMMIT = Histogram("meshlog_projector_commit_seconds",
                    "Time to commit one batch's rows and checkpoint, and publish them.", _LABELS,
                    buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5))
 LEADER = Gauge("meshlog_projector_leader",
-               "1 while this process holds the projector lease and folds (active), 0 as "
-               "standby; absent without a lease (--lease-ttl 0).", _LABELS)
+               "1 while a contender of this process holds the projector lease and folds "
+               "(active), 0 as standby; absent without a lease (--lease-ttl 0). Summed over "
+               "every process, 1 while some projector leads.", _LABELS)
 FENCING_TOKEN = Gauge("meshlog_projector_fencing_token",
                       "The fencing token (lease revision) of the current term; 0 as standby.",
                       _LABELS)
@@ -118,7 +119,17 @@ async def refresh() -> None:
             log.debug("projector lag not refreshed: %r", exc)
 
 
-def leadership_changed(projector: str, token: int) -> None:
-    """Who leads, for `meshlog_projector_leader`: `token` > 0 while active, 0 as standby."""
-    LEADER.labels(projector).set(1 if token else 0)
-    FENCING_TOKEN.labels(projector).set(token)
+_terms: dict[tuple[str, str], int] = {}
+"""The token of each contender of this process, by (projector, contender); 0 as standby."""
+
+
+def leadership_changed(projector: str, token: int, contender: str = "") -> None:
+    """Who leads, for `meshlog_projector_leader`: `token` > 0 while active, 0 as standby.
+
+    A process may run several contenders for one lease (`meshlog up --projectors N`): the
+    gauge counts those of its contenders that are active (so the sum over every process is
+    the number of leaders: 1), and the token is the highest any of them holds."""
+    _terms[projector, contender] = token
+    tokens = [t for (name, _), t in _terms.items() if name == projector]
+    LEADER.labels(projector).set(sum(1 for t in tokens if t))
+    FENCING_TOKEN.labels(projector).set(max(tokens))

@@ -4,6 +4,7 @@ accessor (Litestar's `State` holds values of any type)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import msgspec
@@ -42,6 +43,9 @@ class ApiState(msgspec.Struct):
     projection_wait_s: float
     readmodels: ReadModelSwap | None = None
     """The swappable read models, in `meshlog up` only."""
+    projectors: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
+    """Who leads among `meshlog up --projectors N`'s contenders (each one's role, holder,
+    fencing token), for `GET /_admin/projectors`; None when there is no lease."""
     inspector: ProxyInspector | None = None
     """Insights and gateway requests over NATS (services.api.proxy_inspector); None without NATS."""
     auth: ApiAuth = msgspec.field(default_factory=ApiAuth)

@@ -226,6 +226,18 @@ async def swap_read_models(request: ApiRequest, data: SwapRequest) -> dict[str, 
     return {"database": data.database, "caughtUpTo": seq}
 
 
+@get("/_admin/projectors", summary="Who leads among the projectors of `meshlog up "
+     "--projectors N`", opt={"access": ADMIN})
+async def projectors(request: ApiRequest) -> dict[str, Any]:
+    status = _state(request).projectors
+    if status is None:
+        raise NotFound("no projector lease here: this process runs one projector (meshlog up "
+                       "--projectors 1) or none (meshlog api); a `meshlog projector` process "
+                       "answers GET /ready on its --metrics-port")
+    items = await status()
+    return {"total": len(items), "items": items, "next": None}
+
+
 # --- writes -----------------------------------------------------------------------------------
 
 
@@ -427,8 +439,8 @@ def create_app(commands: Commands, store: ReadModelStore, *,
     return Litestar(
         route_handlers=[list_meshes, get_mesh, put_mesh, delete_mesh, list_resources,
                         get_resource, put_resource, delete_resource, ready, quarantine,
-                        metrics, swap_read_models, *INSPECT_ROUTES, *_GENERATOR_ROUTES,
-                        *TOKEN_ROUTES],
+                        metrics, swap_read_models, projectors, *INSPECT_ROUTES,
+                        *_GENERATOR_ROUTES, *TOKEN_ROUTES],
         state=app_state(ApiState(commands, store, projection_wait_s, inspector=inspector,
                                  auth=auth or ApiAuth())),
         guards=[guard(_auth_context)],

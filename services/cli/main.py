@@ -140,6 +140,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         deregistration_delay_s=_seconds("--deregistration-delay", args.deregistration_delay),
         secret_key_file=Path(args.secret_key_file) if args.secret_key_file else None,
         no_auth=_no_auth(args), localhost_is_admin=_localhost_is_admin(args),
+        projectors=parse_positive("--projectors", args.projectors),
+        lease_ttl_s=_positive_seconds("--lease-ttl", args.lease_ttl),
     )
 
     def announce(where: dict[str, str]) -> None:
@@ -151,6 +153,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     _run_until_signal(run_up(cfg, announce))
     print("meshlog stopped", file=sys.stderr)
     return 0
+
+
+def _positive_seconds(flag: str, value: str) -> float:
+    seconds = _seconds(flag, value)
+    if seconds <= 0:
+        raise ConfigError(f"{flag}: {value!r} must be longer than 0")
+    return seconds
 
 
 def _no_auth(args: argparse.Namespace) -> bool:
@@ -386,6 +395,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(*_GRACE_FLAG, **_GRACE_OPTIONS)
     up.add_argument(*_NO_AUTH_FLAG, **_NO_AUTH_OPTIONS)
     up.add_argument(*_LOCALHOST_ADMIN_FLAG, **_LOCALHOST_ADMIN_OPTIONS)
+    up.add_argument("--projectors", default=env("PROJECTORS", "1"),
+                    help="projector tasks: 1 folds alone (default); N >= 2 contend for the "
+                         "lease, one folds, another takes over if it dies (no read-model swap)")
+    up.add_argument("--lease-ttl", default=env("LEASE_TTL", "2s"),
+                    help="with --projectors >= 2: how long a silent leader keeps the lease "
+                         "(default %(default)s)")
 
     apply = sub.add_parser("apply", parents=g, help="create or update resources from a file")
     apply.add_argument("-f", "--file", required=True, action="append",

@@ -51,6 +51,11 @@ class UpConfig(Struct, frozen=True, kw_only=True):
     """Serve xDS without dataplane tokens (`--no-auth`, development only)."""
     localhost_is_admin: bool = True
     """API clients on loopback are admin (Kuma's default; `--no-localhost-admin`)."""
+    projectors: int = 1
+    """Projector tasks (`--projectors`): 1 folds without a lease (the read models swappable);
+    N >= 2 contend for the lease, one folds (active/standby in one process)."""
+    lease_ttl_s: float = 2.0
+    """The lease TTL of `projectors` >= 2 (`--lease-ttl`)."""
 
     @property
     def database_url(self) -> str:

@@ -1,7 +1,7 @@
 """The control plane's parts as separate processes, for scale-out (compose.yaml):
 
     meshlog projector --nats-url URL [--nats-creds FILE] --database URL [--secret-key-file F]
-                      [--lease-ttl 5s]
+                      [--lease-ttl 5s] [--metrics-port P (/ready, /live, /metrics)]
     meshlog gateway   --nats-url URL [--nats-creds FILE] [--xds-port 5678] [--drain-grace 10]
                       [--no-auth]
     meshlog api       --nats-url URL [--nats-creds FILE] --database URL [--api-port 5681]
@@ -38,9 +38,9 @@ from services.metrics import exposition
 from services.runtime.api_server import DEFAULT_API_DRAIN_GRACE_S, ApiServer
 from services.runtime.config import ADMIN_TOKEN_FILE
 from services.runtime.credentials import api_tokens
-from services.runtime.metrics_server import serving_metrics
+from services.runtime.metrics_server import ReadinessCheck, serving_metrics
 from services.runtime.shutdown import handle_signals
-from services.runtime.standby import run_standby_projector
+from services.runtime.standby import Readiness, StandbyProjector, single_projector_readiness
 from services.runtime.up import bind_socket, nats_connection, run_projector, warn_no_auth
 from xds_gateway import Gateway
 from xds_gateway.gateway import DEFAULT_DRAIN_GRACE_S
@@ -62,13 +62,24 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
                                 lease_ttl_s: float = 0, metrics_host: str = "127.0.0.1",
                                 metrics_port: int | None = None) -> None:
     """`lease_ttl_s` > 0: active/standby (services.runtime.standby); 0: fold unconditionally
-    (a single projector). `metrics_port`: serve `GET /metrics` there (none without it)."""
+    (a single projector). `metrics_port`: serve `GET /metrics`, `/ready` and `/live` there
+    (none without it)."""
     metrics = None if metrics_port is None else bind_socket(metrics_host, metrics_port,
                                                               "--metrics-port")
+    check: ReadinessCheck | None = None
+
+    async def readiness() -> Readiness:
+        if check is None:
+            return 503, {"role": "starting", "reason": "connecting to NATS and the store"}
+        return await check()
+
     # a signal cancels: the projector stops between batches (a commit is whole)
     with handle_signals(PROCESS_GRACE_S):
         reconnected = asyncio.Event()
-        async with serving_metrics(metrics), nats_connection(
+        if metrics is not None:
+            print(f"projector health on http://{metrics_host}:{metrics.getsockname()[1]} "
+                  f"(/ready, /live, /metrics)", flush=True)
+        async with serving_metrics(metrics, readiness), nats_connection(
                 nats_url, "meshlog-projector", reconnected, credentials=credentials) as nc:
             event_log = await JetStreamEventLog.open(nc, replicas=replicas)
             await Commands(event_log, zone=zone).configure_grace_period(
@@ -77,12 +88,20 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
             store = await open_store(database)
             try:
                 if lease_ttl_s > 0:
-                    await run_standby_projector(event_log, store, bus, zone=zone,
-                                                secret_key=secret_key, reconnected=reconnected,
-                                                lease_ttl_s=lease_ttl_s)
+                    contender = StandbyProjector(event_log, store, bus, zone=zone,
+                                                 secret_key=secret_key, reconnected=reconnected,
+                                                 lease_ttl_s=lease_ttl_s)
+                    check = contender.readiness
+                    await contender.run()
                 else:
-                    await run_projector(Projector(event_log, store, bus, zone=zone,
-                                                  secret_key=secret_key), reconnected)
+                    projector = Projector(event_log, store, bus, zone=zone,
+                                          secret_key=secret_key)
+
+                    async def single() -> Readiness:
+                        return single_projector_readiness(projector)
+
+                    check = single
+                    await run_projector(projector, reconnected)
             finally:
                 await store.close()
 

@@ -20,7 +20,7 @@ from events.identity import SecretKey
 from projections import Projector, ReadModelStore, StoreError, open_store
 from projections.worker import ProjectionPublisher
 
-__all__ = ["POINTER", "SwappableReadModels", "pointed_database"]
+__all__ = ["POINTER", "RefusedSwap", "SwappableReadModels", "pointed_database"]
 
 log = logging.getLogger("meshlog.readmodels")
 POINTER = "readmodels.url"
@@ -107,3 +107,19 @@ class SwappableReadModels:
         return new, new_api, api_store
 
 
+class RefusedSwap:
+    """The swap under `meshlog up --projectors N` (N >= 2): refused, with why (HTTP 409).
+
+    A swap stops the one projector between batches, catches the new store up and starts the
+    projector again on it; with N contenders for the lease, each on its own store handle, a
+    standby taking over meanwhile would fold into the old store. One projector swaps."""
+
+    def __init__(self, projectors: int) -> None:
+        self._projectors = projectors
+
+    async def swap(self, url: str) -> int:
+        raise StoreError(
+            f"cannot swap the read models to {url}: meshlog up runs {self._projectors} "
+            f"projectors contending for a lease (--projectors {self._projectors}), and the "
+            f"blue/green swap needs the single projector it stops and moves; restart "
+            f"meshlog up with --projectors 1 to swap")

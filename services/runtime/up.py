@@ -1,16 +1,19 @@
 """`meshlog up`: the whole control plane in one process on embedded defaults.
 
 An embedded nats-server (unless --nats-url), the projector, one xDS gateway and the HTTP API,
-as components of one TaskGroup. The embedded server has one user per role
-(services.runtime.nats_users, README "NATS permissions"), and each component talks to it on its
-own connection as its role's user, so what runs here in one process runs under the
-permissions separate processes get. SIGINT (Ctrl-C) or SIGTERM drains (services.runtime.shutdown):
-the API stops accepting requests and answers those in flight (services.runtime.api_server)
-while the projector and NATS still run; then the other components are cancelled and close in
-their `finally`; then the store and NATS are closed, in that order. State lives in the data dir
-(JetStream store, SQLite read models), so a restart resumes where it stopped; so do the secret
-key (`secret.key`, made at first start unless `--secret-key-file` names one) and the admin
-token (`admin-token`), both mode 0600 (services.runtime.credentials).
+as components of one TaskGroup. `--projectors N` (N >= 2) runs N projector tasks contending for
+the lease instead of one (services.runtime.standby): one folds, another takes over when its
+connection or task dies; who leads is at `GET /_admin/projectors` and in `/metrics`. The
+embedded server has one user per role (services.runtime.nats_users, README "NATS permissions"),
+and each component talks to it on its own connection as its role's user, so what runs here in
+one process runs under the permissions separate processes get. SIGINT (Ctrl-C) or SIGTERM
+drains (services.runtime.shutdown): the API stops accepting requests and answers those in
+flight (services.runtime.api_server) while the projector and NATS still run; then the other
+components are cancelled and close in their `finally`; then the store and NATS are closed, in
+that order. State lives in the data dir (JetStream store, SQLite read models), so a restart
+resumes where it stopped; so do the secret key (`secret.key`, made at first start unless
+`--secret-key-file` names one) and the admin token (`admin-token`), both mode 0600
+(services.runtime.credentials).
 
 A lost NATS connection is not fatal: nats-py reconnects forever (`events.connect_nats`), the
 API answers 503 for what needs NATS meanwhile, and the projector is restarted from its
@@ -32,7 +35,7 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 
-from events import JetStreamEventLog, PermanentError, TransientError, connect_nats
+from events import JetStreamEventLog, connect_nats
 from events.bus.insights import JetStreamInsights
 from events.bus.permissions import ROLES, Role
 from events.bus.projection_bus import JetStreamProjectionBus
@@ -40,15 +43,10 @@ from events.bus.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_req
 from events.commands import Commands
 from projections import (
     DEFAULT_GRACE_PERIOD_MS,
-    Projector,
-    ProjectorHalted,
     ReadModelStore,
-    SequenceGap,
-    StoreError,
-    StoreUnavailable,
     open_store,
 )
-from services.api.app import api_state, create_app
+from services.api.app import ApiState, api_state, create_app
 from services.api.auth import ApiAuth
 from services.api.proxy_inspector import ProxyInspector
 from services.errors import ConfigError
@@ -58,8 +56,10 @@ from services.runtime.config import ADMIN_TOKEN_FILE, UpConfig, secret_key_of
 from services.runtime.credentials import api_tokens
 from services.runtime.embedded_nats import run_nats_server
 from services.runtime.nats_users import ensure_seeds, write_server_config
-from services.runtime.readmodels import SwappableReadModels, pointed_database
+from services.runtime.projector_loop import run_projector
+from services.runtime.readmodels import RefusedSwap, SwappableReadModels, pointed_database
 from services.runtime.shutdown import handle_signals
+from services.runtime.standby import StandbyProjector, default_holder, projectors_status
 from xds_gateway import Gateway
 from xds_gateway.gateway import DEFAULT_DRAIN_GRACE_S
 from xds_gateway.proxies.config_service import ConfigService
@@ -72,72 +72,7 @@ log = logging.getLogger("meshlog.up")
 
 UP_GRACE_S = DEFAULT_API_DRAIN_GRACE_S + DEFAULT_DRAIN_GRACE_S + 5.0
 """SIGINT/SIGTERM to exit: the API's drain, then the gateway's, then closing."""
-_RESTART_MAX_S = 5.0
-"""The longest wait between two starts of an interrupted projector: once NATS (or the
-database) is back, projection resumes within this."""
 
-
-async def run_projector(projector: Projector, reconnected: asyncio.Event | None = None
-                        ) -> None:
-    """Run the projector; if it halts (gap, quarantined event), keep the rest serving.
-
-    The API and gateways go on answering from the last consistent read models; the halt is
-    logged, visible at GET /_quarantine and /metrics, and survives restarts until fixed.
-    Anything else that stops it (NATS or the database unavailable; nats-py's own errors, such
-    as "no responders" for a reader whose consumer went with a restarted nats-server) is
-    retried, with a growing delay, for ever: resuming from the checkpoint and reconciling the
-    bus is always safe, and the fold's own errors are halts, never retried. `reconnected`
-    (set on each NATS reconnection) also restarts it: its reader's consumer may be gone with
-    the server, which the reader itself notices only at its next idle fetch.
-    """
-    delay = 0.5
-    while True:
-        started_at = projector.position
-        try:
-            if await _unless_set(projector.run(), reconnected):
-                log.info("NATS is back: projector resuming after sequence %d with a new reader",
-                         projector.position)
-                delay = 0.5
-        except (ProjectorHalted, SequenceGap) as exc:
-            log.error("PROJECTOR HALTED: %s", exc)
-            await asyncio.Event().wait()  # stay halted until the process stops
-        except Exception as exc:
-            if _permanent(exc):
-                raise  # the same again would fail again (e.g. StoreCorrupt)
-            log.warning("projector interrupted (%r); restarting in %.1f s", exc, delay,
-                        exc_info=not isinstance(exc, TransientError | StoreUnavailable))
-            if projector.position > started_at:
-                delay = 0.5  # it had been working: a new interruption, not the same one
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _RESTART_MAX_S)
-
-
-def _permanent(exc: Exception) -> bool:
-    """Known to fail again the same way: the store is not what this code wrote, the stream
-    breaks an invariant. Anything else, nats-py's untranslated errors included, may pass."""
-    return (isinstance(exc, PermanentError)
-            or (isinstance(exc, StoreError) and not isinstance(exc, StoreUnavailable)))
-
-
-async def _unless_set(work: Coroutine[Any, Any, None], event: asyncio.Event | None) -> bool:
-    """Run `work` to its end (its exception raised), unless `event` is set first: then cancel
-    it and return True."""
-    if event is None:
-        await work
-        return False
-    event.clear()
-    task = asyncio.ensure_future(work)
-    setting = asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait([task, setting], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        setting.cancel()
-        task.cancel()
-        await asyncio.wait([task, setting])  # both ended; neither's CancelledError is ours
-    if task.cancelled():
-        return True
-    task.result()
-    return False
 
 
 def warn_no_auth(where: str) -> None:
@@ -202,6 +137,46 @@ async def _nats_of(cfg: UpConfig, stack: AsyncExitStack
     return url, dict(seeds)
 
 
+async def _swappable(cfg: UpConfig, stack: AsyncExitStack, url: str, creds: Path | None,
+                     database: str, state: ApiState, api_store: ReadModelStore
+                     ) -> Callable[[], Coroutine[Any, Any, None]]:
+    """One projector, without a lease, in swappable read models (services.runtime.readmodels):
+    what `meshlog up` runs by default. Returns what runs it."""
+    reconnected = asyncio.Event()
+    nc = await stack.enter_async_context(
+        nats_connection(url, "meshlog-projector", reconnected, credentials=creds))
+
+    def use_store(store: ReadModelStore) -> None:
+        state.store = store
+
+    secret_key = secret_key_of(cfg.secret_key_file, cfg.data_dir, create=True)
+    readmodels = SwappableReadModels(
+        await JetStreamEventLog.open(nc), await JetStreamProjectionBus.open(nc), zone=cfg.zone,
+        data_dir=cfg.data_dir, url=database, on_swap=use_store, secret_key=secret_key)
+    state.readmodels = readmodels
+    return partial(readmodels.run, partial(run_projector, reconnected=reconnected), api_store)
+
+
+async def _contenders(cfg: UpConfig, stack: AsyncExitStack, url: str, creds: Path | None,
+                      database: str) -> list[StandbyProjector]:
+    """`--projectors N` (N >= 2): N contenders for the projector lease, each with its own NATS
+    connection as the projector user and its own store, like N `meshlog projector --lease-ttl`
+    processes; one folds, another takes over when its connection or task dies."""
+    secret_key = secret_key_of(cfg.secret_key_file, cfg.data_dir, create=True)
+    contenders = []
+    for i in range(1, cfg.projectors + 1):
+        reconnected = asyncio.Event()
+        nc = await stack.enter_async_context(nats_connection(
+            url, f"meshlog-projector-{i}", reconnected, credentials=creds))
+        store = await open_store(database)
+        stack.push_async_callback(store.close)  # before its NATS connection (reverse order)
+        contenders.append(StandbyProjector(
+            await JetStreamEventLog.open(nc), store, await JetStreamProjectionBus.open(nc),
+            zone=cfg.zone, secret_key=secret_key, reconnected=reconnected,
+            lease_ttl_s=cfg.lease_ttl_s, holder=f"{default_holder()}/{i}"))
+    return contenders
+
+
 async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = print) -> None:
     with handle_signals(UP_GRACE_S) as shutdown:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
@@ -214,10 +189,6 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
             # process is what separate processes do, under the same permissions
             api_nc = await stack.enter_async_context(
                 nats_connection(url, "meshlog-api", credentials=credentials["api"]))
-            reconnected = asyncio.Event()
-            projector_nc = await stack.enter_async_context(
-                nats_connection(url, "meshlog-projector", reconnected,
-                                credentials=credentials["projector"]))
             gateway_nc = await stack.enter_async_context(
                 nats_connection(url, "meshlog-gateway", credentials=credentials["gateway"]))
             # the command side first: it creates the stream if missing and records settings
@@ -236,15 +207,15 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                              auth=ApiAuth(localhost_is_admin=cfg.localhost_is_admin,
                                           tokens=tokens))
             state = api_state(app)
-
-            def use_store(store: ReadModelStore) -> None:
-                state.store = store
-
-            readmodels = SwappableReadModels(
-                await JetStreamEventLog.open(projector_nc),
-                await JetStreamProjectionBus.open(projector_nc), zone=cfg.zone,
-                data_dir=cfg.data_dir, url=database, on_swap=use_store, secret_key=secret_key)
-            state.readmodels = readmodels
+            if cfg.projectors > 1:
+                contenders = await _contenders(cfg, stack, url, credentials["projector"],
+                                               database)
+                state.readmodels = RefusedSwap(cfg.projectors)
+                state.projectors = partial(projectors_status, contenders)
+                projecting = [(f"projector {c.lease.holder}", c.run) for c in contenders]
+            else:
+                projecting = [("read models", await _swappable(
+                    cfg, stack, url, credentials["projector"], database, state, api_store))]
             # closed before NATS (the stack unwinds in reverse), after the API drained
             stack.push_async_callback(lambda: state.store.close())
             gateway = Gateway(await JetStreamProjectionBus.open(gateway_nc), host=cfg.xds_host,
@@ -257,9 +228,8 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
             health = HealthServer(gateway, bind_socket(cfg.xds_host, 0, "gateway health"))
             api = ApiServer(app, api_sock)
             async with asyncio.TaskGroup() as tg:
-                components = [
-                    tg.create_task(readmodels.run(partial(run_projector, reconnected=reconnected),
-                                                 api_store), name="read models"),
+                components = [tg.create_task(run(), name=name) for name, run in projecting]
+                components += [
                     tg.create_task(health.run(), name="gateway health"),
                     tg.create_task(gateway.run(), name="gateway"),
                 ]
@@ -278,6 +248,9 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                     "database": database,
                     "data_dir": str(cfg.data_dir),
                     "admin_token": str(admin_token),
+                    "projectors": str(cfg.projectors) if cfg.projectors == 1 else
+                    f"{cfg.projectors}, active/standby (lease TTL {cfg.lease_ttl_s:g} s; "
+                    f"who leads: GET /_admin/projectors)",
                 }
                 if credentials["admin"] is not None and not cfg.nats_url:
                     # where maintenance commands find it; the path, never the seed

@@ -1,0 +1,77 @@
+"""Two `StandbyProjector`s in one process (what `meshlog up --projectors 2` runs), each on its
+own NATS connection: one is active; cancel its task (or close its connection) and the other
+turns active with a higher fencing token. The leader gauge counts the process's active
+contenders."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+
+from events import JetStreamEventLog, connect_nats
+from events.bus.projection_bus import JetStreamProjectionBus
+from projections import open_store
+from projections.metrics import leadership_changed
+from services.runtime.standby import StandbyProjector
+from tests.harness import cancel_until_done
+
+pytestmark = pytest.mark.integration
+
+
+async def _active(contenders: list[StandbyProjector], within_s: float) -> StandbyProjector:
+    deadline = time.monotonic() + within_s
+    while True:
+        roles = [c.leadership.role for c in contenders]
+        if roles.count("active") == 1:
+            return contenders[roles.index("active")]
+        assert time.monotonic() < deadline, f"no single active contender: {roles}"
+        await asyncio.sleep(0.05)
+
+
+async def test_the_standby_task_takes_over_when_the_active_task_dies(
+        nats_url: str, tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'live.db'}"
+    ncs = [await connect_nats(nats_url, name=f"projector-{i}") for i in (1, 2)]
+    stores = [await open_store(database) for _ in ncs]
+    contenders = [StandbyProjector(await JetStreamEventLog.open(nc), store,
+                                   await JetStreamProjectionBus.open(nc), zone="default",
+                                   secret_key=None, reconnected=None, lease_ttl_s=0.5,
+                                   holder=f"test/{i}")
+                  for i, (nc, store) in enumerate(zip(ncs, stores, strict=True), 1)]
+    tasks = [asyncio.create_task(c.run()) for c in contenders]
+    try:
+        first = await _active(contenders, within_s=10)
+        token = first.leadership.token
+        standby = next(c for c in contenders if c is not first)
+        status, body = await standby.readiness()
+        assert (status, body["role"], body["leader"]) == (503, "standby", first.lease.holder)
+        await cancel_until_done(tasks[contenders.index(first)])
+        second = await _active([standby], within_s=10)
+        assert second.leadership.token > token
+        assert (await second.readiness())[0] == 200
+    finally:
+        for task in tasks:
+            await cancel_until_done(task)
+        for store in stores:
+            await store.close()
+        for nc in ncs:
+            await nc.close()
+
+
+def test_the_leader_gauge_counts_a_processs_active_contenders() -> None:
+    def leader() -> float | None:
+        return REGISTRY.get_sample_value("meshlog_projector_leader", {"projector": "gauge-test"})
+
+    leadership_changed("gauge-test", 0, "a")
+    leadership_changed("gauge-test", 5, "b")
+    assert leader() == 1
+    leadership_changed("gauge-test", 0, "a")  # a standby's update leaves the leader counted
+    assert leader() == 1
+    assert REGISTRY.get_sample_value("meshlog_projector_fencing_token",
+                                     {"projector": "gauge-test"}) == 5
+    leadership_changed("gauge-test", 0, "b")
+    assert leader() == 0

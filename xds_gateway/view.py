@@ -50,8 +50,9 @@ class ProjectionView:
         self.identities: dict[tuple[str, str], IdentityRow] = {}
         """(mesh, Dataplane): its workload certificate and key."""
         self.policy_versions: dict[str, int] = defaultdict(int)
-        """By mesh: bumped when a MeshService or a policy of the mesh changes, so that a
-        proxy's inbounds (whose RBAC depends on them) are built again only then."""
+        """By mesh: bumped when a MeshService comes, goes or changes its selector, or a policy
+        of the mesh changes, so that a proxy's inbounds (whose RBAC depends on them) are built
+        again only then."""
         self.meshtrafficpermissions: dict[str, dict[str, MeshTrafficPermissionRow]] = (
             defaultdict(dict))
         """By mesh, then policy name: who may connect to the inbounds of the mesh's proxies
@@ -96,11 +97,18 @@ class ProjectionView:
                 else:
                     self.dataplanes[(mesh, name)] = decode_typed(DataplaneRow, value)
             case "meshservice":
-                self.policy_versions[mesh] += 1
+                old = self.meshservices[mesh].get(name)
                 if value is None:
                     self.meshservices[mesh].pop(name, None)
+                    new = None
                 else:
-                    self.meshservices[mesh][name] = decode_typed(MeshServiceRow, value)
+                    new = self.meshservices[mesh][name] = decode_typed(MeshServiceRow, value)
+                # an inbound's RBAC depends on which services select it, not on their status
+                # (which changes with every Dataplane's health)
+                if (old is None) != (new is None) or (
+                        old is not None and new is not None
+                        and old.spec.selector != new.spec.selector):
+                    self.policy_versions[mesh] += 1
             case "endpoints":
                 if value is None:
                     self.endpoints[mesh].pop(name, None)

@@ -193,7 +193,6 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                 nats_connection(url, "meshlog-gateway", credentials=credentials["gateway"]))
             # the command side first: it creates the stream if missing and records settings
             event_log = await JetStreamEventLog.open(api_nc)
-            secret_key = secret_key_of(cfg.secret_key_file, cfg.data_dir, create=True)
             commands = Commands(event_log, zone=cfg.zone, secret_key=secret_key)
             await commands.configure_ipam("MeshService", cfg.vip_cidr)
             await commands.configure_grace_period(

@@ -41,6 +41,7 @@ from events.bus.permissions import ROLES, Role
 from events.bus.projection_bus import JetStreamProjectionBus
 from events.bus.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
 from events.commands import Commands
+from events.identity import SecretKey
 from projections import (
     DEFAULT_GRACE_PERIOD_MS,
     ReadModelStore,
@@ -138,8 +139,8 @@ async def _nats_of(cfg: UpConfig, stack: AsyncExitStack
 
 
 async def _swappable(cfg: UpConfig, stack: AsyncExitStack, url: str, creds: Path | None,
-                     database: str, state: ApiState, api_store: ReadModelStore
-                     ) -> Callable[[], Coroutine[Any, Any, None]]:
+                     database: str, state: ApiState, api_store: ReadModelStore,
+                     secret_key: SecretKey | None) -> Callable[[], Coroutine[Any, Any, None]]:
     """One projector, without a lease, in swappable read models (services.runtime.readmodels):
     what `meshlog up` runs by default. Returns what runs it."""
     reconnected = asyncio.Event()
@@ -149,7 +150,6 @@ async def _swappable(cfg: UpConfig, stack: AsyncExitStack, url: str, creds: Path
     def use_store(store: ReadModelStore) -> None:
         state.store = store
 
-    secret_key = secret_key_of(cfg.secret_key_file, cfg.data_dir, create=True)
     readmodels = SwappableReadModels(
         await JetStreamEventLog.open(nc), await JetStreamProjectionBus.open(nc), zone=cfg.zone,
         data_dir=cfg.data_dir, url=database, on_swap=use_store, secret_key=secret_key)
@@ -158,11 +158,10 @@ async def _swappable(cfg: UpConfig, stack: AsyncExitStack, url: str, creds: Path
 
 
 async def _contenders(cfg: UpConfig, stack: AsyncExitStack, url: str, creds: Path | None,
-                      database: str) -> list[StandbyProjector]:
+                      database: str, secret_key: SecretKey | None) -> list[StandbyProjector]:
     """`--projectors N` (N >= 2): N contenders for the projector lease, each with its own NATS
     connection as the projector user and its own store, like N `meshlog projector --lease-ttl`
     processes; one folds, another takes over when its connection or task dies."""
-    secret_key = secret_key_of(cfg.secret_key_file, cfg.data_dir, create=True)
     contenders = []
     for i in range(1, cfg.projectors + 1):
         reconnected = asyncio.Event()
@@ -208,13 +207,14 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
             state = api_state(app)
             if cfg.projectors > 1:
                 contenders = await _contenders(cfg, stack, url, credentials["projector"],
-                                               database)
+                                               database, secret_key)
                 state.readmodels = RefusedSwap(cfg.projectors)
                 state.projectors = partial(projectors_status, contenders)
                 projecting = [(f"projector {c.lease.holder}", c.run) for c in contenders]
             else:
                 projecting = [("read models", await _swappable(
-                    cfg, stack, url, credentials["projector"], database, state, api_store))]
+                    cfg, stack, url, credentials["projector"], database, state, api_store,
+                    secret_key))]
             # closed before NATS (the stack unwinds in reverse), after the API drained
             stack.push_async_callback(lambda: state.store.close())
             gateway = Gateway(await JetStreamProjectionBus.open(gateway_nc), host=cfg.xds_host,

@@ -14,6 +14,7 @@
     meshlog replay --database URL [--to-seq N]       rebuild read models from the log
     meshlog export [--database URL] [-o FILE]        read models as canonical JSON
     meshlog quarantine                               events the projector could not apply
+    meshlog top [--metrics URL]... [--once]          live view of proxies, pushes, NACKs, lag
     meshlog bench rebuild|ingest --events N          benchmarks
     meshlog bench propagation --proxies N [--gateways G]   xDS push latency through an LB
     meshlog bench rotation --proxies N               a certificate rotation wave to N proxies
@@ -521,6 +522,16 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("quarantine", parents=g, help="list events the projector could not "
                    "apply (exit 1 if any)")
 
+    top = sub.add_parser("top", parents=g, help="a live view of proxies, pushes, NACKs and "
+                         "projector lag, read from /metrics")
+    top.add_argument("--metrics", action="append", metavar="URL",
+                     help="a /metrics endpoint to scrape (repeatable; default: the API's, "
+                          "that of the `meshlog up` of --data-dir unless --api is given)")
+    top.add_argument("--data-dir", default=env("DATA_DIR", ".meshlog"))
+    top.add_argument("--interval", default="2", help="seconds between scrapes "
+                     "(default %(default)s)")
+    top.add_argument("--once", action="store_true", help="print one frame and exit")
+
     export = sub.add_parser("export", parents=g, help="write the read models as canonical JSON")
     export.add_argument("--database", default=env("DATABASE"),
                         help="store to export (default: SQLite in --data-dir)")
@@ -587,6 +598,10 @@ def _main(argv: list[str] | None) -> int:
             return cmd_bench(args)
         if args.command in ("projector", "gateway", "api"):
             return cmd_process(args)
+        if args.command == "top":
+            from services.cli.top import cmd_top
+
+            return cmd_top(args, _API_DEFAULT)
         client = _client(args)
         try:
             from services.cli.inspect import cmd_inspect

@@ -85,6 +85,13 @@ class Reaper:
         gateway restart and every proxy that ever connected)."""
         started = now_ms()
         proxies, beats = await self._insights.snapshot()
+        # a scan can miss a heartbeat being replaced at that very moment (a KV watch): read
+        # each gateway the scan did not show directly before deciding its proxies are gone
+        for gateway in sorted({i.gateway for i in proxies.values()} - beats.keys()
+                              - {self._publisher.instance}):
+            beat = await self._insights.gateway(gateway)
+            if beat is not None:
+                beats[gateway] = beat
         for (mesh, name), insight in sorted(proxies.items()):
             if insight.self_registered:
                 if self._due(insight, beats, started):

@@ -1,4 +1,5 @@
-"""The gateway's health endpoint: a tiny HTTP/1.1 responder on asyncio streams.
+"""The gateway's health endpoint: a tiny HTTP/1.1 responder on asyncio streams (`ProbeServer`,
+which the projector process also serves its probes with).
 
     GET /live   200 while the process runs
     GET /ready  200 once the gateway can serve proxies correctly; 503 with the reason otherwise
@@ -23,7 +24,7 @@ from typing import Protocol
 
 from xds_gateway.view import ProjectionView
 
-__all__ = ["HealthServer", "not_ready_reason"]
+__all__ = ["Answer", "HealthServer", "ProbeServer", "ReadyCheck", "not_ready_reason"]
 
 log = logging.getLogger("meshlog.xds.health")
 
@@ -36,10 +37,6 @@ _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Al
 
 _METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """prometheus_client's `generate_latest` format."""
-
-
-class _Exposition(bytes):
-    """A body in Prometheus' text format."""
 
 
 class _Gateway(Protocol):
@@ -60,11 +57,23 @@ def not_ready_reason(gateway: _Gateway) -> str | None:
     return None
 
 
-class HealthServer:
-    def __init__(self, gateway: _Gateway, sock: socket.socket, *,
+Answer = tuple[int, str, bytes]
+"""An HTTP answer: status, content type, body."""
+ReadyCheck = Callable[[], Awaitable[Answer]]
+"""What `GET /ready` answers, asked for each request."""
+
+
+class ProbeServer:
+    """`/ready`, `/live` and (given `metrics`) `/metrics` on `sock`: the gateway's health
+    server (`HealthServer`), and the projector process's (`services.runtime.metrics_server`).
+    """
+
+    def __init__(self, sock: socket.socket, ready: ReadyCheck, *,
+                 live: Answer = (200, "text/plain; charset=utf-8", b"live\n"),
                  metrics: Callable[[], Awaitable[bytes]] | None = None) -> None:
         """`metrics`: renders the process's Prometheus metrics for `GET /metrics`."""
-        self._gateway = gateway
+        self._ready = ready
+        self._live = live
         self._metrics = metrics
         self._sock = sock
         self.port: int = sock.getsockname()[1]
@@ -80,8 +89,7 @@ class HealthServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            status, body = await self._answer(reader)
-            kind = _METRICS_TYPE if isinstance(body, _Exposition) else "text/plain; charset=utf-8"
+            status, kind, body = await self._answer(reader)
             head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
                     f"Content-Type: {kind}\r\n"
                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
@@ -94,28 +102,46 @@ class HealthServer:
             with contextlib.suppress(OSError, TimeoutError):
                 await asyncio.wait_for(writer.wait_closed(), _READ_TIMEOUT_S)
 
-    async def _answer(self, reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    async def _answer(self, reader: asyncio.StreamReader) -> Answer:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _READ_TIMEOUT_S)
         except asyncio.LimitOverrunError:
-            return 431, b"request head too large\n"
+            return _text(431, b"request head too large\n")
         except asyncio.IncompleteReadError:
-            return 400, b"incomplete request\n"
+            return _text(400, b"incomplete request\n")
         except TimeoutError:
-            return 408, b"request not received in time\n"
+            return _text(408, b"request not received in time\n")
         parts = head.split(b"\r\n", 1)[0].split(b" ")
         if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
-            return 400, b"not an HTTP/1.x request line\n"
+            return _text(400, b"not an HTTP/1.x request line\n")
         method, target = parts[0], parts[1].split(b"?", 1)[0]
         if target == b"/metrics" and self._metrics is not None and method == b"GET":
-            return 200, _Exposition(await self._metrics())
+            return 200, _METRICS_TYPE, await self._metrics()
         if target not in (b"/ready", b"/live"):
-            return 404, b"not found: try /ready or /live\n"
+            return _text(404, b"not found: try /ready or /live\n")
         if method != b"GET":
-            return 405, b"only GET\n"
+            return _text(405, b"only GET\n")
         if target == b"/live":
-            return 200, b"live\n"
-        reason = not_ready_reason(self._gateway)
-        if reason is not None:
-            return 503, f"not ready: {reason}\n".encode()
-        return 200, b"ready\n"
+            return self._live
+        try:
+            return await asyncio.wait_for(self._ready(), _READ_TIMEOUT_S)
+        except TimeoutError:
+            return _text(503, b"not ready: readiness not known in time\n")
+
+
+def _text(status: int, body: bytes) -> Answer:
+    return status, "text/plain; charset=utf-8", body
+
+
+class HealthServer(ProbeServer):
+    """The gateway's: `/ready` is `not_ready_reason`."""
+
+    def __init__(self, gateway: _Gateway, sock: socket.socket, *,
+                 metrics: Callable[[], Awaitable[bytes]] | None = None) -> None:
+        async def ready() -> Answer:
+            reason = not_ready_reason(gateway)
+            if reason is not None:
+                return _text(503, f"not ready: {reason}\n".encode())
+            return _text(200, b"ready\n")
+
+        super().__init__(sock, ready, metrics=metrics)

@@ -19,16 +19,15 @@ blob, so that opening with another key fails with a message naming both.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from events.errors import PermanentError
+from events.identity.private_files import write_private
 
 __all__ = ["SECRET_KEY_ENV", "SealedSecretError", "SecretKey"]
 
@@ -84,17 +83,8 @@ class SecretKey:
         starting at once end with one key, and neither reads a half-written file: the key is
         written to a file of its own, then linked to `path`, which fails if another won."""
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-            try:
-                with os.fdopen(fd, "w") as f:  # mkstemp made it 0600
-                    f.write(base64.b64encode(os.urandom(_KEY_BYTES)).decode() + "\n")
-                    f.flush()
-                    os.fsync(f.fileno())
-                with contextlib.suppress(FileExistsError):
-                    os.link(tmp, path)
-            finally:
-                os.unlink(tmp)
+            write_private(path, base64.b64encode(os.urandom(_KEY_BYTES)) + b"\n",
+                          replace=False)
         return cls.load(path)
 
     def seal(self, secret: bytes, *, purpose: str) -> str:

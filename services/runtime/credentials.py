@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from events.identity import (
     read_header,
     verify,
 )
+from events.identity.private_files import write_private
 from services.api.auth import ADMIN_GROUP
 from services.errors import ConfigError
 
@@ -72,12 +72,9 @@ async def ensure_admin_token(path: Path, tokens: TokenCommands) -> bool:
                                              valid_for_s=MAX_VALID_FOR_S, now_ms=now_ms())
     if problem:
         log.warning("replacing the admin token in %s: %s", path, problem)
-        _replace(path, token)
-    else:
-        try:
-            _create(path, token)
-        except FileExistsError:  # another process of this data dir wrote it just now
-            return False
+        write_private(path, token.encode() + b"\n", replace=True)
+    elif not write_private(path, token.encode() + b"\n", replace=False):
+        return False  # another process of this data dir wrote it just now
     log.info("admin token written to %s (mode 0600)", path)
     return True
 
@@ -111,19 +108,3 @@ def _read(path: Path) -> str | None:
     except OSError as exc:
         raise ConfigError(f"cannot read the admin token {path}: {exc.strerror}") from None
     return token
-
-
-def _create(path: Path, token: str) -> None:
-    """Exclusive create, mode 0600 from the start (never readable by others, not even
-    briefly)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-
-
-def _replace(path: Path, token: str) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.unlink(missing_ok=True)
-    _create(temporary, token)
-    os.replace(temporary, path)

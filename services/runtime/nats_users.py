@@ -20,6 +20,7 @@ from pathlib import Path
 import nkeys  # type: ignore[import-untyped]  # nkeys 0.2 ships no type information
 
 from events.bus.permissions import ROLES, Role, server_users
+from events.identity.private_files import write_private
 from services.errors import ConfigError
 
 __all__ = ["CREDS_DIR", "admin_credentials", "ensure_seeds", "role_credentials",
@@ -54,23 +55,10 @@ def ensure_seeds(data_dir: Path) -> dict[Role, Path]:
         if path.exists():
             path.chmod(0o600)
         else:
-            _create_private(path, nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER))
+            write_private(path, nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+                          + b"\n", replace=True)
         seeds[role] = path
     return seeds
-
-
-def _create_private(path: Path, data: bytes) -> None:
-    """Write `data` to a new file readable by its owner only, whole or not at all: a
-    temporary file (created 0600, never wider) renamed into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
 
 
 def _public_key(path: Path) -> str:

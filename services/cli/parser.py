@@ -1,0 +1,270 @@
+"""The `meshlog` command line: every subcommand, flag and its `MESHLOG_*` variable, in one
+argparse parser (`build_parser`); `services.cli.main` runs what it parses."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from services.cli.tokens import add_token_parsers
+from services.runtime.config import env
+
+__all__ = ["API_DEFAULT", "build_parser"]
+
+
+_DEREGISTRATION_FLAG = ("--deregistration-delay",)
+_DEREGISTRATION_OPTIONS: dict[str, Any] = {
+    "default": env("DEREGISTRATION_DELAY", "10"),
+    "help": "seconds after a self-registered proxy disconnected (from every gateway) before "
+            "its Dataplane is deregistered (Kuma: 10; default %(default)s)"}
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+_GRACE_FLAG = ("--meshservice-grace-period",)
+_GRACE_OPTIONS: dict[str, Any] = {
+    "default": env("MESHSERVICE_GRACE_PERIOD", "1h"),
+    "help": "how long a generated MeshService outlives its last Dataplane, e.g. 1h, 10m, 0 "
+            "(recorded in the log; default %(default)s)"}
+
+_SECRET_KEY_FLAG = ("--secret-key-file",)
+_SECRET_KEY_OPTIONS: dict[str, Any] = {
+    "default": env("SECRET_KEY_FILE"),
+    "help": "the control plane's secret key, which seals the CA and token signing keys the "
+            "log records (env MESHLOG_SECRET_KEY_FILE; default <data-dir>/secret.key, made at "
+            "first start by `meshlog up` and `meshlog api`, mode 0600); API replicas and "
+            "projectors must share one. Keep it as you keep a CA key"}
+
+
+_CREDS_OPTIONS: dict[str, Any] = {
+    "default": env("NATS_CREDS"),
+    "help": "NATS credentials of this role's user: a .creds file or an nkey seed file (env "
+            "MESHLOG_NATS_CREDS; README, NATS permissions)"}
+
+
+_NO_AUTH_FLAG = ("--no-auth",)
+_NO_AUTH_OPTIONS: dict[str, Any] = {
+    "action": "store_true", "default": env("NO_AUTH", "false"),
+    "help": "DEVELOPMENT ONLY: serve xDS without dataplane tokens (env MESHLOG_NO_AUTH)"}
+_LOCALHOST_ADMIN_FLAG = ("--no-localhost-admin",)
+_LOCALHOST_ADMIN_OPTIONS: dict[str, Any] = {
+    "dest": "localhost_is_admin", "action": "store_false",
+    "default": env("API_LOCALHOST_IS_ADMIN", "true"),
+    "help": "API clients on loopback (127.0.0.1, ::1) are not admin without a token (by "
+            "default they are, as in Kuma; env MESHLOG_API_LOCALHOST_IS_ADMIN=false)"}
+
+
+API_DEFAULT = env("API", "http://127.0.0.1:5681")
+_API_HELP = f"API base URL (env MESHLOG_API; default {API_DEFAULT})"
+_VERBOSE_HELP = "log at debug level"
+_TOKEN_HELP = ("user token for the API (env MESHLOG_TOKEN; default: the admin token of the "
+               "`meshlog up` of the data dir)")
+
+
+def _global_flags() -> argparse.ArgumentParser:
+    """`--api` and `-v` for every subcommand, so they go after it too (as kubectl's global
+    flags do). SUPPRESS: a subcommand sets them only when given there, so it never overwrites
+    a value given before the subcommand with its default."""
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument("--api", default=argparse.SUPPRESS, help=_API_HELP)
+    flags.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help=_VERBOSE_HELP)
+    flags.add_argument("--token", default=argparse.SUPPRESS, help=_TOKEN_HELP)
+    return flags
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="meshlog", description="meshlog: an event-sourced "
+                                "service-mesh control plane on NATS JetStream")
+    p.add_argument("--api", default=API_DEFAULT, help=_API_HELP)
+    p.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE_HELP)
+    p.add_argument("--token", default=env("TOKEN"), help=_TOKEN_HELP)
+    g = [_global_flags()]
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", parents=g, help="run the control plane on one machine")
+    up.add_argument("--data-dir", default=env("DATA_DIR", ".meshlog"),
+                    help="JetStream store and read models "
+                         "(env MESHLOG_DATA_DIR; default %(default)s)")
+    up.add_argument("--nats-url", default=env("NATS_URL"),
+                    help="use this NATS (JetStream) instead of the embedded server")
+    up.add_argument("--nats-creds", **_CREDS_OPTIONS)
+    up.add_argument("--nats-port", default=env("NATS_PORT", "0"),
+                    help="port of the embedded nats-server (default: any free port)")
+    up.add_argument("--database", default=env("DATABASE"),
+                    help="read-model store URL (default: SQLite in the data dir)")
+    up.add_argument(*_SECRET_KEY_FLAG, **_SECRET_KEY_OPTIONS)
+    up.add_argument("--api-host", default=env("API_HOST", "127.0.0.1"))
+    up.add_argument("--api-port", default=env("API_PORT", "5681"), help="default %(default)s")
+    up.add_argument("--xds-host", default=env("XDS_HOST", "127.0.0.1"))
+    up.add_argument("--xds-port", default=env("XDS_PORT", "5678"), help="default %(default)s")
+    up.add_argument("--vip-cidr", default=env("VIP_CIDR", "241.0.0.0/8"),
+                    help="CIDR of MeshService VIPs (recorded in the log; default %(default)s)")
+    up.add_argument("--zone", default=env("ZONE", "default"), help="zone name")
+    up.add_argument(*_DEREGISTRATION_FLAG, **_DEREGISTRATION_OPTIONS)
+    up.add_argument(*_GRACE_FLAG, **_GRACE_OPTIONS)
+    up.add_argument(*_NO_AUTH_FLAG, **_NO_AUTH_OPTIONS)
+    up.add_argument(*_LOCALHOST_ADMIN_FLAG, **_LOCALHOST_ADMIN_OPTIONS)
+    up.add_argument("--projectors", default=env("PROJECTORS", "1"),
+                    help="projector tasks: 1 folds alone (default); N >= 2 contend for the "
+                         "lease, one folds, another takes over if it dies (no read-model swap)")
+    up.add_argument("--lease-ttl", default=env("LEASE_TTL", "2s"),
+                    help="with --projectors >= 2: how long a silent leader keeps the lease "
+                         "(default %(default)s)")
+
+    apply = sub.add_parser("apply", parents=g, help="create or update resources from a file")
+    apply.add_argument("-f", "--file", required=True, action="append",
+                       help="YAML or JSON file, '-' for stdin; repeat to apply several, in order")
+
+    get = sub.add_parser("get", parents=g, help="list resources, or show one")
+    get.add_argument("what", help="meshes | dataplanes | meshservices | hostnamegenerators | "
+                     "meshtrafficpermissions, or a singular kind")
+    get.add_argument("name", nargs="?", help="show this resource only")
+    get.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
+    get.add_argument("-o", "--output", choices=["table", "yaml", "json"])
+    get.add_argument("-l", "--label", action="append", metavar="KEY=VALUE",
+                     help="only resources with this label (repeatable; all must match)")
+
+    rm = sub.add_parser("delete", parents=g, help="delete a resource")
+    rm.add_argument("kind", help="mesh | dataplane | meshservice | hostnamegenerator | "
+                    "meshtrafficpermission")
+    rm.add_argument("name")
+    rm.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
+
+    insp = sub.add_parser("inspect", parents=g, help="a proxy's insight (connected, gateway, "
+                          "xDS ACK/NACK counters), or with --config its computed xDS")
+    insp.add_argument("kind", help="dataplane")
+    insp.add_argument("name")
+    insp.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
+    insp.add_argument("--config", action="store_true",
+                      help="show the computed config (listeners, clusters, endpoints) instead")
+    insp.add_argument("-o", "--output", choices=["table", "yaml", "json"])
+
+    for name, text in (("projector", "run a projector process"),
+                       ("gateway", "run an xDS gateway process"),
+                       ("api", "run an API process")):
+        proc = sub.add_parser(name, parents=g, help=text)
+        proc.add_argument("--nats-url", default=env("NATS_URL"))
+        proc.add_argument("--nats-creds", **_CREDS_OPTIONS)
+        proc.add_argument("--zone", default=env("ZONE", "default"))
+        proc.add_argument("--stream-replicas", default=env("STREAM_REPLICAS", "1"),
+                          help="replicas of the streams this process creates if missing "
+                               "(3 on a 3-node cluster)")
+        if name == "projector":
+            proc.add_argument(*_GRACE_FLAG, **_GRACE_OPTIONS)
+            proc.add_argument("--lease-ttl", default=env("LEASE_TTL", "5s"),
+                              help="active/standby: how long a silent leader keeps the "
+                                   "projector lease before a standby takes over (default "
+                                   "%(default)s; 0 = no lease, for a single projector)")
+            proc.add_argument("--metrics-host", default=env("METRICS_HOST", "127.0.0.1"))
+            proc.add_argument("--metrics-port", default=env("METRICS_PORT"),
+                              help="serve Prometheus metrics on GET /metrics there (0: any "
+                                   "free port; default: none)")
+        if name != "gateway":
+            proc.add_argument("--database", default=env("DATABASE"),
+                              help="read-model store URL (default: SQLite in --data-dir)")
+            proc.add_argument("--data-dir", default=env("DATA_DIR", ".meshlog"))
+            proc.add_argument(*_SECRET_KEY_FLAG, **_SECRET_KEY_OPTIONS)
+        if name == "gateway":
+            proc.add_argument("--xds-host", default=env("XDS_HOST", "127.0.0.1"))
+            proc.add_argument("--xds-port", default=env("XDS_PORT", "5678"))
+            # xds-rules.md #14: replicas added later get their share of long-lived streams
+            # (istiod's default is the same 30 min)
+            proc.add_argument("--max-connection-age", default=env("MAX_CONNECTION_AGE", "1800"),
+                              help="seconds (+-10 %% jitter) before a proxy is asked to "
+                                   "reconnect, through the LB (0 = never; default %(default)s)")
+            proc.add_argument("--drain-grace", default=env("DRAIN_GRACE", "10"),
+                              help="seconds open streams get after SIGTERM or max connection "
+                                   "age before they are ended (default %(default)s)")
+            proc.add_argument("--health-port", default=env("HEALTH_PORT", "5680"),
+                              help="GET /ready and /live on the xDS host (Kuma's diagnostics "
+                                   "port; 0 = any free; default %(default)s)")
+            proc.add_argument(*_DEREGISTRATION_FLAG, **_DEREGISTRATION_OPTIONS)
+            proc.add_argument(*_NO_AUTH_FLAG, **_NO_AUTH_OPTIONS)
+        if name == "api":
+            proc.add_argument("--api-host", default=env("API_HOST", "127.0.0.1"))
+            proc.add_argument("--api-port", default=env("API_PORT", "5681"))
+            proc.add_argument(*_LOCALHOST_ADMIN_FLAG, **_LOCALHOST_ADMIN_OPTIONS)
+
+    replay = sub.add_parser("replay", parents=g, help="rebuild the read models from the log "
+                            "into a fresh store")
+    replay.add_argument("--database", required=True,
+                        help="the fresh store to build: sqlite:///FILE or postgresql://...")
+    replay.add_argument("--to-seq", help="stop at this sequence (the state as of then)")
+    replay.add_argument("--nats-url", default=env("NATS_URL"),
+                        help="the log's NATS (default: the running `meshlog up` of --data-dir)")
+    replay.add_argument("--nats-creds", default=env("NATS_CREDS"),
+                        help="credentials for NATS (default: the admin user `meshlog up` "
+                             "made in --data-dir, if any; env MESHLOG_NATS_CREDS)")
+    replay.add_argument("--data-dir", default=env("DATA_DIR", ".meshlog"))
+    replay.add_argument("--zone", default=env("ZONE", "default"))
+    replay.add_argument(*_SECRET_KEY_FLAG, **_SECRET_KEY_OPTIONS)
+    replay.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bar, no INFO logs (warnings and errors still show)")
+    replay.add_argument("--swap", action="store_true",
+                        help="then make the running `meshlog up` (at --api) serve the new store")
+
+    bench = sub.add_parser("bench", parents=g, help="benchmarks (print figures, last line JSON)")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
+    for name, text in (("rebuild", "rebuild rate vs the raw ordered-consumer read rate"),
+                       ("ingest", "append path vs raw publish_async")):
+        b = bench_sub.add_parser(name, parents=g, help=text)
+        b.add_argument("--events", default="100000", help="default %(default)s")
+        b.add_argument("--nats-url", help="default: an embedded nats-server in a temp dir")
+        if name == "rebuild":
+            b.add_argument("--database", default="sqlite",
+                           help="sqlite | postgres (a fresh database on 127.0.0.1:5432) | URL")
+    prop = bench_sub.add_parser("propagation", parents=g, help="time from an endpoint change "
+                                "in the log to every proxy's ACK, through an Envoy LB to the "
+                                "gateways")
+    prop.add_argument("--proxies", default="1000", help="simulated proxies (default %(default)s)")
+    prop.add_argument("--gateways", default="1", help="gateway processes (default %(default)s)")
+    prop.add_argument("--rounds", default="20", help="endpoint changes (default %(default)s)")
+    prop.add_argument("--nats-url", help="default: an embedded nats-server in a temp dir")
+    rot = bench_sub.add_parser("rotation", parents=g, help="a certificate rotation wave: time "
+                               "until every proxy has ACKed its new secret, and the CPU spent")
+    rot.add_argument("--proxies", default="1000", help="simulated proxies (default %(default)s)")
+    rot.add_argument("--gateways", default="1", help="gateway processes (default %(default)s)")
+    rot.add_argument("--rounds", default="3", help="rotation waves (default %(default)s)")
+    rot.add_argument("--nats-url", help="default: an embedded nats-server in a temp dir")
+
+    sub.add_parser("quarantine", parents=g, help="list events the projector could not "
+                   "apply (exit 1 if any)")
+
+    top = sub.add_parser("top", parents=g, help="a live view of proxies, pushes, NACKs and "
+                         "projector lag, read from /metrics")
+    top.add_argument("--metrics", action="append", metavar="URL",
+                     help="a /metrics endpoint to scrape (repeatable; default: the API's, "
+                          "that of the `meshlog up` of --data-dir unless --api is given)")
+    top.add_argument("--data-dir", default=env("DATA_DIR", ".meshlog"))
+    top.add_argument("--interval", default="2", help="seconds between scrapes "
+                     "(default %(default)s)")
+    top.add_argument("--once", action="store_true", help="print one frame and exit")
+
+    export = sub.add_parser("export", parents=g, help="write the read models as canonical JSON")
+    export.add_argument("--database", default=env("DATABASE"),
+                        help="store to export (default: SQLite in --data-dir)")
+    export.add_argument("--data-dir", default=env("DATA_DIR", ".meshlog"))
+    export.add_argument("-o", "--output", help="file (default: stdout)")
+
+    dp = sub.add_parser("dataplane", parents=g, help="sidecar helpers")
+    dp_sub = dp.add_subparsers(dest="dataplane_command", required=True, metavar="COMMAND")
+    bs = dp_sub.add_parser("bootstrap", parents=g,
+                           help="print an Envoy bootstrap for a Dataplane")
+    bs.add_argument("--mesh", help="the Dataplane's mesh (default: the file's, else default)")
+    bs.add_argument("--name", help="the Dataplane's name (default: the --dataplane-file's)")
+    bs.add_argument("--dataplane-file", help="a Dataplane (YAML or JSON) the sidecar registers "
+                    "itself with, in its node metadata (removed after it disconnects)")
+    bs.add_argument("--xds-address", default=env("XDS_ADDRESS", "127.0.0.1:5678"),
+                    help="gateway (or load balancer) host:port (default %(default)s)")
+    bs.add_argument("--admin-port", default="9901", help="Envoy admin port (default %(default)s)")
+    bs.add_argument("--delta", action="store_true", help="use incremental (Delta) xDS")
+    bs.add_argument("--token-file", default=env("DATAPLANE_TOKEN_FILE"),
+                    help="a dataplane token (meshlog generate dataplane-token): sent in the "
+                         "`authorization` metadata of the xDS streams; --mesh and --name "
+                         "default to the token's (env MESHLOG_DATAPLANE_TOKEN_FILE)")
+    bs.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+
+    add_token_parsers(sub, g)
+    return p

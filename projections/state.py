@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from msgspec import Struct
 
-from events import Dataplane
+from events import DEFAULT_ZONE, Dataplane
 from events.identity import SecretKey
 from events.identity.pki import LoadedCa
 from projections._match import dataplane_matches
@@ -62,7 +62,11 @@ def _typed(cls: type[_R], row: Row) -> _R:
 
 
 class ProjectionState:
-    def __init__(self) -> None:
+    def __init__(self, local_zone: str = DEFAULT_ZONE) -> None:
+        self.local_zone = local_zone
+        """The zone of the control plane whose log this state folds ("" on the global control
+        plane): what another zone wrote is remote here. Fixed for a log, so a replay of the
+        same log folds with the same value (invariant 4)."""
         self.rows: dict[str, dict[str, Row]] = {c: {} for c in COLLECTIONS}
         self._persisted: dict[Key, bytes] = {}
         self._dirty: set[Key] = set()

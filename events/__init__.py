@@ -32,6 +32,8 @@ from events.event_types import (
     IpamConfigured,
     MeshApplied,
     MeshDeleted,
+    MeshMultiZoneServiceApplied,
+    MeshMultiZoneServiceDeleted,
     MeshServiceApplied,
     MeshServiceDeleted,
     MeshTrafficPermissionApplied,
@@ -57,6 +59,8 @@ from events.resources import (
     HostnameGenerator,
     Inbound,
     Mesh,
+    MeshMultiZoneService,
+    MeshMultiZoneServicePort,
     MeshService,
     MeshServicePort,
     MeshTrafficPermission,
@@ -83,7 +87,7 @@ from events.subjects import (
     signing_key_subject,
     signing_keys_filter,
 )
-from events.validation import SERVICE_TAG, is_dns1035_label
+from events.validation import SERVICE_TAG, deprecations, is_dns1035_label
 
 __all__ = [
     "DEFAULT_HOSTNAME_GENERATORS",
@@ -119,6 +123,10 @@ __all__ = [
     "Mesh",
     "MeshApplied",
     "MeshDeleted",
+    "MeshMultiZoneService",
+    "MeshMultiZoneServiceApplied",
+    "MeshMultiZoneServiceDeleted",
+    "MeshMultiZoneServicePort",
     "MeshService",
     "MeshServiceApplied",
     "MeshServiceDeleted",
@@ -155,6 +163,7 @@ __all__ = [
     "decision_msg_id",
     "decode_event",
     "decode_resource",
+    "deprecations",
     "encode_event",
     "grace_period_subject",
     "ipam_subject",

@@ -22,6 +22,7 @@ from events.resources import (
     Dataplane,
     HostnameGenerator,
     Mesh,
+    MeshMultiZoneService,
     MeshService,
     MeshTrafficPermission,
     Resource,
@@ -34,6 +35,7 @@ KINDS: dict[str, type[Resource]] = {
     "Mesh": Mesh, "Dataplane": Dataplane, "MeshService": MeshService,
     "HostnameGenerator": HostnameGenerator,
     "MeshTrafficPermission": MeshTrafficPermission,
+    "MeshMultiZoneService": MeshMultiZoneService,
 }
 
 

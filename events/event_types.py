@@ -17,6 +17,7 @@ from events.resources import (
     Dataplane,
     HostnameGenerator,
     Mesh,
+    MeshMultiZoneService,
     MeshService,
     MeshTrafficPermission,
     ServiceKind,
@@ -36,6 +37,8 @@ __all__ = [
     "IpamConfigured",
     "MeshApplied",
     "MeshDeleted",
+    "MeshMultiZoneServiceApplied",
+    "MeshMultiZoneServiceDeleted",
     "MeshServiceApplied",
     "MeshServiceDeleted",
     "MeshTrafficPermissionApplied",
@@ -150,6 +153,15 @@ class MeshTrafficPermissionDeleted(Event, frozen=True, tag="meshtrafficpermissio
     name: str
 
 
+class MeshMultiZoneServiceApplied(Event, frozen=True, tag="meshmultizoneservice.applied"):
+    meshmultizoneservice: MeshMultiZoneService
+
+
+class MeshMultiZoneServiceDeleted(Event, frozen=True, tag="meshmultizoneservice.deleted"):
+    mesh: str
+    name: str
+
+
 class ClockTicked(Event, frozen=True, tag="clock.ticked"):
     """Time passed: `at` is due time of a pending expiry (a generated MeshService's grace
     period, a workload certificate's renewal). Appended by a projector, so that expiry is
@@ -207,6 +219,8 @@ AnyEvent = (
     | CaCreated
     | MeshTrafficPermissionApplied
     | MeshTrafficPermissionDeleted
+    | MeshMultiZoneServiceApplied
+    | MeshMultiZoneServiceDeleted
     | SigningKeyCreated
     | TokenRevoked
 )

@@ -30,11 +30,16 @@ __all__ = [
     "LabelSelector",
     "Mesh",
     "MeshMtls",
+    "MeshMultiZoneService",
+    "MeshMultiZoneServicePort",
+    "MeshMultiZoneServiceSelector",
+    "MeshMultiZoneServiceSpec",
     "MeshScopedResource",
     "MeshService",
     "MeshServicePort",
     "MeshServiceSelector",
     "MeshServiceSpec",
+    "MeshServiceState",
     "MeshServicesConfig",
     "MeshTrafficPermission",
     "MeshTrafficPermissionConf",
@@ -281,9 +286,17 @@ class MeshServicePort(_Base, frozen=True):
     app_protocol: AppProtocol = "tcp"
 
 
+MeshServiceState = Literal["Available", "Unavailable"]
+
+
 class MeshServiceSpec(_Base, frozen=True):
     selector: MeshServiceSelector
     ports: list[MeshServicePort]
+    state: MeshServiceState | None = None
+    """Kuma's `spec.state`: whether the service has a healthy endpoint, kept in the spec so
+    that it crosses zones (Kuma strips status when it syncs). What other zones go by for a
+    remote MeshService (a MeshMultiZoneService leaves out one that is not Available); None:
+    not said (a local MeshService's state is its `status.state`)."""
 
 
 class MeshService(MeshScopedResource, frozen=True, kw_only=True, tag="MeshService"):
@@ -392,3 +405,35 @@ class MeshTrafficPermission(MeshScopedResource, frozen=True, kw_only=True,
     it is denied (Kuma >= 2.6). Semantics: `xds_gateway.resources.rbac`."""
 
     spec: MeshTrafficPermissionSpec
+
+
+# --- MeshMultiZoneService -------------------------------------------------------------------
+
+
+class MeshMultiZoneServicePort(_Base, frozen=True):
+    """A port of the matched MeshServices: matched by number (`port`), as Kuma does."""
+
+    port: PortNumber
+    name: str | None = None
+    app_protocol: AppProtocol = "tcp"
+
+
+class MeshMultiZoneServiceSelector(_Base, frozen=True):
+    mesh_service: LabelSelector
+    """Every MeshService of the mesh carrying all `matchLabels` (not empty), in any zone."""
+
+
+class MeshMultiZoneServiceSpec(_Base, frozen=True):
+    selector: MeshMultiZoneServiceSelector
+    ports: list[MeshMultiZoneServicePort]
+
+
+class MeshMultiZoneService(MeshScopedResource, frozen=True, kw_only=True,
+                           tag="MeshMultiZoneService"):
+    """One service over the MeshServices of several zones (Kuma's
+    `pkg/core/resources/apis/meshmultizoneservice`): clients reach it at its own VIP and
+    hostname (`redis.mzsvc.mesh.local`) and are served by the local zone's MeshServices
+    first, by other zones' when the local ones have no healthy endpoint (Envoy priorities).
+    Created on the global control plane (or a standalone one, which meshlog allows)."""
+
+    spec: MeshMultiZoneServiceSpec

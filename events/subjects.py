@@ -1,7 +1,8 @@
 """Subjects of the event log: one subject per resource (aggregate), zone-ready.
 
     meshlog.ev.<zone>.<kind>.<mesh>.<name>     mesh-scoped (dataplane, meshservice,
-                                               meshtrafficpermission)
+                                               meshtrafficpermission,
+                                               meshmultizoneservice)
     meshlog.ev.<zone>.<kind>._.<name>          global (mesh, hostnamegenerator, ipam)
     meshlog.ev.<zone>.graceperiod._.<kind>     grace period of generated services
     meshlog.ev.<zone>.ca.<mesh>.<backend>      a mesh's certificate authority (mTLS)
@@ -68,7 +69,8 @@ _ZONE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # RFC 1123 label
 
 _KIND_TOKENS = {"Mesh": "mesh", "Dataplane": "dataplane", "MeshService": "meshservice",
                 "HostnameGenerator": "hostnamegenerator",
-                "MeshTrafficPermission": "meshtrafficpermission"}
+                "MeshTrafficPermission": "meshtrafficpermission",
+                "MeshMultiZoneService": "meshmultizoneservice"}
 
 Origin = Literal["zone", "global"]
 """Kuma's `kuma.io/origin` values: which kind of control plane created a resource."""

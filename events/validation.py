@@ -4,7 +4,10 @@ Every rule appends a `Violation(path, message)`; nothing stops at the first prob
 follow Kuma (reference/kuma-behaviour.md): tag syntax, `kuma.io/service` on tagged inbounds,
 addresses, admin-port collisions, backend references, MeshService ports, HostnameGenerator
 selectors (exactly one kind) and templates (they must parse: `events.hostname_template`),
-MeshTrafficPermission targetRefs (the kinds each place takes, and their name, labels, tags).
+MeshTrafficPermission targetRefs (the kinds each place takes, and their name, labels, tags),
+MeshMultiZoneService selectors and ports.
+
+`deprecations` are Kuma's warnings: accepted, and said back to whoever applied the resource.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from events.resources import (
     Dataplane,
     HostnameGenerator,
     Mesh,
+    MeshMultiZoneService,
     MeshService,
     MeshTrafficPermission,
     Resource,
@@ -28,7 +32,7 @@ from events.resources import (
     is_resource_name,
 )
 
-__all__ = ["SERVICE_TAG", "is_dns1035_label", "validate"]
+__all__ = ["SERVICE_TAG", "deprecations", "is_dns1035_label", "validate"]
 
 SERVICE_TAG = "kuma.io/service"
 # fullmatch everywhere: `$` would let a trailing newline through.
@@ -60,6 +64,8 @@ def validate(resource: Resource) -> list[Violation]:
             _hostname_generator(resource, out)
         case MeshTrafficPermission():
             _mesh_traffic_permission(resource, out)
+        case MeshMultiZoneService():
+            _mesh_multi_zone_service(resource, out)
         case _:
             raise TypeError(f"no validation for {type(resource).__name__}")
     return out
@@ -305,3 +311,39 @@ def _target_name(name: str, kind: str, path: str, out: list[Violation], *,
         out.append(Violation(path, f"{name!r} is not a valid {kind} name (RFC 1123 subdomain: "
                              "lower-case letters, digits, '-' and '.', starting and ending "
                              "with a letter or digit)"))
+
+
+# --- MeshMultiZoneService -------------------------------------------------------------------
+
+
+def _mesh_multi_zone_service(mmzs: MeshMultiZoneService, out: list[Violation]) -> None:
+    """Kuma's rules (`meshmultizoneservice/api/v1alpha1/validator.go`): a selector with at
+    least one label, at least one port, a port name that is not empty. meshlog adds one: a
+    port number listed twice (it would be two listeners on one VIP and port)."""
+    labels = mmzs.spec.selector.mesh_service.match_labels
+    path = "spec.selector.meshService.matchLabels"
+    if not labels:
+        out.append(Violation(path, "{} must not be empty: a MeshMultiZoneService selects "
+                             "MeshServices by at least one label (e.g. kuma.io/display-name)"))
+    _labels(labels, path, out)
+    if not mmzs.spec.ports:
+        out.append(Violation("spec.ports", "[] must list at least one port"))
+    seen: set[int] = set()
+    for i, port in enumerate(mmzs.spec.ports):
+        if port.name is not None and not port.name:
+            out.append(Violation(f"spec.ports[{i}].name", "'' must not be empty (leave it out "
+                                 "for an unnamed port)"))
+        if port.port in seen:
+            out.append(Violation(f"spec.ports[{i}].port", f"{port.port} is listed twice"))
+        seen.add(port.port)
+
+
+def deprecations(resource: Resource) -> list[str]:
+    """Kuma's deprecation warnings of a valid resource: it is accepted, and the writer is told.
+    A MeshMultiZoneService whose name is not a DNS-1035 label (Kuma's `Deprecations`): its
+    hostname and SNI are made from the name."""
+    if isinstance(resource, MeshMultiZoneService) and not is_dns1035_label(resource.name):
+        return [f"Invalid name: {resource.name!r}. It does not conform to the DNS format "
+                "(RFC 1035: at most 63 lower-case letters, digits and '-', starting with a "
+                "letter and ending with a letter or digit). This is deprecated."]
+    return []

@@ -6,8 +6,12 @@ lag behind it):
 - a resource of a mesh needs its Mesh;
 - `If-Match` must name the resource's current version (its subject's last sequence);
 - a write that changes nothing appends nothing;
-- a Mesh that still has Dataplanes, MeshServices or MeshTrafficPermissions cannot be deleted
-  (its policies would come back with a Mesh of the same name); a MeshService generated
+- a MeshMultiZoneService belongs to the global control plane: a zone's refuses it (409,
+  saying where to apply it); a standalone control plane (zone `default`) takes it too, so
+  that one zone can use it (Kuma takes it on global only, kumahq/kuma#11740);
+- a Mesh that still has Dataplanes, MeshServices, MeshTrafficPermissions or
+  MeshMultiZoneServices cannot be deleted (they would come back with a Mesh of the same
+  name); a MeshService generated
   from Dataplane inbounds cannot be deleted (it goes when its Dataplanes go); a default
   HostnameGenerator of the zone cannot be deleted (applying one of its name overrides it).
 
@@ -43,6 +47,8 @@ from events.event_types import (
     IpamConfigured,
     MeshApplied,
     MeshDeleted,
+    MeshMultiZoneServiceApplied,
+    MeshMultiZoneServiceDeleted,
     MeshServiceApplied,
     MeshServiceDeleted,
     MeshTrafficPermissionApplied,
@@ -56,12 +62,15 @@ from events.resources import (
     Dataplane,
     HostnameGenerator,
     Mesh,
+    MeshMultiZoneService,
     MeshService,
     MeshTrafficPermission,
     Resource,
     ServiceKind,
 )
 from events.subjects import (
+    DEFAULT_ZONE,
+    GLOBAL_ZONE,
     grace_period_subject,
     ipam_subject,
     resource_subject,
@@ -95,6 +104,7 @@ class Commands:
                     idempotency_key: str | None = None,
                     headers: Mapping[str, str] | None = None) -> WriteResult:
         """Create or update `resource`."""
+        self._refuse_global_kind(type(resource).__name__, resource.name)
         mesh = getattr(resource, "mesh", None)
         if mesh is not None:
             await self._require_mesh(mesh)
@@ -128,6 +138,7 @@ class Commands:
     async def delete(self, kind: str, mesh: str | None, name: str, *, if_match: int | None = None,
                      headers: Mapping[str, str] | None = None) -> WriteResult:
         """Delete a resource; the guards of the module docstring apply."""
+        self._refuse_global_kind(kind, name)
         subject = resource_subject(kind, mesh, name, self._zone)
         if kind == "Mesh":
             await self._require_empty(name)
@@ -152,12 +163,17 @@ class Commands:
             raise
         return WriteResult(seq=outcome.seq)
 
-    async def configure_ipam(self, kind: ServiceKind, cidr: str) -> WriteResult:
-        """Record the CIDR new VIPs come from, if it differs from the one in the log."""
+    async def configure_ipam(self, kind: ServiceKind, cidr: str,
+                             default: str | None = None) -> WriteResult:
+        """Record the CIDR new VIPs come from, if it differs from the one in the log; with
+        `default`, a log without a record counts as holding that CIDR (nothing is recorded
+        for a setting left at its default)."""
         event = IpamConfigured(at=self._clock(), kind=kind, cidr=cidr)
 
         def decide(current: Current) -> Decision:
-            if isinstance(current.event, IpamConfigured) and current.event.cidr == cidr:
+            recorded = (current.event.cidr if isinstance(current.event, IpamConfigured)
+                        else default)
+            if recorded == cidr:
                 return Keep()
             return Append(event, content=cidr.encode())
 
@@ -184,6 +200,15 @@ class Commands:
             return None
         return WriteResult(seq=outcome.seq, created=outcome.previous.seq == 0)
 
+    def _refuse_global_kind(self, kind: str, name: str) -> None:
+        """Only the global control plane (and a standalone one) takes MeshMultiZoneServices:
+        a zone gets them from global."""
+        if kind == "MeshMultiZoneService" and self._zone not in _TAKES_GLOBAL_KINDS:
+            raise Conflict(resource_subject(kind, None, name, self._zone), 0,
+                           f"a MeshMultiZoneService belongs to the global control plane: "
+                           f"apply or delete {name!r} there, and global syncs it to every "
+                           f"zone; this is the control plane of zone {self._zone!r}")
+
     # --- guards that read other subjects --------------------------------------------------------
 
     async def _require_mesh(self, mesh: str) -> None:
@@ -192,7 +217,8 @@ class Commands:
             raise NotFound(f"mesh {mesh!r} does not exist: create it first (type: Mesh)")
 
     async def _require_empty(self, mesh: str) -> None:
-        for kind in ("Dataplane", "MeshService", "MeshTrafficPermission"):
+        for kind in ("Dataplane", "MeshService", "MeshTrafficPermission",
+                     "MeshMultiZoneService"):
             owned = sorted(r.name for r in await self._live(kind, mesh))
             if owned:
                 raise Conflict("mesh", 0, f"mesh {mesh!r} still has {len(owned)} "
@@ -214,6 +240,9 @@ class Commands:
 
 
 _DEFAULT_GENERATORS = {g.name for g in DEFAULT_HOSTNAME_GENERATORS}
+_TAKES_GLOBAL_KINDS = frozenset({GLOBAL_ZONE, "", DEFAULT_ZONE})
+"""Zones whose control plane takes the resources of the global one: global itself, and a
+standalone control plane (zone `default`), which is its own global."""
 
 
 def _check_if_match(subject: str, if_match: int | None, seq: int) -> None:
@@ -230,7 +259,7 @@ def live_resource(event: AnyEvent | None) -> Resource | None:
             meshservice=r
         ) | HostnameGeneratorApplied(hostname_generator=r) | MeshTrafficPermissionApplied(
             policy=r
-        ):
+        ) | MeshMultiZoneServiceApplied(meshmultizoneservice=r):
             return r
         case _:
             return None
@@ -248,6 +277,8 @@ def _applied(resource: Resource, at: int) -> AnyEvent:
             return HostnameGeneratorApplied(at=at, hostname_generator=resource)
         case MeshTrafficPermission():
             return MeshTrafficPermissionApplied(at=at, policy=resource)
+        case MeshMultiZoneService():
+            return MeshMultiZoneServiceApplied(at=at, meshmultizoneservice=resource)
         case _:
             raise TypeError(f"no event for {type(resource).__name__}")
 
@@ -264,6 +295,8 @@ def _deleted(kind: str, mesh: str | None, name: str, at: int) -> AnyEvent:
             return HostnameGeneratorDeleted(at=at, name=name)
         case "MeshTrafficPermission":
             return MeshTrafficPermissionDeleted(at=at, mesh=mesh or "", name=name)
+        case "MeshMultiZoneService":
+            return MeshMultiZoneServiceDeleted(at=at, mesh=mesh or "", name=name)
         case _:
             raise TypeError(f"no deletion event for {kind}")
 

@@ -349,6 +349,15 @@ DEFAULT_HOSTNAME_GENERATORS: tuple[HostnameGenerator, ...] = (
             selector=HostnameGeneratorSelector(mesh_service=LabelSelector(
                 match_labels={"kuma.io/origin": "zone"})),
             template="{{ .DisplayName }}.svc.mesh.local")),
+    # Kuma's global creates it (origin global, selecting MeshMultiZoneServices of origin
+    # global) and syncs it to the zones. It selects every MeshMultiZoneService here: they all
+    # come from global, or from a standalone control plane (origin zone), which meshlog lets
+    # single-zone users create them on.
+    HostnameGenerator(
+        name="synced-mesh-multi-zone-service", labels={"kuma.io/origin": "global"},
+        spec=HostnameGeneratorSpec(
+            selector=HostnameGeneratorSelector(mesh_multi_zone_service=LabelSelector()),
+            template="{{ .DisplayName }}.mzsvc.mesh.local")),
 )
 """Exist implicitly on every zone; applying a generator of the same name overrides one, and
 deleting that override brings the default back."""

@@ -17,6 +17,7 @@ from projections.generation import ports_of
 from projections.hostnames import Assigned, assign_hostnames
 from projections.identity import derive_identities
 from projections.ipam import vip_of
+from projections.multizone import derive_mmzs
 from projections.state import ProjectionState, ms_key
 from projections.views import (
     Condition,
@@ -85,6 +86,7 @@ def derive_stale(state: ProjectionState) -> None:
         _derive_one(state, row, addresses)
     state.stale_services.clear()
     state.stale_hostnames.clear()
+    derive_mmzs(state)  # after the MeshServices: it reads their rows
     derive_identities(state)
 
 

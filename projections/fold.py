@@ -37,6 +37,8 @@ from events import (
     IpamConfigured,
     MeshApplied,
     MeshDeleted,
+    MeshMultiZoneServiceApplied,
+    MeshMultiZoneServiceDeleted,
     MeshServiceApplied,
     MeshServiceDeleted,
     MeshTrafficPermission,
@@ -47,6 +49,7 @@ from events import (
     TokenRevoked,
 )
 from events.identity import KeyId
+from projections import multizone
 from projections._provenance import provenance_labels
 from projections.generation import expire_due, regenerate, service_name_conditions
 from projections.identity import open_ca, refresh_trust, renew_due
@@ -79,13 +82,17 @@ def apply_event(
     names (`events.provenance_of(record.subject)`), into `state`."""
     expire_due(state, event.at)
     renew_due(state, event.at)
-    if not state.rows["hostnamegenerator"]:
+    generators = state.rows["hostnamegenerator"]
+    if not _DEFAULT_GENERATORS.keys() <= generators.keys():
         # the zone's defaults exist from the beginning of time (0), not from whichever event
-        # this code happens to fold first: a store projected by a release without them gets
-        # the rows a replay from sequence 1 gets (invariant 4). They carry the provenance of
-        # the event that restores them, like every row the fold writes.
-        for name in sorted(_DEFAULT_GENERATORS):
+        # this code happens to fold first: a store projected by a release without them (or
+        # without one added since) gets the rows a replay from sequence 1 gets (invariant 4).
+        # They carry the provenance of the event that restores them, like every row the fold
+        # writes. A default never goes otherwise: deleting its override restores it.
+        for name in sorted(_DEFAULT_GENERATORS.keys() - generators.keys()):
             _restore_default(state, name, 0, provenance)
+        state.stale_hostnames.update(state.ms_by_mesh)
+        multizone.generators_changed(state)
     match event:
         case MeshApplied(mesh=mesh):
             old = state.get("mesh", mesh.name)
@@ -124,17 +131,21 @@ def apply_event(
             configure_cidr(state, kind, cidr)
             if kind == "MeshService":
                 _retry_vips(state)
+            elif kind == multizone.KIND:
+                multizone.retry_vips(state)
         case HostnameGeneratorApplied(hostname_generator=hg):
             old = state.get("hostnamegenerator", hg.name)
             state.put("hostnamegenerator", hg.name, HostnameGeneratorRow(
                 generator=_labeled(hg, provenance), meta=_meta(old, seq, event.at),
                 origin="user"))
             state.stale_hostnames.update(state.ms_by_mesh)
+            multizone.generators_changed(state)
         case HostnameGeneratorDeleted(name=name):
             state.delete("hostnamegenerator", name)
             if name in _DEFAULT_GENERATORS:  # the override goes, the default comes back
                 _restore_default(state, name, event.at, provenance)
             state.stale_hostnames.update(state.ms_by_mesh)
+            multizone.generators_changed(state)
         case GracePeriodConfigured(kind=kind, grace_period_ms=grace):
             state.put("graceperiod", kind, GracePeriodRow(kind=kind, grace_period_ms=grace))
         case ClockTicked():
@@ -155,6 +166,11 @@ def apply_event(
                 policy=_policy_labeled(mtp, provenance), meta=_meta(old, seq, event.at)))
         case MeshTrafficPermissionDeleted(mesh=mesh, name=name):
             state.delete("meshtrafficpermission", dp_key(mesh, name))
+        case MeshMultiZoneServiceApplied(meshmultizoneservice=mmzs):
+            old = state.get("meshmultizoneservice", dp_key(mmzs.mesh, mmzs.name))
+            multizone.mmzs_applied(state, mmzs, provenance, _meta(old, seq, event.at))
+        case MeshMultiZoneServiceDeleted(mesh=mesh, name=name):
+            multizone.mmzs_deleted(state, mesh, name)
         case SigningKeyCreated():
             _signing_key_created(state, event)
         case TokenRevoked():

@@ -85,6 +85,9 @@ class ProjectionState:
         """Meshes whose hostname assignment (collisions) must be derived again."""
         self.stale_identities: set[tuple[str, str]] = set()
         """(mesh, Dataplane) whose workload certificate must be derived again."""
+        self.stale_mmzs: set[str] = set()
+        """Meshes whose MeshMultiZoneServices (matches, hostnames, status) must be derived
+        again: one of them, or a MeshService's labels or `spec.state`, changed."""
         self.renewals: dict[str, int] = {}
         """mesh -> `TrustRow.renew_at`: when its workload certificates are re-issued."""
         self.secret_key: SecretKey | None = None
@@ -94,8 +97,9 @@ class ProjectionState:
 
     @classmethod
     def load(cls, rows: Iterable[tuple[str, str, bytes]], *,
-             secret_key: SecretKey | None = None) -> ProjectionState:
-        state = cls()
+             secret_key: SecretKey | None = None,
+             local_zone: str = DEFAULT_ZONE) -> ProjectionState:
+        state = cls(local_zone)
         state.secret_key = secret_key
         for collection, key, body in rows:
             row = decode_row(collection, body)
@@ -198,11 +202,16 @@ class ProjectionState:
     def put(self, collection: str, key: str, row: Row) -> None:
         """Set the row at (collection, key); `row` must be of the collection's type."""
         _typed(COLLECTIONS[collection], row)
+        if isinstance(row, MeshServiceRow):
+            self._meshservice_changing(self.rows[collection].get(key), row)
         self._drop_indexes(collection, key)
         self._put(collection, key, row)
         self._dirty.add((collection, key))
 
     def delete(self, collection: str, key: str) -> None:
+        old = self.rows[collection].get(key)
+        if isinstance(old, MeshServiceRow):
+            self.stale_mmzs.add(old.mesh)
         self._drop_indexes(collection, key)
         self.rows[collection].pop(key, None)
         self._dirty.add((collection, key))
@@ -232,6 +241,14 @@ class ProjectionState:
     def persisted(self) -> Iterator[tuple[str, str, bytes]]:
         for (collection, key), body in sorted(self._persisted.items()):
             yield collection, key, body
+
+    def _meshservice_changing(self, old: Row | None, new: MeshServiceRow) -> None:
+        """What MeshMultiZoneServices see of a MeshService: that it exists, its labels (they
+        select and name it) and its `spec.state` (whether a remote one serves); not its
+        status, which moves with every endpoint."""
+        if not isinstance(old, MeshServiceRow) or (old.labels, old.spec.state) != (
+                new.labels, new.spec.state):
+            self.stale_mmzs.add(new.mesh)
 
     # --- indexes ----------------------------------------------------------------------------
 

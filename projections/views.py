@@ -13,7 +13,7 @@ import msgspec
 from msgspec import Struct
 
 from events import Dataplane, HostnameGenerator, Mesh, MeshServicePort, MeshTrafficPermission
-from events.resources import MeshServiceSpec
+from events.resources import MeshMultiZoneServiceSpec, MeshServiceSpec
 
 __all__ = [
     "COLLECTIONS",
@@ -31,10 +31,14 @@ __all__ = [
     "HostnameGeneratorStatus",
     "IdentityRow",
     "IpamRow",
+    "MatchedMeshService",
+    "MeshMultiZoneServiceRow",
+    "MeshMultiZoneServiceStatus",
     "MeshRow",
     "MeshServiceRow",
     "MeshServiceStatus",
     "MeshTrafficPermissionRow",
+    "MzsBackend",
     "PortEndpoints",
     "QuarantinedEvent",
     "RevocationRow",
@@ -163,6 +167,53 @@ class MeshTrafficPermissionRow(Row, frozen=True):
     meta: RowMeta
 
 
+class MatchedMeshService(Row, frozen=True, omit_defaults=False):
+    """A MeshService a MeshMultiZoneService selects, as Kuma names it in the status: its
+    display name, namespace (k8s only, else ""), zone ("" for one of global) and mesh."""
+
+    name: str
+    namespace: str
+    zone: str
+    mesh: str
+
+
+class MeshMultiZoneServiceStatus(Row, frozen=True):
+    """Kuma's MeshMultiZoneService status, derived in each control plane's fold."""
+
+    addresses: list[Address] = []
+    vips: list[Vip] = []
+    mesh_services: list[MatchedMeshService] = []
+    """Every MeshService of the mesh the selector matches, local and remote, available or
+    not, sorted by name, namespace, zone, mesh."""
+    hostname_generators: list[HostnameGeneratorStatus] = []
+    conditions: list[Condition] = []
+
+
+class MzsBackend(Row, frozen=True):
+    """A MeshService whose endpoints serve a MeshMultiZoneService here, at an Envoy
+    priority: 0 for one of this zone (preferred), 1 for another zone's (failover)."""
+
+    name: str
+    """The MeshService row's name (its key in the mesh)."""
+    zone: str
+    priority: int
+
+
+class MeshMultiZoneServiceRow(Row, frozen=True):
+    mesh: str
+    name: str
+    labels: dict[str, str]
+    """The resource's labels with the control plane's (`kuma.io/mesh`, `kuma.io/origin`,
+    `kuma.io/display-name`, ...)."""
+    spec: MeshMultiZoneServiceSpec
+    status: MeshMultiZoneServiceStatus
+    meta: RowMeta
+    backends: list[MzsBackend] = []
+    """The matched MeshServices that serve it from this zone's point of view (local ones, and
+    remote ones whose `spec.state` is Available), sorted by priority, zone, name: what a
+    gateway builds its endpoints from. Not part of Kuma's status; the API does not show it."""
+
+
 class GracePeriodRow(Row, frozen=True):
     kind: str
     grace_period_ms: int
@@ -282,9 +333,10 @@ COLLECTIONS: dict[str, type[Row]] = {
     "meshtrafficpermission": MeshTrafficPermissionRow,
     "signingkey": SigningKeyRow,
     "revocation": RevocationRow,
+    "meshmultizoneservice": MeshMultiZoneServiceRow,
 }
 PUBLISHED = ("mesh", "dataplane", "meshservice", "endpoints", "trust", "identity",
-             "meshtrafficpermission", "signingkey", "revocation")
+             "meshtrafficpermission", "signingkey", "revocation", "meshmultizoneservice")
 """Collections gateways need; VIP and IPAM bookkeeping stays in the store. Gateways verify
 dataplane tokens with the public keys and revocations alone (never a private key)."""
 

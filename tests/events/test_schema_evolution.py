@@ -36,6 +36,8 @@ from events import (
     JetStreamEventLog,
     MeshApplied,
     MeshDeleted,
+    MeshMultiZoneServiceApplied,
+    MeshMultiZoneServiceDeleted,
     MeshServiceApplied,
     MeshServiceDeleted,
     MeshTrafficPermissionApplied,
@@ -120,6 +122,10 @@ def _subject_of(event: AnyEvent) -> str:
             return resource_subject("MeshTrafficPermission", mtp.mesh, mtp.name)
         case MeshTrafficPermissionDeleted(mesh=mesh, name=name):
             return resource_subject("MeshTrafficPermission", mesh, name)
+        case MeshMultiZoneServiceApplied(meshmultizoneservice=mmzs):
+            return resource_subject("MeshMultiZoneService", mmzs.mesh, mmzs.name)
+        case MeshMultiZoneServiceDeleted(mesh=mesh, name=name):
+            return resource_subject("MeshMultiZoneService", mesh, name)
         case _:
             assert_never(event)
 

@@ -29,6 +29,9 @@ from events import (
     IpamConfigured,
     MeshApplied,
     MeshDeleted,
+    MeshMultiZoneService,
+    MeshMultiZoneServiceApplied,
+    MeshMultiZoneServiceDeleted,
     MeshService,
     MeshServiceApplied,
     MeshServiceDeleted,
@@ -151,6 +154,19 @@ def permission(mesh: str, name: str, *sources: tuple[dict[str, Any], str],
     return resource
 
 
+def multizone_service(mesh: str, name: str, match_labels: dict[str, str], *ports: int,
+                      labels: dict[str, str] | None = None) -> MeshMultiZoneService:
+    raw: dict[str, Any] = {
+        "type": "MeshMultiZoneService", "mesh": mesh, "name": name,
+        "spec": {"selector": {"meshService": {"matchLabels": match_labels}},
+                 "ports": [{"port": p} for p in ports or (6379,)]}}
+    if labels:
+        raw["labels"] = labels
+    resource = decode_resource(raw)
+    assert isinstance(resource, MeshMultiZoneService)
+    return resource
+
+
 # --- histories ------------------------------------------------------------------------------
 
 
@@ -223,6 +239,14 @@ class History:
 
     def delete_permission(self, mesh: str, name: str) -> History:
         self._add(MeshTrafficPermissionDeleted(at=self._next_at(), mesh=mesh, name=name))
+        return self
+
+    def apply_mmzs(self, mmzs: MeshMultiZoneService) -> History:
+        self._add(MeshMultiZoneServiceApplied(at=self._next_at(), meshmultizoneservice=mmzs))
+        return self
+
+    def delete_mmzs(self, mesh: str, name: str) -> History:
+        self._add(MeshMultiZoneServiceDeleted(at=self._next_at(), mesh=mesh, name=name))
         return self
 
     def grace(self, ms: int) -> History:
@@ -341,6 +365,16 @@ def realistic_history() -> list[AnyEvent]:
     h.mtls("edge", "ca-1", "ca-2", enabled="ca-1")  # trust both ...
     h.mtls("edge", "ca-1", "ca-2", enabled="ca-2")  # ... issue from the new one
     h.wait(25_000).tick()  # audit's grace period is over on a quiet log
+    h.apply_mmzs(multizone_service("default", "web", {"kuma.io/display-name": "web"}, 8080))
+    h.apply_mmzs(multizone_service("payments", "any", {"kuma.io/mesh": "payments"}, 6379, 443))
+    h.register(dataplane("default", "web-20", "10.0.0.70", inbound(8080, "web", name="main")))
+    h.ipam("10.98.0.0/30", "MeshMultiZoneService")
+    h.apply_mmzs(multizone_service("edge", "a", {"team": "a"}, labels={
+        "kuma.io/display-name": "same"}))
+    h.apply_mmzs(multizone_service("edge", "b", {"team": "a"}, labels={
+        "kuma.io/display-name": "same"}))  # its hostname collides with a's
+    h.deregister("payments", "cache-7")  # ledger (matched by `any`) loses its endpoint
+    h.delete_mmzs("payments", "any")
     return h.events
 
 
@@ -374,7 +408,8 @@ def fold(
     first_seq: int = 1,
 ) -> ProjectionState:
     """Fold `batches` like `Projector.run`: fold each event, then derive and commit per batch."""
-    state = ProjectionState.load([], secret_key=SECRET_KEY) if state is None else state
+    state = (ProjectionState.load([], secret_key=SECRET_KEY, local_zone=ZONE) if state is None
+             else state)
     seq = first_seq
     for batch in batches:
         for event in batch:
@@ -396,7 +431,7 @@ def rows(state: ProjectionState) -> Rows:
 
 def restart(state: ProjectionState) -> ProjectionState:
     """A fresh state loaded from what the store holds, as after a projector restart."""
-    return ProjectionState.load(rows(state), secret_key=SECRET_KEY)
+    return ProjectionState.load(rows(state), secret_key=SECRET_KEY, local_zone=state.local_zone)
 
 
 # --- reading persisted rows ------------------------------------------------------------------
@@ -445,6 +480,7 @@ _TEMPLATES = ("{{ .DisplayName }}.svc.mesh.local", "same.{{ .Mesh }}.local",
               '{{ .Name }}.{{ label "team" }}.x', "{{ .Name }}.{{ .Zone }}.mesh")
 _MATCH_LABELS = ({}, {"kuma.io/origin": "zone"}, {"team": "a"}, {"kuma.io/mesh": "other"})
 _PERMISSIONS = ("allow-web", "deny-all")
+_MMZS_SELECTORS = ({"kuma.io/display-name": "web"}, {"team": "a"}, {"kuma.io/mesh": "default"})
 _SOURCES = ({"kind": "Mesh"}, {"kind": "MeshService", "name": "web"},
             {"kind": "MeshSubset", "tags": {"app": "shop"}})
 
@@ -479,7 +515,7 @@ def _step(draw: st.DrawFn, h: History) -> None:
     kind = draw(st.sampled_from(("register", "register", "register", "deregister", "apply",
                                  "delete", "ipam", "mesh", "delete-mesh", "generator",
                                  "delete-generator", "grace", "tick", "mtls", "wait",
-                                 "permit", "delete-permission")))
+                                 "permit", "delete-permission", "mmzs", "delete-mmzs")))
     match kind:
         case "register":
             h.register(dataplane(
@@ -501,7 +537,8 @@ def _step(draw: st.DrawFn, h: History) -> None:
             h.delete(mesh, draw(st.sampled_from(("web", "api", "db"))))
         case "ipam":
             h.ipam(draw(st.sampled_from(_CIDRS)),
-                   draw(st.sampled_from(("MeshService", "MeshService", "MeshExternalService"))))
+                   draw(st.sampled_from(("MeshService", "MeshService", "MeshExternalService",
+                                         "MeshMultiZoneService"))))
         case "delete-mesh":
             h.delete_mesh(mesh)
         case "generator":
@@ -529,6 +566,13 @@ def _step(draw: st.DrawFn, h: History) -> None:
                 labels=draw(st.sampled_from((None, {"kuma.io/zone": "elsewhere"})))))
         case "delete-permission":
             h.delete_permission(mesh, draw(st.sampled_from(_PERMISSIONS)))
+        case "mmzs":
+            h.apply_mmzs(multizone_service(
+                mesh, draw(st.sampled_from(("redis", "cache"))),
+                draw(st.sampled_from(_MMZS_SELECTORS)), draw(st.sampled_from(_PORTS)),
+                labels=draw(st.sampled_from((None, {"kuma.io/display-name": "same"})))))
+        case "delete-mmzs":
+            h.delete_mmzs(mesh, draw(st.sampled_from(("redis", "cache"))))
         case _:
             h.mesh(mesh)
 

@@ -72,7 +72,9 @@ def test_realistic_history_reaches_the_cases_the_invariance_tests_rely_on() -> N
     reasons = {c.reason for row in services if row is not None
                for g in row.status.hostname_generators for c in g.conditions}
     assert {row.origin for row in services if row is not None} == {"user", "generated"}
-    assert networks == {"241.0.0.0/16", "10.96.0.0/16", "10.97.0.0/16"}
+    # MeshMultiZoneServices: 243/8 by default, then a CIDR of the log's
+    assert networks == {"241.0.0.0/16", "10.96.0.0/16", "10.97.0.0/16", "243.0.0.0/16",
+                        "10.98.0.0/16"}
     assert reasons == {"Generated", "Collision", "TemplateError"}
     generators = {g.hostname_generator_ref.core_name for row in services if row is not None
                   for g in row.status.hostname_generators}

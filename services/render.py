@@ -11,6 +11,7 @@ from events.bus.insights import ProxyInsight
 from projections import (
     DataplaneRow,
     HostnameGeneratorRow,
+    MeshMultiZoneServiceRow,
     MeshRow,
     MeshServiceRow,
     MeshTrafficPermissionRow,
@@ -20,7 +21,8 @@ __all__ = ["GLOBAL_KINDS", "PLURALS", "render_insight", "render_row"]
 
 PLURALS = {"meshes": "Mesh", "dataplanes": "Dataplane", "meshservices": "MeshService",
            "hostnamegenerators": "HostnameGenerator",
-           "meshtrafficpermissions": "MeshTrafficPermission"}
+           "meshtrafficpermissions": "MeshTrafficPermission",
+           "meshmultizoneservices": "MeshMultiZoneService"}
 """URL plural -> resource type. Every kind but the GLOBAL_KINDS is mesh-scoped."""
 GLOBAL_KINDS = frozenset({"Mesh", "HostnameGenerator"})
 """At `/meshes/{name}` and `/hostnamegenerators/{name}`, as in Kuma."""
@@ -50,6 +52,14 @@ def render_row(row: object) -> dict[str, Any]:
                 shown.setdefault("appProtocol", port.app_protocol)
             doc = {"type": "MeshService", "mesh": row.mesh, "name": row.name,
                    "labels": row.labels, "spec": spec, "status": status}
+        case MeshMultiZoneServiceRow(meta=meta):
+            # `backends` is the gateways' business, not Kuma's status
+            spec = msgspec.to_builtins(row.spec)
+            for mz_port, shown in zip(row.spec.ports, spec["ports"], strict=True):
+                shown.setdefault("appProtocol", mz_port.app_protocol)
+            doc = {"type": "MeshMultiZoneService", "mesh": row.mesh, "name": row.name,
+                   "labels": row.labels, "spec": spec,
+                   "status": msgspec.to_builtins(row.status)}
         case _:
             raise TypeError(f"cannot render {type(row).__name__}")
     doc["creationTime"] = rfc3339(meta.creation_time)

@@ -5,8 +5,8 @@ and deny lists (deny wins). meshlog's processes need:
 
     api        the command side: appends any event of its zone; reads the log and the
                insights; asks gateways for computed config (meshlog.xds.config.>)
-    projector  reads the log; appends only clock ticks and its own grace-period setting;
-               writes the projection bucket
+    projector  reads the log; appends only clock ticks and its own settings (grace period,
+               MeshMultiZoneService CIDR); writes the projection bucket
     gateway    reads the log (a subject's last event, before it decides) and the projection
                bucket; appends only Dataplane registrations, deregistrations and health
                (meshlog.ev.<zone>.dataplane.<mesh>.<name>); writes the insights bucket;
@@ -42,6 +42,7 @@ from events.subjects import (
     GLOBAL,
     events_wildcard,
     grace_period_subject,
+    ipam_subject,
     provenance_of,
 )
 
@@ -109,7 +110,8 @@ def permissions(role: Role, zone: str) -> Permissions:
         case "projector":
             return Permissions(
                 publish=(f"{events}.clock.{GLOBAL}.*",
-                         grace_period_subject("MeshService", zone), *_stream(EVENTS_STREAM),
+                         grace_period_subject("MeshService", zone),
+                         ipam_subject("MeshMultiZoneService", zone), *_stream(EVENTS_STREAM),
                          *_bucket(PROJECTION_BUCKET, write=True)),
                 publish_deny=_NEVER, subscribe=(_INBOX,))
         case "gateway":

@@ -10,6 +10,8 @@
     DELETE /meshes/{mesh}/{plural}/{name}
     GET    /hostnamegenerators[/{name}]          global kind, as in Kuma; PUT and DELETE too
     GET    /meshes/{mesh}/meshtrafficpermissions[/{name}]   policies, as in Kuma; PUT, DELETE
+    GET    /meshes/{mesh}/meshmultizoneservices[/{name}]    PUT and DELETE on global (or a
+                                                            standalone control plane) only
     GET    /meshes/{mesh}/dataplanes/{name}/_overview   the Dataplane + its proxy's insight
     GET    /meshes/{mesh}/dataplanes+insights           a list page of those (Kuma's name)
     GET    /meshes/{mesh}/dataplanes/{name}/_config     its computed xDS (asked of a gateway)
@@ -25,6 +27,7 @@ swap need admin. A refusal is a 401 (with `WWW-Authenticate: Bearer`) or a 403.
 
 Writes go to the log (`events.commands`); reads come from the read models. A write answers
 once the projector has folded it (bounded wait), so a `get` right after an `apply` sees it.
+A write's answer lists Kuma's deprecation `warnings` of the resource, if it has any.
 Optimistic concurrency: GET returns `ETag: "<version>"`; a write with `If-Match` fails with
 409 if the resource moved on. Errors are RFC 7807 documents; invalid input lists every
 violation in `invalid_parameters` as `{"field", "reason"}`.
@@ -52,6 +55,7 @@ from events import (
     TransientError,
     Violation,
     decode_resource,
+    deprecations,
 )
 from events.commands import Commands, NoSecretKey, WriteResult
 from events.documents import MAX_DOCUMENT_BYTES, load_json, load_yaml
@@ -59,6 +63,7 @@ from events.resources import MeshScopedResource
 from projections import (
     DataplaneRow,
     HostnameGeneratorRow,
+    MeshMultiZoneServiceRow,
     MeshRow,
     MeshServiceRow,
     MeshTrafficPermissionRow,
@@ -80,7 +85,8 @@ log = logging.getLogger("meshlog.api")
 
 _COLLECTION = {"Mesh": "mesh", "Dataplane": "dataplane", "MeshService": "meshservice",
                "HostnameGenerator": "hostnamegenerator",
-               "MeshTrafficPermission": "meshtrafficpermission"}
+               "MeshTrafficPermission": "meshtrafficpermission",
+               "MeshMultiZoneService": "meshmultizoneservice"}
 _MAX_PAGE = 1000
 
 
@@ -136,7 +142,8 @@ def _version_of(row: object) -> int | None:
     """The resource's version (the sequence of the event that last changed it)."""
     match row:
         case (MeshRow(meta=meta) | DataplaneRow(meta=meta) | HostnameGeneratorRow(meta=meta)
-              | MeshServiceRow(meta=meta) | MeshTrafficPermissionRow(meta=meta)):
+              | MeshServiceRow(meta=meta) | MeshTrafficPermissionRow(meta=meta)
+              | MeshMultiZoneServiceRow(meta=meta)):
             return meta.version
         case _:
             return None
@@ -178,7 +185,7 @@ def _labels_of(row: object) -> dict[str, str]:
               | HostnameGeneratorRow(generator=resource)
               | MeshTrafficPermissionRow(policy=resource)):
             return resource.labels
-        case MeshServiceRow(labels=labels):
+        case MeshServiceRow(labels=labels) | MeshMultiZoneServiceRow(labels=labels):
             return labels
         case _:
             return {}
@@ -262,7 +269,8 @@ async def put_resource(request: ApiRequest, mesh: str, plural: str, name: str
     resource = await _resource(request, _kind(plural))
     _match_url(resource, mesh, name)
     return await _write(request, await _state(request).commands.apply(
-        resource, if_match=_if_match(request), idempotency_key=_idempotency_key(request)))
+        resource, if_match=_if_match(request), idempotency_key=_idempotency_key(request)),
+        warnings=deprecations(resource))
 
 
 @delete("/meshes/{mesh:str}", summary="Delete a mesh", status_code=200)
@@ -321,14 +329,17 @@ async def delete_generator(request: ApiRequest, name: str) -> Response[dict[str,
 _GENERATOR_ROUTES = [list_generators, get_generator, put_generator, delete_generator]
 
 
-async def _write(request: ApiRequest, result: WriteResult) -> Response[dict[str, Any]]:
+async def _write(request: ApiRequest, result: WriteResult, *,
+                 warnings: list[str] | None = None) -> Response[dict[str, Any]]:
     projected = await await_projection(_state(request), result.seq)
     headers = {"ETag": f'"{result.seq}"'}
     if not projected:
         headers["Meshlog-Projection"] = "pending"
-    return Response(
-        {"version": result.seq, "created": result.created, "unchanged": result.unchanged},
-        status_code=201 if result.created else 200, headers=headers)
+    body: dict[str, Any] = {"version": result.seq, "created": result.created,
+                            "unchanged": result.unchanged}
+    if warnings:  # Kuma's CreateOrUpdateSuccessResponse
+        body["warnings"] = warnings
+    return Response(body, status_code=201 if result.created else 200, headers=headers)
 
 
 # --- helpers ----------------------------------------------------------------------------------

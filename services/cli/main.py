@@ -85,6 +85,7 @@ def cmd_process(args: argparse.Namespace) -> int:
             credentials=credentials, replicas=replicas,
             meshservice_grace_period_ms=parse_duration_ms(
                 "--meshservice-grace-period", args.meshservice_grace_period),
+            mmzs_vip_cidr=parse_cidr("--mmzs-vip-cidr", args.mmzs_vip_cidr),
             secret_key=secret_key_of(args.secret_key_file, Path(args.data_dir), create=False),
             lease_ttl_s=parse_duration_ms("--lease-ttl", args.lease_ttl) / 1000,
             metrics_host=args.metrics_host,
@@ -137,6 +138,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         api_host=args.api_host, api_port=parse_port("--api-port", args.api_port),
         xds_host=args.xds_host, xds_port=parse_port("--xds-port", args.xds_port),
         vip_cidr=parse_cidr("--vip-cidr", args.vip_cidr), zone=args.zone,
+        mmzs_vip_cidr=parse_cidr("--mmzs-vip-cidr", args.mmzs_vip_cidr),
         meshservice_grace_period_ms=parse_duration_ms("--meshservice-grace-period",
                                                       args.meshservice_grace_period),
         deregistration_delay_s=_seconds("--deregistration-delay", args.deregistration_delay),

@@ -28,6 +28,12 @@ _GRACE_OPTIONS: dict[str, Any] = {
     "help": "how long a generated MeshService outlives its last Dataplane, e.g. 1h, 10m, 0 "
             "(recorded in the log; default %(default)s)"}
 
+_MMZS_CIDR_FLAG = ("--mmzs-vip-cidr",)
+_MMZS_CIDR_OPTIONS: dict[str, Any] = {
+    "default": env("MMZS_VIP_CIDR", "243.0.0.0/8"),
+    "help": "CIDR of MeshMultiZoneService VIPs (recorded in the log when it differs from it; "
+            "default %(default)s)"}
+
 _SECRET_KEY_FLAG = ("--secret-key-file",)
 _SECRET_KEY_OPTIONS: dict[str, Any] = {
     "default": env("SECRET_KEY_FILE"),
@@ -104,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--zone", default=env("ZONE", "default"), help="zone name")
     up.add_argument(*_DEREGISTRATION_FLAG, **_DEREGISTRATION_OPTIONS)
     up.add_argument(*_GRACE_FLAG, **_GRACE_OPTIONS)
+    up.add_argument(*_MMZS_CIDR_FLAG, **_MMZS_CIDR_OPTIONS)
     up.add_argument(*_NO_AUTH_FLAG, **_NO_AUTH_OPTIONS)
     up.add_argument(*_LOCALHOST_ADMIN_FLAG, **_LOCALHOST_ADMIN_OPTIONS)
     up.add_argument("--projectors", default=env("PROJECTORS", "1"),
@@ -119,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     get = sub.add_parser("get", parents=g, help="list resources, or show one")
     get.add_argument("what", help="meshes | dataplanes | meshservices | hostnamegenerators | "
-                     "meshtrafficpermissions, or a singular kind")
+                     "meshtrafficpermissions | meshmultizoneservices, or a singular kind")
     get.add_argument("name", nargs="?", help="show this resource only")
     get.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
     get.add_argument("-o", "--output", choices=["table", "yaml", "json"])
@@ -128,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rm = sub.add_parser("delete", parents=g, help="delete a resource")
     rm.add_argument("kind", help="mesh | dataplane | meshservice | hostnamegenerator | "
-                    "meshtrafficpermission")
+                    "meshtrafficpermission | meshmultizoneservice")
     rm.add_argument("name")
     rm.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
 
@@ -153,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "(3 on a 3-node cluster)")
         if name == "projector":
             proc.add_argument(*_GRACE_FLAG, **_GRACE_OPTIONS)
+            proc.add_argument(*_MMZS_CIDR_FLAG, **_MMZS_CIDR_OPTIONS)
             proc.add_argument("--lease-ttl", default=env("LEASE_TTL", "5s"),
                               help="active/standby: how long a silent leader keeps the "
                                    "projector lease before a standby takes over (default "

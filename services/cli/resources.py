@@ -22,9 +22,11 @@ __all__ = ["SINGULAR", "cmd_apply", "cmd_delete", "cmd_get", "cmd_quarantine", "
 
 SINGULAR = {"mesh": "Mesh", "dataplane": "Dataplane", "meshservice": "MeshService",
             "hostnamegenerator": "HostnameGenerator",
-            "meshtrafficpermission": "MeshTrafficPermission"}
+            "meshtrafficpermission": "MeshTrafficPermission",
+            "meshmultizoneservice": "MeshMultiZoneService"}
 _KIND_PLURAL = {kind: plural for plural, kind in PLURALS.items()}
-_SHORT = {"dp": "Dataplane", "ms": "MeshService", "mtp": "MeshTrafficPermission"}
+_SHORT = {"dp": "Dataplane", "ms": "MeshService", "mtp": "MeshTrafficPermission",
+          "mmzs": "MeshMultiZoneService"}
 
 
 def _kind_of_word(word: str) -> str | None:
@@ -93,6 +95,8 @@ def cmd_apply(args: argparse.Namespace, client: ApiClient) -> int:
             continue
         verb = "created" if result["created"] else "unchanged" if result["unchanged"] else "updated"
         print(f"{kind.lower()} {name!r} {verb} (version {result['version']})", flush=True)
+        for warning in result.get("warnings", []):
+            print(f"warning: {kind} {name!r}: {warning}", file=sys.stderr)
     return 1 if failures else 0
 
 
@@ -138,6 +142,8 @@ def _table(kind: str, docs: list[dict[str, Any]]) -> None:
                         "ORIGIN"],
         "HostnameGenerator": ["NAME", "SELECTOR", "TEMPLATE"],
         "MeshTrafficPermission": ["MESH", "NAME", "TARGETREF", "FROM"],
+        "MeshMultiZoneService": ["MESH", "NAME", "VIP", "HOSTNAMES", "PORTS", "SELECTOR",
+                                 "MESHSERVICES"],
     }
     table = Table(box=None, header_style="bold")
     for column in [*columns[kind], "AGE"]:
@@ -163,6 +169,8 @@ def _cells(kind: str, doc: dict[str, Any]) -> list[str]:
                             for entry in spec["from"])
         return [doc["mesh"], doc["name"], _ref(spec.get("targetRef", {"kind": "Mesh"})),
                 sources]
+    if kind == "MeshMultiZoneService":
+        return _mmzs_cells(doc)
     if kind == "Dataplane":
         net = doc["networking"]
         services = sorted({i.get("tags", {}).get("kuma.io/service", "-") for i in net["inbound"]})
@@ -176,6 +184,20 @@ def _cells(kind: str, doc: dict[str, Any]) -> list[str]:
         ",".join(f"{p['port']}/{p.get('appProtocol', 'tcp')}" for p in doc["spec"]["ports"]),
         status.get("state", "-"),
         f"{proxies.get('healthy', 0)}/{proxies.get('total', 0)}", origin,
+    ]
+
+
+def _mmzs_cells(doc: dict[str, Any]) -> list[str]:
+    """MESHSERVICES: the matched ones as `<name>@<zone>` (Kuma's status names them so)."""
+    status = doc.get("status", {})
+    labels = doc["spec"]["selector"]["meshService"].get("matchLabels", {})
+    matched = ",".join(f"{m['name']}@{m['zone']}" if m["zone"] else m["name"]
+                       for m in status.get("meshServices", []))
+    return [
+        doc["mesh"], doc["name"], ",".join(v["ip"] for v in status.get("vips", [])) or "-",
+        ",".join(a["hostname"] for a in status.get("addresses", [])) or "-",
+        ",".join(f"{p['port']}/{p.get('appProtocol', 'tcp')}" for p in doc["spec"]["ports"]),
+        ",".join(f"{k}={v}" for k, v in labels.items()), matched or "-",
     ]
 
 

@@ -39,6 +39,8 @@ class UpConfig(Struct, frozen=True, kw_only=True):
     xds_host: str = "127.0.0.1"
     xds_port: int = 5678
     vip_cidr: str = "241.0.0.0/8"
+    mmzs_vip_cidr: str = "243.0.0.0/8"
+    """CIDR of new MeshMultiZoneService VIPs (recorded in the log when it differs from it)."""
     zone: str = DEFAULT_ZONE
     meshservice_grace_period_ms: int = 3_600_000
     """How long a generated MeshService outlives its last Dataplane (recorded in the log)."""

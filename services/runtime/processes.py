@@ -30,7 +30,7 @@ from events.bus.projection_bus import JetStreamProjectionBus
 from events.bus.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
 from events.commands import Commands
 from events.identity import SecretKey
-from projections import DEFAULT_GRACE_PERIOD_MS, Projector, open_store
+from projections import DEFAULT_CIDRS, DEFAULT_GRACE_PERIOD_MS, Projector, open_store
 from services.api.app import create_app
 from services.api.auth import ApiAuth
 from services.api.proxy_inspector import ProxyInspector
@@ -58,6 +58,7 @@ PROCESS_GRACE_S = 15.0
 async def run_projector_process(*, nats_url: str, database: str, zone: str,
                                 credentials: Path | None = None, replicas: int = 1,
                                 meshservice_grace_period_ms: int = DEFAULT_GRACE_PERIOD_MS,
+                                mmzs_vip_cidr: str = DEFAULT_CIDRS["MeshMultiZoneService"],
                                 secret_key: SecretKey | None = None,
                                 lease_ttl_s: float = 0, metrics_host: str = "127.0.0.1",
                                 metrics_port: int | None = None) -> None:
@@ -82,8 +83,11 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
         async with serving_metrics(metrics, readiness), nats_connection(
                 nats_url, "meshlog-projector", reconnected, credentials=credentials) as nc:
             event_log = await JetStreamEventLog.open(nc, replicas=replicas)
-            await Commands(event_log, zone=zone).configure_grace_period(
+            commands = Commands(event_log, zone=zone)
+            await commands.configure_grace_period(
                 "MeshService", meshservice_grace_period_ms, DEFAULT_GRACE_PERIOD_MS)
+            await commands.configure_ipam("MeshMultiZoneService", mmzs_vip_cidr,
+                                          default=DEFAULT_CIDRS["MeshMultiZoneService"])
             bus = await JetStreamProjectionBus.open(nc, replicas=replicas)
             store = await open_store(database)
             try:

@@ -43,6 +43,7 @@ from events.bus.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_req
 from events.commands import Commands
 from events.identity import SecretKey
 from projections import (
+    DEFAULT_CIDRS,
     DEFAULT_GRACE_PERIOD_MS,
     ReadModelStore,
     open_store,
@@ -194,6 +195,8 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
             event_log = await JetStreamEventLog.open(api_nc)
             commands = Commands(event_log, zone=cfg.zone, secret_key=secret_key)
             await commands.configure_ipam("MeshService", cfg.vip_cidr)
+            await commands.configure_ipam("MeshMultiZoneService", cfg.mmzs_vip_cidr,
+                                          default=DEFAULT_CIDRS["MeshMultiZoneService"])
             await commands.configure_grace_period(
                 "MeshService", cfg.meshservice_grace_period_ms, DEFAULT_GRACE_PERIOD_MS)
             database = cfg.database or pointed_database(cfg.data_dir) or cfg.database_url

@@ -19,6 +19,7 @@ from projections import (
     DataplaneRow,
     EndpointsRow,
     IdentityRow,
+    MeshMultiZoneServiceRow,
     MeshRow,
     MeshServiceRow,
     MeshTrafficPermissionRow,
@@ -57,6 +58,9 @@ class ProjectionView:
             defaultdict(dict))
         """By mesh, then policy name: who may connect to the inbounds of the mesh's proxies
         (`resources.rbac.inbound_rbac`)."""
+        self.meshmultizoneservices: dict[str, dict[str, MeshMultiZoneServiceRow]] = (
+            defaultdict(dict))
+        """By mesh, then name: their VIPs, hostnames and the MeshServices that serve them."""
         self._wakes: set[asyncio.Event] = set()
         self.signing_keys: dict[str, SigningKeyRow] = {}
         """Public token signing keys by kid (`dataplane-token/<mesh>/<serial>`, ...)."""
@@ -134,6 +138,12 @@ class ProjectionView:
                 else:
                     self.meshtrafficpermissions[mesh][name] = decode_typed(
                         MeshTrafficPermissionRow, value)
+            case "meshmultizoneservice":
+                if value is None:
+                    self.meshmultizoneservices[mesh].pop(name, None)
+                else:
+                    self.meshmultizoneservices[mesh][name] = decode_typed(
+                        MeshMultiZoneServiceRow, value)
             case "signingkey":
                 # a key never changes (its kid names one subject, appended once)
                 if value is not None:

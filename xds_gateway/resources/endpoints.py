@@ -1,10 +1,13 @@
-"""ClusterLoadAssignments from the endpoint read model.
+"""ClusterLoadAssignments from the endpoint read model: one MeshService port's, and a
+MeshMultiZoneService port's, made of its MeshServices' endpoints at their priorities.
 
 The locality is always set: proxyless gRPC clients NACK a ClusterLoadAssignment without one
 (xds-rules.md #13). Endpoints arrive sorted from the projection, so the bytes are stable.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
 
 from envoy.config.core.v3.address_pb2 import Address, SocketAddress
 from envoy.config.core.v3.base_pb2 import Locality
@@ -16,10 +19,44 @@ from envoy.config.endpoint.v3.endpoint_components_pb2 import (
 from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 from google.protobuf.wrappers_pb2 import UInt32Value
 
+from projections import Endpoint as EndpointRow
 from projections import PortEndpoints
 from xds_gateway.resources.names import is_ip
 
-__all__ = ["load_assignment"]
+__all__ = ["load_assignment", "prioritized_load_assignment"]
+
+Group = tuple[int, str, Sequence[EndpointRow]]
+"""(priority, zone, endpoints) of one MeshService port in a MeshMultiZoneService's cluster."""
+
+
+def prioritized_load_assignment(cluster_name: str, groups: Iterable[Group]
+                                ) -> ClusterLoadAssignment:
+    """The endpoints of several MeshServices, each at its priority with its zone as the
+    locality (Kuma's `fillMeshMultiZoneServices`: local ones at 0, other zones' at 1, so
+    Envoy sends everything to the lowest priority that has healthy hosts and fails over).
+
+    Groups of one (priority, zone) are merged (Envoy refuses a locality listed twice in one
+    priority), an address:port listed twice is kept once, empty groups are left out, and the
+    priorities left are renumbered 0, 1, ... in order: gRPC refuses gaps, and for Envoy a
+    lone priority 1 behaves as priority 0 does."""
+    merged: dict[tuple[int, str], set[tuple[str, int]]] = {}
+    for priority, zone, endpoints in groups:
+        hosts = {(e.address, e.port) for e in endpoints if is_ip(e.address)}
+        if hosts:
+            merged.setdefault((priority, zone), set()).update(hosts)
+    rank = {p: i for i, p in enumerate(sorted({p for p, _ in merged}))}
+    return ClusterLoadAssignment(cluster_name=cluster_name, endpoints=[
+        LocalityLbEndpoints(locality=Locality(zone=zone), priority=rank[priority],
+                            lb_endpoints=[_lb_endpoint(a, p) for a, p in sorted(hosts)],
+                            load_balancing_weight=UInt32Value(value=1))
+        for (priority, zone), hosts in sorted(merged.items())])
+
+
+def _lb_endpoint(address: str, port: int) -> LbEndpoint:
+    return LbEndpoint(
+        endpoint=Endpoint(address=Address(
+            socket_address=SocketAddress(address=address, port_value=port))),
+        load_balancing_weight=UInt32Value(value=1))
 
 
 def load_assignment(cluster_name: str, zone: str, port: PortEndpoints) -> ClusterLoadAssignment:

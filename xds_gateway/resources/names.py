@@ -8,7 +8,8 @@ __all__ = [
     "DNS_LISTENER",
     "grpc_targets",
     "inbound_listener",
-    "is_ip", "local_cluster", "msvc_cluster", "outbound_listener", "parse_node_id",
+    "is_ip", "local_cluster", "msvc_cluster", "mzsvc_cluster", "outbound_listener",
+    "parse_node_id",
 ]
 
 DNS_LISTENER = "meshlog:dns"
@@ -18,6 +19,12 @@ DNS_LISTENER = "meshlog:dns"
 def msvc_cluster(mesh: str, name: str, port: int, namespace: str = "", zone: str = "") -> str:
     """`<mesh>_<name>_<namespace>_<zone>_msvc_<port>`; empty parts stay empty."""
     return f"{mesh}_{name}_{namespace}_{zone}_msvc_{port}"
+
+
+def mzsvc_cluster(mesh: str, name: str, port: int, namespace: str = "", zone: str = "") -> str:
+    """A MeshMultiZoneService port: `<mesh>_<name>_<namespace>_<zone>_mzsvc_<port>`, the
+    zone and namespace empty for one of global (Kuma: `default_redis___mzsvc_6379`)."""
+    return f"{mesh}_{name}_{namespace}_{zone}_mzsvc_{port}"
 
 
 def local_cluster(service_port: int) -> str:

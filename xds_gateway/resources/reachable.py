@@ -15,9 +15,11 @@ meshlog has no `kuma.io/service` model of destinations: a destination is a MeshS
 
 A reachable ref matches by `name`, or by `labels` (every given label present on the
 MeshService row, control-plane labels included); with `port` only that port of the service,
-without it every port. Refs to other kinds (MeshExternalService, MeshMultiZoneService) match
-nothing yet. Explicit outbounds are a declaration of their own and are not filtered by
-`reachableBackends` (which belongs to transparent proxying), only by the mode.
+without it every port. MeshMultiZoneServices are reachable the same way (`reachable_mmzs`),
+by refs of their kind (Kuma's auto-reachable services ignore them, kumahq/kuma#11748);
+refs to MeshExternalServices match nothing yet. Explicit outbounds are a declaration of
+their own and are not filtered by `reachableBackends` (which belongs to transparent
+proxying), only by the mode.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from typing import Literal
 
 from events import Dataplane, Outbound
 from events.resources import BackendRef
-from projections import MeshRow, MeshServiceRow
+from projections import MeshMultiZoneServiceRow, MeshRow, MeshServiceRow
 
 __all__ = [
     "Mode", "Reachable", "explicit_outbound_allowed", "mesh_mode", "reachable", "reachable_key",
+    "reachable_mmzs",
 ]
 
 Mode = Literal["Disabled", "Everywhere", "ReachableBackends", "Exclusive"]
@@ -49,6 +52,19 @@ def mesh_mode(mesh: MeshRow | None) -> Mode:
 def reachable(mode: Mode, dataplane: Dataplane, services: Mapping[str, MeshServiceRow]
               ) -> Reachable:
     """The MeshService ports `dataplane` gets outbounds, clusters and DNS records for."""
+    return _reachable(mode, dataplane, services, "MeshService")
+
+
+def reachable_mmzs(mode: Mode, dataplane: Dataplane,
+                   services: Mapping[str, MeshMultiZoneServiceRow]) -> Reachable:
+    """The MeshMultiZoneService ports `dataplane` gets outbounds, clusters and DNS records
+    for: the same rules, with refs of kind MeshMultiZoneService."""
+    return _reachable(mode, dataplane, services, "MeshMultiZoneService")
+
+
+def _reachable(mode: Mode, dataplane: Dataplane,
+               services: Mapping[str, MeshServiceRow] | Mapping[str, MeshMultiZoneServiceRow],
+               kind: str) -> Reachable:
     if mode == "Disabled":
         return {}
     tp = dataplane.networking.transparent_proxying
@@ -59,7 +75,7 @@ def reachable(mode: Mode, dataplane: Dataplane, services: Mapping[str, MeshServi
         return {name: tuple(p.port for p in ms.spec.ports) for name, ms in services.items()}
     chosen: dict[str, set[int]] = {}
     for ref in refs:
-        for name, ports in _matches(ref, services):
+        for name, ports in _matches(ref, services, kind):
             chosen.setdefault(name, set()).update(ports)
     return {name: tuple(p.port for p in services[name].spec.ports if p.port in chosen[name])
             for name in sorted(chosen)}
@@ -68,16 +84,18 @@ def reachable(mode: Mode, dataplane: Dataplane, services: Mapping[str, MeshServi
 _EVERY_SERVICE = ("*",)
 
 
-def reachable_key(mode: Mode, dataplane: Dataplane, services: Mapping[str, MeshServiceRow]
+def reachable_key(mode: Mode, dataplane: Dataplane, services: Mapping[str, MeshServiceRow],
+                  multizone: Mapping[str, MeshMultiZoneServiceRow] | None = None
                   ) -> tuple[object, ...]:
-    """Equal for Dataplanes that `reachable` gives the same ports, so the part of a snapshot
-    built from them can be shared (snapshot.py). Without `reachableBackends` refs (the common
-    case) the key is known without matching anything."""
+    """Equal for Dataplanes that `reachable` and `reachable_mmzs` give the same ports, so the
+    part of a snapshot built from them can be shared (snapshot.py). Without
+    `reachableBackends` refs (the common case) the key is known without matching anything."""
     tp = dataplane.networking.transparent_proxying
     if mode != "Disabled" and (tp is None or tp.reachable_backends is None
                                or tp.reachable_backends.refs is None):
         return () if mode == "ReachableBackends" else _EVERY_SERVICE
-    return tuple(reachable(mode, dataplane, services).items())
+    return (tuple(reachable(mode, dataplane, services).items()),
+            tuple(reachable_mmzs(mode, dataplane, multizone or {}).items()))
 
 
 def explicit_outbound_allowed(mode: Mode, outbound: Outbound) -> bool:
@@ -85,9 +103,10 @@ def explicit_outbound_allowed(mode: Mode, outbound: Outbound) -> bool:
     return mode != "Disabled" or outbound.backend_ref is None
 
 
-def _matches(ref: BackendRef, services: Mapping[str, MeshServiceRow]
-             ) -> list[tuple[str, list[int]]]:
-    if ref.kind != "MeshService":
+def _matches(ref: BackendRef,
+             services: Mapping[str, MeshServiceRow] | Mapping[str, MeshMultiZoneServiceRow],
+             kind: str) -> list[tuple[str, list[int]]]:
+    if ref.kind != kind:
         return []
     if ref.name is not None:
         candidates = [ref.name] if ref.name in services else []

@@ -5,7 +5,8 @@
 - per inbound a listener and a local cluster;
 - per MeshService port the proxy may reach (`reachable.py`: the Mesh's `meshServices.mode`
   and the Dataplane's `reachableBackends`) an EDS cluster, its ClusterLoadAssignment and an
-  outbound listener on `<VIP>:<port>`;
+  outbound listener on `<VIP>:<port>`; the same per MeshMultiZoneService port, whose
+  endpoints are its MeshServices' at their priorities (`multizone.py`);
 - per explicit `networking.outbound` a listener on `<address or 127.0.0.1>:<port>`;
 - with transparent proxying, the DNS listener (`dns.py`) answering the reachable services'
   hostnames with their VIPs;
@@ -30,7 +31,17 @@ from msgspec import Struct
 
 from events import SERVICE_TAG, Dataplane, Inbound, Outbound
 from projections import DataplaneRow, IdentityRow, MeshServiceRow, TrustRow
-from xds_gateway.resources import clusters, dns, endpoints, listeners, names, proxyless, rbac, tls
+from xds_gateway.resources import (
+    clusters,
+    dns,
+    endpoints,
+    listeners,
+    multizone,
+    names,
+    proxyless,
+    rbac,
+    tls,
+)
 from xds_gateway.resources.cache import EncodedResource, ResourceCache, set_version, version_of
 from xds_gateway.resources.listeners import InboundTls
 from xds_gateway.resources.node import ProxyNode
@@ -40,6 +51,7 @@ from xds_gateway.resources.reachable import (
     mesh_mode,
     reachable,
     reachable_key,
+    reachable_mmzs,
 )
 from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET
 from xds_gateway.view import ProjectionView
@@ -204,7 +216,8 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
     services = view.meshservices.get(mesh, {})
     mode = mesh_mode(view.meshes.get(mesh))
     tp = dp.networking.transparent_proxying
-    key = (mesh, reachable_key(mode, dp, services), tp is None, node.is_grpc,
+    key = (mesh, reachable_key(mode, dp, services, view.meshmultizoneservices.get(mesh)),
+           tp is None, node.is_grpc,
            0 if tp is None else node.dns_port)
     shared = cache.per_generation(view, view.generation, key, lambda: Shared(
         _collect(lambda add: _shared(view, cache, mesh, mode, dp, node, services, add)), {}, {}))
@@ -257,6 +270,20 @@ def _shared(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
             if node.is_grpc:
                 for target in names.grpc_targets(ms_name, hostnames, port):
                     _grpc_target(cache, target, cname, add)
+    multizone_services = view.meshmultizoneservices.get(mesh, {})
+    for mz_name, ports in sorted(reachable_mmzs(mode, dp, multizone_services).items()):
+        mz = multizone_services[mz_name]
+        vip = mz.status.vips[0].ip if mz.status.vips else None
+        hostnames = sorted(a.hostname for a in mz.status.addresses)
+        if vip is not None:
+            records.update((h, vip) for h in hostnames)
+        for port in ports:
+            cname = multizone.mzsvc_port(view, cache, mz, port, add, mtls=not node.is_grpc)
+            if vip is not None:
+                add(_outbound(cache, vip, port, cname, bind=tp is None))
+            if node.is_grpc:  # by hostname only: its name may be a MeshService's too
+                for hostname in hostnames:
+                    _grpc_target(cache, f"{hostname}:{port}", cname, add)
     if tp is not None:
         add(_dns(cache, node.dns_port, tuple(sorted(records))))
 

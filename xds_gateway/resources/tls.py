@@ -76,15 +76,16 @@ def ca_secret(mesh: str, roots: tuple[str, ...]) -> Secret:
         trusted_ca=DataSource(inline_bytes="".join(roots).encode())))
 
 
-def sni(mesh: str, service: str, port: int) -> str:
+def sni(mesh: str, service: str, port: int, kind: str = "ms") -> str:
     """Kuma's SNI layout for a MeshService port: `a<hash>.<name>.<port>.<mesh>.ms`, the hash
-    (FNV-1a 64 of `<name>;<mesh>;`) keeping names apart that the dotted form would merge."""
+    (FNV-1a 64 of `<name>;<mesh>;`) keeping names apart that the dotted form would merge;
+    `kind` `mzms` for a MeshMultiZoneService (`K:pkg/xds/envoy/tls/sni.go`)."""
     h = 0xCBF29CE484222325
     for byte in f"{service};{mesh};".encode():
         h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    name = f"a{h:x}.{service}.{port}.{mesh}.ms"
+    name = f"a{h:x}.{service}.{port}.{mesh}.{kind}"
     if len(name) > 253:  # an SNI is a DNS name: keep it one, still unique
-        name = f"a{h:x}.{hashlib.sha256(name.encode()).hexdigest()[:32]}.{port}.ms"
+        name = f"a{h:x}.{hashlib.sha256(name.encode()).hexdigest()[:32]}.{port}.{kind}"
     return name
 
 

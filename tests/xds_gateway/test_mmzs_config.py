@@ -1,0 +1,289 @@
+"""MeshMultiZoneServices in a proxy's config: Kuma's cluster name, a ClusterLoadAssignment
+with the local MeshServices' endpoints at priority 0 and other zones' available ones at
+priority 1 (locality = their zone), an outbound listener on its VIP, a DNS record, and a
+config that a real Envoy accepts (`envoy --mode validate`).
+
+Rows come from the real fold of zone `east`'s log; west's and north's MeshServices and
+Dataplanes are folded with their zones' provenance, as if sourced from global (until synced
+names and zone ingress land, a remote MeshService's endpoints are those its row has)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from envoy.config.listener.v3.listener_pb2 import Listener
+from envoy.extensions.filters.udp.dns_filter.v3.dns_filter_pb2 import DnsFilterConfig
+from google.protobuf import any_pb2
+
+from events import (
+    AnyEvent,
+    DataplaneDeregistered,
+    DataplaneRegistered,
+    MeshApplied,
+    MeshMultiZoneServiceApplied,
+    MeshServiceApplied,
+    Provenance,
+    decode_resource,
+)
+from events.bus.projection_bus import CHECKPOINT_KEY
+from projections import PUBLISHED, Endpoint, ProjectionState, apply_event
+from projections.derive import derive_stale
+from tests.harness import envoy_binary
+from tests.projections._histories import SECRET_KEY, History
+from xds_gateway.resources.cache import ResourceCache
+from xds_gateway.resources.config_dump import config_json
+from xds_gateway.resources.endpoints import prioritized_load_assignment
+from xds_gateway.resources.node import ProxyNode
+from xds_gateway.resources.snapshot import build_snapshot
+from xds_gateway.type_urls import LISTENER
+from xds_gateway.view import ProjectionView
+
+EAST = Provenance(zone="east", origin="zone")
+WEST = Provenance(zone="west", origin="zone")
+NORTH = Provenance(zone="north", origin="zone")
+GLOBAL = Provenance(zone="", origin="global")
+CLUSTER = "default_redis___mzsvc_6379"
+
+
+class Zone:
+    """Zone east's projector and one gateway's view of what it publishes."""
+
+    def __init__(self) -> None:
+        self.state = ProjectionState.load([], secret_key=SECRET_KEY, local_zone="east")
+        self.view = ProjectionView()
+        self.seq = 0
+        self.at = 1_700_000_000_000
+
+    def fold(self, *steps: tuple[AnyEvent, Provenance]) -> Zone:
+        for event, provenance in steps:
+            self.seq += 1
+            apply_event(self.state, self.seq, event, provenance)
+        derive_stale(self.state)
+        self.view.apply([*((f"{c.collection}/{c.key}", c.body)
+                           for c in self.state.take_changes() if c.collection in PUBLISHED),
+                         (CHECKPOINT_KEY, str(self.seq).encode())])
+        return self
+
+    def _at(self) -> int:
+        self.at += 1000
+        return self.at
+
+    def doc(self, doc: dict[str, Any], provenance: Provenance) -> Zone:
+        resource = decode_resource(doc)
+        event: AnyEvent
+        match doc["type"]:
+            case "Mesh":
+                event = MeshApplied(at=self._at(), mesh=resource)  # type: ignore[arg-type]
+            case "Dataplane":
+                event = DataplaneRegistered(at=self._at(),
+                                            dataplane=resource)  # type: ignore[arg-type]
+            case "MeshService":
+                event = MeshServiceApplied(at=self._at(),
+                                           meshservice=resource)  # type: ignore[arg-type]
+            case _:
+                event = MeshMultiZoneServiceApplied(
+                    at=self._at(), meshmultizoneservice=resource)  # type: ignore[arg-type]
+        return self.fold((event, provenance))
+
+    def config(self, proxy: str = "web-1", node: ProxyNode | None = None) -> dict[str, Any]:
+        return config_json(self.view, "default", proxy, ResourceCache(), node=node)
+
+
+def _dp(name: str, address: str, service: str, port: int = 6379, *,
+        tp: dict[str, Any] | None = None) -> dict[str, Any]:
+    networking: dict[str, Any] = {"address": address, "inbound": [
+        {"port": port, "tags": {"kuma.io/service": service}}]}
+    if tp is not None:
+        networking["transparentProxying"] = tp
+    return {"type": "Dataplane", "mesh": "default", "name": name, "networking": networking}
+
+
+def _ms(name: str, *, state: str | None = None, port: int = 6379,
+        display: str = "redis") -> dict[str, Any]:
+    spec: dict[str, Any] = {"selector": {"dataplaneTags": {"kuma.io/service": name}},
+                            "ports": [{"port": port}]}
+    if state is not None:
+        spec["state"] = state
+    return {"type": "MeshService", "mesh": "default", "name": name,
+            "labels": {"app": "redis", "kuma.io/display-name": display}, "spec": spec}
+
+
+MMZS = {"type": "MeshMultiZoneService", "mesh": "default", "name": "redis",
+        "spec": {"selector": {"meshService": {"matchLabels": {"app": "redis"}}},
+                 "ports": [{"port": 6379}]}}
+
+
+def _zone(*, refs: list[dict[str, Any]] | None = None) -> Zone:
+    zone = Zone().doc({"type": "Mesh", "name": "default"}, GLOBAL)
+    zone.doc(_dp("web-1", "10.0.0.9", "web", 7070, tp={} if refs is None else {
+        "reachableBackends": {"refs": refs}}), EAST)
+    zone.doc(_ms("redis"), EAST).doc(_dp("redis-1", "10.0.0.1", "redis"), EAST)
+    zone.doc(_ms("redis-west", state="Available"), WEST)
+    zone.doc(_dp("redis-west-1", "10.0.1.1", "redis-west"), WEST)
+    zone.doc(_ms("redis-north", state="Unavailable"), NORTH)
+    zone.doc(_dp("redis-north-1", "10.0.2.1", "redis-north"), NORTH)
+    zone.doc(_ms("redis-south", state="Available", port=6380), WEST)  # no port 6379
+    zone.doc(_dp("redis-south-1", "10.0.3.1", "redis-south", 6380), WEST)
+    return zone.doc(MMZS, GLOBAL)
+
+
+def _named(config: dict[str, Any], section: str, name: str) -> dict[str, Any]:
+    [entry] = [e["resource"] for e in config[section] if e["name"] == name]
+    return entry
+
+
+def _localities(config: dict[str, Any]) -> list[tuple[int, str, list[str]]]:
+    cla = _named(config, "endpoints", CLUSTER)
+    return [(group.get("priority", 0), group["locality"]["zone"],
+             [f"{e['endpoint']['address']['socketAddress']['address']}:"
+              f"{e['endpoint']['address']['socketAddress']['portValue']}"
+              for e in group["lbEndpoints"]])
+            for group in cla.get("endpoints", [])]
+
+
+# --- the config ---------------------------------------------------------------------------------
+
+
+def test_kumas_cluster_with_local_endpoints_first_and_available_remote_ones_at_priority_1(
+        ) -> None:
+    config = _zone().config()
+
+    cluster = _named(config, "clusters", CLUSTER)
+    assert cluster["type"] == "EDS" and cluster["name"] == CLUSTER
+    # north's is not Available; south's has no port 6379
+    assert _localities(config) == [(0, "east", ["10.0.0.1:6379"]),
+                                   (1, "west", ["10.0.1.1:6379"])]
+
+
+def test_an_outbound_listener_on_its_vip_and_a_dns_record_for_its_hostname() -> None:
+    zone = _zone()
+    [vip] = [v.ip for v in zone.view.meshmultizoneservices["default"]["redis"].status.vips]
+    assert vip.startswith("243.")
+    config = zone.config()
+
+    listener = _named(config, "listeners", f"outbound:{vip}:6379")
+    [chain] = listener["filterChains"]
+    assert chain["filters"][0]["typedConfig"]["cluster"] == CLUSTER
+    snapshot = build_snapshot(zone.view, "default", "web-1", ResourceCache())
+    dns = Listener.FromString(any_pb2.Any.FromString(
+        snapshot.resources[LISTENER]["meshlog:dns"].any).value)
+    table = DnsFilterConfig()
+    dns.listener_filters[0].typed_config.Unpack(table)
+    records = {d.name: list(d.endpoint.address_list.address)
+               for d in table.server_config.inline_dns_table.virtual_domains}
+    assert records["redis.mzsvc.mesh.local"] == [vip]
+    assert records["redis.svc.mesh.local"] != [vip]  # the local MeshService keeps its own
+
+
+def test_when_the_local_endpoints_go_the_remote_ones_take_all_the_traffic_and_come_back(
+        ) -> None:
+    zone = _zone()
+    zone.fold((DataplaneDeregistered(at=zone._at(), mesh="default", name="redis-1"), EAST))
+    assert _localities(zone.config()) == [(0, "west", ["10.0.1.1:6379"])]
+
+    zone.doc(_dp("redis-1", "10.0.0.1", "redis"), EAST)
+    assert _localities(zone.config()) == [(0, "east", ["10.0.0.1:6379"]),
+                                          (1, "west", ["10.0.1.1:6379"])]
+
+
+def test_a_remote_service_that_becomes_unavailable_leaves_the_endpoints() -> None:
+    zone = _zone()
+    zone.doc(_ms("redis-west", state="Unavailable"), WEST)
+    assert _localities(zone.config()) == [(0, "east", ["10.0.0.1:6379"])]
+
+
+def test_reachable_backends_name_it_by_its_kind() -> None:
+    only_ms = _zone(refs=[{"kind": "MeshService", "name": "redis"}]).config()
+    named = _zone(refs=[{"kind": "MeshMultiZoneService", "name": "redis"}]).config()
+
+    assert CLUSTER not in [c["name"] for c in only_ms["clusters"]]
+    assert [c["name"] for c in named["clusters"] if "mzsvc" in c["name"] or "msvc" in c[
+        "name"]] == [CLUSTER]
+
+
+def test_with_mtls_the_cluster_originates_it_with_kumas_mzms_sni() -> None:
+    zone = _zone()
+    mtls = [e for e in History().mtls("default", "ca-1", enabled="ca-1").events]
+    zone.fold(*((e, GLOBAL) for e in mtls))
+
+    cluster = _named(zone.config(), "clusters", CLUSTER)
+    tls = cluster["transportSocket"]["typedConfig"]
+    assert tls["sni"].endswith(".redis.6379.default.mzms")
+    [san] = tls["commonTlsContext"]["combinedValidationContext"]["defaultValidationContext"][
+        "matchTypedSubjectAltNames"]
+    assert san["matcher"] == {"prefix": "spiffe://default/"}
+
+
+def test_a_proxyless_grpc_client_gets_its_hostname_target() -> None:
+    config = _zone().config(node=ProxyNode(user_agent_name="gRPC C-core linux"))
+
+    route = _named(config, "routes", "redis.mzsvc.mesh.local:6379")
+    assert json.dumps(route).count(CLUSTER) == 1
+
+
+# --- the ClusterLoadAssignment ------------------------------------------------------------------
+
+
+def _e(address: str, port: int = 6379) -> Endpoint:
+    return Endpoint(address=address, port=port, dataplane="dp")
+
+
+def test_groups_of_one_priority_and_zone_merge_and_repeated_hosts_are_kept_once() -> None:
+    cla = prioritized_load_assignment("c", [
+        (0, "east", [_e("10.0.0.2"), _e("10.0.0.1")]), (0, "east", [_e("10.0.0.1")]),
+        (1, "west", [_e("10.0.1.1")]), (1, "north", [_e("10.0.2.1"), _e("redis.north")])])
+
+    assert [(g.priority, g.locality.zone,
+             [e.endpoint.address.socket_address.address for e in g.lb_endpoints])
+            for g in cla.endpoints] == [
+        (0, "east", ["10.0.0.1", "10.0.0.2"]), (1, "north", ["10.0.2.1"]),
+        (1, "west", ["10.0.1.1"])]
+
+
+def test_priorities_without_hosts_are_left_out_and_the_rest_renumbered() -> None:
+    cla = prioritized_load_assignment("c", [(0, "east", []), (1, "west", [_e("10.0.1.1")])])
+
+    assert [(g.priority, g.locality.zone) for g in cla.endpoints] == [(0, "west")]
+    assert prioritized_load_assignment("c", []).endpoints == []
+
+
+# --- Envoy accepts it ---------------------------------------------------------------------------
+
+
+def _static(config: dict[str, Any]) -> dict[str, Any]:
+    """A bootstrap of `config`: EDS clusters made static with their assignment, listeners
+    as they are (Envoy validates every field, priorities and localities included)."""
+    assignments = {e["name"]: e["resource"] for e in config["endpoints"]}
+    clusters = []
+    for entry in config["clusters"]:
+        cluster = dict(entry["resource"])
+        cluster.pop("@type", None)
+        if cluster.get("type") == "EDS":
+            cluster.pop("edsClusterConfig")
+            cluster["type"] = "STATIC"
+            assignment = dict(assignments.get(cluster["name"], {"clusterName": cluster["name"]}))
+            assignment.pop("@type", None)
+            cluster["loadAssignment"] = assignment
+        clusters.append(cluster)
+    listeners = []
+    for entry in config["listeners"]:
+        listener = dict(entry["resource"])
+        listener.pop("@type", None)
+        listeners.append(listener)
+    return {"staticResources": {"clusters": clusters, "listeners": listeners}}
+
+
+@pytest.mark.integration
+def test_envoy_validates_the_config(tmp_path: Path) -> None:
+    path = tmp_path / "bootstrap.json"
+    path.write_text(json.dumps(_static(_zone().config())))
+
+    result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path)],
+                            capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK" in result.stdout + result.stderr

@@ -1,0 +1,57 @@
+"""A MeshMultiZoneService port for Envoy: its EDS cluster and ClusterLoadAssignment.
+
+Kuma's layout (reference/multizone.md §2): the cluster `<mesh>_<display name>___mzsvc_<port>`
+(namespace and zone empty: the resource is global's); its endpoints are those of the
+MeshServices the projector matched (`MeshMultiZoneServiceRow.backends`: local ones at
+priority 0, other zones' Available ones at 1) for the MeshService port of the same number,
+a MeshService without that port contributing nothing; each group's locality is the
+MeshService's zone. Its outbound listener on the VIP and its DNS record are made with the
+MeshServices' (`snapshot.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from projections import Endpoint, MeshMultiZoneServiceRow
+from xds_gateway.resources import clusters, endpoints, names, tls
+from xds_gateway.resources.cache import EncodedResource, ResourceCache
+from xds_gateway.type_urls import CLUSTER, ENDPOINT
+from xds_gateway.view import ProjectionView
+
+__all__ = ["display_name", "mzsvc_port"]
+
+
+def display_name(row: MeshMultiZoneServiceRow) -> str:
+    """The name it has on global (`kuma.io/display-name`), which its cluster and hostname use."""
+    return row.labels.get("kuma.io/display-name", row.name)
+
+
+def mzsvc_port(view: ProjectionView, cache: ResourceCache, row: MeshMultiZoneServiceRow,
+               port: int, add: Callable[[EncodedResource], None], *, mtls: bool = True) -> str:
+    """Add the cluster of `row`'s `port` and its endpoints; return the cluster name. With the
+    mesh's mTLS on (and `mtls`: not a proxyless gRPC client) the cluster originates it with
+    Kuma's `mzms` SNI and accepts any workload of the mesh: its MeshServices may be several
+    services."""
+    mesh, name = row.mesh, display_name(row)
+    cname = names.mzsvc_cluster(mesh, name, port)
+    if mtls and mesh in view.trust:
+        sni = tls.sni(mesh, name, port, "mzms")
+        add(cache.get(CLUSTER, cname, ("eds", mesh, None, sni), lambda: clusters.eds_cluster(
+            cname, tls.upstream_tls(mesh, None, sni))))
+    else:
+        add(cache.get(CLUSTER, cname, "eds", lambda: clusters.eds_cluster(cname)))
+    groups: list[tuple[int, str, list[Endpoint]]] = []
+    key: list[tuple[int, bytes]] = []
+    for backend in row.backends:
+        ep_row = view.endpoints.get(mesh, {}).get(backend.name)
+        if ep_row is None:
+            continue
+        port_eps = next((p for p in ep_row.ports if p.port.port == port), None)
+        if port_eps is None:
+            continue  # Kuma: a MeshService without the port contributes nothing
+        groups.append((backend.priority, ep_row.zone, port_eps.endpoints))
+        key.append((backend.priority, view.endpoints_bytes[mesh][backend.name]))
+    add(cache.get(ENDPOINT, cname, ("mzsvc", port, tuple(key)),
+                  lambda: endpoints.prioritized_load_assignment(cname, groups)))
+    return cname

@@ -20,6 +20,7 @@ from events import (
     AnyEvent,
     DataplaneRegistered,
     MeshApplied,
+    MeshMultiZoneServiceApplied,
     MeshServiceApplied,
     Provenance,
     decode_resource,
@@ -39,6 +40,9 @@ def event_for(doc: dict[str, Any], at: int = 1) -> AnyEvent:
         return MeshApplied(at=at, mesh=resource)  # type: ignore[arg-type]
     if kind == "Dataplane":
         return DataplaneRegistered(at=at, dataplane=resource)  # type: ignore[arg-type]
+    if kind == "MeshMultiZoneService":
+        return MeshMultiZoneServiceApplied(
+            at=at, meshmultizoneservice=resource)  # type: ignore[arg-type]
     return MeshServiceApplied(at=at, meshservice=resource)  # type: ignore[arg-type]
 
 

@@ -287,3 +287,24 @@ def test_envoy_validates_the_config(tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout + result.stderr
+
+
+# --- explicit outbounds -------------------------------------------------------------------------
+
+
+def test_an_explicit_outbound_may_name_it_by_its_backend_ref() -> None:
+    zone = _zone()
+    zone.doc({"type": "Dataplane", "mesh": "default", "name": "app-1", "networking": {
+        "address": "10.0.0.8", "inbound": [{"port": 7070, "tags": {"kuma.io/service": "app"}}],
+        "outbound": [{"port": 16379, "backendRef": {"kind": "MeshMultiZoneService",
+                                                    "name": "redis"}},
+                     {"port": 16380, "backendRef": {"kind": "MeshMultiZoneService",
+                                                    "name": "redis", "port": 9999}}]}}, EAST)
+
+    config = zone.config("app-1")
+
+    listener = _named(config, "listeners", "outbound:127.0.0.1:16379")
+    assert listener["filterChains"][0]["filters"][0]["typedConfig"]["cluster"] == CLUSTER
+    assert "outbound:127.0.0.1:16380" not in [e["name"] for e in config["listeners"]]
+    assert _localities(config) == [(0, "east", ["10.0.0.1:6379"]),
+                                   (1, "west", ["10.0.1.1:6379"])]

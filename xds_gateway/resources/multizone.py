@@ -6,25 +6,43 @@ MeshServices the projector matched (`MeshMultiZoneServiceRow.backends`: local on
 priority 0, other zones' Available ones at 1) for the MeshService port of the same number,
 a MeshService without that port contributing nothing; each group's locality is the
 MeshService's zone. Its outbound listener on the VIP and its DNS record are made with the
-MeshServices' (`snapshot.py`).
+MeshServices' (`snapshot.py`), and so is the listener of an explicit outbound whose
+`backendRef` names one (`explicit_target`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+from events import Outbound
 from projections import Endpoint, MeshMultiZoneServiceRow
 from xds_gateway.resources import clusters, endpoints, names, tls
 from xds_gateway.resources.cache import EncodedResource, ResourceCache
 from xds_gateway.type_urls import CLUSTER, ENDPOINT
 from xds_gateway.view import ProjectionView
 
-__all__ = ["display_name", "mzsvc_port"]
+__all__ = ["display_name", "explicit_target", "mzsvc_port"]
 
 
 def display_name(row: MeshMultiZoneServiceRow) -> str:
     """The name it has on global (`kuma.io/display-name`), which its cluster and hostname use."""
     return row.labels.get("kuma.io/display-name", row.name)
+
+
+def explicit_target(outbound: Outbound, rows: Mapping[str, MeshMultiZoneServiceRow]
+                    ) -> tuple[MeshMultiZoneServiceRow, int] | None:
+    """The MeshMultiZoneService and port an explicit outbound's `backendRef` (kind
+    MeshMultiZoneService, by name) points at, if it exists: its `port`, or its only one."""
+    ref = outbound.backend_ref
+    if ref is None or ref.kind != "MeshMultiZoneService" or ref.name is None:
+        return None
+    row = rows.get(ref.name)
+    if row is None:
+        return None
+    ports = [p.port for p in row.spec.ports]
+    if ref.port is None:
+        return (row, ports[0]) if len(ports) == 1 else None
+    return (row, ref.port) if ref.port in ports else None
 
 
 def mzsvc_port(view: ProjectionView, cache: ResourceCache, row: MeshMultiZoneServiceRow,

@@ -291,10 +291,18 @@ def _shared(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
 def _explicit(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
               dp: Dataplane, services: dict[str, MeshServiceRow], add: Add) -> None:
     for outbound in dp.networking.outbound:
+        if not explicit_outbound_allowed(mode, outbound):
+            continue
         target = _explicit_target(outbound, services)
-        if target is not None and explicit_outbound_allowed(mode, outbound):
+        multizone_target = multizone.explicit_target(
+            outbound, view.meshmultizoneservices.get(mesh, {}))
+        if target is not None:
             cname = _service_port(view, cache, mesh, target[0], target[1], add)
-            add(_outbound(cache, outbound.address or "127.0.0.1", outbound.port, cname))
+        elif multizone_target is not None:
+            cname = multizone.mzsvc_port(view, cache, *multizone_target, add)
+        else:
+            continue
+        add(_outbound(cache, outbound.address or "127.0.0.1", outbound.port, cname))
 
 
 def _service_port(view: ProjectionView, cache: ResourceCache, mesh: str, service: str,

@@ -28,6 +28,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
+from opentelemetry.trace import Span, SpanKind
 
 from events.bus._pipeline import AckPipeline
 from events.bus.nats_access import (
@@ -36,6 +37,7 @@ from events.bus.nats_access import (
     refusals_of,
     register,
 )
+from events.bus.trace_context import tracer, with_trace
 from events.codec import SCHEMA_HEADER, SCHEMA_VERSION, encode_event
 from events.errors import Conflict, EventLogUnavailable, StreamConfigMismatch, TooLarge
 from events.event_types import AnyEvent
@@ -184,6 +186,22 @@ class JetStreamEventLog:
         msg_id: str,
         headers: Mapping[str, str] | None = None,
     ) -> Appended:
+        traced = tracer()
+        if traced is None:
+            return await self._append(subject, event, expected_last_subject_seq, msg_id,
+                                      headers)
+        # one span per append, its context in the message's headers (README, Tracing)
+        with traced.start_as_current_span("meshlog.append", kind=SpanKind.PRODUCER,
+                                          attributes={"messaging.system": "nats",
+                                                      "messaging.destination.name": subject}
+                                          ) as span:
+            appended = await self._append(subject, event, expected_last_subject_seq, msg_id,
+                                          with_trace(headers, span))
+            _record_append(span, appended)
+            return appended
+
+    async def _append(self, subject: str, event: AnyEvent, expected_last_subject_seq: int,
+                      msg_id: str, headers: Mapping[str, str] | None) -> Appended:
         hdrs = _append_headers(msg_id, expected_last_subject_seq, headers)
         data = encode_event(event)
         self._check_size(subject, data, hdrs)
@@ -214,28 +232,38 @@ class JetStreamEventLog:
         error instead of failing the future, so a rejected append would never resolve."""
         if self._pipeline is None:
             self._pipeline = await AckPipeline.open(self._nc)
+        traced = tracer()
         results: list[Appended | Conflict] = []
         for start in range(0, len(appends), window):
             chunk = appends[start:start + window]
+            spans = [] if traced is None else [
+                traced.start_span("meshlog.append", kind=SpanKind.PRODUCER, attributes={
+                    "messaging.system": "nats", "messaging.destination.name": item.subject})
+                for item in chunk]
             try:
                 async with self._refusals.guard(*{item.subject for item in chunk}):
                     futures = [await self._pipeline.publish(item.subject, data, hdrs)
-                               for item, data, hdrs in self._sized(chunk)]
+                               for item, data, hdrs in self._sized(chunk, spans)]
                     acks = await asyncio.wait_for(asyncio.gather(*futures),
                                                   timeout=_TIMEOUT_S * 4)
             except TimeoutError as exc:
                 raise EventLogUnavailable(f"{len(chunk)} appends not acknowledged") from exc
+            finally:
+                for span in spans:
+                    span.end()
             for item, ack in zip(chunk, acks, strict=True):
                 results.append(await self._outcome(item, ack))
         return results
 
-    def _sized(self, chunk: Sequence[PendingAppend]
+    def _sized(self, chunk: Sequence[PendingAppend], spans: Sequence[Span]
                ) -> list[tuple[PendingAppend, bytes, dict[str, str]]]:
+        """Each append's body and headers (with its span's trace context, when traced)."""
         out = []
-        for item in chunk:
+        for i, item in enumerate(chunk):
             data = encode_event(item.event)
+            extra = {"Nats-Expected-Stream": self._stream}
             hdrs = _append_headers(item.msg_id, item.expected_last_subject_seq,
-                                   {"Nats-Expected-Stream": self._stream})
+                                   with_trace(extra, spans[i]) if spans else extra)
             self._check_size(item.subject, data, hdrs)
             out.append((item, data, hdrs))
         return out
@@ -382,6 +410,12 @@ class JetStreamEventLog:
 def _raise_if_cancelled(task: asyncio.Task[Any] | None) -> None:
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+def _record_append(span: Span, appended: Appended) -> None:
+    if span.is_recording():
+        span.set_attribute("meshlog.seq", appended.seq)
+        span.set_attribute("meshlog.duplicate", appended.duplicate)
 
 
 def _headers_size(headers: Mapping[str, str]) -> int:

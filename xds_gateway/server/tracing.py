@@ -83,6 +83,11 @@ class PushTracing(NoCallbacks):
         self._push: _Push | None = None
         self._opened = asyncio.Event()
 
+    @property
+    def open_push(self) -> Span | None:
+        """The span of the push being watched, if any."""
+        return self._push.span if self._push is not None else None
+
     async def follow(self, batches: AsyncIterator[ProjectionBatch]) -> None:
         """Apply batches from the projection bus forever, tracing the pushes of traced ones."""
         async for batch in batches:

@@ -36,12 +36,11 @@ EXPORTERS = ("otlp", "console", "none")
 _PROTOCOLS = ("http/protobuf",)
 
 
-def setup_tracing(service: str, environ: Mapping[str, str] | None = None
-                  ) -> TracerProvider | None:
+def setup_tracing(service: str) -> TracerProvider | None:
     """Install this process's tracer provider as `OTEL_TRACES_EXPORTER` says, or nothing
     (None) when it is unset. `service`: the default `service.name`. Raises ConfigError
     naming the variable for a value meshlog does not support."""
-    env = os.environ if environ is None else environ
+    env = os.environ
     exporter_name = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
     if not exporter_name:
         return None

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Sampler
 
-__all__ = ["in_memory_tracing", "spans_named"]
+__all__ = ["in_memory_tracing", "restoring_globals", "spans_named"]
 
 
 def _reset_globals() -> None:
@@ -42,3 +42,17 @@ def in_memory_tracing(sampler: Sampler = ALWAYS_ON) -> Iterator[InMemorySpanExpo
 
 def spans_named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
     return [s for s in exporter.get_finished_spans() if s.name == name]
+
+
+@contextlib.contextmanager
+def restoring_globals() -> Iterator[None]:
+    """Whatever the block sets as the global tracer provider is gone after it."""
+    _reset_globals()
+    try:
+        yield
+    finally:
+        provider = trace.get_tracer_provider()
+        shutdown = getattr(provider, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+        _reset_globals()

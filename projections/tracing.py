@@ -2,9 +2,9 @@
 
 One batch serves many writes, so its span (`meshlog.projector.fold`, covering the fold, the
 commit and the publish) links to every traced write of the batch (the `traceparent` of each
-record's headers). Its parent is one of those writes, a sampled one if any: a lone `apply`
-is then one trace from the API request to the proxies' ACKs, and a batch is recorded when
-any of its writes was sampled. The headers are read here only, never by the fold.
+record's headers; only sampled writes carry one). Its parent is the first of them: a lone
+`apply` is then one trace from the API request to the proxies' ACKs. A batch without a
+traced write makes no span. The headers are read here only, never by the fold.
 
 Without tracing in the process (`events.bus.trace_context.tracer()` is None) nothing here
 does any work.
@@ -16,7 +16,6 @@ import contextlib
 from collections.abc import Iterator, Sequence
 
 from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind
 
 from events import Record
@@ -30,10 +29,11 @@ records reads at most this many headers."""
 
 
 def _writes(batch: Sequence[Record]) -> list[SpanContext]:
+    """The sampled writes' contexts (only those are carried: `trace_context.with_trace`)."""
     found: list[SpanContext] = []
     for record in batch:
         span_context = span_context_of(record.headers)
-        if span_context is not None:
+        if span_context is not None and span_context.trace_flags.sampled:
             found.append(span_context)
             if len(found) == MAX_LINKS:
                 break
@@ -48,9 +48,10 @@ def batch_span(batch: Sequence[Record], projector: str) -> Iterator[None]:
         yield
         return
     writes = _writes(batch)
-    parent = next((w for w in writes if w.trace_flags.sampled), writes[0] if writes else None)
-    context = (trace.set_span_in_context(NonRecordingSpan(parent)) if parent is not None
-               else Context())
+    if not writes:  # no sampled write in it: no span (head sampling, README, Tracing)
+        yield
+        return
+    context = trace.set_span_in_context(NonRecordingSpan(writes[0]))
     with traced.start_as_current_span(
             "meshlog.projector.fold", context=context, kind=SpanKind.CONSUMER,
             links=[Link(w) for w in writes], attributes={

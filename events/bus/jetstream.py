@@ -28,7 +28,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span, SpanKind, get_current_span
 
 from events.bus._pipeline import AckPipeline
 from events.bus.nats_access import (
@@ -187,10 +187,11 @@ class JetStreamEventLog:
         headers: Mapping[str, str] | None = None,
     ) -> Appended:
         traced = tracer()
-        if traced is None:
+        if traced is None or not get_current_span().is_recording():
             return await self._append(subject, event, expected_last_subject_seq, msg_id,
                                       headers)
-        # one span per append, its context in the message's headers (README, Tracing)
+        # in a sampled trace (an API request's): a span, its context in the message's
+        # headers (README, Tracing)
         with traced.start_as_current_span("meshlog.append", kind=SpanKind.PRODUCER,
                                           attributes={"messaging.system": "nats",
                                                       "messaging.destination.name": subject}
@@ -232,38 +233,30 @@ class JetStreamEventLog:
         error instead of failing the future, so a rejected append would never resolve."""
         if self._pipeline is None:
             self._pipeline = await AckPipeline.open(self._nc)
-        traced = tracer()
         results: list[Appended | Conflict] = []
         for start in range(0, len(appends), window):
             chunk = appends[start:start + window]
-            spans = [] if traced is None else [
-                traced.start_span("meshlog.append", kind=SpanKind.PRODUCER, attributes={
-                    "messaging.system": "nats", "messaging.destination.name": item.subject})
-                for item in chunk]
             try:
                 async with self._refusals.guard(*{item.subject for item in chunk}):
                     futures = [await self._pipeline.publish(item.subject, data, hdrs)
-                               for item, data, hdrs in self._sized(chunk, spans)]
+                               for item, data, hdrs in self._sized(chunk)]
                     acks = await asyncio.wait_for(asyncio.gather(*futures),
                                                   timeout=_TIMEOUT_S * 4)
             except TimeoutError as exc:
                 raise EventLogUnavailable(f"{len(chunk)} appends not acknowledged") from exc
-            finally:
-                for span in spans:
-                    span.end()
             for item, ack in zip(chunk, acks, strict=True):
                 results.append(await self._outcome(item, ack))
         return results
 
-    def _sized(self, chunk: Sequence[PendingAppend], spans: Sequence[Span]
+    def _sized(self, chunk: Sequence[PendingAppend]
                ) -> list[tuple[PendingAppend, bytes, dict[str, str]]]:
-        """Each append's body and headers (with its span's trace context, when traced)."""
         out = []
-        for i, item in enumerate(chunk):
+        for item in chunk:
             data = encode_event(item.event)
             extra = {"Nats-Expected-Stream": self._stream}
-            hdrs = _append_headers(item.msg_id, item.expected_last_subject_seq,
-                                   with_trace(extra, spans[i]) if spans else extra)
+            if item.trace:
+                extra.update(item.trace)
+            hdrs = _append_headers(item.msg_id, item.expected_last_subject_seq, extra)
             self._check_size(item.subject, data, hdrs)
             out.append((item, data, hdrs))
         return out

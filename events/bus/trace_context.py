@@ -44,16 +44,18 @@ def tracer() -> trace.Tracer | None:
 
 
 def with_trace(headers: Mapping[str, str] | None, span: Span) -> dict[str, str]:
-    """`headers` plus `span`'s trace context (also an unsampled one: downstream spans follow
-    the sampling decision taken at the start of the trace)."""
+    """`headers` plus `span`'s trace context if it is sampled (recording). An unsampled
+    trace is not carried on (W3C would allow it): the writes sampling left out then cost the
+    projector and the gateways nothing, and a batch without a sampled write makes no span."""
     out = dict(headers or {})
-    if span.get_span_context().is_valid:
+    if span.is_recording():
         _PROPAGATOR.inject(out, context=trace.set_span_in_context(span))
     return out
 
 
 def current_trace_headers() -> dict[str, str]:
-    """The current span's trace context as headers; empty without tracing or a span."""
+    """The current span's trace context as headers; empty without tracing, without a span
+    or when it is not sampled."""
     if tracer() is None:
         return {}
     return with_trace(None, trace.get_current_span())

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from events import JetStreamEventLog, connect_nats, encode_event
-from events.bus.trace_context import TRACEPARENT
+from events.bus.trace_context import TRACEPARENT, tracer
 from projections import Projector, open_store
 from projections.tracing import MAX_LINKS
 from services.bench.history import synthetic_history
@@ -23,17 +23,22 @@ pytestmark = pytest.mark.integration
 EVENTS = 300
 
 
-async def _write(url: str, stack: contextlib.AsyncExitStack) -> JetStreamEventLog:
-    """The same history into the log at `url`, one append at a time (traced when tracing is
-    on: `JetStreamEventLog.append` makes a span and puts its context in the headers)."""
+async def _write(url: str, closing: contextlib.AsyncExitStack) -> JetStreamEventLog:
+    """The same history into the log at `url`, one append at a time, each in a span of its
+    own when tracing is on (`JetStreamEventLog.append` puts its context in the headers)."""
     nc = await connect_nats(url, name="test")
-    stack.push_async_callback(nc.close)
+    closing.push_async_callback(nc.close)
     log = await JetStreamEventLog.open(nc)
     last: dict[str, int] = {}
     for subject, event in synthetic_history(EVENTS, services=20, dataplanes=100):
         msg_id = hashlib.sha256(subject.encode() + encode_event(event)).hexdigest()[:32]
-        appended = await log.append(subject, event, expected_last_subject_seq=last.get(subject, 0),
-                                    msg_id=msg_id)
+        with contextlib.ExitStack() as stack:
+            traces = tracer()
+            if traces is not None:  # what the API does: a span per request
+                stack.enter_context(traces.start_as_current_span("write"))
+            appended = await log.append(subject, event,
+                                        expected_last_subject_seq=last.get(subject, 0),
+                                        msg_id=msg_id)
         last[subject] = appended.seq
     return log
 

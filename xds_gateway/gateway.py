@@ -7,6 +7,10 @@ authentication (`proxies.auth`, unless `no_auth`) first, then insights and self-
 (`proxies.ProxyLifecycle`), then whatever the caller adds (SDS). HDS streams (`proxies.hds`)
 go through the same callbacks.
 
+In a process with tracing (README, Tracing), `server.tracing.PushTracing` applies the bus's
+batches to the view and traces each traced batch's push and the proxies' ACKs; without it,
+the view follows the bus itself and no tracing callback is added.
+
 Serving starts only once the view holds a complete copy of the published read models, so a
 proxy never receives config computed from half the state. Responses are raw bytes assembled
 from encode-once resources, so the method is registered with an identity serializer.

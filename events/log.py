@@ -43,6 +43,8 @@ class PendingAppend(Struct, frozen=True):
     event: AnyEvent
     expected_last_subject_seq: int
     msg_id: str
+    trace: Mapping[str, str] | None = None
+    """The W3C trace context of the write, as headers (`events.bus.trace_context`), if any."""
 
 
 class EventLog(Protocol):

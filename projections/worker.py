@@ -5,6 +5,10 @@ read its provenance from its subject, fold, derive, then commit the changed rows
 checkpoint in one transaction and publish the same rows for gateways. On start it loads the
 store, resumes at checkpoint + 1, and reconciles the published rows with the store, so a
 crash between commit and publish loses nothing.
+
+Traced (README, Tracing), each batch is a span linked to the writes it folds
+(`projections.tracing`), and its publish carries that trace to the gateways; the records'
+headers are never input to the fold.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from projections.metrics import ProjectorMetrics
 from projections.state import Change, ProjectionState
 from projections.store import ReadModelStore
 from projections.ticker import Ticker
+from projections.tracing import batch_span, step_span
 from projections.views import PUBLISHED, QuarantinedEvent, encode_row
 
 __all__ = ["ProjectionPublisher", "Projector"]
@@ -139,26 +144,33 @@ class Projector:
             return
         async for records in self._log.read(self.position + 1, max_batch=self._max_batch):
             batch = records if until_seq is None else [r for r in records if r.seq <= until_seq]
-            started = time.perf_counter()
-            try:
-                last = self._fold(state, batch)
-            except SequenceGap as gap:
-                if gap.expected - 1 > self.position:
-                    await self._commit(state, gap.expected - 1)  # what came before the gap
-                raise
-            except _Poisoned as poisoned:
-                if poisoned.state_clean and poisoned.last_good > self.position:
-                    await self._commit(state, poisoned.last_good)  # what came before it
-                await self._quarantine(poisoned.record, poisoned.reason)
-                raise ProjectorHalted(
-                    f"projector {self._name} stopped in front of sequence {poisoned.record.seq} "
-                    f"({poisoned.record.subject}): {poisoned.reason}. The event is quarantined; "
-                    "nothing after it is applied. Upgrade meshlog (or add an upcaster) and "
-                    "restart.") from poisoned.__cause__
-            self.metrics.folded(len(batch), time.perf_counter() - started)
-            await self._commit(state, last)
+            with batch_span(batch, self._name):
+                last = await self._fold_and_commit(state, batch)
             if until_seq is not None and last >= until_seq:
                 return
+
+    async def _fold_and_commit(self, state: ProjectionState, batch: Sequence[Record]) -> int:
+        """Fold `batch` and commit it; the last sequence committed. What comes before a gap
+        or an event that cannot be folded is committed, then the projector halts."""
+        started = time.perf_counter()
+        try:
+            last = self._fold(state, batch)
+        except SequenceGap as gap:
+            if gap.expected - 1 > self.position:
+                await self._commit(state, gap.expected - 1)  # what came before the gap
+            raise
+        except _Poisoned as poisoned:
+            if poisoned.state_clean and poisoned.last_good > self.position:
+                await self._commit(state, poisoned.last_good)  # what came before it
+            await self._quarantine(poisoned.record, poisoned.reason)
+            raise ProjectorHalted(
+                f"projector {self._name} stopped in front of sequence {poisoned.record.seq} "
+                f"({poisoned.record.subject}): {poisoned.reason}. The event is quarantined; "
+                "nothing after it is applied. Upgrade meshlog (or add an upcaster) and "
+                "restart.") from poisoned.__cause__
+        self.metrics.folded(len(batch), time.perf_counter() - started)
+        await self._commit(state, last)
+        return last
 
     def _fold(self, state: ProjectionState, batch: Sequence[Record]) -> int:
         last = self.position
@@ -187,10 +199,12 @@ class Projector:
 
     async def _commit_and_publish(self, changes: Sequence[Change], last: int) -> None:
         started = time.perf_counter()
-        await self._store.commit(changes, last, self._name)
+        with step_span("meshlog.projector.commit", **{"meshlog.rows": len(changes)}):
+            await self._store.commit(changes, last, self._name)
         self.position = last
         if changes:
-            await self._publish(changes, last)
+            with step_span("meshlog.projector.publish", **{"meshlog.checkpoint": last}):
+                await self._publish(changes, last)
         self.metrics.committed(last, time.perf_counter() - started)
 
     async def _quarantine(self, record: Record, reason: str) -> None:

@@ -105,3 +105,15 @@ def test_packages_list_their_public_names(package: str) -> None:
             continue
         assert exported, f"{path.relative_to(ROOT)} has no __all__"
 
+
+
+def test_only_services_tracing_imports_the_opentelemetry_sdk() -> None:
+    """events, projections and xds_gateway trace with the OpenTelemetry API only (like any
+    instrumented library); the SDK, its exporters and samplers are set up per process by
+    services/tracing.py (README, Tracing)."""
+    for package in ALLOWED:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            sdk = {m for m in _modules(path) if m.startswith(("opentelemetry.sdk",
+                                                               "opentelemetry.exporter"))}
+            if path.relative_to(ROOT) != Path("services/tracing.py"):
+                assert not sdk, f"{path.relative_to(ROOT)} imports {sorted(sdk)}"

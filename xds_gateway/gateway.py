@@ -7,6 +7,10 @@ authentication (`proxies.auth`, unless `no_auth`) first, then insights and self-
 (`proxies.ProxyLifecycle`), then whatever the caller adds (SDS). HDS streams (`proxies.hds`)
 go through the same callbacks.
 
+In a process with tracing (README, Tracing), `server.tracing.PushTracing` applies the bus's
+batches to the view and traces each traced batch's push and the proxies' ACKs; without it,
+the view follows the bus itself and no tracing callback is added.
+
 Serving starts only once the view holds a complete copy of the published read models, so a
 proxy never receives config computed from half the state. Responses are raw bytes assembled
 from encode-once resources, so the method is registered with an identity serializer.
@@ -29,6 +33,7 @@ from envoy.service.health.v3.hds_pb2 import (
 
 from events import DEFAULT_ZONE, EventLog
 from events.bus.projection_bus import JetStreamProjectionBus
+from events.bus.trace_context import tracer
 from xds_gateway.proxies.auth import DataplaneAuthentication
 from xds_gateway.proxies.hds import HDS_SERVICE, HealthDiscovery
 from xds_gateway.proxies.insight_publisher import Insights
@@ -47,6 +52,7 @@ from xds_gateway.server.delta import DeltaStream
 from xds_gateway.server.metrics import StreamMetrics, TimedSnapshots
 from xds_gateway.server.sotw import SotwStream
 from xds_gateway.server.subscription import AdsStream, InvalidStream
+from xds_gateway.server.tracing import PushTracing
 from xds_gateway.view import ProjectionView
 
 __all__ = ["DEFAULT_DRAIN_GRACE_S", "SERVER_OPTIONS", "Gateway"]
@@ -110,8 +116,11 @@ class Gateway:
         self.metrics = StreamMetrics(self.view, self.cache)
         """Prometheus metrics of the streams (`server.metrics`), read when scraped."""
         self._timed = TimedSnapshots(self.snapshots)
+        self.pushes = PushTracing(self.view) if tracer() is not None else None
+        """Traces of pushes and ACKs, when the process has tracing (README, Tracing)."""
         self.callbacks = CallbackChain([*filter(None, [self.authentication]), self.metrics,
-                                        self.lifecycle, *callbacks])
+                                        *filter(None, [self.pushes]), self.lifecycle,
+                                        *callbacks])
         """What every stream (ADS and HDS) goes through: open, requests, responses, close."""
         self.hds = HealthDiscovery(self.view, event_log, zone=zone, callbacks=self.callbacks)
         """Inbound health reported by proxies (issue 5)."""
@@ -121,7 +130,11 @@ class Gateway:
         if self._bus is None:
             raise RuntimeError("Gateway.run needs a projection bus; use serve() for a fed view")
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.view.follow(self._bus.watch()))
+            if self.pushes is None:
+                tg.create_task(self.view.follow(self._bus.watch()))
+            else:
+                tg.create_task(self.pushes.follow(self._bus.watch_batches()))
+                tg.create_task(self.pushes.run(), name="push tracing")
             await self.view.ready.wait()
             tg.create_task(self.lifecycle.run(self.serving), name="proxy lifecycle")
             await self.serve()

@@ -4,6 +4,10 @@ Rules followed (reference/jetstream-rules.md): one subject per resource; `Nats-M
 append (idempotent retry); `Nats-Expected-Last-Subject-Sequence` for optimistic concurrency
 (a failed check is err_code 10071 and consumes no sequence); reading with an ordered push
 consumer with a 1 s idle heartbeat; the stream's invariants checked at start-up.
+
+Inside a sampled trace (an API request's) an append is a span, and its W3C trace context
+(`traceparent`) travels in the message's headers (`events.bus.trace_context`, README,
+Tracing); a pipelined append carries the context its `PendingAppend` holds.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
+from opentelemetry.trace import Span, SpanKind, get_current_span
 
 from events.bus._pipeline import AckPipeline
 from events.bus.nats_access import (
@@ -36,6 +41,7 @@ from events.bus.nats_access import (
     refusals_of,
     register,
 )
+from events.bus.trace_context import tracer, with_trace
 from events.codec import SCHEMA_HEADER, SCHEMA_VERSION, encode_event
 from events.errors import Conflict, EventLogUnavailable, StreamConfigMismatch, TooLarge
 from events.event_types import AnyEvent
@@ -184,6 +190,23 @@ class JetStreamEventLog:
         msg_id: str,
         headers: Mapping[str, str] | None = None,
     ) -> Appended:
+        traced = tracer()
+        if traced is None or not get_current_span().is_recording():
+            return await self._append(subject, event, expected_last_subject_seq, msg_id,
+                                      headers)
+        # in a sampled trace (an API request's): a span, its context in the message's
+        # headers (README, Tracing)
+        with traced.start_as_current_span("meshlog.append", kind=SpanKind.PRODUCER,
+                                          attributes={"messaging.system": "nats",
+                                                      "messaging.destination.name": subject}
+                                          ) as span:
+            appended = await self._append(subject, event, expected_last_subject_seq, msg_id,
+                                          with_trace(headers, span))
+            _record_append(span, appended)
+            return appended
+
+    async def _append(self, subject: str, event: AnyEvent, expected_last_subject_seq: int,
+                      msg_id: str, headers: Mapping[str, str] | None) -> Appended:
         hdrs = _append_headers(msg_id, expected_last_subject_seq, headers)
         data = encode_event(event)
         self._check_size(subject, data, hdrs)
@@ -234,8 +257,10 @@ class JetStreamEventLog:
         out = []
         for item in chunk:
             data = encode_event(item.event)
-            hdrs = _append_headers(item.msg_id, item.expected_last_subject_seq,
-                                   {"Nats-Expected-Stream": self._stream})
+            extra = {"Nats-Expected-Stream": self._stream}
+            if item.trace:
+                extra.update(item.trace)
+            hdrs = _append_headers(item.msg_id, item.expected_last_subject_seq, extra)
             self._check_size(item.subject, data, hdrs)
             out.append((item, data, hdrs))
         return out
@@ -382,6 +407,12 @@ class JetStreamEventLog:
 def _raise_if_cancelled(task: asyncio.Task[Any] | None) -> None:
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+def _record_append(span: Span, appended: Appended) -> None:
+    if span.is_recording():
+        span.set_attribute("meshlog.seq", appended.seq)
+        span.set_attribute("meshlog.duplicate", appended.duplicate)
 
 
 def _headers_size(headers: Mapping[str, str]) -> int:

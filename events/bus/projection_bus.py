@@ -9,21 +9,29 @@ only at a checkpoint, so they never see half a batch.
 Keys under `meta/lease/` are the projectors' leases (events.bus.lease): they live in this
 bucket so that a publish can be fenced by the lease key's revision (one stream). They are
 not read-model rows: `current()` leaves them out, and the gateways' view ignores `meta`.
+
+When the projector traces a batch, its checkpoint message carries the W3C trace context in
+its headers (`traceparent`), so each gateway's push continues the trace (README, Tracing);
+a header is not a value: the rows and the checkpoint are the same with tracing on or off.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import NamedTuple
 
 from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 
-from events.bus._kv import open_bucket, stop_watcher
+from events.bus._kv import open_bucket
+from events.bus._kv_watch import watch_all
 from events.bus._pipeline import AckPipeline
+from events.bus.trace_context import current_trace_headers, trace_headers
 from events.errors import EventLogUnavailable, LeaseLost
 
-__all__ = ["CHECKPOINT_KEY", "LEASE_PREFIX", "JetStreamProjectionBus", "ProjectionUpdate"]
+__all__ = ["CHECKPOINT_KEY", "LEASE_PREFIX", "JetStreamProjectionBus", "ProjectionBatch",
+           "ProjectionUpdate"]
 
 BUCKET = "meshlog_projections"
 CHECKPOINT_KEY = "meta/checkpoint"
@@ -33,6 +41,15 @@ _TIMEOUT_S = 5.0
 
 ProjectionUpdate = tuple[str, bytes | None]
 """(key, value); value None = deleted."""
+
+
+class ProjectionBatch(NamedTuple):
+    """One published batch as a watcher gets it."""
+
+    updates: list[ProjectionUpdate]
+    trace: Mapping[str, str] = {}
+    """The W3C trace context of the publish (`traceparent`, `tracestate`), when the
+    projector traced it; never part of the rows (README, Tracing)."""
 
 
 class JetStreamProjectionBus:
@@ -65,11 +82,16 @@ class JetStreamProjectionBus:
         if self._pipeline is None:
             self._pipeline = await AckPipeline.open(self._nc)
         futures = []
+        # the batch's trace context rides on its checkpoint message, never in a row
+        traced = current_trace_headers()
         for key, value in updates:
             subject = f"$KV.{self._bucket}.{key}"
             if value is None:
                 futures.append(await self._pipeline.publish(
                     subject, b"", {"KV-Operation": "DEL", **(fence or {})}))
+            elif traced and key == CHECKPOINT_KEY:
+                futures.append(await self._pipeline.publish(subject, value,
+                                                            {**(fence or {}), **traced}))
             else:
                 futures.append(await self._pipeline.publish(subject, value, dict(fence or {})))
         try:
@@ -102,20 +124,21 @@ class JetStreamProjectionBus:
     async def watch(self) -> AsyncIterator[list[ProjectionUpdate]]:
         """First every current value as one batch (possibly empty), then live updates, each
         batch ending at a checkpoint key."""
-        watcher = await self._kv.watchall()
-        try:
-            pending: list[ProjectionUpdate] = []
-            live = False
-            async for entry in watcher:
-                if entry is None:  # end of the initial values
-                    live = True
-                    yield pending
-                    pending = []
-                    continue
-                value = None if entry.operation in ("DEL", "PURGE") else entry.value
-                pending.append((entry.key, value))
-                if entry.key == CHECKPOINT_KEY and live:
-                    yield pending
-                    pending = []
-        finally:
-            await stop_watcher(watcher)
+        async for batch in self.watch_batches():
+            yield batch.updates
+
+    async def watch_batches(self) -> AsyncIterator[ProjectionBatch]:
+        """`watch`, each batch with the trace context its checkpoint message carried."""
+        pending: list[ProjectionUpdate] = []
+        live = False
+        async for entry in watch_all(self._nc.jetstream(timeout=_TIMEOUT_S), self._bucket,
+                                     timeout_s=_TIMEOUT_S):
+            if entry is None:  # end of the initial values
+                live = True
+                yield ProjectionBatch(pending)
+                pending = []
+                continue
+            pending.append((entry.key, entry.value))
+            if entry.key == CHECKPOINT_KEY and live:
+                yield ProjectionBatch(pending, trace_headers(entry.headers))
+                pending = []

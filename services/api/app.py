@@ -57,6 +57,7 @@ from events import (
     decode_resource,
     deprecations,
 )
+from events.bus.trace_context import tracer
 from events.commands import Commands, NoSecretKey, WriteResult
 from events.documents import MAX_DOCUMENT_BYTES, load_json, load_yaml
 from events.resources import MeshScopedResource
@@ -77,6 +78,7 @@ from services.api.auth import ADMIN, ApiAuth, Forbidden, NotAuthenticated, guard
 from services.api.metrics import metrics
 from services.api.proxy_inspector import INSPECT_ROUTES, ProxyInspector, add_connected, overviews
 from services.api.tokens import TOKEN_ROUTES
+from services.api.tracing import RequestTracing
 from services.render import GLOBAL_KINDS, PLURALS, render_row
 
 __all__ = ["ApiState", "api_state", "create_app"]
@@ -456,6 +458,8 @@ def create_app(commands: Commands, store: ReadModelStore, *,
                                  auth=auth or ApiAuth())),
         guards=[guard(_auth_context)],
         exception_handlers={Exception: _on_error},
+        # a span per request, only in a process with tracing (README, Tracing)
+        middleware=[RequestTracing] if tracer() is not None else [],
         # what a document may be (events.documents), read into memory at most
         request_max_body_size=MAX_DOCUMENT_BYTES,
         openapi_config=OpenAPIConfig(title="meshlog", version="0.1.0",

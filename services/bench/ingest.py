@@ -12,7 +12,9 @@ from nats.aio.client import Client as NATS
 from nats.js.api import PubAck
 
 from events import DataplaneRegistered, JetStreamEventLog, PendingAppend, connect_nats, encode_event
+from events.bus.trace_context import tracer
 from services.bench._env import bench_nats, machine, raw_stream, report
+from services.bench._traces import end_all, traced
 from services.bench.history import synthetic_history
 
 __all__ = ["bench_ingest"]
@@ -35,7 +37,9 @@ async def bench_ingest(events: int, *, nats_url: str | None = None,
             raw_rate = await _raw(nc, appends, window)
             log = await JetStreamEventLog.open(nc)
             started = time.perf_counter()
-            results = await log.append_many(appends, window=window)
+            writes, spans = traced(appends)  # with tracing on, as the API would trace them
+            results = await log.append_many(writes, window=window)
+            end_all(spans)
             own_s = time.perf_counter() - started
         finally:
             await nc.close()
@@ -47,6 +51,7 @@ async def bench_ingest(events: int, *, nats_url: str | None = None,
         "append_path_events_per_s": round(len(appends) / own_s),
         "append_to_raw_ratio": round(len(appends) / own_s / raw_rate, 3),
         "conflicts": conflicts,
+        "traced": tracer() is not None,
         **machine(),
     }
     report("meshlog bench ingest", figures)

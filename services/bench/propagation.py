@@ -41,6 +41,7 @@ from events import (
     resource_subject,
 )
 from events.bus.projection_bus import JetStreamProjectionBus
+from events.bus.trace_context import tracer
 from events.commands import TokenCommands
 from events.identity import SecretKey
 from events.resources import DataplaneNetworking
@@ -55,6 +56,7 @@ from services.bench._fleet import (
     rss_kb,
     while_alive,
 )
+from services.bench._traces import end_all, traced
 
 __all__ = ["MESH", "bench_propagation", "dataplane_tokens", "pending_append", "percentile",
            "seed_fleet", "seq_of"]
@@ -128,6 +130,7 @@ async def bench_propagation(proxies: int, *, gateways: int = 1, rounds: int = 20
         "connect_all_s": round(connect_s, 2),
         "gateway_rss_before_mb": round(rss_before / 1024, 1),
         "rss_kb_per_proxy": round((rss_after - rss_before) / proxies, 1),
+        "traced": tracer() is not None,
         **machine(),
     }
     report("meshlog bench propagation", figures)
@@ -190,7 +193,9 @@ async def _round(log: JetStreamEventLog, workers: list[Worker], r: int,
     event: AnyEvent = (DataplaneRegistered(at=at, dataplane=_dataplane(name, address, TARGET))
                        if present else DataplaneDeregistered(at=at, mesh=MESH, name=name))
     t0 = time.time()
-    [result] = await log.append_many([pending_append(subject, event, probes.get(subject, 0))])
+    writes, spans = traced([pending_append(subject, event, probes.get(subject, 0))])
+    [result] = await log.append_many(writes)
+    end_all(spans)
     probes[subject] = seq_of(result)
     done = [await worker.expect("done", _ROUND_TIMEOUT_S) for worker in workers]
     latency_ms = (max(d["max_t"] for d in done) - t0) * 1000

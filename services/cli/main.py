@@ -63,8 +63,13 @@ from services.runtime.config import (
     parse_positive,
     secret_key_of,
 )
+from services.tracing import setup_tracing
 
 __all__ = ["main"]
+
+_TRACED = {"up": "meshlog", "projector": "meshlog-projector", "gateway": "meshlog-gateway",
+           "api": "meshlog-api", "bench": "meshlog-bench"}
+"""Commands that set up tracing, and their default `service.name`."""
 
 def _run_until_signal(main_coro: Coroutine[Any, Any, None]) -> None:
     """Run a process's main coroutine. SIGINT and SIGTERM are its own to handle
@@ -332,6 +337,8 @@ def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(verbose=args.verbose, quiet=getattr(args, "quiet", False))
     try:
+        if args.command in _TRACED:  # OTEL_TRACES_EXPORTER unset: off (README, Tracing)
+            setup_tracing(_TRACED[args.command])
         if args.command == "up":
             return cmd_up(args)
         if args.command == "dataplane":

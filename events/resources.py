@@ -284,6 +284,9 @@ class MeshServicePort(_Base, frozen=True):
 class MeshServiceSpec(_Base, frozen=True):
     selector: MeshServiceSelector
     ports: list[MeshServicePort]
+    state: Literal["Available", "Unavailable"] | None = None
+    """Kuma keeps availability in the spec so that it crosses zones (KDS strips status,
+    reference/multizone.md §1); meshlog sets it on MeshServices of other zones."""
 
 
 class MeshService(MeshScopedResource, frozen=True, kw_only=True, tag="MeshService"):

@@ -374,7 +374,8 @@ def fold(
     first_seq: int = 1,
 ) -> ProjectionState:
     """Fold `batches` like `Projector.run`: fold each event, then derive and commit per batch."""
-    state = ProjectionState.load([], secret_key=SECRET_KEY) if state is None else state
+    state = (ProjectionState.load([], secret_key=SECRET_KEY, local_zone=ZONE) if state is None
+             else state)
     seq = first_seq
     for batch in batches:
         for event in batch:
@@ -396,7 +397,7 @@ def rows(state: ProjectionState) -> Rows:
 
 def restart(state: ProjectionState) -> ProjectionState:
     """A fresh state loaded from what the store holds, as after a projector restart."""
-    return ProjectionState.load(rows(state), secret_key=SECRET_KEY)
+    return ProjectionState.load(rows(state), secret_key=SECRET_KEY, local_zone=ZONE)
 
 
 # --- reading persisted rows ------------------------------------------------------------------

@@ -62,6 +62,17 @@ _TOKEN_HELP = ("user token for the API (env MESHLOG_TOKEN; default: the admin to
                "`meshlog up` of the data dir)")
 
 
+_MODE_FLAG = ("--mode",)
+_MODE_OPTIONS: dict[str, Any] = {
+    "default": env("MODE"), "choices": ["standalone", "global", "zone"],
+    "help": "standalone (default), global (the global control plane of a multi-zone "
+            "deployment), or zone (with --global)"}
+_GLOBAL_FLAG = ("--global",)
+_GLOBAL_OPTIONS: dict[str, Any] = {
+    "dest": "global_url", "default": env("GLOBAL_URL"), "metavar": "URL",
+    "help": "join the global control plane at this leafnode URL (its global_url) as zone "
+            "--zone (env MESHLOG_GLOBAL_URL)"}
+
 def _global_flags() -> argparse.ArgumentParser:
     """`--api` and `-v` for every subcommand, so they go after it too (as kubectl's global
     flags do). SUPPRESS: a subcommand sets them only when given there, so it never overwrites
@@ -102,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--vip-cidr", default=env("VIP_CIDR", "241.0.0.0/8"),
                     help="CIDR of MeshService VIPs (recorded in the log; default %(default)s)")
     up.add_argument("--zone", default=env("ZONE", "default"), help="zone name")
+    up.add_argument(*_MODE_FLAG, **_MODE_OPTIONS)
+    up.add_argument(*_GLOBAL_FLAG, **_GLOBAL_OPTIONS)
+    up.add_argument("--leaf-host", default=env("LEAF_HOST", "127.0.0.1"),
+                    help="--mode global: where zones' nats-servers connect (leafnodes)")
+    up.add_argument("--leaf-port", default=env("LEAF_PORT", "7422"),
+                    help="--mode global: leafnode port (0: any free; default %(default)s)")
     up.add_argument(*_DEREGISTRATION_FLAG, **_DEREGISTRATION_OPTIONS)
     up.add_argument(*_GRACE_FLAG, **_GRACE_OPTIONS)
     up.add_argument(*_NO_AUTH_FLAG, **_NO_AUTH_OPTIONS)
@@ -148,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         proc.add_argument("--nats-url", default=env("NATS_URL"))
         proc.add_argument("--nats-creds", **_CREDS_OPTIONS)
         proc.add_argument("--zone", default=env("ZONE", "default"))
+        proc.add_argument(*_MODE_FLAG, **_MODE_OPTIONS)
+        proc.add_argument(*_GLOBAL_FLAG, **_GLOBAL_OPTIONS)
         proc.add_argument("--stream-replicas", default=env("STREAM_REPLICAS", "1"),
                           help="replicas of the streams this process creates if missing "
                                "(3 on a 3-node cluster)")
@@ -199,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "made in --data-dir, if any; env MESHLOG_NATS_CREDS)")
     replay.add_argument("--data-dir", default=env("DATA_DIR", ".meshlog"))
     replay.add_argument("--zone", default=env("ZONE", "default"))
+    replay.add_argument(*_MODE_FLAG, **_MODE_OPTIONS)
     replay.add_argument(*_SECRET_KEY_FLAG, **_SECRET_KEY_OPTIONS)
     replay.add_argument("-q", "--quiet", action="store_true",
                         help="no progress bar, no INFO logs (warnings and errors still show)")

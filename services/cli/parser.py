@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     get = sub.add_parser("get", parents=g, help="list resources, or show one")
     get.add_argument("what", help="meshes | dataplanes | meshservices | hostnamegenerators | "
-                     "meshtrafficpermissions, or a singular kind")
+                     "meshtrafficpermissions | zones, or a singular kind")
     get.add_argument("name", nargs="?", help="show this resource only")
     get.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
     get.add_argument("-o", "--output", choices=["table", "yaml", "json"])
@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     insp = sub.add_parser("inspect", parents=g, help="a proxy's insight (connected, gateway, "
                           "xDS ACK/NACK counters), or with --config its computed xDS")
-    insp.add_argument("kind", help="dataplane")
+    insp.add_argument("kind", help="dataplane | zone")
     insp.add_argument("name")
     insp.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
     insp.add_argument("--config", action="store_true",

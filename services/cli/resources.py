@@ -15,6 +15,7 @@ import yaml
 from services.cli._age import age
 from services.cli._tables import print_table
 from services.cli.client import ApiClient, ApiError
+from services.cli.zones import ZONE_WORDS, cmd_get_zones
 from services.render import GLOBAL_KINDS, PLURALS
 
 __all__ = ["SINGULAR", "cmd_apply", "cmd_delete", "cmd_get", "cmd_quarantine", "read_documents"]
@@ -97,6 +98,8 @@ def cmd_apply(args: argparse.Namespace, client: ApiClient) -> int:
 
 
 def cmd_get(args: argparse.Namespace, client: ApiClient) -> int:
+    if args.what.lower() in ZONE_WORDS:
+        return cmd_get_zones(args, client)
     kind = _kind_of_word(args.what)
     if kind is None:
         raise SystemExit(f"error: unknown resource type {args.what!r}; "

@@ -20,6 +20,7 @@ checkpoint, the API answers 503 meanwhile.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 from pathlib import Path
@@ -28,7 +29,7 @@ from events import DEFAULT_ZONE, JetStreamEventLog
 from events.bus.insights import JetStreamInsights
 from events.bus.projection_bus import JetStreamProjectionBus
 from events.bus.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
-from events.bus.sources import zone_filter
+from events.bus.sources import source_states, zone_filter
 from events.commands import Commands
 from events.identity import SecretKey
 from projections import DEFAULT_GRACE_PERIOD_MS, Projector, open_store
@@ -184,7 +185,9 @@ async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
                                                inspector=ProxyInspector(nc),
                                                auth=ApiAuth(
                                                    localhost_is_admin=localhost_is_admin,
-                                                   tokens=tokens)),
+                                                   tokens=tokens),
+                                               sources=None if mode == "standalone"
+                                               else functools.partial(source_states, nc)),
                                     sock, drain_grace_s=drain_grace_s)
                     async with asyncio.TaskGroup() as tg:
                         serving = tg.create_task(api.run(), name="api")

@@ -41,7 +41,7 @@ from events.bus.insights import JetStreamInsights
 from events.bus.permissions import ROLES, Role
 from events.bus.projection_bus import JetStreamProjectionBus
 from events.bus.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
-from events.bus.sources import GLOBAL_DOMAIN, zone_filter
+from events.bus.sources import GLOBAL_DOMAIN, source_states, zone_filter
 from events.commands import Commands
 from events.identity import SecretKey
 from events.resources import SYNCED_HOSTNAME_GENERATORS
@@ -259,7 +259,9 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                                       admin_token=admin_token)
             app = create_app(commands, api_store, inspector=ProxyInspector(api_nc),
                              auth=ApiAuth(localhost_is_admin=cfg.localhost_is_admin,
-                                          tokens=tokens))
+                                          tokens=tokens),
+                             sources=None if cfg.mode == "standalone"
+                             else partial(source_states, api_nc))
             state = api_state(app)
             if cfg.projectors > 1:
                 contenders = await _contenders(cfg, stack, url, credentials["projector"],

@@ -1,0 +1,115 @@
+"""One global and two zones (east, west), each a real `meshlog up` with its own embedded
+nats-server (own ports, store, JetStream domain), zones joined to global over leafnodes: a Mesh
+applied on global reaches both zones; a Dataplane registered in west yields in east a
+MeshService under Kuma's synced name with a 241/8 VIP and `<svc>.svc.west.mesh.local`; global
+shows both zones connected; each log replays to its live read models byte for byte."""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from events.kds_hash import hashed_name
+from tests.harness import VENV_BIN, ControlPlane, meshlog_up, wait_for
+
+pytestmark = pytest.mark.integration
+
+REDIS = {"type": "Dataplane", "mesh": "default", "name": "redis-1",
+         "networking": {"address": "10.2.0.1", "inbound": [
+             {"port": 6379, "tags": {"kuma.io/service": "redis"}}]}}
+
+
+def _meshlog(*args: str) -> str:
+    return subprocess.run([str(VENV_BIN / "meshlog"), *args], capture_output=True, text=True,
+                          timeout=120, check=True).stdout
+
+
+@pytest.fixture(scope="module")
+def planes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ControlPlane]]:
+    root = tmp_path_factory.mktemp("multizone")
+    with ExitStack() as stack:
+        central = stack.enter_context(meshlog_up(root / "global", "--mode", "global",
+                                                 "--leaf-port", "0"))
+        url = central.where["global_url"]
+        zones = {zone: stack.enter_context(meshlog_up(root / zone, "--zone", zone,
+                                                      "--global", url))
+                 for zone in ("east", "west")}
+        yield {"global": central, **zones}
+
+
+def _get(cp: ControlPlane, path: str) -> dict[str, Any] | None:
+    response = cp.api.get(path)
+    return response.json() if response.status_code == 200 else None
+
+
+def test_a_mesh_applied_on_global_reaches_both_zones(planes: dict[str, ControlPlane]) -> None:
+    planes["global"].apply({"type": "Mesh", "name": "default"})
+    for zone in ("east", "west"):
+        mesh = wait_for(lambda z=zone: _get(planes[z], "/meshes/default"), timeout=30,
+                        what=f"the Mesh in {zone}")
+        assert mesh["name"] == "default"
+
+
+def test_a_zone_refuses_globals_kinds_and_global_refuses_dataplanes(
+        planes: dict[str, ControlPlane]) -> None:
+    refused = planes["east"].api.put("/meshes/other", json={"type": "Mesh", "name": "other"})
+    assert refused.status_code == 409 and "global control plane" in refused.json()["detail"]
+    refused = planes["global"].api.put("/meshes/default/dataplanes/redis-1", json=REDIS)
+    assert refused.status_code == 409 and "zone" in refused.json()["detail"]
+
+
+def test_a_dataplane_in_west_yields_a_synced_meshservice_in_east(
+        planes: dict[str, ControlPlane]) -> None:
+    wait_for(lambda: _get(planes["west"], "/meshes/default"), timeout=30, what="west's Mesh")
+    planes["west"].apply(REDIS)
+    name = hashed_name("default", "redis", "west")
+    assert name == "redis-f8xz8bddwx8b5c22"  # the same on global and in every zone
+
+    def synced() -> dict[str, Any] | None:
+        doc = _get(planes["east"], f"/meshes/default/meshservices/{name}")
+        return doc if doc and doc["status"].get("addresses") else None
+
+    ms = wait_for(synced, timeout=30, what="west's redis in east")
+    assert ipaddress.ip_address(ms["status"]["vips"][0]["ip"]) in ipaddress.ip_network(
+        "241.0.0.0/8")
+    assert [a["hostname"] for a in ms["status"]["addresses"]] == ["redis.svc.west.mesh.local"]
+    assert ms["labels"]["kuma.io/zone"] == "west"
+    assert ms["labels"]["kuma.io/display-name"] == "redis"
+    assert ms["spec"]["state"] == "Available"
+    # east's proxies get no endpoint of west's Dataplane (cross-zone goes through ingress)
+    assert _get(planes["east"], "/meshes/default/dataplanes/redis-1") is None
+    on_global = wait_for(lambda: _get(planes["global"], f"/meshes/default/meshservices/{name}"),
+                         timeout=30, what="west's redis on global")
+    assert on_global["labels"]["kuma.io/origin"] == "zone"
+
+
+def test_global_shows_both_zones_connected(planes: dict[str, ControlPlane]) -> None:
+    def connected() -> list[str] | None:
+        doc = _get(planes["global"], "/zone-insights")
+        names = sorted(i["name"] for i in (doc or {}).get("items", []) if i["connected"])
+        return names if names == ["east", "west"] else None
+
+    wait_for(connected, timeout=30, what="both zones connected")
+    table = _meshlog("--api", planes["global"].where["api"], "get", "zones")
+    assert [line.split()[:3] for line in table.splitlines()[1:]] == [
+        ["east", "yes", "yes"], ["west", "yes", "yes"]]
+
+
+@pytest.mark.parametrize("plane", ["global", "east", "west"])
+def test_each_log_replays_to_its_live_read_models(planes: dict[str, ControlPlane], plane: str,
+                                                  tmp_path: Path) -> None:
+    cp = planes[plane]
+    wait_for(lambda: _get(planes["east"], "/meshes/default/meshservices/"
+                          + hashed_name("default", "redis", "west")), timeout=30,
+             what="the sync")
+    deployment = ["--mode", "global"] if plane == "global" else ["--zone", plane]
+    live = _meshlog("export", "--data-dir", str(cp.data_dir))
+    target = f"sqlite:///{tmp_path / 'replayed.db'}"
+    _meshlog("replay", "--data-dir", str(cp.data_dir), "--database", target, "-q", *deployment)
+    assert _meshlog("export", "--database", target) == live

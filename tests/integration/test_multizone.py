@@ -6,6 +6,7 @@ shows both zones connected; each log replays to its live read models byte for by
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import subprocess
 from collections.abc import Iterator
@@ -15,7 +16,10 @@ from typing import Any
 
 import pytest
 
+from events import connect_nats
+from events.bus.sources import zone_filter
 from events.kds_hash import hashed_name
+from tests._tcp_proxy import TcpProxy, tcp_proxy
 from tests.harness import VENV_BIN, ControlPlane, meshlog_up, wait_for
 
 pytestmark = pytest.mark.integration
@@ -31,15 +35,30 @@ def _meshlog(*args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def planes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ControlPlane]]:
-    root = tmp_path_factory.mktemp("multizone")
+def central(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    with meshlog_up(tmp_path_factory.mktemp("global"), "--mode", "global",
+                    "--leaf-port", "0") as cp:
+        yield cp
+
+
+@pytest.fixture(scope="module")
+def link(central: ControlPlane) -> Iterator[TcpProxy]:
+    """East's leafnode link to global, through a proxy the tests can cut."""
+    port = int(central.where["global_url"].rpartition(":")[2])
+    with tcp_proxy(("127.0.0.1", port)) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="module")
+def planes(central: ControlPlane, link: TcpProxy, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[dict[str, ControlPlane]]:
+    url = central.where["global_url"]
+    through_proxy = f"{url.rpartition(':')[0]}:{link.port}"
     with ExitStack() as stack:
-        central = stack.enter_context(meshlog_up(root / "global", "--mode", "global",
-                                                 "--leaf-port", "0"))
-        url = central.where["global_url"]
-        zones = {zone: stack.enter_context(meshlog_up(root / zone, "--zone", zone,
-                                                      "--global", url))
-                 for zone in ("east", "west")}
+        zones = {zone: stack.enter_context(meshlog_up(
+            tmp_path_factory.mktemp(zone), "--zone", zone,
+            "--global", through_proxy if zone == "east" else url))
+            for zone in ("east", "west")}
         yield {"global": central, **zones}
 
 
@@ -113,3 +132,65 @@ def test_each_log_replays_to_its_live_read_models(planes: dict[str, ControlPlane
     target = f"sqlite:///{tmp_path / 'replayed.db'}"
     _meshlog("replay", "--data-dir", str(cp.data_dir), "--database", target, "-q", *deployment)
     assert _meshlog("export", "--database", target) == live
+
+
+def _dataplane(name: str, service: str, address: str) -> dict[str, Any]:
+    return {"type": "Dataplane", "mesh": "default", "name": name,
+            "networking": {"address": address, "inbound": [
+                {"port": 8080, "tags": {"kuma.io/service": service}}]}}
+
+
+def _services(cp: ControlPlane) -> set[tuple[str, str]]:
+    """(display name, zone) of every MeshService `cp` has, local or synced."""
+    items = (_get(cp, "/meshes/default/meshservices?size=1000") or {}).get("items", [])
+    return {(i["labels"]["kuma.io/display-name"], i["labels"]["kuma.io/zone"]) for i in items}
+
+
+def _has(cp: ControlPlane, service: str, zone: str) -> bool:
+    return (service, zone) in _services(cp)
+
+
+def _insight(cp: ControlPlane, zone: str) -> dict[str, Any]:
+    overview = _get(cp, f"/zones/{zone}/_overview")
+    assert overview is not None
+    insight: dict[str, Any] = overview["zoneInsight"]
+    return insight
+
+
+async def _events_of(cp: ControlPlane, zone: str) -> int:
+    """How many events of `zone` the stream of `cp` holds."""
+    nc = await connect_nats(cp.where["nats"], name="test", credentials=cp.nats_creds,
+                            reconnect=False)
+    try:
+        info = await nc.jetstream().stream_info("MESHLOG_EVENTS",
+                                                subjects_filter=zone_filter(zone))
+        return sum((info.state.subjects or {}).values())
+    finally:
+        await nc.close()
+
+
+def test_a_cut_link_keeps_both_sides_serving_and_converges_after(
+        planes: dict[str, ControlPlane], link: TcpProxy) -> None:
+    central, east, west = planes["global"], planes["east"], planes["west"]
+    wait_for(lambda: _has(east, "redis", "west"), timeout=30, what="the first sync")
+    link.cut()
+    # global: east silent; `lag` says nothing during a cut, the time since it was heard does
+    insight = wait_for(lambda: (lambda i: i if not i["connected"] else None)(
+        _insight(central, "east")), timeout=45, what="east shown disconnected")
+    assert insight["syncLag"]["seconds"] >= 10
+    east.apply(_dataplane("api-1", "api", "10.1.0.1"))
+    west.apply(_dataplane("cache-1", "cache", "10.2.0.2"))
+    wait_for(lambda: _has(central, "cache", "west") and _has(west, "api", "east") is False,
+             timeout=30, what="west's change on global")
+    # each side keeps serving what it has: nothing is removed on a disconnect
+    assert _has(east, "redis", "west") and _has(east, "api", "east")
+    assert not _has(east, "cache", "west") and not _has(central, "api", "east")
+    link.restore()
+    everywhere = {("redis", "west"), ("api", "east"), ("cache", "west")}
+    for cp in (central, east, west):
+        wait_for(lambda c=cp: _services(c) == everywhere, timeout=120, what="convergence")
+    wait_for(lambda: _insight(central, "east")["connected"], timeout=30, what="reconnected")
+    # nothing lost, nothing duplicated: each zone's events, counted in every log
+    for zone in ("east", "west"):
+        counts = [asyncio.run(_events_of(cp, zone)) for cp in (central, east, west)]
+        assert counts[0] == counts[1] == counts[2] > 0, (zone, counts)

@@ -20,7 +20,7 @@ from typing import Literal
 
 from nats.aio.client import Client as NATS
 
-from events import EventLogUnavailable, JetStreamEventLog, ZoneApplied, decode_event
+from events import JetStreamEventLog, ZoneApplied, decode_event
 from events.bus.sources import GLOBAL_DOMAIN, ensure_sources, global_sources, zone_sources
 from events.commands.zones import ZoneCommands, zones_filter
 from events.errors import MeshlogError
@@ -71,10 +71,13 @@ class ZoneSync:
                 if failing:
                     log.warning("multi-zone sync works again")
                 failing = ""
-            except (EventLogUnavailable, TimeoutError) as exc:
-                if str(exc) != failing:  # once per kind of failure, not every second
-                    log.warning("multi-zone sync: %s (retrying)", exc)
-                failing = str(exc)
+            except Exception as exc:  # a supervisor retries whatever failed
+                # (global unreachable, a refused request): the control plane keeps serving
+                # what it has meanwhile, and the sync resumes when the cause goes
+                text = f"{type(exc).__name__}: {exc}"
+                if text != failing:  # once per kind of failure, not every second
+                    log.warning("multi-zone sync: %s (retrying)", text)
+                failing = text
             await asyncio.sleep(self._interval_s)
 
     async def _step(self, local: JetStreamEventLog, remote: JetStreamEventLog) -> None:

@@ -242,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     prop.add_argument("--gateways", default="1", help="gateway processes (default %(default)s)")
     prop.add_argument("--rounds", default="20", help="endpoint changes (default %(default)s)")
     prop.add_argument("--nats-url", help="default: an embedded nats-server in a temp dir")
+    mz = bench_sub.add_parser("multizone", parents=g, help="time from a Dataplane registered "
+                              "in one zone to its synced MeshService in another zone's "
+                              "projection (global and two zones, each a meshlog up)")
+    mz.add_argument("--rounds", default="20", help="Dataplanes registered (default %(default)s)")
     rot = bench_sub.add_parser("rotation", parents=g, help="a certificate rotation wave: time "
                                "until every proxy has ACKed its new secret, and the CPU spent")
     rot.add_argument("--proxies", default="1000", help="simulated proxies (default %(default)s)")

@@ -18,7 +18,8 @@ From them `refresh` derives the visible remote MeshServices (`meshservice` rows)
 explicit one of a (mesh, zone, name), else one generated per (mesh, zone, `kuma.io/service`)
 from that zone's Dataplanes (ports of its oldest Dataplane), gone when its zone's last
 Dataplane of the service goes (the origin zone's grace period is not applied here), hidden
-while its zone is disabled, removed with a deleted zone. Labels as Kuma shows a synced
+while its zone is disabled, removed with a deleted zone (whose events still in flight are
+dropped: a tombstone `zone` row, until it registers again). Labels as Kuma shows a synced
 MeshService: `kuma.io/display-name`, `kuma.io/zone`, `kuma.io/env: universal`, and
 `kuma.io/origin` `global` in a zone (Kuma's global->zone mapper relabels what it sends, so
 the synced hostname generator, which selects origin `global`, names it) or `zone` on global.
@@ -85,9 +86,9 @@ def _seen_labels(state: ProjectionState, zone: str) -> dict[str, str]:
 
 def _enabled(state: ProjectionState, zone: str) -> bool:
     """A zone not (yet) registered counts as enabled: its events reach a log only through a
-    source that its registration made."""
+    source that its registration made. A deleted one is not."""
     row = state.get("zone", zone)
-    return not isinstance(row, ZoneRow) or row.enabled
+    return not isinstance(row, ZoneRow) or (row.enabled and not row.deleted)
 
 
 def _services(dp: Dataplane | None) -> set[str]:
@@ -106,6 +107,9 @@ def apply_remote(state: ProjectionState, seq: int, event: AnyEvent,
                  provenance: Provenance) -> None:
     """Fold `event`, written by another zone (`is_remote`)."""
     zone = provenance.zone
+    row = state.get("zone", zone)
+    if isinstance(row, ZoneRow) and row.deleted:
+        return  # in flight when its zone was deleted (its sources interleave with global's)
     match event:
         case DataplaneRegistered(dataplane=dp):
             name = hashed_name(dp.mesh, dp.name, zone)
@@ -155,7 +159,9 @@ def apply_zone(state: ProjectionState, seq: int, event: ZoneApplied | ZoneDelete
             if isinstance(old, ZoneRow) and old.enabled == enabled:
                 return
         case ZoneDeleted(name=zone):
-            state.delete("zone", zone)
+            old = state.get("zone", zone)
+            state.put("zone", zone, ZoneRow(name=zone, enabled=False, deleted=True,
+                                            meta=_meta(old, seq, event.at)))
             for key, row in sorted(state.rows["remotedataplane"].items()):
                 if isinstance(row, DataplaneRow) and row.dataplane.labels.get(ZONE_LABEL) == zone:
                     state.delete("remotedataplane", key)

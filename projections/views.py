@@ -274,6 +274,9 @@ class ZoneRow(Row, frozen=True):
     name: str
     enabled: bool
     meta: RowMeta
+    deleted: bool = False
+    """A tombstone: the zone was deleted; its events still in flight through another source
+    are dropped, until it registers again."""
 
 
 COLLECTIONS: dict[str, type[Row]] = {

@@ -72,7 +72,7 @@ async def _rows(request: ApiRequest) -> list[ZoneRow]:
     rows = []
     for _, body in await api_state(request.app).store.scan("zone"):
         row = decode_row("zone", body)
-        if isinstance(row, ZoneRow):
+        if isinstance(row, ZoneRow) and not row.deleted:
             rows.append(row)
     return sorted(rows, key=lambda r: r.name)
 
@@ -80,7 +80,7 @@ async def _rows(request: ApiRequest) -> list[ZoneRow]:
 async def _row(request: ApiRequest, name: str) -> ZoneRow:
     body = await api_state(request.app).store.get("zone", name)
     row = None if body is None else decode_row("zone", body)
-    if not isinstance(row, ZoneRow):
+    if not isinstance(row, ZoneRow) or row.deleted:
         raise NotFound(f"zone {name!r} not found")
     return row
 

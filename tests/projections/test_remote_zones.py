@@ -186,6 +186,13 @@ def test_a_deleted_zone_takes_its_resources_with_it() -> None:
             ZoneDeleted(at=5, name="west"))], state, first_seq=4)
     assert meshservice_row(state, "default", hashed_name("default", "redis", "west")) is None
     assert not [k for c, k, _ in state.persisted() if c.startswith("remote")]
+    # west's events still in flight through global's stream do not bring it back
+    _fold([_register("west", "redis-2", "10.2.0.2", at=6)], state, first_seq=5)
+    assert meshservice_row(state, "default", hashed_name("default", "redis", "west")) is None
+    # until west registers again
+    _fold([_zone("west", at=7), _register("west", "redis-2", "10.2.0.2", at=8)], state,
+          first_seq=6)
+    assert meshservice_row(state, "default", hashed_name("default", "redis", "west"))
 
 
 def test_on_global_every_zone_is_remote_without_vips_or_hostnames() -> None:

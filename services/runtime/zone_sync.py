@@ -81,10 +81,6 @@ class ZoneSync:
             await asyncio.sleep(self._interval_s)
 
     async def _step(self, local: JetStreamEventLog, remote: JetStreamEventLog) -> None:
-        if not self.registered:
-            if await ZoneCommands(remote).register(self._zone):
-                log.info("zone %s registered on the global control plane", self._zone)
-            self.registered = True
         zones = await registered_zones(local)
         wanted = (global_sources(zones) if self._mode == "global"
                   else zone_sources(self._zone, zones))
@@ -92,3 +88,10 @@ class ZoneSync:
             log.info("event stream now sources %s",
                      ", ".join(f"{s.filter_subject} ({s.api})" for s in wanted))
         self.sources_set.set()
+        if self._mode == "zone":
+            # every step (a read of global's subject; appends only when absent): a zone
+            # deleted on global while it was offline registers again when it is back, as a
+            # Kuma zone does when it reconnects
+            if await ZoneCommands(remote).register(self._zone):
+                log.info("zone %s registered on the global control plane", self._zone)
+            self.registered = True

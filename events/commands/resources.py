@@ -82,10 +82,11 @@ class WriteResult(Struct, frozen=True):
 
 
 Deployment = Literal["standalone", "global", "zone"]
-GLOBAL_KINDS = frozenset({"Mesh", "HostnameGenerator", "MeshTrafficPermission",
-                          "MeshMultiZoneService"})
-"""What belongs to the global control plane of a multi-zone deployment (Kuma's KDS
-GlobalToZones kinds): a zone refuses to write them."""
+GLOBAL_KINDS = frozenset({"Mesh", "MeshMultiZoneService"})
+"""What belongs to the global control plane of a multi-zone deployment, Kuma's KDS kinds that
+flow only global to zones (reference/multizone.md §1): a zone refuses to write them.
+HostnameGenerators and policies go both ways in Kuma: a zone may make its own (they apply in
+that zone; meshlog does not sync them on to other zones)."""
 
 
 class Commands:

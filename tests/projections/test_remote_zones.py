@@ -223,3 +223,38 @@ def test_replay_in_other_batches_gives_the_same_rows() -> None:
     for seq, item in enumerate(logged, start=1):
         _fold([item], stepwise, first_seq=seq)
     assert list(whole.persisted()) == list(stepwise.persisted())
+
+
+def test_a_restart_between_events_gives_the_same_rows() -> None:
+    logged = [_mesh(), _synced_generator(), _zone("west"),
+              _register("west", "redis-1", "10.2.0.1", at=4),
+              _register("west", "redis-2", "10.2.0.2", ready=False, at=5),
+              (resource_subject("Dataplane", "default", "redis-1", zone="west"),
+               DataplaneDeregistered(at=6, mesh="default", name="redis-1")),
+              _zone("west", enabled=False, at=7), _zone("west", at=8)]
+    whole = _east(logged)
+    for cut in range(1, len(logged)):
+        first = _east(logged[:cut])
+        resumed = ProjectionState.load(first.persisted(), local_zone="east")
+        _fold(logged[cut:], resumed, first_seq=cut + 1)
+        assert list(resumed.persisted()) == list(whole.persisted()), cut
+
+
+def test_an_explicit_remote_meshservice_is_available_from_its_zones_dataplanes() -> None:
+    ms = meshservice("default", "cache", ms_port(7000), selector={"app": "cache"})
+    dp = dataplane("default", "cache-1", "10.2.0.7",
+                   inbound(7000, "cache-svc", tags={"app": "cache"}))
+    state = _east([_mesh(), (resource_subject("MeshService", "default", "cache", zone="west"),
+                             MeshServiceApplied(at=2, meshservice=ms)),
+                   (resource_subject("Dataplane", "default", "cache-1", zone="west"),
+                    DataplaneRegistered(at=3, dataplane=dp))])
+    row = meshservice_row(state, "default", hashed_name("default", "cache", "west"))
+    assert row is not None and row.spec.state == "Available"
+    assert row.status.dataplane_proxies.total == row.status.dataplane_proxies.healthy == 1
+    # a Dataplane of east with the same tags is no part of west's service
+    local = dataplane("default", "cache-9", "10.1.0.9",
+                      inbound(7000, "cache-svc", tags={"app": "cache"}))
+    _fold([(resource_subject("Dataplane", "default", "cache-9", zone="east"),
+            DataplaneRegistered(at=4, dataplane=local))], state, first_seq=4)
+    row = meshservice_row(state, "default", hashed_name("default", "cache", "west"))
+    assert row is not None and row.status.dataplane_proxies.total == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,9 +13,9 @@ import yaml
 
 from services.cli._age import age
 from services.cli._tables import print_table
-from services.cli.client import ApiClient
+from services.cli.client import ApiClient, ApiError
 
-__all__ = ["ZONE_WORDS", "cmd_get_zones", "cmd_inspect_zone"]
+__all__ = ["ZONE_WORDS", "apply_zone", "cmd_get_zones", "cmd_inspect_zone"]
 
 ZONE_WORDS = {"zone", "zones"}
 
@@ -82,4 +83,21 @@ def cmd_inspect_zone(args: argparse.Namespace, client: ApiClient) -> int:
     width = max(len(k) for k, _ in facts)
     for key, value in facts:
         print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def apply_zone(client: ApiClient, doc: dict[str, Any]) -> int:
+    """`meshlog apply` of a Kuma `Zone` document (`enabled: false` disables it): the number of
+    failures (0 or 1)."""
+    name, enabled = doc.get("name"), doc.get("enabled", True)
+    if not isinstance(name, str) or not isinstance(enabled, bool):
+        print(f"error: Zone: 'name' must be a string and 'enabled' true or false (got "
+              f"{name!r}, {enabled!r})", file=sys.stderr)
+        return 1
+    try:
+        client.put(f"/zones/{name}", {"enabled": enabled})
+    except ApiError as exc:
+        print(f"error: Zone {name!r}: {exc}", file=sys.stderr)
+        return 1
+    print(f"zone {name!r} {'enabled' if enabled else 'disabled'}", flush=True)
     return 0

@@ -139,12 +139,16 @@ def test_a_local_proxy_in_east_gets_no_endpoint_of_wests_dataplane(
 
 
 def test_a_zone_disabled_on_global_disappears_from_the_others_and_comes_back(
-        planes: dict[str, ControlPlane]) -> None:
+        planes: dict[str, ControlPlane], tmp_path: Path) -> None:
     central, east = planes["global"], planes["east"]
     wait_for(lambda: _has(east, "redis", "west"), timeout=30, what="the sync")
-    refused = central.api.delete("/zones/west")
-    assert refused.status_code == 409 and "online" in refused.json()["detail"]
-    assert central.api.put("/zones/west", json={"enabled": False}).status_code == 200
+    api = central.where["api"]
+    refused = subprocess.run([str(VENV_BIN / "meshlog"), "--api", api, "delete", "zone",
+                              "west"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "is online" in refused.stderr
+    zone = tmp_path / "zone.yaml"
+    zone.write_text("type: Zone\nname: west\nenabled: false\n")  # as kumactl applies it
+    assert _meshlog("--api", api, "apply", "-f", str(zone)) == "zone 'west' disabled\n"
     wait_for(lambda: not _has(east, "redis", "west") and not _has(central, "redis", "west"),
              timeout=30, what="west hidden")
     assert _get(east, "/zones/west")["enabled"] is False  # type: ignore[index]

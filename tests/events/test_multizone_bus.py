@@ -122,3 +122,12 @@ async def test_a_zone_refuses_a_stream_that_takes_other_zones_subjects(nc: NATS)
     await JetStreamEventLog.open(nc)  # a standalone control plane's: every subject
     with pytest.raises(StreamConfigMismatch, match="not exactly"):
         await JetStreamEventLog.open(nc, subjects=[zone_filter("east")])
+
+
+def test_zones_live_on_globals_subjects_and_each_control_plane_has_its_own_filter() -> None:
+    from events import provenance_of
+
+    assert zone_subject("east") == "meshlog.ev._global.zone._.east"
+    assert provenance_of(zone_subject("east")).origin == "global"
+    assert zone_filter(GLOBAL_ZONE) == "meshlog.ev._global.>"
+    assert provenance_of(resource_subject("Dataplane", "default", "a", "east")).zone == "east"

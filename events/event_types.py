@@ -46,6 +46,8 @@ __all__ = [
     "SigningKeyCreated",
     "TokenPurpose",
     "TokenRevoked",
+    "ZoneApplied",
+    "ZoneDeleted",
     "ca_purpose",
     "now_ms",
     "rfc3339",
@@ -204,6 +206,22 @@ class TokenRevoked(Event, frozen=True, tag="token.revoked"):
     mesh: str | None = None
 
 
+class ZoneApplied(Event, frozen=True, tag="zone.applied"):
+    """A zone control plane joined the global one, or an operator changed its `enabled` flag
+    (Kuma's `Zone` resource, kept on global's subject `meshlog.ev._global.zone._.<name>`;
+    zones see it through their source of global's stream). A disabled zone's resources stop
+    reaching the others."""
+
+    name: str
+    enabled: bool = True
+
+
+class ZoneDeleted(Event, frozen=True, tag="zone.deleted"):
+    """An offline zone was removed: what it synced goes with it, everywhere."""
+
+    name: str
+
+
 AnyEvent = (
     MeshApplied
     | MeshDeleted
@@ -223,4 +241,6 @@ AnyEvent = (
     | MeshMultiZoneServiceDeleted
     | SigningKeyCreated
     | TokenRevoked
+    | ZoneApplied
+    | ZoneDeleted
 )

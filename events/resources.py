@@ -15,6 +15,7 @@ from msgspec import Meta, Struct, field
 __all__ = [
     "APP_PROTOCOLS",
     "DEFAULT_HOSTNAME_GENERATORS",
+    "SYNCED_HOSTNAME_GENERATORS",
     "Admin",
     "AppProtocol",
     "BackendRef",
@@ -361,6 +362,19 @@ DEFAULT_HOSTNAME_GENERATORS: tuple[HostnameGenerator, ...] = (
 )
 """Exist implicitly on every zone; applying a generator of the same name overrides one, and
 deleting that override brings the default back."""
+
+SYNCED_HOSTNAME_GENERATORS: tuple[HostnameGenerator, ...] = (
+    # Kuma's defaults that a global control plane creates and syncs to its zones
+    # (pkg/defaults/hostname_generator.go): they name MeshServices synced from other zones,
+    # which a zone sees with `kuma.io/origin: global` (projections.remote).
+    HostnameGenerator(
+        name="synced-universal-mesh-service",
+        spec=HostnameGeneratorSpec(
+            selector=HostnameGeneratorSelector(mesh_service=LabelSelector(
+                match_labels={"kuma.io/origin": "global", "kuma.io/env": "universal"})),
+            template="{{ .DisplayName }}.svc.{{ .Zone }}.mesh.local")),
+)
+"""Made once by the global control plane (`meshlog up --mode global`); global's to change."""
 
 
 # --- MeshTrafficPermission ------------------------------------------------------------------

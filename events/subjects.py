@@ -70,7 +70,7 @@ _ZONE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # RFC 1123 label
 _KIND_TOKENS = {"Mesh": "mesh", "Dataplane": "dataplane", "MeshService": "meshservice",
                 "HostnameGenerator": "hostnamegenerator",
                 "MeshTrafficPermission": "meshtrafficpermission",
-                "MeshMultiZoneService": "meshmultizoneservice"}
+                "MeshMultiZoneService": "meshmultizoneservice", "Zone": "zone"}
 
 Origin = Literal["zone", "global"]
 """Kuma's `kuma.io/origin` values: which kind of control plane created a resource."""
@@ -96,10 +96,10 @@ class Provenance(Struct, frozen=True):
     carries `kuma.io/origin: global` and no `kuma.io/zone` (ComputeLabels adds the zone only
     when the origin is not global).
 
-    meshlog: the origin says who wrote the event, not how it reached this log. A MeshService
-    zone `east` wrote is `origin=zone, zone=east` in every log that holds it, where Kuma
-    relabels it `origin=global` once global syncs it on to another zone; whether a resource
-    is local to a reader is `kuma.io/zone` == the reader's zone."""
+    meshlog: the provenance says who wrote the event, not how it reached this log; whether a
+    resource is local to a reader is its zone == the reader's (`ProjectionState.local_zone`).
+    Another zone's MeshService is shown as Kuma shows a synced one (`projections.remote`:
+    `origin=global` in a zone, `origin=zone` on global, `kuma.io/zone` kept)."""
 
     zone: str
     """The zone whose control plane wrote the event; "" for the global control plane."""

@@ -8,16 +8,19 @@ whatever the batch boundaries. The zone of a service's endpoints is the service'
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 from events import Dataplane, Inbound, MeshServicePort, rfc3339
-from projections._match import inbound_matches
+from projections._match import dataplane_matches, inbound_matches
 from projections._provenance import zone_of
 from projections.generation import ports_of
 from projections.hostnames import Assigned, assign_hostnames
 from projections.identity import derive_identities
 from projections.ipam import vip_of
 from projections.multizone import derive_mmzs
+from projections.remote import remote_zone_of
 from projections.state import ProjectionState, ms_key
 from projections.views import (
     Condition,
@@ -73,7 +76,9 @@ def _port_conflicts(row: MeshServiceRow, selected: list[DataplaneRow]) -> list[C
 
 def derive_stale(state: ProjectionState) -> None:
     """Recompute endpoints and status of every stale MeshService; clear the stale marks."""
-    hostnames = {mesh: assign_hostnames(state, mesh) for mesh in sorted(state.stale_hostnames)}
+    # Kuma's hostname generator runs in zones only: global's MeshServices get no hostnames
+    hostnames = {mesh: assign_hostnames(state, mesh) for mesh in sorted(state.stale_hostnames)
+                 if state.local_zone}
     for mesh, by_service in hostnames.items():
         state.stale_services.update((mesh, name) for name in by_service)
     for mesh, name in sorted(state.stale_services):
@@ -91,6 +96,10 @@ def derive_stale(state: ProjectionState) -> None:
 
 
 def _derive_one(state: ProjectionState, row: MeshServiceRow, addresses: Assigned) -> None:
+    zone = remote_zone_of(state, row)
+    if zone is not None:
+        _derive_remote(state, row, zone, addresses)
+        return
     selected = state.dataplanes_with_tags(row.mesh, row.spec.selector.dataplane_tags)
     tags = row.spec.selector.dataplane_tags
     ports = []
@@ -132,3 +141,33 @@ def _derive_one(state: ProjectionState, row: MeshServiceRow, addresses: Assigned
     if status != row.status:
         state.put("meshservice", ms_key(row.mesh, row.name),
                   msgspec.structs.replace(row, status=status))
+
+
+def _derive_remote(state: ProjectionState, row: MeshServiceRow, zone: str,
+                   addresses: Assigned) -> None:
+    """A MeshService of another zone (`projections.remote`): availability from that zone's
+    Dataplanes it selects, kept in `spec.state` as Kuma syncs it; no endpoints here (they
+    will be the zone's ingress)."""
+    tags = row.spec.selector.dataplane_tags
+    selected = [r for r in state.remote_dataplanes(row.mesh, zone)
+                if dataplane_matches(r.dataplane, tags)]
+    healthy = [r for r in selected if any(
+        is_healthy(i) and inbound_matches(i, tags) for i in r.dataplane.networking.inbound
+        if i.state != "Ignored")]
+    state.put("endpoints", ms_key(row.mesh, row.name), EndpointsRow(
+        mesh=row.mesh, name=row.name, zone=zone,
+        ports=[PortEndpoints(port=port, endpoints=[]) for port in row.spec.ports]))
+    available: Literal["Available", "Unavailable"] = "Available" if healthy else "Unavailable"
+    vip = vip_of(state, row.mesh, "MeshService", row.name)
+    conditions = [] if vip is not None or not state.local_zone else [Condition(
+        type="VIPAllocated", status="False", reason="Exhausted",
+        message="no free address left in the MeshService CIDR")]
+    status = MeshServiceStatus(
+        state=available, vips=[Vip(ip=vip)] if vip is not None else [],
+        addresses=addresses[0], hostname_generators=addresses[1],
+        dataplane_proxies=DataplaneProxies(total=len(selected), healthy=len(healthy)),
+        conditions=conditions)
+    spec = msgspec.structs.replace(row.spec, state=available)
+    if status != row.status or spec != row.spec:
+        state.put("meshservice", ms_key(row.mesh, row.name),
+                  msgspec.structs.replace(row, spec=spec, status=status))

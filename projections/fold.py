@@ -47,6 +47,8 @@ from events import (
     Provenance,
     SigningKeyCreated,
     TokenRevoked,
+    ZoneApplied,
+    ZoneDeleted,
 )
 from events.identity import KeyId
 from projections import multizone
@@ -54,6 +56,7 @@ from projections._provenance import provenance_labels
 from projections.generation import expire_due, regenerate, service_name_conditions
 from projections.identity import open_ca, refresh_trust, renew_due
 from projections.ipam import allocate_vip, configure_cidr
+from projections.remote import apply_remote, apply_zone, is_remote
 from projections.state import ProjectionState, dp_key, ms_key
 from projections.views import (
     CaRow,
@@ -73,6 +76,15 @@ __all__ = ["apply_event"]
 
 
 _DEFAULT_GENERATORS = {g.name: g for g in DEFAULT_HOSTNAME_GENERATORS}
+_LOCAL_ONLY = (IpamConfigured, GracePeriodConfigured, CaCreated, SigningKeyCreated, TokenRevoked)
+"""What configures or belongs to the control plane that wrote it: folded in its own log only."""
+
+
+def _local(state: ProjectionState) -> Provenance:
+    """The provenance of this log's own control plane."""
+    if state.local_zone:
+        return Provenance(zone=state.local_zone, origin="zone")
+    return Provenance(zone="", origin="global")
 
 
 def apply_event(
@@ -87,12 +99,18 @@ def apply_event(
         # the zone's defaults exist from the beginning of time (0), not from whichever event
         # this code happens to fold first: a store projected by a release without them (or
         # without one added since) gets the rows a replay from sequence 1 gets (invariant 4).
-        # They carry the provenance of the event that restores them, like every row the fold
-        # writes. A default never goes otherwise: deleting its override restores it.
+        # They carry the provenance of this log's own control plane, whichever event restores
+        # them (in a zone's log the first event may come from global). A default never goes
+        # otherwise: deleting its override restores it.
         for name in sorted(_DEFAULT_GENERATORS.keys() - generators.keys()):
-            _restore_default(state, name, 0, provenance)
+            _restore_default(state, name, 0, _local(state))
         state.stale_hostnames.update(state.ms_by_mesh)
         multizone.generators_changed(state)
+    if is_remote(state, provenance):
+        apply_remote(state, seq, event, provenance)
+        return
+    if provenance.zone != state.local_zone and isinstance(event, _LOCAL_ONLY):
+        return  # global's own settings, keys and CAs: a zone keeps its own
     match event:
         case MeshApplied(mesh=mesh):
             old = state.get("mesh", mesh.name)
@@ -143,7 +161,7 @@ def apply_event(
         case HostnameGeneratorDeleted(name=name):
             state.delete("hostnamegenerator", name)
             if name in _DEFAULT_GENERATORS:  # the override goes, the default comes back
-                _restore_default(state, name, event.at, provenance)
+                _restore_default(state, name, event.at, _local(state))
             state.stale_hostnames.update(state.ms_by_mesh)
             multizone.generators_changed(state)
         case GracePeriodConfigured(kind=kind, grace_period_ms=grace):
@@ -177,6 +195,8 @@ def apply_event(
             state.put("revocation", f"{event.mesh or '_'}/{event.jti}", RevocationRow(
                 purpose=event.purpose, jti=event.jti, revoked_at=event.at,
                 expires_at=event.expires_at, mesh=event.mesh))
+        case ZoneApplied() | ZoneDeleted():
+            apply_zone(state, seq, event)
         case _:
             assert_never(event)
 

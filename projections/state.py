@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from msgspec import Struct
 
-from events import DEFAULT_ZONE, Dataplane
+from events import DEFAULT_ZONE, GLOBAL_ZONE, Dataplane
 from events.identity import SecretKey
 from events.identity.pki import LoadedCa
 from projections._match import dataplane_matches
@@ -32,7 +32,7 @@ from projections.views import (
     encode_row,
 )
 
-__all__ = ["Change", "ProjectionState", "dp_key", "ms_key"]
+__all__ = ["Change", "ProjectionState", "dp_key", "local_zone_of", "ms_key"]
 
 Key = tuple[str, str]  # (collection, key)
 
@@ -49,6 +49,12 @@ def dp_key(mesh: str, name: str) -> str:
 
 
 ms_key = dp_key
+
+
+def local_zone_of(zone: str) -> str:
+    """The `local_zone` of a projector that runs in `zone` (its subjects' zone token): ""
+    for the global control plane's (`GLOBAL_ZONE`)."""
+    return "" if zone == GLOBAL_ZONE else zone
 
 _R = TypeVar("_R", bound=Row)
 
@@ -75,6 +81,8 @@ class ProjectionState:
         self.ms_by_mesh: dict[str, set[str]] = defaultdict(set)
         # (mesh, tag key, tag value) -> names of MeshServices whose selector has that tag
         self.ms_by_selector_tag: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+        self.remote_dps: dict[tuple[str, str], set[str]] = defaultdict(set)
+        """(mesh, zone) -> keys of the `remotedataplane` rows another zone wrote."""
         self.used_vips: set[str] = set()
         # (mesh, name) -> expiry of generated MeshServices waiting out their grace period
         self.expiries: dict[tuple[str, str], int] = {}
@@ -252,9 +260,20 @@ class ProjectionState:
 
     # --- indexes ----------------------------------------------------------------------------
 
+    def remote_dataplanes(self, mesh: str, zone: str) -> list[DataplaneRow]:
+        """What zone `zone` registered in `mesh` (another zone's Dataplanes), by key."""
+        rows = self.rows["remotedataplane"]
+        return [_typed(DataplaneRow, rows[k]) for k in sorted(self.remote_dps.get((mesh, zone),
+                                                                                 ()))]
+
     def _put(self, collection: str, key: str, row: Row) -> None:
         self.rows[collection][key] = row
-        if isinstance(row, DataplaneRow):
+        if collection == "remotedataplane":
+            dp = _typed(DataplaneRow, row).dataplane
+            self.remote_dps[(dp.mesh, dp.labels.get("kuma.io/zone", ""))].add(key)
+        elif collection == "remotemeshservice":
+            pass  # an input of `projections.remote`, indexed by its key alone
+        elif isinstance(row, DataplaneRow):
             dp = row.dataplane
             for inbound in dp.networking.inbound:
                 for k, v in inbound.tags.items():
@@ -273,6 +292,12 @@ class ProjectionState:
 
     def _drop_indexes(self, collection: str, key: str) -> None:
         row = self.rows[collection].get(key)
+        if collection == "remotedataplane" and isinstance(row, DataplaneRow):
+            zone = row.dataplane.labels.get("kuma.io/zone", "")
+            self.remote_dps[(row.dataplane.mesh, zone)].discard(key)
+            return
+        if collection == "remotemeshservice":
+            return
         if isinstance(row, TrustRow):
             self.renewals.pop(row.mesh, None)
         if isinstance(row, DataplaneRow):

@@ -47,6 +47,7 @@ __all__ = [
     "SigningKeyRow",
     "TrustRow",
     "VipRow",
+    "ZoneRow",
     "decode_row",
     "decode_typed",
     "encode_row",
@@ -317,6 +318,18 @@ class RevocationRow(Row, frozen=True):
     mesh: str | None = None
 
 
+class ZoneRow(Row, frozen=True):
+    """A zone that joined the global control plane (`ZoneApplied`), in the log of global and
+    of every zone (each sources global's stream)."""
+
+    name: str
+    enabled: bool
+    meta: RowMeta
+    deleted: bool = False
+    """A tombstone: the zone was deleted; its events still in flight through another source
+    are dropped, until it registers again."""
+
+
 COLLECTIONS: dict[str, type[Row]] = {
     "mesh": MeshRow,
     "dataplane": DataplaneRow,
@@ -334,11 +347,18 @@ COLLECTIONS: dict[str, type[Row]] = {
     "signingkey": SigningKeyRow,
     "revocation": RevocationRow,
     "meshmultizoneservice": MeshMultiZoneServiceRow,
+    "zone": ZoneRow,
+    "remotedataplane": DataplaneRow,
+    "remotemeshservice": MeshServiceRow,
 }
 PUBLISHED = ("mesh", "dataplane", "meshservice", "endpoints", "trust", "identity",
              "meshtrafficpermission", "signingkey", "revocation", "meshmultizoneservice")
 """Collections gateways need; VIP and IPAM bookkeeping stays in the store. Gateways verify
-dataplane tokens with the public keys and revocations alone (never a private key)."""
+dataplane tokens with the public keys and revocations alone (never a private key).
+
+`remotedataplane` and `remotemeshservice` are what other zones wrote, as they wrote it (under
+their synced names, `projections.remote`): inputs of the remote MeshServices in `meshservice`,
+never endpoints or listeners of this zone's proxies, so they are not published."""
 
 R = TypeVar("R", bound=Row)
 

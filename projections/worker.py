@@ -35,7 +35,7 @@ from projections.derive import derive_stale
 from projections.errors import ProjectorHalted, SequenceGap
 from projections.fold import apply_event
 from projections.metrics import ProjectorMetrics
-from projections.state import Change, ProjectionState
+from projections.state import Change, ProjectionState, local_zone_of
 from projections.store import ReadModelStore
 from projections.ticker import Ticker
 from projections.tracing import batch_span, step_span
@@ -95,9 +95,10 @@ class Projector:
         zone: str, name: str = "main", max_batch: int = 1000,
         secret_key: SecretKey | None = None,
     ) -> None:
-        """`zone` is the zone this projector runs in, where it appends its clock ticks; what
-        it folds never depends on it: every event is folded with the zone and origin of its
-        own subject (`events.provenance_of`)."""
+        """`zone` is the zone this projector runs in (`GLOBAL_ZONE` on global), where it
+        appends its clock ticks; every event is folded with the zone and origin of its own
+        subject (`events.provenance_of`), and what another zone wrote is remote here
+        (`ProjectionState.local_zone`, `projections.remote`)."""
         self._log = log
         self._store = store
         self._publisher = publisher
@@ -133,7 +134,8 @@ class Projector:
             self._ticker = None
 
     async def _follow(self, until_seq: int | None) -> None:
-        state = ProjectionState.load(await self._store.rows(), secret_key=self._secret_key)
+        state = ProjectionState.load(await self._store.rows(), secret_key=self._secret_key,
+                                     local_zone=local_zone_of(self._zone))
         self.position = await self._store.checkpoint(self._name)
         await self._reconcile(state)
         self.metrics.resumed(self.position)

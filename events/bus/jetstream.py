@@ -153,13 +153,20 @@ class JetStreamEventLog:
 
     @classmethod
     async def open(
-        cls, nc: NATS, *, stream: str = EVENTS_STREAM, replicas: int = 1
+        cls, nc: NATS, *, stream: str = EVENTS_STREAM, replicas: int = 1,
+        subjects: Sequence[str] | None = None,
     ) -> JetStreamEventLog:
-        """Create the stream if missing; check an existing one keeps DESIGN.md invariant 3."""
+        """Create the stream if missing; check an existing one keeps DESIGN.md invariant 3.
+
+        `subjects`: what the stream takes; a control plane of a multi-zone deployment takes
+        only its own (`meshlog.ev.<zone>.>`, events.bus.sources) and gets the others' through
+        stream sources, which the check accepts. Without it, the stream is made for every
+        subject of the log (standalone), and an existing one may be a standalone or a
+        multi-zone control plane's."""
         js = nc.jetstream(timeout=_TIMEOUT_S)
         wanted = StreamConfig(
             name=stream,
-            subjects=[events_wildcard()],
+            subjects=list(subjects) if subjects else [events_wildcard()],
             storage=StorageType.FILE,
             num_replicas=replicas,
             duplicate_window=DUPLICATE_WINDOW_S,
@@ -175,7 +182,7 @@ class JetStreamEventLog:
                 except nats.js.errors.NotFoundError:
                     await js.add_stream(wanted)
                 else:
-                    _check_stream(info.config, wanted)
+                    _check_stream(info.config, wanted, exact=subjects is not None)
         except _TRANSIENT as exc:
             raise EventLogUnavailable(
                 f"JetStream did not answer for stream {stream}: {exc}") from exc
@@ -448,14 +455,26 @@ def _schema_of(headers: Mapping[str, str]) -> int:
         return 0
 
 
-def _check_stream(have: StreamConfig, want: StreamConfig) -> None:
+def _zone_scoped(subjects: Sequence[str]) -> bool:
+    """Subjects of one control plane of a multi-zone deployment, `meshlog.ev.<zone>.>`."""
+    prefix = events_wildcard().removesuffix(">")
+    return bool(subjects) and all(
+        s.startswith(prefix) and s.endswith(".>") and s.count(".") == 3 for s in subjects)
+
+
+def _check_stream(have: StreamConfig, want: StreamConfig, *, exact: bool = False) -> None:
     problems = []
     if have.storage != StorageType.FILE:
         problems.append(f"storage is {have.storage}, must be file")
     for flag in ("deny_delete", "deny_purge", "allow_direct"):
         if not getattr(have, flag):
             problems.append(f"{flag} is off, must be on")
-    if not set(want.subjects or []) <= set(have.subjects or []):
+    if exact and set(want.subjects or []) != set(have.subjects or []):
+        # a stream that also took other control planes' subjects would store what they
+        # publish across the leafnode (reference/multizone.md §4)
+        problems.append(f"subjects {have.subjects} are not exactly {want.subjects}")
+    elif not exact and not set(want.subjects or []) <= set(have.subjects or []) \
+            and not _zone_scoped(have.subjects or []):
         problems.append(f"subjects {have.subjects} do not include {want.subjects}")
     if have.retention is not None and have.retention != RetentionPolicy.LIMITS:
         problems.append(f"retention is {have.retention}, must be limits")

@@ -111,7 +111,10 @@ class CommandHandler:
             if isinstance(decision, Keep):
                 return Outcome(seq=current.seq, appended=False, previous=current)
             if key is not None:
-                msg_id = f"key:{key}"
+                # the writer's zone in it: a zone's Msg-Ids reach global's and other zones'
+                # streams through sources, whose duplicate window must not take two zones'
+                # equal keys for one message (reference/multizone.md §4)
+                msg_id = f"key:{subject.split('.')[2]}:{key}"
             else:
                 msg_id = decision_msg_id(subject, current.seq, decision.content
                                          if decision.content is not None

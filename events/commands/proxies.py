@@ -21,6 +21,7 @@ import msgspec
 from msgspec import Struct
 
 from events.commands.handler import Append, CommandHandler, Current, Decision, Keep
+from events.commands.meshes import current_mesh
 from events.errors import Conflict, NotFound
 from events.event_types import DataplaneDeregistered, DataplaneRegistered, MeshApplied
 from events.log import EventLog
@@ -82,8 +83,7 @@ class ProxyCommands:
         the API registered it and keeps it as it is). Raises `NotFound` without its Mesh,
         `Conflict` if the subject kept changing."""
         subject = resource_subject("Dataplane", dataplane.mesh, dataplane.name, self._zone)
-        mesh = await self.handler.current(resource_subject("Mesh", None, dataplane.mesh,
-                                                           self._zone))
+        mesh = await current_mesh(self.handler, dataplane.mesh, self._zone)
         owned = True
 
         def decide(current: Current) -> Decision:

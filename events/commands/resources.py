@@ -23,6 +23,7 @@ instant can outlive its Mesh, and the projector then shows it without a mesh.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Literal
 
 from msgspec import Struct
 
@@ -35,6 +36,7 @@ from events.commands.handler import (
     Keep,
     current_of,
 )
+from events.commands.meshes import current_mesh
 from events.errors import Conflict, NotFound
 from events.event_types import (
     AnyEvent,
@@ -69,8 +71,6 @@ from events.resources import (
     ServiceKind,
 )
 from events.subjects import (
-    DEFAULT_ZONE,
-    GLOBAL_ZONE,
     grace_period_subject,
     ipam_subject,
     resource_subject,
@@ -78,7 +78,7 @@ from events.subjects import (
 )
 from events.validation import SERVICE_TAG
 
-__all__ = ["Commands", "WriteResult", "live_resource"]
+__all__ = ["GLOBAL_KINDS", "Commands", "Deployment", "WriteResult", "live_resource"]
 
 
 class WriteResult(Struct, frozen=True):
@@ -88,15 +88,26 @@ class WriteResult(Struct, frozen=True):
     unchanged: bool = False
 
 
+Deployment = Literal["standalone", "global", "zone"]
+GLOBAL_KINDS = frozenset({"Mesh", "MeshMultiZoneService"})
+"""What belongs to the global control plane of a multi-zone deployment, Kuma's KDS kinds that
+flow only global to zones (reference/multizone.md §1): a zone refuses to write them.
+HostnameGenerators and policies go both ways in Kuma: a zone may make its own (they apply in
+that zone; meshlog does not sync them on to other zones)."""
+
+
 class Commands:
     """The resource commands of one zone's control plane."""
 
     def __init__(self, log: EventLog | CommandHandler, *, zone: str,
-                 clock: Callable[[], int] = now_ms, secret_key: SecretKey | None = None) -> None:
+                 clock: Callable[[], int] = now_ms, secret_key: SecretKey | None = None,
+                 deployment: Deployment = "standalone") -> None:
         """`secret_key` seals the CA keys of meshes with mTLS; without it, such a Mesh is
-        refused (`NoSecretKey`)."""
+        refused (`NoSecretKey`). `deployment`: a zone of a multi-zone deployment refuses
+        global's kinds (`GLOBAL_KINDS`), the global control plane refuses Dataplanes."""
         self.handler = CommandHandler.of(log)
         self._zone = zone
+        self.deployment = deployment
         self._clock = clock
         self._cas = CaCommands(self.handler, zone=zone, secret_key=secret_key, clock=clock)
 
@@ -104,7 +115,7 @@ class Commands:
                     idempotency_key: str | None = None,
                     headers: Mapping[str, str] | None = None) -> WriteResult:
         """Create or update `resource`."""
-        self._refuse_global_kind(type(resource).__name__, resource.name)
+        self._check_owner(type(resource).__name__, resource.name)
         mesh = getattr(resource, "mesh", None)
         if mesh is not None:
             await self._require_mesh(mesh)
@@ -131,14 +142,14 @@ class Commands:
 
     async def stored_mesh(self, name: str) -> Mesh | None:
         """Mesh `name` as the log holds it now (None if it does not exist)."""
-        current = await self.handler.current(resource_subject("Mesh", None, name, self._zone))
+        current = await current_mesh(self.handler, name, self._zone)
         resource = live_resource(current.event)
         return resource if isinstance(resource, Mesh) else None
 
     async def delete(self, kind: str, mesh: str | None, name: str, *, if_match: int | None = None,
                      headers: Mapping[str, str] | None = None) -> WriteResult:
         """Delete a resource; the guards of the module docstring apply."""
-        self._refuse_global_kind(kind, name)
+        self._check_owner(kind, name)
         subject = resource_subject(kind, mesh, name, self._zone)
         if kind == "Mesh":
             await self._require_empty(name)
@@ -200,19 +211,20 @@ class Commands:
             return None
         return WriteResult(seq=outcome.seq, created=outcome.previous.seq == 0)
 
-    def _refuse_global_kind(self, kind: str, name: str) -> None:
-        """Only the global control plane (and a standalone one) takes MeshMultiZoneServices:
-        a zone gets them from global."""
-        if kind == "MeshMultiZoneService" and self._zone not in _TAKES_GLOBAL_KINDS:
-            raise Conflict(resource_subject(kind, None, name, self._zone), 0,
-                           f"a MeshMultiZoneService belongs to the global control plane: "
-                           f"apply or delete {name!r} there, and global syncs it to every "
-                           f"zone; this is the control plane of zone {self._zone!r}")
+    def _check_owner(self, kind: str, name: str) -> None:
+        """Kuma's rule: each kind is written where it is owned (a 409 saying where)."""
+        if self.deployment == "zone" and kind in GLOBAL_KINDS:
+            raise Conflict(kind.lower(), 0, f"{kind} {name!r} belongs to the global control "
+                           f"plane: apply it there (`meshlog --api <global API> apply`); it "
+                           f"reaches this zone through the sync")
+        if self.deployment == "global" and kind == "Dataplane":
+            raise Conflict(kind.lower(), 0, f"Dataplane {name!r}: Dataplanes register in their "
+                           f"zone's control plane, not on global")
 
     # --- guards that read other subjects --------------------------------------------------------
 
     async def _require_mesh(self, mesh: str) -> None:
-        current = await self.handler.current(resource_subject("Mesh", None, mesh, self._zone))
+        current = await current_mesh(self.handler, mesh, self._zone)
         if live_resource(current.event) is None:
             raise NotFound(f"mesh {mesh!r} does not exist: create it first (type: Mesh)")
 
@@ -240,9 +252,6 @@ class Commands:
 
 
 _DEFAULT_GENERATORS = {g.name for g in DEFAULT_HOSTNAME_GENERATORS}
-_TAKES_GLOBAL_KINDS = frozenset({GLOBAL_ZONE, "", DEFAULT_ZONE})
-"""Zones whose control plane takes the resources of the global one: global itself, and a
-standalone control plane (zone `default`), which is its own global."""
 
 
 def _check_if_match(subject: str, if_match: int | None, seq: int) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 
 from events.commands.handler import Append, CommandHandler, Current, Decision, Keep, current_of
+from events.commands.meshes import current_mesh
 from events.errors import InvalidResource, NotFound, UndecodableEvent, Violation
 from events.event_types import MeshApplied, SigningKeyCreated, TokenPurpose, TokenRevoked
 from events.identity.sealing import SecretKey
@@ -37,7 +38,6 @@ from events.identity.tokens import (
 )
 from events.log import EventLog
 from events.subjects import (
-    resource_subject,
     revocation_subject,
     signing_key_subject,
     signing_keys_filter,
@@ -122,8 +122,7 @@ class TokenCommands:
                                     valid_for_s: int, now_ms: int) -> tuple[str, DataplaneClaims]:
         """A token for the Dataplane `mesh`.`name` (which need not exist yet: a proxy may
         register itself with it). Raises `NotFound` without the mesh."""
-        mesh_event = (await self.handler.current(
-            resource_subject("Mesh", None, mesh, self._zone))).event
+        mesh_event = (await current_mesh(self.handler, mesh, self._zone)).event
         if not isinstance(mesh_event, MeshApplied):
             raise NotFound(f"mesh {mesh!r} does not exist: create it before its tokens")
         key = await self.signing_key(DATAPLANE_TOKEN, mesh, now_ms)

@@ -11,6 +11,7 @@ import msgspec
 from litestar import Litestar, Request
 from litestar.datastructures import State
 
+from events.bus.sources import SourceState
 from events.commands import Commands
 from projections import ReadModelStore
 from services.api.auth import ApiAuth
@@ -50,6 +51,9 @@ class ApiState(msgspec.Struct):
     """Insights and gateway requests over NATS (services.api.proxy_inspector); None without NATS."""
     auth: ApiAuth = msgspec.field(default_factory=ApiAuth)
     """Who calls, and the token keys (services.api.auth)."""
+    sources: Callable[[], Awaitable[list[SourceState]]] | None = None
+    """What nats-server knows of the event stream's sources (events.bus.sources), for the
+    ZoneInsights of a multi-zone deployment (services.api.zones); None: no NATS."""
 
 
 def app_state(state: ApiState) -> State:

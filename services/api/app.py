@@ -15,6 +15,8 @@
     GET    /meshes/{mesh}/dataplanes/{name}/_overview   the Dataplane + its proxy's insight
     GET    /meshes/{mesh}/dataplanes+insights           a list page of those (Kuma's name)
     GET    /meshes/{mesh}/dataplanes/{name}/_config     its computed xDS (asked of a gateway)
+    GET    /zones[/{name}[/_overview]], /zone-insights; PUT, DELETE /zones/{name} (global)
+                                          services.api.zones
     GET    /ready                                 200 once the read models answer
     GET    /metrics                               Prometheus metrics of every part of the process
     GET    /schema/openapi.json                  the OpenAPI document
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -57,6 +60,7 @@ from events import (
     decode_resource,
     deprecations,
 )
+from events.bus.sources import SourceState
 from events.bus.trace_context import tracer
 from events.commands import Commands, NoSecretKey, WriteResult
 from events.documents import MAX_DOCUMENT_BYTES, load_json, load_yaml
@@ -79,6 +83,7 @@ from services.api.metrics import metrics
 from services.api.proxy_inspector import INSPECT_ROUTES, ProxyInspector, add_connected, overviews
 from services.api.tokens import TOKEN_ROUTES
 from services.api.tracing import RequestTracing
+from services.api.zones import ZONE_ROUTES
 from services.render import GLOBAL_KINDS, PLURALS, render_row
 
 __all__ = ["ApiState", "api_state", "create_app"]
@@ -447,15 +452,16 @@ def _auth_context(app: Litestar) -> tuple[ApiAuth, ReadModelStore]:
 def create_app(commands: Commands, store: ReadModelStore, *,
                projection_wait_s: float = 5.0,
                inspector: ProxyInspector | None = None,
-               auth: ApiAuth | None = None) -> Litestar:
+               auth: ApiAuth | None = None,
+               sources: Callable[[], Awaitable[list[SourceState]]] | None = None) -> Litestar:
     """`auth`: who may do what (default: loopback clients are admin, no token keys)."""
     return Litestar(
         route_handlers=[list_meshes, get_mesh, put_mesh, delete_mesh, list_resources,
                         get_resource, put_resource, delete_resource, ready, quarantine,
                         metrics, swap_read_models, projectors, *INSPECT_ROUTES,
-                        *_GENERATOR_ROUTES, *TOKEN_ROUTES],
+                        *_GENERATOR_ROUTES, *TOKEN_ROUTES, *ZONE_ROUTES],
         state=app_state(ApiState(commands, store, projection_wait_s, inspector=inspector,
-                                 auth=auth or ApiAuth())),
+                                 auth=auth or ApiAuth(), sources=sources)),
         guards=[guard(_auth_context)],
         exception_handlers={Exception: _on_error},
         # a span per request, only in a process with tracing (README, Tracing)

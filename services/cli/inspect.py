@@ -17,6 +17,7 @@ import yaml
 
 from services.cli._tables import print_table, table_lines
 from services.cli.client import ApiClient
+from services.cli.zones import ZONE_WORDS, cmd_inspect_zone
 
 if TYPE_CHECKING:  # rich is imported only when a table is drawn (start-up time)
     from rich.table import Table
@@ -28,8 +29,11 @@ _TYPES = ("cds", "eds", "lds", "rds")
 
 
 def cmd_inspect(args: argparse.Namespace, client: ApiClient) -> int:
+    if args.kind.lower() in ZONE_WORDS:
+        return cmd_inspect_zone(args, client)
     if args.kind.lower() not in _KINDS:
-        raise SystemExit(f"error: meshlog inspect knows dataplane only (got {args.kind!r})")
+        raise SystemExit("error: meshlog inspect knows dataplane and zone only "
+                         f"(got {args.kind!r})")
     base = f"/meshes/{args.mesh}/dataplanes/{args.name}"
     doc = client.get(f"{base}/_config" if args.config else f"{base}/_overview")
     output = args.output or "table"

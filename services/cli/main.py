@@ -18,6 +18,7 @@
     meshlog top [--metrics URL]... [--once]          live view of proxies, pushes, NACKs, lag
     meshlog bench rebuild|ingest --events N          benchmarks
     meshlog bench propagation --proxies N [--gateways G]   xDS push latency through an LB
+    meshlog bench multizone [--rounds N]              sync latency from one zone to another
     meshlog bench rotation --proxies N               a certificate rotation wave to N proxies
 
 The API address comes from --api, else $MESHLOG_API, else http://127.0.0.1:5681; the user
@@ -58,6 +59,7 @@ from services.runtime.config import (
     env,
     parse_bool,
     parse_cidr,
+    parse_deployment,
     parse_duration_ms,
     parse_port,
     parse_positive,
@@ -85,9 +87,10 @@ def cmd_process(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: meshlog {args.command} needs --nats-url (or MESHLOG_NATS_URL)")
     replicas = parse_positive("--stream-replicas", args.stream_replicas)
     credentials = _credentials_of(args)
+    mode, zone = parse_deployment(args.mode, args.zone, args.global_url, embedded=False)
     if args.command == "projector":
         coro = processes.run_projector_process(
-            nats_url=args.nats_url, database=_database_of(args), zone=args.zone,
+            nats_url=args.nats_url, database=_database_of(args), zone=zone, mode=mode,
             credentials=credentials, replicas=replicas,
             meshservice_grace_period_ms=parse_duration_ms(
                 "--meshservice-grace-period", args.meshservice_grace_period),
@@ -103,7 +106,7 @@ def cmd_process(args: argparse.Namespace) -> int:
             nats_url=args.nats_url, credentials=credentials, host=args.xds_host,
             port=parse_port("--xds-port", args.xds_port),
             max_connection_age_s=_seconds("--max-connection-age", args.max_connection_age),
-            replicas=replicas, drain_grace_s=drain_grace_s, zone=args.zone,
+            replicas=replicas, drain_grace_s=drain_grace_s, zone=zone, mode=mode,
             health_port=parse_port("--health-port", args.health_port),
             deregistration_delay_s=_seconds("--deregistration-delay",
                                             args.deregistration_delay),
@@ -112,7 +115,8 @@ def cmd_process(args: argparse.Namespace) -> int:
         coro = processes.run_api_process(
             nats_url=args.nats_url, credentials=credentials, database=_database_of(args),
             host=args.api_host,
-            port=parse_port("--api-port", args.api_port), zone=args.zone, replicas=replicas,
+            port=parse_port("--api-port", args.api_port), zone=zone, mode=mode,
+            replicas=replicas,
             data_dir=Path(args.data_dir),
             # made in the data dir if missing: an API must sign (tokens, the admin token)
             secret_key=secret_key_of(args.secret_key_file, Path(args.data_dir), create=True),
@@ -137,14 +141,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.nats_creds and not args.nats_url:
         raise ConfigError(f"--nats-creds {args.nats_creds}: only with --nats-url; the embedded "
                           f"nats-server makes its own users (in {args.data_dir}/nats-creds)")
+    mode, zone = parse_deployment(args.mode, args.zone, args.global_url)
     cfg = UpConfig(
         data_dir=Path(args.data_dir), nats_url=args.nats_url,
         nats_creds=_credentials_of(args),
         nats_port=parse_port("--nats-port", args.nats_port), database=args.database,
         api_host=args.api_host, api_port=parse_port("--api-port", args.api_port),
         xds_host=args.xds_host, xds_port=parse_port("--xds-port", args.xds_port),
-        vip_cidr=parse_cidr("--vip-cidr", args.vip_cidr), zone=args.zone,
+        vip_cidr=parse_cidr("--vip-cidr", args.vip_cidr), zone=zone, mode=mode,
         mmzs_vip_cidr=parse_cidr("--mmzs-vip-cidr", args.mmzs_vip_cidr),
+        global_url=args.global_url, leaf_host=args.leaf_host,
+        leaf_port=parse_port("--leaf-port", args.leaf_port),
         meshservice_grace_period_ms=parse_duration_ms("--meshservice-grace-period",
                                                       args.meshservice_grace_period),
         deregistration_delay_s=_seconds("--deregistration-delay", args.deregistration_delay),
@@ -198,7 +205,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     target = asyncio.run(run_replay(
         nats=nats_url_of(args.nats_url, Path(args.data_dir), _credentials_of(args)),
         database=args.database,
-        zone=args.zone, to_seq=to_seq, show_progress=not args.quiet,
+        zone=parse_deployment(args.mode, args.zone, None, embedded=False)[1], to_seq=to_seq,
+        show_progress=not args.quiet,
         secret_key=secret_key_of(args.secret_key_file, Path(args.data_dir), create=False)))
     print(f"replayed sequences 1..{target} into {args.database}")
     if args.swap:
@@ -234,6 +242,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             parse_positive("--proxies", args.proxies),
             gateways=parse_positive("--gateways", args.gateways),
             rounds=parse_positive("--rounds", args.rounds), nats_url=args.nats_url))
+        return 0
+    if args.bench_command == "multizone":
+        from services.bench.multizone import bench_multizone
+
+        asyncio.run(bench_multizone(parse_positive("--rounds", args.rounds)))
         return 0
     if args.bench_command == "propagation":
         from services.bench.propagation import bench_propagation

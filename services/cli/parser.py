@@ -68,6 +68,17 @@ _TOKEN_HELP = ("user token for the API (env MESHLOG_TOKEN; default: the admin to
                "`meshlog up` of the data dir)")
 
 
+_MODE_FLAG = ("--mode",)
+_MODE_OPTIONS: dict[str, Any] = {
+    "default": env("MODE"), "choices": ["standalone", "global", "zone"],
+    "help": "standalone (default), global (the global control plane of a multi-zone "
+            "deployment), or zone (with --global)"}
+_GLOBAL_FLAG = ("--global",)
+_GLOBAL_OPTIONS: dict[str, Any] = {
+    "dest": "global_url", "default": env("GLOBAL_URL"), "metavar": "URL",
+    "help": "join the global control plane at this leafnode URL (its global_url) as zone "
+            "--zone (env MESHLOG_GLOBAL_URL)"}
+
 def _global_flags() -> argparse.ArgumentParser:
     """`--api` and `-v` for every subcommand, so they go after it too (as kubectl's global
     flags do). SUPPRESS: a subcommand sets them only when given there, so it never overwrites
@@ -108,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--vip-cidr", default=env("VIP_CIDR", "241.0.0.0/8"),
                     help="CIDR of MeshService VIPs (recorded in the log; default %(default)s)")
     up.add_argument("--zone", default=env("ZONE", "default"), help="zone name")
+    up.add_argument(*_MODE_FLAG, **_MODE_OPTIONS)
+    up.add_argument(*_GLOBAL_FLAG, **_GLOBAL_OPTIONS)
+    up.add_argument("--leaf-host", default=env("LEAF_HOST", "127.0.0.1"),
+                    help="--mode global: where zones' nats-servers connect (leafnodes)")
+    up.add_argument("--leaf-port", default=env("LEAF_PORT", "7422"),
+                    help="--mode global: leafnode port (0: any free; default %(default)s)")
     up.add_argument(*_DEREGISTRATION_FLAG, **_DEREGISTRATION_OPTIONS)
     up.add_argument(*_GRACE_FLAG, **_GRACE_OPTIONS)
     up.add_argument(*_MMZS_CIDR_FLAG, **_MMZS_CIDR_OPTIONS)
@@ -126,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     get = sub.add_parser("get", parents=g, help="list resources, or show one")
     get.add_argument("what", help="meshes | dataplanes | meshservices | hostnamegenerators | "
-                     "meshtrafficpermissions | meshmultizoneservices, or a singular kind")
+                     "meshtrafficpermissions | meshmultizoneservices | zones, or a singular "
+                     "kind")
     get.add_argument("name", nargs="?", help="show this resource only")
     get.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
     get.add_argument("-o", "--output", choices=["table", "yaml", "json"])
@@ -141,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     insp = sub.add_parser("inspect", parents=g, help="a proxy's insight (connected, gateway, "
                           "xDS ACK/NACK counters), or with --config its computed xDS")
-    insp.add_argument("kind", help="dataplane")
+    insp.add_argument("kind", help="dataplane | zone")
     insp.add_argument("name")
     insp.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
     insp.add_argument("--config", action="store_true",
@@ -155,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
         proc.add_argument("--nats-url", default=env("NATS_URL"))
         proc.add_argument("--nats-creds", **_CREDS_OPTIONS)
         proc.add_argument("--zone", default=env("ZONE", "default"))
+        proc.add_argument(*_MODE_FLAG, **_MODE_OPTIONS)
+        proc.add_argument(*_GLOBAL_FLAG, **_GLOBAL_OPTIONS)
         proc.add_argument("--stream-replicas", default=env("STREAM_REPLICAS", "1"),
                           help="replicas of the streams this process creates if missing "
                                "(3 on a 3-node cluster)")
@@ -207,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "made in --data-dir, if any; env MESHLOG_NATS_CREDS)")
     replay.add_argument("--data-dir", default=env("DATA_DIR", ".meshlog"))
     replay.add_argument("--zone", default=env("ZONE", "default"))
+    replay.add_argument(*_MODE_FLAG, **_MODE_OPTIONS)
     replay.add_argument(*_SECRET_KEY_FLAG, **_SECRET_KEY_OPTIONS)
     replay.add_argument("-q", "--quiet", action="store_true",
                         help="no progress bar, no INFO logs (warnings and errors still show)")
@@ -230,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     prop.add_argument("--gateways", default="1", help="gateway processes (default %(default)s)")
     prop.add_argument("--rounds", default="20", help="endpoint changes (default %(default)s)")
     prop.add_argument("--nats-url", help="default: an embedded nats-server in a temp dir")
+    mz = bench_sub.add_parser("multizone", parents=g, help="time from a Dataplane registered "
+                              "in one zone to its synced MeshService in another zone's "
+                              "projection (global and two zones, each a meshlog up)")
+    mz.add_argument("--rounds", default="20", help="Dataplanes registered (default %(default)s)")
     rot = bench_sub.add_parser("rotation", parents=g, help="a certificate rotation wave: time "
                                "until every proxy has ACKed its new secret, and the CPU spent")
     rot.add_argument("--proxies", default="1000", help="simulated proxies (default %(default)s)")

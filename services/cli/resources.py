@@ -15,6 +15,7 @@ import yaml
 from services.cli._age import age
 from services.cli._tables import print_table
 from services.cli.client import ApiClient, ApiError
+from services.cli.zones import ZONE_WORDS, apply_zone, cmd_get_zones
 from services.render import GLOBAL_KINDS, PLURALS
 
 __all__ = ["SINGULAR", "cmd_apply", "cmd_delete", "cmd_get", "cmd_quarantine", "read_documents"]
@@ -81,6 +82,9 @@ def cmd_apply(args: argparse.Namespace, client: ApiClient) -> int:
         documents += [(path, i, doc) for i, doc in enumerate(docs, start=1)]
     for path, i, doc in documents:
         kind = doc.get("type") if isinstance(doc, dict) else None
+        if isinstance(doc, dict) and kind == "Zone":  # enable or disable one, on global
+            failures += apply_zone(client, doc)
+            continue
         if not isinstance(doc, dict) or not isinstance(kind, str) or kind not in SINGULAR.values():
             print(f"error: {path}: document {i}: 'type' is {kind!r}; known: "
                   f"{', '.join(SINGULAR.values())}", file=sys.stderr)
@@ -101,6 +105,8 @@ def cmd_apply(args: argparse.Namespace, client: ApiClient) -> int:
 
 
 def cmd_get(args: argparse.Namespace, client: ApiClient) -> int:
+    if args.what.lower() in ZONE_WORDS:
+        return cmd_get_zones(args, client)
     kind = _kind_of_word(args.what)
     if kind is None:
         raise SystemExit(f"error: unknown resource type {args.what!r}; "
@@ -212,6 +218,10 @@ def _ref(ref: dict[str, Any]) -> str:
 
 
 def cmd_delete(args: argparse.Namespace, client: ApiClient) -> int:
+    if args.kind.lower() in ZONE_WORDS:
+        client.delete(f"/zones/{args.name}")
+        print(f"zone {args.name!r} deleted")
+        return 0
     kind = _kind_of_word(args.kind)
     if kind is None:
         raise SystemExit(f"error: unknown resource type {args.kind!r}; known: "

@@ -10,15 +10,18 @@ import ipaddress
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 from msgspec import Struct
 
-from events import DEFAULT_ZONE
+from events import DEFAULT_ZONE, GLOBAL_ZONE
+from events.bus.sources import GLOBAL_DOMAIN
 from events.identity import SecretKey
 from services.errors import ConfigError
 
 __all__ = ["ADMIN_TOKEN_FILE", "SECRET_KEY_FILE", "UpConfig", "env", "parse_bool", "parse_cidr",
-           "parse_duration_ms", "parse_port", "parse_positive", "secret_key_of"]
+           "parse_deployment", "parse_duration_ms", "parse_port", "parse_positive",
+           "secret_key_of"]
 
 SECRET_KEY_FILE = "secret.key"
 """The secret key's file in a data dir (mode 0600)."""
@@ -58,6 +61,14 @@ class UpConfig(Struct, frozen=True, kw_only=True):
     N >= 2 contend for the lease, one folds (active/standby in one process)."""
     lease_ttl_s: float = 2.0
     """The lease TTL of `projectors` >= 2 (`--lease-ttl`)."""
+    mode: Literal["standalone", "global", "zone"] = "standalone"
+    """`--mode`: one control plane alone (default), the global control plane of a multi-zone
+    deployment (its `zone` is then `GLOBAL_ZONE`), or a zone joined to one (`--global`)."""
+    global_url: str | None = None
+    """A zone's `--global`: the leafnode URL of global's nats-server that global printed."""
+    leaf_host: str = "127.0.0.1"
+    leaf_port: int = 7422
+    """Global's leafnode listener (`--leaf-host`, `--leaf-port`; 0: any free port)."""
 
     @property
     def database_url(self) -> str:
@@ -136,3 +147,36 @@ def secret_key_of(path: str | Path | None, data_dir: Path, *, create: bool) -> S
     if create:
         return SecretKey.load_or_create(default)
     return SecretKey.load(default) if default.exists() else None
+
+
+_ZONE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def parse_deployment(mode: str | None, zone: str, global_url: str | None, *,
+                     embedded: bool = True
+                     ) -> tuple[Literal["standalone", "global", "zone"], str]:
+    """`--mode`, `--zone` and `--global` as (mode, the zone token of this control plane's
+    subjects): `--global URL` makes a zone; `--mode global` takes `GLOBAL_ZONE`. Only an
+    `embedded` nats-server (`meshlog up`) needs the URL: separate processes join a NATS whose
+    leafnode link the operator configured."""
+    chosen = mode or ("zone" if global_url else "standalone")
+    match chosen:
+        case "standalone":
+            if global_url:
+                raise ConfigError("--global: only a zone joins a global control plane "
+                                  "(drop --mode standalone)")
+            return "standalone", zone
+        case "global":
+            if global_url:
+                raise ConfigError("--global: the global control plane joins no other")
+            return "global", GLOBAL_ZONE
+        case "zone":
+            if embedded and not global_url:
+                raise ConfigError("--mode zone needs --global URL (the leafnode URL the "
+                                  "global control plane printed as global_url)")
+            if _ZONE_NAME.fullmatch(zone) is None or zone == GLOBAL_DOMAIN:
+                raise ConfigError(f"--zone: {zone!r} must be an RFC 1123 label other than "
+                                  f"{GLOBAL_DOMAIN!r} (it names the zone's JetStream domain)")
+            return "zone", zone
+        case _:
+            raise ConfigError(f"--mode: {chosen!r} is not standalone, global or zone")

@@ -44,7 +44,7 @@ def find_nats_server() -> str:
 @contextlib.asynccontextmanager
 async def run_nats_server(
     data_dir: Path, *, port: int = 0, host: str = "127.0.0.1", log_file: Path | None = None,
-    config: Path | None = None,
+    config: Path | None = None, server_name: str = "meshlog-embedded",
 ) -> AsyncIterator[str]:
     """Run nats-server with JetStream storing in `data_dir` (and the configuration file
     `config`, if any); yield its client URL."""
@@ -58,7 +58,7 @@ async def run_nats_server(
         find_nats_server(), *(["-c", str(config)] if config is not None else []),
         "-js", "-sd", str(data_dir / "jetstream"),
         "-a", host, "-p", str(port if port else -1), "--ports_file_dir", str(ports_dir),
-        "--server_name", "meshlog-embedded",
+        "--server_name", server_name,
     ]
     # Its own session: a terminal's Ctrl-C reaches meshlog only, which drains its NATS
     # connections first and then stops the server (SIGTERM flushes JetStream). And `spawn`
@@ -95,3 +95,4 @@ async def _wait_for_port(proc: asyncio.subprocess.Process, ports_dir: Path) -> s
                     return str(nats_urls[0])
         await asyncio.sleep(0.05)
     raise ProcessStartError(f"nats-server did not report its port within {_START_TIMEOUT_S:.0f} s")
+

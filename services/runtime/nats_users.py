@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
+from typing import Any
 
 import nkeys  # type: ignore[import-untyped]  # nkeys 0.2 ships no type information
 
@@ -23,8 +25,8 @@ from events.bus.permissions import ROLES, Role, server_users
 from events.identity.private_files import write_private
 from services.errors import ConfigError
 
-__all__ = ["CREDS_DIR", "admin_credentials", "ensure_seeds", "role_credentials",
-           "write_server_config"]
+__all__ = ["CREDS_DIR", "LEAF_USER", "admin_credentials", "ensure_leaf_password", "ensure_seeds",
+           "role_credentials", "write_server_config"]
 
 CREDS_DIR = "nats-creds"
 _SEED_SUFFIX = ".nk"
@@ -61,6 +63,20 @@ def ensure_seeds(data_dir: Path) -> dict[Role, Path]:
     return seeds
 
 
+LEAF_USER = "zone"
+"""The user zones' nats-servers connect to global's leafnode listener as."""
+
+
+def ensure_leaf_password(data_dir: Path) -> str:
+    """The password of global's leafnode listener (`<data-dir>/nats-creds/leaf.password`,
+    0600), made at the first start: zones join with it in the URL global prints."""
+    path = data_dir / CREDS_DIR / "leaf.password"
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_private(path, secrets.token_urlsafe(24).encode() + b"\n", replace=True)
+    return path.read_text().strip()
+
+
 def _public_key(path: Path) -> str:
     try:
         seed = bytearray(path.read_bytes().strip())
@@ -71,7 +87,8 @@ def _public_key(path: Path) -> str:
                           f"be given the new one)") from None
 
 
-def write_server_config(data_dir: Path, seeds: dict[Role, Path], zone: str) -> Path:
+def write_server_config(data_dir: Path, seeds: dict[Role, Path], zone: str,
+                        extra: dict[str, Any] | None = None) -> Path:
     """Write nats-server's configuration for `seeds` (role -> seed file) in `zone`'s control
     plane; return its path.
 
@@ -79,7 +96,7 @@ def write_server_config(data_dir: Path, seeds: dict[Role, Path], zone: str) -> P
     JetStream data then stays in the global account, where a data dir made before meshlog had
     users keeps its log (an account of its own would start with an empty one)."""
     keys = {role: _public_key(path) for role, path in seeds.items()}
-    conf = {"authorization": {"users": server_users(keys, zone)}}
+    conf: dict[str, Any] = {"authorization": {"users": server_users(keys, zone)}, **(extra or {})}
     path = data_dir / "nats" / "auth.conf"
     path.parent.mkdir(parents=True, exist_ok=True)
     text = ("# written by `meshlog up` at every start: one user per role "

@@ -20,6 +20,7 @@ checkpoint, the API answers 503 meanwhile.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 from pathlib import Path
@@ -28,6 +29,7 @@ from events import DEFAULT_ZONE, JetStreamEventLog
 from events.bus.insights import JetStreamInsights
 from events.bus.projection_bus import JetStreamProjectionBus
 from events.bus.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
+from events.bus.sources import source_states, zone_filter
 from events.commands import Commands
 from events.identity import SecretKey
 from projections import DEFAULT_CIDRS, DEFAULT_GRACE_PERIOD_MS, Projector, open_store
@@ -42,6 +44,7 @@ from services.runtime.metrics_server import ReadinessCheck, serving_metrics
 from services.runtime.shutdown import handle_signals
 from services.runtime.standby import Readiness, StandbyProjector, single_projector_readiness
 from services.runtime.up import bind_socket, nats_connection, run_projector, warn_no_auth
+from services.runtime.zone_sync import Mode, ZoneSync
 from xds_gateway import Gateway
 from xds_gateway.gateway import DEFAULT_DRAIN_GRACE_S
 from xds_gateway.proxies.config_service import ConfigService
@@ -61,7 +64,8 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
                                 mmzs_vip_cidr: str = DEFAULT_CIDRS["MeshMultiZoneService"],
                                 secret_key: SecretKey | None = None,
                                 lease_ttl_s: float = 0, metrics_host: str = "127.0.0.1",
-                                metrics_port: int | None = None) -> None:
+                                metrics_port: int | None = None,
+                                mode: Mode = "standalone") -> None:
     """`lease_ttl_s` > 0: active/standby (services.runtime.standby); 0: fold unconditionally
     (a single projector). `metrics_port`: serve `GET /metrics`, `/ready` and `/live` there
     (none without it)."""
@@ -82,7 +86,8 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
                   f"(/ready, /live, /metrics)", flush=True)
         async with serving_metrics(metrics, readiness), nats_connection(
                 nats_url, "meshlog-projector", reconnected, credentials=credentials) as nc:
-            event_log = await JetStreamEventLog.open(nc, replicas=replicas)
+            event_log = await JetStreamEventLog.open(nc, replicas=replicas,
+                                                     subjects=_subjects(mode, zone))
             commands = Commands(event_log, zone=zone)
             await commands.configure_grace_period(
                 "MeshService", meshservice_grace_period_ms, DEFAULT_GRACE_PERIOD_MS)
@@ -90,6 +95,12 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
                                           default=DEFAULT_CIDRS["MeshMultiZoneService"])
             bus = await JetStreamProjectionBus.open(nc, replicas=replicas)
             store = await open_store(database)
+            syncing = None
+            if mode != "standalone":
+                # the sources of the stream (events.bus.sources): the projector's credentials
+                # must then allow `$JS.API.STREAM.UPDATE` and `$JS.global.API.>` (admin's)
+                syncing = asyncio.create_task(ZoneSync(nc, mode=mode, zone=zone).run(),
+                                              name="multi-zone sync")
             try:
                 if lease_ttl_s > 0:
                     contender = StandbyProjector(event_log, store, bus, zone=zone,
@@ -107,6 +118,9 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
                     check = single
                     await run_projector(projector, reconnected)
             finally:
+                if syncing is not None:
+                    syncing.cancel()
+                    await asyncio.wait([syncing])
                 await store.close()
 
 
@@ -115,8 +129,8 @@ async def run_gateway_process(*, nats_url: str, host: str, port: int,
                               max_connection_age_s: float = 0, replicas: int = 1,
                               drain_grace_s: float = DEFAULT_DRAIN_GRACE_S,
                               zone: str = DEFAULT_ZONE, health_port: int = 5680,
-                              deregistration_delay_s: float = 10.0, no_auth: bool = False
-                              ) -> None:
+                              deregistration_delay_s: float = 10.0, no_auth: bool = False,
+                              mode: Mode = "standalone") -> None:
     # a signal cancels: cancellation reaches Gateway.serve, which drains before NATS is
     # closed (the view keeps following the bus while the last streams end)
     with handle_signals(drain_grace_s + 5):
@@ -129,7 +143,8 @@ async def run_gateway_process(*, nats_url: str, host: str, port: int,
         gc.set_threshold(50_000, 20, 10)
         async with nats_connection(nats_url, "meshlog-gateway", credentials=credentials) as nc:
             bus = await JetStreamProjectionBus.open(nc, replicas=replicas)
-            event_log = await JetStreamEventLog.open(nc, replicas=replicas)
+            event_log = await JetStreamEventLog.open(nc, replicas=replicas,
+                                                     subjects=_subjects(mode, zone))
             insights = await JetStreamInsights.open(nc, replicas=replicas)
             gateway = Gateway(bus, host=host, port=port,
                               max_connection_age_s=max_connection_age_s,
@@ -153,7 +168,8 @@ async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
                           zone: str, data_dir: Path, secret_key: SecretKey | None,
                           credentials: Path | None = None, replicas: int = 1,
                           localhost_is_admin: bool = True,
-                          drain_grace_s: float = DEFAULT_API_DRAIN_GRACE_S) -> None:
+                          drain_grace_s: float = DEFAULT_API_DRAIN_GRACE_S,
+                          mode: Mode = "standalone") -> None:
     """`secret_key`: every API replica must have the same (the CA and signing keys in the log
     are sealed with it); None: this API signs no tokens, writes no admin token, and refuses
     Meshes with mTLS."""
@@ -161,17 +177,21 @@ async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
         sock = bind_socket(host, port, "--api-port")
         try:
             async with nats_connection(nats_url, "meshlog-api", credentials=credentials) as nc:
-                event_log = await JetStreamEventLog.open(nc, replicas=replicas)
+                event_log = await JetStreamEventLog.open(nc, replicas=replicas,
+                                                         subjects=_subjects(mode, zone))
                 tokens = await api_tokens(event_log, zone=zone, secret_key=secret_key,
                                           admin_token=data_dir / ADMIN_TOKEN_FILE)
                 store = await open_store(database)
                 try:
                     api = ApiServer(create_app(Commands(event_log, zone=zone,
-                                                        secret_key=secret_key), store,
+                                                        secret_key=secret_key,
+                                                        deployment=mode), store,
                                                inspector=ProxyInspector(nc),
                                                auth=ApiAuth(
                                                    localhost_is_admin=localhost_is_admin,
-                                                   tokens=tokens)),
+                                                   tokens=tokens),
+                                               sources=None if mode == "standalone"
+                                               else functools.partial(source_states, nc)),
                                     sock, drain_grace_s=drain_grace_s)
                     async with asyncio.TaskGroup() as tg:
                         serving = tg.create_task(api.run(), name="api")
@@ -184,3 +204,8 @@ async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
                     await store.close()  # then NATS, leaving `nats_connection`
         finally:
             sock.close()
+
+
+def _subjects(mode: Mode, zone: str) -> list[str] | None:
+    """The event stream's own subjects in a multi-zone deployment (events.bus.sources)."""
+    return None if mode == "standalone" else [zone_filter(zone)]

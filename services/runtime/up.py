@@ -31,17 +31,20 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
+import msgspec
 from nats.aio.client import Client as NATS
 
-from events import JetStreamEventLog, connect_nats
+from events import GLOBAL_ZONE, JetStreamEventLog, connect_nats, resource_subject
 from events.bus.insights import JetStreamInsights
 from events.bus.permissions import ROLES, Role
 from events.bus.projection_bus import JetStreamProjectionBus
 from events.bus.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
+from events.bus.sources import GLOBAL_DOMAIN, source_states, zone_filter
 from events.commands import Commands
 from events.identity import SecretKey
+from events.resources import SYNCED_HOSTNAME_GENERATORS
 from projections import (
     DEFAULT_CIDRS,
     DEFAULT_GRACE_PERIOD_MS,
@@ -57,11 +60,17 @@ from services.runtime.api_server import DEFAULT_API_DRAIN_GRACE_S, ApiServer
 from services.runtime.config import ADMIN_TOKEN_FILE, UpConfig, secret_key_of
 from services.runtime.credentials import api_tokens
 from services.runtime.embedded_nats import run_nats_server
-from services.runtime.nats_users import ensure_seeds, write_server_config
+from services.runtime.nats_users import (
+    LEAF_USER,
+    ensure_leaf_password,
+    ensure_seeds,
+    write_server_config,
+)
 from services.runtime.projector_loop import run_projector
 from services.runtime.readmodels import RefusedSwap, SwappableReadModels, pointed_database
 from services.runtime.shutdown import handle_signals
 from services.runtime.standby import StandbyProjector, default_holder, projectors_status
+from services.runtime.zone_sync import ZoneSync
 from xds_gateway import Gateway
 from xds_gateway.gateway import DEFAULT_DRAIN_GRACE_S
 from xds_gateway.proxies.config_service import ConfigService
@@ -126,17 +135,60 @@ async def nats_connection(url: str, name: str, reconnected: asyncio.Event | None
 
 
 async def _nats_of(cfg: UpConfig, stack: AsyncExitStack
-                   ) -> tuple[str, dict[Role, Path | None]]:
-    """The NATS to use and each role's credentials: `--nats-url` with `--nats-creds` (or none)
-    for every role, else the embedded nats-server, started in `stack` with a user per role
-    (services.runtime.nats_users)."""
+                   ) -> tuple[str, dict[Role, Path | None], str | None]:
+    """The NATS to use, each role's credentials and, on global, the leafnode URL zones join
+    with: `--nats-url` with `--nats-creds` (or none) for every role, else the embedded
+    nats-server, started in `stack` with a user per role (services.runtime.nats_users) and,
+    in a multi-zone deployment, its JetStream domain and leafnode link (events.bus.sources)."""
     if cfg.nats_url:
-        return cfg.nats_url, dict.fromkeys(ROLES, cfg.nats_creds)
+        return cfg.nats_url, dict.fromkeys(ROLES, cfg.nats_creds), None
     seeds = ensure_seeds(cfg.data_dir)
-    config = write_server_config(cfg.data_dir, seeds, cfg.zone)
+    if cfg.mode == "global" and cfg.leaf_port == 0:
+        # nats-server's ports file does not report the leafnode port: choose a free one
+        # here (a port taken in between makes nats-server exit, saying so in its log)
+        probe = bind_socket(cfg.leaf_host, 0, "--leaf-port")
+        cfg = msgspec.structs.replace(cfg, leaf_port=probe.getsockname()[1])
+        probe.close()
+    config = write_server_config(cfg.data_dir, seeds, cfg.zone, _multizone_conf(cfg))
+    nats_dir = cfg.data_dir / "nats"
+    name = "meshlog-global" if cfg.mode == "global" else f"meshlog-{cfg.zone}"
     url = await stack.enter_async_context(
-        run_nats_server(cfg.data_dir / "nats", port=cfg.nats_port, config=config))
-    return url, dict(seeds)
+        run_nats_server(nats_dir, port=cfg.nats_port, config=config, server_name=name))
+    global_url = None
+    if cfg.mode == "global":
+        port = cfg.leaf_port
+        host = socket.gethostname() if cfg.leaf_host in ("0.0.0.0", "::") else cfg.leaf_host
+        global_url = (f"nats-leaf://{LEAF_USER}:{ensure_leaf_password(cfg.data_dir)}"
+                      f"@{host}:{port}")
+    return url, dict(seeds), global_url
+
+
+def _multizone_conf(cfg: UpConfig) -> dict[str, Any]:
+    """The embedded nats-server's JetStream domain and leafnode settings for `cfg.mode`.
+    Global listens for zones (`no_advertise`: a zone dials only the URL it was given, so a
+    proxy on the link stays in the path, reference/multizone.md §4); a zone dials global."""
+    match cfg.mode:
+        case "standalone":
+            return {}
+        case "global":
+            return {"jetstream": {"domain": GLOBAL_DOMAIN}, "leafnodes": {
+                "host": cfg.leaf_host, "port": cfg.leaf_port, "no_advertise": True,
+                "authorization": {"user": LEAF_USER,
+                                  "password": ensure_leaf_password(cfg.data_dir)}}}
+        case "zone":
+            return {"jetstream": {"domain": cfg.zone},
+                    "leafnodes": {"remotes": [{"url": cfg.global_url}]}}
+        case _:
+            assert_never(cfg.mode)
+
+
+async def _synced_defaults(commands: Commands) -> None:
+    """Global's default HostnameGenerators that sync down to zones (Kuma's
+    `pkg/defaults/hostname_generator.go`), created once: an operator's change is kept."""
+    for generator in SYNCED_HOSTNAME_GENERATORS:
+        subject = resource_subject("HostnameGenerator", None, generator.name, GLOBAL_ZONE)
+        if not (await commands.handler.current(subject)).seq:
+            await commands.apply(generator)
 
 
 async def _swappable(cfg: UpConfig, stack: AsyncExitStack, url: str, creds: Path | None,
@@ -184,7 +236,7 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
         api_sock = bind_socket(cfg.api_host, cfg.api_port, "--api-port")
         async with AsyncExitStack() as stack:
             stack.callback(api_sock.close)
-            url, credentials = await _nats_of(cfg, stack)
+            url, credentials, global_url = await _nats_of(cfg, stack)
             # one connection per role, each as its role's user: what `meshlog up` runs in one
             # process is what separate processes do, under the same permissions
             api_nc = await stack.enter_async_context(
@@ -192,8 +244,12 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
             gateway_nc = await stack.enter_async_context(
                 nats_connection(url, "meshlog-gateway", credentials=credentials["gateway"]))
             # the command side first: it creates the stream if missing and records settings
-            event_log = await JetStreamEventLog.open(api_nc)
-            commands = Commands(event_log, zone=cfg.zone, secret_key=secret_key)
+            event_log = await JetStreamEventLog.open(
+                api_nc, subjects=None if cfg.mode == "standalone" else [zone_filter(cfg.zone)])
+            commands = Commands(event_log, zone=cfg.zone, secret_key=secret_key,
+                                deployment=cfg.mode)
+            if cfg.mode == "global":
+                await _synced_defaults(commands)
             await commands.configure_ipam("MeshService", cfg.vip_cidr)
             await commands.configure_ipam("MeshMultiZoneService", cfg.mmzs_vip_cidr,
                                           default=DEFAULT_CIDRS["MeshMultiZoneService"])
@@ -206,7 +262,9 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                                       admin_token=admin_token)
             app = create_app(commands, api_store, inspector=ProxyInspector(api_nc),
                              auth=ApiAuth(localhost_is_admin=cfg.localhost_is_admin,
-                                          tokens=tokens))
+                                          tokens=tokens),
+                             sources=None if cfg.mode == "standalone"
+                             else partial(source_states, api_nc))
             state = api_state(app)
             if cfg.projectors > 1:
                 contenders = await _contenders(cfg, stack, url, credentials["projector"],
@@ -227,6 +285,11 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                               no_auth=cfg.no_auth)
             if cfg.no_auth:
                 warn_no_auth(f"{cfg.xds_host}:{cfg.xds_port}")
+            if cfg.mode != "standalone":
+                sync_nc = await stack.enter_async_context(
+                    nats_connection(url, "meshlog-sync", credentials=credentials["admin"]))
+                sync = ZoneSync(sync_nc, mode=cfg.mode, zone=cfg.zone)
+                projecting.append(("multi-zone sync", sync.run))
             health = HealthServer(gateway, bind_socket(cfg.xds_host, 0, "gateway health"))
             api = ApiServer(app, api_sock)
             async with asyncio.TaskGroup() as tg:
@@ -247,6 +310,8 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                     "xds": f"{cfg.xds_host}:{gateway.port}",
                     "gateway_health": f"http://{cfg.xds_host}:{health.port}",
                     "nats": url,
+                    "mode": cfg.mode,
+                    "zone": cfg.zone,
                     "database": database,
                     "data_dir": str(cfg.data_dir),
                     "admin_token": str(admin_token),
@@ -254,6 +319,8 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                     f"{cfg.projectors}, active/standby (lease TTL {cfg.lease_ttl_s:g} s; "
                     f"who leads: GET /_admin/projectors)",
                 }
+                if global_url is not None:
+                    where["global_url"] = global_url  # zones: meshlog up --zone Z --global URL
                 if credentials["admin"] is not None and not cfg.nats_url:
                     # where maintenance commands find it; the path, never the seed
                     where["nats_admin_creds"] = str(credentials["admin"])

@@ -159,11 +159,11 @@ async def test_global_and_standalone_take_it(event_log: JetStreamEventLog, zone:
 
 
 async def test_a_zone_refuses_it_saying_where_to_apply_it(event_log: JetStreamEventLog) -> None:
-    commands = Commands(event_log, zone="east")
-    await commands.apply(Mesh(name="default"))
+    await Commands(event_log, zone="east").apply(Mesh(name="default"))
+    commands = Commands(event_log, zone="east", deployment="zone")
 
-    with pytest.raises(Conflict, match=r"belongs to the global control plane: apply or delete "
-                                       r"'redis' there.*zone 'east'"):
+    with pytest.raises(Conflict, match=r"MeshMultiZoneService 'redis' belongs to the global "
+                                       r"control plane: apply it there"):
         await commands.apply(mmzs())
     with pytest.raises(Conflict, match="belongs to the global control plane"):
         await commands.delete("MeshMultiZoneService", "default", "redis")

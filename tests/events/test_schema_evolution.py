@@ -8,7 +8,9 @@ HostnameGenerator rows and the MeshService grace period (issue 5) changed the ex
 log: its events still decode and fold, they now keep orphaned generated MeshServices for the
 default grace period and carry the zone's default generators. Provenance from the event
 (issue 9): rows are labelled with the zone of their events' subjects (`default` in this log),
-no longer with the zone the replaying projector is configured with (`zone-1` here).
+no longer with the zone the replaying projector is configured with. Multi-zone (issue 12): a
+log is replayed by its own control plane (zone `default` here); folded by another zone's, its
+events would be that zone's remote resources (projections.remote).
 """
 
 from __future__ import annotations
@@ -142,7 +144,7 @@ async def test_committed_log_replays_to_the_committed_export(nc: NATS, tmp_path:
     store = await open_store(f"sqlite:///{tmp_path / 'golden.db'}")
     try:
         await asyncio.wait_for(
-            Projector(log, store, None, zone="zone-1").run(until_seq=len(records)), timeout=60)
+            Projector(log, store, None, zone="default").run(until_seq=len(records)), timeout=60)
         exported = await export_store(store)
     finally:
         await store.close()

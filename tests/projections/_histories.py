@@ -584,4 +584,6 @@ def histories(draw: st.DrawFn, max_events: int = 30) -> list[AnyEvent]:
     for _ in range(draw(st.integers(1, max_events))):
         h.gap = draw(st.sampled_from((0, 1, 1000)))
         _step(draw, h)
+    if not h.events:  # only `wait` steps, which append nothing
+        h.tick()
     return h.events

@@ -12,6 +12,7 @@ from projections.errors import IdentityUnavailable
 from projections.state import ProjectionState
 from projections.views import IdentityRow, TrustRow
 from tests.projections._histories import (
+    ZONE,
     History,
     dataplane,
     fold,
@@ -123,7 +124,7 @@ def test_mtls_off_or_a_dataplane_gone_removes_the_certificate() -> None:
 
 
 def test_a_projector_without_the_secret_key_stops_at_the_ca_by_name() -> None:
-    state = ProjectionState()  # no secret key
+    state = ProjectionState(ZONE)  # no secret key
     with pytest.raises(IdentityUnavailable, match="--secret-key-file"):
         fold([_history().events[:1]], state=state)
 

@@ -33,6 +33,7 @@ from events import (
     decode_resource,
     encode_event,
 )
+from events.kds_hash import hashed_name
 from events.resources import Mesh, MeshService
 from projections.derive import derive_stale
 from projections.fold import apply_event
@@ -51,6 +52,8 @@ from tests.projections._histories import (
     multizone_service,
 )
 
+REDIS_WEST = hashed_name("default", "redis", "west")
+"""West's `redis` under its synced name (Kuma's), as every other control plane shows it."""
 EAST = Provenance(zone="east", origin="zone")
 WEST = Provenance(zone="west", origin="zone")
 NORTH = Provenance(zone="north", origin="zone")
@@ -77,14 +80,20 @@ class Log:
 
     def service(self, name: str, provenance: Provenance, *, labels: dict[str, str],
                 state: str | None = None, port: int = 6379, mesh: str = "default") -> Log:
+        """A MeshService `name` written by `provenance`'s zone. `state`: for another zone's,
+        whether a Dataplane of that zone it selects is healthy (Available), or not
+        (Unavailable): its zone's Dataplanes are what `spec.state` is folded from."""
         spec: dict[str, Any] = {"selector": {"dataplaneTags": {"kuma.io/service": name}},
                                 "ports": [{"port": port}]}
-        if state is not None:
-            spec["state"] = state
         ms = decode_resource({"type": "MeshService", "mesh": mesh, "name": name,
                               "labels": labels, "spec": spec})
         assert isinstance(ms, MeshService)
-        return self.add(MeshServiceApplied, provenance, meshservice=ms)
+        self.add(MeshServiceApplied, provenance, meshservice=ms)
+        if state is not None:
+            self.add(DataplaneRegistered, provenance, dataplane=dataplane(
+                mesh, f"{name}-{provenance.zone}-1", "10.0.0.9",
+                inbound(port, name, ready=state == "Available")))
+        return self
 
     def mmzs(self, name: str = "redis", match: dict[str, str] | None = None, *ports: int,
              labels: dict[str, str] | None = None, provenance: Provenance = GLOBAL) -> Log:
@@ -125,10 +134,8 @@ def _redis_everywhere(west_state: str | None = "Available") -> Log:
     """east's own redis (from a Dataplane of east), west's (synced, Available) and north's."""
     log = Log().mesh()
     log.service("redis", EAST, labels={"app": "redis"})
-    log.service("redis-west", WEST, labels={"app": "redis", "kuma.io/display-name": "redis"},
-                state=west_state)
-    log.service("redis-north", NORTH, labels={"app": "redis", "kuma.io/display-name": "redis"},
-                state="Unavailable")
+    log.service("redis", WEST, labels={"app": "redis"}, state=west_state)
+    log.service("redis", NORTH, labels={"app": "redis"}, state="Unavailable")
     log.service("cache", EAST, labels={"app": "cache"})
     return log.mmzs()
 
@@ -173,26 +180,26 @@ def test_status_lists_every_match_and_backends_are_local_first_then_available_re
         ("MeshServicesMatched", "True", "MatchesFound", "Matched 3 MeshService(s)")]
     # north's is not Available: listed, but it serves nothing
     assert row.backends == [MzsBackend(name="redis", zone="east", priority=0),
-                            MzsBackend(name="redis-west", zone="west", priority=1)]
+                            MzsBackend(name=REDIS_WEST, zone="west", priority=1)]
 
 
 def test_a_remote_service_serves_once_its_state_becomes_available() -> None:
-    log = _redis_everywhere(west_state=None)
+    log = _redis_everywhere(west_state="Unavailable")
     state = fold([log.steps])
     before = mmzs_row(state).backends
-    log.service("redis-west", WEST, labels={"app": "redis", "kuma.io/display-name": "redis"},
-                state="Available")
+    log.add(DataplaneRegistered, WEST, dataplane=dataplane(
+        "default", "redis-west-1", "10.0.0.9", inbound(6379, "redis", ready=True)))
     after = fold([log.steps[-1:]], state=state, first_seq=len(log.steps))
 
     assert [b.name for b in before] == ["redis"]
-    assert [b.name for b in mmzs_row(after).backends] == ["redis", "redis-west"]
+    assert [b.name for b in mmzs_row(after).backends] == ["redis", REDIS_WEST]
 
 
 def test_a_meshservice_that_loses_the_label_or_goes_leaves_the_status() -> None:
     log = _redis_everywhere()
     state = fold([log.steps])
-    log.service("redis-west", WEST, labels={"app": "other"}, state="Available")
-    log.add(MeshServiceDeleted, NORTH, mesh="default", name="redis-north")
+    log.service("redis", WEST, labels={"app": "other"})
+    log.add(MeshServiceDeleted, NORTH, mesh="default", name="redis")
 
     row = mmzs_row(fold([log.steps[-2:-1], log.steps[-1:]], state=state,
                         first_seq=len(log.steps) - 1))
@@ -202,10 +209,12 @@ def test_a_meshservice_that_loses_the_label_or_goes_leaves_the_status() -> None:
 
 
 def test_the_global_control_plane_has_no_local_services() -> None:
-    """On global (local zone ""), every zone's MeshService is remote."""
+    """On global (local zone ""), every zone's MeshService is remote: east's, which no
+    Dataplane of east serves, is not Available there, and west's is a remote backend."""
     row = mmzs_row(fold([_redis_everywhere().steps], local_zone=""))
 
-    assert [(b.name, b.priority) for b in row.backends] == [("redis-west", 1)]
+    assert len(row.status.mesh_services) == 3
+    assert [(b.name, b.priority) for b in row.backends] == [(REDIS_WEST, 1)]
 
 
 def test_a_generated_meshservice_of_this_zone_is_matched_by_its_display_name() -> None:

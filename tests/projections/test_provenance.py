@@ -14,7 +14,6 @@ from nats.aio.client import Client as NATS
 from events import (
     GLOBAL_ZONE,
     AnyEvent,
-    DataplaneDeregistered,
     DataplaneRegistered,
     HostnameGeneratorApplied,
     HostnameGeneratorDeleted,
@@ -26,6 +25,7 @@ from events import (
     provenance_of,
     resource_subject,
 )
+from events.kds_hash import hashed_name
 from projections import Projector, ProjectorHalted, decode_row, open_store
 from projections.derive import derive_stale
 from projections.fold import apply_event
@@ -94,7 +94,8 @@ async def test_a_dataplane_on_another_zones_subject_folds_with_that_zone(
                               _register("default", "api-1", "10.0.0.1", service="api")])
     store = await open_store(f"sqlite:///{tmp_path / 'read.db'}")
     try:
-        await Projector(event_log, store, None, zone="default").run(until_seq=3)
+        # the projector of zone east: east's Dataplane is local, zone default's remote
+        await Projector(event_log, store, None, zone="east").run(until_seq=3)
 
         async def row(collection: str, key: str) -> object:
             body = await store.get(collection, key)
@@ -104,7 +105,7 @@ async def test_a_dataplane_on_another_zones_subject_folds_with_that_zone(
         dp = await row("dataplane", "default/web-1")
         ms = await row("meshservice", "default/web")
         endpoints = await row("endpoints", "default/web")
-        local = await row("meshservice", "default/api")
+        remote = await row("meshservice", f"default/{hashed_name('default', 'api', 'default')}")
     finally:
         await store.close()
     assert {k: _labels(dp)[k] for k in ("kuma.io/zone", "kuma.io/origin")} == {
@@ -112,7 +113,7 @@ async def test_a_dataplane_on_another_zones_subject_folds_with_that_zone(
     assert _labels(ms)["kuma.io/zone"] == "east"
     assert isinstance(endpoints, EndpointsRow) and endpoints.zone == "east"
     assert [e.address for p in endpoints.ports for e in p.endpoints] == ["10.1.0.1"]
-    assert _labels(local)["kuma.io/zone"] == "default"
+    assert _labels(remote)["kuma.io/zone"] == "default"
 
 
 async def test_an_event_on_a_malformed_subject_is_quarantined_not_a_crash(
@@ -139,24 +140,13 @@ def test_a_meshservice_from_another_zone_has_the_endpoints_of_its_zone() -> None
     state = _fold([_mesh(), _register("default", "web-1", "10.0.0.1"),
                    (resource_subject("MeshService", "default", "web", zone="west"),
                     MeshServiceApplied(at=3, meshservice=ms))])
-    row = meshservice_row(state, "default", "web")
-    endpoints = endpoints_row(state, "default", "web")
+    name = hashed_name("default", "web", "west")
+    row = meshservice_row(state, "default", name)
+    endpoints = endpoints_row(state, "default", name)
     assert row is not None and row.labels["kuma.io/zone"] == "west"
     assert endpoints is not None and endpoints.zone == "west"
-
-
-def test_a_generated_meshservice_takes_the_zone_of_its_oldest_dataplane() -> None:
-    state = _fold([_mesh(), _register("east", "web-1", "10.1.0.1"),
-                   _register("west", "web-2", "10.2.0.1", at=3)])
-    row = meshservice_row(state, "default", "web")
-    assert row is not None and row.labels["kuma.io/zone"] == "east"
-
-    _fold([(resource_subject("Dataplane", "default", "web-1", zone="east"),
-            DataplaneDeregistered(at=4, mesh="default", name="web-1"))], state, first_seq=4)
-    row = meshservice_row(state, "default", "web")
-    endpoints = endpoints_row(state, "default", "web")
-    assert row is not None and row.labels["kuma.io/zone"] == "west"
-    assert endpoints is not None and endpoints.zone == "west"
+    # the local Dataplane of the same service is not an endpoint of the remote MeshService
+    assert [e for p in endpoints.ports for e in p.endpoints] == []
 
 
 def test_a_resource_from_the_global_control_plane_has_origin_global_and_no_zone() -> None:
@@ -165,7 +155,7 @@ def test_a_resource_from_the_global_control_plane_has_origin_global_and_no_zone(
     state = _fold([_mesh(GLOBAL_ZONE),
                    (resource_subject("HostnameGenerator", None, hg.name, zone=GLOBAL_ZONE),
                     HostnameGeneratorApplied(at=2, hostname_generator=hg)),
-                   _register("east", "web-1", "10.1.0.1", at=3)])
+                   _register("east", "web-1", "10.1.0.1", at=3)], ProjectionState("east"))
     labels = _labels(persisted(state, "hostnamegenerator", hg.name))
     assert labels["kuma.io/origin"] == "global"
     assert "kuma.io/zone" not in labels and "kuma.io/env" not in labels
@@ -174,8 +164,8 @@ def test_a_resource_from_the_global_control_plane_has_origin_global_and_no_zone(
     assert "web.svc.east.mesh.local" in [a.hostname for a in row.status.addresses]
 
 
-def test_the_default_generators_take_the_provenance_of_the_event_that_restores_them() -> None:
-    state = _fold([_mesh("east")])
+def test_the_default_generators_belong_to_the_control_plane_of_the_log() -> None:
+    state = _fold([_mesh(GLOBAL_ZONE)], ProjectionState("east"))
     assert _labels(persisted(state, "hostnamegenerator", DEFAULT_GENERATOR))[
         "kuma.io/zone"] == "east"
     override = generator(DEFAULT_GENERATOR, "{{ .DisplayName }}.mesh")
@@ -185,5 +175,5 @@ def test_the_default_generators_take_the_provenance_of_the_event_that_restores_t
             HostnameGeneratorDeleted(at=3, name=DEFAULT_GENERATOR))], state, first_seq=2)
     restored = persisted(state, "hostnamegenerator", DEFAULT_GENERATOR)
     assert isinstance(restored, HostnameGeneratorRow) and restored.origin == "default"
-    assert restored.generator.labels["kuma.io/origin"] == "global"
-    assert "kuma.io/zone" not in restored.generator.labels
+    assert restored.generator.labels["kuma.io/origin"] == "zone"
+    assert restored.generator.labels["kuma.io/zone"] == "east"

@@ -1,0 +1,245 @@
+"""What other zones wrote: their Dataplanes and MeshServices, seen from this control plane.
+
+A zone's log holds, through JetStream sources, what global wrote and what every other zone
+wrote (`meshlog.ev.<zone>.>` whole); global's log holds what every zone wrote. The fold
+tells local from remote by the event's own zone (`events.provenance_of`) against the log's
+`ProjectionState.local_zone` ("" on global, so every zone is remote there).
+
+Remote resources are named as Kuma names synced ones (`events.kds_hash.hashed_name`:
+`<display name>-<hash of mesh, name, zone>`), the same name on global and in every zone, so
+east's and west's `redis` never meet. Their inputs are kept apart from the local ones:
+
+- `remotedataplane`: another zone's Dataplanes under their synced names. They are never
+  endpoints, listeners or clusters of this zone's proxies (cross-zone traffic goes through the
+  remote zone's ingress, which is not built yet: a remote MeshService has no endpoints here).
+- `remotemeshservice`: MeshServices another zone's users created.
+
+From them `refresh` derives the visible remote MeshServices (`meshservice` rows): the
+explicit one of a (mesh, zone, name), else one generated per (mesh, zone, `kuma.io/service`)
+from that zone's Dataplanes (ports of its oldest Dataplane), gone when its zone's last
+Dataplane of the service goes (the origin zone's grace period is not applied here), hidden
+while its zone is disabled, removed with a deleted zone (whose events still in flight are
+dropped: a tombstone `zone` row, until it registers again). Labels as Kuma shows a synced
+MeshService: `kuma.io/display-name`, `kuma.io/zone`, `kuma.io/env: universal`, and
+`kuma.io/origin` `global` in a zone (Kuma's global->zone mapper relabels what it sends, so
+the synced hostname generator, which selects origin `global`, names it) or `zone` on global.
+Availability is `spec.state` (Available when a Dataplane of the zone selected by it has a
+healthy inbound). In a zone it gets a VIP from the zone's own MeshService CIDR (IPAM); on
+global none (Kuma's IPAM runs in zones only).
+
+Everything else another zone writes (its settings, keys, CAs, policies) belongs to that
+control plane and is not folded here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from events import (
+    SERVICE_TAG,
+    AnyEvent,
+    Dataplane,
+    DataplaneDeregistered,
+    DataplaneRegistered,
+    MeshServiceApplied,
+    MeshServiceDeleted,
+    Provenance,
+    ZoneApplied,
+    ZoneDeleted,
+    is_dns1035_label,
+)
+from events.kds_hash import hashed_name
+from events.resources import MeshServiceSelector, MeshServiceSpec
+from projections._provenance import ENV_LABEL, ORIGIN_LABEL, ZONE_LABEL, provenance_labels
+from projections.generation import GENERATOR_LABELS, ports_of
+from projections.ipam import allocate_vip
+from projections.state import ProjectionState, dp_key, ms_key
+from projections.views import DataplaneRow, MeshServiceRow, MeshServiceStatus, RowMeta, ZoneRow
+
+__all__ = ["apply_remote", "apply_zone", "is_remote", "is_remote_row", "remote_zone_of"]
+
+DISPLAY_NAME = "kuma.io/display-name"
+
+
+def is_remote(state: ProjectionState, provenance: Provenance) -> bool:
+    """Did another zone's control plane write the event?"""
+    return provenance.origin == "zone" and provenance.zone != state.local_zone
+
+
+def remote_zone_of(state: ProjectionState, row: MeshServiceRow) -> str | None:
+    """The zone of a remote MeshService row; None for a local one (or one of global)."""
+    zone = row.labels.get(ZONE_LABEL)
+    return zone if zone is not None and zone != state.local_zone else None
+
+
+def is_remote_row(state: ProjectionState, row: MeshServiceRow) -> bool:
+    return remote_zone_of(state, row) is not None
+
+
+def _seen_labels(state: ProjectionState, zone: str) -> dict[str, str]:
+    """The provenance labels of zone `zone`'s resource as this control plane shows it."""
+    origin = "zone" if state.local_zone == "" else "global"
+    return {ORIGIN_LABEL: origin, ZONE_LABEL: zone, ENV_LABEL: "universal"}
+
+
+def _enabled(state: ProjectionState, zone: str) -> bool:
+    """A zone not (yet) registered counts as enabled: its events reach a log only through a
+    source that its registration made. A deleted one is not."""
+    row = state.get("zone", zone)
+    return not isinstance(row, ZoneRow) or (row.enabled and not row.deleted)
+
+
+def _services(dp: Dataplane | None) -> set[str]:
+    if dp is None:
+        return set()
+    return {i.tags[SERVICE_TAG] for i in dp.networking.inbound if SERVICE_TAG in i.tags}
+
+
+def _meta(old: object, seq: int, at: int) -> RowMeta:
+    meta = getattr(old, "meta", None)
+    created = meta.creation_time if isinstance(meta, RowMeta) else at
+    return RowMeta(version=seq, creation_time=created, modification_time=at)
+
+
+def apply_remote(state: ProjectionState, seq: int, event: AnyEvent,
+                 provenance: Provenance) -> None:
+    """Fold `event`, written by another zone (`is_remote`)."""
+    zone = provenance.zone
+    row = state.get("zone", zone)
+    if isinstance(row, ZoneRow) and row.deleted:
+        return  # in flight when its zone was deleted (its sources interleave with global's)
+    match event:
+        case DataplaneRegistered(dataplane=dp):
+            name = hashed_name(dp.mesh, dp.name, zone)
+            key = dp_key(dp.mesh, name)
+            old = state.get("remotedataplane", key)
+            old_dp = old.dataplane if isinstance(old, DataplaneRow) else None
+            labeled = msgspec.structs.replace(dp, name=name, labels={
+                DISPLAY_NAME: dp.name, **dp.labels, "kuma.io/mesh": dp.mesh,
+                **provenance_labels(provenance)})
+            state.put("remotedataplane", key, DataplaneRow(
+                dataplane=labeled, meta=_meta(old, seq, event.at),
+                first_seq=old.first_seq if isinstance(old, DataplaneRow) else seq,
+                origin=event.origin))
+            _dataplanes_changed(state, dp.mesh, zone, _services(old_dp) | _services(dp),
+                                seq, event.at)
+        case DataplaneDeregistered(mesh=mesh, name=name):
+            key = dp_key(mesh, hashed_name(mesh, name, zone))
+            old = state.get("remotedataplane", key)
+            if isinstance(old, DataplaneRow):
+                state.delete("remotedataplane", key)
+                _dataplanes_changed(state, mesh, zone, _services(old.dataplane), seq, event.at)
+        case MeshServiceApplied(meshservice=ms):
+            name = hashed_name(ms.mesh, ms.name, zone)
+            old = state.get("remotemeshservice", ms_key(ms.mesh, name))
+            state.put("remotemeshservice", ms_key(ms.mesh, name), MeshServiceRow(
+                mesh=ms.mesh, name=name,
+                labels={DISPLAY_NAME: ms.name, **ms.labels, "kuma.io/mesh": ms.mesh,
+                        **_seen_labels(state, zone)},
+                spec=ms.spec, status=MeshServiceStatus(), meta=_meta(old, seq, event.at),
+                origin="user"))
+            refresh(state, ms.mesh, zone, ms.name, seq, event.at)
+        case MeshServiceDeleted(mesh=mesh, name=display):
+            state.delete("remotemeshservice", ms_key(mesh, hashed_name(mesh, display, zone)))
+            refresh(state, mesh, zone, display, seq, event.at)
+        case _:
+            pass  # that zone's own settings, keys and policies: not this control plane's
+
+
+def apply_zone(state: ProjectionState, seq: int, event: ZoneApplied | ZoneDeleted) -> None:
+    """A zone joined, was enabled or disabled, or deleted: its remote MeshServices appear,
+    hide or go."""
+    match event:
+        case ZoneApplied(name=zone, enabled=enabled):
+            old = state.get("zone", zone)
+            state.put("zone", zone, ZoneRow(name=zone, enabled=enabled,
+                                            meta=_meta(old, seq, event.at)))
+            if isinstance(old, ZoneRow) and old.enabled == enabled:
+                return
+        case ZoneDeleted(name=zone):
+            old = state.get("zone", zone)
+            state.put("zone", zone, ZoneRow(name=zone, enabled=False, deleted=True,
+                                            meta=_meta(old, seq, event.at)))
+            for key, row in sorted(state.rows["remotedataplane"].items()):
+                if isinstance(row, DataplaneRow) and row.dataplane.labels.get(ZONE_LABEL) == zone:
+                    state.delete("remotedataplane", key)
+            for key, row in sorted(state.rows["remotemeshservice"].items()):
+                if isinstance(row, MeshServiceRow) and row.labels.get(ZONE_LABEL) == zone:
+                    state.delete("remotemeshservice", key)
+    for mesh, display in _known(state, zone):
+        refresh(state, mesh, zone, display, seq, event.at)
+
+
+def _known(state: ProjectionState, zone: str) -> list[tuple[str, str]]:
+    """(mesh, display name) of every MeshService zone `zone` has or had here."""
+    found: set[tuple[str, str]] = set()
+    for (mesh, dp_zone), _keys in state.remote_dps.items():
+        if dp_zone == zone:
+            for dp_row in state.remote_dataplanes(mesh, zone):
+                found |= {(mesh, s) for s in _services(dp_row.dataplane)}
+    for collection in ("remotemeshservice", "meshservice"):
+        for row in state.rows[collection].values():
+            if isinstance(row, MeshServiceRow) and row.labels.get(ZONE_LABEL) == zone \
+                    and zone != state.local_zone:
+                found.add((row.mesh, row.labels.get(DISPLAY_NAME, row.name)))
+    return sorted(found)
+
+
+def _dataplanes_changed(state: ProjectionState, mesh: str, zone: str, services: set[str],
+                        seq: int, at: int) -> None:
+    for display in sorted(services):
+        refresh(state, mesh, zone, display, seq, at)
+    # explicit MeshServices of that zone may select the Dataplane: their state is derived again
+    for row in state.meshservices_of(mesh):
+        if row.origin == "user" and remote_zone_of(state, row) == zone:
+            state.stale_services.add((mesh, row.name))
+
+
+def refresh(state: ProjectionState, mesh: str, zone: str, display: str, seq: int,
+            at: int) -> None:
+    """Bring the visible remote MeshService `display` of (`mesh`, `zone`) in line with its
+    inputs: the explicit one, else the one generated from that zone's Dataplanes, else none."""
+    name = hashed_name(mesh, display, zone)
+    current = state.meshservice(mesh, name)
+    wanted = _wanted(state, mesh, zone, display, name)
+    if wanted is None:
+        if current is not None:
+            state.delete_meshservice(mesh, name)
+        return
+    spec, labels, origin = wanted
+    if current is not None and (current.spec.selector, current.spec.ports) == (
+            spec.selector, spec.ports) and current.labels == labels and current.origin == origin:
+        state.stale_services.add((mesh, name))
+        return
+    state.put("meshservice", ms_key(mesh, name), MeshServiceRow(
+        mesh=mesh, name=name, labels=labels,
+        spec=msgspec.structs.replace(spec, state=current.spec.state if current else None),
+        status=current.status if current is not None else MeshServiceStatus(),
+        meta=_meta(current, seq, at), origin=origin))
+    if state.local_zone:  # zones only: Kuma's IPAM does not run on global
+        allocate_vip(state, mesh, "MeshService", name)
+    state.stale_services.add((mesh, name))
+    state.stale_hostnames.add(mesh)
+
+
+def _wanted(state: ProjectionState, mesh: str, zone: str, display: str, name: str
+            ) -> tuple[MeshServiceSpec, dict[str, str], Literal["user", "generated"]] | None:
+    if not _enabled(state, zone):
+        return None
+    explicit = state.get("remotemeshservice", ms_key(mesh, name))
+    if isinstance(explicit, MeshServiceRow):
+        return explicit.spec, explicit.labels, "user"
+    if not is_dns1035_label(display):
+        return None
+    dataplanes = [r for r in state.remote_dataplanes(mesh, zone)
+                  if display in _services(r.dataplane)]
+    if not dataplanes:
+        return None
+    oldest = min(dataplanes, key=lambda r: (r.first_seq, r.dataplane.name))
+    spec = MeshServiceSpec(selector=MeshServiceSelector(dataplane_tags={SERVICE_TAG: display}),
+                           ports=ports_of(oldest.dataplane, display))
+    labels = {"kuma.io/mesh": mesh, DISPLAY_NAME: display, **_seen_labels(state, zone),
+              **GENERATOR_LABELS}
+    return spec, labels, "generated"

@@ -1,0 +1,150 @@
+"""Zones in Kuma's API shape: the zones registered on global, each with its insight.
+
+    GET    /zones                    {"total", "items", "next"} of Zone
+    GET    /zones/{name}             a Zone: {"type", "name", "enabled", times}
+    GET    /zones/{name}/_overview   ZoneOverview: the Zone and its ZoneInsight
+    GET    /zone-insights            ZoneInsight of every zone
+    PUT    /zones/{name}             body {"enabled": bool} (global only): disable or enable
+    DELETE /zones/{name}             (global only) an offline zone, with what it synced
+
+A ZoneInsight is read live from nats-server's view of the stream source that carries the zone
+(events.bus.sources): on global, its source of the zone's stream; in a zone, its source of the
+zone's subjects through global. `connected` while the source heard from its upstream in the
+last `CONNECTED_WITHIN_S` (its heartbeat is 1 s); `lastSeen` = now - `active`; `syncLag`:
+`events` = the source's `lag` (0 during a cut, reference/multizone.md §4: use `seconds`),
+`seconds` = time since the source last heard from its upstream.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+from litestar import Response, delete, get, put
+
+from events import NotFound, rfc3339
+from events.bus.sources import SourceState, zone_filter
+from events.commands.zones import ZoneCommands
+from events.errors import Conflict
+from projections import decode_row
+from projections.views import ZoneRow
+from services.api._state import ApiRequest, api_state, await_projection
+
+__all__ = ["CONNECTED_WITHIN_S", "ZONE_ROUTES", "zone_insight"]
+
+CONNECTED_WITHIN_S = 10.0
+"""Like nats-server's own inactive threshold of a source's consumer (10 s)."""
+
+
+class ZoneUpdate(msgspec.Struct, frozen=True):
+    enabled: bool
+
+
+def _render(row: ZoneRow) -> dict[str, Any]:
+    return {"type": "Zone", "name": row.name, "enabled": row.enabled,
+            "creationTime": rfc3339(row.meta.creation_time),
+            "modificationTime": rfc3339(row.meta.modification_time)}
+
+
+def zone_insight(name: str, sources: list[SourceState], now_ms: int) -> dict[str, Any]:
+    """The ZoneInsight of zone `name` from the sources of this control plane's stream."""
+    source = next((s for s in sources if s.filter_subject == zone_filter(name)), None)
+    if source is None:
+        return {"type": "ZoneInsight", "name": name, "connected": False,
+                "reason": "no source of this zone's events here (not registered yet, or this "
+                          "is the zone itself)"}
+    connected = (source.active_ms is not None and source.error is None
+                 and source.active_ms < CONNECTED_WITHIN_S * 1000)
+    doc: dict[str, Any] = {"type": "ZoneInsight", "name": name, "connected": connected,
+                           "lastSeen": None if source.active_ms is None
+                           else rfc3339(now_ms - source.active_ms),
+                           "syncLag": {"events": source.lag,
+                                       "seconds": None if source.active_ms is None
+                                       else round(source.active_ms / 1000, 3)},
+                           "source": {"filter": source.filter_subject, "api": source.api}}
+    if source.error is not None:
+        doc["error"] = source.error
+    return doc
+
+
+async def _rows(request: ApiRequest) -> list[ZoneRow]:
+    rows = []
+    for _, body in await api_state(request.app).store.scan("zone"):
+        row = decode_row("zone", body)
+        if isinstance(row, ZoneRow) and not row.deleted:
+            rows.append(row)
+    return sorted(rows, key=lambda r: r.name)
+
+
+async def _row(request: ApiRequest, name: str) -> ZoneRow:
+    body = await api_state(request.app).store.get("zone", name)
+    row = None if body is None else decode_row("zone", body)
+    if not isinstance(row, ZoneRow) or row.deleted:
+        raise NotFound(f"zone {name!r} not found")
+    return row
+
+
+async def _sources(request: ApiRequest) -> list[SourceState]:
+    read = api_state(request.app).sources
+    return [] if read is None else await read()
+
+
+@get("/zones", summary="List zones")
+async def list_zones(request: ApiRequest) -> dict[str, Any]:
+    items = [_render(r) for r in await _rows(request)]
+    return {"total": len(items), "items": items, "next": None}
+
+
+@get("/zones/{name:str}", summary="Get a zone")
+async def get_zone(request: ApiRequest, name: str) -> dict[str, Any]:
+    return _render(await _row(request, name))
+
+
+@get("/zones/{name:str}/_overview", summary="A zone and its insight")
+async def zone_overview(request: ApiRequest, name: str) -> dict[str, Any]:
+    row = await _row(request, name)
+    insight = zone_insight(name, await _sources(request), _now_ms())
+    return {"type": "ZoneOverview", "name": name,
+            "creationTime": rfc3339(row.meta.creation_time),
+            "modificationTime": rfc3339(row.meta.modification_time),
+            "zone": {"enabled": row.enabled}, "zoneInsight": insight}
+
+
+@get("/zone-insights", summary="Every zone's insight")
+async def list_zone_insights(request: ApiRequest) -> dict[str, Any]:
+    sources, now = await _sources(request), _now_ms()
+    items = [zone_insight(r.name, sources, now) for r in await _rows(request)]
+    return {"total": len(items), "items": items, "next": None}
+
+
+def _global_only(request: ApiRequest, name: str) -> ZoneCommands:
+    commands = api_state(request.app).commands
+    if commands.deployment != "global":
+        raise Conflict("zone", 0, f"zone {name!r}: zones are changed on the global control "
+                       "plane")
+    return ZoneCommands(commands.handler)
+
+
+@put("/zones/{name:str}", summary="Enable or disable a zone (global only)", status_code=200)
+async def put_zone(request: ApiRequest, name: str, data: ZoneUpdate) -> dict[str, Any]:
+    seq = await _global_only(request, name).set_enabled(name, data.enabled)
+    await await_projection(api_state(request.app), seq)
+    return _render(await _row(request, name))
+
+
+@delete("/zones/{name:str}", summary="Delete an offline zone (global only)", status_code=200)
+async def delete_zone(request: ApiRequest, name: str) -> Response[dict[str, Any]]:
+    commands = _global_only(request, name)
+    await _row(request, name)
+    online = zone_insight(name, await _sources(request), _now_ms())["connected"]
+    seq = await commands.delete(name, online=bool(online))
+    await await_projection(api_state(request.app), seq)
+    return Response({"name": name, "deleted": True})
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+ZONE_ROUTES = [list_zones, get_zone, zone_overview, list_zone_insights, put_zone, delete_zone]

@@ -1,0 +1,97 @@
+"""The multi-zone sync supervisor: keeps this control plane's stream sourcing what it should,
+as the zones registered in the log say (events.bus.sources).
+
+- global: a source per registered zone (its own subjects, from its domain);
+- zone: registers itself on global (a `ZoneApplied` on global's subject, through the one
+  command path, retried until global answers), then sources global's subjects and, through
+  global, each other registered zone's.
+
+It reads the zones from its own log (global's zone subjects: on a zone, sourced from global),
+so what it does follows the log; it only decides which sources the stream has, never copies an
+event itself. It runs with the admin user (changing a stream's sources is
+`$JS.API.STREAM.UPDATE`, which no other role has).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Literal
+
+from nats.aio.client import Client as NATS
+
+from events import JetStreamEventLog, ZoneApplied, decode_event
+from events.bus.sources import GLOBAL_DOMAIN, ensure_sources, global_sources, zone_sources
+from events.commands.zones import ZoneCommands, zones_filter
+from events.errors import MeshlogError
+from events.subjects import EVENTS_STREAM
+
+__all__ = ["Mode", "ZoneSync", "registered_zones"]
+
+log = logging.getLogger("meshlog.sync")
+
+Mode = Literal["standalone", "global", "zone"]
+
+
+async def registered_zones(event_log: JetStreamEventLog) -> list[str]:
+    """The zones the log says are registered (not deleted), by name."""
+    zones = []
+    for record in await event_log.latest(zones_filter()):
+        try:
+            event = decode_event(record.data, seq=record.seq, subject=record.subject,
+                                 schema_version=record.schema_version)
+        except MeshlogError:
+            continue  # the projector quarantines it; a source is not worth a crash
+        if isinstance(event, ZoneApplied):
+            zones.append(event.name)
+    return sorted(zones)
+
+
+class ZoneSync:
+    def __init__(self, nc: NATS, *, mode: Literal["global", "zone"], zone: str,
+                 interval_s: float = 1.0) -> None:
+        """`nc`: an admin connection to this control plane's nats-server; `zone`: this zone's
+        name (ignored on global)."""
+        self._nc = nc
+        self._mode = mode
+        self._zone = zone
+        self._interval_s = interval_s
+        self.registered = mode == "global"
+        self.sources_set = asyncio.Event()
+        """Set once the stream has the sources the log asked for (tests wait on it)."""
+
+    async def run(self) -> None:
+        local = JetStreamEventLog(self._nc, self._nc.jetstream(timeout=5.0), EVENTS_STREAM)
+        remote = JetStreamEventLog(
+            self._nc, self._nc.jetstream(domain=GLOBAL_DOMAIN, timeout=5.0), EVENTS_STREAM)
+        failing = ""
+        while True:
+            try:
+                await self._step(local, remote)
+                if failing:
+                    log.warning("multi-zone sync works again")
+                failing = ""
+            except Exception as exc:  # a supervisor retries whatever failed
+                # (global unreachable, a refused request): the control plane keeps serving
+                # what it has meanwhile, and the sync resumes when the cause goes
+                text = f"{type(exc).__name__}: {exc}"
+                if text != failing:  # once per kind of failure, not every second
+                    log.warning("multi-zone sync: %s (retrying)", text)
+                failing = text
+            await asyncio.sleep(self._interval_s)
+
+    async def _step(self, local: JetStreamEventLog, remote: JetStreamEventLog) -> None:
+        zones = await registered_zones(local)
+        wanted = (global_sources(zones) if self._mode == "global"
+                  else zone_sources(self._zone, zones))
+        if await ensure_sources(self._nc, wanted):
+            log.info("event stream now sources %s",
+                     ", ".join(f"{s.filter_subject} ({s.api})" for s in wanted))
+        self.sources_set.set()
+        if self._mode == "zone":
+            # every step (a read of global's subject; appends only when absent): a zone
+            # deleted on global while it was offline registers again when it is back, as a
+            # Kuma zone does when it reconnects
+            if await ZoneCommands(remote).register(self._zone):
+                log.info("zone %s registered on the global control plane", self._zone)
+            self.registered = True

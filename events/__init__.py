@@ -41,6 +41,8 @@ from events.event_types import (
     SigningKeyCreated,
     TokenPurpose,
     TokenRevoked,
+    ZoneIngressDeleted,
+    ZoneIngressRegistered,
     ca_purpose,
     now_ms,
     rfc3339,
@@ -68,6 +70,7 @@ from events.resources import (
     Resource,
     ServiceKind,
     TargetRef,
+    ZoneIngress,
     is_resource_name,
 )
 from events.subjects import (
@@ -156,6 +159,9 @@ __all__ = [
     "TransientError",
     "UndecodableEvent",
     "Violation",
+    "ZoneIngress",
+    "ZoneIngressDeleted",
+    "ZoneIngressRegistered",
     "ca_purpose",
     "ca_subject",
     "clock_subject",

@@ -229,3 +229,38 @@ def _validate(tmp_path: Path, config: dict[str, Any]) -> None:
 @pytest.mark.integration
 def test_envoy_validates_the_ingress_config(tmp_path: Path) -> None:
     _validate(tmp_path, _ingress_config(_zone(), "west-a"))
+
+
+# --- determinism --------------------------------------------------------------------------------
+
+
+class _Recording(Zone):
+    """A Zone that keeps every (event, provenance) it folds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[tuple[Any, Provenance]] = []
+
+    def fold(self, *steps: tuple[Any, Provenance]) -> Zone:
+        self.steps.extend(steps)
+        return super().fold(*steps)
+
+
+def test_the_rows_do_not_depend_on_batch_boundaries() -> None:
+    many = _Recording()
+    many.fold(*((e, GLOBAL) for e in History().mtls(
+        "default", "ca-1", enabled="ca-1", expiration="24h").events))
+    for doc, provenance in ((_dp("web-1", "10.0.0.9", "web", 7070), EAST), (_ms("redis"), EAST),
+                            (_dp("redis-1", "10.0.0.1", "redis"), EAST),
+                            (_ms("redis-west", state="Available"), WEST),
+                            (_dp("redis-west-1", "10.0.1.1", "redis-west"), WEST)):
+        many.doc(doc, provenance)
+    many.fold((_ingress("west-a", "10.0.1.5", 10001, advertised=("203.0.113.7", 443)), WEST))
+    many.fold((_ingress("west-c", "10.0.1.7", 10001, advertised=("203.0.113.5", 10443)), WEST),
+              (ZoneIngressDeleted(at=1_700_000_200_000, name="west-a"), WEST))
+    many.doc(MMZS, GLOBAL)
+
+    one = Zone().fold(*many.steps)
+
+    assert list(one.state.persisted()) == list(many.state.persisted())
+    assert one.view.endpoints["default"]["redis-west"].through_ingress == WEST_INGRESSES[:1]

@@ -16,8 +16,8 @@ from google.protobuf import any_pb2, json_format
 # registers the Any types nested in listeners (tcp_proxy, HCM, router, DNS filter) for JSON
 from xds_gateway.resources import dns, listeners, proxyless  # noqa: F401
 from xds_gateway.resources.cache import ResourceCache
-from xds_gateway.resources.node import ProxyNode
 from xds_gateway.resources.ingress import ZONE_INGRESS_NODE
+from xds_gateway.resources.node import ProxyNode
 from xds_gateway.resources.snapshot import build_ingress_snapshot, build_snapshot
 from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from xds_gateway.view import ProjectionView

@@ -122,8 +122,10 @@ def _counter(envoy: Envoy, name: str) -> int:
 def _envoys(cp: ControlPlane, tmp_path: Path) -> Iterator[dict[str, Envoy]]:
     boots = {"redis-1": _sidecar(cp, "redis-1", backend=True),
              "redis-west-1": _sidecar(cp, "redis-west-1", backend=True),
+             # the ingress on Delta xDS, the sidecars on State of the World: both serve it
              "west-ingress": zone_ingress_bootstrap(name="west-ingress", xds_host="127.0.0.1",
-                                                    xds_port=cp.xds_port, admin_port=0),
+                                                    xds_port=cp.xds_port, admin_port=0,
+                                                    delta=True),
              "web-1": _sidecar(cp, "web-1", backend=False)}
     with contextlib.ExitStack() as stack:
         yield {name: stack.enter_context(run_envoy(boot, tmp_path / "envoy", name))

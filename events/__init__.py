@@ -43,6 +43,8 @@ from events.event_types import (
     TokenRevoked,
     ZoneApplied,
     ZoneDeleted,
+    ZoneIngressDeleted,
+    ZoneIngressRegistered,
     ca_purpose,
     now_ms,
     rfc3339,
@@ -70,6 +72,7 @@ from events.resources import (
     Resource,
     ServiceKind,
     TargetRef,
+    ZoneIngress,
     is_resource_name,
 )
 from events.subjects import (
@@ -160,6 +163,9 @@ __all__ = [
     "Violation",
     "ZoneApplied",
     "ZoneDeleted",
+    "ZoneIngress",
+    "ZoneIngressDeleted",
+    "ZoneIngressRegistered",
     "ca_purpose",
     "ca_subject",
     "clock_subject",

@@ -26,6 +26,7 @@ from events.resources import (
     MeshService,
     MeshTrafficPermission,
     Resource,
+    ZoneIngress,
 )
 from events.validation import validate
 
@@ -36,6 +37,7 @@ KINDS: dict[str, type[Resource]] = {
     "HostnameGenerator": HostnameGenerator,
     "MeshTrafficPermission": MeshTrafficPermission,
     "MeshMultiZoneService": MeshMultiZoneService,
+    "ZoneIngress": ZoneIngress,
 }
 
 

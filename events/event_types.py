@@ -21,6 +21,7 @@ from events.resources import (
     MeshService,
     MeshTrafficPermission,
     ServiceKind,
+    ZoneIngress,
 )
 
 __all__ = [
@@ -48,6 +49,8 @@ __all__ = [
     "TokenRevoked",
     "ZoneApplied",
     "ZoneDeleted",
+    "ZoneIngressDeleted",
+    "ZoneIngressRegistered",
     "ca_purpose",
     "now_ms",
     "rfc3339",
@@ -164,6 +167,16 @@ class MeshMultiZoneServiceDeleted(Event, frozen=True, tag="meshmultizoneservice.
     name: str
 
 
+class ZoneIngressRegistered(Event, frozen=True, tag="zoneingress.registered"):
+    """A zone's ZoneIngress was created or changed (by the zone it belongs to)."""
+
+    zoneingress: ZoneIngress
+
+
+class ZoneIngressDeleted(Event, frozen=True, tag="zoneingress.deleted"):
+    name: str
+
+
 class ClockTicked(Event, frozen=True, tag="clock.ticked"):
     """Time passed: `at` is due time of a pending expiry (a generated MeshService's grace
     period, a workload certificate's renewal). Appended by a projector, so that expiry is
@@ -243,4 +256,6 @@ AnyEvent = (
     | TokenRevoked
     | ZoneApplied
     | ZoneDeleted
+    | ZoneIngressRegistered
+    | ZoneIngressDeleted
 )

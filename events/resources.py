@@ -61,6 +61,9 @@ __all__ = [
     "TcpProbe",
     "TrafficAction",
     "TransparentProxying",
+    "ZoneIngress",
+    "ZoneIngressAvailableService",
+    "ZoneIngressNetworking",
     "duration_ms",
     "is_app_protocol",
     "is_resource_name",
@@ -460,3 +463,42 @@ class MeshMultiZoneService(MeshScopedResource, frozen=True, kw_only=True,
     Created on the global control plane (or a standalone one, which meshlog allows)."""
 
     spec: MeshMultiZoneServiceSpec
+
+
+# --- ZoneIngress ----------------------------------------------------------------------------
+
+
+class ZoneIngressAvailableService(_Base, frozen=True):
+    """Kuma's legacy `availableServices[]` (by `kuma.io/service` tags): accepted so that a
+    Kuma document applies; meshlog routes by the MeshServices of the ingress's zone, not by
+    this list."""
+
+    tags: Labels = {}
+    instances: int | None = None
+    mesh: str | None = None
+    external_service: bool | None = None
+
+
+class ZoneIngressNetworking(_Base, frozen=True):
+    address: Annotated[str, Meta(min_length=1)]
+    """Where the ingress Envoy listens (an IP: Envoy binds it)."""
+    port: PortNumber
+    advertised_address: str | None = None
+    """What other zones dial (e.g. a load balancer in front of the ingress); an ingress
+    without both `advertisedAddress` and `advertisedPort` is not used by other zones."""
+    advertised_port: PortNumber | None = None
+    admin: Admin | None = None
+
+
+class ZoneIngress(Resource, frozen=True, kw_only=True, tag="ZoneIngress"):
+    """A zone's entry point for traffic from other zones (Kuma's
+    `api/mesh/v1alpha1/zone_ingress.proto`): an Envoy that routes mesh mTLS connections by
+    their SNI to the zone's MeshServices, passing TLS through. Registered by the zone it
+    belongs to; other zones reach that zone's services at its advertised address and port.
+    Belongs to no mesh."""
+
+    zone: str | None = None
+    """The zone it belongs to: pinned by the control plane to the zone that wrote it (Kuma's
+    global pins it too); one that says another zone is refused."""
+    networking: ZoneIngressNetworking
+    available_services: list[ZoneIngressAvailableService] = []

@@ -3,7 +3,8 @@
     meshlog.ev.<zone>.<kind>.<mesh>.<name>     mesh-scoped (dataplane, meshservice,
                                                meshtrafficpermission,
                                                meshmultizoneservice)
-    meshlog.ev.<zone>.<kind>._.<name>          global (mesh, hostnamegenerator, ipam)
+    meshlog.ev.<zone>.<kind>._.<name>          global (mesh, hostnamegenerator, ipam,
+                                               zoneingress)
     meshlog.ev.<zone>.graceperiod._.<kind>     grace period of generated services
     meshlog.ev.<zone>.ca.<mesh>.<backend>      a mesh's certificate authority (mTLS)
     meshlog.ev.<zone>.clock._.<due ms>         one subject per tick, so a tick is appended
@@ -70,7 +71,8 @@ _ZONE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # RFC 1123 label
 _KIND_TOKENS = {"Mesh": "mesh", "Dataplane": "dataplane", "MeshService": "meshservice",
                 "HostnameGenerator": "hostnamegenerator",
                 "MeshTrafficPermission": "meshtrafficpermission",
-                "MeshMultiZoneService": "meshmultizoneservice", "Zone": "zone"}
+                "MeshMultiZoneService": "meshmultizoneservice", "Zone": "zone",
+                "ZoneIngress": "zoneingress"}
 
 Origin = Literal["zone", "global"]
 """Kuma's `kuma.io/origin` values: which kind of control plane created a resource."""

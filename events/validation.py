@@ -5,7 +5,7 @@ follow Kuma (reference/kuma-behaviour.md): tag syntax, `kuma.io/service` on tagg
 addresses, admin-port collisions, backend references, MeshService ports, HostnameGenerator
 selectors (exactly one kind) and templates (they must parse: `events.hostname_template`),
 MeshTrafficPermission targetRefs (the kinds each place takes, and their name, labels, tags),
-MeshMultiZoneService selectors and ports.
+MeshMultiZoneService selectors and ports, ZoneIngress addresses and ports.
 
 `deprecations` are Kuma's warnings: accepted, and said back to whoever applied the resource.
 """
@@ -28,6 +28,7 @@ from events.resources import (
     MeshTrafficPermission,
     Resource,
     TargetRef,
+    ZoneIngress,
     duration_ms,
     is_resource_name,
 )
@@ -66,6 +67,8 @@ def validate(resource: Resource) -> list[Violation]:
             _mesh_traffic_permission(resource, out)
         case MeshMultiZoneService():
             _mesh_multi_zone_service(resource, out)
+        case ZoneIngress():
+            _zone_ingress(resource, out)
         case _:
             raise TypeError(f"no validation for {type(resource).__name__}")
     return out
@@ -336,6 +339,39 @@ def _mesh_multi_zone_service(mmzs: MeshMultiZoneService, out: list[Violation]) -
         if port.port in seen:
             out.append(Violation(f"spec.ports[{i}].port", f"{port.port} is listed twice"))
         seen.add(port.port)
+
+
+# --- ZoneIngress ----------------------------------------------------------------------------
+
+_ZONE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _zone_ingress(zi: ZoneIngress, out: list[Violation]) -> None:
+    """Kuma's rules (`zone_ingress_validator.go`): an address and a port; the advertised
+    address and port go together (other zones dial both). meshlog adds: the address is an IP
+    (Envoy binds it; 0.0.0.0 listens on every address), the advertised address is an IP or
+    DNS name, the admin port is not the ingress's port, `zone` is a zone name."""
+    net = zi.networking
+    try:
+        ipaddress.ip_address(net.address)
+    except ValueError:
+        out.append(Violation("networking.address", f"{net.address!r} is not an IP address "
+                             "(the ingress Envoy listens on it; 0.0.0.0 for every address)"))
+    if net.advertised_address is not None:
+        _address(net.advertised_address, "networking.advertisedAddress", out)
+    if (net.advertised_address is None) != (net.advertised_port is None):
+        given, missing = (("advertisedAddress", "advertisedPort")
+                          if net.advertised_port is None
+                          else ("advertisedPort", "advertisedAddress"))
+        out.append(Violation(f"networking.{missing}", f"is required with {given}: other zones "
+                             "reach the ingress at both (or leave both out)"))
+    if net.admin is not None and net.admin.port == net.port:
+        out.append(Violation("networking.admin.port", f"{net.admin.port} collides with "
+                             "networking.port"))
+    if zi.zone is not None and not _ZONE.fullmatch(zi.zone):
+        out.append(Violation("zone", f"{zi.zone!r} is not a zone name (an RFC 1123 label)"))
+    for i, service in enumerate(zi.available_services):
+        _labels(service.tags, f"availableServices[{i}].tags", out)
 
 
 def deprecations(resource: Resource) -> list[str]:

@@ -33,6 +33,7 @@ from projections.views import (
     PortEndpoints,
     Vip,
 )
+from projections.zoneingress import ingress_endpoints
 
 __all__ = ["derive_stale", "inbound_serves", "is_healthy"]
 
@@ -118,7 +119,8 @@ def _derive_one(state: ProjectionState, row: MeshServiceRow, addresses: Assigned
         endpoints.sort(key=lambda e: (e.address, e.port, e.dataplane))
         ports.append(PortEndpoints(port=port, endpoints=endpoints))
     state.put("endpoints", ms_key(row.mesh, row.name),
-              EndpointsRow(mesh=row.mesh, name=row.name, zone=zone_of(row.labels), ports=ports))
+              EndpointsRow(mesh=row.mesh, name=row.name, zone=zone_of(row.labels), ports=ports,
+                           through_ingress=ingress_endpoints(state, row)))
     vip = vip_of(state, row.mesh, "MeshService", row.name)
     conditions = [] if vip is not None else [Condition(
         type="VIPAllocated", status="False", reason="Exhausted",

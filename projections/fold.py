@@ -49,9 +49,11 @@ from events import (
     TokenRevoked,
     ZoneApplied,
     ZoneDeleted,
+    ZoneIngressDeleted,
+    ZoneIngressRegistered,
 )
 from events.identity import KeyId
-from projections import multizone
+from projections import multizone, zoneingress
 from projections._provenance import provenance_labels
 from projections.generation import expire_due, regenerate, service_name_conditions
 from projections.identity import open_ca, refresh_trust, renew_due
@@ -116,9 +118,11 @@ def apply_event(
             old = state.get("mesh", mesh.name)
             state.put("mesh", mesh.name, MeshRow(mesh=mesh, meta=_meta(old, seq, event.at)))
             refresh_trust(state, mesh.name, event.at)
+            zoneingress.remote_services_changed(state, mesh=mesh.name)
         case MeshDeleted(name=name):
             state.delete("mesh", name)
             refresh_trust(state, name, event.at)
+            zoneingress.remote_services_changed(state, mesh=name)
         case DataplaneRegistered(dataplane=dp):
             labeled = msgspec.structs.replace(dp, labels={
                 "kuma.io/display-name": dp.name, **dp.labels,
@@ -177,6 +181,7 @@ def apply_event(
             assert ca is not None
             open_ca(state, ca)  # a key that does not open stops the fold here, by name
             refresh_trust(state, mesh, event.at)
+            zoneingress.remote_services_changed(state, mesh=mesh)
         case MeshTrafficPermissionApplied(policy=mtp):
             key = dp_key(mtp.mesh, mtp.name)
             old = state.get("meshtrafficpermission", key)
@@ -189,6 +194,11 @@ def apply_event(
             multizone.mmzs_applied(state, mmzs, provenance, _meta(old, seq, event.at))
         case MeshMultiZoneServiceDeleted(mesh=mesh, name=name):
             multizone.mmzs_deleted(state, mesh, name)
+        case ZoneIngressRegistered(zoneingress=zi):
+            zoneingress.ingress_registered(state, zi, provenance, _meta(
+                state.get("zoneingress", zi.name), seq, event.at))
+        case ZoneIngressDeleted(name=name):
+            zoneingress.ingress_deleted(state, name)
         case SigningKeyCreated():
             _signing_key_created(state, event)
         case TokenRevoked():

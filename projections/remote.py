@@ -48,15 +48,25 @@ from events import (
     Provenance,
     ZoneApplied,
     ZoneDeleted,
+    ZoneIngressDeleted,
+    ZoneIngressRegistered,
     is_dns1035_label,
 )
 from events.kds_hash import hashed_name
 from events.resources import MeshServiceSelector, MeshServiceSpec
+from projections import zoneingress
 from projections._provenance import ENV_LABEL, ORIGIN_LABEL, ZONE_LABEL, provenance_labels
 from projections.generation import GENERATOR_LABELS, ports_of
 from projections.ipam import allocate_vip
 from projections.state import ProjectionState, dp_key, ms_key
-from projections.views import DataplaneRow, MeshServiceRow, MeshServiceStatus, RowMeta, ZoneRow
+from projections.views import (
+    DataplaneRow,
+    MeshServiceRow,
+    MeshServiceStatus,
+    RowMeta,
+    ZoneIngressRow,
+    ZoneRow,
+)
 
 __all__ = ["apply_remote", "apply_zone", "is_remote", "is_remote_row", "remote_zone_of"]
 
@@ -144,6 +154,13 @@ def apply_remote(state: ProjectionState, seq: int, event: AnyEvent,
         case MeshServiceDeleted(mesh=mesh, name=display):
             state.delete("remotemeshservice", ms_key(mesh, hashed_name(mesh, display, zone)))
             refresh(state, mesh, zone, display, seq, event.at)
+        case ZoneIngressRegistered(zoneingress=zi):
+            # Kuma syncs ingresses across zones under hashed names, like MeshServices
+            synced = msgspec.structs.replace(zi, name=hashed_name("", zi.name, zone))
+            zoneingress.ingress_registered(state, synced, provenance, _meta(
+                state.get("zoneingress", synced.name), seq, event.at))
+        case ZoneIngressDeleted(name=name):
+            zoneingress.ingress_deleted(state, hashed_name("", name, zone))
         case _:
             pass  # that zone's own settings, keys and policies: not this control plane's
 
@@ -168,6 +185,9 @@ def apply_zone(state: ProjectionState, seq: int, event: ZoneApplied | ZoneDelete
             for key, row in sorted(state.rows["remotemeshservice"].items()):
                 if isinstance(row, MeshServiceRow) and row.labels.get(ZONE_LABEL) == zone:
                     state.delete("remotemeshservice", key)
+            for key, ingress in sorted(state.rows["zoneingress"].items()):
+                if isinstance(ingress, ZoneIngressRow) and ingress.zoneingress.zone == zone:
+                    zoneingress.ingress_deleted(state, key)
     for mesh, display in _known(state, zone):
         refresh(state, mesh, zone, display, seq, event.at)
 

@@ -12,7 +12,14 @@ from typing import Literal, TypeVar
 import msgspec
 from msgspec import Struct
 
-from events import Dataplane, HostnameGenerator, Mesh, MeshServicePort, MeshTrafficPermission
+from events import (
+    Dataplane,
+    HostnameGenerator,
+    Mesh,
+    MeshServicePort,
+    MeshTrafficPermission,
+    ZoneIngress,
+)
 from events.resources import MeshMultiZoneServiceSpec, MeshServiceSpec
 
 __all__ = [
@@ -47,6 +54,7 @@ __all__ = [
     "SigningKeyRow",
     "TrustRow",
     "VipRow",
+    "ZoneIngressRow",
     "ZoneRow",
     "decode_row",
     "decode_typed",
@@ -151,6 +159,10 @@ class EndpointsRow(Row, frozen=True):
     name: str
     zone: str
     ports: list[PortEndpoints]
+    through_ingress: list[Endpoint] | None = None
+    """A remote MeshService with the mesh's mTLS on: the ingresses of its zone (advertised
+    address and port, `dataplane` naming the ingress), which every port of it is reached
+    through, by SNI (`projections.zoneingress`). None: reached at `ports`' endpoints."""
 
 
 class HostnameGeneratorRow(Row, frozen=True):
@@ -213,6 +225,14 @@ class MeshMultiZoneServiceRow(Row, frozen=True):
     """The matched MeshServices that serve it from this zone's point of view (local ones, and
     remote ones whose `spec.state` is Available), sorted by priority, zone, name: what a
     gateway builds its endpoints from. Not part of Kuma's status; the API does not show it."""
+
+
+class ZoneIngressRow(Row, frozen=True):
+    """A ZoneIngress as registered, its `zone` pinned to the zone that wrote it and its
+    labels the control plane's (`kuma.io/origin`, `kuma.io/zone`)."""
+
+    zoneingress: ZoneIngress
+    meta: RowMeta
 
 
 class GracePeriodRow(Row, frozen=True):
@@ -350,9 +370,11 @@ COLLECTIONS: dict[str, type[Row]] = {
     "zone": ZoneRow,
     "remotedataplane": DataplaneRow,
     "remotemeshservice": MeshServiceRow,
+    "zoneingress": ZoneIngressRow,
 }
 PUBLISHED = ("mesh", "dataplane", "meshservice", "endpoints", "trust", "identity",
-             "meshtrafficpermission", "signingkey", "revocation", "meshmultizoneservice")
+             "meshtrafficpermission", "signingkey", "revocation", "meshmultizoneservice",
+             "zoneingress")
 """Collections gateways need; VIP and IPAM bookkeeping stays in the store. Gateways verify
 dataplane tokens with the public keys and revocations alone (never a private key).
 

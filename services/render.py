@@ -15,6 +15,7 @@ from projections import (
     MeshRow,
     MeshServiceRow,
     MeshTrafficPermissionRow,
+    ZoneIngressRow,
 )
 
 __all__ = ["GLOBAL_KINDS", "PLURALS", "render_insight", "render_row"]
@@ -22,10 +23,12 @@ __all__ = ["GLOBAL_KINDS", "PLURALS", "render_insight", "render_row"]
 PLURALS = {"meshes": "Mesh", "dataplanes": "Dataplane", "meshservices": "MeshService",
            "hostnamegenerators": "HostnameGenerator",
            "meshtrafficpermissions": "MeshTrafficPermission",
-           "meshmultizoneservices": "MeshMultiZoneService"}
+           "meshmultizoneservices": "MeshMultiZoneService",
+           "zoneingresses": "ZoneIngress"}
 """URL plural -> resource type. Every kind but the GLOBAL_KINDS is mesh-scoped."""
-GLOBAL_KINDS = frozenset({"Mesh", "HostnameGenerator"})
-"""At `/meshes/{name}` and `/hostnamegenerators/{name}`, as in Kuma."""
+GLOBAL_KINDS = frozenset({"Mesh", "HostnameGenerator", "ZoneIngress"})
+"""At `/meshes/{name}`, `/hostnamegenerators/{name}` and `/zoneingresses/{name}`, as in
+Kuma."""
 
 
 def render_row(row: object) -> dict[str, Any]:
@@ -42,6 +45,8 @@ def render_row(row: object) -> dict[str, Any]:
             doc = msgspec.to_builtins(generator)
         case MeshTrafficPermissionRow(policy=policy, meta=meta):
             doc = msgspec.to_builtins(policy)
+        case ZoneIngressRow(zoneingress=zoneingress, meta=meta):
+            doc = msgspec.to_builtins(zoneingress)
         case MeshServiceRow(meta=meta):
             status = msgspec.to_builtins(row.status)
             # the row omits its default; a user reads the state either way (Kuma shows it)

@@ -26,6 +26,7 @@ from projections import (
     RevocationRow,
     SigningKeyRow,
     TrustRow,
+    ZoneIngressRow,
     decode_typed,
 )
 
@@ -61,6 +62,8 @@ class ProjectionView:
         self.meshmultizoneservices: dict[str, dict[str, MeshMultiZoneServiceRow]] = (
             defaultdict(dict))
         """By mesh, then name: their VIPs, hostnames and the MeshServices that serve them."""
+        self.zoneingresses: dict[str, ZoneIngressRow] = {}
+        """By name: the ZoneIngresses the log holds (this zone's, and others' once synced)."""
         self._wakes: set[asyncio.Event] = set()
         self.signing_keys: dict[str, SigningKeyRow] = {}
         """Public token signing keys by kid (`dataplane-token/<mesh>/<serial>`, ...)."""
@@ -144,6 +147,12 @@ class ProjectionView:
                 else:
                     self.meshmultizoneservices[mesh][name] = decode_typed(
                         MeshMultiZoneServiceRow, value)
+            case "zoneingress":
+                # key `zoneingress/<name>`: the name arrived in `mesh`
+                if value is None:
+                    self.zoneingresses.pop(mesh, None)
+                else:
+                    self.zoneingresses[mesh] = decode_typed(ZoneIngressRow, value)
             case "signingkey":
                 # a key never changes (its kid names one subject, appended once)
                 if value is not None:

@@ -9,6 +9,8 @@ lag behind it):
 - a MeshMultiZoneService belongs to the global control plane: a zone's refuses it (409,
   saying where to apply it); a standalone control plane (zone `default`) takes it too, so
   that one zone can use it (Kuma takes it on global only, kumahq/kuma#11740);
+- a ZoneIngress belongs to the zone that registers it: global refuses it (409), and one whose
+  `zone` names another zone is invalid (the fold pins `zone` to the writer's anyway);
 - a Mesh that still has Dataplanes, MeshServices, MeshTrafficPermissions or
   MeshMultiZoneServices cannot be deleted (they would come back with a Mesh of the same
   name); a MeshService generated
@@ -37,7 +39,7 @@ from events.commands.handler import (
     current_of,
 )
 from events.commands.meshes import current_mesh
-from events.errors import Conflict, NotFound
+from events.errors import Conflict, InvalidResource, NotFound, Violation
 from events.event_types import (
     AnyEvent,
     DataplaneDeregistered,
@@ -55,6 +57,8 @@ from events.event_types import (
     MeshServiceDeleted,
     MeshTrafficPermissionApplied,
     MeshTrafficPermissionDeleted,
+    ZoneIngressDeleted,
+    ZoneIngressRegistered,
     now_ms,
 )
 from events.identity.sealing import SecretKey
@@ -69,8 +73,10 @@ from events.resources import (
     MeshTrafficPermission,
     Resource,
     ServiceKind,
+    ZoneIngress,
 )
 from events.subjects import (
+    GLOBAL_ZONE,
     grace_period_subject,
     ipam_subject,
     resource_subject,
@@ -116,6 +122,8 @@ class Commands:
                     headers: Mapping[str, str] | None = None) -> WriteResult:
         """Create or update `resource`."""
         self._check_owner(type(resource).__name__, resource.name)
+        if isinstance(resource, ZoneIngress):
+            self._check_ingress_zone(resource)
         mesh = getattr(resource, "mesh", None)
         if mesh is not None:
             await self._require_mesh(mesh)
@@ -221,6 +229,17 @@ class Commands:
             raise Conflict(kind.lower(), 0, f"Dataplane {name!r}: Dataplanes register in their "
                            f"zone's control plane, not on global")
 
+    def _check_ingress_zone(self, ingress: ZoneIngress) -> None:
+        """A ZoneIngress is a zone's: global has none, and a zone registers only its own."""
+        if self.deployment == "global" or self._zone in (GLOBAL_ZONE, ""):
+            raise Conflict(resource_subject("ZoneIngress", None, ingress.name, self._zone), 0,
+                           f"a ZoneIngress belongs to the zone it routes into: register "
+                           f"{ingress.name!r} on that zone's control plane, not on global")
+        if ingress.zone is not None and ingress.zone != self._zone:
+            raise InvalidResource("ZoneIngress", [Violation(
+                "zone", f"{ingress.zone!r} is not this control plane's zone {self._zone!r}: "
+                        "a ZoneIngress is registered by the zone it belongs to")])
+
     # --- guards that read other subjects --------------------------------------------------------
 
     async def _require_mesh(self, mesh: str) -> None:
@@ -268,7 +287,9 @@ def live_resource(event: AnyEvent | None) -> Resource | None:
             meshservice=r
         ) | HostnameGeneratorApplied(hostname_generator=r) | MeshTrafficPermissionApplied(
             policy=r
-        ) | MeshMultiZoneServiceApplied(meshmultizoneservice=r):
+        ) | MeshMultiZoneServiceApplied(meshmultizoneservice=r) | ZoneIngressRegistered(
+            zoneingress=r
+        ):
             return r
         case _:
             return None
@@ -288,6 +309,8 @@ def _applied(resource: Resource, at: int) -> AnyEvent:
             return MeshTrafficPermissionApplied(at=at, policy=resource)
         case MeshMultiZoneService():
             return MeshMultiZoneServiceApplied(at=at, meshmultizoneservice=resource)
+        case ZoneIngress():
+            return ZoneIngressRegistered(at=at, zoneingress=resource)
         case _:
             raise TypeError(f"no event for {type(resource).__name__}")
 
@@ -306,6 +329,8 @@ def _deleted(kind: str, mesh: str | None, name: str, at: int) -> AnyEvent:
             return MeshTrafficPermissionDeleted(at=at, mesh=mesh or "", name=name)
         case "MeshMultiZoneService":
             return MeshMultiZoneServiceDeleted(at=at, mesh=mesh or "", name=name)
+        case "ZoneIngress":
+            return ZoneIngressDeleted(at=at, name=name)
         case _:
             raise TypeError(f"no deletion event for {kind}")
 

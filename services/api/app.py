@@ -9,6 +9,8 @@
     PUT    /meshes/{mesh}/{plural}/{name}        body: the resource (JSON or YAML)
     DELETE /meshes/{mesh}/{plural}/{name}
     GET    /hostnamegenerators[/{name}]          global kind, as in Kuma; PUT and DELETE too
+    GET    /zoneingresses[/{name}]               a zone's ingresses (no mesh), as in Kuma; PUT
+                                                  and DELETE on the zone it belongs to
     GET    /meshes/{mesh}/meshtrafficpermissions[/{name}]   policies, as in Kuma; PUT, DELETE
     GET    /meshes/{mesh}/meshmultizoneservices[/{name}]    PUT and DELETE on global (or a
                                                             standalone control plane) only
@@ -75,6 +77,7 @@ from projections import (
     ReadModelStore,
     StoreError,
     StoreUnavailable,
+    ZoneIngressRow,
     decode_row,
 )
 from services.api._state import ApiRequest, ApiState, api_state, app_state, await_projection
@@ -93,7 +96,8 @@ log = logging.getLogger("meshlog.api")
 _COLLECTION = {"Mesh": "mesh", "Dataplane": "dataplane", "MeshService": "meshservice",
                "HostnameGenerator": "hostnamegenerator",
                "MeshTrafficPermission": "meshtrafficpermission",
-               "MeshMultiZoneService": "meshmultizoneservice"}
+               "MeshMultiZoneService": "meshmultizoneservice",
+               "ZoneIngress": "zoneingress"}
 _MAX_PAGE = 1000
 
 
@@ -150,7 +154,7 @@ def _version_of(row: object) -> int | None:
     match row:
         case (MeshRow(meta=meta) | DataplaneRow(meta=meta) | HostnameGeneratorRow(meta=meta)
               | MeshServiceRow(meta=meta) | MeshTrafficPermissionRow(meta=meta)
-              | MeshMultiZoneServiceRow(meta=meta)):
+              | MeshMultiZoneServiceRow(meta=meta) | ZoneIngressRow(meta=meta)):
             return meta.version
         case _:
             return None
@@ -190,7 +194,8 @@ def _labels_of(row: object) -> dict[str, str]:
     match row:
         case (MeshRow(mesh=resource) | DataplaneRow(dataplane=resource)
               | HostnameGeneratorRow(generator=resource)
-              | MeshTrafficPermissionRow(policy=resource)):
+              | MeshTrafficPermissionRow(policy=resource)
+              | ZoneIngressRow(zoneingress=resource)):
             return resource.labels
         case MeshServiceRow(labels=labels) | MeshMultiZoneServiceRow(labels=labels):
             return labels
@@ -336,6 +341,35 @@ async def delete_generator(request: ApiRequest, name: str) -> Response[dict[str,
 _GENERATOR_ROUTES = [list_generators, get_generator, put_generator, delete_generator]
 
 
+@get("/zoneingresses", summary="List zone ingresses")
+async def list_ingresses(request: ApiRequest, size: int = 100, offset: int = 0
+                         ) -> dict[str, Any]:
+    return await _list(request, "ZoneIngress", "", size, offset)
+
+
+@get("/zoneingresses/{name:str}", summary="Get a zone ingress")
+async def get_ingress(request: ApiRequest, name: str) -> Response[dict[str, Any]]:
+    return await _get_one(request, "ZoneIngress", name, name)
+
+
+@put("/zoneingresses/{name:str}", summary="Register or update a zone ingress (on its zone)",
+     status_code=200)
+async def put_ingress(request: ApiRequest, name: str) -> Response[dict[str, Any]]:
+    resource = await _resource(request, "ZoneIngress")
+    _match_url(resource, None, name)
+    return await _write(request, await _state(request).commands.apply(
+        resource, if_match=_if_match(request), idempotency_key=_idempotency_key(request)))
+
+
+@delete("/zoneingresses/{name:str}", summary="Delete a zone ingress", status_code=200)
+async def delete_ingress(request: ApiRequest, name: str) -> Response[dict[str, Any]]:
+    return await _write(request, await _state(request).commands.delete(
+        "ZoneIngress", None, name, if_match=_if_match(request)))
+
+
+_INGRESS_ROUTES = [list_ingresses, get_ingress, put_ingress, delete_ingress]
+
+
 async def _write(request: ApiRequest, result: WriteResult, *,
                  warnings: list[str] | None = None) -> Response[dict[str, Any]]:
     projected = await await_projection(_state(request), result.seq)
@@ -459,7 +493,7 @@ def create_app(commands: Commands, store: ReadModelStore, *,
         route_handlers=[list_meshes, get_mesh, put_mesh, delete_mesh, list_resources,
                         get_resource, put_resource, delete_resource, ready, quarantine,
                         metrics, swap_read_models, projectors, *INSPECT_ROUTES,
-                        *_GENERATOR_ROUTES, *TOKEN_ROUTES, *ZONE_ROUTES],
+                        *_GENERATOR_ROUTES, *_INGRESS_ROUTES, *TOKEN_ROUTES, *ZONE_ROUTES],
         state=app_state(ApiState(commands, store, projection_wait_s, inspector=inspector,
                                  auth=auth or ApiAuth(), sources=sources)),
         guards=[guard(_auth_context)],

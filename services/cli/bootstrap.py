@@ -20,8 +20,9 @@ from envoy_data_plane.envoy.config.bootstrap.v3 import Bootstrap
 from envoy_data_plane.envoy.extensions.upstreams.http import v3 as _http_options  # noqa: F401 - registers the Any type used below
 
 from xds_gateway.proxies.registration import DATAPLANE_KEY
+from xds_gateway.resources.ingress import ZONE_INGRESS_NODE
 
-__all__ = ["sidecar_bootstrap"]
+__all__ = ["sidecar_bootstrap", "zone_ingress_bootstrap"]
 
 
 def sidecar_bootstrap(*, mesh: str, name: str, xds_host: str, xds_port: int,
@@ -87,3 +88,17 @@ def sidecar_bootstrap(*, mesh: str, name: str, xds_host: str, xds_port: int,
         }]},
     }
     return Bootstrap.from_dict(doc).to_dict()
+
+
+def zone_ingress_bootstrap(*, name: str, xds_host: str, xds_port: int, admin_port: int = 9901,
+                           admin_address: str = "127.0.0.1", delta: bool = False
+                           ) -> dict[str, Any]:
+    """The bootstrap of an Envoy acting as the zone ingress `name` (a ZoneIngress registered
+    in its zone): node id `_zoneingress.<name>`, which the gateway serves the ingress's SNI
+    listener to (xds_gateway/resources/ingress.py). No token (zone tokens are not built: its
+    gateway runs with --no-auth) and no health checking (it has no inbounds of its own)."""
+    doc = sidecar_bootstrap(mesh=ZONE_INGRESS_NODE, name=name, xds_host=xds_host,
+                            xds_port=xds_port, admin_port=admin_port,
+                            admin_address=admin_address, delta=delta, cluster=name)
+    doc.pop("hdsConfig", None)
+    return doc

@@ -4,12 +4,14 @@
     meshlog projector|gateway|api      run one part as its own process (scale-out)
     meshlog apply -f FILE              create or update resources (multi-document YAML or JSON)
     meshlog get PLURAL [-m MESH]       list: meshes, dataplanes, meshservices, hostnamegenerators,
-                                       meshtrafficpermissions, meshmultizoneservices
+                                       meshtrafficpermissions, meshmultizoneservices,
+                                       zoneingresses
                                        (-o table|yaml|json)
     meshlog get KIND NAME [-m MESH]    one resource: mesh, dataplane, meshservice, ...
     meshlog delete KIND NAME [-m MESH]
     meshlog inspect dataplane NAME [-m MESH] [--config]   connected?, xDS counters; or its config
     meshlog dataplane bootstrap --mesh M --name N [--token-file F]   an Envoy bootstrap
+    meshlog dataplane bootstrap --zone-ingress NAME           ... for a zone ingress Envoy
     meshlog generate dataplane-token|user-token ...  a token (admin; services/cli/tokens.py)
     meshlog revoke dataplane-token|user-token ...    revoke one (admin)
     meshlog replay --database URL [--to-seq N]       rebuild read models from the log
@@ -265,9 +267,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
-    from services.cli.bootstrap import sidecar_bootstrap
+    from services.cli.bootstrap import sidecar_bootstrap, zone_ingress_bootstrap
 
     host, _, port = args.xds_address.rpartition(":")
+    if args.zone_ingress:
+        if args.mesh or args.name or args.dataplane_file or args.token_file:
+            raise SystemExit("error: --zone-ingress takes none of --mesh, --name, "
+                             "--dataplane-file, --token-file (a zone ingress is no Dataplane)")
+        doc = zone_ingress_bootstrap(name=args.zone_ingress, xds_host=host or "127.0.0.1",
+                                     xds_port=parse_port("--xds-address", port),
+                                     admin_port=parse_port("--admin-port", args.admin_port),
+                                     delta=args.delta)
+        return _print_doc(doc, args.output)
     mesh, name, dataplane, token = args.mesh, args.name, None, None
     if args.dataplane_file:
         dataplane = _dataplane_file(args.dataplane_file)
@@ -281,7 +292,11 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
                             xds_port=parse_port("--xds-address", port),
                             admin_port=parse_port("--admin-port", args.admin_port),
                             delta=args.delta, dataplane=dataplane, token=token)
-    text = json.dumps(doc, indent=2) if args.output == "json" else yaml.safe_dump(
+    return _print_doc(doc, args.output)
+
+
+def _print_doc(doc: dict[str, Any], output: str) -> int:
+    text = json.dumps(doc, indent=2) if output == "json" else yaml.safe_dump(
         doc, sort_keys=False)
     print(text, end="" if text.endswith("\n") else "\n")
     return 0

@@ -143,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     get = sub.add_parser("get", parents=g, help="list resources, or show one")
     get.add_argument("what", help="meshes | dataplanes | meshservices | hostnamegenerators | "
-                     "meshtrafficpermissions | meshmultizoneservices | zones, or a singular "
-                     "kind")
+                     "meshtrafficpermissions | meshmultizoneservices | zones | zoneingresses, "
+                     "or a singular kind")
     get.add_argument("name", nargs="?", help="show this resource only")
     get.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
     get.add_argument("-o", "--output", choices=["table", "yaml", "json"])
@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rm = sub.add_parser("delete", parents=g, help="delete a resource")
     rm.add_argument("kind", help="mesh | dataplane | meshservice | hostnamegenerator | "
-                    "meshtrafficpermission | meshmultizoneservice")
+                    "meshtrafficpermission | meshmultizoneservice | zoneingress")
     rm.add_argument("name")
     rm.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
 
@@ -287,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="print an Envoy bootstrap for a Dataplane")
     bs.add_argument("--mesh", help="the Dataplane's mesh (default: the file's, else default)")
     bs.add_argument("--name", help="the Dataplane's name (default: the --dataplane-file's)")
+    bs.add_argument("--zone-ingress", metavar="NAME",
+                    help="a bootstrap for an Envoy acting as the zone ingress NAME (a "
+                         "ZoneIngress registered with `meshlog apply`) instead of a sidecar")
     bs.add_argument("--dataplane-file", help="a Dataplane (YAML or JSON) the sidecar registers "
                     "itself with, in its node metadata (removed after it disconnects)")
     bs.add_argument("--xds-address", default=env("XDS_ADDRESS", "127.0.0.1:5678"),

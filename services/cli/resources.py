@@ -24,10 +24,11 @@ __all__ = ["SINGULAR", "cmd_apply", "cmd_delete", "cmd_get", "cmd_quarantine", "
 SINGULAR = {"mesh": "Mesh", "dataplane": "Dataplane", "meshservice": "MeshService",
             "hostnamegenerator": "HostnameGenerator",
             "meshtrafficpermission": "MeshTrafficPermission",
-            "meshmultizoneservice": "MeshMultiZoneService"}
+            "meshmultizoneservice": "MeshMultiZoneService",
+            "zoneingress": "ZoneIngress"}
 _KIND_PLURAL = {kind: plural for plural, kind in PLURALS.items()}
 _SHORT = {"dp": "Dataplane", "ms": "MeshService", "mtp": "MeshTrafficPermission",
-          "mmzs": "MeshMultiZoneService"}
+          "mmzs": "MeshMultiZoneService", "zi": "ZoneIngress"}
 
 
 def _kind_of_word(word: str) -> str | None:
@@ -150,6 +151,7 @@ def _table(kind: str, docs: list[dict[str, Any]]) -> None:
         "MeshTrafficPermission": ["MESH", "NAME", "TARGETREF", "FROM"],
         "MeshMultiZoneService": ["MESH", "NAME", "VIP", "HOSTNAMES", "PORTS", "SELECTOR",
                                  "MESHSERVICES"],
+        "ZoneIngress": ["NAME", "ZONE", "ADDRESS", "ADVERTISED"],
     }
     table = Table(box=None, header_style="bold")
     for column in [*columns[kind], "AGE"]:
@@ -177,6 +179,12 @@ def _cells(kind: str, doc: dict[str, Any]) -> list[str]:
                 sources]
     if kind == "MeshMultiZoneService":
         return _mmzs_cells(doc)
+    if kind == "ZoneIngress":
+        net = doc["networking"]
+        advertised = (f"{net['advertisedAddress']}:{net['advertisedPort']}"
+                      if "advertisedAddress" in net and "advertisedPort" in net else "-")
+        return [doc["name"], doc.get("zone", "-"), f"{net['address']}:{net['port']}",
+                advertised]
     if kind == "Dataplane":
         net = doc["networking"]
         services = sorted({i.get("tags", {}).get("kuma.io/service", "-") for i in net["inbound"]})

@@ -54,6 +54,7 @@ from events.identity import (
 )
 from projections import RevocationRow
 from xds_gateway.proxies.registration import dataplane_from_node
+from xds_gateway.resources.ingress import ZONE_INGRESS_NODE
 from xds_gateway.resources.names import parse_node_id
 from xds_gateway.server.callbacks import NoCallbacks, StreamInfo, StreamRefused
 from xds_gateway.server.subscription import InvalidStream
@@ -120,6 +121,10 @@ class DataplaneAuthentication(NoCallbacks):
         if parsed is None:
             raise StreamRefused(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"node.id {node.id!r} is not <mesh>.<dataplane name>")
+        if parsed[0] == ZONE_INGRESS_NODE:
+            raise StreamRefused(_UNAUTHENTICATED, "zone ingress proxies have no tokens yet "
+                                "(Kuma's zone tokens are not built): serve them from a "
+                                "gateway that runs with --no-auth")
         claims = self._authenticate(token_of(stream.metadata))
         self._authorize(claims, node, *parsed)
         # no await since the token was checked: a revocation cannot slip in between

@@ -24,6 +24,7 @@ from xds_gateway.proxies.registration import (
     SelfRegistration,
     dataplane_from_node,
 )
+from xds_gateway.resources.ingress import ZONE_INGRESS_NODE
 from xds_gateway.resources.names import parse_node_id
 from xds_gateway.resources.node import DEFAULT_DNS_PORT, InvalidNode, proxy_node
 from xds_gateway.server.callbacks import NoCallbacks, StreamInfo, StreamRefused
@@ -100,7 +101,9 @@ class ProxyLifecycle(NoCallbacks):
         if parsed is None:
             return  # the stream rejects the node id itself (xds-rules #1)
         mesh, name = parsed
-        for what, value in (("mesh", mesh), ("Dataplane", name)):
+        checks = ((("ZoneIngress", name),) if mesh == ZONE_INGRESS_NODE
+                  else (("mesh", mesh), ("Dataplane", name)))
+        for what, value in checks:
             if not is_resource_name(value):
                 # no Dataplane can have it, and it is no bucket key: its insight would be
                 # retried forever, holding back the writes of every other stream

@@ -16,8 +16,9 @@ from google.protobuf import any_pb2, json_format
 # registers the Any types nested in listeners (tcp_proxy, HCM, router, DNS filter) for JSON
 from xds_gateway.resources import dns, listeners, proxyless  # noqa: F401
 from xds_gateway.resources.cache import ResourceCache
+from xds_gateway.resources.ingress import ZONE_INGRESS_NODE
 from xds_gateway.resources.node import ProxyNode
-from xds_gateway.resources.snapshot import build_snapshot
+from xds_gateway.resources.snapshot import build_ingress_snapshot, build_snapshot
 from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from xds_gateway.view import ProjectionView
 
@@ -30,9 +31,11 @@ SECTIONS = {SECRET: "secrets", CLUSTER: "clusters", ENDPOINT: "endpoints",
 
 def config_json(view: ProjectionView, mesh: str, name: str, cache: ResourceCache, *,
                 node: ProxyNode | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Every resource Dataplane `<mesh>.<name>` gets, per type; `node` as for a stream
+    """Every resource Dataplane `<mesh>.<name>` gets (or the zone ingress `<name>`, for mesh
+    `ingress.ZONE_INGRESS_NODE`), per type; `node` as for a stream
     (default: an Envoy with the default DNS port). Empty lists for an unknown Dataplane."""
-    snapshot = (build_snapshot(view, mesh, name, cache) if node is None
+    snapshot = (build_ingress_snapshot(view, name, cache) if mesh == ZONE_INGRESS_NODE
+                else build_snapshot(view, mesh, name, cache) if node is None
                 else build_snapshot(view, mesh, name, cache, node=node))
     return {
         section: [

@@ -1,6 +1,10 @@
 """ClusterLoadAssignments from the endpoint read model: one MeshService port's, and a
 MeshMultiZoneService port's, made of its MeshServices' endpoints at their priorities.
 
+A remote MeshService reached through its zone's ingresses (`EndpointsRow.through_ingress`,
+mTLS on) has those as the endpoints of every port (`port_endpoints`): the ingress tells the
+ports apart by the SNI of the client's mTLS.
+
 The locality is always set: proxyless gRPC clients NACK a ClusterLoadAssignment without one
 (xds-rules.md #13). Endpoints arrive sorted from the projection, so the bytes are stable.
 """
@@ -20,10 +24,19 @@ from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 from google.protobuf.wrappers_pb2 import UInt32Value
 
 from projections import Endpoint as EndpointRow
-from projections import PortEndpoints
+from projections import EndpointsRow, PortEndpoints
 from xds_gateway.resources.names import is_ip
 
-__all__ = ["load_assignment", "prioritized_load_assignment"]
+__all__ = ["load_assignment", "port_endpoints", "prioritized_load_assignment"]
+
+
+def port_endpoints(row: EndpointsRow, port: int) -> PortEndpoints | None:
+    """Where a client reaches `row`'s MeshService port `port` (None: it has no such port):
+    its own endpoints, or its zone's ingresses for a remote one with mTLS."""
+    found = next((p for p in row.ports if p.port.port == port), None)
+    if found is None or row.through_ingress is None:
+        return found
+    return PortEndpoints(port=found.port, endpoints=row.through_ingress)
 
 Group = tuple[int, str, Sequence[EndpointRow]]
 """(priority, zone, endpoints) of one MeshService port in a MeshMultiZoneService's cluster."""

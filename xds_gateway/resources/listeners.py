@@ -32,7 +32,8 @@ from msgspec import Struct
 from xds_gateway.resources.rbac import rbac_filter
 from xds_gateway.resources.tls import KUMA_ALPN, downstream_tls
 
-__all__ = ["InboundTls", "inbound_listener", "tcp_listener"]
+__all__ = ["InboundTls", "inbound_listener", "sni_listener", "tcp_listener",
+           "tcp_proxy_filter"]
 
 
 class InboundTls(Struct, frozen=True):
@@ -93,6 +94,19 @@ def inbound_listener(name: str, address: str, port: int, cluster: str,
         FilterChain(filter_chain_match=FilterChainMatch(transport_protocol="raw_buffer"),
                     filters=[_tcp_proxy(cluster)]),
     ])
+    listener.listener_filters.append(ListenerFilter(
+        name="envoy.filters.listener.tls_inspector", typed_config=_packed(TlsInspector())))
+    return listener
+
+
+def tcp_proxy_filter(cluster: str) -> Filter:
+    return _tcp_proxy(cluster)
+
+
+def sni_listener(name: str, address: str, port: int, chains: list[FilterChain]) -> Listener:
+    """A listener that picks its filter chain by the SNI of a TLS ClientHello
+    (`tls_inspector`), never terminating TLS: a zone ingress (`ingress.py`)."""
+    listener = _listener(name, address, port, chains)
     listener.listener_filters.append(ListenerFilter(
         name="envoy.filters.listener.tls_inspector", typed_config=_packed(TlsInspector())))
     return listener

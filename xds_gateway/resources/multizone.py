@@ -65,7 +65,7 @@ def mzsvc_port(view: ProjectionView, cache: ResourceCache, row: MeshMultiZoneSer
         ep_row = view.endpoints.get(mesh, {}).get(backend.name)
         if ep_row is None:
             continue
-        port_eps = next((p for p in ep_row.ports if p.port.port == port), None)
+        port_eps = endpoints.port_endpoints(ep_row, port)  # remote: through its ingresses
         if port_eps is None:
             continue  # Kuma: a MeshService without the port contributes nothing
         groups.append((backend.priority, ep_row.zone, port_eps.endpoints))

@@ -35,6 +35,7 @@ from xds_gateway.resources import (
     clusters,
     dns,
     endpoints,
+    ingress,
     listeners,
     multizone,
     names,
@@ -56,7 +57,7 @@ from xds_gateway.resources.reachable import (
 from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET
 from xds_gateway.view import ProjectionView
 
-__all__ = ["Part", "Snapshot", "ViewSnapshots", "build_snapshot"]
+__all__ = ["Part", "Snapshot", "ViewSnapshots", "build_ingress_snapshot", "build_snapshot"]
 
 _ENVOY = ProxyNode()
 Add = Callable[[EncodedResource], None]
@@ -199,6 +200,8 @@ class ViewSnapshots:
 
     def snapshot(self, mesh: str, name: str, node: ProxyNode,
                  previous: Snapshot | None) -> Snapshot:
+        if mesh == ingress.ZONE_INGRESS_NODE:
+            return build_ingress_snapshot(self.view, name, self.cache)
         return build_snapshot(self.view, mesh, name, self.cache, node=node, previous=previous)
 
 
@@ -234,6 +237,18 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
     last = (_collect(lambda add: _explicit(view, cache, mesh, mode, dp, services, add))
             if dp.networking.outbound else _NONE)
     return Snapshot(shared, first, last, row, inputs)
+
+
+def build_ingress_snapshot(view: ProjectionView, name: str, cache: ResourceCache) -> Snapshot:
+    """Everything the zone ingress `name` gets (`ingress.py`), built once per view
+    generation."""
+    row = view.zoneingresses.get(name)
+    if row is None:
+        return Snapshot(Shared(dict(_NONE), {}, {}), _NONE, _NONE)
+    shared = cache.per_generation(view, view.generation, (ingress.ZONE_INGRESS_NODE, name),
+                                  lambda: Shared(_collect(lambda add: ingress.ingress_resources(
+                                      view, cache, row, add)), {}, {}))
+    return Snapshot(shared, _NONE, _NONE)
 
 
 def _collect(fill: Callable[[Add], None]) -> dict[str, Part]:
@@ -316,7 +331,7 @@ def _service_port(view: ProjectionView, cache: ResourceCache, mesh: str, service
     if mtls and mesh in view.trust:
         ms = view.meshservices.get(mesh, {}).get(service)
         san = _service_san(mesh, ms)
-        sni = tls.sni(mesh, service, port)
+        sni = tls.sni(mesh, tls.sni_name(ms.labels if ms else {}, service), port)
         add(cache.get(CLUSTER, cname, ("eds", mesh, san, sni), lambda: clusters.eds_cluster(
             cname, tls.upstream_tls(mesh, san, sni))))
     else:
@@ -324,7 +339,7 @@ def _service_port(view: ProjectionView, cache: ResourceCache, mesh: str, service
     ep_row = view.endpoints.get(mesh, {}).get(service)
     if ep_row is None:
         return cname
-    port_eps = next((p for p in ep_row.ports if p.port.port == port), None)
+    port_eps = endpoints.port_endpoints(ep_row, port)
     if port_eps is not None:
         # keyed by the row's bytes as received (their hash is computed once and kept by the
         # bytes object), not by re-encoding it for every proxy

@@ -19,6 +19,7 @@ with ALPN `kuma`, an SNI naming the service and an exact SAN match of the servic
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 
 from envoy.config.core.v3.base_pb2 import DataSource, TransportSocket
 from envoy.config.core.v3.config_source_pb2 import (
@@ -49,6 +50,7 @@ __all__ = [
     "identity_secret",
     "identity_secret_name",
     "sni",
+    "sni_name",
     "upstream_tls",
 ]
 
@@ -87,6 +89,13 @@ def sni(mesh: str, service: str, port: int, kind: str = "ms") -> str:
     if len(name) > 253:  # an SNI is a DNS name: keep it one, still unique
         name = f"a{h:x}.{hashlib.sha256(name.encode()).hexdigest()[:32]}.{port}.{kind}"
     return name
+
+
+def sni_name(labels: Mapping[str, str], name: str) -> str:
+    """The name Kuma's SNI carries for a service: its name in its own zone
+    (`kuma.io/display-name`), so a client's SNI for the remote `backend-<hash>` names
+    `backend`, as the ingress of its zone knows it (MADR 055: the hash omits the zone)."""
+    return labels.get("kuma.io/display-name", name)
 
 
 def _sds(name: str) -> SdsSecretConfig:

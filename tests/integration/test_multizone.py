@@ -79,6 +79,13 @@ def test_a_zone_refuses_globals_kinds_and_global_refuses_dataplanes(
         planes: dict[str, ControlPlane]) -> None:
     refused = planes["east"].api.put("/meshes/other", json={"type": "Mesh", "name": "other"})
     assert refused.status_code == 409 and "global control plane" in refused.json()["detail"]
+    mmzs = {"type": "MeshMultiZoneService", "mesh": "default", "name": "redis",
+            "spec": {"selector": {"meshService": {"matchLabels": {"app": "redis"}}},
+                     "ports": [{"port": 6379}]}}
+    refused = planes["east"].api.put("/meshes/default/meshmultizoneservices/redis", json=mmzs)
+    assert refused.status_code == 409
+    assert "MeshMultiZoneService 'redis' belongs to the global control plane: apply it there" in (
+        refused.json()["detail"])
     refused = planes["global"].api.put("/meshes/default/dataplanes/redis-1", json=REDIS)
     assert refused.status_code == 409 and "zone" in refused.json()["detail"]
 

@@ -148,19 +148,3 @@ def test_cli_apply_prints_the_deprecation_warning(cp: ControlPlane) -> None:
     assert "created" in warned.stdout
     assert "warning: MeshMultiZoneService 'cli.dotted': Invalid name: 'cli.dotted'" in (
         warned.stderr)
-
-
-# --- a zone's control plane ---------------------------------------------------------------------
-
-
-def test_a_zone_control_plane_refuses_it_with_a_409_saying_where_to_apply_it(
-        tmp_path: Path) -> None:
-    with meshlog_up(tmp_path / "east", "--zone", "east") as east:
-        east.apply({"type": "Mesh", "name": "default"})
-
-        response = east.api.put(f"{BASE}/redis", json=_mmzs("redis"))
-
-        assert response.status_code == 409
-        assert "belongs to the global control plane: apply or delete 'redis' there" in (
-            response.json()["detail"])
-        assert east.api.get(f"{BASE}/redis").status_code == 404

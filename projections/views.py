@@ -262,6 +262,10 @@ class CaRow(Row, frozen=True):
     key: str
     """Sealed (`events.identity.SecretKey`), as in the event."""
     meta: RowMeta
+    synced: bool = False
+    """Recorded by global and synced into this zone's log (a zone makes no CA): sealed with
+    global's secret key, which the zone must run with. One it cannot open leaves the mesh's
+    proxies here without certificates and is reported; it does not halt the fold."""
 
 
 class TrustRow(Row, frozen=True):

@@ -255,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "in one zone to its synced MeshService in another zone's "
                               "projection (global and two zones, each a meshlog up)")
     mz.add_argument("--rounds", default="20", help="Dataplanes registered (default %(default)s)")
+    mz.add_argument("--proxies", help="simulated proxies in east: measure until every one has "
+                    "ACKed the new endpoints (through west's ingress, mTLS on) instead of "
+                    "until east's projection")
     rot = bench_sub.add_parser("rotation", parents=g, help="a certificate rotation wave: time "
                                "until every proxy has ACKed its new secret, and the CPU spent")
     rot.add_argument("--proxies", default="1000", help="simulated proxies (default %(default)s)")

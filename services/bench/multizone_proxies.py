@@ -1,0 +1,134 @@
+"""`meshlog bench multizone --proxies N`: from a Dataplane change in zone west until every
+proxy in zone east has ACKed the new endpoints.
+
+Real parts on one host: three `meshlog up` processes (a global control plane and zones `east`
+and `west`, each with its own embedded nats-server and JetStream domain, the zones joined over
+leafnodes and running with global's secret key), a Mesh with builtin mTLS applied on global
+(cross-zone traffic goes through zone ingress, which Kuma allows only with mTLS), a
+ZoneIngress registered in west (advertised at 12.0.0.1:10001; no Envoy behind it: nothing
+dials it), N Dataplanes `dp-<i>` registered in east over N/10 services, and N simulated
+proxies (services/bench/_proxies.py: raw State-of-the-World ADS streams that ACK every
+response) connected to east's gateway. East runs `--no-auth`: its proxies send no tokens.
+
+Each round registers (even rounds) or deregisters (odd rounds), through west's API, the one
+Dataplane of west's service `target`, and measures from just before the request until the
+last proxy in east has ACKed an EDS response that shows the change: the synced
+`target-<hash>` appearing with west's ingress as its endpoint, or going with it. In the path:
+west's append, two JetStream sources (west to global, global to east), east's fold and
+publication, east's gateway's push (a new CDS cluster, then its EDS) and the proxies' ACKs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+import httpx
+
+from services.bench._env import machine, report
+from services.bench._fleet import Worker, progress, ready_workers
+from services.bench.multizone import up, wait_present
+from services.bench.propagation import percentile
+
+__all__ = ["bench_multizone_proxies"]
+
+_ROUND_TIMEOUT_S = 60.0
+_INGRESS = "12.0.0.1"
+_MESH = {"type": "Mesh", "name": "default", "mtls": {"enabledBackend": "ca-1", "backends": [
+    {"name": "ca-1", "type": "builtin", "mode": "STRICT"}]}}
+
+
+def _marker(address: str) -> bytes:
+    """The address as protobuf encodes SocketAddress.address (field 2): an exact match."""
+    return b"\x12" + bytes([len(address)]) + address.encode()
+
+
+def _dataplane(name: str, address: str, service: str) -> dict[str, Any]:
+    return {"type": "Dataplane", "mesh": "default", "name": name, "networking": {
+        "address": address, "inbound": [{"port": 8080, "tags": {"kuma.io/service": service}}]}}
+
+
+def _address(i: int, net: int = 10) -> str:
+    return f"{net}.{(i >> 16) & 255}.{(i >> 8) & 255}.{(i & 255) or 1}"
+
+
+async def _put(http: httpx.AsyncClient, url: str, doc: dict[str, Any]) -> None:
+    response = await http.put(url, json=doc)
+    if response.status_code not in (200, 201):
+        raise RuntimeError(f"PUT {url}: {response.status_code} {response.text}")
+
+
+async def _register_fleet(http: httpx.AsyncClient, east: str, proxies: int) -> None:
+    services = max(1, proxies // 10)
+    limit = asyncio.Semaphore(16)
+
+    async def one(i: int) -> None:
+        async with limit:
+            await _put(http, f"{east}/meshes/default/dataplanes/dp-{i}",
+                       _dataplane(f"dp-{i}", _address(i), f"svc-{i % services}"))
+
+    async with asyncio.TaskGroup() as tg:
+        for i in range(proxies):
+            tg.create_task(one(i))
+
+
+async def bench_multizone_proxies(proxies: int, rounds: int) -> dict[str, Any]:
+    with TemporaryDirectory(prefix="meshlog-bench-multizone-") as tmp:
+        work = Path(tmp)
+        async with AsyncExitStack() as stack:
+            central = await up(stack, work, "global", "--mode", "global", "--leaf-port", "0")
+            key = str(work / "global" / "secret.key")
+            zones = {z: await up(stack, work, z, "--zone", z, "--global", central["global_url"],
+                                 "--secret-key-file", key, "--no-auth")
+                     for z in ("east", "west")}
+            east, west = zones["east"]["api"], zones["west"]["api"]
+            http = await stack.enter_async_context(httpx.AsyncClient(timeout=60))
+            await _put(http, f"{central['api']}/meshes/default", _MESH)
+            for zone in zones.values():
+                await wait_present(http, f"{zone['api']}/meshes/default")
+            await _put(http, f"{west}/zoneingresses/west-ingress", {
+                "type": "ZoneIngress", "name": "west-ingress", "networking": {
+                    "address": "127.0.0.1", "port": 10001, "advertisedAddress": _INGRESS,
+                    "advertisedPort": 10001}})
+            progress(f"global and two zones up, the Mesh synced; registering {proxies} "
+                     "Dataplanes in east")
+            await _register_fleet(http, east, proxies)
+            xds_port = int(zones["east"]["xds"].rpartition(":")[2])
+            started = time.monotonic()
+            workers = await ready_workers(stack, work, xds_port, proxies)
+            progress(f"{proxies} proxies connected to east's gateway and ACKed CDS, EDS, LDS "
+                     f"in {time.monotonic() - started:.1f} s; measuring")
+            latencies = [await _round(http, west, workers, r) for r in range(rounds)]
+    # the first change after start-up pays for the sources' first deliveries: shown apart
+    steady = latencies[1:] or latencies
+    figures = {"proxies": proxies, "rounds": rounds, "first_ms": round(latencies[0], 1),
+               "p50_ms": round(percentile(steady, 0.50), 1),
+               "p99_ms": round(percentile(steady, 0.99), 1),
+               "max_ms": round(max(steady), 1), **machine()}
+    report("meshlog bench multizone --proxies", figures)
+    return figures
+
+
+async def _round(http: httpx.AsyncClient, west: str, workers: list[Worker], r: int) -> float:
+    present = r % 2 == 0
+    for worker in workers:
+        worker.send({"round": r, "marker": _marker(_INGRESS).hex(), "present": present})
+    for worker in workers:
+        await worker.expect("armed", _ROUND_TIMEOUT_S)
+    url = f"{west}/meshes/default/dataplanes/target-1"
+    t0 = time.time()
+    if present:
+        await _put(http, url, _dataplane("target-1", "10.2.0.1", "target"))
+    else:
+        response = await http.delete(url)
+        if response.status_code != 200:
+            raise RuntimeError(f"DELETE {url}: {response.status_code} {response.text}")
+    done = [await worker.expect("done", _ROUND_TIMEOUT_S) for worker in workers]
+    latency_ms = (max(d["max_t"] for d in done) - t0) * 1000
+    progress(f"round {r + 1}: {'register' if present else 'deregister'} west's target-1: "
+             f"{latency_ms:.1f} ms to every proxy in east")
+    return latency_ms

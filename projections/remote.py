@@ -160,7 +160,7 @@ def apply_remote(state: ProjectionState, seq: int, event: AnyEvent,
             # Kuma syncs ingresses across zones under hashed names, like MeshServices
             synced = msgspec.structs.replace(zi, name=hashed_name("", zi.name, zone))
             zoneingress.ingress_registered(state, synced, provenance, _meta(
-                state.get("zoneingress", synced.name), seq, event.at))
+                state.get("zoneingress", synced.name), seq, event.at), synced=True)
         case ZoneIngressDeleted(name=name):
             zoneingress.ingress_deleted(state, hashed_name("", name, zone))
         case _:

@@ -233,6 +233,9 @@ class ZoneIngressRow(Row, frozen=True):
 
     zoneingress: ZoneIngress
     meta: RowMeta
+    synced: bool = False
+    """Another zone's, folded under its synced name: how this zone reaches that zone's
+    services; never served to a proxy here (an ingress gets its config from its own zone)."""
 
 
 class GracePeriodRow(Row, frozen=True):

@@ -213,6 +213,8 @@ def test_an_ingress_with_nothing_to_route_gets_no_listener() -> None:
     assert _ingress_config(_west(mtls=False), "west-a")["listeners"] == []
     assert _ingress_config(_west(), _synced("north-1", "north"))["listeners"] == []
     assert _ingress_config(_west(), "unknown")["listeners"] == []
+    # east's gateway serves no proxy as west's ingress (its synced name in east's log)
+    assert _ingress_config(_zone(), _synced("west-a"))["listeners"] == []
 
 
 # --- Envoy accepts them -------------------------------------------------------------------------

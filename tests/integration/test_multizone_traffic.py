@@ -6,7 +6,8 @@ and running with global's secret key (`--secret-key-file`), so they open the mes
 global created. On global: a Mesh with builtin mTLS, an allow-all MeshTrafficPermission and a
 MeshMultiZoneService `redis`. Real HTTP backends behind real Envoy sidecars in both zones
 (`redis-1` in each, the client `web-1` in east) and a real Envoy as west's zone ingress (on
-Delta xDS; zones run `--no-auth`, as an ingress has no token yet).
+Delta xDS). East checks its proxies' dataplane tokens, issued by east (signed with east's own
+key, sealed with global's secret key); west runs `--no-auth`, as an ingress has no token yet.
 
 Shown: the client in east calling `redis.mzsvc.mesh.local`'s VIP is served by east's redis;
 when east's redis goes away, by west's, through west's ingress (mTLS end to end between the
@@ -82,7 +83,7 @@ def _deployment(tmp_path: Path) -> Iterator[dict[str, ControlPlane]]:
     with meshlog_up(tmp_path / "global", "--mode", "global", "--leaf-port", "0") as central:
         url = central.where["global_url"]
         key = str(central.data_dir / "secret.key")
-        with meshlog_up(tmp_path / "east", "--zone", "east", "--global", url, "--no-auth",
+        with meshlog_up(tmp_path / "east", "--zone", "east", "--global", url,
                         "--secret-key-file", key, "--vip-cidr", "127.110.0.0/16",
                         "--mmzs-vip-cidr", "127.143.0.0/16") as east, \
                 meshlog_up(tmp_path / "west", "--zone", "west", "--global", url, "--no-auth",
@@ -91,9 +92,11 @@ def _deployment(tmp_path: Path) -> Iterator[dict[str, ControlPlane]]:
             yield {"global": central, "east": east, "west": west}
 
 
-def _sidecar(cp: ControlPlane, name: str, *, backend: bool) -> dict[str, Any]:
+def _sidecar(cp: ControlPlane, name: str, *, backend: bool, token: bool = False
+             ) -> dict[str, Any]:
     boot = sidecar_bootstrap(mesh="default", name=name, xds_host="127.0.0.1",
-                             xds_port=cp.xds_port, admin_port=0)
+                             xds_port=cp.xds_port, admin_port=0,
+                             token=cp.dataplane_token(name) if token else None)
     if backend:  # its DNS listener (transparent proxying) on a free port, not 15053
         boot["node"]["metadata"] = {"dataplane.dns.port": str(free_port("127.0.0.1"))}
     return boot
@@ -102,12 +105,12 @@ def _sidecar(cp: ControlPlane, name: str, *, backend: bool) -> dict[str, Any]:
 @contextlib.contextmanager
 def _envoys(planes: dict[str, ControlPlane], tmp_path: Path) -> Iterator[dict[str, Envoy]]:
     east, west = planes["east"], planes["west"]
-    boots = {"east/redis-1": _sidecar(east, "redis-1", backend=True),
+    boots = {"east/redis-1": _sidecar(east, "redis-1", backend=True, token=True),
              "west/redis-1": _sidecar(west, "redis-1", backend=True),
              "west/ingress": zone_ingress_bootstrap(name="west-ingress", xds_host="127.0.0.1",
                                                     xds_port=west.xds_port, admin_port=0,
                                                     delta=True),
-             "east/web-1": _sidecar(east, "web-1", backend=False)}
+             "east/web-1": _sidecar(east, "web-1", backend=False, token=True)}
     with contextlib.ExitStack() as stack:
         yield {name: stack.enter_context(run_envoy(boot, tmp_path / "envoy",
                                                    name.replace("/", "-")))

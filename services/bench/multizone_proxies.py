@@ -18,6 +18,12 @@ west's append, two JetStream sources (west to global, global to east), east's fo
 publication, east's gateway's push (a new CDS cluster and LDS listener, then its EDS) and
 the proxies' ACKs. Each round also notes when east's projection bucket showed the change
 (`bucket_*`: the sync's share; the rest is the push to every proxy).
+
+With `--mmzs` the change moves endpoints only: west's `target` is an explicit MeshService
+(it stays while its Dataplane goes, Unavailable), a MeshMultiZoneService `target` on global
+selects it, and each proxy reaches only that MeshMultiZoneService and its own service
+(`reachableBackends`), so a round is west's `target` becoming Available or not, which adds or
+removes the MeshMultiZoneService's ingress endpoint group: an EDS-only push.
 """
 
 from __future__ import annotations
@@ -54,9 +60,15 @@ def _marker(address: str) -> bytes:
     return b"\x12" + bytes([len(address)]) + address.encode()
 
 
-def _dataplane(name: str, address: str, service: str) -> dict[str, Any]:
-    return {"type": "Dataplane", "mesh": "default", "name": name, "networking": {
-        "address": address, "inbound": [{"port": 8080, "tags": {"kuma.io/service": service}}]}}
+def _dataplane(name: str, address: str, service: str, *, mmzs: bool = False
+               ) -> dict[str, Any]:
+    networking: dict[str, Any] = {
+        "address": address, "inbound": [{"port": 8080, "tags": {"kuma.io/service": service}}]}
+    if mmzs:
+        networking["transparentProxying"] = {"reachableBackends": {"refs": [
+            {"kind": "MeshMultiZoneService", "name": "target"},
+            {"kind": "MeshService", "name": service}]}}
+    return {"type": "Dataplane", "mesh": "default", "name": name, "networking": networking}
 
 
 def _address(i: int, net: int = 10) -> str:
@@ -69,31 +81,35 @@ async def _put(http: httpx.AsyncClient, url: str, doc: dict[str, Any]) -> None:
         raise RuntimeError(f"PUT {url}: {response.status_code} {response.text}")
 
 
-async def _register_fleet(http: httpx.AsyncClient, east: str, proxies: int) -> None:
+async def _register_fleet(http: httpx.AsyncClient, east: str, proxies: int, mmzs: bool
+                         ) -> None:
     services = max(1, proxies // 10)
     limit = asyncio.Semaphore(16)
 
     async def one(i: int) -> None:
         async with limit:
             await _put(http, f"{east}/meshes/default/dataplanes/dp-{i}",
-                       _dataplane(f"dp-{i}", _address(i), f"svc-{i % services}"))
+                       _dataplane(f"dp-{i}", _address(i), f"svc-{i % services}", mmzs=mmzs))
 
     async with asyncio.TaskGroup() as tg:
         for i in range(proxies):
             tg.create_task(one(i))
 
 
-async def _bucket_changes(bus: JetStreamProjectionBus, changes: list[tuple[float, bool]]
-                          ) -> None:
-    """(time, present) of every change of west's synced `target` in east's bucket."""
+async def _bucket_changes(bus: JetStreamProjectionBus, changes: list[tuple[float, bool]],
+                          mmzs: bool) -> None:
+    """(time, present) of every change of west's synced `target` in east's bucket (with
+    `mmzs`: present = Available)."""
     async for batch in bus.watch():
         now = time.time()
         for key, value in batch:
             if key == _KEY:
-                changes.append((now, bool(value)))
+                shown = value is not None and value != b""
+                changes.append((now, shown and (not mmzs or b'"Available"' in (value or b""))))
 
 
-async def bench_multizone_proxies(proxies: int, rounds: int) -> dict[str, Any]:
+async def bench_multizone_proxies(proxies: int, rounds: int, *, mmzs: bool = False
+                                  ) -> dict[str, Any]:
     with TemporaryDirectory(prefix="meshlog-bench-multizone-") as tmp:
         work = Path(tmp)
         async with AsyncExitStack() as stack:
@@ -111,9 +127,19 @@ async def bench_multizone_proxies(proxies: int, rounds: int) -> dict[str, Any]:
                 "type": "ZoneIngress", "name": "west-ingress", "networking": {
                     "address": "127.0.0.1", "port": 10001, "advertisedAddress": _INGRESS,
                     "advertisedPort": 10001}})
+            if mmzs:
+                await _put(http, f"{central['api']}/meshes/default/meshmultizoneservices/target",
+                           {"type": "MeshMultiZoneService", "mesh": "default", "name": "target",
+                            "spec": {"selector": {"meshService": {"matchLabels": {
+                                "kuma.io/display-name": "target"}}}, "ports": [{"port": 8080}]}})
+                await _put(http, f"{west}/meshes/default/meshservices/target", {
+                    "type": "MeshService", "mesh": "default", "name": "target", "spec": {
+                        "selector": {"dataplaneTags": {"kuma.io/service": "target"}},
+                        "ports": [{"port": 8080}]}})
+                await wait_present(http, f"{east}/meshes/default/meshmultizoneservices/target")
             progress(f"global and two zones up, the Mesh synced; registering {proxies} "
                      "Dataplanes in east")
-            await _register_fleet(http, east, proxies)
+            await _register_fleet(http, east, proxies, mmzs)
             xds_port = int(zones["east"]["xds"].rpartition(":")[2])
             started = time.monotonic()
             workers = await ready_workers(stack, work, xds_port, proxies)
@@ -124,7 +150,7 @@ async def bench_multizone_proxies(proxies: int, rounds: int) -> dict[str, Any]:
             stack.push_async_callback(nc.close)
             changes: list[tuple[float, bool]] = []
             watching = asyncio.create_task(_bucket_changes(
-                await JetStreamProjectionBus.open(nc), changes))
+                await JetStreamProjectionBus.open(nc), changes, mmzs))
             try:
                 measured = [await _round(http, west, workers, r, changes)
                             for r in range(rounds)]
@@ -135,7 +161,8 @@ async def bench_multizone_proxies(proxies: int, rounds: int) -> dict[str, Any]:
     latencies = [m[0] for m in measured]
     steady = latencies[1:] or latencies
     bucket = [m[1] for m in measured[1:]] or [measured[0][1]]
-    figures = {"proxies": proxies, "rounds": rounds, "first_ms": round(latencies[0], 1),
+    figures = {"proxies": proxies, "rounds": rounds, "mmzs": mmzs,
+               "first_ms": round(latencies[0], 1),
                "p50_ms": round(percentile(steady, 0.50), 1),
                "p99_ms": round(percentile(steady, 0.99), 1),
                "max_ms": round(max(steady), 1),

@@ -251,7 +251,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             from services.bench.multizone_proxies import bench_multizone_proxies
 
             asyncio.run(bench_multizone_proxies(parse_positive("--proxies", args.proxies),
-                                                rounds))
+                                                rounds, mmzs=args.mmzs))
             return 0
         from services.bench.multizone import bench_multizone
 

@@ -25,3 +25,14 @@ def test_bench_multizone_to_proxies_reports_positive_figures_as_its_last_line() 
     assert 0 < figures["bucket_p50_ms"] <= figures["bucket_p99_ms"], figures
     assert "round 2: deregister west's target-1: in east's bucket after" in done.stderr
     assert "round 3: register west's target-1" in done.stderr
+
+
+def test_bench_multizone_mmzs_waits_for_availability_changes() -> None:
+    done = subprocess.run(
+        [str(VENV_BIN / "meshlog"), "bench", "multizone", "--proxies", "5", "--rounds", "2",
+         "--mmzs"], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (figures["proxies"], figures["rounds"], figures["mmzs"]) == (5, 2, True)
+    assert 0 < figures["p50_ms"] <= figures["max_ms"], figures
+    assert "round 2: deregister west's target-1: in east's bucket after" in done.stderr

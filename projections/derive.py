@@ -148,8 +148,8 @@ def _derive_one(state: ProjectionState, row: MeshServiceRow, addresses: Assigned
 def _derive_remote(state: ProjectionState, row: MeshServiceRow, zone: str,
                    addresses: Assigned) -> None:
     """A MeshService of another zone (`projections.remote`): availability from that zone's
-    Dataplanes it selects, kept in `spec.state` as Kuma syncs it; no endpoints here (they
-    will be the zone's ingress)."""
+    Dataplanes it selects, kept in `spec.state` as Kuma syncs it; never its Dataplanes'
+    addresses as endpoints: it is reached through its zone's ingresses (with mTLS)."""
     tags = row.spec.selector.dataplane_tags
     selected = [r for r in state.remote_dataplanes(row.mesh, zone)
                 if dataplane_matches(r.dataplane, tags)]
@@ -158,7 +158,8 @@ def _derive_remote(state: ProjectionState, row: MeshServiceRow, zone: str,
         if i.state != "Ignored")]
     state.put("endpoints", ms_key(row.mesh, row.name), EndpointsRow(
         mesh=row.mesh, name=row.name, zone=zone,
-        ports=[PortEndpoints(port=port, endpoints=[]) for port in row.spec.ports]))
+        ports=[PortEndpoints(port=port, endpoints=[]) for port in row.spec.ports],
+        through_ingress=ingress_endpoints(state, row)))
     available: Literal["Available", "Unavailable"] = "Available" if healthy else "Unavailable"
     vip = vip_of(state, row.mesh, "MeshService", row.name)
     conditions = [] if vip is not None or not state.local_zone else [Condition(

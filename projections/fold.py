@@ -78,8 +78,11 @@ __all__ = ["apply_event"]
 
 
 _DEFAULT_GENERATORS = {g.name: g for g in DEFAULT_HOSTNAME_GENERATORS}
-_LOCAL_ONLY = (IpamConfigured, GracePeriodConfigured, CaCreated, SigningKeyCreated, TokenRevoked)
-"""What configures or belongs to the control plane that wrote it: folded in its own log only."""
+_LOCAL_ONLY = (IpamConfigured, GracePeriodConfigured, SigningKeyCreated, TokenRevoked)
+"""What configures or belongs to the control plane that wrote it: folded in its own log only.
+A mesh's CA is not among them: Kuma syncs it from global to zones with the Mesh (a zone never
+makes one, as it refuses Mesh writes), so a zone's proxies get certificates of the mesh's one
+CA and cross-zone mTLS holds."""
 
 
 def _local(state: ProjectionState) -> Provenance:
@@ -176,10 +179,13 @@ def apply_event(
             old = state.ca(mesh, backend)
             state.put("ca", dp_key(mesh, backend), CaRow(
                 mesh=mesh, backend=backend, type=event.type, cert=event.cert, key=event.key,
-                meta=_meta(old, seq, event.at)))
+                meta=_meta(old, seq, event.at), synced=provenance.zone != state.local_zone))
             ca = state.ca(mesh, backend)
             assert ca is not None
-            open_ca(state, ca)  # a key that does not open stops the fold here, by name
+            if not ca.synced:
+                open_ca(state, ca)  # a key that does not open stops the fold here, by name
+            # global's CA in a zone: one it cannot open leaves that mesh's proxies here without
+            # certificates (reported by `derive_identities`), never halts the fold
             refresh_trust(state, mesh, event.at)
             zoneingress.remote_services_changed(state, mesh=mesh)
         case MeshTrafficPermissionApplied(policy=mtp):

@@ -18,7 +18,10 @@ signature.
 
 from __future__ import annotations
 
+import logging
+
 from events import Mesh, ca_purpose
+from events.identity import SealedSecretError
 from events.identity.pki import NOT_BEFORE_SKEW_MS, LoadedCa, issue_workload, uri_sans
 from events.resources import duration_ms
 from projections.errors import IdentityUnavailable
@@ -26,6 +29,8 @@ from projections.state import ProjectionState, dp_key
 from projections.views import CaRow, DataplaneRow, IdentityRow, MeshRow, TrustRow
 
 __all__ = ["DEFAULT_EXPIRATION", "derive_identities", "refresh_trust", "renew_due"]
+
+log = logging.getLogger("meshlog.projector")
 
 DEFAULT_EXPIRATION = "24h"
 """Kuma's default `dpCert.rotation.expiration`."""
@@ -112,7 +117,10 @@ def _derive_one(state: ProjectionState, mesh: str, name: str) -> None:
         return
     ca_row = state.ca(mesh, trust.backend)
     assert ca_row is not None  # refresh_trust keeps a TrustRow only with its CA
-    ca = open_ca(state, ca_row)
+    ca = _open_synced(state, ca_row) if ca_row.synced else open_ca(state, ca_row)
+    if ca is None:
+        state.delete("identity", key)  # fails closed: its inbounds still require mTLS
+        return
     if not uris or ca.not_after_ms <= trust.window_start:
         # a Dataplane with no tagged inbound has no identity to certify; a CA past its expiry
         # issues nothing (its proxies' peers refuse them): neither stops other meshes
@@ -142,6 +150,24 @@ def open_ca(state: ProjectionState, ca: CaRow) -> LoadedCa:
         ca.key, purpose=ca_purpose(ca.mesh, ca.backend)))
     state.ca_keys[(ca.mesh, ca.backend, ca.meta.version)] = loaded
     return loaded
+
+
+def _open_synced(state: ProjectionState, ca: CaRow) -> LoadedCa | None:
+    """Global's CA in a zone, or None when this projector cannot open it (reported once per
+    CA version): that mesh's proxies here get no certificate, other meshes go on."""
+    version = (ca.mesh, ca.backend, ca.meta.version)
+    if version in state.ca_errors:
+        return None
+    try:
+        return open_ca(state, ca)
+    except (IdentityUnavailable, SealedSecretError) as exc:
+        reason = (f"mesh {ca.mesh!r}: cannot open CA {ca.backend!r}, which global created "
+                  f"and sealed ({exc}); its proxies in this zone get no certificate, so no "
+                  "mTLS traffic, until this zone's control plane runs with global's secret key "
+                  "(--secret-key-file <global data dir>/secret.key)")
+        state.ca_errors[version] = reason
+        log.error("%s", reason)
+        return None
 
 
 def _tags(row: DataplaneRow) -> dict[str, set[str]]:

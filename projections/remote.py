@@ -10,8 +10,9 @@ Remote resources are named as Kuma names synced ones (`events.kds_hash.hashed_na
 east's and west's `redis` never meet. Their inputs are kept apart from the local ones:
 
 - `remotedataplane`: another zone's Dataplanes under their synced names. They are never
-  endpoints, listeners or clusters of this zone's proxies (cross-zone traffic goes through the
-  remote zone's ingress, which is not built yet: a remote MeshService has no endpoints here).
+  endpoints, listeners or clusters of this zone's proxies: cross-zone traffic goes through the
+  remote zone's ingresses (`projections.zoneingress`, with mTLS), which are folded here under
+  their synced names too.
 - `remotemeshservice`: MeshServices another zone's users created.
 
 From them `refresh` derives the visible remote MeshServices (`meshservice` rows): the
@@ -27,8 +28,9 @@ Availability is `spec.state` (Available when a Dataplane of the zone selected by
 healthy inbound). In a zone it gets a VIP from the zone's own MeshService CIDR (IPAM); on
 global none (Kuma's IPAM runs in zones only).
 
-Everything else another zone writes (its settings, keys, CAs, policies) belongs to that
-control plane and is not folded here.
+Everything else another zone writes (its settings, signing keys, revocations, policies)
+belongs to that control plane and is not folded here. (A mesh's CA is global's, folded in
+zones as global's own events are: `projections.fold`.)
 """
 
 from __future__ import annotations
@@ -158,7 +160,7 @@ def apply_remote(state: ProjectionState, seq: int, event: AnyEvent,
             # Kuma syncs ingresses across zones under hashed names, like MeshServices
             synced = msgspec.structs.replace(zi, name=hashed_name("", zi.name, zone))
             zoneingress.ingress_registered(state, synced, provenance, _meta(
-                state.get("zoneingress", synced.name), seq, event.at))
+                state.get("zoneingress", synced.name), seq, event.at), synced=True)
         case ZoneIngressDeleted(name=name):
             zoneingress.ingress_deleted(state, hashed_name("", name, zone))
         case _:

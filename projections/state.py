@@ -102,6 +102,8 @@ class ProjectionState:
         """Opens the meshes' CA keys (`projections.identity`); the projector sets it."""
         self.ca_keys: dict[tuple[str, str, int], LoadedCa] = {}
         """Opened CAs by (mesh, backend, CA version): opened and parsed once per process."""
+        self.ca_errors: dict[tuple[str, str, int], str] = {}
+        """Synced CAs (`CaRow.synced`) this projector could not open, and why (logged once)."""
 
     @classmethod
     def load(cls, rows: Iterable[tuple[str, str, bytes]], *,

@@ -233,6 +233,9 @@ class ZoneIngressRow(Row, frozen=True):
 
     zoneingress: ZoneIngress
     meta: RowMeta
+    synced: bool = False
+    """Another zone's, folded under its synced name: how this zone reaches that zone's
+    services; never served to a proxy here (an ingress gets its config from its own zone)."""
 
 
 class GracePeriodRow(Row, frozen=True):
@@ -262,6 +265,10 @@ class CaRow(Row, frozen=True):
     key: str
     """Sealed (`events.identity.SecretKey`), as in the event."""
     meta: RowMeta
+    synced: bool = False
+    """Recorded by global and synced into this zone's log (a zone makes no CA): sealed with
+    global's secret key, which the zone must run with. One it cannot open leaves the mesh's
+    proxies here without certificates and is reported; it does not halt the fold."""
 
 
 class TrustRow(Row, frozen=True):

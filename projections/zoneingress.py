@@ -35,12 +35,13 @@ def is_remote(state: ProjectionState, ms: MeshServiceRow) -> bool:
 
 
 def ingress_registered(state: ProjectionState, ingress: ZoneIngress, provenance: Provenance,
-                       meta: RowMeta) -> None:
+                       meta: RowMeta, *, synced: bool = False) -> None:
     old = state.get(_COLLECTION, ingress.name)
     pinned = msgspec.structs.replace(
         ingress, zone=provenance.zone or None,
         labels={**ingress.labels, **provenance_labels(provenance)})
-    state.put(_COLLECTION, ingress.name, ZoneIngressRow(zoneingress=pinned, meta=meta))
+    state.put(_COLLECTION, ingress.name, ZoneIngressRow(zoneingress=pinned, meta=meta,
+                                                         synced=synced))
     zones = {pinned.zone or ""}
     if isinstance(old, ZoneIngressRow):
         zones.add(old.zoneingress.zone or "")

@@ -8,9 +8,8 @@ measures from just before the request to the moment east's projection bucket (wh
 gateways watch and push from) holds that service's synced MeshService with its VIP and
 hostname: west's append, JetStream's sources (west to global, global to east), east's fold
 and its publication are in the path; west's projector is not (the API's wait for it runs
-beside the sync). Proxies' ACKs are not
-included: a synced MeshService has no endpoints until zone ingress exists; `meshlog bench
-propagation` measures the push from the projection bucket to proxies.
+beside the sync). Proxies' ACKs are not included here: `--proxies N`
+(services/bench/multizone_proxies.py) measures up to every proxy's ACK of the new endpoints.
 """
 
 from __future__ import annotations
@@ -34,12 +33,12 @@ from services.bench._fleet import meshlog_process, progress
 from services.bench.propagation import percentile
 from services.runtime.nats_users import role_credentials
 
-__all__ = ["bench_multizone"]
+__all__ = ["bench_multizone", "up", "wait_present"]
 
 _TIMEOUT_S = 60.0
 
 
-async def _up(stack: AsyncExitStack, work: Path, name: str, *args: str) -> dict[str, str]:
+async def up(stack: AsyncExitStack, work: Path, name: str, *args: str) -> dict[str, str]:
     data = work / name
     await stack.enter_async_context(meshlog_process(
         work, name, "up", "--data-dir", str(data), "--api-port", "0", "--xds-port", "0", *args))
@@ -53,7 +52,7 @@ async def _up(stack: AsyncExitStack, work: Path, name: str, *args: str) -> dict[
     raise RuntimeError(f"meshlog up {name} did not start; see {work / f'{name}.log'}")
 
 
-async def _wait(http: httpx.AsyncClient, url: str) -> None:
+async def wait_present(http: httpx.AsyncClient, url: str) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _TIMEOUT_S
     while (await http.get(url)).status_code != 200:
@@ -75,15 +74,15 @@ async def bench_multizone(rounds: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="meshlog-bench-multizone-") as tmp:
         work = Path(tmp)
         async with AsyncExitStack() as stack:
-            central = await _up(stack, work, "global", "--mode", "global", "--leaf-port", "0")
-            zones = {z: await _up(stack, work, z, "--zone", z, "--global",
+            central = await up(stack, work, "global", "--mode", "global", "--leaf-port", "0")
+            zones = {z: await up(stack, work, z, "--zone", z, "--global",
                                   central["global_url"]) for z in ("east", "west")}
             http = await stack.enter_async_context(httpx.AsyncClient(timeout=30))
             mesh = await http.put(f"{central['api']}/meshes/default",
                                   json={"type": "Mesh", "name": "default"})
             mesh.raise_for_status()
             for zone in zones.values():
-                await _wait(http, f"{zone['api']}/meshes/default")
+                await wait_present(http, f"{zone['api']}/meshes/default")
             progress("global and two zones up, the Mesh synced; measuring")
             nc = await connect_nats(zones["east"]["nats"], name="meshlog-bench-multizone",
                                     credentials=role_credentials(work / "east", "admin"))

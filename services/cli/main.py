@@ -20,7 +20,7 @@
     meshlog top [--metrics URL]... [--once]          live view of proxies, pushes, NACKs, lag
     meshlog bench rebuild|ingest --events N          benchmarks
     meshlog bench propagation --proxies N [--gateways G]   xDS push latency through an LB
-    meshlog bench multizone [--rounds N]              sync latency from one zone to another
+    meshlog bench multizone [--rounds N] [--proxies N] sync latency from one zone to another
     meshlog bench rotation --proxies N               a certificate rotation wave to N proxies
 
 The API address comes from --api, else $MESHLOG_API, else http://127.0.0.1:5681; the user
@@ -246,9 +246,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
             rounds=parse_positive("--rounds", args.rounds), nats_url=args.nats_url))
         return 0
     if args.bench_command == "multizone":
+        rounds = parse_positive("--rounds", args.rounds)
+        if args.proxies is not None:
+            from services.bench.multizone_proxies import bench_multizone_proxies
+
+            asyncio.run(bench_multizone_proxies(parse_positive("--proxies", args.proxies),
+                                                rounds, mmzs=args.mmzs))
+            return 0
         from services.bench.multizone import bench_multizone
 
-        asyncio.run(bench_multizone(parse_positive("--rounds", args.rounds)))
+        asyncio.run(bench_multizone(rounds))
         return 0
     if args.bench_command == "propagation":
         from services.bench.propagation import bench_propagation

@@ -255,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
                               "in one zone to its synced MeshService in another zone's "
                               "projection (global and two zones, each a meshlog up)")
     mz.add_argument("--rounds", default="20", help="Dataplanes registered (default %(default)s)")
+    mz.add_argument("--proxies", help="simulated proxies in east: measure until every one has "
+                    "ACKed the new endpoints (through west's ingress, mTLS on) instead of "
+                    "until east's projection")
+    mz.add_argument("--mmzs", action="store_true", help="with --proxies: the change is west's "
+                    "service becoming (un)available behind a MeshMultiZoneService (EDS only) "
+                    "instead of a new remote service (CDS, LDS, EDS)")
     rot = bench_sub.add_parser("rotation", parents=g, help="a certificate rotation wave: time "
                                "until every proxy has ACKed its new secret, and the CPU spent")
     rot.add_argument("--proxies", default="1000", help="simulated proxies (default %(default)s)")

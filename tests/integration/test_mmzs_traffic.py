@@ -1,18 +1,18 @@
-"""A MeshMultiZoneService with real parts: `meshlog up` (embedded nats-server, projector,
-gateway, API), real HTTP backends and real Envoys.
+"""A MeshMultiZoneService with real parts, in one zone: `meshlog up` (embedded nats-server,
+projector, gateway, API), real HTTP backends and real Envoys.
 
-Zone `default` (a standalone control plane) has its own `redis`; a MeshService of zone `west`
-and its Dataplane are put in its log on zone west's subjects, as global's stream sources will
-bring them (the sync itself is not built yet), with `spec.state: Available`. A client calling
-the MeshMultiZoneService's VIP is served by the local redis; when the local one goes, by
-west's (Envoy's priority failover); when it comes back, by the local one again. A transparent
-proxy resolves `redis.mzsvc.mesh.local` to that VIP. Both CIDRs are inside 127.0.0.0/8 so
-Envoy can bind VIPs without iptables.
+A standalone control plane (zone `default`) has two MeshServices its MeshMultiZoneService
+selects (`redis` and `redis-b`, labelled `app: redis`): a client calling its VIP is served by
+both (one priority: the local zone's), by `redis-b` alone while `redis`'s Dataplane is gone,
+and by both again when it comes back. A transparent proxy resolves `redis.mzsvc.mesh.local`
+to that VIP. Both CIDRs are inside 127.0.0.0/8 so Envoy can bind VIPs without iptables.
+
+Failover to another zone (priority 1, through that zone's ingress, with mTLS) needs a real
+global and zones: tests/integration/test_multizone_traffic.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from pathlib import Path
 
@@ -22,19 +22,8 @@ import dns.query
 import dns.rdatatype
 import pytest
 
-from events import (
-    DataplaneRegistered,
-    MeshServiceApplied,
-    connect_nats,
-    decode_resource,
-    encode_event,
-    now_ms,
-    resource_subject,
-)
-from events.codec import SCHEMA_HEADER, SCHEMA_VERSION
 from services.cli.bootstrap import sidecar_bootstrap
 from tests.harness import (
-    ControlPlane,
     fetch,
     free_port,
     free_port_on_all,
@@ -46,7 +35,7 @@ from tests.harness import (
 
 pytestmark = pytest.mark.integration
 
-LOCAL, WEST = "127.0.0.2", "127.0.0.3"
+A, B = "127.0.0.2", "127.0.0.3"
 
 
 def _dataplane(name: str, address: str, port: int, service: str, **networking: object) -> dict:
@@ -55,32 +44,10 @@ def _dataplane(name: str, address: str, port: int, service: str, **networking: o
                 {"port": port, "tags": {"kuma.io/service": service}}]}}
 
 
-def _from_west(cp: ControlPlane, port: int) -> None:
-    """west's redis MeshService and its Dataplane, on zone west's subjects of this log."""
-    ms = decode_resource({"type": "MeshService", "mesh": "default", "name": "redis-west",
-                          "labels": {"kuma.io/display-name": "redis"},
-                          "spec": {"selector": {"dataplaneTags": {
-                              "kuma.io/service": "redis-west"}},
-                                   "ports": [{"port": port}], "state": "Available"}})
-    dp = decode_resource(_dataplane("redis-west-1", WEST, port, "redis-west"))
-    events = [
-        (resource_subject("MeshService", "default", "redis-west", "west"),
-         MeshServiceApplied(at=now_ms(), meshservice=ms)),  # type: ignore[arg-type]
-        (resource_subject("Dataplane", "default", "redis-west-1", "west"),
-         DataplaneRegistered(at=now_ms(), dataplane=dp)),  # type: ignore[arg-type]
-    ]
-
-    async def publish() -> None:
-        nc = await connect_nats(cp.where["nats"], name="test-west", credentials=cp.nats_creds)
-        try:
-            js = nc.jetstream()
-            for subject, event in events:
-                await js.publish(subject, encode_event(event),
-                                 headers={SCHEMA_HEADER: str(SCHEMA_VERSION)})
-        finally:
-            await nc.close()
-
-    asyncio.run(publish())
+def _meshservice(name: str, port: int) -> dict:
+    return {"type": "MeshService", "mesh": "default", "name": name, "labels": {"app": "redis"},
+            "spec": {"selector": {"dataplaneTags": {"kuma.io/service": name}},
+                     "ports": [{"port": port}]}}
 
 
 def _a_records(port: int, name: str) -> list[str]:
@@ -99,17 +66,19 @@ def _free_udp_port() -> int:
         return s.getsockname()[1]
 
 
-def test_the_mmzs_vip_serves_locally_fails_over_to_west_and_comes_back(tmp_path: Path) -> None:
-    port = free_port_on_all([LOCAL, WEST])
+def test_the_mmzs_vip_serves_every_local_match_and_follows_their_endpoints(
+        tmp_path: Path) -> None:
+    port = free_port_on_all([A, B])
     with meshlog_up(tmp_path / "cp", "--vip-cidr", "127.110.0.0/16",
                     "--mmzs-vip-cidr", "127.143.0.0/16") as cp, \
-            http_backend(LOCAL, port, "redis-default"), http_backend(WEST, port, "redis-west"):
+            http_backend(A, port, "redis"), http_backend(B, port, "redis-b"):
         cp.apply({"type": "Mesh", "name": "default"})
-        cp.apply(_dataplane("redis-1", LOCAL, port, "redis"))
-        _from_west(cp, port)
+        for name, address in (("redis", A), ("redis-b", B)):
+            cp.apply(_meshservice(name, port))
+            cp.apply(_dataplane(f"{name}-1", address, port, name))
         cp.apply({"type": "MeshMultiZoneService", "mesh": "default", "name": "redis",
-                  "spec": {"selector": {"meshService": {"matchLabels": {
-                      "kuma.io/display-name": "redis"}}}, "ports": [{"port": port}]}})
+                  "spec": {"selector": {"meshService": {"matchLabels": {"app": "redis"}}},
+                           "ports": [{"port": port}]}})
         web_port = free_port("127.0.0.4")
         cp.apply(_dataplane("web-1", "127.0.0.4", web_port, "web"))
 
@@ -119,7 +88,7 @@ def test_the_mmzs_vip_serves_locally_fails_over_to_west_and_comes_back(tmp_path:
 
         status = wait_for(matched, timeout=10, what="both redis MeshServices matched")["status"]
         assert [(m["name"], m["zone"]) for m in status["meshServices"]] == [
-            ("redis", "default"), ("redis", "west")]
+            ("redis", "default"), ("redis-b", "default")]
         vip = status["vips"][0]["ip"]
         assert vip.startswith("127.143.")
         assert [a["hostname"] for a in status["addresses"]] == ["redis.mzsvc.mesh.local"]
@@ -132,19 +101,19 @@ def test_the_mmzs_vip_serves_locally_fails_over_to_west_and_comes_back(tmp_path:
                      what="the MeshMultiZoneService's VIP listener in Envoy")
             url = f"http://{vip}:{port}/"
 
-            def only(name: str) -> bool:
-                return all(fetch(url) == name for _ in range(10))
+            def served_by() -> set[str | None]:
+                return {fetch(url) for _ in range(20)}
 
-            wait_for(lambda: only("redis-default"), timeout=10,
-                     what="the local redis to serve the VIP")
+            wait_for(lambda: served_by() == {"redis", "redis-b"}, timeout=20,
+                     what="both local matches to serve the VIP")
 
             assert cp.api.delete("/meshes/default/dataplanes/redis-1").status_code == 200
-            wait_for(lambda: only("redis-west"), timeout=10, interval=0.05,
-                     what="failover to west's redis")
+            wait_for(lambda: served_by() == {"redis-b"}, timeout=20,
+                     what="redis-b alone while redis has no endpoint")
 
-            cp.apply(_dataplane("redis-1", LOCAL, port, "redis"))
-            wait_for(lambda: only("redis-default"), timeout=10, interval=0.05,
-                     what="traffic back to the local redis")
+            cp.apply(_dataplane("redis-1", A, port, "redis"))
+            wait_for(lambda: served_by() == {"redis", "redis-b"}, timeout=20,
+                     what="both again when redis comes back")
 
             rejected = envoy.stats("update_rejected")
             assert rejected and all(v == 0 for v in rejected.values()), rejected

@@ -3,9 +3,11 @@ with the local MeshServices' endpoints at priority 0 and other zones' available 
 priority 1 (locality = their zone), an outbound listener on its VIP, a DNS record, and a
 config that a real Envoy accepts (`envoy --mode validate`).
 
-Rows come from the real fold of zone `east`'s log; west's and north's MeshServices and
-Dataplanes are folded with their zones' provenance, as if sourced from global (until synced
-names and zone ingress land, a remote MeshService's endpoints are those its row has)."""
+Rows come from the real fold of zone `east`'s log, holding what the sync brings: the Mesh
+(with mTLS, its CA created on global) and the MeshMultiZoneService from global, west's and
+north's MeshServices, Dataplanes and ZoneIngresses from their zones (their provenance). In
+east those are Kuma's synced MeshServices (`<name>-<hash>`, availability from their zone's
+Dataplanes), reached through their zone's ingress, never at their Dataplanes' addresses."""
 
 from __future__ import annotations
 
@@ -27,9 +29,11 @@ from events import (
     MeshMultiZoneServiceApplied,
     MeshServiceApplied,
     Provenance,
+    ZoneIngressRegistered,
     decode_resource,
 )
 from events.bus.projection_bus import CHECKPOINT_KEY
+from events.kds_hash import hashed_name
 from projections import PUBLISHED, Endpoint, ProjectionState, apply_event
 from projections.derive import derive_stale
 from tests.harness import envoy_binary
@@ -47,13 +51,17 @@ WEST = Provenance(zone="west", origin="zone")
 NORTH = Provenance(zone="north", origin="zone")
 GLOBAL = Provenance(zone="", origin="global")
 CLUSTER = "default_redis___mzsvc_6379"
+WEST_REDIS = hashed_name("default", "redis", "west")
+"""West's MeshService `redis` as east names it."""
+WEST_INGRESS = "203.0.113.7:443"
+"""West's ingress's advertised address: how east reaches west's services."""
 
 
 class Zone:
-    """Zone east's projector and one gateway's view of what it publishes."""
+    """A zone's projector (east's unless told) and one gateway's view of what it publishes."""
 
-    def __init__(self) -> None:
-        self.state = ProjectionState.load([], secret_key=SECRET_KEY, local_zone="east")
+    def __init__(self, local_zone: str = "east") -> None:
+        self.state = ProjectionState.load([], secret_key=SECRET_KEY, local_zone=local_zone)
         self.view = ProjectionView()
         self.seq = 0
         self.at = 1_700_000_000_000
@@ -94,22 +102,40 @@ class Zone:
 
 
 def _dp(name: str, address: str, service: str, port: int = 6379, *,
-        tp: dict[str, Any] | None = None) -> dict[str, Any]:
+        tp: dict[str, Any] | None = None, ready: bool = True) -> dict[str, Any]:
     networking: dict[str, Any] = {"address": address, "inbound": [
-        {"port": port, "tags": {"kuma.io/service": service}}]}
+        {"port": port, "tags": {"kuma.io/service": service},
+         **({} if ready else {"health": {"ready": False}})}]}
     if tp is not None:
         networking["transparentProxying"] = tp
     return {"type": "Dataplane", "mesh": "default", "name": name, "networking": networking}
 
 
-def _ms(name: str, *, state: str | None = None, port: int = 6379,
-        display: str = "redis") -> dict[str, Any]:
+def _ms(name: str, *, port: int = 6379) -> dict[str, Any]:
     spec: dict[str, Any] = {"selector": {"dataplaneTags": {"kuma.io/service": name}},
                             "ports": [{"port": port}]}
-    if state is not None:
-        spec["state"] = state
     return {"type": "MeshService", "mesh": "default", "name": name,
-            "labels": {"app": "redis", "kuma.io/display-name": display}, "spec": spec}
+            "labels": {"app": "redis"}, "spec": spec}
+
+
+def _ingress(name: str, address: str, port: int, *, advertised: tuple[str, int] | None,
+             zone: str | None = None) -> ZoneIngressRegistered:
+    networking: dict[str, Any] = {"address": address, "port": port}
+    if advertised is not None:
+        networking["advertisedAddress"], networking["advertisedPort"] = advertised
+    doc: dict[str, Any] = {"type": "ZoneIngress", "name": name, "networking": networking}
+    if zone is not None:
+        doc["zone"] = zone
+    return ZoneIngressRegistered(at=1_700_000_100_000,
+                                 zoneingress=decode_resource(doc))  # type: ignore[arg-type]
+
+
+def _mesh(zone: Zone, *, mtls: bool) -> Zone:
+    """The Mesh from global, with its CA created there when `mtls`."""
+    if not mtls:
+        return zone.doc({"type": "Mesh", "name": "default"}, GLOBAL)
+    return zone.fold(*((e, GLOBAL) for e in History().mtls(
+        "default", "ca-1", enabled="ca-1", expiration="24h").events))
 
 
 MMZS = {"type": "MeshMultiZoneService", "mesh": "default", "name": "redis",
@@ -117,17 +143,19 @@ MMZS = {"type": "MeshMultiZoneService", "mesh": "default", "name": "redis",
                  "ports": [{"port": 6379}]}}
 
 
-def _zone(*, refs: list[dict[str, Any]] | None = None) -> Zone:
-    zone = Zone().doc({"type": "Mesh", "name": "default"}, GLOBAL)
+def _zone(*, refs: list[dict[str, Any]] | None = None, mtls: bool = True) -> Zone:
+    """East's log: its own `redis` and `web-1`; west's `redis` (healthy) and `cache` (labelled
+    app=redis, no port 6379); north's `redis` (its one Dataplane not ready: Unavailable);
+    west's and north's ingresses; the MeshMultiZoneService `redis` from global."""
+    zone = _mesh(Zone(), mtls=mtls)
     zone.doc(_dp("web-1", "10.0.0.9", "web", 7070, tp={} if refs is None else {
         "reachableBackends": {"refs": refs}}), EAST)
     zone.doc(_ms("redis"), EAST).doc(_dp("redis-1", "10.0.0.1", "redis"), EAST)
-    zone.doc(_ms("redis-west", state="Available"), WEST)
-    zone.doc(_dp("redis-west-1", "10.0.1.1", "redis-west"), WEST)
-    zone.doc(_ms("redis-north", state="Unavailable"), NORTH)
-    zone.doc(_dp("redis-north-1", "10.0.2.1", "redis-north"), NORTH)
-    zone.doc(_ms("redis-south", state="Available", port=6380), WEST)  # no port 6379
-    zone.doc(_dp("redis-south-1", "10.0.3.1", "redis-south", 6380), WEST)
+    zone.doc(_ms("redis"), WEST).doc(_dp("redis-1", "10.0.1.1", "redis"), WEST)
+    zone.doc(_ms("redis"), NORTH).doc(_dp("redis-1", "10.0.2.1", "redis", ready=False), NORTH)
+    zone.doc(_ms("cache", port=6380), WEST).doc(_dp("cache-1", "10.0.3.1", "cache", 6380), WEST)
+    zone.fold((_ingress("ingress", "10.0.1.5", 10001, advertised=("203.0.113.7", 443)), WEST),
+              (_ingress("ingress", "10.0.2.5", 10001, advertised=("192.0.2.1", 443)), NORTH))
     return zone.doc(MMZS, GLOBAL)
 
 
@@ -154,9 +182,14 @@ def test_kumas_cluster_with_local_endpoints_first_and_available_remote_ones_at_p
 
     cluster = _named(config, "clusters", CLUSTER)
     assert cluster["type"] == "EDS" and cluster["name"] == CLUSTER
-    # north's is not Available; south's has no port 6379
+    # north's is not Available; west's cache has no port 6379; west's redis is reached
+    # through west's ingress, never at its Dataplane's address
     assert _localities(config) == [(0, "east", ["10.0.0.1:6379"]),
-                                   (1, "west", ["10.0.1.1:6379"])]
+                                   (1, "west", [WEST_INGRESS])]
+    zone = _zone()
+    assert zone.view.meshservices["default"][WEST_REDIS].spec.state == "Available"
+    north = zone.view.meshservices["default"][hashed_name("default", "redis", "north")]
+    assert north.spec.state == "Unavailable"
 
 
 def test_an_outbound_listener_on_its_vip_and_a_dns_record_for_its_hostname() -> None:
@@ -183,17 +216,22 @@ def test_when_the_local_endpoints_go_the_remote_ones_take_all_the_traffic_and_co
         ) -> None:
     zone = _zone()
     zone.fold((DataplaneDeregistered(at=zone._at(), mesh="default", name="redis-1"), EAST))
-    assert _localities(zone.config()) == [(0, "west", ["10.0.1.1:6379"])]
+    assert _localities(zone.config()) == [(0, "west", [WEST_INGRESS])]
 
     zone.doc(_dp("redis-1", "10.0.0.1", "redis"), EAST)
     assert _localities(zone.config()) == [(0, "east", ["10.0.0.1:6379"]),
-                                          (1, "west", ["10.0.1.1:6379"])]
+                                          (1, "west", [WEST_INGRESS])]
 
 
 def test_a_remote_service_that_becomes_unavailable_leaves_the_endpoints() -> None:
     zone = _zone()
-    zone.doc(_ms("redis-west", state="Unavailable"), WEST)
+    zone.doc(_dp("redis-1", "10.0.1.1", "redis", ready=False), WEST)  # in west
+    assert zone.view.meshservices["default"][WEST_REDIS].spec.state == "Unavailable"
     assert _localities(zone.config()) == [(0, "east", ["10.0.0.1:6379"])]
+
+    zone.doc(_dp("redis-1", "10.0.1.1", "redis"), WEST)
+    assert _localities(zone.config()) == [(0, "east", ["10.0.0.1:6379"]),
+                                          (1, "west", [WEST_INGRESS])]
 
 
 def test_reachable_backends_name_it_by_its_kind() -> None:
@@ -206,9 +244,10 @@ def test_reachable_backends_name_it_by_its_kind() -> None:
 
 
 def test_with_mtls_the_cluster_originates_it_with_kumas_mzms_sni() -> None:
-    zone = _zone()
-    mtls = [e for e in History().mtls("default", "ca-1", enabled="ca-1").events]
-    zone.fold(*((e, GLOBAL) for e in mtls))
+    zone = _zone(mtls=False)
+    assert "transportSocket" not in _named(zone.config(), "clusters", CLUSTER)
+    assert _localities(zone.config()) == [(0, "east", ["10.0.0.1:6379"])]  # no ingress w/o it
+    _mesh(zone, mtls=True)
 
     cluster = _named(zone.config(), "clusters", CLUSTER)
     tls = cluster["transportSocket"]["typedConfig"]
@@ -254,7 +293,7 @@ def test_priorities_without_hosts_are_left_out_and_the_rest_renumbered() -> None
 # --- Envoy accepts it ---------------------------------------------------------------------------
 
 
-def _static(config: dict[str, Any]) -> dict[str, Any]:
+def _static(config: dict[str, Any], private_key: str | None = None) -> dict[str, Any]:
     """A bootstrap of `config`: EDS clusters made static with their assignment, listeners
     as they are (Envoy validates every field, priorities and localities included)."""
     assignments = {e["name"]: e["resource"] for e in config["endpoints"]}
@@ -274,13 +313,34 @@ def _static(config: dict[str, Any]) -> dict[str, Any]:
         listener = dict(entry["resource"])
         listener.pop("@type", None)
         listeners.append(listener)
-    return {"staticResources": {"clusters": clusters, "listeners": listeners}}
+    # with mTLS, secrets come over SDS: here they are static, named as the SDS configs name them
+    secrets = []
+    for entry in config.get("secrets", []):
+        secret = dict(entry["resource"])
+        secret.pop("@type", None)
+        if "tlsCertificate" in secret:  # the dump redacts the key
+            assert private_key is not None
+            secret["tlsCertificate"] = {**secret["tlsCertificate"],
+                                        "privateKey": {"inlineString": private_key}}
+        secrets.append(secret)
+    return _without_sds_source({"staticResources": {
+        "clusters": clusters, "listeners": listeners, "secrets": secrets}})
+
+
+def _without_sds_source(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_sds_source(v) for k, v in value.items() if k != "sdsConfig"}
+    if isinstance(value, list):
+        return [_without_sds_source(v) for v in value]
+    return value
 
 
 @pytest.mark.integration
 def test_envoy_validates_the_config(tmp_path: Path) -> None:
     path = tmp_path / "bootstrap.json"
-    path.write_text(json.dumps(_static(_zone().config())))
+    zone = _zone()
+    path.write_text(json.dumps(_static(
+        zone.config(), private_key=zone.view.identities[("default", "web-1")].key)))
 
     result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path)],
                             capture_output=True, text=True, timeout=60)
@@ -307,4 +367,4 @@ def test_an_explicit_outbound_may_name_it_by_its_backend_ref() -> None:
     assert listener["filterChains"][0]["filters"][0]["typedConfig"]["cluster"] == CLUSTER
     assert "outbound:127.0.0.1:16380" not in [e["name"] for e in config["listeners"]]
     assert _localities(config) == [(0, "east", ["10.0.0.1:6379"]),
-                                   (1, "west", ["10.0.1.1:6379"])]
+                                   (1, "west", [WEST_INGRESS])]

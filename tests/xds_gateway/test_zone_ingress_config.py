@@ -1,12 +1,14 @@
 """Cross-zone traffic through zone ingress, from the fold to Envoy config.
 
 Zone east's log (the real fold, `local_zone="east"`) holds west's MeshServices, Dataplanes and
-ZoneIngresses folded with west's provenance, as stream sources bring them. Checked: a remote
+ZoneIngresses folded with west's provenance, as stream sources bring them (under Kuma's synced
+names, `<name>-<hash>`), and the Mesh with its CA from global. Checked: a remote
 MeshService's endpoints are its zone's ingresses (one per distinct advertised address:port,
 only with mTLS: `EndpointsRow.through_ingress`); the client's cluster originates mTLS with
 Kuma's SNI of the service's display name; a MeshMultiZoneService's priority-1 group is the
-ingress; a zone ingress gets an SNI listener (`tls_inspector`, a passthrough chain per SNI)
-to its zone's services' own endpoints; Envoy accepts both configs (`envoy --mode validate`).
+ingress. West's log (`local_zone="west"`), where west's ingress Envoy gets its config, gives
+the ingress an SNI listener (`tls_inspector`, a passthrough chain per SNI) to its zone's
+services' own endpoints. Envoy accepts both configs (`envoy --mode validate`).
 """
 
 from __future__ import annotations
@@ -18,23 +20,20 @@ from typing import Any
 
 import pytest
 
-from events import (
-    MeshApplied,
-    Provenance,
-    ZoneIngressDeleted,
-    ZoneIngressRegistered,
-    decode_resource,
-)
+from events import MeshApplied, Provenance, ZoneIngressDeleted, decode_resource
+from events.kds_hash import hashed_name
 from projections import Endpoint
 from tests.harness import envoy_binary
-from tests.projections._histories import History
 from tests.xds_gateway.test_mmzs_config import (
     EAST,
     GLOBAL,
     MMZS,
     WEST,
+    WEST_REDIS,
     Zone,
     _dp,
+    _ingress,
+    _mesh,
     _ms,
     _named,
     _static,
@@ -46,32 +45,21 @@ from xds_gateway.resources.ingress import ZONE_INGRESS_NODE
 
 NORTH = Provenance(zone="north", origin="zone")
 SNI_WEST = tls.sni("default", "redis", 6379)
-"""What a client sends for west's `redis-west` (display name `redis`)."""
+"""What a client sends for west's `redis` (named `redis-<hash>` in east)."""
 
 
-def _ingress(name: str, address: str, port: int, *, advertised: tuple[str, int] | None,
-             zone: str | None = None) -> ZoneIngressRegistered:
-    networking: dict[str, Any] = {"address": address, "port": port}
-    if advertised is not None:
-        networking["advertisedAddress"], networking["advertisedPort"] = advertised
-    doc: dict[str, Any] = {"type": "ZoneIngress", "name": name, "networking": networking}
-    if zone is not None:
-        doc["zone"] = zone
-    return ZoneIngressRegistered(at=1_700_000_100_000,
-                                 zoneingress=decode_resource(doc))  # type: ignore[arg-type]
+def _synced(name: str, zone: str = "west") -> str:
+    """Zone `zone`'s ZoneIngress `name` as other zones name it (not mesh-scoped)."""
+    return hashed_name("", name, zone)
 
 
-def _zone(*, mtls: bool = True) -> Zone:
-    zone = Zone()
-    if mtls:
-        zone.fold(*((e, GLOBAL) for e in History().mtls(
-            "default", "ca-1", enabled="ca-1", expiration="24h").events))
-    else:
-        zone.doc({"type": "Mesh", "name": "default"}, GLOBAL)
+def _history(zone: Zone, *, mtls: bool = True) -> Zone:
+    """What east's and west's logs both hold: the Mesh (CA on global), each zone's redis,
+    east's web, west's ingresses, east's ingress, a north ingress, the MMZS from global."""
+    _mesh(zone, mtls=mtls)
     zone.doc(_dp("web-1", "10.0.0.9", "web", 7070), EAST)
     zone.doc(_ms("redis"), EAST).doc(_dp("redis-1", "10.0.0.1", "redis"), EAST)
-    zone.doc(_ms("redis-west", state="Available"), WEST)
-    zone.doc(_dp("redis-west-1", "10.0.1.1", "redis-west"), WEST)
+    zone.doc(_ms("redis"), WEST).doc(_dp("redis-1", "10.0.1.1", "redis"), WEST)
     zone.fold(
         (_ingress("west-a", "10.0.1.5", 10001, advertised=("203.0.113.7", 443)), WEST),
         (_ingress("west-b", "10.0.1.6", 10001, advertised=("203.0.113.7", 443)), WEST),
@@ -83,12 +71,23 @@ def _zone(*, mtls: bool = True) -> Zone:
     return zone.doc(MMZS, GLOBAL)
 
 
+def _zone(*, mtls: bool = True) -> Zone:
+    """East's log."""
+    return _history(Zone(), mtls=mtls)
+
+
+def _west(*, mtls: bool = True) -> Zone:
+    """West's log: the same events, seen from west."""
+    return _history(Zone(local_zone="west"), mtls=mtls)
+
+
 def _through(zone: Zone, name: str) -> list[Endpoint] | None:
     return zone.view.endpoints["default"][name].through_ingress
 
 
-WEST_INGRESSES = [Endpoint(address="203.0.113.5", port=10443, dataplane="west-c"),
-                  Endpoint(address="203.0.113.7", port=443, dataplane="west-a")]
+WEST_INGRESSES = [Endpoint(address="203.0.113.5", port=10443, dataplane=_synced("west-c")),
+                  Endpoint(address="203.0.113.7", port=443, dataplane=_synced("west-a"))]
+WEST_CLUSTER = f"default_{WEST_REDIS}___msvc_6379"
 
 
 # --- the fold -----------------------------------------------------------------------------------
@@ -98,8 +97,11 @@ def test_a_remote_service_is_reached_through_each_distinct_advertised_ingress_of
         ) -> None:
     zone = _zone()
 
-    assert _through(zone, "redis-west") == WEST_INGRESSES
+    assert _through(zone, WEST_REDIS) == WEST_INGRESSES
     assert _through(zone, "redis") is None  # local: its own endpoints
+    assert [e.address for p in zone.view.endpoints["default"][WEST_REDIS].ports
+            for e in p.endpoints] == []  # never west's Dataplane
+    assert zone.view.zoneingresses[_synced("west-a")].zoneingress.zone == "west"
     assert zone.view.zoneingresses["east-1"].zoneingress.zone == "east"
     assert zone.view.zoneingresses["east-1"].zoneingress.labels["kuma.io/zone"] == "east"
 
@@ -107,23 +109,23 @@ def test_a_remote_service_is_reached_through_each_distinct_advertised_ingress_of
 def test_without_mtls_no_ingress_is_used() -> None:
     zone = _zone(mtls=False)
 
-    assert _through(zone, "redis-west") is None
+    assert _through(zone, WEST_REDIS) is None
 
 
 def test_ingresses_and_mtls_coming_and_going_move_the_endpoints() -> None:
     zone = _zone()
     zone.fold((ZoneIngressDeleted(at=1_700_000_200_000, name="west-c"), WEST))
-    assert _through(zone, "redis-west") == WEST_INGRESSES[1:]
+    assert _through(zone, WEST_REDIS) == WEST_INGRESSES[1:]
 
     zone.fold((ZoneIngressDeleted(at=1_700_000_200_000, name="west-a"), WEST),
               (ZoneIngressDeleted(at=1_700_000_200_000, name="west-b"), WEST))
-    assert _through(zone, "redis-west") == []  # Kuma: no ingress, no way in
+    assert _through(zone, WEST_REDIS) == []  # Kuma: no ingress, no way in
 
     zone.fold((_ingress("west-c", "10.0.1.7", 10001, advertised=("203.0.113.5", 10443)),
                WEST))
     mesh = decode_resource({"type": "Mesh", "name": "default"})
     zone.fold((MeshApplied(at=1_700_000_300_000, mesh=mesh), GLOBAL))  # type: ignore[arg-type]
-    assert _through(zone, "redis-west") is None  # mTLS off
+    assert _through(zone, WEST_REDIS) is None  # mTLS off
 
 
 # --- a client's Envoy ---------------------------------------------------------------------------
@@ -147,10 +149,10 @@ def test_the_client_originates_mtls_with_the_sni_of_the_display_name_to_the_ingr
         ) -> None:
     config = _zone().config()
 
-    cluster = _named(config, "clusters", "default_redis-west___msvc_6379")
+    cluster = _named(config, "clusters", WEST_CLUSTER)
     assert _upstream(cluster)["sni"] == SNI_WEST
     assert SNI_WEST.endswith(".redis.6379.default.ms")  # west's name for it, not ours
-    assert _cla(config, "default_redis-west___msvc_6379") == [
+    assert _cla(config, WEST_CLUSTER) == [
         (0, "west", ["203.0.113.5:10443", "203.0.113.7:443"])]
     # a local service keeps its own endpoints and its own SNI
     assert _cla(config, "default_redis___msvc_6379") == [(0, "east", ["10.0.0.1:6379"])]
@@ -178,21 +180,20 @@ def _ingress_config(zone: Zone, name: str) -> dict[str, Any]:
 
 
 def test_an_ingress_routes_each_sni_of_its_zone_to_the_services_own_endpoints() -> None:
-    zone = _zone()
-    config = _ingress_config(zone, "west-a")
+    config = _ingress_config(_west(), "west-a")  # from west's log, as west's gateway serves it
 
     listener = _named(config, "listeners", "inbound:10.0.1.5:10001")
     assert [f["name"] for f in listener["listenerFilters"]] == [
         "envoy.filters.listener.tls_inspector"]
     chains = {c["filterChainMatch"]["serverNames"][0]: c["filters"][0]["typedConfig"]["cluster"]
               for c in listener["filterChains"]}
-    assert chains == {SNI_WEST: "default_redis-west___msvc_6379",
+    assert chains == {SNI_WEST: "default_redis___msvc_6379",
                       tls.sni("default", "redis", 6379, "mzms"): "default_redis___mzsvc_6379"}
     assert all("transportSocket" not in c for c in listener["filterChains"])  # passthrough
     for cluster in config["clusters"]:
         assert "transportSocket" not in cluster["resource"]  # the sidecars' mTLS, end to end
     # west's own endpoints, never an ingress's (no loop back into itself)
-    assert _cla(config, "default_redis-west___msvc_6379") == [(0, "west", ["10.0.1.1:6379"])]
+    assert _cla(config, "default_redis___msvc_6379") == [(0, "west", ["10.0.1.1:6379"])]
     assert _cla(config, "default_redis___mzsvc_6379") == [(0, "west", ["10.0.1.1:6379"])]
     assert config["secrets"] == []
 
@@ -209,9 +210,11 @@ def test_the_local_ingress_routes_the_local_services() -> None:
 
 
 def test_an_ingress_with_nothing_to_route_gets_no_listener() -> None:
-    assert _ingress_config(_zone(mtls=False), "west-a")["listeners"] == []
-    assert _ingress_config(_zone(), "north-1")["listeners"] == []
-    assert _ingress_config(_zone(), "unknown")["listeners"] == []
+    assert _ingress_config(_west(mtls=False), "west-a")["listeners"] == []
+    assert _ingress_config(_west(), _synced("north-1", "north"))["listeners"] == []
+    assert _ingress_config(_west(), "unknown")["listeners"] == []
+    # east's gateway serves no proxy as west's ingress (its synced name in east's log)
+    assert _ingress_config(_zone(), _synced("west-a"))["listeners"] == []
 
 
 # --- Envoy accepts them -------------------------------------------------------------------------
@@ -228,7 +231,7 @@ def _validate(tmp_path: Path, config: dict[str, Any]) -> None:
 
 @pytest.mark.integration
 def test_envoy_validates_the_ingress_config(tmp_path: Path) -> None:
-    _validate(tmp_path, _ingress_config(_zone(), "west-a"))
+    _validate(tmp_path, _ingress_config(_west(), "west-a"))
 
 
 # --- determinism --------------------------------------------------------------------------------
@@ -248,12 +251,10 @@ class _Recording(Zone):
 
 def test_the_rows_do_not_depend_on_batch_boundaries() -> None:
     many = _Recording()
-    many.fold(*((e, GLOBAL) for e in History().mtls(
-        "default", "ca-1", enabled="ca-1", expiration="24h").events))
+    _mesh(many, mtls=True)
     for doc, provenance in ((_dp("web-1", "10.0.0.9", "web", 7070), EAST), (_ms("redis"), EAST),
                             (_dp("redis-1", "10.0.0.1", "redis"), EAST),
-                            (_ms("redis-west", state="Available"), WEST),
-                            (_dp("redis-west-1", "10.0.1.1", "redis-west"), WEST)):
+                            (_ms("redis"), WEST), (_dp("redis-1", "10.0.1.1", "redis"), WEST)):
         many.doc(doc, provenance)
     many.fold((_ingress("west-a", "10.0.1.5", 10001, advertised=("203.0.113.7", 443)), WEST))
     many.fold((_ingress("west-c", "10.0.1.7", 10001, advertised=("203.0.113.5", 10443)), WEST),
@@ -263,4 +264,4 @@ def test_the_rows_do_not_depend_on_batch_boundaries() -> None:
     one = Zone().fold(*many.steps)
 
     assert list(one.state.persisted()) == list(many.state.persisted())
-    assert one.view.endpoints["default"]["redis-west"].through_ingress == WEST_INGRESSES[:1]
+    assert one.view.endpoints["default"][WEST_REDIS].through_ingress == WEST_INGRESSES[:1]

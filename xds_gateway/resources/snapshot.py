@@ -241,9 +241,9 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
 
 def build_ingress_snapshot(view: ProjectionView, name: str, cache: ResourceCache) -> Snapshot:
     """Everything the zone ingress `name` gets (`ingress.py`), built once per view
-    generation."""
+    generation; nothing for an unknown one or another zone's (synced here)."""
     row = view.zoneingresses.get(name)
-    if row is None:
+    if row is None or row.synced:
         return Snapshot(Shared(dict(_NONE), {}, {}), _NONE, _NONE)
     shared = cache.per_generation(view, view.generation, (ingress.ZONE_INGRESS_NODE, name),
                                   lambda: Shared(_collect(lambda add: ingress.ingress_resources(

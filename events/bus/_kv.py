@@ -34,3 +34,19 @@ async def open_bucket(nc: NATS, bucket: str, *, replicas: int, what: str) -> Key
                 direct=True))
     except nats.errors.Error as exc:
         raise EventLogUnavailable(f"cannot open {what} bucket {bucket}: {exc!r}") from exc
+
+
+async def allow_atomic_batches(nc: NATS, bucket: str, *, what: str) -> None:
+    """Turn on atomic batches (`allow_atomic`, nats-server >= 2.12) on the bucket's stream if
+    they are off (a bucket made by an earlier meshlog): an additive change, nothing stored
+    changes."""
+    js = nc.jetstream(timeout=_TIMEOUT_S)
+    stream = f"KV_{bucket}"
+    try:
+        info = await js.stream_info(stream)
+        if not info.config.allow_atomic:
+            info.config.allow_atomic = True
+            await js.update_stream(info.config)
+    except nats.errors.Error as exc:
+        raise EventLogUnavailable(f"cannot allow atomic batches on the {what} bucket "
+                                  f"{bucket}: {exc!r}") from exc

@@ -42,12 +42,17 @@ from events.event_types import AnyEvent
 from events.log import Appended, PendingAppend, Record
 from events.subjects import EVENTS_STREAM, events_wildcard
 
-__all__ = ["JetStreamEventLog", "connect_nats"]
+__all__ = ["JetStreamEventLog", "connect_nats", "server_urls"]
 
 log = logging.getLogger("meshlog.nats")
 
 
 WRONG_LAST_SEQUENCE = 10071
+IN_FLIGHT_CHECK = 10164
+"""A clustered stream's "wrong last sequence" without a number: another append checking the
+same subject is in flight at the stream leader. Like 10071, a concurrent write (or our own
+retry), decided the same way."""
+_STALE = (WRONG_LAST_SEQUENCE, IN_FLIGHT_CHECK)
 _IDLE_FETCH_S = 30.0
 """How long a caught-up reader's fetch waits before asking again (nothing is lost)."""
 _INACTIVE_S = 120.0
@@ -86,18 +91,19 @@ async def connect_nats(url: str, *, name: str, credentials: Path | None = None,
     ends with a clear error instead of waiting for a NATS that may never come back."""
     auth = credential_options(credentials)
     refusals = Refusals(name, url, credentials=credentials, quiet=not reconnect)
+    servers = server_urls(url)
     nc = NATS()
     try:
         if reconnect:
             await nc.connect(
-                url, name=name, connect_timeout=5, allow_reconnect=True,
+                servers, name=name, connect_timeout=5, allow_reconnect=True,
                 max_reconnect_attempts=-1, reconnected_cb=reconnected_cb,
                 error_cb=_logging(refusals), **auth)
         else:
             # nats-py tries the first connection for ever unless max_reconnect_attempts > 0
             # (0 does not stop it): one attempt per server, then NoServersError
             await nc.connect(
-                url, name=name, connect_timeout=5, allow_reconnect=False,
+                servers, name=name, connect_timeout=5, allow_reconnect=False,
                 max_reconnect_attempts=1,
                 # nats-py annotates it int; it is seconds, slept with asyncio.sleep
                 reconnect_time_wait=0.1,  # type: ignore[arg-type]
@@ -113,6 +119,14 @@ async def connect_nats(url: str, *, name: str, credentials: Path | None = None,
         raise EventLogUnavailable(f"cannot reach NATS at {url}: {exc}") from exc
     register(nc, refusals)
     return nc
+
+
+def server_urls(url: str) -> list[str]:
+    """The servers of a `--nats-url`: one URL, or several separated by commas (a cluster's
+    nodes, as the nats CLI and compose.yaml give them). nats-py takes a list; a string with
+    commas it refuses ("invalid connect url option")."""
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    return servers or [url]
 
 
 def _noting(refusals: Refusals) -> Callable[[Exception], Awaitable[None]]:
@@ -193,7 +207,7 @@ class JetStreamEventLog:
                     subject, data, timeout=_TIMEOUT_S, stream=self._stream, headers=hdrs
                 )
         except nats.js.errors.BadRequestError as exc:
-            if exc.err_code != WRONG_LAST_SEQUENCE:
+            if exc.err_code not in _STALE:
                 raise
             outcome = await self._stale_or_retried(subject, expected_last_subject_seq, msg_id)
             if isinstance(outcome, Conflict):
@@ -256,7 +270,12 @@ class JetStreamEventLog:
 
     async def at(self, seq: int) -> Record | None:
         try:
-            msg = await self._js.get_msg(self._stream, seq=seq, direct=True)
+            try:
+                msg = await self._js.get_msg(self._stream, seq=seq, direct=True)
+            except nats.js.errors.NotFoundError:
+                # any replica answers a direct get, and a follower may not hold a sequence
+                # the leader just acknowledged: only the leader's "not found" is final
+                msg = await self._js.get_msg(self._stream, seq=seq)
         except nats.js.errors.NotFoundError:
             return None
         except _TRANSIENT as exc:
@@ -270,7 +289,7 @@ class JetStreamEventLog:
         error = ack.get("error")
         if error is None:
             return Appended(seq=int(ack["seq"]), duplicate=bool(ack.get("duplicate")))
-        if error.get("err_code") == WRONG_LAST_SEQUENCE:
+        if error.get("err_code") in _STALE:
             return await self._stale_or_retried(item.subject, item.expected_last_subject_seq,
                                                 item.msg_id)
         raise EventLogUnavailable(f"append to {item.subject} refused: {error}")
@@ -279,15 +298,21 @@ class JetStreamEventLog:
                                 ) -> Appended | Conflict:
         """After "wrong last sequence": nats-server checks the expected subject sequence
         before de-duplicating, so a retry of an append that was stored (its ack lost) lands
-        here too. It is ours if the subject's last message carries our Msg-Id."""
-        last = await self.last(subject)
+        here too. It is ours if the subject's last message carries our Msg-Id.
+
+        Read from the stream leader, not a direct get: on a replicated stream any replica
+        answers a direct get, and a follower may not hold our message yet."""
+        last = await self.last(subject, consistent=True)
         if last is not None and last.headers.get("Nats-Msg-Id") == msg_id:
             return Appended(seq=last.seq, duplicate=True)
         return Conflict(subject, expected)
 
-    async def last(self, subject: str) -> Record | None:
+    async def last(self, subject: str, *, consistent: bool = False) -> Record | None:
+        """The subject's last record. A direct get (any replica answers, also without a
+        quorum; a follower's answer may lag by what is in flight), unless `consistent`: then
+        the stream leader's."""
         try:
-            msg = await self._js.get_last_msg(self._stream, subject, direct=True)
+            msg = await self._js.get_last_msg(self._stream, subject, direct=not consistent)
         except nats.js.errors.NotFoundError:
             return None
         except _TRANSIENT as exc:

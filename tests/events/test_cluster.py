@@ -1,0 +1,88 @@
+"""The event log and the projection bus on a real 3-node JetStream cluster (R3): clients
+given every node's URL, a lease holder's fenced publish, and racing appends to one subject."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client as NATS
+
+from events import Conflict, JetStreamEventLog, LeaseLost, MeshApplied, connect_nats
+from events.bus.jetstream import server_urls
+from events.bus.lease import FencedProjectionBus, JetStreamLease
+from events.bus.projection_bus import CHECKPOINT_KEY, JetStreamProjectionBus
+from events.resources import Mesh
+from events.subjects import EVENTS_STREAM, resource_subject
+from services.runtime.nats_cluster import NatsCluster, run_nats_cluster
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[NatsCluster]:
+    async with run_nats_cluster(tmp_path / "nats") as running:
+        yield running
+
+
+@pytest.fixture
+async def cnc(cluster: NatsCluster) -> AsyncIterator[NATS]:
+    client = await connect_nats(cluster.urls, name="test")
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def test_a_nats_url_may_list_several_servers() -> None:
+    assert server_urls("nats://a:4222") == ["nats://a:4222"]
+    assert server_urls("nats://a:4222, nats://b:4222,nats://c:4222,") == [
+        "nats://a:4222", "nats://b:4222", "nats://c:4222"]
+
+
+async def test_a_client_given_every_node_makes_replicated_streams(cnc: NATS) -> None:
+    await JetStreamEventLog.open(cnc, replicas=3)
+    await JetStreamProjectionBus.open(cnc, replicas=3)
+    js = cnc.jetstream()
+    for stream in (EVENTS_STREAM, "KV_meshlog_projections"):
+        info = await js.stream_info(stream)
+        assert info.config.num_replicas == 3
+        assert info.cluster is not None and len(info.cluster.replicas or []) == 2
+
+
+async def test_a_lease_holders_batch_is_stored_whole_on_a_replicated_bucket(cnc: NATS) -> None:
+    """Each fenced message of a pipeline checked the same lease subject; an R3 stream's leader
+    refused all but the first (err_code 10164) until fenced publishes became atomic batches."""
+    bus = await JetStreamProjectionBus.open(cnc, replicas=3)
+    a = await JetStreamLease.open(bus, name="main", holder="a", ttl_s=1)
+    await a.acquire()
+    rows = [(f"mesh/m{i}", b'{"i": %d}' % i) for i in range(1500)]  # two batches
+    await FencedProjectionBus(bus, a).publish([*rows, ("mesh/m7", None), (CHECKPOINT_KEY, b"9")])
+    current = await bus.current()
+    assert len(current) == 1500  # 1,499 rows, one deleted, and the checkpoint
+    assert "mesh/m7" not in current and current[CHECKPOINT_KEY] == b"9"
+
+    b = await JetStreamLease.open(bus, name="main", holder="b", ttl_s=1)
+    await asyncio.wait_for(b.acquire(), 10)  # a never renews: b takes over after the TTL
+    with pytest.raises(LeaseLost):
+        await FencedProjectionBus(bus, a).publish([("mesh/late", b"{}"), (CHECKPOINT_KEY, b"10")])
+    assert "mesh/late" not in await bus.current()
+    await FencedProjectionBus(bus, b).publish([(CHECKPOINT_KEY, b"11")])
+
+
+async def test_racing_appends_to_one_subject_on_a_replicated_stream_are_conflicts(
+        cnc: NATS) -> None:
+    """Appends in flight together to one subject: one is stored, every other one is a
+    Conflict (a clustered leader's err_code 10164 included), never an untranslated error."""
+    log = await JetStreamEventLog.open(cnc, replicas=3)
+    subject = resource_subject("Mesh", None, "raced")
+    event = MeshApplied(at=1, mesh=Mesh(name="raced"))
+    outcomes = await asyncio.gather(*[
+        log.append(subject, event, expected_last_subject_seq=0, msg_id=f"race-{i}")
+        for i in range(20)], return_exceptions=True)
+    stored = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(stored) == 1
+    assert all(isinstance(o, Conflict) for o in outcomes if isinstance(o, BaseException)), outcomes
+    assert (await log.last_seq()) == 1

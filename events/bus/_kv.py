@@ -5,12 +5,15 @@ from __future__ import annotations
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
-from nats.js.api import KeyValueConfig, StorageType
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
 from nats.js.kv import KeyValue
 
 from events.errors import EventLogUnavailable
 
 _TIMEOUT_S = 5.0
+_STREAM_NAME_IN_USE = 10058
+"""A stream of that name exists with another configuration."""
 
 
 async def stop_watcher(watcher: KeyValue.KeyWatcher) -> None:
@@ -21,32 +24,48 @@ async def stop_watcher(watcher: KeyValue.KeyWatcher) -> None:
         pass
 
 
-async def open_bucket(nc: NATS, bucket: str, *, replicas: int, what: str) -> KeyValue:
-    """The bucket, created if missing (history 1, file storage, direct get); any NATS error,
-    also a closed or draining connection, is `EventLogUnavailable` naming `what`."""
+async def open_bucket(nc: NATS, bucket: str, *, replicas: int, what: str,
+                      atomic: bool = False) -> KeyValue:
+    """The bucket, created if missing (history 1, file storage, direct get; with `atomic`,
+    atomic batches allowed); any NATS error, also a closed or draining connection, is
+    `EventLogUnavailable` naming `what`. An existing bucket is taken as it is (changing a
+    stream's configuration is for admins, events.bus.permissions)."""
     js = nc.jetstream(timeout=_TIMEOUT_S)
     try:
         try:
             return await js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
-            return await js.create_key_value(KeyValueConfig(
-                bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas,
-                direct=True))
+            if not atomic:
+                return await js.create_key_value(KeyValueConfig(
+                    bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas,
+                    direct=True))
+            await _create_atomic(js, bucket, replicas)
+            return await js.key_value(bucket)
     except nats.errors.Error as exc:
         raise EventLogUnavailable(f"cannot open {what} bucket {bucket}: {exc!r}") from exc
 
 
-async def allow_atomic_batches(nc: NATS, bucket: str, *, what: str) -> None:
-    """Turn on atomic batches (`allow_atomic`, nats-server >= 2.12) on the bucket's stream if
-    they are off (a bucket made by an earlier meshlog): an additive change, nothing stored
-    changes."""
-    js = nc.jetstream(timeout=_TIMEOUT_S)
-    stream = f"KV_{bucket}"
+
+async def atomic_batches_allowed(nc: NATS, bucket: str) -> bool:
+    """Whether the bucket's stream takes atomic batches (`allow_atomic`)."""
     try:
-        info = await js.stream_info(stream)
-        if not info.config.allow_atomic:
-            info.config.allow_atomic = True
-            await js.update_stream(info.config)
+        info = await nc.jetstream(timeout=_TIMEOUT_S).stream_info(f"KV_{bucket}")
     except nats.errors.Error as exc:
-        raise EventLogUnavailable(f"cannot allow atomic batches on the {what} bucket "
-                                  f"{bucket}: {exc!r}") from exc
+        raise EventLogUnavailable(f"cannot read the bucket {bucket}: {exc!r}") from exc
+    return bool(info.config.allow_atomic)
+
+
+async def _create_atomic(js: JetStreamContext, bucket: str, replicas: int) -> None:
+    """The stream nats-py's `create_key_value` makes for history 1, plus `allow_atomic`
+    (nats-py's KeyValueConfig has no such field). A racing creator's identical stream is
+    fine; one made without atomic batches (an older meshlog) is taken as it is."""
+    try:
+        await js.add_stream(StreamConfig(
+            name=f"KV_{bucket}", subjects=[f"$KV.{bucket}.>"], allow_direct=True,
+            allow_rollup_hdrs=True, allow_msg_ttl=True, deny_delete=True,
+            discard=DiscardPolicy.NEW, duplicate_window=120, max_consumers=-1, max_msgs=-1,
+            max_msgs_per_subject=1, num_replicas=replicas, storage=StorageType.FILE,
+            allow_atomic=True))
+    except nats.js.errors.BadRequestError as exc:
+        if exc.err_code != _STREAM_NAME_IN_USE:
+            raise

@@ -37,7 +37,14 @@ from events.bus.nats_access import (
     register,
 )
 from events.codec import SCHEMA_HEADER, SCHEMA_VERSION, encode_event
-from events.errors import Conflict, EventLogUnavailable, StreamConfigMismatch, TooLarge
+from events.errors import (
+    AppendNotStored,
+    Conflict,
+    EventLogUnavailable,
+    JetStreamUnavailable,
+    StreamConfigMismatch,
+    TooLarge,
+)
 from events.event_types import AnyEvent
 from events.log import Appended, PendingAppend, Record
 from events.subjects import EVENTS_STREAM, events_wildcard
@@ -214,8 +221,12 @@ class JetStreamEventLog:
                 raise outcome from exc
             return outcome
         except _TRANSIENT as exc:
-            raise EventLogUnavailable(f"append to {subject} not acknowledged: {exc!r}") from exc
+            raise AppendNotStored(self._not_stored(subject, exc)) from exc
         return Appended(seq=ack.seq, duplicate=bool(ack.duplicate))
+
+    def _not_stored(self, subject: str, exc: BaseException) -> str:
+        return (f"{_unavailable(self._stream, f'the append to {subject} was not stored', exc)}"
+                f". Retry later (with the same Idempotency-Key it is stored at most once)")
 
     async def append_many(self, appends: Sequence[PendingAppend], *, window: int = 1000
                           ) -> list[Appended | Conflict]:
@@ -238,7 +249,8 @@ class JetStreamEventLog:
                     acks = await asyncio.wait_for(asyncio.gather(*futures),
                                                   timeout=_TIMEOUT_S * 4)
             except TimeoutError as exc:
-                raise EventLogUnavailable(f"{len(chunk)} appends not acknowledged") from exc
+                raise AppendNotStored(f"JetStream is unavailable: {len(chunk)} appends not "
+                                      f"acknowledged within {_TIMEOUT_S * 4:.0f} s") from exc
             for item, ack in zip(chunk, acks, strict=True):
                 results.append(await self._outcome(item, ack))
         return results
@@ -279,7 +291,8 @@ class JetStreamEventLog:
         except nats.js.errors.NotFoundError:
             return None
         except _TRANSIENT as exc:
-            raise EventLogUnavailable(f"cannot read event #{seq}: {exc!r}") from exc
+            raise JetStreamUnavailable(_unavailable(self._stream, f"cannot read event #{seq}",
+                                                   exc)) from exc
         headers = dict(msg.headers or {})
         return Record(seq=msg.seq or seq, subject=msg.subject or "", data=msg.data or b"",
                       headers=headers, schema_version=_schema_of(headers))
@@ -316,7 +329,8 @@ class JetStreamEventLog:
         except nats.js.errors.NotFoundError:
             return None
         except _TRANSIENT as exc:
-            raise EventLogUnavailable(f"cannot read {subject}: {exc!r}") from exc
+            raise JetStreamUnavailable(_unavailable(self._stream, f"cannot read {subject}",
+                                                   exc)) from exc
         headers = dict(msg.headers or {})
         return Record(
             seq=msg.seq or 0,
@@ -337,7 +351,8 @@ class JetStreamEventLog:
                                       ack_policy=AckPolicy.NONE, inactive_threshold=_INACTIVE_S,
                                       mem_storage=True, num_replicas=1))
         except _TRANSIENT as exc:
-            raise EventLogUnavailable(f"cannot read {subject_filter}: {exc!r}") from exc
+            raise JetStreamUnavailable(_unavailable(
+                self._stream, f"cannot read {subject_filter}", exc)) from exc
         records: list[Record] = []
         try:
             pending = (await sub.consumer_info()).num_pending
@@ -349,7 +364,8 @@ class JetStreamEventLog:
                 records.extend(_record(m) for m in msgs)
                 pending = msgs[-1].metadata.num_pending if msgs else 0
         except _TRANSIENT as exc:
-            raise EventLogUnavailable(f"cannot read {subject_filter}: {exc!r}") from exc
+            raise JetStreamUnavailable(_unavailable(
+                self._stream, f"cannot read {subject_filter}", exc)) from exc
         finally:
             with contextlib.suppress(nats.errors.ConnectionClosedError, nats.errors.Error):
                 await sub.unsubscribe()
@@ -359,7 +375,8 @@ class JetStreamEventLog:
         try:
             info = await self._js.stream_info(self._stream)
         except _TRANSIENT as exc:
-            raise EventLogUnavailable(f"cannot read stream {self._stream}: {exc!r}") from exc
+            raise JetStreamUnavailable(_unavailable(self._stream, "cannot read its last sequence",
+                                                   exc)) from exc
         return info.state.last_seq
 
     async def read(self, from_seq: int, *, max_batch: int = 1000) -> AsyncIterator[list[Record]]:
@@ -402,6 +419,21 @@ class JetStreamEventLog:
         finally:
             with contextlib.suppress(nats.errors.ConnectionClosedError, nats.errors.Error):
                 await sub.unsubscribe()
+
+
+def _unavailable(stream: str, what: str, exc: BaseException) -> str:
+    """Why JetStream did not answer, in words an operator can act on."""
+    if isinstance(exc, (nats.js.errors.NoStreamResponseError,
+                        nats.js.errors.ServiceUnavailableError,
+                        nats.errors.NoRespondersError)):
+        why = (f"no leader or replica of stream {stream} answered: with replicas, fewer than "
+               f"a majority of them are up (quorum lost)")
+    elif isinstance(exc, (asyncio.TimeoutError, nats.errors.TimeoutError)):
+        why = (f"no answer within {_TIMEOUT_S:.0f} s (a stream leader being elected, or one "
+               f"without quorum)")
+    else:
+        why = f"NATS is not reachable ({type(exc).__name__})"
+    return f"JetStream is unavailable: {what}: {why}"
 
 
 def _raise_if_cancelled(task: asyncio.Task[Any] | None) -> None:

@@ -16,7 +16,9 @@ messages is stored whole or not at all, and its first message carries the fence.
 fenced message each, pipelined: on a clustered stream (R3) the stream leader refuses a
 message with an expected-subject-sequence check while another one checking the same subject
 is still in flight (err_code 10164, "wrong last sequence"), so every fenced message after the
-first of a pipeline was refused.
+first of a pipeline was refused. A bucket made before (without `allow_atomic`, which only an
+admin may turn on: `nats stream edit KV_meshlog_projections --allow-batch`) gets its fenced
+messages one at a time, each acknowledged before the next: correct, slower.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 
-from events.bus._kv import allow_atomic_batches, open_bucket, stop_watcher
+from events.bus._kv import atomic_batches_allowed, open_bucket, stop_watcher
 from events.bus._pipeline import AckPipeline
 from events.errors import EventLogUnavailable, LeaseLost
 
@@ -59,13 +61,17 @@ class JetStreamProjectionBus:
         self._kv = kv
         self._bucket = bucket
         self._pipeline: AckPipeline | None = None
+        self._atomic = False
+        """The bucket takes atomic batches (made by this meshlog): fenced publishes are
+        batches; else (a bucket made before) one fenced message at a time."""
 
     @classmethod
     async def open(cls, nc: NATS, *, bucket: str = BUCKET, replicas: int = 1
                    ) -> JetStreamProjectionBus:
-        kv = await open_bucket(nc, bucket, replicas=replicas, what="projection")
-        await allow_atomic_batches(nc, bucket, what="projection")
-        return cls(nc, kv, bucket)
+        kv = await open_bucket(nc, bucket, replicas=replicas, what="projection", atomic=True)
+        bus = cls(nc, kv, bucket)
+        bus._atomic = await atomic_batches_allowed(nc, bucket)
+        return bus
 
     @property
     def bucket(self) -> str:
@@ -82,8 +88,9 @@ class JetStreamProjectionBus:
         headers every message carries (events.bus.lease: the lease key's expected revision);
         a refusal by them is LeaseLost."""
         if fence:
-            for start in range(0, len(updates), _BATCH_MAX):
-                await self._publish_batch(updates[start:start + _BATCH_MAX], fence)
+            size = _BATCH_MAX if self._atomic else 1
+            for start in range(0, len(updates), size):
+                await self._publish_batch(updates[start:start + size], fence)
             return
         if self._pipeline is None:
             self._pipeline = await AckPipeline.open(self._nc)
@@ -108,20 +115,23 @@ class JetStreamProjectionBus:
     async def _publish_batch(self, updates: Sequence[ProjectionUpdate],
                              fence: dict[str, str]) -> None:
         """One atomic batch: the fence on its first message (the batch is stored whole or not
-        at all), the commit on its last, which alone is acknowledged."""
+        at all), the commit on its last, which alone is acknowledged. One update: a plain
+        fenced publish (no batch headers: also for a bucket without atomic batches)."""
         batch_id = uuid.uuid4().hex
         last = len(updates)
         try:
             for number, (key, value) in enumerate(updates, start=1):
-                headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(number),
-                           **(fence if number == 1 else {})}
+                headers = dict(fence) if number == 1 else {}
+                if last > 1:
+                    headers |= {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(number)}
                 if value is None:
                     headers["KV-Operation"] = "DEL"
                 subject = f"$KV.{self._bucket}.{key}"
                 if number < last:
                     await self._nc.publish(subject, value or b"", headers=headers)
                     continue
-                headers["Nats-Batch-Commit"] = "1"
+                if last > 1:
+                    headers["Nats-Batch-Commit"] = "1"
                 reply = await self._nc.request(subject, value or b"", timeout=_TIMEOUT_S * 2,
                                                headers=headers)
         except (TimeoutError, nats.errors.Error) as exc:

@@ -9,8 +9,17 @@ from pathlib import Path
 
 import pytest
 from nats.aio.client import Client as NATS
+from nats.js.api import KeyValueConfig, StorageType
 
-from events import Conflict, JetStreamEventLog, LeaseLost, MeshApplied, connect_nats
+from events import (
+    AppendNotStored,
+    Conflict,
+    JetStreamEventLog,
+    JetStreamUnavailable,
+    LeaseLost,
+    MeshApplied,
+    connect_nats,
+)
 from events.bus.jetstream import server_urls
 from events.bus.lease import FencedProjectionBus, JetStreamLease
 from events.bus.projection_bus import CHECKPOINT_KEY, JetStreamProjectionBus
@@ -86,3 +95,72 @@ async def test_racing_appends_to_one_subject_on_a_replicated_stream_are_conflict
     assert len(stored) == 1
     assert all(isinstance(o, Conflict) for o in outcomes if isinstance(o, BaseException)), outcomes
     assert (await log.last_seq()) == 1
+
+
+async def test_without_quorum_an_append_is_not_stored_and_says_why(cluster: NatsCluster,
+                                                                   cnc: NATS) -> None:
+    """Two of three nodes down: the append fails (no stream leader), naming JetStream and the
+    lost quorum; with quorum back the same append is stored, once."""
+    log = await JetStreamEventLog.open(cnc, replicas=3)
+    subject = resource_subject("Mesh", None, "m")
+    await log.append(subject, MeshApplied(at=1, mesh=Mesh(name="m")),
+                     expected_last_subject_seq=0, msg_id="first")
+    info = await cnc.jetstream().stream_info(EVENTS_STREAM)
+    assert info.cluster is not None
+    survivor = next(n for n in cluster.nodes if n.name != info.cluster.leader)
+    down = [n.name for n in cluster.nodes if n is not survivor]
+    for name in down:
+        await cluster.kill(name)
+
+    async def refused() -> JetStreamUnavailable:
+        try:
+            await log.append(subject, MeshApplied(at=2, mesh=Mesh(name="m")),
+                             expected_last_subject_seq=1, msg_id="second")
+        except AppendNotStored as exc:
+            return exc
+        raise AssertionError("an append without quorum was acknowledged")
+
+    async def read_refused() -> JetStreamUnavailable | None:
+        try:
+            await log.last(subject)
+        except JetStreamUnavailable as exc:
+            return exc
+        return None  # a replica may still answer a direct get without quorum
+
+    # the client may still be reconnecting to the survivor: a timeout also says JetStream
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    error = await refused()
+    while "quorum lost" not in str(error) and loop.time() < deadline:
+        error = await refused()
+    assert "quorum lost" in str(error)
+    assert "JetStream is unavailable" in str(error)
+    unread = await read_refused()
+    assert unread is None or "quorum lost" in str(unread)
+
+    await cluster.start(*down)
+    deadline = loop.time() + 60
+    while True:
+        try:
+            appended = await log.append(subject, MeshApplied(at=2, mesh=Mesh(name="m")),
+                                        expected_last_subject_seq=1, msg_id="second")
+            break
+        except AppendNotStored:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+    assert appended.seq == 2
+
+
+async def test_a_bucket_made_without_atomic_batches_takes_fenced_publishes_one_by_one(
+        cnc: NATS) -> None:
+    """A projection bucket made by an earlier meshlog (no `allow_atomic`): still correct."""
+    await cnc.jetstream().create_key_value(KeyValueConfig(
+        bucket="meshlog_projections", history=1, storage=StorageType.FILE, replicas=3,
+        direct=True))
+    bus = await JetStreamProjectionBus.open(cnc, replicas=3)
+    lease = await JetStreamLease.open(bus, name="main", holder="a", ttl_s=5)
+    await lease.acquire()
+    rows = [(f"mesh/m{i}", b"{}") for i in range(30)]
+    await FencedProjectionBus(bus, lease).publish([*rows, (CHECKPOINT_KEY, b"1")])
+    assert len(await bus.current()) == 31

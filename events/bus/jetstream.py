@@ -60,6 +60,10 @@ IN_FLIGHT_CHECK = 10164
 same subject is in flight at the stream leader. Like 10071, a concurrent write (or our own
 retry), decided the same way."""
 _STALE = (WRONG_LAST_SEQUENCE, IN_FLIGHT_CHECK)
+MSG_ID_IN_PROCESS = 10158
+"""An append whose Msg-Id an earlier attempt still holds at the stream leader (proposed, not
+yet stored: a leader without quorum, or being replaced). Neither stored nor refused yet:
+transient, retried with the same Msg-Id later."""
 _IDLE_FETCH_S = 30.0
 """How long a caught-up reader's fetch waits before asking again (nothing is lost)."""
 _INACTIVE_S = 120.0
@@ -213,8 +217,11 @@ class JetStreamEventLog:
                 ack = await self._js.publish(
                     subject, data, timeout=_TIMEOUT_S, stream=self._stream, headers=hdrs
                 )
-        except nats.js.errors.BadRequestError as exc:
-            if exc.err_code not in _STALE:
+        except nats.js.errors.APIError as exc:
+            # ServiceUnavailableError is an APIError too
+            if exc.err_code == MSG_ID_IN_PROCESS or isinstance(exc, _TRANSIENT):
+                raise AppendNotStored(self._not_stored(subject, exc)) from exc
+            if not isinstance(exc, nats.js.errors.BadRequestError) or exc.err_code not in _STALE:
                 raise
             outcome = await self._stale_or_retried(subject, expected_last_subject_seq, msg_id)
             if isinstance(outcome, Conflict):
@@ -305,6 +312,9 @@ class JetStreamEventLog:
         if error.get("err_code") in _STALE:
             return await self._stale_or_retried(item.subject, item.expected_last_subject_seq,
                                                 item.msg_id)
+        if error.get("err_code") == MSG_ID_IN_PROCESS:
+            raise AppendNotStored(f"JetStream is unavailable: the append to {item.subject} is "
+                                  f"still in process at the stream leader; retry later")
         raise EventLogUnavailable(f"append to {item.subject} refused: {error}")
 
     async def _stale_or_retried(self, subject: str, expected: int, msg_id: str
@@ -423,7 +433,10 @@ class JetStreamEventLog:
 
 def _unavailable(stream: str, what: str, exc: BaseException) -> str:
     """Why JetStream did not answer, in words an operator can act on."""
-    if isinstance(exc, (nats.js.errors.NoStreamResponseError,
+    if isinstance(exc, nats.js.errors.APIError) and exc.err_code == MSG_ID_IN_PROCESS:
+        why = ("an earlier attempt with the same Msg-Id is still in process at the stream "
+               "leader (a leader without quorum, or being replaced)")
+    elif isinstance(exc, (nats.js.errors.NoStreamResponseError,
                         nats.js.errors.ServiceUnavailableError,
                         nats.errors.NoRespondersError)):
         why = (f"no leader or replica of stream {stream} answered: with replicas, fewer than "

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import nats.js.errors
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import KeyValueConfig, StorageType
@@ -164,3 +165,20 @@ async def test_a_bucket_made_without_atomic_batches_takes_fenced_publishes_one_b
     rows = [(f"mesh/m{i}", b"{}") for i in range(30)]
     await FencedProjectionBus(bus, lease).publish([*rows, (CHECKPOINT_KEY, b"1")])
     assert len(await bus.current()) == 31
+
+
+async def test_a_retry_while_the_first_attempt_is_in_process_is_not_stored_yet(
+        nc: NATS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nats-server's answer to a Msg-Id an earlier attempt still holds (err_code 10158, seen
+    under quorum loss) is transient: AppendNotStored, a 503 from the API, never a 500."""
+    log = await JetStreamEventLog.open(nc)
+
+    async def in_process(*args: object, **kwargs: object) -> None:
+        raise nats.js.errors.APIError(code=409, err_code=10158,
+                                      description="duplicate message id is in process")
+
+    monkeypatch.setattr(log._js, "publish", in_process)
+    with pytest.raises(AppendNotStored, match="still in process at the stream leader"):
+        await log.append(resource_subject("Mesh", None, "m"),
+                         MeshApplied(at=1, mesh=Mesh(name="m")),
+                         expected_last_subject_seq=0, msg_id="again")

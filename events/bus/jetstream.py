@@ -439,8 +439,8 @@ def _unavailable(stream: str, what: str, exc: BaseException) -> str:
     elif isinstance(exc, (nats.js.errors.NoStreamResponseError,
                         nats.js.errors.ServiceUnavailableError,
                         nats.errors.NoRespondersError)):
-        why = (f"no leader or replica of stream {stream} answered: with replicas, fewer than "
-               f"a majority of them are up (quorum lost)")
+        why = (f"no leader or replica of stream {stream} answered: a new leader is being "
+               f"elected, or fewer than a majority of its replicas are up (quorum lost)")
     elif isinstance(exc, (asyncio.TimeoutError, nats.errors.TimeoutError)):
         why = (f"no answer within {_TIMEOUT_S:.0f} s (a stream leader being elected, or one "
                f"without quorum)")

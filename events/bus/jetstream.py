@@ -64,8 +64,9 @@ MSG_ID_IN_PROCESS = 10158
 """An append whose Msg-Id an earlier attempt still holds at the stream leader (proposed, not
 yet stored: a leader without quorum, or being replaced). Neither stored nor refused yet:
 transient, retried with the same Msg-Id later."""
-_IDLE_FETCH_S = 30.0
-"""How long a caught-up reader's fetch waits before asking again (nothing is lost)."""
+_IDLE_FETCH_S = 5.0
+"""How long a caught-up reader's fetch waits before asking again (nothing is lost), and
+before it checks that its consumer still serves it (`read`)."""
 _INACTIVE_S = 120.0
 """The server removes a reader's consumer this long after the reader is gone."""
 DUPLICATE_WINDOW_S = 120.0
@@ -397,13 +398,17 @@ class JetStreamEventLog:
         nats-py drop pushed messages, and a dropped flow-control message stalls the push
         consumer for good. With pull the server sends only what was asked for. While the last
         message says more are pending, whole batches are fetched; once caught up, a one-message
-        fetch waits and returns as soon as something is appended."""
-        sub = await self._js.pull_subscribe(
-            events_wildcard(), durable=None, stream=self._stream,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                                  opt_start_seq=max(1, from_seq), ack_policy=AckPolicy.NONE,
-                                  inactive_threshold=_INACTIVE_S, mem_storage=True,
-                                  num_replicas=1))
+        fetch waits and returns as soon as something is appended.
+
+        On a replicated stream the consumer (R1, in memory) lives on one node. While that
+        node is down a fetch gets nothing; once it is back the server recreates the consumer
+        from its first start sequence and delivers the log again from there. So the reader
+        keeps the next sequence it owes: an idle fetch that times out while the stream holds
+        that sequence, or a batch that goes back before it, means the consumer is not the one
+        it made, and a new one is made at that sequence. Nothing is yielded twice or skipped.
+        """
+        next_seq = max(1, from_seq)
+        sub = await self._consumer(next_seq)
         caught_up = False
         me = asyncio.current_task()
         try:
@@ -416,6 +421,11 @@ class JetStreamEventLog:
                 except (TimeoutError, nats.errors.TimeoutError):
                     caught_up = True
                     _raise_if_cancelled(me)
+                    if await self._stored_up_to() >= next_seq:
+                        log.warning("reader of %s got nothing while sequence %d is stored: "
+                                    "its consumer is gone (its server restarted?); making "
+                                    "a new one there", self._stream, next_seq)
+                        sub = await self._renew_consumer(sub, next_seq)
                     continue
                 # Python 3.11's asyncio.wait_for (inside nats-py's fetch) loses a cancel that
                 # lands as a message arrives (CPython gh-86296): the task still counts it
@@ -423,12 +433,47 @@ class JetStreamEventLog:
                 if not msgs:  # a transient status (404/408/409) ended the fetch empty
                     caught_up = True
                     continue
+                if msgs[0].metadata.sequence.stream < next_seq:
+                    log.warning("reader of %s was sent sequence %d again after %d: its "
+                                "consumer was recreated (its server restarted); making a new "
+                                "one at %d", self._stream, msgs[0].metadata.sequence.stream,
+                                next_seq - 1, next_seq)
+                    sub = await self._renew_consumer(sub, next_seq)
+                    caught_up = False
+                    continue
                 batch = [_record(m) for m in msgs]
+                next_seq = batch[-1].seq + 1
                 caught_up = msgs[-1].metadata.num_pending == 0
                 yield batch
         finally:
             with contextlib.suppress(nats.errors.ConnectionClosedError, nats.errors.Error):
                 await sub.unsubscribe()
+
+    async def _stored_up_to(self) -> int:
+        """The stream's last sequence; 0 while it cannot be read (a leader being elected):
+        the reader asks again at its next idle fetch."""
+        try:
+            return await self.last_seq()
+        except JetStreamUnavailable:
+            return 0
+
+    async def _consumer(self, start_seq: int) -> JetStreamContext.PullSubscription:
+        return await self._js.pull_subscribe(
+            events_wildcard(), durable=None, stream=self._stream,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                                  opt_start_seq=start_seq, ack_policy=AckPolicy.NONE,
+                                  inactive_threshold=_INACTIVE_S, mem_storage=True,
+                                  num_replicas=1))
+
+    async def _renew_consumer(self, sub: JetStreamContext.PullSubscription, start_seq: int
+                              ) -> JetStreamContext.PullSubscription:
+        with contextlib.suppress(nats.errors.ConnectionClosedError, nats.errors.Error):
+            await sub.unsubscribe()
+        try:
+            return await self._consumer(start_seq)
+        except _TRANSIENT as exc:
+            raise JetStreamUnavailable(_unavailable(
+                self._stream, f"cannot read from sequence {start_seq}", exc)) from exc
 
 
 def _unavailable(stream: str, what: str, exc: BaseException) -> str:

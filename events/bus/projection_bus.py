@@ -17,8 +17,8 @@ fenced message each, pipelined: on a clustered stream (R3) the stream leader ref
 message with an expected-subject-sequence check while another one checking the same subject
 is still in flight (err_code 10164, "wrong last sequence"), so every fenced message after the
 first of a pipeline was refused. A bucket made before (without `allow_atomic`, which only an
-admin may turn on: `nats stream edit KV_meshlog_projections --allow-batch`) gets its fenced
-messages one at a time, each acknowledged before the next: correct, slower.
+admin may turn on, on the stream `KV_meshlog_projections`) gets its fenced messages one at a
+time, each acknowledged before the next: correct, slower.
 """
 
 from __future__ import annotations

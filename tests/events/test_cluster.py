@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import nats.errors
 import nats.js.errors
 import pytest
 from nats.aio.client import Client as NATS
@@ -182,3 +183,75 @@ async def test_a_retry_while_the_first_attempt_is_in_process_is_not_stored_yet(
         await log.append(resource_subject("Mesh", None, "m"),
                          MeshApplied(at=1, mesh=Mesh(name="m")),
                          expected_last_subject_seq=0, msg_id="again")
+
+
+async def test_the_reader_outlives_the_node_of_its_consumer(cluster: NatsCluster,
+                                                            cnc: NATS) -> None:
+    """The reader's consumer (R1, in memory) lives on one node. That node SIGKILLed and
+    started again: the reader still yields every sequence once, in order (the server recreated
+    the consumer from its first sequence, which the projector took for a gap and halted)."""
+    log = await JetStreamEventLog.open(cnc, replicas=3)
+
+    async def append(i: int) -> None:
+        subject = resource_subject("Mesh", None, f"m{i}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while True:
+            try:
+                await log.append(subject, MeshApplied(at=1, mesh=Mesh(name=f"m{i}")),
+                                 expected_last_subject_seq=0, msg_id=f"m{i}")
+                return
+            except AppendNotStored:  # retried with the same Msg-Id: stored once
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
+    seen: list[int] = []
+
+    async def until(count: int) -> None:
+        while len(seen) < count:
+            if reading.done():
+                reading.result()  # the reader's error, if it failed
+                raise AssertionError("the reader ended")
+            await asyncio.sleep(0.05)
+
+    async def reader() -> None:
+        """Like the projector's loop: a reader that fails (NATS unavailable) starts again
+        after the last sequence it got."""
+        while True:
+            try:
+                async for batch in log.read(len(seen) + 1):
+                    seen.extend(record.seq for record in batch)
+            except (JetStreamUnavailable, nats.errors.Error):
+                await asyncio.sleep(0.5)
+
+    for i in range(20):
+        await append(i)
+    reading = asyncio.ensure_future(reader())
+    try:
+        await asyncio.wait_for(until(20), 30)
+        [consumer] = await cnc.jetstream().consumers_info(EVENTS_STREAM)
+        assert consumer.cluster is not None and consumer.cluster.leader
+        await cluster.kill(consumer.cluster.leader)
+        for i in range(20, 30):
+            await append(i)
+        await asyncio.wait_for(until(30), 60)
+        await cluster.start(consumer.cluster.leader)
+        for i in range(30, 40):
+            await append(i)
+        await asyncio.wait_for(until(40), 60)
+        assert seen == list(range(1, 41))
+
+        # the node back before the reader noticed: the recreated consumer starts over
+        [consumer] = [c for c in await cnc.jetstream().consumers_info(EVENTS_STREAM)
+                      if c.delivered.stream_seq == 40]
+        assert consumer.cluster is not None and consumer.cluster.leader
+        await cluster.kill(consumer.cluster.leader)
+        await cluster.start(consumer.cluster.leader)
+        for i in range(40, 50):
+            await append(i)
+        await asyncio.wait_for(until(50), 60)
+        assert seen == list(range(1, 51))
+    finally:
+        reading.cancel()
+        await asyncio.wait([reading])

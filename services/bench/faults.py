@@ -71,6 +71,11 @@ class Load:
         self.api = api
         self.acked: dict[str, float] = {}
         """Dataplane name -> when its write was acknowledged (monotonic)."""
+        self.sent: dict[str, float] = {}
+        """Dataplane name -> when its acknowledged attempt was sent (monotonic)."""
+        self.unprojected = 0
+        """Acknowledged writes the API answered before the projector had folded them (it
+        waits up to 5 s for that: read-your-writes)."""
         self.failed: list[str] = []
         self.retries = 0
         self.statuses: Counter[str] = Counter()
@@ -91,6 +96,7 @@ class Load:
         headers = {"Idempotency-Key": f"faults-{name}"}
         deadline = time.monotonic() + _GIVE_UP_S
         while True:
+            sent = time.monotonic()
             try:
                 response = await self.api.put(f"/meshes/{MESH}/dataplanes/{name}", json=doc,
                                               headers=headers)
@@ -102,6 +108,8 @@ class Load:
                 self.reasons[_reason(response)] += 1
             if status in ("200", "201"):
                 self.acked[name] = time.monotonic()
+                self.sent[name] = sent
+                self.unprojected += "Meshlog-Projection" in response.headers
                 return
             if status[0] == "4" or time.monotonic() > deadline:
                 self.failed.append(f"{name}: {status}")
@@ -184,6 +192,8 @@ async def _run(stack: AsyncExitStack, work: Path, cluster: NatsCluster, *, proxi
     caught_up_s = time.monotonic() - stopped_at
     push_ms = await _gateway_round(api, workers)
     times = sorted([started, *load.acked.values()])
+    stall_from, stall_to = max(itertools.pairwise(times), key=lambda gap: gap[1] - gap[0])
+    ended_by = min((n for n, at in load.acked.items() if at == stall_to), default=None)
     return {
         "appends_acknowledged": len(acked),
         "appends_failed": len(load.failed),
@@ -192,7 +202,11 @@ async def _run(stack: AsyncExitStack, work: Path, cluster: NatsCluster, *, proxi
         "lost": len(acked - counts.keys()),
         "duplicates": sum(n - 1 for n in counts.values() if n > 1),
         "stored_unacknowledged": len(counts.keys() - acked),
-        "max_stall_s": round(max(b - a for a, b in itertools.pairwise(times)), 2),
+        "max_stall_s": round(stall_to - stall_from, 2),
+        "stall_began_after_kill_s": round(stall_from - killed_at, 2),
+        "stall_ending_write_took_s": round(stall_to - load.sent[ended_by], 2)
+        if ended_by else None,
+        "acknowledged_before_projected": load.unprojected,
         "appends_per_s": round(len(acked) / (stopped_at - started), 1),
         "load_s": round(stopped_at - started, 1),
         "leader_killed": leader,

@@ -11,7 +11,7 @@ import nats.errors
 import nats.js.errors
 import pytest
 from nats.aio.client import Client as NATS
-from nats.js.api import KeyValueConfig, StorageType
+from nats.js.api import ConsumerInfo, KeyValueConfig, StorageType
 
 from events import (
     AppendNotStored,
@@ -225,13 +225,20 @@ async def test_the_reader_outlives_the_node_of_its_consumer(cluster: NatsCluster
             except (JetStreamUnavailable, nats.errors.Error):
                 await asyncio.sleep(0.5)
 
+    async def reader_consumer(delivered: int) -> ConsumerInfo:
+        """The reader's consumer: the one that delivered up to `delivered` (one it gave up
+        may linger until its inactivity threshold)."""
+        ours = [c for c in await cnc.jetstream().consumers_info(EVENTS_STREAM)
+                if c.delivered.stream_seq == delivered]
+        assert ours and ours[0].cluster is not None and ours[0].cluster.leader, ours
+        return ours[0]
+
     for i in range(20):
         await append(i)
     reading = asyncio.ensure_future(reader())
     try:
         await asyncio.wait_for(until(20), 30)
-        [consumer] = await cnc.jetstream().consumers_info(EVENTS_STREAM)
-        assert consumer.cluster is not None and consumer.cluster.leader
+        consumer = await reader_consumer(20)
         await cluster.kill(consumer.cluster.leader)
         for i in range(20, 30):
             await append(i)
@@ -243,9 +250,7 @@ async def test_the_reader_outlives_the_node_of_its_consumer(cluster: NatsCluster
         assert seen == list(range(1, 41))
 
         # the node back before the reader noticed: the recreated consumer starts over
-        [consumer] = [c for c in await cnc.jetstream().consumers_info(EVENTS_STREAM)
-                      if c.delivered.stream_seq == 40]
-        assert consumer.cluster is not None and consumer.cluster.leader
+        consumer = await reader_consumer(40)
         await cluster.kill(consumer.cluster.leader)
         await cluster.start(consumer.cluster.leader)
         for i in range(40, 50):

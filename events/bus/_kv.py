@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
@@ -36,11 +39,15 @@ async def open_bucket(nc: NATS, bucket: str, *, replicas: int, what: str,
             return await js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
             if not atomic:
-                return await js.create_key_value(KeyValueConfig(
+                kv = await js.create_key_value(KeyValueConfig(
                     bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas,
                     direct=True))
-            await _create_atomic(js, bucket, replicas)
-            return await js.key_value(bucket)
+            else:
+                await _create_atomic(js, bucket, replicas)
+                kv = await js.key_value(bucket)
+            if replicas > 1:
+                await await_stream_leader(js, f"KV_{bucket}")
+            return kv
     except nats.errors.Error as exc:
         raise EventLogUnavailable(f"cannot open {what} bucket {bucket}: {exc!r}") from exc
 
@@ -69,3 +76,20 @@ async def _create_atomic(js: JetStreamContext, bucket: str, replicas: int) -> No
     except nats.js.errors.BadRequestError as exc:
         if exc.err_code != _STREAM_NAME_IN_USE:
             raise
+
+
+_LEADER_WAIT_S = 10.0
+
+
+async def await_stream_leader(js: JetStreamContext, stream: str) -> None:
+    """After creating a replicated stream: until its group has elected a leader (a few
+    hundred ms on loopback), so the first write is not refused for having none. Bounded: past
+    it, writes get the usual transient error."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _LEADER_WAIT_S
+    while loop.time() < deadline:
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            info = await js.stream_info(stream)
+            if info.cluster is None or info.cluster.leader:
+                return  # a single server has no group; or the group has its leader
+        await asyncio.sleep(0.05)

@@ -29,6 +29,7 @@ from nats.js.api import (
     StreamConfig,
 )
 
+from events.bus._kv import await_stream_leader
 from events.bus._pipeline import AckPipeline
 from events.bus.nats_access import (
     Refusals,
@@ -194,6 +195,8 @@ class JetStreamEventLog:
                     info = await js.stream_info(stream)
                 except nats.js.errors.NotFoundError:
                     await js.add_stream(wanted)
+                    if replicas > 1:
+                        await await_stream_leader(js, stream)
                 else:
                     _check_stream(info.config, wanted)
         except _TRANSIENT as exc:

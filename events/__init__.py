@@ -4,10 +4,12 @@ from events.bus.jetstream import JetStreamEventLog, connect_nats
 from events.codec import SCHEMA_VERSION, decode_event, encode_event
 from events.decoding import KINDS, decode_resource, kind_of
 from events.errors import (
+    AppendNotStored,
     Conflict,
     EventLogUnavailable,
     IdempotencyKeyReused,
     InvalidResource,
+    JetStreamUnavailable,
     LeaseLost,
     MeshlogError,
     NotFound,
@@ -103,6 +105,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SERVICE_TAG",
     "AnyEvent",
+    "AppendNotStored",
     "Appended",
     "CaCreated",
     "ClockTicked",
@@ -123,6 +126,7 @@ __all__ = [
     "InvalidResource",
     "IpamConfigured",
     "JetStreamEventLog",
+    "JetStreamUnavailable",
     "LeaseLost",
     "MalformedSubject",
     "Mesh",

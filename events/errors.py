@@ -13,6 +13,10 @@
     │                             what it writes under the lease is refused from now on
     └── TransientError            the bus is unavailable or timed out; retry later
         └── EventLogUnavailable
+            └── JetStreamUnavailable  JetStream did not answer the event log: no stream
+                │                     leader or replica (a replicated stream without
+                │                     quorum), no server reachable, or no answer in time
+                └── AppendNotStored   ... to an append, which may be retried as it was
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ from collections.abc import Sequence
 import msgspec
 
 __all__ = [
+    "AppendNotStored",
     "Conflict",
     "EventLogUnavailable",
     "IdempotencyKeyReused",
     "InvalidResource",
+    "JetStreamUnavailable",
     "LeaseLost",
     "MeshlogError",
     "NotFound",
@@ -114,3 +120,14 @@ class LeaseLost(PermanentError):
 
 class EventLogUnavailable(TransientError):
     pass
+
+
+class JetStreamUnavailable(EventLogUnavailable):
+    """JetStream did not answer a read or write of the event log; the message says why in
+    an operator's words."""
+
+
+class AppendNotStored(JetStreamUnavailable):
+    """An append JetStream did not acknowledge. Retrying with the same Msg-Id (an API
+    client: the same Idempotency-Key) is safe: if it was stored after all, the retry is
+    recognised and nothing is stored twice."""

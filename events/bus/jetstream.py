@@ -34,6 +34,7 @@ from nats.js.api import (
 )
 from opentelemetry.trace import Span, SpanKind, get_current_span
 
+from events.bus._kv import await_stream_leader
 from events.bus._pipeline import AckPipeline
 from events.bus.nats_access import (
     Refusals,
@@ -43,19 +44,36 @@ from events.bus.nats_access import (
 )
 from events.bus.trace_context import tracer, with_trace
 from events.codec import SCHEMA_HEADER, SCHEMA_VERSION, encode_event
-from events.errors import Conflict, EventLogUnavailable, StreamConfigMismatch, TooLarge
+from events.errors import (
+    AppendNotStored,
+    Conflict,
+    EventLogUnavailable,
+    JetStreamUnavailable,
+    StreamConfigMismatch,
+    TooLarge,
+)
 from events.event_types import AnyEvent
 from events.log import Appended, PendingAppend, Record
 from events.subjects import EVENTS_STREAM, events_wildcard
 
-__all__ = ["JetStreamEventLog", "connect_nats"]
+__all__ = ["JetStreamEventLog", "connect_nats", "server_urls"]
 
 log = logging.getLogger("meshlog.nats")
 
 
 WRONG_LAST_SEQUENCE = 10071
-_IDLE_FETCH_S = 30.0
-"""How long a caught-up reader's fetch waits before asking again (nothing is lost)."""
+IN_FLIGHT_CHECK = 10164
+"""A clustered stream's "wrong last sequence" without a number: another append checking the
+same subject is in flight at the stream leader. Like 10071, a concurrent write (or our own
+retry), decided the same way."""
+_STALE = (WRONG_LAST_SEQUENCE, IN_FLIGHT_CHECK)
+MSG_ID_IN_PROCESS = 10158
+"""An append whose Msg-Id an earlier attempt still holds at the stream leader (proposed, not
+yet stored: a leader without quorum, or being replaced). Neither stored nor refused yet:
+transient, retried with the same Msg-Id later."""
+_IDLE_FETCH_S = 5.0
+"""How long a caught-up reader's fetch waits before asking again (nothing is lost), and
+before it checks that its consumer still serves it (`read`)."""
 _INACTIVE_S = 120.0
 """The server removes a reader's consumer this long after the reader is gone."""
 DUPLICATE_WINDOW_S = 120.0
@@ -92,18 +110,19 @@ async def connect_nats(url: str, *, name: str, credentials: Path | None = None,
     ends with a clear error instead of waiting for a NATS that may never come back."""
     auth = credential_options(credentials)
     refusals = Refusals(name, url, credentials=credentials, quiet=not reconnect)
+    servers = server_urls(url)
     nc = NATS()
     try:
         if reconnect:
             await nc.connect(
-                url, name=name, connect_timeout=5, allow_reconnect=True,
+                servers, name=name, connect_timeout=5, allow_reconnect=True,
                 max_reconnect_attempts=-1, reconnected_cb=reconnected_cb,
                 error_cb=_logging(refusals), **auth)
         else:
             # nats-py tries the first connection for ever unless max_reconnect_attempts > 0
             # (0 does not stop it): one attempt per server, then NoServersError
             await nc.connect(
-                url, name=name, connect_timeout=5, allow_reconnect=False,
+                servers, name=name, connect_timeout=5, allow_reconnect=False,
                 max_reconnect_attempts=1,
                 # nats-py annotates it int; it is seconds, slept with asyncio.sleep
                 reconnect_time_wait=0.1,  # type: ignore[arg-type]
@@ -119,6 +138,14 @@ async def connect_nats(url: str, *, name: str, credentials: Path | None = None,
         raise EventLogUnavailable(f"cannot reach NATS at {url}: {exc}") from exc
     register(nc, refusals)
     return nc
+
+
+def server_urls(url: str) -> list[str]:
+    """The servers of a `--nats-url`: one URL, or several separated by commas (a cluster's
+    nodes, as the nats CLI and compose.yaml give them). nats-py takes a list; a string with
+    commas it refuses ("invalid connect url option")."""
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    return servers or [url]
 
 
 def _noting(refusals: Refusals) -> Callable[[Exception], Awaitable[None]]:
@@ -181,6 +208,8 @@ class JetStreamEventLog:
                     info = await js.stream_info(stream)
                 except nats.js.errors.NotFoundError:
                     await js.add_stream(wanted)
+                    if replicas > 1:
+                        await await_stream_leader(js, stream)
                 else:
                     _check_stream(info.config, wanted, exact=subjects is not None)
         except _TRANSIENT as exc:
@@ -222,16 +251,23 @@ class JetStreamEventLog:
                 ack = await self._js.publish(
                     subject, data, timeout=_TIMEOUT_S, stream=self._stream, headers=hdrs
                 )
-        except nats.js.errors.BadRequestError as exc:
-            if exc.err_code != WRONG_LAST_SEQUENCE:
+        except nats.js.errors.APIError as exc:
+            # ServiceUnavailableError is an APIError too
+            if exc.err_code == MSG_ID_IN_PROCESS or isinstance(exc, _TRANSIENT):
+                raise AppendNotStored(self._not_stored(subject, exc)) from exc
+            if not isinstance(exc, nats.js.errors.BadRequestError) or exc.err_code not in _STALE:
                 raise
             outcome = await self._stale_or_retried(subject, expected_last_subject_seq, msg_id)
             if isinstance(outcome, Conflict):
                 raise outcome from exc
             return outcome
         except _TRANSIENT as exc:
-            raise EventLogUnavailable(f"append to {subject} not acknowledged: {exc!r}") from exc
+            raise AppendNotStored(self._not_stored(subject, exc)) from exc
         return Appended(seq=ack.seq, duplicate=bool(ack.duplicate))
+
+    def _not_stored(self, subject: str, exc: BaseException) -> str:
+        return (f"{_unavailable(self._stream, f'the append to {subject} was not stored', exc)}"
+                f". Retry later (with the same Idempotency-Key it is stored at most once)")
 
     async def append_many(self, appends: Sequence[PendingAppend], *, window: int = 1000
                           ) -> list[Appended | Conflict]:
@@ -254,7 +290,8 @@ class JetStreamEventLog:
                     acks = await asyncio.wait_for(asyncio.gather(*futures),
                                                   timeout=_TIMEOUT_S * 4)
             except TimeoutError as exc:
-                raise EventLogUnavailable(f"{len(chunk)} appends not acknowledged") from exc
+                raise AppendNotStored(f"JetStream is unavailable: {len(chunk)} appends not "
+                                      f"acknowledged within {_TIMEOUT_S * 4:.0f} s") from exc
             for item, ack in zip(chunk, acks, strict=True):
                 results.append(await self._outcome(item, ack))
         return results
@@ -288,11 +325,17 @@ class JetStreamEventLog:
 
     async def at(self, seq: int) -> Record | None:
         try:
-            msg = await self._js.get_msg(self._stream, seq=seq, direct=True)
+            try:
+                msg = await self._js.get_msg(self._stream, seq=seq, direct=True)
+            except nats.js.errors.NotFoundError:
+                # any replica answers a direct get, and a follower may not hold a sequence
+                # the leader just acknowledged: only the leader's "not found" is final
+                msg = await self._js.get_msg(self._stream, seq=seq)
         except nats.js.errors.NotFoundError:
             return None
         except _TRANSIENT as exc:
-            raise EventLogUnavailable(f"cannot read event #{seq}: {exc!r}") from exc
+            raise JetStreamUnavailable(_unavailable(self._stream, f"cannot read event #{seq}",
+                                                   exc)) from exc
         headers = dict(msg.headers or {})
         return Record(seq=msg.seq or seq, subject=msg.subject or "", data=msg.data or b"",
                       headers=headers, schema_version=_schema_of(headers))
@@ -302,28 +345,38 @@ class JetStreamEventLog:
         error = ack.get("error")
         if error is None:
             return Appended(seq=int(ack["seq"]), duplicate=bool(ack.get("duplicate")))
-        if error.get("err_code") == WRONG_LAST_SEQUENCE:
+        if error.get("err_code") in _STALE:
             return await self._stale_or_retried(item.subject, item.expected_last_subject_seq,
                                                 item.msg_id)
+        if error.get("err_code") == MSG_ID_IN_PROCESS:
+            raise AppendNotStored(f"JetStream is unavailable: the append to {item.subject} is "
+                                  f"still in process at the stream leader; retry later")
         raise EventLogUnavailable(f"append to {item.subject} refused: {error}")
 
     async def _stale_or_retried(self, subject: str, expected: int, msg_id: str
                                 ) -> Appended | Conflict:
         """After "wrong last sequence": nats-server checks the expected subject sequence
         before de-duplicating, so a retry of an append that was stored (its ack lost) lands
-        here too. It is ours if the subject's last message carries our Msg-Id."""
-        last = await self.last(subject)
+        here too. It is ours if the subject's last message carries our Msg-Id.
+
+        Read from the stream leader, not a direct get: on a replicated stream any replica
+        answers a direct get, and a follower may not hold our message yet."""
+        last = await self.last(subject, consistent=True)
         if last is not None and last.headers.get("Nats-Msg-Id") == msg_id:
             return Appended(seq=last.seq, duplicate=True)
         return Conflict(subject, expected)
 
-    async def last(self, subject: str) -> Record | None:
+    async def last(self, subject: str, *, consistent: bool = False) -> Record | None:
+        """The subject's last record. A direct get (any replica answers, also without a
+        quorum; a follower's answer may lag by what is in flight), unless `consistent`: then
+        the stream leader's."""
         try:
-            msg = await self._js.get_last_msg(self._stream, subject, direct=True)
+            msg = await self._js.get_last_msg(self._stream, subject, direct=not consistent)
         except nats.js.errors.NotFoundError:
             return None
         except _TRANSIENT as exc:
-            raise EventLogUnavailable(f"cannot read {subject}: {exc!r}") from exc
+            raise JetStreamUnavailable(_unavailable(self._stream, f"cannot read {subject}",
+                                                   exc)) from exc
         headers = dict(msg.headers or {})
         return Record(
             seq=msg.seq or 0,
@@ -344,7 +397,8 @@ class JetStreamEventLog:
                                       ack_policy=AckPolicy.NONE, inactive_threshold=_INACTIVE_S,
                                       mem_storage=True, num_replicas=1))
         except _TRANSIENT as exc:
-            raise EventLogUnavailable(f"cannot read {subject_filter}: {exc!r}") from exc
+            raise JetStreamUnavailable(_unavailable(
+                self._stream, f"cannot read {subject_filter}", exc)) from exc
         records: list[Record] = []
         try:
             pending = (await sub.consumer_info()).num_pending
@@ -356,7 +410,8 @@ class JetStreamEventLog:
                 records.extend(_record(m) for m in msgs)
                 pending = msgs[-1].metadata.num_pending if msgs else 0
         except _TRANSIENT as exc:
-            raise EventLogUnavailable(f"cannot read {subject_filter}: {exc!r}") from exc
+            raise JetStreamUnavailable(_unavailable(
+                self._stream, f"cannot read {subject_filter}", exc)) from exc
         finally:
             with contextlib.suppress(nats.errors.ConnectionClosedError, nats.errors.Error):
                 await sub.unsubscribe()
@@ -366,7 +421,8 @@ class JetStreamEventLog:
         try:
             info = await self._js.stream_info(self._stream)
         except _TRANSIENT as exc:
-            raise EventLogUnavailable(f"cannot read stream {self._stream}: {exc!r}") from exc
+            raise JetStreamUnavailable(_unavailable(self._stream, "cannot read its last sequence",
+                                                   exc)) from exc
         return info.state.last_seq
 
     async def read(self, from_seq: int, *, max_batch: int = 1000) -> AsyncIterator[list[Record]]:
@@ -377,13 +433,17 @@ class JetStreamEventLog:
         nats-py drop pushed messages, and a dropped flow-control message stalls the push
         consumer for good. With pull the server sends only what was asked for. While the last
         message says more are pending, whole batches are fetched; once caught up, a one-message
-        fetch waits and returns as soon as something is appended."""
-        sub = await self._js.pull_subscribe(
-            events_wildcard(), durable=None, stream=self._stream,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                                  opt_start_seq=max(1, from_seq), ack_policy=AckPolicy.NONE,
-                                  inactive_threshold=_INACTIVE_S, mem_storage=True,
-                                  num_replicas=1))
+        fetch waits and returns as soon as something is appended.
+
+        On a replicated stream the consumer (R1, in memory) lives on one node. While that
+        node is down a fetch gets nothing; once it is back the server recreates the consumer
+        from its first start sequence and delivers the log again from there. So the reader
+        keeps the next sequence it owes: an idle fetch that times out while the stream holds
+        that sequence, or a batch that goes back before it, means the consumer is not the one
+        it made, and a new one is made at that sequence. Nothing is yielded twice or skipped.
+        """
+        next_seq = max(1, from_seq)
+        sub = await self._consumer(next_seq)
         caught_up = False
         me = asyncio.current_task()
         try:
@@ -396,6 +456,11 @@ class JetStreamEventLog:
                 except (TimeoutError, nats.errors.TimeoutError):
                     caught_up = True
                     _raise_if_cancelled(me)
+                    if await self._stored_up_to() >= next_seq:
+                        log.warning("reader of %s got nothing while sequence %d is stored: "
+                                    "its consumer is gone (its server restarted?); making "
+                                    "a new one there", self._stream, next_seq)
+                        sub = await self._renew_consumer(sub, next_seq)
                     continue
                 # Python 3.11's asyncio.wait_for (inside nats-py's fetch) loses a cancel that
                 # lands as a message arrives (CPython gh-86296): the task still counts it
@@ -403,12 +468,65 @@ class JetStreamEventLog:
                 if not msgs:  # a transient status (404/408/409) ended the fetch empty
                     caught_up = True
                     continue
+                if msgs[0].metadata.sequence.stream < next_seq:
+                    log.warning("reader of %s was sent sequence %d again after %d: its "
+                                "consumer was recreated (its server restarted); making a new "
+                                "one at %d", self._stream, msgs[0].metadata.sequence.stream,
+                                next_seq - 1, next_seq)
+                    sub = await self._renew_consumer(sub, next_seq)
+                    caught_up = False
+                    continue
                 batch = [_record(m) for m in msgs]
+                next_seq = batch[-1].seq + 1
                 caught_up = msgs[-1].metadata.num_pending == 0
                 yield batch
         finally:
             with contextlib.suppress(nats.errors.ConnectionClosedError, nats.errors.Error):
                 await sub.unsubscribe()
+
+    async def _stored_up_to(self) -> int:
+        """The stream's last sequence; 0 while it cannot be read (a leader being elected):
+        the reader asks again at its next idle fetch."""
+        try:
+            return await self.last_seq()
+        except JetStreamUnavailable:
+            return 0
+
+    async def _consumer(self, start_seq: int) -> JetStreamContext.PullSubscription:
+        return await self._js.pull_subscribe(
+            events_wildcard(), durable=None, stream=self._stream,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                                  opt_start_seq=start_seq, ack_policy=AckPolicy.NONE,
+                                  inactive_threshold=_INACTIVE_S, mem_storage=True,
+                                  num_replicas=1))
+
+    async def _renew_consumer(self, sub: JetStreamContext.PullSubscription, start_seq: int
+                              ) -> JetStreamContext.PullSubscription:
+        with contextlib.suppress(nats.errors.ConnectionClosedError, nats.errors.Error):
+            await sub.unsubscribe()
+        try:
+            return await self._consumer(start_seq)
+        except _TRANSIENT as exc:
+            raise JetStreamUnavailable(_unavailable(
+                self._stream, f"cannot read from sequence {start_seq}", exc)) from exc
+
+
+def _unavailable(stream: str, what: str, exc: BaseException) -> str:
+    """Why JetStream did not answer, in words an operator can act on."""
+    if isinstance(exc, nats.js.errors.APIError) and exc.err_code == MSG_ID_IN_PROCESS:
+        why = ("an earlier attempt with the same Msg-Id is still in process at the stream "
+               "leader (a leader without quorum, or being replaced)")
+    elif isinstance(exc, (nats.js.errors.NoStreamResponseError,
+                        nats.js.errors.ServiceUnavailableError,
+                        nats.errors.NoRespondersError)):
+        why = (f"no leader or replica of stream {stream} answered: a new leader is being "
+               f"elected, or fewer than a majority of its replicas are up (quorum lost)")
+    elif isinstance(exc, (asyncio.TimeoutError, nats.errors.TimeoutError)):
+        why = (f"no answer within {_TIMEOUT_S:.0f} s (a stream leader being elected, or one "
+               f"without quorum)")
+    else:
+        why = f"NATS is not reachable ({type(exc).__name__})"
+    return f"JetStream is unavailable: {what}: {why}"
 
 
 def _raise_if_cancelled(task: asyncio.Task[Any] | None) -> None:

@@ -6,8 +6,10 @@ revision (its stream sequence, jetstream-rules.md: `update(last=rev)` is CAS):
 
 - acquire: `create` if the key is absent or deleted; else watch its revision, and once it has
   not changed for a whole TTL by this process's monotonic clock (no clock is compared across
-  machines), `update(last=that revision)`. Two contenders: one CAS wins. The winning revision
-  is the **fencing token**: stream sequences only grow, so a later leader's token is higher.
+  machines), `update(last=that revision)`; at once if the key still names this holder (its
+  own term ended when renewals could not get through, and no one took over since). Two
+  contenders: one CAS wins. The winning revision is the **fencing token**: stream sequences
+  only grow, so a later leader's token is higher.
 - keep: renew every TTL/3 with `update(last=my revision)`. A refused renewal (someone took
   over) or no successful renewal for a TTL (measured from when the last good one was sent)
   is the end of the term: `keep` returns, and the holder stops writing.
@@ -98,6 +100,13 @@ class JetStreamLease:
                 entry = await self._get()
                 if entry is None:
                     won = await self._cas(None)
+                elif self._held_by_me(entry):
+                    # this contender's own term, ended because no renewal got through for a
+                    # TTL (NATS or the bucket's quorum was away), and no one took over since:
+                    # no holder to wait out, and a CAS still fences off any other contender
+                    log.info("lease %s: still ours at revision %d; taking it again", self.key,
+                             entry.revision or 0)
+                    won = await self._cas(entry.revision or 0)
                 elif entry.revision == seen_revision \
                         and time.monotonic() - seen_at >= self.ttl_s:
                     log.warning("lease %s: holder silent for %.1f s; taking over", self.key,
@@ -114,6 +123,13 @@ class JetStreamLease:
                          won)
                 return won
             await asyncio.sleep(self.ttl_s / 4)
+
+    def _held_by_me(self, entry: KeyValue.Entry) -> bool:
+        try:
+            value = json.loads(entry.value or b"{}")
+        except ValueError:
+            return False
+        return isinstance(value, dict) and value.get("holder") == self.holder
 
     async def _get(self) -> KeyValue.Entry | None:
         try:

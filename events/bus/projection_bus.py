@@ -13,18 +13,32 @@ not read-model rows: `current()` leaves them out, and the gateways' view ignores
 When the projector traces a batch, its checkpoint message carries the W3C trace context in
 its headers (`traceparent`), so each gateway's push continues the trace (README, Tracing);
 a header is not a value: the rows and the checkpoint are the same with tracing on or off.
+
+A fenced publish (a lease holder's) is sent as JetStream atomic batches (server >= 2.12,
+the bucket's stream with `allow_atomic`; jetstream-rules.md): each batch of up to 1,000
+messages is stored whole or not at all, and its first message carries the fence. Not one
+fenced message each, pipelined: on a clustered stream (R3) the stream leader refuses a
+message with an expected-subject-sequence check while another one checking the same subject
+is still in flight (err_code 10164, "wrong last sequence"), so every fenced message after the
+first of a pipeline was refused. A bucket made before (without `allow_atomic`, which only an
+admin may turn on, on the stream `KV_meshlog_projections`) gets its fenced messages one at a
+time, each acknowledged before the next: correct, slower.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import nats.aio.msg
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 
-from events.bus._kv import open_bucket
+from events.bus._kv import atomic_batches_allowed, open_bucket
 from events.bus._kv_watch import watch_all
 from events.bus._pipeline import AckPipeline
 from events.bus.trace_context import current_trace_headers, trace_headers
@@ -37,6 +51,11 @@ BUCKET = "meshlog_projections"
 CHECKPOINT_KEY = "meta/checkpoint"
 LEASE_PREFIX = "meta/lease/"
 _WRONG_LAST_SEQUENCE = 10071
+_IN_FLIGHT_CHECK = 10164
+"""A clustered stream's refusal of an expected-subject-sequence check while another message
+checking the same subject is in flight ("wrong last sequence", no number)."""
+_BATCH_MAX = 1000
+"""The most messages nats-server takes in one atomic batch."""
 _TIMEOUT_S = 5.0
 
 ProjectionUpdate = tuple[str, bytes | None]
@@ -58,12 +77,17 @@ class JetStreamProjectionBus:
         self._kv = kv
         self._bucket = bucket
         self._pipeline: AckPipeline | None = None
+        self._atomic = False
+        """The bucket takes atomic batches (made by this meshlog): fenced publishes are
+        batches; else (a bucket made before) one fenced message at a time."""
 
     @classmethod
     async def open(cls, nc: NATS, *, bucket: str = BUCKET, replicas: int = 1
                    ) -> JetStreamProjectionBus:
-        kv = await open_bucket(nc, bucket, replicas=replicas, what="projection")
-        return cls(nc, kv, bucket)
+        kv = await open_bucket(nc, bucket, replicas=replicas, what="projection", atomic=True)
+        bus = cls(nc, kv, bucket)
+        bus._atomic = await atomic_batches_allowed(nc, bucket)
+        return bus
 
     @property
     def bucket(self) -> str:
@@ -79,6 +103,11 @@ class JetStreamProjectionBus:
         """Put or delete every key, pipelined, and wait for all acknowledgements. `fence`:
         headers every message carries (events.bus.lease: the lease key's expected revision);
         a refusal by them is LeaseLost."""
+        if fence:
+            size = _BATCH_MAX if self._atomic else 1
+            for start in range(0, len(updates), size):
+                await self._publish_batch(updates[start:start + size], fence)
+            return
         if self._pipeline is None:
             self._pipeline = await AckPipeline.open(self._nc)
         futures = []
@@ -103,6 +132,39 @@ class JetStreamProjectionBus:
             raise LeaseLost(f"projection publish refused, the lease moved on: {refused[0]}")
         if refused:
             raise EventLogUnavailable(f"projection publish refused: {refused[0]}")
+
+    async def _publish_batch(self, updates: Sequence[ProjectionUpdate],
+                             fence: dict[str, str]) -> None:
+        """One atomic batch: the fence on its first message (the batch is stored whole or not
+        at all), the commit on its last, which alone is acknowledged. One update: a plain
+        fenced publish (no batch headers: also for a bucket without atomic batches)."""
+        batch_id = uuid.uuid4().hex
+        last = len(updates)
+        try:
+            for number, (key, value) in enumerate(updates, start=1):
+                headers = dict(fence) if number == 1 else {}
+                if last > 1:
+                    headers |= {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(number)}
+                if value is None:
+                    headers["KV-Operation"] = "DEL"
+                subject = f"$KV.{self._bucket}.{key}"
+                if number < last:
+                    await self._nc.publish(subject, value or b"", headers=headers)
+                    continue
+                if last > 1:
+                    headers["Nats-Batch-Commit"] = "1"
+                reply = await self._nc.request(subject, value or b"", timeout=_TIMEOUT_S * 2,
+                                               headers=headers)
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise EventLogUnavailable(
+                f"projection publish not acknowledged: {exc!r}") from exc
+        ack = _ack_of(reply)
+        error = ack.get("error")
+        if error is None:
+            return
+        if error.get("err_code") in (_WRONG_LAST_SEQUENCE, _IN_FLIGHT_CHECK):
+            raise LeaseLost(f"projection publish refused, the lease moved on: {error}")
+        raise EventLogUnavailable(f"projection publish refused: {error}")
 
     async def current(self) -> dict[str, bytes]:
         """Every live read-model key and its value (leases left out)."""
@@ -142,3 +204,15 @@ class JetStreamProjectionBus:
             if entry.key == CHECKPOINT_KEY and live:
                 yield ProjectionBatch(pending, trace_headers(entry.headers))
                 pending = []
+
+
+def _ack_of(reply: nats.aio.msg.Msg) -> dict[str, Any]:
+    if reply.headers and reply.headers.get("Status") == "503":
+        raise EventLogUnavailable("projection publish: no JetStream stream answered")
+    try:
+        ack = json.loads(reply.data)
+    except ValueError as exc:
+        raise EventLogUnavailable(f"unreadable JetStream ack: {exc}") from exc
+    if not isinstance(ack, dict):
+        raise EventLogUnavailable(f"unreadable JetStream ack: {reply.data[:200]!r}")
+    return ack

@@ -53,6 +53,7 @@ from events import (
     Conflict,
     IdempotencyKeyReused,
     InvalidResource,
+    JetStreamUnavailable,
     Mesh,
     NotFound,
     Resource,
@@ -440,6 +441,10 @@ def _idempotency_key(request: ApiRequest) -> str | None:
 # --- errors -----------------------------------------------------------------------------------
 
 
+_RETRY_AFTER_S = 2
+"""Seconds a client is asked to wait before retrying a write JetStream did not take."""
+
+
 def _problem(status: int, title: str, detail: str, **extra: Any) -> Response[dict[str, Any]]:
     return Response({"type": "about:blank", "status": status, "title": title, "detail": detail,
                      **extra}, status_code=status, media_type="application/problem+json")
@@ -466,6 +471,11 @@ def _on_error(_: ApiRequest, exc: Exception) -> Response[dict[str, Any]]:
             return _problem(422, "Idempotency-Key reused", str(exc))
         case StoreError() if not isinstance(exc, StoreUnavailable):
             return _problem(409, "Conflict", str(exc))
+        case JetStreamUnavailable():
+            # RFC 7807 with RFC 9110's Retry-After: a write may be retried as it is
+            response = _problem(503, "JetStream unavailable", str(exc))
+            response.headers["Retry-After"] = str(_RETRY_AFTER_S)
+            return response
         case TransientError() | StoreUnavailable() | NoSecretKey():
             return _problem(503, "Unavailable", str(exc))
         case HTTPException() if exc.status_code == 413:  # Litestar's request_max_body_size

@@ -58,7 +58,8 @@ from services.bench._fleet import (
 )
 from services.bench._traces import end_all, traced
 
-__all__ = ["MESH", "bench_propagation", "dataplane_tokens", "pending_append", "percentile",
+__all__ = ["MESH", "TARGET", "address_marker", "bench_propagation", "dataplane_tokens",
+           "pending_append", "percentile",
            "seed_fleet", "seq_of"]
 
 MESH = "default"
@@ -81,7 +82,7 @@ def pending_append(subject: str, event: AnyEvent, expected: int = 0) -> PendingA
     return PendingAppend(subject, event, expected, msg_id)
 
 
-def _marker(address: str) -> bytes:
+def address_marker(address: str) -> bytes:
     """The address as protobuf encodes SocketAddress.address (field 2): an exact match."""
     return b"\x12" + bytes([len(address)]) + address.encode()
 
@@ -185,7 +186,7 @@ async def _round(log: JetStreamEventLog, workers: list[Worker], r: int,
     address = _address(k + 1, net=12)
     present = r % 2 == 0
     for worker in workers:
-        worker.send({"round": r, "marker": _marker(address).hex(), "present": present})
+        worker.send({"round": r, "marker": address_marker(address).hex(), "present": present})
     for worker in workers:
         await worker.expect("armed", _ROUND_TIMEOUT_S)
     subject = resource_subject("Dataplane", MESH, name)

@@ -22,6 +22,7 @@
     meshlog bench propagation --proxies N [--gateways G]   xDS push latency through an LB
     meshlog bench multizone [--rounds N] [--proxies N] sync latency from one zone to another
     meshlog bench rotation --proxies N               a certificate rotation wave to N proxies
+    meshlog bench faults [--proxies N]               stream leader killed under load (R3)
 
 The API address comes from --api, else $MESHLOG_API, else http://127.0.0.1:5681; the user
 token from --token, else $MESHLOG_TOKEN, else the admin token of the `meshlog up` whose data dir
@@ -237,6 +238,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from services.bench import bench_ingest, bench_rebuild
 
+    if args.bench_command == "faults":
+        from services.bench.faults import bench_faults
+
+        asyncio.run(bench_faults(
+            proxies=parse_positive("--proxies", args.proxies),
+            writers=parse_positive("--writers", args.writers),
+            warmup_s=_seconds("--warmup", args.warmup), down_s=_seconds("--down", args.down),
+            after_s=_seconds("--after", args.after),
+            work_dir=Path(args.work_dir) if args.work_dir else None))
+        return 0
     if args.bench_command == "rotation":
         from services.bench.rotation import bench_rotation
 

@@ -261,6 +261,21 @@ def build_parser() -> argparse.ArgumentParser:
     mz.add_argument("--mmzs", action="store_true", help="with --proxies: the change is west's "
                     "service becoming (un)available behind a MeshMultiZoneService (EDS only) "
                     "instead of a new remote service (CDS, LDS, EDS)")
+    faults = bench_sub.add_parser("faults", parents=g, help="a 3-node JetStream cluster: the "
+                                  "stream leader SIGKILLed under an append load through the "
+                                  "API, then restarted (lost, duplicates, longest stall)")
+    faults.add_argument("--proxies", default="20", help="simulated proxies on the gateway "
+                        "(default %(default)s)")
+    faults.add_argument("--writers", default="4", help="concurrent API writers "
+                        "(default %(default)s)")
+    faults.add_argument("--warmup", default="5", help="seconds of load before the kill "
+                        "(default %(default)s)")
+    faults.add_argument("--down", default="10", help="seconds the leader stays down "
+                        "(default %(default)s)")
+    faults.add_argument("--after", default="5", help="seconds of load after it is back "
+                        "(default %(default)s)")
+    faults.add_argument("--work-dir", help="keep the logs and stores there (default: a temp "
+                        "dir, removed)")
     rot = bench_sub.add_parser("rotation", parents=g, help="a certificate rotation wave: time "
                                "until every proxy has ACKed its new secret, and the CPU spent")
     rot.add_argument("--proxies", default="1000", help="simulated proxies (default %(default)s)")

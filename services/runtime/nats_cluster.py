@@ -1,0 +1,185 @@
+"""A JetStream cluster of `nats-server` processes on loopback, for `meshlog bench faults` and
+the fault tests (DESIGN.md, Scale-out: "tested on loopback with nats-server processes, leader
+killed under load").
+
+Each node (jetstream-rules.md, 3-node config) has its own `server_name`, the same cluster
+name, client, cluster and monitoring ports on 127.0.0.1, `routes` to every node's cluster
+port, and its own store dir. Ports are picked once, when the cluster is made, and kept: a
+node killed and started again comes back on the same ports with the same store, as a
+restarted pod would. A node is ready when its monitoring `/healthz` says so (JetStream in
+contact with a meta leader, its streams current).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+
+from services.errors import ProcessStartError
+from services.runtime.embedded_nats import find_nats_server
+from services.runtime.spawn import spawn
+
+__all__ = ["NatsCluster", "NatsNode", "run_nats_cluster"]
+
+CLUSTER_NAME = "meshlog"
+_READY_TIMEOUT_S = 60.0
+_STOP_TIMEOUT_S = 10.0
+
+
+def _free_ports(count: int) -> list[int]:
+    """`count` distinct ports free on 127.0.0.1 now (all bound at once, so distinct)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+
+
+class NatsNode:
+    """One nats-server of the cluster: its ports, store and (while it runs) process."""
+
+    def __init__(self, name: str, directory: Path, client_port: int, cluster_port: int,
+                 monitor_port: int) -> None:
+        self.name = name
+        self.directory = directory
+        self.client_port = client_port
+        self.cluster_port = cluster_port
+        self.monitor_port = monitor_port
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.client_port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    @property
+    def log_file(self) -> Path:
+        return self.directory / "nats-server.log"
+
+    async def start(self, routes: list[str]) -> None:
+        if self.running:
+            raise RuntimeError(f"nats-server {self.name} already runs")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        args = [
+            find_nats_server(), "--server_name", self.name, "-js",
+            "-sd", str(self.directory / "jetstream"),
+            "-a", "127.0.0.1", "-p", str(self.client_port), "-m", str(self.monitor_port),
+            "--cluster_name", CLUSTER_NAME, "--cluster", f"nats://127.0.0.1:{self.cluster_port}",
+            "--routes", ",".join(routes),
+        ]
+        with open(self.log_file, "ab") as log:  # noqa: ASYNC230 - the child keeps its copy
+            self.proc = await spawn(args, stdout=log, stderr=log, start_new_session=True)
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no goodbye to the cluster (a crash, an OOM kill)."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+
+    async def stop(self) -> None:
+        """SIGTERM (nats-server flushes JetStream), SIGKILL if it does not end in time."""
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), _STOP_TIMEOUT_S)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+    async def wait_stopped(self) -> None:
+        if self.proc is not None:
+            await self.proc.wait()
+
+    async def healthy(self, client: httpx.AsyncClient) -> bool:
+        """The node's `/healthz`: 200 once its JetStream is in the cluster and current."""
+        if not self.running:
+            return False
+        try:
+            response = await client.get(f"http://127.0.0.1:{self.monitor_port}/healthz")
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+
+class NatsCluster:
+    """The nodes, started and stopped one by one; `urls` is what clients are given."""
+
+    def __init__(self, directory: Path, size: int) -> None:
+        ports = _free_ports(3 * size)
+        self.nodes = [NatsNode(f"n{i + 1}", directory / f"n{i + 1}", *ports[3 * i:3 * i + 3])
+                      for i in range(size)]
+
+    @property
+    def urls(self) -> str:
+        """Every node's client URL, comma-separated (`--nats-url`)."""
+        return ",".join(node.url for node in self.nodes)
+
+    def node(self, name: str) -> NatsNode:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(f"no nats-server named {name!r} (have {[n.name for n in self.nodes]})")
+
+    def _routes(self) -> list[str]:
+        return [f"nats://127.0.0.1:{node.cluster_port}" for node in self.nodes]
+
+    async def start(self, *names: str, wait: bool = True) -> None:
+        """Start the named nodes (all if none named); with `wait`, until each is healthy."""
+        chosen = [self.node(n) for n in names] if names else self.nodes
+        for node in chosen:
+            await node.start(self._routes())
+        if wait:
+            await self.wait_healthy(*[node.name for node in chosen])
+
+    async def wait_healthy(self, *names: str, timeout_s: float = _READY_TIMEOUT_S) -> None:
+        """Until every named node (all if none named) answers `/healthz` with 200."""
+        chosen = [self.node(n) for n in names] if names else self.nodes
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        async with httpx.AsyncClient(timeout=2) as client:
+            while True:
+                for node in chosen:
+                    if node.proc is not None and node.proc.returncode is not None:
+                        raise ProcessStartError(
+                            f"nats-server {node.name} exited with code {node.proc.returncode}; "
+                            f"see {node.log_file}")
+                if all([await node.healthy(client) for node in chosen]):
+                    return
+                if loop.time() > deadline:
+                    raise ProcessStartError(
+                        f"nats-servers {[n.name for n in chosen]} not healthy within "
+                        f"{timeout_s:.0f} s; see their logs under {chosen[0].directory.parent}")
+                await asyncio.sleep(0.1)
+
+    async def kill(self, name: str) -> None:
+        """SIGKILL one node and wait until it is gone."""
+        node = self.node(name)
+        node.kill()
+        await node.wait_stopped()
+
+    async def stop(self) -> None:
+        for node in self.nodes:
+            await node.stop()
+
+
+@contextlib.asynccontextmanager
+async def run_nats_cluster(directory: Path, *, size: int = 3) -> AsyncIterator[NatsCluster]:
+    """A cluster of `size` nats-servers with JetStream, each storing under `directory`;
+    yielded once every node is healthy; every node stopped at the end."""
+    cluster = NatsCluster(directory, size)
+    try:
+        await cluster.start()
+        yield cluster
+    finally:
+        await cluster.stop()

@@ -1,0 +1,262 @@
+"""The event log and the projection bus on a real 3-node JetStream cluster (R3): clients
+given every node's URL, a lease holder's fenced publish, and racing appends to one subject."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats.errors
+import nats.js.errors
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.api import ConsumerInfo, KeyValueConfig, StorageType
+
+from events import (
+    AppendNotStored,
+    Conflict,
+    JetStreamEventLog,
+    JetStreamUnavailable,
+    LeaseLost,
+    MeshApplied,
+    connect_nats,
+)
+from events.bus.jetstream import server_urls
+from events.bus.lease import FencedProjectionBus, JetStreamLease
+from events.bus.projection_bus import CHECKPOINT_KEY, JetStreamProjectionBus
+from events.resources import Mesh
+from events.subjects import EVENTS_STREAM, resource_subject
+from services.runtime.nats_cluster import NatsCluster, run_nats_cluster
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[NatsCluster]:
+    async with run_nats_cluster(tmp_path / "nats") as running:
+        yield running
+
+
+@pytest.fixture
+async def cnc(cluster: NatsCluster) -> AsyncIterator[NATS]:
+    client = await connect_nats(cluster.urls, name="test")
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def test_a_nats_url_may_list_several_servers() -> None:
+    assert server_urls("nats://a:4222") == ["nats://a:4222"]
+    assert server_urls("nats://a:4222, nats://b:4222,nats://c:4222,") == [
+        "nats://a:4222", "nats://b:4222", "nats://c:4222"]
+
+
+async def test_a_client_given_every_node_makes_replicated_streams(cnc: NATS) -> None:
+    await JetStreamEventLog.open(cnc, replicas=3)
+    await JetStreamProjectionBus.open(cnc, replicas=3)
+    js = cnc.jetstream()
+    for stream in (EVENTS_STREAM, "KV_meshlog_projections"):
+        info = await js.stream_info(stream)
+        assert info.config.num_replicas == 3
+        assert info.cluster is not None and len(info.cluster.replicas or []) == 2
+
+
+async def test_a_lease_holders_batch_is_stored_whole_on_a_replicated_bucket(cnc: NATS) -> None:
+    """Each fenced message of a pipeline checked the same lease subject; an R3 stream's leader
+    refused all but the first (err_code 10164) until fenced publishes became atomic batches."""
+    bus = await JetStreamProjectionBus.open(cnc, replicas=3)
+    a = await JetStreamLease.open(bus, name="main", holder="a", ttl_s=1)
+    await a.acquire()
+    rows = [(f"mesh/m{i}", b'{"i": %d}' % i) for i in range(1500)]  # two batches
+    await FencedProjectionBus(bus, a).publish([*rows, ("mesh/m7", None), (CHECKPOINT_KEY, b"9")])
+    current = await bus.current()
+    assert len(current) == 1500  # 1,499 rows, one deleted, and the checkpoint
+    assert "mesh/m7" not in current and current[CHECKPOINT_KEY] == b"9"
+
+    b = await JetStreamLease.open(bus, name="main", holder="b", ttl_s=1)
+    await asyncio.wait_for(b.acquire(), 10)  # a never renews: b takes over after the TTL
+    with pytest.raises(LeaseLost):
+        await FencedProjectionBus(bus, a).publish([("mesh/late", b"{}"), (CHECKPOINT_KEY, b"10")])
+    assert "mesh/late" not in await bus.current()
+    await FencedProjectionBus(bus, b).publish([(CHECKPOINT_KEY, b"11")])
+
+
+async def test_racing_appends_to_one_subject_on_a_replicated_stream_are_conflicts(
+        cnc: NATS) -> None:
+    """Appends in flight together to one subject: one is stored, every other one is a
+    Conflict (a clustered leader's err_code 10164 included), never an untranslated error."""
+    log = await JetStreamEventLog.open(cnc, replicas=3)
+    subject = resource_subject("Mesh", None, "raced")
+    event = MeshApplied(at=1, mesh=Mesh(name="raced"))
+    outcomes = await asyncio.gather(*[
+        log.append(subject, event, expected_last_subject_seq=0, msg_id=f"race-{i}")
+        for i in range(20)], return_exceptions=True)
+    stored = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(stored) == 1
+    assert all(isinstance(o, Conflict) for o in outcomes if isinstance(o, BaseException)), outcomes
+    assert (await log.last_seq()) == 1
+
+
+async def test_without_quorum_an_append_is_not_stored_and_says_why(cluster: NatsCluster,
+                                                                   cnc: NATS) -> None:
+    """Two of three nodes down: the append fails (no stream leader), naming JetStream and the
+    lost quorum; with quorum back the same append is stored, once."""
+    log = await JetStreamEventLog.open(cnc, replicas=3)
+    subject = resource_subject("Mesh", None, "m")
+    await log.append(subject, MeshApplied(at=1, mesh=Mesh(name="m")),
+                     expected_last_subject_seq=0, msg_id="first")
+    info = await cnc.jetstream().stream_info(EVENTS_STREAM)
+    assert info.cluster is not None
+    survivor = next(n for n in cluster.nodes if n.name != info.cluster.leader)
+    down = [n.name for n in cluster.nodes if n is not survivor]
+    for name in down:
+        await cluster.kill(name)
+
+    async def refused() -> JetStreamUnavailable:
+        try:
+            await log.append(subject, MeshApplied(at=2, mesh=Mesh(name="m")),
+                             expected_last_subject_seq=1, msg_id="second")
+        except AppendNotStored as exc:
+            return exc
+        raise AssertionError("an append without quorum was acknowledged")
+
+    async def read_refused() -> JetStreamUnavailable | None:
+        try:
+            await log.last(subject)
+        except JetStreamUnavailable as exc:
+            return exc
+        return None  # a replica may still answer a direct get without quorum
+
+    # the client may still be reconnecting to the survivor: a timeout also says JetStream
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    error = await refused()
+    while "quorum lost" not in str(error) and loop.time() < deadline:
+        error = await refused()
+    assert "quorum lost" in str(error)
+    assert "JetStream is unavailable" in str(error)
+    unread = await read_refused()
+    assert unread is None or "quorum lost" in str(unread)
+
+    await cluster.start(*down)
+    deadline = loop.time() + 60
+    while True:
+        try:
+            appended = await log.append(subject, MeshApplied(at=2, mesh=Mesh(name="m")),
+                                        expected_last_subject_seq=1, msg_id="second")
+            break
+        except AppendNotStored:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+    assert appended.seq == 2
+
+
+async def test_a_bucket_made_without_atomic_batches_takes_fenced_publishes_one_by_one(
+        cnc: NATS) -> None:
+    """A projection bucket made by an earlier meshlog (no `allow_atomic`): still correct."""
+    await cnc.jetstream().create_key_value(KeyValueConfig(
+        bucket="meshlog_projections", history=1, storage=StorageType.FILE, replicas=3,
+        direct=True))
+    bus = await JetStreamProjectionBus.open(cnc, replicas=3)
+    lease = await JetStreamLease.open(bus, name="main", holder="a", ttl_s=5)
+    await lease.acquire()
+    rows = [(f"mesh/m{i}", b"{}") for i in range(30)]
+    await FencedProjectionBus(bus, lease).publish([*rows, (CHECKPOINT_KEY, b"1")])
+    assert len(await bus.current()) == 31
+
+
+async def test_a_retry_while_the_first_attempt_is_in_process_is_not_stored_yet(
+        nc: NATS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nats-server's answer to a Msg-Id an earlier attempt still holds (err_code 10158, seen
+    under quorum loss) is transient: AppendNotStored, a 503 from the API, never a 500."""
+    log = await JetStreamEventLog.open(nc)
+
+    async def in_process(*args: object, **kwargs: object) -> None:
+        raise nats.js.errors.APIError(code=409, err_code=10158,
+                                      description="duplicate message id is in process")
+
+    monkeypatch.setattr(log._js, "publish", in_process)
+    with pytest.raises(AppendNotStored, match="still in process at the stream leader"):
+        await log.append(resource_subject("Mesh", None, "m"),
+                         MeshApplied(at=1, mesh=Mesh(name="m")),
+                         expected_last_subject_seq=0, msg_id="again")
+
+
+async def test_the_reader_outlives_the_node_of_its_consumer(cluster: NatsCluster,
+                                                            cnc: NATS) -> None:
+    """The reader's consumer (R1, in memory) lives on one node. That node SIGKILLed and
+    started again: the reader still yields every sequence once, in order (the server recreated
+    the consumer from its first sequence, which the projector took for a gap and halted)."""
+    log = await JetStreamEventLog.open(cnc, replicas=3)
+
+    async def append(i: int) -> None:
+        subject = resource_subject("Mesh", None, f"m{i}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while True:
+            try:
+                await log.append(subject, MeshApplied(at=1, mesh=Mesh(name=f"m{i}")),
+                                 expected_last_subject_seq=0, msg_id=f"m{i}")
+                return
+            except AppendNotStored:  # retried with the same Msg-Id: stored once
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
+    seen: list[int] = []
+
+    async def until(count: int) -> None:
+        while len(seen) < count:
+            if reading.done():
+                reading.result()  # the reader's error, if it failed
+                raise AssertionError("the reader ended")
+            await asyncio.sleep(0.05)
+
+    async def reader() -> None:
+        """Like the projector's loop: a reader that fails (NATS unavailable) starts again
+        after the last sequence it got."""
+        while True:
+            try:
+                async for batch in log.read(len(seen) + 1):
+                    seen.extend(record.seq for record in batch)
+            except (JetStreamUnavailable, nats.errors.Error):
+                await asyncio.sleep(0.5)
+
+    async def reader_consumer(delivered: int) -> ConsumerInfo:
+        """The reader's consumer: the one that delivered up to `delivered` (one it gave up
+        may linger until its inactivity threshold)."""
+        ours = [c for c in await cnc.jetstream().consumers_info(EVENTS_STREAM)
+                if c.delivered.stream_seq == delivered]
+        assert ours and ours[0].cluster is not None and ours[0].cluster.leader, ours
+        return ours[0]
+
+    for i in range(20):
+        await append(i)
+    reading = asyncio.ensure_future(reader())
+    try:
+        await asyncio.wait_for(until(20), 30)
+        consumer = await reader_consumer(20)
+        await cluster.kill(consumer.cluster.leader)
+        for i in range(20, 30):
+            await append(i)
+        await asyncio.wait_for(until(30), 60)
+        await cluster.start(consumer.cluster.leader)
+        for i in range(30, 40):
+            await append(i)
+        await asyncio.wait_for(until(40), 60)
+        assert seen == list(range(1, 41))
+
+        # the node back before the reader noticed: the recreated consumer starts over
+        consumer = await reader_consumer(40)
+        await cluster.kill(consumer.cluster.leader)
+        await cluster.start(consumer.cluster.leader)
+        for i in range(40, 50):
+            await append(i)
+        await asyncio.wait_for(until(50), 60)
+        assert seen == list(range(1, 51))
+    finally:
+        reading.cancel()
+        await asyncio.wait([reading])

@@ -216,37 +216,66 @@ def _export(cp: ControlPlane) -> dict[str, Any]:
     return rows
 
 
-SYNCED_ZONE_KINDS = ("meshservice", "zoneingress")
-"""Kinds a zone writes that reach global and every other zone (Dataplanes reach them too,
-but as the fold's inputs: `remotedataplane`, not in the zone that wrote them)."""
-GLOBAL_KINDS = ("mesh", "meshmultizoneservice", "hostnamegenerator", "zone")
-"""Kinds global writes that reach every zone."""
-
-
 def _synced(cp: ControlPlane) -> dict[str, Any]:
     """The synced resources of `cp`'s export, normalised so that every control plane's are
-    equal once converged: a MeshService keyed by (zone, display name), not by its name (Kuma's
-    hashed name outside its zone) and without what each control plane assigns for itself
-    (`status`: VIPs, hostnames, and the provenance labels and times of its own row); the rest
-    (spec, user labels) by kind and name. Rows marked deleted are left out (a tombstone's
-    presence depends on which log saw the resource)."""
+    equal once converged. A MeshService or ZoneIngress is keyed by (zone, display name), not
+    by its name (Kuma's hashed name outside its zone), and compared by its spec, labels and
+    availability (`status.state` in its own zone, `spec.state` elsewhere, as Kuma syncs it);
+    what each control plane assigns for itself is left out: `status` (VIPs, hostnames,
+    MeshMultiZoneService matches), `meta` (versions are its own log's sequences, times its
+    fold's), a ZoneIngress's `synced` flag, the implicit default HostnameGenerators each
+    control plane has without an event, and the label `kuma.io/origin` (`zone` in its own
+    zone and on global, `global` in the other zones, which get it through global, as in
+    Kuma). Global's kinds are compared whole but for
+    those. Dataplanes are not compared: another zone's are the fold's inputs
+    (`remotedataplane`), checked through the MeshServices' `spec.state`."""
     rows = _export(cp)
     out: dict[str, Any] = {}
-    for kind in SYNCED_ZONE_KINDS + GLOBAL_KINDS:
-        for row in rows.get(kind, {}).values():
-            if row.get("deleted"):
-                continue
-            labels = dict(row.get("labels") or {})
-            if kind == "meshservice":
-                key = f"{kind}/{row['mesh']}/{labels['kuma.io/zone']}/" + labels[
-                    "kuma.io/display-name"]
-            else:
-                key = f"{kind}/{row.get('mesh', '')}/{row['name']}"
-            out[key] = {k: v for k, v in row.items() if k not in _PER_PLANE}
+    for row in rows.get("meshservice", {}).values():
+        labels = {k: v for k, v in row["labels"].items() if k != "kuma.io/origin"}
+        spec = dict(row["spec"])
+        available = spec.pop("state", None) or row["status"].get("state", "Unavailable")
+        out[f"meshservice/{row['mesh']}/{labels['kuma.io/zone']}/"
+            f"{labels['kuma.io/display-name']}"] = {"labels": labels, "spec": spec,
+                                                    "available": available}
+    for row in rows.get("zoneingress", {}).values():
+        ingress = dict(row["zoneingress"])
+        labels = ingress.pop("labels", {}) or {}
+        display = labels.get("kuma.io/display-name", ingress.pop("name"))
+        ingress.pop("name", None)
+        out[f"zoneingress/{ingress.get('zone')}/{display}"] = ingress
+    for row in rows.get("mesh", {}).values():
+        out[f"mesh/{row['mesh']['name']}"] = row["mesh"]
+    for row in rows.get("hostnamegenerator", {}).values():
+        if row["origin"] == "default":
+            continue  # an implicit default each control plane has of its own (no event)
+        out[f"hostnamegenerator/{row['generator']['name']}"] = {
+            "generator": row["generator"], "origin": row["origin"]}
+    for row in rows.get("meshmultizoneservice", {}).values():
+        out[f"meshmultizoneservice/{row['mesh']}/{row['name']}"] = {
+            "labels": row["labels"], "spec": row["spec"]}
+    for row in rows.get("zone", {}).values():
+        out[f"zone/{row['name']}"] = {"enabled": row["enabled"], "deleted": row.get("deleted", False)}
     return out
 
 
-_PER_PLANE = frozenset({"name", "status", "meta", "vips", "addresses", "seq", "synced"})
+def _one_view(planes: dict[str, ControlPlane], *, timeout: float, what: str
+              ) -> dict[str, Any]:
+    """Global's synced resources once east's and west's are the same (on a timeout, the
+    differences)."""
+    def views() -> list[dict[str, Any]]:
+        return [_synced(planes[p]) for p in ("global", "east", "west")]
+
+    try:
+        return wait_for(lambda: (lambda v: v[0] if v[0] == v[1] == v[2] else None)(views()),
+                        timeout=timeout, what=what)
+    except AssertionError as exc:
+        central, east, west = views()
+        differ = {key: [v.get(key) for v in (central, east, west)]
+                  for key in sorted(set(central) | set(east) | set(west))
+                  if not central.get(key) == east.get(key) == west.get(key)}
+        raise AssertionError(f"{exc}: global, east, west differ in {sorted(differ)}: "
+                             + json.dumps(differ, indent=1, sort_keys=True)) from None
 
 
 def _ms(name: str, port: int) -> dict[str, Any]:
@@ -284,10 +313,9 @@ def test_a_cut_link_keeps_both_sides_serving_and_converges_after(
         cp.apply(_ms(f"{zone}-del", 80))
     central.apply(_hg("hg-upd", "{{ .DisplayName }}.a.mesh"))
     central.apply(_hg("hg-del", "{{ .DisplayName }}.b.mesh"))
-    before = wait_for(lambda: (lambda e: e if _synced(central) == e == _synced(west)
-                               else None)(_synced(east)), timeout=60, what="one view")
+    before = _one_view(planes, timeout=60, what="one view before the cut")
     assert {"meshservice/default/east/e-del", "meshservice/default/west/w-del",
-            "hostnamegenerator//hg-del"} <= set(before)
+            "hostnamegenerator/hg-del"} <= set(before)
 
     link.cut()
     cut_at = time.monotonic()
@@ -307,7 +335,7 @@ def test_a_cut_link_keeps_both_sides_serving_and_converges_after(
     assert _get(east, "/meshes/default/meshservices/e-del") is None
     # west and global, on their side of the cut, converge among themselves without east
     wait_for(lambda: "meshservice/default/west/w-new" in _synced(central)
-             and "hostnamegenerator//hg-new" in _synced(west), timeout=30,
+             and "hostnamegenerator/hg-new" in _synced(west), timeout=30,
              what="west and global in sync during the cut")
     # global shows east silent: the lag in seconds grows; in events it cannot be known
     first = wait_for(lambda: (lambda i: i if not i["connected"] else None)(
@@ -321,7 +349,7 @@ def test_a_cut_link_keeps_both_sides_serving_and_converges_after(
     east_view, central_view = _synced(east), _synced(central)
     assert "meshservice/default/west/w-del" in east_view  # west's delete did not reach east
     assert "meshservice/default/west/w-new" not in east_view
-    assert "hostnamegenerator//hg-new" not in east_view and "hostnamegenerator//hg-del" in (
+    assert "hostnamegenerator/hg-new" not in east_view and "hostnamegenerator/hg-del" in (
         east_view)
     assert "meshservice/default/east/e-new" not in central_view
     assert "meshservice/default/east/e-del" in central_view
@@ -331,24 +359,23 @@ def test_a_cut_link_keeps_both_sides_serving_and_converges_after(
     link.restore()
     restored_at = time.monotonic()
 
-    def one_view() -> dict[str, Any] | None:
-        views = [_synced(cp) for cp in (central, east, west)]
-        return views[0] if views[0] == views[1] == views[2] else None
-
-    after = wait_for(one_view, timeout=120, what="convergence after the cut")
+    after = _one_view(planes, timeout=120, what="convergence after the cut")
     caught_up_s = time.monotonic() - restored_at
     changed = {"meshservice/default/east/e-new", "meshservice/default/west/w-new",
-               "meshservice/default/east/api", "hostnamegenerator//hg-new"}
+               "meshservice/default/east/api", "hostnamegenerator/hg-new"}
     assert changed <= set(after)
     assert not {"meshservice/default/east/e-del", "meshservice/default/west/w-del",
-                "hostnamegenerator//hg-del"} & set(after)
+                "hostnamegenerator/hg-del"} & set(after)
     for key in ("meshservice/default/east/e-upd", "meshservice/default/west/w-upd"):
         assert after[key]["spec"]["ports"][0]["port"] == 82
-    assert after["hostnamegenerator//hg-upd"]["spec"]["template"].endswith(".a2.mesh")
+    assert after["hostnamegenerator/hg-upd"]["generator"]["spec"]["template"].endswith(".a2.mesh")
     assert set(after) == (set(before) | changed) - {
         "meshservice/default/east/e-del", "meshservice/default/west/w-del",
-        "hostnamegenerator//hg-del"}
-    wait_for(lambda: _insight(central, "east")["connected"], timeout=30, what="reconnected")
+        "hostnamegenerator/hg-del"}
+    back = wait_for(lambda: (lambda i: i if i["connected"] and i["syncLag"]["events"] == 0
+                             else None)(_insight(central, "east")), timeout=30,
+                    what="east reconnected, its lag in events known again")
+    assert back["syncLag"]["seconds"] < 10 and "reason" not in back
     # nothing lost, nothing duplicated: each zone's (and global's) events by Msg-Id, the same
     # ones in every log, in the same order, each once
     for zone in ("east", "west", GLOBAL_ZONE):

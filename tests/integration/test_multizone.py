@@ -2,7 +2,9 @@
 nats-server (own ports, store, JetStream domain), zones joined to global over leafnodes: a Mesh
 applied on global reaches both zones; a Dataplane registered in west yields in east a
 MeshService under Kuma's synced name with a 241/8 VIP and `<svc>.svc.west.mesh.local`; global
-shows both zones connected; each log replays to its live read models byte for byte."""
+shows both zones connected; east's link cut for 30 s while east, west and global change leaves
+each side serving and converging after; then each log replays to its live read models byte for
+byte."""
 
 from __future__ import annotations
 
@@ -20,9 +22,9 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from events import connect_nats
-from events.subjects import GLOBAL_ZONE
 from events.bus.sources import zone_filter
 from events.kds_hash import hashed_name
+from events.subjects import GLOBAL_ZONE
 from tests._tcp_proxy import TcpProxy, tcp_proxy
 from tests.harness import VENV_BIN, ControlPlane, meshlog_up, wait_for
 
@@ -255,7 +257,8 @@ def _synced(cp: ControlPlane) -> dict[str, Any]:
         out[f"meshmultizoneservice/{row['mesh']}/{row['name']}"] = {
             "labels": row["labels"], "spec": row["spec"]}
     for row in rows.get("zone", {}).values():
-        out[f"zone/{row['name']}"] = {"enabled": row["enabled"], "deleted": row.get("deleted", False)}
+        out[f"zone/{row['name']}"] = {"enabled": row["enabled"],
+                                      "deleted": row.get("deleted", False)}
     return out
 
 
@@ -345,6 +348,10 @@ def test_a_cut_link_keeps_both_sides_serving_and_converges_after(
         "seconds"] + 1 else None)(_insight(central, "east")), timeout=CUT_S,
         what="east's lag growing")
     assert not later["connected"] and later["syncLag"]["events"] is None
+    # and east, on its side, sees west (whose events come through global) silent as well
+    seen_from_east = wait_for(lambda: (lambda i: i if not i["connected"] else None)(
+        _insight(east, "west")), timeout=CUT_S, what="west shown disconnected in east")
+    assert seen_from_east["syncLag"]["events"] is None
     # nothing is removed on a disconnect, and nothing crossed the cut
     east_view, central_view = _synced(east), _synced(central)
     assert "meshservice/default/west/w-del" in east_view  # west's delete did not reach east

@@ -39,3 +39,11 @@ def test_a_source_in_error_or_never_heard_has_no_events_lag() -> None:
     never = zone_insight("east", [_source(None)], NOW)
     assert never["connected"] is False and never["syncLag"] == {"events": None, "seconds": None}
     assert never["lastSeen"] is None
+
+
+def test_the_cli_shows_an_unknown_events_lag_as_unknown() -> None:
+    from services.cli.zones import _events
+
+    assert _events({"events": None, "seconds": 31.0}) == "unknown"
+    assert _events({"events": 0, "seconds": 0.2}) == "0"
+    assert _events({}) == "-"

@@ -386,9 +386,18 @@ def test_a_cut_link_keeps_both_sides_serving_and_converges_after(
     # nothing lost, nothing duplicated: each zone's (and global's) events by Msg-Id, the same
     # ones in every log, in the same order, each once
     for zone in ("east", "west", GLOBAL_ZONE):
-        ids = [asyncio.run(_msg_ids_of(cp, zone)) for cp in (central, east, west)]
-        assert ids[0] and all(ids[0]) and len(set(ids[0])) == len(ids[0]), zone
-        assert ids[0] == ids[1] == ids[2], zone
+        def ids_in_every_log(z: str = zone) -> list[list[str]]:
+            return [asyncio.run(_msg_ids_of(cp, z)) for cp in (central, east, west)]
+
+        try:
+            ids = wait_for(lambda: (lambda i: i if i[0] == i[1] == i[2] else None)(
+                ids_in_every_log()), timeout=30, what=f"{zone}'s events alike in every log")
+        except AssertionError:
+            ids = ids_in_every_log()
+            assert ids[0] == ids[1] == ids[2], zone  # shows the difference
+            raise
+        assert ids[0] and all(ids[0]), f"{zone}: every event has a Msg-Id"
+        assert len(set(ids[0])) == len(ids[0]), f"{zone}: an event is there twice"
     print(f"caught up {caught_up_s:.1f} s after the link returned")
 
 

@@ -11,8 +11,11 @@ A ZoneInsight is read live from nats-server's view of the stream source that car
 (events.bus.sources): on global, its source of the zone's stream; in a zone, its source of the
 zone's subjects through global. `connected` while the source heard from its upstream in the
 last `CONNECTED_WITHIN_S` (its heartbeat is 1 s); `lastSeen` = now - `active`; `syncLag`:
-`events` = the source's `lag` (0 during a cut, reference/multizone.md §4: use `seconds`),
-`seconds` = time since the source last heard from its upstream.
+`events` = the source's `lag` while the source hears from its upstream (within
+`LAG_KNOWN_WITHIN_S`, a few of its 1 s heartbeats), otherwise null: during a cut nats-server
+keeps reporting `lag` 0 (reference/multizone.md §4), and how many events the other side wrote
+meanwhile cannot be known from here, so the insight says so (`reason`) instead of showing 0;
+`seconds` = time since the source last heard from its upstream (grows during a cut).
 """
 
 from __future__ import annotations
@@ -31,10 +34,13 @@ from projections import decode_row
 from projections.views import ZoneRow
 from services.api._state import ApiRequest, api_state, await_projection
 
-__all__ = ["CONNECTED_WITHIN_S", "ZONE_ROUTES", "zone_insight"]
+__all__ = ["CONNECTED_WITHIN_S", "LAG_KNOWN_WITHIN_S", "ZONE_ROUTES", "zone_insight"]
 
 CONNECTED_WITHIN_S = 10.0
 """Like nats-server's own inactive threshold of a source's consumer (10 s)."""
+LAG_KNOWN_WITHIN_S = 3.0
+"""The source's `lag` is reported only while it heard from its upstream this recently (its
+heartbeat is 1 s): after that nats-server's `lag` is stale (it stays 0 during a cut)."""
 
 
 class ZoneUpdate(msgspec.Struct, frozen=True):
@@ -54,17 +60,25 @@ def zone_insight(name: str, sources: list[SourceState], now_ms: int) -> dict[str
         return {"type": "ZoneInsight", "name": name, "connected": False,
                 "reason": "no source of this zone's events here (not registered yet, or this "
                           "is the zone itself)"}
-    connected = (source.active_ms is not None and source.error is None
-                 and source.active_ms < CONNECTED_WITHIN_S * 1000)
+    def heard_within(seconds: float) -> bool:
+        return (source.active_ms is not None and source.error is None
+                and source.active_ms < seconds * 1000)
+
+    connected = heard_within(CONNECTED_WITHIN_S)
+    lag_known = heard_within(LAG_KNOWN_WITHIN_S)
     doc: dict[str, Any] = {"type": "ZoneInsight", "name": name, "connected": connected,
                            "lastSeen": None if source.active_ms is None
                            else rfc3339(now_ms - source.active_ms),
-                           "syncLag": {"events": source.lag,
+                           "syncLag": {"events": source.lag if lag_known else None,
                                        "seconds": None if source.active_ms is None
                                        else round(source.active_ms / 1000, 3)},
                            "source": {"filter": source.filter_subject, "api": source.api}}
     if source.error is not None:
         doc["error"] = source.error
+    if not lag_known:
+        doc["reason"] = ("not heard from the upstream recently: how many events are not yet "
+                         "synced cannot be known until the link is back (syncLag.seconds is "
+                         "the time since it was last heard)")
     return doc
 
 

@@ -60,9 +60,16 @@ def _table(overviews: list[dict[str, Any]]) -> None:
         lag = insight.get("syncLag") or {}
         table.add_row(doc["name"], "yes" if doc["zone"]["enabled"] else "no",
                       "yes" if insight.get("connected") else "no",
-                      insight.get("lastSeen") or "-", str(lag.get("events", "-")),
+                      insight.get("lastSeen") or "-", _events(lag),
                       str(lag.get("seconds", "-")), age(doc.get("creationTime"), now))
     print_table(table)
+
+
+def _events(lag: dict[str, Any]) -> str:
+    """The lag in events; `unknown` when the insight cannot know it (a cut link)."""
+    if "events" not in lag:
+        return "-"
+    return "unknown" if lag["events"] is None else str(lag["events"])
 
 
 def cmd_inspect_zone(args: argparse.Namespace, client: ApiClient) -> int:
@@ -74,7 +81,7 @@ def cmd_inspect_zone(args: argparse.Namespace, client: ApiClient) -> int:
     facts = [("ZONE", doc["name"]), ("ENABLED", "yes" if doc["zone"]["enabled"] else "no"),
              ("CONNECTED", "yes" if insight.get("connected") else "no"),
              ("LAST SEEN", insight.get("lastSeen") or "never"),
-             ("SYNC LAG", f"{lag.get('events', '-')} events, {lag.get('seconds', '-')} s"),
+             ("SYNC LAG", f"{_events(lag)} events, {lag.get('seconds', '-')} s"),
              ("SOURCE", " ".join((insight.get("source") or {}).values()) or "-")]
     if "error" in insight:
         facts.append(("ERROR", insight["error"]))

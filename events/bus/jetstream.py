@@ -2,8 +2,8 @@
 
 Rules followed (reference/jetstream-rules.md): one subject per resource; `Nats-Msg-Id` on every
 append (idempotent retry); `Nats-Expected-Last-Subject-Sequence` for optimistic concurrency
-(a failed check is err_code 10071 and consumes no sequence); reading with an ordered push
-consumer with a 1 s idle heartbeat; the stream's invariants checked at start-up.
+(a failed check is err_code 10071 and consumes no sequence); reading with an ordered pull
+consumer (`events.bus._pull`); the stream's invariants checked at start-up.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from nats.js.api import (
 )
 
 from events.bus._pipeline import AckPipeline
+from events.bus._pull import pull_ordered
+from events.bus._pull import schema_of as _schema_of
 from events.bus.nats_access import (
     Refusals,
     credential_options,
@@ -343,45 +345,18 @@ class JetStreamEventLog:
         An ephemeral pull consumer (no acks, one reader: delivery is in stream order) rather
         than a push ordered consumer: a reader slower than the server (a rebuild) makes
         nats-py drop pushed messages, and a dropped flow-control message stalls the push
-        consumer for good. With pull the server sends only what was asked for. While the last
-        message says more are pending, whole batches are fetched; once caught up, a one-message
-        fetch waits and returns as soon as something is appended."""
-        sub = await self._js.pull_subscribe(
-            events_wildcard(), durable=None, stream=self._stream,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                                  opt_start_seq=max(1, from_seq), ack_policy=AckPolicy.NONE,
-                                  inactive_threshold=_INACTIVE_S, mem_storage=True,
-                                  num_replicas=1))
-        caught_up = False
-        me = asyncio.current_task()
-        try:
-            while True:
-                try:
-                    if caught_up:
-                        msgs = await sub.fetch(batch=1, timeout=_IDLE_FETCH_S)
-                    else:
-                        msgs = await sub.fetch(batch=max_batch, timeout=_TIMEOUT_S)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    caught_up = True
-                    _raise_if_cancelled(me)
-                    continue
-                # Python 3.11's asyncio.wait_for (inside nats-py's fetch) loses a cancel that
-                # lands as a message arrives (CPython gh-86296): the task still counts it
-                _raise_if_cancelled(me)
-                if not msgs:  # a transient status (404/408/409) ended the fetch empty
-                    caught_up = True
-                    continue
-                batch = [_record(m) for m in msgs]
-                caught_up = msgs[-1].metadata.num_pending == 0
+        consumer for good. With pull the server sends only what was asked for. Batches are
+        whole while the last message says more are pending; once caught up, whatever arrives
+        is yielded at once (`events.bus._pull`, which also says why not nats-py's `fetch`)."""
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                                opt_start_seq=max(1, from_seq), ack_policy=AckPolicy.NONE,
+                                inactive_threshold=_INACTIVE_S, mem_storage=True,
+                                num_replicas=1)
+        batches = pull_ordered(self._nc, self._js, self._stream, events_wildcard(),
+                               max_batch=max_batch, config=config, request_timeout=_TIMEOUT_S)
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
                 yield batch
-        finally:
-            with contextlib.suppress(nats.errors.ConnectionClosedError, nats.errors.Error):
-                await sub.unsubscribe()
-
-
-def _raise_if_cancelled(task: asyncio.Task[Any] | None) -> None:
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def _headers_size(headers: Mapping[str, str]) -> int:
@@ -406,15 +381,6 @@ def _record(msg: nats.aio.msg.Msg) -> Record:
         headers=headers,
         schema_version=_schema_of(headers),
     )
-
-
-def _schema_of(headers: Mapping[str, str]) -> int:
-    """The event's schema version; 0 (unknown to every reader, so the event is quarantined,
-    not a crash) when the header is not a number."""
-    try:
-        return int(headers.get(SCHEMA_HEADER, SCHEMA_VERSION))
-    except ValueError:
-        return 0
 
 
 def _check_stream(have: StreamConfig, want: StreamConfig) -> None:

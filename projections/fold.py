@@ -51,7 +51,7 @@ from projections._provenance import provenance_labels
 from projections.generation import expire_due, regenerate, service_name_conditions
 from projections.identity import open_ca, refresh_trust, renew_due
 from projections.ipam import allocate_vip, configure_cidr
-from projections.state import ProjectionState, dp_key, ms_key
+from projections.state import ProjectionState, dp_key, ms_key, same_tags
 from projections.views import (
     CaRow,
     DataplaneRow,
@@ -224,10 +224,16 @@ def _dataplane_changed(
     new: Dataplane | None, origin: Literal["api", "proxy"],
 ) -> None:
     old = state.dataplane(mesh, name)
-    touched = _services(old.dataplane if old is not None else None) | _services(new)
-    # MeshServices that selected the old or select the new Dataplane need new endpoints.
-    selecting = (state.meshservices_selecting(mesh, old.dataplane if old else None)
-                 | state.meshservices_selecting(mesh, new))
+    before = old.dataplane if old is not None else None
+    if before is not None and new is not None and same_tags(before, new):
+        # a health flip or a port change: the same services and selectors as before
+        touched = _services(new)
+        selecting = state.meshservices_selecting(mesh, new)
+    else:
+        touched = _services(before) | _services(new)
+        # MeshServices that selected the old or select the new Dataplane need new endpoints.
+        selecting = (state.meshservices_selecting(mesh, before)
+                     | state.meshservices_selecting(mesh, new))
     state.stale_services.update((mesh, name) for name in selecting)
     if state.trust(mesh) is not None:
         state.stale_identities.add((mesh, name))

@@ -32,7 +32,7 @@ from projections.views import (
     encode_row,
 )
 
-__all__ = ["Change", "ProjectionState", "dp_key", "ms_key"]
+__all__ = ["Change", "ProjectionState", "dp_key", "ms_key", "same_tags"]
 
 Key = tuple[str, str]  # (collection, key)
 
@@ -49,6 +49,14 @@ def dp_key(mesh: str, name: str) -> str:
 
 
 ms_key = dp_key
+
+
+def same_tags(a: Dataplane, b: Dataplane) -> bool:
+    """Do `a` and `b` have inbounds with the same tags, in the same order? Then they select
+    and are selected alike, and the tag indexes hold for both."""
+    ins, others = a.networking.inbound, b.networking.inbound
+    return len(ins) == len(others) and all(
+        i.tags == o.tags for i, o in zip(ins, others, strict=True))
 
 _R = TypeVar("_R", bound=Row)
 
@@ -125,13 +133,21 @@ class ProjectionState:
         """Names of the MeshServices of `mesh` whose selector matches `dp`."""
         if dp is None:
             return set()
-        candidates: set[str] = set()
-        for inbound in dp.networking.inbound:
-            for k, v in inbound.tags.items():
-                candidates |= self.ms_by_selector_tag.get((mesh, k, v), set())
+        found: set[str] = set()
         rows = self.rows["meshservice"]
-        return {name for name in candidates if dataplane_matches(
-            dp, _typed(MeshServiceRow, rows[ms_key(mesh, name)]).spec.selector.dataplane_tags)}
+        index = self.ms_by_selector_tag
+        for inbound in dp.networking.inbound:
+            tags = inbound.tags
+            for k, v in tags.items():
+                for name in index.get((mesh, k, v), ()):
+                    if name in found:
+                        continue
+                    selector = _typed(MeshServiceRow,
+                                      rows[ms_key(mesh, name)]).spec.selector.dataplane_tags
+                    # one tag: the index is exact; more must all hold on this inbound
+                    if len(selector) == 1 or dataplane_matches(dp, selector):
+                        found.add(name)
+        return found
 
     def dataplanes_with_tags(self, mesh: str, tags: dict[str, str]) -> list[DataplaneRow]:
         """Dataplanes with at least one inbound carrying all `tags`, sorted by name."""
@@ -144,6 +160,17 @@ class ProjectionState:
             return rows  # the index is exact for one tag
         # several tags must hold on one inbound, not spread over several
         return [r for r in rows if dataplane_matches(r.dataplane, tags)]
+
+    def dataplanes_with_tag(self, mesh: str, key: str, value: str) -> list[DataplaneRow]:
+        """Dataplanes with an inbound carrying the tag `key: value`, in no particular order
+        (for answers that do not depend on it)."""
+        names = self.dp_by_tag.get((mesh, key, value))
+        if not names:
+            return []
+        rows = self.rows["dataplane"]
+        prefix = dp_key(mesh, "")
+        return [_typed(DataplaneRow, row) for row in (rows.get(prefix + n) for n in names)
+                if row is not None]
 
     def dataplane_names(self, mesh: str) -> list[str]:
         """Names of `mesh`'s Dataplanes, sorted."""
@@ -194,8 +221,14 @@ class ProjectionState:
     def put(self, collection: str, key: str, row: Row) -> None:
         """Set the row at (collection, key); `row` must be of the collection's type."""
         _typed(COLLECTIONS[collection], row)
-        self._drop_indexes(collection, key)
-        self._put(collection, key, row)
+        rows = self.rows[collection]
+        old = rows.get(key)
+        if (type(row) is DataplaneRow and type(old) is DataplaneRow
+                and same_tags(old.dataplane, row.dataplane)):
+            rows[key] = row  # a Dataplane whose tags did not change keeps its index entries
+        else:
+            self._drop_indexes(collection, key)
+            self._put(collection, key, row)
         self._dirty.add((collection, key))
 
     def delete(self, collection: str, key: str) -> None:

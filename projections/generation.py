@@ -158,8 +158,7 @@ def regenerate(
         if current is not None:
             _orphaned(state, current, at)
         return
-    oldest = _oldest(dataplanes)
-    ports = _winning_ports(dataplanes, service, current, oldest)
+    oldest, ports = _winner(dataplanes, service, current)
     spec = MeshServiceSpec(selector=MeshServiceSelector(dataplane_tags={SERVICE_TAG: service}),
                            ports=ports)
     labels = {"kuma.io/mesh": mesh, "kuma.io/display-name": service,
@@ -191,18 +190,21 @@ def _orphaned(state: ProjectionState, current: MeshServiceRow, at: int) -> None:
         state.stale_services.add((mesh, service))
 
 
-def _winning_ports(
+def _winner(
     dataplanes: list[DataplaneRow], service: str, current: MeshServiceRow | None,
-    oldest: DataplaneRow,
-) -> list[MeshServicePort]:
-    """The current ports while a Dataplane has them, else the oldest Dataplane's."""
-    if current is not None:
-        have = current.spec.ports
-        if any(_ports(row.dataplane, service) == have for row in dataplanes):
-            return have
-    return ports_of(oldest.dataplane, service)
-
-
-def _oldest(dataplanes: list[DataplaneRow]) -> DataplaneRow:
-    """The first registered, then by name: one answer whatever the order of `dataplanes`."""
-    return min(dataplanes, key=lambda row: (row.first_seq, row.dataplane.name))
+) -> tuple[DataplaneRow, list[MeshServicePort]]:
+    """The oldest Dataplane (first registered, then by name: one answer whatever the order of
+    `dataplanes`) and the winning ports: the current ones while a Dataplane has them, else the
+    oldest's. One pass: this runs for every deregistration and port change."""
+    have = current.spec.ports if current is not None else None
+    held = False
+    oldest = dataplanes[0]
+    first, name = oldest.first_seq, oldest.dataplane.name
+    for row in dataplanes:
+        if have is not None and not held and _ports(row.dataplane, service) == have:
+            held = True
+        if row.first_seq < first or (row.first_seq == first and row.dataplane.name < name):
+            oldest, first, name = row, row.first_seq, row.dataplane.name
+    if have is not None and held:
+        return oldest, have
+    return oldest, ports_of(oldest.dataplane, service)

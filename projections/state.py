@@ -59,6 +59,7 @@ def same_tags(a: Dataplane, b: Dataplane) -> bool:
         i.tags == o.tags for i, o in zip(ins, others, strict=True))
 
 _R = TypeVar("_R", bound=Row)
+_SELECTING_MEMO_SIZE = 65_536
 
 
 def _typed(cls: type[_R], row: Row) -> _R:
@@ -79,6 +80,9 @@ class ProjectionState:
         self.ms_by_mesh: dict[str, set[str]] = defaultdict(set)
         # (mesh, tag key, tag value) -> names of MeshServices whose selector has that tag
         self.ms_by_selector_tag: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+        self._selecting: dict[tuple[str, tuple[tuple[tuple[str, str], ...], ...]],
+                              frozenset[str]] = {}
+        """`meshservices_selecting` by (mesh, inbound tags); emptied when a selector changes."""
         self.used_vips: set[str] = set()
         # (mesh, name) -> expiry of generated MeshServices waiting out their grace period
         self.expiries: dict[tuple[str, str], int] = {}
@@ -129,10 +133,19 @@ class ProjectionState:
         for name in sorted(self.ms_by_mesh.get(mesh, ())):
             yield _typed(MeshServiceRow, self.rows["meshservice"][ms_key(mesh, name)])
 
-    def meshservices_selecting(self, mesh: str, dp: Dataplane | None) -> set[str]:
+    def meshservices_selecting(self, mesh: str, dp: Dataplane | None) -> frozenset[str]:
         """Names of the MeshServices of `mesh` whose selector matches `dp`."""
         if dp is None:
-            return set()
+            return frozenset()
+        key = (mesh, tuple(tuple(i.tags.items()) for i in dp.networking.inbound))
+        found = self._selecting.get(key)
+        if found is None:
+            if len(self._selecting) >= _SELECTING_MEMO_SIZE:
+                self._selecting.clear()
+            found = self._selecting[key] = frozenset(self._selecting_now(mesh, dp))
+        return found
+
+    def _selecting_now(self, mesh: str, dp: Dataplane) -> set[str]:
         found: set[str] = set()
         rows = self.rows["meshservice"]
         index = self.ms_by_selector_tag
@@ -226,6 +239,10 @@ class ProjectionState:
         if (type(row) is DataplaneRow and type(old) is DataplaneRow
                 and same_tags(old.dataplane, row.dataplane)):
             rows[key] = row  # a Dataplane whose tags did not change keeps its index entries
+        elif (type(row) is MeshServiceRow and type(old) is MeshServiceRow
+                and row.expires_at == old.expires_at
+                and row.spec.selector.dataplane_tags == old.spec.selector.dataplane_tags):
+            rows[key] = row  # so does a MeshService whose selector and expiry did not change
         else:
             self._drop_indexes(collection, key)
             self._put(collection, key, row)
@@ -272,6 +289,7 @@ class ProjectionState:
                 for k, v in inbound.tags.items():
                     self.dp_by_tag[(dp.mesh, k, v)].add(dp.name)
         elif isinstance(row, MeshServiceRow):
+            self._selecting.clear()
             self.ms_by_mesh[row.mesh].add(row.name)
             if row.expires_at is not None:
                 self.expiries[(row.mesh, row.name)] = row.expires_at
@@ -297,6 +315,7 @@ class ProjectionState:
                         if not names:
                             del self.dp_by_tag[(dp.mesh, k, v)]
         elif isinstance(row, MeshServiceRow):
+            self._selecting.clear()
             self.ms_by_mesh[row.mesh].discard(row.name)
             if self.expiries.pop((row.mesh, row.name), None) is not None:
                 self._next_expiry = None

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import json
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 
 import nats.errors
 from nats.aio.client import Client as NATS
@@ -94,7 +94,48 @@ def _headers(raw: bytes) -> dict[str, str]:
     return out
 
 
-def schema_of(headers: dict[str, str]) -> int:
+class _RawHeaders(Mapping[str, str]):
+    """A message's headers, parsed when first read: the projector reads none of them (the
+    schema version is taken from the bytes, `_schema_in`)."""
+
+    __slots__ = ("_parsed", "_raw")
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+        self._parsed: dict[str, str] | None = None
+
+    def _dict(self) -> dict[str, str]:
+        if self._parsed is None:
+            self._parsed = _headers(self._raw)
+        return self._parsed
+
+    def __getitem__(self, key: str) -> str:
+        return self._dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict())
+
+    def __len__(self) -> int:
+        return len(self._dict())
+
+
+_SCHEMA_NAME = b"\r\n" + SCHEMA_HEADER.encode() + b":"
+
+
+def _schema_in(raw: bytes) -> int:
+    """`schema_of(_headers(raw))` without making the dict: the last `Meshlog-Schema` line."""
+    at = raw.rfind(_SCHEMA_NAME)
+    if at < 0:
+        return SCHEMA_VERSION
+    start = at + len(_SCHEMA_NAME)
+    end = raw.find(b"\r\n", start)
+    try:
+        return int(raw[start:end] if end >= 0 else raw[start:])
+    except ValueError:
+        return 0
+
+
+def schema_of(headers: Mapping[str, str]) -> int:
     """The event's schema version; 0 (unknown to every reader, so the event is quarantined,
     not a crash) when the header is not a number."""
     try:
@@ -135,8 +176,11 @@ class _Reader:
             self._fail(f"a message on the reader's inbox is not from JetStream (reply "
                        f"{reply[:80]!r})")
             return
-        hdrs = _headers(headers) if headers else {}
-        self.records.append(Record(seq, subject.decode(), data, hdrs, schema_of(hdrs)))
+        if headers:
+            self.records.append(Record(seq, subject.decode(), data, _RawHeaders(headers),
+                                       _schema_in(headers)))
+        else:
+            self.records.append(Record(seq, subject.decode(), data, {}, SCHEMA_VERSION))
         self.requested -= 1
         self.caught_up = pending == b"0"
         if self.caught_up or len(self.records) >= self.max_batch:

@@ -17,6 +17,7 @@ from global folds each with its own (DESIGN.md, Multi-zone).
 
 from __future__ import annotations
 
+import functools
 from typing import Literal, assert_never
 
 import msgspec
@@ -196,9 +197,10 @@ def _restore_default(state: ProjectionState, name: str, at: int,
         meta=RowMeta(version=0, creation_time=at, modification_time=at), origin="default"))
 
 
+@functools.lru_cache(maxsize=1024)
 def _cp_labels(mesh: str, provenance: Provenance, registered_by: str) -> dict[str, str]:
     """Labels the control plane puts on a Dataplane (Kuma's, universal zone); they win over
-    user labels of the same key."""
+    user labels of the same key. Shared between calls: to merge, never to change."""
     return {"kuma.io/mesh": mesh, **provenance_labels(provenance),
             "kuma.io/proxy-type": "sidecar", "meshlog.io/registered-by": registered_by}
 

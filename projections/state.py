@@ -167,8 +167,8 @@ class ProjectionState:
         if not tags:
             return []
         sets = [self.dp_by_tag.get((mesh, k, v), set()) for k, v in tags.items()]
-        names = set.intersection(*sorted(sets, key=len))
-        rows = [r for r in (self.dataplane(mesh, n) for n in sorted(names)) if r is not None]
+        names = set.intersection(*sorted(sets, key=len)) if len(sets) > 1 else sets[0]
+        rows = self._dataplane_rows(mesh, sorted(names))
         if len(tags) == 1:
             return rows  # the index is exact for one tag
         # several tags must hold on one inbound, not spread over several
@@ -178,12 +178,19 @@ class ProjectionState:
         """Dataplanes with an inbound carrying the tag `key: value`, in no particular order
         (for answers that do not depend on it)."""
         names = self.dp_by_tag.get((mesh, key, value))
-        if not names:
-            return []
+        return self._dataplane_rows(mesh, names) if names else []
+
+    def _dataplane_rows(self, mesh: str, names: Iterable[str]) -> list[DataplaneRow]:
         rows = self.rows["dataplane"]
         prefix = dp_key(mesh, "")
-        return [_typed(DataplaneRow, row) for row in (rows.get(prefix + n) for n in names)
-                if row is not None]
+        out: list[DataplaneRow] = []
+        for name in names:
+            row = rows.get(prefix + name)
+            if type(row) is DataplaneRow:
+                out.append(row)
+            elif row is not None:
+                _typed(DataplaneRow, row)  # raises: another type here is a bug of the fold
+        return out
 
     def dataplane_names(self, mesh: str) -> list[str]:
         """Names of `mesh`'s Dataplanes, sorted."""

@@ -231,7 +231,9 @@ def _dataplane_changed(
         # a health flip or a port change: the same services and selectors as before
         touched = _services(new)
         selecting = state.meshservices_selecting(mesh, new)
+        previous = before
     else:
+        previous = None
         touched = _services(before) | _services(new)
         # MeshServices that selected the old or select the new Dataplane need new endpoints.
         selecting = (state.meshservices_selecting(mesh, before)
@@ -249,7 +251,7 @@ def _dataplane_changed(
             conditions=service_name_conditions(new),
         ))
     for service in sorted(touched):
-        regenerate(state, mesh, service, seq, at, changed=new)
+        regenerate(state, mesh, service, seq, at, changed=new, previous=previous)
 
 
 def _services(dp: Dataplane | None) -> set[str]:

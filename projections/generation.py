@@ -135,17 +135,24 @@ def expire_due(state: ProjectionState, at: int) -> None:
 
 def regenerate(
     state: ProjectionState, mesh: str, service: str, seq: int, at: int,
-    changed: Dataplane | None = None,
+    changed: Dataplane | None = None, previous: Dataplane | None = None,
 ) -> None:
     """Bring the generated MeshService `service` of `mesh` in line with its Dataplanes.
     `changed` is the Dataplane as registered (and labelled) by the event being folded, if
-    any."""
+    any; `previous` the same Dataplane before it, when its inbounds' tags did not change."""
     current = state.meshservice(mesh, service)
     if current is not None and current.origin == "user":
         return
     if not _names_a_service(service):
         return
     waiting = current is not None and current.expires_at is not None
+    if (previous is not None and changed is not None and current is not None and not waiting
+            and _ports(previous, service) == _ports(changed, service)
+            and same_provenance(previous.labels, changed.labels)):
+        # the service has the same Dataplanes, this one with the same ports and provenance
+        # (a health flip): what the last regeneration decided holds
+        state.stale_services.add((mesh, service))
+        return
     if (current is not None and changed is not None and not waiting
             and _ports(changed, service) == current.spec.ports
             and same_provenance(changed.labels, current.labels)):

@@ -243,10 +243,11 @@ class ProjectionState:
         _typed(COLLECTIONS[collection], row)
         rows = self.rows[collection]
         old = rows.get(key)
-        if (type(row) is DataplaneRow and type(old) is DataplaneRow
-                and same_tags(old.dataplane, row.dataplane)):
+        if (collection == "dataplane" and type(row) is DataplaneRow
+                and type(old) is DataplaneRow and same_tags(old.dataplane, row.dataplane)):
             rows[key] = row  # a Dataplane whose tags did not change keeps its index entries
-        elif (type(row) is MeshServiceRow and type(old) is MeshServiceRow
+        elif (collection == "meshservice" and type(row) is MeshServiceRow
+                and type(old) is MeshServiceRow
                 and row.expires_at == old.expires_at
                 and row.spec.selector.dataplane_tags == old.spec.selector.dataplane_tags):
             rows[key] = row  # so does a MeshService whose selector and expiry did not change

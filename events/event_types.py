@@ -68,7 +68,11 @@ def rfc3339(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
-class Event(Struct, frozen=True, kw_only=True, tag_field="event", omit_defaults=True):
+class Event(Struct, frozen=True, kw_only=True, tag_field="event", omit_defaults=True,
+            gc=False):
+    """Not tracked by the cyclic garbage collector (`gc=False`, inherited): a frozen value
+    cannot form a reference cycle, and a replay decodes one per stored message."""
+
     at: int
     """When the command side decided the event, in Unix milliseconds."""
 

@@ -20,8 +20,11 @@ def decision_msg_id(subject: str, expected: int, content: bytes) -> str:
     return digest[:32]
 
 
-class Record(Struct, frozen=True):
-    """One stored message, not yet decoded (decoding may fail; see events.codec)."""
+class Record(Struct, frozen=True, gc=False):
+    """One stored message, not yet decoded (decoding may fail; see events.codec).
+
+    Not tracked by the cyclic garbage collector (`gc=False`): it holds strings, bytes and a
+    dict of strings, which cannot lead back to it, and a reader makes one per message."""
 
     seq: int
     subject: str

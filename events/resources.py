@@ -95,8 +95,9 @@ def is_app_protocol(value: str) -> TypeGuard[AppProtocol]:
     return value in APP_PROTOCOLS
 
 
-class _Base(Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
-    pass
+class _Base(Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True, gc=False):
+    """Not tracked by the cyclic garbage collector (`gc=False`, inherited): frozen values
+    built from their parts cannot form a reference cycle, and a projector holds many."""
 
 
 class Resource(_Base, frozen=True, tag_field="type"):

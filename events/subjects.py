@@ -170,12 +170,14 @@ def revocation_subject(mesh: str | None, jti: str, zone: str = DEFAULT_ZONE) -> 
     return f"{_PREFIX}.{_token(zone)}.revocation.{scope}.{_token(jti)}"
 
 
+@functools.lru_cache(maxsize=65_536)
 def provenance_of(subject: str) -> Provenance:
     """The provenance of the event stored on `subject` (any subject this module makes).
 
     The zone token maps back as is (a zone name is a label: `_token` left it unchanged);
     `GLOBAL_ZONE` gives origin `global`. Raise `MalformedSubject`, naming the subject, for
-    one that does not follow the layout."""
+    one that does not follow the layout. Remembered per subject: the fold asks for every
+    event, and a resource's events share its subject."""
     tokens = subject.split(".")
     if len(tokens) != _TOKENS or ".".join(tokens[:2]) != _PREFIX:
         raise MalformedSubject(subject, f"it has {len(tokens)} tokens, not {_TOKENS} starting "

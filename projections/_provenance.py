@@ -20,6 +20,7 @@ __all__ = [
     "ZONE_LABEL",
     "inherited_labels",
     "provenance_labels",
+    "same_provenance",
     "zone_of",
 ]
 
@@ -44,6 +45,11 @@ def inherited_labels(labels: Mapping[str, str]) -> dict[str, str]:
     """The provenance labels of a row, for a row derived from it (a generated MeshService
     from its Dataplane)."""
     return {key: labels[key] for key in _PROVENANCE_LABELS if key in labels}
+
+
+def same_provenance(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
+    """`inherited_labels(a) == inherited_labels(b)`, without building them."""
+    return all(a.get(key) == b.get(key) for key in _PROVENANCE_LABELS)
 
 
 def zone_of(labels: Mapping[str, str]) -> str:

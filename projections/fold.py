@@ -17,6 +17,7 @@ from global folds each with its own (DESIGN.md, Multi-zone).
 
 from __future__ import annotations
 
+import functools
 from typing import Literal, assert_never
 
 import msgspec
@@ -59,7 +60,7 @@ from projections.generation import expire_due, regenerate, service_name_conditio
 from projections.identity import open_ca, refresh_trust, renew_due
 from projections.ipam import allocate_vip, configure_cidr
 from projections.remote import apply_remote, apply_zone, is_remote
-from projections.state import ProjectionState, dp_key, ms_key
+from projections.state import ProjectionState, dp_key, ms_key, same_tags
 from projections.views import (
     CaRow,
     DataplaneRow,
@@ -248,9 +249,10 @@ def _restore_default(state: ProjectionState, name: str, at: int,
         meta=RowMeta(version=0, creation_time=at, modification_time=at), origin="default"))
 
 
+@functools.lru_cache(maxsize=1024)
 def _cp_labels(mesh: str, provenance: Provenance, registered_by: str) -> dict[str, str]:
     """Labels the control plane puts on a Dataplane (Kuma's, universal zone); they win over
-    user labels of the same key."""
+    user labels of the same key. Shared between calls: to merge, never to change."""
     return {"kuma.io/mesh": mesh, **provenance_labels(provenance),
             "kuma.io/proxy-type": "sidecar", "meshlog.io/registered-by": registered_by}
 
@@ -276,10 +278,18 @@ def _dataplane_changed(
     new: Dataplane | None, origin: Literal["api", "proxy"],
 ) -> None:
     old = state.dataplane(mesh, name)
-    touched = _services(old.dataplane if old is not None else None) | _services(new)
-    # MeshServices that selected the old or select the new Dataplane need new endpoints.
-    selecting = (state.meshservices_selecting(mesh, old.dataplane if old else None)
-                 | state.meshservices_selecting(mesh, new))
+    before = old.dataplane if old is not None else None
+    if before is not None and new is not None and same_tags(before, new):
+        # a health flip or a port change: the same services and selectors as before
+        touched = _services(new)
+        selecting = state.meshservices_selecting(mesh, new)
+        previous = before
+    else:
+        previous = None
+        touched = _services(before) | _services(new)
+        # MeshServices that selected the old or select the new Dataplane need new endpoints.
+        selecting = (state.meshservices_selecting(mesh, before)
+                     | state.meshservices_selecting(mesh, new))
     state.stale_services.update((mesh, name) for name in selecting)
     if state.trust(mesh) is not None:
         state.stale_identities.add((mesh, name))
@@ -293,7 +303,7 @@ def _dataplane_changed(
             conditions=service_name_conditions(new),
         ))
     for service in sorted(touched):
-        regenerate(state, mesh, service, seq, at, changed=new)
+        regenerate(state, mesh, service, seq, at, changed=new, previous=previous)
 
 
 def _services(dp: Dataplane | None) -> set[str]:

@@ -26,11 +26,13 @@ this keeps the result a function of the log, whatever zone the projector runs in
 
 from __future__ import annotations
 
+import functools
+
 import msgspec
 
 from events import SERVICE_TAG, Dataplane, MeshServicePort, is_dns1035_label
 from events.resources import MeshServiceSelector, MeshServiceSpec, is_app_protocol
-from projections._provenance import inherited_labels
+from projections._provenance import inherited_labels, same_provenance
 from projections.ipam import allocate_vip
 from projections.state import ProjectionState, ms_key
 from projections.views import (
@@ -59,7 +61,32 @@ GENERATOR_LABELS = {"kuma.io/managed-by": MANAGED_BY}
 """Labels of every generated MeshService, besides its mesh, name and provenance."""
 
 
+_PORTS_MEMO_SIZE = 16_384
+_ports_memo: dict[tuple[int, str], tuple[Dataplane, list[MeshServicePort]]] = {}
+"""`ports_of` by (Dataplane object, service): a Dataplane's ports are compared on every event
+of its service (`regenerate`, `derive`), and rows are immutable. The entry holds the object,
+so its id is not reused while the entry lives; the memo is emptied when full."""
+
+
 def ports_of(dp: Dataplane, service: str) -> list[MeshServicePort]:
+    """The ports `dp`'s inbounds of `service` give a generated MeshService, in inbound order."""
+    return list(_ports(dp, service))
+
+
+def _ports(dp: Dataplane, service: str) -> list[MeshServicePort]:
+    """`ports_of`, shared with the memo: to compare, never to keep or change."""
+    key = (id(dp), service)
+    hit = _ports_memo.get(key)
+    if hit is not None and hit[0] is dp:
+        return hit[1]
+    ports = _ports_of(dp, service)
+    if len(_ports_memo) >= _PORTS_MEMO_SIZE:
+        _ports_memo.clear()
+    _ports_memo[key] = (dp, ports)
+    return ports
+
+
+def _ports_of(dp: Dataplane, service: str) -> list[MeshServicePort]:
     ports = []
     for inbound in dp.networking.inbound:
         if inbound.tags.get(SERVICE_TAG) != service:
@@ -79,7 +106,7 @@ def service_name_conditions(dp: Dataplane) -> list[Condition]:
     out = []
     for i, inbound in enumerate(dp.networking.inbound):
         service = inbound.tags.get(SERVICE_TAG)
-        if service is None or is_dns1035_label(service):
+        if service is None or _names_a_service(service):
             continue
         out.append(Condition(
             type="MeshServiceGenerated", status="False", reason="InvalidServiceName",
@@ -87,6 +114,12 @@ def service_name_conditions(dp: Dataplane) -> list[Condition]:
                     "DNS-1035 label (lower-case letters, digits and '-', starting with a letter, "
                     "at most 63 characters), so no MeshService is generated for it"))
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _names_a_service(value: str) -> bool:
+    """Can `value` name a MeshService (a DNS-1035 label)? Asked on every Dataplane event."""
+    return is_dns1035_label(value)
 
 
 def grace_period_ms(state: ProjectionState) -> int:
@@ -102,34 +135,41 @@ def expire_due(state: ProjectionState, at: int) -> None:
 
 def regenerate(
     state: ProjectionState, mesh: str, service: str, seq: int, at: int,
-    changed: Dataplane | None = None,
+    changed: Dataplane | None = None, previous: Dataplane | None = None,
 ) -> None:
     """Bring the generated MeshService `service` of `mesh` in line with its Dataplanes.
     `changed` is the Dataplane as registered (and labelled) by the event being folded, if
-    any."""
+    any; `previous` the same Dataplane before it, when its inbounds' tags did not change."""
     current = state.meshservice(mesh, service)
     if current is not None and current.origin == "user":
         return
-    if not is_dns1035_label(service):
+    if not _names_a_service(service):
         return
     waiting = current is not None and current.expires_at is not None
+    if (previous is not None and changed is not None and current is not None and not waiting
+            and _ports(previous, service) == _ports(changed, service)
+            and same_provenance(previous.labels, changed.labels)):
+        # the service has the same Dataplanes, this one with the same ports and provenance
+        # (a health flip): what the last regeneration decided holds
+        state.stale_services.add((mesh, service))
+        return
     if (current is not None and changed is not None and not waiting
-            and ports_of(changed, service) == current.spec.ports
-            and inherited_labels(changed.labels) == inherited_labels(current.labels)):
+            and _ports(changed, service) == current.spec.ports
+            and same_provenance(changed.labels, current.labels)):
         # the changed Dataplane still has the current ports and provenance: the existing
         # spec wins, and the oldest Dataplane (whose provenance it has) is still the oldest
         state.stale_services.add((mesh, service))
         return
-    dataplanes = state.dataplanes_with_tags(mesh, {SERVICE_TAG: service})
+    dataplanes = state.dataplanes_with_tag(mesh, SERVICE_TAG, service)
     if not dataplanes:
         if current is not None:
             _orphaned(state, current, at)
         return
-    ports = _winning_ports(dataplanes, service, current)
+    oldest, ports = _winner(dataplanes, service, current)
     spec = MeshServiceSpec(selector=MeshServiceSelector(dataplane_tags={SERVICE_TAG: service}),
                            ports=ports)
     labels = {"kuma.io/mesh": mesh, "kuma.io/display-name": service,
-              **inherited_labels(_oldest(dataplanes).dataplane.labels), **GENERATOR_LABELS}
+              **inherited_labels(oldest.dataplane.labels), **GENERATOR_LABELS}
     if current is not None and current.spec == spec and current.labels == labels and not waiting:
         state.stale_services.add((mesh, service))
         return
@@ -157,14 +197,21 @@ def _orphaned(state: ProjectionState, current: MeshServiceRow, at: int) -> None:
         state.stale_services.add((mesh, service))
 
 
-def _winning_ports(
-    dataplanes: list[DataplaneRow], service: str, current: MeshServiceRow | None
-) -> list[MeshServicePort]:
-    options = {row.dataplane.name: ports_of(row.dataplane, service) for row in dataplanes}
-    if current is not None and current.spec.ports in options.values():
-        return current.spec.ports
-    return options[_oldest(dataplanes).dataplane.name]
-
-
-def _oldest(dataplanes: list[DataplaneRow]) -> DataplaneRow:
-    return min(dataplanes, key=lambda row: (row.first_seq, row.dataplane.name))
+def _winner(
+    dataplanes: list[DataplaneRow], service: str, current: MeshServiceRow | None,
+) -> tuple[DataplaneRow, list[MeshServicePort]]:
+    """The oldest Dataplane (first registered, then by name: one answer whatever the order of
+    `dataplanes`) and the winning ports: the current ones while a Dataplane has them, else the
+    oldest's. One pass: this runs for every deregistration and port change."""
+    have = current.spec.ports if current is not None else None
+    held = False
+    oldest = dataplanes[0]
+    first, name = oldest.first_seq, oldest.dataplane.name
+    for row in dataplanes:
+        if have is not None and not held and _ports(row.dataplane, service) == have:
+            held = True
+        if row.first_seq < first or (row.first_seq == first and row.dataplane.name < name):
+            oldest, first, name = row, row.first_seq, row.dataplane.name
+    if have is not None and held:
+        return oldest, have
+    return oldest, ports_of(oldest.dataplane, service)

@@ -32,7 +32,7 @@ from projections.views import (
     encode_row,
 )
 
-__all__ = ["Change", "ProjectionState", "dp_key", "local_zone_of", "ms_key"]
+__all__ = ["Change", "ProjectionState", "dp_key", "local_zone_of", "ms_key", "same_tags"]
 
 Key = tuple[str, str]  # (collection, key)
 
@@ -56,7 +56,16 @@ def local_zone_of(zone: str) -> str:
     for the global control plane's (`GLOBAL_ZONE`)."""
     return "" if zone == GLOBAL_ZONE else zone
 
+
+def same_tags(a: Dataplane, b: Dataplane) -> bool:
+    """Do `a` and `b` have inbounds with the same tags, in the same order? Then they select
+    and are selected alike, and the tag indexes hold for both."""
+    ins, others = a.networking.inbound, b.networking.inbound
+    return len(ins) == len(others) and all(
+        i.tags == o.tags for i, o in zip(ins, others, strict=True))
+
 _R = TypeVar("_R", bound=Row)
+_SELECTING_MEMO_SIZE = 65_536
 
 
 def _typed(cls: type[_R], row: Row) -> _R:
@@ -83,6 +92,9 @@ class ProjectionState:
         self.ms_by_selector_tag: dict[tuple[str, str, str], set[str]] = defaultdict(set)
         self.remote_dps: dict[tuple[str, str], set[str]] = defaultdict(set)
         """(mesh, zone) -> keys of the `remotedataplane` rows another zone wrote."""
+        self._selecting: dict[tuple[str, tuple[tuple[tuple[str, str], ...], ...]],
+                              frozenset[str]] = {}
+        """`meshservices_selecting` by (mesh, inbound tags); emptied when a selector changes."""
         self.used_vips: set[str] = set()
         # (mesh, name) -> expiry of generated MeshServices waiting out their grace period
         self.expiries: dict[tuple[str, str], int] = {}
@@ -139,29 +151,64 @@ class ProjectionState:
         for name in sorted(self.ms_by_mesh.get(mesh, ())):
             yield _typed(MeshServiceRow, self.rows["meshservice"][ms_key(mesh, name)])
 
-    def meshservices_selecting(self, mesh: str, dp: Dataplane | None) -> set[str]:
+    def meshservices_selecting(self, mesh: str, dp: Dataplane | None) -> frozenset[str]:
         """Names of the MeshServices of `mesh` whose selector matches `dp`."""
         if dp is None:
-            return set()
-        candidates: set[str] = set()
-        for inbound in dp.networking.inbound:
-            for k, v in inbound.tags.items():
-                candidates |= self.ms_by_selector_tag.get((mesh, k, v), set())
+            return frozenset()
+        key = (mesh, tuple(tuple(i.tags.items()) for i in dp.networking.inbound))
+        found = self._selecting.get(key)
+        if found is None:
+            if len(self._selecting) >= _SELECTING_MEMO_SIZE:
+                self._selecting.clear()
+            found = self._selecting[key] = frozenset(self._selecting_now(mesh, dp))
+        return found
+
+    def _selecting_now(self, mesh: str, dp: Dataplane) -> set[str]:
+        found: set[str] = set()
         rows = self.rows["meshservice"]
-        return {name for name in candidates if dataplane_matches(
-            dp, _typed(MeshServiceRow, rows[ms_key(mesh, name)]).spec.selector.dataplane_tags)}
+        index = self.ms_by_selector_tag
+        for inbound in dp.networking.inbound:
+            tags = inbound.tags
+            for k, v in tags.items():
+                for name in index.get((mesh, k, v), ()):
+                    if name in found:
+                        continue
+                    selector = _typed(MeshServiceRow,
+                                      rows[ms_key(mesh, name)]).spec.selector.dataplane_tags
+                    # one tag: the index is exact; more must all hold on this inbound
+                    if len(selector) == 1 or dataplane_matches(dp, selector):
+                        found.add(name)
+        return found
 
     def dataplanes_with_tags(self, mesh: str, tags: dict[str, str]) -> list[DataplaneRow]:
         """Dataplanes with at least one inbound carrying all `tags`, sorted by name."""
         if not tags:
             return []
         sets = [self.dp_by_tag.get((mesh, k, v), set()) for k, v in tags.items()]
-        names = set.intersection(*sorted(sets, key=len))
-        rows = [r for r in (self.dataplane(mesh, n) for n in sorted(names)) if r is not None]
+        names = set.intersection(*sorted(sets, key=len)) if len(sets) > 1 else sets[0]
+        rows = self._dataplane_rows(mesh, sorted(names))
         if len(tags) == 1:
             return rows  # the index is exact for one tag
         # several tags must hold on one inbound, not spread over several
         return [r for r in rows if dataplane_matches(r.dataplane, tags)]
+
+    def dataplanes_with_tag(self, mesh: str, key: str, value: str) -> list[DataplaneRow]:
+        """Dataplanes with an inbound carrying the tag `key: value`, in no particular order
+        (for answers that do not depend on it)."""
+        names = self.dp_by_tag.get((mesh, key, value))
+        return self._dataplane_rows(mesh, names) if names else []
+
+    def _dataplane_rows(self, mesh: str, names: Iterable[str]) -> list[DataplaneRow]:
+        rows = self.rows["dataplane"]
+        prefix = dp_key(mesh, "")
+        out: list[DataplaneRow] = []
+        for name in names:
+            row = rows.get(prefix + name)
+            if type(row) is DataplaneRow:
+                out.append(row)
+            elif row is not None:
+                _typed(DataplaneRow, row)  # raises: another type here is a bug of the fold
+        return out
 
     def dataplane_names(self, mesh: str) -> list[str]:
         """Names of `mesh`'s Dataplanes, sorted."""
@@ -212,10 +259,21 @@ class ProjectionState:
     def put(self, collection: str, key: str, row: Row) -> None:
         """Set the row at (collection, key); `row` must be of the collection's type."""
         _typed(COLLECTIONS[collection], row)
+        rows = self.rows[collection]
+        old = rows.get(key)
         if isinstance(row, MeshServiceRow):
-            self._meshservice_changing(self.rows[collection].get(key), row)
-        self._drop_indexes(collection, key)
-        self._put(collection, key, row)
+            self._meshservice_changing(old, row)
+        if (collection == "dataplane" and type(row) is DataplaneRow
+                and type(old) is DataplaneRow and same_tags(old.dataplane, row.dataplane)):
+            rows[key] = row  # a Dataplane whose tags did not change keeps its index entries
+        elif (collection == "meshservice" and type(row) is MeshServiceRow
+                and type(old) is MeshServiceRow
+                and row.expires_at == old.expires_at
+                and row.spec.selector.dataplane_tags == old.spec.selector.dataplane_tags):
+            rows[key] = row  # so does a MeshService whose selector and expiry did not change
+        else:
+            self._drop_indexes(collection, key)
+            self._put(collection, key, row)
         self._dirty.add((collection, key))
 
     def delete(self, collection: str, key: str) -> None:
@@ -281,6 +339,7 @@ class ProjectionState:
                 for k, v in inbound.tags.items():
                     self.dp_by_tag[(dp.mesh, k, v)].add(dp.name)
         elif isinstance(row, MeshServiceRow):
+            self._selecting.clear()
             self.ms_by_mesh[row.mesh].add(row.name)
             if row.expires_at is not None:
                 self.expiries[(row.mesh, row.name)] = row.expires_at
@@ -312,6 +371,7 @@ class ProjectionState:
                         if not names:
                             del self.dp_by_tag[(dp.mesh, k, v)]
         elif isinstance(row, MeshServiceRow):
+            self._selecting.clear()
             self.ms_by_mesh[row.mesh].discard(row.name)
             if self.expiries.pop((row.mesh, row.name), None) is not None:
                 self._next_expiry = None

@@ -62,8 +62,11 @@ __all__ = [
 ]
 
 
-class Row(Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
-    """The base of every read-model row and of the Structs rows are made of."""
+class Row(Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True, gc=False):
+    """The base of every read-model row and of the Structs rows are made of. Not tracked by
+    the cyclic garbage collector (`gc=False`, inherited): frozen values cannot form a reference
+    cycle, and the projection state holds one per row and part of a row, which the collector
+    would otherwise scan again and again while a rebuild makes new ones."""
 
 
 class RowMeta(Row, frozen=True):

@@ -2,8 +2,8 @@
 
 Rules followed (reference/jetstream-rules.md): one subject per resource; `Nats-Msg-Id` on every
 append (idempotent retry); `Nats-Expected-Last-Subject-Sequence` for optimistic concurrency
-(a failed check is err_code 10071 and consumes no sequence); reading with an ordered push
-consumer with a 1 s idle heartbeat; the stream's invariants checked at start-up.
+(a failed check is err_code 10071 and consumes no sequence); reading with an ordered pull
+consumer that outlives its node; the stream's invariants checked at start-up.
 
 Inside a sampled trace (an API request's) an append is a span, and its W3C trace context
 (`traceparent`) travels in the message's headers (`events.bus.trace_context`, README,

@@ -1,0 +1,95 @@
+"""The log's ordered pull reader (`events.bus._pull`) against a real nats-server: it takes its
+inbox's messages from nats-py's parser, so the connection's other subscriptions must work as
+before, and a caught-up reader must renew its pull requests as they expire."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from nats.aio.client import Client as NATS
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from events import (
+    JetStreamEventLog,
+    Mesh,
+    MeshApplied,
+    PendingAppend,
+    Record,
+    resource_subject,
+)
+from events.bus._pull import pull_ordered
+from events.subjects import EVENTS_STREAM, events_wildcard
+
+
+def _applied(i: int) -> PendingAppend:
+    return PendingAppend(resource_subject("Mesh", None, f"m{i}"),
+                         MeshApplied(at=i, mesh=Mesh(name=f"m{i}")), 0, f"m{i}")
+
+
+async def _collect(log: JetStreamEventLog, until: int, max_batch: int) -> list[int]:
+    seen: list[int] = []
+    async with contextlib.aclosing(log.read(1, max_batch=max_batch)) as batches:
+        async for batch in batches:
+            assert len(batch) <= max_batch
+            seen += [r.seq for r in batch]
+            if seen[-1] >= until:
+                return seen
+    raise AssertionError("the reader ended")
+
+
+async def test_two_readers_and_requests_share_one_connection(
+        event_log: JetStreamEventLog) -> None:
+    await event_log.append_many([_applied(i) for i in range(1, 501)])
+    first, second = await asyncio.gather(_collect(event_log, 500, 64),
+                                         _collect(event_log, 500, 100))
+    assert first == second == list(range(1, 501))
+    # the connection's other subscriptions (request replies, a last-per-subject consumer)
+    # still go through nats-py, also while a reader is open on it
+    reader = event_log.read(1, max_batch=10)
+    await anext(reader)
+    latest = await event_log.latest(events_wildcard())
+    last = await event_log.last(resource_subject("Mesh", None, "m7"))
+    await reader.aclose()
+    assert len(latest) == 500
+    assert last is not None and last.seq == 7
+    assert last.headers["Nats-Msg-Id"] == "m7"
+
+
+async def test_records_carry_subject_headers_and_schema(event_log: JetStreamEventLog) -> None:
+    await event_log.append_many([_applied(1)])
+    [record] = await _records(event_log, 1)
+    assert record.subject == resource_subject("Mesh", None, "m1")
+    assert record.headers["Nats-Msg-Id"] == "m1"
+    assert record.schema_version == 1
+    assert b'"m1"' in record.data
+
+
+async def _records(log: JetStreamEventLog, n: int) -> list[Record]:
+    out: list[Record] = []
+    async with contextlib.aclosing(log.read(1)) as batches:
+        async for batch in batches:
+            out += batch
+            if len(out) >= n:
+                return out
+    raise AssertionError("the reader ended")
+
+
+async def test_a_caught_up_reader_renews_its_expired_requests(
+        nc: NATS, event_log: JetStreamEventLog) -> None:
+    await event_log.append_many([_applied(1)])
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=1,
+                            ack_policy=AckPolicy.NONE, inactive_threshold=60,
+                            mem_storage=True, num_replicas=1)
+    batches = pull_ordered(nc, nc.jetstream(), EVENTS_STREAM, events_wildcard(),
+                           max_batch=5, config=config, request_timeout=5, expires_s=0.3)
+    async with contextlib.aclosing(batches):
+        assert [r.seq for r in await anext(batches)] == [1]
+        waiting = asyncio.ensure_future(anext(batches))
+        await asyncio.sleep(1.5)  # several generations of requests expired meanwhile
+        assert not waiting.done()
+        await event_log.append_many([_applied(2), _applied(3)])
+        got = [r.seq for r in await asyncio.wait_for(waiting, 10)]
+        while got[-1] < 3:
+            got += [r.seq for r in await asyncio.wait_for(anext(batches), 10)]
+        assert got == [2, 3]

@@ -175,8 +175,8 @@ async def test_a_zone_token_revoked_while_its_stream_is_open_ends_it(nc: NATS, p
 
 
 async def test_a_zone_token_that_expires_ends_its_stream(nc: NATS, plane: Plane) -> None:
-    token = await _zone_token(plane, valid_for_s=2)
     async with _gateway(nc, plane) as gw, channel_to(gw) as channel:
+        token = await _zone_token(plane, valid_for_s=3)  # issued once the gateway is up
         client = await _open(channel, token, node_id=INGRESS)
         await client.recv()  # served first: ended by the timer, not refused on open
         error = await _ended(client, within=10)

@@ -188,9 +188,10 @@ class ClockTicked(Event, frozen=True, tag="clock.ticked"):
     the same effect."""
 
 
-TokenPurpose = Literal["user-token", "dataplane-token"]
-"""What a signing key signs: user tokens (the HTTP API, one global key) or dataplane tokens
-(proxies on xDS, one key per mesh). Kuma's names."""
+TokenPurpose = Literal["user-token", "dataplane-token", "zone-token"]
+"""What a signing key signs: user tokens (the HTTP API, one global key), dataplane tokens
+(proxies on xDS, one key per mesh) or zone tokens (zone ingresses on xDS, one key per zone
+control plane). Kuma's names."""
 
 
 class SigningKeyCreated(Event, frozen=True, tag="signingkey.created"):

@@ -111,7 +111,7 @@ class Gateway:
             deregistration_delay_s=deregistration_delay_s, heartbeat_s=heartbeat_s,
             insight_interval_s=insight_interval_s)
         """Insights, self-registration and reaping (issues 4 and 5)."""
-        self.authentication = None if no_auth else DataplaneAuthentication(self.view)
+        self.authentication = None if no_auth else DataplaneAuthentication(self.view, zone=zone)
         """Dataplane tokens on every stream, checked on open and while it lives (issue 11)."""
         self.metrics = StreamMetrics(self.view, self.cache)
         """Prometheus metrics of the streams (`server.metrics`), read when scraped."""

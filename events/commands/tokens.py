@@ -9,8 +9,13 @@
   first dataplane token rather than with the mesh: a Mesh write stays one append on one
   subject (the command path never writes two subjects as one), and a mesh whose proxies use
   no tokens (`--no-auth`) never holds a key.
-- `issue_dataplane_token`, `issue_user_token`: claims signed with that key. A token is not
-  recorded: only its revocation is.
+- `issue_dataplane_token`, `issue_zone_token`, `issue_user_token`: claims signed with that
+  key. A token is not recorded: only its revocation is.
+- A zone token (Kuma's, for a zone ingress) is signed with this control plane's own
+  `zone-token` key, made at the first zone token. Kuma signs zone tokens on global, whose key
+  reaches the zones; meshlog's signing keys stay in the log of the control plane that made them
+  (projections.fold: local only), so a zone signs the tokens of its own ingresses, and only
+  those: a token for another zone would be refused by every gateway that could verify it.
 - `revoke`: `TokenRevoked` on the token's own subject; revoking it again appends nothing.
 """
 
@@ -26,15 +31,19 @@ from events.identity.sealing import SecretKey
 from events.identity.tokens import (
     DATAPLANE_TOKEN,
     USER_TOKEN,
+    ZONE_TOKEN,
+    ZONE_TOKEN_SCOPES,
     DataplaneClaims,
     KeyId,
     SigningKey,
     UserClaims,
+    ZoneClaims,
     dataplane_claims,
     generate_key_pair,
     is_token_id,
     load_private_key,
     user_claims,
+    zone_claims,
 )
 from events.log import EventLog
 from events.subjects import (
@@ -130,6 +139,29 @@ class TokenCommands:
                                   now_s=now_ms // 1000)
         return key.sign(claims), claims
 
+    async def issue_zone_token(self, *, zone: str, scope: list[str], valid_for_s: int,
+                               now_ms: int) -> tuple[str, ZoneClaims]:
+        """A zone token for the proxies of `zone` acting in `scope` (Kuma's
+        `generate zone-token`). Raises `InvalidResource` for another zone than this control
+        plane's (its gateways alone hold the key that verifies it) or an unknown scope."""
+        out = []
+        if zone != self._zone:
+            out.append(Violation("zone", f"{zone!r} is not this control plane's zone "
+                                         f"({self._zone!r}): a zone's own API signs the zone "
+                                         "tokens of its ingresses"))
+        for i, item in enumerate(scope):
+            if item not in ZONE_TOKEN_SCOPES:
+                out.append(Violation(f"scope[{i}]", f"{item!r} is not a scope (one of "
+                                                    f"{', '.join(ZONE_TOKEN_SCOPES)})"))
+        if not scope:
+            out.append(Violation("scope", "lists no scope (ingress)"))
+        if out:
+            raise InvalidResource("zone token request", out)
+        key = await self.signing_key(ZONE_TOKEN, None, now_ms)
+        claims = zone_claims(zone=zone, scope=scope, valid_for_s=valid_for_s,
+                             now_s=now_ms // 1000)
+        return key.sign(claims), claims
+
     async def issue_user_token(self, *, name: str, groups: list[str], valid_for_s: int,
                                now_ms: int) -> tuple[str, UserClaims]:
         key = await self.signing_key(USER_TOKEN, None, now_ms)
@@ -151,9 +183,9 @@ class TokenCommands:
         if not is_token_id(jti):
             raise InvalidResource("revocation", [Violation(
                 "jti", f"{jti!r} is not a token id (a UUID, the token's `jti` claim)")])
-        if purpose == USER_TOKEN and mesh is not None:
+        if purpose in (USER_TOKEN, ZONE_TOKEN) and mesh is not None:
             raise InvalidResource("revocation", [Violation(
-                "mesh", "a user token belongs to no mesh")])
+                "mesh", f"a {purpose} belongs to no mesh")])
         subject = revocation_subject(mesh, jti, self._zone)
 
         def decide(current: Current) -> Decision:

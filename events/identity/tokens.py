@@ -1,11 +1,12 @@
-"""Signed tokens in Kuma's formats: dataplane tokens (a proxy on xDS) and user tokens (the
-HTTP API).
+"""Signed tokens in Kuma's formats: dataplane tokens (a proxy on xDS), zone tokens (a zone
+ingress on xDS) and user tokens (the HTTP API).
 
 A token is a JWT signed ES256 (EC P-256; Kuma signs RS256 with RSA-2048, ~100x slower to
 make a key), whose header `kid` names the key that signed it: `<purpose>/<mesh or _>/<serial>`,
 a key recorded in the log (`SigningKeyCreated`). The claims are Kuma's:
 
     dataplane token  {Name, Mesh, Tags: {key: [values]}, Type: "dataplane", jti, iat, nbf, exp}
+    zone token       {Zone, Scope: ["ingress"], jti, iat, nbf, exp}
     user token       {Name, Groups: [...], jti, iat, nbf, exp}
 
 `jti` is a UUID (what a revocation names), `nbf` 5 s before `iat` (Kuma's allowance for a
@@ -42,6 +43,8 @@ __all__ = [
     "MAX_VALID_FOR_S",
     "NOT_BEFORE_SKEW_S",
     "USER_TOKEN",
+    "ZONE_TOKEN",
+    "ZONE_TOKEN_SCOPES",
     "Claims",
     "DataplaneClaims",
     "InvalidToken",
@@ -49,6 +52,7 @@ __all__ = [
     "SigningKey",
     "TokenExpired",
     "UserClaims",
+    "ZoneClaims",
     "dataplane_claims",
     "format_valid_for",
     "generate_key_pair",
@@ -61,11 +65,16 @@ __all__ = [
     "unverified_claims",
     "user_claims",
     "verify",
+    "zone_claims",
 ]
 
 ALGORITHM: Final = "ES256"
 DATAPLANE_TOKEN: Final[TokenPurpose] = "dataplane-token"
 USER_TOKEN: Final[TokenPurpose] = "user-token"
+ZONE_TOKEN: Final[TokenPurpose] = "zone-token"
+ZONE_TOKEN_SCOPES: Final = ("ingress", "egress")
+"""Kuma's zone token scopes (`pkg/tokens/builtin/zone`); meshlog has zone ingresses only, so
+an `egress` token authenticates nothing yet."""
 DEFAULT_VALID_FOR_S: Final = 24 * 3600
 """A token's validity when the request names none. Kuma's dataplane tokens default to no
 expiry at all; here an open stream ends when its token expires, so a short default with a
@@ -99,7 +108,7 @@ class KeyId(msgspec.Struct, frozen=True):
         return f"{self.purpose}/{self.mesh or _GLOBAL}/{self.serial}"
 
 
-_KID = re.compile(r"(user-token|dataplane-token)/([a-z0-9._-]{1,253})/([1-9][0-9]{0,8})")
+_KID = re.compile(r"(user-token|dataplane-token|zone-token)/([a-z0-9._-]{1,253})/([1-9][0-9]{0,8})")
 
 
 def parse_key_id(kid: str) -> KeyId | None:
@@ -107,7 +116,9 @@ def parse_key_id(kid: str) -> KeyId | None:
     match = _KID.fullmatch(kid)
     if match is None:
         return None
-    purpose: TokenPurpose = DATAPLANE_TOKEN if match[1] == DATAPLANE_TOKEN else USER_TOKEN
+    purposes: dict[str, TokenPurpose] = {DATAPLANE_TOKEN: DATAPLANE_TOKEN,
+                                         ZONE_TOKEN: ZONE_TOKEN}
+    purpose = purposes.get(match[1], USER_TOKEN)
     mesh = None if match[2] == _GLOBAL else match[2]
     return KeyId(purpose=purpose, mesh=mesh, serial=int(match[3]))
 
@@ -174,6 +185,14 @@ class DataplaneClaims(Claims, frozen=True, kw_only=True):
     type: Literal["dataplane"] = msgspec.field(name="Type", default="dataplane")
 
 
+class ZoneClaims(Claims, frozen=True, kw_only=True):
+    """Kuma's zone token claims (`pkg/tokens/builtin/zone`): any proxy of `Zone` acting in one
+    of `Scope` (`ingress`, `egress`); it names no proxy."""
+
+    zone: str = msgspec.field(name="Zone")
+    scope: list[str] = msgspec.field(name="Scope", default_factory=list)
+
+
 class UserClaims(Claims, frozen=True, kw_only=True):
     """Kuma's user token claims (`pkg/plugins/authn/api-server/tokens`)."""
 
@@ -189,6 +208,11 @@ def dataplane_claims(*, mesh: str, name: str, tags: dict[str, list[str]], valid_
     return DataplaneClaims(jti=str(uuid.uuid4()), mesh=mesh, name=name,
                            tags={k: sorted(set(v)) for k, v in sorted(tags.items())},
                            iat=now_s, nbf=now_s - NOT_BEFORE_SKEW_S, exp=now_s + valid_for_s)
+
+
+def zone_claims(*, zone: str, scope: list[str], valid_for_s: int, now_s: int) -> ZoneClaims:
+    return ZoneClaims(jti=str(uuid.uuid4()), zone=zone, scope=sorted(set(scope)),
+                      iat=now_s, nbf=now_s - NOT_BEFORE_SKEW_S, exp=now_s + valid_for_s)
 
 
 def user_claims(*, name: str, groups: list[str], valid_for_s: int, now_s: int) -> UserClaims:
@@ -260,7 +284,8 @@ def unverified_claims(token: str, claims_type: type[C]) -> C:
 
 
 def _convert(payload: object, claims_type: type[C]) -> C:
-    kind = "dataplane token" if claims_type is DataplaneClaims else "user token"
+    kind = {DataplaneClaims: "dataplane token", ZoneClaims: "zone token"}.get(
+        claims_type, "user token")
     try:
         claims = msgspec.convert(payload, claims_type)
     except msgspec.ValidationError as exc:

@@ -1,13 +1,17 @@
 """Token routes, admin only (services.api.auth), in Kuma's shape where Kuma has one:
 
     POST /tokens/dataplane   {"name", "mesh", "tags": {key: [values]}, "validFor"}  -> the token
+    POST /tokens/zone        {"zone", "scope": ["ingress"], "validFor"}             -> the token
     POST /tokens/user        {"name", "groups": [...], "validFor"}                  -> the token
     POST /tokens/dataplane/revocations   {"mesh", "jti", "expiresAt"}   revoke a dataplane token
+    POST /tokens/zone/revocations        {"jti", "expiresAt"}           revoke a zone token
     POST /tokens/user/revocations        {"jti", "expiresAt"}           revoke a user token
 
 A token comes back as `text/plain`, as Kuma answers. `validFor` is a Go duration (`24h`,
-`1h30m`; default 24h, at most 87600h); `expiresAt` is the token's `exp` (Unix seconds), after
-which its revocation says nothing more (omitted: kept for ever). A revocation answers once the
+`1h30m`; default 24h, at most 87600h); a zone token's `scope` defaults to `["ingress"]` and
+its zone must be this control plane's (a zone signs its own ingresses' tokens); `expiresAt`
+is the token's `exp` (Unix seconds), after which its revocation says nothing more (omitted:
+kept for ever). A revocation answers once the
 read models hold it, so the revoked token is refused from the next request on; gateways end
 the xDS streams that use it.
 """
@@ -25,7 +29,13 @@ from events.commands import TokenCommands
 from events.documents import load_json
 from events.errors import Conflict
 from events.event_types import TokenPurpose
-from events.identity import DATAPLANE_TOKEN, DEFAULT_VALID_FOR_S, USER_TOKEN, parse_valid_for
+from events.identity import (
+    DATAPLANE_TOKEN,
+    DEFAULT_VALID_FOR_S,
+    USER_TOKEN,
+    ZONE_TOKEN,
+    parse_valid_for,
+)
 from services.api._state import ApiRequest, api_state, await_projection
 from services.api.auth import ADMIN
 
@@ -79,6 +89,28 @@ async def generate_dataplane_token(request: ApiRequest) -> Response[str]:
     return Response(token, media_type=_TEXT)
 
 
+@post("/tokens/zone", opt=_ADMIN_ONLY, status_code=200, media_type=_TEXT,
+      summary="Generate a zone token for this zone's ingresses (admin)")
+async def generate_zone_token(request: ApiRequest) -> Response[str]:
+    what = "zone token request"
+    doc = await _object(request, what)
+    out: list[Violation] = []
+    _known(doc, {"zone", "scope", "validFor"}, out)
+    zone = doc.get("zone")
+    if not isinstance(zone, str) or not is_resource_name(zone):
+        out.append(Violation("zone", "is required" if zone is None else
+                             f"{zone!r} is not a zone name"))
+    scope = _strings(doc.get("scope", ["ingress"]), "scope", out)
+    valid_for_s = _valid_for(doc, out)
+    if out:
+        raise InvalidResource(what, out)
+    token, claims = await _tokens(request).issue_zone_token(
+        zone=str(zone), scope=scope, valid_for_s=valid_for_s, now_ms=now_ms())
+    log.info("%s generated zone token %s for zone %s (scope %s), valid until %s",
+             request.user, claims.jti, claims.zone, claims.scope, rfc3339(claims.exp * 1000))
+    return Response(token, media_type=_TEXT)
+
+
 @post("/tokens/user", opt=_ADMIN_ONLY, status_code=200, media_type=_TEXT,
       summary="Generate a user token (admin)")
 async def generate_user_token(request: ApiRequest) -> Response[str]:
@@ -114,6 +146,18 @@ async def revoke_dataplane_token(request: ApiRequest) -> Response[dict[str, Any]
     return await _revoke(request, DATAPLANE_TOKEN, revocation)
 
 
+@post("/tokens/zone/revocations", opt=_ADMIN_ONLY, status_code=200,
+      summary="Revoke a zone token (admin): its ingresses' xDS streams end")
+async def revoke_zone_token(request: ApiRequest) -> Response[dict[str, Any]]:
+    doc = await _object(request, "revocation")
+    out: list[Violation] = []
+    _known(doc, {"jti", "expiresAt"}, out)
+    revocation = _Revocation(mesh=None, jti=_jti(doc, out), expires_at_ms=_expires_at(doc, out))
+    if out:
+        raise InvalidResource("revocation", out)
+    return await _revoke(request, ZONE_TOKEN, revocation)
+
+
 @post("/tokens/user/revocations", opt=_ADMIN_ONLY, status_code=200,
       summary="Revoke a user token (admin)")
 async def revoke_user_token(request: ApiRequest) -> Response[dict[str, Any]]:
@@ -126,8 +170,8 @@ async def revoke_user_token(request: ApiRequest) -> Response[dict[str, Any]]:
     return await _revoke(request, USER_TOKEN, revocation)
 
 
-TOKEN_ROUTES = [generate_dataplane_token, generate_user_token, revoke_dataplane_token,
-                revoke_user_token]
+TOKEN_ROUTES = [generate_dataplane_token, generate_zone_token, generate_user_token,
+                revoke_dataplane_token, revoke_zone_token, revoke_user_token]
 
 
 async def _revoke(request: ApiRequest, purpose: TokenPurpose, revocation: _Revocation

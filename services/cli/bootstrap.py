@@ -91,14 +91,17 @@ def sidecar_bootstrap(*, mesh: str, name: str, xds_host: str, xds_port: int,
 
 
 def zone_ingress_bootstrap(*, name: str, xds_host: str, xds_port: int, admin_port: int = 9901,
-                           admin_address: str = "127.0.0.1", delta: bool = False
-                           ) -> dict[str, Any]:
+                           admin_address: str = "127.0.0.1", delta: bool = False,
+                           token: str | None = None) -> dict[str, Any]:
     """The bootstrap of an Envoy acting as the zone ingress `name` (a ZoneIngress registered
     in its zone): node id `_zoneingress.<name>`, which the gateway serves the ingress's SNI
-    listener to (xds_gateway/resources/ingress.py). No token (zone tokens are not built: its
-    gateway runs with --no-auth) and no health checking (it has no inbounds of its own)."""
+    listener to (xds_gateway/resources/ingress.py). `token`: a zone token of the zone with
+    scope ingress, in the ADS stream's `authorization` metadata as a sidecar's dataplane token
+    (required by gateways unless they run `--no-auth`). No health checking (it has no
+    inbounds of its own)."""
     doc = sidecar_bootstrap(mesh=ZONE_INGRESS_NODE, name=name, xds_host=xds_host,
                             xds_port=xds_port, admin_port=admin_port,
-                            admin_address=admin_address, delta=delta, cluster=name)
+                            admin_address=admin_address, delta=delta, cluster=name,
+                            token=token)
     doc.pop("hdsConfig", None)
     return doc

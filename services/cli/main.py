@@ -11,9 +11,9 @@
     meshlog delete KIND NAME [-m MESH]
     meshlog inspect dataplane NAME [-m MESH] [--config]   connected?, xDS counters; or its config
     meshlog dataplane bootstrap --mesh M --name N [--token-file F]   an Envoy bootstrap
-    meshlog dataplane bootstrap --zone-ingress NAME           ... for a zone ingress Envoy
-    meshlog generate dataplane-token|user-token ...  a token (admin; services/cli/tokens.py)
-    meshlog revoke dataplane-token|user-token ...    revoke one (admin)
+    meshlog dataplane bootstrap --zone-ingress NAME [--token-file F]  ... for a zone ingress
+    meshlog generate dataplane-token|zone-token|user-token ...  a token (admin; cli/tokens.py)
+    meshlog revoke dataplane-token|zone-token|user-token ...    revoke one (admin)
     meshlog replay --database URL [--to-seq N]       rebuild read models from the log
     meshlog export [--database URL] [-o FILE]        read models as canonical JSON
     meshlog quarantine                               events the projector could not apply
@@ -289,13 +289,14 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
     host, _, port = args.xds_address.rpartition(":")
     if args.zone_ingress:
-        if args.mesh or args.name or args.dataplane_file or args.token_file:
+        if args.mesh or args.name or args.dataplane_file:
             raise SystemExit("error: --zone-ingress takes none of --mesh, --name, "
-                             "--dataplane-file, --token-file (a zone ingress is no Dataplane)")
+                             "--dataplane-file (a zone ingress is no Dataplane)")
         doc = zone_ingress_bootstrap(name=args.zone_ingress, xds_host=host or "127.0.0.1",
                                      xds_port=parse_port("--xds-address", port),
                                      admin_port=parse_port("--admin-port", args.admin_port),
-                                     delta=args.delta)
+                                     delta=args.delta, token=_zone_token_file(
+                                         args.token_file) if args.token_file else None)
         return _print_doc(doc, args.output)
     mesh, name, dataplane, token = args.mesh, args.name, None, None
     if args.dataplane_file:
@@ -348,6 +349,24 @@ def _token_file(path: str, mesh: str | None, name: str | None) -> tuple[str, tup
             raise ConfigError(f"--token-file {path}: the token is for "
                               f"{claims.mesh}.{claims.name}, not {flag} {given!r}")
     return token, (claims.mesh, claims.name)
+
+
+def _zone_token_file(path: str) -> str:
+    """The zone token in `path`, checked to be one with scope ingress (the gateway would
+    refuse anything else for a zone ingress)."""
+    from events.identity import InvalidToken, ZoneClaims, unverified_claims
+    from services.errors import ConfigError
+
+    token = read_token_file("--token-file", path)
+    try:
+        claims = unverified_claims(token, ZoneClaims)
+    except InvalidToken as exc:
+        raise ConfigError(f"--token-file {path}: not a zone token (meshlog generate "
+                          f"zone-token --zone ZONE): {exc}") from None
+    if "ingress" not in claims.scope:
+        raise ConfigError(f"--token-file {path}: the zone token's scope is {claims.scope}, "
+                          "not ingress")
+    return token
 
 
 def _same(flag: str, given: str | None, in_file: str) -> str:

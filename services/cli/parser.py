@@ -318,8 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--admin-port", default="9901", help="Envoy admin port (default %(default)s)")
     bs.add_argument("--delta", action="store_true", help="use incremental (Delta) xDS")
     bs.add_argument("--token-file", default=env("DATAPLANE_TOKEN_FILE"),
-                    help="a dataplane token (meshlog generate dataplane-token): sent in the "
-                         "`authorization` metadata of the xDS streams; --mesh and --name "
+                    help="a dataplane token (meshlog generate dataplane-token), or with "
+                         "--zone-ingress a zone token (meshlog generate zone-token): sent in "
+                         "the `authorization` metadata of the xDS streams; --mesh and --name "
                          "default to the token's (env MESHLOG_DATAPLANE_TOKEN_FILE)")
     bs.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
 

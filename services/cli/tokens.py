@@ -2,8 +2,10 @@
 words:
 
     meshlog generate dataplane-token --mesh M --name N [--tag K=V]... [--valid-for 24h]
+    meshlog generate zone-token --zone Z [--scope ingress] [--valid-for 24h]
     meshlog generate user-token --name N [--group G]... [--valid-for 24h]
     meshlog revoke dataplane-token [--mesh M] (--jti ID | --token-file F)
+    meshlog revoke zone-token (--jti ID | --token-file F)
     meshlog revoke user-token (--jti ID | --token-file F)
 
 A token is printed alone on stdout (`> file` keeps it as is), what it is for and until when on
@@ -19,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from events import rfc3339
-from events.identity import DataplaneClaims, InvalidToken, UserClaims, unverified_claims
+from events.identity import (
+    ZONE_TOKEN_SCOPES,
+    Claims,
+    DataplaneClaims,
+    InvalidToken,
+    UserClaims,
+    ZoneClaims,
+    unverified_claims,
+)
 from services.cli.client import ApiClient
 from services.errors import ConfigError
 
@@ -32,7 +42,8 @@ _VALID_FOR_HELP = ("how long the token is valid, a Go duration such as 24h, 720h
 def add_token_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     """The `generate` and `revoke` commands, on the CLI's subparsers."""
     gen = sub.add_parser("generate", parents=parents,
-                         help="generate a token (admin): dataplane-token | user-token")
+                         help="generate a token (admin): dataplane-token | zone-token | "
+                              "user-token")
     gen_sub = gen.add_subparsers(dest="token_kind", required=True, metavar="TOKEN")
     dp = gen_sub.add_parser("dataplane-token", parents=parents,
                             help="a token a proxy sends on xDS (meshlog dataplane bootstrap "
@@ -44,6 +55,14 @@ def add_token_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
                     help="a tag the Dataplane must carry (repeatable; values of one key add "
                          "up, e.g. --tag kuma.io/service=web)")
     dp.add_argument("--valid-for", default="24h", help=_VALID_FOR_HELP)
+    zone = gen_sub.add_parser("zone-token", parents=parents,
+                              help="a token a zone ingress sends on xDS (meshlog dataplane "
+                                   "bootstrap --zone-ingress NAME --token-file); ask the "
+                                   "zone's own API")
+    zone.add_argument("--zone", required=True, help="the zone whose ingresses use it")
+    zone.add_argument("--scope", action="append", choices=ZONE_TOKEN_SCOPES,
+                      help="what the proxy may act as (repeatable; default ingress)")
+    zone.add_argument("--valid-for", default="24h", help=_VALID_FOR_HELP)
     user = gen_sub.add_parser("user-token", parents=parents,
                               help="a token for the API (Authorization: Bearer)")
     user.add_argument("--name", required=True, help="the user's name")
@@ -52,9 +71,11 @@ def add_token_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     user.add_argument("--valid-for", default="24h", help=_VALID_FOR_HELP)
 
     rev = sub.add_parser("revoke", parents=parents,
-                         help="revoke a token (admin): dataplane-token | user-token")
+                         help="revoke a token (admin): dataplane-token | zone-token | "
+                              "user-token")
     rev_sub = rev.add_subparsers(dest="token_kind", required=True, metavar="TOKEN")
     for kind, text in (("dataplane-token", "refused from now on; its open xDS streams end"),
+                       ("zone-token", "refused from now on; its ingresses' xDS streams end"),
                        ("user-token", "refused by the API from now on")):
         r = rev_sub.add_parser(kind, parents=parents, help=text)
         if kind == "dataplane-token":
@@ -85,6 +106,14 @@ def cmd_generate(args: argparse.Namespace, client: ApiClient) -> int:
         what = f"dataplane token {dp.jti} for {dp.mesh}.{dp.name}"
         revoke = f"meshlog revoke dataplane-token --mesh {dp.mesh} --jti {dp.jti}"
         exp = dp.exp
+    elif args.token_kind == "zone-token":
+        token = client.request_text("POST", "/tokens/zone", json={
+            "zone": args.zone, "scope": args.scope or ["ingress"],
+            "validFor": args.valid_for})
+        zt = unverified_claims(token, ZoneClaims)
+        what = f"zone token {zt.jti} for zone {zt.zone} (scope {', '.join(zt.scope)})"
+        revoke = f"meshlog revoke zone-token --jti {zt.jti}"
+        exp = zt.exp
     else:
         token = client.request_text("POST", "/tokens/user", json={
             "name": args.name, "groups": args.group, "validFor": args.valid_for})
@@ -103,10 +132,10 @@ def cmd_revoke(args: argparse.Namespace, client: ApiClient) -> int:
     body: dict[str, Any] = {"jti": args.jti}
     if args.token_file:
         token = read_token_file("--token-file", args.token_file)
+        kinds: dict[str, type[Claims]] = {"dataplane-token": DataplaneClaims,
+                                          "zone-token": ZoneClaims, "user-token": UserClaims}
         try:
-            claims: DataplaneClaims | UserClaims = (
-                unverified_claims(token, DataplaneClaims) if dataplane
-                else unverified_claims(token, UserClaims))
+            claims = unverified_claims(token, kinds[args.token_kind])
         except InvalidToken as exc:
             raise ConfigError(f"--token-file {args.token_file}: {exc}") from None
         if isinstance(claims, DataplaneClaims):
@@ -117,7 +146,7 @@ def cmd_revoke(args: argparse.Namespace, client: ApiClient) -> int:
         body = {"jti": claims.jti, "expiresAt": claims.exp}
     if dataplane:
         body["mesh"] = mesh or "default"
-    path = "/tokens/dataplane/revocations" if dataplane else "/tokens/user/revocations"
+    path = f"/tokens/{args.token_kind.removesuffix('-token')}/revocations"
     result = client.request("POST", path, json=body)
     where = f" of mesh {body['mesh']}" if dataplane else ""
     state = "was already revoked" if result["unchanged"] else "revoked"

@@ -22,10 +22,12 @@ from events.commands import Commands, TokenCommands
 from events.identity import (
     DATAPLANE_TOKEN,
     USER_TOKEN,
+    ZONE_TOKEN,
     DataplaneClaims,
     SealedSecretError,
     SecretKey,
     UserClaims,
+    ZoneClaims,
     read_header,
     verify,
 )
@@ -124,3 +126,41 @@ async def test_a_revocation_names_a_token_id(event_log: JetStreamEventLog) -> No
     commands = TokenCommands(event_log, zone="default", secret_key=SecretKey.generate())
     with pytest.raises(InvalidResource, match=r"jti: 'x\.y' is not a token id"):
         await commands.revoke(DATAPLANE_TOKEN, "default", "x.y", expires_at_ms=0, at=NOW_MS)
+
+
+async def test_a_zone_token_is_signed_with_the_zones_own_key_made_once(
+        event_log: JetStreamEventLog) -> None:
+    secret = SecretKey.generate()
+    replicas = [TokenCommands(event_log, zone="west", secret_key=secret) for _ in range(2)]
+    issued = await asyncio.gather(*(r.issue_zone_token(
+        zone="west", scope=["ingress"], valid_for_s=60, now_ms=NOW_MS) for r in replicas))
+    key = await replicas[0].signing_key(ZONE_TOKEN, None, NOW_MS)
+    assert str(key.kid) == "zone-token/_/1"
+    for token, claims in issued:
+        assert str(read_header(token)) == "zone-token/_/1"
+        assert verify(token, key.public_key, ZoneClaims, now_s=NOW_MS / 1000) == claims
+        assert (claims.zone, claims.scope) == ("west", ["ingress"])
+    record = await event_log.last(signing_key_subject(ZONE_TOKEN, None, 1, "west"))
+    assert record is not None and record.seq == 1  # one key, appended at sequence 0
+
+
+async def test_a_zone_signs_no_token_of_another_zone_or_unknown_scope(
+        event_log: JetStreamEventLog) -> None:
+    commands = TokenCommands(event_log, zone="west", secret_key=SecretKey.generate())
+    with pytest.raises(InvalidResource) as raised:
+        await commands.issue_zone_token(zone="east", scope=["ingress", "sidecar"],
+                                        valid_for_s=60, now_ms=NOW_MS)
+    message = str(raised.value)
+    assert "zone: 'east' is not this control plane's zone ('west')" in message
+    assert "scope[1]: 'sidecar' is not a scope" in message
+    assert await event_log.last(signing_key_subject(ZONE_TOKEN, None, 1, "west")) is None
+
+
+async def test_a_zone_token_revocation_belongs_to_no_mesh(event_log: JetStreamEventLog
+                                                          ) -> None:
+    commands = TokenCommands(event_log, zone="west", secret_key=SecretKey.generate())
+    jti = "0b4c7f2e-9a59-4f7c-8a53-2f4f3a7d2f10"
+    with pytest.raises(InvalidResource, match="a zone-token belongs to no mesh"):
+        await commands.revoke(ZONE_TOKEN, "default", jti, expires_at_ms=0, at=NOW_MS)
+    assert await commands.revoke(ZONE_TOKEN, None, jti, expires_at_ms=0, at=NOW_MS) == (1, True)
+    assert await commands.is_revoked(None, jti)

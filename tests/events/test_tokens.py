@@ -14,12 +14,14 @@ import pytest
 from events.identity.tokens import (
     DATAPLANE_TOKEN,
     USER_TOKEN,
+    ZONE_TOKEN,
     DataplaneClaims,
     InvalidToken,
     KeyId,
     SigningKey,
     TokenExpired,
     UserClaims,
+    ZoneClaims,
     dataplane_claims,
     format_valid_for,
     generate_key_pair,
@@ -31,6 +33,7 @@ from events.identity.tokens import (
     unverified_claims,
     user_claims,
     verify,
+    zone_claims,
 )
 
 NOW = 1_700_000_000
@@ -202,3 +205,22 @@ def test_validity_refuses_what_is_no_duration_in_range(text: str, problem: str) 
 
 def test_validity_formats_back() -> None:
     assert [format_valid_for(s) for s in (86_400, 1800, 90)] == ["24h", "30m", "90s"]
+
+
+def test_a_zone_token_carries_kumas_zone_and_scope_and_its_own_kid() -> None:
+    key = _key(KeyId(purpose=ZONE_TOKEN, mesh=None, serial=1))
+    token = key.sign(zone_claims(zone="west", scope=["ingress", "ingress"], valid_for_s=60,
+                                 now_s=NOW))
+    header, payload, _ = _parts(token)
+    assert header["kid"] == "zone-token/_/1"
+    assert set(payload) == {"Zone", "Scope", "jti", "iat", "nbf", "exp"}
+    assert (payload["Zone"], payload["Scope"]) == ("west", ["ingress"])
+    claims = verify(token, key.public_key, ZoneClaims, now_s=NOW)
+    assert (claims.zone, claims.scope) == ("west", ["ingress"])
+    assert parse_key_id("zone-token/_/1") == KeyId(purpose=ZONE_TOKEN, mesh=None, serial=1)
+
+
+def test_a_dataplane_token_does_not_pass_as_a_zone_token() -> None:
+    key = _key()
+    with pytest.raises(InvalidToken, match="not those of a zone token"):
+        verify(_dataplane_token(key), key.public_key, ZoneClaims, now_s=NOW)

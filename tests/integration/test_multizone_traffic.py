@@ -6,14 +6,17 @@ and running with global's secret key (`--secret-key-file`), so they open the mes
 global created. On global: a Mesh with builtin mTLS, an allow-all MeshTrafficPermission and a
 MeshMultiZoneService `redis`. Real HTTP backends behind real Envoy sidecars in both zones
 (`redis-1` in each, the client `web-1` in east) and a real Envoy as west's zone ingress (on
-Delta xDS). East checks its proxies' dataplane tokens, issued by east (signed with east's own
-key, sealed with global's secret key); west runs `--no-auth`, as an ingress has no token yet.
+Delta xDS). Both zones check their proxies' tokens: dataplane tokens for the sidecars and,
+for west's ingress, a zone token of west with scope ingress, each issued by its own zone
+(signed with the zone's own key, sealed with global's secret key).
 
 Shown: the client in east calling `redis.mzsvc.mesh.local`'s VIP is served by east's redis;
-when east's redis goes away, by west's, through west's ingress (mTLS end to end between the
-sidecars, the ingress routing by SNI); when east's comes back, by east's again; and
-`redis.svc.west.mesh.local`'s VIP (west's redis, synced into east as `redis-<hash>`) is
-west's only.
+when east's redis goes away (deregistered), by west's, through west's ingress (mTLS end to
+end between the sidecars, the ingress routing by SNI); when east's comes back, by east's
+again; when east's redis app stops, its sidecar's `serviceProbe` (a TCP check the gateway
+asks for over HDS) fails, the inbound turns unready and traffic fails over to west again,
+coming back once the app is up; and `redis.svc.west.mesh.local`'s VIP (west's redis, synced
+into east as `redis-<hash>`) is west's only.
 
 Addresses on loopback: east's redis sidecar 127.0.0.2, west's 127.0.0.3, web 127.0.0.4, west's
 ingress 127.0.0.5; VIPs inside 127.0.0.0/8 so Envoy binds them without iptables. Only web's
@@ -58,11 +61,13 @@ SYNCED = hashed_name("default", "redis", "west")
 
 def _dataplane(name: str, address: str, port: int, service: str, app_port: int | None = None
                ) -> dict[str, Any]:
-    """`app_port`: a backend's sidecar, which reaches nothing (no outbound listeners)."""
+    """`app_port`: a backend's sidecar, which reaches nothing (no outbound listeners) and
+    TCP-checks its app (HDS)."""
     inbound: dict[str, Any] = {"port": port, "tags": {"kuma.io/service": service}}
     networking: dict[str, Any] = {"address": address, "inbound": [inbound]}
     if app_port is not None:
         inbound["servicePort"] = app_port
+        inbound["serviceProbe"] = {"interval": "0.5s", "timeout": "0.5s", "tcp": {}}
         networking["transparentProxying"] = {"reachableBackends": {"refs": [
             {"kind": "MeshService", "name": "nothing"}]}}
     return {"type": "Dataplane", "mesh": "default", "name": name, "networking": networking}
@@ -86,7 +91,7 @@ def _deployment(tmp_path: Path) -> Iterator[dict[str, ControlPlane]]:
         with meshlog_up(tmp_path / "east", "--zone", "east", "--global", url,
                         "--secret-key-file", key, "--vip-cidr", "127.110.0.0/16",
                         "--mmzs-vip-cidr", "127.143.0.0/16") as east, \
-                meshlog_up(tmp_path / "west", "--zone", "west", "--global", url, "--no-auth",
+                meshlog_up(tmp_path / "west", "--zone", "west", "--global", url,
                            "--secret-key-file", key, "--vip-cidr", "127.111.0.0/16",
                            "--mmzs-vip-cidr", "127.144.0.0/16") as west:
             yield {"global": central, "east": east, "west": west}
@@ -102,19 +107,32 @@ def _sidecar(cp: ControlPlane, name: str, *, backend: bool, token: bool = False
     return boot
 
 
+def _zone_token(cp: ControlPlane, zone: str) -> str:
+    """A zone token of `zone` with scope ingress, from that zone's own API."""
+    response = cp.api.post("/tokens/zone", json={"zone": zone, "scope": ["ingress"]})
+    assert response.status_code == 200, response.text
+    return response.text
+
+
 @contextlib.contextmanager
 def _envoys(planes: dict[str, ControlPlane], tmp_path: Path) -> Iterator[dict[str, Envoy]]:
     east, west = planes["east"], planes["west"]
     boots = {"east/redis-1": _sidecar(east, "redis-1", backend=True, token=True),
-             "west/redis-1": _sidecar(west, "redis-1", backend=True),
+             "west/redis-1": _sidecar(west, "redis-1", backend=True, token=True),
              "west/ingress": zone_ingress_bootstrap(name="west-ingress", xds_host="127.0.0.1",
                                                     xds_port=west.xds_port, admin_port=0,
-                                                    delta=True),
+                                                    delta=True, token=_zone_token(west, "west")),
              "east/web-1": _sidecar(east, "web-1", backend=False, token=True)}
     with contextlib.ExitStack() as stack:
         yield {name: stack.enter_context(run_envoy(boot, tmp_path / "envoy",
                                                    name.replace("/", "-")))
                for name, boot in boots.items()}
+
+
+def _inbound_ready(cp: ControlPlane, name: str) -> bool:
+    inbound = (_get(cp, f"/meshes/default/dataplanes/{name}") or {}).get(
+        "networking", {}).get("inbound", [{}])[0]
+    return bool(inbound.get("health", {}).get("ready", True))
 
 
 def _counter(envoy: Envoy, name: str) -> int:
@@ -126,9 +144,10 @@ def test_a_client_in_east_fails_over_to_west_through_wests_ingress_and_back(
     port = free_port_on_all([EAST_REDIS, WEST_REDIS])
     east_app, west_app = free_port("127.0.0.1"), free_port("127.0.0.1")
     ingress_port = free_port(INGRESS)
-    with _deployment(tmp_path) as planes, \
-            http_backend("127.0.0.1", east_app, "redis-east"), \
+    east_backend = contextlib.ExitStack()
+    with _deployment(tmp_path) as planes, east_backend, \
             http_backend("127.0.0.1", west_app, "redis-west"):
+        east_backend.enter_context(http_backend("127.0.0.1", east_app, "redis-east"))
         central, east, west = planes["global"], planes["east"], planes["west"]
         central.apply(MESH)
         central.apply(ALLOW_ALL)
@@ -199,6 +218,21 @@ def test_a_client_in_east_fails_over_to_west_through_wests_ingress_and_back(
 
             east.apply(_dataplane("redis-1", EAST_REDIS, port, "redis", east_app))
             wait_for(lambda: only("redis-east"), timeout=60, what="traffic back to east's redis")
+
+            # east's redis app stops: its sidecar's TCP probe (HDS) fails, the inbound turns
+            # unready in the log, and the client fails over to west through the ingress
+            before = _counter(gate, through)
+            east_backend.close()
+            wait_for(lambda: _inbound_ready(east, "redis-1") is False, timeout=60,
+                     what="east's redis inbound unready (its probe failing)")
+            wait_for(lambda: only("redis-west"), timeout=60,
+                     what="failover to west's redis while east's is unhealthy")
+            assert _counter(gate, through) >= before + 5
+            east_backend.enter_context(http_backend("127.0.0.1", east_app, "redis-east"))
+            wait_for(lambda: _inbound_ready(east, "redis-1") is True, timeout=60,
+                     what="east's redis inbound ready again")
+            wait_for(lambda: only("redis-east"), timeout=60,
+                     what="traffic back to east's redis once healthy")
 
             for envoy in envoys.values():
                 rejected = envoy.stats("update_rejected")

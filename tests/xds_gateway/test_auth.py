@@ -169,16 +169,6 @@ async def test_a_token_of_another_control_plane_is_unauthenticated(nc: NATS,
     assert forged not in (error.details() or "")
 
 
-async def test_a_zone_ingress_is_refused_saying_it_needs_no_auth(nc: NATS, plane: Plane
-                                                                  ) -> None:
-    token = await plane.token("web-1")  # whatever it holds: zone tokens do not exist yet
-    async with _gateway(nc) as gw, channel_to(gw) as channel:
-        error = await _ended(await _open(channel, token, node_id="_zoneingress.ingress-1"))
-    assert error.code() == UNAUTHENTICATED
-    assert "zone ingress proxies have no tokens yet" in (error.details() or "")
-    assert "--no-auth" in (error.details() or "")
-
-
 async def test_another_proxys_token_is_permission_denied(nc: NATS, plane: Plane) -> None:
     token = await plane.token("web-2")
     async with _gateway(nc) as gw, channel_to(gw) as channel:

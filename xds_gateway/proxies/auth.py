@@ -10,8 +10,11 @@ On open (ADS, SotW or Delta, and HDS):
 - a dataplane-token kid, whose public key the gateway's view holds (projected from the log:
   a gateway never holds a private key), an ES256 signature, claims of a dataplane token, valid
   now (nbf..exp), not revoked;
-- the token's `Mesh` and `Name` are the node's (`<mesh>.<name>`, as the ADS stream reads
-  node.id); its `Tags`, if any, are on the Dataplane: each tag present, each of the
+- for a zone ingress (node `_zoneingress.<name>`): a zone-token kid instead, claims of a zone
+  token (Kuma's `{Zone, Scope}`) whose `Zone` is the gateway's own and whose `Scope` holds
+  `ingress`; a dataplane token opens no ingress stream, a zone token no sidecar stream;
+- for a sidecar: the token's `Mesh` and `Name` are the node's (`<mesh>.<name>`, as the ADS
+  stream reads node.id); its `Tags`, if any, are on the Dataplane: each tag present, each of the
   Dataplane's values of it allowed (Kuma's rule). The Dataplane is the one the node carries to
   register itself, else the one registered: self-registration needs a token that names it.
 
@@ -42,12 +45,14 @@ from envoy.config.core.v3.base_pb2 import Node
 from envoy.service.health.v3.hds_pb2 import HealthCheckRequestOrEndpointHealthResponse
 from msgspec import Struct
 
-from events import Dataplane, rfc3339
+from events import DEFAULT_ZONE, Dataplane, rfc3339
 from events.identity import (
     DATAPLANE_TOKEN,
+    ZONE_TOKEN,
     DataplaneClaims,
     InvalidToken,
     TokenExpired,
+    ZoneClaims,
     load_public_key,
     read_header,
     verify,
@@ -95,17 +100,23 @@ def token_of(metadata: Iterable[tuple[str, str | bytes]]) -> str:
     return token
 
 
+_KINDS: dict[str, str] = {DATAPLANE_TOKEN: "dataplane token", ZONE_TOKEN: "zone token"}
+
+
 class _Session(Struct):
     node_id: str
     token: tuple[str, str]
-    """(mesh, jti): what a revocation names."""
+    """(mesh or `_`, jti): what a revocation names."""
     expiry: asyncio.TimerHandle
 
 
 class DataplaneAuthentication(NoCallbacks):
-    def __init__(self, view: ProjectionView, *, clock: Callable[[], float] = time.time) -> None:
-        """`clock`: Unix seconds, what token times are compared with."""
+    def __init__(self, view: ProjectionView, *, zone: str = DEFAULT_ZONE,
+                 clock: Callable[[], float] = time.time) -> None:
+        """`zone`: the gateway's zone, the only one whose zone tokens it accepts. `clock`:
+        Unix seconds, what token times are compared with."""
         self._view = view
+        self._zone = zone
         self._clock = clock
         self._keys: dict[str, ec.EllipticCurvePublicKey] = {}
         """Public keys by kid, parsed once (a kid's key never changes)."""
@@ -121,17 +132,18 @@ class DataplaneAuthentication(NoCallbacks):
         if parsed is None:
             raise StreamRefused(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"node.id {node.id!r} is not <mesh>.<dataplane name>")
+        token = token_of(stream.metadata)
         if parsed[0] == ZONE_INGRESS_NODE:
-            raise StreamRefused(_UNAUTHENTICATED, "zone ingress proxies have no tokens yet "
-                                "(Kuma's zone tokens are not built): serve them from a "
-                                "gateway that runs with --no-auth")
-        claims = self._authenticate(token_of(stream.metadata))
-        self._authorize(claims, node, *parsed)
+            claims: DataplaneClaims | ZoneClaims = self._authenticate_ingress(token, node.id)
+            key, kind = ("_", claims.jti), "zone token"
+        else:
+            claims = self._authenticate(token)
+            self._authorize(claims, node, *parsed)
+            key, kind = (claims.mesh, claims.jti), "dataplane token"
         # no await since the token was checked: a revocation cannot slip in between
-        key = (claims.mesh, claims.jti)
         expiry = asyncio.get_running_loop().call_later(
             max(0.0, claims.exp - self._clock()), stream.end, _UNAUTHENTICATED,
-            f"the dataplane token {claims.jti} expired at {rfc3339(claims.exp * 1000)}")
+            f"the {kind} {claims.jti} expired at {rfc3339(claims.exp * 1000)}")
         self._sessions[stream] = _Session(node_id=node.id, token=key, expiry=expiry)
         self._by_token[key].add(stream)
 
@@ -160,7 +172,9 @@ class DataplaneAuthentication(NoCallbacks):
         try:
             kid = read_header(token)
             if kid.purpose != DATAPLANE_TOKEN:
-                raise InvalidToken(f"it is a {kid.purpose} (kid {kid}), not a dataplane token")
+                raise InvalidToken(f"it is a {kid.purpose} (kid {kid}), not a dataplane token"
+                                   + (" (zone tokens are for zone ingresses)"
+                                      if kid.purpose == ZONE_TOKEN else ""))
             key = self._key(str(kid))
             if key is None:
                 raise InvalidToken(f"its signing key {kid} is unknown to this gateway (a "
@@ -176,6 +190,36 @@ class DataplaneAuthentication(NoCallbacks):
                            f"signed with the key of mesh {kid.mesh!r}")
         if (claims.mesh, claims.jti) in self._view.revocations:
             raise _refused(f"the dataplane token {claims.jti} was revoked")
+        return claims
+
+    def _authenticate_ingress(self, token: str, node_id: str) -> ZoneClaims:
+        """A zone ingress's zone token: Kuma's zone token names no proxy, so any ingress of
+        the zone it names may use it, and the zone must be this gateway's."""
+        try:
+            kid = read_header(token)
+            if kid.purpose != ZONE_TOKEN:
+                raise InvalidToken(f"it is a {kid.purpose} (kid {kid}); a zone ingress "
+                                   "authenticates with a zone token (meshlog generate "
+                                   "zone-token --zone ZONE --scope ingress)")
+            key = self._key(str(kid))
+            if key is None:
+                raise InvalidToken(f"its signing key {kid} is unknown to this gateway (a "
+                                   "token of another zone's control plane, or of a log that "
+                                   "was reset; or a key made a moment ago, not here yet)")
+            claims = verify(token, key, ZoneClaims, now_s=self._clock())
+        except TokenExpired as exc:
+            raise _refused(f"expired zone token: {exc}") from None
+        except InvalidToken as exc:
+            raise _refused(f"invalid zone token: {exc}") from None
+        if ("_", claims.jti) in self._view.revocations:
+            raise _refused(f"the zone token {claims.jti} was revoked")
+        if claims.zone != self._zone:
+            raise StreamRefused(_DENIED, f"the zone token {claims.jti} is for zone "
+                                f"{claims.zone!r}; this gateway serves zone {self._zone!r}")
+        if "ingress" not in claims.scope:
+            raise StreamRefused(_DENIED, f"the zone token {claims.jti} has scope "
+                                f"{claims.scope}, not ingress: it opens no stream for the "
+                                f"zone ingress {node_id!r}")
         return claims
 
     def _authorize(self, claims: DataplaneClaims, node: Node, mesh: str, name: str) -> None:
@@ -210,10 +254,11 @@ class DataplaneAuthentication(NoCallbacks):
         return key
 
     def _revoked(self, row: RevocationRow) -> None:
-        if row.purpose != DATAPLANE_TOKEN:
+        kind = _KINDS.get(row.purpose)
+        if kind is None:
             return
         for stream in list(self._by_token.get((row.mesh or "_", row.jti), ())):
-            stream.end(_UNAUTHENTICATED, f"the dataplane token {row.jti} was revoked")
+            stream.end(_UNAUTHENTICATED, f"the {kind} {row.jti} was revoked")
 
 
 def _tags_problem(allowed: dict[str, list[str]], dataplane: Dataplane) -> str:

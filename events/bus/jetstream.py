@@ -441,8 +441,9 @@ class JetStreamEventLog:
         node is down the reader gets nothing; once it is back the server recreates the consumer
         from its first start sequence and delivers the log again from there. So the reader
         keeps the next sequence it owes: an idle period (nothing for `_IDLE_FETCH_S`) while the
-        stream holds that sequence, or a batch that goes back before it, means the consumer is not the one
-        it made, and a new one is made at that sequence. Nothing is yielded twice or skipped.
+        stream holds that sequence, or a batch that goes back before it, means the consumer is
+        not the one it made, and a new one is made at that sequence (`OrderedPull.renew`).
+        Nothing is yielded twice or skipped.
         """
         next_seq = max(1, from_seq)
         pull = OrderedPull(self._nc, self._js, self._stream, events_wildcard(),

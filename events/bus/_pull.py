@@ -15,7 +15,9 @@ and pull requests are served in the order they were made, so records arrive in o
 server sends only what was requested, so memory stays bounded (no drops behind a slow reader,
 unlike a push consumer). A request ends by delivering its batch, or with a status message: 408
 (it expired) or 409 (for example the consumer's limit of waiting requests), both carrying
-`Nats-Pending-Messages`, the part of the batch not delivered; 404 (nothing, for `no_wait`).
+`Nats-Pending-Messages`, the part of the batch not delivered; 404 (nothing, for `no_wait`); 503
+(no responder: the consumer is gone, or the node holding it is down; asked again once per idle
+period, and the log's reader then makes a new consumer, `events.bus.jetstream`).
 """
 
 from __future__ import annotations
@@ -196,8 +198,10 @@ class _Reader:
             return
         if code in (b"408", b"409"):  # the request ended: what it did not deliver
             left = _headers(b"\r\n" + rest).get("Nats-Pending-Messages")
-            self.requested -= int(left) if left is not None and left.isdigit() else 0
-            self.requested = max(self.requested, 0)
+            if left is not None and left.isdigit():
+                self.requested = max(self.requested - int(left), 0)
+            else:  # what ended is not said (409 Consumer Deleted): ask again, a few too many
+                self.requested = 0
         elif code == b"404":
             self.requested = 0
         elif code == b"503":  # no responder: the consumer's server is down (or it is gone)

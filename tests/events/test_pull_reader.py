@@ -128,3 +128,28 @@ async def test_a_renewed_pull_starts_at_its_sequence_and_drops_what_the_old_one_
     finally:
         await pull.close()
     assert len(await event_log.latest(events_wildcard())) == 301
+
+
+async def test_the_log_reader_makes_a_new_consumer_when_its_own_is_gone(
+        nc: NATS, event_log: JetStreamEventLog) -> None:
+    """Its consumer deleted under it (as when the node holding it is lost): the pull requests
+    it had waiting end, new ones find no one (status 503), and once an idle period passes
+    while the next sequence it owes is stored, the reader makes a new consumer there: the
+    rest comes once each, in order."""
+    js = nc.jetstream()
+    await event_log.append_many([_applied(i) for i in range(1, 11)])
+    seen: list[int] = []
+    async with contextlib.aclosing(event_log.read(1, max_batch=4)) as batches:
+        while not seen or seen[-1] < 10:
+            seen += [r.seq for r in await asyncio.wait_for(anext(batches), 10)]
+        [consumer] = await js.consumers_info(EVENTS_STREAM)
+        waiting = asyncio.ensure_future(anext(batches))
+        await asyncio.sleep(0.2)
+        await js.delete_consumer(EVENTS_STREAM, consumer.name)
+        await asyncio.sleep(0.5)
+        await event_log.append_many([_applied(i) for i in range(11, 21)])
+        seen += [r.seq for r in await asyncio.wait_for(waiting, 30)]
+        while seen[-1] < 20:
+            seen += [r.seq for r in await asyncio.wait_for(anext(batches), 30)]
+        assert [c.name for c in await js.consumers_info(EVENTS_STREAM)] != [consumer.name]
+    assert seen == list(range(1, 21))

@@ -15,7 +15,9 @@ and pull requests are served in the order they were made, so records arrive in o
 server sends only what was requested, so memory stays bounded (no drops behind a slow reader,
 unlike a push consumer). A request ends by delivering its batch, or with a status message: 408
 (it expired) or 409 (for example the consumer's limit of waiting requests), both carrying
-`Nats-Pending-Messages`, the part of the batch not delivered; 404 (nothing, for `no_wait`).
+`Nats-Pending-Messages`, the part of the batch not delivered; 404 (nothing, for `no_wait`); 503
+(no responder: the consumer is gone, or the node holding it is down; asked again once per idle
+period, and the log's reader then makes a new consumer, `events.bus.jetstream`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mappi
 
 import nats.errors
 from nats.aio.client import Client as NATS
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 
@@ -35,7 +38,7 @@ from events.codec import SCHEMA_HEADER, SCHEMA_VERSION
 from events.errors import EventLogUnavailable
 from events.log import Record
 
-__all__ = ["pull_ordered", "schema_of"]
+__all__ = ["OrderedPull", "pull_ordered", "schema_of"]
 
 _EXPIRES_S = 30.0
 """How long a pull request waits on the server; a caught-up reader's requests linger that long
@@ -157,6 +160,8 @@ class _Reader:
         self.heard = False
         """Something (a record or a status) arrived since the generator last looked."""
         self.error: Exception | None = None
+        self.refused = False
+        """No one took a pull request (status 503): none is made again until the next call."""
         self.wake = asyncio.Event()
 
     def on_message(self, subject: bytes, reply: bytes, data: bytes,
@@ -193,10 +198,15 @@ class _Reader:
             return
         if code in (b"408", b"409"):  # the request ended: what it did not deliver
             left = _headers(b"\r\n" + rest).get("Nats-Pending-Messages")
-            self.requested -= int(left) if left is not None and left.isdigit() else 0
-            self.requested = max(self.requested, 0)
+            if left is not None and left.isdigit():
+                self.requested = max(self.requested - int(left), 0)
+            else:  # what ended is not said (409 Consumer Deleted): ask again, a few too many
+                self.requested = 0
         elif code == b"404":
             self.requested = 0
+        elif code == b"503":  # no responder: the consumer's server is down (or it is gone)
+            self.requested = 0
+            self.refused = True
         else:
             self._fail(f"JetStream ended a pull request: {line.decode('ascii', 'replace')}")
         self.wake.set()
@@ -217,47 +227,129 @@ class _Reader:
         return None
 
 
-async def pull_ordered(
-    nc: NATS, js: JetStreamContext, stream: str, subject: str, *, max_batch: int,
-    config: ConsumerConfig, request_timeout: float, expires_s: float = _EXPIRES_S,
-) -> AsyncGenerator[list[Record], None]:
-    """In-order batches of at most `max_batch` records of `subject` (a filter), then the live
-    tail, forever. `config` says where the consumer starts (it is given a name and the filter
-    here); `js` is the JetStream context that creates it. Each pull request waits
-    `expires_s` on the server; a caught-up reader renews them as they expire."""
-    name = nc._nuid.next().decode()
-    config.name = name
-    config.filter_subject = subject
-    await js.add_consumer(stream, config=config, timeout=request_timeout)
-    reader = _Reader(max_batch)
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
-    dispatch = _Dispatch.of(nc)
-    dispatch.sinks[sub._id] = reader.on_message
-    next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}"
-    request = json.dumps({"batch": max_batch,
-                          "expires": int(expires_s * 1_000_000_000)}).encode()
-    try:
+class OrderedPull:
+    """An ordered pull consumer of `subject` that can be renewed at a sequence.
+
+    `next(idle_s)` gives the next in-order batch of at most `max_batch` records, or None when
+    nothing arrived for `idle_s` (what to do then, for example `renew`, is the caller's
+    policy). `renew(seq)` drops the consumer's inbox (messages still on their way to it are
+    discarded by nats-py) and makes a new consumer, and a new inbox, starting at `seq`.
+    `close()` drops the inbox; the consumer goes with its inactive threshold. Each pull
+    request waits `expires_s` on the server; a caught-up reader renews them as they expire."""
+
+    def __init__(self, nc: NATS, js: JetStreamContext, stream: str, subject: str, *,
+                 max_batch: int, config: Callable[[int], ConsumerConfig],
+                 request_timeout: float, expires_s: float = _EXPIRES_S) -> None:
+        self._nc = nc
+        self._js = js
+        self._stream = stream
+        self._subject = subject
+        self._max_batch = max_batch
+        self._config = config
+        self._request_timeout = request_timeout
+        self._expires_s = expires_s
+        self._request = json.dumps({"batch": max_batch,
+                                    "expires": int(expires_s * 1_000_000_000)}).encode()
+        self._dispatch = _Dispatch.of(nc)
+        self._reader = _Reader(max_batch)
+        self._sub: Subscription | None = None
+        self._inbox = ""
+        self._next_subject = ""
+        self._heard_at = 0.0
+
+    async def open(self, start_seq: int) -> None:
+        """Make the consumer at `start_seq` (the inbox first: nothing sent is missed)."""
+        name = self._nc._nuid.next().decode()
+        config = self._config(start_seq)
+        config.name = name
+        config.filter_subject = self._subject
+        reader = _Reader(self._max_batch)
+        inbox = self._nc.new_inbox()
+        sub = await self._nc.subscribe(inbox)
+        self._dispatch.sinks[sub._id] = reader.on_message
+        try:
+            await self._js.add_consumer(self._stream, config=config,
+                                        timeout=self._request_timeout)
+        except BaseException:
+            await self._drop(sub)
+            raise
+        self._reader, self._sub, self._inbox = reader, sub, inbox
+        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{name}"
+        self._heard_at = asyncio.get_running_loop().time()
+
+    async def renew(self, start_seq: int) -> None:
+        """A new consumer at `start_seq`; nothing the old one sent is given any more."""
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            await self._drop(sub)
+        await self.open(start_seq)
+
+    async def close(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            await self._drop(sub)
+
+    async def _drop(self, sub: Subscription) -> None:
+        self._dispatch.sinks.pop(sub._id, None)
+        with contextlib.suppress(nats.errors.ConnectionClosedError, nats.errors.Error):
+            await sub.unsubscribe()
+
+    async def next(self, idle_s: float) -> list[Record] | None:
+        """The next batch: a full one, or what there is once caught up (or once nothing more
+        arrived for `idle_s`); None when nothing arrived for `idle_s`."""
+        if self._sub is None:
+            raise EventLogUnavailable("the reader's consumer is closed")
+        reader = self._reader
+        loop = asyncio.get_running_loop()
+        if reader.refused:  # no responder: ask again once per idle period, not in a loop
+            reader.refused = False
+            reader.requested = 0
+        deadline = loop.time() + idle_s
         while True:
             # keep about two batches asked for: the server sends while the caller folds
-            while reader.requested <= max_batch:
-                await nc.publish(next_subject, request, reply=inbox)
-                reader.requested += max_batch
+            while reader.requested <= self._max_batch and not reader.refused:
+                await self._nc.publish(self._next_subject, self._request, reply=self._inbox)
+                reader.requested += self._max_batch
             batch = reader.take()
             if batch is not None:
-                yield batch
-                continue
+                return batch
             if reader.error is not None:
                 raise reader.error
             reader.wake.clear()
             reader.heard = False
             try:
-                async with asyncio.timeout(expires_s + _SILENCE_S):
+                async with asyncio.timeout_at(deadline):
                     await reader.wake.wait()
             except TimeoutError:
-                if not reader.heard:
-                    reader.requested = 0  # lost with a connection: ask again
+                pass
+            now = loop.time()
+            if reader.heard:
+                self._heard_at = now
+            if now < deadline:
+                continue
+            if reader.records:  # whatever came in order before the silence
+                batch, reader.records = reader.records, []
+                return batch
+            if now - self._heard_at > self._expires_s + _SILENCE_S:
+                reader.requested = 0  # lost with a connection: ask again
+                self._heard_at = now
+            return None
+
+
+async def pull_ordered(
+    nc: NATS, js: JetStreamContext, stream: str, subject: str, *, max_batch: int,
+    config: ConsumerConfig, request_timeout: float, expires_s: float = _EXPIRES_S,
+) -> AsyncGenerator[list[Record], None]:
+    """In-order batches of at most `max_batch` records of `subject` (a filter), then the live
+    tail, forever, from one consumer made with `config` (`OrderedPull` without renewal)."""
+    pull = OrderedPull(nc, js, stream, subject, max_batch=max_batch,
+                       config=lambda _seq: config, request_timeout=request_timeout,
+                       expires_s=expires_s)
+    await pull.open(config.opt_start_seq or 1)
+    try:
+        while True:
+            batch = await pull.next(expires_s)
+            if batch is not None:
+                yield batch
     finally:
-        dispatch.sinks.pop(sub._id, None)
-        with contextlib.suppress(nats.errors.ConnectionClosedError, nats.errors.Error):
-            await sub.unsubscribe()
+        await pull.close()

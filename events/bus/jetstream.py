@@ -36,6 +36,8 @@ from opentelemetry.trace import Span, SpanKind, get_current_span
 
 from events.bus._kv import await_stream_leader
 from events.bus._pipeline import AckPipeline
+from events.bus._pull import OrderedPull
+from events.bus._pull import schema_of as _schema_of
 from events.bus.nats_access import (
     Refusals,
     credential_options,
@@ -431,84 +433,69 @@ class JetStreamEventLog:
         An ephemeral pull consumer (no acks, one reader: delivery is in stream order) rather
         than a push ordered consumer: a reader slower than the server (a rebuild) makes
         nats-py drop pushed messages, and a dropped flow-control message stalls the push
-        consumer for good. With pull the server sends only what was asked for. While the last
-        message says more are pending, whole batches are fetched; once caught up, a one-message
-        fetch waits and returns as soon as something is appended.
+        consumer for good. With pull the server sends only what was asked for. Batches are
+        whole while the last message says more are pending; once caught up, whatever arrives
+        is yielded at once (`events.bus._pull`, which also says why not nats-py's `fetch`).
 
         On a replicated stream the consumer (R1, in memory) lives on one node. While that
-        node is down a fetch gets nothing; once it is back the server recreates the consumer
+        node is down the reader gets nothing; once it is back the server recreates the consumer
         from its first start sequence and delivers the log again from there. So the reader
-        keeps the next sequence it owes: an idle fetch that times out while the stream holds
-        that sequence, or a batch that goes back before it, means the consumer is not the one
-        it made, and a new one is made at that sequence. Nothing is yielded twice or skipped.
+        keeps the next sequence it owes: an idle period (nothing for `_IDLE_FETCH_S`) while the
+        stream holds that sequence, or a batch that goes back before it, means the consumer is
+        not the one it made, and a new one is made at that sequence (`OrderedPull.renew`).
+        Nothing is yielded twice or skipped.
         """
         next_seq = max(1, from_seq)
-        sub = await self._consumer(next_seq)
-        caught_up = False
+        pull = OrderedPull(self._nc, self._js, self._stream, events_wildcard(),
+                           max_batch=max_batch, config=_reader_config,
+                           request_timeout=_TIMEOUT_S)
+        await pull.open(next_seq)
         me = asyncio.current_task()
         try:
             while True:
-                try:
-                    if caught_up:
-                        msgs = await sub.fetch(batch=1, timeout=_IDLE_FETCH_S)
-                    else:
-                        msgs = await sub.fetch(batch=max_batch, timeout=_TIMEOUT_S)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    caught_up = True
-                    _raise_if_cancelled(me)
+                batch = await pull.next(_IDLE_FETCH_S)
+                # the reader waits with asyncio.timeout, not wait_for (CPython gh-86296 loses
+                # a cancel there on 3.11); checked anyway, as before, at every batch
+                _raise_if_cancelled(me)
+                if batch is None:
                     if await self._stored_up_to() >= next_seq:
                         log.warning("reader of %s got nothing while sequence %d is stored: "
                                     "its consumer is gone (its server restarted?); making "
                                     "a new one there", self._stream, next_seq)
-                        sub = await self._renew_consumer(sub, next_seq)
+                        await self._renew_consumer(pull, next_seq)
                     continue
-                # Python 3.11's asyncio.wait_for (inside nats-py's fetch) loses a cancel that
-                # lands as a message arrives (CPython gh-86296): the task still counts it
-                _raise_if_cancelled(me)
-                if not msgs:  # a transient status (404/408/409) ended the fetch empty
-                    caught_up = True
-                    continue
-                if msgs[0].metadata.sequence.stream < next_seq:
+                if batch[0].seq < next_seq:
                     log.warning("reader of %s was sent sequence %d again after %d: its "
                                 "consumer was recreated (its server restarted); making a new "
-                                "one at %d", self._stream, msgs[0].metadata.sequence.stream,
-                                next_seq - 1, next_seq)
-                    sub = await self._renew_consumer(sub, next_seq)
-                    caught_up = False
+                                "one at %d", self._stream, batch[0].seq, next_seq - 1, next_seq)
+                    await self._renew_consumer(pull, next_seq)
                     continue
-                batch = [_record(m) for m in msgs]
                 next_seq = batch[-1].seq + 1
-                caught_up = msgs[-1].metadata.num_pending == 0
                 yield batch
         finally:
-            with contextlib.suppress(nats.errors.ConnectionClosedError, nats.errors.Error):
-                await sub.unsubscribe()
+            await pull.close()
 
     async def _stored_up_to(self) -> int:
         """The stream's last sequence; 0 while it cannot be read (a leader being elected):
-        the reader asks again at its next idle fetch."""
+        the reader asks again at its next idle period."""
         try:
             return await self.last_seq()
         except JetStreamUnavailable:
             return 0
 
-    async def _consumer(self, start_seq: int) -> JetStreamContext.PullSubscription:
-        return await self._js.pull_subscribe(
-            events_wildcard(), durable=None, stream=self._stream,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                                  opt_start_seq=start_seq, ack_policy=AckPolicy.NONE,
-                                  inactive_threshold=_INACTIVE_S, mem_storage=True,
-                                  num_replicas=1))
-
-    async def _renew_consumer(self, sub: JetStreamContext.PullSubscription, start_seq: int
-                              ) -> JetStreamContext.PullSubscription:
-        with contextlib.suppress(nats.errors.ConnectionClosedError, nats.errors.Error):
-            await sub.unsubscribe()
+    async def _renew_consumer(self, pull: OrderedPull, start_seq: int) -> None:
         try:
-            return await self._consumer(start_seq)
+            await pull.renew(start_seq)
         except _TRANSIENT as exc:
             raise JetStreamUnavailable(_unavailable(
                 self._stream, f"cannot read from sequence {start_seq}", exc)) from exc
+
+
+def _reader_config(start_seq: int) -> ConsumerConfig:
+    """The reader's consumer: ephemeral, unacknowledged, in memory, on one node."""
+    return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                          opt_start_seq=start_seq, ack_policy=AckPolicy.NONE,
+                          inactive_threshold=_INACTIVE_S, mem_storage=True, num_replicas=1)
 
 
 def _unavailable(stream: str, what: str, exc: BaseException) -> str:
@@ -562,15 +549,6 @@ def _record(msg: nats.aio.msg.Msg) -> Record:
         headers=headers,
         schema_version=_schema_of(headers),
     )
-
-
-def _schema_of(headers: Mapping[str, str]) -> int:
-    """The event's schema version; 0 (unknown to every reader, so the event is quarantined,
-    not a crash) when the header is not a number."""
-    try:
-        return int(headers.get(SCHEMA_HEADER, SCHEMA_VERSION))
-    except ValueError:
-        return 0
 
 
 def _zone_scoped(subjects: Sequence[str]) -> bool:

@@ -18,7 +18,7 @@ from events import (
     Record,
     resource_subject,
 )
-from events.bus._pull import pull_ordered
+from events.bus._pull import OrderedPull, pull_ordered
 from events.subjects import EVENTS_STREAM, events_wildcard
 
 
@@ -93,3 +93,63 @@ async def test_a_caught_up_reader_renews_its_expired_requests(
         while got[-1] < 3:
             got += [r.seq for r in await asyncio.wait_for(anext(batches), 10)]
         assert got == [2, 3]
+
+
+async def test_a_renewed_pull_starts_at_its_sequence_and_drops_what_the_old_one_sent(
+        nc: NATS, event_log: JetStreamEventLog) -> None:
+    """What the log's reader does when its consumer was recreated behind its back: a new
+    consumer at the next sequence it owes. Records the old consumer had on their way (two
+    batches are requested ahead) must not come out of the new one."""
+    await event_log.append_many([_applied(i) for i in range(1, 301)])
+
+    def config(start_seq: int) -> ConsumerConfig:
+        return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                              opt_start_seq=start_seq, ack_policy=AckPolicy.NONE,
+                              inactive_threshold=60, mem_storage=True, num_replicas=1)
+
+    pull = OrderedPull(nc, nc.jetstream(), EVENTS_STREAM, events_wildcard(), max_batch=40,
+                       config=config, request_timeout=5)
+    await pull.open(1)
+    try:
+        first = await pull.next(10)
+        assert first is not None and [r.seq for r in first] == list(range(1, 41))
+        await pull.renew(25)
+        got: list[int] = []
+        while not got or got[-1] < 300:
+            batch = await pull.next(10)
+            assert batch is not None, "nothing came for 10 s"
+            got += [r.seq for r in batch]
+        assert got == list(range(25, 301))
+        # caught up: an idle period gives None, and a later append still comes
+        assert await pull.next(0.5) is None
+        await event_log.append_many([_applied(301)])
+        late = await pull.next(10)
+        assert late is not None and [r.seq for r in late] == [301]
+    finally:
+        await pull.close()
+    assert len(await event_log.latest(events_wildcard())) == 301
+
+
+async def test_the_log_reader_makes_a_new_consumer_when_its_own_is_gone(
+        nc: NATS, event_log: JetStreamEventLog) -> None:
+    """Its consumer deleted under it (as when the node holding it is lost): the pull requests
+    it had waiting end, new ones find no one (status 503), and once an idle period passes
+    while the next sequence it owes is stored, the reader makes a new consumer there: the
+    rest comes once each, in order."""
+    js = nc.jetstream()
+    await event_log.append_many([_applied(i) for i in range(1, 11)])
+    seen: list[int] = []
+    async with contextlib.aclosing(event_log.read(1, max_batch=4)) as batches:
+        while not seen or seen[-1] < 10:
+            seen += [r.seq for r in await asyncio.wait_for(anext(batches), 10)]
+        [consumer] = await js.consumers_info(EVENTS_STREAM)
+        waiting = asyncio.ensure_future(anext(batches))
+        await asyncio.sleep(0.2)
+        await js.delete_consumer(EVENTS_STREAM, consumer.name)
+        await asyncio.sleep(0.5)
+        await event_log.append_many([_applied(i) for i in range(11, 21)])
+        seen += [r.seq for r in await asyncio.wait_for(waiting, 30)]
+        while seen[-1] < 20:
+            seen += [r.seq for r in await asyncio.wait_for(anext(batches), 30)]
+        assert [c.name for c in await js.consumers_info(EVENTS_STREAM)] != [consumer.name]
+    assert seen == list(range(1, 21))

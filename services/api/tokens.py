@@ -146,28 +146,27 @@ async def revoke_dataplane_token(request: ApiRequest) -> Response[dict[str, Any]
     return await _revoke(request, DATAPLANE_TOKEN, revocation)
 
 
-@post("/tokens/zone/revocations", opt=_ADMIN_ONLY, status_code=200,
-      summary="Revoke a zone token (admin): its ingresses' xDS streams end")
-async def revoke_zone_token(request: ApiRequest) -> Response[dict[str, Any]]:
+async def _meshless_revocation(request: ApiRequest) -> _Revocation:
+    """The revocation of a token that belongs to no mesh (a zone's or a user's)."""
     doc = await _object(request, "revocation")
     out: list[Violation] = []
     _known(doc, {"jti", "expiresAt"}, out)
     revocation = _Revocation(mesh=None, jti=_jti(doc, out), expires_at_ms=_expires_at(doc, out))
     if out:
         raise InvalidResource("revocation", out)
-    return await _revoke(request, ZONE_TOKEN, revocation)
+    return revocation
+
+
+@post("/tokens/zone/revocations", opt=_ADMIN_ONLY, status_code=200,
+      summary="Revoke a zone token (admin): its ingresses' xDS streams end")
+async def revoke_zone_token(request: ApiRequest) -> Response[dict[str, Any]]:
+    return await _revoke(request, ZONE_TOKEN, await _meshless_revocation(request))
 
 
 @post("/tokens/user/revocations", opt=_ADMIN_ONLY, status_code=200,
       summary="Revoke a user token (admin)")
 async def revoke_user_token(request: ApiRequest) -> Response[dict[str, Any]]:
-    doc = await _object(request, "revocation")
-    out: list[Violation] = []
-    _known(doc, {"jti", "expiresAt"}, out)
-    revocation = _Revocation(mesh=None, jti=_jti(doc, out), expires_at_ms=_expires_at(doc, out))
-    if out:
-        raise InvalidResource("revocation", out)
-    return await _revoke(request, USER_TOKEN, revocation)
+    return await _revoke(request, USER_TOKEN, await _meshless_revocation(request))
 
 
 TOKEN_ROUTES = [generate_dataplane_token, generate_zone_token, generate_user_token,

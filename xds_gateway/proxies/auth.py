@@ -38,6 +38,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -51,6 +52,7 @@ from events.identity import (
     ZONE_TOKEN,
     DataplaneClaims,
     InvalidToken,
+    KeyId,
     TokenExpired,
     ZoneClaims,
     load_public_key,
@@ -66,6 +68,8 @@ from xds_gateway.server.subscription import InvalidStream
 from xds_gateway.view import ProjectionView
 
 __all__ = ["AUTHORIZATION", "DataplaneAuthentication", "token_of"]
+
+_C = TypeVar("_C", DataplaneClaims, ZoneClaims)
 
 log = logging.getLogger("meshlog.xds.auth")
 
@@ -168,23 +172,33 @@ class DataplaneAuthentication(NoCallbacks):
 
     # --- checks -------------------------------------------------------------------------------
 
-    def _authenticate(self, token: str) -> DataplaneClaims:
+    def _verified(self, token: str, purpose: str, claims_type: type[_C], what: str,
+                  wrong_purpose: Callable[[KeyId], str], unknown_key: str
+                  ) -> tuple[KeyId, _C]:
+        """The key id and claims of `token`, a `what` signed with a `purpose` key, checked
+        against the key the view holds and the clock; refused (UNAUTHENTICATED) otherwise."""
         try:
             kid = read_header(token)
-            if kid.purpose != DATAPLANE_TOKEN:
-                raise InvalidToken(f"it is a {kid.purpose} (kid {kid}), not a dataplane token"
-                                   + (" (zone tokens are for zone ingresses)"
-                                      if kid.purpose == ZONE_TOKEN else ""))
+            if kid.purpose != purpose:
+                raise InvalidToken(wrong_purpose(kid))
             key = self._key(str(kid))
             if key is None:
-                raise InvalidToken(f"its signing key {kid} is unknown to this gateway (a "
-                                   "token of another control plane or of a log that was "
-                                   "reset; or a key made a moment ago, not here yet)")
-            claims = verify(token, key, DataplaneClaims, now_s=self._clock())
+                raise InvalidToken(f"its signing key {kid} is unknown to this gateway "
+                                   f"({unknown_key})")
+            return kid, verify(token, key, claims_type, now_s=self._clock())
         except TokenExpired as exc:
-            raise _refused(f"expired dataplane token: {exc}") from None
+            raise _refused(f"expired {what}: {exc}") from None
         except InvalidToken as exc:
-            raise _refused(f"invalid dataplane token: {exc}") from None
+            raise _refused(f"invalid {what}: {exc}") from None
+
+    def _authenticate(self, token: str) -> DataplaneClaims:
+        kid, claims = self._verified(
+            token, DATAPLANE_TOKEN, DataplaneClaims, "dataplane token",
+            lambda kid: (f"it is a {kid.purpose} (kid {kid}), not a dataplane token"
+                         + (" (zone tokens are for zone ingresses)"
+                            if kid.purpose == ZONE_TOKEN else "")),
+            "a token of another control plane or of a log that was reset; or a key made a "
+            "moment ago, not here yet")
         if claims.mesh != kid.mesh:
             raise _refused(f"invalid dataplane token: it names mesh {claims.mesh!r} but is "
                            f"signed with the key of mesh {kid.mesh!r}")
@@ -195,22 +209,13 @@ class DataplaneAuthentication(NoCallbacks):
     def _authenticate_ingress(self, token: str, node_id: str) -> ZoneClaims:
         """A zone ingress's zone token: Kuma's zone token names no proxy, so any ingress of
         the zone it names may use it, and the zone must be this gateway's."""
-        try:
-            kid = read_header(token)
-            if kid.purpose != ZONE_TOKEN:
-                raise InvalidToken(f"it is a {kid.purpose} (kid {kid}); a zone ingress "
-                                   "authenticates with a zone token (meshlog generate "
-                                   "zone-token --zone ZONE --scope ingress)")
-            key = self._key(str(kid))
-            if key is None:
-                raise InvalidToken(f"its signing key {kid} is unknown to this gateway (a "
-                                   "token of another zone's control plane, or of a log that "
-                                   "was reset; or a key made a moment ago, not here yet)")
-            claims = verify(token, key, ZoneClaims, now_s=self._clock())
-        except TokenExpired as exc:
-            raise _refused(f"expired zone token: {exc}") from None
-        except InvalidToken as exc:
-            raise _refused(f"invalid zone token: {exc}") from None
+        _, claims = self._verified(
+            token, ZONE_TOKEN, ZoneClaims, "zone token",
+            lambda kid: (f"it is a {kid.purpose} (kid {kid}); a zone ingress authenticates "
+                         "with a zone token (meshlog generate zone-token --zone ZONE --scope "
+                         "ingress)"),
+            "a token of another zone's control plane, or of a log that was reset; or a key "
+            "made a moment ago, not here yet")
         if ("_", claims.jti) in self._view.revocations:
             raise _refused(f"the zone token {claims.jti} was revoked")
         if claims.zone != self._zone:

@@ -58,7 +58,12 @@ async def watch_all(js: JetStreamContext, bucket: str, *, timeout_s: float
                              inactive_threshold=_INACTIVE_S)
     try:
         info = await sub.consumer_info()
-        if not initial_done and info.num_pending == 0 and sub.delivered == 0:
+        # Empty at the start: nothing pending and nothing sent, as the server counts it. Not
+        # the client's count: on a cluster the consumer's leader may be another server than
+        # ours, and its deliveries can arrive after this answer (then the last of them ends
+        # the initial values, in `on_msg`).
+        sent = info.delivered.consumer_seq if info.delivered is not None else 0
+        if not initial_done and info.num_pending == 0 and sent == 0:
             initial_done = True
             await queue.put(None)
         started.set_result(None)

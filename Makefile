@@ -11,6 +11,10 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install -qq -e '.[test]'  # -qq: errors only (no setuptools notes)
+	# xds-protos ships its own (older) copy of opentelemetry/proto, which overwrites the OTLP
+	# exporter's when pip installs it later; reinstalling opentelemetry-proto puts its files back
+	$(BIN)/python -m pip install -qq --force-reinstall --no-deps \
+	    "opentelemetry-proto==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
 	touch $@
 
 setup: $(BIN)/.installed

@@ -13,6 +13,7 @@ import random
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import msgspec
 from hypothesis import strategies as st
 
 from events import (
@@ -46,7 +47,7 @@ from events import (
 )
 from events.identity import SecretKey
 from events.identity.pki import create_ca
-from events.resources import Mesh
+from events.resources import Health, Mesh
 from projections.derive import derive_stale
 from projections.fold import apply_event
 from projections.state import ProjectionState
@@ -205,6 +206,25 @@ class History:
     def register(self, dp: Dataplane, *, origin: str = "api") -> History:
         self._add(DataplaneRegistered(at=self._next_at(), dataplane=dp,
                                       origin=origin))  # type: ignore[arg-type]
+        return self
+
+    def flip(self, index: int, ready: bool | None, state: str) -> History:
+        """Register again the Dataplane of the `index`-th registration so far, as it was last
+        registered, with its first inbound's readiness (`health`, `state`) set: a health
+        check's flip (or nothing new, or a registration back after a deregistration)."""
+        registrations = [e for e in self.events if isinstance(e, DataplaneRegistered)]
+        if not registrations:
+            return self
+        picked = registrations[index % len(registrations)].dataplane
+        last = [e for e in registrations if (e.dataplane.mesh, e.dataplane.name)
+                == (picked.mesh, picked.name)][-1]
+        inbounds = last.dataplane.networking.inbound
+        first = msgspec.structs.replace(
+            inbounds[0], health=None if ready is None else Health(ready=ready),
+            state=state)
+        dp = msgspec.structs.replace(last.dataplane, networking=msgspec.structs.replace(
+            last.dataplane.networking, inbound=[first, *inbounds[1:]]))
+        self._add(DataplaneRegistered(at=self._next_at(), dataplane=dp, origin=last.origin))
         return self
 
     def delete_mesh(self, name: str) -> History:
@@ -512,7 +532,8 @@ def _ms_ports(draw: st.DrawFn) -> list[dict[str, Any]]:
 
 def _step(draw: st.DrawFn, h: History) -> None:
     mesh = draw(st.sampled_from(_MESHES))
-    kind = draw(st.sampled_from(("register", "register", "register", "deregister", "apply",
+    kind = draw(st.sampled_from(("register", "register", "register", "flip", "flip",
+                                 "deregister", "apply",
                                  "delete", "ipam", "mesh", "delete-mesh", "generator",
                                  "delete-generator", "grace", "tick", "mtls", "wait",
                                  "permit", "delete-permission", "mmzs", "delete-mmzs")))
@@ -523,6 +544,9 @@ def _step(draw: st.DrawFn, h: History) -> None:
                 draw(st.sampled_from(("10.0.0.1", "10.0.0.2"))), *draw(_inbounds()),
                 advertised=draw(st.sampled_from((None, "192.168.0.1")))),
                 origin=draw(st.sampled_from(("api", "proxy"))))
+        case "flip":
+            h.flip(draw(st.integers(0, 40)), draw(st.sampled_from((None, True, False))),
+                   draw(st.sampled_from(("Ready", "NotReady", "Ignored"))))
         case "deregister":
             h.deregister(mesh, draw(st.sampled_from(_DP_NAMES)))
         case "apply":

@@ -18,7 +18,6 @@ import msgspec.inspect as mi
 
 from events.errors import InvalidResource, Violation
 from events.resources import (
-    RFC1123_SUBDOMAIN,
     Dataplane,
     HostnameGenerator,
     Mesh,
@@ -28,6 +27,7 @@ from events.resources import (
     Resource,
     ZoneIngress,
 )
+from events.resources._base import RFC1123_SUBDOMAIN
 from events.validation import validate
 
 __all__ = ["KINDS", "MAX_DEPTH", "READ_ONLY_FIELDS", "check_depth", "decode_resource", "kind_of"]

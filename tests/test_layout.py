@@ -19,10 +19,11 @@ ALLOWED = {
 
 SUBPACKAGES = {
     # sub-package (or root module) -> what else of its own package it may import
-    "events": {"events"},  # the language of the log: never its NATS adapters
-    "events.identity": {"events", "events.identity"},
-    "events.commands": {"events", "events.identity", "events.commands"},
-    "events.bus": {"events", "events.bus"},
+    "events.resources": {"events.resources"},  # the schemas: below all else of events
+    "events": {"events", "events.resources"},  # the language of the log: never its NATS adapters
+    "events.identity": {"events", "events.resources", "events.identity"},
+    "events.commands": {"events", "events.resources", "events.identity", "events.commands"},
+    "events.bus": {"events", "events.resources", "events.bus"},
     "xds_gateway.resources": {"xds_gateway", "xds_gateway.resources"},
     "xds_gateway.server": {"xds_gateway", "xds_gateway.resources", "xds_gateway.server"},
     "xds_gateway.proxies": {"xds_gateway", "xds_gateway.resources", "xds_gateway.server",

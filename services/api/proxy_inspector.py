@@ -213,7 +213,7 @@ async def _dataplane(request: ApiRequest, mesh: str, plural: str, name: str) -> 
 
 
 # `{plural}`, not a literal "dataplanes": a literal segment would shadow the generic routes
-# of `services.api.app` (the router does not backtrack)
+# of `services.api.meshes` (the router does not backtrack)
 @get("/meshes/{mesh:str}/{plural:str}/{name:str}/_overview",
      summary="A Dataplane with its proxy's insight (connected, gateway, xDS counters)")
 async def dataplane_overview(request: ApiRequest, mesh: str, plural: str, name: str

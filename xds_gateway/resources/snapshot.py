@@ -25,12 +25,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from msgspec import Struct
 
 from events import SERVICE_TAG, Dataplane, Inbound, Outbound
-from projections import DataplaneRow, IdentityRow, MeshServiceRow, TrustRow
+from projections import (
+    DataplaneRow,
+    IdentityRow,
+    MeshMultiZoneServiceRow,
+    MeshServiceRow,
+    TrustRow,
+)
 from xds_gateway.resources import (
     clusters,
     dns,
@@ -271,36 +277,49 @@ def _shared(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
         add(cache.get(SECRET, tls.ca_secret_name(mesh), ("ca", mesh, tuple(trust.roots)),
                       functools.partial(tls.ca_secret, mesh, tuple(trust.roots))))
     records: set[tuple[str, str]] = set()
+    bind, grpc = tp is None, node.is_grpc
     for ms_name, ports in sorted(reachable(mode, dp, services).items()):
-        ms = services[ms_name]
-        vip = ms.status.vips[0].ip if ms.status.vips else None
-        hostnames = sorted(a.hostname for a in ms.status.addresses)
-        if vip is not None:
-            records.update((h, vip) for h in hostnames)
-        for port in ports:
-            cname = _service_port(view, cache, mesh, ms_name, port, add,
-                                  mtls=not node.is_grpc)
-            if vip is not None:
-                add(_outbound(cache, vip, port, cname, bind=tp is None))
-            if node.is_grpc:
-                for target in names.grpc_targets(ms_name, hostnames, port):
-                    _grpc_target(cache, target, cname, add)
+        _service_outbounds(
+            cache, services[ms_name], ports,
+            functools.partial(_service_port, view, cache, mesh, ms_name, add=add, mtls=not grpc),
+            functools.partial(names.grpc_targets, ms_name) if grpc else None,
+            bind=bind, records=records, add=add)
     multizone_services = view.meshmultizoneservices.get(mesh, {})
     for mz_name, ports in sorted(reachable_mmzs(mode, dp, multizone_services).items()):
         mz = multizone_services[mz_name]
-        vip = mz.status.vips[0].ip if mz.status.vips else None
-        hostnames = sorted(a.hostname for a in mz.status.addresses)
-        if vip is not None:
-            records.update((h, vip) for h in hostnames)
-        for port in ports:
-            cname = multizone.mzsvc_port(view, cache, mz, port, add, mtls=not node.is_grpc)
-            if vip is not None:
-                add(_outbound(cache, vip, port, cname, bind=tp is None))
-            if node.is_grpc:  # by hostname only: its name may be a MeshService's too
-                for hostname in hostnames:
-                    _grpc_target(cache, f"{hostname}:{port}", cname, add)
+        _service_outbounds(
+            cache, mz, ports,
+            functools.partial(multizone.mzsvc_port, view, cache, mz, add=add, mtls=not grpc),
+            # by hostname only: its name may be a MeshService's too
+            _hostname_targets if grpc else None,
+            bind=bind, records=records, add=add)
     if tp is not None:
         add(_dns(cache, node.dns_port, tuple(sorted(records))))
+
+
+def _service_outbounds(cache: ResourceCache, row: MeshServiceRow | MeshMultiZoneServiceRow,
+                       ports: Iterable[int], cluster: Callable[[int], str],
+                       grpc_targets: Callable[[list[str], int], list[str]] | None, *,
+                       bind: bool, records: set[tuple[str, str]], add: Add) -> None:
+    """What a proxy gets for a service it may reach (a MeshService or a MeshMultiZoneService):
+    per port the cluster `cluster(port)` adds (it returns the cluster's name), an outbound
+    listener on the service's VIP and, for a proxyless gRPC node, an api_listener per target
+    `grpc_targets` names; the hostnames' DNS records go to `records`."""
+    vip = row.status.vips[0].ip if row.status.vips else None
+    hostnames = sorted(a.hostname for a in row.status.addresses)
+    if vip is not None:
+        records.update((h, vip) for h in hostnames)
+    for port in ports:
+        cname = cluster(port)
+        if vip is not None:
+            add(_outbound(cache, vip, port, cname, bind=bind))
+        if grpc_targets is not None:
+            for target in grpc_targets(hostnames, port):
+                _grpc_target(cache, target, cname, add)
+
+
+def _hostname_targets(hostnames: list[str], port: int) -> list[str]:
+    return [f"{hostname}:{port}" for hostname in hostnames]
 
 
 def _explicit(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,

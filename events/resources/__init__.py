@@ -1,0 +1,135 @@
+"""Resource schemas in Kuma's universal format (`type`, `mesh`, `name`, `labels`, ...).
+
+These Structs are what the API accepts and what events carry. They are lenient about unknown
+fields so that an old reader can still decode an event written by newer code (STYLE.md, schema
+evolution); strictness for user input lives in `events.decoding`, at the edge.
+
+One module a concern: `_base` (the tagged base, names, ports, labels), `_mesh` (Mesh and its
+mTLS), `_proxies` (Dataplane, ZoneIngress), `_mesh_services` (MeshService,
+MeshMultiZoneService, HostnameGenerator), `_policies` (MeshTrafficPermission). Import the
+names from here.
+"""
+
+from __future__ import annotations
+
+from events.resources._base import (
+    APP_PROTOCOLS,
+    AppProtocol,
+    MeshScopedResource,
+    Resource,
+    ServiceKind,
+    is_app_protocol,
+    is_resource_name,
+)
+from events.resources._mesh import (
+    DpCert,
+    KumaDuration,
+    Mesh,
+    MeshMtls,
+    MeshServicesConfig,
+    MtlsBackend,
+    MtlsBackendConf,
+    ProvidedSecret,
+    Rotation,
+    duration_ms,
+)
+from events.resources._mesh_services import (
+    DEFAULT_HOSTNAME_GENERATORS,
+    SYNCED_HOSTNAME_GENERATORS,
+    HostnameGenerator,
+    HostnameGeneratorSelector,
+    HostnameGeneratorSpec,
+    LabelSelector,
+    MeshMultiZoneService,
+    MeshMultiZoneServicePort,
+    MeshMultiZoneServiceSelector,
+    MeshMultiZoneServiceSpec,
+    MeshService,
+    MeshServicePort,
+    MeshServiceSelector,
+    MeshServiceSpec,
+    MeshServiceState,
+)
+from events.resources._policies import (
+    MeshTrafficPermission,
+    MeshTrafficPermissionConf,
+    MeshTrafficPermissionFrom,
+    MeshTrafficPermissionSpec,
+    TargetRef,
+    TargetRefKind,
+    TrafficAction,
+)
+from events.resources._proxies import (
+    Admin,
+    BackendRef,
+    Dataplane,
+    DataplaneNetworking,
+    Health,
+    Inbound,
+    Outbound,
+    ReachableBackendRef,
+    ReachableBackends,
+    ServiceProbe,
+    TcpProbe,
+    TransparentProxying,
+    ZoneIngress,
+    ZoneIngressAvailableService,
+    ZoneIngressNetworking,
+)
+
+__all__ = [
+    "APP_PROTOCOLS",
+    "DEFAULT_HOSTNAME_GENERATORS",
+    "SYNCED_HOSTNAME_GENERATORS",
+    "Admin",
+    "AppProtocol",
+    "BackendRef",
+    "Dataplane",
+    "DataplaneNetworking",
+    "DpCert",
+    "Health",
+    "HostnameGenerator",
+    "HostnameGeneratorSelector",
+    "HostnameGeneratorSpec",
+    "Inbound",
+    "KumaDuration",
+    "LabelSelector",
+    "Mesh",
+    "MeshMtls",
+    "MeshMultiZoneService",
+    "MeshMultiZoneServicePort",
+    "MeshMultiZoneServiceSelector",
+    "MeshMultiZoneServiceSpec",
+    "MeshScopedResource",
+    "MeshService",
+    "MeshServicePort",
+    "MeshServiceSelector",
+    "MeshServiceSpec",
+    "MeshServiceState",
+    "MeshServicesConfig",
+    "MeshTrafficPermission",
+    "MeshTrafficPermissionConf",
+    "MeshTrafficPermissionFrom",
+    "MeshTrafficPermissionSpec",
+    "MtlsBackend",
+    "MtlsBackendConf",
+    "Outbound",
+    "ProvidedSecret",
+    "ReachableBackendRef",
+    "ReachableBackends",
+    "Resource",
+    "Rotation",
+    "ServiceKind",
+    "ServiceProbe",
+    "TargetRef",
+    "TargetRefKind",
+    "TcpProbe",
+    "TrafficAction",
+    "TransparentProxying",
+    "ZoneIngress",
+    "ZoneIngressAvailableService",
+    "ZoneIngressNetworking",
+    "duration_ms",
+    "is_app_protocol",
+    "is_resource_name",
+]

@@ -1,0 +1,119 @@
+"""Reading resources for the routes of every kind: one (with its `ETag`) or a list page
+(`?size=&offset=`, Kuma's `filter[labels.K]=V`), from the read models, with the connected
+proxies' insight added to Dataplanes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Response
+
+from events import InvalidResource, NotFound, Violation
+from projections import (
+    DataplaneRow,
+    HostnameGeneratorRow,
+    MeshMultiZoneServiceRow,
+    MeshRow,
+    MeshServiceRow,
+    MeshTrafficPermissionRow,
+    ZoneIngressRow,
+    decode_row,
+)
+from services.api._state import ApiRequest, api_state
+from services.api.proxy_inspector import add_connected
+from services.render import render_row
+
+__all__ = ["generated", "get_one", "list_page"]
+
+_COLLECTION = {"Mesh": "mesh", "Dataplane": "dataplane", "MeshService": "meshservice",
+               "HostnameGenerator": "hostnamegenerator",
+               "MeshTrafficPermission": "meshtrafficpermission",
+               "MeshMultiZoneService": "meshmultizoneservice",
+               "ZoneIngress": "zoneingress"}
+"""The read-model collection of each kind the API serves."""
+_MAX_PAGE = 1000
+
+
+async def get_one(request: ApiRequest, kind: str, key: str, name: str) -> Response[dict[str, Any]]:
+    """The resource of `kind` at `key` with its `ETag`; `name` is what a 404 says."""
+    state = api_state(request.app)
+    body = await state.store.get(_COLLECTION[kind], key)
+    if body is None:
+        raise NotFound(f"{kind} {name!r} not found")
+    row = decode_row(_COLLECTION[kind], body)
+    headers = {}
+    version = _version_of(row)
+    if version is not None and not generated(row):
+        # a generated row's version is not its subject's sequence
+        headers["ETag"] = f'"{version}"'
+    doc = render_row(row)
+    await add_connected(state.inspector, state.store, [row], [doc])
+    return Response(doc, headers=headers)
+
+
+def _version_of(row: object) -> int | None:
+    """The resource's version (the sequence of the event that last changed it)."""
+    match row:
+        case (MeshRow(meta=meta) | DataplaneRow(meta=meta) | HostnameGeneratorRow(meta=meta)
+              | MeshServiceRow(meta=meta) | MeshTrafficPermissionRow(meta=meta)
+              | MeshMultiZoneServiceRow(meta=meta) | ZoneIngressRow(meta=meta)):
+            return meta.version
+        case _:
+            return None
+
+
+def generated(row: object) -> bool:
+    """Made by the control plane: no version of the user's to lock on."""
+    return ((isinstance(row, MeshServiceRow) and row.origin == "generated")
+            or (isinstance(row, HostnameGeneratorRow) and row.origin == "default"))
+
+
+async def list_page(request: ApiRequest, kind: str, prefix: str, size: int, offset: int
+                    ) -> dict[str, Any]:
+    """A page of the resources of `kind` whose keys start with `prefix`."""
+    if not 1 <= size <= _MAX_PAGE or offset < 0:
+        raise InvalidResource("query", [Violation(
+            "size" if not 1 <= size <= _MAX_PAGE else "offset",
+            f"size must be in 1..{_MAX_PAGE} and offset >= 0 (got size={size}, offset={offset})")])
+    wanted = _label_filter(request)
+    state = api_state(request.app)
+    rows = [decode_row(_COLLECTION[kind], b)
+            for _, b in await state.store.scan(_COLLECTION[kind], prefix)]
+    if wanted:
+        rows = [r for r in rows if all(_labels_of(r).get(k) == v for k, v in wanted.items())]
+    following = offset + size
+    next_url = None
+    if following < len(rows):
+        base = str(request.base_url).rstrip("/")
+        query = "".join(f"&filter[labels.{k}]={v}" for k, v in sorted(wanted.items()))
+        next_url = f"{base}{request.url.path}?size={size}&offset={following}{query}"
+    page = rows[offset:following]
+    items = [render_row(r) for r in page]
+    await add_connected(state.inspector, state.store, page, items)
+    return {"total": len(rows), "items": items,
+            "next": next_url}
+
+
+def _labels_of(row: object) -> dict[str, str]:
+    match row:
+        case (MeshRow(mesh=resource) | DataplaneRow(dataplane=resource)
+              | HostnameGeneratorRow(generator=resource)
+              | MeshTrafficPermissionRow(policy=resource)
+              | ZoneIngressRow(zoneingress=resource)):
+            return resource.labels
+        case MeshServiceRow(labels=labels) | MeshMultiZoneServiceRow(labels=labels):
+            return labels
+        case _:
+            return {}
+
+
+def _label_filter(request: ApiRequest) -> dict[str, str]:
+    """`?filter[labels.K]=V` (repeatable, all must match), Kuma's list filter."""
+    wanted = {}
+    for key, value in request.query_params.items():
+        if key.startswith("filter[labels.") and key.endswith("]"):
+            wanted[key[len("filter[labels."):-1]] = value
+        elif key.startswith("filter"):
+            raise InvalidResource("query", [Violation(
+                key, "unknown filter; use filter[labels.KEY]=VALUE")])
+    return wanted

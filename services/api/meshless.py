@@ -1,0 +1,73 @@
+"""Routes of the kinds that belong to no mesh, as in Kuma: hostname generators (global)
+and zone ingresses (a zone's)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Response, delete, get, put
+
+from services.api._reads import get_one, list_page
+from services.api._state import ApiRequest, api_state
+from services.api._writes import idempotency_key_of, if_match_of, match_url, read_resource, write
+
+__all__ = ["GENERATOR_ROUTES", "INGRESS_ROUTES"]
+
+
+@get("/hostnamegenerators", summary="List hostname generators (global)")
+async def list_generators(request: ApiRequest, size: int = 100, offset: int = 0
+                          ) -> dict[str, Any]:
+    return await list_page(request, "HostnameGenerator", "", size, offset)
+
+
+@get("/hostnamegenerators/{name:str}", summary="Get a hostname generator")
+async def get_generator(request: ApiRequest, name: str) -> Response[dict[str, Any]]:
+    return await get_one(request, "HostnameGenerator", name, name)
+
+
+@put("/hostnamegenerators/{name:str}", summary="Create or update a hostname generator",
+     status_code=200)
+async def put_generator(request: ApiRequest, name: str) -> Response[dict[str, Any]]:
+    resource = await read_resource(request, "HostnameGenerator")
+    match_url(resource, None, name)
+    return await write(request, await api_state(request.app).commands.apply(
+        resource, if_match=if_match_of(request), idempotency_key=idempotency_key_of(request)))
+
+
+@delete("/hostnamegenerators/{name:str}", summary="Delete a hostname generator (a default "
+        "comes back)", status_code=200)
+async def delete_generator(request: ApiRequest, name: str) -> Response[dict[str, Any]]:
+    return await write(request, await api_state(request.app).commands.delete(
+        "HostnameGenerator", None, name, if_match=if_match_of(request)))
+
+
+GENERATOR_ROUTES = [list_generators, get_generator, put_generator, delete_generator]
+
+
+@get("/zoneingresses", summary="List zone ingresses")
+async def list_ingresses(request: ApiRequest, size: int = 100, offset: int = 0
+                         ) -> dict[str, Any]:
+    return await list_page(request, "ZoneIngress", "", size, offset)
+
+
+@get("/zoneingresses/{name:str}", summary="Get a zone ingress")
+async def get_ingress(request: ApiRequest, name: str) -> Response[dict[str, Any]]:
+    return await get_one(request, "ZoneIngress", name, name)
+
+
+@put("/zoneingresses/{name:str}", summary="Register or update a zone ingress (on its zone)",
+     status_code=200)
+async def put_ingress(request: ApiRequest, name: str) -> Response[dict[str, Any]]:
+    resource = await read_resource(request, "ZoneIngress")
+    match_url(resource, None, name)
+    return await write(request, await api_state(request.app).commands.apply(
+        resource, if_match=if_match_of(request), idempotency_key=idempotency_key_of(request)))
+
+
+@delete("/zoneingresses/{name:str}", summary="Delete a zone ingress", status_code=200)
+async def delete_ingress(request: ApiRequest, name: str) -> Response[dict[str, Any]]:
+    return await write(request, await api_state(request.app).commands.delete(
+        "ZoneIngress", None, name, if_match=if_match_of(request)))
+
+
+INGRESS_ROUTES = [list_ingresses, get_ingress, put_ingress, delete_ingress]

@@ -43,6 +43,14 @@ __all__ = ["OrderedPull", "pull_ordered", "schema_of"]
 _EXPIRES_S = 30.0
 """How long a pull request waits on the server; a caught-up reader's requests linger that long
 and are renewed when they expire."""
+_REQUEST_MAX_BYTES = 4 << 20
+"""The most a pull request may bring, in bytes (JetStream's `max_bytes`; the request ends with a
+409 saying how many messages it did not deliver). Two requests are kept ahead of the caller,
+which does not read its socket while it folds a batch: without a bound in bytes, big batches of
+big events overflow what nats-server holds for a client (`max_pending`, 64 MiB by default),
+and it closes the connection as a slow consumer (seen: 100,000-event batches of the rebuild
+benchmark's events, ~80 MB ahead, stalled the rebuild 5 s on each reconnect). 8 MiB ahead is
+an eighth of the default; never less than twice the largest message the server takes."""
 _SILENCE_S = 5.0
 """No message and no status for this long after the requests should have expired: they are
 taken as lost (a reconnect) and made again."""
@@ -248,8 +256,9 @@ class OrderedPull:
         self._config = config
         self._request_timeout = request_timeout
         self._expires_s = expires_s
-        self._request = json.dumps({"batch": max_batch,
-                                    "expires": int(expires_s * 1_000_000_000)}).encode()
+        self._request = json.dumps({
+            "batch": max_batch, "max_bytes": max(_REQUEST_MAX_BYTES, 2 * nc.max_payload),
+            "expires": int(expires_s * 1_000_000_000)}).encode()
         self._dispatch = _Dispatch.of(nc)
         self._reader = _Reader(max_batch)
         self._sub: Subscription | None = None

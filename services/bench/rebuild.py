@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ from typing import Any
 from events import JetStreamEventLog, connect_nats, encode_event
 from events.subjects import EVENTS_STREAM, events_wildcard
 from projections import open_store, rebuild
+from projections.rebuild import REBUILD_BATCH
 from services.bench._env import bench_nats, machine, report, seed_log
 from services.bench.history import synthetic_history
 
@@ -22,7 +24,7 @@ __all__ = ["bench_rebuild"]
 
 async def bench_rebuild(events: int, database: str, *, nats_url: str | None = None,
                         postgres_admin_url: str = "postgresql://postgres@127.0.0.1:5432/test",
-                        max_batch: int = 10_000) -> dict[str, Any]:
+                        max_batch: int = REBUILD_BATCH) -> dict[str, Any]:
     async with bench_nats(nats_url) as url:
         print(f"seeding {events:,} events ...", flush=True)
         pairs = [(s, encode_event(e)) for s, e in synthetic_history(events)]
@@ -56,6 +58,8 @@ async def bench_rebuild(events: int, database: str, *, nats_url: str | None = No
         "rebuild_events_per_s": round(events / rebuild_s),
         "rebuild_s": round(rebuild_s, 2),
         "rebuild_to_raw_ratio": round(events / rebuild_s / raw_rate, 3),
+        "max_batch": max_batch,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "read_model_rows": rows,
         **machine(),
     }

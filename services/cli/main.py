@@ -278,7 +278,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     events = parse_positive("--events", args.events)
     if args.bench_command == "rebuild":
-        asyncio.run(bench_rebuild(events, args.database, nats_url=args.nats_url))
+        from projections.rebuild import REBUILD_BATCH
+
+        batch = REBUILD_BATCH if args.batch is None else parse_positive("--batch", args.batch)
+        asyncio.run(bench_rebuild(events, args.database, nats_url=args.nats_url,
+                                  max_batch=batch))
     else:
         asyncio.run(bench_ingest(events, nats_url=args.nats_url))
     return 0

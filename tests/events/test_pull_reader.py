@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from pathlib import Path
 
 from nats.aio.client import Client as NATS
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
 from events import (
     JetStreamEventLog,
@@ -16,10 +18,12 @@ from events import (
     MeshApplied,
     PendingAppend,
     Record,
+    connect_nats,
     resource_subject,
 )
 from events.bus._pull import OrderedPull, pull_ordered
 from events.subjects import EVENTS_STREAM, events_wildcard
+from services.runtime.embedded_nats import run_nats_server
 
 
 def _applied(i: int) -> PendingAppend:
@@ -153,3 +157,44 @@ async def test_the_log_reader_makes_a_new_consumer_when_its_own_is_gone(
             seen += [r.seq for r in await asyncio.wait_for(anext(batches), 30)]
         assert [c.name for c in await js.consumers_info(EVENTS_STREAM)] != [consumer.name]
     assert seen == list(range(1, 21))
+
+
+async def test_a_reader_that_folds_without_reading_its_socket_is_not_a_slow_consumer(
+        tmp_path: Path) -> None:
+    """Two big pull requests ahead of a caller that holds the event loop while it folds (as
+    the projector does) must not overflow what nats-server holds for the client (`max_pending`,
+    16 MiB here): the requests are bounded in bytes, so the connection is never closed as a
+    slow consumer and nothing is fetched twice. 1,000-message requests of 16 KiB messages
+    would be 2 x 16 MiB ahead without that bound."""
+    config = tmp_path / "server.conf"
+    config.write_text(f"max_pending: {16 << 20}\n")
+    async with run_nats_server(tmp_path / "nats", config=config) as url:
+        nc = await connect_nats(url, name="slow-reader-test")
+        try:
+            js = nc.jetstream()
+            await js.add_stream(StreamConfig(name="BIG", subjects=["big.>"]))
+            payload = b"x" * (16 << 10)
+            acks = [await js.publish_async(f"big.{i % 7}", payload) for i in range(2000)]
+            await asyncio.gather(*acks)
+
+            def consumer(start_seq: int) -> ConsumerConfig:
+                return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                                      opt_start_seq=start_seq, ack_policy=AckPolicy.NONE,
+                                      inactive_threshold=60, mem_storage=True)
+
+            pull = OrderedPull(nc, js, "BIG", "big.>", max_batch=1000, config=consumer,
+                               request_timeout=5)
+            await pull.open(1)
+            got: list[int] = []
+            try:
+                while len(got) < 2000:
+                    batch = await pull.next(10)
+                    assert batch is not None, "nothing came for 10 s"
+                    got += [r.seq for r in batch]
+                    time.sleep(0.5)  # noqa: ASYNC251 (a fold: the loop is held on purpose)
+            finally:
+                await pull.close()
+            assert got == list(range(1, 2001))
+            assert nc.stats["reconnects"] == 0
+        finally:
+            await nc.close()

@@ -279,31 +279,49 @@ def _dataplane_changed(
 ) -> None:
     old = state.dataplane(mesh, name)
     before = old.dataplane if old is not None else None
+    same_ports = False
     if before is not None and new is not None and same_tags(before, new):
         # a health flip or a port change: the same services and selectors as before
         touched = _services(new)
         selecting = state.meshservices_selecting(mesh, new)
         previous = before
+        same_ports = _same_port_fields(before, new)
     else:
         previous = None
         touched = _services(before) | _services(new)
         # MeshServices that selected the old or select the new Dataplane need new endpoints.
         selecting = (state.meshservices_selecting(mesh, before)
                      | state.meshservices_selecting(mesh, new))
-    state.stale_services.update((mesh, name) for name in selecting)
+    stale = state.stale_services
+    for selector in selecting:
+        stale.add((mesh, selector))
     if state.trust(mesh) is not None:
         state.stale_identities.add((mesh, name))
     if new is None:
         state.delete("dataplane", dp_key(mesh, name))
     else:
-        state.put("dataplane", dp_key(mesh, name), DataplaneRow(
+        row = DataplaneRow(
             dataplane=new, meta=_meta(old, seq, at),
             first_seq=old.first_seq if old is not None else seq,
             origin=origin,
             conditions=service_name_conditions(new),
-        ))
+        )
+        if previous is not None:
+            state.replace_dataplane(dp_key(mesh, name), row)  # the tags did not change
+        else:
+            state.put("dataplane", dp_key(mesh, name), row)
     for service in sorted(touched):
-        regenerate(state, mesh, service, seq, at, changed=new, previous=previous)
+        regenerate(state, mesh, service, seq, at, changed=new, previous=previous,
+                   same_ports=same_ports)
+
+
+def _same_port_fields(a: Dataplane, b: Dataplane) -> bool:
+    """Do inbounds with the same tags (`same_tags`) also give every service the same ports
+    (`generation.ports_of`: from the port, the name, the protocol and the tags)?"""
+    for i, o in zip(a.networking.inbound, b.networking.inbound, strict=True):
+        if i.port != o.port or i.name != o.name or i.protocol != o.protocol:
+            return False
+    return True
 
 
 def _services(dp: Dataplane | None) -> set[str]:

@@ -136,10 +136,13 @@ def expire_due(state: ProjectionState, at: int) -> None:
 def regenerate(
     state: ProjectionState, mesh: str, service: str, seq: int, at: int,
     changed: Dataplane | None = None, previous: Dataplane | None = None,
+    same_ports: bool = False,
 ) -> None:
     """Bring the generated MeshService `service` of `mesh` in line with its Dataplanes.
     `changed` is the Dataplane as registered (and labelled) by the event being folded, if
-    any; `previous` the same Dataplane before it, when its inbounds' tags did not change."""
+    any; `previous` the same Dataplane before it, when its inbounds' tags did not change;
+    `same_ports`: and every inbound's port, name and protocol neither, so its ports are the
+    same for every service."""
     current = state.meshservice(mesh, service)
     if current is not None and current.origin == "user":
         return
@@ -147,7 +150,7 @@ def regenerate(
         return
     waiting = current is not None and current.expires_at is not None
     if (previous is not None and changed is not None and current is not None and not waiting
-            and _ports(previous, service) == _ports(changed, service)
+            and (same_ports or _ports(previous, service) == _ports(changed, service))
             and same_provenance(previous.labels, changed.labels)):
         # the service has the same Dataplanes, this one with the same ports and provenance
         # (a health flip): what the last regeneration decided holds

@@ -61,8 +61,12 @@ def same_tags(a: Dataplane, b: Dataplane) -> bool:
     """Do `a` and `b` have inbounds with the same tags, in the same order? Then they select
     and are selected alike, and the tag indexes hold for both."""
     ins, others = a.networking.inbound, b.networking.inbound
-    return len(ins) == len(others) and all(
-        i.tags == o.tags for i, o in zip(ins, others, strict=True))
+    if len(ins) != len(others):
+        return False
+    for i, o in zip(ins, others, strict=True):  # a loop, not all(): this runs for every event
+        if i.tags != o.tags:
+            return False
+    return True
 
 _R = TypeVar("_R", bound=Row)
 _SELECTING_MEMO_SIZE = 65_536
@@ -155,7 +159,7 @@ class ProjectionState:
         """Names of the MeshServices of `mesh` whose selector matches `dp`."""
         if dp is None:
             return frozenset()
-        key = (mesh, tuple(tuple(i.tags.items()) for i in dp.networking.inbound))
+        key = (mesh, tuple([tuple(i.tags.items()) for i in dp.networking.inbound]))
         found = self._selecting.get(key)
         if found is None:
             if len(self._selecting) >= _SELECTING_MEMO_SIZE:
@@ -275,6 +279,16 @@ class ProjectionState:
             self._drop_indexes(collection, key)
             self._put(collection, key, row)
         self._dirty.add((collection, key))
+
+    def replace_dataplane(self, key: str, row: DataplaneRow) -> None:
+        """`put` of a Dataplane row over one whose inbounds have the same tags (`same_tags`),
+        as the caller knows: its index entries hold as they are."""
+        rows = self.rows["dataplane"]
+        if type(row) is not DataplaneRow or type(rows.get(key)) is not DataplaneRow:
+            self.put("dataplane", key, row)
+            return
+        rows[key] = row
+        self._dirty.add(("dataplane", key))
 
     def delete(self, collection: str, key: str) -> None:
         old = self.rows[collection].get(key)

@@ -65,8 +65,11 @@ class EventLog(Protocol):
         `msg_id` inside the duplicate window returns the first sequence, `duplicate=True`."""
         ...
 
-    async def last(self, subject: str) -> Record | None:
-        """The newest message of a subject, or None if it has none."""
+    async def last(self, subject: str, *, consistent: bool = False) -> Record | None:
+        """The newest message of a subject, or None if it has none. Any replica of the log
+        may answer, and one that lags may lack recent writes; with `consistent`, the answer
+        holds every write acknowledged before the call (what a write decision needs: its
+        expected sequence is then not stale for want of a write that was already made)."""
         ...
 
     async def at(self, seq: int) -> Record | None:

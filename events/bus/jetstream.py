@@ -173,12 +173,19 @@ def _logging(refusals: Refusals) -> Callable[[Exception], Awaitable[None]]:
 
 
 class JetStreamEventLog:
-    def __init__(self, nc: NATS, js: JetStreamContext, stream: str = EVENTS_STREAM) -> None:
+    def __init__(self, nc: NATS, js: JetStreamContext, stream: str = EVENTS_STREAM, *,
+                 replicas: int | None = None) -> None:
+        """`replicas`: the stream's replica count, as `open` found or made it; None (a stream
+        opened elsewhere): not known, so consistent reads ask the leader."""
         self._nc = nc
         self._js = js
         self._stream = stream
         self._pipeline: AckPipeline | None = None
         self._refusals = refusals_of(nc)
+        self._leader_reads = replicas != 1
+        """A consistent read must ask the stream leader: on a replicated stream any replica
+        answers a direct get, and a follower applies a write only after the leader has
+        acknowledged it (a link's latency later). On R1 the one replica is the leader."""
 
     @classmethod
     async def open(
@@ -212,12 +219,14 @@ class JetStreamEventLog:
                     await js.add_stream(wanted)
                     if replicas > 1:
                         await await_stream_leader(js, stream)
+                    have = replicas
                 else:
                     _check_stream(info.config, wanted, exact=subjects is not None)
+                    have = info.config.num_replicas or 1
         except _TRANSIENT as exc:
             raise EventLogUnavailable(
                 f"JetStream did not answer for stream {stream}: {exc}") from exc
-        return cls(nc, js, stream)
+        return cls(nc, js, stream, replicas=have)
 
     async def append(
         self,
@@ -359,21 +368,22 @@ class JetStreamEventLog:
                                 ) -> Appended | Conflict:
         """After "wrong last sequence": nats-server checks the expected subject sequence
         before de-duplicating, so a retry of an append that was stored (its ack lost) lands
-        here too. It is ours if the subject's last message carries our Msg-Id.
-
-        Read from the stream leader, not a direct get: on a replicated stream any replica
-        answers a direct get, and a follower may not hold our message yet."""
+        here too. It is ours if the subject's last message carries our Msg-Id, as the stream
+        leader has it (a follower may not hold our message yet)."""
         last = await self.last(subject, consistent=True)
         if last is not None and last.headers.get("Nats-Msg-Id") == msg_id:
             return Appended(seq=last.seq, duplicate=True)
         return Conflict(subject, expected)
 
     async def last(self, subject: str, *, consistent: bool = False) -> Record | None:
-        """The subject's last record. A direct get (any replica answers, also without a
-        quorum; a follower's answer may lag by what is in flight), unless `consistent`: then
-        the stream leader's."""
+        """The subject's last record. A direct get: any replica answers, also without a
+        quorum, and a follower's answer may lack writes the leader has acknowledged. With
+        `consistent`, the stream leader's answer, which holds every acknowledged write: on a
+        replicated stream `$JS.API.STREAM.MSG.GET`, which only the leader answers (a 503
+        without one); on R1 the direct get, whose one replica is the leader."""
+        direct = not (consistent and self._leader_reads)
         try:
-            msg = await self._js.get_last_msg(self._stream, subject, direct=not consistent)
+            msg = await self._js.get_last_msg(self._stream, subject, direct=direct)
         except nats.js.errors.NotFoundError:
             return None
         except _TRANSIENT as exc:

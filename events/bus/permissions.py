@@ -20,7 +20,9 @@ change a stream (those JetStream API subjects are denied to every role but admin
 The JetStream API subjects are those nats-py 2.16 sends for what `events.bus` does:
 `STREAM.INFO`/`STREAM.CREATE` (open; creating a stream or bucket that exists with another
 configuration is refused by the server, error 10058, so CREATE cannot change one), `DIRECT.GET`
-(a subject's last event, a KV get), `CONSUMER.CREATE` (readers: `<stream>.<name>.<filter>` for
+(a subject's last event, a KV get), `STREAM.MSG.GET` (the same from the stream leader: the
+read a write decides on, on a replicated stream, and the check of a refused append),
+`CONSUMER.CREATE` (readers: `<stream>.<name>.<filter>` for
 pull consumers, bare `<stream>` for KV watchers), `CONSUMER.INFO`, `CONSUMER.MSG.NEXT`
 (fetch), `$JS.FC` (flow control of KV watchers), `$KV.<bucket>.>` (KV writes), and replies on
 `_INBOX.>`. Caveat (reference/security.md §5): subscribe permissions do not limit what a
@@ -80,7 +82,8 @@ def _stream(stream: str, *, consume: bool = True) -> tuple[str, ...]:
     """Open `stream` (create it if missing), read single messages; with `consume`, read it
     through consumers too."""
     subjects = (f"{_API}.STREAM.INFO.{stream}", f"{_API}.STREAM.CREATE.{stream}",
-                f"{_API}.DIRECT.GET.{stream}", f"{_API}.DIRECT.GET.{stream}.>")
+                f"{_API}.DIRECT.GET.{stream}", f"{_API}.DIRECT.GET.{stream}.>",
+                f"{_API}.STREAM.MSG.GET.{stream}")
     if not consume:
         return subjects
     return (*subjects, f"{_API}.CONSUMER.CREATE.{stream}", f"{_API}.CONSUMER.CREATE.{stream}.>",

@@ -3,7 +3,11 @@
 Every writer of the log (the API, a gateway's self-registration, reaper and health reports,
 the projector's clock) goes through `execute`:
 
-1. read the subject's last record (a direct get), decoded once into `Current`;
+1. read the subject's last record, decoded once into `Current`: a consistent read
+   (`EventLog.last`), so it holds every write acknowledged before it (on a replicated stream
+   the leader answers: a follower a moment behind would give a sequence the append is then
+   refused for, a spurious Conflict, or a stale record a decision takes for current, a write
+   answered "unchanged" that did not happen);
 2. `decide(current)`: a pure function of it returns `Append(event)` or `Keep()`, or raises a
    `PermanentError` (NotFound, Conflict, InvalidResource) that says why not;
 3. append with `Nats-Expected-Last-Subject-Sequence` = the sequence decided on (invariant 2:
@@ -95,7 +99,9 @@ class CommandHandler:
         return log if isinstance(log, CommandHandler) else cls(log)
 
     async def current(self, subject: str) -> Current:
-        return current_of(await self.log.last(subject))
+        """The subject's last record as of now: every write acknowledged before the call is
+        in it (step 1 above)."""
+        return current_of(await self.log.last(subject, consistent=True))
 
     async def execute(self, subject: str, decide: Decide, *, key: str | None = None,
                       retries: int = 0, headers: Mapping[str, str] | None = None) -> Outcome:

@@ -51,9 +51,11 @@ _Snapshot = tuple[dict[tuple[str, str], ProxyInsight], dict[str, GatewayHeartbea
 
 class ProxyInspector:
     def __init__(self, nc: Any, *, config_timeout_s: float = 5.0, snapshot_ttl_s: float = 1.0,
-                 stale_after_s: float = 15.0) -> None:
-        """`nc`: the API's NATS connection (typed loosely: only `events` imports nats)."""
+                 stale_after_s: float = 15.0, replicas: int = 1) -> None:
+        """`nc`: the API's NATS connection (typed loosely: only `events` imports nats);
+        `replicas`: of the insights bucket, should the API be the first to open it."""
         self._nc = nc
+        self._replicas = replicas
         self._config_timeout_s = config_timeout_s
         self._ttl_s = snapshot_ttl_s
         self._stale_ms = int(stale_after_s * 1000)
@@ -65,7 +67,7 @@ class ProxyInspector:
 
     async def _bucket(self) -> JetStreamInsights:
         if self._insights is None:  # opened on first use: the API starts without it
-            self._insights = await JetStreamInsights.open(self._nc)
+            self._insights = await JetStreamInsights.open(self._nc, replicas=self._replicas)
         return self._insights
 
     def verdict(self, insight: ProxyInsight, beat: GatewayHeartbeat | None,

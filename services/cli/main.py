@@ -144,10 +144,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.nats_creds and not args.nats_url:
         raise ConfigError(f"--nats-creds {args.nats_creds}: only with --nats-url; the embedded "
                           f"nats-server makes its own users (in {args.data_dir}/nats-creds)")
+    replicas = parse_positive("--stream-replicas", args.stream_replicas)
+    if replicas > 1 and not args.nats_url:
+        raise ConfigError(f"--stream-replicas {replicas} (MESHLOG_STREAM_REPLICAS): only with "
+                          f"--nats-url (a JetStream cluster of at least {replicas} nodes); the "
+                          f"embedded nats-server is one node and keeps 1 copy")
     mode, zone = parse_deployment(args.mode, args.zone, args.global_url)
     cfg = UpConfig(
         data_dir=Path(args.data_dir), nats_url=args.nats_url,
-        nats_creds=_credentials_of(args),
+        nats_creds=_credentials_of(args), stream_replicas=replicas,
         nats_port=parse_port("--nats-port", args.nats_port), database=args.database,
         api_host=args.api_host, api_port=parse_port("--api-port", args.api_port),
         xds_host=args.xds_host, xds_port=parse_port("--xds-port", args.xds_port),

@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--nats-url", default=env("NATS_URL"),
                     help="use this NATS (JetStream) instead of the embedded server")
     up.add_argument("--nats-creds", **_CREDS_OPTIONS)
+    up.add_argument("--stream-replicas", default=env("STREAM_REPLICAS", "1"),
+                    help="with --nats-url: replicas of the streams and buckets meshlog up "
+                         "creates if missing (3 on a 3-node cluster; env "
+                         "MESHLOG_STREAM_REPLICAS; default %(default)s; the embedded "
+                         "nats-server is one node: 1 only)")
     up.add_argument("--nats-port", default=env("NATS_PORT", "0"),
                     help="port of the embedded nats-server (default: any free port)")
     up.add_argument("--database", default=env("DATABASE"),

@@ -35,6 +35,9 @@ class UpConfig(Struct, frozen=True, kw_only=True):
     nats_creds: Path | None = None
     """Credentials for `nats_url` (every component uses them); the embedded server makes its
     own users (services.runtime.nats_users)."""
+    stream_replicas: int = 1
+    """Replicas of the streams and buckets made where `nats_url` lacks them (`--stream-replicas`;
+    the embedded server takes 1 only)."""
     nats_port: int = 0
     database: str | None = None
     api_host: str = "127.0.0.1"

@@ -8,6 +8,11 @@ port, and its own store dir. Ports are picked once, when the cluster is made, an
 node killed and started again comes back on the same ports with the same store, as a
 restarted pod would. A node is ready when its monitoring `/healthz` says so (JetStream in
 contact with a meta leader, its streams current).
+
+With `route_delay_s`, nodes are that far apart: each node's cluster port is reached through a
+`SlowLink` (the port it advertises to the others and the one in their `routes`), so every
+route, configured or learned, carries that latency, as between hosts. A follower then applies
+a write some time after the leader acknowledged it, as it does on a real network.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 import httpx
 
 from services.errors import ProcessStartError
+from services.runtime._slow_link import SlowLink
 from services.runtime.embedded_nats import find_nats_server
 from services.runtime.spawn import spawn
 
@@ -45,12 +51,15 @@ class NatsNode:
     """One nats-server of the cluster: its ports, store and (while it runs) process."""
 
     def __init__(self, name: str, directory: Path, client_port: int, cluster_port: int,
-                 monitor_port: int) -> None:
+                 monitor_port: int, route_port: int | None = None) -> None:
         self.name = name
         self.directory = directory
         self.client_port = client_port
         self.cluster_port = cluster_port
         self.monitor_port = monitor_port
+        self.route_port = route_port if route_port is not None else cluster_port
+        """Where the other nodes reach this node's cluster port: the port itself, or a link
+        in front of it."""
         self.proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -76,6 +85,8 @@ class NatsNode:
             "--cluster_name", CLUSTER_NAME, "--cluster", f"nats://127.0.0.1:{self.cluster_port}",
             "--routes", ",".join(routes),
         ]
+        if self.route_port != self.cluster_port:
+            args += ["--cluster_advertise", f"127.0.0.1:{self.route_port}"]
         with open(self.log_file, "ab") as log:  # noqa: ASYNC230 - the child keeps its copy
             self.proc = await spawn(args, stdout=log, stderr=log, start_new_session=True)
 
@@ -115,10 +126,13 @@ class NatsNode:
 class NatsCluster:
     """The nodes, started and stopped one by one; `urls` is what clients are given."""
 
-    def __init__(self, directory: Path, size: int) -> None:
-        ports = _free_ports(3 * size)
-        self.nodes = [NatsNode(f"n{i + 1}", directory / f"n{i + 1}", *ports[3 * i:3 * i + 3])
-                      for i in range(size)]
+    def __init__(self, directory: Path, size: int, *, route_delay_s: float = 0.0) -> None:
+        per_node = 4 if route_delay_s else 3
+        ports = _free_ports(per_node * size)
+        self.nodes = [NatsNode(f"n{i + 1}", directory / f"n{i + 1}",
+                               *ports[per_node * i:per_node * (i + 1)]) for i in range(size)]
+        self.links = [SlowLink(node.route_port, node.cluster_port, route_delay_s)
+                      for node in self.nodes if node.route_port != node.cluster_port]
 
     @property
     def urls(self) -> str:
@@ -132,7 +146,13 @@ class NatsCluster:
         raise KeyError(f"no nats-server named {name!r} (have {[n.name for n in self.nodes]})")
 
     def _routes(self) -> list[str]:
-        return [f"nats://127.0.0.1:{node.cluster_port}" for node in self.nodes]
+        return [f"nats://127.0.0.1:{node.route_port}" for node in self.nodes]
+
+    async def open_links(self) -> None:
+        """Start the links in front of the nodes' cluster ports (none without a route delay);
+        before the nodes, which dial them."""
+        for link in self.links:
+            await link.start()
 
     async def start(self, *names: str, wait: bool = True) -> None:
         """Start the named nodes (all if none named); with `wait`, until each is healthy."""
@@ -171,14 +191,19 @@ class NatsCluster:
     async def stop(self) -> None:
         for node in self.nodes:
             await node.stop()
+        for link in self.links:
+            await link.close()
 
 
 @contextlib.asynccontextmanager
-async def run_nats_cluster(directory: Path, *, size: int = 3) -> AsyncIterator[NatsCluster]:
-    """A cluster of `size` nats-servers with JetStream, each storing under `directory`;
-    yielded once every node is healthy; every node stopped at the end."""
-    cluster = NatsCluster(directory, size)
+async def run_nats_cluster(directory: Path, *, size: int = 3,
+                           route_delay_s: float = 0.0) -> AsyncIterator[NatsCluster]:
+    """A cluster of `size` nats-servers with JetStream, each storing under `directory`, its
+    routes `route_delay_s` long each way; yielded once every node is healthy; every node
+    stopped at the end."""
+    cluster = NatsCluster(directory, size, route_delay_s=route_delay_s)
     try:
+        await cluster.open_links()
         await cluster.start()
         yield cluster
     finally:

@@ -186,7 +186,7 @@ async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
                     api = ApiServer(create_app(Commands(event_log, zone=zone,
                                                         secret_key=secret_key,
                                                         deployment=mode), store,
-                                               inspector=ProxyInspector(nc),
+                                               inspector=ProxyInspector(nc, replicas=replicas),
                                                auth=ApiAuth(
                                                    localhost_is_admin=localhost_is_admin,
                                                    tokens=tokens),

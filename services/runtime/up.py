@@ -203,8 +203,10 @@ async def _swappable(cfg: UpConfig, stack: AsyncExitStack, url: str, creds: Path
     def use_store(store: ReadModelStore) -> None:
         state.store = store
 
+    replicas = cfg.stream_replicas
     readmodels = SwappableReadModels(
-        await JetStreamEventLog.open(nc), await JetStreamProjectionBus.open(nc), zone=cfg.zone,
+        await JetStreamEventLog.open(nc, replicas=replicas),
+        await JetStreamProjectionBus.open(nc, replicas=replicas), zone=cfg.zone,
         data_dir=cfg.data_dir, url=database, on_swap=use_store, secret_key=secret_key)
     state.readmodels = readmodels
     return partial(readmodels.run, partial(run_projector, reconnected=reconnected), api_store)
@@ -223,7 +225,8 @@ async def _contenders(cfg: UpConfig, stack: AsyncExitStack, url: str, creds: Pat
         store = await open_store(database)
         stack.push_async_callback(store.close)  # before its NATS connection (reverse order)
         contenders.append(StandbyProjector(
-            await JetStreamEventLog.open(nc), store, await JetStreamProjectionBus.open(nc),
+            await JetStreamEventLog.open(nc, replicas=cfg.stream_replicas), store,
+            await JetStreamProjectionBus.open(nc, replicas=cfg.stream_replicas),
             zone=cfg.zone, secret_key=secret_key, reconnected=reconnected,
             lease_ttl_s=cfg.lease_ttl_s, holder=f"{default_holder()}/{i}"))
     return contenders
@@ -244,8 +247,10 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
             gateway_nc = await stack.enter_async_context(
                 nats_connection(url, "meshlog-gateway", credentials=credentials["gateway"]))
             # the command side first: it creates the stream if missing and records settings
+            replicas = cfg.stream_replicas
             event_log = await JetStreamEventLog.open(
-                api_nc, subjects=None if cfg.mode == "standalone" else [zone_filter(cfg.zone)])
+                api_nc, replicas=replicas,
+                subjects=None if cfg.mode == "standalone" else [zone_filter(cfg.zone)])
             commands = Commands(event_log, zone=cfg.zone, secret_key=secret_key,
                                 deployment=cfg.mode)
             if cfg.mode == "global":
@@ -260,7 +265,8 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
             admin_token = cfg.data_dir / ADMIN_TOKEN_FILE
             tokens = await api_tokens(event_log, zone=cfg.zone, secret_key=secret_key,
                                       admin_token=admin_token)
-            app = create_app(commands, api_store, inspector=ProxyInspector(api_nc),
+            app = create_app(commands, api_store,
+                             inspector=ProxyInspector(api_nc, replicas=replicas),
                              auth=ApiAuth(localhost_is_admin=cfg.localhost_is_admin,
                                           tokens=tokens),
                              sources=None if cfg.mode == "standalone"
@@ -278,9 +284,13 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                     secret_key))]
             # closed before NATS (the stack unwinds in reverse), after the API drained
             stack.push_async_callback(lambda: state.store.close())
-            gateway = Gateway(await JetStreamProjectionBus.open(gateway_nc), host=cfg.xds_host,
-                              port=cfg.xds_port, event_log=await JetStreamEventLog.open(gateway_nc),
-                              insights=await JetStreamInsights.open(gateway_nc), zone=cfg.zone,
+            gateway = Gateway(await JetStreamProjectionBus.open(gateway_nc, replicas=replicas),
+                              host=cfg.xds_host, port=cfg.xds_port,
+                              event_log=await JetStreamEventLog.open(gateway_nc,
+                                                                     replicas=replicas),
+                              insights=await JetStreamInsights.open(gateway_nc,
+                                                                    replicas=replicas),
+                              zone=cfg.zone,
                               deregistration_delay_s=cfg.deregistration_delay_s,
                               no_auth=cfg.no_auth)
             if cfg.no_auth:

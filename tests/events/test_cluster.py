@@ -1,5 +1,6 @@
 """The event log and the projection bus on a real 3-node JetStream cluster (R3): clients
-given every node's URL, a lease holder's fenced publish, and racing appends to one subject."""
+given every node's URL, a lease holder's fenced publish, racing appends to one subject, and
+decisions taken while followers are behind the leader."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from nats.js.api import ConsumerInfo, KeyValueConfig, StorageType
 from events import (
     AppendNotStored,
     Conflict,
+    EventLogUnavailable,
     JetStreamEventLog,
     JetStreamUnavailable,
     LeaseLost,
@@ -25,11 +27,16 @@ from events import (
 from events.bus.jetstream import server_urls
 from events.bus.lease import FencedProjectionBus, JetStreamLease
 from events.bus.projection_bus import CHECKPOINT_KEY, JetStreamProjectionBus
+from events.commands import Commands
 from events.resources import Mesh
 from events.subjects import EVENTS_STREAM, resource_subject
 from services.runtime.nats_cluster import NatsCluster, run_nats_cluster
 
 pytestmark = pytest.mark.integration
+
+ROUTE_DELAY_S = 0.005
+"""Nodes 5 ms apart (hosts in different zones of a region): a follower applies a write some
+10 ms after the leader acknowledged it."""
 
 
 @pytest.fixture
@@ -270,3 +277,99 @@ async def test_the_reader_outlives_the_node_of_its_consumer(cluster: NatsCluster
     finally:
         reading.cancel()
         await asyncio.wait([reading])
+
+
+async def _opened(nc: NATS) -> JetStreamEventLog:
+    """The R3 event log, tried again while JetStream does not answer: on a cluster whose nodes
+    are far apart and just started, the meta leader may still be changing when the stream is
+    first made (its creation can then time out, and be done anyway)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while True:
+        try:
+            return await JetStreamEventLog.open(nc, replicas=3)
+        except EventLogUnavailable:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def _first_append(log: JetStreamEventLog, subject: str) -> None:
+    """A new R3 stream may still change leader in its first seconds on a loaded machine: its
+    first append is retried with its Msg-Id, as a writer would (stored once)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while True:
+        try:
+            await log.append(subject, MeshApplied(at=1, mesh=Mesh(name=subject.rsplit(".")[-1])),
+                             expected_last_subject_seq=0, msg_id=f"first {subject}")
+            return
+        except AppendNotStored:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def _until_a_follower_answers_behind(log: JetStreamEventLog) -> None:
+    """Append, then read back with a direct get (any replica answers), until an answer lacks
+    the append just acknowledged: a follower answering behind the leader, what the decisions
+    after this must not be misled by. (nats-server adds followers to a stream's direct-get
+    group once they have caught up, checked every 2 s after a leader is elected.)"""
+    subject = resource_subject("Mesh", None, "probe")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    seq = 0
+    while True:
+        appended = await log.append(subject, MeshApplied(at=seq, mesh=Mesh(name="probe")),
+                                    expected_last_subject_seq=seq, msg_id=f"probe {seq}")
+        seq = appended.seq
+        record = await log.last(subject)
+        if record is not None and record.seq < seq:
+            return
+        assert loop.time() < deadline, "no follower answered behind the leader: this cluster " \
+            "cannot show what the test is about"
+
+
+async def test_a_write_right_after_another_decides_on_it_while_followers_lag(
+        tmp_path: Path) -> None:
+    """Two API processes (one connected to the stream leader's node, one to a follower's)
+    take turns at unconditional PUTs of one Mesh, alternating between two contents, each
+    right after the other's, on a cluster whose followers apply a write ~10 ms after the
+    leader acknowledged it. Each decision must see the write before it: a decision read a
+    follower answered (a direct get, as before) gave a sequence already gone (a spurious
+    Conflict, a 409) or the content of the write before (the PUT answered "unchanged" and
+    lost). A PUT with the version just returned (If-Match) is taken too; one with an older
+    version is still a Conflict."""
+    async with run_nats_cluster(tmp_path / "nats", route_delay_s=ROUTE_DELAY_S) as cluster:
+        setup = await connect_nats(cluster.urls, name="setup")
+        connections = [setup]
+        try:
+            await _first_append(await _opened(setup), resource_subject("Mesh", None, "m"))
+            info = await setup.jetstream().stream_info(EVENTS_STREAM)
+            assert info.cluster is not None and info.cluster.leader
+            leader = cluster.node(info.cluster.leader)
+            follower = next(node for node in cluster.nodes if node is not leader)
+            logs, apis = [], []
+            for node in (leader, follower):
+                nc = await connect_nats(node.url, name=f"api-{node.name}")
+                connections.append(nc)
+                logs.append(await _opened(nc))
+                apis.append(Commands(logs[-1], zone="default"))
+            await _until_a_follower_answers_behind(logs[0])
+
+            version = 0
+            for i in range(200):
+                api = apis[i % 2]
+                if_match = version if i % 5 == 4 else None
+                result = await api.apply(Mesh(name="m", labels={"n": str(i % 2)}),
+                                         if_match=if_match)
+                assert not result.unchanged, f"write {i}: answered unchanged, not made"
+                assert result.seq > version, f"write {i}"
+                version = result.seq
+            with pytest.raises(Conflict):
+                await apis[1].apply(Mesh(name="m", labels={"n": "stale"}), if_match=version - 1)
+            assert (await apis[0].handler.current(resource_subject("Mesh", None, "m"))).seq \
+                == version
+        finally:
+            for nc in connections:
+                await nc.close()

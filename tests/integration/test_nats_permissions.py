@@ -165,6 +165,23 @@ async def test_the_api_appends_a_mesh_of_its_zone_only(plane: Plane) -> None:
         await api.append(other_zone, _mesh(), expected_last_subject_seq=0, msg_id="mesh-2")
 
 
+async def test_the_roles_that_append_may_read_from_the_stream_leader(plane: Plane) -> None:
+    """On a replicated stream a write decision reads the subject's last event from the
+    stream leader (`STREAM.MSG.GET`), as do the check after a refused append and a read of a
+    sequence a follower does not have yet: every role that appends may ask. (A log that does
+    not know its replica count reads as on R3.)"""
+    await (await plane.log("api")).append(MESH, _mesh(), expected_last_subject_seq=0,
+                                          msg_id="mesh-1")
+    for role in ("api", "projector", "gateway"):
+        nc = await plane.nc(role)
+        log = JetStreamEventLog(nc, nc.jetstream(timeout=_APPEND_TIMEOUT_S), EVENTS_STREAM)
+        started = time.monotonic()
+        record = await log.last(MESH, consistent=True)
+        assert record is not None and record.seq == 1, role
+        assert await log.at(2) is None, role
+        assert time.monotonic() - started < _APPEND_TIMEOUT_S, role  # answered, not timed out
+
+
 async def test_a_connection_without_credentials_is_refused(plane: Plane) -> None:
     with pytest.raises(NatsPermissionDenied) as refused:
         await connect_nats(plane.url, name="meshlog-replay", reconnect=False)

@@ -1,0 +1,86 @@
+"""`SlowLink`: a TCP forwarder on loopback that delays what it forwards, in each direction, by
+a fixed time: a network link between hosts, for `NatsCluster`'s routes.
+
+On loopback a follower applies a write microseconds after the leader acknowledges it; across
+hosts it is a link's latency later. Fronting every node's cluster port with one of these
+gives the cluster that latency, so what depends on it (a follower answering a read before it
+has a write the leader acknowledged) happens here as it does there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+__all__ = ["SlowLink"]
+
+_CHUNK = 64 * 1024
+_IN_FLIGHT = 256
+"""Chunks a direction holds before it stops reading (its sender then waits, as on a full
+link)."""
+
+
+class SlowLink:
+    """Listens on 127.0.0.1:`port` and forwards each connection to 127.0.0.1:`target_port`,
+    every chunk `delay_s` after it arrived, in order. It keeps listening while its target is
+    down (a node restarted comes back behind the same link)."""
+
+    def __init__(self, port: int, target_port: int, delay_s: float) -> None:
+        self.port = port
+        self.target_port = target_port
+        self.delay_s = delay_s
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for pipe in list(self._pipes):
+            pipe.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:  # the target is down: the node dialling tries again later
+            writer.close()
+            return
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            pipe = asyncio.ensure_future(self._forward(source, sink))
+            self._pipes.add(pipe)
+            pipe.add_done_callback(self._pipes.discard)
+
+    async def _forward(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        """Read as it comes, write each chunk once it is `delay_s` old: the delay does not
+        add up over a burst (a link's latency, not its bandwidth)."""
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(_IN_FLIGHT)
+
+        async def read() -> None:
+            try:
+                while data := await source.read(_CHUNK):
+                    await chunks.put((loop.time() + self.delay_s, data))
+            except OSError:
+                pass
+            await chunks.put((loop.time() + self.delay_s, b""))
+
+        reading = asyncio.ensure_future(read())
+        try:
+            while True:
+                due, data = await chunks.get()
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                if not data:
+                    break
+                sink.write(data)
+                await sink.drain()
+        except OSError:
+            pass
+        finally:
+            reading.cancel()
+            await asyncio.wait([reading])
+            sink.close()

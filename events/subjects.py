@@ -178,9 +178,6 @@ def provenance_of(subject: str) -> Provenance:
     `GLOBAL_ZONE` gives origin `global`. Raise `MalformedSubject`, naming the subject, for
     one that does not follow the layout. Remembered per subject: the fold asks for every
     event, and a resource's events share its subject."""
-    known = _PROVENANCES.get(subject)
-    if known is not None:
-        return known
     tokens = subject.split(".")
     if len(tokens) != _TOKENS or ".".join(tokens[:2]) != _PREFIX:
         raise MalformedSubject(subject, f"it has {len(tokens)} tokens, not {_TOKENS} starting "
@@ -191,15 +188,7 @@ def provenance_of(subject: str) -> Provenance:
     if provenance is None:
         raise MalformedSubject(subject, f"the zone token {tokens[2]!r} is neither a zone name "
                                         f"(an RFC 1123 label) nor {GLOBAL_ZONE}")
-    if len(_PROVENANCES) >= _PROVENANCES_SIZE:
-        _PROVENANCES.clear()
-    _PROVENANCES[subject] = provenance
     return provenance
-
-
-_PROVENANCES_SIZE = 65_536
-_PROVENANCES: dict[str, Provenance] = {}
-"""`provenance_of` by subject, for subjects that follow the layout (bounded: emptied when full)."""
 
 
 @functools.lru_cache(maxsize=1024)

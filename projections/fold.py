@@ -56,7 +56,12 @@ from events import (
 from events.identity import KeyId
 from projections import multizone, zoneingress
 from projections._provenance import provenance_labels
-from projections.generation import expire_due, regenerate, service_name_conditions
+from projections.generation import (
+    expire_due,
+    regenerate,
+    same_ports_for_same_tags,
+    service_name_conditions,
+)
 from projections.identity import open_ca, refresh_trust, renew_due
 from projections.ipam import allocate_vip, configure_cidr
 from projections.remote import apply_remote, apply_zone, is_remote
@@ -285,7 +290,7 @@ def _dataplane_changed(
         touched = _services(new)
         selecting = state.meshservices_selecting(mesh, new)
         previous = before
-        same_ports = _same_port_fields(before, new)
+        same_ports = same_ports_for_same_tags(before, new)
     else:
         previous = None
         touched = _services(before) | _services(new)
@@ -313,15 +318,6 @@ def _dataplane_changed(
     for service in sorted(touched):
         regenerate(state, mesh, service, seq, at, changed=new, previous=previous,
                    same_ports=same_ports)
-
-
-def _same_port_fields(a: Dataplane, b: Dataplane) -> bool:
-    """Do inbounds with the same tags (`same_tags`) also give every service the same ports
-    (`generation.ports_of`: from the port, the name, the protocol and the tags)?"""
-    for i, o in zip(a.networking.inbound, b.networking.inbound, strict=True):
-        if i.port != o.port or i.name != o.name or i.protocol != o.protocol:
-            return False
-    return True
 
 
 def _services(dp: Dataplane | None) -> set[str]:

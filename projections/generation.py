@@ -51,6 +51,7 @@ __all__ = [
     "grace_period_ms",
     "ports_of",
     "regenerate",
+    "same_ports_for_same_tags",
     "service_name_conditions",
 ]
 
@@ -99,6 +100,16 @@ def _ports_of(dp: Dataplane, service: str) -> list[MeshServicePort]:
             app_protocol=protocol if is_app_protocol(protocol) else "tcp",
         ))
     return ports
+
+
+def same_ports_for_same_tags(a: Dataplane, b: Dataplane) -> bool:
+    """Do `a` and `b`, whose inbounds have the same tags (`state.same_tags`), give every
+    service the same ports? `_ports_of` reads an inbound's port, name and protocol besides its
+    tags: kept next to it so that the two cannot drift apart."""
+    for i, o in zip(a.networking.inbound, b.networking.inbound, strict=True):
+        if i.port != o.port or i.name != o.name or i.protocol != o.protocol:
+            return False
+    return True
 
 
 def service_name_conditions(dp: Dataplane) -> list[Condition]:

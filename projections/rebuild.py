@@ -24,9 +24,9 @@ __all__ = ["REBUILD_BATCH", "Progress", "rebuild"]
 REBUILD_BATCH = 50_000
 """Events folded per read-model transaction in a rebuild. The derive and the commit run once
 per batch, whatever its size, so bigger batches cost less per event (10,000 to 50,000: a
-fifth less time, docs/benchmarks.md); about three batches of records are in memory at once
-(one folding, two requested ahead), ~60 MB for this one at the benchmark's ~400 bytes an
-event."""
+fifth less time, docs/benchmarks.md). In memory: the batch's records (tens of MB at the
+benchmark's ~255-byte events) and what the reader has asked for ahead, bounded in bytes
+(`events.bus._pull`); a 1M-event rebuild peaked at ~150 MB RSS."""
 
 
 class Progress(Struct, frozen=True):

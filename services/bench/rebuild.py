@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import resource
+import hashlib
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -41,10 +41,16 @@ async def bench_rebuild(events: int, database: str, *, nats_url: str | None = No
                 log = await JetStreamEventLog.open(nc)
                 store = await open_store(store_url)
                 try:
+                    measured = _reset_peak_rss()
                     started = time.perf_counter()
                     await rebuild(log, store, zone="default", max_batch=max_batch)
                     rebuild_s = time.perf_counter() - started
-                    rows = len(await store.rows())
+                    peak_mb = _peak_rss_mb() if measured else None
+                    stored = await store.rows()
+                    rows = len(stored)
+                    digest = hashlib.sha256(b"".join(
+                        b"%s\0%s\0%s\n" % (c.encode(), k.encode(), body)
+                        for c, k, body in sorted(stored))).hexdigest()[:16]
                 finally:
                     await store.close()
             finally:
@@ -59,8 +65,9 @@ async def bench_rebuild(events: int, database: str, *, nats_url: str | None = No
         "rebuild_s": round(rebuild_s, 2),
         "rebuild_to_raw_ratio": round(events / rebuild_s / raw_rate, 3),
         "max_batch": max_batch,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "rebuild_peak_rss_mb": peak_mb,
         "read_model_rows": rows,
+        "read_model_sha256": digest,
         **machine(),
     }
     report("meshlog bench rebuild", figures)
@@ -90,6 +97,23 @@ async def _raw_ordered_read(url: str, events: int) -> float:
     finally:
         await nc.close()
     return events / elapsed
+
+
+def _reset_peak_rss() -> bool:
+    """Start this process's peak RSS (VmHWM) afresh, so that it measures the rebuild, not the
+    seeding before it (Linux: `/proc/self/clear_refs`); False where it cannot be."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _peak_rss_mb() -> int | None:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024)
+    return None
 
 
 @contextlib.asynccontextmanager

@@ -7,15 +7,16 @@ and an `asyncio.wait_for`; a rebuild spent more time there than folding. Here th
 the reader's inbox are taken from nats-py's protocol parser as bytes (`_Dispatch`, one per
 connection, hooked on the client's `_process_msg`; every other subscription of the connection
 goes through nats-py as before), turned straight into `Record`s, and pull requests are
-pipelined: about two batches are always requested ahead, so the server sends while the
-projector folds.
+pipelined: one or two requests, bounded in bytes, are always asked ahead, so the server sends
+while the projector folds.
 
-JetStream rules followed (reference/jetstream-rules.md): one consumer delivers in stream order
-and pull requests are served in the order they were made, so records arrive in order; the
-server sends only what was requested, so memory stays bounded (no drops behind a slow reader,
-unlike a push consumer). A request ends by delivering its batch, or with a status message: 408
-(it expired) or 409 (for example the consumer's limit of waiting requests), both carrying
-`Nats-Pending-Messages`, the part of the batch not delivered; 404 (nothing, for `no_wait`); 503
+JetStream rules followed (reference/jetstream-rules.md): one consumer delivers in stream order,
+whichever of its waiting requests a message goes to, so records arrive in order; the server
+sends only what was requested, so memory stays bounded (no drops behind a slow reader, unlike
+a push consumer). A request ends by delivering its bytes (exactly: then without a status), or
+with a status message: 408 (it expired) or 409 (its next message does not fit in what is left
+of its bytes, or the consumer's limit of waiting requests), both carrying
+`Nats-Pending-Bytes`, the part of the request not delivered; 404 (nothing, for `no_wait`); 503
 (no responder: the consumer is gone, or the node holding it is down; asked again once per idle
 period, and the log's reader then makes a new consumer, `events.bus.jetstream`).
 """
@@ -43,14 +44,20 @@ __all__ = ["OrderedPull", "pull_ordered", "schema_of"]
 _EXPIRES_S = 30.0
 """How long a pull request waits on the server; a caught-up reader's requests linger that long
 and are renewed when they expire."""
-_REQUEST_MAX_BYTES = 4 << 20
-"""The most a pull request may bring, in bytes (JetStream's `max_bytes`; the request ends with a
-409 saying how many messages it did not deliver). Two requests are kept ahead of the caller,
-which does not read its socket while it folds a batch: without a bound in bytes, big batches of
-big events overflow what nats-server holds for a client (`max_pending`, 64 MiB by default),
-and it closes the connection as a slow consumer (seen: 100,000-event batches of the rebuild
-benchmark's events, ~80 MB ahead, stalled the rebuild 5 s on each reconnect). 8 MiB ahead is
-an eighth of the default; never less than twice the largest message the server takes."""
+_REQUEST_BYTES = 4 << 20
+"""What a pull request may bring, in bytes (JetStream's `max_bytes`). One or two requests are
+kept ahead of the caller, which does not read its socket while it folds a batch: bounded in
+messages only, big batches of big events overflowed what nats-server holds for a client
+(`max_pending`, 64 MiB by default), and it closed the connection as a slow consumer (seen:
+100,000-event batches of the rebuild benchmark's events, ~80 MB ahead, stalled the rebuild
+5 s on each reconnect). At most 8 MiB ahead, an eighth of the default; more only when the
+server takes messages bigger than that (`max_payload`)."""
+_REQUEST_BATCH = 1_000_000
+"""Messages a pull request asks for: more than its bytes can hold, so that every request ends
+by its bytes (or with a status), whose account the reader keeps exactly."""
+_MAX_REQUEST_BYTES = 64 << 20
+"""A request grows up to this for a message bigger than it (a server whose `max_payload` is
+smaller than another's that stored the event); past it the reader gives up, naming why."""
 _SILENCE_S = 5.0
 """No message and no status for this long after the requests should have expired: they are
 taken as lost (a reconnect) and made again."""
@@ -158,11 +165,18 @@ def schema_of(headers: Mapping[str, str]) -> int:
 class _Reader:
     """The state of one ordered pull: what arrived, what is still requested."""
 
-    def __init__(self, max_batch: int) -> None:
+    def __init__(self, max_batch: int, request_bytes: int) -> None:
         self.max_batch = max_batch
+        self.request_bytes = request_bytes
         self.records: list[Record] = []
         self.requested = 0
-        """Messages asked for and neither delivered nor given up by the server."""
+        """Bytes asked for and neither delivered nor given up by the server. JetStream counts a
+        message as its subject, reply subject, header block and data (`_size`), and a request
+        that ends by its bytes exactly ends without a status: counted in messages, its part
+        was never given back, and the reader stopped asking (stalls of up to the silence
+        period)."""
+        self.too_big = False
+        """A request ended having delivered nothing: its next message is bigger than it."""
         self.caught_up = False
         """The last record said no more were pending in the stream."""
         self.heard = False
@@ -194,7 +208,7 @@ class _Reader:
                                        _schema_in(headers)))
         else:
             self.records.append(Record(seq, subject.decode(), data, {}, SCHEMA_VERSION))
-        self.requested -= 1
+        self.requested -= len(subject) + len(reply) + len(data) + (len(headers) if headers else 0)
         self.caught_up = pending == b"0"
         if self.caught_up or len(self.records) >= self.max_batch:
             self.wake.set()
@@ -205,9 +219,11 @@ class _Reader:
         if code == b"100":  # an idle heartbeat (none is asked for)
             return
         if code in (b"408", b"409"):  # the request ended: what it did not deliver
-            left = _headers(b"\r\n" + rest).get("Nats-Pending-Messages")
+            left = _headers(b"\r\n" + rest).get("Nats-Pending-Bytes")
             if left is not None and left.isdigit():
                 self.requested = max(self.requested - int(left), 0)
+                if b"MaxBytes" in line and int(left) >= self.request_bytes:
+                    self.too_big = True  # nothing delivered: the next message does not fit
             else:  # what ended is not said (409 Consumer Deleted): ask again, a few too many
                 self.requested = 0
         elif code == b"404":
@@ -243,11 +259,14 @@ class OrderedPull:
     policy). `renew(seq)` drops the consumer's inbox (messages still on their way to it are
     discarded by nats-py) and makes a new consumer, and a new inbox, starting at `seq`.
     `close()` drops the inbox; the consumer goes with its inactive threshold. Each pull
-    request waits `expires_s` on the server; a caught-up reader renews them as they expire."""
+    request waits `expires_s` on the server; a caught-up reader renews them as they expire.
+    Each brings at most `request_bytes` (default `_REQUEST_BYTES`, or more where the server
+    takes bigger messages)."""
 
     def __init__(self, nc: NATS, js: JetStreamContext, stream: str, subject: str, *,
                  max_batch: int, config: Callable[[int], ConsumerConfig],
-                 request_timeout: float, expires_s: float = _EXPIRES_S) -> None:
+                 request_timeout: float, expires_s: float = _EXPIRES_S,
+                 request_bytes: int | None = None) -> None:
         self._nc = nc
         self._js = js
         self._stream = stream
@@ -256,15 +275,31 @@ class OrderedPull:
         self._config = config
         self._request_timeout = request_timeout
         self._expires_s = expires_s
-        self._request = json.dumps({
-            "batch": max_batch, "max_bytes": max(_REQUEST_MAX_BYTES, 2 * nc.max_payload),
-            "expires": int(expires_s * 1_000_000_000)}).encode()
+        self._request_bytes = (max(_REQUEST_BYTES, nc.max_payload + (64 << 10))
+                               if request_bytes is None else request_bytes)
+        self._request = self._make_request()
         self._dispatch = _Dispatch.of(nc)
-        self._reader = _Reader(max_batch)
+        self._reader = _Reader(max_batch, self._request_bytes)
         self._sub: Subscription | None = None
         self._inbox = ""
         self._next_subject = ""
         self._heard_at = 0.0
+
+    def _make_request(self) -> bytes:
+        return json.dumps({"batch": _REQUEST_BATCH, "max_bytes": self._request_bytes,
+                           "expires": int(self._expires_s * 1_000_000_000)}).encode()
+
+    def _grow(self, reader: _Reader) -> None:
+        """Requests big enough for a message that fitted none: twice as big, up to a limit."""
+        reader.too_big = False
+        if self._request_bytes >= _MAX_REQUEST_BYTES:
+            raise EventLogUnavailable(
+                f"a message of {self._subject} after the last one read is bigger than "
+                f"{_MAX_REQUEST_BYTES} bytes, the most a pull request of this reader may "
+                "bring (was it stored by a server with a larger max_payload?)")
+        self._request_bytes = reader.request_bytes = min(2 * self._request_bytes,
+                                                         _MAX_REQUEST_BYTES)
+        self._request = self._make_request()
 
     async def open(self, start_seq: int) -> None:
         """Make the consumer at `start_seq` (the inbox first: nothing sent is missed)."""
@@ -272,7 +307,7 @@ class OrderedPull:
         config = self._config(start_seq)
         config.name = name
         config.filter_subject = self._subject
-        reader = _Reader(self._max_batch)
+        reader = _Reader(self._max_batch, self._request_bytes)
         inbox = self._nc.new_inbox()
         sub = await self._nc.subscribe(inbox)
         self._dispatch.sinks[sub._id] = reader.on_message
@@ -315,10 +350,15 @@ class OrderedPull:
             reader.requested = 0
         deadline = loop.time() + idle_s
         while True:
-            # keep about two batches asked for: the server sends while the caller folds
-            while reader.requested <= self._max_batch and not reader.refused:
+            if reader.too_big:
+                if self._request_bytes >= _MAX_REQUEST_BYTES and reader.records:
+                    before, reader.records = reader.records, []
+                    return before  # what came before the message that fits no request
+                self._grow(reader)
+            # keep one or two requests ahead: the server sends while the caller folds
+            while reader.requested <= self._request_bytes and not reader.refused:
                 await self._nc.publish(self._next_subject, self._request, reply=self._inbox)
-                reader.requested += self._max_batch
+                reader.requested += self._request_bytes
             batch = reader.take()
             if batch is not None:
                 return batch

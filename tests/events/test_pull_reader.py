@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from pathlib import Path
 
+import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
@@ -21,7 +23,9 @@ from events import (
     connect_nats,
     resource_subject,
 )
+from events.bus import _pull
 from events.bus._pull import OrderedPull, pull_ordered
+from events.errors import EventLogUnavailable
 from events.subjects import EVENTS_STREAM, events_wildcard
 from services.runtime.embedded_nats import run_nats_server
 
@@ -198,3 +202,60 @@ async def test_a_reader_that_folds_without_reading_its_socket_is_not_a_slow_cons
             assert nc.stats["reconnects"] == 0
         finally:
             await nc.close()
+
+
+async def _raw_stream(nc: NATS, sizes: list[int]) -> None:
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name="RAW", subjects=["raw.>"]))
+    acks = [await js.publish_async(f"raw.{i % 5}", b"y" * size) for i, size in enumerate(sizes)]
+    await asyncio.gather(*acks)
+
+
+def _raw_consumer(start_seq: int) -> ConsumerConfig:
+    return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                          opt_start_seq=start_seq, ack_policy=AckPolicy.NONE,
+                          inactive_threshold=60, mem_storage=True)
+
+
+async def test_requests_that_end_by_their_bytes_exactly_keep_the_reader_asking(
+        nc: NATS) -> None:
+    """A pull request whose bytes run out exactly on a message ends without a status. The
+    reader counts in bytes as the server does (subject, reply, headers, data), so it knows the
+    request is over and asks again: with small requests and messages of many sizes, such ends
+    are frequent, and never is there a silence (counted in messages, the reader stopped asking
+    until a silence of `idle_s`, then renewed)."""
+    rng = random.Random(7)
+    sizes = [rng.randint(50, 250) for _ in range(4000)]
+    await _raw_stream(nc, sizes)
+    pull = OrderedPull(nc, nc.jetstream(), "RAW", "raw.>", max_batch=500,
+                       config=_raw_consumer, request_timeout=5, request_bytes=4096)
+    await pull.open(1)
+    got: list[int] = []
+    try:
+        while len(got) < len(sizes):
+            batch = await pull.next(3)
+            assert batch is not None, f"a silence of 3 s after sequence {got[-1:]}"
+            got += [r.seq for r in batch]
+    finally:
+        await pull.close()
+    assert got == list(range(1, len(sizes) + 1))
+
+
+async def test_a_message_bigger_than_a_request_grows_the_requests_then_fails_by_name(
+        nc: NATS, monkeypatch: pytest.MonkeyPatch) -> None:
+    await _raw_stream(nc, [100, 3000, 100, 9000])
+    pull = OrderedPull(nc, nc.jetstream(), "RAW", "raw.>", max_batch=10,
+                       config=_raw_consumer, request_timeout=5, request_bytes=1024)
+    monkeypatch.setattr(_pull, "_MAX_REQUEST_BYTES", 4096)
+    await pull.open(1)
+    got: list[int] = []
+    try:
+        while len(got) < 3:
+            batch = await pull.next(3)
+            assert batch is not None
+            got += [r.seq for r in batch]
+        assert got == [1, 2, 3]  # 3000 bytes fitted once requests had grown to 4096
+        with pytest.raises(EventLogUnavailable, match="bigger than 4096 bytes"):
+            await pull.next(3)
+    finally:
+        await pull.close()

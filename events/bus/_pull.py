@@ -17,7 +17,8 @@ unlike a push consumer). A request ends by delivering its batch, or with a statu
 (it expired) or 409 (for example the consumer's limit of waiting requests), both carrying
 `Nats-Pending-Messages`, the part of the batch not delivered; 404 (nothing, for `no_wait`); 503
 (no responder: the consumer is gone, or the node holding it is down; asked again once per idle
-period, and the log's reader then makes a new consumer, `events.bus.jetstream`).
+period, and the log's reader then makes a new consumer, `events.bus.jetstream`); 100 (an idle
+heartbeat, when the requests ask for them: nothing to deliver, but the consumer is there).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 
@@ -163,6 +165,8 @@ class _Reader:
         self.refused = False
         """No one took a pull request (status 503): none is made again until the next call."""
         self.wake = asyncio.Event()
+        self.beat_at = 0.0
+        """When the last idle heartbeat arrived, by the monotonic clock (the loop's)."""
 
     def on_message(self, subject: bytes, reply: bytes, data: bytes,
                    headers: bytes | None) -> None:
@@ -194,7 +198,8 @@ class _Reader:
     def _on_status(self, headers: bytes) -> None:
         line, _, rest = headers.partition(b"\r\n")
         code = line[len(_STATUS_LINE):len(_STATUS_LINE) + 3]
-        if code == b"100":  # an idle heartbeat (none is asked for)
+        if code == b"100":  # an idle heartbeat (when asked for): the consumer is there
+            self.beat_at = time.monotonic()
             return
         if code in (b"408", b"409"):  # the request ended: what it did not deliver
             left = _headers(b"\r\n" + rest).get("Nats-Pending-Messages")
@@ -235,11 +240,15 @@ class OrderedPull:
     policy). `renew(seq)` drops the consumer's inbox (messages still on their way to it are
     discarded by nats-py) and makes a new consumer, and a new inbox, starting at `seq`.
     `close()` drops the inbox; the consumer goes with its inactive threshold. Each pull
-    request waits `expires_s` on the server; a caught-up reader renews them as they expire."""
+    request waits `expires_s` on the server; a caught-up reader renews them as they expire.
+    `heartbeat_s`: the server sends an idle heartbeat (status 100) that often while a request
+    waits with nothing to deliver, so that `next` returning None means not even the consumer
+    is heard (it is gone, or its server is)."""
 
     def __init__(self, nc: NATS, js: JetStreamContext, stream: str, subject: str, *,
                  max_batch: int, config: Callable[[int], ConsumerConfig],
-                 request_timeout: float, expires_s: float = _EXPIRES_S) -> None:
+                 request_timeout: float, expires_s: float = _EXPIRES_S,
+                 heartbeat_s: float | None = None) -> None:
         self._nc = nc
         self._js = js
         self._stream = stream
@@ -248,14 +257,17 @@ class OrderedPull:
         self._config = config
         self._request_timeout = request_timeout
         self._expires_s = expires_s
-        self._request = json.dumps({"batch": max_batch,
-                                    "expires": int(expires_s * 1_000_000_000)}).encode()
+        request = {"batch": max_batch, "expires": int(expires_s * 1_000_000_000)}
+        if heartbeat_s:
+            request["idle_heartbeat"] = int(heartbeat_s * 1_000_000_000)
+        self._request = json.dumps(request).encode()
         self._dispatch = _Dispatch.of(nc)
         self._reader = _Reader(max_batch)
         self._sub: Subscription | None = None
         self._inbox = ""
         self._next_subject = ""
         self._heard_at = 0.0
+        self._heartbeats = bool(heartbeat_s)
 
     async def open(self, start_seq: int) -> None:
         """Make the consumer at `start_seq` (the inbox first: nothing sent is missed)."""
@@ -296,7 +308,8 @@ class OrderedPull:
 
     async def next(self, idle_s: float) -> list[Record] | None:
         """The next batch: a full one, or what there is once caught up (or once nothing more
-        arrived for `idle_s`); None when nothing arrived for `idle_s`."""
+        arrived for `idle_s`); None when nothing arrived for `idle_s` (with heartbeats: not
+        even a heartbeat)."""
         if self._sub is None:
             raise EventLogUnavailable("the reader's consumer is closed")
         reader = self._reader
@@ -330,6 +343,9 @@ class OrderedPull:
             if reader.records:  # whatever came in order before the silence
                 batch, reader.records = reader.records, []
                 return batch
+            if self._heartbeats and reader.beat_at + idle_s > now:
+                deadline = reader.beat_at + idle_s  # the consumer is there: wait on
+                continue
             if now - self._heard_at > self._expires_s + _SILENCE_S:
                 reader.requested = 0  # lost with a connection: ask again
                 self._heard_at = now

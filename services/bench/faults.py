@@ -188,12 +188,14 @@ async def _run(stack: AsyncExitStack, work: Path, cluster: NatsCluster, *, proxi
         progress(f"{leader} back and current; stream leader now {new_leader}; "
                  f"{load.acked_after(killed_at)} appends acknowledged while it was down")
         await asyncio.sleep(after_s)
-    finally:
-        load.stopping.set()
-        await asyncio.gather(*tasks)
+    except BaseException:
         if polling is not None:
             polling.cancel()
             await asyncio.wait([polling])
+        raise
+    finally:
+        load.stopping.set()
+        await asyncio.gather(*tasks)
     stopped_at = time.monotonic()
 
     stored = await _stored(log)
@@ -203,6 +205,8 @@ async def _run(stack: AsyncExitStack, work: Path, cluster: NatsCluster, *, proxi
     progress(f"load stopped: {len(acked)} acknowledged, {sum(counts.values())} stored; "
              f"waiting for the projector to reach sequence {last_seq}")
     caught_up = await _within(projected(bus, last_seq), _CATCH_UP_S)
+    polling.cancel()  # the commits after the load are in the timeline too
+    await asyncio.wait([polling])
     caught_up_s = time.monotonic() - stopped_at
     push_ms = await _gateway_round(api, workers)
     times = sorted([started, *load.acked.values()])

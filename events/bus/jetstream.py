@@ -38,6 +38,7 @@ from events.bus._kv import await_stream_leader
 from events.bus._pipeline import AckPipeline
 from events.bus._pull import OrderedPull
 from events.bus._pull import schema_of as _schema_of
+from events.bus._retry import retried
 from events.bus.nats_access import (
     Refusals,
     credential_options,
@@ -84,8 +85,8 @@ so the new consumer is there when the stream takes writes again."""
 _ATTEMPT_S = 1.0
 """One attempt at making the reader's consumer: the request is answered in milliseconds on a
 cluster that has a meta leader; while one is being elected no answer comes, and a new attempt
-is made (`_RENEW_S`) rather than one long wait that outlasts the election."""
-_RETRY_PAUSE_S = 0.1
+is made (`_RENEW_S`, `events.bus._retry`) rather than one long wait that outlasts the
+election."""
 _RENEW_S = 30.0
 """How long the reader keeps trying to make its consumer before it gives up
 (`JetStreamUnavailable`, the projector then restarts from its checkpoint)."""
@@ -493,17 +494,11 @@ class JetStreamEventLog:
 
     async def _renew_consumer(self, pull: OrderedPull, start_seq: int) -> None:
         """A new consumer at `start_seq`: attempts of `_ATTEMPT_S` each, for `_RENEW_S`."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _RENEW_S
-        while True:
-            try:
-                await pull.renew(start_seq)
-                return
-            except _TRANSIENT as exc:
-                if loop.time() >= deadline:
-                    raise JetStreamUnavailable(_unavailable(
-                        self._stream, f"cannot read from sequence {start_seq}", exc)) from exc
-            await asyncio.sleep(_RETRY_PAUSE_S)
+        try:
+            await retried(lambda: pull.renew(start_seq), on=_TRANSIENT, for_s=_RENEW_S)
+        except _TRANSIENT as exc:
+            raise JetStreamUnavailable(_unavailable(
+                self._stream, f"cannot read from sequence {start_seq}", exc)) from exc
 
 
 def _reader_config(start_seq: int) -> ConsumerConfig:

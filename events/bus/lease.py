@@ -42,6 +42,8 @@ import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
 
+from events.bus._retry import RETRY_PAUSE_S as _RETRY_PAUSE_S
+from events.bus._retry import retried
 from events.bus.projection_bus import LEASE_PREFIX, JetStreamProjectionBus, ProjectionUpdate
 from events.errors import EventLogUnavailable, LeaseLost
 
@@ -61,7 +63,6 @@ _PUBLISH_ATTEMPT_S = 2.0
 loopback, tens of milliseconds on a loaded machine)."""
 _PUBLISH_S = 10.0
 """How long a fenced batch is tried (attempt after attempt) before EventLogUnavailable."""
-_RETRY_PAUSE_S = 0.1
 
 
 class JetStreamLease:
@@ -247,22 +248,15 @@ class FencedProjectionBus:
             await self._publish_batch(batch)
 
     async def _publish_batch(self, batch: Sequence[ProjectionUpdate]) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _PUBLISH_S
-        failed = False
-        while True:
-            try:
-                async with self._lease.fencing() as headers:
-                    await self._bus.publish_batch(batch, headers, timeout_s=_PUBLISH_ATTEMPT_S)
-                return
-            except EventLogUnavailable as exc:
-                if loop.time() >= deadline:
-                    raise
-                if not failed:
-                    log.info("lease %s: projection publish did not get through (%s); "
-                             "trying again", self._lease.key, exc)
-                    failed = True
-            await asyncio.sleep(_RETRY_PAUSE_S)
+        async def attempt() -> None:
+            async with self._lease.fencing() as headers:
+                await self._bus.publish_batch(batch, headers, timeout_s=_PUBLISH_ATTEMPT_S)
+
+        def failed(exc: BaseException) -> None:
+            log.info("lease %s: projection publish did not get through (%s); trying again",
+                     self._lease.key, exc)
+
+        await retried(attempt, on=EventLogUnavailable, for_s=_PUBLISH_S, failed=failed)
 
     async def current(self) -> dict[str, bytes]:
         return await self._bus.current()

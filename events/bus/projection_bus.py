@@ -43,6 +43,7 @@ from nats.js.kv import KeyValue
 from events.bus._kv import atomic_batches_allowed, open_bucket
 from events.bus._kv_watch import watch_all
 from events.bus._pipeline import AckPipeline
+from events.bus._retry import retried
 from events.bus.trace_context import current_trace_headers, trace_headers
 from events.errors import EventLogUnavailable, LeaseLost
 
@@ -60,7 +61,6 @@ _BATCH_MAX = 1000
 """The most messages nats-server takes in one atomic batch."""
 _TIMEOUT_S = 5.0
 _ATTEMPT_S = 1.0
-_RETRY_PAUSE_S = 0.1
 _CURRENT_S = 10.0
 
 ProjectionUpdate = tuple[str, bytes | None]
@@ -188,17 +188,11 @@ class JetStreamProjectionBus:
 
         The watch that reads them is made in attempts of `_ATTEMPT_S` (its consumer is made
         in milliseconds when the cluster has a meta leader; while one is being elected, a
-        request gets no answer), made again after `_RETRY_PAUSE_S` for up to `_CURRENT_S`,
+        request gets no answer), made again for up to `_CURRENT_S` (`events.bus._retry`),
         instead of one wait of `_TIMEOUT_S` that can outlast the election."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _CURRENT_S
-        while True:
-            try:
-                return await self._read_current(self._nc.jetstream(timeout=_ATTEMPT_S))
-            except (TimeoutError, nats.errors.Error):
-                if loop.time() >= deadline:
-                    raise
-            await asyncio.sleep(_RETRY_PAUSE_S)
+        js = self._nc.jetstream(timeout=_ATTEMPT_S)
+        return await retried(lambda: self._read_current(js),
+                             on=(TimeoutError, nats.errors.Error), for_s=_CURRENT_S)
 
     async def _read_current(self, js: JetStreamContext) -> dict[str, bytes]:
         values: dict[str, bytes] = {}

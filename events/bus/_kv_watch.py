@@ -9,7 +9,7 @@ trace context of a published batch in the header of its checkpoint message (READ
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 
 import nats.errors
 from msgspec import Struct
@@ -32,7 +32,7 @@ class KvEntry(Struct, frozen=True):
 
 
 async def watch_all(js: JetStreamContext, bucket: str, *, timeout_s: float
-                    ) -> AsyncIterator[KvEntry | None]:
+                    ) -> AsyncGenerator[KvEntry | None, None]:
     """Every key's last entry, then `None`, then every update, until the caller stops."""
     prefix = f"$KV.{bucket}."
     queue: asyncio.Queue[KvEntry | None] = asyncio.Queue(maxsize=_QUEUE)

@@ -18,7 +18,8 @@ with a status message: 408 (it expired) or 409 (its next message does not fit in
 of its bytes, or the consumer's limit of waiting requests), both carrying
 `Nats-Pending-Bytes`, the part of the request not delivered; 404 (nothing, for `no_wait`); 503
 (no responder: the consumer is gone, or the node holding it is down; asked again once per idle
-period, and the log's reader then makes a new consumer, `events.bus.jetstream`).
+period, and the log's reader then makes a new consumer, `events.bus.jetstream`); 100 (an idle
+heartbeat, when the requests ask for them: nothing to deliver, but the consumer is there).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 
@@ -185,6 +187,8 @@ class _Reader:
         self.refused = False
         """No one took a pull request (status 503): none is made again until the next call."""
         self.wake = asyncio.Event()
+        self.beat_at = 0.0
+        """When the last idle heartbeat arrived, by the monotonic clock (the loop's)."""
 
     def on_message(self, subject: bytes, reply: bytes, data: bytes,
                    headers: bytes | None) -> None:
@@ -216,7 +220,8 @@ class _Reader:
     def _on_status(self, headers: bytes) -> None:
         line, _, rest = headers.partition(b"\r\n")
         code = line[len(_STATUS_LINE):len(_STATUS_LINE) + 3]
-        if code == b"100":  # an idle heartbeat (none is asked for)
+        if code == b"100":  # an idle heartbeat (when asked for): the consumer is there
+            self.beat_at = time.monotonic()
             return
         if code in (b"408", b"409"):  # the request ended: what it did not deliver
             left = _headers(b"\r\n" + rest).get("Nats-Pending-Bytes")
@@ -261,12 +266,14 @@ class OrderedPull:
     `close()` drops the inbox; the consumer goes with its inactive threshold. Each pull
     request waits `expires_s` on the server; a caught-up reader renews them as they expire.
     Each brings at most `request_bytes` (default `_REQUEST_BYTES`, or more where the server
-    takes bigger messages)."""
+    takes bigger messages). `heartbeat_s`: the server sends an idle heartbeat (status 100)
+    that often while a request waits with nothing to deliver, so that `next` returning None
+    means not even the consumer is heard (it is gone, or its server is)."""
 
     def __init__(self, nc: NATS, js: JetStreamContext, stream: str, subject: str, *,
                  max_batch: int, config: Callable[[int], ConsumerConfig],
                  request_timeout: float, expires_s: float = _EXPIRES_S,
-                 request_bytes: int | None = None) -> None:
+                 heartbeat_s: float | None = None, request_bytes: int | None = None) -> None:
         self._nc = nc
         self._js = js
         self._stream = stream
@@ -275,6 +282,7 @@ class OrderedPull:
         self._config = config
         self._request_timeout = request_timeout
         self._expires_s = expires_s
+        self._heartbeat_s = heartbeat_s
         self._request_bytes = (max(_REQUEST_BYTES, nc.max_payload + (64 << 10))
                                if request_bytes is None else request_bytes)
         self._request = self._make_request()
@@ -284,10 +292,14 @@ class OrderedPull:
         self._inbox = ""
         self._next_subject = ""
         self._heard_at = 0.0
+        self._heartbeats = bool(heartbeat_s)
 
     def _make_request(self) -> bytes:
-        return json.dumps({"batch": _REQUEST_BATCH, "max_bytes": self._request_bytes,
-                           "expires": int(self._expires_s * 1_000_000_000)}).encode()
+        request = {"batch": _REQUEST_BATCH, "max_bytes": self._request_bytes,
+                   "expires": int(self._expires_s * 1_000_000_000)}
+        if self._heartbeat_s:
+            request["idle_heartbeat"] = int(self._heartbeat_s * 1_000_000_000)
+        return json.dumps(request).encode()
 
     def _grow(self, reader: _Reader) -> None:
         """Requests big enough for a message that fitted none: twice as big, up to a limit."""
@@ -340,7 +352,8 @@ class OrderedPull:
 
     async def next(self, idle_s: float) -> list[Record] | None:
         """The next batch: a full one, or what there is once caught up (or once nothing more
-        arrived for `idle_s`); None when nothing arrived for `idle_s`."""
+        arrived for `idle_s`); None when nothing arrived for `idle_s` (with heartbeats: not
+        even a heartbeat)."""
         if self._sub is None:
             raise EventLogUnavailable("the reader's consumer is closed")
         reader = self._reader
@@ -379,6 +392,9 @@ class OrderedPull:
             if reader.records:  # whatever came in order before the silence
                 batch, reader.records = reader.records, []
                 return batch
+            if self._heartbeats and reader.beat_at + idle_s > now:
+                deadline = reader.beat_at + idle_s  # the consumer is there: wait on
+                continue
             if now - self._heard_at > self._expires_s + _SILENCE_S:
                 reader.requested = 0  # lost with a connection: ask again
                 self._heard_at = now

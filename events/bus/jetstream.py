@@ -38,6 +38,7 @@ from events.bus._kv import await_stream_leader
 from events.bus._pipeline import AckPipeline
 from events.bus._pull import OrderedPull
 from events.bus._pull import schema_of as _schema_of
+from events.bus._retry import retried
 from events.bus.nats_access import (
     Refusals,
     credential_options,
@@ -73,9 +74,22 @@ MSG_ID_IN_PROCESS = 10158
 """An append whose Msg-Id an earlier attempt still holds at the stream leader (proposed, not
 yet stored: a leader without quorum, or being replaced). Neither stored nor refused yet:
 transient, retried with the same Msg-Id later."""
-_IDLE_FETCH_S = 5.0
-"""How long a caught-up reader's fetch waits before asking again (nothing is lost), and
-before it checks that its consumer still serves it (`read`)."""
+_HEARTBEAT_S = 0.5
+"""The reader's pull requests ask the server for an idle heartbeat this often: a consumer
+that is there says so even when there is nothing to read."""
+_SILENT_S = 2.0
+"""Nothing from the reader's consumer for this long, not even a heartbeat: it is gone (its
+server is down or restarted, or the connection to it moved) and a new one is made (`read`).
+Well before a new stream leader is elected after a leader's loss (4-9 s, nats-server's raft),
+so the new consumer is there when the stream takes writes again."""
+_ATTEMPT_S = 1.0
+"""One attempt at making the reader's consumer: the request is answered in milliseconds on a
+cluster that has a meta leader; while one is being elected no answer comes, and a new attempt
+is made (`_RENEW_S`, `events.bus._retry`) rather than one long wait that outlasts the
+election."""
+_RENEW_S = 30.0
+"""How long the reader keeps trying to make its consumer before it gives up
+(`JetStreamUnavailable`, the projector then restarts from its checkpoint)."""
 _INACTIVE_S = 120.0
 """The server removes a reader's consumer this long after the reader is gone."""
 DUPLICATE_WINDOW_S = 120.0
@@ -450,29 +464,32 @@ class JetStreamEventLog:
         On a replicated stream the consumer (R1, in memory) lives on one node. While that
         node is down the reader gets nothing; once it is back the server recreates the consumer
         from its first start sequence and delivers the log again from there. So the reader
-        keeps the next sequence it owes: an idle period (nothing for `_IDLE_FETCH_S`) while the
-        stream holds that sequence, or a batch that goes back before it, means the consumer is
-        not the one it made, and a new one is made at that sequence (`OrderedPull.renew`).
-        Nothing is yielded twice or skipped.
+        keeps the next sequence it owes, and its pull requests ask for idle heartbeats: nothing
+        at all for `_SILENT_S` (not even a heartbeat), or a batch that goes back before that
+        sequence, means the consumer is not the one it made, and a new one is made at that
+        sequence (`OrderedPull.renew`, retried until it is made). Nothing is yielded twice or
+        skipped. A consumer can be made while the stream elects a leader (any of its live
+        replicas takes it), so a reader whose consumer died with the stream leader has its
+        new one before the stream takes writes again.
         """
         next_seq = max(1, from_seq)
         pull = OrderedPull(self._nc, self._js, self._stream, events_wildcard(),
                            max_batch=max_batch, config=_reader_config,
-                           request_timeout=_TIMEOUT_S)
-        await pull.open(next_seq)
+                           request_timeout=_ATTEMPT_S, heartbeat_s=_HEARTBEAT_S)
         me = asyncio.current_task()
         try:
+            await self._renew_consumer(pull, next_seq)
             while True:
-                batch = await pull.next(_IDLE_FETCH_S)
+                batch = await pull.next(_SILENT_S)
                 # the reader waits with asyncio.timeout, not wait_for (CPython gh-86296 loses
                 # a cancel there on 3.11); checked anyway, as before, at every batch
                 _raise_if_cancelled(me)
                 if batch is None:
-                    if await self._stored_up_to() >= next_seq:
-                        log.warning("reader of %s got nothing while sequence %d is stored: "
-                                    "its consumer is gone (its server restarted?); making "
-                                    "a new one there", self._stream, next_seq)
-                        await self._renew_consumer(pull, next_seq)
+                    log.warning("reader of %s heard nothing from its consumer for %.0f s, not "
+                                "even a heartbeat: it is gone (its server down or restarted?); "
+                                "making a new one at sequence %d", self._stream, _SILENT_S,
+                                next_seq)
+                    await self._renew_consumer(pull, next_seq)
                     continue
                 if batch[0].seq < next_seq:
                     log.warning("reader of %s was sent sequence %d again after %d: its "
@@ -485,17 +502,10 @@ class JetStreamEventLog:
         finally:
             await pull.close()
 
-    async def _stored_up_to(self) -> int:
-        """The stream's last sequence; 0 while it cannot be read (a leader being elected):
-        the reader asks again at its next idle period."""
-        try:
-            return await self.last_seq()
-        except JetStreamUnavailable:
-            return 0
-
     async def _renew_consumer(self, pull: OrderedPull, start_seq: int) -> None:
+        """A new consumer at `start_seq`: attempts of `_ATTEMPT_S` each, for `_RENEW_S`."""
         try:
-            await pull.renew(start_seq)
+            await retried(lambda: pull.renew(start_seq), on=_TRANSIENT, for_s=_RENEW_S)
         except _TRANSIENT as exc:
             raise JetStreamUnavailable(_unavailable(
                 self._stream, f"cannot read from sequence {start_seq}", exc)) from exc

@@ -28,6 +28,7 @@ time, each acknowledged before the next: correct, slower.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -36,11 +37,13 @@ from typing import Any, NamedTuple
 import nats.aio.msg
 import nats.errors
 from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from events.bus._kv import atomic_batches_allowed, open_bucket
 from events.bus._kv_watch import watch_all
 from events.bus._pipeline import AckPipeline
+from events.bus._retry import retried
 from events.bus.trace_context import current_trace_headers, trace_headers
 from events.errors import EventLogUnavailable, LeaseLost
 
@@ -57,6 +60,8 @@ checking the same subject is in flight ("wrong last sequence", no number)."""
 _BATCH_MAX = 1000
 """The most messages nats-server takes in one atomic batch."""
 _TIMEOUT_S = 5.0
+_ATTEMPT_S = 1.0
+_CURRENT_S = 10.0
 
 ProjectionUpdate = tuple[str, bytes | None]
 """(key, value); value None = deleted."""
@@ -104,9 +109,8 @@ class JetStreamProjectionBus:
         headers every message carries (events.bus.lease: the lease key's expected revision);
         a refusal by them is LeaseLost."""
         if fence:
-            size = _BATCH_MAX if self._atomic else 1
-            for start in range(0, len(updates), size):
-                await self._publish_batch(updates[start:start + size], fence)
+            for batch in self.fenced_batches(updates):
+                await self.publish_batch(batch, fence)
             return
         if self._pipeline is None:
             self._pipeline = await AckPipeline.open(self._nc)
@@ -133,11 +137,19 @@ class JetStreamProjectionBus:
         if refused:
             raise EventLogUnavailable(f"projection publish refused: {refused[0]}")
 
-    async def _publish_batch(self, updates: Sequence[ProjectionUpdate],
-                             fence: dict[str, str]) -> None:
-        """One atomic batch: the fence on its first message (the batch is stored whole or not
-        at all), the commit on its last, which alone is acknowledged. One update: a plain
-        fenced publish (no batch headers: also for a bucket without atomic batches)."""
+    def fenced_batches(self, updates: Sequence[ProjectionUpdate]
+                       ) -> list[Sequence[ProjectionUpdate]]:
+        """How a fenced publish of `updates` is cut: atomic batches of up to 1,000 messages,
+        or one message each on a bucket without atomic batches."""
+        size = _BATCH_MAX if self._atomic else 1
+        return [updates[start:start + size] for start in range(0, len(updates), size)]
+
+    async def publish_batch(self, updates: Sequence[ProjectionUpdate], fence: dict[str, str],
+                            *, timeout_s: float = _TIMEOUT_S * 2) -> None:
+        """One atomic batch (`fenced_batches`): the fence on its first message (the batch is
+        stored whole or not at all), the commit on its last, which alone is acknowledged
+        (within `timeout_s`, else EventLogUnavailable). One update: a plain fenced publish (no
+        batch headers: also for a bucket without atomic batches)."""
         batch_id = uuid.uuid4().hex
         last = len(updates)
         try:
@@ -153,7 +165,7 @@ class JetStreamProjectionBus:
                     continue
                 if last > 1:
                     headers["Nats-Batch-Commit"] = "1"
-                reply = await self._nc.request(subject, value or b"", timeout=_TIMEOUT_S * 2,
+                reply = await self._nc.request(subject, value or b"", timeout=timeout_s,
                                                headers=headers)
         except (TimeoutError, nats.errors.Error) as exc:
             raise EventLogUnavailable(
@@ -172,15 +184,27 @@ class JetStreamProjectionBus:
         return {k: v for k, v in values.items() if not k.startswith(LEASE_PREFIX)}
 
     async def current_with_leases(self) -> dict[str, bytes]:
-        """Every live key and its value, the projectors' leases included."""
+        """Every live key and its value, the projectors' leases included.
+
+        The watch that reads them is made in attempts of `_ATTEMPT_S` (its consumer is made
+        in milliseconds when the cluster has a meta leader; while one is being elected, a
+        request gets no answer), made again for up to `_CURRENT_S` (`events.bus._retry`),
+        instead of one wait of `_TIMEOUT_S` that can outlast the election."""
+        js = self._nc.jetstream(timeout=_ATTEMPT_S)
+        return await retried(lambda: self._read_current(js),
+                             on=(TimeoutError, nats.errors.Error), for_s=_CURRENT_S)
+
+    async def _read_current(self, js: JetStreamContext) -> dict[str, bytes]:
         values: dict[str, bytes] = {}
-        async for batch in self.watch():
-            for key, value in batch:
-                if value is None:
-                    values.pop(key, None)
+        watching = watch_all(js, self._bucket, timeout_s=_TIMEOUT_S)
+        async with contextlib.aclosing(watching):
+            async for entry in watching:
+                if entry is None:  # end of the initial values
+                    return values
+                if entry.value is None:
+                    values.pop(entry.key, None)
                 else:
-                    values[key] = value
-            return values
+                    values[entry.key] = entry.value
         return values
 
     async def watch(self) -> AsyncIterator[list[ProjectionUpdate]]:

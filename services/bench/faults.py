@@ -14,7 +14,12 @@ Figures: appends acknowledged; events stored (read back from the stream); `lost`
 acknowledged Dataplane with no event) and `duplicates` (more than one event for a Dataplane);
 `max_stall_s`, the longest gap between two acknowledged appends; whether the projector
 carried on (its checkpoint reaches the stream's last sequence) and the gateway too (every
-proxy gets a Dataplane written through the API after the fault).
+proxy gets a Dataplane written through the API after the fault). Where the stall went
+(services/bench/_fault_timeline.py): `on_killed_node`, what lived on the node killed
+(connections, stream and meta leaders, consumers of the event stream); `after_kill_s`, the
+seconds from the kill to each new leader, to the first event stored, to its commit by the
+projector and to the API's first acknowledgement after it; `after_kill_log`, what the
+projector and the API logged meanwhile.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from events.bus.insights import JetStreamInsights
 from events.bus.projection_bus import JetStreamProjectionBus
 from events.subjects import EVENTS_STREAM
 from services.bench._env import machine, report
+from services.bench._fault_timeline import Placement, Timeline
 from services.bench._fleet import (
     gateways_behind_lb,
     meshlog_process,
@@ -164,11 +170,16 @@ async def _run(stack: AsyncExitStack, work: Path, cluster: NatsCluster, *, proxi
     load = Load(api)
     started = time.monotonic()
     tasks = [asyncio.create_task(load.writer(), name=f"writer-{w}") for w in range(writers)]
+    polling: asyncio.Task[None] | None = None
     try:
         await asyncio.sleep(warmup_s)  # the load's length, not a synchronisation
         leader = await _stream_leader(nc)
-        killed_at = time.monotonic()
+        placement = await Placement.read(cluster, nc)
+        timeline = Timeline(work, cluster, await log.last_seq())
+        killed_at = timeline.killed_at
         await cluster.kill(leader)
+        polling = asyncio.create_task(timeline.poll_commits(work / "readmodels.db"),
+                                      name="commits")
         progress(f"SIGKILLed the stream leader {leader} after {load.acked_after(0)} appends")
         await asyncio.sleep(down_s)
         await cluster.start(leader)
@@ -177,6 +188,11 @@ async def _run(stack: AsyncExitStack, work: Path, cluster: NatsCluster, *, proxi
         progress(f"{leader} back and current; stream leader now {new_leader}; "
                  f"{load.acked_after(killed_at)} appends acknowledged while it was down")
         await asyncio.sleep(after_s)
+    except BaseException:
+        if polling is not None:
+            polling.cancel()
+            await asyncio.wait([polling])
+        raise
     finally:
         load.stopping.set()
         await asyncio.gather(*tasks)
@@ -189,6 +205,8 @@ async def _run(stack: AsyncExitStack, work: Path, cluster: NatsCluster, *, proxi
     progress(f"load stopped: {len(acked)} acknowledged, {sum(counts.values())} stored; "
              f"waiting for the projector to reach sequence {last_seq}")
     caught_up = await _within(projected(bus, last_seq), _CATCH_UP_S)
+    polling.cancel()  # the commits after the load are in the timeline too
+    await asyncio.wait([polling])
     caught_up_s = time.monotonic() - stopped_at
     push_ms = await _gateway_round(api, workers)
     times = sorted([started, *load.acked.values()])
@@ -222,6 +240,8 @@ async def _run(stack: AsyncExitStack, work: Path, cluster: NatsCluster, *, proxi
         "gateway_serving": push_ms is not None,
         "gateway_push_after_fault_ms": push_ms,
         "failures": load.failed[:5],
+        "on_killed_node": placement.on(leader),
+        **await timeline.figures(nc, list(load.acked.values())),
     }
 
 

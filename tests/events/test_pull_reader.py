@@ -25,6 +25,7 @@ from events import (
 )
 from events.bus import _pull
 from events.bus._pull import OrderedPull, pull_ordered
+from events.bus.jetstream import _SILENT_S
 from events.errors import EventLogUnavailable
 from events.subjects import EVENTS_STREAM, events_wildcard
 from services.runtime.embedded_nats import run_nats_server
@@ -141,9 +142,8 @@ async def test_a_renewed_pull_starts_at_its_sequence_and_drops_what_the_old_one_
 async def test_the_log_reader_makes_a_new_consumer_when_its_own_is_gone(
         nc: NATS, event_log: JetStreamEventLog) -> None:
     """Its consumer deleted under it (as when the node holding it is lost): the pull requests
-    it had waiting end, new ones find no one (status 503), and once an idle period passes
-    while the next sequence it owes is stored, the reader makes a new consumer there: the
-    rest comes once each, in order."""
+    it had waiting end, new ones find no one (status 503), no heartbeat comes, and the reader
+    makes a new consumer at the next sequence it owes: the rest comes once each, in order."""
     js = nc.jetstream()
     await event_log.append_many([_applied(i) for i in range(1, 11)])
     seen: list[int] = []
@@ -259,3 +259,43 @@ async def test_a_message_bigger_than_a_request_grows_the_requests_then_fails_by_
             await pull.next(3)
     finally:
         await pull.close()
+
+
+async def test_an_idle_reader_keeps_its_consumer(nc: NATS, event_log: JetStreamEventLog
+                                                 ) -> None:
+    """Nothing to read for several silence periods: the consumer's idle heartbeats say it is
+    there, so the reader keeps it (no new consumer), and what is appended later comes."""
+    js = nc.jetstream()
+    await event_log.append_many([_applied(1)])
+    async with contextlib.aclosing(event_log.read(1)) as batches:
+        assert [r.seq for r in await asyncio.wait_for(anext(batches), 10)] == [1]
+        [consumer] = await js.consumers_info(EVENTS_STREAM)
+        waiting = asyncio.ensure_future(anext(batches))
+        await asyncio.sleep(3 * _SILENT_S)
+        assert not waiting.done()
+        assert [c.name for c in await js.consumers_info(EVENTS_STREAM)] == [consumer.name]
+        await event_log.append_many([_applied(2)])
+        assert [r.seq for r in await asyncio.wait_for(waiting, 10)] == [2]
+
+
+async def test_a_reader_whose_consumer_is_gone_makes_a_new_one_with_nothing_new_stored(
+        nc: NATS, event_log: JetStreamEventLog) -> None:
+    """The consumer deleted while nothing new is stored: the reader does not wait for a write
+    to notice (no heartbeat is enough), so its new consumer is there before the next one."""
+    js = nc.jetstream()
+    await event_log.append_many([_applied(1)])
+    async with contextlib.aclosing(event_log.read(1)) as batches:
+        assert [r.seq for r in await asyncio.wait_for(anext(batches), 10)] == [1]
+        [consumer] = await js.consumers_info(EVENTS_STREAM)
+        waiting = asyncio.ensure_future(anext(batches))
+        await js.delete_consumer(EVENTS_STREAM, consumer.name)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while not (names := [c.name for c in await js.consumers_info(EVENTS_STREAM)]):
+            assert loop.time() < deadline, "no new consumer"
+            await asyncio.sleep(0.1)
+        assert names != [consumer.name] and not waiting.done()
+        [renewed] = await js.consumers_info(EVENTS_STREAM)
+        assert renewed.config.opt_start_seq == 2
+        await event_log.append_many([_applied(2)])
+        assert [r.seq for r in await asyncio.wait_for(waiting, 10)] == [2]

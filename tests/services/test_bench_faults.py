@@ -29,4 +29,11 @@ def test_bench_faults_loses_and_duplicates_nothing_and_everything_carries_on() -
     assert figures["projector_caught_up"] and figures["gateway_serving"], figures
     assert figures["leader_killed"] in ("n1", "n2", "n3")
     assert figures["max_stall_s"] > 0
+    # where the stall went: the node killed held the stream's leader; a new one was elected
+    # and stored events after the kill, which the projector committed (the API's ack may
+    # come after the load, or not at all, in so short a run)
+    steps = figures["after_kill_s"]
+    assert "MESHLOG_EVENTS leader" in figures["on_killed_node"], figures
+    assert 0 < steps["MESHLOG_EVENTS_leader"], steps
+    assert 0 < steps["first_stored"] <= steps["first_committed"], steps
     assert "SIGKILLed the stream leader" in done.stderr

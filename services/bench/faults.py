@@ -37,7 +37,8 @@ from typing import Any
 import httpx
 import nats.errors
 
-from events import JetStreamEventLog, connect_nats, resource_subject
+from events import EventLogUnavailable, JetStreamEventLog, connect_nats, resource_subject
+from events.bus._retry import retried
 from events.bus.insights import JetStreamInsights
 from events.bus.projection_bus import JetStreamProjectionBus
 from events.subjects import EVENTS_STREAM
@@ -146,12 +147,8 @@ async def _run(stack: AsyncExitStack, work: Path, cluster: NatsCluster, *, proxi
     urls = cluster.urls
     nc = await connect_nats(urls, name="meshlog-bench-faults")
     stack.push_async_callback(nc.close)
-    log = await JetStreamEventLog.open(nc, replicas=REPLICAS)
-    bus = await JetStreamProjectionBus.open(nc, replicas=REPLICAS)
-    await JetStreamInsights.open(nc, replicas=REPLICAS)
+    log, bus = await _set_up(nc, proxies)
     replicas = await _replicas(nc)
-    progress(f"3-node cluster up; replicas {replicas}; registering {proxies} Dataplanes")
-    await seed_fleet(log, proxies, max(1, proxies // 10))
     tokens = await dataplane_tokens(log, proxies, work / "tokens.json")
     common = ("--nats-url", urls, "--stream-replicas", str(REPLICAS),
               "--database", f"sqlite:///{work / 'readmodels.db'}", "--data-dir", str(work / "cp"))
@@ -243,6 +240,26 @@ async def _run(stack: AsyncExitStack, work: Path, cluster: NatsCluster, *, proxi
         "on_killed_node": placement.on(leader),
         **await timeline.figures(nc, list(load.acked.values())),
     }
+
+
+async def _set_up(nc: Any, proxies: int) -> tuple[JetStreamEventLog, JetStreamProjectionBus]:
+    """The stream and buckets at R3, and the fleet registered. A new R3 stream or bucket can
+    change leader in its first seconds on a loaded machine (a 503, or an open that times out:
+    2 runs of 29 of the bench's test stopped here), so the set-up is made again until it goes
+    through; every step is safe to repeat (opens; the seed's events, with one time, keep their
+    Msg-Ids and are stored once)."""
+    at = int(time.time() * 1000)
+
+    async def attempt() -> tuple[JetStreamEventLog, JetStreamProjectionBus]:
+        log = await JetStreamEventLog.open(nc, replicas=REPLICAS)
+        bus = await JetStreamProjectionBus.open(nc, replicas=REPLICAS)
+        await JetStreamInsights.open(nc, replicas=REPLICAS)
+        progress(f"3-node cluster up; registering {proxies} Dataplanes")
+        await seed_fleet(log, proxies, max(1, proxies // 10), at=at)
+        return log, bus
+
+    return await retried(attempt, on=EventLogUnavailable, for_s=60, failed=lambda exc: progress(
+        f"set-up not through yet ({exc}); trying again"))
 
 
 def _reason(response: httpx.Response) -> str:

@@ -139,10 +139,12 @@ async def bench_propagation(proxies: int, *, gateways: int = 1, rounds: int = 20
 
 
 async def seed_fleet(log: JetStreamEventLog, proxies: int, services: int, *,
-                     mesh: Mesh | None = None, before: Sequence[PendingAppend] = ()) -> int:
+                     mesh: Mesh | None = None, before: Sequence[PendingAppend] = (),
+                     at: int | None = None) -> int:
     """N Dataplanes `dp-<i>` over `services` services, the `target` service's 4, and their
-    Mesh (`mesh`, after the `before` appends); the last sequence."""
-    at = int(time.time() * 1000)
+    Mesh (`mesh`, after the `before` appends); the last sequence. With the same `at` (ms;
+    default now) the same events with the same Msg-Ids: a seed made again is stored once."""
+    at = int(time.time() * 1000) if at is None else at
     appends = [*before, pending_append(resource_subject("Mesh", None, MESH),
                                        MeshApplied(at=at, mesh=mesh or Mesh(name=MESH)))]
     for i in range(proxies):

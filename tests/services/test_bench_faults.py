@@ -18,7 +18,9 @@ pytestmark = pytest.mark.integration
 def test_bench_faults_loses_and_duplicates_nothing_and_everything_carries_on() -> None:
     done = subprocess.run(
         [str(VENV_BIN / "meshlog"), "bench", "faults", "--proxies", "3", "--writers", "2",
-         "--warmup", "2", "--down", "5", "--after", "2"],
+         # the load runs 11 s after the kill: longer than nats-server's election (4-9 s after
+         # its leader is lost), so an event is stored, and committed, after the kill
+         "--warmup", "2", "--down", "5", "--after", "6"],
         capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout.strip().splitlines()[-1])

@@ -37,6 +37,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 
+from events.bus._retry import raise_if_cancelled
 from events.codec import SCHEMA_HEADER, SCHEMA_VERSION
 from events.errors import EventLogUnavailable
 from events.log import Record
@@ -363,6 +364,9 @@ class OrderedPull:
             reader.requested = 0
         deadline = loop.time() + idle_s
         while True:
+            # an idle consumer's heartbeats keep this loop waiting for as long as nothing is
+            # appended: a cancel lost on the way here must end it (`raise_if_cancelled`)
+            raise_if_cancelled()
             if reader.too_big:
                 if self._request_bytes >= _MAX_REQUEST_BYTES and reader.records:
                     before, reader.records = reader.records, []

@@ -14,11 +14,22 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-__all__ = ["RETRY_PAUSE_S", "retried"]
+__all__ = ["RETRY_PAUSE_S", "raise_if_cancelled", "retried"]
 
 T = TypeVar("T")
 
 RETRY_PAUSE_S = 0.1
+
+
+def raise_if_cancelled() -> None:
+    """Raise CancelledError if this task was asked to stop. On Python 3.11 a cancel can be
+    lost inside `asyncio.wait_for` (CPython gh-86296), which nats-py uses for its requests:
+    the task then still counts the cancel (`cancelling()`) but is never interrupted again,
+    and a later `asyncio.timeout` ends as a TimeoutError instead. Loops that can wait for
+    ever check it at each turn."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def retried(attempt: Callable[[], Awaitable[T]], *,
@@ -35,6 +46,7 @@ async def retried(attempt: Callable[[], Awaitable[T]], *,
         try:
             return await attempt()
         except on as exc:
+            raise_if_cancelled()  # a cancel lost in the attempt is not another attempt
             if loop.time() >= deadline:
                 raise
             if failed is not None and not told:

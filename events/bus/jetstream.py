@@ -38,7 +38,7 @@ from events.bus._kv import await_stream_leader
 from events.bus._pipeline import AckPipeline
 from events.bus._pull import OrderedPull
 from events.bus._pull import schema_of as _schema_of
-from events.bus._retry import retried
+from events.bus._retry import raise_if_cancelled, retried
 from events.bus.nats_access import (
     Refusals,
     credential_options,
@@ -476,14 +476,13 @@ class JetStreamEventLog:
         pull = OrderedPull(self._nc, self._js, self._stream, events_wildcard(),
                            max_batch=max_batch, config=_reader_config,
                            request_timeout=_ATTEMPT_S, heartbeat_s=_HEARTBEAT_S)
-        me = asyncio.current_task()
         try:
             await self._renew_consumer(pull, next_seq)
             while True:
                 batch = await pull.next(_SILENT_S)
                 # the reader waits with asyncio.timeout, not wait_for (CPython gh-86296 loses
-                # a cancel there on 3.11); checked anyway, as before, at every batch
-                _raise_if_cancelled(me)
+                # a cancel there on 3.11); checked anyway at every batch, and while it waits
+                raise_if_cancelled()
                 if batch is None:
                     log.warning("reader of %s heard nothing from its consumer for %.0f s, not "
                                 "even a heartbeat: it is gone (its server down or restarted?); "
@@ -534,11 +533,6 @@ def _unavailable(stream: str, what: str, exc: BaseException) -> str:
     else:
         why = f"NATS is not reachable ({type(exc).__name__})"
     return f"JetStream is unavailable: {what}: {why}"
-
-
-def _raise_if_cancelled(task: asyncio.Task[Any] | None) -> None:
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def _record_append(span: Span, appended: Appended) -> None:

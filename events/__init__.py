@@ -1,6 +1,7 @@
 """The language of the log: resources, events, subjects, codec and the event log."""
 
-from events.bus.jetstream import JetStreamEventLog, connect_nats
+from events.bus.connection import connect_nats
+from events.bus.jetstream import JetStreamEventLog
 from events.codec import SCHEMA_VERSION, decode_event, encode_event
 from events.decoding import KINDS, decode_resource, kind_of
 from events.errors import (

@@ -1,4 +1,4 @@
-"""`JetStreamEventLog`: the event log on NATS JetStream. The only module that imports nats.
+"""`JetStreamEventLog`: the event log on NATS JetStream (connections: `events.bus.connection`).
 
 Rules followed (reference/jetstream-rules.md): one subject per resource; `Nats-Msg-Id` on every
 append (idempotent retry); `Nats-Expected-Last-Subject-Sequence` for optimistic concurrency
@@ -15,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import nats
@@ -28,7 +27,6 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
-    RetentionPolicy,
     StorageType,
     StreamConfig,
 )
@@ -39,11 +37,10 @@ from events.bus._pipeline import AckPipeline
 from events.bus._pull import OrderedPull
 from events.bus._pull import schema_of as _schema_of
 from events.bus._retry import raise_if_cancelled, retried
+from events.bus._stream_config import check_stream
+from events.bus.connection import TRANSIENT as _TRANSIENT
 from events.bus.nats_access import (
-    Refusals,
-    credential_options,
     refusals_of,
-    register,
 )
 from events.bus.trace_context import tracer, with_trace
 from events.codec import SCHEMA_HEADER, SCHEMA_VERSION, encode_event
@@ -52,14 +49,13 @@ from events.errors import (
     Conflict,
     EventLogUnavailable,
     JetStreamUnavailable,
-    StreamConfigMismatch,
     TooLarge,
 )
 from events.event_types import AnyEvent
 from events.log import Appended, PendingAppend, Record
 from events.subjects import EVENTS_STREAM, events_wildcard
 
-__all__ = ["JetStreamEventLog", "connect_nats", "server_urls"]
+__all__ = ["JetStreamEventLog"]
 
 log = logging.getLogger("meshlog.nats")
 
@@ -96,94 +92,6 @@ DUPLICATE_WINDOW_S = 120.0
 ROW_HEADROOM = 64 * 1024
 """Bytes of max_payload an event leaves to the read-model row folded from it."""
 _TIMEOUT_S = 5.0
-_TRANSIENT = (
-    asyncio.TimeoutError,
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.errors.NoServersError,
-    nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.ConnectionDrainingError,
-    nats.errors.OutboundBufferLimitError,
-    nats.js.errors.ServiceUnavailableError,
-    nats.js.errors.NoStreamResponseError,
-)
-
-
-async def connect_nats(url: str, *, name: str, credentials: Path | None = None,
-                       reconnect: bool = True,
-                       reconnected_cb: nats.aio.client.Callback | None = None) -> NATS:
-    """Connect with bounded time; raise EventLogUnavailable naming the URL.
-
-    `credentials`: a NATS `.creds` file or an nkey seed file (`events.bus.nats_access`), for
-    a server with permissions per role (README, NATS permissions); None for one without
-    authentication. `name` says the role in NATS's monitoring and in the errors of refused
-    operations (`NatsPermissionDenied`, also raised here when NATS refuses the credentials).
-
-    `reconnect` (processes that run for long): the first connection is tried until it
-    succeeds, and a lost one re-established for ever; `reconnected_cb` is awaited each time.
-    Without it (commands): one attempt, and a lost connection stays closed, so the command
-    ends with a clear error instead of waiting for a NATS that may never come back."""
-    auth = credential_options(credentials)
-    refusals = Refusals(name, url, credentials=credentials, quiet=not reconnect)
-    servers = server_urls(url)
-    nc = NATS()
-    try:
-        if reconnect:
-            await nc.connect(
-                servers, name=name, connect_timeout=5, allow_reconnect=True,
-                max_reconnect_attempts=-1, reconnected_cb=reconnected_cb,
-                error_cb=_logging(refusals), **auth)
-        else:
-            # nats-py tries the first connection for ever unless max_reconnect_attempts > 0
-            # (0 does not stop it): one attempt per server, then NoServersError
-            await nc.connect(
-                servers, name=name, connect_timeout=5, allow_reconnect=False,
-                max_reconnect_attempts=1,
-                # nats-py annotates it int; it is seconds, slept with asyncio.sleep
-                reconnect_time_wait=0.1,  # type: ignore[arg-type]
-                error_cb=_noting(refusals), **auth)
-    except BaseException as exc:
-        # a refused connection leaves nats-py's socket open (also when cancelled meanwhile)
-        with contextlib.suppress(Exception):
-            await nc.close()
-        if not isinstance(exc, (OSError, nats.errors.Error, *_TRANSIENT)):
-            raise
-        if refusals.authorization_refused or refusals.refuses_connection(exc):
-            raise refusals.connection_refused() from exc
-        raise EventLogUnavailable(f"cannot reach NATS at {url}: {exc}") from exc
-    register(nc, refusals)
-    return nc
-
-
-def server_urls(url: str) -> list[str]:
-    """The servers of a `--nats-url`: one URL, or several separated by commas (a cluster's
-    nodes, as the nats CLI and compose.yaml give them). nats-py takes a list; a string with
-    commas it refuses ("invalid connect url option")."""
-    servers = [part.strip() for part in url.split(",") if part.strip()]
-    return servers or [url]
-
-
-def _noting(refusals: Refusals) -> Callable[[Exception], Awaitable[None]]:
-    """A command's error callback: its failure is raised, not logged; refusals are noted
-    (for the error raised)."""
-
-    async def on_error(exc: Exception) -> None:
-        await refusals.on_error(exc)
-
-    return on_error
-
-
-def _logging(refusals: Refusals) -> Callable[[Exception], Awaitable[None]]:
-    """A long-running connection's error callback: refusals (of a permission, of the
-    credentials) are logged by `refusals`; anything else (a failed (re)connection attempt) as
-    one line, instead of nats-py's default traceback."""
-
-    async def on_error(exc: Exception) -> None:
-        if not await refusals.on_error(exc):
-            log.warning("NATS: %s: %s", type(exc).__name__, exc)
-
-    return on_error
 
 
 class JetStreamEventLog:
@@ -235,7 +143,7 @@ class JetStreamEventLog:
                         await await_stream_leader(js, stream)
                     have = replicas
                 else:
-                    _check_stream(info.config, wanted, exact=subjects is not None)
+                    check_stream(info.config, wanted, exact=subjects is not None)
                     have = info.config.num_replicas or 1
         except _TRANSIENT as exc:
             raise EventLogUnavailable(
@@ -563,37 +471,3 @@ def _record(msg: nats.aio.msg.Msg) -> Record:
         headers=headers,
         schema_version=_schema_of(headers),
     )
-
-
-def _zone_scoped(subjects: Sequence[str]) -> bool:
-    """Subjects of one control plane of a multi-zone deployment, `meshlog.ev.<zone>.>`."""
-    prefix = events_wildcard().removesuffix(">")
-    return bool(subjects) and all(
-        s.startswith(prefix) and s.endswith(".>") and s.count(".") == 3 for s in subjects)
-
-
-def _check_stream(have: StreamConfig, want: StreamConfig, *, exact: bool = False) -> None:
-    problems = []
-    if have.storage != StorageType.FILE:
-        problems.append(f"storage is {have.storage}, must be file")
-    for flag in ("deny_delete", "deny_purge", "allow_direct"):
-        if not getattr(have, flag):
-            problems.append(f"{flag} is off, must be on")
-    if exact and set(want.subjects or []) != set(have.subjects or []):
-        # a stream that also took other control planes' subjects would store what they
-        # publish across the leafnode (reference/multizone.md §4)
-        problems.append(f"subjects {have.subjects} are not exactly {want.subjects}")
-    elif not exact and not set(want.subjects or []) <= set(have.subjects or []) \
-            and not _zone_scoped(have.subjects or []):
-        problems.append(f"subjects {have.subjects} do not include {want.subjects}")
-    if have.retention is not None and have.retention != RetentionPolicy.LIMITS:
-        problems.append(f"retention is {have.retention}, must be limits")
-    for limit in ("max_age", "max_msgs", "max_bytes", "max_msgs_per_subject"):
-        value = getattr(have, limit)
-        if value not in (None, 0, -1):
-            problems.append(f"{limit} is {value}: events would expire (must be unlimited)")
-    if problems:
-        raise StreamConfigMismatch(
-            f"stream {have.name} breaks the event-log invariants: " + "; ".join(problems)
-            + ". Fix the stream (or point meshlog at a new one); meshlog will not change it."
-        )

@@ -24,7 +24,7 @@ from events import (
     MeshApplied,
     connect_nats,
 )
-from events.bus.jetstream import server_urls
+from events.bus.connection import server_urls
 from events.bus.lease import FencedProjectionBus, JetStreamLease
 from events.bus.projection_bus import CHECKPOINT_KEY, JetStreamProjectionBus
 from events.commands import Commands

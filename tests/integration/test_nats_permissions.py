@@ -27,8 +27,8 @@ from events import (
     decode_resource,
     resource_subject,
 )
+from events.bus.connection import connect_nats
 from events.bus.insights import JetStreamInsights, ProxyInsight
-from events.bus.jetstream import connect_nats
 from events.bus.nats_access import NatsPermissionDenied, credential_options, refusals_of
 from events.bus.permissions import Role
 from events.bus.projection_bus import JetStreamProjectionBus

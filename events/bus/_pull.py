@@ -168,18 +168,19 @@ def schema_of(headers: Mapping[str, str]) -> int:
 class _Reader:
     """The state of one ordered pull: what arrived, what is still requested."""
 
-    def __init__(self, max_batch: int, request_bytes: int) -> None:
+    def __init__(self, max_batch: int) -> None:
         self.max_batch = max_batch
-        self.request_bytes = request_bytes
         self.records: list[Record] = []
         self.requested = 0
         """Bytes asked for and neither delivered nor given up by the server. JetStream counts a
-        message as its subject, reply subject, header block and data (`_size`), and a request
+        message as its subject, reply subject, header block and data (`on_message`), and a request
         that ends by its bytes exactly ends without a status: counted in messages, its part
         was never given back, and the reader stopped asking (stalls of up to the silence
         period)."""
-        self.too_big = False
-        """A request ended having delivered nothing: its next message is bigger than it."""
+        self.unfit = 0
+        """The most bytes a request ended with undelivered because its next message did not
+        fit (a 409 "Message Size Exceeds MaxBytes"): a whole request's means that message
+        fits in none (`OrderedPull` knows the requests' size)."""
         self.caught_up = False
         """The last record said no more were pending in the stream."""
         self.heard = False
@@ -228,8 +229,8 @@ class _Reader:
             left = _headers(b"\r\n" + rest).get("Nats-Pending-Bytes")
             if left is not None and left.isdigit():
                 self.requested = max(self.requested - int(left), 0)
-                if b"MaxBytes" in line and int(left) >= self.request_bytes:
-                    self.too_big = True  # nothing delivered: the next message does not fit
+                if b"MaxBytes" in line:
+                    self.unfit = max(self.unfit, int(left))
             else:  # what ended is not said (409 Consumer Deleted): ask again, a few too many
                 self.requested = 0
         elif code == b"404":
@@ -288,7 +289,7 @@ class OrderedPull:
                                if request_bytes is None else request_bytes)
         self._request = self._make_request()
         self._dispatch = _Dispatch.of(nc)
-        self._reader = _Reader(max_batch, self._request_bytes)
+        self._reader = _Reader(max_batch)
         self._sub: Subscription | None = None
         self._inbox = ""
         self._next_subject = ""
@@ -304,14 +305,13 @@ class OrderedPull:
 
     def _grow(self, reader: _Reader) -> None:
         """Requests big enough for a message that fitted none: twice as big, up to a limit."""
-        reader.too_big = False
+        reader.unfit = 0
         if self._request_bytes >= _MAX_REQUEST_BYTES:
             raise EventLogUnavailable(
                 f"a message of {self._subject} after the last one read is bigger than "
                 f"{_MAX_REQUEST_BYTES} bytes, the most a pull request of this reader may "
                 "bring (was it stored by a server with a larger max_payload?)")
-        self._request_bytes = reader.request_bytes = min(2 * self._request_bytes,
-                                                         _MAX_REQUEST_BYTES)
+        self._request_bytes = min(2 * self._request_bytes, _MAX_REQUEST_BYTES)
         self._request = self._make_request()
 
     async def open(self, start_seq: int) -> None:
@@ -320,7 +320,7 @@ class OrderedPull:
         config = self._config(start_seq)
         config.name = name
         config.filter_subject = self._subject
-        reader = _Reader(self._max_batch, self._request_bytes)
+        reader = _Reader(self._max_batch)
         inbox = self._nc.new_inbox()
         sub = await self._nc.subscribe(inbox)
         self._dispatch.sinks[sub._id] = reader.on_message
@@ -367,7 +367,7 @@ class OrderedPull:
             # an idle consumer's heartbeats keep this loop waiting for as long as nothing is
             # appended: a cancel lost on the way here must end it (`raise_if_cancelled`)
             raise_if_cancelled()
-            if reader.too_big:
+            if reader.unfit >= self._request_bytes:  # a request delivered nothing
                 if self._request_bytes >= _MAX_REQUEST_BYTES and reader.records:
                     before, reader.records = reader.records, []
                     return before  # what came before the message that fits no request

@@ -8,11 +8,12 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from nats.aio.client import Client as NATS
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, StreamConfig
 
 from events import (
     JetStreamEventLog,
@@ -261,16 +262,25 @@ async def test_a_message_bigger_than_a_request_grows_the_requests_then_fails_by_
         await pull.close()
 
 
+@contextlib.asynccontextmanager
+async def _waiting_past_the_first(
+    nc: NATS, event_log: JetStreamEventLog,
+) -> AsyncIterator[tuple[ConsumerInfo, asyncio.Future[list[Record]]]]:
+    """A log of one event, read by the log's reader: its consumer, and the reader's wait for
+    the next batch (nothing else is stored yet)."""
+    await event_log.append_many([_applied(1)])
+    async with contextlib.aclosing(event_log.read(1)) as batches:
+        assert [r.seq for r in await asyncio.wait_for(anext(batches), 10)] == [1]
+        [consumer] = await nc.jetstream().consumers_info(EVENTS_STREAM)
+        yield consumer, asyncio.ensure_future(anext(batches))
+
+
 async def test_an_idle_reader_keeps_its_consumer(nc: NATS, event_log: JetStreamEventLog
                                                  ) -> None:
     """Nothing to read for several silence periods: the consumer's idle heartbeats say it is
     there, so the reader keeps it (no new consumer), and what is appended later comes."""
     js = nc.jetstream()
-    await event_log.append_many([_applied(1)])
-    async with contextlib.aclosing(event_log.read(1)) as batches:
-        assert [r.seq for r in await asyncio.wait_for(anext(batches), 10)] == [1]
-        [consumer] = await js.consumers_info(EVENTS_STREAM)
-        waiting = asyncio.ensure_future(anext(batches))
+    async with _waiting_past_the_first(nc, event_log) as (consumer, waiting):
         await asyncio.sleep(3 * _SILENT_S)
         assert not waiting.done()
         assert [c.name for c in await js.consumers_info(EVENTS_STREAM)] == [consumer.name]
@@ -283,11 +293,7 @@ async def test_a_reader_whose_consumer_is_gone_makes_a_new_one_with_nothing_new_
     """The consumer deleted while nothing new is stored: the reader does not wait for a write
     to notice (no heartbeat is enough), so its new consumer is there before the next one."""
     js = nc.jetstream()
-    await event_log.append_many([_applied(1)])
-    async with contextlib.aclosing(event_log.read(1)) as batches:
-        assert [r.seq for r in await asyncio.wait_for(anext(batches), 10)] == [1]
-        [consumer] = await js.consumers_info(EVENTS_STREAM)
-        waiting = asyncio.ensure_future(anext(batches))
+    async with _waiting_past_the_first(nc, event_log) as (consumer, waiting):
         await js.delete_consumer(EVENTS_STREAM, consumer.name)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 30

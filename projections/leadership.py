@@ -11,7 +11,8 @@ today: load the store, resume at checkpoint + 1, reconcile the bus. From the cla
   because every publish expects the lease key's revision the publisher last wrote;
 - the term ends when the lease cannot be renewed (taken over, or no renewal for a TTL): the
   fold task is cancelled at once (a commit in flight finishes, fenced like any other) and the
-  process goes back to standby.
+  process goes back to standby. A stop (cancel) ends the fold the same way, but the lease is
+  renewed until it has: the last commit's publish goes out under a lease still held.
 
 So at most one projector's writes land at a time, each leader starts from what the previous
 one committed, and nothing is folded twice into the store (the checkpoint still only moves
@@ -136,10 +137,18 @@ class Leadership:
         try:
             await asyncio.wait([folding, keeping], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            folding.cancel()
-            keeping.cancel()
-            await asyncio.wait([folding, keeping])  # neither's CancelledError is ours
-            self._set("standby", 0)
+            try:
+                # The fold first, the renewals after it has ended: a commit in flight finishes
+                # and publishes (projections.worker) under a lease still renewed. Cancelled
+                # together, a renewal cut short after the server stored it left this holder
+                # with a stale revision, its last publish refused (gateways a batch behind
+                # until the next leader reconciled); a long commit let a standby take over.
+                folding.cancel()
+                await asyncio.wait([folding])  # its CancelledError is not ours
+            finally:
+                keeping.cancel()
+                await asyncio.wait([keeping])
+                self._set("standby", 0)
         if not folding.cancelled() and (error := folding.exception()) is not None:
             if not isinstance(error, Fenced | LeaseLost):
                 raise error

@@ -15,6 +15,7 @@ from events.bus.lease import FencedProjectionBus, JetStreamLease
 from events.bus.projection_bus import CHECKPOINT_KEY, JetStreamProjectionBus
 from projections import Change
 from projections.errors import Fenced
+from projections.leadership import FencedStore, Leadership
 from tests.stores import BACKENDS, open_test_store
 
 TTL_S = 1.0
@@ -70,6 +71,44 @@ async def test_a_superseded_holders_publish_is_refused(nc: NATS) -> None:
     await FencedProjectionBus(bus, b).publish([(CHECKPOINT_KEY, b"3")])
     current = await bus.current()
     assert current == {CHECKPOINT_KEY: b"3"}  # nothing of a's late batch, no lease key
+
+
+async def test_a_stopped_leader_renews_its_lease_until_its_last_publish(
+        nc: NATS, tmp_path: Path) -> None:
+    """A stop cancels the fold; a commit in flight then finishes and publishes (the projector
+    shields it). The lease is renewed until the fold has ended: a standby waiting meanwhile
+    does not take over, and the last publish is not refused."""
+    bus = await JetStreamProjectionBus.open(nc)
+    a, b = await _lease(nc, "a"), await _lease(nc, "b")
+    folding = asyncio.Event()
+    published: list[bytes] = []
+
+    async def fold(store: FencedStore) -> None:
+        folding.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(3 * TTL_S)  # a slow commit, outlasting the lease's TTL
+            await FencedProjectionBus(bus, a).publish([(CHECKPOINT_KEY, b"7")])
+            published.append(b"7")
+            raise
+
+    async with open_test_store("sqlite", tmp_path) as store:
+        leading = asyncio.ensure_future(Leadership(a, store).run(fold))
+        await asyncio.wait_for(folding.wait(), 5)
+        contending = asyncio.ensure_future(b.acquire())
+        try:
+            await asyncio.sleep(0.1)
+            leading.cancel()
+            await asyncio.wait([leading])
+            assert published == [b"7"]
+            assert not contending.done()  # renewed all along; released only now
+            await asyncio.wait_for(contending, TTL_S)  # at once, not after a TTL
+        finally:
+            leading.cancel()
+            contending.cancel()
+            await asyncio.wait([leading, contending])
+    assert (await bus.current())[CHECKPOINT_KEY] == b"7"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

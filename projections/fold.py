@@ -103,8 +103,10 @@ def apply_event(
 ) -> None:
     """Fold `event`, stored at sequence `seq` and written by the control plane `provenance`
     names (`events.provenance_of(record.subject)`), into `state`."""
-    expire_due(state, event.at)
-    renew_due(state, event.at)
+    due = state.next_expiry()
+    if due is not None and event.at >= due:  # before it, neither has anything to do
+        expire_due(state, event.at)
+        renew_due(state, event.at)
     generators = state.rows["hostnamegenerator"]
     if not _DEFAULT_GENERATORS.keys() <= generators.keys():
         # the zone's defaults exist from the beginning of time (0), not from whichever event
@@ -122,6 +124,9 @@ def apply_event(
         return
     if provenance.zone != state.local_zone and isinstance(event, _LOCAL_ONLY):
         return  # global's own settings, keys and CAs: a zone keeps its own
+    if type(event) is DataplaneRegistered:  # most of a log: ahead of the match's patterns
+        _dataplane_registered(state, seq, event, provenance)
+        return
     match event:
         case MeshApplied(mesh=mesh):
             old = state.get("mesh", mesh.name)
@@ -132,11 +137,8 @@ def apply_event(
             state.delete("mesh", name)
             refresh_trust(state, name, event.at)
             zoneingress.remote_services_changed(state, mesh=name)
-        case DataplaneRegistered(dataplane=dp):
-            labeled = msgspec.structs.replace(dp, labels={
-                "kuma.io/display-name": dp.name, **dp.labels,
-                **_cp_labels(dp.mesh, provenance, event.origin)})
-            _dataplane_changed(state, seq, event.at, dp.mesh, dp.name, labeled, event.origin)
+        case DataplaneRegistered():
+            _dataplane_registered(state, seq, event, provenance)
         case DataplaneDeregistered(mesh=mesh, name=name):
             _dataplane_changed(state, seq, event.at, mesh, name, None, "api")
         case MeshServiceApplied(meshservice=ms):
@@ -278,11 +280,21 @@ def _meta(old: object, seq: int, at: int) -> RowMeta:
     return RowMeta(version=seq, creation_time=created, modification_time=at)
 
 
+def _dataplane_registered(state: ProjectionState, seq: int, event: DataplaneRegistered,
+                          provenance: Provenance) -> None:
+    dp = event.dataplane
+    labeled = msgspec.structs.replace(dp, labels={
+        "kuma.io/display-name": dp.name, **dp.labels,
+        **_cp_labels(dp.mesh, provenance, event.origin)})
+    _dataplane_changed(state, seq, event.at, dp.mesh, dp.name, labeled, event.origin)
+
+
 def _dataplane_changed(
     state: ProjectionState, seq: int, at: int, mesh: str, name: str,
     new: Dataplane | None, origin: Literal["api", "proxy"],
 ) -> None:
-    old = state.dataplane(mesh, name)
+    key = dp_key(mesh, name)
+    old = state.dataplane_at(key)
     before = old.dataplane if old is not None else None
     same_ports = False
     if before is not None and new is not None and same_tags(before, new):
@@ -303,18 +315,25 @@ def _dataplane_changed(
     if state.trust(mesh) is not None:
         state.stale_identities.add((mesh, name))
     if new is None:
-        state.delete("dataplane", dp_key(mesh, name))
+        state.delete("dataplane", key)
     else:
         row = DataplaneRow(
-            dataplane=new, meta=_meta(old, seq, at),
+            dataplane=new,
+            meta=RowMeta(version=seq, modification_time=at,
+                         creation_time=old.meta.creation_time if old is not None else at),
             first_seq=old.first_seq if old is not None else seq,
             origin=origin,
             conditions=service_name_conditions(new),
         )
         if previous is not None:
-            state.replace_dataplane(dp_key(mesh, name), row)  # the tags did not change
+            state.replace_dataplane(key, row)  # the tags did not change
         else:
-            state.put("dataplane", dp_key(mesh, name), row)
+            state.put("dataplane", key, row)
+    if len(touched) == 1:
+        for service in touched:
+            regenerate(state, mesh, service, seq, at, changed=new, previous=previous,
+                       same_ports=same_ports)
+        return
     for service in sorted(touched):
         regenerate(state, mesh, service, seq, at, changed=new, previous=previous,
                    same_ports=same_ports)

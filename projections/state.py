@@ -139,7 +139,11 @@ class ProjectionState:
         return self.rows[collection].get(key)
 
     def dataplane(self, mesh: str, name: str) -> DataplaneRow | None:
-        row = self.rows["dataplane"].get(dp_key(mesh, name))
+        return self.dataplane_at(dp_key(mesh, name))
+
+    def dataplane_at(self, key: str) -> DataplaneRow | None:
+        """`dataplane` by its key (`dp_key`)."""
+        row = self.rows["dataplane"].get(key)
         return None if row is None else _typed(DataplaneRow, row)
 
     def meshservice(self, mesh: str, name: str) -> MeshServiceRow | None:

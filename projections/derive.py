@@ -81,7 +81,14 @@ def derive_stale(state: ProjectionState) -> None:
     hostnames = {mesh: assign_hostnames(state, mesh) for mesh in sorted(state.stale_hostnames)
                  if state.local_zone}
     for mesh, by_service in hostnames.items():
-        state.stale_services.update((mesh, name) for name in by_service)
+        # Only the services whose hostnames changed: any other input of a service's
+        # endpoints and status marks it stale where it changes (the fold), so one that is
+        # not marked and keeps its addresses would be derived to what it has. (All of them
+        # were: one MeshService applied re-derived every service of its mesh, each batch.)
+        for name, given in by_service.items():
+            row = state.meshservice(mesh, name)
+            if row is None or given != (row.status.addresses, row.status.hostname_generators):
+                state.stale_services.add((mesh, name))
     for mesh, name in sorted(state.stale_services):
         row = state.meshservice(mesh, name)
         if row is None:

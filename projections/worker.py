@@ -43,9 +43,16 @@ from projections.ticker import Ticker
 from projections.tracing import batch_span, step_span
 from projections.views import PUBLISHED, QuarantinedEvent, encode_row
 
-__all__ = ["ProjectionPublisher", "Projector"]
+__all__ = ["LIVE_BATCH", "ProjectionPublisher", "Projector"]
 
 log = logging.getLogger("meshlog.projector")
+
+LIVE_BATCH = 10_000
+"""The most events a live projector folds per read-model transaction. At the tail a batch is
+what has arrived (a few events); it fills up only while the projector catches up (a restart,
+a standby taking over, a store swapped in). Derive and the commit run once per batch, for
+every service the batch touched, so at 1,000 a catch-up spent half its time deriving the
+same services again (docs/benchmarks.md, Catch-up)."""
 
 
 class ProjectionPublisher(Protocol):
@@ -111,7 +118,7 @@ def _bus_key(collection: str, key: str) -> str:
 class Projector:
     def __init__(
         self, log: EventLog, store: ReadModelStore, publisher: ProjectionPublisher | None, *,
-        zone: str, name: str = "main", max_batch: int = 1000,
+        zone: str, name: str = "main", max_batch: int = LIVE_BATCH,
         secret_key: SecretKey | None = None,
     ) -> None:
         """`zone` is the zone this projector runs in (`GLOBAL_ZONE` on global), where it

@@ -84,6 +84,7 @@ def _run_until_signal(main_coro: Coroutine[Any, Any, None]) -> None:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
+    from projections.worker import LIVE_BATCH
     from services.runtime import processes
 
     if not args.nats_url:
@@ -102,7 +103,9 @@ def cmd_process(args: argparse.Namespace) -> int:
             lease_ttl_s=parse_duration_ms("--lease-ttl", args.lease_ttl) / 1000,
             metrics_host=args.metrics_host,
             metrics_port=None if args.metrics_port is None else parse_port(
-                "--metrics-port", args.metrics_port))
+                "--metrics-port", args.metrics_port),
+            max_batch=LIVE_BATCH if args.max_batch is None else parse_positive(
+                "--max-batch", args.max_batch))
     elif args.command == "gateway":
         drain_grace_s = _seconds("--drain-grace", args.drain_grace)
         coro = processes.run_gateway_process(

@@ -190,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
                               help="active/standby: how long a silent leader keeps the "
                                    "projector lease before a standby takes over (default "
                                    "%(default)s; 0 = no lease, for a single projector)")
+            proc.add_argument("--max-batch", default=env("MAX_BATCH"),
+                              help="the most events folded per read-model transaction while "
+                                   "catching up (default 10000; at the tail a batch is what "
+                                   "has arrived)")
             proc.add_argument("--metrics-host", default=env("METRICS_HOST", "127.0.0.1"))
             proc.add_argument("--metrics-port", default=env("METRICS_PORT"),
                               help="serve Prometheus metrics on GET /metrics there (0: any "

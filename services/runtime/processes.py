@@ -33,6 +33,7 @@ from events.bus.sources import source_states, zone_filter
 from events.commands import Commands
 from events.identity import SecretKey
 from projections import DEFAULT_CIDRS, DEFAULT_GRACE_PERIOD_MS, Projector, open_store
+from projections.worker import LIVE_BATCH
 from services.api.app import create_app
 from services.api.auth import ApiAuth
 from services.api.proxy_inspector import ProxyInspector
@@ -65,7 +66,8 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
                                 secret_key: SecretKey | None = None,
                                 lease_ttl_s: float = 0, metrics_host: str = "127.0.0.1",
                                 metrics_port: int | None = None,
-                                mode: Mode = "standalone") -> None:
+                                mode: Mode = "standalone",
+                                max_batch: int = LIVE_BATCH) -> None:
     """`lease_ttl_s` > 0: active/standby (services.runtime.standby); 0: fold unconditionally
     (a single projector). `metrics_port`: serve `GET /metrics`, `/ready` and `/live` there
     (none without it)."""
@@ -105,12 +107,13 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
                 if lease_ttl_s > 0:
                     contender = StandbyProjector(event_log, store, bus, zone=zone,
                                                  secret_key=secret_key, reconnected=reconnected,
-                                                 lease_ttl_s=lease_ttl_s)
+                                                 lease_ttl_s=lease_ttl_s,
+                                                 max_batch=max_batch)
                     check = contender.readiness
                     await contender.run()
                 else:
                     projector = Projector(event_log, store, bus, zone=zone,
-                                          secret_key=secret_key)
+                                          secret_key=secret_key, max_batch=max_batch)
 
                     async def single() -> Readiness:
                         return single_projector_readiness(projector)

@@ -22,6 +22,7 @@ from events.bus.projection_bus import JetStreamProjectionBus
 from events.identity import SecretKey
 from projections import Projector, ReadModelStore
 from projections.leadership import FencedStore, Leadership
+from projections.worker import LIVE_BATCH
 from services.runtime.projector_loop import run_projector
 
 __all__ = ["Readiness", "StandbyProjector", "default_holder", "projectors_status",
@@ -44,7 +45,7 @@ class StandbyProjector:
     def __init__(self, event_log: JetStreamEventLog, store: ReadModelStore,
                  bus: JetStreamProjectionBus, *, zone: str, secret_key: SecretKey | None,
                  reconnected: asyncio.Event | None, lease_ttl_s: float, name: str = "main",
-                 holder: str | None = None) -> None:
+                 holder: str | None = None, max_batch: int = LIVE_BATCH) -> None:
         """`holder`: unique among the contenders (default host:pid; `meshlog up
         --projectors N` adds which of its N it is)."""
         self._log = event_log
@@ -53,6 +54,7 @@ class StandbyProjector:
         self._zone = zone
         self._secret_key = secret_key
         self._reconnected = reconnected
+        self._max_batch = max_batch
         self.lease = JetStreamLease(bus, bus.kv, name=name, holder=holder or default_holder(),
                                     ttl_s=lease_ttl_s)
         self.leadership = Leadership(self.lease, store, name=name)
@@ -66,7 +68,8 @@ class StandbyProjector:
 
         async def fold(fenced: FencedStore) -> None:
             self.projector = Projector(self._log, fenced, fenced_bus, zone=self._zone,
-                                       name=self._name, secret_key=self._secret_key)
+                                       name=self._name, secret_key=self._secret_key,
+                                       max_batch=self._max_batch)
             await run_projector(self.projector, self._reconnected)
 
         await self.leadership.run(fold)

@@ -32,7 +32,9 @@ def _start(nats_url: str, database: str, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return popen(
             [str(VENV_BIN / "meshlog"), "projector", "--nats-url", nats_url,
-             "--database", database, "--lease-ttl", "1s"], stdout=out, stderr=subprocess.STDOUT,
+             "--database", database, "--lease-ttl", "1s",
+             # batches of 1,000 (not 10,000): many commits to kill it after, in 20,000 events
+             "--max-batch", "1000"], stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)
 
 

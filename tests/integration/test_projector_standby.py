@@ -35,7 +35,9 @@ def _start(nats_url: str, database: str, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return popen(
             [str(VENV_BIN / "meshlog"), "projector", "--nats-url", nats_url,
-             "--database", database, "--lease-ttl", "1s"], stdout=out,
+             "--database", database, "--lease-ttl", "1s",
+             # batches of 1,000: a kill lands between many commits, not after one big one
+             "--max-batch", "1000"], stdout=out,
             stderr=subprocess.STDOUT, start_new_session=True)
 
 

@@ -33,6 +33,7 @@ from opentelemetry.trace import Span, SpanKind, get_current_span
 
 from events.bus._kv import await_stream_leader
 from events.bus._latest import last_per_subject
+from events.bus._leader_reads import LeaderReads
 from events.bus._pipeline import AckPipeline
 from events.bus._pull import OrderedPull
 from events.bus._pull import schema_of as _schema_of
@@ -101,16 +102,13 @@ class JetStreamEventLog:
     def __init__(self, nc: NATS, js: JetStreamContext, stream: str = EVENTS_STREAM, *,
                  replicas: int | None = None) -> None:
         """`replicas`: the stream's replica count, as `open` found or made it; None (a stream
-        opened elsewhere): not known, so consistent reads ask the leader."""
+        opened elsewhere): not known, so consistent reads ask the leader (`LeaderReads`)."""
         self._nc = nc
         self._js = js
         self._stream = stream
         self._pipeline: AckPipeline | None = None
         self._refusals = refusals_of(nc)
-        self._leader_reads = replicas != 1
-        """A consistent read must ask the stream leader: on a replicated stream any replica
-        answers a direct get, and a follower applies a write only after the leader has
-        acknowledged it (a link's latency later). On R1 the one replica is the leader."""
+        self._leader_reads = LeaderReads(js, stream, replicas)
 
     @classmethod
     async def open(
@@ -305,9 +303,10 @@ class JetStreamEventLog:
         quorum, and a follower's answer may lack writes the leader has acknowledged. With
         `consistent`, the stream leader's answer, which holds every acknowledged write: on a
         replicated stream `$JS.API.STREAM.MSG.GET`, which only the leader answers (a 503
-        without one); on R1 the direct get, whose one replica is the leader."""
-        direct = not (consistent and self._leader_reads)
+        without one); on R1 the direct get, whose one replica is the leader (a stream scaled
+        up since is noticed within a second, `events.bus._leader_reads`)."""
         try:
+            direct = not (consistent and await self._leader_reads.needed())
             msg = await self._js.get_last_msg(self._stream, subject, direct=direct)
         except nats.js.errors.NotFoundError:
             return None
@@ -339,7 +338,8 @@ class JetStreamEventLog:
         replica was behind) is made again with a new consumer (put anew, on a replica further
         on by then), for up to `_TIMEOUT_S`. On R1 the one replica is the leader: no fence."""
         try:
-            fence = await self._leader_last_seq(subject_filter) if self._leader_reads else 0
+            fence = (await self._leader_last_seq(subject_filter)
+                     if await self._leader_reads.needed() else 0)
             if fence is None:
                 return []
             loop = asyncio.get_running_loop()

@@ -13,7 +13,7 @@ import nats.errors
 import nats.js.errors
 import pytest
 from nats.aio.client import Client as NATS
-from nats.js.api import ConsumerInfo, KeyValueConfig, StorageType
+from nats.js.api import ConsumerInfo, KeyValueConfig, RawStreamMsg, StorageType
 
 from events import (
     AppendNotStored,
@@ -27,13 +27,14 @@ from events import (
     connect_nats,
     decode_resource,
 )
+from events.bus import _leader_reads
 from events.bus.connection import server_urls
 from events.bus.lease import FencedProjectionBus, JetStreamLease
 from events.bus.projection_bus import CHECKPOINT_KEY, JetStreamProjectionBus
 from events.commands import Commands
 from events.log import PendingAppend
 from events.resources import Mesh
-from events.subjects import EVENTS_STREAM, resource_subject
+from events.subjects import EVENTS_STREAM, resource_subject, resources_filter
 from services.runtime.nats_cluster import NatsCluster, NatsNode, run_nats_cluster
 
 pytestmark = pytest.mark.integration
@@ -109,6 +110,51 @@ async def test_racing_appends_to_one_subject_on_a_replicated_stream_are_conflict
     assert len(stored) == 1
     assert all(isinstance(o, Conflict) for o in outcomes if isinstance(o, BaseException)), outcomes
     assert (await log.last_seq()) == 1
+
+
+async def test_a_stream_scaled_to_r3_under_an_open_log_is_read_from_its_leader(
+        cnc: NATS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log opened on an R1 stream makes its consistent reads with a direct get (its one
+    replica is the leader). Scaled to R3 while the log is open (`nats stream edit
+    --replicas 3`), the next consistent read asks the stream leader, and a read across
+    subjects is fenced by it: the log reads the replica count again once it is
+    `REPLICAS_TTL_S` old (here 0, so at once)."""
+    monkeypatch.setattr(_leader_reads, "REPLICAS_TTL_S", 0.0)
+    log = await JetStreamEventLog.open(cnc, replicas=1)
+    subject = resource_subject("Mesh", None, "m")
+    await log.append(subject, MeshApplied(at=1, mesh=Mesh(name="m")),
+                     expected_last_subject_seq=0, msg_id="m")
+    asked: list[tuple[str, bool]] = []
+    get_last_msg = log._js.get_last_msg
+
+    async def recorded(stream: str, subject: str, direct: bool = False) -> RawStreamMsg:
+        asked.append((subject, direct))
+        return await get_last_msg(stream, subject, direct=direct)
+
+    monkeypatch.setattr(log._js, "get_last_msg", recorded)
+    assert (await log.last(subject, consistent=True)) is not None
+    assert asked == [(subject, True)]  # R1: direct, also with the count read again
+
+    js = cnc.jetstream()
+    config = (await js.stream_info(EVENTS_STREAM)).config
+    config.num_replicas = 3
+    await js.update_stream(config)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while True:
+        info = await js.stream_info(EVENTS_STREAM)
+        if info.cluster is not None and len(info.cluster.replicas or []) == 2:
+            break
+        assert loop.time() < deadline, "the stream was not scaled to R3"
+        await asyncio.sleep(0.1)
+
+    asked.clear()
+    record = await log.last(subject, consistent=True)
+    assert record is not None and record.seq == 1
+    assert asked == [(subject, False)]  # the stream leader (STREAM.MSG.GET)
+    asked.clear()
+    assert [r.seq for r in await log.latest(resources_filter("Mesh", None))] == [1]
+    assert asked == [(resources_filter("Mesh", None), False)]  # the fence, from the leader
 
 
 async def test_without_quorum_an_append_is_not_stored_and_says_why(cluster: NatsCluster,

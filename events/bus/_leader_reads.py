@@ -10,10 +10,11 @@ Decision reads).
 A stream can be scaled from R1 to R3 under running processes (`nats stream edit --replicas
 3`), so the count an R1 stream was opened with is read again (`$JS.API.STREAM.INFO`, which
 every role may ask) once it is `REPLICAS_TTL_S` old, at the next consistent read: a process
-notices within that time. A new replica answers direct gets only once it is (nearly) caught
-up, which nats-server checks every 2 s from when it takes its place (`monitorStream`'s direct
-access ticker), after the process has noticed. Once replicated, always replicated: a stream
-scaled down to R1 is still read from its leader, which is correct, only dearer.
+notices within that time. A new replica answers direct gets only once it is 90 % caught up,
+which nats-server checks every 2 s from when the replica learns the stream's leader
+(`monitorStream`'s direct access ticker, jetstream_cluster.go): later than the process
+notices. Once replicated, always replicated: a stream scaled down to R1 is still read from
+its leader, which is correct, only dearer.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from events import (
     decode_resource,
     resource_subject,
 )
+from events.bus import _leader_reads
 from events.bus.connection import connect_nats
 from events.bus.insights import JetStreamInsights, ProxyInsight
 from events.bus.nats_access import NatsPermissionDenied, credential_options, refusals_of
@@ -181,6 +182,22 @@ async def test_the_roles_that_append_may_read_from_the_stream_leader(plane: Plan
         assert record is not None and record.seq == 1, role
         assert await log.at(2) is None, role
         assert time.monotonic() - started < _APPEND_TIMEOUT_S, role  # answered, not timed out
+
+
+async def test_the_roles_that_append_may_check_an_r1_streams_replica_count(
+        plane: Plane, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log on an R1 stream reads its replica count again before a consistent read once it
+    is a second old (`STREAM.INFO`: a stream scaled up under the process); here at once:
+    every role that decides may ask, and reads on."""
+    monkeypatch.setattr(_leader_reads, "REPLICAS_TTL_S", 0.0)
+    await (await plane.log("api")).append(MESH, _mesh(), expected_last_subject_seq=0,
+                                          msg_id="mesh-1")
+    for role in ("api", "projector", "gateway"):
+        log = await plane.log(role)
+        started = time.monotonic()
+        record = await log.last(MESH, consistent=True)
+        assert record is not None and record.seq == 1, role
+        assert time.monotonic() - started < _APPEND_TIMEOUT_S, role
 
 
 async def test_the_api_may_fence_its_guards_reads_by_the_stream_leader(plane: Plane) -> None:

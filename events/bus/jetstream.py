@@ -13,7 +13,6 @@ Tracing); a pipelined append carries the context its `PendingAppend` holds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -33,6 +32,8 @@ from nats.js.api import (
 from opentelemetry.trace import Span, SpanKind, get_current_span
 
 from events.bus._kv import await_stream_leader
+from events.bus._latest import last_per_subject
+from events.bus._leader_reads import LeaderReads
 from events.bus._pipeline import AckPipeline
 from events.bus._pull import OrderedPull
 from events.bus._pull import schema_of as _schema_of
@@ -92,22 +93,22 @@ DUPLICATE_WINDOW_S = 120.0
 ROW_HEADROOM = 64 * 1024
 """Bytes of max_payload an event leaves to the read-model row folded from it."""
 _TIMEOUT_S = 5.0
+_BEHIND_RETRY_S = 0.05
+"""A read across subjects whose replica was behind the stream leader is made again this soon
+(`latest`): a follower catching up gains thousands of records in that time."""
 
 
 class JetStreamEventLog:
     def __init__(self, nc: NATS, js: JetStreamContext, stream: str = EVENTS_STREAM, *,
                  replicas: int | None = None) -> None:
         """`replicas`: the stream's replica count, as `open` found or made it; None (a stream
-        opened elsewhere): not known, so consistent reads ask the leader."""
+        opened elsewhere): not known, so consistent reads ask the leader (`LeaderReads`)."""
         self._nc = nc
         self._js = js
         self._stream = stream
         self._pipeline: AckPipeline | None = None
         self._refusals = refusals_of(nc)
-        self._leader_reads = replicas != 1
-        """A consistent read must ask the stream leader: on a replicated stream any replica
-        answers a direct get, and a follower applies a write only after the leader has
-        acknowledged it (a link's latency later). On R1 the one replica is the leader."""
+        self._leader_reads = LeaderReads(js, stream, replicas)
 
     @classmethod
     async def open(
@@ -302,9 +303,10 @@ class JetStreamEventLog:
         quorum, and a follower's answer may lack writes the leader has acknowledged. With
         `consistent`, the stream leader's answer, which holds every acknowledged write: on a
         replicated stream `$JS.API.STREAM.MSG.GET`, which only the leader answers (a 503
-        without one); on R1 the direct get, whose one replica is the leader."""
-        direct = not (consistent and self._leader_reads)
+        without one); on R1 the direct get, whose one replica is the leader (a stream scaled
+        up since is noticed within a second, `events.bus._leader_reads`)."""
         try:
+            direct = not (consistent and await self._leader_reads.needed())
             msg = await self._js.get_last_msg(self._stream, subject, direct=direct)
         except nats.js.errors.NotFoundError:
             return None
@@ -321,35 +323,52 @@ class JetStreamEventLog:
         )
 
     async def latest(self, subject_filter: str) -> list[Record]:
-        """A consumer that delivers the last message per subject (JetStream's
-        `deliver_policy: last_per_subject`); its pending count at creation is the number of
-        messages to fetch, so an empty answer costs no fetch timeout."""
+        """The last record of each subject that matches `subject_filter`, holding every write
+        acknowledged before the call (what a guard that reads other subjects decides on).
+
+        Read through a consumer (`events.bus._latest`), which nats-server puts on any replica
+        of the stream that is up: on a replicated stream a follower's copy may lack writes the
+        leader has acknowledged, by a link's latency, or by seconds while a follower that was
+        down catches up (a Mesh deleted while the Dataplane registered a moment before was
+        missed). So the read is fenced: first the stream leader's last record among those
+        subjects (`$JS.API.STREAM.MSG.GET`, with the filter as `last_by_subj`; none: there is
+        nothing to read), which every acknowledged write to them precedes. A replica's copy is
+        a prefix of the leader's log and the consumer delivers in stream order, so a read that
+        reached the fence's sequence holds every write before it; one that did not (its
+        replica was behind) is made again with a new consumer (put anew, on a replica further
+        on by then), for up to `_TIMEOUT_S`. On R1 the one replica is the leader: no fence."""
         try:
-            sub = await self._js.pull_subscribe(
-                subject_filter, durable=None, stream=self._stream,
-                config=ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-                                      ack_policy=AckPolicy.NONE, inactive_threshold=_INACTIVE_S,
-                                      mem_storage=True, num_replicas=1))
+            fence = (await self._leader_last_seq(subject_filter)
+                     if await self._leader_reads.needed() else 0)
+            if fence is None:
+                return []
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + _TIMEOUT_S
+            while True:
+                records = await last_per_subject(self._js, self._stream, subject_filter,
+                                                 inactive_s=_INACTIVE_S, timeout_s=_TIMEOUT_S)
+                if not fence or (records and records[-1].seq >= fence):
+                    return records
+                if loop.time() > deadline:
+                    raise JetStreamUnavailable(
+                        f"JetStream is unavailable: cannot read {subject_filter}: the replicas "
+                        f"that answered had not reached sequence {fence} of stream "
+                        f"{self._stream} within {_TIMEOUT_S:.0f} s (catching up?)")
+                log.debug("the replica that read %s for a guard was behind sequence %d; "
+                          "reading again", subject_filter, fence)
+                await asyncio.sleep(_BEHIND_RETRY_S)
         except _TRANSIENT as exc:
             raise JetStreamUnavailable(_unavailable(
                 self._stream, f"cannot read {subject_filter}", exc)) from exc
-        records: list[Record] = []
+
+    async def _leader_last_seq(self, subject_filter: str) -> int | None:
+        """The sequence of the stream leader's last record among the subjects of the filter;
+        None: it has none."""
         try:
-            pending = (await sub.consumer_info()).num_pending
-            if pending is None:  # nats-server always sends it; without it nothing is known
-                raise EventLogUnavailable(
-                    f"cannot read {subject_filter}: consumer info without num_pending")
-            while pending > 0:
-                msgs = await sub.fetch(batch=min(pending, 1000), timeout=_TIMEOUT_S)
-                records.extend(_record(m) for m in msgs)
-                pending = msgs[-1].metadata.num_pending if msgs else 0
-        except _TRANSIENT as exc:
-            raise JetStreamUnavailable(_unavailable(
-                self._stream, f"cannot read {subject_filter}", exc)) from exc
-        finally:
-            with contextlib.suppress(nats.errors.ConnectionClosedError, nats.errors.Error):
-                await sub.unsubscribe()
-        return records
+            msg = await self._js.get_last_msg(self._stream, subject_filter, direct=False)
+        except nats.js.errors.NotFoundError:
+            return None
+        return msg.seq or 0
 
     async def last_seq(self) -> int:
         try:
@@ -461,13 +480,3 @@ def _append_headers(msg_id: str, expected: int, extra: Mapping[str, str] | None
             "Nats-Expected-Last-Subject-Sequence": str(expected),
             SCHEMA_HEADER: str(SCHEMA_VERSION)}
 
-
-def _record(msg: nats.aio.msg.Msg) -> Record:
-    headers = dict(msg.headers or {})
-    return Record(
-        seq=msg.metadata.sequence.stream,
-        subject=msg.subject,
-        data=msg.data,
-        headers=headers,
-        schema_version=_schema_of(headers),
-    )

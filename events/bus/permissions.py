@@ -19,9 +19,11 @@ change a stream (those JetStream API subjects are denied to every role but admin
 
 The JetStream API subjects are those nats-py 2.16 sends for what `events.bus` does:
 `STREAM.INFO`/`STREAM.CREATE` (open; creating a stream or bucket that exists with another
-configuration is refused by the server, error 10058, so CREATE cannot change one), `DIRECT.GET`
-(a subject's last event, a KV get), `STREAM.MSG.GET` (the same from the stream leader: the
-read a write decides on, on a replicated stream, and the check of a refused append),
+configuration is refused by the server, error 10058, so CREATE cannot change one; INFO also
+tells a process deciding on an R1 stream whether it was scaled up), `DIRECT.GET` (a subject's
+last event, a KV get), `STREAM.MSG.GET` (the same from the stream leader: the read a write
+decides on, on a replicated stream, the check of a refused append, and the fence of a read
+across subjects),
 `CONSUMER.CREATE` (readers: `<stream>.<name>.<filter>` for
 pull consumers, bare `<stream>` for KV watchers), `CONSUMER.INFO`, `CONSUMER.MSG.NEXT`
 (fetch), `$JS.FC` (flow control of KV watchers), `$KV.<bucket>.>` (KV writes), and replies on

@@ -8,32 +8,38 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import nats.errors
 import nats.js.errors
 import pytest
 from nats.aio.client import Client as NATS
-from nats.js.api import ConsumerInfo, KeyValueConfig, StorageType
+from nats.js.api import ConsumerInfo, KeyValueConfig, RawStreamMsg, StorageType
 
 from events import (
     AppendNotStored,
     Conflict,
+    Dataplane,
     EventLogUnavailable,
     JetStreamEventLog,
     JetStreamUnavailable,
     LeaseLost,
     MeshApplied,
     connect_nats,
+    decode_resource,
 )
+from events.bus import _leader_reads
 from events.bus.connection import server_urls
 from events.bus.lease import FencedProjectionBus, JetStreamLease
 from events.bus.projection_bus import CHECKPOINT_KEY, JetStreamProjectionBus
 from events.commands import Commands
+from events.log import PendingAppend
 from events.resources import Mesh
-from events.subjects import EVENTS_STREAM, resource_subject
-from services.runtime.nats_cluster import NatsCluster, run_nats_cluster
+from events.subjects import EVENTS_STREAM, resource_subject, resources_filter
+from services.runtime.nats_cluster import NatsCluster, NatsNode, run_nats_cluster
 
 pytestmark = pytest.mark.integration
 
+NO_PEERS_FOR_PLACEMENT = 10005
 ROUTE_DELAY_S = 0.005
 """Nodes 5 ms apart (hosts in different zones of a region): a follower applies a write some
 10 ms after the leader acknowledged it."""
@@ -104,6 +110,51 @@ async def test_racing_appends_to_one_subject_on_a_replicated_stream_are_conflict
     assert len(stored) == 1
     assert all(isinstance(o, Conflict) for o in outcomes if isinstance(o, BaseException)), outcomes
     assert (await log.last_seq()) == 1
+
+
+async def test_a_stream_scaled_to_r3_under_an_open_log_is_read_from_its_leader(
+        cnc: NATS, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log opened on an R1 stream makes its consistent reads with a direct get (its one
+    replica is the leader). Scaled to R3 while the log is open (`nats stream edit
+    --replicas 3`), the next consistent read asks the stream leader, and a read across
+    subjects is fenced by it: the log reads the replica count again once it is
+    `REPLICAS_TTL_S` old (here 0, so at once)."""
+    monkeypatch.setattr(_leader_reads, "REPLICAS_TTL_S", 0.0)
+    log = await JetStreamEventLog.open(cnc, replicas=1)
+    subject = resource_subject("Mesh", None, "m")
+    await log.append(subject, MeshApplied(at=1, mesh=Mesh(name="m")),
+                     expected_last_subject_seq=0, msg_id="m")
+    asked: list[tuple[str, bool]] = []
+    get_last_msg = log._js.get_last_msg
+
+    async def recorded(stream: str, subject: str, direct: bool = False) -> RawStreamMsg:
+        asked.append((subject, direct))
+        return await get_last_msg(stream, subject, direct=direct)
+
+    monkeypatch.setattr(log._js, "get_last_msg", recorded)
+    assert (await log.last(subject, consistent=True)) is not None
+    assert asked == [(subject, True)]  # R1: direct, also with the count read again
+
+    js = cnc.jetstream()
+    config = (await js.stream_info(EVENTS_STREAM)).config
+    config.num_replicas = 3
+    await js.update_stream(config)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while True:
+        info = await js.stream_info(EVENTS_STREAM)
+        if info.cluster is not None and len(info.cluster.replicas or []) == 2:
+            break
+        assert loop.time() < deadline, "the stream was not scaled to R3"
+        await asyncio.sleep(0.1)
+
+    asked.clear()
+    record = await log.last(subject, consistent=True)
+    assert record is not None and record.seq == 1
+    assert asked == [(subject, False)]  # the stream leader (STREAM.MSG.GET)
+    asked.clear()
+    assert [r.seq for r in await log.latest(resources_filter("Mesh", None))] == [1]
+    assert asked == [(resources_filter("Mesh", None), False)]  # the fence, from the leader
 
 
 async def test_without_quorum_an_append_is_not_stored_and_says_why(cluster: NatsCluster,
@@ -282,14 +333,16 @@ async def test_the_reader_outlives_the_node_of_its_consumer(cluster: NatsCluster
 async def _opened(nc: NATS) -> JetStreamEventLog:
     """The R3 event log, tried again while JetStream does not answer: on a cluster whose nodes
     are far apart and just started, the meta leader may still be changing when the stream is
-    first made (its creation can then time out, and be done anyway)."""
+    first made (its creation can then time out, and be done anyway), or may not have heard
+    from every node yet (err_code 10005, "no suitable peers for placement, peer offline")."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 60
     while True:
         try:
             return await JetStreamEventLog.open(nc, replicas=3)
-        except EventLogUnavailable:
-            if loop.time() > deadline:
+        except (EventLogUnavailable, nats.js.errors.APIError) as exc:
+            if loop.time() > deadline or (not isinstance(exc, EventLogUnavailable) and \
+                    exc.err_code != NO_PEERS_FOR_PLACEMENT):
                 raise
             await asyncio.sleep(0.2)
 
@@ -373,3 +426,116 @@ async def test_a_write_right_after_another_decides_on_it_while_followers_lag(
         finally:
             for nc in connections:
                 await nc.close()
+
+
+BEHIND = 50_000
+"""Events a follower misses while it is down: it catches up in a second or so once back."""
+GUARDS = 10
+"""Deletes at once after each registration, each reading through a consumer of its own, put
+on a replica of its own pick."""
+
+
+async def _on_node(node: NatsNode, monitor: httpx.AsyncClient) -> tuple[int, int] | None:
+    """What `node` holds, as its monitoring `/jsz` says: the last sequence of its copy of the
+    event stream, and how many consumers it hosts; None while it does not answer."""
+    try:
+        response = await monitor.get(f"http://127.0.0.1:{node.monitor_port}/jsz",
+                                     params={"streams": "true"})
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    jsz = response.json()
+    for account in jsz.get("account_details", []):
+        for stream in account.get("stream_detail", []):
+            if stream["name"] == EVENTS_STREAM:
+                return int(stream["state"]["last_seq"]), int(jsz["consumers"])
+    return None
+
+
+async def _guarded_delete(api: Commands) -> None:
+    """Delete Mesh m, which still has Dataplane d: refused (a Conflict). An answer that is
+    not a decision (JetStream unavailable, a 503 a client retries) is tried again."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while True:
+        try:
+            await api.delete("Mesh", None, "m")
+        except Conflict as exc:
+            assert "still has 1 dataplanes" in str(exc), exc
+            return
+        except EventLogUnavailable:
+            if loop.time() > deadline:
+                raise
+            continue
+        raise AssertionError("Mesh m was deleted while its Dataplane d was registered")
+
+
+async def _guards_while_catching_up(cluster: NatsCluster, follower: NatsNode, api: Commands,
+                                    dataplane: Dataplane, cycle: int) -> int:
+    """`follower` killed, `BEHIND` events written, started again; while it catches up,
+    register `dataplane` and at once delete its Mesh `GUARDS` times, then deregister it.
+    Returns how many times a guard's consumer was put on the follower while it lacked the
+    registration (a read that, unchecked, missed it)."""
+    await cluster.kill(follower.name)
+    for start in range(0, BEHIND, 1000):
+        await api.handler.log.append_many([PendingAppend(
+            resource_subject("Mesh", None, f"other-{cycle}-{i}"),
+            MeshApplied(at=1, mesh=Mesh(name=f"other-{cycle}-{i}")),
+            expected_last_subject_seq=0, msg_id=f"other-{cycle}-{i}")
+            for i in range(start, start + 1000)])
+    await cluster.start(follower.name, wait=False)
+    exposed = 0
+    async with httpx.AsyncClient(timeout=2) as monitor:
+        for _ in range(100):
+            registered = await api.apply(dataplane)
+            before = await _on_node(follower, monitor)
+            if before is not None and before[0] >= registered.seq - 1:
+                break  # caught up: it lacks at most that write, for a link's latency
+            await asyncio.gather(*[_guarded_delete(api) for _ in range(GUARDS)])
+            after = await _on_node(follower, monitor)
+            await api.delete("Dataplane", "m", "d")
+            if before is not None and after is not None and after[1] > before[1] \
+                    and after[0] < registered.seq:
+                exposed += 1
+    await cluster.wait_healthy(follower.name)
+    return exposed
+
+
+async def test_a_guard_right_after_a_write_sees_it_while_a_follower_catches_up(
+        tmp_path: Path) -> None:
+    """Register a Dataplane, then at once delete its Mesh: refused, every time, also while a
+    follower that was down catches up. A delete's guard reads across subjects through an R1
+    consumer, which nats-server puts on any replica that is up (`createGroupForConsumer`),
+    the one catching up too: before the read checked that it covers the stream leader's last
+    record of those subjects, such a guard missed the Dataplane just registered and the Mesh
+    was deleted (in each of 6 runs). Repeated until a guard's consumer was put on the
+    follower while it lacked the registration, which is what the test is about."""
+    dataplane = decode_resource({
+        "type": "Dataplane", "mesh": "m", "name": "d", "networking": {
+            "address": "10.0.0.1", "inbound": [{"port": 8080, "tags": {
+                "kuma.io/service": "web"}}]}})
+    assert isinstance(dataplane, Dataplane)
+    async with run_nats_cluster(tmp_path / "nats", route_delay_s=ROUTE_DELAY_S) as cluster:
+        setup = await connect_nats(cluster.nodes[0].url, name="setup")
+        connections = [setup]
+        try:
+            await _first_append(await _opened(setup), resource_subject("Mesh", None, "m"))
+            info = await setup.jetstream().stream_info(EVENTS_STREAM)
+            assert info.cluster is not None and info.cluster.leader
+            leader = cluster.node(info.cluster.leader)
+            follower = next(node for node in cluster.nodes if node is not leader)
+            nc = await connect_nats(leader.url, name="api")
+            connections.append(nc)
+            api = Commands(await _opened(nc), zone="default")
+            exposed = 0
+            for cycle in range(5):
+                exposed += await _guards_while_catching_up(cluster, follower, api, dataplane,
+                                                           cycle)
+                if exposed:
+                    break
+            assert exposed, "no guard's consumer was put on the follower while it caught " \
+                "up: this cluster cannot show what the test is about"
+        finally:
+            for client in connections:
+                await client.close()

@@ -20,6 +20,7 @@ from nats.aio.client import Client as NATS
 from nats.js.api import StorageType, StreamConfig
 
 from events import (
+    Conflict,
     Dataplane,
     JetStreamEventLog,
     Mesh,
@@ -27,6 +28,7 @@ from events import (
     decode_resource,
     resource_subject,
 )
+from events.bus import _leader_reads
 from events.bus.connection import connect_nats
 from events.bus.insights import JetStreamInsights, ProxyInsight
 from events.bus.nats_access import NatsPermissionDenied, credential_options, refusals_of
@@ -180,6 +182,43 @@ async def test_the_roles_that_append_may_read_from_the_stream_leader(plane: Plan
         assert record is not None and record.seq == 1, role
         assert await log.at(2) is None, role
         assert time.monotonic() - started < _APPEND_TIMEOUT_S, role  # answered, not timed out
+
+
+async def test_the_roles_that_append_may_check_an_r1_streams_replica_count(
+        plane: Plane, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log on an R1 stream reads its replica count again before a consistent read once it
+    is a second old (`STREAM.INFO`: a stream scaled up under the process); here at once:
+    every role that decides may ask, and reads on."""
+    monkeypatch.setattr(_leader_reads, "REPLICAS_TTL_S", 0.0)
+    await (await plane.log("api")).append(MESH, _mesh(), expected_last_subject_seq=0,
+                                          msg_id="mesh-1")
+    for role in ("api", "projector", "gateway"):
+        log = await plane.log(role)
+        started = time.monotonic()
+        record = await log.last(MESH, consistent=True)
+        assert record is not None and record.seq == 1, role
+        assert time.monotonic() - started < _APPEND_TIMEOUT_S, role
+
+
+async def test_the_api_may_fence_its_guards_reads_by_the_stream_leader(plane: Plane) -> None:
+    """A delete's guard reads other subjects through a consumer, on a replicated stream
+    fenced by the stream leader's last record among them (`STREAM.MSG.GET` with the filter as
+    `last_by_subj`): the API's user may ask, and gets the guard's Conflict, not a 503.
+    (A log that does not know its replica count reads as on R3.)"""
+    nc = await plane.nc("api")
+    api = Commands(JetStreamEventLog(nc, nc.jetstream(timeout=_APPEND_TIMEOUT_S),
+                                     EVENTS_STREAM), zone="default")
+    await api.apply(Mesh(name="busy"))
+    dataplane = decode_resource({
+        "type": "Dataplane", "mesh": "busy", "name": "web-1",
+        "networking": {"address": "10.0.0.9", "inbound": [
+            {"port": 7070, "tags": {"kuma.io/service": "web"}}]}})
+    assert isinstance(dataplane, Dataplane)
+    await api.apply(dataplane)
+    started = time.monotonic()
+    with pytest.raises(Conflict, match="still has 1 dataplanes"):
+        await api.delete("Mesh", None, "busy")
+    assert time.monotonic() - started < _APPEND_TIMEOUT_S  # answered, not timed out
 
 
 async def test_a_connection_without_credentials_is_refused(plane: Plane) -> None:

@@ -347,6 +347,16 @@ async def _opened(nc: NATS) -> JetStreamEventLog:
             await asyncio.sleep(0.2)
 
 
+async def _mesh_then_leader_and_follower(cluster: NatsCluster, setup: NATS
+                                         ) -> tuple[NatsNode, NatsNode]:
+    """Mesh `m` appended (which makes the stream); then its leader's node and a follower's."""
+    await _first_append(await _opened(setup), resource_subject("Mesh", None, "m"))
+    info = await setup.jetstream().stream_info(EVENTS_STREAM)
+    assert info.cluster is not None and info.cluster.leader
+    leader = cluster.node(info.cluster.leader)
+    return leader, next(node for node in cluster.nodes if node is not leader)
+
+
 async def _first_append(log: JetStreamEventLog, subject: str) -> None:
     """A new R3 stream may still change leader in its first seconds on a loaded machine: its
     first append is retried with its Msg-Id, as a writer would (stored once)."""
@@ -397,11 +407,7 @@ async def test_a_write_right_after_another_decides_on_it_while_followers_lag(
         setup = await connect_nats(cluster.urls, name="setup")
         connections = [setup]
         try:
-            await _first_append(await _opened(setup), resource_subject("Mesh", None, "m"))
-            info = await setup.jetstream().stream_info(EVENTS_STREAM)
-            assert info.cluster is not None and info.cluster.leader
-            leader = cluster.node(info.cluster.leader)
-            follower = next(node for node in cluster.nodes if node is not leader)
+            leader, follower = await _mesh_then_leader_and_follower(cluster, setup)
             logs, apis = [], []
             for node in (leader, follower):
                 nc = await connect_nats(node.url, name=f"api-{node.name}")
@@ -520,11 +526,7 @@ async def test_a_guard_right_after_a_write_sees_it_while_a_follower_catches_up(
         setup = await connect_nats(cluster.nodes[0].url, name="setup")
         connections = [setup]
         try:
-            await _first_append(await _opened(setup), resource_subject("Mesh", None, "m"))
-            info = await setup.jetstream().stream_info(EVENTS_STREAM)
-            assert info.cluster is not None and info.cluster.leader
-            leader = cluster.node(info.cluster.leader)
-            follower = next(node for node in cluster.nodes if node is not leader)
+            leader, follower = await _mesh_then_leader_and_follower(cluster, setup)
             nc = await connect_nats(leader.url, name="api")
             connections.append(nc)
             api = Commands(await _opened(nc), zone="default")

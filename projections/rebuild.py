@@ -75,5 +75,8 @@ async def rebuild(
         await task
     finally:
         if not task.done():
+            # cancelled: the projector ends its commit first (projections.worker); a caller
+            # that closes the store once this returns must find it done
             task.cancel()
+            await asyncio.wait({task})
     return target

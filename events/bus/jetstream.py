@@ -93,6 +93,8 @@ DUPLICATE_WINDOW_S = 120.0
 ROW_HEADROOM = 64 * 1024
 """Bytes of max_payload an event leaves to the read-model row folded from it."""
 _TIMEOUT_S = 5.0
+_NO_SUITABLE_PEERS = 10005
+"""JetStream's error code for a stream it cannot place on as many servers as its replicas."""
 _BEHIND_RETRY_S = 0.05
 """A read across subjects whose replica was behind the stream leader is made again this soon
 (`latest`): a follower catching up gains thousands of records in that time."""
@@ -149,6 +151,15 @@ class JetStreamEventLog:
         except _TRANSIENT as exc:
             raise EventLogUnavailable(
                 f"JetStream did not answer for stream {stream}: {exc}") from exc
+        except nats.js.errors.APIError as exc:
+            if exc.err_code != _NO_SUITABLE_PEERS:
+                raise
+            # fewer servers up than replicas asked for, or a cluster so new that its meta
+            # leader has not heard from every node: unavailable for now, not a bad request
+            raise EventLogUnavailable(
+                f"JetStream cannot place stream {stream} on {replicas} servers now (err "
+                f"{exc.err_code}, {exc.description}): are {replicas} of the cluster's servers "
+                "up and routed to each other?") from exc
         return cls(nc, js, stream, replicas=have)
 
     async def append(

@@ -329,12 +329,8 @@ def _dataplane_changed(
             state.replace_dataplane(key, row)  # the tags did not change
         else:
             state.put("dataplane", key, row)
-    if len(touched) == 1:
-        for service in touched:
-            regenerate(state, mesh, service, seq, at, changed=new, previous=previous,
-                       same_ports=same_ports)
-        return
-    for service in sorted(touched):
+    # in name order (a VIP each regeneration may hand out depends on it); one needs no sort
+    for service in touched if len(touched) == 1 else sorted(touched):
         regenerate(state, mesh, service, seq, at, changed=new, previous=previous,
                    same_ports=same_ports)
 

@@ -52,7 +52,7 @@ LIVE_BATCH = 10_000
 what has arrived (a few events); it fills up only while the projector catches up (a restart,
 a standby taking over, a store swapped in). Derive and the commit run once per batch, for
 every service the batch touched, so at 1,000 a catch-up spent half its time deriving the
-same services again (docs/benchmarks.md, Catch-up)."""
+same services again (docs/benchmarks.md, Rebuild, session 7)."""
 
 
 class ProjectionPublisher(Protocol):

@@ -111,6 +111,16 @@ def test_gateway_durations_take_units_and_name_a_bad_value(flag: str) -> None:
     assert f"{flag}: 'soon' is not a duration" in bad.stderr
 
 
+@pytest.mark.parametrize(("value", "said"), [("0", "--max-batch: 0 must be at least 1"),
+                                             ("lots", "--max-batch: 'lots' is not a whole number")])
+def test_projector_max_batch_names_a_bad_value(value: str, said: str) -> None:
+    bad = subprocess.run([str(VENV_BIN / "meshlog"), "projector", "--max-batch", value,
+                          "--nats-url", "nats://127.0.0.1:9"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2, bad.stderr
+    assert said in bad.stderr
+
+
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(VENV_BIN / "meshlog"), *args], capture_output=True, text=True,
                           timeout=timeout)

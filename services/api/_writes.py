@@ -15,7 +15,8 @@ from events.documents import load_json, load_yaml
 from events.resources import MeshScopedResource
 from services.api._state import ApiRequest, api_state, await_projection
 
-__all__ = ["idempotency_key_of", "if_match_of", "match_url", "read_resource", "write"]
+__all__ = ["applied", "deleted", "idempotency_key_of", "if_match_of", "match_url",
+           "read_resource", "write"]
 
 
 async def write(request: ApiRequest, result: WriteResult, *,
@@ -29,6 +30,21 @@ async def write(request: ApiRequest, result: WriteResult, *,
     if warnings:  # Kuma's CreateOrUpdateSuccessResponse
         body["warnings"] = warnings
     return Response(body, status_code=201 if result.created else 200, headers=headers)
+
+
+async def applied(request: ApiRequest, resource: Resource, *,
+                  warnings: list[str] | None = None) -> Response[dict[str, Any]]:
+    """Apply `resource` with the request's `If-Match` and `Idempotency-Key`; its answer."""
+    return await write(request, await api_state(request.app).commands.apply(
+        resource, if_match=if_match_of(request), idempotency_key=idempotency_key_of(request)),
+        warnings=warnings)
+
+
+async def deleted(request: ApiRequest, kind: str, mesh: str | None, name: str
+                  ) -> Response[dict[str, Any]]:
+    """Delete the resource with the request's `If-Match`; its answer."""
+    return await write(request, await api_state(request.app).commands.delete(
+        kind, mesh, name, if_match=if_match_of(request)))
 
 
 async def read_resource(request: ApiRequest, kind: str) -> Resource:

@@ -10,7 +10,7 @@ from events import Conflict, Mesh, NotFound, deprecations
 from projections import decode_row
 from services.api._reads import generated, get_one, list_page
 from services.api._state import ApiRequest, api_state
-from services.api._writes import idempotency_key_of, if_match_of, match_url, read_resource, write
+from services.api._writes import applied, deleted, if_match_of, match_url, read_resource, write
 from services.api.auth import ADMIN, require
 from services.api.proxy_inspector import overviews
 from services.render import GLOBAL_KINDS, PLURALS
@@ -54,8 +54,7 @@ async def put_mesh(request: ApiRequest, mesh: str) -> Response[dict[str, Any]]:
             # every CA a Mesh lists is trusted by all its proxies: whoever adds one can mint
             # any identity of the mesh (Kuma keeps provided CA keys in admin-only Secrets)
             require(request.user, ADMIN, f"change the mTLS of mesh {mesh!r}")
-    return await write(request, await api_state(request.app).commands.apply(
-        resource, if_match=if_match_of(request), idempotency_key=idempotency_key_of(request)))
+    return await applied(request, resource)
 
 
 @put("/meshes/{mesh:str}/{plural:str}/{name:str}", summary="Create or update a resource",
@@ -64,15 +63,12 @@ async def put_resource(request: ApiRequest, mesh: str, plural: str, name: str
                        ) -> Response[dict[str, Any]]:
     resource = await read_resource(request, _kind(plural))
     match_url(resource, mesh, name)
-    return await write(request, await api_state(request.app).commands.apply(
-        resource, if_match=if_match_of(request), idempotency_key=idempotency_key_of(request)),
-        warnings=deprecations(resource))
+    return await applied(request, resource, warnings=deprecations(resource))
 
 
 @delete("/meshes/{mesh:str}", summary="Delete a mesh", status_code=200)
 async def delete_mesh(request: ApiRequest, mesh: str) -> Response[dict[str, Any]]:
-    return await write(request, await api_state(request.app).commands.delete(
-        "Mesh", None, mesh, if_match=if_match_of(request)))
+    return await deleted(request, "Mesh", None, mesh)
 
 
 @delete("/meshes/{mesh:str}/{plural:str}/{name:str}", summary="Delete a resource",

@@ -8,8 +8,8 @@ from typing import Any
 from litestar import Response, delete, get, put
 
 from services.api._reads import get_one, list_page
-from services.api._state import ApiRequest, api_state
-from services.api._writes import idempotency_key_of, if_match_of, match_url, read_resource, write
+from services.api._state import ApiRequest
+from services.api._writes import applied, deleted, match_url, read_resource
 
 __all__ = ["GENERATOR_ROUTES", "INGRESS_ROUTES"]
 
@@ -30,15 +30,13 @@ async def get_generator(request: ApiRequest, name: str) -> Response[dict[str, An
 async def put_generator(request: ApiRequest, name: str) -> Response[dict[str, Any]]:
     resource = await read_resource(request, "HostnameGenerator")
     match_url(resource, None, name)
-    return await write(request, await api_state(request.app).commands.apply(
-        resource, if_match=if_match_of(request), idempotency_key=idempotency_key_of(request)))
+    return await applied(request, resource)
 
 
 @delete("/hostnamegenerators/{name:str}", summary="Delete a hostname generator (a default "
         "comes back)", status_code=200)
 async def delete_generator(request: ApiRequest, name: str) -> Response[dict[str, Any]]:
-    return await write(request, await api_state(request.app).commands.delete(
-        "HostnameGenerator", None, name, if_match=if_match_of(request)))
+    return await deleted(request, "HostnameGenerator", None, name)
 
 
 GENERATOR_ROUTES = [list_generators, get_generator, put_generator, delete_generator]
@@ -60,14 +58,12 @@ async def get_ingress(request: ApiRequest, name: str) -> Response[dict[str, Any]
 async def put_ingress(request: ApiRequest, name: str) -> Response[dict[str, Any]]:
     resource = await read_resource(request, "ZoneIngress")
     match_url(resource, None, name)
-    return await write(request, await api_state(request.app).commands.apply(
-        resource, if_match=if_match_of(request), idempotency_key=idempotency_key_of(request)))
+    return await applied(request, resource)
 
 
 @delete("/zoneingresses/{name:str}", summary="Delete a zone ingress", status_code=200)
 async def delete_ingress(request: ApiRequest, name: str) -> Response[dict[str, Any]]:
-    return await write(request, await api_state(request.app).commands.delete(
-        "ZoneIngress", None, name, if_match=if_match_of(request)))
+    return await deleted(request, "ZoneIngress", None, name)
 
 
 INGRESS_ROUTES = [list_ingresses, get_ingress, put_ingress, delete_ingress]

@@ -93,9 +93,7 @@ CA and cross-zone mTLS holds."""
 
 def _local(state: ProjectionState) -> Provenance:
     """The provenance of this log's own control plane."""
-    if state.local_zone:
-        return Provenance(zone=state.local_zone, origin="zone")
-    return Provenance(zone="", origin="global")
+    return state.local_provenance
 
 
 def apply_event(
@@ -107,23 +105,14 @@ def apply_event(
     if due is not None and event.at >= due:  # before it, neither has anything to do
         expire_due(state, event.at)
         renew_due(state, event.at)
-    generators = state.rows["hostnamegenerator"]
-    if not _DEFAULT_GENERATORS.keys() <= generators.keys():
-        # the zone's defaults exist from the beginning of time (0), not from whichever event
-        # this code happens to fold first: a store projected by a release without them (or
-        # without one added since) gets the rows a replay from sequence 1 gets (invariant 4).
-        # They carry the provenance of this log's own control plane, whichever event restores
-        # them (in a zone's log the first event may come from global). A default never goes
-        # otherwise: deleting its override restores it.
-        for name in sorted(_DEFAULT_GENERATORS.keys() - generators.keys()):
-            _restore_default(state, name, 0, _local(state))
-        state.stale_hostnames.update(state.ms_by_mesh)
-        multizone.generators_changed(state)
-    if is_remote(state, provenance):
-        apply_remote(state, seq, event, provenance)
-        return
-    if provenance.zone != state.local_zone and isinstance(event, _LOCAL_ONLY):
-        return  # global's own settings, keys and CAs: a zone keeps its own
+    if not state.generators_complete:
+        _restore_defaults(state)
+    if provenance != _local(state):  # the same zone, or global's log's own events: neither
+        if is_remote(state, provenance):
+            apply_remote(state, seq, event, provenance)
+            return
+        if provenance.zone != state.local_zone and isinstance(event, _LOCAL_ONLY):
+            return  # global's own settings, keys and CAs: a zone keeps its own
     if type(event) is DataplaneRegistered:  # most of a log: ahead of the match's patterns
         _dataplane_registered(state, seq, event, provenance)
         return
@@ -225,6 +214,22 @@ def apply_event(
             assert_never(event)
 
 
+def _restore_defaults(state: ProjectionState) -> None:
+    """The zone's defaults exist from the beginning of time (0), not from whichever event this
+    code happens to fold first: a store projected by a release without them (or without one
+    added since) gets the rows a replay from sequence 1 gets (invariant 4). They carry the
+    provenance of this log's own control plane, whichever event restores them (in a zone's log
+    the first event may come from global). A default never goes otherwise: deleting its
+    override restores it."""
+    generators = state.rows["hostnamegenerator"]
+    if not _DEFAULT_GENERATORS.keys() <= generators.keys():
+        for name in sorted(_DEFAULT_GENERATORS.keys() - generators.keys()):
+            _restore_default(state, name, 0, _local(state))
+        state.stale_hostnames.update(state.ms_by_mesh)
+        multizone.generators_changed(state)
+    state.generators_complete = True
+
+
 def _signing_key_created(state: ProjectionState, event: SigningKeyCreated) -> None:
     """The public half only. A key's subject holds one event (appended at sequence 0); should
     another log's copy of the same kid come along, the first one stays: a key never changes."""
@@ -300,7 +305,7 @@ def _dataplane_changed(
     if before is not None and new is not None and same_tags(before, new):
         # a health flip or a port change: the same services and selectors as before
         touched = _services(new)
-        selecting = state.meshservices_selecting(mesh, new)
+        selecting = state.selecting_dataplane(key, mesh, new)
         previous = before
         same_ports = same_ports_for_same_tags(before, new)
     else:
@@ -317,13 +322,16 @@ def _dataplane_changed(
     if new is None:
         state.delete("dataplane", key)
     else:
+        # the same tags give the same conditions (they name inbounds by their service tag)
+        conditions = (old.conditions if old is not None and previous is not None
+                      else service_name_conditions(new))
         row = DataplaneRow(
             dataplane=new,
             meta=RowMeta(version=seq, modification_time=at,
                          creation_time=old.meta.creation_time if old is not None else at),
             first_seq=old.first_seq if old is not None else seq,
             origin=origin,
-            conditions=service_name_conditions(new),
+            conditions=conditions,
         )
         if previous is not None:
             state.replace_dataplane(key, row)  # the tags did not change

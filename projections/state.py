@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from msgspec import Struct
 
-from events import DEFAULT_ZONE, GLOBAL_ZONE, Dataplane
+from events import DEFAULT_ZONE, GLOBAL_ZONE, Dataplane, Provenance
 from events.identity import SecretKey
 from events.identity.pki import LoadedCa
 from projections._match import dataplane_matches
@@ -86,6 +86,9 @@ class ProjectionState:
         """The zone of the control plane whose log this state folds ("" on the global control
         plane): what another zone wrote is remote here. Fixed for a log, so a replay of the
         same log folds with the same value (invariant 4)."""
+        self.local_provenance = (Provenance(zone=local_zone, origin="zone") if local_zone
+                                 else Provenance(zone="", origin="global"))
+        """The provenance of this log's own control plane (what it writes is folded as its)."""
         self.rows: dict[str, dict[str, Row]] = {c: {} for c in COLLECTIONS}
         self._persisted: dict[Key, bytes] = {}
         self._dirty: set[Key] = set()
@@ -99,6 +102,15 @@ class ProjectionState:
         self._selecting: dict[tuple[str, tuple[tuple[tuple[str, str], ...], ...]],
                               frozenset[str]] = {}
         """`meshservices_selecting` by (mesh, inbound tags); emptied when a selector changes."""
+        self._selecting_generation = 0
+        """Counts the times `_selecting` was emptied: what `_dp_selecting` holds is good for
+        the generation it was found in."""
+        self._dp_selecting: dict[str, tuple[int, frozenset[str]]] = {}
+        """`meshservices_selecting` by Dataplane key, with the `_selecting_generation` it was
+        found in; dropped with the Dataplane's index entries (its tags changed, or it went)."""
+        self.generators_complete = False
+        """Every default HostnameGenerator has its row (the fold checks until it does, and
+        again after one is deleted)."""
         self.used_vips: set[str] = set()
         # (mesh, name) -> expiry of generated MeshServices waiting out their grace period
         self.expiries: dict[tuple[str, str], int] = {}
@@ -167,9 +179,25 @@ class ProjectionState:
         found = self._selecting.get(key)
         if found is None:
             if len(self._selecting) >= _SELECTING_MEMO_SIZE:
-                self._selecting.clear()
+                self._forget_selecting()
             found = self._selecting[key] = frozenset(self._selecting_now(mesh, dp))
         return found
+
+    def selecting_dataplane(self, key: str, mesh: str, dp: Dataplane) -> frozenset[str]:
+        """`meshservices_selecting(mesh, dp)` for `dp`, the Dataplane at `key` (`dp_key`) or
+        one with the same inbound tags (`same_tags`): remembered per Dataplane until its tags
+        change or a selector does. A health flip or a port change asks again for the same
+        tags, and building the memo key of `meshservices_selecting` cost more than this."""
+        hit = self._dp_selecting.get(key)
+        if hit is not None and hit[0] == self._selecting_generation:
+            return hit[1]
+        found = self.meshservices_selecting(mesh, dp)
+        self._dp_selecting[key] = (self._selecting_generation, found)
+        return found
+
+    def _forget_selecting(self) -> None:
+        self._selecting.clear()
+        self._selecting_generation += 1
 
     def _selecting_now(self, mesh: str, dp: Dataplane) -> set[str]:
         found: set[str] = set()
@@ -298,6 +326,8 @@ class ProjectionState:
         old = self.rows[collection].get(key)
         if isinstance(old, MeshServiceRow):
             self.stale_mmzs.add(old.mesh)
+        if collection == "hostnamegenerator":
+            self.generators_complete = False
         self._drop_indexes(collection, key)
         self.rows[collection].pop(key, None)
         self._dirty.add((collection, key))
@@ -357,7 +387,7 @@ class ProjectionState:
                 for k, v in inbound.tags.items():
                     self.dp_by_tag[(dp.mesh, k, v)].add(dp.name)
         elif isinstance(row, MeshServiceRow):
-            self._selecting.clear()
+            self._forget_selecting()
             self.ms_by_mesh[row.mesh].add(row.name)
             if row.expires_at is not None:
                 self.expiries[(row.mesh, row.name)] = row.expires_at
@@ -380,6 +410,7 @@ class ProjectionState:
         if isinstance(row, TrustRow):
             self.renewals.pop(row.mesh, None)
         if isinstance(row, DataplaneRow):
+            self._dp_selecting.pop(key, None)
             dp = row.dataplane
             for inbound in dp.networking.inbound:
                 for k, v in inbound.tags.items():
@@ -389,7 +420,7 @@ class ProjectionState:
                         if not names:
                             del self.dp_by_tag[(dp.mesh, k, v)]
         elif isinstance(row, MeshServiceRow):
-            self._selecting.clear()
+            self._forget_selecting()
             self.ms_by_mesh[row.mesh].discard(row.name)
             if self.expiries.pop((row.mesh, row.name), None) is not None:
                 self._next_expiry = None

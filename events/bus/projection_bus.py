@@ -14,6 +14,16 @@ When the projector traces a batch, its checkpoint message carries the W3C trace 
 its headers (`traceparent`), so each gateway's push continues the trace (README, Tracing);
 a header is not a value: the rows and the checkpoint are the same with tracing on or off.
 
+A row bigger than `COMPRESS_ABOVE` (the endpoints of a service with thousands of them) is
+stored zlib-compressed behind a prefix no JSON row starts with (`_ZLIB`), and every read
+here gives it back as it was: a NATS message cannot exceed the servers' `max_payload` (1 MiB
+by default), and an endpoints row passes that at ~16,000 endpoints of a one-port service
+(fewer with more ports). Compressed, it carries roughly ten times as many. A row that does
+not fit even so is not sent: the bus logs an error naming it, its size and the limit, and
+publishes the rest, so gateways keep the last version of that one row they had (a service's
+endpoints a batch or more old) and every other change still reaches them. Raising
+`max_payload` on the servers (up to 64 MiB; NATS advises 8 MiB at most) lifts the limit.
+
 A fenced publish (a lease holder's) is sent as JetStream atomic batches (server >= 2.12,
 the bucket's stream with `allow_atomic`; jetstream-rules.md): each batch of up to 1,000
 messages is stored whole or not at all, and its first message carries the fence. Not one
@@ -30,7 +40,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -47,8 +59,10 @@ from events.bus._retry import retried
 from events.bus.trace_context import current_trace_headers, trace_headers
 from events.errors import EventLogUnavailable, LeaseLost
 
-__all__ = ["CHECKPOINT_KEY", "LEASE_PREFIX", "JetStreamProjectionBus", "ProjectionBatch",
-           "ProjectionUpdate"]
+__all__ = ["CHECKPOINT_KEY", "COMPRESS_ABOVE", "LEASE_PREFIX", "MAX_ROW_BYTES",
+           "JetStreamProjectionBus", "ProjectionBatch", "ProjectionUpdate"]
+
+log = logging.getLogger("meshlog.projection_bus")
 
 BUCKET = "meshlog_projections"
 CHECKPOINT_KEY = "meta/checkpoint"
@@ -63,8 +77,45 @@ _TIMEOUT_S = 5.0
 _ATTEMPT_S = 1.0
 _CURRENT_S = 10.0
 
+COMPRESS_ABOVE = 64 << 10
+"""Rows bigger than this are stored compressed (a service with some 1,000 endpoints)."""
+MAX_ROW_BYTES = 64 << 20
+"""The most a compressed row may give back when read: a bound on the memory of one read,
+above NATS's own limit on a message (64 MiB) and so on any row a projector could store."""
+_ZLIB = b"\x00zlib:"
+"""Prefix of a compressed row. Rows are JSON objects and the checkpoint a number: neither
+starts with a NUL byte."""
+_HEADER_ROOM = 4096
+"""Bytes of `max_payload` left to a message's headers (the fence, batch ids, trace)."""
+
 ProjectionUpdate = tuple[str, bytes | None]
 """(key, value); value None = deleted."""
+
+
+def _stored(value: bytes) -> bytes:
+    """`value` as it is put in the bucket: compressed behind `_ZLIB` if it is big."""
+    if len(value) <= COMPRESS_ABOVE:
+        return value
+    return _ZLIB + zlib.compress(value, 6)
+
+
+def _loaded(key: str, value: bytes) -> bytes:
+    """A value as `_stored` put it, as it was. A compressed one that is not valid, or would
+    give back more than `MAX_ROW_BYTES`, is EventLogUnavailable naming the key (only a
+    projector writes the bucket: that is a bug or a foreign writer, never a row to serve)."""
+    if not value.startswith(_ZLIB):
+        return value
+    inflate = zlib.decompressobj()
+    try:
+        row = inflate.decompress(memoryview(value)[len(_ZLIB):], MAX_ROW_BYTES)
+    except zlib.error as exc:
+        raise EventLogUnavailable(
+            f"projection value {key}: not a valid compressed row ({exc})") from exc
+    if inflate.unconsumed_tail or not inflate.eof:
+        raise EventLogUnavailable(
+            f"projection value {key}: a compressed row that is cut short or gives back more "
+            f"than {MAX_ROW_BYTES} bytes")
+    return row
 
 
 class ProjectionBatch(NamedTuple):
@@ -117,7 +168,7 @@ class JetStreamProjectionBus:
         futures = []
         # the batch's trace context rides on its checkpoint message, never in a row
         traced = current_trace_headers()
-        for key, value in updates:
+        for key, value in self._carried(updates):
             subject = f"$KV.{self._bucket}.{key}"
             if value is None:
                 futures.append(await self._pipeline.publish(
@@ -142,14 +193,36 @@ class JetStreamProjectionBus:
         """How a fenced publish of `updates` is cut: atomic batches of up to 1,000 messages,
         or one message each on a bucket without atomic batches."""
         size = _BATCH_MAX if self._atomic else 1
-        return [updates[start:start + size] for start in range(0, len(updates), size)]
+        carried = self._carried(updates)
+        return [carried[start:start + size] for start in range(0, len(carried), size)]
+
+    def _carried(self, updates: Sequence[ProjectionUpdate]) -> list[ProjectionUpdate]:
+        """`updates` as they are sent: big rows compressed (`_stored`), a row that still
+        exceeds the servers' `max_payload` left out, with an error naming it (module
+        docstring)."""
+        limit = self._nc.max_payload - _HEADER_ROOM
+        carried: list[ProjectionUpdate] = []
+        for key, value in updates:
+            if value is None:
+                carried.append((key, None))
+                continue
+            stored = _stored(value)
+            if len(stored) > limit:
+                log.error("projection row %s not published: %d bytes (%d compressed) exceed "
+                          "the NATS servers' max_payload of %d; gateways keep its last "
+                          "version. Raise max_payload on the servers to publish it.",
+                          key, len(value), len(stored), self._nc.max_payload)
+                continue
+            carried.append((key, stored))
+        return carried
 
     async def publish_batch(self, updates: Sequence[ProjectionUpdate], fence: dict[str, str],
                             *, timeout_s: float = _TIMEOUT_S * 2) -> None:
-        """One atomic batch (`fenced_batches`): the fence on its first message (the batch is
-        stored whole or not at all), the commit on its last, which alone is acknowledged
-        (within `timeout_s`, else EventLogUnavailable). One update: a plain fenced publish (no
-        batch headers: also for a bucket without atomic batches)."""
+        """One atomic batch as `fenced_batches` cut it (big rows already compressed): the
+        fence on its first message (the batch is stored whole or not at all), the commit on
+        its last, which alone is acknowledged (within `timeout_s`, else EventLogUnavailable).
+        One update: a plain fenced publish (no batch headers: also for a bucket without
+        atomic batches)."""
         batch_id = uuid.uuid4().hex
         last = len(updates)
         try:
@@ -204,7 +277,7 @@ class JetStreamProjectionBus:
                 if entry.value is None:
                     values.pop(entry.key, None)
                 else:
-                    values[entry.key] = entry.value
+                    values[entry.key] = _loaded(entry.key, entry.value)
         return values
 
     async def watch(self) -> AsyncIterator[list[ProjectionUpdate]]:
@@ -224,7 +297,8 @@ class JetStreamProjectionBus:
                 yield ProjectionBatch(pending)
                 pending = []
                 continue
-            pending.append((entry.key, entry.value))
+            pending.append((entry.key, None if entry.value is None
+                            else _loaded(entry.key, entry.value)))
             if entry.key == CHECKPOINT_KEY and live:
                 yield ProjectionBatch(pending, trace_headers(entry.headers))
                 pending = []

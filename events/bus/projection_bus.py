@@ -14,11 +14,13 @@ When the projector traces a batch, its checkpoint message carries the W3C trace 
 its headers (`traceparent`), so each gateway's push continues the trace (README, Tracing);
 a header is not a value: the rows and the checkpoint are the same with tracing on or off.
 
-A row bigger than `COMPRESS_ABOVE` (the endpoints of a service with thousands of them) is
+A row too big for one NATS message (the servers' `max_payload`, 1 MiB by default: an
+endpoints row passes it at ~16,000 endpoints of a one-port service, fewer with more ports) is
 stored zlib-compressed behind a prefix no JSON row starts with (`_ZLIB`), and every read
-here gives it back as it was: a NATS message cannot exceed the servers' `max_payload` (1 MiB
-by default), and an endpoints row passes that at ~16,000 endpoints of a one-port service
-(fewer with more ports). Compressed, it carries roughly ten times as many. A row that does
+here gives it back as it was. Compressed, it carries roughly ten times as many endpoints.
+Only such rows are compressed: every row a release before this one could publish is stored
+as before, so gateways of that release keep reading them during a rolling upgrade (upgrade
+the gateways first for rows that need it). A row that does
 not fit even so is not sent: the bus logs an error naming it, its size and the limit, and
 publishes the rest, so gateways keep the last version of that one row they had (a service's
 endpoints a batch or more old) and every other change still reaches them. Raising
@@ -59,7 +61,7 @@ from events.bus._retry import retried
 from events.bus.trace_context import current_trace_headers, trace_headers
 from events.errors import EventLogUnavailable, LeaseLost
 
-__all__ = ["CHECKPOINT_KEY", "COMPRESS_ABOVE", "LEASE_PREFIX", "MAX_ROW_BYTES",
+__all__ = ["CHECKPOINT_KEY", "LEASE_PREFIX", "MAX_ROW_BYTES",
            "JetStreamProjectionBus", "ProjectionBatch", "ProjectionUpdate"]
 
 log = logging.getLogger("meshlog.projection_bus")
@@ -77,8 +79,6 @@ _TIMEOUT_S = 5.0
 _ATTEMPT_S = 1.0
 _CURRENT_S = 10.0
 
-COMPRESS_ABOVE = 64 << 10
-"""Rows bigger than this are stored compressed (a service with some 1,000 endpoints)."""
 MAX_ROW_BYTES = 64 << 20
 """The most a compressed row may give back when read: a bound on the memory of one read,
 above NATS's own limit on a message (64 MiB) and so on any row a projector could store."""
@@ -92,9 +92,10 @@ ProjectionUpdate = tuple[str, bytes | None]
 """(key, value); value None = deleted."""
 
 
-def _stored(value: bytes) -> bytes:
-    """`value` as it is put in the bucket: compressed behind `_ZLIB` if it is big."""
-    if len(value) <= COMPRESS_ABOVE:
+def _stored(value: bytes, fits: int) -> bytes:
+    """`value` as it is put in the bucket: compressed behind `_ZLIB` if it is bigger than
+    `fits` bytes."""
+    if len(value) <= fits:
         return value
     return _ZLIB + zlib.compress(value, 6)
 
@@ -197,16 +198,15 @@ class JetStreamProjectionBus:
         return [carried[start:start + size] for start in range(0, len(carried), size)]
 
     def _carried(self, updates: Sequence[ProjectionUpdate]) -> list[ProjectionUpdate]:
-        """`updates` as they are sent: big rows compressed (`_stored`), a row that still
-        exceeds the servers' `max_payload` left out, with an error naming it (module
-        docstring)."""
+        """`updates` as they are sent: a row too big for a message compressed (`_stored`),
+        one that still is left out, with an error naming it (module docstring)."""
         limit = self._nc.max_payload - _HEADER_ROOM
         carried: list[ProjectionUpdate] = []
         for key, value in updates:
             if value is None:
                 carried.append((key, None))
                 continue
-            stored = _stored(value)
+            stored = _stored(value, limit)
             if len(stored) > limit:
                 log.error("projection row %s not published: %d bytes (%d compressed) exceed "
                           "the NATS servers' max_payload of %d; gateways keep its last "

@@ -61,7 +61,7 @@ async def connect_nats(url: str, *, name: str, credentials: Path | None = None,
             await nc.connect(
                 servers, name=name, connect_timeout=5, allow_reconnect=True,
                 max_reconnect_attempts=-1, reconnected_cb=reconnected_cb,
-                error_cb=_logging(refusals), **auth)
+                error_cb=_logging(refusals, name), **auth)
         else:
             # nats-py tries the first connection for ever unless max_reconnect_attempts > 0
             # (0 does not stop it): one attempt per server, then NoServersError
@@ -102,13 +102,14 @@ def _noting(refusals: Refusals) -> Callable[[Exception], Awaitable[None]]:
     return on_error
 
 
-def _logging(refusals: Refusals) -> Callable[[Exception], Awaitable[None]]:
+def _logging(refusals: Refusals, name: str) -> Callable[[Exception], Awaitable[None]]:
     """A long-running connection's error callback: refusals (of a permission, of the
-    credentials) are logged by `refusals`; anything else (a failed (re)connection attempt) as
-    one line, instead of nats-py's default traceback."""
+    credentials) are logged by `refusals`; anything else (the connection lost, a failed
+    reconnection attempt) as one line naming the connection, instead of nats-py's default
+    traceback: `meshlog up` has one connection per task, and the line says whose it was."""
 
     async def on_error(exc: Exception) -> None:
         if not await refusals.on_error(exc):
-            log.warning("NATS: %s: %s", type(exc).__name__, exc)
+            log.warning("NATS connection %s: %s: %s", name, type(exc).__name__, exc)
 
     return on_error

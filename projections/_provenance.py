@@ -2,17 +2,15 @@
 puts on what it folds, from the provenance of the event (`events.provenance_of`), and which
 derived rows inherit from the row they were derived from.
 
-Kuma's computed labels (kumahq/kuma v2.14 `pkg/core/resources/model/resource.go`
-ComputeLabels): a resource of origin `zone` gets `kuma.io/zone` and `kuma.io/env`; one of
-origin `global` gets neither. meshlog's zones are universal zones.
+The labels themselves (Kuma's ComputeLabels) are defined in `events.labels`, which the command
+path shares: it drops them from what a user applies, as the fold sets them anyway.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import assert_never
 
-from events import Provenance
+from events.labels import ENV_LABEL, ORIGIN_LABEL, ZONE_LABEL, provenance_labels
 
 __all__ = [
     "ENV_LABEL",
@@ -24,21 +22,7 @@ __all__ = [
     "zone_of",
 ]
 
-ORIGIN_LABEL = "kuma.io/origin"
-ZONE_LABEL = "kuma.io/zone"
-ENV_LABEL = "kuma.io/env"
 _PROVENANCE_LABELS = (ORIGIN_LABEL, ZONE_LABEL, ENV_LABEL)
-
-
-def provenance_labels(provenance: Provenance) -> dict[str, str]:
-    """The labels of a resource written by the control plane `provenance` names."""
-    match provenance.origin:
-        case "zone":
-            return {ORIGIN_LABEL: "zone", ZONE_LABEL: provenance.zone, ENV_LABEL: "universal"}
-        case "global":
-            return {ORIGIN_LABEL: "global"}
-        case _:
-            assert_never(provenance.origin)
 
 
 def inherited_labels(labels: Mapping[str, str]) -> dict[str, str]:

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import httpx
 import yaml
 
+from events import EVENTS_STREAM, connect_nats
 from events.bus.permissions import Role
 from services.runtime.nats_users import role_credentials
 from services.runtime.spawn import popen
@@ -128,6 +129,18 @@ class ControlPlane:
         path = directory / f"{mesh}.{name}.token"
         path.write_text(self.dataplane_token(name, mesh))
         return path
+
+    def stream_last_seq(self) -> int:
+        """The event stream's last sequence: what a write appended, or that it appended
+        nothing."""
+        async def read() -> int:
+            nc = await connect_nats(self.where["nats"], name="test", credentials=self.nats_creds)
+            try:
+                return (await nc.jetstream().stream_info(EVENTS_STREAM)).state.last_seq
+            finally:
+                await nc.close()
+
+        return asyncio.run(read())
 
     def meshservice(self, name: str, mesh: str = "default") -> dict[str, Any]:
         response = self.api.get(f"/meshes/{mesh}/meshservices/{name}")

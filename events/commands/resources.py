@@ -5,7 +5,9 @@ lag behind it):
 
 - a resource of a mesh needs its Mesh;
 - `If-Match` must name the resource's current version (its subject's last sequence);
-- a write that changes nothing appends nothing;
+- a write that changes nothing appends nothing; the labels the control plane computes
+  (`events.labels`) are not the user's, so a resource is compared and stored without them
+  (applying back what a GET returned is `unchanged`, as in Kuma);
 - a MeshMultiZoneService belongs to the global control plane: a zone's refuses it (409,
   saying where to apply it); a standalone control plane (zone `default`) takes it too, so
   that one zone can use it (Kuma takes it on global only, kumahq/kuma#11740);
@@ -62,6 +64,7 @@ from events.event_types import (
     now_ms,
 )
 from events.identity.sealing import SecretKey
+from events.labels import without_computed
 from events.log import EventLog
 from events.resources import (
     DEFAULT_HOSTNAME_GENERATORS,
@@ -79,6 +82,7 @@ from events.subjects import (
     GLOBAL_ZONE,
     grace_period_subject,
     ipam_subject,
+    provenance_of,
     resource_subject,
     resources_filter,
 )
@@ -128,6 +132,8 @@ class Commands:
         if mesh is not None:
             await self._require_mesh(mesh)
         subject = resource_subject(type(resource).__name__, mesh, resource.name, self._zone)
+        provenance = provenance_of(subject)
+        resource = without_computed(resource, provenance)
         if isinstance(resource, Mesh):
             if if_match is not None:  # a refused write must not change the CAs either
                 _check_if_match(subject, if_match, (await self.handler.current(subject)).seq)
@@ -138,7 +144,10 @@ class Commands:
 
         def decide(current: Current) -> Decision:
             _check_if_match(subject, if_match, current.seq)
-            if live_resource(current.event) == resource:
+            live = live_resource(current.event)
+            # an event written before computed labels were dropped may hold them: it folds to
+            # the same row as one without them
+            if live is not None and without_computed(live, provenance) == resource:
                 return Keep()
             return Append(_applied(resource, at))
 

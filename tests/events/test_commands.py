@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import msgspec
 import pytest
 from nats.aio.client import Client as NATS
 
@@ -187,3 +188,38 @@ async def test_a_tick_is_appended_once_per_due_time(event_log: JetStreamEventLog
     assert appended.count(True) == 1
     assert await clocks[0].tick(1_000) is False
     assert await event_log.last_seq() == 1
+
+
+_ECHOED = {"kuma.io/mesh": "default", "kuma.io/origin": "zone", "kuma.io/zone": "default",
+           "kuma.io/env": "universal", "kuma.io/proxy-type": "sidecar",
+           "meshlog.io/registered-by": "api", "kuma.io/display-name": "web-1"}
+"""The labels the fold gives Dataplane `web-1` of zone `default`, as a GET shows them."""
+
+
+async def test_an_apply_stores_the_users_labels_without_the_computed_ones(
+        event_log: JetStreamEventLog) -> None:
+    commands = Commands(event_log, zone="default")
+    await commands.apply(Mesh(name="default"))
+    dp = dataplane("default", "web-1", "10.0.0.1", inbound(80, "web"))
+    await commands.apply(msgspec.structs.replace(dp, labels={**_ECHOED, "team": "blue"}))
+    last = await event_log.last(resource_subject("Dataplane", "default", "web-1"))
+    assert last is not None
+    event = decode_event(last.data, seq=last.seq, subject=last.subject)
+    assert isinstance(event, DataplaneRegistered)
+    assert event.dataplane.labels == {"team": "blue"}
+
+
+async def test_an_event_written_with_computed_labels_is_unchanged_by_applying_it_clean(
+        event_log: JetStreamEventLog) -> None:
+    # a log from before computed labels were dropped: a re-apply then stored them as given
+    commands = Commands(event_log, zone="default")
+    await commands.apply(Mesh(name="default"))
+    subject = resource_subject("Dataplane", "default", "web-1")
+    dp = dataplane("default", "web-1", "10.0.0.1", inbound(80, "web"))
+    old = await CommandHandler(event_log).execute(subject, lambda c: Append(DataplaneRegistered(
+        at=1, dataplane=msgspec.structs.replace(dp, labels={**_ECHOED, "team": "blue"}))))
+    for labels in ({"team": "blue"}, {**_ECHOED, "team": "blue"}):
+        result = await commands.apply(msgspec.structs.replace(dp, labels=labels))
+        assert result.unchanged and result.seq == old.seq
+    changed = await commands.apply(msgspec.structs.replace(dp, labels={"team": "red"}))
+    assert not changed.unchanged and changed.seq > old.seq

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from events import connect_nats
 from tests.harness import ControlPlane, meshlog_up, wait_for
 
 pytestmark = pytest.mark.integration
@@ -24,17 +22,6 @@ def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 def _dp(name: str, port: int = 8080, service: str = "svc", mesh: str = "default") -> dict:
     return {"type": "Dataplane", "mesh": mesh, "name": name, "networking": {
         "address": "10.1.0.1", "inbound": [{"port": port, "tags": {"kuma.io/service": service}}]}}
-
-
-def _stream_last_seq(cp: ControlPlane) -> int:
-    async def read() -> int:
-        nc = await connect_nats(cp.where["nats"], name="test", credentials=cp.nats_creds)
-        try:
-            return (await nc.jetstream().stream_info("MESHLOG_EVENTS")).state.last_seq
-        finally:
-            await nc.close()
-
-    return asyncio.run(read())
 
 
 def test_invalid_resource_lists_every_violation(cp: ControlPlane) -> None:
@@ -103,12 +90,12 @@ def test_two_writers_with_the_same_version_one_gets_409(cp: ControlPlane) -> Non
 
 
 def test_repeating_a_write_appends_one_event(cp: ControlPlane) -> None:
-    before = _stream_last_seq(cp)
+    before = cp.stream_last_seq()
     first = cp.api.put("/meshes/default/dataplanes/dp-idem", json=_dp("dp-idem"))
     again = cp.api.put("/meshes/default/dataplanes/dp-idem", json=_dp("dp-idem"))
     assert first.json()["created"] and again.json()["unchanged"]
     assert again.json()["version"] == first.json()["version"]
-    assert _stream_last_seq(cp) == before + 1
+    assert cp.stream_last_seq() == before + 1
 
 
 def test_list_has_total_items_and_next(cp: ControlPlane) -> None:

@@ -76,6 +76,22 @@ async def test_a_client_given_every_node_makes_replicated_streams(cnc: NATS) -> 
         assert info.cluster is not None and len(info.cluster.replicas or []) == 2
 
 
+async def test_a_stream_the_cluster_cannot_place_is_the_log_unavailable(cnc: NATS) -> None:
+    """More replicas than the cluster has servers: JetStream cannot place the stream (err
+    10005, "no suitable peers for placement", which a cluster just started also answers while
+    its meta leader has not heard from every node). The log is unavailable (a 503 at the API),
+    saying why, not a bare API error; no stream is made."""
+    with pytest.raises(EventLogUnavailable) as refused:
+        await JetStreamEventLog.open(cnc, replicas=5)
+    assert str(refused.value).startswith(
+        f"JetStream cannot place stream {EVENTS_STREAM} on 5 servers now (err 10005, no "
+        "suitable peers for placement"), refused.value
+    assert str(refused.value).endswith("are 5 of the cluster's servers up and routed to each "
+                                       "other?"), refused.value
+    with pytest.raises(nats.js.errors.NotFoundError):
+        await cnc.jetstream().stream_info(EVENTS_STREAM)
+
+
 async def test_a_lease_holders_batch_is_stored_whole_on_a_replicated_bucket(cnc: NATS) -> None:
     """Each fenced message of a pipeline checked the same lease subject; an R3 stream's leader
     refused all but the first (err_code 10164) until fenced publishes became atomic batches."""

@@ -88,7 +88,8 @@ _RENEW_S = 30.0
 """How long the reader keeps trying to make its consumer before it gives up
 (`JetStreamUnavailable`, the projector then restarts from its checkpoint)."""
 _INACTIVE_S = 120.0
-"""The server removes a reader's consumer this long after the reader is gone."""
+"""The server removes a reader's consumer this long after the reader is gone (a guard's read
+deletes its own when done, `events.bus._latest`: this is its backstop)."""
 DUPLICATE_WINDOW_S = 120.0
 ROW_HEADROOM = 64 * 1024
 """Bytes of max_payload an event leaves to the read-model row folded from it."""
@@ -356,8 +357,9 @@ class JetStreamEventLog:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + _TIMEOUT_S
             while True:
-                records = await last_per_subject(self._js, self._stream, subject_filter,
-                                                 inactive_s=_INACTIVE_S, timeout_s=_TIMEOUT_S)
+                records = await last_per_subject(self._nc, self._js, self._stream,
+                                                 subject_filter, inactive_s=_INACTIVE_S,
+                                                 timeout_s=_TIMEOUT_S)
                 if not fence or (records and records[-1].seq >= fence):
                     return records
                 if loop.time() > deadline:

@@ -26,10 +26,14 @@ decides on, on a replicated stream, the check of a refused append, and the fence
 across subjects),
 `CONSUMER.CREATE` (readers: `<stream>.<name>.<filter>` for
 pull consumers, bare `<stream>` for KV watchers), `CONSUMER.INFO`, `CONSUMER.MSG.NEXT`
-(fetch), `$JS.FC` (flow control of KV watchers), `$KV.<bucket>.>` (KV writes), and replies on
-`_INBOX.>`. Caveat (reference/security.md §5): subscribe permissions do not limit what a
-consumer reads; only reads of other streams are kept out, by stream name. Reads of the log are
-not secret here: writes are what the roles separate.
+(fetch), `CONSUMER.DELETE` of the log's consumers for the API only (a guard's read across
+subjects deletes its consumer when done, `events.bus._latest`; it could delete another
+process's consumer of the log too, a projector's reader, which then makes a new one at the
+sequence it owes: a stall of seconds, nothing lost), `$JS.FC` (flow control of KV watchers),
+`$KV.<bucket>.>` (KV writes), and replies on `_INBOX.>`. Caveat (reference/security.md §5):
+subscribe permissions do not limit what a consumer reads; only reads of other streams are kept
+out, by stream name. Reads of the log are not secret here: writes are what the roles
+separate.
 """
 
 from __future__ import annotations
@@ -110,6 +114,7 @@ def permissions(role: Role, zone: str) -> Permissions:
         case "api":
             return Permissions(
                 publish=(f"{events}.>", *_stream(EVENTS_STREAM),
+                         f"{_API}.CONSUMER.DELETE.{EVENTS_STREAM}.*",
                          *_bucket(INSIGHTS_BUCKET, write=False), XDS_CONFIG_SUBJECTS),
                 publish_deny=_NEVER, subscribe=(_INBOX,))
         case "projector":

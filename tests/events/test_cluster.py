@@ -5,6 +5,7 @@ decisions taken while followers are behind the leader."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -73,6 +74,22 @@ async def test_a_client_given_every_node_makes_replicated_streams(cnc: NATS) -> 
         info = await js.stream_info(stream)
         assert info.config.num_replicas == 3
         assert info.cluster is not None and len(info.cluster.replicas or []) == 2
+
+
+async def test_a_stream_the_cluster_cannot_place_is_the_log_unavailable(cnc: NATS) -> None:
+    """More replicas than the cluster has servers: JetStream cannot place the stream (err
+    10005, "no suitable peers for placement", which a cluster just started also answers while
+    its meta leader has not heard from every node). The log is unavailable (a 503 at the API),
+    saying why, not a bare API error; no stream is made."""
+    with pytest.raises(EventLogUnavailable) as refused:
+        await JetStreamEventLog.open(cnc, replicas=5)
+    assert str(refused.value).startswith(
+        f"JetStream cannot place stream {EVENTS_STREAM} on 5 servers now (err 10005, no "
+        "suitable peers for placement"), refused.value
+    assert str(refused.value).endswith("are 5 of the cluster's servers up and routed to each "
+                                       "other?"), refused.value
+    with pytest.raises(nats.js.errors.NotFoundError):
+        await cnc.jetstream().stream_info(EVENTS_STREAM)
 
 
 async def test_a_lease_holders_batch_is_stored_whole_on_a_replicated_bucket(cnc: NATS) -> None:
@@ -440,9 +457,9 @@ GUARDS = 10
 on a replica of its own pick."""
 
 
-async def _on_node(node: NatsNode, monitor: httpx.AsyncClient) -> tuple[int, int] | None:
-    """What `node` holds, as its monitoring `/jsz` says: the last sequence of its copy of the
-    event stream, and how many consumers it hosts; None while it does not answer."""
+async def _last_seq_on(node: NatsNode, monitor: httpx.AsyncClient) -> int | None:
+    """The last sequence of `node`'s copy of the event stream, as its monitoring `/jsz` says;
+    None while it does not answer."""
     try:
         response = await monitor.get(f"http://127.0.0.1:{node.monitor_port}/jsz",
                                      params={"streams": "true"})
@@ -454,8 +471,14 @@ async def _on_node(node: NatsNode, monitor: httpx.AsyncClient) -> tuple[int, int
     for account in jsz.get("account_details", []):
         for stream in account.get("stream_detail", []):
             if stream["name"] == EVENTS_STREAM:
-                return int(stream["state"]["last_seq"]), int(jsz["consumers"])
+                return int(stream["state"]["last_seq"])
     return None
+
+
+def _reads_again(caplog: pytest.LogCaptureFixture) -> int:
+    """How many reads across subjects `latest` has made again so far because the replica
+    their consumer was put on was behind the stream leader (its debug line)."""
+    return sum("was behind sequence" in record.getMessage() for record in caplog.records)
 
 
 async def _guarded_delete(api: Commands) -> None:
@@ -477,11 +500,14 @@ async def _guarded_delete(api: Commands) -> None:
 
 
 async def _guards_while_catching_up(cluster: NatsCluster, follower: NatsNode, api: Commands,
-                                    dataplane: Dataplane, cycle: int) -> int:
+                                    dataplane: Dataplane, cycle: int,
+                                    caplog: pytest.LogCaptureFixture) -> int:
     """`follower` killed, `BEHIND` events written, started again; while it catches up,
     register `dataplane` and at once delete its Mesh `GUARDS` times, then deregister it.
-    Returns how many times a guard's consumer was put on the follower while it lacked the
-    registration (a read that, unchecked, missed it)."""
+    Returns how many times a guard's read was made again, its replica behind the stream
+    leader, while the follower still lacked the registration once the guards were done (a
+    read that, unchecked, missed it). Seen in `latest`'s debug line: a guard's read deletes
+    its consumer when done, so the follower's count of consumers does not show it."""
     await cluster.kill(follower.name)
     for start in range(0, BEHIND, 1000):
         await api.handler.log.append_many([PendingAppend(
@@ -494,21 +520,21 @@ async def _guards_while_catching_up(cluster: NatsCluster, follower: NatsNode, ap
     async with httpx.AsyncClient(timeout=2) as monitor:
         for _ in range(100):
             registered = await api.apply(dataplane)
-            before = await _on_node(follower, monitor)
-            if before is not None and before[0] >= registered.seq - 1:
+            before = await _last_seq_on(follower, monitor)
+            if before is not None and before >= registered.seq - 1:
                 break  # caught up: it lacks at most that write, for a link's latency
+            again = _reads_again(caplog)
             await asyncio.gather(*[_guarded_delete(api) for _ in range(GUARDS)])
-            after = await _on_node(follower, monitor)
+            after = await _last_seq_on(follower, monitor)
             await api.delete("Dataplane", "m", "d")
-            if before is not None and after is not None and after[1] > before[1] \
-                    and after[0] < registered.seq:
+            if _reads_again(caplog) > again and after is not None and after < registered.seq:
                 exposed += 1
     await cluster.wait_healthy(follower.name)
     return exposed
 
 
 async def test_a_guard_right_after_a_write_sees_it_while_a_follower_catches_up(
-        tmp_path: Path) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Register a Dataplane, then at once delete its Mesh: refused, every time, also while a
     follower that was down catches up. A delete's guard reads across subjects through an R1
     consumer, which nats-server puts on any replica that is up (`createGroupForConsumer`),
@@ -516,6 +542,7 @@ async def test_a_guard_right_after_a_write_sees_it_while_a_follower_catches_up(
     record of those subjects, such a guard missed the Dataplane just registered and the Mesh
     was deleted (in each of 6 runs). Repeated until a guard's consumer was put on the
     follower while it lacked the registration, which is what the test is about."""
+    caplog.set_level(logging.DEBUG, logger="meshlog.nats")
     dataplane = decode_resource({
         "type": "Dataplane", "mesh": "m", "name": "d", "networking": {
             "address": "10.0.0.1", "inbound": [{"port": 8080, "tags": {
@@ -532,7 +559,7 @@ async def test_a_guard_right_after_a_write_sees_it_while_a_follower_catches_up(
             exposed = 0
             for cycle in range(5):
                 exposed += await _guards_while_catching_up(cluster, follower, api, dataplane,
-                                                           cycle)
+                                                           cycle, caplog)
                 if exposed:
                     break
             assert exposed, "no guard's consumer was put on the follower while it caught " \

@@ -221,6 +221,21 @@ async def test_the_api_may_fence_its_guards_reads_by_the_stream_leader(plane: Pl
     assert time.monotonic() - started < _APPEND_TIMEOUT_S  # answered, not timed out
 
 
+async def test_the_api_deletes_its_guards_consumers(plane: Plane) -> None:
+    """A guard's read across subjects deletes its consumer when done (`CONSUMER.DELETE`, not
+    waited for: refused, the consumer would stay for the inactivity threshold, 120 s)."""
+    api = await plane.log("api")
+    await api.append(MESH, _mesh(), expected_last_subject_seq=0, msg_id="mesh-1")
+    for _ in range(3):
+        assert len(await api.latest(events_wildcard())) == 1
+    admin = (await plane.nc("admin")).jetstream()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while (await admin.stream_info(EVENTS_STREAM)).state.consumer_count:
+        assert loop.time() < deadline, "the API's guard reads left their consumers"
+        await asyncio.sleep(0.05)
+
+
 async def test_a_connection_without_credentials_is_refused(plane: Plane) -> None:
     with pytest.raises(NatsPermissionDenied) as refused:
         await connect_nats(plane.url, name="meshlog-replay", reconnect=False)

@@ -10,6 +10,7 @@ has a write the leader acknowledged) happens here as it does there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 __all__ = ["SlowLink"]
 
@@ -29,31 +30,51 @@ class SlowLink:
         self.target_port = target_port
         self.delay_s = delay_s
         self._server: asyncio.Server | None = None
-        self._pipes: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        """Connections being accepted and their pipes."""
+        self._open: set[asyncio.StreamWriter] = set()
+        """Both ends of every connection made (a few per link: the routes of its node)."""
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
 
     async def close(self) -> None:
+        """Stop listening and close every connection, and wait until they are closed: a
+        socket left to the garbage collector after its event loop has gone is a
+        ResourceWarning, which the test suite turns into an error."""
         if self._server is not None:
             self._server.close()
-        for pipe in list(self._pipes):
-            pipe.cancel()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for writer in self._open:
+            writer.close()
+        for writer in self._open:
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        self._open.clear()
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
 
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._open.add(writer)
+        accepting = asyncio.current_task()
+        if accepting is not None:
+            self._track(accepting)  # a close meanwhile cancels it, then closes `writer`
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:  # the target is down: the node dialling tries again later
+            self._open.discard(writer)
             writer.close()
             return
+        self._open.add(up_writer)
         for source, sink in ((reader, up_writer), (up_reader, writer)):
-            pipe = asyncio.ensure_future(self._forward(source, sink))
-            self._pipes.add(pipe)
-            pipe.add_done_callback(self._pipes.discard)
+            self._track(asyncio.ensure_future(self._forward(source, sink)))
 
     async def _forward(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
         """Read as it comes, write each chunk once it is `delay_s` old: the delay does not
@@ -81,6 +102,7 @@ class SlowLink:
         except OSError:
             pass
         finally:
+            # closed first: a cancel while waiting for `reading` below must not leave it open
+            sink.close()  # kept in `_open`: `close` waits until it is closed
             reading.cancel()
             await asyncio.wait([reading])
-            sink.close()

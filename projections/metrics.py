@@ -114,7 +114,8 @@ async def refresh() -> None:
     last values."""
     for metrics in list(_live):
         try:
-            await asyncio.wait_for(metrics.refresh(), _REFRESH_TIMEOUT_S)
+            async with asyncio.timeout(_REFRESH_TIMEOUT_S):
+                await metrics.refresh()
         except Exception as exc:  # NATS unavailable: the scrape still answers
             log.debug("projector lag not refreshed: %r", exc)
 

@@ -42,7 +42,8 @@ async def watch_all(js: JetStreamContext, bucket: str, *, timeout_s: float
     async def on_msg(msg: Msg) -> None:
         nonlocal initial_done
         if not started.done():
-            await asyncio.wait_for(asyncio.shield(started), timeout=timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(started)
         headers = dict(msg.headers or {})
         op = headers.get(_KV_OPERATION)
         await queue.put(KvEntry(key=msg.subject[len(prefix):],

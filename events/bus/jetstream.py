@@ -237,8 +237,8 @@ class JetStreamEventLog:
                 async with self._refusals.guard(*{item.subject for item in chunk}):
                     futures = [await self._pipeline.publish(item.subject, data, hdrs)
                                for item, data, hdrs in self._sized(chunk)]
-                    acks = await asyncio.wait_for(asyncio.gather(*futures),
-                                                  timeout=_TIMEOUT_S * 4)
+                    async with asyncio.timeout(_TIMEOUT_S * 4):
+                        acks = await asyncio.gather(*futures)
             except TimeoutError as exc:
                 raise AppendNotStored(f"JetStream is unavailable: {len(chunk)} appends not "
                                       f"acknowledged within {_TIMEOUT_S * 4:.0f} s") from exc

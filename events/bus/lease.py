@@ -157,17 +157,17 @@ class JetStreamLease:
 
     async def _get(self) -> KeyValue.Entry | None:
         try:
-            return await asyncio.wait_for(self._kv.get(self.key), _ATTEMPT_S)
+            async with asyncio.timeout(_ATTEMPT_S):
+                return await self._kv.get(self.key)
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
             return None
 
     async def _cas(self, last: int | None) -> int | None:
         try:
-            if last is None:
-                return await asyncio.wait_for(self._kv.create(self.key, self._value()),
-                                              _ATTEMPT_S)
-            return await asyncio.wait_for(
-                self._kv.update(self.key, self._value(), last=last), _ATTEMPT_S)
+            async with asyncio.timeout(_ATTEMPT_S):
+                if last is None:
+                    return await self._kv.create(self.key, self._value())
+                return await self._kv.update(self.key, self._value(), last=last)
         except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
             return None  # another contender won this round
 
@@ -189,9 +189,9 @@ class JetStreamLease:
                     return
                 sent_at = time.monotonic()
                 try:
-                    self.revision = await asyncio.wait_for(
-                        self._kv.update(self.key, self._value(), last=self.revision),
-                        self.ttl_s / 3)
+                    async with asyncio.timeout(self.ttl_s / 3):
+                        self.revision = await self._kv.update(self.key, self._value(),
+                                                              last=self.revision)
                     self._renewed_at = sent_at
                     failing = False
                 except (nats.js.errors.KeyWrongLastSequenceError,
@@ -221,7 +221,8 @@ class JetStreamLease:
             revision, self.revision = self.revision, 0
             if revision:
                 with contextlib.suppress(nats.errors.Error, TimeoutError):
-                    await asyncio.wait_for(self._kv.delete(self.key, last=revision), _TIMEOUT_S)
+                    async with asyncio.timeout(_TIMEOUT_S):
+                        await self._kv.delete(self.key, last=revision)
                     log.info("lease %s released by %s", self.key, self.holder)
             self._end()
 

@@ -180,7 +180,8 @@ class JetStreamProjectionBus:
             else:
                 futures.append(await self._pipeline.publish(subject, value, dict(fence or {})))
         try:
-            acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=_TIMEOUT_S * 4)
+            async with asyncio.timeout(_TIMEOUT_S * 4):
+                acks = await asyncio.gather(*futures)
         except TimeoutError as exc:
             raise EventLogUnavailable(f"projection publish not acknowledged: {exc!r}") from exc
         refused = [ack["error"] for ack in acks if "error" in ack]

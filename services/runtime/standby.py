@@ -94,7 +94,8 @@ class StandbyProjector:
 
     async def _leader(self) -> str | None:
         try:
-            return await asyncio.wait_for(self.lease.current_holder(), _HOLDER_TIMEOUT_S)
+            async with asyncio.timeout(_HOLDER_TIMEOUT_S):
+                return await self.lease.current_holder()
         except (nats.errors.Error, TimeoutError):
             return None  # NATS unreachable: no one known to lead
 

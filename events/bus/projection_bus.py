@@ -18,9 +18,11 @@ A row too big for one NATS message (the servers' `max_payload`, 1 MiB by default
 endpoints row passes it at ~16,000 endpoints of a one-port service, fewer with more ports) is
 stored zlib-compressed behind a prefix no JSON row starts with (`_ZLIB`), and every read
 here gives it back as it was. Compressed, it carries roughly ten times as many endpoints.
-Only such rows are compressed: every row a release before this one could publish is stored
-as before, so gateways of that release keep reading them during a rolling upgrade (upgrade
-the gateways first for rows that need it). A row that does
+Only such rows are compressed: every row of up to `max_payload` less 4 KiB (room for the
+headers) is stored as before, so gateways of the release before keep reading them during a
+rolling upgrade (upgrade the gateways first where a row needs compressing). A row bigger than
+`MAX_ROW_BYTES` (64 MiB) is left out like one that does not fit, so that no reader refuses
+what was stored. Compressing runs on the publisher's event loop (~5 ms per MiB). A row that does
 not fit even so is not sent: the bus logs an error naming it, its size and the limit, and
 publishes the rest, so gateways keep the last version of that one row they had (a service's
 endpoints a batch or more old) and every other change still reaches them. Raising
@@ -80,8 +82,9 @@ _ATTEMPT_S = 1.0
 _CURRENT_S = 10.0
 
 MAX_ROW_BYTES = 64 << 20
-"""The most a compressed row may give back when read: a bound on the memory of one read,
-above NATS's own limit on a message (64 MiB) and so on any row a projector could store."""
+"""The biggest row published, and the most a compressed row may give back when read: a bound
+on the memory of one read, which the writer keeps too (a bigger row is left out like one
+that does not fit a message), so no reader refuses what a projector stored."""
 _ZLIB = b"\x00zlib:"
 """Prefix of a compressed row. Rows are JSON objects and the checkpoint a number: neither
 starts with a NUL byte."""
@@ -92,16 +95,8 @@ ProjectionUpdate = tuple[str, bytes | None]
 """(key, value); value None = deleted."""
 
 
-def _stored(value: bytes, fits: int) -> bytes:
-    """`value` as it is put in the bucket: compressed behind `_ZLIB` if it is bigger than
-    `fits` bytes."""
-    if len(value) <= fits:
-        return value
-    return _ZLIB + zlib.compress(value, 6)
-
-
 def _loaded(key: str, value: bytes) -> bytes:
-    """A value as `_stored` put it, as it was. A compressed one that is not valid, or would
+    """A value as `_carried` stored it, as it was. A compressed one that is not valid, or would
     give back more than `MAX_ROW_BYTES`, is EventLogUnavailable naming the key (only a
     projector writes the bucket: that is a bug or a foreign writer, never a row to serve)."""
     if not value.startswith(_ZLIB):
@@ -112,10 +107,10 @@ def _loaded(key: str, value: bytes) -> bytes:
     except zlib.error as exc:
         raise EventLogUnavailable(
             f"projection value {key}: not a valid compressed row ({exc})") from exc
-    if inflate.unconsumed_tail or not inflate.eof:
+    if inflate.unconsumed_tail or not inflate.eof or inflate.unused_data:
         raise EventLogUnavailable(
-            f"projection value {key}: a compressed row that is cut short or gives back more "
-            f"than {MAX_ROW_BYTES} bytes")
+            f"projection value {key}: a compressed row that is cut short, followed by other "
+            f"bytes, or gives back more than {MAX_ROW_BYTES} bytes")
     return row
 
 
@@ -199,15 +194,21 @@ class JetStreamProjectionBus:
         return [carried[start:start + size] for start in range(0, len(carried), size)]
 
     def _carried(self, updates: Sequence[ProjectionUpdate]) -> list[ProjectionUpdate]:
-        """`updates` as they are sent: a row too big for a message compressed (`_stored`),
-        one that still is left out, with an error naming it (module docstring)."""
+        """`updates` as they are sent: a row too big for a message compressed behind
+        `_ZLIB`; one that still is, or that is bigger than a reader takes (`MAX_ROW_BYTES`),
+        left out with an error naming it (module docstring)."""
         limit = self._nc.max_payload - _HEADER_ROOM
         carried: list[ProjectionUpdate] = []
         for key, value in updates:
-            if value is None:
-                carried.append((key, None))
+            if value is None or len(value) <= limit:
+                carried.append((key, value))
                 continue
-            stored = _stored(value, limit)
+            if len(value) > MAX_ROW_BYTES:
+                log.error("projection row %s not published: %d bytes, more than a reader takes "
+                          "(%d); gateways keep its last version.", key, len(value),
+                          MAX_ROW_BYTES)
+                continue
+            stored = _ZLIB + zlib.compress(value, 6)
             if len(stored) > limit:
                 log.error("projection row %s not published: %d bytes (%d compressed) exceed "
                           "the NATS servers' max_payload of %d; gateways keep its last "

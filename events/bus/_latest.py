@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 
 import nats.errors
+import nats.nuid
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -35,6 +36,9 @@ from events.bus._pull import schema_of
 from events.errors import EventLogUnavailable
 from events.log import Record
 
+_names = nats.nuid.NUID()
+"""Names of the reads' consumers: NUIDs, as nats-py names the ones it makes."""
+
 __all__ = ["last_per_subject"]
 
 
@@ -43,7 +47,7 @@ async def last_per_subject(nc: NATS, js: JetStreamContext, stream: str, subject_
     """The last record of each subject that matches `subject_filter` in the copy of the
     replica the consumer is put on, in stream order. Raises what nats-py raises when
     JetStream does not answer."""
-    name = nc._nuid.next().decode()
+    name = _names.next().decode()
     config = ConsumerConfig(name=name, filter_subject=subject_filter,
                             deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
                             ack_policy=AckPolicy.NONE, inactive_threshold=inactive_s,
@@ -58,7 +62,9 @@ async def last_per_subject(nc: NATS, js: JetStreamContext, stream: str, subject_
             # after that answer can reach the client's server before the consumer's interest
             # does (a 503, no responders: 28 reads in 2,000 on a loopback R3, none with the
             # info asked first)
-            pending = (await sub.consumer_info()).num_pending
+            # within `timeout_s` too: a consumer on a replica that is catching up answers
+            # late, and the JetStream context's own timeout is the whole read's
+            pending = (await js.consumer_info(stream, name, timeout=timeout_s)).num_pending
             if pending is None:  # nats-server always sends it; without it nothing is known
                 raise EventLogUnavailable(
                     f"cannot read {subject_filter}: consumer info without num_pending")

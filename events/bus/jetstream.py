@@ -376,13 +376,18 @@ class JetStreamEventLog:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _TIMEOUT_S
         while True:
+            raise_if_cancelled()  # a cancel lost in an attempt is not another attempt
             left = deadline - loop.time()
             try:
+                # each of an attempt's requests (make the consumer, its info, a fetch) is
+                # bounded by this: an attempt ends within a few of them of the deadline
                 records = await last_per_subject(
                     self._nc, self._js, self._stream, subject_filter, inactive_s=_INACTIVE_S,
                     timeout_s=max(min(_FENCED_ATTEMPT_S, left), 0.1))
+            except (nats.errors.ConnectionClosedError, nats.errors.NoServersError):
+                raise  # not a replica's silence: no attempt will get through
             except _TRANSIENT as exc:
-                raise_if_cancelled()  # a cancel lost in the attempt is not another attempt
+                raise_if_cancelled()
                 if loop.time() >= deadline:
                     raise
                 why = f"did not answer ({type(exc).__name__})"

@@ -67,11 +67,11 @@ async def test_a_cancelled_read_deletes_its_consumer(
     await _meshes(event_log, 3)
     made = asyncio.Event()
 
-    async def held(self: JetStreamContext.PullSubscription) -> None:
+    async def held(self: JetStreamContext, *args: object, **kwargs: object) -> None:
         made.set()
         await asyncio.Event().wait()  # until cancelled
 
-    monkeypatch.setattr(JetStreamContext.PullSubscription, "consumer_info", held)
+    monkeypatch.setattr(JetStreamContext, "consumer_info", held)
     js = nc.jetstream()
     reading = asyncio.ensure_future(event_log.latest(MESHES))
     await asyncio.wait_for(made.wait(), 10)

@@ -322,16 +322,15 @@ def _dataplane_changed(
     if new is None:
         state.delete("dataplane", key)
     else:
-        # the same tags give the same conditions (they name inbounds by their service tag)
-        conditions = (old.conditions if old is not None and previous is not None
-                      else service_name_conditions(new))
         row = DataplaneRow(
             dataplane=new,
             meta=RowMeta(version=seq, modification_time=at,
                          creation_time=old.meta.creation_time if old is not None else at),
             first_seq=old.first_seq if old is not None else seq,
             origin=origin,
-            conditions=conditions,
+            # made again, not kept from the row: a store an older release wrote may hold
+            # other words, which a replay from sequence 1 would not (invariant 4)
+            conditions=service_name_conditions(new),
         )
         if previous is not None:
             state.replace_dataplane(key, row)  # the tags did not change

@@ -10,11 +10,12 @@ has a write the leader acknowledged) happens here as it does there.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 __all__ = ["SlowLink"]
 
 _CHUNK = 64 * 1024
+_CLOSE_S = 1.0
+"""How long `close` waits for a connection to flush before it drops it."""
 _IN_FLIGHT = 256
 """Chunks a direction holds before it stops reading (its sender then waits, as on a full
 link)."""
@@ -47,12 +48,17 @@ class SlowLink:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for writer in self._open:
+        writers, self._open = list(self._open), set()
+        for writer in writers:
             writer.close()
-        for writer in self._open:
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-        self._open.clear()
+        for writer in writers:
+            try:
+                async with asyncio.timeout(_CLOSE_S):
+                    await writer.wait_closed()
+            except TimeoutError:  # a peer that reads no more: drop what is buffered
+                writer.transport.abort()
+            except OSError:
+                pass
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None

@@ -4,12 +4,30 @@ token has expired `REVOCATION_KEPT_AFTER_EXPIRY_MS` ago, by event time."""
 
 from __future__ import annotations
 
-from events import AnyEvent, ClockTicked, Mesh, MeshApplied, SigningKeyCreated, TokenRevoked
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from events import (
+    AnyEvent,
+    ClockTicked,
+    JetStreamEventLog,
+    Mesh,
+    MeshApplied,
+    SigningKeyCreated,
+    TokenRevoked,
+    clock_subject,
+    decode_event,
+)
+from events.commands import TokenCommands
 from events.event_types import TokenPurpose
 from events.identity import REVOCATION_KEPT_AFTER_EXPIRY_MS, SecretKey
 from events.identity.tokens import NOT_BEFORE_SKEW_S, generate_key_pair
-from projections import PUBLISHED, RevocationRow, SigningKeyRow
+from projections import PUBLISHED, Projector, RevocationRow, SigningKeyRow, open_store, rebuild
 from projections.state import ProjectionState
+from tests.harness import cancel_until_done
 from tests.projections._histories import (
     JTIS,
     fold,
@@ -21,6 +39,7 @@ from tests.projections._histories import (
 )
 
 JTI = "0b4c7f2e-9a59-4f7c-8a53-2f4f3a7d2f10"
+T_ = TypeVar("T_")
 
 
 def _key_event(at: int = 1, serial: int = 1) -> SigningKeyCreated:
@@ -167,3 +186,51 @@ def test_a_restarted_projector_drops_them_at_the_same_events() -> None:
 def test_the_realistic_history_drops_one_revocation_and_keeps_the_others() -> None:
     state = fold_all(realistic_history())
     assert _revocations(state) == [f"_/{JTIS[1]}", f"edge/{JTIS[2]}"]
+
+
+# --- the live projector keeps the log's clock for them ---------------------------------------
+
+
+async def test_the_live_projector_ticks_for_a_revocation_and_a_replay_agrees(
+        event_log: JetStreamEventLog, tmp_path: Path) -> None:
+    """A revocation whose drop time comes 300 ms after it was recorded, on a quiet log: the
+    projector's ticker appends `ClockTicked(at=drop time)`, and the row goes."""
+    now = time.time_ns() // 1_000_000
+    expires_at = now - REVOCATION_KEPT_AFTER_EXPIRY_MS + 300
+    tokens = TokenCommands(event_log, zone="default", secret_key=SecretKey.generate())
+    await tokens.revoke("dataplane-token", "default", JTI, expires_at_ms=expires_at, at=now)
+    store = await open_store(f"sqlite:///{tmp_path / 'live.db'}")
+    projector = asyncio.create_task(Projector(event_log, store, None, zone="default").run())
+    try:
+        drop = expires_at + REVOCATION_KEPT_AFTER_EXPIRY_MS
+        tick = await _eventually(lambda: event_log.last(clock_subject(drop)),
+                                 what="the ticker's tick at the drop time")
+        assert (tick.seq, await event_log.last_seq()) == (2, 2)
+        assert decode_event(tick.data, seq=tick.seq, subject=tick.subject).at == drop
+
+        async def folded() -> bool:
+            return await store.checkpoint("main") == 2
+
+        await _eventually(folded, what="the projector to fold the tick")
+        assert await store.get("revocation", f"default/{JTI}") is None
+        replayed = await open_store(f"sqlite:///{tmp_path / 'replay.db'}")
+        try:
+            assert await rebuild(event_log, replayed, zone="default") == 2
+            assert await replayed.rows() == await store.rows()
+        finally:
+            await replayed.close()
+    finally:
+        await cancel_until_done(projector)
+        await store.close()
+
+
+async def _eventually(check: Callable[[], Awaitable[T_ | None]], *, what: str,
+                      within_s: float = 15.0) -> T_:
+    deadline = time.monotonic() + within_s
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within_s}s waiting for {what}")
+        await asyncio.sleep(0.02)

@@ -7,8 +7,8 @@ derived once per batch by `projections.derive`, so batch boundaries never change
 Time only comes from events: before an event is applied, the generated MeshServices whose
 grace period ended by its `at` are removed (`generation.expire_due`), the meshes whose
 certificate window ended move to the next (`identity.renew_due`) and the revocations whose
-tokens expired long enough ago go (`_drop_revocations`, `state.drop_at`); `ClockTicked`
-exists for that alone.
+tokens expired long enough ago go (`ProjectionState.drop_revocations_due`, `drop_at`);
+`ClockTicked` exists for that alone.
 
 Provenance only comes from events too: what an event brings is labelled with the zone and
 origin of the control plane that wrote it (`events.provenance_of` its subject), never with
@@ -106,7 +106,7 @@ def apply_event(
     if due is not None and event.at >= due:  # before it, none has anything to do
         expire_due(state, event.at)
         renew_due(state, event.at)
-        _drop_revocations(state, event.at)
+        state.drop_revocations_due(event.at)
     if not state.generators_complete:
         _restore_defaults(state)
     if provenance != _local(state):  # the same zone, or global's log's own events: neither
@@ -240,13 +240,6 @@ def _token_revoked(state: ProjectionState, event: TokenRevoked) -> None:
     if when is None or event.at < when:
         state.put("revocation", key, row)
     else:
-        state.delete("revocation", key)
-
-
-def _drop_revocations(state: ProjectionState, at: int) -> None:
-    """Remove the revocations that can say nothing more at `at` (`drop_at`): their tokens are
-    refused as expired, and gateways and the API forget them with the published deletion."""
-    for key in state.revocations_due(at):
         state.delete("revocation", key)
 
 

@@ -8,6 +8,7 @@ published again.
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
@@ -130,9 +131,10 @@ class ProjectionState:
         self.revocation_drops: dict[str, int] = {}
         """`revocation` key -> when the row goes (`drop_at`); revocations of a known expiry
         only."""
-        self._next_drop: int | None = None
-        """min(`revocation_drops`); None: there are none, or it must be found again (only
-        after the minimum itself went: an added drop time updates it)."""
+        self._drop_heap: list[tuple[int, str]] = []
+        """(drop time, key) of `revocation_drops`, a heap, plus entries of rows gone since
+        (skipped as they come to the top): a log may hold many revocations, each due at its
+        own time, and finding the next one must not cost a scan of them all."""
         self._next_due: int | None = None
         self._due_known = True
         """`_next_due` is `next_expiry()`: False once an expiry, a renewal or a drop time
@@ -285,13 +287,6 @@ class ProjectionState:
         row = self.rows["identity"].get(dp_key(mesh, name))
         return None if row is None else _typed(IdentityRow, row)
 
-    def revocations_due(self, at: int) -> list[str]:
-        """Keys of the revocations whose rows go at `at` (`drop_at`), sorted."""
-        first = self._revocation_drop()
-        if first is None or at < first:
-            return []
-        return sorted(key for key, when in self.revocation_drops.items() if when <= at)
-
     def renewals_due(self, at: int) -> list[str]:
         """Meshes whose certificates are due for re-issue at `at`, sorted."""
         if not self.renewals or at < min(self.renewals.values()):
@@ -329,9 +324,10 @@ class ProjectionState:
         return self._next_expiry
 
     def _revocation_drop(self) -> int | None:
-        if self._next_drop is None and self.revocation_drops:
-            self._next_drop = min(self.revocation_drops.values())
-        return self._next_drop
+        heap, drops = self._drop_heap, self.revocation_drops
+        while heap and drops.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)  # its row went, or was put again with another drop time
+        return heap[0][0] if heap else None
 
     # --- writing ----------------------------------------------------------------------------
 
@@ -374,6 +370,20 @@ class ProjectionState:
         self._drop_indexes(collection, key)
         self.rows[collection].pop(key, None)
         self._dirty.add((collection, key))
+
+    def drop_revocations_due(self, at: int) -> None:
+        """Remove the revocations whose rows go at `at` (`drop_at`), in key order."""
+        first = self._revocation_drop()
+        if first is None or at < first:
+            return
+        heap, drops = self._drop_heap, self.revocation_drops
+        due: set[str] = set()
+        while heap and heap[0][0] <= at:
+            when, key = heapq.heappop(heap)
+            if drops.get(key) == when:
+                due.add(key)
+        for key in sorted(due):
+            self.delete("revocation", key)
 
     def delete_meshservice(self, mesh: str, name: str) -> None:
         """Remove a MeshService with its endpoints; its mesh's hostnames are derived again."""
@@ -446,12 +456,9 @@ class ProjectionState:
         elif isinstance(row, RevocationRow):
             when = drop_at(row)
             if when is not None:
-                drops = self.revocation_drops
-                drops[key] = when
-                # O(1) per revocation, also while `load` indexes a store full of them
-                if len(drops) == 1 or (self._next_drop is not None and when < self._next_drop):
-                    self._next_drop = when
-                    self._due_known = False
+                self.revocation_drops[key] = when
+                heapq.heappush(self._drop_heap, (when, key))
+                self._due_known = False
 
     def _drop_indexes(self, collection: str, key: str) -> None:
         row = self.rows[collection].get(key)
@@ -465,10 +472,8 @@ class ProjectionState:
             self.renewals.pop(row.mesh, None)
             self._due_known = False
         elif isinstance(row, RevocationRow):
-            when = self.revocation_drops.pop(key, None)
-            if when is not None and when == self._next_drop:  # the minimum went
-                self._next_drop = None
-                self._due_known = False
+            if self.revocation_drops.pop(key, None) is not None:
+                self._due_known = False  # its heap entry is skipped when it comes to the top
         if isinstance(row, DataplaneRow):
             self._dp_selecting.pop(key, None)
             dp = row.dataplane

@@ -219,8 +219,9 @@ class TokenRevoked(Event, frozen=True, tag="token.revoked"):
     purpose: TokenPurpose
     jti: str
     expires_at: int = 0
-    """When the token expires (Unix ms), after which the revocation says nothing more; 0:
-    unknown (revoked by its id alone), kept for ever."""
+    """When the token expires (Unix ms), after which the revocation says nothing more (the
+    fold drops it `events.identity.REVOCATION_KEPT_AFTER_EXPIRY_MS` later); 0: unknown
+    (revoked by its id alone), kept for ever."""
     mesh: str | None = None
 
 

@@ -5,9 +5,10 @@ here, per event. Order-independent results (endpoints, status, hostnames) are ma
 derived once per batch by `projections.derive`, so batch boundaries never change the result.
 
 Time only comes from events: before an event is applied, the generated MeshServices whose
-grace period ended by its `at` are removed (`generation.expire_due`) and the meshes whose
-certificate window ended move to the next (`identity.renew_due`); `ClockTicked` exists for
-that alone.
+grace period ended by its `at` are removed (`generation.expire_due`), the meshes whose
+certificate window ended move to the next (`identity.renew_due`) and the revocations whose
+tokens expired long enough ago go (`ProjectionState.drop_revocations_due`, `drop_at`);
+`ClockTicked` exists for that alone.
 
 Provenance only comes from events too: what an event brings is labelled with the zone and
 origin of the control plane that wrote it (`events.provenance_of` its subject), never with
@@ -65,7 +66,7 @@ from projections.generation import (
 from projections.identity import open_ca, refresh_trust, renew_due
 from projections.ipam import allocate_vip, configure_cidr
 from projections.remote import apply_remote, apply_zone, is_remote
-from projections.state import ProjectionState, dp_key, ms_key, same_tags
+from projections.state import ProjectionState, dp_key, drop_at, ms_key, same_tags
 from projections.views import (
     CaRow,
     DataplaneRow,
@@ -102,9 +103,10 @@ def apply_event(
     """Fold `event`, stored at sequence `seq` and written by the control plane `provenance`
     names (`events.provenance_of(record.subject)`), into `state`."""
     due = state.next_expiry()
-    if due is not None and event.at >= due:  # before it, neither has anything to do
+    if due is not None and event.at >= due:  # before it, none has anything to do
         expire_due(state, event.at)
         renew_due(state, event.at)
+        state.drop_revocations_due(event.at)
     if not state.generators_complete:
         _restore_defaults(state)
     if provenance != _local(state):  # the same zone, or global's log's own events: neither
@@ -205,9 +207,7 @@ def apply_event(
         case SigningKeyCreated():
             _signing_key_created(state, event)
         case TokenRevoked():
-            state.put("revocation", f"{event.mesh or '_'}/{event.jti}", RevocationRow(
-                purpose=event.purpose, jti=event.jti, revoked_at=event.at,
-                expires_at=event.expires_at, mesh=event.mesh))
+            _token_revoked(state, event)
         case ZoneApplied() | ZoneDeleted():
             apply_zone(state, seq, event)
         case _:
@@ -228,6 +228,19 @@ def _restore_defaults(state: ProjectionState) -> None:
         state.stale_hostnames.update(state.ms_by_mesh)
         multizone.generators_changed(state)
     state.generators_complete = True
+
+
+def _token_revoked(state: ProjectionState, event: TokenRevoked) -> None:
+    """A revocation row, unless its token expired long enough before the event that it would
+    go before the next one (`drop_at`): the same rows as putting it and dropping it at once."""
+    row = RevocationRow(purpose=event.purpose, jti=event.jti, revoked_at=event.at,
+                        expires_at=event.expires_at, mesh=event.mesh)
+    key = f"{event.mesh or '_'}/{event.jti}"
+    when = drop_at(row)
+    if when is None or event.at < when:
+        state.put("revocation", key, row)
+    else:
+        state.delete("revocation", key)
 
 
 def _signing_key_created(state: ProjectionState, event: SigningKeyCreated) -> None:

@@ -8,6 +8,7 @@ published again.
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
@@ -15,7 +16,7 @@ from typing import TypeVar
 from msgspec import Struct
 
 from events import DEFAULT_ZONE, GLOBAL_ZONE, Dataplane, Provenance
-from events.identity import SecretKey
+from events.identity import REVOCATION_KEPT_AFTER_EXPIRY_MS, SecretKey
 from events.identity.pki import LoadedCa
 from projections._match import dataplane_matches
 from projections.views import (
@@ -25,6 +26,7 @@ from projections.views import (
     HostnameGeneratorRow,
     IdentityRow,
     MeshServiceRow,
+    RevocationRow,
     Row,
     TrustRow,
     VipRow,
@@ -32,7 +34,8 @@ from projections.views import (
     encode_row,
 )
 
-__all__ = ["Change", "ProjectionState", "dp_key", "local_zone_of", "ms_key", "same_tags"]
+__all__ = ["Change", "ProjectionState", "dp_key", "drop_at", "local_zone_of", "ms_key",
+           "same_tags"]
 
 Key = tuple[str, str]  # (collection, key)
 
@@ -67,6 +70,15 @@ def same_tags(a: Dataplane, b: Dataplane) -> bool:
         if i.tags != o.tags:
             return False
     return True
+
+
+def drop_at(row: RevocationRow) -> int | None:
+    """When the fold removes the revocation `row`: `REVOCATION_KEPT_AFTER_EXPIRY_MS` after its
+    token's expiry, before the first event at or after that time (None: its expiry is
+    unknown, it stays for ever). By then the token is refused as expired anyway, also by a
+    verifier whose clock runs that much behind the control plane's."""
+    return row.expires_at + REVOCATION_KEPT_AFTER_EXPIRY_MS if row.expires_at > 0 else None
+
 
 _R = TypeVar("_R", bound=Row)
 _SELECTING_MEMO_SIZE = 65_536
@@ -115,6 +127,18 @@ class ProjectionState:
         # (mesh, name) -> expiry of generated MeshServices waiting out their grace period
         self.expiries: dict[tuple[str, str], int] = {}
         self._next_expiry: int | None = None
+        """min(`expiries`); None: there are none, or it must be found again."""
+        self.revocation_drops: dict[str, int] = {}
+        """`revocation` key -> when the row goes (`drop_at`); revocations of a known expiry
+        only."""
+        self._drop_heap: list[tuple[int, str]] = []
+        """(drop time, key) of `revocation_drops`, a heap, plus entries of rows gone since
+        (skipped as they come to the top): a log may hold many revocations, each due at its
+        own time, and finding the next one must not cost a scan of them all."""
+        self._next_due: int | None = None
+        self._due_known = True
+        """`_next_due` is `next_expiry()`: False once an expiry, a renewal or a drop time
+        changed, so that the fold's check on every event stays one comparison."""
         self.stale_services: set[tuple[str, str]] = set()
         """MeshServices whose endpoints and status must be derived again before the commit."""
         self.stale_hostnames: set[str] = set()
@@ -275,20 +299,35 @@ class ProjectionState:
 
     def next_expiry(self) -> int | None:
         """The earliest time the fold has something to do without an event: a generated
-        MeshService due to go, or a mesh's certificates due for re-issue."""
-        if self._next_expiry is None and self.expiries:
-            self._next_expiry = min(self.expiries.values())
-        if self.renewals:
-            renewal = min(self.renewals.values())
-            return renewal if self._next_expiry is None else min(renewal, self._next_expiry)
-        return self._next_expiry
+        MeshService due to go, a mesh's certificates due for re-issue, or a revocation whose
+        token expired long enough ago (`drop_at`). The fold asks before every event: a cached
+        value, found again only after one of them changed."""
+        if not self._due_known:
+            whens = [when for when in (self._service_expiry(), self._revocation_drop())
+                     if when is not None]
+            if self.renewals:
+                whens.append(min(self.renewals.values()))
+            self._next_due = min(whens, default=None)
+            self._due_known = True
+        return self._next_due
 
     def due(self, at: int) -> list[tuple[str, str]]:
         """(mesh, name) of the MeshServices whose grace period is over at `at`, sorted."""
-        first = self.next_expiry()
+        first = self._service_expiry()
         if first is None or at < first:
             return []
         return sorted(key for key, when in self.expiries.items() if when <= at)
+
+    def _service_expiry(self) -> int | None:
+        if self._next_expiry is None and self.expiries:
+            self._next_expiry = min(self.expiries.values())
+        return self._next_expiry
+
+    def _revocation_drop(self) -> int | None:
+        heap, drops = self._drop_heap, self.revocation_drops
+        while heap and drops.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)  # its row went, or was put again with another drop time
+        return heap[0][0] if heap else None
 
     # --- writing ----------------------------------------------------------------------------
 
@@ -331,6 +370,20 @@ class ProjectionState:
         self._drop_indexes(collection, key)
         self.rows[collection].pop(key, None)
         self._dirty.add((collection, key))
+
+    def drop_revocations_due(self, at: int) -> None:
+        """Remove the revocations whose rows go at `at` (`drop_at`), in key order."""
+        first = self._revocation_drop()
+        if first is None or at < first:
+            return
+        heap, drops = self._drop_heap, self.revocation_drops
+        due: set[str] = set()
+        while heap and heap[0][0] <= at:
+            when, key = heapq.heappop(heap)
+            if drops.get(key) == when:
+                due.add(key)
+        for key in sorted(due):
+            self.delete("revocation", key)
 
     def delete_meshservice(self, mesh: str, name: str) -> None:
         """Remove a MeshService with its endpoints; its mesh's hostnames are derived again."""
@@ -392,12 +445,20 @@ class ProjectionState:
             if row.expires_at is not None:
                 self.expiries[(row.mesh, row.name)] = row.expires_at
                 self._next_expiry = None
+                self._due_known = False
             for k, v in row.spec.selector.dataplane_tags.items():
                 self.ms_by_selector_tag[(row.mesh, k, v)].add(row.name)
         elif isinstance(row, VipRow):
             self.used_vips.add(row.ip)
         elif isinstance(row, TrustRow):
             self.renewals[row.mesh] = row.renew_at
+            self._due_known = False
+        elif isinstance(row, RevocationRow):
+            when = drop_at(row)
+            if when is not None:
+                self.revocation_drops[key] = when
+                heapq.heappush(self._drop_heap, (when, key))
+                self._due_known = False
 
     def _drop_indexes(self, collection: str, key: str) -> None:
         row = self.rows[collection].get(key)
@@ -409,6 +470,10 @@ class ProjectionState:
             return
         if isinstance(row, TrustRow):
             self.renewals.pop(row.mesh, None)
+            self._due_known = False
+        elif isinstance(row, RevocationRow):
+            if self.revocation_drops.pop(key, None) is not None:
+                self._due_known = False  # its heap entry is skipped when it comes to the top
         if isinstance(row, DataplaneRow):
             self._dp_selecting.pop(key, None)
             dp = row.dataplane
@@ -424,6 +489,7 @@ class ProjectionState:
             self.ms_by_mesh[row.mesh].discard(row.name)
             if self.expiries.pop((row.mesh, row.name), None) is not None:
                 self._next_expiry = None
+                self._due_known = False
             for k, v in row.spec.selector.dataplane_tags.items():
                 names = self.ms_by_selector_tag.get((row.mesh, k, v))
                 if names is not None:

@@ -344,7 +344,7 @@ class RevocationRow(Row, frozen=True):
     jti: str
     revoked_at: int
     expires_at: int = 0
-    """Unix ms; 0: unknown."""
+    """Unix ms; 0: unknown. The fold removes the row at `projections.state.drop_at`."""
     mesh: str | None = None
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_VALID_FOR_S",
     "MAX_VALID_FOR_S",
     "NOT_BEFORE_SKEW_S",
+    "REVOCATION_KEPT_AFTER_EXPIRY_MS",
     "USER_TOKEN",
     "ZONE_TOKEN",
     "ZONE_TOKEN_SCOPES",
@@ -82,6 +83,16 @@ visible end beats a credential that lives for ever."""
 MAX_VALID_FOR_S: Final = 87_600 * 3600
 """10 years (`87600h`): the validity of Kuma's admin user token, the longest meshlog signs."""
 NOT_BEFORE_SKEW_S: Final = 5
+REVOCATION_KEPT_AFTER_EXPIRY_MS: Final = 3_600_000
+"""How long after its token's `exp` the fold keeps a revocation (1 h). A revocation of an
+expired token says nothing more, but `verify` compares `exp` with the verifier's own wall
+clock, without leeway, while the fold drops the revocation by event time, i.e. the control
+plane's clock. A gateway or API host whose clock runs behind would still take the token as
+valid after the revocation went, so the revocation stays for clocks up to this far behind:
+far beyond the skew JWT verifiers allow (Spring's and SAP's 60 s, .NET's and Kerberos'
+5 min; meshlog's own `nbf` allowance is `NOT_BEFORE_SKEW_S`), and still short next to the
+tokens' lifetime (`DEFAULT_VALID_FOR_S`). Part of the fold's rule: a replay drops each
+revocation at the event that a projector with the same value dropped it at."""
 
 _GLOBAL = "_"
 

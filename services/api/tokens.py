@@ -10,10 +10,10 @@
 A token comes back as `text/plain`, as Kuma answers. `validFor` is a Go duration (`24h`,
 `1h30m`; default 24h, at most 87600h); a zone token's `scope` defaults to `["ingress"]` and
 its zone must be this control plane's (a zone signs its own ingresses' tokens); `expiresAt`
-is the token's `exp` (Unix seconds), after which its revocation says nothing more (omitted:
-kept for ever). A revocation answers once the
-read models hold it, so the revoked token is refused from the next request on; gateways end
-the xDS streams that use it.
+is the token's `exp` (Unix seconds), after which its revocation says nothing more: the fold
+drops it an hour later (`REVOCATION_KEPT_AFTER_EXPIRY_MS`; omitted: kept for ever). A
+revocation answers once the read models hold it, so the revoked token is refused from the next
+request on; gateways end the xDS streams that use it.
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ from events import (
     MeshTrafficPermissionApplied,
     MeshTrafficPermissionDeleted,
     Provenance,
+    TokenRevoked,
     ca_purpose,
     decode_event,
     decode_resource,
@@ -56,6 +57,9 @@ from projections.views import EndpointsRow, MeshServiceRow, decode_row
 ZONE = "zone-1"
 PROVENANCE = Provenance(zone=ZONE, origin="zone")
 SERVICE_TAG = "kuma.io/service"
+HOUR = 3_600_000
+JTIS = ("0b4c7f2e-9a59-4f7c-8a53-2f4f3a7d2f10", "5d1e6c3a-2b7f-4e0d-9c8a-1f2e3d4c5b6a",
+        "9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a")
 Rows = list[tuple[str, str, bytes]]
 
 
@@ -302,6 +306,16 @@ class History:
         self._add(MeshApplied(at=self._next_at(), mesh=resource))
         return self
 
+    def revoke(self, jti: str, *, mesh: str | None = "default",
+               expires_in: int | None = None) -> History:
+        """A revocation of a dataplane token of `mesh` (None: a user token) whose token
+        expires `expires_in` ms after the event (None: expiry unknown, `expires_at` 0)."""
+        at = self._next_at()
+        self._add(TokenRevoked(
+            at=at, purpose="dataplane-token" if mesh is not None else "user-token", jti=jti,
+            mesh=mesh, expires_at=0 if expires_in is None else at + expires_in))
+        return self
+
     def ipam(self, cidr: str, kind: str = "MeshService") -> History:
         self._add(IpamConfigured(at=self._next_at(), kind=kind, cidr=cidr))  # type: ignore[arg-type]
         return self
@@ -311,7 +325,7 @@ def realistic_history() -> list[AnyEvent]:
     """Three meshes, 21 Dataplanes over 5 services, churn, user MeshServices, CIDR changes,
     HostnameGenerators (a template error, collisions, an overridden default), a grace period
     that lets some generated MeshServices expire, MeshTrafficPermissions applied, changed and
-    deleted, and a clock tick."""
+    deleted, revocations (one dropped once its token has long expired) and a clock tick."""
     h = History()
     for mesh in ("default", "payments", "edge"):
         h.mesh(mesh)
@@ -384,7 +398,11 @@ def realistic_history() -> list[AnyEvent]:
     h.wait(9_000).tick()  # past 4/5 of 10 s: re-issued in the next window
     h.mtls("edge", "ca-1", "ca-2", enabled="ca-1")  # trust both ...
     h.mtls("edge", "ca-1", "ca-2", enabled="ca-2")  # ... issue from the new one
-    h.wait(25_000).tick()  # audit's grace period is over on a quiet log
+    h.revoke(JTIS[0], expires_in=-HOUR + 10_000)  # its token expired an hour ago, nearly
+    h.revoke(JTIS[1], mesh=None)  # expiry unknown: kept for ever
+    h.revoke(JTIS[2], mesh="edge", expires_in=HOUR)
+    h.wait(25_000).tick()  # audit's grace period is over on a quiet log, and JTIS[0]'s
+    # revocation goes (due 10 s after it was revoked)
     h.apply_mmzs(multizone_service("default", "web", {"kuma.io/display-name": "web"}, 8080))
     h.apply_mmzs(multizone_service("payments", "any", {"kuma.io/mesh": "payments"}, 6379, 443))
     h.register(dataplane("default", "web-20", "10.0.0.70", inbound(8080, "web", name="main")))
@@ -536,7 +554,8 @@ def _step(draw: st.DrawFn, h: History) -> None:
                                  "deregister", "apply",
                                  "delete", "ipam", "mesh", "delete-mesh", "generator",
                                  "delete-generator", "grace", "tick", "mtls", "wait",
-                                 "permit", "delete-permission", "mmzs", "delete-mmzs")))
+                                 "permit", "delete-permission", "mmzs", "delete-mmzs",
+                                 "revoke")))
     match kind:
         case "register":
             h.register(dataplane(
@@ -597,6 +616,13 @@ def _step(draw: st.DrawFn, h: History) -> None:
                 labels=draw(st.sampled_from((None, {"kuma.io/display-name": "same"})))))
         case "delete-mmzs":
             h.delete_mmzs(mesh, draw(st.sampled_from(("redis", "cache"))))
+        case "revoke":
+            # around the drop time (`state.drop_at`): gone before it is put, at the next
+            # event, after a wait or a tick, never (unknown expiry, or a long-lived token)
+            h.revoke(draw(st.sampled_from(JTIS)), mesh=draw(st.sampled_from((*_MESHES, None))),
+                     expires_in=draw(st.sampled_from((
+                         None, -HOUR - 1, -HOUR, -HOUR + 1, -HOUR + 1000, -HOUR + 5000,
+                         -HOUR + 30_000, HOUR))))
         case _:
             h.mesh(mesh)
 

@@ -1,15 +1,45 @@
 """Signing keys and revocations in the read models: the public half only, published for the
-gateways; deterministic like every fold (DESIGN.md invariant 4)."""
+gateways; deterministic like every fold (DESIGN.md invariant 4). A revocation goes once its
+token has expired `REVOCATION_KEPT_AFTER_EXPIRY_MS` ago, by event time."""
 
 from __future__ import annotations
 
-from events import SigningKeyCreated, TokenRevoked
-from events.identity import SecretKey
-from events.identity.tokens import generate_key_pair
-from projections import PUBLISHED, RevocationRow, SigningKeyRow
-from tests.projections._histories import fold_all, persisted, restart, rows
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from events import (
+    AnyEvent,
+    ClockTicked,
+    JetStreamEventLog,
+    Mesh,
+    MeshApplied,
+    SigningKeyCreated,
+    TokenRevoked,
+    clock_subject,
+    decode_event,
+)
+from events.commands import TokenCommands
+from events.event_types import TokenPurpose
+from events.identity import REVOCATION_KEPT_AFTER_EXPIRY_MS, SecretKey
+from events.identity.tokens import NOT_BEFORE_SKEW_S, generate_key_pair
+from projections import PUBLISHED, Projector, RevocationRow, SigningKeyRow, open_store, rebuild
+from projections.state import ProjectionState
+from tests.harness import cancel_until_done
+from tests.projections._histories import (
+    JTIS,
+    fold,
+    fold_all,
+    persisted,
+    realistic_history,
+    restart,
+    rows,
+)
 
 JTI = "0b4c7f2e-9a59-4f7c-8a53-2f4f3a7d2f10"
+T_ = TypeVar("T_")
 
 
 def _key_event(at: int = 1, serial: int = 1) -> SigningKeyCreated:
@@ -54,3 +84,153 @@ def test_a_restart_keeps_them_byte_for_byte() -> None:
                                          jti=JTI)]
     state = fold_all(events)
     assert rows(restart(state)) == rows(state)
+
+
+# --- a revocation goes once its token has long expired ---------------------------------------
+
+T = 1_700_000_000_000
+EXP = T + 60_000
+"""The revoked token's expiry, a minute after the revocation."""
+DROP = EXP + REVOCATION_KEPT_AFTER_EXPIRY_MS
+"""When its revocation goes: a verifier whose clock is this far behind refuses it as expired."""
+
+
+def _revoked(jti: str = JTI, *, at: int = T, expires_at: int = EXP,
+             mesh: str | None = "default") -> TokenRevoked:
+    purpose: TokenPurpose = "dataplane-token" if mesh is not None else "user-token"
+    return TokenRevoked(at=at, purpose=purpose, jti=jti, expires_at=expires_at, mesh=mesh)
+
+
+def _revocations(state: ProjectionState) -> list[str]:
+    return [key for collection, key, _ in state.persisted() if collection == "revocation"]
+
+
+def test_the_margin_is_far_beyond_any_verifiers_clock_skew() -> None:
+    assert REVOCATION_KEPT_AFTER_EXPIRY_MS >= 3600 * 1000 > 100 * NOT_BEFORE_SKEW_S * 1000
+
+
+def test_a_revocation_stays_until_its_drop_time() -> None:
+    state = fold_all([_revoked(), ClockTicked(at=EXP), ClockTicked(at=DROP - 1)])
+    assert _revocations(state) == [f"default/{JTI}"]
+
+
+def test_a_tick_at_the_drop_time_removes_it() -> None:
+    state = fold_all([_revoked(), ClockTicked(at=DROP)])
+    assert _revocations(state) == []
+
+
+def test_any_event_past_the_drop_time_removes_it_before_it_is_applied() -> None:
+    state = fold_all([_revoked(), MeshApplied(at=DROP + 5000, mesh=Mesh(name="default"))])
+    assert _revocations(state) == []
+    assert persisted(state, "mesh", "default") is not None
+
+
+def test_the_projector_ticks_for_it() -> None:
+    """`next_expiry` is what the live projector schedules its ticker with."""
+    state = fold_all([_revoked()])
+    assert state.next_expiry() == DROP
+    fold([[ClockTicked(at=DROP)]], state=state, first_seq=2)
+    assert state.next_expiry() is None
+
+
+def test_a_revocation_of_an_unknown_expiry_stays_for_ever() -> None:
+    state = fold_all([_revoked(expires_at=0, mesh=None),
+                      ClockTicked(at=T + 100 * 365 * 24 * REVOCATION_KEPT_AFTER_EXPIRY_MS)])
+    assert _revocations(state) == [f"_/{JTI}"]
+    assert state.next_expiry() is None
+
+
+def test_a_revocation_recorded_at_its_drop_time_is_no_row() -> None:
+    """Revoked an hour after its token expired: nothing left to say."""
+    state = fold_all([_revoked(at=DROP)])
+    assert _revocations(state) == []
+    assert state.next_expiry() is None
+    assert _revocations(fold_all([_revoked(at=DROP - 1)])) == [f"default/{JTI}"]
+
+
+def test_revocations_go_one_after_the_other_whatever_the_order_they_came_in() -> None:
+    """The earliest drop time is cached: one that comes earlier replaces it, one that goes
+    makes the next one due."""
+    a, b, c = JTIS
+    state = fold_all([_revoked(a, expires_at=EXP + 2000), _revoked(b, expires_at=EXP + 3000),
+                      _revoked(c, expires_at=EXP + 1000)])
+    assert state.next_expiry() == DROP + 1000
+    fold([[ClockTicked(at=DROP + 1000)]], state=state, first_seq=4)
+    assert _revocations(state) == [f"default/{a}", f"default/{b}"]
+    assert state.next_expiry() == DROP + 2000
+    fold([[ClockTicked(at=DROP + 2500)]], state=state, first_seq=5)
+    assert _revocations(state) == [f"default/{b}"]
+    assert state.next_expiry() == DROP + 3000
+
+
+def test_a_restarted_projector_drops_them_at_the_same_events() -> None:
+    """`ProjectionState.load` indexes the revocations' drop times, as the MeshServices'
+    expiries: a projector restarted from its store drops each at the event that one folding
+    from sequence 1 does (invariant 4)."""
+    a, b, c = JTIS
+    events: list[AnyEvent] = [
+        _revoked(a), _revoked(b, expires_at=EXP + 5000, mesh=None),
+        _revoked(c, expires_at=0), ClockTicked(at=DROP),
+        MeshApplied(at=DROP + 4999, mesh=Mesh(name="default")),
+        MeshApplied(at=DROP + 5000, mesh=Mesh(name="default"))]
+    for cut in range(1, len(events)):
+        before = fold([events[:cut]])
+        after = restart(before)
+        assert after.next_expiry() == before.next_expiry()
+        fold([events[cut:]], state=after, first_seq=cut + 1)
+        assert rows(after) == rows(fold_all(events)), f"restarted before event {cut + 1}"
+    assert _revocations(fold_all(events)) == [f"default/{c}"]
+    assert _revocations(fold_all(events[:-1])) == [f"_/{b}", f"default/{c}"]
+
+
+def test_the_realistic_history_drops_one_revocation_and_keeps_the_others() -> None:
+    state = fold_all(realistic_history())
+    assert _revocations(state) == [f"_/{JTIS[1]}", f"edge/{JTIS[2]}"]
+
+
+# --- the live projector keeps the log's clock for them ---------------------------------------
+
+
+async def test_the_live_projector_ticks_for_a_revocation_and_a_replay_agrees(
+        event_log: JetStreamEventLog, tmp_path: Path) -> None:
+    """A revocation whose drop time comes 300 ms after it was recorded, on a quiet log: the
+    projector's ticker appends `ClockTicked(at=drop time)`, and the row goes."""
+    now = time.time_ns() // 1_000_000
+    expires_at = now - REVOCATION_KEPT_AFTER_EXPIRY_MS + 300
+    tokens = TokenCommands(event_log, zone="default", secret_key=SecretKey.generate())
+    await tokens.revoke("dataplane-token", "default", JTI, expires_at_ms=expires_at, at=now)
+    store = await open_store(f"sqlite:///{tmp_path / 'live.db'}")
+    projector = asyncio.create_task(Projector(event_log, store, None, zone="default").run())
+    try:
+        drop = expires_at + REVOCATION_KEPT_AFTER_EXPIRY_MS
+        tick = await _eventually(lambda: event_log.last(clock_subject(drop)),
+                                 what="the ticker's tick at the drop time")
+        assert (tick.seq, await event_log.last_seq()) == (2, 2)
+        assert decode_event(tick.data, seq=tick.seq, subject=tick.subject).at == drop
+
+        async def folded() -> bool:
+            return await store.checkpoint("main") == 2
+
+        await _eventually(folded, what="the projector to fold the tick")
+        assert await store.get("revocation", f"default/{JTI}") is None
+        replayed = await open_store(f"sqlite:///{tmp_path / 'replay.db'}")
+        try:
+            assert await rebuild(event_log, replayed, zone="default") == 2
+            assert await replayed.rows() == await store.rows()
+        finally:
+            await replayed.close()
+    finally:
+        await cancel_until_done(projector)
+        await store.close()
+
+
+async def _eventually(check: Callable[[], Awaitable[T_ | None]], *, what: str,
+                      within_s: float = 15.0) -> T_:
+    deadline = time.monotonic() + within_s
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within_s}s waiting for {what}")
+        await asyncio.sleep(0.02)

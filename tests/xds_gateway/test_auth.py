@@ -3,8 +3,9 @@ gateway on a real nats-server, its view filled by the real projector; tokens iss
 revoked through the command path, as the API does.
 
 Refused on open: no token, a garbage one, a token of another control plane, another proxy's,
-an expired one, a revoked one. Ended while open: a token revoked, a token that expires, a
-node id that changes. Served: the right token, raw or `Bearer`."""
+an expired one, a revoked one (also once its revocation went, an hour after it expired).
+Ended while open: a token revoked, a token that expires, a node id that changes. Served: the
+right token, raw or `Bearer`."""
 
 from __future__ import annotations
 
@@ -26,8 +27,14 @@ from nats.aio.client import Client as NATS
 
 from events import DataplaneRegistered, JetStreamEventLog, decode_resource, now_ms
 from events.bus.projection_bus import JetStreamProjectionBus
-from events.commands import Commands, TokenCommands
-from events.identity import DATAPLANE_TOKEN, SecretKey
+from events.commands import ClockCommands, Commands, TokenCommands
+from events.identity import (
+    DATAPLANE_TOKEN,
+    REVOCATION_KEPT_AFTER_EXPIRY_MS,
+    DataplaneClaims,
+    SecretKey,
+    unverified_claims,
+)
 from events.identity.tokens import (
     KeyId,
     SigningKey,
@@ -69,8 +76,6 @@ class Plane:
         return token
 
     async def revoke(self, token: str) -> None:
-        from events.identity import DataplaneClaims, unverified_claims
-
         claims = unverified_claims(token, DataplaneClaims)
         await self.tokens.revoke(DATAPLANE_TOKEN, "default", claims.jti,
                                  expires_at_ms=claims.exp * 1000, at=now_ms())
@@ -197,6 +202,36 @@ async def test_a_revoked_token_is_unauthenticated(nc: NATS, plane: Plane) -> Non
 
 async def _has_revocations(gw: Gateway) -> bool:
     return bool(gw.view.revocations)
+
+
+async def test_a_revocation_goes_from_the_view_an_hour_after_its_token_expired(
+        nc: NATS, plane: Plane) -> None:
+    """The fold drops a revocation at the first event `REVOCATION_KEPT_AFTER_EXPIRY_MS` after
+    its token's expiry: on a quiet log, the tick the projector's ticker appends then (here the
+    test appends it, as the ticker would, rather than wait an hour). The gateway forgets it,
+    and refuses the token all the same, as expired, before and after."""
+    token = await plane.token(valid_for_s=60, issued_ms=now_ms() - 120_000)
+    claims = unverified_claims(token, DataplaneClaims)
+    revocation = ("default", claims.jti)
+    async with _gateway(nc) as gw, channel_to(gw) as channel:
+        await plane.revoke(token)
+
+        async def held() -> bool:
+            return revocation in gw.view.revocations
+
+        await eventually(held, what="the revocation in the view")
+        revoked = await _ended(await _open(channel, token))
+        await ClockCommands(plane.event_log, zone="default").tick(
+            claims.exp * 1000 + REVOCATION_KEPT_AFTER_EXPIRY_MS)
+
+        async def forgotten() -> bool:
+            return revocation not in gw.view.revocations
+
+        await eventually(forgotten, what="the revocation gone from the view")
+        expired = await _ended(await _open(channel, token))
+    for error in (revoked, expired):
+        assert error.code() == UNAUTHENTICATED
+        assert (error.details() or "").startswith("expired dataplane token: the token ")
 
 
 async def test_a_user_token_is_no_dataplane_token(nc: NATS, plane: Plane) -> None:

@@ -8,6 +8,8 @@ and renders. One process, one registry: `meshlog up` serves every part on the AP
 
     meshlog_nats_connected{connection}         gauge: 1 while the connection is up, else 0
     meshlog_nats_reconnects_total{connection}  counter
+    meshlog_projection_rows_left_out_total{collection}  counter: read-model rows too big to
+        publish (`events.bus.projection_bus`), which gateways then serve an older version of
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from events.bus.projection_bus import LEFT_OUT
 from projections.metrics import refresh as refresh_projector_lag
 
 __all__ = ["CONTENT_TYPE", "exposition", "watch_nats"]
@@ -49,6 +52,13 @@ class _NatsCollector(Collector):
             reconnects.add_metric([name], nc.stats.get("reconnects", 0))
         yield connected
         yield reconnects
+        left_out = CounterMetricFamily(
+            "meshlog_projection_rows_left_out",
+            "Read-model rows left out of a publish, too big for a NATS message even "
+            "compressed; gateways keep serving their last version.", labels=["collection"])
+        for collection, count in sorted(LEFT_OUT.items()):
+            left_out.add_metric([collection], count)
+        yield left_out
 
 
 REGISTRY.register(_NatsCollector())

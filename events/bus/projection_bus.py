@@ -24,7 +24,8 @@ rolling upgrade (upgrade the gateways first where a row needs compressing). A ro
 `MAX_ROW_BYTES` (64 MiB) is left out like one that does not fit, so that no reader refuses
 what was stored. Compressing runs on the publisher's event loop (~5 ms per MiB). A row that does
 not fit even so is not sent: the bus logs an error naming it, its size and the limit, and
-publishes the rest, so gateways keep the last version of that one row they had (a service's
+publishes the rest (and counts it: `meshlog_projection_rows_left_out_total`), so gateways
+keep the last version of that one row they had (a service's
 endpoints a batch or more old) and every other change still reaches them. Raising
 `max_payload` on the servers (up to 64 MiB; NATS advises 8 MiB at most) lifts the limit.
 
@@ -42,6 +43,7 @@ time, each acknowledged before the next: correct, slower.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -63,7 +65,7 @@ from events.bus._retry import retried
 from events.bus.trace_context import current_trace_headers, trace_headers
 from events.errors import EventLogUnavailable, LeaseLost
 
-__all__ = ["CHECKPOINT_KEY", "LEASE_PREFIX", "MAX_ROW_BYTES",
+__all__ = ["CHECKPOINT_KEY", "LEASE_PREFIX", "LEFT_OUT", "MAX_ROW_BYTES",
            "JetStreamProjectionBus", "ProjectionBatch", "ProjectionUpdate"]
 
 log = logging.getLogger("meshlog.projection_bus")
@@ -88,6 +90,9 @@ that does not fit a message), so no reader refuses what a projector stored."""
 _ZLIB = b"\x00zlib:"
 """Prefix of a compressed row. Rows are JSON objects and the checkpoint a number: neither
 starts with a NUL byte."""
+LEFT_OUT: collections.Counter[str] = collections.Counter()
+"""Rows left out of a publish in this process (too big), by collection: served as
+`meshlog_projection_rows_left_out_total` (`services.metrics`)."""
 _HEADER_ROOM = 4096
 """Bytes of `max_payload` left to a message's headers (the fence, batch ids, trace)."""
 
@@ -204,12 +209,14 @@ class JetStreamProjectionBus:
                 carried.append((key, value))
                 continue
             if len(value) > MAX_ROW_BYTES:
+                LEFT_OUT[key.partition("/")[0]] += 1
                 log.error("projection row %s not published: %d bytes, more than a reader takes "
                           "(%d); gateways keep its last version.", key, len(value),
                           MAX_ROW_BYTES)
                 continue
             stored = _ZLIB + zlib.compress(value, 6)
             if len(stored) > limit:
+                LEFT_OUT[key.partition("/")[0]] += 1
                 log.error("projection row %s not published: %d bytes (%d compressed) exceed "
                           "the NATS servers' max_payload of %d; gateways keep its last "
                           "version. Raise max_payload on the servers to publish it.",

@@ -32,6 +32,7 @@ from events.bus.projection_bus import CHECKPOINT_KEY, JetStreamProjectionBus
 from projections.worker import Projector
 from services.bench._env import seed_log
 from services.bench.history import _dataplane
+from services.metrics import exposition
 from tests.stores import open_test_store
 
 ENDPOINTS = 20_000
@@ -81,6 +82,7 @@ async def test_a_row_too_big_even_compressed_is_left_out_by_name_and_the_rest_pu
     bus = await JetStreamProjectionBus.open(nc)
     await bus.publish([(KEY, b'{"v":1}'), (CHECKPOINT_KEY, b"1")])
     huge = _incompressible(nc.max_payload)
+    left_out = projection_bus.LEFT_OUT["endpoints"]
     with caplog.at_level(logging.ERROR, logger="meshlog.projection_bus"):
         await bus.publish([(KEY, huge), ("mesh/other", b"{}"), (CHECKPOINT_KEY, b"2")])
     assert (await bus.current()) == {
@@ -91,6 +93,10 @@ async def test_a_row_too_big_even_compressed_is_left_out_by_name_and_the_rest_pu
     [record] = [r for r in caplog.records if KEY in r.getMessage()]
     assert "max_payload" in record.getMessage()
     assert str(len(huge)) in record.getMessage()
+    # and counted where an operator's alert can see it
+    exposed = (await exposition()).decode()
+    assert f'meshlog_projection_rows_left_out_total{{collection="endpoints"}} {left_out + 1}.0' \
+        in exposed, exposed
 
 
 async def test_a_row_that_fits_a_message_is_stored_as_it_is(nc: NATS) -> None:

@@ -165,17 +165,21 @@ class ApiAuth:
         a retirement deletes), else the key this process made a moment ago, as long as the
         read models have not folded its creation (after that, no row means retired)."""
         purpose, mesh, serial = kid.split("/")
-        body = await store.get("signingkey", f"{mesh}/{purpose}-{serial}")
-        if body is not None:
-            pem = decode_typed(SigningKeyRow, body).public_key
-            key = self._keys.get(pem)
-            if key is None:
-                key = self._keys[pem] = load_public_key(pem)
-            return key
-        own = self.tokens.opened_key(kid) if self.tokens is not None else None
-        if own is not None and await store.checkpoint() < own.seq:
-            return own.key.public_key
-        return None
+        row_key = f"{mesh}/{purpose}-{serial}"
+        body = await store.get("signingkey", row_key)
+        own = self.tokens.opened_key(kid) if body is None and self.tokens is not None else None
+        if own is not None:
+            if await store.checkpoint() < own.seq:
+                return own.key.public_key  # not folded yet
+            # folded between the two reads, or since: the row says whether it is in service
+            body = await store.get("signingkey", row_key)
+        if body is None:
+            return None
+        pem = decode_typed(SigningKeyRow, body).public_key
+        key = self._keys.get(pem)
+        if key is None:
+            key = self._keys[pem] = load_public_key(pem)
+        return key
 
 
 def _direct_from_loopback(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:

@@ -45,6 +45,7 @@ __all__ = [
     "MeshTrafficPermissionApplied",
     "MeshTrafficPermissionDeleted",
     "SigningKeyCreated",
+    "SigningKeyRetired",
     "TokenPurpose",
     "TokenRevoked",
     "ZoneApplied",
@@ -209,7 +210,19 @@ class SigningKeyCreated(Event, frozen=True, tag="signingkey.created"):
     purpose `signingkey:<purpose>/<mesh or _>/<serial>`; never in the clear, never in a read
     model."""
     mesh: str | None = None
-    """The mesh of a dataplane-token key; None for the user-token key."""
+    """The mesh of a dataplane-token key; None for the user-token and zone-token keys."""
+
+
+class SigningKeyRetired(Event, frozen=True, tag="signingkey.retired"):
+    """The key `<purpose>/<mesh or _>/<serial>` is out of service: every token it signed is
+    refused from now on, and the open xDS streams that hold one end (Kuma deletes the key's
+    secret, `dataplane-token-signing-key-<mesh>-<serial>`). Appended on the key's own subject,
+    after its `SigningKeyCreated`; never for the newest serial of (purpose, mesh), which signs
+    the new tokens."""
+
+    purpose: TokenPurpose
+    serial: int
+    mesh: str | None = None
 
 
 class TokenRevoked(Event, frozen=True, tag="token.revoked"):
@@ -259,6 +272,7 @@ AnyEvent = (
     | MeshMultiZoneServiceApplied
     | MeshMultiZoneServiceDeleted
     | SigningKeyCreated
+    | SigningKeyRetired
     | TokenRevoked
     | ZoneApplied
     | ZoneDeleted

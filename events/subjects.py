@@ -11,7 +11,8 @@
                                                once (expected sequence 0), by any projector
     meshlog.ev.<zone>.signingkey.<mesh|_>.<purpose>-<serial>
                                                a token signing key, created once (expected
-                                               sequence 0); `_`: the user-token key
+                                               sequence 0), perhaps retired later; `_`: the
+                                               user-token and zone-token keys
     meshlog.ev.<zone>.revocation.<mesh|_>.<jti>  a revoked token
 
 Resource names are RFC 1123 subdomains and may hold dots, which NATS reads as token
@@ -152,7 +153,8 @@ def clock_subject(due: int, zone: str = DEFAULT_ZONE) -> str:
 
 def signing_key_subject(purpose: str, mesh: str | None, serial: int,
                         zone: str = DEFAULT_ZONE) -> str:
-    """The subject of one token signing key (`SigningKeyCreated`), appended once."""
+    """The subject of one token signing key: its `SigningKeyCreated` (appended once, at
+    expected sequence 0), then perhaps its `SigningKeyRetired`."""
     scope = GLOBAL if mesh is None else _token(mesh)
     return f"{_PREFIX}.{_token(zone)}.signingkey.{scope}.{purpose}-{serial}"
 

@@ -48,6 +48,7 @@ from events import (
     MeshTrafficPermissionDeleted,
     Provenance,
     SigningKeyCreated,
+    SigningKeyRetired,
     TokenRevoked,
     ZoneApplied,
     ZoneDeleted,
@@ -85,7 +86,8 @@ __all__ = ["apply_event"]
 
 
 _DEFAULT_GENERATORS = {g.name: g for g in DEFAULT_HOSTNAME_GENERATORS}
-_LOCAL_ONLY = (IpamConfigured, GracePeriodConfigured, SigningKeyCreated, TokenRevoked)
+_LOCAL_ONLY = (IpamConfigured, GracePeriodConfigured, SigningKeyCreated, SigningKeyRetired,
+               TokenRevoked)
 """What configures or belongs to the control plane that wrote it: folded in its own log only.
 A mesh's CA is not among them: Kuma syncs it from global to zones with the Mesh (a zone never
 makes one, as it refuses Mesh writes), so a zone's proxies get certificates of the mesh's one
@@ -206,6 +208,9 @@ def apply_event(
             zoneingress.ingress_deleted(state, name)
         case SigningKeyCreated():
             _signing_key_created(state, event)
+        case SigningKeyRetired(purpose=purpose, mesh=mesh, serial=serial):
+            # the row goes: gateways and the API verify with the rows alone
+            state.delete("signingkey", _signing_key_row_key(purpose, mesh, serial))
         case TokenRevoked():
             _token_revoked(state, event)
         case ZoneApplied() | ZoneDeleted():
@@ -243,10 +248,15 @@ def _token_revoked(state: ProjectionState, event: TokenRevoked) -> None:
         state.delete("revocation", key)
 
 
+def _signing_key_row_key(purpose: str, mesh: str | None, serial: int) -> str:
+    return f"{mesh or '_'}/{purpose}-{serial}"
+
+
 def _signing_key_created(state: ProjectionState, event: SigningKeyCreated) -> None:
-    """The public half only. A key's subject holds one event (appended at sequence 0); should
-    another log's copy of the same kid come along, the first one stays: a key never changes."""
-    key = f"{event.mesh or '_'}/{event.purpose}-{event.serial}"
+    """The public half only. A key is created once (appended at sequence 0 on its subject)
+    and its serial is never made again, even once retired; should another log's copy of the
+    same kid come along, the first one stays: a key never changes."""
+    key = _signing_key_row_key(event.purpose, event.mesh, event.serial)
     if state.get("signingkey", key) is None:
         kid = KeyId(purpose=event.purpose, mesh=event.mesh, serial=event.serial)
         state.put("signingkey", key, SigningKeyRow(

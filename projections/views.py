@@ -325,7 +325,8 @@ class QuarantinedEvent(Row, frozen=True):
 
 class SigningKeyRow(Row, frozen=True):
     """The public half of a token signing key (`SigningKeyCreated`): what gateways and the API
-    verify tokens with. The sealed private half stays in the log, never in a read model."""
+    verify tokens with, until `SigningKeyRetired` removes the row (a token whose kid names no
+    row is refused). The sealed private half stays in the log, never in a read model."""
 
     kid: str
     """`<purpose>/<mesh or _>/<serial>`, as a token's header names it."""

@@ -3,8 +3,9 @@
 Filled from the projection bus: the initial batch makes the view ready; later batches are
 applied whole at their checkpoint, so a stream never sees half of a projector batch. Every
 applied batch bumps `generation` and sets the events of the streams registered with
-`wake_on_change`, then tells `on_revoked` listeners of the revocations it brought. Token
-signing keys (public halves) and revocations are kept for the streams' authentication.
+`wake_on_change`, then tells `on_revoked` listeners of the revocations it brought and
+`on_key_retired` listeners of the signing keys it removed. Token signing keys (public
+halves) and revocations are kept for the streams' authentication.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ class ProjectionView:
         """Revoked tokens by (mesh or `_`, jti)."""
         self._revoked: list[RevocationRow] = []
         self._on_revoked: set[Callable[[RevocationRow], None]] = set()
+        self._retired: list[str] = []
+        self._on_key_retired: set[Callable[[str], None]] = set()
 
     def apply(self, updates: Iterable[ProjectionUpdate]) -> None:
         for key, value in updates:
@@ -89,6 +92,10 @@ class ProjectionView:
         for row in revoked:  # once the whole batch is applied
             for listener in list(self._on_revoked):
                 listener(row)
+        retired, self._retired = self._retired, []
+        for kid in retired:
+            for key_listener in list(self._on_key_retired):
+                key_listener(kid)
 
     def _apply_one(self, collection: str, mesh: str, name: str, value: bytes | None) -> None:
         match collection:
@@ -154,10 +161,16 @@ class ProjectionView:
                 else:
                     self.zoneingresses[mesh] = decode_typed(ZoneIngressRow, value)
             case "signingkey":
-                # a key never changes (its kid names one subject, appended once)
+                # a key never changes (its kid names one subject, appended once); a retired
+                # key's row is deleted (key `signingkey/<mesh or _>/<purpose>-<serial>`)
                 if value is not None:
                     row = decode_typed(SigningKeyRow, value)
                     self.signing_keys[row.kid] = row
+                else:
+                    purpose, _, serial = name.rpartition("-")
+                    kid = f"{purpose}/{mesh}/{serial}"
+                    if self.signing_keys.pop(kid, None) is not None:
+                        self._retired.append(kid)
             case "revocation":
                 if value is None:
                     self.revocations.pop((mesh, name), None)
@@ -183,6 +196,15 @@ class ProjectionView:
 
     def stop_on_revoked(self, listener: Callable[[RevocationRow], None]) -> None:
         self._on_revoked.discard(listener)
+
+    def on_key_retired(self, listener: Callable[[str], None]) -> None:
+        """Call `listener` with the kid of each signing key retired (its row deleted, after
+        its batch is applied), until `stop_on_key_retired`: a gateway ends the open streams
+        whose token that key signed."""
+        self._on_key_retired.add(listener)
+
+    def stop_on_key_retired(self, listener: Callable[[str], None]) -> None:
+        self._on_key_retired.discard(listener)
 
     async def follow(self, batches: AsyncIterator[list[ProjectionUpdate]]) -> None:
         """Apply batches from the projection bus forever."""

@@ -23,7 +23,7 @@ from events.commands.proxies import (
     with_readiness,
 )
 from events.commands.resources import Commands, WriteResult, live_resource
-from events.commands.tokens import TokenCommands
+from events.commands.tokens import OpenedKey, Rotated, TokenCommands
 
 __all__ = [
     "Append",
@@ -37,9 +37,11 @@ __all__ = [
     "Deregistered",
     "Keep",
     "NoSecretKey",
+    "OpenedKey",
     "Outcome",
     "ProbeTarget",
     "ProxyCommands",
+    "Rotated",
     "TokenCommands",
     "WriteResult",
     "current_of",

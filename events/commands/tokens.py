@@ -1,16 +1,20 @@
 """Token commands: the signing keys the log records, tokens signed with them, revocations.
 
 - `signing_key(purpose, mesh)`: the newest key of (purpose, mesh) recorded in the log, its
-  private half opened with the control plane's secret key. Serial 1 is created on first use,
-  with expected subject sequence 0: two API replicas racing create it once (the loser's append
-  is a conflict; it reads again and takes the winner's key), and a restart finds it again
-  (Kuma re-made keys kept in memory on a restart, and every token failed: kuma#3762).
-  The user-token key is made when the API starts. A mesh's dataplane-token key is made at its
-  first dataplane token rather than with the mesh: a Mesh write stays one append on one
-  subject (the command path never writes two subjects as one), and a mesh whose proxies use
-  no tokens (`--no-auth`) never holds a key.
-- `issue_dataplane_token`, `issue_zone_token`, `issue_user_token`: claims signed with that
-  key. A token is not recorded: only its revocation is.
+  private half opened with the control plane's secret key (`events.commands.signing_keys`).
+  Serial 1 is created on first use, with expected subject sequence 0: two API replicas racing
+  create it once (the loser's append is a conflict; it reads again and takes the winner's
+  key), and a restart finds it again (Kuma re-made keys kept in memory on a restart, and every
+  token failed: kuma#3762). The user-token key is made when the API starts. A mesh's
+  dataplane-token key is made at its first dataplane token rather than with the mesh: a Mesh
+  write stays one append on one subject (the command path never writes two subjects as one),
+  and a mesh whose proxies use no tokens (`--no-auth`) never holds a key.
+- `rotate_signing_key`, `retire_signing_key`: Kuma's rotation. The next serial signs from
+  its creation on (on every replica: each checks before it signs that no newer serial
+  exists); tokens of older serials verify until their key is retired, which refuses them
+  all. The newest serial cannot be retired.
+- `issue_dataplane_token`, `issue_zone_token`, `issue_user_token`: claims signed with the
+  newest key. A token is not recorded: only its revocation is.
 - A zone token (Kuma's, for a zone ingress) is signed with this control plane's own
   `zone-token` key, made at the first zone token. Kuma signs zone tokens on global, whose key
   reaches the zones; meshlog's signing keys stay in the log of the control plane that made them
@@ -21,12 +25,11 @@
 
 from __future__ import annotations
 
-import logging
-
-from events.commands.handler import Append, CommandHandler, Current, Decision, Keep, current_of
+from events.commands.handler import Append, CommandHandler, Current, Decision, Keep
 from events.commands.meshes import current_mesh
-from events.errors import InvalidResource, NotFound, UndecodableEvent, Violation
-from events.event_types import MeshApplied, SigningKeyCreated, TokenPurpose, TokenRevoked
+from events.commands.signing_keys import OpenedKey, Rotated, SigningKeys, sealing_purpose
+from events.errors import InvalidResource, NotFound, Violation
+from events.event_types import MeshApplied, TokenPurpose, TokenRevoked
 from events.identity.sealing import SecretKey
 from events.identity.tokens import (
     DATAPLANE_TOKEN,
@@ -34,36 +37,21 @@ from events.identity.tokens import (
     ZONE_TOKEN,
     ZONE_TOKEN_SCOPES,
     DataplaneClaims,
-    KeyId,
     SigningKey,
     UserClaims,
     ZoneClaims,
     dataplane_claims,
-    generate_key_pair,
     is_token_id,
-    load_private_key,
     user_claims,
     zone_claims,
 )
 from events.log import EventLog
-from events.subjects import (
-    revocation_subject,
-    signing_key_subject,
-    signing_keys_filter,
-)
+from events.subjects import revocation_subject
 
-__all__ = ["TokenCommands", "sealing_purpose"]
-
-log = logging.getLogger("meshlog.tokens")
+__all__ = ["OpenedKey", "Rotated", "TokenCommands", "sealing_purpose"]
 
 _RETRIES = 1
-"""A conflict on a key's subject means another replica created it: read it once more."""
-
-
-def sealing_purpose(kid: KeyId) -> str:
-    """The associated data a signing key's private half is sealed with: a blob copied to
-    another key's event does not open."""
-    return f"signingkey:{kid}"
+"""A conflict on a revocation's subject means another replica wrote it: read it once more."""
 
 
 class TokenCommands:
@@ -71,59 +59,42 @@ class TokenCommands:
                  secret_key: SecretKey) -> None:
         self.handler = CommandHandler.of(log)
         self._zone = zone
-        self._secret = secret_key
-        self._keys: dict[tuple[TokenPurpose, str | None], SigningKey] = {}
-        """Opened keys: a key never changes, and only a new serial (none is made yet) would
-        take over from it."""
+        self._keys = SigningKeys(self.handler, zone=zone, secret_key=secret_key)
 
     async def signing_key(self, purpose: TokenPurpose, mesh: str | None, at: int
                           ) -> SigningKey:
-        """The key that signs `purpose` tokens (of `mesh`; None for user tokens), created if
-        the log has none. Raises `SealedSecretError` if this control plane's secret key is
-        not the one that sealed it, `EventLogUnavailable` without the log."""
-        cached = self._keys.get((purpose, mesh))
-        if cached is not None:
-            return cached
-        created = await self._newest(purpose, mesh) or await self._create(purpose, mesh, at)
-        kid = KeyId(purpose=purpose, mesh=mesh, serial=created.serial)
-        private = self._secret.open(created.private_key, purpose=sealing_purpose(kid))
-        key = SigningKey(kid, load_private_key(private))
-        self._keys[(purpose, mesh)] = key
-        return key
+        """The key that signs `purpose` tokens (of `mesh`; None for user and zone tokens)
+        now, created if the log has none. Raises `SealedSecretError` if this control plane's
+        secret key is not the one that sealed it, `EventLogUnavailable` without the log."""
+        return await self._keys.newest(purpose, mesh, at)
 
-    def known_keys(self) -> list[SigningKey]:
-        """The keys opened so far (the API verifies its own tokens with them before the
-        projector has folded a new key)."""
-        return list(self._keys.values())
+    def opened_key(self, kid: str) -> OpenedKey | None:
+        """The key `kid` if this process made or opened it, with the sequence it was created
+        at (the API verifies its own tokens with it before the projector has folded it)."""
+        return self._keys.opened(kid)
 
-    async def _newest(self, purpose: TokenPurpose, mesh: str | None) -> SigningKeyCreated | None:
-        records = await self.handler.log.latest(signing_keys_filter(mesh, self._zone))
-        keys = [event for event in (current_of(r).event for r in records)
-                if isinstance(event, SigningKeyCreated) and event.purpose == purpose
-                and event.mesh == mesh]
-        return max(keys, key=lambda event: event.serial, default=None)
+    async def rotate_signing_key(self, purpose: TokenPurpose, mesh: str | None, at: int
+                                 ) -> Rotated:
+        """Create the next signing key of `purpose` (of `mesh`), which signs every token
+        from now on. Raises `NotFound` for a dataplane-token key of a mesh that does not
+        exist, `InvalidResource` for a mesh given to a key that belongs to none."""
+        _check_scope(purpose, mesh, "signing key")
+        if purpose == DATAPLANE_TOKEN:
+            await self._existing_mesh(str(mesh))
+        return await self._keys.rotate(purpose, mesh, at)
 
-    async def _create(self, purpose: TokenPurpose, mesh: str | None, at: int
-                      ) -> SigningKeyCreated:
-        kid = KeyId(purpose=purpose, mesh=mesh, serial=1)
-        subject = signing_key_subject(purpose, mesh, kid.serial, self._zone)
-        private, public = generate_key_pair()
-        event = SigningKeyCreated(at=at, purpose=purpose, mesh=mesh, serial=kid.serial,
-                                  public_key=public, private_key=self._secret.seal(
-                                      private, purpose=sealing_purpose(kid)))
+    async def retire_signing_key(self, purpose: TokenPurpose, mesh: str | None, serial: int,
+                                 at: int) -> tuple[int, bool]:
+        """Retire the signing key `serial` of `purpose` (of `mesh`): every token it signed is
+        refused from now on. (the sequence that says so, whether this call appended it).
+        Raises `NotFound` for a serial the log never held, `Conflict` for the newest one."""
+        _check_scope(purpose, mesh, "signing key")
+        return await self._keys.retire(purpose, mesh, serial, at)
 
-        def decide(current: Current) -> Decision:
-            return Append(event) if current.seq == 0 else Keep()
-
-        outcome = await self.handler.execute(subject, decide, retries=_RETRIES)
-        if outcome.appended:
-            log.info("created the signing key %s", kid)
-            return event
-        existing = outcome.previous.event
-        if not isinstance(existing, SigningKeyCreated):
-            raise UndecodableEvent(outcome.previous.seq, subject,
-                                   "not a signing key this code can read")
-        return existing
+    async def _existing_mesh(self, mesh: str) -> None:
+        mesh_event = (await current_mesh(self.handler, mesh, self._zone)).event
+        if not isinstance(mesh_event, MeshApplied):
+            raise NotFound(f"mesh {mesh!r} does not exist: create it before its tokens")
 
     # --- issuing ----------------------------------------------------------------------------
 
@@ -131,9 +102,7 @@ class TokenCommands:
                                     valid_for_s: int, now_ms: int) -> tuple[str, DataplaneClaims]:
         """A token for the Dataplane `mesh`.`name` (which need not exist yet: a proxy may
         register itself with it). Raises `NotFound` without the mesh."""
-        mesh_event = (await current_mesh(self.handler, mesh, self._zone)).event
-        if not isinstance(mesh_event, MeshApplied):
-            raise NotFound(f"mesh {mesh!r} does not exist: create it before its tokens")
+        await self._existing_mesh(mesh)
         key = await self.signing_key(DATAPLANE_TOKEN, mesh, now_ms)
         claims = dataplane_claims(mesh=mesh, name=name, tags=tags, valid_for_s=valid_for_s,
                                   now_s=now_ms // 1000)
@@ -183,9 +152,7 @@ class TokenCommands:
         if not is_token_id(jti):
             raise InvalidResource("revocation", [Violation(
                 "jti", f"{jti!r} is not a token id (a UUID, the token's `jti` claim)")])
-        if purpose in (USER_TOKEN, ZONE_TOKEN) and mesh is not None:
-            raise InvalidResource("revocation", [Violation(
-                "mesh", f"a {purpose} belongs to no mesh")])
+        _check_scope(purpose, mesh, "revocation")
         subject = revocation_subject(mesh, jti, self._zone)
 
         def decide(current: Current) -> Decision:
@@ -196,3 +163,12 @@ class TokenCommands:
 
         outcome = await self.handler.execute(subject, decide, retries=_RETRIES)
         return outcome.seq, outcome.appended and not outcome.duplicate
+
+
+def _check_scope(purpose: TokenPurpose, mesh: str | None, what: str) -> None:
+    """A dataplane token belongs to a mesh; user and zone tokens to none."""
+    if purpose in (USER_TOKEN, ZONE_TOKEN) and mesh is not None:
+        raise InvalidResource(what, [Violation("mesh", f"a {purpose} belongs to no mesh")])
+    if purpose == DATAPLANE_TOKEN and mesh is None:
+        raise InvalidResource(what, [Violation("mesh", f"a {purpose} belongs to a mesh: "
+                                                       "name it")])

@@ -4,8 +4,9 @@
 Authentication, once per request (`ApiAuth.authenticate`):
 
 - `Authorization: Bearer <user token>`: a JWT `{Name, Groups, jti, iat, nbf, exp}` signed with
-  the user-token key the log records (looked up by its kid in the read models; the key this
-  process made or opened serves before the projector has folded it), valid now, not revoked.
+  a user-token key the log records and has not retired (looked up by its kid in the read
+  models, whose row a retirement deletes; a key this process made or opened serves only until
+  the read models have folded the event that created it), valid now, not revoked.
   The user is its `Name`, in its `Groups` plus `mesh-system:authenticated`. A header that is
   not such a token is a 401, also on a route anyone may read: a client that believes it is
   authenticated learns that it is not.
@@ -18,9 +19,9 @@ Authentication, once per request (`ApiAuth.authenticate`):
 Authorization (`guard`, app-wide): a route's `opt["access"]` says what it needs,
 else its method does. Reads are open, as in Kuma OSS; writes need an authenticated user (so
 a stranger on the network cannot change the mesh); a proxy's computed config, token generation
-and revocation, and the read-model swap need `mesh-system:admin`. Refusals are RFC 7807
-documents: 401 with `WWW-Authenticate: Bearer` when the caller is not authenticated (or its
-token is unusable), 403 when it is and may not.
+and revocation, signing keys, and the read-model swap need `mesh-system:admin`. Refusals are
+RFC 7807 documents: 401 with `WWW-Authenticate: Bearer` when the caller is not authenticated
+(or its token is unusable), 403 when it is and may not.
 """
 
 from __future__ import annotations
@@ -114,13 +115,19 @@ _LOCAL_ADMIN = User(ADMIN_GROUP, (ADMIN_GROUP, AUTHENTICATED_GROUP))
 
 class ApiAuth:
     def __init__(self, *, localhost_is_admin: bool = True, tokens: TokenCommands | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 renew_admin_token: Callable[[], Awaitable[object]] | None = None) -> None:
         """`tokens`: the command side's token keys (issuing; the keys it holds verify too);
-        None in an API without a secret key, which verifies with the read models' keys."""
+        None in an API without a secret key, which verifies with the read models' keys.
+        `renew_admin_token`: called after a user-token key is rotated or retired, to write a
+        new admin token if the data dir's is not signed with the newest key (else the CLI
+        that finds it there would be refused once its key is retired)."""
         self.localhost_is_admin = localhost_is_admin
         self.tokens = tokens
+        self.renew_admin_token = renew_admin_token
         self._clock = clock
         self._keys: dict[str, ec.EllipticCurvePublicKey] = {}
+        """Public keys by their PEM, parsed once; which kids are in service is the store's."""
 
     async def authenticate(self, connection: ASGIConnection[Any, Any, Any, Any],
                            store: ReadModelStore) -> User:
@@ -141,7 +148,8 @@ class ApiAuth:
                 raise InvalidToken(f"it is a {kid.purpose} (kid {kid}), not a user token")
             key = await self._key(str(kid), store)
             if key is None:
-                raise InvalidToken(f"its signing key {kid} is not one of this control plane's")
+                raise InvalidToken(f"its signing key {kid} is not one of this control "
+                                   "plane's (retired, or of another control plane)")
             claims = verify(token, key, UserClaims, now_s=self._clock())
         except TokenExpired as exc:
             raise NotAuthenticated(f"expired user token: {exc}") from None
@@ -153,19 +161,24 @@ class ApiAuth:
         return User(claims.name, groups)
 
     async def _key(self, kid: str, store: ReadModelStore) -> ec.EllipticCurvePublicKey | None:
-        key = self._keys.get(kid)
-        if key is not None:
-            return key
-        for own in self.tokens.known_keys() if self.tokens is not None else ():
-            if str(own.kid) == kid:
-                key = own.public_key
+        """The public key of `kid` while it is in service: its row in the read models (which
+        a retirement deletes), else the key this process made a moment ago, as long as the
+        read models have not folded its creation (after that, no row means retired)."""
+        purpose, mesh, serial = kid.split("/")
+        row_key = f"{mesh}/{purpose}-{serial}"
+        body = await store.get("signingkey", row_key)
+        own = self.tokens.opened_key(kid) if body is None and self.tokens is not None else None
+        if own is not None:
+            if await store.checkpoint() < own.seq:
+                return own.key.public_key  # not folded yet
+            # folded between the two reads, or since: the row says whether it is in service
+            body = await store.get("signingkey", row_key)
+        if body is None:
+            return None
+        pem = decode_typed(SigningKeyRow, body).public_key
+        key = self._keys.get(pem)
         if key is None:
-            purpose, mesh, serial = kid.split("/")
-            body = await store.get("signingkey", f"{mesh}/{purpose}-{serial}")
-            if body is None:
-                return None
-            key = load_public_key(decode_typed(SigningKeyRow, body).public_key)
-        self._keys[kid] = key  # a kid's key never changes
+            key = self._keys[pem] = load_public_key(pem)
         return key
 
 

@@ -7,6 +7,19 @@
     POST /tokens/zone/revocations        {"jti", "expiresAt"}           revoke a zone token
     POST /tokens/user/revocations        {"jti", "expiresAt"}           revoke a user token
 
+Signing keys (Kuma's `<purpose>-signing-key-[<mesh>-]<serial>` secrets), `KIND` one of
+`dataplane`, `zone`, `user`:
+
+    GET    /tokens/KIND/signing-keys[?mesh=M]      the keys in service (public halves)
+    POST   /tokens/KIND/signing-keys  {"mesh"}     rotate: the next serial signs from now on
+    DELETE /tokens/KIND/signing-keys/N[?mesh=M]    retire serial N: every token it signed is
+                                                   refused (409 for the newest serial)
+
+`mesh` is for dataplane-token keys only (default `default`; a list without it shows every
+mesh's). A rotation or retirement answers once the read models hold it, so the next request
+with a token of a retired key is refused; rotating or retiring a user-token key also renews
+the data dir's admin token when it was signed with another key than the newest.
+
 A token comes back as `text/plain`, as Kuma answers. `validFor` is a Go duration (`24h`,
 `1h30m`; default 24h, at most 87600h); a zone token's `scope` defaults to `["ingress"]` and
 its zone must be this control plane's (a zone signs its own ingresses' tokens); `expiresAt`
@@ -21,13 +34,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from litestar import Response, post
+from litestar import Response, delete, get, post
 from msgspec import Struct
 
 from events import InvalidResource, Violation, is_resource_name, now_ms, rfc3339
 from events.commands import TokenCommands
 from events.documents import load_json
-from events.errors import Conflict
+from events.errors import Conflict, NotFound
 from events.event_types import TokenPurpose
 from events.identity import (
     DATAPLANE_TOKEN,
@@ -36,6 +49,7 @@ from events.identity import (
     ZONE_TOKEN,
     parse_valid_for,
 )
+from projections import SigningKeyRow, decode_typed
 from services.api._state import ApiRequest, api_state, await_projection
 from services.api.auth import ADMIN
 
@@ -169,8 +183,100 @@ async def revoke_user_token(request: ApiRequest) -> Response[dict[str, Any]]:
     return await _revoke(request, USER_TOKEN, await _meshless_revocation(request))
 
 
+_PURPOSES: dict[str, TokenPurpose] = {"dataplane": DATAPLANE_TOKEN, "zone": ZONE_TOKEN,
+                                      "user": USER_TOKEN}
+
+
+@get("/tokens/{kind:str}/signing-keys", opt=_ADMIN_ONLY,
+     summary="List the signing keys in service (admin): dataplane, zone or user")
+async def list_signing_keys(request: ApiRequest, kind: str) -> dict[str, Any]:
+    purpose = _purpose(kind)
+    mesh = request.query_params.get("mesh") if purpose == DATAPLANE_TOKEN else None
+    store = api_state(request.app).store
+    prefix = "_/" if purpose != DATAPLANE_TOKEN else f"{mesh}/" if mesh else ""
+    rows = [decode_typed(SigningKeyRow, body) for _, body in await store.scan("signingkey",
+                                                                              prefix)]
+    rows = sorted((r for r in rows if r.purpose == purpose),
+                  key=lambda r: (r.mesh or "", r.serial))
+    newest = {}
+    for row in rows:  # the highest serial of each mesh signs (never retired)
+        newest[row.mesh] = row.serial
+    items = [{"kid": r.kid, "purpose": r.purpose, "mesh": r.mesh, "serial": r.serial,
+              "createdAt": rfc3339(r.created_at), "signs": newest[r.mesh] == r.serial}
+             for r in rows]
+    return {"total": len(items), "items": items}
+
+
+@post("/tokens/{kind:str}/signing-keys", opt=_ADMIN_ONLY, status_code=201,
+      summary="Rotate a signing key (admin): the next serial signs new tokens")
+async def rotate_signing_key(request: ApiRequest, kind: str) -> Response[dict[str, Any]]:
+    purpose = _purpose(kind)
+    what = "signing key rotation"
+    doc = await _object(request, what)
+    out: list[Violation] = []
+    mesh = None
+    if purpose == DATAPLANE_TOKEN:
+        _known(doc, {"mesh"}, out)
+        mesh = _name(doc, "mesh", out, default="default")
+    else:
+        _known(doc, set(), out)
+    if out:
+        raise InvalidResource(what, out)
+    rotated = await _tokens(request).rotate_signing_key(purpose, mesh, now_ms())
+    if rotated.appended:
+        log.info("%s rotated the %s signing key%s: %s signs from now on", request.user,
+                 purpose, f" of mesh {mesh}" if mesh else "", rotated.kid)
+    return await _key_changed(request, purpose, {
+        "kid": str(rotated.kid), "purpose": purpose, "mesh": mesh,
+        "serial": rotated.kid.serial}, rotated.seq, rotated.appended,
+        201 if rotated.appended else 200)
+
+
+@delete("/tokens/{kind:str}/signing-keys/{serial:str}", opt=_ADMIN_ONLY, status_code=200,
+        summary="Retire a signing key (admin): every token it signed is refused")
+async def retire_signing_key(request: ApiRequest, kind: str, serial: str
+                             ) -> Response[dict[str, Any]]:
+    purpose = _purpose(kind)
+    out: list[Violation] = []
+    mesh = request.query_params.get("mesh", "default") if purpose == DATAPLANE_TOKEN else None
+    if mesh is not None and not is_resource_name(mesh):
+        out.append(Violation("mesh", f"{mesh!r} is not a mesh name"))
+    if not serial.isascii() or not serial.isdigit() or int(serial) < 1:
+        out.append(Violation("serial", f"{serial!r} is not a key serial (1, 2, ...)"))
+    if out:
+        raise InvalidResource("signing key retirement", out)
+    number = int(serial)
+    seq, appended = await _tokens(request).retire_signing_key(purpose, mesh, number, now_ms())
+    kid = f"{purpose}/{mesh or '_'}/{number}"
+    if appended:
+        log.info("%s retired the signing key %s", request.user, kid)
+    return await _key_changed(request, purpose, {
+        "kid": kid, "purpose": purpose, "mesh": mesh, "serial": number}, seq, appended, 200)
+
+
 TOKEN_ROUTES = [generate_dataplane_token, generate_zone_token, generate_user_token,
-                revoke_dataplane_token, revoke_zone_token, revoke_user_token]
+                revoke_dataplane_token, revoke_zone_token, revoke_user_token,
+                list_signing_keys, rotate_signing_key, retire_signing_key]
+
+
+def _purpose(kind: str) -> TokenPurpose:
+    purpose = _PURPOSES.get(kind)
+    if purpose is None:
+        raise NotFound(f"no tokens of kind {kind!r} (one of {', '.join(_PURPOSES)})")
+    return purpose
+
+
+async def _key_changed(request: ApiRequest, purpose: TokenPurpose, body: dict[str, Any],
+                       seq: int, appended: bool, status: int) -> Response[dict[str, Any]]:
+    """The answer to a rotation or retirement, once the read models hold it; a user-token
+    key's also renews the admin token of this API's data dir."""
+    state = api_state(request.app)
+    projected = await await_projection(state, seq)
+    if purpose == USER_TOKEN and state.auth.renew_admin_token is not None:
+        await state.auth.renew_admin_token()
+    headers = {} if projected else {"Meshlog-Projection": "pending"}
+    return Response({**body, "version": seq, "unchanged": not appended},
+                    status_code=status, headers=headers)
 
 
 async def _revoke(request: ApiRequest, purpose: TokenPurpose, revocation: _Revocation

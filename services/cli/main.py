@@ -14,6 +14,7 @@
     meshlog dataplane bootstrap --zone-ingress NAME [--token-file F]  ... for a zone ingress
     meshlog generate dataplane-token|zone-token|user-token ...  a token (admin; cli/tokens.py)
     meshlog revoke dataplane-token|zone-token|user-token ...    revoke one (admin)
+    meshlog signing-key list|rotate|retire ...  token signing keys (admin; cli/signing_keys.py)
     meshlog replay --database URL [--to-seq N]       rebuild read models from the log
     meshlog export [--database URL] [-o FILE]        read models as canonical JSON
     meshlog quarantine                               events the projector could not apply
@@ -55,6 +56,7 @@ from services.cli.resources import (
     cmd_quarantine,
     read_documents,
 )
+from services.cli.signing_keys import cmd_signing_key
 from services.cli.tokens import cmd_generate, cmd_revoke, read_token_file
 from services.errors import ConfigError
 from services.runtime.config import (
@@ -438,7 +440,8 @@ def _main(argv: list[str] | None) -> int:
 
             handler = {"apply": cmd_apply, "get": cmd_get, "delete": cmd_delete,
                        "quarantine": cmd_quarantine, "inspect": cmd_inspect,
-                       "generate": cmd_generate, "revoke": cmd_revoke}[args.command]
+                       "generate": cmd_generate, "revoke": cmd_revoke,
+                       "signing-key": cmd_signing_key}[args.command]
             return handler(args, client)
         finally:
             client.close()

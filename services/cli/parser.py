@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from services.cli.signing_keys import add_signing_key_parsers
 from services.cli.tokens import add_token_parsers
 from services.runtime.config import env
 
@@ -336,4 +337,5 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
 
     add_token_parsers(sub, g)
+    add_signing_key_parsers(sub, g)
     return p

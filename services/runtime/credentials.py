@@ -7,13 +7,17 @@
 - the admin user token (`mesh-system:admin`, valid 10 years as Kuma's `admin-user-token`),
   written only to `<data dir>/admin-token`, mode 0600, where the CLI on this machine finds it.
   A file that holds a token this control plane no longer accepts (another log, revoked,
-  expired) is replaced, so a reset log does not lock its operator out.
+  expired) or one signed with another key than the newest user-token key is replaced, so a
+  reset log does not lock its operator out; so is one left behind by a rotation of the
+  user-token key through this API (`admin_token_renewal`), before its old key is retired.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from events import EventLog, now_ms
@@ -32,7 +36,7 @@ from events.identity.private_files import write_private
 from services.api.auth import ADMIN_GROUP
 from services.errors import ConfigError
 
-__all__ = ["api_tokens", "ensure_admin_token", "token_commands"]
+__all__ = ["admin_token_renewal", "api_tokens", "ensure_admin_token", "token_commands"]
 
 log = logging.getLogger("meshlog.credentials")
 
@@ -63,6 +67,13 @@ async def token_commands(event_log: EventLog, *, zone: str, secret_key: SecretKe
     return tokens
 
 
+def admin_token_renewal(path: Path, tokens: TokenCommands | None
+                        ) -> Callable[[], Awaitable[bool]] | None:
+    """What the API calls after a user-token key is rotated or retired
+    (`services.api.auth.ApiAuth`): `ensure_admin_token` for `path`; None without tokens."""
+    return None if tokens is None else functools.partial(ensure_admin_token, path, tokens)
+
+
 async def ensure_admin_token(path: Path, tokens: TokenCommands) -> bool:
     """Make `path` hold a valid admin token; True when one was written."""
     problem = await _unusable(path, tokens)
@@ -81,13 +92,14 @@ async def ensure_admin_token(path: Path, tokens: TokenCommands) -> bool:
 
 async def _unusable(path: Path, tokens: TokenCommands) -> str | None:
     """Why the token in `path` will not do: "" when there is none; None when it is fine."""
-    token = _read(path)  # at start, once: not worth a thread
+    token = _read(path)  # at start, and after a user-token key rotation: not worth a thread
     if token is None:
         return ""
     key = await tokens.signing_key(USER_TOKEN, None, now_ms())
     try:
-        if read_header(token) != key.kid:
-            return "it is signed with another key"
+        kid = read_header(token)
+        if kid != key.kid:
+            return f"it is signed with the key {kid}, not the newest user-token key {key.kid}"
         claims = verify(token, key.public_key, UserClaims, now_s=time.time())
     except InvalidToken as exc:
         return str(exc)

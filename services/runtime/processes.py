@@ -40,7 +40,7 @@ from services.api.proxy_inspector import ProxyInspector
 from services.metrics import exposition
 from services.runtime.api_server import DEFAULT_API_DRAIN_GRACE_S, ApiServer
 from services.runtime.config import ADMIN_TOKEN_FILE
-from services.runtime.credentials import api_tokens
+from services.runtime.credentials import admin_token_renewal, api_tokens
 from services.runtime.metrics_server import ReadinessCheck, serving_metrics
 from services.runtime.shutdown import handle_signals
 from services.runtime.standby import Readiness, StandbyProjector, single_projector_readiness
@@ -182,8 +182,9 @@ async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
             async with nats_connection(nats_url, "meshlog-api", credentials=credentials) as nc:
                 event_log = await JetStreamEventLog.open(nc, replicas=replicas,
                                                          subjects=_subjects(mode, zone))
+                admin_token = data_dir / ADMIN_TOKEN_FILE
                 tokens = await api_tokens(event_log, zone=zone, secret_key=secret_key,
-                                          admin_token=data_dir / ADMIN_TOKEN_FILE)
+                                          admin_token=admin_token)
                 store = await open_store(database)
                 try:
                     api = ApiServer(create_app(Commands(event_log, zone=zone,
@@ -192,7 +193,9 @@ async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
                                                inspector=ProxyInspector(nc, replicas=replicas),
                                                auth=ApiAuth(
                                                    localhost_is_admin=localhost_is_admin,
-                                                   tokens=tokens),
+                                                   tokens=tokens,
+                                                   renew_admin_token=admin_token_renewal(
+                                                       admin_token, tokens)),
                                                sources=None if mode == "standalone"
                                                else functools.partial(source_states, nc)),
                                     sock, drain_grace_s=drain_grace_s)

@@ -58,7 +58,7 @@ from services.errors import ConfigError
 from services.metrics import watch_nats
 from services.runtime.api_server import DEFAULT_API_DRAIN_GRACE_S, ApiServer
 from services.runtime.config import ADMIN_TOKEN_FILE, UpConfig, secret_key_of
-from services.runtime.credentials import api_tokens
+from services.runtime.credentials import admin_token_renewal, api_tokens
 from services.runtime.embedded_nats import run_nats_server
 from services.runtime.nats_users import (
     LEAF_USER,
@@ -268,7 +268,8 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
             app = create_app(commands, api_store,
                              inspector=ProxyInspector(api_nc, replicas=replicas),
                              auth=ApiAuth(localhost_is_admin=cfg.localhost_is_admin,
-                                          tokens=tokens),
+                                          tokens=tokens, renew_admin_token=admin_token_renewal(
+                                              admin_token, tokens)),
                              sources=None if cfg.mode == "standalone"
                              else partial(source_states, api_nc))
             state = api_state(app)

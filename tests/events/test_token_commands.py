@@ -1,6 +1,7 @@
 """Token signing keys and revocations on the one command path, against a real nats-server:
 a key is created once and found again (kuma#3762), sealed with the secret key, and revoking
-twice appends once."""
+twice appends once. Rotation makes the next serial, which signs on every replica; retiring an
+older serial is recorded once, and the newest one cannot be retired."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import asyncio
 import pytest
 
 from events import (
+    Conflict,
     InvalidResource,
     JetStreamEventLog,
     Mesh,
     NotFound,
     SigningKeyCreated,
+    SigningKeyRetired,
+    TokenPurpose,
     decode_event,
     revocation_subject,
     signing_key_subject,
@@ -28,6 +32,7 @@ from events.identity import (
     SecretKey,
     UserClaims,
     ZoneClaims,
+    load_public_key,
     read_header,
     verify,
 )
@@ -164,3 +169,107 @@ async def test_a_zone_token_revocation_belongs_to_no_mesh(event_log: JetStreamEv
         await commands.revoke(ZONE_TOKEN, "default", jti, expires_at_ms=0, at=NOW_MS)
     assert await commands.revoke(ZONE_TOKEN, None, jti, expires_at_ms=0, at=NOW_MS) == (1, True)
     assert await commands.is_revoked(None, jti)
+
+
+# --- rotation and retirement (Kuma: the next serial signs; deleting the old key refuses its
+# tokens) -------------------------------------------------------------------------------------
+
+
+async def _key_event(event_log: JetStreamEventLog, purpose: TokenPurpose, mesh: str | None,
+                     serial: int) -> SigningKeyCreated:
+    record = await event_log.last(signing_key_subject(purpose, mesh, serial))
+    assert record is not None
+    event = decode_event(record.data, seq=record.seq, subject=record.subject)
+    assert isinstance(event, SigningKeyCreated)
+    return event
+
+
+async def test_a_rotation_makes_the_next_serial_which_signs_and_the_old_tokens_still_verify(
+        event_log: JetStreamEventLog) -> None:
+    await _with_mesh(event_log)
+    commands = TokenCommands(event_log, zone="default", secret_key=SecretKey.generate())
+    before, _ = await commands.issue_dataplane_token(mesh="default", name="web-1", tags={},
+                                                     valid_for_s=60, now_ms=NOW_MS)
+    rotated = await commands.rotate_signing_key(DATAPLANE_TOKEN, "default", NOW_MS)
+    assert (str(rotated.kid), rotated.appended) == ("dataplane-token/default/2", True)
+    after, _ = await commands.issue_dataplane_token(mesh="default", name="web-1", tags={},
+                                                    valid_for_s=60, now_ms=NOW_MS)
+    assert str(read_header(before)) == "dataplane-token/default/1"
+    assert str(read_header(after)) == "dataplane-token/default/2"
+    for token, serial in ((before, 1), (after, 2)):  # each with the public key its kid names
+        event = await _key_event(event_log, DATAPLANE_TOKEN, "default", serial)
+        assert verify(token, load_public_key(event.public_key), DataplaneClaims,
+                      now_s=NOW_MS / 1000).name == "web-1"
+
+
+async def test_another_replica_signs_with_the_new_serial_at_its_next_token(
+        event_log: JetStreamEventLog) -> None:
+    secret = SecretKey.generate()
+    rotating, other = (TokenCommands(event_log, zone="default", secret_key=secret)
+                       for _ in range(2))
+    assert str((await other.signing_key(USER_TOKEN, None, NOW_MS)).kid) == "user-token/_/1"
+    await rotating.rotate_signing_key(USER_TOKEN, None, NOW_MS)
+    token, _ = await other.issue_user_token(name="jane", groups=[], valid_for_s=60,
+                                            now_ms=NOW_MS)
+    assert str(read_header(token)) == "user-token/_/2"
+
+
+async def test_replicas_racing_to_rotate_make_one_serial(event_log: JetStreamEventLog) -> None:
+    secret = SecretKey.generate()
+    replicas = [TokenCommands(event_log, zone="default", secret_key=secret) for _ in range(3)]
+    await replicas[0].signing_key(ZONE_TOKEN, None, NOW_MS)
+    rotated = await asyncio.gather(*(r.rotate_signing_key(ZONE_TOKEN, None, NOW_MS)
+                                     for r in replicas))
+    assert {str(r.kid) for r in rotated} == {"zone-token/_/2"}
+    assert sum(r.appended for r in rotated) == 1
+    assert await event_log.last(signing_key_subject(ZONE_TOKEN, None, 3)) is None
+
+
+async def test_a_retired_key_is_recorded_on_its_own_subject_once(
+        event_log: JetStreamEventLog) -> None:
+    commands = TokenCommands(event_log, zone="default", secret_key=SecretKey.generate())
+    await commands.signing_key(USER_TOKEN, None, NOW_MS)
+    await commands.rotate_signing_key(USER_TOKEN, None, NOW_MS)
+    first = await commands.retire_signing_key(USER_TOKEN, None, 1, NOW_MS)
+    again = await commands.retire_signing_key(USER_TOKEN, None, 1, NOW_MS + 1)
+    assert first[1] is True and again == (first[0], False)
+    record = await event_log.last(signing_key_subject(USER_TOKEN, None, 1))
+    assert record is not None and record.seq == first[0]
+    assert decode_event(record.data, seq=record.seq, subject=record.subject) == (
+        SigningKeyRetired(at=NOW_MS, purpose=USER_TOKEN, serial=1))
+    # the next rotation counts the retired serial: serial 3, never 1 again
+    assert str((await commands.rotate_signing_key(USER_TOKEN, None, NOW_MS)).kid) == (
+        "user-token/_/3")
+
+
+async def test_the_newest_serial_cannot_be_retired(event_log: JetStreamEventLog) -> None:
+    await _with_mesh(event_log)
+    commands = TokenCommands(event_log, zone="default", secret_key=SecretKey.generate())
+    await commands.rotate_signing_key(DATAPLANE_TOKEN, "default", NOW_MS)  # serial 1
+    with pytest.raises(Conflict, match=r"signing key dataplane-token/default/1 is the newest "
+                                       r"of the dataplane-token keys of mesh default"):
+        await commands.retire_signing_key(DATAPLANE_TOKEN, "default", 1, NOW_MS)
+    await commands.rotate_signing_key(DATAPLANE_TOKEN, "default", NOW_MS)
+    with pytest.raises(Conflict, match=r"rotate first .*then retire serial 2"):
+        await commands.retire_signing_key(DATAPLANE_TOKEN, "default", 2, NOW_MS)
+    assert (await commands.retire_signing_key(DATAPLANE_TOKEN, "default", 1, NOW_MS))[1]
+
+
+async def test_an_unknown_serial_is_not_found(event_log: JetStreamEventLog) -> None:
+    commands = TokenCommands(event_log, zone="default", secret_key=SecretKey.generate())
+    with pytest.raises(NotFound, match=r"signing key user-token/_/1 does not exist \(the "
+                                       r"serials of the user-token keys: none yet\)"):
+        await commands.retire_signing_key(USER_TOKEN, None, 1, NOW_MS)
+    await commands.signing_key(USER_TOKEN, None, NOW_MS)
+    with pytest.raises(NotFound, match=r"signing key user-token/_/7 does not exist \(the "
+                                       r"serials of the user-token keys: 1\)"):
+        await commands.retire_signing_key(USER_TOKEN, None, 7, NOW_MS)
+
+
+async def test_a_dataplane_key_rotation_needs_its_mesh(event_log: JetStreamEventLog) -> None:
+    commands = TokenCommands(event_log, zone="default", secret_key=SecretKey.generate())
+    with pytest.raises(NotFound, match="mesh 'nope' does not exist"):
+        await commands.rotate_signing_key(DATAPLANE_TOKEN, "nope", NOW_MS)
+    with pytest.raises(InvalidResource, match="mesh: a user-token belongs to no mesh"):
+        await commands.rotate_signing_key(USER_TOKEN, "default", NOW_MS)
+    assert await event_log.last_seq() == 0

@@ -6,7 +6,9 @@ runs it, and a real Envoy bootstrapped with `--token-file`.
 - the admin token and the secret key are private files of the data dir; the CLI finds the
   admin token there; a restart keeps every key, so tokens issued before still work
   (kuma#3762);
-- from a non-loopback address (a real socket), writes need a token.
+- from a non-loopback address (a real socket), writes need a token;
+- `meshlog signing-key rotate|retire|list`: the next serial signs, the old tokens work until
+  retired; the data dir's admin token follows a user-token key rotation.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from events.identity import read_header
 from tests.harness import (
     VENV_BIN,
     ControlPlane,
@@ -159,3 +162,56 @@ def test_from_the_network_writes_need_a_token(tmp_path: Path) -> None:
             allowed = remote.put("/meshes/default", json={"type": "Mesh", "name": "default"},
                                  headers={"Authorization": f"Bearer {token}"})
             assert allowed.status_code == 201, allowed.text
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token.strip()}"}
+
+
+def test_the_cli_rotates_and_retires_signing_keys_and_keeps_its_admin_token(
+        tmp_path: Path) -> None:
+    """Kuma's rotation with `meshlog signing-key`: the next serial signs, the old tokens work
+    until their serial is retired. Rotating the user-token key renews the data dir's admin
+    token, so the CLI that finds it there still works once the old serial is retired."""
+    data = tmp_path / "cp"
+    with meshlog_up(data, "--no-localhost-admin") as cp:
+        admin_1 = (data / "admin-token").read_text()
+        user_1 = _meshlog(cp, "generate", "user-token", "--name", "jane").stdout
+        assert cp.api.put("/meshes/default", json={"type": "Mesh", "name": "default"},
+                          headers=_bearer(user_1)).status_code == 201
+
+        rotated = _meshlog(cp, "signing-key", "rotate", "user-token").stdout
+        assert "signing key user-token/_/2 created: it signs every new user-token" in rotated
+        assert "meshlog signing-key retire user-token --serial 1" in rotated
+        admin_2 = (data / "admin-token").read_text()
+        assert str(read_header(admin_2.strip())) == "user-token/_/2"
+        assert stat.S_IMODE((data / "admin-token").stat().st_mode) == 0o600
+        assert cp.api.get("/meshes", headers=_bearer(user_1)).status_code == 200
+
+        retired = _meshlog(cp, "signing-key", "retire", "user-token", "--serial", "1").stdout
+        assert retired.strip() == ("signing key user-token/_/1 retired: every token it "
+                                   "signed is refused")
+        for old in (user_1, admin_1):
+            assert cp.api.get("/meshes", headers=_bearer(old)).status_code == 401
+        listed = json.loads(_meshlog(cp, "signing-key", "list", "user-token", "-o",
+                                     "json").stdout)  # the CLI, with the renewed admin token
+        assert [(k["kid"], k["signs"]) for k in listed] == [("user-token/_/2", True)]
+        newest = _meshlog(cp, "signing-key", "retire", "user-token", "--serial", "2",
+                          check=False)
+        assert newest.returncode == 1
+        assert "HTTP 409: signing key user-token/_/2 is the newest" in newest.stderr
+        unknown = _meshlog(cp, "signing-key", "retire", "user-token", "--serial", "5",
+                           check=False)
+        assert "HTTP 404: signing key user-token/_/5 does not exist" in unknown.stderr
+
+        _meshlog(cp, "generate", "dataplane-token", "--name", "web-1")  # serial 1
+        assert "dataplane-token/default/2 created" in _meshlog(
+            cp, "signing-key", "rotate", "dataplane-token", "--mesh", "default").stdout
+        assert "dataplane-token/default/1 retired" in _meshlog(
+            cp, "signing-key", "retire", "dataplane-token", "--serial", "1").stdout
+        table = _meshlog(cp, "signing-key", "list").stdout.splitlines()
+        assert table[0].split() == ["KID", "PURPOSE", "MESH", "SERIAL", "SIGNS", "AGE"]
+        assert [line.split()[:5] for line in table[1:]] == [
+            ["dataplane-token/default/2", "dataplane-token", "default", "2", "yes"],
+            ["user-token/_/2", "user-token", "-", "2", "yes"]]
+    assert "retired the signing key user-token/_/1" in (data / "up.log").read_text()

@@ -3,8 +3,9 @@ real projector: requests go through the ASGI app with the client address a test 
 both a stranger on the network and a loopback client are real cases of the same code.
 
 Reads are open; writes need a user token (or a loopback client, unless that is turned off);
-`_config`, tokens and revocations need admin. Refusals are RFC 7807: 401 with
-`WWW-Authenticate: Bearer`, 403."""
+`_config`, tokens, revocations and signing keys need admin. Refusals are RFC 7807: 401 with
+`WWW-Authenticate: Bearer`, 403. A rotated user-token key signs the next tokens while the old
+ones work; once the old serial is retired, its tokens are refused from the next request on."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from events.identity import (
     DataplaneClaims,
     SecretKey,
     UserClaims,
+    read_header,
     unverified_claims,
     verify,
 )
@@ -258,3 +260,83 @@ async def test_loopback_admin_can_be_turned_off(nc: NATS, tmp_path: Path) -> Non
             assert (await local.get("/meshes")).status_code == 200
         async with api.client(LOOPBACK, token=await api.user_token(ADMIN_GROUP)) as admin:
             assert (await admin.post("/tokens/user", json={"name": "joe"})).status_code == 200
+
+
+# --- signing keys: rotate, retire -------------------------------------------------------------
+
+
+async def test_a_rotated_user_key_signs_new_tokens_and_the_old_ones_work_until_retired(
+        api: Api) -> None:
+    old = await api.user_token("team-a")  # serial 1, made when the API's tokens first signed
+    async with api.client(token=await api.user_token(ADMIN_GROUP)) as admin_1, \
+            api.client(token=old) as old_user:
+        rotated = await admin_1.post("/tokens/user/signing-keys")
+        assert rotated.status_code == 201, rotated.text
+        assert {k: rotated.json()[k] for k in ("kid", "serial", "unchanged")} == {
+            "kid": "user-token/_/2", "serial": 2, "unchanged": False}
+        new = await api.user_token("team-a")
+        assert str(read_header(new)) == "user-token/_/2"
+        async with api.client(token=new) as new_user:
+            assert (await old_user.get("/meshes")).status_code == 200  # still verifies
+            assert (await new_user.put("/meshes/other", json=MESH)).status_code == 201
+            listed = (await admin_1.get("/tokens/user/signing-keys")).json()
+            assert [(k["kid"], k["signs"]) for k in listed["items"]] == [
+                ("user-token/_/1", False), ("user-token/_/2", True)]
+
+            retired = await admin_1.delete("/tokens/user/signing-keys/1")
+            assert retired.status_code == 200, retired.text
+            assert retired.json()["unchanged"] is False
+            body = _problem(await old_user.get("/meshes"), 401)  # the very next request
+            assert body["detail"] == ("invalid user token: its signing key user-token/_/1 is "
+                                      "not one of this control plane's (retired, or of "
+                                      "another control plane)")
+            assert (await new_user.get("/meshes")).status_code == 200
+            _problem(await admin_1.get("/meshes"), 401)  # an admin token of serial 1 too
+        async with api.client(token=await api.user_token(ADMIN_GROUP)) as admin_2:
+            again = await admin_2.delete("/tokens/user/signing-keys/1")
+            assert again.status_code == 200 and again.json()["unchanged"] is True
+            assert [k["kid"] for k in (await admin_2.get("/tokens/user/signing-keys")
+                                       ).json()["items"]] == ["user-token/_/2"]
+
+
+async def test_the_newest_key_cannot_be_retired_and_an_unknown_serial_is_404(api: Api) -> None:
+    async with api.client(token=await api.user_token(ADMIN_GROUP)) as admin:
+        newest = _problem(await admin.delete("/tokens/user/signing-keys/1"), 409)
+        assert newest["detail"].startswith("signing key user-token/_/1 is the newest of the "
+                                           "user-token keys: it signs every new token")
+        unknown = _problem(await admin.delete("/tokens/user/signing-keys/9"), 404)
+        assert unknown["detail"] == ("signing key user-token/_/9 does not exist (the serials "
+                                     "of the user-token keys: 1)")
+        invalid = _problem(await admin.delete("/tokens/user/signing-keys/x"), 400)
+        assert invalid["invalid_parameters"] == [
+            {"field": "serial", "reason": "'x' is not a key serial (1, 2, ...)"}]
+        assert "no tokens of kind 'api'" in _problem(
+            await admin.post("/tokens/api/signing-keys"), 404)["detail"]
+
+
+async def test_a_dataplane_key_is_rotated_and_retired_per_mesh(api: Api) -> None:
+    async with api.client(token=await api.user_token(ADMIN_GROUP)) as admin:
+        first = await admin.post("/tokens/dataplane/signing-keys", json={"mesh": "default"})
+        assert (first.status_code, first.json()["kid"]) == (201, "dataplane-token/default/1")
+        second = await admin.post("/tokens/dataplane/signing-keys", json={})  # default mesh
+        assert second.json()["kid"] == "dataplane-token/default/2"
+        token, _ = await api.tokens.issue_dataplane_token(mesh="default", name="web-1", tags={},
+                                                          valid_for_s=60, now_ms=now_ms())
+        assert str(read_header(token)) == "dataplane-token/default/2"
+        missing = _problem(await admin.post("/tokens/dataplane/signing-keys",
+                                            json={"mesh": "nope"}), 404)
+        assert missing["detail"].startswith("mesh 'nope' does not exist")
+        assert (await admin.delete("/tokens/dataplane/signing-keys/1?mesh=default")
+                ).status_code == 200
+        listed = (await admin.get("/tokens/dataplane/signing-keys?mesh=default")).json()
+        assert [(k["kid"], k["mesh"], k["signs"]) for k in listed["items"]] == [
+            ("dataplane-token/default/2", "default", True)]
+
+
+async def test_only_an_admin_rotates_or_retires(api: Api) -> None:
+    async with api.client(token=await api.user_token("team-a")) as user, \
+            api.client() as stranger:
+        for client, status in ((user, 403), (stranger, 401)):
+            _problem(await client.post("/tokens/user/signing-keys"), status)
+            _problem(await client.delete("/tokens/user/signing-keys/1"), status)
+            _problem(await client.get("/tokens/user/signing-keys"), status)

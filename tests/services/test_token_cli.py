@@ -99,3 +99,14 @@ def test_revoke_takes_an_id_or_a_token_file_not_both(tmp_path: Path) -> None:
                  "--token-file", str(_token_file(tmp_path)))
     assert wrong.returncode == 2
     assert "--mesh 'other' differs from the token's mesh 'default'" in wrong.stderr
+
+
+def test_a_signing_key_command_checks_its_arguments_before_asking() -> None:
+    meshless = _run("--api", NOWHERE, "signing-key", "rotate", "user-token", "--mesh", "x")
+    assert meshless.returncode == 2
+    assert "--mesh: a user-token key belongs to no mesh" in meshless.stderr
+    no_serial = _run("--api", NOWHERE, "signing-key", "retire", "zone-token")
+    assert no_serial.returncode == 2 and "the following arguments are required: --serial" in (
+        no_serial.stderr)
+    unknown = _run("--api", NOWHERE, "signing-key", "rotate", "api-token")
+    assert unknown.returncode == 2 and "invalid choice: 'api-token'" in unknown.stderr

@@ -3,9 +3,10 @@ gateway on a real nats-server, its view filled by the real projector; tokens iss
 revoked through the command path, as the API does.
 
 Refused on open: no token, a garbage one, a token of another control plane, another proxy's,
-an expired one, a revoked one (also once its revocation went, an hour after it expired).
-Ended while open: a token revoked, a token that expires, a node id that changes. Served: the
-right token, raw or `Bearer`."""
+an expired one, a revoked one (also once its revocation went, an hour after it expired), one
+of a retired key. Ended while open: a token revoked, a token that expires, a token whose key
+is retired, a node id that changes. Served: the right token, raw or `Bearer`, of the old key
+and of the new one after a rotation."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from events.identity import (
     REVOCATION_KEPT_AFTER_EXPIRY_MS,
     DataplaneClaims,
     SecretKey,
+    read_header,
     unverified_claims,
 )
 from events.identity.tokens import (
@@ -408,3 +410,58 @@ async def test_token_tags_must_be_on_the_dataplane_it_registers(nc: NATS, plane:
         await client.recv()
         await eventually(lambda: _registered(plane.event_log, "web-3"), what="web-3 registered")
         client.close()
+
+
+# --- signing key rotation -----------------------------------------------------------------------
+
+
+async def _has_key(gw: Gateway, kid: str) -> bool:
+    return kid in gw.view.signing_keys
+
+
+async def _rotated_and_retired(gw: Gateway) -> bool:
+    return set(gw.view.signing_keys) == {"dataplane-token/default/2"}
+
+
+async def test_a_rotated_key_serves_old_and_new_tokens_until_the_old_one_is_retired(
+        nc: NATS, plane: Plane) -> None:
+    old = await plane.token()
+    rotated = await plane.tokens.rotate_signing_key(DATAPLANE_TOKEN, "default", now_ms())
+    assert str(rotated.kid) == "dataplane-token/default/2"
+    new = await plane.token()
+    assert str(read_header(new)) == "dataplane-token/default/2"
+    async with _gateway(nc) as gw, channel_to(gw) as channel:
+        await eventually(lambda: _has_key(gw, "dataplane-token/default/2"),
+                         what="the new key in the gateway's view")
+        old_stream, new_stream = await _open(channel, old), await _open(channel, new)
+        assert (await old_stream.recv()).type_url == CLUSTER  # both serials verify
+        assert (await new_stream.recv()).type_url == CLUSTER
+
+        await plane.tokens.retire_signing_key(DATAPLANE_TOKEN, "default", 1, now_ms())
+        error = await _ended(old_stream)  # its open stream ends
+        assert error.code() == UNAUTHENTICATED
+        assert (error.details() or "") == ("the signing key dataplane-token/default/1 of its "
+                                           f"token {unverified_claims(old, DataplaneClaims).jti}"
+                                           " was retired")
+        refused = await _ended(await _open(channel, old))  # and it opens no other
+        assert refused.code() == UNAUTHENTICATED
+        assert "its signing key dataplane-token/default/1 is unknown to this gateway (a " \
+               "retired key" in (refused.details() or "")
+        new_stream.send(CLUSTER, node_id="default.web-1")  # the new token's stream lives on
+        assert (await new_stream.recv()).type_url == CLUSTER
+        new_stream.close()
+
+
+async def test_a_gateway_started_after_a_retirement_refuses_the_old_tokens(
+        nc: NATS, plane: Plane) -> None:
+    old = await plane.token()
+    await plane.tokens.rotate_signing_key(DATAPLANE_TOKEN, "default", now_ms())
+    await plane.tokens.retire_signing_key(DATAPLANE_TOKEN, "default", 1, now_ms())
+    new = await plane.token()
+    async with running_gateway(nc, no_auth=False) as gw, channel_to(gw) as channel:
+        await eventually(lambda: _rotated_and_retired(gw),
+                         what="serial 2 alone in the gateway's view")
+        assert (await _ended(await _open(channel, old))).code() == UNAUTHENTICATED
+        served = await _open(channel, new)
+        assert (await served.recv()).type_url == CLUSTER
+        served.close()

@@ -27,6 +27,8 @@ connected: kuma#3379):
 
 - a timer at the token's `exp` ends the stream UNAUTHENTICATED;
 - a revocation of its `jti` arriving in the view ends it at once (`ProjectionView.on_revoked`);
+- so does the retirement of the signing key that signed it (`ProjectionView.on_key_retired`:
+  the key's row goes, and with it every token of its kid, Kuma's deleted signing key);
 - a request naming another node ends it PERMISSION_DENIED (Kuma: the node id cannot change
   once the stream is authenticated).
 """
@@ -111,6 +113,8 @@ class _Session(Struct):
     node_id: str
     token: tuple[str, str]
     """(mesh or `_`, jti): what a revocation names."""
+    kid: str
+    """The signing key of its token: what a retirement names."""
     expiry: asyncio.TimerHandle
 
 
@@ -123,10 +127,11 @@ class DataplaneAuthentication(NoCallbacks):
         self._zone = zone
         self._clock = clock
         self._keys: dict[str, ec.EllipticCurvePublicKey] = {}
-        """Public keys by kid, parsed once (a kid's key never changes)."""
+        """Public keys by their PEM, parsed once; which kids are in service is the view's."""
         self._sessions: dict[StreamInfo, _Session] = {}
         self._by_token: dict[tuple[str, str], set[StreamInfo]] = defaultdict(set)
         view.on_revoked(self._revoked)
+        view.on_key_retired(self._key_retired)
 
     # --- StreamCallbacks ----------------------------------------------------------------------
 
@@ -137,18 +142,20 @@ class DataplaneAuthentication(NoCallbacks):
             raise StreamRefused(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"node.id {node.id!r} is not <mesh>.<dataplane name>")
         token = token_of(stream.metadata)
+        claims: DataplaneClaims | ZoneClaims
         if parsed[0] == ZONE_INGRESS_NODE:
-            claims: DataplaneClaims | ZoneClaims = self._authenticate_ingress(token, node.id)
+            kid, claims = self._authenticate_ingress(token, node.id)
             key, kind = ("_", claims.jti), "zone token"
         else:
-            claims = self._authenticate(token)
+            kid, claims = self._authenticate(token)
             self._authorize(claims, node, *parsed)
             key, kind = (claims.mesh, claims.jti), "dataplane token"
         # no await since the token was checked: a revocation cannot slip in between
         expiry = asyncio.get_running_loop().call_later(
             max(0.0, claims.exp - self._clock()), stream.end, _UNAUTHENTICATED,
             f"the {kind} {claims.jti} expired at {rfc3339(claims.exp * 1000)}")
-        self._sessions[stream] = _Session(node_id=node.id, token=key, expiry=expiry)
+        self._sessions[stream] = _Session(node_id=node.id, token=key, kid=str(kid),
+                                          expiry=expiry)
         self._by_token[key].add(stream)
 
     async def on_stream_request(self, stream: StreamInfo, request: object) -> None:
@@ -191,31 +198,31 @@ class DataplaneAuthentication(NoCallbacks):
         except InvalidToken as exc:
             raise _refused(f"invalid {what}: {exc}") from None
 
-    def _authenticate(self, token: str) -> DataplaneClaims:
+    def _authenticate(self, token: str) -> tuple[KeyId, DataplaneClaims]:
         kid, claims = self._verified(
             token, DATAPLANE_TOKEN, DataplaneClaims, "dataplane token",
             lambda kid: (f"it is a {kid.purpose} (kid {kid}), not a dataplane token"
                          + (" (zone tokens are for zone ingresses)"
                             if kid.purpose == ZONE_TOKEN else "")),
-            "a token of another control plane or of a log that was reset; or a key made a "
-            "moment ago, not here yet")
+            "a retired key, or a token of another control plane or of a log that was reset; "
+            "or a key made a moment ago, not here yet")
         if claims.mesh != kid.mesh:
             raise _refused(f"invalid dataplane token: it names mesh {claims.mesh!r} but is "
                            f"signed with the key of mesh {kid.mesh!r}")
         if (claims.mesh, claims.jti) in self._view.revocations:
             raise _refused(f"the dataplane token {claims.jti} was revoked")
-        return claims
+        return kid, claims
 
-    def _authenticate_ingress(self, token: str, node_id: str) -> ZoneClaims:
+    def _authenticate_ingress(self, token: str, node_id: str) -> tuple[KeyId, ZoneClaims]:
         """A zone ingress's zone token: Kuma's zone token names no proxy, so any ingress of
         the zone it names may use it, and the zone must be this gateway's."""
-        _, claims = self._verified(
+        kid, claims = self._verified(
             token, ZONE_TOKEN, ZoneClaims, "zone token",
             lambda kid: (f"it is a {kid.purpose} (kid {kid}); a zone ingress authenticates "
                          "with a zone token (meshlog generate zone-token --zone ZONE --scope "
                          "ingress)"),
-            "a token of another zone's control plane, or of a log that was reset; or a key "
-            "made a moment ago, not here yet")
+            "a retired key, or a token of another zone's control plane or of a log that was "
+            "reset; or a key made a moment ago, not here yet")
         if ("_", claims.jti) in self._view.revocations:
             raise _refused(f"the zone token {claims.jti} was revoked")
         if claims.zone != self._zone:
@@ -225,7 +232,7 @@ class DataplaneAuthentication(NoCallbacks):
             raise StreamRefused(_DENIED, f"the zone token {claims.jti} has scope "
                                 f"{claims.scope}, not ingress: it opens no stream for the "
                                 f"zone ingress {node_id!r}")
-        return claims
+        return kid, claims
 
     def _authorize(self, claims: DataplaneClaims, node: Node, mesh: str, name: str) -> None:
         if (claims.mesh, claims.name) != (mesh, name):
@@ -250,13 +257,20 @@ class DataplaneAuthentication(NoCallbacks):
                                 f"Dataplane {mesh}.{name}: {problem}")
 
     def _key(self, kid: str) -> ec.EllipticCurvePublicKey | None:
-        key = self._keys.get(kid)
+        """The public key of `kid` while the view holds it: a retired key's row is gone."""
+        row = self._view.signing_keys.get(kid)
+        if row is None:
+            return None
+        key = self._keys.get(row.public_key)
         if key is None:
-            row = self._view.signing_keys.get(kid)
-            if row is None:
-                return None
-            key = self._keys[kid] = load_public_key(row.public_key)
+            key = self._keys[row.public_key] = load_public_key(row.public_key)
         return key
+
+    def _key_retired(self, kid: str) -> None:
+        for stream, session in list(self._sessions.items()):
+            if session.kid == kid:
+                stream.end(_UNAUTHENTICATED, f"the signing key {kid} of its token "
+                           f"{session.token[1]} was retired")
 
     def _revoked(self, row: RevocationRow) -> None:
         kind = _KINDS.get(row.purpose)

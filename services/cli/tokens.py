@@ -4,9 +4,9 @@ words:
     meshlog generate dataplane-token --mesh M --name N [--tag K=V]... [--valid-for 24h]
     meshlog generate zone-token --zone Z [--scope ingress] [--valid-for 24h]
     meshlog generate user-token --name N [--group G]... [--valid-for 24h]
-    meshlog revoke dataplane-token [--mesh M] (--jti ID | --token-file F)
-    meshlog revoke zone-token (--jti ID | --token-file F)
-    meshlog revoke user-token (--jti ID | --token-file F)
+    meshlog revoke dataplane-token [--mesh M] (--jti ID [--expires-at T] | --token-file F)
+    meshlog revoke zone-token (--jti ID [--expires-at T] | --token-file F)
+    meshlog revoke user-token (--jti ID [--expires-at T] | --token-file F)
 
 A token is printed alone on stdout (`> file` keeps it as is), what it is for and until when on
 stderr. Revoking from `--token-file` reads the token's id, mesh and expiry from the token
@@ -16,6 +16,7 @@ itself (its signature is the control plane's business, not the CLI's).
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,10 @@ def add_token_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         which = r.add_mutually_exclusive_group(required=True)
         which.add_argument("--jti", help="the token's id (printed when it was generated)")
         which.add_argument("--token-file", help="a file holding the token")
+        r.add_argument("--expires-at", metavar="TIME",
+                       help="with --jti: when the token expires (RFC 3339, as printed when it "
+                            "was generated), so that the revocation is forgotten an hour "
+                            "after; without it, it is kept for ever")
 
 
 def read_token_file(flag: str, path: str) -> str:
@@ -122,7 +127,9 @@ def cmd_generate(args: argparse.Namespace, client: ApiClient) -> int:
         revoke = f"meshlog revoke user-token --jti {user.jti}"
         exp = user.exp
     print(token)
-    print(f"# {what}, valid until {rfc3339(exp * 1000)}; revoke: {revoke}", file=sys.stderr)
+    until = rfc3339(exp * 1000)
+    print(f"# {what}, valid until {until}; revoke: {revoke} --expires-at {until}",
+          file=sys.stderr)
     return 0
 
 
@@ -130,6 +137,11 @@ def cmd_revoke(args: argparse.Namespace, client: ApiClient) -> int:
     dataplane = args.token_kind == "dataplane-token"
     mesh = getattr(args, "mesh", None)
     body: dict[str, Any] = {"jti": args.jti}
+    if args.expires_at is not None:
+        if args.token_file:
+            raise ConfigError("--expires-at goes with --jti: --token-file reads the expiry "
+                              "from the token")
+        body["expiresAt"] = _unix_s("--expires-at", args.expires_at)
     if args.token_file:
         token = read_token_file("--token-file", args.token_file)
         kinds: dict[str, type[Claims]] = {"dataplane-token": DataplaneClaims,
@@ -152,6 +164,18 @@ def cmd_revoke(args: argparse.Namespace, client: ApiClient) -> int:
     state = "was already revoked" if result["unchanged"] else "revoked"
     print(f"{args.token_kind} {body['jti']}{where} {state}")
     return 0
+
+
+def _unix_s(flag: str, value: str) -> int:
+    """An RFC 3339 time (`2026-12-01T10:00:00Z`, as `generate` prints it) in Unix seconds."""
+    try:
+        when = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{flag} {value!r}: not an RFC 3339 time (e.g. "
+                          "2026-12-01T10:00:00Z)") from None
+    if when.tzinfo is None:
+        raise ConfigError(f"{flag} {value!r}: give the offset (Z for UTC)")
+    return int(when.timestamp())
 
 
 def _tags(pairs: list[str]) -> dict[str, list[str]]:

@@ -13,8 +13,10 @@ runs it, and a real Envoy bootstrapped with `--token-file`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import shlex
 import socket
 import stat
 import subprocess
@@ -24,7 +26,15 @@ from typing import Any
 import httpx
 import pytest
 
-from events.identity import read_header
+from events import (
+    EVENTS_STREAM,
+    TokenRevoked,
+    connect_nats,
+    decode_event,
+    revocation_subject,
+    rfc3339,
+)
+from events.identity import UserClaims, read_header, unverified_claims
 from tests.harness import (
     VENV_BIN,
     ControlPlane,
@@ -215,3 +225,39 @@ def test_the_cli_rotates_and_retires_signing_keys_and_keeps_its_admin_token(
             ["dataplane-token/default/2", "dataplane-token", "default", "2", "yes"],
             ["user-token/_/2", "user-token", "-", "2", "yes"]]
     assert "retired the signing key user-token/_/1" in (data / "up.log").read_text()
+
+
+def _revocation(cp: ControlPlane, jti: str) -> TokenRevoked:
+    """The event that revoked the user token `jti`, read from the log."""
+    async def read() -> TokenRevoked:
+        nc = await connect_nats(cp.where["nats"], name="test", credentials=cp.nats_creds)
+        try:
+            subject = revocation_subject(None, jti)
+            msg = await nc.jetstream().get_last_msg(EVENTS_STREAM, subject)
+            event = decode_event(msg.data or b"", seq=msg.seq or 0, subject=subject)
+            assert isinstance(event, TokenRevoked)
+            return event
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def test_the_revoke_command_printed_at_generation_knows_the_tokens_expiry(
+        tmp_path: Path) -> None:
+    """Run as printed, it records the token's `exp`, so that the revocation is forgotten an
+    hour after it (a `--jti` alone is kept for ever)."""
+    with meshlog_up(tmp_path / "cp") as cp:
+        generated = _meshlog(cp, "generate", "user-token", "--name", "jane",
+                             "--valid-for", "2h")
+        claims = unverified_claims(generated.stdout.strip(), UserClaims)
+        printed = generated.stderr.split("revoke: ", 1)[1].strip()
+        assert printed.endswith(f"--expires-at {rfc3339(claims.exp * 1000)}"), printed
+        revoked = _meshlog(cp, *shlex.split(printed)[1:])
+        assert revoked.stdout.strip() == f"user-token {claims.jti} revoked"
+        assert _revocation(cp, claims.jti).expires_at == claims.exp * 1000
+
+        bad = _meshlog(cp, "revoke", "user-token", "--jti", claims.jti, "--expires-at",
+                       "tomorrow", check=False)
+        assert bad.returncode != 0
+        assert "--expires-at 'tomorrow': not an RFC 3339 time" in bad.stderr

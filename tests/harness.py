@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -361,3 +361,20 @@ def run_lb_envoy(gateway_ports: list[int], workdir: Path) -> Iterator[LoadBalanc
         wait_for(lambda: lb.healthy_gateways() == len(gateway_ports), timeout=15,
                  what="every gateway healthy in the LB")
         yield lb
+
+
+_T = TypeVar("_T")
+
+
+async def eventually(check: Callable[[], Awaitable[_T | None]], what: str = "a condition", *,
+                     within: float = 10.0) -> _T:
+    """Poll `check` until it returns something truthy, within a deadline (then an
+    AssertionError naming `what`)."""
+    deadline = time.monotonic() + within
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.02)

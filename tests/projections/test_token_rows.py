@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -33,7 +32,7 @@ from events.identity.tokens import NOT_BEFORE_SKEW_S, generate_key_pair
 from projections import PUBLISHED, Projector, RevocationRow, SigningKeyRow, open_store, rebuild
 from projections.fold import apply_event
 from projections.state import ProjectionState
-from tests.harness import cancel_until_done
+from tests.harness import cancel_until_done, eventually
 from tests.projections._histories import (
     JTIS,
     fold,
@@ -250,7 +249,7 @@ async def test_the_live_projector_ticks_for_a_revocation_and_a_replay_agrees(
     projector = asyncio.create_task(Projector(event_log, store, None, zone="default").run())
     try:
         drop = expires_at + REVOCATION_KEPT_AFTER_EXPIRY_MS
-        tick = await _eventually(lambda: event_log.last(clock_subject(drop)),
+        tick = await eventually(lambda: event_log.last(clock_subject(drop)),
                                  what="the ticker's tick at the drop time")
         assert (tick.seq, await event_log.last_seq()) == (2, 2)
         assert decode_event(tick.data, seq=tick.seq, subject=tick.subject).at == drop
@@ -258,7 +257,7 @@ async def test_the_live_projector_ticks_for_a_revocation_and_a_replay_agrees(
         async def folded() -> bool:
             return await store.checkpoint("main") == 2
 
-        await _eventually(folded, what="the projector to fold the tick")
+        await eventually(folded, what="the projector to fold the tick")
         assert await store.get("revocation", f"default/{JTI}") is None
         replayed = await open_store(f"sqlite:///{tmp_path / 'replay.db'}")
         try:
@@ -269,15 +268,3 @@ async def test_the_live_projector_ticks_for_a_revocation_and_a_replay_agrees(
     finally:
         await cancel_until_done(projector)
         await store.close()
-
-
-async def _eventually(check: Callable[[], Awaitable[T_ | None]], *, what: str,
-                      within_s: float = 15.0) -> T_:
-    deadline = time.monotonic() + within_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within_s}s waiting for {what}")
-        await asyncio.sleep(0.02)

@@ -11,7 +11,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,7 +28,7 @@ from events.commands import Commands
 from projections import Projector, open_store
 from services.api.app import create_app
 from services.api.proxy_inspector import ProxyInspector
-from tests.harness import run_gateway_process
+from tests.harness import eventually, run_gateway_process
 from tests.xds_gateway._ads import AdsClient
 from xds_gateway import Gateway
 from xds_gateway.proxies.config_service import ConfigService
@@ -41,20 +41,6 @@ pytestmark = [
 ]
 T = TypeVar("T")
 NOW = 1_700_000_000_000
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]], what: str,
-                     within: float = 10.0) -> T:
-    """Poll `check` until it returns something truthy, within a deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 class Plane:

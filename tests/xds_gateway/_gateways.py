@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import grpc
@@ -27,19 +26,6 @@ T = TypeVar("T")
 
 DELAY_S = 0.5
 HEARTBEAT_S = 0.2
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]], *, within: float = 10.0,
-                     what: str = "condition") -> T:
-    """Poll `check` until it returns something truthy, with a deadline."""
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @contextlib.asynccontextmanager

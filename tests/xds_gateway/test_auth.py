@@ -45,13 +45,12 @@ from events.identity.tokens import (
     load_private_key,
 )
 from projections import Projector, open_store
-from tests.harness import cancel_until_done
+from tests.harness import cancel_until_done, eventually
 from tests.xds_gateway._ads import AdsClient, DeltaAdsClient
 from tests.xds_gateway._gateways import (
     ProxyClient,
     channel_to,
     dataplane_doc,
-    eventually,
     last_event,
     running_gateway,
 )

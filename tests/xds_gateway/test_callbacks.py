@@ -16,8 +16,8 @@ from envoy.service.health.v3.hds_pb2 import (
     HealthCheckSpecifier,
 )
 
+from tests.harness import eventually
 from tests.xds_gateway._ads import AdsClient, DeltaAdsClient, Projection, dataplane, event_for
-from tests.xds_gateway._gateways import eventually
 from xds_gateway import Gateway
 from xds_gateway.server.callbacks import StreamInfo, StreamRefused
 from xds_gateway.type_urls import CLUSTER, HEALTH_CHECK_SPECIFIER, LISTENER

@@ -23,7 +23,8 @@ from events import DataplaneRegistered, JetStreamEventLog, decode_resource
 from events.bus.projection_bus import JetStreamProjectionBus
 from events.commands import Commands
 from projections import Projector, open_store
-from tests.xds_gateway._gateways import channel_to, eventually, last_event, running_gateway
+from tests.harness import eventually
+from tests.xds_gateway._gateways import channel_to, last_event, running_gateway
 from xds_gateway import Gateway
 
 METHOD = "/envoy.service.health.v3.HealthDiscoveryService/StreamHealthCheck"

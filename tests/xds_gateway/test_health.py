@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from nats.aio.client import Client as NATS
 
 from events.bus.projection_bus import CHECKPOINT_KEY, JetStreamProjectionBus
-from tests.xds_gateway._gateways import eventually
+from tests.harness import eventually
 from xds_gateway import Gateway
 from xds_gateway.server.readiness import HealthServer
 

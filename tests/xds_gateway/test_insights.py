@@ -13,8 +13,9 @@ from nats.aio.client import Client as NATS
 
 from events import connect_nats
 from events.bus.insights import JetStreamInsights, ProxyInsight
+from tests.harness import eventually
 from tests.xds_gateway._ads import DeltaAdsClient
-from tests.xds_gateway._gateways import ProxyClient, channel_to, eventually, running_gateway
+from tests.xds_gateway._gateways import ProxyClient, channel_to, running_gateway
 from xds_gateway.resources.node import DNS_PORT_KEY
 from xds_gateway.type_urls import CLUSTER, LISTENER
 

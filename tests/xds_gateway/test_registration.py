@@ -21,12 +21,12 @@ from events import (
 )
 from events.bus.insights import JetStreamInsights
 from events.commands import Commands
+from tests.harness import eventually
 from tests.xds_gateway._gateways import (
     DELAY_S,
     ProxyClient,
     channel_to,
     dataplane_doc,
-    eventually,
     last_event,
     running_gateway,
     with_mesh,

@@ -18,8 +18,9 @@ from nats.aio.client import Client as NATS
 from events import now_ms
 from events.identity import ZONE_TOKEN, ZoneClaims, unverified_claims
 from events.identity.tokens import zone_claims
+from tests.harness import eventually
 from tests.xds_gateway._ads import DeltaAdsClient
-from tests.xds_gateway._gateways import channel_to, eventually, running_gateway
+from tests.xds_gateway._gateways import channel_to, running_gateway
 from tests.xds_gateway.test_auth import Plane, _auth, _ended, _open, _ready, plane
 from xds_gateway import Gateway
 from xds_gateway.type_urls import CLUSTER

@@ -23,7 +23,9 @@ inactivity threshold, the backstop.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 
 import nats.errors
 import nats.nuid
@@ -33,13 +35,25 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from events.bus._pull import schema_of
-from events.errors import EventLogUnavailable
+from events.bus._retry import raise_if_cancelled
+from events.bus.connection import TRANSIENT
+from events.errors import EventLogUnavailable, JetStreamUnavailable
 from events.log import Record
+
+log = logging.getLogger("meshlog.nats")
+
+FENCED_ATTEMPT_S = 1.0
+"""One attempt of a fenced read (`fenced_last_per_subject`): a consumer put on a follower
+that is catching up may not deliver until it has, so an attempt that waited the read's whole
+time there left a guard a 503 where another replica could answer at once."""
+BEHIND_RETRY_S = 0.05
+"""A fenced read whose replica was behind the stream leader is made again this soon: a
+follower catching up gains thousands of records in that time."""
 
 _names = nats.nuid.NUID()
 """Names of the reads' consumers: NUIDs, as nats-py names the ones it makes."""
 
-__all__ = ["last_per_subject"]
+__all__ = ["fenced_last_per_subject", "last_per_subject"]
 
 
 async def last_per_subject(nc: NATS, js: JetStreamContext, stream: str, subject_filter: str, *,
@@ -94,3 +108,42 @@ def _record(msg: Msg) -> Record:
         headers=headers,
         schema_version=schema_of(headers),
     )
+
+
+async def fenced_last_per_subject(nc: NATS, js: JetStreamContext, stream: str,
+                                  subject_filter: str, fence: int, *, inactive_s: float,
+                                  timeout_s: float) -> list[Record]:
+    """`last_per_subject` made again until a replica's answer reaches `fence` (the stream
+    leader's last record of the filter: `JetStreamEventLog.latest`), for up to `timeout_s`,
+    in attempts of `FENCED_ATTEMPT_S`; a replica that does not answer is read again like one
+    that is behind. Then the last attempt's error, or JetStreamUnavailable saying the replicas
+    were behind."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        raise_if_cancelled()  # a cancel lost in an attempt is not another attempt
+        left = deadline - loop.time()
+        try:
+            # each of an attempt's requests (make the consumer, its info, a fetch) is bounded
+            # by this: an attempt ends within a few of them of the deadline
+            records = await last_per_subject(nc, js, stream, subject_filter,
+                                             inactive_s=inactive_s,
+                                             timeout_s=max(min(FENCED_ATTEMPT_S, left), 0.1))
+        except (nats.errors.ConnectionClosedError, nats.errors.NoServersError):
+            raise  # not a replica's silence: no attempt will get through
+        except TRANSIENT as exc:
+            raise_if_cancelled()
+            if loop.time() >= deadline:
+                raise
+            why = f"did not answer ({type(exc).__name__})"
+        else:
+            if records and records[-1].seq >= fence:
+                return records
+            if loop.time() >= deadline:
+                raise JetStreamUnavailable(
+                    f"JetStream is unavailable: cannot read {subject_filter}: the replicas "
+                    f"that answered had not reached sequence {fence} of stream {stream} "
+                    f"within {timeout_s:.0f} s (catching up?)")
+            why = f"was behind sequence {fence}"
+        log.debug("the replica that read %s for a guard %s; reading again", subject_filter, why)
+        await asyncio.sleep(BEHIND_RETRY_S)

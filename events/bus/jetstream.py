@@ -32,7 +32,7 @@ from nats.js.api import (
 from opentelemetry.trace import Span, SpanKind, get_current_span
 
 from events.bus._kv import await_stream_leader
-from events.bus._latest import last_per_subject
+from events.bus._latest import fenced_last_per_subject, last_per_subject
 from events.bus._leader_reads import LeaderReads
 from events.bus._pipeline import AckPipeline
 from events.bus._pull import OrderedPull
@@ -96,13 +96,6 @@ ROW_HEADROOM = 64 * 1024
 _TIMEOUT_S = 5.0
 _NO_SUITABLE_PEERS = 10005
 """JetStream's error code for a stream it cannot place on as many servers as its replicas."""
-_FENCED_ATTEMPT_S = 1.0
-"""One attempt of a fenced read across subjects (`latest` on a replicated stream): a consumer
-put on a follower that is catching up may not deliver until it has, so an attempt that waited
-the whole `_TIMEOUT_S` there left the guard a 503 where another replica could answer at once."""
-_BEHIND_RETRY_S = 0.05
-"""A read across subjects whose replica was behind the stream leader is made again this soon
-(`latest`): a follower catching up gains thousands of records in that time."""
 
 
 class JetStreamEventLog:
@@ -352,9 +345,10 @@ class JetStreamEventLog:
         a prefix of the leader's log and the consumer delivers in stream order, so a read that
         reached the fence's sequence holds every write before it; one that did not (its
         replica was behind) is made again with a new consumer (put anew, on a replica further
-        on by then), for up to `_TIMEOUT_S`; so is one whose replica did not answer within
-        `_FENCED_ATTEMPT_S` (a follower catching up may hold its consumer's deliveries until
-        it has). On R1 the one replica is the leader: no fence, one attempt."""
+        on by then), for up to `_TIMEOUT_S`; so is one whose replica did not answer within an
+        attempt's bound (`events.bus._latest.fenced_last_per_subject`: a follower catching up
+        may hold its consumer's deliveries until it has). On R1 the one replica is the leader:
+        no fence, one attempt."""
         try:
             fence = (await self._leader_last_seq(subject_filter)
                      if await self._leader_reads.needed() else 0)
@@ -364,45 +358,12 @@ class JetStreamEventLog:
                 return await last_per_subject(self._nc, self._js, self._stream,
                                               subject_filter, inactive_s=_INACTIVE_S,
                                               timeout_s=_TIMEOUT_S)
-            return await self._fenced_latest(subject_filter, fence)
+            return await fenced_last_per_subject(
+                self._nc, self._js, self._stream, subject_filter, fence,
+                inactive_s=_INACTIVE_S, timeout_s=_TIMEOUT_S)
         except _TRANSIENT as exc:
             raise JetStreamUnavailable(_unavailable(
                 self._stream, f"cannot read {subject_filter}", exc)) from exc
-
-    async def _fenced_latest(self, subject_filter: str, fence: int) -> list[Record]:
-        """`latest`'s read on a replicated stream: made again until a replica's answer reaches
-        `fence`, for up to `_TIMEOUT_S` (then the last attempt's error, or JetStreamUnavailable
-        saying the replicas were behind)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _TIMEOUT_S
-        while True:
-            raise_if_cancelled()  # a cancel lost in an attempt is not another attempt
-            left = deadline - loop.time()
-            try:
-                # each of an attempt's requests (make the consumer, its info, a fetch) is
-                # bounded by this: an attempt ends within a few of them of the deadline
-                records = await last_per_subject(
-                    self._nc, self._js, self._stream, subject_filter, inactive_s=_INACTIVE_S,
-                    timeout_s=max(min(_FENCED_ATTEMPT_S, left), 0.1))
-            except (nats.errors.ConnectionClosedError, nats.errors.NoServersError):
-                raise  # not a replica's silence: no attempt will get through
-            except _TRANSIENT as exc:
-                raise_if_cancelled()
-                if loop.time() >= deadline:
-                    raise
-                why = f"did not answer ({type(exc).__name__})"
-            else:
-                if records and records[-1].seq >= fence:
-                    return records
-                if loop.time() >= deadline:
-                    raise JetStreamUnavailable(
-                        f"JetStream is unavailable: cannot read {subject_filter}: the replicas "
-                        f"that answered had not reached sequence {fence} of stream "
-                        f"{self._stream} within {_TIMEOUT_S:.0f} s (catching up?)")
-                why = f"was behind sequence {fence}"
-            log.debug("the replica that read %s for a guard %s; reading again",
-                      subject_filter, why)
-            await asyncio.sleep(_BEHIND_RETRY_S)
 
     async def _leader_last_seq(self, subject_filter: str) -> int | None:
         """The sequence of the stream leader's last record among the subjects of the filter;

@@ -92,6 +92,26 @@ async def test_a_stream_the_cluster_cannot_place_is_the_log_unavailable(cnc: NAT
         await cnc.jetstream().stream_info(EVENTS_STREAM)
 
 
+async def test_guard_reads_on_a_replicated_stream_leave_no_consumer_behind(cnc: NATS) -> None:
+    """A read across subjects deletes its consumer by a request no one waits for; on a
+    cluster the meta leader carries it out, wherever the consumer was put: the stream's
+    consumers come back to what they were (before, each stayed 120 s, and the 1,001st read
+    within that time was refused)."""
+    log = await _opened(cnc)
+    await log.append_many([PendingAppend(resource_subject("Mesh", None, f"g{i}"),
+                                         MeshApplied(at=i, mesh=Mesh(name=f"g{i}")), 0, f"g{i}")
+                           for i in range(3)])
+    js = cnc.jetstream()
+    before = (await js.stream_info(EVENTS_STREAM)).state.consumer_count
+    for _ in range(10):
+        assert len(await log.latest(resources_filter("Mesh", None))) == 3
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10  # far below the inactivity threshold, 120 s
+    while (have := (await js.stream_info(EVENTS_STREAM)).state.consumer_count) != before:
+        assert loop.time() < deadline, f"the stream still has {have} consumers, not {before}"
+        await asyncio.sleep(0.05)
+
+
 async def test_a_lease_holders_batch_is_stored_whole_on_a_replicated_bucket(cnc: NATS) -> None:
     """Each fenced message of a pipeline checked the same lease subject; an R3 stream's leader
     refused all but the first (err_code 10164) until fenced publishes became atomic batches."""

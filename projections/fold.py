@@ -94,11 +94,6 @@ makes one, as it refuses Mesh writes), so a zone's proxies get certificates of t
 CA and cross-zone mTLS holds."""
 
 
-def _local(state: ProjectionState) -> Provenance:
-    """The provenance of this log's own control plane."""
-    return state.local_provenance
-
-
 def apply_event(
     state: ProjectionState, seq: int, event: AnyEvent, provenance: Provenance,
 ) -> None:
@@ -111,7 +106,7 @@ def apply_event(
         state.drop_revocations_due(event.at)
     if not state.generators_complete:
         _restore_defaults(state)
-    if provenance != _local(state):  # the same zone, or global's log's own events: neither
+    if provenance != state.local_provenance:  # this log's own events are neither
         if is_remote(state, provenance):
             apply_remote(state, seq, event, provenance)
             return
@@ -169,7 +164,7 @@ def apply_event(
         case HostnameGeneratorDeleted(name=name):
             state.delete("hostnamegenerator", name)
             if name in _DEFAULT_GENERATORS:  # the override goes, the default comes back
-                _restore_default(state, name, event.at, _local(state))
+                _restore_default(state, name, event.at, state.local_provenance)
             state.stale_hostnames.update(state.ms_by_mesh)
             multizone.generators_changed(state)
         case GracePeriodConfigured(kind=kind, grace_period_ms=grace):
@@ -229,7 +224,7 @@ def _restore_defaults(state: ProjectionState) -> None:
     generators = state.rows["hostnamegenerator"]
     if not _DEFAULT_GENERATORS.keys() <= generators.keys():
         for name in sorted(_DEFAULT_GENERATORS.keys() - generators.keys()):
-            _restore_default(state, name, 0, _local(state))
+            _restore_default(state, name, 0, state.local_provenance)
         state.stale_hostnames.update(state.ms_by_mesh)
         multizone.generators_changed(state)
     state.generators_complete = True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,7 +26,7 @@ from events.commands import Commands
 from projections import Projector, open_store
 from services.api.app import create_app
 from services.cli.bootstrap import sidecar_bootstrap
-from tests.harness import Envoy, run_envoy
+from tests.harness import Envoy, eventually, run_envoy
 from tests.tracing import in_memory_tracing
 from xds_gateway import Gateway
 
@@ -36,19 +36,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::litestar.exceptions.LitestarDeprecationWarning"),
 ]
 T = TypeVar("T")
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]], what: str,
-                     within: float = 30.0) -> T:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def _dataplane(name: str, address: str, port: int, service: str) -> dict[str, Any]:
@@ -113,16 +100,17 @@ async def test_one_apply_is_one_trace_from_the_api_to_envoys_ack(nc: NATS,
                 async with _envoy(gateway.port, tmp_path / "envoy") as envoy:
                     await eventually(lambda: asyncio.to_thread(
                         lambda: _hosts(envoy, backend) == {"127.0.0.2:8080"}),
-                        "Envoy's first config")
+                        "Envoy's first config", within=30.0)
                     # let the pushes of the set-up end, then trace one write alone
-                    await eventually(lambda: _idle(gateway), "the set-up's pushes to end")
+                    await eventually(lambda: _idle(gateway), "the set-up's pushes to end",
+                                     within=30.0)
                     exporter.clear()
                     await _put(api, _dataplane("backend-2", "127.0.0.3", 8080, "backend"))
                     await eventually(lambda: asyncio.to_thread(
                         lambda: _hosts(envoy, backend) == {"127.0.0.2:8080", "127.0.0.3:8080"}),
-                        "the new endpoint in Envoy")
+                        "the new endpoint in Envoy", within=30.0)
                     push = await eventually(lambda: _acked_push(exporter.get_finished_spans()),
-                                            "the write's push span with Envoy's ACK")
+                                            "the write's push span with Envoy's ACK", within=30.0)
                 for task in tasks:
                     task.cancel()
         finally:

@@ -4,6 +4,7 @@ processes (the API) never block the projector."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,11 @@ from projections.errors import Fenced, StoreCorrupt, StoreUnavailable
 from projections.state import Change
 
 __all__ = ["SqliteReadModelStore"]
+
+_OPEN_S = 10.0
+"""How long opening waits for another connection's lock (SQLite's busy timeout, and the
+retries of `SqliteReadModelStore.open`)."""
+_OPEN_RETRY_S = 0.05
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rows (
@@ -42,16 +48,34 @@ class SqliteReadModelStore:
 
     @classmethod
     async def open(cls, path: Path) -> SqliteReadModelStore:
+        """The store at `path`, made if missing. Processes that open a new file at the same
+        time (two projectors started together) race to make it a WAL database and its tables;
+        SQLite answers the loser "database is locked" at once, without waiting its busy
+        timeout (a lock it cannot upgrade), so that is tried again for up to `_OPEN_S`."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            db = await aiosqlite.connect(path, timeout=10)
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA synchronous=NORMAL")
-            await db.executescript(_SCHEMA)
-            await db.commit()
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot open SQLite read models at {path}: {exc}") from exc
-        return cls(db, path)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _OPEN_S
+        while True:
+            try:
+                db = await aiosqlite.connect(path, timeout=_OPEN_S)
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot open SQLite read models at {path}: "
+                                       f"{exc}") from exc
+            try:
+                await db.execute("PRAGMA journal_mode=WAL")
+                await db.execute("PRAGMA synchronous=NORMAL")
+                await db.executescript(_SCHEMA)
+                await db.commit()
+                return cls(db, path)
+            except sqlite3.Error as exc:
+                # closed, or its thread keeps the process from ever exiting
+                with contextlib.suppress(sqlite3.Error):
+                    await db.close()
+                if _busy(exc) and loop.time() < deadline:
+                    await asyncio.sleep(_OPEN_RETRY_S)
+                    continue
+                raise StoreUnavailable(f"cannot open SQLite read models at {path}: "
+                                       f"{exc}") from exc
 
     async def checkpoint(self, projector: str = "main") -> int:
         async with self._db.execute(
@@ -154,3 +178,8 @@ class SqliteReadModelStore:
 
     async def close(self) -> None:
         await self._db.close()
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    """Is `exc` another connection's lock (SQLITE_BUSY, SQLITE_LOCKED)?"""
+    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -106,3 +107,29 @@ async def test_quarantine_records_without_moving_the_checkpoint(store: ReadModel
     await store.quarantine("main/000000000005", b'{"seq": 5}')  # a restart records it again
     assert await store.checkpoint() == 4
     assert await store.scan("quarantine") == [("main/000000000005", b'{"seq": 5}')]
+
+
+async def test_a_new_sqlite_file_opens_while_another_process_makes_it(tmp_path: Path) -> None:
+    """Two projectors started together race to make the same new SQLite file (a CI run:
+    one exited with "database is locked"). SQLite answers the loser at once, without its busy
+    timeout; the open waits it out. Here another connection holds the write lock for a
+    moment while it makes a table, as the winner of the race does."""
+    path = tmp_path / "new.db"
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("CREATE TABLE made_by_the_other (a)")
+
+        async def release() -> None:
+            await asyncio.sleep(0.5)
+            other.execute("COMMIT")
+
+        releasing = asyncio.ensure_future(release())
+        store = await open_store(f"sqlite:///{path}")
+        await releasing
+        try:
+            assert await store.checkpoint() == 0
+        finally:
+            await store.close()
+    finally:
+        other.close()

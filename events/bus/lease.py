@@ -245,7 +245,7 @@ class FencedProjectionBus:
         then, for up to `_PUBLISH_S`: a batch stored twice is the same rows again
         (idempotent), and attempts go out in order on one connection, so a late one never
         lands after the next batch. Renewals take their turn between attempts."""
-        for batch in self._bus.fenced_batches(updates):
+        for batch in await self._bus.fenced_batches(updates):
             await self._publish_batch(batch)
 
     async def _publish_batch(self, batch: Sequence[ProjectionUpdate]) -> None:

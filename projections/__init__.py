@@ -12,7 +12,7 @@ from projections.errors import (
 )
 from projections.export import export_store
 from projections.fold import apply_event
-from projections.generation import DEFAULT_GRACE_PERIOD_MS
+from projections.generation import DEFAULT_GRACE_PERIOD_MS, MANAGED_BY, MANAGED_BY_LABEL
 from projections.ipam import DEFAULT_CIDRS
 from projections.rebuild import Progress, rebuild
 from projections.state import Change, ProjectionState
@@ -45,6 +45,8 @@ __all__ = [
     "COLLECTIONS",
     "DEFAULT_CIDRS",
     "DEFAULT_GRACE_PERIOD_MS",
+    "MANAGED_BY",
+    "MANAGED_BY_LABEL",
     "PUBLISHED",
     "Change",
     "DataplaneRow",

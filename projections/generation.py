@@ -47,6 +47,8 @@ from projections.views import (
 __all__ = [
     "DEFAULT_GRACE_PERIOD_MS",
     "GENERATOR_LABELS",
+    "MANAGED_BY",
+    "MANAGED_BY_LABEL",
     "expire_due",
     "grace_period_ms",
     "ports_of",
@@ -57,8 +59,9 @@ __all__ = [
 
 DEFAULT_GRACE_PERIOD_MS = 3_600_000
 
+MANAGED_BY_LABEL = "kuma.io/managed-by"
 MANAGED_BY = "meshservice-generator"
-GENERATOR_LABELS = {"kuma.io/managed-by": MANAGED_BY}
+GENERATOR_LABELS = {MANAGED_BY_LABEL: MANAGED_BY}
 """Labels of every generated MeshService, besides its mesh, name and provenance."""
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Response, delete, get, put
 
-from events import Conflict, Mesh, NotFound, deprecations
-from projections import decode_row
+from events import Conflict, Mesh, MeshService, NotFound, Resource, deprecations
+from projections import MANAGED_BY, MANAGED_BY_LABEL, MeshServiceRow, decode_row
 from services.api._reads import generated, get_one, list_page
 from services.api._state import ApiRequest, api_state
 from services.api._writes import applied, deleted, if_match_of, match_url, read_resource, write
@@ -63,7 +64,33 @@ async def put_resource(request: ApiRequest, mesh: str, plural: str, name: str
                        ) -> Response[dict[str, Any]]:
     resource = await read_resource(request, _kind(plural))
     match_url(resource, mesh, name)
-    return await applied(request, resource, warnings=deprecations(resource))
+    warnings = deprecations(resource)
+    if isinstance(resource, MeshService) and resource.labels.get(MANAGED_BY_LABEL) == MANAGED_BY:
+        row = await _generated_row(request, mesh, name)
+        if (row is not None and if_match_of(request) is None
+                and (resource.spec, resource.labels) == (row.spec, row.labels)):
+            # what a GET of a generated MeshService returned, applied back: the generator
+            # keeps it, as Kuma's does (its label says so); nothing is appended
+            return Response({"version": row.meta.version, "created": False, "unchanged": True})
+        resource, warning = _taken_over(resource)
+        warnings.append(warning)
+    return await applied(request, resource, warnings=warnings)
+
+
+async def _generated_row(request: ApiRequest, mesh: str, name: str) -> MeshServiceRow | None:
+    body = await api_state(request.app).store.get("meshservice", f"{mesh}/{name}")
+    row = decode_row("meshservice", body) if body is not None else None
+    return row if isinstance(row, MeshServiceRow) and generated(row) else None
+
+
+def _taken_over(resource: MeshService) -> tuple[Resource, str]:
+    """A MeshService the user applies, without the label only the generator sets: stored with
+    it, the MeshService would be the user's and still be listed as generated."""
+    labels = {k: v for k, v in resource.labels.items() if k != MANAGED_BY_LABEL}
+    return (msgspec.structs.replace(resource, labels=labels),
+            f"label {MANAGED_BY_LABEL}={MANAGED_BY} dropped: only the control plane's "
+            f"generator sets it, and MeshService {resource.name!r} as applied is the user's "
+            "(apply what a GET returned, unchanged, to leave a generated one to the generator)")
 
 
 @delete("/meshes/{mesh:str}", summary="Delete a mesh", status_code=200)

@@ -132,3 +132,47 @@ def test_meshlog_get_piped_to_meshlog_apply_is_unchanged(cp: ControlPlane) -> No
     assert "meshtrafficpermission 'cli-allow-all' unchanged" in "\n".join(applied)
     assert all(" unchanged (version " in line for line in applied), applied
     assert cp.stream_last_seq() == before
+
+
+def _generated_service(cp: ControlPlane, dataplane: str, service: str) -> str:
+    """`service`, generated from a new Dataplane's inbound: its path."""
+    doc = RESOURCES["Dataplane"][1]
+    cp.apply({**doc, "name": dataplane, "networking": {
+        "address": "10.1.0.9", "inbound": [{"port": 9090, "tags": {"kuma.io/service": service}}]}})
+    path = f"/meshes/default/meshservices/{service}"
+    shown = _get(cp, path)
+    assert shown["labels"]["kuma.io/managed-by"] == "meshservice-generator"
+    return path
+
+
+def test_a_generated_meshservice_applied_back_stays_generated(cp: ControlPlane) -> None:
+    path = _generated_service(cp, "gen-1", "gen")
+    shown = _get(cp, path)
+    before = cp.stream_last_seq()
+    again = cp.api.put(path, json=shown)
+    assert again.status_code == 200, again.text
+    assert again.json()["unchanged"] and not again.json()["created"]
+    assert "warnings" not in again.json()
+    assert cp.stream_last_seq() == before  # nothing appended: the generator keeps it
+    assert _get(cp, path)["labels"] == shown["labels"]
+    applied = _meshlog(cp, "apply", "-f", "-", stdin=_meshlog(
+        cp, "get", "meshservice", "gen", "-o", "yaml"))
+    assert applied.startswith("meshservice 'gen' unchanged"), applied
+    assert cp.stream_last_seq() == before
+
+
+def test_a_generated_meshservice_changed_and_applied_is_the_users_without_its_label(
+        cp: ControlPlane) -> None:
+    path = _generated_service(cp, "taken-1", "taken")
+    shown = _get(cp, path)
+    before = cp.stream_last_seq()
+    changed = cp.api.put(path, json={**shown, "labels": {**shown["labels"], "team": "red"}})
+    assert changed.status_code == 201, changed.text  # the user's, new in the log
+    body = changed.json()
+    assert body["created"] and not body["unchanged"]
+    assert any("kuma.io/managed-by" in w for w in body["warnings"]), body
+    assert cp.stream_last_seq() == before + 1
+    labels = _get(cp, path)["labels"]
+    assert labels["team"] == "red"
+    assert "kuma.io/managed-by" not in labels  # listed as the user's, which it now is
+    assert "taken" in _meshlog(cp, "get", "meshservices")

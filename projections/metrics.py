@@ -16,6 +16,7 @@ The projector itself only calls `folded`, `committed` and `quarantined`, once pe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
@@ -65,6 +66,7 @@ class ProjectorMetrics:
 
     def __init__(self, name: str, event_log: EventLog, position: Callable[[], int]) -> None:
         self._log = event_log
+        self._name = name
         self._position = position
         self._last_folded = LAST_FOLDED.labels(name)
         self._lag_events = LAG_EVENTS.labels(name)
@@ -88,6 +90,19 @@ class ProjectorMetrics:
 
     def quarantined(self) -> None:
         self._quarantined.inc()
+
+    def stood_down(self) -> None:
+        """This projector no longer folds (its term ended: the lease lost or given up). Its
+        lag is no longer read: frozen at the term's last position, it would grow for ever
+        beside the new leader's, and an alert on the lag would fire for a healthy standby.
+        The process's lag gauges go with it (absent while the process is standby), unless
+        another projector of the same name in this process folds (`meshlog up --projectors
+        N`: one name, N contenders, one of them active)."""
+        _live.discard(self)
+        if not any(other._name == self._name for other in _live):
+            for gauge in (LAG_EVENTS, LAG_SECONDS):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(self._name)
 
     async def refresh(self) -> None:
         """Read the lag from the log: its last sequence, and the time of the next event."""

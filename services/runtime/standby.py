@@ -67,10 +67,13 @@ class StandbyProjector:
         fenced_bus = FencedProjectionBus(self._bus, self.lease)
 
         async def fold(fenced: FencedStore) -> None:
-            self.projector = Projector(self._log, fenced, fenced_bus, zone=self._zone,
-                                       name=self._name, secret_key=self._secret_key,
-                                       max_batch=self._max_batch)
-            await run_projector(self.projector, self._reconnected)
+            self.projector = projector = Projector(
+                self._log, fenced, fenced_bus, zone=self._zone, name=self._name,
+                secret_key=self._secret_key, max_batch=self._max_batch)
+            try:
+                await run_projector(projector, self._reconnected)
+            finally:
+                projector.metrics.stood_down()
 
         await self.leadership.run(fold)
 

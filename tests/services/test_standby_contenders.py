@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from events import JetStreamEventLog, connect_nats
+from events import JetStreamEventLog, Mesh, MeshApplied, connect_nats, resource_subject
 from events.bus.projection_bus import JetStreamProjectionBus
 from projections import open_store
-from projections.metrics import leadership_changed
+from projections.metrics import leadership_changed, refresh
 from services.runtime.standby import StandbyProjector
-from tests.harness import cancel_until_done
+from tests.harness import cancel_until_done, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -75,3 +75,44 @@ def test_the_leader_gauge_counts_a_processs_active_contenders() -> None:
                                      {"projector": "gauge-test"}) == 5
     leadership_changed("gauge-test", 0, "b")
     assert leader() == 0
+
+
+async def test_a_projector_that_stood_down_reports_no_lag(nats_url: str, tmp_path: Path) -> None:
+    """A term's projector, once its term is over, is no longer read for the lag: frozen at
+    its last position, its lag grew for ever beside the new leader's (an alert on the lag
+    then fired for a healthy standby)."""
+    def lag() -> float | None:
+        return REGISTRY.get_sample_value("meshlog_projector_lag_events",
+                                         {"projector": "lag-test"})
+
+    nc = await connect_nats(nats_url, name="projector-lag")
+    store = await open_store(f"sqlite:///{tmp_path / 'live.db'}")
+    event_log = await JetStreamEventLog.open(nc)
+    contender = StandbyProjector(event_log, store, await JetStreamProjectionBus.open(nc),
+                                 zone="default", secret_key=None, reconnected=None,
+                                 lease_ttl_s=0.5, name="lag-test", holder="test/lag")
+
+    async def append(name: str) -> int:
+        appended = await event_log.append(
+            resource_subject("Mesh", None, name), MeshApplied(at=1_000, mesh=Mesh(name=name)),
+            expected_last_subject_seq=0, msg_id=name)
+        return appended.seq
+
+    task = asyncio.create_task(contender.run())
+    try:
+        await _active([contender], within_s=10)
+        head = await append("one")
+        async def caught_up() -> bool:
+            return contender.projector is not None and contender.projector.position == head
+
+        await eventually(caught_up, "the projector folding the event")
+        await refresh()
+        assert lag() == 0
+        await cancel_until_done(task)
+        await append("two")  # folded by no one here
+        await refresh()
+        assert lag() is None  # not 1, and not growing with the log
+    finally:
+        await cancel_until_done(task)
+        await store.close()
+        await nc.close()

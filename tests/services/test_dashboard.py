@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import promql_parser
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -50,13 +51,13 @@ def test_every_metric_of_the_dashboard_is_exposed_by_meshlog_up(exposed: set[str
     assert _used() - exposed == set()
 
 
-def test_every_meshlog_metric_of_the_dashboard_is_in_the_readme() -> None:
+def test_every_meshlog_metric_of_the_dashboard_and_the_alerts_is_in_the_readme() -> None:
     section = (ROOT / "README.md").read_text().split("## Metrics", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| `(meshlog_[a-z0-9_]+)` \| (\w+) \|", section, re.MULTILINE)
     # the README names counters with their `_total`
     listed = {name + suffix for name, kind in rows
               for suffix in (("",) if kind == "counter" else _SUFFIXES[kind])}
-    assert {n for n in _used() if n.startswith("meshlog_")} - listed == set()
+    assert {n for n in _used() | _alert_metrics() if n.startswith("meshlog_")} - listed == set()
 
 
 def test_the_dashboard_covers_proxies_pushes_nacks_lag_leader_api_and_nats() -> None:
@@ -132,3 +133,46 @@ def test_compose_mounts_files_that_exist_and_grafana_reaches_prometheus() -> Non
     dashboards = yaml.safe_load((ROOT / "docs/grafana/dashboards.yaml").read_text())
     path = dashboards["providers"][0]["options"]["path"]
     assert any(v.split(":")[1].startswith(path + "/") for v in services["grafana"]["volumes"])
+
+
+ALERTS = yaml.safe_load((ROOT / "docs/alerts.yml").read_text())
+_RULES = [rule for group in ALERTS["groups"] for rule in group["rules"]]
+
+
+def _alert_metrics() -> set[str]:
+    return {name for rule in _RULES for name in _METRIC.findall(rule["expr"])}
+
+
+def test_every_alert_expression_parses_as_promql() -> None:
+    assert len(_RULES) >= 10
+    for rule in _RULES:
+        try:
+            promql_parser.parse(rule["expr"])
+        except ValueError as exc:
+            raise AssertionError(f"{rule['alert']}: {exc}") from exc
+
+
+@pytest.mark.integration
+def test_every_metric_an_alert_reads_is_exposed_by_meshlog_up(exposed: set[str]) -> None:
+    assert _alert_metrics() - exposed == set()
+
+
+def test_every_alert_has_a_severity_a_summary_and_a_runbook_that_exists() -> None:
+    operations = (ROOT / "docs/operations.md").read_text()
+    anchors = {re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+               for line in operations.splitlines() if line.startswith("#")}
+    names = [rule["alert"] for rule in _RULES]
+    assert len(names) == len(set(names))
+    for rule in _RULES:
+        assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
+        assert rule["annotations"]["summary"], rule["alert"]
+        page, _, anchor = rule["annotations"]["runbook"].partition("#")
+        assert page == "docs/operations.md" and anchor == rule["alert"].lower(), rule["alert"]
+        assert anchor in anchors, f"{rule['alert']}: no section {anchor!r} in {page}"
+
+
+def test_prometheus_loads_the_alerts_where_compose_mounts_them() -> None:
+    config = yaml.safe_load((ROOT / "docs/prometheus.yml").read_text())
+    mounted = {v.split(":")[1]: v.split(":")[0]
+               for v in COMPOSE["services"]["prometheus"]["volumes"]}
+    assert [mounted[path] for path in config["rule_files"]] == ["./docs/alerts.yml"]

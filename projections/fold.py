@@ -123,6 +123,7 @@ def apply_event(
             zoneingress.remote_services_changed(state, mesh=mesh.name)
         case MeshDeleted(name=name):
             state.delete("mesh", name)
+            _mesh_secrets_deleted(state, name)
             refresh_trust(state, name, event.at)
             zoneingress.remote_services_changed(state, mesh=name)
         case DataplaneRegistered():
@@ -243,6 +244,20 @@ def _token_revoked(state: ProjectionState, event: TokenRevoked) -> None:
         state.delete("revocation", key)
 
 
+def _mesh_secrets_deleted(state: ProjectionState, mesh: str) -> None:
+    """Kuma deletes a mesh's secrets with the mesh: its dataplane-token signing keys
+    (`dataplane-token-signing-key-<mesh>-<serial>`) and its revocations
+    (`dataplane-token-revocations-<mesh>`). Their rows go, in key order, so every token of
+    the mesh is refused from now on, also once a Mesh of that name is created again (it signs
+    with a new serial); gateways end the open streams that hold one, as at a retirement. The
+    mesh's CAs stay (`events.commands.ca`: never silently re-create a CA). A rare event: the
+    rows are scanned, not indexed."""
+    prefix = f"{mesh}/"
+    for collection in ("signingkey", "revocation"):
+        for key in sorted(k for k in state.rows[collection] if k.startswith(prefix)):
+            state.delete(collection, key)
+
+
 def _signing_key_row_key(purpose: str, mesh: str | None, serial: int) -> str:
     return f"{mesh or '_'}/{purpose}-{serial}"
 
@@ -250,7 +265,14 @@ def _signing_key_row_key(purpose: str, mesh: str | None, serial: int) -> str:
 def _signing_key_created(state: ProjectionState, event: SigningKeyCreated) -> None:
     """The public half only. A key is created once (appended at sequence 0 on its subject)
     and its serial is never made again, even once retired; should another log's copy of the
-    same kid come along, the first one stays: a key never changes."""
+    same kid come along, the first one stays: a key never changes.
+
+    A mesh's key belongs to the Mesh as it is when the key is created: one created while
+    the Mesh does not exist (a token request that raced its deletion) gets no row, so it is
+    no key of a Mesh created again later (the command side, `events.commands.meshes`, counts
+    it as an earlier life's too)."""
+    if event.mesh is not None and state.get("mesh", event.mesh) is None:
+        return
     key = _signing_key_row_key(event.purpose, event.mesh, event.serial)
     if state.get("signingkey", key) is None:
         kid = KeyId(purpose=event.purpose, mesh=event.mesh, serial=event.serial)

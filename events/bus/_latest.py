@@ -1,5 +1,6 @@
 """The last record of each subject of a filter, as one replica of the stream has them: the
-read behind `JetStreamEventLog.latest`, which checks it covers what the stream leader had.
+read behind `JetStreamEventLog.latest`, which checks it covers what the stream leader had; or,
+with `every`, each record of them (`deliver_policy: all`), behind `JetStreamEventLog.history`.
 
 An ephemeral pull consumer that delivers the last message per subject (JetStream's
 `deliver_policy: last_per_subject`), then what arrives after it in stream order; its pending
@@ -57,16 +58,17 @@ __all__ = ["fenced_last_per_subject", "last_per_subject"]
 
 
 async def last_per_subject(nc: NATS, js: JetStreamContext, stream: str, subject_filter: str, *,
-                           inactive_s: float, timeout_s: float) -> list[Record]:
+                           inactive_s: float, timeout_s: float, every: bool = False
+                           ) -> list[Record]:
     """The last record of each subject that matches `subject_filter` in the copy of the
-    replica the consumer is put on, in stream order. Raises what nats-py raises when
-    JetStream does not answer."""
+    replica the consumer is put on, in stream order; with `every`, each of their records.
+    Raises what nats-py raises when JetStream does not answer."""
     name = _names.next().decode()
-    config = ConsumerConfig(name=name, filter_subject=subject_filter,
-                            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+    policy = DeliverPolicy.ALL if every else DeliverPolicy.LAST_PER_SUBJECT
+    config = ConsumerConfig(name=name, filter_subject=subject_filter, deliver_policy=policy,
                             ack_policy=AckPolicy.NONE, inactive_threshold=inactive_s,
                             mem_storage=True, num_replicas=1)
-    last: dict[str, Record] = {}
+    last: dict[str | int, Record] = {}
     try:
         # deleted below even if this times out: the server may have made it all the same
         await js.add_consumer(stream, config=config, timeout=timeout_s)
@@ -88,7 +90,7 @@ async def last_per_subject(nc: NATS, js: JetStreamContext, stream: str, subject_
                     # a subject written again after the consumer was made comes twice: the
                     # later record is its last
                     record = _record(msg)
-                    last[record.subject] = record
+                    last[record.seq if every else record.subject] = record
                 pending = msgs[-1].metadata.num_pending if msgs else 0
         finally:
             with contextlib.suppress(nats.errors.Error):
@@ -112,7 +114,7 @@ def _record(msg: Msg) -> Record:
 
 async def fenced_last_per_subject(nc: NATS, js: JetStreamContext, stream: str,
                                   subject_filter: str, fence: int, *, inactive_s: float,
-                                  timeout_s: float) -> list[Record]:
+                                  timeout_s: float, every: bool = False) -> list[Record]:
     """`last_per_subject` made again until a replica's answer reaches `fence` (the stream
     leader's last record of the filter: `JetStreamEventLog.latest`), for up to `timeout_s`,
     in attempts of `FENCED_ATTEMPT_S`; a replica that does not answer is read again like one
@@ -128,7 +130,8 @@ async def fenced_last_per_subject(nc: NATS, js: JetStreamContext, stream: str,
             # by this: an attempt ends within a few of them of the deadline
             records = await last_per_subject(nc, js, stream, subject_filter,
                                              inactive_s=inactive_s,
-                                             timeout_s=max(min(FENCED_ATTEMPT_S, left), 0.1))
+                                             timeout_s=max(min(FENCED_ATTEMPT_S, left), 0.1),
+                                             every=every)
         except (nats.errors.ConnectionClosedError, nats.errors.NoServersError):
             raise  # not a replica's silence: no attempt will get through
         except TRANSIENT as exc:

@@ -349,6 +349,14 @@ class JetStreamEventLog:
         attempt's bound (`events.bus._latest.fenced_last_per_subject`: a follower catching up
         may hold its consumer's deliveries until it has). On R1 the one replica is the leader:
         no fence, one attempt."""
+        return await self._fenced_read(subject_filter, every=False)
+
+    async def history(self, subject: str) -> list[Record]:
+        """Every record of `subject`, oldest first: read and fenced as `latest` is, through a
+        consumer that delivers them all (`deliver_policy: all`)."""
+        return await self._fenced_read(subject, every=True)
+
+    async def _fenced_read(self, subject_filter: str, *, every: bool) -> list[Record]:
         try:
             fence = (await self._leader_last_seq(subject_filter)
                      if await self._leader_reads.needed() else 0)
@@ -357,10 +365,10 @@ class JetStreamEventLog:
             if not fence:
                 return await last_per_subject(self._nc, self._js, self._stream,
                                               subject_filter, inactive_s=_INACTIVE_S,
-                                              timeout_s=_TIMEOUT_S)
+                                              timeout_s=_TIMEOUT_S, every=every)
             return await fenced_last_per_subject(
                 self._nc, self._js, self._stream, subject_filter, fence,
-                inactive_s=_INACTIVE_S, timeout_s=_TIMEOUT_S)
+                inactive_s=_INACTIVE_S, timeout_s=_TIMEOUT_S, every=every)
         except _TRANSIENT as exc:
             raise JetStreamUnavailable(_unavailable(
                 self._stream, f"cannot read {subject_filter}", exc)) from exc

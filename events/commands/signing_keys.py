@@ -16,6 +16,15 @@ so some key always signs, the highest serial in the log is always live, and "is 
 the newest?" is one read of serial N+1's subject: a key this process opened is checked so
 before it signs, and a rotation made by another replica is followed at its next token.
 
+A mesh's dataplane-token keys go with the Mesh (Kuma deletes them with it;
+`events.commands.meshes`): the callers pass `since`, the sequence at which the Mesh's current
+life began, and a key created before it is not the mesh's any more (the fold removed its row,
+or never made one). A Mesh created again gets the next serial, never one of its earlier
+lives' (their subjects are taken for ever), so no kid ever names two keys: a token of an
+earlier life names a kid no gateway holds. "The newest serial" is the current life's, and
+the first token of a life creates its key as serial 1 did: at expected sequence 0 on the next
+serial's subject, so two replicas racing make one key.
+
 A key's private half is sealed with the control plane's secret key under the purpose
 `signingkey:<kid>` (`sealing_purpose`): a sealed blob copied to another key's event does not
 open. It is opened here only, for signing; read models hold the public half alone.
@@ -75,18 +84,21 @@ class SigningKeys:
         self._opened: dict[str, OpenedKey] = {}
         """Every key this process opened, by kid (a kid's key never changes)."""
 
-    async def newest(self, purpose: TokenPurpose, mesh: str | None, at: int) -> SigningKey:
+    async def newest(self, purpose: TokenPurpose, mesh: str | None, at: int, *,
+                     since: int = 0) -> SigningKey:
         """The key that signs `purpose` tokens of `mesh` now: the newest serial the log
-        holds, serial 1 created if it holds none. Raises `SealedSecretError` if the secret
+        holds created after `since` (the sequence where the mesh's current life began), the
+        next serial created if it holds none. Raises `SealedSecretError` if the secret
         key is not the one that sealed it, `EventLogUnavailable` without the log."""
         cached = self._newest.get((purpose, mesh))
-        if cached is not None and (await self._handler.current(signing_key_subject(
-                purpose, mesh, cached.key.kid.serial + 1, self._zone))).seq == 0:
+        if cached is not None and cached.seq > since and (await self._handler.current(
+                signing_key_subject(purpose, mesh, cached.key.kid.serial + 1, self._zone)
+                )).seq == 0:
             return cached.key
         keys = await self._keys(purpose, mesh)
         live: tuple[SigningKeyCreated, int] | None = None  # the highest serial: never retired
         for current in keys.values():
-            if isinstance(current.event, SigningKeyCreated) and (
+            if isinstance(current.event, SigningKeyCreated) and current.seq > since and (
                     live is None or current.event.serial > live[0].serial):
                 live = (current.event, current.seq)
         if live is None:
@@ -110,17 +122,22 @@ class SigningKeys:
                 purpose, mesh), opened.key.kid)
         return Rotated(kid=opened.key.kid, seq=seq, appended=appended)
 
-    async def retire(self, purpose: TokenPurpose, mesh: str | None, serial: int, at: int
-                     ) -> tuple[int, bool]:
+    async def retire(self, purpose: TokenPurpose, mesh: str | None, serial: int, at: int, *,
+                     since: int = 0) -> tuple[int, bool]:
         """Take the key `serial` of (purpose, mesh) out of service: (the sequence that says
         so, whether this call appended it). Retiring it again appends nothing. Raises
-        `NotFound` for a serial the log never held, `Conflict` for the newest one."""
+        `NotFound` for a serial the log never held or that went with an earlier life of the
+        mesh (created before `since`), `Conflict` for the newest one."""
         kid = KeyId(purpose=purpose, mesh=mesh, serial=serial)
-        keys = await self._keys(purpose, mesh)
+        every = await self._keys(purpose, mesh)
+        # a retired key's last record is its retirement, made in the life it belonged to
+        keys = {s: current for s, current in every.items() if current.seq > since}
         if serial not in keys:
             held = ", ".join(str(s) for s in sorted(keys)) or "none yet"
+            gone = (f"; it went with mesh {mesh}, deleted since it was created"
+                    if serial in every else "")
             raise NotFound(f"signing key {kid} does not exist (the serials of "
-                           f"{_scope(purpose, mesh)}: {held})")
+                           f"{_scope(purpose, mesh)}: {held}){gone}")
         subject = signing_key_subject(purpose, mesh, serial, self._zone)
         if serial == max(keys):
             raise Conflict(subject, keys[serial].seq, (

@@ -9,6 +9,10 @@
   dataplane-token key is made at its first dataplane token rather than with the mesh: a Mesh
   write stays one append on one subject (the command path never writes two subjects as one),
   and a mesh whose proxies use no tokens (`--no-auth`) never holds a key.
+- A mesh's keys and revocations go with the Mesh, as Kuma deletes its mesh secrets: a Mesh
+  deleted and created again signs with a new key (the next serial, made at its first token),
+  and the tokens of its earlier life are refused (their kid names a key the read models no
+  longer hold). Which life is current comes from the log (`events.commands.meshes.MeshLives`).
 - `rotate_signing_key`, `retire_signing_key`: Kuma's rotation. The next serial signs from
   its creation on (on every replica: each checks before it signs that no newer serial
   exists); tokens of older serials verify until their key is retired, which refuses them
@@ -26,10 +30,10 @@
 from __future__ import annotations
 
 from events.commands.handler import Append, CommandHandler, Current, Decision, Keep
-from events.commands.meshes import current_mesh
+from events.commands.meshes import MeshLives
 from events.commands.signing_keys import OpenedKey, Rotated, SigningKeys, sealing_purpose
 from events.errors import InvalidResource, NotFound, Violation
-from events.event_types import MeshApplied, TokenPurpose, TokenRevoked
+from events.event_types import TokenPurpose, TokenRevoked
 from events.identity.sealing import SecretKey
 from events.identity.tokens import (
     DATAPLANE_TOKEN,
@@ -60,13 +64,16 @@ class TokenCommands:
         self.handler = CommandHandler.of(log)
         self._zone = zone
         self._keys = SigningKeys(self.handler, zone=zone, secret_key=secret_key)
+        self._meshes = MeshLives(self.handler, zone=zone)
 
     async def signing_key(self, purpose: TokenPurpose, mesh: str | None, at: int
                           ) -> SigningKey:
         """The key that signs `purpose` tokens (of `mesh`; None for user and zone tokens)
-        now, created if the log has none. Raises `SealedSecretError` if this control plane's
-        secret key is not the one that sealed it, `EventLogUnavailable` without the log."""
-        return await self._keys.newest(purpose, mesh, at)
+        now, created if the log has none (for a mesh: none since the Mesh was last created).
+        Raises `NotFound` for a dataplane-token key of a mesh that does not exist,
+        `SealedSecretError` if this control plane's secret key is not the one that sealed
+        it, `EventLogUnavailable` without the log."""
+        return await self._keys.newest(purpose, mesh, at, since=await self._since(purpose, mesh))
 
     def opened_key(self, kid: str) -> OpenedKey | None:
         """The key `kid` if this process made or opened it, with the sequence it was created
@@ -79,22 +86,31 @@ class TokenCommands:
         from now on. Raises `NotFound` for a dataplane-token key of a mesh that does not
         exist, `InvalidResource` for a mesh given to a key that belongs to none."""
         _check_scope(purpose, mesh, "signing key")
-        if purpose == DATAPLANE_TOKEN:
-            await self._existing_mesh(str(mesh))
+        await self._since(purpose, mesh)
         return await self._keys.rotate(purpose, mesh, at)
 
     async def retire_signing_key(self, purpose: TokenPurpose, mesh: str | None, serial: int,
                                  at: int) -> tuple[int, bool]:
         """Retire the signing key `serial` of `purpose` (of `mesh`): every token it signed is
         refused from now on. (the sequence that says so, whether this call appended it).
-        Raises `NotFound` for a serial the log never held, `Conflict` for the newest one."""
+        Raises `NotFound` for a serial the log never held or one that went with its mesh,
+        `Conflict` for the newest one."""
         _check_scope(purpose, mesh, "signing key")
-        return await self._keys.retire(purpose, mesh, serial, at)
+        since = await self._since(purpose, mesh, "the signing keys of a deleted mesh went "
+                                                 "with it")
+        return await self._keys.retire(purpose, mesh, serial, at, since=since)
 
-    async def _existing_mesh(self, mesh: str) -> None:
-        mesh_event = (await current_mesh(self.handler, mesh, self._zone)).event
-        if not isinstance(mesh_event, MeshApplied):
-            raise NotFound(f"mesh {mesh!r} does not exist: create it before its tokens")
+    async def _since(self, purpose: TokenPurpose, mesh: str | None,
+                     missing: str = "create it before its tokens") -> int:
+        """Where the keys of (purpose, mesh) begin in the log: for a dataplane token, at the
+        current life of its Mesh (`NotFound`, saying `missing`, without one); 0 for the
+        others."""
+        if purpose != DATAPLANE_TOKEN or mesh is None:
+            return 0
+        life = await self._meshes.current(mesh)
+        if life is None:
+            raise NotFound(f"mesh {mesh!r} does not exist: {missing}")
+        return life.began
 
     # --- issuing ----------------------------------------------------------------------------
 
@@ -102,7 +118,6 @@ class TokenCommands:
                                     valid_for_s: int, now_ms: int) -> tuple[str, DataplaneClaims]:
         """A token for the Dataplane `mesh`.`name` (which need not exist yet: a proxy may
         register itself with it). Raises `NotFound` without the mesh."""
-        await self._existing_mesh(mesh)
         key = await self.signing_key(DATAPLANE_TOKEN, mesh, now_ms)
         claims = dataplane_claims(mesh=mesh, name=name, tags=tags, valid_for_s=valid_for_s,
                                   now_s=now_ms // 1000)

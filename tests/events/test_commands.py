@@ -32,6 +32,7 @@ from events.commands import (
     Keep,
     ProxyCommands,
 )
+from events.commands.meshes import MeshLife, MeshLives
 from events.subjects import EVENTS_STREAM, resources_filter
 from tests.projections._histories import dataplane, inbound
 
@@ -121,6 +122,30 @@ async def test_latest_gives_the_last_record_of_each_subject(
         assert [r.subject.rsplit(".", 1)[1] for r in records] == ["b", "a"]  # stream order
         assert records[-1].seq == await log.last_seq()
         assert await log.latest(resources_filter("Dataplane", "empty")) == []
+
+
+async def test_history_gives_every_record_of_one_subject_in_order(
+        nc: NATS, event_log: JetStreamEventLog) -> None:
+    """What `MeshLives` finds the current life of a Mesh with; fenced on a replicated stream
+    as `latest` is."""
+    commands = Commands(event_log, zone="default")
+    await commands.apply(Mesh(name="default"))
+    await commands.apply(Mesh(name="other"))
+    await commands.apply(Mesh(name="default", labels={"a": "1"}))
+    await commands.delete("Mesh", None, "default")
+    await commands.apply(Mesh(name="default"))
+    subject = resource_subject("Mesh", None, "default")
+    fenced = JetStreamEventLog(nc, nc.jetstream(), EVENTS_STREAM)
+    for log in (event_log, fenced):
+        records = await log.history(subject)
+        assert [r.seq for r in records] == [1, 3, 4, 5]
+        assert {r.subject for r in records} == {subject}
+        assert [type(decode_event(r.data, seq=r.seq, subject=r.subject)).__name__
+                for r in records] == ["MeshApplied", "MeshApplied", "MeshDeleted",
+                                      "MeshApplied"]
+        assert await log.history(resource_subject("Mesh", None, "nope")) == []
+    life = await MeshLives(CommandHandler(event_log), zone="default").current("default")
+    assert life == MeshLife(subject=subject, began=5, seq=5)
 
 
 async def test_a_mesh_with_dataplanes_in_the_log_cannot_be_deleted(

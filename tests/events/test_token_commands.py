@@ -23,6 +23,7 @@ from events import (
     signing_key_subject,
 )
 from events.commands import Commands, TokenCommands
+from events.commands.signing_keys import SigningKeys
 from events.identity import (
     DATAPLANE_TOKEN,
     USER_TOKEN,
@@ -273,3 +274,96 @@ async def test_a_dataplane_key_rotation_needs_its_mesh(event_log: JetStreamEvent
     with pytest.raises(InvalidResource, match="mesh: a user-token belongs to no mesh"):
         await commands.rotate_signing_key(USER_TOKEN, "default", NOW_MS)
     assert await event_log.last_seq() == 0
+
+
+# --- a mesh's keys go with it (Kuma deletes a mesh's secrets with the mesh) ------------------
+
+
+async def _recreate(event_log: JetStreamEventLog) -> None:
+    commands = Commands(event_log, zone="default")
+    await commands.delete("Mesh", None, "default")
+    await commands.apply(Mesh(name="default"))
+
+
+async def _dataplane_kid(commands: TokenCommands) -> str:
+    token, _ = await commands.issue_dataplane_token(mesh="default", name="web-1", tags={},
+                                                    valid_for_s=60, now_ms=NOW_MS)
+    return str(read_header(token))
+
+
+async def test_a_mesh_made_again_signs_with_a_new_serial_each_time(
+        event_log: JetStreamEventLog) -> None:
+    """Serials go on across lives (a subject is never written at sequence 0 twice), so no
+    kid names two keys: a token of an earlier life names a key the new one never holds."""
+    await _with_mesh(event_log)
+    secret = SecretKey.generate()
+    signing = TokenCommands(event_log, zone="default", secret_key=secret)
+    assert await _dataplane_kid(signing) == "dataplane-token/default/1"
+    first = (await signing.signing_key(DATAPLANE_TOKEN, "default", NOW_MS)).public_key
+    for life in (2, 3):
+        await _recreate(event_log)
+        # the replica that signed before (its newest key remembered) and a fresh one agree
+        fresh = TokenCommands(event_log, zone="default", secret_key=secret)
+        assert {await _dataplane_kid(signing), await _dataplane_kid(fresh)} == {
+            f"dataplane-token/default/{life}"}
+    newest = (await signing.signing_key(DATAPLANE_TOKEN, "default", NOW_MS)).public_key
+    assert newest.public_numbers() != first.public_numbers()
+
+
+async def test_an_update_of_the_mesh_keeps_its_key(event_log: JetStreamEventLog) -> None:
+    await _with_mesh(event_log)
+    commands = TokenCommands(event_log, zone="default", secret_key=SecretKey.generate())
+    assert await _dataplane_kid(commands) == "dataplane-token/default/1"
+    await Commands(event_log, zone="default").apply(Mesh(name="default", labels={"a": "1"}))
+    fresh = TokenCommands(event_log, zone="default", secret_key=SecretKey.generate())
+    assert await _dataplane_kid(commands) == "dataplane-token/default/1"
+    with pytest.raises(SealedSecretError):  # found the same key, sealed with the first secret
+        await _dataplane_kid(fresh)
+
+
+async def test_replicas_racing_after_the_mesh_is_made_again_make_one_key(
+        event_log: JetStreamEventLog) -> None:
+    await _with_mesh(event_log)
+    secret = SecretKey.generate()
+    replicas = [TokenCommands(event_log, zone="default", secret_key=secret) for _ in range(4)]
+    await asyncio.gather(*(_dataplane_kid(r) for r in replicas[:2]))  # they remember serial 1
+    await _recreate(event_log)
+    kids = await asyncio.gather(*(_dataplane_kid(r) for r in replicas))
+    assert set(kids) == {"dataplane-token/default/2"}
+    assert await event_log.last(signing_key_subject(DATAPLANE_TOKEN, "default", 3)) is None
+
+
+async def test_a_key_made_while_the_mesh_was_gone_is_not_the_new_meshs(
+        event_log: JetStreamEventLog) -> None:
+    """A rotation that raced the deletion (past its mesh check, appended after the
+    `MeshDeleted`): the fold gives that key no row, and the command side skips it too."""
+    await _with_mesh(event_log)
+    secret = SecretKey.generate()
+    commands = TokenCommands(event_log, zone="default", secret_key=secret)
+    await _dataplane_kid(commands)
+    await Commands(event_log, zone="default").delete("Mesh", None, "default")
+    raced = await SigningKeys(commands.handler, zone="default", secret_key=secret).rotate(
+        DATAPLANE_TOKEN, "default", NOW_MS)
+    assert str(raced.kid) == "dataplane-token/default/2"
+    await Commands(event_log, zone="default").apply(Mesh(name="default"))
+    assert await _dataplane_kid(commands) == "dataplane-token/default/3"
+
+
+async def test_a_key_of_an_earlier_life_cannot_be_retired(event_log: JetStreamEventLog
+                                                          ) -> None:
+    await _with_mesh(event_log)
+    commands = TokenCommands(event_log, zone="default", secret_key=SecretKey.generate())
+    await commands.rotate_signing_key(DATAPLANE_TOKEN, "default", NOW_MS)
+    await commands.rotate_signing_key(DATAPLANE_TOKEN, "default", NOW_MS)
+    await Commands(event_log, zone="default").delete("Mesh", None, "default")
+    with pytest.raises(NotFound, match="mesh 'default' does not exist: the signing keys of a "
+                                       "deleted mesh went with it"):
+        await commands.retire_signing_key(DATAPLANE_TOKEN, "default", 1, NOW_MS)
+    await Commands(event_log, zone="default").apply(Mesh(name="default"))
+    with pytest.raises(NotFound, match=r"signing key dataplane-token/default/1 does not exist "
+                                       r"\(the serials of the dataplane-token keys of mesh "
+                                       r"default: none yet\); it went with mesh default"):
+        await commands.retire_signing_key(DATAPLANE_TOKEN, "default", 1, NOW_MS)
+    assert await _dataplane_kid(commands) == "dataplane-token/default/3"
+    with pytest.raises(Conflict, match="dataplane-token/default/3 is the newest"):
+        await commands.retire_signing_key(DATAPLANE_TOKEN, "default", 3, NOW_MS)

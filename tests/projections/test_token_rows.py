@@ -17,12 +17,14 @@ from events import (
     JetStreamEventLog,
     Mesh,
     MeshApplied,
+    MeshDeleted,
     SigningKeyCreated,
     SigningKeyRetired,
     TokenRevoked,
     clock_subject,
     decode_event,
     provenance_of,
+    resource_subject,
     signing_key_subject,
 )
 from events.commands import TokenCommands
@@ -47,6 +49,8 @@ from tests.projections._histories import (
 
 JTI = "0b4c7f2e-9a59-4f7c-8a53-2f4f3a7d2f10"
 T_ = TypeVar("T_")
+MESH = MeshApplied(at=0, mesh=Mesh(name="default"))
+"""A mesh's signing key is folded only while its Mesh exists (`_signing_key_created`)."""
 
 
 def _key_event(at: int = 1, serial: int = 1) -> SigningKeyCreated:
@@ -58,7 +62,7 @@ def _key_event(at: int = 1, serial: int = 1) -> SigningKeyCreated:
 
 def test_a_signing_key_row_holds_the_public_key_only() -> None:
     event = _key_event()
-    state = fold_all([event])
+    state = fold_all([MESH, event])
     assert persisted(state, "signingkey", "default/dataplane-token-1") == SigningKeyRow(
         kid="dataplane-token/default/1", purpose="dataplane-token", serial=1,
         public_key=event.public_key, created_at=1, mesh="default")
@@ -67,7 +71,7 @@ def test_a_signing_key_row_holds_the_public_key_only() -> None:
 
 def test_a_key_once_folded_never_changes() -> None:
     first, other = _key_event(at=1), _key_event(at=2)
-    state = fold_all([first, other])  # the same kid again (another log's copy)
+    state = fold_all([MESH, first, other])  # the same kid again (another log's copy)
     row = state.get("signingkey", "default/dataplane-token-1")
     assert isinstance(row, SigningKeyRow) and row.public_key == first.public_key
 
@@ -87,8 +91,8 @@ def test_keys_and_revocations_reach_the_gateways() -> None:
 
 
 def test_a_restart_keeps_them_byte_for_byte() -> None:
-    events = [_key_event(), TokenRevoked(at=5, purpose="dataplane-token", mesh="default",
-                                         jti=JTI)]
+    events = [MESH, _key_event(), TokenRevoked(at=5, purpose="dataplane-token",
+                                               mesh="default", jti=JTI)]
     state = fold_all(events)
     assert rows(restart(state)) == rows(state)
 
@@ -98,7 +102,7 @@ def _retired(serial: int, at: int = 10) -> SigningKeyRetired:
 
 
 def test_a_retired_key_loses_its_row_and_the_newer_one_stays() -> None:
-    state = fold_all([_key_event(at=1), _key_event(at=2, serial=2), _retired(1)])
+    state = fold_all([MESH, _key_event(at=1), _key_event(at=2, serial=2), _retired(1)])
     assert state.get("signingkey", "default/dataplane-token-1") is None
     assert persisted(state, "signingkey", "default/dataplane-token-1") is None
     row = persisted(state, "signingkey", "default/dataplane-token-2")
@@ -108,8 +112,8 @@ def test_a_retired_key_loses_its_row_and_the_newer_one_stays() -> None:
 def test_rotation_and_retirement_replay_to_the_same_rows_whatever_the_batches() -> None:
     """Invariant 4: a replay, in any batches or after a restart, gives identical rows."""
     events: list[AnyEvent] = [
-        _key_event(at=1), TokenRevoked(at=2, purpose="dataplane-token", mesh="default",
-                                       jti=JTI),
+        MESH, _key_event(at=1), TokenRevoked(at=2, purpose="dataplane-token", mesh="default",
+                                             jti=JTI),
         _key_event(at=3, serial=2), _retired(1, at=4), _key_event(at=5, serial=3),
         _retired(2, at=6)]
     whole = rows(fold_all(events))
@@ -125,8 +129,10 @@ def test_another_control_planes_retirement_is_not_folded_here() -> None:
     """Signing keys are local (projections.fold `_LOCAL_ONLY`): global's log retiring its own
     serial 1 says nothing about a zone's key of the same kid."""
     state = ProjectionState("east")
+    apply_event(state, 1, MESH, provenance_of(resource_subject("Mesh", None, "default",
+                                                               GLOBAL_ZONE)))
     key, retired = _key_event(), _retired(1)
-    for seq, (event, zone) in enumerate(((key, "east"), (retired, GLOBAL_ZONE)), start=1):
+    for seq, (event, zone) in enumerate(((key, "east"), (retired, GLOBAL_ZONE)), start=2):
         subject = signing_key_subject(event.purpose, event.mesh, event.serial, zone)
         apply_event(state, seq, event, provenance_of(subject))
     assert state.get("signingkey", "default/dataplane-token-1") is not None
@@ -232,6 +238,72 @@ def test_a_restarted_projector_drops_them_at_the_same_events() -> None:
 def test_the_realistic_history_drops_one_revocation_and_keeps_the_others() -> None:
     state = fold_all(realistic_history())
     assert _revocations(state) == [f"_/{JTIS[1]}", f"edge/{JTIS[2]}"]
+
+
+# --- a mesh's keys and revocations go with it (Kuma deletes a mesh's secrets with it) ----------
+
+
+def _mesh_key(mesh: str, serial: int, at: int = 1) -> SigningKeyCreated:
+    private, public = generate_key_pair()
+    return SigningKeyCreated(at=at, purpose="dataplane-token", mesh=mesh, serial=serial,
+                             public_key=public, private_key=SecretKey.generate().seal(
+                                 private, purpose=f"signingkey:dataplane-token/{mesh}/{serial}"))
+
+
+def _user_key(serial: int = 1) -> SigningKeyCreated:
+    private, public = generate_key_pair()
+    return SigningKeyCreated(at=1, purpose="user-token", serial=serial, public_key=public,
+                             private_key=SecretKey.generate().seal(
+                                 private, purpose=f"signingkey:user-token/_/{serial}"))
+
+
+def _keys(state: ProjectionState) -> list[str]:
+    return [key for collection, key, _ in state.persisted() if collection == "signingkey"]
+
+
+def test_a_deleted_mesh_takes_its_keys_and_revocations_and_nothing_else() -> None:
+    a, b, c = JTIS
+    state = fold_all([
+        MESH, MeshApplied(at=0, mesh=Mesh(name="other")),
+        _mesh_key("default", 1), _mesh_key("default", 2), _mesh_key("other", 1), _user_key(),
+        _revoked(a), _revoked(b, mesh="other", expires_at=EXP + 2000),
+        _revoked(c, mesh=None, expires_at=EXP + 1000), MeshDeleted(at=T + 1, name="default")])
+    assert _keys(state) == ["_/user-token-1", "other/dataplane-token-1"]
+    assert _revocations(state) == [f"_/{c}", f"other/{b}"]
+    assert state.next_expiry() == DROP + 1000  # a's drop went with its row
+
+
+def test_a_key_made_while_its_mesh_does_not_exist_is_no_key_of_the_mesh_made_again() -> None:
+    """A token request that raced the Mesh's deletion: the command side, which finds the
+    current life from the log (`events.commands.meshes`), does not take that key either."""
+    state = fold_all([MESH, _mesh_key("default", 1), MeshDeleted(at=2, name="default"),
+                      _mesh_key("default", 2, at=3), MeshApplied(at=4, mesh=Mesh(
+                          name="default")), _mesh_key("default", 3, at=5)])
+    assert _keys(state) == ["default/dataplane-token-3"]
+
+
+def test_a_mesh_deleted_and_made_again_many_times_replays_to_the_same_rows() -> None:
+    """Invariant 4 across lives: keys, rotations, retirements and revocations of each life,
+    folded whole, in random batches, and restarted anywhere, give identical rows."""
+    a, b, c = JTIS
+    events: list[AnyEvent] = [
+        MESH, _mesh_key("default", 1), _revoked(a), _mesh_key("default", 2, at=T),
+        _retired(1, at=T), MeshDeleted(at=T + 1, name="default"),
+        MeshApplied(at=T + 2, mesh=Mesh(name="default")), _mesh_key("default", 3, at=T + 3),
+        _revoked(b, at=T + 3), MeshDeleted(at=T + 4, name="default"),
+        _mesh_key("default", 4, at=T + 5),  # raced the deletion: no row
+        MeshApplied(at=T + 6, mesh=Mesh(name="default")), _revoked(c, at=T + 7),
+        _mesh_key("default", 5, at=T + 7), _retired(3, at=T + 8)]  # an earlier life's: nothing
+    whole = fold_all(events)
+    assert _keys(whole) == ["default/dataplane-token-5"]
+    assert _revocations(whole) == [f"default/{c}"]
+    for seed in range(5):
+        assert rows(fold(split(events, random_sizes(len(events), seed, max_size=4)))) == rows(
+            whole)
+    for cut in range(1, len(events)):
+        before = fold([events[:cut]])
+        after = fold([events[cut:]], state=restart(before), first_seq=cut + 1)
+        assert rows(after) == rows(whole), f"restarted before event {cut + 1}"
 
 
 # --- the live projector keeps the log's clock for them ---------------------------------------

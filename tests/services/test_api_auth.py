@@ -35,7 +35,7 @@ from events.identity import (
 from projections import Projector, open_store
 from services.api.app import create_app
 from services.api.auth import ADMIN_GROUP, ApiAuth
-from tests.harness import cancel_until_done
+from tests.harness import cancel_until_done, eventually
 
 pytestmark = [
     pytest.mark.integration,
@@ -331,6 +331,42 @@ async def test_a_dataplane_key_is_rotated_and_retired_per_mesh(api: Api) -> None
         listed = (await admin.get("/tokens/dataplane/signing-keys?mesh=default")).json()
         assert [(k["kid"], k["mesh"], k["signs"]) for k in listed["items"]] == [
             ("dataplane-token/default/2", "default", True)]
+
+
+async def test_a_mesh_deleted_and_created_again_has_a_new_dataplane_key(api: Api) -> None:
+    """Kuma deletes a mesh's signing keys with the mesh: the API lists none of the earlier
+    life's, cannot retire them, and the first token of the new mesh makes the next serial.
+    (The API takes no dataplane token itself: gateways refuse the old ones,
+    tests/xds_gateway/test_auth.py.)"""
+    listing = "/tokens/dataplane/signing-keys?mesh=default"
+    async with api.client(token=await api.user_token(ADMIN_GROUP)) as admin:
+
+        async def listed(kids: list[tuple[str, bool]]) -> bool:
+            items = (await admin.get(listing)).json()["items"]
+            return [(k["kid"], k["signs"]) for k in items] == kids
+
+        old = await admin.post("/tokens/dataplane", json={"mesh": "default", "name": "web-1"})
+        assert str(read_header(old.text)) == "dataplane-token/default/1"
+        await eventually(lambda: listed([("dataplane-token/default/1", True)]),
+                         what="serial 1 listed")
+        assert (await admin.delete("/meshes/default")).status_code == 200
+        await eventually(lambda: listed([]), what="no key of the deleted mesh listed")
+        gone = _problem(await admin.delete("/tokens/dataplane/signing-keys/1?mesh=default"), 404)
+        assert gone["detail"] == ("mesh 'default' does not exist: the signing keys of a "
+                                  "deleted mesh went with it")
+
+        assert (await admin.put("/meshes/default", json={"type": "Mesh", "name": "default"})
+                ).status_code == 201
+        new = await admin.post("/tokens/dataplane", json={"mesh": "default", "name": "web-1"})
+        assert str(read_header(new.text)) == "dataplane-token/default/2"
+        await eventually(lambda: listed([("dataplane-token/default/2", True)]),
+                         what="the new mesh's key listed alone")
+        earlier = _problem(await admin.delete("/tokens/dataplane/signing-keys/1?mesh=default"),
+                           404)
+        assert earlier["detail"] == (
+            "signing key dataplane-token/default/1 does not exist (the serials of the "
+            "dataplane-token keys of mesh default: 2); it went with mesh default, deleted "
+            "since it was created")
 
 
 async def test_only_an_admin_rotates_or_retires(api: Api) -> None:

@@ -4,9 +4,10 @@ revoked through the command path, as the API does.
 
 Refused on open: no token, a garbage one, a token of another control plane, another proxy's,
 an expired one, a revoked one (also once its revocation went, an hour after it expired), one
-of a retired key. Ended while open: a token revoked, a token that expires, a token whose key
-is retired, a node id that changes. Served: the right token, raw or `Bearer`, of the old key
-and of the new one after a rotation."""
+of a retired key, one of a mesh deleted and created again. Ended while open: a token revoked,
+a token that expires, a token whose key is retired or whose mesh is deleted, a node id that
+changes. Served: the right token, raw or `Bearer`, of the old key and of the new one after a
+rotation, and of the new key of a mesh created again."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ from events.identity.tokens import (
     generate_key_pair,
     load_private_key,
 )
-from projections import Projector, open_store
+from projections import Projector, ReadModelStore, open_store, rebuild
 from tests.harness import cancel_until_done, eventually
 from tests.xds_gateway._ads import AdsClient, DeltaAdsClient
 from tests.xds_gateway._gateways import (
@@ -64,9 +65,12 @@ HdsMessage = HealthCheckRequestOrEndpointHealthResponse
 
 
 class Plane:
-    def __init__(self, event_log: JetStreamEventLog, tokens: TokenCommands) -> None:
+    def __init__(self, event_log: JetStreamEventLog, tokens: TokenCommands,
+                 store: ReadModelStore) -> None:
         self.event_log = event_log
         self.tokens = tokens
+        self.store = store
+        """The projector's read models."""
 
     async def token(self, name: str = "web-1", *, valid_for_s: int = 3600,
                     issued_ms: int | None = None, tags: dict[str, list[str]] | None = None
@@ -97,7 +101,7 @@ async def plane(nc: NATS, tmp_path: Path) -> AsyncIterator[Plane]:
     projector = asyncio.create_task(Projector(
         event_log, store, await JetStreamProjectionBus.open(nc), zone="default").run())
     try:
-        yield Plane(event_log, tokens)
+        yield Plane(event_log, tokens, store)
     finally:
         await cancel_until_done(projector)
         await store.close()
@@ -441,7 +445,7 @@ async def test_a_rotated_key_serves_old_and_new_tokens_until_the_old_one_is_reti
         assert error.code() == UNAUTHENTICATED
         assert (error.details() or "") == ("the signing key dataplane-token/default/1 of its "
                                            f"token {unverified_claims(old, DataplaneClaims).jti}"
-                                           " was retired")
+                                           " was retired (or went with its mesh)")
         refused = await _ended(await _open(channel, old))  # and it opens no other
         assert refused.code() == UNAUTHENTICATED
         assert "its signing key dataplane-token/default/1 is unknown to this gateway (a " \
@@ -464,3 +468,53 @@ async def test_a_gateway_started_after_a_retirement_refuses_the_old_tokens(
         served = await _open(channel, new)
         assert (await served.recv()).type_url == CLUSTER
         served.close()
+
+
+async def test_a_mesh_deleted_and_created_again_refuses_its_earlier_tokens(
+        nc: NATS, plane: Plane, tmp_path: Path) -> None:
+    """Kuma deletes a mesh's signing keys with the mesh: the open stream of a token of the
+    mesh ends with it, and once a Mesh of that name is created again the token opens no
+    stream, while a token the new mesh's key signs does. A replay gives the same rows."""
+    old = await plane.token()
+    commands = Commands(plane.event_log, zone="default")
+    async with _gateway(nc) as gw, channel_to(gw) as channel:
+        stream = await _open(channel, old)
+        assert (await stream.recv()).type_url == CLUSTER
+        for name in ("web-1", "web-2"):
+            await commands.delete("Dataplane", "default", name)
+        await commands.delete("Mesh", None, "default")
+        error = await _ended(stream)
+        assert error.code() == UNAUTHENTICATED
+        assert (error.details() or "") == (
+            "the signing key dataplane-token/default/1 of its token "
+            f"{unverified_claims(old, DataplaneClaims).jti} was retired (or went with its mesh)")
+
+        await commands.apply(decode_resource({"type": "Mesh", "name": "default"}))
+        await commands.apply(decode_resource(dataplane_doc("web-1")))
+        new = await plane.token()
+        assert str(read_header(new)) == "dataplane-token/default/2"
+        await eventually(lambda: _has_key(gw, "dataplane-token/default/2"),
+                         what="the new mesh's key in the gateway's view")
+        assert "dataplane-token/default/1" not in gw.view.signing_keys
+        refused = await _ended(await _open(channel, old))
+        assert refused.code() == UNAUTHENTICATED
+        assert ("its signing key dataplane-token/default/1 is unknown to this gateway (a "
+                "retired key or one that went with its deleted mesh") in (refused.details() or "")
+        served = await _open(channel, new)
+        assert (await served.recv()).type_url == CLUSTER
+        served.close()
+
+    last = await plane.event_log.last_seq()
+
+    async def folded() -> bool:
+        return await plane.store.checkpoint("main") == last
+
+    await eventually(folded, what="the projector to fold the whole log")
+    replayed = await open_store(f"sqlite:///{tmp_path / 'replay.db'}")
+    try:
+        assert await rebuild(plane.event_log, replayed, zone="default") == last
+        assert await replayed.rows() == await plane.store.rows()
+        keys = [key for collection, key, _ in await replayed.rows() if collection == "signingkey"]
+        assert keys == ["default/dataplane-token-2"]
+    finally:
+        await replayed.close()

@@ -28,7 +28,8 @@ connected: kuma#3379):
 - a timer at the token's `exp` ends the stream UNAUTHENTICATED;
 - a revocation of its `jti` arriving in the view ends it at once (`ProjectionView.on_revoked`);
 - so does the retirement of the signing key that signed it (`ProjectionView.on_key_retired`:
-  the key's row goes, and with it every token of its kid, Kuma's deleted signing key);
+  the key's row goes, and with it every token of its kid, Kuma's deleted signing key), or
+  the deletion of its Mesh, which takes the mesh's keys with it;
 - a request naming another node ends it PERMISSION_DENIED (Kuma: the node id cannot change
   once the stream is authenticated).
 """
@@ -204,8 +205,9 @@ class DataplaneAuthentication(NoCallbacks):
             lambda kid: (f"it is a {kid.purpose} (kid {kid}), not a dataplane token"
                          + (" (zone tokens are for zone ingresses)"
                             if kid.purpose == ZONE_TOKEN else "")),
-            "a retired key, or a token of another control plane or of a log that was reset; "
-            "or a key made a moment ago, not here yet")
+            "a retired key or one that went with its deleted mesh, or a token of another "
+            "control plane or of a log that was reset; or a key made a moment ago, not here "
+            "yet")
         if claims.mesh != kid.mesh:
             raise _refused(f"invalid dataplane token: it names mesh {claims.mesh!r} but is "
                            f"signed with the key of mesh {kid.mesh!r}")
@@ -257,7 +259,8 @@ class DataplaneAuthentication(NoCallbacks):
                                 f"Dataplane {mesh}.{name}: {problem}")
 
     def _key(self, kid: str) -> ec.EllipticCurvePublicKey | None:
-        """The public key of `kid` while the view holds it: a retired key's row is gone."""
+        """The public key of `kid` while the view holds it: the row of a retired key, or of
+        a key of a deleted mesh, is gone."""
         row = self._view.signing_keys.get(kid)
         if row is None:
             return None
@@ -270,7 +273,7 @@ class DataplaneAuthentication(NoCallbacks):
         for stream, session in list(self._sessions.items()):
             if session.kid == kid:
                 stream.end(_UNAUTHENTICATED, f"the signing key {kid} of its token "
-                           f"{session.token[1]} was retired")
+                           f"{session.token[1]} was retired (or went with its mesh)")
 
     def _revoked(self, row: RevocationRow) -> None:
         kind = _KINDS.get(row.purpose)

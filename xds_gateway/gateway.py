@@ -50,6 +50,7 @@ from xds_gateway.server.callbacks import (
 )
 from xds_gateway.server.delta import DeltaStream
 from xds_gateway.server.metrics import StreamMetrics, TimedSnapshots
+from xds_gateway.server.serving_tls import ServingTls
 from xds_gateway.server.sotw import SotwStream
 from xds_gateway.server.subscription import AdsStream, InvalidStream
 from xds_gateway.server.tracing import PushTracing
@@ -89,11 +90,15 @@ class Gateway:
                  event_log: EventLog | None = None, insights: Insights | None = None,
                  zone: str = DEFAULT_ZONE, deregistration_delay_s: float = 10.0,
                  heartbeat_s: float = 5.0, insight_interval_s: float = 1.0,
-                 callbacks: Sequence[StreamCallbacks] = (), no_auth: bool = False) -> None:
-        """`no_auth`: serve proxies without dataplane tokens (development only)."""
+                 callbacks: Sequence[StreamCallbacks] = (), no_auth: bool = False,
+                 tls: ServingTls | None = None) -> None:
+        """`no_auth`: serve proxies without dataplane tokens (development only). `tls`: serve
+        the gRPC port over TLS only, with that certificate (`server.serving_tls`); without
+        it, plaintext."""
         self._bus = bus
         self._host = host
         self._port = port
+        self.tls = tls
         self._max_age_s = max_connection_age_s
         self._grace_s = drain_grace_s
         self.draining = False
@@ -144,10 +149,22 @@ class Gateway:
         server = self._build_server()
         await server.start()
         self.serving.set()
-        log.info("xDS gateway serving ADS on %s:%s", self._host, self.port)
+        where = f"{self._host}:{self.port}"
+        if self.tls is not None:
+            log.info("xDS gateway serving ADS and HDS on %s over TLS (certificate %s, %s, "
+                     "valid until %s)", where, self.tls.cert_file, self.tls.pair.subject,
+                     self.tls.pair.not_after.isoformat())
+        else:
+            log.info("xDS gateway serving ADS and HDS on %s (plaintext)", where)
         if self.authentication is None:
-            log.warning("xDS gateway on %s:%s serves proxies WITHOUT dataplane tokens "
-                        "(--no-auth): development only", self._host, self.port)
+            log.warning("xDS gateway on %s serves proxies WITHOUT dataplane tokens "
+                        "(--no-auth): development only", where)
+        elif self.tls is None:
+            log.warning("*** the xDS gateway on %s requires dataplane tokens but serves "
+                        "PLAINTEXT: every proxy's token crosses the network in the clear, "
+                        "and proxyless gRPC clients cannot send one. Serve TLS with "
+                        "--tls-cert-file and --tls-key-file (meshlog up: --xds-tls). ***",
+                        where)
         try:
             await server.wait_for_termination()
         finally:
@@ -216,7 +233,9 @@ class Gateway:
             ),
         })
         server.add_generic_rpc_handlers((handler, hds))
-        self.port = server.add_insecure_port(f"{self._host}:{self._port}")
+        address = f"{self._host}:{self._port}"
+        self.port = (server.add_insecure_port(address) if self.tls is None else
+                     server.add_secure_port(address, self.tls.credentials()))
         return server
 
     async def _sotw(self, requests: AsyncIterator[DiscoveryRequest],

@@ -46,6 +46,7 @@ from events.identity.tokens import (
     load_private_key,
 )
 from projections import Projector, ReadModelStore, open_store, rebuild
+from services.runtime.xds_certificate import ensure_xds_certificate
 from tests.harness import cancel_until_done, eventually
 from tests.xds_gateway._ads import AdsClient, DeltaAdsClient
 from tests.xds_gateway._gateways import (
@@ -56,6 +57,7 @@ from tests.xds_gateway._gateways import (
     running_gateway,
 )
 from xds_gateway import Gateway
+from xds_gateway.server.serving_tls import ServingTls
 from xds_gateway.type_urls import CLUSTER
 
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
@@ -108,8 +110,8 @@ async def plane(nc: NATS, tmp_path: Path) -> AsyncIterator[Plane]:
 
 
 @contextlib.asynccontextmanager
-async def _gateway(nc: NATS) -> AsyncIterator[Gateway]:
-    async with running_gateway(nc, no_auth=False) as gw:
+async def _gateway(nc: NATS, **options: Any) -> AsyncIterator[Gateway]:
+    async with running_gateway(nc, no_auth=False, **options) as gw:
         await eventually(lambda: _ready(gw), what="the signing key in the gateway's view")
         yield gw
 
@@ -280,6 +282,29 @@ async def test_a_bearer_token_is_served_on_delta(nc: NATS, plane: Plane) -> None
         unauthenticated = DeltaAdsClient(channel)
         unauthenticated.send(CLUSTER, node_id="default.web-1")
         assert (await _ended(unauthenticated)).code() == UNAUTHENTICATED
+
+
+async def test_over_tls_call_credentials_carry_the_token_on_ads_delta_and_hds(
+        nc: NATS, plane: Plane, tmp_path: Path) -> None:
+    """A gateway serving TLS; grpcio clients with composite channel credentials (TLS plus
+    the token as call credentials, which grpcio sends as `Bearer <token>` and only over a
+    secure channel), as a proxyless client's xDS bootstrap makes them (gRFC A97)."""
+    files = ensure_xds_certificate(tmp_path / "cp", ["localhost"])
+    token = await plane.token()
+    tls = grpc.ssl_channel_credentials(files.ca_file.read_bytes())
+    with_token = grpc.composite_channel_credentials(
+        tls, grpc.access_token_call_credentials(token))
+    async with _gateway(nc, tls=ServingTls(files.cert_file, files.key_file)) as gw:
+        async with grpc.aio.secure_channel(f"localhost:{gw.port}", with_token) as channel:
+            for client in (AdsClient, DeltaAdsClient):
+                served = await _open(channel, None, client=client)
+                assert (await served.recv()).type_url == CLUSTER
+                served.close()
+            hds = _Hds(channel, None)
+            assert isinstance(await hds.recv(), HealthCheckSpecifier)
+            hds.close()
+        async with grpc.aio.secure_channel(f"localhost:{gw.port}", tls) as channel:
+            assert (await _ended(await _open(channel, None))).code() == UNAUTHENTICATED
 
 
 # --- ended while open -------------------------------------------------------------------------

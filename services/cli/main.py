@@ -10,7 +10,8 @@
     meshlog get KIND NAME [-m MESH]    one resource: mesh, dataplane, meshservice, ...
     meshlog delete KIND NAME [-m MESH]
     meshlog inspect dataplane NAME [-m MESH] [--config]   connected?, xDS counters; or its config
-    meshlog dataplane bootstrap --mesh M --name N [--token-file F]   an Envoy bootstrap
+    meshlog dataplane bootstrap --mesh M --name N [--token-file F] [--ca-cert-file CA]
+                                       an Envoy bootstrap (ADS over TLS with --ca-cert-file)
     meshlog dataplane bootstrap --zone-ingress NAME [--token-file F]  ... for a zone ingress
     meshlog generate dataplane-token|zone-token|user-token ...  a token (admin; cli/tokens.py)
     meshlog revoke dataplane-token|zone-token|user-token ...    revoke one (admin)
@@ -42,7 +43,7 @@ import signal
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -68,9 +69,13 @@ from services.runtime.config import (
     parse_duration_ms,
     parse_port,
     parse_positive,
+    parse_tls_files,
     secret_key_of,
 )
 from services.tracing import setup_tracing
+
+if TYPE_CHECKING:
+    from xds_gateway.server.serving_tls import ServingTls
 
 __all__ = ["main"]
 
@@ -118,7 +123,7 @@ def cmd_process(args: argparse.Namespace) -> int:
             health_port=parse_port("--health-port", args.health_port),
             deregistration_delay_s=_seconds("--deregistration-delay",
                                             args.deregistration_delay),
-            no_auth=_no_auth(args))
+            no_auth=_no_auth(args), tls=_serving_tls(args))
     else:
         coro = processes.run_api_process(
             nats_url=args.nats_url, credentials=credentials, database=_database_of(args),
@@ -170,6 +175,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         deregistration_delay_s=_seconds("--deregistration-delay", args.deregistration_delay),
         secret_key_file=Path(args.secret_key_file) if args.secret_key_file else None,
         no_auth=_no_auth(args), localhost_is_admin=_localhost_is_admin(args),
+        xds_tls=parse_bool("--xds-tls (MESHLOG_XDS_TLS)", args.xds_tls),
+        tls_files=parse_tls_files(args.tls_cert_file, args.tls_key_file),
         projectors=parse_positive("--projectors", args.projectors),
         lease_ttl_s=_positive_seconds("--lease-ttl", args.lease_ttl),
     )
@@ -194,6 +201,15 @@ def _positive_seconds(flag: str, value: str) -> float:
 
 def _no_auth(args: argparse.Namespace) -> bool:
     return parse_bool("--no-auth (MESHLOG_NO_AUTH)", args.no_auth)
+
+
+def _serving_tls(args: argparse.Namespace) -> ServingTls | None:
+    """`--tls-cert-file` and `--tls-key-file`, read and checked now: a bad file stops the
+    process before it listens, with an error naming it."""
+    from xds_gateway.server.serving_tls import ServingTls
+
+    files = parse_tls_files(args.tls_cert_file, args.tls_key_file)
+    return None if files is None else ServingTls(*files)
 
 
 def _localhost_is_admin(args: argparse.Namespace) -> bool:
@@ -299,9 +315,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
-    from services.cli.bootstrap import sidecar_bootstrap, zone_ingress_bootstrap
+    from services.cli.bootstrap import (
+        read_ca_cert_file,
+        sidecar_bootstrap,
+        zone_ingress_bootstrap,
+    )
 
     host, _, port = args.xds_address.rpartition(":")
+    ca_cert = read_ca_cert_file(args.ca_cert_file) if args.ca_cert_file else None
     if args.zone_ingress:
         if args.mesh or args.name or args.dataplane_file:
             raise SystemExit("error: --zone-ingress takes none of --mesh, --name, "
@@ -310,7 +331,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
                                      xds_port=parse_port("--xds-address", port),
                                      admin_port=parse_port("--admin-port", args.admin_port),
                                      delta=args.delta, token=_zone_token_file(
-                                         args.token_file) if args.token_file else None)
+                                         args.token_file) if args.token_file else None,
+                                     ca_cert=ca_cert)
         return _print_doc(doc, args.output)
     mesh, name, dataplane, token = args.mesh, args.name, None, None
     if args.dataplane_file:
@@ -324,7 +346,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     doc = sidecar_bootstrap(mesh=mesh or "default", name=name, xds_host=host or "127.0.0.1",
                             xds_port=parse_port("--xds-address", port),
                             admin_port=parse_port("--admin-port", args.admin_port),
-                            delta=args.delta, dataplane=dataplane, token=token)
+                            delta=args.delta, dataplane=dataplane, token=token,
+                            ca_cert=ca_cert)
     return _print_doc(doc, args.output)
 
 

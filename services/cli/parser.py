@@ -54,6 +54,16 @@ _NO_AUTH_FLAG = ("--no-auth",)
 _NO_AUTH_OPTIONS: dict[str, Any] = {
     "action": "store_true", "default": env("NO_AUTH", "false"),
     "help": "DEVELOPMENT ONLY: serve xDS without dataplane tokens (env MESHLOG_NO_AUTH)"}
+_TLS_CERT_FLAG = ("--tls-cert-file",)
+_TLS_CERT_OPTIONS: dict[str, Any] = {
+    "default": env("TLS_CERT_FILE"), "metavar": "FILE",
+    "help": "serve xDS (ADS and HDS) over TLS only, with this PEM certificate (then any "
+            "intermediates), read again when it changes (Kuma's general.tlsCertFile; env "
+            "MESHLOG_TLS_CERT_FILE; needs --tls-key-file; default: plaintext)"}
+_TLS_KEY_FLAG = ("--tls-key-file",)
+_TLS_KEY_OPTIONS: dict[str, Any] = {
+    "default": env("TLS_KEY_FILE"), "metavar": "FILE",
+    "help": "the unencrypted PEM key of --tls-cert-file (env MESHLOG_TLS_KEY_FILE)"}
 _LOCALHOST_ADMIN_FLAG = ("--no-localhost-admin",)
 _LOCALHOST_ADMIN_OPTIONS: dict[str, Any] = {
     "dest": "localhost_is_admin", "action": "store_false",
@@ -135,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(*_GRACE_FLAG, **_GRACE_OPTIONS)
     up.add_argument(*_MMZS_CIDR_FLAG, **_MMZS_CIDR_OPTIONS)
     up.add_argument(*_NO_AUTH_FLAG, **_NO_AUTH_OPTIONS)
+    up.add_argument("--xds-tls", action="store_true", default=env("XDS_TLS", "false"),
+                    help="serve xDS over TLS with the control plane's own certificate, made "
+                         "once in <data-dir>/xds-tls/ (proxies trust its ca.crt: dataplane "
+                         "bootstrap --ca-cert-file; env MESHLOG_XDS_TLS)")
+    up.add_argument(*_TLS_CERT_FLAG, **_TLS_CERT_OPTIONS)
+    up.add_argument(*_TLS_KEY_FLAG, **_TLS_KEY_OPTIONS)
     up.add_argument(*_LOCALHOST_ADMIN_FLAG, **_LOCALHOST_ADMIN_OPTIONS)
     up.add_argument("--projectors", default=env("PROJECTORS", "1"),
                     help="projector tasks: 1 folds alone (default); N >= 2 contend for the "
@@ -220,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "port; 0 = any free; default %(default)s)")
             proc.add_argument(*_DEREGISTRATION_FLAG, **_DEREGISTRATION_OPTIONS)
             proc.add_argument(*_NO_AUTH_FLAG, **_NO_AUTH_OPTIONS)
+            proc.add_argument(*_TLS_CERT_FLAG, **_TLS_CERT_OPTIONS)
+            proc.add_argument(*_TLS_KEY_FLAG, **_TLS_KEY_OPTIONS)
         if name == "api":
             proc.add_argument("--api-host", default=env("API_HOST", "127.0.0.1"))
             proc.add_argument("--api-port", default=env("API_PORT", "5681"))
@@ -334,6 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "--zone-ingress a zone token (meshlog generate zone-token): sent in "
                          "the `authorization` metadata of the xDS streams; --mesh and --name "
                          "default to the token's (env MESHLOG_DATAPLANE_TOKEN_FILE)")
+    bs.add_argument("--ca-cert-file", default=env("CONTROL_PLANE_CA_CERT_FILE"),
+                    metavar="FILE",
+                    help="the gateway serves TLS (--tls-cert-file, meshlog up --xds-tls): "
+                         "trust this PEM CA for it and check its certificate names the host "
+                         "of --xds-address (kuma-dp's --ca-cert-file; env "
+                         "MESHLOG_CONTROL_PLANE_CA_CERT_FILE; default: plaintext)")
     bs.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
 
     add_token_parsers(sub, g)

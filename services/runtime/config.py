@@ -21,7 +21,7 @@ from services.errors import ConfigError
 
 __all__ = ["ADMIN_TOKEN_FILE", "SECRET_KEY_FILE", "UpConfig", "env", "parse_bool", "parse_cidr",
            "parse_deployment", "parse_duration_ms", "parse_port", "parse_positive",
-           "secret_key_of"]
+           "parse_tls_files", "secret_key_of"]
 
 SECRET_KEY_FILE = "secret.key"
 """The secret key's file in a data dir (mode 0600)."""
@@ -57,6 +57,11 @@ class UpConfig(Struct, frozen=True, kw_only=True):
     made at the first start."""
     no_auth: bool = False
     """Serve xDS without dataplane tokens (`--no-auth`, development only)."""
+    xds_tls: bool = False
+    """Serve xDS over TLS with the data dir's own certificate (`--xds-tls`,
+    services.runtime.xds_certificate), unless `tls_files` names one."""
+    tls_files: tuple[Path, Path] | None = None
+    """Serve xDS over TLS with this certificate and key (`--tls-cert-file`, `--tls-key-file`)."""
     localhost_is_admin: bool = True
     """API clients on loopback are admin (Kuma's default; `--no-localhost-admin`)."""
     projectors: int = 1
@@ -138,6 +143,19 @@ def parse_bool(flag: str, value: str | bool) -> bool:
         return text in _TRUE
     raise ConfigError(f"{flag}: {value!r} is not true or false")
 
+
+
+def parse_tls_files(cert_file: str | None, key_file: str | None) -> tuple[Path, Path] | None:
+    """`--tls-cert-file` and `--tls-key-file`: both (a pair of paths) or neither (None)."""
+    if not cert_file and not key_file:
+        return None
+    if not cert_file or not key_file:
+        given, missing = (("--tls-cert-file", "--tls-key-file") if cert_file else
+                          ("--tls-key-file", "--tls-cert-file"))
+        raise ConfigError(f"{given} {cert_file or key_file}: give {missing} too (env "
+                          f"MESHLOG_{missing[2:].upper().replace('-', '_')}): the certificate "
+                          f"and its key go together")
+    return Path(cert_file), Path(key_file)
 
 
 def secret_key_of(path: str | Path | None, data_dir: Path, *, create: bool) -> SecretKey | None:

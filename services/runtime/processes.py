@@ -3,7 +3,7 @@
     meshlog projector --nats-url URL [--nats-creds FILE] --database URL [--secret-key-file F]
                       [--lease-ttl 5s] [--metrics-port P (/ready, /live, /metrics)]
     meshlog gateway   --nats-url URL [--nats-creds FILE] [--xds-port 5678] [--drain-grace 10]
-                      [--no-auth]
+                      [--tls-cert-file F --tls-key-file K] [--no-auth]
     meshlog api       --nats-url URL [--nats-creds FILE] --database URL [--api-port 5681]
                       [--secret-key-file F]
 
@@ -50,6 +50,7 @@ from xds_gateway import Gateway
 from xds_gateway.gateway import DEFAULT_DRAIN_GRACE_S
 from xds_gateway.proxies.config_service import ConfigService
 from xds_gateway.server.readiness import HealthServer
+from xds_gateway.server.serving_tls import ServingTls
 
 __all__ = ["run_api_process", "run_gateway_process", "run_projector_process"]
 
@@ -133,7 +134,8 @@ async def run_gateway_process(*, nats_url: str, host: str, port: int,
                               drain_grace_s: float = DEFAULT_DRAIN_GRACE_S,
                               zone: str = DEFAULT_ZONE, health_port: int = 5680,
                               deregistration_delay_s: float = 10.0, no_auth: bool = False,
-                              mode: Mode = "standalone") -> None:
+                              mode: Mode = "standalone", tls: ServingTls | None = None) -> None:
+    """`tls`: serve ADS and HDS over TLS only (`--tls-cert-file`, `--tls-key-file`)."""
     # a signal cancels: cancellation reaches Gateway.serve, which drains before NATS is
     # closed (the view keeps following the bus while the last streams end)
     with handle_signals(drain_grace_s + 5):
@@ -153,7 +155,8 @@ async def run_gateway_process(*, nats_url: str, host: str, port: int,
                               max_connection_age_s=max_connection_age_s,
                               drain_grace_s=drain_grace_s, event_log=event_log,
                               insights=insights, zone=zone,
-                              deregistration_delay_s=deregistration_delay_s, no_auth=no_auth)
+                              deregistration_delay_s=deregistration_delay_s, no_auth=no_auth,
+                              tls=tls)
             if no_auth:
                 warn_no_auth(f"{host}:{port}")
             health = HealthServer(gateway, health_sock, metrics=exposition)
@@ -164,6 +167,8 @@ async def run_gateway_process(*, nats_url: str, host: str, port: int,
                 tg.create_task(serve_requests(nc, XDS_CONFIG_SUBJECTS, XDS_CONFIG_QUEUE,
                                               ConfigService(gateway.view, gateway.cache).handle))
                 print(f"gateway readiness on http://{host}:{health.port}/ready", flush=True)
+                if tls is not None:
+                    print(f"xDS gateway serves TLS only, with {tls.cert_file}", flush=True)
                 print(f"xDS gateway serving on {host}:{gateway.port}", flush=True)
 
 

@@ -13,7 +13,9 @@ components are cancelled and close in their `finally`; then the store and NATS a
 that order. State lives in the data dir (JetStream store, SQLite read models), so a restart
 resumes where it stopped; so do the secret key (`secret.key`, made at first start unless
 `--secret-key-file` names one) and the admin token (`admin-token`), both mode 0600
-(services.runtime.credentials).
+(services.runtime.credentials). With `--xds-tls` the gateway serves xDS over TLS with the data
+dir's own CA and certificate (`xds-tls/`, services.runtime.xds_certificate), made at the first
+start and kept; with `--tls-cert-file` and `--tls-key-file`, with those.
 
 A lost NATS connection is not fatal: nats-py reconnects forever (`events.connect_nats`), the
 API answers 503 for what needs NATS meanwhile, and the projector is restarted from its
@@ -70,11 +72,13 @@ from services.runtime.projector_loop import run_projector
 from services.runtime.readmodels import RefusedSwap, SwappableReadModels, pointed_database
 from services.runtime.shutdown import handle_signals
 from services.runtime.standby import StandbyProjector, default_holder, projectors_status
+from services.runtime.xds_certificate import ensure_xds_certificate, xds_hosts
 from services.runtime.zone_sync import ZoneSync
 from xds_gateway import Gateway
 from xds_gateway.gateway import DEFAULT_DRAIN_GRACE_S
 from xds_gateway.proxies.config_service import ConfigService
 from xds_gateway.server.readiness import HealthServer
+from xds_gateway.server.serving_tls import ServingTls
 
 __all__ = ["UP_GRACE_S", "bind_socket", "nats_connection", "run_projector", "run_up",
            "warn_no_auth"]
@@ -232,9 +236,22 @@ async def _contenders(cfg: UpConfig, stack: AsyncExitStack, url: str, creds: Pat
     return contenders
 
 
+def _xds_tls(cfg: UpConfig) -> tuple[ServingTls | None, dict[str, str]]:
+    """The gateway's TLS (`--tls-cert-file`, else `--xds-tls`, else none) and what to announce
+    of it: where proxies find the CA to trust."""
+    if cfg.tls_files is not None:
+        tls = ServingTls(*cfg.tls_files)
+        return tls, {"xds_tls_cert": str(tls.cert_file)}
+    if not cfg.xds_tls:
+        return None, {}
+    files = ensure_xds_certificate(cfg.data_dir, xds_hosts(cfg.xds_host, socket.gethostname()))
+    return ServingTls(files.cert_file, files.key_file), {"xds_ca_cert": str(files.ca_file)}
+
+
 async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = print) -> None:
     with handle_signals(UP_GRACE_S) as shutdown:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        tls, tls_where = _xds_tls(cfg)  # a bad file stops here, before anything starts
         secret_key = secret_key_of(cfg.secret_key_file, cfg.data_dir, create=True)
         api_sock = bind_socket(cfg.api_host, cfg.api_port, "--api-port")
         async with AsyncExitStack() as stack:
@@ -293,7 +310,7 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                                                                     replicas=replicas),
                               zone=cfg.zone,
                               deregistration_delay_s=cfg.deregistration_delay_s,
-                              no_auth=cfg.no_auth)
+                              no_auth=cfg.no_auth, tls=tls)
             if cfg.no_auth:
                 warn_no_auth(f"{cfg.xds_host}:{cfg.xds_port}")
             if cfg.mode != "standalone":
@@ -319,6 +336,7 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                 where = {
                     "api": f"http://{api_host}:{api_port}",
                     "xds": f"{cfg.xds_host}:{gateway.port}",
+                    **tls_where,
                     "gateway_health": f"http://{cfg.xds_host}:{health.port}",
                     "nats": url,
                     "mode": cfg.mode,

@@ -4,7 +4,11 @@ Two grpcio servers are registered as the Dataplanes of MeshService `backend`; a 
 Dataplane `client-1` calls `xds:///backend:<port>` with a bootstrap (GRPC_XDS_BOOTSTRAP_CONFIG)
 pointing at the gateway and node id `default.client-1`, with no Envoy in between
 (xds-rules.md #13). Deregistering the backend it hits moves its calls to the other one.
-The control plane runs `--no-auth`: see below.
+
+Over TLS (`meshlog up --xds-tls`) the client trusts the control plane's CA (`channel_creds`
+`tls`) and sends its dataplane token as call credentials (gRFC A97's `jwt_token_file`), and
+tokens are required. Over plaintext gRPC sends no call credentials at all, so that case runs
+`--no-auth`.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.harness import free_port, free_port_on_all, meshlog_up, wait_for
+from tests.harness import ControlPlane, free_port, free_port_on_all, meshlog_up, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -55,35 +59,68 @@ def _who(channel: grpc.Channel) -> str | None:
         return None
 
 
-def test_xds_client_reaches_backends_and_follows_deregistration(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _calls_follow_the_backends(cp: ControlPlane, port: int) -> None:
+    """Calls through `xds:///backend:<port>` reach both backends, then only the one left
+    after the other is deregistered."""
+    with grpc.insecure_channel(f"xds:///backend:{port}") as channel:
+        seen: set[str] = set()
+        wait_for(lambda: seen.add(_who(channel) or "") or set(BACKENDS) <= seen,
+                 timeout=20, what="calls through xds:/// reaching both backends")
+
+        hit = _who(channel)
+        assert hit in BACKENDS
+        other = next(b for b in BACKENDS if b != hit)
+        assert cp.api.delete(f"/meshes/default/dataplanes/{hit}").status_code == 200
+        wait_for(lambda: all(_who(channel) == other for _ in range(10)), timeout=10,
+                 what=f"calls to move from {hit} to {other}")
+
+
+@contextlib.contextmanager
+def _mesh(tmp_path: Path, *up: str) -> Iterator[tuple[ControlPlane, int]]:
+    """`meshlog up`, both grpcio backends and the client's Dataplane `client-1`."""
     port = free_port_on_all(list(BACKENDS.values()))
-    # --no-auth: gRPC sends call credentials (a dataplane token, gRFC A97) only over a secure
-    # channel, and the gateway serves plaintext (grpcio 1.85: "Established channel does not
-    # have a sufficient security level to transfer call credential")
-    with meshlog_up(tmp_path / "cp", "--no-auth") as cp, \
+    with meshlog_up(tmp_path / "cp", *up) as cp, \
             grpc_backend(BACKENDS["backend-1"], port, "backend-1"), \
             grpc_backend(BACKENDS["backend-2"], port, "backend-2"):
         cp.apply({"type": "Mesh", "name": "default"})
         for name, address in BACKENDS.items():
             cp.apply(_dataplane(name, address, port, "backend"))
         cp.apply(_dataplane("client-1", "127.0.0.5", free_port("127.0.0.5"), "client"))
+        yield cp, port
 
+
+def test_xds_client_over_tls_sends_its_token_and_follows_deregistration(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with _mesh(tmp_path, "--xds-tls") as (cp, port):
+        token_file = cp.token_file("client-1", tmp_path / "client")
+        # grpcio reads call credentials from the bootstrap only with this set (gRFC A97)
+        monkeypatch.setenv("GRPC_EXPERIMENTAL_XDS_BOOTSTRAP_CALL_CREDS", "true")
+        monkeypatch.setenv("GRPC_XDS_BOOTSTRAP_CONFIG", json.dumps({
+            "xds_servers": [{
+                "server_uri": f"localhost:{cp.xds_port}",
+                "channel_creds": [{"type": "tls", "config": {
+                    "ca_certificate_file": cp.where["xds_ca_cert"]}}],
+                "call_creds": [{"type": "jwt_token_file", "config": {
+                    "jwt_token_file": str(token_file)}}],
+                "server_features": ["xds_v3"]}],
+            "node": {"id": "default.client-1"},
+        }))
+        _calls_follow_the_backends(cp, port)
+    log = (cp.data_dir / "up.log").read_text()
+    assert "no dataplane token" not in log and "--no-auth" not in log
+
+
+def test_xds_client_over_plaintext_needs_no_auth(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # --no-auth: gRPC sends call credentials (a dataplane token, gRFC A97) only over a secure
+    # channel (grpcio 1.85: "Established channel does not have a sufficient security level to
+    # transfer call credential")
+    with _mesh(tmp_path, "--no-auth") as (cp, port):
         monkeypatch.setenv("GRPC_XDS_BOOTSTRAP_CONFIG", json.dumps({
             "xds_servers": [{"server_uri": f"127.0.0.1:{cp.xds_port}",
                              "channel_creds": [{"type": "insecure"}],
                              "server_features": ["xds_v3"]}],
             "node": {"id": "default.client-1"},
         }))
-        with grpc.insecure_channel(f"xds:///backend:{port}") as channel:
-            seen: set[str] = set()
-            wait_for(lambda: seen.add(_who(channel) or "") or set(BACKENDS) <= seen,
-                     timeout=20, what="calls through xds:/// reaching both backends")
-
-            hit = _who(channel)
-            assert hit in BACKENDS
-            other = next(b for b in BACKENDS if b != hit)
-            assert cp.api.delete(f"/meshes/default/dataplanes/{hit}").status_code == 200
-            wait_for(lambda: all(_who(channel) == other for _ in range(10)), timeout=10,
-                     what=f"calls to move from {hit} to {other}")
-        assert "--no-auth: the xDS gateway on" in (cp.data_dir / "up.log").read_text()
+        _calls_follow_the_backends(cp, port)
+    assert "--no-auth: the xDS gateway on" in (cp.data_dir / "up.log").read_text()

@@ -11,6 +11,10 @@ In a process with tracing (README, Tracing), `server.tracing.PushTracing` applie
 batches to the view and traces each traced batch's push and the proxies' ACKs; without it,
 the view follows the bus itself and no tracing callback is added.
 
+The gRPC port serves plaintext, or with a `ServingTls` (`server.serving_tls`) TLS only, so
+that the proxies' tokens do not cross the network in the clear; a gateway that requires tokens
+and serves plaintext warns at start.
+
 Serving starts only once the view holds a complete copy of the published read models, so a
 proxy never receives config computed from half the state. Responses are raw bytes assembled
 from encode-once resources, so the method is registered with an identity serializer.

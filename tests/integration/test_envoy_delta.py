@@ -16,12 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from events import ClockTicked, DataplaneDeregistered
 from events.bus.projection_bus import CHECKPOINT_KEY
 from services.cli.bootstrap import sidecar_bootstrap
+from tests._tcp_proxy import tcp_proxy
 from tests.harness import Envoy, free_port, run_envoy, wait_for
 from tests.xds_gateway._ads import Projection, dataplane, event_for
 from xds_gateway import Gateway
 from xds_gateway.resources import clusters
+from xds_gateway.server.callbacks import NoCallbacks, StreamInfo
 from xds_gateway.server.subscription import AdsStream
 from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER
 
@@ -34,9 +37,10 @@ UNBINDABLE = "192.0.2.1"  # TEST-NET-1: never a local address, so Envoy cannot b
 class GatewayThread:
     """An in-process `Gateway` in a thread of its own; `apply` hands it projection rows."""
 
-    def __init__(self, rows: list, port: int = 0) -> None:
+    def __init__(self, rows: list, port: int = 0, callbacks: tuple = ()) -> None:
         self._rows = rows
         self._port = port
+        self._callbacks = callbacks
         self._serving = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._main, daemon=True)
@@ -54,7 +58,7 @@ class GatewayThread:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        self.gateway = Gateway(None, port=self._port, no_auth=True)
+        self.gateway = Gateway(None, port=self._port, no_auth=True, callbacks=self._callbacks)
         self.gateway.view.apply(self._rows)
         task = asyncio.create_task(self.gateway.serve())
         await self.gateway.serving.wait()
@@ -95,8 +99,8 @@ class GatewayThread:
 
 
 @contextlib.contextmanager
-def serving(rows: list, port: int = 0) -> Iterator[GatewayThread]:
-    gw = GatewayThread(rows, port).start()
+def serving(rows: list, port: int = 0, callbacks: tuple = ()) -> Iterator[GatewayThread]:
+    gw = GatewayThread(rows, port, callbacks).start()
     try:
         yield gw
     finally:
@@ -128,9 +132,11 @@ def _mesh(projection: Projection, web_port: int) -> list:
 
 
 @contextlib.contextmanager
-def _envoy(gw: GatewayThread, tmp_path: Path, *, delta: bool) -> Iterator[Envoy]:
+def _envoy(gw: GatewayThread, tmp_path: Path, *, delta: bool, xds_port: int | None = None
+           ) -> Iterator[Envoy]:
+    """Envoy for web-1 against `gw` (or whatever listens on `xds_port`)."""
     bootstrap = sidecar_bootstrap(mesh="default", name="web-1", xds_host="127.0.0.1",
-                                  xds_port=gw.port, admin_port=0, delta=delta)
+                                  xds_port=xds_port or gw.port, admin_port=0, delta=delta)
     with run_envoy(bootstrap, tmp_path / "envoy", "web-1") as envoy:
         yield envoy
 
@@ -287,6 +293,131 @@ def test_reconnect_with_initial_versions_changes_nothing(tmp_path, projection, w
                 CLUSTER: 0, ENDPOINT: 0, LISTENER: 0}
             assert _stat(envoy, "cluster_manager.cluster_modified") == 0
             assert _stat(envoy, "listener_manager.listener_modified") == 0
+            _no_rejections(envoy)
+    finally:
+        gw.stop()
+
+
+DB_ADDRESS = "127.0.0.3"
+DB_CLUSTER = "default_db___msvc_5432"
+DB_LISTENER = "outbound:241.0.0.3:5432"
+_AFTER_GRACE = 10 * 3_600_000  # ms: past the default 1 h MeshService grace period
+_DB_GONE = (DataplaneDeregistered(at=2, mesh="default", name="db-1"),
+            ClockTicked(at=_AFTER_GRACE))  # the generated MeshService outlives its Dataplane
+
+
+class ResponseLog(NoCallbacks):
+    """Per ADS stream of web-1, in order: each CDS and LDS response with the names the proxy
+    holds once it applies it, and each ACK of an LDS response (by its nonce)."""
+
+    def __init__(self) -> None:
+        self.streams: list[list[tuple[str, str, str, frozenset[str]]]] = []
+        self._of: dict[StreamInfo, list[tuple[str, str, str, frozenset[str]]]] = {}
+
+    async def on_stream_open(self, stream: StreamInfo) -> None:
+        if stream.protocol != "hds" and stream.node is not None \
+                and stream.node.id == "default.web-1":
+            self._of[stream] = []
+            self.streams.append(self._of[stream])
+
+    async def on_stream_request(self, stream: StreamInfo, request: object) -> None:
+        log = self._of.get(stream)
+        if (log is not None and getattr(request, "type_url", "") == LISTENER
+                and request.response_nonce and not request.HasField("error_detail")):
+            log.append(("ack", LISTENER, request.response_nonce, frozenset()))
+
+    def on_stream_response(self, stream: StreamInfo, type_url: str, version: str, nonce: str,
+                           resources: int) -> None:
+        log = self._of.get(stream)
+        if log is None or type_url not in (CLUSTER, LISTENER):
+            return
+        state = stream.types[type_url]
+        holds = (frozenset(n for n, v in state.held.items() if v is not None)
+                 if stream.protocol == "delta" else frozenset(state.sent))
+        log.append(("response", type_url, nonce, holds))
+
+
+def _db_left_after_its_listener(log: list[tuple[str, str, str, frozenset[str]]]) -> None:
+    """Rule 10 on one stream: no CDS response without db's cluster before the proxy ACKed an
+    LDS response without db's listener; and one such CDS response in the end."""
+    acked_without_listener = False
+    lds_without: set[str] = set()  # nonces of LDS responses without db's listener
+    for kind, type_url, nonce, holds in log:
+        if kind == "ack":
+            acked_without_listener |= nonce in lds_without
+        elif type_url == LISTENER and DB_LISTENER not in holds:
+            lds_without.add(nonce)
+        elif type_url == CLUSTER and DB_CLUSTER not in holds:
+            assert acked_without_listener, f"db's cluster left before its listener: {log}"
+            return
+    raise AssertionError(f"db's cluster never left: {log}")
+
+
+def _db_served(envoy: Envoy) -> bool:
+    return (DB_LISTENER in envoy.listeners()
+            and _cluster_hosts(envoy, DB_CLUSTER) == {f"{DB_ADDRESS}:5432"}
+            and _stat(envoy, "cluster_manager.warming_clusters") == 0)
+
+
+def _db_gone(envoy: Envoy) -> bool:
+    return (DB_LISTENER not in envoy.listeners()
+            and DB_CLUSTER not in envoy.admin.get("/clusters").text)
+
+
+def _all_acked(gw: GatewayThread) -> bool:
+    stream = gw.stream("default.web-1")
+    return stream is not None and all(
+        stream.types[t].acked_version == stream.types[t].sent_version
+        for t in (CLUSTER, LISTENER))
+
+
+@pytest.mark.parametrize("delta", [True, False], ids=["delta", "sotw"])
+def test_a_reconnect_removes_a_cluster_only_after_its_listener(tmp_path, projection, web_port,
+                                                                delta) -> None:
+    """Rule 10 across a reconnect: Envoy holds db's cluster and listener; its link to the
+    gateway is cut; db goes meanwhile; Envoy reconnects. On the new stream db's cluster
+    leaves only after Envoy ACKed the listeners without db's. Delta: from Envoy's
+    initial_resource_versions; SotW: from its CDS version_info, a set this gateway sent."""
+    rows = [*_mesh(projection, web_port),
+            *projection.fold([event_for(dataplane("db-1", DB_ADDRESS, 5432, "db"))])]
+    responses = ResponseLog()
+    with serving(rows, callbacks=(responses,)) as gw, \
+            tcp_proxy(("127.0.0.1", gw.port)) as link, \
+            _envoy(gw, tmp_path, delta=delta, xds_port=link.port) as envoy:
+        wait_for(lambda: _db_served(envoy) and _all_acked(gw), what="db served, all ACKed")
+        link.cut()
+        wait_for(lambda: _stat(envoy, "control_plane.connected_state") == 0,
+                 what="Envoy to see the link go")
+        wait_for(lambda: gw.stream("default.web-1") is None, what="the stream to end")
+        gw.apply(projection.fold(_DB_GONE))
+        wait_for(lambda: "db" not in gw.gateway.view.meshservices["default"],
+                 what="db gone from the gateway's view")
+        link.restore()
+        wait_for(lambda: _db_gone(envoy), timeout=30, what="db gone from Envoy")
+        assert len(responses.streams) == 2
+        _db_left_after_its_listener(responses.streams[1])
+        _no_rejections(envoy)
+
+
+def test_a_delta_reconnect_to_a_new_gateway_removes_a_cluster_only_after_its_listener(
+        tmp_path, projection, web_port) -> None:
+    """The same when the gateway is restarted (so it remembers nothing): Delta needs only
+    what Envoy says it holds."""
+    rows = [*_mesh(projection, web_port),
+            *projection.fold([event_for(dataplane("db-1", DB_ADDRESS, 5432, "db"))])]
+    port = free_port()
+    gw = GatewayThread(rows, port).start()
+    try:
+        with _envoy(gw, tmp_path, delta=True) as envoy:
+            wait_for(lambda: _db_served(envoy) and _all_acked(gw), what="db served, all ACKed")
+            gw.stop()
+            wait_for(lambda: _stat(envoy, "control_plane.connected_state") == 0,
+                     what="Envoy to see the gateway go")
+            responses = ResponseLog()
+            gw = GatewayThread([*rows, *projection.fold(_DB_GONE)], port, (responses,)).start()
+            wait_for(lambda: _db_gone(envoy), timeout=30, what="db gone from Envoy")
+            assert len(responses.streams) == 1
+            _db_left_after_its_listener(responses.streams[0])
             _no_rejections(envoy)
     finally:
         gw.stop()

@@ -255,9 +255,9 @@ async def test_eds_is_sent_again_after_its_cluster_changes(channel, gateway, pro
 
 async def test_initial_resource_versions_are_honoured(channel, gateway) -> None:
     """Rule 11: on reconnect, equal versions are not re-sent, stale ones are, and names the
-    server does not know are reported removed."""
+    server does not know are reported removed (rule 10: once the new listeners are ACKed)."""
     first = DeltaAdsClient(channel)
-    cds, _eds, _lds = await _subscribe(first)
+    cds, _eds, lds = await _subscribe(first)
     first.close()
     held = _versions(cds)
     held[BACKEND_CLUSTER] = "stale"
@@ -266,7 +266,51 @@ async def test_initial_resource_versions_are_honoured(channel, gateway) -> None:
     again.send(CLUSTER, node_id=WEB, initial=held)
     response = await again.recv()
     assert _versions(response) == {BACKEND_CLUSTER: _versions(cds)[BACKEND_CLUSTER]}
+    assert not response.removed_resources
+    again.ack(response)
+    again.send(LISTENER, initial=_versions(lds))
+    listeners = await again.recv()
+    assert listeners.type_url == LISTENER and not listeners.resources  # all held already
+    again.ack(listeners)
+    response = await again.recv()
+    assert response.type_url == CLUSTER and not response.resources
     assert list(response.removed_resources) == ["default_gone___msvc_1"]
+    again.close()
+
+
+async def test_a_reconnect_removes_held_clusters_only_after_the_new_listeners(
+        channel, gateway, projection) -> None:
+    """Rule 10 across a reconnect: a proxy held db's cluster and listener; db went while it
+    was away. The new stream keeps the cluster (it cannot know which clusters the listeners
+    the proxy still holds use) until the LDS response without db's listener is ACKed."""
+    _add_db(gateway, projection)
+    first = DeltaAdsClient(channel)
+    cds, eds, lds = await _subscribe(first)
+    assert DB_CLUSTER in _versions(cds) and DB_LISTENER in _versions(lds)
+    first.close()
+    gateway.view.apply(projection.fold([
+        DataplaneDeregistered(at=2, mesh="default", name="db-1"),
+        ClockTicked(at=_AFTER_GRACE),  # the generated MeshService outlives its Dataplane
+    ]))
+    again = DeltaAdsClient(channel)
+    again.send(CLUSTER, node_id=WEB, initial=_versions(cds))
+    clusters = await again.recv()  # before the client even says which listeners it holds
+    assert clusters.type_url == CLUSTER
+    assert not clusters.resources and not clusters.removed_resources
+    again.ack(clusters)
+    again.send(ENDPOINT, subscribe=list(_versions(eds)), initial=_versions(eds))
+    endpoints = await again.recv()
+    assert list(endpoints.removed_resources) == [DB_CLUSTER]  # db's endpoints went
+    again.ack(endpoints)
+    again.send(LISTENER, initial=_versions(lds))
+    listeners = await again.recv()
+    assert listeners.type_url == LISTENER, "no cluster may leave before its listener"
+    assert list(listeners.removed_resources) == [DB_LISTENER] and not listeners.resources
+    await again.nothing()  # sent is not ACKed: the proxy may still hold db's listener
+    again.ack(listeners)
+    clusters = await again.recv()
+    assert clusters.type_url == CLUSTER and list(clusters.removed_resources) == [DB_CLUSTER]
+    await again.nothing()
     again.close()
 
 

@@ -230,3 +230,26 @@ def test_versions_are_content_derived_and_equal_across_caches() -> None:
     for type_url in (CLUSTER, ENDPOINT, LISTENER, ROUTE):
         assert one.version(type_url) == two.version(type_url)
     assert one.version(CLUSTER) != one.version(LISTENER)
+
+
+def test_remembered_sets_are_bounded_and_the_recent_ones_kept(monkeypatch) -> None:
+    """`ResourceCache.remember_set` (SotW rule 10 across a reconnect) keeps the most recently
+    sent sets within its budget of names; a set sent again counts as recent."""
+    from xds_gateway.resources import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "_SENT_SET_NAMES", 4)
+    cache = ResourceCache()
+    snapshot = build_snapshot(_view(MESH, *BACKENDS, dataplane("web-1", "10.0.0.9", 7070, "web")),
+                              "default", "web-1", cache)
+    clusters = dict(snapshot.of(CLUSTER))
+    pairs = {f"v{i}": {name: clusters[name]} for i, name in enumerate(sorted(clusters))}
+    assert len(pairs) == 4  # backend, db, web and the local inbound cluster
+    for version, held in pairs.items():
+        cache.remember_set(CLUSTER, version, held)
+    cache.remember_set(CLUSTER, "v0", pairs["v0"])  # sent again: the most recent now
+    cache.remember_set(CLUSTER, "big", {**pairs["v1"], **pairs["v2"]})
+    assert cache.sent_set(CLUSTER, "big") == {**pairs["v1"], **pairs["v2"]}
+    assert cache.sent_set(CLUSTER, "v0") is pairs["v0"]
+    remembered = [v for v in pairs if cache.sent_set(CLUSTER, v) is not None]
+    assert remembered == ["v0", f"v{len(pairs) - 1}"]
+    assert cache.sent_set(LISTENER, "v0") is None  # per type

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 import pytest
@@ -371,6 +371,107 @@ async def test_clusters_leave_only_after_listeners_no_longer_use_them(
     assert cds3.type_url == CLUSTER
     assert "default_db___msvc_5432" not in _names(cds3, Cluster)
     client.close()
+
+
+DB_CLUSTER = "default_db___msvc_5432"
+DB_LISTENER = "outbound:241.0.0.3:5432"
+_DB_GONE = (DataplaneDeregistered(at=2, mesh="default", name="db-1"),
+            ClockTicked(at=_AFTER_GRACE))  # the generated MeshService outlives its Dataplane
+
+
+async def _held_then_away(client: AdsClient) -> tuple:
+    """A client that holds (has ACKed) its CDS, EDS and LDS, then goes away; what it holds."""
+    cds, eds, lds = await _subscribe(client)
+    client.ack(eds, names=_names(eds, ClusterLoadAssignment))
+    client.ack(lds)
+    await client.nothing()
+    client.close()
+    return cds, eds, lds
+
+
+async def _resumed(client: AdsClient, cds, eds, lds) -> list:
+    """Reconnect like Envoy (each first request carries the version it last accepted); every
+    response up to and with the first LDS one, which is then ACKed."""
+    names = _names(eds, ClusterLoadAssignment)
+    client.send(CLUSTER, node_id=WEB, version=cds.version_info)
+    seen = [await client.recv()]  # before the client even says which listeners it holds
+    client.ack(seen[0])
+    client.send(ENDPOINT, names=names, version=eds.version_info)
+    seen.append(await client.recv())
+    client.ack(seen[-1], names=names)
+    client.send(LISTENER, version=lds.version_info)
+    seen.append(await client.recv())
+    await client.nothing()  # sent is not ACKed: the client may still hold its old listeners
+    client.ack(seen[-1])
+    return seen
+
+
+def _removed_only_after_the_new_listeners(seen: list, after) -> None:
+    for response in seen[:-1]:
+        assert response.type_url in (CLUSTER, ENDPOINT)
+        if response.type_url == CLUSTER:
+            assert DB_CLUSTER in _names(response, Cluster), "db's cluster left before its listener"
+    assert DB_LISTENER not in _names(seen[-1], Listener)
+    assert after.type_url == CLUSTER and DB_CLUSTER not in _names(after, Cluster)
+
+
+async def test_a_reconnect_removes_held_clusters_only_after_the_new_listeners(
+        channel, gateway, projection) -> None:
+    """Rule 10 across a reconnect: the client held db's cluster and listener, db went while
+    it was away; its CDS version says what it holds (this gateway sent it), so db's cluster
+    stays until the LDS response without db's listener is ACKed."""
+    gateway.view.apply(projection.fold([event_for(dataplane("db-1", "10.0.0.5", 5432, "db"))]))
+    cds, eds, lds = await _held_then_away(AdsClient(channel))
+    assert DB_CLUSTER in _names(cds, Cluster) and DB_LISTENER in _names(lds, Listener)
+    gateway.view.apply(projection.fold(_DB_GONE))
+    again = AdsClient(channel)
+    seen = await _resumed(again, cds, eds, lds)
+    _removed_only_after_the_new_listeners(seen, await again.recv())
+    await again.nothing()
+    again.close()
+
+
+@contextlib.asynccontextmanager
+async def _serving(rows: list) -> AsyncIterator[grpc.aio.Channel]:
+    """Another gateway serving `rows`, and a channel to it."""
+    gw = Gateway(None, port=0, no_auth=True)
+    gw.view.apply(rows)
+    task = asyncio.create_task(gw.serve())
+    await gw.serving.wait()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}") as channel:
+            yield gw, channel
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_another_gateway_knows_a_version_it_sent_to_an_identical_proxy(projection
+                                                                             ) -> None:
+    """The same across gateways: versions are content-derived, so a gateway that sent the
+    same CDS set to another proxy (web-2: same inbound port, so the same clusters) knows
+    what web-1, reconnecting to it from another gateway, holds."""
+    rows = projection.fold([
+        event_for({"type": "Mesh", "name": "default"}),
+        event_for(dataplane("backend-1", "10.0.0.1", 8080, "backend")),
+        event_for(dataplane("web-1", "10.0.0.9", 7070, "web")),
+        event_for(dataplane("web-2", "10.0.0.10", 7070, "web")),
+        event_for(dataplane("db-1", "10.0.0.5", 5432, "db")),
+    ])
+    async with _serving(rows) as (one, to_one), _serving(rows) as (two, to_two):
+        cds, eds, lds = await _held_then_away(AdsClient(to_one))
+        twin = AdsClient(to_two)
+        twin.send(CLUSTER, node_id="default.web-2")
+        assert (await twin.recv()).version_info == cds.version_info
+        twin.close()
+        gone = projection.fold(_DB_GONE)
+        one.view.apply(gone)
+        two.view.apply(gone)
+        again = AdsClient(to_two)
+        seen = await _resumed(again, cds, eds, lds)
+        _removed_only_after_the_new_listeners(seen, await again.recv())
+        again.close()
 
 
 async def test_cds_and_lds_are_wildcard_without_names_or_with_a_star(channel) -> None:

@@ -6,18 +6,23 @@ stream that needs it builds the protobuf, serializes it deterministically, wraps
 and derives its version from the bytes; every other stream gets the same object. Versions are
 content-derived, so every gateway computes the same version for the same state (invariant 7).
 
-Two more layers keep the per-stream work of a view change small (docs/benchmarks.md,
+Three more layers keep the per-stream work of a view change small (docs/benchmarks.md,
 "Propagation"): `per_generation` computes a value once per view generation and key (the part
 of a snapshot every proxy of a mesh shares, see `snapshot.py`), and `response_body` keeps the
 bytes of a DiscoveryResponse without its nonce, so streams that get the same (type, version,
 resources) share one encoding and add only their nonce (`wire.with_nonce`).
+
+`remember_set` keeps the complete sets recent SotW responses carried (CDS) by their version,
+so a proxy that reconnects saying it holds that `version_info` can be told what it holds
+(`server/sotw.py`, rule 10 across a reconnect). Versions are content-derived, so any gateway
+that sent the same set to any proxy knows it.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
@@ -32,6 +37,9 @@ T = TypeVar("T")
 _BODY_BUDGET = 2 * 1024 * 1024
 """Bytes of response bodies kept; the shared ones are hit by every stream, so stay recent."""
 _MAX_NAME_SETS = 4096
+_SENT_SET_NAMES = 100_000
+"""Resource names of the remembered sets (`remember_set`), all sets together: the sets are
+mostly the streams' own mappings, so this bounds what is kept past them (~40 bytes a name)."""
 
 
 class EncodedResource(Struct, frozen=True):
@@ -78,6 +86,8 @@ class ResourceCache:
         self._bodies: OrderedDict[Hashable, bytes] = OrderedDict()
         self._body_bytes = 0
         self._names: OrderedDict[frozenset[str], frozenset[str]] = OrderedDict()
+        self._sets: OrderedDict[tuple[str, str], Mapping[str, EncodedResource]] = OrderedDict()
+        self._set_names = 0
 
     def get(self, type_url: str, name: str, inputs: Hashable,
             build: Callable[[], Message], refs: frozenset[str] = frozenset()) -> EncodedResource:
@@ -140,3 +150,22 @@ class ResourceCache:
         else:
             self._names.move_to_end(names)
         return same
+
+    def remember_set(self, type_url: str, version: str,
+                     resources: Mapping[str, EncodedResource]) -> None:
+        """A response of the complete set `resources` of `type_url` went out under `version`.
+        The most recent sets are kept (`_SENT_SET_NAMES` names in all); `resources` is kept,
+        not copied: callers pass a mapping nobody changes afterwards."""
+        key = (type_url, version)
+        if key in self._sets:
+            self._sets.move_to_end(key)
+            return
+        self._sets[key] = resources
+        self._set_names += len(resources)
+        while self._set_names > _SENT_SET_NAMES and len(self._sets) > 1:
+            _, old = self._sets.popitem(last=False)
+            self._set_names -= len(old)
+
+    def sent_set(self, type_url: str, version: str) -> Mapping[str, EncodedResource] | None:
+        """The complete set of `type_url` a response under `version` carried, if remembered."""
+        return self._sets.get((type_url, version))

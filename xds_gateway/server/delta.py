@@ -17,7 +17,10 @@ changed and what went away. What is Delta-specific, by rule number:
 9. when a cluster (listener) changes, the client's EDS (RDS) of it is sent again right after:
    Envoy warms the new cluster from it;
 10. CDS, EDS, LDS, RDS order; a removed cluster stays while a listener the client may hold
-   still references it, and is removed once the new listeners are ACKed.
+   still references it, and is removed once the new listeners are ACKed. Also across a
+   reconnect: the clusters a wildcard client names in its first CDS request's
+   `initial_resource_versions` stay until it ACKs the new stream's first LDS response (the
+   new stream cannot tell which of them the listeners it still holds use).
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ class DeltaStream(AdsStream[DeltaDiscoveryRequest]):
             bound_names(type_url, request.initial_resource_versions)
             state.held = dict(request.initial_resource_versions)
             state.demand = True
+            if type_url == CLUSTER:  # rule 10 across the reconnect
+                self._resume_clusters(request.initial_resource_versions)
             if type_url in WILDCARD_TYPES and not request.resource_names_subscribe:
                 state.names.add(_WILDCARD)  # rule 5: legacy wildcard
         # rule 2: subscription changes apply whatever the nonce
@@ -127,6 +132,8 @@ class DeltaStream(AdsStream[DeltaDiscoveryRequest]):
         if type_url == CLUSTER:
             present = self._retain_clusters(present)  # rule 10
             absent -= present.keys()
+            if wildcard:  # and across a reconnect: held, so not re-sent, only not removed
+                absent -= self._kept
         return present, absent
 
     def _rewarm(self, type_url: str, changed: list[EncodedResource]) -> None:

@@ -11,11 +11,18 @@ One `SotwStream` per gRPC stream. What is SotW-specific, by rule number:
 9. after a CDS (LDS) response, the next EDS (RDS) request is answered even if it only repeats
    the last version and nonce: Envoy re-requests to warm the changed clusters;
 10. CDS, EDS, LDS, RDS order; clusters still referenced by listeners the client holds are kept
-   until the new listeners are ACKed, so no listener ever points at a removed cluster.
+   until the new listeners are ACKed, so no listener ever points at a removed cluster. Also
+   across a reconnect, when this gateway knows what the client holds: a client's first CDS
+   request carries the `version_info` it last accepted, and a version is content-derived, so
+   the set any gateway sent under it (`ResourceCache.remember_set`) is the set the client
+   holds; those clusters stay in CDS until the client ACKs this stream's first LDS response.
+   A version no stream of this gateway sent recently is not known: then the clusters that
+   left while the client was away go at once, as before.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
@@ -35,6 +42,8 @@ from xds_gateway.type_urls import CLUSTER, LISTENER, WILDCARD_TYPES
 
 __all__ = ["InvalidStream", "SotwStream", "set_version"]
 
+log = logging.getLogger("meshlog.xds")
+
 
 class SotwStream(AdsStream[DiscoveryRequest]):
     def __init__(self, source: SnapshotSource, cache: ResourceCache,
@@ -42,13 +51,18 @@ class SotwStream(AdsStream[DiscoveryRequest]):
         super().__init__(source, cache, write)
         self._rewarm: set[str] = set()
         """Types (EDS, RDS) that must answer their next request (rule 9)."""
+        self._before: Mapping[str, EncodedResource] = {}
+        """The clusters the client held when this stream opened, when known (rule 10)."""
 
     def _handle(self, request: DiscoveryRequest) -> None:
         self._adopt_node(request.node)
         type_url = request.type_url
+        first = type_url not in self.types
         state = self._type_state(type_url)
         if state is None:
             return
+        if first and type_url == CLUSTER and request.version_info:
+            self._resume(request.version_info)
         if request.response_nonce and request.response_nonce != state.sent_nonce:
             return  # rule 2: stale
         self._dirty = self._dirty or self._asks(type_url, state, request)
@@ -74,6 +88,16 @@ class SotwStream(AdsStream[DiscoveryRequest]):
         if type_url in self._rewarm:
             self._rewarm.discard(type_url)
             state.demand = True
+
+    def _resume(self, version: str) -> None:
+        """Rule 10 across a reconnect: the client holds the CDS set of `version`."""
+        held = self._cache.sent_set(CLUSTER, version)
+        if held is None:
+            log.debug("%s resumed CDS version %s, which this gateway did not send recently: "
+                      "clusters that left while it was away go at once", self.node_id, version)
+            return
+        self._before = held
+        self._resume_clusters(held.keys())
 
     def _ack_at_once(self, request: DiscoveryRequest) -> bool:
         if not self.node_id or not request.response_nonce:
@@ -121,7 +145,7 @@ class SotwStream(AdsStream[DiscoveryRequest]):
         """LDS, CDS: the complete set for the node (rule 6), when it changed or was asked for."""
         inputs: tuple[object, ...] = (snapshot.version(type_url), state.names)
         if type_url == CLUSTER:  # rule 10: retention depends on the listeners sent and ACKed
-            inputs += (self._listener_refs_sent, self._listener_refs_acked)
+            inputs += (self._listener_refs_sent, self._listener_refs_acked, self._kept)
         if not state.demand and inputs == state.inputs:
             return  # nothing this type depends on changed: no select, no hash
         state.inputs = inputs
@@ -133,12 +157,15 @@ class SotwStream(AdsStream[DiscoveryRequest]):
         if not state.demand and (version == state.sent_version or (
                 whole != state.sent_whole and _holds(state.sent, resources))):
             return  # rule 4: what the client holds is never re-sent, not under a new version
-        await self._send(type_url, state, version, resources, None)
-        # the complete set (rule 6); the snapshot's own mapping when that is all of it
+        # the complete set (rule 6); the snapshot's own mapping when that is all of it; booked
+        # before the write, so callbacks told of the response see what the client then holds
         held = available if whole else {r.name: r for r in resources}
         state.unsent, state.sent = state.sent, held
         state.sent_whole = whole
         self._track(type_url, held)
+        if type_url == CLUSTER:
+            self._cache.remember_set(type_url, version, held)
+        await self._send(type_url, state, version, resources, None)
 
     async def _push_named(self, type_url: str, state: TypeState, snapshot: Snapshot) -> None:
         """EDS, RDS: only requested names (rule 6). A client that asked (new subscription,
@@ -175,6 +202,9 @@ class SotwStream(AdsStream[DiscoveryRequest]):
             chosen = {n: available[n] for n in state.names if n in available}
         if type_url == CLUSTER:
             chosen = self._retain_clusters(chosen)
+            if state.wildcard():  # and across a reconnect (a named client asks for its own)
+                for name in self._kept - chosen.keys():
+                    chosen[name] = self._before[name]
         return [chosen[n] for n in sorted(chosen)]
 
     async def _send(self, type_url: str, state: TypeState, version: str,

@@ -3,9 +3,10 @@
 `AdsStream` owns what both variants do the same way, like go-control-plane's `server/stream`:
 the loop (requests and view changes wake one task that decides what to send; a plain ACK is
 applied as it arrives, and a stream skips what did not change for it), the node
-(rule 1), nonces (rule 2), NACK bookkeeping (rule 3), the rule-10 cluster retention and the
-rule-9 warming followers. `TypeState` is one stream's state for one type URL; its counters are
-read from outside the stream (tests, insights). Rule numbers are reference/xds-rules.md's.
+(rule 1), nonces (rule 2), NACK bookkeeping (rule 3), the rule-10 cluster retention (within a
+stream, and across a reconnect: `_resume_clusters`) and the rule-9 warming followers.
+`TypeState` is one stream's state for one type URL; its counters are read from outside the
+stream (tests, insights). Rule numbers are reference/xds-rules.md's.
 """
 
 from __future__ import annotations
@@ -176,6 +177,9 @@ class AdsStream(Generic[Request]):
         self._clusters_held: Mapping[str, EncodedResource] = {}
         self._listener_refs_sent: frozenset[str] = frozenset()
         self._listener_refs_acked: frozenset[str] = frozenset()
+        self._kept: frozenset[str] = frozenset()
+        """Rule 10 across a reconnect: clusters a wildcard client held when this stream opened,
+        kept until it ACKs this stream's first listeners (`_resume_clusters`)."""
 
     # --- inputs -------------------------------------------------------------------------------
 
@@ -278,6 +282,16 @@ class AdsStream(Generic[Request]):
                 chosen[name] = self._clusters_held[name]
         return chosen
 
+    def _resume_clusters(self, names: Collection[str]) -> None:
+        """The client opened this stream holding the clusters `names` (a reconnect). The new
+        stream does not know the listeners it still holds, which may use any of them: none
+        leaves (rule 10) until the client ACKs this stream's first LDS response, after which
+        its listeners are this stream's and the retention above decides. Not after that ACK:
+        then the listeners are known already."""
+        listeners = self.types.get(LISTENER)
+        if listeners is None or listeners.acked_version is None:
+            self._kept = frozenset(names)
+
     def _responded(self, type_url: str, state: TypeState, version: str, nonce: str,
                    resources: int) -> None:
         """A response of `type_url` was written: the bookkeeping, and the callbacks told."""
@@ -291,6 +305,7 @@ class AdsStream(Generic[Request]):
         state.record_ack()
         if type_url == LISTENER:
             self._listener_refs_acked = self._listener_refs_sent
+            self._kept = frozenset()
 
     def _track(self, type_url: str, held: Mapping[str, EncodedResource]) -> None:
         """Record the clusters the client holds, or the clusters its listeners reference,

@@ -95,3 +95,9 @@ class EventLog(Protocol):
     def read(self, from_seq: int, *, max_batch: int = 1000) -> AsyncIterator[list[Record]]:
         """Batches of consecutive records from `from_seq` on, in order, forever (live tail)."""
         ...
+
+    def follow(self, subject_filter: str, from_seq: int) -> AsyncIterator[list[Record]]:
+        """Batches of the records of the subjects matching `subject_filter` (NATS wildcards)
+        from `from_seq` on, in order, forever (live tail): a watch on a few subjects, for a
+        process that acts when they change (the API's admin token follows its signing key)."""
+        ...

@@ -90,6 +90,8 @@ _RENEW_S = 30.0
 _INACTIVE_S = 120.0
 """The server removes a reader's consumer this long after the reader is gone (a guard's read
 deletes its own when done, `events.bus._latest`: this is its backstop)."""
+_FOLLOW_BATCH = 100
+"""Records a watch of a few subjects (`follow`) takes at once: they come one or two at a time."""
 DUPLICATE_WINDOW_S = 120.0
 ROW_HEADROOM = 64 * 1024
 """Bytes of max_payload an event leaves to the read-model row folded from it."""
@@ -390,7 +392,7 @@ class JetStreamEventLog:
                                                    exc)) from exc
         return info.state.last_seq
 
-    async def read(self, from_seq: int, *, max_batch: int = 1000) -> AsyncIterator[list[Record]]:
+    def read(self, from_seq: int, *, max_batch: int = 1000) -> AsyncIterator[list[Record]]:
         """In-order batches from `from_seq`, then the live tail, forever.
 
         An ephemeral pull consumer (no acks, one reader: delivery is in stream order) rather
@@ -411,8 +413,17 @@ class JetStreamEventLog:
         replicas takes it), so a reader whose consumer died with the stream leader has its
         new one before the stream takes writes again.
         """
+        return self._read(events_wildcard(), from_seq, max_batch=max_batch)
+
+    def follow(self, subject_filter: str, from_seq: int) -> AsyncIterator[list[Record]]:
+        """`read` of the subjects matching `subject_filter` only: the same consumer, filtered
+        by the server, so a watch on a few subjects is sent nothing else (but heartbeats)."""
+        return self._read(subject_filter, from_seq, max_batch=_FOLLOW_BATCH)
+
+    async def _read(self, subject_filter: str, from_seq: int, *, max_batch: int
+                    ) -> AsyncIterator[list[Record]]:
         next_seq = max(1, from_seq)
-        pull = OrderedPull(self._nc, self._js, self._stream, events_wildcard(),
+        pull = OrderedPull(self._nc, self._js, self._stream, subject_filter,
                            max_batch=max_batch, config=_reader_config,
                            request_timeout=_ATTEMPT_S, heartbeat_s=_HEARTBEAT_S)
         try:

@@ -30,7 +30,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -60,6 +60,7 @@ __all__ = [
     "OPEN",
     "UNAUTHENTICATED_GROUP",
     "Access",
+    "AdminToken",
     "ApiAuth",
     "AuthContext",
     "Forbidden",
@@ -113,18 +114,32 @@ _ANONYMOUS_USER = User(ANONYMOUS, (UNAUTHENTICATED_GROUP,))
 _LOCAL_ADMIN = User(ADMIN_GROUP, (ADMIN_GROUP, AUTHENTICATED_GROUP))
 
 
+class AdminToken(Protocol):
+    """The admin token of the API's data dir, which the process keeps signed with the newest
+    user-token key (`services.runtime.admin_token`), else the CLI that finds it there would
+    be refused once its key is retired."""
+
+    async def renew(self) -> object:
+        """Write a new admin token if the data dir's will not do (after a user-token key is
+        rotated or retired through this API)."""
+        ...
+
+    async def refused(self, kid: str) -> None:
+        """A token was refused because its key `kid` is not in service (retired)."""
+        ...
+
+
 class ApiAuth:
     def __init__(self, *, localhost_is_admin: bool = True, tokens: TokenCommands | None = None,
                  clock: Callable[[], float] = time.time,
-                 renew_admin_token: Callable[[], Awaitable[object]] | None = None) -> None:
+                 admin_token: AdminToken | None = None) -> None:
         """`tokens`: the command side's token keys (issuing; the keys it holds verify too);
         None in an API without a secret key, which verifies with the read models' keys.
-        `renew_admin_token`: called after a user-token key is rotated or retired, to write a
-        new admin token if the data dir's is not signed with the newest key (else the CLI
-        that finds it there would be refused once its key is retired)."""
+        `admin_token`: the data dir's admin token, told when a token of a key not in service
+        is refused (it may be the one in the file, then renewed before the 401 goes back)."""
         self.localhost_is_admin = localhost_is_admin
         self.tokens = tokens
-        self.renew_admin_token = renew_admin_token
+        self.admin_token = admin_token
         self._clock = clock
         self._keys: dict[str, ec.EllipticCurvePublicKey] = {}
         """Public keys by their PEM, parsed once; which kids are in service is the store's."""
@@ -148,6 +163,8 @@ class ApiAuth:
                 raise InvalidToken(f"it is a {kid.purpose} (kid {kid}), not a user token")
             key = await self._key(str(kid), store)
             if key is None:
+                if self.admin_token is not None:
+                    await self.admin_token.refused(str(kid))
                 raise InvalidToken(f"its signing key {kid} is not one of this control "
                                    "plane's (retired, or of another control plane)")
             claims = verify(token, key, UserClaims, now_s=self._clock())

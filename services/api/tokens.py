@@ -18,7 +18,9 @@ Signing keys (Kuma's `<purpose>-signing-key-[<mesh>-]<serial>` secrets), `KIND` 
 `mesh` is for dataplane-token keys only (default `default`; a list without it shows every
 mesh's). A rotation or retirement answers once the read models hold it, so the next request
 with a token of a retired key is refused; rotating or retiring a user-token key also renews
-the data dir's admin token when it was signed with another key than the newest.
+the data dir's admin token, before the answer, when it was signed with another key than the
+newest (every API process renews its own when it sees the rotation in the log:
+`services.runtime.admin_token`).
 
 A token comes back as `text/plain`, as Kuma answers. `validFor` is a Go duration (`24h`,
 `1h30m`; default 24h, at most 87600h); a zone token's `scope` defaults to `["ingress"]` and
@@ -272,8 +274,8 @@ async def _key_changed(request: ApiRequest, purpose: TokenPurpose, body: dict[st
     key's also renews the admin token of this API's data dir."""
     state = api_state(request.app)
     projected = await await_projection(state, seq)
-    if purpose == USER_TOKEN and state.auth.renew_admin_token is not None:
-        await state.auth.renew_admin_token()
+    if purpose == USER_TOKEN and state.auth.admin_token is not None:
+        await state.auth.admin_token.renew()  # its watch of the log would too, a moment later
     headers = {} if projected else {"Meshlog-Projection": "pending"}
     return Response({**body, "version": seq, "unchanged": not appended},
                     status_code=status, headers=headers)

@@ -1,8 +1,11 @@
 """The CLI's HTTP client for the API (httpx), turning problem documents into clear messages.
 
-Its credentials (`api_token`): `--token` or `$MESHLOG_TOKEN`; else, for the API a `meshlog up`
-of the data dir runs (its up.json names it), the admin token that `meshlog up` wrote there.
-The data dir's token is never sent to another API.
+Its credentials: `--token` or `$MESHLOG_TOKEN`; else, for the API that the data dir's
+`up.json` (`meshlog up`) or `api.json` (`meshlog api`) names, the admin token that API keeps
+in `<data dir>/admin-token` (`admin_token_file`). The data dir's token is never sent to
+another API. That API renews the token when the user-token signing key changes; a request
+refused (401) with the token read before the renewal is sent once more with the file's new
+token (a 401 comes before any route runs, so nothing was done twice).
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ from typing import Any
 
 import httpx
 
-from services.runtime.config import ADMIN_TOKEN_FILE
+from events.identity import InvalidToken, read_header
+from services.runtime.config import ADMIN_TOKEN_FILE, API_FILE
 
-__all__ = ["ApiClient", "ApiError", "api_token"]
+__all__ = ["ApiClient", "ApiError", "admin_token_file"]
 
 _TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+_NAMING_FILES = ("up.json", API_FILE)
+"""The files of a data dir that name the API it belongs to (`meshlog up`, `meshlog api`)."""
 
 
 class ApiError(Exception):
@@ -26,35 +32,46 @@ class ApiError(Exception):
         super().__init__(message)
 
 
-def api_token(api: str, *, token: str | None, data_dir: Path) -> str | None:
-    """The user token to send to `api`: `token` if given; else the admin token in `data_dir`
-    when `api` is the API its up.json names. (A data dir of `meshlog api` has no up.json:
-    its loopback clients are admin anyway, others pass `--token`; a token sent to an API that
-    did not make it would be refused, 401.)"""
-    if token:
-        return token.strip()
+def admin_token_file(api: str, data_dir: Path) -> Path | None:
+    """The admin token file of `data_dir` when `api` is the API its up.json or api.json
+    names; else None (a token sent to an API that did not make it would be refused, 401, and
+    it is not another API's to see)."""
     path = data_dir / ADMIN_TOKEN_FILE
-    if not path.is_file() or not _same_api(api, data_dir / "up.json"):
+    if not path.is_file() or not any(_same_api(api, data_dir / name) for name in _NAMING_FILES):
         return None
+    return path
+
+
+def _same_api(api: str, named_in: Path) -> bool:
+    try:
+        named = json.loads(named_in.read_text()).get("api")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(named, str) and named.rstrip("/") == api.rstrip("/")
+
+
+def _read_token(path: Path) -> str | None:
     try:
         return path.read_text().strip() or None
     except OSError:
         return None  # not ours to read: the API answers what an anonymous caller gets
 
 
-def _same_api(api: str, up: Path) -> bool:
-    try:
-        named = json.loads(up.read_text()).get("api")
-    except (OSError, ValueError, AttributeError):
-        return False
-    return isinstance(named, str) and named.rstrip("/") == api.rstrip("/")
-
-
 class ApiClient:
-    def __init__(self, base_url: str, token: str | None = None) -> None:
+    def __init__(self, base_url: str, token: str | None = None, *,
+                 token_file: Path | None = None) -> None:
+        """`token`: the user token to send; else the one in `token_file` (the data dir's
+        admin token, read again when it is refused)."""
         self._base = base_url.rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self._base, timeout=_TIMEOUT, headers=headers)
+        self._http = httpx.Client(base_url=self._base, timeout=_TIMEOUT)
+        self._token_file = token_file if not token else None
+        token = token.strip() if token else None
+        self._use(token if token or token_file is None else _read_token(token_file))
+
+    def _use(self, token: str | None) -> None:
+        self._token = token
+        if token:
+            self._http.headers["Authorization"] = f"Bearer {token}"
 
     def close(self) -> None:
         self._http.close()
@@ -69,14 +86,25 @@ class ApiClient:
 
     def _send(self, method: str, path: str, *, json: Any = None,
               params: dict[str, Any] | None = None) -> httpx.Response:
+        response = self._request(method, path, json=json, params=params)
+        if response.status_code == 401 and self._token_file is not None and self._token:
+            renewed = _read_token(self._token_file)
+            if renewed and renewed != self._token:  # renewed by its API since it was read
+                self._use(renewed)
+                response = self._request(method, path, json=json, params=params)
+        if response.status_code >= 400:
+            refused = (None if self._token_file is None or not self._token
+                       else _refused_admin_token(self._token_file, self._token))
+            raise ApiError(response.status_code, _problem_text(response, refused))
+        return response
+
+    def _request(self, method: str, path: str, *, json: Any,
+                 params: dict[str, Any] | None) -> httpx.Response:
         try:
-            response = self._http.request(method, path, json=json, params=params)
+            return self._http.request(method, path, json=json, params=params)
         except httpx.TransportError as exc:
             raise ApiError(0, f"cannot reach the meshlog API at {self._base}: {exc}. "
                               "Is `meshlog up` running? (--api / MESHLOG_API)") from exc
-        if response.status_code >= 400:
-            raise ApiError(response.status_code, _problem_text(response))
-        return response
 
     def put(self, path: str, doc: dict[str, Any]) -> Any:
         return self.request("PUT", path, json=doc)
@@ -100,13 +128,32 @@ class ApiClient:
             offset += len(page["items"])
 
 
-def _problem_text(response: httpx.Response) -> str:
+def _refused_admin_token(path: Path, token: str) -> str:
+    """What to do when the data dir's admin token is refused: its API writes a new one at
+    start, and while it runs whenever the user-token key changes."""
+    try:
+        signed = f" (signed with {read_header(token)})"
+    except InvalidToken:
+        signed = ""
+    data_dir = path.parent
+    return (f". The admin token in {path}{signed} was refused. The API of that data dir "
+            f"writes a new one when it starts and, while it runs, when the user-token signing "
+            f"key changes; if it has not (its log says why), restart it (`meshlog api "
+            f"--data-dir {data_dir} ...` or `meshlog up --data-dir {data_dir}`), or pass "
+            f"another admin's user token with --token (`meshlog generate user-token --name "
+            f"NAME --group mesh-system:admin`)")
+
+
+def _problem_text(response: httpx.Response, refused_admin_token: str | None = None) -> str:
+    """The problem document's words; on a 401 what to do (`refused_admin_token`: when the
+    data dir's admin token was sent)."""
     try:
         doc = response.json()
     except ValueError:
         return f"HTTP {response.status_code}: {response.text[:500]}"
     detail = doc.get("detail") or doc.get("title") or str(doc)
     if response.status_code == 401:
-        detail += (" (a user token goes in --token or MESHLOG_TOKEN; `meshlog up` keeps an "
-                   "admin token in <data dir>/admin-token)")
+        detail += refused_admin_token or (
+            " (a user token goes in --token or MESHLOG_TOKEN; `meshlog up` and `meshlog api` "
+            "keep an admin token in <data dir>/admin-token)")
     return f"{detail}" if "invalid_parameters" in doc else f"HTTP {response.status_code}: {detail}"

@@ -27,8 +27,8 @@
     meshlog bench faults [--proxies N]               stream leader killed under load (R3)
 
 The API address comes from --api, else $MESHLOG_API, else http://127.0.0.1:5681; the user
-token from --token, else $MESHLOG_TOKEN, else the admin token of the `meshlog up` whose data dir
-($MESHLOG_DATA_DIR, else .meshlog) names that API (services.cli.client).
+token from --token, else $MESHLOG_TOKEN, else the admin token of the `meshlog up` or `meshlog
+api` whose data dir ($MESHLOG_DATA_DIR, else .meshlog) names that API (services.cli.client).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from events import MeshlogError
-from services.cli.client import ApiClient, ApiError, api_token
+from services.cli.client import ApiClient, ApiError, admin_token_file
 from services.cli.parser import API_DEFAULT, build_parser
 from services.cli.resources import (
     cmd_apply,
@@ -218,9 +218,9 @@ def _localhost_is_admin(args: argparse.Namespace) -> bool:
 
 
 def _client(args: argparse.Namespace) -> ApiClient:
-    """The API client with the caller's credentials (services.cli.client.api_token)."""
+    """The API client with the caller's credentials (services.cli.client.admin_token_file)."""
     data_dir = Path(getattr(args, "data_dir", None) or env("DATA_DIR", ".meshlog") or ".meshlog")
-    return ApiClient(args.api, api_token(args.api, token=args.token, data_dir=data_dir))
+    return ApiClient(args.api, args.token, token_file=admin_token_file(args.api, data_dir))
 
 
 def _database_of(args: argparse.Namespace) -> str:

@@ -76,7 +76,7 @@ API_DEFAULT = env("API", "http://127.0.0.1:5681")
 _API_HELP = f"API base URL (env MESHLOG_API; default {API_DEFAULT})"
 _VERBOSE_HELP = "log at debug level"
 _TOKEN_HELP = ("user token for the API (env MESHLOG_TOKEN; default: the admin token of the "
-               "`meshlog up` of the data dir)")
+               "`meshlog up` or `meshlog api` of the data dir)")
 
 
 _MODE_FLAG = ("--mode",)

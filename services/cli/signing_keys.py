@@ -10,7 +10,8 @@ token from then on while tokens of the older serials keep working; regenerate th
 serial, which refuses every token it signed (Kuma: delete the secret
 `dataplane-token-signing-key-<mesh>-<serial>`). The newest serial cannot be retired.
 `--mesh` is for dataplane-token keys only (default `default`; `list` without it shows every
-mesh's).
+mesh's). A rotation of the user-token key needs nothing more for the CLI: every running API
+renews the admin token of its data dir with the new serial (`services.runtime.admin_token`).
 """
 
 from __future__ import annotations

@@ -19,14 +19,18 @@ from events.bus.sources import GLOBAL_DOMAIN
 from events.identity import SecretKey
 from services.errors import ConfigError
 
-__all__ = ["ADMIN_TOKEN_FILE", "SECRET_KEY_FILE", "UpConfig", "env", "parse_bool", "parse_cidr",
-           "parse_deployment", "parse_duration_ms", "parse_port", "parse_positive",
+__all__ = ["ADMIN_TOKEN_FILE", "API_FILE", "SECRET_KEY_FILE", "UpConfig", "env", "parse_bool",
+           "parse_cidr", "parse_deployment", "parse_duration_ms", "parse_port", "parse_positive",
            "parse_tls_files", "secret_key_of"]
 
 SECRET_KEY_FILE = "secret.key"
 """The secret key's file in a data dir (mode 0600)."""
 ADMIN_TOKEN_FILE = "admin-token"
 """The admin user token's file in a data dir (mode 0600), written by the API's first start."""
+API_FILE = "api.json"
+"""Where a `meshlog api` of a data dir listens (`{"api": URL, "admin_token": FILE}`), written
+when it starts: the CLI of that data dir sends the admin token to that API only (a `meshlog up`
+says so in its `up.json`)."""
 
 
 class UpConfig(Struct, frozen=True, kw_only=True):

@@ -12,7 +12,9 @@ one component until SIGTERM or SIGINT (both handled explicitly, services.runtime
 when started with SIGINT ignored), and closes in order. A gateway first drains (xds-rules.md
 #14): no new streams, GOAWAY, its open streams ended a few at a time within the drain grace, so
 its proxies reconnect to the other replicas; then it drains NATS and exits 0. The API first
-drains its requests (services.runtime.api_server), then closes its store, then NATS. None of
+drains its requests (services.runtime.api_server), then closes its store, then NATS. The API
+writes its admin token and `api.json` (where it listens) to its data dir, and keeps the token
+signed with the newest user-token key while it runs (services.runtime.admin_token). None of
 them exits because NATS went away: nats-py reconnects, the projector restarts from its
 checkpoint, the API answers 503 meanwhile.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import json
 import logging
 from pathlib import Path
 
@@ -32,15 +35,17 @@ from events.bus.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_req
 from events.bus.sources import source_states, zone_filter
 from events.commands import Commands
 from events.identity import SecretKey
+from events.identity.private_files import write_private
 from projections import DEFAULT_CIDRS, DEFAULT_GRACE_PERIOD_MS, Projector, open_store
 from projections.worker import LIVE_BATCH
 from services.api.app import create_app
 from services.api.auth import ApiAuth
 from services.api.proxy_inspector import ProxyInspector
 from services.metrics import exposition
+from services.runtime.admin_token import AdminTokenKeeper
 from services.runtime.api_server import DEFAULT_API_DRAIN_GRACE_S, ApiServer
-from services.runtime.config import ADMIN_TOKEN_FILE
-from services.runtime.credentials import admin_token_renewal, api_tokens
+from services.runtime.config import ADMIN_TOKEN_FILE, API_FILE
+from services.runtime.credentials import api_tokens
 from services.runtime.metrics_server import ReadinessCheck, serving_metrics
 from services.runtime.shutdown import handle_signals
 from services.runtime.standby import Readiness, StandbyProjector, single_projector_readiness
@@ -190,6 +195,8 @@ async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
                 admin_token = data_dir / ADMIN_TOKEN_FILE
                 tokens = await api_tokens(event_log, zone=zone, secret_key=secret_key,
                                           admin_token=admin_token)
+                keeper = None if tokens is None else AdminTokenKeeper(
+                    admin_token, tokens, event_log, zone=zone)
                 store = await open_store(database)
                 try:
                     api = ApiServer(create_app(Commands(event_log, zone=zone,
@@ -198,23 +205,33 @@ async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
                                                inspector=ProxyInspector(nc, replicas=replicas),
                                                auth=ApiAuth(
                                                    localhost_is_admin=localhost_is_admin,
-                                                   tokens=tokens,
-                                                   renew_admin_token=admin_token_renewal(
-                                                       admin_token, tokens)),
+                                                   tokens=tokens, admin_token=keeper),
                                                sources=None if mode == "standalone"
                                                else functools.partial(source_states, nc)),
                                     sock, drain_grace_s=drain_grace_s)
                     async with asyncio.TaskGroup() as tg:
                         serving = tg.create_task(api.run(), name="api")
-                        print(f"API listening on http://{host}:{sock.getsockname()[1]}",
-                              flush=True)
+                        keeping = None if keeper is None else tg.create_task(
+                            keeper.run(), name="admin token")
+                        url = f"http://{host}:{sock.getsockname()[1]}"
+                        _write_api_file(data_dir, url, admin_token)
+                        print(f"API listening on {url}", flush=True)
                         await shutdown.wait()
                         api.stop()  # requests in flight finish, or are answered 503
                         await serving
+                        if keeping is not None:
+                            keeping.cancel()
                 finally:
                     await store.close()  # then NATS, leaving `nats_connection`
         finally:
             sock.close()
+
+
+def _write_api_file(data_dir: Path, url: str, admin_token: Path) -> None:
+    """`<data dir>/api.json`: where this API listens, so that the CLI of this data dir sends
+    the admin token to it, and to no other API (`services.cli.client.admin_token_file`)."""
+    where = {"api": url, "admin_token": str(admin_token)}
+    write_private(data_dir / API_FILE, json.dumps(where, indent=2).encode(), replace=True)
 
 
 def _subjects(mode: Mode, zone: str) -> list[str] | None:

@@ -58,9 +58,10 @@ from services.api.auth import ApiAuth
 from services.api.proxy_inspector import ProxyInspector
 from services.errors import ConfigError
 from services.metrics import watch_nats
+from services.runtime.admin_token import AdminTokenKeeper
 from services.runtime.api_server import DEFAULT_API_DRAIN_GRACE_S, ApiServer
 from services.runtime.config import ADMIN_TOKEN_FILE, UpConfig, secret_key_of
-from services.runtime.credentials import admin_token_renewal, api_tokens
+from services.runtime.credentials import api_tokens
 from services.runtime.embedded_nats import run_nats_server
 from services.runtime.nats_users import (
     LEAF_USER,
@@ -282,11 +283,12 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
             admin_token = cfg.data_dir / ADMIN_TOKEN_FILE
             tokens = await api_tokens(event_log, zone=cfg.zone, secret_key=secret_key,
                                       admin_token=admin_token)
+            keeper = None if tokens is None else AdminTokenKeeper(
+                admin_token, tokens, event_log, zone=cfg.zone)
             app = create_app(commands, api_store,
                              inspector=ProxyInspector(api_nc, replicas=replicas),
                              auth=ApiAuth(localhost_is_admin=cfg.localhost_is_admin,
-                                          tokens=tokens, renew_admin_token=admin_token_renewal(
-                                              admin_token, tokens)),
+                                          tokens=tokens, admin_token=keeper),
                              sources=None if cfg.mode == "standalone"
                              else partial(source_states, api_nc))
             state = api_state(app)
@@ -322,6 +324,8 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
             api = ApiServer(app, api_sock)
             async with asyncio.TaskGroup() as tg:
                 components = [tg.create_task(run(), name=name) for name, run in projecting]
+                if keeper is not None:
+                    components.append(tg.create_task(keeper.run(), name="admin token"))
                 components += [
                     tg.create_task(health.run(), name="gateway health"),
                     tg.create_task(gateway.run(), name="gateway"),

@@ -141,3 +141,22 @@ async def test_a_stream_whose_events_can_expire_is_refused(nc: NATS) -> None:
         deny_delete=True, deny_purge=True, allow_direct=True, max_age=86400))
     with pytest.raises(StreamConfigMismatch, match=r"max_age is .*events would expire"):
         await JetStreamEventLog.open(nc)
+
+
+async def test_follow_yields_only_the_subjects_of_its_filter_then_the_live_tail(
+        event_log: JetStreamEventLog) -> None:
+    watched = resource_subject("Mesh", None, "watched")
+    for seq, (subject, expected) in enumerate(
+            [(watched, 0), (SUBJECT, 0), (watched, 1)], start=1):
+        await event_log.append(subject, _applied(seq), expected_last_subject_seq=expected,
+                               msg_id=f"m{seq}")
+    follower = event_log.follow(watched, 2)
+    try:
+        assert [(r.seq, r.subject) for r in await anext(follower)] == [(3, watched)]
+        waiting = asyncio.ensure_future(anext(follower))
+        await event_log.append(SUBJECT, _applied(4), expected_last_subject_seq=2, msg_id="m4")
+        await event_log.append(watched, _applied(5), expected_last_subject_seq=3, msg_id="m5")
+        assert [(r.seq, r.subject) for r in await asyncio.wait_for(waiting, 5)] == [
+            (5, watched)]
+    finally:
+        await follower.aclose()

@@ -12,8 +12,9 @@ import pytest
 from events import JetStreamEventLog, now_ms
 from events.identity import USER_TOKEN, SealedSecretError, SecretKey, UserClaims, unverified_claims
 from services.errors import ConfigError
+from services.runtime.admin_token import ensure_admin_token
 from services.runtime.config import secret_key_of
-from services.runtime.credentials import ensure_admin_token, token_commands
+from services.runtime.credentials import token_commands
 
 
 async def test_the_admin_token_is_written_once_mode_0600(event_log: JetStreamEventLog,

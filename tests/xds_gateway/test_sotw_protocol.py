@@ -20,6 +20,7 @@ from services.cli.bootstrap import sidecar_bootstrap
 from tests.harness import Envoy, run_envoy
 from tests.xds_gateway._ads import AdsClient, dataplane, event_for
 from xds_gateway import Gateway
+from xds_gateway.server.subscription import TypeState
 from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER
 
 WEB = "default.web-1"
@@ -256,6 +257,18 @@ async def _eventually(check: Callable[[], bool], what: str, within: float = 30.0
         await asyncio.sleep(0.05)
 
 
+async def _eds_of_the_one_stream(gateway: Gateway, within: float = 30.0) -> TypeState:
+    """The EDS state of the gateway's one stream subscribed to EDS, once it has only one
+    (read on the loop: the gateway adds and drops streams there)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while len(streams := [s for s in gateway.streams if ENDPOINT in s.types]) != 1:
+        if loop.time() > deadline:
+            raise AssertionError(f"{len(streams)} streams subscribed to EDS, not one")
+        await asyncio.sleep(0.05)
+    return streams[0].types[ENDPOINT]
+
+
 @pytest.mark.integration
 async def test_envoy_keeps_the_services_left_out_of_an_eds_response(
         gateway, projection, tmp_path) -> None:
@@ -269,13 +282,19 @@ async def test_envoy_keeps_the_services_left_out_of_an_eds_response(
         web = "default_web___msvc_7070"
         await _eventually(lambda: _cluster_hosts(envoy, BACKEND_CLUSTER) == {"10.0.0.1:8080"}
                           and _cluster_hosts(envoy, web) == {"10.0.0.9:7070"}, "first EDS")
-        stream = next(iter(gateway.streams))
-        eds = stream.types[ENDPOINT]
-        sent = eds.resources_sent
+        eds = await _eds_of_the_one_stream(gateway)
+        sent, responses = eds.resources_sent, eds.responses
         gateway.view.apply(projection.fold([
             event_for(dataplane("backend-2", "10.0.0.2", 8080, "backend"))]))
         await _eventually(lambda: _cluster_hosts(envoy, BACKEND_CLUSTER) == {
             "10.0.0.1:8080", "10.0.0.2:8080"}, "the changed service's hosts")
+        # the gateway counts a response once its write returns, which under load can be
+        # after Envoy has applied it
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while eds.responses == responses:
+            assert loop.time() < deadline, "the EDS response was never counted"
+            await asyncio.sleep(0.05)
         assert eds.resources_sent == sent + 1  # the response held the backend's CLA alone
         assert await asyncio.to_thread(_cluster_hosts, envoy, web) == {"10.0.0.9:7070"}
         assert eds.nacks == 0

@@ -258,15 +258,19 @@ async def _eventually(check: Callable[[], bool], what: str, within: float = 30.0
 
 
 async def _eds_of_the_one_stream(gateway: Gateway, within: float = 30.0) -> TypeState:
-    """The EDS state of the gateway's one stream subscribed to EDS, once it has only one
-    (read on the loop: the gateway adds and drops streams there)."""
+    """The EDS state of the gateway's one stream subscribed to EDS, once its responses are all
+    counted and ACKed (read on the loop: the gateway adds and drops streams there)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
-    while len(streams := [s for s in gateway.streams if ENDPOINT in s.types]) != 1:
+    while True:
+        streams = [s for s in gateway.streams if ENDPOINT in s.types]
+        # every response counted and ACKed: a response is counted once its write returns
+        if len(streams) == 1 and 0 < (state := streams[0].types[ENDPOINT]).responses == (
+                state.acks):
+            return state
         if loop.time() > deadline:
-            raise AssertionError(f"{len(streams)} streams subscribed to EDS, not one")
+            raise AssertionError(f"{len(streams)} streams subscribed to EDS, not one settled")
         await asyncio.sleep(0.05)
-    return streams[0].types[ENDPOINT]
 
 
 @pytest.mark.integration

@@ -3,7 +3,7 @@
     meshlog projector --nats-url URL [--nats-creds FILE] --database URL [--secret-key-file F]
                       [--lease-ttl 5s] [--metrics-port P (/ready, /live, /metrics)]
     meshlog gateway   --nats-url URL [--nats-creds FILE] [--xds-port 5678] [--drain-grace 10]
-                      [--no-auth]
+                      [--dns-cache-ttl 10s] [--dns-server IP[:PORT]] [--no-auth]
     meshlog api       --nats-url URL [--nats-creds FILE] --database URL [--api-port 5681]
                       [--secret-key-file F]
 
@@ -49,6 +49,7 @@ from services.runtime.zone_sync import Mode, ZoneSync
 from xds_gateway import Gateway
 from xds_gateway.gateway import DEFAULT_DRAIN_GRACE_S
 from xds_gateway.proxies.config_service import ConfigService
+from xds_gateway.resolver import DEFAULT_DNS_CACHE_TTL_S, DnsServerLookup
 from xds_gateway.server.readiness import HealthServer
 
 __all__ = ["run_api_process", "run_gateway_process", "run_projector_process"]
@@ -133,7 +134,9 @@ async def run_gateway_process(*, nats_url: str, host: str, port: int,
                               drain_grace_s: float = DEFAULT_DRAIN_GRACE_S,
                               zone: str = DEFAULT_ZONE, health_port: int = 5680,
                               deregistration_delay_s: float = 10.0, no_auth: bool = False,
-                              mode: Mode = "standalone") -> None:
+                              mode: Mode = "standalone",
+                              dns_cache_ttl_s: float = DEFAULT_DNS_CACHE_TTL_S,
+                              dns_server: tuple[str, int] | None = None) -> None:
     # a signal cancels: cancellation reaches Gateway.serve, which drains before NATS is
     # closed (the view keeps following the bus while the last streams end)
     with handle_signals(drain_grace_s + 5):
@@ -153,7 +156,10 @@ async def run_gateway_process(*, nats_url: str, host: str, port: int,
                               max_connection_age_s=max_connection_age_s,
                               drain_grace_s=drain_grace_s, event_log=event_log,
                               insights=insights, zone=zone,
-                              deregistration_delay_s=deregistration_delay_s, no_auth=no_auth)
+                              deregistration_delay_s=deregistration_delay_s, no_auth=no_auth,
+                              dns_cache_ttl_s=dns_cache_ttl_s,
+                              address_lookup=None if dns_server is None
+                              else DnsServerLookup(*dns_server))
             if no_auth:
                 warn_no_auth(f"{host}:{port}")
             health = HealthServer(gateway, health_sock, metrics=exposition)

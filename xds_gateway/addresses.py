@@ -50,15 +50,15 @@ def ip_only(address: str) -> str | None:
 def endpoint_names(row: EndpointsRow) -> Uses:
     """The DNS names among the addresses of an endpoints row: its ports' endpoints (each names
     its Dataplane) and the ingresses a remote service is reached through."""
+    named = [e for port in row.ports for e in port.endpoints if not is_ip(e.address)]
+    via = [e for e in row.through_ingress or () if not is_ip(e.address)]
+    if not named and not via:
+        return {}
     uses: dict[str, set[str]] = {}
-    for port in row.ports:
-        for e in port.endpoints:
-            if not is_ip(e.address):
-                uses.setdefault(e.address, set()).add(
-                    f"Dataplane {e.dataplane} (mesh {row.mesh})")
-    for e in row.through_ingress or ():
-        if not is_ip(e.address):
-            uses.setdefault(e.address, set()).add(f"ZoneIngress {e.dataplane}")
+    for e in named:
+        uses.setdefault(e.address, set()).add(f"Dataplane {e.dataplane} (mesh {row.mesh})")
+    for e in via:
+        uses.setdefault(e.address, set()).add(f"ZoneIngress {e.dataplane}")
     return {name: frozenset(owners) for name, owners in uses.items()}
 
 

@@ -190,10 +190,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 def _dns_options(args: argparse.Namespace) -> dict[str, Any]:
     """The gateway's `dns_cache_ttl_s` and `dns_server` from `--dns-cache-ttl` and
     `--dns-server`."""
-    return {"dns_cache_ttl_s": _positive_seconds("--dns-cache-ttl (MESHLOG_DNS_CACHE_TTL)",
-                                                 args.dns_cache_ttl),
+    return {"dns_cache_ttl_s": _positive_seconds("--dns-cache-ttl", args.dns_cache_ttl),
             "dns_server": None if not args.dns_server else parse_dns_server(
-                "--dns-server (MESHLOG_DNS_SERVER)", args.dns_server)}
+                "--dns-server", args.dns_server)}
 
 
 def _positive_seconds(flag: str, value: str) -> float:

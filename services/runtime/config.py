@@ -145,10 +145,9 @@ def parse_dns_server(flag: str, value: str) -> tuple[str, int]:
     except ValueError:
         raise ConfigError(f"{flag}: {value!r} is not IP, IP:PORT or [IPv6]:PORT (the DNS "
                           "server's address, not its name)") from None
-    number = parse_port(flag, port)
-    if number == 0:
-        raise ConfigError(f"{flag}: {value!r} has port 0")
-    return str(ip), number
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"{flag}: {value!r} has no port in 1..65535 after the colon")
+    return str(ip), int(port)
 
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -16,13 +16,17 @@ that the proxies' tokens do not cross the network in the clear; a gateway that r
 and serves plaintext warns at start.
 
 Serving starts only once the view holds a complete copy of the published read models, so a
-proxy never receives config computed from half the state. Responses are raw bytes assembled
-from encode-once resources, so the method is registered with an identity serializer.
+proxy never receives config computed from half the state, and once the DNS names its rows give
+as addresses have been looked up (`resolver`; within one lookup timeout), so a proxy that
+moves here from another gateway is not sent its endpoints without them first. Responses are
+raw bytes assembled from encode-once resources, so the method is registered with an identity
+serializer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -42,6 +46,7 @@ from xds_gateway.proxies.auth import DataplaneAuthentication
 from xds_gateway.proxies.hds import HDS_SERVICE, HealthDiscovery
 from xds_gateway.proxies.insight_publisher import Insights
 from xds_gateway.proxies.lifecycle import ProxyLifecycle
+from xds_gateway.resolver import DEFAULT_DNS_CACHE_TTL_S, AddressLookup, AddressResolver
 from xds_gateway.resources.cache import ResourceCache
 from xds_gateway.resources.snapshot import ViewSnapshots
 from xds_gateway.server.callbacks import (
@@ -95,10 +100,13 @@ class Gateway:
                  zone: str = DEFAULT_ZONE, deregistration_delay_s: float = 10.0,
                  heartbeat_s: float = 5.0, insight_interval_s: float = 1.0,
                  callbacks: Sequence[StreamCallbacks] = (), no_auth: bool = False,
-                 tls: ServingTls | None = None) -> None:
+                 tls: ServingTls | None = None,
+                 dns_cache_ttl_s: float = DEFAULT_DNS_CACHE_TTL_S,
+                 address_lookup: AddressLookup | None = None) -> None:
         """`no_auth`: serve proxies without dataplane tokens (development only). `tls`: serve
         the gRPC port over TLS only, with that certificate (`server.serving_tls`); without
-        it, plaintext."""
+        it, plaintext. `dns_cache_ttl_s`: how often names given as addresses are looked up
+        again, with `address_lookup` (default: the system's resolver)."""
         self._bus = bus
         self._host = host
         self._port = port
@@ -111,6 +119,9 @@ class Gateway:
         self.view = ProjectionView()
         self.cache = ResourceCache()
         self.snapshots = ViewSnapshots(self.view, self.cache)
+        self.resolver = AddressResolver(self.view, lookup=address_lookup,
+                                        ttl_s=dns_cache_ttl_s)
+        """Answers for the DNS names Dataplanes give as addresses (run with the view)."""
         self.port: int | None = None
         self.serving = asyncio.Event()
         self.streams: set[AdsStream[Any]] = set()
@@ -145,6 +156,10 @@ class Gateway:
                 tg.create_task(self.pushes.follow(self._bus.watch_batches()))
                 tg.create_task(self.pushes.run(), name="push tracing")
             await self.view.ready.wait()
+            tg.create_task(self.resolver.run(), name="address resolver")
+            with contextlib.suppress(TimeoutError):  # names that hang are resolved later
+                async with asyncio.timeout(self.resolver.timeout_s):
+                    await self.resolver.settled.wait()
             tg.create_task(self.lifecycle.run(self.serving), name="proxy lifecycle")
             await self.serve()
 

@@ -6,6 +6,10 @@ applied batch bumps `generation` and sets the events of the streams registered w
 `wake_on_change`, then tells `on_revoked` listeners of the revocations it brought and
 `on_key_retired` listeners of the signing keys it removed. Token signing keys (public
 halves) and revocations are kept for the streams' authentication.
+
+The DNS names that Dataplane and endpoints rows give as addresses are noted in `addresses`
+as rows arrive; their answers come from the gateway's resolver, which calls `touch` when an
+answer changes, so streams rebuild as they do for a batch.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from projections import (
     ZoneIngressRow,
     decode_typed,
 )
+from xds_gateway.addresses import AddressBook, dataplane_names, endpoint_names
 
 __all__ = ["ProjectionView"]
 
@@ -37,8 +42,10 @@ __all__ = ["ProjectionView"]
 class ProjectionView:
     def __init__(self) -> None:
         self.generation = 0
+        """Bumped by every applied batch and every changed answer for an address name."""
         self.applied_at = 0.0
-        """`time.monotonic()` when the last batch was applied (the push latency's start)."""
+        """`time.monotonic()` when the last batch was applied or an answer changed (the push
+        latency's start)."""
         self.checkpoint = 0
         self.ready = asyncio.Event()
         self.meshes: dict[str, MeshRow] = {}
@@ -65,6 +72,8 @@ class ProjectionView:
         """By mesh, then name: their VIPs, hostnames and the MeshServices that serve them."""
         self.zoneingresses: dict[str, ZoneIngressRow] = {}
         """By name: the ZoneIngresses the log holds (this zone's, and others' once synced)."""
+        self.addresses = AddressBook()
+        """The DNS names the rows give as addresses, and their answers (`touch` on a change)."""
         self._wakes: set[asyncio.Event] = set()
         self.signing_keys: dict[str, SigningKeyRow] = {}
         """Public token signing keys by kid (`dataplane-token/<mesh>/<serial>`, ...)."""
@@ -84,10 +93,7 @@ class ProjectionView:
             collection, _, rest = key.partition("/")
             mesh, _, name = rest.partition("/")
             self._apply_one(collection, mesh, name, value)
-        self.generation += 1
-        self.applied_at = time.monotonic()
-        for wake in self._wakes:
-            wake.set()
+        self.touch()
         revoked, self._revoked = self._revoked, []
         for row in revoked:  # once the whole batch is applied
             for listener in list(self._on_revoked):
@@ -96,6 +102,14 @@ class ProjectionView:
         for kid in retired:
             for key_listener in list(self._on_key_retired):
                 key_listener(kid)
+
+    def touch(self) -> None:
+        """A new generation: what the rows give Envoy changed (a batch was applied, or an
+        address name's answer changed), so every stream builds its snapshot again."""
+        self.generation += 1
+        self.applied_at = time.monotonic()
+        for wake in self._wakes:
+            wake.set()
 
     def _apply_one(self, collection: str, mesh: str, name: str, value: bytes | None) -> None:
         match collection:
@@ -108,8 +122,10 @@ class ProjectionView:
             case "dataplane":
                 if value is None:
                     self.dataplanes.pop((mesh, name), None)
+                    self.addresses.track((collection, mesh, name), {})
                 else:
-                    self.dataplanes[(mesh, name)] = decode_typed(DataplaneRow, value)
+                    dp_row = self.dataplanes[(mesh, name)] = decode_typed(DataplaneRow, value)
+                    self.addresses.track((collection, mesh, name), dataplane_names(dp_row))
             case "meshservice":
                 old = self.meshservices[mesh].get(name)
                 if value is None:
@@ -127,9 +143,11 @@ class ProjectionView:
                 if value is None:
                     self.endpoints[mesh].pop(name, None)
                     self.endpoints_bytes[mesh].pop(name, None)
+                    self.addresses.track((collection, mesh, name), {})
                 else:
-                    self.endpoints[mesh][name] = decode_typed(EndpointsRow, value)
+                    endpoints = self.endpoints[mesh][name] = decode_typed(EndpointsRow, value)
                     self.endpoints_bytes[mesh][name] = value
+                    self.addresses.track((collection, mesh, name), endpoint_names(endpoints))
             case "trust":
                 # key `trust/<mesh>`: the mesh arrived in `mesh`
                 if value is None:

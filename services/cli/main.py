@@ -66,6 +66,7 @@ from services.runtime.config import (
     parse_bool,
     parse_cidr,
     parse_deployment,
+    parse_dns_server,
     parse_duration_ms,
     parse_port,
     parse_positive,
@@ -123,7 +124,7 @@ def cmd_process(args: argparse.Namespace) -> int:
             health_port=parse_port("--health-port", args.health_port),
             deregistration_delay_s=_seconds("--deregistration-delay",
                                             args.deregistration_delay),
-            no_auth=_no_auth(args), tls=_serving_tls(args))
+            no_auth=_no_auth(args), tls=_serving_tls(args), **_dns_options(args))
     else:
         coro = processes.run_api_process(
             nats_url=args.nats_url, credentials=credentials, database=_database_of(args),
@@ -173,6 +174,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         meshservice_grace_period_ms=parse_duration_ms("--meshservice-grace-period",
                                                       args.meshservice_grace_period),
         deregistration_delay_s=_seconds("--deregistration-delay", args.deregistration_delay),
+        **_dns_options(args),
         secret_key_file=Path(args.secret_key_file) if args.secret_key_file else None,
         no_auth=_no_auth(args), localhost_is_admin=_localhost_is_admin(args),
         xds_tls=parse_bool("--xds-tls (MESHLOG_XDS_TLS)", args.xds_tls),
@@ -190,6 +192,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     _run_until_signal(run_up(cfg, announce))
     print("meshlog stopped", file=sys.stderr)
     return 0
+
+
+def _dns_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The gateway's `dns_cache_ttl_s` and `dns_server` from `--dns-cache-ttl` and
+    `--dns-server`."""
+    return {"dns_cache_ttl_s": _positive_seconds("--dns-cache-ttl", args.dns_cache_ttl),
+            "dns_server": None if not args.dns_server else parse_dns_server(
+                "--dns-server", args.dns_server)}
 
 
 def _positive_seconds(flag: str, value: str) -> float:

@@ -20,6 +20,19 @@ _DEREGISTRATION_OPTIONS: dict[str, Any] = {
             "its Dataplane is deregistered (Kuma: 10; default %(default)s)"}
 
 
+_DNS_TTL_FLAG = ("--dns-cache-ttl",)
+_DNS_TTL_OPTIONS: dict[str, Any] = {
+    "default": env("DNS_CACHE_TTL", "10s"),
+    "help": "how often the gateway looks up again a DNS name given as a Dataplane's or "
+            "ZoneIngress's address, whose answer goes into EDS (Kuma's dnsCacheTTL; env "
+            "MESHLOG_DNS_CACHE_TTL; default %(default)s)"}
+_DNS_SERVER_FLAG = ("--dns-server",)
+_DNS_SERVER_OPTIONS: dict[str, Any] = {
+    "default": env("DNS_SERVER"), "metavar": "IP[:PORT]",
+    "help": "look those names up at this DNS server (no search domains, no /etc/hosts; env "
+            "MESHLOG_DNS_SERVER; default: the system's resolver)"}
+
+
 # --- parser -----------------------------------------------------------------------------------
 
 
@@ -142,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--leaf-port", default=env("LEAF_PORT", "7422"),
                     help="--mode global: leafnode port (0: any free; default %(default)s)")
     up.add_argument(*_DEREGISTRATION_FLAG, **_DEREGISTRATION_OPTIONS)
+    up.add_argument(*_DNS_TTL_FLAG, **_DNS_TTL_OPTIONS)
+    up.add_argument(*_DNS_SERVER_FLAG, **_DNS_SERVER_OPTIONS)
     up.add_argument(*_GRACE_FLAG, **_GRACE_OPTIONS)
     up.add_argument(*_MMZS_CIDR_FLAG, **_MMZS_CIDR_OPTIONS)
     up.add_argument(*_NO_AUTH_FLAG, **_NO_AUTH_OPTIONS)
@@ -235,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
                               help="GET /ready and /live on the xDS host (Kuma's diagnostics "
                                    "port; 0 = any free; default %(default)s)")
             proc.add_argument(*_DEREGISTRATION_FLAG, **_DEREGISTRATION_OPTIONS)
+            proc.add_argument(*_DNS_TTL_FLAG, **_DNS_TTL_OPTIONS)
+            proc.add_argument(*_DNS_SERVER_FLAG, **_DNS_SERVER_OPTIONS)
             proc.add_argument(*_NO_AUTH_FLAG, **_NO_AUTH_OPTIONS)
             proc.add_argument(*_TLS_CERT_FLAG, **_TLS_CERT_OPTIONS)
             proc.add_argument(*_TLS_KEY_FLAG, **_TLS_KEY_OPTIONS)

@@ -20,8 +20,8 @@ from events.identity import SecretKey
 from services.errors import ConfigError
 
 __all__ = ["ADMIN_TOKEN_FILE", "API_FILE", "SECRET_KEY_FILE", "UpConfig", "env", "parse_bool",
-           "parse_cidr", "parse_deployment", "parse_duration_ms", "parse_port", "parse_positive",
-           "parse_tls_files", "secret_key_of"]
+           "parse_cidr", "parse_deployment", "parse_dns_server", "parse_duration_ms",
+           "parse_port", "parse_positive", "parse_tls_files", "secret_key_of"]
 
 SECRET_KEY_FILE = "secret.key"
 """The secret key's file in a data dir (mode 0600)."""
@@ -56,6 +56,10 @@ class UpConfig(Struct, frozen=True, kw_only=True):
     """How long a generated MeshService outlives its last Dataplane (recorded in the log)."""
     deregistration_delay_s: float = 10.0
     """How long a self-registered proxy may be gone before its Dataplane is deregistered."""
+    dns_cache_ttl_s: float = 10.0
+    """How often the gateway looks up again the DNS names given as addresses."""
+    dns_server: tuple[str, int] | None = None
+    """(IP, port) of the DNS server the gateway asks (`--dns-server`); None: the system's."""
     secret_key_file: Path | None = None
     """The key that seals CA and signing keys in the log; default `<data_dir>/secret.key`,
     made at the first start."""
@@ -132,6 +136,27 @@ def parse_cidr(flag: str, value: str) -> str:
         return str(ipaddress.ip_network(value, strict=True))
     except ValueError as exc:
         raise ConfigError(f"{flag}: {value!r} is not a CIDR ({exc})") from None
+
+
+def parse_dns_server(flag: str, value: str) -> tuple[str, int]:
+    """`IP`, `IP:PORT` or `[IPv6]:PORT` (port 53 when left out) as (IP, port)."""
+    text = value.strip()
+    host, port = text, "53"
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ConfigError(f"{flag}: {value!r} is not IP, IP:PORT or [IPv6]:PORT")
+        port = rest[1:] or port
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"{flag}: {value!r} is not IP, IP:PORT or [IPv6]:PORT (the DNS "
+                          "server's address, not its name)") from None
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"{flag}: {value!r} has no port in 1..65535 after the colon")
+    return str(ip), int(port)
 
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -3,7 +3,8 @@
     meshlog projector --nats-url URL [--nats-creds FILE] --database URL [--secret-key-file F]
                       [--lease-ttl 5s] [--metrics-port P (/ready, /live, /metrics)]
     meshlog gateway   --nats-url URL [--nats-creds FILE] [--xds-port 5678] [--drain-grace 10]
-                      [--tls-cert-file F --tls-key-file K] [--no-auth]
+                      [--tls-cert-file F --tls-key-file K] [--dns-cache-ttl 10s]
+                      [--dns-server IP[:PORT]] [--no-auth]
     meshlog api       --nats-url URL [--nats-creds FILE] --database URL [--api-port 5681]
                       [--secret-key-file F]
 
@@ -54,6 +55,7 @@ from services.runtime.zone_sync import Mode, ZoneSync
 from xds_gateway import Gateway
 from xds_gateway.gateway import DEFAULT_DRAIN_GRACE_S
 from xds_gateway.proxies.config_service import ConfigService
+from xds_gateway.resolver import DEFAULT_DNS_CACHE_TTL_S, DnsServerLookup
 from xds_gateway.server.readiness import HealthServer
 from xds_gateway.server.serving_tls import ServingTls
 
@@ -139,7 +141,9 @@ async def run_gateway_process(*, nats_url: str, host: str, port: int,
                               drain_grace_s: float = DEFAULT_DRAIN_GRACE_S,
                               zone: str = DEFAULT_ZONE, health_port: int = 5680,
                               deregistration_delay_s: float = 10.0, no_auth: bool = False,
-                              mode: Mode = "standalone", tls: ServingTls | None = None) -> None:
+                              mode: Mode = "standalone", tls: ServingTls | None = None,
+                              dns_cache_ttl_s: float = DEFAULT_DNS_CACHE_TTL_S,
+                              dns_server: tuple[str, int] | None = None) -> None:
     """`tls`: serve ADS and HDS over TLS only (`--tls-cert-file`, `--tls-key-file`)."""
     # a signal cancels: cancellation reaches Gateway.serve, which drains before NATS is
     # closed (the view keeps following the bus while the last streams end)
@@ -161,7 +165,9 @@ async def run_gateway_process(*, nats_url: str, host: str, port: int,
                               drain_grace_s=drain_grace_s, event_log=event_log,
                               insights=insights, zone=zone,
                               deregistration_delay_s=deregistration_delay_s, no_auth=no_auth,
-                              tls=tls)
+                              tls=tls, dns_cache_ttl_s=dns_cache_ttl_s,
+                              address_lookup=None if dns_server is None
+                              else DnsServerLookup(*dns_server))
             if no_auth:
                 warn_no_auth(f"{host}:{port}")
             health = HealthServer(gateway, health_sock, metrics=exposition)

@@ -78,6 +78,7 @@ from services.runtime.zone_sync import ZoneSync
 from xds_gateway import Gateway
 from xds_gateway.gateway import DEFAULT_DRAIN_GRACE_S
 from xds_gateway.proxies.config_service import ConfigService
+from xds_gateway.resolver import DnsServerLookup
 from xds_gateway.server.readiness import HealthServer
 from xds_gateway.server.serving_tls import ServingTls
 
@@ -312,7 +313,9 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                                                                     replicas=replicas),
                               zone=cfg.zone,
                               deregistration_delay_s=cfg.deregistration_delay_s,
-                              no_auth=cfg.no_auth, tls=tls)
+                              no_auth=cfg.no_auth, tls=tls, dns_cache_ttl_s=cfg.dns_cache_ttl_s,
+                              address_lookup=None if cfg.dns_server is None
+                              else DnsServerLookup(*cfg.dns_server))
             if cfg.no_auth:
                 warn_no_auth(f"{cfg.xds_host}:{cfg.xds_port}")
             if cfg.mode != "standalone":

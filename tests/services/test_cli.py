@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from services.runtime.config import parse_dns_server
 from services.runtime.spawn import popen
 from tests.harness import VENV_BIN, envoy_binary, free_port, meshlog_up, stop_process, wait_for
 
@@ -102,13 +103,33 @@ def test_dataplane_bootstrap_is_a_valid_envoy_config() -> None:
 
 
 @pytest.mark.parametrize("flag", ["--drain-grace", "--deregistration-delay",
-                                  "--max-connection-age"])
+                                  "--max-connection-age", "--dns-cache-ttl"])
 def test_gateway_durations_take_units_and_name_a_bad_value(flag: str) -> None:
     bad = subprocess.run([str(VENV_BIN / "meshlog"), "gateway", flag, "soon",
                           "--nats-url", "nats://127.0.0.1:9"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2
     assert f"{flag}: 'soon' is not a duration" in bad.stderr
+
+
+@pytest.mark.parametrize(("value", "said"), [
+    ("dns.internal", "--dns-server: 'dns.internal' is not IP, IP:PORT or [IPv6]:PORT (the DNS "
+                     "server's address, not its name)"),
+    ("10.0.0.2:99999", "--dns-server: '10.0.0.2:99999' has no port in 1..65535"),
+    ("[fd00::53", "--dns-server: '[fd00::53' is not IP, IP:PORT or [IPv6]:PORT")])
+def test_gateway_dns_server_names_a_bad_value(value: str, said: str) -> None:
+    bad = subprocess.run([str(VENV_BIN / "meshlog"), "gateway", "--dns-server", value,
+                          "--nats-url", "nats://127.0.0.1:9"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2, bad.stderr
+    assert said in bad.stderr
+
+
+@pytest.mark.parametrize(("value", "server"), [
+    ("10.0.0.2", ("10.0.0.2", 53)), ("127.0.0.1:5353", ("127.0.0.1", 5353)),
+    ("fd00::53", ("fd00::53", 53)), ("[fd00::53]:8600", ("fd00::53", 8600))])
+def test_dns_server_takes_an_ip_and_a_port(value: str, server: tuple[str, int]) -> None:
+    assert parse_dns_server("--dns-server", value) == server
 
 
 @pytest.mark.parametrize(("value", "said"), [("0", "--max-batch: 0 must be at least 1"),

@@ -7,11 +7,16 @@ ports apart by the SNI of the client's mTLS.
 
 The locality is always set: proxyless gRPC clients NACK a ClusterLoadAssignment without one
 (xds-rules.md #13). Endpoints arrive sorted from the projection, so the bytes are stable.
+
+Addresses go through `ip` (the gateway's `AddressBook.ip`): an IP stays itself, a DNS name
+becomes its answer, and one without an answer is left out, since Envoy rejects a whole EDS
+response with one name in it (and every later update with it). The default `ip_only` leaves
+every name out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from envoy.config.core.v3.address_pb2 import Address, SocketAddress
 from envoy.config.core.v3.base_pb2 import Locality
@@ -25,7 +30,7 @@ from google.protobuf.wrappers_pb2 import UInt32Value
 
 from projections import Endpoint as EndpointRow
 from projections import EndpointsRow, PortEndpoints
-from xds_gateway.resources.names import is_ip
+from xds_gateway.addresses import ip_only
 
 __all__ = ["load_assignment", "port_endpoints", "prioritized_load_assignment"]
 
@@ -40,10 +45,12 @@ def port_endpoints(row: EndpointsRow, port: int) -> PortEndpoints | None:
 
 Group = tuple[int, str, Sequence[EndpointRow]]
 """(priority, zone, endpoints) of one MeshService port in a MeshMultiZoneService's cluster."""
+Resolve = Callable[[str], str | None]
+"""An address -> the IP it is (or resolves to); None leaves it out."""
 
 
-def prioritized_load_assignment(cluster_name: str, groups: Iterable[Group]
-                                ) -> ClusterLoadAssignment:
+def prioritized_load_assignment(cluster_name: str, groups: Iterable[Group],
+                                ip: Resolve = ip_only) -> ClusterLoadAssignment:
     """The endpoints of several MeshServices, each at its priority with its zone as the
     locality (Kuma's `fillMeshMultiZoneServices`: local ones at 0, other zones' at 1, so
     Envoy sends everything to the lowest priority that has healthy hosts and fails over).
@@ -54,7 +61,7 @@ def prioritized_load_assignment(cluster_name: str, groups: Iterable[Group]
     lone priority 1 behaves as priority 0 does."""
     merged: dict[tuple[int, str], set[tuple[str, int]]] = {}
     for priority, zone, endpoints in groups:
-        hosts = {(e.address, e.port) for e in endpoints if is_ip(e.address)}
+        hosts = {(a, e.port) for e in endpoints if (a := ip(e.address)) is not None}
         if hosts:
             merged.setdefault((priority, zone), set()).update(hosts)
     rank = {p: i for i, p in enumerate(sorted({p for p, _ in merged}))}
@@ -72,18 +79,12 @@ def _lb_endpoint(address: str, port: int) -> LbEndpoint:
         load_balancing_weight=UInt32Value(value=1))
 
 
-def load_assignment(cluster_name: str, zone: str, port: PortEndpoints) -> ClusterLoadAssignment:
-    lb_endpoints = [
-        LbEndpoint(
-            endpoint=Endpoint(address=Address(
-                socket_address=SocketAddress(address=e.address, port_value=e.port))),
-            load_balancing_weight=UInt32Value(value=1),
-        )
-        for e in port.endpoints
-        # Envoy rejects a whole EDS response with one non-IP address in it (and every valid
-        # update with it); names are not resolved by the control plane yet, so they are left out
-        if is_ip(e.address)
-    ]
+def load_assignment(cluster_name: str, zone: str, port: PortEndpoints,
+                    ip: Resolve = ip_only) -> ClusterLoadAssignment:
+    """One MeshService port's endpoints, in the row's order; an address:port that two
+    endpoints share once their names are resolved is listed once."""
+    hosts = dict.fromkeys((a, e.port) for e in port.endpoints if (a := ip(e.address)) is not None)
+    lb_endpoints = [_lb_endpoint(address, number) for address, number in hosts]
     return ClusterLoadAssignment(
         cluster_name=cluster_name,
         # gRPC also ignores a locality without a weight (its weighted_target policy); Envoy

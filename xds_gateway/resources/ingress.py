@@ -94,10 +94,11 @@ def ingress_resources(view: ProjectionView, cache: ResourceCache, row: ZoneIngre
             found = next((p for p in ep_row.ports if p.port.port == port), None)
             if found is not None:  # the service's own endpoints, never an ingress's
                 groups.append((0, zone, found.endpoints))
-        key = ("ingress", tuple((z, p, view.endpoints_bytes[r.mesh][r.name])
+        key = ("ingress", tuple((z, p, view.endpoints_bytes[r.mesh][r.name],
+                                 view.addresses.answers(("endpoints", r.mesh, r.name)))
                                 for z, r, p in backends))
         add(cache.get(ENDPOINT, cname, key, functools.partial(
-            endpoints.prioritized_load_assignment, cname, groups)))
+            endpoints.prioritized_load_assignment, cname, groups, view.addresses.ip)))
     net = row.zoneingress.networking
     lname = names.inbound_listener(net.address, net.port)
     chains = tuple((sni, cname) for sni, cname, _ in routes)

@@ -60,7 +60,7 @@ def mzsvc_port(view: ProjectionView, cache: ResourceCache, row: MeshMultiZoneSer
     else:
         add(cache.get(CLUSTER, cname, "eds", lambda: clusters.eds_cluster(cname)))
     groups: list[tuple[int, str, list[Endpoint]]] = []
-    key: list[tuple[int, bytes]] = []
+    key: list[tuple[int, bytes, tuple[tuple[str, str | None], ...]]] = []
     for backend in row.backends:
         ep_row = view.endpoints.get(mesh, {}).get(backend.name)
         if ep_row is None:
@@ -69,7 +69,9 @@ def mzsvc_port(view: ProjectionView, cache: ResourceCache, row: MeshMultiZoneSer
         if port_eps is None:
             continue  # Kuma: a MeshService without the port contributes nothing
         groups.append((backend.priority, ep_row.zone, port_eps.endpoints))
-        key.append((backend.priority, view.endpoints_bytes[mesh][backend.name]))
+        key.append((backend.priority, view.endpoints_bytes[mesh][backend.name],
+                    view.addresses.answers(("endpoints", mesh, backend.name))))
     add(cache.get(ENDPOINT, cname, ("mzsvc", port, tuple(key)),
-                  lambda: endpoints.prioritized_load_assignment(cname, groups)))
+                  lambda: endpoints.prioritized_load_assignment(cname, groups,
+                                                                view.addresses.ip)))
     return cname

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 __all__ = [
     "DNS_LISTENER",
     "grpc_targets",
     "inbound_listener",
-    "is_ip", "local_cluster", "msvc_cluster", "mzsvc_cluster", "outbound_listener",
+    "local_cluster", "msvc_cluster", "mzsvc_cluster", "outbound_listener",
     "parse_node_id",
 ]
 
@@ -47,14 +45,6 @@ def grpc_targets(name: str, hostnames: list[str], port: int) -> list[str]:
     target is a Listener name, its RouteConfiguration name and its virtual host domain.
     """
     return sorted({f"{name}:{port}", *(f"{h}:{port}" for h in hostnames)})
-
-
-def is_ip(address: str) -> bool:
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return True
 
 
 def parse_node_id(node_id: str) -> tuple[str, str] | None:

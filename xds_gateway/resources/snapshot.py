@@ -116,7 +116,7 @@ class Snapshot:
         self.row = row
         self.inputs = inputs
         """What `first` (the proxy's own part) was built from: its rows (reused while they are
-        the same objects) and the mesh's policy version."""
+        the same objects), the mesh's policy version and the answer for its address name."""
         self._merged: dict[str, Mapping[str, EncodedResource]] = {}
         self._versions: dict[str, str] = {}
 
@@ -233,10 +233,13 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
     trust = view.trust.get(mesh)
     identity = view.identities.get((mesh, name)) if trust is not None else None
     rows = (row, trust, identity)
-    inputs = (*rows, view.policy_versions[mesh] if trust is not None else 0)
+    # an inbound listener binds the Dataplane's address: a name's answer (`_inbounds`)
+    values = (view.policy_versions[mesh] if trust is not None else 0,
+              view.addresses.answers(("dataplane", mesh, name)))
+    inputs = (*rows, *values)
     if previous is not None and len(previous.inputs) == len(inputs) and all(
             a is b for a, b in zip(previous.inputs, rows, strict=False)
-    ) and previous.inputs[-1] == inputs[-1]:
+    ) and previous.inputs[len(rows):] == values:
         first = previous.first  # the proxy's own part depends on these only
     else:
         first = _collect(lambda add: _own(view, cache, dp, trust, identity, add))
@@ -362,9 +365,11 @@ def _service_port(view: ProjectionView, cache: ResourceCache, mesh: str, service
     if port_eps is not None:
         # keyed by the row's bytes as received (their hash is computed once and kept by the
         # bytes object), not by re-encoding it for every proxy
-        key = (ep_row.zone, port, view.endpoints_bytes[mesh][service])
-        add(cache.get(ENDPOINT, cname, key,
-                      lambda: endpoints.load_assignment(cname, ep_row.zone, port_eps)))
+        # and by the answers for the DNS names among its addresses (none: `()`)
+        key = (ep_row.zone, port, view.endpoints_bytes[mesh][service],
+               view.addresses.answers(("endpoints", mesh, service)))
+        add(cache.get(ENDPOINT, cname, key, lambda: endpoints.load_assignment(
+            cname, ep_row.zone, port_eps, view.addresses.ip)))
     return cname
 
 
@@ -411,9 +416,11 @@ def _inbounds(view: ProjectionView, dp: Dataplane, trust: TrustRow | None,
         add(cache.get(CLUSTER, cname, ("local", service_address, service_port),
                       functools.partial(clusters.local_cluster, cname, service_address,
                                         service_port)))
-        lname = names.inbound_listener(address, inbound.port)
-        # a DNS-named Dataplane listens on every address: Envoy binds IPs only
-        bind = address if names.is_ip(address) else "0.0.0.0"
+        # Envoy binds IPs only: a DNS name's answer, named by it as Kuma names the listener
+        # of the address it resolved; without one, every address
+        ip = view.addresses.ip(address)
+        lname = names.inbound_listener(ip or address, inbound.port)
+        bind = ip or "0.0.0.0"
         inbound_tls = _inbound_tls(view, dp, inbound, trust) if trust is not None else None
         tls_key = None if inbound_tls is None else (
             inbound_tls.mesh, inbound_tls.mode,

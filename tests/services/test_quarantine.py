@@ -1,5 +1,7 @@
 """A poisoned event: quarantined and visible, the projector halts in front of it, the rest of
-the control plane keeps serving, and nothing after the event is applied or skipped."""
+the control plane keeps serving, and nothing after the event is applied or skipped, until an
+admin skips it (`meshlog quarantine skip`): then the projector goes on by itself, and a replay
+skips it too."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 from events.bus.connection import connect_nats
 from events.bus.jetstream import JetStreamEventLog
-from events.codec import SCHEMA_VERSION, decode_event, encode_event
+from events.codec import SCHEMA_VERSION, Upcaster, decode_event, encode_event
 from events.decoding import KINDS, decode_resource, kind_of
 from events.errors import (
     AppendNotStored,
@@ -41,6 +41,7 @@ from events.event_types import (
     MeshServiceDeleted,
     MeshTrafficPermissionApplied,
     MeshTrafficPermissionDeleted,
+    SequenceSkipped,
     SigningKeyCreated,
     SigningKeyRetired,
     TokenPurpose,
@@ -95,6 +96,7 @@ from events.subjects import (
     revocation_subject,
     signing_key_subject,
     signing_keys_filter,
+    skip_subject,
 )
 from events.validation import SERVICE_TAG, deprecations, is_dns1035_label
 
@@ -154,6 +156,7 @@ __all__ = [
     "Provenance",
     "Record",
     "Resource",
+    "SequenceSkipped",
     "ServiceKind",
     "SigningKeyCreated",
     "SigningKeyRetired",
@@ -167,6 +170,7 @@ __all__ = [
     "TooLarge",
     "TransientError",
     "UndecodableEvent",
+    "Upcaster",
     "Violation",
     "ZoneApplied",
     "ZoneDeleted",
@@ -196,4 +200,5 @@ __all__ = [
     "rfc3339",
     "signing_key_subject",
     "signing_keys_filter",
+    "skip_subject",
 ]

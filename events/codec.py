@@ -15,7 +15,8 @@ import msgspec
 from events.errors import UndecodableEvent
 from events.event_types import AnyEvent
 
-__all__ = ["SCHEMA_HEADER", "SCHEMA_VERSION", "UPCASTERS", "decode_event", "encode_event"]
+__all__ = ["SCHEMA_HEADER", "SCHEMA_VERSION", "UPCASTERS", "Upcaster", "decode_event",
+           "encode_event"]
 
 SCHEMA_HEADER = "Meshlog-Schema"
 SCHEMA_VERSION = 1

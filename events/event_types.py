@@ -44,6 +44,7 @@ __all__ = [
     "MeshServiceDeleted",
     "MeshTrafficPermissionApplied",
     "MeshTrafficPermissionDeleted",
+    "SequenceSkipped",
     "SigningKeyCreated",
     "SigningKeyRetired",
     "TokenPurpose",
@@ -254,6 +255,24 @@ class ZoneDeleted(Event, frozen=True, tag="zone.deleted"):
     name: str
 
 
+class SequenceSkipped(Event, frozen=True, tag="sequence.skipped"):
+    """An operator's decision: the event at stream sequence `seq` of this log (on `subject`),
+    which no release can decode or apply, is folded as nothing (`meshlog quarantine skip`).
+    Appended once, on the sequence's own subject (`events.skip_subject`, expected sequence
+    0), by an admin through the API, only for an event that is quarantined or that the API
+    cannot decode. The projector honours it only where the event at `seq` is on `subject`
+    and cannot be folded: a decision for an event that folds is ignored. The decision itself
+    folds as nothing (its time passes, as any event's does)."""
+
+    seq: int
+    subject: str
+    """The subject of the skipped event, as the decision saw it."""
+    reason: str
+    """Why, in the operator's words."""
+    by: str
+    """Who decided: the API caller's user name."""
+
+
 AnyEvent = (
     MeshApplied
     | MeshDeleted
@@ -278,4 +297,5 @@ AnyEvent = (
     | ZoneDeleted
     | ZoneIngressRegistered
     | ZoneIngressDeleted
+    | SequenceSkipped
 )

@@ -14,6 +14,10 @@
                                                sequence 0), perhaps retired later; `_`: the
                                                user-token and zone-token keys
     meshlog.ev.<zone>.revocation.<mesh|_>.<jti>  a revoked token
+    meshlog.ev.<zone>.skip._.<seq>             an operator's decision to fold the event at
+                                               stream sequence <seq> of this log as nothing
+                                               (it cannot be read); made once (expected
+                                               sequence 0)
 
 Resource names are RFC 1123 subdomains and may hold dots, which NATS reads as token
 separators; dots are written as `_` (never valid in a name), so the mapping is reversible.
@@ -56,6 +60,7 @@ __all__ = [
     "revocation_subject",
     "signing_key_subject",
     "signing_keys_filter",
+    "skip_subject",
 ]
 
 EVENTS_STREAM = "MESHLOG_EVENTS"
@@ -170,6 +175,13 @@ def revocation_subject(mesh: str | None, jti: str, zone: str = DEFAULT_ZONE) -> 
     """The subject of one revoked token (`TokenRevoked`); `jti` is a UUID (no dots)."""
     scope = GLOBAL if mesh is None else _token(mesh)
     return f"{_PREFIX}.{_token(zone)}.revocation.{scope}.{_token(jti)}"
+
+
+def skip_subject(seq: int, zone: str = DEFAULT_ZONE) -> str:
+    """The subject of the decision to skip stream sequence `seq` (`SequenceSkipped`). The
+    sequence is this log's: `zone` is the control plane whose log it is, and whose projector
+    alone looks the decision up (sourced into another log, it names another log's event)."""
+    return f"{_PREFIX}.{_token(zone)}.skip.{GLOBAL}.{seq}"
 
 
 @functools.lru_cache(maxsize=65_536)

@@ -47,6 +47,7 @@ from events import (
     MeshTrafficPermissionApplied,
     MeshTrafficPermissionDeleted,
     Provenance,
+    SequenceSkipped,
     SigningKeyCreated,
     SigningKeyRetired,
     TokenRevoked,
@@ -172,6 +173,8 @@ def apply_event(
             state.put("graceperiod", kind, GracePeriodRow(kind=kind, grace_period_ms=grace))
         case ClockTicked():
             pass  # its time did the work: expire_due and renew_due above
+        case SequenceSkipped():
+            pass  # the projector acts on it at the skipped sequence (projections.worker)
         case CaCreated(mesh=mesh, backend=backend):
             old = state.ca(mesh, backend)
             state.put("ca", dp_key(mesh, backend), CaRow(

@@ -14,6 +14,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from projections.errors import Fenced, StoreCorrupt, StoreUnavailable
 from projections.state import Change
+from projections.store import quarantined_up_to
 
 __all__ = ["PostgresReadModelStore"]
 
@@ -103,6 +104,10 @@ class PostgresReadModelStore:
                 await conn.execute(
                     "UPDATE meshlog_checkpoints SET seq = $2 WHERE projector = $1",
                     projector, checkpoint)
+                await conn.execute(
+                    "DELETE FROM meshlog_rows WHERE collection = 'quarantine' AND key > $1 "
+                    "AND key <= $2 AND length(key) = $3",
+                    *quarantined_up_to(projector, checkpoint))
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"PostgreSQL commit failed: {exc}") from exc
 

@@ -13,6 +13,7 @@ import aiosqlite
 
 from projections.errors import Fenced, StoreCorrupt, StoreUnavailable
 from projections.state import Change
+from projections.store import quarantined_up_to
 
 __all__ = ["SqliteReadModelStore"]
 
@@ -138,6 +139,10 @@ class SqliteReadModelStore:
                     "INSERT INTO checkpoints (projector, seq) VALUES (?, ?) "
                     "ON CONFLICT (projector) DO UPDATE SET seq = excluded.seq",
                     (projector, checkpoint))
+                await self._db.execute(
+                    "DELETE FROM rows WHERE collection = 'quarantine' AND key > ? "
+                    "AND key <= ? AND length(key) = ?",
+                    quarantined_up_to(projector, checkpoint))
             except BaseException:
                 await self._db.rollback()
                 raise

@@ -6,6 +6,13 @@ stream sequence its rows reflect. `commit` writes both in one transaction (invar
 Per projector it also keeps a fence: the highest fencing token (the lease revision of
 projections.leadership) a leader has claimed. A commit that carries a token below it is refused
 (`Fenced`) in the same transaction, so a paused ex-leader's late commit cannot land.
+
+An event a projector could not apply is recorded in the collection `quarantine`, under
+`quarantine_key(projector, seq)`, outside any commit (the checkpoint stays in front of it). A
+commit whose checkpoint reaches it removes it in its own transaction: the projector got past
+that sequence (a release that reads it, or an operator's skip), so the quarantine, `/ready`
+and the metric never count an event that is no longer in the way, and a crash cannot leave
+one counted behind a checkpoint that passed it.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from typing import Protocol
 
 from projections.state import Change
 
-__all__ = ["ReadModelStore", "open_store"]
+__all__ = ["ReadModelStore", "open_store", "quarantine_key", "quarantined_up_to"]
 
 
 class ReadModelStore(Protocol):
@@ -28,6 +35,8 @@ class ReadModelStore(Protocol):
                      projector: str = "main", *, fence: int | None = None) -> None:
         """Apply `changes` and set the checkpoint, atomically. The checkpoint only moves
         forward; a commit with a checkpoint not above the current one raises StoreCorrupt.
+        The quarantine rows of `projector` at or below the checkpoint go in the same
+        transaction (`quarantined_up_to`).
         With `fence`, the commit is refused (`Fenced`, nothing written) if a higher token
         has been claimed for `projector`."""
         ...
@@ -44,8 +53,9 @@ class ReadModelStore(Protocol):
         ...
 
     async def quarantine(self, key: str, body: bytes) -> None:
-        """Record an event the projector could not apply (collection `quarantine`), without
-        moving any checkpoint: the projector halts there and resumes at the same event."""
+        """Record an event the projector could not apply (collection `quarantine`, key
+        `quarantine_key`), without moving any checkpoint: the projector halts there and
+        resumes at the same event. The first commit past it removes it."""
         ...
 
     async def rows(self) -> list[tuple[str, str, bytes]]:
@@ -53,6 +63,22 @@ class ReadModelStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+_SEQ_DIGITS = 12
+
+
+def quarantine_key(projector: str, seq: int) -> str:
+    """The key of `projector`'s quarantine row for sequence `seq`: keys sort by sequence."""
+    return f"{projector}/{seq:0{_SEQ_DIGITS}d}"
+
+
+def quarantined_up_to(projector: str, checkpoint: int) -> tuple[str, str, int]:
+    """`(after, up_to, length)`: a key `k` of the collection `quarantine` is one of
+    `projector`'s at or below `checkpoint` when `after < k <= up_to` and `len(k) == length`
+    (the length keeps out the keys of a projector whose name starts with `projector/`)."""
+    up_to = quarantine_key(projector, checkpoint)
+    return f"{projector}/", up_to, len(up_to)
 
 
 async def open_store(url: str) -> ReadModelStore:

@@ -52,6 +52,7 @@ __all__ = [
     "Row",
     "RowMeta",
     "SigningKeyRow",
+    "SkippedEvent",
     "TrustRow",
     "VipRow",
     "ZoneIngressRow",
@@ -323,6 +324,22 @@ class QuarantinedEvent(Row, frozen=True):
     projector: str
 
 
+class SkippedEvent(Row, frozen=True):
+    """An event the projector folded as nothing, by an operator's decision (`SequenceSkipped`,
+    `meshlog quarantine skip`): it could not be decoded or applied. Written when the fold
+    passes `seq`, so a replay that skips it too writes the same row (invariant 4)."""
+
+    seq: int
+    subject: str
+    reason: str
+    """The operator's."""
+    by: str
+    decided_at: int
+    """Unix ms: the decision's `at`."""
+    decision_seq: int
+    """Where the decision is in the log."""
+
+
 class SigningKeyRow(Row, frozen=True):
     """The public half of a token signing key (`SigningKeyCreated`): what gateways and the API
     verify tokens with, until `SigningKeyRetired` removes the row (a token whose kid names no
@@ -371,6 +388,7 @@ COLLECTIONS: dict[str, type[Row]] = {
     "hostnamegenerator": HostnameGeneratorRow,
     "graceperiod": GracePeriodRow,
     "quarantine": QuarantinedEvent,
+    "skipped": SkippedEvent,
     "ca": CaRow,
     "trust": TrustRow,
     "identity": IdentityRow,

@@ -6,6 +6,17 @@ checkpoint in one transaction and publish the same rows for gateways. On start i
 store, resumes at checkpoint + 1, and reconciles the published rows with the store, so a
 crash between commit and publish loses nothing.
 
+An event that cannot be decoded or applied is quarantined and the projector halts in front of
+it, until a release that reads it runs (its commit past the sequence removes the quarantine
+row, `projections.store`) or an operator decides to skip it (`meshlog quarantine skip`: a
+`SequenceSkipped` on `events.skip_subject(seq)`). Meeting an event it cannot fold, live or in
+a replay, the projector looks that decision up (a direct get of its subject, from the stream
+leader) and, if the decision names the event (its sequence and subject) and was made after
+it, folds the sequence as nothing but a `skipped` row: every replay made once the decision is
+in the log does the same (invariant 4). An event that folds is folded, whatever decision
+names it. Halted, `skip_decided` polls for the decision, so a running process resumes by
+itself (services.runtime.projector_loop).
+
 Traced (README, Tracing), each batch is a span linked to the writes it folds
 (`projections.tracing`), and its publish carries that trace to the gateways; the records'
 headers are never input to the fold.
@@ -19,17 +30,24 @@ import gc
 import logging
 import time
 from collections.abc import Coroutine, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
+
+from msgspec import Struct
 
 from events import (
+    SCHEMA_VERSION,
     AnyEvent,
     EventLog,
     MalformedSubject,
+    PermanentError,
     Provenance,
     Record,
+    SequenceSkipped,
     UndecodableEvent,
+    Upcaster,
     decode_event,
     provenance_of,
+    skip_subject,
 )
 from events.bus.projection_bus import CHECKPOINT_KEY, ProjectionUpdate
 from events.identity import SecretKey
@@ -38,12 +56,12 @@ from projections.errors import ProjectorHalted, SequenceGap
 from projections.fold import apply_event
 from projections.metrics import ProjectorMetrics
 from projections.state import Change, ProjectionState, local_zone_of
-from projections.store import ReadModelStore
+from projections.store import ReadModelStore, quarantine_key
 from projections.ticker import Ticker
 from projections.tracing import batch_span, step_span
-from projections.views import PUBLISHED, QuarantinedEvent, encode_row
+from projections.views import PUBLISHED, QuarantinedEvent, SkippedEvent, encode_row
 
-__all__ = ["LIVE_BATCH", "ProjectionPublisher", "Projector"]
+__all__ = ["LIVE_BATCH", "SKIP_POLL_S", "ProjectionPublisher", "Projector"]
 
 log = logging.getLogger("meshlog.projector")
 
@@ -53,6 +71,10 @@ what has arrived (a few events); it fills up only while the projector catches up
 a standby taking over, a store swapped in). Derive and the commit run once per batch, for
 every service the batch touched, so at 1,000 a catch-up spent half its time deriving the
 same services again (docs/benchmarks.md, Rebuild, session 7)."""
+
+SKIP_POLL_S = 1.0
+"""How often a halted projector asks the log for an operator's decision to skip the event in
+its way (one direct get): it resumes within this of `meshlog quarantine skip`."""
 
 
 class ProjectionPublisher(Protocol):
@@ -80,12 +102,24 @@ class _Poisoned(Exception):
         """False when the fold failed half-way: nothing of this batch may be committed."""
 
 
-def _read(record: Record, *, last_good: int) -> tuple[AnyEvent, Provenance]:
+class _Codec(Struct, frozen=True):
+    """What `decode_event` reads with: this release's upcasters and schema version, unless a
+    caller gives others (a test of a release that reads what this one cannot)."""
+
+    upcasters: dict[int, Upcaster] | None
+    current: int
+
+    def decode(self, record: Record) -> AnyEvent:
+        return decode_event(record.data, seq=record.seq, subject=record.subject,
+                            schema_version=record.schema_version, upcasters=self.upcasters,
+                            current=self.current)
+
+
+def _read(record: Record, codec: _Codec, *, last_good: int) -> tuple[AnyEvent, Provenance]:
     """The event of `record` and who wrote it; `_Poisoned` (state untouched) if either cannot
     be read: an event without a provenance cannot be folded, like one that cannot be decoded."""
     try:
-        event = decode_event(record.data, seq=record.seq, subject=record.subject,
-                             schema_version=record.schema_version)
+        event = codec.decode(record)
     except UndecodableEvent as exc:
         raise _Poisoned(record, exc.reason, last_good=last_good, state_clean=True) from exc
     try:
@@ -120,11 +154,14 @@ class Projector:
         self, log: EventLog, store: ReadModelStore, publisher: ProjectionPublisher | None, *,
         zone: str, name: str = "main", max_batch: int = LIVE_BATCH,
         secret_key: SecretKey | None = None,
+        upcasters: dict[int, Upcaster] | None = None, current_schema: int = SCHEMA_VERSION,
     ) -> None:
         """`zone` is the zone this projector runs in (`GLOBAL_ZONE` on global), where it
-        appends its clock ticks; every event is folded with the zone and origin of its own
-        subject (`events.provenance_of`), and what another zone wrote is remote here
-        (`ProjectionState.local_zone`, `projections.remote`)."""
+        appends its clock ticks and whose skip decisions it honours (its log's); every event
+        is folded with the zone and origin of its own subject (`events.provenance_of`), and
+        what another zone wrote is remote here (`ProjectionState.local_zone`,
+        `projections.remote`). `upcasters` and `current_schema` are `decode_event`'s (default:
+        this release's)."""
         self._log = log
         self._store = store
         self._publisher = publisher
@@ -139,6 +176,14 @@ class Projector:
         self._secret_key = secret_key
         """Opens the meshes' CA keys to issue workload certificates (mTLS)."""
         self.metrics = ProjectorMetrics(name, log, lambda: self.position)
+        self._codec = _Codec(upcasters=upcasters, current=current_schema)
+        self._skips: dict[int, SkippedEvent] = {}
+        """Sequences an operator's decision skips, each found unfoldable first: folded as
+        nothing but their `skipped` row (the log never changes an event once stored)."""
+        self._poisoned: Record | None = None
+        """The event it halted in front of, until a decision skips it."""
+        self._not_followed: set[int] = set()
+        """Decisions (their sequences) said to be not followed: said once, not at each poll."""
 
     async def run(self, *, until_seq: int | None = None) -> None:
         """Fold the log forever (or until `until_seq` is committed). An event that cannot be
@@ -159,9 +204,30 @@ class Projector:
             await asyncio.wait([ticking])
             self._ticker = None
 
+    async def skip_decided(self, poll_s: float = SKIP_POLL_S) -> None:
+        """Halted in front of a quarantined event (`run` raised ProjectorHalted): return once
+        the log holds an operator's decision to skip it, asked every `poll_s`. The next `run`
+        folds it as nothing. A log that does not answer is asked again at the next poll."""
+        record = self._poisoned
+        if record is None:
+            raise RuntimeError(f"projector {self._name} is not halted in front of an event")
+        while True:
+            try:
+                if await self._skip_decision(record) is not None:
+                    return
+            except PermanentError:
+                raise
+            except Exception as exc:  # NATS away (or nats-py's own errors): ask again
+                log.warning("projector %s: cannot read the skip decision of sequence %d yet "
+                            "(%r)", self._name, record.seq, exc)
+            await asyncio.sleep(poll_s)
+
+    async def _load(self) -> ProjectionState:
+        return ProjectionState.load(await self._store.rows(), secret_key=self._secret_key,
+                                    local_zone=local_zone_of(self._zone))
+
     async def _follow(self, until_seq: int | None) -> None:
-        state = ProjectionState.load(await self._store.rows(), secret_key=self._secret_key,
-                                     local_zone=local_zone_of(self._zone))
+        state = await self._load()
         self.position = await self._store.checkpoint(self._name)
         await self._reconcile(state)
         self.metrics.resumed(self.position)
@@ -173,43 +239,99 @@ class Projector:
         async for records in self._log.read(self.position + 1, max_batch=self._max_batch):
             batch = records if until_seq is None else [r for r in records if r.seq <= until_seq]
             with batch_span(batch, self._name):
-                last = await self._fold_and_commit(state, batch)
+                state, last = await self._fold_and_commit(state, batch)
             if until_seq is not None and last >= until_seq:
                 return
 
-    async def _fold_and_commit(self, state: ProjectionState, batch: Sequence[Record]) -> int:
-        """Fold `batch` and commit it; the last sequence committed. What comes before a gap
-        or an event that cannot be folded is committed, then the projector halts."""
+    async def _fold_and_commit(self, state: ProjectionState, batch: Sequence[Record]
+                               ) -> tuple[ProjectionState, int]:
+        """Fold `batch` and commit it; the state folded on and the last sequence committed.
+        What comes before a gap or an event that cannot be folded (and is not skipped by a
+        decision) is committed, then the projector halts."""
         started = time.perf_counter()
-        try:
-            last = self._fold(state, batch)
-        except SequenceGap as gap:
-            if gap.expected - 1 > self.position:
-                await self._commit(state, gap.expected - 1)  # what came before the gap
-            raise
-        except _Poisoned as poisoned:
-            if poisoned.state_clean and poisoned.last_good > self.position:
-                await self._commit(state, poisoned.last_good)  # what came before it
-            await self._quarantine(poisoned.record, poisoned.reason)
-            raise ProjectorHalted(
-                f"projector {self._name} stopped in front of sequence {poisoned.record.seq} "
-                f"({poisoned.record.subject}): {poisoned.reason}. The event is quarantined; "
-                "nothing after it is applied. Upgrade meshlog (or add an upcaster) and "
-                "restart.") from poisoned.__cause__
-        self.metrics.folded(len(batch), time.perf_counter() - started)
+        count, after = len(batch), self.position
+        while True:
+            try:
+                last = self._fold(state, batch, after)
+                break
+            except SequenceGap as gap:
+                if gap.expected - 1 > self.position:
+                    await self._commit(state, gap.expected - 1)  # what came before the gap
+                raise
+            except _Poisoned as poisoned:
+                if not await self._skip(poisoned):
+                    await self._halt(state, poisoned)
+                if not poisoned.state_clean:  # dropped: fold the batch again, skipping it
+                    state = await self._load()
+                after = poisoned.last_good if poisoned.state_clean else self.position
+                batch = [r for r in batch if r.seq > after]
+        self.metrics.folded(count, time.perf_counter() - started)
         await self._commit(state, last)
-        return last
+        return state, last
 
-    def _fold(self, state: ProjectionState, batch: Sequence[Record]) -> int:
+    async def _skip(self, poisoned: _Poisoned) -> bool:
+        """Whether an operator's decision skips the event that cannot be folded (then it is
+        in `_skips`)."""
+        record = poisoned.record
+        skipped = await self._skip_decision(record)
+        if skipped is None:
+            return False
+        log.warning("projector %s folds sequence %d (%s) as nothing, as %s decided at "
+                    "sequence %d (%r); it cannot be folded: %s", self._name, record.seq,
+                    record.subject, skipped.by, skipped.decision_seq, skipped.reason,
+                    poisoned.reason)
+        self._skips[record.seq] = skipped
+        self._poisoned = self.halted = None
+        return True
+
+    async def _halt(self, state: ProjectionState, poisoned: _Poisoned) -> NoReturn:
+        record = poisoned.record
+        if poisoned.state_clean and poisoned.last_good > self.position:
+            await self._commit(state, poisoned.last_good)  # what came before it
+        await self._quarantine(record, poisoned.reason)
+        raise ProjectorHalted(
+            f"projector {self._name} stopped in front of sequence {record.seq} "
+            f"({record.subject}): {poisoned.reason}. The event is quarantined; nothing "
+            "after it is applied. Upgrade meshlog (or add an upcaster) and restart, or, if "
+            f"no release can read it, skip it: meshlog quarantine skip --seq {record.seq} "
+            "--reason TEXT") from poisoned.__cause__
+
+    async def _skip_decision(self, record: Record) -> SkippedEvent | None:
+        """The decision to skip `record` if the log holds one that names it (its sequence
+        and subject) and was made after it; read from the stream leader, so a replay finds
+        what a live projector found."""
+        found = await self._log.last(skip_subject(record.seq, self._zone), consistent=True)
+        if found is None:
+            return None
+        try:
+            decision: AnyEvent | None = self._codec.decode(found)
+        except UndecodableEvent:
+            decision = None
+        if (not isinstance(decision, SequenceSkipped) or decision.seq != record.seq
+                or decision.subject != record.subject or found.seq <= record.seq):
+            if found.seq not in self._not_followed:
+                self._not_followed.add(found.seq)
+                log.error("projector %s: sequence %d of %s is not a decision, made after it, "
+                          "to skip the event in the way (sequence %d on %s): not followed",
+                          self._name, found.seq, found.subject, record.seq, record.subject)
+            return None
+        return SkippedEvent(seq=record.seq, subject=record.subject, reason=decision.reason,
+                            by=decision.by, decided_at=decision.at, decision_seq=found.seq)
+
+    def _fold(self, state: ProjectionState, batch: Sequence[Record], after: int) -> int:
         with _gc_paused():
-            return self._fold_batch(state, batch)
+            return self._fold_batch(state, batch, after)
 
-    def _fold_batch(self, state: ProjectionState, batch: Sequence[Record]) -> int:
-        last = self.position
+    def _fold_batch(self, state: ProjectionState, batch: Sequence[Record], after: int) -> int:
+        last, skips = after, self._skips
         for record in batch:
             if record.seq != last + 1:
                 raise SequenceGap(last + 1, record.seq)
-            event, provenance = _read(record, last_good=last)
+            if skips and record.seq in skips:
+                state.put("skipped", f"{record.seq:012d}", skips[record.seq])
+                last = record.seq
+                continue
+            event, provenance = _read(record, self._codec, last_good=last)
             try:
                 apply_event(state, record.seq, event, provenance)
             except Exception as exc:
@@ -244,11 +366,12 @@ class Projector:
         log.error("projector %s quarantined sequence %d (%s): %s", self._name, record.seq,
                   record.subject, reason)
         self.halted = reason
+        self._poisoned = record
         self.metrics.quarantined()
         row = QuarantinedEvent(seq=record.seq, subject=record.subject, reason=reason,
                                data=record.data.decode("utf-8", "backslashreplace"),
                                projector=self._name)
-        await self._store.quarantine(f"{self._name}/{record.seq:012d}", encode_row(row))
+        await self._store.quarantine(quarantine_key(self._name, record.seq), encode_row(row))
 
     async def _publish(self, changes: Sequence[Change], checkpoint: int) -> None:
         if self._publisher is None:

@@ -23,6 +23,7 @@ from events.commands.proxies import (
     with_readiness,
 )
 from events.commands.resources import Commands, WriteResult, live_resource
+from events.commands.skips import SkipCommands, Skipped, unfoldable
 from events.commands.tokens import OpenedKey, Rotated, TokenCommands
 
 __all__ = [
@@ -42,6 +43,8 @@ __all__ = [
     "ProbeTarget",
     "ProxyCommands",
     "Rotated",
+    "SkipCommands",
+    "Skipped",
     "TokenCommands",
     "WriteResult",
     "current_of",
@@ -49,5 +52,6 @@ __all__ = [
     "probe_target",
     "registration_of",
     "timeless",
+    "unfoldable",
     "with_readiness",
 ]

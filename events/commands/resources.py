@@ -41,6 +41,7 @@ from events.commands.handler import (
     current_of,
 )
 from events.commands.meshes import current_mesh
+from events.commands.skips import SkipCommands
 from events.errors import Conflict, InvalidResource, NotFound, Violation
 from events.event_types import (
     AnyEvent,
@@ -120,6 +121,8 @@ class Commands:
         self.deployment = deployment
         self._clock = clock
         self._cas = CaCommands(self.handler, zone=zone, secret_key=secret_key, clock=clock)
+        self.skips = SkipCommands(self.handler, zone=zone)
+        """Operators' decisions to fold an unreadable event as nothing."""
 
     async def apply(self, resource: Resource, *, if_match: int | None = None,
                     idempotency_key: str | None = None,

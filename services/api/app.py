@@ -20,14 +20,17 @@
     GET    /zones[/{name}[/_overview]], /zone-insights; PUT, DELETE /zones/{name} (global)
                                           services.api.zones
     GET    /ready                                 200 once the read models answer
+    GET    /_quarantine                          events the projector could not apply, and
+                                                  those skipped (services.api.quarantine)
+    POST   /_quarantine/skips                    skip one no release can read (admin)
     GET    /metrics                               Prometheus metrics of every part of the process
     GET    /schema/openapi.json                  the OpenAPI document
     POST   /tokens/dataplane, /tokens/user       generate a token (services.api.tokens)
     POST   /tokens/{dataplane,user}/revocations  revoke one
 
 Who may do what (services.api.auth): reads are open; writes need a user token (`Authorization:
-Bearer`) or a loopback client (admin unless turned off); `_config`, tokens and the read-model
-swap need admin. A refusal is a 401 (with `WWW-Authenticate: Bearer`) or a 403.
+Bearer`) or a loopback client (admin unless turned off); `_config`, tokens, skips and the
+read-model swap need admin. A refusal is a 401 (with `WWW-Authenticate: Bearer`) or a 403.
 
 Writes go to the log (`events.commands`); reads come from the read models. A write answers
 once the projector has folded it (bounded wait), so a `get` right after an `apply` sees it.
@@ -38,7 +41,7 @@ violation in `invalid_parameters` as `{"field", "reason"}`.
 
 This module puts the app together; the routes live by concern: `meshes` (meshes and the
 kinds in a mesh), `meshless` (hostname generators, zone ingresses), `operations` (readiness,
-quarantine, metrics, admin), `proxy_inspector`, `tokens` and `zones`; reading and writing
+metrics, admin), `quarantine`, `proxy_inspector`, `tokens` and `zones`; reading and writing
 any kind in `_reads` and `_writes`; errors as problem documents in `problems`.
 """
 
@@ -61,6 +64,7 @@ from services.api.meshless import GENERATOR_ROUTES, INGRESS_ROUTES
 from services.api.operations import OPERATION_ROUTES
 from services.api.problems import on_error
 from services.api.proxy_inspector import INSPECT_ROUTES, ProxyInspector
+from services.api.quarantine import QUARANTINE_ROUTES
 from services.api.tokens import TOKEN_ROUTES
 from services.api.tracing import RequestTracing
 from services.api.zones import ZONE_ROUTES
@@ -80,7 +84,7 @@ def create_app(commands: Commands, store: ReadModelStore, *,
                sources: Callable[[], Awaitable[list[SourceState]]] | None = None) -> Litestar:
     """`auth`: who may do what (default: loopback clients are admin, no token keys)."""
     return Litestar(
-        route_handlers=[*MESH_ROUTES, *OPERATION_ROUTES, *INSPECT_ROUTES,
+        route_handlers=[*MESH_ROUTES, *OPERATION_ROUTES, *QUARANTINE_ROUTES, *INSPECT_ROUTES,
                         *GENERATOR_ROUTES, *INGRESS_ROUTES, *TOKEN_ROUTES, *ZONE_ROUTES],
         state=app_state(ApiState(commands, store, projection_wait_s, inspector=inspector,
                                  auth=auth or ApiAuth(), sources=sources)),

@@ -19,7 +19,8 @@ Authentication, once per request (`ApiAuth.authenticate`):
 Authorization (`guard`, app-wide): a route's `opt["access"]` says what it needs,
 else its method does. Reads are open, as in Kuma OSS; writes need an authenticated user (so
 a stranger on the network cannot change the mesh); a proxy's computed config, token generation
-and revocation, signing keys, and the read-model swap need `mesh-system:admin`. Refusals are
+and revocation, signing keys, skipping a quarantined event, and the read-model swap need
+`mesh-system:admin`. Refusals are
 RFC 7807 documents: 401 with `WWW-Authenticate: Bearer` when the caller is not authenticated
 (or its token is unusable), 403 when it is and may not.
 """

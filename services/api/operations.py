@@ -1,5 +1,5 @@
-"""Routes about the process itself: readiness, the quarantined events, its metrics, the
-read-model swap and the projectors' leadership."""
+"""Routes about the process itself: readiness, its metrics, the read-model swap and the
+projectors' leadership (the quarantine: services.api.quarantine)."""
 
 from __future__ import annotations
 
@@ -22,13 +22,6 @@ async def ready(request: ApiRequest) -> dict[str, Any]:
     quarantined = len(await store.scan("quarantine"))
     return {"status": "ready", "projectedSequence": await store.checkpoint(),
             "quarantinedEvents": quarantined}
-
-
-@get("/_quarantine", summary="Events the projector could not apply (it stopped at the first)")
-async def quarantine(request: ApiRequest) -> dict[str, Any]:
-    rows = await api_state(request.app).store.scan("quarantine")
-    items = [msgspec.json.decode(body) for _, body in rows]
-    return {"total": len(items), "items": items, "next": None}
 
 
 class SwapRequest(msgspec.Struct):
@@ -58,4 +51,4 @@ async def projectors(request: ApiRequest) -> dict[str, Any]:
     return {"total": len(items), "items": items, "next": None}
 
 
-OPERATION_ROUTES = [ready, quarantine, metrics, swap_read_models, projectors]
+OPERATION_ROUTES = [ready, metrics, swap_read_models, projectors]

@@ -18,7 +18,8 @@
     meshlog signing-key list|rotate|retire ...  token signing keys (admin; cli/signing_keys.py)
     meshlog replay --database URL [--to-seq N]       rebuild read models from the log
     meshlog export [--database URL] [-o FILE]        read models as canonical JSON
-    meshlog quarantine                               events the projector could not apply
+    meshlog quarantine [list]                        events the projector could not apply
+    meshlog quarantine skip --seq N --reason TEXT    fold one no release reads as nothing (admin)
     meshlog top [--metrics URL]... [--once]          live view of proxies, pushes, NACKs, lag
     meshlog bench rebuild|ingest --events N          benchmarks
     meshlog bench propagation --proxies N [--gateways G]   xDS push latency through an LB
@@ -50,13 +51,8 @@ import yaml
 from events import MeshlogError
 from services.cli.client import ApiClient, ApiError, admin_token_file
 from services.cli.parser import API_DEFAULT, build_parser
-from services.cli.resources import (
-    cmd_apply,
-    cmd_delete,
-    cmd_get,
-    cmd_quarantine,
-    read_documents,
-)
+from services.cli.quarantine import cmd_quarantine
+from services.cli.resources import cmd_apply, cmd_delete, cmd_get, read_documents
 from services.cli.signing_keys import cmd_signing_key
 from services.cli.tokens import cmd_generate, cmd_revoke, read_token_file
 from services.errors import ConfigError

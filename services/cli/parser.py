@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from services.cli.quarantine import add_quarantine_parsers
 from services.cli.signing_keys import add_signing_key_parsers
 from services.cli.tokens import add_token_parsers
 from services.runtime.config import env
@@ -330,8 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     rot.add_argument("--rounds", default="3", help="rotation waves (default %(default)s)")
     rot.add_argument("--nats-url", help="default: an embedded nats-server in a temp dir")
 
-    sub.add_parser("quarantine", parents=g, help="list events the projector could not "
-                   "apply (exit 1 if any)")
+    add_quarantine_parsers(sub, g)
 
     top = sub.add_parser("top", parents=g, help="a live view of proxies, pushes, NACKs and "
                          "projector lag, read from /metrics")

@@ -1,5 +1,5 @@
-"""The resource commands of the CLI, as a Kuma user knows them: `apply`, `get`, `delete`, and
-`quarantine`, each a call of the HTTP API through `ApiClient`."""
+"""The resource commands of the CLI, as a Kuma user knows them: `apply`, `get` and `delete`,
+each a call of the HTTP API through `ApiClient`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from services.cli.client import ApiClient, ApiError
 from services.cli.zones import ZONE_WORDS, apply_zone, cmd_get_zones
 from services.render import GLOBAL_KINDS, PLURALS
 
-__all__ = ["SINGULAR", "cmd_apply", "cmd_delete", "cmd_get", "cmd_quarantine", "read_documents"]
+__all__ = ["SINGULAR", "cmd_apply", "cmd_delete", "cmd_get", "read_documents"]
 
 
 SINGULAR = {"mesh": "Mesh", "dataplane": "Dataplane", "meshservice": "MeshService",
@@ -238,13 +238,3 @@ def cmd_delete(args: argparse.Namespace, client: ApiClient) -> int:
     print(f"{kind.lower()} {args.name!r} deleted (version {result['version']})")
     return 0
 
-
-def cmd_quarantine(args: argparse.Namespace, client: ApiClient) -> int:
-    items = client.get("/_quarantine")["items"]
-    if not items:
-        print("no quarantined events")
-        return 0
-    for item in items:
-        print(f"#{item['seq']} {item['subject']} (projector {item['projector']}): "
-              f"{item['reason']}")
-    return 1

@@ -1,5 +1,6 @@
 """Running a projector for as long as the process runs: a halt (sequence gap, quarantined
-event) keeps the rest of the process serving; anything else is retried from the checkpoint,
+event) keeps the rest of the process serving; a quarantined event's halt ends when an
+operator skips it (`meshlog quarantine skip`); anything else is retried from the checkpoint,
 with a growing delay, for ever; a NATS reconnection restarts its reader.
 
 `meshlog up`, `meshlog projector` and each contender of a lease (services.runtime.standby)
@@ -30,7 +31,10 @@ async def run_projector(projector: Projector, reconnected: asyncio.Event | None 
     """Run the projector; if it halts (gap, quarantined event), keep the rest serving.
 
     The API and gateways go on answering from the last consistent read models; the halt is
-    logged, visible at GET /_quarantine and /metrics, and survives restarts until fixed.
+    logged, visible at GET /_quarantine and /metrics, and survives restarts until fixed: by a
+    release that reads the event, or, for a quarantined event, by an operator's decision to
+    skip it, which the halted projector polls for (`Projector.skip_decided`) and then runs
+    again, folding the event as nothing. A sequence gap stays halted until the process stops.
     Anything else that stops it (NATS or the database unavailable; nats-py's own errors, such
     as "no responders" for a reader whose consumer went with a restarted nats-server) is
     retried, with a growing delay, for ever: resuming from the checkpoint and reconciling the
@@ -46,9 +50,15 @@ async def run_projector(projector: Projector, reconnected: asyncio.Event | None 
                 log.info("NATS is back: projector resuming after sequence %d with a new reader",
                          projector.position)
                 delay = 0.5
-        except (ProjectorHalted, SequenceGap) as exc:
+        except SequenceGap as exc:
             log.error("PROJECTOR HALTED: %s", exc)
             await asyncio.Event().wait()  # stay halted until the process stops
+        except ProjectorHalted as exc:
+            log.error("PROJECTOR HALTED: %s", exc)
+            await projector.skip_decided()
+            log.info("projector resuming after sequence %d: the event in its way is skipped "
+                     "by an operator's decision", projector.position)
+            delay = 0.5
         except Exception as exc:
             if _permanent(exc):
                 raise  # the same again would fail again (e.g. StoreCorrupt)

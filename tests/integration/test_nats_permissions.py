@@ -25,8 +25,10 @@ from events import (
     JetStreamEventLog,
     Mesh,
     MeshApplied,
+    SequenceSkipped,
     decode_resource,
     resource_subject,
+    skip_subject,
 )
 from events.bus import _leader_reads
 from events.bus.connection import connect_nats
@@ -165,6 +167,27 @@ async def test_the_api_appends_a_mesh_of_its_zone_only(plane: Plane) -> None:
     other_zone = resource_subject("Mesh", None, "evil", zone="east")
     with pytest.raises(NatsPermissionDenied):
         await api.append(other_zone, _mesh(), expected_last_subject_seq=0, msg_id="mesh-2")
+
+
+async def test_the_api_appends_a_skip_decision_the_projector_reads(plane: Plane) -> None:
+    """`meshlog quarantine skip`: the API's user appends the decision on the sequence's own
+    subject; the projector reads it from the stream leader (what a halted projector polls and
+    a replay asks); neither the projector nor a gateway may append one."""
+    api = await plane.log("api")
+    mesh = await api.append(MESH, _mesh(), expected_last_subject_seq=0, msg_id="mesh-1")
+    decision = SequenceSkipped(at=1, seq=mesh.seq, subject=MESH, reason="test", by="admin")
+    appended = await api.append(skip_subject(mesh.seq), decision, expected_last_subject_seq=0,
+                                msg_id="skip-1")
+    nc = await plane.nc("projector")
+    projector = JetStreamEventLog(nc, nc.jetstream(timeout=_APPEND_TIMEOUT_S), EVENTS_STREAM)
+    record = await projector.last(skip_subject(mesh.seq), consistent=True)
+    assert record is not None and record.seq == appended.seq
+    for role in ("projector", "gateway"):
+        with pytest.raises(NatsPermissionDenied):
+            await (await plane.log(role)).append(skip_subject(9), decision,
+                                                 expected_last_subject_seq=0,
+                                                 msg_id=f"skip-{role}")
+    assert await _head(plane) == appended.seq
 
 
 async def test_the_roles_that_append_may_read_from_the_stream_leader(plane: Plane) -> None:

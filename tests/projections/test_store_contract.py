@@ -109,6 +109,23 @@ async def test_quarantine_records_without_moving_the_checkpoint(store: ReadModel
     assert await store.scan("quarantine") == [("main/000000000005", b'{"seq": 5}')]
 
 
+async def test_a_commit_past_a_quarantined_sequence_removes_it(store: ReadModelStore) -> None:
+    """Once the projector gets past a quarantined event (a release that reads it, a skip), the
+    row goes in that commit's transaction; another projector's, and a later one, stay."""
+    await store.commit([_put("mesh", "m", "1")], 4)
+    for key in ("main/000000000005", "main/000000000009", "main/0/000000000005",
+                "other/000000000005"):
+        await store.quarantine(key, b"{}")
+    await store.commit([_put("mesh", "m", "2")], 6)
+    assert [k for k, _ in await store.scan("quarantine")] == [
+        "main/0/000000000005", "main/000000000009", "other/000000000005"]
+    assert await store.get("mesh", "m") == b"2"
+    await store.commit([], 9, "other")  # other's checkpoint: main's row is not its own
+    assert [k for k, _ in await store.scan("quarantine")] == [
+        "main/0/000000000005", "main/000000000009"]
+
+
+
 async def test_a_new_sqlite_file_opens_while_another_process_makes_it(tmp_path: Path) -> None:
     """Two projectors started together race to make the same new SQLite file (a CI run:
     one exited with "database is locked"). SQLite answers the loser at once, without its busy

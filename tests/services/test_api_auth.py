@@ -134,7 +134,8 @@ async def test_a_non_admin_gets_403_for_config_and_tokens(api: Api) -> None:
                                   "group mesh-system:admin")
         for path, doc in (("/tokens/dataplane", {"name": "web-1"}),
                           ("/tokens/user", {"name": "joe"}),
-                          ("/tokens/user/revocations", {"jti": "x"})):
+                          ("/tokens/user/revocations", {"jti": "x"}),
+                          ("/_quarantine/skips", {"seq": 1, "reason": "x"})):
             assert "needs group mesh-system:admin" in _problem(
                 await user.post(path, json=doc), 403)["detail"]
         _problem(await user.post("/_admin/read-models", json={"database": "x"}), 403)

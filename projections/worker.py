@@ -36,6 +36,7 @@ from events.identity import SecretKey
 from projections.derive import derive_stale
 from projections.errors import ProjectorHalted, SequenceGap
 from projections.fold import apply_event
+from projections.foldversion import FOLD_VERSION, FoldVersions, fold_versions, outdated_advice
 from projections.metrics import ProjectorMetrics
 from projections.state import Change, ProjectionState, local_zone_of
 from projections.store import ReadModelStore
@@ -119,12 +120,13 @@ class Projector:
     def __init__(
         self, log: EventLog, store: ReadModelStore, publisher: ProjectionPublisher | None, *,
         zone: str, name: str = "main", max_batch: int = LIVE_BATCH,
-        secret_key: SecretKey | None = None,
+        secret_key: SecretKey | None = None, export_metrics: bool = True,
     ) -> None:
         """`zone` is the zone this projector runs in (`GLOBAL_ZONE` on global), where it
         appends its clock ticks; every event is folded with the zone and origin of its own
         subject (`events.provenance_of`), and what another zone wrote is remote here
-        (`ProjectionState.local_zone`, `projections.remote`)."""
+        (`ProjectionState.local_zone`, `projections.remote`). Without `export_metrics` its
+        metrics go nowhere: a rebuild beside the live projector of the same name."""
         self._log = log
         self._store = store
         self._publisher = publisher
@@ -138,7 +140,11 @@ class Projector:
         self._ticker: Ticker | None = None
         self._secret_key = secret_key
         """Opens the meshes' CA keys to issue workload certificates (mTLS)."""
-        self.metrics = ProjectorMetrics(name, log, lambda: self.position)
+        self.metrics = (ProjectorMetrics(name, log, lambda: self.position) if export_metrics
+                        else ProjectorMetrics.unexported())
+        self.fold_versions: FoldVersions | None = None
+        """The store's fold version beside the code's, read at each start (None before)."""
+        self._warned_outdated = False
 
     async def run(self, *, until_seq: int | None = None) -> None:
         """Fold the log forever (or until `until_seq` is committed). An event that cannot be
@@ -160,11 +166,17 @@ class Projector:
             self._ticker = None
 
     async def _follow(self, until_seq: int | None) -> None:
+        # before anything is loaded: a store of a newer release's fold is refused
+        # (NewerFoldVersion); one of an older release's is folded on, and said to be outdated
+        versions = self.fold_versions = await fold_versions(self._store, self._name)
+        if versions.outdated and not self._warned_outdated:
+            log.warning("projector %s: %s", self._name, outdated_advice(versions, self._name))
+            self._warned_outdated = True
         state = ProjectionState.load(await self._store.rows(), secret_key=self._secret_key,
                                      local_zone=local_zone_of(self._zone))
         self.position = await self._store.checkpoint(self._name)
         await self._reconcile(state)
-        self.metrics.resumed(self.position)
+        self.metrics.resumed(self.position, versions)
         if self._ticker is not None:
             self._ticker.schedule(state.next_expiry())
         log.info("projector %s resuming after sequence %d", self._name, self.position)
@@ -233,7 +245,10 @@ class Projector:
     async def _commit_and_publish(self, changes: Sequence[Change], last: int) -> None:
         started = time.perf_counter()
         with step_span("meshlog.projector.commit", **{"meshlog.rows": len(changes)}):
-            await self._store.commit(changes, last, self._name)
+            # recorded by the first commit of a fresh store only (projections.foldversion)
+            await self._store.commit(changes, last, self._name, fold_version=FOLD_VERSION)
+        if self.position == 0:
+            self.fold_versions = FoldVersions(FOLD_VERSION)  # what that first commit recorded
         self.position = last
         if changes:
             with step_span("meshlog.projector.publish", **{"meshlog.checkpoint": last}):

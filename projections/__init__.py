@@ -3,6 +3,7 @@
 from projections._match import dataplane_matches
 from projections.derive import inbound_serves, is_healthy
 from projections.errors import (
+    NewerFoldVersion,
     ProjectionError,
     ProjectorHalted,
     SequenceGap,
@@ -12,11 +13,12 @@ from projections.errors import (
 )
 from projections.export import export_store
 from projections.fold import apply_event
+from projections.foldversion import FOLD_VERSION, FoldVersions, fold_versions, outdated_advice
 from projections.generation import DEFAULT_GRACE_PERIOD_MS, MANAGED_BY, MANAGED_BY_LABEL
 from projections.ipam import DEFAULT_CIDRS
 from projections.rebuild import Progress, rebuild
 from projections.state import Change, ProjectionState
-from projections.store import ReadModelStore, open_store
+from projections.store import ReadModelStore, open_store, redacted_url, sqlite_path
 from projections.views import (
     COLLECTIONS,
     PUBLISHED,
@@ -47,6 +49,7 @@ __all__ = [
     "COLLECTIONS",
     "DEFAULT_CIDRS",
     "DEFAULT_GRACE_PERIOD_MS",
+    "FOLD_VERSION",
     "MANAGED_BY",
     "MANAGED_BY_LABEL",
     "PUBLISHED",
@@ -54,6 +57,7 @@ __all__ = [
     "DataplaneRow",
     "Endpoint",
     "EndpointsRow",
+    "FoldVersions",
     "GracePeriodRow",
     "HostnameGeneratorRow",
     "IdentityRow",
@@ -61,6 +65,7 @@ __all__ = [
     "MeshRow",
     "MeshServiceRow",
     "MeshTrafficPermissionRow",
+    "NewerFoldVersion",
     "PortEndpoints",
     "Progress",
     "ProjectionError",
@@ -84,8 +89,12 @@ __all__ = [
     "decode_typed",
     "encode_row",
     "export_store",
+    "fold_versions",
     "inbound_serves",
     "is_healthy",
     "open_store",
+    "outdated_advice",
     "rebuild",
+    "redacted_url",
+    "sqlite_path",
 ]

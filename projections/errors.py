@@ -7,8 +7,10 @@
         └── StoreError
             ├── StoreUnavailable the database cannot be reached (transient)
             ├── StoreCorrupt     the read models are not what this code wrote (permanent)
-            └── Fenced           a newer projector leader claimed the store: this one's
-                                 commit is refused (permanent for its term)
+            ├── Fenced           a newer projector leader claimed the store: this one's
+            │                    commit is refused (permanent for its term)
+            └── NewerFoldVersion the store was folded by a newer release's rules (a
+                                 downgrade): this one must not fold into it (permanent)
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from events import MeshlogError
 __all__ = [
     "Fenced",
     "IdentityUnavailable",
+    "NewerFoldVersion",
     "ProjectionError",
     "ProjectorHalted",
     "SequenceGap",
@@ -60,6 +63,11 @@ class StoreCorrupt(StoreError):
 class Fenced(StoreError):
     """The store's fence for this projector is above the caller's token: a newer leader
     (projections.leadership) has claimed it, so the caller is a stale leader."""
+
+
+class NewerFoldVersion(StoreError):
+    """The store records a fold version above this code's (projections.foldversion): it was
+    folded by a newer release, and folding on with this one would mix two releases' rules."""
 
 
 class IdentityUnavailable(ProjectionError):

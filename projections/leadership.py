@@ -67,9 +67,14 @@ class FencedStore:
     async def checkpoint(self, projector: str = "main") -> int:
         return await self._store.checkpoint(projector)
 
+    async def fold_version(self, projector: str = "main") -> int | None:
+        return await self._store.fold_version(projector)
+
     async def commit(self, changes: Sequence[Change], checkpoint: int,
-                     projector: str = "main", *, fence: int | None = None) -> None:
-        await self._store.commit(changes, checkpoint, projector, fence=self.token)
+                     projector: str = "main", *, fence: int | None = None,
+                     fold_version: int | None = None) -> None:
+        await self._store.commit(changes, checkpoint, projector, fence=self.token,
+                                 fold_version=fold_version)
 
     async def claim(self, projector: str, fence: int) -> None:
         await self._store.claim(projector, fence)

@@ -7,10 +7,15 @@
     meshlog_projector_fold_seconds{projector}           histogram: folding one batch
     meshlog_projector_commit_seconds{projector}         histogram: committing (and publishing) it
     meshlog_projector_quarantined_events_total{projector}  counter
+    meshlog_read_models_fold_version{projector}         gauge: the fold version of its store's rows
+    meshlog_read_models_outdated{projector}             gauge: 1 if older than the code's
 
 The lag needs the log (its last sequence, the time of the next event), so it is read when
 scraped: `refresh()`, awaited by the process's `/metrics` before it renders (services.metrics).
-The projector itself only calls `folded`, `committed` and `quarantined`, once per batch.
+The projector itself only calls `folded`, `committed` and `quarantined`, once per batch, and
+`started` once per start. A projector that rebuilds read models beside the live one (`meshlog
+up`, services.runtime.readmodels) has `ProjectorMetrics.unexported()`: its positions are not
+the live projector's.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from collections.abc import Callable
 from prometheus_client import Counter, Gauge, Histogram
 
 from events import EventLog, UndecodableEvent, decode_event
+from projections.foldversion import FoldVersions
 
 __all__ = ["ProjectorMetrics", "leadership_changed", "refresh"]
 
@@ -57,6 +63,15 @@ QUARANTINED = Counter("meshlog_projector_quarantined_events_total",
                       "Events the projector could not apply and quarantined (it halts).",
                       _LABELS)
 
+READ_MODELS_FOLD_VERSION = Gauge(
+    "meshlog_read_models_fold_version",
+    "The fold version the projector's read models were folded with (1: before stores "
+    "recorded one; projections.FOLD_VERSION).", _LABELS)
+READ_MODELS_OUTDATED = Gauge(
+    "meshlog_read_models_outdated",
+    "1 while the projector's read models were folded with an older fold version than this "
+    "release's (a replay would make other rows: rebuild them), else 0.", _LABELS)
+
 _REFRESH_TIMEOUT_S = 2.0
 _live: weakref.WeakSet[ProjectorMetrics] = weakref.WeakSet()
 
@@ -77,8 +92,15 @@ class ProjectorMetrics:
         self._quarantined = QUARANTINED.labels(name)
         _live.add(self)
 
-    def resumed(self, position: int) -> None:
+    @staticmethod
+    def unexported() -> ProjectorMetrics:
+        """Metrics that go nowhere, for a projector that is not the live one."""
+        return _Unexported()
+
+    def resumed(self, position: int, versions: FoldVersions) -> None:
         self._last_folded.set(position)
+        READ_MODELS_FOLD_VERSION.labels(self._name).set(versions.read_models or versions.code)
+        READ_MODELS_OUTDATED.labels(self._name).set(int(versions.outdated))
 
     def folded(self, events: int, seconds: float) -> None:
         self._batch.observe(events)
@@ -95,12 +117,14 @@ class ProjectorMetrics:
         """This projector no longer folds (its term ended: the lease lost or given up). Its
         lag is no longer read: frozen at the term's last position, it would grow for ever
         beside the new leader's, and an alert on the lag would fire for a healthy standby.
-        The process's lag gauges go with it (absent while the process is standby), unless
+        The process's lag gauges go with it (absent while the process is standby), and so do
+        the fold version of its store and whether it is outdated, unless
         another projector of the same name in this process folds (`meshlog up --projectors
         N`: one name, N contenders, one of them active)."""
         _live.discard(self)
         if not any(other._name == self._name for other in _live):
-            for gauge in (LAG_EVENTS, LAG_SECONDS):
+            for gauge in (LAG_EVENTS, LAG_SECONDS, READ_MODELS_FOLD_VERSION,
+                          READ_MODELS_OUTDATED):
                 with contextlib.suppress(KeyError):
                     gauge.remove(self._name)
 
@@ -122,6 +146,31 @@ class ProjectorMetrics:
         except UndecodableEvent:
             return  # the projector quarantines it; its counter says so
         self._lag_seconds.set(max(0.0, time.time() - event.at / 1000))
+
+
+class _Unexported(ProjectorMetrics):
+    """`ProjectorMetrics.unexported()`: every call does nothing."""
+
+    def __init__(self) -> None:
+        pass  # no labels taken, not among the live ones refreshed when scraped
+
+    def resumed(self, position: int, versions: FoldVersions) -> None:
+        pass
+
+    def folded(self, events: int, seconds: float) -> None:
+        pass
+
+    def committed(self, position: int, seconds: float) -> None:
+        pass
+
+    def quarantined(self) -> None:
+        pass
+
+    def stood_down(self) -> None:
+        pass
+
+    async def refresh(self) -> None:
+        pass
 
 
 async def refresh() -> None:

@@ -3,6 +3,13 @@
 Same tables and contract as the SQLite store. Keys sort with `COLLATE "C"` so that listing
 order is byte order on both backends (exports compare byte for byte). A commit locks the
 checkpoint row (`FOR UPDATE`): two projectors racing on one store cannot both move it.
+
+The schema is made where missing each time a store opens (`CREATE TABLE IF NOT EXISTS`), so a
+database of an earlier release gains the tables added since (the fold versions) in place, its
+rows untouched. PostgreSQL's `IF NOT EXISTS` is not safe against another session creating the
+same table at the same moment (one of them fails on a unique index of the catalog), which is
+what processes of a new release started together do to a database of the previous one: the
+opens take turns on a transaction-scoped advisory lock (`_SCHEMA_LOCK`).
 """
 
 from __future__ import annotations
@@ -12,9 +19,10 @@ from collections.abc import Sequence
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from projections.errors import Fenced, StoreCorrupt, StoreUnavailable
+from projections.errors import Fenced, NewerFoldVersion, StoreCorrupt, StoreUnavailable
+from projections.foldversion import UNRECORDED_FOLD_VERSION
 from projections.state import Change
-from projections.store import quarantined_up_to
+from projections.store import quarantined_up_to, redacted_url
 
 __all__ = ["PostgresReadModelStore"]
 
@@ -33,7 +41,13 @@ CREATE TABLE IF NOT EXISTS meshlog_fences (
     projector TEXT PRIMARY KEY,
     token     BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meshlog_fold_versions (
+    projector TEXT PRIMARY KEY,
+    version   BIGINT NOT NULL
+);
 """
+_SCHEMA_LOCK = 0x6D6573686C6F67
+"""The advisory lock key the opens take turns on while they make the schema (b"meshlog")."""
 _UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                 asyncpg.CannotConnectNowError, TimeoutError)
 
@@ -48,11 +62,12 @@ class PostgresReadModelStore:
         try:
             pool = await asyncpg.create_pool(url, min_size=1, max_size=4, timeout=10,
                                              command_timeout=60)
-            async with pool.acquire() as conn:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
                 await conn.execute(_SCHEMA)
         except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
             raise StoreUnavailable(
-                f"cannot open PostgreSQL read models at {_redact(url)}: {exc}") from exc
+                f"cannot open PostgreSQL read models at {redacted_url(url)}: {exc}") from exc
         return cls(pool, url)
 
     async def checkpoint(self, projector: str = "main") -> int:
@@ -64,6 +79,16 @@ class PostgresReadModelStore:
             raise StoreCorrupt(f"checkpoint of {projector!r} is not an integer: {seq!r}")
         return seq
 
+    async def fold_version(self, projector: str = "main") -> int | None:
+        version = await self._fetchval(
+            "SELECT version FROM meshlog_fold_versions WHERE projector = $1", projector)
+        if version is not None:
+            if not isinstance(version, int):  # a BIGINT column: asyncpg gives an int
+                raise StoreCorrupt(f"fold version of {projector!r} is not an integer: "
+                                   f"{version!r}")
+            return version
+        return UNRECORDED_FOLD_VERSION if await self.checkpoint(projector) else None
+
     async def claim(self, projector: str, fence: int) -> None:
         try:
             async with self._pool.acquire() as conn, conn.transaction():
@@ -72,7 +97,8 @@ class PostgresReadModelStore:
             raise StoreUnavailable(f"PostgreSQL claim failed: {exc}") from exc
 
     async def commit(self, changes: Sequence[Change], checkpoint: int,
-                     projector: str = "main", *, fence: int | None = None) -> None:
+                     projector: str = "main", *, fence: int | None = None,
+                     fold_version: int | None = None) -> None:
         upserts = [c for c in changes if c.body is not None]
         deletes = [c for c in changes if c.body is None]
         try:
@@ -88,6 +114,8 @@ class PostgresReadModelStore:
                 if checkpoint <= current:
                     raise StoreCorrupt(
                         f"checkpoint of {projector!r} would move from {current} to {checkpoint}")
+                if fold_version is not None:
+                    await _record_fold_version(conn, projector, fold_version, current)
                 if upserts:
                     await conn.execute(
                         "INSERT INTO meshlog_rows (collection, key, body) "
@@ -166,11 +194,21 @@ async def _check_fence(conn: PoolConnectionProxy[asyncpg.Record], projector: str
         "UPDATE meshlog_fences SET token = $2 WHERE projector = $1", projector, fence)
 
 
-def _redact(url: str) -> str:
-    """The URL without its password, for error messages."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
+async def _record_fold_version(conn: PoolConnectionProxy[asyncpg.Record], projector: str,
+                               version: int, current: int) -> None:
+    """Inside the commit's transaction (the checkpoint row locked), its checkpoint `current`
+    before it: a first commit records `version`; a later one checks it is not below the
+    recorded one."""
+    if current == 0:
+        await conn.execute(
+            "INSERT INTO meshlog_fold_versions (projector, version) VALUES ($1, $2) "
+            "ON CONFLICT (projector) DO UPDATE SET version = excluded.version",
+            projector, version)
+        return
+    recorded = await conn.fetchval(
+        "SELECT version FROM meshlog_fold_versions WHERE projector = $1", projector)
+    recorded = UNRECORDED_FOLD_VERSION if recorded is None else recorded
+    if recorded > version:
+        raise NewerFoldVersion(
+            f"projector {projector!r}'s rows were folded with fold version {recorded}, a "
+            f"commit with {version} would mix two releases' rules")

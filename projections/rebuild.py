@@ -54,8 +54,10 @@ async def rebuild(
     target = head if to_seq is None else min(to_seq, head)
     if target == 0:
         return 0
+    # its metrics go nowhere: a rebuild may run beside the live projector of the same name
+    # (meshlog up rebuilding outdated read models), whose lag and position they would blur
     projector = Projector(log, store, publisher, zone=zone, max_batch=max_batch,
-                          secret_key=secret_key)
+                          secret_key=secret_key, export_metrics=False)
     started = time.monotonic()
 
     def report() -> None:

@@ -1,5 +1,10 @@
 """`SqliteReadModelStore`: read models in SQLite (aiosqlite), WAL mode so readers in other
-processes (the API) never block the projector."""
+processes (the API) never block the projector.
+
+The schema is made where missing each time a store opens (`CREATE TABLE IF NOT EXISTS`: a
+no-op read of the schema where the table is there), so a file of an earlier release gains
+the tables added since (the fold versions) in place, its rows untouched; an earlier release
+opening a later file leaves the tables it does not know alone."""
 
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ from pathlib import Path
 
 import aiosqlite
 
-from projections.errors import Fenced, StoreCorrupt, StoreUnavailable
+from projections.errors import Fenced, NewerFoldVersion, StoreCorrupt, StoreUnavailable
+from projections.foldversion import UNRECORDED_FOLD_VERSION
 from projections.state import Change
 from projections.store import quarantined_up_to
 
@@ -36,6 +42,10 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 CREATE TABLE IF NOT EXISTS fences (
     projector TEXT PRIMARY KEY,
     token     INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fold_versions (
+    projector TEXT PRIMARY KEY,
+    version   INTEGER NOT NULL
 );
 """
 
@@ -85,10 +95,20 @@ class SqliteReadModelStore:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
+    async def fold_version(self, projector: str = "main") -> int | None:
+        async with self._db.execute(
+            "SELECT version FROM fold_versions WHERE projector = ?", (projector,)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is not None:
+            return int(row[0])
+        return UNRECORDED_FOLD_VERSION if await self.checkpoint(projector) else None
+
     async def commit(self, changes: Sequence[Change], checkpoint: int,
-                     projector: str = "main", *, fence: int | None = None) -> None:
+                     projector: str = "main", *, fence: int | None = None,
+                     fold_version: int | None = None) -> None:
         async with self._write_lock:
-            await self._commit(changes, checkpoint, projector, fence)
+            await self._commit(changes, checkpoint, projector, fence, fold_version)
 
     async def claim(self, projector: str, fence: int) -> None:
         async with self._write_lock:
@@ -117,7 +137,7 @@ class SqliteReadModelStore:
             "ON CONFLICT (projector) DO UPDATE SET token = excluded.token", (projector, fence))
 
     async def _commit(self, changes: Sequence[Change], checkpoint: int, projector: str,
-                      fence: int | None) -> None:
+                      fence: int | None, fold_version: int | None) -> None:
         try:
             await self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -128,6 +148,8 @@ class SqliteReadModelStore:
                     raise StoreCorrupt(
                         f"checkpoint of {projector!r} would move from {current} to {checkpoint}"
                     )
+                if fold_version is not None:
+                    await self._record_fold_version(projector, fold_version, current)
                 upserts = [(c.collection, c.key, c.body) for c in changes if c.body is not None]
                 deletes = [(c.collection, c.key) for c in changes if c.body is None]
                 await self._db.executemany(
@@ -149,6 +171,21 @@ class SqliteReadModelStore:
             await self._db.commit()
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite commit failed at {self.path}: {exc}") from exc
+
+    async def _record_fold_version(self, projector: str, version: int, current: int) -> None:
+        """Inside the commit's transaction, its checkpoint `current` before it: a first
+        commit records `version`; a later one checks it is not below the recorded one."""
+        if current == 0:
+            await self._db.execute(
+                "INSERT INTO fold_versions (projector, version) VALUES (?, ?) "
+                "ON CONFLICT (projector) DO UPDATE SET version = excluded.version",
+                (projector, version))
+            return
+        recorded = await self.fold_version(projector)
+        if recorded is not None and recorded > version:
+            raise NewerFoldVersion(
+                f"{self.path}: projector {projector!r}'s rows were folded with fold version "
+                f"{recorded}, a commit with {version} would mix two releases' rules")
 
     async def get(self, collection: str, key: str) -> bytes | None:
         async with self._db.execute(

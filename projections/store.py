@@ -13,6 +13,11 @@ commit whose checkpoint reaches it removes it in its own transaction: the projec
 that sequence (a release that reads it, or an operator's skip), so the quarantine, `/ready`
 and the metric never count an event that is no longer in the way, and a crash cannot leave
 one counted behind a checkpoint that passed it.
+
+And per projector, the fold version its rows were folded with (projections.foldversion):
+recorded by its first commit only, so a store keeps the version of the fold that started it
+from sequence 0, whatever release continues it. A store written before stores recorded one
+(whose tables each store adds where missing when it opens) reads as version 1.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from typing import Protocol
 
 from projections.state import Change
 
-__all__ = ["ReadModelStore", "open_store", "quarantine_key", "quarantined_up_to"]
+__all__ = ["ReadModelStore", "open_store", "quarantine_key", "quarantined_up_to", "redacted_url",
+           "sqlite_path"]
 
 
 class ReadModelStore(Protocol):
@@ -31,14 +37,25 @@ class ReadModelStore(Protocol):
         """The last stream sequence committed by `projector`; 0 if none."""
         ...
 
+    async def fold_version(self, projector: str = "main") -> int | None:
+        """The fold version `projector`'s rows were folded with: the one its first commit
+        recorded; 1 (`UNRECORDED_FOLD_VERSION`) if it committed without recording one (a
+        store written before fold versions); None while it has committed nothing."""
+        ...
+
     async def commit(self, changes: Sequence[Change], checkpoint: int,
-                     projector: str = "main", *, fence: int | None = None) -> None:
+                     projector: str = "main", *, fence: int | None = None,
+                     fold_version: int | None = None) -> None:
         """Apply `changes` and set the checkpoint, atomically. The checkpoint only moves
         forward; a commit with a checkpoint not above the current one raises StoreCorrupt.
         The quarantine rows of `projector` at or below the checkpoint go in the same
         transaction (`quarantined_up_to`).
         With `fence`, the commit is refused (`Fenced`, nothing written) if a higher token
-        has been claimed for `projector`."""
+        has been claimed for `projector`. With `fold_version` (the committing fold's), a
+        first commit of `projector` (its checkpoint 0) records it, a later one leaves the
+        recorded version as it is, and a commit whose fold version is below the recorded
+        one is refused (`NewerFoldVersion`, nothing written): it would mix two releases'
+        rules."""
         ...
 
     async def claim(self, projector: str, fence: int) -> None:
@@ -81,13 +98,31 @@ def quarantined_up_to(projector: str, checkpoint: int) -> tuple[str, str, int]:
     return f"{projector}/", up_to, len(up_to)
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite store's URL (`sqlite:///path/to/file.db` or a bare path); None
+    for PostgreSQL."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return None
+    return Path(url.removeprefix("sqlite:///").removeprefix("sqlite://"))
+
+
 async def open_store(url: str) -> ReadModelStore:
     """`sqlite:///path/to/file.db` (or a bare path) or `postgresql://...`."""
-    if url.startswith(("postgresql://", "postgres://")):
+    path = sqlite_path(url)
+    if path is None:
         from projections.postgres import PostgresReadModelStore
 
         return await PostgresReadModelStore.open(url)
-    path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
     from projections.sqlite import SqliteReadModelStore
 
-    return await SqliteReadModelStore.open(Path(path))
+    return await SqliteReadModelStore.open(path)
+
+
+def redacted_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"

@@ -54,6 +54,7 @@ from events.identity import SecretKey
 from projections.derive import derive_stale
 from projections.errors import ProjectorHalted, SequenceGap
 from projections.fold import apply_event
+from projections.foldversion import FOLD_VERSION, FoldVersions, fold_versions, outdated_advice
 from projections.metrics import ProjectorMetrics
 from projections.state import Change, ProjectionState, local_zone_of
 from projections.store import ReadModelStore, quarantine_key
@@ -153,15 +154,16 @@ class Projector:
     def __init__(
         self, log: EventLog, store: ReadModelStore, publisher: ProjectionPublisher | None, *,
         zone: str, name: str = "main", max_batch: int = LIVE_BATCH,
-        secret_key: SecretKey | None = None,
+        secret_key: SecretKey | None = None, export_metrics: bool = True,
         upcasters: dict[int, Upcaster] | None = None, current_schema: int = SCHEMA_VERSION,
     ) -> None:
         """`zone` is the zone this projector runs in (`GLOBAL_ZONE` on global), where it
         appends its clock ticks and whose skip decisions it honours (its log's); every event
         is folded with the zone and origin of its own subject (`events.provenance_of`), and
         what another zone wrote is remote here (`ProjectionState.local_zone`,
-        `projections.remote`). `upcasters` and `current_schema` are `decode_event`'s (default:
-        this release's)."""
+        `projections.remote`). Without `export_metrics` its metrics go nowhere: a rebuild
+        beside the live projector of the same name. `upcasters` and `current_schema` are
+        `decode_event`'s (default: this release's)."""
         self._log = log
         self._store = store
         self._publisher = publisher
@@ -175,7 +177,11 @@ class Projector:
         self._ticker: Ticker | None = None
         self._secret_key = secret_key
         """Opens the meshes' CA keys to issue workload certificates (mTLS)."""
-        self.metrics = ProjectorMetrics(name, log, lambda: self.position)
+        self.metrics = (ProjectorMetrics(name, log, lambda: self.position) if export_metrics
+                        else ProjectorMetrics.unexported())
+        self.fold_versions: FoldVersions | None = None
+        """The store's fold version beside the code's, read at each start (None before)."""
+        self._warned_outdated = False
         self._codec = _Codec(upcasters=upcasters, current=current_schema)
         self._skips: dict[int, SkippedEvent] = {}
         """Sequences an operator's decision skips, each found unfoldable first: folded as
@@ -227,10 +233,16 @@ class Projector:
                                     local_zone=local_zone_of(self._zone))
 
     async def _follow(self, until_seq: int | None) -> None:
+        # before anything is loaded: a store of a newer release's fold is refused
+        # (NewerFoldVersion); one of an older release's is folded on, and said to be outdated
+        versions = self.fold_versions = await fold_versions(self._store, self._name)
+        if versions.outdated and not self._warned_outdated:
+            log.warning("projector %s: %s", self._name, outdated_advice(versions, self._name))
+            self._warned_outdated = True
         state = await self._load()
         self.position = await self._store.checkpoint(self._name)
         await self._reconcile(state)
-        self.metrics.resumed(self.position)
+        self.metrics.resumed(self.position, versions)
         if self._ticker is not None:
             self._ticker.schedule(state.next_expiry())
         log.info("projector %s resuming after sequence %d", self._name, self.position)
@@ -355,7 +367,10 @@ class Projector:
     async def _commit_and_publish(self, changes: Sequence[Change], last: int) -> None:
         started = time.perf_counter()
         with step_span("meshlog.projector.commit", **{"meshlog.rows": len(changes)}):
-            await self._store.commit(changes, last, self._name)
+            # recorded by the first commit of a fresh store only (projections.foldversion)
+            await self._store.commit(changes, last, self._name, fold_version=FOLD_VERSION)
+        if self.position == 0:
+            self.fold_versions = FoldVersions(FOLD_VERSION)  # what that first commit recorded
         self.position = last
         if changes:
             with step_span("meshlog.projector.publish", **{"meshlog.checkpoint": last}):

@@ -9,6 +9,7 @@ import msgspec
 from litestar import get, post
 
 from events import Conflict, NotFound
+from projections import FoldVersions
 from services.api._state import ApiRequest, api_state
 from services.api.auth import ADMIN
 from services.api.metrics import metrics
@@ -20,8 +21,10 @@ __all__ = ["OPERATION_ROUTES", "SwapRequest"]
 async def ready(request: ApiRequest) -> dict[str, Any]:
     store = api_state(request.app).store
     quarantined = len(await store.scan("quarantine"))
+    # read models of an older fold are served, and said to be (projections.foldversion)
+    versions = FoldVersions(await store.fold_version())
     return {"status": "ready", "projectedSequence": await store.checkpoint(),
-            "quarantinedEvents": quarantined}
+            "quarantinedEvents": quarantined, "foldVersion": versions.as_json()}
 
 
 class SwapRequest(msgspec.Struct):

@@ -258,8 +258,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from services.cli.maintenance import run_export
+    from services.runtime.readmodels import pointed_database
 
-    data = asyncio.run(run_export(_database_of(args)))
+    # what `meshlog up` of the data dir serves: after a swap, the store it swapped to
+    database = args.database or pointed_database(Path(args.data_dir)) or _database_of(args)
+    data = asyncio.run(run_export(database))
     if args.output:
         Path(args.output).write_bytes(data)
     else:

@@ -345,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", parents=g, help="write the read models as canonical JSON")
     export.add_argument("--database", default=env("DATABASE"),
-                        help="store to export (default: SQLite in --data-dir)")
+                        help="store to export (default: the SQLite read models `meshlog up` "
+                             "of --data-dir serves)")
     export.add_argument("--data-dir", default=env("DATA_DIR", ".meshlog"))
     export.add_argument("-o", "--output", help="file (default: stdout)")
 

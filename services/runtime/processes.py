@@ -37,7 +37,14 @@ from events.bus.sources import source_states, zone_filter
 from events.commands import Commands
 from events.identity import SecretKey
 from events.identity.private_files import write_private
-from projections import DEFAULT_CIDRS, DEFAULT_GRACE_PERIOD_MS, Projector, open_store
+from projections import (
+    DEFAULT_CIDRS,
+    DEFAULT_GRACE_PERIOD_MS,
+    Projector,
+    fold_versions,
+    open_store,
+    redacted_url,
+)
 from projections.worker import LIVE_BATCH
 from services.api.app import create_app
 from services.api.auth import ApiAuth
@@ -112,6 +119,8 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
                 syncing = asyncio.create_task(ZoneSync(nc, mode=mode, zone=zone).run(),
                                               name="multi-zone sync")
             try:
+                # a store of a newer release's fold: refused at once (NewerFoldVersion)
+                await fold_versions(store, where=f"the read models at {redacted_url(database)}")
                 if lease_ttl_s > 0:
                     contender = StandbyProjector(event_log, store, bus, zone=zone,
                                                  secret_key=secret_key, reconnected=reconnected,

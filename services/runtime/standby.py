@@ -85,6 +85,8 @@ class StandbyProjector:
             body["fencingToken"] = self.leadership.token
             body["position"] = self.projector.position if self.projector else 0
             body["leader"] = self.lease.holder
+            if self.projector is not None and self.projector.fold_versions is not None:
+                body["foldVersion"] = self.projector.fold_versions.as_json()
         else:
             body["leader"] = await self._leader()
         return body
@@ -105,8 +107,11 @@ class StandbyProjector:
 
 def single_projector_readiness(projector: Projector) -> Readiness:
     """`/ready` of a projector without a lease (`--lease-ttl 0`): it always folds."""
-    return 200, {"role": "active", "fencingToken": 0, "lease": False,
-                 "position": projector.position}
+    body: dict[str, Any] = {"role": "active", "fencingToken": 0, "lease": False,
+                            "position": projector.position}
+    if projector.fold_versions is not None:
+        body["foldVersion"] = projector.fold_versions.as_json()
+    return 200, body
 
 
 async def projectors_status(contenders: Sequence[StandbyProjector]) -> list[dict[str, Any]]:

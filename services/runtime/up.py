@@ -51,7 +51,9 @@ from projections import (
     DEFAULT_CIDRS,
     DEFAULT_GRACE_PERIOD_MS,
     ReadModelStore,
+    fold_versions,
     open_store,
+    redacted_url,
 )
 from services.api.app import ApiState, api_state, create_app
 from services.api.auth import ApiAuth
@@ -213,7 +215,10 @@ async def _swappable(cfg: UpConfig, stack: AsyncExitStack, url: str, creds: Path
     readmodels = SwappableReadModels(
         await JetStreamEventLog.open(nc, replicas=replicas),
         await JetStreamProjectionBus.open(nc, replicas=replicas), zone=cfg.zone,
-        data_dir=cfg.data_dir, url=database, on_swap=use_store, secret_key=secret_key)
+        data_dir=cfg.data_dir, url=database, on_swap=use_store, secret_key=secret_key,
+        # read models it chose itself (the data dir's, or where a swap moved them): rebuilt
+        # when outdated; a `--database` given is the operator's, and stays theirs
+        rebuild_outdated=cfg.database is None)
     state.readmodels = readmodels
     return partial(readmodels.run, partial(run_projector, reconnected=reconnected), api_store)
 
@@ -281,6 +286,14 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                 "MeshService", cfg.meshservice_grace_period_ms, DEFAULT_GRACE_PERIOD_MS)
             database = cfg.database or pointed_database(cfg.data_dir) or cfg.database_url
             api_store = await open_store(database)
+            try:
+                # a store of a newer release's fold is refused before anything serves
+                # (NewerFoldVersion); an older one is rebuilt (services.runtime.readmodels)
+                await fold_versions(api_store,
+                                    where=f"the read models at {redacted_url(database)}")
+            except BaseException:
+                await api_store.close()
+                raise
             admin_token = cfg.data_dir / ADMIN_TOKEN_FILE
             tokens = await api_tokens(event_log, zone=cfg.zone, secret_key=secret_key,
                                       admin_token=admin_token)

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from projections import Change, ReadModelStore, StoreCorrupt, StoreUnavailable, open_store
+from projections import (
+    Change,
+    NewerFoldVersion,
+    ReadModelStore,
+    StoreCorrupt,
+    StoreUnavailable,
+    open_store,
+)
+from projections.errors import Fenced
 from tests.stores import BACKENDS, open_test_store
 
 
@@ -150,3 +158,52 @@ async def test_a_new_sqlite_file_opens_while_another_process_makes_it(tmp_path: 
             await store.close()
     finally:
         other.close()
+
+
+# --- fold versions (projections.foldversion) ------------------------------------------------
+
+
+async def test_a_fresh_store_has_no_fold_version_until_its_first_commit_records_one(
+        store: ReadModelStore) -> None:
+    assert await store.fold_version() is None
+    await store.commit([_put("mesh", "m", "1")], 3, fold_version=7)
+    assert await store.fold_version() == 7
+
+
+async def test_a_store_committed_without_a_fold_version_reads_as_version_1(
+        store: ReadModelStore) -> None:
+    await store.commit([_put("mesh", "m", "1")], 3)  # as every release before them did
+    assert await store.fold_version() == 1
+
+
+async def test_a_continued_store_keeps_the_fold_version_of_its_first_commit(
+        store: ReadModelStore) -> None:
+    await store.commit([_put("mesh", "m", "1")], 1, fold_version=2)
+    await store.commit([_put("mesh", "m", "2")], 2, fold_version=3)
+    assert await store.fold_version() == 2
+    await store.commit([], 1, projector="old")  # a store of the release before
+    await store.commit([], 2, projector="old", fold_version=3)
+    assert await store.fold_version("old") == 1
+
+
+async def test_a_commit_of_an_older_fold_is_refused_and_writes_nothing(
+        store: ReadModelStore) -> None:
+    await store.commit([_put("mesh", "m", "1")], 1, fold_version=3)
+    with pytest.raises(NewerFoldVersion, match="fold version 3, a commit with 2"):
+        await store.commit([_put("mesh", "m", "2")], 2, fold_version=2)
+    assert await store.rows() == [("mesh", "m", b"1")]
+    assert await store.checkpoint() == 1
+
+
+async def test_fold_versions_are_per_projector(store: ReadModelStore) -> None:
+    await store.commit([], 4, projector="a", fold_version=2)
+    await store.commit([], 9, projector="b", fold_version=5)
+    assert (await store.fold_version("a"), await store.fold_version("b"),
+            await store.fold_version("c")) == (2, 5, None)
+
+
+async def test_a_refused_first_commit_records_no_fold_version(store: ReadModelStore) -> None:
+    await store.claim("main", 5)
+    with pytest.raises(Fenced):
+        await store.commit([_put("mesh", "m", "1")], 1, fence=4, fold_version=2)
+    assert await store.fold_version() is None

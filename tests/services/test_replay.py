@@ -80,8 +80,12 @@ def test_replay_swap_serves_the_new_store_and_survives_a_restart(tmp_path: Path)
                                                  "tags": {"kuma.io/service": "backend"}}]}})
         proxies = cp.meshservice("backend")["status"]["dataplaneProxies"]
         assert proxies["total"] == 3
-        old = json.loads(_meshlog("export", "--data-dir", str(data)).stdout)
+        old = json.loads(_meshlog("export", "--database",
+                                  f"sqlite:///{data / 'readmodels.db'}").stdout)
         assert "default/backend-3" not in old["rows"]["dataplane"]  # the old store stood still
+        # an export of the data dir is of the store `meshlog up` serves now
+        served = json.loads(_meshlog("export", "--data-dir", str(data)).stdout)
+        assert "default/backend-3" in served["rows"]["dataplane"]
     with meshlog_up(data) as again:
         assert again.where["database"] == f"sqlite:///{new_store}"
         assert again.meshservice("backend")["status"]["dataplaneProxies"]["total"] == 3

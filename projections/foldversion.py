@@ -1,0 +1,83 @@
+"""Fold versions: which rules of the fold a store's rows were made with.
+
+DESIGN invariant 4 (same log prefix, byte-identical read models) holds within a release. A
+release that changes what the fold writes for a given log makes rows a store projected by an
+earlier release does not hold (or holds rows it would not make), and continuing that store
+does not fix them: only a fold from sequence 1 does. So each store records, per projector,
+the `FOLD_VERSION` of the fold that started it from sequence 0 (written with its first
+commit, in the same transaction: `ReadModelStore.commit(fold_version=...)`), never changed by
+a fold that resumes it. A projector compares it with this code's at start: an older one is
+outdated (a warning saying how to rebuild, `/ready`, `meshlog_read_models_outdated`; `meshlog
+up` rebuilds its SQLite read models itself, services.runtime.readmodels); a newer one is a
+downgrade, refused (`NewerFoldVersion`): folding on would mix two releases' rules.
+
+The bump rule (docs/architecture.md, Fold versions): any change to what the fold writes for
+a given log bumps `FOLD_VERSION` and adds a line to its changelog below.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from msgspec import Struct
+
+from projections.errors import NewerFoldVersion
+from projections.store import ReadModelStore
+
+__all__ = ["FOLD_VERSION", "UNRECORDED_FOLD_VERSION", "FoldVersions", "fold_versions",
+           "outdated_advice"]
+
+FOLD_VERSION = 2
+"""The version of the fold this code runs. Changelog:
+
+1. Every release before fold versions: a store that records none was folded by one of them.
+2. A Mesh's deletion takes its dataplane-token signing keys and revocations
+   (`projections.fold._mesh_secrets_deleted`).
+"""
+
+UNRECORDED_FOLD_VERSION = 1
+"""What a store that has committed without recording a fold version was folded with."""
+
+
+class FoldVersions(Struct, frozen=True):
+    """A store's fold version beside the code's."""
+
+    read_models: int | None
+    """The store's; None while nothing is committed (its first commit records the code's)."""
+    code: int = FOLD_VERSION
+
+    @property
+    def outdated(self) -> bool:
+        """Folded by an earlier release's rules: a replay would make other rows."""
+        return self.read_models is not None and self.read_models < self.code
+
+    def as_json(self) -> dict[str, Any]:
+        """What `/ready` shows: `{"readModels": 1, "code": 2, "outdated": true}`."""
+        return {"readModels": self.read_models, "code": self.code, "outdated": self.outdated}
+
+
+async def fold_versions(store: ReadModelStore, projector: str = "main", *,
+                        where: str = "the read models") -> FoldVersions:
+    """The fold version of `projector`'s rows in `store` beside this code's.
+    `NewerFoldVersion` if the store's is newer (a downgrade): this release must not fold into
+    it. `where` names the store in that error."""
+    versions = FoldVersions(await store.fold_version(projector))
+    if versions.read_models is not None and versions.read_models > versions.code:
+        raise NewerFoldVersion(
+            f"{where} (projector {projector!r}) were folded with fold version "
+            f"{versions.read_models}, newer than this release's {versions.code}: folding on "
+            "would mix two releases' rules. Run the release that made them, or rebuild them "
+            "with this one into a fresh store (`meshlog replay --database NEW`) and start "
+            "with `--database NEW`")
+    return versions
+
+
+def outdated_advice(versions: FoldVersions, projector: str = "main") -> str:
+    """The warning of an outdated store: what it means and what to do."""
+    return (f"read models of projector {projector!r} were folded with fold version "
+            f"{versions.read_models}, this release folds with {versions.code}: they may hold "
+            "rows a replay of the log would not make (or lack some) until they are rebuilt. "
+            "`meshlog up` on its own SQLite read models rebuilds them itself; otherwise "
+            "rebuild them with `meshlog replay --database NEW`, then `meshlog replay --swap` "
+            "(meshlog up) or restart the projectors and APIs with `--database NEW` (README, "
+            "meshlog replay; docs/operations.md, MeshlogReadModelsOutdated)")

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 import yaml
@@ -28,7 +28,7 @@ import yaml
 from events import EVENTS_STREAM, connect_nats
 from events.bus.permissions import Role
 from services.runtime.nats_users import role_credentials
-from services.runtime.spawn import popen
+from services.runtime.spawn import popen as popen  # re-exported: tests start children with it
 
 T = TypeVar("T")
 VENV_BIN = Path(sys.executable).parent
@@ -65,7 +65,7 @@ async def cancel_until_done(task: asyncio.Task[Any]) -> None:
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def free_port_on_all(hosts: list[str]) -> int:
@@ -145,7 +145,7 @@ class ControlPlane:
     def meshservice(self, name: str, mesh: str = "default") -> dict[str, Any]:
         response = self.api.get(f"/meshes/{mesh}/meshservices/{name}")
         response.raise_for_status()
-        return response.json()
+        return cast("dict[str, Any]", response.json())
 
 
 @contextlib.contextmanager
@@ -216,7 +216,8 @@ class Envoy:
                 self.admin.get("/listeners").text.splitlines() if line]
 
     def config_dump(self, resource: str) -> dict[str, Any]:
-        return self.admin.get("/config_dump", params={"resource": resource}).json()
+        return cast("dict[str, Any]",
+                    self.admin.get("/config_dump", params={"resource": resource}).json())
 
 
 @contextlib.contextmanager

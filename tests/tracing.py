@@ -8,21 +8,23 @@ leaves later tests without it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Sampler
+from opentelemetry.util.types import AnyValue
 
-__all__ = ["in_memory_tracing", "restoring_globals", "spans_named"]
+__all__ = ["attributes", "in_memory_tracing", "int_attribute", "parent_id", "restoring_globals",
+           "spans_named"]
 
 
 def _reset_globals() -> None:
     # private to opentelemetry-api; what its test utilities (`reset_trace_globals`) reset
-    trace._TRACER_PROVIDER_SET_ONCE._done = False  # type: ignore[attr-defined]
-    trace._TRACER_PROVIDER = None  # type: ignore[attr-defined]
+    trace._TRACER_PROVIDER_SET_ONCE._done = False
+    trace._TRACER_PROVIDER = None
 
 
 @contextlib.contextmanager
@@ -42,6 +44,23 @@ def in_memory_tracing(sampler: Sampler = ALWAYS_ON) -> Iterator[InMemorySpanExpo
 
 def spans_named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
     return [s for s in exporter.get_finished_spans() if s.name == name]
+
+
+def attributes(item: ReadableSpan | Event) -> Mapping[str, AnyValue]:
+    """The attributes of a span or span event (OpenTelemetry's are None when there are none)."""
+    return item.attributes or {}
+
+
+def int_attribute(item: ReadableSpan | Event, name: str) -> int:
+    """An attribute that holds a count."""
+    value = attributes(item)[name]
+    assert isinstance(value, int), f"{item.name}: {name} is {value!r}, not an int"
+    return value
+
+
+def parent_id(span: ReadableSpan) -> int | None:
+    """The span id of `span`'s parent; None for a root span."""
+    return span.parent.span_id if span.parent is not None else None
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 import nats
@@ -392,7 +392,7 @@ class JetStreamEventLog:
                                                    exc)) from exc
         return info.state.last_seq
 
-    def read(self, from_seq: int, *, max_batch: int = 1000) -> AsyncIterator[list[Record]]:
+    def read(self, from_seq: int, *, max_batch: int = 1000) -> AsyncGenerator[list[Record], None]:
         """In-order batches from `from_seq`, then the live tail, forever.
 
         An ephemeral pull consumer (no acks, one reader: delivery is in stream order) rather
@@ -415,13 +415,13 @@ class JetStreamEventLog:
         """
         return self._read(events_wildcard(), from_seq, max_batch=max_batch)
 
-    def follow(self, subject_filter: str, from_seq: int) -> AsyncIterator[list[Record]]:
+    def follow(self, subject_filter: str, from_seq: int) -> AsyncGenerator[list[Record], None]:
         """`read` of the subjects matching `subject_filter` only: the same consumer, filtered
         by the server, so a watch on a few subjects is sent nothing else (but heartbeats)."""
         return self._read(subject_filter, from_seq, max_batch=_FOLLOW_BATCH)
 
     async def _read(self, subject_filter: str, from_seq: int, *, max_batch: int
-                    ) -> AsyncIterator[list[Record]]:
+                    ) -> AsyncGenerator[list[Record], None]:
         next_seq = max(1, from_seq)
         pull = OrderedPull(self._nc, self._js, self._stream, subject_filter,
                            max_batch=max_batch, config=_reader_config,

@@ -49,7 +49,7 @@ import json
 import logging
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import nats.aio.msg
@@ -305,7 +305,7 @@ class JetStreamProjectionBus:
         async for batch in self.watch_batches():
             yield batch.updates
 
-    async def watch_batches(self) -> AsyncIterator[ProjectionBatch]:
+    async def watch_batches(self) -> AsyncGenerator[ProjectionBatch, None]:
         """`watch`, each batch with the trace context its checkpoint message carried."""
         pending: list[ProjectionUpdate] = []
         live = False

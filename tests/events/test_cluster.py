@@ -14,7 +14,7 @@ import nats.errors
 import nats.js.errors
 import pytest
 from nats.aio.client import Client as NATS
-from nats.js.api import ConsumerInfo, KeyValueConfig, RawStreamMsg, StorageType
+from nats.js.api import KeyValueConfig, RawStreamMsg, StorageType
 
 from events import (
     AppendNotStored,
@@ -329,34 +329,34 @@ async def test_the_reader_outlives_the_node_of_its_consumer(cluster: NatsCluster
             except (JetStreamUnavailable, nats.errors.Error):
                 await asyncio.sleep(0.5)
 
-    async def reader_consumer(delivered: int) -> ConsumerInfo:
-        """The reader's consumer: the one that delivered up to `delivered` (one it gave up
-        may linger until its inactivity threshold)."""
+    async def reader_leader(delivered: int) -> str:
+        """The leader of the reader's consumer: the one that delivered up to `delivered` (one
+        it gave up may linger until its inactivity threshold)."""
         ours = [c for c in await cnc.jetstream().consumers_info(EVENTS_STREAM)
-                if c.delivered.stream_seq == delivered]
+                if c.delivered is not None and c.delivered.stream_seq == delivered]
         assert ours and ours[0].cluster is not None and ours[0].cluster.leader, ours
-        return ours[0]
+        return ours[0].cluster.leader
 
     for i in range(20):
         await append(i)
     reading = asyncio.ensure_future(reader())
     try:
         await asyncio.wait_for(until(20), 30)
-        consumer = await reader_consumer(20)
-        await cluster.kill(consumer.cluster.leader)
+        leader = await reader_leader(20)
+        await cluster.kill(leader)
         for i in range(20, 30):
             await append(i)
         await asyncio.wait_for(until(30), 60)
-        await cluster.start(consumer.cluster.leader)
+        await cluster.start(leader)
         for i in range(30, 40):
             await append(i)
         await asyncio.wait_for(until(40), 60)
         assert seen == list(range(1, 41))
 
         # the node back before the reader noticed: the recreated consumer starts over
-        consumer = await reader_consumer(40)
-        await cluster.kill(consumer.cluster.leader)
-        await cluster.start(consumer.cluster.leader)
+        leader = await reader_leader(40)
+        await cluster.kill(leader)
+        await cluster.start(leader)
         for i in range(40, 50):
             await append(i)
         await asyncio.wait_for(until(50), 60)
@@ -530,9 +530,11 @@ async def _guards_while_catching_up(cluster: NatsCluster, follower: NatsNode, ap
     leader, while the follower still lacked the registration once the guards were done (a
     read that, unchecked, missed it). Seen in `latest`'s debug line: a guard's read deletes
     its consumer when done, so the follower's count of consumers does not show it."""
+    log = api.handler.log
+    assert isinstance(log, JetStreamEventLog)  # append_many: the JetStream log's batches
     await cluster.kill(follower.name)
     for start in range(0, BEHIND, 1000):
-        await api.handler.log.append_many([PendingAppend(
+        await log.append_many([PendingAppend(
             resource_subject("Mesh", None, f"other-{cycle}-{i}"),
             MeshApplied(at=1, mesh=Mesh(name=f"other-{cycle}-{i}")),
             expected_last_subject_seq=0, msg_id=f"other-{cycle}-{i}")

@@ -7,6 +7,7 @@ import asyncio
 import datetime
 import stat
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -92,8 +93,8 @@ def test_a_workload_certificate_is_the_same_bytes_for_the_same_inputs() -> None:
     ca_cert, ca_key = _ca()
     uris = uri_sans("default", {"kuma.io/service": {"web"}, "version": {"v1"}})
     assert uris == ["kuma://kuma.io/service/web", "kuma://version/v1", "spiffe://default/web"]
-    args = {"mesh": "default", "dataplane": "web-1", "uris": uris,
-            "not_before_ms": NOW, "not_after_ms": NOW + 86_400_000}
+    args: dict[str, Any] = {"mesh": "default", "dataplane": "web-1", "uris": uris,
+                            "not_before_ms": NOW, "not_after_ms": NOW + 86_400_000}
     ca = LoadedCa(ca_cert, ca_key)
     one, two = issue_workload(ca, **args), issue_workload(LoadedCa(ca_cert, ca_key), **args)
     assert (one.chain, one.key) == (two.chain, two.key)
@@ -101,8 +102,8 @@ def test_a_workload_certificate_is_the_same_bytes_for_the_same_inputs() -> None:
     assert other.key != one.key and other.chain != one.chain
 
     cert = x509.load_pem_x509_certificate(one.chain.encode())
-    ca = x509.load_pem_x509_certificate(ca_cert.encode())
-    cert.verify_directly_issued_by(ca)
+    ca_certificate = x509.load_pem_x509_certificate(ca_cert.encode())
+    cert.verify_directly_issued_by(ca_certificate)
     assert cert.extensions.get_extension_for_class(
         x509.SubjectAlternativeName).value.get_values_for_type(
             x509.UniformResourceIdentifier) == uris
@@ -190,7 +191,7 @@ def test_sni_follows_kumas_layout() -> None:
 
 
 def builtin_mesh(*backends: str, enabled: str | None = None) -> Mesh:
-    doc = {"type": "Mesh", "name": "default", "mtls": {
+    doc: dict[str, Any] = {"type": "Mesh", "name": "default", "mtls": {
         "backends": [{"name": b, "type": "builtin"} for b in backends]}}
     if enabled or backends:
         doc["mtls"]["enabledBackend"] = enabled or backends[0]

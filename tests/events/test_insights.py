@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -15,7 +16,7 @@ from events.bus.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsigh
 from events.errors import EventLogUnavailable
 
 
-def _insight(gateway: str, session: str, **kw) -> ProxyInsight:
+def _insight(gateway: str, session: str, **kw: Any) -> ProxyInsight:
     return ProxyInsight(mesh="default", name="web-1", gateway=gateway, session=session,
                         connected_at=1_000, **kw)
 

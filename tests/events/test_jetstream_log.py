@@ -9,6 +9,7 @@ from nats.aio.client import Client as NATS
 from nats.js.api import StorageType, StreamConfig
 
 from events import (
+    Appended,
     Conflict,
     JetStreamEventLog,
     Mesh,
@@ -61,7 +62,7 @@ async def test_stale_expected_sequence_is_a_conflict(event_log: JetStreamEventLo
 
 async def test_two_writers_one_wins(event_log: JetStreamEventLog) -> None:
     await event_log.append(SUBJECT, _applied(1), expected_last_subject_seq=0, msg_id="create")
-    results = []
+    results: list[Appended | Conflict] = []
     for writer in ("w1", "w2"):  # both read version 1, both write
         try:
             results.append(await event_log.append(
@@ -97,11 +98,11 @@ async def test_pipelined_appends_keep_occ_and_msg_ids(event_log: JetStreamEventL
     subjects = [resource_subject("Mesh", None, f"p{i}") for i in range(50)]
     batch = [PendingAppend(s, _applied(i), 0, f"id-{i}") for i, s in enumerate(subjects)]
     results = await event_log.append_many(batch, window=16)
-    assert [r.seq for r in results] == list(range(1, 51))  # type: ignore[union-attr]
+    assert [r.seq for r in results if isinstance(r, Appended)] == list(range(1, 51))
     stale = PendingAppend(subjects[3], _applied(), 0, "other")
     again = await event_log.append_many([*batch[:3], stale])
     assert [type(r).__name__ for r in again] == ["Appended"] * 3 + ["Conflict"]
-    assert all(r.duplicate for r in again[:3])  # type: ignore[union-attr]
+    assert all(isinstance(r, Appended) and r.duplicate for r in again[:3])
     assert await event_log.last_seq() == 50
 
 

@@ -19,7 +19,7 @@ import asyncio
 import json
 import os
 from pathlib import Path
-from typing import assert_never
+from typing import Any, assert_never
 
 import msgspec
 import pytest
@@ -28,6 +28,7 @@ from nats.aio.client import Client as NATS
 from events import (
     SCHEMA_VERSION,
     AnyEvent,
+    CaCreated,
     ClockTicked,
     DataplaneDeregistered,
     DataplaneRegistered,
@@ -44,14 +45,25 @@ from events import (
     MeshServiceDeleted,
     MeshTrafficPermissionApplied,
     MeshTrafficPermissionDeleted,
+    SigningKeyCreated,
+    SigningKeyRetired,
+    TokenRevoked,
     UndecodableEvent,
+    ZoneApplied,
+    ZoneDeleted,
+    ZoneIngressDeleted,
+    ZoneIngressRegistered,
+    ca_subject,
     clock_subject,
     decode_event,
     encode_event,
     grace_period_subject,
     ipam_subject,
     resource_subject,
+    revocation_subject,
+    signing_key_subject,
 )
+from events.commands.zones import zone_subject
 from projections import Projector, export_store, open_store
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -67,7 +79,7 @@ def test_upcasters_turn_an_old_shape_into_todays_event() -> None:
     # a made-up schema 1 where the Dataplane travelled as "resource"; today is schema 2
     old = msgspec.json.encode({"event": "dataplane.registered", "at": 5, "resource": _DP})
 
-    def rename(raw: dict) -> dict:
+    def rename(raw: dict[str, Any]) -> dict[str, Any]:
         raw["dataplane"] = raw.pop("resource")
         return raw
 
@@ -128,6 +140,19 @@ def _subject_of(event: AnyEvent) -> str:
             return resource_subject("MeshMultiZoneService", mmzs.mesh, mmzs.name)
         case MeshMultiZoneServiceDeleted(mesh=mesh, name=name):
             return resource_subject("MeshMultiZoneService", mesh, name)
+        case CaCreated(mesh=mesh, backend=backend):
+            return ca_subject(mesh, backend)
+        case (SigningKeyCreated(purpose=purpose, mesh=key_mesh, serial=serial)
+              | SigningKeyRetired(purpose=purpose, mesh=key_mesh, serial=serial)):
+            return signing_key_subject(purpose, key_mesh, serial)
+        case TokenRevoked(mesh=token_mesh, jti=jti):
+            return revocation_subject(token_mesh, jti)
+        case ZoneApplied(name=name) | ZoneDeleted(name=name):
+            return zone_subject(name)
+        case ZoneIngressRegistered(zoneingress=zi):
+            return resource_subject("ZoneIngress", None, zi.name)
+        case ZoneIngressDeleted(name=name):
+            return resource_subject("ZoneIngress", None, name)
         case _:
             assert_never(event)
 
@@ -156,7 +181,7 @@ async def test_committed_log_replays_to_the_committed_export(nc: NATS, tmp_path:
 
 
 def test_a_failing_upcaster_is_an_undecodable_event() -> None:
-    def broken(raw: dict) -> dict:
+    def broken(raw: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError("bug")
 
     with pytest.raises(UndecodableEvent, match="upcaster from schema 1 failed"):

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+from typing import Any
 
 import jwt
 import pytest
@@ -55,9 +56,12 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
-def _parts(token: str) -> tuple[dict, dict, str]:
+def _parts(token: str) -> tuple[dict[str, Any], dict[str, Any], str]:
     header, payload, signature = token.split(".")
-    pad = lambda s: s + "=" * (-len(s) % 4)  # noqa: E731
+
+    def pad(s: str) -> str:
+        return s + "=" * (-len(s) % 4)
+
     return (json.loads(base64.urlsafe_b64decode(pad(header))),
             json.loads(base64.urlsafe_b64decode(pad(payload))), signature)
 

@@ -21,7 +21,7 @@ import socket
 import stat
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -65,7 +65,7 @@ def _dataplane(name: str, port: int) -> dict[str, Any]:
 def _bootstrap(cp: ControlPlane, *args: str) -> dict[str, Any]:
     out = _meshlog(cp, "dataplane", "bootstrap", "--xds-address", f"127.0.0.1:{cp.xds_port}",
                    "--admin-port", "0", "-o", "json", *args)
-    return json.loads(out.stdout)
+    return cast("dict[str, Any]", json.loads(out.stdout))
 
 
 def _connected(envoy: Envoy) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
 import dns.message
 import dns.query
@@ -26,10 +27,11 @@ pytestmark = pytest.mark.integration
 def _free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
-def _dataplane(name: str, address: str, port: int, service: str, **networking: object) -> dict:
+def _dataplane(name: str, address: str, port: int, service: str,
+               **networking: object) -> dict[str, Any]:
     return {"type": "Dataplane", "mesh": "default", "name": name,
             "networking": {"address": address, **networking, "inbound": [
                 {"port": port, "tags": {"kuma.io/service": service}}]}}

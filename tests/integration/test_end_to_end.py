@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.integration
 BACKENDS = {"backend-1": "127.0.0.2", "backend-2": "127.0.0.3"}
 
 
-def _dataplane(name: str, address: str, port: int, service: str) -> dict:
+def _dataplane(name: str, address: str, port: int, service: str) -> dict[str, Any]:
     return {"type": "Dataplane", "mesh": "default", "name": name,
             "networking": {"address": address, "inbound": [
                 {"port": port, "name": "http", "protocol": "http",
@@ -61,8 +62,12 @@ def test_dataplanes_become_working_routes_in_envoy(tmp_path: Path) -> None:
 
             # both backends answer through the VIP
             seen: set[str] = set()
-            wait_for(lambda: seen.add(fetch(url) or "") or {"backend-1", "backend-2"} <= seen,
-                     timeout=15, what="responses from both backends")
+
+            def both_seen() -> bool:
+                seen.add(fetch(url) or "")
+                return {"backend-1", "backend-2"} <= seen
+
+            wait_for(both_seen, timeout=15, what="responses from both backends")
 
             # deregister backend-2: within 2 s, only backend-1 answers
             started = time.monotonic()

@@ -11,20 +11,21 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from events import ClockTicked, DataplaneDeregistered
-from events.bus.projection_bus import CHECKPOINT_KEY
+from events.bus.projection_bus import CHECKPOINT_KEY, ProjectionUpdate
 from services.cli.bootstrap import sidecar_bootstrap
 from tests._tcp_proxy import tcp_proxy
 from tests.harness import Envoy, free_port, run_envoy, wait_for
 from tests.xds_gateway._ads import Projection, dataplane, event_for
 from xds_gateway import Gateway
 from xds_gateway.resources import clusters
-from xds_gateway.server.callbacks import NoCallbacks, StreamInfo
+from xds_gateway.server.callbacks import NoCallbacks, StreamCallbacks, StreamInfo
 from xds_gateway.server.subscription import AdsStream
 from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER
 
@@ -37,7 +38,8 @@ UNBINDABLE = "192.0.2.1"  # TEST-NET-1: never a local address, so Envoy cannot b
 class GatewayThread:
     """An in-process `Gateway` in a thread of its own; `apply` hands it projection rows."""
 
-    def __init__(self, rows: list, port: int = 0, callbacks: tuple = ()) -> None:
+    def __init__(self, rows: list[ProjectionUpdate], port: int = 0,
+                 callbacks: Sequence[StreamCallbacks] = ()) -> None:
         self._rows = rows
         self._port = port
         self._callbacks = callbacks
@@ -79,16 +81,16 @@ class GatewayThread:
         assert self.gateway is not None and self.gateway.port is not None
         return self.gateway.port
 
-    def apply(self, rows: list) -> None:
+    def apply(self, rows: list[ProjectionUpdate]) -> None:
         assert self._loop is not None and self.gateway is not None
         self._loop.call_soon_threadsafe(self.gateway.view.apply, rows)
 
-    def call(self, fn) -> None:
+    def call(self, fn: Callable[[], object]) -> None:
         """Run `fn()` in the gateway's loop, between two stream steps."""
         assert self._loop is not None
         self._loop.call_soon_threadsafe(fn)
 
-    def stream(self, node_id: str) -> AdsStream | None:
+    def stream(self, node_id: str) -> AdsStream[Any] | None:
         assert self.gateway is not None
         return next((s for s in list(self.gateway.streams) if s.node_id == node_id), None)
 
@@ -99,7 +101,8 @@ class GatewayThread:
 
 
 @contextlib.contextmanager
-def serving(rows: list, port: int = 0, callbacks: tuple = ()) -> Iterator[GatewayThread]:
+def serving(rows: list[ProjectionUpdate], port: int = 0,
+            callbacks: Sequence[StreamCallbacks] = ()) -> Iterator[GatewayThread]:
     gw = GatewayThread(rows, port, callbacks).start()
     try:
         yield gw
@@ -117,13 +120,13 @@ def web_port() -> int:
     return free_port()
 
 
-def _web(port: int, *extra_inbounds: dict) -> dict:
+def _web(port: int, *extra_inbounds: dict[str, Any]) -> dict[str, Any]:
     doc = dataplane("web-1", "127.0.0.1", port, "web")
     doc["networking"]["inbound"].extend(extra_inbounds)
     return doc
 
 
-def _mesh(projection: Projection, web_port: int) -> list:
+def _mesh(projection: Projection, web_port: int) -> list[ProjectionUpdate]:
     return projection.fold([
         event_for({"type": "Mesh", "name": "default"}),
         event_for(dataplane("backend-1", BACKEND_ADDRESS, 8080, "backend")),
@@ -163,7 +166,8 @@ def _no_rejections(envoy: Envoy) -> None:
     assert all(v == 0 for v in rejected.values()), rejected
 
 
-def test_envoy_gets_clusters_and_listeners_over_delta(tmp_path, projection, web_port) -> None:
+def test_envoy_gets_clusters_and_listeners_over_delta(
+        tmp_path: Path, projection: Projection, web_port: int) -> None:
     with serving(_mesh(projection, web_port)) as gw, _envoy(gw, tmp_path, delta=True) as envoy:
         wait_for(lambda: _synced(envoy, web_port), what="listeners and endpoints over Delta")
         assert "outbound:241.0.0.1:8080" in envoy.listeners()
@@ -173,8 +177,8 @@ def test_envoy_gets_clusters_and_listeners_over_delta(tmp_path, projection, web_
 
 
 @pytest.mark.parametrize("delta", [True, False], ids=["delta", "sotw"])
-def test_changed_clusters_warm_without_waiting_for_a_timeout(tmp_path, projection, web_port,
-                                                             delta) -> None:
+def test_changed_clusters_warm_without_waiting_for_a_timeout(
+        tmp_path: Path, projection: Projection, web_port: int, delta: bool) -> None:
     """Rule 9: a port change replaces the backend's cluster; EDS is sent for it, so Envoy
     warms it from the response instead of the 15 s init_fetch_timeout."""
     with serving(_mesh(projection, web_port)) as gw, _envoy(gw, tmp_path, delta=delta) as envoy:
@@ -196,8 +200,9 @@ def test_changed_clusters_warm_without_waiting_for_a_timeout(tmp_path, projectio
 
 
 @pytest.mark.parametrize("delta", [True, False], ids=["delta", "sotw"])
-def test_cluster_changed_in_place_warms_from_resent_eds(tmp_path, projection, web_port, delta,
-                                                        monkeypatch) -> None:
+def test_cluster_changed_in_place_warms_from_resent_eds(
+        tmp_path: Path, projection: Projection, web_port: int, delta: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Rule 9, the warming trap: an EDS cluster whose content changes under the same name is
     re-created warming in Envoy, which needs its ClusterLoadAssignment again; without it the
     cluster stays warming for the 15 s init_fetch_timeout and (SotW) the CDS ACK is held.
@@ -213,13 +218,14 @@ def test_cluster_changed_in_place_warms_from_resent_eds(tmp_path, projection, we
         eds_before = eds.responses
         original = clusters.eds_cluster
 
-        def slower(name: str):
+        def slower(name: str) -> Any:
             cluster = original(name)
             cluster.connect_timeout.FromSeconds(7)
             return cluster
 
         def change() -> None:
             monkeypatch.setattr(clusters, "eds_cluster", slower)
+            assert gw.gateway is not None
             gw.gateway.cache._entries.clear()  # forget the encoded clusters: rebuild them
             gw.gateway.view.apply([(CHECKPOINT_KEY, b"1000")])  # a new generation
 
@@ -243,8 +249,8 @@ def test_cluster_changed_in_place_warms_from_resent_eds(tmp_path, projection, we
 
 
 @pytest.mark.parametrize("delta", [True, False], ids=["delta", "sotw"])
-def test_rejected_listener_is_nacked_once_without_a_resend_loop(tmp_path, projection, web_port,
-                                                                delta) -> None:
+def test_rejected_listener_is_nacked_once_without_a_resend_loop(
+        tmp_path: Path, projection: Projection, web_port: int, delta: bool) -> None:
     """Rule 3: an inbound on an address Envoy cannot bind makes it NACK the LDS response;
     the gateway books one NACK and sends nothing more; Envoy stays connected."""
     with serving(_mesh(projection, web_port)) as gw, _envoy(gw, tmp_path, delta=delta) as envoy:
@@ -266,7 +272,8 @@ def test_rejected_listener_is_nacked_once_without_a_resend_loop(tmp_path, projec
         assert gw.stream("default.web-1") is stream  # the same stream, no reconnect
 
 
-def test_reconnect_with_initial_versions_changes_nothing(tmp_path, projection, web_port) -> None:
+def test_reconnect_with_initial_versions_changes_nothing(
+        tmp_path: Path, projection: Projection, web_port: int) -> None:
     """Rules 11 and 12: a restarted gateway (same port) gets Envoy's initial_resource_versions
     and sends nothing Envoy already holds."""
     rows = _mesh(projection, web_port)
@@ -282,7 +289,7 @@ def test_reconnect_with_initial_versions_changes_nothing(tmp_path, projection, w
                      what="Envoy to see the gateway go")
             gw = GatewayThread(rows, port).start()
 
-            def resubscribed() -> AdsStream | None:
+            def resubscribed() -> AdsStream[Any] | None:
                 stream = gw.stream("default.web-1")
                 return stream if stream and {CLUSTER, LISTENER, ENDPOINT} <= stream.types.keys() \
                     else None
@@ -322,9 +329,10 @@ class ResponseLog(NoCallbacks):
 
     async def on_stream_request(self, stream: StreamInfo, request: object) -> None:
         log = self._of.get(stream)
-        if (log is not None and getattr(request, "type_url", "") == LISTENER
-                and request.response_nonce and not request.HasField("error_detail")):
-            log.append(("ack", LISTENER, request.response_nonce, frozenset()))
+        message: Any = request  # a (Delta)DiscoveryRequest: xds-protos ship no types
+        if (log is not None and getattr(message, "type_url", "") == LISTENER
+                and message.response_nonce and not message.HasField("error_detail")):
+            log.append(("ack", LISTENER, message.response_nonce, frozenset()))
 
     def on_stream_response(self, stream: StreamInfo, type_url: str, version: str, nonce: str,
                            resources: int) -> None:
@@ -372,8 +380,8 @@ def _all_acked(gw: GatewayThread) -> bool:
 
 
 @pytest.mark.parametrize("delta", [True, False], ids=["delta", "sotw"])
-def test_a_reconnect_removes_a_cluster_only_after_its_listener(tmp_path, projection, web_port,
-                                                                delta) -> None:
+def test_a_reconnect_removes_a_cluster_only_after_its_listener(
+        tmp_path: Path, projection: Projection, web_port: int, delta: bool) -> None:
     """Rule 10 across a reconnect: Envoy holds db's cluster and listener; its link to the
     gateway is cut; db goes meanwhile; Envoy reconnects. On the new stream db's cluster
     leaves only after Envoy ACKed the listeners without db's. Delta: from Envoy's
@@ -390,7 +398,8 @@ def test_a_reconnect_removes_a_cluster_only_after_its_listener(tmp_path, project
                  what="Envoy to see the link go")
         wait_for(lambda: gw.stream("default.web-1") is None, what="the stream to end")
         gw.apply(projection.fold(_DB_GONE))
-        wait_for(lambda: "db" not in gw.gateway.view.meshservices["default"],
+        wait_for(lambda: gw.gateway is not None
+                 and "db" not in gw.gateway.view.meshservices["default"],
                  what="db gone from the gateway's view")
         link.restore()
         wait_for(lambda: _db_gone(envoy), timeout=30, what="db gone from Envoy")
@@ -400,7 +409,7 @@ def test_a_reconnect_removes_a_cluster_only_after_its_listener(tmp_path, project
 
 
 def test_a_delta_reconnect_to_a_new_gateway_removes_a_cluster_only_after_its_listener(
-        tmp_path, projection, web_port) -> None:
+        tmp_path: Path, projection: Projection, web_port: int) -> None:
     """The same when the gateway is restarted (so it remembers nothing): Delta needs only
     what Envoy says it holds."""
     rows = [*_mesh(projection, web_port),

@@ -13,7 +13,7 @@ import asyncio
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -44,12 +44,12 @@ def _bootstrap(xds_port: int, token_file: Path) -> dict[str, Any]:
          "--name", "web-1", "--xds-address", f"127.0.0.1:{xds_port}", "--admin-port", "0",
          "--token-file", str(token_file), "-o", "json"],
         check=True, capture_output=True, text=True)
-    return json.loads(out.stdout)
+    return cast("dict[str, Any]", json.loads(out.stdout))
 
 
 def _ready(cp: ControlPlane) -> bool | None:
     inbound = cp.api.get("/meshes/default/dataplanes/web-1").json()["networking"]["inbound"][0]
-    return inbound.get("health", {}).get("ready", True)
+    return cast("bool | None", inbound.get("health", {}).get("ready", True))
 
 
 async def _readiness_history(cp: ControlPlane) -> list[bool]:
@@ -74,7 +74,7 @@ async def _readiness_history(cp: ControlPlane) -> list[bool]:
 
 
 def _state(cp: ControlPlane) -> str:
-    return cp.meshservice("web")["status"]["state"]
+    return cast(str, cp.meshservice("web")["status"]["state"])
 
 
 def _endpoint_in_eds(envoy: Envoy, inbound: int) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
 import dns.exception
 import dns.message
@@ -38,13 +39,14 @@ pytestmark = pytest.mark.integration
 A, B = "127.0.0.2", "127.0.0.3"
 
 
-def _dataplane(name: str, address: str, port: int, service: str, **networking: object) -> dict:
+def _dataplane(name: str, address: str, port: int, service: str,
+               **networking: object) -> dict[str, Any]:
     return {"type": "Dataplane", "mesh": "default", "name": name,
             "networking": {"address": address, **networking, "inbound": [
                 {"port": port, "tags": {"kuma.io/service": service}}]}}
 
 
-def _meshservice(name: str, port: int) -> dict:
+def _meshservice(name: str, port: int) -> dict[str, Any]:
     return {"type": "MeshService", "mesh": "default", "name": name, "labels": {"app": "redis"},
             "spec": {"selector": {"dataplaneTags": {"kuma.io/service": name}},
                      "ports": [{"port": port}]}}
@@ -63,7 +65,7 @@ def _a_records(port: int, name: str) -> list[str]:
 def _free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def test_the_mmzs_vip_serves_every_local_match_and_follows_their_endpoints(
@@ -82,7 +84,7 @@ def test_the_mmzs_vip_serves_every_local_match_and_follows_their_endpoints(
         web_port = free_port("127.0.0.4")
         cp.apply(_dataplane("web-1", "127.0.0.4", web_port, "web"))
 
-        def matched() -> dict | None:
+        def matched() -> dict[str, Any] | None:
             body = cp.api.get("/meshes/default/meshmultizoneservices/redis").json()
             return body if len(body["status"].get("meshServices", [])) == 2 else None
 

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import httpx
 import pytest
@@ -95,7 +95,7 @@ class Mesh:
         finally:
             db.close()
         assert row is not None, f"no identity row for {dataplane}"
-        return json.loads(row[0])
+        return cast("dict[str, Any]", json.loads(row[0]))
 
 
 @contextlib.contextmanager
@@ -371,7 +371,7 @@ def test_a_ca_change_under_traffic_drops_no_request(tmp_path: Path) -> None:
         assert traffic.failures == [], traffic.failures[:5]
 
 
-def _read_response(reader: Any) -> str:
+def _read_response(reader: BinaryIO) -> str:
     """The body of one HTTP/1.1 response with a Content-Length, read from `reader`."""
     length = 0
     status = reader.readline()

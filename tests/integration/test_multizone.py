@@ -9,6 +9,7 @@ byte."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import subprocess
@@ -76,7 +77,7 @@ def _get(cp: ControlPlane, path: str) -> dict[str, Any] | None:
 def test_a_mesh_applied_on_global_reaches_both_zones(planes: dict[str, ControlPlane]) -> None:
     planes["global"].apply({"type": "Mesh", "name": "default"})
     for zone in ("east", "west"):
-        mesh = wait_for(lambda z=zone: _get(planes[z], "/meshes/default"), timeout=30,
+        mesh = wait_for(functools.partial(_get, planes[zone], "/meshes/default"), timeout=30,
                         what=f"the Mesh in {zone}")
         assert mesh["name"] == "default"
 
@@ -164,7 +165,8 @@ def test_a_zone_disabled_on_global_disappears_from_the_others_and_comes_back(
     assert _meshlog("--api", api, "apply", "-f", str(zone)) == "zone 'west' disabled\n"
     wait_for(lambda: not _has(east, "redis", "west") and not _has(central, "redis", "west"),
              timeout=30, what="west hidden")
-    assert _get(east, "/zones/west")["enabled"] is False  # type: ignore[index]
+    west = _get(east, "/zones/west")
+    assert west is not None and west["enabled"] is False
     assert central.api.put("/zones/west", json={"enabled": True}).status_code == 200
     wait_for(lambda: _has(east, "redis", "west"), timeout=30, what="west back")
 

@@ -26,6 +26,7 @@ Envoy has outbound listeners (sidecars sharing loopback would share a VIP's conn
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,10 @@ def _dataplane(name: str, address: str, port: int, service: str, app_port: int |
 def _get(cp: ControlPlane, path: str) -> dict[str, Any] | None:
     response = cp.api.get(path)
     return response.json() if response.status_code == 200 else None
+
+
+def _listening(envoy: Envoy, listener: str) -> bool:
+    return listener in envoy.listeners()
 
 
 def _vip(cp: ControlPlane, path: str) -> str | None:
@@ -155,7 +160,7 @@ def test_a_client_in_east_fails_over_to_west_through_wests_ingress_and_back(
                        "spec": {"selector": {"meshService": {"matchLabels": {
                            "kuma.io/display-name": "redis"}}}, "ports": [{"port": port}]}})
         for zone in (east, west):
-            wait_for(lambda z=zone: _get(z, "/meshes/default"), timeout=60,
+            wait_for(functools.partial(_get, zone, "/meshes/default"), timeout=60,
                      what="global's Mesh in the zone")
         east.apply(_dataplane("redis-1", EAST_REDIS, port, "redis", east_app))
         east.apply(_dataplane("web-1", WEB, free_port(WEB), "web"))
@@ -189,7 +194,7 @@ def test_a_client_in_east_fails_over_to_west_through_wests_ingress_and_back(
                                     (gate, f"inbound:{INGRESS}:{ingress_port}"),
                                     (web, f"outbound:{west_vip}:{port}"),
                                     (web, f"outbound:{mz_vip}:{port}")):
-                wait_for(lambda e=envoy, name=listener: name in e.listeners(), timeout=60,
+                wait_for(functools.partial(_listening, envoy, listener), timeout=60,
                          what=f"listener {listener}")
 
             # redis.svc.west.mesh.local: west's only, through west's ingress, mTLS end to end

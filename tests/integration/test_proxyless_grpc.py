@@ -18,6 +18,7 @@ import json
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -46,7 +47,7 @@ def grpc_backend(host: str, port: int, name: str) -> Iterator[None]:
         server.stop(grace=None)
 
 
-def _dataplane(name: str, address: str, port: int, service: str) -> dict:
+def _dataplane(name: str, address: str, port: int, service: str) -> dict[str, Any]:
     return {"type": "Dataplane", "mesh": "default", "name": name,
             "networking": {"address": address, "inbound": [
                 {"port": port, "protocol": "grpc", "tags": {"kuma.io/service": service}}]}}
@@ -54,7 +55,8 @@ def _dataplane(name: str, address: str, port: int, service: str) -> dict:
 
 def _who(channel: grpc.Channel) -> str | None:
     try:
-        return channel.unary_unary(METHOD)(b"", timeout=2).decode()
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(METHOD)
+        return call(b"", timeout=2).decode()
     except grpc.RpcError:
         return None
 
@@ -64,8 +66,12 @@ def _calls_follow_the_backends(cp: ControlPlane, port: int) -> None:
     after the other is deregistered."""
     with grpc.insecure_channel(f"xds:///backend:{port}") as channel:
         seen: set[str] = set()
-        wait_for(lambda: seen.add(_who(channel) or "") or set(BACKENDS) <= seen,
-                 timeout=20, what="calls through xds:/// reaching both backends")
+
+        def both_seen() -> bool:
+            seen.add(_who(channel) or "")
+            return set(BACKENDS) <= seen
+
+        wait_for(both_seen, timeout=20, what="calls through xds:/// reaching both backends")
 
         hit = _who(channel)
         assert hit in BACKENDS

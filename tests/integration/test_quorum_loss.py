@@ -214,8 +214,12 @@ async def test_quorum_loss_is_503s_while_envoy_traffic_flows_and_all_resumes(
 
                 # 2. the nodes come back (same ports, same stores): all resumes by itself
                 await cluster.start("n1", "n2")
-                stored = wait_for(lambda: (r := put(backend_2, key="backend-2")).status_code
-                                  in (200, 201) and r, timeout=60, interval=0.5,
+
+                def stored_again() -> httpx.Response | None:
+                    r = put(backend_2, key="backend-2")
+                    return r if r.status_code in (200, 201) else None
+
+                stored = wait_for(stored_again, timeout=60, interval=0.5,
                                   what="the API storing the write again")
                 assert stored.json()["version"] > 3
                 wait_for(lambda: probe.get("/ready").status_code == 200, timeout=60,

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -50,7 +50,7 @@ def _bootstrap(dp_file: Path, xds_port: int) -> dict[str, Any]:
          "--token-file", f"{dp_file}.token",
          "--xds-address", f"127.0.0.1:{xds_port}", "--admin-port", "0", "-o", "json"],
         check=True, capture_output=True, text=True)
-    return json.loads(out.stdout)
+    return cast("dict[str, Any]", json.loads(out.stdout))
 
 
 async def _read(cp: ControlPlane) -> tuple[Any, int, ProxyInsight | None, dict[str, int]]:

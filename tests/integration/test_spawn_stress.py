@@ -59,7 +59,7 @@ async def _echo_server() -> AsyncIterator[int]:
 
 async def _call_until(port: int, stop: asyncio.Event, calls: Counter[str]) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        echo = channel.unary_unary(_ECHO)
+        echo: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(_ECHO)
         while not stop.is_set():
             try:
                 answer = await echo(b"ping", timeout=5)

@@ -27,7 +27,7 @@ from projections import Projector, open_store
 from services.api.app import create_app
 from services.cli.bootstrap import sidecar_bootstrap
 from tests.harness import Envoy, eventually, run_envoy
-from tests.tracing import in_memory_tracing
+from tests.tracing import attributes, in_memory_tracing, int_attribute, parent_id
 from xds_gateway import Gateway
 
 pytestmark = [
@@ -88,8 +88,10 @@ async def test_one_apply_is_one_trace_from_the_api_to_envoys_ack(nc: NATS,
         gateway = Gateway(bus, port=0, no_auth=True)
         assert gateway.pushes is not None  # the process traces: the gateway traces pushes
         try:
+            # Litestar's scope is a TypedDict, httpx wants a MutableMapping:
             async with asyncio.TaskGroup() as tg, httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=app), base_url="http://api") as api:
+                    transport=httpx.ASGITransport(app=app),  # type: ignore[arg-type]
+                    base_url="http://api") as api:
                 tasks = [tg.create_task(Projector(event_log, writer, bus, zone="default").run()),
                          tg.create_task(gateway.run())]
                 await gateway.serving.wait()
@@ -120,26 +122,27 @@ async def test_one_apply_is_one_trace_from_the_api_to_envoys_ack(nc: NATS,
 
     request = _one([s for s in spans if s.kind == SpanKind.SERVER], "API request spans")
     assert request.name == "PUT /meshes/{mesh}/{plural}/{name}"
-    assert request.attributes["http.response.status_code"] == 201
+    assert attributes(request)["http.response.status_code"] == 201
     trace_id = request.context.trace_id
     append = _one([s for s in spans if s.name == "meshlog.append"
                    and s.context.trace_id == trace_id], "appends of the write")
-    assert append.parent.span_id == request.context.span_id
+    assert parent_id(append) == request.context.span_id
     fold = _one([s for s in spans if s.name == "meshlog.projector.fold"
                  and any(link.context.span_id == append.context.span_id for link in s.links)],
                 "projector batches linked to the append")
-    assert fold.parent.span_id == append.context.span_id  # the batch held this write alone
+    assert parent_id(fold) == append.context.span_id  # the batch held this write alone
     publish = _one([s for s in spans if s.name == "meshlog.projector.publish"
-                    and s.parent.span_id == fold.context.span_id], "publishes of the batch")
-    assert push.parent.span_id == publish.context.span_id
+                    and parent_id(s) == fold.context.span_id], "publishes of the batch")
+    assert parent_id(push) == publish.context.span_id
     assert {s.context.trace_id for s in (append, fold, publish, push)} == {trace_id}
     # the push reached Envoy, and Envoy ACKed every response it got for it
-    assert push.attributes["meshlog.xds.proxies"] == 1
-    assert push.attributes["meshlog.xds.proxies_acked"] == 1
-    assert push.attributes["meshlog.xds.nacks"] == 0
-    assert push.attributes["meshlog.xds.acks"] == push.attributes["meshlog.xds.responses"] >= 1
+    assert attributes(push)["meshlog.xds.proxies"] == 1
+    assert attributes(push)["meshlog.xds.proxies_acked"] == 1
+    assert attributes(push)["meshlog.xds.nacks"] == 0
+    assert int_attribute(push, "meshlog.xds.acks") == int_attribute(
+        push, "meshlog.xds.responses") >= 1
     [acked] = [e for e in push.events if e.name == "acked"]
-    assert acked.attributes["meshlog.node_id"] == "default.web-1"
+    assert attributes(acked)["meshlog.node_id"] == "default.web-1"
 
 
 async def _idle(gateway: Gateway) -> bool:
@@ -150,7 +153,7 @@ async def _idle(gateway: Gateway) -> bool:
 async def _acked_push(spans: tuple[ReadableSpan, ...]) -> ReadableSpan | None:
     """The push span of the write of backend-2 once it has Envoy's ACK."""
     writes = {s.context.trace_id for s in spans if s.kind == SpanKind.SERVER
-              and s.attributes.get("url.path", "").endswith("/backend-2")}
+              and str(attributes(s).get("url.path", "")).endswith("/backend-2")}
     pushes = [s for s in spans if s.name == "meshlog.gateway.push"
-              and s.context.trace_id in writes and s.attributes.get("meshlog.xds.proxies_acked")]
+              and s.context.trace_id in writes and attributes(s).get("meshlog.xds.proxies_acked")]
     return pushes[0] if pushes else None

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -56,7 +56,7 @@ def _bootstrap(cp: ControlPlane, name: str, xds_port: int, ca_file: Path,
          "--ca-cert-file", str(ca_file), "--xds-address", f"127.0.0.1:{xds_port}",
          "--admin-port", "0", "-o", "json"],
         check=True, capture_output=True, text=True, timeout=60)
-    return json.loads(out.stdout)
+    return cast("dict[str, Any]", json.loads(out.stdout))
 
 
 def _connected(envoy: Envoy) -> int:
@@ -106,9 +106,10 @@ def test_envoy_gets_its_config_over_tls_and_strangers_get_nothing(tmp_path: Path
 
             # a plaintext client: its stream fails, nothing is served to it
             with grpc.insecure_channel(f"127.0.0.1:{xds_port}") as plaintext:
+                ads: grpc.StreamStreamMultiCallable[bytes, bytes] = plaintext.stream_stream(ADS)
                 with pytest.raises(grpc.RpcError) as failed:
-                    next(plaintext.stream_stream(ADS)(iter([b""]), timeout=5))
-                assert failed.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+                    next(ads(iter([b""]), timeout=5))
+                assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
 
             # the gateway goes on serving web-1
             cp.apply({"type": "MeshService", "mesh": "default", "name": "backend-api",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import msgspec
 from hypothesis import strategies as st
@@ -40,6 +40,7 @@ from events import (
     MeshTrafficPermissionApplied,
     MeshTrafficPermissionDeleted,
     Provenance,
+    ServiceKind,
     TokenRevoked,
     ca_purpose,
     decode_event,
@@ -52,7 +53,7 @@ from events.resources import Health, Mesh
 from projections.derive import derive_stale
 from projections.fold import apply_event
 from projections.state import ProjectionState
-from projections.views import EndpointsRow, MeshServiceRow, decode_row
+from projections.views import EndpointsRow, MeshServiceRow, Row, VipRow, decode_row, decode_typed
 
 ZONE = "zone-1"
 PROVENANCE = Provenance(zone=ZONE, origin="zone")
@@ -61,6 +62,7 @@ HOUR = 3_600_000
 JTIS = ("0b4c7f2e-9a59-4f7c-8a53-2f4f3a7d2f10", "5d1e6c3a-2b7f-4e0d-9c8a-1f2e3d4c5b6a",
         "9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a")
 Rows = list[tuple[str, str, bytes]]
+R = TypeVar("R", bound=Row)
 
 
 # --- resources ------------------------------------------------------------------------------
@@ -207,9 +209,8 @@ class History:
         self._add(MeshApplied(at=self._next_at(), mesh=mesh))
         return self
 
-    def register(self, dp: Dataplane, *, origin: str = "api") -> History:
-        self._add(DataplaneRegistered(at=self._next_at(), dataplane=dp,
-                                      origin=origin))  # type: ignore[arg-type]
+    def register(self, dp: Dataplane, *, origin: Literal["api", "proxy"] = "api") -> History:
+        self._add(DataplaneRegistered(at=self._next_at(), dataplane=dp, origin=origin))
         return self
 
     def flip(self, index: int, ready: bool | None, state: str) -> History:
@@ -316,8 +317,8 @@ class History:
             mesh=mesh, expires_at=0 if expires_in is None else at + expires_in))
         return self
 
-    def ipam(self, cidr: str, kind: str = "MeshService") -> History:
-        self._add(IpamConfigured(at=self._next_at(), kind=kind, cidr=cidr))  # type: ignore[arg-type]
+    def ipam(self, cidr: str, kind: ServiceKind = "MeshService") -> History:
+        self._add(IpamConfigured(at=self._next_at(), kind=kind, cidr=cidr))
         return self
 
 
@@ -435,7 +436,7 @@ def split(events: Sequence[AnyEvent], sizes: Iterable[int]) -> list[list[AnyEven
 
 def random_sizes(n: int, seed: int, max_size: int = 7) -> list[int]:
     rng = random.Random(seed)
-    sizes = []
+    sizes: list[int] = []
     while sum(sizes) < n:
         sizes.append(rng.randint(1, max_size))
     return sizes
@@ -482,12 +483,20 @@ def persisted(state: ProjectionState, collection: str, key: str) -> Any:
     return None
 
 
+def _persisted_as(state: ProjectionState, row_type: type[R], collection: str,
+                  key: str) -> R | None:
+    for c, k, body in state.persisted():
+        if (c, k) == (collection, key):
+            return decode_typed(row_type, body)
+    return None
+
+
 def meshservice_row(state: ProjectionState, mesh: str, name: str) -> MeshServiceRow | None:
-    return persisted(state, "meshservice", f"{mesh}/{name}")
+    return _persisted_as(state, MeshServiceRow, "meshservice", f"{mesh}/{name}")
 
 
 def endpoints_row(state: ProjectionState, mesh: str, name: str) -> EndpointsRow | None:
-    return persisted(state, "endpoints", f"{mesh}/{name}")
+    return _persisted_as(state, EndpointsRow, "endpoints", f"{mesh}/{name}")
 
 
 def vip(state: ProjectionState, mesh: str, name: str) -> str | None:
@@ -499,8 +508,7 @@ def vip(state: ProjectionState, mesh: str, name: str) -> str | None:
 
 def vip_rows(state: ProjectionState) -> dict[str, str]:
     """Every VIP ever handed out: `mesh/kind/name` -> ip."""
-    return {k: decode_row(c, body).ip  # type: ignore[attr-defined]
-            for c, k, body in state.persisted() if c == "vip"}
+    return {k: decode_typed(VipRow, body).ip for c, k, body in state.persisted() if c == "vip"}
 
 
 # --- random histories (hypothesis) ---------------------------------------------------------
@@ -510,13 +518,15 @@ _DP_NAMES = ("a", "b", "c", "d")
 _SERVICES = ("web", "api", "Not_A_Label")
 _PORTS = (80, 8080, 9090)
 _CIDRS = ("241.0.0.0/8", "10.96.0.0/29", "10.97.0.0/30", "10.96.0.0/30")
-_EXTRA_TAGS = ({}, {"kuma.io/protocol": "http2"}, {"kuma.io/protocol": "x"}, {"app": "shop"})
+_EXTRA_TAGS: tuple[dict[str, str], ...] = (
+    {}, {"kuma.io/protocol": "http2"}, {"kuma.io/protocol": "x"}, {"app": "shop"})
 _SELECTORS = (*({SERVICE_TAG: s} for s in _SERVICES),
               {"app": "shop"}, {"app": "shop", SERVICE_TAG: "api"})
 _GENERATORS = ("local-universal-mesh-service", "g1", "g2")
 _TEMPLATES = ("{{ .DisplayName }}.svc.mesh.local", "same.{{ .Mesh }}.local",
               '{{ .Name }}.{{ label "team" }}.x', "{{ .Name }}.{{ .Zone }}.mesh")
-_MATCH_LABELS = ({}, {"kuma.io/origin": "zone"}, {"team": "a"}, {"kuma.io/mesh": "other"})
+_MATCH_LABELS: tuple[dict[str, str], ...] = (
+    {}, {"kuma.io/origin": "zone"}, {"team": "a"}, {"kuma.io/mesh": "other"})
 _PERMISSIONS = ("allow-web", "deny-all")
 _MMZS_SELECTORS = ({"kuma.io/display-name": "web"}, {"team": "a"}, {"kuma.io/mesh": "default"})
 _SOURCES = ({"kind": "Mesh"}, {"kind": "MeshService", "name": "web"},

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from events import (
+    AnyEvent,
     DataplaneDeregistered,
     DataplaneRegistered,
     GracePeriodConfigured,
@@ -146,7 +149,11 @@ def test_expiry_is_the_same_across_batches_and_restarts() -> None:
 # --- the live projector keeps the log's clock ------------------------------------------------
 
 
-async def _poll(check, *, within_s: float = 15.0, what: str):  # type: ignore[no-untyped-def]
+T = TypeVar("T")
+
+
+async def _poll(check: Callable[[], Awaitable[T | None]], *, within_s: float = 15.0,
+                what: str) -> T:
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         result = await check()
@@ -160,13 +167,14 @@ async def test_two_live_projectors_append_one_tick_and_the_meshservice_goes(
         event_log: JetStreamEventLog, tmp_path: Path) -> None:
     now = time.time_ns() // 1_000_000
     dp = dataplane("default", "web-1", "10.0.0.1", inbound(80, "web"))
-    for subject, event in [
+    appends: list[tuple[str, AnyEvent]] = [
         (resource_subject("Mesh", None, "default"),
          MeshApplied(at=now, mesh=Mesh(name="default"))),
         (grace_period_subject("MeshService"), GracePeriodConfigured(at=now, grace_period_ms=300)),
         (resource_subject("Dataplane", "default", "web-1"),
          DataplaneRegistered(at=now, dataplane=dp)),
-    ]:
+    ]
+    for subject, event in appends:
         await event_log.append(subject, event, expected_last_subject_seq=0, msg_id=subject)
     stores = [await open_store(f"sqlite:///{tmp_path / f'p{i}.db'}") for i in range(2)]
     projectors = [Projector(event_log, store, None, zone="default", name=f"p{i}")

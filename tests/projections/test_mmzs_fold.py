@@ -41,6 +41,7 @@ from projections.state import ProjectionState
 from projections.views import (
     MatchedMeshService,
     MeshMultiZoneServiceRow,
+    MeshServiceRow,
     MzsBackend,
     decode_row,
 )
@@ -301,8 +302,9 @@ def test_meshservice_generators_do_not_name_it_and_its_do_not_name_meshservices(
     for collection, _, body in state.persisted():
         if collection == "meshservice":
             row = decode_row(collection, body)
+            assert isinstance(row, MeshServiceRow)
             assert all(not a.hostname.endswith(".mzsvc.mesh.local")
-                       for a in row.status.addresses)  # type: ignore[attr-defined]
+                       for a in row.status.addresses)
 
 
 def test_a_store_of_a_release_without_the_default_gets_it_as_a_replay_does() -> None:

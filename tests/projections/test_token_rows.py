@@ -91,8 +91,8 @@ def test_keys_and_revocations_reach_the_gateways() -> None:
 
 
 def test_a_restart_keeps_them_byte_for_byte() -> None:
-    events = [MESH, _key_event(), TokenRevoked(at=5, purpose="dataplane-token",
-                                               mesh="default", jti=JTI)]
+    events: list[AnyEvent] = [MESH, _key_event(), TokenRevoked(at=5, purpose="dataplane-token",
+                                                               mesh="default", jti=JTI)]
     state = fold_all(events)
     assert rows(restart(state)) == rows(state)
 
@@ -132,7 +132,9 @@ def test_another_control_planes_retirement_is_not_folded_here() -> None:
     apply_event(state, 1, MESH, provenance_of(resource_subject("Mesh", None, "default",
                                                                GLOBAL_ZONE)))
     key, retired = _key_event(), _retired(1)
-    for seq, (event, zone) in enumerate(((key, "east"), (retired, GLOBAL_ZONE)), start=2):
+    keys: list[tuple[SigningKeyCreated | SigningKeyRetired, str]] = [
+        (key, "east"), (retired, GLOBAL_ZONE)]
+    for seq, (event, zone) in enumerate(keys, start=2):
         subject = signing_key_subject(event.purpose, event.mesh, event.serial, zone)
         apply_event(state, seq, event, provenance_of(subject))
     assert state.get("signingkey", "default/dataplane-token-1") is not None

@@ -16,7 +16,7 @@ from projections import Projector, open_store
 from projections.tracing import MAX_LINKS
 from services.bench.history import synthetic_history
 from services.runtime.embedded_nats import run_nats_server
-from tests.tracing import in_memory_tracing, spans_named
+from tests.tracing import in_memory_tracing, int_attribute, spans_named
 
 pytestmark = pytest.mark.integration
 
@@ -69,10 +69,10 @@ async def test_read_models_are_the_same_with_tracing_on_or_off(tmp_path: Path) -
     assert untraced_first is not None and TRACEPARENT not in untraced_first.headers
     assert len(spans_named(spans, "meshlog.append")) == EVENTS
     [*folds] = spans_named(spans, "meshlog.projector.fold")
-    assert sum(f.attributes["meshlog.batch.events"] for f in folds) == EVENTS
+    assert sum(int_attribute(f, "meshlog.batch.events") for f in folds) == EVENTS
     # every write linked, up to the SDK's link limit per batch
     assert sum(len(f.links) for f in folds) == sum(
-        min(f.attributes["meshlog.batch.events"], MAX_LINKS) for f in folds)
+        min(int_attribute(f, "meshlog.batch.events"), MAX_LINKS) for f in folds)
     # ...and none of it reached the read models
     assert folded_traced
     assert folded_traced == replayed_untraced == folded_plain

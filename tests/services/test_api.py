@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
         yield plane
 
 
-def _dp(name: str, port: int = 8080, service: str = "svc", mesh: str = "default") -> dict:
+def _dp(name: str, port: int = 8080, service: str = "svc", mesh: str = "default") -> dict[str, Any]:
     return {"type": "Dataplane", "mesh": mesh, "name": name, "networking": {
         "address": "10.1.0.1", "inbound": [{"port": port, "tags": {"kuma.io/service": service}}]}}
 
@@ -176,7 +177,7 @@ def test_list_filters_by_labels(cp: ControlPlane) -> None:
 # --- HostnameGenerators, generated-MeshService edge cases (issue 5) ---------------------------
 
 
-_HG = {"type": "HostnameGenerator", "name": "internal", "spec": {
+_HG: dict[str, Any] = {"type": "HostnameGenerator", "name": "internal", "spec": {
     "template": "{{ .Name }}.{{ .Mesh }}.internal",
     "selector": {"meshService": {"matchLabels": {"kuma.io/display-name": "hg-svc"}}}}}
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -20,7 +21,7 @@ from xds_gateway.type_urls import CLUSTER, LISTENER
 pytestmark = pytest.mark.integration
 
 
-def _dp(name: str, service: str, port: int, ip: str) -> dict:
+def _dp(name: str, service: str, port: int, ip: str) -> dict[str, Any]:
     return {"type": "Dataplane", "mesh": "default", "name": name, "networking": {
         "address": ip, "inbound": [{"port": port, "tags": {"kuma.io/service": service}}]}}
 
@@ -137,7 +138,8 @@ def test_inspect_sees_a_live_ads_stream_on_the_gateway_of_meshlog_up(
     def acked() -> bool:
         doc = cp.api.get("/meshes/default/dataplanes/backend-1/_overview").json()
         subs = doc["dataplaneInsight"].get("subscriptions") or [{}]
-        return subs[0].get("status", {}).get("cds", {}).get("responsesAcknowledged") == 1
+        acks = subs[0].get("status", {}).get("cds", {}).get("responsesAcknowledged")
+        return cast("int | None", acks) == 1
 
     token = cp.dataplane_token("backend-1")
 

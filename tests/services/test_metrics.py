@@ -9,6 +9,7 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -30,7 +31,7 @@ from xds_gateway.type_urls import CLUSTER, LISTENER
 
 pytestmark = pytest.mark.integration
 
-def _dp(name: str, service: str, port: int, ip: str) -> dict:
+def _dp(name: str, service: str, port: int, ip: str) -> dict[str, Any]:
     return {"type": "Dataplane", "mesh": "default", "name": name, "networking": {
         "address": ip, "inbound": [{"port": port, "tags": {"kuma.io/service": service}}]}}
 

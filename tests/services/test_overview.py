@@ -13,7 +13,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 import httpx
@@ -73,7 +73,7 @@ class Plane:
                     task.cancel()
 
 
-def _dp(name: str, service: str = "web", port: int = 7070, ip: str = "10.0.0.9") -> dict:
+def _dp(name: str, service: str = "web", port: int = 7070, ip: str = "10.0.0.9") -> dict[str, Any]:
     return {"type": "Dataplane", "mesh": "default", "name": name, "networking": {
         "address": ip, "inbound": [{"port": port, "tags": {"kuma.io/service": service}}]}}
 
@@ -88,7 +88,8 @@ async def plane(nc: NATS, tmp_path: Path) -> AsyncIterator[Plane]:
     inspector = ProxyInspector(nc, config_timeout_s=2, snapshot_ttl_s=0.2, stale_after_s=600)
     app = create_app(Commands(event_log, zone="default"), reader, inspector=inspector)
     projector = asyncio.create_task(Projector(event_log, writer, bus, zone="default").run())
-    transport = httpx.ASGITransport(app=app)
+    # Litestar's scope is a TypedDict, httpx wants a MutableMapping:
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
             p = Plane(nc, bus, api, await JetStreamInsights.open(nc))
@@ -180,7 +181,8 @@ async def test_overview_answers_when_insights_are_unavailable(plane: Plane, nats
     app = create_app(Commands(await JetStreamEventLog.open(own), zone="default"), reader,
                      inspector=ProxyInspector(own))
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+        # Litestar's scope is a TypedDict, httpx wants a MutableMapping:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),  # type: ignore[arg-type]
                                      base_url="http://api") as api:
             path = "/meshes/default/dataplanes/web-1/_overview"
             assert "connected" in (await api.get(path)).json()["dataplaneInsight"]
@@ -192,7 +194,8 @@ async def test_overview_answers_when_insights_are_unavailable(plane: Plane, nats
             assert doc["dataplaneInsight"]["unavailable"].startswith("insights unavailable")
         fresh = create_app(Commands(await JetStreamEventLog.open(plane.nc), zone="default"),
                            reader, inspector=ProxyInspector(own))  # never opened the bucket
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=fresh),
+        # as above:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=fresh),  # type: ignore[arg-type]
                                      base_url="http://api") as api:
             doc = (await api.get("/meshes/default/dataplanes/web-1/_overview")).json()
             assert "cannot open insights bucket" in doc["dataplaneInsight"]["unavailable"]
@@ -220,7 +223,7 @@ async def test_meshservice_counts_its_connected_dataplanes(plane: Plane) -> None
     await plane.insights.put(_insight("other-1"))
     await plane.insights.put(_insight("web-2", disconnected_at=NOW + 1))
 
-    async def counts() -> dict[str, dict] | None:
+    async def counts() -> dict[str, dict[str, Any]] | None:
         one = (await plane.api.get("/meshes/default/meshservices/web")).json()
         items = (await plane.api.get("/meshes/default/meshservices")).json()["items"]
         listed = {i["name"]: i["status"]["dataplaneProxies"] for i in items}
@@ -236,7 +239,7 @@ async def test_meshservice_counts_its_connected_dataplanes(plane: Plane) -> None
 
     async def web_gone() -> bool:
         ms = (await plane.api.get("/meshes/default/meshservices/web")).json()
-        return ms["status"]["dataplaneProxies"]["connected"] == 0
+        return cast(int, ms["status"]["dataplaneProxies"]["connected"]) == 0
 
     await eventually(web_gone, "web's connected count back to 0")
 
@@ -256,7 +259,7 @@ async def test_config_of_a_missing_dataplane_is_a_404(plane: Plane) -> None:
 async def test_config_comes_from_a_gateway(plane: Plane) -> None:
     await plane.apply(_dp("backend-1", service="backend", port=8080, ip="10.0.0.1"))
     async with plane.gateway():
-        async def config() -> dict | None:
+        async def config() -> dict[str, Any] | None:
             response = await plane.api.get("/meshes/default/dataplanes/web-1/_config")
             doc = response.json() if response.status_code == 200 else {}
             clusters = [c["name"] for c in doc.get("xds", {}).get("clusters", [])]
@@ -274,7 +277,7 @@ async def test_config_of_a_grpc_client_is_computed_as_its_stream_gets_it(plane: 
     await plane.apply(_dp("backend-1", service="backend", port=8080, ip="10.0.0.1"))
     await plane.insights.put(_insight(user_agent="gRPC Python 1.70"))
     async with plane.gateway():
-        async def config() -> dict | None:
+        async def config() -> dict[str, Any] | None:
             response = await plane.api.get("/meshes/default/dataplanes/web-1/_config")
             doc = response.json() if response.status_code == 200 else {}
             names = [r["name"] for r in doc.get("xds", {}).get("listeners", [])]
@@ -303,8 +306,8 @@ async def test_overview_follows_a_real_ads_stream_through_the_gateways_insights(
         plane: Plane) -> None:
     path = "/meshes/default/dataplanes/web-1/_overview"
 
-    async def insight_where(check: Callable[[dict], bool], what: str) -> dict:
-        async def read() -> dict | None:
+    async def insight_where(check: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+        async def read() -> dict[str, Any] | None:
             doc = (await plane.api.get(path)).json()["dataplaneInsight"]
             return doc if doc.get("subscriptions") and check(doc) else None
 
@@ -335,7 +338,7 @@ async def test_overview_follows_a_real_ads_stream_through_the_gateways_insights(
 
             async def web_connected() -> bool:
                 ms = (await plane.api.get("/meshes/default/meshservices/web")).json()
-                return ms["status"]["dataplaneProxies"]["connected"] == 1
+                return cast(int, ms["status"]["dataplaneProxies"]["connected"]) == 1
 
             await eventually(web_connected, "MeshService web counting the stream")
             client.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ def _publish_raw(cp: ControlPlane, subject: str, data: bytes) -> int:
     return asyncio.run(publish())
 
 
-def _dp(name: str) -> dict:
+def _dp(name: str) -> dict[str, Any]:
     return {"type": "Dataplane", "mesh": "default", "name": name, "networking": {
         "address": "10.0.0.1", "inbound": [{"port": 80, "tags": {"kuma.io/service": name}}]}}
 

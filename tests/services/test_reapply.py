@@ -128,9 +128,9 @@ def test_meshlog_get_piped_to_meshlog_apply_is_unchanged(cp: ControlPlane) -> No
     applied = _meshlog(cp, "apply", "-f", "-", stdin=one)
     assert applied.startswith("dataplane 'cli-web-1' unchanged (version ")
     page = _meshlog(cp, "get", "meshtrafficpermissions", "-o", "yaml")  # a list applies too
-    applied = _meshlog(cp, "apply", "-f", "-", stdin=page).splitlines()
-    assert "meshtrafficpermission 'cli-allow-all' unchanged" in "\n".join(applied)
-    assert all(" unchanged (version " in line for line in applied), applied
+    applied_lines = _meshlog(cp, "apply", "-f", "-", stdin=page).splitlines()
+    assert "meshtrafficpermission 'cli-allow-all' unchanged" in "\n".join(applied_lines)
+    assert all(" unchanged (version " in line for line in applied_lines), applied_lines
     assert cp.stream_last_seq() == before
 
 

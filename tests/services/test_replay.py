@@ -8,6 +8,7 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,7 +103,8 @@ def test_replay_after_the_whole_lifecycle_equals_the_live_read_models(tmp_path: 
             "template": '{{ .DisplayName }}.{{ label "team" }}.mesh',
             "selector": {"meshService": {"matchLabels": {"team": "blue"}}}}})
 
-        def dp(name: str, address: str, service: str, *ports: int, **inbound: object) -> dict:
+        def dp(name: str, address: str, service: str, *ports: int,
+               **inbound: object) -> dict[str, Any]:
             return {"type": "Dataplane", "mesh": "default", "name": name,
                     "networking": {"address": address, "inbound": [
                         {"port": p, "tags": {"kuma.io/service": service}, **inbound}

@@ -121,4 +121,4 @@ def test_a_program_not_on_path_fails_with_127() -> None:
 
 def test_options_that_run_code_before_exec_are_refused() -> None:
     with pytest.raises(TypeError, match="preexec_fn"):
-        popen(["true"], preexec_fn=lambda: None)  # type: ignore[call-arg]
+        popen(["true"], preexec_fn=lambda: None)  # type: ignore[call-arg]  # what is refused

@@ -18,9 +18,13 @@ from google.rpc.status_pb2 import Status
 
 from events import (
     AnyEvent,
+    Dataplane,
     DataplaneRegistered,
+    Mesh,
     MeshApplied,
+    MeshMultiZoneService,
     MeshMultiZoneServiceApplied,
+    MeshService,
     MeshServiceApplied,
     Provenance,
     decode_resource,
@@ -34,16 +38,17 @@ DELTA_ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggrega
 
 
 def event_for(doc: dict[str, Any], at: int = 1) -> AnyEvent:
-    resource = decode_resource(doc)
-    kind = doc["type"]
-    if kind == "Mesh":
-        return MeshApplied(at=at, mesh=resource)  # type: ignore[arg-type]
-    if kind == "Dataplane":
-        return DataplaneRegistered(at=at, dataplane=resource)  # type: ignore[arg-type]
-    if kind == "MeshMultiZoneService":
-        return MeshMultiZoneServiceApplied(
-            at=at, meshmultizoneservice=resource)  # type: ignore[arg-type]
-    return MeshServiceApplied(at=at, meshservice=resource)  # type: ignore[arg-type]
+    match decode_resource(doc):
+        case Mesh() as mesh:
+            return MeshApplied(at=at, mesh=mesh)
+        case Dataplane() as dp:
+            return DataplaneRegistered(at=at, dataplane=dp)
+        case MeshMultiZoneService() as mmzs:
+            return MeshMultiZoneServiceApplied(at=at, meshmultizoneservice=mmzs)
+        case MeshService() as ms:
+            return MeshServiceApplied(at=at, meshservice=ms)
+        case other:
+            raise AssertionError(f"no event_for a {type(other).__name__}")
 
 
 class Projection:
@@ -66,7 +71,7 @@ class Projection:
         return [*updates, (CHECKPOINT_KEY, str(self.seq).encode())]
 
 
-def dataplane(name: str, address: str, port: int, service: str, **inbound: Any) -> dict:
+def dataplane(name: str, address: str, port: int, service: str, **inbound: Any) -> dict[str, Any]:
     return {"type": "Dataplane", "mesh": "default", "name": name,
             "networking": {"address": address, "inbound": [
                 {"port": port, "tags": {"kuma.io/service": service}, **inbound}]}}
@@ -137,6 +142,7 @@ class DeltaAdsClient(AdsClient):
 
     _method, _request, _response = DELTA_ADS, DeltaDiscoveryRequest, DeltaDiscoveryResponse
 
+    # other fields than a SotW request's, so another signature than AdsClient.send's
     def send(self, type_url: str, *, node_id: str | None = None,  # type: ignore[override]
              subscribe: Iterable[str] = (), unsubscribe: Iterable[str] = (),
              initial: dict[str, str] | None = None, nonce: str = "",
@@ -151,5 +157,5 @@ class DeltaAdsClient(AdsClient):
             request.error_detail.CopyFrom(Status(code=3, message=error))
         self._requests.put_nowait(request)
 
-    def ack(self, response: DeltaDiscoveryResponse) -> None:  # type: ignore[override]
+    def ack(self, response: DeltaDiscoveryResponse) -> None:  # type: ignore[override]  # as send
         self.send(response.type_url, nonce=response.nonce)

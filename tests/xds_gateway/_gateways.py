@@ -61,7 +61,7 @@ def dataplane_doc(name: str = "web-1", port: int = 7070, **extra: Any) -> dict[s
 class ProxyClient(AdsClient):
     """An ADS stream whose first request carries a whole Node, as Envoy's does."""
 
-    def hello(self, type_url: str, node_id: str, *, dataplane: dict | str | None = None,
+    def hello(self, type_url: str, node_id: str, *, dataplane: dict[str, Any] | str | None = None,
               user_agent: str = "envoy") -> None:
         node = Node(id=node_id, user_agent_name=user_agent)
         if dataplane is not None:

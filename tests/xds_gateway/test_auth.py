@@ -16,7 +16,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 import pytest
@@ -63,7 +63,7 @@ from xds_gateway.type_urls import CLUSTER
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 DENIED = grpc.StatusCode.PERMISSION_DENIED
 HDS = "/envoy.service.health.v3.HealthDiscoveryService/StreamHealthCheck"
-HdsMessage = HealthCheckRequestOrEndpointHealthResponse
+HdsMessage: TypeAlias = HealthCheckRequestOrEndpointHealthResponse
 
 
 class Plane:

@@ -5,8 +5,11 @@ The gateway serves a view fed with rows produced by the real fold; only the bus 
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
+from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryResponse
 
 from events import ClockTicked, DataplaneDeregistered
 from events.bus.projection_bus import CHECKPOINT_KEY
@@ -23,7 +26,7 @@ DB_CLUSTER = "default_db___msvc_5432"
 DB_LISTENER = "outbound:241.0.0.3:5432"
 
 
-def _versions(response) -> dict[str, str]:
+def _versions(response: DeltaDiscoveryResponse) -> dict[str, str]:
     return {r.name: r.version for r in response.resources}
 
 
@@ -31,7 +34,8 @@ def _add_db(gateway: Gateway, projection: Projection) -> None:
     gateway.view.apply(projection.fold([event_for(dataplane("db-1", "10.0.0.5", 5432, "db"))]))
 
 
-async def _subscribe(client: DeltaAdsClient) -> tuple:
+async def _subscribe(client: DeltaAdsClient) -> tuple[
+        DeltaDiscoveryResponse, DeltaDiscoveryResponse, DeltaDiscoveryResponse]:
     """Envoy's opening: CDS and LDS wildcard, EDS for the EDS clusters; all ACKed."""
     client.send(CLUSTER, node_id=WEB)
     cds = await client.recv()
@@ -48,21 +52,21 @@ async def _subscribe(client: DeltaAdsClient) -> tuple:
     return cds, eds, lds
 
 
-async def test_first_request_without_node_ends_only_that_stream(channel) -> None:
+async def test_first_request_without_node_ends_only_that_stream(channel: grpc.aio.Channel) -> None:
     """Rule 1."""
     bad = DeltaAdsClient(channel)
     bad.send(CLUSTER)
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await bad.recv()
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "node.id" in info.value.details()
+    assert "node.id" in (info.value.details() or "")
     good = DeltaAdsClient(channel)
     good.send(CLUSTER, node_id=WEB)
     assert (await good.recv()).type_url == CLUSTER  # the server still serves
     good.close()
 
 
-async def test_later_requests_may_omit_the_node(channel) -> None:
+async def test_later_requests_may_omit_the_node(channel: grpc.aio.Channel) -> None:
     """Rule 1: only the first request names the node."""
     client = DeltaAdsClient(channel)
     cds, eds, lds = await _subscribe(client)
@@ -72,7 +76,7 @@ async def test_later_requests_may_omit_the_node(channel) -> None:
     client.close()
 
 
-async def test_nonces_are_unique_within_a_stream(channel) -> None:
+async def test_nonces_are_unique_within_a_stream(channel: grpc.aio.Channel) -> None:
     """Rule 2."""
     client = DeltaAdsClient(channel)
     cds, eds, lds = await _subscribe(client)
@@ -80,8 +84,8 @@ async def test_nonces_are_unique_within_a_stream(channel) -> None:
     client.close()
 
 
-async def test_stale_nonce_still_applies_subscription_changes(channel, gateway, projection
-                                                              ) -> None:
+async def test_stale_nonce_still_applies_subscription_changes(
+        channel: grpc.aio.Channel, gateway: Gateway, projection: Projection) -> None:
     """Rule 2 (Delta): unlike SotW, subscribe/unsubscribe count whatever the nonce."""
     _add_db(gateway, projection)
     client = DeltaAdsClient(channel)
@@ -95,7 +99,8 @@ async def test_stale_nonce_still_applies_subscription_changes(channel, gateway, 
     client.close()
 
 
-async def test_nack_is_counted_and_not_resent(channel, gateway, projection) -> None:
+async def test_nack_is_counted_and_not_resent(
+        channel: grpc.aio.Channel, gateway: Gateway, projection: Projection) -> None:
     """Rule 3: counted with its message; the rejected resources are not sent again, also
     when an unrelated change follows."""
     client = DeltaAdsClient(channel)
@@ -117,7 +122,7 @@ async def test_nack_is_counted_and_not_resent(channel, gateway, projection) -> N
     client.close()
 
 
-async def test_ack_gets_no_response(channel) -> None:
+async def test_ack_gets_no_response(channel: grpc.aio.Channel) -> None:
     """Rule 4: nothing changed, nothing sent."""
     client = DeltaAdsClient(channel)
     await _subscribe(client)
@@ -125,7 +130,8 @@ async def test_ack_gets_no_response(channel) -> None:
     client.close()
 
 
-async def test_only_changed_resources_are_sent(channel, gateway, projection) -> None:
+async def test_only_changed_resources_are_sent(
+        channel: grpc.aio.Channel, gateway: Gateway, projection: Projection) -> None:
     """Rule 4 (Delta): a new service sends its cluster, not the ones the client holds."""
     client = DeltaAdsClient(channel)
     await _subscribe(client)
@@ -138,7 +144,7 @@ async def test_only_changed_resources_are_sent(channel, gateway, projection) -> 
     client.close()
 
 
-async def test_empty_first_subscribe_is_a_wildcard(channel) -> None:
+async def test_empty_first_subscribe_is_a_wildcard(channel: grpc.aio.Channel) -> None:
     """Rule 5: LDS/CDS with no names is the legacy wildcard; `*` is the explicit one."""
     legacy = DeltaAdsClient(channel)
     legacy.send(LISTENER, node_id=WEB)
@@ -151,7 +157,7 @@ async def test_empty_first_subscribe_is_a_wildcard(channel) -> None:
     explicit.close()
 
 
-async def test_eds_holds_only_subscribed_names(channel) -> None:
+async def test_eds_holds_only_subscribed_names(channel: grpc.aio.Channel) -> None:
     """Rule 5: EDS is always named, never a wildcard."""
     client = DeltaAdsClient(channel)
     client.send(ENDPOINT, node_id=WEB, subscribe=[BACKEND_CLUSTER])
@@ -160,7 +166,8 @@ async def test_eds_holds_only_subscribed_names(channel) -> None:
     client.close()
 
 
-async def test_no_duplicate_names_in_a_response(channel, gateway, projection) -> None:
+async def test_no_duplicate_names_in_a_response(
+        channel: grpc.aio.Channel, gateway: Gateway, projection: Projection) -> None:
     """Rule 7, also with a name subscribed twice."""
     client = DeltaAdsClient(channel)
     client.send(ENDPOINT, node_id=WEB, subscribe=[BACKEND_CLUSTER, BACKEND_CLUSTER, "*"])
@@ -169,8 +176,8 @@ async def test_no_duplicate_names_in_a_response(channel, gateway, projection) ->
     client.close()
 
 
-async def test_unknown_name_is_removed_then_pushed_when_it_appears(channel, gateway, projection
-                                                                   ) -> None:
+async def test_unknown_name_is_removed_then_pushed_when_it_appears(
+        channel: grpc.aio.Channel, gateway: Gateway, projection: Projection) -> None:
     """Rules 8 and 11: answered at once in removed_resources, sent when it exists."""
     client = DeltaAdsClient(channel)
     client.send(ENDPOINT, node_id=WEB, subscribe=[DB_CLUSTER])
@@ -184,7 +191,8 @@ async def test_unknown_name_is_removed_then_pushed_when_it_appears(channel, gate
     client.close()
 
 
-async def test_deleted_resources_are_in_removed_resources(channel, gateway, projection) -> None:
+async def test_deleted_resources_are_in_removed_resources(
+        channel: grpc.aio.Channel, gateway: Gateway, projection: Projection) -> None:
     """Rule 8/10: a deleted service's listener goes, then (after the LDS ACK) its cluster."""
     _add_db(gateway, projection)
     client = DeltaAdsClient(channel)
@@ -206,7 +214,8 @@ async def test_deleted_resources_are_in_removed_resources(channel, gateway, proj
     client.close()
 
 
-async def test_push_order_is_cds_eds_lds(channel, gateway, projection) -> None:
+async def test_push_order_is_cds_eds_lds(
+        channel: grpc.aio.Channel, gateway: Gateway, projection: Projection) -> None:
     """Rule 10: on one change, clusters before endpoints before listeners."""
     client = DeltaAdsClient(channel)
     await _subscribe(client)
@@ -218,7 +227,7 @@ async def test_push_order_is_cds_eds_lds(channel, gateway, projection) -> None:
     client.close()
 
 
-async def test_subscribe_is_answered_even_if_sent_before(channel) -> None:
+async def test_subscribe_is_answered_even_if_sent_before(channel: grpc.aio.Channel) -> None:
     """Rules 9 and 11: Envoy re-subscribes to warm a cluster; the CLA must come again."""
     client = DeltaAdsClient(channel)
     _cds, eds, _lds = await _subscribe(client)
@@ -228,8 +237,9 @@ async def test_subscribe_is_answered_even_if_sent_before(channel) -> None:
     client.close()
 
 
-async def test_eds_is_sent_again_after_its_cluster_changes(channel, gateway, projection,
-                                                           monkeypatch) -> None:
+async def test_eds_is_sent_again_after_its_cluster_changes(
+        channel: grpc.aio.Channel, gateway: Gateway, projection: Projection,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Rule 9: Envoy re-creates a changed cluster warming and does not re-subscribe to its
     EDS; the ClusterLoadAssignment must follow the CDS update unasked. No read model changes
     an EDS cluster today, so the cluster builder does (as a new cluster option would)."""
@@ -237,7 +247,7 @@ async def test_eds_is_sent_again_after_its_cluster_changes(channel, gateway, pro
     _cds, eds, _lds = await _subscribe(client)
     original = clusters.eds_cluster
 
-    def slower(name: str):
+    def slower(name: str) -> Any:
         cluster = original(name)
         cluster.connect_timeout.FromSeconds(7)
         return cluster
@@ -253,7 +263,8 @@ async def test_eds_is_sent_again_after_its_cluster_changes(channel, gateway, pro
     client.close()
 
 
-async def test_initial_resource_versions_are_honoured(channel, gateway) -> None:
+async def test_initial_resource_versions_are_honoured(
+        channel: grpc.aio.Channel, gateway: Gateway) -> None:
     """Rule 11: on reconnect, equal versions are not re-sent, stale ones are, and names the
     server does not know are reported removed (rule 10: once the new listeners are ACKed)."""
     first = DeltaAdsClient(channel)
@@ -279,7 +290,7 @@ async def test_initial_resource_versions_are_honoured(channel, gateway) -> None:
 
 
 async def test_a_reconnect_removes_held_clusters_only_after_the_new_listeners(
-        channel, gateway, projection) -> None:
+        channel: grpc.aio.Channel, gateway: Gateway, projection: Projection) -> None:
     """Rule 10 across a reconnect: a proxy held db's cluster and listener; db went while it
     was away. The new stream keeps the cluster (it cannot know which clusters the listeners
     the proxy still holds use) until the LDS response without db's listener is ACKed."""
@@ -314,7 +325,8 @@ async def test_a_reconnect_removes_held_clusters_only_after_the_new_listeners(
     again.close()
 
 
-async def test_resources_share_the_encoded_bytes_with_sotw(channel, gateway) -> None:
+async def test_resources_share_the_encoded_bytes_with_sotw(
+        channel: grpc.aio.Channel, gateway: Gateway) -> None:
     """Invariant 9: a Delta resource carries the same cached Any as the SotW response."""
     client = DeltaAdsClient(channel)
     cds, _eds, _lds = await _subscribe(client)
@@ -329,7 +341,7 @@ async def test_resources_share_the_encoded_bytes_with_sotw(channel, gateway) -> 
     client.close()
 
 
-async def test_subscriptions_are_bounded_per_stream(channel) -> None:
+async def test_subscriptions_are_bounded_per_stream(channel: grpc.aio.Channel) -> None:
     """Subscriptions grow over many requests in Delta: their total is bounded, as are the
     names a reconnecting client says it holds."""
     client = DeltaAdsClient(channel)

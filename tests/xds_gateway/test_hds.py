@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 import pytest
@@ -28,7 +28,7 @@ from tests.xds_gateway._gateways import channel_to, last_event, running_gateway
 from xds_gateway import Gateway
 
 METHOD = "/envoy.service.health.v3.HealthDiscoveryService/StreamHealthCheck"
-Message = HealthCheckRequestOrEndpointHealthResponse
+Message: TypeAlias = HealthCheckRequestOrEndpointHealthResponse
 
 
 def _dataplane() -> dict[str, Any]:

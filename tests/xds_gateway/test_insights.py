@@ -4,6 +4,7 @@ written by in-process gateways on a real nats-server, driven by raw ADS clients.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 import grpc
 import pytest
@@ -195,7 +196,7 @@ async def test_each_gateway_beats_with_its_address(nc: NATS) -> None:
         await eventually(swept, what="a heartbeat reporting a reaper sweep")
 
 
-async def _later(beats, first: int) -> bool:
+async def _later(beats: Callable[[], Awaitable[list[int]]], first: int) -> bool:
     now = await beats()
     return bool(now) and now[0] > first
 
@@ -248,7 +249,7 @@ async def test_a_node_id_no_dataplane_can_have_ends_the_stream(nc: NATS) -> None
             await client.recv()
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "node.id 'default.Web 1': 'Web 1' is not a Dataplane name" in (
-            raised.value.details())
+            raised.value.details() or "")
         assert not gw.lifecycle.publisher.sessions
 
 

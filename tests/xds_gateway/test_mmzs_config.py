@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from envoy.config.listener.v3.listener_pb2 import Listener
@@ -23,12 +23,17 @@ from google.protobuf import any_pb2
 
 from events import (
     AnyEvent,
+    Dataplane,
     DataplaneDeregistered,
     DataplaneRegistered,
+    Mesh,
     MeshApplied,
+    MeshMultiZoneService,
     MeshMultiZoneServiceApplied,
+    MeshService,
     MeshServiceApplied,
     Provenance,
+    ZoneIngress,
     ZoneIngressRegistered,
     decode_resource,
 )
@@ -81,20 +86,18 @@ class Zone:
         return self.at
 
     def doc(self, doc: dict[str, Any], provenance: Provenance) -> Zone:
-        resource = decode_resource(doc)
         event: AnyEvent
-        match doc["type"]:
-            case "Mesh":
-                event = MeshApplied(at=self._at(), mesh=resource)  # type: ignore[arg-type]
-            case "Dataplane":
-                event = DataplaneRegistered(at=self._at(),
-                                            dataplane=resource)  # type: ignore[arg-type]
-            case "MeshService":
-                event = MeshServiceApplied(at=self._at(),
-                                           meshservice=resource)  # type: ignore[arg-type]
-            case _:
-                event = MeshMultiZoneServiceApplied(
-                    at=self._at(), meshmultizoneservice=resource)  # type: ignore[arg-type]
+        match decode_resource(doc):
+            case Mesh() as mesh:
+                event = MeshApplied(at=self._at(), mesh=mesh)
+            case Dataplane() as dp:
+                event = DataplaneRegistered(at=self._at(), dataplane=dp)
+            case MeshService() as ms:
+                event = MeshServiceApplied(at=self._at(), meshservice=ms)
+            case MeshMultiZoneService() as mmzs:
+                event = MeshMultiZoneServiceApplied(at=self._at(), meshmultizoneservice=mmzs)
+            case other:
+                raise AssertionError(f"no event for a {type(other).__name__}")
         return self.fold((event, provenance))
 
     def config(self, proxy: str = "web-1", node: ProxyNode | None = None) -> dict[str, Any]:
@@ -126,8 +129,9 @@ def _ingress(name: str, address: str, port: int, *, advertised: tuple[str, int] 
     doc: dict[str, Any] = {"type": "ZoneIngress", "name": name, "networking": networking}
     if zone is not None:
         doc["zone"] = zone
-    return ZoneIngressRegistered(at=1_700_000_100_000,
-                                 zoneingress=decode_resource(doc))  # type: ignore[arg-type]
+    ingress = decode_resource(doc)
+    assert isinstance(ingress, ZoneIngress)
+    return ZoneIngressRegistered(at=1_700_000_100_000, zoneingress=ingress)
 
 
 def _mesh(zone: Zone, *, mtls: bool) -> Zone:
@@ -161,7 +165,7 @@ def _zone(*, refs: list[dict[str, Any]] | None = None, mtls: bool = True) -> Zon
 
 def _named(config: dict[str, Any], section: str, name: str) -> dict[str, Any]:
     [entry] = [e["resource"] for e in config[section] if e["name"] == name]
-    return entry
+    return cast("dict[str, Any]", entry)
 
 
 def _localities(config: dict[str, Any]) -> list[tuple[int, str, list[str]]]:
@@ -323,8 +327,8 @@ def _static(config: dict[str, Any], private_key: str | None = None) -> dict[str,
             secret["tlsCertificate"] = {**secret["tlsCertificate"],
                                         "privateKey": {"inlineString": private_key}}
         secrets.append(secret)
-    return _without_sds_source({"staticResources": {
-        "clusters": clusters, "listeners": listeners, "secrets": secrets}})
+    return cast("dict[str, Any]", _without_sds_source({"staticResources": {
+        "clusters": clusters, "listeners": listeners, "secrets": secrets}}))
 
 
 def _without_sds_source(value: Any) -> Any:

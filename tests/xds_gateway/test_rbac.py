@@ -102,7 +102,7 @@ def _string(matcher: StringMatcher, value: str) -> bool:
     assert not matcher.ignore_case
     match matcher.WhichOneof("match_pattern"):
         case "exact":
-            return value == matcher.exact
+            return value == str(matcher.exact)
         case "prefix":
             return value.startswith(matcher.prefix)
         case other:
@@ -112,7 +112,7 @@ def _string(matcher: StringMatcher, value: str) -> bool:
 def _principal(principal: Principal, client: Client) -> bool:
     match principal.WhichOneof("identifier"):
         case "any":
-            return principal.any
+            return bool(principal.any)
         case "and_ids":
             return all(_principal(p, client) for p in principal.and_ids.ids)
         case "or_ids":

@@ -4,6 +4,7 @@ shared insights: in-process gateways on a real nats-server, raw ADS clients."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import grpc
 import pytest
@@ -15,6 +16,7 @@ from events import (
     Dataplane,
     DataplaneDeregistered,
     DataplaneRegistered,
+    JetStreamEventLog,
     connect_nats,
     decode_resource,
     now_ms,
@@ -37,15 +39,15 @@ from xds_gateway.resources.node import DNS_PORT_KEY
 from xds_gateway.type_urls import CLUSTER
 
 
-async def _connect(gateway: Gateway, channel: grpc.aio.Channel, doc: dict | str | None = None
-                   ) -> ProxyClient:
+async def _connect(gateway: Gateway, channel: grpc.aio.Channel,
+                   doc: dict[str, Any] | str | None = None) -> ProxyClient:
     client = ProxyClient(channel)
     client.hello(CLUSTER, "default.web-1", dataplane=dataplane_doc() if doc is None else doc)
     await client.recv()  # the stream is past its first request
     return client
 
 
-async def _registered(event_log, origin: str = "proxy"):
+async def _registered(event_log: JetStreamEventLog, origin: str = "proxy") -> Any:
     got = await last_event(event_log)
     event = got[0] if got else None
     return got if isinstance(event, DataplaneRegistered) and event.origin == origin else None
@@ -104,7 +106,7 @@ async def test_a_changed_dataplane_is_registered_again(nc: NATS) -> None:
     ("[" * 20_000 + "]" * 20_000, "nested too deeply"),
 ])
 async def test_an_invalid_dataplane_ends_the_stream_naming_field_and_value(
-        nc: NATS, doc: dict | str, expected: str) -> None:
+        nc: NATS, doc: dict[str, Any] | str, expected: str) -> None:
     event_log = await with_mesh(nc)
     async with running_gateway(nc) as gw, channel_to(gw) as channel:
         client = ProxyClient(channel)
@@ -112,8 +114,8 @@ async def test_an_invalid_dataplane_ends_the_stream_naming_field_and_value(
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await client.recv()
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "node.metadata['dataplane.resource']" in raised.value.details()
-        assert expected in raised.value.details()
+        assert "node.metadata['dataplane.resource']" in (raised.value.details() or "")
+        assert expected in (raised.value.details() or "")
         assert await last_event(event_log) is None
         # the server goes on serving other streams
         ok = await _connect(gw, channel)
@@ -127,7 +129,7 @@ async def test_a_dataplane_of_a_missing_mesh_is_refused_until_the_mesh_exists(nc
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await client.recv()
         assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "mesh 'default' does not exist" in raised.value.details()
+        assert "mesh 'default' does not exist" in (raised.value.details() or "")
 
 
 async def test_a_self_registered_proxy_is_deregistered_after_the_delay(nc: NATS) -> None:
@@ -139,7 +141,7 @@ async def test_a_self_registered_proxy_is_deregistered_after_the_delay(nc: NATS)
         client.close()
         gone_at = now_ms()
 
-        async def deregistered():
+        async def deregistered() -> Any:
             got = await last_event(event_log)
             return got if got and isinstance(got[0], DataplaneDeregistered) else None
 
@@ -186,7 +188,7 @@ async def test_a_dead_gateways_proxies_are_reaped_by_another(nats_url: str, nc: 
         got = await insights.proxy("default", "web-1")
         assert got is not None and got[0].connected and got[0].gateway == dead
 
-        async def deregistered():
+        async def deregistered() -> Any:
             got = await last_event(event_log)
             return got if got and isinstance(got[0], DataplaneDeregistered) else None
 
@@ -252,5 +254,5 @@ async def test_a_node_the_stream_refuses_registers_nothing(nc: NATS) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await client.recv()
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "'99999' is not a port" in raised.value.details()
+        assert "'99999' is not a port" in (raised.value.details() or "")
         assert await last_event(event_log) is None

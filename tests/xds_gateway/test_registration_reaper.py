@@ -72,7 +72,7 @@ async def test_a_proxy_back_while_being_reaped_gets_its_dataplane_back(nc: NATS)
     event_log, registration, insights = await _registered(nc)
     _, registered_seq = await last_event(event_log)
     racing = _ReconnectsDuringDelete(insights)
-    await _reaper(racing, registration).reap("default", "web-1", {})  # type: ignore[arg-type]
+    await _reaper(racing, registration).reap("default", "web-1", {})
     event, seq = await last_event(event_log)
     assert isinstance(event, DataplaneRegistered) and event.origin == "proxy"
     assert seq == registered_seq + 2  # deregistered, then restored

@@ -19,7 +19,7 @@ from tests.xds_gateway._ads import ADS, Projection, dataplane, event_for
 from xds_gateway import Gateway
 from xds_gateway.resources.cache import ResourceCache
 from xds_gateway.resources.node import DEFAULT_DNS_PORT, InvalidNode, ProxyNode, proxy_node
-from xds_gateway.resources.snapshot import build_snapshot
+from xds_gateway.resources.snapshot import Snapshot, build_snapshot
 from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from xds_gateway.view import ProjectionView
 
@@ -43,7 +43,7 @@ BACKENDS = [dataplane("backend-1", "10.0.0.1", 8080, "backend"),
             dataplane("db-1", "10.0.0.2", 5432, "db")]
 
 
-def _dns_records(snapshot) -> dict[str, list[str]]:
+def _dns_records(snapshot: Snapshot) -> dict[str, list[str]]:
     listener = Listener.FromString(
         any_pb2.Any.FromString(snapshot.resources[LISTENER]["meshlog:dns"].any).value)
     config = DnsFilterConfig()
@@ -159,10 +159,10 @@ async def test_an_unusable_dns_port_ends_only_that_stream() -> None:
                 async for _ in ads(opening(bad)):
                     pass
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            assert "node.metadata['dataplane.dns.port']: 'abc'" in info.value.details()
+            assert "node.metadata['dataplane.dns.port']: 'abc'" in (info.value.details() or "")
             good = DiscoveryRequest(type_url=CLUSTER, node=Node(id="default.backend-1"))
             call = ads(opening(good))
-            response = await asyncio.wait_for(call.read(), 5)
+            response: DiscoveryResponse = await asyncio.wait_for(call.read(), 5)
             assert response.type_url == CLUSTER  # the server still serves
             call.cancel()
     finally:
@@ -232,7 +232,8 @@ def test_versions_are_content_derived_and_equal_across_caches() -> None:
     assert one.version(CLUSTER) != one.version(LISTENER)
 
 
-def test_remembered_sets_are_bounded_and_the_recent_ones_kept(monkeypatch) -> None:
+def test_remembered_sets_are_bounded_and_the_recent_ones_kept(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """`ResourceCache.remember_set` (SotW rule 10 across a reconnect) keeps the most recently
     sent sets within its budget of names; a set sent again counts as recent."""
     from xds_gateway.resources import cache as cache_module

@@ -7,9 +7,14 @@ from typing import Any
 
 import pytest
 
-from events import Outbound, decode_resource
+from events import Dataplane, Outbound, decode_resource
 from tests.xds_gateway._ads import Projection, dataplane, event_for
-from xds_gateway.resources.reachable import explicit_outbound_allowed, mesh_mode, reachable
+from xds_gateway.resources.reachable import (
+    Reachable,
+    explicit_outbound_allowed,
+    mesh_mode,
+    reachable,
+)
 from xds_gateway.view import ProjectionView
 
 
@@ -42,7 +47,7 @@ def _web(refs: list[dict[str, Any]] | None) -> dict[str, Any]:
     return doc
 
 
-def _reachable(mode: str | None, refs: list[dict[str, Any]] | None) -> dict[str, tuple]:
+def _reachable(mode: str | None, refs: list[dict[str, Any]] | None) -> Reachable:
     view = _view(_mesh(mode), BACKEND, DB, _web(refs))
     return reachable(mesh_mode(view.meshes.get("default")),
                      view.dataplanes[("default", "web-1")].dataplane,
@@ -113,7 +118,9 @@ def test_disabled_keeps_only_tagged_explicit_outbounds() -> None:
         "address": "10.0.0.1", "inbound": [{"port": 1, "tags": {"kuma.io/service": "x"}}],
         "outbound": [{"port": 10001, "tags": {"kuma.io/service": "backend"}},
                      {"port": 10002, "backendRef": {"kind": "MeshService", "name": "backend"}}]}}
-    tagged, ref = decode_resource(doc).networking.outbound  # type: ignore[attr-defined]
+    dp = decode_resource(doc)
+    assert isinstance(dp, Dataplane)
+    tagged, ref = dp.networking.outbound
     assert isinstance(tagged, Outbound)
     assert explicit_outbound_allowed("Disabled", tagged)
     assert not explicit_outbound_allowed("Disabled", ref)

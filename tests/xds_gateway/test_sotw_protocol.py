@@ -8,17 +8,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 from envoy.config.listener.v3.listener_pb2 import Listener
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryResponse
 
 from events import ClockTicked, DataplaneDeregistered
+from events.bus.projection_bus import ProjectionUpdate
 from services.cli.bootstrap import sidecar_bootstrap
 from tests.harness import Envoy, run_envoy
-from tests.xds_gateway._ads import AdsClient, dataplane, event_for
+from tests.xds_gateway._ads import AdsClient, Projection, dataplane, event_for
 from xds_gateway import Gateway
 from xds_gateway.server.subscription import TypeState
 from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER
@@ -28,7 +32,7 @@ BACKEND_CLUSTER = "default_backend___msvc_8080"
 _AFTER_GRACE = 10 * 3_600_000  # ms: past the default 1 h MeshService grace period
 
 
-def _names(response, cls) -> list[str]:
+def _names(response: DiscoveryResponse, cls: type[Any]) -> list[str]:
     out = []
     for any_ in response.resources:
         message = cls()
@@ -38,7 +42,8 @@ def _names(response, cls) -> list[str]:
     return out
 
 
-async def _subscribe(client: AdsClient) -> tuple:
+async def _subscribe(
+        client: AdsClient) -> tuple[DiscoveryResponse, DiscoveryResponse, DiscoveryResponse]:
     """Envoy's opening: CDS and LDS wildcard; answer CDS, then EDS for its clusters."""
     client.send(CLUSTER, node_id=WEB)
     cds = await client.recv()
@@ -54,31 +59,32 @@ async def _subscribe(client: AdsClient) -> tuple:
     return cds, responses[ENDPOINT], responses[LISTENER]
 
 
-async def test_first_request_without_node_ends_only_that_stream(channel, gateway) -> None:
+async def test_first_request_without_node_ends_only_that_stream(
+        channel: grpc.aio.Channel, gateway: Gateway) -> None:
     """Rule 1: a stream must start with the node; a bad stream ends alone."""
     bad = AdsClient(channel)
     bad.send(CLUSTER)
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await bad.recv()
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "node.id" in info.value.details()
+    assert "node.id" in (info.value.details() or "")
     good = AdsClient(channel)
     good.send(CLUSTER, node_id=WEB)
     assert (await good.recv()).type_url == CLUSTER  # the server still serves
     good.close()
 
 
-async def test_malformed_node_id_is_rejected_with_a_clear_error(channel) -> None:
+async def test_malformed_node_id_is_rejected_with_a_clear_error(channel: grpc.aio.Channel) -> None:
     """Rule 1: the node id names the Dataplane as <mesh>.<name>."""
     client = AdsClient(channel)
     client.send(CLUSTER, node_id="no-dot")
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await client.recv()
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "'no-dot' is not <mesh>.<dataplane name>" in info.value.details()
+    assert "'no-dot' is not <mesh>.<dataplane name>" in (info.value.details() or "")
 
 
-async def test_later_requests_may_omit_the_node(channel) -> None:
+async def test_later_requests_may_omit_the_node(channel: grpc.aio.Channel) -> None:
     """Rule 1: the node is cached from the first request."""
     client = AdsClient(channel)
     cds, eds, lds = await _subscribe(client)
@@ -88,7 +94,7 @@ async def test_later_requests_may_omit_the_node(channel) -> None:
     client.close()
 
 
-async def test_nonces_are_unique_within_a_stream(channel) -> None:
+async def test_nonces_are_unique_within_a_stream(channel: grpc.aio.Channel) -> None:
     """Rule 2."""
     client = AdsClient(channel)
     cds, eds, lds = await _subscribe(client)
@@ -96,7 +102,7 @@ async def test_nonces_are_unique_within_a_stream(channel) -> None:
     client.close()
 
 
-async def test_ack_gets_no_identical_response(channel) -> None:
+async def test_ack_gets_no_identical_response(channel: grpc.aio.Channel) -> None:
     """Rule 4: never send a response identical to the one ACKed."""
     client = AdsClient(channel)
     _cds, eds, lds = await _subscribe(client)
@@ -106,7 +112,8 @@ async def test_ack_gets_no_identical_response(channel) -> None:
     client.close()
 
 
-async def test_an_ack_with_the_names_in_another_order_is_a_plain_ack(channel, gateway) -> None:
+async def test_an_ack_with_the_names_in_another_order_is_a_plain_ack(
+        channel: grpc.aio.Channel, gateway: Gateway) -> None:
     """Rule 4: the same names in another order are the same subscription: nothing is sent."""
     client = AdsClient(channel)
     _cds, eds, lds = await _subscribe(client)
@@ -119,7 +126,8 @@ async def test_an_ack_with_the_names_in_another_order_is_a_plain_ack(channel, ga
     client.close()
 
 
-async def test_stale_nonce_is_ignored(channel, gateway, projection) -> None:
+async def test_stale_nonce_is_ignored(channel: grpc.aio.Channel, gateway: Gateway,
+                                      projection: Projection) -> None:
     """Rule 2 (SotW): a request with an old nonce changes nothing."""
     client = AdsClient(channel)
     _cds, eds, lds = await _subscribe(client)
@@ -131,7 +139,7 @@ async def test_stale_nonce_is_ignored(channel, gateway, projection) -> None:
     client.close()
 
 
-async def test_nack_is_counted_and_not_resent(channel, gateway) -> None:
+async def test_nack_is_counted_and_not_resent(channel: grpc.aio.Channel, gateway: Gateway) -> None:
     """Rule 3."""
     client = AdsClient(channel)
     _cds, _eds, lds = await _subscribe(client)
@@ -143,7 +151,7 @@ async def test_nack_is_counted_and_not_resent(channel, gateway) -> None:
     client.close()
 
 
-async def test_a_huge_nack_message_is_kept_cut(channel, gateway) -> None:
+async def test_a_huge_nack_message_is_kept_cut(channel: grpc.aio.Channel, gateway: Gateway) -> None:
     """Rule 3: the message is kept, but a client's megabytes are not (memory, logs)."""
     client = AdsClient(channel)
     _cds, _eds, lds = await _subscribe(client)
@@ -157,7 +165,8 @@ async def test_a_huge_nack_message_is_kept_cut(channel, gateway) -> None:
     client.close()
 
 
-async def test_eds_only_holds_requested_names(channel, gateway, projection) -> None:
+async def test_eds_only_holds_requested_names(
+        channel: grpc.aio.Channel, gateway: Gateway, projection: Projection) -> None:
     """Rules 5 and 6: EDS is always named and holds only the requested names."""
     gateway.view.apply(projection.fold([event_for(dataplane("db-1", "10.0.0.5", 5432, "db"))]))
     client = AdsClient(channel)
@@ -170,7 +179,8 @@ async def test_eds_only_holds_requested_names(channel, gateway, projection) -> N
     client.close()
 
 
-async def test_requested_name_is_sent_when_it_appears(channel, gateway, projection) -> None:
+async def test_requested_name_is_sent_when_it_appears(
+        channel: grpc.aio.Channel, gateway: Gateway, projection: Projection) -> None:
     """Rule 8."""
     client = AdsClient(channel)
     client.send(ENDPOINT, node_id=WEB, names=["default_db___msvc_5432"])
@@ -181,7 +191,8 @@ async def test_requested_name_is_sent_when_it_appears(channel, gateway, projecti
     client.close()
 
 
-async def test_eds_is_answered_again_after_a_cds_update(channel, gateway, projection) -> None:
+async def test_eds_is_answered_again_after_a_cds_update(
+        channel: grpc.aio.Channel, gateway: Gateway, projection: Projection) -> None:
     """Rule 9: Envoy re-requests EDS with the same version and nonce to warm a changed cluster."""
     client = AdsClient(channel)
     cds, eds, lds = await _subscribe(client)
@@ -202,7 +213,7 @@ async def test_eds_is_answered_again_after_a_cds_update(channel, gateway, projec
     client.close()
 
 
-def _hosts(response) -> dict[str, set[str]]:
+def _hosts(response: DiscoveryResponse) -> dict[str, set[str]]:
     out = {}
     for any_ in response.resources:
         cla = ClusterLoadAssignment()
@@ -223,7 +234,7 @@ async def _settled(client: AdsClient) -> list[str]:
 
 
 async def test_a_view_change_sends_only_the_changed_load_assignment(
-        channel, gateway, projection) -> None:
+        channel: grpc.aio.Channel, gateway: Gateway, projection: Projection) -> None:
     """Rule 6: EDS holds only requested names and one left out is unchanged for the client,
     so a change to one service's endpoints sends that ClusterLoadAssignment alone."""
     client = AdsClient(channel)
@@ -275,9 +286,10 @@ async def _eds_of_the_one_stream(gateway: Gateway, within: float = 30.0) -> Type
 
 @pytest.mark.integration
 async def test_envoy_keeps_the_services_left_out_of_an_eds_response(
-        gateway, projection, tmp_path) -> None:
+        gateway: Gateway, projection: Projection, tmp_path: Path) -> None:
     """A real Envoy applies each ClusterLoadAssignment on its own: after an EDS response with
     only the changed service, /clusters still shows the other service's hosts."""
+    assert gateway.port is not None
     bootstrap = sidecar_bootstrap(mesh="default", name="web-1", xds_host="127.0.0.1",
                                   xds_port=gateway.port, admin_port=0)
     with contextlib.ExitStack() as stack:
@@ -304,7 +316,8 @@ async def test_envoy_keeps_the_services_left_out_of_an_eds_response(
         assert eds.nacks == 0
 
 
-async def test_asking_again_gets_every_requested_name(channel, gateway, projection) -> None:
+async def test_asking_again_gets_every_requested_name(
+        channel: grpc.aio.Channel, gateway: Gateway, projection: Projection) -> None:
     """A client that asks (here: a new name) gets all requested names, not only changes."""
     client = AdsClient(channel)
     _cds, eds, lds = await _subscribe(client)
@@ -324,7 +337,7 @@ async def test_asking_again_gets_every_requested_name(channel, gateway, projecti
 
 
 async def test_a_nacked_change_is_resent_with_the_next_change_only(
-        channel, gateway, projection) -> None:
+        channel: grpc.aio.Channel, gateway: Gateway, projection: Projection) -> None:
     """Rule 3: Envoy rejects a whole response; the rejected change is not resent in a loop,
     but the next change comes with it, since the client still holds the version before."""
     client = AdsClient(channel)
@@ -344,7 +357,7 @@ async def test_a_nacked_change_is_resent_with_the_next_change_only(
 
 
 async def test_streams_with_equal_responses_share_the_bytes_but_not_the_nonce(
-        channel, gateway, projection) -> None:
+        channel: grpc.aio.Channel, gateway: Gateway, projection: Projection) -> None:
     """Invariant 9: a response body is encoded once; each stream adds its own nonce."""
     gateway.view.apply(projection.fold([event_for(dataplane("web-2", "10.0.0.10", 7070, "web"))]))
     one, two = AdsClient(channel), AdsClient(channel)
@@ -362,7 +375,8 @@ async def test_streams_with_equal_responses_share_the_bytes_but_not_the_nonce(
     two.close()
 
 
-async def _held_then_removed(client: AdsClient, gateway: Gateway, projection) -> object:
+async def _held_then_removed(client: AdsClient, gateway: Gateway,
+                             projection: Projection) -> DiscoveryResponse:
     """A `db` service the client holds (CDS, EDS, LDS ACKed) whose MeshService then goes
     (its Dataplane gone, past the grace period); the CDS response the client held."""
     gateway.view.apply(projection.fold([event_for(dataplane("db-1", "10.0.0.5", 5432, "db"))]))
@@ -378,7 +392,7 @@ async def _held_then_removed(client: AdsClient, gateway: Gateway, projection) ->
 
 
 async def test_clusters_leave_only_after_listeners_no_longer_use_them(
-        channel, gateway, projection) -> None:
+        channel: grpc.aio.Channel, gateway: Gateway, projection: Projection) -> None:
     """Rule 10: CDS -> EDS -> LDS order; a removed cluster outlives the listener using it."""
     client = AdsClient(channel)
     await _held_then_removed(client, gateway, projection)
@@ -402,7 +416,8 @@ _DB_GONE = (DataplaneDeregistered(at=2, mesh="default", name="db-1"),
             ClockTicked(at=_AFTER_GRACE))  # the generated MeshService outlives its Dataplane
 
 
-async def _held_then_away(client: AdsClient) -> tuple:
+async def _held_then_away(
+        client: AdsClient) -> tuple[DiscoveryResponse, DiscoveryResponse, DiscoveryResponse]:
     """A client that holds (has ACKed) its CDS, EDS and LDS, then goes away; what it holds."""
     cds, eds, lds = await _subscribe(client)
     client.ack(eds, names=_names(eds, ClusterLoadAssignment))
@@ -412,7 +427,8 @@ async def _held_then_away(client: AdsClient) -> tuple:
     return cds, eds, lds
 
 
-async def _resumed(client: AdsClient, cds, eds, lds) -> list:
+async def _resumed(client: AdsClient, cds: DiscoveryResponse, eds: DiscoveryResponse,
+                   lds: DiscoveryResponse) -> list[DiscoveryResponse]:
     """Reconnect like Envoy (each first request carries the version it last accepted); every
     response up to and with the first LDS one, which is then ACKed."""
     names = _names(eds, ClusterLoadAssignment)
@@ -429,7 +445,8 @@ async def _resumed(client: AdsClient, cds, eds, lds) -> list:
     return seen
 
 
-def _removed_only_after_the_new_listeners(seen: list, after) -> None:
+def _removed_only_after_the_new_listeners(
+        seen: list[DiscoveryResponse], after: DiscoveryResponse) -> None:
     for response in seen[:-1]:
         assert response.type_url in (CLUSTER, ENDPOINT)
         if response.type_url == CLUSTER:
@@ -439,7 +456,7 @@ def _removed_only_after_the_new_listeners(seen: list, after) -> None:
 
 
 async def test_a_reconnect_removes_held_clusters_only_after_the_new_listeners(
-        channel, gateway, projection) -> None:
+        channel: grpc.aio.Channel, gateway: Gateway, projection: Projection) -> None:
     """Rule 10 across a reconnect: the client held db's cluster and listener, db went while
     it was away; its CDS version says what it holds (this gateway sent it), so db's cluster
     stays until the LDS response without db's listener is ACKed."""
@@ -455,7 +472,7 @@ async def test_a_reconnect_removes_held_clusters_only_after_the_new_listeners(
 
 
 @contextlib.asynccontextmanager
-async def _serving(rows: list) -> AsyncIterator[grpc.aio.Channel]:
+async def _serving(rows: list[ProjectionUpdate]) -> AsyncIterator[tuple[Gateway, grpc.aio.Channel]]:
     """Another gateway serving `rows`, and a channel to it."""
     gw = Gateway(None, port=0, no_auth=True)
     gw.view.apply(rows)
@@ -470,8 +487,8 @@ async def _serving(rows: list) -> AsyncIterator[grpc.aio.Channel]:
             await task
 
 
-async def test_another_gateway_knows_a_version_it_sent_to_an_identical_proxy(projection
-                                                                             ) -> None:
+async def test_another_gateway_knows_a_version_it_sent_to_an_identical_proxy(
+        projection: Projection) -> None:
     """The same across gateways: versions are content-derived, so a gateway that sent the
     same CDS set to another proxy (web-2: same inbound port, so the same clusters) knows
     what web-1, reconnecting to it from another gateway, holds."""
@@ -497,7 +514,8 @@ async def test_another_gateway_knows_a_version_it_sent_to_an_identical_proxy(pro
         again.close()
 
 
-async def test_cds_and_lds_are_wildcard_without_names_or_with_a_star(channel) -> None:
+async def test_cds_and_lds_are_wildcard_without_names_or_with_a_star(
+        channel: grpc.aio.Channel) -> None:
     """Rule 5: an empty request (legacy) and `*` (explicit) both mean all of the node's."""
     legacy, explicit = AdsClient(channel), AdsClient(channel)
     legacy.send(LISTENER, node_id=WEB)
@@ -509,7 +527,8 @@ async def test_cds_and_lds_are_wildcard_without_names_or_with_a_star(channel) ->
     explicit.close()
 
 
-async def test_cds_and_lds_responses_hold_the_complete_set(channel, gateway, projection) -> None:
+async def test_cds_and_lds_responses_hold_the_complete_set(
+        channel: grpc.aio.Channel, gateway: Gateway, projection: Projection) -> None:
     """Rule 6: a new service's cluster comes with every other cluster (missing = deleted)."""
     client = AdsClient(channel)
     cds, eds, lds = await _subscribe(client)
@@ -524,7 +543,7 @@ async def test_cds_and_lds_responses_hold_the_complete_set(channel, gateway, pro
     client.close()
 
 
-async def test_no_duplicate_names_in_a_response(channel) -> None:
+async def test_no_duplicate_names_in_a_response(channel: grpc.aio.Channel) -> None:
     """Rule 7, also when the client names a resource twice."""
     client = AdsClient(channel)
     client.send(ENDPOINT, node_id=WEB, names=[BACKEND_CLUSTER, BACKEND_CLUSTER])
@@ -533,7 +552,8 @@ async def test_no_duplicate_names_in_a_response(channel) -> None:
     client.close()
 
 
-async def test_each_resource_is_encoded_once_for_all_streams(channel, gateway, projection) -> None:
+async def test_each_resource_is_encoded_once_for_all_streams(
+        channel: grpc.aio.Channel, gateway: Gateway, projection: Projection) -> None:
     gateway.view.apply(projection.fold([event_for(dataplane("web-2", "10.0.0.10", 7070, "web"))]))
     one = AdsClient(channel)
     _, eds_one, _ = await _subscribe(one)
@@ -551,7 +571,7 @@ async def test_each_resource_is_encoded_once_for_all_streams(channel, gateway, p
     two.close()
 
 
-async def test_versions_are_content_derived_across_gateways(projection) -> None:
+async def test_versions_are_content_derived_across_gateways(projection: Projection) -> None:
     """Rule 12: two gateways with the same state give the same versions."""
     rows = projection.fold([
         event_for({"type": "Mesh", "name": "default"}),
@@ -576,7 +596,7 @@ async def test_versions_are_content_derived_across_gateways(projection) -> None:
 
 
 async def test_dns_named_dataplanes_never_reach_envoy_as_addresses(
-        channel, gateway, projection) -> None:
+        channel: grpc.aio.Channel, gateway: Gateway, projection: Projection) -> None:
     """Envoy NACKs a whole EDS/LDS response with one non-IP address in it."""
     from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment as CLA
 
@@ -603,7 +623,7 @@ async def test_dns_named_dataplanes_never_reach_envoy_as_addresses(
 
 
 async def test_a_cds_equal_to_the_one_the_client_holds_is_not_sent_again(
-        channel, gateway, projection) -> None:
+        channel: grpc.aio.Channel, gateway: Gateway, projection: Projection) -> None:
     """Rule 4: when a service goes, its cluster stays while a listener uses it (rule 10), so
     the CDS set is what the client holds: nothing goes out until the LDS ACK lets it leave."""
     client = AdsClient(channel)
@@ -619,7 +639,8 @@ async def test_a_cds_equal_to_the_one_the_client_holds_is_not_sent_again(
     client.close()
 
 
-async def test_a_stream_may_not_subscribe_to_unbounded_names(channel, gateway) -> None:
+async def test_a_stream_may_not_subscribe_to_unbounded_names(
+        channel: grpc.aio.Channel, gateway: Gateway) -> None:
     """A request naming more resources than a stream may hold ends that stream with
     RESOURCE_EXHAUSTED, naming the limit; the gateway goes on serving others."""
     client = AdsClient(channel)

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from events import MeshApplied, Provenance, ZoneIngressDeleted, decode_resource
+from events import Mesh, MeshApplied, Provenance, ZoneIngressDeleted, decode_resource
 from events.kds_hash import hashed_name
 from projections import Endpoint
 from tests.harness import envoy_binary
@@ -124,7 +124,8 @@ def test_ingresses_and_mtls_coming_and_going_move_the_endpoints() -> None:
     zone.fold((_ingress("west-c", "10.0.1.7", 10001, advertised=("203.0.113.5", 10443)),
                WEST))
     mesh = decode_resource({"type": "Mesh", "name": "default"})
-    zone.fold((MeshApplied(at=1_700_000_300_000, mesh=mesh), GLOBAL))  # type: ignore[arg-type]
+    assert isinstance(mesh, Mesh)
+    zone.fold((MeshApplied(at=1_700_000_300_000, mesh=mesh), GLOBAL))
     assert _through(zone, WEST_REDIS) is None  # mTLS off
 
 

@@ -45,6 +45,7 @@ from events import (
     MeshServiceDeleted,
     MeshTrafficPermissionApplied,
     MeshTrafficPermissionDeleted,
+    SequenceSkipped,
     SigningKeyCreated,
     SigningKeyRetired,
     TokenRevoked,
@@ -62,6 +63,7 @@ from events import (
     resource_subject,
     revocation_subject,
     signing_key_subject,
+    skip_subject,
 )
 from events.commands.zones import zone_subject
 from projections import Projector, export_store, open_store
@@ -153,6 +155,8 @@ def _subject_of(event: AnyEvent) -> str:
             return resource_subject("ZoneIngress", None, zi.name)
         case ZoneIngressDeleted(name=name):
             return resource_subject("ZoneIngress", None, name)
+        case SequenceSkipped(seq=seq):
+            return skip_subject(seq)
         case _:
             assert_never(event)
 

@@ -13,6 +13,7 @@ the answer for a name: traffic moves from one app to another without a change in
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,13 +36,14 @@ pytestmark = pytest.mark.integration
 WEB = "127.0.0.4"
 
 
-def _dataplane(name: str, address: str, port: int, service: str, **inbound: int) -> dict:
+def _dataplane(name: str, address: str, port: int, service: str, **inbound: int
+               ) -> dict[str, Any]:
     return {"type": "Dataplane", "mesh": "default", "name": name,
             "networking": {"address": address, "inbound": [
                 {"port": port, "tags": {"kuma.io/service": service}, **inbound}]}}
 
 
-def _bootstrap(cp: ControlPlane, name: str, xds_port: int | None = None) -> dict:
+def _bootstrap(cp: ControlPlane, name: str, xds_port: int | None = None) -> dict[str, Any]:
     return sidecar_bootstrap(mesh="default", name=name, xds_host="127.0.0.1",
                              xds_port=xds_port or cp.xds_port, admin_port=0,
                              token=cp.dataplane_token(name))

@@ -17,7 +17,7 @@ import pytest
 from projections import FOLD_VERSION
 from projections.sqlite import SqliteReadModelStore
 from tests.harness import VENV_BIN, ControlPlane, meshlog_up, wait_for
-from tests.services._scrape import scrape, value
+from tests.services._scrape import Samples, scrape, value
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +121,7 @@ def test_read_models_the_operator_chose_are_reported_outdated_not_rebuilt(
         data_dir: Path) -> None:
     database = f"sqlite:///{data_dir / 'readmodels.db'}"
     with meshlog_up(data_dir, "--database", database) as cp:
-        def reported() -> dict[str, Any] | None:
+        def reported() -> Samples | None:
             samples = scrape(cp.where["api"] + "/metrics")
             if value(samples, "meshlog_read_models_outdated", projector="main") != 1:
                 return None

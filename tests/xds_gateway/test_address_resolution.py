@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 import dns.rcode
 import pytest
@@ -29,7 +30,7 @@ from xds_gateway.type_urls import ENDPOINT, LISTENER
 BACKEND = "default_backend___msvc_8080"
 
 
-async def _publish(nc: NATS, projection: Projection, docs: Iterable[dict]) -> None:
+async def _publish(nc: NATS, projection: Projection, docs: Iterable[dict[str, Any]]) -> None:
     bus = await JetStreamProjectionBus.open(nc)
     await bus.publish(projection.fold([event_for(d) for d in docs]))
 

@@ -110,9 +110,13 @@ class AdminTokenKeeper:
                         await self.renew()
                     next_seq = batch[-1].seq + 1  # after the renewal: a failed one is redone
                     delay = _RETRY_S[0]
-            except (MeshlogError, OSError) as exc:
-                log.warning("cannot keep the admin token in %s up to date (%s); trying again "
-                            "in %.0f s", self.path, exc, delay)
+            except Exception as exc:
+                # nats-py's own errors too (the reader publishes its pull requests raw:
+                # OutboundBufferLimitError while NATS is away): this task shares the API's
+                # task group, whose end would be the process's
+                log.warning("cannot keep the admin token in %s up to date (%r); trying again "
+                            "in %.0f s", self.path, exc, delay,
+                            exc_info=not isinstance(exc, MeshlogError | OSError))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_S[1])
 

@@ -246,11 +246,12 @@ def test_remembered_sets_are_bounded_and_the_recent_ones_kept(
     pairs = {f"v{i}": {name: clusters[name]} for i, name in enumerate(sorted(clusters))}
     assert len(pairs) == 4  # backend, db, web and the local inbound cluster
     for version, held in pairs.items():
-        cache.remember_set(CLUSTER, version, held)
-    cache.remember_set(CLUSTER, "v0", pairs["v0"])  # sent again: the most recent now
-    cache.remember_set(CLUSTER, "big", {**pairs["v1"], **pairs["v2"]})
-    assert cache.sent_set(CLUSTER, "big") == {**pairs["v1"], **pairs["v2"]}
-    assert cache.sent_set(CLUSTER, "v0") is pairs["v0"]
-    remembered = [v for v in pairs if cache.sent_set(CLUSTER, v) is not None]
+        cache.remember_set("default", CLUSTER, version, held)
+    cache.remember_set("default", CLUSTER, "v0", pairs["v0"])  # sent again: the most recent now
+    cache.remember_set("default", CLUSTER, "big", {**pairs["v1"], **pairs["v2"]})
+    assert cache.sent_set("default", CLUSTER, "big") == {**pairs["v1"], **pairs["v2"]}
+    assert cache.sent_set("default", CLUSTER, "v0") is pairs["v0"]
+    remembered = [v for v in pairs if cache.sent_set("default", CLUSTER, v) is not None]
     assert remembered == ["v0", f"v{len(pairs) - 1}"]
-    assert cache.sent_set(LISTENER, "v0") is None  # per type
+    assert cache.sent_set("default", LISTENER, "v0") is None  # per type
+    assert cache.sent_set("other", CLUSTER, "v0") is None  # per mesh

@@ -514,6 +514,24 @@ async def test_another_gateway_knows_a_version_it_sent_to_an_identical_proxy(
         again.close()
 
 
+async def test_a_version_of_another_mesh_gets_none_of_its_clusters(
+        channel: grpc.aio.Channel, gateway: Gateway, projection: Projection) -> None:
+    """A CDS version is no secret (a proxy's overview shows the last one it ACKed): a proxy of
+    another mesh that reconnects claiming it is not handed that mesh's clusters."""
+    gateway.view.apply(projection.fold([
+        event_for({"type": "Mesh", "name": "other"}),
+        event_for({**dataplane("spy-1", "10.1.0.1", 9090, "spy"), "mesh": "other"}),
+    ]))
+    cds, _eds, _lds = await _held_then_away(AdsClient(channel))
+    assert any(name.startswith("default_") for name in _names(cds, Cluster))
+    spy = AdsClient(channel)
+    spy.send(CLUSTER, node_id="other.spy-1", version=cds.version_info)
+    first = await spy.recv()
+    assert first.type_url == CLUSTER
+    assert not [name for name in _names(first, Cluster) if name.startswith("default_")]
+    spy.close()
+
+
 async def test_cds_and_lds_are_wildcard_without_names_or_with_a_star(
         channel: grpc.aio.Channel) -> None:
     """Rule 5: an empty request (legacy) and `*` (explicit) both mean all of the node's."""

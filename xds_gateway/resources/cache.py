@@ -86,7 +86,8 @@ class ResourceCache:
         self._bodies: OrderedDict[Hashable, bytes] = OrderedDict()
         self._body_bytes = 0
         self._names: OrderedDict[frozenset[str], frozenset[str]] = OrderedDict()
-        self._sets: OrderedDict[tuple[str, str], Mapping[str, EncodedResource]] = OrderedDict()
+        self._sets: OrderedDict[tuple[str, str, str], Mapping[str, EncodedResource]] = (
+            OrderedDict())
         self._set_names = 0
 
     def get(self, type_url: str, name: str, inputs: Hashable,
@@ -151,12 +152,14 @@ class ResourceCache:
             self._names.move_to_end(names)
         return same
 
-    def remember_set(self, type_url: str, version: str,
+    def remember_set(self, mesh: str, type_url: str, version: str,
                      resources: Mapping[str, EncodedResource]) -> None:
-        """A response of the complete set `resources` of `type_url` went out under `version`.
-        The most recent sets are kept (`_SENT_SET_NAMES` names in all); `resources` is kept,
-        not copied: callers pass a mapping nobody changes afterwards."""
-        key = (type_url, version)
+        """A response of the complete set `resources` of `type_url` went out under `version`
+        to a proxy of `mesh`. The most recent sets are kept (`_SENT_SET_NAMES` names in all);
+        `resources` is kept, not copied: callers pass a mapping nobody changes afterwards.
+        Per mesh: a version is public (a proxy's overview shows it), and a proxy that names
+        another mesh's must not be handed that mesh's resources."""
+        key = (mesh, type_url, version)
         if key in self._sets:
             self._sets.move_to_end(key)
             return
@@ -166,6 +169,8 @@ class ResourceCache:
             _, old = self._sets.popitem(last=False)
             self._set_names -= len(old)
 
-    def sent_set(self, type_url: str, version: str) -> Mapping[str, EncodedResource] | None:
-        """The complete set of `type_url` a response under `version` carried, if remembered."""
-        return self._sets.get((type_url, version))
+    def sent_set(self, mesh: str, type_url: str, version: str
+                 ) -> Mapping[str, EncodedResource] | None:
+        """The complete set of `type_url` a response under `version` carried to a proxy of
+        `mesh`, if remembered."""
+        return self._sets.get((mesh, type_url, version))

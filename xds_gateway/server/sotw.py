@@ -91,7 +91,7 @@ class SotwStream(AdsStream[DiscoveryRequest]):
 
     def _resume(self, version: str) -> None:
         """Rule 10 across a reconnect: the client holds the CDS set of `version`."""
-        held = self._cache.sent_set(CLUSTER, version)
+        held = self._cache.sent_set(self._mesh, CLUSTER, version)
         if held is None:
             log.debug("%s resumed CDS version %s, which this gateway did not send recently: "
                       "clusters that left while it was away go at once", self.node_id, version)
@@ -164,7 +164,7 @@ class SotwStream(AdsStream[DiscoveryRequest]):
         state.sent_whole = whole
         self._track(type_url, held)
         if type_url == CLUSTER:
-            self._cache.remember_set(type_url, version, held)
+            self._cache.remember_set(self._mesh, type_url, version, held)
         await self._send(type_url, state, version, resources, None)
 
     async def _push_named(self, type_url: str, state: TypeState, snapshot: Snapshot) -> None:

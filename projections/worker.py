@@ -310,11 +310,14 @@ class Projector:
 
     async def _skip_decision(self, record: Record) -> SkippedEvent | None:
         """The decision to skip `record` if the log holds one that names it (its sequence
-        and subject) and was made after it; read from the stream leader, so a replay finds
-        what a live projector found."""
-        found = await self._log.last(skip_subject(record.seq, self._zone), consistent=True)
-        if found is None:
+        and subject) and was made after it; read up to the stream leader's last record, so a
+        replay finds what a live projector found. The first record of the decision's subject:
+        it is made once (expected sequence 0), and a later record there (a writer past the
+        API) must not make a replay fold other rows than the live projector did."""
+        records = await self._log.history(skip_subject(record.seq, self._zone))
+        if not records:
             return None
+        found = records[0]
         try:
             decision: AnyEvent | None = self._codec.decode(found)
         except UndecodableEvent:

@@ -26,8 +26,9 @@ decides on, on a replicated stream, the check of a refused append, and the fence
 across subjects),
 `CONSUMER.CREATE` (readers: `<stream>.<name>.<filter>` for
 pull consumers, bare `<stream>` for KV watchers), `CONSUMER.INFO`, `CONSUMER.MSG.NEXT`
-(fetch), `CONSUMER.DELETE` of the log's consumers for the API only (a guard's read across
-subjects deletes its consumer when done, `events.bus._latest`; it could delete another
+(fetch), `CONSUMER.DELETE` of the log's consumers for the API and the projector (a guard's
+read across subjects, and a projector's read of a skip decision, deletes its consumer when
+done, `events.bus._latest`; it could delete another
 process's consumer of the log too, a projector's reader, which then makes a new one at the
 sequence it owes: a stall of seconds, nothing lost), `$JS.FC` (flow control of KV watchers),
 `$KV.<bucket>.>` (KV writes), and replies on `_INBOX.>`. Caveat (reference/security.md §5):
@@ -122,6 +123,7 @@ def permissions(role: Role, zone: str) -> Permissions:
                 publish=(f"{events}.clock.{GLOBAL}.*",
                          grace_period_subject("MeshService", zone),
                          ipam_subject("MeshMultiZoneService", zone), *_stream(EVENTS_STREAM),
+                         f"{_API}.CONSUMER.DELETE.{EVENTS_STREAM}.*",
                          *_bucket(PROJECTION_BUCKET, write=True)),
                 publish_deny=_NEVER, subscribe=(_INBOX,))
         case "gateway":

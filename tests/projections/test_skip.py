@@ -64,6 +64,18 @@ async def test_an_event_that_failed_half_way_is_skipped_and_replays_the_same(
         [(key, _)] = await live.scan("skipped")
         assert key == f"{bad:012d}" and last < head
         assert await export_store(replayed) == await export_store(live)
+
+        # a second record on the decision's subject (a writer past the API, which makes the
+        # decision once) changes nothing a later replay folds: the first decision stands
+        await event_log.append(skip_subject(bad), SequenceSkipped(
+            at=4, seq=bad, subject=ca_subject("a", "ca-1"), reason="other words", by="mallory"),
+            expected_last_subject_seq=head, msg_id="again")
+        again = await open_store(f"sqlite:///{tmp_path / 'again.db'}")
+        try:
+            await Projector(event_log, again, None, zone="default").run(until_seq=head)
+            assert await again.scan("skipped") == await live.scan("skipped")
+        finally:
+            await again.close()
     finally:
         await live.close()
         await replayed.close()

@@ -59,6 +59,12 @@ _RETRY_MIN_S, _RETRY_MAX_S = 5.0, 300.0
 """Waits before a failed rebuild (NATS lost, disk full) is tried again, doubled each time."""
 
 
+async def _close_later(store: ReadModelStore) -> None:
+    """Close the API's old store once the requests that hold it have had time to finish."""
+    await asyncio.sleep(1.0)
+    await store.close()
+
+
 def pointed_database(data_dir: Path) -> str | None:
     """The store a previous swap chose for this data dir, if any."""
     path = data_dir / POINTER
@@ -99,6 +105,7 @@ class SwappableReadModels:
         """Project into the live store until cancelled, swapping stores on request."""
         store = await open_store(self.url)
         old_api: ReadModelStore | None = None
+        closing: set[asyncio.Task[None]] = set()
         try:
             while True:
                 self.projector = Projector(self._log, store, self._publisher, zone=self._zone,
@@ -110,16 +117,20 @@ class SwappableReadModels:
                     url, done = await self._requests.get()
                     running.cancel()  # stops between awaits; a commit is all or nothing
                     rebuilding.cancel()  # done if it asked for this swap; else its file goes
+                # its lag, frozen at its last position, must not be read beside the next one's
+                self.projector.metrics.stood_down()
                 try:
                     store, api_store, old_api = await self._switch(store, api_store, url)
                 except Exception as exc:
                     done.set_exception(exc)
                     continue
                 done.set_result(await store.checkpoint())
-                if old_api is not None:
-                    await asyncio.sleep(1.0)  # let requests that hold the old store finish
-                    await old_api.close()
+                if old_api is not None:  # the next projector folds on the new store meanwhile
+                    task = asyncio.create_task(_close_later(old_api))
+                    closing.add(task)
+                    task.add_done_callback(closing.discard)
         finally:
+            await asyncio.gather(*closing, return_exceptions=True)  # within a second: closed
             await store.close()
 
     async def _switch(self, store: ReadModelStore, api_store: ReadModelStore, url: str
@@ -133,7 +144,7 @@ class SwappableReadModels:
             # not see its older states. The live projector started next on the new store
             # reconciles the bus once, publishing only the real differences.
             catch_up = Projector(self._log, new, None, zone=self._zone,
-                                 secret_key=self._secret_key)
+                                 secret_key=self._secret_key, export_metrics=False)
             await catch_up.run(until_seq=live_at)
             new_api = await open_store(url)
         except BaseException:

@@ -16,7 +16,6 @@ swap to it, as if `meshlog replay --swap` had asked. The old file is kept, as a 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import re
@@ -261,10 +260,16 @@ def rebuild_path(live: Path) -> Path:
 
 
 def _remove_sqlite(path: Path) -> None:
-    """A SQLite file and its WAL and shared-memory files, if there."""
+    """A SQLite file and its WAL and shared-memory files, if there. One that cannot be removed
+    (permissions, a read-only disk) is logged, never raised: the callers keep the live read
+    models serving whatever happens to a rebuild's file."""
     for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        with contextlib.suppress(FileNotFoundError):
+        try:
             part.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("cannot remove %s (%s); remove it by hand", part, exc)
 
 
 def _retry_delay(failures: int) -> float:

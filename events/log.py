@@ -82,10 +82,11 @@ class EventLog(Protocol):
         across them (a Mesh that still has Dataplanes)."""
         ...
 
-    async def history(self, subject: str) -> list[Record]:
-        """Every record of one subject, oldest first, holding every write acknowledged before
-        the call (as `latest`): for a decision that needs more than a subject's last record
-        (where the current life of a Mesh deleted and created again began)."""
+    async def history(self, subject: str, *, after: int = 0) -> list[Record]:
+        """Every record of one subject after sequence `after`, oldest first, holding every
+        write acknowledged before the call (as `latest`): for a decision that needs more than
+        a subject's last record (where the current life of a Mesh deleted and created again
+        began)."""
         ...
 
     async def last_seq(self) -> int:

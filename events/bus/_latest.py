@@ -58,16 +58,22 @@ __all__ = ["fenced_last_per_subject", "last_per_subject"]
 
 
 async def last_per_subject(nc: NATS, js: JetStreamContext, stream: str, subject_filter: str, *,
-                           inactive_s: float, timeout_s: float, every: bool = False
-                           ) -> list[Record]:
+                           inactive_s: float, timeout_s: float, every: bool = False,
+                           after: int = 0) -> list[Record]:
     """The last record of each subject that matches `subject_filter` in the copy of the
-    replica the consumer is put on, in stream order; with `every`, each of their records.
-    Raises what nats-py raises when JetStream does not answer."""
+    replica the consumer is put on, in stream order; with `every`, each of their records
+    (those after sequence `after`). Raises what nats-py raises when JetStream does not
+    answer."""
     name = _names.next().decode()
-    policy = DeliverPolicy.ALL if every else DeliverPolicy.LAST_PER_SUBJECT
+    if not every:
+        policy, start = DeliverPolicy.LAST_PER_SUBJECT, None
+    elif after:
+        policy, start = DeliverPolicy.BY_START_SEQUENCE, after + 1
+    else:
+        policy, start = DeliverPolicy.ALL, None
     config = ConsumerConfig(name=name, filter_subject=subject_filter, deliver_policy=policy,
-                            ack_policy=AckPolicy.NONE, inactive_threshold=inactive_s,
-                            mem_storage=True, num_replicas=1)
+                            opt_start_seq=start, ack_policy=AckPolicy.NONE,
+                            inactive_threshold=inactive_s, mem_storage=True, num_replicas=1)
     last: dict[str | int, Record] = {}
     try:
         # deleted below even if this times out: the server may have made it all the same
@@ -114,7 +120,8 @@ def _record(msg: Msg) -> Record:
 
 async def fenced_last_per_subject(nc: NATS, js: JetStreamContext, stream: str,
                                   subject_filter: str, fence: int, *, inactive_s: float,
-                                  timeout_s: float, every: bool = False) -> list[Record]:
+                                  timeout_s: float, every: bool = False, after: int = 0
+                                  ) -> list[Record]:
     """`last_per_subject` made again until a replica's answer reaches `fence` (the stream
     leader's last record of the filter: `JetStreamEventLog.latest`), for up to `timeout_s`,
     in attempts of `FENCED_ATTEMPT_S`; a replica that does not answer is read again like one
@@ -131,7 +138,7 @@ async def fenced_last_per_subject(nc: NATS, js: JetStreamContext, stream: str,
             records = await last_per_subject(nc, js, stream, subject_filter,
                                              inactive_s=inactive_s,
                                              timeout_s=max(min(FENCED_ATTEMPT_S, left), 0.1),
-                                             every=every)
+                                             every=every, after=after)
         except (nats.errors.ConnectionClosedError, nats.errors.NoServersError):
             raise  # not a replica's silence: no attempt will get through
         except TRANSIENT as exc:

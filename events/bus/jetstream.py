@@ -353,12 +353,14 @@ class JetStreamEventLog:
         no fence, one attempt."""
         return await self._fenced_read(subject_filter, every=False)
 
-    async def history(self, subject: str) -> list[Record]:
-        """Every record of `subject`, oldest first: read and fenced as `latest` is, through a
-        consumer that delivers them all (`deliver_policy: all`)."""
-        return await self._fenced_read(subject, every=True)
+    async def history(self, subject: str, *, after: int = 0) -> list[Record]:
+        """Every record of `subject` after sequence `after`, oldest first: read and fenced as
+        `latest` is, through a consumer that delivers them all (`deliver_policy: all`, or
+        from `after` + 1)."""
+        return await self._fenced_read(subject, every=True, after=after)
 
-    async def _fenced_read(self, subject_filter: str, *, every: bool) -> list[Record]:
+    async def _fenced_read(self, subject_filter: str, *, every: bool, after: int = 0
+                           ) -> list[Record]:
         try:
             fence = (await self._leader_last_seq(subject_filter)
                      if await self._leader_reads.needed() else 0)
@@ -367,10 +369,12 @@ class JetStreamEventLog:
             if not fence:
                 return await last_per_subject(self._nc, self._js, self._stream,
                                               subject_filter, inactive_s=_INACTIVE_S,
-                                              timeout_s=_TIMEOUT_S, every=every)
+                                              timeout_s=_TIMEOUT_S, every=every, after=after)
+            if fence <= after:
+                return []  # nothing after `after` on the leader: no read to fence
             return await fenced_last_per_subject(
                 self._nc, self._js, self._stream, subject_filter, fence,
-                inactive_s=_INACTIVE_S, timeout_s=_TIMEOUT_S, every=every)
+                inactive_s=_INACTIVE_S, timeout_s=_TIMEOUT_S, every=every, after=after)
         except _TRANSIENT as exc:
             raise JetStreamUnavailable(_unavailable(
                 self._stream, f"cannot read {subject_filter}", exc)) from exc

@@ -52,11 +52,15 @@ class MeshLife(Struct, frozen=True):
     """The subject's last sequence when this was read."""
 
 
-def life_of(subject: str, records: Sequence[Record]) -> MeshLife | None:
-    """The current life of the Mesh whose subject's records (oldest first) are `records`;
-    None if it does not exist after them. An event this code cannot decode changes nothing
-    (the projector halts in front of it anyway)."""
-    began: int | None = None
+def life_of(subject: str, records: Sequence[Record], *, known: MeshLife | None = None
+            ) -> MeshLife | None:
+    """The current life of the Mesh whose subject's records (oldest first) are `records`, or
+    those after `known` (the life as it was at `known.seq`); None if it does not exist after
+    them. An event this code cannot decode changes nothing (the projector halts in front of
+    it anyway)."""
+    began: int | None = known.began if known is not None else None
+    if not records:
+        return known
     for record in records:
         event = current_of(record).event
         if isinstance(event, MeshApplied):
@@ -88,7 +92,11 @@ class MeshLives:
         known = self._lives.get(subject)
         if known is not None and known.seq == current.seq:
             return known
-        life = life_of(subject, await self._handler.log.history(subject))
+        if known is not None and known.seq < current.seq:  # read on from where it was
+            life = life_of(subject, await self._handler.log.history(subject, after=known.seq),
+                           known=known)
+        else:
+            life = life_of(subject, await self._handler.log.history(subject))
         if life is not None:
             self._lives[subject] = life
         return life

@@ -144,8 +144,18 @@ async def test_history_gives_every_record_of_one_subject_in_order(
                 for r in records] == ["MeshApplied", "MeshApplied", "MeshDeleted",
                                       "MeshApplied"]
         assert await log.history(resource_subject("Mesh", None, "nope")) == []
-    life = await MeshLives(CommandHandler(event_log), zone="default").current("default")
+        assert [r.seq for r in await log.history(subject, after=3)] == [4, 5]
+        assert await log.history(subject, after=5) == []
+    lives = MeshLives(CommandHandler(event_log), zone="default")
+    life = await lives.current("default")
     assert life == MeshLife(subject=subject, began=5, seq=5)
+    # read on from the life it knows: an update keeps it, a delete and create begins another
+    await commands.apply(Mesh(name="default", labels={"b": "2"}))
+    assert await lives.current("default") == MeshLife(subject=subject, began=5, seq=6)
+    await commands.delete("Mesh", None, "default")
+    assert await lives.current("default") is None
+    await commands.apply(Mesh(name="default"))
+    assert await lives.current("default") == MeshLife(subject=subject, began=8, seq=8)
 
 
 async def test_a_mesh_with_dataplanes_in_the_log_cannot_be_deleted(

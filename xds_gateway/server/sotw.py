@@ -216,13 +216,18 @@ class SotwStream(AdsStream[DiscoveryRequest]):
         body = self._cache.response_body(
             (type_url, version, partial),
             lambda: response_body(version, type_url, (r.any for r in resources)))
-        await self._write(with_nonce(body, nonce))
-        self._responded(type_url, state, version, nonce, len(resources))
-        state.ack_frame = ack_frame(version, type_url, nonce)
+        # Rule 9, booked before the write: Envoy can answer a CDS response with its EDS
+        # request before this write returns, and that request, taken then for a plain ACK
+        # (`_ack_at_once`), left the changed cluster warming until Envoy's init_fetch_timeout.
+        # Whatever EDS request comes next is answered after this response on the stream, so
+        # after the cluster it warms.
         follower = WARMING_FOLLOWERS.get(type_url)
         if follower is not None:
             self._rewarm.add(follower)
         self._rewarm.discard(type_url)
+        await self._write(with_nonce(body, nonce))
+        self._responded(type_url, state, version, nonce, len(resources))
+        state.ack_frame = ack_frame(version, type_url, nonce)
 
 
 def _holds(sent: Mapping[str, EncodedResource], resources: list[EncodedResource]) -> bool:

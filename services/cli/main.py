@@ -16,6 +16,8 @@
     meshlog generate dataplane-token|zone-token|user-token ...  a token (admin; cli/tokens.py)
     meshlog revoke dataplane-token|zone-token|user-token ...    revoke one (admin)
     meshlog signing-key list|rotate|retire ...  token signing keys (admin; cli/signing_keys.py)
+    meshlog nats-users --zone Z --out DIR [--account A]  NATS users of the roles: seeds and the
+                                       auth.conf every nats-server includes (cli/nats_users.py)
     meshlog replay --database URL [--to-seq N]       rebuild read models from the log
     meshlog export [--database URL] [-o FILE]        read models as canonical JSON
     meshlog quarantine [list]                        events the projector could not apply
@@ -50,6 +52,7 @@ import yaml
 
 from events import MeshlogError
 from services.cli.client import ApiClient, ApiError, admin_token_file
+from services.cli.nats_users import cmd_nats_users
 from services.cli.parser import API_DEFAULT, build_parser
 from services.cli.quarantine import cmd_quarantine
 from services.cli.resources import cmd_apply, cmd_delete, cmd_get, read_documents
@@ -462,6 +465,8 @@ def _main(argv: list[str] | None) -> int:
             return cmd_bench(args)
         if args.command in ("projector", "gateway", "api"):
             return cmd_process(args)
+        if args.command == "nats-users":
+            return cmd_nats_users(args)
         if args.command == "top":
             from services.cli.top import cmd_top
 

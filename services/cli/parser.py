@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from services.cli.nats_users import add_nats_users_parser
 from services.cli.quarantine import add_quarantine_parsers
 from services.cli.signing_keys import add_signing_key_parsers
 from services.cli.tokens import add_token_parsers
@@ -380,4 +381,5 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_token_parsers(sub, g)
     add_signing_key_parsers(sub, g)
+    add_nats_users_parser(sub, g)
     return p

@@ -51,8 +51,12 @@ class NatsNode:
     """One nats-server of the cluster: its ports, store and (while it runs) process."""
 
     def __init__(self, name: str, directory: Path, client_port: int, cluster_port: int,
-                 monitor_port: int, route_port: int | None = None) -> None:
+                 monitor_port: int, route_port: int | None = None,
+                 config: Path | None = None) -> None:
         self.name = name
+        self.config = config
+        """A configuration file the node reads first (the flags override it), e.g. one that
+        includes `meshlog nats-users`' auth.conf."""
         self.directory = directory
         self.client_port = client_port
         self.cluster_port = cluster_port
@@ -79,7 +83,8 @@ class NatsNode:
             raise RuntimeError(f"nats-server {self.name} already runs")
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [
-            find_nats_server(), "--server_name", self.name, "-js",
+            find_nats_server(), *(["-c", str(self.config)] if self.config else []),
+            "--server_name", self.name, "-js",
             "-sd", str(self.directory / "jetstream"),
             "-a", "127.0.0.1", "-p", str(self.client_port), "-m", str(self.monitor_port),
             "--cluster_name", CLUSTER_NAME, "--cluster", f"nats://127.0.0.1:{self.cluster_port}",
@@ -126,11 +131,15 @@ class NatsNode:
 class NatsCluster:
     """The nodes, started and stopped one by one; `urls` is what clients are given."""
 
-    def __init__(self, directory: Path, size: int, *, route_delay_s: float = 0.0) -> None:
+    def __init__(self, directory: Path, size: int, *, route_delay_s: float = 0.0,
+                 config: Path | None = None) -> None:
         per_node = 4 if route_delay_s else 3
         ports = _free_ports(per_node * size)
-        self.nodes = [NatsNode(f"n{i + 1}", directory / f"n{i + 1}",
-                               *ports[per_node * i:per_node * (i + 1)]) for i in range(size)]
+        self.nodes = []
+        for i in range(size):
+            client, cluster, monitor, *route = ports[per_node * i:per_node * (i + 1)]
+            self.nodes.append(NatsNode(f"n{i + 1}", directory / f"n{i + 1}", client, cluster,
+                                       monitor, route[0] if route else None, config=config))
         self.links = [SlowLink(node.route_port, node.cluster_port, route_delay_s)
                       for node in self.nodes if node.route_port != node.cluster_port]
 
@@ -196,12 +205,12 @@ class NatsCluster:
 
 
 @contextlib.asynccontextmanager
-async def run_nats_cluster(directory: Path, *, size: int = 3,
-                           route_delay_s: float = 0.0) -> AsyncIterator[NatsCluster]:
+async def run_nats_cluster(directory: Path, *, size: int = 3, route_delay_s: float = 0.0,
+                           config: Path | None = None) -> AsyncIterator[NatsCluster]:
     """A cluster of `size` nats-servers with JetStream, each storing under `directory`, its
-    routes `route_delay_s` long each way; yielded once every node is healthy; every node
-    stopped at the end."""
-    cluster = NatsCluster(directory, size, route_delay_s=route_delay_s)
+    routes `route_delay_s` long each way, each reading `config` first if given; yielded once
+    every node is healthy; every node stopped at the end."""
+    cluster = NatsCluster(directory, size, route_delay_s=route_delay_s, config=config)
     try:
         await cluster.open_links()
         await cluster.start()

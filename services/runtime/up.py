@@ -69,6 +69,8 @@ from services.runtime.nats_users import (
     LEAF_USER,
     ensure_leaf_password,
     ensure_seeds,
+    leafnode_listener,
+    leafnode_remote,
     write_server_config,
 )
 from services.runtime.projector_loop import run_projector
@@ -172,20 +174,19 @@ async def _nats_of(cfg: UpConfig, stack: AsyncExitStack
 
 
 def _multizone_conf(cfg: UpConfig) -> dict[str, Any]:
-    """The embedded nats-server's JetStream domain and leafnode settings for `cfg.mode`.
-    Global listens for zones (`no_advertise`: a zone dials only the URL it was given, so a
-    proxy on the link stays in the path, reference/multizone.md §4); a zone dials global."""
+    """The embedded nats-server's JetStream domain and leafnode settings for `cfg.mode`:
+    global listens for zones, a zone dials global (services.runtime.nats_users)."""
     match cfg.mode:
         case "standalone":
             return {}
         case "global":
-            return {"jetstream": {"domain": GLOBAL_DOMAIN}, "leafnodes": {
-                "host": cfg.leaf_host, "port": cfg.leaf_port, "no_advertise": True,
-                "authorization": {"user": LEAF_USER,
-                                  "password": ensure_leaf_password(cfg.data_dir)}}}
+            return {"jetstream": {"domain": GLOBAL_DOMAIN}, "leafnodes": leafnode_listener(
+                cfg.leaf_host, cfg.leaf_port, ensure_leaf_password(cfg.data_dir), None)}
         case "zone":
+            if cfg.global_url is None:  # parse_deployment requires it of an embedded zone
+                raise ConfigError("--mode zone needs --global URL")
             return {"jetstream": {"domain": cfg.zone},
-                    "leafnodes": {"remotes": [{"url": cfg.global_url}]}}
+                    "leafnodes": leafnode_remote(cfg.global_url, None)}
         case _:
             assert_never(cfg.mode)
 

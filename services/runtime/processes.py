@@ -27,9 +27,11 @@ import functools
 import gc
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
-from events import DEFAULT_ZONE, JetStreamEventLog
+from events import DEFAULT_ZONE, EventLogUnavailable, JetStreamEventLog
 from events.bus.insights import JetStreamInsights
 from events.bus.projection_bus import JetStreamProjectionBus
 from events.bus.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
@@ -69,6 +71,31 @@ from xds_gateway.server.serving_tls import ServingTls
 __all__ = ["run_api_process", "run_gateway_process", "run_projector_process"]
 
 log = logging.getLogger("meshlog")
+T = TypeVar("T")
+
+_START_S = 60.0
+"""How long a process's start waits out JetStream not answering yet (below)."""
+
+
+async def _at_start(what: str, step: Callable[[], Awaitable[T]]) -> T:
+    """A step of a process's start that needs JetStream. Processes started together on a new
+    cluster (compose) find the stream made by one of them and its replicas still electing a
+    leader: the step is tried again every second for up to `_START_S`, said once; then its
+    error ends the start, as before."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _START_S
+    told = False
+    while True:
+        try:
+            return await step()
+        except EventLogUnavailable as exc:
+            if loop.time() >= deadline:
+                raise
+            if not told:
+                log.warning("%s: JetStream is not ready yet (%s); trying again for up to "
+                            "%.0f s", what, exc, _START_S)
+                told = True
+        await asyncio.sleep(1.0)
 
 PROCESS_GRACE_S = 15.0
 """SIGINT/SIGTERM to exit, for the projector (a commit, closing) and the API (its drain)."""
@@ -103,14 +130,16 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
                   f"(/ready, /live, /metrics)", flush=True)
         async with serving_metrics(metrics, readiness), nats_connection(
                 nats_url, "meshlog-projector", reconnected, credentials=credentials) as nc:
-            event_log = await JetStreamEventLog.open(nc, replicas=replicas,
-                                                     subjects=_subjects(mode, zone))
+            event_log = await _at_start("projector", lambda: JetStreamEventLog.open(
+                nc, replicas=replicas, subjects=_subjects(mode, zone)))
             commands = Commands(event_log, zone=zone)
-            await commands.configure_grace_period(
-                "MeshService", meshservice_grace_period_ms, DEFAULT_GRACE_PERIOD_MS)
-            await commands.configure_ipam("MeshMultiZoneService", mmzs_vip_cidr,
-                                          default=DEFAULT_CIDRS["MeshMultiZoneService"])
-            bus = await JetStreamProjectionBus.open(nc, replicas=replicas)
+            await _at_start("projector", lambda: commands.configure_grace_period(
+                "MeshService", meshservice_grace_period_ms, DEFAULT_GRACE_PERIOD_MS))
+            await _at_start("projector", lambda: commands.configure_ipam(
+                "MeshMultiZoneService", mmzs_vip_cidr,
+                default=DEFAULT_CIDRS["MeshMultiZoneService"]))
+            bus = await _at_start("projector", lambda: JetStreamProjectionBus.open(
+                nc, replicas=replicas))
             store = await open_store(database)
             syncing = None
             if mode != "standalone":
@@ -165,10 +194,12 @@ async def run_gateway_process(*, nats_url: str, host: str, port: int,
         # (docs/benchmarks.md)
         gc.set_threshold(50_000, 20, 10)
         async with nats_connection(nats_url, "meshlog-gateway", credentials=credentials) as nc:
-            bus = await JetStreamProjectionBus.open(nc, replicas=replicas)
-            event_log = await JetStreamEventLog.open(nc, replicas=replicas,
-                                                     subjects=_subjects(mode, zone))
-            insights = await JetStreamInsights.open(nc, replicas=replicas)
+            bus = await _at_start("gateway", lambda: JetStreamProjectionBus.open(
+                nc, replicas=replicas))
+            event_log = await _at_start("gateway", lambda: JetStreamEventLog.open(
+                nc, replicas=replicas, subjects=_subjects(mode, zone)))
+            insights = await _at_start("gateway", lambda: JetStreamInsights.open(
+                nc, replicas=replicas))
             gateway = Gateway(bus, host=host, port=port,
                               max_connection_age_s=max_connection_age_s,
                               drain_grace_s=drain_grace_s, event_log=event_log,
@@ -205,8 +236,8 @@ async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
         sock = bind_socket(host, port, "--api-port")
         try:
             async with nats_connection(nats_url, "meshlog-api", credentials=credentials) as nc:
-                event_log = await JetStreamEventLog.open(nc, replicas=replicas,
-                                                         subjects=_subjects(mode, zone))
+                event_log = await _at_start("api", lambda: JetStreamEventLog.open(
+                    nc, replicas=replicas, subjects=_subjects(mode, zone)))
                 admin_token = data_dir / ADMIN_TOKEN_FILE
                 tokens = await api_tokens(event_log, zone=zone, secret_key=secret_key,
                                           admin_token=admin_token)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from events import DEFAULT_ZONE, EventLogUnavailable, JetStreamEventLog
+from events.bus._retry import retried
 from events.bus.insights import JetStreamInsights
 from events.bus.projection_bus import JetStreamProjectionBus
 from events.bus.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
@@ -82,20 +83,12 @@ async def _at_start(what: str, step: Callable[[], Awaitable[T]]) -> T:
     cluster (compose) find the stream made by one of them and its replicas still electing a
     leader: the step is tried again every second for up to `_START_S`, said once; then its
     error ends the start, as before."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + _START_S
-    told = False
-    while True:
-        try:
-            return await step()
-        except EventLogUnavailable as exc:
-            if loop.time() >= deadline:
-                raise
-            if not told:
-                log.warning("%s: JetStream is not ready yet (%s); trying again for up to "
-                            "%.0f s", what, exc, _START_S)
-                told = True
-        await asyncio.sleep(1.0)
+    def waiting(exc: BaseException) -> None:
+        log.warning("%s: JetStream is not ready yet (%s); trying again for up to %.0f s",
+                    what, exc, _START_S)
+
+    return await retried(step, on=EventLogUnavailable, for_s=_START_S, pause_s=1.0,
+                         failed=waiting)
 
 PROCESS_GRACE_S = 15.0
 """SIGINT/SIGTERM to exit, for the projector (a commit, closing) and the API (its drain)."""

@@ -129,6 +129,10 @@ class AdminToken(Protocol):
         """A token was refused because its key `kid` is not in service (retired)."""
         ...
 
+    async def revoked(self, token: str) -> None:
+        """`token` was refused because it was revoked."""
+        ...
+
 
 class ApiAuth:
     def __init__(self, *, localhost_is_admin: bool = True, tokens: TokenCommands | None = None,
@@ -174,6 +178,8 @@ class ApiAuth:
         except InvalidToken as exc:
             raise NotAuthenticated(f"invalid user token: {exc}") from None
         if await store.get("revocation", f"_/{claims.jti}") is not None:
+            if self.admin_token is not None:
+                await self.admin_token.revoked(token)
             raise NotAuthenticated(f"the user token {claims.jti} was revoked")
         groups = tuple(sorted({*claims.groups, AUTHENTICATED_GROUP}))
         return User(claims.name, groups)

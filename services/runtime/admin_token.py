@@ -87,8 +87,20 @@ class AdminTokenKeeper:
         another one."""
         if kid != _kid_of(self.path):
             return
-        log.info("a request with a token of the key %s was refused: renewing the admin token "
-                 "in %s", kid, self.path)
+        await self._renew_refused(f"a request with a token of the key {kid} was refused")
+
+    async def revoked(self, token: str) -> None:
+        """A request's token was refused as revoked: if it is the file's (an operator revoked
+        this API's admin token), renew it now, as for a retired key (`refused`)."""
+        try:
+            if token != self.path.read_text().strip():
+                return
+        except OSError:
+            return
+        await self._renew_refused("the admin token was refused as revoked")
+
+    async def _renew_refused(self, why: str) -> None:
+        log.info("%s: renewing the admin token in %s", why, self.path)
         try:
             await self.renew()
         except (MeshlogError, OSError) as exc:  # the request's answer is 401 all the same

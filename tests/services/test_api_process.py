@@ -163,6 +163,18 @@ def _keeps_its_admin_token(nats_url: str, tmp_path: Path) -> None:
         assert _kid(b_token) == "user-token/_/2"
         assert "was refused: renewing the admin token in" in (b_dir / "api.log").read_text()
 
+        # b's admin token revoked by an operator: b renews it when it refuses it as revoked
+        revoked_token = b_token.read_text().strip()
+        revoked = _cli(a, a_dir, "revoke", "user-token", "--token-file", str(b_token))
+        assert revoked.returncode == 0, revoked.stderr
+        wait_for(lambda: httpx.get(f"{b}/meshes", timeout=10, headers={
+            "Authorization": f"Bearer {revoked_token}"}).status_code == 401 or None,
+                 timeout=15, what="the revocation in force on b")
+        after = _cli(b, b_dir, "signing-key", "list", "user-token")
+        assert after.returncode == 0, after.stderr
+        assert b_token.read_text().strip() != revoked_token
+        assert "refused as revoked: renewing the admin token" in (b_dir / "api.log").read_text()
+
 
 async def test_every_api_replica_renews_its_admin_token_when_the_user_token_key_rotates(
         nats_url: str, tmp_path: Path) -> None:

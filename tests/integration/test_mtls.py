@@ -11,6 +11,7 @@ workload that is not a sidecar, to see the server's certificate and RBAC from ou
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import socket
 import sqlite3
@@ -25,6 +26,9 @@ from typing import Any, BinaryIO, cast
 import httpx
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
 
 from services.cli.bootstrap import sidecar_bootstrap
 from tests.harness import (
@@ -309,6 +313,48 @@ def test_strict_mtls_between_sidecars_and_only_what_a_permission_allows(
         overview = m.cp.api.get("/meshes/default/dataplanes/web-1/_overview")
         assert overview.json()["dataplaneInsight"]["mTLS"]["issuedBackend"] == "ca-1"
         assert "PRIVATE KEY" not in overview.text
+        assert "PRIVATE KEY" not in m.cp.api.get("/meshes/default").text
+
+
+def _operators_rsa_ca() -> tuple[str, str]:
+    """An operator's own root CA (RSA, as a corporate PKI hands out): (cert, key) PEM."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "corp root")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM).decode(),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()).decode())
+
+
+def test_strict_mtls_with_an_operators_provided_ca(tmp_path: Path) -> None:
+    """A `provided` backend (the operator's RSA root, inline): real Envoys get workload
+    certificates it signed, and mTLS and RBAC work on them as with a builtin CA."""
+    ca_cert, ca_key = _operators_rsa_ca()
+    doc = {"type": "Mesh", "name": "default", "mtls": {"enabledBackend": "corp", "backends": [
+        {"name": "corp", "type": "provided", "mode": "STRICT",
+         "conf": {"cert": {"inlineString": ca_cert}, "key": {"inlineString": ca_key}}}]}}
+    with running_mesh(tmp_path, doc) as m:
+        m.cp.apply(allow("web-to-backend", "web"))
+        assert wait_for(lambda: fetch(m.url), timeout=30,
+                        what="web -> backend over mTLS") == "backend-app"
+        assert ssl_handshakes(m.web, "cluster.default_backend___msvc_") >= 1
+        assert ssl_handshakes(m.backend, "listener.") >= 1
+        root = x509.load_pem_x509_certificate(ca_cert.encode())
+        leaf = x509.load_pem_x509_certificate(m.identity("web-1")["cert"].encode())
+        assert leaf.issuer == root.subject
+        public = root.public_key()
+        assert isinstance(public, rsa.RSAPublicKey) and leaf.signature_hash_algorithm
+        public.verify(leaf.signature, leaf.tbs_certificate_bytes, padding.PKCS1v15(),
+                      leaf.signature_hash_algorithm)
+        uris, answer = through_backend_sidecar(m, "web-1")  # backend's, as a workload sees it
+        assert "spiffe://default/backend" in uris and "backend-app" in answer
+        assert plaintext_answer(m) is None  # STRICT
         assert "PRIVATE KEY" not in m.cp.api.get("/meshes/default").text
 
 

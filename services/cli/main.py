@@ -18,6 +18,8 @@
     meshlog signing-key list|rotate|retire ...  token signing keys (admin; cli/signing_keys.py)
     meshlog nats-users --zone Z --out DIR [--account A]  NATS users of the roles: seeds and the
                                        auth.conf every nats-server includes (cli/nats_users.py)
+    meshlog xds-certificate --out DIR --host NAME...  the gateways' xDS TLS certificate and
+                                       its CA (cli/xds_certificate.py)
     meshlog replay --database URL [--to-seq N]       rebuild read models from the log
     meshlog export [--database URL] [-o FILE]        read models as canonical JSON
     meshlog quarantine [list]                        events the projector could not apply
@@ -58,6 +60,7 @@ from services.cli.quarantine import cmd_quarantine
 from services.cli.resources import cmd_apply, cmd_delete, cmd_get, read_documents
 from services.cli.signing_keys import cmd_signing_key
 from services.cli.tokens import cmd_generate, cmd_revoke, read_token_file
+from services.cli.xds_certificate import cmd_xds_certificate
 from services.errors import ConfigError
 from services.runtime.config import (
     UpConfig,
@@ -467,6 +470,8 @@ def _main(argv: list[str] | None) -> int:
             return cmd_process(args)
         if args.command == "nats-users":
             return cmd_nats_users(args)
+        if args.command == "xds-certificate":
+            return cmd_xds_certificate(args)
         if args.command == "top":
             from services.cli.top import cmd_top
 

@@ -10,6 +10,7 @@ from services.cli.nats_users import add_nats_users_parser
 from services.cli.quarantine import add_quarantine_parsers
 from services.cli.signing_keys import add_signing_key_parsers
 from services.cli.tokens import add_token_parsers
+from services.cli.xds_certificate import add_xds_certificate_parser
 from services.runtime.config import env
 
 __all__ = ["API_DEFAULT", "build_parser"]
@@ -382,4 +383,5 @@ def build_parser() -> argparse.ArgumentParser:
     add_token_parsers(sub, g)
     add_signing_key_parsers(sub, g)
     add_nats_users_parser(sub, g)
+    add_xds_certificate_parser(sub, g)
     return p

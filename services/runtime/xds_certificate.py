@@ -40,7 +40,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from events.identity.private_files import write_private
 from services.errors import ConfigError
 
-__all__ = ["XDS_TLS_DIR", "XdsCertificate", "ensure_xds_certificate", "xds_hosts"]
+__all__ = ["XDS_TLS_DIR", "XdsCertificate", "ensure_xds_certificate", "ensure_xds_certificate_in",
+           "xds_hosts"]
 
 log = logging.getLogger("meshlog.up")
 
@@ -69,7 +70,14 @@ def xds_hosts(xds_host: str, hostname: str) -> list[str]:
 def ensure_xds_certificate(data_dir: Path, hosts: Sequence[str],
                            now: datetime.datetime | None = None) -> XdsCertificate:
     """The data dir's CA and serving certificate (module docstring), made or renewed now."""
-    folder = data_dir / XDS_TLS_DIR
+    return ensure_xds_certificate_in(data_dir / XDS_TLS_DIR, hosts, now)
+
+
+def ensure_xds_certificate_in(folder: Path, hosts: Sequence[str],
+                              now: datetime.datetime | None = None) -> XdsCertificate:
+    """The CA and serving certificate in `folder` (`ca.crt`, `ca.key`, `tls.crt`, `tls.key`:
+    module docstring), made or renewed now; also `meshlog xds-certificate`'s, for gateways
+    an operator runs."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     folder.chmod(0o700)
     paths = XdsCertificate(folder / "ca.crt", folder / "tls.crt", folder / "tls.key")

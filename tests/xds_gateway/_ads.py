@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -32,6 +33,8 @@ from events import (
 from events.bus.projection_bus import CHECKPOINT_KEY
 from projections import PUBLISHED, ProjectionState, apply_event
 from projections.derive import derive_stale
+from xds_gateway import Gateway
+from xds_gateway.server.serving_tls import ServingTls
 
 ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 DELTA_ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
@@ -159,3 +162,25 @@ class DeltaAdsClient(AdsClient):
 
     def ack(self, response: DeltaDiscoveryResponse) -> None:  # type: ignore[override]  # as send
         self.send(response.type_url, nonce=response.nonce)
+
+
+@contextlib.asynccontextmanager
+async def serving_gateway(projection: Projection, *, tls: ServingTls | None = None,
+                          no_auth: bool = True) -> AsyncIterator[Gateway]:
+    """A gateway (no NATS) serving a view fed by `projection` with a mesh, a `backend` and a
+    `web` Dataplane; stopped at the end."""
+    gateway = Gateway(None, port=0, no_auth=no_auth, tls=tls)
+    gateway.view.apply(projection.fold([
+        event_for({"type": "Mesh", "name": "default"}),
+        event_for(dataplane("backend-1", "10.0.0.1", 8080, "backend")),
+        event_for(dataplane("web-1", "10.0.0.9", 7070, "web")),
+    ]))
+    task = asyncio.create_task(gateway.serve())
+    await gateway.serving.wait()
+    try:
+        yield gateway
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert task.cancelled(), "the gateway stopped before it was asked to"

@@ -13,12 +13,10 @@ against an in-process gateway whose view the real fold fills.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime
 import logging
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -26,7 +24,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from services.runtime.xds_certificate import XdsCertificate, ensure_xds_certificate
-from tests.xds_gateway._ads import AdsClient, DeltaAdsClient, Projection, dataplane, event_for
+from tests.xds_gateway._ads import (
+    AdsClient,
+    DeltaAdsClient,
+    Projection,
+    serving_gateway,
+)
 from xds_gateway import Gateway
 from xds_gateway.server.serving_tls import InvalidServingTls, ServingTls
 from xds_gateway.type_urls import CLUSTER
@@ -48,23 +51,9 @@ def _serving(tmp_path: Path, pair: XdsCertificate) -> tuple[Path, Path]:
     return cert, key
 
 
-@contextlib.asynccontextmanager
-async def _gateway(tls: ServingTls | None, *, no_auth: bool = True) -> AsyncIterator[Gateway]:
-    gateway = Gateway(None, port=0, no_auth=no_auth, tls=tls)
-    projection = Projection()
-    gateway.view.apply(projection.fold([
-        event_for({"type": "Mesh", "name": "default"}),
-        event_for(dataplane("backend-1", "10.0.0.1", 8080, "backend")),
-        event_for(dataplane("web-1", "10.0.0.9", 7070, "web")),
-    ]))
-    task = asyncio.create_task(gateway.serve())
-    await gateway.serving.wait()
-    try:
-        yield gateway
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def _gateway(tls: ServingTls | None, *, no_auth: bool = True
+             ) -> contextlib.AbstractAsyncContextManager[Gateway]:
+    return serving_gateway(Projection(), tls=tls, no_auth=no_auth)
 
 
 _OWN_CONNECTIONS = [("grpc.use_local_subchannel_pool", 1)]

@@ -18,7 +18,7 @@ from nats.aio.client import Client as NATS
 from events.bus.nats_access import Refusals, credential_options, register
 from events.errors import EventLogUnavailable
 
-__all__ = ["TRANSIENT", "connect_nats", "server_urls"]
+__all__ = ["MSG_ID_IN_PROCESS", "TRANSIENT", "connect_nats", "server_urls", "unavailable"]
 
 log = logging.getLogger("meshlog.nats")
 
@@ -113,3 +113,28 @@ def _logging(refusals: Refusals, name: str) -> Callable[[Exception], Awaitable[N
             log.warning("NATS connection %s: %s: %s", name, type(exc).__name__, exc)
 
     return on_error
+
+
+MSG_ID_IN_PROCESS = 10158
+"""An append whose Msg-Id an earlier attempt still holds at the stream leader (proposed, not
+yet stored: a leader without quorum, or being replaced). Neither stored nor refused yet:
+transient, retried with the same Msg-Id later."""
+
+
+def unavailable(stream: str, what: str, exc: BaseException, *, timeout_s: float) -> str:
+    """Why JetStream did not answer (`exc`, within `timeout_s`) when asked `what` of
+    `stream`, in words an operator can act on."""
+    if isinstance(exc, nats.js.errors.APIError) and exc.err_code == MSG_ID_IN_PROCESS:
+        why = ("an earlier attempt with the same Msg-Id is still in process at the stream "
+               "leader (a leader without quorum, or being replaced)")
+    elif isinstance(exc, (nats.js.errors.NoStreamResponseError,
+                        nats.js.errors.ServiceUnavailableError,
+                        nats.errors.NoRespondersError)):
+        why = (f"no leader or replica of stream {stream} answered: a new leader is being "
+               f"elected, or fewer than a majority of its replicas are up (quorum lost)")
+    elif isinstance(exc, (asyncio.TimeoutError, nats.errors.TimeoutError)):
+        why = (f"no answer within {timeout_s:.0f} s (a stream leader being elected, or one "
+               f"without quorum)")
+    else:
+        why = f"NATS is not reachable ({type(exc).__name__})"
+    return f"JetStream is unavailable: {what}: {why}"

@@ -39,6 +39,7 @@ from events.bus._pull import OrderedPull
 from events.bus._pull import schema_of as _schema_of
 from events.bus._retry import raise_if_cancelled, retried
 from events.bus._stream_config import check_stream
+from events.bus.connection import MSG_ID_IN_PROCESS, unavailable
 from events.bus.connection import TRANSIENT as _TRANSIENT
 from events.bus.nats_access import (
     refusals_of,
@@ -67,10 +68,6 @@ IN_FLIGHT_CHECK = 10164
 same subject is in flight at the stream leader. Like 10071, a concurrent write (or our own
 retry), decided the same way."""
 _STALE = (WRONG_LAST_SEQUENCE, IN_FLIGHT_CHECK)
-MSG_ID_IN_PROCESS = 10158
-"""An append whose Msg-Id an earlier attempt still holds at the stream leader (proposed, not
-yet stored: a leader without quorum, or being replaced). Neither stored nor refused yet:
-transient, retried with the same Msg-Id later."""
 _HEARTBEAT_S = 0.5
 """The reader's pull requests ask the server for an idle heartbeat this often: a consumer
 that is there says so even when there is nothing to read."""
@@ -472,21 +469,7 @@ def _reader_config(start_seq: int) -> ConsumerConfig:
 
 
 def _unavailable(stream: str, what: str, exc: BaseException) -> str:
-    """Why JetStream did not answer, in words an operator can act on."""
-    if isinstance(exc, nats.js.errors.APIError) and exc.err_code == MSG_ID_IN_PROCESS:
-        why = ("an earlier attempt with the same Msg-Id is still in process at the stream "
-               "leader (a leader without quorum, or being replaced)")
-    elif isinstance(exc, (nats.js.errors.NoStreamResponseError,
-                        nats.js.errors.ServiceUnavailableError,
-                        nats.errors.NoRespondersError)):
-        why = (f"no leader or replica of stream {stream} answered: a new leader is being "
-               f"elected, or fewer than a majority of its replicas are up (quorum lost)")
-    elif isinstance(exc, (asyncio.TimeoutError, nats.errors.TimeoutError)):
-        why = (f"no answer within {_TIMEOUT_S:.0f} s (a stream leader being elected, or one "
-               f"without quorum)")
-    else:
-        why = f"NATS is not reachable ({type(exc).__name__})"
-    return f"JetStream is unavailable: {what}: {why}"
+    return unavailable(stream, what, exc, timeout_s=_TIMEOUT_S)
 
 
 def _record_append(span: Span, appended: Appended) -> None:

@@ -7,7 +7,7 @@ derived once per batch by `projections.derive`, so batch boundaries never change
 Time only comes from events: before an event is applied, the generated MeshServices whose
 grace period ended by its `at` are removed (`generation.expire_due`), the meshes whose
 certificate window ended move to the next (`identity.renew_due`) and the revocations whose
-tokens expired long enough ago go (`ProjectionState.drop_revocations_due`, `drop_at`);
+tokens expired long enough ago go (`ProjectionState.drop_revocations_due`, `RevocationRow.drop_at`);
 `ClockTicked` exists for that alone.
 
 Provenance only comes from events too: what an event brings is labelled with the zone and
@@ -68,7 +68,7 @@ from projections.generation import (
 from projections.identity import open_ca, refresh_trust, renew_due
 from projections.ipam import allocate_vip, configure_cidr
 from projections.remote import apply_remote, apply_zone, is_remote
-from projections.state import ProjectionState, dp_key, drop_at, ms_key, same_tags
+from projections.state import ProjectionState, dp_key, ms_key, same_tags
 from projections.views import (
     CaRow,
     DataplaneRow,
@@ -236,11 +236,12 @@ def _restore_defaults(state: ProjectionState) -> None:
 
 def _token_revoked(state: ProjectionState, event: TokenRevoked) -> None:
     """A revocation row, unless its token expired long enough before the event that it would
-    go before the next one (`drop_at`): the same rows as putting it and dropping it at once."""
+    go before the next one (`RevocationRow.drop_at`): the same rows as putting it and
+    dropping it at once."""
     row = RevocationRow(purpose=event.purpose, jti=event.jti, revoked_at=event.at,
                         expires_at=event.expires_at, mesh=event.mesh)
     key = f"{event.mesh or '_'}/{event.jti}"
-    when = drop_at(row)
+    when = row.drop_at()
     if when is None or event.at < when:
         state.put("revocation", key, row)
     else:

@@ -16,7 +16,7 @@ from typing import TypeVar
 from msgspec import Struct
 
 from events import DEFAULT_ZONE, GLOBAL_ZONE, Dataplane, Provenance
-from events.identity import REVOCATION_KEPT_AFTER_EXPIRY_MS, SecretKey
+from events.identity import SecretKey
 from events.identity.pki import LoadedCa
 from projections._match import dataplane_matches
 from projections.views import (
@@ -34,7 +34,7 @@ from projections.views import (
     encode_row,
 )
 
-__all__ = ["Change", "ProjectionState", "dp_key", "drop_at", "local_zone_of", "ms_key",
+__all__ = ["Change", "ProjectionState", "dp_key", "local_zone_of", "ms_key",
            "same_tags"]
 
 Key = tuple[str, str]  # (collection, key)
@@ -70,14 +70,6 @@ def same_tags(a: Dataplane, b: Dataplane) -> bool:
         if i.tags != o.tags:
             return False
     return True
-
-
-def drop_at(row: RevocationRow) -> int | None:
-    """When the fold removes the revocation `row`: `REVOCATION_KEPT_AFTER_EXPIRY_MS` after its
-    token's expiry, before the first event at or after that time (None: its expiry is
-    unknown, it stays for ever). By then the token is refused as expired anyway, also by a
-    verifier whose clock runs that much behind the control plane's."""
-    return row.expires_at + REVOCATION_KEPT_AFTER_EXPIRY_MS if row.expires_at > 0 else None
 
 
 _R = TypeVar("_R", bound=Row)
@@ -129,8 +121,8 @@ class ProjectionState:
         self._next_expiry: int | None = None
         """min(`expiries`); None: there are none, or it must be found again."""
         self.revocation_drops: dict[str, int] = {}
-        """`revocation` key -> when the row goes (`drop_at`); revocations of a known expiry
-        only."""
+        """`revocation` key -> when the row goes (`RevocationRow.drop_at`); revocations of a
+        known expiry only."""
         self._drop_heap: list[tuple[int, str]] = []
         """(drop time, key) of `revocation_drops`, a heap, plus entries of rows gone since
         (skipped as they come to the top): a log may hold many revocations, each due at its
@@ -303,8 +295,8 @@ class ProjectionState:
     def next_expiry(self) -> int | None:
         """The earliest time the fold has something to do without an event: a generated
         MeshService due to go, a mesh's certificates due for re-issue, or a revocation whose
-        token expired long enough ago (`drop_at`). The fold asks before every event: a cached
-        value, found again only after one of them changed."""
+        token expired long enough ago (`RevocationRow.drop_at`). The fold asks before every
+        event: a cached value, found again only after one of them changed."""
         if not self._due_known:
             whens = [when for when in (self._service_expiry(), self._revocation_drop())
                      if when is not None]
@@ -375,7 +367,7 @@ class ProjectionState:
         self._dirty.add((collection, key))
 
     def drop_revocations_due(self, at: int) -> None:
-        """Remove the revocations whose rows go at `at` (`drop_at`), in key order."""
+        """Remove the revocations whose rows go at `at` (`RevocationRow.drop_at`), in key order."""
         first = self._revocation_drop()
         if first is None or at < first:
             return
@@ -457,7 +449,7 @@ class ProjectionState:
             self.renewals[row.mesh] = row.renew_at
             self._due_known = False
         elif isinstance(row, RevocationRow):
-            when = drop_at(row)
+            when = row.drop_at()
             if when is not None:
                 self.revocation_drops[key] = when
                 heapq.heappush(self._drop_heap, (when, key))

@@ -20,6 +20,7 @@ from events import (
     MeshTrafficPermission,
     ZoneIngress,
 )
+from events.identity import REVOCATION_KEPT_AFTER_EXPIRY_MS
 from events.resources import MeshMultiZoneServiceSpec, MeshServiceSpec
 
 __all__ = [
@@ -362,8 +363,16 @@ class RevocationRow(Row, frozen=True):
     jti: str
     revoked_at: int
     expires_at: int = 0
-    """Unix ms; 0: unknown. The fold removes the row at `projections.state.drop_at`."""
+    """Unix ms; 0: unknown. The fold removes the row at `drop_at`."""
     mesh: str | None = None
+
+    def drop_at(self) -> int | None:
+        """When the fold removes this row: `REVOCATION_KEPT_AFTER_EXPIRY_MS` after its token's
+        expiry, before the first event at or after that time (None: its expiry is unknown, it
+        stays for ever). By then the token is refused as expired anyway, also by a verifier
+        whose clock runs that much behind the control plane's."""
+        return (self.expires_at + REVOCATION_KEPT_AFTER_EXPIRY_MS if self.expires_at > 0
+                else None)
 
 
 class ZoneRow(Row, frozen=True):

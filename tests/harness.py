@@ -149,7 +149,9 @@ class ControlPlane:
 
 
 @contextlib.contextmanager
-def meshlog_up(data_dir: Path, *extra: str) -> Iterator[ControlPlane]:
+def meshlog_up(data_dir: Path, *extra: str, start_timeout: float = 30) -> Iterator[ControlPlane]:
+    """`meshlog up` on ephemeral ports, until it has written up.json (within `start_timeout`;
+    its log's tail in the error if not)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "up.json").unlink(missing_ok=True)
     log = open(data_dir / "up.log", "ab")
@@ -165,7 +167,12 @@ def meshlog_up(data_dir: Path, *extra: str) -> Iterator[ControlPlane]:
             path = data_dir / "up.json"
             return json.loads(path.read_text()) if path.exists() else None
 
-        cp = ControlPlane(proc, data_dir, wait_for(started, timeout=30, what="meshlog up"))
+        try:
+            where = wait_for(started, timeout=start_timeout, what="meshlog up")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; its log ends:\n"
+                                 + (data_dir / "up.log").read_text()[-3000:]) from None
+        cp = ControlPlane(proc, data_dir, where)
         try:
             yield cp
         finally:

@@ -24,7 +24,7 @@ async def test_meshlog_up_on_a_cluster_makes_its_streams_with_the_replicas_asked
         tmp_path: Path) -> None:
     async with run_nats_cluster(tmp_path / "nats") as cluster:
         with meshlog_up(tmp_path / "cp", "--nats-url", cluster.urls,
-                        "--stream-replicas", "3") as cp:
+                        "--stream-replicas", "3", start_timeout=90) as cp:
             assert cp.apply({"type": "Mesh", "name": "default"}).status_code == 201
             nc = await connect_nats(cluster.urls, name="test", reconnect=False)
             try:

@@ -134,11 +134,7 @@ def _derive_one(state: ProjectionState, row: MeshServiceRow, addresses: Assigned
         message="no free address left in the MeshService CIDR")]
     if row.origin == "generated":
         conditions += _port_conflicts(row, selected)
-    if row.expires_at is not None:
-        conditions.append(Condition(
-            type="Expiring", status="True", reason="NoDataplanes",
-            message=f"no Dataplane is left for it: it goes at {rfc3339(row.expires_at)} (grace "
-                    "period) unless a Dataplane of its service comes back before"))
+    conditions += _expiring(row)
     status = MeshServiceStatus(
         state="Available" if healthy_dps else "Unavailable",
         vips=[Vip(ip=vip)] if vip is not None else [],
@@ -150,6 +146,17 @@ def _derive_one(state: ProjectionState, row: MeshServiceRow, addresses: Assigned
     if status != row.status:
         state.put("meshservice", ms_key(row.mesh, row.name),
                   msgspec.structs.replace(row, status=status))
+
+
+def _expiring(row: MeshServiceRow) -> list[Condition]:
+    """A generated MeshService waiting out its grace period says until when (a remote one
+    its zone's: `projections.remote`)."""
+    if row.expires_at is None:
+        return []
+    return [Condition(
+        type="Expiring", status="True", reason="NoDataplanes",
+        message=f"no Dataplane is left for it: it goes at {rfc3339(row.expires_at)} (grace "
+                "period) unless a Dataplane of its service comes back before")]
 
 
 def _derive_remote(state: ProjectionState, row: MeshServiceRow, zone: str,
@@ -172,6 +179,7 @@ def _derive_remote(state: ProjectionState, row: MeshServiceRow, zone: str,
     conditions = [] if vip is not None or not state.local_zone else [Condition(
         type="VIPAllocated", status="False", reason="Exhausted",
         message="no free address left in the MeshService CIDR")]
+    conditions += _expiring(row)
     status = MeshServiceStatus(
         state=available, vips=[Vip(ip=vip)] if vip is not None else [],
         addresses=addresses[0], hostname_generators=addresses[1],

@@ -61,6 +61,7 @@ from projections import multizone, zoneingress
 from projections._provenance import provenance_labels
 from projections.generation import (
     expire_due,
+    grace_period_key,
     regenerate,
     same_ports_for_same_tags,
     service_name_conditions,
@@ -170,7 +171,8 @@ def apply_event(
             state.stale_hostnames.update(state.ms_by_mesh)
             multizone.generators_changed(state)
         case GracePeriodConfigured(kind=kind, grace_period_ms=grace):
-            state.put("graceperiod", kind, GracePeriodRow(kind=kind, grace_period_ms=grace))
+            state.put("graceperiod", grace_period_key(kind),
+                      GracePeriodRow(kind=kind, grace_period_ms=grace))
         case ClockTicked():
             pass  # its time did the work: expire_due and renew_due above
         case SequenceSkipped():

@@ -27,12 +27,17 @@ from projections.store import ReadModelStore
 __all__ = ["FOLD_VERSION", "UNRECORDED_FOLD_VERSION", "FoldVersions", "fold_versions",
            "outdated_advice"]
 
-FOLD_VERSION = 2
+FOLD_VERSION = 3
 """The version of the fold this code runs. Changelog:
 
 1. Every release before fold versions: a store that records none was folded by one of them.
 2. A Mesh's deletion takes its dataplane-token signing keys and revocations
    (`projections.fold._mesh_secrets_deleted`).
+3. Another zone's generated MeshService follows its zone's generation rules
+   (`projections.remote.refresh`): the existing ports win while one of its Dataplanes has
+   them, and it outlives its last Dataplane by that zone's grace period (`expires_at`, an
+   `Expiring` condition; the zone's `GracePeriodConfigured` is a `graceperiod` row keyed
+   `<zone>/MeshService`) instead of going at once.
 """
 
 UNRECORDED_FOLD_VERSION = 1
@@ -52,7 +57,7 @@ class FoldVersions(Struct, frozen=True):
         return self.read_models is not None and self.read_models < self.code
 
     def as_json(self) -> dict[str, Any]:
-        """What `/ready` shows: `{"readModels": 1, "code": 2, "outdated": true}`."""
+        """What `/ready` shows: `{"readModels": 1, "code": 3, "outdated": true}`."""
         return {"readModels": self.read_models, "code": self.code, "outdated": self.outdated}
 
 

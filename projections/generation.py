@@ -17,6 +17,10 @@ When the last Dataplane of a service goes, its MeshService stays for the grace p
 with a later time is folded (the projector appends `ClockTicked` when one falls due). A
 Dataplane that comes back in time keeps the MeshService; its VIP is sticky either way.
 
+Another zone's generated MeshService (`projections.remote`) follows the same rules in every
+other log, with `winner` and `orphaned` from here: the same ports, and the grace period of its
+own zone (`grace_period_ms(state, zone)`), as Kuma shows there the object its zone made.
+
 A generated MeshService is labelled with the provenance (`kuma.io/origin`, `kuma.io/zone`,
 `kuma.io/env`) of the Dataplane it was generated from: the oldest one of its service (first
 registration sequence, then name), the same rule as for ports. Kuma generates from a zone's
@@ -50,11 +54,14 @@ __all__ = [
     "MANAGED_BY",
     "MANAGED_BY_LABEL",
     "expire_due",
+    "grace_period_key",
     "grace_period_ms",
+    "orphaned",
     "ports_of",
     "regenerate",
     "same_ports_for_same_tags",
     "service_name_conditions",
+    "winner",
 ]
 
 DEFAULT_GRACE_PERIOD_MS = 3_600_000
@@ -136,8 +143,18 @@ def _names_a_service(value: str) -> bool:
     return is_dns1035_label(value)
 
 
-def grace_period_ms(state: ProjectionState) -> int:
-    row = state.get("graceperiod", "MeshService")
+def grace_period_key(kind: str, zone: str = "") -> str:
+    """The key of a `graceperiod` row: the kind for this log's own control plane's setting,
+    `<zone>/<kind>` for another zone's (`projections.remote`: its generated MeshServices
+    wait out their own zone's grace period here too)."""
+    return f"{zone}/{kind}" if zone else kind
+
+
+def grace_period_ms(state: ProjectionState, zone: str = "") -> int:
+    """How long a generated MeshService outlives its last Dataplane: this log's own setting,
+    or with `zone` that other zone's (its `GracePeriodConfigured`, synced here with the rest
+    of its subjects); no record means the default, as it does there."""
+    row = state.get("graceperiod", grace_period_key("MeshService", zone))
     return row.grace_period_ms if isinstance(row, GracePeriodRow) else DEFAULT_GRACE_PERIOD_MS
 
 
@@ -180,9 +197,9 @@ def regenerate(
     dataplanes = state.dataplanes_with_tag(mesh, SERVICE_TAG, service)
     if not dataplanes:
         if current is not None:
-            _orphaned(state, current, at)
+            orphaned(state, current, at, grace_period_ms(state))
         return
-    oldest, ports = _winner(dataplanes, service, current)
+    oldest, ports = winner(dataplanes, service, current)
     spec = MeshServiceSpec(selector=MeshServiceSelector(dataplane_tags={SERVICE_TAG: service}),
                            ports=ports)
     labels = {"kuma.io/mesh": mesh, "kuma.io/display-name": service,
@@ -203,9 +220,11 @@ def regenerate(
     state.stale_hostnames.add(mesh)
 
 
-def _orphaned(state: ProjectionState, current: MeshServiceRow, at: int) -> None:
+def orphaned(state: ProjectionState, current: MeshServiceRow, at: int, grace: int) -> None:
+    """The generated MeshService `current` lost its last Dataplane at `at`: it goes at once
+    (`grace` <= 0), else it waits until `at` + `grace` (`expires_at`); one already waiting
+    keeps its time. Shared with `projections.remote`, which passes the origin zone's grace."""
     mesh, service = current.mesh, current.name
-    grace = grace_period_ms(state)
     if grace <= 0:
         state.delete_meshservice(mesh, service)
     elif current.expires_at is None:
@@ -214,12 +233,14 @@ def _orphaned(state: ProjectionState, current: MeshServiceRow, at: int) -> None:
         state.stale_services.add((mesh, service))
 
 
-def _winner(
+def winner(
     dataplanes: list[DataplaneRow], service: str, current: MeshServiceRow | None,
 ) -> tuple[DataplaneRow, list[MeshServicePort]]:
     """The oldest Dataplane (first registered, then by name: one answer whatever the order of
     `dataplanes`) and the winning ports: the current ones while a Dataplane has them, else the
-    oldest's. One pass: this runs for every deregistration and port change."""
+    oldest's. One pass: this runs for every deregistration and port change. Shared with
+    `projections.remote` (another zone's Dataplanes, its generated MeshService as `current`),
+    so a zone's service has the same ports in every log."""
     have = current.spec.ports if current is not None else None
     held = False
     oldest = dataplanes[0]

@@ -15,12 +15,23 @@ east's and west's `redis` never meet. Their inputs are kept apart from the local
   their synced names too.
 - `remotemeshservice`: MeshServices another zone's users created.
 
+- `graceperiod` rows keyed `<zone>/MeshService`: that zone's own grace period setting.
+
 From them `refresh` derives the visible remote MeshServices (`meshservice` rows): the
 explicit one of a (mesh, zone, name), else one generated per (mesh, zone, `kuma.io/service`)
-from that zone's Dataplanes (ports of its oldest Dataplane), gone when its zone's last
-Dataplane of the service goes (the origin zone's grace period is not applied here), hidden
-while its zone is disabled, removed with a deleted zone (whose events still in flight are
-dropped: a tombstone `zone` row, until it registers again). Labels as Kuma shows a synced
+from that zone's Dataplanes. Kuma syncs the object the zone's generator made, so here the
+zone's generation is done again by the very same rules (`projections.generation`'s `winner`
+and `orphaned`), fed with that zone's events alone, which every log holds in that zone's
+order: the existing ports win while a Dataplane still has them, else the oldest
+Dataplane's; when its last Dataplane goes it stays for the grace period of its zone (that
+zone's `GracePeriodConfigured`, synced with the rest of its subjects, so a replay finds it
+at the same place; the default 1 h without one) and goes when this log folds an event at or
+after `expires_at` (its projector ticks for it as for its own: `projections.ticker`). So
+every log shows the same spec and the same expiry as the origin; only the moment it goes
+may differ by the link's lag (it is judged by the events of the log that folds it).
+A remote service is hidden at once while its zone is disabled, and removed with a deleted
+zone (whose events still in flight are dropped: a tombstone `zone` row, until it registers
+again; its grace period row stays, as the zone's setting). Labels as Kuma shows a synced
 MeshService: `kuma.io/display-name`, `kuma.io/zone`, `kuma.io/env: universal`, and
 `kuma.io/origin` `global` in a zone (Kuma's global->zone mapper relabels what it sends, so
 the synced hostname generator, which selects origin `global`, names it) or `zone` on global.
@@ -28,8 +39,8 @@ Availability is `spec.state` (Available when a Dataplane of the zone selected by
 healthy inbound). In a zone it gets a VIP from the zone's own MeshService CIDR (IPAM); on
 global none (Kuma's IPAM runs in zones only).
 
-Everything else another zone writes (its settings, signing keys, revocations, policies)
-belongs to that control plane and is not folded here. (A mesh's CA is global's, folded in
+Everything else another zone writes (its other settings, signing keys, revocations,
+policies) belongs to that control plane and is not folded here. (A mesh's CA is global's, folded in
 zones as global's own events are: `projections.fold`.)
 """
 
@@ -45,6 +56,7 @@ from events import (
     Dataplane,
     DataplaneDeregistered,
     DataplaneRegistered,
+    GracePeriodConfigured,
     MeshServiceApplied,
     MeshServiceDeleted,
     Provenance,
@@ -58,11 +70,18 @@ from events.kds_hash import hashed_name
 from events.resources import MeshServiceSelector, MeshServiceSpec
 from projections import zoneingress
 from projections._provenance import ENV_LABEL, ORIGIN_LABEL, ZONE_LABEL, provenance_labels
-from projections.generation import GENERATOR_LABELS, ports_of
+from projections.generation import (
+    GENERATOR_LABELS,
+    grace_period_key,
+    grace_period_ms,
+    orphaned,
+    winner,
+)
 from projections.ipam import allocate_vip
 from projections.state import ProjectionState, dp_key, ms_key
 from projections.views import (
     DataplaneRow,
+    GracePeriodRow,
     MeshServiceRow,
     MeshServiceStatus,
     RowMeta,
@@ -163,6 +182,13 @@ def apply_remote(state: ProjectionState, seq: int, event: AnyEvent,
                 state.get("zoneingress", synced.name), seq, event.at), synced=True)
         case ZoneIngressDeleted(name=name):
             zoneingress.ingress_deleted(state, hashed_name("", name, zone))
+        case GracePeriodConfigured(kind=kind, grace_period_ms=grace):
+            # that zone's own grace period, for its generated MeshServices here (`refresh`):
+            # its event is in this log, sourced with the rest of its subjects, in its order
+            # among that zone's Dataplane events, so each deregistration meets the setting it
+            # met in its zone, in every log and every replay
+            state.put("graceperiod", grace_period_key(kind, zone),
+                      GracePeriodRow(kind=kind, grace_period_ms=grace, zone=zone))
         case _:
             pass  # that zone's own settings, keys and policies: not this control plane's
 
@@ -222,17 +248,47 @@ def _dataplanes_changed(state: ProjectionState, mesh: str, zone: str, services: 
 def refresh(state: ProjectionState, mesh: str, zone: str, display: str, seq: int,
             at: int) -> None:
     """Bring the visible remote MeshService `display` of (`mesh`, `zone`) in line with its
-    inputs: the explicit one, else the one generated from that zone's Dataplanes, else none."""
+    inputs: the explicit one, else the one generated from that zone's Dataplanes by the rules
+    of its zone (`generation.winner`: the existing ports win while a Dataplane has them;
+    `generation.orphaned`: it outlives the last Dataplane by that zone's grace period), else
+    none (a hidden or deleted zone's go at once)."""
     name = hashed_name(mesh, display, zone)
     current = state.meshservice(mesh, name)
-    wanted = _wanted(state, mesh, zone, display, name)
-    if wanted is None:
+    if not _enabled(state, zone):
         if current is not None:
             state.delete_meshservice(mesh, name)
         return
-    spec, labels, origin = wanted
+    explicit = state.get("remotemeshservice", ms_key(mesh, name))
+    if isinstance(explicit, MeshServiceRow):
+        _show(state, mesh, name, current, explicit.spec, explicit.labels, "user", seq, at)
+        return
+    # an explicit one just deleted is not what the generator made: as in its zone, the
+    # generator starts afresh (`projections.fold`, MeshServiceDeleted)
+    generated = current if current is not None and current.origin == "generated" else None
+    dataplanes = ([r for r in state.remote_dataplanes(mesh, zone)
+                   if display in _services(r.dataplane)] if is_dns1035_label(display) else [])
+    if not dataplanes:
+        if generated is not None:
+            orphaned(state, generated, at, grace_period_ms(state, zone))
+        elif current is not None:
+            state.delete_meshservice(mesh, name)
+        return
+    _oldest, ports = winner(dataplanes, display, generated)
+    spec = MeshServiceSpec(selector=MeshServiceSelector(dataplane_tags={SERVICE_TAG: display}),
+                           ports=ports)
+    labels = {"kuma.io/mesh": mesh, DISPLAY_NAME: display, **_seen_labels(state, zone),
+              **GENERATOR_LABELS}
+    _show(state, mesh, name, current, spec, labels, "generated", seq, at)
+
+
+def _show(state: ProjectionState, mesh: str, name: str, current: MeshServiceRow | None,
+          spec: MeshServiceSpec, labels: dict[str, str], origin: Literal["user", "generated"],
+          seq: int, at: int) -> None:
+    """The visible remote MeshService `name` of `mesh` with `spec`, `labels` and `origin`;
+    one that was waiting out its grace period no longer is."""
     if current is not None and (current.spec.selector, current.spec.ports) == (
-            spec.selector, spec.ports) and current.labels == labels and current.origin == origin:
+            spec.selector, spec.ports) and current.labels == labels \
+            and current.origin == origin and current.expires_at is None:
         state.stale_services.add((mesh, name))
         return
     state.put("meshservice", ms_key(mesh, name), MeshServiceRow(
@@ -244,24 +300,3 @@ def refresh(state: ProjectionState, mesh: str, zone: str, display: str, seq: int
         allocate_vip(state, mesh, "MeshService", name)
     state.stale_services.add((mesh, name))
     state.stale_hostnames.add(mesh)
-
-
-def _wanted(state: ProjectionState, mesh: str, zone: str, display: str, name: str
-            ) -> tuple[MeshServiceSpec, dict[str, str], Literal["user", "generated"]] | None:
-    if not _enabled(state, zone):
-        return None
-    explicit = state.get("remotemeshservice", ms_key(mesh, name))
-    if isinstance(explicit, MeshServiceRow):
-        return explicit.spec, explicit.labels, "user"
-    if not is_dns1035_label(display):
-        return None
-    dataplanes = [r for r in state.remote_dataplanes(mesh, zone)
-                  if display in _services(r.dataplane)]
-    if not dataplanes:
-        return None
-    oldest = min(dataplanes, key=lambda r: (r.first_seq, r.dataplane.name))
-    spec = MeshServiceSpec(selector=MeshServiceSelector(dataplane_tags={SERVICE_TAG: display}),
-                           ports=ports_of(oldest.dataplane, display))
-    labels = {"kuma.io/mesh": mesh, DISPLAY_NAME: display, **_seen_labels(state, zone),
-              **GENERATOR_LABELS}
-    return spec, labels, "generated"

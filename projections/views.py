@@ -246,6 +246,8 @@ class ZoneIngressRow(Row, frozen=True):
 class GracePeriodRow(Row, frozen=True):
     kind: str
     grace_period_ms: int
+    zone: str = ""
+    """The other zone whose setting it is (`projections.remote`); "" for this log's own."""
 
 
 class VipRow(Row, frozen=True):

@@ -46,6 +46,7 @@ from events import (
     decode_event,
     decode_resource,
     encode_event,
+    provenance_of,
 )
 from events.identity import SecretKey
 from events.identity.pki import create_ca
@@ -462,6 +463,21 @@ def fold(
 
 def fold_all(events: Sequence[AnyEvent]) -> ProjectionState:
     return fold([events])
+
+
+Logged = tuple[str, AnyEvent]
+"""An event with the subject it is stored under (which says who wrote it)."""
+
+
+def fold_logged(logged: Sequence[Logged], state: ProjectionState, *, first_seq: int = 1
+                ) -> ProjectionState:
+    """Fold `logged` as one batch, each event with the provenance of its subject (a log that
+    holds other zones' and global's events)."""
+    for seq, (subject, event) in enumerate(logged, start=first_seq):
+        apply_event(state, seq, event, provenance_of(subject))
+    derive_stale(state)
+    state.take_changes()
+    return state
 
 
 def rows(state: ProjectionState) -> Rows:

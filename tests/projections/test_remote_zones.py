@@ -9,7 +9,6 @@ from collections.abc import Sequence
 
 from events import (
     GLOBAL_ZONE,
-    AnyEvent,
     DataplaneDeregistered,
     DataplaneRegistered,
     HostnameGeneratorApplied,
@@ -20,16 +19,15 @@ from events import (
     ZoneApplied,
     ZoneDeleted,
     ipam_subject,
-    provenance_of,
     resource_subject,
 )
 from events.kds_hash import hashed_name
-from projections.derive import derive_stale
-from projections.fold import apply_event
 from projections.state import ProjectionState
 from tests.projections._histories import (
+    Logged,
     dataplane,
     endpoints_row,
+    fold_logged,
     generator,
     inbound,
     meshservice,
@@ -38,7 +36,6 @@ from tests.projections._histories import (
     persisted,
 )
 
-Logged = tuple[str, AnyEvent]
 SYNCED = generator("synced-universal-mesh-service",
                    "{{ .DisplayName }}.svc.{{ .Zone }}.mesh.local",
                    {"kuma.io/origin": "global", "kuma.io/env": "universal"})
@@ -66,13 +63,7 @@ def _zone(name: str, *, enabled: bool = True, at: int = 3) -> Logged:
             ZoneApplied(at=at, name=name, enabled=enabled))
 
 
-def _fold(logged: Sequence[Logged], state: ProjectionState, *, first_seq: int = 1
-          ) -> ProjectionState:
-    for seq, (subject, event) in enumerate(logged, start=first_seq):
-        apply_event(state, seq, event, provenance_of(subject))
-    derive_stale(state)
-    state.take_changes()
-    return state
+_fold = fold_logged
 
 
 def _east(logged: Sequence[Logged]) -> ProjectionState:
@@ -161,11 +152,13 @@ def test_an_explicit_meshservice_of_another_zone_keeps_its_spec_under_the_synced
     assert row.labels["kuma.io/display-name"] == "cache"
 
 
-def test_the_last_remote_dataplane_leaving_removes_the_remote_meshservice() -> None:
+def test_the_last_remote_dataplane_leaving_starts_the_remote_meshservices_grace_period(
+) -> None:
     state = _east([_mesh(), _register("west", "redis-1", "10.2.0.1")])
     _fold([(resource_subject("Dataplane", "default", "redis-1", zone="west"),
             DataplaneDeregistered(at=5, mesh="default", name="redis-1"))], state, first_seq=3)
-    assert meshservice_row(state, "default", hashed_name("default", "redis", "west")) is None
+    row = meshservice_row(state, "default", hashed_name("default", "redis", "west"))
+    assert row is not None and row.expires_at == 5 + 3_600_000  # west's: the default 1 h
 
 
 def test_a_disabled_zone_is_hidden_and_comes_back_when_enabled() -> None:

@@ -1,7 +1,8 @@
 """One global and two zones (east, west), each a real `meshlog up` with its own embedded
 nats-server (own ports, store, JetStream domain), zones joined to global over leafnodes: a Mesh
 applied on global reaches both zones; a Dataplane registered in west yields in east a
-MeshService under Kuma's synced name with a 241/8 VIP and `<svc>.svc.west.mesh.local`; global
+MeshService under Kuma's synced name with a 241/8 VIP and `<svc>.svc.west.mesh.local`; a
+generated one keeps west's ports and west's grace period in east and on global; global
 shows both zones connected; east's link cut for 30 s while east, west and global change leaves
 each side serving and converging after; then each log replays to its live read models byte for
 byte."""
@@ -41,6 +42,12 @@ def _meshlog(*args: str) -> str:
                           timeout=120, check=True).stdout
 
 
+WEST_GRACE_S = 15
+"""West's grace period for generated MeshServices (east's and global's are the default 1 h):
+long enough to see a service waiting in every log on a loaded machine, short enough to see
+it go."""
+
+
 @pytest.fixture(scope="module")
 def central(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     with meshlog_up(tmp_path_factory.mktemp("global"), "--mode", "global",
@@ -64,7 +71,8 @@ def planes(central: ControlPlane, link: TcpProxy, tmp_path_factory: pytest.TempP
     with ExitStack() as stack:
         zones = {zone: stack.enter_context(meshlog_up(
             tmp_path_factory.mktemp(zone), "--zone", zone,
-            "--global", through_proxy if zone == "east" else url))
+            "--global", through_proxy if zone == "east" else url,
+            *(["--meshservice-grace-period", f"{WEST_GRACE_S}s"] if zone == "west" else [])))
             for zone in ("east", "west")}
         yield {"global": central, **zones}
 
@@ -122,6 +130,52 @@ def test_a_dataplane_in_west_yields_a_synced_meshservice_in_east(
     assert on_global["labels"]["kuma.io/origin"] == "zone"
 
 
+def test_a_synced_generated_meshservice_keeps_its_zones_ports_and_grace_period(
+        planes: dict[str, ControlPlane]) -> None:
+    """West's generated `cache` has, in east and on global, the ports it has in west (the
+    existing ones win while a Dataplane has them, over the oldest's and a newer one's), and
+    when its last Dataplane goes it waits out west's grace period (15 s, not the other
+    planes' 1 h) in all three, with the same expiry, then goes."""
+    west = planes["west"]
+    wait_for(lambda: _get(west, "/meshes/default"), timeout=30, what="west's Mesh")
+    west.apply(_dataplane("cache-1", "cache", "10.2.0.5", port=6379))
+    west.apply(_dataplane("cache-2", "cache", "10.2.0.6", port=6379))
+    west.apply(_dataplane("cache-1", "cache", "10.2.0.5", port=7000))  # the oldest's change
+    west.apply(_dataplane("cache-3", "cache", "10.2.0.7", port=8000))
+    paths = {zone: "/meshes/default/meshservices/" + (
+        "cache" if zone == "west" else hashed_name("default", "cache", "west"))
+        for zone in planes}
+
+    def with_all(zone: str) -> dict[str, Any] | None:
+        doc = _get(planes[zone], paths[zone])
+        return doc if doc and doc["status"]["dataplaneProxies"]["total"] == 3 else None
+
+    for zone in planes:  # cache-3 is there, so what west wrote before it is too
+        ms = wait_for(functools.partial(with_all, zone), timeout=30,
+                      what=f"west's cache with its three Dataplanes in {zone}")
+        assert [p["port"] for p in ms["spec"]["ports"]] == [6379], zone
+
+    for dp in ("cache-1", "cache-2", "cache-3"):
+        assert west.api.delete(f"/meshes/default/dataplanes/{dp}").status_code == 200
+
+    def expiring(zone: str) -> str | None:
+        doc = _get(planes[zone], paths[zone])
+        return next((c["message"] for c in (doc or {}).get("status", {}).get("conditions", [])
+                     if c["type"] == "Expiring"), None)
+
+    messages = {zone: wait_for(functools.partial(expiring, zone), timeout=WEST_GRACE_S,
+                               what=f"west's cache waiting out its grace period in {zone}")
+                for zone in planes}
+    assert len(set(messages.values())) == 1, messages  # one expiry, west's, in every log
+
+    def gone(zone: str) -> bool:
+        return _get(planes[zone], paths[zone]) is None
+
+    for zone in planes:
+        wait_for(functools.partial(gone, zone), timeout=WEST_GRACE_S + 30,
+                 what=f"west's cache gone from {zone} after west's grace period")
+
+
 def test_global_shows_both_zones_connected(planes: dict[str, ControlPlane]) -> None:
     def connected() -> list[str] | None:
         doc = _get(planes["global"], "/zone-insights")
@@ -171,10 +225,10 @@ def test_a_zone_disabled_on_global_disappears_from_the_others_and_comes_back(
     wait_for(lambda: _has(east, "redis", "west"), timeout=30, what="west back")
 
 
-def _dataplane(name: str, service: str, address: str) -> dict[str, Any]:
+def _dataplane(name: str, service: str, address: str, *, port: int = 8080) -> dict[str, Any]:
     return {"type": "Dataplane", "mesh": "default", "name": name,
             "networking": {"address": address, "inbound": [
-                {"port": 8080, "tags": {"kuma.io/service": service}}]}}
+                {"port": port, "tags": {"kuma.io/service": service}}]}}
 
 
 def _services(cp: ControlPlane) -> set[tuple[str, str]]:

@@ -14,7 +14,6 @@ east's and west's `redis` never meet. Their inputs are kept apart from the local
   remote zone's ingresses (`projections.zoneingress`, with mTLS), which are folded here under
   their synced names too.
 - `remotemeshservice`: MeshServices another zone's users created.
-
 - `graceperiod` rows keyed `<zone>/MeshService`: that zone's own grace period setting.
 
 From them `refresh` derives the visible remote MeshServices (`meshservice` rows): the

@@ -20,6 +20,8 @@
                                        auth.conf every nats-server includes (cli/nats_users.py)
     meshlog xds-certificate --out DIR --host NAME...  the gateways' xDS TLS certificate and
                                        its CA (cli/xds_certificate.py)
+    meshlog api-certificate --out DIR --host NAME...  the API replicas' TLS certificate and
+                                       its CA (cli/xds_certificate.py)
     meshlog replay --database URL [--to-seq N]       rebuild read models from the log
     meshlog export [--database URL] [-o FILE]        read models as canonical JSON
     meshlog quarantine [list]                        events the projector could not apply
@@ -392,7 +394,7 @@ def _main(argv: list[str] | None) -> int:
             return cmd_process(args)
         if args.command == "nats-users":
             return cmd_nats_users(args)
-        if args.command == "xds-certificate":
+        if args.command in ("xds-certificate", "api-certificate"):
             return cmd_xds_certificate(args)
         if args.command == "top":
             from services.cli.top import cmd_top

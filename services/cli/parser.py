@@ -70,26 +70,23 @@ _NO_AUTH_FLAG = ("--no-auth",)
 _NO_AUTH_OPTIONS: dict[str, Any] = {
     "action": "store_true", "default": env("NO_AUTH", "false"),
     "help": "DEVELOPMENT ONLY: serve xDS without dataplane tokens (env MESHLOG_NO_AUTH)"}
-_TLS_CERT_FLAG = ("--tls-cert-file",)
-_TLS_CERT_OPTIONS: dict[str, Any] = {
-    "default": env("TLS_CERT_FILE"), "metavar": "FILE",
-    "help": "serve xDS (ADS and HDS) over TLS only, with this PEM certificate (then any "
-            "intermediates), read again when it changes (Kuma's general.tlsCertFile; env "
-            "MESHLOG_TLS_CERT_FILE; needs --tls-key-file; default: plaintext)"}
-_TLS_KEY_FLAG = ("--tls-key-file",)
-_TLS_KEY_OPTIONS: dict[str, Any] = {
-    "default": env("TLS_KEY_FILE"), "metavar": "FILE",
-    "help": "the unencrypted PEM key of --tls-cert-file (env MESHLOG_TLS_KEY_FILE)"}
-_API_TLS_CERT_FLAG = ("--api-tls-cert-file",)
-_API_TLS_CERT_OPTIONS: dict[str, Any] = {
-    "default": env("API_TLS_CERT_FILE"), "metavar": "FILE",
-    "help": "serve the API over HTTPS only, on --api-port, with this PEM certificate (then any "
-            "intermediates), read again when it changes (Kuma's apiServer.https.tlsCertFile; "
-            "env MESHLOG_API_TLS_CERT_FILE; needs --api-tls-key-file; default: HTTP)"}
-_API_TLS_KEY_FLAG = ("--api-tls-key-file",)
-_API_TLS_KEY_OPTIONS: dict[str, Any] = {
-    "default": env("API_TLS_KEY_FILE"), "metavar": "FILE",
-    "help": "the unencrypted PEM key of --api-tls-cert-file (env MESHLOG_API_TLS_KEY_FILE)"}
+def _tls_files(prefix: str, serves: str, kuma: str, otherwise: str
+               ) -> tuple[tuple[str, dict[str, Any]], tuple[str, dict[str, Any]]]:
+    """(flag, options) of a serving certificate file and of its key, for the gateway (prefix
+    "") or the API ("api-"): `--tls-cert-file` / `MESHLOG_TLS_CERT_FILE` and so on."""
+    cert, key = f"--{prefix}tls-cert-file", f"--{prefix}tls-key-file"
+    cert_var, key_var = (flag[2:].upper().replace("-", "_") for flag in (cert, key))
+    return ((cert, {"default": env(cert_var), "metavar": "FILE",
+                    "help": f"serve {serves} over TLS only, with this PEM certificate (then "
+                            f"any intermediates), read again when it changes (Kuma's {kuma}; "
+                            f"env MESHLOG_{cert_var}; needs {key}; default: {otherwise})"}),
+            (key, {"default": env(key_var), "metavar": "FILE",
+                   "help": f"the unencrypted PEM key of {cert} (env MESHLOG_{key_var})"}))
+
+
+_XDS_TLS_FILES = _tls_files("", "xDS (ADS and HDS)", "general.tlsCertFile", "plaintext")
+_API_TLS_FILES = _tls_files("api-", "the API (HTTPS, on --api-port)",
+                            "apiServer.https.tlsCertFile", "HTTP")
 _LOCALHOST_ADMIN_FLAG = ("--no-localhost-admin",)
 _LOCALHOST_ADMIN_OPTIONS: dict[str, Any] = {
     "dest": "localhost_is_admin", "action": "store_false",
@@ -187,14 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="serve xDS over TLS with the control plane's own certificate, made "
                          "once in <data-dir>/xds-tls/ (proxies trust its ca.crt: dataplane "
                          "bootstrap --ca-cert-file; env MESHLOG_XDS_TLS)")
-    up.add_argument(*_TLS_CERT_FLAG, **_TLS_CERT_OPTIONS)
-    up.add_argument(*_TLS_KEY_FLAG, **_TLS_KEY_OPTIONS)
+    for flag, options in _XDS_TLS_FILES:
+        up.add_argument(flag, **options)
     up.add_argument("--api-tls", action="store_true", default=env("API_TLS", "false"),
                     help="serve the API over HTTPS with its own certificate, made once in "
                          "<data-dir>/api-tls/ (the CLI of the data dir trusts its ca.crt "
                          "itself; others: --ca-cert-file; env MESHLOG_API_TLS)")
-    up.add_argument(*_API_TLS_CERT_FLAG, **_API_TLS_CERT_OPTIONS)
-    up.add_argument(*_API_TLS_KEY_FLAG, **_API_TLS_KEY_OPTIONS)
+    for flag, options in _API_TLS_FILES:
+        up.add_argument(flag, **options)
     up.add_argument(*_LOCALHOST_ADMIN_FLAG, **_LOCALHOST_ADMIN_OPTIONS)
     up.add_argument("--projectors", default=env("PROJECTORS", "1"),
                     help="projector tasks: 1 folds alone (default); N >= 2 contend for the "
@@ -282,14 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
             proc.add_argument(*_DNS_TTL_FLAG, **_DNS_TTL_OPTIONS)
             proc.add_argument(*_DNS_SERVER_FLAG, **_DNS_SERVER_OPTIONS)
             proc.add_argument(*_NO_AUTH_FLAG, **_NO_AUTH_OPTIONS)
-            proc.add_argument(*_TLS_CERT_FLAG, **_TLS_CERT_OPTIONS)
-            proc.add_argument(*_TLS_KEY_FLAG, **_TLS_KEY_OPTIONS)
+            for flag, options in _XDS_TLS_FILES:
+                proc.add_argument(flag, **options)
         if name == "api":
             proc.add_argument("--api-host", default=env("API_HOST", "127.0.0.1"))
             proc.add_argument("--api-port", default=env("API_PORT", "5681"))
             proc.add_argument(*_LOCALHOST_ADMIN_FLAG, **_LOCALHOST_ADMIN_OPTIONS)
-            proc.add_argument(*_API_TLS_CERT_FLAG, **_API_TLS_CERT_OPTIONS)
-            proc.add_argument(*_API_TLS_KEY_FLAG, **_API_TLS_KEY_OPTIONS)
+            for flag, options in _API_TLS_FILES:
+                proc.add_argument(flag, **options)
 
     replay = sub.add_parser("replay", parents=g, help="rebuild the read models from the log "
                             "into a fresh store")

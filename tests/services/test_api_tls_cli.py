@@ -1,7 +1,8 @@
 """The API's TLS on the command line, without a control plane: `meshlog api` and `meshlog up`
 refuse bad certificate files at start with an error naming the flag and the file (before they
-connect to anything); the CLI's `--ca-cert-file` must be a readable PEM certificate; and the
-CLI finds the https API and CA of its data dir (services.cli.client)."""
+connect to anything; the checks it shares with the gateway's `--tls-*` flags, for both); the
+CLI's `--ca-cert-file` must be a readable PEM certificate; and the CLI finds the https API and
+CA of its data dir (services.cli.client)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import json
 import os
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from services.cli.client import api_of, api_trust
 from services.runtime.xds_certificate import XdsCertificate, ensure_xds_certificate
@@ -38,13 +41,14 @@ def test_an_api_needs_both_files(tmp_path: Path) -> None:
             f"MESHLOG_API_TLS_CERT_FILE)") in result.stderr
 
 
-def test_an_api_refuses_a_key_of_another_certificate_before_it_connects(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("command", "prefix"), [("gateway", ""), ("api", "api-")])
+def test_a_key_of_another_certificate_is_refused_before_it_connects(
+        tmp_path: Path, command: str, prefix: str) -> None:
     pair, other = _pair(tmp_path / "a"), _pair(tmp_path / "b")
-    result = _run("api", "--nats-url", NOWHERE, "--data-dir", str(tmp_path / "d"),
-                  "--api-tls-cert-file", str(pair.cert_file),
-                  "--api-tls-key-file", str(other.key_file))
+    result = _run(command, "--nats-url", NOWHERE, f"--{prefix}tls-cert-file",
+                  str(pair.cert_file), f"--{prefix}tls-key-file", str(other.key_file))
     assert result.returncode == 2, result.stderr
-    assert (f"error: --api-tls-key-file {other.key_file}: the key does not belong to the "
+    assert (f"error: --{prefix}tls-key-file {other.key_file}: the key does not belong to the "
             f"certificate in {pair.cert_file}") in result.stderr
     assert "nats" not in result.stderr.lower()  # refused before any connection attempt
 
@@ -65,14 +69,15 @@ def test_the_api_files_come_from_the_environment_too(tmp_path: Path) -> None:
             f"directory)") in result.stderr
 
 
-def test_up_refuses_an_expired_api_certificate_at_start(tmp_path: Path) -> None:
+@pytest.mark.parametrize("prefix", ["", "api-"])
+def test_up_refuses_an_expired_certificate_at_start(tmp_path: Path, prefix: str) -> None:
     expired = _pair(tmp_path / "old", now=datetime.datetime.now(datetime.UTC)
                     - datetime.timedelta(days=365 * 11))
     result = _run("up", "--data-dir", str(tmp_path / "cp"), "--api-port", "0", "--xds-port",
-                  "0", "--api-tls-cert-file", str(expired.cert_file), "--api-tls-key-file",
-                  str(expired.key_file))
+                  "0", f"--{prefix}tls-cert-file", str(expired.cert_file),
+                  f"--{prefix}tls-key-file", str(expired.key_file))
     assert result.returncode == 2, result.stderr
-    assert (f"error: --api-tls-cert-file {expired.cert_file}: the certificate has expired"
+    assert (f"error: --{prefix}tls-cert-file {expired.cert_file}: the certificate has expired"
             in result.stderr)
     assert not (tmp_path / "cp" / "nats").exists()  # nothing was started
 

@@ -79,6 +79,9 @@ class ApiTls:
                 self._serving = _context(pair, self)
             except InvalidServingTls as exc:
                 log.warning("API TLS: keeping the certificate served so far: %s", exc)
+            except Exception:  # a full temporary folder, say: never fail the handshake
+                log.exception("API TLS: loading %s and %s failed; keeping the certificate "
+                              "served so far", self.cert_file, self.key_file)
         if self._serving is not context:
             connection.context = self._serving
 

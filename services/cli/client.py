@@ -11,15 +11,21 @@ token (a 401 comes before any route runs, so nothing was done twice).
 from __future__ import annotations
 
 import json
+import ssl
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from events.identity import InvalidToken, read_header
+from services.errors import ConfigError
 from services.runtime.config import ADMIN_TOKEN_FILE, API_FILE
 
-__all__ = ["ApiClient", "ApiError", "admin_token_file"]
+__all__ = ["CA_FLAG", "ApiClient", "ApiError", "admin_token_file", "api_of", "api_trust",
+           "read_named"]
+
+CA_FLAG = "--ca-cert-file"
+_CA_ENV = "MESHLOG_API_CA_CERT_FILE"
 
 _TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 _NAMING_FILES = ("up.json", API_FILE)
@@ -42,12 +48,60 @@ def admin_token_file(api: str, data_dir: Path) -> Path | None:
     return path
 
 
-def _same_api(api: str, named_in: Path) -> bool:
+def read_named(named_in: Path) -> dict[str, Any]:
+    """up.json or api.json, or {} when there is none to read."""
     try:
-        named = json.loads(named_in.read_text()).get("api")
-    except (OSError, ValueError, AttributeError):
-        return False
+        doc = json.loads(named_in.read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _same_api(api: str, named_in: Path) -> bool:
+    named = read_named(named_in).get("api")
     return isinstance(named, str) and named.rstrip("/") == api.rstrip("/")
+
+
+def api_of(api: str | None, default: str, data_dir: Path) -> str:
+    """The API to talk to: `api` when given (--api, $MESHLOG_API); else `default`, or the data
+    dir's https API at the same host and port (module docstring)."""
+    if api:
+        return api
+    plain = httpx.URL(default)
+    for name in _NAMING_FILES:
+        named = read_named(data_dir / name).get("api")
+        if isinstance(named, str) and named.startswith("https://"):
+            url = httpx.URL(named)
+            if plain.scheme == "http" and (url.host, url.port) == (plain.host, plain.port):
+                return named
+    return default
+
+
+def api_trust(api: str, data_dir: Path, ca_cert_file: str | None) -> ssl.SSLContext | bool:
+    """What the CLI trusts for `api` (module docstring): an SSLContext with one CA, or True
+    (the system's). A CA file that cannot be read or is no PEM certificate is a ConfigError
+    naming it and where it was named."""
+    if ca_cert_file:
+        return _trusting(Path(ca_cert_file), f"{CA_FLAG} ({_CA_ENV})")
+    if not api.startswith("https://") or not _same_api(api, data_dir / "up.json"):
+        return True
+    named = read_named(data_dir / "up.json").get("api_ca_cert")
+    if not isinstance(named, str):
+        return True  # files of the operator's (api_tls_cert): their CA is theirs to give
+    return _trusting(Path(named), f"api_ca_cert of {data_dir / 'up.json'}")
+
+
+def _trusting(path: Path, named_by: str) -> ssl.SSLContext:
+    try:
+        pem = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not text"
+        raise ConfigError(f"{named_by} {path}: cannot read it ({reason})") from None
+    try:
+        return ssl.create_default_context(cadata=pem)
+    except (ssl.SSLError, ValueError):
+        raise ConfigError(f"{named_by} {path}: not a PEM certificate (expected -----BEGIN "
+                          f"CERTIFICATE-----)") from None
 
 
 def _read_token(path: Path) -> str | None:
@@ -59,11 +113,11 @@ def _read_token(path: Path) -> str | None:
 
 class ApiClient:
     def __init__(self, base_url: str, token: str | None = None, *,
-                 token_file: Path | None = None) -> None:
+                 token_file: Path | None = None, verify: ssl.SSLContext | bool = True) -> None:
         """`token`: the user token to send; else the one in `token_file` (the data dir's
-        admin token, read again when it is refused)."""
+        admin token, read again when it is refused). `verify`: `api_trust`'s."""
         self._base = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self._base, timeout=_TIMEOUT)
+        self._http = httpx.Client(base_url=self._base, timeout=_TIMEOUT, verify=verify)
         self._token_file = token_file if not token else None
         token = token.strip() if token else None
         self._use(token if token or token_file is None else _read_token(token_file))
@@ -103,8 +157,8 @@ class ApiClient:
         try:
             return self._http.request(method, path, json=json, params=params)
         except httpx.TransportError as exc:
-            raise ApiError(0, f"cannot reach the meshlog API at {self._base}: {exc}. "
-                              "Is `meshlog up` running? (--api / MESHLOG_API)") from exc
+            raise ApiError(0, f"cannot reach the meshlog API at {self._base}: "
+                              f"{str(exc).rstrip('.')}. {_hint(self._base, exc)}") from exc
 
     def put(self, path: str, doc: dict[str, Any]) -> Any:
         return self.request("PUT", path, json=doc)
@@ -126,6 +180,18 @@ class ApiClient:
             if not page.get("next"):
                 return items
             offset += len(page["items"])
+
+
+def _hint(base: str, exc: httpx.TransportError) -> str:
+    """What to check when the API could not be reached."""
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return (f"Its certificate is not one the CLI trusts: give the CA that issued it with "
+                f"{CA_FLAG} or {_CA_ENV} (`meshlog up --api-tls` keeps its CA in "
+                f"<data dir>/api-tls/ca.crt)")
+    if base.startswith("http://") and isinstance(exc, httpx.RemoteProtocolError):
+        return ("If it serves HTTPS (--api-tls, --api-tls-cert-file), use https:// in --api / "
+                "MESHLOG_API")
+    return "Is `meshlog up` running? (--api / MESHLOG_API)"
 
 
 def _refused_admin_token(path: Path, token: str) -> str:

@@ -20,6 +20,8 @@
                                        auth.conf every nats-server includes (cli/nats_users.py)
     meshlog xds-certificate --out DIR --host NAME...  the gateways' xDS TLS certificate and
                                        its CA (cli/xds_certificate.py)
+    meshlog api-certificate --out DIR --host NAME...  the API replicas' TLS certificate and
+                                       its CA (cli/xds_certificate.py)
     meshlog replay --database URL [--to-seq N]       rebuild read models from the log
     meshlog export [--database URL] [-o FILE]        read models as canonical JSON
     meshlog quarantine [list]                        events the projector could not apply
@@ -31,9 +33,11 @@
     meshlog bench rotation --proxies N               a certificate rotation wave to N proxies
     meshlog bench faults [--proxies N]               stream leader killed under load (R3)
 
-The API address comes from --api, else $MESHLOG_API, else http://127.0.0.1:5681; the user
-token from --token, else $MESHLOG_TOKEN, else the admin token of the `meshlog up` or `meshlog
-api` whose data dir ($MESHLOG_DATA_DIR, else .meshlog) names that API (services.cli.client).
+The API address comes from --api, else $MESHLOG_API, else http://127.0.0.1:5681 (https://
+when the data dir's `meshlog up --api-tls` serves there); the user token from --token, else
+$MESHLOG_TOKEN, else the admin token of the `meshlog up` or `meshlog api` whose data dir
+($MESHLOG_DATA_DIR, else .meshlog) names that API; the CA of an https API from --ca-cert-file,
+else $MESHLOG_API_CA_CERT_FILE, else that data dir's `api-tls/ca.crt` (services.cli.client).
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from events import MeshlogError
-from services.cli.client import ApiClient, ApiError, admin_token_file
+from services.cli.client import ApiClient, ApiError, admin_token_file, api_of, api_trust
 from services.cli.nats_users import cmd_nats_users
 from services.cli.parser import API_DEFAULT, build_parser
 from services.cli.quarantine import cmd_quarantine
@@ -75,6 +79,7 @@ from services.runtime.config import (
 from services.tracing import setup_tracing
 
 if TYPE_CHECKING:
+    from services.runtime.api_tls import ApiTls
     from xds_gateway.server.serving_tls import ServingTls
 
 __all__ = ["main"]
@@ -133,7 +138,7 @@ def cmd_process(args: argparse.Namespace) -> int:
             data_dir=Path(args.data_dir),
             # made in the data dir if missing: an API must sign (tokens, the admin token)
             secret_key=secret_key_of(args.secret_key_file, Path(args.data_dir), create=True),
-            localhost_is_admin=_localhost_is_admin(args))
+            localhost_is_admin=_localhost_is_admin(args), tls=_api_tls(args))
     _run_until_signal(coro)
     return 0
 
@@ -178,6 +183,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         no_auth=_no_auth(args), localhost_is_admin=_localhost_is_admin(args),
         xds_tls=parse_bool("--xds-tls (MESHLOG_XDS_TLS)", args.xds_tls),
         tls_files=parse_tls_files(args.tls_cert_file, args.tls_key_file),
+        api_tls=parse_bool("--api-tls (MESHLOG_API_TLS)", args.api_tls),
+        api_tls_files=_api_tls_files(args),
         projectors=parse_positive("--projectors", args.projectors),
         lease_ttl_s=_positive_seconds("--lease-ttl", args.lease_ttl),
     )
@@ -221,6 +228,21 @@ def _serving_tls(args: argparse.Namespace) -> ServingTls | None:
     return None if files is None else ServingTls(*files)
 
 
+def _api_tls_files(args: argparse.Namespace) -> tuple[Path, Path] | None:
+    from services.runtime.api_tls import API_TLS_FLAGS
+
+    return parse_tls_files(args.api_tls_cert_file, args.api_tls_key_file, flags=API_TLS_FLAGS)
+
+
+def _api_tls(args: argparse.Namespace) -> ApiTls | None:
+    """`--api-tls-cert-file` and `--api-tls-key-file`, read and checked now: a bad file stops
+    `meshlog api` before it connects or listens, with an error naming the flag and file."""
+    from services.runtime.api_tls import ApiTls
+
+    files = _api_tls_files(args)
+    return None if files is None else ApiTls(*files)
+
+
 def _localhost_is_admin(args: argparse.Namespace) -> bool:
     return parse_bool("--no-localhost-admin (MESHLOG_API_LOCALHOST_IS_ADMIN)",
                       args.localhost_is_admin)
@@ -229,7 +251,9 @@ def _localhost_is_admin(args: argparse.Namespace) -> bool:
 def _client(args: argparse.Namespace) -> ApiClient:
     """The API client with the caller's credentials (services.cli.client.admin_token_file)."""
     data_dir = Path(getattr(args, "data_dir", None) or env("DATA_DIR", ".meshlog") or ".meshlog")
-    return ApiClient(args.api, args.token, token_file=admin_token_file(args.api, data_dir))
+    api = api_of(args.api, API_DEFAULT, data_dir)
+    return ApiClient(api, args.token, token_file=admin_token_file(api, data_dir),
+                     verify=api_trust(api, data_dir, args.api_ca_cert_file))
 
 
 def _database_of(args: argparse.Namespace) -> str:
@@ -370,7 +394,7 @@ def _main(argv: list[str] | None) -> int:
             return cmd_process(args)
         if args.command == "nats-users":
             return cmd_nats_users(args)
-        if args.command == "xds-certificate":
+        if args.command in ("xds-certificate", "api-certificate"):
             return cmd_xds_certificate(args)
         if args.command == "top":
             from services.cli.top import cmd_top

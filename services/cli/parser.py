@@ -70,16 +70,23 @@ _NO_AUTH_FLAG = ("--no-auth",)
 _NO_AUTH_OPTIONS: dict[str, Any] = {
     "action": "store_true", "default": env("NO_AUTH", "false"),
     "help": "DEVELOPMENT ONLY: serve xDS without dataplane tokens (env MESHLOG_NO_AUTH)"}
-_TLS_CERT_FLAG = ("--tls-cert-file",)
-_TLS_CERT_OPTIONS: dict[str, Any] = {
-    "default": env("TLS_CERT_FILE"), "metavar": "FILE",
-    "help": "serve xDS (ADS and HDS) over TLS only, with this PEM certificate (then any "
-            "intermediates), read again when it changes (Kuma's general.tlsCertFile; env "
-            "MESHLOG_TLS_CERT_FILE; needs --tls-key-file; default: plaintext)"}
-_TLS_KEY_FLAG = ("--tls-key-file",)
-_TLS_KEY_OPTIONS: dict[str, Any] = {
-    "default": env("TLS_KEY_FILE"), "metavar": "FILE",
-    "help": "the unencrypted PEM key of --tls-cert-file (env MESHLOG_TLS_KEY_FILE)"}
+def _tls_files(prefix: str, serves: str, kuma: str, otherwise: str
+               ) -> tuple[tuple[str, dict[str, Any]], tuple[str, dict[str, Any]]]:
+    """(flag, options) of a serving certificate file and of its key, for the gateway (prefix
+    "") or the API ("api-"): `--tls-cert-file` / `MESHLOG_TLS_CERT_FILE` and so on."""
+    cert, key = f"--{prefix}tls-cert-file", f"--{prefix}tls-key-file"
+    cert_var, key_var = (flag[2:].upper().replace("-", "_") for flag in (cert, key))
+    return ((cert, {"default": env(cert_var), "metavar": "FILE",
+                    "help": f"serve {serves} over TLS only, with this PEM certificate (then "
+                            f"any intermediates), read again when it changes (Kuma's {kuma}; "
+                            f"env MESHLOG_{cert_var}; needs {key}; default: {otherwise})"}),
+            (key, {"default": env(key_var), "metavar": "FILE",
+                   "help": f"the unencrypted PEM key of {cert} (env MESHLOG_{key_var})"}))
+
+
+_XDS_TLS_FILES = _tls_files("", "xDS (ADS and HDS)", "general.tlsCertFile", "plaintext")
+_API_TLS_FILES = _tls_files("api-", "the API (HTTPS, on --api-port)",
+                            "apiServer.https.tlsCertFile", "HTTP")
 _LOCALHOST_ADMIN_FLAG = ("--no-localhost-admin",)
 _LOCALHOST_ADMIN_OPTIONS: dict[str, Any] = {
     "dest": "localhost_is_admin", "action": "store_false",
@@ -88,8 +95,12 @@ _LOCALHOST_ADMIN_OPTIONS: dict[str, Any] = {
             "default they are, as in Kuma; env MESHLOG_API_LOCALHOST_IS_ADMIN=false)"}
 
 
-API_DEFAULT = env("API", "http://127.0.0.1:5681")
-_API_HELP = f"API base URL (env MESHLOG_API; default {API_DEFAULT})"
+API_DEFAULT = "http://127.0.0.1:5681"
+_API_HELP = (f"API base URL (env MESHLOG_API; default {API_DEFAULT}, or the https:// one at "
+             f"that address that the data dir's up.json names)")
+_CA_HELP = ("trust this PEM CA for an API that serves HTTPS (kumactl's --ca-cert-file; env "
+            "MESHLOG_API_CA_CERT_FILE; default: the CA of the data dir's `meshlog up "
+            "--api-tls` for the API it names, else the system's CAs)")
 _VERBOSE_HELP = "log at debug level"
 _TOKEN_HELP = ("user token for the API (env MESHLOG_TOKEN; default: the admin token of the "
                "`meshlog up` or `meshlog api` of the data dir)")
@@ -106,24 +117,30 @@ _GLOBAL_OPTIONS: dict[str, Any] = {
     "help": "join the global control plane at this leafnode URL (its global_url) as zone "
             "--zone (env MESHLOG_GLOBAL_URL)"}
 
-def _global_flags() -> argparse.ArgumentParser:
-    """`--api` and `-v` for every subcommand, so they go after it too (as kubectl's global
-    flags do). SUPPRESS: a subcommand sets them only when given there, so it never overwrites
-    a value given before the subcommand with its default."""
+def _global_flags(*, ca: bool = True) -> argparse.ArgumentParser:
+    """`--api`, `--token`, `--ca-cert-file` and `-v` for every subcommand, so they go after it
+    too (as kubectl's global flags do). SUPPRESS: a subcommand sets them only when given
+    there, so it never overwrites a value given before the subcommand with its default.
+    `ca=False` for `dataplane bootstrap`, whose own --ca-cert-file is the gateways' CA."""
     flags = argparse.ArgumentParser(add_help=False)
     flags.add_argument("--api", default=argparse.SUPPRESS, help=_API_HELP)
     flags.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                        help=_VERBOSE_HELP)
     flags.add_argument("--token", default=argparse.SUPPRESS, help=_TOKEN_HELP)
+    if ca:
+        flags.add_argument("--ca-cert-file", dest="api_ca_cert_file", metavar="FILE",
+                           default=argparse.SUPPRESS, help=_CA_HELP)
     return flags
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meshlog", description="meshlog: an event-sourced "
                                 "service-mesh control plane on NATS JetStream")
-    p.add_argument("--api", default=API_DEFAULT, help=_API_HELP)
+    p.add_argument("--api", default=env("API"), help=_API_HELP)
     p.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE_HELP)
     p.add_argument("--token", default=env("TOKEN"), help=_TOKEN_HELP)
+    p.add_argument("--ca-cert-file", dest="api_ca_cert_file", metavar="FILE",
+                   default=env("API_CA_CERT_FILE"), help=_CA_HELP)
     g = [_global_flags()]
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -167,8 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="serve xDS over TLS with the control plane's own certificate, made "
                          "once in <data-dir>/xds-tls/ (proxies trust its ca.crt: dataplane "
                          "bootstrap --ca-cert-file; env MESHLOG_XDS_TLS)")
-    up.add_argument(*_TLS_CERT_FLAG, **_TLS_CERT_OPTIONS)
-    up.add_argument(*_TLS_KEY_FLAG, **_TLS_KEY_OPTIONS)
+    for flag, options in _XDS_TLS_FILES:
+        up.add_argument(flag, **options)
+    up.add_argument("--api-tls", action="store_true", default=env("API_TLS", "false"),
+                    help="serve the API over HTTPS with its own certificate, made once in "
+                         "<data-dir>/api-tls/ (the CLI of the data dir trusts its ca.crt "
+                         "itself; others: --ca-cert-file; env MESHLOG_API_TLS)")
+    for flag, options in _API_TLS_FILES:
+        up.add_argument(flag, **options)
     up.add_argument(*_LOCALHOST_ADMIN_FLAG, **_LOCALHOST_ADMIN_OPTIONS)
     up.add_argument("--projectors", default=env("PROJECTORS", "1"),
                     help="projector tasks: 1 folds alone (default); N >= 2 contend for the "
@@ -256,12 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
             proc.add_argument(*_DNS_TTL_FLAG, **_DNS_TTL_OPTIONS)
             proc.add_argument(*_DNS_SERVER_FLAG, **_DNS_SERVER_OPTIONS)
             proc.add_argument(*_NO_AUTH_FLAG, **_NO_AUTH_OPTIONS)
-            proc.add_argument(*_TLS_CERT_FLAG, **_TLS_CERT_OPTIONS)
-            proc.add_argument(*_TLS_KEY_FLAG, **_TLS_KEY_OPTIONS)
+            for flag, options in _XDS_TLS_FILES:
+                proc.add_argument(flag, **options)
         if name == "api":
             proc.add_argument("--api-host", default=env("API_HOST", "127.0.0.1"))
             proc.add_argument("--api-port", default=env("API_PORT", "5681"))
             proc.add_argument(*_LOCALHOST_ADMIN_FLAG, **_LOCALHOST_ADMIN_OPTIONS)
+            for flag, options in _API_TLS_FILES:
+                proc.add_argument(flag, **options)
 
     replay = sub.add_parser("replay", parents=g, help="rebuild the read models from the log "
                             "into a fresh store")
@@ -352,9 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--data-dir", default=env("DATA_DIR", ".meshlog"))
     export.add_argument("-o", "--output", help="file (default: stdout)")
 
-    dp = sub.add_parser("dataplane", parents=g, help="sidecar helpers")
+    no_ca = [_global_flags(ca=False)]
+    dp = sub.add_parser("dataplane", parents=no_ca, help="sidecar helpers")
     dp_sub = dp.add_subparsers(dest="dataplane_command", required=True, metavar="COMMAND")
-    bs = dp_sub.add_parser("bootstrap", parents=g,
+    bs = dp_sub.add_parser("bootstrap", parents=no_ca,
                            help="print an Envoy bootstrap for a Dataplane")
     bs.add_argument("--mesh", help="the Dataplane's mesh (default: the file's, else default)")
     bs.add_argument("--name", help="the Dataplane's name (default: the --dataplane-file's)")

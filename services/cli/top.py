@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import sys
 import time
 from datetime import datetime
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from services.cli._samples import Scrape, ScrapeError, merged, quantile, scrape
+from services.cli.client import api_trust, read_named
 
 if TYPE_CHECKING:  # rich is imported only when a frame is drawn (start-up time)
     from rich.console import RenderableType
@@ -37,23 +37,20 @@ __all__ = ["cmd_top", "endpoints_of", "frame"]
 _PROTOCOLS = ("sotw", "delta", "hds")
 
 
-def endpoints_of(args: argparse.Namespace, default_api: str | None) -> list[str]:
+def endpoints_of(args: argparse.Namespace, default_api: str) -> list[str]:
     """`--metrics` URLs if given; else the API of the `meshlog up` of `--data-dir` when
-    `--api` was left at its default and up.json names one; else `--api`'s `/metrics`."""
+    `--api` (and $MESHLOG_API) was not given and up.json names one; else `--api`'s
+    `/metrics`, or `default_api`'s."""
     if args.metrics:
         return list(args.metrics)
-    api: str = args.api
-    if api == default_api:
-        try:
-            named = json.loads((Path(args.data_dir) / "up.json").read_text()).get("api")
-        except (OSError, ValueError, AttributeError):
-            named = None
-        if isinstance(named, str):
-            api = named
+    api: str | None = args.api
+    if api is None:
+        named = read_named(Path(args.data_dir) / "up.json").get("api")
+        api = named if isinstance(named, str) else default_api
     return [api.rstrip("/") + "/metrics"]
 
 
-def cmd_top(args: argparse.Namespace, default_api: str | None) -> int:
+def cmd_top(args: argparse.Namespace, default_api: str) -> int:
     try:
         interval = float(args.interval)
     except ValueError:
@@ -62,7 +59,10 @@ def cmd_top(args: argparse.Namespace, default_api: str | None) -> int:
         raise SystemExit(f"error: --interval must be a positive number of seconds "
                          f"(got {args.interval!r})")
     urls = endpoints_of(args, default_api)
-    with httpx.Client() as client:
+    # an https API's CA: --ca-cert-file, or the one `meshlog up --api-tls` keeps
+    verify = api_trust(urls[0].removesuffix("/metrics"), Path(args.data_dir),
+                       args.api_ca_cert_file)
+    with httpx.Client(verify=verify) as client:
         try:
             first = [scrape(client, url) for url in urls]
         except ScrapeError as exc:

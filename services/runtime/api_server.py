@@ -9,6 +9,9 @@ once the drain began. Never a 500 from a closed store or connection, never a dro
 connection: a 503 says "retry" (the write may or may not be in the log; an idempotency key or
 If-Match makes the retry safe). `run` returns once every request is answered; only then may
 the caller close the store and NATS.
+
+With an `ApiTls` (services.runtime.api_tls) it serves HTTPS only, with that certificate and
+whatever renews it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api.metrics import RequestMetrics
+from services.runtime.api_tls import ApiTls
 
 __all__ = ["DEFAULT_API_DRAIN_GRACE_S", "ApiServer"]
 
@@ -100,7 +104,8 @@ async def _unavailable(send: Send, detail: str) -> None:
 
 class ApiServer:
     def __init__(self, app: ASGIApp, sock: socket.socket, *,
-                 drain_grace_s: float = DEFAULT_API_DRAIN_GRACE_S) -> None:
+                 drain_grace_s: float = DEFAULT_API_DRAIN_GRACE_S,
+                 tls: ApiTls | None = None) -> None:
         self._app = _Draining(app)
         self._sock = sock
         self._drain_grace_s = drain_grace_s
@@ -110,7 +115,9 @@ class ApiServer:
             timeout_graceful_shutdown=round(drain_grace_s + _UVICORN_BACKSTOP_S),
             # the client is the socket's peer: loopback clients may be admin
             # (services.api.auth), so no header may say where a request came from
-            proxy_headers=False))
+            proxy_headers=False,
+            # uvicorn's hook for a context of one's own: ours follows the files
+            ssl_context_factory=None if tls is None else lambda _config, _default: tls.context))
 
     async def run(self) -> None:
         """Serve on the socket until `stop`; return once every request has been answered.

@@ -70,6 +70,12 @@ class UpConfig(Struct, frozen=True, kw_only=True):
     services.runtime.xds_certificate), unless `tls_files` names one."""
     tls_files: tuple[Path, Path] | None = None
     """Serve xDS over TLS with this certificate and key (`--tls-cert-file`, `--tls-key-file`)."""
+    api_tls: bool = False
+    """Serve the API over HTTPS with the data dir's own certificate (`--api-tls`,
+    services.runtime.api_tls), unless `api_tls_files` names one."""
+    api_tls_files: tuple[Path, Path] | None = None
+    """Serve the API over HTTPS with this certificate and key (`--api-tls-cert-file`,
+    `--api-tls-key-file`)."""
     localhost_is_admin: bool = True
     """API clients on loopback are admin (Kuma's default; `--no-localhost-admin`)."""
     projectors: int = 1
@@ -174,13 +180,15 @@ def parse_bool(flag: str, value: str | bool) -> bool:
 
 
 
-def parse_tls_files(cert_file: str | None, key_file: str | None) -> tuple[Path, Path] | None:
-    """`--tls-cert-file` and `--tls-key-file`: both (a pair of paths) or neither (None)."""
+def parse_tls_files(cert_file: str | None, key_file: str | None, *,
+                    flags: tuple[str, str] = ("--tls-cert-file", "--tls-key-file")
+                    ) -> tuple[Path, Path] | None:
+    """`--tls-cert-file` and `--tls-key-file` (or the two `flags`): both (a pair of paths) or
+    neither (None)."""
     if not cert_file and not key_file:
         return None
     if not cert_file or not key_file:
-        given, missing = (("--tls-cert-file", "--tls-key-file") if cert_file else
-                          ("--tls-key-file", "--tls-cert-file"))
+        given, missing = flags if cert_file else flags[::-1]
         raise ConfigError(f"{given} {cert_file or key_file}: give {missing} too (env "
                           f"MESHLOG_{missing[2:].upper().replace('-', '_')}): the certificate "
                           f"and its key go together")

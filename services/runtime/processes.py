@@ -6,7 +6,7 @@
                       [--tls-cert-file F --tls-key-file K] [--dns-cache-ttl 10s]
                       [--dns-server IP[:PORT]] [--no-auth]
     meshlog api       --nats-url URL [--nats-creds FILE] --database URL [--api-port 5681]
-                      [--secret-key-file F]
+                      [--secret-key-file F] [--api-tls-cert-file F --api-tls-key-file K]
 
 Each connects to NATS (as its role's user, with --nats-creds: README, NATS permissions), runs
 one component until SIGTERM or SIGINT (both handled explicitly, services.runtime.shutdown, also
@@ -55,6 +55,7 @@ from services.api.proxy_inspector import ProxyInspector
 from services.metrics import exposition
 from services.runtime.admin_token import AdminTokenKeeper
 from services.runtime.api_server import DEFAULT_API_DRAIN_GRACE_S, ApiServer
+from services.runtime.api_tls import ApiTls
 from services.runtime.config import ADMIN_TOKEN_FILE, API_FILE
 from services.runtime.credentials import api_tokens
 from services.runtime.metrics_server import ReadinessCheck, serving_metrics
@@ -221,10 +222,10 @@ async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
                           credentials: Path | None = None, replicas: int = 1,
                           localhost_is_admin: bool = True,
                           drain_grace_s: float = DEFAULT_API_DRAIN_GRACE_S,
-                          mode: Mode = "standalone") -> None:
+                          mode: Mode = "standalone", tls: ApiTls | None = None) -> None:
     """`secret_key`: every API replica must have the same (the CA and signing keys in the log
     are sealed with it); None: this API signs no tokens, writes no admin token, and refuses
-    Meshes with mTLS."""
+    Meshes with mTLS. `tls`: serve HTTPS only (`--api-tls-cert-file`, `--api-tls-key-file`)."""
     with handle_signals(max(PROCESS_GRACE_S, drain_grace_s + 5)) as shutdown:
         sock = bind_socket(host, port, "--api-port")
         try:
@@ -247,12 +248,13 @@ async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
                                                    tokens=tokens, admin_token=keeper),
                                                sources=None if mode == "standalone"
                                                else functools.partial(source_states, nc)),
-                                    sock, drain_grace_s=drain_grace_s)
+                                    sock, drain_grace_s=drain_grace_s, tls=tls)
                     async with asyncio.TaskGroup() as tg:
                         serving = tg.create_task(api.run(), name="api")
                         keeping = None if keeper is None else tg.create_task(
                             keeper.run(), name="admin token")
-                        url = f"http://{host}:{sock.getsockname()[1]}"
+                        scheme = "http" if tls is None else "https"
+                        url = f"{scheme}://{host}:{sock.getsockname()[1]}"
                         _write_api_file(data_dir, url, admin_token)
                         print(f"API listening on {url}", flush=True)
                         await shutdown.wait()

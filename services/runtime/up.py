@@ -15,7 +15,9 @@ resumes where it stopped; so do the secret key (`secret.key`, made at first star
 `--secret-key-file` names one) and the admin token (`admin-token`), both mode 0600
 (services.runtime.credentials). With `--xds-tls` the gateway serves xDS over TLS with the data
 dir's own CA and certificate (`xds-tls/`, services.runtime.xds_certificate), made at the first
-start and kept; with `--tls-cert-file` and `--tls-key-file`, with those.
+start and kept; with `--tls-cert-file` and `--tls-key-file`, with those. The API serves HTTPS
+the same way: `--api-tls` (its own CA in `api-tls/`, which up.json names as `api_ca_cert` for
+the CLI), or `--api-tls-cert-file` and `--api-tls-key-file` (services.runtime.api_tls).
 
 A lost NATS connection is not fatal: nats-py reconnects forever (`events.connect_nats`), the
 API answers 503 for what needs NATS meanwhile, and the projector is restarted from its
@@ -62,6 +64,7 @@ from services.errors import ConfigError
 from services.metrics import watch_nats
 from services.runtime.admin_token import AdminTokenKeeper
 from services.runtime.api_server import DEFAULT_API_DRAIN_GRACE_S, ApiServer
+from services.runtime.api_tls import up_api_tls
 from services.runtime.config import ADMIN_TOKEN_FILE, UpConfig, secret_key_of
 from services.runtime.credentials import api_tokens
 from services.runtime.embedded_nats import run_nats_server
@@ -260,6 +263,7 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
     with handle_signals(UP_GRACE_S) as shutdown:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         tls, tls_where = _xds_tls(cfg)  # a bad file stops here, before anything starts
+        api_tls, api_tls_where = up_api_tls(cfg)  # so does one of the API's
         secret_key = secret_key_of(cfg.secret_key_file, cfg.data_dir, create=True)
         api_sock = bind_socket(cfg.api_host, cfg.api_port, "--api-port")
         async with AsyncExitStack() as stack:
@@ -338,7 +342,7 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                 sync = ZoneSync(sync_nc, mode=cfg.mode, zone=cfg.zone)
                 projecting.append(("multi-zone sync", sync.run))
             health = HealthServer(gateway, bind_socket(cfg.xds_host, 0, "gateway health"))
-            api = ApiServer(app, api_sock)
+            api = ApiServer(app, api_sock, tls=api_tls)
             async with asyncio.TaskGroup() as tg:
                 components = [tg.create_task(run(), name=name) for name, run in projecting]
                 if keeper is not None:
@@ -355,7 +359,8 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                     name="config requests"))
                 api_host, api_port = api_sock.getsockname()[:2]
                 where = {
-                    "api": f"http://{api_host}:{api_port}",
+                    "api": f"{'https' if api_tls else 'http'}://{api_host}:{api_port}",
+                    **api_tls_where,
                     "xds": f"{cfg.xds_host}:{gateway.port}",
                     **tls_where,
                     "gateway_health": f"http://{cfg.xds_host}:{health.port}",

@@ -19,6 +19,10 @@ notice. It ends with the CA: in the CA's last two years each start warns, and an
 is a ConfigError (remove the folder to make a new one, and give proxies its new ca.crt). A
 CA file without its key (or the other way round), or one that does not parse, is a
 ConfigError naming the file: nothing is replaced silently.
+
+`meshlog up --api-tls` keeps the API's own CA and certificate the same way, in another folder
+(`api-tls/`, services.runtime.api_tls): a `CertificatePurpose` says whose they are, for the
+messages.
 """
 
 from __future__ import annotations
@@ -40,8 +44,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from events.identity.private_files import write_private
 from services.errors import ConfigError
 
-__all__ = ["XDS_TLS_DIR", "XdsCertificate", "ensure_xds_certificate", "ensure_xds_certificate_in",
-           "xds_hosts"]
+__all__ = ["XDS", "XDS_TLS_DIR", "CertificatePurpose", "XdsCertificate", "ensure_xds_certificate",
+           "ensure_xds_certificate_in", "xds_hosts"]
 
 log = logging.getLogger("meshlog.up")
 
@@ -58,12 +62,30 @@ class XdsCertificate(NamedTuple):
     key_file: Path
 
 
-def xds_hosts(xds_host: str, hostname: str) -> list[str]:
-    """The names the serving certificate covers: loopback by name and address, the machine's
-    host name, and the address the gateway listens on unless it is a wildcard."""
+class CertificatePurpose(NamedTuple):
+    """Whose CA and serving certificate a folder holds, in the words of its messages."""
+
+    what: str
+    """The log messages' prefix."""
+    flag: str
+    """The flag that makes them (ConfigErrors start with it)."""
+    files_flags: tuple[str, str]
+    """The flags that serve given files instead."""
+    trusted_by: str
+    """Who trusts the CA, and how."""
+
+
+XDS = CertificatePurpose("xDS TLS", "--xds-tls", ("--tls-cert-file", "--tls-key-file"),
+                         "proxies trust it: meshlog dataplane bootstrap --ca-cert-file")
+
+
+def xds_hosts(listen_host: str, hostname: str) -> list[str]:
+    """The names a serving certificate covers: loopback by name and address, the machine's
+    host name, and the address the server (the gateway, or the API) listens on unless it is
+    a wildcard."""
     hosts = ["localhost", "127.0.0.1", "::1", hostname]
-    if xds_host not in _WILDCARDS:
-        hosts.append(xds_host)
+    if listen_host not in _WILDCARDS:
+        hosts.append(listen_host)
     return list(dict.fromkeys(h for h in hosts if h))
 
 
@@ -74,26 +96,28 @@ def ensure_xds_certificate(data_dir: Path, hosts: Sequence[str],
 
 
 def ensure_xds_certificate_in(folder: Path, hosts: Sequence[str],
-                              now: datetime.datetime | None = None) -> XdsCertificate:
+                              now: datetime.datetime | None = None, *,
+                              purpose: CertificatePurpose = XDS) -> XdsCertificate:
     """The CA and serving certificate in `folder` (`ca.crt`, `ca.key`, `tls.crt`, `tls.key`:
-    module docstring), made or renewed now; also `meshlog xds-certificate`'s, for gateways
-    an operator runs."""
+    module docstring), made or renewed now; also `meshlog xds-certificate`'s and `meshlog
+    api-certificate`'s, for gateways and APIs an operator runs."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     folder.chmod(0o700)
     paths = XdsCertificate(folder / "ca.crt", folder / "tls.crt", folder / "tls.key")
     moment = now or datetime.datetime.now(datetime.UTC)
-    ca_cert, ca_key = _ensure_ca(paths.ca_file, folder / "ca.key", moment)
+    ca_cert, ca_key = _ensure_ca(paths.ca_file, folder / "ca.key", moment, purpose)
     reason = _renewal_reason(paths, ca_cert, hosts, moment)
     if reason is not None:
         cert, key = _issue(ca_cert, ca_key, hosts, moment)
         write_private(paths.key_file, _pkcs8(key), replace=True)
         _write_public(paths.cert_file, cert)
-        log.info("xDS TLS: issued the serving certificate %s for %s (%s)", paths.cert_file,
-                 ", ".join(hosts), reason)
+        log.info("%s: issued the serving certificate %s for %s (%s)", purpose.what,
+                 paths.cert_file, ", ".join(hosts), reason)
     return paths
 
 
-def _ensure_ca(cert_file: Path, key_file: Path, now: datetime.datetime
+def _ensure_ca(cert_file: Path, key_file: Path, now: datetime.datetime,
+               purpose: CertificatePurpose
                ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     present = [p for p in (cert_file, key_file) if p.exists()]
     if not present:
@@ -114,34 +138,34 @@ def _ensure_ca(cert_file: Path, key_file: Path, now: datetime.datetime
                 .sign(key, hashes.SHA256()))
         write_private(key_file, _pkcs8(key), replace=True)
         _write_public(cert_file, cert)
-        log.info("xDS TLS: made the control plane's CA %s (proxies trust it: meshlog "
-                 "dataplane bootstrap --ca-cert-file %s)", cert_file, cert_file)
+        log.info("%s: made the control plane's CA %s (%s %s)", purpose.what, cert_file,
+                 purpose.trusted_by, cert_file)
         return cert, key
-    remedy = (f"remove {cert_file.parent} to make a new CA (every proxy must then be given the "
-              f"new {cert_file.name}), or serve given files with --tls-cert-file and "
-              f"--tls-key-file")
+    remedy = (f"remove {cert_file.parent} to make a new CA (all who trust it must then be "
+              f"given the new {cert_file.name}), or serve given files with "
+              f"{purpose.files_flags[0]} and {purpose.files_flags[1]}")
     if len(present) == 1:
         missing = key_file if present[0] == cert_file else cert_file
-        raise ConfigError(f"--xds-tls: {present[0]} is there but {missing} is missing; "
+        raise ConfigError(f"{purpose.flag}: {present[0]} is there but {missing} is missing; "
                           f"{remedy}")
     try:
         cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"--xds-tls: {cert_file}: not a readable PEM certificate ({exc}); "
+        raise ConfigError(f"{purpose.flag}: {cert_file}: not a readable PEM certificate ({exc}); "
                           f"{remedy}") from None
     try:
         loaded = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
-        raise ConfigError(f"--xds-tls: {key_file}: not a readable unencrypted PEM key ({exc}); "
-                          f"{remedy}") from None
+        raise ConfigError(f"{purpose.flag}: {key_file}: not a readable unencrypted PEM key "
+                          f"({exc}); {remedy}") from None
     if not isinstance(loaded, ec.EllipticCurvePrivateKey) or (
             loaded.public_key() != cert.public_key()):
-        raise ConfigError(f"--xds-tls: {key_file} is not the key of {cert_file}; {remedy}")
+        raise ConfigError(f"{purpose.flag}: {key_file} is not the key of {cert_file}; {remedy}")
     if now >= cert.not_valid_after_utc:
-        raise ConfigError(f"--xds-tls: the CA {cert_file} expired at "
+        raise ConfigError(f"{purpose.flag}: the CA {cert_file} expired at "
                           f"{cert.not_valid_after_utc.isoformat()}; {remedy}")
     if cert.not_valid_after_utc - now < _WARN_WHEN_LEFT:
-        log.warning("xDS TLS: the CA %s expires at %s; %s", cert_file,
+        log.warning("%s: the CA %s expires at %s; %s", purpose.what, cert_file,
                     cert.not_valid_after_utc.isoformat(), remedy)
     return cert, loaded
 

@@ -1,7 +1,8 @@
 """xDS over TLS on the command line, without a control plane: `meshlog gateway` and `meshlog
 up` refuse bad certificate files at start with an error naming the file (before they connect
-to anything), and `meshlog dataplane bootstrap --ca-cert-file` gives Envoy a valid TLS ADS
-cluster."""
+to anything; a key of another certificate and an expired certificate are in
+tests/services/test_api_tls_cli.py, beside the API's), and `meshlog dataplane bootstrap
+--ca-cert-file` gives Envoy a valid TLS ADS cluster."""
 
 from __future__ import annotations
 
@@ -37,16 +38,6 @@ def test_a_gateway_needs_both_files(tmp_path: Path) -> None:
             f"MESHLOG_TLS_KEY_FILE)") in result.stderr
 
 
-def test_a_gateway_refuses_a_bad_file_before_it_connects(tmp_path: Path) -> None:
-    pair, other = _pair(tmp_path / "a"), _pair(tmp_path / "b")
-    result = _run("gateway", "--nats-url", NOWHERE, "--tls-cert-file", str(pair.cert_file),
-                  "--tls-key-file", str(other.key_file))
-    assert result.returncode == 2, result.stderr
-    assert (f"error: --tls-key-file {other.key_file}: the key does not belong to the "
-            f"certificate in {pair.cert_file}") in result.stderr
-    assert "nats" not in result.stderr.lower()  # refused before any connection attempt
-
-
 def test_the_files_come_from_the_environment_too(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("nope\n")
@@ -54,18 +45,6 @@ def test_the_files_come_from_the_environment_too(tmp_path: Path) -> None:
         "MESHLOG_TLS_CERT_FILE": str(garbage), "MESHLOG_TLS_KEY_FILE": str(garbage)})
     assert result.returncode == 2, result.stderr
     assert f"error: --tls-cert-file {garbage}: not a PEM certificate" in result.stderr
-
-
-def test_up_refuses_an_expired_certificate_at_start(tmp_path: Path) -> None:
-    expired = _pair(tmp_path / "old", now=datetime.datetime.now(datetime.UTC)
-                    - datetime.timedelta(days=365 * 11))
-    result = _run("up", "--data-dir", str(tmp_path / "cp"), "--api-port", "0", "--xds-port",
-                  "0", "--tls-cert-file", str(expired.cert_file), "--tls-key-file",
-                  str(expired.key_file))
-    assert result.returncode == 2, result.stderr
-    assert f"error: --tls-cert-file {expired.cert_file}: the certificate has expired" in (
-        result.stderr)
-    assert not (tmp_path / "cp" / "nats").exists()  # nothing was started
 
 
 @pytest.mark.integration

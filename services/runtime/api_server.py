@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import logging
 import socket
 from collections.abc import Iterator
 
@@ -30,6 +32,8 @@ from services.api.metrics import RequestMetrics
 from services.runtime.api_tls import ApiTls
 
 __all__ = ["DEFAULT_API_DRAIN_GRACE_S", "ApiServer"]
+
+log = logging.getLogger("meshlog.api")
 
 DEFAULT_API_DRAIN_GRACE_S = 10.0
 """A write's append (5 s timeout) and its wait for the projection (5 s) fit within it."""
@@ -102,6 +106,19 @@ async def _unavailable(send: Send, detail: str) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+def _warn_plaintext(sock: socket.socket) -> None:
+    """Plaintext HTTP beyond loopback: every user token (the admin's too) crosses the network
+    in the clear. Said loudly at start, as the gateway says it of xDS; loopback is quiet (the
+    embedded default, and a proxy in front that terminates TLS)."""
+    host = sock.getsockname()[0]
+    if ipaddress.ip_address(host).is_loopback:
+        return
+    log.warning("*** the API on %s serves PLAINTEXT HTTP beyond loopback: user tokens, the "
+                "admin's too, cross the network in the clear. Serve HTTPS with "
+                "--api-tls-cert-file and --api-tls-key-file (meshlog up: --api-tls). ***",
+                host)
+
+
 class ApiServer:
     def __init__(self, app: ASGIApp, sock: socket.socket, *,
                  drain_grace_s: float = DEFAULT_API_DRAIN_GRACE_S,
@@ -109,6 +126,7 @@ class ApiServer:
         self._app = _Draining(app)
         self._sock = sock
         self._drain_grace_s = drain_grace_s
+        self._tls = tls
         self._server = _Server(uvicorn.Config(
             # counted outside the drain: its 503s are answers too
             RequestMetrics(self._app), log_level="warning", lifespan="off", access_log=False,
@@ -123,6 +141,8 @@ class ApiServer:
         """Serve on the socket until `stop`; return once every request has been answered.
         Cancelled instead (a component failed, or the process's grace ran out), it stops
         listening and answers what is still in flight 503 at once."""
+        if self._tls is None:
+            _warn_plaintext(self._sock)
         try:
             await self._server.serve(sockets=[self._sock])
         except asyncio.CancelledError:

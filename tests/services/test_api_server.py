@@ -4,8 +4,10 @@ its end (never 500, never a dropped connection); then `run` returns."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import httpx
+import pytest
 from litestar.types import Receive, Scope, Send
 
 from services.runtime.api_server import ApiServer
@@ -55,3 +57,26 @@ async def test_a_request_still_running_at_the_end_of_the_grace_is_answered_503()
     assert response.status_code == 503
     assert response.headers["content-type"] == "application/problem+json"
     assert "shutdown grace" in response.json()["detail"]
+
+
+async def _start_and_stop(host: str) -> None:
+    server = ApiServer(_App(), bind_socket(host, 0, "--api-port"))
+    async with asyncio.TaskGroup() as tg:
+        serving = tg.create_task(server.run())
+        await asyncio.sleep(0)  # run() has started: it warns before it serves
+        server.stop()
+        await asyncio.wait_for(serving, timeout=10)
+
+
+async def test_plaintext_beyond_loopback_is_said_loudly_at_start(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="meshlog.api"):
+        await _start_and_stop("0.0.0.0")
+    assert any("serves PLAINTEXT HTTP beyond loopback" in r.getMessage()
+               and "--api-tls-cert-file" in r.getMessage() for r in caplog.records)
+
+
+async def test_plaintext_on_loopback_is_quiet(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="meshlog.api"):
+        await _start_and_stop("127.0.0.1")
+    assert not [r for r in caplog.records if "PLAINTEXT" in r.getMessage()]

@@ -160,18 +160,21 @@ def meshlog_up(data_dir: Path, *extra: str, start_timeout: float = 30) -> Iterat
          "--xds-port", "0", *extra],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        def started() -> dict[str, str] | None:
+        def started() -> dict[str, str] | str | None:
             if proc.poll() is not None:
-                raise RuntimeError(f"meshlog up exited {proc.returncode}: "
-                                   + (data_dir / "up.log").read_text()[-3000:])
+                return "exited"  # ends the wait at once (an error raised here is retried)
             path = data_dir / "up.json"
             return json.loads(path.read_text()) if path.exists() else None
 
         try:
-            where = wait_for(started, timeout=start_timeout, what="meshlog up")
+            where: dict[str, str] | str = wait_for(started, timeout=start_timeout,
+                                                   what="meshlog up")
         except AssertionError as exc:
             raise AssertionError(f"{exc}; its log ends:\n"
                                  + (data_dir / "up.log").read_text()[-3000:]) from None
+        if isinstance(where, str):
+            raise RuntimeError(f"meshlog up exited {proc.returncode}: "
+                               + (data_dir / "up.log").read_text()[-3000:])
         cp = ControlPlane(proc, data_dir, where)
         try:
             yield cp

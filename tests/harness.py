@@ -167,8 +167,8 @@ def meshlog_up(data_dir: Path, *extra: str, start_timeout: float = 30) -> Iterat
             return json.loads(path.read_text()) if path.exists() else None
 
         try:
-            where: dict[str, str] | str = wait_for(started, timeout=start_timeout,
-                                                   what="meshlog up")
+            where = cast("dict[str, str] | str",  # mypy joins the two to Collection[str]
+                         wait_for(started, timeout=start_timeout, what="meshlog up"))
         except AssertionError as exc:
             raise AssertionError(f"{exc}; its log ends:\n"
                                  + (data_dir / "up.log").read_text()[-3000:]) from None

@@ -11,11 +11,19 @@ and deny lists (deny wins). meshlog's processes need:
                bucket; appends only Dataplane registrations, deregistrations and health
                (meshlog.ev.<zone>.dataplane.<mesh>.<name>); writes the insights bucket;
                answers config requests
+    sync       the multi-zone sync (services.runtime.zone_sync): reads the zones from the log
+               and changes the event stream's sources (`STREAM.UPDATE` of the event stream,
+               and of no other); in a zone, reads global's log through its JetStream domain
+               (`$JS.global.API`) and appends only its own zone's registration there
+               (meshlog.ev._global.zone._.<zone>)
     admin      everything: maintenance commands (replay), benchmarks, tests
 
 So a gateway, the part exposed to proxies, cannot rewrite the log: it cannot append a Mesh,
 a MeshService or a policy, write the projections every gateway serves, or purge, delete or
-change a stream (those JetStream API subjects are denied to every role but admin).
+change a stream (those JetStream API subjects are denied to every role but admin; the sync
+role may update the event stream, which nats-server allows whole: a stream update can change
+any of its settings, its limits included, not only its sources, so the sync's seed is kept as
+carefully as admin's, and no other process is given it).
 
 The JetStream API subjects are those nats-py 2.16 sends for what `events.bus` does:
 `STREAM.INFO`/`STREAM.CREATE` (open; creating a stream or bucket that exists with another
@@ -46,25 +54,30 @@ from msgspec import Struct
 from events.bus.insights import BUCKET as INSIGHTS_BUCKET
 from events.bus.projection_bus import BUCKET as PROJECTION_BUCKET
 from events.bus.requests import XDS_CONFIG_SUBJECTS
+from events.bus.sources import GLOBAL_DOMAIN
 from events.subjects import (
     EVENTS_STREAM,
     GLOBAL,
+    GLOBAL_ZONE,
     events_wildcard,
     grace_period_subject,
     ipam_subject,
     provenance_of,
+    resource_subject,
 )
 
 __all__ = ["ROLES", "Permissions", "Role", "permissions", "server_users"]
 
-Role = Literal["api", "projector", "gateway", "admin"]
-ROLES: tuple[Role, ...] = ("api", "projector", "gateway", "admin")
+Role = Literal["api", "projector", "gateway", "sync", "admin"]
+ROLES: tuple[Role, ...] = ("api", "projector", "gateway", "sync", "admin")
 
 _API = "$JS.API"
 _INBOX = "_INBOX.>"
-_NEVER = (f"{_API}.STREAM.PURGE.>", f"{_API}.STREAM.DELETE.>", f"{_API}.STREAM.UPDATE.>",
-          f"{_API}.STREAM.MSG.DELETE.>")
-"""What only admin may do: a stream's messages are removed or its rules changed."""
+_REMOVE = (f"{_API}.STREAM.PURGE.>", f"{_API}.STREAM.DELETE.>", f"{_API}.STREAM.MSG.DELETE.>")
+"""What only admin may do: a stream's messages are removed."""
+_NEVER = (*_REMOVE, f"{_API}.STREAM.UPDATE.>")
+"""What only admin may do: a stream's messages are removed or its rules changed (the sync
+role may change the event stream's, `_sync`)."""
 
 
 class Permissions(Struct, frozen=True, kw_only=True):
@@ -103,6 +116,28 @@ def _bucket(bucket: str, *, write: bool) -> tuple[str, ...]:
     return (*reads, f"$KV.{bucket}.>") if write else reads
 
 
+def _sync(zone: str) -> tuple[str, ...]:
+    """What the multi-zone sync sends (services.runtime.zone_sync): its log's zones, read
+    through a consumer fenced by the stream leader (`events.bus._latest`), and the stream's
+    sources (`STREAM.INFO`, `STREAM.UPDATE`: `events.bus.sources.ensure_sources`); in a zone,
+    also its own registration on global: a decision read from global's log (its domain's
+    API, as a log of unknown replica count reads), and the append of `zone`'s Zone, which
+    crosses the leafnode to global's stream."""
+    local = (f"{_API}.STREAM.INFO.{EVENTS_STREAM}", f"{_API}.STREAM.UPDATE.{EVENTS_STREAM}",
+             f"{_API}.STREAM.MSG.GET.{EVENTS_STREAM}",
+             f"{_API}.CONSUMER.CREATE.{EVENTS_STREAM}.>",
+             f"{_API}.CONSUMER.INFO.{EVENTS_STREAM}.*",
+             f"{_API}.CONSUMER.MSG.NEXT.{EVENTS_STREAM}.*",
+             f"{_API}.CONSUMER.DELETE.{EVENTS_STREAM}.*")
+    if zone == GLOBAL_ZONE:
+        return local
+    remote = f"$JS.{GLOBAL_DOMAIN}.API"
+    return (*local, f"{remote}.STREAM.INFO.{EVENTS_STREAM}",
+            f"{remote}.STREAM.MSG.GET.{EVENTS_STREAM}",
+            f"{remote}.DIRECT.GET.{EVENTS_STREAM}", f"{remote}.DIRECT.GET.{EVENTS_STREAM}.>",
+            resource_subject("Zone", None, zone, GLOBAL_ZONE))
+
+
 def permissions(role: Role, zone: str) -> Permissions:
     """The permissions of `role` in the control plane of `zone` (each control plane appends
     only its own subjects, DESIGN.md Multi-zone). Raise `MalformedSubject` for a zone that
@@ -133,6 +168,8 @@ def permissions(role: Role, zone: str) -> Permissions:
                          *_bucket(INSIGHTS_BUCKET, write=True)),
                 publish_deny=_NEVER, subscribe=(_INBOX, XDS_CONFIG_SUBJECTS),
                 allow_responses=True)
+        case "sync":
+            return Permissions(publish=_sync(zone), publish_deny=_REMOVE, subscribe=(_INBOX,))
         case _:
             assert_never(role)
 

@@ -105,6 +105,10 @@ def cmd_process(args: argparse.Namespace) -> int:
     credentials = _credentials_of(args)
     mode, zone = parse_deployment(args.mode, args.zone, args.global_url, embedded=False)
     if args.command == "projector":
+        if args.sync_creds and mode == "standalone":
+            raise ConfigError(f"--sync-creds {args.sync_creds}: only with --mode global or "
+                              f"zone (the multi-zone sync's user; a standalone control plane "
+                              f"has no sync)")
         coro = processes.run_projector_process(
             nats_url=args.nats_url, database=_database_of(args), zone=zone, mode=mode,
             credentials=credentials, replicas=replicas,
@@ -117,7 +121,8 @@ def cmd_process(args: argparse.Namespace) -> int:
             metrics_port=None if args.metrics_port is None else parse_port(
                 "--metrics-port", args.metrics_port),
             max_batch=LIVE_BATCH if args.max_batch is None else parse_positive(
-                "--max-batch", args.max_batch))
+                "--max-batch", args.max_batch),
+            sync_credentials=Path(args.sync_creds) if args.sync_creds else None)
     elif args.command == "gateway":
         drain_grace_s = _seconds("--drain-grace", args.drain_grace)
         coro = processes.run_gateway_process(

@@ -4,7 +4,7 @@ cluster, `compose.yaml`), as `meshlog up` makes them for its embedded server.
     meshlog nats-users --zone Z --out DIR [--account MESHLOG] [--mode M] [--force]
 
 It makes (or keeps) one nkey user seed per role in DIR and writes `DIR/auth.conf`: the
-account, JetStream enabled, with the four users, their public keys and their role's
+account, JetStream enabled, with the five users, their public keys and their role's
 permissions for the zone (services.runtime.nats_users, events.bus.permissions). Every server
 of the NATS includes that file; every process is given its role's seed (`--nats-creds`).
 """
@@ -38,7 +38,8 @@ DEFAULT_ACCOUNT = "MESHLOG"
 
 _PROCESS: dict[Role, str] = {
     "api": "meshlog api", "projector": "meshlog projector", "gateway": "meshlog gateway",
-    "admin": "meshlog replay, operators' maintenance"}
+    "sync": "meshlog projector --sync-creds, multi-zone only",
+    "admin": "meshlog replay, meshlog bench, operators' maintenance"}
 
 
 def add_nats_users_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -122,7 +123,8 @@ def _usage(out: Path, conf: Path, account: str, mode: str, zone: str) -> str:
               f"jetstream block, and {link} (PASSWORD: one of yours, the same on global and "
               f"in each zone's URL):",
               f"    leafnodes: {json.dumps(leafnodes)}",
-              "  There the projector keeps the stream's sources (the multi-zone sync), which "
-              "only the admin user may do:",
-              f"    meshlog projector {flags} --nats-creds {out / 'admin.nk'}"]
+              "  There the projector also keeps the stream's sources (the multi-zone sync), "
+              "as the sync user (a stream update: keep its seed as you keep admin's):",
+              f"    meshlog projector {flags} --nats-creds {out / 'projector.nk'} "
+              f"--sync-creds {out / 'sync.nk'}"]
     return "\n".join(lines)

@@ -252,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
                               help="the most events folded per read-model transaction while "
                                    "catching up (default 10000; at the tail a batch is what "
                                    "has arrived)")
+            proc.add_argument("--sync-creds", default=env("SYNC_CREDS"), metavar="FILE",
+                              help="with --mode global or zone: NATS credentials of the sync "
+                                   "role's user, for the multi-zone sync that keeps the "
+                                   "stream's sources (env MESHLOG_SYNC_CREDS; default: the "
+                                   "projector's own connection, which then needs the admin "
+                                   "user's; README, NATS permissions)")
             proc.add_argument("--metrics-host", default=env("METRICS_HOST", "127.0.0.1"))
             proc.add_argument("--metrics-port", default=env("METRICS_PORT"),
                               help="serve Prometheus metrics on GET /metrics there (0: any "

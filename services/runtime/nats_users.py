@@ -4,7 +4,7 @@ that names their public keys with their role's permissions (`events.bus.permissi
 `meshlog up` keeps them in its data dir for its embedded nats-server:
 
     <data-dir>/nats-creds/                    0700
-        api.nk projector.nk gateway.nk admin.nk    0600: one nkey user seed each
+        api.nk projector.nk gateway.nk sync.nk admin.nk   0600: one nkey seed each
     <data-dir>/nats/auth.conf                 the users (public keys) and their permissions
 
 `meshlog nats-users --out DIR` makes the same seeds in DIR and `DIR/auth.conf`, the users in

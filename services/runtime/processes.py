@@ -2,6 +2,7 @@
 
     meshlog projector --nats-url URL [--nats-creds FILE] --database URL [--secret-key-file F]
                       [--lease-ttl 5s] [--metrics-port P (/ready, /live, /metrics)]
+                      [--mode global|zone [--sync-creds FILE]]
     meshlog gateway   --nats-url URL [--nats-creds FILE] [--xds-port 5678] [--drain-grace 10]
                       [--tls-cert-file F --tls-key-file K] [--dns-cache-ttl 10s]
                       [--dns-server IP[:PORT]] [--no-auth]
@@ -23,6 +24,7 @@ checkpoint, the API answers 503 meanwhile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import json
@@ -103,10 +105,12 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
                                 lease_ttl_s: float = 0, metrics_host: str = "127.0.0.1",
                                 metrics_port: int | None = None,
                                 mode: Mode = "standalone",
-                                max_batch: int = LIVE_BATCH) -> None:
+                                max_batch: int = LIVE_BATCH,
+                                sync_credentials: Path | None = None) -> None:
     """`lease_ttl_s` > 0: active/standby (services.runtime.standby); 0: fold unconditionally
     (a single projector). `metrics_port`: serve `GET /metrics`, `/ready` and `/live` there
-    (none without it)."""
+    (none without it). `sync_credentials`: the sync role's user, for the multi-zone sync's own
+    connection (`mode` global or zone; None: it shares the projector's)."""
     metrics = None if metrics_port is None else bind_socket(metrics_host, metrics_port,
                                                               "--metrics-port")
     check: ReadinessCheck | None = None
@@ -123,7 +127,8 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
             print(f"projector health on http://{metrics_host}:{metrics.getsockname()[1]} "
                   f"(/ready, /live, /metrics)", flush=True)
         async with serving_metrics(metrics, readiness), nats_connection(
-                nats_url, "meshlog-projector", reconnected, credentials=credentials) as nc:
+                nats_url, "meshlog-projector", reconnected, credentials=credentials) as nc, \
+                contextlib.AsyncExitStack() as stack:
             event_log = await _at_start("projector", lambda: JetStreamEventLog.open(
                 nc, replicas=replicas, subjects=_subjects(mode, zone)))
             commands = Commands(event_log, zone=zone)
@@ -137,9 +142,12 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
             store = await open_store(database)
             syncing = None
             if mode != "standalone":
-                # the sources of the stream (events.bus.sources): the projector's credentials
-                # must then allow `$JS.API.STREAM.UPDATE` and `$JS.global.API.>` (admin's)
-                syncing = asyncio.create_task(ZoneSync(nc, mode=mode, zone=zone).run(),
+                # the sources of the stream (events.bus.sources), on a connection as the sync
+                # role's user (`--sync-creds`); without it on the projector's, whose user must
+                # then have the sync's permissions (admin's, or a NATS without users)
+                sync_nc = nc if sync_credentials is None else await stack.enter_async_context(
+                    nats_connection(nats_url, "meshlog-sync", credentials=sync_credentials))
+                syncing = asyncio.create_task(ZoneSync(sync_nc, mode=mode, zone=zone).run(),
                                               name="multi-zone sync")
             try:
                 # a store of a newer release's fold: refused at once (NewerFoldVersion)

@@ -338,7 +338,7 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                 warn_no_auth(f"{cfg.xds_host}:{cfg.xds_port}")
             if cfg.mode != "standalone":
                 sync_nc = await stack.enter_async_context(
-                    nats_connection(url, "meshlog-sync", credentials=credentials["admin"]))
+                    nats_connection(url, "meshlog-sync", credentials=credentials["sync"]))
                 sync = ZoneSync(sync_nc, mode=cfg.mode, zone=cfg.zone)
                 projecting.append(("multi-zone sync", sync.run))
             health = HealthServer(gateway, bind_socket(cfg.xds_host, 0, "gateway health"))

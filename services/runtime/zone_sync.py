@@ -8,8 +8,8 @@ as the zones registered in the log say (events.bus.sources).
 
 It reads the zones from its own log (global's zone subjects: on a zone, sourced from global),
 so what it does follows the log; it only decides which sources the stream has, never copies an
-event itself. It runs with the admin user (changing a stream's sources is
-`$JS.API.STREAM.UPDATE`, which no other role has).
+event itself. It runs as the sync role's user (`events.bus.permissions`: changing a
+stream's sources is `$JS.API.STREAM.UPDATE`, which only it and admin have).
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ async def registered_zones(event_log: JetStreamEventLog) -> list[str]:
 class ZoneSync:
     def __init__(self, nc: NATS, *, mode: Literal["global", "zone"], zone: str,
                  interval_s: float = 1.0) -> None:
-        """`nc`: an admin connection to this control plane's nats-server; `zone`: this zone's
-        name (ignored on global)."""
+        """`nc`: a connection to this control plane's nats-server as the sync role's user;
+        `zone`: this zone's name (ignored on global)."""
         self._nc = nc
         self._mode = mode
         self._zone = zone

@@ -90,6 +90,17 @@ def test_a_mesh_applied_on_global_reaches_both_zones(planes: dict[str, ControlPl
         assert mesh["name"] == "default"
 
 
+def test_each_sync_runs_as_the_sync_user_within_its_permissions(
+        planes: dict[str, ControlPlane]) -> None:
+    """`meshlog up` connects its multi-zone sync as the sync role's user (its sources kept,
+    each zone registered: the test before), and no nats-server refused anything."""
+    for name, cp in planes.items():
+        server_log = (cp.data_dir / "nats" / "nats-server.log").read_text()
+        assert [line for line in server_log.splitlines() if "Violation" in line] == [], name
+    zones = _get(planes["global"], "/zones")
+    assert zones is not None and sorted(z["name"] for z in zones["items"]) == ["east", "west"]
+
+
 def test_a_zone_refuses_globals_kinds_and_global_refuses_dataplanes(
         planes: dict[str, ControlPlane]) -> None:
     refused = planes["east"].api.put("/meshes/other", json={"type": "Mesh", "name": "other"})

@@ -6,6 +6,7 @@ the multi-zone leafnode link the command prints, between a global's and a zone's
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
 import signal
@@ -13,6 +14,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats.errors
@@ -154,44 +156,64 @@ def _tail(log: Path) -> str:
     return log.read_text()[-3000:]
 
 
+_LEAF_PASSWORD = "leaf-secret"
+
+
+def _server_conf(folder: Path, settings: dict[str, Any]) -> Path:
+    """A nats-server configuration in `folder` that includes the `auth.conf` `meshlog
+    nats-users --out folder/creds` wrote, with `settings` (a block each), as an operator's."""
+    conf = folder / "nats.conf"
+    conf.write_text("include ./creds/auth.conf\n" + "".join(
+        f"{key}: {json.dumps(value)}\n" for key, value in settings.items()))
+    return conf
+
+
+def _seeds(folder: Path) -> dict[Role, Path]:
+    return {role: folder / "creds" / f"{role}.nk" for role in ROLES}
+
+
+@contextlib.asynccontextmanager
+async def _global_and_east(tmp_path: Path) -> AsyncIterator[tuple[Plane, Plane]]:
+    """Global's and zone east's nats-servers, each with the users and auth.conf of `meshlog
+    nats-users --mode global|zone` and the leafnode blocks it prints (account MESHLOG on both
+    sides); a Plane of each (its log: `data/nats-server.log`)."""
+    _nats_users("--mode", "global", "--out", str(tmp_path / "global" / "creds"))
+    _nats_users("--mode", "zone", "--zone", "east", "--out", str(tmp_path / "east" / "creds"))
+    leaf_port = free_port()
+    listener = leafnode_listener("127.0.0.1", leaf_port, _LEAF_PASSWORD, "MESHLOG")
+    remote = leafnode_remote(f"nats-leaf://zone:{_LEAF_PASSWORD}@127.0.0.1:{leaf_port}",
+                             "MESHLOG")
+    async with run_nats_server(
+            tmp_path / "global" / "data", server_name="global", config=_server_conf(
+                tmp_path / "global", {"jetstream": {"domain": "global"},
+                                      "leafnodes": listener})) as global_url, \
+            run_nats_server(tmp_path / "east" / "data", server_name="east", config=_server_conf(
+                tmp_path / "east", {"jetstream": {"domain": "east"},
+                                    "leafnodes": remote})) as east_url:
+        planes = (Plane(global_url, _seeds(tmp_path / "global")),
+                  Plane(east_url, _seeds(tmp_path / "east")))
+        try:
+            yield planes
+        finally:
+            for plane in planes:
+                for nc in plane.connections.values():
+                    await nc.close()
+
+
 async def test_a_zones_servers_reach_globals_account_over_the_printed_leafnode_link(
         tmp_path: Path) -> None:
     """The leafnode blocks `meshlog nats-users --mode global|zone` prints bind the account on
     both sides: from the zone's account, global's JetStream domain answers."""
-    password = "leaf-secret"
-    _nats_users("--mode", "global", "--out", str(tmp_path / "global" / "creds"))
-    _nats_users("--mode", "zone", "--zone", "east", "--out", str(tmp_path / "east" / "creds"))
-    leaf_port = free_port()
-    listener = leafnode_listener("127.0.0.1", leaf_port, password, "MESHLOG")
-    (tmp_path / "global" / "nats.conf").write_text(
-        "include ./creds/auth.conf\n"
-        f"jetstream: {json.dumps({'domain': 'global'})}\n"
-        f"leafnodes: {json.dumps(listener)}\n")
-    remote = leafnode_remote(f"nats-leaf://zone:{password}@127.0.0.1:{leaf_port}", "MESHLOG")
-    (tmp_path / "east" / "nats.conf").write_text(
-        "include ./creds/auth.conf\n"
-        f"jetstream: {json.dumps({'domain': 'east'})}\n"
-        f"leafnodes: {json.dumps(remote)}\n")
-    async with run_nats_server(tmp_path / "global" / "data",
-                               config=tmp_path / "global" / "nats.conf",
-                               server_name="global") as global_url, \
-            run_nats_server(tmp_path / "east" / "data", config=tmp_path / "east" / "nats.conf",
-                            server_name="east") as east_url:
-        central = await connect_nats(global_url, name="global-admin",
-                                     credentials=tmp_path / "global" / "creds" / "admin.nk")
-        east = await connect_nats(east_url, name="east-admin",
-                                  credentials=tmp_path / "east" / "creds" / "admin.nk")
-        try:
-            await central.jetstream().add_stream(name="PROBE", subjects=["probe.>"])
+    async with _global_and_east(tmp_path) as (central, east):
+        await (await central.nc("admin")).jetstream().add_stream(name="PROBE",
+                                                                  subjects=["probe.>"])
+        east_js = (await east.nc("admin")).jetstream(domain="global", timeout=1)
 
-            async def probe_from_east() -> bool:
-                try:
-                    info = await east.jetstream(domain="global", timeout=1).stream_info("PROBE")
-                except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
-                    return False  # the link is still coming up
-                return info.config.name == "PROBE"
+        async def probe_from_east() -> bool:
+            try:
+                info = await east_js.stream_info("PROBE")
+            except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
+                return False  # the link is still coming up
+            return info.config.name == "PROBE"
 
-            await eventually(probe_from_east, "global's domain to answer east", within=30)
-        finally:
-            await central.close()
-            await east.close()
+        await eventually(probe_from_east, "global's domain to answer east", within=30)

@@ -142,6 +142,16 @@ def test_projector_max_batch_names_a_bad_value(value: str, said: str) -> None:
     assert said in bad.stderr
 
 
+def test_a_standalone_projector_refuses_sync_credentials() -> None:
+    bad = subprocess.run([str(VENV_BIN / "meshlog"), "projector", "--sync-creds", "sync.nk",
+                          "--nats-url", "nats://127.0.0.1:9"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2, bad.stderr
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "error: --sync-creds sync.nk: only with --mode global or zone (the multi-zone sync's "
+        "user; a standalone control plane has no sync)")
+
+
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(VENV_BIN / "meshlog"), *args], capture_output=True, text=True,
                           timeout=timeout)

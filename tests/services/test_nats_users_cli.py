@@ -84,7 +84,8 @@ def test_global_mode_writes_the_global_zones_subjects(tmp_path: Path,
     assert users[0]["permissions"] == permissions("api", GLOBAL_ZONE).as_config()
     printed = capsys.readouterr().out
     assert '"account": "MESH-1"' in printed  # the leafnode listener binds the account
-    assert f"meshlog projector --mode global --nats-creds {tmp_path / 'admin.nk'}" in printed
+    assert (f"meshlog projector --mode global --nats-creds {tmp_path / 'projector.nk'} "
+            f"--sync-creds {tmp_path / 'sync.nk'}") in printed
 
 
 def test_the_global_account_gives_the_servers_own_users(tmp_path: Path) -> None:

@@ -12,24 +12,53 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from msgspec import Struct
 from nats.aio.client import Client as NATS
 from nats.js.api import PubAck, StorageType, StreamConfig
 
 from events import JetStreamEventLog, connect_nats
+from services.errors import ConfigError
 from services.runtime.embedded_nats import run_nats_server
 
-__all__ = ["bench_nats", "machine", "report", "seed_log"]
+__all__ = ["BenchNats", "bench_nats", "machine", "report", "seed_log"]
+
+
+class BenchNats(Struct, frozen=True):
+    """The NATS a benchmark runs against, and the user it connects as (`--nats-creds`; None:
+    a NATS without users). Every connection the benchmark makes, and every `meshlog` process
+    it starts, is that user: the admin user on a NATS with meshlog's users (a benchmark
+    creates streams and runs every role's process)."""
+
+    url: str
+    credentials: Path | None = None
+
+    async def connect(self, name: str) -> NATS:
+        """A connection as a command makes one (one attempt, no reconnection): credentials
+        NATS refuses end the bench with that error instead of a wait for ever."""
+        return await connect_nats(self.url, name=name, credentials=self.credentials,
+                                  reconnect=False)
+
+    def flags(self) -> tuple[str, ...]:
+        """The flags of a `meshlog` process that connects there as the same user."""
+        creds = () if self.credentials is None else ("--nats-creds", str(self.credentials))
+        return ("--nats-url", self.url, *creds)
 
 
 @contextlib.asynccontextmanager
-async def bench_nats(nats_url: str | None) -> AsyncIterator[str]:
-    """The given NATS, or an embedded nats-server in a temp dir (removed afterwards)."""
+async def bench_nats(nats_url: str | None, credentials: Path | None = None
+                     ) -> AsyncIterator[BenchNats]:
+    """The given NATS, as the user of `credentials`, or an embedded nats-server without
+    users in a temp dir (removed afterwards; `credentials` is then refused, naming the
+    flag)."""
     if nats_url:
-        yield nats_url
+        yield BenchNats(nats_url, credentials)
         return
+    if credentials is not None:
+        raise ConfigError(f"--nats-creds {credentials}: only with --nats-url (the bench's own "
+                          f"nats-server has no users)")
     with tempfile.TemporaryDirectory(prefix="meshlog-bench-") as tmp:
         async with run_nats_server(Path(tmp) / "nats") as url:
-            yield url
+            yield BenchNats(url)
 
 
 def machine() -> dict[str, Any]:
@@ -51,9 +80,12 @@ async def raw_stream(nc: NATS, name: str, subjects: list[str]) -> None:
         name=name, subjects=subjects, storage=StorageType.FILE, duplicate_window=120))
 
 
-async def seed_log(url: str, pairs: list[tuple[str, bytes]]) -> JetStreamEventLog:
-    """Write pre-encoded events fast (pipelined, no OCC: this is set-up, not measured)."""
-    nc = await connect_nats(url, name="meshlog-bench-seed")
+async def seed_log(url: str, pairs: list[tuple[str, bytes]], *,
+                   nats: BenchNats | None = None) -> JetStreamEventLog:
+    """Write pre-encoded events fast (pipelined, no OCC: this is set-up, not measured);
+    through `nats` (a bench's) if given, else to `url` without credentials."""
+    nc = await (nats.connect("meshlog-bench-seed") if nats is not None
+                else connect_nats(url, name="meshlog-bench-seed"))
     log = await JetStreamEventLog.open(nc)
     js = nc.jetstream()
     window: list[asyncio.Future[PubAck]] = []

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from events.bus.projection_bus import CHECKPOINT_KEY, JetStreamProjectionBus
+from services.bench._env import BenchNats
 from services.bench._lb import run_lb
 from services.runtime.spawn import spawn
 
@@ -130,10 +131,11 @@ async def meshlog_process(work: Path, name: str, *args: str
 
 
 @contextlib.asynccontextmanager
-async def gateway_process(work: Path, url: str, g: int) -> AsyncIterator[tuple[int, int]]:
+async def gateway_process(work: Path, nats: BenchNats, g: int
+                          ) -> AsyncIterator[tuple[int, int]]:
     """A `meshlog gateway` on a free port; yields (pid, port) once it serves."""
     name = f"gateway-{g}"
-    async with meshlog_process(work, name, "gateway", "--nats-url", url, "--xds-port", "0",
+    async with meshlog_process(work, name, "gateway", *nats.flags(), "--xds-port", "0",
                         "--max-connection-age", "0", "--health-port", "0") as proc:
         path = work / f"{name}.log"
         loop = asyncio.get_running_loop()
@@ -170,13 +172,13 @@ async def _stop(proc: asyncio.subprocess.Process, *, within_s: float) -> None:
         await proc.wait()
 
 
-async def gateways_behind_lb(stack: AsyncExitStack, work: Path, url: str, gateways: int
-                             ) -> tuple[list[int], int]:
+async def gateways_behind_lb(stack: AsyncExitStack, work: Path, nats: BenchNats,
+                             gateways: int) -> tuple[list[int], int]:
     """`gateways` gateway processes and the Envoy load balancer in front of them, kept in
     `stack`: (the gateways' pids, the LB's port)."""
     pids, ports = [], []
     for g in range(gateways):
-        pid, port = await stack.enter_async_context(gateway_process(work, url, g))
+        pid, port = await stack.enter_async_context(gateway_process(work, nats, g))
         pids.append(pid)
         ports.append(port)
     return pids, await stack.enter_async_context(run_lb(ports, work / "lb"))

@@ -42,7 +42,7 @@ from events.bus._retry import retried
 from events.bus.insights import JetStreamInsights
 from events.bus.projection_bus import JetStreamProjectionBus
 from events.subjects import EVENTS_STREAM
-from services.bench._env import machine, report
+from services.bench._env import BenchNats, machine, report
 from services.bench._fault_timeline import Placement, Timeline
 from services.bench._fleet import (
     gateways_behind_lb,
@@ -155,7 +155,7 @@ async def _run(stack: AsyncExitStack, work: Path, cluster: NatsCluster, *, proxi
     projector = await stack.enter_async_context(meshlog_process(
         work, "projector", "projector", *common))
     await while_alive(projected(bus, await log.last_seq()), projector, work / "projector.log")
-    _, lb_port = await gateways_behind_lb(stack, work, urls, 1)
+    _, lb_port = await gateways_behind_lb(stack, work, BenchNats(urls), 1)
     workers = await ready_workers(stack, work, lb_port, proxies, "--tokens", str(tokens))
     api_proc = await stack.enter_async_context(meshlog_process(
         work, "api", "api", *common, "--api-port", "0"))

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.js.api import PubAck
 
-from events import DataplaneRegistered, JetStreamEventLog, PendingAppend, connect_nats, encode_event
+from events import DataplaneRegistered, JetStreamEventLog, PendingAppend, encode_event
 from events.bus.trace_context import tracer
 from services.bench._env import bench_nats, machine, raw_stream, report
 from services.bench._traces import end_all, traced
@@ -21,7 +22,7 @@ __all__ = ["bench_ingest"]
 
 
 async def bench_ingest(events: int, *, nats_url: str | None = None,
-                       window: int = 1000) -> dict[str, Any]:
+                       nats_creds: Path | None = None, window: int = 1000) -> dict[str, Any]:
     # A fleet registering: every append creates a resource (expected subject sequence 0).
     appends = []
     for subject, event in synthetic_history(events + 1, services=max(events // 10, 1),
@@ -30,8 +31,8 @@ async def bench_ingest(events: int, *, nats_url: str | None = None,
             msg_id = hashlib.sha256(encode_event(event)).hexdigest()[:32]
             appends.append(PendingAppend(subject, event, 0, msg_id))
     appends = appends[:events]
-    async with bench_nats(nats_url) as url:
-        nc = await connect_nats(url, name="meshlog-bench-ingest")
+    async with bench_nats(nats_url, nats_creds) as nats:
+        nc = await nats.connect("meshlog-bench-ingest")
         try:
             await raw_stream(nc, "BENCH_RAW", ["bench.raw.>"])
             raw_rate = await _raw(nc, appends, window)

@@ -36,7 +36,6 @@ from events import (
     Mesh,
     MeshApplied,
     PendingAppend,
-    connect_nats,
     encode_event,
     resource_subject,
 )
@@ -93,12 +92,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def bench_propagation(proxies: int, *, gateways: int = 1, rounds: int = 20,
-                            nats_url: str | None = None) -> dict[str, Any]:
+                            nats_url: str | None = None,
+                            nats_creds: Path | None = None) -> dict[str, Any]:
     services = max(1, proxies // 10)
     with tempfile.TemporaryDirectory(prefix="meshlog-bench-propagation-") as tmp:
         work = Path(tmp)
-        async with bench_nats(nats_url) as url, AsyncExitStack() as stack:
-            nc = await connect_nats(url, name="meshlog-bench-propagation")
+        async with bench_nats(nats_url, nats_creds) as nats, AsyncExitStack() as stack:
+            nc = await nats.connect("meshlog-bench-propagation")
             stack.push_async_callback(nc.close)
             log = await JetStreamEventLog.open(nc)
             bus = await JetStreamProjectionBus.open(nc)
@@ -107,11 +107,11 @@ async def bench_propagation(proxies: int, *, gateways: int = 1, rounds: int = 20
             tokens = await dataplane_tokens(log, proxies, work / "tokens.json")
             last = await log.last_seq()
             projector = await stack.enter_async_context(meshlog_process(
-                work, "projector", "projector", "--nats-url", url,
+                work, "projector", "projector", *nats.flags(),
                 "--database", f"sqlite:///{work / 'readmodels.db'}"))
             await while_alive(projected(bus, last), projector, work / "projector.log")
             progress(f"projected up to sequence {last}; starting {gateways} gateway(s)")
-            pids, lb_port = await gateways_behind_lb(stack, work, url, gateways)
+            pids, lb_port = await gateways_behind_lb(stack, work, nats, gateways)
             rss_before = sum(rss_kb(pid) for pid in pids)
             started = time.monotonic()
             workers = await ready_workers(stack, work, lb_port, proxies, "--tokens", str(tokens))

@@ -12,31 +12,32 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from events import JetStreamEventLog, connect_nats, encode_event
+from events import JetStreamEventLog, encode_event
 from events.subjects import EVENTS_STREAM, events_wildcard
 from projections import open_store, rebuild
 from projections.rebuild import REBUILD_BATCH
-from services.bench._env import bench_nats, machine, report, seed_log
+from services.bench._env import BenchNats, bench_nats, machine, report, seed_log
 from services.bench.history import synthetic_history
 
 __all__ = ["bench_rebuild"]
 
 
 async def bench_rebuild(events: int, database: str, *, nats_url: str | None = None,
+                        nats_creds: Path | None = None,
                         postgres_admin_url: str = "postgresql://postgres@127.0.0.1:5432/test",
                         max_batch: int = REBUILD_BATCH) -> dict[str, Any]:
-    async with bench_nats(nats_url) as url:
+    async with bench_nats(nats_url, nats_creds) as nats:
         print(f"seeding {events:,} events ...", flush=True)
         pairs = [(s, encode_event(e)) for s, e in synthetic_history(events)]
         seed_started = time.perf_counter()
-        await seed_log(url, pairs)
+        await seed_log(nats.url, pairs, nats=nats)
         seed_s = time.perf_counter() - seed_started
         payload = sum(len(d) for _, d in pairs) / len(pairs)
         del pairs
 
-        raw_rate = await _raw_ordered_read(url, events)
+        raw_rate = await _raw_ordered_read(nats, events)
         async with _fresh_store(database, postgres_admin_url) as store_url:
-            nc = await connect_nats(url, name="meshlog-bench")
+            nc = await nats.connect("meshlog-bench")
             try:
                 log = await JetStreamEventLog.open(nc)
                 store = await open_store(store_url)
@@ -78,9 +79,9 @@ async def bench_rebuild(events: int, database: str, *, nats_url: str | None = No
     return figures
 
 
-async def _raw_ordered_read(url: str, events: int) -> float:
+async def _raw_ordered_read(nats: BenchNats, events: int) -> float:
     """Messages/s of a plain nats-py ordered push consumer over the whole stream."""
-    nc = await connect_nats(url, name="meshlog-bench-raw")
+    nc = await nats.connect("meshlog-bench-raw")
     done = asyncio.Event()
     count = 0
 

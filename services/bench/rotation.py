@@ -30,7 +30,6 @@ from events import (
     MeshApplied,
     ca_purpose,
     ca_subject,
-    connect_nats,
     decode_resource,
     resource_subject,
 )
@@ -73,14 +72,15 @@ def _mesh(expiration_h: int) -> Mesh:
 
 
 async def bench_rotation(proxies: int, *, gateways: int = 1, rounds: int = 3,
-                         nats_url: str | None = None) -> dict[str, Any]:
+                         nats_url: str | None = None,
+                         nats_creds: Path | None = None) -> dict[str, Any]:
     services = max(1, proxies // 10)
     with tempfile.TemporaryDirectory(prefix="meshlog-bench-rotation-") as tmp:
         work = Path(tmp)
         key_file = work / "secret.key"
         secret_key = SecretKey.load_or_create(key_file)
-        async with bench_nats(nats_url) as url, AsyncExitStack() as stack:
-            nc = await connect_nats(url, name="meshlog-bench-rotation")
+        async with bench_nats(nats_url, nats_creds) as nats, AsyncExitStack() as stack:
+            nc = await nats.connect("meshlog-bench-rotation")
             stack.push_async_callback(nc.close)
             log = await JetStreamEventLog.open(nc)
             bus = await JetStreamProjectionBus.open(nc)
@@ -94,14 +94,14 @@ async def bench_rotation(proxies: int, *, gateways: int = 1, rounds: int = 3,
             tokens = await dataplane_tokens(log, proxies, work / "tokens.json")
             last = await log.last_seq()
             projector = await stack.enter_async_context(meshlog_process(
-                work, "projector", "projector", "--nats-url", url, "--secret-key-file",
+                work, "projector", "projector", *nats.flags(), "--secret-key-file",
                 str(key_file), "--database", f"sqlite:///{work / 'readmodels.db'}"))
             started = time.monotonic()
             await while_alive(projected(bus, last), projector, work / "projector.log")
             issue_s = time.monotonic() - started
             progress(f"projected up to sequence {last} ({proxies + 4} certificates issued) in "
                      f"{issue_s:.1f} s; starting {gateways} gateway(s)")
-            pids, lb_port = await gateways_behind_lb(stack, work, url, gateways)
+            pids, lb_port = await gateways_behind_lb(stack, work, nats, gateways)
             workers = await ready_workers(stack, work, lb_port, proxies, "--sds", "--tokens",
                                           str(tokens))
             progress(f"{proxies} proxies connected and ACKed CDS, EDS, LDS and SDS")

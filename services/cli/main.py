@@ -321,7 +321,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         asyncio.run(bench_rotation(
             parse_positive("--proxies", args.proxies),
             gateways=parse_positive("--gateways", args.gateways),
-            rounds=parse_positive("--rounds", args.rounds), nats_url=args.nats_url))
+            rounds=parse_positive("--rounds", args.rounds), nats_url=args.nats_url,
+            nats_creds=_credentials_of(args)))
         return 0
     if args.bench_command == "multizone":
         rounds = parse_positive("--rounds", args.rounds)
@@ -341,7 +342,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         asyncio.run(bench_propagation(
             parse_positive("--proxies", args.proxies),
             gateways=parse_positive("--gateways", args.gateways),
-            rounds=parse_positive("--rounds", args.rounds), nats_url=args.nats_url))
+            rounds=parse_positive("--rounds", args.rounds), nats_url=args.nats_url,
+            nats_creds=_credentials_of(args)))
         return 0
     events = parse_positive("--events", args.events)
     if args.bench_command == "rebuild":
@@ -349,9 +351,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         batch = REBUILD_BATCH if args.batch is None else parse_positive("--batch", args.batch)
         asyncio.run(bench_rebuild(events, args.database, nats_url=args.nats_url,
-                                  max_batch=batch))
+                                  nats_creds=_credentials_of(args), max_batch=batch))
     else:
-        asyncio.run(bench_ingest(events, nats_url=args.nats_url))
+        asyncio.run(bench_ingest(events, nats_url=args.nats_url,
+                                 nats_creds=_credentials_of(args)))
     return 0
 
 

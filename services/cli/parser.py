@@ -313,6 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--swap", action="store_true",
                         help="then make the running `meshlog up` (at --api) serve the new store")
 
+    bench_creds: dict[str, Any] = {
+        "metavar": "FILE", "help": "with --nats-url: NATS credentials (.creds or nkey seed) "
+        "for every connection the bench makes and every process it starts: the admin user's "
+        "on a NATS with meshlog's users (it creates streams and runs every role)"}
     bench = sub.add_parser("bench", parents=g, help="benchmarks (print figures, last line JSON)")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
     for name, text in (("rebuild", "rebuild rate vs the raw ordered-consumer read rate"),
@@ -320,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
         b = bench_sub.add_parser(name, parents=g, help=text)
         b.add_argument("--events", default="100000", help="default %(default)s")
         b.add_argument("--nats-url", help="default: an embedded nats-server in a temp dir")
+        b.add_argument("--nats-creds", **bench_creds)
         if name == "rebuild":
             b.add_argument("--database", default="sqlite",
                            help="sqlite | postgres (a fresh database on 127.0.0.1:5432) | URL")
@@ -332,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     prop.add_argument("--gateways", default="1", help="gateway processes (default %(default)s)")
     prop.add_argument("--rounds", default="20", help="endpoint changes (default %(default)s)")
     prop.add_argument("--nats-url", help="default: an embedded nats-server in a temp dir")
+    prop.add_argument("--nats-creds", **bench_creds)
     mz = bench_sub.add_parser("multizone", parents=g, help="time from a Dataplane registered "
                               "in one zone to its synced MeshService in another zone's "
                               "projection (global and two zones, each a meshlog up)")
@@ -363,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     rot.add_argument("--gateways", default="1", help="gateway processes (default %(default)s)")
     rot.add_argument("--rounds", default="3", help="rotation waves (default %(default)s)")
     rot.add_argument("--nats-url", help="default: an embedded nats-server in a temp dir")
+    rot.add_argument("--nats-creds", **bench_creds)
 
     add_quarantine_parsers(sub, g)
 

@@ -241,8 +241,10 @@ async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
                 event_log = await _at_start("api", lambda: JetStreamEventLog.open(
                     nc, replicas=replicas, subjects=_subjects(mode, zone)))
                 admin_token = data_dir / ADMIN_TOKEN_FILE
-                tokens = await api_tokens(event_log, zone=zone, secret_key=secret_key,
-                                          admin_token=admin_token)
+                # reads (or makes) the token signing keys: a read across subjects, which
+                # waits for the stream's leader like the open before it
+                tokens = await _at_start("api", lambda: api_tokens(
+                    event_log, zone=zone, secret_key=secret_key, admin_token=admin_token))
                 keeper = None if tokens is None else AdminTokenKeeper(
                     admin_token, tokens, event_log, zone=zone)
                 store = await open_store(database)

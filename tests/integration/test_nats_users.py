@@ -79,18 +79,18 @@ async def test_compose_processes_run_as_their_roles_on_a_cluster(compose: Compos
     logs = {role: tmp_path / f"{role}.log" for role in ("api", "projector", "gateway")}
     data_dir = str(tmp_path / "data")
     replicas = ("--stream-replicas", "3")
+    # started together, as compose starts them on a new cluster: whichever makes a stream,
+    # the others may ask it before its group has a leader, and wait that out (processes'
+    # `_at_start`), none exits
     api = _process("api", plane, logs["api"], "--database", database, "--api-port", "0",
                    "--data-dir", data_dir, *replicas)
-    processes = [api]
+    projector = _process("projector", plane, logs["projector"], "--database", database,
+                         "--data-dir", data_dir, *replicas)
+    gateway = _process("gateway", plane, logs["gateway"], "--xds-port", "0",
+                       "--health-port", "0", *replicas)
+    processes = [api, projector, gateway]
     try:
-        # the API makes the R3 stream and waits for its leader; a projector started beside it
-        # could ask the stream before there is one, and exit (compose restarts it)
         url = await _printed(api, logs["api"], "API listening on ")
-        projector = _process("projector", plane, logs["projector"], "--database", database,
-                             "--data-dir", data_dir, *replicas)
-        gateway = _process("gateway", plane, logs["gateway"], "--xds-port", "0",
-                           "--health-port", "0", *replicas)
-        processes += [projector, gateway]
         async with httpx.AsyncClient(timeout=10) as client:
             response = await client.put(f"{url}/meshes/default",
                                         json={"type": "Mesh", "name": "default"})

@@ -7,15 +7,16 @@
     meshlog_projector_fold_seconds{projector}           histogram: folding one batch
     meshlog_projector_commit_seconds{projector}         histogram: committing (and publishing) it
     meshlog_projector_quarantined_events_total{projector}  counter
+    meshlog_projector_skipped_events_total{projector}   counter: skip decisions it followed
     meshlog_read_models_fold_version{projector}         gauge: the fold version of its store's rows
     meshlog_read_models_outdated{projector}             gauge: 1 if older than the code's
 
 The lag needs the log (its last sequence, the time of the next event), so it is read when
 scraped: `refresh()`, awaited by the process's `/metrics` before it renders (services.metrics).
-The projector itself only calls `folded`, `committed` and `quarantined`, once per batch, and
-`started` once per start. A projector that rebuilds read models beside the live one (`meshlog
-up`, services.runtime.readmodels) has `ProjectorMetrics.unexported()`: its positions are not
-the live projector's.
+The projector itself only calls `folded`, `committed` and `quarantined`, once per batch,
+`skipped` once per operator's decision it follows, and `started` once per start. A projector
+that rebuilds read models beside the live one (`meshlog up`, services.runtime.readmodels) has
+`ProjectorMetrics.unexported()`: its positions are not the live projector's.
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ FENCING_TOKEN = Gauge("meshlog_projector_fencing_token",
 QUARANTINED = Counter("meshlog_projector_quarantined_events_total",
                       "Events the projector could not apply and quarantined (it halts).",
                       _LABELS)
+SKIPPED = Counter("meshlog_projector_skipped_events_total",
+                  "Quarantined events the projector folded as nothing, following an "
+                  "operator's decision (meshlog quarantine skip), since the process started.",
+                  _LABELS)
 
 READ_MODELS_FOLD_VERSION = Gauge(
     "meshlog_read_models_fold_version",
@@ -90,6 +95,7 @@ class ProjectorMetrics:
         self._fold = FOLD.labels(name)
         self._commit = COMMIT.labels(name)
         self._quarantined = QUARANTINED.labels(name)
+        self._skipped = SKIPPED.labels(name)
         _live.add(self)
 
     @staticmethod
@@ -112,6 +118,9 @@ class ProjectorMetrics:
 
     def quarantined(self) -> None:
         self._quarantined.inc()
+
+    def skipped(self) -> None:
+        self._skipped.inc()
 
     def stood_down(self) -> None:
         """This projector no longer folds (its term ended: the lease lost or given up). Its
@@ -164,6 +173,9 @@ class _Unexported(ProjectorMetrics):
         pass
 
     def quarantined(self) -> None:
+        pass
+
+    def skipped(self) -> None:
         pass
 
     def stood_down(self) -> None:

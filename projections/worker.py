@@ -294,6 +294,7 @@ class Projector:
                     poisoned.reason)
         self._skips[record.seq] = skipped
         self._poisoned = self.halted = None
+        self.metrics.skipped()
         return True
 
     async def _halt(self, state: ProjectionState, poisoned: _Poisoned) -> NoReturn:

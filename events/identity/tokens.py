@@ -43,6 +43,7 @@ __all__ = [
     "MAX_VALID_FOR_S",
     "NOT_BEFORE_SKEW_S",
     "REVOCATION_KEPT_AFTER_EXPIRY_MS",
+    "TOKEN_REFUSALS",
     "USER_TOKEN",
     "ZONE_TOKEN",
     "ZONE_TOKEN_SCOPES",
@@ -52,6 +53,7 @@ __all__ = [
     "KeyId",
     "SigningKey",
     "TokenExpired",
+    "TokenRefusal",
     "UserClaims",
     "ZoneClaims",
     "dataplane_claims",
@@ -97,12 +99,41 @@ revocation at the event that a projector with the same value dropped it at."""
 _GLOBAL = "_"
 
 
+TokenRefusal = Literal["malformed", "wrong_kind", "unknown_key", "bad_signature",
+                       "not_yet_valid", "expired", "revoked"]
+"""Why a token is refused, in a few words fixed here: what a refusal counter is labelled
+with (`meshlog_api_auth_refusals_total`, `meshlog_xds_token_refusals_total`), never the
+token's contents, subject or name, which would make a series per caller.
+
+- `malformed`: not a JWT, not ES256, a kid that names no meshlog key, claims not of the
+  kind expected, a jti that is not a UUID, a mesh in its claims that is not its key's;
+- `wrong_kind`: a token of another purpose (a dataplane token sent to the API);
+- `unknown_key`: its kid names no key in service (retired, gone with its mesh, of another
+  control plane, or made a moment ago and not known here yet);
+- `bad_signature`: the key its kid names did not sign it;
+- `not_yet_valid`: before its `nbf` (a clock behind the issuer's);
+- `expired`: at or past its `exp`;
+- `revoked`: its jti was revoked."""
+
+TOKEN_REFUSALS: Final[tuple[TokenRefusal, ...]] = (
+    "malformed", "wrong_kind", "unknown_key", "bad_signature", "not_yet_valid", "expired",
+    "revoked")
+
+
 class InvalidToken(PermanentError):
-    """A token that is refused; the message says why and never holds the token."""
+    """A token that is refused; the message says why and never holds the token, `reason`
+    says it in a word (`TokenRefusal`)."""
+
+    def __init__(self, message: str, reason: TokenRefusal = "malformed") -> None:
+        super().__init__(message)
+        self.reason: TokenRefusal = reason
 
 
 class TokenExpired(InvalidToken):
     """A token past its `exp`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "expired")
 
 
 # --- keys -------------------------------------------------------------------------------------
@@ -272,12 +303,13 @@ def verify(token: str, public_key: ec.EllipticCurvePublicKey, claims_type: type[
             "verify_aud": False, "verify_iss": False})
     except jwt.InvalidSignatureError:
         raise InvalidToken("the token's signature does not verify with the key its kid "
-                           "names") from None
+                           "names", "bad_signature") from None
     except jwt.InvalidTokenError as exc:
         raise InvalidToken(f"the token cannot be read: {exc}") from None
     claims = _convert(payload, claims_type)
     if now_s < claims.nbf:
-        raise InvalidToken(f"the token {claims.jti} is not valid before {_time(claims.nbf)}")
+        raise InvalidToken(f"the token {claims.jti} is not valid before {_time(claims.nbf)}",
+                           "not_yet_valid")
     if now_s >= claims.exp:
         raise TokenExpired(f"the token {claims.jti} expired at {_time(claims.exp)}")
     return claims

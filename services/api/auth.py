@@ -22,7 +22,9 @@ a stranger on the network cannot change the mesh); a proxy's computed config, to
 and revocation, signing keys, skipping a quarantined event, and the read-model swap need
 `mesh-system:admin`. Refusals are
 RFC 7807 documents: 401 with `WWW-Authenticate: Bearer` when the caller is not authenticated
-(or its token is unusable), 403 when it is and may not.
+(or its token is unusable), 403 when it is and may not. Each refusal carries its reason in a
+word (`ApiRefusal`), which `meshlog_api_auth_refusals_total{reason}` counts
+(services.api.metrics): the caller's name or token never labels a metric.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol, get_args
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -45,6 +47,7 @@ from events.identity import (
     USER_TOKEN,
     InvalidToken,
     TokenExpired,
+    TokenRefusal,
     UserClaims,
     load_public_key,
     read_header,
@@ -56,6 +59,7 @@ __all__ = [
     "ADMIN",
     "ADMIN_GROUP",
     "ANONYMOUS",
+    "API_REFUSALS",
     "AUTHENTICATED",
     "AUTHENTICATED_GROUP",
     "OPEN",
@@ -63,6 +67,7 @@ __all__ = [
     "Access",
     "AdminToken",
     "ApiAuth",
+    "ApiRefusal",
     "AuthContext",
     "Forbidden",
     "NotAuthenticated",
@@ -87,12 +92,28 @@ _PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
 _BEARER = "bearer "
 
 
+_CallerRefusal = Literal["no_token", "not_admin"]
+ApiRefusal = TokenRefusal | _CallerRefusal
+"""Why the API refused a caller: its token's `TokenRefusal` (an `Authorization` header that
+is not `Bearer <token>` is `malformed`), `no_token` (no credentials where a route needs
+them), `not_admin` (authenticated, not in `mesh-system:admin`: the 403)."""
+
+API_REFUSALS: Final[tuple[ApiRefusal, ...]] = (
+    *get_args(TokenRefusal), *get_args(_CallerRefusal))
+
+
 class NotAuthenticated(MeshlogError):
     """401: no usable credentials for what the request asks (or unusable ones)."""
+
+    def __init__(self, message: str, reason: ApiRefusal) -> None:
+        super().__init__(message)
+        self.reason: ApiRefusal = reason
 
 
 class Forbidden(MeshlogError):
     """403: the caller is authenticated and may not do this."""
+
+    reason: Final[ApiRefusal] = "not_admin"
 
 
 class User(msgspec.Struct, frozen=True):
@@ -160,27 +181,30 @@ class ApiAuth:
 
     async def _user_of(self, header: str, store: ReadModelStore) -> User:
         if header[:len(_BEARER)].lower() != _BEARER or not header[len(_BEARER):].strip():
-            raise NotAuthenticated("the Authorization header is not `Bearer <user token>`")
+            raise NotAuthenticated("the Authorization header is not `Bearer <user token>`",
+                                   "malformed")
         token = header[len(_BEARER):].strip()
         try:
             kid = read_header(token)
             if kid.purpose != USER_TOKEN:
-                raise InvalidToken(f"it is a {kid.purpose} (kid {kid}), not a user token")
+                raise InvalidToken(f"it is a {kid.purpose} (kid {kid}), not a user token",
+                                   "wrong_kind")
             key = await self._key(str(kid), store)
             if key is None:
                 if self.admin_token is not None:
                     await self.admin_token.refused(str(kid))
                 raise InvalidToken(f"its signing key {kid} is not one of this control "
-                                   "plane's (retired, or of another control plane)")
+                                   "plane's (retired, or of another control plane)",
+                                   "unknown_key")
             claims = verify(token, key, UserClaims, now_s=self._clock())
         except TokenExpired as exc:
-            raise NotAuthenticated(f"expired user token: {exc}") from None
+            raise NotAuthenticated(f"expired user token: {exc}", exc.reason) from None
         except InvalidToken as exc:
-            raise NotAuthenticated(f"invalid user token: {exc}") from None
+            raise NotAuthenticated(f"invalid user token: {exc}", exc.reason) from None
         if await store.get("revocation", f"_/{claims.jti}") is not None:
             if self.admin_token is not None:
                 await self.admin_token.revoked(token)
-            raise NotAuthenticated(f"the user token {claims.jti} was revoked")
+            raise NotAuthenticated(f"the user token {claims.jti} was revoked", "revoked")
         groups = tuple(sorted({*claims.groups, AUTHENTICATED_GROUP}))
         return User(claims.name, groups)
 
@@ -226,7 +250,7 @@ def require(user: User, access: Access, request: str = "this request") -> None:
     if not user.is_authenticated:
         who = "an authenticated user" if access == AUTHENTICATED else f"group {ADMIN_GROUP}"
         raise NotAuthenticated(f"{request} needs {who}: send `Authorization: Bearer <user "
-                               "token>` (meshlog generate user-token)")
+                               "token>` (meshlog generate user-token)", "no_token")
     raise Forbidden(f"{user} may not {request}: it needs group {ADMIN_GROUP}")
 
 

@@ -4,9 +4,13 @@
     meshlog_api_request_duration_seconds{method,route,status}  histogram
     meshlog_read_model_sequence                                gauge: the read models' checkpoint
     meshlog_quarantined_events                                 gauge: quarantined events in them
+    meshlog_skipped_events                                     gauge: events skipped in them
+    meshlog_api_auth_refusals_total{reason}                    counter: 401s and 403s
 
 `route` is the route's path template (`/meshes/{mesh}`), so label values stay few;
-a request no route matched is `unmatched`.
+a request no route matched is `unmatched`. A refusal's `reason` is one of
+`services.api.auth.API_REFUSALS`, each present from the start (at 0), so that `rate()` and
+`increase()` see a refusal's first occurrence too.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.api._state import ApiRequest, api_state
+from services.api.auth import API_REFUSALS, ApiRefusal
 from services.metrics import CONTENT_TYPE, exposition
 
-__all__ = ["RequestMetrics", "metrics"]
+__all__ = ["RequestMetrics", "metrics", "refused"]
 
 _LABELS = ["method", "route", "status"]
 REQUESTS = Counter("meshlog_api_requests_total", "HTTP API requests answered.", _LABELS)
@@ -32,6 +37,20 @@ SEQUENCE = Gauge("meshlog_read_model_sequence",
                  "The last event-log sequence in the API's read models.")
 QUARANTINED = Gauge("meshlog_quarantined_events",
                     "Events the projector could not apply, in the API's read models.")
+SKIPPED = Gauge("meshlog_skipped_events",
+                "Events folded as nothing by an operator's decision (meshlog quarantine skip), "
+                "in the API's read models.")
+AUTH_REFUSALS = Counter("meshlog_api_auth_refusals_total",
+                        "Requests the API refused: 401 (no, or an unusable, user token) and "
+                        "403 (not admin), by reason.", ["reason"])
+for _reason in API_REFUSALS:
+    AUTH_REFUSALS.labels(_reason)
+
+
+def refused(reason: ApiRefusal) -> None:
+    """Count a request refused for `reason` (services.api.problems, where every refusal
+    becomes its 401 or 403)."""
+    AUTH_REFUSALS.labels(reason).inc()
 
 
 class RequestMetrics:
@@ -70,4 +89,5 @@ async def metrics(request: ApiRequest) -> Response[bytes]:
     store = api_state(request.app).store
     SEQUENCE.set(await store.checkpoint())
     QUARANTINED.set(len(await store.scan("quarantine")))
+    SKIPPED.set(len(await store.scan("skipped")))
     return Response(await exposition(), media_type=CONTENT_TYPE)

@@ -22,6 +22,7 @@ from events.documents import MAX_DOCUMENT_BYTES
 from projections import StoreError, StoreUnavailable
 from services.api._state import ApiRequest
 from services.api.auth import Forbidden, NotAuthenticated
+from services.api.metrics import refused
 
 __all__ = ["on_error"]
 
@@ -40,10 +41,12 @@ def _problem(status: int, title: str, detail: str, **extra: Any) -> Response[dic
 def on_error(_: ApiRequest, exc: Exception) -> Response[dict[str, Any]]:
     match exc:
         case NotAuthenticated():
+            refused(exc.reason)
             response = _problem(401, "Unauthorized", str(exc))
             response.headers["WWW-Authenticate"] = 'Bearer realm="meshlog"'
             return response
         case Forbidden():
+            refused(exc.reason)
             return _problem(403, "Forbidden", str(exc))
         case InvalidResource():
             return _problem(400, "Invalid resource", str(exc), invalid_parameters=[

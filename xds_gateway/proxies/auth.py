@@ -20,7 +20,9 @@ On open (ADS, SotW or Delta, and HDS):
 
 Refusals: UNAUTHENTICATED when the proxy is not authenticated (no token, an unusable one,
 expired, revoked), PERMISSION_DENIED for a valid token of another proxy. Messages say what is
-wrong and never repeat the token.
+wrong and never repeat the token. Each refusal, and each stream ended for its token while it
+lives, counts once in `meshlog_xds_token_refusals_total{reason}` (`XdsRefusal`: a word, never
+the token, its proxy or its mesh, so the series stay few).
 
 While the stream lives (Kuma checks once per stream, so an expired or revoked token stays
 connected: kuma#3379):
@@ -41,13 +43,14 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Final, Literal, TypeVar, get_args
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric import ec
 from envoy.config.core.v3.base_pb2 import Node
 from envoy.service.health.v3.hds_pb2 import HealthCheckRequestOrEndpointHealthResponse
 from msgspec import Struct
+from prometheus_client import Counter
 
 from events import DEFAULT_ZONE, Dataplane, rfc3339
 from events.identity import (
@@ -57,6 +60,7 @@ from events.identity import (
     InvalidToken,
     KeyId,
     TokenExpired,
+    TokenRefusal,
     ZoneClaims,
     load_public_key,
     read_header,
@@ -70,7 +74,7 @@ from xds_gateway.server.callbacks import NoCallbacks, StreamInfo, StreamRefused
 from xds_gateway.server.subscription import InvalidStream
 from xds_gateway.view import ProjectionView
 
-__all__ = ["AUTHORIZATION", "DataplaneAuthentication", "token_of"]
+__all__ = ["AUTHORIZATION", "XDS_REFUSALS", "DataplaneAuthentication", "XdsRefusal", "token_of"]
 
 _C = TypeVar("_C", DataplaneClaims, ZoneClaims)
 
@@ -83,8 +87,46 @@ _UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 _DENIED = grpc.StatusCode.PERMISSION_DENIED
 
 
-def _refused(message: str) -> StreamRefused:
-    return StreamRefused(_UNAUTHENTICATED, message)
+_StreamRefusal = Literal["no_token", "wrong_mesh", "wrong_dataplane", "tags_not_allowed",
+                         "wrong_zone", "wrong_scope"]
+XdsRefusal = TokenRefusal | _StreamRefusal
+"""Why a proxy's token was refused: the token's own `TokenRefusal` (several `authorization`
+values are `malformed`), `no_token`, or a valid token that does not open this stream: of
+another mesh or Dataplane than the node's (also a later request naming another node), whose
+tags the Dataplane does not match, a zone token of another zone or without `ingress`."""
+
+XDS_REFUSALS: Final[tuple[XdsRefusal, ...]] = (
+    *get_args(TokenRefusal), *get_args(_StreamRefusal))
+
+REFUSALS = Counter(
+    "meshlog_xds_token_refusals_total",
+    "xDS and HDS streams refused for their proxy's token, on open or while they lived "
+    "(expired, revoked, key retired), by reason.", ["reason"])
+for _reason in XDS_REFUSALS:
+    REFUSALS.labels(_reason)  # each at 0 from the start: rate() sees the first one
+
+
+class _TokenRefused(StreamRefused):
+    """A refusal for the proxy's token, with its reason for the counter."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, reason: XdsRefusal) -> None:
+        super().__init__(code, message)
+        self.reason: XdsRefusal = reason
+
+
+def _refused(message: str, reason: XdsRefusal) -> StreamRefused:
+    return _TokenRefused(_UNAUTHENTICATED, message, reason)
+
+
+def _denied(message: str, reason: XdsRefusal) -> StreamRefused:
+    return _TokenRefused(_DENIED, message, reason)
+
+
+def _end(stream: StreamInfo, reason: XdsRefusal, message: str) -> None:
+    """End a live stream for its token (UNAUTHENTICATED), counted unless it was ending."""
+    if stream.ended is None:
+        REFUSALS.labels(reason).inc()
+    stream.end(_UNAUTHENTICATED, message)
 
 
 def token_of(metadata: Iterable[tuple[str, str | bytes]]) -> str:
@@ -94,16 +136,17 @@ def token_of(metadata: Iterable[tuple[str, str | bytes]]) -> str:
     if not values:
         raise _refused("no dataplane token: a proxy sends it in the `authorization` metadata "
                        "of its xDS stream (meshlog generate dataplane-token; meshlog dataplane "
-                       "bootstrap --token-file)")
+                       "bootstrap --token-file)", "no_token")
     if len(values) > 1:
         raise _refused(f"the stream carries {len(values)} `authorization` values; send one "
-                       "dataplane token")
+                       "dataplane token", "malformed")
     value = values[0]
     token = (value.decode(errors="replace") if isinstance(value, bytes) else value).strip()
     if token[:len(_BEARER)].lower() == _BEARER:
         token = token[len(_BEARER):].strip()
     if not token:
-        raise _refused("the `authorization` metadata is empty: send a dataplane token")
+        raise _refused("the `authorization` metadata is empty: send a dataplane token",
+                       "no_token")
     return token
 
 
@@ -137,6 +180,13 @@ class DataplaneAuthentication(NoCallbacks):
     # --- StreamCallbacks ----------------------------------------------------------------------
 
     async def on_stream_open(self, stream: StreamInfo) -> None:
+        try:
+            await self._open(stream)
+        except _TokenRefused as exc:
+            REFUSALS.labels(exc.reason).inc()
+            raise
+
+    async def _open(self, stream: StreamInfo) -> None:
         node = stream.node if stream.node is not None else Node()
         parsed = parse_node_id(node.id)
         if parsed is None:
@@ -153,7 +203,7 @@ class DataplaneAuthentication(NoCallbacks):
             key, kind = (claims.mesh, claims.jti), "dataplane token"
         # no await since the token was checked: a revocation cannot slip in between
         expiry = asyncio.get_running_loop().call_later(
-            max(0.0, claims.exp - self._clock()), stream.end, _UNAUTHENTICATED,
+            max(0.0, claims.exp - self._clock()), _end, stream, "expired",
             f"the {kind} {claims.jti} expired at {rfc3339(claims.exp * 1000)}")
         self._sessions[stream] = _Session(node_id=node.id, token=key, kid=str(kid),
                                           expiry=expiry)
@@ -163,9 +213,10 @@ class DataplaneAuthentication(NoCallbacks):
         session = self._sessions.get(stream)
         node_id = _node_id_of(request)
         if session is not None and node_id and node_id != session.node_id:
-            raise StreamRefused(_DENIED, f"the stream was authenticated for node "
-                                f"{session.node_id!r}; a request for {node_id!r} cannot "
-                                "change it: open a new stream")
+            REFUSALS.labels("wrong_dataplane").inc()
+            raise _denied(f"the stream was authenticated for node {session.node_id!r}; a "
+                          f"request for {node_id!r} cannot change it: open a new stream",
+                          "wrong_dataplane")
 
     async def on_stream_closed(self, stream: StreamInfo) -> None:
         session = self._sessions.pop(stream, None)
@@ -188,16 +239,16 @@ class DataplaneAuthentication(NoCallbacks):
         try:
             kid = read_header(token)
             if kid.purpose != purpose:
-                raise InvalidToken(wrong_purpose(kid))
+                raise InvalidToken(wrong_purpose(kid), "wrong_kind")
             key = self._key(str(kid))
             if key is None:
                 raise InvalidToken(f"its signing key {kid} is unknown to this gateway "
-                                   f"({unknown_key})")
+                                   f"({unknown_key})", "unknown_key")
             return kid, verify(token, key, claims_type, now_s=self._clock())
         except TokenExpired as exc:
-            raise _refused(f"expired {what}: {exc}") from None
+            raise _refused(f"expired {what}: {exc}", exc.reason) from None
         except InvalidToken as exc:
-            raise _refused(f"invalid {what}: {exc}") from None
+            raise _refused(f"invalid {what}: {exc}", exc.reason) from None
 
     def _authenticate(self, token: str) -> tuple[KeyId, DataplaneClaims]:
         kid, claims = self._verified(
@@ -210,9 +261,9 @@ class DataplaneAuthentication(NoCallbacks):
             "yet")
         if claims.mesh != kid.mesh:
             raise _refused(f"invalid dataplane token: it names mesh {claims.mesh!r} but is "
-                           f"signed with the key of mesh {kid.mesh!r}")
+                           f"signed with the key of mesh {kid.mesh!r}", "malformed")
         if (claims.mesh, claims.jti) in self._view.revocations:
-            raise _refused(f"the dataplane token {claims.jti} was revoked")
+            raise _refused(f"the dataplane token {claims.jti} was revoked", "revoked")
         return kid, claims
 
     def _authenticate_ingress(self, token: str, node_id: str) -> tuple[KeyId, ZoneClaims]:
@@ -226,20 +277,21 @@ class DataplaneAuthentication(NoCallbacks):
             "a retired key, or a token of another zone's control plane or of a log that was "
             "reset; or a key made a moment ago, not here yet")
         if ("_", claims.jti) in self._view.revocations:
-            raise _refused(f"the zone token {claims.jti} was revoked")
+            raise _refused(f"the zone token {claims.jti} was revoked", "revoked")
         if claims.zone != self._zone:
-            raise StreamRefused(_DENIED, f"the zone token {claims.jti} is for zone "
-                                f"{claims.zone!r}; this gateway serves zone {self._zone!r}")
+            raise _denied(f"the zone token {claims.jti} is for zone {claims.zone!r}; this "
+                          f"gateway serves zone {self._zone!r}", "wrong_zone")
         if "ingress" not in claims.scope:
-            raise StreamRefused(_DENIED, f"the zone token {claims.jti} has scope "
-                                f"{claims.scope}, not ingress: it opens no stream for the "
-                                f"zone ingress {node_id!r}")
+            raise _denied(f"the zone token {claims.jti} has scope {claims.scope}, not "
+                          f"ingress: it opens no stream for the zone ingress {node_id!r}",
+                          "wrong_scope")
         return kid, claims
 
     def _authorize(self, claims: DataplaneClaims, node: Node, mesh: str, name: str) -> None:
         if (claims.mesh, claims.name) != (mesh, name):
-            raise StreamRefused(_DENIED, f"the dataplane token {claims.jti} is for "
-                                f"{claims.mesh}.{claims.name}, not for node {node.id!r}")
+            raise _denied(f"the dataplane token {claims.jti} is for {claims.mesh}."
+                          f"{claims.name}, not for node {node.id!r}",
+                          "wrong_mesh" if claims.mesh != mesh else "wrong_dataplane")
         if not claims.tags:
             return
         try:
@@ -250,13 +302,13 @@ class DataplaneAuthentication(NoCallbacks):
             row = self._view.dataplanes.get((mesh, name))
             dataplane = row.dataplane if row is not None else None
         if dataplane is None:
-            raise StreamRefused(_DENIED, f"the dataplane token {claims.jti} requires tags "
-                                f"{claims.tags} and Dataplane {mesh}.{name} is not registered "
-                                "(register it, or carry it in the node metadata)")
+            raise _denied(f"the dataplane token {claims.jti} requires tags {claims.tags} and "
+                          f"Dataplane {mesh}.{name} is not registered (register it, or carry "
+                          "it in the node metadata)", "tags_not_allowed")
         problem = _tags_problem(claims.tags, dataplane)
         if problem:
-            raise StreamRefused(_DENIED, f"the dataplane token {claims.jti} does not allow "
-                                f"Dataplane {mesh}.{name}: {problem}")
+            raise _denied(f"the dataplane token {claims.jti} does not allow Dataplane "
+                          f"{mesh}.{name}: {problem}", "tags_not_allowed")
 
     def _key(self, kid: str) -> ec.EllipticCurvePublicKey | None:
         """The public key of `kid` while the view holds it: the row of a retired key, or of
@@ -272,15 +324,15 @@ class DataplaneAuthentication(NoCallbacks):
     def _key_retired(self, kid: str) -> None:
         for stream, session in list(self._sessions.items()):
             if session.kid == kid:
-                stream.end(_UNAUTHENTICATED, f"the signing key {kid} of its token "
-                           f"{session.token[1]} was retired (or went with its mesh)")
+                _end(stream, "unknown_key", f"the signing key {kid} of its token "
+                     f"{session.token[1]} was retired (or went with its mesh)")
 
     def _revoked(self, row: RevocationRow) -> None:
         kind = _KINDS.get(row.purpose)
         if kind is None:
             return
         for stream in list(self._by_token.get((row.mesh or "_", row.jti), ())):
-            stream.end(_UNAUTHENTICATED, f"the {kind} {row.jti} was revoked")
+            _end(stream, "revoked", f"the {kind} {row.jti} was revoked")
 
 
 def _tags_problem(allowed: dict[str, list[str]], dataplane: Dataplane) -> str:

@@ -148,6 +148,8 @@ def test_separate_projector_and_gateway_processes_serve_their_own_metrics(
             samples = scrape(url)
             assert value(samples, "meshlog_nats_connected", connection="meshlog-projector") == 1
             assert "meshlog_api_requests_total" not in {name for name, _ in samples}
+            assert ("meshlog_projector_skipped_events_total",
+                    frozenset({("projector", "main")})) in samples
         finally:
             stop_process(projector, signal.SIGTERM)
     with run_gateway_process(cp.where["nats"], tmp_path, "gw", "--nats-creds",
@@ -156,6 +158,10 @@ def test_separate_projector_and_gateway_processes_serve_their_own_metrics(
         assert value(samples, "meshlog_nats_connected", connection="meshlog-gateway") == 1
         assert value(samples, "meshlog_xds_view_checkpoint") > 0
         assert value(samples, "meshlog_xds_streams", protocol="sotw") == 0
+        # every reason from the start, at 0: an alert's rate() sees the first refusal
+        assert ("meshlog_xds_token_refusals_total",
+                frozenset({("reason", "no_token")})) in samples
+        assert value(samples, "meshlog_xds_token_refusals_total") == 0
 
 
 def _fetched(url: str, name: str) -> float | None:

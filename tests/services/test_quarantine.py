@@ -109,6 +109,9 @@ def test_a_skipped_event_lets_the_projector_go_on_and_replays_the_same(tmp_path:
             "meshlog-projection") == "pending"
         wait_for(lambda: cp.api.get("/_quarantine").json()["total"] == 1, timeout=10,
                  what="the quarantined event")
+        halted = scrape(api + "/metrics")
+        assert value(halted, "meshlog_projector_skipped_events_total") == 0
+        assert value(halted, "meshlog_skipped_events") == 0
 
         skip = _meshlog("--api", api, "quarantine", "skip", "--seq", str(bad_seq),
                         "--reason", "garbage from a foreign writer")
@@ -126,7 +129,11 @@ def test_a_skipped_event_lets_the_projector_go_on_and_replays_the_same(tmp_path:
         assert (skipped["seq"], skipped["by"], skipped["reason"]) == (
             bad_seq, "mesh-system:admin", "garbage from a foreign writer")
         assert cp.api.get("/ready").json()["quarantinedEvents"] == 0
-        assert value(scrape(api + "/metrics"), "meshlog_quarantined_events") == 0
+        metrics = scrape(api + "/metrics")
+        assert value(metrics, "meshlog_quarantined_events") == 0
+        # the decision followed, counted by the projector; the skipped row, by the API
+        assert value(metrics, "meshlog_projector_skipped_events_total", projector="main") == 1
+        assert value(metrics, "meshlog_skipped_events") == 1
         listed = _meshlog("--api", api, "quarantine")
         assert listed.returncode == 0, listed.stdout + listed.stderr
         assert f"skipped #{bad_seq} " in listed.stdout and "no quarantined events" in (

@@ -23,7 +23,7 @@ from events.identity.tokens import (
     user_claims,
 )
 from tests.harness import ControlPlane, meshlog_up, wait_for
-from tests.services._scrape import Samples, scrape, value
+from tests.services._scrape import Samples, scrape
 from tests.xds_gateway._ads import AdsClient
 from xds_gateway.type_urls import CLUSTER
 

@@ -164,7 +164,7 @@ def test_every_alert_has_a_severity_a_summary_and_a_runbook_that_exists() -> Non
     names = [rule["alert"] for rule in _RULES]
     assert len(names) == len(set(names))
     for rule in _RULES:
-        assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
+        assert rule["labels"]["severity"] in ("info", "warning", "critical"), rule["alert"]
         assert rule["annotations"]["summary"], rule["alert"]
         page, _, anchor = rule["annotations"]["runbook"].partition("#")
         assert page == "docs/operations.md" and anchor == rule["alert"].lower(), rule["alert"]

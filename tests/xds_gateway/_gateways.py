@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeVar
 
 import grpc
 from envoy.config.core.v3.base_pb2 import Node
 from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 from nats.aio.client import Client as NATS
+from prometheus_client import REGISTRY
 
 from events import JetStreamEventLog, Mesh, decode_event, resource_subject
 from events.bus.insights import JetStreamInsights
@@ -20,12 +21,30 @@ from events.bus.projection_bus import JetStreamProjectionBus
 from events.commands import Commands
 from tests.xds_gateway._ads import AdsClient
 from xds_gateway import Gateway
+from xds_gateway.proxies.auth import XDS_REFUSALS
 from xds_gateway.proxies.registration import DATAPLANE_KEY
 
 T = TypeVar("T")
 
 DELAY_S = 0.5
 HEARTBEAT_S = 0.2
+
+
+def _refusals() -> dict[str, float]:
+    return {reason: REGISTRY.get_sample_value("meshlog_xds_token_refusals_total",
+                                              {"reason": reason}) or 0.0
+            for reason in XDS_REFUSALS}
+
+
+@contextlib.contextmanager
+def refusals_counted(reason: str, times: int = 1) -> Iterator[None]:
+    """The block refuses (or ends) `times` streams for their token, all for `reason`: the
+    gateway's counter (`meshlog_xds_token_refusals_total`, this process's registry) moves by
+    that for `reason` and for no other."""
+    before = _refusals()
+    yield
+    after = _refusals()
+    assert {r: after[r] - before[r] for r in after if after[r] != before[r]} == {reason: times}
 
 
 @contextlib.asynccontextmanager

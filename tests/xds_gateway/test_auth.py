@@ -54,6 +54,7 @@ from tests.xds_gateway._gateways import (
     channel_to,
     dataplane_doc,
     last_event,
+    refusals_counted,
     running_gateway,
 )
 from xds_gateway import Gateway
@@ -175,7 +176,8 @@ async def test_a_token_of_another_control_plane_is_unauthenticated(nc: NATS,
                             mesh="default", name="web-1", tags={}, valid_for_s=60,
                             now_s=int(time.time())))
     async with _gateway(nc) as gw, channel_to(gw) as channel:
-        error = await _ended(await _open(channel, forged))
+        with refusals_counted("bad_signature"):
+            error = await _ended(await _open(channel, forged))
     assert error.code() == UNAUTHENTICATED
     assert "signature does not verify" in (error.details() or "")
     assert forged not in (error.details() or "")
@@ -192,9 +194,20 @@ async def test_another_proxys_token_is_permission_denied(nc: NATS, plane: Plane)
 async def test_an_expired_token_is_unauthenticated(nc: NATS, plane: Plane) -> None:
     token = await plane.token(valid_for_s=60, issued_ms=now_ms() - 3_600_000)
     async with _gateway(nc) as gw, channel_to(gw) as channel:
-        error = await _ended(await _open(channel, token))
+        with refusals_counted("expired"):
+            error = await _ended(await _open(channel, token))
     assert error.code() == UNAUTHENTICATED
     assert (error.details() or "").startswith("expired dataplane token: the token ")
+
+
+async def test_a_token_of_a_clock_ahead_is_unauthenticated_until_its_nbf(nc: NATS,
+                                                                         plane: Plane) -> None:
+    token = await plane.token(issued_ms=now_ms() + 3_600_000)  # an issuer an hour ahead
+    async with _gateway(nc) as gw, channel_to(gw) as channel:
+        with refusals_counted("not_yet_valid"):
+            error = await _ended(await _open(channel, token))
+    assert error.code() == UNAUTHENTICATED
+    assert "is not valid before" in (error.details() or "")
 
 
 async def test_a_revoked_token_is_unauthenticated(nc: NATS, plane: Plane) -> None:
@@ -427,7 +440,8 @@ async def test_token_tags_must_be_on_the_dataplane_it_registers(nc: NATS, plane:
     async with _gateway(nc) as gw, channel_to(gw) as channel:
         client = ProxyClient(channel, _auth(wrong))
         client.hello(CLUSTER, "default.web-3", dataplane=dataplane_doc("web-3"))
-        error = await _ended(client)
+        with refusals_counted("tags_not_allowed"):
+            error = await _ended(client)
         assert error.code() == DENIED
         assert ("does not allow Dataplane default.web-3: its tag 'kuma.io/service' has the "
                 "value 'web'; the token allows ['db']") in (error.details() or "")
@@ -465,13 +479,14 @@ async def test_a_rotated_key_serves_old_and_new_tokens_until_the_old_one_is_reti
         assert (await old_stream.recv()).type_url == CLUSTER  # both serials verify
         assert (await new_stream.recv()).type_url == CLUSTER
 
-        await plane.tokens.retire_signing_key(DATAPLANE_TOKEN, "default", 1, now_ms())
-        error = await _ended(old_stream)  # its open stream ends
+        with refusals_counted("unknown_key", times=2):  # ended, then refused
+            await plane.tokens.retire_signing_key(DATAPLANE_TOKEN, "default", 1, now_ms())
+            error = await _ended(old_stream)  # its open stream ends
+            refused = await _ended(await _open(channel, old))  # and it opens no other
         assert error.code() == UNAUTHENTICATED
         assert (error.details() or "") == ("the signing key dataplane-token/default/1 of its "
                                            f"token {unverified_claims(old, DataplaneClaims).jti}"
                                            " was retired (or went with its mesh)")
-        refused = await _ended(await _open(channel, old))  # and it opens no other
         assert refused.code() == UNAUTHENTICATED
         assert "its signing key dataplane-token/default/1 is unknown to this gateway (a " \
                "retired key" in (refused.details() or "")

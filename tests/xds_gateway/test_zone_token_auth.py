@@ -20,7 +20,7 @@ from events.identity import ZONE_TOKEN, ZoneClaims, unverified_claims
 from events.identity.tokens import zone_claims
 from tests.harness import eventually
 from tests.xds_gateway._ads import DeltaAdsClient
-from tests.xds_gateway._gateways import channel_to, running_gateway
+from tests.xds_gateway._gateways import channel_to, refusals_counted, running_gateway
 from tests.xds_gateway.test_auth import Plane, _auth, _ended, _open, _ready, plane
 from xds_gateway import Gateway
 from xds_gateway.type_urls import CLUSTER
@@ -121,7 +121,8 @@ async def test_a_zone_token_of_another_zone_is_permission_denied(nc: NATS, plane
                                                                  ) -> None:
     token = await _zone_token(plane, zone="west")
     async with _gateway(nc, plane) as gw, channel_to(gw) as channel:
-        error = await _ended(await _open(channel, token, node_id=INGRESS))
+        with refusals_counted("wrong_zone"):
+            error = await _ended(await _open(channel, token, node_id=INGRESS))
     assert error.code() == DENIED
     assert "is for zone 'west'; this gateway serves zone 'default'" in (error.details() or "")
 
@@ -130,7 +131,8 @@ async def test_a_zone_token_without_the_ingress_scope_is_permission_denied(
         nc: NATS, plane: Plane) -> None:
     token = await _zone_token(plane, scope=("egress",))
     async with _gateway(nc, plane) as gw, channel_to(gw) as channel:
-        error = await _ended(await _open(channel, token, node_id=INGRESS))
+        with refusals_counted("wrong_scope"):
+            error = await _ended(await _open(channel, token, node_id=INGRESS))
     assert error.code() == DENIED
     assert "has scope ['egress'], not ingress" in (error.details() or "")
 

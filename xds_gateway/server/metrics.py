@@ -21,7 +21,9 @@ only for the first response of a type after a view change); per snapshot, two cl
     meshlog_xds_snapshot_build_seconds                histogram: one proxy's snapshot built
 
 Counters stay monotonic across stream ends: a closed stream's counts are added to the totals
-of its gateway (`on_stream_closed`).
+of its gateway (`on_stream_closed`). Streams refused for their token are not here (this
+module comes after authentication): `meshlog_xds_token_refusals_total{reason}` is
+xds_gateway.proxies.auth's.
 """
 
 from __future__ import annotations

@@ -18,12 +18,14 @@ says: `zone` on global, `global` in a zone (Kuma's mappers relabel what they syn
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from events import Conflict
 from events.labels import DISPLAY_NAME_LABEL, ORIGIN_LABEL, ZONE_LABEL
-from projections import DataplaneRow, MeshServiceRow, decode_row
+from projections import DataplaneRow, MeshServiceRow, decode_row, decode_typed
 from services.api._state import ApiRequest, api_state
 
-__all__ = ["collections_of", "refuse_synced"]
+__all__ = ["collections_of", "refuse_synced", "synced", "synced_dataplane", "synced_insight"]
 
 _COLLECTION = {"Mesh": "mesh", "Dataplane": "dataplane", "MeshService": "meshservice",
                "HostnameGenerator": "hostnamegenerator",
@@ -42,14 +44,42 @@ def collections_of(request: ApiRequest, kind: str) -> tuple[str, ...]:
     return (_COLLECTION[kind],)
 
 
+def synced(request: ApiRequest, labels: Mapping[str, str]) -> bool:
+    """Do `labels` say another control plane wrote the resource, synced to this one?"""
+    commands = api_state(request.app).commands
+    if commands.deployment == "standalone":
+        return False
+    origin = "zone" if commands.deployment == "global" else "global"
+    return labels.get(ORIGIN_LABEL) == origin and labels.get(ZONE_LABEL) != commands.zone
+
+
+def synced_insight(request: ApiRequest, labels: Mapping[str, str]) -> dict[str, str] | None:
+    """What global's `dataplanes+insights` shows of a zone's Dataplane (`labels`): its proxy's
+    insight stays in its zone (DataplaneInsights are not synced yet). None: not synced."""
+    if not synced(request, labels):
+        return None
+    zone = labels.get(ZONE_LABEL)
+    return {"unavailable": f"the insight of zone {zone!r}'s proxy is not synced to global: "
+                           f"see it on zone {zone!r}'s control plane"}
+
+
+async def synced_dataplane(request: ApiRequest, mesh: str, name: str) -> DataplaneRow | None:
+    """On global, the zone's Dataplane synced as `name` of `mesh`; None elsewhere."""
+    state = api_state(request.app)
+    if state.commands.deployment != "global":
+        return None
+    body = await state.store.get("remotedataplane", f"{mesh}/{name}")
+    return decode_typed(DataplaneRow, body) if body is not None else None
+
+
 async def refuse_synced(request: ApiRequest, kind: str, mesh: str, name: str) -> None:
     """Raise `Conflict` if `name` of `kind` in `mesh` is a Dataplane or MeshService another
     control plane wrote, synced to this one."""
     state = api_state(request.app)
     deployment = state.commands.deployment
-    if deployment == "standalone":
-        return
     match kind:
+        case _ if deployment == "standalone":
+            return  # nothing is synced to it
         case "Dataplane" if deployment == "global":
             collection = "remotedataplane"
         case "MeshService":
@@ -67,8 +97,7 @@ async def refuse_synced(request: ApiRequest, kind: str, mesh: str, name: str) ->
             labels = row.labels
         case _:
             return
-    synced_origin = "zone" if deployment == "global" else "global"
-    if labels.get(ORIGIN_LABEL) != synced_origin or labels.get(ZONE_LABEL) == state.commands.zone:
+    if not synced(request, labels):
         return
     zone = labels.get(ZONE_LABEL)
     subject = f"{kind.lower()}:{mesh}/{name}"

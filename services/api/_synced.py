@@ -27,21 +27,13 @@ from services.api._state import ApiRequest, api_state
 
 __all__ = ["collections_of", "refuse_synced", "synced", "synced_dataplane", "synced_insight"]
 
-_COLLECTION = {"Mesh": "mesh", "Dataplane": "dataplane", "MeshService": "meshservice",
-               "HostnameGenerator": "hostnamegenerator",
-               "MeshTrafficPermission": "meshtrafficpermission",
-               "MeshMultiZoneService": "meshmultizoneservice",
-               "ZoneIngress": "zoneingress"}
-"""The read-model collection of each kind the API serves."""
-
-
 def collections_of(request: ApiRequest, kind: str) -> tuple[str, ...]:
     """The read-model collections of the resources of `kind` this API shows: on global, the
     Dataplanes are the zones' (`remotedataplane`) beside any of its own (none: it refuses
     them)."""
     if kind == "Dataplane" and api_state(request.app).commands.deployment == "global":
         return ("dataplane", "remotedataplane")
-    return (_COLLECTION[kind],)
+    return (kind.lower(),)  # each kind's collection (projections.COLLECTIONS)
 
 
 def synced(request: ApiRequest, labels: Mapping[str, str]) -> bool:

@@ -5,6 +5,7 @@ The fold (`projections.fold` and the modules it calls) labels what it folds as K
 of the event (`kuma.io/origin`, and for a zone's `kuma.io/zone` and `kuma.io/env`), the mesh
 (`kuma.io/mesh`), a Dataplane's `kuma.io/proxy-type` and `meshlog.io/registered-by`, all over
 a user label of the same key; and `kuma.io/display-name`, the name, unless the user set it.
+A Mesh gets only `kuma.io/origin: global`, and only from global (`mesh_labels`).
 
 A GET shows them among the user's labels, so applying back what it returned (`meshlog get -o
 yaml | meshlog apply -f -`, a GitOps loop) hands them in as user labels. Kuma takes that as a
@@ -42,6 +43,7 @@ __all__ = [
     "ZONE_LABEL",
     "ComputedLabels",
     "computed_labels",
+    "mesh_labels",
     "provenance_labels",
     "without_computed",
 ]
@@ -68,6 +70,17 @@ def provenance_labels(provenance: Provenance) -> dict[str, str]:
             assert_never(provenance.origin)
 
 
+def mesh_labels(provenance: Provenance) -> dict[str, str]:
+    """The labels of a Mesh written by the control plane `provenance` names. A Mesh belongs
+    to global: Kuma's global-to-zone sync labels it `kuma.io/origin: global` in every zone
+    (its mapper relabels all it sends, reference/multizone.md §1), and global's own resources
+    carry that origin in meshlog, the Mesh now too. A Mesh of a standalone control plane gets
+    none, as Kuma's ComputeLabels gives none to a kind a zone cannot create ("there is no
+    point in adding 'kuma.io/zone', 'kuma.io/origin' and 'kuma.io/env' labels even if the zone
+    is non-federated"); nor does it get `kuma.io/zone` or `kuma.io/env` anywhere."""
+    return provenance_labels(provenance) if provenance.origin == "global" else {}
+
+
 class ComputedLabels(NamedTuple):
     """What the fold does to a resource's labels: `{**defaults, **labels, <overridden>}`."""
 
@@ -77,7 +90,6 @@ class ComputedLabels(NamedTuple):
     """Values the fold sets when the resource does not say otherwise (a user's label wins)."""
 
 
-_NONE = ComputedLabels(frozenset(), {})
 R = TypeVar("R", bound=Resource)
 
 
@@ -88,7 +100,7 @@ def computed_labels(resource: Resource, provenance: Provenance) -> ComputedLabel
     provenance_keys = provenance_labels(provenance).keys()
     match resource:
         case Mesh():
-            return _NONE  # a Mesh row is the Mesh as applied (docs/status.md: no provenance)
+            return ComputedLabels(frozenset(mesh_labels(provenance)), {})
         case Dataplane():
             return ComputedLabels(
                 frozenset({MESH_LABEL, PROXY_TYPE_LABEL, REGISTERED_BY_LABEL, *provenance_keys}),

@@ -1,6 +1,7 @@
 """Provenance labels: the `kuma.io/origin`, `kuma.io/zone` and `kuma.io/env` labels the fold
-puts on what it folds, from the provenance of the event (`events.provenance_of`), and which
-derived rows inherit from the row they were derived from.
+puts on what it folds, from the provenance of the event (`events.provenance_of`), which
+derived rows inherit from the row they were derived from, and the labels of a Dataplane, the
+same in its zone's `dataplane` row and in another log's `remotedataplane` row.
 
 The labels themselves (Kuma's ComputeLabels) are defined in `events.labels`, which the command
 path shares: it drops them from what a user applies, as the fold sets them anyway.
@@ -8,21 +9,46 @@ path shares: it drops them from what a user applies, as the fold sets them anywa
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
-from events.labels import ENV_LABEL, ORIGIN_LABEL, ZONE_LABEL, provenance_labels
+from events import Dataplane, Provenance
+from events import labels as computed
+from events.labels import ENV_LABEL, ORIGIN_LABEL, ZONE_LABEL, mesh_labels, provenance_labels
 
 __all__ = [
     "ENV_LABEL",
     "ORIGIN_LABEL",
     "ZONE_LABEL",
+    "dataplane_labels",
     "inherited_labels",
+    "mesh_labels",
     "provenance_labels",
     "same_provenance",
     "zone_of",
 ]
 
 _PROVENANCE_LABELS = (ORIGIN_LABEL, ZONE_LABEL, ENV_LABEL)
+
+
+def dataplane_labels(dp: Dataplane, provenance: Provenance, registered_by: str
+                     ) -> dict[str, str]:
+    """The labels of Dataplane `dp` registered by `registered_by` (`api` or `proxy`) in the
+    zone `provenance` names (Kuma's, universal zone): its display name unless the user gave
+    one, the user's, then the control plane's over a user label of the same key. Another
+    log shows the same labels under the synced name, as Kuma's KDS carries the zone's
+    labels to global (reference/multizone.md §1)."""
+    return {computed.DISPLAY_NAME_LABEL: dp.name, **dp.labels,
+            **_control_plane_labels(dp.mesh, provenance, registered_by)}
+
+
+@functools.lru_cache(maxsize=1024)
+def _control_plane_labels(mesh: str, provenance: Provenance, registered_by: str
+                          ) -> dict[str, str]:
+    """Shared between calls (a Dataplane's registration is most of a log): to merge, never to
+    change."""
+    return {computed.MESH_LABEL: mesh, **provenance_labels(provenance),
+            computed.PROXY_TYPE_LABEL: "sidecar", computed.REGISTERED_BY_LABEL: registered_by}
 
 
 def inherited_labels(labels: Mapping[str, str]) -> dict[str, str]:

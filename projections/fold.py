@@ -18,7 +18,6 @@ from global folds each with its own (DESIGN.md, Multi-zone).
 
 from __future__ import annotations
 
-import functools
 from typing import Literal, assert_never
 
 import msgspec
@@ -58,7 +57,7 @@ from events import (
 )
 from events.identity import KeyId
 from projections import multizone, zoneingress
-from projections._provenance import provenance_labels
+from projections._provenance import dataplane_labels, mesh_labels, provenance_labels
 from projections.generation import (
     expire_due,
     grace_period_key,
@@ -120,6 +119,9 @@ def apply_event(
     match event:
         case MeshApplied(mesh=mesh):
             old = state.get("mesh", mesh.name)
+            computed = mesh_labels(provenance)
+            if computed:  # global's Mesh, in its log and in every zone's: `kuma.io/origin`
+                mesh = msgspec.structs.replace(mesh, labels={**mesh.labels, **computed})
             state.put("mesh", mesh.name, MeshRow(mesh=mesh, meta=_meta(old, seq, event.at)))
             refresh_trust(state, mesh.name, event.at)
             zoneingress.remote_services_changed(state, mesh=mesh.name)
@@ -307,14 +309,6 @@ def _restore_default(state: ProjectionState, name: str, at: int,
         meta=RowMeta(version=0, creation_time=at, modification_time=at), origin="default"))
 
 
-@functools.lru_cache(maxsize=1024)
-def _cp_labels(mesh: str, provenance: Provenance, registered_by: str) -> dict[str, str]:
-    """Labels the control plane puts on a Dataplane (Kuma's, universal zone); they win over
-    user labels of the same key. Shared between calls: to merge, never to change."""
-    return {"kuma.io/mesh": mesh, **provenance_labels(provenance),
-            "kuma.io/proxy-type": "sidecar", "meshlog.io/registered-by": registered_by}
-
-
 def _retry_vips(state: ProjectionState) -> None:
     """Services left without a VIP (the old CIDR was exhausted) get one from the new CIDR,
     in key order so that replay hands out the same addresses."""
@@ -334,9 +328,7 @@ def _meta(old: object, seq: int, at: int) -> RowMeta:
 def _dataplane_registered(state: ProjectionState, seq: int, event: DataplaneRegistered,
                           provenance: Provenance) -> None:
     dp = event.dataplane
-    labeled = msgspec.structs.replace(dp, labels={
-        "kuma.io/display-name": dp.name, **dp.labels,
-        **_cp_labels(dp.mesh, provenance, event.origin)})
+    labeled = msgspec.structs.replace(dp, labels=dataplane_labels(dp, provenance, event.origin))
     _dataplane_changed(state, seq, event.at, dp.mesh, dp.name, labeled, event.origin)
 
 

@@ -37,7 +37,10 @@ FOLD_VERSION = 3
    (`projections.remote.refresh`): the existing ports win while one of its Dataplanes has
    them, and it outlives its last Dataplane by that zone's grace period (`expires_at`, an
    `Expiring` condition; the zone's `GracePeriodConfigured` is a `graceperiod` row keyed
-   `<zone>/MeshService`) instead of going at once.
+   `<zone>/MeshService`) instead of going at once. Another zone's Dataplane (`remotedataplane`)
+   has the labels its zone shows (`kuma.io/proxy-type`, `meshlog.io/registered-by` computed,
+   no longer copied from the event), and a Mesh of global has `kuma.io/origin: global` in
+   every log (`events.labels.mesh_labels`).
 """
 
 UNRECORDED_FOLD_VERSION = 1

@@ -9,10 +9,13 @@ Remote resources are named as Kuma names synced ones (`events.kds_hash.hashed_na
 `<display name>-<hash of mesh, name, zone>`), the same name on global and in every zone, so
 east's and west's `redis` never meet. Their inputs are kept apart from the local ones:
 
-- `remotedataplane`: another zone's Dataplanes under their synced names. They are never
-  endpoints, listeners or clusters of this zone's proxies: cross-zone traffic goes through the
-  remote zone's ingresses (`projections.zoneingress`, with mTLS), which are folded here under
-  their synced names too.
+- `remotedataplane`: another zone's Dataplanes under their synced names, with the labels
+  their zone shows (`_provenance.dataplane_labels`: `kuma.io/origin: zone`, `kuma.io/zone`,
+  `kuma.io/display-name`, ...). Global's API lists them, read-only, as Kuma's global lists
+  the Dataplanes its zones sync; a zone's does not (Kuma syncs no Dataplane to other zones).
+  They are never endpoints, listeners or clusters of this zone's proxies: cross-zone traffic
+  goes through the remote zone's ingresses (`projections.zoneingress`, with mTLS), which are
+  folded here under their synced names too.
 - `remotemeshservice`: MeshServices another zone's users created.
 - `graceperiod` rows keyed `<zone>/MeshService`: that zone's own grace period setting.
 
@@ -68,7 +71,7 @@ from events import (
 from events.kds_hash import hashed_name
 from events.resources import MeshServiceSelector, MeshServiceSpec
 from projections import zoneingress
-from projections._provenance import ENV_LABEL, ORIGIN_LABEL, ZONE_LABEL, provenance_labels
+from projections._provenance import ENV_LABEL, ORIGIN_LABEL, ZONE_LABEL, dataplane_labels
 from projections.generation import (
     GENERATOR_LABELS,
     grace_period_key,
@@ -146,9 +149,9 @@ def apply_remote(state: ProjectionState, seq: int, event: AnyEvent,
             key = dp_key(dp.mesh, name)
             old = state.get("remotedataplane", key)
             old_dp = old.dataplane if isinstance(old, DataplaneRow) else None
-            labeled = msgspec.structs.replace(dp, name=name, labels={
-                DISPLAY_NAME: dp.name, **dp.labels, "kuma.io/mesh": dp.mesh,
-                **provenance_labels(provenance)})
+            # the labels its zone shows (Kuma's KDS carries them to global)
+            labeled = msgspec.structs.replace(
+                dp, name=name, labels=dataplane_labels(dp, provenance, event.origin))
             state.put("remotedataplane", key, DataplaneRow(
                 dataplane=labeled, meta=_meta(old, seq, event.at),
                 first_seq=old.first_seq if isinstance(old, DataplaneRow) else seq,

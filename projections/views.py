@@ -420,7 +420,8 @@ dataplane tokens with the public keys and revocations alone (never a private key
 
 `remotedataplane` and `remotemeshservice` are what other zones wrote, as they wrote it (under
 their synced names, `projections.remote`): inputs of the remote MeshServices in `meshservice`,
-never endpoints or listeners of this zone's proxies, so they are not published."""
+never endpoints or listeners of this zone's proxies, so they are not published. (Global's API
+reads `remotedataplane` from the store: the Dataplanes it lists.)"""
 
 R = TypeVar("R", bound=Row)
 

@@ -124,6 +124,11 @@ class Commands:
         self.skips = SkipCommands(self.handler, zone=zone)
         """Operators' decisions to fold an unreadable event as nothing."""
 
+    @property
+    def zone(self) -> str:
+        """The zone this control plane writes as (`GLOBAL_ZONE` on global)."""
+        return self._zone
+
     async def apply(self, resource: Resource, *, if_match: int | None = None,
                     idempotency_key: str | None = None,
                     headers: Mapping[str, str] | None = None) -> WriteResult:

@@ -1,6 +1,7 @@
 """Reading resources for the routes of every kind: one (with its `ETag`) or a list page
-(`?size=&offset=`, Kuma's `filter[labels.K]=V`), from the read models, with the connected
-proxies' insight added to Dataplanes."""
+(`?size=&offset=`, Kuma's `filter[labels.K]=V`), from the read models (on global, the zones'
+Dataplanes too: `services.api._synced`), with the connected proxies' insight added to
+Dataplanes."""
 
 from __future__ import annotations
 
@@ -20,27 +21,25 @@ from projections import (
     decode_row,
 )
 from services.api._state import ApiRequest, api_state
+from services.api._synced import collections_of
 from services.api.proxy_inspector import add_connected
 from services.render import render_row
 
 __all__ = ["generated", "get_one", "list_page"]
 
-_COLLECTION = {"Mesh": "mesh", "Dataplane": "dataplane", "MeshService": "meshservice",
-               "HostnameGenerator": "hostnamegenerator",
-               "MeshTrafficPermission": "meshtrafficpermission",
-               "MeshMultiZoneService": "meshmultizoneservice",
-               "ZoneIngress": "zoneingress"}
-"""The read-model collection of each kind the API serves."""
 _MAX_PAGE = 1000
 
 
 async def get_one(request: ApiRequest, kind: str, key: str, name: str) -> Response[dict[str, Any]]:
     """The resource of `kind` at `key` with its `ETag`; `name` is what a 404 says."""
     state = api_state(request.app)
-    body = await state.store.get(_COLLECTION[kind], key)
-    if body is None:
+    for collection in collections_of(request, kind):
+        body = await state.store.get(collection, key)
+        if body is not None:
+            row = decode_row(collection, body)
+            break
+    else:
         raise NotFound(f"{kind} {name!r} not found")
-    row = decode_row(_COLLECTION[kind], body)
     headers = {}
     version = _version_of(row)
     if version is not None and not generated(row):
@@ -77,8 +76,9 @@ async def list_page(request: ApiRequest, kind: str, prefix: str, size: int, offs
             f"size must be in 1..{_MAX_PAGE} and offset >= 0 (got size={size}, offset={offset})")])
     wanted = _label_filter(request)
     state = api_state(request.app)
-    rows = [decode_row(_COLLECTION[kind], b)
-            for _, b in await state.store.scan(_COLLECTION[kind], prefix)]
+    keyed = [(key, collection, body) for collection in collections_of(request, kind)
+             for key, body in await state.store.scan(collection, prefix)]
+    rows = [decode_row(collection, body) for _, collection, body in sorted(keyed)]
     if wanted:
         rows = [r for r in rows if all(_labels_of(r).get(k) == v for k, v in wanted.items())]
     following = offset + size

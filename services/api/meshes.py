@@ -11,6 +11,7 @@ from events import Conflict, Mesh, MeshService, NotFound, Resource, deprecations
 from projections import MANAGED_BY, MANAGED_BY_LABEL, MeshServiceRow, decode_row
 from services.api._reads import generated, get_one, list_page
 from services.api._state import ApiRequest, api_state
+from services.api._synced import refuse_synced
 from services.api._writes import applied, deleted, if_match_of, match_url, read_resource, write
 from services.api.auth import ADMIN, require
 from services.api.proxy_inspector import overviews
@@ -62,7 +63,9 @@ async def put_mesh(request: ApiRequest, mesh: str) -> Response[dict[str, Any]]:
      status_code=200)
 async def put_resource(request: ApiRequest, mesh: str, plural: str, name: str
                        ) -> Response[dict[str, Any]]:
-    resource = await read_resource(request, _kind(plural))
+    kind = _kind(plural)
+    await refuse_synced(request, kind, mesh, name)
+    resource = await read_resource(request, kind)
     match_url(resource, mesh, name)
     warnings = deprecations(resource)
     if isinstance(resource, MeshService) and resource.labels.get(MANAGED_BY_LABEL) == MANAGED_BY:
@@ -103,6 +106,7 @@ async def delete_mesh(request: ApiRequest, mesh: str) -> Response[dict[str, Any]
 async def delete_resource(request: ApiRequest, mesh: str, plural: str, name: str
                           ) -> Response[dict[str, Any]]:
     kind, state = _kind(plural), api_state(request.app)
+    await refuse_synced(request, kind, mesh, name)
     try:
         result = await state.commands.delete(kind, mesh, name, if_match=if_match_of(request))
     except NotFound:

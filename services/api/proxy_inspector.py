@@ -29,6 +29,7 @@ from events import EventLogUnavailable, NotFound, TransientError, now_ms, rfc333
 from events.bus.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight
 from events.bus.requests import ProxyRef, ServiceUnavailable, request, xds_config_subject
 from events.identity.pki import NOT_BEFORE_SKEW_MS
+from events.labels import DISPLAY_NAME_LABEL, ZONE_LABEL
 from projections import (
     DataplaneRow,
     IdentityRow,
@@ -39,6 +40,7 @@ from projections import (
     decode_typed,
 )
 from services.api._state import ApiRequest, api_state
+from services.api._synced import synced_dataplane, synced_insight
 from services.api.auth import ADMIN
 from services.render import render_insight, render_row
 
@@ -210,6 +212,13 @@ async def _dataplane(request: ApiRequest, mesh: str, plural: str, name: str) -> 
         raise NotFound(f"{plural!r} have no _overview or _config; only dataplanes do")
     body = await api_state(request.app).store.get("dataplane", f"{mesh}/{name}")
     if body is None:
+        remote = await synced_dataplane(request, mesh, name)
+        if remote is not None:
+            labels = remote.dataplane.labels
+            zone, display = labels.get(ZONE_LABEL), labels.get(DISPLAY_NAME_LABEL, name)
+            raise NotFound(f"Dataplane {name!r} of mesh {mesh!r} is zone {zone!r}'s Dataplane "
+                           f"{display!r}, synced here: its proxy's _overview and _config are "
+                           f"on zone {zone!r}'s control plane (as {display!r})")
         raise NotFound(f"Dataplane {name!r} not found in mesh {mesh!r}")
     return decode_typed(DataplaneRow, body)
 
@@ -260,7 +269,8 @@ async def overviews(request: ApiRequest, mesh: str, docs: list[dict[str, Any]]
     names = [d["name"] for d in docs]
     insights = (await inspector.insights_of(mesh, names) if inspector is not None
                 else dict.fromkeys(names, _NO_NATS))
-    return [overview(mesh, d, insights[d["name"]]) for d in docs]
+    return [overview(mesh, d, synced_insight(request, d.get("labels", {}))
+                     or insights[d["name"]]) for d in docs]
 
 
 _NO_NATS = {"unavailable": "insights unavailable: this API process has no NATS connection"}

@@ -1,7 +1,8 @@
 """One global and two zones (east, west), each a real `meshlog up` with its own embedded
 nats-server (own ports, store, JetStream domain), zones joined to global over leafnodes: a Mesh
-applied on global reaches both zones; a Dataplane registered in west yields in east a
-MeshService under Kuma's synced name with a 241/8 VIP and `<svc>.svc.west.mesh.local`; a
+applied on global reaches both zones (labelled `kuma.io/origin: global`); a Dataplane
+registered in west yields in east a MeshService under Kuma's synced name with a 241/8 VIP and
+`<svc>.svc.west.mesh.local`, and is listed on global under its synced name, read-only; a
 generated one keeps west's ports and west's grace period in east and on global; global
 shows both zones connected; east's link cut for 30 s while east, west and global change leaves
 each side serving and converging after; then each log replays to its live read models byte for
@@ -84,10 +85,12 @@ def _get(cp: ControlPlane, path: str) -> dict[str, Any] | None:
 
 def test_a_mesh_applied_on_global_reaches_both_zones(planes: dict[str, ControlPlane]) -> None:
     planes["global"].apply({"type": "Mesh", "name": "default"})
-    for zone in ("east", "west"):
+    for zone in ("global", "east", "west"):
         mesh = wait_for(functools.partial(_get, planes[zone], "/meshes/default"), timeout=30,
                         what=f"the Mesh in {zone}")
         assert mesh["name"] == "default"
+        # global's, as Kuma's global-to-zone sync labels it in zones
+        assert mesh["labels"] == {"kuma.io/origin": "global"}, zone
 
 
 def test_each_sync_runs_as_the_sync_user_within_its_permissions(
@@ -139,6 +142,34 @@ def test_a_dataplane_in_west_yields_a_synced_meshservice_in_east(
     on_global = wait_for(lambda: _get(planes["global"], f"/meshes/default/meshservices/{name}"),
                          timeout=30, what="west's redis on global")
     assert on_global["labels"]["kuma.io/origin"] == "zone"
+
+
+def test_global_lists_wests_dataplane_under_its_synced_name_read_only(
+        planes: dict[str, ControlPlane]) -> None:
+    """West's redis-1 (the test before) on global as Kuma's global lists it: its synced name
+    and west's labels; a write to it there is refused naming west; east lists none of west's
+    Dataplanes (Kuma syncs none zone to zone)."""
+    central, east = planes["global"], planes["east"]
+    wait_for(lambda: _get(planes["west"], "/meshes/default"), timeout=30, what="west's Mesh")
+    planes["west"].apply(REDIS)  # unchanged if the test before ran
+    name = hashed_name("default", "redis-1", "west")
+    path = f"/meshes/default/dataplanes/{name}"
+    dp = wait_for(lambda: _get(central, path), timeout=30, what="west's redis-1 on global")
+    assert dp["name"] == name == "redis-1-4vd49bdbbz9x8b6x"
+    assert {k: v for k, v in dp["labels"].items() if k.startswith("kuma.io/")} == {
+        "kuma.io/display-name": "redis-1", "kuma.io/mesh": "default", "kuma.io/origin": "zone",
+        "kuma.io/zone": "west", "kuma.io/env": "universal", "kuma.io/proxy-type": "sidecar"}
+    listed = _get(central, "/meshes/default/dataplanes?filter[labels.kuma.io/zone]=west")
+    assert listed is not None and name in [i["name"] for i in listed["items"]]
+    for refused in (central.api.put(path, json={**REDIS, "name": name}),
+                    central.api.delete(path)):
+        assert refused.status_code == 409
+        assert "zone 'west''s Dataplane 'redis-1'" in refused.json()["detail"]
+    assert (_get(central, path) or {}).get("networking") == dp["networking"]
+    in_east = _get(east, "/meshes/default/dataplanes?size=1000")
+    assert in_east is not None and not [
+        i for i in in_east["items"] if i["labels"].get("kuma.io/zone") != "east"]
+    assert _get(east, path) is None
 
 
 def test_a_synced_generated_meshservice_keeps_its_zones_ports_and_grace_period(

@@ -45,7 +45,6 @@ from events.labels import (
 from projections.derive import derive_stale
 from projections.fold import apply_event
 from projections.state import ProjectionState
-from projections.views import DataplaneRow, decode_row
 from tests.projections._histories import (
     SERVICE_TAG,
     dataplane,
@@ -136,12 +135,6 @@ REMOTE = {
     "a zone's, on global": (EAST, ""),
     "a zone's, in another zone": (EAST, "west"),
 }
-ECHOED = (PROXY_TYPE_LABEL, REGISTERED_BY_LABEL)
-"""A Dataplane's labels that its zone computes but the others copy from the event: a remote
-Dataplane row (`remotedataplane`) is what the zone wrote, relabelled with its mesh and
-provenance only. No API lists those rows and no decision reads these labels of them."""
-
-
 def _cases(writer: Provenance, display_name: str | None) -> list[Resource]:
     return [resource for resource in _resources(display_name)
             # global has no ZoneIngress (the command path refuses it)
@@ -159,19 +152,6 @@ def test_the_writers_rows_are_the_same_without_what_is_dropped(
             type(resource).__name__)
 
 
-def _unechoed(rows: list[tuple[str, str, bytes]]) -> list[tuple[str, str, object]]:
-    """`rows` decoded, a remote Dataplane's `ECHOED` labels left out."""
-    out: list[tuple[str, str, object]] = []
-    for collection, key, body in rows:
-        row = decode_row(collection, body)
-        if isinstance(row, DataplaneRow) and collection == "remotedataplane":
-            dp = row.dataplane
-            row = msgspec.structs.replace(row, dataplane=msgspec.structs.replace(dp, labels={
-                k: v for k, v in dp.labels.items() if k not in ECHOED}))
-        out.append((collection, key, row))
-    return out
-
-
 @pytest.mark.parametrize("display_name", [None, "=name", "shown"])
 @pytest.mark.parametrize("vantage", REMOTE)
 def test_other_zones_rows_are_the_same_without_what_is_dropped(
@@ -180,10 +160,7 @@ def test_other_zones_rows_are_the_same_without_what_is_dropped(
     for resource in _cases(writer, display_name):
         with_them = _rows(resource, writer, local_zone)
         without = _rows(without_computed(resource, writer), writer, local_zone)
-        if isinstance(resource, Dataplane):
-            assert _unechoed(without) == _unechoed(with_them)
-        else:
-            assert without == with_them, type(resource).__name__
+        assert without == with_them, type(resource).__name__
 
 
 def _kept(resource: Resource, writer: Provenance) -> dict[str, str]:
@@ -209,6 +186,13 @@ def test_a_zones_resource_keeps_only_its_users_labels() -> None:
                         REGISTERED_BY_LABEL: "proxy", "team": "blue",
                         DISPLAY_NAME_LABEL: "ingress-1"},
     }
+
+
+def test_globals_mesh_keeps_all_its_users_labels_but_its_origin() -> None:
+    mesh = next(r for r in _resources("=name") if isinstance(r, Mesh))
+    kept = _kept(mesh, GLOBAL)
+    assert ORIGIN_LABEL not in kept
+    assert kept == {k: v for k, v in mesh.labels.items() if k != ORIGIN_LABEL}
 
 
 def test_a_display_name_other_than_the_name_is_the_users() -> None:

@@ -177,3 +177,21 @@ def test_the_default_generators_belong_to_the_control_plane_of_the_log() -> None
     assert isinstance(restored, HostnameGeneratorRow) and restored.origin == "default"
     assert restored.generator.labels["kuma.io/origin"] == "zone"
     assert restored.generator.labels["kuma.io/zone"] == "east"
+
+
+def test_globals_mesh_has_origin_global_on_global_and_in_every_zone() -> None:
+    """Kuma's global-to-zone sync labels the Mesh `kuma.io/origin: global` in zones; global's
+    own resources carry that origin too. No zone or env: a Mesh is no zone's."""
+    mesh = Mesh(name="default", labels={"team": "core", "kuma.io/origin": "zone"})
+    logged = [(resource_subject("Mesh", None, "default", zone=GLOBAL_ZONE),
+               MeshApplied(at=1, mesh=mesh))]
+    for local_zone in ("", "east"):
+        row = persisted(_fold(logged, ProjectionState(local_zone)), "mesh", "default")
+        assert row.mesh.labels == {"team": "core", "kuma.io/origin": "global"}, local_zone
+
+
+def test_a_standalone_mesh_has_no_provenance_labels() -> None:
+    """A standalone control plane's Mesh is as applied: Kuma's ComputeLabels gives no origin,
+    zone or env to a kind a zone cannot create."""
+    row = persisted(_fold([_mesh()]), "mesh", "default")
+    assert row.mesh.labels == {}

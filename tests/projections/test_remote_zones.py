@@ -7,6 +7,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
+import msgspec
+
 from events import (
     GLOBAL_ZONE,
     DataplaneDeregistered,
@@ -120,6 +122,28 @@ def test_remote_dataplanes_never_become_local_endpoints_or_dataplanes() -> None:
     assert persisted(state, "remotedataplane", key) is not None
     local_ms = meshservice_row(state, "default", "redis")
     assert local_ms is not None and local_ms.labels["kuma.io/zone"] == "east"
+
+
+def test_a_remote_dataplane_has_its_synced_name_and_the_labels_its_zone_shows() -> None:
+    """What global's API lists: west's Dataplane under Kuma's synced name, with the labels
+    west's own row has (`kuma.io/origin: zone`, `kuma.io/zone: west`, the display name, the
+    proxy type) whatever labels of those keys the event carries."""
+    subject, event = _register("west", "redis-1", "10.2.0.1")
+    assert isinstance(event, DataplaneRegistered)
+    echoed = msgspec.structs.replace(event.dataplane, labels={
+        "team": "cache", "kuma.io/proxy-type": "gateway", "kuma.io/zone": "east"})
+    logged = [_mesh(), (subject, msgspec.structs.replace(event, dataplane=echoed))]
+    on_global = _fold(logged, ProjectionState(""))
+    in_west = _fold(logged, ProjectionState("west"))
+    synced = persisted(on_global, "remotedataplane",
+                       f"default/{hashed_name('default', 'redis-1', 'west')}").dataplane
+    own = persisted(in_west, "dataplane", "default/redis-1").dataplane
+    assert synced.name == "redis-1-4vd49bdbbz9x8b6x" == hashed_name("default", "redis-1", "west")
+    assert synced.labels == own.labels == {
+        "team": "cache", "kuma.io/display-name": "redis-1", "kuma.io/mesh": "default",
+        "kuma.io/origin": "zone", "kuma.io/zone": "west", "kuma.io/env": "universal",
+        "kuma.io/proxy-type": "sidecar", "meshlog.io/registered-by": "api"}
+    assert msgspec.structs.replace(synced, name="redis-1") == own
 
 
 def test_same_named_services_of_two_zones_stay_apart() -> None:

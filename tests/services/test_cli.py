@@ -130,6 +130,24 @@ def test_dataplane_bootstrap_is_a_valid_envoy_config() -> None:
     assert envoy.returncode == 0, envoy.stdout + envoy.stderr
 
 
+@pytest.mark.parametrize(("who", "kind"), [(["--name", "web-1"], "dataplane"),
+                                           (["--zone-ingress", "west-ingress"], "zone")])
+def test_a_bootstrap_without_a_token_warns_that_gateways_refuse_it(who: list[str],
+                                                                   kind: str) -> None:
+    """The README's self-registered sidecar once came without a token: Envoy's log said why
+    only after it ran. The bootstrap still prints (a --no-auth gateway takes it)."""
+    result = subprocess.run([str(VENV_BIN / "meshlog"), "dataplane", "bootstrap", *who],
+                            capture_output=True, text=True, timeout=60,
+                            env={k: v for k, v in os.environ.items()
+                                 if k != "MESHLOG_DATAPLANE_TOKEN_FILE"})
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["node"]["id"]
+    assert result.stderr.startswith(
+        f"warning: no --token-file: this bootstrap sends no {kind} token, so a gateway that "
+        f"requires tokens (the default; all but --no-auth) ends its proxy's stream"), (
+        result.stderr)
+
+
 @pytest.mark.parametrize("flag", ["--drain-grace", "--deregistration-delay",
                                   "--max-connection-age", "--dns-cache-ttl"])
 def test_gateway_durations_take_units_and_name_a_bad_value(flag: str) -> None:

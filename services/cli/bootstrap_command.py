@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 import yaml
@@ -26,6 +27,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
     host, _, port = args.xds_address.rpartition(":")
     ca_cert = read_ca_cert_file(args.ca_cert_file) if args.ca_cert_file else None
+    if not args.token_file:
+        _warn_no_token(args)
     if args.zone_ingress:
         if args.mesh or args.name or args.dataplane_file:
             raise SystemExit("error: --zone-ingress takes none of --mesh, --name, "
@@ -52,6 +55,19 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
                             delta=args.delta, dataplane=dataplane, token=token,
                             ca_cert=ca_cert)
     return _print_doc(doc, args.output)
+
+
+def _warn_no_token(args: argparse.Namespace) -> None:
+    """A bootstrap with no token is right only for a --no-auth gateway; every other one ends
+    the proxy's stream, so say so now, on stderr (stdout is the bootstrap), rather than leave
+    it to Envoy's log."""
+    if args.zone_ingress:
+        kind, make = "zone", f"meshlog generate zone-token --zone ZONE > {args.zone_ingress}.token"
+    else:
+        kind, make = "dataplane", "meshlog generate dataplane-token --mesh MESH --name NAME > F"
+    print(f"warning: no --token-file: this bootstrap sends no {kind} token, so a gateway that "
+          f"requires tokens (the default; all but --no-auth) ends its proxy's stream; make "
+          f"one with `{make}`, then --token-file F", file=sys.stderr)
 
 
 def _print_doc(doc: dict[str, Any], output: str) -> int:

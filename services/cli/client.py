@@ -3,9 +3,11 @@
 Its credentials: `--token` or `$MESHLOG_TOKEN`; else, for the API that the data dir's
 `up.json` (`meshlog up`) or `api.json` (`meshlog api`) names, the admin token that API keeps
 in `<data dir>/admin-token` (`admin_token_file`). The data dir's token is never sent to
-another API. That API renews the token when the user-token signing key changes; a request
-refused (401) with the token read before the renewal is sent once more with the file's new
-token (a 401 comes before any route runs, so nothing was done twice).
+another address; but a stopped `meshlog up` leaves its up.json, so another control plane
+started on the same address gets it and refuses it, and the 401 says so. That API renews
+the token when the user-token signing key changes; a request refused (401) with the token
+read before the renewal is sent once more with the file's new token (a 401 comes before any
+route runs, so nothing was done twice).
 """
 
 from __future__ import annotations
@@ -148,7 +150,7 @@ class ApiClient:
                 response = self._request(method, path, json=json, params=params)
         if response.status_code >= 400:
             refused = (None if self._token_file is None or not self._token
-                       else _refused_admin_token(self._token_file, self._token))
+                       else _refused_admin_token(self._token_file, self._token, self._base))
             raise ApiError(response.status_code, _problem_text(response, refused))
         return response
 
@@ -194,9 +196,10 @@ def _hint(base: str, exc: httpx.TransportError) -> str:
     return "Is `meshlog up` running? (--api / MESHLOG_API)"
 
 
-def _refused_admin_token(path: Path, token: str) -> str:
-    """What to do when the data dir's admin token is refused: its API writes a new one at
-    start, and while it runs whenever the user-token key changes."""
+def _refused_admin_token(path: Path, token: str, base: str) -> str:
+    """What to do when the data dir's admin token is refused by the API at `base`: its API
+    writes a new one at start, and while it runs whenever the user-token key changes; or
+    `base` is another control plane's now (a stopped `meshlog up` leaves its up.json)."""
     try:
         signed = f" (signed with {read_header(token)})"
     except InvalidToken:
@@ -207,7 +210,9 @@ def _refused_admin_token(path: Path, token: str) -> str:
             f"key changes; if it has not (its log says why), restart it (`meshlog api "
             f"--data-dir {data_dir} ...` or `meshlog up --data-dir {data_dir}`), or pass "
             f"another admin's user token with --token (`meshlog generate user-token --name "
-            f"NAME --group mesh-system:admin`)")
+            f"NAME --group mesh-system:admin`). If the API at {base} is another control "
+            f"plane's (a stopped `meshlog up` leaves its up.json, which names {base}), set "
+            f"MESHLOG_DATA_DIR to that control plane's data dir")
 
 
 def _problem_text(response: httpx.Response, refused_admin_token: str | None = None) -> str:

@@ -1,4 +1,5 @@
-"""Every document in examples/ is a valid resource, as `meshlog apply` would check it."""
+"""Every document in examples/ (and its sub-folders: multizone/) is a valid resource, as
+`meshlog apply` would check it."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import yaml
 
 from events import decode_resource
 
-EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
+EXAMPLES_DIR = Path(__file__).parents[2] / "examples"
+EXAMPLES = sorted(EXAMPLES_DIR.rglob("*.yaml"))
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: str(p.relative_to(EXAMPLES_DIR)))
 def test_example_documents_are_valid(path: Path) -> None:
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
     assert docs

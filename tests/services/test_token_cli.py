@@ -52,6 +52,7 @@ def test_a_bootstrap_with_a_token_file_is_a_valid_envoy_config(tmp_path: Path) -
     token_file = _token_file(tmp_path)
     result = _run("dataplane", "bootstrap", "--token-file", str(token_file))
     assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr  # the warning of a bootstrap without a token
     doc = yaml.safe_load(result.stdout)
     assert doc["node"]["id"] == "default.web-1"
     metadata = [{"key": "authorization", "value": token_file.read_text().strip()}]

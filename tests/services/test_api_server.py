@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tomllib
+from pathlib import Path
 
 import httpx
 import pytest
 from litestar.types import Receive, Scope, Send
+from packaging.requirements import Requirement
 
 from services.runtime.api_server import ApiServer
 from services.runtime.up import bind_socket
@@ -80,3 +83,14 @@ async def test_plaintext_on_loopback_is_quiet(caplog: pytest.LogCaptureFixture) 
     with caplog.at_level(logging.WARNING, logger="meshlog.api"):
         await _start_and_stop("127.0.0.1")
     assert not [r for r in caplog.records if "PLAINTEXT" in r.getMessage()]
+
+
+def test_the_declared_uvicorn_floor_has_the_tls_hook_the_server_passes() -> None:
+    """ApiServer always passes `ssl_context_factory` to `uvicorn.Config`, which uvicorn has
+    since 0.47 (an older one fails every API start with a TypeError, plain HTTP too): the
+    floor in pyproject.toml must not admit an older release."""
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    uvicorn = next(Requirement(r) for r in pyproject["project"]["dependencies"]
+                   if Requirement(r).name == "uvicorn")
+    assert not uvicorn.specifier.contains("0.46.0"), uvicorn
+    assert uvicorn.specifier.contains("0.47.0"), uvicorn

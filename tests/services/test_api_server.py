@@ -63,10 +63,21 @@ async def test_a_request_still_running_at_the_end_of_the_grace_is_answered_503()
 
 
 async def _start_and_stop(host: str) -> None:
-    server = ApiServer(_App(), bind_socket(host, 0, "--api-port"))
-    async with asyncio.TaskGroup() as tg:
+    """Serve on `host` until a request is answered (what it says at start is said), then
+    stop."""
+    sock = bind_socket(host, 0, "--api-port")
+    server = ApiServer(_App(), sock)
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    async with asyncio.TaskGroup() as tg, httpx.AsyncClient(base_url=base, timeout=5) as client:
         serving = tg.create_task(server.run())
-        await asyncio.sleep(0)  # run() has started: it warns before it serves
+        for _ in range(200):
+            try:
+                if (await client.get("/")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                await asyncio.sleep(0.05)  # not listening yet: uvicorn still starting
+        else:
+            raise AssertionError("the API never answered")
         server.stop()
         await asyncio.wait_for(serving, timeout=10)
 

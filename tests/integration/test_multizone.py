@@ -179,6 +179,7 @@ def test_a_synced_generated_meshservice_keeps_its_zones_ports_and_grace_period(
     when its last Dataplane goes it waits out west's grace period (15 s, not the other
     planes' 1 h) in all three, with the same expiry, then goes."""
     west = planes["west"]
+    planes["global"].apply({"type": "Mesh", "name": "default"})  # also when run alone
     wait_for(lambda: _get(west, "/meshes/default"), timeout=30, what="west's Mesh")
     west.apply(_dataplane("cache-1", "cache", "10.2.0.5", port=6379))
     west.apply(_dataplane("cache-2", "cache", "10.2.0.6", port=6379))

@@ -21,7 +21,7 @@ from projections import (
     decode_row,
 )
 from services.api._state import ApiRequest, api_state
-from services.api._synced import collections_of
+from services.api._synced import collections_of, labels_of
 from services.api.proxy_inspector import add_connected
 from services.render import render_row
 
@@ -80,7 +80,7 @@ async def list_page(request: ApiRequest, kind: str, prefix: str, size: int, offs
              for key, body in await state.store.scan(collection, prefix)]
     rows = [decode_row(collection, body) for _, collection, body in sorted(keyed)]
     if wanted:
-        rows = [r for r in rows if all(_labels_of(r).get(k) == v for k, v in wanted.items())]
+        rows = [r for r in rows if all(labels_of(r).get(k) == v for k, v in wanted.items())]
     following = offset + size
     next_url = None
     if following < len(rows):
@@ -92,19 +92,6 @@ async def list_page(request: ApiRequest, kind: str, prefix: str, size: int, offs
     await add_connected(state.inspector, state.store, page, items)
     return {"total": len(rows), "items": items,
             "next": next_url}
-
-
-def _labels_of(row: object) -> dict[str, str]:
-    match row:
-        case (MeshRow(mesh=resource) | DataplaneRow(dataplane=resource)
-              | HostnameGeneratorRow(generator=resource)
-              | MeshTrafficPermissionRow(policy=resource)
-              | ZoneIngressRow(zoneingress=resource)):
-            return resource.labels
-        case MeshServiceRow(labels=labels) | MeshMultiZoneServiceRow(labels=labels):
-            return labels
-        case _:
-            return {}
 
 
 def _label_filter(request: ApiRequest) -> dict[str, str]:

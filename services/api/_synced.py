@@ -11,21 +11,37 @@ Dataplanes in `remotedataplane` in every log (inputs of their MeshServices,
 
 A synced resource is read-only where it is synced to: it changes where it was written and
 comes back through the sync. A write here would make another resource of the same name in
-this control plane's subjects that the fold would fold over the synced one, so a PUT or DELETE
-of one is refused (409) naming where to change it. Synced is what the row's `kuma.io/origin`
-says: `zone` on global, `global` in a zone (Kuma's mappers relabel what they sync).
+this control plane's subjects that the fold keeps under the synced one's key: a PUT would
+replace the synced one in this control plane's view (global's MeshTrafficPermission, its
+allow rule with it), a later DELETE remove it, until its origin writes it again. So a PUT or
+DELETE of any kind is refused (409) naming where to change it (`refuse_synced`), when the row
+this API shows under that name is synced (`synced`, from its `kuma.io/origin` and
+`kuma.io/zone`: `zone` on global; in a zone, `global` or another zone's).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import assert_never
 
 from events import Conflict
 from events.labels import DISPLAY_NAME_LABEL, ORIGIN_LABEL, ZONE_LABEL
-from projections import DataplaneRow, MeshServiceRow, decode_row, decode_typed
+from projections import (
+    DataplaneRow,
+    HostnameGeneratorRow,
+    MeshMultiZoneServiceRow,
+    MeshRow,
+    MeshServiceRow,
+    MeshTrafficPermissionRow,
+    ZoneIngressRow,
+    decode_row,
+    decode_typed,
+)
 from services.api._state import ApiRequest, api_state
 
-__all__ = ["collections_of", "refuse_synced", "synced", "synced_dataplane", "synced_insight"]
+__all__ = ["collections_of", "labels_of", "refuse_synced", "synced", "synced_dataplane",
+           "synced_insight"]
+
 
 def collections_of(request: ApiRequest, kind: str) -> tuple[str, ...]:
     """The read-model collections of the resources of `kind` this API shows: on global, the
@@ -37,12 +53,22 @@ def collections_of(request: ApiRequest, kind: str) -> tuple[str, ...]:
 
 
 def synced(request: ApiRequest, labels: Mapping[str, str]) -> bool:
-    """Do `labels` say another control plane wrote the resource, synced to this one?"""
+    """Do `labels` say another control plane wrote the resource, synced to this one? On
+    global, a zone's (`kuma.io/origin: zone`). In a zone, global's (`kuma.io/origin: global`,
+    no `kuma.io/zone`) and another zone's: its MeshService relabelled `global` as Kuma's
+    global-to-zone sync does, its ZoneIngress still `zone`; either way `kuma.io/zone` is not
+    this zone."""
     commands = api_state(request.app).commands
-    if commands.deployment == "standalone":
-        return False
-    origin = "zone" if commands.deployment == "global" else "global"
-    return labels.get(ORIGIN_LABEL) == origin and labels.get(ZONE_LABEL) != commands.zone
+    origin = labels.get(ORIGIN_LABEL)
+    match commands.deployment:
+        case "standalone":
+            return False
+        case "global":
+            return origin == "zone"
+        case "zone":
+            return origin in ("global", "zone") and labels.get(ZONE_LABEL) != commands.zone
+        case _:
+            assert_never(commands.deployment)
 
 
 def synced_insight(request: ApiRequest, labels: Mapping[str, str]) -> dict[str, str] | None:
@@ -64,40 +90,49 @@ async def synced_dataplane(request: ApiRequest, mesh: str, name: str) -> Datapla
     return decode_typed(DataplaneRow, body) if body is not None else None
 
 
-async def refuse_synced(request: ApiRequest, kind: str, mesh: str, name: str) -> None:
-    """Raise `Conflict` if `name` of `kind` in `mesh` is a Dataplane or MeshService another
-    control plane wrote, synced to this one."""
-    state = api_state(request.app)
-    deployment = state.commands.deployment
-    match kind:
-        case _ if deployment == "standalone":
-            return  # nothing is synced to it
-        case "Dataplane" if deployment == "global":
-            collection = "remotedataplane"
-        case "MeshService":
-            collection = "meshservice"
-        case _:
-            return
-    body = await state.store.get(collection, f"{mesh}/{name}")
-    if body is None:
-        return
-    row = decode_row(collection, body)
+def labels_of(row: object) -> dict[str, str]:
+    """The labels of a resource row, the control plane's among them (`kuma.io/origin`,
+    `kuma.io/zone`); {} for a row that is no resource."""
     match row:
-        case DataplaneRow(dataplane=dp):
-            labels = dp.labels
-        case MeshServiceRow():
-            labels = row.labels
+        case (MeshRow(mesh=resource) | DataplaneRow(dataplane=resource)
+              | HostnameGeneratorRow(generator=resource)
+              | MeshTrafficPermissionRow(policy=resource)
+              | ZoneIngressRow(zoneingress=resource)):
+            return resource.labels
+        case MeshServiceRow(labels=labels) | MeshMultiZoneServiceRow(labels=labels):
+            return labels
         case _:
-            return
+            return {}
+
+
+async def refuse_synced(request: ApiRequest, kind: str, mesh: str | None, name: str) -> None:
+    """Raise `Conflict` if `name` of `kind` (in `mesh`; None for a kind of no mesh) is a
+    resource another control plane wrote, synced to this one: a Dataplane, MeshService or
+    ZoneIngress of a zone, or in a zone global's HostnameGenerator, policy or
+    MeshMultiZoneService. Whatever the kind, the row this API would show under that name
+    says (its labels), as a GET shows it."""
+    state = api_state(request.app)
+    if state.commands.deployment == "standalone":
+        return  # nothing is synced to it
+    key = name if mesh is None else f"{mesh}/{name}"
+    for collection in collections_of(request, kind):
+        body = await state.store.get(collection, key)
+        if body is not None:
+            labels = labels_of(decode_row(collection, body))
+            break
+    else:
+        return
     if not synced(request, labels):
         return
     zone = labels.get(ZONE_LABEL)
-    subject = f"{kind.lower()}:{mesh}/{name}"
+    subject = f"{kind.lower()}:{key}"
+    where = f" of mesh {mesh!r}" if mesh is not None else ""
     if zone is None:
-        raise Conflict(subject, 0, f"{kind} {name!r} of mesh {mesh!r} belongs to the global "
-                       "control plane and is synced to this zone, read-only: change it on "
-                       "global (`meshlog --api <global API> ...`)")
-    display = labels.get(DISPLAY_NAME_LABEL, name)
-    raise Conflict(subject, 0, f"{kind} {name!r} of mesh {mesh!r} is zone {zone!r}'s {kind} "
-                   f"{display!r}, synced here under its synced name, read-only: change it on "
-                   f"zone {zone!r}'s control plane (as {display!r})")
+        raise Conflict(subject, 0, f"{kind} {name!r}{where} is synced from the global control "
+                       "plane, read-only in this zone: change it on global (`meshlog --api "
+                       "<global API> ...`)")
+    display = labels.get(DISPLAY_NAME_LABEL)  # a synced ZoneIngress's row has none
+    theirs, there = (f" {display!r}", f" (as {display!r})") if display else ("", "")
+    raise Conflict(subject, 0, f"{kind} {name!r}{where} is zone {zone!r}'s {kind}{theirs}, "
+                   "synced here under its synced name, read-only: change it on zone "
+                   f"{zone!r}'s control plane{there}")

@@ -9,6 +9,7 @@ from litestar import Response, delete, get, put
 
 from services.api._reads import get_one, list_page
 from services.api._state import ApiRequest
+from services.api._synced import refuse_synced
 from services.api._writes import applied, deleted, match_url, read_resource
 
 __all__ = ["GENERATOR_ROUTES", "INGRESS_ROUTES"]
@@ -28,6 +29,7 @@ async def get_generator(request: ApiRequest, name: str) -> Response[dict[str, An
 @put("/hostnamegenerators/{name:str}", summary="Create or update a hostname generator",
      status_code=200)
 async def put_generator(request: ApiRequest, name: str) -> Response[dict[str, Any]]:
+    await refuse_synced(request, "HostnameGenerator", None, name)
     resource = await read_resource(request, "HostnameGenerator")
     match_url(resource, None, name)
     return await applied(request, resource)
@@ -36,6 +38,7 @@ async def put_generator(request: ApiRequest, name: str) -> Response[dict[str, An
 @delete("/hostnamegenerators/{name:str}", summary="Delete a hostname generator (a default "
         "comes back)", status_code=200)
 async def delete_generator(request: ApiRequest, name: str) -> Response[dict[str, Any]]:
+    await refuse_synced(request, "HostnameGenerator", None, name)
     return await deleted(request, "HostnameGenerator", None, name)
 
 
@@ -56,6 +59,7 @@ async def get_ingress(request: ApiRequest, name: str) -> Response[dict[str, Any]
 @put("/zoneingresses/{name:str}", summary="Register or update a zone ingress (on its zone)",
      status_code=200)
 async def put_ingress(request: ApiRequest, name: str) -> Response[dict[str, Any]]:
+    await refuse_synced(request, "ZoneIngress", None, name)
     resource = await read_resource(request, "ZoneIngress")
     match_url(resource, None, name)
     return await applied(request, resource)
@@ -63,6 +67,7 @@ async def put_ingress(request: ApiRequest, name: str) -> Response[dict[str, Any]
 
 @delete("/zoneingresses/{name:str}", summary="Delete a zone ingress", status_code=200)
 async def delete_ingress(request: ApiRequest, name: str) -> Response[dict[str, Any]]:
+    await refuse_synced(request, "ZoneIngress", None, name)
     return await deleted(request, "ZoneIngress", None, name)
 
 

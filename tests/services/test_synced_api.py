@@ -1,7 +1,9 @@
 """What the API shows of other control planes' resources, in process on a real nats-server:
 global lists and gets the zones' Dataplanes under Kuma's synced names with their zone's
-labels, a zone lists only its own, a write to a synced Dataplane or MeshService is refused
-naming where to make it, and global's Mesh shows `kuma.io/origin: global` everywhere.
+labels, a zone lists only its own, a write to a synced resource (a zone's Dataplane,
+MeshService or ZoneIngress; global's HostnameGenerator or policy in a zone) is refused naming
+where to make it while each control plane writes its own, and global's Mesh shows
+`kuma.io/origin: global` everywhere.
 
 One log holds what global, west and east wrote (each on its own subjects, as stream sources
 bring them together); global's and east's projectors fold it into their own read models, and
@@ -33,12 +35,41 @@ pytestmark = [
 
 SYNCED_DP = hashed_name("default", "redis-1", "west")
 SYNCED_MS = hashed_name("default", "redis", "west")
+SYNCED_ZI = hashed_name("", "zi-west", "west")
+FROM_GLOBAL = ("is synced from the global control plane, read-only in this zone: change it on "
+               "global (`meshlog --api <global API> ...`)")
+WESTS_INGRESS = (f"ZoneIngress {SYNCED_ZI!r} is zone 'west''s ZoneIngress, synced here under "
+                 "its synced name, read-only: change it on zone 'west''s control plane")
 
 
 def _dp(name: str, service: str, address: str) -> dict[str, Any]:
     return {"type": "Dataplane", "mesh": "default", "name": name, "labels": {"team": service},
             "networking": {"address": address, "inbound": [
                 {"port": 6379, "tags": {"kuma.io/service": service}}]}}
+
+
+def _mtp(name: str, action: str = "Allow") -> dict[str, Any]:
+    return {"type": "MeshTrafficPermission", "mesh": "default", "name": name, "spec": {
+        "targetRef": {"kind": "Mesh"},
+        "from": [{"targetRef": {"kind": "Mesh"}, "default": {"action": action}}]}}
+
+
+def _generator(template: str = "{{ .DisplayName }}.global.mesh.local") -> dict[str, Any]:
+    return {"type": "HostnameGenerator", "name": "global-hg", "spec": {
+        "template": template,
+        "selector": {"meshService": {"matchLabels": {"kuma.io/display-name": "redis"}}}}}
+
+
+def _ingress(name: str, address: str = "10.0.0.5") -> dict[str, Any]:
+    return {"type": "ZoneIngress", "name": name, "networking": {
+        "address": address, "port": 10001, "advertisedAddress": "203.0.113.5",
+        "advertisedPort": 443}}
+
+
+def _service(name: str, port: int) -> dict[str, Any]:
+    return {"type": "MeshService", "mesh": "default", "name": name,
+            "spec": {"selector": {"dataplaneTags": {"kuma.io/service": name}},
+                     "ports": [{"port": port}]}}
 
 
 class Apis(msgspec.Struct):
@@ -51,9 +82,15 @@ async def apis(nc: NATS, tmp_path: Path) -> AsyncIterator[Apis]:
     log = await JetStreamEventLog.open(nc)
     central = Commands(log, zone=GLOBAL_ZONE, deployment="global")
     east = Commands(log, zone="east", deployment="zone")
+    west = Commands(log, zone="west", deployment="zone")
     await central.apply(Mesh(name="default"))
-    await Commands(log, zone="west", deployment="zone").apply(
-        decode_resource(_dp("redis-1", "redis", "10.2.0.1")))
+    await central.apply(decode_resource(_generator()))
+    await central.apply(decode_resource(_mtp("allow-all")))
+    await west.apply(decode_resource(_dp("redis-1", "redis", "10.2.0.1")))
+    await west.apply(decode_resource(_ingress("zi-west")))
+    await east.apply(decode_resource(_mtp("east-only")))
+    await east.apply(decode_resource(_service("cache", 6380)))
+    await east.apply(decode_resource(_ingress("zi-east")))
     last = (await east.apply(decode_resource(_dp("web-1", "web", "10.1.0.1")))).seq
     stores: list[ReadModelStore] = []
     clients = []
@@ -129,6 +166,54 @@ async def test_a_write_to_a_synced_dataplane_or_meshservice_is_refused_naming_it
     got = (await apis.central.get(f"/meshes/default/dataplanes/{SYNCED_DP}")).json()
     assert got["networking"]["address"] == "10.2.0.1"
     assert (await apis.east.delete("/meshes/default/dataplanes/web-1")).status_code == 200
+
+
+async def _refusals(api: httpx.AsyncClient, path: str, doc: dict[str, Any]) -> list[str]:
+    """What a PUT of `doc` at `path` and a DELETE there say, both refused (409)."""
+    details = []
+    for response in (await api.put(path, json=doc), await api.delete(path)):
+        assert response.status_code == 409, response.text
+        details.append(response.json()["detail"])
+    return details
+
+
+async def _writes(api: httpx.AsyncClient, path: str, doc: dict[str, Any]) -> None:
+    """A PUT of `doc` (a change) at `path`, then a DELETE there: both done."""
+    put = await api.put(path, json=doc)
+    assert put.status_code == 200 and not put.json()["unchanged"], put.text
+    deleted = await api.delete(path)
+    assert deleted.status_code == 200, deleted.text
+
+
+async def test_a_zone_refuses_writes_to_what_global_and_other_zones_synced_not_to_its_own(
+        apis: Apis) -> None:
+    # global's generator and policy are kept under the key a zone's of that name would have:
+    # a PUT would replace them in east's view, a DELETE then remove them
+    assert await _refusals(apis.east, "/hostnamegenerators/global-hg", _generator(
+        "{{ .DisplayName }}.mine")) == [f"HostnameGenerator 'global-hg' {FROM_GLOBAL}"] * 2
+    assert await _refusals(apis.east, "/meshes/default/meshtrafficpermissions/allow-all",
+                           _mtp("allow-all", "Deny")) == [
+        f"MeshTrafficPermission 'allow-all' of mesh 'default' {FROM_GLOBAL}"] * 2
+    kept = (await apis.east.get("/meshes/default/meshtrafficpermissions/allow-all")).json()
+    assert kept["labels"]["kuma.io/origin"] == "global"
+    assert kept["spec"]["from"][0]["default"]["action"] == "Allow"
+    # west's ingress, under its synced name (its row has no display name)
+    assert await _refusals(apis.east, f"/zoneingresses/{SYNCED_ZI}",
+                           _ingress(SYNCED_ZI)) == [WESTS_INGRESS] * 2
+    # east's own, labelled `kuma.io/origin: zone`, `kuma.io/zone: east` in its read model
+    await _writes(apis.east, "/meshes/default/meshservices/cache", _service("cache", 6381))
+    await _writes(apis.east, "/meshes/default/meshtrafficpermissions/east-only",
+                  _mtp("east-only", "Deny"))
+    await _writes(apis.east, "/zoneingresses/zi-east", _ingress("zi-east", "10.0.0.6"))
+
+
+async def test_global_refuses_writes_to_a_zones_ingress_not_to_its_own(apis: Apis) -> None:
+    assert await _refusals(apis.central, f"/zoneingresses/{SYNCED_ZI}",
+                           _ingress(SYNCED_ZI)) == [WESTS_INGRESS] * 2
+    await _writes(apis.central, "/hostnamegenerators/global-hg",
+                  _generator("{{ .DisplayName }}.g"))
+    await _writes(apis.central, "/meshes/default/meshtrafficpermissions/allow-all",
+                  _mtp("allow-all", "Deny"))
 
 
 async def test_globals_mesh_shows_origin_global_on_global_and_in_a_zone(apis: Apis) -> None:

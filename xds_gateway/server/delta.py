@@ -89,6 +89,8 @@ class DeltaStream(AdsStream[DeltaDiscoveryRequest]):
             state.record_nack(self.node_id, type_url, request.error_detail.message)
         elif request.response_nonce == state.sent_nonce:
             self._acked(type_url, state)
+        elif self._was_sent(request.response_nonce):
+            state.record_replaced_ack()
 
     async def _push_type(self, type_url: str, state: TypeState, snapshot: Snapshot) -> None:
         present, absent = self._scope(type_url, state, snapshot)

@@ -64,6 +64,8 @@ class SotwStream(AdsStream[DiscoveryRequest]):
         if first and type_url == CLUSTER and request.version_info:
             self._resume(request.version_info)
         if request.response_nonce and request.response_nonce != state.sent_nonce:
+            if not request.HasField("error_detail") and self._was_sent(request.response_nonce):
+                state.record_replaced_ack()
             return  # rule 2: stale
         self._dirty = self._dirty or self._asks(type_url, state, request)
         names = set(request.resource_names)

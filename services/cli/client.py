@@ -5,7 +5,7 @@ Its credentials: `--token` or `$MESHLOG_TOKEN`; else, for the API that the data 
 in `<data dir>/admin-token` (`admin_token_file`). The data dir's token is never sent to
 another address. A `meshlog up` removes its up.json when it stops, and one a crash left is
 ignored when the process it names is gone (services.runtime.up_file); should a file still
-name an API that is now another control plane's (say a `meshlog api` that crashed left its
+name an API that is now another control plane's (a stopped `meshlog api` still leaves its
 api.json), that one refuses the token, and the 401 says so. That API renews
 the token when the user-token signing key changes; a request refused (401) with the token
 read before the renewal is sent once more with the file's new token (a 401 comes before any
@@ -204,7 +204,7 @@ def _refused_admin_token(path: Path, token: str, base: str) -> str:
     """What to do when the data dir's admin token is refused by the API at `base`: its API
     writes a new one at start, and while it runs whenever the user-token key changes; or
     `base` is another control plane's now (a file of the data dir that names it was left by a
-    process that did not stop cleanly)."""
+    process that is gone: a `meshlog api`, or a `meshlog up` whose pid another process has now)."""
     try:
         signed = f" (signed with {read_header(token)})"
     except InvalidToken:
@@ -217,7 +217,7 @@ def _refused_admin_token(path: Path, token: str, base: str) -> str:
             f"another admin's user token with --token (`meshlog generate user-token --name "
             f"NAME --group mesh-system:admin`). If the API at {base} is another control "
             f"plane's (the data dir's up.json or api.json names {base}, left by a process that "
-            f"did not stop cleanly), set MESHLOG_DATA_DIR to that control plane's data dir")
+            f"is gone), set MESHLOG_DATA_DIR to that control plane's data dir")
 
 
 def _problem_text(response: httpx.Response, refused_admin_token: str | None = None) -> str:

@@ -80,7 +80,7 @@ def test_an_up_json_a_crash_left_is_ignored_while_its_process_is_gone(tmp_path: 
         assert refused.returncode == 1
         assert "HTTP 401" in refused.stderr and "signature does not verify" in refused.stderr
         assert (f"If the API at {api} is another control plane's (the data dir's up.json or "
-                f"api.json names {api}, left by a process that did not stop cleanly), set "
+                f"api.json names {api}, left by a process that is gone), set "
                 f"MESHLOG_DATA_DIR to that control plane's data dir") in refused.stderr, \
             refused.stderr
 

@@ -5,6 +5,8 @@ nonce, a repeat or a NACK does not. SotW and Delta, with raw clients against a r
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from tests.harness import eventually
@@ -16,8 +18,15 @@ from xds_gateway.type_urls import CLUSTER
 WEB = "default.web-1"
 
 
-def _add_db(gateway: Gateway, projection: Projection) -> None:
+async def _two_cds_responses(client: AdsClient, gateway: Gateway, projection: Projection
+                             ) -> tuple[Any, Any]:
+    """The first CDS response, then a second one (a new service) before any ACK."""
+    client.send(CLUSTER, node_id=WEB)
+    first = await client.recv()
     gateway.view.apply(projection.fold([event_for(dataplane("db-1", "10.0.0.5", 5432, "db"))]))
+    second = await client.recv()
+    assert second.type_url == CLUSTER and second.nonce != first.nonce
+    return first, second
 
 
 def _clusters(gateway: Gateway) -> TypeState:
@@ -36,11 +45,7 @@ async def test_sotw_counts_the_ack_of_a_replaced_response(
     """Two CDS responses before the client ACKs the first: both ACKs count, once each (SENT ==
     ACKED), while only the latest one's moves the acked version (rule 2)."""
     client = AdsClient(channel)
-    client.send(CLUSTER, node_id=WEB)
-    first = await client.recv()
-    _add_db(gateway, projection)
-    second = await client.recv()
-    assert second.type_url == CLUSTER and second.nonce != first.nonce
+    first, second = await _two_cds_responses(client, gateway, projection)
     client.ack(first)
     client.send(CLUSTER, version=first.version_info, nonce="999")  # never sent: not an ACK
     client.send(CLUSTER, version=first.version_info, nonce=first.nonce, error="bad")  # a NACK
@@ -58,11 +63,7 @@ async def test_delta_counts_the_ack_of_a_replaced_response(
     """As SotW: the ACK of a Delta response a newer one replaced counts; a made-up nonce or
     a repeat does not."""
     client = DeltaAdsClient(channel)
-    client.send(CLUSTER, node_id=WEB)
-    first = await client.recv()
-    _add_db(gateway, projection)
-    second = await client.recv()
-    assert second.type_url == CLUSTER and second.nonce != first.nonce
+    first, second = await _two_cds_responses(client, gateway, projection)
     client.ack(first)
     client.send(CLUSTER, nonce="999")
     client.send(CLUSTER, nonce="1" * 40)

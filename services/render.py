@@ -75,7 +75,9 @@ def render_row(row: object) -> dict[str, Any]:
 # --- insights (`_overview`) -------------------------------------------------------------------
 
 _XDS_SHORT = {"Cluster": "cds", "ClusterLoadAssignment": "eds", "Listener": "lds",
-              "RouteConfiguration": "rds"}
+              "RouteConfiguration": "rds", "Secret": "sds"}
+"""Kuma's short names of the xDS types in a subscription's status (and in Envoy's stats:
+`sds` for secrets); a type not listed keeps its type URL."""
 
 
 def render_insight(insight: ProxyInsight, *, connected: bool, disconnected_at: int | None

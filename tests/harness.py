@@ -185,6 +185,14 @@ def meshlog_up(data_dir: Path, *extra: str, start_timeout: float = 30) -> Iterat
         log.close()
 
 
+def finished_pid() -> int:
+    """The pid of a process that has exited and been reaped: no process has it now (until
+    the system hands it out again, after a wrap of the pid space)."""
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait()
+    return proc.pid
+
+
 def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT,
                  timeout: float = 15) -> None:
     if proc.poll() is None:

@@ -3,8 +3,10 @@
 Its credentials: `--token` or `$MESHLOG_TOKEN`; else, for the API that the data dir's
 `up.json` (`meshlog up`) or `api.json` (`meshlog api`) names, the admin token that API keeps
 in `<data dir>/admin-token` (`admin_token_file`). The data dir's token is never sent to
-another address; but a stopped `meshlog up` leaves its up.json, so another control plane
-started on the same address gets it and refuses it, and the 401 says so. That API renews
+another address. A `meshlog up` removes its up.json when it stops, and one a crash left is
+ignored when the process it names is gone (services.runtime.up_file); should a file still
+name an API that is now another control plane's (a stopped `meshlog api` still leaves its
+api.json), that one refuses the token, and the 401 says so. That API renews
 the token when the user-token signing key changes; a request refused (401) with the token
 read before the renewal is sent once more with the file's new token (a 401 comes before any
 route runs, so nothing was done twice).
@@ -22,6 +24,7 @@ import httpx
 from events.identity import InvalidToken, read_header
 from services.errors import ConfigError
 from services.runtime.config import ADMIN_TOKEN_FILE, API_FILE
+from services.runtime.up_file import is_stale
 
 __all__ = ["CA_FLAG", "ApiClient", "ApiError", "admin_token_file", "api_of", "api_trust",
            "read_named"]
@@ -51,12 +54,13 @@ def admin_token_file(api: str, data_dir: Path) -> Path | None:
 
 
 def read_named(named_in: Path) -> dict[str, Any]:
-    """up.json or api.json, or {} when there is none to read."""
+    """up.json or api.json, or {} when there is none to read, or when the process that wrote
+    it is gone (a `meshlog up` that crashed: `services.runtime.up_file.is_stale`)."""
     try:
         doc = json.loads(named_in.read_text())
     except (OSError, ValueError):
         return {}
-    return doc if isinstance(doc, dict) else {}
+    return doc if isinstance(doc, dict) and not is_stale(doc) else {}
 
 
 def _same_api(api: str, named_in: Path) -> bool:
@@ -199,7 +203,8 @@ def _hint(base: str, exc: httpx.TransportError) -> str:
 def _refused_admin_token(path: Path, token: str, base: str) -> str:
     """What to do when the data dir's admin token is refused by the API at `base`: its API
     writes a new one at start, and while it runs whenever the user-token key changes; or
-    `base` is another control plane's now (a stopped `meshlog up` leaves its up.json)."""
+    `base` is another control plane's now (a file of the data dir that names it was left by a
+    process that is gone: a `meshlog api`, or a `meshlog up` whose pid another process has now)."""
     try:
         signed = f" (signed with {read_header(token)})"
     except InvalidToken:
@@ -211,8 +216,8 @@ def _refused_admin_token(path: Path, token: str, base: str) -> str:
             f"--data-dir {data_dir} ...` or `meshlog up --data-dir {data_dir}`), or pass "
             f"another admin's user token with --token (`meshlog generate user-token --name "
             f"NAME --group mesh-system:admin`). If the API at {base} is another control "
-            f"plane's (a stopped `meshlog up` leaves its up.json, which names {base}), set "
-            f"MESHLOG_DATA_DIR to that control plane's data dir")
+            f"plane's (the data dir's up.json or api.json names {base}, left by a process that "
+            f"is gone), set MESHLOG_DATA_DIR to that control plane's data dir")
 
 
 def _problem_text(response: httpx.Response, refused_admin_token: str | None = None) -> str:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # rich is imported only when a table is drawn (start-up time)
 __all__ = ["cmd_inspect", "config_table", "overview_lines"]
 
 _KINDS = {"dataplane", "dataplanes", "dp"}
-_TYPES = ("cds", "eds", "lds", "rds")
+_TYPES = ("cds", "eds", "lds", "rds", "sds")
 
 
 def cmd_inspect(args: argparse.Namespace, client: ApiClient) -> int:

@@ -16,6 +16,7 @@ from events.identity import SecretKey
 from projections import Progress, ReadModelStore, export_store, open_store, rebuild
 from services.errors import ConfigError
 from services.runtime.nats_users import admin_credentials
+from services.runtime.up_file import is_stale
 
 __all__ = ["LogAddress", "nats_url_of", "run_export", "run_replay"]
 
@@ -24,9 +25,12 @@ _CONNECT_S = 15.0
 
 
 class _UpReport(msgspec.Struct, frozen=True):
-    """What `meshlog up` writes to `<data-dir>/up.json` (services.runtime.up); the rest unread."""
+    """What `meshlog up` writes to `<data-dir>/up.json` (services.runtime.up_file); the rest
+    unread."""
 
     nats: str
+    pid: str = ""
+    host: str = ""
 
 
 _UP_REPORT = msgspec.json.Decoder(_UpReport)
@@ -43,8 +47,9 @@ class LogAddress(msgspec.Struct, frozen=True):
 
 def nats_url_of(nats_url: str | None, data_dir: Path, credentials: Path | None = None
                 ) -> LogAddress:
-    """--nats-url, else the URL a `meshlog up` on `data_dir` reported (it leaves its up.json
-    behind when it stops, so the URL may name a NATS that is gone). Credentials: --nats-creds,
+    """--nats-url, else the URL a running `meshlog up` on `data_dir` reported (its up.json: one
+    a crash left behind, whose process is gone, is no running `meshlog up`; one written by an
+    older release does not say, so its URL may name a NATS that is gone). Credentials: --nats-creds,
     else the admin user's seed of that `meshlog up` if it made one (its embedded nats-server
     has a user per role, services.runtime.nats_users), else none."""
     credentials = credentials or admin_credentials(data_dir)
@@ -55,9 +60,13 @@ def nats_url_of(nats_url: str | None, data_dir: Path, credentials: Path | None =
     if not up.exists():
         raise ConfigError(f"no --nats-url and no running `meshlog up` found ({up} is missing)")
     try:
-        url = _UP_REPORT.decode(up.read_bytes()).nats
+        report = _UP_REPORT.decode(up.read_bytes())
     except msgspec.DecodeError as exc:  # ValidationError too
         raise ConfigError(f"no --nats-url, and {up} names no NATS URL ({exc})") from None
+    if is_stale(msgspec.structs.asdict(report)):
+        raise ConfigError(f"no --nats-url and no running `meshlog up` found ({up} was left by "
+                          f"process {report.pid}, which is no longer running)")
+    url = report.nats
     return LogAddress(url, f"cannot reach NATS at {url} (from {up}): is `meshlog up "
                            f"--data-dir {data_dir}` running? or pass --nats-url", credentials)
 

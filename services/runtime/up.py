@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -80,6 +79,7 @@ from services.runtime.projector_loop import run_projector
 from services.runtime.readmodels import RefusedSwap, SwappableReadModels, pointed_database
 from services.runtime.shutdown import handle_signals
 from services.runtime.standby import StandbyProjector, default_holder, projectors_status
+from services.runtime.up_file import remove_up_file, write_up_file
 from services.runtime.xds_certificate import ensure_xds_certificate, xds_hosts
 from services.runtime.zone_sync import ZoneSync
 from xds_gateway import Gateway
@@ -379,7 +379,10 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                 if credentials["admin"] is not None and not cfg.nats_url:
                     # where maintenance commands find it; the path, never the seed
                     where["nats_admin_creds"] = str(credentials["admin"])
-                (cfg.data_dir / "up.json").write_text(json.dumps(where, indent=2))
+                # removed when this stops, so the CLI sends the admin token to no later
+                # control plane on the same address (services.runtime.up_file)
+                written = write_up_file(cfg.data_dir, where)
+                stack.callback(remove_up_file, cfg.data_dir, written)
                 announce(where)
                 await shutdown.wait()
                 # 1. no new requests; those in flight finish (the projector still folds their

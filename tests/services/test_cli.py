@@ -85,33 +85,6 @@ def test_unreachable_api_is_a_clear_error() -> None:
     assert "cannot reach the meshlog API at http://127.0.0.1:9" in result.stderr
 
 
-def test_a_stale_up_json_sends_its_token_to_another_control_plane_that_says_so(
-        tmp_path: Path) -> None:
-    """The README's multi-zone quick start after `make up`: a stopped `meshlog up` leaves its
-    up.json, so the CLI of its data dir sends its admin token to the next control plane on
-    that address; that one refuses it, and the 401 says what to point MESHLOG_DATA_DIR at."""
-    port = free_port()
-    with meshlog_up(tmp_path / "first", "--api-port", str(port)):
-        pass
-    with meshlog_up(tmp_path / "second", "--api-port", str(port)) as second:
-        api = second.where["api"]
-        refused = _get_meshes_as(api, tmp_path / "first")
-        assert refused.returncode == 1
-        assert "HTTP 401" in refused.stderr and "signature does not verify" in refused.stderr
-        assert (f"If the API at {api} is another control plane's (a stopped `meshlog up` leaves "
-                f"its up.json, which names {api}), set MESHLOG_DATA_DIR to that control plane's "
-                f"data dir") in refused.stderr, refused.stderr
-        listed = _get_meshes_as(api, second.data_dir)
-        assert listed.returncode == 0, listed.stderr
-
-
-def _get_meshes_as(api: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
-    """`meshlog get meshes` with the admin token that `data_dir` has for `api`, if any."""
-    return subprocess.run([str(VENV_BIN / "meshlog"), "--api", api, "get", "meshes"],
-                          capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "MESHLOG_DATA_DIR": str(data_dir)})
-
-
 def test_dataplane_bootstrap_is_a_valid_envoy_config() -> None:
     """ADS and HDS (inbound health from the proxy) both point at the xDS cluster."""
     result = subprocess.run(

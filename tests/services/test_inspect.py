@@ -16,7 +16,7 @@ from events.bus.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsigh
 from services.cli.main import main
 from tests.harness import ControlPlane, meshlog_up, wait_for
 from tests.xds_gateway._ads import AdsClient
-from xds_gateway.type_urls import CLUSTER, LISTENER
+from xds_gateway.type_urls import CLUSTER, LISTENER, SECRET
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +79,8 @@ def test_a_connected_proxy_shows_gateway_and_per_type_counters(
         connected_at=1_700_000_000_000, types={
             CLUSTER: TypeInsight(responses_sent=2, acks=1, nacks=1, last_acked_version="v1",
                                  last_nack_message="bad cluster"),
-            LISTENER: TypeInsight(responses_sent=1, acks=1, last_acked_version="v2")}))
+            LISTENER: TypeInsight(responses_sent=1, acks=1, last_acked_version="v2"),
+            SECRET: TypeInsight(responses_sent=2, acks=2, last_acked_version="v3")}))
     code, out, _ = _inspect(cp, capsys, "web-1", "--mesh", "default")
     assert code == 0
     assert _row(out, "CONNECTED") == ["CONNECTED", "yes"]
@@ -87,7 +88,9 @@ def test_a_connected_proxy_shows_gateway_and_per_type_counters(
     assert "CONNECTED SINCE  2023-11-14T22:13:20Z" in out
     assert _row(out, "cds") == ["cds", "2", "1", "1", "v1", "bad", "cluster"]
     assert _row(out, "lds") == ["lds", "1", "1", "0", "v2", "-"]
-    assert _row(out, "total") == ["total", "3", "2", "1"]
+    assert _row(out, "sds") == ["sds", "2", "2", "0", "v3", "-"]  # short, like cds and lds
+    assert _row(out, "total") == ["total", "5", "4", "1"]
+    assert "type.googleapis.com" not in out
 
 
 def test_json_output_is_the_api_overview(cp: ControlPlane,

@@ -32,7 +32,7 @@ from tests.harness import eventually, run_gateway_process
 from tests.xds_gateway._ads import AdsClient
 from xds_gateway import Gateway
 from xds_gateway.proxies.config_service import ConfigService
-from xds_gateway.type_urls import CLUSTER, LISTENER
+from xds_gateway.type_urls import CLUSTER, LISTENER, SECRET
 
 pytestmark = [
     pytest.mark.integration,
@@ -131,7 +131,8 @@ async def test_overview_shows_the_subscription_and_per_type_counters(plane: Plan
     await plane.insights.put(_insight(protocol="delta", user_agent="envoy/1.40.0", types={
         CLUSTER: TypeInsight(responses_sent=2, acks=1, nacks=1, last_acked_version="v1",
                              last_nack_message="bad cluster"),
-        LISTENER: TypeInsight(responses_sent=1, acks=1, last_acked_version="v2")}))
+        LISTENER: TypeInsight(responses_sent=1, acks=1, last_acked_version="v2"),
+        SECRET: TypeInsight(responses_sent=2, acks=2)}))
     insight = (await plane.api.get("/meshes/default/dataplanes/web-1/_overview")
                ).json()["dataplaneInsight"]
     assert insight["connected"] is True
@@ -143,7 +144,9 @@ async def test_overview_shows_the_subscription_and_per_type_counters(plane: Plan
     assert sub["status"]["cds"] == {"responsesSent": 2, "responsesAcknowledged": 1,
                                     "responsesRejected": 1, "lastAckedVersion": "v1",
                                     "lastNackMessage": "bad cluster"}
-    assert sub["status"]["total"] == {"responsesSent": 3, "responsesAcknowledged": 2,
+    assert sub["status"]["sds"] == {"responsesSent": 2, "responsesAcknowledged": 2,
+                                    "responsesRejected": 0}  # Kuma's short names, as cds
+    assert sub["status"]["total"] == {"responsesSent": 5, "responsesAcknowledged": 4,
                                       "responsesRejected": 1}
 
 

@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 
-from tests.harness import VENV_BIN, ControlPlane, free_port, meshlog_up, wait_for
+from tests.harness import (
+    VENV_BIN,
+    ControlPlane,
+    finished_pid,
+    free_port,
+    meshlog_up,
+    wait_for,
+)
 from tests.stores import BACKENDS, store_url
 
 pytestmark = pytest.mark.integration
@@ -142,7 +149,8 @@ def _replay(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_replay_fails_fast_when_the_meshlog_up_of_its_data_dir_is_gone(tmp_path: Path) -> None:
-    """`meshlog up` leaves its up.json when it stops: the NATS it names is gone."""
+    """An up.json that does not say which process wrote it (an older release's `meshlog up`
+    left it when it stopped): the NATS it names is gone."""
     data = tmp_path / "cp"
     data.mkdir()
     port = free_port()
@@ -153,6 +161,21 @@ def test_replay_fails_fast_when_the_meshlog_up_of_its_data_dir_is_gone(tmp_path:
     assert result.stderr == (
         f"error: cannot reach NATS at nats://127.0.0.1:{port} (from {data / 'up.json'}): "
         f"is `meshlog up --data-dir {data}` running? or pass --nats-url\n")
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_replay_names_the_gone_process_of_an_up_json_a_crash_left(tmp_path: Path) -> None:
+    """A `meshlog up` that crashed leaves its up.json; the process it names is gone."""
+    data = tmp_path / "cp"
+    data.mkdir()
+    gone_pid = finished_pid()
+    (data / "up.json").write_text(json.dumps({
+        "nats": "nats://127.0.0.1:4222", "pid": str(gone_pid), "host": socket.gethostname()}))
+    result = _replay("--data-dir", str(data), "--database", f"sqlite:///{tmp_path / 'r.db'}",
+                     "-q")
+    assert result.returncode != 0
+    assert (f"no --nats-url and no running `meshlog up` found ({data / 'up.json'} was left by "
+            f"process {gone_pid}, which is no longer running)") in result.stderr
     assert not (tmp_path / "r.db").exists()
 
 

@@ -4,9 +4,11 @@ reconnects between a reaper's decision and its delete."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import msgspec
+import pytest
 from nats.aio.client import Client as NATS
 
 from events import (
@@ -15,6 +17,7 @@ from events import (
     DataplaneRegistered,
     decode_resource,
     now_ms,
+    rfc3339,
 )
 from events.bus.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight
 from tests.xds_gateway._gateways import dataplane_doc, last_event, with_mesh
@@ -42,7 +45,9 @@ async def _registered(nc: NATS) -> tuple[Any, SelfRegistration, JetStreamInsight
     return event_log, registration, insights
 
 
-async def test_two_gateways_reaping_at_once_append_one_deregistration(nc: NATS) -> None:
+async def test_two_gateways_reaping_at_once_append_one_deregistration(
+        nc: NATS, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="meshlog.xds.reaper")
     event_log, registration, insights = await _registered(nc)
     _, registered_seq = await last_event(event_log)
     await asyncio.gather(_reaper(insights, registration).reap("default", "web-1", {}),
@@ -51,6 +56,9 @@ async def test_two_gateways_reaping_at_once_append_one_deregistration(nc: NATS) 
     assert isinstance(event, DataplaneDeregistered)
     assert seq == registered_seq + 1 == await event_log.last_seq()  # one event, not two
     assert await insights.proxy("default", "web-1") is None
+    # like other log lines, the time as RFC 3339, not epoch milliseconds
+    assert ("deregistered default.web-1: gone since 1970-01-01T00:00:02Z for more than 0.5 s"
+            in caplog.messages)
 
 
 class _ReconnectsDuringDelete:
@@ -80,7 +88,9 @@ async def test_a_proxy_back_while_being_reaped_gets_its_dataplane_back(nc: NATS)
     assert got is not None and got[0].session == "s2" and got[0].connected
 
 
-async def test_a_connected_proxy_goes_only_when_its_gateway_stops_beating(nc: NATS) -> None:
+async def test_a_connected_proxy_goes_only_when_its_gateway_stops_beating(
+        nc: NATS, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="meshlog.xds.reaper")
     event_log, registration, insights = await _registered(nc)
     _, registered_seq = await last_event(event_log)
     await insights.put(msgspec.structs.replace(GONE, disconnected_at=None))  # since long ago
@@ -94,9 +104,13 @@ async def test_a_connected_proxy_goes_only_when_its_gateway_stops_beating(nc: NA
     assert (await last_event(event_log))[1] == registered_seq
     await reaper.reap("default", "web-1", beat(now_ms() - 500))  # not past delay + margin
     assert (await last_event(event_log))[1] == registered_seq
-    await reaper.reap("default", "web-1", beat(now_ms() - 1_000))  # silent for too long
+    last_beat = now_ms() - 1_000
+    await reaper.reap("default", "web-1", beat(last_beat))  # silent for too long
     event, _ = await last_event(event_log)
     assert isinstance(event, DataplaneDeregistered)
+    # gone since its gateway's last beat (the insight has no disconnect time)
+    assert (f"deregistered default.web-1: gone since {rfc3339(last_beat)} for more than 0.5 s"
+            in caplog.messages)
 
 
 async def test_an_undecodable_insight_does_not_stop_the_sweep(nc: NATS) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 import msgspec
 
-from events import now_ms
+from events import now_ms, rfc3339
 from events.bus.insights import GatewayHeartbeat, ProxyInsight
 from xds_gateway.proxies.insight_publisher import Insights, InsightsPublisher
 from xds_gateway.proxies.registration import Deregistered, SelfRegistration
@@ -94,7 +94,7 @@ class Reaper:
                 beats[gateway] = beat
         for (mesh, name), insight in sorted(proxies.items()):
             if insight.self_registered:
-                if self._due(insight, beats, started):
+                if self._due_since(insight, beats, started) is not None:
                     await self.reap(mesh, name, beats)
             elif self._silent(insight, beats, started):
                 await self._forget(mesh, name, insight.session)
@@ -125,7 +125,8 @@ class Reaper:
             return
         if beats is None and insight.gateway != self._publisher.instance:
             return  # another gateway's stream: the sweep decides, with the heartbeats
-        if not self._due(insight, beats or {}, now_ms()):
+        since = self._due_since(insight, beats or {}, now_ms())
+        if since is None:
             return
         outcome = await self._registration.deregister(mesh, name, now_ms())
         if outcome == "api":  # the API took the Dataplane over: never reaped
@@ -136,7 +137,7 @@ class Reaper:
                 await self._insights.delete_proxy(mesh, name, revision)
             return
         log.info("deregistered %s.%s: gone since %s for more than %.1f s", mesh, name,
-                 insight.disconnected_at, self._delay_ms / 1000)
+                 rfc3339(since), self._delay_ms / 1000)
         if await self._insights.delete_proxy(mesh, name, revision):
             return
         # The insight moved since we read it: the proxy may have come back meanwhile.
@@ -145,10 +146,11 @@ class Reaper:
             if await self._registration.restore(outcome, now_ms()):
                 log.info("restored %s.%s: it reconnected while being deregistered", mesh, name)
 
-    def _due(self, insight: ProxyInsight, beats: Mapping[str, GatewayHeartbeat],
-             now: int) -> bool:
+    def _due_since(self, insight: ProxyInsight, beats: Mapping[str, GatewayHeartbeat],
+                   now: int) -> int | None:
+        """When the proxy went, if that is long enough ago to deregister it; else None."""
         since = self._gone_since(insight, beats, now)
-        return since is not None and now - since >= self._delay_ms
+        return since if since is not None and now - since >= self._delay_ms else None
 
     def _gone_since(self, insight: ProxyInsight, beats: Mapping[str, GatewayHeartbeat],
                     now: int) -> int | None:

@@ -86,9 +86,12 @@ class DeltaStream(AdsStream[DeltaDiscoveryRequest]):
             return
         if request.HasField("error_detail"):
             # rule 3: a NACK of any of our responses counts, also one overtaken by a newer one
-            state.record_nack(self.node_id, type_url, request.error_detail.message)
+            state.record_nack(self.node_id, type_url, request.response_nonce,
+                              request.error_detail.message)
         elif request.response_nonce == state.sent_nonce:
             self._acked(type_url, state)
+        else:
+            state.record_ack_of(request.response_nonce)
 
     async def _push_type(self, type_url: str, state: TypeState, snapshot: Snapshot) -> None:
         present, absent = self._scope(type_url, state, snapshot)

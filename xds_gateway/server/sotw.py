@@ -64,6 +64,8 @@ class SotwStream(AdsStream[DiscoveryRequest]):
         if first and type_url == CLUSTER and request.version_info:
             self._resume(request.version_info)
         if request.response_nonce and request.response_nonce != state.sent_nonce:
+            if not request.HasField("error_detail"):
+                state.record_ack_of(request.response_nonce)
             return  # rule 2: stale
         self._dirty = self._dirty or self._asks(type_url, state, request)
         names = set(request.resource_names)
@@ -72,7 +74,8 @@ class SotwStream(AdsStream[DiscoveryRequest]):
             state.names_key = self._cache.intern(frozenset(names))
             state.names_wire = request_names(request.resource_names)
         if request.HasField("error_detail"):
-            state.record_nack(self.node_id, type_url, request.error_detail.message)
+            state.record_nack(self.node_id, type_url, request.response_nonce,
+                              request.error_detail.message)
             state.names = names
             # Envoy rejects the whole response, valid parts too: what it held before is what
             # it holds; resent only with the next change, never in a loop (rule 3)

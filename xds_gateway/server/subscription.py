@@ -32,6 +32,9 @@ __all__ = ["MAX_NAMES", "MAX_NAME_LENGTH", "WARMING_FOLLOWERS", "AdsStream", "In
 
 log = logging.getLogger("meshlog.xds")
 
+_MAX_UNANSWERED = 64
+"""Responses of a type kept as waiting for their ACK (`TypeState.unanswered`): a client that
+answers none of them does not grow a stream's state."""
 _MAX_NACK_CHARS = 4096
 """A NACK's message as kept (and published in the insight): a client may send megabytes, and
 an insight past the bucket's message size (NATS: 1 MB) could never be written."""
@@ -116,6 +119,16 @@ class TypeState:
     responses: int = 0
     resources_sent: int = 0
     acks: int = 0
+    """Responses of this stream the client ACKed, also one a newer response has replaced
+    (Kuma's `responsesAcknowledged`), each once (Envoy repeats an ACK to re-request EDS or
+    RDS, rule 9): a proxy that applied every response has as many ACKs as responses."""
+    unanswered: dict[str, None] = field(default_factory=dict)
+    """The nonces of this type's responses not yet ACKed or NACKed, oldest first; at most
+    `_MAX_UNANSWERED` (the ACK of an older one is not counted)."""
+    latest_acks: int = 0
+    """ACKs of the latest response at the time, repeats included (what `acked_version`
+    follows): tracing reads this, where an ACK of a replaced response must not pass for the
+    newer one's."""
     nacks: int = 0
     last_nack: str = ""
 
@@ -129,13 +142,28 @@ class TypeState:
         self.demand = False
         self.responses += 1
         self.resources_sent += resources
+        self.unanswered[nonce] = None
+        if len(self.unanswered) > _MAX_UNANSWERED:
+            del self.unanswered[next(iter(self.unanswered))]
 
     def record_ack(self) -> None:
-        self.acks += 1
+        """The client ACKed the latest response."""
+        self.record_ack_of(self.sent_nonce)
+        self.latest_acks += 1
         self.acked_version = self.sent_version
 
-    def record_nack(self, node_id: str, type_url: str, message: str) -> None:
-        """Rule 3: count the NACK and keep its message; the rejected response is not re-sent."""
+    def record_ack_of(self, nonce: str) -> None:
+        """The client ACKed `nonce`: counted if it names a response of this type that had no
+        answer yet (not one a client made up, nor a repeat); for a response since replaced,
+        nothing else changes (rule 2: the latest response is still to be answered)."""
+        if nonce in self.unanswered:
+            del self.unanswered[nonce]
+            self.acks += 1
+
+    def record_nack(self, node_id: str, type_url: str, nonce: str, message: str) -> None:
+        """Rule 3: count the NACK and keep its message; the rejected response is not re-sent
+        (nor counted as ACKed by a later request naming it)."""
+        self.unanswered.pop(nonce, None)
         self.nacks += 1
         if len(message) > _MAX_NACK_CHARS:  # a client may send megabytes (gRPC allows 16 MB)
             message = f"{message[:_MAX_NACK_CHARS]}... ({len(message)} characters)"

@@ -5,7 +5,7 @@ The projector's publish carries its trace context on the batch's checkpoint mess
 to the view like `ProjectionView.follow`, and for a traced batch opens a span
 `meshlog.gateway.push` (child of the publish) from the moment the batch is applied. As a
 `StreamCallbacks` it notes every response written for that view generation; the proxies'
-ACKs are read from the streams' own counters (`TypeState.acks`, `nacks`) by a poll every
+ACKs are read from the streams' own counters (`TypeState.latest_acks`, `nacks`) by a poll every
 `POLL_S` while a push is open, so nothing is added to the ACK path. A proxy counts as having
 ACKed once every response it got for the push is ACKed: the span gets an event per proxy
 (`acked`, with its node id, up to `MAX_PROXY_EVENTS`) and, at its end, the counts
@@ -129,7 +129,7 @@ class PushTracing(NoCallbacks):
         state = stream.types.get(type_url)
         if state is None:
             return
-        push.pending.append(_Response(stream, state, state.acks, state.nacks))
+        push.pending.append(_Response(stream, state, state.latest_acks, state.nacks))
         push.unanswered[stream] = push.unanswered.get(stream, 0) + 1
         push.responses += 1
         push.last_response = time.monotonic()
@@ -161,7 +161,7 @@ class PushTracing(NoCallbacks):
             if state.nacks > response.nacks:
                 push.nacks += 1
                 push.proxies_nacked.add(response.stream)
-            elif state.acks > response.acks:
+            elif state.latest_acks > response.acks:
                 push.acks += 1
                 push.last_ack = now
             elif response.stream not in self._streams:

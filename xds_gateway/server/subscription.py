@@ -122,9 +122,11 @@ class TypeState:
     """Responses of this stream the client ACKed, also one a newer response has replaced
     (Kuma's `responsesAcknowledged`), each once (Envoy repeats an ACK to re-request EDS or
     RDS, rule 9): a proxy that applied every response has as many ACKs as responses."""
-    unanswered: dict[str, None] = field(default_factory=dict)
+    unanswered: dict[str, None] | None = None
     """The nonces of this type's responses not yet ACKed or NACKed, oldest first; at most
-    `_MAX_UNANSWERED` (the ACK of an older one is not counted)."""
+    `_MAX_UNANSWERED` (the ACK of an older one is not counted). None while there is none: a
+    proxy that answered everything (the steady state of a fleet) keeps no dict for it (a
+    dict emptied by deletes keeps its table: ~0.2 KB per type and proxy)."""
     latest_acks: int = 0
     """ACKs of the latest response at the time, repeats included (what `acked_version`
     follows): tracing reads this, where an ACK of a replaced response must not pass for the
@@ -142,6 +144,9 @@ class TypeState:
         self.demand = False
         self.responses += 1
         self.resources_sent += resources
+        if self.unanswered is None:
+            self.unanswered = {nonce: None}
+            return
         self.unanswered[nonce] = None
         if len(self.unanswered) > _MAX_UNANSWERED:
             del self.unanswered[next(iter(self.unanswered))]
@@ -156,14 +161,23 @@ class TypeState:
         """The client ACKed `nonce`: counted if it names a response of this type that had no
         answer yet (not one a client made up, nor a repeat); for a response since replaced,
         nothing else changes (rule 2: the latest response is still to be answered)."""
-        if nonce in self.unanswered:
-            del self.unanswered[nonce]
+        if self._answered(nonce):
             self.acks += 1
+
+    def _answered(self, nonce: str) -> bool:
+        """Whether `nonce` was waiting for its answer (and no longer is)."""
+        unanswered = self.unanswered
+        if unanswered is None or nonce not in unanswered:
+            return False
+        del unanswered[nonce]
+        if not unanswered:
+            self.unanswered = None
+        return True
 
     def record_nack(self, node_id: str, type_url: str, nonce: str, message: str) -> None:
         """Rule 3: count the NACK and keep its message; the rejected response is not re-sent
         (nor counted as ACKed by a later request naming it)."""
-        self.unanswered.pop(nonce, None)
+        self._answered(nonce)
         self.nacks += 1
         if len(message) > _MAX_NACK_CHARS:  # a client may send megabytes (gRPC allows 16 MB)
             message = f"{message[:_MAX_NACK_CHARS]}... ({len(message)} characters)"

@@ -86,7 +86,7 @@ def bound_names(type_url: str, names: Collection[str]) -> None:
                                       f"{name[:64]!r}...")
 
 
-@dataclass
+@dataclass(slots=True)
 class TypeState:
     names: set[str] = field(default_factory=set)
     """Requested names; SotW: empty (or `*`) on a wildcard type means everything; Delta: the

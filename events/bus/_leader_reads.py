@@ -19,13 +19,29 @@ its leader, which is correct, only dearer.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
 
-__all__ = ["REPLICAS_TTL_S", "LeaderReads"]
+__all__ = ["LEADER_ATTEMPT_S", "REPLICAS_TTL_S", "LeaderReads", "leader_last"]
 
 REPLICAS_TTL_S = 1.0
+
+LEADER_ATTEMPT_S = 1.0
+"""One attempt at a read from the stream leader (`leader_last`), made again by the caller
+until its own bound (events.bus._retry): answered in milliseconds while the stream has a
+leader. While it elects one, a request gets "no responders" or no answer at all; a short
+attempt made again gets through within a second of the new leader, where one 5 s wait held a
+write up to 5 s past it (docs/benchmarks.md, Faults)."""
+
+
+async def leader_last(js: JetStreamContext, stream: str, subject: str) -> RawStreamMsg:
+    """One attempt, within `LEADER_ATTEMPT_S`, at the stream leader's last message of
+    `subject` (`$JS.API.STREAM.MSG.GET`, which only the leader answers)."""
+    async with asyncio.timeout(LEADER_ATTEMPT_S):
+        return await js.get_last_msg(stream, subject, direct=False)
 
 
 class LeaderReads:

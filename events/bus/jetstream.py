@@ -33,7 +33,7 @@ from opentelemetry.trace import Span, SpanKind, get_current_span
 
 from events.bus._kv import await_stream_leader
 from events.bus._latest import fenced_last_per_subject, last_per_subject
-from events.bus._leader_reads import LeaderReads
+from events.bus._leader_reads import LEADER_ATTEMPT_S, LeaderReads, leader_last
 from events.bus._pipeline import AckPipeline
 from events.bus._pull import OrderedPull
 from events.bus._pull import schema_of as _schema_of
@@ -314,8 +314,11 @@ class JetStreamEventLog:
         without one); on R1 the direct get, whose one replica is the leader (a stream scaled
         up since is noticed within a second, `events.bus._leader_reads`)."""
         try:
-            direct = not (consistent and await self._leader_reads.needed())
-            msg = await self._js.get_last_msg(self._stream, subject, direct=direct)
+            if consistent and await self._leader_reads.needed():
+                msg = await retried(lambda: leader_last(self._js, self._stream, subject),
+                                    on=_TRANSIENT, for_s=_TIMEOUT_S - LEADER_ATTEMPT_S)
+            else:
+                msg = await self._js.get_last_msg(self._stream, subject, direct=True)
         except nats.js.errors.NotFoundError:
             return None
         except _TRANSIENT as exc:

@@ -11,7 +11,8 @@ proxies (services/bench/_proxies.py: raw State-of-the-World ADS streams that ACK
 response) connected to east's gateway. East runs `--no-auth`: its proxies send no tokens.
 
 Each round registers (even rounds) or deregisters (odd rounds), through west's API, the one
-Dataplane of west's service `target`, and measures from just before the request until the
+Dataplane of west's service `target` (the zones run with a grace period of 0, so the
+generated `target` goes with it), and measures from just before the request until the
 last proxy in east has ACKed an EDS response that shows the change: the synced
 `target-<hash>` appearing with west's ingress as its endpoint, or going with it. In the path:
 west's append, two JetStream sources (west to global, global to east), east's fold and
@@ -115,8 +116,11 @@ async def bench_multizone_proxies(proxies: int, rounds: int, *, mmzs: bool = Fal
         async with AsyncExitStack() as stack:
             central = await up(stack, work, "global", "--mode", "global", "--leaf-port", "0")
             key = str(work / "global" / "secret.key")
+            # west's generated `target` goes with its Dataplane, in east too: a synced
+            # generated MeshService waits out its zone's grace period (default 1 h)
             zones = {z: await up(stack, work, z, "--zone", z, "--global", central["global_url"],
-                                 "--secret-key-file", key, "--no-auth")
+                                 "--secret-key-file", key, "--no-auth",
+                                 "--meshservice-grace-period", "0s")
                      for z in ("east", "west")}
             east, west = zones["east"]["api"], zones["west"]["api"]
             http = await stack.enter_async_context(httpx.AsyncClient(timeout=60))

@@ -36,19 +36,21 @@ VENV_BIN = Path(sys.executable).parent
 
 def wait_for(check: Callable[[], T | None], *, timeout: float = 15.0, interval: float = 0.05,
              what: str = "condition") -> T:
+    """Poll `check` until it returns something truthy. On timeout the error says what the
+    last check returned or raised, so a failure on a loaded CI machine says how far it got."""
     deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
+    last: str = "no check finished"
     while time.monotonic() < deadline:
         try:
             result = check()
         except Exception as exc:
-            last_exc = exc
+            last = f"last error: {exc!r}"
         else:
             if result:
                 return result
+            last = f"last seen: {result!r}"
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}"
-                         + (f" (last error: {last_exc!r})" if last_exc else ""))
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} ({last[:2000]})")
 
 
 async def cancel_until_done(task: asyncio.Task[Any]) -> None:
@@ -113,7 +115,20 @@ class ControlPlane:
                 f"/meshes/{doc['mesh']}/{kind.lower()}s/{doc['name']}")
         response = self.api.put(path, json=doc)
         assert response.status_code in (200, 201), response.text
+        if response.headers.get("Meshlog-Projection") == "pending":
+            # the API waited its bounded time for the projector and answered anyway (README,
+            # read-your-writes); on a loaded machine a fold can take longer, and the read a
+            # test makes next must see this write
+            self.await_projected(int(response.headers["ETag"].strip('"')))
         return response
+
+    def await_projected(self, seq: int, timeout: float = 60) -> None:
+        """Until the read models include sequence `seq` (`/ready`'s projectedSequence)."""
+        def projected() -> int | None:
+            at = int(self.api.get("/ready").json()["projectedSequence"])
+            return at if at >= seq else None
+
+        wait_for(projected, timeout=timeout, what=f"the read models to include sequence {seq}")
 
     def dataplane_token(self, name: str, mesh: str = "default", **request: Any) -> str:
         """A dataplane token from the API (a loopback client is admin), for a proxy's xDS
@@ -387,5 +402,6 @@ async def eventually(check: Callable[[], Awaitable[_T | None]], what: str = "a c
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
+            raise AssertionError(f"timed out after {within}s waiting for {what} (last seen: "
+                                 f"{result!r:.2000})")
         await asyncio.sleep(0.02)

@@ -164,7 +164,7 @@ class ControlPlane:
 
 
 @contextlib.contextmanager
-def meshlog_up(data_dir: Path, *extra: str, start_timeout: float = 30) -> Iterator[ControlPlane]:
+def meshlog_up(data_dir: Path, *extra: str, start_timeout: float = 60) -> Iterator[ControlPlane]:
     """`meshlog up` on ephemeral ports, until it has written up.json (within `start_timeout`;
     its log's tail in the error if not)."""
     data_dir.mkdir(parents=True, exist_ok=True)

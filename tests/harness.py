@@ -34,7 +34,13 @@ T = TypeVar("T")
 VENV_BIN = Path(sys.executable).parent
 
 
-def wait_for(check: Callable[[], T | None], *, timeout: float = 15.0, interval: float = 0.05,
+WAIT_S = 30.0
+"""The default deadline of `wait_for` and `eventually`: a bound, not a speed. What tests wait
+for (a process start, a fold, a push, Envoy applying it) takes several times longer on a loaded
+2-core CI machine than on an idle one; a passing test never waits it out."""
+
+
+def wait_for(check: Callable[[], T | None], *, timeout: float = WAIT_S, interval: float = 0.05,
              what: str = "condition") -> T:
     """Poll `check` until it returns something truthy. On timeout the error says what the
     last check returned or raised, so a failure on a loaded CI machine says how far it got."""
@@ -393,7 +399,7 @@ _T = TypeVar("_T")
 
 
 async def eventually(check: Callable[[], Awaitable[_T | None]], what: str = "a condition", *,
-                     within: float = 10.0) -> _T:
+                     within: float = WAIT_S) -> _T:
     """Poll `check` until it returns something truthy, within a deadline (then an
     AssertionError naming `what`)."""
     deadline = time.monotonic() + within

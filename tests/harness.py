@@ -27,6 +27,7 @@ import yaml
 
 from events import EVENTS_STREAM, connect_nats
 from events.bus.permissions import Role
+from services.runtime.nats_cluster import unused_ports
 from services.runtime.nats_users import role_credentials
 from services.runtime.spawn import popen as popen  # re-exported: tests start children with it
 
@@ -71,9 +72,10 @@ async def cancel_until_done(task: asyncio.Task[Any]) -> None:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port free on `host`, for a process told it before it binds it: from outside the
+    kernel's ephemeral range, so no `bind(0)` or `connect` of another process takes it
+    meanwhile (services.runtime.nats_cluster.unused_ports)."""
+    return unused_ports(1, host)[0]
 
 
 def free_port_on_all(hosts: list[str]) -> int:

@@ -392,7 +392,7 @@ def run_lb_envoy(gateway_ports: list[int], workdir: Path) -> Iterator[LoadBalanc
             envoy.admin.get("/listeners", params={"format": "json"}).json()),
             what="the LB listener")
         lb = LoadBalancer(envoy, port)
-        wait_for(lambda: lb.healthy_gateways() == len(gateway_ports), timeout=15,
+        wait_for(lambda: lb.healthy_gateways() == len(gateway_ports), timeout=60,
                  what="every gateway healthy in the LB")
         yield lb
 

@@ -264,7 +264,7 @@ def test_rejected_listener_is_nacked_once_without_a_resend_loop(
         assert stream is not None
         gw.apply(projection.fold([event_for(_web(web_port, {
             "port": free_port(), "address": UNBINDABLE, "tags": {"kuma.io/service": "web"}}))]))
-        wait_for(lambda: stream.types[LISTENER].nacks == 1, timeout=10, what="one LDS NACK")
+        wait_for(lambda: stream.types[LISTENER].nacks == 1, timeout=60, what="one LDS NACK")
         assert UNBINDABLE in stream.types[LISTENER].last_nack
         assert _stat(envoy, "listener_manager.lds.update_rejected") == 1
         responses = {t: s.responses for t, s in stream.types.items()}

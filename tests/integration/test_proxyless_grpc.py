@@ -71,13 +71,13 @@ def _calls_follow_the_backends(cp: ControlPlane, port: int) -> None:
             seen.add(_who(channel) or "")
             return set(BACKENDS) <= seen
 
-        wait_for(both_seen, timeout=20, what="calls through xds:/// reaching both backends")
+        wait_for(both_seen, timeout=60, what="calls through xds:/// reaching both backends")
 
         hit = _who(channel)
         assert hit in BACKENDS
         other = next(b for b in BACKENDS if b != hit)
         assert cp.api.delete(f"/meshes/default/dataplanes/{hit}").status_code == 200
-        wait_for(lambda: all(_who(channel) == other for _ in range(10)), timeout=10,
+        wait_for(lambda: all(_who(channel) == other for _ in range(10)), timeout=60,
                  what=f"calls to move from {hit} to {other}")
 
 

@@ -232,7 +232,7 @@ def envoy_binary() -> str:
 class Envoy:
     def __init__(self, proc: subprocess.Popen[bytes], admin: str, log: Path):
         self.proc = proc
-        self.admin = httpx.Client(base_url=f"http://{admin}", timeout=5)
+        self.admin = httpx.Client(base_url=f"http://{admin}", timeout=30)  # a loaded Envoy
         self.log = log
 
     def stats(self, filter_: str) -> dict[str, int]:
@@ -318,10 +318,16 @@ def http_backend(host: str, port: int, name: str, *, keep_alive: bool = False
         server.server_close()
 
 
+FETCH_TIMEOUT_S = 10.0
+"""A request's bound: on a loaded CI machine an answer through Envoy from a backend thread of
+the test process can take seconds, and a slow answer is not a failed one (the traffic
+threads of the failover tests count every None as a failed request)."""
+
+
 def fetch(url: str) -> str | None:
     """One request on a fresh connection; None on a connection-level failure."""
     try:
-        with httpx.Client(timeout=2) as client:
+        with httpx.Client(timeout=FETCH_TIMEOUT_S) as client:
             return client.get(url).text
     except httpx.HTTPError:
         return None

@@ -275,7 +275,7 @@ def run_envoy(bootstrap: dict[str, Any], workdir: Path, name: str) -> Iterator[E
                     f"envoy exited {proc.returncode}: {log_path.read_text()[-3000:]}")
             return admin_path.read_text().strip() if admin_path.exists() else None
 
-        envoy = Envoy(proc, wait_for(admin, timeout=30, what="envoy admin"), log_path)
+        envoy = Envoy(proc, wait_for(admin, timeout=60, what="envoy admin"), log_path)
         try:
             yield envoy
         finally:
@@ -368,7 +368,7 @@ def run_gateway_process(nats_url: str, workdir: Path, name: str, *extra: str,
                     return int(line.rpartition(":")[2])
             return None
 
-        yield GatewayProcess(proc, wait_for(serving, timeout=30, what=f"gateway {name}"),
+        yield GatewayProcess(proc, wait_for(serving, timeout=60, what=f"gateway {name}"),
                              log_path)
     finally:
         stop_process(proc, signal.SIGTERM, timeout=30)

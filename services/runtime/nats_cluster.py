@@ -229,12 +229,14 @@ class NatsCluster:
                         raise ProcessStartError(
                             f"nats-server {node.name} exited with code {node.proc.returncode}; "
                             f"see {node.log_file}")
-                if all([await node.healthy(client) for node in chosen]):
+                healthy = {node.name: await node.healthy(client) for node in chosen}
+                if all(healthy.values()):
                     return
                 if loop.time() > deadline:
                     raise ProcessStartError(
-                        f"nats-servers {[n.name for n in chosen]} not healthy within "
-                        f"{timeout_s:.0f} s; see their logs under {chosen[0].directory.parent}")
+                        f"nats-servers {[n for n, ok in healthy.items() if not ok]} not healthy "
+                        f"within {timeout_s:.0f} s (of {list(healthy)}); see their logs under "
+                        f"{chosen[0].directory.parent}")
                 await asyncio.sleep(0.1)
 
     async def kill(self, name: str) -> None:

@@ -41,6 +41,11 @@ for (a process start, a fold, a push, Envoy applying it) takes several times lon
 2-core CI machine than on an idle one; a passing test never waits it out."""
 
 
+class Exited(RuntimeError):
+    """Raised by a `wait_for` check when the process it waits on has exited: the wait ends at
+    once with it (any other error of a check is retried until the deadline)."""
+
+
 def wait_for(check: Callable[[], T | None], *, timeout: float = WAIT_S, interval: float = 0.05,
              what: str = "condition") -> T:
     """Poll `check` until it returns something truthy. On timeout the error says what the
@@ -50,6 +55,8 @@ def wait_for(check: Callable[[], T | None], *, timeout: float = WAIT_S, interval
     while time.monotonic() < deadline:
         try:
             result = check()
+        except Exited:
+            raise
         except Exception as exc:
             last = f"last error: {exc!r}"
         else:
@@ -271,7 +278,7 @@ def run_envoy(bootstrap: dict[str, Any], workdir: Path, name: str) -> Iterator[E
     try:
         def admin() -> str | None:
             if proc.poll() is not None:
-                raise RuntimeError(
+                raise Exited(
                     f"envoy exited {proc.returncode}: {log_path.read_text()[-3000:]}")
             return admin_path.read_text().strip() if admin_path.exists() else None
 
@@ -362,7 +369,7 @@ def run_gateway_process(nats_url: str, workdir: Path, name: str, *extra: str,
                 f.seek(start)
                 text = f.read().decode(errors="replace")
             if proc.poll() is not None:
-                raise RuntimeError(f"meshlog gateway exited {proc.returncode}: {text[-3000:]}")
+                raise Exited(f"meshlog gateway exited {proc.returncode}: {text[-3000:]}")
             for line in text.splitlines():
                 if line.startswith("xDS gateway serving on "):
                     return int(line.rpartition(":")[2])

@@ -30,6 +30,7 @@ from services.runtime.spawn import popen
 from tests.harness import (
     VENV_BIN,
     Envoy,
+    Exited,
     fetch,
     free_port,
     free_port_on_all,
@@ -71,7 +72,7 @@ def _meshlog(workdir: Path, name: str, args: list[str], ready: str) -> Iterator[
         def started() -> str | None:
             text = log_path.read_text()
             if proc.poll() is not None:
-                raise RuntimeError(f"meshlog {name} exited {proc.returncode}: {text[-3000:]}")
+                raise Exited(f"meshlog {name} exited {proc.returncode}: {text[-3000:]}")
             match = re.search(ready, text)
             return match.group(1) if match else None
 

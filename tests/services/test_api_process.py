@@ -22,7 +22,7 @@ import pytest
 from events.identity import SecretKey, read_header
 from services.runtime.spawn import popen
 from tests._tcp_proxy import tcp_proxy
-from tests.harness import VENV_BIN, stop_process, wait_for
+from tests.harness import VENV_BIN, Exited, stop_process, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,7 @@ def _api(nats_url: str, data_dir: Path, secret_key: Path, *extra: str) -> Iterat
         def listening() -> str | None:
             text = log_path.read_text()
             if proc.poll() is not None:
-                raise RuntimeError(f"meshlog api exited {proc.returncode}: {text[-2000:]}")
+                raise Exited(f"meshlog api exited {proc.returncode}: {text[-2000:]}")
             prefix = "API listening on "
             return next((line[len(prefix):] for line in text.splitlines()
                          if line.startswith(prefix)), None)

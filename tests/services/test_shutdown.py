@@ -18,7 +18,7 @@ import pytest
 
 from services.runtime.spawn import popen
 from services.runtime.up import UP_GRACE_S
-from tests.harness import VENV_BIN, ControlPlane, meshlog_up, stop_process, wait_for
+from tests.harness import VENV_BIN, ControlPlane, Exited, meshlog_up, stop_process, wait_for
 
 pytestmark = pytest.mark.integration
 BURST = 50
@@ -120,7 +120,7 @@ def test_sigint_stops_meshlog_up_started_with_sigint_ignored(tmp_path: Path) -> 
     try:
         def up() -> dict[str, str] | None:
             if proc.poll() is not None:
-                raise RuntimeError(f"meshlog up exited {proc.returncode}: "
+                raise Exited(f"meshlog up exited {proc.returncode}: "
                                    + (data_dir / "up.log").read_text()[-3000:])
             path = data_dir / "up.json"
             return json.loads(path.read_text()) if path.exists() else None

@@ -28,7 +28,9 @@ GONE = ProxyInsight(mesh="default", name="web-1", gateway="gw-old", session="s1"
 
 def _reaper(insights: Insights, registration: SelfRegistration) -> Reaper:
     publisher = InsightsPublisher(insights, address=lambda: "127.0.0.1:0")
-    return Reaper(insights, registration, publisher, delay_s=0.5, margin_s=0.4)
+    # long enough that the time a loaded machine takes between a test's `now_ms()` and the
+    # reaper's own cannot carry a beat across delay + margin (9 s): no wait depends on them
+    return Reaper(insights, registration, publisher, delay_s=5, margin_s=4)
 
 
 async def _registered(nc: NATS) -> tuple[Any, SelfRegistration, JetStreamInsights]:
@@ -92,9 +94,9 @@ async def test_a_connected_proxy_goes_only_when_its_gateway_stops_beating(nc: NA
 
     await reaper.reap("default", "web-1", beat(now_ms()))  # its gateway is alive
     assert (await last_event(event_log))[1] == registered_seq
-    await reaper.reap("default", "web-1", beat(now_ms() - 500))  # not past delay + margin
+    await reaper.reap("default", "web-1", beat(now_ms() - 5_000))  # not past delay + margin
     assert (await last_event(event_log))[1] == registered_seq
-    await reaper.reap("default", "web-1", beat(now_ms() - 1_000))  # silent for too long
+    await reaper.reap("default", "web-1", beat(now_ms() - 10_000))  # silent for too long
     event, _ = await last_event(event_log)
     assert isinstance(event, DataplaneDeregistered)
 

@@ -27,6 +27,7 @@ import yaml
 
 from events import EVENTS_STREAM, connect_nats
 from events.bus.permissions import Role
+from services.runtime.nats_cluster import unused_ports
 from services.runtime.nats_users import role_credentials
 from services.runtime.spawn import popen as popen  # re-exported: tests start children with it
 
@@ -34,21 +35,36 @@ T = TypeVar("T")
 VENV_BIN = Path(sys.executable).parent
 
 
-def wait_for(check: Callable[[], T | None], *, timeout: float = 15.0, interval: float = 0.05,
+WAIT_S = 30.0
+"""The default deadline of `wait_for` and `eventually`: a bound, not a speed. What tests wait
+for (a process start, a fold, a push, Envoy applying it) takes several times longer on a loaded
+2-core CI machine than on an idle one; a passing test never waits it out."""
+
+
+class Exited(RuntimeError):
+    """Raised by a `wait_for` check when the process it waits on has exited: the wait ends at
+    once with it (any other error of a check is retried until the deadline)."""
+
+
+def wait_for(check: Callable[[], T | None], *, timeout: float = WAIT_S, interval: float = 0.05,
              what: str = "condition") -> T:
+    """Poll `check` until it returns something truthy. On timeout the error says what the
+    last check returned or raised, so a failure on a loaded CI machine says how far it got."""
     deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
+    last: str = "no check finished"
     while time.monotonic() < deadline:
         try:
             result = check()
+        except Exited:
+            raise
         except Exception as exc:
-            last_exc = exc
+            last = f"last error: {exc!r}"
         else:
             if result:
                 return result
+            last = f"last seen: {result!r}"
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}"
-                         + (f" (last error: {last_exc!r})" if last_exc else ""))
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} ({last[:2000]})")
 
 
 async def cancel_until_done(task: asyncio.Task[Any]) -> None:
@@ -63,9 +79,10 @@ async def cancel_until_done(task: asyncio.Task[Any]) -> None:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port free on `host`, for a process told it before it binds it: from outside the
+    kernel's ephemeral range, so no `bind(0)` or `connect` of another process takes it
+    meanwhile (services.runtime.nats_cluster.unused_ports)."""
+    return unused_ports(1, host)[0]
 
 
 def free_port_on_all(hosts: list[str]) -> int:
@@ -113,7 +130,20 @@ class ControlPlane:
                 f"/meshes/{doc['mesh']}/{kind.lower()}s/{doc['name']}")
         response = self.api.put(path, json=doc)
         assert response.status_code in (200, 201), response.text
+        if response.headers.get("Meshlog-Projection") == "pending":
+            # the API waited its bounded time for the projector and answered anyway (README,
+            # read-your-writes); on a loaded machine a fold can take longer, and the read a
+            # test makes next must see this write
+            self.await_projected(int(response.headers["ETag"].strip('"')))
         return response
+
+    def await_projected(self, seq: int, timeout: float = 60) -> None:
+        """Until the read models include sequence `seq` (`/ready`'s projectedSequence)."""
+        def projected() -> int | None:
+            at = int(self.api.get("/ready").json()["projectedSequence"])
+            return at if at >= seq else None
+
+        wait_for(projected, timeout=timeout, what=f"the read models to include sequence {seq}")
 
     def dataplane_token(self, name: str, mesh: str = "default", **request: Any) -> str:
         """A dataplane token from the API (a loopback client is admin), for a proxy's xDS
@@ -149,7 +179,7 @@ class ControlPlane:
 
 
 @contextlib.contextmanager
-def meshlog_up(data_dir: Path, *extra: str, start_timeout: float = 30) -> Iterator[ControlPlane]:
+def meshlog_up(data_dir: Path, *extra: str, start_timeout: float = 60) -> Iterator[ControlPlane]:
     """`meshlog up` on ephemeral ports, until it has written up.json (within `start_timeout`;
     its log's tail in the error if not)."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -217,7 +247,7 @@ def envoy_binary() -> str:
 class Envoy:
     def __init__(self, proc: subprocess.Popen[bytes], admin: str, log: Path):
         self.proc = proc
-        self.admin = httpx.Client(base_url=f"http://{admin}", timeout=5)
+        self.admin = httpx.Client(base_url=f"http://{admin}", timeout=30)  # a loaded Envoy
         self.log = log
 
     def stats(self, filter_: str) -> dict[str, int]:
@@ -256,11 +286,11 @@ def run_envoy(bootstrap: dict[str, Any], workdir: Path, name: str) -> Iterator[E
     try:
         def admin() -> str | None:
             if proc.poll() is not None:
-                raise RuntimeError(
+                raise Exited(
                     f"envoy exited {proc.returncode}: {log_path.read_text()[-3000:]}")
             return admin_path.read_text().strip() if admin_path.exists() else None
 
-        envoy = Envoy(proc, wait_for(admin, timeout=30, what="envoy admin"), log_path)
+        envoy = Envoy(proc, wait_for(admin, timeout=60, what="envoy admin"), log_path)
         try:
             yield envoy
         finally:
@@ -303,10 +333,16 @@ def http_backend(host: str, port: int, name: str, *, keep_alive: bool = False
         server.server_close()
 
 
+FETCH_TIMEOUT_S = 10.0
+"""A request's bound: on a loaded CI machine an answer through Envoy from a backend thread of
+the test process can take seconds, and a slow answer is not a failed one (the traffic
+threads of the failover tests count every None as a failed request)."""
+
+
 def fetch(url: str) -> str | None:
     """One request on a fresh connection; None on a connection-level failure."""
     try:
-        with httpx.Client(timeout=2) as client:
+        with httpx.Client(timeout=FETCH_TIMEOUT_S) as client:
             return client.get(url).text
     except httpx.HTTPError:
         return None
@@ -341,13 +377,13 @@ def run_gateway_process(nats_url: str, workdir: Path, name: str, *extra: str,
                 f.seek(start)
                 text = f.read().decode(errors="replace")
             if proc.poll() is not None:
-                raise RuntimeError(f"meshlog gateway exited {proc.returncode}: {text[-3000:]}")
+                raise Exited(f"meshlog gateway exited {proc.returncode}: {text[-3000:]}")
             for line in text.splitlines():
                 if line.startswith("xDS gateway serving on "):
                     return int(line.rpartition(":")[2])
             return None
 
-        yield GatewayProcess(proc, wait_for(serving, timeout=30, what=f"gateway {name}"),
+        yield GatewayProcess(proc, wait_for(serving, timeout=60, what=f"gateway {name}"),
                              log_path)
     finally:
         stop_process(proc, signal.SIGTERM, timeout=30)
@@ -377,7 +413,7 @@ def run_lb_envoy(gateway_ports: list[int], workdir: Path) -> Iterator[LoadBalanc
             envoy.admin.get("/listeners", params={"format": "json"}).json()),
             what="the LB listener")
         lb = LoadBalancer(envoy, port)
-        wait_for(lambda: lb.healthy_gateways() == len(gateway_ports), timeout=15,
+        wait_for(lambda: lb.healthy_gateways() == len(gateway_ports), timeout=60,
                  what="every gateway healthy in the LB")
         yield lb
 
@@ -386,7 +422,7 @@ _T = TypeVar("_T")
 
 
 async def eventually(check: Callable[[], Awaitable[_T | None]], what: str = "a condition", *,
-                     within: float = 10.0) -> _T:
+                     within: float = WAIT_S) -> _T:
     """Poll `check` until it returns something truthy, within a deadline (then an
     AssertionError naming `what`)."""
     deadline = time.monotonic() + within
@@ -395,5 +431,6 @@ async def eventually(check: Callable[[], Awaitable[_T | None]], what: str = "a c
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
+            raise AssertionError(f"timed out after {within}s waiting for {what} (last seen: "
+                                 f"{result!r:.2000})")
         await asyncio.sleep(0.02)

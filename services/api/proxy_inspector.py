@@ -125,11 +125,19 @@ class ProxyInspector:
                 if m == mesh and self.verdict(insight, beats.get(insight.gateway), now)[0]}
 
     async def _cached_snapshot(self) -> _Snapshot:
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
+
+        def answers(at: float) -> bool:
+            """A scan that ended at `at` answers this read: at most `ttl` old, or ended after
+            the read came (it queued behind that scan, however long the loop then took to
+            hand it the lock: a loaded machine's, not a second scan)."""
+            return at >= asked or loop.time() - at <= self._ttl_s
+
         async with self._lock:  # one read of the bucket per ttl, however many requests
-            loop = asyncio.get_running_loop()
-            if self._snapshot is None or loop.time() - self._snapshot[0] > self._ttl_s:
+            if self._snapshot is None or not answers(self._snapshot[0]):
                 # reads queued behind a failed scan get its failure, not one timeout each
-                if self._failed is not None and loop.time() - self._failed[0] <= self._ttl_s:
+                if self._failed is not None and answers(self._failed[0]):
                     raise EventLogUnavailable(self._failed[1])
                 try:
                     async with asyncio.timeout(self._config_timeout_s):  # a scan, bounded

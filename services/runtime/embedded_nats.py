@@ -24,7 +24,9 @@ from services.runtime.spawn import spawn
 
 __all__ = ["find_nats_server", "run_nats_server"]
 
-_START_TIMEOUT_S = 15.0
+_START_TIMEOUT_S = 60.0
+"""How long nats-server may take to listen: it first recovers its JetStream store, which a big
+store, a slow disk or a loaded machine (a CI runner starting one per test) makes take long."""
 
 
 def find_nats_server() -> str:
@@ -94,5 +96,6 @@ async def _wait_for_port(proc: asyncio.subprocess.Process, ports_dir: Path) -> s
                 if nats_urls:
                     return str(nats_urls[0])
         await asyncio.sleep(0.05)
-    raise ProcessStartError(f"nats-server did not report its port within {_START_TIMEOUT_S:.0f} s")
+    raise ProcessStartError(f"nats-server did not report its port within {_START_TIMEOUT_S:.0f} s; "
+                            f"see its log in {ports_dir.parent}")
 

@@ -6,8 +6,9 @@ Each node (jetstream-rules.md, 3-node config) has its own `server_name`, the sam
 name, client, cluster and monitoring ports on 127.0.0.1, `routes` to every node's cluster
 port, and its own store dir. Ports are picked once, when the cluster is made, and kept: a
 node killed and started again comes back on the same ports with the same store, as a
-restarted pod would. A node is ready when its monitoring `/healthz` says so (JetStream in
-contact with a meta leader, its streams current).
+restarted pod would. They are picked outside the kernel's ephemeral range (`unused_ports`),
+so no other process takes one while its node is down. A node is ready when its monitoring
+`/healthz` says so (JetStream in contact with a meta leader, its streams current).
 
 With `route_delay_s`, nodes are that far apart: each node's cluster port is reached through a
 `SlowLink` (the port it advertises to the others and the one in their `routes`), so every
@@ -19,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import signal
 import socket
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -31,20 +34,63 @@ from services.runtime._slow_link import SlowLink
 from services.runtime.embedded_nats import find_nats_server
 from services.runtime.spawn import spawn
 
-__all__ = ["NatsCluster", "NatsNode", "run_nats_cluster"]
+__all__ = ["NatsCluster", "NatsNode", "run_nats_cluster", "unused_ports"]
 
 CLUSTER_NAME = "meshlog"
 _READY_TIMEOUT_S = 60.0
 _STOP_TIMEOUT_S = 10.0
 
 
-def _free_ports(count: int) -> list[int]:
-    """`count` distinct ports free on 127.0.0.1 now (all bound at once, so distinct)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
+_LOWEST_PORT = 10_000
+_handed_out: set[int] = set()
+_handing_out = threading.Lock()
+
+
+def _ephemeral_start() -> int:
+    """Where the kernel's ephemeral ports begin (`net.ipv4.ip_local_port_range`)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def unused_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct ports free on `host` now, for processes told their port before they
+    bind it (the nodes here, kept across a restart; a test's backends and sidecar inbounds).
+
+    Not from the kernel's ephemeral range, which a `bind(("", 0))` would give: every later
+    `bind` to port 0 and every outgoing `connect` of any process draws from that range, so
+    one of them could take the port before the process told of it binds it (a time-of-check
+    to time-of-use race, likelier the longer the wait: a node killed and started again). These
+    come from below it, which the kernel never hands out by itself; each is checked free now,
+    and none is handed out twice by this process."""
+    top = _ephemeral_start()
+    if top - _LOWEST_PORT < 1000:  # an unusual range: the ephemeral ports it is
+        with contextlib.ExitStack() as stack:
+            socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+            for sock in socks:
+                sock.bind((host, 0))
+            return [sock.getsockname()[1] for sock in socks]
+    chosen: list[int] = []
+    pick = random.SystemRandom()
+    with _handing_out:
+        for _ in range(100 * count):
+            port = pick.randrange(_LOWEST_PORT, top)
+            if port not in _handed_out and _bindable(host, port):
+                _handed_out.add(port)
+                chosen.append(port)
+                if len(chosen) == count:
+                    return chosen
+    raise ProcessStartError(f"no {count} free ports on {host} in {_LOWEST_PORT}..{top - 1}")
 
 
 class NatsNode:
@@ -134,7 +180,7 @@ class NatsCluster:
     def __init__(self, directory: Path, size: int, *, route_delay_s: float = 0.0,
                  config: Path | None = None) -> None:
         per_node = 4 if route_delay_s else 3
-        ports = _free_ports(per_node * size)
+        ports = unused_ports(per_node * size)
         self.nodes = []
         for i in range(size):
             client, cluster, monitor, *route = ports[per_node * i:per_node * (i + 1)]
@@ -183,12 +229,14 @@ class NatsCluster:
                         raise ProcessStartError(
                             f"nats-server {node.name} exited with code {node.proc.returncode}; "
                             f"see {node.log_file}")
-                if all([await node.healthy(client) for node in chosen]):
+                healthy = {node.name: await node.healthy(client) for node in chosen}
+                if all(healthy.values()):
                     return
                 if loop.time() > deadline:
                     raise ProcessStartError(
-                        f"nats-servers {[n.name for n in chosen]} not healthy within "
-                        f"{timeout_s:.0f} s; see their logs under {chosen[0].directory.parent}")
+                        f"nats-servers {[n for n, ok in healthy.items() if not ok]} not healthy "
+                        f"within {timeout_s:.0f} s (of {list(healthy)}); see their logs under "
+                        f"{chosen[0].directory.parent}")
                 await asyncio.sleep(0.1)
 
     async def kill(self, name: str) -> None:

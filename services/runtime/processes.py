@@ -29,12 +29,9 @@ import functools
 import gc
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
-from events import DEFAULT_ZONE, EventLogUnavailable, JetStreamEventLog
-from events.bus._retry import retried
+from events import DEFAULT_ZONE, JetStreamEventLog
 from events.bus.insights import JetStreamInsights
 from events.bus.projection_bus import JetStreamProjectionBus
 from events.bus.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
@@ -63,7 +60,13 @@ from services.runtime.credentials import api_tokens
 from services.runtime.metrics_server import ReadinessCheck, serving_metrics
 from services.runtime.shutdown import handle_signals
 from services.runtime.standby import Readiness, StandbyProjector, single_projector_readiness
-from services.runtime.up import bind_socket, nats_connection, run_projector, warn_no_auth
+from services.runtime.up import (
+    at_start,
+    bind_socket,
+    nats_connection,
+    run_projector,
+    warn_no_auth,
+)
 from services.runtime.zone_sync import Mode, ZoneSync
 from xds_gateway import Gateway
 from xds_gateway.gateway import DEFAULT_DRAIN_GRACE_S
@@ -75,23 +78,6 @@ from xds_gateway.server.serving_tls import ServingTls
 __all__ = ["run_api_process", "run_gateway_process", "run_projector_process"]
 
 log = logging.getLogger("meshlog")
-T = TypeVar("T")
-
-_START_S = 60.0
-"""How long a process's start waits out JetStream not answering yet (below)."""
-
-
-async def _at_start(what: str, step: Callable[[], Awaitable[T]]) -> T:
-    """A step of a process's start that needs JetStream. Processes started together on a new
-    cluster (compose) find the stream made by one of them and its replicas still electing a
-    leader: the step is tried again every second for up to `_START_S`, said once; then its
-    error ends the start, as before."""
-    def waiting(exc: BaseException) -> None:
-        log.warning("%s: JetStream is not ready yet (%s); trying again for up to %.0f s",
-                    what, exc, _START_S)
-
-    return await retried(step, on=EventLogUnavailable, for_s=_START_S, pause_s=1.0,
-                         failed=waiting)
 
 PROCESS_GRACE_S = 15.0
 """SIGINT/SIGTERM to exit, for the projector (a commit, closing) and the API (its drain)."""
@@ -129,15 +115,15 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
         async with serving_metrics(metrics, readiness), nats_connection(
                 nats_url, "meshlog-projector", reconnected, credentials=credentials) as nc, \
                 contextlib.AsyncExitStack() as stack:
-            event_log = await _at_start("projector", lambda: JetStreamEventLog.open(
+            event_log = await at_start("projector", lambda: JetStreamEventLog.open(
                 nc, replicas=replicas, subjects=_subjects(mode, zone)))
             commands = Commands(event_log, zone=zone)
-            await _at_start("projector", lambda: commands.configure_grace_period(
+            await at_start("projector", lambda: commands.configure_grace_period(
                 "MeshService", meshservice_grace_period_ms, DEFAULT_GRACE_PERIOD_MS))
-            await _at_start("projector", lambda: commands.configure_ipam(
+            await at_start("projector", lambda: commands.configure_ipam(
                 "MeshMultiZoneService", mmzs_vip_cidr,
                 default=DEFAULT_CIDRS["MeshMultiZoneService"]))
-            bus = await _at_start("projector", lambda: JetStreamProjectionBus.open(
+            bus = await at_start("projector", lambda: JetStreamProjectionBus.open(
                 nc, replicas=replicas))
             store = await open_store(database)
             syncing = None
@@ -196,11 +182,11 @@ async def run_gateway_process(*, nats_url: str, host: str, port: int,
         # (docs/benchmarks.md)
         gc.set_threshold(50_000, 20, 10)
         async with nats_connection(nats_url, "meshlog-gateway", credentials=credentials) as nc:
-            bus = await _at_start("gateway", lambda: JetStreamProjectionBus.open(
+            bus = await at_start("gateway", lambda: JetStreamProjectionBus.open(
                 nc, replicas=replicas))
-            event_log = await _at_start("gateway", lambda: JetStreamEventLog.open(
+            event_log = await at_start("gateway", lambda: JetStreamEventLog.open(
                 nc, replicas=replicas, subjects=_subjects(mode, zone)))
-            insights = await _at_start("gateway", lambda: JetStreamInsights.open(
+            insights = await at_start("gateway", lambda: JetStreamInsights.open(
                 nc, replicas=replicas))
             gateway = Gateway(bus, host=host, port=port,
                               max_connection_age_s=max_connection_age_s,
@@ -238,12 +224,12 @@ async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
         sock = bind_socket(host, port, "--api-port")
         try:
             async with nats_connection(nats_url, "meshlog-api", credentials=credentials) as nc:
-                event_log = await _at_start("api", lambda: JetStreamEventLog.open(
+                event_log = await at_start("api", lambda: JetStreamEventLog.open(
                     nc, replicas=replicas, subjects=_subjects(mode, zone)))
                 admin_token = data_dir / ADMIN_TOKEN_FILE
                 # reads (or makes) the token signing keys: a read across subjects, which
                 # waits for the stream's leader like the open before it
-                tokens = await _at_start("api", lambda: api_tokens(
+                tokens = await at_start("api", lambda: api_tokens(
                     event_log, zone=zone, secret_key=secret_key, admin_token=admin_token))
                 keeper = None if tokens is None else AdminTokenKeeper(
                     admin_token, tokens, event_log, zone=zone)

@@ -30,16 +30,23 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
-from typing import Any, assert_never
+from typing import Any, TypeVar, assert_never
 
 import msgspec
 from nats.aio.client import Client as NATS
 
-from events import GLOBAL_ZONE, JetStreamEventLog, connect_nats, resource_subject
+from events import (
+    GLOBAL_ZONE,
+    EventLogUnavailable,
+    JetStreamEventLog,
+    connect_nats,
+    resource_subject,
+)
+from events.bus._retry import retried
 from events.bus.insights import JetStreamInsights
 from events.bus.permissions import ROLES, Role
 from events.bus.projection_bus import JetStreamProjectionBus
@@ -89,13 +96,31 @@ from xds_gateway.resolver import DnsServerLookup
 from xds_gateway.server.readiness import HealthServer
 from xds_gateway.server.serving_tls import ServingTls
 
-__all__ = ["UP_GRACE_S", "bind_socket", "nats_connection", "run_projector", "run_up",
-           "warn_no_auth"]
+__all__ = ["START_S", "UP_GRACE_S", "at_start", "bind_socket", "nats_connection",
+           "run_projector", "run_up", "warn_no_auth"]
 
 log = logging.getLogger("meshlog.up")
+T = TypeVar("T")
 
 UP_GRACE_S = DEFAULT_API_DRAIN_GRACE_S + DEFAULT_DRAIN_GRACE_S + 5.0
 """SIGINT/SIGTERM to exit: the API's drain, then the gateway's, then closing."""
+START_S = 60.0
+"""How long a start waits out JetStream not answering yet (`at_start`)."""
+
+
+async def at_start(what: str, step: Callable[[], Awaitable[T]]) -> T:
+    """A step of a start that needs JetStream (a process's; `meshlog up`'s). Processes
+    started together on a new cluster (compose) find the stream made by one of them and its
+    replicas still electing a leader; a cluster just started may not yet place a replicated
+    stream (its meta leader has not heard from every node): the step is tried again every
+    second for up to `START_S`, said once; then its error ends the start."""
+    def waiting(exc: BaseException) -> None:
+        logging.getLogger("meshlog").warning(
+            "%s: JetStream is not ready yet (%s); trying again for up to %.0f s", what, exc,
+            START_S)
+
+    return await retried(step, on=EventLogUnavailable, for_s=START_S, pause_s=1.0,
+                         failed=waiting)
 
 
 
@@ -217,8 +242,9 @@ async def _swappable(cfg: UpConfig, stack: AsyncExitStack, url: str, creds: Path
 
     replicas = cfg.stream_replicas
     readmodels = SwappableReadModels(
-        await JetStreamEventLog.open(nc, replicas=replicas),
-        await JetStreamProjectionBus.open(nc, replicas=replicas), zone=cfg.zone,
+        await at_start("up", lambda: JetStreamEventLog.open(nc, replicas=replicas)),
+        await at_start("up", lambda: JetStreamProjectionBus.open(nc, replicas=replicas)),
+        zone=cfg.zone,
         data_dir=cfg.data_dir, url=database, on_swap=use_store, secret_key=secret_key,
         # read models it chose itself (the data dir's, or where a swap moved them): rebuilt
         # when outdated; a `--database` given is the operator's, and stays theirs
@@ -240,8 +266,10 @@ async def _contenders(cfg: UpConfig, stack: AsyncExitStack, url: str, creds: Pat
         store = await open_store(database)
         stack.push_async_callback(store.close)  # before its NATS connection (reverse order)
         contenders.append(StandbyProjector(
-            await JetStreamEventLog.open(nc, replicas=cfg.stream_replicas), store,
-            await JetStreamProjectionBus.open(nc, replicas=cfg.stream_replicas),
+            await at_start("up", partial(JetStreamEventLog.open, nc,
+                                         replicas=cfg.stream_replicas)), store,
+            await at_start("up", partial(JetStreamProjectionBus.open, nc,
+                                         replicas=cfg.stream_replicas)),
             zone=cfg.zone, secret_key=secret_key, reconnected=reconnected,
             lease_ttl_s=cfg.lease_ttl_s, holder=f"{default_holder()}/{i}"))
     return contenders
@@ -277,18 +305,19 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                 nats_connection(url, "meshlog-gateway", credentials=credentials["gateway"]))
             # the command side first: it creates the stream if missing and records settings
             replicas = cfg.stream_replicas
-            event_log = await JetStreamEventLog.open(
+            event_log = await at_start("up", lambda: JetStreamEventLog.open(
                 api_nc, replicas=replicas,
-                subjects=None if cfg.mode == "standalone" else [zone_filter(cfg.zone)])
+                subjects=None if cfg.mode == "standalone" else [zone_filter(cfg.zone)]))
             commands = Commands(event_log, zone=cfg.zone, secret_key=secret_key,
                                 deployment=cfg.mode)
             if cfg.mode == "global":
-                await _synced_defaults(commands)
-            await commands.configure_ipam("MeshService", cfg.vip_cidr)
-            await commands.configure_ipam("MeshMultiZoneService", cfg.mmzs_vip_cidr,
-                                          default=DEFAULT_CIDRS["MeshMultiZoneService"])
-            await commands.configure_grace_period(
-                "MeshService", cfg.meshservice_grace_period_ms, DEFAULT_GRACE_PERIOD_MS)
+                await at_start("up", lambda: _synced_defaults(commands))
+            await at_start("up", lambda: commands.configure_ipam("MeshService", cfg.vip_cidr))
+            await at_start("up", lambda: commands.configure_ipam(
+                "MeshMultiZoneService", cfg.mmzs_vip_cidr,
+                default=DEFAULT_CIDRS["MeshMultiZoneService"]))
+            await at_start("up", lambda: commands.configure_grace_period(
+                "MeshService", cfg.meshservice_grace_period_ms, DEFAULT_GRACE_PERIOD_MS))
             database = cfg.database or pointed_database(cfg.data_dir) or cfg.database_url
             api_store = await open_store(database)
             try:
@@ -300,8 +329,8 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                 await api_store.close()
                 raise
             admin_token = cfg.data_dir / ADMIN_TOKEN_FILE
-            tokens = await api_tokens(event_log, zone=cfg.zone, secret_key=secret_key,
-                                      admin_token=admin_token)
+            tokens = await at_start("up", lambda: api_tokens(
+                event_log, zone=cfg.zone, secret_key=secret_key, admin_token=admin_token))
             keeper = None if tokens is None else AdminTokenKeeper(
                 admin_token, tokens, event_log, zone=cfg.zone)
             app = create_app(commands, api_store,
@@ -323,12 +352,14 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                     secret_key))]
             # closed before NATS (the stack unwinds in reverse), after the API drained
             stack.push_async_callback(lambda: state.store.close())
-            gateway = Gateway(await JetStreamProjectionBus.open(gateway_nc, replicas=replicas),
-                              host=cfg.xds_host, port=cfg.xds_port,
-                              event_log=await JetStreamEventLog.open(gateway_nc,
-                                                                     replicas=replicas),
-                              insights=await JetStreamInsights.open(gateway_nc,
-                                                                    replicas=replicas),
+            gateway_bus = await at_start("up", lambda: JetStreamProjectionBus.open(
+                gateway_nc, replicas=replicas))
+            gateway_log = await at_start("up", lambda: JetStreamEventLog.open(
+                gateway_nc, replicas=replicas))
+            insights = await at_start("up", lambda: JetStreamInsights.open(
+                gateway_nc, replicas=replicas))
+            gateway = Gateway(gateway_bus, host=cfg.xds_host, port=cfg.xds_port,
+                              event_log=gateway_log, insights=insights,
                               zone=cfg.zone,
                               deregistration_delay_s=cfg.deregistration_delay_s,
                               no_auth=cfg.no_auth, tls=tls, dns_cache_ttl_s=cfg.dns_cache_ttl_s,

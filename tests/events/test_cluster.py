@@ -17,6 +17,7 @@ from nats.aio.client import Client as NATS
 from nats.js.api import KeyValueConfig, RawStreamMsg, StorageType
 
 from events import (
+    Appended,
     AppendNotStored,
     Conflict,
     Dataplane,
@@ -29,6 +30,7 @@ from events import (
     decode_resource,
 )
 from events.bus import _leader_reads
+from events.bus._retry import retried
 from events.bus.connection import server_urls
 from events.bus.lease import FencedProjectionBus, JetStreamLease
 from events.bus.projection_bus import CHECKPOINT_KEY, JetStreamProjectionBus
@@ -67,8 +69,8 @@ def test_a_nats_url_may_list_several_servers() -> None:
 
 
 async def test_a_client_given_every_node_makes_replicated_streams(cnc: NATS) -> None:
-    await JetStreamEventLog.open(cnc, replicas=3)
-    await JetStreamProjectionBus.open(cnc, replicas=3)
+    await _opened(cnc)
+    await _opened_bus(cnc)
     js = cnc.jetstream()
     for stream in (EVENTS_STREAM, "KV_meshlog_projections"):
         info = await js.stream_info(stream)
@@ -115,7 +117,7 @@ async def test_guard_reads_on_a_replicated_stream_leave_no_consumer_behind(cnc: 
 async def test_a_lease_holders_batch_is_stored_whole_on_a_replicated_bucket(cnc: NATS) -> None:
     """Each fenced message of a pipeline checked the same lease subject; an R3 stream's leader
     refused all but the first (err_code 10164) until fenced publishes became atomic batches."""
-    bus = await JetStreamProjectionBus.open(cnc, replicas=3)
+    bus = await _opened_bus(cnc)
     a = await JetStreamLease.open(bus, name="main", holder="a", ttl_s=1)
     await a.acquire()
     rows = [(f"mesh/m{i}", b'{"i": %d}' % i) for i in range(1500)]  # two batches
@@ -135,13 +137,19 @@ async def test_a_lease_holders_batch_is_stored_whole_on_a_replicated_bucket(cnc:
 async def test_racing_appends_to_one_subject_on_a_replicated_stream_are_conflicts(
         cnc: NATS) -> None:
     """Appends in flight together to one subject: one is stored, every other one is a
-    Conflict (a clustered leader's err_code 10164 included), never an untranslated error."""
-    log = await JetStreamEventLog.open(cnc, replicas=3)
+    Conflict (a clustered leader's err_code 10164 included), never an untranslated error.
+    Each append not stored (the new stream's leader changing, on a loaded machine) is tried
+    again with its Msg-Id, as a writer does: that is not an outcome of the race."""
+    log = await _opened(cnc)
     subject = resource_subject("Mesh", None, "raced")
     event = MeshApplied(at=1, mesh=Mesh(name="raced"))
-    outcomes = await asyncio.gather(*[
-        log.append(subject, event, expected_last_subject_seq=0, msg_id=f"race-{i}")
-        for i in range(20)], return_exceptions=True)
+
+    async def racer(i: int) -> Appended:
+        return await retried(lambda: log.append(subject, event, expected_last_subject_seq=0,
+                                                msg_id=f"race-{i}"),
+                             on=AppendNotStored, for_s=30, pause_s=0.2)
+
+    outcomes = await asyncio.gather(*[racer(i) for i in range(20)], return_exceptions=True)
     stored = [o for o in outcomes if not isinstance(o, BaseException)]
     assert len(stored) == 1
     assert all(isinstance(o, Conflict) for o in outcomes if isinstance(o, BaseException)), outcomes
@@ -174,7 +182,9 @@ async def test_a_stream_scaled_to_r3_under_an_open_log_is_read_from_its_leader(
     js = cnc.jetstream()
     config = (await js.stream_info(EVENTS_STREAM)).config
     config.num_replicas = 3
-    await js.update_stream(config)
+    # scaling is a meta-layer proposal and a new group's election: slower than nats-py's
+    # default 5 s on a loaded machine
+    await cnc.jetstream(timeout=60).update_stream(config)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 30
     while True:
@@ -197,7 +207,7 @@ async def test_without_quorum_an_append_is_not_stored_and_says_why(cluster: Nats
                                                                    cnc: NATS) -> None:
     """Two of three nodes down: the append fails (no stream leader), naming JetStream and the
     lost quorum; with quorum back the same append is stored, once."""
-    log = await JetStreamEventLog.open(cnc, replicas=3)
+    log = await _opened(cnc)
     subject = resource_subject("Mesh", None, "m")
     loop = asyncio.get_running_loop()
     # a new R3 stream may still change leader in its first seconds on a loaded machine: the
@@ -261,10 +271,12 @@ async def test_without_quorum_an_append_is_not_stored_and_says_why(cluster: Nats
 async def test_a_bucket_made_without_atomic_batches_takes_fenced_publishes_one_by_one(
         cnc: NATS) -> None:
     """A projection bucket made by an earlier meshlog (no `allow_atomic`): still correct."""
-    await cnc.jetstream().create_key_value(KeyValueConfig(
+    # an R3 stream's creation answers once the meta layer placed it: slower than nats-py's
+    # default 5 s on a loaded machine
+    await cnc.jetstream(timeout=60).create_key_value(KeyValueConfig(
         bucket="meshlog_projections", history=1, storage=StorageType.FILE, replicas=3,
         direct=True))
-    bus = await JetStreamProjectionBus.open(cnc, replicas=3)
+    bus = await _opened_bus(cnc)
     lease = await JetStreamLease.open(bus, name="main", holder="a", ttl_s=5)
     await lease.acquire()
     rows = [(f"mesh/m{i}", b"{}") for i in range(30)]
@@ -294,7 +306,7 @@ async def test_the_reader_outlives_the_node_of_its_consumer(cluster: NatsCluster
     """The reader's consumer (R1, in memory) lives on one node. That node SIGKILLed and
     started again: the reader still yields every sequence once, in order (the server recreated
     the consumer from its first sequence, which the projector took for a gap and halted)."""
-    log = await JetStreamEventLog.open(cnc, replicas=3)
+    log = await _opened(cnc)
 
     async def append(i: int) -> None:
         subject = resource_subject("Mesh", None, f"m{i}")
@@ -372,15 +384,14 @@ async def _opened(nc: NATS) -> JetStreamEventLog:
     first made (its creation can then time out, and be done anyway), or may not have heard
     from every node yet (err_code 10005, "no suitable peers for placement, peer offline"),
     which `open` reports as EventLogUnavailable too."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 60
-    while True:
-        try:
-            return await JetStreamEventLog.open(nc, replicas=3)
-        except EventLogUnavailable:
-            if loop.time() > deadline:
-                raise
-            await asyncio.sleep(0.2)
+    return await retried(lambda: JetStreamEventLog.open(nc, replicas=3),
+                         on=EventLogUnavailable, for_s=60, pause_s=0.2)
+
+
+async def _opened_bus(nc: NATS) -> JetStreamProjectionBus:
+    """The R3 projection bus, tried again while JetStream does not answer, as `_opened`."""
+    return await retried(lambda: JetStreamProjectionBus.open(nc, replicas=3),
+                         on=EventLogUnavailable, for_s=60, pause_s=0.2)
 
 
 async def _mesh_then_leader_and_follower(cluster: NatsCluster, setup: NATS

@@ -96,7 +96,9 @@ async def test_a_read_that_fails_deletes_its_consumer(
         nc = await connect_nats(url.replace("nats://", "nats://reader:secret@"), name="reader")
         try:
             await _meshes(await JetStreamEventLog.open(nc), 3)
-            js = nc.jetstream(timeout=0.5)
+            # the refused request's timeout: short, but one a loaded machine's consumer
+            # creation (the request before it, answered) stays well within
+            js = nc.jetstream(timeout=2)
             log = JetStreamEventLog(nc, js, EVENTS_STREAM, replicas=1)
             with caplog.at_level(logging.ERROR, logger="meshlog.nats"), \
                     pytest.raises(JetStreamUnavailable, match="cannot read"):
@@ -104,6 +106,6 @@ async def test_a_read_that_fails_deletes_its_consumer(
             # refused once made (nats-py lowercases the subject it reports)
             assert any("$js.api.consumer.info." in record.getMessage().lower()
                        for record in caplog.records), caplog.records
-            await _until_consumers(js, 0)
+            await _until_consumers(nc.jetstream(), 0)  # polled with the default timeout
         finally:
             await nc.close()

@@ -67,7 +67,7 @@ def test_transparent_proxy_resolves_meshservice_hostnames_to_vips(tmp_path: Path
         bootstrap["node"]["metadata"] = {"dataplane.dns.port": str(dns_port)}
         with run_envoy(bootstrap, tmp_path / "envoy", "web-1") as envoy:
             assert wait_for(lambda: _a_records(dns_port, "backend.svc.mesh.local"),
-                            timeout=20, what="an A record from Envoy's DNS") == [vip]
+                            timeout=60, what="an A record from Envoy's DNS") == [vip]
 
             unknown = _query(dns_port, "nothing.svc.mesh.local")
             assert unknown is not None, "no answer for an unknown name"
@@ -79,7 +79,7 @@ def test_transparent_proxy_resolves_meshservice_hostnames_to_vips(tmp_path: Path
                                "ports": [{"port": 9090, "appProtocol": "http"}]}})
             api_vip = cp.meshservice("backend-api")["status"]["vips"][0]["ip"]
             assert wait_for(lambda: _a_records(dns_port, "backend-api.svc.mesh.local"),
-                            timeout=10, what="the later MeshService in DNS") == [api_vip]
+                            timeout=60, what="the later MeshService in DNS") == [api_vip]
 
             rejected = envoy.stats("update_rejected")
             assert rejected and all(v == 0 for v in rejected.values()), rejected

@@ -62,11 +62,11 @@ def test_a_dataplane_named_localhost_gets_traffic_through_envoy(tmp_path: Path) 
         vip = cp.meshservice("backend")["status"]["vips"][0]["ip"]
         with run_envoy(_bootstrap(cp, "backend-1"), tmp_path / "envoy", "backend-1") as backend, \
                 run_envoy(_bootstrap(cp, "web-1"), tmp_path / "envoy", "web-1") as web:
-            wait_for(lambda: f"inbound:127.0.0.1:{inbound}" in backend.listeners(), timeout=20,
+            wait_for(lambda: f"inbound:127.0.0.1:{inbound}" in backend.listeners(), timeout=60,
                      what="backend-1's inbound listener on the answer for localhost")
-            wait_for(lambda: f"outbound:{vip}:{inbound}" in web.listeners(), timeout=20,
+            wait_for(lambda: f"outbound:{vip}:{inbound}" in web.listeners(), timeout=60,
                      what="the backend VIP listener in web-1's Envoy")
-            assert wait_for(lambda: fetch(f"http://{vip}:{inbound}/"), timeout=20,
+            assert wait_for(lambda: fetch(f"http://{vip}:{inbound}/"), timeout=60,
                             what="traffic from web-1 through backend-1's Envoy to the app"
                             ) == "backend-1 app"
             clusters = web.admin.get("/clusters").text
@@ -96,11 +96,11 @@ def test_a_gateway_follows_the_answer_of_its_dns_server(tmp_path: Path) -> None:
                 run_envoy(_bootstrap(cp, "web-1", gateway.port), tmp_path / "envoy",
                           "web-1") as web:
             url = f"http://{vip}:{port}/"
-            assert wait_for(lambda: fetch(url), timeout=20,
+            assert wait_for(lambda: fetch(url), timeout=60,
                             what="traffic to the first answer") == "first"
             seq = cp.stream_last_seq()
             dns.records["backend.test"] = ["127.0.0.3"]
-            wait_for(lambda: fetch(url) == "second", timeout=10,
+            wait_for(lambda: fetch(url) == "second", timeout=60,
                      what="traffic to the second answer")
             assert cp.stream_last_seq() == seq  # nothing was written: the answer moved
             rejected = web.stats("update_rejected")

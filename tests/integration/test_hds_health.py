@@ -108,20 +108,20 @@ def test_an_app_that_stops_leaves_eds_and_comes_back(tmp_path: Path) -> None:
                 assert _ready(cp) is True and _state(cp) == "Available"
 
             # the app is gone: the proxy's probe fails and its report reaches the log
-            wait_for(lambda: _ready(cp) is False, timeout=30, interval=0.2,
+            wait_for(lambda: _ready(cp) is False, timeout=60, interval=0.2,
                      what="health.ready false in the API")
-            wait_for(lambda: _state(cp) == "Unavailable", timeout=15, interval=0.2,
+            wait_for(lambda: _state(cp) == "Unavailable", timeout=60, interval=0.2,
                      what="the MeshService to become Unavailable")
-            wait_for(lambda: not _endpoint_in_eds(envoy, inbound), timeout=15, interval=0.2,
+            wait_for(lambda: not _endpoint_in_eds(envoy, inbound), timeout=60, interval=0.2,
                      what="the endpoint to leave the proxy's EDS")
 
             with http_backend("127.0.0.1", app, "web-1 app"):
-                wait_for(lambda: _ready(cp) is True, timeout=30, interval=0.2,
+                wait_for(lambda: _ready(cp) is True, timeout=60, interval=0.2,
                          what="health.ready true again in the API")
-                wait_for(lambda: _state(cp) == "Available", timeout=15, interval=0.2,
+                wait_for(lambda: _state(cp) == "Available", timeout=60, interval=0.2,
                          what="the MeshService to become Available again")
                 wait_for(lambda: fetch(f"http://127.0.0.1:{outbound}/") == "web-1 app",
-                         timeout=15, what="traffic to the app again")
+                         timeout=60, what="traffic to the app again")
                 assert _endpoint_in_eds(envoy, inbound)
         # one event per change: no flapping at start-up, no event per report
         assert asyncio.run(_readiness_history(cp)) == [True, False, True]

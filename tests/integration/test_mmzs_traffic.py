@@ -88,7 +88,7 @@ def test_the_mmzs_vip_serves_every_local_match_and_follows_their_endpoints(
             body = cp.api.get("/meshes/default/meshmultizoneservices/redis").json()
             return body if len(body["status"].get("meshServices", [])) == 2 else None
 
-        status = wait_for(matched, timeout=10, what="both redis MeshServices matched")["status"]
+        status = wait_for(matched, timeout=60, what="both redis MeshServices matched")["status"]
         assert [(m["name"], m["zone"]) for m in status["meshServices"]] == [
             ("redis", "default"), ("redis-b", "default")]
         vip = status["vips"][0]["ip"]
@@ -99,22 +99,22 @@ def test_the_mmzs_vip_serves_every_local_match_and_follows_their_endpoints(
                                       xds_port=cp.xds_port, admin_port=0,
                                       token=cp.dataplane_token("web-1"))
         with run_envoy(bootstrap, tmp_path / "envoy", "web-1") as envoy:
-            wait_for(lambda: f"outbound:{vip}:{port}" in envoy.listeners(), timeout=20,
+            wait_for(lambda: f"outbound:{vip}:{port}" in envoy.listeners(), timeout=60,
                      what="the MeshMultiZoneService's VIP listener in Envoy")
             url = f"http://{vip}:{port}/"
 
             def served_by() -> set[str | None]:
                 return {fetch(url) for _ in range(20)}
 
-            wait_for(lambda: served_by() == {"redis", "redis-b"}, timeout=20,
+            wait_for(lambda: served_by() == {"redis", "redis-b"}, timeout=60,
                      what="both local matches to serve the VIP")
 
             assert cp.api.delete("/meshes/default/dataplanes/redis-1").status_code == 200
-            wait_for(lambda: served_by() == {"redis-b"}, timeout=20,
+            wait_for(lambda: served_by() == {"redis-b"}, timeout=60,
                      what="redis-b alone while redis has no endpoint")
 
             cp.apply(_dataplane("redis-1", A, port, "redis"))
-            wait_for(lambda: served_by() == {"redis", "redis-b"}, timeout=20,
+            wait_for(lambda: served_by() == {"redis", "redis-b"}, timeout=60,
                      what="both again when redis comes back")
 
             rejected = envoy.stats("update_rejected")
@@ -130,4 +130,4 @@ def test_the_mmzs_vip_serves_every_local_match_and_follows_their_endpoints(
         bootstrap["node"]["metadata"] = {"dataplane.dns.port": str(dns_port)}
         with run_envoy(bootstrap, tmp_path / "envoy-2", "web-2"):
             assert wait_for(lambda: _a_records(dns_port, "redis.mzsvc.mesh.local"),
-                            timeout=20, what="the MeshMultiZoneService's A record") == [vip]
+                            timeout=60, what="the MeshMultiZoneService's A record") == [vip]

@@ -38,7 +38,7 @@ def _zone_nats(workdir: Path, zone: str, global_url: str) -> Iterator[str]:
         proc = popen([find_nats_server(), "-c", str(config)], stdout=log,
                      stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(lambda: "Server is ready" in (workdir / "nats.log").read_text(), timeout=15,
+        wait_for(lambda: "Server is ready" in (workdir / "nats.log").read_text(), timeout=60,
                  what="the zone's nats-server")
         yield f"nats://127.0.0.1:{port}"
     finally:

@@ -27,7 +27,7 @@ import nats
 import pytest
 
 from services.runtime.embedded_nats import run_nats_server
-from tests.harness import ControlPlane, meshlog_up, wait_for
+from tests.harness import ControlPlane, Exited, meshlog_up, wait_for
 from tests.services._scrape import scrape, value
 
 pytestmark = pytest.mark.integration
@@ -105,7 +105,7 @@ class _Api:
 
     def alive(self) -> None:
         if self.cp.proc.poll() is not None:
-            raise RuntimeError(f"meshlog up exited {self.cp.proc.returncode}: "
+            raise Exited(f"meshlog up exited {self.cp.proc.returncode}: "
                                + (self.cp.data_dir / "up.log").read_text()[-3000:])
 
     def get(self, path: str) -> httpx.Response:

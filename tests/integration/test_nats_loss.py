@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from services.runtime.embedded_nats import run_nats_server
-from tests.harness import ControlPlane, free_port, meshlog_up, wait_for
+from tests.harness import ControlPlane, Exited, free_port, meshlog_up, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ class _Api:
 
     def alive(self) -> None:
         if self.cp.proc.poll() is not None:
-            raise RuntimeError(f"meshlog up exited {self.cp.proc.returncode}: "
+            raise Exited(f"meshlog up exited {self.cp.proc.returncode}: "
                                + (self.cp.data_dir / "up.log").read_text()[-3000:])
 
     def put(self, name: str) -> httpx.Response:

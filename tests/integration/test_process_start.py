@@ -25,26 +25,33 @@ async def _logged(log_path: Path, text: str, proc: subprocess.Popen[bytes],
         await asyncio.sleep(0.1)
 
 
-def _projector(urls: str, tmp_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
+def _started(command: str, urls: str, tmp_path: Path, log_path: Path
+             ) -> subprocess.Popen[bytes]:
+    """`meshlog projector` or `meshlog up` on the cluster at `urls`, with R3 streams."""
+    args = (["projector", "--lease-ttl", "0",
+             "--database", f"sqlite:///{tmp_path / 'readmodels.db'}"] if command == "projector"
+            else ["up", "--api-port", "0", "--xds-port", "0"])
     with open(log_path, "ab") as log:
-        return popen([str(VENV_BIN / "meshlog"), "projector", "--nats-url", urls,
-                      "--stream-replicas", "3", "--lease-ttl", "0",
-                      "--data-dir", str(tmp_path / "data"),
-                      "--database", f"sqlite:///{tmp_path / 'readmodels.db'}"],
+        return popen([str(VENV_BIN / "meshlog"), *args, "--nats-url", urls,
+                      "--stream-replicas", "3", "--data-dir", str(tmp_path / "data")],
                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-async def test_a_projector_started_before_its_cluster_has_a_quorum_waits_for_it(
-        tmp_path: Path) -> None:
+@pytest.mark.parametrize(("command", "serving"), [("projector", "resuming after sequence"),
+                                                  ("up", "meshlog is up")])
+async def test_a_process_started_before_its_cluster_has_a_quorum_waits_for_it(
+        command: str, serving: str, tmp_path: Path) -> None:
+    """A projector, and `meshlog up --nats-url` (which exited with the first
+    EventLogUnavailable before), wait for a cluster that cannot place an R3 stream yet."""
     cluster = NatsCluster(tmp_path / "nats", 3)
     try:
         await cluster.start("n1", wait=False)  # one of three: no meta leader, no JetStream
-        log_path = tmp_path / "projector.log"
-        proc = _projector(cluster.urls, tmp_path, log_path)
+        log_path = tmp_path / f"{command}.log"
+        proc = _started(command, cluster.urls, tmp_path, log_path)
         try:
             await _logged(log_path, "JetStream is not ready yet", proc)
             await cluster.start("n2", "n3")
-            await _logged(log_path, "resuming after sequence", proc, within_s=60)
+            await _logged(log_path, serving, proc, within_s=90)
             logged = await asyncio.to_thread(log_path.read_text)
             assert logged.count("JetStream is not ready yet") == 1
         finally:

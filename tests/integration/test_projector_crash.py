@@ -5,6 +5,7 @@ equal a clean rebuild byte for byte, and the rows published for gateways equal t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -64,15 +65,18 @@ async def test_killed_projector_converges_to_a_clean_rebuild(
         checkpoints = [0]
         for _ in range(KILLS):
             proc = _start(nats_url, live, tmp_path / "projector.log")
-            # let it commit something new, then kill it at a random moment after that
-            deadline = time.monotonic() + 120
-            while await _checkpoint(live) <= checkpoints[-1]:
-                assert proc.poll() is None, (tmp_path / "projector.log").read_text()[-2000:]
-                assert time.monotonic() < deadline, "the projector made no progress"
-                await asyncio.sleep(0.02)
-            await asyncio.sleep(rng.uniform(0, 0.3))
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            try:
+                # let it commit something new, then kill it at a random moment after that
+                deadline = time.monotonic() + 120
+                while await _checkpoint(live) <= checkpoints[-1]:
+                    assert proc.poll() is None, (tmp_path / "projector.log").read_text()[-2000:]
+                    assert time.monotonic() < deadline, "the projector made no progress"
+                    await asyncio.sleep(0.02)
+                await asyncio.sleep(rng.uniform(0, 0.3))
+            finally:  # also when the test fails: no projector left folding into later tests
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
             checkpoints.append(await _checkpoint(live))
             if checkpoints[-1] >= EVENTS:
                 break
@@ -90,7 +94,8 @@ async def test_killed_projector_converges_to_a_clean_rebuild(
                 assert time.monotonic() < deadline, "the projector did not catch up"
                 await asyncio.sleep(0.2)
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):  # a projector that died says why
+                os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
 
         nc = await connect_nats(nats_url, name="test")

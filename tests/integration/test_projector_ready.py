@@ -46,7 +46,8 @@ def test_only_the_lease_holder_is_ready_and_a_standby_takes_over(nats_url: str,
     logs = [tmp_path / f"projector-{i}.log" for i in range(2)]
     procs = [_start(nats_url, database, log) for log in logs]
     try:
-        urls = [wait_for(partial(_health_url, log), what=f"{log.name}'s health port")
+        urls = [wait_for(partial(_health_url, log), timeout=60,
+                         what=f"{log.name}'s health port")
                 for log in logs]
         for url in urls:
             assert httpx.get(f"{url}/live", timeout=5).status_code == 200
@@ -56,7 +57,7 @@ def test_only_the_lease_holder_is_ready_and_a_standby_takes_over(nats_url: str,
             return answers if sorted(s for s, _ in answers) == [200, 503] \
                 and all(body.get("leader") for _, body in answers) else None
 
-        answers = wait_for(one_active, timeout=20, what="one active, one standby")
+        answers = wait_for(one_active, timeout=60, what="one active, one standby")
         active = next(i for i, (s, _) in enumerate(answers) if s == 200)
         standby = 1 - active
         body = answers[active][1]
@@ -76,7 +77,7 @@ def test_only_the_lease_holder_is_ready_and_a_standby_takes_over(nats_url: str,
             status, body = _ready(urls[standby])
             return body if status == 200 else None
 
-        body = wait_for(took_over, timeout=10, what="the standby's /ready to turn 200")
+        body = wait_for(took_over, timeout=30, what="the standby's /ready to turn 200")
         assert body["role"] == "active" and body["fencingToken"] > token
         assert body["holder"].endswith(f":{procs[standby].pid}")
     finally:

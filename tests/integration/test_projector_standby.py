@@ -96,7 +96,7 @@ async def test_killed_leader_is_replaced_and_nothing_is_lost_or_folded_twice(
         async def taken_over() -> bool:
             return await leader() not in (None, victim)
 
-        await _wait(taken_over, "the standby did not take over", 15, log)
+        await _wait(taken_over, "the standby did not take over", 60, log)
         last = EVENTS  # the synthetic history needs no clock ticks: nothing else appends
 
         async def caught_up() -> bool:
@@ -108,7 +108,7 @@ async def test_killed_leader_is_replaced_and_nothing_is_lost_or_folded_twice(
         async def seen_by_gateways() -> bool:
             return bool(published) and published[-1] >= last
 
-        await _wait(seen_by_gateways, "the last checkpoint was not published", 15, log)
+        await _wait(seen_by_gateways, "the last checkpoint was not published", 60, log)
         assert published == sorted(published), f"the published checkpoint went back: {published}"
     finally:
         for proc in procs.values():

@@ -30,6 +30,7 @@ from services.runtime.spawn import popen
 from tests.harness import (
     VENV_BIN,
     Envoy,
+    Exited,
     fetch,
     free_port,
     free_port_on_all,
@@ -71,7 +72,7 @@ def _meshlog(workdir: Path, name: str, args: list[str], ready: str) -> Iterator[
         def started() -> str | None:
             text = log_path.read_text()
             if proc.poll() is not None:
-                raise RuntimeError(f"meshlog {name} exited {proc.returncode}: {text[-3000:]}")
+                raise Exited(f"meshlog {name} exited {proc.returncode}: {text[-3000:]}")
             match = re.search(ready, text)
             return match.group(1) if match else None
 
@@ -160,11 +161,19 @@ async def test_quorum_loss_is_503s_while_envoy_traffic_flows_and_all_resumes(
                 return api.put(path, json=doc,
                                headers={"Idempotency-Key": key} if key else {})
 
-            assert put({"type": "Mesh", "name": "default"}).status_code == 201
-            assert put(_dataplane("backend-1", BACKENDS["backend-1"], port,
-                                  "backend")).status_code == 201
-            assert put(_dataplane("web-1", WEB, free_port(WEB), "web",
-                                  outbound=(outbound, port))).status_code == 201
+            def setup_write(doc: dict[str, Any]) -> None:
+                """A write before the outage. The R3 stream the processes just made may still
+                change leader in its first seconds on a loaded machine (a 503): tried again
+                with its Idempotency-Key, as a client does; stored once (a 200 when an attempt
+                answered 503 was stored after all)."""
+                response = wait_for(lambda: (lambda r: r if r.status_code != 503 else None)(
+                    put(doc, key=f"setup-{doc['name']}")), timeout=60, interval=0.5,
+                    what=f"{doc['name']} stored")
+                assert response.status_code in (200, 201), response.text
+
+            setup_write({"type": "Mesh", "name": "default"})
+            setup_write(_dataplane("backend-1", BACKENDS["backend-1"], port, "backend"))
+            setup_write(_dataplane("web-1", WEB, free_port(WEB), "web", outbound=(outbound, port)))
             assert await _replicas(cluster) == {
                 EVENTS_STREAM: 3, "KV_meshlog_projections": 3, "KV_meshlog_insights": 3}
             token = api.post("/tokens/dataplane", json={"mesh": "default", "name": "web-1"})

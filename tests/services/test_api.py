@@ -243,7 +243,7 @@ def test_meshlog_up_grace_period_flag_keeps_then_drops_the_meshservice(tmp_path:
         waiting = plane.meshservice("brief")
         assert [c["reason"] for c in waiting["status"]["conditions"]] == ["NoDataplanes"]
         wait_for(lambda: plane.api.get("/meshes/default/meshservices/brief").status_code == 404,
-                 timeout=20, what="the grace period to end and the tick to be folded")
+                 timeout=60, what="the grace period to end and the tick to be folded")
 
 
 def test_an_unavailable_meshservice_says_so(tmp_path: Path) -> None:

@@ -236,7 +236,7 @@ def test_a_projector_waiting_for_nats_logs_one_line_per_attempt(tmp_path: Path) 
                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_for(lambda: log_path.read_text().count("Connect call failed") >= 2,
-                     timeout=20, what="two failed connects")
+                     timeout=60, what="two failed connects")
         finally:
             stop_process(proc, signal.SIGTERM)
     text = log_path.read_text()

@@ -362,18 +362,26 @@ def _nats_paused(tmp_path: Path) -> Iterator[None]:
 
 
 async def test_reads_waiting_on_a_hung_insights_scan_do_not_each_wait_it_out(
-        plane: Plane, tmp_path: Path) -> None:
+        plane: Plane, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     await plane.apply({"type": "MeshService", "mesh": "default", "name": "api", "spec": {
         "selector": {"dataplaneTags": {"kuma.io/service": "web"}},
         "ports": [{"port": 80, "targetPort": 7070}]}})
     assert (await plane.api.get("/meshes/default/meshservices")).status_code == 200
-    loop = asyncio.get_running_loop()
+    scans = 0
+    snapshot = JetStreamInsights.snapshot
+
+    async def counted(insights: JetStreamInsights) -> tuple[
+            dict[tuple[str, str], ProxyInsight], dict[str, GatewayHeartbeat]]:
+        nonlocal scans
+        scans += 1
+        return await snapshot(insights)
+
+    monkeypatch.setattr(JetStreamInsights, "snapshot", counted)
     with _nats_paused(tmp_path):
         await asyncio.sleep(0.3)  # past the snapshot's 0.2 s ttl: the next read scans
-        started = loop.time()
         responses = await asyncio.gather(*(plane.api.get("/meshes/default/meshservices/api")
                                            for _ in range(4)))
-        took = loop.time() - started
     assert [r.status_code for r in responses] == [200] * 4
-    # one bounded scan (2 s here) for the burst, not one per queued read
-    assert took < 4.5, f"4 reads took {took:.1f} s"
+    # one bounded scan (2 s here) for the burst, not one per queued read: counted, not timed
+    # (how long the burst took depends on how loaded the machine is)
+    assert scans == 1

@@ -128,7 +128,7 @@ def test_replay_after_the_whole_lifecycle_equals_the_live_read_models(tmp_path: 
         cp.apply(dp("gone-1", "10.0.0.4", "gone", 80))
         assert cp.api.delete("/meshes/default/dataplanes/gone-1").status_code == 200
         wait_for(lambda: cp.api.get("/meshes/default/meshservices/gone").status_code == 404,
-                 timeout=20, what="the grace period to end by a tick")
+                 timeout=60, what="the grace period to end by a tick")
         blue = cp.meshservice("blue")["status"]
         assert {a["hostname"] for a in blue["addresses"]} >= {"blue.blue.mesh"}
         odd = cp.api.get("/meshes/default/dataplanes/odd-1").json()

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,8 @@ import httpx
 import pytest
 
 from services.runtime.spawn import popen
-from tests.harness import VENV_BIN, ControlPlane, meshlog_up, stop_process, wait_for
+from services.runtime.up import UP_GRACE_S
+from tests.harness import VENV_BIN, ControlPlane, Exited, meshlog_up, stop_process, wait_for
 
 pytestmark = pytest.mark.integration
 BURST = 50
@@ -120,20 +120,22 @@ def test_sigint_stops_meshlog_up_started_with_sigint_ignored(tmp_path: Path) -> 
     try:
         def up() -> dict[str, str] | None:
             if proc.poll() is not None:
-                raise RuntimeError(f"meshlog up exited {proc.returncode}: "
+                raise Exited(f"meshlog up exited {proc.returncode}: "
                                    + (data_dir / "up.log").read_text()[-3000:])
             path = data_dir / "up.json"
             return json.loads(path.read_text()) if path.exists() else None
 
-        where = wait_for(up, timeout=30, what="meshlog up")
+        where = wait_for(up, timeout=60, what="meshlog up")
         assert httpx.get(f"{where['api']}/ready", timeout=10).status_code == 200
         os.kill(proc.pid, signal.SIGINT)
-        started = time.monotonic()
+        # ignored, SIGINT would never stop it; handled, it drains within its grace period
+        # (services.runtime.shutdown: then cancels, and exits 1 if still stuck). Waited for
+        # longer than that: how long a stop takes depends on the machine's load
         try:
-            code = proc.wait(timeout=10)
+            code = proc.wait(timeout=UP_GRACE_S + 30)
         except subprocess.TimeoutExpired:
-            pytest.fail("SIGINT did not stop meshlog up within 10 s")
+            pytest.fail(f"SIGINT did not stop meshlog up within {UP_GRACE_S + 30:g} s: "
+                        + (data_dir / "up.log").read_text()[-3000:])
         assert code == 0, (data_dir / "up.log").read_text()[-3000:]
-        assert time.monotonic() - started < 10
     finally:
         stop_process(proc, signal.SIGTERM)

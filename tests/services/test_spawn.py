@@ -66,7 +66,7 @@ def test_a_child_dies_with_its_killed_parent() -> None:
         intermediate.send_signal(signal.SIGKILL)
         intermediate.wait(timeout=10)
         # reparented to init (or a subreaper), which reaps it: gone, or a zombie until then
-        _until(lambda: _state(child) in (None, "Z", "X"), "the orphan to die", timeout=5)
+        _until(lambda: _state(child) in (None, "Z", "X"), "the orphan to die", timeout=60)
     finally:
         if intermediate.poll() is None:
             intermediate.kill()

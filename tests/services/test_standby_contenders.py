@@ -44,13 +44,13 @@ async def test_the_standby_task_takes_over_when_the_active_task_dies(
                   for i, (nc, store) in enumerate(zip(ncs, stores, strict=True), 1)]
     tasks = [asyncio.create_task(c.run()) for c in contenders]
     try:
-        first = await _active(contenders, within_s=10)
+        first = await _active(contenders, within_s=30)
         token = first.leadership.token
         standby = next(c for c in contenders if c is not first)
         status, body = await standby.readiness()
         assert (status, body["role"], body["leader"]) == (503, "standby", first.lease.holder)
         await cancel_until_done(tasks[contenders.index(first)])
-        second = await _active([standby], within_s=10)
+        second = await _active([standby], within_s=30)
         assert second.leadership.token > token
         assert (await second.readiness())[0] == 200
     finally:
@@ -100,7 +100,7 @@ async def test_a_projector_that_stood_down_reports_no_lag(nats_url: str, tmp_pat
 
     task = asyncio.create_task(contender.run())
     try:
-        await _active([contender], within_s=10)
+        await _active([contender], within_s=30)
         head = await append("one")
         async def caught_up() -> bool:
             return contender.projector is not None and contender.projector.position == head

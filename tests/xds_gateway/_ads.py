@@ -121,7 +121,9 @@ class AdsClient:
         self.send(response.type_url, names=names, version=response.version_info,
                   nonce=response.nonce)
 
-    async def recv(self, within: float = 5.0) -> Any:
+    async def recv(self, within: float = 30.0) -> Any:
+        """The next response. `within` bounds the wait, it is not a speed: a gateway on a
+        real nats-server answers several times slower on a loaded CI machine."""
         item = await asyncio.wait_for(self._responses.get(), within)
         if isinstance(item, BaseException):
             raise item

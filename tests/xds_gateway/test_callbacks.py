@@ -80,7 +80,7 @@ async def recorded() -> AsyncIterator[tuple[Recorder, grpc.aio.Channel]]:
 async def _until(condition: Callable[[], bool], what: str) -> None:
     async def check() -> bool:
         return condition()
-    await eventually(check, within=5.0, what=what)
+    await eventually(check, within=30, what=what)
 
 
 async def test_callbacks_see_open_requests_responses_and_close(

@@ -150,18 +150,24 @@ async def test_a_self_registered_proxy_is_deregistered_after_the_delay(nc: NATS)
         assert await insights.proxy("default", "web-1") is None  # the insight is forgotten
 
 
+RECONNECT_DELAY_S = 2.0
+
+
 @pytest.mark.parametrize("elsewhere", [False, True], ids=["same gateway", "another gateway"])
 async def test_a_reconnect_within_the_delay_keeps_the_dataplane(nc: NATS, elsewhere: bool
                                                                 ) -> None:
     event_log = await with_mesh(nc)
-    async with running_gateway(nc) as gw_a, running_gateway(nc) as gw_b, \
+    # the reconnect must come within the delay: 0.5 s (DELAY_S) is a few hundred ms of a
+    # loaded machine's scheduling between the close and the new stream's insight
+    async with running_gateway(nc, deregistration_delay_s=RECONNECT_DELAY_S) as gw_a, \
+            running_gateway(nc, deregistration_delay_s=RECONNECT_DELAY_S) as gw_b, \
             channel_to(gw_a) as ch_a, channel_to(gw_b) as ch_b:
         client = await _connect(gw_a, ch_a)
         _, seq = await eventually(lambda: _registered(event_log), what="the registration")
         client.close()
         await eventually(lambda: _no_sessions(gw_a), what="A to finish with the stream")
         back = await _connect(gw_b if elsewhere else gw_a, ch_b if elsewhere else ch_a)
-        past_delay = now_ms() + int(DELAY_S * 1000)
+        past_delay = now_ms() + int(RECONNECT_DELAY_S * 1000)
         await eventually(lambda: _reapers_looked_after([gw_a, gw_b], past_delay),
                          what="both reapers to look past the delay")
         assert (await last_event(event_log))[1] == seq  # no deregistration, nothing appended

@@ -31,7 +31,9 @@ GONE = ProxyInsight(mesh="default", name="web-1", gateway="gw-old", session="s1"
 
 def _reaper(insights: Insights, registration: SelfRegistration) -> Reaper:
     publisher = InsightsPublisher(insights, address=lambda: "127.0.0.1:0")
-    return Reaper(insights, registration, publisher, delay_s=0.5, margin_s=0.4)
+    # long enough that the time a loaded machine takes between a test's `now_ms()` and the
+    # reaper's own cannot carry a beat across delay + margin (9 s): no wait depends on them
+    return Reaper(insights, registration, publisher, delay_s=5, margin_s=4)
 
 
 async def _registered(nc: NATS) -> tuple[Any, SelfRegistration, JetStreamInsights]:
@@ -57,7 +59,7 @@ async def test_two_gateways_reaping_at_once_append_one_deregistration(
     assert seq == registered_seq + 1 == await event_log.last_seq()  # one event, not two
     assert await insights.proxy("default", "web-1") is None
     # like other log lines, the time as RFC 3339, not epoch milliseconds
-    assert ("deregistered default.web-1: gone since 1970-01-01T00:00:02Z for more than 0.5 s"
+    assert ("deregistered default.web-1: gone since 1970-01-01T00:00:02Z for more than 5.0 s"
             in caplog.messages)
 
 
@@ -102,14 +104,14 @@ async def test_a_connected_proxy_goes_only_when_its_gateway_stops_beating(
 
     await reaper.reap("default", "web-1", beat(now_ms()))  # its gateway is alive
     assert (await last_event(event_log))[1] == registered_seq
-    await reaper.reap("default", "web-1", beat(now_ms() - 500))  # not past delay + margin
+    await reaper.reap("default", "web-1", beat(now_ms() - 5_000))  # not past delay + margin
     assert (await last_event(event_log))[1] == registered_seq
-    last_beat = now_ms() - 1_000
+    last_beat = now_ms() - 10_000
     await reaper.reap("default", "web-1", beat(last_beat))  # silent for too long
     event, _ = await last_event(event_log)
     assert isinstance(event, DataplaneDeregistered)
     # gone since its gateway's last beat (the insight has no disconnect time)
-    assert (f"deregistered default.web-1: gone since {rfc3339(last_beat)} for more than 0.5 s"
+    assert (f"deregistered default.web-1: gone since {rfc3339(last_beat)} for more than 5.0 s"
             in caplog.messages)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import posixpath
-import shlex
 import subprocess
 from pathlib import Path
 
@@ -19,22 +18,25 @@ from cryptography import x509
 from services.cli.parser import build_parser
 from services.runtime.api_tls import API_TLS_FLAGS
 from tests.harness import VENV_BIN
-from tests.services.test_compose_nats_users import COMPOSE, ROOT, SERVICES, mounts
+from tests.services.test_compose_nats_users import (
+    COMPOSE,
+    ROOT,
+    SERVICES,
+    mounts,
+    one_shot_args,
+    one_shot_steps,
+)
 from xds_gateway.server.serving_tls import read_key_pair
 
 ONE_SHOT = "api-certificate"
 
 
 def _steps() -> list[list[str]]:
-    command = SERVICES[ONE_SHOT]["command"]
-    assert command[:2] == ["sh", "-c"], command
-    return [shlex.split(step) for step in command[2].split("&&")]
+    return one_shot_steps(ONE_SHOT)
 
 
 def _one_shot_args() -> argparse.Namespace:
-    make = _steps()[0]
-    assert make[0] == "meshlog", make
-    return build_parser().parse_args(make[1:])
+    return one_shot_args(ONE_SHOT)
 
 
 def _apis() -> dict[str, argparse.Namespace]:

@@ -26,18 +26,23 @@ SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 ONE_SHOT = "nats-users"
 
 
-def one_shot_steps() -> list[list[str]]:
-    """The one-shot's shell script (`sh -c`), as the argv of each `&&` step."""
-    command = SERVICES[ONE_SHOT]["command"]
+def one_shot_steps(one_shot: str = ONE_SHOT) -> list[list[str]]:
+    """A one-shot's shell script (`sh -c`), as the argv of each `&&` step."""
+    command = SERVICES[one_shot]["command"]
     assert command[:2] == ["sh", "-c"], command
     return [shlex.split(step) for step in command[2].split("&&")]
 
 
-def nats_users_args() -> argparse.Namespace:
-    """The one-shot's `meshlog nats-users`, parsed by the CLI's own parser."""
-    step = one_shot_steps()[0]
+def one_shot_args(one_shot: str) -> argparse.Namespace:
+    """A one-shot's first step, a `meshlog` command, parsed by the CLI's own parser."""
+    step = one_shot_steps(one_shot)[0]
     assert step[0] == "meshlog", step
     return build_parser().parse_args(step[1:])
+
+
+def nats_users_args() -> argparse.Namespace:
+    """The one-shot's `meshlog nats-users`."""
+    return one_shot_args(ONE_SHOT)
 
 
 def mounts(service: dict[str, Any]) -> dict[str, tuple[str, bool]]:

@@ -13,6 +13,9 @@ lag behind it):
   that one zone can use it (Kuma takes it on global only, kumahq/kuma#11740);
 - a ZoneIngress belongs to the zone that registers it: global refuses it (409), and one whose
   `zone` names another zone is invalid (the fold pins `zone` to the writer's anyway);
+- a resource another control plane synced here (global's in a zone, a zone's elsewhere) is
+  read-only here: a write of its name is refused (409, naming where to change it), decided
+  from that control plane's subjects in the log (`events.commands.synced`);
 - a Mesh that still has Dataplanes, MeshServices, MeshTrafficPermissions or
   MeshMultiZoneServices cannot be deleted (they would come back with a Mesh of the same
   name); a MeshService generated
@@ -31,6 +34,7 @@ from typing import Literal
 
 from msgspec import Struct
 
+from events.commands._live import live_resource
 from events.commands.ca import CaCommands
 from events.commands.handler import (
     Append,
@@ -42,6 +46,7 @@ from events.commands.handler import (
 )
 from events.commands.meshes import current_mesh
 from events.commands.skips import SkipCommands
+from events.commands.synced import SyncedGuard
 from events.errors import Conflict, InvalidResource, NotFound, Violation
 from events.event_types import (
     AnyEvent,
@@ -123,6 +128,8 @@ class Commands:
         self._cas = CaCommands(self.handler, zone=zone, secret_key=secret_key, clock=clock)
         self.skips = SkipCommands(self.handler, zone=zone)
         """Operators' decisions to fold an unreadable event as nothing."""
+        self.synced = SyncedGuard(self.handler, zone=zone, deployment=deployment)
+        """The refusal of writes to resources another control plane synced here."""
 
     @property
     def zone(self) -> str:
@@ -133,10 +140,12 @@ class Commands:
                     idempotency_key: str | None = None,
                     headers: Mapping[str, str] | None = None) -> WriteResult:
         """Create or update `resource`."""
+        mesh = getattr(resource, "mesh", None)
+        # another control plane's resource of that name: newer than its records, or not shown
+        shadow = await self.synced.refuse(type(resource).__name__, mesh, resource.name)
         self._check_owner(type(resource).__name__, resource.name)
         if isinstance(resource, ZoneIngress):
             self._check_ingress_zone(resource)
-        mesh = getattr(resource, "mesh", None)
         if mesh is not None:
             await self._require_mesh(mesh)
         subject = resource_subject(type(resource).__name__, mesh, resource.name, self._zone)
@@ -155,7 +164,8 @@ class Commands:
             live = live_resource(current.event)
             # an event written before computed labels were dropped may hold them: it folds to
             # the same row as one without them
-            if live is not None and without_computed(live, provenance) == resource:
+            if live is not None and current.seq > shadow and without_computed(
+                    live, provenance) == resource:
                 return Keep()
             return Append(_applied(resource, at))
 
@@ -174,6 +184,7 @@ class Commands:
     async def delete(self, kind: str, mesh: str | None, name: str, *, if_match: int | None = None,
                      headers: Mapping[str, str] | None = None) -> WriteResult:
         """Delete a resource; the guards of the module docstring apply."""
+        await self.synced.refuse(kind, mesh, name)
         self._check_owner(kind, name)
         subject = resource_subject(kind, mesh, name, self._zone)
         if kind == "Mesh":
@@ -295,21 +306,6 @@ def _check_if_match(subject: str, if_match: int | None, seq: int) -> None:
         raise Conflict(subject, if_match,
                        f"version {if_match} is stale: the resource is at version {seq}; "
                        "read it again and retry")
-
-
-def live_resource(event: AnyEvent | None) -> Resource | None:
-    """The resource a subject's last event leaves, None if it never existed or was deleted."""
-    match event:
-        case MeshApplied(mesh=r) | DataplaneRegistered(dataplane=r) | MeshServiceApplied(
-            meshservice=r
-        ) | HostnameGeneratorApplied(hostname_generator=r) | MeshTrafficPermissionApplied(
-            policy=r
-        ) | MeshMultiZoneServiceApplied(meshmultizoneservice=r) | ZoneIngressRegistered(
-            zoneingress=r
-        ):
-            return r
-        case _:
-            return None
 
 
 def _applied(resource: Resource, at: int) -> AnyEvent:

@@ -14,9 +14,14 @@ comes back through the sync. A write here would make another resource of the sam
 this control plane's subjects that the fold keeps under the synced one's key: a PUT would
 replace the synced one in this control plane's view (global's MeshTrafficPermission, its
 allow rule with it), a later DELETE remove it, until its origin writes it again. So a PUT or
-DELETE of any kind is refused (409) naming where to change it (`refuse_synced`), when the row
-this API shows under that name is synced (`synced`, from its `kuma.io/origin` and
-`kuma.io/zone`: `zone` on global; in a zone, `global` or another zone's).
+DELETE of any kind is refused (409) naming where to change it. The command path decides it
+from the log (`events.commands.synced`: the other control plane's subject of that name holds
+a live record), whatever the fold has reached; `refuse_synced` refuses early, before the
+body is read, when the row this API shows under that name is synced (`synced`, from its
+`kuma.io/origin` and `kuma.io/zone`: `zone` on global; in a zone, `global` or another
+zone's), with the log's words if the log says so too, else its own: the read model still
+knows what the log alone does not (a zone's generated MeshService waiting out its grace
+period, a synced name whose display name was cut).
 """
 
 from __future__ import annotations
@@ -124,6 +129,7 @@ async def refuse_synced(request: ApiRequest, kind: str, mesh: str | None, name: 
         return
     if not synced(request, labels):
         return
+    await state.commands.synced.refuse(kind, mesh, name)  # the log's words, with display names
     zone = labels.get(ZONE_LABEL)
     subject = f"{kind.lower()}:{key}"
     where = f" of mesh {mesh!r}" if mesh is not None else ""

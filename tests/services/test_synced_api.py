@@ -12,6 +12,7 @@ each API app serves its own, with its own deployment.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,22 @@ import msgspec
 import pytest
 from nats.aio.client import Client as NATS
 
-from events import GLOBAL_ZONE, JetStreamEventLog, Mesh, decode_resource
+from events import (
+    GLOBAL_ZONE,
+    JetStreamEventLog,
+    JetStreamUnavailable,
+    Mesh,
+    connect_nats,
+    decode_resource,
+    resource_subject,
+)
 from events.commands import Commands
+from events.commands.zones import ZoneCommands
 from events.kds_hash import hashed_name
+from events.subjects import EVENTS_STREAM
 from projections import Projector, ReadModelStore, open_store
 from services.api.app import create_app
+from services.runtime.embedded_nats import run_nats_server
 
 pytestmark = [
     pytest.mark.integration,
@@ -75,6 +87,10 @@ def _service(name: str, port: int) -> dict[str, Any]:
 class Apis(msgspec.Struct):
     central: httpx.AsyncClient
     east: httpx.AsyncClient
+    log: JetStreamEventLog
+    writers: dict[str, Commands]
+    """The command sides of global (`GLOBAL_ZONE`), east and west, writing to `log`: what
+    they write after the fixture is not folded (no projector follows)."""
 
 
 @pytest.fixture
@@ -105,7 +121,8 @@ async def apis(nc: NATS, tmp_path: Path) -> AsyncIterator[Apis]:
             # Litestar's scope is a TypedDict, httpx wants a MutableMapping:
             transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
             clients.append(httpx.AsyncClient(transport=transport, base_url="http://api"))
-        yield Apis(central=clients[0], east=clients[1])
+        yield Apis(central=clients[0], east=clients[1], log=log,
+                   writers={GLOBAL_ZONE: central, "east": east, "west": west})
     finally:
         for client in clients:
             await client.aclose()
@@ -224,3 +241,114 @@ async def test_globals_mesh_shows_origin_global_on_global_and_in_a_zone(apis: Ap
     mesh = (await apis.central.get("/meshes/default")).json()
     again = await apis.central.put("/meshes/default", json=mesh)
     assert again.status_code == 200 and again.json()["unchanged"]
+
+
+async def test_a_write_racing_the_fold_is_refused_from_the_log(apis: Apis) -> None:
+    """What global and west write once the projectors have stopped is in the log, not in
+    either read model: a write to it is refused all the same, from the other control plane's
+    subject of that name (the zone's, for a synced name of a registered zone), with its
+    display name."""
+    writers = apis.writers
+    await ZoneCommands(apis.log).register("west")
+    await writers[GLOBAL_ZONE].apply(decode_resource(_mtp("late-policy")))
+    await writers[GLOBAL_ZONE].apply(decode_resource({**_generator(), "name": "late-hg"}))
+    await writers["west"].apply(decode_resource(_service("late-svc", 7000)))
+    # no MeshService event: west generates `late-gen` from the inbound, and so do the others
+    await writers["west"].apply(decode_resource(_dp("late-1", "late-gen", "10.2.0.7")))
+    await writers["west"].apply(decode_resource(_ingress("zi-late")))
+    late_svc = hashed_name("default", "late-svc", "west")
+    late_gen = hashed_name("default", "late-gen", "west")
+    late_dp = hashed_name("default", "late-1", "west")
+    late_zi = hashed_name("", "zi-late", "west")
+    unfolded = [(apis.east, "/meshes/default/meshtrafficpermissions/late-policy"),
+                (apis.east, "/hostnamegenerators/late-hg"),
+                (apis.east, f"/meshes/default/meshservices/{late_svc}"),
+                (apis.central, f"/meshes/default/meshservices/{late_gen}"),
+                (apis.central, f"/meshes/default/dataplanes/{late_dp}"),
+                (apis.east, f"/zoneingresses/{late_zi}")]
+    for api, path in unfolded:
+        assert (await api.get(path)).status_code == 404, path  # not folded
+
+    assert await _refusals(apis.east, "/meshes/default/meshtrafficpermissions/late-policy",
+                           _mtp("late-policy", "Deny")) == [
+        f"MeshTrafficPermission 'late-policy' of mesh 'default' {FROM_GLOBAL}"] * 2
+    assert await _refusals(apis.east, "/hostnamegenerators/late-hg", {
+        **_generator("{{ .DisplayName }}.mine"), "name": "late-hg"}) == [
+        f"HostnameGenerator 'late-hg' {FROM_GLOBAL}"] * 2
+    for api in (apis.east, apis.central):
+        for name, display in ((late_svc, "late-svc"), (late_gen, "late-gen")):
+            assert await _refusals(api, f"/meshes/default/meshservices/{name}",
+                                   _service(name, 7001)) == [
+                f"MeshService {name!r} of mesh 'default' is zone 'west''s MeshService "
+                f"{display!r}, synced here under its synced name, read-only: change it on "
+                f"zone 'west''s control plane (as {display!r})"] * 2
+        assert await _refusals(api, f"/zoneingresses/{late_zi}", _ingress(late_zi)) == [
+            f"ZoneIngress {late_zi!r} is zone 'west''s ZoneIngress 'zi-late', synced here "
+            "under its synced name, read-only: change it on zone 'west''s control plane (as "
+            "'zi-late')"] * 2
+    assert await _refusals(apis.central, f"/meshes/default/dataplanes/{late_dp}",
+                           _dp(late_dp, "late-gen", "10.2.0.9")) == [
+        f"Dataplane {late_dp!r} of mesh 'default' is zone 'west''s Dataplane 'late-1', "
+        "synced here under its synced name, read-only: change it on zone 'west''s control "
+        "plane (as 'late-1')"] * 2
+    for api, path in unfolded:
+        assert (await api.get(path)).status_code == 404, path  # nothing was written
+
+    # once its origin deletes it, the name is free here (east's own policy, then)
+    await writers[GLOBAL_ZONE].delete("MeshTrafficPermission", "default", "late-policy")
+    await writers["west"].delete("MeshService", "default", "late-svc")
+    for path, doc in (("/meshes/default/meshtrafficpermissions/late-policy",
+                       _mtp("late-policy", "Deny")),
+                      (f"/meshes/default/meshservices/{late_svc}", _service(late_svc, 7001))):
+        created = await apis.east.put(path, json=doc)
+        assert created.status_code == 201, created.text
+
+
+async def test_globals_later_policy_of_a_zones_name_takes_it_over_as_kumas_sync_does(
+        apis: Apis) -> None:
+    """East's own policy, then global's of the same name: east shows global's (Kuma's sync
+    overwrites the zone's of that name) and refuses to change or delete it; once global
+    deletes its one, none is shown, and east's applied again, the same as its log still
+    holds, is written again (not `unchanged`, which would leave it unshown)."""
+    writers = apis.writers
+    own = await writers["east"].apply(decode_resource(_mtp("shared", "Deny")))
+    await writers[GLOBAL_ZONE].apply(decode_resource(_mtp("shared")))
+    path = "/meshes/default/meshtrafficpermissions/shared"
+    assert await _refusals(apis.east, path, _mtp("shared", "Deny")) == [
+        f"MeshTrafficPermission 'shared' of mesh 'default' {FROM_GLOBAL}"] * 2
+    await writers[GLOBAL_ZONE].delete("MeshTrafficPermission", "default", "shared")
+    again = await apis.east.put(path, json=_mtp("shared", "Deny"))
+    assert again.status_code == 200, again.text
+    assert not again.json()["unchanged"] and again.json()["version"] > own.seq
+    # and now it is east's own, the same once more: unchanged
+    assert (await apis.east.put(path, json=_mtp("shared", "Deny"))).json()["unchanged"]
+
+
+async def test_a_refusal_whose_read_fails_fails_the_write(tmp_path: Path) -> None:
+    """The read of global's subject is refused by the server (a user that may not read global's
+    policies; the request then times out): the zone's write of that name fails as JetStream
+    unavailable and appends nothing, though its own subjects are readable."""
+    config = tmp_path / "auth.conf"
+    config.write_text(json.dumps({"authorization": {"users": [{
+        "user": "east", "password": "secret", "permissions": {
+            "publish": {"allow": [">"], "deny": [
+                f"$JS.API.DIRECT.GET.{EVENTS_STREAM}.meshlog.ev._global.meshtrafficpermission.>",
+                f"$JS.API.STREAM.MSG.GET.{EVENTS_STREAM}"]},
+            "subscribe": {"allow": [">"]}}}]}}))
+    async with run_nats_server(tmp_path / "nats", config=config) as url:
+        nc = await connect_nats(url.replace("nats://", "nats://east:secret@"), name="east")
+        try:
+            await JetStreamEventLog.open(nc)
+            # the refused request's timeout: short, the answered ones stay well within it
+            log = JetStreamEventLog(nc, nc.jetstream(timeout=2), EVENTS_STREAM, replicas=1)
+            await Commands(log, zone=GLOBAL_ZONE, deployment="global").apply(
+                Mesh(name="default"))
+            east = Commands(log, zone="east", deployment="zone")
+            with pytest.raises(JetStreamUnavailable, match=r"_global\.meshtrafficpermission"):
+                await east.apply(decode_resource(_mtp("allow-all")))
+            assert await log.last(resource_subject(
+                "MeshTrafficPermission", "default", "allow-all", "east")) is None
+            # its other writes go on: the read of its own subject is allowed
+            await east.apply(decode_resource(_service("cache", 6380)))
+        finally:
+            await nc.close()

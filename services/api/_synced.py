@@ -115,7 +115,8 @@ async def refuse_synced(request: ApiRequest, kind: str, mesh: str | None, name: 
     resource another control plane wrote, synced to this one: a Dataplane, MeshService or
     ZoneIngress of a zone, or in a zone global's HostnameGenerator, policy or
     MeshMultiZoneService. Whatever the kind, the row this API would show under that name
-    says (its labels), as a GET shows it."""
+    says (its labels), as a GET shows it; the command path then decides from the log
+    (`events.commands.synced`), which also refuses what the fold has not reached yet."""
     state = api_state(request.app)
     if state.commands.deployment == "standalone":
         return  # nothing is synced to it

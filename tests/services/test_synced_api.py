@@ -3,7 +3,9 @@ global lists and gets the zones' Dataplanes under Kuma's synced names with their
 labels, a zone lists only its own, a write to a synced resource (a zone's Dataplane,
 MeshService or ZoneIngress; global's HostnameGenerator or policy in a zone) is refused naming
 where to make it while each control plane writes its own, and global's Mesh shows
-`kuma.io/origin: global` everywhere.
+`kuma.io/origin: global` everywhere. The refusal is decided from the log: what global and
+west write once the projectors have stopped is refused as well, and a read that fails fails
+the write.
 
 One log holds what global, west and east wrote (each on its own subjects, as stream sources
 bring them together); global's and east's projectors fold it into their own read models, and

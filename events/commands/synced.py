@@ -98,7 +98,7 @@ class SyncedGuard:
             current = await self._handler.current(
                 resource_subject(kind, mesh, name, GLOBAL_ZONE))
             if live_resource(current.event) is not None:
-                raise Conflict(current_subject(kind, mesh, name), 0,
+                raise Conflict(_refused(kind, mesh, name), 0,
                                f"{kind} {name!r}{where} is synced from the global control "
                                "plane, read-only in this zone: change it on global (`meshlog "
                                "--api <global API> ...`)")
@@ -116,7 +116,7 @@ class SyncedGuard:
             if live_resource(current.event) is not None or (
                     kind == "MeshService" and mesh is not None
                     and await self._generated(mesh, display, zone)):
-                raise Conflict(current_subject(kind, mesh, name), 0,
+                raise Conflict(_refused(kind, mesh, name), 0,
                                f"{kind} {name!r}{where} is zone {zone!r}'s {kind} {display!r}, "
                                "synced here under its synced name, read-only: change it on "
                                f"zone {zone!r}'s control plane (as {display!r})")
@@ -145,6 +145,6 @@ class SyncedGuard:
         return False
 
 
-def current_subject(kind: str, mesh: str | None, name: str) -> str:
+def _refused(kind: str, mesh: str | None, name: str) -> str:
     """What a refusal names: `<kind>:<mesh>/<name>`, as the API's read-model refusal does."""
     return f"{kind.lower()}:{name if mesh is None else f'{mesh}/{name}'}"

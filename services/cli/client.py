@@ -3,10 +3,12 @@
 Its credentials: `--token` or `$MESHLOG_TOKEN`; else, for the API that the data dir's
 `up.json` (`meshlog up`) or `api.json` (`meshlog api`) names, the admin token that API keeps
 in `<data dir>/admin-token` (`admin_token_file`). The data dir's token is never sent to
-another address. A `meshlog up` removes its up.json when it stops, and one a crash left is
-ignored when the process it names is gone (services.runtime.up_file); should a file still
-name an API that is now another control plane's (a stopped `meshlog api` still leaves its
-api.json), that one refuses the token, and the 401 says so. That API renews
+another address. `meshlog up` and `meshlog api` remove their file when they stop, and one a
+crash left is ignored, with a note, when the process it names is gone or its pid is another
+process's now (services.runtime.up_file.judge). A file this host cannot check (written on
+another host or in a container sharing the data dir, or by an older release) is taken at its
+word, with a note; should it name an API that is now another control plane's, that one
+refuses the token, and the 401 says so. That API renews
 the token when the user-token signing key changes; a request refused (401) with the token
 read before the renewal is sent once more with the file's new token (a 401 comes before any
 route runs, so nothing was done twice).
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,7 @@ import httpx
 from events.identity import InvalidToken, read_header
 from services.errors import ConfigError
 from services.runtime.config import ADMIN_TOKEN_FILE, API_FILE
-from services.runtime.up_file import is_stale
+from services.runtime.up_file import judge
 
 __all__ = ["CA_FLAG", "ApiClient", "ApiError", "admin_token_file", "api_of", "api_trust",
            "read_named"]
@@ -55,12 +58,33 @@ def admin_token_file(api: str, data_dir: Path) -> Path | None:
 
 def read_named(named_in: Path) -> dict[str, Any]:
     """up.json or api.json, or {} when there is none to read, or when the process that wrote
-    it is gone (a `meshlog up` that crashed: `services.runtime.up_file.is_stale`)."""
+    it is gone (one a crash left: `services.runtime.up_file.judge`). A file whose writer
+    cannot be checked from here (another host or PID namespace, an older release's) is taken
+    at its word. Either is said once on stderr (`_say_once`)."""
     try:
         doc = json.loads(named_in.read_text())
     except (OSError, ValueError):
         return {}
-    return doc if isinstance(doc, dict) and not is_stale(doc) else {}
+    if not isinstance(doc, dict):
+        return {}
+    writer = judge(doc)
+    if writer.state == "gone":
+        _say_once(f"note: ignoring {named_in}: {writer.why}; a crash left it (remove it)")
+        return {}
+    if writer.state == "unchecked":
+        _say_once(f"note: {named_in}: {writer.why}; taking it at its word that its API runs "
+                  f"at {doc.get('api')} (remove the file if that control plane has stopped)")
+    return doc
+
+
+_said: set[str] = set()
+
+
+def _say_once(note: str) -> None:
+    """`note` on stderr, once per CLI command (its files are read more than once)."""
+    if note not in _said:
+        _said.add(note)
+        print(note, file=sys.stderr)
 
 
 def _same_api(api: str, named_in: Path) -> bool:

@@ -257,7 +257,8 @@ def _client(args: argparse.Namespace) -> ApiClient:
     """The API client with the caller's credentials (services.cli.client.admin_token_file)."""
     data_dir = Path(getattr(args, "data_dir", None) or env("DATA_DIR", ".meshlog") or ".meshlog")
     api = api_of(args.api, API_DEFAULT, data_dir)
-    return ApiClient(api, args.token, token_file=admin_token_file(api, data_dir),
+    token_file = None if args.token else admin_token_file(api, data_dir)
+    return ApiClient(api, args.token, token_file=token_file,
                      verify=api_trust(api, data_dir, args.api_ca_cert_file))
 
 

@@ -16,7 +16,7 @@ from events.identity import SecretKey
 from projections import Progress, ReadModelStore, export_store, open_store, rebuild
 from services.errors import ConfigError
 from services.runtime.nats_users import admin_credentials
-from services.runtime.up_file import is_stale
+from services.runtime.up_file import judge
 
 __all__ = ["LogAddress", "nats_url_of", "run_export", "run_replay"]
 
@@ -31,6 +31,9 @@ class _UpReport(msgspec.Struct, frozen=True):
     nats: str
     pid: str = ""
     host: str = ""
+    started: str | None = None
+    boot_id: str | None = None
+    pid_namespace: str | None = None
 
 
 _UP_REPORT = msgspec.json.Decoder(_UpReport)
@@ -63,9 +66,10 @@ def nats_url_of(nats_url: str | None, data_dir: Path, credentials: Path | None =
         report = _UP_REPORT.decode(up.read_bytes())
     except msgspec.DecodeError as exc:  # ValidationError too
         raise ConfigError(f"no --nats-url, and {up} names no NATS URL ({exc})") from None
-    if is_stale(msgspec.structs.asdict(report)):
-        raise ConfigError(f"no --nats-url and no running `meshlog up` found ({up} was left by "
-                          f"process {report.pid}, which is no longer running)")
+    writer = judge(msgspec.structs.asdict(report))
+    if writer.state == "gone":
+        raise ConfigError(f"no --nats-url and no running `meshlog up` found ({up} was left "
+                          f"by a crash: {writer.why})")
     url = report.nats
     return LogAddress(url, f"cannot reach NATS at {url} (from {up}): is `meshlog up "
                            f"--data-dir {data_dir}` running? or pass --nats-url", credentials)

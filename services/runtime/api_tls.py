@@ -23,11 +23,13 @@ without cutting off the other. The CLI finds `api-tls/ca.crt` through up.json's 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import ssl
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from services.runtime.config import UpConfig
@@ -79,7 +81,7 @@ class ApiTls:
                 self._serving = _context(pair, self)
             except InvalidServingTls as exc:
                 log.warning("API TLS: keeping the certificate served so far: %s", exc)
-            except Exception:  # a full temporary folder, say: never fail the handshake
+            except Exception:  # out of memory or file descriptors: never fail the handshake
                 log.exception("API TLS: loading %s and %s failed; keeping the certificate "
                               "served so far", self.cert_file, self.key_file)
         if self._serving is not context:
@@ -89,17 +91,12 @@ class ApiTls:
 def _context(pair: KeyPair, files: ApiTls) -> ssl.SSLContext:
     """A server context serving `pair` (TLS 1.2 at least, HTTP/1.1, no client certificate:
     callers authenticate with user tokens). The stdlib loads a pair from files only: the
-    checked bytes go through a private temporary folder, so what is served is what was
-    checked, even when the files change meanwhile."""
+    checked bytes are handed over as in-memory files (`_pair_files`), so what is served is what
+    was checked, even when the files change meanwhile, and the key is written to no disk."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_alpn_protocols(["http/1.1"])
-    with tempfile.TemporaryDirectory(prefix="meshlog-api-tls-") as folder:  # 0700
-        chain, key = Path(folder) / "tls.crt", Path(folder) / "tls.key"
-        chain.write_bytes(pair.chain)
-        descriptor = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as out:
-            out.write(pair.key)
+    with _pair_files(pair) as (chain, key):
         try:
             context.load_cert_chain(chain, key)
         except ssl.SSLError as exc:
@@ -107,6 +104,51 @@ def _context(pair: KeyPair, files: ApiTls) -> ssl.SSLContext:
                                     f"{API_TLS_FLAGS[1]} {files.key_file}: OpenSSL refused "
                                     f"them ({exc.reason or exc})") from None
     return context
+
+
+@contextlib.contextmanager
+def _pair_files(pair: KeyPair) -> Iterator[tuple[str, str]]:
+    """Paths OpenSSL reads `pair` from (chain, key), valid inside the `with`. On Linux,
+    anonymous memory files (`memfd_create`) opened as /proc/self/fd/N: nothing on any file
+    system, gone when closed. Elsewhere, or where the kernel refuses memfd_create (a seccomp
+    profile), `_folder_files`."""
+    descriptors: list[int] = []
+    try:
+        try:
+            for data in (pair.chain, pair.key):
+                descriptors.append(os.memfd_create("meshlog-api-tls", os.MFD_CLOEXEC))
+                _write_all(descriptors[-1], data)
+        except (AttributeError, OSError):  # no memfd_create here
+            descriptors, made = [], descriptors
+            for descriptor in made:
+                os.close(descriptor)
+        if len(descriptors) == 2 and os.path.isdir("/proc/self/fd"):
+            yield f"/proc/self/fd/{descriptors[0]}", f"/proc/self/fd/{descriptors[1]}"
+            return
+    finally:
+        for descriptor in descriptors:
+            os.close(descriptor)
+    with _folder_files(pair) as paths:
+        yield paths
+
+
+def _write_all(descriptor: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view):]
+
+
+@contextlib.contextmanager
+def _folder_files(pair: KeyPair) -> Iterator[tuple[str, str]]:
+    """`_pair_files` without memory files: a temporary folder of this user's only (0700), the
+    key 0600 from its creation, both removed when the `with` ends, however it ends."""
+    with tempfile.TemporaryDirectory(prefix="meshlog-api-tls-") as folder:  # 0700
+        chain, key = Path(folder) / "tls.crt", Path(folder) / "tls.key"
+        chain.write_bytes(pair.chain)
+        descriptor = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as out:
+            out.write(pair.key)
+        yield str(chain), str(key)
 
 
 def ensure_api_certificate(data_dir: Path, api_host: str) -> XdsCertificate:

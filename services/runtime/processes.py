@@ -15,7 +15,8 @@ when started with SIGINT ignored), and closes in order. A gateway first drains (
 #14): no new streams, GOAWAY, its open streams ended a few at a time within the drain grace, so
 its proxies reconnect to the other replicas; then it drains NATS and exits 0. The API first
 drains its requests (services.runtime.api_server), then closes its store, then NATS. The API
-writes its admin token and `api.json` (where it listens) to its data dir, and keeps the token
+writes its admin token and `api.json` (where it listens, which process it is; removed when it
+stops) to its data dir, and keeps the token
 signed with the newest user-token key while it runs (services.runtime.admin_token). None of
 them exits because NATS went away: nats-py reconnects, the projector restarts from its
 checkpoint, the API answers 503 meanwhile.
@@ -27,7 +28,6 @@ import asyncio
 import contextlib
 import functools
 import gc
-import json
 import logging
 from pathlib import Path
 
@@ -38,7 +38,6 @@ from events.bus.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_req
 from events.bus.sources import source_states, zone_filter
 from events.commands import Commands
 from events.identity import SecretKey
-from events.identity.private_files import write_private
 from projections import (
     DEFAULT_CIDRS,
     DEFAULT_GRACE_PERIOD_MS,
@@ -67,6 +66,7 @@ from services.runtime.up import (
     run_projector,
     warn_no_auth,
 )
+from services.runtime.up_file import remove_named_file, write_named_file
 from services.runtime.zone_sync import Mode, ZoneSync
 from xds_gateway import Gateway
 from xds_gateway.gateway import DEFAULT_DRAIN_GRACE_S
@@ -251,11 +251,16 @@ async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
                             keeper.run(), name="admin token")
                         scheme = "http" if tls is None else "https"
                         url = f"{scheme}://{host}:{sock.getsockname()[1]}"
-                        _write_api_file(data_dir, url, admin_token)
-                        print(f"API listening on {url}", flush=True)
-                        await shutdown.wait()
-                        api.stop()  # requests in flight finish, or are answered 503
-                        await serving
+                        written = _write_api_file(data_dir, url, admin_token)
+                        try:
+                            print(f"API listening on {url}", flush=True)
+                            await shutdown.wait()
+                            api.stop()  # requests in flight finish, or are answered 503
+                            await serving
+                        finally:
+                            # so the CLI sends the admin token to no later control plane on
+                            # this address (services.runtime.up_file)
+                            remove_named_file(data_dir, API_FILE, written)
                         if keeping is not None:
                             keeping.cancel()
                 finally:
@@ -264,11 +269,12 @@ async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
             sock.close()
 
 
-def _write_api_file(data_dir: Path, url: str, admin_token: Path) -> None:
+def _write_api_file(data_dir: Path, url: str, admin_token: Path) -> str:
     """`<data dir>/api.json`: where this API listens, so that the CLI of this data dir sends
-    the admin token to it, and to no other API (`services.cli.client.admin_token_file`)."""
+    the admin token to it, and to no other API (`services.cli.client.admin_token_file`), and
+    which process wrote it (`services.runtime.up_file`); the text written."""
     where = {"api": url, "admin_token": str(admin_token)}
-    write_private(data_dir / API_FILE, json.dumps(where, indent=2).encode(), replace=True)
+    return write_named_file(data_dir, API_FILE, where, private=True)
 
 
 def _subjects(mode: Mode, zone: str) -> list[str] | None:

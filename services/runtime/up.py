@@ -86,7 +86,7 @@ from services.runtime.projector_loop import run_projector
 from services.runtime.readmodels import RefusedSwap, SwappableReadModels, pointed_database
 from services.runtime.shutdown import handle_signals
 from services.runtime.standby import StandbyProjector, default_holder, projectors_status
-from services.runtime.up_file import remove_up_file, write_up_file
+from services.runtime.up_file import UP_FILE, remove_named_file, write_named_file
 from services.runtime.xds_certificate import ensure_xds_certificate, xds_hosts
 from services.runtime.zone_sync import ZoneSync
 from xds_gateway import Gateway
@@ -412,8 +412,8 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                     where["nats_admin_creds"] = str(credentials["admin"])
                 # removed when this stops, so the CLI sends the admin token to no later
                 # control plane on the same address (services.runtime.up_file)
-                written = write_up_file(cfg.data_dir, where)
-                stack.callback(remove_up_file, cfg.data_dir, written)
+                written = write_named_file(cfg.data_dir, UP_FILE, where)
+                stack.callback(remove_named_file, cfg.data_dir, UP_FILE, written)
                 announce(where)
                 await shutdown.wait()
                 # 1. no new requests; those in flight finish (the projector still folds their

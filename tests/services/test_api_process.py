@@ -22,7 +22,7 @@ import pytest
 from events.identity import SecretKey, read_header
 from services.runtime.spawn import popen
 from tests._tcp_proxy import tcp_proxy
-from tests.harness import VENV_BIN, Exited, stop_process, wait_for
+from tests.harness import VENV_BIN, Exited, free_port, stop_process, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +30,14 @@ pytestmark = pytest.mark.integration
 @contextlib.contextmanager
 def _api(nats_url: str, data_dir: Path, secret_key: Path, *extra: str) -> Iterator[str]:
     """`meshlog api` on a free port; yields its URL once it listens."""
+    with _api_process(nats_url, data_dir, secret_key, *extra) as (_, url):
+        yield url
+
+
+@contextlib.contextmanager
+def _api_process(nats_url: str, data_dir: Path, secret_key: Path, *extra: str
+                 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`_api`, yielding the process too."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "api.log"
     with open(log_path, "ab") as log:
@@ -46,7 +54,7 @@ def _api(nats_url: str, data_dir: Path, secret_key: Path, *extra: str) -> Iterat
             return next((line[len(prefix):] for line in text.splitlines()
                          if line.startswith(prefix)), None)
 
-        yield wait_for(listening, timeout=30, what="meshlog api")
+        yield proc, wait_for(listening, timeout=30, what="meshlog api")
     finally:
         stop_process(proc)
 
@@ -74,6 +82,41 @@ def _replicas(nats_url: str, tmp_path: Path) -> None:
     assert other.returncode == 2, other.stdout + other.stderr
     assert "--secret-key-file: the signingkey:user-token/_/1 was sealed with secret key" in (
         other.stderr)
+
+
+def _api_json(nats_url: str, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.key"
+    SecretKey.load_or_create(secret)
+    first = tmp_path / "first"
+    with _api(nats_url, first, secret) as url:
+        named = first / "api.json"
+        assert stat.S_IMODE(named.stat().st_mode) == 0o600
+        doc = json.loads(named.read_text())
+        assert doc["api"] == url and {"pid", "host", "started"} <= doc.keys()
+        listed = _cli(url, first, "get", "meshes")
+        assert listed.returncode == 0 and listed.stderr == "", listed.stderr
+    assert not named.exists()  # SIGINT: removed, as SIGTERM does (the same `finally`)
+
+    port = str(free_port())
+    (first / "api.log").unlink()  # its "API listening on" line is the first run's
+    with _api_process(nats_url, first, secret, "--api-port", port) as (proc, url):
+        stop_process(proc, signal.SIGKILL)
+    crashed = json.loads(named.read_text())
+    assert crashed["pid"] == str(proc.pid)
+    # another control plane on the address, with its own admin token: the CLI of the first
+    # data dir sends it none (before, the left file named it: 401), and says why
+    with _api(nats_url, tmp_path / "second", secret, "--api-port", port) as url:
+        listed = _cli(url, first, "get", "meshes")
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stderr == (f"note: ignoring {named}: process {proc.pid}, which wrote "
+                                 f"it, is no longer running; a crash left it (remove it)\n")
+
+
+async def test_meshlog_api_removes_its_api_json_and_the_cli_ignores_one_a_crash_left(
+        nats_url: str, tmp_path: Path) -> None:
+    """api.json says which process wrote it (services.runtime.up_file): removed on a clean
+    stop; after SIGKILL the CLI sends the data dir's token to no later API on that address."""
+    await asyncio.to_thread(_api_json, nats_url, tmp_path)
 
 
 async def test_api_replicas_share_the_keys_of_the_log(nats_url: str, tmp_path: Path) -> None:

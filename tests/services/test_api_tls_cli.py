@@ -9,14 +9,21 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import socket
+import ssl
+import stat
 import subprocess
+import tempfile
+import threading
 from pathlib import Path
 
 import pytest
 
 from services.cli.client import api_of, api_trust
+from services.runtime.api_tls import ApiTls, _folder_files, _pair_files
 from services.runtime.xds_certificate import XdsCertificate, ensure_xds_certificate
 from tests.harness import VENV_BIN
+from xds_gateway.server.serving_tls import read_key_pair
 
 NOWHERE = "nats://127.0.0.1:9"  # nothing listens on the discard port
 DEFAULT = "http://127.0.0.1:5681"
@@ -141,3 +148,53 @@ def test_the_data_dirs_ca_is_trusted_for_the_api_it_names_only(tmp_path: Path) -
     theirs = _named(tmp_path / "theirs", "up.json", {"api": https,
                                                      "api_tls_cert": str(pair.cert_file)})
     assert api_trust(https, theirs, None) is True
+
+
+def _handshake(server: ssl.SSLContext, ca_file: Path) -> bytes:
+    """A real TLS handshake with `server` over a socket pair: the served certificate (DER), as
+    a client trusting `ca_file` gets it."""
+    client = ssl.create_default_context(cafile=str(ca_file))
+    left, right = socket.socketpair()
+    with left, right, server.wrap_socket(right, server_side=True,
+                                         do_handshake_on_connect=False) as served:
+        accepting = threading.Thread(target=served.do_handshake)
+        accepting.start()
+        with client.wrap_socket(left, server_hostname="localhost") as tls:
+            der = tls.getpeercert(binary_form=True)
+        accepting.join()
+    assert der is not None
+    return der
+
+
+def test_the_api_key_goes_to_no_temporary_file(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checked pair reaches OpenSSL as memory files: with no temporary folder to write
+    to, the API still serves the pair (a real handshake)."""
+    files = _pair(tmp_path / "tls")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-folder"))
+    served = ApiTls(files.cert_file, files.key_file)
+    serving = served.pair.chain.decode().split("-----END CERTIFICATE-----")[0]
+    assert _handshake(served.context, files.ca_file) == ssl.PEM_cert_to_DER_cert(
+        serving + "-----END CERTIFICATE-----\n")
+    with _pair_files(served.pair) as (chain, key):
+        assert chain.startswith("/proc/self/fd/") and key.startswith("/proc/self/fd/")
+        assert Path(key).read_bytes() == served.pair.key
+        descriptor = int(key.rsplit("/", 1)[1])
+    with pytest.raises(OSError):
+        os.fstat(descriptor)  # closed when the `with` ends
+
+
+def test_without_memory_files_the_key_is_private_and_removed(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    files = _pair(tmp_path / "tls")
+    pair = read_key_pair(files.cert_file, files.key_file)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with _folder_files(pair) as (chain, key):
+        assert stat.S_IMODE(Path(key).parent.stat().st_mode) == 0o700
+        assert stat.S_IMODE(Path(key).stat().st_mode) == 0o600
+        assert (Path(chain).read_bytes(), Path(key).read_bytes()) == (pair.chain, pair.key)
+    assert not Path(key).parent.exists()
+    with pytest.raises(ssl.SSLError), _folder_files(pair._replace(key=b"not a key")) as paths:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(*paths)
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "tls"]  # removed on an error too

@@ -175,7 +175,8 @@ def test_replay_names_the_gone_process_of_an_up_json_a_crash_left(tmp_path: Path
                      "-q")
     assert result.returncode != 0
     assert (f"no --nats-url and no running `meshlog up` found ({data / 'up.json'} was left by "
-            f"process {gone_pid}, which is no longer running)") in result.stderr
+            f"a crash: process {gone_pid}, which wrote it, is no longer running)"
+            ) in result.stderr
     assert not (tmp_path / "r.db").exists()
 
 

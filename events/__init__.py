@@ -20,6 +20,7 @@ from events.errors import (
     TransientError,
     UndecodableEvent,
     Violation,
+    WrongControlPlane,
 )
 from events.event_types import (
     AnyEvent,
@@ -172,6 +173,7 @@ __all__ = [
     "UndecodableEvent",
     "Upcaster",
     "Violation",
+    "WrongControlPlane",
     "ZoneApplied",
     "ZoneDeleted",
     "ZoneIngress",

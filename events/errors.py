@@ -4,6 +4,9 @@
     ├── PermanentError            the request itself is wrong; retrying cannot help
     │   ├── InvalidResource       violations, each with a field path, value and rule
     │   ├── Conflict              optimistic concurrency failed (stale expected sequence)
+    │   │   └── WrongControlPlane  the resource is written on another control plane (Kuma's
+    │   │                          ownership rules: global's kinds on global, Dataplanes in
+    │   │                          their zone)
     │   ├── NotFound              the resource (or its mesh) does not exist
     │   ├── TooLarge              a document or an event over its size limit
     │   ├── IdempotencyKeyReused  a key given again with other content
@@ -41,6 +44,7 @@ __all__ = [
     "TransientError",
     "UndecodableEvent",
     "Violation",
+    "WrongControlPlane",
 ]
 
 
@@ -82,6 +86,13 @@ class Conflict(PermanentError):
             message
             or f"{subject} changed since version {expected}: read it again and retry the write"
         )
+
+
+class WrongControlPlane(Conflict):
+    """Written on another control plane (a 409, as any conflict); the message says where."""
+
+    def __init__(self, subject: str, message: str) -> None:
+        super().__init__(subject, 0, message)
 
 
 class NotFound(PermanentError):

@@ -22,11 +22,11 @@ from msgspec import Struct
 
 from events.commands.handler import Append, CommandHandler, Current, Decision, Keep
 from events.commands.meshes import current_mesh
-from events.errors import Conflict, NotFound
+from events.errors import Conflict, NotFound, WrongControlPlane
 from events.event_types import DataplaneDeregistered, DataplaneRegistered, MeshApplied
 from events.log import EventLog
 from events.resources import Dataplane, Health, Inbound
-from events.subjects import resource_subject
+from events.subjects import GLOBAL_ZONE, resource_subject
 
 __all__ = ["Deregistered", "ProbeTarget", "ProxyCommands", "probe_target", "registration_of",
            "with_readiness"]
@@ -81,8 +81,14 @@ class ProxyCommands:
     async def register(self, dataplane: Dataplane, at: int) -> bool:
         """Make the log hold `dataplane`; True when the proxy owns the registration (False:
         the API registered it and keeps it as it is). Raises `NotFound` without its Mesh,
-        `Conflict` if the subject kept changing."""
+        `Conflict` if the subject kept changing, `WrongControlPlane` on the global control plane."""
         subject = resource_subject("Dataplane", dataplane.mesh, dataplane.name, self._zone)
+        if self._zone == GLOBAL_ZONE:
+            # Kuma's rule, as the API's (`Commands._check_owner`): global holds no Dataplanes
+            raise WrongControlPlane(
+                subject, f"Dataplane {dataplane.mesh}.{dataplane.name}: Dataplanes register in "
+                "their zone's control plane, not on global; point the proxy at its zone's xDS "
+                "address")
         mesh = await current_mesh(self.handler, dataplane.mesh, self._zone)
         owned = True
 

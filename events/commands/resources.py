@@ -47,7 +47,13 @@ from events.commands.handler import (
 from events.commands.meshes import current_mesh
 from events.commands.skips import SkipCommands
 from events.commands.synced import SyncedGuard
-from events.errors import Conflict, InvalidResource, NotFound, Violation
+from events.errors import (
+    Conflict,
+    InvalidResource,
+    NotFound,
+    Violation,
+    WrongControlPlane,
+)
 from events.event_types import (
     AnyEvent,
     DataplaneDeregistered,
@@ -250,12 +256,13 @@ class Commands:
     def _check_owner(self, kind: str, name: str) -> None:
         """Kuma's rule: each kind is written where it is owned (a 409 saying where)."""
         if self.deployment == "zone" and kind in GLOBAL_KINDS:
-            raise Conflict(kind.lower(), 0, f"{kind} {name!r} belongs to the global control "
-                           f"plane: apply it there (`meshlog --api <global API> apply`); it "
-                           f"reaches this zone through the sync")
+            raise WrongControlPlane(
+                kind.lower(), f"{kind} {name!r} belongs to the global control plane: apply it "
+                "there (`meshlog --api <global API> apply`); it reaches this zone through the "
+                "sync")
         if self.deployment == "global" and kind == "Dataplane":
-            raise Conflict(kind.lower(), 0, f"Dataplane {name!r}: Dataplanes register in their "
-                           f"zone's control plane, not on global")
+            raise WrongControlPlane(kind.lower(), f"Dataplane {name!r}: Dataplanes register in "
+                                    "their zone's control plane, not on global")
 
     def _check_ingress_zone(self, ingress: ZoneIngress) -> None:
         """A ZoneIngress is a zone's: global has none, and a zone registers only its own."""

@@ -50,10 +50,10 @@ __all__ = ["collections_of", "labels_of", "refuse_synced", "synced", "synced_dat
 
 def collections_of(request: ApiRequest, kind: str) -> tuple[str, ...]:
     """The read-model collections of the resources of `kind` this API shows: on global, the
-    Dataplanes are the zones' (`remotedataplane`) beside any of its own (`dataplane`). Its API
-    refuses them, but global's xDS gateway still lets a proxy self-register (a dataplane token
-    of global's, or --no-auth), which the fold keeps in `dataplane`: hence both are read, not
-    the zones' only, so what global's log holds is what its API shows."""
+    Dataplanes are the zones' (`remotedataplane`) beside any of its own (`dataplane`). Global
+    refuses Dataplanes (its API, and its xDS gateway's self-registration), but a log an earlier
+    release wrote may hold proxies registered on global, which the fold keeps in `dataplane`:
+    hence both are read, so what global's log holds is what its API shows."""
     if kind == "Dataplane" and api_state(request.app).commands.deployment == "global":
         return ("dataplane", "remotedataplane")
     return (kind.lower(),)  # each kind's collection (projections.COLLECTIONS)

@@ -13,6 +13,7 @@ from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest
 from nats.aio.client import Client as NATS
 
 from events import (
+    GLOBAL_ZONE,
     Dataplane,
     DataplaneDeregistered,
     DataplaneRegistered,
@@ -130,6 +131,21 @@ async def test_a_dataplane_of_a_missing_mesh_is_refused_until_the_mesh_exists(nc
             await client.recv()
         assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "mesh 'default' does not exist" in (raised.value.details() or "")
+
+
+async def test_the_global_control_plane_refuses_a_self_registering_proxy(nc: NATS) -> None:
+    """Kuma's rule, as global's API refuses a Dataplane: a proxy registers in its zone."""
+    event_log = await with_mesh(nc)
+    before = await event_log.last_seq()
+    async with running_gateway(nc, zone=GLOBAL_ZONE) as gw, channel_to(gw) as channel:
+        client = ProxyClient(channel)
+        client.hello(CLUSTER, "default.web-1", dataplane=dataplane_doc())
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await client.recv()
+        assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert ("Dataplane default.web-1: Dataplanes register in their zone's control plane, "
+                "not on global" in (raised.value.details() or ""))
+    assert await event_log.last_seq() == before  # nothing appended
 
 
 async def test_a_self_registered_proxy_is_deregistered_after_the_delay(nc: NATS) -> None:

@@ -25,6 +25,7 @@ from events import (
     InvalidResource,
     NotFound,
     TooLarge,
+    WrongControlPlane,
     decode_resource,
 )
 from events.commands import Deregistered, ProxyCommands
@@ -109,7 +110,7 @@ class SelfRegistration:
         where = f"Dataplane {dataplane.mesh}.{dataplane.name} not registered"
         try:
             owned = await self.commands.register(dataplane, at)
-        except NotFound as exc:
+        except (NotFound, WrongControlPlane) as exc:
             raise RegistrationUnavailable(str(exc), precondition=True) from exc
         except TooLarge as exc:
             raise InvalidStream(f"{where}: {exc}") from exc

@@ -63,6 +63,22 @@ async def _listed(central: httpx.AsyncClient) -> dict[str, Any] | None:
     return next((i for i in (page or {}).get("items", []) if i["name"] == SYNCED), None)
 
 
+async def _redis_in_west(central: httpx.AsyncClient, west: httpx.AsyncClient
+                         ) -> dict[str, Any]:
+    """Global's Mesh, west's redis-1 (both unchanged if there), and global's list item of it."""
+    assert (await central.put("/meshes/default", json={"type": "Mesh", "name": "default"})
+            ).status_code in (200, 201)
+    await eventually(lambda: _get(west, "/meshes/default"), "the Mesh in west", within=60)
+    assert (await west.put("/meshes/default/dataplanes/redis-1", json=REDIS)
+            ).status_code in (200, 201)
+
+    async def with_insight() -> dict[str, Any] | None:
+        item = await _listed(central)  # and its insight read (the bucket made by the sync)
+        return item if item and "syncedFrom" in item["dataplaneInsight"] else None
+
+    return await eventually(with_insight, "west's redis-1 on global", within=60)
+
+
 async def _insight(client: httpx.AsyncClient, name: str) -> dict[str, Any]:
     doc = await _get(client, f"/meshes/default/dataplanes/{name}/_overview")
     assert doc is not None, name
@@ -96,13 +112,7 @@ async def test_a_zones_proxy_insight_shows_on_global_under_its_synced_name(
     central_cp, west_cp, _ = planes
     async with httpx.AsyncClient(base_url=central_cp.where["api"], timeout=30) as central, \
             httpx.AsyncClient(base_url=west_cp.where["api"], timeout=30) as west:
-        assert (await central.put("/meshes/default", json={"type": "Mesh", "name": "default"})
-                ).status_code in (200, 201)
-        await eventually(lambda: _get(west, "/meshes/default"), "the Mesh in west", within=60)
-        assert (await west.put("/meshes/default/dataplanes/redis-1", json=REDIS)
-                ).status_code in (200, 201)
-        listed = await eventually(lambda: _listed(central), "west's redis-1 on global",
-                                  within=60)
+        listed = await _redis_in_west(central, west)
         # listed before its proxy ever connected: not connected, as in west
         assert listed["dataplaneInsight"]["connected"] is False
         assert listed["dataplaneInsight"]["subscriptions"] == []
@@ -111,9 +121,13 @@ async def test_a_zones_proxy_insight_shows_on_global_under_its_synced_name(
                 lambda: _connected(_insight(west, "redis-1")), "redis-1 connected in west")
 
             async def alike() -> dict[str, Any] | None:
+                """Global's item once it shows what west shows after the ACK (west writes
+                the insight at connect, its counters at most once a second after)."""
                 item = await _listed(central)
                 theirs = await _insight(west, "redis-1")
-                return item if item and _same_stream(item["dataplaneInsight"], theirs) else None
+                acked = theirs["subscriptions"][0]["status"]["total"]["responsesAcknowledged"]
+                return (item if item and acked >= 1
+                        and _same_stream(item["dataplaneInsight"], theirs) else None)
 
             item = await eventually(alike, "west's insight of redis-1 on global", within=60)
             insight = item["dataplaneInsight"]
@@ -150,9 +164,7 @@ async def test_over_a_cut_link_global_shows_the_last_known_insight_then_catches_
     central_cp, west_cp, link = planes
     async with httpx.AsyncClient(base_url=central_cp.where["api"], timeout=30) as central, \
             httpx.AsyncClient(base_url=west_cp.where["api"], timeout=30) as west:
-        assert (await west.put("/meshes/default/dataplanes/redis-1", json=REDIS)
-                ).status_code in (200, 201)  # as the test before left it
-        await eventually(lambda: _listed(central), "west's redis-1 on global", within=60)
+        await _redis_in_west(central, west)  # also when run alone
         async with _proxy(west_cp):
             connected = await eventually(lambda: _connected(_insight(central, SYNCED)),
                                          "redis-1 connected on global", within=60)

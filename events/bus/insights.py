@@ -33,7 +33,8 @@ from nats.js.kv import KeyValue
 from events.bus._kv import open_bucket, stop_watcher
 from events.errors import EventLogUnavailable
 
-__all__ = ["GatewayHeartbeat", "JetStreamInsights", "ProxyInsight", "TypeInsight"]
+__all__ = ["GatewayHeartbeat", "InsightsSnapshot", "JetStreamInsights", "ProxyInsight",
+           "TypeInsight"]
 
 log = logging.getLogger("meshlog.insights")
 
@@ -101,12 +102,20 @@ _proxy = msgspec.json.Decoder(ProxyInsight).decode
 _beat = msgspec.json.Decoder(GatewayHeartbeat).decode
 
 
+InsightsSnapshot = tuple[dict[tuple[str, str], ProxyInsight], dict[str, GatewayHeartbeat]]
+"""Every proxy insight by (mesh, name) and every gateway heartbeat by instance."""
+
+
 def proxy_key(mesh: str, name: str) -> str:
     return f"proxy.{mesh}.{name}"
 
 
 def gateway_key(instance: str) -> str:
     return f"gateway.{instance}"
+
+
+def _zoned(zone: str, key: str) -> str:
+    return f"{zone}.{key}" if zone else key
 
 
 class JetStreamInsights:
@@ -127,6 +136,20 @@ class JetStreamInsights:
         kv = await open_bucket(nc, bucket, replicas=replicas, what="insights")
         return cls(kv, nc, bucket, scan_timeout_s=scan_timeout_s)
 
+    @classmethod
+    async def open_existing(cls, nc: NATS, bucket: str, *,
+                            scan_timeout_s: float = _SCAN_TIMEOUT_S) -> JetStreamInsights:
+        """A bucket another process makes (global's copy of the zones' insights,
+        events.bus.zone_insights), opened without making it: `EventLogUnavailable` while it
+        does not exist."""
+        try:
+            kv = await nc.jetstream(timeout=scan_timeout_s).key_value(bucket)
+        except nats.js.errors.BucketNotFoundError as exc:
+            raise EventLogUnavailable(f"no bucket {bucket} yet") from exc
+        except nats.errors.Error as exc:
+            raise EventLogUnavailable(f"cannot open bucket {bucket}: {exc!r}") from exc
+        return cls(kv, nc, bucket, scan_timeout_s=scan_timeout_s)
+
     async def put(self, insight: ProxyInsight) -> int:
         """Write unconditionally (a new stream takes the key); return the revision."""
         try:
@@ -145,9 +168,10 @@ class JetStreamInsights:
         except nats.errors.Error as exc:
             raise EventLogUnavailable(f"insight not written: {exc!r}") from exc
 
-    async def proxy(self, mesh: str, name: str) -> tuple[ProxyInsight, int] | None:
-        """The insight of one proxy and its revision, if any."""
-        got = await self._get(proxy_key(mesh, name), "insight")
+    async def proxy(self, mesh: str, name: str, *, zone: str = ""
+                    ) -> tuple[ProxyInsight, int] | None:
+        """The insight of one proxy and its revision, if any (of `zone`, in a zoned bucket)."""
+        got = await self._get(_zoned(zone, proxy_key(mesh, name)), "insight")
         if got is None:
             return None
         value, revision = got
@@ -163,22 +187,27 @@ class JetStreamInsights:
         except nats.errors.Error as exc:
             raise EventLogUnavailable(f"heartbeat not written: {exc!r}") from exc
 
-    async def snapshot(self) -> tuple[dict[tuple[str, str], ProxyInsight],
-                                      dict[str, GatewayHeartbeat]]:
+    async def snapshot(self) -> InsightsSnapshot:
         """Every proxy insight (by (mesh, name)) and every gateway heartbeat, now."""
+        return (await self.zoned_snapshot(zoned=False)).get("", ({}, {}))
+
+    async def zoned_snapshot(self, *, zoned: bool = True) -> dict[str, InsightsSnapshot]:
+        """The snapshot of each zone of a bucket whose keys are a zone's key prefixed with
+        `<zone>.` (global's copy of the zones' insights, `events.bus.zone_insights`), by zone;
+        without `zoned`, this bucket's own under "" ."""
         try:
             async with asyncio.timeout(self._scan_timeout_s):
-                return await self._scan()
+                return await self._scan(zoned)
         except TimeoutError as exc:
             raise EventLogUnavailable(
                 f"insights not read within {self._scan_timeout_s:g} s") from exc
 
-    async def _scan(self) -> tuple[dict[tuple[str, str], ProxyInsight],
-                                   dict[str, GatewayHeartbeat]]:
-        proxies: dict[tuple[str, str], ProxyInsight] = {}
-        gateways: dict[str, GatewayHeartbeat] = {}
+    async def _scan(self, zoned: bool) -> dict[str, InsightsSnapshot]:
+        zones: dict[str, InsightsSnapshot] = {}
         async for key, value in self._entries():
-            kind, _, rest = key.partition(".")
+            zone, local = key.partition(".")[::2] if zoned else ("", key)
+            kind, _, rest = local.partition(".")
+            proxies, gateways = zones.setdefault(zone, ({}, {}))
             try:
                 if kind == "proxy":
                     insight = _proxy(value)
@@ -189,7 +218,7 @@ class JetStreamInsights:
                 # one entry this version cannot read (another version's gateway?) must not
                 # hide every other proxy from the reaper and the API: skip it, loudly
                 log.warning("insight %s skipped, not decodable: %s", key, exc)
-        return proxies, gateways
+        return zones
 
     async def _entries(self) -> AsyncIterator[tuple[str, bytes]]:
         """Every key that has a value, with it. A watcher alone can miss a key written again
@@ -245,9 +274,10 @@ class JetStreamInsights:
             raise EventLogUnavailable(f"insights not listed: {exc!r}") from exc
         return {subject.removeprefix(prefix) for subject in info.state.subjects or {}}
 
-    async def gateway(self, instance: str) -> GatewayHeartbeat | None:
-        """The last heartbeat of one gateway instance, if any."""
-        got = await self._get(gateway_key(instance), "heartbeat")
+    async def gateway(self, instance: str, *, zone: str = "") -> GatewayHeartbeat | None:
+        """The last heartbeat of one gateway instance, if any (of `zone`, in a zoned
+        bucket)."""
+        got = await self._get(_zoned(zone, gateway_key(instance)), "heartbeat")
         return _beat(got[0]) if got is not None else None
 
     async def forget_gateway(self, instance: str, beat_at: int) -> bool:

@@ -4,7 +4,8 @@ nats-server checks every publish and subscription of a connection against its us
 and deny lists (deny wins). meshlog's processes need:
 
     api        the command side: appends any event of its zone; reads the log and the
-               insights; asks gateways for computed config (meshlog.xds.config.>)
+               insights (on global also the zones', `meshlog_zone_insights`, without making
+               it); asks gateways for computed config (meshlog.xds.config.>)
     projector  reads the log; appends only clock ticks and its own settings (grace period,
                MeshMultiZoneService CIDR); writes the projection bucket
     gateway    reads the log (a subject's last event, before it decides) and the projection
@@ -15,7 +16,9 @@ and deny lists (deny wins). meshlog's processes need:
                and changes the event stream's sources (`STREAM.UPDATE` of the event stream,
                and of no other); in a zone, reads global's log through its JetStream domain
                (`$JS.global.API`) and appends only its own zone's registration there
-               (meshlog.ev._global.zone._.<zone>)
+               (meshlog.ev._global.zone._.<zone>); on global, makes the zone-insights
+               bucket and keeps its sources (`STREAM.CREATE`/`INFO`/`UPDATE` of its stream
+               only: events.bus.zone_insights)
     admin      everything: maintenance commands (replay), benchmarks, tests
 
 So a gateway, the part exposed to proxies, cannot rewrite the log: it cannot append a Mesh,
@@ -55,6 +58,7 @@ from events.bus.insights import BUCKET as INSIGHTS_BUCKET
 from events.bus.projection_bus import BUCKET as PROJECTION_BUCKET
 from events.bus.requests import XDS_CONFIG_SUBJECTS
 from events.bus.sources import GLOBAL_DOMAIN
+from events.bus.zone_insights import ZONE_INSIGHTS_STREAM
 from events.subjects import (
     EVENTS_STREAM,
     GLOBAL,
@@ -98,10 +102,11 @@ class Permissions(Struct, frozen=True, kw_only=True):
         return block
 
 
-def _stream(stream: str, *, consume: bool = True) -> tuple[str, ...]:
-    """Open `stream` (create it if missing), read single messages; with `consume`, read it
-    through consumers too."""
-    subjects = (f"{_API}.STREAM.INFO.{stream}", f"{_API}.STREAM.CREATE.{stream}",
+def _stream(stream: str, *, consume: bool = True, create: bool = True) -> tuple[str, ...]:
+    """Open `stream` (with `create`, create it if missing), read single messages; with
+    `consume`, read it through consumers too."""
+    subjects = (f"{_API}.STREAM.INFO.{stream}",
+                *((f"{_API}.STREAM.CREATE.{stream}",) if create else ()),
                 f"{_API}.DIRECT.GET.{stream}", f"{_API}.DIRECT.GET.{stream}.>",
                 f"{_API}.STREAM.MSG.GET.{stream}")
     if not consume:
@@ -129,8 +134,10 @@ def _sync(zone: str) -> tuple[str, ...]:
              f"{_API}.CONSUMER.INFO.{EVENTS_STREAM}.*",
              f"{_API}.CONSUMER.MSG.NEXT.{EVENTS_STREAM}.*",
              f"{_API}.CONSUMER.DELETE.{EVENTS_STREAM}.*")
-    if zone == GLOBAL_ZONE:
-        return local
+    if zone == GLOBAL_ZONE:  # and the zones' insights (events.bus.zone_insights)
+        return (*local, f"{_API}.STREAM.INFO.{ZONE_INSIGHTS_STREAM}",
+                f"{_API}.STREAM.CREATE.{ZONE_INSIGHTS_STREAM}",
+                f"{_API}.STREAM.UPDATE.{ZONE_INSIGHTS_STREAM}")
     remote = f"$JS.{GLOBAL_DOMAIN}.API"
     return (*local, f"{remote}.STREAM.INFO.{EVENTS_STREAM}",
             f"{remote}.STREAM.MSG.GET.{EVENTS_STREAM}",
@@ -148,10 +155,14 @@ def permissions(role: Role, zone: str) -> Permissions:
         case "admin":
             return Permissions(publish=(">",), subscribe=(">",))
         case "api":
+            # on global, the zones' insights too: read, never made (the sync makes it)
+            zones = (_stream(ZONE_INSIGHTS_STREAM, create=False) if zone == GLOBAL_ZONE
+                     else ())
             return Permissions(
                 publish=(f"{events}.>", *_stream(EVENTS_STREAM),
                          f"{_API}.CONSUMER.DELETE.{EVENTS_STREAM}.*",
-                         *_bucket(INSIGHTS_BUCKET, write=False), XDS_CONFIG_SUBJECTS),
+                         *_bucket(INSIGHTS_BUCKET, write=False), *zones,
+                         XDS_CONFIG_SUBJECTS),
                 publish_deny=_NEVER, subscribe=(_INBOX,))
         case "projector":
             return Permissions(

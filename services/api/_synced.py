@@ -45,7 +45,7 @@ from projections import (
 from services.api._state import ApiRequest, api_state
 
 __all__ = ["collections_of", "labels_of", "refuse_synced", "synced", "synced_dataplane",
-           "synced_insight"]
+           "synced_proxy"]
 
 
 def collections_of(request: ApiRequest, kind: str) -> tuple[str, ...]:
@@ -78,14 +78,13 @@ def synced(request: ApiRequest, labels: Mapping[str, str]) -> bool:
             assert_never(commands.deployment)
 
 
-def synced_insight(request: ApiRequest, labels: Mapping[str, str]) -> dict[str, str] | None:
-    """What global's `dataplanes+insights` shows of a zone's Dataplane (`labels`): its proxy's
-    insight stays in its zone (DataplaneInsights are not synced yet). None: not synced."""
+def synced_proxy(request: ApiRequest, labels: Mapping[str, str]) -> tuple[str, str] | None:
+    """On global, the (zone, name in the zone) of a zone's Dataplane (`labels`), whose proxy's
+    insight global has from that zone (services.api._zone_insights). None: not synced."""
     if not synced(request, labels):
         return None
-    zone = labels.get(ZONE_LABEL)
-    return {"unavailable": f"the insight of zone {zone!r}'s proxy is not synced to global: "
-                           f"see it on zone {zone!r}'s control plane"}
+    zone = labels.get(ZONE_LABEL, "")
+    return zone, labels.get(DISPLAY_NAME_LABEL, "")
 
 
 async def synced_dataplane(request: ApiRequest, mesh: str, name: str) -> DataplaneRow | None:

@@ -13,6 +13,10 @@ within `stale_after_s` (its last heartbeat, or the stream's connect time if late
 that died without its final writes leaves its proxies gone since it was last heard of, the
 rule the gateways' reaper uses (xds_gateway/lifecycle.py). Insights unreadable -> the overview
 still answers, saying so; `connected` stays as projected (0).
+
+On global, a zone's Dataplane (listed under its synced name) has its proxy's insight from
+global's copy of that zone's insights (`services.api._zone_insights`), in `_overview` and
+`dataplanes+insights`; its `_config` stays with its zone's gateways (a 404 naming the zone).
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ from projections import (
     decode_typed,
 )
 from services.api._state import ApiRequest, api_state
-from services.api._synced import synced_dataplane, synced_insight
+from services.api._synced import synced_dataplane, synced_proxy
+from services.api._zone_insights import SyncedInsights, verdict
 from services.api.auth import ADMIN
 from services.render import render_insight, render_row
 
@@ -66,6 +71,9 @@ class ProxyInspector:
         self._failed: tuple[float, str] | None = None
         """The last scan's failure, answered for `ttl` to the reads queued behind it."""
         self._lock = asyncio.Lock()
+        self.synced = SyncedInsights(nc, stale_ms=self._stale_ms, ttl_s=snapshot_ttl_s,
+                                     timeout_s=config_timeout_s)
+        """On global, the zones' proxies' insights."""
 
     async def _bucket(self) -> JetStreamInsights:
         if self._insights is None:  # opened on first use: the API starts without it
@@ -76,12 +84,7 @@ class ProxyInspector:
                 now: int) -> tuple[bool, int | None]:
         """(connected, disconnected_at) of one insight given its gateway's heartbeat, at `now`
         (Unix ms)."""
-        if insight.disconnected_at is not None:
-            return False, insight.disconnected_at
-        last_heard = insight.last_heard(beat)
-        if now - last_heard > self._stale_ms:
-            return False, last_heard
-        return True, None
+        return verdict(insight, beat, now, self._stale_ms)
 
     async def insight(self, mesh: str, name: str) -> dict[str, Any]:
         """Kuma's `dataplaneInsight` of one proxy, read now (not cached)."""
@@ -215,18 +218,23 @@ async def add_connected(inspector: ProxyInspector | None, store: ReadModelStore,
 # --- routes -----------------------------------------------------------------------------------
 
 
-async def _dataplane(request: ApiRequest, mesh: str, plural: str, name: str) -> DataplaneRow:
+async def _dataplane(request: ApiRequest, mesh: str, plural: str, name: str, *,
+                     synced: bool = False) -> DataplaneRow:
+    """The Dataplane `name` of `mesh`; with `synced`, a zone's synced to global too."""
     if plural != "dataplanes":
         raise NotFound(f"{plural!r} have no _overview or _config; only dataplanes do")
     body = await api_state(request.app).store.get("dataplane", f"{mesh}/{name}")
     if body is None:
         remote = await synced_dataplane(request, mesh, name)
+        if remote is not None and synced:
+            return remote
         if remote is not None:
             labels = remote.dataplane.labels
             zone, display = labels.get(ZONE_LABEL), labels.get(DISPLAY_NAME_LABEL, name)
             raise NotFound(f"Dataplane {name!r} of mesh {mesh!r} is zone {zone!r}'s Dataplane "
-                           f"{display!r}, synced here: its proxy's _overview and _config are "
-                           f"on zone {zone!r}'s control plane (as {display!r})")
+                           f"{display!r}, synced here: its proxy's _config is computed by "
+                           f"zone {zone!r}'s gateways: ask zone {zone!r}'s control plane "
+                           f"(as {display!r})")
         raise NotFound(f"Dataplane {name!r} not found in mesh {mesh!r}")
     return decode_typed(DataplaneRow, body)
 
@@ -237,9 +245,15 @@ async def _dataplane(request: ApiRequest, mesh: str, plural: str, name: str) -> 
      summary="A Dataplane with its proxy's insight (connected, gateway, xDS counters)")
 async def dataplane_overview(request: ApiRequest, mesh: str, plural: str, name: str
                              ) -> dict[str, Any]:
-    doc = render_row(await _dataplane(request, mesh, plural, name))
+    doc = render_row(await _dataplane(request, mesh, plural, name, synced=True))
     inspector = api_state(request.app).inspector
-    insight = (await inspector.insight(mesh, name) if inspector is not None else _NO_NATS)
+    remote = synced_proxy(request, doc.get("labels", {}))
+    if inspector is None:
+        insight = _NO_NATS
+    elif remote is not None:  # a zone's, on global: its insight as synced from the zone
+        insight = (await inspector.synced.insights_of(mesh, [remote]))[remote]
+    else:
+        insight = await inspector.insight(mesh, name)
     mtls = await _mtls(request, mesh, name)
     if mtls is not None:
         insight = {**insight, "mTLS": mtls}
@@ -274,14 +288,19 @@ async def overviews(request: ApiRequest, mesh: str, docs: list[dict[str, Any]]
                     ) -> list[dict[str, Any]]:
     """`overview` of each rendered Dataplane of a list page (`dataplanes+insights`)."""
     inspector = api_state(request.app).inspector
-    names = [d["name"] for d in docs]
-    insights = (await inspector.insights_of(mesh, names) if inspector is not None
-                else dict.fromkeys(names, _NO_NATS))
-    return [overview(mesh, d, synced_insight(request, d.get("labels", {}))
-                     or insights[d["name"]]) for d in docs]
+    remote = {d["name"]: synced_proxy(request, d.get("labels", {})) for d in docs}
+    names = [d["name"] for d in docs if remote[d["name"]] is None]
+    zoned = [r for r in remote.values() if r is not None]
+    if inspector is None:
+        return [overview(mesh, d, _NO_NATS) for d in docs]
+    insights = await inspector.insights_of(mesh, names) if names else {}
+    synced = await inspector.synced.insights_of(mesh, zoned) if zoned else {}
+    return [overview(mesh, d, insights[d["name"]] if (r := remote[d["name"]]) is None
+                     else synced[r]) for d in docs]
 
 
-_NO_NATS = {"unavailable": "insights unavailable: this API process has no NATS connection"}
+_NO_NATS: dict[str, Any] = {
+    "unavailable": "insights unavailable: this API process has no NATS connection"}
 
 
 @get("/meshes/{mesh:str}/{plural:str}/{name:str}/_config",

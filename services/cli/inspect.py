@@ -4,6 +4,9 @@
     meshlog inspect dataplane web-1 --config        the listeners, clusters, endpoints it gets
     meshlog inspect dataplane web-1 -o yaml|json    the API document itself
 
+On global, a zone's Dataplane (its synced name) shows its zone's insight, with its zone and
+how old global's copy of it is (`syncedFrom`).
+
 Reads `GET .../dataplanes/{name}/_overview` and `.../_config` (services.api.proxy_inspector).
 """
 
@@ -54,6 +57,13 @@ def overview_lines(doc: dict[str, Any]) -> list[str]:
     insight = doc.get("dataplaneInsight") or {}
     facts = [("DATAPLANE", f"{doc['mesh']}/{doc['name']}"),
              ("ADDRESS", doc["dataplane"]["networking"]["address"])]
+    synced = insight.get("syncedFrom")
+    if synced:
+        facts.append(("ZONE", f"{synced['zone']} (as {synced['name']})"))
+        age = ("never heard from" if synced.get("asOf") is None
+               else f"as of {synced['asOf']} ({synced['ageSeconds']:g} s ago)")
+        facts.append(("SYNCED", age if synced.get("current")
+                      else f"{age}, last known: the link to the zone is down or slow"))
     subs = insight.get("subscriptions") or []
     if "unavailable" in insight:
         facts.append(("CONNECTED", f"unknown ({insight['unavailable']})"))

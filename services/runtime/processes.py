@@ -133,7 +133,8 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
                 # then have the sync's permissions (admin's, or a NATS without users)
                 sync_nc = nc if sync_credentials is None else await stack.enter_async_context(
                     nats_connection(nats_url, "meshlog-sync", credentials=sync_credentials))
-                syncing = asyncio.create_task(ZoneSync(sync_nc, mode=mode, zone=zone).run(),
+                syncing = asyncio.create_task(ZoneSync(sync_nc, mode=mode, zone=zone,
+                                                       replicas=replicas).run(),
                                               name="multi-zone sync")
             try:
                 # a store of a newer release's fold: refused at once (NewerFoldVersion)

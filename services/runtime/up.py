@@ -370,7 +370,8 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
             if cfg.mode != "standalone":
                 sync_nc = await stack.enter_async_context(
                     nats_connection(url, "meshlog-sync", credentials=credentials["sync"]))
-                sync = ZoneSync(sync_nc, mode=cfg.mode, zone=cfg.zone)
+                sync = ZoneSync(sync_nc, mode=cfg.mode, zone=cfg.zone,
+                                replicas=cfg.stream_replicas)
                 projecting.append(("multi-zone sync", sync.run))
             health = HealthServer(gateway, bind_socket(cfg.xds_host, 0, "gateway health"))
             api = ApiServer(app, api_sock, tls=api_tls)

@@ -1,7 +1,9 @@
 """The multi-zone sync supervisor: keeps this control plane's stream sourcing what it should,
 as the zones registered in the log say (events.bus.sources).
 
-- global: a source per registered zone (its own subjects, from its domain);
+- global: a source per registered zone (its own subjects, from its domain), and one of each
+  registered zone's insights bucket into global's `meshlog_zone_insights`
+  (events.bus.zone_insights: Kuma syncs DataplaneInsights to global);
 - zone: registers itself on global (a `ZoneApplied` on global's subject, through the one
   command path, retried until global answers), then sources global's subjects and, through
   global, each other registered zone's.
@@ -22,6 +24,7 @@ from nats.aio.client import Client as NATS
 
 from events import JetStreamEventLog, ZoneApplied, decode_event
 from events.bus.sources import GLOBAL_DOMAIN, ensure_sources, global_sources, zone_sources
+from events.bus.zone_insights import ensure_zone_insight_sources
 from events.commands.zones import ZoneCommands, zones_filter
 from events.errors import MeshlogError
 from events.subjects import EVENTS_STREAM
@@ -49,10 +52,12 @@ async def registered_zones(event_log: JetStreamEventLog) -> list[str]:
 
 class ZoneSync:
     def __init__(self, nc: NATS, *, mode: Literal["global", "zone"], zone: str,
-                 interval_s: float = 1.0) -> None:
+                 interval_s: float = 1.0, replicas: int = 1) -> None:
         """`nc`: a connection to this control plane's nats-server as the sync role's user;
-        `zone`: this zone's name (ignored on global)."""
+        `zone`: this zone's name (ignored on global); `replicas`: of the zone-insights bucket
+        global makes."""
         self._nc = nc
+        self._replicas = replicas
         self._mode = mode
         self._zone = zone
         self._interval_s = interval_s
@@ -87,6 +92,9 @@ class ZoneSync:
         if await ensure_sources(self._nc, wanted):
             log.info("event stream now sources %s",
                      ", ".join(f"{s.filter_subject} ({s.api})" for s in wanted))
+        if self._mode == "global" and await ensure_zone_insight_sources(
+                self._nc, zones, replicas=self._replicas):
+            log.info("zone insights bucket now sources %s", ", ".join(zones) or "no zone")
         self.sources_set.set()
         if self._mode == "zone":
             # every step (a read of global's subject; appends only when absent): a zone

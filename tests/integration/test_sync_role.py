@@ -10,15 +10,32 @@ from __future__ import annotations
 
 import signal
 import subprocess
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from nats.js import JetStreamContext
 
-from events import JetStreamEventLog, Mesh, MeshApplied, ZoneApplied, resource_subject
+from events import (
+    EventLogUnavailable,
+    JetStreamEventLog,
+    Mesh,
+    MeshApplied,
+    ZoneApplied,
+    resource_subject,
+)
+from events.bus.insights import BUCKET as INSIGHTS_BUCKET
+from events.bus.insights import JetStreamInsights, ProxyInsight
 from events.bus.nats_access import NatsPermissionDenied, refusals_of
+from events.bus.permissions import Role, permissions
 from events.bus.projection_bus import BUCKET, JetStreamProjectionBus
-from events.bus.sources import ensure_sources, zone_filter, zone_sources
+from events.bus.sources import ensure_sources, source_states, zone_filter, zone_sources
+from events.bus.zone_insights import (
+    ZONE_INSIGHTS_BUCKET,
+    ZONE_INSIGHTS_STREAM,
+    ensure_zone_insight_sources,
+)
 from events.commands.zones import zone_subject
 from events.kds_hash import hashed_name
 from events.subjects import EVENTS_STREAM
@@ -150,3 +167,62 @@ async def _keeps_the_sources_and_nothing_else(plane: Plane) -> None:
     after = await admin.stream_info(EVENTS_STREAM)
     assert after.state.messages == 0 and after.config.deny_delete and after.config.deny_purge
     assert (await admin.stream_info(bucket_stream)).config.max_msgs_per_subject != 100
+
+
+async def test_on_global_the_sync_role_keeps_the_zone_insights_bucket(tmp_path: Path) -> None:
+    """Global's sync makes `meshlog_zone_insights` and sources a zone's insights bucket into
+    it over the leafnode link (events.bus.zone_insights); global's API reads it; neither may
+    write into it, the API may not change it, and the sync may change no other bucket."""
+    async with _global_and_east(tmp_path) as (central, east):
+        theirs = await JetStreamInsights.open(await east.nc("gateway"))
+        await theirs.put(ProxyInsight(mesh="default", name="redis-1", gateway="gw-1",
+                                      session="s-1", connected_at=1))
+        sync = await central.nc("sync")
+        assert await ensure_zone_insight_sources(sync, ["east"])
+        assert not await ensure_zone_insight_sources(sync, ["east"])
+        api = await central.nc("api")
+
+        async def synced() -> ProxyInsight | None:
+            try:
+                bucket = await JetStreamInsights.open_existing(api, ZONE_INSIGHTS_BUCKET)
+                zones = await bucket.zoned_snapshot()
+            except EventLogUnavailable:
+                return None
+            return zones.get("east", ({}, {}))[0].get(("default", "redis-1"))
+
+        insight = await eventually(synced, "east's insight in global's bucket", within=60)
+        assert insight.session == "s-1"
+        [state] = await source_states(api, stream=ZONE_INSIGHTS_STREAM)
+        assert state.api == "$JS.east.API" and state.error is None
+        key = f"$KV.{ZONE_INSIGHTS_BUCKET}.east.proxy.default.redis-1"
+        own = f"KV_{INSIGHTS_BUCKET}"
+        admin = (await central.nc("admin")).jetstream(timeout=_TIMEOUT_S)
+        await JetStreamInsights.open(await central.nc("gateway"))  # global's own bucket
+        attempts: list[tuple[Role, str, Callable[[JetStreamContext], Awaitable[object]]]] = [
+                ("api", key, lambda js: js.publish(key, b"{}")),
+                ("sync", key, lambda js: js.publish(key, b"{}")),
+                ("api", f"$JS.API.STREAM.UPDATE.{ZONE_INSIGHTS_STREAM}",
+                 lambda js: _widen(js, admin, ZONE_INSIGHTS_STREAM)),
+                ("gateway", f"$JS.API.STREAM.UPDATE.{ZONE_INSIGHTS_STREAM}",
+                 lambda js: _widen(js, admin, ZONE_INSIGHTS_STREAM)),
+                ("sync", f"$JS.API.STREAM.UPDATE.{own}", lambda js: _widen(js, admin, own)),
+                ("sync", f"$JS.API.STREAM.PURGE.{ZONE_INSIGHTS_STREAM}",
+                 lambda js: js.purge_stream(ZONE_INSIGHTS_STREAM))]
+        for role, subject, attempt in attempts:
+            nc = await central.nc(role)
+            with pytest.raises(NatsPermissionDenied):
+                async with refusals_of(nc).guard(subject):
+                    await attempt(nc.jetstream(timeout=_TIMEOUT_S))
+        info = await admin.stream_info(ZONE_INSIGHTS_STREAM)
+        assert info.config.max_msgs_per_subject == 1 and info.state.messages == 1
+        assert (await admin.stream_info(own)).config.max_msgs_per_subject == 1
+    # a zone's API gets no grant to it (only global has the bucket)
+    assert not [s for s in permissions("api", "east").publish if ZONE_INSIGHTS_STREAM in s]
+    assert not [s for s in permissions("sync", "east").publish if ZONE_INSIGHTS_STREAM in s]
+
+
+async def _widen(js: JetStreamContext, admin: JetStreamContext, stream: str) -> None:
+    """An update of `stream` that keeps more than one value per key."""
+    config = (await admin.stream_info(stream)).config
+    config.max_msgs_per_subject = 100
+    await js.update_stream(config)

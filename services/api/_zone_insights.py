@@ -1,0 +1,133 @@
+"""The insights of the zones' proxies, as global's API shows them with the zones' Dataplanes.
+
+Kuma's global shows each synced Dataplane's DataplaneInsight as its zone sent it. Global's
+`meshlog_zone_insights` bucket holds each registered zone's insights bucket, sourced over the
+leafnode link (events.bus.zone_insights): a zone's Dataplane `<name>` (synced here as
+`<name>-<hash>`, `kuma.io/display-name: <name>`, `kuma.io/zone: <zone>`) has its proxy's
+insight under `<zone>.proxy.<mesh>.<name>`, its gateway's heartbeat under
+`<zone>.gateway.<instance>`.
+
+`connected` is decided as in the zone (`verdict`): the insight has no disconnect time and its
+gateway was heard of within the zone's stale time (its heartbeat, synced with the rest). An
+insight is an observation: over a cut link the copy here is the zone's last known one, so each
+insight says where it comes from and how old it is (`syncedFrom`: the zone, its name there,
+`asOf` = when the source last heard from the zone's bucket, `ageSeconds`, `current` while that
+was within `CONNECTED_WITHIN_S`, the zone's own `connected` rule). The heartbeats stop coming
+over a cut link, so once they are older than the stale time a proxy last known connected is
+shown not connected, with no disconnect time (it is not known to have gone) and a `reason`;
+never as connected on a link that went silent long ago.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+
+from events import EventLogUnavailable, TransientError, now_ms, rfc3339
+from events.bus.insights import GatewayHeartbeat, InsightsSnapshot, JetStreamInsights, ProxyInsight
+from events.bus.sources import SourceState, source_states
+from events.bus.zone_insights import ZONE_INSIGHTS_BUCKET, ZONE_INSIGHTS_STREAM, zone_of_api
+from services.api.zones import CONNECTED_WITHIN_S
+from services.render import render_insight
+
+__all__ = ["SyncedInsights", "verdict"]
+
+_Read = tuple[dict[str, InsightsSnapshot], dict[str, SourceState]]
+
+
+def verdict(insight: ProxyInsight, beat: GatewayHeartbeat | None, now: int, stale_ms: int
+            ) -> tuple[bool, int | None]:
+    """(connected, disconnected_at) of one insight given its gateway's heartbeat, at `now`
+    (Unix ms): the rule of the zone's API and of the gateways' reaper."""
+    if insight.disconnected_at is not None:
+        return False, insight.disconnected_at
+    last_heard = insight.last_heard(beat)
+    if now - last_heard > stale_ms:
+        return False, last_heard
+    return True, None
+
+
+class SyncedInsights:
+    """Global's reader of the zones' insights: one scan of the bucket and one read of its
+    sources per `ttl_s`, however many requests."""
+
+    def __init__(self, nc: Any, *, stale_ms: int, ttl_s: float, timeout_s: float) -> None:
+        self._nc = nc
+        self._stale_ms = stale_ms
+        self._ttl_s = ttl_s
+        self._timeout_s = timeout_s
+        self._bucket: JetStreamInsights | None = None
+        self._read: tuple[float, _Read] | None = None
+        self._lock = asyncio.Lock()
+
+    async def insights_of(self, mesh: str, proxies: list[tuple[str, str]]
+                          ) -> dict[tuple[str, str], dict[str, Any]]:
+        """The `dataplaneInsight` of each (zone, name in the zone) of `mesh`."""
+        try:
+            zones, sources = await self._cached()
+        except (TransientError, msgspec.DecodeError) as exc:
+            return {p: {"unavailable": f"zone insights unavailable: {exc}"} for p in proxies}
+        now = now_ms()
+        return {(zone, name): self._render(zone, mesh, name, zones.get(zone, ({}, {})),
+                                           sources.get(zone), now)
+                for zone, name in proxies}
+
+    def _render(self, zone: str, mesh: str, name: str, snapshot: InsightsSnapshot,
+                source: SourceState | None, now: int) -> dict[str, Any]:
+        heard = (None if source is None or source.active_ms is None
+                 else now - source.active_ms)
+        current = (source is not None and source.error is None and heard is not None
+                   and now - heard < CONNECTED_WITHIN_S * 1000)
+        synced: dict[str, Any] = {
+            "zone": zone, "name": name, "current": current,
+            "asOf": None if heard is None else rfc3339(heard),
+            "ageSeconds": None if heard is None else round((now - heard) / 1000, 3)}
+        proxies, beats = snapshot
+        insight = proxies.get((mesh, name))
+        if insight is None:
+            doc: dict[str, Any] = {"connected": False, "subscriptions": []}
+        else:
+            beat = beats.get(insight.gateway)
+            connected, gone = verdict(insight, beat, now, self._stale_ms)
+            if (not connected and not current and gone is not None and heard is not None
+                    and insight.disconnected_at is None
+                    and verdict(insight, beat, heard, self._stale_ms)[0]):
+                gone = None  # connected when last heard of; gone since? not known here
+            doc = render_insight(insight, connected=connected, disconnected_at=gone)
+        if not current:
+            since = "never heard from" if heard is None else (
+                f"not heard from since {synced['asOf']} ({synced['ageSeconds']:g} s)")
+            synced["reason"] = (f"zone {zone!r}'s insights are {since}: the link to it is "
+                                "down or slow, so this is its last known insight, and whether "
+                                "the proxy is connected now is not known here")
+        doc["syncedFrom"] = synced
+        return doc
+
+    async def _cached(self) -> _Read:
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
+        async with self._lock:
+            if self._read is None or not (self._read[0] >= asked
+                                          or loop.time() - self._read[0] <= self._ttl_s):
+                try:
+                    async with asyncio.timeout(self._timeout_s):
+                        read = await self._scan()
+                except TimeoutError as exc:
+                    raise EventLogUnavailable(
+                        f"zone insights not read within {self._timeout_s:g} s") from exc
+                self._read = (loop.time(), read)
+            return self._read[1]
+
+    async def _scan(self) -> _Read:
+        if self._bucket is None:  # made by global's sync at its first step
+            self._bucket = await JetStreamInsights.open_existing(
+                self._nc, ZONE_INSIGHTS_BUCKET, scan_timeout_s=self._timeout_s)
+        zones = await self._bucket.zoned_snapshot()
+        sources: dict[str, SourceState] = {}
+        for state in await source_states(self._nc, stream=ZONE_INSIGHTS_STREAM):
+            zone = zone_of_api(state.api)
+            if zone is not None:
+                sources[zone] = state
+        return zones, sources

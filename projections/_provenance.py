@@ -15,9 +15,10 @@ from collections.abc import Mapping
 
 import msgspec
 
-from events import Dataplane, Provenance
+from events import Dataplane, Inbound, Provenance
 from events import labels as computed
 from events.labels import ENV_LABEL, ORIGIN_LABEL, ZONE_LABEL, mesh_labels, provenance_labels
+from events.resources import DataplaneNetworking
 
 __all__ = [
     "ENV_LABEL",
@@ -55,26 +56,31 @@ def _control_plane_labels(mesh: str, provenance: Provenance, registered_by: str
             computed.PROXY_TYPE_LABEL: "sidecar", computed.REGISTERED_BY_LABEL: registered_by}
 
 
-def zone_tagged(dp: Dataplane, provenance: Provenance) -> Dataplane:
-    """Dataplane `dp` with the `kuma.io/zone` tag Kuma's zone control plane puts on its
-    inbounds (kumahq/kuma v2.14 `dataplane_manager.go` setInboundsClusterTag: in every zone,
-    a standalone one too, whose name is `default`): the zone of the control plane that wrote
-    the event, over a value the user gave. Global pins the tag of a synced Dataplane to the
-    zone it came from (`kds/v2/store/sync.go` pinZoneTag), which is this same zone, so every
-    log shows the same tags. An inbound without tags keeps none, as in Kuma with
+def zone_tagged(networking: DataplaneNetworking, provenance: Provenance
+                ) -> DataplaneNetworking:
+    """A Dataplane's `networking` with the `kuma.io/zone` tag Kuma's zone control plane puts
+    on its inbounds (kumahq/kuma v2.14 `dataplane_manager.go` setInboundsClusterTag: in every
+    zone, a standalone one too, whose name is `default`): the zone of the control plane that
+    wrote the event, over a value the user gave. Global pins the tag of a synced Dataplane to
+    the zone it came from (`kds/v2/store/sync.go` pinZoneTag), which is this same zone, so
+    every log shows the same tags. An inbound without tags keeps none, as in Kuma with
     `meshServices.mode: Exclusive` (meshlog's semantics whatever the mode). A Dataplane of
-    global (none is registered there) gets no tag."""
+    global (none is registered there) gets no tag. Runs for every Dataplane event: one pass,
+    nothing copied that keeps its tags."""
     if provenance.origin != "zone":
-        return dp
+        return networking
     zone = provenance.zone
-    inbounds = dp.networking.inbound
-    if all(not i.tags or i.tags.get(ZONE_LABEL) == zone for i in inbounds):
-        return dp  # an event whose tags say so already (or a Dataplane without inbounds)
-    tagged = [i if not i.tags or i.tags.get(ZONE_LABEL) == zone
-              else msgspec.structs.replace(i, tags={**i.tags, ZONE_LABEL: zone})
-              for i in inbounds]
-    return msgspec.structs.replace(
-        dp, networking=msgspec.structs.replace(dp.networking, inbound=tagged))
+    inbounds = networking.inbound
+    tagged: list[Inbound] | None = None
+    for n, inbound in enumerate(inbounds):
+        tags = inbound.tags
+        if tags and tags.get(ZONE_LABEL) != zone:
+            if tagged is None:
+                tagged = list(inbounds)
+            tagged[n] = msgspec.structs.replace(inbound, tags={**tags, ZONE_LABEL: zone})
+    if tagged is None:
+        return networking  # an event whose tags say so already (or without inbounds)
+    return msgspec.structs.replace(networking, inbound=tagged)
 
 
 def inherited_labels(labels: Mapping[str, str]) -> dict[str, str]:

@@ -334,8 +334,9 @@ def _dataplane_registered(state: ProjectionState, seq: int, event: DataplaneRegi
                           provenance: Provenance) -> None:
     dp = event.dataplane
     # its labels and its inbounds' `kuma.io/zone` tag, both from the event's provenance
-    labeled = msgspec.structs.replace(zone_tagged(dp, provenance),
-                                      labels=dataplane_labels(dp, provenance, event.origin))
+    labeled = msgspec.structs.replace(
+        dp, labels=dataplane_labels(dp, provenance, event.origin),
+        networking=zone_tagged(dp.networking, provenance))
     _dataplane_changed(state, seq, event.at, dp.mesh, dp.name, labeled, event.origin)
 
 

@@ -159,8 +159,8 @@ def apply_remote(state: ProjectionState, seq: int, event: AnyEvent,
             # the labels and inbound `kuma.io/zone` tags its zone shows (Kuma's KDS carries
             # them to global, which pins the tags to the zone they came from: the same zone)
             labeled = msgspec.structs.replace(
-                zone_tagged(dp, provenance), name=name,
-                labels=dataplane_labels(dp, provenance, event.origin))
+                dp, name=name, labels=dataplane_labels(dp, provenance, event.origin),
+                networking=zone_tagged(dp.networking, provenance))
             state.put("remotedataplane", key, DataplaneRow(
                 dataplane=labeled, meta=_meta(old, seq, event.at),
                 first_seq=old.first_seq if isinstance(old, DataplaneRow) else seq,

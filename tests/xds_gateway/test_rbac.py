@@ -28,9 +28,6 @@ from hypothesis import strategies as st
 
 from events import Dataplane, MeshTrafficPermission, decode_resource
 from tests.harness import envoy_binary
-from tests.projections._histories import ZONE, History, fold_all
-from tests.projections._histories import dataplane as make_dataplane
-from tests.projections._histories import inbound as make_inbound
 from xds_gateway.resources.rbac import POLICY_NAME, RBAC_FILTER, inbound_rbac, rbac_filter
 
 MESH = "default"
@@ -298,21 +295,6 @@ def test_a_mesh_subset_without_tags_is_the_whole_mesh() -> None:
     config = rbac(mtp("p", ({"kind": "MeshSubset"}, "Allow")))
 
     assert who(config, web=WEB, other_mesh=cert("web", mesh="other"), plaintext=None) == {"web"}
-
-
-def test_a_mesh_subset_on_the_zone_tag_lets_in_the_workloads_of_that_zone() -> None:
-    """Kuma's zone control plane tags every inbound `kuma.io/zone`; the workload certificate
-    the fold issues carries it as a tag SAN, so a `from` MeshSubset on it matches the clients
-    of that zone (Kuma's MeshTrafficPermission by zone)."""
-    h = History()
-    h.mtls(MESH, "ca-1", enabled="ca-1")
-    h.register(make_dataplane(MESH, "api-1", "10.0.0.2", make_inbound(8080, "api")))
-    identity = fold_all(h.events).identity(MESH, "api-1")
-    assert identity is not None
-    config = rbac(mtp("p", (subset(**{"kuma.io/zone": ZONE}), "Allow")))
-
-    assert who(config, here=frozenset(identity.uris),
-               west=cert("api", **{"kuma.io/zone": "west"}), untagged=API) == {"here"}
 
 
 # --- shadow deny ------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ The fold (`projections.fold` and the modules it calls) labels what it folds as K
 of the event (`kuma.io/origin`, and for a zone's `kuma.io/zone` and `kuma.io/env`), the mesh
 (`kuma.io/mesh`), a Dataplane's `kuma.io/proxy-type` and `meshlog.io/registered-by`, all over
 a user label of the same key; and `kuma.io/display-name`, the name, unless the user set it.
-A Mesh gets only `kuma.io/origin: global`, and only from global (`mesh_labels`).
+A Mesh gets only `kuma.io/origin: global`, and only from global (`mesh_labels`). A zone's
+Dataplane also gets its zone as the `kuma.io/zone` tag of its inbounds that have tags
+(`projections._provenance.zone_tagged`), over a user's tag of that key.
 
 A GET shows them among the user's labels, so applying back what it returned (`meshlog get -o
 yaml | meshlog apply -f -`, a GitOps loop) hands them in as user labels. Kuma takes that as a
@@ -117,16 +119,35 @@ def computed_labels(resource: Resource, provenance: Provenance) -> ComputedLabel
 
 def without_computed(resource: R, provenance: Provenance) -> R:
     """`resource` without what the fold computes for it anyway: the labels it overrides, a
-    label equal to the default it would give (`kuma.io/display-name` equal to the name), and a
-    ZoneIngress's `zone` (pinned to the writer's). Every other label is the user's and stays,
-    a computed key the fold lets the user set included (a display name other than the name;
-    `kuma.io/zone` on a resource of global, whose provenance has no zone). The fold gives both
-    the same row, so a command compares and stores this one."""
+    label equal to the default it would give (`kuma.io/display-name` equal to the name), a
+    ZoneIngress's `zone` (pinned to the writer's), and a zone's Dataplane's inbound
+    `kuma.io/zone` tags (the fold tags every inbound that has tags with the writer's zone,
+    `projections._provenance.zone_tagged`). Every other label is the user's and stays, a
+    computed key the fold lets the user set included (a display name other than the name;
+    `kuma.io/zone` on a resource of global, whose provenance has no zone). The fold gives
+    both the same row, so a command compares and stores this one."""
     computed = computed_labels(resource, provenance)
     kept = {key: value for key, value in resource.labels.items()
             if key not in computed.overridden and computed.defaults.get(key) != value}
     if isinstance(resource, ZoneIngress) and resource.zone is not None:
         return msgspec.structs.replace(resource, labels=kept, zone=None)
+    if provenance.origin == "zone":
+        resource = _without_zone_tags(resource)
     if len(kept) == len(resource.labels):
         return resource
     return msgspec.structs.replace(resource, labels=kept)
+
+
+def _without_zone_tags(resource: R) -> R:
+    """A Dataplane without the `kuma.io/zone` tag of its inbounds that have other tags (the
+    fold puts the writer's zone there whatever they say; one with that tag alone would be
+    left without any, which the fold does not tag); any other resource as it is."""
+    if not isinstance(resource, Dataplane):
+        return resource
+    inbounds = resource.networking.inbound
+    if not any(ZONE_LABEL in i.tags and len(i.tags) > 1 for i in inbounds):
+        return resource
+    kept = [msgspec.structs.replace(i, tags={k: v for k, v in i.tags.items() if k != ZONE_LABEL})
+            if ZONE_LABEL in i.tags and len(i.tags) > 1 else i for i in inbounds]
+    return msgspec.structs.replace(
+        resource, networking=msgspec.structs.replace(resource.networking, inbound=kept))

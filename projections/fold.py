@@ -57,7 +57,12 @@ from events import (
 )
 from events.identity import KeyId
 from projections import multizone, zoneingress
-from projections._provenance import dataplane_labels, mesh_labels, provenance_labels
+from projections._provenance import (
+    dataplane_labels,
+    mesh_labels,
+    provenance_labels,
+    zone_tagged,
+)
 from projections.generation import (
     expire_due,
     grace_period_key,
@@ -328,7 +333,10 @@ def _meta(old: object, seq: int, at: int) -> RowMeta:
 def _dataplane_registered(state: ProjectionState, seq: int, event: DataplaneRegistered,
                           provenance: Provenance) -> None:
     dp = event.dataplane
-    labeled = msgspec.structs.replace(dp, labels=dataplane_labels(dp, provenance, event.origin))
+    # its labels and its inbounds' `kuma.io/zone` tag, both from the event's provenance
+    labeled = msgspec.structs.replace(
+        dp, labels=dataplane_labels(dp, provenance, event.origin),
+        networking=zone_tagged(dp.networking, provenance))
     _dataplane_changed(state, seq, event.at, dp.mesh, dp.name, labeled, event.origin)
 
 

@@ -27,7 +27,7 @@ from projections.store import ReadModelStore
 __all__ = ["FOLD_VERSION", "UNRECORDED_FOLD_VERSION", "FoldVersions", "fold_versions",
            "outdated_advice"]
 
-FOLD_VERSION = 3
+FOLD_VERSION = 4
 """The version of the fold this code runs. Changelog:
 
 1. Every release before fold versions: a store that records none was folded by one of them.
@@ -41,6 +41,12 @@ FOLD_VERSION = 3
    has the labels its zone shows (`kuma.io/proxy-type`, `meshlog.io/registered-by` computed,
    no longer copied from the event), and a Mesh of global has `kuma.io/origin: global` in
    every log (`events.labels.mesh_labels`).
+4. A zone's Dataplane (`dataplane` row in its zone, `remotedataplane` elsewhere) has the
+   `kuma.io/zone: <zone>` tag on every inbound that has tags, the zone of the event's
+   provenance over a value the event gives (`projections._provenance.zone_tagged`, Kuma's
+   setInboundsClusterTag and global's pinZoneTag); a standalone control plane's, `default`.
+   What derives from the tags follows: workload certificates get `kuma://kuma.io/zone/<zone>`,
+   a MeshService selector with that tag selects the zone's Dataplanes.
 """
 
 UNRECORDED_FOLD_VERSION = 1

@@ -11,7 +11,8 @@ east's and west's `redis` never meet. Their inputs are kept apart from the local
 
 - `remotedataplane`: another zone's Dataplanes under their synced names, with the labels
   their zone shows (`_provenance.dataplane_labels`: `kuma.io/origin: zone`, `kuma.io/zone`,
-  `kuma.io/display-name`, ...). Global's API lists them, read-only, as Kuma's global lists
+  `kuma.io/display-name`, ...) and its `kuma.io/zone` tag on their inbounds
+  (`_provenance.zone_tagged`). Global's API lists them, read-only, as Kuma's global lists
   the Dataplanes its zones sync; a zone's does not (Kuma syncs no Dataplane to other zones).
   They are never endpoints, listeners or clusters of this zone's proxies: cross-zone traffic
   goes through the remote zone's ingresses (`projections.zoneingress`, with mTLS), which are
@@ -71,7 +72,13 @@ from events import (
 from events.kds_hash import hashed_name
 from events.resources import MeshServiceSelector, MeshServiceSpec
 from projections import zoneingress
-from projections._provenance import ENV_LABEL, ORIGIN_LABEL, ZONE_LABEL, dataplane_labels
+from projections._provenance import (
+    ENV_LABEL,
+    ORIGIN_LABEL,
+    ZONE_LABEL,
+    dataplane_labels,
+    zone_tagged,
+)
 from projections.generation import (
     GENERATOR_LABELS,
     grace_period_key,
@@ -149,9 +156,11 @@ def apply_remote(state: ProjectionState, seq: int, event: AnyEvent,
             key = dp_key(dp.mesh, name)
             old = state.get("remotedataplane", key)
             old_dp = old.dataplane if isinstance(old, DataplaneRow) else None
-            # the labels its zone shows (Kuma's KDS carries them to global)
+            # the labels and inbound `kuma.io/zone` tags its zone shows (Kuma's KDS carries
+            # them to global, which pins the tags to the zone they came from: the same zone)
             labeled = msgspec.structs.replace(
-                dp, name=name, labels=dataplane_labels(dp, provenance, event.origin))
+                dp, name=name, labels=dataplane_labels(dp, provenance, event.origin),
+                networking=zone_tagged(dp.networking, provenance))
             state.put("remotedataplane", key, DataplaneRow(
                 dataplane=labeled, meta=_meta(old, seq, event.at),
                 first_seq=old.first_seq if isinstance(old, DataplaneRow) else seq,

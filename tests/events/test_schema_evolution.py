@@ -10,7 +10,8 @@ default grace period and carry the zone's default generators. Provenance from th
 (issue 9): rows are labelled with the zone of their events' subjects (`default` in this log),
 no longer with the zone the replaying projector is configured with. Multi-zone (issue 12): a
 log is replayed by its own control plane (zone `default` here); folded by another zone's, its
-events would be that zone's remote resources (projections.remote).
+events would be that zone's remote resources (projections.remote). Fold version 4: every
+Dataplane inbound with tags carries `kuma.io/zone: default`, the zone of its event.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 nats-server (own ports, store, JetStream domain), zones joined to global over leafnodes: a Mesh
 applied on global reaches both zones (labelled `kuma.io/origin: global`); a Dataplane
 registered in west yields in east a MeshService under Kuma's synced name with a 241/8 VIP and
-`<svc>.svc.west.mesh.local`, and is listed on global under its synced name, read-only; a
+`<svc>.svc.west.mesh.local`, and is listed on global under its synced name, read-only, its
+inbound tagged `kuma.io/zone: west` there as in west; a
 generated one keeps west's ports and west's grace period in east and on global; global
 shows both zones connected; east's link cut for 30 s while east, west and global change leaves
 each side serving and converging after; then each log replays to its live read models byte for
@@ -159,6 +160,11 @@ def test_global_lists_wests_dataplane_under_its_synced_name_read_only(
     assert {k: v for k, v in dp["labels"].items() if k.startswith("kuma.io/")} == {
         "kuma.io/display-name": "redis-1", "kuma.io/mesh": "default", "kuma.io/origin": "zone",
         "kuma.io/zone": "west", "kuma.io/env": "universal", "kuma.io/proxy-type": "sidecar"}
+    # west's control plane tagged its inbound with its zone, and global shows the same tag
+    own = _get(planes["west"], "/meshes/default/dataplanes/redis-1")
+    assert own is not None and [i["tags"] for i in own["networking"]["inbound"]] == [
+        {"kuma.io/service": "redis", "kuma.io/zone": "west"}]
+    assert dp["networking"]["inbound"] == own["networking"]["inbound"]
     listed = _get(central, "/meshes/default/dataplanes?filter[labels.kuma.io/zone]=west")
     assert listed is not None and name in [i["name"] for i in listed["items"]]
     for refused in (central.api.put(path, json={**REDIS, "name": name}),

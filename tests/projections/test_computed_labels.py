@@ -75,7 +75,10 @@ def _resources(display_name: str | None) -> list[Resource]:
     of `kuma.io/display-name` ("=name": the resource's name)."""
     plain: list[Resource] = [
         Mesh(name="default"),
-        dataplane("default", "web-1", "10.0.0.1", inbound(8080, "web")),
+        # a spoofed inbound zone tag (the fold pins it), one without, one without tags
+        dataplane("default", "web-1", "10.0.0.1",
+                  inbound(8080, "web", tags={ZONE_LABEL: "spoofed"}), inbound(8081, "web"),
+                  {"port": 8082}),
         meshservice("default", "web", ms_port(8080), selector={SERVICE_TAG: "web"}),
         generator("internal", "{{ .Name }}.internal", {"team": "blue"}),
         permission("default", "allow-all", ({"kind": "Mesh"}, "Allow")),

@@ -49,8 +49,9 @@ def test_a_dataplane_of_an_mtls_mesh_gets_its_certificate() -> None:
     trust = _trust(state)
     assert trust is not None and trust.backend == "ca-1" and trust.mode == "STRICT"
     ident = _identity(state)
-    assert ident.uris == ["kuma://kuma.io/service/web", "kuma://version/v1",
-                          "spiffe://default/web"]
+    # the inbound's `kuma.io/zone` tag, which the fold adds, is a SAN like any tag (Kuma's)
+    assert ident.uris == ["kuma://kuma.io/service/web", f"kuma://kuma.io/zone/{ZONE}",
+                          "kuma://version/v1", "spiffe://default/web"]
     cert = x509.load_pem_x509_certificate(ident.cert.encode())
     cert.verify_directly_issued_by(x509.load_pem_x509_certificate(trust.roots[0].encode()))
     # the window counts from the Mesh event that set the issuer; valid for 10 s

@@ -147,7 +147,8 @@ class Commands:
                     headers: Mapping[str, str] | None = None) -> WriteResult:
         """Create or update `resource`."""
         mesh = getattr(resource, "mesh", None)
-        # another control plane's resource of that name: newer than its records, or not shown
+        # another control plane's resource of that name: newer than its records, or not shown;
+        # ahead of the owner rule, whose words are vaguer (a zone's Dataplane on global)
         shadow = await self.synced.refuse(type(resource).__name__, mesh, resource.name)
         self._check_owner(type(resource).__name__, resource.name)
         if isinstance(resource, ZoneIngress):
@@ -190,7 +191,7 @@ class Commands:
     async def delete(self, kind: str, mesh: str | None, name: str, *, if_match: int | None = None,
                      headers: Mapping[str, str] | None = None) -> WriteResult:
         """Delete a resource; the guards of the module docstring apply."""
-        await self.synced.refuse(kind, mesh, name)
+        await self.synced.refuse(kind, mesh, name)  # ahead of the owner rule, as in `apply`
         self._check_owner(kind, name)
         subject = resource_subject(kind, mesh, name, self._zone)
         if kind == "Mesh":

@@ -26,9 +26,12 @@ whatever the fold has reached. The candidates, per kind (reference/multizone.md 
   A name without that shape costs no read.
 
 So a write costs at most one read in a zone, and a name of the synced shape a few more: the
-zone list, the zone's subject, and for a MeshService its zone's Dataplanes. Each read fails
-as the write's own does (`EventLogUnavailable`, a 503): a write is never let through
-unchecked. What the log alone cannot say is left to the read model (the API's
+zone list, the zone's subject, and for a MeshService its zone's Dataplanes (all of that
+zone's in the mesh, one consumer read: paid only by a name that is the synced name of a
+zone's service, which only an authenticated writer can send). Each read fails as the
+write's own does (`EventLogUnavailable`, a 503), and a record this release cannot read
+(a newer release's, as while global is upgraded first) refuses the write (409, saying to
+upgrade): a write is never let through unchecked. What the log alone cannot say is left to the read model (the API's
 `services.api._synced`): a generated MeshService of another zone waiting out its grace period
 (its Dataplanes gone; when it goes depends on this log's fold), a display name longer than the
 236 characters a synced name keeps of it.
@@ -46,9 +49,9 @@ from __future__ import annotations
 import re
 
 from events.commands._live import live_resource
-from events.commands.handler import CommandHandler, current_of
+from events.commands.handler import CommandHandler, Current, current_of
 from events.commands.zones import zones_filter
-from events.errors import Conflict
+from events.errors import Conflict, WrongControlPlane
 from events.event_types import ZoneApplied
 from events.kds_hash import MAX_DISPLAY_NAME, hashed_name
 from events.resources import Dataplane
@@ -95,13 +98,14 @@ class SyncedGuard:
         where = f" of mesh {mesh!r}" if mesh is not None else ""
         shadow = 0
         if self._deployment == "zone" and kind not in _GLOBALS_NOT:
-            current = await self._handler.current(
-                resource_subject(kind, mesh, name, GLOBAL_ZONE))
+            subject = resource_subject(kind, mesh, name, GLOBAL_ZONE)
+            current = await self._handler.current(subject)
+            _readable(current, subject)
             if live_resource(current.event) is not None:
-                raise Conflict(_refused(kind, mesh, name), 0,
-                               f"{kind} {name!r}{where} is synced from the global control "
-                               "plane, read-only in this zone: change it on global (`meshlog "
-                               "--api <global API> ...`)")
+                raise WrongControlPlane(
+                    _refused(kind, mesh, name), f"{kind} {name!r}{where} is synced from the "
+                    "global control plane, read-only in this zone: change it on global "
+                    "(`meshlog --api <global API> ...`)")
             shadow = current.seq
         if kind not in _ZONE_SYNCED or (kind == "Dataplane" and self._deployment != "global"):
             return shadow
@@ -111,15 +115,17 @@ class SyncedGuard:
         for zone in await self._zones():
             if zone == self._zone or hashed_name(mesh or "", display, zone) != name:
                 continue
-            current = await self._handler.current(resource_subject(kind, mesh, display, zone))
+            subject = resource_subject(kind, mesh, display, zone)
+            current = await self._handler.current(subject)
+            _readable(current, subject)
             shadow = max(shadow, current.seq)
             if live_resource(current.event) is not None or (
                     kind == "MeshService" and mesh is not None
                     and await self._generated(mesh, display, zone)):
-                raise Conflict(_refused(kind, mesh, name), 0,
-                               f"{kind} {name!r}{where} is zone {zone!r}'s {kind} {display!r}, "
-                               "synced here under its synced name, read-only: change it on "
-                               f"zone {zone!r}'s control plane (as {display!r})")
+                raise WrongControlPlane(
+                    _refused(kind, mesh, name), f"{kind} {name!r}{where} is zone {zone!r}'s "
+                    f"{kind} {display!r}, synced here under its synced name, read-only: change "
+                    f"it on zone {zone!r}'s control plane (as {display!r})")
         return shadow
 
     async def _zones(self) -> list[str]:
@@ -130,6 +136,8 @@ class SyncedGuard:
             event = current_of(record).event
             if isinstance(event, ZoneApplied):
                 zones.append(event.name)
+            elif event is None:  # a newer release's record: the zone may be registered
+                zones.append(record.subject.rpartition(".")[2])  # a zone name has no dots
         return zones
 
     async def _generated(self, mesh: str, display: str, zone: str) -> bool:
@@ -138,11 +146,24 @@ class SyncedGuard:
         if not is_dns1035_label(display):
             return False  # no MeshService is generated for it (`projections.generation`)
         for record in await self._handler.log.latest(resources_filter("Dataplane", mesh, zone)):
-            dataplane = live_resource(current_of(record).event)
+            current = current_of(record)
+            _readable(current, record.subject)
+            dataplane = live_resource(current.event)
             if isinstance(dataplane, Dataplane) and any(
                     i.tags.get(SERVICE_TAG) == display for i in dataplane.networking.inbound):
                 return True
         return False
+
+
+def _readable(current: Current, subject: str) -> None:
+    """A record this release cannot read (a newer release's event, as during an upgrade that
+    takes global first) may be a live resource: refuse the write rather than let it shadow
+    one (`UndecodableEvent` is taken as nothing by `current_of`)."""
+    if current.seq > 0 and current.event is None:
+        raise Conflict(subject, current.seq, f"sequence {current.seq} of {subject} cannot be "
+                       "read by this release (written by a newer one?), so whether it is a "
+                       "synced resource of that name is not known here: upgrade this control "
+                       "plane, then write again")
 
 
 def _refused(kind: str, mesh: str | None, name: str) -> str:

@@ -26,10 +26,11 @@ period, a synced name whose display name was cut).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import assert_never
 
-from events import Conflict
+from events import Conflict, EventLogUnavailable
 from events.labels import DISPLAY_NAME_LABEL, ORIGIN_LABEL, ZONE_LABEL
 from projections import (
     DataplaneRow,
@@ -131,7 +132,8 @@ async def refuse_synced(request: ApiRequest, kind: str, mesh: str | None, name: 
         return
     if not synced(request, labels):
         return
-    await state.commands.synced.refuse(kind, mesh, name)  # the log's words, with display names
+    with contextlib.suppress(EventLogUnavailable):  # the read model decided: a 409 whatever
+        await state.commands.synced.refuse(kind, mesh, name)  # the log's words, display names
     zone = labels.get(ZONE_LABEL)
     subject = f"{kind.lower()}:{key}"
     where = f" of mesh {mesh!r}" if mesh is not None else ""

@@ -133,12 +133,13 @@ def judge(doc: Mapping[str, Any]) -> Writer:
         return Writer("unchecked", f"it was written in another PID namespace ({namespace}, "
                                    f"this is {ours}: a container sharing the data dir), where "
                                    f"process {number} cannot be checked from here")
+    another_user = False
     try:
         os.kill(number, 0)
     except ProcessLookupError:
         return Writer("gone", f"process {number}, which wrote it, is no longer running")
     except PermissionError:
-        pass  # it runs, as another user: its start time says whether it is the writer
+        another_user = True  # it runs, as another user: its start time says if it is the writer
     except (OSError, OverflowError):
         return Writer("unchecked", f"its pid {pid!r} is no process id here")
     started = doc.get("started")
@@ -147,6 +148,9 @@ def judge(doc: Mapping[str, Any]) -> Writer:
     now = _start_ticks(number)
     if now is None and not Path("/proc/self/stat").exists():
         return Writer("running", "")  # no /proc to read here: the pid is all we can check
+    if now is None and another_user:  # /proc mounted with hidepid: its stat is not ours to read
+        return Writer("unchecked", f"process {number} runs as another user whose /proc entry "
+                                   "is hidden here, so whether it wrote it cannot be checked")
     if now != str(started):
         return Writer("gone", f"process {number}, which wrote it, is no longer running (pid "
                               f"{number} is another process's now)")

@@ -31,7 +31,8 @@ zone's in the mesh, one consumer read: paid only by a name that is the synced na
 zone's service, which only an authenticated writer can send). Each read fails as the
 write's own does (`EventLogUnavailable`, a 503), and a record this release cannot read
 (a newer release's, as while global is upgraded first) refuses the write (409, saying to
-upgrade): a write is never let through unchecked. What the log alone cannot say is left to the read model (the API's
+upgrade): a write is never let through unchecked. What the log alone cannot say is left to
+the read model (the API's
 `services.api._synced`): a generated MeshService of another zone waiting out its grace period
 (its Dataplanes gone; when it goes depends on this log's fold), a display name longer than the
 236 characters a synced name keeps of it.

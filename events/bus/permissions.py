@@ -124,7 +124,8 @@ def _bucket(bucket: str, *, write: bool) -> tuple[str, ...]:
 def _sync(zone: str) -> tuple[str, ...]:
     """What the multi-zone sync sends (services.runtime.zone_sync): its log's zones, read
     through a consumer fenced by the stream leader (`events.bus._latest`), and the stream's
-    sources (`STREAM.INFO`, `STREAM.UPDATE`: `events.bus.sources.ensure_sources`); in a zone,
+    sources (`STREAM.INFO`, `STREAM.UPDATE`: `events.bus.sources.ensure_sources`, and on
+global each zone's stream's `STREAM.INFO` to see its link back); in a zone,
     also its own registration on global: a decision read from global's log (its domain's
     API, as a log of unknown replica count reads), and the append of `zone`'s Zone, which
     crosses the leafnode to global's stream."""
@@ -136,6 +137,8 @@ def _sync(zone: str) -> tuple[str, ...]:
              f"{_API}.CONSUMER.DELETE.{EVENTS_STREAM}.*")
     if zone == GLOBAL_ZONE:  # and the zones' insights (events.bus.zone_insights)
         return (*local, f"{_API}.STREAM.INFO.{ZONE_INSIGHTS_STREAM}",
+                # whether a zone's API answers again (services.runtime._source_nudge)
+                f"$JS.*.API.STREAM.INFO.{EVENTS_STREAM}",
                 f"{_API}.STREAM.CREATE.{ZONE_INSIGHTS_STREAM}",
                 f"{_API}.STREAM.UPDATE.{ZONE_INSIGHTS_STREAM}")
     remote = f"$JS.{GLOBAL_DOMAIN}.API"

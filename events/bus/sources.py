@@ -17,6 +17,11 @@ the sourcing stream, so each log stays gapless. nats-server resumes a source aft
 the last origin sequence it stored (`Nats-Stream-Source` header); JetStream's own flow
 control, heartbeats and retries carry it: meshlog only says which sources a stream has.
 
+`restart_sources` makes nats-server set sources up again at once (services.runtime._source_nudge
+uses it when a link comes back: nats-server's own retry of a failed source waits out a 30 s
+consumer-create timeout and then a 5 s x 2 x failures backoff, and no stream update with an
+unchanged source restarts it).
+
 `source_states` reads each source's `lag` and `active` from the stream's info (raw JSON: nats-py
 2.16's StreamSourceInfo drops the filter and the external API). During a cut `lag` stays 0 and
 `active` (time since the source last heard from its upstream) grows (reference §4): staleness
@@ -38,7 +43,8 @@ from events.errors import EventLogUnavailable
 from events.subjects import EVENTS_STREAM, GLOBAL_ZONE
 
 __all__ = ["GLOBAL_DOMAIN", "SourceSpec", "SourceState", "ensure_sources", "global_sources",
-           "source_states", "zone_filter", "zone_sources"]
+           "restart_sources", "source_states", "upstream_answers", "zone_filter",
+           "zone_sources"]
 
 GLOBAL_DOMAIN = "global"
 """The JetStream domain of the global control plane's nats-server (a zone may not take this
@@ -60,6 +66,8 @@ class SourceState(Struct, frozen=True):
     active_ms: int | None
     """Since the source last heard from its upstream; None: never."""
     error: str | None = None
+    name: str = ""
+    """The upstream stream's name."""
 
 
 def zone_filter(zone: str) -> str:
@@ -94,8 +102,7 @@ async def ensure_sources(nc: NATS, wanted: Sequence[SourceSpec], *,
     try:
         info = await js.stream_info(stream)
         config = info.config
-        have = [(s, SourceSpec(s.filter_subject or "", s.external.api if s.external else ""))
-                for s in config.sources or []]
+        have = [(s, _spec(s)) for s in config.sources or []]
         want = set(wanted)
         kept = [source for source, spec in have if spec in want]
         added = sorted(want - {spec for _, spec in have})
@@ -107,6 +114,51 @@ async def ensure_sources(nc: NATS, wanted: Sequence[SourceSpec], *,
         await js.update_stream(config)
     except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
         raise EventLogUnavailable(f"cannot set the sources of stream {stream}: {exc!r}") from exc
+    return True
+
+
+async def restart_sources(nc: NATS, specs: Iterable[SourceSpec], *,
+                          stream: str = EVENTS_STREAM) -> list[SourceSpec]:
+    """Make nats-server set up again at once those of `stream`'s sources that are in `specs`
+    (the ones it restarted): one update without them, one with them back as they were. A
+    source added is set up without a backoff, and resumes after the last origin sequence the
+    stream holds (nats-server keeps it per source, `SourcesState`, and else finds it in the
+    `Nats-Stream-Source` headers), so nothing is sourced twice or skipped; nats-server
+    ignores an update that keeps a source unchanged, so there is no one-update way. When the
+    second update fails the source is missing until `ensure_sources` adds it back (the
+    sync's next step). Needs `$JS.API.STREAM.UPDATE`, as `ensure_sources`."""
+    want = set(specs)
+    js = nc.jetstream(timeout=_TIMEOUT_S)
+    try:
+        config = (await js.stream_info(stream)).config
+        have = list(config.sources or [])
+        restarted = [s for s in have if _spec(s) in want]
+        if not restarted:
+            return []
+        config.sources = [s for s in have if _spec(s) not in want]
+        await js.update_stream(config)
+        config.sources = have
+        await js.update_stream(config)
+    except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+        raise EventLogUnavailable(
+            f"cannot restart the sources of stream {stream}: {exc!r}") from exc
+    return sorted(_spec(s) for s in restarted)
+
+
+def _spec(source: StreamSource) -> SourceSpec:
+    return SourceSpec(source.filter_subject or "",
+                      source.external.api if source.external else "")
+
+
+async def upstream_answers(nc: NATS, api: str, stream: str, *, timeout_s: float = 1.0
+                           ) -> bool:
+    """Whether the JetStream API `api` (`$JS.<domain>.API`) answers, here for the info of its
+    `stream`: the link to that nats-server is up. Any answer counts, an error too (no such
+    stream)."""
+    try:
+        await nc.request(f"{api}.STREAM.INFO.{stream}", b"", timeout=timeout_s)
+    except (nats.errors.Error, TimeoutError):
+        return False
     return True
 
 
@@ -126,6 +178,7 @@ async def source_states(nc: NATS, *, stream: str = EVENTS_STREAM) -> list[Source
         states.append(SourceState(
             filter_subject=source.get("filter_subject", ""),
             api=(source.get("external") or {}).get("api", ""),
+            name=str(source.get("name", "")),
             lag=int(source.get("lag", 0)),
             active_ms=None if active is None or active < 0 else int(active) // 1_000_000,
             error=None if not error else str(error.get("description", error))))

@@ -8,6 +8,9 @@ as the zones registered in the log say (events.bus.sources).
   command path, retried until global answers), then sources global's subjects and, through
   global, each other registered zone's.
 
+When a link comes back, it restarts the event stream's sources that stalled during the cut
+(services.runtime._source_nudge) rather than waiting out nats-server's own retry backoff.
+
 It reads the zones from its own log (global's zone subjects: on a zone, sourced from global),
 so what it does follows the log; it only decides which sources the stream has, never copies an
 event itself. It runs as the sync role's user (`events.bus.permissions`: changing a
@@ -28,6 +31,7 @@ from events.bus.zone_insights import ensure_zone_insight_sources
 from events.commands.zones import ZoneCommands, zones_filter
 from events.errors import MeshlogError
 from events.subjects import EVENTS_STREAM
+from services.runtime._source_nudge import SourceNudger
 
 __all__ = ["Mode", "ZoneSync", "registered_zones"]
 
@@ -62,6 +66,7 @@ class ZoneSync:
         self._zone = zone
         self._interval_s = interval_s
         self.registered = mode == "global"
+        self._nudger = SourceNudger(nc)
         self.sources_set = asyncio.Event()
         """Set once the stream has the sources the log asked for (tests wait on it)."""
 
@@ -96,6 +101,9 @@ class ZoneSync:
                 self._nc, zones, replicas=self._replicas):
             log.info("zone insights bucket now sources %s", ", ".join(zones) or "no zone")
         self.sources_set.set()
+        if restarted := await self._nudger.step():
+            log.info("link back: restarted the event stream's sources %s",
+                     ", ".join(f"{s.filter_subject} ({s.api})" for s in restarted))
         if self._mode == "zone":
             # every step (a read of global's subject; appends only when absent): a zone
             # deleted on global while it was offline registers again when it is back, as a

@@ -1,0 +1,160 @@
+"""Restarting stream sources (services.runtime._source_nudge, events.bus.sources) on a real
+nats-server (JetStream domain `hub`) with another (`leaf`) joined as a leafnode, a stream `DOWN`
+on the hub sourcing the leaf's streams `UP1` and `UP2` through `$JS.leaf.API`, as a control
+plane sources another's: a restart resumes after the
+last origin sequence `DOWN` holds (the upstream messages carry no Msg-Id, so nothing but that
+keeps them from being stored twice); the nudger restarts only a source silent for longer than
+nats-server's health check whose upstream's API answers, and a source at most once per 30 s
+(its clock is the test's)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    ExternalStream,
+    StreamConfig,
+    StreamSource,
+)
+
+from events import connect_nats
+from events.bus.sources import SourceSpec, restart_sources, source_states, upstream_answers
+from services.runtime._source_nudge import NUDGE_EVERY_S, STALLED_MS, SourceNudger
+from services.runtime.embedded_nats import run_nats_server
+from tests.harness import free_port
+
+T = TypeVar("T")
+
+API = "$JS.leaf.API"
+UP1, UP2, NOWHERE = (SourceSpec("up1.>", API), SourceSpec("up2.>", API),
+                     SourceSpec("far.>", "$JS.nowhere.API"))
+
+
+@pytest.fixture
+async def hub(tmp_path: Path) -> AsyncIterator[NATS]:
+    """A connection to the hub's nats-server (domain `hub`) once the leaf's (domain `leaf`,
+    holding the upstreams) is joined to it as a leafnode, as a zone joins global."""
+    port = free_port()
+    (tmp_path / "hub.conf").write_text(
+        f"jetstream {{ domain: hub }}\nleafnodes {{ host: 127.0.0.1, port: {port} }}\n")
+    (tmp_path / "leaf.conf").write_text(
+        "jetstream { domain: leaf }\n"
+        f"leafnodes {{ remotes: [{{ url: \"nats-leaf://127.0.0.1:{port}\" }}] }}\n")
+    async with run_nats_server(tmp_path / "hub", config=tmp_path / "hub.conf",
+                               server_name="hub") as url, \
+            run_nats_server(tmp_path / "leaf", config=tmp_path / "leaf.conf",
+                            server_name="leaf"):
+        nc = await connect_nats(url, name="test")
+        try:
+            await _eventually(lambda: upstream_answers(nc, API, "UP1"), what="the leafnode")
+            yield nc
+        finally:
+            await nc.close()
+
+
+async def _eventually(check: Callable[[], Awaitable[T | None]], *, what: str) -> T:
+    """Poll `check` until it returns something truthy, for up to 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        if result := await check():
+            return result
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+def _source(upstream: str, spec: SourceSpec) -> StreamSource:
+    return StreamSource(name=upstream, filter_subject=spec.filter_subject,
+                        external=ExternalStream(api=spec.api))
+
+
+async def _down(nc: NATS) -> list[str]:
+    """The bodies `DOWN` holds, in its order."""
+    js = nc.jetstream()
+    total = (await js.stream_info("DOWN")).state.messages
+    sub = await js.pull_subscribe("", stream="DOWN", config=ConsumerConfig(
+        ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL))
+    bodies: list[str] = []
+    while len(bodies) < total:
+        bodies += [m.data.decode() for m in await sub.fetch(total - len(bodies), timeout=5)]
+    await sub.unsubscribe()
+    return bodies
+
+
+async def _publish(nc: NATS, *subjects: str) -> None:
+    js = nc.jetstream(domain="leaf")
+    for subject in subjects:
+        await js.publish(subject, subject.encode())  # no Msg-Id: no dedup to hide a repeat
+
+
+async def _holds(nc: NATS, last: str) -> list[str]:
+    async def ready() -> list[str] | None:
+        bodies = await _down(nc)
+        return bodies if bodies and last in bodies else None
+    return await _eventually(ready, what=f"{last} sourced")
+
+
+async def test_a_restarted_source_resumes_after_what_the_stream_holds(hub: NATS) -> None:
+    js, leaf = hub.jetstream(), hub.jetstream(domain="leaf")
+    await leaf.add_stream(StreamConfig(name="UP1", subjects=["up1.>"]))
+    await leaf.add_stream(StreamConfig(name="UP2", subjects=["up2.>"]))
+    await js.add_stream(StreamConfig(name="DOWN", subjects=["down.>"], sources=[
+        _source("UP1", UP1), _source("UP2", UP2)]))
+    await _publish(hub, "up1.a", "up1.b", "up2.a")
+    await _holds(hub, "up1.b")
+    await _holds(hub, "up2.a")
+
+    # one of two sources (the other keeps its consumer), then both (none left between)
+    assert await restart_sources(hub, [UP1], stream="DOWN") == [UP1]
+    await _publish(hub, "up1.c", "up2.b")
+    assert await restart_sources(hub, [UP1, UP2, NOWHERE], stream="DOWN") == [UP1, UP2]
+    await _publish(hub, "up1.d", "up2.c")
+    bodies = await _holds(hub, "up1.d")
+    bodies = await _holds(hub, "up2.c")
+    assert [b for b in bodies if b.startswith("up1")] == ["up1.a", "up1.b", "up1.c", "up1.d"]
+    assert [b for b in bodies if b.startswith("up2")] == ["up2.a", "up2.b", "up2.c"]
+    assert sorted({(s.filter_subject, s.api) for s in await source_states(hub, stream="DOWN")}
+                  ) == [("up1.>", API), ("up2.>", API)]
+    assert await restart_sources(hub, [NOWHERE], stream="DOWN") == []
+
+
+async def test_the_nudger_restarts_a_silent_source_whose_upstream_answers_once_per_30_s(
+        hub: NATS) -> None:
+    now = [0.0]
+    nudger = SourceNudger(hub, stream="DOWN", clock=lambda: now[0])
+    js = hub.jetstream()
+    # UP1 does not exist yet (its API answers: no such stream), $JS.nowhere.API has no server
+    await js.add_stream(StreamConfig(name="DOWN", subjects=["down.>"], sources=[
+        _source("UP1", UP1), _source("FAR", NOWHERE)]))
+    assert await nudger.step() == []  # first seen now
+    now[0] = STALLED_MS / 1000 - 1
+    assert await nudger.step() == []  # not silent for long enough yet
+    now[0] = STALLED_MS / 1000 + 1
+    assert await nudger.step() == [UP1]  # nowhere's API does not answer: left alone
+    now[0] += NUDGE_EVERY_S - 1
+    assert await nudger.step() == []  # still silent, but restarted less than 30 s ago
+    now[0] += 1
+    assert await nudger.step() == [UP1]
+    await hub.jetstream(domain="leaf").add_stream(StreamConfig(name="UP1", subjects=["up1.>"]))
+    await _publish(hub, "up1.a")
+    now[0] += NUDGE_EVERY_S
+    assert await nudger.step() == [UP1]
+    assert await _holds(hub, "up1.a") == ["up1.a"]
+    now[0] += NUDGE_EVERY_S
+    # heard from (a message or a heartbeat a second): not restarted
+    await _eventually(lambda: _heard_from(hub), what="UP1's source heard from")
+    assert await nudger.step() == []
+
+
+async def _heard_from(nc: NATS) -> bool:
+    states = {s.filter_subject: s for s in await source_states(nc, stream="DOWN")}
+    active = states["up1.>"].active_ms
+    return active is not None and active < STALLED_MS

@@ -180,9 +180,10 @@ async def _ok(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": b"ok", "more_body": False})
 
 
-async def _serve_one(app: RequestTracing, headers: dict[str, str], **options: bool) -> None:
+async def _serve_one(app: RequestTracing, headers: dict[str, str], *, access_log: bool = True,
+                     forwarded_for: bool = False) -> None:
     sock = bind_socket("127.0.0.1", 0, "--api-port")
-    server = ApiServer(app, sock, **options)
+    server = ApiServer(app, sock, access_log=access_log, access_log_forwarded_for=forwarded_for)
     base = f"http://127.0.0.1:{sock.getsockname()[1]}"
     async with asyncio.TaskGroup() as tg, httpx.AsyncClient(base_url=base, timeout=5) as client:
         serving = tg.create_task(server.run())
@@ -207,7 +208,7 @@ async def test_x_forwarded_for_is_logged_only_behind_a_trusted_proxy(
     caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
     proxied = {"X-Forwarded-For": "192.0.2.7, 10.0.0.1"}
     await _serve_one(RequestTracing(_ok), proxied)
-    await _serve_one(RequestTracing(_ok), proxied, access_log_forwarded_for=True)
+    await _serve_one(RequestTracing(_ok), proxied, forwarded_for=True)
     await _serve_one(RequestTracing(_ok), proxied, access_log=False)
     untrusted, trusted = _logged(caplog)
     assert "forwarded_for" not in untrusted

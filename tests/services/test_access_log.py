@@ -162,8 +162,12 @@ def test_a_404_an_unmatched_path_a_bad_body_and_a_long_path_get_a_line_each(
 
 
 @pytest.mark.integration
-def test_api_access_log_false_turns_it_off(tmp_path: Path) -> None:
-    with meshlog_up(tmp_path, "--api-access-log=false") as plane:
+@pytest.mark.parametrize("by", ["flag", "env"])
+def test_api_access_log_false_turns_it_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           by: str) -> None:
+    if by == "env":
+        monkeypatch.setenv("MESHLOG_API_ACCESS_LOG", "false")
+    with meshlog_up(tmp_path, *(["--api-access-log=false"] if by == "flag" else [])) as plane:
         assert plane.api.get("/meshes", headers={"X-Request-Id": "off-1"}).status_code == 200
         assert plane.api.put("/meshes/x", json={"type": "Mesh", "name": "x"}, headers={
             "Authorization": "Bearer not-a-jwt"}).status_code == 401

@@ -21,6 +21,7 @@ from events.commands import NoSecretKey
 from events.documents import MAX_DOCUMENT_BYTES
 from projections import StoreError, StoreUnavailable
 from services.api._state import ApiRequest
+from services.api.access_log import note_refusal
 from services.api.auth import Forbidden, NotAuthenticated
 from services.api.metrics import refused
 
@@ -38,15 +39,17 @@ def _problem(status: int, title: str, detail: str, **extra: Any) -> Response[dic
                      **extra}, status_code=status, media_type="application/problem+json")
 
 
-def on_error(_: ApiRequest, exc: Exception) -> Response[dict[str, Any]]:
+def on_error(request: ApiRequest, exc: Exception) -> Response[dict[str, Any]]:
     match exc:
         case NotAuthenticated():
             refused(exc.reason)
+            note_refusal(request.scope, exc.reason)
             response = _problem(401, "Unauthorized", str(exc))
             response.headers["WWW-Authenticate"] = 'Bearer realm="meshlog"'
             return response
         case Forbidden():
             refused(exc.reason)
+            note_refusal(request.scope, exc.reason)
             return _problem(403, "Forbidden", str(exc))
         case InvalidResource():
             return _problem(400, "Invalid resource", str(exc), invalid_parameters=[

@@ -16,6 +16,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from events.bus.trace_context import tracer
+from services.api.access_log import note_trace
 
 __all__ = ["RequestTracing"]
 
@@ -40,6 +41,8 @@ class RequestTracing:
                 f"{method} {route}", context=parent, kind=SpanKind.SERVER,
                 attributes={"http.request.method": method, "http.route": route,
                             "url.path": scope.get("path", "")}) as span:
+            if span.get_span_context().is_valid:
+                note_trace(scope, span.get_span_context().trace_id)  # the access log's
 
             async def sending(message: Message) -> None:
                 if message["type"] == "http.response.start":

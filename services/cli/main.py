@@ -143,7 +143,8 @@ def cmd_process(args: argparse.Namespace) -> int:
             data_dir=Path(args.data_dir),
             # made in the data dir if missing: an API must sign (tokens, the admin token)
             secret_key=secret_key_of(args.secret_key_file, Path(args.data_dir), create=True),
-            localhost_is_admin=_localhost_is_admin(args), tls=_api_tls(args))
+            localhost_is_admin=_localhost_is_admin(args), tls=_api_tls(args),
+            **_access_log(args))
     _run_until_signal(coro)
     return 0
 
@@ -186,6 +187,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         **_dns_options(args),
         secret_key_file=Path(args.secret_key_file) if args.secret_key_file else None,
         no_auth=_no_auth(args), localhost_is_admin=_localhost_is_admin(args),
+        api_access_log=_access_log(args)["access_log"],
+        api_access_log_forwarded_for=_access_log(args)["access_log_forwarded_for"],
         xds_tls=parse_bool("--xds-tls (MESHLOG_XDS_TLS)", args.xds_tls),
         tls_files=parse_tls_files(args.tls_cert_file, args.tls_key_file),
         api_tls=parse_bool("--api-tls (MESHLOG_API_TLS)", args.api_tls),
@@ -251,6 +254,16 @@ def _api_tls(args: argparse.Namespace) -> ApiTls | None:
 def _localhost_is_admin(args: argparse.Namespace) -> bool:
     return parse_bool("--no-localhost-admin (MESHLOG_API_LOCALHOST_IS_ADMIN)",
                       args.localhost_is_admin)
+
+
+def _access_log(args: argparse.Namespace) -> dict[str, bool]:
+    """`access_log` and `access_log_forwarded_for` from `--api-access-log` and
+    `--api-access-log-forwarded-for`."""
+    return {"access_log": parse_bool("--api-access-log (MESHLOG_API_ACCESS_LOG)",
+                                     args.api_access_log),
+            "access_log_forwarded_for": parse_bool(
+                "--api-access-log-forwarded-for (MESHLOG_API_ACCESS_LOG_FORWARDED_FOR)",
+                args.api_access_log_forwarded_for)}
 
 
 def _client(args: argparse.Namespace) -> ApiClient:

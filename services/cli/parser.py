@@ -94,6 +94,19 @@ _LOCALHOST_ADMIN_OPTIONS: dict[str, Any] = {
     "help": "API clients on loopback (127.0.0.1, ::1) are not admin without a token (by "
             "default they are, as in Kuma; env MESHLOG_API_LOCALHOST_IS_ADMIN=false)"}
 
+_ACCESS_LOG_FLAG = ("--api-access-log",)
+_ACCESS_LOG_OPTIONS: dict[str, Any] = {
+    "nargs": "?", "const": "true", "default": env("API_ACCESS_LOG", "true"),
+    "metavar": "true|false",
+    "help": "log a line per API request: method, path, route, status, duration, client, user, "
+            "refusal reason (never a token or a body; docs/operations.md, Access log; env "
+            "MESHLOG_API_ACCESS_LOG; default %(default)s)"}
+_ACCESS_LOG_XFF_FLAG = ("--api-access-log-forwarded-for",)
+_ACCESS_LOG_XFF_OPTIONS: dict[str, Any] = {
+    "action": "store_true", "default": env("API_ACCESS_LOG_FORWARDED_FOR", "false"),
+    "help": "the API is behind a proxy you trust to set X-Forwarded-For: the access log logs "
+            "it too (it changes no one's rights; env MESHLOG_API_ACCESS_LOG_FORWARDED_FOR)"}
+
 
 API_DEFAULT = "http://127.0.0.1:5681"
 _API_HELP = (f"API base URL (env MESHLOG_API; default {API_DEFAULT}, or the https:// one at "
@@ -193,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, options in _API_TLS_FILES:
         up.add_argument(flag, **options)
     up.add_argument(*_LOCALHOST_ADMIN_FLAG, **_LOCALHOST_ADMIN_OPTIONS)
+    up.add_argument(*_ACCESS_LOG_FLAG, **_ACCESS_LOG_OPTIONS)
+    up.add_argument(*_ACCESS_LOG_XFF_FLAG, **_ACCESS_LOG_XFF_OPTIONS)
     up.add_argument("--projectors", default=env("PROJECTORS", "1"),
                     help="projector tasks: 1 folds alone (default); N >= 2 contend for the "
                          "lease, one folds, another takes over if it dies (no read-model swap)")
@@ -291,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
             proc.add_argument("--api-host", default=env("API_HOST", "127.0.0.1"))
             proc.add_argument("--api-port", default=env("API_PORT", "5681"))
             proc.add_argument(*_LOCALHOST_ADMIN_FLAG, **_LOCALHOST_ADMIN_OPTIONS)
+            proc.add_argument(*_ACCESS_LOG_FLAG, **_ACCESS_LOG_OPTIONS)
+            proc.add_argument(*_ACCESS_LOG_XFF_FLAG, **_ACCESS_LOG_XFF_OPTIONS)
             for flag, options in _API_TLS_FILES:
                 proc.add_argument(flag, **options)
 

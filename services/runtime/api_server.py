@@ -11,7 +11,8 @@ If-Match makes the retry safe). `run` returns once every request is answered; on
 the caller close the store and NATS.
 
 With an `ApiTls` (services.runtime.api_tls) it serves HTTPS only, with that certificate and
-whatever renews it.
+whatever renews it. Unless `access_log` is off, every request gets its line in the access log
+(services.api.access_log) instead of uvicorn's own, which stays off.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import uvicorn
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.api.access_log import AccessLog
 from services.api.metrics import RequestMetrics
 from services.runtime.api_tls import ApiTls
 
@@ -122,14 +124,20 @@ def _warn_plaintext(sock: socket.socket) -> None:
 class ApiServer:
     def __init__(self, app: ASGIApp, sock: socket.socket, *,
                  drain_grace_s: float = DEFAULT_API_DRAIN_GRACE_S,
-                 tls: ApiTls | None = None) -> None:
+                 tls: ApiTls | None = None, access_log: bool = True,
+                 access_log_forwarded_for: bool = False) -> None:
+        """`access_log_forwarded_for`: the access log logs `X-Forwarded-For` too (a proxy
+        the operator trusts is in front)."""
         self._app = _Draining(app)
+        # counted outside the drain: its 503s are answers too
+        served: ASGIApp = RequestMetrics(self._app)
+        if access_log:
+            served = AccessLog(served, forwarded_for=access_log_forwarded_for)
         self._sock = sock
         self._drain_grace_s = drain_grace_s
         self._tls = tls
         self._server = _Server(uvicorn.Config(
-            # counted outside the drain: its 503s are answers too
-            RequestMetrics(self._app), log_level="warning", lifespan="off", access_log=False,
+            served, log_level="warning", lifespan="off", access_log=False,
             timeout_graceful_shutdown=round(drain_grace_s + _UVICORN_BACKSTOP_S),
             # the client is the socket's peer: loopback clients may be admin
             # (services.api.auth), so no header may say where a request came from

@@ -78,6 +78,10 @@ class UpConfig(Struct, frozen=True, kw_only=True):
     `--api-tls-key-file`)."""
     localhost_is_admin: bool = True
     """API clients on loopback are admin (Kuma's default; `--no-localhost-admin`)."""
+    api_access_log: bool = True
+    """A line per API request in the log (`--api-access-log`; services.api.access_log)."""
+    api_access_log_forwarded_for: bool = False
+    """The access log logs `X-Forwarded-For` (`--api-access-log-forwarded-for`)."""
     projectors: int = 1
     """Projector tasks (`--projectors`): 1 folds without a lease (the read models swappable);
     N >= 2 contend for the lease, one folds (active/standby in one process)."""

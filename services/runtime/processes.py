@@ -217,7 +217,9 @@ async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
                           credentials: Path | None = None, replicas: int = 1,
                           localhost_is_admin: bool = True,
                           drain_grace_s: float = DEFAULT_API_DRAIN_GRACE_S,
-                          mode: Mode = "standalone", tls: ApiTls | None = None) -> None:
+                          mode: Mode = "standalone", tls: ApiTls | None = None,
+                          access_log: bool = True,
+                          access_log_forwarded_for: bool = False) -> None:
     """`secret_key`: every API replica must have the same (the CA and signing keys in the log
     are sealed with it); None: this API signs no tokens, writes no admin token, and refuses
     Meshes with mTLS. `tls`: serve HTTPS only (`--api-tls-cert-file`, `--api-tls-key-file`)."""
@@ -245,7 +247,9 @@ async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
                                                    tokens=tokens, admin_token=keeper),
                                                sources=None if mode == "standalone"
                                                else functools.partial(source_states, nc)),
-                                    sock, drain_grace_s=drain_grace_s, tls=tls)
+                                    sock, drain_grace_s=drain_grace_s, tls=tls,
+                                    access_log=access_log,
+                                    access_log_forwarded_for=access_log_forwarded_for)
                     async with asyncio.TaskGroup() as tg:
                         serving = tg.create_task(api.run(), name="api")
                         keeping = None if keeper is None else tg.create_task(

@@ -374,7 +374,8 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                                 replicas=cfg.stream_replicas)
                 projecting.append(("multi-zone sync", sync.run))
             health = HealthServer(gateway, bind_socket(cfg.xds_host, 0, "gateway health"))
-            api = ApiServer(app, api_sock, tls=api_tls)
+            api = ApiServer(app, api_sock, tls=api_tls, access_log=cfg.api_access_log,
+                            access_log_forwarded_for=cfg.api_access_log_forwarded_for)
             async with asyncio.TaskGroup() as tg:
                 components = [tg.create_task(run(), name=name) for name, run in projecting]
                 if keeper is not None:

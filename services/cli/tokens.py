@@ -61,7 +61,11 @@ def add_token_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
                     help="a tag the Dataplane must carry (repeatable; values of one key add "
                          "up, e.g. --tag kuma.io/service=web)")
     dp.add_argument("--valid-for", default="24h", help=_VALID_FOR_HELP)
-    zone = gen_sub.add_parser("zone-token", parents=parents,
+    zone = gen_sub.add_parser("zone-token", parents=parents, description=(
+        "Print a zone token (Kuma's) for the zone ingresses of --zone. Ask global's API "
+        "(meshlog --api GLOBAL_API generate zone-token --zone west, as kumactl runs against "
+        "global): it signs one for any zone registered there, and its key and revocations "
+        "reach every zone. A zone's own API signs only its own zone's."),
                               help="a token a zone ingress sends on xDS (meshlog dataplane "
                                    "bootstrap --zone-ingress NAME --token-file); ask global's "
                                    "API (--api GLOBAL_API: any registered zone, revocable "

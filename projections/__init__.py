@@ -42,6 +42,7 @@ from projections.views import (
     decode_row,
     decode_typed,
     encode_row,
+    signing_key_row_key,
 )
 from projections.worker import Projector
 
@@ -96,5 +97,6 @@ __all__ = [
     "outdated_advice",
     "rebuild",
     "redacted_url",
+    "signing_key_row_key",
     "sqlite_path",
 ]

@@ -55,7 +55,9 @@ from events import (
     ZoneIngressDeleted,
     ZoneIngressRegistered,
 )
-from events.identity import KeyId
+from events.event_types import TokenPurpose
+from events.identity import ZONE_TOKEN, KeyId, key_id
+from events.subjects import GLOBAL_ZONE
 from projections import multizone, zoneingress
 from projections._provenance import (
     dataplane_labels,
@@ -86,6 +88,7 @@ from projections.views import (
     RevocationRow,
     RowMeta,
     SigningKeyRow,
+    signing_key_row_key,
 )
 
 __all__ = ["apply_event"]
@@ -97,7 +100,8 @@ _LOCAL_ONLY = (IpamConfigured, GracePeriodConfigured, SigningKeyCreated, Signing
 """What configures or belongs to the control plane that wrote it: folded in its own log only.
 A mesh's CA is not among them: Kuma syncs it from global to zones with the Mesh (a zone never
 makes one, as it refuses Mesh writes), so a zone's proxies get certificates of the mesh's one
-CA and cross-zone mTLS holds."""
+CA and cross-zone mTLS holds. Nor are global's zone-token keys, their retirements and global's
+revocations of zone tokens (`_global_zone_token`)."""
 
 
 def apply_event(
@@ -116,8 +120,9 @@ def apply_event(
         if is_remote(state, provenance):
             apply_remote(state, seq, event, provenance)
             return
-        if provenance.zone != state.local_zone and isinstance(event, _LOCAL_ONLY):
-            return  # global's own settings, keys and CAs: a zone keeps its own
+        if (provenance.zone != state.local_zone and isinstance(event, _LOCAL_ONLY)
+                and not _global_zone_token(event, provenance)):
+            return  # global's own settings and keys: a zone keeps its own
     if type(event) is DataplaneRegistered:  # most of a log: ahead of the match's patterns
         _dataplane_registered(state, seq, event, provenance)
         return
@@ -215,10 +220,11 @@ def apply_event(
         case ZoneIngressDeleted(name=name):
             zoneingress.ingress_deleted(state, name)
         case SigningKeyCreated():
-            _signing_key_created(state, event)
+            _signing_key_created(state, event, provenance)
         case SigningKeyRetired(purpose=purpose, mesh=mesh, serial=serial):
             # the row goes: gateways and the API verify with the rows alone
-            state.delete("signingkey", _signing_key_row_key(purpose, mesh, serial))
+            state.delete("signingkey", signing_key_row_key(_kid(purpose, mesh, serial,
+                                                                 provenance)))
         case TokenRevoked():
             _token_revoked(state, event)
         case ZoneApplied() | ZoneDeleted():
@@ -271,11 +277,27 @@ def _mesh_secrets_deleted(state: ProjectionState, mesh: str) -> None:
             state.delete(collection, key)
 
 
-def _signing_key_row_key(purpose: str, mesh: str | None, serial: int) -> str:
-    return f"{mesh or '_'}/{purpose}-{serial}"
+def _global_zone_token(event: AnyEvent, provenance: Provenance) -> bool:
+    """Is `event` global's zone-token key (created or retired) or global's revocation of a
+    zone token? Every zone folds those: global signs the zone tokens of every zone's ingresses
+    and each zone's gateways verify them (Kuma syncs `zone-token-signing-key-<n>` and the
+    zone-token revocations from global to zones). Global's key rows are apart from a zone's
+    own (`signing_key_row_key`); a revocation's row is keyed by its token's jti (a UUID),
+    whoever revoked it."""
+    return (provenance.origin == "global"
+            and isinstance(event, SigningKeyCreated | SigningKeyRetired | TokenRevoked)
+            and event.purpose == ZONE_TOKEN)
 
 
-def _signing_key_created(state: ProjectionState, event: SigningKeyCreated) -> None:
+def _kid(purpose: TokenPurpose, mesh: str | None, serial: int, provenance: Provenance
+         ) -> KeyId:
+    """The kid of a key, by the control plane that made it (the event's provenance)."""
+    zone = GLOBAL_ZONE if provenance.origin == "global" else provenance.zone
+    return key_id(purpose, mesh, serial, zone=zone)
+
+
+def _signing_key_created(state: ProjectionState, event: SigningKeyCreated,
+                         provenance: Provenance) -> None:
     """The public half only. A key is created once (appended at sequence 0 on its subject)
     and its serial is never made again, even once retired; should another log's copy of the
     same kid come along, the first one stays: a key never changes.
@@ -286,9 +308,9 @@ def _signing_key_created(state: ProjectionState, event: SigningKeyCreated) -> No
     it as an earlier life's too)."""
     if event.mesh is not None and state.get("mesh", event.mesh) is None:
         return
-    key = _signing_key_row_key(event.purpose, event.mesh, event.serial)
+    kid = _kid(event.purpose, event.mesh, event.serial, provenance)
+    key = signing_key_row_key(kid)
     if state.get("signingkey", key) is None:
-        kid = KeyId(purpose=event.purpose, mesh=event.mesh, serial=event.serial)
         state.put("signingkey", key, SigningKeyRow(
             kid=str(kid), purpose=event.purpose, serial=event.serial,
             public_key=event.public_key, created_at=event.at, mesh=event.mesh))

@@ -27,7 +27,7 @@ from projections.store import ReadModelStore
 __all__ = ["FOLD_VERSION", "UNRECORDED_FOLD_VERSION", "FoldVersions", "fold_versions",
            "outdated_advice"]
 
-FOLD_VERSION = 4
+FOLD_VERSION = 5
 """The version of the fold this code runs. Changelog:
 
 1. Every release before fold versions: a store that records none was folded by one of them.
@@ -47,6 +47,10 @@ FOLD_VERSION = 4
    setInboundsClusterTag and global's pinZoneTag); a standalone control plane's, `default`.
    What derives from the tags follows: workload certificates get `kuma://kuma.io/zone/<zone>`,
    a MeshService selector with that tag selects the zone's Dataplanes.
+5. Global's zone-token keys (created, retired) and global's revocations of zone tokens are
+   folded in every zone's log (`projections.fold._global_zone_token`), as global signs the
+   zone tokens of every zone; global's zone-token key rows are keyed `_global/zone-token-<n>`
+   with kid `_global/zone-token/_/<n>`, in global's log too (`signing_key_row_key`).
 """
 
 UNRECORDED_FOLD_VERSION = 1

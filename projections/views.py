@@ -20,7 +20,7 @@ from events import (
     MeshTrafficPermission,
     ZoneIngress,
 )
-from events.identity import REVOCATION_KEPT_AFTER_EXPIRY_MS
+from events.identity import REVOCATION_KEPT_AFTER_EXPIRY_MS, KeyId
 from events.resources import MeshMultiZoneServiceSpec, MeshServiceSpec
 
 __all__ = [
@@ -61,6 +61,7 @@ __all__ = [
     "decode_row",
     "decode_typed",
     "encode_row",
+    "signing_key_row_key",
 ]
 
 
@@ -349,13 +350,22 @@ class SigningKeyRow(Row, frozen=True):
     row is refused). The sealed private half stays in the log, never in a read model."""
 
     kid: str
-    """`<purpose>/<mesh or _>/<serial>`, as a token's header names it."""
+    """`<purpose>/<mesh or _>/<serial>` (`_global/zone-token/_/<serial>` for global's
+    zone-token keys), as a token's header names it."""
     purpose: str
     serial: int
     public_key: str
     """PEM."""
     created_at: int
     mesh: str | None = None
+
+
+def signing_key_row_key(kid: KeyId) -> str:
+    """The `signingkey` row key of the key `kid`: `<mesh or _>/<purpose>-<serial>`, or
+    `<issuer>/<purpose>-<serial>` for a key that names its control plane (global's zone-token
+    keys: `_global/zone-token-1`, beside a zone's own `_/zone-token-1`; no mesh is named
+    `_global`, an underscore is not valid in a name)."""
+    return f"{kid.issuer or kid.mesh or '_'}/{kid.purpose}-{kid.serial}"
 
 
 class RevocationRow(Row, frozen=True):

@@ -76,7 +76,11 @@ class ProjectionView:
         """The DNS names the rows give as addresses, and their answers (`touch` on a change)."""
         self._wakes: set[asyncio.Event] = set()
         self.signing_keys: dict[str, SigningKeyRow] = {}
-        """Public token signing keys by kid (`dataplane-token/<mesh>/<serial>`, ...)."""
+        """Public token signing keys by kid (`dataplane-token/<mesh>/<serial>`, ...,
+        `_global/zone-token/_/<serial>` for global's)."""
+        self._kids: dict[tuple[str, str], str] = {}
+        """The kid of each `signingkey` row by its key's (first part, rest): what a deleted
+        row's key names."""
         self.revocations: dict[tuple[str, str], RevocationRow] = {}
         """Revoked tokens by (mesh or `_`, jti)."""
         self._revoked: list[RevocationRow] = []
@@ -180,14 +184,15 @@ class ProjectionView:
                     self.zoneingresses[mesh] = decode_typed(ZoneIngressRow, value)
             case "signingkey":
                 # a key never changes (its kid names one subject, appended once); a retired
-                # key's row is deleted (key `signingkey/<mesh or _>/<purpose>-<serial>`)
+                # key's row is deleted (key `signingkey/<mesh, _ or _global>/<purpose>-<serial>`,
+                # `projections.signing_key_row_key`)
                 if value is not None:
                     row = decode_typed(SigningKeyRow, value)
                     self.signing_keys[row.kid] = row
+                    self._kids[(mesh, name)] = row.kid
                 else:
-                    purpose, _, serial = name.rpartition("-")
-                    kid = f"{purpose}/{mesh}/{serial}"
-                    if self.signing_keys.pop(kid, None) is not None:
+                    kid = self._kids.pop((mesh, name), None)
+                    if kid is not None and self.signing_keys.pop(kid, None) is not None:
                         self._retired.append(kid)
             case "revocation":
                 if value is None:

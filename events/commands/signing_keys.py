@@ -26,8 +26,11 @@ the first token of a life creates its key as serial 1 did: at expected sequence 
 serial's subject, so two replicas racing make one key.
 
 A key's private half is sealed with the control plane's secret key under the purpose
-`signingkey:<kid>` (`sealing_purpose`): a sealed blob copied to another key's event does not
-open. It is opened here only, for signing; read models hold the public half alone.
+`signingkey:<purpose>/<mesh or _>/<serial>` (`sealing_purpose`): a sealed blob copied to
+another key's event does not open. Global's zone-token keys name global in their kid
+(`events.identity.key_id`: every zone verifies them) but are sealed as before, so a key made
+before kids named their issuer still opens. It is opened here only, for signing; read models
+hold the public half alone.
 """
 
 from __future__ import annotations
@@ -40,7 +43,13 @@ from events.commands.handler import Append, CommandHandler, Current, Decision, K
 from events.errors import Conflict, NotFound, UndecodableEvent
 from events.event_types import SigningKeyCreated, SigningKeyRetired, TokenPurpose
 from events.identity.sealing import SecretKey
-from events.identity.tokens import KeyId, SigningKey, generate_key_pair, load_private_key
+from events.identity.tokens import (
+    KeyId,
+    SigningKey,
+    generate_key_pair,
+    key_id,
+    load_private_key,
+)
 from events.subjects import signing_key_subject, signing_keys_filter
 
 __all__ = ["OpenedKey", "Rotated", "SigningKeys", "sealing_purpose"]
@@ -54,7 +63,7 @@ _RETRIES = 1
 def sealing_purpose(kid: KeyId) -> str:
     """The associated data a signing key's private half is sealed with: a blob copied to
     another key's event does not open."""
-    return f"signingkey:{kid}"
+    return f"signingkey:{kid.local_form}"
 
 
 class OpenedKey(Struct, frozen=True):
@@ -128,7 +137,7 @@ class SigningKeys:
         so, whether this call appended it). Retiring it again appends nothing. Raises
         `NotFound` for a serial the log never held or that went with an earlier life of the
         mesh (created before `since`), `Conflict` for the newest one."""
-        kid = KeyId(purpose=purpose, mesh=mesh, serial=serial)
+        kid = key_id(purpose, mesh, serial, zone=self._zone)
         every = await self._keys(purpose, mesh)
         # a retired key's last record is its retirement, made in the life it belonged to
         keys = {s: current for s, current in every.items() if current.seq > since}
@@ -176,7 +185,7 @@ class SigningKeys:
                       ) -> tuple[SigningKeyCreated, int, bool]:
         """Key `serial`, made by this call or, when another replica made it first, the one
         it made: (its event, its sequence, whether this call appended it)."""
-        kid = KeyId(purpose=purpose, mesh=mesh, serial=serial)
+        kid = key_id(purpose, mesh, serial, zone=self._zone)
         subject = signing_key_subject(purpose, mesh, serial, self._zone)
         private, public = generate_key_pair()
         event = SigningKeyCreated(at=at, purpose=purpose, mesh=mesh, serial=serial,
@@ -199,7 +208,7 @@ class SigningKeys:
     def _open(self, created: SigningKeyCreated, seq: int) -> OpenedKey:
         """The private half of `created` opened (once per kid), now the newest of its
         (purpose, mesh) as this process sees it."""
-        kid = KeyId(purpose=created.purpose, mesh=created.mesh, serial=created.serial)
+        kid = key_id(created.purpose, created.mesh, created.serial, zone=self._zone)
         opened = self._opened.get(str(kid))
         if opened is None:
             private = self._secret.open(created.private_key, purpose=sealing_purpose(kid))

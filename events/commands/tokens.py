@@ -19,21 +19,27 @@
   all. The newest serial cannot be retired.
 - `issue_dataplane_token`, `issue_zone_token`, `issue_user_token`: claims signed with the
   newest key. A token is not recorded: only its revocation is.
-- A zone token (Kuma's, for a zone ingress) is signed with this control plane's own
-  `zone-token` key, made at the first zone token. Kuma signs zone tokens on global, whose key
-  reaches the zones; meshlog's signing keys stay in the log of the control plane that made them
-  (projections.fold: local only), so a zone signs the tokens of its own ingresses, and only
-  those: a token for another zone would be refused by every gateway that could verify it.
+- A zone token (Kuma's, for a zone ingress) is signed on global, as Kuma does: global's API
+  signs one for any zone registered in its log (`ZoneApplied`), with global's own `zone-token`
+  key (made at its first zone token; kid `_global/zone-token/_/<serial>`,
+  `events.identity.key_id`). That key's event, its retirement and global's revocations of
+  zone tokens reach every zone's log through the sync of global's subjects, and each zone's
+  fold keeps them beside its own (`projections.fold`), so a zone's gateways verify them. A
+  zone's (or a standalone control plane's) API still signs zone tokens of its own zone, and
+  only those, with its own `zone-token` key: tokens made so before keep working, and a zone
+  cut off from global can still make one; global's are preferred (one place issues and
+  revokes them all).
 - `revoke`: `TokenRevoked` on the token's own subject; revoking it again appends nothing.
 """
 
 from __future__ import annotations
 
-from events.commands.handler import Append, CommandHandler, Current, Decision, Keep
+from events.commands.handler import Append, CommandHandler, Current, Decision, Keep, current_of
 from events.commands.meshes import MeshLives
 from events.commands.signing_keys import OpenedKey, Rotated, SigningKeys, sealing_purpose
+from events.commands.zones import zones_filter
 from events.errors import InvalidResource, NotFound, Violation
-from events.event_types import TokenPurpose, TokenRevoked
+from events.event_types import TokenPurpose, TokenRevoked, ZoneApplied
 from events.identity.sealing import SecretKey
 from events.identity.tokens import (
     DATAPLANE_TOKEN,
@@ -50,7 +56,7 @@ from events.identity.tokens import (
     zone_claims,
 )
 from events.log import EventLog
-from events.subjects import revocation_subject
+from events.subjects import GLOBAL_ZONE, revocation_subject
 
 __all__ = ["OpenedKey", "Rotated", "TokenCommands", "sealing_purpose"]
 
@@ -126,13 +132,22 @@ class TokenCommands:
     async def issue_zone_token(self, *, zone: str, scope: list[str], valid_for_s: int,
                                now_ms: int) -> tuple[str, ZoneClaims]:
         """A zone token for the proxies of `zone` acting in `scope` (Kuma's
-        `generate zone-token`). Raises `InvalidResource` for another zone than this control
-        plane's (its gateways alone hold the key that verifies it) or an unknown scope."""
+        `generate zone-token`). On global, `zone` must be a zone registered in its log; on a
+        zone's control plane, that zone. Raises `InvalidResource` naming the zone otherwise, or
+        an unknown scope."""
         out = []
-        if zone != self._zone:
+        if self._zone == GLOBAL_ZONE:
+            zones = await self._registered_zones()
+            if zone not in zones:
+                out.append(Violation("zone", f"{zone!r} is not a zone registered on global "
+                                             f"(registered: {', '.join(zones) or 'none'}); a "
+                                             "zone registers when its control plane first "
+                                             "connects (meshlog up --zone NAME --global URL)"))
+        elif zone != self._zone:
             out.append(Violation("zone", f"{zone!r} is not this control plane's zone "
-                                         f"({self._zone!r}): a zone's own API signs the zone "
-                                         "tokens of its ingresses"))
+                                         f"({self._zone!r}): ask global's API (it signs zone "
+                                         "tokens for every registered zone), or this zone's "
+                                         "for its own"))
         for i, item in enumerate(scope):
             if item not in ZONE_TOKEN_SCOPES:
                 out.append(Violation(f"scope[{i}]", f"{item!r} is not a scope (one of "
@@ -145,6 +160,16 @@ class TokenCommands:
         claims = zone_claims(zone=zone, scope=scope, valid_for_s=valid_for_s,
                              now_s=now_ms // 1000)
         return key.sign(claims), claims
+
+    async def _registered_zones(self) -> list[str]:
+        """The zones global's log holds a registration of (disabled ones too: a disabled zone
+        still runs its ingresses once enabled again), sorted."""
+        zones = []
+        for record in await self.handler.log.latest(zones_filter()):
+            event = current_of(record).event
+            if isinstance(event, ZoneApplied):
+                zones.append(event.name)
+        return sorted(zones)
 
     async def issue_user_token(self, *, name: str, groups: list[str], valid_for_s: int,
                                now_ms: int) -> tuple[str, UserClaims]:

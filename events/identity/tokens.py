@@ -3,7 +3,10 @@ ingress on xDS) and user tokens (the HTTP API).
 
 A token is a JWT signed ES256 (EC P-256; Kuma signs RS256 with RSA-2048, ~100x slower to
 make a key), whose header `kid` names the key that signed it: `<purpose>/<mesh or _>/<serial>`,
-a key recorded in the log (`SigningKeyCreated`). The claims are Kuma's:
+a key recorded in the log (`SigningKeyCreated`) of the control plane that verifies it; a key
+that other control planes verify too names whose it is: global's zone-token keys, which every
+zone verifies its ingresses' tokens with, are `_global/zone-token/_/<serial>` (`key_id`). The
+claims are Kuma's:
 
     dataplane token  {Name, Mesh, Tags: {key: [values]}, Type: "dataplane", jti, iat, nbf, exp}
     zone token       {Zone, Scope: ["ingress"], jti, iat, nbf, exp}
@@ -60,6 +63,7 @@ __all__ = [
     "format_valid_for",
     "generate_key_pair",
     "is_token_id",
+    "key_id",
     "load_private_key",
     "load_public_key",
     "parse_key_id",
@@ -97,6 +101,8 @@ tokens' lifetime (`DEFAULT_VALID_FOR_S`). Part of the fold's rule: a replay drop
 revocation at the event that a projector with the same value dropped it at."""
 
 _GLOBAL = "_"
+_GLOBAL_ISSUER = "_global"
+"""The issuer of a kid of global's zone-token keys (`events.subjects.GLOBAL_ZONE`)."""
 
 
 TokenRefusal = Literal["malformed", "wrong_kind", "unknown_key", "bad_signature",
@@ -145,24 +151,51 @@ class KeyId(msgspec.Struct, frozen=True):
     purpose: TokenPurpose
     mesh: str | None
     serial: int
+    issuer: str | None = None
+    """The control plane whose key it is, for a key other control planes verify too
+    (`_global`: global's zone-token keys); None: a key of the control plane whose log holds
+    it, verified there only (every kid made before issuers were named, so their tokens keep
+    verifying)."""
 
     def __str__(self) -> str:
+        own = f"{self.purpose}/{self.mesh or _GLOBAL}/{self.serial}"
+        return own if self.issuer is None else f"{self.issuer}/{own}"
+
+    @property
+    def local_form(self) -> str:
+        """`<purpose>/<mesh or _>/<serial>` without the issuer: what a key's private half is
+        sealed under (`events.commands.signing_keys.sealing_purpose`), the same before and
+        after issuers were named, so a key sealed before still opens."""
         return f"{self.purpose}/{self.mesh or _GLOBAL}/{self.serial}"
 
 
-_KID = re.compile(r"(user-token|dataplane-token|zone-token)/([a-z0-9._-]{1,253})/([1-9][0-9]{0,8})")
+def key_id(purpose: TokenPurpose, mesh: str | None, serial: int, *, zone: str) -> KeyId:
+    """The kid of key `serial` of (`purpose`, `mesh`) made by the control plane `zone` (the
+    zone token of its subjects, `_global` for global). Global's zone-token keys name global,
+    since every zone verifies the zone tokens global signs (Kuma's global
+    `zone-token-signing-key-<n>`, synced to zones) and must tell them from its own zone-token
+    keys, whose serials start at 1 too; every other key is its control plane's alone and keeps
+    the kid it always had."""
+    issuer = _GLOBAL_ISSUER if purpose == ZONE_TOKEN and zone == _GLOBAL_ISSUER else None
+    return KeyId(purpose=purpose, mesh=mesh, serial=serial, issuer=issuer)
+
+
+_KID = re.compile(r"(?:(_global)/)?(user-token|dataplane-token|zone-token)/([a-z0-9._-]{1,253})"
+                  r"/([1-9][0-9]{0,8})")
 
 
 def parse_key_id(kid: str) -> KeyId | None:
-    """The `KeyId` of `kid` (`<purpose>/<mesh or _>/<serial>`), or None."""
+    """The `KeyId` of `kid` (`[_global/]<purpose>/<mesh or _>/<serial>`), or None. Only
+    a zone-token key names an issuer (`key_id`)."""
     match = _KID.fullmatch(kid)
-    if match is None:
+    if match is None or (match[1] is not None and (match[2] != ZONE_TOKEN
+                                                   or match[3] != _GLOBAL)):
         return None
     purposes: dict[str, TokenPurpose] = {DATAPLANE_TOKEN: DATAPLANE_TOKEN,
                                          ZONE_TOKEN: ZONE_TOKEN}
-    purpose = purposes.get(match[1], USER_TOKEN)
-    mesh = None if match[2] == _GLOBAL else match[2]
-    return KeyId(purpose=purpose, mesh=mesh, serial=int(match[3]))
+    purpose = purposes.get(match[2], USER_TOKEN)
+    mesh = None if match[3] == _GLOBAL else match[3]
+    return KeyId(purpose=purpose, mesh=mesh, serial=int(match[4]), issuer=match[1])
 
 
 def generate_key_pair() -> tuple[bytes, str]:
@@ -288,7 +321,7 @@ def read_header(token: str) -> KeyId:
     parsed = parse_key_id(kid) if isinstance(kid, str) else None
     if parsed is None:
         raise InvalidToken(f"the token's kid {kid!r} names no meshlog signing key "
-                           "(<purpose>/<mesh or _>/<serial>)")
+                           "([_global/]<purpose>/<mesh or _>/<serial>)")
     return parsed
 
 

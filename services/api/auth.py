@@ -50,10 +50,11 @@ from events.identity import (
     TokenRefusal,
     UserClaims,
     load_public_key,
+    parse_key_id,
     read_header,
     verify,
 )
-from projections import ReadModelStore, SigningKeyRow, decode_typed
+from projections import ReadModelStore, SigningKeyRow, decode_typed, signing_key_row_key
 
 __all__ = [
     "ADMIN",
@@ -212,8 +213,10 @@ class ApiAuth:
         """The public key of `kid` while it is in service: its row in the read models (which
         a retirement deletes), else the key this process made a moment ago, as long as the
         read models have not folded its creation (after that, no row means retired)."""
-        purpose, mesh, serial = kid.split("/")
-        row_key = f"{mesh}/{purpose}-{serial}"
+        parsed = parse_key_id(kid)
+        if parsed is None:
+            return None
+        row_key = signing_key_row_key(parsed)
         body = await store.get("signingkey", row_key)
         own = self.tokens.opened_key(kid) if body is None and self.tokens is not None else None
         if own is not None:

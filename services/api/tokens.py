@@ -20,11 +20,15 @@ mesh's). A rotation or retirement answers once the read models hold it, so the n
 with a token of a retired key is refused; rotating or retiring a user-token key also renews
 the data dir's admin token, before the answer, when it was signed with another key than the
 newest (every API process renews its own when it sees the rotation in the log:
-`services.runtime.admin_token`).
+`services.runtime.admin_token`). A zone lists global's zone-token keys too (`"issuer":
+"global"`, `signs: false` there: they sign on global); rotating or retiring acts on this
+control plane's own keys (global's on global's API).
 
 A token comes back as `text/plain`, as Kuma answers. `validFor` is a Go duration (`24h`,
-`1h30m`; default 24h, at most 87600h); a zone token's `scope` defaults to `["ingress"]` and
-its zone must be this control plane's (a zone signs its own ingresses' tokens); `expiresAt`
+`1h30m`; default 24h, at most 87600h); a zone token's `scope` defaults to `["ingress"]`; on
+global its zone must be one registered there (Kuma's way, preferred: global's `zone-token`
+key reaches every zone, kid `_global/zone-token/_/<serial>`), on a zone's control plane that
+zone (signed with the zone's own key); `expiresAt`
 is the token's `exp` (Unix seconds), after which its revocation says nothing more: the fold
 drops it an hour later (`REVOCATION_KEPT_AFTER_EXPIRY_MS`; omitted: kept for ever). A
 revocation answers once the read models hold it, so the revoked token is refused from the next
@@ -49,8 +53,11 @@ from events.identity import (
     DEFAULT_VALID_FOR_S,
     USER_TOKEN,
     ZONE_TOKEN,
+    key_id,
+    parse_key_id,
     parse_valid_for,
 )
+from events.subjects import GLOBAL_ZONE
 from projections import SigningKeyRow, decode_typed
 from services.api._state import ApiRequest, api_state, await_projection
 from services.api.auth import ADMIN
@@ -106,7 +113,8 @@ async def generate_dataplane_token(request: ApiRequest) -> Response[str]:
 
 
 @post("/tokens/zone", opt=_ADMIN_ONLY, status_code=200, media_type=_TEXT,
-      summary="Generate a zone token for this zone's ingresses (admin)")
+      summary="Generate a zone token for a zone's ingresses (admin; on global: any registered "
+              "zone)")
 async def generate_zone_token(request: ApiRequest) -> Response[str]:
     what = "zone token request"
     doc = await _object(request, what)
@@ -185,6 +193,12 @@ async def revoke_user_token(request: ApiRequest) -> Response[dict[str, Any]]:
     return await _revoke(request, USER_TOKEN, await _meshless_revocation(request))
 
 
+def _issuer(kid: str) -> str | None:
+    """Whose key `kid` is when it names its control plane (global's zone-token keys)."""
+    parsed = parse_key_id(kid)
+    return parsed.issuer if parsed is not None else None
+
+
 _PURPOSES: dict[str, TokenPurpose] = {"dataplane": DATAPLANE_TOKEN, "zone": ZONE_TOKEN,
                                       "user": USER_TOKEN}
 
@@ -194,17 +208,22 @@ _PURPOSES: dict[str, TokenPurpose] = {"dataplane": DATAPLANE_TOKEN, "zone": ZONE
 async def list_signing_keys(request: ApiRequest, kind: str) -> dict[str, Any]:
     purpose = _purpose(kind)
     mesh = request.query_params.get("mesh") if purpose == DATAPLANE_TOKEN else None
-    store = api_state(request.app).store
-    prefix = "_/" if purpose != DATAPLANE_TOKEN else f"{mesh}/" if mesh else ""
-    rows = [decode_typed(SigningKeyRow, body) for _, body in await store.scan("signingkey",
-                                                                              prefix)]
+    state = api_state(request.app)
+    # `_` takes `_/` (this control plane's) and `_global/` (global's zone-token keys)
+    prefix = "_" if purpose != DATAPLANE_TOKEN else f"{mesh}/" if mesh else ""
+    rows = [decode_typed(SigningKeyRow, body)
+            for _, body in await state.store.scan("signingkey", prefix)]
+    issuers = {r.kid: _issuer(r.kid) for r in rows}
     rows = sorted((r for r in rows if r.purpose == purpose),
-                  key=lambda r: (r.mesh or "", r.serial))
+                  key=lambda r: (issuers[r.kid] or "", r.mesh or "", r.serial))
     newest = {}
-    for row in rows:  # the highest serial of each mesh signs (never retired)
-        newest[row.mesh] = row.serial
+    for row in rows:  # the highest serial of each (issuer, mesh) signs (never retired)
+        newest[(issuers[row.kid], row.mesh)] = row.serial
+    mine = GLOBAL_ZONE if state.commands.zone == GLOBAL_ZONE else None
     items = [{"kid": r.kid, "purpose": r.purpose, "mesh": r.mesh, "serial": r.serial,
-              "createdAt": rfc3339(r.created_at), "signs": newest[r.mesh] == r.serial}
+              "createdAt": rfc3339(r.created_at),
+              "signs": issuers[r.kid] == mine and newest[(mine, r.mesh)] == r.serial,
+              **({"issuer": "global"} if issuers[r.kid] == GLOBAL_ZONE else {})}
              for r in rows]
     return {"total": len(items), "items": items}
 
@@ -249,7 +268,7 @@ async def retire_signing_key(request: ApiRequest, kind: str, serial: str
         raise InvalidResource("signing key retirement", out)
     number = int(serial)
     seq, appended = await _tokens(request).retire_signing_key(purpose, mesh, number, now_ms())
-    kid = f"{purpose}/{mesh or '_'}/{number}"
+    kid = str(key_id(purpose, mesh, number, zone=api_state(request.app).commands.zone))
     if appended:
         log.info("%s retired the signing key %s", request.user, kid)
     return await _key_changed(request, purpose, {

@@ -425,7 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--delta", action="store_true", help="use incremental (Delta) xDS")
     bs.add_argument("--token-file", default=env("DATAPLANE_TOKEN_FILE"),
                     help="a dataplane token (meshlog generate dataplane-token), or with "
-                         "--zone-ingress a zone token (meshlog generate zone-token): sent in "
+                         "--zone-ingress a zone token (meshlog generate zone-token, on global's "
+                         "API): sent in "
                          "the `authorization` metadata of the xDS streams; --mesh and --name "
                          "default to the token's (env MESHLOG_DATAPLANE_TOKEN_FILE)")
     bs.add_argument("--ca-cert-file", default=env("CONTROL_PLANE_CA_CERT_FILE"),

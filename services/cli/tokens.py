@@ -8,6 +8,11 @@ words:
     meshlog revoke zone-token (--jti ID [--expires-at T] | --token-file F)
     meshlog revoke user-token (--jti ID [--expires-at T] | --token-file F)
 
+A zone token is best asked of global's API (`meshlog --api GLOBAL_API generate zone-token
+--zone Z`, as `kumactl generate zone-token` runs against global): global signs it for any zone
+registered there and its key and revocations reach every zone. A zone's own API signs only
+its own zone's, with its own key (still verified by its gateways).
+
 A token is printed alone on stdout (`> file` keeps it as is), what it is for and until when on
 stderr. Revoking from `--token-file` reads the token's id, mesh and expiry from the token
 itself (its signature is the control plane's business, not the CLI's).
@@ -56,11 +61,18 @@ def add_token_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
                     help="a tag the Dataplane must carry (repeatable; values of one key add "
                          "up, e.g. --tag kuma.io/service=web)")
     dp.add_argument("--valid-for", default="24h", help=_VALID_FOR_HELP)
-    zone = gen_sub.add_parser("zone-token", parents=parents,
+    zone = gen_sub.add_parser("zone-token", parents=parents, description=(
+        "Print a zone token (Kuma's) for the zone ingresses of --zone. Ask global's API "
+        "(meshlog --api GLOBAL_API generate zone-token --zone west, as kumactl runs against "
+        "global): it signs one for any zone registered there, and its key and revocations "
+        "reach every zone. A zone's own API signs only its own zone's."),
                               help="a token a zone ingress sends on xDS (meshlog dataplane "
-                                   "bootstrap --zone-ingress NAME --token-file); ask the "
-                                   "zone's own API")
-    zone.add_argument("--zone", required=True, help="the zone whose ingresses use it")
+                                   "bootstrap --zone-ingress NAME --token-file); ask global's "
+                                   "API (--api GLOBAL_API: any registered zone, revocable "
+                                   "there for every zone), or a zone's own for that zone")
+    zone.add_argument("--zone", required=True,
+                      help="the zone whose ingresses use it (on global: a zone registered "
+                           "there, meshlog get zones)")
     zone.add_argument("--scope", action="append", choices=ZONE_TOKEN_SCOPES,
                       help="what the proxy may act as (repeatable; default ingress)")
     zone.add_argument("--valid-for", default="24h", help=_VALID_FOR_HELP)
@@ -76,7 +88,9 @@ def add_token_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
                               "user-token")
     rev_sub = rev.add_subparsers(dest="token_kind", required=True, metavar="TOKEN")
     for kind, text in (("dataplane-token", "refused from now on; its open xDS streams end"),
-                       ("zone-token", "refused from now on; its ingresses' xDS streams end"),
+                       ("zone-token", "refused from now on; its ingresses' xDS streams end "
+                                      "(revoke on the API that generated it: global's reach "
+                                      "every zone)"),
                        ("user-token", "refused by the API from now on")):
         r = rev_sub.add_parser(kind, parents=parents, help=text)
         if kind == "dataplane-token":
@@ -117,7 +131,7 @@ def cmd_generate(args: argparse.Namespace, client: ApiClient) -> int:
             "validFor": args.valid_for})
         zt = unverified_claims(token, ZoneClaims)
         what = f"zone token {zt.jti} for zone {zt.zone} (scope {', '.join(zt.scope)})"
-        revoke = f"meshlog revoke zone-token --jti {zt.jti}"
+        revoke = f"meshlog revoke zone-token --jti {zt.jti}"  # on the same API
         exp = zt.exp
     else:
         token = client.request_text("POST", "/tokens/user", json={

@@ -26,6 +26,7 @@ from events.identity.tokens import (
     dataplane_claims,
     format_valid_for,
     generate_key_pair,
+    key_id,
     load_private_key,
     load_public_key,
     parse_key_id,
@@ -189,6 +190,17 @@ def test_key_ids_round_trip() -> None:
     assert parse_key_id("user-token/_/1") == KeyId(purpose=USER_TOKEN, mesh=None, serial=1)
     for wrong in ("dataplane-token/default/0", "ca/default/1", "dataplane-token/Default/1",
                   "dataplane-token/default", ""):
+        assert parse_key_id(wrong) is None
+
+
+def test_globals_zone_token_kids_name_global_and_no_other_kid_changes() -> None:
+    kid = key_id(ZONE_TOKEN, None, 2, zone="_global")
+    assert str(kid) == "_global/zone-token/_/2" and kid.local_form == "zone-token/_/2"
+    assert parse_key_id("_global/zone-token/_/2") == kid
+    assert str(key_id(ZONE_TOKEN, None, 1, zone="west")) == "zone-token/_/1"
+    assert str(key_id(USER_TOKEN, None, 1, zone="_global")) == "user-token/_/1"
+    for wrong in ("_global/user-token/_/1", "_global/zone-token/default/1",
+                  "west/zone-token/_/1", "_global/zone-token/_/0"):
         assert parse_key_id(wrong) is None
 
 

@@ -6,9 +6,10 @@ and running with global's secret key (`--secret-key-file`), so they open the mes
 global created. On global: a Mesh with builtin mTLS, an allow-all MeshTrafficPermission and a
 MeshMultiZoneService `redis`. Real HTTP backends behind real Envoy sidecars in both zones
 (`redis-1` in each, the client `web-1` in east) and a real Envoy as west's zone ingress (on
-Delta xDS). Both zones check their proxies' tokens: dataplane tokens for the sidecars and,
-for west's ingress, a zone token of west with scope ingress, each issued by its own zone
-(signed with the zone's own key, sealed with global's secret key).
+Delta xDS). Both zones check their proxies' tokens: dataplane tokens for the sidecars, each
+issued by its own zone (signed with the zone's own key, sealed with global's secret key), and,
+for west's ingress, a zone token of west with scope ingress generated on global, as in Kuma
+(signed with global's zone-token key, which reaches west through the sync).
 
 Shown: the client in east calling `redis.mzsvc.mesh.local`'s VIP is served by east's redis;
 when east's redis goes away (deregistered), by west's, through west's ingress (mTLS end to
@@ -113,7 +114,7 @@ def _sidecar(cp: ControlPlane, name: str, *, backend: bool, token: bool = False
 
 
 def _zone_token(cp: ControlPlane, zone: str) -> str:
-    """A zone token of `zone` with scope ingress, from that zone's own API."""
+    """A zone token of `zone` with scope ingress, from `cp`'s API (global's)."""
     response = cp.api.post("/tokens/zone", json={"zone": zone, "scope": ["ingress"]})
     assert response.status_code == 200, response.text
     return response.text
@@ -126,7 +127,8 @@ def _envoys(planes: dict[str, ControlPlane], tmp_path: Path) -> Iterator[dict[st
              "west/redis-1": _sidecar(west, "redis-1", backend=True, token=True),
              "west/ingress": zone_ingress_bootstrap(name="west-ingress", xds_host="127.0.0.1",
                                                     xds_port=west.xds_port, admin_port=0,
-                                                    delta=True, token=_zone_token(west, "west")),
+                                                    delta=True,
+                                                    token=_zone_token(planes["global"], "west")),
              "east/web-1": _sidecar(east, "web-1", backend=False, token=True)}
     with contextlib.ExitStack() as stack:
         yield {name: stack.enter_context(run_envoy(boot, tmp_path / "envoy",

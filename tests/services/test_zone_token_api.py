@@ -1,5 +1,7 @@
 """Zone tokens through the API (`POST /tokens/zone`, `/tokens/zone/revocations`): admin
-only, Kuma's request shape, the zone must be the API's own, every violation listed."""
+only, Kuma's request shape, the zone must be the API's own (on a zone or standalone control
+plane; global's API signs for its registered zones: tests/events/test_global_zone_tokens.py,
+tests/integration/test_multizone_zone_tokens.py), every violation listed."""
 
 from __future__ import annotations
 
@@ -38,8 +40,8 @@ async def test_a_zone_token_request_lists_every_violation(api: Api) -> None:
         ]
         other = _problem(await admin.post("/tokens/zone", json={"zone": "west"}), 400)
         assert other["invalid_parameters"] == [{"field": "zone", "reason": (
-            "'west' is not this control plane's zone ('default'): a zone's own API signs the "
-            "zone tokens of its ingresses")}]
+            "'west' is not this control plane's zone ('default'): ask global's API (it signs "
+            "zone tokens for every registered zone), or this zone's for its own")}]
 
 
 async def test_zone_tokens_are_admin_only(api: Api) -> None:

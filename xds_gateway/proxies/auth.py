@@ -12,7 +12,10 @@ On open (ADS, SotW or Delta, and HDS):
   now (nbf..exp), not revoked;
 - for a zone ingress (node `_zoneingress.<name>`): a zone-token kid instead, claims of a zone
   token (Kuma's `{Zone, Scope}`) whose `Zone` is the gateway's own and whose `Scope` holds
-  `ingress`; a dataplane token opens no ingress stream, a zone token no sidecar stream;
+  `ingress`, signed with global's zone-token key (kid `_global/zone-token/_/<serial>`, which
+  reaches the zone's view through the sync; Kuma's way) or with the zone's own (`zone-token/
+  _/<serial>`, a zone token its own API made); a dataplane token opens no ingress stream, a
+  zone token no sidecar stream;
 - for a sidecar: the token's `Mesh` and `Name` are the node's (`<mesh>.<name>`, as the ADS
   stream reads node.id); its `Tags`, if any, are on the Dataplane: each tag present, each of the
   Dataplane's values of it allowed (Kuma's rule). The Dataplane is the one the node carries to
@@ -275,7 +278,8 @@ class DataplaneAuthentication(NoCallbacks):
                          "with a zone token (meshlog generate zone-token --zone ZONE --scope "
                          "ingress)"),
             "a retired key, or a token of another zone's control plane or of a log that was "
-            "reset; or a key made a moment ago, not here yet")
+            "reset; or a key made a moment ago, not here yet: global's reach a zone through "
+            "its link to global")
         if ("_", claims.jti) in self._view.revocations:
             raise _refused(f"the zone token {claims.jti} was revoked", "revoked")
         if claims.zone != self._zone:

@@ -1,0 +1,186 @@
+"""Zone tokens issued on global (Kuma's `kumactl generate zone-token` against global): a real
+global and a real zone west, each a `meshlog up` with its own nats-server joined by the
+leafnode link. Global signs a zone token for west with its own `zone-token` key (kid
+`_global/zone-token/_/1`), which reaches west's log through the sync of global's subjects and
+is folded there beside west's own zone-token key; real gRPC ADS streams from a
+`_zoneingress.<name>` node on west's gateway are then served with it, and refused with a
+token of another zone, an expired one, one global revoked (the revocation synced the same
+way), or one whose key global retired. A token west's own API made keeps working, and global
+refuses a zone it does not know, naming it."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, asynccontextmanager
+
+import grpc
+import pytest
+
+from events import JetStreamEventLog, connect_nats
+from events.commands.zones import ZoneCommands
+from events.identity import ZoneClaims, read_header, unverified_claims
+from tests.harness import VENV_BIN, ControlPlane, eventually, meshlog_up
+from tests.xds_gateway._ads import AdsClient
+from tests.xds_gateway.test_auth import _ended, _open
+from xds_gateway.type_urls import CLUSTER
+
+pytestmark = pytest.mark.integration
+
+INGRESS = "_zoneingress.west-ingress"
+UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
+DENIED = grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.fixture(scope="module")
+def planes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlPlane,
+                                                                        ControlPlane]]:
+    with ExitStack() as stack:
+        central = stack.enter_context(meshlog_up(tmp_path_factory.mktemp("global"), "--mode",
+                                                 "global", "--leaf-port", "0"))
+        west = stack.enter_context(meshlog_up(tmp_path_factory.mktemp("west"), "--zone",
+                                              "west", "--global", central.where["global_url"]))
+        yield central, west
+
+
+def _generate(cp: ControlPlane, zone: str, valid_for: str = "1h"
+              ) -> subprocess.CompletedProcess[str]:
+    """`meshlog generate zone-token` against `cp`'s API (a loopback client is admin)."""
+    return subprocess.run([str(VENV_BIN / "meshlog"), "--api", cp.where["api"], "generate",
+                           "zone-token", "--zone", zone, "--valid-for", valid_for],
+                          capture_output=True, text=True, timeout=60)
+
+
+def _token(cp: ControlPlane, zone: str, valid_for: str = "1h") -> str:
+    response = cp.api.post("/tokens/zone", json={"zone": zone, "scope": ["ingress"],
+                                                 "validFor": valid_for})
+    assert response.status_code == 200, response.text
+    return response.text
+
+
+async def _registered(central: ControlPlane) -> bool:
+    return central.api.get("/zones/west").status_code == 200
+
+
+@asynccontextmanager
+async def _channel(west: ControlPlane) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{west.xds_port}") as channel:
+        yield channel
+
+
+async def _served(channel: grpc.aio.Channel, token: str) -> AdsClient | None:
+    """An ingress stream served with `token` (its first clusters received), or None while
+    west's gateway does not know the token's key yet (global's key is on its way)."""
+    client = await _open(channel, token, node_id=INGRESS)
+    try:
+        response = await client.recv(within=30)
+    except grpc.aio.AioRpcError as exc:
+        client.close()
+        if "unknown to this gateway" in (exc.details() or ""):
+            return None
+        raise AssertionError(f"refused: {exc.code()} {exc.details()}") from None
+    assert response.type_url == CLUSTER
+    return client
+
+
+async def _refused(channel: grpc.aio.Channel, token: str) -> grpc.aio.AioRpcError:
+    return await _ended(await _open(channel, token, node_id=INGRESS))
+
+
+async def _serve(channel: grpc.aio.Channel, token: str) -> AdsClient:
+    return await eventually(lambda: _served(channel, token),
+                            "an ingress stream served on west", within=60)
+
+
+async def test_a_zone_token_from_global_opens_wests_ingress_stream(
+        planes: tuple[ControlPlane, ControlPlane]) -> None:
+    central, west = planes
+    await eventually(lambda: _registered(central), "west registered on global", within=60)
+    generated = _generate(central, "west")
+    assert generated.returncode == 0, generated.stderr
+    token = generated.stdout.strip()
+    assert str(read_header(token)) == "_global/zone-token/_/1"
+    assert unverified_claims(token, ZoneClaims).zone == "west"
+    own = _token(west, "west")  # west's own API, its own key: still verified
+    assert str(read_header(own)) == "zone-token/_/1"
+    async with _channel(west) as channel:
+        (await _serve(channel, token)).close()
+        (await _serve(channel, own)).close()
+    keys = west.api.get("/tokens/zone/signing-keys").json()["items"]
+    assert {(k["kid"], k["signs"], k.get("issuer")) for k in keys} == {
+        ("_global/zone-token/_/1", False, "global"), ("zone-token/_/1", True, None)}
+
+
+async def test_global_refuses_a_zone_it_does_not_know(
+        planes: tuple[ControlPlane, ControlPlane]) -> None:
+    central, _ = planes
+    await eventually(lambda: _registered(central), "west registered on global", within=60)
+    refused = _generate(central, "north")
+    assert refused.returncode != 0
+    assert "'north' is not a zone registered on global (registered: " in refused.stderr
+    response = central.api.post("/tokens/zone", json={"zone": "north"})
+    assert response.status_code in (400, 422), response.text
+    assert "'north' is not a zone registered on global" in response.text
+
+
+async def test_a_token_for_another_zone_expired_or_revoked_is_refused_on_west(
+        planes: tuple[ControlPlane, ControlPlane]) -> None:
+    central, west = planes
+    await eventually(lambda: _registered(central), "west registered on global", within=60)
+    nc = await connect_nats(central.where["nats"], name="test",
+                            credentials=central.nats_creds)
+    try:  # east: a zone global knows whose control plane is not running
+        await ZoneCommands(await JetStreamEventLog.open(nc)).register("east")
+    finally:
+        await nc.close()
+    east = _token(central, "east")
+    revoked = _token(central, "west")
+    async with _channel(west) as channel:
+        (await _serve(channel, _token(central, "west"))).close()  # global's key is in west
+        error = await _refused(channel, east)
+        assert error.code() == DENIED
+        assert "is for zone 'east'; this gateway serves zone 'west'" in (error.details() or "")
+
+        short = _token(central, "west", valid_for="5s")
+        client = await _serve(channel, short)
+        error = await _ended(client, within=30)  # served, then ended at its expiry
+        assert error.code() == UNAUTHENTICATED
+        assert "expired at" in (error.details() or "")
+        error = await _refused(channel, short)
+        assert error.code() == UNAUTHENTICATED
+        assert (error.details() or "").startswith("expired zone token")
+
+        client = await _serve(channel, revoked)
+        claims = unverified_claims(revoked, ZoneClaims)
+        response = central.api.post("/tokens/zone/revocations",
+                                    json={"jti": claims.jti, "expiresAt": claims.exp})
+        assert response.status_code == 201, response.text
+        error = await _ended(client, within=60)  # global's revocation, synced to west
+        assert error.code() == UNAUTHENTICATED
+        assert error.details() == f"the zone token {claims.jti} was revoked"
+        error = await _refused(channel, revoked)
+        assert error.code() == UNAUTHENTICATED
+        assert "was revoked" in (error.details() or "")
+
+
+async def test_globals_retired_key_ends_its_tokens_streams_on_west(
+        planes: tuple[ControlPlane, ControlPlane]) -> None:
+    central, west = planes
+    await eventually(lambda: _registered(central), "west registered on global", within=60)
+    old, own = _token(central, "west"), _token(west, "west")
+    async with _channel(west) as channel:
+        client = await _serve(channel, old)
+        rotated = central.api.post("/tokens/zone/signing-keys", json={})
+        assert rotated.status_code in (200, 201), rotated.text
+        serial, old_serial = rotated.json()["serial"], read_header(old).serial
+        retired = central.api.delete(f"/tokens/zone/signing-keys/{old_serial}")
+        assert retired.status_code == 200, retired.text
+        assert retired.json()["kid"] == f"_global/zone-token/_/{old_serial}"
+        error = await _ended(client, within=60)
+        assert error.code() == UNAUTHENTICATED
+        assert "was retired" in (error.details() or "")
+        new = _token(central, "west")
+        assert str(read_header(new)) == f"_global/zone-token/_/{serial}"
+        (await _serve(channel, new)).close()
+        (await _serve(channel, own)).close()  # west's own key is not global's
+

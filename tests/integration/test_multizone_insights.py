@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import re
 import subprocess
-from datetime import UTC, datetime, timedelta
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import grpc

@@ -21,8 +21,15 @@ stream per zone; one bucket keeps a single scan per list page and one stream to 
 The bucket holds one value per key (`max_msgs_per_subject` 1, as the zones' do): older values
 of a key are compacted away, and nats-server 2.15 resumes a source from its persisted state,
 not from the messages left (reference §4). A deleted zone's source is removed; what it had
-synced stays in the bucket (the sync may not purge it), unseen: global shows insights only of
-the Dataplanes it lists (services.api._zone_insights).
+synced stays in the bucket, unseen while no zone of that name is registered: global shows
+insights only of the Dataplanes it lists (services.api._zone_insights). Not unseen once a zone
+of that name registers again from a fresh install (a new bucket): its source starts anew, and
+until its gateways write a key again the old key stays, so a Dataplane of an old name shows
+the old install's last insight with `current: true`. Nothing purges the keys: only admin may
+(nats-server grants by subject, and a purge's subject filter is in the request's body, so a
+grant of `STREAM.PURGE` of this stream cannot be limited to one zone's `<zone>.` keys: the
+sync could purge every zone's copy, which its sources would not bring back, as they resume
+from their persisted positions). docs/status.md says what an operator does about it.
 """
 
 from __future__ import annotations

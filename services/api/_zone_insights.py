@@ -15,26 +15,40 @@ insight says where it comes from and how old it is (`syncedFrom`: the zone, its 
 was within `CONNECTED_WITHIN_S`, the zone's own `connected` rule). The heartbeats stop coming
 over a cut link, so once they are older than the stale time a proxy last known connected is
 shown not connected, with no disconnect time (it is not known to have gone) and a `reason`;
-never as connected on a link that went silent long ago.
+never as connected on a link that went silent long ago. A zone never heard from (global
+restarted while the link is cut: `asOf` null) has no disconnect time made up either.
+
+Clocks: the heartbeat and connect times are the zone's clock, judged here against global's.
+A zone whose clock is more than the stale time behind global's has its proxies shown not
+connected on global while `current` is true (ahead: a dead gateway's proxies are called
+connected that much longer). Judging them against the zone's own "now" taken as the newest
+heartbeat of that zone in the snapshot is not sound: a zone whose gateways all stopped, its
+link up, would have that "now" stop with them and its proxies called connected for ever,
+where the zone itself calls them gone. The sound way, not done: the time global stored each
+synced heartbeat (its KV entry's timestamp, global's clock) against the heartbeat's own,
+which gives the zone's clock offset. Keep the control planes' clocks in sync (NTP), as Kuma
+assumes too.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import msgspec
 
-from events import EventLogUnavailable, TransientError, now_ms, rfc3339
+from events import TransientError, now_ms, rfc3339
 from events.bus.insights import GatewayHeartbeat, InsightsSnapshot, JetStreamInsights, ProxyInsight
 from events.bus.sources import SourceState, source_states
 from events.bus.zone_insights import ZONE_INSIGHTS_BUCKET, ZONE_INSIGHTS_STREAM, zone_of_api
+from services.api._ttl_cache import TtlCache
 from services.api.zones import CONNECTED_WITHIN_S
 from services.render import render_insight
 
 __all__ = ["SyncedInsights", "verdict"]
 
-_Read = tuple[dict[str, InsightsSnapshot], dict[str, SourceState]]
+_Read = tuple[dict[str, InsightsSnapshot], dict[str, SourceState], int]
+"""Each zone's snapshot, each zone's source, and when (Unix ms) the sources were asked: a
+source's `active` is measured then, not when a cached read is rendered."""
 
 
 def verdict(insight: ProxyInsight, beat: GatewayHeartbeat | None, now: int, stale_ms: int
@@ -56,28 +70,26 @@ class SyncedInsights:
     def __init__(self, nc: Any, *, stale_ms: int, ttl_s: float, timeout_s: float) -> None:
         self._nc = nc
         self._stale_ms = stale_ms
-        self._ttl_s = ttl_s
         self._timeout_s = timeout_s
         self._bucket: JetStreamInsights | None = None
-        self._read: tuple[float, _Read] | None = None
-        self._lock = asyncio.Lock()
+        self._reads = TtlCache[_Read](ttl_s=ttl_s, timeout_s=timeout_s, what="zone insights")
 
     async def insights_of(self, mesh: str, proxies: list[tuple[str, str]]
                           ) -> dict[tuple[str, str], dict[str, Any]]:
         """The `dataplaneInsight` of each (zone, name in the zone) of `mesh`."""
         try:
-            zones, sources = await self._cached()
+            zones, sources, asked = await self._reads.get(self._scan)
         except (TransientError, msgspec.DecodeError) as exc:
             return {p: {"unavailable": f"zone insights unavailable: {exc}"} for p in proxies}
         now = now_ms()
         return {(zone, name): self._render(zone, mesh, name, zones.get(zone, ({}, {})),
-                                           sources.get(zone), now)
+                                           sources.get(zone), asked, now)
                 for zone, name in proxies}
 
     def _render(self, zone: str, mesh: str, name: str, snapshot: InsightsSnapshot,
-                source: SourceState | None, now: int) -> dict[str, Any]:
+                source: SourceState | None, asked: int, now: int) -> dict[str, Any]:
         heard = (None if source is None or source.active_ms is None
-                 else now - source.active_ms)
+                 else asked - source.active_ms)
         current = (source is not None and source.error is None and heard is not None
                    and now - heard < CONNECTED_WITHIN_S * 1000)
         synced: dict[str, Any] = {
@@ -91,10 +103,10 @@ class SyncedInsights:
         else:
             beat = beats.get(insight.gateway)
             connected, gone = verdict(insight, beat, now, self._stale_ms)
-            if (not connected and not current and gone is not None and heard is not None
-                    and insight.disconnected_at is None
-                    and verdict(insight, beat, heard, self._stale_ms)[0]):
-                gone = None  # connected when last heard of; gone since? not known here
+            if (not connected and not current and insight.disconnected_at is None
+                    and (heard is None or verdict(insight, beat, heard, self._stale_ms)[0])):
+                gone = None  # connected when last heard of (or never heard from): gone
+                # since? not known here
             doc = render_insight(insight, connected=connected, disconnected_at=gone)
         if not current:
             since = "never heard from" if heard is None else (
@@ -105,29 +117,15 @@ class SyncedInsights:
         doc["syncedFrom"] = synced
         return doc
 
-    async def _cached(self) -> _Read:
-        loop = asyncio.get_running_loop()
-        asked = loop.time()
-        async with self._lock:
-            if self._read is None or not (self._read[0] >= asked
-                                          or loop.time() - self._read[0] <= self._ttl_s):
-                try:
-                    async with asyncio.timeout(self._timeout_s):
-                        read = await self._scan()
-                except TimeoutError as exc:
-                    raise EventLogUnavailable(
-                        f"zone insights not read within {self._timeout_s:g} s") from exc
-                self._read = (loop.time(), read)
-            return self._read[1]
-
     async def _scan(self) -> _Read:
         if self._bucket is None:  # made by global's sync at its first step
             self._bucket = await JetStreamInsights.open_existing(
                 self._nc, ZONE_INSIGHTS_BUCKET, scan_timeout_s=self._timeout_s)
         zones = await self._bucket.zoned_snapshot()
+        asked = now_ms()  # before the answer: `heard` is never later than the truth
         sources: dict[str, SourceState] = {}
         for state in await source_states(self._nc, stream=ZONE_INSIGHTS_STREAM):
             zone = zone_of_api(state.api)
             if zone is not None:
                 sources[zone] = state
-        return zones, sources
+        return zones, sources, asked

@@ -21,7 +21,6 @@ global's copy of that zone's insights (`services.api._zone_insights`), in `_over
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -29,7 +28,7 @@ from typing import Any
 import msgspec
 from litestar import Response, get
 
-from events import EventLogUnavailable, NotFound, TransientError, now_ms, rfc3339
+from events import NotFound, TransientError, now_ms, rfc3339
 from events.bus.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight
 from events.bus.requests import ProxyRef, ServiceUnavailable, request, xds_config_subject
 from events.identity.pki import NOT_BEFORE_SKEW_MS
@@ -45,6 +44,7 @@ from projections import (
 )
 from services.api._state import ApiRequest, api_state
 from services.api._synced import synced_dataplane, synced_proxy
+from services.api._ttl_cache import TtlCache
 from services.api._zone_insights import SyncedInsights, verdict
 from services.api.auth import ADMIN
 from services.render import render_insight, render_row
@@ -64,13 +64,11 @@ class ProxyInspector:
         self._nc = nc
         self._replicas = replicas
         self._config_timeout_s = config_timeout_s
-        self._ttl_s = snapshot_ttl_s
         self._stale_ms = int(stale_after_s * 1000)
         self._insights: JetStreamInsights | None = None
-        self._snapshot: tuple[float, _Snapshot] | None = None
-        self._failed: tuple[float, str] | None = None
-        """The last scan's failure, answered for `ttl` to the reads queued behind it."""
-        self._lock = asyncio.Lock()
+        self._snapshots = TtlCache[_Snapshot](ttl_s=snapshot_ttl_s,
+                                              timeout_s=config_timeout_s, what="insights")
+        """One read of the bucket per ttl, however many requests."""
         self.synced = SyncedInsights(nc, stale_ms=self._stale_ms, ttl_s=snapshot_ttl_s,
                                      timeout_s=config_timeout_s)
         """On global, the zones' proxies' insights."""
@@ -128,32 +126,10 @@ class ProxyInspector:
                 if m == mesh and self.verdict(insight, beats.get(insight.gateway), now)[0]}
 
     async def _cached_snapshot(self) -> _Snapshot:
-        loop = asyncio.get_running_loop()
-        asked = loop.time()
+        return await self._snapshots.get(self._scan)
 
-        def answers(at: float) -> bool:
-            """A scan that ended at `at` answers this read: at most `ttl` old, or ended after
-            the read came (it queued behind that scan, however long the loop then took to
-            hand it the lock: a loaded machine's, not a second scan)."""
-            return at >= asked or loop.time() - at <= self._ttl_s
-
-        async with self._lock:  # one read of the bucket per ttl, however many requests
-            if self._snapshot is None or not answers(self._snapshot[0]):
-                # reads queued behind a failed scan get its failure, not one timeout each
-                if self._failed is not None and answers(self._failed[0]):
-                    raise EventLogUnavailable(self._failed[1])
-                try:
-                    async with asyncio.timeout(self._config_timeout_s):  # a scan, bounded
-                        snapshot = await (await self._bucket()).snapshot()
-                except TimeoutError as exc:
-                    why = f"insights not read within {self._config_timeout_s:g} s"
-                    self._failed = (loop.time(), why)
-                    raise EventLogUnavailable(why) from exc
-                except TransientError as exc:
-                    self._failed = (loop.time(), str(exc))
-                    raise
-                self._snapshot = (loop.time(), snapshot)
-            return self._snapshot[1]
+    async def _scan(self) -> _Snapshot:
+        return await (await self._bucket()).snapshot()
 
     async def config(self, mesh: str, name: str) -> bytes:
         """The proxy's computed xDS as JSON, from whichever gateway answers first."""

@@ -202,7 +202,7 @@ def _cells(kind: str, doc: dict[str, Any]) -> list[str]:
 
 
 def dataplane_tags(doc: dict[str, Any]) -> str:
-    """kumactl's TAGS of a Dataplane (kumahq/kuma v2.x `get dataplanes`, `Dataplane.TagSet`):
+    """kumactl's TAGS of a Dataplane (kumahq/kuma v2.14 `get dataplanes`, `Dataplane.TagSet`):
     the tags of all its inbounds, each `key=value[,value...]` (values sorted, each once),
     sorted and joined by spaces: `kuma.io/service=web kuma.io/zone=west version=v1,v2`. The
     fold's `kuma.io/zone` tag shows the zone there (kumactl has no ZONE column)."""

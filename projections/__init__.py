@@ -1,6 +1,7 @@
 """Pure folds from events to read models, the read-model stores and the projector."""
 
 from projections._match import dataplane_matches
+from projections._provenance import zone_tagged
 from projections.derive import inbound_serves, is_healthy
 from projections.errors import (
     NewerFoldVersion,
@@ -99,4 +100,5 @@ __all__ = [
     "redacted_url",
     "signing_key_row_key",
     "sqlite_path",
+    "zone_tagged",
 ]

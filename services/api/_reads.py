@@ -46,7 +46,7 @@ async def get_one(request: ApiRequest, kind: str, key: str, name: str) -> Respon
         # a generated row's version is not its subject's sequence
         headers["ETag"] = f'"{version}"'
     doc = render_row(row)
-    await add_connected(state.inspector, state.store, [row], [doc])
+    await add_connected(request, [row], [doc])
     return Response(doc, headers=headers)
 
 
@@ -89,7 +89,7 @@ async def list_page(request: ApiRequest, kind: str, prefix: str, size: int, offs
         next_url = f"{base}{request.url.path}?size={size}&offset={following}{query}"
     page = rows[offset:following]
     items = [render_row(r) for r in page]
-    await add_connected(state.inspector, state.store, page, items)
+    await add_connected(request, page, items)
     return {"total": len(rows), "items": items,
             "next": next_url}
 

@@ -86,6 +86,19 @@ class SyncedInsights:
                                            sources.get(zone), asked, now)
                 for zone, name in proxies}
 
+    async def connected(self, mesh: str) -> set[tuple[str, str]]:
+        """(zone, name in the zone) of each of `mesh`'s zones' proxies connected now, by the
+        zone's rule (`verdict`, from the same read as `insights_of`): over a cut link, a proxy
+        last known connected counts until its gateway's last heartbeat that reached global is
+        older than the stale time, then no more. Raises `TransientError` (or a decode error)
+        when the bucket cannot be read."""
+        zones, _, _ = await self._reads.get(self._scan)
+        now = now_ms()
+        return {(zone, name) for zone, (proxies, beats) in zones.items()
+                for (m, name), insight in proxies.items()
+                if m == mesh and verdict(insight, beats.get(insight.gateway), now,
+                                         self._stale_ms)[0]}
+
     def _render(self, zone: str, mesh: str, name: str, snapshot: InsightsSnapshot,
                 source: SourceState | None, asked: int, now: int) -> dict[str, Any]:
         heard = (None if source is None or source.active_ms is None

@@ -6,7 +6,8 @@
 `ProxyInspector` reads the shared insights bucket (`events.bus.insights`) and asks any gateway over
 NATS request/reply (`events.bus.requests`), so the API never imports the gateway package. It also
 fills MeshService `status.dataplaneProxies.connected` at read time: the number of the
-MeshService's Dataplanes whose proxy is connected now (`total` and `healthy` are projected).
+MeshService's Dataplanes whose proxy is connected now (`total` and `healthy` are projected);
+on global, a zone's MeshService counts its zone's from the zone's synced insights.
 
 A proxy is connected when its insight has no disconnect time and its gateway was heard of
 within `stale_after_s` (its last heartbeat, or the stream's connect time if later): a gateway
@@ -37,13 +38,12 @@ from projections import (
     DataplaneRow,
     IdentityRow,
     MeshServiceRow,
-    ReadModelStore,
     TrustRow,
     dataplane_matches,
     decode_typed,
 )
 from services.api._state import ApiRequest, api_state
-from services.api._synced import synced_dataplane, synced_proxy
+from services.api._synced import synced, synced_dataplane, synced_proxy
 from services.api._ttl_cache import TtlCache
 from services.api._zone_insights import SyncedInsights, verdict
 from services.api.auth import ADMIN
@@ -164,31 +164,72 @@ def _error_of(body: bytes) -> str:
         return repr(body[:200])
 
 
-async def add_connected(inspector: ProxyInspector | None, store: ReadModelStore,
-                        rows: Sequence[object], docs: Sequence[dict[str, Any]]) -> None:
+async def add_connected(request: ApiRequest, rows: Sequence[object],
+                        docs: Sequence[dict[str, Any]]) -> None:
     """Set `status.dataplaneProxies.connected` of the MeshService docs among `docs` (rendered
-    from `rows`, same order). Insights unreadable: the projected value (0) stays."""
+    from `rows`, same order), counting the Dataplanes its `total` counts: this control plane's
+    from its own insights; on global, a zone's MeshService (its own or generated, synced) its
+    zone's Dataplanes from the zone's insights synced to global (`_zone_insights`: the zone's
+    rule, and no proxy called connected once its zone's heartbeats are stale over a cut
+    link). Kuma's global shows the status its zone computed (KDS syncs it zone -> global) from
+    the zone's DataplaneInsights: the same count, from the same insights. In a zone, another
+    zone's MeshService keeps the projected 0 (Kuma strips status global -> zone; a zone has
+    no other zone's insights). Insights unreadable: the projected value (0) stays."""
+    state = api_state(request.app)
+    inspector = state.inspector
     services = [(r, d) for r, d in zip(rows, docs, strict=True) if isinstance(r, MeshServiceRow)]
     if inspector is None or not services:
         return
-    for mesh in sorted({r.mesh for r, _ in services}):
+    commands = state.commands
+    local: list[tuple[MeshServiceRow, dict[str, Any]]] = []
+    zoned: list[tuple[MeshServiceRow, dict[str, Any], str]] = []
+    for row, doc in services:
+        zone = row.labels.get(ZONE_LABEL)
+        if commands.deployment == "global" and zone is not None and synced(request, row.labels):
+            zoned.append((row, doc, zone))
+        elif commands.deployment != "zone" or zone is None or zone == commands.zone:
+            local.append((row, doc))  # in a zone, another zone's keeps its 0
+    for mesh in sorted({r.mesh for r, _ in local}):
         try:
             online = await inspector.connected(mesh)
         except (TransientError, msgspec.DecodeError) as exc:
             log.warning("dataplaneProxies.connected left at 0: %s", exc)
-            return
-        if not online:
-            continue
-        dataplanes = [decode_typed(DataplaneRow, body)
-                      for key, body in await store.scan("dataplane", f"{mesh}/")
-                      if key.partition("/")[2] in online]
-        for row, doc in services:
+            break
+        dataplanes = [] if not online else [
+            decode_typed(DataplaneRow, body)
+            for key, body in await state.store.scan("dataplane", f"{mesh}/")
+            if key.partition("/")[2] in online]
+        for row, doc in local:
             if row.mesh == mesh:
-                tags = row.spec.selector.dataplane_tags
-                count = sum(dataplane_matches(dp.dataplane, tags) for dp in dataplanes)
-                proxies = doc.setdefault("status", {}).setdefault(
-                    "dataplaneProxies", {"total": 0, "connected": 0, "healthy": 0})
-                proxies["connected"] = count
+                _set_connected(doc, row, dataplanes)
+    for mesh in sorted({r.mesh for r, _, _ in zoned}):
+        try:
+            remote = await inspector.synced.connected(mesh)
+        except (TransientError, msgspec.DecodeError) as exc:
+            log.warning("dataplaneProxies.connected of the zones' MeshServices left at 0: %s",
+                        exc)
+            break
+        by_zone: dict[str, list[DataplaneRow]] = {}
+        if remote:
+            for _, body in await state.store.scan("remotedataplane", f"{mesh}/"):
+                dp = decode_typed(DataplaneRow, body)
+                labels = dp.dataplane.labels
+                zone = labels.get(ZONE_LABEL, "")
+                if (zone, labels.get(DISPLAY_NAME_LABEL, "")) in remote:
+                    by_zone.setdefault(zone, []).append(dp)
+        for row, doc, zone in zoned:
+            if row.mesh == mesh:
+                _set_connected(doc, row, by_zone.get(zone, []))
+
+
+def _set_connected(doc: dict[str, Any], row: MeshServiceRow, online: list[DataplaneRow]
+                   ) -> None:
+    """`connected` of MeshService `row`'s doc: how many of the `online` Dataplanes it selects."""
+    tags = row.spec.selector.dataplane_tags
+    count = sum(dataplane_matches(dp.dataplane, tags) for dp in online)
+    proxies = doc.setdefault("status", {}).setdefault(
+        "dataplaneProxies", {"total": 0, "connected": 0, "healthy": 0})
+    proxies["connected"] = count
 
 
 # --- routes -----------------------------------------------------------------------------------

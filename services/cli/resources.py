@@ -18,7 +18,7 @@ from services.cli.client import ApiClient, ApiError
 from services.cli.zones import ZONE_WORDS, apply_zone, cmd_get_zones
 from services.render import GLOBAL_KINDS, PLURALS
 
-__all__ = ["SINGULAR", "cmd_apply", "cmd_delete", "cmd_get", "read_documents"]
+__all__ = ["SINGULAR", "cmd_apply", "cmd_delete", "cmd_get", "dataplane_tags", "read_documents"]
 
 
 SINGULAR = {"mesh": "Mesh", "dataplane": "Dataplane", "meshservice": "MeshService",
@@ -144,7 +144,7 @@ def _table(kind: str, docs: list[dict[str, Any]]) -> None:
     # AGE last, from creationTime, as kumactl's and kubectl's tables show it
     columns: dict[str, list[str]] = {
         "Mesh": ["NAME"],
-        "Dataplane": ["MESH", "NAME", "ADDRESS", "SERVICES"],
+        "Dataplane": ["MESH", "NAME", "TAGS", "ADDRESS"],  # kumactl's
         "MeshService": ["MESH", "NAME", "VIP", "HOSTNAMES", "PORTS", "STATE", "DATAPLANES",
                         "ORIGIN"],
         "HostnameGenerator": ["NAME", "SELECTOR", "TEMPLATE"],
@@ -187,8 +187,8 @@ def _cells(kind: str, doc: dict[str, Any]) -> list[str]:
                 advertised]
     if kind == "Dataplane":
         net = doc["networking"]
-        services = sorted({i.get("tags", {}).get("kuma.io/service", "-") for i in net["inbound"]})
-        return [doc["mesh"], doc["name"], net["address"], ",".join(services)]
+        return [doc["mesh"], doc["name"], dataplane_tags(doc),
+                net.get("advertisedAddress") or net["address"]]
     status = doc.get("status", {})
     proxies = status.get("dataplaneProxies", {})
     origin = "generated" if doc["labels"].get("kuma.io/managed-by") else "user"
@@ -199,6 +199,18 @@ def _cells(kind: str, doc: dict[str, Any]) -> list[str]:
         status.get("state", "-"),
         f"{proxies.get('healthy', 0)}/{proxies.get('total', 0)}", origin,
     ]
+
+
+def dataplane_tags(doc: dict[str, Any]) -> str:
+    """kumactl's TAGS of a Dataplane (kumahq/kuma v2.14 `get dataplanes`, `Dataplane.TagSet`):
+    the tags of all its inbounds, each `key=value[,value...]` (values sorted, each once),
+    sorted and joined by spaces: `kuma.io/service=web kuma.io/zone=west version=v1,v2`. The
+    fold's `kuma.io/zone` tag shows the zone there (kumactl has no ZONE column)."""
+    values: dict[str, set[str]] = {}
+    for inbound in doc["networking"].get("inbound", []):
+        for key, value in inbound.get("tags", {}).items():
+            values.setdefault(key, set()).add(value)
+    return " ".join(sorted(f"{key}={','.join(sorted(vals))}" for key, vals in values.items()))
 
 
 def _mmzs_cells(doc: dict[str, Any]) -> list[str]:

@@ -6,8 +6,11 @@ west's `redis-1` shows on global, under its synced name, in `dataplanes+insights
 counts); it turns disconnected on global when its stream ends in west; over a cut link global
 shows its last known insight, says how old it is and stops calling the proxy connected once
 west's gateway heartbeats are stale, and catches up with what west saw meanwhile once the link
-is back; when west deletes the Dataplane, global lists it no more. Neither nats-server logs a
-permission violation (the sync's and the API's users do what the bucket needs)."""
+is back; when west deletes the Dataplane, global lists it no more. West's MeshService `redis`
+on global counts its proxy connected (`dataplaneProxies.connected`) as west does, and stops
+counting it when west's insights say it is gone or go stale over the cut link. Neither
+nats-server logs a permission violation (the sync's and the API's users do what the bucket
+needs)."""
 
 from __future__ import annotations
 
@@ -35,6 +38,8 @@ REDIS = {"type": "Dataplane", "mesh": "default", "name": "redis-1",
          "networking": {"address": "10.2.0.1", "inbound": [
              {"port": 6379, "tags": {"kuma.io/service": "redis"}}]}}
 SYNCED = hashed_name("default", "redis-1", "west")
+SYNCED_MS = hashed_name("default", "redis", "west")
+"""West's generated MeshService `redis`, synced to global."""
 STALE_S = 15
 """The API's stale time of a gateway's heartbeat (services.api.proxy_inspector)."""
 
@@ -140,6 +145,10 @@ async def test_a_zones_proxy_insight_shows_on_global_under_its_synced_name(
             synced = insight["syncedFrom"]
             assert synced["zone"] == "west" and synced["name"] == "redis-1"
             assert synced["current"] is True and "reason" not in synced
+            # west's MeshService on global counts it, as west's own does
+            assert await eventually(lambda: _ms_connected(central, SYNCED_MS, 1),
+                                    "redis counting redis-1 on global", within=30)
+            assert await _ms_connected(west, "redis", 1)
             # `_overview` and `meshlog inspect` on global: the same insight
             overview = await _insight(central, SYNCED)
             assert overview["connected"] is True
@@ -158,6 +167,8 @@ async def test_a_zones_proxy_insight_shows_on_global_under_its_synced_name(
         in_west = await _insight(west, "redis-1")
         assert in_west["connected"] is False
         assert gone["subscriptions"] == in_west["subscriptions"]
+        assert await eventually(lambda: _ms_connected(central, SYNCED_MS, 0),
+                                "redis counting no proxy on global", within=30)
 
 
 async def test_over_a_cut_link_global_shows_the_last_known_insight_then_catches_up(
@@ -192,12 +203,17 @@ async def test_over_a_cut_link_global_shows_the_last_known_insight_then_catches_
                 as_of = datetime.fromisoformat(unknown["syncedFrom"]["asOf"])
                 assert as_of <= cut_at + timedelta(seconds=STALE_S), (as_of, cut_at)
                 assert (await _insight(west, "redis-1"))["connected"] is True
+                assert await eventually(lambda: _ms_connected(central, SYNCED_MS, 0),
+                                        "redis counting no proxy over the cut link", within=30)
+                assert await _ms_connected(west, "redis", 1)
             finally:
                 link.restore()
             back = await eventually(lambda: _current_and_connected(_insight(central, SYNCED)),
                                     "redis-1 connected on global after the link is back",
                                     within=120)
             assert back["subscriptions"][0]["id"] == session
+            assert await eventually(lambda: _ms_connected(central, SYNCED_MS, 1),
+                                    "redis counting redis-1 again", within=30)
             link.cut()  # and the stream ends while the link is cut
         try:
             in_west = await eventually(lambda: _disconnected(_insight(west, "redis-1")),
@@ -242,6 +258,12 @@ async def _current_and_disconnected(read: Any) -> dict[str, Any] | None:
     insight = cast("dict[str, Any]", await read)
     return (insight if insight["syncedFrom"]["current"] and not insight["connected"]
             and "disconnectTime" in insight["subscriptions"][0] else None)
+
+
+async def _ms_connected(client: httpx.AsyncClient, name: str, count: int) -> bool:
+    """Does MeshService `name` count `count` connected proxies?"""
+    doc = await _get(client, f"/meshes/default/meshservices/{name}")
+    return doc is not None and doc["status"]["dataplaneProxies"]["connected"] == count
 
 
 async def _absent(central: httpx.AsyncClient) -> bool:

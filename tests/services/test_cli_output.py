@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from services.cli._age import age, human_duration
+from services.cli.resources import dataplane_tags
 from tests.harness import VENV_BIN, ControlPlane, meshlog_up
 
 DEMO = Path(__file__).parents[2] / "examples" / "demo.yaml"
@@ -100,3 +101,24 @@ def test_an_age_is_measured_from_the_creation_time() -> None:
     assert age(created, now) == "3m7s"
     assert age("2026-01-02T03:04:00.250000Z", now) == "4s"
     assert age(None, now) == age("1970-01-01T00:00:00Z", now) == "-"
+
+
+@pytest.mark.integration
+def test_the_dataplane_table_is_kumactls(cp: ControlPlane) -> None:
+    """kumactl's `get dataplanes` columns (`MESH NAME TAGS ADDRESS AGE`), TAGS with the
+    fold's `kuma.io/zone` tag: the zone shows there."""
+    header, *rows = _meshlog(cp, "get", "dataplanes").stdout.splitlines()
+    assert header.split() == ["MESH", "NAME", "TAGS", "ADDRESS", "AGE"]
+    web = next(row for row in rows if row.split()[1] == "web-1")
+    assert web.split()[:5] == ["default", "web-1", "kuma.io/service=web",
+                               "kuma.io/zone=default", "127.0.0.4"]
+
+
+def test_dataplane_tags_read_as_kumactl_shows_them() -> None:
+    doc = {"networking": {"address": "10.0.0.1", "inbound": [
+        {"port": 1, "tags": {"version": "v2", "kuma.io/service": "web", "kuma.io/zone": "west"}},
+        {"port": 2, "tags": {"kuma.io/service": "admin", "version": "v1", "kuma.io/zone": "west"}},
+        {"port": 3}]}}
+    assert dataplane_tags(doc) == (
+        "kuma.io/service=admin,web kuma.io/zone=west version=v1,v2")
+    assert dataplane_tags({"networking": {"address": "10.0.0.1"}}) == ""

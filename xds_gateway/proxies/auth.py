@@ -20,6 +20,10 @@ On open (ADS, SotW or Delta, and HDS):
   stream reads node.id); its `Tags`, if any, are on the Dataplane: each tag present, each of the
   Dataplane's values of it allowed (Kuma's rule). The Dataplane is the one the node carries to
   register itself, else the one registered: self-registration needs a token that names it.
+  Either is checked as the fold makes it: its inbounds with tags carry the `kuma.io/zone` tag
+  of the zone that registers it (`projections.zone_tagged`), this gateway's for the node's
+  Dataplane (whatever value the node gave), so a token requiring `kuma.io/zone: <this zone>`
+  opens a self-registering proxy's stream and one requiring another zone does not.
 
 Refusals: UNAUTHENTICATED when the proxy is not authenticated (no token, an unusable one,
 expired, revoked), PERMISSION_DENIED for a valid token of another proxy. Messages say what is
@@ -49,13 +53,14 @@ from collections.abc import Callable, Iterable
 from typing import Final, Literal, TypeVar, get_args
 
 import grpc
+import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec
 from envoy.config.core.v3.base_pb2 import Node
 from envoy.service.health.v3.hds_pb2 import HealthCheckRequestOrEndpointHealthResponse
 from msgspec import Struct
 from prometheus_client import Counter
 
-from events import DEFAULT_ZONE, Dataplane, rfc3339
+from events import DEFAULT_ZONE, GLOBAL_ZONE, Dataplane, Provenance, rfc3339
 from events.identity import (
     DATAPLANE_TOKEN,
     ZONE_TOKEN,
@@ -69,7 +74,7 @@ from events.identity import (
     read_header,
     verify,
 )
-from projections import RevocationRow
+from projections import RevocationRow, zone_tagged
 from xds_gateway.proxies.registration import dataplane_from_node
 from xds_gateway.resources.ingress import ZONE_INGRESS_NODE
 from xds_gateway.resources.names import parse_node_id
@@ -172,6 +177,9 @@ class DataplaneAuthentication(NoCallbacks):
         Unix seconds, what token times are compared with."""
         self._view = view
         self._zone = zone
+        self._provenance = Provenance(zone="", origin="global") if zone == GLOBAL_ZONE else (
+            Provenance(zone=zone, origin="zone"))
+        """Who registers a Dataplane a node of this gateway carries: this gateway's zone."""
         self._clock = clock
         self._keys: dict[str, ec.EllipticCurvePublicKey] = {}
         """Public keys by their PEM, parsed once; which kids are in service is the view's."""
@@ -302,7 +310,10 @@ class DataplaneAuthentication(NoCallbacks):
             dataplane = dataplane_from_node(node, mesh, name)
         except InvalidStream as exc:
             raise StreamRefused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-        if dataplane is None:
+        if dataplane is not None:  # as the fold will make it: tagged with this zone
+            dataplane = msgspec.structs.replace(
+                dataplane, networking=zone_tagged(dataplane.networking, self._provenance))
+        else:  # the registered one, folded (tagged) already
             row = self._view.dataplanes.get((mesh, name))
             dataplane = row.dataplane if row is not None else None
         if dataplane is None:

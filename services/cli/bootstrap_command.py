@@ -62,7 +62,8 @@ def _warn_no_token(args: argparse.Namespace) -> None:
     the proxy's stream, so say so now, on stderr (stdout is the bootstrap), rather than leave
     it to Envoy's log."""
     if args.zone_ingress:
-        kind, make = "zone", f"meshlog generate zone-token --zone ZONE > {args.zone_ingress}.token"
+        kind, make = "zone", ("meshlog --api GLOBAL_API generate zone-token --zone ZONE > "
+                              f"{args.zone_ingress}.token")
     else:
         kind, make = "dataplane", "meshlog generate dataplane-token --mesh MESH --name NAME > F"
     print(f"warning: no --token-file: this bootstrap sends no {kind} token, so a gateway that "

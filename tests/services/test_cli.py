@@ -119,6 +119,8 @@ def test_a_bootstrap_without_a_token_warns_that_gateways_refuse_it(who: list[str
         f"warning: no --token-file: this bootstrap sends no {kind} token, so a gateway that "
         f"requires tokens (the default; all but --no-auth) ends its proxy's stream"), (
         result.stderr)
+    if kind == "zone":  # asked of global's API, as the README's zone ingress does
+        assert "meshlog --api GLOBAL_API generate zone-token --zone ZONE" in result.stderr
 
 
 @pytest.mark.parametrize("flag", ["--drain-grace", "--deregistration-delay",

@@ -125,6 +125,7 @@ async def test_a_zone_token_of_another_zone_is_permission_denied(nc: NATS, plane
             error = await _ended(await _open(channel, token, node_id=INGRESS))
     assert error.code() == DENIED
     assert "is for zone 'west'; this gateway serves zone 'default'" in (error.details() or "")
+    assert "point the ingress at zone 'west''s xDS address" in (error.details() or "")
 
 
 async def test_a_zone_token_without_the_ingress_scope_is_permission_denied(

@@ -292,7 +292,8 @@ class DataplaneAuthentication(NoCallbacks):
             raise _refused(f"the zone token {claims.jti} was revoked", "revoked")
         if claims.zone != self._zone:
             raise _denied(f"the zone token {claims.jti} is for zone {claims.zone!r}; this "
-                          f"gateway serves zone {self._zone!r}", "wrong_zone")
+                          f"gateway serves zone {self._zone!r}: point the ingress at zone "
+                          f"{claims.zone!r}'s xDS address", "wrong_zone")
         if "ingress" not in claims.scope:
             raise _denied(f"the zone token {claims.jti} has scope {claims.scope}, not "
                           f"ingress: it opens no stream for the zone ingress {node_id!r}",

@@ -124,11 +124,11 @@ def _bucket(bucket: str, *, write: bool) -> tuple[str, ...]:
 def _sync(zone: str) -> tuple[str, ...]:
     """What the multi-zone sync sends (services.runtime.zone_sync): its log's zones, read
     through a consumer fenced by the stream leader (`events.bus._latest`), and the stream's
-    sources (`STREAM.INFO`, `STREAM.UPDATE`: `events.bus.sources.ensure_sources`, and on
-global each zone's stream's `STREAM.INFO` to see its link back); in a zone,
-    also its own registration on global: a decision read from global's log (its domain's
-    API, as a log of unknown replica count reads), and the append of `zone`'s Zone, which
-    crosses the leafnode to global's stream."""
+    sources (`STREAM.INFO`, `STREAM.UPDATE`: `events.bus.sources.ensure_sources`, and on global
+    each zone's stream's `STREAM.INFO` to see its link back); in a zone, also its own
+    registration on global: a decision read from global's log (its domain's API, as a log of
+    unknown replica count reads), and the append of `zone`'s Zone, which crosses the leafnode to
+    global's stream."""
     local = (f"{_API}.STREAM.INFO.{EVENTS_STREAM}", f"{_API}.STREAM.UPDATE.{EVENTS_STREAM}",
              f"{_API}.STREAM.MSG.GET.{EVENTS_STREAM}",
              f"{_API}.CONSUMER.CREATE.{EVENTS_STREAM}.>",

@@ -120,13 +120,13 @@ async def ensure_sources(nc: NATS, wanted: Sequence[SourceSpec], *,
 async def restart_sources(nc: NATS, specs: Iterable[SourceSpec], *,
                           stream: str = EVENTS_STREAM) -> list[SourceSpec]:
     """Make nats-server set up again at once those of `stream`'s sources that are in `specs`
-    (the ones it restarted): one update without them, one with them back as they were. A
-    source added is set up without a backoff, and resumes after the last origin sequence the
-    stream holds (nats-server keeps it per source, `SourcesState`, and else finds it in the
-    `Nats-Stream-Source` headers), so nothing is sourced twice or skipped; nats-server
-    ignores an update that keeps a source unchanged, so there is no one-update way. When the
-    second update fails the source is missing until `ensure_sources` adds it back (the
-    sync's next step). Needs `$JS.API.STREAM.UPDATE`, as `ensure_sources`."""
+    (the ones it restarted): one update without them, one with them back as they were. A source
+    added is set up without a backoff, and resumes after the last origin sequence the stream
+    holds (nats-server finds it in the stream's `Nats-Stream-Source` headers, scanning
+    backwards; newer releases may keep it per source too), so nothing is sourced twice or
+    skipped; nats-server ignores an update that keeps a source unchanged, so there is no
+    one-update way. When the second update fails the source is missing until `ensure_sources`
+    adds it back (the sync's next step). Needs `$JS.API.STREAM.UPDATE`, as `ensure_sources`."""
     want = set(specs)
     js = nc.jetstream(timeout=_TIMEOUT_S)
     try:

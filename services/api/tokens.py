@@ -219,7 +219,7 @@ async def list_signing_keys(request: ApiRequest, kind: str) -> dict[str, Any]:
     newest = {}
     for row in rows:  # the highest serial of each (issuer, mesh) signs (never retired)
         newest[(issuers[row.kid], row.mesh)] = row.serial
-    mine = GLOBAL_ZONE if state.commands.zone == GLOBAL_ZONE else None
+    mine = key_id(purpose, None, 1, zone=state.commands.zone).issuer  # whose keys sign here
     items = [{"kid": r.kid, "purpose": r.purpose, "mesh": r.mesh, "serial": r.serial,
               "createdAt": rfc3339(r.created_at),
               "signs": issuers[r.kid] == mine and newest[(mine, r.mesh)] == r.serial,

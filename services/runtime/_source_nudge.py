@@ -13,12 +13,17 @@ So the sync, every step: a source silent for longer than nats-server's own healt
 (`active`, or since the sync first saw it when it never heard from its upstream) whose
 upstream's JetStream API answers again is restarted, at most once per `NUDGE_EVERY_S`: a
 flapping link costs two stream updates per source per 30 s at most, and nats-server's own
-retries carry on between them.
+retries carry on between them. A source still silent after a restart (its upstream answers,
+but its consumer keeps failing) is restarted at twice the interval each time, up to
+`MAX_NUDGE_EVERY_S`, with a warning: each re-add scans the stream backwards for the source's
+last header, a cost worth paying after a cut, not for ever; once it is heard from again the
+interval is back to `NUDGE_EVERY_S`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 
@@ -27,13 +32,17 @@ from nats.aio.client import Client as NATS
 from events.bus.sources import SourceSpec, restart_sources, source_states, upstream_answers
 from events.subjects import EVENTS_STREAM
 
-__all__ = ["NUDGE_EVERY_S", "STALLED_MS", "SourceNudger"]
+__all__ = ["MAX_NUDGE_EVERY_S", "NUDGE_EVERY_S", "STALLED_MS", "SourceNudger"]
 
 STALLED_MS = 12_000
 """Silent for longer than this: nats-server's own health check (every 10 s, for a source
 silent over 10 s, with a 1 s heartbeat) has found it stalled."""
 NUDGE_EVERY_S = 30.0
 """At most one restart of a source in this long (nats-server's own wait for a consumer)."""
+MAX_NUDGE_EVERY_S = 300.0
+"""The longest interval between restarts of a source that stays silent after them."""
+
+log = logging.getLogger("meshlog.sync")
 
 
 class SourceNudger:
@@ -46,6 +55,8 @@ class SourceNudger:
         self._clock = clock
         self._first_seen: dict[SourceSpec, float] = {}
         self._last_restart: dict[SourceSpec, float] = {}
+        self._fruitless: dict[SourceSpec, int] = {}
+        """Restarts of a source since it was last heard from."""
 
     async def step(self) -> list[SourceSpec]:
         """Restart the stalled sources whose upstream answers; the ones restarted."""
@@ -58,12 +69,16 @@ class SourceNudger:
             first = self._first_seen.setdefault(spec, now)
             silent_ms = (state.active_ms if state.active_ms is not None
                          else int((now - first) * 1000))
-            if silent_ms > STALLED_MS and now - self._last_restart.get(
-                    spec, now - NUDGE_EVERY_S) >= NUDGE_EVERY_S:
+            if silent_ms <= STALLED_MS:
+                self._fruitless.pop(spec, None)  # heard from: the next stall starts afresh
+                continue
+            every = self._interval(spec)
+            if now - self._last_restart.get(spec, now - every) >= every:
                 stalled[spec] = state.name
         for gone in set(self._first_seen) - seen:
             del self._first_seen[gone]
             self._last_restart.pop(gone, None)
+            self._fruitless.pop(gone, None)
         upstreams = sorted({(spec.api, name) for spec, name in stalled.items() if spec.api})
         answers = await asyncio.gather(*(upstream_answers(self._nc, api, name)
                                          for api, name in upstreams))
@@ -73,6 +88,18 @@ class SourceNudger:
         if not due:
             return []
         for spec in due:
+            if spec in self._last_restart and spec in self._fruitless:
+                log.warning("the source %s of stream %s is still silent after %d restart(s) "
+                            "while its upstream answers; next restart in %.0f s",
+                            spec.filter_subject, self._stream, self._fruitless[spec] + 1,
+                            min(NUDGE_EVERY_S * 2 ** (self._fruitless[spec] + 1),
+                                MAX_NUDGE_EVERY_S))
+            self._fruitless[spec] = self._fruitless.get(spec, -1) + 1
             self._last_restart[spec] = now
             self._first_seen[spec] = now  # a restarted source has not heard from it yet
         return await restart_sources(self._nc, due, stream=self._stream)
+
+    def _interval(self, spec: SourceSpec) -> float:
+        """How long after its last restart a still-silent source may be restarted again."""
+        backoff: float = NUDGE_EVERY_S * 2.0 ** self._fruitless.get(spec, 0)
+        return min(backoff, MAX_NUDGE_EVERY_S)

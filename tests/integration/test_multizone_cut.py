@@ -226,10 +226,9 @@ def test_a_cut_link_keeps_both_sides_serving_and_converges_after(
     assert set(after) == (set(before) | changed) - {
         "meshservice/default/east/e-del", "meshservice/default/west/w-del",
         "hostnamegenerator/hg-del"}
-    back = wait_for(lambda: (lambda i: i if i["connected"] and i["syncLag"]["events"] == 0
-                             else None)(_insight(central, "east")), timeout=30,
-                    what="east reconnected, its lag in events known again")
-    assert back["syncLag"]["seconds"] < 10 and "reason" not in back
+    wait_for(lambda: (lambda i: i if i["connected"] and i["syncLag"]["events"] == 0
+                      and "reason" not in i else None)(_insight(central, "east")), timeout=30,
+             what="east reconnected, its lag in events known again and no stale reason")
     # nothing lost, nothing duplicated: each zone's (and global's) events by Msg-Id, the same
     # ones in every log, in the same order, each once
     for zone in ("east", "west", GLOBAL_ZONE):

@@ -109,6 +109,11 @@ async def test_a_zone_token_from_global_opens_wests_ingress_stream(
     keys = west.api.get("/tokens/zone/signing-keys").json()["items"]
     assert {(k["kid"], k["signs"], k.get("issuer")) for k in keys} == {
         ("_global/zone-token/_/1", False, "global"), ("zone-token/_/1", True, None)}
+    # on global its own keys sign: its zone-token key, and its user-token key (the admin's)
+    listed = {kind: {(k["kid"], k["signs"]) for k in central.api.get(
+        f"/tokens/{kind}/signing-keys").json()["items"]} for kind in ("zone", "user")}
+    assert listed == {"zone": {("_global/zone-token/_/1", True)},
+                      "user": {("user-token/_/1", True)}}
 
 
 async def test_global_refuses_a_zone_it_does_not_know(

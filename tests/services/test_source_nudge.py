@@ -126,7 +126,7 @@ async def test_a_restarted_source_resumes_after_what_the_stream_holds(hub: NATS)
     assert await restart_sources(hub, [NOWHERE], stream="DOWN") == []
 
 
-async def test_the_nudger_restarts_a_silent_source_whose_upstream_answers_once_per_30_s(
+async def test_the_nudger_restarts_a_silent_source_whose_upstream_answers_backing_off(
         hub: NATS) -> None:
     now = [0.0]
     nudger = SourceNudger(hub, stream="DOWN", clock=lambda: now[0])
@@ -143,10 +143,12 @@ async def test_the_nudger_restarts_a_silent_source_whose_upstream_answers_once_p
     assert await nudger.step() == []  # still silent, but restarted less than 30 s ago
     now[0] += 1
     assert await nudger.step() == [UP1]
+    now[0] += NUDGE_EVERY_S
+    assert await nudger.step() == []  # silent after a restart: twice the interval now
     await hub.jetstream(domain="leaf").add_stream(StreamConfig(name="UP1", subjects=["up1.>"]))
     await _publish(hub, "up1.a")
     now[0] += NUDGE_EVERY_S
-    assert await nudger.step() == [UP1]
+    assert await nudger.step() == [UP1]  # 60 s after the last
     assert await _holds(hub, "up1.a") == ["up1.a"]
     now[0] += NUDGE_EVERY_S
     # heard from (a message or a heartbeat a second): not restarted

@@ -139,6 +139,7 @@ def _sync(zone: str) -> tuple[str, ...]:
         return (*local, f"{_API}.STREAM.INFO.{ZONE_INSIGHTS_STREAM}",
                 # whether a zone's API answers again (services.runtime._source_nudge)
                 f"$JS.*.API.STREAM.INFO.{EVENTS_STREAM}",
+                f"$JS.*.API.STREAM.INFO.KV_{INSIGHTS_BUCKET}",
                 f"{_API}.STREAM.CREATE.{ZONE_INSIGHTS_STREAM}",
                 f"{_API}.STREAM.UPDATE.{ZONE_INSIGHTS_STREAM}")
     remote = f"$JS.{GLOBAL_DOMAIN}.API"

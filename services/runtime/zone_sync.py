@@ -27,7 +27,7 @@ from nats.aio.client import Client as NATS
 
 from events import JetStreamEventLog, ZoneApplied, decode_event
 from events.bus.sources import GLOBAL_DOMAIN, ensure_sources, global_sources, zone_sources
-from events.bus.zone_insights import ensure_zone_insight_sources
+from events.bus.zone_insights import ZONE_INSIGHTS_STREAM, ensure_zone_insight_sources
 from events.commands.zones import ZoneCommands, zones_filter
 from events.errors import MeshlogError
 from events.subjects import EVENTS_STREAM
@@ -67,6 +67,9 @@ class ZoneSync:
         self._interval_s = interval_s
         self.registered = mode == "global"
         self._nudger = SourceNudger(nc)
+        self._insights_nudger = (SourceNudger(nc, stream=ZONE_INSIGHTS_STREAM)
+                                 if mode == "global" else None)
+        """Global's zone-insights bucket sources each zone too, and stalls alike."""
         self.sources_set = asyncio.Event()
         """Set once the stream has the sources the log asked for (tests wait on it)."""
 
@@ -104,6 +107,10 @@ class ZoneSync:
         if restarted := await self._nudger.step():
             log.info("link back: restarted the event stream's sources %s",
                      ", ".join(f"{s.filter_subject} ({s.api})" for s in restarted))
+        if self._insights_nudger is not None and (
+                restarted := await self._insights_nudger.step()):
+            log.info("link back: restarted the zone insights bucket's sources %s",
+                     ", ".join(s.api for s in restarted))
         if self._mode == "zone":
             # every step (a read of global's subject; appends only when absent): a zone
             # deleted on global while it was offline registers again when it is back, as a

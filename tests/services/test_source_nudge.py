@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+import nats.js.errors
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import (
@@ -28,6 +29,11 @@ from nats.js.api import (
 
 from events import connect_nats
 from events.bus.sources import SourceSpec, restart_sources, source_states, upstream_answers
+from events.bus.zone_insights import (
+    ZONE_INSIGHTS_BUCKET,
+    ZONE_INSIGHTS_STREAM,
+    ensure_zone_insight_sources,
+)
 from services.runtime._source_nudge import NUDGE_EVERY_S, STALLED_MS, SourceNudger
 from services.runtime.embedded_nats import run_nats_server
 from tests.harness import free_port
@@ -40,9 +46,16 @@ UP1, UP2, NOWHERE = (SourceSpec("up1.>", API), SourceSpec("up2.>", API),
 
 
 @pytest.fixture
-async def hub(tmp_path: Path) -> AsyncIterator[NATS]:
-    """A connection to the hub's nats-server (domain `hub`) once the leaf's (domain `leaf`,
-    holding the upstreams) is joined to it as a leafnode, as a zone joins global."""
+async def hub(servers: tuple[NATS, NATS]) -> NATS:
+    """A connection to the hub's nats-server (`servers`)."""
+    return servers[0]
+
+
+@pytest.fixture
+async def servers(tmp_path: Path) -> AsyncIterator[tuple[NATS, NATS]]:
+    """Connections to the hub's nats-server (domain `hub`) and to the leaf's (domain `leaf`,
+    holding the upstreams), once the leaf is joined to the hub as a leafnode, as a zone joins
+    global."""
     port = free_port()
     (tmp_path / "hub.conf").write_text(
         f"jetstream {{ domain: hub }}\nleafnodes {{ host: 127.0.0.1, port: {port} }}\n")
@@ -52,12 +65,14 @@ async def hub(tmp_path: Path) -> AsyncIterator[NATS]:
     async with run_nats_server(tmp_path / "hub", config=tmp_path / "hub.conf",
                                server_name="hub") as url, \
             run_nats_server(tmp_path / "leaf", config=tmp_path / "leaf.conf",
-                            server_name="leaf"):
+                            server_name="leaf") as leaf_url:
         nc = await connect_nats(url, name="test")
+        leaf = await connect_nats(leaf_url, name="test-leaf")
         try:
             await _eventually(lambda: upstream_answers(nc, API, "UP1"), what="the leafnode")
-            yield nc
+            yield nc, leaf
         finally:
+            await leaf.close()
             await nc.close()
 
 
@@ -124,6 +139,40 @@ async def test_a_restarted_source_resumes_after_what_the_stream_holds(hub: NATS)
     assert sorted({(s.filter_subject, s.api) for s in await source_states(hub, stream="DOWN")}
                   ) == [("up1.>", API), ("up2.>", API)]
     assert await restart_sources(hub, [NOWHERE], stream="DOWN") == []
+
+
+async def test_a_restarted_zone_insights_source_resumes_after_what_the_bucket_holds(
+        servers: tuple[NATS, NATS]) -> None:
+    """Global's zone-insights bucket (one value per key, keys prefixed with the zone by a
+    subject transform) sources a zone's insights bucket as the event stream sources its log:
+    restarted, it resumes after the last value it holds, nothing sourced twice."""
+    hub, zone = servers
+    leaf = zone.jetstream()  # the zone writes its own bucket on its own server
+    await leaf.create_key_value(bucket="meshlog_insights")
+    assert await ensure_zone_insight_sources(hub, ["leaf"])
+    kv = await hub.jetstream().key_value(ZONE_INSIGHTS_BUCKET)
+
+    async def value(key: str, want: bytes | None) -> bool:
+        try:
+            got = (await kv.get(key)).value
+        except nats.js.errors.KeyNotFoundError:  # absent, or deleted
+            got = None
+        return got == want
+
+    async def wait(key: str, want: bytes | None) -> None:
+        await _eventually(lambda: value(key, want), what=f"{key} = {want!r}")
+
+    await leaf.publish("$KV.meshlog_insights.a", b"1")
+    await leaf.publish("$KV.meshlog_insights.b", b"1")
+    await wait("leaf.b", b"1")
+    spec = SourceSpec("", API)
+    assert await restart_sources(hub, [spec], stream=ZONE_INSIGHTS_STREAM) == [spec]
+    await leaf.publish("$KV.meshlog_insights.a", b"2")
+    await leaf.publish("$KV.meshlog_insights.b", b"", headers={"KV-Operation": "DEL"})
+    await wait("leaf.a", b"2")
+    await wait("leaf.b", None)
+    # four writes upstream, four stored here: none sourced again after the restart
+    assert (await hub.jetstream().stream_info(ZONE_INSIGHTS_STREAM)).state.last_seq == 4
 
 
 async def test_the_nudger_restarts_a_silent_source_whose_upstream_answers_backing_off(

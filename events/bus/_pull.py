@@ -4,9 +4,9 @@ per-message work.
 Why not `PullSubscription.fetch`: per message it parses the headers into a dict with a
 character-by-character check, builds a `Msg`, and `next_msg` starts a task (with a uuid4 name)
 and an `asyncio.wait_for`; a rebuild spent more time there than folding. Here the messages of
-the reader's inbox are taken from nats-py's protocol parser as bytes (`_Dispatch`, one per
-connection, hooked on the client's `_process_msg`; every other subscription of the connection
-goes through nats-py as before), turned straight into `Record`s, and pull requests are
+the reader's inbox are taken off the connection as raw frames (`events.bus._wire.Dispatch`, one
+per connection, hooked on nats-py's parser; every other subscription of the connection goes
+through nats-py as before), turned straight into `Record`s, and pull requests are
 pipelined: one or two requests, bounded in bytes, are always asked ahead, so the server sends
 while the projector folds.
 
@@ -28,8 +28,7 @@ import asyncio
 import contextlib
 import json
 import time
-import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 
 import nats.errors
 from nats.aio.client import Client as NATS
@@ -38,6 +37,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 
 from events.bus._retry import raise_if_cancelled
+from events.bus._wire import Dispatch
 from events.codec import SCHEMA_HEADER, SCHEMA_VERSION
 from events.errors import EventLogUnavailable
 from events.log import Record
@@ -65,43 +65,7 @@ _SILENCE_S = 5.0
 """No message and no status for this long after the requests should have expired: they are
 taken as lost (a reconnect) and made again."""
 
-Sink = Callable[[bytes, bytes, bytes, bytes | None], None]
 _STATUS_LINE = b"NATS/1.0 "
-
-
-class _Dispatch:
-    """Messages of registered subscription ids go to their sink, raw; the others to nats-py.
-
-    Installed once per connection, over the instance's `_process_msg` (the coroutine nats-py's
-    protocol parser awaits per MSG/HMSG with `(sid, subject, reply, payload, headers)`, all
-    bytes). nats-py keeps the subscription itself (SUB, re-subscribe on reconnect, UNSUB)."""
-
-    _installed: weakref.WeakKeyDictionary[NATS, _Dispatch] = weakref.WeakKeyDictionary()
-
-    def __init__(self, nc: NATS) -> None:
-        self._nc = nc
-        self._original: Callable[..., Awaitable[None]] = nc._process_msg
-        self.sinks: dict[int, Sink] = {}
-
-    @classmethod
-    def of(cls, nc: NATS) -> _Dispatch:
-        dispatch = cls._installed.get(nc)
-        if dispatch is None:
-            dispatch = cls._installed[nc] = cls(nc)
-            # an instance attribute is found before the method the parser would call
-            setattr(nc, "_process_msg", dispatch.process_msg)  # noqa: B010 (mypy: a method)
-        return dispatch
-
-    async def process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes,
-                          headers: bytes | None) -> None:
-        sink = self.sinks.get(sid)
-        if sink is None:
-            await self._original(sid, subject, reply, data, headers)
-            return
-        stats = self._nc.stats
-        stats["in_msgs"] += 1
-        stats["in_bytes"] += len(data)
-        sink(subject, reply, data, headers)
 
 
 def _headers(raw: bytes) -> dict[str, str]:
@@ -288,7 +252,7 @@ class OrderedPull:
         self._request_bytes = (max(_REQUEST_BYTES, nc.max_payload + (64 << 10))
                                if request_bytes is None else request_bytes)
         self._request = self._make_request()
-        self._dispatch = _Dispatch.of(nc)
+        self._dispatch = Dispatch.of(nc)
         self._reader = _Reader(max_batch)
         self._sub: Subscription | None = None
         self._inbox = ""

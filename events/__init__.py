@@ -65,6 +65,7 @@ from events.hostname_template import (
 from events.log import Appended, EventLog, PendingAppend, Record, decision_msg_id
 from events.resources import (
     DEFAULT_HOSTNAME_GENERATORS,
+    ZONE_INGRESS_NODE,
     Dataplane,
     HostnameGenerator,
     Inbound,
@@ -109,6 +110,7 @@ __all__ = [
     "KINDS",
     "SCHEMA_VERSION",
     "SERVICE_TAG",
+    "ZONE_INGRESS_NODE",
     "AnyEvent",
     "AppendNotStored",
     "Appended",

@@ -110,7 +110,10 @@ def computed_labels(resource: Resource, provenance: Provenance) -> ComputedLabel
         case MeshService() | MeshTrafficPermission() | MeshMultiZoneService():
             return ComputedLabels(frozenset({MESH_LABEL, *provenance_keys}),
                                   {DISPLAY_NAME_LABEL: resource.name})
-        case HostnameGenerator() | ZoneIngress():
+        case ZoneIngress():
+            # no mesh; its name in its zone, which another log's synced name hides
+            return ComputedLabels(frozenset(provenance_keys), {DISPLAY_NAME_LABEL: resource.name})
+        case HostnameGenerator():
             # no mesh, and no display name: one a user gives is theirs, whatever its value
             return ComputedLabels(frozenset(provenance_keys), {})
         case _:

@@ -27,7 +27,7 @@ from projections.store import ReadModelStore
 __all__ = ["FOLD_VERSION", "UNRECORDED_FOLD_VERSION", "FoldVersions", "fold_versions",
            "outdated_advice"]
 
-FOLD_VERSION = 5
+FOLD_VERSION = 6
 """The version of the fold this code runs. Changelog:
 
 1. Every release before fold versions: a store that records none was folded by one of them.
@@ -51,6 +51,9 @@ FOLD_VERSION = 5
    folded in every zone's log (`projections.fold._global_zone_token`), as global signs the
    zone tokens of every zone; global's zone-token key rows are keyed `_global/zone-token-<n>`
    with kid `_global/zone-token/_/<n>`, in global's log too (`signing_key_row_key`).
+6. A ZoneIngress row has the `kuma.io/display-name` label: its name in the zone that
+   registered it (unless the user gave one), also under another log's synced name
+   (`projections.zoneingress.ingress_registered`), as a Dataplane has.
 """
 
 UNRECORDED_FOLD_VERSION = 1

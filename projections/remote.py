@@ -188,7 +188,8 @@ def apply_remote(state: ProjectionState, seq: int, event: AnyEvent,
             refresh(state, mesh, zone, display, seq, event.at)
         case ZoneIngressRegistered(zoneingress=zi):
             # Kuma syncs ingresses across zones under hashed names, like MeshServices
-            synced = msgspec.structs.replace(zi, name=hashed_name("", zi.name, zone))
+            synced = msgspec.structs.replace(zi, name=hashed_name("", zi.name, zone),
+                                             labels={DISPLAY_NAME: zi.name, **zi.labels})
             zoneingress.ingress_registered(state, synced, provenance, _meta(
                 state.get("zoneingress", synced.name), seq, event.at), synced=True)
         case ZoneIngressDeleted(name=name):

@@ -10,7 +10,9 @@ function of the ingress rows, the mesh's trust row and the MeshService's zone, s
 boundaries never change it (DESIGN.md invariant 4).
 
 A ZoneIngress row's `zone` is pinned to the zone that wrote its event (its provenance), as
-Kuma's global pins it; one written by global has none and routes nothing.
+Kuma's global pins it; one written by global has none and routes nothing. Its labels are the
+control plane's (`kuma.io/origin`, `kuma.io/zone`, `kuma.io/env`) and `kuma.io/display-name`,
+its name in its zone (as a Dataplane's), which another log's synced name hides.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import msgspec
 
 from events import Provenance, ZoneIngress
+from events.labels import DISPLAY_NAME_LABEL
 from projections._provenance import provenance_labels, zone_of
 from projections.state import ProjectionState
 from projections.views import Endpoint, MeshServiceRow, RowMeta, ZoneIngressRow
@@ -37,9 +40,12 @@ def is_remote(state: ProjectionState, ms: MeshServiceRow) -> bool:
 def ingress_registered(state: ProjectionState, ingress: ZoneIngress, provenance: Provenance,
                        meta: RowMeta, *, synced: bool = False) -> None:
     old = state.get(_COLLECTION, ingress.name)
+    # its name in its zone unless the user gave one (another zone's: the caller's, before
+    # the synced name), as a Dataplane's: what global's API finds its zone's insight by
     pinned = msgspec.structs.replace(
         ingress, zone=provenance.zone or None,
-        labels={**ingress.labels, **provenance_labels(provenance)})
+        labels={DISPLAY_NAME_LABEL: ingress.name, **ingress.labels,
+                **provenance_labels(provenance)})
     state.put(_COLLECTION, ingress.name, ZoneIngressRow(zoneingress=pinned, meta=meta,
                                                          synced=synced))
     zones = {pinned.zone or ""}

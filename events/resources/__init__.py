@@ -60,6 +60,7 @@ from events.resources._policies import (
     TrafficAction,
 )
 from events.resources._proxies import (
+    ZONE_INGRESS_NODE,
     Admin,
     BackendRef,
     Dataplane,
@@ -81,6 +82,7 @@ __all__ = [
     "APP_PROTOCOLS",
     "DEFAULT_HOSTNAME_GENERATORS",
     "SYNCED_HOSTNAME_GENERATORS",
+    "ZONE_INGRESS_NODE",
     "Admin",
     "AppProtocol",
     "BackendRef",

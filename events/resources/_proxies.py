@@ -18,6 +18,7 @@ from events.resources._base import (
 )
 
 __all__ = [
+    "ZONE_INGRESS_NODE",
     "Admin",
     "BackendRef",
     "Dataplane",
@@ -125,6 +126,12 @@ class Dataplane(MeshScopedResource, frozen=True, kw_only=True, tag="Dataplane"):
     status: dict[str, Any] | None = None
 
 # --- ZoneIngress ----------------------------------------------------------------------------
+
+
+ZONE_INGRESS_NODE = "_zoneingress"
+"""The first token of a zone ingress proxy's node id (`_zoneingress.<name>`), where a
+sidecar's has its mesh, and so the mesh part of its insight's key (`events.bus.insights`):
+no mesh can have it (`_` is not valid in a mesh name)."""
 
 
 class ZoneIngressAvailableService(_Base, frozen=True):

@@ -11,6 +11,8 @@
     GET    /hostnamegenerators[/{name}]          global kind, as in Kuma; PUT and DELETE too
     GET    /zoneingresses[/{name}]               a zone's ingresses (no mesh), as in Kuma; PUT
                                                   and DELETE on the zone it belongs to
+    GET    /zoneingresses+insights[/{name}]      ZoneIngressOverviews: each with its Envoy's
+                                                  insight (connected, gateway, xDS counters)
     GET    /meshes/{mesh}/meshtrafficpermissions[/{name}]   policies, as in Kuma; PUT, DELETE
     GET    /meshes/{mesh}/meshmultizoneservices[/{name}]    PUT and DELETE on global (or a
                                                             standalone control plane) only

@@ -1,5 +1,6 @@
 """Routes of the kinds that belong to no mesh, as in Kuma: hostname generators (global)
-and zone ingresses (a zone's)."""
+and zone ingresses (a zone's), these also with their proxies' insights (Kuma's
+`/zoneingresses+insights`: ZoneIngressOverviews)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from typing import Any
 
 from litestar import Response, delete, get, put
 
+from events import ZONE_INGRESS_NODE
 from services.api._reads import get_one, list_page
 from services.api._state import ApiRequest
 from services.api._synced import refuse_synced
 from services.api._writes import applied, deleted, match_url, read_resource
+from services.api.proxy_inspector import insights_of
 
 __all__ = ["GENERATOR_ROUTES", "INGRESS_ROUTES"]
 
@@ -71,4 +74,34 @@ async def delete_ingress(request: ApiRequest, name: str) -> Response[dict[str, A
     return await deleted(request, "ZoneIngress", None, name)
 
 
-INGRESS_ROUTES = [list_ingresses, get_ingress, put_ingress, delete_ingress]
+@get("/zoneingresses+insights", summary="List zone ingresses with their proxies' insights "
+     "(ZoneIngressOverviews)")
+async def list_ingress_overviews(request: ApiRequest, size: int = 100, offset: int = 0
+                                 ) -> dict[str, Any]:
+    page = await list_page(request, "ZoneIngress", "", size, offset)
+    page["items"] = await _overviews(request, page["items"])
+    return page
+
+
+@get("/zoneingresses+insights/{name:str}", summary="A zone ingress with its proxy's insight "
+     "(connected, gateway, xDS counters)")
+async def ingress_overview(request: ApiRequest, name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = (await get_one(request, "ZoneIngress", name, name)).content
+    [found] = await _overviews(request, [doc])
+    return found
+
+
+async def _overviews(request: ApiRequest, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Kuma's `ZoneIngressOverview` of each rendered ZoneIngress: the ingress and its Envoy's
+    insight, which its zone's gateways publish as they do a sidecar's (the insight's mesh part
+    is `ZONE_INGRESS_NODE`, its node id's); on global, a zone's from that zone's, synced."""
+    insights = await insights_of(request, ZONE_INGRESS_NODE, docs)
+    return [{"type": "ZoneIngressOverview", "name": doc["name"],
+             "labels": doc.get("labels", {}), "creationTime": doc["creationTime"],
+             "modificationTime": doc["modificationTime"], "zoneIngress": doc,
+             "zoneIngressInsight": insight}
+            for doc, insight in zip(docs, insights, strict=True)]
+
+
+INGRESS_ROUTES = [list_ingresses, get_ingress, put_ingress, delete_ingress,
+                  list_ingress_overviews, ingress_overview]

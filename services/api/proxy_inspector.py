@@ -49,7 +49,8 @@ from services.api._zone_insights import SyncedInsights, verdict
 from services.api.auth import ADMIN
 from services.render import render_insight, render_row
 
-__all__ = ["INSPECT_ROUTES", "ProxyInspector", "add_connected", "overview", "overviews"]
+__all__ = ["INSPECT_ROUTES", "ProxyInspector", "add_connected", "insights_of", "overview",
+           "overviews"]
 
 log = logging.getLogger("meshlog.api")
 
@@ -304,16 +305,25 @@ def overview(mesh: str, doc: dict[str, Any], insight: dict[str, Any]) -> dict[st
 async def overviews(request: ApiRequest, mesh: str, docs: list[dict[str, Any]]
                     ) -> list[dict[str, Any]]:
     """`overview` of each rendered Dataplane of a list page (`dataplanes+insights`)."""
+    return [overview(mesh, d, insight)
+            for d, insight in zip(docs, await insights_of(request, mesh, docs), strict=True)]
+
+
+async def insights_of(request: ApiRequest, mesh: str, docs: list[dict[str, Any]]
+                      ) -> list[dict[str, Any]]:
+    """The insight of each rendered proxy resource of `docs` (Dataplanes of `mesh`, or zone
+    ingresses with `ZONE_INGRESS_NODE` as `mesh`), in order: this control plane's from its
+    insights bucket, a zone's synced to global from that zone's (one snapshot of each)."""
     inspector = api_state(request.app).inspector
+    if inspector is None:
+        return [_NO_NATS for _ in docs]
     remote = {d["name"]: synced_proxy(request, d.get("labels", {})) for d in docs}
     names = [d["name"] for d in docs if remote[d["name"]] is None]
     zoned = [r for r in remote.values() if r is not None]
-    if inspector is None:
-        return [overview(mesh, d, _NO_NATS) for d in docs]
     insights = await inspector.insights_of(mesh, names) if names else {}
     synced = await inspector.synced.insights_of(mesh, zoned) if zoned else {}
-    return [overview(mesh, d, insights[d["name"]] if (r := remote[d["name"]]) is None
-                     else synced[r]) for d in docs]
+    return [insights[d["name"]] if (r := remote[d["name"]]) is None else synced[r]
+            for d in docs]
 
 
 _NO_NATS: dict[str, Any] = {

@@ -3,11 +3,13 @@
     meshlog inspect dataplane web-1                 connected?, gateway, since, xDS counters
     meshlog inspect dataplane web-1 --config        the listeners, clusters, endpoints it gets
     meshlog inspect dataplane web-1 -o yaml|json    the API document itself
+    meshlog inspect zoneingress west-ingress        the same of a zone ingress's Envoy
 
 On global, a zone's Dataplane (its synced name) shows its zone's insight, with its zone and
 how old global's copy of it is (`syncedFrom`).
 
-Reads `GET .../dataplanes/{name}/_overview` and `.../_config` (services.api.proxy_inspector).
+Reads `GET .../dataplanes/{name}/_overview` and `.../_config` (services.api.proxy_inspector),
+and `GET /zoneingresses+insights/{name}` (services.api.meshless).
 """
 
 from __future__ import annotations
@@ -28,17 +30,23 @@ if TYPE_CHECKING:  # rich is imported only when a table is drawn (start-up time)
 __all__ = ["cmd_inspect", "config_table", "overview_lines"]
 
 _KINDS = {"dataplane", "dataplanes", "dp"}
+_INGRESS_KINDS = {"zoneingress", "zoneingresses", "zone-ingress", "zone-ingresses", "zi"}
 _TYPES = ("cds", "eds", "lds", "rds", "sds")
 
 
 def cmd_inspect(args: argparse.Namespace, client: ApiClient) -> int:
     if args.kind.lower() in ZONE_WORDS:
         return cmd_inspect_zone(args, client)
-    if args.kind.lower() not in _KINDS:
-        raise SystemExit("error: meshlog inspect knows dataplane and zone only "
+    ingress = args.kind.lower() in _INGRESS_KINDS
+    if args.kind.lower() not in _KINDS and not ingress:
+        raise SystemExit("error: meshlog inspect knows dataplane, zoneingress and zone only "
                          f"(got {args.kind!r})")
+    if ingress and args.config:
+        raise SystemExit("error: --config is for a dataplane: a zone ingress's config is "
+                         "not served by the API yet")
     base = f"/meshes/{args.mesh}/dataplanes/{args.name}"
-    doc = client.get(f"{base}/_config" if args.config else f"{base}/_overview")
+    doc = client.get(f"/zoneingresses+insights/{args.name}" if ingress
+                     else f"{base}/_config" if args.config else f"{base}/_overview")
     output = args.output or "table"
     if output == "json":
         print(json.dumps(doc, indent=2))
@@ -53,10 +61,22 @@ def cmd_inspect(args: argparse.Namespace, client: ApiClient) -> int:
 
 
 def overview_lines(doc: dict[str, Any]) -> list[str]:
-    """The `_overview` document as text: facts first, then a per-type xDS table."""
-    insight = doc.get("dataplaneInsight") or {}
-    facts = [("DATAPLANE", f"{doc['mesh']}/{doc['name']}"),
-             ("ADDRESS", doc["dataplane"]["networking"]["address"])]
+    """The `_overview` document (or a ZoneIngressOverview) as text: facts first, then a
+    per-type xDS table."""
+    if doc.get("type") == "ZoneIngressOverview":
+        networking = doc["zoneIngress"]["networking"]
+        insight = doc.get("zoneIngressInsight") or {}
+        facts = [("ZONE INGRESS", doc["name"]),
+                 ("ZONE", doc["zoneIngress"].get("zone", "")),
+                 ("ADDRESS", f"{networking['address']}:{networking['port']}"),
+                 ("ADVERTISED", f"{networking['advertisedAddress']}:"
+                                f"{networking['advertisedPort']}"
+                  if "advertisedAddress" in networking and "advertisedPort" in networking
+                  else "none (other zones do not use it)")]
+    else:
+        insight = doc.get("dataplaneInsight") or {}
+        facts = [("DATAPLANE", f"{doc['mesh']}/{doc['name']}"),
+                 ("ADDRESS", doc["dataplane"]["networking"]["address"])]
     synced = insight.get("syncedFrom")
     if synced:
         facts.append(("ZONE", f"{synced['zone']} (as {synced['name']})"))

@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     insp = sub.add_parser("inspect", parents=g, help="a proxy's insight (connected, gateway, "
                           "xDS ACK/NACK counters), or with --config its computed xDS")
-    insp.add_argument("kind", help="dataplane | zone")
+    insp.add_argument("kind", help="dataplane | zoneingress | zone")
     insp.add_argument("name")
     insp.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
     insp.add_argument("--config", action="store_true",

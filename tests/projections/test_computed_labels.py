@@ -185,9 +185,9 @@ def test_a_zones_resource_keeps_only_its_users_labels() -> None:
                                   "team": "blue"},
         "MeshMultiZoneService": {PROXY_TYPE_LABEL: "gateway", REGISTERED_BY_LABEL: "proxy",
                                  "team": "blue"},
+        # no mesh; a display name equal to its name is computed (fold version 6)
         "ZoneIngress": {MESH_LABEL: "other-mesh", PROXY_TYPE_LABEL: "gateway",
-                        REGISTERED_BY_LABEL: "proxy", "team": "blue",
-                        DISPLAY_NAME_LABEL: "ingress-1"},
+                        REGISTERED_BY_LABEL: "proxy", "team": "blue"},
     }
 
 

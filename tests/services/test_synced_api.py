@@ -52,8 +52,9 @@ SYNCED_MS = hashed_name("default", "redis", "west")
 SYNCED_ZI = hashed_name("", "zi-west", "west")
 FROM_GLOBAL = ("is synced from the global control plane, read-only in this zone: change it on "
                "global (`meshlog --api <global API> ...`)")
-WESTS_INGRESS = (f"ZoneIngress {SYNCED_ZI!r} is zone 'west''s ZoneIngress, synced here under "
-                 "its synced name, read-only: change it on zone 'west''s control plane")
+WESTS_INGRESS = (f"ZoneIngress {SYNCED_ZI!r} is zone 'west''s ZoneIngress 'zi-west', synced "
+                 "here under its synced name, read-only: change it on zone 'west''s control "
+                 "plane (as 'zi-west')")
 
 
 def _dp(name: str, service: str, address: str) -> dict[str, Any]:
@@ -218,7 +219,7 @@ async def test_a_zone_refuses_writes_to_what_global_and_other_zones_synced_not_t
     kept = (await apis.east.get("/meshes/default/meshtrafficpermissions/allow-all")).json()
     assert kept["labels"]["kuma.io/origin"] == "global"
     assert kept["spec"]["from"][0]["default"]["action"] == "Allow"
-    # west's ingress, under its synced name (its row has no display name)
+    # west's ingress, under its synced name (its row's display name is west's name)
     assert await _refusals(apis.east, f"/zoneingresses/{SYNCED_ZI}",
                            _ingress(SYNCED_ZI)) == [WESTS_INGRESS] * 2
     # east's own, labelled `kuma.io/origin: zone`, `kuma.io/zone: east` in its read model

@@ -52,7 +52,7 @@ def test_cli_apply_get_and_delete(cp: ControlPlane, tmp_path: Path) -> None:
     one = yaml.safe_load(_meshlog("get", "zoneingress", "ingress-1", cp=cp).stdout)
     assert one["zone"] == "default"  # pinned from the writer
     assert one["labels"] == {"kuma.io/origin": "zone", "kuma.io/zone": "default",
-                             "kuma.io/env": "universal"}
+                             "kuma.io/env": "universal", "kuma.io/display-name": "ingress-1"}
     again = _meshlog("apply", "-f", "-", cp=cp, stdin=yaml.safe_dump(one))
     assert again.returncode == 0
     listed = json.loads(_meshlog("get", "zi", "-o", "json", cp=cp).stdout)

@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 from envoy.config.listener.v3.listener_components_pb2 import FilterChain, FilterChainMatch
 
+from events import ZONE_INGRESS_NODE
 from projections import EndpointsRow, MeshServiceRow, ZoneIngressRow
 from xds_gateway.resources import clusters, endpoints, listeners, names, tls
 from xds_gateway.resources.cache import EncodedResource, ResourceCache
@@ -35,8 +36,6 @@ from xds_gateway.view import ProjectionView
 
 __all__ = ["ZONE_INGRESS_NODE", "Route", "ingress_resources", "ingress_routes"]
 
-ZONE_INGRESS_NODE = "_zoneingress"
-"""The first token of a zone ingress proxy's node id, where a sidecar's has its mesh."""
 
 Route = tuple[str, str, list[tuple[str, EndpointsRow, int]]]
 """(SNI, cluster name, [(zone, endpoints row, port)]): one filter chain of the listener."""

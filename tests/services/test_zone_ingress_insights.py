@@ -1,0 +1,162 @@
+"""A zone ingress's insight (Kuma's ZoneIngressOverview, `/zoneingresses+insights`) against a
+real `meshlog up`: a real gRPC ADS stream from node `_zoneingress.<name>` on its gateway shows
+the ingress connected, with its gateway and xDS counters, in the API and in
+`meshlog inspect zoneingress`; once the stream ends it shows the disconnect."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import grpc
+import pytest
+
+from tests.harness import VENV_BIN, ControlPlane, eventually, meshlog_up
+from tests.xds_gateway._ads import AdsClient
+from xds_gateway.type_urls import CLUSTER
+
+pytestmark = pytest.mark.integration
+
+NAME = "ingress-1"
+
+
+@pytest.fixture(scope="module")
+def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    # without dataplane tokens: what is shown here does not depend on how the ingress
+    # authenticates (tests/xds_gateway/test_zone_token_auth.py)
+    with meshlog_up(tmp_path_factory.mktemp("ingress-insights"), "--no-auth") as plane:
+        registered = plane.api.put(f"/zoneingresses/{NAME}", json={
+            "type": "ZoneIngress", "name": NAME, "networking": {
+                "address": "10.0.0.5", "port": 10001, "advertisedAddress": "203.0.113.5",
+                "advertisedPort": 443}})
+        assert registered.status_code in (200, 201), registered.text
+        yield plane
+
+
+def _overview(cp: ControlPlane) -> dict[str, Any]:
+    response = cp.api.get(f"/zoneingresses+insights/{NAME}")
+    assert response.status_code == 200, response.text
+    doc: dict[str, Any] = response.json()
+    return doc
+
+
+def _inspect(cp: ControlPlane) -> dict[str, str]:
+    out = subprocess.run([str(VENV_BIN / "meshlog"), "--api", cp.where["api"], "inspect",
+                          "zoneingress", NAME], capture_output=True, text=True, timeout=60,
+                         check=True).stdout
+    facts = {}
+    for line in out.splitlines():
+        if line.strip() and line.split()[0] in ("TYPE", "cds", "total"):
+            break  # the per-type table
+        key, _, value = line.partition("  ")
+        facts[key.strip()] = value.strip()
+    return facts
+
+
+async def test_an_ingress_stream_shows_in_its_overview_until_it_ends(cp: ControlPlane) -> None:
+    before = _overview(cp)
+    assert before["type"] == "ZoneIngressOverview"
+    assert before["zoneIngress"]["zone"] == "default"
+    assert before["zoneIngress"]["networking"]["advertisedPort"] == 443
+    assert before["zoneIngressInsight"] == {"connected": False, "subscriptions": []}
+    assert _inspect(cp)["CONNECTED"] == "no (never connected)"
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{cp.xds_port}") as channel:
+        ads = AdsClient(channel)
+        ads.send(CLUSTER, node_id=f"_zoneingress.{NAME}")
+        first = await ads.recv()
+        ads.ack(first)
+
+        async def connected() -> dict[str, Any] | None:
+            insight: dict[str, Any] = _overview(cp)["zoneIngressInsight"]
+            subscriptions = insight.get("subscriptions") or []
+            acked = subscriptions and subscriptions[-1]["status"].get("cds", {}).get(
+                "responsesAcknowledged", 0) >= 1
+            return insight if insight.get("connected") and acked else None
+
+        insight = await eventually(connected, "the ingress connected, its CDS acknowledged")
+        [subscription] = insight["subscriptions"]
+        assert subscription["controlPlaneInstanceId"]
+        assert "disconnectTime" not in subscription
+        facts = _inspect(cp)
+        assert facts["ZONE INGRESS"] == NAME
+        assert facts["ZONE"] == "default"
+        assert facts["ADDRESS"] == "10.0.0.5:10001"
+        assert facts["ADVERTISED"] == "203.0.113.5:443"
+        assert facts["CONNECTED"] == "yes"
+        assert facts["GATEWAY"] == subscription["controlPlaneInstanceId"]
+        listed = cp.api.get("/zoneingresses+insights").json()
+        assert [(i["name"], i["zoneIngressInsight"]["connected"]) for i in listed["items"]] == [
+            (NAME, True)]
+        ads.close()
+
+    async def disconnected() -> dict[str, Any] | None:
+        insight: dict[str, Any] = _overview(cp)["zoneIngressInsight"]
+        return None if insight.get("connected") else insight
+
+    gone = await eventually(disconnected, "the ingress shown disconnected")
+    assert "disconnectTime" in gone["subscriptions"][-1]
+    assert _inspect(cp)["CONNECTED"] == "no"
+
+
+def test_an_unknown_ingress_is_a_404_naming_it(cp: ControlPlane) -> None:
+    response = cp.api.get("/zoneingresses+insights/nope")
+    assert response.status_code == 404
+    assert "ZoneIngress 'nope' not found" in response.text
+    refused = subprocess.run([str(VENV_BIN / "meshlog"), "--api", cp.where["api"], "inspect",
+                              "zoneingress", NAME, "--config"], capture_output=True, text=True,
+                             timeout=60)
+    assert refused.returncode != 0
+    assert "--config is for a dataplane" in refused.stderr
+
+
+@pytest.fixture(scope="module")
+def planes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlPlane,
+                                                                        ControlPlane]]:
+    with ExitStack() as stack:
+        central = stack.enter_context(meshlog_up(tmp_path_factory.mktemp("global"), "--mode",
+                                                 "global", "--leaf-port", "0"))
+        west = stack.enter_context(meshlog_up(
+            tmp_path_factory.mktemp("west"), "--zone", "west", "--no-auth",
+            "--global", central.where["global_url"]))
+        yield central, west
+
+
+async def test_global_shows_a_zones_ingress_with_the_zones_insight(
+        planes: tuple[ControlPlane, ControlPlane]) -> None:
+    central, west = planes
+    registered = west.api.put("/zoneingresses/west-ingress", json={
+        "type": "ZoneIngress", "name": "west-ingress", "networking": {
+            "address": "10.0.0.6", "port": 10001}})
+    assert registered.status_code in (200, 201), registered.text
+
+    def synced() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = central.api.get("/zoneingresses+insights").json()["items"]
+        return [i for i in items
+                if i["labels"].get("kuma.io/display-name") == "west-ingress"]
+
+    async def listed() -> list[dict[str, Any]] | None:
+        return synced() or None
+
+    [before] = await eventually(listed, "west's ingress synced to global")
+    assert before["zoneIngress"]["zone"] == "west"
+    assert before["zoneIngressInsight"].get("connected") is not True
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{west.xds_port}") as channel:
+        ads = AdsClient(channel)
+        ads.send(CLUSTER, node_id="_zoneingress.west-ingress")
+        ads.ack(await ads.recv())
+
+        async def connected() -> dict[str, Any] | None:
+            [item] = synced()
+            insight: dict[str, Any] = item["zoneIngressInsight"]
+            return insight if insight.get("connected") else None
+
+        insight = await eventually(connected, "west's ingress connected, seen on global")
+        assert insight["syncedFrom"]["zone"] == "west"
+        assert insight["syncedFrom"]["name"] == "west-ingress"
+        one = central.api.get(f"/zoneingresses+insights/{before['name']}").json()
+        assert one["zoneIngressInsight"]["connected"] is True
+        ads.close()

@@ -22,7 +22,7 @@ from events.commands.proxies import (
     registration_of,
     with_readiness,
 )
-from events.commands.resources import Commands, WriteResult, live_resource
+from events.commands.resources import Commands, Deployment, WriteResult, live_resource
 from events.commands.skips import SkipCommands, Skipped, unfoldable
 from events.commands.tokens import OpenedKey, Rotated, TokenCommands
 
@@ -35,6 +35,7 @@ __all__ = [
     "Current",
     "Decide",
     "Decision",
+    "Deployment",
     "Deregistered",
     "Keep",
     "NoSecretKey",

@@ -132,11 +132,12 @@ class SigningKeys:
         return Rotated(kid=opened.key.kid, seq=seq, appended=appended)
 
     async def retire(self, purpose: TokenPurpose, mesh: str | None, serial: int, at: int, *,
-                     since: int = 0) -> tuple[int, bool]:
+                     since: int = 0, newest_signs: bool = True) -> tuple[int, bool]:
         """Take the key `serial` of (purpose, mesh) out of service: (the sequence that says
         so, whether this call appended it). Retiring it again appends nothing. Raises
         `NotFound` for a serial the log never held or that went with an earlier life of the
-        mesh (created before `since`), `Conflict` for the newest one."""
+        mesh (created before `since`), `Conflict` for the newest one while it signs
+        (`newest_signs`: a zone's own zone-token keys sign nothing, so all may go)."""
         kid = key_id(purpose, mesh, serial, zone=self._zone)
         every = await self._keys(purpose, mesh)
         # a retired key's last record is its retirement, made in the life it belonged to
@@ -148,7 +149,7 @@ class SigningKeys:
             raise NotFound(f"signing key {kid} does not exist (the serials of "
                            f"{_scope(purpose, mesh)}: {held}){gone}")
         subject = signing_key_subject(purpose, mesh, serial, self._zone)
-        if serial == max(keys):
+        if newest_signs and serial == max(keys):
             raise Conflict(subject, keys[serial].seq, (
                 f"signing key {kid} is the newest of {_scope(purpose, mesh)}: it signs every "
                 f"new token, so it cannot be retired; rotate first (a new serial {serial + 1} "

@@ -25,10 +25,13 @@
   `events.identity.key_id`). That key's event, its retirement and global's revocations of
   zone tokens reach every zone's log through the sync of global's subjects, and each zone's
   fold keeps them beside its own (`projections.fold`), so a zone's gateways verify them. A
-  zone's (or a standalone control plane's) API still signs zone tokens of its own zone, and
-  only those, with its own `zone-token` key: tokens made so before keep working, and a zone
-  cut off from global can still make one; global's are preferred (one place issues and
-  revokes them all).
+  zone of a multi-zone deployment signs none and makes no `zone-token` key (Kuma's zone
+  control plane holds only what verifies them): `issue_zone_token` and a rotation of its
+  zone-token key are a `WrongControlPlane` naming global's command. A key a zone made with
+  an earlier release stays in its log and its read models: its tokens verify until they
+  expire or that key is retired (the newest too: it signs nothing there), and the zone still
+  revokes them. A standalone control
+  plane (no global) signs zone tokens of its own zone, as Kuma's single-zone one does.
 - `revoke`: `TokenRevoked` on the token's own subject; revoking it again appends nothing.
 """
 
@@ -36,9 +39,10 @@ from __future__ import annotations
 
 from events.commands.handler import Append, CommandHandler, Current, Decision, Keep, current_of
 from events.commands.meshes import MeshLives
+from events.commands.resources import Deployment
 from events.commands.signing_keys import OpenedKey, Rotated, SigningKeys, sealing_purpose
 from events.commands.zones import zones_filter
-from events.errors import InvalidResource, NotFound, Violation
+from events.errors import InvalidResource, NotFound, Violation, WrongControlPlane
 from events.event_types import TokenPurpose, TokenRevoked, ZoneApplied
 from events.identity.sealing import SecretKey
 from events.identity.tokens import (
@@ -66,9 +70,12 @@ _RETRIES = 1
 
 class TokenCommands:
     def __init__(self, log: EventLog | CommandHandler, *, zone: str,
-                 secret_key: SecretKey) -> None:
+                 secret_key: SecretKey, deployment: Deployment = "standalone") -> None:
+        """`deployment`: a zone of a multi-zone deployment signs no zone tokens (global
+        does)."""
         self.handler = CommandHandler.of(log)
         self._zone = zone
+        self.deployment = deployment
         self._keys = SigningKeys(self.handler, zone=zone, secret_key=secret_key)
         self._meshes = MeshLives(self.handler, zone=zone)
 
@@ -90,8 +97,12 @@ class TokenCommands:
                                  ) -> Rotated:
         """Create the next signing key of `purpose` (of `mesh`), which signs every token
         from now on. Raises `NotFound` for a dataplane-token key of a mesh that does not
-        exist, `InvalidResource` for a mesh given to a key that belongs to none."""
+        exist, `InvalidResource` for a mesh given to a key that belongs to none,
+        `WrongControlPlane` for the zone-token key on a zone (global's signs there)."""
         _check_scope(purpose, mesh, "signing key")
+        if purpose == ZONE_TOKEN:
+            self._check_zone_token_issuer("rotate global's key there (`meshlog --api <global "
+                                          "API> signing-key rotate zone-token`)")
         await self._since(purpose, mesh)
         return await self._keys.rotate(purpose, mesh, at)
 
@@ -100,11 +111,14 @@ class TokenCommands:
         """Retire the signing key `serial` of `purpose` (of `mesh`): every token it signed is
         refused from now on. (the sequence that says so, whether this call appended it).
         Raises `NotFound` for a serial the log never held or one that went with its mesh,
-        `Conflict` for the newest one."""
+        `Conflict` for the newest one, unless it signs nothing: a zone's own zone-token keys
+        (made by an earlier release) may all be retired, global's sign there."""
         _check_scope(purpose, mesh, "signing key")
         since = await self._since(purpose, mesh, "the signing keys of a deleted mesh went "
                                                  "with it")
-        return await self._keys.retire(purpose, mesh, serial, at, since=since)
+        signs = not (purpose == ZONE_TOKEN and self.deployment == "zone")
+        return await self._keys.retire(purpose, mesh, serial, at, since=since,
+                                       newest_signs=signs)
 
     async def _since(self, purpose: TokenPurpose, mesh: str | None,
                      missing: str = "create it before its tokens") -> int:
@@ -133,8 +147,12 @@ class TokenCommands:
                                now_ms: int) -> tuple[str, ZoneClaims]:
         """A zone token for the proxies of `zone` acting in `scope` (Kuma's
         `generate zone-token`). On global, `zone` must be a zone registered in its log; on a
-        zone's control plane, that zone. Raises `InvalidResource` naming the zone otherwise, or
-        an unknown scope."""
+        standalone control plane, its own zone. Raises `InvalidResource` naming the zone
+        otherwise, or an unknown scope; `WrongControlPlane` on a zone of a multi-zone
+        deployment (global signs them)."""
+        self._check_zone_token_issuer(f"generate it there (`meshlog --api <global API> "
+                                      f"generate zone-token --zone {zone}`, POST /tokens/zone "
+                                      "on global's API)")
         out = []
         if self._zone == GLOBAL_ZONE:
             zones = await self._registered_zones()
@@ -145,9 +163,10 @@ class TokenCommands:
                                              "connects (meshlog up --zone NAME --global URL)"))
         elif zone != self._zone:
             out.append(Violation("zone", f"{zone!r} is not this control plane's zone "
-                                         f"({self._zone!r}): ask global's API (it signs zone "
-                                         "tokens for every registered zone), or this zone's "
-                                         "for its own"))
+                                         f"({self._zone!r}): a standalone control plane signs "
+                                         "zone tokens of its own zone only (in a multi-zone "
+                                         "deployment, global's API signs them for every "
+                                         "registered zone)"))
         for i, item in enumerate(scope):
             if item not in ZONE_TOKEN_SCOPES:
                 out.append(Violation(f"scope[{i}]", f"{item!r} is not a scope (one of "
@@ -160,6 +179,16 @@ class TokenCommands:
         claims = zone_claims(zone=zone, scope=scope, valid_for_s=valid_for_s,
                              now_s=now_ms // 1000)
         return key.sign(claims), claims
+
+    def _check_zone_token_issuer(self, there: str) -> None:
+        """Kuma's rule: in a multi-zone deployment only global signs zone tokens (a zone's
+        control plane holds only what verifies them), so a zone refuses, saying `there`:
+        what to run on global instead."""
+        if self.deployment == "zone":
+            raise WrongControlPlane(
+                "zone-token", f"zone tokens are issued by the global control plane, not by "
+                f"zone {self._zone!r}: {there}; global's zone-token key reaches this zone "
+                "through the sync, and this zone's gateways verify its tokens")
 
     async def _registered_zones(self) -> list[str]:
         """The zones global's log holds a registration of (disabled ones too: a disabled zone

@@ -22,13 +22,16 @@ the data dir's admin token, before the answer, when it was signed with another k
 newest (every API process renews its own when it sees the rotation in the log:
 `services.runtime.admin_token`). A zone lists global's zone-token keys too (`"issuer":
 "global"`, `signs: false` there: they sign on global); rotating or retiring acts on this
-control plane's own keys (global's on global's API).
+control plane's own keys (global's on global's API). A zone signs no zone tokens and rotates
+no zone-token key (409 naming global's command, as Kuma's zone control plane generates none);
+a zone-token key it made with an earlier release is listed with `signs: false` and may be
+retired.
 
 A token comes back as `text/plain`, as Kuma answers. `validFor` is a Go duration (`24h`,
 `1h30m`; default 24h, at most 87600h); a zone token's `scope` defaults to `["ingress"]`; on
-global its zone must be one registered there (Kuma's way, preferred: global's `zone-token`
-key reaches every zone, kid `_global/zone-token/_/<serial>`), on a zone's control plane that
-zone (signed with the zone's own key); `expiresAt`
+global its zone must be one registered there (Kuma's way: global's `zone-token` key reaches
+every zone, kid `_global/zone-token/_/<serial>`), on a standalone control plane its own zone;
+a zone of a multi-zone deployment signs none (409: they are issued by global); `expiresAt`
 is the token's `exp` (Unix seconds), after which its revocation says nothing more: the fold
 drops it an hour later (`REVOCATION_KEPT_AFTER_EXPIRY_MS`; omitted: kept for ever). A
 revocation answers once the read models hold it, so the revoked token is refused from the next
@@ -114,7 +117,7 @@ async def generate_dataplane_token(request: ApiRequest) -> Response[str]:
 
 @post("/tokens/zone", opt=_ADMIN_ONLY, status_code=200, media_type=_TEXT,
       summary="Generate a zone token for a zone's ingresses (admin; on global: any registered "
-              "zone)")
+              "zone; a zone of a multi-zone deployment refuses: global issues them)")
 async def generate_zone_token(request: ApiRequest) -> Response[str]:
     what = "zone token request"
     doc = await _object(request, what)
@@ -220,9 +223,13 @@ async def list_signing_keys(request: ApiRequest, kind: str) -> dict[str, Any]:
     for row in rows:  # the highest serial of each (issuer, mesh) signs (never retired)
         newest[(issuers[row.kid], row.mesh)] = row.serial
     mine = key_id(purpose, None, 1, zone=state.commands.zone).issuer  # whose keys sign here
+    # a zone signs no zone tokens (global does): a key it made with an earlier release
+    # only verifies the tokens it signed then
+    signing = not (purpose == ZONE_TOKEN and state.commands.deployment == "zone")
     items = [{"kid": r.kid, "purpose": r.purpose, "mesh": r.mesh, "serial": r.serial,
               "createdAt": rfc3339(r.created_at),
-              "signs": issuers[r.kid] == mine and newest[(mine, r.mesh)] == r.serial,
+              "signs": signing and issuers[r.kid] == mine
+              and newest[(mine, r.mesh)] == r.serial,
               **({"issuer": "global"} if issuers[r.kid] == GLOBAL_ZONE else {})}
              for r in rows]
     return {"total": len(items), "items": items}

@@ -8,10 +8,11 @@ words:
     meshlog revoke zone-token (--jti ID [--expires-at T] | --token-file F)
     meshlog revoke user-token (--jti ID [--expires-at T] | --token-file F)
 
-A zone token is best asked of global's API (`meshlog --api GLOBAL_API generate zone-token
---zone Z`, as `kumactl generate zone-token` runs against global): global signs it for any zone
-registered there and its key and revocations reach every zone. A zone's own API signs only
-its own zone's, with its own key (still verified by its gateways).
+A zone token is asked of global's API (`meshlog --api GLOBAL_API generate zone-token --zone
+Z`, as `kumactl generate zone-token` runs against global): global signs it for any zone
+registered there and its key and revocations reach every zone. A zone's own API refuses (409
+naming this command), as Kuma's zone control plane does; a standalone control plane (no
+global) signs its own zone's.
 
 A token is printed alone on stdout (`> file` keeps it as is), what it is for and until when on
 stderr. Revoking from `--token-file` reads the token's id, mesh and expiry from the token
@@ -65,11 +66,13 @@ def add_token_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "Print a zone token (Kuma's) for the zone ingresses of --zone. Ask global's API "
         "(meshlog --api GLOBAL_API generate zone-token --zone west, as kumactl runs against "
         "global): it signs one for any zone registered there, and its key and revocations "
-        "reach every zone. A zone's own API signs only its own zone's."),
+        "reach every zone. A zone's own API refuses (zone tokens are issued by global); a "
+        "standalone control plane signs its own zone's."),
                               help="a token a zone ingress sends on xDS (meshlog dataplane "
                                    "bootstrap --zone-ingress NAME --token-file); ask global's "
                                    "API (--api GLOBAL_API: any registered zone, revocable "
-                                   "there for every zone), or a zone's own for that zone")
+                                   "there for every zone), or a standalone control plane's "
+                                   "for its own zone")
     zone.add_argument("--zone", required=True,
                       help="the zone whose ingresses use it (on global: a zone registered "
                            "there, meshlog get zones)")

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 from events import EventLog, now_ms
-from events.commands import TokenCommands
+from events.commands import Deployment, TokenCommands
 from events.identity import USER_TOKEN, SealedSecretError, SecretKey
 from services.errors import ConfigError
 from services.runtime.admin_token import ensure_admin_token
@@ -27,23 +27,26 @@ log = logging.getLogger("meshlog.credentials")
 
 
 async def api_tokens(event_log: EventLog, *, zone: str, secret_key: SecretKey | None,
-                     admin_token: Path) -> TokenCommands | None:
+                     admin_token: Path, deployment: Deployment = "standalone"
+                     ) -> TokenCommands | None:
     """An API process's token commands, its user-token key open and its admin token in
-    `admin_token`; None without a secret key (it then verifies tokens but signs none)."""
+    `admin_token`; None without a secret key (it then verifies tokens but signs none).
+    `deployment`: a zone's sign no zone tokens (global's do)."""
     if secret_key is None:
         log.warning("no secret key (--secret-key-file): this API signs no tokens and writes "
                     "no admin token")
         return None
-    tokens = await token_commands(event_log, zone=zone, secret_key=secret_key)
+    tokens = await token_commands(event_log, zone=zone, secret_key=secret_key,
+                                  deployment=deployment)
     await ensure_admin_token(admin_token, tokens)
     return tokens
 
 
-async def token_commands(event_log: EventLog, *, zone: str, secret_key: SecretKey
-                         ) -> TokenCommands:
+async def token_commands(event_log: EventLog, *, zone: str, secret_key: SecretKey,
+                         deployment: Deployment = "standalone") -> TokenCommands:
     """The API's token commands, with the user-token key created (or opened) now: a secret
     key that cannot open it is a ConfigError at start, not a 500 at the first token."""
-    tokens = TokenCommands(event_log, zone=zone, secret_key=secret_key)
+    tokens = TokenCommands(event_log, zone=zone, secret_key=secret_key, deployment=deployment)
     try:
         await tokens.signing_key(USER_TOKEN, None, now_ms())
     except SealedSecretError as exc:

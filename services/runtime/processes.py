@@ -233,7 +233,8 @@ async def run_api_process(*, nats_url: str, database: str, host: str, port: int,
                 # reads (or makes) the token signing keys: a read across subjects, which
                 # waits for the stream's leader like the open before it
                 tokens = await at_start("api", lambda: api_tokens(
-                    event_log, zone=zone, secret_key=secret_key, admin_token=admin_token))
+                    event_log, zone=zone, secret_key=secret_key, admin_token=admin_token,
+                    deployment=mode))
                 keeper = None if tokens is None else AdminTokenKeeper(
                     admin_token, tokens, event_log, zone=zone)
                 store = await open_store(database)

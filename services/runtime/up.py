@@ -330,7 +330,8 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                 raise
             admin_token = cfg.data_dir / ADMIN_TOKEN_FILE
             tokens = await at_start("up", lambda: api_tokens(
-                event_log, zone=cfg.zone, secret_key=secret_key, admin_token=admin_token))
+                event_log, zone=cfg.zone, secret_key=secret_key, admin_token=admin_token,
+                deployment=cfg.mode))
             keeper = None if tokens is None else AdminTokenKeeper(
                 admin_token, tokens, event_log, zone=cfg.zone)
             app = create_app(commands, api_store,

@@ -18,6 +18,7 @@ from events import (
     SigningKeyCreated,
     SigningKeyRetired,
     TokenPurpose,
+    WrongControlPlane,
     decode_event,
     revocation_subject,
     signing_key_subject,
@@ -134,7 +135,7 @@ async def test_a_revocation_names_a_token_id(event_log: JetStreamEventLog) -> No
         await commands.revoke(DATAPLANE_TOKEN, "default", "x.y", expires_at_ms=0, at=NOW_MS)
 
 
-async def test_a_zone_token_is_signed_with_the_zones_own_key_made_once(
+async def test_a_standalone_zone_token_is_signed_with_its_own_key_made_once(
         event_log: JetStreamEventLog) -> None:
     secret = SecretKey.generate()
     replicas = [TokenCommands(event_log, zone="west", secret_key=secret) for _ in range(2)]
@@ -150,7 +151,7 @@ async def test_a_zone_token_is_signed_with_the_zones_own_key_made_once(
     assert record is not None and record.seq == 1  # one key, appended at sequence 0
 
 
-async def test_a_zone_signs_no_token_of_another_zone_or_unknown_scope(
+async def test_a_standalone_signs_no_token_of_another_zone_or_unknown_scope(
         event_log: JetStreamEventLog) -> None:
     commands = TokenCommands(event_log, zone="west", secret_key=SecretKey.generate())
     with pytest.raises(InvalidResource) as raised:
@@ -160,6 +161,37 @@ async def test_a_zone_signs_no_token_of_another_zone_or_unknown_scope(
     assert "zone: 'east' is not this control plane's zone ('west')" in message
     assert "scope[1]: 'sidecar' is not a scope" in message
     assert await event_log.last(signing_key_subject(ZONE_TOKEN, None, 1, "west")) is None
+
+
+async def test_a_zone_of_a_multizone_deployment_signs_no_zone_token_and_makes_no_key(
+        event_log: JetStreamEventLog) -> None:
+    secret = SecretKey.generate()
+    # west's own key, made by an earlier release's API at its first zone token
+    before = TokenCommands(event_log, zone="west", secret_key=secret)
+    old, _ = await before.issue_zone_token(zone="west", scope=["ingress"], valid_for_s=60,
+                                           now_ms=NOW_MS)
+    west = TokenCommands(event_log, zone="west", secret_key=secret, deployment="zone")
+    with pytest.raises(WrongControlPlane) as raised:
+        await west.issue_zone_token(zone="west", scope=["ingress"], valid_for_s=60,
+                                    now_ms=NOW_MS)
+    assert ("zone tokens are issued by the global control plane, not by zone 'west': "
+            "generate it there (`meshlog --api <global API> generate zone-token --zone west`"
+            ) in str(raised.value)
+    with pytest.raises(WrongControlPlane, match="rotate global's key there"):
+        await west.rotate_signing_key(ZONE_TOKEN, None, NOW_MS)
+    assert await event_log.last(signing_key_subject(ZONE_TOKEN, None, 2, "west")) is None
+    # what the earlier key signed is still the zone's to revoke, and the key (the newest of
+    # west's, yet it signs nothing) the zone's to retire once global's tokens replaced it
+    assert str(read_header(old)) == "zone-token/_/1"
+    jti = "0b4c7f2e-9a59-4f7c-8a53-2f4f3a7d2f11"
+    assert await west.revoke(ZONE_TOKEN, None, jti, expires_at_ms=0, at=NOW_MS) == (2, True)
+    with pytest.raises(Conflict, match="is the newest"):  # a standalone's newest signs
+        await before.retire_signing_key(ZONE_TOKEN, None, 1, NOW_MS)
+    assert await west.retire_signing_key(ZONE_TOKEN, None, 1, NOW_MS) == (3, True)
+    # other tokens are the zone's as before
+    user_token, _ = await west.issue_user_token(name="ops", groups=[], valid_for_s=60,
+                                                now_ms=NOW_MS)
+    assert str(read_header(user_token)) == "user-token/_/1"
 
 
 async def test_a_zone_token_revocation_belongs_to_no_mesh(event_log: JetStreamEventLog

@@ -5,8 +5,10 @@ leafnode link. Global signs a zone token for west with its own `zone-token` key 
 is folded there beside west's own zone-token key; real gRPC ADS streams from a
 `_zoneingress.<name>` node on west's gateway are then served with it, and refused with a
 token of another zone, an expired one, one global revoked (the revocation synced the same
-way), or one whose key global retired. A token west's own API made keeps working, and global
-refuses a zone it does not know, naming it."""
+way), or one whose key global retired. West's own API signs none (Kuma's zone control plane
+generates no zone token: 409 naming global's command, the CLI showing it), while a token west
+signed with its own key under an earlier release keeps working; global refuses a zone it does
+not know, naming it."""
 
 from __future__ import annotations
 
@@ -17,9 +19,14 @@ from contextlib import ExitStack, asynccontextmanager
 import grpc
 import pytest
 
-from events import JetStreamEventLog, connect_nats
+from events import JetStreamEventLog, connect_nats, now_ms
+from events.bus.sources import zone_filter
+from events.commands import TokenCommands
 from events.commands.zones import ZoneCommands
-from events.identity import ZoneClaims, read_header, unverified_claims
+from events.identity import ZONE_TOKEN, SecretKey, ZoneClaims, read_header, unverified_claims
+from events.identity.tokens import zone_claims
+from events.subjects import signing_keys_filter
+from services.runtime.config import SECRET_KEY_FILE
 from tests.harness import VENV_BIN, ControlPlane, eventually, meshlog_up
 from tests.xds_gateway._ads import AdsClient
 from tests.xds_gateway.test_auth import _ended, _open
@@ -56,6 +63,37 @@ def _token(cp: ControlPlane, zone: str, valid_for: str = "1h") -> str:
                                                  "validFor": valid_for})
     assert response.status_code == 200, response.text
     return response.text
+
+
+@asynccontextmanager
+async def _wests_log(west: ControlPlane) -> AsyncIterator[JetStreamEventLog]:
+    """West's own event stream, reached as a maintenance command does (its admin user)."""
+    nc = await connect_nats(west.where["nats"], name="test", credentials=west.nats_creds)
+    try:
+        yield await JetStreamEventLog.open(nc, subjects=[zone_filter("west")])
+    finally:
+        await nc.close()
+
+
+async def _signed_by_west_before(west: ControlPlane) -> str:
+    """A zone token of west signed with west's own `zone-token` key, as west's API did before
+    zones stopped signing them: the key is made in west's log (`meshlog.ev.west.signingkey.
+    _.zone-token-1`, sealed with west's secret key) and folded there, as in a log written by
+    an earlier release."""
+    secret = SecretKey.load(west.data_dir / SECRET_KEY_FILE)
+    async with _wests_log(west) as event_log:
+        key = await TokenCommands(event_log, zone="west", secret_key=secret).signing_key(
+            ZONE_TOKEN, None, now_ms())
+    return key.sign(zone_claims(zone="west", scope=["ingress"], valid_for_s=3600,
+                                now_s=now_ms() // 1000))
+
+
+async def _wests_zone_token_keys(west: ControlPlane) -> list[str]:
+    """The subjects of west's own zone-token keys in its log, as written there."""
+    async with _wests_log(west) as event_log:
+        records = await event_log.latest(signing_keys_filter(None, "west"))
+    return sorted(r.subject for r in records if r.subject.rpartition(".")[2].startswith(
+        f"{ZONE_TOKEN}-"))
 
 
 async def _registered(central: ControlPlane) -> bool:
@@ -101,19 +139,49 @@ async def test_a_zone_token_from_global_opens_wests_ingress_stream(
     token = generated.stdout.strip()
     assert str(read_header(token)) == "_global/zone-token/_/1"
     assert unverified_claims(token, ZoneClaims).zone == "west"
-    own = _token(west, "west")  # west's own API, its own key: still verified
+    own = await _signed_by_west_before(west)  # west's own key, of an earlier release
     assert str(read_header(own)) == "zone-token/_/1"
     async with _channel(west) as channel:
         (await _serve(channel, token)).close()
         (await _serve(channel, own)).close()
     keys = west.api.get("/tokens/zone/signing-keys").json()["items"]
+    # neither signs on west: global's signs on global, west's own no longer signs
     assert {(k["kid"], k["signs"], k.get("issuer")) for k in keys} == {
-        ("_global/zone-token/_/1", False, "global"), ("zone-token/_/1", True, None)}
+        ("_global/zone-token/_/1", False, "global"), ("zone-token/_/1", False, None)}
     # on global its own keys sign: its zone-token key, and its user-token key (the admin's)
     listed = {kind: {(k["kid"], k["signs"]) for k in central.api.get(
         f"/tokens/{kind}/signing-keys").json()["items"]} for kind in ("zone", "user")}
     assert listed == {"zone": {("_global/zone-token/_/1", True)},
                       "user": {("user-token/_/1", True)}}
+
+
+async def test_wests_api_refuses_to_issue_zone_tokens_naming_global(
+        planes: tuple[ControlPlane, ControlPlane]) -> None:
+    central, west = planes
+    keys_before = await _wests_zone_token_keys(west)
+    refused = _generate(west, "west")
+    assert refused.returncode != 0
+    assert refused.stdout == ""
+    assert ("zone tokens are issued by the global control plane, not by zone 'west': "
+            "generate it there (`meshlog --api <global API> generate zone-token --zone west`, "
+            "POST /tokens/zone on global's API)") in refused.stderr
+    response = west.api.post("/tokens/zone", json={"zone": "west", "scope": ["ingress"]})
+    assert response.status_code == 409, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert ("zone tokens are issued by the global control plane, not by zone 'west'"
+            in response.json()["detail"])
+    rotated = west.api.post("/tokens/zone/signing-keys", json={})
+    assert rotated.status_code == 409, rotated.text
+    assert ("rotate global's key there (`meshlog --api <global API> signing-key rotate "
+            "zone-token`)") in rotated.json()["detail"]
+    # the refusals made no key: zones stopped making one (a release before did, at the first
+    # token: _signed_by_west_before)
+    assert await _wests_zone_token_keys(west) == keys_before
+    # issuance is global's (Kuma's `kumactl generate zone-token` against global)
+    await eventually(lambda: _registered(central), "west registered on global", within=60)
+    generated = _generate(central, "west")
+    assert generated.returncode == 0, generated.stderr
+    assert unverified_claims(generated.stdout.strip(), ZoneClaims).zone == "west"
 
 
 async def test_global_refuses_a_zone_it_does_not_know(
@@ -172,7 +240,7 @@ async def test_globals_retired_key_ends_its_tokens_streams_on_west(
         planes: tuple[ControlPlane, ControlPlane]) -> None:
     central, west = planes
     await eventually(lambda: _registered(central), "west registered on global", within=60)
-    old, own = _token(central, "west"), _token(west, "west")
+    old, own = _token(central, "west"), await _signed_by_west_before(west)
     async with _channel(west) as channel:
         client = await _serve(channel, old)
         rotated = central.api.post("/tokens/zone/signing-keys", json={})

@@ -5,7 +5,6 @@ over a real socket of an `ApiServer` in this process."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -13,7 +12,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from litestar.types import Receive, Scope, Send
 
@@ -24,6 +22,7 @@ from services.api.tracing import RequestTracing
 from services.runtime.api_server import ApiServer
 from services.runtime.up import bind_socket
 from tests.harness import ControlPlane, meshlog_up, wait_for
+from tests.services._api_harness import serve_until_answered
 from tests.tracing import in_memory_tracing, spans_named
 
 _MARK = f" {ACCESS_LOGGER}: "
@@ -188,19 +187,8 @@ async def _serve_one(app: RequestTracing, headers: dict[str, str], *, access_log
                      forwarded_for: bool = False) -> None:
     sock = bind_socket("127.0.0.1", 0, "--api-port")
     server = ApiServer(app, sock, access_log=access_log, access_log_forwarded_for=forwarded_for)
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    async with asyncio.TaskGroup() as tg, httpx.AsyncClient(base_url=base, timeout=5) as client:
-        serving = tg.create_task(server.run())
-        for _ in range(200):
-            try:
-                assert (await client.get("/x", headers=headers)).status_code == 200
-                break
-            except httpx.TransportError:
-                await asyncio.sleep(0.05)  # not listening yet: uvicorn still starting
-        else:
-            raise AssertionError("the API never answered")
-        server.stop()
-        await asyncio.wait_for(serving, timeout=10)
+    response = await serve_until_answered(server, sock.getsockname()[1], "/x", headers=headers)
+    assert response.status_code == 200
 
 
 def _logged(caplog: pytest.LogCaptureFixture) -> list[Line]:

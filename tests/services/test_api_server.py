@@ -15,6 +15,7 @@ from packaging.requirements import Requirement
 
 from services.runtime.api_server import ApiServer
 from services.runtime.up import bind_socket
+from tests.services._api_harness import serve_until_answered
 
 
 class _App:
@@ -66,20 +67,8 @@ async def _start_and_stop(host: str) -> None:
     """Serve on `host` until a request is answered (what it says at start is said), then
     stop."""
     sock = bind_socket(host, 0, "--api-port")
-    server = ApiServer(_App(), sock)
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    async with asyncio.TaskGroup() as tg, httpx.AsyncClient(base_url=base, timeout=5) as client:
-        serving = tg.create_task(server.run())
-        for _ in range(200):
-            try:
-                if (await client.get("/")).status_code == 200:
-                    break
-            except httpx.TransportError:
-                await asyncio.sleep(0.05)  # not listening yet: uvicorn still starting
-        else:
-            raise AssertionError("the API never answered")
-        server.stop()
-        await asyncio.wait_for(serving, timeout=10)
+    response = await serve_until_answered(ApiServer(_App(), sock), sock.getsockname()[1], "/")
+    assert response.status_code == 200
 
 
 async def test_plaintext_beyond_loopback_is_said_loudly_at_start(

@@ -37,9 +37,8 @@ from events.commands import Commands
 from events.commands.zones import ZoneCommands
 from events.kds_hash import hashed_name
 from events.subjects import EVENTS_STREAM
-from projections import Projector, ReadModelStore, open_store
-from services.api.app import create_app
 from services.runtime.embedded_nats import run_nats_server
+from tests.services._api_harness import folded_apis, multizone_commands
 
 pytestmark = [
     pytest.mark.integration,
@@ -99,9 +98,7 @@ class Apis(msgspec.Struct):
 @pytest.fixture
 async def apis(nc: NATS, tmp_path: Path) -> AsyncIterator[Apis]:
     log = await JetStreamEventLog.open(nc)
-    central = Commands(log, zone=GLOBAL_ZONE, deployment="global")
-    east = Commands(log, zone="east", deployment="zone")
-    west = Commands(log, zone="west", deployment="zone")
+    central, east, west = multizone_commands(log)
     await central.apply(Mesh(name="default"))
     await central.apply(decode_resource(_generator()))
     await central.apply(decode_resource(_mtp("allow-all")))
@@ -111,26 +108,10 @@ async def apis(nc: NATS, tmp_path: Path) -> AsyncIterator[Apis]:
     await east.apply(decode_resource(_service("cache", 6380)))
     await east.apply(decode_resource(_ingress("zi-east")))
     last = (await east.apply(decode_resource(_dp("web-1", "web", "10.1.0.1")))).seq
-    stores: list[ReadModelStore] = []
-    clients = []
-    try:
-        for zone, commands in ((GLOBAL_ZONE, central), ("east", east)):
-            store = await open_store(f"sqlite:///{tmp_path / f'{zone}.db'}")
-            stores.append(store)
-            await Projector(log, store, None, zone=zone, export_metrics=False).run(
-                until_seq=last)
-            # no projector follows the writes the tests make: none waits for one
-            app = create_app(commands, store, projection_wait_s=0)
-            # Litestar's scope is a TypedDict, httpx wants a MutableMapping:
-            transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-            clients.append(httpx.AsyncClient(transport=transport, base_url="http://api"))
-        yield Apis(central=clients[0], east=clients[1], log=log,
+    async with folded_apis(log, ((GLOBAL_ZONE, central), ("east", east)), tmp_path,
+                           until_seq=last) as (on_global, on_east):
+        yield Apis(central=on_global, east=on_east, log=log,
                    writers={GLOBAL_ZONE: central, "east": east, "west": west})
-    finally:
-        for client in clients:
-            await client.aclose()
-        for store in stores:
-            await store.close()
 
 
 async def test_global_lists_and_gets_the_zones_dataplanes_as_kuma_names_and_labels_them(

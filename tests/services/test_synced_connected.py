@@ -26,12 +26,10 @@ from nats.aio.client import Client as NATS
 from events import GLOBAL_ZONE, JetStreamEventLog, Mesh, decode_resource
 from events.bus.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight
 from events.bus.zone_insights import ZONE_INSIGHTS_BUCKET, ensure_zone_insight_sources
-from events.commands import Commands
 from events.kds_hash import hashed_name
-from projections import Projector, ReadModelStore, open_store
-from services.api.app import create_app
 from services.api.proxy_inspector import ProxyInspector
 from tests.harness import eventually
+from tests.services._api_harness import folded_apis, multizone_commands
 
 pytestmark = [
     pytest.mark.integration,
@@ -74,9 +72,7 @@ async def apis(nc: NATS, tmp_path: Path) -> AsyncIterator[Apis]:
     selecting cache-1 (connected); east: redis-9 (connected, in east's own insights and in
     global's copy)."""
     log = await JetStreamEventLog.open(nc)
-    central = Commands(log, zone=GLOBAL_ZONE, deployment="global")
-    east = Commands(log, zone="east", deployment="zone")
-    west = Commands(log, zone="west", deployment="zone")
+    central, east, west = multizone_commands(log)
     await central.apply(Mesh(name="default"))
     for n, name in enumerate(("redis-1", "redis-2", "redis-3")):
         await west.apply(decode_resource(_dp(name, "redis", f"10.2.0.{n + 1}")))
@@ -105,26 +101,11 @@ async def apis(nc: NATS, tmp_path: Path) -> AsyncIterator[Apis]:
                                     beat_at=now))
     await own.put(ProxyInsight(mesh="default", name="redis-9", gateway="gw-e", session="s",
                                connected_at=now))
-    stores: list[ReadModelStore] = []
-    clients = []
-    try:
-        for zone, commands in ((GLOBAL_ZONE, central), ("east", east)):
-            store = await open_store(f"sqlite:///{tmp_path / f'{zone}.db'}")
-            stores.append(store)
-            await Projector(log, store, None, zone=zone, export_metrics=False).run(
-                until_seq=last)
-            inspector = ProxyInspector(nc, config_timeout_s=5, snapshot_ttl_s=0.2,
-                                       stale_after_s=STALE_S)
-            app = create_app(commands, store, inspector=inspector, projection_wait_s=0)
-            # Litestar's scope is a TypedDict, httpx wants a MutableMapping:
-            transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-            clients.append(httpx.AsyncClient(transport=transport, base_url="http://api"))
-        yield Apis(central=clients[0], east=clients[1])
-    finally:
-        for client in clients:
-            await client.aclose()
-        for store in stores:
-            await store.close()
+    async with folded_apis(log, ((GLOBAL_ZONE, central), ("east", east)), tmp_path,
+                           until_seq=last, inspector=lambda: ProxyInspector(
+                               nc, config_timeout_s=5, snapshot_ttl_s=0.2,
+                               stale_after_s=STALE_S)) as (on_global, on_east):
+        yield Apis(central=on_global, east=on_east)
 
 
 async def _proxies(client: httpx.AsyncClient) -> dict[str, dict[str, int]]:

@@ -1,7 +1,8 @@
 """Zone tokens through the API (`POST /tokens/zone`, `/tokens/zone/revocations`): admin
-only, Kuma's request shape, the zone must be the API's own (on a zone or standalone control
-plane; global's API signs for its registered zones: tests/events/test_global_zone_tokens.py,
-tests/integration/test_multizone_zone_tokens.py), every violation listed."""
+only, Kuma's request shape, the zone must be the API's own on a standalone control plane
+(global's API signs for its registered zones: tests/events/test_global_zone_tokens.py; a zone
+of a multi-zone deployment signs none: tests/integration/test_multizone_zone_tokens.py), every
+violation listed."""
 
 from __future__ import annotations
 
@@ -40,8 +41,9 @@ async def test_a_zone_token_request_lists_every_violation(api: Api) -> None:
         ]
         other = _problem(await admin.post("/tokens/zone", json={"zone": "west"}), 400)
         assert other["invalid_parameters"] == [{"field": "zone", "reason": (
-            "'west' is not this control plane's zone ('default'): ask global's API (it signs "
-            "zone tokens for every registered zone), or this zone's for its own")}]
+            "'west' is not this control plane's zone ('default'): a standalone control plane "
+            "signs zone tokens of its own zone only (in a multi-zone deployment, global's API "
+            "signs them for every registered zone)")}]
 
 
 async def test_zone_tokens_are_admin_only(api: Api) -> None:

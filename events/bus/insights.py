@@ -22,7 +22,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
 import msgspec
@@ -42,6 +42,9 @@ log = logging.getLogger("meshlog.insights")
 
 BUCKET = "meshlog_insights"
 _WRONG_LAST_SEQUENCE = 10071
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+"""A message's timestamp in Unix ms, exactly (no float on the way)."""
 _SCAN_TIMEOUT_S = 10.0
 """A watcher's deliveries have no timeout of their own: a bus that stops mid-scan would
 hold `snapshot` (and the reaper's sweep waiting on it) for as long as it is stopped."""
@@ -263,7 +266,7 @@ class JetStreamInsights:
                     # timestamp, a datetime
                     created = cast("datetime | None", entry.created)
                     yield (entry.key, entry.value,
-                           None if created is None else int(created.timestamp() * 1000))
+                           None if created is None else (created - _EPOCH) // _MS)
         finally:
             await stop_watcher(watcher)
         if await self._key_count() <= len(seen):

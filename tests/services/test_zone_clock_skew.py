@@ -17,16 +17,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from nats.aio.client import Client as NATS
 
 from events import connect_nats, now_ms
-from events.bus.insights import JetStreamInsights
+from events.bus._kv import stop_watcher
+from events.bus.insights import BeatStamps, GatewayHeartbeat, JetStreamInsights
 from events.bus.sources import upstream_answers
-from events.bus.zone_insights import ensure_zone_insight_sources
+from events.bus.zone_insights import ZONE_INSIGHTS_BUCKET, ensure_zone_insight_sources
 from services.api._zone_insights import SyncedInsights
 from services.runtime.embedded_nats import run_nats_server
 from tests.harness import cancel_until_done, eventually, free_port
@@ -136,3 +138,36 @@ async def _gone(docs: Any, proxy: tuple[str, str]) -> dict[str, Any] | None:
 
 async def _counted(synced: SyncedInsights, proxies: set[tuple[str, str]]) -> bool:
     return await synced.connected("default") == proxies
+
+
+async def test_global_stamps_a_synced_heartbeat_with_its_own_clock(
+        planes: dict[str, NATS]) -> None:
+    """What the offsets rest on: a sourced message is stamped when global's stream stores it
+    (nats-server's `processInboundSourceMsg` stores it as a new message), not with the time
+    the zone's stream stored it. On one host the two clocks are one: global's stamp (to the
+    microsecond, as nats-py gives it) is the later, never the zone's copied."""
+    west = await JetStreamInsights.open(planes["west"])
+    await west.beat(GatewayHeartbeat(instance="gw-w", address="127.0.0.1:1", started_at=0,
+                                     beat_at=now_ms()))
+    central = await JetStreamInsights.open_existing(planes["global"], ZONE_INSIGHTS_BUCKET)
+
+    async def synced() -> BeatStamps | None:
+        stamps = (await central.stamped_zoned_snapshot())[1]
+        return stamps if ("west", "gw-w") in stamps else None
+
+    await eventually(synced, "west's heartbeat on global")  # as the reader sees it
+    in_west = await _stored(planes["west"], "meshlog_insights", "gateway.gw-w")
+    on_global = await _stored(planes["global"], ZONE_INSIGHTS_BUCKET, "west.gateway.gw-w")
+    assert on_global > in_west, (on_global, in_west)
+
+
+async def _stored(nc: NATS, bucket: str, key: str) -> datetime:
+    """When the bucket's stream stored the value of `key` (its message's timestamp)."""
+    watcher = await (await nc.jetstream().key_value(bucket)).watch(key)
+    try:
+        async for entry in watcher:
+            assert entry is not None and entry.created is not None, key
+            return cast("datetime", entry.created)  # typed int by nats-py, a datetime
+    finally:
+        await stop_watcher(watcher)
+    raise AssertionError(f"no value of {key} in {bucket}")

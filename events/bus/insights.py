@@ -22,6 +22,8 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import msgspec
 import nats.errors
@@ -33,13 +35,16 @@ from nats.js.kv import KeyValue
 from events.bus._kv import open_bucket, stop_watcher
 from events.errors import EventLogUnavailable
 
-__all__ = ["GatewayHeartbeat", "InsightsSnapshot", "JetStreamInsights", "ProxyInsight",
-           "TypeInsight"]
+__all__ = ["BeatStamps", "GatewayHeartbeat", "InsightsSnapshot", "JetStreamInsights",
+           "ProxyInsight", "TypeInsight"]
 
 log = logging.getLogger("meshlog.insights")
 
 BUCKET = "meshlog_insights"
 _WRONG_LAST_SEQUENCE = 10071
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+"""A message's timestamp in Unix ms, exactly (no float on the way)."""
 _SCAN_TIMEOUT_S = 10.0
 """A watcher's deliveries have no timeout of their own: a bus that stops mid-scan would
 hold `snapshot` (and the reaper's sweep waiting on it) for as long as it is stopped."""
@@ -104,6 +109,9 @@ _beat = msgspec.json.Decoder(GatewayHeartbeat).decode
 
 InsightsSnapshot = tuple[dict[tuple[str, str], ProxyInsight], dict[str, GatewayHeartbeat]]
 """Every proxy insight by (mesh, name) and every gateway heartbeat by instance."""
+BeatStamps = dict[tuple[str, str], int]
+"""When the bucket's stream stored each gateway heartbeat (Unix ms, its server's clock), by
+(zone, instance): the zone "" in an unzoned bucket."""
 
 
 def proxy_key(mesh: str, name: str) -> str:
@@ -195,6 +203,13 @@ class JetStreamInsights:
         """The snapshot of each zone of a bucket whose keys are a zone's key prefixed with
         `<zone>.` (global's copy of the zones' insights, `events.bus.zone_insights`), by zone;
         without `zoned`, this bucket's own under "" ."""
+        return (await self.stamped_zoned_snapshot(zoned=zoned))[0]
+
+    async def stamped_zoned_snapshot(self, *, zoned: bool = True
+                                     ) -> tuple[dict[str, InsightsSnapshot], BeatStamps]:
+        """`zoned_snapshot`, with when this bucket's server stored each gateway heartbeat it
+        read (`BeatStamps`): on global, global's clock against the heartbeat's own, the
+        zone's (services.api._clock_offsets). From the same scan, no read more."""
         try:
             async with asyncio.timeout(self._scan_timeout_s):
                 return await self._scan(zoned)
@@ -202,9 +217,10 @@ class JetStreamInsights:
             raise EventLogUnavailable(
                 f"insights not read within {self._scan_timeout_s:g} s") from exc
 
-    async def _scan(self, zoned: bool) -> dict[str, InsightsSnapshot]:
+    async def _scan(self, zoned: bool) -> tuple[dict[str, InsightsSnapshot], BeatStamps]:
         zones: dict[str, InsightsSnapshot] = {}
-        async for key, value in self._entries():
+        stamps: BeatStamps = {}
+        async for key, value, stored in self._entries():
             zone, local = key.partition(".")[::2] if zoned else ("", key)
             kind, _, rest = local.partition(".")
             proxies, gateways = zones.setdefault(zone, ({}, {}))
@@ -214,14 +230,18 @@ class JetStreamInsights:
                     proxies[(insight.mesh, insight.name)] = insight
                 elif kind == "gateway":
                     gateways[rest] = _beat(value)
+                    if stored is not None:
+                        stamps[(zone, rest)] = stored
             except msgspec.DecodeError as exc:
                 # one entry this version cannot read (another version's gateway?) must not
                 # hide every other proxy from the reaper and the API: skip it, loudly
                 log.warning("insight %s skipped, not decodable: %s", key, exc)
-        return zones
+        return zones, stamps
 
-    async def _entries(self) -> AsyncIterator[tuple[str, bytes]]:
-        """Every key that has a value, with it. A watcher alone can miss a key written again
+    async def _entries(self) -> AsyncIterator[tuple[str, bytes, int | None]]:
+        """Every key that has a value, with it and when the stream stored it (Unix ms, the
+        server's clock; None for a key read alone below: nats-py's `get` does not say).
+        A watcher alone can miss a key written again
         while it runs: the bucket keeps one value per key, so the one the watcher was to
         deliver is gone when it gets there, and JetStream's count of what is pending can say
         the current values are done before the new one comes (seen: 34 scans in 200 missed a
@@ -242,7 +262,11 @@ class JetStreamInsights:
                     break
                 seen.add(entry.key)
                 if entry.value:
-                    yield entry.key, entry.value
+                    # nats-py's Entry says `created: int`, but the watcher gives the message's
+                    # timestamp, a datetime
+                    created = cast("datetime | None", entry.created)
+                    yield (entry.key, entry.value,
+                           None if created is None else (created - _EPOCH) // _MS)
         finally:
             await stop_watcher(watcher)
         if await self._key_count() <= len(seen):
@@ -250,7 +274,7 @@ class JetStreamInsights:
         for key in sorted(await self._keys() - seen):
             got = await self._get(key, "insight")
             if got is not None:
-                yield key, got[0]
+                yield key, got[0], None
 
     async def _key_count(self) -> int:
         """How many keys the bucket's stream holds a message of, now (the stream's

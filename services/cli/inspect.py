@@ -84,6 +84,11 @@ def overview_lines(doc: dict[str, Any]) -> list[str]:
                else f"as of {synced['asOf']} ({synced['ageSeconds']:g} s ago)")
         facts.append(("SYNCED", age if synced.get("current")
                       else f"{age}, last known: the link to the zone is down or slow"))
+        offset = synced.get("clockOffsetSeconds")
+        if offset is not None:  # global's clock minus the zone's, the link's delay in it
+            side = "behind" if offset >= 0 else "ahead of"
+            facts.append(("ZONE CLOCK",
+                          f"{abs(offset):g} s {side} global's (link delay included)"))
     subs = insight.get("subscriptions") or []
     if "unavailable" in insight:
         facts.append(("CONNECTED", f"unknown ({insight['unavailable']})"))

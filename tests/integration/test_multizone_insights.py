@@ -145,6 +145,8 @@ async def test_a_zones_proxy_insight_shows_on_global_under_its_synced_name(
             synced = insight["syncedFrom"]
             assert synced["zone"] == "west" and synced["name"] == "redis-1"
             assert synced["current"] is True and "reason" not in synced
+            # one host, one clock: the zone's offset is the heartbeats' smallest delay
+            assert synced["clockOffsetSeconds"] >= 0, synced
             # west's MeshService on global counts it, as west's own does
             assert await eventually(lambda: _ms_connected(central, SYNCED_MS, 1),
                                     "redis counting redis-1 on global", within=30)
@@ -158,6 +160,7 @@ async def test_a_zones_proxy_insight_shows_on_global_under_its_synced_name(
             facts = dict(re.split(r"\s{2,}", line, maxsplit=1)
                          for line in text.split("\n\n")[0].splitlines())
             assert facts["CONNECTED"] == "yes" and facts["ZONE"] == "west (as redis-1)", text
+            assert facts["ZONE CLOCK"].endswith(" behind global's (link delay included)"), text
             # `_config` is still the zone's gateways' to compute
             config = await central.get(f"/meshes/default/dataplanes/{SYNCED}/_config")
             assert config.status_code == 404 and "zone 'west'" in config.json()["detail"]

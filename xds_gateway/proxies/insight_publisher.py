@@ -100,13 +100,18 @@ class Session:
 
 class InsightsPublisher:
     def __init__(self, insights: Insights | None, *, address: Callable[[], str],
-                 interval_s: float = 1.0, heartbeat_s: float = 5.0) -> None:
+                 interval_s: float = 1.0, heartbeat_s: float = 5.0,
+                 clock: Callable[[], int] = now_ms) -> None:
+        """`clock`: this host's wall clock (Unix ms) that stamps the heartbeats and the
+        disconnect times; another host's, skewed, is what a test of a zone whose clock is off
+        gives here (services.api._clock_offsets)."""
         self.instance = f"gw-{uuid.uuid4().hex}"
+        self.clock = clock
         self._insights = insights
         self._address = address
         self._interval_s = interval_s
         self._heartbeat_s = heartbeat_s
-        self._started_at = now_ms()
+        self._started_at = clock()
         self.sessions: dict[str, Session] = {}
         """Streams whose insight still has writes to do, by session id."""
         self._ended: collections.OrderedDict[str, int] = collections.OrderedDict()
@@ -124,7 +129,7 @@ class InsightsPublisher:
         self._wake.set()
 
     def close(self, session: Session) -> None:
-        session.disconnected_at = now_ms()
+        session.disconnected_at = self.clock()
         if self._insights is None:
             return
         self._ended[session.session] = session.disconnected_at
@@ -164,7 +169,7 @@ class InsightsPublisher:
     async def _beat_forever(self) -> None:
         while self._insights is not None:
             beat = GatewayHeartbeat(instance=self.instance, address=self._address(),
-                                    started_at=self._started_at, beat_at=now_ms(),
+                                    started_at=self._started_at, beat_at=self.clock(),
                                     streams=self.streams(), swept_at=self.swept_at())
             try:
                 await self._insights.beat(beat)

@@ -131,8 +131,8 @@ def test_an_unknown_dataplane_is_a_clear_error(cp: ControlPlane,
     assert "Dataplane 'ghost' not found in mesh 'default'" in err
 
 
-def test_only_dataplanes_and_zones_can_be_inspected(cp: ControlPlane) -> None:
-    with pytest.raises(SystemExit, match="inspect knows dataplane and zone only"):
+def test_only_dataplanes_zone_ingresses_and_zones_can_be_inspected(cp: ControlPlane) -> None:
+    with pytest.raises(SystemExit, match="inspect knows dataplane, zoneingress and zone only"):
         main(["--api", cp.where["api"], "inspect", "meshservice", "web"])
 
 

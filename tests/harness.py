@@ -215,6 +215,17 @@ def meshlog_up(data_dir: Path, *extra: str, start_timeout: float = 60) -> Iterat
         log.close()
 
 
+@contextlib.contextmanager
+def global_and_zone(root: Path, zone: str, *zone_extra: str
+                    ) -> Iterator[tuple[ControlPlane, ControlPlane]]:
+    """A global `meshlog up` and a zone's joined to it by the leafnode link, each with its
+    own nats-server and data dir under `root`; `zone_extra`: more flags of the zone's."""
+    with meshlog_up(root / "global", "--mode", "global", "--leaf-port", "0") as central, \
+            meshlog_up(root / zone, "--zone", zone, *zone_extra,
+                       "--global", central.where["global_url"]) as member:
+        yield central, member
+
+
 def finished_pid() -> int:
     """The pid of a process that has exited and been reaped: no process has it now (until
     the system hands it out again, after a wrap of the pid space)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 
 import grpc
 import pytest
@@ -27,7 +27,7 @@ from events.identity import ZONE_TOKEN, SecretKey, ZoneClaims, read_header, unve
 from events.identity.tokens import zone_claims
 from events.subjects import signing_keys_filter
 from services.runtime.config import SECRET_KEY_FILE
-from tests.harness import VENV_BIN, ControlPlane, eventually, meshlog_up
+from tests.harness import VENV_BIN, ControlPlane, eventually, global_and_zone
 from tests.xds_gateway._ads import AdsClient
 from tests.xds_gateway.test_auth import _ended, _open
 from xds_gateway.type_urls import CLUSTER
@@ -42,12 +42,8 @@ DENIED = grpc.StatusCode.PERMISSION_DENIED
 @pytest.fixture(scope="module")
 def planes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlPlane,
                                                                         ControlPlane]]:
-    with ExitStack() as stack:
-        central = stack.enter_context(meshlog_up(tmp_path_factory.mktemp("global"), "--mode",
-                                                 "global", "--leaf-port", "0"))
-        west = stack.enter_context(meshlog_up(tmp_path_factory.mktemp("west"), "--zone",
-                                              "west", "--global", central.where["global_url"]))
-        yield central, west
+    with global_and_zone(tmp_path_factory.mktemp("planes"), "west") as both:
+        yield both
 
 
 def _generate(cp: ControlPlane, zone: str, valid_for: str = "1h"

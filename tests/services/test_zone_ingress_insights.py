@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
-from contextlib import ExitStack
 from typing import Any
 
 import grpc
 import pytest
 
-from tests.harness import VENV_BIN, ControlPlane, eventually, meshlog_up
+from tests.harness import VENV_BIN, ControlPlane, eventually, global_and_zone, meshlog_up
 from tests.xds_gateway._ads import AdsClient
 from xds_gateway.type_urls import CLUSTER
 
@@ -115,13 +114,8 @@ def test_an_unknown_ingress_is_a_404_naming_it(cp: ControlPlane) -> None:
 @pytest.fixture(scope="module")
 def planes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlPlane,
                                                                         ControlPlane]]:
-    with ExitStack() as stack:
-        central = stack.enter_context(meshlog_up(tmp_path_factory.mktemp("global"), "--mode",
-                                                 "global", "--leaf-port", "0"))
-        west = stack.enter_context(meshlog_up(
-            tmp_path_factory.mktemp("west"), "--zone", "west", "--no-auth",
-            "--global", central.where["global_url"]))
-        yield central, west
+    with global_and_zone(tmp_path_factory.mktemp("planes"), "west", "--no-auth") as both:
+        yield both
 
 
 async def test_global_shows_a_zones_ingress_with_the_zones_insight(

@@ -80,9 +80,10 @@ def synced(request: ApiRequest, labels: Mapping[str, str]) -> bool:
 
 
 def synced_proxy(request: ApiRequest, labels: Mapping[str, str]) -> tuple[str, str] | None:
-    """On global, the (zone, name in the zone) of a zone's Dataplane (`labels`), whose proxy's
-    insight global has from that zone (services.api._zone_insights). None: not synced."""
-    if not synced(request, labels):
+    """On global, the (zone, name in the zone) of a zone's Dataplane or ZoneIngress
+    (`labels`), whose proxy's insight global has from that zone (services.api._zone_insights).
+    None: not synced, or not on global (a zone holds no other zone's insights)."""
+    if api_state(request.app).commands.deployment != "global" or not synced(request, labels):
         return None
     zone = labels.get(ZONE_LABEL, "")
     return zone, labels.get(DISPLAY_NAME_LABEL, "")
@@ -141,7 +142,7 @@ async def refuse_synced(request: ApiRequest, kind: str, mesh: str | None, name: 
         raise Conflict(subject, 0, f"{kind} {name!r}{where} is synced from the global control "
                        "plane, read-only in this zone: change it on global (`meshlog --api "
                        "<global API> ...`)")
-    display = labels.get(DISPLAY_NAME_LABEL)  # a synced ZoneIngress's row has none
+    display = labels.get(DISPLAY_NAME_LABEL)  # none on rows of fold versions before 6
     theirs, there = (f" {display!r}", f" (as {display!r})") if display else ("", "")
     raise Conflict(subject, 0, f"{kind} {name!r}{where} is zone {zone!r}'s {kind}{theirs}, "
                    "synced here under its synced name, read-only: change it on zone "

@@ -318,12 +318,27 @@ async def insights_of(request: ApiRequest, mesh: str, docs: list[dict[str, Any]]
     if inspector is None:
         return [_NO_NATS for _ in docs]
     remote = {d["name"]: synced_proxy(request, d.get("labels", {})) for d in docs}
-    names = [d["name"] for d in docs if remote[d["name"]] is None]
+    # in a zone, another zone's ingress (synced there so its services are reached through
+    # it): its Envoy's stream is on its own zone's gateways, whose insights this zone has not
+    elsewhere = {d["name"] for d in docs
+                 if remote[d["name"]] is None and synced(request, d.get("labels", {}))}
+    names = [d["name"] for d in docs if remote[d["name"]] is None and d["name"] not in elsewhere]
     zoned = [r for r in remote.values() if r is not None]
     insights = await inspector.insights_of(mesh, names) if names else {}
-    synced = await inspector.synced.insights_of(mesh, zoned) if zoned else {}
-    return [insights[d["name"]] if (r := remote[d["name"]]) is None else synced[r]
+    from_zones = await inspector.synced.insights_of(mesh, zoned) if zoned else {}
+    return [_held_elsewhere(d) if d["name"] in elsewhere
+            else insights[d["name"]] if (r := remote[d["name"]]) is None else from_zones[r]
             for d in docs]
+
+
+def _held_elsewhere(doc: dict[str, Any]) -> dict[str, Any]:
+    labels = doc.get("labels", {})
+    zone = labels.get(ZONE_LABEL)
+    display = labels.get(DISPLAY_NAME_LABEL, doc["name"])
+    where = (f"zone {zone!r}'s control plane (as {display!r}) or global's" if zone
+             else "the control plane that wrote it")
+    return {"unavailable": f"synced here from another control plane: its proxy's insight is "
+                           f"on {where}"}
 
 
 _NO_NATS: dict[str, Any] = {

@@ -112,15 +112,17 @@ def test_an_unknown_ingress_is_a_404_naming_it(cp: ControlPlane) -> None:
 
 
 @pytest.fixture(scope="module")
-def planes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlPlane,
-                                                                        ControlPlane]]:
-    with global_and_zone(tmp_path_factory.mktemp("planes"), "west", "--no-auth") as both:
-        yield both
+def planes(tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[tuple[ControlPlane, ControlPlane, ControlPlane]]:
+    root = tmp_path_factory.mktemp("planes")
+    with global_and_zone(root, "west", "--no-auth") as (central, west), meshlog_up(
+            root / "east", "--zone", "east", "--global", central.where["global_url"]) as east:
+        yield central, west, east
 
 
 async def test_global_shows_a_zones_ingress_with_the_zones_insight(
-        planes: tuple[ControlPlane, ControlPlane]) -> None:
-    central, west = planes
+        planes: tuple[ControlPlane, ControlPlane, ControlPlane]) -> None:
+    central, west, east = planes
     registered = west.api.put("/zoneingresses/west-ingress", json={
         "type": "ZoneIngress", "name": "west-ingress", "networking": {
             "address": "10.0.0.6", "port": 10001}})
@@ -154,3 +156,14 @@ async def test_global_shows_a_zones_ingress_with_the_zones_insight(
         one = central.api.get(f"/zoneingresses+insights/{before['name']}").json()
         assert one["zoneIngressInsight"]["connected"] is True
         ads.close()
+
+        # another zone holds west's ingress (its services are reached through it) but not
+        # its insight: it says where that is, instead of "never connected"
+        async def on_east() -> list[dict[str, Any]] | None:
+            items: list[dict[str, Any]] = east.api.get("/zoneingresses+insights").json()["items"]
+            return [i for i in items if i["zoneIngress"]["zone"] == "west"] or None
+
+        [elsewhere] = await eventually(on_east, "west's ingress synced to east")
+        assert elsewhere["zoneIngressInsight"] == {
+            "unavailable": "synced here from another control plane: its proxy's insight is on "
+                           "zone 'west''s control plane (as 'west-ingress') or global's"}

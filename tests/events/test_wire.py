@@ -141,3 +141,32 @@ async def test_what_the_fast_path_cannot_read_is_left_to_nats_py_as_it_is() -> N
                 error = type(exc)
             outcomes.append((seen, error, bytes(nc._ps.buf), nc._ps.state, nc._ps.needed))
         assert outcomes[0] == outcomes[1], bad
+
+
+async def test_after_another_operation_the_readers_frames_come_the_fast_way_again() -> None:
+    """An operation that is not the reader's (here `+OK`) sends the rest of its chunk through
+    nats-py, whose parser may then take the control line of a frame not whole yet; that
+    frame is finished the fast way, so only that chunk goes nats-py's way, not every one after
+    it."""
+    frames = [_hmsg(_READER_SID, b"ev.%d" % i, _ACK % (i, i, 0), _HEADERS, b"x" * (100 + i % 800))
+              for i in range(2_000)]
+    wire = b"".join(f + (b"+OK\r\n" if i % 500 == 499 else b"") for i, f in enumerate(frames))
+    chunk = 32768
+    nc = NATS()
+    got: list[bytes] = []
+    dispatch = Dispatch.of(nc)
+    dispatch.sinks[_READER_SID] = lambda subject, *_: got.append(subject)
+    slow = 0
+    hooked = nc._process_msg
+
+    async def counted(*args: object) -> None:
+        nonlocal slow
+        slow += 1
+        await hooked(*args)  # type: ignore[arg-type]
+
+    nc._process_msg = counted  # type: ignore[method-assign,assignment]
+    for i in range(0, len(wire), chunk):
+        await nc._ps.parse(wire[i:i + chunk])
+    assert got == [b"ev.%d" % i for i in range(2_000)]
+    per_chunk = chunk // min(len(f) for f in frames) + 1
+    assert slow <= 4 * per_chunk, f"{slow} frames went nats-py's way"

@@ -1,7 +1,7 @@
 """A zone's clock offset as global estimates it from the synced heartbeats
 (services.api._clock_offsets): the smallest difference between when global stored a heartbeat
 and its own time, over a window of stored time, per zone; the real multi-zone case is
-tests/integration/test_multizone_clock_skew.py."""
+tests/services/test_zone_clock_skew.py."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from events.commands.proxies import (
 )
 from events.commands.resources import Commands, Deployment, WriteResult, live_resource
 from events.commands.skips import SkipCommands, Skipped, unfoldable
-from events.commands.tokens import OpenedKey, Rotated, TokenCommands
+from events.commands.tokens import OpenedKey, Rotated, TokenCommands, signs_here
 
 __all__ = [
     "Append",
@@ -52,6 +52,7 @@ __all__ = [
     "live_resource",
     "probe_target",
     "registration_of",
+    "signs_here",
     "timeless",
     "unfoldable",
     "with_readiness",

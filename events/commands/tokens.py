@@ -62,10 +62,17 @@ from events.identity.tokens import (
 from events.log import EventLog
 from events.subjects import GLOBAL_ZONE, revocation_subject
 
-__all__ = ["OpenedKey", "Rotated", "TokenCommands", "sealing_purpose"]
+__all__ = ["OpenedKey", "Rotated", "TokenCommands", "sealing_purpose", "signs_here"]
 
 _RETRIES = 1
 """A conflict on a revocation's subject means another replica wrote it: read it once more."""
+
+
+def signs_here(purpose: TokenPurpose, deployment: Deployment) -> bool:
+    """Whether a control plane of `deployment` signs tokens of `purpose` with its own keys:
+    every purpose but zone tokens on a zone of a multi-zone deployment (Kuma's rule: global
+    signs those)."""
+    return not (purpose == ZONE_TOKEN and deployment == "zone")
 
 
 class TokenCommands:
@@ -116,9 +123,8 @@ class TokenCommands:
         _check_scope(purpose, mesh, "signing key")
         since = await self._since(purpose, mesh, "the signing keys of a deleted mesh went "
                                                  "with it")
-        signs = not (purpose == ZONE_TOKEN and self.deployment == "zone")
         return await self._keys.retire(purpose, mesh, serial, at, since=since,
-                                       newest_signs=signs)
+                                       newest_signs=signs_here(purpose, self.deployment))
 
     async def _since(self, purpose: TokenPurpose, mesh: str | None,
                      missing: str = "create it before its tokens") -> int:
@@ -184,7 +190,7 @@ class TokenCommands:
         """Kuma's rule: in a multi-zone deployment only global signs zone tokens (a zone's
         control plane holds only what verifies them), so a zone refuses, saying `there`:
         what to run on global instead."""
-        if self.deployment == "zone":
+        if not signs_here(ZONE_TOKEN, self.deployment):
             raise WrongControlPlane(
                 "zone-token", f"zone tokens are issued by the global control plane, not by "
                 f"zone {self._zone!r}: {there}; global's zone-token key reaches this zone "

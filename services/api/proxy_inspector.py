@@ -317,17 +317,20 @@ async def insights_of(request: ApiRequest, mesh: str, docs: list[dict[str, Any]]
     inspector = api_state(request.app).inspector
     if inspector is None:
         return [_NO_NATS for _ in docs]
-    remote = {d["name"]: synced_proxy(request, d.get("labels", {})) for d in docs}
-    # in a zone, another zone's ingress (synced there so its services are reached through
-    # it): its Envoy's stream is on its own zone's gateways, whose insights this zone has not
-    elsewhere = {d["name"] for d in docs
-                 if remote[d["name"]] is None and synced(request, d.get("labels", {}))}
-    names = [d["name"] for d in docs if remote[d["name"]] is None and d["name"] not in elsewhere]
-    zoned = [r for r in remote.values() if r is not None]
+    # each doc's insight: here (None), from a zone's synced insights on global ((zone,
+    # name)), or held elsewhere (False): in a zone, another zone's ingress (synced there so
+    # its services are reached through it), whose Envoy's insights this zone has not
+    where: dict[str, tuple[str, str] | bool | None] = {}
+    for doc in docs:
+        labels = doc.get("labels", {})
+        where[doc["name"]] = (synced_proxy(request, labels) or False
+                              if synced(request, labels) else None)
+    names = [name for name, w in where.items() if w is None]
+    zoned = [w for w in where.values() if isinstance(w, tuple)]
     insights = await inspector.insights_of(mesh, names) if names else {}
     from_zones = await inspector.synced.insights_of(mesh, zoned) if zoned else {}
-    return [_held_elsewhere(d) if d["name"] in elsewhere
-            else insights[d["name"]] if (r := remote[d["name"]]) is None else from_zones[r]
+    return [insights[d["name"]] if (w := where[d["name"]]) is None
+            else from_zones[w] if isinstance(w, tuple) else _held_elsewhere(d)
             for d in docs]
 
 

@@ -47,7 +47,7 @@ from litestar import Response, delete, get, post
 from msgspec import Struct
 
 from events import InvalidResource, Violation, is_resource_name, now_ms, rfc3339
-from events.commands import TokenCommands
+from events.commands import TokenCommands, signs_here
 from events.documents import load_json
 from events.errors import Conflict, NotFound
 from events.event_types import TokenPurpose
@@ -225,7 +225,7 @@ async def list_signing_keys(request: ApiRequest, kind: str) -> dict[str, Any]:
     mine = key_id(purpose, None, 1, zone=state.commands.zone).issuer  # whose keys sign here
     # a zone signs no zone tokens (global does): a key it made with an earlier release
     # only verifies the tokens it signed then
-    signing = not (purpose == ZONE_TOKEN and state.commands.deployment == "zone")
+    signing = signs_here(purpose, state.commands.deployment)
     items = [{"kid": r.kid, "purpose": r.purpose, "mesh": r.mesh, "serial": r.serial,
               "createdAt": rfc3339(r.created_at),
               "signs": signing and issuers[r.kid] == mine

@@ -96,9 +96,24 @@ async def _proxy(west: ControlPlane) -> AsyncIterator[AdsClient]:
     """West's redis-1 on an ADS stream to west's gateway, its first clusters ACKed."""
     token = west.dataplane_token("redis-1")
     async with grpc.aio.insecure_channel(f"127.0.0.1:{west.xds_port}") as channel:
-        client = AdsClient(channel, (("authorization", token),))
-        client.send(CLUSTER, node_id="default.redis-1")
-        client.ack(await client.recv(within=30))
+
+        async def served() -> AdsClient | None:
+            """The stream, its first clusters ACKed; None while west's gateway does not know
+            the token's signing key yet (the first token of the mesh made it a moment ago:
+            a proxy retries, as Envoy does)."""
+            client = AdsClient(channel, (("authorization", token),))
+            client.send(CLUSTER, node_id="default.redis-1")
+            try:
+                response = await client.recv(within=30)
+            except grpc.aio.AioRpcError as exc:
+                client.close()
+                if "not here yet" in (exc.details() or ""):
+                    return None
+                raise
+            client.ack(response)
+            return client
+
+        client = await eventually(served, "redis-1's stream served on west's gateway")
         try:
             yield client
         finally:

@@ -1,7 +1,11 @@
-"""Shared fixtures: a real nats-server per test, on an ephemeral port with a temp store dir."""
+"""Shared fixtures: a real nats-server per test, on an ephemeral port with a temp store dir;
+and a report of where a test that runs far too long is waiting."""
 
 from __future__ import annotations
 
+import asyncio
+import faulthandler
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -30,3 +34,32 @@ async def nc(nats_url: str) -> AsyncIterator[NATS]:
 @pytest.fixture
 async def event_log(nc: NATS) -> JetStreamEventLog:
     return await JetStreamEventLog.open(nc)
+
+
+HANG_REPORT_S = 300.0
+"""A test still running after this long gets every asyncio task's stack (and every thread's)
+printed, which the failure then shows: the suite's longest test takes a small fraction of it,
+and pytest-timeout (pyproject.toml, `timeout`) ends the test a while later. An await that
+never returns leaves the event loop idle, so the report runs; a loop blocked in a call is
+reported by pytest-timeout's own traceback."""
+
+
+def _report_hang(test: str) -> None:
+    out = sys.stderr
+    print(f"\n=== {test} still running after {HANG_REPORT_S:.0f} s: where it waits ===",
+          file=out)
+    for task in asyncio.all_tasks():
+        print(f"--- {task!r}", file=out)
+        task.print_stack(limit=30, file=out)
+    print("=== threads ===", file=out, flush=True)
+    faulthandler.dump_traceback(file=out, all_threads=True)
+
+
+@pytest.fixture(autouse=True)
+async def _hang_report(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    handle = asyncio.get_running_loop().call_later(HANG_REPORT_S, _report_hang,
+                                                   request.node.nodeid)
+    try:
+        yield
+    finally:
+        handle.cancel()

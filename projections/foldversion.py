@@ -27,7 +27,7 @@ from projections.store import ReadModelStore
 __all__ = ["FOLD_VERSION", "UNRECORDED_FOLD_VERSION", "FoldVersions", "fold_versions",
            "outdated_advice"]
 
-FOLD_VERSION = 6
+FOLD_VERSION = 7
 """The version of the fold this code runs. Changelog:
 
 1. Every release before fold versions: a store that records none was folded by one of them.
@@ -54,6 +54,9 @@ FOLD_VERSION = 6
 6. A ZoneIngress row has the `kuma.io/display-name` label: its name in the zone that
    registered it (unless the user gave one), also under another log's synced name
    (`projections.zoneingress.ingress_registered`), as a Dataplane has.
+7. A mesh's workload certificates renew in 16 groups spread over an eighth of the renewal
+   period (`projections.identity.renewal_group`, `window_start`) instead of all at once; a
+   `trust` row keeps the log's `clock` its windows hold at (was `window_start`).
 """
 
 UNRECORDED_FOLD_VERSION = 1

@@ -5,9 +5,18 @@ What is decided per event, at the event's `at` (order-dependent):
 
 - `refresh_trust`: a Mesh or CA event changes who issues, whom proxies trust, or how long
   certificates live. A new issuer or expiration starts a new sequence of windows at `at`.
-- `renew_due`: before any event, meshes whose window ended by its `at` move to the window
-  that holds `at` (all their certificates are re-issued). The projector's ticker appends a
-  `ClockTicked` at `renew_at` when the log is quiet, as it does for grace periods.
+- `renew_due`: before any event, the renewal groups whose window ended by its `at` move to
+  the window that holds `at` (their Dataplanes' certificates are re-issued). The projector's
+  ticker appends a `ClockTicked` at `renew_at` when the log is quiet, as it does for grace
+  periods.
+
+Renewals are spread: a mesh's Dataplanes fall in `RENEWAL_GROUPS` groups by a hash of their
+name (`renewal_group`), and group `g` renews at 4/5 of a certificate's life plus `g` / 160 of
+that period (`window_start`), so a mesh of 1,000 proxies re-issues ~60 certificates at a
+time, every ~0.5 % of the period (7 minutes for Kuma's default 24 h), instead of all at
+once; each group then renews every 4/5 of the life, as Kuma does. Every certificate's first
+window starts when its issuer took effect (`anchor`: a new CA or expiration re-issues them
+all, as in Kuma), and lasts 4/5 to 0.89 of its life.
 
 What is derived once per batch (a pure function of the state, so batch boundaries do not
 matter): the certificates of the Dataplanes marked stale, issued with
@@ -19,6 +28,9 @@ signature.
 from __future__ import annotations
 
 import logging
+import zlib
+
+import msgspec
 
 from events import Mesh, ca_purpose
 from events.identity import SealedSecretError
@@ -28,7 +40,8 @@ from projections.errors import IdentityUnavailable
 from projections.state import ProjectionState, dp_key
 from projections.views import CaRow, DataplaneRow, IdentityRow, MeshRow, TrustRow
 
-__all__ = ["DEFAULT_EXPIRATION", "derive_identities", "refresh_trust", "renew_due"]
+__all__ = ["DEFAULT_EXPIRATION", "RENEWAL_GROUPS", "derive_identities", "refresh_trust",
+           "renew_due", "renewal_group", "window_start"]
 
 log = logging.getLogger("meshlog.projector")
 
@@ -36,9 +49,47 @@ DEFAULT_EXPIRATION = "24h"
 """Kuma's default `dpCert.rotation.expiration`."""
 
 
+RENEWAL_GROUPS = 16
+"""How many groups a mesh's Dataplanes renew in, one after the other."""
+_SPREAD = 8
+"""The groups' first renewals spread over 1/`_SPREAD` of the renewal period: the last group
+renews its first certificates at 0.8 * 1.125 = 0.9 of their life, leaving a tenth of it to
+reach the proxies."""
+
+
 def _renew_after(expiration_ms: int) -> int:
     """Kuma re-issues after 4/5 of a certificate's life."""
     return expiration_ms * 4 // 5
+
+
+def renewal_group(mesh: str, name: str) -> int:
+    """The renewal group of Dataplane `name` of `mesh`: the same in every process and log."""
+    return zlib.crc32(f"{mesh}/{name}".encode()) % RENEWAL_GROUPS
+
+
+def _first_renewal(anchor: int, period: int, group: int) -> int:
+    return anchor + period + period * group // (_SPREAD * RENEWAL_GROUPS)
+
+
+def window_start(trust: TrustRow, group: int) -> int:
+    """Start of the issuing window `group` is in at `trust.clock`: its certificates are valid
+    from it (minus a skew) for `expiration_ms`, and replaced after 4/5 of that."""
+    period = _renew_after(trust.expiration_ms)
+    first = _first_renewal(trust.anchor, period, group)
+    if trust.clock < first:
+        return trust.anchor
+    return first + (trust.clock - first) // period * period
+
+
+def _next_renewal(anchor: int, period: int, after: int) -> int:
+    """The first time after `after` that a group moves to its next window."""
+    soonest = None
+    for group in range(RENEWAL_GROUPS):
+        first = _first_renewal(anchor, period, group)
+        when = first if after < first else first + ((after - first) // period + 1) * period
+        soonest = when if soonest is None else min(soonest, when)
+    assert soonest is not None
+    return soonest
 
 
 def refresh_trust(state: ProjectionState, mesh: str, at: int) -> None:
@@ -58,12 +109,12 @@ def refresh_trust(state: ProjectionState, mesh: str, at: int) -> None:
     same_issuer = (old is not None and old.backend == backend.name
                    and old.ca_version == ca.meta.version and old.expiration_ms == expiration)
     if old is not None and same_issuer:
-        anchor, start, renew = old.anchor, old.window_start, old.renew_at
+        anchor, clock, renew = old.anchor, old.clock, old.renew_at
     else:
-        anchor, start, renew = at, at, at + _renew_after(expiration)
+        anchor, clock, renew = at, at, _next_renewal(at, _renew_after(expiration), at)
     new = TrustRow(mesh=mesh, backend=backend.name, mode=backend.mode,
                    roots=_roots(state, spec, backend.name), ca_version=ca.meta.version,
-                   expiration_ms=expiration, anchor=anchor, window_start=start, renew_at=renew)
+                   expiration_ms=expiration, anchor=anchor, clock=clock, renew_at=renew)
     if new != old:
         state.put("trust", mesh, new)
     if not same_issuer:
@@ -83,17 +134,19 @@ def _roots(state: ProjectionState, mesh: Mesh, enabled: str) -> list[str]:
 
 
 def renew_due(state: ProjectionState, at: int) -> None:
-    """Move every mesh whose window ended by `at` to the window holding `at`."""
+    """Move the renewal groups whose window ended by `at` to the window holding `at`, in
+    every mesh that has one."""
     for mesh in state.renewals_due(at):
         trust = state.trust(mesh)
         assert trust is not None
-        period = _renew_after(trust.expiration_ms)
-        start = trust.anchor + (at - trust.anchor) // period * period
-        state.put("trust", mesh, TrustRow(
-            mesh=mesh, backend=trust.backend, mode=trust.mode, roots=trust.roots,
-            ca_version=trust.ca_version, expiration_ms=trust.expiration_ms,
-            anchor=trust.anchor, window_start=start, renew_at=start + period))
-        state.stale_identities.update((mesh, n) for n in state.dataplane_names(mesh))
+        moved = msgspec.structs.replace(
+            trust, clock=at,
+            renew_at=_next_renewal(trust.anchor, _renew_after(trust.expiration_ms), at))
+        groups = {g for g in range(RENEWAL_GROUPS)
+                  if window_start(moved, g) != window_start(trust, g)}
+        state.put("trust", mesh, moved)
+        state.stale_identities.update((mesh, n) for n in state.dataplane_names(mesh)
+                                      if renewal_group(mesh, n) in groups)
 
 
 def derive_identities(state: ProjectionState) -> None:
@@ -112,8 +165,9 @@ def _derive_one(state: ProjectionState, mesh: str, name: str) -> None:
         return
     uris = uri_sans(mesh, _tags(dp))
     old = state.identity(mesh, name)
+    start = window_start(trust, renewal_group(mesh, name))
     if (old is not None and old.backend == trust.backend and old.ca_version == trust.ca_version
-            and old.uris == uris and old.not_before == trust.window_start - NOT_BEFORE_SKEW_MS):
+            and old.uris == uris and old.not_before == start - NOT_BEFORE_SKEW_MS):
         return
     ca_row = state.ca(mesh, trust.backend)
     assert ca_row is not None  # refresh_trust keeps a TrustRow only with its CA
@@ -121,14 +175,14 @@ def _derive_one(state: ProjectionState, mesh: str, name: str) -> None:
     if ca is None:
         state.delete("identity", key)  # fails closed: its inbounds still require mTLS
         return
-    if not uris or ca.not_after_ms <= trust.window_start:
+    if not uris or ca.not_after_ms <= start:
         # a Dataplane with no tagged inbound has no identity to certify; a CA past its expiry
         # issues nothing (its proxies' peers refuse them): neither stops other meshes
         state.delete("identity", key)
         return
     issued = issue_workload(
-        ca, mesh=mesh, dataplane=name, uris=uris, not_before_ms=trust.window_start,
-        not_after_ms=trust.window_start + trust.expiration_ms)
+        ca, mesh=mesh, dataplane=name, uris=uris, not_before_ms=start,
+        not_after_ms=start + trust.expiration_ms)
     state.put("identity", key, IdentityRow(
         mesh=mesh, dataplane=name, backend=trust.backend, ca_version=trust.ca_version,
         uris=uris, cert=issued.chain, key=issued.key, not_before=issued.not_before,

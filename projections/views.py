@@ -295,11 +295,17 @@ class TrustRow(Row, frozen=True):
     expiration_ms: int
     """`dpCert.rotation.expiration`: how long a workload certificate lives."""
     anchor: int
-    """When this issuer and expiration took effect (an event's `at`): windows count from it."""
-    window_start: int
-    """Start of the current issuing window: certificates are valid from it (minus a skew)
-    for `expiration_ms`, and replaced at `renew_at`, after 4/5 of that (Kuma)."""
+    """When this issuer and expiration took effect (an event's `at`): every certificate's
+    first window starts there, and each Dataplane's renewals count from it
+    (`projections.identity.window_start`: its renewal group's)."""
+    clock: int = msgspec.field(name="windowStart")
+    """The log's time as of which the windows hold: the `at` of the event before which a
+    renewal group last moved to its next window (or `anchor`). Stored under fold version
+    6's name, `windowStart` (that release's one window for the whole mesh, a time the windows
+    hold at too), so the releases before and after read each other's rows: a gateway in a
+    rolling upgrade, a projector resuming a store of the release before."""
     renew_at: int
+    """The next time a renewal group of this mesh moves to its next window."""
 
 
 class IdentityRow(Row, frozen=True):

@@ -288,6 +288,13 @@ class History:
         self._add(ClockTicked(at=self._next_at()))
         return self
 
+    def tick_at(self, at: int) -> History:
+        """A `ClockTicked` at `at` (not before the last event); the next event is `gap` after."""
+        assert at >= self._at, "time goes forward"
+        self._at = at
+        self._add(ClockTicked(at=at))
+        return self
+
     def mtls(self, mesh: str, *backends: str, enabled: str | None = None,
              mode: str = "STRICT", expiration: str = "10s") -> History:
         """The command side's CA events for `backends` not recorded yet, then a Mesh with

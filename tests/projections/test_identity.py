@@ -4,13 +4,17 @@ histories with mTLS is covered by test_fold's property tests (`History.mtls`).""
 
 from __future__ import annotations
 
+import itertools
+import json
+
 import pytest
 from cryptography import x509
 
 from events import ClockTicked
 from projections.errors import IdentityUnavailable
+from projections.identity import RENEWAL_GROUPS, renewal_group
 from projections.state import ProjectionState
-from projections.views import IdentityRow, TrustRow
+from projections.views import IdentityRow, TrustRow, decode_typed, encode_row
 from tests.projections._histories import (
     ZONE,
     History,
@@ -58,28 +62,75 @@ def test_a_dataplane_of_an_mtls_mesh_gets_its_certificate() -> None:
     assert ident.not_after - ident.not_before == 10_000 + 10_000  # plus the 10 s skew
 
 
+def _first_renewal_in(name: str) -> int:
+    """Milliseconds after the window's start at which `name`'s first certificate of a 10 s
+    mesh is renewed: 8 s (4/5), plus its renewal group's share of 1 s (an eighth of 8 s)."""
+    return 8_000 + 8_000 * renewal_group("default", name) // (8 * RENEWAL_GROUPS)
+
+
 def test_certificates_are_reissued_each_window_from_the_log_clock() -> None:
     h = _history()
     first = _identity(fold_all(h.events))
     # the Mesh event is at START + 2 s (the window's start), each event 1 s after the last
-    h.wait(5_000).tick()  # 7 s in: before 4/5 of 10 s, the same certificate
+    window = START + 2_000
+    h.tick_at(window + 7_000)  # before 4/5 of 10 s, the same certificate
     assert _identity(fold_all(h.events)).cert == first.cert
-    h.wait(1_000).tick()  # 9 s in: past 8 s, the next window
+    renewal = window + _first_renewal_in("web-1")
+    h.tick_at(renewal - 1)  # 1 ms before its group's renewal, still
+    assert _identity(fold_all(h.events)).cert == first.cert
+    h.tick_at(renewal)  # its group's renewal: the next window, from that moment
     second = _identity(fold_all(h.events))
-    assert second.cert != first.cert and second.not_after == first.not_after + 8_000
+    assert second.cert != first.cert and second.not_after == first.not_after + (renewal - window)
+    h.tick_at(renewal + 8_000 - 1)  # then every 8 s (4/5 of 10 s)
+    assert _identity(fold_all(h.events)).cert == second.cert
+    h.tick_at(renewal + 8_000)
+    third = _identity(fold_all(h.events))
+    assert third.cert != second.cert and third.not_after == second.not_after + 8_000
+
+
+def test_a_quiet_log_is_woken_at_each_renewal_time() -> None:
+    """The ticker appends ClockTicked(at=next_expiry) while the log is quiet: the renewal
+    groups move one after the other, web-1's exactly at its group's time."""
+    h = _history()
     state = fold_all(h.events)
-    trust = _trust(state)
-    assert trust is not None and state.next_expiry() == trust.renew_at
+    start = _identity(state).not_before + 10_000  # the skew
+    before, seq, ticks = _identity(state).cert, len(h.events), []
+    while _identity(state).cert == before:
+        due = state.next_expiry()
+        assert due is not None
+        seq += 1
+        fold([[ClockTicked(at=due)]], state=state, first_seq=seq)
+        ticks.append(due)
+    assert ticks[-1] == start + _first_renewal_in("web-1")
+    assert ticks == sorted(set(ticks))  # each group's time once, in order
 
 
-def test_a_quiet_log_is_woken_at_the_renewal_time() -> None:
-    state = fold_all(_history().events)
-    trust = _trust(state)
-    assert trust is not None and state.next_expiry() == trust.renew_at
-    # the ticker appends ClockTicked(at=renew_at): exactly then, a new window
-    before = _identity(state).cert
-    fold([[ClockTicked(at=trust.renew_at)]], state=state, first_seq=len(_history().events) + 1)
-    assert _identity(state).cert != before
+def test_a_meshs_renewals_are_spread_and_each_comes_before_its_certificate_expires() -> None:
+    h = History(start=START, gap=0)  # all at the mesh's start
+    h.mtls("default", "ca-1", enabled="ca-1", expiration="10s")
+    names = [f"web-{i}" for i in range(40)]
+    for i, name in enumerate(names):
+        h.register(dataplane("default", name, f"10.0.0.{i + 1}", inbound(8080, "web")))
+    state = fold_all(h.events)
+    seq, renewed_at = len(h.events), {name: [_identity(state, name).not_before] for name in names}
+    while (due := state.next_expiry()) is not None and due < START + 60_000:
+        # every certificate is still valid a tenth of its life before this moment's renewals
+        assert all(_identity(state, n).not_after - due >= 1_000 for n in names)
+        seq += 1
+        fold([[ClockTicked(at=due)]], state=state, first_seq=seq)
+        for name in names:
+            if _identity(state, name).not_before != renewed_at[name][-1]:
+                renewed_at[name].append(_identity(state, name).not_before)
+    groups = {renewal_group("default", n) for n in names}
+    assert len(groups) > 8  # 40 names: most of the 16 groups
+    # the first renewals are spread over a second (an eighth of 8 s), by group ...
+    firsts = {n: at[1] - at[0] for n, at in renewed_at.items()}
+    assert len(set(firsts.values())) == len(groups)
+    assert all(8_000 <= d < 9_000 for d in firsts.values())
+    # ... and then each Dataplane renews every 8 s (4/5 of 10 s), as Kuma does
+    for at in renewed_at.values():
+        assert [b - a for a, b in itertools.pairwise(at[1:])] == [8_000] * (len(at) - 2)
+        assert len(at) >= 6
 
 
 def test_the_same_history_issues_the_same_bytes_after_a_restart() -> None:
@@ -138,3 +189,14 @@ def test_the_realistic_history_issues_and_rotates() -> None:
     assert trust is not None and trust.backend == "ca-2" and len(trust.roots) == 2
     issued = [k for c, k, _ in state.persisted() if c == "identity"]
     assert issued and all(k.startswith("edge/") for k in issued)
+
+
+def test_a_trust_row_reads_across_the_release_before() -> None:
+    """Fold version 6 stored one `windowStart` for the mesh; 7 stores its `clock` under that
+    name: gateways and stores of either release read the other's rows."""
+    trust = _trust(fold_all(_history().events))
+    assert trust is not None
+    stored = json.loads(encode_row(trust))
+    assert stored["windowStart"] == trust.clock and "clock" not in stored
+    assert decode_typed(TrustRow, json.dumps(stored).encode()) == trust
+

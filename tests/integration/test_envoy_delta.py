@@ -221,8 +221,8 @@ def test_cluster_changed_in_place_warms_from_resent_eds(
         eds_before = eds.responses
         original = clusters.eds_cluster
 
-        def slower(name: str) -> Any:
-            cluster = original(name)
+        def slower(name: str, *args: Any, **kwargs: Any) -> Any:
+            cluster = original(name, *args, **kwargs)
             cluster.connect_timeout.FromSeconds(7)
             return cluster
 

@@ -247,8 +247,8 @@ async def test_eds_is_sent_again_after_its_cluster_changes(
     _cds, eds, _lds = await _subscribe(client)
     original = clusters.eds_cluster
 
-    def slower(name: str) -> Any:
-        cluster = original(name)
+    def slower(name: str, *args: Any, **kwargs: Any) -> Any:
+        cluster = original(name, *args, **kwargs)
         cluster.connect_timeout.FromSeconds(7)
         return cluster
 

@@ -10,12 +10,15 @@ from envoy.config.core.v3.config_source_pb2 import (
     ApiVersion,
     ConfigSource,
 )
+from envoy.config.core.v3.protocol_pb2 import Http2ProtocolOptions
 from envoy.config.endpoint.v3.endpoint_components_pb2 import (
     Endpoint,
     LbEndpoint,
     LocalityLbEndpoints,
 )
 from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
+from envoy.extensions.upstreams.http.v3.http_protocol_options_pb2 import HttpProtocolOptions
+from google.protobuf.any_pb2 import Any
 from google.protobuf.duration_pb2 import Duration
 
 __all__ = ["eds_cluster", "local_cluster"]
@@ -23,8 +26,17 @@ __all__ = ["eds_cluster", "local_cluster"]
 _CONNECT_TIMEOUT = Duration(seconds=5)
 
 
-def eds_cluster(name: str, tls: TransportSocket | None = None) -> Cluster:
-    """`tls`: the upstream mTLS of a mesh with mTLS on (`tls.upstream_tls`)."""
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_HTTP2 = Any()
+_HTTP2.Pack(HttpProtocolOptions(explicit_http_config=HttpProtocolOptions.ExplicitHttpConfig(
+    http2_protocol_options=Http2ProtocolOptions())))
+
+
+def eds_cluster(name: str, tls: TransportSocket | None = None, *, http2: bool = False
+                ) -> Cluster:
+    """`tls`: the upstream mTLS of a mesh with mTLS on (`tls.upstream_tls`). `http2`: the
+    port's `appProtocol` is `http2` or `grpc`, so requests an L7 outbound routes here go to
+    its endpoints in HTTP/2 (the protocol they speak; a tcp_proxy ignores it)."""
     cluster = Cluster(
         name=name,
         type=Cluster.EDS,
@@ -36,6 +48,8 @@ def eds_cluster(name: str, tls: TransportSocket | None = None) -> Cluster:
     )
     if tls is not None:
         cluster.transport_socket.CopyFrom(tls)
+    if http2:
+        cluster.typed_extension_protocol_options[_HTTP_OPTIONS].CopyFrom(_HTTP2)
     return cluster
 
 

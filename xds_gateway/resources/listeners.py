@@ -1,7 +1,15 @@
 """Listeners: one per inbound (to its local cluster) and one per reachable MeshService port.
 
-Traffic is proxied at L4 (tcp_proxy). Outbound listeners on a VIP set `freebind`, so Envoy
-can bind a VIP that is not (yet) a local address instead of rejecting the whole LDS update.
+An outbound to a port whose `appProtocol` is `http`, `http2` or `grpc` is proxied at L7 (an
+HttpConnectionManager routing every request to the port's cluster, as Kuma's outbound
+does), so requests, not connections, are balanced over the endpoints: a keep-alive HTTP/1.1
+client or one gRPC channel (one HTTP/2 connection) reaches every endpoint. Any other
+protocol, and every inbound, is proxied at L4 (tcp_proxy). No request timeout is set (Envoy's
+default is 15 s, Kuma's default MeshTimeout too; meshlog has no MeshTimeout to lift it with,
+and a stream or long poll that worked over L4 must keep working): a stream idle for 30
+minutes ends, Kuma's default `streamIdleTimeout`. Outbound listeners on a VIP set `freebind`,
+so Envoy can bind a VIP that is not (yet) a local address instead of rejecting the whole LDS
+update.
 
 With mTLS on (`InboundTls`), an inbound terminates the mesh's mTLS (`tls.downstream_tls`)
 and runs the RBAC filter (MeshTrafficPermission) first, on the client certificate's SAN:
@@ -14,7 +22,10 @@ and runs the RBAC filter (MeshTrafficPermission) first, on the client certificat
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from envoy.config.core.v3.address_pb2 import Address, SocketAddress
+from envoy.config.core.v3.protocol_pb2 import Http1ProtocolOptions
 from envoy.config.listener.v3.listener_components_pb2 import (
     Filter,
     FilterChain,
@@ -22,18 +33,46 @@ from envoy.config.listener.v3.listener_components_pb2 import (
     ListenerFilter,
 )
 from envoy.config.listener.v3.listener_pb2 import Listener
+from envoy.config.route.v3.route_components_pb2 import (
+    Route,
+    RouteAction,
+    RouteMatch,
+    VirtualHost,
+)
+from envoy.config.route.v3.route_pb2 import RouteConfiguration
+from envoy.extensions.filters.http.router.v3.router_pb2 import Router
 from envoy.extensions.filters.listener.tls_inspector.v3.tls_inspector_pb2 import TlsInspector
+from envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2 import (  # noqa: E501
+    HttpConnectionManager,
+    HttpFilter,
+)
 from envoy.extensions.filters.network.rbac.v3.rbac_pb2 import RBAC
 from envoy.extensions.filters.network.tcp_proxy.v3.tcp_proxy_pb2 import TcpProxy
 from google.protobuf.any_pb2 import Any
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import Message
 from google.protobuf.wrappers_pb2 import BoolValue
 from msgspec import Struct
 
+from events import MeshMultiZoneServicePort, MeshServicePort
 from xds_gateway.resources.rbac import rbac_filter
 from xds_gateway.resources.tls import KUMA_ALPN, downstream_tls
 
-__all__ = ["InboundTls", "inbound_listener", "sni_listener", "tcp_listener",
+__all__ = ["HTTP2_PROTOCOLS", "HTTP_PROTOCOLS", "InboundTls", "inbound_listener",
+           "outbound_listener", "port_protocol", "sni_listener", "tcp_listener",
            "tcp_proxy_filter"]
+
+HTTP_PROTOCOLS = frozenset({"http", "http2", "grpc"})
+"""The `appProtocol`s whose outbound is proxied at L7."""
+HTTP2_PROTOCOLS = frozenset({"http2", "grpc"})
+"""The `appProtocol`s whose endpoints are spoken to in HTTP/2 (`clusters.eds_cluster`)."""
+_STREAM_IDLE_TIMEOUT = Duration(seconds=30 * 60)
+
+
+def port_protocol(ports: Sequence[MeshServicePort | MeshMultiZoneServicePort], port: int
+                  ) -> str:
+    """The `appProtocol` of `port` among a service's `ports` (`tcp` if it is not there)."""
+    return next((p.app_protocol for p in ports if p.port == port), "tcp")
 
 
 class InboundTls(Struct, frozen=True):
@@ -44,10 +83,27 @@ class InboundTls(Struct, frozen=True):
     """Who may call (`rbac.inbound_rbac`): the network RBAC filter of the mTLS chain."""
 
 
-def _packed(message: TcpProxy | RBAC | TlsInspector) -> Any:
+def _packed(message: Message) -> Any:
     config = Any()
     config.Pack(message)
     return config
+
+
+def _http_connection_manager(cluster: str) -> Filter:
+    """Every request, whatever its host and path, to `cluster`."""
+    return Filter(name="envoy.filters.network.http_connection_manager", typed_config=_packed(
+        HttpConnectionManager(
+            stat_prefix=cluster.replace(":", "_"),
+            codec_type=HttpConnectionManager.AUTO,  # HTTP/1.1, and HTTP/2 by its preface
+            route_config=RouteConfiguration(name=cluster, virtual_hosts=[VirtualHost(
+                name=cluster, domains=["*"], routes=[Route(
+                    match=RouteMatch(prefix="/"),
+                    route=RouteAction(cluster=cluster, timeout=Duration(seconds=0)))])]),
+            http_filters=[HttpFilter(name="envoy.filters.http.router",
+                                     typed_config=_packed(Router()))],
+            http_protocol_options=Http1ProtocolOptions(accept_http_10=True),
+            stream_idle_timeout=_STREAM_IDLE_TIMEOUT,
+        )))
 
 
 def _tcp_proxy(cluster: str) -> Filter:
@@ -74,6 +130,15 @@ def tcp_listener(name: str, address: str, port: int, cluster: str, *,
                  bind: bool = True, freebind: bool = False) -> Listener:
     return _listener(name, address, port, [FilterChain(filters=[_tcp_proxy(cluster)])],
                      bind=bind, freebind=freebind)
+
+
+def outbound_listener(name: str, address: str, port: int, cluster: str, protocol: str, *,
+                      bind: bool = True, freebind: bool = False) -> Listener:
+    """An outbound to `cluster`: L7 for the `HTTP_PROTOCOLS`, else L4."""
+    proxy = (_http_connection_manager(cluster) if protocol in HTTP_PROTOCOLS
+             else _tcp_proxy(cluster))
+    return _listener(name, address, port, [FilterChain(filters=[proxy])], bind=bind,
+                     freebind=freebind)
 
 
 def inbound_listener(name: str, address: str, port: int, cluster: str,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 
 from events import Outbound
 from projections import Endpoint, MeshMultiZoneServiceRow
-from xds_gateway.resources import clusters, endpoints, names, tls
+from xds_gateway.resources import clusters, endpoints, listeners, names, tls
 from xds_gateway.resources.cache import EncodedResource, ResourceCache
 from xds_gateway.type_urls import CLUSTER, ENDPOINT
 from xds_gateway.view import ProjectionView
@@ -53,12 +53,14 @@ def mzsvc_port(view: ProjectionView, cache: ResourceCache, row: MeshMultiZoneSer
     services."""
     mesh, name = row.mesh, display_name(row)
     cname = names.mzsvc_cluster(mesh, name, port)
+    h2 = listeners.port_protocol(row.spec.ports, port) in listeners.HTTP2_PROTOCOLS
     if mtls and mesh in view.trust:
         sni = tls.sni(mesh, name, port, "mzms")
-        add(cache.get(CLUSTER, cname, ("eds", mesh, None, sni), lambda: clusters.eds_cluster(
-            cname, tls.upstream_tls(mesh, None, sni))))
+        add(cache.get(CLUSTER, cname, ("eds", mesh, None, sni, h2), lambda: clusters.eds_cluster(
+            cname, tls.upstream_tls(mesh, None, sni), http2=h2)))
     else:
-        add(cache.get(CLUSTER, cname, "eds", lambda: clusters.eds_cluster(cname)))
+        add(cache.get(CLUSTER, cname, ("eds", h2),
+                      lambda: clusters.eds_cluster(cname, http2=h2)))
     groups: list[tuple[int, str, list[Endpoint]]] = []
     key: list[tuple[int, bytes, tuple[tuple[str, str | None], ...]]] = []
     for backend in row.backends:

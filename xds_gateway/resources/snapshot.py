@@ -315,7 +315,8 @@ def _service_outbounds(cache: ResourceCache, row: MeshServiceRow | MeshMultiZone
     for port in ports:
         cname = cluster(port)
         if vip is not None:
-            add(_outbound(cache, vip, port, cname, bind=bind))
+            protocol = listeners.port_protocol(row.spec.ports, port)
+            add(_outbound(cache, vip, port, cname, protocol, bind=bind))
         if grpc_targets is not None:
             for target in grpc_targets(hostnames, port):
                 _grpc_target(cache, target, cname, add)
@@ -335,11 +336,14 @@ def _explicit(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
             outbound, view.meshmultizoneservices.get(mesh, {}))
         if target is not None:
             cname = _service_port(view, cache, mesh, target[0], target[1], add)
+            protocol = listeners.port_protocol(services[target[0]].spec.ports, target[1])
         elif multizone_target is not None:
             cname = multizone.mzsvc_port(view, cache, *multizone_target, add)
+            protocol = listeners.port_protocol(multizone_target[0].spec.ports,
+                                               multizone_target[1])
         else:
             continue
-        add(_outbound(cache, outbound.address or "127.0.0.1", outbound.port, cname))
+        add(_outbound(cache, outbound.address or "127.0.0.1", outbound.port, cname, protocol))
 
 
 def _service_port(view: ProjectionView, cache: ResourceCache, mesh: str, service: str,
@@ -350,14 +354,17 @@ def _service_port(view: ProjectionView, cache: ResourceCache, mesh: str, service
     certificate providers, gRFC A29), so it speaks plaintext, which a PERMISSIVE inbound
     accepts (README, "mTLS")."""
     cname = names.msvc_cluster(mesh, service, port)
+    ms = view.meshservices.get(mesh, {}).get(service)
+    h2 = ms is not None and (listeners.port_protocol(ms.spec.ports, port)
+                             in listeners.HTTP2_PROTOCOLS)
     if mtls and mesh in view.trust:
-        ms = view.meshservices.get(mesh, {}).get(service)
         san = _service_san(mesh, ms)
         sni = tls.sni(mesh, tls.sni_name(ms.labels if ms else {}, service), port)
-        add(cache.get(CLUSTER, cname, ("eds", mesh, san, sni), lambda: clusters.eds_cluster(
-            cname, tls.upstream_tls(mesh, san, sni))))
+        add(cache.get(CLUSTER, cname, ("eds", mesh, san, sni, h2), lambda: clusters.eds_cluster(
+            cname, tls.upstream_tls(mesh, san, sni), http2=h2)))
     else:
-        add(cache.get(CLUSTER, cname, "eds", lambda: clusters.eds_cluster(cname)))
+        add(cache.get(CLUSTER, cname, ("eds", h2),
+                      lambda: clusters.eds_cluster(cname, http2=h2)))
     ep_row = view.endpoints.get(mesh, {}).get(service)
     if ep_row is None:
         return cname
@@ -431,12 +438,14 @@ def _inbounds(view: ProjectionView, dp: Dataplane, trust: TrustRow | None,
                       refs=frozenset({cname})))
 
 
-def _outbound(cache: ResourceCache, address: str, port: int, cluster: str, *,
+def _outbound(cache: ResourceCache, address: str, port: int, cluster: str, protocol: str, *,
               bind: bool = True) -> EncodedResource:
     lname = names.outbound_listener(address, port)
+    l7 = protocol in listeners.HTTP_PROTOCOLS
     return cache.get(
-        LISTENER, lname, ("outbound", address, port, cluster, bind),
-        lambda: listeners.tcp_listener(lname, address, port, cluster, bind=bind, freebind=True),
+        LISTENER, lname, ("outbound", address, port, cluster, bind, l7),
+        lambda: listeners.outbound_listener(lname, address, port, cluster, protocol, bind=bind,
+                                            freebind=True),
         refs=frozenset({cluster}),
     )
 

@@ -1,0 +1,108 @@
+"""Outbounds to `http` and `grpc` ports balance requests, not connections: a real Envoy
+sidecar, two real backends of one service, and one client connection through the VIP.
+
+Over L4 (tcp_proxy, any other `appProtocol`) a connection is pinned to the endpoint it was
+opened to, so a keep-alive HTTP/1.1 client or a gRPC channel (one HTTP/2 connection) reaches
+one backend only; over L7 each request is routed on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+
+from services.cli.bootstrap import sidecar_bootstrap
+from tests.harness import (
+    ControlPlane,
+    Envoy,
+    free_port,
+    free_port_on_all,
+    http_backend,
+    meshlog_up,
+    run_envoy,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+BACKENDS = {"backend-1": "127.0.0.2", "backend-2": "127.0.0.3"}
+_METHOD = "/meshlog.test.Echo/Name"
+
+
+def _dataplane(name: str, address: str, port: int, service: str, protocol: str
+               ) -> dict[str, Any]:
+    return {"type": "Dataplane", "mesh": "default", "name": name,
+            "networking": {"address": address, "inbound": [
+                {"port": port, "name": "main", "protocol": protocol,
+                 "tags": {"kuma.io/service": service}}]}}
+
+
+@contextlib.contextmanager
+def _grpc_backend(host: str, port: int, name: str) -> Iterator[None]:
+    """A gRPC server (HTTP/2 only) whose one unary method answers with its name."""
+    handler = grpc.method_handlers_generic_handler("meshlog.test.Echo", {
+        "Name": grpc.unary_unary_rpc_method_handler(lambda _request, _context: name.encode())})
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(f"{host}:{port}")
+    server.start()
+    try:
+        yield
+    finally:
+        server.stop(grace=None)
+
+
+@contextlib.contextmanager
+def _sidecar_of_web(cp: ControlPlane, tmp_path: Path, port: int, protocol: str
+                    ) -> Iterator[tuple[Envoy, str]]:
+    """Both backends registered with `protocol`, and web's Envoy once it has backend's VIP
+    listener; yields the Envoy and the VIP."""
+    cp.apply({"type": "Mesh", "name": "default"})
+    for name, address in BACKENDS.items():
+        cp.apply(_dataplane(name, address, port, "backend", protocol))
+    cp.apply(_dataplane("web-1", "127.0.0.4", free_port("127.0.0.4"), "web", "http"))
+    vip = cp.meshservice("backend")["status"]["vips"][0]["ip"]
+    bootstrap = sidecar_bootstrap(mesh="default", name="web-1", xds_host="127.0.0.1",
+                                  xds_port=cp.xds_port, admin_port=0,
+                                  token=cp.dataplane_token("web-1"))
+    with run_envoy(bootstrap, tmp_path / "envoy", "web-1") as envoy:
+        wait_for(lambda: f"outbound:{vip}:{port}" in envoy.listeners(), timeout=60,
+                 what="the backend VIP listener in Envoy")
+        # both endpoints in EDS before counting who answers
+        wait_for(lambda: envoy.stats("default_backend___msvc_").get(
+            f"cluster.default_backend___msvc_{port}.membership_healthy") == 2,
+            timeout=60, what="both backends in the cluster")
+        yield envoy, vip
+
+
+def test_one_keep_alive_http_connection_reaches_every_endpoint(tmp_path: Path) -> None:
+    port = free_port_on_all(list(BACKENDS.values()))
+    with meshlog_up(tmp_path / "cp", "--vip-cidr", "127.100.0.0/16") as cp, \
+            http_backend(BACKENDS["backend-1"], port, "backend-1", keep_alive=True), \
+            http_backend(BACKENDS["backend-2"], port, "backend-2", keep_alive=True), \
+            _sidecar_of_web(cp, tmp_path, port, "http") as (envoy, vip), \
+            httpx.Client(timeout=10, limits=httpx.Limits(max_connections=1)) as client:
+        answers = [client.get(f"http://{vip}:{port}/").text for _ in range(40)]
+        assert set(answers) == {"backend-1", "backend-2"}, answers
+        # one connection from the client to Envoy carried them all
+        assert envoy.stats("downstream_cx_total").get(
+            f"http.default_backend___msvc_{port}.downstream_cx_total") == 1
+
+
+def test_one_grpc_channel_reaches_every_endpoint_in_http2(tmp_path: Path) -> None:
+    port = free_port_on_all(list(BACKENDS.values()))
+    with meshlog_up(tmp_path / "cp", "--vip-cidr", "127.100.0.0/16") as cp, \
+            _grpc_backend(BACKENDS["backend-1"], port, "backend-1"), \
+            _grpc_backend(BACKENDS["backend-2"], port, "backend-2"), \
+            _sidecar_of_web(cp, tmp_path, port, "grpc") as (_envoy, vip), \
+            grpc.insecure_channel(f"{vip}:{port}") as channel:
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(_METHOD)
+        answers = {call(b"", timeout=10) for _ in range(40)}
+        assert answers == {b"backend-1", b"backend-2"}, answers

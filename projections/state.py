@@ -76,10 +76,9 @@ _R = TypeVar("_R", bound=Row)
 _SELECTING_MEMO_SIZE = 65_536
 
 
+# rows that feed no index: `projections.remote`'s inputs, a deleted zone's kept rows
 _UNINDEXED = frozenset({"remotemeshservice", "parkeddataplane", "parkedmeshservice",
                         "parkedzoneingress"})
-"""Collections whose rows feed no index: `projections.remote`'s inputs and the rows of a
-deleted zone it keeps until that zone registers again."""
 
 
 def _typed(cls: type[_R], row: Row) -> _R:

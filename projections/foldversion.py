@@ -27,7 +27,7 @@ from projections.store import ReadModelStore
 __all__ = ["FOLD_VERSION", "UNRECORDED_FOLD_VERSION", "FoldVersions", "fold_versions",
            "outdated_advice"]
 
-FOLD_VERSION = 7
+FOLD_VERSION = 8
 """The version of the fold this code runs. Changelog:
 
 1. Every release before fold versions: a store that records none was folded by one of them.
@@ -57,6 +57,11 @@ FOLD_VERSION = 7
 7. A mesh's workload certificates renew in 16 groups spread over an eighth of the renewal
    period (`projections.identity.renewal_group`, `window_start`) instead of all at once; a
    `trust` row keeps the log's `clock` its windows hold at (was `window_start`).
+8. A deleted zone's synced rows (`remotedataplane`, `remotemeshservice`, its `zoneingress`)
+   are kept out of sight as `parkeddataplane`, `parkedmeshservice`, `parkedzoneingress`
+   (its events in flight folded there, no longer dropped) and come back, with its
+   MeshServices, when it registers again (`projections.remote`); a zone's own log keeps its
+   own ZoneIngresses when global deletes it.
 """
 
 UNRECORDED_FOLD_VERSION = 1

@@ -33,8 +33,14 @@ after `expires_at` (its projector ticks for it as for its own: `projections.tick
 every log shows the same spec and the same expiry as the origin; only the moment it goes
 may differ by the link's lag (it is judged by the events of the log that folds it).
 A remote service is hidden at once while its zone is disabled, and removed with a deleted
-zone (whose events still in flight are dropped: a tombstone `zone` row, until it registers
-again; its grace period row stays, as the zone's setting). Labels as Kuma shows a synced
+zone (a tombstone `zone` row). What a deleted zone synced (its `remotedataplane`,
+`remotemeshservice` and `zoneingress` rows) is kept out of sight (`parked*` rows, its events
+still in flight folded there too; its grace period row stays, as the zone's setting) and
+comes back when it registers again: this log holds all that zone wrote, once each, in its
+order (its source resumes after the last origin sequence this stream holds, so what it
+writes meanwhile follows), so the zone's full state is here again, as on Kuma's global once
+the reconnected zone's KDS resent it (reference/multizone.md §1), and a replay folds it
+alike. Labels as Kuma shows a synced
 MeshService: `kuma.io/display-name`, `kuma.io/zone`, `kuma.io/env: universal`, and
 `kuma.io/origin` `global` in a zone (Kuma's global->zone mapper relabels what it sends, so
 the synced hostname generator, which selects origin `global`, names it) or `zone` on global.
@@ -65,6 +71,7 @@ from events import (
     Provenance,
     ZoneApplied,
     ZoneDeleted,
+    ZoneIngress,
     ZoneIngressDeleted,
     ZoneIngressRegistered,
     is_dns1035_label,
@@ -149,22 +156,16 @@ def apply_remote(state: ProjectionState, seq: int, event: AnyEvent,
     zone = provenance.zone
     row = state.get("zone", zone)
     if isinstance(row, ZoneRow) and row.deleted:
-        return  # in flight when its zone was deleted (its sources interleave with global's)
+        # in flight when its zone was deleted (its source interleaves with global's): kept
+        # with the rest of what the zone synced, out of sight until it registers again
+        _apply_parked(state, seq, event, provenance)
+        return
     match event:
         case DataplaneRegistered(dataplane=dp):
-            name = hashed_name(dp.mesh, dp.name, zone)
-            key = dp_key(dp.mesh, name)
+            key = dp_key(dp.mesh, hashed_name(dp.mesh, dp.name, zone))
             old = state.get("remotedataplane", key)
             old_dp = old.dataplane if isinstance(old, DataplaneRow) else None
-            # the labels and inbound `kuma.io/zone` tags its zone shows (Kuma's KDS carries
-            # them to global, which pins the tags to the zone they came from: the same zone)
-            labeled = msgspec.structs.replace(
-                dp, name=name, labels=dataplane_labels(dp, provenance, event.origin),
-                networking=zone_tagged(dp.networking, provenance))
-            state.put("remotedataplane", key, DataplaneRow(
-                dataplane=labeled, meta=_meta(old, seq, event.at),
-                first_seq=old.first_seq if isinstance(old, DataplaneRow) else seq,
-                origin=event.origin))
+            state.put("remotedataplane", key, _dataplane_row(old, seq, event, provenance))
             _dataplanes_changed(state, dp.mesh, zone, _services(old_dp) | _services(dp),
                                 seq, event.at)
         case DataplaneDeregistered(mesh=mesh, name=name):
@@ -174,35 +175,137 @@ def apply_remote(state: ProjectionState, seq: int, event: AnyEvent,
                 state.delete("remotedataplane", key)
                 _dataplanes_changed(state, mesh, zone, _services(old.dataplane), seq, event.at)
         case MeshServiceApplied(meshservice=ms):
-            name = hashed_name(ms.mesh, ms.name, zone)
-            old = state.get("remotemeshservice", ms_key(ms.mesh, name))
-            state.put("remotemeshservice", ms_key(ms.mesh, name), MeshServiceRow(
-                mesh=ms.mesh, name=name,
-                labels={DISPLAY_NAME: ms.name, **ms.labels, "kuma.io/mesh": ms.mesh,
-                        **_seen_labels(state, zone)},
-                spec=ms.spec, status=MeshServiceStatus(), meta=_meta(old, seq, event.at),
-                origin="user"))
+            key = ms_key(ms.mesh, hashed_name(ms.mesh, ms.name, zone))
+            old = state.get("remotemeshservice", key)
+            state.put("remotemeshservice", key, _meshservice_row(state, old, seq, event, zone))
             refresh(state, ms.mesh, zone, ms.name, seq, event.at)
         case MeshServiceDeleted(mesh=mesh, name=display):
             state.delete("remotemeshservice", ms_key(mesh, hashed_name(mesh, display, zone)))
             refresh(state, mesh, zone, display, seq, event.at)
         case ZoneIngressRegistered(zoneingress=zi):
-            # Kuma syncs ingresses across zones under hashed names, like MeshServices
-            synced = msgspec.structs.replace(zi, name=hashed_name("", zi.name, zone),
-                                             labels={DISPLAY_NAME: zi.name, **zi.labels})
+            synced = _synced_ingress(zi, zone)
             zoneingress.ingress_registered(state, synced, provenance, _meta(
                 state.get("zoneingress", synced.name), seq, event.at), synced=True)
         case ZoneIngressDeleted(name=name):
             zoneingress.ingress_deleted(state, hashed_name("", name, zone))
-        case GracePeriodConfigured(kind=kind, grace_period_ms=grace):
-            # that zone's own grace period, for its generated MeshServices here (`refresh`):
-            # its event is in this log, sourced with the rest of its subjects, in its order
-            # among that zone's Dataplane events, so each deregistration meets the setting it
-            # met in its zone, in every log and every replay
-            state.put("graceperiod", grace_period_key(kind, zone),
-                      GracePeriodRow(kind=kind, grace_period_ms=grace, zone=zone))
+        case GracePeriodConfigured():
+            _grace_period(state, event, zone)
         case _:
             pass  # that zone's own settings, keys and policies: not this control plane's
+
+
+def _dataplane_row(old: object, seq: int, event: DataplaneRegistered,
+                   provenance: Provenance) -> DataplaneRow:
+    """Another zone's Dataplane under its synced name, with the labels and inbound
+    `kuma.io/zone` tags its zone shows (Kuma's KDS carries them to global, which pins the
+    tags to the zone they came from: the same zone)."""
+    dp = event.dataplane
+    labeled = msgspec.structs.replace(
+        dp, name=hashed_name(dp.mesh, dp.name, provenance.zone),
+        labels=dataplane_labels(dp, provenance, event.origin),
+        networking=zone_tagged(dp.networking, provenance))
+    return DataplaneRow(dataplane=labeled, meta=_meta(old, seq, event.at),
+                        first_seq=old.first_seq if isinstance(old, DataplaneRow) else seq,
+                        origin=event.origin)
+
+
+def _meshservice_row(state: ProjectionState, old: object, seq: int,
+                     event: MeshServiceApplied, zone: str) -> MeshServiceRow:
+    ms = event.meshservice
+    return MeshServiceRow(
+        mesh=ms.mesh, name=hashed_name(ms.mesh, ms.name, zone),
+        labels={DISPLAY_NAME: ms.name, **ms.labels, "kuma.io/mesh": ms.mesh,
+                **_seen_labels(state, zone)},
+        spec=ms.spec, status=MeshServiceStatus(), meta=_meta(old, seq, event.at),
+        origin="user")
+
+
+def _synced_ingress(zi: ZoneIngress, zone: str) -> ZoneIngress:
+    """Kuma syncs ingresses across zones under hashed names, like MeshServices."""
+    return msgspec.structs.replace(zi, name=hashed_name("", zi.name, zone),
+                                   labels={DISPLAY_NAME: zi.name, **zi.labels})
+
+
+def _grace_period(state: ProjectionState, event: GracePeriodConfigured, zone: str) -> None:
+    """That zone's own grace period, for its generated MeshServices here (`refresh`): its
+    event is in this log, sourced with the rest of its subjects, in its order among that
+    zone's Dataplane events, so each deregistration meets the setting it met in its zone, in
+    every log and every replay."""
+    state.put("graceperiod", grace_period_key(event.kind, zone),
+              GracePeriodRow(kind=event.kind, grace_period_ms=event.grace_period_ms,
+                             zone=zone))
+
+
+def _apply_parked(state: ProjectionState, seq: int, event: AnyEvent,
+                  provenance: Provenance) -> None:
+    """Fold `event` of a deleted zone into what that zone synced, kept out of sight
+    (`parked*` rows, the same rows `apply_remote` writes, under the same keys), so that when
+    it registers again this log shows all it has, as Kuma's global does once the zone's KDS
+    resent its full state (`_unpark`)."""
+    zone = provenance.zone
+    match event:
+        case DataplaneRegistered(dataplane=dp):
+            key = dp_key(dp.mesh, hashed_name(dp.mesh, dp.name, zone))
+            state.put("parkeddataplane", key, _dataplane_row(
+                state.get("parkeddataplane", key), seq, event, provenance))
+        case DataplaneDeregistered(mesh=mesh, name=name):
+            state.delete("parkeddataplane", dp_key(mesh, hashed_name(mesh, name, zone)))
+        case MeshServiceApplied(meshservice=ms):
+            key = ms_key(ms.mesh, hashed_name(ms.mesh, ms.name, zone))
+            state.put("parkedmeshservice", key, _meshservice_row(
+                state, state.get("parkedmeshservice", key), seq, event, zone))
+        case MeshServiceDeleted(mesh=mesh, name=display):
+            state.delete("parkedmeshservice", ms_key(mesh, hashed_name(mesh, display, zone)))
+        case ZoneIngressRegistered(zoneingress=zi):
+            synced = _synced_ingress(zi, zone)
+            state.put("parkedzoneingress", synced.name, zoneingress.ingress_row(
+                synced, provenance, _meta(state.get("parkedzoneingress", synced.name), seq,
+                                          event.at), synced=True))
+        case ZoneIngressDeleted(name=name):
+            state.delete("parkedzoneingress", hashed_name("", name, zone))
+        case GracePeriodConfigured():
+            _grace_period(state, event, zone)  # a zone's setting stays with a deleted zone
+        case _:
+            pass
+
+
+_PARKED = (("remotedataplane", "parkeddataplane"), ("remotemeshservice", "parkedmeshservice"),
+           ("zoneingress", "parkedzoneingress"))
+
+
+def _of_zone(row: object, zone: str) -> bool:
+    match row:
+        case DataplaneRow():
+            return row.dataplane.labels.get(ZONE_LABEL) == zone
+        case MeshServiceRow():
+            return row.labels.get(ZONE_LABEL) == zone
+        case ZoneIngressRow():
+            return row.zoneingress.zone == zone
+        case _:
+            return False
+
+
+def _park(state: ProjectionState, zone: str) -> None:
+    """A deleted zone's synced rows go out of sight, kept as they are."""
+    for live, parked in _PARKED:
+        for key, row in sorted(state.rows[live].items()):
+            if _of_zone(row, zone):
+                if live == "zoneingress":
+                    zoneingress.ingress_deleted(state, key)
+                else:
+                    state.delete(live, key)
+                state.put(parked, key, row)
+
+
+def _unpark(state: ProjectionState, zone: str) -> None:
+    """A deleted zone registered again: what it synced comes back as it was kept (with what
+    it wrote meanwhile, `_apply_parked`); `apply_zone` derives its MeshServices again."""
+    for live, parked in _PARKED:
+        for key, row in sorted(state.rows[parked].items()):
+            if _of_zone(row, zone):
+                state.delete(parked, key)
+                state.put(live, key, row)
+    zoneingress.remote_services_changed(state, zones={zone})
 
 
 def apply_zone(state: ProjectionState, seq: int, event: ZoneApplied | ZoneDeleted) -> None:
@@ -213,21 +316,17 @@ def apply_zone(state: ProjectionState, seq: int, event: ZoneApplied | ZoneDelete
             old = state.get("zone", zone)
             state.put("zone", zone, ZoneRow(name=zone, enabled=enabled,
                                             meta=_meta(old, seq, event.at)))
-            if isinstance(old, ZoneRow) and old.enabled == enabled:
+            if isinstance(old, ZoneRow) and old.deleted:
+                if zone != state.local_zone:
+                    _unpark(state, zone)
+            elif isinstance(old, ZoneRow) and old.enabled == enabled:
                 return
         case ZoneDeleted(name=zone):
             old = state.get("zone", zone)
             state.put("zone", zone, ZoneRow(name=zone, enabled=False, deleted=True,
                                             meta=_meta(old, seq, event.at)))
-            for key, row in sorted(state.rows["remotedataplane"].items()):
-                if isinstance(row, DataplaneRow) and row.dataplane.labels.get(ZONE_LABEL) == zone:
-                    state.delete("remotedataplane", key)
-            for key, row in sorted(state.rows["remotemeshservice"].items()):
-                if isinstance(row, MeshServiceRow) and row.labels.get(ZONE_LABEL) == zone:
-                    state.delete("remotemeshservice", key)
-            for key, ingress in sorted(state.rows["zoneingress"].items()):
-                if isinstance(ingress, ZoneIngressRow) and ingress.zoneingress.zone == zone:
-                    zoneingress.ingress_deleted(state, key)
+            if zone != state.local_zone:  # a zone's own resources stay its own (Kuma)
+                _park(state, zone)
     for mesh, display in _known(state, zone):
         refresh(state, mesh, zone, display, seq, event.at)
 

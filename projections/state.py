@@ -76,6 +76,11 @@ _R = TypeVar("_R", bound=Row)
 _SELECTING_MEMO_SIZE = 65_536
 
 
+# rows that feed no index: `projections.remote`'s inputs, a deleted zone's kept rows
+_UNINDEXED = frozenset({"remotemeshservice", "parkeddataplane", "parkedmeshservice",
+                        "parkedzoneingress"})
+
+
 def _typed(cls: type[_R], row: Row) -> _R:
     """`row` as the row type of its collection. `put` and `load` keep each collection to its
     type (`COLLECTIONS`), so another type here is a bug of the fold, not bad data."""
@@ -427,8 +432,8 @@ class ProjectionState:
         if collection == "remotedataplane":
             dp = _typed(DataplaneRow, row).dataplane
             self.remote_dps[(dp.mesh, dp.labels.get("kuma.io/zone", ""))].add(key)
-        elif collection == "remotemeshservice":
-            pass  # an input of `projections.remote`, indexed by its key alone
+        elif collection in _UNINDEXED:
+            pass  # inputs of `projections.remote`, indexed by their keys alone
         elif isinstance(row, DataplaneRow):
             dp = row.dataplane
             for inbound in dp.networking.inbound:
@@ -461,7 +466,7 @@ class ProjectionState:
             zone = row.dataplane.labels.get("kuma.io/zone", "")
             self.remote_dps[(row.dataplane.mesh, zone)].discard(key)
             return
-        if collection == "remotemeshservice":
+        if collection in _UNINDEXED:
             return
         if isinstance(row, TrustRow):
             self.renewals.pop(row.mesh, None)

@@ -401,8 +401,9 @@ class ZoneRow(Row, frozen=True):
     enabled: bool
     meta: RowMeta
     deleted: bool = False
-    """A tombstone: the zone was deleted; its events still in flight through another source
-    are dropped, until it registers again."""
+    """A tombstone: the zone was deleted; what it synced is kept out of sight (`parked*`
+    rows, `projections.remote`), its events still in flight folded there too, until it
+    registers again."""
 
 
 COLLECTIONS: dict[str, type[Row]] = {
@@ -427,6 +428,9 @@ COLLECTIONS: dict[str, type[Row]] = {
     "remotedataplane": DataplaneRow,
     "remotemeshservice": MeshServiceRow,
     "zoneingress": ZoneIngressRow,
+    "parkeddataplane": DataplaneRow,
+    "parkedmeshservice": MeshServiceRow,
+    "parkedzoneingress": ZoneIngressRow,
 }
 PUBLISHED = ("mesh", "dataplane", "meshservice", "endpoints", "trust", "identity",
              "meshtrafficpermission", "signingkey", "revocation", "meshmultizoneservice",
@@ -437,7 +441,10 @@ dataplane tokens with the public keys and revocations alone (never a private key
 `remotedataplane` and `remotemeshservice` are what other zones wrote, as they wrote it (under
 their synced names, `projections.remote`): inputs of the remote MeshServices in `meshservice`,
 never endpoints or listeners of this zone's proxies, so they are not published. (Global's API
-reads `remotedataplane` from the store: the Dataplanes it lists.)"""
+reads `remotedataplane` from the store: the Dataplanes it lists.) `parkeddataplane`,
+`parkedmeshservice` and `parkedzoneingress` are a deleted zone's `remotedataplane`,
+`remotemeshservice` and synced `zoneingress` rows, out of sight until it registers again
+(`projections.remote`)."""
 
 R = TypeVar("R", bound=Row)
 

@@ -25,8 +25,8 @@ from projections._provenance import provenance_labels, zone_of
 from projections.state import ProjectionState
 from projections.views import Endpoint, MeshServiceRow, RowMeta, ZoneIngressRow
 
-__all__ = ["ingress_deleted", "ingress_endpoints", "ingress_registered", "is_remote",
-           "remote_services_changed"]
+__all__ = ["ingress_deleted", "ingress_endpoints", "ingress_registered", "ingress_row",
+           "is_remote", "remote_services_changed"]
 
 _COLLECTION = "zoneingress"
 
@@ -37,18 +37,25 @@ def is_remote(state: ProjectionState, ms: MeshServiceRow) -> bool:
     return bool(zone) and zone != state.local_zone
 
 
-def ingress_registered(state: ProjectionState, ingress: ZoneIngress, provenance: Provenance,
-                       meta: RowMeta, *, synced: bool = False) -> None:
-    old = state.get(_COLLECTION, ingress.name)
+def ingress_row(ingress: ZoneIngress, provenance: Provenance, meta: RowMeta, *,
+                synced: bool = False) -> ZoneIngressRow:
+    """The row of `ingress`, registered by the control plane of `provenance`: its zone pinned
+    to that one, its labels that control plane's."""
     # its name in its zone unless the user gave one (another zone's: the caller's, before
     # the synced name), as a Dataplane's: what global's API finds its zone's insight by
     pinned = msgspec.structs.replace(
         ingress, zone=provenance.zone or None,
         labels={DISPLAY_NAME_LABEL: ingress.name, **ingress.labels,
                 **provenance_labels(provenance)})
-    state.put(_COLLECTION, ingress.name, ZoneIngressRow(zoneingress=pinned, meta=meta,
-                                                         synced=synced))
-    zones = {pinned.zone or ""}
+    return ZoneIngressRow(zoneingress=pinned, meta=meta, synced=synced)
+
+
+def ingress_registered(state: ProjectionState, ingress: ZoneIngress, provenance: Provenance,
+                       meta: RowMeta, *, synced: bool = False) -> None:
+    old = state.get(_COLLECTION, ingress.name)
+    row = ingress_row(ingress, provenance, meta, synced=synced)
+    state.put(_COLLECTION, ingress.name, row)
+    zones = {row.zoneingress.zone or ""}
     if isinstance(old, ZoneIngressRow):
         zones.add(old.zoneingress.zone or "")
     remote_services_changed(state, zones=zones)

@@ -12,11 +12,15 @@ from contextlib import ExitStack
 from typing import Any
 
 import pytest
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from events import connect_nats
+from events.bus.sources import zone_filter
 from tests._tcp_proxy import TcpProxy, tcp_proxy
 from tests.harness import VENV_BIN, ControlPlane, meshlog_up
 
-__all__ = ["WEST_GRACE_S", "_dataplane", "_get", "_meshlog", "joined", "link", "planes"]
+__all__ = ["WEST_GRACE_S", "_dataplane", "_get", "_meshlog", "joined", "link", "msg_ids_of",
+           "planes"]
 
 
 def _meshlog(*args: str) -> str:
@@ -69,3 +73,24 @@ def _dataplane(name: str, service: str, address: str, *, port: int = 8080) -> di
     return {"type": "Dataplane", "mesh": "default", "name": name,
             "networking": {"address": address, "inbound": [
                 {"port": port, "tags": {"kuma.io/service": service}}]}}
+
+
+async def msg_ids_of(cp: ControlPlane, zone: str) -> list[str]:
+    """The `Nats-Msg-Id` of every event of `zone` in the stream of `cp`, in stream order."""
+    nc = await connect_nats(cp.where["nats"], name="test", credentials=cp.nats_creds,
+                            reconnect=False)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info("MESHLOG_EVENTS", subjects_filter=zone_filter(zone))
+        total = sum((info.state.subjects or {}).values())
+        ids: list[str] = []
+        sub = await js.pull_subscribe(zone_filter(zone), stream="MESHLOG_EVENTS",
+                                      config=ConsumerConfig(ack_policy=AckPolicy.NONE,
+                                                            deliver_policy=DeliverPolicy.ALL))
+        while len(ids) < total:
+            for msg in await sub.fetch(min(256, total - len(ids)), timeout=10):
+                ids.append((msg.headers or {}).get("Nats-Msg-Id", ""))
+        await sub.unsubscribe()
+        return ids
+    finally:
+        await nc.close()

@@ -12,10 +12,7 @@ import time
 from typing import Any
 
 import pytest
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from events import connect_nats
-from events.bus.sources import zone_filter
 from events.subjects import GLOBAL_ZONE
 from tests._tcp_proxy import TcpProxy
 from tests.harness import ControlPlane, wait_for
@@ -24,6 +21,7 @@ from tests.integration._multizone import (
     _dataplane,
     _get,
     _meshlog,
+    msg_ids_of,
 )
 
 pytestmark = pytest.mark.integration
@@ -37,27 +35,6 @@ def _insight(cp: ControlPlane, zone: str) -> dict[str, Any]:
     assert overview is not None
     insight: dict[str, Any] = overview["zoneInsight"]
     return insight
-
-
-async def _msg_ids_of(cp: ControlPlane, zone: str) -> list[str]:
-    """The `Nats-Msg-Id` of every event of `zone` in the stream of `cp`, in stream order."""
-    nc = await connect_nats(cp.where["nats"], name="test", credentials=cp.nats_creds,
-                            reconnect=False)
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info("MESHLOG_EVENTS", subjects_filter=zone_filter(zone))
-        total = sum((info.state.subjects or {}).values())
-        ids: list[str] = []
-        sub = await js.pull_subscribe(zone_filter(zone), stream="MESHLOG_EVENTS",
-                                      config=ConsumerConfig(ack_policy=AckPolicy.NONE,
-                                                            deliver_policy=DeliverPolicy.ALL))
-        while len(ids) < total:
-            for msg in await sub.fetch(min(256, total - len(ids)), timeout=10):
-                ids.append((msg.headers or {}).get("Nats-Msg-Id", ""))
-        await sub.unsubscribe()
-        return ids
-    finally:
-        await nc.close()
 
 
 def _export(cp: ControlPlane) -> dict[str, Any]:
@@ -233,7 +210,7 @@ def test_a_cut_link_keeps_both_sides_serving_and_converges_after(
     # ones in every log, in the same order, each once
     for zone in ("east", "west", GLOBAL_ZONE):
         def ids_in_every_log(z: str = zone) -> list[list[str]]:
-            return [asyncio.run(_msg_ids_of(cp, z)) for cp in (central, east, west)]
+            return [asyncio.run(msg_ids_of(cp, z)) for cp in (central, east, west)]
 
         try:
             ids = wait_for(lambda: (lambda i: i if i[0] == i[1] == i[2] else None)(

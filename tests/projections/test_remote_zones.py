@@ -20,6 +20,9 @@ from events import (
     MeshServiceApplied,
     ZoneApplied,
     ZoneDeleted,
+    ZoneIngress,
+    ZoneIngressRegistered,
+    decode_resource,
     ipam_subject,
     resource_subject,
 )
@@ -197,19 +200,60 @@ def test_a_disabled_zone_is_hidden_and_comes_back_when_enabled() -> None:
     assert back is not None and back.status.vips == vip.status.vips  # VIPs are sticky
 
 
-def test_a_deleted_zone_takes_its_resources_with_it() -> None:
-    state = _east([_mesh(), _zone("west"), _register("west", "redis-1", "10.2.0.1", at=4)])
-    _fold([(resource_subject("Zone", None, "west", zone=GLOBAL_ZONE),
-            ZoneDeleted(at=5, name="west"))], state, first_seq=4)
-    assert meshservice_row(state, "default", hashed_name("default", "redis", "west")) is None
+def _deleted(name: str, *, at: int) -> Logged:
+    return (resource_subject("Zone", None, name, zone=GLOBAL_ZONE), ZoneDeleted(at=at, name=name))
+
+
+def _ingress(zone: str, name: str, *, at: int) -> Logged:
+    ingress = decode_resource({"type": "ZoneIngress", "name": name, "networking": {
+        "address": "10.2.0.5", "port": 10001, "advertisedAddress": "203.0.113.5",
+        "advertisedPort": 443}})
+    assert isinstance(ingress, ZoneIngress)
+    return (resource_subject("ZoneIngress", None, name, zone=zone),
+            ZoneIngressRegistered(at=at, zoneingress=ingress))
+
+
+def _names(state: ProjectionState, collection: str) -> set[str]:
+    return {k for c, k, _ in state.persisted() if c == collection}
+
+
+def test_a_deleted_zone_takes_its_resources_with_it_and_has_them_back_when_it_registers(
+) -> None:
+    redis = hashed_name("default", "redis", "west")
+    state = _east([_mesh(), _zone("west"), _register("west", "redis-1", "10.2.0.1", at=4),
+                   _ingress("west", "ingress-1", at=4)])
+    kept = _names(state, "remotedataplane")
+    assert kept and _names(state, "zoneingress")
+    _fold([_deleted("west", at=5)], state, first_seq=5)
+    assert meshservice_row(state, "default", redis) is None
     assert not [k for c, k, _ in state.persisted() if c.startswith("remote")]
-    # west's events still in flight through global's stream do not bring it back
-    _fold([_register("west", "redis-2", "10.2.0.2", at=6)], state, first_seq=5)
-    assert meshservice_row(state, "default", hashed_name("default", "redis", "west")) is None
-    # until west registers again
-    _fold([_zone("west", at=7), _register("west", "redis-2", "10.2.0.2", at=8)], state,
+    assert not _names(state, "zoneingress")
+    # west's events still in flight through global's stream do not bring it back, nor are
+    # they lost
+    _fold([_register("west", "redis-2", "10.2.0.2", service="cache", at=6)], state,
           first_seq=6)
-    assert meshservice_row(state, "default", hashed_name("default", "redis", "west"))
+    assert meshservice_row(state, "default", redis) is None
+    assert meshservice_row(state, "default", hashed_name("default", "cache", "west")) is None
+    # west registers again: all it synced is back (Kuma's zone resends its full state), also
+    # what came in flight, and what it writes afterwards follows
+    _fold([_zone("west", at=7)], state, first_seq=7)
+    assert meshservice_row(state, "default", redis) is not None
+    assert meshservice_row(state, "default", hashed_name("default", "cache", "west"))
+    assert _names(state, "remotedataplane") == kept | {
+        f"default/{hashed_name('default', 'redis-2', 'west')}"}
+    assert _names(state, "zoneingress") == {hashed_name("", "ingress-1", "west")}
+    assert not [k for c, k, _ in state.persisted() if c.startswith("parked")]
+    _fold([_register("west", "redis-3", "10.2.0.3", service="web", at=8)], state, first_seq=8)
+    assert meshservice_row(state, "default", hashed_name("default", "web", "west"))
+
+
+def test_a_zone_deleted_on_global_keeps_its_own_resources_in_its_own_log() -> None:
+    state = _fold([_mesh(), _zone("west"), _register("west", "redis-1", "10.2.0.1", at=4),
+                   _ingress("west", "ingress-1", at=4)], ProjectionState("west"))
+    before = _names(state, "zoneingress")
+    _fold([_deleted("west", at=5), _zone("west", at=6)], state, first_seq=5)
+    assert _names(state, "zoneingress") == before == {"ingress-1"}
+    assert not [k for c, k, _ in state.persisted() if c.startswith("parked")]
 
 
 def test_on_global_every_zone_is_remote_without_vips_or_hostnames() -> None:
@@ -234,7 +278,9 @@ def test_replay_in_other_batches_gives_the_same_rows() -> None:
               _register("west", "redis-1", "10.2.0.1", at=4),
               _register("east", "redis-1", "10.1.0.1", at=5),
               _register("west", "redis-2", "10.2.0.2", ready=False, at=6),
-              _zone("west", enabled=False, at=7), _zone("west", at=8)]
+              _zone("west", enabled=False, at=7), _zone("west", at=8),
+              _ingress("west", "ingress-1", at=9), _deleted("west", at=10),
+              _register("west", "redis-3", "10.2.0.3", at=11), _zone("west", at=12)]
     whole = _east(logged)
     stepwise = ProjectionState("east")
     for seq, item in enumerate(logged, start=1):
@@ -248,7 +294,9 @@ def test_a_restart_between_events_gives_the_same_rows() -> None:
               _register("west", "redis-2", "10.2.0.2", ready=False, at=5),
               (resource_subject("Dataplane", "default", "redis-1", zone="west"),
                DataplaneDeregistered(at=6, mesh="default", name="redis-1")),
-              _zone("west", enabled=False, at=7), _zone("west", at=8)]
+              _zone("west", enabled=False, at=7), _zone("west", at=8),
+              _ingress("west", "ingress-1", at=9), _deleted("west", at=10),
+              _register("west", "redis-3", "10.2.0.3", at=11), _zone("west", at=12)]
     whole = _east(logged)
     for cut in range(1, len(logged)):
         first = _east(logged[:cut])

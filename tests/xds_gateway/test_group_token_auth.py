@@ -128,6 +128,16 @@ async def test_a_name_less_token_refuses_a_dataplane_of_another_service(
         assert error.details() == (
             f"the dataplane token {jti} does not allow Dataplane default.db-1: its tag "
             "'kuma.io/service' has the value 'db'; the token allows ['web']")
+        # nor by carrying a Dataplane of its service under db-1's name: the registered
+        # db-1 (whose config and certificate the stream would get) must be allowed too
+        impostor = ProxyClient(channel, _auth(token))
+        impostor.hello(CLUSTER, "default.db-1", dataplane=_doc("db-1", "web", "web"))
+        with refusals_counted("tags_not_allowed"):
+            error = await _ended(impostor)
+        assert error.code() == DENIED
+        assert error.details() == (
+            f"the dataplane token {jti} does not allow Dataplane default.db-1 as registered: "
+            "its tag 'kuma.io/service' has the value 'db'; the token allows ['web']")
         # nor a Dataplane of another mesh, nor one that does not exist
         error = await _refused(channel, token, "other.web-1", "wrong_mesh")
         assert ("is for any Dataplane of mesh 'default' it allows, not for node "

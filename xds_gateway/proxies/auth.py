@@ -22,8 +22,10 @@ On open (ADS, SotW or Delta, and HDS):
   Dataplane's values of it allowed); its `Workload`, if any, is the Dataplane's
   `kuma.io/workload` label. A token naming no Dataplane (Kuma's token for every replica of a
   service, or for the whole mesh) opens streams only for a Dataplane that exists. The
-  Dataplane is the one the node carries to register itself, else the one registered: a
-  proxy registers itself only with a token that allows it.
+  Dataplane is the one the node carries to register itself and the one registered under its
+  name, each that exists (Kuma checks only the carried one): a proxy registers itself only
+  with a token that allows it, and cannot take over another service's Dataplane by carrying
+  one of the same name.
   Either is checked as the fold makes it: its inbounds with tags carry the `kuma.io/zone` tag
   of the zone that registers it (`projections.zone_tagged`), this gateway's for the node's
   Dataplane (whatever value the node gave), so a token requiring `kuma.io/zone: <this zone>`
@@ -317,32 +319,40 @@ class DataplaneAuthentication(NoCallbacks):
                           "wrong_mesh" if claims.mesh != mesh else "wrong_dataplane")
         if not needs_dataplane(claims):
             return
-        dataplane = self._dataplane(node, mesh, name)
-        if dataplane is None:
+        dataplanes = self._dataplanes(node, mesh, name)
+        if not dataplanes:
             wants = ([f"tags {claims.tags}"] if claims.tags else []) + (
                 [f"workload {claims.workload!r}"] if claims.workload else [])
             what = f"requires {' and '.join(wants)}" if wants else "names no Dataplane"
             raise _denied(f"the dataplane token {claims.jti} {what} and Dataplane "
                           f"{mesh}.{name} is not registered (register it, or carry it in the "
                           "node metadata)", "unknown_dataplane")
-        problem = dataplane_problem(claims, dataplane)
-        if problem is not None:
-            reason, text = problem
-            raise _denied(f"the dataplane token {claims.jti} does not allow Dataplane "
-                          f"{mesh}.{name}: {text}", reason)
+        for which, dataplane in dataplanes:
+            problem = dataplane_problem(claims, dataplane)
+            if problem is not None:
+                reason, text = problem
+                raise _denied(f"the dataplane token {claims.jti} does not allow Dataplane "
+                              f"{mesh}.{name}{which}: {text}", reason)
 
-    def _dataplane(self, node: Node, mesh: str, name: str) -> Dataplane | None:
-        """The Dataplane the node carries to register itself, as the fold will make it
-        (tagged with this zone), else the registered one (folded, tagged already)."""
+    def _dataplanes(self, node: Node, mesh: str, name: str) -> list[tuple[str, Dataplane]]:
+        """What the token must allow: the Dataplane the node carries to register itself, as
+        the fold will make it (tagged with this zone), and the one registered under its name
+        (folded, tagged already), each that exists. Both, where Kuma checks only the carried
+        one: a registration through the API is kept over the carried copy (and one by another
+        proxy replaced by it), so a token for one service that carries a Dataplane named like
+        another service's would otherwise be served that one's config and certificate."""
         try:
             carried = dataplane_from_node(node, mesh, name)
         except InvalidStream as exc:
             raise StreamRefused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        found: list[tuple[str, Dataplane]] = []
         if carried is not None:
-            return msgspec.structs.replace(
-                carried, networking=zone_tagged(carried.networking, self._provenance))
+            found.append(("", msgspec.structs.replace(
+                carried, networking=zone_tagged(carried.networking, self._provenance))))
         row = self._view.dataplanes.get((mesh, name))
-        return row.dataplane if row is not None else None
+        if row is not None:
+            found.append((" as registered" if found else "", row.dataplane))
+        return found
 
     def _key(self, kid: str) -> ec.EllipticCurvePublicKey | None:
         """The public key of `kid` while the view holds it: the row of a retired key, or of

@@ -141,12 +141,15 @@ class TokenCommands:
     # --- issuing ----------------------------------------------------------------------------
 
     async def issue_dataplane_token(self, *, mesh: str, name: str, tags: dict[str, list[str]],
-                                    valid_for_s: int, now_ms: int) -> tuple[str, DataplaneClaims]:
+                                    valid_for_s: int, now_ms: int, workload: str = ""
+                                    ) -> tuple[str, DataplaneClaims]:
         """A token for the Dataplane `mesh`.`name` (which need not exist yet: a proxy may
-        register itself with it). Raises `NotFound` without the mesh."""
+        register itself with it), or with `name` empty for any Dataplane of `mesh` that
+        `tags` and `workload` allow (Kuma's token for a group of Dataplanes; none of them:
+        the whole mesh). Raises `NotFound` without the mesh."""
         key = await self.signing_key(DATAPLANE_TOKEN, mesh, now_ms)
         claims = dataplane_claims(mesh=mesh, name=name, tags=tags, valid_for_s=valid_for_s,
-                                  now_s=now_ms // 1000)
+                                  now_s=now_ms // 1000, workload=workload)
         return key.sign(claims), claims
 
     async def issue_zone_token(self, *, zone: str, scope: list[str], valid_for_s: int,

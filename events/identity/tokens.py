@@ -8,7 +8,8 @@ that other control planes verify too names whose it is: global's zone-token keys
 zone verifies its ingresses' tokens with, are `_global/zone-token/_/<serial>` (`key_id`). The
 claims are Kuma's:
 
-    dataplane token  {Name, Mesh, Tags: {key: [values]}, Type: "dataplane", jti, iat, nbf, exp}
+    dataplane token  {Name, Mesh, Tags: {key: [values]}, Type: "dataplane", Workload, jti, iat,
+                      nbf, exp}
     zone token       {Zone, Scope: ["ingress"], jti, iat, nbf, exp}
     user token       {Name, Groups: [...], jti, iat, nbf, exp}
 
@@ -60,6 +61,7 @@ __all__ = [
     "UserClaims",
     "ZoneClaims",
     "dataplane_claims",
+    "dataplane_token_holders",
     "format_valid_for",
     "generate_key_pair",
     "is_token_id",
@@ -253,11 +255,16 @@ class Claims(msgspec.Struct, frozen=True, kw_only=True):
 class DataplaneClaims(Claims, frozen=True, kw_only=True):
     """Kuma's dataplane token claims (`pkg/tokens/builtin/issuer`)."""
 
-    name: str = msgspec.field(name="Name")
+    name: str = msgspec.field(name="Name", default="")
+    """The Dataplane's name; empty: any Dataplane of `mesh` that `tags` and `workload` allow
+    (Kuma's token for a group of Dataplanes, e.g. every replica of a service)."""
     mesh: str = msgspec.field(name="Mesh")
     tags: dict[str, list[str]] = msgspec.field(name="Tags", default_factory=dict)
     """Tags the proxy's Dataplane must carry (each value on some inbound); empty: any."""
     type: Literal["dataplane"] = msgspec.field(name="Type", default="dataplane")
+    workload: str = msgspec.field(name="Workload", default="")
+    """The value the Dataplane's `kuma.io/workload` label must have; empty: any (Kuma 2.13+;
+    a token made before it has none)."""
 
 
 class ZoneClaims(Claims, frozen=True, kw_only=True):
@@ -279,10 +286,24 @@ C = TypeVar("C", bound=Claims)
 
 
 def dataplane_claims(*, mesh: str, name: str, tags: dict[str, list[str]], valid_for_s: int,
-                     now_s: int) -> DataplaneClaims:
-    return DataplaneClaims(jti=str(uuid.uuid4()), mesh=mesh, name=name,
+                     now_s: int, workload: str = "") -> DataplaneClaims:
+    return DataplaneClaims(jti=str(uuid.uuid4()), mesh=mesh, name=name, workload=workload,
                            tags={k: sorted(set(v)) for k, v in sorted(tags.items())},
                            iat=now_s, nbf=now_s - NOT_BEFORE_SKEW_S, exp=now_s + valid_for_s)
+
+
+def dataplane_token_holders(claims: DataplaneClaims) -> str:
+    """Who may use a dataplane token, in words: `mesh.name`, or the Dataplanes of the mesh
+    its tags and workload allow (`default.web-1`; `any Dataplane of mesh 'default' with tags
+    kuma.io/service=web`; `every Dataplane of mesh 'default'`), for logs and the CLI."""
+    if claims.name:
+        return f"{claims.mesh}.{claims.name}"
+    tags = ", ".join(f"{key}={','.join(values)}" for key, values in claims.tags.items())
+    wants = ([f"tags {tags}"] if tags else []) + (
+        [f"workload {claims.workload}"] if claims.workload else [])
+    if not wants:
+        return f"every Dataplane of mesh {claims.mesh!r}"
+    return f"any Dataplane of mesh {claims.mesh!r} with {' and '.join(wants)}"
 
 
 def zone_claims(*, zone: str, scope: list[str], valid_for_s: int, now_s: int) -> ZoneClaims:

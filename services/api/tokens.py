@@ -1,6 +1,7 @@
 """Token routes, admin only (services.api.auth), in Kuma's shape where Kuma has one:
 
-    POST /tokens/dataplane   {"name", "mesh", "tags": {key: [values]}, "validFor"}  -> the token
+    POST /tokens/dataplane   {"name", "mesh", "tags": {key: [values]}, "type", "workload",
+                              "validFor"}                                          -> the token
     POST /tokens/zone        {"zone", "scope": ["ingress"], "validFor"}             -> the token
     POST /tokens/user        {"name", "groups": [...], "validFor"}                  -> the token
     POST /tokens/dataplane/revocations   {"mesh", "jti", "expiresAt"}   revoke a dataplane token
@@ -27,10 +28,14 @@ no zone-token key (409 naming global's command, as Kuma's zone control plane gen
 a zone-token key it made with an earlier release is listed with `signs: false` and may be
 retired.
 
-A token comes back as `text/plain`, as Kuma answers. `validFor` is a Go duration (`24h`,
-`1h30m`; default 24h, at most 87600h); a zone token's `scope` defaults to `["ingress"]`; on
-global its zone must be one registered there (Kuma's way: global's `zone-token` key reaches
-every zone, kid `_global/zone-token/_/<serial>`), on a standalone control plane its own zone;
+A dataplane token's `name` may be empty or left out (Kuma's token for any Dataplane of the
+mesh that its `tags` and `workload` allow, e.g. every replica of a service; with neither,
+for every Dataplane of the mesh); `workload` is the value the Dataplane's `kuma.io/workload`
+label must have. A token comes back as `text/plain`, as Kuma answers. `validFor` is a Go
+duration (`24h`, `1h30m`; default 24h, at most 87600h); a zone token's `scope` defaults
+to `["ingress"]`; on global its zone must be one registered there (Kuma's way: global's
+`zone-token` key reaches every zone, kid `_global/zone-token/_/<serial>`), on a standalone
+control plane its own zone;
 a zone of a multi-zone deployment signs none (409: they are issued by global); `expiresAt`
 is the token's `exp` (Unix seconds), after which its revocation says nothing more: the fold
 drops it an hour later (`REVOCATION_KEPT_AFTER_EXPIRY_MS`; omitted: kept for ever). A
@@ -56,6 +61,7 @@ from events.identity import (
     DEFAULT_VALID_FOR_S,
     USER_TOKEN,
     ZONE_TOKEN,
+    dataplane_token_holders,
     key_id,
     parse_key_id,
     parse_valid_for,
@@ -75,8 +81,10 @@ _TEXT = "text/plain; charset=utf-8"
 
 class _DataplaneTokenRequest(Struct, frozen=True):
     name: str
+    """"": any Dataplane the tags and workload allow."""
     mesh: str
     tags: dict[str, list[str]]
+    workload: str
     valid_for_s: int
 
 
@@ -98,20 +106,21 @@ async def generate_dataplane_token(request: ApiRequest) -> Response[str]:
     what = "dataplane token request"
     doc = await _object(request, what)
     out: list[Violation] = []
-    _known(doc, {"name", "mesh", "tags", "type", "validFor"}, out)
+    _known(doc, {"name", "mesh", "tags", "type", "workload", "validFor"}, out)
     kind = doc.get("type", "dataplane")
     if kind not in ("dataplane", ""):
         out.append(Violation("type", f"{kind!r}: meshlog makes 'dataplane' tokens only"))
-    req = _DataplaneTokenRequest(name=_name(doc, "name", out), mesh=_name(
-        doc, "mesh", out, default="default"), tags=_tags(doc.get("tags", {}), out),
-        valid_for_s=_valid_for(doc, out))
+    req = _DataplaneTokenRequest(
+        name=_name(doc, "name", out, default="", optional=True),
+        mesh=_name(doc, "mesh", out, default="default"), tags=_tags(doc.get("tags", {}), out),
+        workload=_workload(doc.get("workload", ""), out), valid_for_s=_valid_for(doc, out))
     if out:
         raise InvalidResource(what, out)
     token, claims = await _tokens(request).issue_dataplane_token(
-        mesh=req.mesh, name=req.name, tags=req.tags, valid_for_s=req.valid_for_s,
-        now_ms=now_ms())
-    log.info("%s generated dataplane token %s for %s.%s, valid until %s", request.user,
-             claims.jti, req.mesh, req.name, rfc3339(claims.exp * 1000))
+        mesh=req.mesh, name=req.name, tags=req.tags, workload=req.workload,
+        valid_for_s=req.valid_for_s, now_ms=now_ms())
+    log.info("%s generated dataplane token %s for %s, valid until %s", request.user,
+             claims.jti, dataplane_token_holders(claims), rfc3339(claims.exp * 1000))
     return Response(token, media_type=_TEXT)
 
 
@@ -349,8 +358,11 @@ _WHAT = {"name": "Dataplane", "mesh": "mesh"}
 
 
 def _name(doc: dict[str, Any], field: str, out: list[Violation], *,
-          default: str | None = None) -> str:
+          default: str | None = None, optional: bool = False) -> str:
+    """The name in `field`; with `optional`, "" (or null, or no field) is no name."""
     value = doc.get(field, default)
+    if optional and value in ("", None):
+        return ""
     if not isinstance(value, str) or not is_resource_name(value):
         out.append(Violation(field, f"{value!r} is not a {_WHAT[field]} name (lower-case "
                                     "letters, digits, '-' and '.')" if value is not None
@@ -376,6 +388,22 @@ def _tags(value: Any, out: list[Violation]) -> dict[str, list[str]]:
         if isinstance(values, list) and not values:
             out.append(Violation(f"tags[{key!r}]", "lists no value"))
     return tags
+
+
+def _workload(value: Any, out: list[Violation]) -> str:
+    """A `kuma.io/workload` label value, or "" (any workload)."""
+    if value is None or value == "":
+        return ""
+    if (not isinstance(value, str) or len(value) > _MAX_LABEL_VALUE
+            or any(c.isspace() or not c.isprintable() for c in value)):
+        out.append(Violation("workload", f"{value!r} is not a label value (the Dataplane's "
+                                         f"kuma.io/workload: up to {_MAX_LABEL_VALUE} "
+                                         "characters, no spaces)"))
+        return ""
+    return value
+
+
+_MAX_LABEL_VALUE = 253
 
 
 def _valid_for(doc: dict[str, Any], out: list[Violation]) -> int:

@@ -48,7 +48,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     if args.token_file:
         token, (mesh, name) = _token_file(args.token_file, mesh, name)
     if not name:
-        raise SystemExit("error: --name is required (or --dataplane-file, or --token-file)")
+        raise SystemExit("error: --name is required (or --dataplane-file, or a --token-file "
+                         "that names its Dataplane)")
     doc = sidecar_bootstrap(mesh=mesh or "default", name=name, xds_host=host or "127.0.0.1",
                             xds_port=parse_port("--xds-address", port),
                             admin_port=parse_port("--admin-port", args.admin_port),
@@ -90,10 +91,18 @@ def _dataplane_file(path: str) -> dict[str, Any]:
     return docs[0]
 
 
-def _token_file(path: str, mesh: str | None, name: str | None) -> tuple[str, tuple[str, str]]:
+def _token_file(path: str, mesh: str | None, name: str | None
+                ) -> tuple[str, tuple[str, str | None]]:
     """The dataplane token in `path`, and the mesh and name it is for (which --mesh, --name
-    and --dataplane-file must not contradict: the gateway would refuse the proxy)."""
-    from events.identity import DataplaneClaims, InvalidToken, unverified_claims
+    and --dataplane-file must not contradict: the gateway would refuse the proxy); a token
+    naming no Dataplane (for a group of them) leaves the name to --name or
+    --dataplane-file."""
+    from events.identity import (
+        DataplaneClaims,
+        InvalidToken,
+        dataplane_token_holders,
+        unverified_claims,
+    )
     from services.errors import ConfigError
 
     token = read_token_file("--token-file", path)
@@ -102,10 +111,10 @@ def _token_file(path: str, mesh: str | None, name: str | None) -> tuple[str, tup
     except InvalidToken as exc:
         raise ConfigError(f"--token-file {path}: not a dataplane token: {exc}") from None
     for flag, given, in_token in (("--mesh", mesh, claims.mesh), ("--name", name, claims.name)):
-        if given and given != in_token:
+        if given and in_token and given != in_token:
             raise ConfigError(f"--token-file {path}: the token is for "
-                              f"{claims.mesh}.{claims.name}, not {flag} {given!r}")
-    return token, (claims.mesh, claims.name)
+                              f"{dataplane_token_holders(claims)}, not {flag} {given!r}")
+    return token, (claims.mesh, claims.name or name)
 
 
 def _zone_token_file(path: str) -> str:

@@ -1,7 +1,8 @@
 """`meshlog generate` and `meshlog revoke`: tokens through the API (admin only), in kumactl's
 words:
 
-    meshlog generate dataplane-token --mesh M --name N [--tag K=V]... [--valid-for 24h]
+    meshlog generate dataplane-token --mesh M [--name N] [--tag K=V]... [--workload W]
+                                     [--valid-for 24h]
     meshlog generate zone-token --zone Z [--scope ingress] [--valid-for 24h]
     meshlog generate user-token --name N [--group G]... [--valid-for 24h]
     meshlog revoke dataplane-token [--mesh M] (--jti ID [--expires-at T] | --token-file F)
@@ -13,6 +14,11 @@ Z`, as `kumactl generate zone-token` runs against global): global signs it for a
 registered there and its key and revocations reach every zone. A zone's own API refuses (409
 naming this command), as Kuma's zone control plane does; a standalone control plane (no
 global) signs its own zone's.
+
+A dataplane token without `--name` is Kuma's token for a group of Dataplanes: any Dataplane
+of the mesh whose inbound tags the `--tag`s allow and whose `kuma.io/workload` label is the
+`--workload` (one token for every replica of a service); with neither, for every Dataplane
+of the mesh (the broadest token).
 
 A token is printed alone on stdout (`> file` keeps it as is), what it is for and until when on
 stderr. Revoking from `--token-file` reads the token's id, mesh and expiry from the token
@@ -35,6 +41,7 @@ from events.identity import (
     InvalidToken,
     UserClaims,
     ZoneClaims,
+    dataplane_token_holders,
     unverified_claims,
 )
 from services.cli.client import ApiClient
@@ -57,10 +64,15 @@ def add_token_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
                                  "--token-file)")
     dp.add_argument("--mesh", default="default", help="the Dataplane's mesh (default "
                     "%(default)s)")
-    dp.add_argument("--name", required=True, help="the Dataplane's name")
+    dp.add_argument("--name", default="", help="the Dataplane's name; without it, the token "
+                    "is for any Dataplane of the mesh that --tag and --workload allow (every "
+                    "Dataplane of the mesh with neither)")
     dp.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
                     help="a tag the Dataplane must carry (repeatable; values of one key add "
-                         "up, e.g. --tag kuma.io/service=web)")
+                         "up, e.g. --tag kuma.io/service=web, or comma-separated as kumactl: "
+                         "--tag kuma.io/service=web,web-api)")
+    dp.add_argument("--workload", default="", help="the value the Dataplane's "
+                    "kuma.io/workload label must have")
     dp.add_argument("--valid-for", default="24h", help=_VALID_FOR_HELP)
     zone = gen_sub.add_parser("zone-token", parents=parents, description=(
         "Print a zone token (Kuma's) for the zone ingresses of --zone. Ask global's API "
@@ -123,9 +135,9 @@ def cmd_generate(args: argparse.Namespace, client: ApiClient) -> int:
     if args.token_kind == "dataplane-token":
         token = client.request_text("POST", "/tokens/dataplane", json={
             "mesh": args.mesh, "name": args.name, "tags": _tags(args.tag),
-            "validFor": args.valid_for})
+            "workload": args.workload, "validFor": args.valid_for})
         dp = unverified_claims(token, DataplaneClaims)
-        what = f"dataplane token {dp.jti} for {dp.mesh}.{dp.name}"
+        what = f"dataplane token {dp.jti} for {dataplane_token_holders(dp)}"
         revoke = f"meshlog revoke dataplane-token --mesh {dp.mesh} --jti {dp.jti}"
         exp = dp.exp
     elif args.token_kind == "zone-token":
@@ -199,7 +211,7 @@ def _tags(pairs: list[str]) -> dict[str, list[str]]:
     tags: dict[str, list[str]] = {}
     for pair in pairs:
         key, eq, value = pair.partition("=")
-        if not eq or not key or not value:
-            raise ConfigError(f"--tag {pair!r} is not KEY=VALUE")
-        tags.setdefault(key, []).append(value)
+        if not eq or not key or not all(value.split(",")):
+            raise ConfigError(f"--tag {pair!r} is not KEY=VALUE[,VALUE...]")
+        tags.setdefault(key, []).extend(value.split(","))
     return tags

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import jwt
+import msgspec
 import pytest
 
 from events.identity.tokens import (
@@ -72,13 +73,37 @@ def test_a_dataplane_token_carries_kumas_claims_and_the_kid() -> None:
     token = _dataplane_token(key, tags={"kuma.io/service": ["web", "web"]})
     header, payload, _ = _parts(token)
     assert header == {"alg": "ES256", "kid": "dataplane-token/default/1", "typ": "JWT"}
-    assert set(payload) == {"Name", "Mesh", "Tags", "Type", "jti", "iat", "nbf", "exp"}
-    assert (payload["Name"], payload["Mesh"], payload["Type"]) == ("web-1", "default",
-                                                                   "dataplane")
+    assert set(payload) == {"Name", "Mesh", "Tags", "Type", "Workload", "jti", "iat", "nbf",
+                            "exp"}
+    assert (payload["Name"], payload["Mesh"], payload["Type"], payload["Workload"]) == (
+        "web-1", "default", "dataplane", "")
     assert payload["Tags"] == {"kuma.io/service": ["web"]}
     assert (payload["iat"], payload["nbf"], payload["exp"]) == (NOW, NOW - 5, NOW + 3600)
     claims = verify(token, key.public_key, DataplaneClaims, now_s=NOW)
     assert (claims.mesh, claims.name, claims.jti) == ("default", "web-1", payload["jti"])
+
+
+def test_a_dataplane_token_for_a_group_names_no_dataplane() -> None:
+    """Kuma's token for any Dataplane the tags and workload allow: `Name` empty."""
+    key = _key()
+    token = key.sign(dataplane_claims(mesh="default", name="", workload="web", valid_for_s=60,
+                                      tags={"kuma.io/service": ["web"]}, now_s=NOW))
+    _, payload, _ = _parts(token)
+    assert (payload["Name"], payload["Workload"]) == ("", "web")
+    claims = verify(token, key.public_key, DataplaneClaims, now_s=NOW)
+    assert (claims.name, claims.workload, claims.tags) == ("", "web",
+                                                          {"kuma.io/service": ["web"]})
+
+
+def test_a_dataplane_token_made_before_workload_still_verifies() -> None:
+    """Claims without `Workload` (meshlog before it, Kuma before 2.13): any workload."""
+    private = load_private_key(generate_key_pair()[0])
+    claims = dataplane_claims(mesh="default", name="web-1", tags={}, valid_for_s=60,
+                              now_s=NOW)
+    payload = {k: v for k, v in msgspec.to_builtins(claims).items() if k != "Workload"}
+    token = jwt.encode(payload, private, algorithm="ES256", headers={"kid": str(KID)})
+    verified = verify(token, private.public_key(), DataplaneClaims, now_s=NOW)
+    assert (verified.name, verified.workload) == ("web-1", "")
 
 
 def test_a_user_token_carries_name_and_groups() -> None:

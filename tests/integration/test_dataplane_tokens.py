@@ -7,6 +7,8 @@ runs it, and a real Envoy bootstrapped with `--token-file`.
   admin token there; a restart keeps every key, so tokens issued before still work
   (kuma#3762);
 - from a non-loopback address (a real socket), writes need a token;
+- `meshlog generate dataplane-token` without `--name` (Kuma's token for every replica of a
+  service) opens both replicas' streams and not another service's;
 - `meshlog signing-key rotate|retire|list`: the next serial signs, the old tokens work until
   retired; the data dir's admin token follows a user-token key rotation.
 """
@@ -23,6 +25,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, cast
 
+import grpc
 import httpx
 import pytest
 
@@ -44,6 +47,9 @@ from tests.harness import (
     run_envoy,
     wait_for,
 )
+from tests.harness import eventually as async_eventually
+from tests.xds_gateway._ads import AdsClient
+from xds_gateway.type_urls import CLUSTER
 
 pytestmark = pytest.mark.integration
 
@@ -261,3 +267,76 @@ def test_the_revoke_command_printed_at_generation_knows_the_tokens_expiry(
                        "tomorrow", check=False)
         assert bad.returncode != 0
         assert "--expires-at 'tomorrow': not an RFC 3339 time" in bad.stderr
+
+
+def _replica(name: str, service: str, port: int) -> dict[str, Any]:
+    doc = _dataplane(name, port)
+    doc["networking"]["inbound"][0]["tags"]["kuma.io/service"] = service
+    doc["labels"] = {"kuma.io/workload": service}
+    return doc
+
+
+async def _stream(channel: grpc.aio.Channel, token: str, node_id: str
+                  ) -> tuple[AdsClient, Any]:
+    """An ADS stream of `node_id` with `token` and its first answer: a response or the
+    error that ended it."""
+    client = AdsClient(channel, (("authorization", token),))
+    client.send(CLUSTER, node_id=node_id)
+    try:
+        return client, await client.recv(within=10)
+    except grpc.aio.AioRpcError as exc:
+        return client, exc
+
+
+def test_the_cli_signs_one_token_for_every_replica_of_a_service(tmp_path: Path) -> None:
+    """`meshlog generate dataplane-token --tag kuma.io/service=web --workload web` (no
+    --name, as kumactl): both web replicas' streams open with it, db's is refused, and
+    revoking it (by its jti, from the token file) ends both."""
+    with meshlog_up(tmp_path / "cp") as cp:
+        cp.apply({"type": "Mesh", "name": "default"})
+        for name, service in (("db-1", "db"), ("web-2", "web"), ("web-1", "web")):
+            cp.apply(_replica(name, service, free_port("127.0.0.4")))
+        generated = _meshlog(cp, "generate", "dataplane-token", "--tag",
+                             "kuma.io/service=web", "--workload", "web", "--valid-for", "720h")
+        assert ("for any Dataplane of mesh 'default' with tags kuma.io/service=web and "
+                "workload web, valid until") in generated.stderr
+        token_file = tmp_path / "web.token"
+        token_file.write_text(generated.stdout)
+        token = generated.stdout.strip()
+        bootstrap = _bootstrap(cp, "--token-file", str(token_file), "--name", "web-2")
+        assert bootstrap["node"]["id"] == "default.web-2"
+        nameless = _meshlog(cp, "dataplane", "bootstrap", "--token-file", str(token_file),
+                            check=False)
+        assert nameless.returncode != 0 and "--name is required" in nameless.stderr
+
+        async def scenario(channel: grpc.aio.Channel) -> None:
+            async def served_web_1() -> tuple[AdsClient, Any] | None:
+                client, first = await _stream(channel, token, "default.web-1")
+                if isinstance(first, grpc.aio.AioRpcError):  # web-1 not in the view yet
+                    return None
+                return client, first
+
+            web_1, _ = await async_eventually(served_web_1, what="web-1 served")
+            web_2, first = await _stream(channel, token, "default.web-2")
+            assert not isinstance(first, grpc.aio.AioRpcError), first.details()
+            _, refused = await _stream(channel, token, "default.db-1")
+            assert isinstance(refused, grpc.aio.AioRpcError)
+            assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert ("does not allow Dataplane default.db-1: its tag 'kuma.io/service' has the "
+                    "value 'db'; the token allows ['web']") in (refused.details() or "")
+
+            await asyncio.to_thread(_meshlog, cp, "revoke", "dataplane-token", "--token-file",
+                                    str(token_file))
+            for replica in (web_1, web_2):
+                with pytest.raises(grpc.aio.AioRpcError) as ended:
+                    while True:  # a push may come first
+                        await replica.recv(within=30)
+                assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                assert "was revoked" in (ended.value.details() or "")
+                replica.close()
+
+        async def main() -> None:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{cp.xds_port}") as channel:
+                await scenario(channel)
+
+        asyncio.run(main())

@@ -177,7 +177,7 @@ async def test_token_requests_list_every_violation(api: Api) -> None:
             "validFor": "3d", "colour": "blue"}), 400)
         assert body["invalid_parameters"] == [
             {"field": "colour", "reason": "unknown field (expected mesh, name, tags, type, "
-                                          "validFor)"},
+                                          "validFor, workload)"},
             {"field": "name", "reason": "'Web_1' is not a Dataplane name (lower-case "
                                         "letters, digits, '-' and '.')"},
             {"field": "tags['kuma.io/service']", "reason": "'web' is not a list of non-empty "

@@ -31,17 +31,18 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=60)
 
 
-def _token_file(tmp_path: Path, *, user: bool = False) -> Path:
-    """A token as the API makes them, signed by a key of its own (the CLI never verifies)."""
+def _token_file(tmp_path: Path, *, user: bool = False, name: str = "web-1") -> Path:
+    """A token as the API makes them, signed by a key of its own (the CLI never verifies);
+    `name` "": a token for any Dataplane of the mesh with `kuma.io/service: web`."""
     private, _ = generate_key_pair()
     if user:
         kid = KeyId(purpose=USER_TOKEN, mesh=None, serial=1)
         claims: Claims = user_claims(name="jane", groups=[], valid_for_s=60, now_s=NOW)
     else:
         kid = KeyId(purpose=DATAPLANE_TOKEN, mesh="default", serial=1)
-        claims = dataplane_claims(mesh="default", name="web-1", tags={}, valid_for_s=60,
-                                  now_s=NOW)
-    path = tmp_path / f"{kid.purpose}.token"
+        claims = dataplane_claims(mesh="default", name=name, valid_for_s=60, now_s=NOW,
+                                  tags={} if name else {"kuma.io/service": ["web"]})
+    path = tmp_path / f"{kid.purpose}-{name}.token"
     path.write_text(SigningKey(kid, load_private_key(private)).sign(claims) + "\n")
     return path
 
@@ -70,6 +71,23 @@ def test_a_bootstrap_token_for_another_dataplane_is_refused(tmp_path: Path) -> N
     assert "the token is for default.web-1, not --name 'web-2'" in result.stderr
 
 
+def test_a_bootstrap_with_a_token_for_a_group_takes_the_name_from_its_flags(
+        tmp_path: Path) -> None:
+    token_file = str(_token_file(tmp_path, name=""))
+    result = _run("dataplane", "bootstrap", "--name", "web-2", "--token-file", token_file)
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["node"]["id"] == "default.web-2"
+    nameless = _run("dataplane", "bootstrap", "--token-file", token_file)
+    assert nameless.returncode != 0
+    assert ("--name is required (or --dataplane-file, or a --token-file that names its "
+            "Dataplane)") in nameless.stderr
+    other_mesh = _run("dataplane", "bootstrap", "--mesh", "other", "--name", "web-2",
+                      "--token-file", token_file)
+    assert other_mesh.returncode == 2
+    assert ("the token is for any Dataplane of mesh 'default' with tags kuma.io/service=web, "
+            "not --mesh 'other'") in other_mesh.stderr
+
+
 def test_a_bootstrap_with_a_user_token_is_refused(tmp_path: Path) -> None:
     result = _run("dataplane", "bootstrap", "--token-file",
                   str(_token_file(tmp_path, user=True)))
@@ -88,6 +106,10 @@ def test_a_tag_must_be_key_equals_value() -> None:
                   "--tag", "web")
     assert result.returncode == 2
     assert "--tag 'web' is not KEY=VALUE" in result.stderr
+    empty = _run("--api", NOWHERE, "generate", "dataplane-token", "--tag",
+                 "kuma.io/service=web,")
+    assert empty.returncode == 2
+    assert "--tag 'kuma.io/service=web,' is not KEY=VALUE[,VALUE...]" in empty.stderr
 
 
 def test_revoke_takes_an_id_or_a_token_file_not_both(tmp_path: Path) -> None:

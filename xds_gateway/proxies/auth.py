@@ -16,10 +16,16 @@ On open (ADS, SotW or Delta, and HDS):
   reaches the zone's view through the sync; Kuma's way) or with the zone's own (`zone-token/
   _/<serial>`, a zone token its own API made); a dataplane token opens no ingress stream, a
   zone token no sidecar stream;
-- for a sidecar: the token's `Mesh` and `Name` are the node's (`<mesh>.<name>`, as the ADS
-  stream reads node.id); its `Tags`, if any, are on the Dataplane: each tag present, each of the
-  Dataplane's values of it allowed (Kuma's rule). The Dataplane is the one the node carries to
-  register itself, else the one registered: self-registration needs a token that names it.
+- for a sidecar: the token allows the node's Dataplane (`<mesh>.<name>`, as the ADS stream
+  reads node.id) by Kuma's rule (`token_scope`): its `Mesh` is the node's; its `Name`, if
+  any, too; its `Tags`, if any, are on the Dataplane (each tag present, each of the
+  Dataplane's values of it allowed); its `Workload`, if any, is the Dataplane's
+  `kuma.io/workload` label. A token naming no Dataplane (Kuma's token for every replica of a
+  service, or for the whole mesh) opens streams only for a Dataplane that exists. The
+  Dataplane is the one the node carries to register itself and the one registered under its
+  name, each that exists (Kuma checks only the carried one): a proxy registers itself only
+  with a token that allows it, and cannot take over another service's Dataplane by carrying
+  one of the same name.
   Either is checked as the fold makes it: its inbounds with tags carry the `kuma.io/zone` tag
   of the zone that registers it (`projections.zone_tagged`), this gateway's for the node's
   Dataplane (whatever value the node gave), so a token requiring `kuma.io/zone: <this zone>`
@@ -76,6 +82,7 @@ from events.identity import (
 )
 from projections import RevocationRow, zone_tagged
 from xds_gateway.proxies.registration import dataplane_from_node
+from xds_gateway.proxies.token_scope import dataplane_problem, needs_dataplane
 from xds_gateway.resources.ingress import ZONE_INGRESS_NODE
 from xds_gateway.resources.names import parse_node_id
 from xds_gateway.server.callbacks import NoCallbacks, StreamInfo, StreamRefused
@@ -96,12 +103,14 @@ _DENIED = grpc.StatusCode.PERMISSION_DENIED
 
 
 _StreamRefusal = Literal["no_token", "wrong_mesh", "wrong_dataplane", "tags_not_allowed",
-                         "wrong_zone", "wrong_scope"]
+                         "wrong_workload", "unknown_dataplane", "wrong_zone", "wrong_scope"]
 XdsRefusal = TokenRefusal | _StreamRefusal
 """Why a proxy's token was refused: the token's own `TokenRefusal` (several `authorization`
 values are `malformed`), `no_token`, or a valid token that does not open this stream: of
 another mesh or Dataplane than the node's (also a later request naming another node), whose
-tags the Dataplane does not match, a zone token of another zone or without `ingress`."""
+tags or workload the Dataplane does not match, one that needs the Dataplane (tags, workload,
+or no name) for a Dataplane neither carried nor registered (`unknown_dataplane`), a zone
+token of another zone or without `ingress`."""
 
 XDS_REFUSALS: Final[tuple[XdsRefusal, ...]] = (
     *get_args(TokenRefusal), *get_args(_StreamRefusal))
@@ -301,30 +310,49 @@ class DataplaneAuthentication(NoCallbacks):
         return kid, claims
 
     def _authorize(self, claims: DataplaneClaims, node: Node, mesh: str, name: str) -> None:
-        if (claims.mesh, claims.name) != (mesh, name):
-            raise _denied(f"the dataplane token {claims.jti} is for {claims.mesh}."
-                          f"{claims.name}, not for node {node.id!r}",
+        """The token allows the node's Dataplane (`token_scope`: Kuma's rule)."""
+        if claims.mesh != mesh or (claims.name and claims.name != name):
+            whom = (f"{claims.mesh}.{claims.name}" if claims.name else
+                    f"any Dataplane of mesh {claims.mesh!r} it allows")
+            raise _denied(f"the dataplane token {claims.jti} is for {whom}, not for node "
+                          f"{node.id!r}",
                           "wrong_mesh" if claims.mesh != mesh else "wrong_dataplane")
-        if not claims.tags:
+        if not needs_dataplane(claims):
             return
+        dataplanes = self._dataplanes(node, mesh, name)
+        if not dataplanes:
+            wants = ([f"tags {claims.tags}"] if claims.tags else []) + (
+                [f"workload {claims.workload!r}"] if claims.workload else [])
+            what = f"requires {' and '.join(wants)}" if wants else "names no Dataplane"
+            raise _denied(f"the dataplane token {claims.jti} {what} and Dataplane "
+                          f"{mesh}.{name} is not registered (register it, or carry it in the "
+                          "node metadata)", "unknown_dataplane")
+        for which, dataplane in dataplanes:
+            problem = dataplane_problem(claims, dataplane)
+            if problem is not None:
+                reason, text = problem
+                raise _denied(f"the dataplane token {claims.jti} does not allow Dataplane "
+                              f"{mesh}.{name}{which}: {text}", reason)
+
+    def _dataplanes(self, node: Node, mesh: str, name: str) -> list[tuple[str, Dataplane]]:
+        """What the token must allow: the Dataplane the node carries to register itself, as
+        the fold will make it (tagged with this zone), and the one registered under its name
+        (folded, tagged already), each that exists. Both, where Kuma checks only the carried
+        one: a registration through the API is kept over the carried copy (and one by another
+        proxy replaced by it), so a token for one service that carries a Dataplane named like
+        another service's would otherwise be served that one's config and certificate."""
         try:
-            dataplane = dataplane_from_node(node, mesh, name)
+            carried = dataplane_from_node(node, mesh, name)
         except InvalidStream as exc:
             raise StreamRefused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-        if dataplane is not None:  # as the fold will make it: tagged with this zone
-            dataplane = msgspec.structs.replace(
-                dataplane, networking=zone_tagged(dataplane.networking, self._provenance))
-        else:  # the registered one, folded (tagged) already
-            row = self._view.dataplanes.get((mesh, name))
-            dataplane = row.dataplane if row is not None else None
-        if dataplane is None:
-            raise _denied(f"the dataplane token {claims.jti} requires tags {claims.tags} and "
-                          f"Dataplane {mesh}.{name} is not registered (register it, or carry "
-                          "it in the node metadata)", "tags_not_allowed")
-        problem = _tags_problem(claims.tags, dataplane)
-        if problem:
-            raise _denied(f"the dataplane token {claims.jti} does not allow Dataplane "
-                          f"{mesh}.{name}: {problem}", "tags_not_allowed")
+        found: list[tuple[str, Dataplane]] = []
+        if carried is not None:
+            found.append(("", msgspec.structs.replace(
+                carried, networking=zone_tagged(carried.networking, self._provenance))))
+        row = self._view.dataplanes.get((mesh, name))
+        if row is not None:
+            found.append((" as registered" if found else "", row.dataplane))
+        return found
 
     def _key(self, kid: str) -> ec.EllipticCurvePublicKey | None:
         """The public key of `kid` while the view holds it: the row of a retired key, or of
@@ -349,23 +377,6 @@ class DataplaneAuthentication(NoCallbacks):
             return
         for stream in list(self._by_token.get((row.mesh or "_", row.jti), ())):
             _end(stream, "revoked", f"the {kind} {row.jti} was revoked")
-
-
-def _tags_problem(allowed: dict[str, list[str]], dataplane: Dataplane) -> str:
-    """Kuma's rule: every tag of the token is on the Dataplane, and each of the Dataplane's
-    values of it is one the token allows."""
-    values: dict[str, set[str]] = defaultdict(set)
-    for inbound in dataplane.networking.inbound:
-        for key, value in inbound.tags.items():
-            values[key].add(value)
-    for key, allowed_values in sorted(allowed.items()):
-        if key not in values:
-            return f"it has no tag {key!r}"
-        extra = sorted(values[key] - set(allowed_values))
-        if extra:
-            return (f"its tag {key!r} has the value {extra[0]!r}; the token allows "
-                    f"{sorted(allowed_values)}")
-    return ""
 
 
 def _node_id_of(request: object) -> str:

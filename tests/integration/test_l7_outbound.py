@@ -9,6 +9,9 @@ one backend only; over L7 each request is routed on its own.
 from __future__ import annotations
 
 import contextlib
+import socket
+import socketserver
+import threading
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -60,6 +63,31 @@ def _grpc_backend(host: str, port: int, name: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _upgrade_backend(host: str, port: int) -> Iterator[None]:
+    """An HTTP/1.1 server that switches every request to WebSocket (101) and then echoes the
+    bytes it gets: what a WebSocket handshake and its frames need of the path between."""
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            while self.rfile.readline() not in (b"\r\n", b""):
+                pass  # the request's headers
+            self.wfile.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                             b"Connection: Upgrade\r\n\r\n")
+            while data := self.request.recv(4096):
+                self.request.sendall(data)
+
+    server = socketserver.ThreadingTCPServer((host, port), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
 def _sidecar_of_web(cp: ControlPlane, tmp_path: Path, port: int, protocol: str
                     ) -> Iterator[tuple[Envoy, str]]:
     """Both backends registered with `protocol`, and web's Envoy once it has backend's VIP
@@ -106,3 +134,22 @@ def test_one_grpc_channel_reaches_every_endpoint_in_http2(tmp_path: Path) -> Non
         call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(_METHOD)
         answers = {call(b"", timeout=10) for _ in range(40)}
         assert answers == {b"backend-1", b"backend-2"}, answers
+
+
+def test_a_websocket_upgrade_passes_and_then_its_bytes(tmp_path: Path) -> None:
+    port = free_port_on_all(list(BACKENDS.values()))
+    with meshlog_up(tmp_path / "cp", "--vip-cidr", "127.100.0.0/16") as cp, \
+            _upgrade_backend(BACKENDS["backend-1"], port), \
+            _upgrade_backend(BACKENDS["backend-2"], port), \
+            _sidecar_of_web(cp, tmp_path, port, "http") as (_envoy, vip), \
+            socket.create_connection((vip, port), timeout=10) as conn:
+        conn.sendall(f"GET /chat HTTP/1.1\r\nHost: backend:{port}\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        reader = conn.makefile("rb")
+        assert reader.readline().startswith(b"HTTP/1.1 101"), "the upgrade was refused"
+        while reader.readline() not in (b"\r\n", b""):
+            pass
+        conn.sendall(b"\x81\x05hello")  # a frame, as bytes the upgraded stream carries
+        assert reader.read(7) == b"\x81\x05hello"
+

@@ -7,9 +7,9 @@ client or one gRPC channel (one HTTP/2 connection) reaches every endpoint. Any o
 protocol, and every inbound, is proxied at L4 (tcp_proxy). No request timeout is set (Envoy's
 default is 15 s, Kuma's default MeshTimeout too; meshlog has no MeshTimeout to lift it with,
 and a stream or long poll that worked over L4 must keep working): a stream idle for 30
-minutes ends, Kuma's default `streamIdleTimeout`. Outbound listeners on a VIP set `freebind`,
-so Envoy can bind a VIP that is not (yet) a local address instead of rejecting the whole LDS
-update.
+minutes ends, Kuma's default `streamIdleTimeout`. WebSocket upgrades pass. Outbound
+listeners on a VIP set `freebind`, so Envoy can bind a VIP that is not (yet) a local address
+instead of rejecting the whole LDS update.
 
 With mTLS on (`InboundTls`), an inbound terminates the mesh's mTLS (`tls.downstream_tls`)
 and runs the RBAC filter (MeshTrafficPermission) first, on the client certificate's SAN:
@@ -102,6 +102,8 @@ def _http_connection_manager(cluster: str) -> Filter:
             http_filters=[HttpFilter(name="envoy.filters.http.router",
                                      typed_config=_packed(Router()))],
             http_protocol_options=Http1ProtocolOptions(accept_http_10=True),
+            # a WebSocket's upgrade passes, then its bytes as over L4 (as Kuma's)
+            upgrade_configs=[HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
             stream_idle_timeout=_STREAM_IDLE_TIMEOUT,
         )))
 

@@ -63,9 +63,19 @@ from events.bus._kv import await_stream_leader
 from events.bus.insights import BUCKET as INSIGHTS_BUCKET
 from events.errors import EventLogUnavailable
 
-__all__ = ["PURGE_MARKER_TTL_S", "ZONE_INSIGHTS_BUCKET", "ZONE_INSIGHTS_STREAM",
-           "ensure_zone_insight_sources", "forget_zone_insights", "held_zones",
-           "zone_insights_source", "zone_of_api"]
+__all__ = [
+    "PURGE_MARKER_TTL_S",
+    "ZONE_INSIGHTS_BUCKET",
+    "ZONE_INSIGHTS_STREAM",
+    "ensure_zone_insight_sources",
+    "forget_zone_insights",
+    "held_zones",
+    "install_of",
+    "record_install",
+    "recorded_install",
+    "zone_insights_source",
+    "zone_of_api",
+]
 
 ZONE_INSIGHTS_BUCKET = "meshlog_zone_insights"
 ZONE_INSIGHTS_STREAM = f"KV_{ZONE_INSIGHTS_BUCKET}"
@@ -187,6 +197,47 @@ async def forget_zone_insights(nc: NATS, zones: Iterable[str]) -> dict[str, int]
                     f"cannot purge zone {zone!r}'s insights: {exc!r}") from exc
         purged[zone] = len(keys)
     return purged
+
+
+async def install_of(nc: NATS, zone: str, *, timeout_s: float = 1.0) -> str | None:
+    """Which install of `zone` answers now: when its insights bucket was made (its stream's
+    `created`, asked through its domain over the link), which a fresh install, or the
+    bucket made again, changes. None when the zone does not answer (link down) or has no
+    bucket yet. The sync role's grant `$JS.*.API.STREAM.INFO.KV_meshlog_insights`."""
+    try:
+        reply = await nc.request(f"$JS.{zone}.API.STREAM.INFO.KV_{INSIGHTS_BUCKET}", b"",
+                                 timeout=timeout_s)
+        info = json.loads(reply.data)
+    except (nats.errors.Error, TimeoutError, ValueError):
+        return None
+    created = info.get("created") if isinstance(info, dict) else None
+    return created if isinstance(created, str) and "error" not in info else None
+
+
+async def recorded_install(nc: NATS, zone: str) -> str | None:
+    """The install of `zone` global's bucket holds the insights of (`install_of` when they
+    were first copied), kept under `<zone>.install` (a zone writes only `proxy.` and
+    `gateway.` keys, so its source never writes it; purged with the zone's keys)."""
+    try:
+        kv = await nc.jetstream(timeout=_TIMEOUT_S).key_value(ZONE_INSIGHTS_BUCKET)
+        entry = await kv.get(_install_key(zone))
+    except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+        return None
+    except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+        raise EventLogUnavailable(f"cannot read zone {zone!r}'s install: {exc!r}") from exc
+    return entry.value.decode() if entry.value else None
+
+
+async def record_install(nc: NATS, zone: str, install: str) -> None:
+    try:
+        kv = await nc.jetstream(timeout=_TIMEOUT_S).key_value(ZONE_INSIGHTS_BUCKET)
+        await kv.put(_install_key(zone), install.encode())
+    except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+        raise EventLogUnavailable(f"cannot record zone {zone!r}'s install: {exc!r}") from exc
+
+
+def _install_key(zone: str) -> str:
+    return f"{zone}.install"
 
 
 class _NoBucket(EventLogUnavailable):

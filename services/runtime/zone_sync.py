@@ -7,7 +7,9 @@ as the zones registered in the log say (events.bus.sources).
   registered (deleted) loses its source there, then its keys are purged, as Kuma deletes a
   zone's insights with the zone: at the step that sees it gone, retried at each step until
   done, and at the first step for every zone the bucket holds keys of that is not registered
-  (deleted while no sync ran, or before this release purged);
+  (deleted while no sync ran, or before this release purged); likewise a zone installed
+  afresh under the same name without being deleted (its insights bucket made anew), whose
+  old install's keys are purged before its source copies the new one's;
 - zone: registers itself on global (a `ZoneApplied` on global's subject, through the one
   command path, retried until global answers), then sources global's subjects and, through
   global, each other registered zone's.
@@ -36,6 +38,9 @@ from events.bus.zone_insights import (
     ensure_zone_insight_sources,
     forget_zone_insights,
     held_zones,
+    install_of,
+    record_install,
+    recorded_install,
 )
 from events.commands.zones import ZoneCommands, zones_filter
 from events.errors import MeshlogError
@@ -85,6 +90,8 @@ class ZoneSync:
         """The zones registered at the last step; None before the first."""
         self._forgetting: set[str] = set()
         """Deleted zones whose insights on global are still to purge."""
+        self._installs: dict[str, str] = {}
+        """The install of each zone whose insights global's bucket holds, as last checked."""
 
     async def run(self) -> None:
         local = JetStreamEventLog(self._nc, self._nc.jetstream(timeout=5.0), EVENTS_STREAM)
@@ -126,6 +133,7 @@ class ZoneSync:
                      ", ".join(s.api for s in restarted))
         if self._mode == "global":
             await self._forget_deleted(zones)
+            await self._forget_replaced(zones)
         if self._mode == "zone":
             # every step (a read of global's subject; appends only when absent): a zone
             # deleted on global while it was offline registers again when it is back, as a
@@ -154,3 +162,26 @@ class ZoneSync:
                 log.info("zone %s deleted: purged its %d insight keys from global's bucket",
                          zone, count)
             self._forgetting -= purged.keys()
+
+    async def _forget_replaced(self, zones: list[str]) -> None:
+        """Purge the insights of each zone installed afresh under its name without being
+        deleted (`install_of` another than the bucket records): its source removed first,
+        then its keys purged, the new install recorded, and its source added back, which
+        copies the new install's bucket from its start. Kuma's global likewise replaces a
+        reconnecting zone's state with what the zone has. A zone that does not answer (link
+        down) is checked when it does."""
+        installs = await asyncio.gather(*(install_of(self._nc, zone) for zone in zones))
+        for zone, install in zip(zones, installs, strict=True):
+            if install is None or self._installs.get(zone) == install:
+                continue
+            recorded = await recorded_install(self._nc, zone)
+            if recorded is not None and recorded != install:
+                await ensure_zone_insight_sources(
+                    self._nc, [z for z in zones if z != zone], replicas=self._replicas)
+                purged = await forget_zone_insights(self._nc, [zone])
+                log.info("zone %s installed afresh: purged its old install's %d insight keys "
+                         "from global's bucket", zone, purged.get(zone, 0))
+            if recorded != install:
+                await record_install(self._nc, zone, install)
+            await ensure_zone_insight_sources(self._nc, zones, replicas=self._replicas)
+            self._installs[zone] = install

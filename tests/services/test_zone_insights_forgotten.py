@@ -155,3 +155,26 @@ async def test_a_deleted_zones_insights_are_purged_and_never_come_back_stale(
             async with _sync(central):
                 await eventually(lambda: _shown(central, {"redis-1": "s-3"}, {"gw-s-3"}),
                                  "only the fresh install's insights on global")
+
+
+async def test_a_zone_installed_afresh_without_being_deleted_shows_only_its_new_insights(
+        tmp_path: Path) -> None:
+    """West's data wiped and started again under its name, never deleted on global: the sync
+    sees another install of west's bucket, purges the old install's keys and copies the new
+    one's. Before, the old keys the new install does not write again stayed, shown as
+    west's current insights."""
+    port = free_port()
+    async with _server(tmp_path, "global", f"jetstream {{ domain: global }}\n"
+                       f"leafnodes {{ host: 127.0.0.1, port: {port} }}\n") as central:
+        zones = ZoneCommands(await JetStreamEventLog.open(
+            central, subjects=[zone_filter(GLOBAL_ZONE)]))
+        assert await zones.register("west")
+        async with _sync(central):
+            async with _west(tmp_path, port, "west-1", central) as west:
+                await _write(west, "redis-1", "web-1", session="s-1")
+                await eventually(lambda: _shown(central, {"redis-1": "s-1", "web-1": "s-1"},
+                                                {"gw-s-1"}), "west's insights on global")
+            async with _west(tmp_path, port, "west-2", central) as fresh:
+                await _write(fresh, "redis-1", session="s-2")
+                await eventually(lambda: _shown(central, {"redis-1": "s-2"}, {"gw-s-2"}),
+                                 "only the new install's insights on global")

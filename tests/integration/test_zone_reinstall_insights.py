@@ -38,8 +38,8 @@ def _insight(central: ControlPlane) -> dict[str, Any] | None:
 
 async def _redis_in(west: ControlPlane, address: str) -> None:
     """redis-1 registered in `west` at `address`: the fresh install's at another one, so its
-    event is not the old install's (the same decision's Msg-Id, which global's stream would
-    drop as a duplicate within its window)."""
+    event is not the old install's (with the same content it did not reach global: likely
+    the same decision's Msg-Id, dropped by global's stream as a duplicate; docs/status.md)."""
     async def mesh() -> bool:
         return west.api.get("/meshes/default").status_code == 200
 

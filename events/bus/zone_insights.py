@@ -36,10 +36,10 @@ again) finds no position to resume from and copies the zone's bucket from its fi
 (`opt_start_seq` 1, `zone_insights_source`): every key the zone holds now, none of an
 earlier install. A zone installed afresh under its name without being deleted is found by its
 bucket's creation time (`install_of`, asked over the link, against the one recorded under
-`<zone>.install` here) and purged the same way, its source then added back. Why purges of keys and not
-`STREAM.PURGE` with the zone's subject filter: nats-server grants by subject, and a stream
-purge's filter is in the request's body, so the sync could then purge every zone's copy; a
-key's purge is a publish to that key's subject, and the sync's grant of
+`<zone>.install` here) and purged the same way, its source then added back. Why purges of
+keys and not `STREAM.PURGE` with the zone's subject filter: nats-server grants by subject, and
+a stream purge's filter is in the request's body, so the sync could then purge every zone's
+copy; a key's purge is a publish to that key's subject, and the sync's grant of
 `$KV.meshlog_zone_insights.>` (events.bus.permissions) reaches no other stream.
 """
 

@@ -179,8 +179,10 @@ class ZoneSync:
                 await ensure_zone_insight_sources(
                     self._nc, [z for z in zones if z != zone], replicas=self._replicas)
                 purged = await forget_zone_insights(self._nc, [zone])
+                if zone not in purged:  # another sync process added its source back
+                    continue  # meanwhile: not recorded, so the next step tries again
                 log.info("zone %s installed afresh: purged its old install's %d insight keys "
-                         "from global's bucket", zone, purged.get(zone, 0))
+                         "from global's bucket", zone, purged[zone])
             if recorded != install:
                 await record_install(self._nc, zone, install)
             await ensure_zone_insight_sources(self._nc, zones, replicas=self._replicas)

@@ -38,8 +38,9 @@ def _insight(central: ControlPlane) -> dict[str, Any] | None:
 
 async def _redis_in(west: ControlPlane, address: str) -> None:
     """redis-1 registered in `west` at `address`: the fresh install's at another one, so its
-    event is not the old install's (with the same content it did not reach global: likely
-    the same decision's Msg-Id, dropped by global's stream as a duplicate; docs/status.md)."""
+    event is not the old install's (with the same content it did not reach global: the same
+    decision's Msg-Id within global's duplicate window; docs/status.md, a zone installed
+    afresh under a deleted zone's name)."""
     async def mesh() -> bool:
         return west.api.get("/meshes/default").status_code == 200
 

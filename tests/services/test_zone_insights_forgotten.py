@@ -8,8 +8,10 @@ Once global's log deletes west, west's source is removed and every `west.` key p
 registered again (the same install, which wrote meanwhile) gets back all it holds, the keys
 it did not write again too (the source copies its bucket from the start, not from where it
 stopped); west deleted while no sync runs is purged at the sync's first step; and a fresh
-install of west shows only its own insights, none of the old install's. Before, the keys
-stayed: an old install's insight showed as the new one's, `current` on global."""
+install of west shows only its own insights, none of the old install's, whether west was
+deleted first or not; a bucket an earlier release made gets per-message TTLs for the purges'
+markers. Before, the keys stayed: an old install's insight showed as the new one's,
+`current` on global."""
 
 from __future__ import annotations
 
@@ -22,11 +24,19 @@ import msgspec
 import nats.js.errors
 import pytest
 from nats.aio.client import Client as NATS
+from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
 from events import GLOBAL_ZONE, JetStreamEventLog, connect_nats
 from events.bus.insights import GatewayHeartbeat, JetStreamInsights, ProxyInsight
 from events.bus.sources import upstream_answers, zone_filter
-from events.bus.zone_insights import ZONE_INSIGHTS_BUCKET, ZONE_INSIGHTS_STREAM
+from events.bus.zone_insights import (
+    PURGE_MARKER_TTL_S,
+    ZONE_INSIGHTS_BUCKET,
+    ZONE_INSIGHTS_STREAM,
+    ensure_zone_insight_sources,
+    forget_zone_insights,
+    held_zones,
+)
 from events.commands.zones import ZoneCommands
 from services.runtime.embedded_nats import run_nats_server
 from services.runtime.zone_sync import ZoneSync
@@ -178,3 +188,29 @@ async def test_a_zone_installed_afresh_without_being_deleted_shows_only_its_new_
                 await _write(fresh, "redis-1", session="s-2")
                 await eventually(lambda: _shown(central, {"redis-1": "s-2"}, {"gw-s-2"}),
                                  "only the new install's insights on global")
+
+
+async def test_a_bucket_an_earlier_release_made_gets_ttls_for_the_purges_markers(
+        nc: NATS) -> None:
+    """Global's bucket as an earlier release made it (no per-message TTL): the sync's first
+    step turns TTLs on, so a purge's marker can expire; a zone's keys purged with it."""
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(
+        name=ZONE_INSIGHTS_STREAM, subjects=[f"$KV.{ZONE_INSIGHTS_BUCKET}.>"],
+        allow_direct=True, allow_rollup_hdrs=True, deny_delete=True,
+        discard=DiscardPolicy.NEW, duplicate_window=120, max_consumers=-1, max_msgs=-1,
+        max_msgs_per_subject=1, num_replicas=1, storage=StorageType.FILE))
+    kv = await js.key_value(ZONE_INSIGHTS_BUCKET)
+    await kv.put("west.gateway.gw-1", b"{}")
+    await kv.put("east.gateway.gw-2", b"{}")
+    assert await ensure_zone_insight_sources(nc, [])
+    assert (await js.stream_info(ZONE_INSIGHTS_STREAM)).config.allow_msg_ttl
+    assert await held_zones(nc) == {"west", "east"}
+    assert await forget_zone_insights(nc, ["west"]) == {"west": 1}
+    with pytest.raises(nats.js.errors.KeyNotFoundError):  # KeyDeletedError: a purge's marker
+        await kv.get("west.gateway.gw-1")
+    assert (await kv.get("east.gateway.gw-2")).value == b"{}"
+    marker = await js.get_last_msg(ZONE_INSIGHTS_STREAM,
+                                   f"$KV.{ZONE_INSIGHTS_BUCKET}.west.gateway.gw-1")
+    assert marker.headers is not None
+    assert marker.headers.get("Nats-TTL") == str(PURGE_MARKER_TTL_S)

@@ -18,7 +18,11 @@ and deny lists (deny wins). meshlog's processes need:
                (`$JS.global.API`) and appends only its own zone's registration there
                (meshlog.ev._global.zone._.<zone>); on global, makes the zone-insights
                bucket and keeps its sources (`STREAM.CREATE`/`INFO`/`UPDATE` of its stream
-               only: events.bus.zone_insights)
+               only: events.bus.zone_insights), and purges a deleted or reinstalled zone's
+               keys there and records each zone's install (a publish to each key,
+               `$KV.meshlog_zone_insights.>`, and its `DIRECT.GET`: it could write any
+               zone's keys there too, no more than its update of that stream already allows,
+               a source of anything or limits that drop every key)
     admin      everything: maintenance commands (replay), benchmarks, tests
 
 So a gateway, the part exposed to proxies, cannot rewrite the log: it cannot append a Mesh,
@@ -58,7 +62,7 @@ from events.bus.insights import BUCKET as INSIGHTS_BUCKET
 from events.bus.projection_bus import BUCKET as PROJECTION_BUCKET
 from events.bus.requests import XDS_CONFIG_SUBJECTS
 from events.bus.sources import GLOBAL_DOMAIN
-from events.bus.zone_insights import ZONE_INSIGHTS_STREAM
+from events.bus.zone_insights import ZONE_INSIGHTS_BUCKET, ZONE_INSIGHTS_STREAM
 from events.subjects import (
     EVENTS_STREAM,
     GLOBAL,
@@ -141,7 +145,13 @@ def _sync(zone: str) -> tuple[str, ...]:
                 f"$JS.*.API.STREAM.INFO.{EVENTS_STREAM}",
                 f"$JS.*.API.STREAM.INFO.KV_{INSIGHTS_BUCKET}",
                 f"{_API}.STREAM.CREATE.{ZONE_INSIGHTS_STREAM}",
-                f"{_API}.STREAM.UPDATE.{ZONE_INSIGHTS_STREAM}")
+                f"{_API}.STREAM.UPDATE.{ZONE_INSIGHTS_STREAM}",
+                # a deleted or reinstalled zone's keys purged, each a publish to the key
+                # (events.bus.zone_insights.forget_zone_insights), and the install of each
+                # zone recorded and read there (`<zone>.install`, a KV get is a direct get)
+                f"$KV.{ZONE_INSIGHTS_BUCKET}.>",
+                f"{_API}.DIRECT.GET.{ZONE_INSIGHTS_STREAM}",
+                f"{_API}.DIRECT.GET.{ZONE_INSIGHTS_STREAM}.>")
     remote = f"$JS.{GLOBAL_DOMAIN}.API"
     return (*local, f"{remote}.STREAM.INFO.{EVENTS_STREAM}",
             f"{remote}.STREAM.MSG.GET.{EVENTS_STREAM}",

@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from typing import assert_never
+from typing import Any, assert_never
 
 from events import Conflict, EventLogUnavailable
+from events.commands.synced import display_name_of
+from events.kds_hash import hashed_name
 from events.labels import DISPLAY_NAME_LABEL, ORIGIN_LABEL, ZONE_LABEL
 from projections import (
     DataplaneRow,
@@ -45,8 +47,8 @@ from projections import (
 )
 from services.api._state import ApiRequest, api_state
 
-__all__ = ["collections_of", "labels_of", "refuse_synced", "synced", "synced_dataplane",
-           "synced_proxy"]
+__all__ = ["collections_of", "labels_of", "name_in_zone", "refuse_synced", "synced",
+           "synced_dataplane", "synced_proxy"]
 
 
 def collections_of(request: ApiRequest, kind: str) -> tuple[str, ...]:
@@ -79,14 +81,28 @@ def synced(request: ApiRequest, labels: Mapping[str, str]) -> bool:
             assert_never(commands.deployment)
 
 
-def synced_proxy(request: ApiRequest, labels: Mapping[str, str]) -> tuple[str, str] | None:
-    """On global, the (zone, name in the zone) of a zone's Dataplane or ZoneIngress
-    (`labels`), whose proxy's insight global has from that zone (services.api._zone_insights).
-    None: not synced, or not on global (a zone holds no other zone's insights)."""
+def synced_proxy(request: ApiRequest, doc: Mapping[str, Any]) -> tuple[str, str] | None:
+    """On global, the (zone, name in the zone) of a zone's Dataplane or ZoneIngress (`doc`,
+    rendered), whose proxy's insight global has from that zone under that name
+    (services.api._zone_insights). None: not synced, or not on global (a zone holds no other
+    zone's insights)."""
+    labels: Mapping[str, str] = doc.get("labels", {})
     if api_state(request.app).commands.deployment != "global" or not synced(request, labels):
         return None
+    return labels.get(ZONE_LABEL, ""), name_in_zone(doc["name"], doc.get("mesh", ""), labels)
+
+
+def name_in_zone(name: str, mesh: str, labels: Mapping[str, str]) -> str:
+    """The name in its zone of a zone's Dataplane (of `mesh`) or ZoneIngress (`mesh` "")
+    synced here as `name`, with `labels`: the name its synced name was made from (the fold
+    hashes the zone's name, `projections.remote`), which is what its zone's gateways key its
+    proxy's insight by. Not `kuma.io/display-name`: a user label may set another one. That
+    label only for a name not of that shape (a display name cut at 236 characters)."""
     zone = labels.get(ZONE_LABEL, "")
-    return zone, labels.get(DISPLAY_NAME_LABEL, "")
+    display = display_name_of(name)
+    if display is not None and hashed_name(mesh, display, zone) == name:
+        return display
+    return labels.get(DISPLAY_NAME_LABEL, "")
 
 
 async def synced_dataplane(request: ApiRequest, mesh: str, name: str) -> DataplaneRow | None:

@@ -43,7 +43,7 @@ from projections import (
     decode_typed,
 )
 from services.api._state import ApiRequest, api_state
-from services.api._synced import synced, synced_dataplane, synced_proxy
+from services.api._synced import name_in_zone, synced, synced_dataplane, synced_proxy
 from services.api._ttl_cache import TtlCache
 from services.api._zone_insights import SyncedInsights, verdict
 from services.api.auth import ADMIN
@@ -216,7 +216,7 @@ async def add_connected(request: ApiRequest, rows: Sequence[object],
                 dp = decode_typed(DataplaneRow, body)
                 labels = dp.dataplane.labels
                 zone = labels.get(ZONE_LABEL, "")
-                if (zone, labels.get(DISPLAY_NAME_LABEL, "")) in remote:
+                if (zone, name_in_zone(dp.dataplane.name, mesh, labels)) in remote:
                     by_zone.setdefault(zone, []).append(dp)
         for row, doc, zone in zoned:
             if row.mesh == mesh:
@@ -265,7 +265,7 @@ async def dataplane_overview(request: ApiRequest, mesh: str, plural: str, name: 
                              ) -> dict[str, Any]:
     doc = render_row(await _dataplane(request, mesh, plural, name, synced=True))
     inspector = api_state(request.app).inspector
-    remote = synced_proxy(request, doc.get("labels", {}))
+    remote = synced_proxy(request, doc)
     if inspector is None:
         insight = _NO_NATS
     elif remote is not None:  # a zone's, on global: its insight as synced from the zone
@@ -323,7 +323,7 @@ async def insights_of(request: ApiRequest, mesh: str, docs: list[dict[str, Any]]
     where: dict[str, tuple[str, str] | bool | None] = {}
     for doc in docs:
         labels = doc.get("labels", {})
-        where[doc["name"]] = (synced_proxy(request, labels) or False
+        where[doc["name"]] = (synced_proxy(request, doc) or False
                               if synced(request, labels) else None)
     names = [name for name, w in where.items() if w is None]
     zoned = [w for w in where.values() if isinstance(w, tuple)]

@@ -3,7 +3,13 @@ as the zones registered in the log say (events.bus.sources).
 
 - global: a source per registered zone (its own subjects, from its domain), and one of each
   registered zone's insights bucket into global's `meshlog_zone_insights`
-  (events.bus.zone_insights: Kuma syncs DataplaneInsights to global);
+  (events.bus.zone_insights: Kuma syncs DataplaneInsights to global); a zone no longer
+  registered (deleted) loses its source there, then its keys are purged, as Kuma deletes a
+  zone's insights with the zone: at the step that sees it gone, retried at each step until
+  done, and at the first step for every zone the bucket holds keys of that is not registered
+  (deleted while no sync ran, or before this release purged); likewise a zone installed
+  afresh under the same name without being deleted (its insights bucket made anew), whose
+  old install's keys are purged before its source copies the new one's;
 - zone: registers itself on global (a `ZoneApplied` on global's subject, through the one
   command path, retried until global answers), then sources global's subjects and, through
   global, each other registered zone's.
@@ -27,7 +33,15 @@ from nats.aio.client import Client as NATS
 
 from events import JetStreamEventLog, ZoneApplied, decode_event
 from events.bus.sources import GLOBAL_DOMAIN, ensure_sources, global_sources, zone_sources
-from events.bus.zone_insights import ZONE_INSIGHTS_STREAM, ensure_zone_insight_sources
+from events.bus.zone_insights import (
+    ZONE_INSIGHTS_STREAM,
+    ensure_zone_insight_sources,
+    forget_zone_insights,
+    held_zones,
+    install_of,
+    record_install,
+    recorded_install,
+)
 from events.commands.zones import ZoneCommands, zones_filter
 from events.errors import MeshlogError
 from events.subjects import EVENTS_STREAM
@@ -72,6 +86,12 @@ class ZoneSync:
         """Global's zone-insights bucket sources each zone too, and stalls alike."""
         self.sources_set = asyncio.Event()
         """Set once the stream has the sources the log asked for (tests wait on it)."""
+        self._registered: set[str] | None = None
+        """The zones registered at the last step; None before the first."""
+        self._forgetting: set[str] = set()
+        """Deleted zones whose insights on global are still to purge."""
+        self._installs: dict[str, str] = {}
+        """The install of each zone whose insights global's bucket holds, as last checked."""
 
     async def run(self) -> None:
         local = JetStreamEventLog(self._nc, self._nc.jetstream(timeout=5.0), EVENTS_STREAM)
@@ -111,6 +131,9 @@ class ZoneSync:
                 restarted := await self._insights_nudger.step()):
             log.info("link back: restarted the zone insights bucket's sources %s",
                      ", ".join(s.api for s in restarted))
+        if self._mode == "global":
+            await self._forget_deleted(zones)
+            await self._forget_replaced(zones)
         if self._mode == "zone":
             # every step (a read of global's subject; appends only when absent): a zone
             # deleted on global while it was offline registers again when it is back, as a
@@ -118,3 +141,49 @@ class ZoneSync:
             if await ZoneCommands(remote).register(self._zone):
                 log.info("zone %s registered on the global control plane", self._zone)
             self.registered = True
+
+    async def _forget_deleted(self, zones: list[str]) -> None:
+        """Purge the insights of the zones deleted since the last step (on the first, of each
+        zone the bucket holds keys of but the log does not register), after their sources
+        were removed (`_step`); what fails is retried at the next step."""
+        registered = set(zones)
+        if self._registered is None:
+            self._forgetting |= await held_zones(self._nc) - registered
+        else:
+            self._forgetting |= self._registered - registered
+        self._registered = registered
+        # one registered again before its purge: its source is back, its keys are its own
+        self._forgetting -= registered
+        if self._forgetting:
+            # one still sourced (another sync process's older view of the log added it back)
+            # is skipped: kept until its source is gone or the log registers it again
+            purged = await forget_zone_insights(self._nc, self._forgetting)
+            for zone, count in purged.items():
+                log.info("zone %s deleted: purged its %d insight keys from global's bucket",
+                         zone, count)
+            self._forgetting -= purged.keys()
+
+    async def _forget_replaced(self, zones: list[str]) -> None:
+        """Purge the insights of each zone installed afresh under its name without being
+        deleted (`install_of` another than the bucket records): its source removed first,
+        then its keys purged, the new install recorded, and its source added back, which
+        copies the new install's bucket from its start. Kuma's global likewise replaces a
+        reconnecting zone's state with what the zone has. A zone that does not answer (link
+        down) is checked when it does."""
+        installs = await asyncio.gather(*(install_of(self._nc, zone) for zone in zones))
+        for zone, install in zip(zones, installs, strict=True):
+            if install is None or self._installs.get(zone) == install:
+                continue
+            recorded = await recorded_install(self._nc, zone)
+            if recorded is not None and recorded != install:
+                await ensure_zone_insight_sources(
+                    self._nc, [z for z in zones if z != zone], replicas=self._replicas)
+                purged = await forget_zone_insights(self._nc, [zone])
+                if zone not in purged:  # another sync process added its source back
+                    continue  # meanwhile: not recorded, so the next step tries again
+                log.info("zone %s installed afresh: purged its old install's %d insight keys "
+                         "from global's bucket", zone, purged[zone])
+            if recorded != install:
+                await record_install(self._nc, zone, install)
+            await ensure_zone_insight_sources(self._nc, zones, replicas=self._replicas)
+            self._installs[zone] = install

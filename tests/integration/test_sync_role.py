@@ -35,6 +35,7 @@ from events.bus.zone_insights import (
     ZONE_INSIGHTS_BUCKET,
     ZONE_INSIGHTS_STREAM,
     ensure_zone_insight_sources,
+    forget_zone_insights,
 )
 from events.commands.zones import zone_subject
 from events.kds_hash import hashed_name
@@ -171,8 +172,9 @@ async def _keeps_the_sources_and_nothing_else(plane: Plane) -> None:
 
 async def test_on_global_the_sync_role_keeps_the_zone_insights_bucket(tmp_path: Path) -> None:
     """Global's sync makes `meshlog_zone_insights` and sources a zone's insights bucket into
-    it over the leafnode link (events.bus.zone_insights); global's API reads it; neither may
-    write into it, the API may not change it, and the sync may change no other bucket."""
+    it over the leafnode link (events.bus.zone_insights); global's API reads it and may not
+    write into it or change it; the sync may change no other bucket, and purges a deleted
+    zone's keys (a publish to each key, its only write there)."""
     async with _global_and_east(tmp_path) as (central, east):
         theirs = await JetStreamInsights.open(await east.nc("gateway"))
         await theirs.put(ProxyInsight(mesh="default", name="redis-1", gateway="gw-1",
@@ -200,7 +202,6 @@ async def test_on_global_the_sync_role_keeps_the_zone_insights_bucket(tmp_path: 
         await JetStreamInsights.open(await central.nc("gateway"))  # global's own bucket
         attempts: list[tuple[Role, str, Callable[[JetStreamContext], Awaitable[object]]]] = [
                 ("api", key, lambda js: js.publish(key, b"{}")),
-                ("sync", key, lambda js: js.publish(key, b"{}")),
                 ("api", f"$JS.API.STREAM.UPDATE.{ZONE_INSIGHTS_STREAM}",
                  lambda js: _widen(js, admin, ZONE_INSIGHTS_STREAM)),
                 ("gateway", f"$JS.API.STREAM.UPDATE.{ZONE_INSIGHTS_STREAM}",
@@ -216,6 +217,10 @@ async def test_on_global_the_sync_role_keeps_the_zone_insights_bucket(tmp_path: 
         info = await admin.stream_info(ZONE_INSIGHTS_STREAM)
         assert info.config.max_msgs_per_subject == 1 and info.state.messages == 1
         assert (await admin.stream_info(own)).config.max_msgs_per_subject == 1
+        # east deleted: its source goes, then the sync purges its keys (its marker left)
+        assert await ensure_zone_insight_sources(sync, [])
+        assert await forget_zone_insights(sync, ["east"]) == {"east": 1}
+        assert await synced() is None
     # a zone's API gets no grant to it (only global has the bucket)
     assert not [s for s in permissions("api", "east").publish if ZONE_INSIGHTS_STREAM in s]
     assert not [s for s in permissions("sync", "east").publish if ZONE_INSIGHTS_STREAM in s]

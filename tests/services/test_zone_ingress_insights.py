@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import pytest
 
+from events.kds_hash import hashed_name
 from tests.harness import VENV_BIN, ControlPlane, eventually, global_and_zone, meshlog_up
 from tests.xds_gateway._ads import AdsClient
 from xds_gateway.type_urls import CLUSTER
@@ -167,3 +168,75 @@ async def test_global_shows_a_zones_ingress_with_the_zones_insight(
         assert elsewhere["zoneIngressInsight"] == {
             "unavailable": "synced here from another control plane: its proxy's insight is on "
                            "zone 'west''s control plane (as 'west-ingress') or global's"}
+
+
+async def test_global_finds_the_insight_of_a_zones_proxy_with_another_display_name(
+        planes: tuple[ControlPlane, ControlPlane, ControlPlane]) -> None:
+    """A user's `kuma.io/display-name` on a zone's ingress or Dataplane: global shows it (as
+    Kuma does) and still finds the proxy's insight, which the zone's gateways key by the
+    zone's name. Before, global looked it up by the label: "never connected"."""
+    central, west, _ = planes
+    registered = west.api.put("/zoneingresses/west-edge", json={
+        "type": "ZoneIngress", "name": "west-edge", "labels": {"kuma.io/display-name": "edge"},
+        "networking": {"address": "10.0.0.7", "port": 10001}})
+    assert registered.status_code in (200, 201), registered.text
+    assert central.api.put("/meshes/default", json={"type": "Mesh", "name": "default"}
+                           ).status_code in (200, 201)
+    await eventually(lambda: _found(west, "/meshes/default"), "the Mesh in west", within=60)
+    west.apply({"type": "Dataplane", "mesh": "default", "name": "cache-1",
+                "labels": {"kuma.io/display-name": "cache"},
+                "networking": {"address": "10.0.0.8", "inbound": [
+                    {"port": 6379, "tags": {"kuma.io/service": "cache-svc"}}]}})
+    service = hashed_name("default", "cache-svc", "west")
+
+    def ingress() -> dict[str, Any] | None:
+        items = central.api.get("/zoneingresses+insights").json()["items"]
+        return next((i for i in items if i["labels"].get("kuma.io/display-name") == "edge"),
+                    None)
+
+    def dataplane() -> dict[str, Any] | None:
+        page = central.api.get("/meshes/default/dataplanes+insights?size=1000").json()
+        return next((i for i in page["items"]
+                     if i["labels"].get("kuma.io/display-name") == "cache"), None)
+
+    async def both_listed() -> tuple[dict[str, Any], dict[str, Any]] | None:
+        i, d = ingress(), dataplane()
+        return (i, d) if i and d else None
+
+    synced_ingress, synced_dp = await eventually(both_listed, "west's two synced to global",
+                                                 within=60)
+    assert synced_ingress["name"] == hashed_name("", "west-edge", "west")
+    assert synced_dp["name"] == hashed_name("default", "cache-1", "west")
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{west.xds_port}") as channel:
+        streams = [AdsClient(channel), AdsClient(channel)]
+        for ads, node in zip(streams, ("_zoneingress.west-edge", "default.cache-1"),
+                             strict=True):
+            ads.send(CLUSTER, node_id=node)
+            ads.ack(await ads.recv())
+
+        async def connected() -> bool:
+            listed_i, listed_d = ingress(), dataplane()
+            overview = central.api.get(
+                f"/meshes/default/dataplanes/{synced_dp['name']}/_overview").json()
+            ms = central.api.get(f"/meshes/default/meshservices/{service}")
+            count = (ms.json().get("status", {}).get("dataplaneProxies", {}).get("connected")
+                     if ms.status_code == 200 else None)
+            return bool(listed_i and listed_i["zoneIngressInsight"].get("connected")
+                        and listed_d and listed_d["dataplaneInsight"].get("connected")
+                        and overview["dataplaneInsight"].get("connected") and count == 1)
+
+        await eventually(connected, "both connected on global, and counted by the "
+                         "MeshService", within=60)
+        shown = ingress()
+        assert shown is not None
+        assert shown["zoneIngressInsight"]["syncedFrom"]["name"] == "west-edge"
+        shown_dp = dataplane()
+        assert shown_dp is not None
+        assert shown_dp["dataplaneInsight"]["syncedFrom"]["name"] == "cache-1"
+        for ads in streams:
+            ads.close()
+
+
+async def _found(cp: ControlPlane, path: str) -> bool:
+    return cp.api.get(path).status_code == 200

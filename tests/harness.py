@@ -19,9 +19,11 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent import futures
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+import grpc
 import httpx
 import yaml
 
@@ -348,6 +350,26 @@ FETCH_TIMEOUT_S = 10.0
 """A request's bound: on a loaded CI machine an answer through Envoy from a backend thread of
 the test process can take seconds, and a slow answer is not a failed one (the traffic
 threads of the failover tests count every None as a failed request)."""
+
+
+GRPC_NAME_METHOD = "/meshlog.test.Echo/Name"
+"""The one method of `grpc_backend`: any request, the server's name as the answer."""
+
+
+@contextlib.contextmanager
+def grpc_backend(host: str, port: int, name: str) -> Iterator[None]:
+    """A gRPC server (HTTP/2 only) whose one unary method (`GRPC_NAME_METHOD`) answers with
+    its name."""
+    handler = grpc.method_handlers_generic_handler("meshlog.test.Echo", {
+        "Name": grpc.unary_unary_rpc_method_handler(lambda _request, _context: name.encode())})
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(f"{host}:{port}")
+    server.start()
+    try:
+        yield
+    finally:
+        server.stop(grace=None)
 
 
 def fetch(url: str) -> str | None:

@@ -13,7 +13,6 @@ import socket
 import socketserver
 import threading
 from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,12 @@ import pytest
 
 from services.cli.bootstrap import sidecar_bootstrap
 from tests.harness import (
+    GRPC_NAME_METHOD,
     ControlPlane,
     Envoy,
     free_port,
     free_port_on_all,
+    grpc_backend,
     http_backend,
     meshlog_up,
     run_envoy,
@@ -36,7 +37,6 @@ from tests.harness import (
 pytestmark = pytest.mark.integration
 
 BACKENDS = {"backend-1": "127.0.0.2", "backend-2": "127.0.0.3"}
-_METHOD = "/meshlog.test.Echo/Name"
 
 
 def _dataplane(name: str, address: str, port: int, service: str, protocol: str
@@ -45,21 +45,6 @@ def _dataplane(name: str, address: str, port: int, service: str, protocol: str
             "networking": {"address": address, "inbound": [
                 {"port": port, "name": "main", "protocol": protocol,
                  "tags": {"kuma.io/service": service}}]}}
-
-
-@contextlib.contextmanager
-def _grpc_backend(host: str, port: int, name: str) -> Iterator[None]:
-    """A gRPC server (HTTP/2 only) whose one unary method answers with its name."""
-    handler = grpc.method_handlers_generic_handler("meshlog.test.Echo", {
-        "Name": grpc.unary_unary_rpc_method_handler(lambda _request, _context: name.encode())})
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    server.add_generic_rpc_handlers((handler,))
-    server.add_insecure_port(f"{host}:{port}")
-    server.start()
-    try:
-        yield
-    finally:
-        server.stop(grace=None)
 
 
 @contextlib.contextmanager
@@ -127,11 +112,11 @@ def test_one_keep_alive_http_connection_reaches_every_endpoint(tmp_path: Path) -
 def test_one_grpc_channel_reaches_every_endpoint_in_http2(tmp_path: Path) -> None:
     port = free_port_on_all(list(BACKENDS.values()))
     with meshlog_up(tmp_path / "cp", "--vip-cidr", "127.100.0.0/16") as cp, \
-            _grpc_backend(BACKENDS["backend-1"], port, "backend-1"), \
-            _grpc_backend(BACKENDS["backend-2"], port, "backend-2"), \
+            grpc_backend(BACKENDS["backend-1"], port, "backend-1"), \
+            grpc_backend(BACKENDS["backend-2"], port, "backend-2"), \
             _sidecar_of_web(cp, tmp_path, port, "grpc") as (_envoy, vip), \
             grpc.insecure_channel(f"{vip}:{port}") as channel:
-        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(_METHOD)
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(GRPC_NAME_METHOD)
         answers = {call(b"", timeout=10) for _ in range(40)}
         assert answers == {b"backend-1", b"backend-2"}, answers
 

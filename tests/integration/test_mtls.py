@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+import grpc
 import httpx
 import pytest
 from cryptography import x509
@@ -32,10 +33,12 @@ from cryptography.x509.oid import NameOID
 
 from services.cli.bootstrap import sidecar_bootstrap
 from tests.harness import (
+    GRPC_NAME_METHOD,
     ControlPlane,
     Envoy,
     fetch,
     free_port,
+    grpc_backend,
     http_backend,
     meshlog_up,
     run_envoy,
@@ -57,13 +60,15 @@ def mesh(mode: str = "STRICT", *, backends: tuple[str, ...] = ("ca-1",), enabled
 
 
 def dataplane(name: str, address: str, port: int, service: str, *,
-              service_port: int | None = None, reaches_nothing: bool = False
-              ) -> dict[str, Any]:
+              service_port: int | None = None, reaches_nothing: bool = False,
+              protocol: str | None = None) -> dict[str, Any]:
     """`reaches_nothing`: no outbound listeners. Sidecars on one host share loopback, and
     two Envoys with a listener on the same VIP:port would share its connections
     (SO_REUSEPORT): web's requests would leave half the time from backend's sidecar, with
     backend's identity."""
     inbound: dict[str, Any] = {"port": port, "tags": {"kuma.io/service": service}}
+    if protocol is not None:
+        inbound["protocol"] = protocol
     if service_port is not None:
         inbound["servicePort"] = service_port
     networking: dict[str, Any] = {"address": address, "inbound": [inbound]}
@@ -103,15 +108,17 @@ class Mesh:
 
 
 @contextlib.contextmanager
-def running_mesh(tmp_path: Path, mesh_doc: dict[str, Any], *, delta: bool = False
-                 ) -> Iterator[Mesh]:
+def running_mesh(tmp_path: Path, mesh_doc: dict[str, Any], *, delta: bool = False,
+                 protocol: str | None = None) -> Iterator[Mesh]:
+    """`protocol`: backend's inbound's (`grpc`: the app is a gRPC server, else HTTP)."""
     app_port = free_port("127.0.0.1")
     inbound = free_port(BACKEND_IP)
-    with meshlog_up(tmp_path / "cp", "--vip-cidr", "127.100.0.0/16") as cp, \
-            http_backend("127.0.0.1", app_port, "backend-app", keep_alive=True):
+    app = (grpc_backend("127.0.0.1", app_port, "backend-app") if protocol == "grpc" else
+           http_backend("127.0.0.1", app_port, "backend-app", keep_alive=True))
+    with meshlog_up(tmp_path / "cp", "--vip-cidr", "127.100.0.0/16") as cp, app:
         cp.apply(mesh_doc)
         cp.apply(dataplane("backend-1", BACKEND_IP, inbound, "backend", service_port=app_port,
-                           reaches_nothing=True))
+                           reaches_nothing=True, protocol=protocol))
         cp.apply(dataplane("web-1", WEB_IP, free_port(WEB_IP), "web"))
         vip = cp.meshservice("backend")["status"]["vips"][0]["ip"]
         boots = {name: sidecar_bootstrap(mesh="default", name=name, xds_host="127.0.0.1",
@@ -432,3 +439,27 @@ def _read_response(reader: BinaryIO) -> str:
 
 def _serial(pem: str) -> int:
     return x509.load_pem_x509_certificate(pem.encode()).serial_number
+
+
+def test_grpc_through_strict_mtls_is_routed_at_l7_in_http2(tmp_path: Path) -> None:
+    """web's outbound to backend's `grpc` port is L7: HTTP/2 to backend's sidecar over the
+    mesh's mTLS (ALPN `kuma`), whose inbound passes it to the gRPC app."""
+    with running_mesh(tmp_path, mesh("STRICT"), protocol="grpc") as m:
+        m.cp.apply(allow("web-to-backend", "web"))
+        target = m.url.removeprefix("http://").rstrip("/")
+        with grpc.insecure_channel(target) as channel:
+            call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                GRPC_NAME_METHOD)
+
+            def answer() -> bytes | None:
+                try:
+                    return call(b"", timeout=5)
+                except grpc.RpcError:
+                    return None  # until the permission reaches backend's sidecar
+
+            assert wait_for(answer, timeout=30, what="a gRPC answer through mTLS") == \
+                b"backend-app"
+        assert ssl_handshakes(m.backend, "listener.") >= 1
+        assert any(name.startswith("http.default_backend___msvc_") and count >= 1
+                   for name, count in m.web.stats("downstream_rq_total").items())
+

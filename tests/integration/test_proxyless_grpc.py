@@ -16,35 +16,25 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from tests.harness import ControlPlane, free_port, free_port_on_all, meshlog_up, wait_for
+from tests.harness import (
+    GRPC_NAME_METHOD,
+    ControlPlane,
+    free_port,
+    free_port_on_all,
+    grpc_backend,
+    meshlog_up,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
-METHOD = "/meshlog.test.Echo/Who"
 BACKENDS = {"backend-1": "127.0.0.2", "backend-2": "127.0.0.3"}
-
-
-@contextlib.contextmanager
-def grpc_backend(host: str, port: int, name: str) -> Iterator[None]:
-    """A grpcio server answering METHOD with its own name."""
-    handler = grpc.method_handlers_generic_handler("meshlog.test.Echo", {
-        "Who": grpc.unary_unary_rpc_method_handler(lambda request, context: name.encode()),
-    })
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    server.add_generic_rpc_handlers((handler,))
-    server.add_insecure_port(f"{host}:{port}")
-    server.start()
-    try:
-        yield
-    finally:
-        server.stop(grace=None)
 
 
 def _dataplane(name: str, address: str, port: int, service: str) -> dict[str, Any]:
@@ -55,7 +45,7 @@ def _dataplane(name: str, address: str, port: int, service: str) -> dict[str, An
 
 def _who(channel: grpc.Channel) -> str | None:
     try:
-        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(METHOD)
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(GRPC_NAME_METHOD)
         return call(b"", timeout=10).decode()  # a slow answer on a loaded machine is one
     except grpc.RpcError:
         return None

@@ -88,8 +88,10 @@ def allow(name: str, from_service: str, *, to: str = "backend") -> dict[str, Any
 class Mesh:
     """The control plane, the backend app and both sidecars, started."""
 
-    def __init__(self, cp: ControlPlane, backend: Envoy, web: Envoy, inbound: int, url: str):
+    def __init__(self, cp: ControlPlane, backend: Envoy, web: Envoy, inbound: int, url: str,
+                 backend_app_port: int):
         self.cp = cp
+        self.backend_app_port = backend_app_port
         self.backend = backend
         self.web = web
         self.inbound = inbound
@@ -134,7 +136,7 @@ def running_mesh(tmp_path: Path, mesh_doc: dict[str, Any], *, delta: bool = Fals
                      timeout=30, what="backend's inbound listener (warm: secrets arrived)")
             wait_for(lambda: f"outbound:{vip}:{inbound}" in web.listeners(), timeout=30,
                      what="web's outbound listener to backend's VIP")
-            yield Mesh(cp, backend, web, inbound, f"http://{vip}:{inbound}/")
+            yield Mesh(cp, backend, web, inbound, f"http://{vip}:{inbound}/", app_port)
 
 
 def tls_client(m: Mesh, dataplane: str, *, alpn: str = "kuma") -> ssl.SSLContext:
@@ -462,4 +464,26 @@ def test_grpc_through_strict_mtls_is_routed_at_l7_in_http2(tmp_path: Path) -> No
         assert ssl_handshakes(m.backend, "listener.") >= 1
         assert any(name.startswith("http.default_backend___msvc_") and count >= 1
                    for name, count in m.web.stats("downstream_rq_total").items())
+
+
+def test_an_http_inbound_answers_a_denied_client_403(tmp_path: Path) -> None:
+    """An `http` inbound is L7: MeshTrafficPermission is its first HTTP filter, so a client
+    it denies gets `403 RBAC: access denied` (Kuma's answer) where an L4 inbound resets the
+    connection, and an allowed one is served; its counters are the connection manager's."""
+    with running_mesh(tmp_path, mesh("STRICT"), protocol="http") as m:
+        m.cp.apply(dataplane("other-1", "127.0.0.5", free_port("127.0.0.5"), "other"))
+        m.cp.apply(allow("web-to-backend", "web"))
+        assert wait_for(lambda: fetch(m.url), timeout=30,
+                        what="web -> backend once allowed") == "backend-app"
+
+        def answer_to_other() -> str | None:
+            try:
+                return through_backend_sidecar(m, "other-1")[1] or None
+            except (OSError, ssl.SSLError):
+                return None  # until other's certificate is issued
+
+        answer = wait_for(answer_to_other, timeout=30, what="an answer to other")
+        assert answer.startswith("HTTP/1.1 403") and "RBAC: access denied" in answer, answer
+        assert m.backend.stats("rbac.denied").get("http.localhost_" + str(
+            m.backend_app_port) + ".rbac.denied", 0) >= 1
 

@@ -53,13 +53,17 @@ def eds_cluster(name: str, tls: TransportSocket | None = None, *, http2: bool = 
     return cluster
 
 
-def local_cluster(name: str, address: str, port: int) -> Cluster:
+def local_cluster(name: str, address: str, port: int, *, http2: bool = False) -> Cluster:
+    """The app of an inbound; `http2`: an L7 inbound of an `http2` or `grpc` app."""
     endpoint = LbEndpoint(endpoint=Endpoint(address=Address(
         socket_address=SocketAddress(address=address, port_value=port))))
-    return Cluster(
+    cluster = Cluster(
         name=name,
         type=Cluster.STATIC,
         connect_timeout=_CONNECT_TIMEOUT,
         load_assignment=ClusterLoadAssignment(
             cluster_name=name, endpoints=[LocalityLbEndpoints(lb_endpoints=[endpoint])]),
     )
+    if http2:
+        cluster.typed_extension_protocol_options[_HTTP_OPTIONS].CopyFrom(_HTTP2)
+    return cluster

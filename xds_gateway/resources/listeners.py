@@ -3,8 +3,11 @@
 An outbound to a port whose `appProtocol` is `http`, `http2` or `grpc` is proxied at L7 (an
 HttpConnectionManager routing every request to the port's cluster, as Kuma's outbound
 does), so requests, not connections, are balanced over the endpoints: a keep-alive HTTP/1.1
-client or one gRPC channel (one HTTP/2 connection) reaches every endpoint. Any other
-protocol, and every inbound, is proxied at L4 (tcp_proxy). No request timeout is set (Envoy's
+client or one gRPC channel (one HTTP/2 connection) reaches every endpoint. So is an inbound
+of such a protocol (its `protocol`, or its `kuma.io/protocol` tag), to its local cluster, as
+Kuma's: HTTP counters per inbound, and MeshTrafficPermission as an HTTP filter, so a denied
+client gets a 403 rather than a reset connection. Any other protocol is proxied at L4
+(tcp_proxy). No request timeout is set (Envoy's
 default is 15 s, Kuma's default MeshTimeout too; meshlog has no MeshTimeout to lift it with,
 and a stream or long poll that worked over L4 must keep working): a stream idle for 30
 minutes ends, Kuma's default `streamIdleTimeout`. WebSocket upgrades pass. Outbound
@@ -12,7 +15,8 @@ listeners on a VIP set `freebind`, so Envoy can bind a VIP that is not (yet) a l
 instead of rejecting the whole LDS update.
 
 With mTLS on (`InboundTls`), an inbound terminates the mesh's mTLS (`tls.downstream_tls`)
-and runs the RBAC filter (MeshTrafficPermission) first, on the client certificate's SAN:
+and runs the RBAC filter (MeshTrafficPermission) first, on the client certificate's SAN (at
+L7, the same rules as the first HTTP filter):
 
 - STRICT: one filter chain, mTLS + RBAC; a plaintext client is refused at the handshake.
 - PERMISSIVE: `tls_inspector` and three chains: TLS with ALPN `kuma` (mesh mTLS + RBAC),
@@ -55,7 +59,7 @@ from google.protobuf.wrappers_pb2 import BoolValue
 from msgspec import Struct
 
 from events import MeshMultiZoneServicePort, MeshServicePort
-from xds_gateway.resources.rbac import rbac_filter
+from xds_gateway.resources.rbac import http_rbac_filter, rbac_filter
 from xds_gateway.resources.tls import KUMA_ALPN, downstream_tls
 
 __all__ = ["HTTP2_PROTOCOLS", "HTTP_PROTOCOLS", "InboundTls", "inbound_listener",
@@ -89,18 +93,24 @@ def _packed(message: Message) -> Any:
     return config
 
 
-def _http_connection_manager(cluster: str) -> Filter:
-    """Every request, whatever its host and path, to `cluster`."""
+def _http_connection_manager(cluster: str, rbac: RBAC | None = None, *, http2: bool = False
+                             ) -> Filter:
+    """Every request, whatever its host and path, to `cluster`; with `rbac`, only those of
+    the clients it allows (`rbac.http_rbac_filter`). The codec is found per connection (TLS's
+    ALPN, else HTTP/2's preface), unless `http2`: an inbound of an `http2` or `grpc` app,
+    whose mesh mTLS negotiates ALPN `kuma`, not `h2`."""
+    http_filters = [] if rbac is None else [http_rbac_filter(rbac)]
+    http_filters.append(HttpFilter(name="envoy.filters.http.router",
+                                   typed_config=_packed(Router())))
     return Filter(name="envoy.filters.network.http_connection_manager", typed_config=_packed(
         HttpConnectionManager(
             stat_prefix=cluster.replace(":", "_"),
-            codec_type=HttpConnectionManager.AUTO,  # HTTP/1.1, and HTTP/2 by its preface
+            codec_type=HttpConnectionManager.HTTP2 if http2 else HttpConnectionManager.AUTO,
             route_config=RouteConfiguration(name=cluster, virtual_hosts=[VirtualHost(
                 name=cluster, domains=["*"], routes=[Route(
                     match=RouteMatch(prefix="/"),
                     route=RouteAction(cluster=cluster, timeout=Duration(seconds=0)))])]),
-            http_filters=[HttpFilter(name="envoy.filters.http.router",
-                                     typed_config=_packed(Router()))],
+            http_filters=http_filters,
             http_protocol_options=Http1ProtocolOptions(accept_http_10=True),
             # a WebSocket's upgrade passes, then its bytes as over L4 (as Kuma's)
             upgrade_configs=[HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
@@ -144,11 +154,18 @@ def outbound_listener(name: str, address: str, port: int, cluster: str, protocol
 
 
 def inbound_listener(name: str, address: str, port: int, cluster: str,
-                     tls: InboundTls | None) -> Listener:
-    """An inbound: plaintext without mTLS, else as the module docstring says."""
+                     tls: InboundTls | None, protocol: str = "tcp") -> Listener:
+    """An inbound: plaintext without mTLS, else as the module docstring says; at L7 for the
+    `HTTP_PROTOCOLS`, with the mTLS chain's RBAC as an HTTP filter."""
+    l7, h2 = protocol in HTTP_PROTOCOLS, protocol in HTTP2_PROTOCOLS
+
+    def proxy() -> Filter:
+        return _http_connection_manager(cluster, http2=h2) if l7 else _tcp_proxy(cluster)
+
     if tls is None:
-        return tcp_listener(name, address, port, cluster)
-    mtls = FilterChain(filters=[rbac_filter(tls.rbac), _tcp_proxy(cluster)],
+        return _listener(name, address, port, [FilterChain(filters=[proxy()])])
+    mtls = FilterChain(filters=[_http_connection_manager(cluster, tls.rbac, http2=h2)] if l7 else
+                       [rbac_filter(tls.rbac), _tcp_proxy(cluster)],
                        transport_socket=downstream_tls(tls.mesh))
     if tls.mode == "STRICT":
         return _listener(name, address, port, [mtls])
@@ -156,10 +173,11 @@ def inbound_listener(name: str, address: str, port: int, cluster: str,
                                                       application_protocols=[KUMA_ALPN]))
     listener = _listener(name, address, port, [
         mtls,
+        # the app's own TLS passes through as it is
         FilterChain(filter_chain_match=FilterChainMatch(transport_protocol="tls"),
                     filters=[_tcp_proxy(cluster)]),
         FilterChain(filter_chain_match=FilterChainMatch(transport_protocol="raw_buffer"),
-                    filters=[_tcp_proxy(cluster)]),
+                    filters=[proxy()]),
     ])
     listener.listener_filters.append(ListenerFilter(
         name="envoy.filters.listener.tls_inspector", typed_config=_packed(TlsInspector())))

@@ -63,15 +63,21 @@ from dataclasses import dataclass
 from envoy.config.listener.v3.listener_components_pb2 import Filter
 from envoy.config.rbac.v3.rbac_pb2 import RBAC as RBACRules
 from envoy.config.rbac.v3.rbac_pb2 import Permission, Policy, Principal
+from envoy.extensions.filters.http.rbac.v3.rbac_pb2 import RBAC as HttpRBAC
+from envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2 import (  # noqa: E501
+    HttpFilter,
+)
 from envoy.extensions.filters.network.rbac.v3.rbac_pb2 import RBAC
 from envoy.type.matcher.v3.string_pb2 import StringMatcher
 from google.protobuf.any_pb2 import Any
 
 from events import SERVICE_TAG, Dataplane, Inbound, MeshTrafficPermission, TargetRef
 
-__all__ = ["POLICY_NAME", "RBAC_FILTER", "inbound_rbac", "rbac_filter"]
+__all__ = ["HTTP_RBAC_FILTER", "POLICY_NAME", "RBAC_FILTER", "http_rbac_filter", "inbound_rbac",
+           "rbac_filter"]
 
 RBAC_FILTER = "envoy.filters.network.rbac"
+HTTP_RBAC_FILTER = "envoy.filters.http.rbac"
 POLICY_NAME = "MeshTrafficPermission"
 """The key of the one policy in `rules` and `shadow_rules`, as Kuma names it."""
 
@@ -135,6 +141,19 @@ def rbac_filter(rbac: RBAC) -> Filter:
     config = Any()
     config.Pack(rbac)
     return Filter(name=RBAC_FILTER, typed_config=config)
+
+
+def http_rbac_filter(rbac: RBAC) -> HttpFilter:
+    """The same rules as an HTTP filter, ahead of the router of an inbound proxied at L7
+    (`listeners`): a client they deny gets a 403 (`RBAC: access denied`) instead of a reset
+    connection, as from Kuma's HTTP inbounds. Its counters are `http.<the connection
+    manager's prefix>.rbac.allowed`, `.denied` and `.<shadow prefix>shadow_denied`."""
+    config = Any()
+    config.Pack(HttpRBAC(rules=rbac.rules if rbac.HasField("rules") else None,
+                         shadow_rules=(rbac.shadow_rules if rbac.HasField("shadow_rules")
+                                       else None),
+                         shadow_rules_stat_prefix=rbac.shadow_rules_stat_prefix))
+    return HttpFilter(name=HTTP_RBAC_FILTER, typed_config=config)
 
 
 # --- which policies apply ---------------------------------------------------------------------

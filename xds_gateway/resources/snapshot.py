@@ -420,9 +420,11 @@ def _inbounds(view: ProjectionView, dp: Dataplane, trust: TrustRow | None,
         service_port = inbound.service_port or inbound.port
         service_address = inbound.service_address or "127.0.0.1"
         cname = names.local_cluster(service_port)
-        add(cache.get(CLUSTER, cname, ("local", service_address, service_port),
+        protocol = inbound.protocol or inbound.tags.get("kuma.io/protocol") or "tcp"
+        h2 = protocol in listeners.HTTP2_PROTOCOLS
+        add(cache.get(CLUSTER, cname, ("local", service_address, service_port, h2),
                       functools.partial(clusters.local_cluster, cname, service_address,
-                                        service_port)))
+                                        service_port, http2=h2)))
         # Envoy binds IPs only: a DNS name's answer, named by it as Kuma names the listener
         # of the address it resolved; without one, every address
         ip = view.addresses.ip(address)
@@ -432,9 +434,10 @@ def _inbounds(view: ProjectionView, dp: Dataplane, trust: TrustRow | None,
         tls_key = None if inbound_tls is None else (
             inbound_tls.mesh, inbound_tls.mode,
             inbound_tls.rbac.SerializeToString(deterministic=True))
-        add(cache.get(LISTENER, lname, ("inbound", bind, inbound.port, cname, tls_key),
+        l7 = protocol in listeners.HTTP_PROTOCOLS
+        add(cache.get(LISTENER, lname, ("inbound", bind, inbound.port, cname, tls_key, l7, h2),
                       functools.partial(listeners.inbound_listener, lname, bind, inbound.port,
-                                        cname, inbound_tls),
+                                        cname, inbound_tls, protocol),
                       refs=frozenset({cname})))
 
 

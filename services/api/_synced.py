@@ -38,6 +38,7 @@ from projections import (
     MeshMultiZoneServiceRow,
     MeshRow,
     MeshServiceRow,
+    MeshTimeoutRow,
     MeshTrafficPermissionRow,
     ZoneIngressRow,
     decode_row,
@@ -104,7 +105,7 @@ def labels_of(row: object) -> dict[str, str]:
     match row:
         case (MeshRow(mesh=resource) | DataplaneRow(dataplane=resource)
               | HostnameGeneratorRow(generator=resource)
-              | MeshTrafficPermissionRow(policy=resource)
+              | MeshTrafficPermissionRow(policy=resource) | MeshTimeoutRow(policy=resource)
               | ZoneIngressRow(zoneingress=resource)):
             return resource.labels
         case MeshServiceRow(labels=labels) | MeshMultiZoneServiceRow(labels=labels):

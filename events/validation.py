@@ -333,7 +333,9 @@ _HTTP_FIELDS = ("requestTimeout", "streamIdleTimeout", "maxStreamDuration",
 def _mesh_timeout(mt: MeshTimeout, out: list[Violation]) -> None:
     """Kuma's rules (`meshtimeout/api/v1alpha1/validator.go`): the top-level targetRef's
     kinds, `to[]` names Mesh or a MeshService, `from[]` Mesh; at least one entry; each
-    `default` sets something; `connectionTimeout` above 0, the others not negative."""
+    `default` sets something; `connectionTimeout` above 0, the others not negative. An `http`
+    section with only `requestHeadersTimeout` is accepted (Kuma's "at least one timeout in
+    this section" leaves that field out, and so refuses it)."""
     _target_ref(mt.spec.target_ref, "spec.targetRef", _TOP_KINDS, out)
     if not mt.spec.to and not mt.spec.from_:
         out.append(Violation("spec", "at least one of 'from', 'to' has to be defined"))

@@ -14,11 +14,12 @@
   RouteConfiguration (`proxyless.py`).
 
 Only the inbounds and explicit outbounds depend on the individual Dataplane. The rest depends
-on the mesh, what the proxy may reach, transparent proxying (bind, DNS port) and gRPC or not,
-so it is built once per view generation for every proxy with the same such key and shared
-(`ResourceCache.per_generation`): 1,000 proxies of one mesh cost one build, not 1,000
-(docs/benchmarks.md, "Propagation"). Each part carries its content-derived version per type,
-so a stream's version of a type is a cheap combination (xds-rules.md #12).
+on the mesh, what the proxy may reach, transparent proxying (bind, DNS port), gRPC or not and
+the MeshTimeouts that select it (`timeouts.py`), so it is built once per view generation for
+every proxy with the same such key and shared (`ResourceCache.per_generation`): 1,000
+proxies of one mesh cost one build, not 1,000 (docs/benchmarks.md, "Propagation"). Each part
+carries its content-derived version per type, so a stream's version of a type is a cheap
+combination (xds-rules.md #12).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from msgspec import Struct
 
-from events import SERVICE_TAG, Dataplane, Inbound, MeshTimeout, Outbound
+from events import SERVICE_TAG, Dataplane, Inbound, MeshTimeout
 from projections import (
     DataplaneRow,
     IdentityRow,
@@ -56,6 +57,7 @@ from xds_gateway.resources.node import ProxyNode
 from xds_gateway.resources.reachable import (
     Mode,
     explicit_outbound_allowed,
+    explicit_target,
     mesh_mode,
     reachable,
     reachable_key,
@@ -337,7 +339,7 @@ def _explicit(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
     for outbound in dp.networking.outbound:
         if not explicit_outbound_allowed(mode, outbound):
             continue
-        target = _explicit_target(outbound, services)
+        target = explicit_target(outbound, services)
         multizone_target = multizone.explicit_target(
             outbound, view.meshmultizoneservices.get(mesh, {}))
         if target is not None:
@@ -475,23 +477,3 @@ def _grpc_target(cache: ResourceCache, target: str, cluster: str, add: Add) -> N
                   lambda: proxyless.route_configuration(target, cluster),
                   refs=frozenset({cluster})))
 
-
-def _explicit_target(outbound: Outbound, services: dict[str, MeshServiceRow]
-                     ) -> tuple[str, int] | None:
-    """(MeshService name, port) an explicit outbound points at, if it exists."""
-    ref = outbound.backend_ref
-    if ref is not None:
-        if ref.kind != "MeshService" or ref.name is None:
-            return None
-        service, port = ref.name, ref.port
-    elif outbound.tags is not None and SERVICE_TAG in outbound.tags:
-        service, port = outbound.tags[SERVICE_TAG], None
-    else:
-        return None
-    ms = services.get(service)
-    if ms is None:
-        return None
-    ports = [p.port for p in ms.spec.ports]
-    if port is None:
-        return (service, ports[0]) if len(ports) == 1 else None
-    return (service, port) if port in ports else None

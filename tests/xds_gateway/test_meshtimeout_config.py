@@ -10,6 +10,7 @@ from typing import Any
 from events import MeshTimeoutDeleted
 from tests.projections._histories import History, timeout
 from tests.xds_gateway._ads import Projection, event_for
+from xds_gateway.resources import timeouts
 from xds_gateway.resources.cache import ResourceCache
 from xds_gateway.resources.config_dump import config_json
 from xds_gateway.resources.snapshot import build_snapshot
@@ -148,3 +149,32 @@ def test_a_dataplane_named_is_the_only_one_selected() -> None:
                           "backend") == "5s"
     assert _route_timeout(config_json(view, "default", "web-2", ResourceCache()),
                           "backend") == "0s"
+
+
+def test_an_explicit_outbound_gets_the_timeouts_of_its_destination() -> None:
+    view, projection = _view()
+    explicit = _dataplane("client-1", "10.0.0.20", 7070, "client")
+    explicit["networking"]["outbound"] = [
+        {"port": 10001, "backendRef": {"kind": "MeshService", "name": "backend", "port": 8080}}]
+    view.apply(projection.fold([event_for(explicit, at=2_500_000_000_000)]))
+    _apply(view, projection, timeout("default", "t", ({"kind": "MeshService", "name": "backend"},
+                                                      {"http": {"requestTimeout": "7s"}})))
+
+    config = config_json(view, "default", "client-1", ResourceCache())
+    listeners = {entry["name"]: entry["resource"] for entry in config["listeners"]}
+
+    hcm = listeners["outbound:127.0.0.1:10001"]["filterChains"][0]["filters"][0]["typedConfig"]
+    assert hcm["routeConfig"]["virtualHosts"][0]["routes"][0]["route"]["timeout"] == "7s"
+
+
+def test_a_multizone_service_takes_the_mesh_entries_only() -> None:
+    mesh_wide = timeout("default", "a", ({"kind": "Mesh"}, {"connectionTimeout": "3s"}),
+                        ({"kind": "MeshService", "name": "redis"}, {"connectionTimeout": "1s"}))
+
+    assert timeouts.for_destination([mesh_wide], None) == timeouts.Timeouts(
+        connection=3_000_000_000)
+    assert timeouts.for_destination([mesh_wide], "redis") == timeouts.Timeouts(
+        connection=1_000_000_000)
+    assert timeouts.for_destination([mesh_wide], "other") == timeouts.Timeouts(
+        connection=3_000_000_000)
+    assert timeouts.for_destination([], "redis") is None

@@ -18,7 +18,10 @@ said otherwise):
    replaces an earlier one's, a field it leaves out keeps the earlier value. So a MeshService
    entry beats a Mesh entry whatever the policies' order, and between entries of one kind
    the more specific top-level targetRef, then the later name, wins. A MeshMultiZoneService
-   outbound takes the Mesh entries only.
+   outbound takes the Mesh entries only. This is the rule of Kuma's destinations that are
+   MeshService resources (its resource rules: the more specific targetRef is merged last);
+   its legacy `kuma.io/service` rules (`BuildRules`) let the later policy win even when its
+   entry is the less specific one. meshlog's destinations are MeshServices only.
 4. **No default.** A field no entry sets keeps what meshlog sets without a MeshTimeout
    (connect timeout 5 s, no request timeout, stream idle 30 min, Envoy's defaults for the
    rest). Kuma's built-in defaults (15 s request timeout, 1 h idle, ...) come from the
@@ -46,7 +49,8 @@ What each field sets (Kuma's mapping, `meshtimeout/plugin/xds/configurer.go`):
 Kuma puts `streamIdleTimeout` on the route; an outbound here has one route, so the HCM's
 is the same thing, and it is where meshlog's 30 min default lives. Kuma leaves a `grpc`
 port's cluster without the HTTP options; here `grpc` is HTTP/2 like `http2` and gets them.
-Proxyless gRPC clients get no MeshTimeout (they read none of these fields). `from[]`
+Proxyless gRPC clients get no MeshTimeout (gRPC's xDS client reads only a route's
+`max_stream_duration`, which nothing maps to yet). `from[]`
 (inbound timeouts) is accepted and validated and has no effect yet; so is a top-level
 targetRef that selects no proxy.
 """

@@ -23,6 +23,7 @@ from events.resources import (
     Mesh,
     MeshMultiZoneService,
     MeshService,
+    MeshTimeout,
     MeshTrafficPermission,
     Resource,
     ZoneIngress,
@@ -36,6 +37,7 @@ KINDS: dict[str, type[Resource]] = {
     "Mesh": Mesh, "Dataplane": Dataplane, "MeshService": MeshService,
     "HostnameGenerator": HostnameGenerator,
     "MeshTrafficPermission": MeshTrafficPermission,
+    "MeshTimeout": MeshTimeout,
     "MeshMultiZoneService": MeshMultiZoneService,
     "ZoneIngress": ZoneIngress,
 }

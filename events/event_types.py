@@ -19,6 +19,7 @@ from events.resources import (
     Mesh,
     MeshMultiZoneService,
     MeshService,
+    MeshTimeout,
     MeshTrafficPermission,
     ServiceKind,
     ZoneIngress,
@@ -42,6 +43,8 @@ __all__ = [
     "MeshMultiZoneServiceDeleted",
     "MeshServiceApplied",
     "MeshServiceDeleted",
+    "MeshTimeoutApplied",
+    "MeshTimeoutDeleted",
     "MeshTrafficPermissionApplied",
     "MeshTrafficPermissionDeleted",
     "SequenceSkipped",
@@ -160,6 +163,15 @@ class MeshTrafficPermissionApplied(Event, frozen=True, tag="meshtrafficpermissio
 
 
 class MeshTrafficPermissionDeleted(Event, frozen=True, tag="meshtrafficpermission.deleted"):
+    mesh: str
+    name: str
+
+
+class MeshTimeoutApplied(Event, frozen=True, tag="meshtimeout.applied"):
+    policy: MeshTimeout
+
+
+class MeshTimeoutDeleted(Event, frozen=True, tag="meshtimeout.deleted"):
     mesh: str
     name: str
 
@@ -298,4 +310,6 @@ AnyEvent = (
     | ZoneIngressRegistered
     | ZoneIngressDeleted
     | SequenceSkipped
+    | MeshTimeoutApplied
+    | MeshTimeoutDeleted
 )

@@ -29,6 +29,7 @@ from events.resources import (
     Mesh,
     MeshMultiZoneService,
     MeshService,
+    MeshTimeout,
     MeshTrafficPermission,
     Resource,
     ZoneIngress,
@@ -107,7 +108,7 @@ def computed_labels(resource: Resource, provenance: Provenance) -> ComputedLabel
             return ComputedLabels(
                 frozenset({MESH_LABEL, PROXY_TYPE_LABEL, REGISTERED_BY_LABEL, *provenance_keys}),
                 {DISPLAY_NAME_LABEL: resource.name})
-        case MeshService() | MeshTrafficPermission() | MeshMultiZoneService():
+        case MeshService() | MeshTrafficPermission() | MeshMultiZoneService() | MeshTimeout():
             return ComputedLabels(frozenset({MESH_LABEL, *provenance_keys}),
                                   {DISPLAY_NAME_LABEL: resource.name})
         case ZoneIngress():

@@ -76,7 +76,7 @@ _ZONE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # RFC 1123 label
 
 _KIND_TOKENS = {"Mesh": "mesh", "Dataplane": "dataplane", "MeshService": "meshservice",
                 "HostnameGenerator": "hostnamegenerator",
-                "MeshTrafficPermission": "meshtrafficpermission",
+                "MeshTrafficPermission": "meshtrafficpermission", "MeshTimeout": "meshtimeout",
                 "MeshMultiZoneService": "meshmultizoneservice", "Zone": "zone",
                 "ZoneIngress": "zoneingress"}
 

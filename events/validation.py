@@ -5,6 +5,7 @@ follow Kuma (reference/kuma-behaviour.md): tag syntax, `kuma.io/service` on tagg
 addresses, admin-port collisions, backend references, MeshService ports, HostnameGenerator
 selectors (exactly one kind) and templates (they must parse: `events.hostname_template`),
 MeshTrafficPermission targetRefs (the kinds each place takes, and their name, labels, tags),
+MeshTimeout targetRefs and durations (Go's format; Kuma's sign rules),
 MeshMultiZoneService selectors and ports, ZoneIngress addresses and ports.
 
 `deprecations` are Kuma's warnings: accepted, and said back to whoever applied the resource.
@@ -25,11 +26,14 @@ from events.resources import (
     Mesh,
     MeshMultiZoneService,
     MeshService,
+    MeshTimeout,
+    MeshTimeoutConf,
     MeshTrafficPermission,
     Resource,
     TargetRef,
     ZoneIngress,
     duration_ms,
+    go_duration_ns,
     is_resource_name,
 )
 
@@ -65,6 +69,8 @@ def validate(resource: Resource) -> list[Violation]:
             _hostname_generator(resource, out)
         case MeshTrafficPermission():
             _mesh_traffic_permission(resource, out)
+        case MeshTimeout():
+            _mesh_timeout(resource, out)
         case MeshMultiZoneService():
             _mesh_multi_zone_service(resource, out)
         case ZoneIngress():
@@ -314,6 +320,63 @@ def _target_name(name: str, kind: str, path: str, out: list[Violation], *,
         out.append(Violation(path, f"{name!r} is not a valid {kind} name (RFC 1123 subdomain: "
                              "lower-case letters, digits, '-' and '.', starting and ending "
                              "with a letter or digit)"))
+
+
+# --- MeshTimeout ----------------------------------------------------------------------------
+
+_TO_KINDS = ("Mesh", "MeshService")
+"""The destinations a MeshTimeout `to[]` entry names (Kuma's, outside MeshGateway)."""
+_HTTP_FIELDS = ("requestTimeout", "streamIdleTimeout", "maxStreamDuration",
+                "maxConnectionDuration", "requestHeadersTimeout")
+
+
+def _mesh_timeout(mt: MeshTimeout, out: list[Violation]) -> None:
+    """Kuma's rules (`meshtimeout/api/v1alpha1/validator.go`): the top-level targetRef's
+    kinds, `to[]` names Mesh or a MeshService, `from[]` Mesh; at least one entry; each
+    `default` sets something; `connectionTimeout` above 0, the others not negative. An `http`
+    section with only `requestHeadersTimeout` is accepted (Kuma's "at least one timeout in
+    this section" leaves that field out, and so refuses it)."""
+    _target_ref(mt.spec.target_ref, "spec.targetRef", _TOP_KINDS, out)
+    if not mt.spec.to and not mt.spec.from_:
+        out.append(Violation("spec", "at least one of 'from', 'to' has to be defined"))
+    for i, to in enumerate(mt.spec.to):
+        _target_ref(to.target_ref, f"spec.to[{i}].targetRef", _TO_KINDS, out)
+        _timeout_conf(to.default, f"spec.to[{i}].default", out)
+    for i, source in enumerate(mt.spec.from_):
+        _target_ref(source.target_ref, f"spec.from[{i}].targetRef", ("Mesh",), out)
+        _timeout_conf(source.default, f"spec.from[{i}].default", out)
+
+
+def _timeout_conf(conf: MeshTimeoutConf, path: str, out: list[Violation]) -> None:
+    if conf.connection_timeout is None and conf.idle_timeout is None and conf.http is None:
+        out.append(Violation(path, "at least one timeout should be configured"))
+        return
+    _go_duration(conf.connection_timeout, f"{path}.connectionTimeout", out, positive=True)
+    _go_duration(conf.idle_timeout, f"{path}.idleTimeout", out)
+    http = conf.http
+    if http is None:
+        return
+    values = (http.request_timeout, http.stream_idle_timeout, http.max_stream_duration,
+              http.max_connection_duration, http.request_headers_timeout)
+    if all(v is None for v in values):
+        out.append(Violation(f"{path}.http", "at least one timeout in this section should be "
+                             "configured"))
+    for name, value in zip(_HTTP_FIELDS, values, strict=True):
+        _go_duration(value, f"{path}.http.{name}", out)
+
+
+def _go_duration(value: str | None, path: str, out: list[Violation], *,
+                 positive: bool = False) -> None:
+    if value is None:
+        return
+    ns = go_duration_ns(value)
+    if ns is None:
+        out.append(Violation(path, f"{value!r} is not a duration (Go's format: a number and a "
+                             "unit of ns, us, ms, s, m, h, e.g. 500ms, 15s, 1h30m)"))
+    elif positive and ns <= 0:
+        out.append(Violation(path, f"{value!r} must be greater than 0s"))
+    elif ns < 0:
+        out.append(Violation(path, f"{value!r} must not be negative"))
 
 
 # --- MeshMultiZoneService -------------------------------------------------------------------

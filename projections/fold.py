@@ -18,7 +18,7 @@ from global folds each with its own (DESIGN.md, Multi-zone).
 
 from __future__ import annotations
 
-from typing import Literal, assert_never
+from typing import Literal, TypeVar, assert_never
 
 import msgspec
 
@@ -42,6 +42,9 @@ from events import (
     MeshMultiZoneServiceDeleted,
     MeshServiceApplied,
     MeshServiceDeleted,
+    MeshTimeout,
+    MeshTimeoutApplied,
+    MeshTimeoutDeleted,
     MeshTrafficPermission,
     MeshTrafficPermissionApplied,
     MeshTrafficPermissionDeleted,
@@ -84,6 +87,7 @@ from projections.views import (
     MeshRow,
     MeshServiceRow,
     MeshServiceStatus,
+    MeshTimeoutRow,
     MeshTrafficPermissionRow,
     RevocationRow,
     RowMeta,
@@ -209,6 +213,13 @@ def apply_event(
                 policy=_policy_labeled(mtp, provenance), meta=_meta(old, seq, event.at)))
         case MeshTrafficPermissionDeleted(mesh=mesh, name=name):
             state.delete("meshtrafficpermission", dp_key(mesh, name))
+        case MeshTimeoutApplied(policy=mt):
+            key = dp_key(mt.mesh, mt.name)
+            old = state.get("meshtimeout", key)
+            state.put("meshtimeout", key, MeshTimeoutRow(
+                policy=_policy_labeled(mt, provenance), meta=_meta(old, seq, event.at)))
+        case MeshTimeoutDeleted(mesh=mesh, name=name):
+            state.delete("meshtimeout", dp_key(mesh, name))
         case MeshMultiZoneServiceApplied(meshmultizoneservice=mmzs):
             old = state.get("meshmultizoneservice", dp_key(mmzs.mesh, mmzs.name))
             multizone.mmzs_applied(state, mmzs, provenance, _meta(old, seq, event.at))
@@ -321,7 +332,10 @@ def _labeled(hg: HostnameGenerator, provenance: Provenance) -> HostnameGenerator
     return msgspec.structs.replace(hg, labels={**hg.labels, **provenance_labels(provenance)})
 
 
-def _policy_labeled(mtp: MeshTrafficPermission, provenance: Provenance) -> MeshTrafficPermission:
+_Policy = TypeVar("_Policy", MeshTrafficPermission, MeshTimeout)
+
+
+def _policy_labeled(mtp: _Policy, provenance: Provenance) -> _Policy:
     """Kuma's computed labels of a policy, as a Dataplane gets them: `kuma.io/display-name`
     unless the user set it; the control plane's win over user labels of the same key."""
     return msgspec.structs.replace(mtp, labels={

@@ -17,6 +17,7 @@ from events import (
     HostnameGenerator,
     Mesh,
     MeshServicePort,
+    MeshTimeout,
     MeshTrafficPermission,
     ZoneIngress,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "MeshRow",
     "MeshServiceRow",
     "MeshServiceStatus",
+    "MeshTimeoutRow",
     "MeshTrafficPermissionRow",
     "MzsBackend",
     "PortEndpoints",
@@ -183,6 +185,14 @@ class MeshTrafficPermissionRow(Row, frozen=True):
     (`kuma.io/mesh`, `kuma.io/origin`, `kuma.io/zone`, `kuma.io/env`)."""
 
     policy: MeshTrafficPermission
+    meta: RowMeta
+
+
+class MeshTimeoutRow(Row, frozen=True):
+    """A MeshTimeout as applied, with the labels the control plane computes (as
+    `MeshTrafficPermissionRow`)."""
+
+    policy: MeshTimeout
     meta: RowMeta
 
 
@@ -421,6 +431,7 @@ COLLECTIONS: dict[str, type[Row]] = {
     "trust": TrustRow,
     "identity": IdentityRow,
     "meshtrafficpermission": MeshTrafficPermissionRow,
+    "meshtimeout": MeshTimeoutRow,
     "signingkey": SigningKeyRow,
     "revocation": RevocationRow,
     "meshmultizoneservice": MeshMultiZoneServiceRow,
@@ -434,7 +445,7 @@ COLLECTIONS: dict[str, type[Row]] = {
 }
 PUBLISHED = ("mesh", "dataplane", "meshservice", "endpoints", "trust", "identity",
              "meshtrafficpermission", "signingkey", "revocation", "meshmultizoneservice",
-             "zoneingress")
+             "zoneingress", "meshtimeout")
 """Collections gateways need; VIP and IPAM bookkeeping stays in the store. Gateways verify
 dataplane tokens with the public keys and revocations alone (never a private key).
 

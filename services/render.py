@@ -14,6 +14,7 @@ from projections import (
     MeshMultiZoneServiceRow,
     MeshRow,
     MeshServiceRow,
+    MeshTimeoutRow,
     MeshTrafficPermissionRow,
     ZoneIngressRow,
 )
@@ -23,6 +24,7 @@ __all__ = ["GLOBAL_KINDS", "PLURALS", "render_insight", "render_row"]
 PLURALS = {"meshes": "Mesh", "dataplanes": "Dataplane", "meshservices": "MeshService",
            "hostnamegenerators": "HostnameGenerator",
            "meshtrafficpermissions": "MeshTrafficPermission",
+           "meshtimeouts": "MeshTimeout",
            "meshmultizoneservices": "MeshMultiZoneService",
            "zoneingresses": "ZoneIngress"}
 """URL plural -> resource type. Every kind but the GLOBAL_KINDS is mesh-scoped."""
@@ -45,6 +47,8 @@ def render_row(row: object) -> dict[str, Any]:
             doc = msgspec.to_builtins(generator)
         case MeshTrafficPermissionRow(policy=policy, meta=meta):
             doc = msgspec.to_builtins(policy)
+        case MeshTimeoutRow(policy=timeout_policy, meta=meta):
+            doc = msgspec.to_builtins(timeout_policy)
         case ZoneIngressRow(zoneingress=zoneingress, meta=meta):
             doc = msgspec.to_builtins(zoneingress)
         case MeshServiceRow(meta=meta):

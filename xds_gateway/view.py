@@ -27,6 +27,7 @@ from projections import (
     MeshMultiZoneServiceRow,
     MeshRow,
     MeshServiceRow,
+    MeshTimeoutRow,
     MeshTrafficPermissionRow,
     RevocationRow,
     SigningKeyRow,
@@ -67,6 +68,10 @@ class ProjectionView:
             defaultdict(dict))
         """By mesh, then policy name: who may connect to the inbounds of the mesh's proxies
         (`resources.rbac.inbound_rbac`)."""
+        self.meshtimeouts: dict[str, dict[str, MeshTimeoutRow]] = defaultdict(dict)
+        """By mesh, then policy name: the timeouts of the outbounds of the mesh's proxies
+        (`resources.timeouts`); part of what every snapshot is built from anyway, so no
+        `policy_versions` bump."""
         self.meshmultizoneservices: dict[str, dict[str, MeshMultiZoneServiceRow]] = (
             defaultdict(dict))
         """By mesh, then name: their VIPs, hostnames and the MeshServices that serve them."""
@@ -170,6 +175,11 @@ class ProjectionView:
                 else:
                     self.meshtrafficpermissions[mesh][name] = decode_typed(
                         MeshTrafficPermissionRow, value)
+            case "meshtimeout":
+                if value is None:
+                    self.meshtimeouts[mesh].pop(name, None)
+                else:
+                    self.meshtimeouts[mesh][name] = decode_typed(MeshTimeoutRow, value)
             case "meshmultizoneservice":
                 if value is None:
                     self.meshmultizoneservices[mesh].pop(name, None)

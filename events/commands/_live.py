@@ -9,6 +9,7 @@ from events.event_types import (
     MeshApplied,
     MeshMultiZoneServiceApplied,
     MeshServiceApplied,
+    MeshTimeoutApplied,
     MeshTrafficPermissionApplied,
     ZoneIngressRegistered,
 )
@@ -26,7 +27,7 @@ def live_resource(event: AnyEvent | None) -> Resource | None:
             policy=r
         ) | MeshMultiZoneServiceApplied(meshmultizoneservice=r) | ZoneIngressRegistered(
             zoneingress=r
-        ):
+        ) | MeshTimeoutApplied(policy=r):
             return r
         case _:
             return None

@@ -16,7 +16,7 @@ lag behind it):
 - a resource another control plane synced here (global's in a zone, a zone's elsewhere) is
   read-only here: a write of its name is refused (409, naming where to change it), decided
   from that control plane's subjects in the log (`events.commands.synced`);
-- a Mesh that still has Dataplanes, MeshServices, MeshTrafficPermissions or
+- a Mesh that still has Dataplanes, MeshServices, MeshTrafficPermissions, MeshTimeouts or
   MeshMultiZoneServices cannot be deleted (they would come back with a Mesh of the same
   name); a MeshService generated
   from Dataplane inbounds cannot be deleted (it goes when its Dataplanes go); a default
@@ -69,6 +69,8 @@ from events.event_types import (
     MeshMultiZoneServiceDeleted,
     MeshServiceApplied,
     MeshServiceDeleted,
+    MeshTimeoutApplied,
+    MeshTimeoutDeleted,
     MeshTrafficPermissionApplied,
     MeshTrafficPermissionDeleted,
     ZoneIngressDeleted,
@@ -85,6 +87,7 @@ from events.resources import (
     Mesh,
     MeshMultiZoneService,
     MeshService,
+    MeshTimeout,
     MeshTrafficPermission,
     Resource,
     ServiceKind,
@@ -284,7 +287,7 @@ class Commands:
             raise NotFound(f"mesh {mesh!r} does not exist: create it first (type: Mesh)")
 
     async def _require_empty(self, mesh: str) -> None:
-        for kind in ("Dataplane", "MeshService", "MeshTrafficPermission",
+        for kind in ("Dataplane", "MeshService", "MeshTrafficPermission", "MeshTimeout",
                      "MeshMultiZoneService"):
             owned = sorted(r.name for r in await self._live(kind, mesh))
             if owned:
@@ -328,6 +331,8 @@ def _applied(resource: Resource, at: int) -> AnyEvent:
             return HostnameGeneratorApplied(at=at, hostname_generator=resource)
         case MeshTrafficPermission():
             return MeshTrafficPermissionApplied(at=at, policy=resource)
+        case MeshTimeout():
+            return MeshTimeoutApplied(at=at, policy=resource)
         case MeshMultiZoneService():
             return MeshMultiZoneServiceApplied(at=at, meshmultizoneservice=resource)
         case ZoneIngress():
@@ -348,6 +353,8 @@ def _deleted(kind: str, mesh: str | None, name: str, at: int) -> AnyEvent:
             return HostnameGeneratorDeleted(at=at, name=name)
         case "MeshTrafficPermission":
             return MeshTrafficPermissionDeleted(at=at, mesh=mesh or "", name=name)
+        case "MeshTimeout":
+            return MeshTimeoutDeleted(at=at, mesh=mesh or "", name=name)
         case "MeshMultiZoneService":
             return MeshMultiZoneServiceDeleted(at=at, mesh=mesh or "", name=name)
         case "ZoneIngress":

@@ -6,8 +6,8 @@ evolution); strictness for user input lives in `events.decoding`, at the edge.
 
 One module a concern: `_base` (the tagged base, names, ports, labels), `_mesh` (Mesh and its
 mTLS), `_proxies` (Dataplane, ZoneIngress), `_mesh_services` (MeshService,
-MeshMultiZoneService, HostnameGenerator), `_policies` (MeshTrafficPermission). Import the
-names from here.
+MeshMultiZoneService, HostnameGenerator), `_policies` (MeshTrafficPermission), `_timeouts`
+(MeshTimeout). Import the names from here.
 """
 
 from __future__ import annotations
@@ -77,6 +77,15 @@ from events.resources._proxies import (
     ZoneIngressAvailableService,
     ZoneIngressNetworking,
 )
+from events.resources._timeouts import (
+    MeshTimeout,
+    MeshTimeoutConf,
+    MeshTimeoutFrom,
+    MeshTimeoutHttp,
+    MeshTimeoutSpec,
+    MeshTimeoutTo,
+    go_duration_ns,
+)
 
 __all__ = [
     "APP_PROTOCOLS",
@@ -109,6 +118,12 @@ __all__ = [
     "MeshServiceSpec",
     "MeshServiceState",
     "MeshServicesConfig",
+    "MeshTimeout",
+    "MeshTimeoutConf",
+    "MeshTimeoutFrom",
+    "MeshTimeoutHttp",
+    "MeshTimeoutSpec",
+    "MeshTimeoutTo",
     "MeshTrafficPermission",
     "MeshTrafficPermissionConf",
     "MeshTrafficPermissionFrom",
@@ -132,6 +147,7 @@ __all__ = [
     "ZoneIngressAvailableService",
     "ZoneIngressNetworking",
     "duration_ms",
+    "go_duration_ns",
     "is_app_protocol",
     "is_resource_name",
 ]

@@ -16,6 +16,7 @@ from projections import (
     MeshMultiZoneServiceRow,
     MeshRow,
     MeshServiceRow,
+    MeshTimeoutRow,
     MeshTrafficPermissionRow,
     ZoneIngressRow,
     decode_row,
@@ -55,6 +56,7 @@ def _version_of(row: object) -> int | None:
     match row:
         case (MeshRow(meta=meta) | DataplaneRow(meta=meta) | HostnameGeneratorRow(meta=meta)
               | MeshServiceRow(meta=meta) | MeshTrafficPermissionRow(meta=meta)
+              | MeshTimeoutRow(meta=meta)
               | MeshMultiZoneServiceRow(meta=meta) | ZoneIngressRow(meta=meta)):
             return meta.version
         case _:

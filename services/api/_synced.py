@@ -40,6 +40,7 @@ from projections import (
     MeshMultiZoneServiceRow,
     MeshRow,
     MeshServiceRow,
+    MeshTimeoutRow,
     MeshTrafficPermissionRow,
     ZoneIngressRow,
     decode_row,
@@ -120,7 +121,7 @@ def labels_of(row: object) -> dict[str, str]:
     match row:
         case (MeshRow(mesh=resource) | DataplaneRow(dataplane=resource)
               | HostnameGeneratorRow(generator=resource)
-              | MeshTrafficPermissionRow(policy=resource)
+              | MeshTrafficPermissionRow(policy=resource) | MeshTimeoutRow(policy=resource)
               | ZoneIngressRow(zoneingress=resource)):
             return resource.labels
         case MeshServiceRow(labels=labels) | MeshMultiZoneServiceRow(labels=labels):

@@ -24,10 +24,12 @@ __all__ = ["SINGULAR", "cmd_apply", "cmd_delete", "cmd_get", "dataplane_tags", "
 SINGULAR = {"mesh": "Mesh", "dataplane": "Dataplane", "meshservice": "MeshService",
             "hostnamegenerator": "HostnameGenerator",
             "meshtrafficpermission": "MeshTrafficPermission",
+            "meshtimeout": "MeshTimeout",
             "meshmultizoneservice": "MeshMultiZoneService",
             "zoneingress": "ZoneIngress"}
 _KIND_PLURAL = {kind: plural for plural, kind in PLURALS.items()}
 _SHORT = {"dp": "Dataplane", "ms": "MeshService", "mtp": "MeshTrafficPermission",
+          "mt": "MeshTimeout",
           "mmzs": "MeshMultiZoneService", "zi": "ZoneIngress"}
 
 
@@ -149,6 +151,7 @@ def _table(kind: str, docs: list[dict[str, Any]]) -> None:
                         "ORIGIN"],
         "HostnameGenerator": ["NAME", "SELECTOR", "TEMPLATE"],
         "MeshTrafficPermission": ["MESH", "NAME", "TARGETREF", "FROM"],
+        "MeshTimeout": ["MESH", "NAME", "TARGETREF", "TO"],
         "MeshMultiZoneService": ["MESH", "NAME", "VIP", "HOSTNAMES", "PORTS", "SELECTOR",
                                  "MESHSERVICES"],
         "ZoneIngress": ["NAME", "ZONE", "ADDRESS", "ADVERTISED"],
@@ -177,6 +180,12 @@ def _cells(kind: str, doc: dict[str, Any]) -> list[str]:
                             for entry in spec["from"])
         return [doc["mesh"], doc["name"], _ref(spec.get("targetRef", {"kind": "Mesh"})),
                 sources]
+    if kind == "MeshTimeout":
+        spec = doc["spec"]
+        destinations = ", ".join(f"{_ref(entry['targetRef'])}: {_timeouts(entry['default'])}"
+                                 for entry in spec.get("to", []))
+        return [doc["mesh"], doc["name"], _ref(spec.get("targetRef", {"kind": "Mesh"})),
+                destinations or "-"]
     if kind == "MeshMultiZoneService":
         return _mmzs_cells(doc)
     if kind == "ZoneIngress":
@@ -250,3 +259,10 @@ def cmd_delete(args: argparse.Namespace, client: ApiClient) -> int:
     print(f"{kind.lower()} {args.name!r} deleted (version {result['version']})")
     return 0
 
+
+
+def _timeouts(conf: dict[str, Any]) -> str:
+    """`connectionTimeout=1s idleTimeout=1h http.requestTimeout=15s`."""
+    flat = {k: v for k, v in conf.items() if k != "http"}
+    flat.update({f"http.{k}": v for k, v in conf.get("http", {}).items()})
+    return " ".join(f"{k}={v}" for k, v in flat.items())

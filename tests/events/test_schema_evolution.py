@@ -44,6 +44,8 @@ from events import (
     MeshMultiZoneServiceDeleted,
     MeshServiceApplied,
     MeshServiceDeleted,
+    MeshTimeoutApplied,
+    MeshTimeoutDeleted,
     MeshTrafficPermissionApplied,
     MeshTrafficPermissionDeleted,
     SequenceSkipped,
@@ -139,6 +141,10 @@ def _subject_of(event: AnyEvent) -> str:
             return resource_subject("MeshTrafficPermission", mtp.mesh, mtp.name)
         case MeshTrafficPermissionDeleted(mesh=mesh, name=name):
             return resource_subject("MeshTrafficPermission", mesh, name)
+        case MeshTimeoutApplied(policy=mt):
+            return resource_subject("MeshTimeout", mt.mesh, mt.name)
+        case MeshTimeoutDeleted(mesh=mesh, name=name):
+            return resource_subject("MeshTimeout", mesh, name)
         case MeshMultiZoneServiceApplied(meshmultizoneservice=mmzs):
             return resource_subject("MeshMultiZoneService", mmzs.mesh, mmzs.name)
         case MeshMultiZoneServiceDeleted(mesh=mesh, name=name):

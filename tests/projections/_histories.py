@@ -36,6 +36,9 @@ from events import (
     MeshService,
     MeshServiceApplied,
     MeshServiceDeleted,
+    MeshTimeout,
+    MeshTimeoutApplied,
+    MeshTimeoutDeleted,
     MeshTrafficPermission,
     MeshTrafficPermissionApplied,
     MeshTrafficPermissionDeleted,
@@ -162,6 +165,21 @@ def permission(mesh: str, name: str, *sources: tuple[dict[str, Any], str],
     return resource
 
 
+def timeout(mesh: str, name: str, *to: tuple[dict[str, Any], dict[str, Any]],
+            target: dict[str, Any] | None = None,
+            labels: dict[str, str] | None = None) -> MeshTimeout:
+    """A MeshTimeout: `to` are (to-targetRef, default) pairs."""
+    spec: dict[str, Any] = {"to": [{"targetRef": ref, "default": conf} for ref, conf in to]}
+    if target is not None:
+        spec["targetRef"] = target
+    raw: dict[str, Any] = {"type": "MeshTimeout", "mesh": mesh, "name": name, "spec": spec}
+    if labels:
+        raw["labels"] = labels
+    resource = decode_resource(raw)
+    assert isinstance(resource, MeshTimeout)
+    return resource
+
+
 def multizone_service(mesh: str, name: str, match_labels: dict[str, str], *ports: int,
                       labels: dict[str, str] | None = None) -> MeshMultiZoneService:
     raw: dict[str, Any] = {
@@ -267,6 +285,14 @@ class History:
         self._add(MeshTrafficPermissionDeleted(at=self._next_at(), mesh=mesh, name=name))
         return self
 
+    def apply_timeout(self, mt: MeshTimeout) -> History:
+        self._add(MeshTimeoutApplied(at=self._next_at(), policy=mt))
+        return self
+
+    def delete_timeout(self, mesh: str, name: str) -> History:
+        self._add(MeshTimeoutDeleted(at=self._next_at(), mesh=mesh, name=name))
+        return self
+
     def apply_mmzs(self, mmzs: MeshMultiZoneService) -> History:
         self._add(MeshMultiZoneServiceApplied(at=self._next_at(), meshmultizoneservice=mmzs))
         return self
@@ -334,7 +360,8 @@ def realistic_history() -> list[AnyEvent]:
     """Three meshes, 21 Dataplanes over 5 services, churn, user MeshServices, CIDR changes,
     HostnameGenerators (a template error, collisions, an overridden default), a grace period
     that lets some generated MeshServices expire, MeshTrafficPermissions applied, changed and
-    deleted, revocations (one dropped once its token has long expired) and a clock tick."""
+    deleted, revocations (one dropped once its token has long expired), a clock tick and
+    MeshTimeouts applied, changed and deleted."""
     h = History()
     for mesh in ("default", "payments", "edge"):
         h.mesh(mesh)
@@ -422,6 +449,14 @@ def realistic_history() -> list[AnyEvent]:
         "kuma.io/display-name": "same"}))  # its hostname collides with a's
     h.deregister("payments", "cache-7")  # ledger (matched by `any`) loses its endpoint
     h.delete_mmzs("payments", "any")
+    h.apply_timeout(timeout("default", "slow-web", ({"kind": "MeshService", "name": "web"},
+                                                    {"http": {"requestTimeout": "30s"}})))
+    h.apply_timeout(timeout("payments", "short", ({"kind": "Mesh"}, {"idleTimeout": "5m"}),
+                            target={"kind": "MeshSubset", "tags": {SERVICE_TAG: "billing"}}))
+    h.apply_timeout(timeout("default", "slow-web", ({"kind": "MeshService", "name": "web"},
+                                                    {"http": {"requestTimeout": "1m"}}),
+                            labels={"team": "a"}))
+    h.delete_timeout("payments", "short")
     return h.events
 
 
@@ -588,7 +623,7 @@ def _step(draw: st.DrawFn, h: History) -> None:
                                  "delete", "ipam", "mesh", "delete-mesh", "generator",
                                  "delete-generator", "grace", "tick", "mtls", "wait",
                                  "permit", "delete-permission", "mmzs", "delete-mmzs",
-                                 "revoke")))
+                                 "revoke", "timeout", "delete-timeout")))
     match kind:
         case "register":
             h.register(dataplane(
@@ -649,6 +684,15 @@ def _step(draw: st.DrawFn, h: History) -> None:
                 labels=draw(st.sampled_from((None, {"kuma.io/display-name": "same"})))))
         case "delete-mmzs":
             h.delete_mmzs(mesh, draw(st.sampled_from(("redis", "cache"))))
+        case "timeout":
+            h.apply_timeout(timeout(
+                mesh, draw(st.sampled_from(_PERMISSIONS)),
+                (draw(st.sampled_from(({"kind": "Mesh"}, {"kind": "MeshService", "name": "web"}))),
+                 draw(st.sampled_from(({"connectionTimeout": "1s"},
+                                       {"http": {"requestTimeout": "0s"}})))),
+                labels=draw(st.sampled_from((None, {"kuma.io/zone": "elsewhere"})))))
+        case "delete-timeout":
+            h.delete_timeout(mesh, draw(st.sampled_from(_PERMISSIONS)))
         case "revoke":
             # around the drop time (`state.drop_at`): gone before it is put, at the next
             # event, after a wait or a tick, never (unknown expiry, or a long-lived token)

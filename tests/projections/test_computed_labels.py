@@ -22,6 +22,8 @@ from events import (
     MeshMultiZoneServiceApplied,
     MeshService,
     MeshServiceApplied,
+    MeshTimeout,
+    MeshTimeoutApplied,
     MeshTrafficPermission,
     MeshTrafficPermissionApplied,
     Provenance,
@@ -54,6 +56,7 @@ from tests.projections._histories import (
     ms_port,
     multizone_service,
     permission,
+    timeout,
 )
 
 EAST = Provenance(zone="east", origin="zone")
@@ -82,6 +85,7 @@ def _resources(display_name: str | None) -> list[Resource]:
         meshservice("default", "web", ms_port(8080), selector={SERVICE_TAG: "web"}),
         generator("internal", "{{ .Name }}.internal", {"team": "blue"}),
         permission("default", "allow-all", ({"kind": "Mesh"}, "Allow")),
+        timeout("default", "timeouts", ({"kind": "Mesh"}, {"idleTimeout": "1m"})),
         multizone_service("default", "redis", {"team": "blue"}, 6379),
         decode_resource({"type": "ZoneIngress", "name": "ingress-1", "zone": "east",
                          "networking": {"address": "10.0.0.5", "port": 10001}}),
@@ -108,6 +112,8 @@ def _event(resource: Resource) -> AnyEvent:
             return HostnameGeneratorApplied(at=1, hostname_generator=resource)
         case MeshTrafficPermission():
             return MeshTrafficPermissionApplied(at=1, policy=resource)
+        case MeshTimeout():
+            return MeshTimeoutApplied(at=1, policy=resource)
         case MeshMultiZoneService():
             return MeshMultiZoneServiceApplied(at=1, meshmultizoneservice=resource)
         case ZoneIngress():
@@ -183,6 +189,8 @@ def test_a_zones_resource_keeps_only_its_users_labels() -> None:
                               DISPLAY_NAME_LABEL: "internal"},
         "MeshTrafficPermission": {PROXY_TYPE_LABEL: "gateway", REGISTERED_BY_LABEL: "proxy",
                                   "team": "blue"},
+        "MeshTimeout": {PROXY_TYPE_LABEL: "gateway", REGISTERED_BY_LABEL: "proxy",
+                        "team": "blue"},
         "MeshMultiZoneService": {PROXY_TYPE_LABEL: "gateway", REGISTERED_BY_LABEL: "proxy",
                                  "team": "blue"},
         # no mesh; a display name equal to its name is computed (fold version 6)

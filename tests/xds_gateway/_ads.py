@@ -27,6 +27,8 @@ from events import (
     MeshMultiZoneServiceApplied,
     MeshService,
     MeshServiceApplied,
+    MeshTimeout,
+    MeshTimeoutApplied,
     Provenance,
     decode_resource,
 )
@@ -50,6 +52,8 @@ def event_for(doc: dict[str, Any], at: int = 1) -> AnyEvent:
             return MeshMultiZoneServiceApplied(at=at, meshmultizoneservice=mmzs)
         case MeshService() as ms:
             return MeshServiceApplied(at=at, meshservice=ms)
+        case MeshTimeout() as mt:
+            return MeshTimeoutApplied(at=at, policy=mt)
         case other:
             raise AssertionError(f"no event_for a {type(other).__name__}")
 

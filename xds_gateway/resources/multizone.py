@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 
 from events import Outbound
 from projections import Endpoint, MeshMultiZoneServiceRow
-from xds_gateway.resources import clusters, endpoints, listeners, names, tls
+from xds_gateway.resources import clusters, endpoints, listeners, names, timeouts, tls
 from xds_gateway.resources.cache import EncodedResource, ResourceCache
 from xds_gateway.type_urls import CLUSTER, ENDPOINT
 from xds_gateway.view import ProjectionView
@@ -46,21 +46,24 @@ def explicit_target(outbound: Outbound, rows: Mapping[str, MeshMultiZoneServiceR
 
 
 def mzsvc_port(view: ProjectionView, cache: ResourceCache, row: MeshMultiZoneServiceRow,
-               port: int, add: Callable[[EncodedResource], None], *, mtls: bool = True) -> str:
+               port: int, add: Callable[[EncodedResource], None], *, mtls: bool = True,
+               t: timeouts.Timeouts | None = None) -> str:
     """Add the cluster of `row`'s `port` and its endpoints; return the cluster name. With the
     mesh's mTLS on (and `mtls`: not a proxyless gRPC client) the cluster originates it with
     Kuma's `mzms` SNI and accepts any workload of the mesh: its MeshServices may be several
-    services."""
+    services. `t`: the outbound's MeshTimeout (`timeouts.for_destination`)."""
     mesh, name = row.mesh, display_name(row)
     cname = names.mzsvc_cluster(mesh, name, port)
-    h2 = listeners.port_protocol(row.spec.ports, port) in listeners.HTTP2_PROTOCOLS
+    protocol = listeners.port_protocol(row.spec.ports, port)
+    h2, ct = protocol in listeners.HTTP2_PROTOCOLS, timeouts.for_cluster(t, protocol)
     if mtls and mesh in view.trust:
         sni = tls.sni(mesh, name, port, "mzms")
-        add(cache.get(CLUSTER, cname, ("eds", mesh, None, sni, h2), lambda: clusters.eds_cluster(
-            cname, tls.upstream_tls(mesh, None, sni), http2=h2)))
+        add(cache.get(CLUSTER, cname, ("eds", mesh, None, sni, h2, ct),
+                      lambda: timeouts.timed_cluster(clusters.eds_cluster(
+                          cname, tls.upstream_tls(mesh, None, sni), http2=h2), ct)))
     else:
-        add(cache.get(CLUSTER, cname, ("eds", h2),
-                      lambda: clusters.eds_cluster(cname, http2=h2)))
+        add(cache.get(CLUSTER, cname, ("eds", h2, ct), lambda: timeouts.timed_cluster(
+            clusters.eds_cluster(cname, http2=h2), ct)))
     groups: list[tuple[int, str, list[Endpoint]]] = []
     key: list[tuple[int, bytes, tuple[tuple[str, str | None], ...]]] = []
     for backend in row.backends:

@@ -27,13 +27,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal
 
-from events import Dataplane, Outbound
+from events import SERVICE_TAG, Dataplane, Outbound
 from events.resources import BackendRef
 from projections import MeshMultiZoneServiceRow, MeshRow, MeshServiceRow
 
 __all__ = [
-    "Mode", "Reachable", "explicit_outbound_allowed", "mesh_mode", "reachable", "reachable_key",
-    "reachable_mmzs",
+    "Mode", "Reachable", "explicit_outbound_allowed", "explicit_target", "mesh_mode",
+    "reachable", "reachable_key", "reachable_mmzs",
 ]
 
 Mode = Literal["Disabled", "Everywhere", "ReachableBackends", "Exclusive"]
@@ -101,6 +101,27 @@ def reachable_key(mode: Mode, dataplane: Dataplane, services: Mapping[str, MeshS
 def explicit_outbound_allowed(mode: Mode, outbound: Outbound) -> bool:
     """Disabled keeps only the legacy `kuma.io/service`-tagged outbounds."""
     return mode != "Disabled" or outbound.backend_ref is None
+
+
+def explicit_target(outbound: Outbound, services: dict[str, MeshServiceRow]
+                     ) -> tuple[str, int] | None:
+    """(MeshService name, port) an explicit outbound points at, if it exists."""
+    ref = outbound.backend_ref
+    if ref is not None:
+        if ref.kind != "MeshService" or ref.name is None:
+            return None
+        service, port = ref.name, ref.port
+    elif outbound.tags is not None and SERVICE_TAG in outbound.tags:
+        service, port = outbound.tags[SERVICE_TAG], None
+    else:
+        return None
+    ms = services.get(service)
+    if ms is None:
+        return None
+    ports = [p.port for p in ms.spec.ports]
+    if port is None:
+        return (service, ports[0]) if len(ports) == 1 else None
+    return (service, port) if port in ports else None
 
 
 def _matches(ref: BackendRef,

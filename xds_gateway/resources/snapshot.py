@@ -14,11 +14,12 @@
   RouteConfiguration (`proxyless.py`).
 
 Only the inbounds and explicit outbounds depend on the individual Dataplane. The rest depends
-on the mesh, what the proxy may reach, transparent proxying (bind, DNS port) and gRPC or not,
-so it is built once per view generation for every proxy with the same such key and shared
-(`ResourceCache.per_generation`): 1,000 proxies of one mesh cost one build, not 1,000
-(docs/benchmarks.md, "Propagation"). Each part carries its content-derived version per type,
-so a stream's version of a type is a cheap combination (xds-rules.md #12).
+on the mesh, what the proxy may reach, transparent proxying (bind, DNS port), gRPC or not and
+the MeshTimeouts that select it (`timeouts.py`), so it is built once per view generation for
+every proxy with the same such key and shared (`ResourceCache.per_generation`): 1,000
+proxies of one mesh cost one build, not 1,000 (docs/benchmarks.md, "Propagation"). Each part
+carries its content-derived version per type, so a stream's version of a type is a cheap
+combination (xds-rules.md #12).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from msgspec import Struct
 
-from events import SERVICE_TAG, Dataplane, Inbound, Outbound
+from events import SERVICE_TAG, Dataplane, Inbound, MeshTimeout
 from projections import (
     DataplaneRow,
     IdentityRow,
@@ -47,6 +48,7 @@ from xds_gateway.resources import (
     names,
     proxyless,
     rbac,
+    timeouts,
     tls,
 )
 from xds_gateway.resources.cache import EncodedResource, ResourceCache, set_version, version_of
@@ -55,6 +57,7 @@ from xds_gateway.resources.node import ProxyNode
 from xds_gateway.resources.reachable import (
     Mode,
     explicit_outbound_allowed,
+    explicit_target,
     mesh_mode,
     reachable,
     reachable_key,
@@ -225,11 +228,13 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
     services = view.meshservices.get(mesh, {})
     mode = mesh_mode(view.meshes.get(mesh))
     tp = dp.networking.transparent_proxying
+    # proxyless gRPC clients read no timeouts (resources.timeouts)
+    mts = () if node.is_grpc else timeouts.applying(view.meshtimeouts.get(mesh), dp, services)
     key = (mesh, reachable_key(mode, dp, services, view.meshmultizoneservices.get(mesh)),
-           tp is None, node.is_grpc,
-           0 if tp is None else node.dns_port)
-    shared = cache.per_generation(view, view.generation, key, lambda: Shared(
-        _collect(lambda add: _shared(view, cache, mesh, mode, dp, node, services, add)), {}, {}))
+           tp is None, node.is_grpc, 0 if tp is None else node.dns_port,
+           tuple(p.name for p in mts))  # names: the policies are the generation's
+    shared = cache.per_generation(view, view.generation, key, lambda: Shared(_collect(
+        lambda add: _shared(view, cache, mesh, mode, dp, node, services, mts, add)), {}, {}))
     trust = view.trust.get(mesh)
     identity = view.identities.get((mesh, name)) if trust is not None else None
     rows = (row, trust, identity)
@@ -243,7 +248,7 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
         first = previous.first  # the proxy's own part depends on these only
     else:
         first = _collect(lambda add: _own(view, cache, dp, trust, identity, add))
-    last = (_collect(lambda add: _explicit(view, cache, mesh, mode, dp, services, add))
+    last = (_collect(lambda add: _explicit(view, cache, mesh, mode, dp, services, mts, add))
             if dp.networking.outbound else _NONE)
     return Snapshot(shared, first, last, row, inputs)
 
@@ -272,7 +277,7 @@ def _collect(fill: Callable[[Add], None]) -> dict[str, Part]:
 
 def _shared(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
             dp: Dataplane, node: ProxyNode, services: dict[str, MeshServiceRow],
-            add: Add) -> None:
+            mts: tuple[MeshTimeout, ...], add: Add) -> None:
     """What every proxy with `dp`'s shared key gets; depends on `dp` only through the key."""
     tp = dp.networking.transparent_proxying
     trust = view.trust.get(mesh)
@@ -282,20 +287,21 @@ def _shared(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
     records: set[tuple[str, str]] = set()
     bind, grpc = tp is None, node.is_grpc
     for ms_name, ports in sorted(reachable(mode, dp, services).items()):
+        t = timeouts.for_destination(mts, ms_name)
         _service_outbounds(
-            cache, services[ms_name], ports,
-            functools.partial(_service_port, view, cache, mesh, ms_name, add=add, mtls=not grpc),
+            cache, services[ms_name], ports, functools.partial(
+                _service_port, view, cache, mesh, ms_name, add=add, mtls=not grpc, t=t),
             functools.partial(names.grpc_targets, ms_name) if grpc else None,
-            bind=bind, records=records, add=add)
+            bind=bind, records=records, add=add, t=t)
     multizone_services = view.meshmultizoneservices.get(mesh, {})
     for mz_name, ports in sorted(reachable_mmzs(mode, dp, multizone_services).items()):
-        mz = multizone_services[mz_name]
+        mz, t = multizone_services[mz_name], timeouts.for_destination(mts, None)
         _service_outbounds(
-            cache, mz, ports,
-            functools.partial(multizone.mzsvc_port, view, cache, mz, add=add, mtls=not grpc),
+            cache, mz, ports, functools.partial(
+                multizone.mzsvc_port, view, cache, mz, add=add, mtls=not grpc, t=t),
             # by hostname only: its name may be a MeshService's too
             _hostname_targets if grpc else None,
-            bind=bind, records=records, add=add)
+            bind=bind, records=records, add=add, t=t)
     if tp is not None:
         add(_dns(cache, node.dns_port, tuple(sorted(records))))
 
@@ -303,7 +309,8 @@ def _shared(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
 def _service_outbounds(cache: ResourceCache, row: MeshServiceRow | MeshMultiZoneServiceRow,
                        ports: Iterable[int], cluster: Callable[[int], str],
                        grpc_targets: Callable[[list[str], int], list[str]] | None, *,
-                       bind: bool, records: set[tuple[str, str]], add: Add) -> None:
+                       bind: bool, records: set[tuple[str, str]], add: Add,
+                       t: timeouts.Timeouts | None) -> None:
     """What a proxy gets for a service it may reach (a MeshService or a MeshMultiZoneService):
     per port the cluster `cluster(port)` adds (it returns the cluster's name), an outbound
     listener on the service's VIP and, for a proxyless gRPC node, an api_listener per target
@@ -316,7 +323,7 @@ def _service_outbounds(cache: ResourceCache, row: MeshServiceRow | MeshMultiZone
         cname = cluster(port)
         if vip is not None:
             protocol = listeners.port_protocol(row.spec.ports, port)
-            add(_outbound(cache, vip, port, cname, protocol, bind=bind))
+            add(_outbound(cache, vip, port, cname, protocol, bind=bind, t=t))
         if grpc_targets is not None:
             for target in grpc_targets(hostnames, port):
                 _grpc_target(cache, target, cname, add)
@@ -327,27 +334,32 @@ def _hostname_targets(hostnames: list[str], port: int) -> list[str]:
 
 
 def _explicit(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
-              dp: Dataplane, services: dict[str, MeshServiceRow], add: Add) -> None:
+              dp: Dataplane, services: dict[str, MeshServiceRow], mts: tuple[MeshTimeout, ...],
+              add: Add) -> None:
     for outbound in dp.networking.outbound:
         if not explicit_outbound_allowed(mode, outbound):
             continue
-        target = _explicit_target(outbound, services)
+        target = explicit_target(outbound, services)
         multizone_target = multizone.explicit_target(
             outbound, view.meshmultizoneservices.get(mesh, {}))
         if target is not None:
-            cname = _service_port(view, cache, mesh, target[0], target[1], add)
+            t = timeouts.for_destination(mts, target[0])
+            cname = _service_port(view, cache, mesh, target[0], target[1], add, t=t)
             protocol = listeners.port_protocol(services[target[0]].spec.ports, target[1])
         elif multizone_target is not None:
-            cname = multizone.mzsvc_port(view, cache, *multizone_target, add)
+            t = timeouts.for_destination(mts, None)
+            cname = multizone.mzsvc_port(view, cache, *multizone_target, add, t=t)
             protocol = listeners.port_protocol(multizone_target[0].spec.ports,
                                                multizone_target[1])
         else:
             continue
-        add(_outbound(cache, outbound.address or "127.0.0.1", outbound.port, cname, protocol))
+        add(_outbound(cache, outbound.address or "127.0.0.1", outbound.port, cname, protocol,
+                      t=t))
 
 
 def _service_port(view: ProjectionView, cache: ResourceCache, mesh: str, service: str,
-                  port: int, add: Add, *, mtls: bool = True) -> str:
+                  port: int, add: Add, *, mtls: bool = True,
+                  t: timeouts.Timeouts | None = None) -> str:
     """Add the EDS cluster of a MeshService port and its endpoints; return the cluster name.
     With the mesh's mTLS on, the cluster originates it, unless `mtls` is False: a proxyless
     gRPC client gets no SDS (gRPC takes certificates only from its own bootstrap's
@@ -355,16 +367,17 @@ def _service_port(view: ProjectionView, cache: ResourceCache, mesh: str, service
     accepts (README, "mTLS")."""
     cname = names.msvc_cluster(mesh, service, port)
     ms = view.meshservices.get(mesh, {}).get(service)
-    h2 = ms is not None and (listeners.port_protocol(ms.spec.ports, port)
-                             in listeners.HTTP2_PROTOCOLS)
+    protocol = listeners.port_protocol(ms.spec.ports, port) if ms is not None else "tcp"
+    h2, ct = protocol in listeners.HTTP2_PROTOCOLS, timeouts.for_cluster(t, protocol)
     if mtls and mesh in view.trust:
         san = _service_san(mesh, ms)
         sni = tls.sni(mesh, tls.sni_name(ms.labels if ms else {}, service), port)
-        add(cache.get(CLUSTER, cname, ("eds", mesh, san, sni, h2), lambda: clusters.eds_cluster(
-            cname, tls.upstream_tls(mesh, san, sni), http2=h2)))
+        add(cache.get(CLUSTER, cname, ("eds", mesh, san, sni, h2, ct),
+                      lambda: timeouts.timed_cluster(clusters.eds_cluster(
+                          cname, tls.upstream_tls(mesh, san, sni), http2=h2), ct)))
     else:
-        add(cache.get(CLUSTER, cname, ("eds", h2),
-                      lambda: clusters.eds_cluster(cname, http2=h2)))
+        add(cache.get(CLUSTER, cname, ("eds", h2, ct), lambda: timeouts.timed_cluster(
+            clusters.eds_cluster(cname, http2=h2), ct)))
     ep_row = view.endpoints.get(mesh, {}).get(service)
     if ep_row is None:
         return cname
@@ -442,13 +455,13 @@ def _inbounds(view: ProjectionView, dp: Dataplane, trust: TrustRow | None,
 
 
 def _outbound(cache: ResourceCache, address: str, port: int, cluster: str, protocol: str, *,
-              bind: bool = True) -> EncodedResource:
-    lname = names.outbound_listener(address, port)
+              bind: bool = True, t: timeouts.Timeouts | None = None) -> EncodedResource:
+    lname, lt = names.outbound_listener(address, port), timeouts.for_listener(t, protocol)
     l7 = protocol in listeners.HTTP_PROTOCOLS
     return cache.get(
-        LISTENER, lname, ("outbound", address, port, cluster, bind, l7),
-        lambda: listeners.outbound_listener(lname, address, port, cluster, protocol, bind=bind,
-                                            freebind=True),
+        LISTENER, lname, ("outbound", address, port, cluster, bind, l7, lt),
+        lambda: timeouts.timed_listener(listeners.outbound_listener(
+            lname, address, port, cluster, protocol, bind=bind, freebind=True), lt),
         refs=frozenset({cluster}),
     )
 
@@ -467,23 +480,3 @@ def _grpc_target(cache: ResourceCache, target: str, cluster: str, add: Add) -> N
                   lambda: proxyless.route_configuration(target, cluster),
                   refs=frozenset({cluster})))
 
-
-def _explicit_target(outbound: Outbound, services: dict[str, MeshServiceRow]
-                     ) -> tuple[str, int] | None:
-    """(MeshService name, port) an explicit outbound points at, if it exists."""
-    ref = outbound.backend_ref
-    if ref is not None:
-        if ref.kind != "MeshService" or ref.name is None:
-            return None
-        service, port = ref.name, ref.port
-    elif outbound.tags is not None and SERVICE_TAG in outbound.tags:
-        service, port = outbound.tags[SERVICE_TAG], None
-    else:
-        return None
-    ms = services.get(service)
-    if ms is None:
-        return None
-    ports = [p.port for p in ms.spec.ports]
-    if port is None:
-        return (service, ports[0]) if len(ports) == 1 else None
-    return (service, port) if port in ports else None

@@ -1,0 +1,101 @@
+"""MeshTimeout (Kuma 2.x, `pkg/plugins/policies/meshtimeout`): connection and HTTP timeouts
+of the selected proxies' outbounds, and Go durations (`1s`, `500ms`, `1h30m`), which Kuma's
+policies are written in."""
+
+from __future__ import annotations
+
+import re
+
+from msgspec import field
+
+from events.resources._base import MeshScopedResource, _Base
+from events.resources._policies import TargetRef
+
+__all__ = [
+    "MeshTimeout",
+    "MeshTimeoutConf",
+    "MeshTimeoutFrom",
+    "MeshTimeoutHttp",
+    "MeshTimeoutSpec",
+    "MeshTimeoutTo",
+    "go_duration_ns",
+]
+
+_GO_DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
+_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000,
+            "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
+_MAX_NS = 2**63 - 1  # Go's time.Duration is an int64 of nanoseconds
+
+
+def go_duration_ns(value: str) -> int | None:
+    """A duration as Go's `time.ParseDuration` reads it (Kuma's `metav1.Duration`), in
+    nanoseconds: `1s`, `1.5s`, `500ms`, `1h30m`, `0`, `-2s`; None if it is not one (`d` is
+    not a Go unit; a number without a unit is one only when it is 0)."""
+    text, sign = value, 1
+    if text[:1] in ("-", "+"):
+        sign, text = (-1 if text[0] == "-" else 1), text[1:]
+    if text == "0":
+        return 0
+    if not text:
+        return None
+    total, at = 0.0, 0
+    for match in _GO_DURATION.finditer(text):
+        if match.start() != at:
+            return None
+        total += float(match.group(1)) * _UNIT_NS[match.group(2)]
+        at = match.end()
+    if at != len(text) or total > _MAX_NS:
+        return None
+    return sign * round(total)
+
+
+class MeshTimeoutHttp(_Base, frozen=True):
+    request_timeout: str | None = None
+    """From the request's start to the end of the response (Envoy's route `timeout`);
+    `0s` disables it."""
+    stream_idle_timeout: str | None = None
+    """How long a stream may see no activity (the route's `idle_timeout`)."""
+    max_stream_duration: str | None = None
+    """The longest a stream to the destination may last (the cluster's)."""
+    max_connection_duration: str | None = None
+    """After how long a connection to the destination is drained (the cluster's)."""
+    request_headers_timeout: str | None = None
+    """How long the app may take to send a request's headers (the HCM's)."""
+
+
+class MeshTimeoutConf(_Base, frozen=True):
+    connection_timeout: str | None = None
+    """How long the proxy waits for a TCP connection to an endpoint (the cluster's)."""
+    idle_timeout: str | None = None
+    """How long a connection may carry nothing: tcp_proxy's `idle_timeout` over L4; over
+    L7 the connections to the endpoints (the cluster's) and from the app (the HCM's)."""
+    http: MeshTimeoutHttp | None = None
+
+
+class MeshTimeoutTo(_Base, frozen=True):
+    target_ref: TargetRef
+    """The destinations this entry is about: Mesh (all) or MeshService `name`."""
+    default: MeshTimeoutConf
+
+
+class MeshTimeoutFrom(_Base, frozen=True):
+    target_ref: TargetRef
+    """Mesh: every client of the selected proxies' inbounds."""
+    default: MeshTimeoutConf
+
+
+class MeshTimeoutSpec(_Base, frozen=True, kw_only=True):
+    target_ref: TargetRef = TargetRef(kind="Mesh")
+    """The proxies whose outbounds it sets: Mesh (default), MeshSubset, MeshService or
+    Dataplane."""
+    to: list[MeshTimeoutTo] = []
+    from_: list[MeshTimeoutFrom] = field(name="from", default_factory=list)
+    """Accepted and validated; inbound timeouts have no effect yet (docs/status.md)."""
+
+
+class MeshTimeout(MeshScopedResource, frozen=True, kw_only=True, tag="MeshTimeout"):
+    """Timeouts of the selected proxies' outbounds to MeshService ports. Semantics (which
+    policies apply, how `to[]` entries merge, what each field sets in Envoy):
+    `xds_gateway.resources.timeouts`."""
+
+    spec: MeshTimeoutSpec

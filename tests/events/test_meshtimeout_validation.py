@@ -1,0 +1,157 @@
+"""MeshTimeout documents: Kuma's universal format and rules, every violation with its path
+and value; Go durations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+
+from events import (
+    InvalidResource,
+    MeshTimeout,
+    MeshTimeoutApplied,
+    decode_event,
+    decode_resource,
+    encode_event,
+)
+from events.resources import go_duration_ns
+
+
+def _mt(*to: tuple[dict[str, Any], dict[str, Any]], target: dict[str, Any] | None = None,
+        sources: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {}
+    if to:
+        spec["to"] = [{"targetRef": ref, "default": conf} for ref, conf in to]
+    if target is not None:
+        spec["targetRef"] = target
+    if sources is not None:
+        spec["from"] = sources
+    return {"type": "MeshTimeout", "mesh": "default", "name": "timeouts", "spec": spec}
+
+
+def _violations(raw: Any) -> list[str]:
+    with pytest.raises(InvalidResource) as info:
+        decode_resource(raw)
+    return [str(v) for v in info.value.violations]
+
+
+KUMAS_EXAMPLE = _mt(({"kind": "MeshService", "name": "backend"}, {
+    "connectionTimeout": "10s", "idleTimeout": "1h",
+    "http": {"requestTimeout": "5s", "streamIdleTimeout": "1h", "maxStreamDuration": "0s",
+             "maxConnectionDuration": "0s", "requestHeadersTimeout": "500ms"}}),
+    target={"kind": "MeshService", "name": "frontend"})
+
+
+def test_kumas_example_decodes_and_reads_back_the_same() -> None:
+    mt = decode_resource(KUMAS_EXAMPLE)
+
+    assert isinstance(mt, MeshTimeout)
+    conf = mt.spec.to[0].default
+    assert conf.connection_timeout == "10s"
+    assert conf.http is not None and conf.http.request_headers_timeout == "500ms"
+    assert msgspec.to_builtins(mt) == KUMAS_EXAMPLE  # camelCase, no defaults added
+
+
+def test_the_event_goes_through_the_codec() -> None:
+    mt = decode_resource(KUMAS_EXAMPLE)
+    assert isinstance(mt, MeshTimeout)
+    event = MeshTimeoutApplied(at=1, policy=mt)
+
+    assert decode_event(encode_event(event), seq=1, subject="s") == event
+
+
+@pytest.mark.parametrize("target", [
+    {"kind": "Mesh"},
+    {"kind": "MeshSubset", "tags": {"version": "v1"}},
+    {"kind": "MeshService", "name": "backend"},
+    {"kind": "Dataplane", "name": "backend-1"},
+    {"kind": "Dataplane", "labels": {"app": "backend"}},
+])
+def test_every_top_level_kind_is_accepted(target: dict[str, Any]) -> None:
+    doc = _mt(({"kind": "Mesh"}, {"idleTimeout": "1m"}), target=target)
+    assert isinstance(decode_resource(doc), MeshTimeout)
+
+
+def test_from_alone_is_accepted() -> None:
+    doc = _mt(sources=[{"targetRef": {"kind": "Mesh"}, "default": {"idleTimeout": "1m"}}])
+    mt = decode_resource(doc)
+
+    assert isinstance(mt, MeshTimeout)
+    assert mt.spec.from_[0].default.idle_timeout == "1m"
+
+
+@pytest.mark.parametrize(("text", "ns"), [
+    ("0", 0), ("0s", 0), ("1s", 10**9), ("1.5s", 1_500_000_000), ("500ms", 500_000_000),
+    ("1h30m", 5_400 * 10**9), ("2us", 2_000), ("2µs", 2_000), ("7ns", 7), ("-2s", -2 * 10**9),
+    (".5s", 500_000_000),
+])
+def test_go_durations_are_read_as_go_reads_them(text: str, ns: int) -> None:
+    assert go_duration_ns(text) == ns
+
+
+@pytest.mark.parametrize("text", ["", "1", "1d", "s", "1s2", "1 s", "1.s.", "--1s", "1sx"])
+def test_what_go_does_not_read_is_no_duration(text: str) -> None:
+    assert go_duration_ns(text) is None
+
+
+# --- violations -------------------------------------------------------------------------------
+
+
+def test_neither_to_nor_from() -> None:
+    assert _violations(_mt()) == ["spec: at least one of 'from', 'to' has to be defined"]
+
+
+def test_a_default_that_sets_nothing() -> None:
+    assert _violations(_mt(({"kind": "Mesh"}, {}))) == [
+        "spec.to[0].default: at least one timeout should be configured"]
+
+
+def test_an_empty_http_section() -> None:
+    assert _violations(_mt(({"kind": "Mesh"}, {"http": {}}))) == [
+        "spec.to[0].default.http: at least one timeout in this section should be configured"]
+
+
+def test_durations_name_their_field_and_value() -> None:
+    doc = _mt(({"kind": "Mesh"}, {"connectionTimeout": "0s", "idleTimeout": "-1s",
+                                  "http": {"requestTimeout": "15", "maxStreamDuration": "1d"}}))
+
+    assert _violations(doc) == [
+        "spec.to[0].default.connectionTimeout: '0s' must be greater than 0s",
+        "spec.to[0].default.idleTimeout: '-1s' must not be negative",
+        "spec.to[0].default.http.requestTimeout: '15' is not a duration (Go's format: a number "
+        "and a unit of ns, us, ms, s, m, h, e.g. 500ms, 15s, 1h30m)",
+        "spec.to[0].default.http.maxStreamDuration: '1d' is not a duration (Go's format: a "
+        "number and a unit of ns, us, ms, s, m, h, e.g. 500ms, 15s, 1h30m)",
+    ]
+
+
+def test_to_names_mesh_or_a_meshservice_only() -> None:
+    doc = _mt(({"kind": "MeshSubset", "tags": {"a": "b"}}, {"idleTimeout": "1s"}),
+              ({"kind": "MeshService"}, {"idleTimeout": "1s"}))
+
+    assert _violations(doc) == [
+        "spec.to[0].targetRef.kind: 'MeshSubset' is not one of Mesh, MeshService",
+        "spec.to[1].targetRef.name: is required with kind MeshService",
+    ]
+
+
+def test_the_top_level_and_from_kinds() -> None:
+    doc = _mt(({"kind": "Mesh"}, {"idleTimeout": "1s"}),
+              target={"kind": "MeshServiceSubset", "name": "a"},
+              sources=[{"targetRef": {"kind": "MeshService", "name": "web"},
+                        "default": {"idleTimeout": "1s"}}])
+
+    assert _violations(doc) == [
+        "spec.targetRef.kind: 'MeshServiceSubset' is not one of Mesh, MeshSubset, MeshService, "
+        "Dataplane",
+        "spec.from[0].targetRef.kind: 'MeshService' is not one of Mesh",
+    ]
+
+
+def test_a_duration_that_is_no_string_is_a_shape_error() -> None:
+    violations = _violations(_mt(({"kind": "Mesh"}, {"idleTimeout": 5})))
+
+    assert len(violations) == 1
+    assert "spec.to[0].default.idleTimeout" in violations[0]

@@ -1,0 +1,180 @@
+"""What MeshTimeouts do to a proxy's outbounds (xds_gateway.resources.timeouts): which
+policies select it, how `to[]` entries merge, what stays as it was, and that the resources stay
+keyed by what they are made of. The full config of one case: testdata/meshtimeout.*; a real
+Envoy timing out a request: tests/integration/test_l7_outbound.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from events import MeshTimeoutDeleted
+from tests.projections._histories import History, timeout
+from tests.xds_gateway._ads import Projection, event_for
+from xds_gateway.resources import timeouts
+from xds_gateway.resources.cache import ResourceCache
+from xds_gateway.resources.config_dump import config_json
+from xds_gateway.resources.snapshot import build_snapshot
+from xds_gateway.view import ProjectionView
+
+Config = dict[str, list[dict[str, Any]]]
+
+
+def _dataplane(name: str, address: str, port: int, service: str, protocol: str = "http",
+               **labels: str) -> dict[str, Any]:
+    doc: dict[str, Any] = {"type": "Dataplane", "mesh": "default", "name": name,
+                           "networking": {"address": address, "inbound": [
+                               {"port": port, "protocol": protocol,
+                                "tags": {"kuma.io/service": service}}]}}
+    if labels:
+        doc["labels"] = labels
+    return doc
+
+
+def _view() -> tuple[ProjectionView, Projection]:
+    projection, view = Projection(), ProjectionView()
+    view.apply(projection.fold([*History().mesh("default").events, *(
+        event_for(doc, at=10 + i) for i, doc in enumerate([
+            _dataplane("backend-1", "10.0.0.1", 8080, "backend"),
+            _dataplane("api-1", "10.0.0.2", 9090, "api"),
+            _dataplane("db-1", "10.0.0.3", 5432, "db", "tcp"),
+            _dataplane("web-1", "10.0.0.9", 7070, "web", team="a"),
+            _dataplane("web-2", "10.0.0.10", 7070, "web", team="a"),
+        ]))]))
+    return view, projection
+
+
+def _apply(view: ProjectionView, projection: Projection, *policies: Any) -> None:
+    view.apply(projection.fold(History(start=2_000_000_000_000).apply_timeout(p).events[-1]
+                               for p in policies))
+
+
+def _route_timeout(config: Config, service: str) -> str | None:
+    for entry in config["listeners"]:
+        (chain,) = entry["resource"]["filterChains"]
+        hcm = chain["filters"][0]["typedConfig"]
+        if hcm.get("statPrefix") == f"default_{service}___msvc_{_PORTS[service]}":
+            route = hcm["routeConfig"]["virtualHosts"][0]["routes"][0]["route"]
+            timeout_: str | None = route.get("timeout")
+            return timeout_
+    raise AssertionError(f"no outbound to {service}")
+
+
+_PORTS = {"backend": 8080, "api": 9090, "db": 5432, "web": 7070}
+
+
+def test_a_meshtimeout_that_selects_no_proxy_changes_nothing() -> None:
+    view, projection = _view()
+    before = config_json(view, "default", "web-1", ResourceCache())
+    _apply(view, projection,
+           timeout("default", "other", ({"kind": "Mesh"}, {"connectionTimeout": "1s"}),
+                   target={"kind": "Dataplane", "name": "db-1"}),
+           timeout("default", "nobody", ({"kind": "Mesh"}, {"idleTimeout": "1s"}),
+                   target={"kind": "MeshSubset", "tags": {"team": "b"}}))
+
+    assert config_json(view, "default", "web-1", ResourceCache()) == before
+    assert _route_timeout(before, "backend") == "0s"  # meshlog's: none
+
+
+def test_a_meshservice_entry_beats_mesh_entries_and_the_more_specific_policy_wins() -> None:
+    view, projection = _view()
+    _apply(view, projection,
+           # top-level Mesh, named first: its MeshService entry still wins for backend
+           timeout("default", "a", ({"kind": "MeshService", "name": "backend"},
+                                    {"http": {"requestTimeout": "1s"}})),
+           timeout("default", "b", ({"kind": "Mesh"}, {"http": {"requestTimeout": "2s"}})),
+           # a Dataplane's policy is more specific than b, whatever the names
+           timeout("default", "0-dp", ({"kind": "Mesh"}, {"http": {"requestTimeout": "3s"}}),
+                   target={"kind": "Dataplane", "labels": {"team": "a"}}))
+
+    config = config_json(view, "default", "web-1", ResourceCache())
+
+    assert _route_timeout(config, "backend") == "1s"
+    assert _route_timeout(config, "api") == "3s"
+    # backend-1 is not a `team: a` Dataplane: b's value for api
+    assert _route_timeout(config_json(view, "default", "backend-1", ResourceCache()),
+                          "api") == "2s"
+
+
+def test_among_policies_of_one_kind_the_later_name_wins_field_by_field() -> None:
+    view, projection = _view()
+    _apply(view, projection,
+           timeout("default", "z", ({"kind": "Mesh"}, {"http": {"requestTimeout": "9s"}})),
+           timeout("default", "y", ({"kind": "Mesh"}, {"connectionTimeout": "4s",
+                                                       "http": {"requestTimeout": "8s"}})))
+
+    config = config_json(view, "default", "web-1", ResourceCache())
+
+    assert _route_timeout(config, "backend") == "9s"
+    clusters = {c["name"]: c["resource"] for c in config["clusters"]}
+    assert clusters["default_backend___msvc_8080"]["connectTimeout"] == "4s"  # y's, kept
+
+
+def test_a_change_and_a_delete_reach_the_config_through_one_cache() -> None:
+    view, projection = _view()
+    cache = ResourceCache()
+    before = config_json(view, "default", "web-1", cache)
+    _apply(view, projection, timeout("default", "t", ({"kind": "Mesh"}, {
+        "http": {"requestTimeout": "1s"}})))
+    assert _route_timeout(config_json(view, "default", "web-1", cache), "backend") == "1s"
+    _apply(view, projection, timeout("default", "t", ({"kind": "Mesh"}, {
+        "http": {"requestTimeout": "2s"}})))
+    assert _route_timeout(config_json(view, "default", "web-1", cache), "backend") == "2s"
+
+    view.apply(projection.fold([MeshTimeoutDeleted(at=3_000_000_000_000, mesh="default",
+                                                   name="t")]))
+
+    assert config_json(view, "default", "web-1", cache) == before  # versions too
+
+
+def test_proxies_selected_alike_share_one_build() -> None:
+    view, projection = _view()
+    _apply(view, projection, timeout("default", "t", ({"kind": "Mesh"}, {
+        "idleTimeout": "1m"}), target={"kind": "MeshSubset", "tags": {"kuma.io/service": "web"}}))
+    cache = ResourceCache()
+
+    web1 = build_snapshot(view, "default", "web-1", cache)
+    web2 = build_snapshot(view, "default", "web-2", cache)
+    build_snapshot(view, "default", "db-1", cache)  # not selected: a part of its own
+
+    assert web1.shared is web2.shared
+    assert cache.shared_builds == 2
+
+
+def test_a_dataplane_named_is_the_only_one_selected() -> None:
+    view, projection = _view()
+    _apply(view, projection, timeout("default", "t", ({"kind": "Mesh"}, {
+        "http": {"requestTimeout": "5s"}}), target={"kind": "Dataplane", "name": "web-1"}))
+
+    assert _route_timeout(config_json(view, "default", "web-1", ResourceCache()),
+                          "backend") == "5s"
+    assert _route_timeout(config_json(view, "default", "web-2", ResourceCache()),
+                          "backend") == "0s"
+
+
+def test_an_explicit_outbound_gets_the_timeouts_of_its_destination() -> None:
+    view, projection = _view()
+    explicit = _dataplane("client-1", "10.0.0.20", 7070, "client")
+    explicit["networking"]["outbound"] = [
+        {"port": 10001, "backendRef": {"kind": "MeshService", "name": "backend", "port": 8080}}]
+    view.apply(projection.fold([event_for(explicit, at=2_500_000_000_000)]))
+    _apply(view, projection, timeout("default", "t", ({"kind": "MeshService", "name": "backend"},
+                                                      {"http": {"requestTimeout": "7s"}})))
+
+    config = config_json(view, "default", "client-1", ResourceCache())
+    listeners = {entry["name"]: entry["resource"] for entry in config["listeners"]}
+
+    hcm = listeners["outbound:127.0.0.1:10001"]["filterChains"][0]["filters"][0]["typedConfig"]
+    assert hcm["routeConfig"]["virtualHosts"][0]["routes"][0]["route"]["timeout"] == "7s"
+
+
+def test_a_multizone_service_takes_the_mesh_entries_only() -> None:
+    mesh_wide = timeout("default", "a", ({"kind": "Mesh"}, {"connectionTimeout": "3s"}),
+                        ({"kind": "MeshService", "name": "redis"}, {"connectionTimeout": "1s"}))
+
+    assert timeouts.for_destination([mesh_wide], None) == timeouts.Timeouts(
+        connection=3_000_000_000)
+    assert timeouts.for_destination([mesh_wide], "redis") == timeouts.Timeouts(
+        connection=1_000_000_000)
+    assert timeouts.for_destination([mesh_wide], "other") == timeouts.Timeouts(
+        connection=3_000_000_000)
+    assert timeouts.for_destination([], "redis") is None

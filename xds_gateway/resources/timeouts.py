@@ -1,0 +1,259 @@
+"""MeshTimeout to Envoy: the timeouts of a proxy's outbounds to MeshService ports.
+
+What applies, precisely (Kuma 2.x's rules for `to[]`, `pkg/plugins/policies/core`, where not
+said otherwise):
+
+1. **Which policies.** A MeshTimeout of the proxy's mesh applies to a Dataplane when its
+   top-level targetRef selects it: `Mesh`, always; `MeshSubset`, when one of its inbounds
+   carries every one of `tags` (no tags: every Dataplane); `MeshService`, when that
+   MeshService's selector matches one of its inbounds; `Dataplane`, by `name`, or when the
+   Dataplane has every one of `labels`. Kinds this release does not know select nothing.
+2. **Order.** The applying policies are sorted by the specificity of their top-level
+   targetRef (Mesh < MeshSubset < MeshService < Dataplane), then by name (Kuma's
+   `ByTargetRef`); their `to[]` entries are concatenated in that order.
+3. **Per destination.** For the outbound to MeshService `s`, the entries whose targetRef is
+   `Mesh` or `MeshService` named `s` are taken, those of kind Mesh first, then those naming
+   `s`, each group in the order of 2. Their `default`s are merged field by field
+   (`connectionTimeout`, `idleTimeout` and each `http.*` on its own): a later entry's value
+   replaces an earlier one's, a field it leaves out keeps the earlier value. So a MeshService
+   entry beats a Mesh entry whatever the policies' order, and between entries of one kind
+   the more specific top-level targetRef, then the later name, wins. A MeshMultiZoneService
+   outbound takes the Mesh entries only. This is the rule of Kuma's destinations that are
+   MeshService resources (its resource rules: the more specific targetRef is merged last);
+   its legacy `kuma.io/service` rules (`BuildRules`) let the later policy win even when its
+   entry is the less specific one. meshlog's destinations are MeshServices only.
+4. **No default.** A field no entry sets keeps what meshlog sets without a MeshTimeout
+   (connect timeout 5 s, no request timeout, stream idle 30 min, Envoy's defaults for the
+   rest). Kuma's built-in defaults (15 s request timeout, 1 h idle, ...) come from the
+   default MeshTimeout it creates with a mesh; meshlog creates no policies, so without one
+   the config is exactly what it was before MeshTimeout existed.
+
+What each field sets (Kuma's mapping, `meshtimeout/plugin/xds/configurer.go`):
+
+| field                        | L4 outbound (tcp_proxy)   | L7 outbound (`http`, `http2`, `grpc`) |
+|------------------------------|---------------------------|---------------------------------------|
+| `connectionTimeout`          | cluster `connect_timeout` | cluster `connect_timeout`             |
+| `idleTimeout`                | tcp_proxy `idle_timeout`  | cluster (1) and HCM `idle_timeout` (2)|
+| `http.requestTimeout`        | -                         | the route's `timeout`                 |
+| `http.streamIdleTimeout`     | -                         | HCM `stream_idle_timeout`             |
+| `http.maxStreamDuration`     | -                         | cluster `max_stream_duration` (1)     |
+| `http.maxConnectionDuration` | -                         | cluster `max_connection_duration` (1) |
+| `http.requestHeadersTimeout` | -                         | HCM `request_headers_timeout`         |
+
+(1) in the cluster's `HttpProtocolOptions.common_http_protocol_options` (to the endpoints);
+(2) the HCM's `common_http_protocol_options` (from the app).
+
+**meshlog's deviations.** Kuma sets the L7 outbound's downstream idle timeout (the HCM's) to
+0, never, because its legacy Timeout policy put `idleTimeout` there; meshlog sets it to
+`idleTimeout` too, so connections from the app are closed like those to the endpoints.
+Kuma puts `streamIdleTimeout` on the route; an outbound here has one route, so the HCM's
+is the same thing, and it is where meshlog's 30 min default lives. Kuma leaves a `grpc`
+port's cluster without the HTTP options; here `grpc` is HTTP/2 like `http2` and gets them.
+Proxyless gRPC clients get no MeshTimeout (gRPC's xDS client reads only a route's
+`max_stream_duration`, which nothing maps to yet). `from[]`
+(inbound timeouts) is accepted and validated and has no effect yet; so is a top-level
+targetRef that selects no proxy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from envoy.config.cluster.v3.cluster_pb2 import Cluster
+from envoy.config.core.v3.protocol_pb2 import Http1ProtocolOptions
+from envoy.config.listener.v3.listener_pb2 import Listener
+from envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2 import (  # noqa: E501
+    HttpConnectionManager,
+)
+from envoy.extensions.filters.network.tcp_proxy.v3.tcp_proxy_pb2 import TcpProxy
+from envoy.extensions.upstreams.http.v3.http_protocol_options_pb2 import HttpProtocolOptions
+from google.protobuf.duration_pb2 import Duration
+from msgspec import Struct
+
+from events import Dataplane, MeshTimeout, TargetRef
+from events.resources import MeshTimeoutConf, go_duration_ns
+from projections import MeshServiceRow, MeshTimeoutRow
+from xds_gateway.resources.listeners import HTTP_PROTOCOLS
+
+__all__ = ["Timeouts", "applying", "for_cluster", "for_destination", "for_listener",
+           "timed_cluster", "timed_listener"]
+
+_TOP_RANK = {"Mesh": 0, "MeshSubset": 1, "MeshService": 2, "Dataplane": 3}
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_HCM = "envoy.filters.network.http_connection_manager"
+_TCP_PROXY = "envoy.filters.network.tcp_proxy"
+
+
+class Timeouts(Struct, frozen=True, kw_only=True):
+    """The merged timeouts of one outbound, in nanoseconds; None: not set by any entry.
+    Hashable, so it is part of the cache keys of the resources it changes."""
+
+    connection: int | None = None
+    idle: int | None = None
+    request: int | None = None
+    stream_idle: int | None = None
+    max_stream: int | None = None
+    max_connection: int | None = None
+    request_headers: int | None = None
+
+
+_NOTHING = Timeouts()
+
+
+def applying(policies: Mapping[str, MeshTimeoutRow] | None, dataplane: Dataplane,
+             services: Mapping[str, MeshServiceRow]) -> tuple[MeshTimeout, ...]:
+    """The MeshTimeouts (rows of the Dataplane's mesh) that apply to `dataplane`, in the
+    order of rule 2."""
+    if not policies:
+        return ()
+    chosen = [row.policy for row in policies.values()
+              if _selects(row.policy.spec.target_ref, dataplane, services)]
+    return tuple(sorted(chosen, key=lambda p: (_TOP_RANK[p.spec.target_ref.kind], p.name)))
+
+
+def for_destination(policies: Iterable[MeshTimeout], service: str | None) -> Timeouts | None:
+    """The merged timeouts of the outbound to MeshService `service` (None: a
+    MeshMultiZoneService, Mesh entries only) under `policies` in `applying`'s order; None
+    when no entry is about it."""
+    entries = [to for p in policies for to in p.spec.to
+               if to.target_ref.kind == "Mesh"
+               or (to.target_ref.kind == "MeshService" and service is not None
+                   and to.target_ref.name == service)]
+    if not entries:
+        return None
+    entries.sort(key=lambda to: to.target_ref.kind != "Mesh")  # stable: Mesh first
+    merged: dict[str, int] = {}
+    for to in entries:
+        merged.update(_fields(to.default))
+    return Timeouts(**merged)
+
+
+def for_cluster(timeouts: Timeouts | None, protocol: str) -> Timeouts | None:
+    """What of `timeouts` the EDS cluster of a port of `protocol` takes (None: nothing):
+    both what `timed_cluster` reads and its cache key, so equal clusters are encoded once."""
+    if timeouts is None:
+        return None
+    if protocol not in HTTP_PROTOCOLS:
+        part = Timeouts(connection=timeouts.connection)
+    else:
+        part = Timeouts(connection=timeouts.connection, idle=timeouts.idle,
+                        max_stream=timeouts.max_stream, max_connection=timeouts.max_connection)
+    return None if part == _NOTHING else part
+
+
+def for_listener(timeouts: Timeouts | None, protocol: str) -> Timeouts | None:
+    """What of `timeouts` the outbound listener of a port of `protocol` takes (None:
+    nothing), as `for_cluster`."""
+    if timeouts is None:
+        return None
+    if protocol not in HTTP_PROTOCOLS:
+        part = Timeouts(idle=timeouts.idle)
+    else:
+        part = Timeouts(idle=timeouts.idle, request=timeouts.request,
+                        stream_idle=timeouts.stream_idle,
+                        request_headers=timeouts.request_headers)
+    return None if part == _NOTHING else part
+
+
+def timed_cluster(cluster: Cluster, timeouts: Timeouts | None) -> Cluster:
+    """`cluster` (an outbound's EDS cluster) with `timeouts` (`for_cluster`'s) set."""
+    if timeouts is None:
+        return cluster
+    if timeouts.connection is not None:
+        cluster.connect_timeout.CopyFrom(_duration(timeouts.connection))
+    http = (timeouts.idle, timeouts.max_stream, timeouts.max_connection)
+    if all(v is None for v in http):
+        return cluster
+    options = HttpProtocolOptions()
+    if _HTTP_OPTIONS in cluster.typed_extension_protocol_options:
+        cluster.typed_extension_protocol_options[_HTTP_OPTIONS].Unpack(options)
+    else:  # HTTP/1.1 to the endpoints, as without the options
+        options.explicit_http_config.http_protocol_options.CopyFrom(Http1ProtocolOptions())
+    common = options.common_http_protocol_options
+    for name, value in zip(("idle_timeout", "max_stream_duration", "max_connection_duration"),
+                           http, strict=True):
+        if value is not None:
+            getattr(common, name).CopyFrom(_duration(value))
+    cluster.typed_extension_protocol_options[_HTTP_OPTIONS].Pack(options)
+    return cluster
+
+
+def timed_listener(listener: Listener, timeouts: Timeouts | None) -> Listener:
+    """`listener` (an outbound's) with `timeouts` (`for_listener`'s) set on its tcp_proxy or
+    HttpConnectionManager."""
+    if timeouts is None:
+        return listener
+    for chain in listener.filter_chains:
+        for network_filter in chain.filters:
+            config = network_filter.typed_config
+            if network_filter.name == _TCP_PROXY and timeouts.idle is not None:
+                proxy = TcpProxy()
+                config.Unpack(proxy)
+                proxy.idle_timeout.CopyFrom(_duration(timeouts.idle))
+                config.Pack(proxy)
+            elif network_filter.name == _HCM:
+                hcm = HttpConnectionManager()
+                config.Unpack(hcm)
+                _timed_hcm(hcm, timeouts)
+                config.Pack(hcm)
+    return listener
+
+
+def _timed_hcm(hcm: HttpConnectionManager, timeouts: Timeouts) -> None:
+    if timeouts.request is not None:
+        for host in hcm.route_config.virtual_hosts:
+            for route in host.routes:
+                route.route.timeout.CopyFrom(_duration(timeouts.request))
+    if timeouts.stream_idle is not None:
+        hcm.stream_idle_timeout.CopyFrom(_duration(timeouts.stream_idle))
+    if timeouts.request_headers is not None:
+        hcm.request_headers_timeout.CopyFrom(_duration(timeouts.request_headers))
+    if timeouts.idle is not None:
+        hcm.common_http_protocol_options.idle_timeout.CopyFrom(_duration(timeouts.idle))
+
+
+def _fields(conf: MeshTimeoutConf) -> dict[str, int]:
+    http = conf.http
+    given = {
+        "connection": conf.connection_timeout,
+        "idle": conf.idle_timeout,
+        "request": http.request_timeout if http else None,
+        "stream_idle": http.stream_idle_timeout if http else None,
+        "max_stream": http.max_stream_duration if http else None,
+        "max_connection": http.max_connection_duration if http else None,
+        "request_headers": http.request_headers_timeout if http else None,
+    }
+    out = {}
+    for name, value in given.items():
+        ns = None if value is None else go_duration_ns(value)
+        if ns is not None and ns >= 0:  # validation refused the others
+            out[name] = ns
+    return out
+
+
+def _duration(ns: int) -> Duration:
+    return Duration(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
+
+
+def _selects(ref: TargetRef, dataplane: Dataplane, services: Mapping[str, MeshServiceRow]
+             ) -> bool:
+    inbounds = dataplane.networking.inbound
+    match ref.kind:
+        case "Mesh":
+            return True
+        case "MeshSubset":
+            return any(_all_in(ref.tags or {}, i.tags) for i in inbounds)
+        case "MeshService":
+            ms = services.get(ref.name or "")
+            selector = ms.spec.selector.dataplane_tags if ms is not None else {}
+            return bool(selector) and any(_all_in(selector, i.tags) for i in inbounds)
+        case "Dataplane":
+            if ref.name is not None:
+                return ref.name == dataplane.name
+            return ref.labels is not None and _all_in(ref.labels, dataplane.labels)
+        case _:  # a kind of a later release, in the log: it selects nothing here
+            return False
+
+
+def _all_in(wanted: Mapping[str, str], have: Mapping[str, str]) -> bool:
+    return all(have.get(key) == value for key, value in wanted.items())

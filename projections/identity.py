@@ -28,7 +28,6 @@ signature.
 from __future__ import annotations
 
 import logging
-import zlib
 
 import msgspec
 
@@ -36,6 +35,13 @@ from events import Mesh, ca_purpose
 from events.identity import SealedSecretError
 from events.identity.pki import NOT_BEFORE_SKEW_MS, LoadedCa, issue_workload, uri_sans
 from events.resources import duration_ms
+from projections._renewal import (
+    RENEWAL_GROUPS,
+    next_renewal,
+    renew_after,
+    renewal_group,
+    window_start,
+)
 from projections.errors import IdentityUnavailable
 from projections.state import ProjectionState, dp_key
 from projections.views import CaRow, DataplaneRow, IdentityRow, MeshRow, TrustRow
@@ -47,49 +53,6 @@ log = logging.getLogger("meshlog.projector")
 
 DEFAULT_EXPIRATION = "24h"
 """Kuma's default `dpCert.rotation.expiration`."""
-
-
-RENEWAL_GROUPS = 16
-"""How many groups a mesh's Dataplanes renew in, one after the other."""
-_SPREAD = 8
-"""The groups' first renewals spread over 1/`_SPREAD` of the renewal period: the last group
-renews its first certificates at 0.8 * 1.125 = 0.9 of their life, leaving a tenth of it to
-reach the proxies."""
-
-
-def _renew_after(expiration_ms: int) -> int:
-    """Kuma re-issues after 4/5 of a certificate's life."""
-    return expiration_ms * 4 // 5
-
-
-def renewal_group(mesh: str, name: str) -> int:
-    """The renewal group of Dataplane `name` of `mesh`: the same in every process and log."""
-    return zlib.crc32(f"{mesh}/{name}".encode()) % RENEWAL_GROUPS
-
-
-def _first_renewal(anchor: int, period: int, group: int) -> int:
-    return anchor + period + period * group // (_SPREAD * RENEWAL_GROUPS)
-
-
-def window_start(trust: TrustRow, group: int) -> int:
-    """Start of the issuing window `group` is in at `trust.clock`: its certificates are valid
-    from it (minus a skew) for `expiration_ms`, and replaced after 4/5 of that."""
-    period = _renew_after(trust.expiration_ms)
-    first = _first_renewal(trust.anchor, period, group)
-    if trust.clock < first:
-        return trust.anchor
-    return first + (trust.clock - first) // period * period
-
-
-def _next_renewal(anchor: int, period: int, after: int) -> int:
-    """The first time after `after` that a group moves to its next window."""
-    soonest = None
-    for group in range(RENEWAL_GROUPS):
-        first = _first_renewal(anchor, period, group)
-        when = first if after < first else first + ((after - first) // period + 1) * period
-        soonest = when if soonest is None else min(soonest, when)
-    assert soonest is not None
-    return soonest
 
 
 def refresh_trust(state: ProjectionState, mesh: str, at: int) -> None:
@@ -111,7 +74,7 @@ def refresh_trust(state: ProjectionState, mesh: str, at: int) -> None:
     if old is not None and same_issuer:
         anchor, clock, renew = old.anchor, old.clock, old.renew_at
     else:
-        anchor, clock, renew = at, at, _next_renewal(at, _renew_after(expiration), at)
+        anchor, clock, renew = at, at, next_renewal(at, renew_after(expiration), at)
     new = TrustRow(mesh=mesh, backend=backend.name, mode=backend.mode,
                    roots=_roots(state, spec, backend.name), ca_version=ca.meta.version,
                    expiration_ms=expiration, anchor=anchor, clock=clock, renew_at=renew)
@@ -141,7 +104,7 @@ def renew_due(state: ProjectionState, at: int) -> None:
         assert trust is not None
         moved = msgspec.structs.replace(
             trust, clock=at,
-            renew_at=_next_renewal(trust.anchor, _renew_after(trust.expiration_ms), at))
+            renew_at=next_renewal(trust.anchor, renew_after(trust.expiration_ms), at))
         groups = {g for g in range(RENEWAL_GROUPS)
                   if window_start(moved, g) != window_start(trust, g)}
         state.put("trust", mesh, moved)

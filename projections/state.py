@@ -19,6 +19,7 @@ from events import DEFAULT_ZONE, GLOBAL_ZONE, Dataplane, Provenance
 from events.identity import SecretKey
 from events.identity.pki import LoadedCa
 from projections._match import dataplane_matches
+from projections._renewal import next_renewal, renew_after
 from projections.views import (
     COLLECTIONS,
     CaRow,
@@ -34,8 +35,7 @@ from projections.views import (
     encode_row,
 )
 
-__all__ = ["Change", "ProjectionState", "dp_key", "local_zone_of", "ms_key",
-           "same_tags"]
+__all__ = ["Change", "ProjectionState", "dp_key", "local_zone_of", "ms_key", "same_tags"]
 
 Key = tuple[str, str]  # (collection, key)
 
@@ -74,8 +74,6 @@ def same_tags(a: Dataplane, b: Dataplane) -> bool:
 
 _R = TypeVar("_R", bound=Row)
 _SELECTING_MEMO_SIZE = 65_536
-
-
 # rows that feed no index: `projections.remote`'s inputs, a deleted zone's kept rows
 _UNINDEXED = frozenset({"remotemeshservice", "parkeddataplane", "parkedmeshservice",
                         "parkedzoneingress"})
@@ -433,7 +431,7 @@ class ProjectionState:
             dp = _typed(DataplaneRow, row).dataplane
             self.remote_dps[(dp.mesh, dp.labels.get("kuma.io/zone", ""))].add(key)
         elif collection in _UNINDEXED:
-            pass  # inputs of `projections.remote`, indexed by their keys alone
+            pass
         elif isinstance(row, DataplaneRow):
             dp = row.dataplane
             for inbound in dp.networking.inbound:
@@ -451,7 +449,9 @@ class ProjectionState:
         elif isinstance(row, VipRow):
             self.used_vips.add(row.ip)
         elif isinstance(row, TrustRow):
-            self.renewals[row.mesh] = row.renew_at
+            # `renew_at`, but a fold version 6 row (a resumed store) has later there
+            self.renewals[row.mesh] = min(row.renew_at, next_renewal(
+                row.anchor, renew_after(row.expiration_ms), row.clock))
             self._due_known = False
         elif isinstance(row, RevocationRow):
             when = row.drop_at()

@@ -16,6 +16,7 @@ from projections.identity import RENEWAL_GROUPS, renewal_group
 from projections.state import ProjectionState
 from projections.views import IdentityRow, TrustRow, decode_typed, encode_row
 from tests.projections._histories import (
+    SECRET_KEY,
     ZONE,
     History,
     dataplane,
@@ -199,4 +200,32 @@ def test_a_trust_row_reads_across_the_release_before() -> None:
     stored = json.loads(encode_row(trust))
     assert stored["windowStart"] == trust.clock and "clock" not in stored
     assert decode_typed(TrustRow, json.dumps(stored).encode()) == trust
+
+
+def test_a_store_of_fold_version_6_resumed_issues_no_expired_certificate() -> None:
+    """Fold version 6 kept one window for the whole mesh: `windowStart` at its start and
+    `renewAt` a period later. Resumed, the groups renew from that time on (the first event
+    past it moves them), so a Dataplane registered half a period later gets a certificate
+    valid now, whatever its group: none one period behind, expired."""
+    h = History(start=START, gap=0)
+    h.mtls("default", "ca-1", enabled="ca-1", expiration="10s")  # a period of 8 s
+    state = fold_all(h.events)
+    trust = _trust(state)
+    assert trust is not None
+    stored = []
+    for collection, key, body in state.persisted():
+        if collection == "trust":  # as version 6 wrote it, two windows in
+            old = json.loads(body)
+            old["windowStart"], old["renewAt"] = trust.anchor + 16_000, trust.anchor + 24_000
+            body = json.dumps(old).encode()
+        stored.append((collection, key, body))
+    resumed = ProjectionState.load(stored, secret_key=SECRET_KEY, local_zone=ZONE)
+    at = trust.anchor + 20_000
+    h.tick_at(at)
+    for i in range(40):
+        h.register(dataplane("default", f"web-{i}", f"10.0.1.{i + 1}", inbound(8080, "web")))
+    fold([h.events[-41:]], state=resumed, first_seq=len(h.events) - 40)
+    for i in range(40):
+        cert = _identity(resumed, f"web-{i}")
+        assert cert.not_before <= at < cert.not_after, (i, cert.not_before, cert.not_after)
 

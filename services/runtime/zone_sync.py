@@ -161,6 +161,8 @@ class ZoneSync:
             for zone, count in purged.items():
                 log.info("zone %s deleted: purged its %d insight keys from global's bucket",
                          zone, count)
+                # its `<zone>.install` went too: recorded again when it is sourced again
+                self._installs.pop(zone, None)
             self._forgetting -= purged.keys()
 
     async def _forget_replaced(self, zones: list[str]) -> None:

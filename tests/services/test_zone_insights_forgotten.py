@@ -190,6 +190,35 @@ async def test_a_zone_installed_afresh_without_being_deleted_shows_only_its_new_
                                  "only the new install's insights on global")
 
 
+async def test_a_zone_deleted_back_and_then_installed_afresh_in_one_sync_is_purged(
+        tmp_path: Path) -> None:
+    """One sync process throughout: west deleted, registered again (the same install), then
+    installed afresh without being deleted. The delete's purge took west's recorded install
+    too; the sync records it again when west is back, so the fresh install is seen as one.
+    Before, it kept the install it had seen in memory and never recorded it again, and the
+    old install's keys stayed, shown as the fresh one's."""
+    port = free_port()
+    async with _server(tmp_path, "global", f"jetstream {{ domain: global }}\n"
+                       f"leafnodes {{ host: 127.0.0.1, port: {port} }}\n") as central:
+        zones = ZoneCommands(await JetStreamEventLog.open(
+            central, subjects=[zone_filter(GLOBAL_ZONE)]))
+        async with _sync(central):
+            async with _west(tmp_path, port, "west-1", central) as west:
+                await _write(west, "redis-1", "web-1", session="s-1")
+                assert await zones.register("west")
+                await eventually(lambda: _shown(central, {"redis-1": "s-1", "web-1": "s-1"},
+                                                {"gw-s-1"}), "west's insights on global")
+                await zones.delete("west", online=False)
+                await eventually(lambda: _shown(central, {}, set()), "west's insights purged")
+                assert await zones.register("west")
+                await eventually(lambda: _shown(central, {"redis-1": "s-1", "web-1": "s-1"},
+                                                {"gw-s-1"}), "west's insights back")
+            async with _west(tmp_path, port, "west-2", central) as fresh:
+                await _write(fresh, "redis-1", session="s-2")
+                await eventually(lambda: _shown(central, {"redis-1": "s-2"}, {"gw-s-2"}),
+                                 "only the fresh install's insights on global")
+
+
 async def test_a_bucket_an_earlier_release_made_gets_ttls_for_the_purges_markers(
         nc: NATS) -> None:
     """Global's bucket as an earlier release made it (no per-message TTL): the sync's first

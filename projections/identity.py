@@ -11,12 +11,12 @@ What is decided per event, at the event's `at` (order-dependent):
   periods.
 
 Renewals are spread: a mesh's Dataplanes fall in `RENEWAL_GROUPS` groups by a hash of their
-name (`renewal_group`), and group `g` renews at 4/5 of a certificate's life plus `g` / 160 of
-that period (`window_start`), so a mesh of 1,000 proxies re-issues ~60 certificates at a
-time, every ~0.5 % of the period (7 minutes for Kuma's default 24 h), instead of all at
-once; each group then renews every 4/5 of the life, as Kuma does. Every certificate's first
-window starts when its issuer took effect (`anchor`: a new CA or expiration re-issues them
-all, as in Kuma), and lasts 4/5 to 0.89 of its life.
+name (`renewal_group`), and group `g` renews at 4/5 of a certificate's life plus `g` / 128
+of that period (`projections._renewal.window_start`), so a mesh of 1,000 proxies re-issues
+~60 certificates at a time, the groups 1/160 of the life apart (9 minutes for Kuma's default
+24 h), instead of all at once; each group then renews every 4/5 of the life, as Kuma does.
+Every certificate's first window starts when its issuer took effect (`anchor`: a new CA or
+expiration re-issues them all, as in Kuma), and lasts 4/5 to 0.9 of its life.
 
 What is derived once per batch (a pure function of the state, so batch boundaries do not
 matter): the certificates of the Dataplanes marked stale, issued with

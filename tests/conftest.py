@@ -37,29 +37,30 @@ async def event_log(nc: NATS) -> JetStreamEventLog:
 
 
 HANG_REPORT_S = 300.0
-"""A test still running after this long gets every asyncio task's stack (and every thread's)
-printed, which the failure then shows: the suite's longest test takes a small fraction of it,
-and pytest-timeout (pyproject.toml, `timeout`) ends the test a while later. An await that
-never returns leaves the event loop idle, so the report runs; a loop blocked in a call is
-reported by pytest-timeout's own traceback."""
+"""A test still running after this long gets every thread's stack printed (`faulthandler`,
+synchronous tests too) and, if its event loop is idle in an await, every asyncio task's
+stack: its failure shows them. The suite's longest test takes a small fraction of it, and
+pytest-timeout (pyproject.toml, `timeout`) ends the test a while later. A loop blocked in a
+call is shown by the threads' stacks and by pytest-timeout's own traceback."""
 
 
-def _report_hang(test: str) -> None:
+def _report_tasks(test: str) -> None:
     out = sys.stderr
-    print(f"\n=== {test} still running after {HANG_REPORT_S:.0f} s: where it waits ===",
+    print(f"\n=== {test} still running after {HANG_REPORT_S:.0f} s: where its tasks wait ===",
           file=out)
     for task in asyncio.all_tasks():
         print(f"--- {task!r}", file=out)
         task.print_stack(limit=30, file=out)
-    print("=== threads ===", file=out, flush=True)
-    faulthandler.dump_traceback(file=out, all_threads=True)
+    out.flush()
 
 
 @pytest.fixture(autouse=True)
 async def _hang_report(request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    handle = asyncio.get_running_loop().call_later(HANG_REPORT_S, _report_hang,
+    faulthandler.dump_traceback_later(HANG_REPORT_S, exit=False)
+    handle = asyncio.get_running_loop().call_later(HANG_REPORT_S, _report_tasks,
                                                    request.node.nodeid)
     try:
         yield
     finally:
         handle.cancel()
+        faulthandler.cancel_dump_traceback_later()

@@ -135,7 +135,8 @@ def _enabled(state: ProjectionState, zone: str) -> bool:
     """A zone not (yet) registered counts as enabled: its events reach a log only through a
     source that its registration made. A deleted one is not."""
     row = state.get("zone", zone)
-    return not isinstance(row, ZoneRow) or (row.enabled and not row.deleted)
+    return not isinstance(row, ZoneRow) or (
+        row.enabled and not row.deleted and not row.refused_install)
 
 
 def _services(dp: Dataplane | None) -> set[str]:
@@ -155,6 +156,11 @@ def apply_remote(state: ProjectionState, seq: int, event: AnyEvent,
     """Fold `event`, written by another zone (`is_remote`)."""
     zone = provenance.zone
     row = state.get("zone", zone)
+    if isinstance(row, ZoneRow) and row.refused_install and not row.deleted:
+        # another install of the zone is refused: what reaches this log of the zone
+        # meanwhile (in flight before the sync removed its source) may be either install's,
+        # so none of it is folded
+        return
     if isinstance(row, ZoneRow) and row.deleted:
         # in flight when its zone was deleted (its source interleaves with global's): kept
         # with the rest of what the zone synced, out of sight until it registers again
@@ -312,20 +318,27 @@ def apply_zone(state: ProjectionState, seq: int, event: ZoneApplied | ZoneDelete
     """A zone joined, was enabled or disabled, or deleted: its remote MeshServices appear,
     hide or go."""
     match event:
-        case ZoneApplied(name=zone, enabled=enabled):
+        case ZoneApplied(name=zone, enabled=enabled, refused_install=refused):
             old = state.get("zone", zone)
             state.put("zone", zone, ZoneRow(name=zone, enabled=enabled,
-                                            meta=_meta(old, seq, event.at)))
-            if isinstance(old, ZoneRow) and old.deleted:
-                if zone != state.local_zone:
-                    _unpark(state, zone)
-            elif isinstance(old, ZoneRow) and old.enabled == enabled:
+                                            meta=_meta(old, seq, event.at),
+                                            install=event.install, refused_install=refused))
+            hidden = isinstance(old, ZoneRow) and (old.deleted or bool(old.refused_install))
+            if zone == state.local_zone:  # a zone's own resources stay its own (Kuma)
+                pass
+            elif hidden and not refused:
+                _unpark(state, zone)
+            elif not hidden and refused:
+                _park(state, zone)  # the old install's: out of sight, as when deleted
+            elif isinstance(old, ZoneRow) and old.enabled == enabled and not hidden:
                 return
         case ZoneDeleted(name=zone):
             old = state.get("zone", zone)
+            hidden = isinstance(old, ZoneRow) and (old.deleted or bool(old.refused_install))
             state.put("zone", zone, ZoneRow(name=zone, enabled=False, deleted=True,
-                                            meta=_meta(old, seq, event.at)))
-            if zone != state.local_zone:  # a zone's own resources stay its own (Kuma)
+                                            meta=_meta(old, seq, event.at),
+                                            install=event.install))
+            if zone != state.local_zone and not hidden:
                 _park(state, zone)
     for mesh, display in _known(state, zone):
         refresh(state, mesh, zone, display, seq, event.at)

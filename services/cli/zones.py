@@ -60,7 +60,7 @@ def _table(overviews: list[dict[str, Any]]) -> None:
         lag = insight.get("syncLag") or {}
         enabled = "yes" if doc["zone"]["enabled"] else "no"
         if "installed afresh" in str(insight.get("reason", "")):
-            enabled = "refused: installed afresh (meshlog inspect zone)"
+            enabled = "refused"  # a new install (meshlog inspect zone NAME says why)
         table.add_row(doc["name"], enabled,
                       "yes" if insight.get("connected") else "no",
                       insight.get("lastSeen") or "-", _events(lag),

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import ControlPlane, meshlog_up, wait_for
-from tests.integration._multizone import _dataplane
+from tests.integration._multizone import _dataplane, _meshlog
 from tests.integration.test_multizone_rejoin import (
     _meshservice,
     _names,
@@ -71,5 +71,8 @@ def test_a_zone_installed_afresh_under_its_name_is_refused_not_mixed_in(
             assert doc["refusedInstall"] != doc["install"], doc
             overview = central.api.get("/zones/west/_overview").json()
             assert "installed afresh" in overview["zoneInsight"]["reason"], overview
+            table = _meshlog("--api", central.where["api"], "get", "zones")
+            assert [line.split()[:2] for line in table.splitlines()[1:]] == [
+                ["west", "refused"]], table
             assert not _names(fresh, "dataplanes") - {"api-1"}, "the fresh zone's own view"
         _replays_to_live(central, tmp_path / "refused.db")

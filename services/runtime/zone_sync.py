@@ -174,15 +174,17 @@ class ZoneSync:
             self.registered = True
 
     def _log_refused(self, registrations: list[ZoneApplied]) -> None:
-        """Say once, as an error, each refused install (global's and the refused zone's own
-        logs; other zones' say nothing)."""
+        """Say once, as an error, each refused install (global's log, and the refused
+        install's own; other zones' and the old install's say nothing)."""
         for zone in registrations:
             key = f"{zone.name} {zone.refused_install}"
             if not zone.refused_install or key in self._refused:
                 continue
+            if self._mode == "zone" and (zone.name, zone.refused_install) != (
+                    self._zone, self._install):
+                continue  # another zone's, or another install of this one's
             self._refused.add(key)
-            if self._mode == "global" or zone.name == self._zone:
-                log.error("%s", refusal(zone))
+            log.error("%s", refusal(zone))
 
     async def _forget_deleted(self, zones: list[str]) -> None:
         """Purge the insights of the zones deleted since the last step (on the first, of each

@@ -11,6 +11,7 @@ nats-server and data dir."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,11 @@ def _none_of_west(central: ControlPlane) -> bool:
     return not any(name.endswith(tuple(_synced("redis-1", "web-1", "api-1")))
                    for name in _names(central, "dataplanes")) and not _synced(
         "redis", "web", "cache", "api") & _names(central, "meshservices")
+
+
+def _logged_refusal(plane: ControlPlane) -> bool:
+    return "zone 'west' was installed afresh under its name" in (
+        plane.data_dir / "up.log").read_text()
 
 
 def _refused(central: ControlPlane) -> bool:
@@ -71,6 +77,9 @@ def test_a_zone_installed_afresh_under_its_name_is_refused_not_mixed_in(
             assert doc["refusedInstall"] != doc["install"], doc
             overview = central.api.get("/zones/west/_overview").json()
             assert "installed afresh" in overview["zoneInsight"]["reason"], overview
+            for plane in (central, fresh):  # both syncs say so, naming the zone
+                wait_for(partial(_logged_refusal, plane), timeout=30,
+                         what=f"the refusal in {plane.data_dir.name}'s log")
             table = _meshlog("--api", central.where["api"], "get", "zones")
             assert [line.split()[:2] for line in table.splitlines()[1:]] == [
                 ["west", "refused"]], table

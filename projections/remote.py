@@ -40,7 +40,10 @@ comes back when it registers again: this log holds all that zone wrote, once eac
 order (its source resumes after the last origin sequence this stream holds, so what it
 writes meanwhile follows), so the zone's full state is here again, as on Kuma's global once
 the reconnected zone's KDS resent it (reference/multizone.md §1), and a replay folds it
-alike. Labels as Kuma shows a synced
+alike. Another install of the zone registering under its name (a `ZoneApplied` with
+`refused_install`: events.commands.zones) is refused: what the zone synced goes out of sight
+the same way, its events folded meanwhile are dropped (either install's), and the old
+install back shows its rows again. Labels as Kuma shows a synced
 MeshService: `kuma.io/display-name`, `kuma.io/zone`, `kuma.io/env: universal`, and
 `kuma.io/origin` `global` in a zone (Kuma's global->zone mapper relabels what it sends, so
 the synced hostname generator, which selects origin `global`, names it) or `zone` on global.

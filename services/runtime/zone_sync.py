@@ -11,8 +11,12 @@ as the zones registered in the log say (events.bus.sources).
   afresh under the same name without being deleted (its insights bucket made anew), whose
   old install's keys are purged before its source copies the new one's;
 - zone: registers itself on global (a `ZoneApplied` on global's subject, through the one
-  command path, retried until global answers), then sources global's subjects and, through
-  global, each other registered zone's.
+  command path, retried until global answers) with its event stream's creation time, then
+  sources global's subjects and, through global, each other registered zone's.
+
+A zone whose registration names another install than the first (its data dir wiped) is
+refused (`ZoneApplied.refused_install`, events.commands.zones): no sync sources it, global's
+and its own sync log why, once.
 
 When a link comes back, it restarts the event stream's sources that stalled during the cut
 (services.runtime._source_nudge) rather than waiting out nats-server's own retry backoff.

@@ -259,12 +259,22 @@ class ZoneApplied(Event, frozen=True, tag="zone.applied"):
 
     name: str
     enabled: bool = True
+    install: str = ""
+    """The install whose events the logs hold: the creation time of the zone's event stream
+    when it first registered (carried by every later Zone event; "" from releases before)."""
+    refused_install: str = ""
+    """Another install that registered under this name (its event stream's creation time):
+    refused, as global's source would resume it after the old install's last sequence
+    (skipping its first events) and keep the old install's resources. The zone's resources
+    are hidden and not sourced while set (`events.commands.zones`)."""
 
 
 class ZoneDeleted(Event, frozen=True, tag="zone.deleted"):
     """An offline zone was removed: what it synced goes with it, everywhere."""
 
     name: str
+    install: str = ""
+    """As `ZoneApplied.install`: kept, the logs still hold that install's events."""
 
 
 class SequenceSkipped(Event, frozen=True, tag="sequence.skipped"):

@@ -40,7 +40,10 @@ comes back when it registers again: this log holds all that zone wrote, once eac
 order (its source resumes after the last origin sequence this stream holds, so what it
 writes meanwhile follows), so the zone's full state is here again, as on Kuma's global once
 the reconnected zone's KDS resent it (reference/multizone.md §1), and a replay folds it
-alike. Labels as Kuma shows a synced
+alike. Another install of the zone registering under its name (a `ZoneApplied` with
+`refused_install`: events.commands.zones) is refused: what the zone synced goes out of sight
+the same way, its events folded meanwhile are dropped (either install's), and the old
+install back shows its rows again. Labels as Kuma shows a synced
 MeshService: `kuma.io/display-name`, `kuma.io/zone`, `kuma.io/env: universal`, and
 `kuma.io/origin` `global` in a zone (Kuma's global->zone mapper relabels what it sends, so
 the synced hostname generator, which selects origin `global`, names it) or `zone` on global.
@@ -135,7 +138,8 @@ def _enabled(state: ProjectionState, zone: str) -> bool:
     """A zone not (yet) registered counts as enabled: its events reach a log only through a
     source that its registration made. A deleted one is not."""
     row = state.get("zone", zone)
-    return not isinstance(row, ZoneRow) or (row.enabled and not row.deleted)
+    return not isinstance(row, ZoneRow) or (
+        row.enabled and not row.deleted and not row.refused_install)
 
 
 def _services(dp: Dataplane | None) -> set[str]:
@@ -155,6 +159,11 @@ def apply_remote(state: ProjectionState, seq: int, event: AnyEvent,
     """Fold `event`, written by another zone (`is_remote`)."""
     zone = provenance.zone
     row = state.get("zone", zone)
+    if isinstance(row, ZoneRow) and row.refused_install and not row.deleted:
+        # another install of the zone is refused: what reaches this log of the zone
+        # meanwhile (in flight before the sync removed its source) may be either install's,
+        # so none of it is folded
+        return
     if isinstance(row, ZoneRow) and row.deleted:
         # in flight when its zone was deleted (its source interleaves with global's): kept
         # with the rest of what the zone synced, out of sight until it registers again
@@ -312,20 +321,27 @@ def apply_zone(state: ProjectionState, seq: int, event: ZoneApplied | ZoneDelete
     """A zone joined, was enabled or disabled, or deleted: its remote MeshServices appear,
     hide or go."""
     match event:
-        case ZoneApplied(name=zone, enabled=enabled):
+        case ZoneApplied(name=zone, enabled=enabled, refused_install=refused):
             old = state.get("zone", zone)
             state.put("zone", zone, ZoneRow(name=zone, enabled=enabled,
-                                            meta=_meta(old, seq, event.at)))
-            if isinstance(old, ZoneRow) and old.deleted:
-                if zone != state.local_zone:
-                    _unpark(state, zone)
-            elif isinstance(old, ZoneRow) and old.enabled == enabled:
+                                            meta=_meta(old, seq, event.at),
+                                            install=event.install, refused_install=refused))
+            hidden = isinstance(old, ZoneRow) and (old.deleted or bool(old.refused_install))
+            if zone == state.local_zone:  # a zone's own resources stay its own (Kuma)
+                pass
+            elif hidden and not refused:
+                _unpark(state, zone)
+            elif not hidden and refused:
+                _park(state, zone)  # the old install's: out of sight, as when deleted
+            elif isinstance(old, ZoneRow) and old.enabled == enabled and not hidden:
                 return
         case ZoneDeleted(name=zone):
             old = state.get("zone", zone)
+            hidden = isinstance(old, ZoneRow) and (old.deleted or bool(old.refused_install))
             state.put("zone", zone, ZoneRow(name=zone, enabled=False, deleted=True,
-                                            meta=_meta(old, seq, event.at)))
-            if zone != state.local_zone:  # a zone's own resources stay its own (Kuma)
+                                            meta=_meta(old, seq, event.at),
+                                            install=event.install))
+            if zone != state.local_zone and not hidden:
                 _park(state, zone)
     for mesh, display in _known(state, zone):
         refresh(state, mesh, zone, display, seq, event.at)

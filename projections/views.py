@@ -414,6 +414,12 @@ class ZoneRow(Row, frozen=True):
     """A tombstone: the zone was deleted; what it synced is kept out of sight (`parked*`
     rows, `projections.remote`), its events still in flight folded there too, until it
     registers again."""
+    install: str = ""
+    """The install whose events the logs hold (`ZoneApplied.install`)."""
+    refused_install: str = ""
+    """Another install registered under the name, refused: what the zone synced is kept out
+    of sight as for a deleted zone, and its events folded meanwhile are dropped
+    (`projections.remote`)."""
 
 
 COLLECTIONS: dict[str, type[Row]] = {

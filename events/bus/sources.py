@@ -43,8 +43,8 @@ from events.errors import EventLogUnavailable
 from events.subjects import EVENTS_STREAM, GLOBAL_ZONE
 
 __all__ = ["GLOBAL_DOMAIN", "SourceSpec", "SourceState", "ensure_sources", "global_sources",
-           "restart_sources", "source_states", "upstream_answers", "zone_filter",
-           "zone_sources"]
+           "restart_sources", "source_states", "stream_install", "upstream_answers",
+           "zone_filter", "zone_sources"]
 
 GLOBAL_DOMAIN = "global"
 """The JetStream domain of the global control plane's nats-server (a zone may not take this
@@ -160,6 +160,21 @@ async def upstream_answers(nc: NATS, api: str, stream: str, *, timeout_s: float 
     except (nats.errors.Error, TimeoutError):
         return False
     return True
+
+
+async def stream_install(nc: NATS, *, stream: str = EVENTS_STREAM) -> str:
+    """Which install of this control plane's `stream` this is: its creation time as
+    nats-server reports it (`created`, RFC 3339), which a data dir made afresh changes. A
+    zone registers with it (`ZoneCommands.register`)."""
+    try:
+        reply = await nc.request(f"$JS.API.STREAM.INFO.{stream}", b"", timeout=_TIMEOUT_S)
+        info = json.loads(reply.data)
+    except (nats.errors.Error, TimeoutError, ValueError) as exc:
+        raise EventLogUnavailable(f"cannot read stream {stream}: {exc!r}") from exc
+    created = info.get("created") if isinstance(info, dict) else None
+    if not isinstance(created, str) or "error" in info:
+        raise EventLogUnavailable(f"cannot read stream {stream}'s creation time: {info!r}")
+    return created
 
 
 async def source_states(nc: NATS, *, stream: str = EVENTS_STREAM) -> list[SourceState]:

@@ -32,15 +32,34 @@ class ZoneCommands:
         self.handler = CommandHandler.of(log)
         self._clock = clock
 
-    async def register(self, name: str) -> bool:
+    async def register(self, name: str, install: str = "") -> bool:
         """Make `name` a zone of global, enabled unless an operator disabled it; True when
-        this appended."""
+        this appended. `install`: the creation time of the zone's event stream ("" unknown).
+
+        The first install registered is the one the logs hold the events of (`install`);
+        another one (the zone's data dir wiped, deleted on global first or not) is recorded
+        as refused (`refused_install`): global's source of the zone resumes after the last
+        origin sequence it holds of the old install, so it would skip the new install's
+        first events and keep the old one's resources (docs/status.md). The old install
+        back (its data dir restored) clears the refusal. A zone registered by a release
+        before has no install recorded: the one registering now is recorded as is."""
         at = self._clock()
 
         def decide(current: Current) -> Decision:
-            if isinstance(current.event, ZoneApplied):
+            event = current.event
+            if not isinstance(event, ZoneApplied | ZoneDeleted):
+                return Append(ZoneApplied(at=at, name=name, install=install))
+            enabled = event.enabled if isinstance(event, ZoneApplied) else True
+            known = event.install or install
+            if not install:  # not known: changes nothing
+                refused = event.refused_install if isinstance(event, ZoneApplied) else ""
+            else:
+                refused = "" if install == known else install
+            if isinstance(event, ZoneApplied) and (event.install, event.refused_install) == (
+                    known, refused):
                 return Keep()
-            return Append(ZoneApplied(at=at, name=name))
+            return Append(ZoneApplied(at=at, name=name, enabled=enabled, install=known,
+                                      refused_install=refused))
 
         return (await self.handler.execute(zone_subject(name), decide, retries=3)).appended
 
@@ -52,7 +71,9 @@ class ZoneCommands:
                 raise NotFound(f"zone {name!r} does not exist")
             if current.event.enabled == enabled:
                 return Keep()
-            return Append(ZoneApplied(at=at, name=name, enabled=enabled))
+            return Append(ZoneApplied(at=at, name=name, enabled=enabled,
+                                      install=current.event.install,
+                                      refused_install=current.event.refused_install))
 
         return (await self.handler.execute(zone_subject(name), decide)).seq
 
@@ -66,7 +87,8 @@ class ZoneCommands:
         def decide(current: Current) -> Decision:
             if not isinstance(current.event, ZoneApplied):
                 raise NotFound(f"zone {name!r} does not exist")
-            return Append(ZoneDeleted(at=at, name=name), content=b"delete")
+            return Append(ZoneDeleted(at=at, name=name, install=current.event.install),
+                          content=b"delete")
 
         return (await self.handler.execute(zone_subject(name), decide)).seq
 

@@ -48,9 +48,32 @@ class ZoneUpdate(msgspec.Struct, frozen=True):
 
 
 def _render(row: ZoneRow) -> dict[str, Any]:
-    return {"type": "Zone", "name": row.name, "enabled": row.enabled,
-            "creationTime": rfc3339(row.meta.creation_time),
-            "modificationTime": rfc3339(row.meta.modification_time)}
+    doc: dict[str, Any] = {"type": "Zone", "name": row.name, "enabled": row.enabled,
+                           "creationTime": rfc3339(row.meta.creation_time),
+                           "modificationTime": rfc3339(row.meta.modification_time)}
+    if row.install:  # meshlog's: which install of the zone the logs hold (its event stream)
+        doc["install"] = row.install
+    if row.refused_install:
+        doc["refusedInstall"] = row.refused_install
+    return doc
+
+
+def _refused(row: ZoneRow) -> str | None:
+    """Why the zone is not synced, when another install of it registered (refused)."""
+    if not row.refused_install:
+        return None
+    return (f"installed afresh under this name (its event stream created "
+            f"{row.refused_install}; the logs hold the install created {row.install}): "
+            "refused and not synced, as a new install cannot yet be resynced from its start. "
+            "Restore the old install's data dir, or delete the zone here and run the new "
+            "install under another name (docs/operations.md, Deleting a zone)")
+
+
+def _insight(row: ZoneRow, sources: list[SourceState], now_ms: int) -> dict[str, Any]:
+    doc = zone_insight(row.name, sources, now_ms)
+    if (reason := _refused(row)) is not None:
+        doc["reason"] = reason
+    return doc
 
 
 def zone_insight(name: str, sources: list[SourceState], now_ms: int) -> dict[str, Any]:
@@ -118,7 +141,7 @@ async def get_zone(request: ApiRequest, name: str) -> dict[str, Any]:
 @get("/zones/{name:str}/_overview", summary="A zone and its insight")
 async def zone_overview(request: ApiRequest, name: str) -> dict[str, Any]:
     row = await _row(request, name)
-    insight = zone_insight(name, await _sources(request), _now_ms())
+    insight = _insight(row, await _sources(request), _now_ms())
     return {"type": "ZoneOverview", "name": name,
             "creationTime": rfc3339(row.meta.creation_time),
             "modificationTime": rfc3339(row.meta.modification_time),
@@ -128,7 +151,7 @@ async def zone_overview(request: ApiRequest, name: str) -> dict[str, Any]:
 @get("/zone-insights", summary="Every zone's insight")
 async def list_zone_insights(request: ApiRequest) -> dict[str, Any]:
     sources, now = await _sources(request), _now_ms()
-    items = [zone_insight(r.name, sources, now) for r in await _rows(request)]
+    items = [_insight(r, sources, now) for r in await _rows(request)]
     return {"total": len(items), "items": items, "next": None}
 
 

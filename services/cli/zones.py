@@ -58,7 +58,10 @@ def _table(overviews: list[dict[str, Any]]) -> None:
     for doc in overviews:
         insight = doc.get("zoneInsight") or {}
         lag = insight.get("syncLag") or {}
-        table.add_row(doc["name"], "yes" if doc["zone"]["enabled"] else "no",
+        enabled = "yes" if doc["zone"]["enabled"] else "no"
+        if "installed afresh" in str(insight.get("reason", "")):
+            enabled = "refused"  # a new install (meshlog inspect zone NAME says why)
+        table.add_row(doc["name"], enabled,
                       "yes" if insight.get("connected") else "no",
                       insight.get("lastSeen") or "-", _events(lag),
                       str(lag.get("seconds", "-")), age(doc.get("creationTime"), now))

@@ -11,8 +11,12 @@ as the zones registered in the log say (events.bus.sources).
   afresh under the same name without being deleted (its insights bucket made anew), whose
   old install's keys are purged before its source copies the new one's;
 - zone: registers itself on global (a `ZoneApplied` on global's subject, through the one
-  command path, retried until global answers), then sources global's subjects and, through
-  global, each other registered zone's.
+  command path, retried until global answers) with its event stream's creation time, then
+  sources global's subjects and, through global, each other registered zone's.
+
+A zone whose registration names another install than the first (its data dir wiped) is
+refused (`ZoneApplied.refused_install`, events.commands.zones): no sync sources it, global's
+and its own sync log why, once.
 
 When a link comes back, it restarts the event stream's sources that stalled during the cut
 (services.runtime._source_nudge) rather than waiting out nats-server's own retry backoff.
@@ -32,7 +36,13 @@ from typing import Literal
 from nats.aio.client import Client as NATS
 
 from events import JetStreamEventLog, ZoneApplied, decode_event
-from events.bus.sources import GLOBAL_DOMAIN, ensure_sources, global_sources, zone_sources
+from events.bus.sources import (
+    GLOBAL_DOMAIN,
+    ensure_sources,
+    global_sources,
+    stream_install,
+    zone_sources,
+)
 from events.bus.zone_insights import (
     ZONE_INSIGHTS_STREAM,
     ensure_zone_insight_sources,
@@ -47,15 +57,15 @@ from events.errors import MeshlogError
 from events.subjects import EVENTS_STREAM
 from services.runtime._source_nudge import SourceNudger
 
-__all__ = ["Mode", "ZoneSync", "registered_zones"]
+__all__ = ["Mode", "ZoneSync", "refusal", "registered_zones", "zone_registrations"]
 
 log = logging.getLogger("meshlog.sync")
 
 Mode = Literal["standalone", "global", "zone"]
 
 
-async def registered_zones(event_log: JetStreamEventLog) -> list[str]:
-    """The zones the log says are registered (not deleted), by name."""
+async def zone_registrations(event_log: JetStreamEventLog) -> list[ZoneApplied]:
+    """The zones the log says are registered (not deleted), refused installs included."""
     zones = []
     for record in await event_log.latest(zones_filter()):
         try:
@@ -64,8 +74,25 @@ async def registered_zones(event_log: JetStreamEventLog) -> list[str]:
         except MeshlogError:
             continue  # the projector quarantines it; a source is not worth a crash
         if isinstance(event, ZoneApplied):
-            zones.append(event.name)
-    return sorted(zones)
+            zones.append(event)
+    return sorted(zones, key=lambda z: z.name)
+
+
+async def registered_zones(event_log: JetStreamEventLog) -> list[str]:
+    """The zones the log says are registered (not deleted) and synced, by name: not one
+    whose registration is another install's, refused (`ZoneApplied.refused_install`)."""
+    return [z.name for z in await zone_registrations(event_log) if not z.refused_install]
+
+
+def refusal(zone: ZoneApplied) -> str:
+    """What to say of a zone whose new install is refused (logs, the zone's insight)."""
+    return (f"zone {zone.name!r} was installed afresh under its name (its event stream was "
+            f"created {zone.refused_install}; global's log holds the events of the install "
+            f"created {zone.install}): refused and not synced, as global cannot yet resync a "
+            "new install from its start (it would skip its first events and keep the old "
+            f"install's resources). Restore the old install's data dir, or delete zone "
+            f"{zone.name!r} on global and run the new install under another name "
+            "(docs/operations.md, Deleting a zone)")
 
 
 class ZoneSync:
@@ -92,6 +119,10 @@ class ZoneSync:
         """Deleted zones whose insights on global are still to purge."""
         self._installs: dict[str, str] = {}
         """The install of each zone whose insights global's bucket holds, as last checked."""
+        self._install = ""
+        """This zone's event stream's install (`stream_install`), once read."""
+        self._refused: set[str] = set()
+        """The refused installs (`<zone> <install>`) already logged."""
 
     async def run(self) -> None:
         local = JetStreamEventLog(self._nc, self._nc.jetstream(timeout=5.0), EVENTS_STREAM)
@@ -114,7 +145,9 @@ class ZoneSync:
             await asyncio.sleep(self._interval_s)
 
     async def _step(self, local: JetStreamEventLog, remote: JetStreamEventLog) -> None:
-        zones = await registered_zones(local)
+        registrations = await zone_registrations(local)
+        self._log_refused(registrations)
+        zones = [z.name for z in registrations if not z.refused_install]
         wanted = (global_sources(zones) if self._mode == "global"
                   else zone_sources(self._zone, zones))
         if await ensure_sources(self._nc, wanted):
@@ -138,9 +171,24 @@ class ZoneSync:
             # every step (a read of global's subject; appends only when absent): a zone
             # deleted on global while it was offline registers again when it is back, as a
             # Kuma zone does when it reconnects
-            if await ZoneCommands(remote).register(self._zone):
+            if not self._install:
+                self._install = await stream_install(self._nc)
+            if await ZoneCommands(remote).register(self._zone, self._install):
                 log.info("zone %s registered on the global control plane", self._zone)
             self.registered = True
+
+    def _log_refused(self, registrations: list[ZoneApplied]) -> None:
+        """Say once, as an error, each refused install (global's log, and the refused
+        install's own; other zones' and the old install's say nothing)."""
+        for zone in registrations:
+            key = f"{zone.name} {zone.refused_install}"
+            if not zone.refused_install or key in self._refused:
+                continue
+            if self._mode == "zone" and (zone.name, zone.refused_install) != (
+                    self._zone, self._install):
+                continue  # another zone's, or another install of this one's
+            self._refused.add(key)
+            log.error("%s", refusal(zone))
 
     async def _forget_deleted(self, zones: list[str]) -> None:
         """Purge the insights of the zones deleted since the last step (on the first, of each

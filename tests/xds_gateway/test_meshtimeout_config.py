@@ -75,38 +75,44 @@ def test_a_meshtimeout_that_selects_no_proxy_changes_nothing() -> None:
     assert _route_timeout(before, "backend") == "0s"  # meshlog's: none
 
 
-def test_a_meshservice_entry_beats_mesh_entries_and_the_more_specific_policy_wins() -> None:
+def test_the_more_specific_policy_wins_then_a_meshservice_entry_beats_a_mesh_entry() -> None:
+    """Kuma's order (`rules/outbound.Sort`): the policy's top-level targetRef first, then the
+    entry's kind, then the name."""
     view, projection = _view()
     _apply(view, projection,
-           # top-level Mesh, named first: its MeshService entry still wins for backend
+           # top-level Mesh: its MeshService entry beats b's Mesh entry for backend
            timeout("default", "a", ({"kind": "MeshService", "name": "backend"},
                                     {"http": {"requestTimeout": "1s"}})),
            timeout("default", "b", ({"kind": "Mesh"}, {"http": {"requestTimeout": "2s"}})),
-           # a Dataplane's policy is more specific than b, whatever the names
+           # a Dataplane's policy is more specific than a and b: its Mesh entry beats even
+           # a's MeshService entry, whatever the names
            timeout("default", "0-dp", ({"kind": "Mesh"}, {"http": {"requestTimeout": "3s"}}),
                    target={"kind": "Dataplane", "labels": {"team": "a"}}))
 
     config = config_json(view, "default", "web-1", ResourceCache())
 
-    assert _route_timeout(config, "backend") == "1s"
+    assert _route_timeout(config, "backend") == "3s"
     assert _route_timeout(config, "api") == "3s"
-    # backend-1 is not a `team: a` Dataplane: b's value for api
-    assert _route_timeout(config_json(view, "default", "backend-1", ResourceCache()),
-                          "api") == "2s"
+    # backend-1 is not a `team: a` Dataplane: a's entry for backend, b's for api
+    other = config_json(view, "default", "backend-1", ResourceCache())
+    assert _route_timeout(other, "api") == "2s"
+    assert _route_timeout(other, "backend") == "1s"
 
 
-def test_among_policies_of_one_kind_the_later_name_wins_field_by_field() -> None:
+def test_among_policies_of_one_kind_the_first_name_wins_field_by_field() -> None:
+    """Kuma sorts names descending and merges the last entry over the others: the
+    alphabetically first name wins a field both set, a field only the other sets is kept."""
     view, projection = _view()
     _apply(view, projection,
-           timeout("default", "z", ({"kind": "Mesh"}, {"http": {"requestTimeout": "9s"}})),
-           timeout("default", "y", ({"kind": "Mesh"}, {"connectionTimeout": "4s",
-                                                       "http": {"requestTimeout": "8s"}})))
+           timeout("default", "z", ({"kind": "Mesh"}, {"connectionTimeout": "4s",
+                                                       "http": {"requestTimeout": "9s"}})),
+           timeout("default", "y", ({"kind": "Mesh"}, {"http": {"requestTimeout": "8s"}})))
 
     config = config_json(view, "default", "web-1", ResourceCache())
 
-    assert _route_timeout(config, "backend") == "9s"
+    assert _route_timeout(config, "backend") == "8s"
     clusters = {c["name"]: c["resource"] for c in config["clusters"]}
-    assert clusters["default_backend___msvc_8080"]["connectTimeout"] == "4s"  # y's, kept
+    assert clusters["default_backend___msvc_8080"]["connectTimeout"] == "4s"  # z's, kept
 
 
 def test_a_change_and_a_delete_reach_the_config_through_one_cache() -> None:
@@ -171,10 +177,10 @@ def test_a_multizone_service_takes_the_mesh_entries_only() -> None:
     mesh_wide = timeout("default", "a", ({"kind": "Mesh"}, {"connectionTimeout": "3s"}),
                         ({"kind": "MeshService", "name": "redis"}, {"connectionTimeout": "1s"}))
 
-    assert timeouts.for_destination([mesh_wide], None) == timeouts.Timeouts(
+    assert timeouts.for_destination(timeouts.merged([mesh_wide]), None) == timeouts.Timeouts(
         connection=3_000_000_000)
-    assert timeouts.for_destination([mesh_wide], "redis") == timeouts.Timeouts(
+    assert timeouts.for_destination(timeouts.merged([mesh_wide]), "redis") == timeouts.Timeouts(
         connection=1_000_000_000)
-    assert timeouts.for_destination([mesh_wide], "other") == timeouts.Timeouts(
+    assert timeouts.for_destination(timeouts.merged([mesh_wide]), "other") == timeouts.Timeouts(
         connection=3_000_000_000)
-    assert timeouts.for_destination([], "redis") is None
+    assert timeouts.for_destination(timeouts.merged([]), "redis") is None

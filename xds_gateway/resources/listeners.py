@@ -8,11 +8,11 @@ of such a protocol (its `protocol`, or its `kuma.io/protocol` tag), to its local
 Kuma's: HTTP counters per inbound, and MeshTrafficPermission as an HTTP filter, so a denied
 client gets a 403 rather than a reset connection. Any other protocol is proxied at L4
 (tcp_proxy). No request timeout is set (Envoy's
-default is 15 s, Kuma's default MeshTimeout too; meshlog has no MeshTimeout to lift it with,
-and a stream or long poll that worked over L4 must keep working): a stream idle for 30
-minutes ends, Kuma's default `streamIdleTimeout`. WebSocket upgrades pass. Outbound
-listeners on a VIP set `freebind`, so Envoy can bind a VIP that is not (yet) a local address
-instead of rejecting the whole LDS update.
+default is 15 s, from Kuma's default MeshTimeout too; meshlog creates no policies, and a
+stream or long poll that worked over L4 must keep working): a stream idle for 30 minutes
+ends, Kuma's default `streamIdleTimeout` (a MeshTimeout sets them: `timeouts.py`).
+WebSocket upgrades pass. Outbound listeners on a VIP set `freebind`, so Envoy can bind a VIP
+that is not (yet) a local address instead of rejecting the whole LDS update.
 
 With mTLS on (`InboundTls`), an inbound terminates the mesh's mTLS (`tls.downstream_tls`)
 and runs the RBAC filter (MeshTrafficPermission) first, on the client certificate's SAN (at
@@ -97,8 +97,8 @@ def _http_connection_manager(cluster: str, rbac: RBAC | None = None, *, http2: b
                              ) -> Filter:
     """Every request, whatever its host and path, to `cluster`; with `rbac`, only those of
     the clients it allows (`rbac.http_rbac_filter`). The codec is found per connection (TLS's
-    ALPN, else HTTP/2's preface), unless `http2`: an inbound of an `http2` or `grpc` app,
-    whose mesh mTLS negotiates ALPN `kuma`, not `h2`."""
+    ALPN, else HTTP/2's preface), unless `http2`: the mesh mTLS chain of an inbound of an
+    `http2` or `grpc` app, which negotiates ALPN `kuma`, not `h2`."""
     http_filters = [] if rbac is None else [http_rbac_filter(rbac)]
     http_filters.append(HttpFilter(name="envoy.filters.http.router",
                                    typed_config=_packed(Router())))
@@ -159,8 +159,8 @@ def inbound_listener(name: str, address: str, port: int, cluster: str,
     `HTTP_PROTOCOLS`, with the mTLS chain's RBAC as an HTTP filter."""
     l7, h2 = protocol in HTTP_PROTOCOLS, protocol in HTTP2_PROTOCOLS
 
-    def proxy() -> Filter:
-        return _http_connection_manager(cluster, http2=h2) if l7 else _tcp_proxy(cluster)
+    def proxy() -> Filter:  # plaintext: HTTP/2 by its preface, so HTTP/1.1 clients pass too
+        return _http_connection_manager(cluster) if l7 else _tcp_proxy(cluster)
 
     if tls is None:
         return _listener(name, address, port, [FilterChain(filters=[proxy()])])

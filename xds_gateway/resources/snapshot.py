@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from msgspec import Struct
 
-from events import SERVICE_TAG, Dataplane, Inbound, MeshTimeout
+from events import SERVICE_TAG, Dataplane, Inbound
 from projections import (
     DataplaneRow,
     IdentityRow,
@@ -229,10 +229,11 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
     mode = mesh_mode(view.meshes.get(mesh))
     tp = dp.networking.transparent_proxying
     # proxyless gRPC clients read no timeouts (resources.timeouts)
-    mts = () if node.is_grpc else timeouts.applying(view.meshtimeouts.get(mesh), dp, services)
+    mts = (timeouts.NO_TIMEOUTS if node.is_grpc
+           else timeouts.applying(view.meshtimeouts.get(mesh), dp, services))
     key = (mesh, reachable_key(mode, dp, services, view.meshmultizoneservices.get(mesh)),
            tp is None, node.is_grpc, 0 if tp is None else node.dns_port,
-           tuple(p.name for p in mts))  # names: the policies are the generation's
+           mts.names)  # names: the policies are the generation's
     shared = cache.per_generation(view, view.generation, key, lambda: Shared(_collect(
         lambda add: _shared(view, cache, mesh, mode, dp, node, services, mts, add)), {}, {}))
     trust = view.trust.get(mesh)
@@ -277,7 +278,7 @@ def _collect(fill: Callable[[Add], None]) -> dict[str, Part]:
 
 def _shared(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
             dp: Dataplane, node: ProxyNode, services: dict[str, MeshServiceRow],
-            mts: tuple[MeshTimeout, ...], add: Add) -> None:
+            mts: timeouts.Applying, add: Add) -> None:
     """What every proxy with `dp`'s shared key gets; depends on `dp` only through the key."""
     tp = dp.networking.transparent_proxying
     trust = view.trust.get(mesh)
@@ -334,7 +335,7 @@ def _hostname_targets(hostnames: list[str], port: int) -> list[str]:
 
 
 def _explicit(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
-              dp: Dataplane, services: dict[str, MeshServiceRow], mts: tuple[MeshTimeout, ...],
+              dp: Dataplane, services: dict[str, MeshServiceRow], mts: timeouts.Applying,
               add: Add) -> None:
     for outbound in dp.networking.outbound:
         if not explicit_outbound_allowed(mode, outbound):

@@ -8,20 +8,22 @@ said otherwise):
    carries every one of `tags` (no tags: every Dataplane); `MeshService`, when that
    MeshService's selector matches one of its inbounds; `Dataplane`, by `name`, or when the
    Dataplane has every one of `labels`. Kinds this release does not know select nothing.
-2. **Order.** The applying policies are sorted by the specificity of their top-level
-   targetRef (Mesh < MeshSubset < MeshService < Dataplane), then by name (Kuma's
-   `ByTargetRef`); their `to[]` entries are concatenated in that order.
+2. **Order.** The `to[]` entries of the applying policies are sorted (Kuma's
+   `rules/outbound.Sort`, stable) by the specificity of their policy's top-level targetRef
+   (Mesh < MeshSubset < MeshService < Dataplane), then by their own targetRef's (Mesh <
+   MeshService), then by their policy's name, descending (Kuma's `CompareByDisplayName`:
+   the alphabetically first name comes last); one policy's entries keep their order.
 3. **Per destination.** For the outbound to MeshService `s`, the entries whose targetRef is
-   `Mesh` or `MeshService` named `s` are taken, those of kind Mesh first, then those naming
-   `s`, each group in the order of 2. Their `default`s are merged field by field
-   (`connectionTimeout`, `idleTimeout` and each `http.*` on its own): a later entry's value
-   replaces an earlier one's, a field it leaves out keeps the earlier value. So a MeshService
-   entry beats a Mesh entry whatever the policies' order, and between entries of one kind
-   the more specific top-level targetRef, then the later name, wins. A MeshMultiZoneService
-   outbound takes the Mesh entries only. This is the rule of Kuma's destinations that are
-   MeshService resources (its resource rules: the more specific targetRef is merged last);
-   its legacy `kuma.io/service` rules (`BuildRules`) let the later policy win even when its
-   entry is the less specific one. meshlog's destinations are MeshServices only.
+   `Mesh` or `MeshService` named `s` are taken in the order of 2 and their `default`s merged
+   field by field (`connectionTimeout`, `idleTimeout` and each `http.*` on its own): a later
+   entry's value replaces an earlier one's, a field it leaves out keeps the earlier value.
+   So the more specific policy wins, whatever its entry's kind (a Dataplane's policy's Mesh
+   entry beats a Mesh-wide policy's MeshService entry), then, within policies of one kind,
+   a MeshService entry beats a Mesh entry, then the alphabetically first name wins. A
+   MeshMultiZoneService outbound takes the Mesh entries only. Not modelled: Kuma's next
+   keys, a zone's own policy over global's (`kuma.io/origin`) and the policy role; meshlog
+   zones take policies from global only (another zone's are not synced), but a zone's own
+   MeshTimeout and global's are ordered by the keys above alone.
 4. **No default.** A field no entry sets keeps what meshlog sets without a MeshTimeout
    (connect timeout 5 s, no request timeout, stream idle 30 min, Envoy's defaults for the
    rest). Kuma's built-in defaults (15 s request timeout, 1 h idle, ...) come from the
@@ -57,6 +59,7 @@ targetRef that selects no proxy.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
@@ -75,8 +78,8 @@ from events.resources import MeshTimeoutConf, go_duration_ns
 from projections import MeshServiceRow, MeshTimeoutRow
 from xds_gateway.resources.listeners import HTTP_PROTOCOLS
 
-__all__ = ["Timeouts", "applying", "for_cluster", "for_destination", "for_listener",
-           "timed_cluster", "timed_listener"]
+__all__ = ["NO_TIMEOUTS", "Applying", "Timeouts", "applying", "for_cluster", "for_destination",
+           "for_listener", "merged", "timed_cluster", "timed_listener"]
 
 _TOP_RANK = {"Mesh": 0, "MeshSubset": 1, "MeshService": 2, "Dataplane": 3}
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -100,32 +103,90 @@ class Timeouts(Struct, frozen=True, kw_only=True):
 _NOTHING = Timeouts()
 
 
+_Last = dict[str, tuple[int, int]]
+"""Per field, (position in rule 2's order, nanoseconds) of the last entry that sets it."""
+
+
+class Applying(Struct, frozen=True):
+    """The MeshTimeouts that apply to a proxy, merged once (rule 2) so that each of its
+    outbounds is found in time independent of the policies' size (`for_destination`)."""
+
+    names: tuple[str, ...]
+    """The applying policies' names: what the shared part of a snapshot is keyed by."""
+    mesh: _Last
+    """What the entries about the whole mesh set."""
+    services: dict[str, _Last]
+    """What the entries naming each MeshService set."""
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
+
+
+NO_TIMEOUTS = Applying(names=(), mesh={}, services={})
+
+
 def applying(policies: Mapping[str, MeshTimeoutRow] | None, dataplane: Dataplane,
-             services: Mapping[str, MeshServiceRow]) -> tuple[MeshTimeout, ...]:
-    """The MeshTimeouts (rows of the Dataplane's mesh) that apply to `dataplane`, in the
-    order of rule 2."""
+             services: Mapping[str, MeshServiceRow]) -> Applying:
+    """The MeshTimeouts (rows of the Dataplane's mesh) that apply to `dataplane`."""
     if not policies:
-        return ()
-    chosen = [row.policy for row in policies.values()
-              if _selects(row.policy.spec.target_ref, dataplane, services)]
-    return tuple(sorted(chosen, key=lambda p: (_TOP_RANK[p.spec.target_ref.kind], p.name)))
+        return NO_TIMEOUTS
+    chosen = tuple(sorted((row.policy for row in policies.values()
+                           if _selects(row.policy.spec.target_ref, dataplane, services)),
+                          key=lambda p: p.name))
+    if not chosen:
+        return NO_TIMEOUTS
+    # the view keeps a policy's object until its row changes: proxies under the same
+    # policies share one merge (the memo holds them, so their ids stay theirs)
+    key = tuple(id(p) for p in chosen)
+    hit = _merges.get(key)
+    if hit is not None:
+        _merges.move_to_end(key)
+        return hit[1]
+    result = merged(chosen)
+    _merges[key] = (chosen, result)
+    if len(_merges) > _MERGES_KEPT:
+        _merges.popitem(last=False)
+    return result
 
 
-def for_destination(policies: Iterable[MeshTimeout], service: str | None) -> Timeouts | None:
+_MERGES_KEPT = 256
+_merges: OrderedDict[tuple[int, ...], tuple[tuple[MeshTimeout, ...], Applying]] = OrderedDict()
+
+
+def merged(chosen: Iterable[MeshTimeout]) -> Applying:
+    """Rule 2 over the policies `chosen` (of one mesh, applying to one proxy), as per-field
+    last values."""
+    by_name = sorted(chosen, key=lambda p: p.name, reverse=True)  # names descending
+    entries = [(p, to) for p in by_name for to in p.spec.to]
+    entries.sort(key=lambda e: (_TOP_RANK[e[0].spec.target_ref.kind],  # stable
+                                e[1].target_ref.kind != "Mesh"))
+    mesh: _Last = {}
+    named: dict[str, _Last] = {}
+    for position, (_, to) in enumerate(entries):
+        ref = to.target_ref
+        if ref.kind == "Mesh":
+            last = mesh
+        elif ref.kind == "MeshService" and ref.name is not None:
+            last = named.setdefault(ref.name, {})
+        else:
+            continue
+        for field, ns in _fields(to.default).items():
+            last[field] = (position, ns)
+    return Applying(names=tuple(p.name for p in reversed(by_name)), mesh=mesh, services=named)
+
+
+def for_destination(policies: Applying, service: str | None) -> Timeouts | None:
     """The merged timeouts of the outbound to MeshService `service` (None: a
-    MeshMultiZoneService, Mesh entries only) under `policies` in `applying`'s order; None
-    when no entry is about it."""
-    entries = [to for p in policies for to in p.spec.to
-               if to.target_ref.kind == "Mesh"
-               or (to.target_ref.kind == "MeshService" and service is not None
-                   and to.target_ref.name == service)]
-    if not entries:
+    MeshMultiZoneService, Mesh entries only) under `policies` (rule 3); None when no entry
+    is about it."""
+    named = policies.services.get(service, {}) if service is not None else {}
+    if not policies.mesh and not named:
         return None
-    entries.sort(key=lambda to: to.target_ref.kind != "Mesh")  # stable: Mesh first
-    merged: dict[str, int] = {}
-    for to in entries:
-        merged.update(_fields(to.default))
-    return Timeouts(**merged)
+    merged = dict(policies.mesh)
+    for field, value in named.items():
+        if field not in merged or merged[field][0] < value[0]:
+            merged[field] = value
+    return Timeouts(**{field: ns for field, (_, ns) in merged.items()})
 
 
 def for_cluster(timeouts: Timeouts | None, protocol: str) -> Timeouts | None:

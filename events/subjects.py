@@ -1,7 +1,7 @@
 """Subjects of the event log: one subject per resource (aggregate), zone-ready.
 
     meshlog.ev.<zone>.<kind>.<mesh>.<name>     mesh-scoped (dataplane, meshservice,
-                                               meshtrafficpermission,
+                                               meshtrafficpermission, meshtimeout,
                                                meshmultizoneservice)
     meshlog.ev.<zone>.<kind>._.<name>          global (mesh, hostnamegenerator, ipam,
                                                zoneingress)

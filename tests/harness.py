@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
@@ -335,8 +336,16 @@ def http_backend(host: str, port: int, name: str, *, keep_alive: bool = False
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    with serving(http.server.ThreadingHTTPServer((host, port), Handler)):
+        yield
+
+
+@contextlib.contextmanager
+def serving(server: socketserver.BaseServer) -> Iterator[None]:
+    """Run `server` (a test's backend) on a thread of its own, a threading one's connections
+    each on another; stopped and closed at the end."""
+    if isinstance(server, socketserver.ThreadingMixIn):
+        server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import socketserver
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from tests.harness import (
     http_backend,
     meshlog_up,
     run_envoy,
+    serving,
     wait_for,
 )
 
@@ -61,15 +61,8 @@ def _upgrade_backend(host: str, port: int) -> Iterator[None]:
             while data := self.request.recv(4096):
                 self.request.sendall(data)
 
-    server = socketserver.ThreadingTCPServer((host, port), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(socketserver.ThreadingTCPServer((host, port), Handler)):
         yield
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @contextlib.contextmanager

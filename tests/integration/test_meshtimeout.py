@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from services.cli.bootstrap import sidecar_bootstrap
-from tests.harness import free_port, meshlog_up, run_envoy, wait_for
+from tests.harness import free_port, meshlog_up, run_envoy, serving, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -51,16 +51,11 @@ def _slow_backend(host: str, port: int) -> Iterator[None]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        server.shutdown()
-        server.server_close()
+    with serving(http.server.ThreadingHTTPServer((host, port), Handler)):
+        try:
+            yield
+        finally:
+            stop.set()  # a handler still waiting answers nothing
 
 
 def _get(url: str) -> httpx.Response:

@@ -131,3 +131,21 @@ def test_a_websocket_upgrade_passes_and_then_its_bytes(tmp_path: Path) -> None:
         conn.sendall(b"\x81\x05hello")  # a frame, as bytes the upgraded stream carries
         assert reader.read(7) == b"\x81\x05hello"
 
+
+def test_an_http_1_0_request_without_a_host_is_routed(tmp_path: Path) -> None:
+    """Old clients and probes speak HTTP/1.0 and may send no Host header: the L7 outbound
+    takes them (Envoy refuses HTTP/1.0 unless told, and one without a Host unless it has a
+    default host for it)."""
+    port = free_port_on_all(list(BACKENDS.values()))
+    with meshlog_up(tmp_path / "cp", "--vip-cidr", "127.100.0.0/16") as cp, \
+            http_backend(BACKENDS["backend-1"], port, "backend-1"), \
+            http_backend(BACKENDS["backend-2"], port, "backend-2"), \
+            _sidecar_of_web(cp, tmp_path, port, "http") as (_envoy, vip), \
+            socket.create_connection((vip, port), timeout=10) as conn:
+        conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        answer = b""
+        while chunk := conn.recv(4096):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.0 200") or answer.startswith(b"HTTP/1.1 200"), answer
+        assert answer.endswith((b"backend-1", b"backend-2")), answer
+

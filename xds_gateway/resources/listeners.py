@@ -111,7 +111,9 @@ def _http_connection_manager(cluster: str, rbac: RBAC | None = None, *, http2: b
                     match=RouteMatch(prefix="/"),
                     route=RouteAction(cluster=cluster, timeout=Duration(seconds=0)))])]),
             http_filters=http_filters,
-            http_protocol_options=Http1ProtocolOptions(accept_http_10=True),
+            # an HTTP/1.0 client may send no Host: it is routed (any host matches) as this
+            http_protocol_options=Http1ProtocolOptions(accept_http_10=True,
+                                                       default_host_for_http_10=cluster),
             # a WebSocket's upgrade passes, then its bytes as over L4 (as Kuma's)
             upgrade_configs=[HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
             stream_idle_timeout=_STREAM_IDLE_TIMEOUT,

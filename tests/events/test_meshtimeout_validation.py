@@ -86,12 +86,15 @@ def test_from_alone_is_accepted() -> None:
     ("0", 0), ("0s", 0), ("1s", 10**9), ("1.5s", 1_500_000_000), ("500ms", 500_000_000),
     ("1h30m", 5_400 * 10**9), ("2us", 2_000), ("2µs", 2_000), ("7ns", 7), ("-2s", -2 * 10**9),
     (".5s", 500_000_000),
+    # exact, not through a float: Go's largest, and a part's fraction of a nanosecond dropped
+    ("2562047h47m16.854775807s", 2**63 - 1), ("1.5ns", 1), ("1.000000001s", 10**9 + 1),
 ])
 def test_go_durations_are_read_as_go_reads_them(text: str, ns: int) -> None:
     assert go_duration_ns(text) == ns
 
 
-@pytest.mark.parametrize("text", ["", "1", "1d", "s", "1s2", "1 s", "1.s.", "--1s", "1sx"])
+@pytest.mark.parametrize("text", ["", "1", "1d", "s", "1s2", "1 s", "1.s.", "--1s", "1sx",
+                                  "2562047h47m16.854775808s"])
 def test_what_go_does_not_read_is_no_duration(text: str) -> None:
     assert go_duration_ns(text) is None
 

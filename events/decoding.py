@@ -22,6 +22,7 @@ from events.resources import (
     HostnameGenerator,
     Mesh,
     MeshMultiZoneService,
+    MeshRetry,
     MeshService,
     MeshTimeout,
     MeshTrafficPermission,
@@ -38,6 +39,7 @@ KINDS: dict[str, type[Resource]] = {
     "HostnameGenerator": HostnameGenerator,
     "MeshTrafficPermission": MeshTrafficPermission,
     "MeshTimeout": MeshTimeout,
+    "MeshRetry": MeshRetry,
     "MeshMultiZoneService": MeshMultiZoneService,
     "ZoneIngress": ZoneIngress,
 }

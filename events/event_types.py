@@ -18,6 +18,7 @@ from events.resources import (
     HostnameGenerator,
     Mesh,
     MeshMultiZoneService,
+    MeshRetry,
     MeshService,
     MeshTimeout,
     MeshTrafficPermission,
@@ -41,6 +42,8 @@ __all__ = [
     "MeshDeleted",
     "MeshMultiZoneServiceApplied",
     "MeshMultiZoneServiceDeleted",
+    "MeshRetryApplied",
+    "MeshRetryDeleted",
     "MeshServiceApplied",
     "MeshServiceDeleted",
     "MeshTimeoutApplied",
@@ -172,6 +175,15 @@ class MeshTimeoutApplied(Event, frozen=True, tag="meshtimeout.applied"):
 
 
 class MeshTimeoutDeleted(Event, frozen=True, tag="meshtimeout.deleted"):
+    mesh: str
+    name: str
+
+
+class MeshRetryApplied(Event, frozen=True, tag="meshretry.applied"):
+    policy: MeshRetry
+
+
+class MeshRetryDeleted(Event, frozen=True, tag="meshretry.deleted"):
     mesh: str
     name: str
 
@@ -322,4 +334,6 @@ AnyEvent = (
     | SequenceSkipped
     | MeshTimeoutApplied
     | MeshTimeoutDeleted
+    | MeshRetryApplied
+    | MeshRetryDeleted
 )

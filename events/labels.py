@@ -28,6 +28,7 @@ from events.resources import (
     HostnameGenerator,
     Mesh,
     MeshMultiZoneService,
+    MeshRetry,
     MeshService,
     MeshTimeout,
     MeshTrafficPermission,
@@ -108,7 +109,8 @@ def computed_labels(resource: Resource, provenance: Provenance) -> ComputedLabel
             return ComputedLabels(
                 frozenset({MESH_LABEL, PROXY_TYPE_LABEL, REGISTERED_BY_LABEL, *provenance_keys}),
                 {DISPLAY_NAME_LABEL: resource.name})
-        case MeshService() | MeshTrafficPermission() | MeshMultiZoneService() | MeshTimeout():
+        case (MeshService() | MeshTrafficPermission() | MeshMultiZoneService() | MeshTimeout()
+              | MeshRetry()):
             return ComputedLabels(frozenset({MESH_LABEL, *provenance_keys}),
                                   {DISPLAY_NAME_LABEL: resource.name})
         case ZoneIngress():

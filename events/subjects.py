@@ -2,6 +2,7 @@
 
     meshlog.ev.<zone>.<kind>.<mesh>.<name>     mesh-scoped (dataplane, meshservice,
                                                meshtrafficpermission, meshtimeout,
+                                               meshretry,
                                                meshmultizoneservice)
     meshlog.ev.<zone>.<kind>._.<name>          global (mesh, hostnamegenerator, ipam,
                                                zoneingress)
@@ -77,6 +78,7 @@ _ZONE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # RFC 1123 label
 _KIND_TOKENS = {"Mesh": "mesh", "Dataplane": "dataplane", "MeshService": "meshservice",
                 "HostnameGenerator": "hostnamegenerator",
                 "MeshTrafficPermission": "meshtrafficpermission", "MeshTimeout": "meshtimeout",
+                "MeshRetry": "meshretry",
                 "MeshMultiZoneService": "meshmultizoneservice", "Zone": "zone",
                 "ZoneIngress": "zoneingress"}
 

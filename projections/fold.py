@@ -40,6 +40,9 @@ from events import (
     MeshDeleted,
     MeshMultiZoneServiceApplied,
     MeshMultiZoneServiceDeleted,
+    MeshRetry,
+    MeshRetryApplied,
+    MeshRetryDeleted,
     MeshServiceApplied,
     MeshServiceDeleted,
     MeshTimeout,
@@ -84,6 +87,7 @@ from projections.views import (
     DataplaneRow,
     GracePeriodRow,
     HostnameGeneratorRow,
+    MeshRetryRow,
     MeshRow,
     MeshServiceRow,
     MeshServiceStatus,
@@ -220,6 +224,13 @@ def apply_event(
                 policy=_policy_labeled(mt, provenance), meta=_meta(old, seq, event.at)))
         case MeshTimeoutDeleted(mesh=mesh, name=name):
             state.delete("meshtimeout", dp_key(mesh, name))
+        case MeshRetryApplied(policy=mr):
+            key = dp_key(mr.mesh, mr.name)
+            old = state.get("meshretry", key)
+            state.put("meshretry", key, MeshRetryRow(
+                policy=_policy_labeled(mr, provenance), meta=_meta(old, seq, event.at)))
+        case MeshRetryDeleted(mesh=mesh, name=name):
+            state.delete("meshretry", dp_key(mesh, name))
         case MeshMultiZoneServiceApplied(meshmultizoneservice=mmzs):
             old = state.get("meshmultizoneservice", dp_key(mmzs.mesh, mmzs.name))
             multizone.mmzs_applied(state, mmzs, provenance, _meta(old, seq, event.at))
@@ -332,7 +343,7 @@ def _labeled(hg: HostnameGenerator, provenance: Provenance) -> HostnameGenerator
     return msgspec.structs.replace(hg, labels={**hg.labels, **provenance_labels(provenance)})
 
 
-_Policy = TypeVar("_Policy", MeshTrafficPermission, MeshTimeout)
+_Policy = TypeVar("_Policy", MeshTrafficPermission, MeshTimeout, MeshRetry)
 
 
 def _policy_labeled(mtp: _Policy, provenance: Provenance) -> _Policy:

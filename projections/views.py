@@ -16,6 +16,7 @@ from events import (
     Dataplane,
     HostnameGenerator,
     Mesh,
+    MeshRetry,
     MeshServicePort,
     MeshTimeout,
     MeshTrafficPermission,
@@ -43,6 +44,7 @@ __all__ = [
     "MatchedMeshService",
     "MeshMultiZoneServiceRow",
     "MeshMultiZoneServiceStatus",
+    "MeshRetryRow",
     "MeshRow",
     "MeshServiceRow",
     "MeshServiceStatus",
@@ -193,6 +195,14 @@ class MeshTimeoutRow(Row, frozen=True):
     `MeshTrafficPermissionRow`)."""
 
     policy: MeshTimeout
+    meta: RowMeta
+
+
+class MeshRetryRow(Row, frozen=True):
+    """A MeshRetry as applied, with the labels the control plane computes (as
+    `MeshTrafficPermissionRow`)."""
+
+    policy: MeshRetry
     meta: RowMeta
 
 
@@ -438,6 +448,7 @@ COLLECTIONS: dict[str, type[Row]] = {
     "identity": IdentityRow,
     "meshtrafficpermission": MeshTrafficPermissionRow,
     "meshtimeout": MeshTimeoutRow,
+    "meshretry": MeshRetryRow,
     "signingkey": SigningKeyRow,
     "revocation": RevocationRow,
     "meshmultizoneservice": MeshMultiZoneServiceRow,
@@ -451,7 +462,7 @@ COLLECTIONS: dict[str, type[Row]] = {
 }
 PUBLISHED = ("mesh", "dataplane", "meshservice", "endpoints", "trust", "identity",
              "meshtrafficpermission", "signingkey", "revocation", "meshmultizoneservice",
-             "zoneingress", "meshtimeout")
+             "zoneingress", "meshtimeout", "meshretry")
 """Collections gateways need; VIP and IPAM bookkeeping stays in the store. Gateways verify
 dataplane tokens with the public keys and revocations alone (never a private key).
 

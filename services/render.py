@@ -12,6 +12,7 @@ from projections import (
     DataplaneRow,
     HostnameGeneratorRow,
     MeshMultiZoneServiceRow,
+    MeshRetryRow,
     MeshRow,
     MeshServiceRow,
     MeshTimeoutRow,
@@ -25,6 +26,7 @@ PLURALS = {"meshes": "Mesh", "dataplanes": "Dataplane", "meshservices": "MeshSer
            "hostnamegenerators": "HostnameGenerator",
            "meshtrafficpermissions": "MeshTrafficPermission",
            "meshtimeouts": "MeshTimeout",
+           "meshretries": "MeshRetry",
            "meshmultizoneservices": "MeshMultiZoneService",
            "zoneingresses": "ZoneIngress"}
 """URL plural -> resource type. Every kind but the GLOBAL_KINDS is mesh-scoped."""
@@ -49,6 +51,8 @@ def render_row(row: object) -> dict[str, Any]:
             doc = msgspec.to_builtins(policy)
         case MeshTimeoutRow(policy=timeout_policy, meta=meta):
             doc = msgspec.to_builtins(timeout_policy)
+        case MeshRetryRow(policy=retry_policy, meta=meta):
+            doc = msgspec.to_builtins(retry_policy)
         case ZoneIngressRow(zoneingress=zoneingress, meta=meta):
             doc = msgspec.to_builtins(zoneingress)
         case MeshServiceRow(meta=meta):

@@ -25,6 +25,7 @@ from projections import (
     EndpointsRow,
     IdentityRow,
     MeshMultiZoneServiceRow,
+    MeshRetryRow,
     MeshRow,
     MeshServiceRow,
     MeshTimeoutRow,
@@ -72,6 +73,9 @@ class ProjectionView:
         """By mesh, then policy name: the timeouts of the outbounds of the mesh's proxies
         (`resources.timeouts`); part of what every snapshot is built from anyway, so no
         `policy_versions` bump."""
+        self.meshretries: dict[str, dict[str, MeshRetryRow]] = defaultdict(dict)
+        """By mesh, then policy name: the retries of the outbounds of the mesh's proxies
+        (`resources.retries`), as `meshtimeouts`."""
         self.meshmultizoneservices: dict[str, dict[str, MeshMultiZoneServiceRow]] = (
             defaultdict(dict))
         """By mesh, then name: their VIPs, hostnames and the MeshServices that serve them."""
@@ -180,6 +184,11 @@ class ProjectionView:
                     self.meshtimeouts[mesh].pop(name, None)
                 else:
                     self.meshtimeouts[mesh][name] = decode_typed(MeshTimeoutRow, value)
+            case "meshretry":
+                if value is None:
+                    self.meshretries[mesh].pop(name, None)
+                else:
+                    self.meshretries[mesh][name] = decode_typed(MeshRetryRow, value)
             case "meshmultizoneservice":
                 if value is None:
                     self.meshmultizoneservices[mesh].pop(name, None)

@@ -8,6 +8,7 @@ from events.event_types import (
     HostnameGeneratorApplied,
     MeshApplied,
     MeshMultiZoneServiceApplied,
+    MeshRetryApplied,
     MeshServiceApplied,
     MeshTimeoutApplied,
     MeshTrafficPermissionApplied,
@@ -27,7 +28,7 @@ def live_resource(event: AnyEvent | None) -> Resource | None:
             policy=r
         ) | MeshMultiZoneServiceApplied(meshmultizoneservice=r) | ZoneIngressRegistered(
             zoneingress=r
-        ) | MeshTimeoutApplied(policy=r):
+        ) | MeshTimeoutApplied(policy=r) | MeshRetryApplied(policy=r):
             return r
         case _:
             return None

@@ -16,9 +16,9 @@ lag behind it):
 - a resource another control plane synced here (global's in a zone, a zone's elsewhere) is
   read-only here: a write of its name is refused (409, naming where to change it), decided
   from that control plane's subjects in the log (`events.commands.synced`);
-- a Mesh that still has Dataplanes, MeshServices, MeshTrafficPermissions, MeshTimeouts or
-  MeshMultiZoneServices cannot be deleted (they would come back with a Mesh of the same
-  name); a MeshService generated
+- a Mesh that still has Dataplanes, MeshServices, MeshTrafficPermissions, MeshTimeouts,
+  MeshRetries or MeshMultiZoneServices cannot be deleted (they would come back with a Mesh
+  of the same name); a MeshService generated
   from Dataplane inbounds cannot be deleted (it goes when its Dataplanes go); a default
   HostnameGenerator of the zone cannot be deleted (applying one of its name overrides it).
 
@@ -67,6 +67,8 @@ from events.event_types import (
     MeshDeleted,
     MeshMultiZoneServiceApplied,
     MeshMultiZoneServiceDeleted,
+    MeshRetryApplied,
+    MeshRetryDeleted,
     MeshServiceApplied,
     MeshServiceDeleted,
     MeshTimeoutApplied,
@@ -86,6 +88,7 @@ from events.resources import (
     HostnameGenerator,
     Mesh,
     MeshMultiZoneService,
+    MeshRetry,
     MeshService,
     MeshTimeout,
     MeshTrafficPermission,
@@ -288,6 +291,7 @@ class Commands:
 
     async def _require_empty(self, mesh: str) -> None:
         for kind in ("Dataplane", "MeshService", "MeshTrafficPermission", "MeshTimeout",
+                     "MeshRetry",
                      "MeshMultiZoneService"):
             owned = sorted(r.name for r in await self._live(kind, mesh))
             if owned:
@@ -333,6 +337,8 @@ def _applied(resource: Resource, at: int) -> AnyEvent:
             return MeshTrafficPermissionApplied(at=at, policy=resource)
         case MeshTimeout():
             return MeshTimeoutApplied(at=at, policy=resource)
+        case MeshRetry():
+            return MeshRetryApplied(at=at, policy=resource)
         case MeshMultiZoneService():
             return MeshMultiZoneServiceApplied(at=at, meshmultizoneservice=resource)
         case ZoneIngress():
@@ -355,6 +361,8 @@ def _deleted(kind: str, mesh: str | None, name: str, at: int) -> AnyEvent:
             return MeshTrafficPermissionDeleted(at=at, mesh=mesh or "", name=name)
         case "MeshTimeout":
             return MeshTimeoutDeleted(at=at, mesh=mesh or "", name=name)
+        case "MeshRetry":
+            return MeshRetryDeleted(at=at, mesh=mesh or "", name=name)
         case "MeshMultiZoneService":
             return MeshMultiZoneServiceDeleted(at=at, mesh=mesh or "", name=name)
         case "ZoneIngress":

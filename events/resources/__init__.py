@@ -7,7 +7,7 @@ evolution); strictness for user input lives in `events.decoding`, at the edge.
 One module a concern: `_base` (the tagged base, names, ports, labels), `_mesh` (Mesh and its
 mTLS), `_proxies` (Dataplane, ZoneIngress), `_mesh_services` (MeshService,
 MeshMultiZoneService, HostnameGenerator), `_policies` (MeshTrafficPermission), `_timeouts`
-(MeshTimeout). Import the names from here.
+(MeshTimeout), `_retries` (MeshRetry). Import the names from here.
 """
 
 from __future__ import annotations
@@ -77,6 +77,18 @@ from events.resources._proxies import (
     ZoneIngressAvailableService,
     ZoneIngressNetworking,
 )
+from events.resources._retries import (
+    GRPC_RETRY_ON,
+    HTTP_RETRY_ON,
+    MeshRetry,
+    MeshRetryBackOff,
+    MeshRetryConf,
+    MeshRetryGrpc,
+    MeshRetryHttp,
+    MeshRetrySpec,
+    MeshRetryTcp,
+    MeshRetryTo,
+)
 from events.resources._timeouts import (
     MeshTimeout,
     MeshTimeoutConf,
@@ -90,6 +102,8 @@ from events.resources._timeouts import (
 __all__ = [
     "APP_PROTOCOLS",
     "DEFAULT_HOSTNAME_GENERATORS",
+    "GRPC_RETRY_ON",
+    "HTTP_RETRY_ON",
     "SYNCED_HOSTNAME_GENERATORS",
     "ZONE_INGRESS_NODE",
     "Admin",
@@ -111,6 +125,14 @@ __all__ = [
     "MeshMultiZoneServicePort",
     "MeshMultiZoneServiceSelector",
     "MeshMultiZoneServiceSpec",
+    "MeshRetry",
+    "MeshRetryBackOff",
+    "MeshRetryConf",
+    "MeshRetryGrpc",
+    "MeshRetryHttp",
+    "MeshRetrySpec",
+    "MeshRetryTcp",
+    "MeshRetryTo",
     "MeshScopedResource",
     "MeshService",
     "MeshServicePort",

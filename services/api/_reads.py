@@ -14,6 +14,7 @@ from projections import (
     DataplaneRow,
     HostnameGeneratorRow,
     MeshMultiZoneServiceRow,
+    MeshRetryRow,
     MeshRow,
     MeshServiceRow,
     MeshTimeoutRow,
@@ -56,7 +57,7 @@ def _version_of(row: object) -> int | None:
     match row:
         case (MeshRow(meta=meta) | DataplaneRow(meta=meta) | HostnameGeneratorRow(meta=meta)
               | MeshServiceRow(meta=meta) | MeshTrafficPermissionRow(meta=meta)
-              | MeshTimeoutRow(meta=meta)
+              | MeshTimeoutRow(meta=meta) | MeshRetryRow(meta=meta)
               | MeshMultiZoneServiceRow(meta=meta) | ZoneIngressRow(meta=meta)):
             return meta.version
         case _:

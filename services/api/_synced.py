@@ -38,6 +38,7 @@ from projections import (
     DataplaneRow,
     HostnameGeneratorRow,
     MeshMultiZoneServiceRow,
+    MeshRetryRow,
     MeshRow,
     MeshServiceRow,
     MeshTimeoutRow,
@@ -122,6 +123,7 @@ def labels_of(row: object) -> dict[str, str]:
         case (MeshRow(mesh=resource) | DataplaneRow(dataplane=resource)
               | HostnameGeneratorRow(generator=resource)
               | MeshTrafficPermissionRow(policy=resource) | MeshTimeoutRow(policy=resource)
+              | MeshRetryRow(policy=resource)
               | ZoneIngressRow(zoneingress=resource)):
             return resource.labels
         case MeshServiceRow(labels=labels) | MeshMultiZoneServiceRow(labels=labels):

@@ -15,6 +15,7 @@
                                                   insight (connected, gateway, xDS counters)
     GET    /meshes/{mesh}/meshtrafficpermissions[/{name}]   policies, as in Kuma; PUT, DELETE
     GET    /meshes/{mesh}/meshtimeouts[/{name}]             the same for MeshTimeouts
+    GET    /meshes/{mesh}/meshretries[/{name}]              the same for MeshRetries
     GET    /meshes/{mesh}/meshmultizoneservices[/{name}]    PUT and DELETE on global (or a
                                                             standalone control plane) only
     GET    /meshes/{mesh}/dataplanes/{name}/_overview   the Dataplane + its proxy's insight

@@ -5,6 +5,7 @@
     meshlog apply -f FILE              create or update resources (multi-document YAML or JSON)
     meshlog get PLURAL [-m MESH]       list: meshes, dataplanes, meshservices, hostnamegenerators,
                                        meshtrafficpermissions, meshtimeouts,
+                                       meshretries,
                                        meshmultizoneservices, zoneingresses
                                        (-o table|yaml|json)
     meshlog get KIND NAME [-m MESH]    one resource: mesh, dataplane, meshservice, ...

@@ -221,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     get = sub.add_parser("get", parents=g, help="list resources, or show one")
     get.add_argument("what", help="meshes | dataplanes | meshservices | hostnamegenerators | "
-                     "meshtrafficpermissions | meshtimeouts | meshmultizoneservices | zones | "
+                     "meshtrafficpermissions | meshtimeouts | meshretries | "
+                     "meshmultizoneservices | zones | "
                      "zoneingresses, "
                      "or a singular kind")
     get.add_argument("name", nargs="?", help="show this resource only")
@@ -232,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rm = sub.add_parser("delete", parents=g, help="delete a resource")
     rm.add_argument("kind", help="mesh | dataplane | meshservice | hostnamegenerator | "
-                    "meshtrafficpermission | meshtimeout | meshmultizoneservice | zoneingress")
+                    "meshtrafficpermission | meshtimeout | meshretry | meshmultizoneservice | "
+                    "zoneingress")
     rm.add_argument("name")
     rm.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
 

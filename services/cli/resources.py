@@ -25,11 +25,12 @@ SINGULAR = {"mesh": "Mesh", "dataplane": "Dataplane", "meshservice": "MeshServic
             "hostnamegenerator": "HostnameGenerator",
             "meshtrafficpermission": "MeshTrafficPermission",
             "meshtimeout": "MeshTimeout",
+            "meshretry": "MeshRetry",
             "meshmultizoneservice": "MeshMultiZoneService",
             "zoneingress": "ZoneIngress"}
 _KIND_PLURAL = {kind: plural for plural, kind in PLURALS.items()}
 _SHORT = {"dp": "Dataplane", "ms": "MeshService", "mtp": "MeshTrafficPermission",
-          "mt": "MeshTimeout",
+          "mt": "MeshTimeout", "mr": "MeshRetry",
           "mmzs": "MeshMultiZoneService", "zi": "ZoneIngress"}
 
 
@@ -152,6 +153,7 @@ def _table(kind: str, docs: list[dict[str, Any]]) -> None:
         "HostnameGenerator": ["NAME", "SELECTOR", "TEMPLATE"],
         "MeshTrafficPermission": ["MESH", "NAME", "TARGETREF", "FROM"],
         "MeshTimeout": ["MESH", "NAME", "TARGETREF", "TO"],
+        "MeshRetry": ["MESH", "NAME", "TARGETREF", "TO"],
         "MeshMultiZoneService": ["MESH", "NAME", "VIP", "HOSTNAMES", "PORTS", "SELECTOR",
                                  "MESHSERVICES"],
         "ZoneIngress": ["NAME", "ZONE", "ADDRESS", "ADVERTISED"],
@@ -180,9 +182,9 @@ def _cells(kind: str, doc: dict[str, Any]) -> list[str]:
                             for entry in spec["from"])
         return [doc["mesh"], doc["name"], _ref(spec.get("targetRef", {"kind": "Mesh"})),
                 sources]
-    if kind == "MeshTimeout":
+    if kind in ("MeshTimeout", "MeshRetry"):
         spec = doc["spec"]
-        destinations = ", ".join(f"{_ref(entry['targetRef'])}: {_timeouts(entry['default'])}"
+        destinations = ", ".join(f"{_ref(entry['targetRef'])}: {_flat(entry['default'])}"
                                  for entry in spec.get("to", []))
         return [doc["mesh"], doc["name"], _ref(spec.get("targetRef", {"kind": "Mesh"})),
                 destinations or "-"]
@@ -261,8 +263,15 @@ def cmd_delete(args: argparse.Namespace, client: ApiClient) -> int:
 
 
 
-def _timeouts(conf: dict[str, Any]) -> str:
-    """`connectionTimeout=1s idleTimeout=1h http.requestTimeout=15s`."""
-    flat = {k: v for k, v in conf.items() if k != "http"}
-    flat.update({f"http.{k}": v for k, v in conf.get("http", {}).items()})
-    return " ".join(f"{k}={v}" for k, v in flat.items())
+def _flat(conf: dict[str, Any], prefix: str = "") -> str:
+    """A policy's `default`, one `path=value` per field: `connectionTimeout=1s
+    http.requestTimeout=15s`, `http.numRetries=2 http.retryOn=5xx,reset`."""
+    parts = []
+    for key, value in conf.items():
+        if isinstance(value, dict):
+            parts.append(_flat(value, f"{prefix}{key}."))
+        elif isinstance(value, list):
+            parts.append(f"{prefix}{key}={','.join(str(v) for v in value)}")
+        else:
+            parts.append(f"{prefix}{key}={value}")
+    return " ".join(parts)

@@ -44,6 +44,8 @@ from events import (
     MeshMultiZoneServiceDeleted,
     MeshServiceApplied,
     MeshServiceDeleted,
+    MeshRetryApplied,
+    MeshRetryDeleted,
     MeshTimeoutApplied,
     MeshTimeoutDeleted,
     MeshTrafficPermissionApplied,
@@ -145,6 +147,10 @@ def _subject_of(event: AnyEvent) -> str:
             return resource_subject("MeshTimeout", mt.mesh, mt.name)
         case MeshTimeoutDeleted(mesh=mesh, name=name):
             return resource_subject("MeshTimeout", mesh, name)
+        case MeshRetryApplied(policy=mr):
+            return resource_subject("MeshRetry", mr.mesh, mr.name)
+        case MeshRetryDeleted(mesh=mesh, name=name):
+            return resource_subject("MeshRetry", mesh, name)
         case MeshMultiZoneServiceApplied(meshmultizoneservice=mmzs):
             return resource_subject("MeshMultiZoneService", mmzs.mesh, mmzs.name)
         case MeshMultiZoneServiceDeleted(mesh=mesh, name=name):

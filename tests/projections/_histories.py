@@ -36,6 +36,9 @@ from events import (
     MeshService,
     MeshServiceApplied,
     MeshServiceDeleted,
+    MeshRetry,
+    MeshRetryApplied,
+    MeshRetryDeleted,
     MeshTimeout,
     MeshTimeoutApplied,
     MeshTimeoutDeleted,
@@ -180,6 +183,18 @@ def timeout(mesh: str, name: str, *to: tuple[dict[str, Any], dict[str, Any]],
     return resource
 
 
+def retry(mesh: str, name: str, *to: tuple[dict[str, Any], dict[str, Any]],
+          target: dict[str, Any] | None = None) -> MeshRetry:
+    """A MeshRetry: `to` are (to-targetRef, default) pairs."""
+    spec: dict[str, Any] = {"to": [{"targetRef": ref, "default": conf} for ref, conf in to]}
+    if target is not None:
+        spec["targetRef"] = target
+    resource = decode_resource({"type": "MeshRetry", "mesh": mesh, "name": name,
+                                "spec": spec})
+    assert isinstance(resource, MeshRetry)
+    return resource
+
+
 def multizone_service(mesh: str, name: str, match_labels: dict[str, str], *ports: int,
                       labels: dict[str, str] | None = None) -> MeshMultiZoneService:
     raw: dict[str, Any] = {
@@ -291,6 +306,14 @@ class History:
 
     def delete_timeout(self, mesh: str, name: str) -> History:
         self._add(MeshTimeoutDeleted(at=self._next_at(), mesh=mesh, name=name))
+        return self
+
+    def apply_retry(self, mr: MeshRetry) -> History:
+        self._add(MeshRetryApplied(at=self._next_at(), policy=mr))
+        return self
+
+    def delete_retry(self, mesh: str, name: str) -> History:
+        self._add(MeshRetryDeleted(at=self._next_at(), mesh=mesh, name=name))
         return self
 
     def apply_mmzs(self, mmzs: MeshMultiZoneService) -> History:

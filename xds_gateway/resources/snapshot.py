@@ -48,6 +48,7 @@ from xds_gateway.resources import (
     names,
     proxyless,
     rbac,
+    retries,
     timeouts,
     tls,
 )
@@ -228,14 +229,17 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
     services = view.meshservices.get(mesh, {})
     mode = mesh_mode(view.meshes.get(mesh))
     tp = dp.networking.transparent_proxying
-    # proxyless gRPC clients read no timeouts (resources.timeouts)
+    # proxyless gRPC clients read no timeouts nor retries (resources.timeouts, .retries)
     mts = (timeouts.NO_TIMEOUTS if node.is_grpc
            else timeouts.applying(view.meshtimeouts.get(mesh), dp, services))
+    mrs = (retries.NO_RETRIES if node.is_grpc
+           else retries.applying(view.meshretries.get(mesh), dp, services))
     key = (mesh, reachable_key(mode, dp, services, view.meshmultizoneservices.get(mesh)),
            tp is None, node.is_grpc, 0 if tp is None else node.dns_port,
-           mts.names)  # names: the policies are the generation's
+           mts.names, mrs.names)  # names: the policies are the generation's
     shared = cache.per_generation(view, view.generation, key, lambda: Shared(_collect(
-        lambda add: _shared(view, cache, mesh, mode, dp, node, services, mts, add)), {}, {}))
+        lambda add: _shared(view, cache, mesh, mode, dp, node, services, mts, mrs, add)),
+        {}, {}))
     trust = view.trust.get(mesh)
     identity = view.identities.get((mesh, name)) if trust is not None else None
     rows = (row, trust, identity)
@@ -249,7 +253,8 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
         first = previous.first  # the proxy's own part depends on these only
     else:
         first = _collect(lambda add: _own(view, cache, dp, trust, identity, add))
-    last = (_collect(lambda add: _explicit(view, cache, mesh, mode, dp, services, mts, add))
+    last = (_collect(lambda add: _explicit(view, cache, mesh, mode, dp, services, mts, mrs,
+                                                   add))
             if dp.networking.outbound else _NONE)
     return Snapshot(shared, first, last, row, inputs)
 
@@ -278,7 +283,7 @@ def _collect(fill: Callable[[Add], None]) -> dict[str, Part]:
 
 def _shared(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
             dp: Dataplane, node: ProxyNode, services: dict[str, MeshServiceRow],
-            mts: timeouts.Applying, add: Add) -> None:
+            mts: timeouts.Applying, mrs: retries.Applying, add: Add) -> None:
     """What every proxy with `dp`'s shared key gets; depends on `dp` only through the key."""
     tp = dp.networking.transparent_proxying
     trust = view.trust.get(mesh)
@@ -288,21 +293,22 @@ def _shared(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
     records: set[tuple[str, str]] = set()
     bind, grpc = tp is None, node.is_grpc
     for ms_name, ports in sorted(reachable(mode, dp, services).items()):
-        t = timeouts.for_destination(mts, ms_name)
+        t, r = timeouts.for_destination(mts, ms_name), retries.for_destination(mrs, ms_name)
         _service_outbounds(
             cache, services[ms_name], ports, functools.partial(
                 _service_port, view, cache, mesh, ms_name, add=add, mtls=not grpc, t=t),
             functools.partial(names.grpc_targets, ms_name) if grpc else None,
-            bind=bind, records=records, add=add, t=t)
+            bind=bind, records=records, add=add, t=t, r=r)
     multizone_services = view.meshmultizoneservices.get(mesh, {})
     for mz_name, ports in sorted(reachable_mmzs(mode, dp, multizone_services).items()):
         mz, t = multizone_services[mz_name], timeouts.for_destination(mts, None)
+        r = retries.for_destination(mrs, None)
         _service_outbounds(
             cache, mz, ports, functools.partial(
                 multizone.mzsvc_port, view, cache, mz, add=add, mtls=not grpc, t=t),
             # by hostname only: its name may be a MeshService's too
             _hostname_targets if grpc else None,
-            bind=bind, records=records, add=add, t=t)
+            bind=bind, records=records, add=add, t=t, r=r)
     if tp is not None:
         add(_dns(cache, node.dns_port, tuple(sorted(records))))
 
@@ -311,7 +317,7 @@ def _service_outbounds(cache: ResourceCache, row: MeshServiceRow | MeshMultiZone
                        ports: Iterable[int], cluster: Callable[[int], str],
                        grpc_targets: Callable[[list[str], int], list[str]] | None, *,
                        bind: bool, records: set[tuple[str, str]], add: Add,
-                       t: timeouts.Timeouts | None) -> None:
+                       t: timeouts.Timeouts | None, r: retries.Retries | None) -> None:
     """What a proxy gets for a service it may reach (a MeshService or a MeshMultiZoneService):
     per port the cluster `cluster(port)` adds (it returns the cluster's name), an outbound
     listener on the service's VIP and, for a proxyless gRPC node, an api_listener per target
@@ -324,7 +330,7 @@ def _service_outbounds(cache: ResourceCache, row: MeshServiceRow | MeshMultiZone
         cname = cluster(port)
         if vip is not None:
             protocol = listeners.port_protocol(row.spec.ports, port)
-            add(_outbound(cache, vip, port, cname, protocol, bind=bind, t=t))
+            add(_outbound(cache, vip, port, cname, protocol, bind=bind, t=t, r=r))
         if grpc_targets is not None:
             for target in grpc_targets(hostnames, port):
                 _grpc_target(cache, target, cname, add)
@@ -336,7 +342,7 @@ def _hostname_targets(hostnames: list[str], port: int) -> list[str]:
 
 def _explicit(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
               dp: Dataplane, services: dict[str, MeshServiceRow], mts: timeouts.Applying,
-              add: Add) -> None:
+              mrs: retries.Applying, add: Add) -> None:
     for outbound in dp.networking.outbound:
         if not explicit_outbound_allowed(mode, outbound):
             continue
@@ -344,18 +350,19 @@ def _explicit(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
         multizone_target = multizone.explicit_target(
             outbound, view.meshmultizoneservices.get(mesh, {}))
         if target is not None:
-            t = timeouts.for_destination(mts, target[0])
+            t, r = timeouts.for_destination(mts, target[0]), retries.for_destination(mrs,
+                                                                                      target[0])
             cname = _service_port(view, cache, mesh, target[0], target[1], add, t=t)
             protocol = listeners.port_protocol(services[target[0]].spec.ports, target[1])
         elif multizone_target is not None:
-            t = timeouts.for_destination(mts, None)
+            t, r = timeouts.for_destination(mts, None), retries.for_destination(mrs, None)
             cname = multizone.mzsvc_port(view, cache, *multizone_target, add, t=t)
             protocol = listeners.port_protocol(multizone_target[0].spec.ports,
                                                multizone_target[1])
         else:
             continue
         add(_outbound(cache, outbound.address or "127.0.0.1", outbound.port, cname, protocol,
-                      t=t))
+                      t=t, r=r))
 
 
 def _service_port(view: ProjectionView, cache: ResourceCache, mesh: str, service: str,
@@ -456,13 +463,15 @@ def _inbounds(view: ProjectionView, dp: Dataplane, trust: TrustRow | None,
 
 
 def _outbound(cache: ResourceCache, address: str, port: int, cluster: str, protocol: str, *,
-              bind: bool = True, t: timeouts.Timeouts | None = None) -> EncodedResource:
+              bind: bool = True, t: timeouts.Timeouts | None = None,
+              r: retries.Retries | None = None) -> EncodedResource:
     lname, lt = names.outbound_listener(address, port), timeouts.for_listener(t, protocol)
-    l7 = protocol in listeners.HTTP_PROTOCOLS
+    l7, lr = protocol in listeners.HTTP_PROTOCOLS, retries.for_listener(r, protocol)
     return cache.get(
-        LISTENER, lname, ("outbound", address, port, cluster, bind, l7, lt),
-        lambda: timeouts.timed_listener(listeners.outbound_listener(
-            lname, address, port, cluster, protocol, bind=bind, freebind=True), lt),
+        LISTENER, lname, ("outbound", address, port, cluster, bind, l7, lt)
+        + (() if lr is None else (lr,)),  # without retries: the key it always had
+        lambda: retries.retried_listener(timeouts.timed_listener(listeners.outbound_listener(
+            lname, address, port, cluster, protocol, bind=bind, freebind=True), lt), lr),
         refs=frozenset({cluster}),
     )
 

@@ -59,7 +59,6 @@ targetRef that selects no proxy.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
@@ -73,15 +72,15 @@ from envoy.extensions.upstreams.http.v3.http_protocol_options_pb2 import HttpPro
 from google.protobuf.duration_pb2 import Duration
 from msgspec import Struct
 
-from events import Dataplane, MeshTimeout, TargetRef
+from events import Dataplane, MeshTimeout
 from events.resources import MeshTimeoutConf, go_duration_ns
 from projections import MeshServiceRow, MeshTimeoutRow
+from xds_gateway.resources import policy_rules
 from xds_gateway.resources.listeners import HTTP_PROTOCOLS
 
 __all__ = ["NO_TIMEOUTS", "Applying", "Timeouts", "applying", "for_cluster", "for_destination",
            "for_listener", "merged", "timed_cluster", "timed_listener"]
 
-_TOP_RANK = {"Mesh": 0, "MeshSubset": 1, "MeshService": 2, "Dataplane": 3}
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _HCM = "envoy.filters.network.http_connection_manager"
 _TCP_PROXY = "envoy.filters.network.tcp_proxy"
@@ -103,8 +102,7 @@ class Timeouts(Struct, frozen=True, kw_only=True):
 _NOTHING = Timeouts()
 
 
-_Last = dict[str, tuple[int, int]]
-"""Per field, (position in rule 2's order, nanoseconds) of the last entry that sets it."""
+_Last = policy_rules.Last
 
 
 class Applying(Struct, frozen=True):
@@ -130,63 +128,28 @@ def applying(policies: Mapping[str, MeshTimeoutRow] | None, dataplane: Dataplane
     """The MeshTimeouts (rows of the Dataplane's mesh) that apply to `dataplane`."""
     if not policies:
         return NO_TIMEOUTS
-    chosen = tuple(sorted((row.policy for row in policies.values()
-                           if _selects(row.policy.spec.target_ref, dataplane, services)),
-                          key=lambda p: p.name))
-    if not chosen:
-        return NO_TIMEOUTS
-    # the view keeps a policy's object until its row changes: proxies under the same
-    # policies share one merge (the memo holds them, so their ids stay theirs)
-    key = tuple(id(p) for p in chosen)
-    hit = _merges.get(key)
-    if hit is not None:
-        _merges.move_to_end(key)
-        return hit[1]
-    result = merged(chosen)
-    _merges[key] = (chosen, result)
-    if len(_merges) > _MERGES_KEPT:
-        _merges.popitem(last=False)
-    return result
+    chosen = policy_rules.chosen((row.policy for row in policies.values()), dataplane,
+                                 services)
+    return _merges.get(chosen, merged) if chosen else NO_TIMEOUTS
 
 
-_MERGES_KEPT = 256
-_merges: OrderedDict[tuple[int, ...], tuple[tuple[MeshTimeout, ...], Applying]] = OrderedDict()
+_merges: policy_rules.Memo[MeshTimeout, Applying] = policy_rules.Memo()
 
 
 def merged(chosen: Iterable[MeshTimeout]) -> Applying:
     """Rule 2 over the policies `chosen` (of one mesh, applying to one proxy), as per-field
     last values."""
-    by_name = sorted(chosen, key=lambda p: p.name, reverse=True)  # names descending
-    entries = [(p, to) for p in by_name for to in p.spec.to]
-    entries.sort(key=lambda e: (_TOP_RANK[e[0].spec.target_ref.kind],  # stable
-                                e[1].target_ref.kind != "Mesh"))
-    mesh: _Last = {}
-    named: dict[str, _Last] = {}
-    for position, (_, to) in enumerate(entries):
-        ref = to.target_ref
-        if ref.kind == "Mesh":
-            last = mesh
-        elif ref.kind == "MeshService" and ref.name is not None:
-            last = named.setdefault(ref.name, {})
-        else:
-            continue
-        for field, ns in _fields(to.default).items():
-            last[field] = (position, ns)
-    return Applying(names=tuple(p.name for p in reversed(by_name)), mesh=mesh, services=named)
+    chosen = tuple(chosen)
+    mesh, named = policy_rules.last_values(chosen, _fields)
+    return Applying(names=tuple(sorted(p.name for p in chosen)), mesh=mesh, services=named)
 
 
 def for_destination(policies: Applying, service: str | None) -> Timeouts | None:
     """The merged timeouts of the outbound to MeshService `service` (None: a
     MeshMultiZoneService, Mesh entries only) under `policies` (rule 3); None when no entry
     is about it."""
-    named = policies.services.get(service, {}) if service is not None else {}
-    if not policies.mesh and not named:
-        return None
-    merged = dict(policies.mesh)
-    for field, value in named.items():
-        if field not in merged or merged[field][0] < value[0]:
-            merged[field] = value
-    return Timeouts(**{field: ns for field, (_, ns) in merged.items()})
+    fields = policy_rules.by_destination(policies.mesh, policies.services, service)
+    return None if fields is None else Timeouts(**fields)
 
 
 def for_cluster(timeouts: Timeouts | None, protocol: str) -> Timeouts | None:
@@ -294,27 +257,3 @@ def _fields(conf: MeshTimeoutConf) -> dict[str, int]:
 
 def _duration(ns: int) -> Duration:
     return Duration(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
-
-
-def _selects(ref: TargetRef, dataplane: Dataplane, services: Mapping[str, MeshServiceRow]
-             ) -> bool:
-    inbounds = dataplane.networking.inbound
-    match ref.kind:
-        case "Mesh":
-            return True
-        case "MeshSubset":
-            return any(_all_in(ref.tags or {}, i.tags) for i in inbounds)
-        case "MeshService":
-            ms = services.get(ref.name or "")
-            selector = ms.spec.selector.dataplane_tags if ms is not None else {}
-            return bool(selector) and any(_all_in(selector, i.tags) for i in inbounds)
-        case "Dataplane":
-            if ref.name is not None:
-                return ref.name == dataplane.name
-            return ref.labels is not None and _all_in(ref.labels, dataplane.labels)
-        case _:  # a kind of a later release, in the log: it selects nothing here
-            return False
-
-
-def _all_in(wanted: Mapping[str, str], have: Mapping[str, str]) -> bool:
-    return all(have.get(key) == value for key, value in wanted.items())

@@ -1,0 +1,227 @@
+"""MeshRetry to Envoy: how a proxy retries connections and requests to its outbounds.
+
+Which MeshRetries apply to a proxy, the order of their `to[]` entries and how they merge per
+destination are MeshTimeout's rules 1-3 (`timeouts.py`, shared code in `policy_rules.py`):
+the more specific policy wins, then a MeshService entry over a Mesh entry, then the
+alphabetically first name; each field merges on its own (`backOff.baseInterval` and
+`backOff.maxInterval` too), a `retryOn` list is replaced whole. A MeshMultiZoneService
+outbound takes the Mesh entries only. No MeshRetry, or no entry about a destination: its
+config is exactly what it is without MeshRetry (meshlog creates no default policy, Kuma does).
+
+What each field sets (Kuma's mapping, `meshretry/plugin/xds/configurer.go`):
+
+| field                     | outbound of a port of protocol | Envoy                              |
+|---------------------------|--------------------------------|------------------------------------|
+| `tcp.maxConnectAttempt`   | `tcp` (tcp_proxy)              | tcp_proxy `max_connect_attempts`   |
+| `http.numRetries`         | `http`, `http2`                | route `retry_policy.num_retries`   |
+| `http.perTryTimeout`      | `http`, `http2`                | `retry_policy.per_try_timeout`     |
+| `http.backOff.*`          | `http`, `http2`                | `retry_policy.retry_back_off`      |
+| `http.retryOn`            | `http`, `http2`                | `retry_policy.retry_on` (1)        |
+| `grpc.*`                  | `grpc`                         | the same fields of `retry_policy`  |
+
+(1) joined with commas; HTTP status codes (`"503"`) go to `retriable_status_codes` and add
+`retriable-status-codes` to `retry_on`. Left out, `retry_on` is Kuma's default:
+`gateway-error,connect-failure,refused-stream` (HTTP) and
+`cancelled,connect-failure,gateway-error,refused-stream,reset,resource-exhausted,unavailable`
+(gRPC). `numRetries` left out: Envoy's 1.
+
+**meshlog's deviations.** A `backOff` with only `maxInterval` gets Envoy's default base
+(25 ms, or `maxInterval` when that is less), as Envoy requires a base. Proxyless gRPC clients
+get no MeshRetry (as no MeshTimeout). Not modelled (dropped when applied):
+`retriableResponseHeaders`, `retriableRequestHeaders`, `rateLimitedBackOff`,
+`hostSelection`, `hostSelectionRetryMaxAttempts`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from envoy.config.listener.v3.listener_pb2 import Listener
+from envoy.config.route.v3.route_components_pb2 import RetryPolicy
+from envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2 import (  # noqa: E501
+    HttpConnectionManager,
+)
+from envoy.extensions.filters.network.tcp_proxy.v3.tcp_proxy_pb2 import TcpProxy
+from google.protobuf.duration_pb2 import Duration
+from msgspec import Struct
+
+from events import Dataplane, MeshRetry
+from events.resources import MeshRetryConf, go_duration_ns
+from projections import MeshRetryRow, MeshServiceRow
+from xds_gateway.resources import policy_rules
+from xds_gateway.resources.listeners import HTTP_PROTOCOLS
+
+__all__ = ["NO_RETRIES", "Applying", "Retries", "applying", "for_destination", "for_listener",
+           "merged", "retried_listener"]
+
+_HCM = "envoy.filters.network.http_connection_manager"
+_TCP_PROXY = "envoy.filters.network.tcp_proxy"
+_HTTP_DEFAULT = ("gateway-error", "connect-failure", "refused-stream")
+_GRPC_DEFAULT = ("cancelled", "connect-failure", "gateway-error", "refused-stream", "reset",
+                 "resource-exhausted", "unavailable")
+_ENVOY_BASE_NS = 25_000_000
+
+
+class Retries(Struct, frozen=True, kw_only=True):
+    """The merged retries of one outbound (durations in nanoseconds); None: not set by any
+    entry. Hashable: part of the cache key of the listener it changes."""
+
+    connect_attempts: int | None = None
+    http_retries: int | None = None
+    http_per_try: int | None = None
+    http_base: int | None = None
+    http_max: int | None = None
+    http_on: tuple[str, ...] | None = None
+    grpc_retries: int | None = None
+    grpc_per_try: int | None = None
+    grpc_base: int | None = None
+    grpc_max: int | None = None
+    grpc_on: tuple[str, ...] | None = None
+
+
+_NOTHING = Retries()
+
+
+class Applying(Struct, frozen=True):
+    """The MeshRetries that apply to a proxy, merged once (as `timeouts.Applying`)."""
+
+    names: tuple[str, ...]
+    mesh: policy_rules.Last
+    services: dict[str, policy_rules.Last]
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
+
+
+NO_RETRIES = Applying(names=(), mesh={}, services={})
+_merges: policy_rules.Memo[MeshRetry, Applying] = policy_rules.Memo()
+
+
+def applying(policies: Mapping[str, MeshRetryRow] | None, dataplane: Dataplane,
+             services: Mapping[str, MeshServiceRow]) -> Applying:
+    """The MeshRetries (rows of the Dataplane's mesh) that apply to `dataplane`."""
+    if not policies:
+        return NO_RETRIES
+    chosen = policy_rules.chosen((row.policy for row in policies.values()), dataplane,
+                                 services)
+    return _merges.get(chosen, merged) if chosen else NO_RETRIES
+
+
+def merged(chosen: Iterable[MeshRetry]) -> Applying:
+    """Kuma's order over the policies `chosen`, as per-field last values."""
+    chosen = tuple(chosen)
+    mesh, named = policy_rules.last_values(chosen, _fields)
+    return Applying(names=tuple(sorted(p.name for p in chosen)), mesh=mesh, services=named)
+
+
+def for_destination(policies: Applying, service: str | None) -> Retries | None:
+    """The merged retries of the outbound to MeshService `service` (None: a
+    MeshMultiZoneService, Mesh entries only); None when no entry is about it."""
+    fields = policy_rules.by_destination(policies.mesh, policies.services, service)
+    return None if fields is None else Retries(**fields)
+
+
+def for_listener(retries: Retries | None, protocol: str) -> Retries | None:
+    """What of `retries` the outbound listener of a port of `protocol` takes (None:
+    nothing): both what `retried_listener` reads and its cache key."""
+    if retries is None:
+        return None
+    if protocol == "grpc":
+        part = Retries(grpc_retries=retries.grpc_retries, grpc_per_try=retries.grpc_per_try,
+                       grpc_base=retries.grpc_base, grpc_max=retries.grpc_max,
+                       grpc_on=retries.grpc_on)
+    elif protocol in HTTP_PROTOCOLS:
+        part = Retries(http_retries=retries.http_retries, http_per_try=retries.http_per_try,
+                       http_base=retries.http_base, http_max=retries.http_max,
+                       http_on=retries.http_on)
+    else:
+        part = Retries(connect_attempts=retries.connect_attempts)
+    return None if part == _NOTHING else part
+
+
+def retried_listener(listener: Listener, retries: Retries | None) -> Listener:
+    """`listener` (an outbound's) with `retries` (`for_listener`'s) set on its tcp_proxy or
+    its HttpConnectionManager's routes."""
+    if retries is None:
+        return listener
+    for chain in listener.filter_chains:
+        for network_filter in chain.filters:
+            config = network_filter.typed_config
+            if network_filter.name == _TCP_PROXY and retries.connect_attempts is not None:
+                proxy = TcpProxy()
+                config.Unpack(proxy)
+                proxy.max_connect_attempts.value = retries.connect_attempts
+                config.Pack(proxy)
+            elif network_filter.name == _HCM:
+                policy = _retry_policy(retries)
+                if policy is None:
+                    continue
+                hcm = HttpConnectionManager()
+                config.Unpack(hcm)
+                for host in hcm.route_config.virtual_hosts:
+                    for route in host.routes:
+                        route.route.retry_policy.CopyFrom(policy)
+                config.Pack(hcm)
+    return listener
+
+
+def _retry_policy(r: Retries) -> RetryPolicy | None:
+    grpc = any(v is not None for v in (r.grpc_retries, r.grpc_per_try, r.grpc_base,
+                                       r.grpc_max, r.grpc_on))
+    if grpc:
+        num, per_try, base, top, on = (r.grpc_retries, r.grpc_per_try, r.grpc_base,
+                                       r.grpc_max, r.grpc_on or _GRPC_DEFAULT)
+    elif any(v is not None for v in (r.http_retries, r.http_per_try, r.http_base,
+                                     r.http_max, r.http_on)):
+        num, per_try, base, top, on = (r.http_retries, r.http_per_try, r.http_base,
+                                       r.http_max, r.http_on or _HTTP_DEFAULT)
+    else:
+        return None
+    policy = RetryPolicy()
+    codes = [int(v) for v in on if v.isdigit()]
+    conditions = [v for v in on if not v.isdigit()]
+    if codes:
+        policy.retriable_status_codes.extend(codes)
+        if "retriable-status-codes" not in conditions:
+            conditions.append("retriable-status-codes")
+    policy.retry_on = ",".join(conditions)
+    if num is not None:
+        policy.num_retries.value = num
+    if per_try is not None:
+        policy.per_try_timeout.CopyFrom(_duration(per_try))
+    if base is not None or top is not None:
+        if base is None:
+            base = min(_ENVOY_BASE_NS, top or _ENVOY_BASE_NS)
+        policy.retry_back_off.base_interval.CopyFrom(_duration(base))
+        if top is not None:
+            policy.retry_back_off.max_interval.CopyFrom(_duration(top))
+    return policy
+
+
+def _fields(conf: MeshRetryConf) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if conf.tcp is not None and conf.tcp.max_connect_attempt is not None:
+        out["connect_attempts"] = conf.tcp.max_connect_attempt
+    for prefix, section in (("http", conf.http), ("grpc", conf.grpc)):
+        if section is None:
+            continue
+        back_off = section.back_off
+        given: dict[str, Any] = {
+            "retries": section.num_retries,
+            "per_try": _ns(section.per_try_timeout),
+            "base": _ns(back_off.base_interval if back_off else None),
+            "max": _ns(back_off.max_interval if back_off else None),
+            "on": tuple(section.retry_on) if section.retry_on is not None else None,
+        }
+        out.update({f"{prefix}_{k}": v for k, v in given.items() if v is not None})
+    return out
+
+
+def _ns(value: str | None) -> int | None:
+    ns = None if value is None else go_duration_ns(value)
+    return ns if ns is not None and ns > 0 else None  # validation refused the others
+
+
+def _duration(ns: int) -> Duration:
+    return Duration(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)

@@ -27,6 +27,8 @@ from events import (
     MeshMultiZoneServiceApplied,
     MeshService,
     MeshServiceApplied,
+    MeshRetry,
+    MeshRetryApplied,
     MeshTimeout,
     MeshTimeoutApplied,
     Provenance,
@@ -54,6 +56,8 @@ def event_for(doc: dict[str, Any], at: int = 1) -> AnyEvent:
             return MeshServiceApplied(at=at, meshservice=ms)
         case MeshTimeout() as mt:
             return MeshTimeoutApplied(at=at, policy=mt)
+        case MeshRetry() as mr:
+            return MeshRetryApplied(at=at, policy=mr)
         case other:
             raise AssertionError(f"no event_for a {type(other).__name__}")
 

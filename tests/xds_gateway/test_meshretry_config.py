@@ -1,0 +1,117 @@
+"""What MeshRetries do to a proxy's outbounds (xds_gateway.resources.retries): tcp_proxy's
+connect attempts on L4, the route's retry policy on http/http2 (the `http` section) and grpc
+(the `grpc` section) ports, Kuma's order, and nothing at all without a MeshRetry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from events import MeshRetryDeleted
+from tests.projections._histories import History, retry
+from tests.xds_gateway._ads import Projection, event_for
+from xds_gateway.resources.cache import ResourceCache
+from xds_gateway.resources.config_dump import config_json
+from xds_gateway.view import ProjectionView
+
+Config = dict[str, list[dict[str, Any]]]
+_PORTS = {"backend": 8080, "api": 9090, "db": 5432}
+
+
+def _dataplane(name: str, address: str, port: int, service: str, protocol: str
+               ) -> dict[str, Any]:
+    return {"type": "Dataplane", "mesh": "default", "name": name,
+            "networking": {"address": address, "inbound": [
+                {"port": port, "protocol": protocol, "tags": {"kuma.io/service": service}}]}}
+
+
+def _view() -> tuple[ProjectionView, Projection]:
+    projection, view = Projection(), ProjectionView()
+    view.apply(projection.fold([*History().mesh("default").events, *(
+        event_for(doc, at=10 + i) for i, doc in enumerate([
+            _dataplane("backend-1", "10.0.0.1", 8080, "backend", "http"),
+            _dataplane("api-1", "10.0.0.2", 9090, "api", "grpc"),
+            _dataplane("db-1", "10.0.0.3", 5432, "db", "tcp"),
+            _dataplane("web-1", "10.0.0.9", 7070, "web", "http"),
+        ]))]))
+    return view, projection
+
+
+def _apply(view: ProjectionView, projection: Projection, *policies: Any) -> None:
+    view.apply(projection.fold(History(start=2_000_000_000_000).apply_retry(p).events[-1]
+                               for p in policies))
+
+
+def _filter(config: Config, service: str) -> dict[str, Any]:
+    for entry in config["listeners"]:
+        (chain,) = entry["resource"]["filterChains"]
+        typed: dict[str, Any] = chain["filters"][0]["typedConfig"]
+        if typed.get("statPrefix") == f"default_{service}___msvc_{_PORTS[service]}":
+            return typed
+    raise AssertionError(f"no outbound to {service}")
+
+
+def _retry_policy(config: Config, service: str) -> dict[str, Any] | None:
+    routes = _filter(config, service)["routeConfig"]["virtualHosts"][0]["routes"]
+    policies = [r["route"].get("retryPolicy") for r in routes]
+    assert all(p == policies[0] for p in policies)  # every route of the outbound alike
+    policy: dict[str, Any] | None = policies[0]
+    return policy
+
+
+def test_each_section_goes_to_the_outbounds_of_its_protocol() -> None:
+    view, projection = _view()
+    before = config_json(view, "default", "web-1", ResourceCache())
+    _apply(view, projection, retry("default", "r", ({"kind": "Mesh"}, {
+        "tcp": {"maxConnectAttempt": 3},
+        "http": {"numRetries": 2, "perTryTimeout": "1s", "retryOn": ["5xx", "503"],
+                 "backOff": {"baseInterval": "100ms", "maxInterval": "1s"}},
+        "grpc": {"numRetries": 4, "retryOn": ["unavailable"]}})))
+
+    config = config_json(view, "default", "web-1", ResourceCache())
+
+    assert _retry_policy(before, "backend") is None
+    assert "maxConnectAttempts" not in _filter(before, "db")
+    assert _retry_policy(config, "backend") == {
+        "retryOn": "5xx,retriable-status-codes", "numRetries": 2, "perTryTimeout": "1s",
+        "retryBackOff": {"baseInterval": "0.100s", "maxInterval": "1s"},
+        "retriableStatusCodes": [503]}
+    assert _retry_policy(config, "api") == {"retryOn": "unavailable", "numRetries": 4}
+    assert _filter(config, "db")["maxConnectAttempts"] == 3
+    # nothing else changed: the clusters are the same
+    assert config["clusters"] == before["clusters"]
+
+
+def test_the_more_specific_policy_wins_then_the_first_name_field_by_field() -> None:
+    view, projection = _view()
+    _apply(view, projection,
+           retry("default", "z", ({"kind": "MeshService", "name": "backend"},
+                                  {"http": {"numRetries": 9, "perTryTimeout": "9s"}})),
+           retry("default", "y", ({"kind": "MeshService", "name": "backend"},
+                                  {"http": {"numRetries": 8}})),
+           retry("default", "dp", ({"kind": "Mesh"}, {"http": {"retryOn": ["reset"]}}),
+                 target={"kind": "Dataplane", "name": "web-1"}))
+
+    policy = _retry_policy(config_json(view, "default", "web-1", ResourceCache()), "backend")
+
+    # y's count over z's, z's perTryTimeout kept, the Dataplane policy's retryOn
+    assert policy == {"retryOn": "reset", "numRetries": 8, "perTryTimeout": "9s"}
+    other = _retry_policy(config_json(view, "default", "api-1", ResourceCache()), "backend")
+    assert other == {"retryOn": "gateway-error,connect-failure,refused-stream",
+                     "numRetries": 8, "perTryTimeout": "9s"}
+
+
+def test_a_change_and_a_delete_reach_the_config_through_one_cache() -> None:
+    view, projection = _view()
+    cache = ResourceCache()
+    before = config_json(view, "default", "web-1", cache)
+    _apply(view, projection, retry("default", "r", ({"kind": "Mesh"}, {
+        "tcp": {"maxConnectAttempt": 2}})))
+    assert _filter(config_json(view, "default", "web-1", cache), "db")["maxConnectAttempts"] == 2
+    _apply(view, projection, retry("default", "r", ({"kind": "Mesh"}, {
+        "tcp": {"maxConnectAttempt": 5}})))
+    assert _filter(config_json(view, "default", "web-1", cache), "db")["maxConnectAttempts"] == 5
+
+    view.apply(projection.fold([MeshRetryDeleted(at=3_000_000_000_000, mesh="default",
+                                                 name="r")]))
+
+    assert config_json(view, "default", "web-1", cache) == before

@@ -160,7 +160,7 @@ def test_non_object_document_is_rejected() -> None:
 def test_unknown_type_is_rejected() -> None:
     assert _violations({"type": "Gateway", "name": "gw"}) == [
         "type: 'Gateway' is not one of Mesh, Dataplane, MeshService, HostnameGenerator, "
-        "MeshTrafficPermission, MeshTimeout, MeshMultiZoneService, ZoneIngress",
+        "MeshTrafficPermission, MeshTimeout, MeshRetry, MeshMultiZoneService, ZoneIngress",
     ]
 
 

@@ -167,14 +167,14 @@ def test_unknown_type_is_rejected() -> None:
 def test_missing_type_is_rejected() -> None:
     assert _violations({"name": "gw"}) == [
         "type: null is not one of Mesh, Dataplane, MeshService, HostnameGenerator, "
-        "MeshTrafficPermission, MeshTimeout, MeshMultiZoneService, ZoneIngress",
+        "MeshTrafficPermission, MeshTimeout, MeshRetry, MeshMultiZoneService, ZoneIngress",
     ]
 
 
 def test_non_string_type_is_rejected() -> None:
     assert _violations({"type": ["Mesh"], "name": "default"}) == [
         'type: ["Mesh"] is not one of Mesh, Dataplane, MeshService, HostnameGenerator, '
-        "MeshTrafficPermission, MeshTimeout, MeshMultiZoneService, ZoneIngress",
+        "MeshTrafficPermission, MeshTimeout, MeshRetry, MeshMultiZoneService, ZoneIngress",
     ]
 
 

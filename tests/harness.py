@@ -105,6 +105,10 @@ def free_port_on_all(hosts: list[str]) -> int:
 # --- meshlog up -------------------------------------------------------------------------------
 
 
+_PLURAL = {"MeshRetry": "meshretries"}
+"""Kinds whose URL plural is not the lower-case kind and an `s`."""
+
+
 class ControlPlane:
     def __init__(self, proc: subprocess.Popen[bytes], data_dir: Path, where: dict[str, str]):
         self.proc = proc
@@ -130,7 +134,7 @@ class ControlPlane:
         kind = doc["type"]
         path = ("/meshes/" + doc["name"] if kind == "Mesh" else
                 f"/hostnamegenerators/{doc['name']}" if kind == "HostnameGenerator" else
-                f"/meshes/{doc['mesh']}/{kind.lower()}s/{doc['name']}")
+                f"/meshes/{doc['mesh']}/{_PLURAL.get(kind, kind.lower() + 's')}/{doc['name']}")
         response = self.api.put(path, json=doc)
         assert response.status_code in (200, 201), response.text
         if response.headers.get("Meshlog-Projection") == "pending":

@@ -296,7 +296,8 @@ class Commands:
             owned = sorted(r.name for r in await self._live(kind, mesh))
             if owned:
                 raise Conflict("mesh", 0, f"mesh {mesh!r} still has {len(owned)} "
-                               f"{kind.lower()}s (e.g. {owned[0]!r}); delete them first")
+                               f"{_PLURAL.get(kind, kind.lower() + 's')} (e.g. {owned[0]!r}); "
+                               "delete them first")
 
     async def _refuse_generated(self, mesh: str, name: str) -> None:
         """A MeshService that is not in the log but that live Dataplanes' inbounds generate."""
@@ -313,6 +314,7 @@ class Commands:
         return [resource for resource in live if resource is not None]
 
 
+_PLURAL = {"MeshRetry": "meshretries"}
 _DEFAULT_GENERATORS = {g.name for g in DEFAULT_HOSTNAME_GENERATORS}
 
 

@@ -76,3 +76,13 @@ def test_cli_apply_get_delete(cp: ControlPlane, tmp_path: Path) -> None:
 
     deleted = _meshlog(cp, "delete", "mr", "cli-mr")
     assert deleted.stdout.startswith("meshretry 'cli-mr' deleted (version ")
+
+
+def test_a_mesh_with_meshretries_cannot_be_deleted(cp: ControlPlane) -> None:
+    cp.apply({"type": "Mesh", "name": "guarded"})
+    cp.apply({**_mr("keep"), "mesh": "guarded"})
+
+    response = cp.api.delete("/meshes/guarded")
+
+    assert response.status_code == 409
+    assert "still has 1 meshretries (e.g. 'keep')" in response.json()["detail"]

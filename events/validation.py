@@ -24,6 +24,8 @@ from events.hostname_template import TemplateSyntaxError, parse_template
 from events.resources import (
     GRPC_RETRY_ON,
     HTTP_RETRY_ON,
+    KUMA_GRPC_RETRY_ON,
+    KUMA_RETRY_ON,
     Dataplane,
     HostnameGenerator,
     Mesh,
@@ -417,8 +419,8 @@ def _retry_conf(conf: MeshRetryConf, path: str, out: list[Violation]) -> None:
         elif not 1 <= attempts <= _MAX_UINT32:
             out.append(Violation(f"{path}.tcp.maxConnectAttempt",
                                  f"{attempts} must be between 1 and {_MAX_UINT32}"))
-    for name, section, allowed in (("http", conf.http, HTTP_RETRY_ON),
-                                   ("grpc", conf.grpc, GRPC_RETRY_ON)):
+    for name, section, allowed in (("http", conf.http, (*HTTP_RETRY_ON, *KUMA_RETRY_ON)),
+                                   ("grpc", conf.grpc, (*GRPC_RETRY_ON, *KUMA_GRPC_RETRY_ON))):
         if section is None:
             continue
         where = f"{path}.{name}"

@@ -80,6 +80,8 @@ from events.resources._proxies import (
 from events.resources._retries import (
     GRPC_RETRY_ON,
     HTTP_RETRY_ON,
+    KUMA_GRPC_RETRY_ON,
+    KUMA_RETRY_ON,
     MeshRetry,
     MeshRetryBackOff,
     MeshRetryConf,
@@ -104,6 +106,8 @@ __all__ = [
     "DEFAULT_HOSTNAME_GENERATORS",
     "GRPC_RETRY_ON",
     "HTTP_RETRY_ON",
+    "KUMA_GRPC_RETRY_ON",
+    "KUMA_RETRY_ON",
     "SYNCED_HOSTNAME_GENERATORS",
     "ZONE_INGRESS_NODE",
     "Admin",

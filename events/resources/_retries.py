@@ -4,7 +4,9 @@ connections (L4) and requests (HTTP, gRPC) to their outbounds.
 Not modelled, and dropped when applied (msgspec ignores fields it does not know, so the
 stored policy does not carry them): `http.retriableResponseHeaders`,
 `http.retriableRequestHeaders`, `http.rateLimitedBackOff`, `http.hostSelection`,
-`http.hostSelectionRetryMaxAttempts` and the same under `grpc` (docs/status.md)."""
+`http.hostSelectionRetryMaxAttempts` and the same under `grpc` (docs/status.md). `retryOn`
+takes Kuma's values in its API's spelling (`All5xx`, `GatewayError`, ...) and in Envoy's
+(`5xx`, `gateway-error`, ...); Kuma's `HttpMethod*` values are refused."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from events.resources._policies import TargetRef
 __all__ = [
     "GRPC_RETRY_ON",
     "HTTP_RETRY_ON",
+    "KUMA_GRPC_RETRY_ON",
+    "KUMA_RETRY_ON",
     "MeshRetry",
     "MeshRetryBackOff",
     "MeshRetryConf",
@@ -32,6 +36,16 @@ status code (`"503"`) is one too (`retriable_status_codes`)."""
 GRPC_RETRY_ON = ("cancelled", "deadline-exceeded", "internal", "resource-exhausted",
                  "unavailable")
 """Kuma's `grpc.retryOn` values: Envoy's gRPC `retry_on` conditions."""
+KUMA_RETRY_ON = {"All5xx": "5xx", "GatewayError": "gateway-error", "Reset": "reset",
+                 "Retriable4xx": "retriable-4xx", "ConnectFailure": "connect-failure",
+                 "EnvoyRatelimited": "envoy-ratelimited", "RefusedStream": "refused-stream",
+                 "Http3PostConnectFailure": "http3-post-connect-failure"}
+"""Kuma's own spelling of the HTTP values (its API's enum, `All5xx`), accepted too: the
+Envoy condition each stands for."""
+KUMA_GRPC_RETRY_ON = {"Canceled": "cancelled", "DeadlineExceeded": "deadline-exceeded",
+                      "Internal": "internal", "ResourceExhausted": "resource-exhausted",
+                      "Unavailable": "unavailable"}
+"""The same for gRPC's values."""
 
 
 class MeshRetryTcp(_Base, frozen=True):

@@ -79,6 +79,8 @@ def test_the_targetref_kinds_each_place_takes() -> None:
      "'teapot'"),
     ({"http": {"retryOn": ["999"]}}, "spec.to[0].default.http.retryOn[0]", "'999'"),
     ({"grpc": {"retryOn": ["5xx"]}}, "spec.to[0].default.grpc.retryOn[0]", "'5xx'"),
+    ({"http": {"retryOn": ["All5xx", "HttpMethodGet"]}}, "spec.to[0].default.http.retryOn[1]",
+     "'HttpMethodGet'"),
 ])
 def test_each_violation_names_its_field_and_value(conf: dict[str, Any], path: str,
                                                   value: str) -> None:

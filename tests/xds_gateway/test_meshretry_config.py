@@ -115,3 +115,15 @@ def test_a_change_and_a_delete_reach_the_config_through_one_cache() -> None:
                                                  name="r")]))
 
     assert config_json(view, "default", "web-1", cache) == before
+
+
+def test_kumas_api_spelling_is_envoys_value_and_zero_retries_is_no_policy() -> None:
+    view, projection = _view()
+    _apply(view, projection, retry("default", "r",
+                                   ({"kind": "Mesh"}, {"http": {"retryOn": ["All5xx", "Reset"]},
+                                                       "grpc": {"numRetries": 0}})))
+
+    config = config_json(view, "default", "web-1", ResourceCache())
+
+    assert _retry_policy(config, "backend") == {"retryOn": "5xx,reset"}
+    assert _retry_policy(config, "api") is None  # Kuma: numRetries 0, no retries

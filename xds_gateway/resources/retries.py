@@ -23,12 +23,17 @@ What each field sets (Kuma's mapping, `meshretry/plugin/xds/configurer.go`):
 `retriable-status-codes` to `retry_on`. Left out, `retry_on` is Kuma's default:
 `gateway-error,connect-failure,refused-stream` (HTTP) and
 `cancelled,connect-failure,gateway-error,refused-stream,reset,resource-exhausted,unavailable`
-(gRPC). `numRetries` left out: Envoy's 1.
+(gRPC). `numRetries` left out: Envoy's 1; `numRetries: 0`: no retry policy (Kuma's).
+`retryOn` in Kuma's API spelling (`All5xx`, `Canceled`) is Envoy's value (`5xx`,
+`cancelled`).
 
-**meshlog's deviations.** A `backOff` with only `maxInterval` gets Envoy's default base
-(25 ms, or `maxInterval` when that is less), as Envoy requires a base. Proxyless gRPC clients
-get no MeshRetry (as no MeshTimeout). Not modelled (dropped when applied):
-`retriableResponseHeaders`, `retriableRequestHeaders`, `rateLimitedBackOff`,
+**meshlog's deviations.** Kuma gives an `http2` port no retries (its configurer knows
+`http` and `grpc` only); meshlog applies the `http` section to `http2` ports too. A
+`backOff` with only `maxInterval` gets Envoy's default base (25 ms, or `maxInterval` when
+that is less), as Envoy requires a base. `retryOn` takes no `HttpMethod*` values, and the
+Envoy spellings `retriable-status-codes` and `retriable-headers` are accepted as they are.
+Proxyless gRPC clients get no MeshRetry (as no MeshTimeout). Not modelled (dropped when
+applied): `retriableResponseHeaders`, `retriableRequestHeaders`, `rateLimitedBackOff`,
 `hostSelection`, `hostSelectionRetryMaxAttempts`.
 """
 
@@ -47,7 +52,7 @@ from google.protobuf.duration_pb2 import Duration
 from msgspec import Struct
 
 from events import Dataplane, MeshRetry
-from events.resources import MeshRetryConf, go_duration_ns
+from events.resources import KUMA_GRPC_RETRY_ON, KUMA_RETRY_ON, MeshRetryConf, go_duration_ns
 from projections import MeshRetryRow, MeshServiceRow
 from xds_gateway.resources import policy_rules
 from xds_gateway.resources.listeners import HTTP_PROTOCOLS
@@ -178,6 +183,8 @@ def _retry_policy(r: Retries) -> RetryPolicy | None:
                                        r.http_max, r.http_on or _HTTP_DEFAULT)
     else:
         return None
+    if num == 0:  # Kuma: no retries, no policy
+        return None
     policy = RetryPolicy()
     codes = [int(v) for v in on if v.isdigit()]
     conditions = [v for v in on if not v.isdigit()]
@@ -212,7 +219,8 @@ def _fields(conf: MeshRetryConf) -> dict[str, Any]:
             "per_try": _ns(section.per_try_timeout),
             "base": _ns(back_off.base_interval if back_off else None),
             "max": _ns(back_off.max_interval if back_off else None),
-            "on": tuple(section.retry_on) if section.retry_on is not None else None,
+            "on": None if section.retry_on is None else tuple(
+                KUMA_RETRY_ON.get(v, KUMA_GRPC_RETRY_ON.get(v, v)) for v in section.retry_on),
         }
         out.update({f"{prefix}_{k}": v for k, v in given.items() if v is not None})
     return out

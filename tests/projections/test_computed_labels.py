@@ -20,6 +20,8 @@ from events import (
     MeshApplied,
     MeshMultiZoneService,
     MeshMultiZoneServiceApplied,
+    MeshRetry,
+    MeshRetryApplied,
     MeshService,
     MeshServiceApplied,
     MeshTimeout,
@@ -56,6 +58,7 @@ from tests.projections._histories import (
     ms_port,
     multizone_service,
     permission,
+    retry,
     timeout,
 )
 
@@ -86,6 +89,7 @@ def _resources(display_name: str | None) -> list[Resource]:
         generator("internal", "{{ .Name }}.internal", {"team": "blue"}),
         permission("default", "allow-all", ({"kind": "Mesh"}, "Allow")),
         timeout("default", "timeouts", ({"kind": "Mesh"}, {"idleTimeout": "1m"})),
+        retry("default", "retries", ({"kind": "Mesh"}, {"tcp": {"maxConnectAttempt": 2}})),
         multizone_service("default", "redis", {"team": "blue"}, 6379),
         decode_resource({"type": "ZoneIngress", "name": "ingress-1", "zone": "east",
                          "networking": {"address": "10.0.0.5", "port": 10001}}),
@@ -114,6 +118,8 @@ def _event(resource: Resource) -> AnyEvent:
             return MeshTrafficPermissionApplied(at=1, policy=resource)
         case MeshTimeout():
             return MeshTimeoutApplied(at=1, policy=resource)
+        case MeshRetry():
+            return MeshRetryApplied(at=1, policy=resource)
         case MeshMultiZoneService():
             return MeshMultiZoneServiceApplied(at=1, meshmultizoneservice=resource)
         case ZoneIngress():
@@ -191,6 +197,8 @@ def test_a_zones_resource_keeps_only_its_users_labels() -> None:
                                   "team": "blue"},
         "MeshTimeout": {PROXY_TYPE_LABEL: "gateway", REGISTERED_BY_LABEL: "proxy",
                         "team": "blue"},
+        "MeshRetry": {PROXY_TYPE_LABEL: "gateway", REGISTERED_BY_LABEL: "proxy",
+                      "team": "blue"},
         "MeshMultiZoneService": {PROXY_TYPE_LABEL: "gateway", REGISTERED_BY_LABEL: "proxy",
                                  "team": "blue"},
         # no mesh; a display name equal to its name is computed (fold version 6)

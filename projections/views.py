@@ -199,8 +199,7 @@ class MeshTimeoutRow(Row, frozen=True):
 
 
 class MeshRetryRow(Row, frozen=True):
-    """A MeshRetry as applied, with the labels the control plane computes (as
-    `MeshTrafficPermissionRow`)."""
+    """A MeshRetry as applied, with its computed labels (as `MeshTimeoutRow`)."""
 
     policy: MeshRetry
     meta: RowMeta

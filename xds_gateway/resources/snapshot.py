@@ -16,8 +16,9 @@
 Only the inbounds and explicit outbounds depend on the individual Dataplane. The rest depends
 on the mesh, what the proxy may reach, transparent proxying (bind, DNS port), gRPC or not and
 the MeshTimeouts and MeshRetries that select it (`timeouts.py`, `retries.py`), so it is built
-once per view generation for every proxy with the same such key and shared (`ResourceCache.per_generation`): 1,000
-proxies of one mesh cost one build, not 1,000 (docs/benchmarks.md, "Propagation"). Each part
+once per view generation for every proxy with the same such key and shared
+(`ResourceCache.per_generation`): 1,000 proxies of one mesh cost one build, not 1,000
+(docs/benchmarks.md, "Propagation"). Each part
 carries its content-derived version per type, so a stream's version of a type is a cheap
 combination (xds-rules.md #12).
 """

@@ -9,6 +9,7 @@ from typing import Any
 from events import MeshRetryDeleted
 from tests.projections._histories import History, retry
 from tests.xds_gateway._ads import Projection, event_for
+from xds_gateway.resources import retries
 from xds_gateway.resources.cache import ResourceCache
 from xds_gateway.resources.config_dump import config_json
 from xds_gateway.view import ProjectionView
@@ -127,3 +128,31 @@ def test_kumas_api_spelling_is_envoys_value_and_zero_retries_is_no_policy() -> N
 
     assert _retry_policy(config, "backend") == {"retryOn": "5xx,reset"}
     assert _retry_policy(config, "api") is None  # Kuma: numRetries 0, no retries
+
+
+def test_an_explicit_outbound_gets_the_retries_of_its_destination() -> None:
+    view, projection = _view()
+    explicit = _dataplane("client-1", "10.0.0.20", 7070, "client", "http")
+    explicit["networking"]["outbound"] = [
+        {"port": 10001, "backendRef": {"kind": "MeshService", "name": "backend", "port": 8080}}]
+    view.apply(projection.fold([event_for(explicit, at=2_500_000_000_000)]))
+    _apply(view, projection, retry("default", "r", ({"kind": "MeshService", "name": "backend"},
+                                                    {"http": {"numRetries": 3}})))
+
+    config = config_json(view, "default", "client-1", ResourceCache())
+    listeners = {entry["name"]: entry["resource"] for entry in config["listeners"]}
+
+    hcm = listeners["outbound:127.0.0.1:10001"]["filterChains"][0]["filters"][0]["typedConfig"]
+    assert hcm["routeConfig"]["virtualHosts"][0]["routes"][0]["route"]["retryPolicy"] == {
+        "retryOn": "gateway-error,connect-failure,refused-stream", "numRetries": 3}
+
+
+def test_a_multizone_service_takes_the_mesh_entries_only() -> None:
+    mesh_wide = retry("default", "a", ({"kind": "Mesh"}, {"tcp": {"maxConnectAttempt": 3}}),
+                      ({"kind": "MeshService", "name": "redis"}, {"tcp": {"maxConnectAttempt": 1}}))
+
+    assert retries.for_destination(retries.merged([mesh_wide]), None) == retries.Retries(
+        connect_attempts=3)
+    assert retries.for_destination(retries.merged([mesh_wide]), "redis") == retries.Retries(
+        connect_attempts=1)
+    assert retries.for_destination(retries.merged([]), "redis") is None

@@ -1,6 +1,9 @@
 """MeshRetry's rules (`events.validation` calls them; its helpers are shared): targetRefs as
 MeshTimeout's, attempt counts in range, durations above 0, `retryOn` values from Kuma's
-enums."""
+enums. Stricter than Kuma's validator, which checks neither the durations' sign, nor
+`maxInterval` against `baseInterval`, nor `maxConnectAttempt` above 0 (Envoy refuses 0 and
+base intervals of 0); an HTTP status code is any number from 100 to 599 (Kuma: one Go's
+`http.StatusText` knows)."""
 
 from __future__ import annotations
 

@@ -12,24 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from services.cli.bootstrap import sidecar_bootstrap
-from tests.harness import free_port, meshlog_up, run_envoy, serving, wait_for
+from tests.harness import Envoy, free_port, meshlog_up, serving, wait_for
+from tests.integration._policy_envoy import BACKEND, active_route, get, web_to_backend
 
 pytestmark = pytest.mark.integration
 
-BACKEND = "127.0.0.2"
 ANSWER_AFTER_S = 3.0
 """How long the backend takes: over the MeshTimeout's 1 s, well under any default."""
-
-
-def _dataplane(name: str, address: str, port: int, service: str) -> dict[str, Any]:
-    return {"type": "Dataplane", "mesh": "default", "name": name,
-            "networking": {"address": address, "inbound": [
-                {"port": port, "name": "main", "protocol": "http",
-                 "tags": {"kuma.io/service": service}}]}}
 
 
 @contextlib.contextmanager
@@ -58,54 +49,31 @@ def _slow_backend(host: str, port: int) -> Iterator[None]:
             stop.set()  # a handler still waiting answers nothing
 
 
-def _get(url: str) -> httpx.Response:
-    with httpx.Client(timeout=30) as client:
-        return client.get(url)
-
-
-def _route_timeout(config: dict[str, Any], listener: str) -> str | None:
-    """The route timeout of `listener` in Envoy's listeners config dump, once it is active."""
-    for entry in config.get("configs", []):
-        active = entry.get("active_state", {}).get("listener", {})
-        if active.get("name") == listener:
-            hcm = active["filter_chains"][0]["filters"][0]["typed_config"]
-            timeout: str = hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"][
-                "timeout"]
-            return timeout
-    return None
+def _route_timeout(envoy: Envoy, listener: str) -> str | None:
+    """The route timeout of `listener`, once it is active."""
+    route = active_route(envoy.config_dump("dynamic_listeners"), listener)
+    return None if route is None else str(route["timeout"])
 
 
 def test_a_request_timeout_ends_a_slow_request_with_504(tmp_path: Path) -> None:
     port = free_port(BACKEND)
     with meshlog_up(tmp_path / "cp", "--vip-cidr", "127.100.0.0/16") as cp, \
-            _slow_backend(BACKEND, port):
-        cp.apply({"type": "Mesh", "name": "default"})
-        cp.apply(_dataplane("backend-1", BACKEND, port, "backend"))
-        cp.apply(_dataplane("web-1", "127.0.0.4", free_port("127.0.0.4"), "web"))
-        vip = cp.meshservice("backend")["status"]["vips"][0]["ip"]
-        listener = f"outbound:{vip}:{port}"
-        bootstrap = sidecar_bootstrap(mesh="default", name="web-1", xds_host="127.0.0.1",
-                                      xds_port=cp.xds_port, admin_port=0,
-                                      token=cp.dataplane_token("web-1"))
-        with run_envoy(bootstrap, tmp_path / "envoy", "web-1") as envoy:
-            wait_for(lambda: envoy.stats("default_backend___msvc_").get(
-                f"cluster.default_backend___msvc_{port}.membership_healthy") == 1,
-                timeout=60, what="the backend in the cluster")
-            assert _route_timeout(envoy.config_dump("dynamic_listeners"), listener) == "0s"
+            _slow_backend(BACKEND, port), \
+            web_to_backend(cp, tmp_path, port) as (envoy, vip, listener):
+        assert _route_timeout(envoy, listener) == "0s"
 
-            answer = _get(f"http://{vip}:{port}/")
-            assert (answer.status_code, answer.text) == (200, "slow")
+        answer = get(f"http://{vip}:{port}/")
+        assert (answer.status_code, answer.text) == (200, "slow")
 
-            cp.apply({"type": "MeshTimeout", "mesh": "default", "name": "web-to-backend",
-                      "spec": {"targetRef": {"kind": "MeshService", "name": "web"},
-                               "to": [{"targetRef": {"kind": "MeshService", "name": "backend"},
-                                       "default": {"http": {"requestTimeout": "1s"}}}]}})
-            wait_for(lambda: _route_timeout(envoy.config_dump("dynamic_listeners"),
-                                            listener) == "1s",
-                     timeout=60, what="the MeshTimeout's route timeout in Envoy")
+        cp.apply({"type": "MeshTimeout", "mesh": "default", "name": "web-to-backend",
+                  "spec": {"targetRef": {"kind": "MeshService", "name": "web"},
+                           "to": [{"targetRef": {"kind": "MeshService", "name": "backend"},
+                                   "default": {"http": {"requestTimeout": "1s"}}}]}})
+        wait_for(lambda: _route_timeout(envoy, listener) == "1s",
+                 timeout=60, what="the MeshTimeout's route timeout in Envoy")
 
-            answer = _get(f"http://{vip}:{port}/")  # on a new connection: the listener
-            # changed, and Envoy closes the old one's connections (drain)
-            assert (answer.status_code, answer.text) == (504, "upstream request timeout")
-            assert envoy.stats("upstream_rq_timeout").get(
-                f"cluster.default_backend___msvc_{port}.upstream_rq_timeout") == 1
+        answer = get(f"http://{vip}:{port}/")  # on a new connection: the listener
+        # changed, and Envoy closes the old one's connections (drain)
+        assert (answer.status_code, answer.text) == (504, "upstream request timeout")
+        assert envoy.stats("upstream_rq_timeout").get(
+            f"cluster.default_backend___msvc_{port}.upstream_rq_timeout") == 1

@@ -6,15 +6,18 @@ older serial is recorded once, and the newest one cannot be retired."""
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 import pytest
 
 from events import (
     Conflict,
+    EventLog,
     InvalidResource,
     JetStreamEventLog,
     Mesh,
     NotFound,
+    Record,
     SigningKeyCreated,
     SigningKeyRetired,
     TokenPurpose,
@@ -247,15 +250,65 @@ async def test_another_replica_signs_with_the_new_serial_at_its_next_token(
     assert str(read_header(token)) == "user-token/_/2"
 
 
-async def test_replicas_racing_to_rotate_make_one_serial(event_log: JetStreamEventLog) -> None:
+class _ReadsTogether:
+    """The real log, whose `latest` (the read a rotation decides its serial on) answers
+    each of `parties` callers only once all of them have read: the interleaving in which
+    racing replicas all see the same keys before any of them writes, made certain instead
+    of left to the scheduler."""
+
+    def __init__(self, log: JetStreamEventLog, parties: int) -> None:
+        self._log = log
+        self._barrier = asyncio.Barrier(parties)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._log, name)
+
+    async def latest(self, subject_filter: str) -> list[Record]:
+        records = await self._log.latest(subject_filter)
+        await self._barrier.wait()
+        return records
+
+
+async def test_replicas_that_saw_the_same_keys_agree_on_one_new_serial(
+        event_log: JetStreamEventLog) -> None:
     secret = SecretKey.generate()
-    replicas = [TokenCommands(event_log, zone="default", secret_key=secret) for _ in range(3)]
-    await replicas[0].signing_key(ZONE_TOKEN, None, NOW_MS)
+    await TokenCommands(event_log, zone="default", secret_key=secret).signing_key(
+        ZONE_TOKEN, None, NOW_MS)
+    together = cast(EventLog, _ReadsTogether(event_log, 3))
+    replicas = [TokenCommands(together, zone="default", secret_key=secret) for _ in range(3)]
     rotated = await asyncio.gather(*(r.rotate_signing_key(ZONE_TOKEN, None, NOW_MS)
                                      for r in replicas))
     assert {str(r.kid) for r in rotated} == {"zone-token/_/2"}
     assert sum(r.appended for r in rotated) == 1
     assert await event_log.last(signing_key_subject(ZONE_TOKEN, None, 3)) is None
+
+
+async def test_replicas_racing_to_rotate_never_make_one_serial_twice(
+        event_log: JetStreamEventLog) -> None:
+    """Left to the scheduler, a replica whose read comes after another's write rotates
+    past it (a later rotation, rightly); whatever the interleaving, each serial is made
+    once, the serials made follow on from 1 without a gap, and every replica signs with
+    the key the log holds under the serial it got."""
+    secret = SecretKey.generate()
+    replicas = [TokenCommands(event_log, zone="default", secret_key=secret) for _ in range(3)]
+    await replicas[0].signing_key(ZONE_TOKEN, None, NOW_MS)
+    rotated = await asyncio.gather(*(r.rotate_signing_key(ZONE_TOKEN, None, NOW_MS)
+                                     for r in replicas))
+    serials = sorted({r.kid.serial for r in rotated})
+    assert serials == list(range(2, 2 + len(serials)))
+    assert sum(r.appended for r in rotated) == len(serials)
+    for replica, r in zip(replicas, rotated, strict=True):
+        record = await event_log.last(signing_key_subject(ZONE_TOKEN, None, r.kid.serial))
+        assert record is not None and record.seq == r.seq
+        token, claims = await replica.issue_zone_token(zone="default", scope=["ingress"],
+                                                       valid_for_s=60, now_ms=NOW_MS)
+        signer = read_header(token).serial
+        assert signer >= r.kid.serial
+        event = await _key_event(event_log, ZONE_TOKEN, None, signer)
+        assert verify(token, load_public_key(event.public_key), ZoneClaims,
+                      now_s=NOW_MS / 1000) == claims
+    assert await event_log.last(signing_key_subject(ZONE_TOKEN, None, 2 + len(serials))
+                                ) is None
 
 
 async def test_a_retired_key_is_recorded_on_its_own_subject_once(

@@ -78,7 +78,7 @@ from projections.generation import (
     same_ports_for_same_tags,
     service_name_conditions,
 )
-from projections.identity import open_ca, refresh_trust, renew_due
+from projections.identity import dataplane_moved, open_ca, refresh_trust, renew_due
 from projections.ipam import allocate_vip, configure_cidr
 from projections.remote import apply_remote, apply_zone, is_remote
 from projections.state import ProjectionState, dp_key, ms_key, same_tags
@@ -429,6 +429,8 @@ def _dataplane_changed(
             state.replace_dataplane(key, row)  # the tags did not change
         else:
             state.put("dataplane", key, row)
+    if (old is None) != (new is None):
+        dataplane_moved(state, mesh, name, at)  # its renewal group may be newly (un)occupied
     # in name order (a VIP each regeneration may hand out depends on it); one needs no sort
     for service in touched if len(touched) == 1 else sorted(touched):
         regenerate(state, mesh, service, seq, at, changed=new, previous=previous,

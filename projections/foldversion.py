@@ -27,7 +27,7 @@ from projections.store import ReadModelStore
 __all__ = ["FOLD_VERSION", "UNRECORDED_FOLD_VERSION", "FoldVersions", "fold_versions",
            "outdated_advice"]
 
-FOLD_VERSION = 8
+FOLD_VERSION = 9
 """The version of the fold this code runs. Changelog:
 
 1. Every release before fold versions: a store that records none was folded by one of them.
@@ -62,6 +62,11 @@ FOLD_VERSION = 8
    (its events in flight folded there, no longer dropped) and come back, with its
    MeshServices, when it registers again (`projections.remote`); a zone's own log keeps its
    own ZoneIngresses when global deletes it.
+9. Only the renewal groups that hold a Dataplane have their times folded
+   (`projections._renewal.RenewalIndex`): a mesh's `trust` row keeps the `clock` of its last
+   renewal of such a group, of its new issuer, or of a Dataplane joining an empty group, and
+   `renew_at` is the next time of a group holding a Dataplane (its `clock` with none); the
+   ticker appends ticks only then. Certificates are the same as version 8's for the same log.
 """
 
 UNRECORDED_FOLD_VERSION = 1

@@ -35,19 +35,13 @@ from events import Mesh, ca_purpose
 from events.identity import SealedSecretError
 from events.identity.pki import NOT_BEFORE_SKEW_MS, LoadedCa, issue_workload, uri_sans
 from events.resources import duration_ms
-from projections._renewal import (
-    RENEWAL_GROUPS,
-    next_renewal,
-    renew_after,
-    renewal_group,
-    window_start,
-)
+from projections._renewal import RENEWAL_GROUPS, next_renewal, renewal_group, window_start
 from projections.errors import IdentityUnavailable
 from projections.state import ProjectionState, dp_key
 from projections.views import CaRow, DataplaneRow, IdentityRow, MeshRow, TrustRow
 
-__all__ = ["DEFAULT_EXPIRATION", "RENEWAL_GROUPS", "derive_identities", "refresh_trust",
-           "renew_due", "renewal_group", "window_start"]
+__all__ = ["DEFAULT_EXPIRATION", "RENEWAL_GROUPS", "dataplane_moved", "derive_identities",
+           "refresh_trust", "renew_due", "renewal_group", "window_start"]
 
 log = logging.getLogger("meshlog.projector")
 
@@ -71,13 +65,11 @@ def refresh_trust(state: ProjectionState, mesh: str, at: int) -> None:
     expiration = duration_ms(rotation.expiration if rotation else DEFAULT_EXPIRATION)
     same_issuer = (old is not None and old.backend == backend.name
                    and old.ca_version == ca.meta.version and old.expiration_ms == expiration)
-    if old is not None and same_issuer:
-        anchor, clock, renew = old.anchor, old.clock, old.renew_at
-    else:
-        anchor, clock, renew = at, at, next_renewal(at, renew_after(expiration), at)
-    new = TrustRow(mesh=mesh, backend=backend.name, mode=backend.mode,
-                   roots=_roots(state, spec, backend.name), ca_version=ca.meta.version,
-                   expiration_ms=expiration, anchor=anchor, clock=clock, renew_at=renew)
+    anchor, clock = (old.anchor, old.clock) if old is not None and same_issuer else (at, at)
+    new = _renewing(state, TrustRow(
+        mesh=mesh, backend=backend.name, mode=backend.mode,
+        roots=_roots(state, spec, backend.name), ca_version=ca.meta.version,
+        expiration_ms=expiration, anchor=anchor, clock=clock, renew_at=clock))
     if new != old:
         state.put("trust", mesh, new)
     if not same_issuer:
@@ -96,20 +88,44 @@ def _roots(state: ProjectionState, mesh: Mesh, enabled: str) -> list[str]:
     return roots
 
 
+def _renewing(state: ProjectionState, trust: TrustRow) -> TrustRow:
+    """`trust` with `renew_at` the next time one of its mesh's renewal groups that holds a
+    Dataplane moves to its next window (its `clock` while none holds one: nothing to do)."""
+    when = next_renewal(trust, state.renewals.occupied(trust.mesh))
+    return msgspec.structs.replace(trust, renew_at=trust.clock if when is None else when)
+
+
 def renew_due(state: ProjectionState, at: int) -> None:
     """Move the renewal groups whose window ended by `at` to the window holding `at`, in
     every mesh that has one."""
     for mesh in state.renewals_due(at):
         trust = state.trust(mesh)
         assert trust is not None
-        moved = msgspec.structs.replace(
-            trust, clock=at,
-            renew_at=next_renewal(trust.anchor, renew_after(trust.expiration_ms), at))
-        groups = {g for g in range(RENEWAL_GROUPS)
+        moved = _renewing(state, msgspec.structs.replace(trust, clock=at))
+        groups = {g for g in state.renewals.occupied(mesh)
                   if window_start(moved, g) != window_start(trust, g)}
         state.put("trust", mesh, moved)
         state.stale_identities.update((mesh, n) for n in state.dataplane_names(mesh)
                                       if renewal_group(mesh, n) in groups)
+
+
+def dataplane_moved(state: ProjectionState, mesh: str, name: str, at: int) -> None:
+    """Dataplane `name` of `mesh` registered or went at `at`. Only the renewal groups that
+    hold a Dataplane have their times ticked (`RenewalIndex`); if its group held none before,
+    the mesh's clock moves to `at` (the windows of the groups that hold Dataplanes hold
+    there too: none of their times passed since the clock, or `renew_due` would have moved
+    it), so its first certificate is of the window that holds `at`, never one that ended
+    while its group was empty. Either way the mesh's next renewal may change."""
+    trust = state.trust(mesh)
+    if trust is None:
+        return
+    joined = state.dataplane(mesh, name) is not None
+    if state.renewals.holding(mesh, renewal_group(mesh, name)) != (1 if joined else 0):
+        return  # its group held others before and still does
+    clock = max(trust.clock, at) if joined else trust.clock
+    moved = _renewing(state, msgspec.structs.replace(trust, clock=clock))
+    if moved != trust:
+        state.put("trust", mesh, moved)
 
 
 def derive_identities(state: ProjectionState) -> None:

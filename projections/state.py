@@ -19,7 +19,7 @@ from events import DEFAULT_ZONE, GLOBAL_ZONE, Dataplane, Provenance
 from events.identity import SecretKey
 from events.identity.pki import LoadedCa
 from projections._match import dataplane_matches
-from projections._renewal import next_renewal, renew_after
+from projections._renewal import RenewalIndex
 from projections.views import (
     COLLECTIONS,
     CaRow,
@@ -143,8 +143,9 @@ class ProjectionState:
         self.stale_mmzs: set[str] = set()
         """Meshes whose MeshMultiZoneServices (matches, hostnames, status) must be derived
         again: one of them, or a MeshService's labels or `spec.state`, changed."""
-        self.renewals: dict[str, int] = {}
-        """mesh -> `TrustRow.renew_at`: when its workload certificates are re-issued."""
+        self.renewals = RenewalIndex()
+        """Which renewal groups of each mesh hold a Dataplane, and when its certificates are
+        re-issued next."""
         self.secret_key: SecretKey | None = None
         """Opens the meshes' CA keys (`projections.identity`); the projector sets it."""
         self.ca_keys: dict[tuple[str, str, int], LoadedCa] = {}
@@ -287,9 +288,7 @@ class ProjectionState:
 
     def renewals_due(self, at: int) -> list[str]:
         """Meshes whose certificates are due for re-issue at `at`, sorted."""
-        if not self.renewals or at < min(self.renewals.values()):
-            return []
-        return sorted(mesh for mesh, when in self.renewals.items() if when <= at)
+        return self.renewals.due(at)
 
     def hostname_generators(self) -> list[HostnameGeneratorRow]:
         return [_typed(HostnameGeneratorRow, row)
@@ -301,10 +300,8 @@ class ProjectionState:
         token expired long enough ago (`RevocationRow.drop_at`). The fold asks before every
         event: a cached value, found again only after one of them changed."""
         if not self._due_known:
-            whens = [when for when in (self._service_expiry(), self._revocation_drop())
-                     if when is not None]
-            if self.renewals:
-                whens.append(min(self.renewals.values()))
+            whens = [when for when in (self._service_expiry(), self._revocation_drop(),
+                                       self.renewals.next_due()) if when is not None]
             self._next_due = min(whens, default=None)
             self._due_known = True
         return self._next_due
@@ -434,6 +431,8 @@ class ProjectionState:
             pass
         elif isinstance(row, DataplaneRow):
             dp = row.dataplane
+            if collection == "dataplane" and self.renewals.dataplane_added(dp.mesh, dp.name):
+                self._due_known = False
             for inbound in dp.networking.inbound:
                 for k, v in inbound.tags.items():
                     self.dp_by_tag[(dp.mesh, k, v)].add(dp.name)
@@ -449,9 +448,7 @@ class ProjectionState:
         elif isinstance(row, VipRow):
             self.used_vips.add(row.ip)
         elif isinstance(row, TrustRow):
-            # `renew_at`, but a fold version 6 row (a resumed store) has later there
-            self.renewals[row.mesh] = min(row.renew_at, next_renewal(
-                row.anchor, renew_after(row.expiration_ms), row.clock))
+            self.renewals.trust_put(row)
             self._due_known = False
         elif isinstance(row, RevocationRow):
             when = row.drop_at()
@@ -469,7 +466,7 @@ class ProjectionState:
         if collection in _UNINDEXED:
             return
         if isinstance(row, TrustRow):
-            self.renewals.pop(row.mesh, None)
+            self.renewals.trust_dropped(row.mesh)
             self._due_known = False
         elif isinstance(row, RevocationRow):
             if self.revocation_drops.pop(key, None) is not None:
@@ -477,6 +474,8 @@ class ProjectionState:
         if isinstance(row, DataplaneRow):
             self._dp_selecting.pop(key, None)
             dp = row.dataplane
+            if collection == "dataplane" and self.renewals.dataplane_removed(dp.mesh, dp.name):
+                self._due_known = False
             for inbound in dp.networking.inbound:
                 for k, v in inbound.tags.items():
                     names = self.dp_by_tag.get((dp.mesh, k, v))

@@ -89,21 +89,95 @@ def test_certificates_are_reissued_each_window_from_the_log_clock() -> None:
     assert third.cert != second.cert and third.not_after == second.not_after + 8_000
 
 
-def test_a_quiet_log_is_woken_at_each_renewal_time() -> None:
-    """The ticker appends ClockTicked(at=next_expiry) while the log is quiet: the renewal
-    groups move one after the other, web-1's exactly at its group's time."""
-    h = _history()
-    state = fold_all(h.events)
-    start = _identity(state).not_before + 10_000  # the skew
-    before, seq, ticks = _identity(state).cert, len(h.events), []
-    while _identity(state).cert == before:
-        due = state.next_expiry()
-        assert due is not None
+def _tick_until(state: ProjectionState, seq: int, until: int) -> tuple[int, list[int]]:
+    """What the ticker does on a quiet log: `ClockTicked(at=next_expiry)` while that is
+    before `until`. Returns the last sequence and the ticks' times."""
+    ticks = []
+    while (due := state.next_expiry()) is not None and due < until:
         seq += 1
         fold([[ClockTicked(at=due)]], state=state, first_seq=seq)
         ticks.append(due)
-    assert ticks[-1] == start + _first_renewal_in("web-1")
-    assert ticks == sorted(set(ticks))  # each group's time once, in order
+    return seq, ticks
+
+
+def _in_other_groups(count: int, *names: str) -> list[str]:
+    """`count` Dataplane names of mesh default, each in a renewal group none of `names` or
+    the others is in."""
+    taken = {renewal_group("default", n) for n in names}
+    found = []
+    for i in itertools.count():
+        if renewal_group("default", f"api-{i}") not in taken:
+            taken.add(renewal_group("default", f"api-{i}"))
+            found.append(f"api-{i}")
+            if len(found) == count:
+                return found
+    raise AssertionError("unreachable")
+
+
+def test_a_quiet_log_is_woken_only_at_the_times_of_groups_that_hold_a_dataplane() -> None:
+    """The ticker appends ClockTicked(at=next_expiry) while the log is quiet. A mesh of one
+    or two Dataplanes gets one tick per renewal period for each of their groups, not one for
+    each of the 16 groups; web-1's exactly at its group's time."""
+    h = _history()
+    state = fold_all(h.events)
+    start = _identity(state).not_before + 10_000  # the skew
+    seq, ticks = _tick_until(state, len(h.events), start + 8_000 + 9_000)
+    web_1 = [start + _first_renewal_in("web-1"), start + _first_renewal_in("web-1") + 8_000]
+    assert ticks == web_1  # two renewal periods of web-1's group, nothing else
+    assert _identity(state).not_before == web_1[-1] - 10_000
+    (other,) = _in_other_groups(1, "web-1")
+    h.tick_at(start + 2 * 8_000 + 1_000)  # after every group's second time, none due
+    h.register(dataplane("default", other, "10.0.0.9", inbound(8080, "api")))
+    fold([h.events[-2:]], state=state, first_seq=seq + 1)
+    _, ticks = _tick_until(state, seq + 2, start + 5 * 8_000)
+    web_1 = [start + _first_renewal_in("web-1") + k * 8_000 for k in (2, 3)]
+    api = [start + _first_renewal_in(other) + k * 8_000 for k in (2, 3)]
+    assert ticks == sorted(web_1 + api)  # one tick per period for each of the two groups
+
+
+def test_a_mesh_with_mtls_and_no_dataplane_is_never_ticked() -> None:
+    h = History(start=START)
+    h.mtls("default", "ca-1", enabled="ca-1", expiration="10s")
+    state = fold_all(h.events)
+    assert _trust(state) is not None and state.next_expiry() is None
+    h.register(dataplane("default", "web-1", "10.0.0.1", inbound(8080, "web")))
+    assert fold_all(h.events).renewals_due(START + 10_000_000) == ["default"]
+    h.deregister("default", "web-1")  # its group holds none again
+    state = fold_all(h.events)
+    assert state.renewals_due(START + 10_000_000) == []  # (web's grace period still ends)
+
+
+def test_a_dataplane_joining_an_empty_group_gets_a_valid_certificate_renewed_in_time() -> None:
+    """web-1's group ticks alone, so the mesh's clock is at its last renewal; another group's
+    time passed since. A Dataplane that joins that group just before web-1's next tick gets
+    the window holding the join (the one at the clock ended a quarter period after that
+    group's time: expired by then), and its own group's ticks from then on."""
+    h = _history()
+    state = fold_all(h.events)
+    start = _identity(state).not_before + 10_000
+    late = [n for n in _in_other_groups(15, "web-1")
+            if renewal_group("default", n) > renewal_group("default", "web-1")]
+    assert late, "web-1's group is the last one"
+    name = late[-1]
+    renewed = start + _first_renewal_in("web-1") + 8_000  # web-1's second renewal
+    seq, _ = _tick_until(state, len(h.events), renewed + 1)
+    join = renewed + 8_000 - 1  # a moment before web-1's next tick
+    h.gap = 0
+    h.tick_at(join)  # sets the register's `at`; no group is due at it
+    h.register(dataplane("default", name, "10.0.0.9", inbound(8080, "api")))
+    fold([h.events[-2:]], state=state, first_seq=seq + 1)
+    cert = _identity(state, name)
+    assert cert.not_before + 10_000 <= join < cert.not_after
+    assert cert.not_before + 10_000 == start + _first_renewal_in(name) + 8_000
+    seq, renewed_at = seq + 2, [cert.not_before]
+    while (due := state.next_expiry()) is not None and due < join + 4 * 8_000:
+        # every certificate still has a tenth of its life left when it is renewed
+        assert _identity(state, name).not_after - due >= 1_000
+        seq += 1
+        fold([[ClockTicked(at=due)]], state=state, first_seq=seq)
+        if _identity(state, name).not_before != renewed_at[-1]:
+            renewed_at.append(_identity(state, name).not_before)
+    assert [b - a for a, b in itertools.pairwise(renewed_at)] == [8_000] * 4
 
 
 def test_a_meshs_renewals_are_spread_and_each_comes_before_its_certificate_expires() -> None:

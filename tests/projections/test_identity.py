@@ -10,7 +10,7 @@ import json
 import pytest
 from cryptography import x509
 
-from events import ClockTicked
+from events import AnyEvent, ClockTicked
 from projections.errors import IdentityUnavailable
 from projections.identity import RENEWAL_GROUPS, renewal_group
 from projections.state import ProjectionState
@@ -303,3 +303,71 @@ def test_a_store_of_fold_version_6_resumed_issues_no_expired_certificate() -> No
         cert = _identity(resumed, f"web-{i}")
         assert cert.not_before <= at < cert.not_after, (i, cert.not_before, cert.not_after)
 
+
+
+
+def _every_groups_times(anchor: int, until: int) -> list[int]:
+    """When fold version 8's ticker ticked a 10 s mesh: every group's time, held or not."""
+    return sorted(t for g in range(RENEWAL_GROUPS)
+                  for t in range(anchor + 8_000 + 8_000 * g // 128, until, 8_000))
+
+
+def _ticked_as_now(events: list[AnyEvent], until: int) -> tuple[ProjectionState, int]:
+    """Fold `events` one at a time as the live projector does, with this release's ticks
+    (`next_expiry` while it is before the next event, then before `until`)."""
+    state = ProjectionState.load([], secret_key=SECRET_KEY, local_zone=ZONE)
+    seq = 0
+    for event in [*events, ClockTicked(at=until)]:
+        seq, _ = _tick_until(state, seq, event.at)
+        seq += 1
+        fold([[event]], state=state, first_seq=seq)
+    return state, seq
+
+
+def _identities(state: ProjectionState) -> list[tuple[str, str, bytes]]:
+    return [row for row in state.persisted() if row[0] == "identity"]
+
+
+def test_a_log_of_the_release_before_folds_to_the_same_certificates() -> None:
+    """Fold version 8 ticked every group's time; this release ticks only those of groups that
+    hold a Dataplane. The logs either makes of the same history, and a store of version 8
+    resumed, issue the same certificates: the ticks of empty groups change only the trust
+    row (its `clock` and `renew_at`)."""
+    h = _history()
+    trust = _trust(fold_all(h.events))
+    assert trust is not None
+    anchor = trust.anchor
+    joining, leaving = _in_other_groups(2, "web-1")
+    h.wait(anchor + 12_000 - h.events[-1].at)
+    h.register(dataplane("default", joining, "10.0.0.8", inbound(8080, "api")))
+    h.register(dataplane("default", leaving, "10.0.0.9", inbound(8080, "api")))
+    h.wait(9_000).deregister("default", leaving)
+    h.wait(7_500).register(dataplane("default", leaving, "10.0.0.9", inbound(8080, "api")))
+    until = anchor + 6 * 8_000
+    ticks: list[AnyEvent] = [ClockTicked(at=t) for t in _every_groups_times(anchor, until)]
+    old_log = sorted([*h.events, *ticks, ClockTicked(at=until)],
+                     key=lambda e: (e.at, not isinstance(e, ClockTicked)))
+    now, _ = _ticked_as_now(h.events, until)
+    assert len(_identities(now)) == 3
+    assert _identities(fold_all(old_log)) == _identities(now)
+    # a store version 8 folded to the middle of it: the clock at the last group's time,
+    # `renewAt` the next group's
+    middle = [e for e in old_log if e.at < anchor + 3 * 8_000]
+    stored = []
+    for collection, key, body in fold_all(middle).persisted():
+        if collection == "trust":
+            old = json.loads(body)
+            old["windowStart"] = max(t for t in _every_groups_times(anchor, until)
+                                     if t < anchor + 3 * 8_000)
+            old["renewAt"] = min(t for t in _every_groups_times(anchor, until)
+                                 if t >= anchor + 3 * 8_000)
+            body = json.dumps(old).encode()
+        stored.append((collection, key, body))
+    resumed = ProjectionState.load(stored, secret_key=SECRET_KEY, local_zone=ZONE)
+    rest = [e for e in h.events if e.at >= anchor + 3 * 8_000]
+    seq = len(middle)
+    for event in [*rest, ClockTicked(at=until)]:
+        seq, _ = _tick_until(resumed, seq, event.at)
+        seq += 1
+        fold([[event]], state=resumed, first_seq=seq)
+    assert _identities(resumed) == _identities(now)

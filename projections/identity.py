@@ -8,7 +8,9 @@ What is decided per event, at the event's `at` (order-dependent):
 - `renew_due`: before any event, the renewal groups whose window ended by its `at` move to
   the window that holds `at` (their Dataplanes' certificates are re-issued). The projector's
   ticker appends a `ClockTicked` at `renew_at` when the log is quiet, as it does for grace
-  periods.
+  periods: the times of the groups that hold a Dataplane only (`RenewalIndex`).
+- `dataplane_moved`: a Dataplane that joins an empty group moves the mesh's clock to `at`
+  (the window it is issued is the one holding `at`), and the next renewal is found again.
 
 Renewals are spread: a mesh's Dataplanes fall in `RENEWAL_GROUPS` groups by a hash of their
 name (`renewal_group`), and group `g` renews at 4/5 of a certificate's life plus `g` / 128

@@ -318,13 +318,13 @@ class TrustRow(Row, frozen=True):
     first window starts there, and each Dataplane's renewals count from it
     (`projections.identity.window_start`: its renewal group's)."""
     clock: int = msgspec.field(name="windowStart")
-    """The log's time as of which the windows hold: the `at` of the event before which a
-    renewal group last moved to its next window (or `anchor`). Stored under fold version
-    6's name, `windowStart` (that release's one window for the whole mesh, a time the windows
-    hold at too), so the releases before and after read each other's rows: a gateway in a
-    rolling upgrade, a projector resuming a store of the release before."""
+    """The log's time as of which the windows of groups holding a Dataplane hold: the `at` of
+    the last renewal of one, or of a Dataplane joining an empty one (or `anchor`). Stored
+    under fold version 6's name, `windowStart` (its one window for the whole mesh, a time the
+    windows hold at too), so the releases before and after read each other's rows: a gateway
+    in a rolling upgrade, a projector resuming a store of the release before."""
     renew_at: int
-    """The next time a renewal group of this mesh moves to its next window."""
+    """The next time a group holding a Dataplane moves to its next window (none: `clock`)."""
 
 
 class IdentityRow(Row, frozen=True):

@@ -89,6 +89,23 @@ def test_certificates_are_reissued_each_window_from_the_log_clock() -> None:
     assert third.cert != second.cert and third.not_after == second.not_after + 8_000
 
 
+def test_a_quiet_log_is_woken_at_each_renewal_time() -> None:
+    """The ticker appends ClockTicked(at=next_expiry) while the log is quiet: web-1's group
+    moves exactly at its time."""
+    h = _history()
+    state = fold_all(h.events)
+    start = _identity(state).not_before + 10_000  # the skew
+    before, seq, ticks = _identity(state).cert, len(h.events), []
+    while _identity(state).cert == before:
+        due = state.next_expiry()
+        assert due is not None
+        seq += 1
+        fold([[ClockTicked(at=due)]], state=state, first_seq=seq)
+        ticks.append(due)
+    assert ticks[-1] == start + _first_renewal_in("web-1")
+    assert ticks == sorted(set(ticks))  # each group's time once, in order
+
+
 def _tick_until(state: ProjectionState, seq: int, until: int) -> tuple[int, list[int]]:
     """What the ticker does on a quiet log: `ClockTicked(at=next_expiry)` while that is
     before `until`. Returns the last sequence and the ticks' times."""

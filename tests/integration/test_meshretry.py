@@ -74,3 +74,32 @@ def test_a_retry_turns_a_first_503_into_a_200(tmp_path: Path) -> None:
         assert (answer.status_code, answer.text) == (200, "ok")
         assert envoy.stats("upstream_rq_retry").get(
             f"cluster.default_backend___msvc_{port}.upstream_rq_retry") == 1
+
+
+def test_entries_merged_across_policies_are_a_config_envoy_accepts(tmp_path: Path) -> None:
+    """A mesh-wide policy and one for backend, each valid, whose merge once made a back-off
+    Envoy refuses (maxInterval below baseInterval: the whole listener update rejected); the
+    backend entry's `perTryTimeout: 0s` lifts the mesh-wide one, and its status code alone
+    keeps Kuma's default conditions, so the first 503 is retried."""
+    port = free_port(BACKEND)
+    with meshlog_up(tmp_path / "cp", "--vip-cidr", "127.100.0.0/16") as cp, \
+            _flaky_backend(BACKEND, port), \
+            web_to_backend(cp, tmp_path, port) as (envoy, vip, listener):
+        cp.apply({"type": "MeshRetry", "mesh": "default", "name": "mesh-wide", "spec": {
+            "to": [{"targetRef": {"kind": "Mesh"}, "default": {"http": {
+                "perTryTimeout": "1s", "backOff": {"baseInterval": "1s"}}}}]}})
+        cp.apply({"type": "MeshRetry", "mesh": "default", "name": "backend", "spec": {
+            "to": [{"targetRef": {"kind": "MeshService", "name": "backend"}, "default": {
+                "http": {"numRetries": 3, "perTryTimeout": "0s", "retryOn": ["503"],
+                         "backOff": {"maxInterval": "100ms"}}}}]}})
+        wait_for(lambda: (_retry_policy(envoy, listener) or {}).get("num_retries") == 3,
+                 timeout=60, what="the merged retry policy in Envoy")
+
+        policy = _retry_policy(envoy, listener) or {}
+        assert policy["retry_back_off"] == {"base_interval": "0.100s",
+                                            "max_interval": "0.100s"}
+        assert policy["per_try_timeout"] == "0s"
+        assert envoy.stats("listener_manager.lds").get(
+            "listener_manager.lds.update_rejected") == 0
+        answer = get(f"http://{vip}:{port}/merged")
+        assert (answer.status_code, answer.text) == (200, "ok")

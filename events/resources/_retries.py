@@ -1,10 +1,11 @@
 """MeshRetry (Kuma 2.x, `pkg/plugins/policies/meshretry`): how the selected proxies retry
 connections (L4) and requests (HTTP, gRPC) to their outbounds.
 
-Not modelled, and dropped when applied (msgspec ignores fields it does not know, so the
-stored policy does not carry them): `http.retriableResponseHeaders`,
-`http.retriableRequestHeaders`, `http.rateLimitedBackOff`, `http.hostSelection`,
-`http.hostSelectionRetryMaxAttempts` and the same under `grpc` (docs/status.md). `retryOn`
+Not modelled, and refused as unknown fields (the decoder's shape check), so a policy that
+relies on one (to retry GETs only, say) is never applied without it:
+`http.retriableResponseHeaders`, `http.retriableRequestHeaders`, `http.rateLimitedBackOff`,
+`http.hostSelection`, `http.hostSelectionRetryMaxAttempts` and `grpc.rateLimitedBackOff`
+(docs/status.md). `retryOn`
 takes Kuma's values in its API's spelling (`5xx`, `GatewayError`, ...; `All5xx`, the name of
 Kuma's constant for `5xx`, too) and in Envoy's (`gateway-error`, ...); Kuma's `HttpMethod*`
 values are refused."""

@@ -105,3 +105,19 @@ def test_a_per_try_timeout_of_0s_is_accepted() -> None:
                                                  "grpc": {"perTryTimeout": "0"}})))
 
     assert isinstance(mr, MeshRetry)
+
+
+@pytest.mark.parametrize(("section", "field", "value"), [
+    ("http", "retriableRequestHeaders", [{"name": ":method", "value": "GET"}]),
+    ("http", "retriableResponseHeaders", [{"name": "x-retry", "value": "yes"}]),
+    ("http", "hostSelection", [{"predicate": "OmitPreviousHosts"}]),
+    ("http", "hostSelectionRetryMaxAttempts", 3),
+    ("grpc", "rateLimitedBackOff", {"resetHeaders": [{"name": "retry-after",
+                                                      "format": "Seconds"}]}),
+])
+def test_kumas_fields_meshlog_does_not_model_are_refused(section: str, field: str,
+                                                          value: Any) -> None:
+    """Not applied without them: a policy that retries GETs only must not retry a POST."""
+    found = _violations(_mr(({"kind": "Mesh"}, {section: {"numRetries": 2, field: value}})))
+
+    assert f"spec.to[0].default.{section}.{field}: unknown field" in found, found

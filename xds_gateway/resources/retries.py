@@ -40,7 +40,7 @@ less), as Envoy requires a base. Two entries whose merged `maxInterval` is below
 Kuma's): the later entry's interval holds and the other is set to it. `retryOn` takes no
 `HttpMethod*` values, and the Envoy spellings `retriable-status-codes` and
 `retriable-headers` are accepted as they are. Proxyless gRPC clients get no MeshRetry (as
-no MeshTimeout). Not modelled (dropped when applied): `retriableResponseHeaders`,
+no MeshTimeout). Not modelled (refused as unknown fields): `retriableResponseHeaders`,
 `retriableRequestHeaders`, `rateLimitedBackOff`, `hostSelection`,
 `hostSelectionRetryMaxAttempts`.
 """

@@ -5,7 +5,6 @@ policies are written in."""
 from __future__ import annotations
 
 import re
-from fractions import Fraction
 
 from msgspec import field
 
@@ -52,8 +51,9 @@ def go_duration_ns(value: str) -> int | None:
         whole, fraction = whole.lstrip("0"), fraction[:_FRACTION_DIGITS]
         if len(whole) > _MAX_WHOLE_DIGITS:
             return None
-        number = int(whole or "0") + Fraction(int(fraction or "0"), 10 ** len(fraction))
-        total += int(number * _UNIT_NS[match.group(2)])
+        scale = 10 ** len(fraction)
+        total += ((int(whole or "0") * scale + int(fraction or "0"))
+                  * _UNIT_NS[match.group(2)] // scale)
         at = match.end()
     if at != len(text) or total > _MAX_NS:
         return None

@@ -207,3 +207,18 @@ def test_merged_intervals_never_put_the_max_below_the_base(
     for service_name in ("backend", "api"):
         policy = _retry_policy(config, service_name)
         assert policy is not None and policy["retryBackOff"] == back_off, service_name
+
+
+def test_an_ignored_inbound_does_not_select_its_dataplane() -> None:
+    """Kuma's `inboundsSelectedByTags` skips inbounds whose state is Ignored."""
+    view, projection = _view()
+    client = _dataplane("client-1", "10.0.0.20", 7070, "client", "http")
+    client["networking"]["inbound"].append({"port": 7071, "state": "Ignored", "tags": {
+        "kuma.io/service": "client", "team": "a"}})
+    view.apply(projection.fold([event_for(client, at=2_500_000_000_000)]))
+    _apply(view, projection, retry("default", "r", ({"kind": "Mesh"}, {
+        "http": {"numRetries": 3}}), target={"kind": "MeshSubset", "tags": {"team": "a"}}))
+
+    config = config_json(view, "default", "client-1", ResourceCache())
+
+    assert _retry_policy(config, "backend") is None

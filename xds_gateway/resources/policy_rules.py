@@ -121,8 +121,9 @@ class Memo(Generic[_K, _R]):
 
 def selects(ref: TargetRef, dataplane: Dataplane, services: Mapping[str, MeshServiceRow]
             ) -> bool:
-    """Whether a policy's top-level targetRef `ref` selects `dataplane` (rule 1)."""
-    inbounds = dataplane.networking.inbound
+    """Whether a policy's top-level targetRef `ref` selects `dataplane` (rule 1): by the
+    tags of its inbounds that are not `Ignored` (Kuma's `inboundsSelectedByTags`)."""
+    inbounds = [i for i in dataplane.networking.inbound if i.state != "Ignored"]
     match ref.kind:
         case "Mesh":
             return True

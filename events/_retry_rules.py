@@ -1,9 +1,10 @@
 """MeshRetry's rules (`events.validation` calls them; its helpers are shared): targetRefs as
-MeshTimeout's, attempt counts in range, durations above 0, `retryOn` values from Kuma's
-enums. Stricter than Kuma's validator, which checks neither the durations' sign, nor
-`maxInterval` against `baseInterval`, nor `maxConnectAttempt` above 0 (Envoy refuses 0 and
-base intervals of 0); an HTTP status code is any number from 100 to 599 (Kuma: one Go's
-`http.StatusText` knows)."""
+MeshTimeout's, attempt counts in range, back-off intervals above 0, `perTryTimeout` not
+negative (`0s` disables it, as Kuma's API says), `retryOn` values from Kuma's enums.
+Stricter than Kuma's validator, which checks neither the durations' sign, nor
+`maxInterval` against `baseInterval`, nor the intervals above 0 (Envoy refuses negative
+durations, intervals of 0 and a `maxInterval` below `baseInterval`); an HTTP status code
+is any number from 100 to 599 (Kuma: one Go's `http.StatusText` knows)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,9 @@ _MAX_UINT32 = 2**32 - 1
 def mesh_retry(mr: MeshRetry, out: list[Violation]) -> None:
     """Kuma's rules (`meshretry/api/v1alpha1/validator.go`): the top-level targetRef's kinds,
     `to[]` names Mesh or a MeshService and is not empty; each `default` sets at least one of
-    `tcp`, `http`, `grpc`; durations above 0; attempt counts in range; `retryOn` values from
-    Kuma's enums (an HTTP status code as a string among HTTP's)."""
+    `tcp`, `http`, `grpc`; durations not negative, back-off intervals above 0; attempt
+    counts in range; `retryOn` values from Kuma's enums (an HTTP status code as a string
+    among HTTP's)."""
     _target_ref(mr.spec.target_ref, "spec.targetRef", _TOP_KINDS, out)
     if not mr.spec.to:
         out.append(Violation("spec.to", "[] must list at least one entry"))
@@ -62,7 +64,7 @@ def _retry_conf(conf: MeshRetryConf, path: str, out: list[Violation]) -> None:
         if section.num_retries is not None and not 0 <= section.num_retries <= _MAX_UINT32:
             out.append(Violation(f"{where}.numRetries", f"{section.num_retries} must be "
                                  f"between 0 and {_MAX_UINT32}"))
-        _go_duration(section.per_try_timeout, f"{where}.perTryTimeout", out, positive=True)
+        _go_duration(section.per_try_timeout, f"{where}.perTryTimeout", out)
         _back_off(section.back_off, f"{where}.backOff", out)
         for j, value in enumerate(section.retry_on or []):
             if value in allowed or (name == "http" and _status_code(value)):

@@ -1,12 +1,14 @@
 """MeshRetry (Kuma 2.x, `pkg/plugins/policies/meshretry`): how the selected proxies retry
 connections (L4) and requests (HTTP, gRPC) to their outbounds.
 
-Not modelled, and dropped when applied (msgspec ignores fields it does not know, so the
-stored policy does not carry them): `http.retriableResponseHeaders`,
-`http.retriableRequestHeaders`, `http.rateLimitedBackOff`, `http.hostSelection`,
-`http.hostSelectionRetryMaxAttempts` and the same under `grpc` (docs/status.md). `retryOn`
-takes Kuma's values in its API's spelling (`All5xx`, `GatewayError`, ...) and in Envoy's
-(`5xx`, `gateway-error`, ...); Kuma's `HttpMethod*` values are refused."""
+Not modelled, and refused as unknown fields (the decoder's shape check), so a policy that
+relies on one (to retry GETs only, say) is never applied without it:
+`http.retriableResponseHeaders`, `http.retriableRequestHeaders`, `http.rateLimitedBackOff`,
+`http.hostSelection`, `http.hostSelectionRetryMaxAttempts` and `grpc.rateLimitedBackOff`
+(docs/status.md). `retryOn`
+takes Kuma's values in its API's spelling (`5xx`, `GatewayError`, ...; `All5xx`, the name of
+Kuma's constant for `5xx`, too) and in Envoy's (`gateway-error`, ...); Kuma's `HttpMethod*`
+values are refused."""
 
 from __future__ import annotations
 
@@ -40,8 +42,8 @@ KUMA_RETRY_ON = {"All5xx": "5xx", "GatewayError": "gateway-error", "Reset": "res
                  "Retriable4xx": "retriable-4xx", "ConnectFailure": "connect-failure",
                  "EnvoyRatelimited": "envoy-ratelimited", "RefusedStream": "refused-stream",
                  "Http3PostConnectFailure": "http3-post-connect-failure"}
-"""Kuma's own spelling of the HTTP values (its API's enum, `All5xx`), accepted too: the
-Envoy condition each stands for."""
+"""Kuma's own spelling of the HTTP values (its API's enum, `GatewayError`; `All5xx` is its
+constant's name, whose value is `5xx`), accepted too: the Envoy condition each stands for."""
 KUMA_GRPC_RETRY_ON = {"Canceled": "cancelled", "DeadlineExceeded": "deadline-exceeded",
                       "Internal": "internal", "ResourceExhausted": "resource-exhausted",
                       "Unavailable": "unavailable"}

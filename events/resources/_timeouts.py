@@ -5,7 +5,6 @@ policies are written in."""
 from __future__ import annotations
 
 import re
-from fractions import Fraction
 
 from msgspec import field
 
@@ -26,6 +25,8 @@ _GO_DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|
 _UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000,
             "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
 _MAX_NS = 2**63 - 1  # Go's time.Duration is an int64 of nanoseconds
+_MAX_WHOLE_DIGITS = 19  # past 2**63 in any unit: Go's leadingInt overflows
+_FRACTION_DIGITS = 30  # the digits past these are worth less than 10**-17 ns
 
 
 def go_duration_ns(value: str) -> int | None:
@@ -43,8 +44,16 @@ def go_duration_ns(value: str) -> int | None:
     for match in _GO_DURATION.finditer(text):
         if match.start() != at:
             return None
-        # exact, each part's fraction of a nanosecond dropped, as Go does (`1.5ns` is 1)
-        total += int(Fraction(match.group(1)) * _UNIT_NS[match.group(2)])
+        # exact, each part's fraction of a nanosecond dropped, as Go does (`1.5ns` is 1);
+        # the digits bounded first, so a long number costs no more than a short one (and
+        # stays under Python's limit of digits an int may be read from)
+        whole, _, fraction = match.group(1).partition(".")
+        whole, fraction = whole.lstrip("0"), fraction[:_FRACTION_DIGITS]
+        if len(whole) > _MAX_WHOLE_DIGITS:
+            return None
+        scale = 10 ** len(fraction)
+        total += ((int(whole or "0") * scale + int(fraction or "0"))
+                  * _UNIT_NS[match.group(2)] // scale)
         at = match.end()
     if at != len(text) or total > _MAX_NS:
         return None

@@ -70,7 +70,11 @@ def test_the_targetref_kinds_each_place_takes() -> None:
     ({"http": {}}, "spec.to[0].default.http", "numRetries"),
     ({"http": {"numRetries": -1}}, "spec.to[0].default.http.numRetries", "-1"),
     ({"http": {"perTryTimeout": "1d"}}, "spec.to[0].default.http.perTryTimeout", "'1d'"),
-    ({"http": {"perTryTimeout": "0s"}}, "spec.to[0].default.http.perTryTimeout", "'0s'"),
+    ({"http": {"perTryTimeout": "-1s"}}, "spec.to[0].default.http.perTryTimeout", "'-1s'"),
+    ({"grpc": {"perTryTimeout": "9" * 5000 + "s"}}, "spec.to[0].default.grpc.perTryTimeout",
+     "is not a duration"),
+    ({"http": {"backOff": {"baseInterval": "0s"}}},
+     "spec.to[0].default.http.backOff.baseInterval", "'0s'"),
     ({"http": {"backOff": {"baseInterval": "-1s"}}},
      "spec.to[0].default.http.backOff.baseInterval", "'-1s'"),
     ({"http": {"backOff": {"baseInterval": "2s", "maxInterval": "1s"}}},
@@ -93,3 +97,27 @@ def test_a_policy_without_entries_is_refused() -> None:
     raw = {"type": "MeshRetry", "mesh": "default", "name": "r", "spec": {}}
 
     assert any("spec.to" in v for v in _violations(raw))
+
+
+def test_a_per_try_timeout_of_0s_is_accepted() -> None:
+    """Kuma's API: `0s` disables the per-try timeout (Envoy reads 0 as none)."""
+    mr = decode_resource(_mr(({"kind": "Mesh"}, {"http": {"perTryTimeout": "0s"},
+                                                 "grpc": {"perTryTimeout": "0"}})))
+
+    assert isinstance(mr, MeshRetry)
+
+
+@pytest.mark.parametrize(("section", "field", "value"), [
+    ("http", "retriableRequestHeaders", [{"name": ":method", "value": "GET"}]),
+    ("http", "retriableResponseHeaders", [{"name": "x-retry", "value": "yes"}]),
+    ("http", "hostSelection", [{"predicate": "OmitPreviousHosts"}]),
+    ("http", "hostSelectionRetryMaxAttempts", 3),
+    ("grpc", "rateLimitedBackOff", {"resetHeaders": [{"name": "retry-after",
+                                                      "format": "Seconds"}]}),
+])
+def test_kumas_fields_meshlog_does_not_model_are_refused(section: str, field: str,
+                                                          value: Any) -> None:
+    """Not applied without them: a policy that retries GETs only must not retry a POST."""
+    found = _violations(_mr(({"kind": "Mesh"}, {section: {"numRetries": 2, field: value}})))
+
+    assert f"spec.to[0].default.{section}.{field}: unknown field" in found, found

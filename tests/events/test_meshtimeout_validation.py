@@ -88,13 +88,15 @@ def test_from_alone_is_accepted() -> None:
     (".5s", 500_000_000),
     # exact, not through a float: Go's largest, and a part's fraction of a nanosecond dropped
     ("2562047h47m16.854775807s", 2**63 - 1), ("1.5ns", 1), ("1.000000001s", 10**9 + 1),
+    # Go reads any number of digits: leading zeros, and a fraction past a nanosecond's worth
+    ("0" * 5000 + "1s", 10**9), ("1." + "0" * 5000 + "1s", 10**9), ("1." + "9" * 5000 + "ns", 1),
 ])
 def test_go_durations_are_read_as_go_reads_them(text: str, ns: int) -> None:
     assert go_duration_ns(text) == ns
 
 
 @pytest.mark.parametrize("text", ["", "1", "1d", "s", "1s2", "1 s", "1.s.", "--1s", "1sx",
-                                  "2562047h47m16.854775808s"])
+                                  "2562047h47m16.854775808s", "1" * 20 + "ns", "9" * 5000 + "h"])
 def test_what_go_does_not_read_is_no_duration(text: str) -> None:
     assert go_duration_ns(text) is None
 

@@ -16,20 +16,22 @@ from tests.harness import ControlPlane, Envoy, free_port, run_envoy, wait_for
 BACKEND = "127.0.0.2"
 
 
-def _dataplane(name: str, address: str, port: int, service: str) -> dict[str, Any]:
+def _dataplane(name: str, address: str, port: int, service: str, protocol: str = "http"
+               ) -> dict[str, Any]:
     return {"type": "Dataplane", "mesh": "default", "name": name,
             "networking": {"address": address, "inbound": [
-                {"port": port, "name": "main", "protocol": "http",
+                {"port": port, "name": "main", "protocol": protocol,
                  "tags": {"kuma.io/service": service}}]}}
 
 
 @contextlib.contextmanager
-def web_to_backend(cp: ControlPlane, tmp_path: Path, port: int
+def web_to_backend(cp: ControlPlane, tmp_path: Path, port: int, protocol: str = "http"
                    ) -> Iterator[tuple[Envoy, str, str]]:
-    """The mesh, `backend-1` at BACKEND:`port` and web's Envoy, once backend's endpoint is in
-    its cluster; yields (web's Envoy, backend's VIP, the outbound listener's name)."""
+    """The mesh, `backend-1` at BACKEND:`port` (its inbound of `protocol`) and web's Envoy,
+    once backend's endpoint is in its cluster; yields (web's Envoy, backend's VIP, the
+    outbound listener's name)."""
     cp.apply({"type": "Mesh", "name": "default"})
-    cp.apply(_dataplane("backend-1", BACKEND, port, "backend"))
+    cp.apply(_dataplane("backend-1", BACKEND, port, "backend", protocol))
     cp.apply(_dataplane("web-1", "127.0.0.4", free_port("127.0.0.4"), "web"))
     vip = cp.meshservice("backend")["status"]["vips"][0]["ip"]
     bootstrap = sidecar_bootstrap(mesh="default", name="web-1", xds_host="127.0.0.1",

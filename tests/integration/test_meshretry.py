@@ -1,7 +1,8 @@
 """A MeshRetry's `http` section in a real Envoy: a backend that fails the first request of
 each path with 503 and answers the next one is a 503 to the client without a MeshRetry, and
 a 200 once a MeshRetry with `numRetries: 2, retryOn: [5xx]` applies to web's outbound to it
-(the sidecar retried; resources.retries)."""
+(the sidecar retried; resources.retries). The same for the `grpc` section and a call
+cancelled first."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ import contextlib
 import http.server
 import threading
 from collections.abc import Iterator
+from concurrent import futures
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
-from tests.harness import Envoy, free_port, meshlog_up, serving, wait_for
+from tests.harness import GRPC_NAME_METHOD, Envoy, free_port, meshlog_up, serving, wait_for
 from tests.integration._policy_envoy import BACKEND, active_route, get, web_to_backend
 
 pytestmark = pytest.mark.integration
-
 
 
 @contextlib.contextmanager
@@ -74,3 +76,89 @@ def test_a_retry_turns_a_first_503_into_a_200(tmp_path: Path) -> None:
         assert (answer.status_code, answer.text) == (200, "ok")
         assert envoy.stats("upstream_rq_retry").get(
             f"cluster.default_backend___msvc_{port}.upstream_rq_retry") == 1
+
+
+def test_entries_merged_across_policies_are_a_config_envoy_accepts(tmp_path: Path) -> None:
+    """A mesh-wide policy and one for backend, each valid, whose merge once made a back-off
+    Envoy refuses (maxInterval below baseInterval: the whole listener update rejected); the
+    backend entry's `perTryTimeout: 0s` lifts the mesh-wide one, and its status code alone
+    keeps Kuma's default conditions, so the first 503 is retried."""
+    port = free_port(BACKEND)
+    with meshlog_up(tmp_path / "cp", "--vip-cidr", "127.100.0.0/16") as cp, \
+            _flaky_backend(BACKEND, port), \
+            web_to_backend(cp, tmp_path, port) as (envoy, vip, listener):
+        cp.apply({"type": "MeshRetry", "mesh": "default", "name": "mesh-wide", "spec": {
+            "to": [{"targetRef": {"kind": "Mesh"}, "default": {"http": {
+                "perTryTimeout": "1s", "backOff": {"baseInterval": "1s"}}}}]}})
+        cp.apply({"type": "MeshRetry", "mesh": "default", "name": "backend", "spec": {
+            "to": [{"targetRef": {"kind": "MeshService", "name": "backend"}, "default": {
+                "http": {"numRetries": 3, "perTryTimeout": "0s", "retryOn": ["503"],
+                         "backOff": {"maxInterval": "100ms"}}}}]}})
+        wait_for(lambda: (_retry_policy(envoy, listener) or {}).get("num_retries") == 3,
+                 timeout=60, what="the merged retry policy in Envoy")
+
+        policy = _retry_policy(envoy, listener) or {}
+        assert policy["retry_back_off"] == {"base_interval": "0.100s",
+                                            "max_interval": "0.100s"}
+        assert policy["per_try_timeout"] == "0s"
+        assert envoy.stats("listener_manager.lds").get(
+            "listener_manager.lds.update_rejected") == 0
+        answer = get(f"http://{vip}:{port}/merged")
+        assert (answer.status_code, answer.text) == (200, "ok")
+
+
+@contextlib.contextmanager
+def _flaky_grpc_backend(host: str, port: int) -> Iterator[None]:
+    """A gRPC server whose one method (`GRPC_NAME_METHOD`) ends the first call of each
+    request body CANCELLED and answers the later ones `ok`."""
+    seen: set[bytes] = set()
+    lock = threading.Lock()
+
+    def name(request: bytes, context: grpc.ServicerContext) -> bytes:
+        with lock:
+            first = request not in seen
+            seen.add(request)
+        if first:
+            context.abort(grpc.StatusCode.CANCELLED, "flaky")
+        return b"ok"
+
+    handler = grpc.method_handlers_generic_handler("meshlog.test.Echo", {
+        "Name": grpc.unary_unary_rpc_method_handler(name)})
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(f"{host}:{port}")
+    server.start()
+    try:
+        yield
+    finally:
+        server.stop(grace=None)
+
+
+def test_a_grpc_retry_on_canceled_turns_a_first_cancelled_call_into_an_answer(
+        tmp_path: Path) -> None:
+    """Kuma's `Canceled` is Envoy's `cancelled` (Kuma writes `canceled`, which Envoy
+    ignores: no retry). Each call on a channel of its own: a connection keeps the routes of
+    the listener it was accepted by until Envoy drains it."""
+    port = free_port(BACKEND)
+    with meshlog_up(tmp_path / "cp", "--vip-cidr", "127.100.0.0/16") as cp, \
+            _flaky_grpc_backend(BACKEND, port), \
+            web_to_backend(cp, tmp_path, port, "grpc") as (envoy, vip, listener):
+        with pytest.raises(grpc.RpcError) as failed:
+            _call(f"{vip}:{port}", b"without")
+        assert failed.value.code() == grpc.StatusCode.CANCELLED
+
+        cp.apply({"type": "MeshRetry", "mesh": "default", "name": "web-to-backend",
+                  "spec": {"to": [{"targetRef": {"kind": "MeshService", "name": "backend"},
+                                   "default": {"grpc": {"numRetries": 2,
+                                                        "retryOn": ["Canceled"]}}}]}})
+        wait_for(lambda: (_retry_policy(envoy, listener) or {}).get("num_retries") == 2,
+                 timeout=60, what="the MeshRetry's gRPC retry policy in Envoy")
+
+        assert (_retry_policy(envoy, listener) or {})["retry_on"] == "cancelled"
+        assert _call(f"{vip}:{port}", b"with") == b"ok"
+
+
+def _call(target: str, request: bytes) -> bytes:
+    with grpc.insecure_channel(target) as channel:
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(GRPC_NAME_METHOD)
+        return call(request, timeout=10)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from events import MeshRetryDeleted
 from tests.projections._histories import History, retry
 from tests.xds_gateway._ads import Projection, event_for
@@ -156,3 +158,67 @@ def test_a_multizone_service_takes_the_mesh_entries_only() -> None:
     assert retries.for_destination(retries.merged([mesh_wide]), "redis") == retries.Retries(
         connect_attempts=1)
     assert retries.for_destination(retries.merged([]), "redis") is None
+
+
+def test_status_codes_alone_keep_kumas_default_conditions() -> None:
+    """Kuma's configurer keeps its default `retry_on` when `retryOn` holds no condition, and
+    adds `retriable-status-codes` for the codes."""
+    view, projection = _view()
+    _apply(view, projection, retry("default", "r", ({"kind": "Mesh"}, {
+        "http": {"retryOn": ["503", "409"]}})))
+
+    policy = _retry_policy(config_json(view, "default", "web-1", ResourceCache()), "backend")
+
+    assert policy == {
+        "retryOn": "gateway-error,connect-failure,refused-stream,retriable-status-codes",
+        "retriableStatusCodes": [503, 409]}
+
+
+def test_a_per_try_timeout_of_0s_lifts_a_mesh_wide_one() -> None:
+    view, projection = _view()
+    _apply(view, projection, retry("default", "r", ({"kind": "Mesh"}, {
+        "http": {"perTryTimeout": "1s"}}), ({"kind": "MeshService", "name": "backend"}, {
+            "http": {"perTryTimeout": "0s"}})))
+
+    policy = _retry_policy(config_json(view, "default", "web-1", ResourceCache()), "backend")
+
+    assert policy is not None and policy["perTryTimeout"] == "0s"
+
+
+@pytest.mark.parametrize(("mesh", "service", "back_off"), [
+    # the MeshService entry comes later: its interval holds
+    ({"baseInterval": "1s"}, {"maxInterval": "100ms"},
+     {"baseInterval": "0.100s", "maxInterval": "0.100s"}),
+    ({"maxInterval": "100ms"}, {"baseInterval": "1s"},
+     {"baseInterval": "1s", "maxInterval": "1s"}),
+])
+def test_merged_intervals_never_put_the_max_below_the_base(
+        mesh: dict[str, str], service: dict[str, str], back_off: dict[str, str]) -> None:
+    """Each entry is valid; their merge would be a retry_back_off Envoy refuses (and the
+    whole listener update with it)."""
+    view, projection = _view()
+    _apply(view, projection, retry("default", "r", ({"kind": "Mesh"}, {
+        "http": {"backOff": mesh}, "grpc": {"backOff": mesh}}), (
+            {"kind": "MeshService", "name": "backend"}, {"http": {"backOff": service}}), (
+            {"kind": "MeshService", "name": "api"}, {"grpc": {"backOff": service}})))
+
+    config = config_json(view, "default", "web-1", ResourceCache())
+
+    for service_name in ("backend", "api"):
+        policy = _retry_policy(config, service_name)
+        assert policy is not None and policy["retryBackOff"] == back_off, service_name
+
+
+def test_an_ignored_inbound_does_not_select_its_dataplane() -> None:
+    """Kuma's `inboundsSelectedByTags` skips inbounds whose state is Ignored."""
+    view, projection = _view()
+    client = _dataplane("client-1", "10.0.0.20", 7070, "client", "http")
+    client["networking"]["inbound"].append({"port": 7071, "state": "Ignored", "tags": {
+        "kuma.io/service": "client", "team": "a"}})
+    view.apply(projection.fold([event_for(client, at=2_500_000_000_000)]))
+    _apply(view, projection, retry("default", "r", ({"kind": "Mesh"}, {
+        "http": {"numRetries": 3}}), target={"kind": "MeshSubset", "tags": {"team": "a"}}))
+
+    config = config_json(view, "default", "client-1", ResourceCache())
+
+    assert _retry_policy(config, "backend") is None

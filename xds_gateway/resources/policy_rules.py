@@ -12,7 +12,8 @@ from typing import Any, Generic, Protocol, TypeVar
 from events import Dataplane, TargetRef
 from projections import MeshServiceRow
 
-__all__ = ["Last", "Memo", "by_destination", "chosen", "last_values", "selects"]
+__all__ = ["Last", "Memo", "by_destination", "chosen", "last_by_destination", "last_values",
+           "selects"]
 
 _P = TypeVar("_P", bound="_Policy")
 _K = TypeVar("_K")
@@ -78,6 +79,14 @@ def by_destination(mesh: Last, named: Mapping[str, Last], service: str | None
                    ) -> dict[str, Any] | None:
     """Rule 3: the merged fields of the outbound to MeshService `service` (None: a
     MeshMultiZoneService, Mesh entries only); None when no entry is about it."""
+    merged = last_by_destination(mesh, named, service)
+    return None if merged is None else {field: value for field, (_, value) in merged.items()}
+
+
+def last_by_destination(mesh: Last, named: Mapping[str, Last], service: str | None
+                        ) -> Last | None:
+    """`by_destination` with each field's position in rule 2's order: which of two fields
+    an entry later in that order set."""
     own = named.get(service, {}) if service is not None else {}
     if not mesh and not own:
         return None
@@ -85,7 +94,7 @@ def by_destination(mesh: Last, named: Mapping[str, Last], service: str | None
     for field, value in own.items():
         if field not in merged or merged[field][0] < value[0]:
             merged[field] = value
-    return {field: value for field, (_, value) in merged.items()}
+    return merged
 
 
 class Memo(Generic[_K, _R]):
@@ -112,8 +121,9 @@ class Memo(Generic[_K, _R]):
 
 def selects(ref: TargetRef, dataplane: Dataplane, services: Mapping[str, MeshServiceRow]
             ) -> bool:
-    """Whether a policy's top-level targetRef `ref` selects `dataplane` (rule 1)."""
-    inbounds = dataplane.networking.inbound
+    """Whether a policy's top-level targetRef `ref` selects `dataplane` (rule 1): by the
+    tags of its inbounds that are not `Ignored` (Kuma's `inboundsSelectedByTags`)."""
+    inbounds = [i for i in dataplane.networking.inbound if i.state != "Ignored"]
     match ref.kind:
         case "Mesh":
             return True

@@ -20,21 +20,29 @@ What each field sets (Kuma's mapping, `meshretry/plugin/xds/configurer.go`):
 | `grpc.*`                  | `grpc`                         | the same fields of `retry_policy`  |
 
 (1) joined with commas; HTTP status codes (`"503"`) go to `retriable_status_codes` and add
-`retriable-status-codes` to `retry_on`. Left out, `retry_on` is Kuma's default:
+`retriable-status-codes` to `retry_on`. Left out, or a list of status codes only, `retry_on`
+is Kuma's default (plus `retriable-status-codes` for the codes):
 `gateway-error,connect-failure,refused-stream` (HTTP) and
 `cancelled,connect-failure,gateway-error,refused-stream,reset,resource-exhausted,unavailable`
 (gRPC). `numRetries` left out: Envoy's 1; `numRetries: 0`: no retry policy (Kuma's).
-`retryOn` in Kuma's API spelling (`All5xx`, `Canceled`) is Envoy's value (`5xx`,
-`cancelled`).
+`perTryTimeout: 0s`: `per_try_timeout` 0, none (Kuma's API), so a MeshService entry can
+lift a Mesh entry's. `retryOn` in Kuma's API spelling (`GatewayError`, `Canceled`; `All5xx`,
+the name of Kuma's constant for `5xx`) is Envoy's value (`gateway-error`, `cancelled`,
+`5xx`).
 
 **meshlog's deviations.** Kuma gives an `http2` port no retries (its configurer knows
-`http` and `grpc` only); meshlog applies the `http` section to `http2` ports too. A
-`backOff` with only `maxInterval` gets Envoy's default base (25 ms, or `maxInterval` when
-that is less), as Envoy requires a base. `retryOn` takes no `HttpMethod*` values, and the
-Envoy spellings `retriable-status-codes` and `retriable-headers` are accepted as they are.
-Proxyless gRPC clients get no MeshRetry (as no MeshTimeout). Not modelled (dropped when
-applied): `retriableResponseHeaders`, `retriableRequestHeaders`, `rateLimitedBackOff`,
-`hostSelection`, `hostSelectionRetryMaxAttempts`.
+`http` and `grpc` only); meshlog applies the `http` section to `http2` ports too, and `tcp`
+to every L4 outbound (`tls`, `kafka`, `mysql` ports too; Kuma: `tcp` only). gRPC's
+`Canceled` is Envoy's `cancelled` (Kuma writes `canceled`, which Envoy ignores). A `backOff`
+with only `maxInterval` gets Envoy's default base (25 ms, or `maxInterval` when that is
+less), as Envoy requires a base. Two entries whose merged `maxInterval` is below the merged
+`baseInterval` (each entry valid; Envoy would refuse the listener update, as it would
+Kuma's): the later entry's interval holds and the other is set to it. `retryOn` takes no
+`HttpMethod*` values, and the Envoy spellings `retriable-status-codes` and
+`retriable-headers` are accepted as they are. Proxyless gRPC clients get no MeshRetry (as
+no MeshTimeout). Not modelled (refused as unknown fields): `retriableResponseHeaders`,
+`retriableRequestHeaders`, `rateLimitedBackOff`, `hostSelection`,
+`hostSelectionRetryMaxAttempts`.
 """
 
 from __future__ import annotations
@@ -123,8 +131,20 @@ def merged(chosen: Iterable[MeshRetry]) -> Applying:
 def for_destination(policies: Applying, service: str | None) -> Retries | None:
     """The merged retries of the outbound to MeshService `service` (None: a
     MeshMultiZoneService, Mesh entries only); None when no entry is about it."""
-    fields = policy_rules.by_destination(policies.mesh, policies.services, service)
-    return None if fields is None else Retries(**fields)
+    last = policy_rules.last_by_destination(policies.mesh, policies.services, service)
+    if last is None:
+        return None
+    for prefix in ("http", "grpc"):
+        base, top = last.get(f"{prefix}_base"), last.get(f"{prefix}_max")
+        if base is not None and top is not None and top[1] < base[1]:
+            # two entries' intervals, each valid, merged into a maxInterval below the
+            # baseInterval, which Envoy refuses (and the whole listener update with it): the
+            # later entry's interval holds, the other is set to it
+            if base[0] > top[0]:
+                last[f"{prefix}_max"] = base
+            else:
+                last[f"{prefix}_base"] = top
+    return Retries(**{field: value for field, (_, value) in last.items()})
 
 
 def for_listener(retries: Retries | None, protocol: str) -> Retries | None:
@@ -187,7 +207,9 @@ def _retry_policy(r: Retries) -> RetryPolicy | None:
         return None
     policy = RetryPolicy()
     codes = [int(v) for v in on if v.isdigit()]
-    conditions = [v for v in on if not v.isdigit()]
+    # status codes only: Kuma's default conditions stay, `retriable-status-codes` added
+    conditions = [v for v in on if not v.isdigit()] or list(
+        _GRPC_DEFAULT if grpc else _HTTP_DEFAULT)
     if codes:
         policy.retriable_status_codes.extend(codes)
         if "retriable-status-codes" not in conditions:
@@ -216,7 +238,7 @@ def _fields(conf: MeshRetryConf) -> dict[str, Any]:
         back_off = section.back_off
         given: dict[str, Any] = {
             "retries": section.num_retries,
-            "per_try": _ns(section.per_try_timeout),
+            "per_try": _ns(section.per_try_timeout, zero=True),  # 0s: none, over a Mesh one
             "base": _ns(back_off.base_interval if back_off else None),
             "max": _ns(back_off.max_interval if back_off else None),
             "on": None if section.retry_on is None else tuple(
@@ -226,9 +248,10 @@ def _fields(conf: MeshRetryConf) -> dict[str, Any]:
     return out
 
 
-def _ns(value: str | None) -> int | None:
+def _ns(value: str | None, *, zero: bool = False) -> int | None:
     ns = None if value is None else go_duration_ns(value)
-    return ns if ns is not None and ns > 0 else None  # validation refused the others
+    # validation refused the others
+    return ns if ns is not None and (ns > 0 or (zero and ns == 0)) else None
 
 
 def _duration(ns: int) -> Duration:

@@ -5,9 +5,10 @@ said otherwise):
 
 1. **Which policies.** A MeshTimeout of the proxy's mesh applies to a Dataplane when its
    top-level targetRef selects it: `Mesh`, always; `MeshSubset`, when one of its inbounds
-   carries every one of `tags` (no tags: every Dataplane); `MeshService`, when that
-   MeshService's selector matches one of its inbounds; `Dataplane`, by `name`, or when the
-   Dataplane has every one of `labels`. Kinds this release does not know select nothing.
+   (not `Ignored`, as in Kuma) carries every one of `tags` (no tags: every Dataplane with
+   such an inbound); `MeshService`, when that MeshService's selector matches one of them;
+   `Dataplane`, by `name`, or when the Dataplane has every one of `labels`. Kinds this
+   release does not know select nothing.
 2. **Order.** The `to[]` entries of the applying policies are sorted (Kuma's
    `rules/outbound.Sort`, stable) by the specificity of their policy's top-level targetRef
    (Mesh < MeshSubset < MeshService < Dataplane), then by their own targetRef's (Mesh <

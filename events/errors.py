@@ -36,6 +36,8 @@ __all__ = [
     "InvalidResource",
     "JetStreamUnavailable",
     "LeaseLost",
+    "MAX_VIOLATIONS_SHOWN",
+    "MAX_VIOLATION_CHARS",
     "MeshlogError",
     "NotFound",
     "PermanentError",
@@ -70,10 +72,39 @@ class TransientError(MeshlogError):
     """A dependency is unavailable; the same call may succeed later."""
 
 
+MAX_VIOLATIONS_SHOWN = 100
+"""The most violations an `InvalidResource` carries; the rest are counted in one more."""
+MAX_VIOLATION_CHARS = 1024
+"""The longest path or message a violation carries: one that echoes a value of a megabyte
+(a `retryOn` item, a duration) is cut in the middle, saying how much was left out, so a
+400 answer stays small however big the document that earned it."""
+
+
+def _cut(text: str) -> str:
+    if len(text) <= MAX_VIOLATION_CHARS:
+        return text
+    keep = MAX_VIOLATION_CHARS - 64  # room for the note
+    head, tail = keep * 3 // 4, keep // 4
+    return (f"{text[:head]}… [{len(text) - head - tail} characters left out] …"
+            f"{text[len(text) - tail:]}")
+
+
+def _bounded(violations: Sequence[Violation]) -> tuple[Violation, ...]:
+    """`violations`, each path and message at most `MAX_VIOLATION_CHARS`, at most
+    `MAX_VIOLATIONS_SHOWN` of them and one that counts the others."""
+    shown = [v if len(v.path) <= MAX_VIOLATION_CHARS and len(v.message) <= MAX_VIOLATION_CHARS
+             else Violation(_cut(v.path), _cut(v.message))
+             for v in violations[:MAX_VIOLATIONS_SHOWN]]
+    if len(violations) > MAX_VIOLATIONS_SHOWN:
+        shown.append(Violation("", f"{len(violations) - MAX_VIOLATIONS_SHOWN} more violations "
+                                   "not shown: fix these and submit again"))
+    return tuple(shown)
+
+
 class InvalidResource(PermanentError):
     def __init__(self, kind: str, violations: Sequence[Violation]) -> None:
         self.kind = kind
-        self.violations = tuple(violations)
+        self.violations = _bounded(violations)
         lines = "\n".join(f"  {v}" for v in self.violations)
         super().__init__(f"invalid {kind}:\n{lines}")
 

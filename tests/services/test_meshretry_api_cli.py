@@ -57,6 +57,20 @@ def test_put_get_delete_and_an_invalid_one_is_a_400(cp: ControlPlane) -> None:
     assert violation["reason"].startswith("'teapot' is not one of 5xx, gateway-error")
 
 
+def test_a_megabyte_value_is_refused_in_a_small_answer_naming_its_field(
+        cp: ControlPlane) -> None:
+    response = cp.api.put(f"{BASE}/huge", json=_mr("huge", retry_on="x" * 900_000))
+    assert response.status_code == 400, response.text[:200]
+    assert len(response.content) < 8_192  # the 900 KB value is not echoed (twice) back
+    [violation] = response.json()["invalid_parameters"]
+    assert violation["field"] == "spec.to[0].default.http.retryOn[0]"
+    assert "characters left out" in violation["reason"]
+    # cut in the middle: the value's start, and the rule at its end, are still there
+    assert violation["reason"].startswith("'xxx")
+    assert violation["reason"].endswith("or an HTTP status code as a string (e.g. '503')")
+    assert cp.api.get(f"{BASE}/huge").status_code == 404
+
+
 def test_cli_apply_get_delete(cp: ControlPlane, tmp_path: Path) -> None:
     path = tmp_path / "mr.yaml"
     path.write_text(yaml.safe_dump(_mr("cli-mr")))

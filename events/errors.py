@@ -29,6 +29,8 @@ from collections.abc import Sequence
 import msgspec
 
 __all__ = [
+    "MAX_VIOLATIONS_SHOWN",
+    "MAX_VIOLATION_CHARS",
     "AppendNotStored",
     "Conflict",
     "EventLogUnavailable",
@@ -36,8 +38,6 @@ __all__ = [
     "InvalidResource",
     "JetStreamUnavailable",
     "LeaseLost",
-    "MAX_VIOLATIONS_SHOWN",
-    "MAX_VIOLATION_CHARS",
     "MeshlogError",
     "NotFound",
     "PermanentError",

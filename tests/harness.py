@@ -28,7 +28,7 @@ import grpc
 import httpx
 import yaml
 
-from events import EVENTS_STREAM, connect_nats
+from events import EVENTS_STREAM, POLICY_KINDS, connect_nats
 from events.bus.permissions import Role
 from services.runtime.nats_cluster import unused_ports
 from services.runtime.nats_users import role_credentials
@@ -105,8 +105,9 @@ def free_port_on_all(hosts: list[str]) -> int:
 # --- meshlog up -------------------------------------------------------------------------------
 
 
-_PLURAL = {"MeshRetry": "meshretries"}
-"""Kinds whose URL plural is not the lower-case kind and an `s`."""
+_PLURAL = {kind.type_name: kind.plural for kind in POLICY_KINDS}
+"""The policy kinds' URL plurals; every other mesh-scoped kind's is the lower-case kind and
+an `s`."""
 
 
 class ControlPlane:

@@ -53,7 +53,7 @@ from msgspec import Struct
 
 from events import Dataplane, MeshRetry
 from events.resources import KUMA_GRPC_RETRY_ON, KUMA_RETRY_ON, MeshRetryConf, go_duration_ns
-from projections import MeshRetryRow, MeshServiceRow
+from projections import MeshServiceRow, PolicyRow
 from xds_gateway.resources import policy_rules
 from xds_gateway.resources.listeners import HTTP_PROTOCOLS
 
@@ -103,7 +103,7 @@ NO_RETRIES = Applying(names=(), mesh={}, services={})
 _merges: policy_rules.Memo[MeshRetry, Applying] = policy_rules.Memo()
 
 
-def applying(policies: Mapping[str, MeshRetryRow] | None, dataplane: Dataplane,
+def applying(policies: Mapping[str, PolicyRow[MeshRetry]] | None, dataplane: Dataplane,
              services: Mapping[str, MeshServiceRow]) -> Applying:
     """The MeshRetries (rows of the Dataplane's mesh) that apply to `dataplane`."""
     if not policies:

@@ -31,7 +31,14 @@ from collections.abc import Callable, Iterable, Mapping
 
 from msgspec import Struct
 
-from events import SERVICE_TAG, Dataplane, Inbound
+from events import (
+    MESH_RETRY,
+    MESH_TIMEOUT,
+    MESH_TRAFFIC_PERMISSION,
+    SERVICE_TAG,
+    Dataplane,
+    Inbound,
+)
 from projections import (
     DataplaneRow,
     IdentityRow,
@@ -232,9 +239,9 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
     tp = dp.networking.transparent_proxying
     # proxyless gRPC clients read no timeouts nor retries (resources.timeouts, .retries)
     mts = (timeouts.NO_TIMEOUTS if node.is_grpc
-           else timeouts.applying(view.meshtimeouts.get(mesh), dp, services))
+           else timeouts.applying(view.policies(MESH_TIMEOUT, mesh), dp, services))
     mrs = (retries.NO_RETRIES if node.is_grpc
-           else retries.applying(view.meshretries.get(mesh), dp, services))
+           else retries.applying(view.policies(MESH_RETRY, mesh), dp, services))
     key = (mesh, reachable_key(mode, dp, services, view.meshmultizoneservices.get(mesh)),
            tp is None, node.is_grpc, 0 if tp is None else node.dns_port,
            mts.names, mrs.names)  # names: the policies are the generation's
@@ -427,7 +434,7 @@ def _inbound_tls(view: ProjectionView, dp: Dataplane, inbound: Inbound, trust: T
                        if ms.spec.selector.dataplane_tags and all(
                            inbound.tags.get(k) == v
                            for k, v in ms.spec.selector.dataplane_tags.items()))
-    policies = [row.policy for row in view.meshtrafficpermissions.get(dp.mesh, {}).values()]
+    policies = [row.policy for row in view.policies(MESH_TRAFFIC_PERMISSION, dp.mesh).values()]
     port = inbound.port
     return InboundTls(mesh=dp.mesh, mode=trust.mode, rbac=rbac.inbound_rbac(
         dp.mesh, dp, inbound, selecting, policies, stat_prefix=f"inbound_{port}."))

@@ -74,7 +74,7 @@ from msgspec import Struct
 
 from events import Dataplane, MeshTimeout
 from events.resources import MeshTimeoutConf, go_duration_ns
-from projections import MeshServiceRow, MeshTimeoutRow
+from projections import MeshServiceRow, PolicyRow
 from xds_gateway.resources import policy_rules
 from xds_gateway.resources.listeners import HTTP_PROTOCOLS
 
@@ -123,7 +123,7 @@ class Applying(Struct, frozen=True):
 NO_TIMEOUTS = Applying(names=(), mesh={}, services={})
 
 
-def applying(policies: Mapping[str, MeshTimeoutRow] | None, dataplane: Dataplane,
+def applying(policies: Mapping[str, PolicyRow[MeshTimeout]] | None, dataplane: Dataplane,
              services: Mapping[str, MeshServiceRow]) -> Applying:
     """The MeshTimeouts (rows of the Dataplane's mesh) that apply to `dataplane`."""
     if not policies:

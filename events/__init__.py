@@ -35,6 +35,8 @@ from events.event_types import (
     HostnameGeneratorDeleted,
     IpamConfigured,
     MeshApplied,
+    MeshCircuitBreakerApplied,
+    MeshCircuitBreakerDeleted,
     MeshDeleted,
     MeshMultiZoneServiceApplied,
     MeshMultiZoneServiceDeleted,
@@ -70,6 +72,7 @@ from events.hostname_template import (
 )
 from events.log import Appended, EventLog, PendingAppend, Record, decision_msg_id
 from events.policy_kinds import (
+    MESH_CIRCUIT_BREAKER,
     MESH_RETRY,
     MESH_TIMEOUT,
     MESH_TRAFFIC_PERMISSION,
@@ -86,6 +89,7 @@ from events.resources import (
     HostnameGenerator,
     Inbound,
     Mesh,
+    MeshCircuitBreaker,
     MeshMultiZoneService,
     MeshMultiZoneServicePort,
     MeshRetry,
@@ -126,6 +130,7 @@ __all__ = [
     "EVENTS_STREAM",
     "GLOBAL_ZONE",
     "KINDS",
+    "MESH_CIRCUIT_BREAKER",
     "MESH_RETRY",
     "MESH_TIMEOUT",
     "MESH_TRAFFIC_PERMISSION",
@@ -160,6 +165,9 @@ __all__ = [
     "MalformedSubject",
     "Mesh",
     "MeshApplied",
+    "MeshCircuitBreaker",
+    "MeshCircuitBreakerApplied",
+    "MeshCircuitBreakerDeleted",
     "MeshDeleted",
     "MeshMultiZoneService",
     "MeshMultiZoneServiceApplied",

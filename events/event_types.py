@@ -17,6 +17,7 @@ from events.resources import (
     Dataplane,
     HostnameGenerator,
     Mesh,
+    MeshCircuitBreaker,
     MeshMultiZoneService,
     MeshRetry,
     MeshService,
@@ -39,6 +40,8 @@ __all__ = [
     "HostnameGeneratorDeleted",
     "IpamConfigured",
     "MeshApplied",
+    "MeshCircuitBreakerApplied",
+    "MeshCircuitBreakerDeleted",
     "MeshDeleted",
     "MeshMultiZoneServiceApplied",
     "MeshMultiZoneServiceDeleted",
@@ -163,7 +166,7 @@ def ca_purpose(mesh: str, backend: str) -> str:
     return f"ca:{mesh}/{backend}"
 
 
-_P = TypeVar("_P", MeshTrafficPermission, MeshTimeout, MeshRetry)
+_P = TypeVar("_P", MeshTrafficPermission, MeshTimeout, MeshRetry, MeshCircuitBreaker)
 
 
 class PolicyApplied(Event, Generic[_P], frozen=True):
@@ -204,6 +207,15 @@ class MeshRetryApplied(PolicyApplied[MeshRetry], frozen=True, tag="meshretry.app
 
 
 class MeshRetryDeleted(PolicyDeleted, frozen=True, tag="meshretry.deleted"):
+    pass
+
+
+class MeshCircuitBreakerApplied(PolicyApplied[MeshCircuitBreaker], frozen=True,
+                                tag="meshcircuitbreaker.applied"):
+    pass
+
+
+class MeshCircuitBreakerDeleted(PolicyDeleted, frozen=True, tag="meshcircuitbreaker.deleted"):
     pass
 
 
@@ -355,4 +367,6 @@ AnyEvent = (
     | MeshTimeoutDeleted
     | MeshRetryApplied
     | MeshRetryDeleted
+    | MeshCircuitBreakerApplied
+    | MeshCircuitBreakerDeleted
 )

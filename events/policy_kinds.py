@@ -17,10 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
+from events._circuit_breaker_rules import mesh_circuit_breaker
 from events._retry_rules import mesh_retry
 from events.errors import Violation
 from events.event_types import (
     AnyEvent,
+    MeshCircuitBreakerApplied,
+    MeshCircuitBreakerDeleted,
     MeshRetryApplied,
     MeshRetryDeleted,
     MeshTimeoutApplied,
@@ -30,10 +33,17 @@ from events.event_types import (
     PolicyApplied,
     PolicyDeleted,
 )
-from events.resources import MeshRetry, MeshScopedResource, MeshTimeout, MeshTrafficPermission
+from events.resources import (
+    MeshCircuitBreaker,
+    MeshRetry,
+    MeshScopedResource,
+    MeshTimeout,
+    MeshTrafficPermission,
+)
 from events.validation import mesh_timeout_rules, mesh_traffic_permission_rules
 
 __all__ = [
+    "MESH_CIRCUIT_BREAKER",
     "MESH_RETRY",
     "MESH_TIMEOUT",
     "MESH_TRAFFIC_PERMISSION",
@@ -98,8 +108,13 @@ MESH_TIMEOUT: PolicyKind[MeshTimeout] = PolicyKind(
 MESH_RETRY: PolicyKind[MeshRetry] = PolicyKind(
     type_name="MeshRetry", plural="meshretries", short="mr", schema=MeshRetry,
     rules=mesh_retry, applied=MeshRetryApplied, deleted=MeshRetryDeleted)
+MESH_CIRCUIT_BREAKER: PolicyKind[MeshCircuitBreaker] = PolicyKind(
+    type_name="MeshCircuitBreaker", plural="meshcircuitbreakers", short="mcb",
+    schema=MeshCircuitBreaker, rules=mesh_circuit_breaker, applied=MeshCircuitBreakerApplied,
+    deleted=MeshCircuitBreakerDeleted)
 
-POLICY_KINDS: tuple[PolicyKind[Any], ...] = (MESH_TRAFFIC_PERMISSION, MESH_TIMEOUT, MESH_RETRY)
+POLICY_KINDS: tuple[PolicyKind[Any], ...] = (MESH_TRAFFIC_PERMISSION, MESH_TIMEOUT, MESH_RETRY,
+                                             MESH_CIRCUIT_BREAKER)
 """Every policy kind, in the order lists of kinds show them."""
 
 _BY_NAME = {k.type_name: k for k in POLICY_KINDS}

@@ -57,6 +57,19 @@ SAMPLES: dict[str, Sample] = {
                    "gateway-error"),
         cells=("MeshService/backend: tcp.maxConnectAttempt=3 http.numRetries=2 "
                "http.retryOn=5xx,503",)),
+    "MeshCircuitBreaker": Sample(
+        spec={"targetRef": _WEB, "to": [{"targetRef": _BACKEND, "default": {
+            "connectionLimits": {"maxConnections": 2, "maxPendingRequests": 1},
+            "outlierDetection": {"detectors": {"totalFailures": {"consecutive": 5}}}}}]},
+        changed={"to": [{"targetRef": {"kind": "Mesh"},
+                         "default": {"connectionLimits": {"maxRequests": 10}}}]},
+        invalid={"to": [{"targetRef": _BACKEND,
+                         "default": {"connectionLimits": {"maxConnections": 0}}}]},
+        violation=("spec.to[0].default.connectionLimits.maxConnections",
+                   "0 must be between 1 and"),
+        cells=("MeshService/backend: connectionLimits.maxConnections=2 "
+               "connectionLimits.maxPendingRequests=1 "
+               "outlierDetection.detectors.totalFailures.consecutive=5",)),
 }
 
 

@@ -39,7 +39,6 @@ applied): `retriableResponseHeaders`, `retriableRequestHeaders`, `rateLimitedBac
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 from envoy.config.listener.v3.listener_pb2 import Listener
@@ -51,9 +50,8 @@ from envoy.extensions.filters.network.tcp_proxy.v3.tcp_proxy_pb2 import TcpProxy
 from google.protobuf.duration_pb2 import Duration
 from msgspec import Struct
 
-from events import Dataplane, MeshRetry
+from events import MeshRetry
 from events.resources import KUMA_GRPC_RETRY_ON, KUMA_RETRY_ON, MeshRetryConf, go_duration_ns
-from projections import MeshServiceRow, PolicyRow
 from xds_gateway.resources import policy_rules
 from xds_gateway.resources.listeners import HTTP_PROTOCOLS
 
@@ -88,42 +86,14 @@ class Retries(Struct, frozen=True, kw_only=True):
 _NOTHING = Retries()
 
 
-class Applying(Struct, frozen=True):
-    """The MeshRetries that apply to a proxy, merged once (as `timeouts.Applying`)."""
-
-    names: tuple[str, ...]
-    mesh: policy_rules.Last
-    services: dict[str, policy_rules.Last]
-
-    def __bool__(self) -> bool:
-        return bool(self.names)
-
-
-NO_RETRIES = Applying(names=(), mesh={}, services={})
-_merges: policy_rules.Memo[MeshRetry, Applying] = policy_rules.Memo()
-
-
-def applying(policies: Mapping[str, PolicyRow[MeshRetry]] | None, dataplane: Dataplane,
-             services: Mapping[str, MeshServiceRow]) -> Applying:
-    """The MeshRetries (rows of the Dataplane's mesh) that apply to `dataplane`."""
-    if not policies:
-        return NO_RETRIES
-    chosen = policy_rules.chosen((row.policy for row in policies.values()), dataplane,
-                                 services)
-    return _merges.get(chosen, merged) if chosen else NO_RETRIES
-
-
-def merged(chosen: Iterable[MeshRetry]) -> Applying:
-    """Kuma's order over the policies `chosen`, as per-field last values."""
-    chosen = tuple(chosen)
-    mesh, named = policy_rules.last_values(chosen, _fields)
-    return Applying(names=tuple(sorted(p.name for p in chosen)), mesh=mesh, services=named)
+Applying = policy_rules.Applying
+NO_RETRIES = policy_rules.NOTHING_APPLIES
 
 
 def for_destination(policies: Applying, service: str | None) -> Retries | None:
     """The merged retries of the outbound to MeshService `service` (None: a
     MeshMultiZoneService, Mesh entries only); None when no entry is about it."""
-    fields = policy_rules.by_destination(policies.mesh, policies.services, service)
+    fields = policies.for_destination(service)
     return None if fields is None else Retries(**fields)
 
 
@@ -233,3 +203,11 @@ def _ns(value: str | None) -> int | None:
 
 def _duration(ns: int) -> Duration:
     return Duration(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
+
+
+_MERGE: policy_rules.Merge[MeshRetry] = policy_rules.Merge(_fields)
+applying = _MERGE.applying
+"""The MeshRetries (rows of the Dataplane's mesh) that apply to `dataplane` (as MeshTimeout's
+rules 1, 2)."""
+merged = _MERGE.merged
+"""Kuma's order over the MeshRetries given, as per-field last values."""

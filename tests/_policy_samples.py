@@ -67,9 +67,9 @@ SAMPLES: dict[str, Sample] = {
                          "default": {"connectionLimits": {"maxConnections": 0}}}]},
         violation=("spec.to[0].default.connectionLimits.maxConnections",
                    "0 must be between 1 and"),
+        # the rest of the cell wraps onto the table's next line
         cells=("MeshService/backend: connectionLimits.maxConnections=2 "
-               "connectionLimits.maxPendingRequests=1 "
-               "outlierDetection.detectors.totalFailures.consecutive=5",)),
+               "connectionLimits.maxPendingRequests=1",)),
 }
 
 

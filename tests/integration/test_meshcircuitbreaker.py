@@ -8,7 +8,6 @@ on what the backend has received and on Envoy's admin API, never on time."""
 from __future__ import annotations
 
 import contextlib
-import http.server
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import Envoy, free_port, meshlog_up, serving, wait_for
-from tests.integration._policy_envoy import BACKEND, get, web_to_backend
+from tests.harness import Envoy, free_port, meshlog_up, wait_for
+from tests.integration._policy_envoy import BACKEND, answering_backend, get, web_to_backend
 
 pytestmark = pytest.mark.integration
 
@@ -41,25 +40,16 @@ class _Held:
 
 @contextlib.contextmanager
 def _holding_backend(host: str, port: int) -> Iterator[_Held]:
-    """An HTTP server that answers a GET 200 once `release` is set; until then it holds it.
-    Health checks of the harness do not reach it (it is only ever asked through Envoy)."""
+    """An HTTP server that answers a GET 200 once `release` is set; until then it holds it."""
     held = _Held()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            with held.lock:
-                held.paths.append(self.path)
-            held.release.wait(timeout=60)
-            body = b"ok"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(path: str) -> tuple[int, bytes]:
+        with held.lock:
+            held.paths.append(path)
+        held.release.wait(timeout=60)
+        return 200, b"ok"
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    with serving(http.server.ThreadingHTTPServer((host, port), Handler)):
+    with answering_backend(host, port, answer):
         try:
             yield held
         finally:

@@ -56,12 +56,11 @@ from typing import Any
 from envoy.config.cluster.v3.circuit_breaker_pb2 import CircuitBreakers as EnvoyBreakers
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.core.v3.base_pb2 import RoutingPriority
-from google.protobuf.duration_pb2 import Duration
 from msgspec import Struct
 
 from events import MeshCircuitBreaker
 from events._circuit_breaker_rules import stdev_factor_milli
-from events.resources import MeshCircuitBreakerConf, go_duration_ns
+from events.resources import MeshCircuitBreakerConf
 from xds_gateway.resources import policy_rules
 
 __all__ = ["NO_CIRCUIT_BREAKERS", "Applying", "CircuitBreakers", "applying", "broken_cluster",
@@ -138,9 +137,9 @@ def _outlier_detection(cluster: Cluster, cb: CircuitBreakers) -> None:
     od = cluster.outlier_detection
     od.SetInParent()
     if cb.interval is not None:
-        od.interval.CopyFrom(_duration(cb.interval))
+        od.interval.CopyFrom(policy_rules.proto_duration(cb.interval))
     if cb.base_ejection is not None:
-        od.base_ejection_time.CopyFrom(_duration(cb.base_ejection))
+        od.base_ejection_time.CopyFrom(policy_rules.proto_duration(cb.base_ejection))
     if cb.split is not None:
         od.split_external_local_origin_errors = cb.split
     if cb.max_ejection_percent is not None:
@@ -178,8 +177,9 @@ def _fields(conf: MeshCircuitBreakerConf) -> dict[str, Any]:
     if (limits := conf.connection_limits) is not None:
         out.update({name: getattr(limits, name) for name in _LIMITS})
     if (od := conf.outlier_detection) is not None:
-        out.update(outlier=True, disabled=od.disabled, interval=_ns(od.interval),
-                   base_ejection=_ns(od.base_ejection_time),
+        out.update(outlier=True, disabled=od.disabled,
+                   interval=policy_rules.positive_ns(od.interval),
+                   base_ejection=policy_rules.positive_ns(od.base_ejection_time),
                    max_ejection_percent=od.max_ejection_percent,
                    split=od.split_external_and_local_errors)
         detectors = od.detectors
@@ -200,13 +200,6 @@ def _fields(conf: MeshCircuitBreakerConf) -> dict[str, Any]:
     return {name: value for name, value in out.items() if value is not None}
 
 
-def _ns(value: str | None) -> int | None:
-    ns = None if value is None else go_duration_ns(value)
-    return ns if ns is not None and ns > 0 else None  # validation refused the others
-
-
-def _duration(ns: int) -> Duration:
-    return Duration(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
 
 
 _MERGE: policy_rules.Merge[MeshCircuitBreaker] = policy_rules.Merge(_fields)

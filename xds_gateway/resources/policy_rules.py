@@ -10,13 +10,15 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
+from google.protobuf.duration_pb2 import Duration
 from msgspec import Struct
 
 from events import Dataplane, TargetRef
+from events.resources import go_duration_ns
 from projections import MeshServiceRow
 
 __all__ = ["NOTHING_APPLIES", "Applying", "Last", "Memo", "Merge", "by_destination", "chosen",
-           "last_values", "selects"]
+           "last_values", "positive_ns", "proto_duration", "selects"]
 
 _P = TypeVar("_P", bound="_Policy")
 _P_co = TypeVar("_P_co", covariant=True)
@@ -100,6 +102,17 @@ class Merge(Generic[_P]):
         mesh, named = last_values(policies, self._fields)
         return Applying(names=tuple(sorted(p.name for p in policies)), mesh=mesh,
                         services=named)
+
+
+def positive_ns(value: str | None) -> int | None:
+    """A Go duration of a policy's field in nanoseconds; None when left out (or not above 0,
+    which validation refused)."""
+    ns = None if value is None else go_duration_ns(value)
+    return ns if ns is not None and ns > 0 else None
+
+
+def proto_duration(ns: int) -> Duration:
+    return Duration(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
 
 
 def chosen(policies: Iterable[_P], dataplane: Dataplane,

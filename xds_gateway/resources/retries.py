@@ -47,11 +47,10 @@ from envoy.extensions.filters.network.http_connection_manager.v3.http_connection
     HttpConnectionManager,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3.tcp_proxy_pb2 import TcpProxy
-from google.protobuf.duration_pb2 import Duration
 from msgspec import Struct
 
 from events import MeshRetry
-from events.resources import KUMA_GRPC_RETRY_ON, KUMA_RETRY_ON, MeshRetryConf, go_duration_ns
+from events.resources import KUMA_GRPC_RETRY_ON, KUMA_RETRY_ON, MeshRetryConf
 from xds_gateway.resources import policy_rules
 from xds_gateway.resources.listeners import HTTP_PROTOCOLS
 
@@ -166,13 +165,13 @@ def _retry_policy(r: Retries) -> RetryPolicy | None:
     if num is not None:
         policy.num_retries.value = num
     if per_try is not None:
-        policy.per_try_timeout.CopyFrom(_duration(per_try))
+        policy.per_try_timeout.CopyFrom(policy_rules.proto_duration(per_try))
     if base is not None or top is not None:
         if base is None:
             base = min(_ENVOY_BASE_NS, top or _ENVOY_BASE_NS)
-        policy.retry_back_off.base_interval.CopyFrom(_duration(base))
+        policy.retry_back_off.base_interval.CopyFrom(policy_rules.proto_duration(base))
         if top is not None:
-            policy.retry_back_off.max_interval.CopyFrom(_duration(top))
+            policy.retry_back_off.max_interval.CopyFrom(policy_rules.proto_duration(top))
     return policy
 
 
@@ -186,9 +185,9 @@ def _fields(conf: MeshRetryConf) -> dict[str, Any]:
         back_off = section.back_off
         given: dict[str, Any] = {
             "retries": section.num_retries,
-            "per_try": _ns(section.per_try_timeout),
-            "base": _ns(back_off.base_interval if back_off else None),
-            "max": _ns(back_off.max_interval if back_off else None),
+            "per_try": policy_rules.positive_ns(section.per_try_timeout),
+            "base": policy_rules.positive_ns(back_off.base_interval if back_off else None),
+            "max": policy_rules.positive_ns(back_off.max_interval if back_off else None),
             "on": None if section.retry_on is None else tuple(
                 KUMA_RETRY_ON.get(v, KUMA_GRPC_RETRY_ON.get(v, v)) for v in section.retry_on),
         }
@@ -196,13 +195,6 @@ def _fields(conf: MeshRetryConf) -> dict[str, Any]:
     return out
 
 
-def _ns(value: str | None) -> int | None:
-    ns = None if value is None else go_duration_ns(value)
-    return ns if ns is not None and ns > 0 else None  # validation refused the others
-
-
-def _duration(ns: int) -> Duration:
-    return Duration(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
 
 
 _MERGE: policy_rules.Merge[MeshRetry] = policy_rules.Merge(_fields)

@@ -67,7 +67,6 @@ from envoy.extensions.filters.network.http_connection_manager.v3.http_connection
 )
 from envoy.extensions.filters.network.tcp_proxy.v3.tcp_proxy_pb2 import TcpProxy
 from envoy.extensions.upstreams.http.v3.http_protocol_options_pb2 import HttpProtocolOptions
-from google.protobuf.duration_pb2 import Duration
 from msgspec import Struct
 
 from events import MeshTimeout
@@ -214,8 +213,7 @@ def _fields(conf: MeshTimeoutConf) -> dict[str, int]:
     return out
 
 
-def _duration(ns: int) -> Duration:
-    return Duration(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
+_duration = policy_rules.proto_duration
 
 
 _MERGE: policy_rules.Merge[MeshTimeout] = policy_rules.Merge(_fields)

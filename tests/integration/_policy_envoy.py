@@ -26,12 +26,14 @@ def _dataplane(name: str, address: str, port: int, service: str) -> dict[str, An
 
 
 @contextlib.contextmanager
-def web_to_backend(cp: ControlPlane, tmp_path: Path, port: int
-                   ) -> Iterator[tuple[Envoy, str, str]]:
-    """The mesh, `backend-1` at BACKEND:`port` and web's Envoy, once backend's endpoint is in
-    its cluster; yields (web's Envoy, backend's VIP, the outbound listener's name)."""
+def web_to_backend(cp: ControlPlane, tmp_path: Path, port: int,
+                   backends: tuple[str, ...] = (BACKEND,)) -> Iterator[tuple[Envoy, str, str]]:
+    """The mesh, `backend-<i>` at each of `backends`:`port` and web's Envoy, once backend's
+    endpoints are in its cluster; yields (web's Envoy, backend's VIP, the outbound listener's
+    name)."""
     cp.apply({"type": "Mesh", "name": "default"})
-    cp.apply(_dataplane("backend-1", BACKEND, port, "backend"))
+    for i, address in enumerate(backends, start=1):
+        cp.apply(_dataplane(f"backend-{i}", address, port, "backend"))
     cp.apply(_dataplane("web-1", "127.0.0.4", free_port("127.0.0.4"), "web"))
     vip = cp.meshservice("backend")["status"]["vips"][0]["ip"]
     bootstrap = sidecar_bootstrap(mesh="default", name="web-1", xds_host="127.0.0.1",
@@ -39,8 +41,8 @@ def web_to_backend(cp: ControlPlane, tmp_path: Path, port: int
                                   token=cp.dataplane_token("web-1"))
     with run_envoy(bootstrap, tmp_path / "envoy", "web-1") as envoy:
         wait_for(lambda: envoy.stats("default_backend___msvc_").get(
-            f"cluster.default_backend___msvc_{port}.membership_healthy") == 1,
-            timeout=60, what="the backend in the cluster")
+            f"cluster.default_backend___msvc_{port}.membership_healthy") == len(backends),
+            timeout=60, what="the backends in the cluster")
         yield envoy, vip, f"outbound:{vip}:{port}"
 
 

@@ -1,9 +1,10 @@
-"""A MeshCircuitBreaker's `connectionLimits` in a real Envoy: with a backend that holds every
-request until told to answer, three concurrent requests all reach the backend without a
-MeshCircuitBreaker; with one whose `maxConnections`, `maxPendingRequests` and `maxRequests`
-are 1, the second waits pending in Envoy and the third is Envoy's 503 overflow at once (the
-cluster's `upstream_rq_pending_overflow` counts it; resources.circuit_breakers). Synchronised
-on what the backend has received and on Envoy's admin API, never on time."""
+"""A MeshCircuitBreaker in a real Envoy (resources.circuit_breakers). `connectionLimits`: with a
+backend that holds every request until told to answer, three concurrent requests all reach
+the backend without a MeshCircuitBreaker; with one whose `maxConnections`,
+`maxPendingRequests` and `maxRequests` are 1, the second waits pending in Envoy and the third
+is Envoy's 503 overflow at once (the cluster's `upstream_rq_pending_overflow` counts it).
+`outlierDetection`: a failing endpoint is ejected. Synchronised on what the backend has
+received and on Envoy's admin API, never on time."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import Envoy, free_port, meshlog_up, wait_for
+from tests.harness import Envoy, free_port, free_port_on_all, meshlog_up, wait_for
 from tests.integration._policy_envoy import BACKEND, answering_backend, get, web_to_backend
 
 pytestmark = pytest.mark.integration
@@ -120,3 +121,63 @@ def test_connection_limits_of_one_make_a_second_concurrent_request_an_overflow(
         wait_for(lambda: envoy.stats("upstream_rq_pending_overflow").get(
             f"{cluster}.upstream_rq_pending_overflow") == 1, what="the overflow counted")
         assert held.received()[-2:] == ["/with-1", "/with-2"]
+
+
+FAILING = "127.0.0.3"
+
+
+def _health_flags(envoy: Envoy, port: int) -> dict[str, str]:
+    """Each backend host's health flags in admin /clusters (`healthy`, or e.g.
+    `/failed_outlier_check`)."""
+    cluster = f"default_backend___msvc_{port}"
+    parts = (line.split("::") for line in envoy.admin.get("/clusters").text.splitlines())
+    return {p[1].rpartition(":")[0]: p[3] for p in parts
+            if len(p) == 4 and p[0] == cluster and p[2] == "health_flags"}
+
+
+def _outlier_detection(envoy: Envoy, port: int) -> dict[str, Any] | None:
+    dump = envoy.config_dump("dynamic_active_clusters")
+    for entry in dump.get("configs", []):
+        cluster = entry.get("cluster", {})
+        if cluster.get("name") == f"default_backend___msvc_{port}":
+            found: dict[str, Any] | None = cluster.get("outlier_detection")
+            return found
+    return None
+
+
+def test_outlier_detection_ejects_the_failing_endpoint(tmp_path: Path) -> None:
+    """Two backend endpoints, one answering 503: without a MeshCircuitBreaker round robin
+    keeps sending it requests; with `totalFailures.consecutive: 1` its first 503 ejects it
+    (admin /clusters: `failed_outlier_check`) and every request then reaches the other."""
+    port = free_port_on_all([BACKEND, FAILING])
+    with meshlog_up(tmp_path / "cp", "--vip-cidr", "127.100.0.0/16") as cp, \
+            answering_backend(BACKEND, port, lambda path: (200, b"ok")), \
+            answering_backend(FAILING, port, lambda path: (503, b"failing")), \
+            web_to_backend(cp, tmp_path, port, (BACKEND, FAILING)) as (envoy, vip, _):
+        url = f"http://{vip}:{port}/"
+
+        def asked_and_ejected() -> bool:
+            get(url)
+            return _health_flags(envoy, port).get(FAILING) == "/failed_outlier_check"
+
+        assert _outlier_detection(envoy, port) is None
+        # round robin over the two: the failing one is asked, and kept
+        assert sorted(get(url).status_code for _ in range(4)) == [
+            200, 200, 503, 503]
+        assert _health_flags(envoy, port) == {BACKEND: "healthy", FAILING: "healthy"}
+
+        cp.apply({"type": "MeshCircuitBreaker", "mesh": "default", "name": "eject",
+                  "spec": {"to": [{"targetRef": {"kind": "MeshService", "name": "backend"},
+                                   "default": {"outlierDetection": {
+                                       "baseEjectionTime": "10m", "maxEjectionPercent": 50,
+                                       "detectors": {"totalFailures": {"consecutive": 1}}}}}]}})
+        wait_for(lambda: _outlier_detection(envoy, port) is not None, timeout=60,
+                 what="the MeshCircuitBreaker's outlier detection in Envoy")
+
+        # each check sends one request: the first that reaches the failing host ejects it
+        wait_for(asked_and_ejected, what="the failing endpoint ejected")
+        assert _health_flags(envoy, port)[BACKEND] == "healthy"
+        assert [get(url).status_code for _ in range(4)] == [200] * 4
+        assert envoy.stats("outlier_detection.ejections_enforced_consecutive_5xx").get(
+            f"cluster.default_backend___msvc_{port}."
+            "outlier_detection.ejections_enforced_consecutive_5xx") == 1

@@ -5,9 +5,10 @@ follow Kuma (reference/kuma-behaviour.md): tag syntax, `kuma.io/service` on tagg
 addresses, admin-port collisions, backend references, MeshService ports, HostnameGenerator
 selectors (exactly one kind) and templates (they must parse: `events.hostname_template`),
 MeshTrafficPermission targetRefs (the kinds each place takes, and their name, labels, tags),
-MeshTimeout targetRefs and durations (Go's format; Kuma's sign rules), MeshRetry's (and its
-attempt counts and `retryOn` values),
-MeshMultiZoneService selectors and ports, ZoneIngress addresses and ports.
+MeshTimeout targetRefs and durations (Go's format; Kuma's sign rules), MeshMultiZoneService
+selectors and ports, ZoneIngress addresses and ports. A policy's rules are its kind's
+(`events.policy_kinds`: MeshTrafficPermission's and MeshTimeout's here, MeshRetry's and
+MeshCircuitBreaker's in their own modules, with this one's helpers).
 
 `deprecations` are Kuma's warnings: accepted, and said back to whoever applied the resource.
 """

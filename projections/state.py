@@ -31,7 +31,6 @@ from projections.views import (
     Row,
     TrustRow,
     VipRow,
-    belongs,
     decode_row,
     encode_row,
 )
@@ -332,8 +331,7 @@ class ProjectionState:
 
     def put(self, collection: str, key: str, row: Row) -> None:
         """Set the row at (collection, key); `row` must be of the collection's type."""
-        if not belongs(collection, row):  # a bug of the fold, not bad data
-            raise TypeError(f"a {type(row).__name__} where a {collection} row belongs")
+        _typed(COLLECTIONS[collection], row)
         rows = self.rows[collection]
         old = rows.get(key)
         if isinstance(row, MeshServiceRow):

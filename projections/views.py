@@ -7,7 +7,7 @@ milliseconds taken from events.
 
 from __future__ import annotations
 
-from typing import Generic, Literal, TypeVar, get_args
+from typing import Generic, Literal, TypeVar
 
 import msgspec
 from msgspec import Struct
@@ -59,7 +59,6 @@ __all__ = [
     "VipRow",
     "ZoneIngressRow",
     "ZoneRow",
-    "belongs",
     "decode_policy_row",
     "decode_row",
     "decode_typed",
@@ -434,9 +433,7 @@ COLLECTIONS: dict[str, type[Row]] = {
     "ca": CaRow,
     "trust": TrustRow,
     "identity": IdentityRow,
-    # the parameter is a value here: each kind's decoder checks its own schema
-    **{kind.collection: PolicyRow[kind.schema]  # type: ignore[name-defined]
-       for kind in POLICY_KINDS},
+    **{kind.collection: PolicyRow for kind in POLICY_KINDS},  # each decoded as its kind's
     "signingkey": SigningKeyRow,
     "revocation": RevocationRow,
     "meshmultizoneservice": MeshMultiZoneServiceRow,
@@ -465,7 +462,10 @@ reads `remotedataplane` from the store: the Dataplanes it lists.) `parkeddatapla
 R = TypeVar("R", bound=Row)
 
 _encoder = msgspec.json.Encoder(order="deterministic")
-_decoders = {name: msgspec.json.Decoder(cls) for name, cls in COLLECTIONS.items()}
+# a policy collection's decoder takes its kind's schema only (the parameter is a value here)
+_DECODED_AS = {k.collection: PolicyRow[k.schema] for k in POLICY_KINDS}  # type: ignore[name-defined]
+_decoders = {name: msgspec.json.Decoder(_DECODED_AS.get(name, cls))
+             for name, cls in COLLECTIONS.items()}
 
 
 def encode_row(row: Row) -> bytes:
@@ -483,16 +483,6 @@ def decode_typed(row_type: type[R], data: bytes) -> R:
     if not isinstance(decoded, row_type):  # each collection has one row type
         raise TypeError(f"{row_type.__name__} decoded as {type(decoded).__name__}")
     return decoded
-
-
-def belongs(collection: str, row: Row) -> bool:
-    """Whether `row` is of `collection`'s row type (a policy's: `PolicyRow` of its kind's
-    schema)."""
-    cls = COLLECTIONS[collection]
-    args = get_args(cls)
-    if args:  # PolicyRow[<schema>]
-        return isinstance(row, PolicyRow) and isinstance(row.policy, args[0])
-    return isinstance(row, cls)
 
 
 def decode_policy_row(kind: PolicyKind[P], data: bytes) -> PolicyRow[P]:

@@ -327,13 +327,27 @@ def http_backend(host: str, port: int, name: str, *, keep_alive: bool = False
                  ) -> Iterator[None]:
     """An HTTP server answering every GET with its own name; HTTP/1.1 with connections kept
     alive if `keep_alive` (else HTTP/1.0: one request per connection)."""
+    with answering_backend(host, port, lambda path: (200, name.encode()),
+                           keep_alive=keep_alive):
+        yield
+
+
+@contextlib.contextmanager
+def answering_backend(host: str, port: int, answer: Callable[[str], tuple[int, bytes] | None],
+                      *, keep_alive: bool = False) -> Iterator[None]:
+    """An HTTP server (a thread per connection) that answers a GET of a path with
+    `answer(path)`'s status and body; None: no answer (the test is over). `keep_alive` as
+    `http_backend`'s."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
 
         def do_GET(self) -> None:
-            body = name.encode()
-            self.send_response(200)
+            given = answer(self.path)
+            if given is None:
+                return
+            status, body = given
+            self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

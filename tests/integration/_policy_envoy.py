@@ -5,15 +5,20 @@ the test decides, and the route of an active listener."""
 from __future__ import annotations
 
 import contextlib
-import http.server
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from services.cli.bootstrap import sidecar_bootstrap
-from tests.harness import ControlPlane, Envoy, free_port, run_envoy, serving, wait_for
+from tests.harness import (
+    ControlPlane,
+    Envoy,
+    free_port,
+    run_envoy,
+    wait_for,
+)
 
 BACKEND = "127.0.0.2"
 
@@ -44,30 +49,6 @@ def web_to_backend(cp: ControlPlane, tmp_path: Path, port: int,
             f"cluster.default_backend___msvc_{port}.membership_healthy") == len(backends),
             timeout=60, what="the backends in the cluster")
         yield envoy, vip, f"outbound:{vip}:{port}"
-
-
-@contextlib.contextmanager
-def answering_backend(host: str, port: int, answer: Callable[[str], tuple[int, bytes] | None]
-                      ) -> Iterator[None]:
-    """An HTTP server (a thread per connection) that answers a GET of a path with
-    `answer(path)`'s status and body; None: no answer (the test is over)."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            given = answer(self.path)
-            if given is None:
-                return
-            status, body = given
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    with serving(http.server.ThreadingHTTPServer((host, port), Handler)):
-        yield
 
 
 def active_route(config: dict[str, Any], listener: str) -> dict[str, Any] | None:

@@ -18,8 +18,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import Envoy, free_port, free_port_on_all, meshlog_up, wait_for
-from tests.integration._policy_envoy import BACKEND, answering_backend, get, web_to_backend
+from tests.harness import (
+    Envoy,
+    answering_backend,
+    free_port,
+    free_port_on_all,
+    meshlog_up,
+    wait_for,
+)
+from tests.integration._policy_envoy import BACKEND, get, web_to_backend
 
 pytestmark = pytest.mark.integration
 

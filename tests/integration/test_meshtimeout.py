@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Envoy, free_port, meshlog_up, wait_for
+from tests.harness import Envoy, answering_backend, free_port, meshlog_up, wait_for
 from tests.integration._policy_envoy import (
     BACKEND,
     active_route,
-    answering_backend,
     get,
     web_to_backend,
 )

@@ -107,8 +107,7 @@ NO_CIRCUIT_BREAKERS = policy_rules.NOTHING_APPLIES
 def for_destination(policies: Applying, service: str | None) -> CircuitBreakers | None:
     """The merged MeshCircuitBreaker of the outbound to MeshService `service` (None: a
     MeshMultiZoneService, Mesh entries only); None when no entry is about it."""
-    fields = policies.for_destination(service)
-    return None if fields is None else CircuitBreakers(**fields)
+    return policies.for_destination(service, CircuitBreakers)
 
 
 def broken_cluster(cluster: Cluster, cb: CircuitBreakers | None) -> Cluster:

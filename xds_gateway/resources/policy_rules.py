@@ -22,6 +22,7 @@ __all__ = ["NOTHING_APPLIES", "Applying", "Last", "Memo", "Merge", "by_destinati
 
 _P = TypeVar("_P", bound="_Policy")
 _P_co = TypeVar("_P_co", covariant=True)
+_M = TypeVar("_M")
 _K = TypeVar("_K")
 _R = TypeVar("_R")
 _TOP_RANK = {"Mesh": 0, "MeshSubset": 1, "MeshService": 2, "Dataplane": 3}
@@ -70,10 +71,12 @@ class Applying(Struct, frozen=True):
     def __bool__(self) -> bool:
         return bool(self.names)
 
-    def for_destination(self, service: str | None) -> dict[str, Any] | None:
-        """Rule 3: the merged fields of the outbound to MeshService `service` (None: a
-        MeshMultiZoneService, Mesh entries only); None when no entry is about it."""
-        return by_destination(self.mesh, self.services, service)
+    def for_destination(self, service: str | None, merged: Callable[..., _M]) -> _M | None:
+        """Rule 3: `merged(**fields)` of the merged fields of the outbound to MeshService
+        `service` (None: a MeshMultiZoneService, Mesh entries only); None when no entry is
+        about it."""
+        fields = by_destination(self.mesh, self.services, service)
+        return None if fields is None else merged(**fields)
 
 
 NOTHING_APPLIES = Applying(names=(), mesh={}, services={})

@@ -92,8 +92,7 @@ NO_RETRIES = policy_rules.NOTHING_APPLIES
 def for_destination(policies: Applying, service: str | None) -> Retries | None:
     """The merged retries of the outbound to MeshService `service` (None: a
     MeshMultiZoneService, Mesh entries only); None when no entry is about it."""
-    fields = policies.for_destination(service)
-    return None if fields is None else Retries(**fields)
+    return policies.for_destination(service, Retries)
 
 
 def for_listener(retries: Retries | None, protocol: str) -> Retries | None:

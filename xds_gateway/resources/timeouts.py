@@ -106,8 +106,7 @@ def for_destination(policies: Applying, service: str | None) -> Timeouts | None:
     """The merged timeouts of the outbound to MeshService `service` (None: a
     MeshMultiZoneService, Mesh entries only) under `policies` (rule 3); None when no entry
     is about it."""
-    fields = policies.for_destination(service)
-    return None if fields is None else Timeouts(**fields)
+    return policies.for_destination(service, Timeouts)
 
 
 def for_cluster(timeouts: Timeouts | None, protocol: str) -> Timeouts | None:

@@ -17,15 +17,13 @@ import msgspec
 import msgspec.inspect as mi
 
 from events.errors import InvalidResource, Violation
+from events.policy_kinds import POLICY_KINDS
 from events.resources import (
     Dataplane,
     HostnameGenerator,
     Mesh,
     MeshMultiZoneService,
-    MeshRetry,
     MeshService,
-    MeshTimeout,
-    MeshTrafficPermission,
     Resource,
     ZoneIngress,
 )
@@ -37,9 +35,7 @@ __all__ = ["KINDS", "MAX_DEPTH", "READ_ONLY_FIELDS", "check_depth", "decode_reso
 KINDS: dict[str, type[Resource]] = {
     "Mesh": Mesh, "Dataplane": Dataplane, "MeshService": MeshService,
     "HostnameGenerator": HostnameGenerator,
-    "MeshTrafficPermission": MeshTrafficPermission,
-    "MeshTimeout": MeshTimeout,
-    "MeshRetry": MeshRetry,
+    **{kind.type_name: kind.schema for kind in POLICY_KINDS},
     "MeshMultiZoneService": MeshMultiZoneService,
     "ZoneIngress": ZoneIngress,
 }

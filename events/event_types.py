@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 from msgspec import Struct
 
@@ -17,6 +17,7 @@ from events.resources import (
     Dataplane,
     HostnameGenerator,
     Mesh,
+    MeshCircuitBreaker,
     MeshMultiZoneService,
     MeshRetry,
     MeshService,
@@ -39,6 +40,8 @@ __all__ = [
     "HostnameGeneratorDeleted",
     "IpamConfigured",
     "MeshApplied",
+    "MeshCircuitBreakerApplied",
+    "MeshCircuitBreakerDeleted",
     "MeshDeleted",
     "MeshMultiZoneServiceApplied",
     "MeshMultiZoneServiceDeleted",
@@ -50,6 +53,8 @@ __all__ = [
     "MeshTimeoutDeleted",
     "MeshTrafficPermissionApplied",
     "MeshTrafficPermissionDeleted",
+    "PolicyApplied",
+    "PolicyDeleted",
     "SequenceSkipped",
     "SigningKeyCreated",
     "SigningKeyRetired",
@@ -161,31 +166,57 @@ def ca_purpose(mesh: str, backend: str) -> str:
     return f"ca:{mesh}/{backend}"
 
 
-class MeshTrafficPermissionApplied(Event, frozen=True, tag="meshtrafficpermission.applied"):
-    policy: MeshTrafficPermission
+_P = TypeVar("_P", MeshTrafficPermission, MeshTimeout, MeshRetry, MeshCircuitBreaker)
 
 
-class MeshTrafficPermissionDeleted(Event, frozen=True, tag="meshtrafficpermission.deleted"):
+class PolicyApplied(Event, Generic[_P], frozen=True):
+    """A policy of one kind was created or changed: the base of every kind's `...Applied`
+    (`events.policy_kinds` declares the kinds). Fields as every such event always had them,
+    so a subclass encodes as it did before the base existed."""
+
+    policy: _P
+
+
+class PolicyDeleted(Event, frozen=True):
+    """A policy of one kind was deleted: the base of every kind's `...Deleted`."""
+
     mesh: str
     name: str
 
 
-class MeshTimeoutApplied(Event, frozen=True, tag="meshtimeout.applied"):
-    policy: MeshTimeout
+class MeshTrafficPermissionApplied(PolicyApplied[MeshTrafficPermission], frozen=True,
+                                   tag="meshtrafficpermission.applied"):
+    pass
 
 
-class MeshTimeoutDeleted(Event, frozen=True, tag="meshtimeout.deleted"):
-    mesh: str
-    name: str
+class MeshTrafficPermissionDeleted(PolicyDeleted, frozen=True,
+                                   tag="meshtrafficpermission.deleted"):
+    pass
 
 
-class MeshRetryApplied(Event, frozen=True, tag="meshretry.applied"):
-    policy: MeshRetry
+class MeshTimeoutApplied(PolicyApplied[MeshTimeout], frozen=True, tag="meshtimeout.applied"):
+    pass
 
 
-class MeshRetryDeleted(Event, frozen=True, tag="meshretry.deleted"):
-    mesh: str
-    name: str
+class MeshTimeoutDeleted(PolicyDeleted, frozen=True, tag="meshtimeout.deleted"):
+    pass
+
+
+class MeshRetryApplied(PolicyApplied[MeshRetry], frozen=True, tag="meshretry.applied"):
+    pass
+
+
+class MeshRetryDeleted(PolicyDeleted, frozen=True, tag="meshretry.deleted"):
+    pass
+
+
+class MeshCircuitBreakerApplied(PolicyApplied[MeshCircuitBreaker], frozen=True,
+                                tag="meshcircuitbreaker.applied"):
+    pass
+
+
+class MeshCircuitBreakerDeleted(PolicyDeleted, frozen=True, tag="meshcircuitbreaker.deleted"):
+    pass
 
 
 class MeshMultiZoneServiceApplied(Event, frozen=True, tag="meshmultizoneservice.applied"):
@@ -336,4 +367,6 @@ AnyEvent = (
     | MeshTimeoutDeleted
     | MeshRetryApplied
     | MeshRetryDeleted
+    | MeshCircuitBreakerApplied
+    | MeshCircuitBreakerDeleted
 )

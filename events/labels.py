@@ -23,15 +23,13 @@ from typing import NamedTuple, TypeVar, assert_never
 
 import msgspec
 
+from events.policy_kinds import kind_of_policy
 from events.resources import (
     Dataplane,
     HostnameGenerator,
     Mesh,
     MeshMultiZoneService,
-    MeshRetry,
     MeshService,
-    MeshTimeout,
-    MeshTrafficPermission,
     Resource,
     ZoneIngress,
 )
@@ -109,8 +107,8 @@ def computed_labels(resource: Resource, provenance: Provenance) -> ComputedLabel
             return ComputedLabels(
                 frozenset({MESH_LABEL, PROXY_TYPE_LABEL, REGISTERED_BY_LABEL, *provenance_keys}),
                 {DISPLAY_NAME_LABEL: resource.name})
-        case (MeshService() | MeshTrafficPermission() | MeshMultiZoneService() | MeshTimeout()
-              | MeshRetry()):
+        case _ if (isinstance(resource, MeshService | MeshMultiZoneService)
+                   or kind_of_policy(resource) is not None):  # every policy kind too
             return ComputedLabels(frozenset({MESH_LABEL, *provenance_keys}),
                                   {DISPLAY_NAME_LABEL: resource.name})
         case ZoneIngress():

@@ -1,8 +1,8 @@
 """Subjects of the event log: one subject per resource (aggregate), zone-ready.
 
     meshlog.ev.<zone>.<kind>.<mesh>.<name>     mesh-scoped (dataplane, meshservice,
-                                               meshtrafficpermission, meshtimeout,
-                                               meshretry,
+                                               each policy kind's singular
+                                               (`events.policy_kinds`),
                                                meshmultizoneservice)
     meshlog.ev.<zone>.<kind>._.<name>          global (mesh, hostnamegenerator, ipam,
                                                zoneingress)
@@ -41,6 +41,7 @@ from typing import Literal
 from msgspec import Struct
 
 from events.errors import PermanentError
+from events.policy_kinds import POLICY_KINDS
 
 __all__ = [
     "DEFAULT_ZONE",
@@ -77,8 +78,7 @@ _ZONE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # RFC 1123 label
 
 _KIND_TOKENS = {"Mesh": "mesh", "Dataplane": "dataplane", "MeshService": "meshservice",
                 "HostnameGenerator": "hostnamegenerator",
-                "MeshTrafficPermission": "meshtrafficpermission", "MeshTimeout": "meshtimeout",
-                "MeshRetry": "meshretry",
+                **{kind.type_name: kind.singular for kind in POLICY_KINDS},
                 "MeshMultiZoneService": "meshmultizoneservice", "Zone": "zone",
                 "ZoneIngress": "zoneingress"}
 

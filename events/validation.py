@@ -5,9 +5,10 @@ follow Kuma (reference/kuma-behaviour.md): tag syntax, `kuma.io/service` on tagg
 addresses, admin-port collisions, backend references, MeshService ports, HostnameGenerator
 selectors (exactly one kind) and templates (they must parse: `events.hostname_template`),
 MeshTrafficPermission targetRefs (the kinds each place takes, and their name, labels, tags),
-MeshTimeout targetRefs and durations (Go's format; Kuma's sign rules), MeshRetry's (and its
-attempt counts and `retryOn` values),
-MeshMultiZoneService selectors and ports, ZoneIngress addresses and ports.
+MeshTimeout targetRefs and durations (Go's format; Kuma's sign rules), MeshMultiZoneService
+selectors and ports, ZoneIngress addresses and ports. A policy's rules are its kind's
+(`events.policy_kinds`: MeshTrafficPermission's and MeshTimeout's here, MeshRetry's and
+MeshCircuitBreaker's in their own modules, with this one's helpers).
 
 `deprecations` are Kuma's warnings: accepted, and said back to whoever applied the resource.
 """
@@ -26,7 +27,6 @@ from events.resources import (
     HostnameGenerator,
     Mesh,
     MeshMultiZoneService,
-    MeshRetry,
     MeshService,
     MeshTimeout,
     MeshTimeoutConf,
@@ -69,20 +69,19 @@ def validate(resource: Resource) -> list[Violation]:
             _meshservice(resource, out)
         case HostnameGenerator():
             _hostname_generator(resource, out)
-        case MeshTrafficPermission():
-            _mesh_traffic_permission(resource, out)
-        case MeshTimeout():
-            _mesh_timeout(resource, out)
-        case MeshRetry():
-            # its rules use this module's helpers, so they import it: a cycle, broken here
-            from events._retry_rules import mesh_retry
-            mesh_retry(resource, out)
         case MeshMultiZoneService():
             _mesh_multi_zone_service(resource, out)
         case ZoneIngress():
             _zone_ingress(resource, out)
         case _:
-            raise TypeError(f"no validation for {type(resource).__name__}")
+            # a policy: its kind's rules (`events.policy_kinds`), which use this module's
+            # helpers, so the registry imports this module: a cycle, broken here
+            from events.policy_kinds import kind_of_policy
+
+            kind = kind_of_policy(resource)
+            if kind is None:
+                raise TypeError(f"no validation for {type(resource).__name__}")
+            kind.rules(resource, out)
     return out
 
 
@@ -270,7 +269,7 @@ _FROM_KINDS = ("Mesh", "MeshSubset", "MeshService", "MeshServiceSubset")
 """Who a `from[]` entry is about: clients, told apart by their certificates' SANs."""
 
 
-def _mesh_traffic_permission(mtp: MeshTrafficPermission, out: list[Violation]) -> None:
+def mesh_traffic_permission_rules(mtp: MeshTrafficPermission, out: list[Violation]) -> None:
     _target_ref(mtp.spec.target_ref, "spec.targetRef", _TOP_KINDS, out)
     if not mtp.spec.from_:
         out.append(Violation("spec.from", "must have at least one entry (with mTLS on, a "
@@ -336,7 +335,7 @@ _HTTP_FIELDS = ("requestTimeout", "streamIdleTimeout", "maxStreamDuration",
                 "maxConnectionDuration", "requestHeadersTimeout")
 
 
-def _mesh_timeout(mt: MeshTimeout, out: list[Violation]) -> None:
+def mesh_timeout_rules(mt: MeshTimeout, out: list[Violation]) -> None:
     """Kuma's rules (`meshtimeout/api/v1alpha1/validator.go`): the top-level targetRef's
     kinds, `to[]` names Mesh or a MeshService, `from[]` Mesh; at least one entry; each
     `default` sets something; `connectionTimeout` above 0, the others not negative. An `http`

@@ -40,17 +40,10 @@ from events import (
     MeshDeleted,
     MeshMultiZoneServiceApplied,
     MeshMultiZoneServiceDeleted,
-    MeshRetry,
-    MeshRetryApplied,
-    MeshRetryDeleted,
     MeshServiceApplied,
     MeshServiceDeleted,
-    MeshTimeout,
-    MeshTimeoutApplied,
-    MeshTimeoutDeleted,
-    MeshTrafficPermission,
-    MeshTrafficPermissionApplied,
-    MeshTrafficPermissionDeleted,
+    PolicyApplied,
+    PolicyDeleted,
     Provenance,
     SequenceSkipped,
     SigningKeyCreated,
@@ -60,9 +53,11 @@ from events import (
     ZoneDeleted,
     ZoneIngressDeleted,
     ZoneIngressRegistered,
+    kind_of_event,
 )
 from events.event_types import TokenPurpose
 from events.identity import ZONE_TOKEN, KeyId, key_id
+from events.resources import MeshScopedResource
 from events.subjects import GLOBAL_ZONE
 from projections import multizone, zoneingress
 from projections._provenance import (
@@ -87,12 +82,10 @@ from projections.views import (
     DataplaneRow,
     GracePeriodRow,
     HostnameGeneratorRow,
-    MeshRetryRow,
     MeshRow,
     MeshServiceRow,
     MeshServiceStatus,
-    MeshTimeoutRow,
-    MeshTrafficPermissionRow,
+    PolicyRow,
     RevocationRow,
     RowMeta,
     SigningKeyRow,
@@ -210,27 +203,13 @@ def apply_event(
             # certificates (reported by `derive_identities`), never halts the fold
             refresh_trust(state, mesh, event.at)
             zoneingress.remote_services_changed(state, mesh=mesh)
-        case MeshTrafficPermissionApplied(policy=mtp):
-            key = dp_key(mtp.mesh, mtp.name)
-            old = state.get("meshtrafficpermission", key)
-            state.put("meshtrafficpermission", key, MeshTrafficPermissionRow(
-                policy=_policy_labeled(mtp, provenance), meta=_meta(old, seq, event.at)))
-        case MeshTrafficPermissionDeleted(mesh=mesh, name=name):
-            state.delete("meshtrafficpermission", dp_key(mesh, name))
-        case MeshTimeoutApplied(policy=mt):
-            key = dp_key(mt.mesh, mt.name)
-            old = state.get("meshtimeout", key)
-            state.put("meshtimeout", key, MeshTimeoutRow(
-                policy=_policy_labeled(mt, provenance), meta=_meta(old, seq, event.at)))
-        case MeshTimeoutDeleted(mesh=mesh, name=name):
-            state.delete("meshtimeout", dp_key(mesh, name))
-        case MeshRetryApplied(policy=mr):
-            key = dp_key(mr.mesh, mr.name)
-            old = state.get("meshretry", key)
-            state.put("meshretry", key, MeshRetryRow(
-                policy=_policy_labeled(mr, provenance), meta=_meta(old, seq, event.at)))
-        case MeshRetryDeleted(mesh=mesh, name=name):
-            state.delete("meshretry", dp_key(mesh, name))
+        case PolicyApplied(policy=policy):  # every kind alike (`events.policy_kinds`)
+            collection, key = kind_of_event(event).collection, dp_key(policy.mesh, policy.name)
+            old = state.get(collection, key)
+            state.put(collection, key, PolicyRow(
+                policy=_policy_labeled(policy, provenance), meta=_meta(old, seq, event.at)))
+        case PolicyDeleted(mesh=mesh, name=name):
+            state.delete(kind_of_event(event).collection, dp_key(mesh, name))
         case MeshMultiZoneServiceApplied(meshmultizoneservice=mmzs):
             old = state.get("meshmultizoneservice", dp_key(mmzs.mesh, mmzs.name))
             multizone.mmzs_applied(state, mmzs, provenance, _meta(old, seq, event.at))
@@ -343,7 +322,7 @@ def _labeled(hg: HostnameGenerator, provenance: Provenance) -> HostnameGenerator
     return msgspec.structs.replace(hg, labels={**hg.labels, **provenance_labels(provenance)})
 
 
-_Policy = TypeVar("_Policy", MeshTrafficPermission, MeshTimeout, MeshRetry)
+_Policy = TypeVar("_Policy", bound=MeshScopedResource)
 
 
 def _policy_labeled(mtp: _Policy, provenance: Provenance) -> _Policy:

@@ -7,23 +7,22 @@ milliseconds taken from events.
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+from typing import Generic, Literal, TypeVar
 
 import msgspec
 from msgspec import Struct
 
 from events import (
+    POLICY_KINDS,
     Dataplane,
     HostnameGenerator,
     Mesh,
-    MeshRetry,
     MeshServicePort,
-    MeshTimeout,
-    MeshTrafficPermission,
+    PolicyKind,
     ZoneIngress,
 )
 from events.identity import REVOCATION_KEPT_AFTER_EXPIRY_MS, KeyId
-from events.resources import MeshMultiZoneServiceSpec, MeshServiceSpec
+from events.resources import MeshMultiZoneServiceSpec, MeshScopedResource, MeshServiceSpec
 
 __all__ = [
     "COLLECTIONS",
@@ -44,13 +43,11 @@ __all__ = [
     "MatchedMeshService",
     "MeshMultiZoneServiceRow",
     "MeshMultiZoneServiceStatus",
-    "MeshRetryRow",
     "MeshRow",
     "MeshServiceRow",
     "MeshServiceStatus",
-    "MeshTimeoutRow",
-    "MeshTrafficPermissionRow",
     "MzsBackend",
+    "PolicyRow",
     "PortEndpoints",
     "QuarantinedEvent",
     "RevocationRow",
@@ -62,6 +59,7 @@ __all__ = [
     "VipRow",
     "ZoneIngressRow",
     "ZoneRow",
+    "decode_policy_row",
     "decode_row",
     "decode_typed",
     "encode_row",
@@ -182,26 +180,16 @@ class HostnameGeneratorRow(Row, frozen=True):
     """`default`: one of the zone's implicit generators, not (or no longer) overridden."""
 
 
-class MeshTrafficPermissionRow(Row, frozen=True):
-    """A MeshTrafficPermission as applied, with the labels the control plane computes
-    (`kuma.io/mesh`, `kuma.io/origin`, `kuma.io/zone`, `kuma.io/env`)."""
-
-    policy: MeshTrafficPermission
-    meta: RowMeta
+P = TypeVar("P", bound=MeshScopedResource)
 
 
-class MeshTimeoutRow(Row, frozen=True):
-    """A MeshTimeout as applied, with the labels the control plane computes (as
-    `MeshTrafficPermissionRow`)."""
+class PolicyRow(Row, Generic[P], frozen=True):
+    """A policy of any kind (`events.policy_kinds`) as applied, with the labels the control
+    plane computes (`kuma.io/mesh`, `kuma.io/origin`, `kuma.io/zone`, `kuma.io/env`); in its
+    kind's collection (`PolicyKind.collection`), keyed `<mesh>/<name>`. Encoded as each kind's
+    own row class was before this one served them all (the same fields, no tag)."""
 
-    policy: MeshTimeout
-    meta: RowMeta
-
-
-class MeshRetryRow(Row, frozen=True):
-    """A MeshRetry as applied, with its computed labels (as `MeshTimeoutRow`)."""
-
-    policy: MeshRetry
+    policy: P
     meta: RowMeta
 
 
@@ -445,9 +433,7 @@ COLLECTIONS: dict[str, type[Row]] = {
     "ca": CaRow,
     "trust": TrustRow,
     "identity": IdentityRow,
-    "meshtrafficpermission": MeshTrafficPermissionRow,
-    "meshtimeout": MeshTimeoutRow,
-    "meshretry": MeshRetryRow,
+    **{kind.collection: PolicyRow for kind in POLICY_KINDS},  # each decoded as its kind's
     "signingkey": SigningKeyRow,
     "revocation": RevocationRow,
     "meshmultizoneservice": MeshMultiZoneServiceRow,
@@ -460,8 +446,8 @@ COLLECTIONS: dict[str, type[Row]] = {
     "parkedzoneingress": ZoneIngressRow,
 }
 PUBLISHED = ("mesh", "dataplane", "meshservice", "endpoints", "trust", "identity",
-             "meshtrafficpermission", "signingkey", "revocation", "meshmultizoneservice",
-             "zoneingress", "meshtimeout", "meshretry")
+             "signingkey", "revocation", "meshmultizoneservice", "zoneingress",
+             *(kind.collection for kind in POLICY_KINDS))
 """Collections gateways need; VIP and IPAM bookkeeping stays in the store. Gateways verify
 dataplane tokens with the public keys and revocations alone (never a private key).
 
@@ -476,7 +462,10 @@ reads `remotedataplane` from the store: the Dataplanes it lists.) `parkeddatapla
 R = TypeVar("R", bound=Row)
 
 _encoder = msgspec.json.Encoder(order="deterministic")
-_decoders = {name: msgspec.json.Decoder(cls) for name, cls in COLLECTIONS.items()}
+# a policy collection's decoder takes its kind's schema only (the parameter is a value here)
+_DECODED_AS = {k.collection: PolicyRow[k.schema] for k in POLICY_KINDS}  # type: ignore[name-defined]
+_decoders = {name: msgspec.json.Decoder(_DECODED_AS.get(name, cls))
+             for name, cls in COLLECTIONS.items()}
 
 
 def encode_row(row: Row) -> bytes:
@@ -493,6 +482,14 @@ def decode_typed(row_type: type[R], data: bytes) -> R:
     decoded = _decoders[_COLLECTION_OF[row_type]].decode(data)
     if not isinstance(decoded, row_type):  # each collection has one row type
         raise TypeError(f"{row_type.__name__} decoded as {type(decoded).__name__}")
+    return decoded
+
+
+def decode_policy_row(kind: PolicyKind[P], data: bytes) -> PolicyRow[P]:
+    """A row of `kind`'s collection, typed."""
+    decoded = _decoders[kind.collection].decode(data)
+    if not isinstance(decoded, PolicyRow) or not isinstance(decoded.policy, kind.schema):
+        raise TypeError(f"{kind.type_name} row decoded as {type(decoded).__name__}")
     return decoded
 
 

@@ -6,17 +6,15 @@ from typing import Any
 
 import msgspec
 
-from events import rfc3339
+from events import POLICY_KINDS, rfc3339
 from events.bus.insights import ProxyInsight
 from projections import (
     DataplaneRow,
     HostnameGeneratorRow,
     MeshMultiZoneServiceRow,
-    MeshRetryRow,
     MeshRow,
     MeshServiceRow,
-    MeshTimeoutRow,
-    MeshTrafficPermissionRow,
+    PolicyRow,
     ZoneIngressRow,
 )
 
@@ -24,9 +22,7 @@ __all__ = ["GLOBAL_KINDS", "PLURALS", "render_insight", "render_row"]
 
 PLURALS = {"meshes": "Mesh", "dataplanes": "Dataplane", "meshservices": "MeshService",
            "hostnamegenerators": "HostnameGenerator",
-           "meshtrafficpermissions": "MeshTrafficPermission",
-           "meshtimeouts": "MeshTimeout",
-           "meshretries": "MeshRetry",
+           **{kind.plural: kind.type_name for kind in POLICY_KINDS},
            "meshmultizoneservices": "MeshMultiZoneService",
            "zoneingresses": "ZoneIngress"}
 """URL plural -> resource type. Every kind but the GLOBAL_KINDS is mesh-scoped."""
@@ -47,12 +43,8 @@ def render_row(row: object) -> dict[str, Any]:
                 doc["status"] = {"conditions": msgspec.to_builtins(row.conditions)}
         case HostnameGeneratorRow(generator=generator, meta=meta):
             doc = msgspec.to_builtins(generator)
-        case MeshTrafficPermissionRow(policy=policy, meta=meta):
+        case PolicyRow(policy=policy, meta=meta):  # every kind (`events.policy_kinds`)
             doc = msgspec.to_builtins(policy)
-        case MeshTimeoutRow(policy=timeout_policy, meta=meta):
-            doc = msgspec.to_builtins(timeout_policy)
-        case MeshRetryRow(policy=retry_policy, meta=meta):
-            doc = msgspec.to_builtins(retry_policy)
         case ZoneIngressRow(zoneingress=zoneingress, meta=meta):
             doc = msgspec.to_builtins(zoneingress)
         case MeshServiceRow(meta=meta):

@@ -28,7 +28,7 @@ import grpc
 import httpx
 import yaml
 
-from events import EVENTS_STREAM, connect_nats
+from events import EVENTS_STREAM, POLICY_KINDS, connect_nats
 from events.bus.permissions import Role
 from services.runtime.nats_cluster import unused_ports
 from services.runtime.nats_users import role_credentials
@@ -105,8 +105,9 @@ def free_port_on_all(hosts: list[str]) -> int:
 # --- meshlog up -------------------------------------------------------------------------------
 
 
-_PLURAL = {"MeshRetry": "meshretries"}
-"""Kinds whose URL plural is not the lower-case kind and an `s`."""
+_PLURAL = {kind.type_name: kind.plural for kind in POLICY_KINDS}
+"""The policy kinds' URL plurals; every other mesh-scoped kind's is the lower-case kind and
+an `s`."""
 
 
 class ControlPlane:
@@ -326,13 +327,27 @@ def http_backend(host: str, port: int, name: str, *, keep_alive: bool = False
                  ) -> Iterator[None]:
     """An HTTP server answering every GET with its own name; HTTP/1.1 with connections kept
     alive if `keep_alive` (else HTTP/1.0: one request per connection)."""
+    with answering_backend(host, port, lambda path: (200, name.encode()),
+                           keep_alive=keep_alive):
+        yield
+
+
+@contextlib.contextmanager
+def answering_backend(host: str, port: int, answer: Callable[[str], tuple[int, bytes] | None],
+                      *, keep_alive: bool = False) -> Iterator[None]:
+    """An HTTP server (a thread per connection) that answers a GET of a path with
+    `answer(path)`'s status and body; None: no answer (the test is over). `keep_alive` as
+    `http_backend`'s."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
 
         def do_GET(self) -> None:
-            body = name.encode()
-            self.send_response(200)
+            given = answer(self.path)
+            if given is None:
+                return
+            status, body = given
+            self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

@@ -17,28 +17,35 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
+from events import MESH_TRAFFIC_PERMISSION, POLICY_KINDS, PolicyKind
 from events.bus.projection_bus import CHECKPOINT_KEY, ProjectionUpdate
+from events.resources import MeshScopedResource
 from projections import (
     DataplaneRow,
     EndpointsRow,
     IdentityRow,
     MeshMultiZoneServiceRow,
-    MeshRetryRow,
     MeshRow,
     MeshServiceRow,
-    MeshTimeoutRow,
-    MeshTrafficPermissionRow,
+    PolicyRow,
     RevocationRow,
     SigningKeyRow,
     TrustRow,
     ZoneIngressRow,
+    decode_policy_row,
     decode_typed,
 )
 from xds_gateway.addresses import AddressBook, dataplane_names, endpoint_names
 
 __all__ = ["ProjectionView"]
+
+P = TypeVar("P", bound=MeshScopedResource)
+_POLICY_OF_COLLECTION = {kind.collection: kind for kind in POLICY_KINDS}
+_OF_INBOUNDS: frozenset[PolicyKind[Any]] = frozenset({MESH_TRAFFIC_PERMISSION})
+"""The policy kinds that shape a proxy's own inbounds (`policy_versions`)."""
 
 
 class ProjectionView:
@@ -65,17 +72,9 @@ class ProjectionView:
         """By mesh: bumped when a MeshService comes, goes or changes its selector, or a policy
         of the mesh changes, so that a proxy's inbounds (whose RBAC depends on them) are built
         again only then."""
-        self.meshtrafficpermissions: dict[str, dict[str, MeshTrafficPermissionRow]] = (
-            defaultdict(dict))
-        """By mesh, then policy name: who may connect to the inbounds of the mesh's proxies
-        (`resources.rbac.inbound_rbac`)."""
-        self.meshtimeouts: dict[str, dict[str, MeshTimeoutRow]] = defaultdict(dict)
-        """By mesh, then policy name: the timeouts of the outbounds of the mesh's proxies
-        (`resources.timeouts`); part of what every snapshot is built from anyway, so no
-        `policy_versions` bump."""
-        self.meshretries: dict[str, dict[str, MeshRetryRow]] = defaultdict(dict)
-        """By mesh, then policy name: the retries of the outbounds of the mesh's proxies
-        (`resources.retries`), as `meshtimeouts`."""
+        self._policies: dict[str, dict[str, dict[str, PolicyRow[Any]]]] = {
+            kind.collection: defaultdict(dict) for kind in POLICY_KINDS}
+        """By collection (kind), mesh, then policy name: every kind's rows (`policies`)."""
         self.meshmultizoneservices: dict[str, dict[str, MeshMultiZoneServiceRow]] = (
             defaultdict(dict))
         """By mesh, then name: their VIPs, hostnames and the MeshServices that serve them."""
@@ -172,23 +171,14 @@ class ProjectionView:
                     self.identities.pop((mesh, name), None)
                 else:
                     self.identities[(mesh, name)] = decode_typed(IdentityRow, value)
-            case "meshtrafficpermission":
-                self.policy_versions[mesh] += 1
+            case _ if collection in self._policies:  # every policy kind alike
+                kind = _POLICY_OF_COLLECTION[collection]
+                if kind in _OF_INBOUNDS:
+                    self.policy_versions[mesh] += 1
                 if value is None:
-                    self.meshtrafficpermissions[mesh].pop(name, None)
+                    self._policies[collection][mesh].pop(name, None)
                 else:
-                    self.meshtrafficpermissions[mesh][name] = decode_typed(
-                        MeshTrafficPermissionRow, value)
-            case "meshtimeout":
-                if value is None:
-                    self.meshtimeouts[mesh].pop(name, None)
-                else:
-                    self.meshtimeouts[mesh][name] = decode_typed(MeshTimeoutRow, value)
-            case "meshretry":
-                if value is None:
-                    self.meshretries[mesh].pop(name, None)
-                else:
-                    self.meshretries[mesh][name] = decode_typed(MeshRetryRow, value)
+                    self._policies[collection][mesh][name] = decode_policy_row(kind, value)
             case "meshmultizoneservice":
                 if value is None:
                     self.meshmultizoneservices[mesh].pop(name, None)
@@ -222,6 +212,13 @@ class ProjectionView:
                     self._revoked.append(revocation)
             case _:
                 pass  # future collections: not needed for Envoy config yet
+
+    def policies(self, kind: PolicyKind[P], mesh: str) -> Mapping[str, PolicyRow[P]]:
+        """By policy name: the rows of `kind` in `mesh`. A policy of the inbounds
+        (MeshTrafficPermission: who may connect, `resources.rbac.inbound_rbac`) bumps
+        `policy_versions`; the outbounds' (MeshTimeout, MeshRetry, ...) are part of what
+        every snapshot is built from anyway."""
+        return self._policies[kind.collection].get(mesh, {})
 
     def wake_on_change(self, wake: asyncio.Event) -> None:
         """Set `wake` on every applied batch (until `stop_waking`): a stream's loop waits on

@@ -8,10 +8,8 @@ from events.event_types import (
     HostnameGeneratorApplied,
     MeshApplied,
     MeshMultiZoneServiceApplied,
-    MeshRetryApplied,
     MeshServiceApplied,
-    MeshTimeoutApplied,
-    MeshTrafficPermissionApplied,
+    PolicyApplied,
     ZoneIngressRegistered,
 )
 from events.resources import Resource
@@ -24,11 +22,9 @@ def live_resource(event: AnyEvent | None) -> Resource | None:
     match event:
         case MeshApplied(mesh=r) | DataplaneRegistered(dataplane=r) | MeshServiceApplied(
             meshservice=r
-        ) | HostnameGeneratorApplied(hostname_generator=r) | MeshTrafficPermissionApplied(
-            policy=r
-        ) | MeshMultiZoneServiceApplied(meshmultizoneservice=r) | ZoneIngressRegistered(
-            zoneingress=r
-        ) | MeshTimeoutApplied(policy=r) | MeshRetryApplied(policy=r):
+        ) | HostnameGeneratorApplied(hostname_generator=r) | MeshMultiZoneServiceApplied(
+            meshmultizoneservice=r
+        ) | ZoneIngressRegistered(zoneingress=r) | PolicyApplied(policy=r):
             return r
         case _:
             return None

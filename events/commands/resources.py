@@ -16,11 +16,11 @@ lag behind it):
 - a resource another control plane synced here (global's in a zone, a zone's elsewhere) is
   read-only here: a write of its name is refused (409, naming where to change it), decided
   from that control plane's subjects in the log (`events.commands.synced`);
-- a Mesh that still has Dataplanes, MeshServices, MeshTrafficPermissions, MeshTimeouts,
-  MeshRetries or MeshMultiZoneServices cannot be deleted (they would come back with a Mesh
-  of the same name); a MeshService generated
-  from Dataplane inbounds cannot be deleted (it goes when its Dataplanes go); a default
-  HostnameGenerator of the zone cannot be deleted (applying one of its name overrides it).
+- a Mesh that still has Dataplanes, MeshServices, policies (of any kind in
+  `events.policy_kinds`) or MeshMultiZoneServices cannot be deleted (they would come back
+  with a Mesh of the same name); a MeshService generated from Dataplane inbounds cannot be
+  deleted (it goes when its Dataplanes go); a default HostnameGenerator of the zone cannot
+  be deleted (applying one of its name overrides it).
 
 The guards that look at other subjects read them just before the command's own append, with no
 lock across subjects (Kuma's store has the same window): a Dataplane registered in that
@@ -67,14 +67,8 @@ from events.event_types import (
     MeshDeleted,
     MeshMultiZoneServiceApplied,
     MeshMultiZoneServiceDeleted,
-    MeshRetryApplied,
-    MeshRetryDeleted,
     MeshServiceApplied,
     MeshServiceDeleted,
-    MeshTimeoutApplied,
-    MeshTimeoutDeleted,
-    MeshTrafficPermissionApplied,
-    MeshTrafficPermissionDeleted,
     ZoneIngressDeleted,
     ZoneIngressRegistered,
     now_ms,
@@ -82,16 +76,14 @@ from events.event_types import (
 from events.identity.sealing import SecretKey
 from events.labels import without_computed
 from events.log import EventLog
+from events.policy_kinds import POLICY_KINDS, kind_of_policy, policy_kind
 from events.resources import (
     DEFAULT_HOSTNAME_GENERATORS,
     Dataplane,
     HostnameGenerator,
     Mesh,
     MeshMultiZoneService,
-    MeshRetry,
     MeshService,
-    MeshTimeout,
-    MeshTrafficPermission,
     Resource,
     ServiceKind,
     ZoneIngress,
@@ -290,14 +282,14 @@ class Commands:
             raise NotFound(f"mesh {mesh!r} does not exist: create it first (type: Mesh)")
 
     async def _require_empty(self, mesh: str) -> None:
-        for kind in ("Dataplane", "MeshService", "MeshTrafficPermission", "MeshTimeout",
-                     "MeshRetry",
-                     "MeshMultiZoneService"):
+        owners = [("Dataplane", "dataplanes"), ("MeshService", "meshservices"),
+                  *((k.type_name, k.plural) for k in POLICY_KINDS),
+                  ("MeshMultiZoneService", "meshmultizoneservices")]
+        for kind, plural in owners:
             owned = sorted(r.name for r in await self._live(kind, mesh))
             if owned:
                 raise Conflict("mesh", 0, f"mesh {mesh!r} still has {len(owned)} "
-                               f"{_PLURAL.get(kind, kind.lower() + 's')} (e.g. {owned[0]!r}); "
-                               "delete them first")
+                               f"{plural} (e.g. {owned[0]!r}); delete them first")
 
     async def _refuse_generated(self, mesh: str, name: str) -> None:
         """A MeshService that is not in the log but that live Dataplanes' inbounds generate."""
@@ -314,7 +306,6 @@ class Commands:
         return [resource for resource in live if resource is not None]
 
 
-_PLURAL = {"MeshRetry": "meshretries"}
 _DEFAULT_GENERATORS = {g.name for g in DEFAULT_HOSTNAME_GENERATORS}
 
 
@@ -335,18 +326,15 @@ def _applied(resource: Resource, at: int) -> AnyEvent:
             return MeshServiceApplied(at=at, meshservice=resource)
         case HostnameGenerator():
             return HostnameGeneratorApplied(at=at, hostname_generator=resource)
-        case MeshTrafficPermission():
-            return MeshTrafficPermissionApplied(at=at, policy=resource)
-        case MeshTimeout():
-            return MeshTimeoutApplied(at=at, policy=resource)
-        case MeshRetry():
-            return MeshRetryApplied(at=at, policy=resource)
         case MeshMultiZoneService():
             return MeshMultiZoneServiceApplied(at=at, meshmultizoneservice=resource)
         case ZoneIngress():
             return ZoneIngressRegistered(at=at, zoneingress=resource)
         case _:
-            raise TypeError(f"no event for {type(resource).__name__}")
+            kind = kind_of_policy(resource)
+            if kind is None:
+                raise TypeError(f"no event for {type(resource).__name__}")
+            return kind.applied_event(resource, at)
 
 
 def _deleted(kind: str, mesh: str | None, name: str, at: int) -> AnyEvent:
@@ -359,16 +347,13 @@ def _deleted(kind: str, mesh: str | None, name: str, at: int) -> AnyEvent:
             return MeshServiceDeleted(at=at, mesh=mesh or "", name=name)
         case "HostnameGenerator":
             return HostnameGeneratorDeleted(at=at, name=name)
-        case "MeshTrafficPermission":
-            return MeshTrafficPermissionDeleted(at=at, mesh=mesh or "", name=name)
-        case "MeshTimeout":
-            return MeshTimeoutDeleted(at=at, mesh=mesh or "", name=name)
-        case "MeshRetry":
-            return MeshRetryDeleted(at=at, mesh=mesh or "", name=name)
         case "MeshMultiZoneService":
             return MeshMultiZoneServiceDeleted(at=at, mesh=mesh or "", name=name)
         case "ZoneIngress":
             return ZoneIngressDeleted(at=at, name=name)
         case _:
-            raise TypeError(f"no deletion event for {kind}")
+            policy = policy_kind(kind)
+            if policy is None:
+                raise TypeError(f"no deletion event for {kind}")
+            return policy.deleted_event(mesh or "", name, at)
 

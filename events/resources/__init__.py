@@ -7,7 +7,8 @@ evolution); strictness for user input lives in `events.decoding`, at the edge.
 One module a concern: `_base` (the tagged base, names, ports, labels), `_mesh` (Mesh and its
 mTLS), `_proxies` (Dataplane, ZoneIngress), `_mesh_services` (MeshService,
 MeshMultiZoneService, HostnameGenerator), `_policies` (MeshTrafficPermission), `_timeouts`
-(MeshTimeout), `_retries` (MeshRetry). Import the names from here.
+(MeshTimeout), `_retries` (MeshRetry), `_circuit_breakers` (MeshCircuitBreaker). Import the
+names from here.
 """
 
 from __future__ import annotations
@@ -20,6 +21,18 @@ from events.resources._base import (
     ServiceKind,
     is_app_protocol,
     is_resource_name,
+)
+from events.resources._circuit_breakers import (
+    CircuitBreakerConnectionLimits,
+    CircuitBreakerDetectors,
+    CircuitBreakerFailurePercentage,
+    CircuitBreakerOutlierDetection,
+    CircuitBreakerSuccessRate,
+    ConsecutiveFailures,
+    MeshCircuitBreaker,
+    MeshCircuitBreakerConf,
+    MeshCircuitBreakerSpec,
+    MeshCircuitBreakerTo,
 )
 from events.resources._mesh import (
     DpCert,
@@ -113,6 +126,12 @@ __all__ = [
     "Admin",
     "AppProtocol",
     "BackendRef",
+    "CircuitBreakerConnectionLimits",
+    "CircuitBreakerDetectors",
+    "CircuitBreakerFailurePercentage",
+    "CircuitBreakerOutlierDetection",
+    "CircuitBreakerSuccessRate",
+    "ConsecutiveFailures",
     "Dataplane",
     "DataplaneNetworking",
     "DpCert",
@@ -124,6 +143,10 @@ __all__ = [
     "KumaDuration",
     "LabelSelector",
     "Mesh",
+    "MeshCircuitBreaker",
+    "MeshCircuitBreakerConf",
+    "MeshCircuitBreakerSpec",
+    "MeshCircuitBreakerTo",
     "MeshMtls",
     "MeshMultiZoneService",
     "MeshMultiZoneServicePort",

@@ -14,11 +14,9 @@ from projections import (
     DataplaneRow,
     HostnameGeneratorRow,
     MeshMultiZoneServiceRow,
-    MeshRetryRow,
     MeshRow,
     MeshServiceRow,
-    MeshTimeoutRow,
-    MeshTrafficPermissionRow,
+    PolicyRow,
     ZoneIngressRow,
     decode_row,
 )
@@ -56,8 +54,7 @@ def _version_of(row: object) -> int | None:
     """The resource's version (the sequence of the event that last changed it)."""
     match row:
         case (MeshRow(meta=meta) | DataplaneRow(meta=meta) | HostnameGeneratorRow(meta=meta)
-              | MeshServiceRow(meta=meta) | MeshTrafficPermissionRow(meta=meta)
-              | MeshTimeoutRow(meta=meta) | MeshRetryRow(meta=meta)
+              | MeshServiceRow(meta=meta) | PolicyRow(meta=meta)
               | MeshMultiZoneServiceRow(meta=meta) | ZoneIngressRow(meta=meta)):
             return meta.version
         case _:

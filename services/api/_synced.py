@@ -38,11 +38,9 @@ from projections import (
     DataplaneRow,
     HostnameGeneratorRow,
     MeshMultiZoneServiceRow,
-    MeshRetryRow,
     MeshRow,
     MeshServiceRow,
-    MeshTimeoutRow,
-    MeshTrafficPermissionRow,
+    PolicyRow,
     ZoneIngressRow,
     decode_row,
     decode_typed,
@@ -122,8 +120,7 @@ def labels_of(row: object) -> dict[str, str]:
     match row:
         case (MeshRow(mesh=resource) | DataplaneRow(dataplane=resource)
               | HostnameGeneratorRow(generator=resource)
-              | MeshTrafficPermissionRow(policy=resource) | MeshTimeoutRow(policy=resource)
-              | MeshRetryRow(policy=resource)
+              | PolicyRow(policy=resource)
               | ZoneIngressRow(zoneingress=resource)):
             return resource.labels
         case MeshServiceRow(labels=labels) | MeshMultiZoneServiceRow(labels=labels):

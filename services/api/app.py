@@ -13,9 +13,9 @@
                                                   and DELETE on the zone it belongs to
     GET    /zoneingresses+insights[/{name}]      ZoneIngressOverviews: each with its Envoy's
                                                   insight (connected, gateway, xDS counters)
-    GET    /meshes/{mesh}/meshtrafficpermissions[/{name}]   policies, as in Kuma; PUT, DELETE
-    GET    /meshes/{mesh}/meshtimeouts[/{name}]             the same for MeshTimeouts
-    GET    /meshes/{mesh}/meshretries[/{name}]              the same for MeshRetries
+    GET    /meshes/{mesh}/{policy plural}[/{name}]  policies, as in Kuma; PUT, DELETE: every
+                                          kind of `events.policy_kinds` (meshtrafficpermissions,
+                                          meshtimeouts, meshretries, ...) through one path
     GET    /meshes/{mesh}/meshmultizoneservices[/{name}]    PUT and DELETE on global (or a
                                                             standalone control plane) only
     GET    /meshes/{mesh}/dataplanes/{name}/_overview   the Dataplane + its proxy's insight

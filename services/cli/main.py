@@ -4,8 +4,8 @@
     meshlog projector|gateway|api      run one part as its own process (scale-out)
     meshlog apply -f FILE              create or update resources (multi-document YAML or JSON)
     meshlog get PLURAL [-m MESH]       list: meshes, dataplanes, meshservices, hostnamegenerators,
-                                       meshtrafficpermissions, meshtimeouts,
-                                       meshretries,
+                                       every policy kind's plural (meshtrafficpermissions,
+                                       meshtimeouts, ...: `events.policy_kinds`),
                                        meshmultizoneservices, zoneingresses
                                        (-o table|yaml|json)
     meshlog get KIND NAME [-m MESH]    one resource: mesh, dataplane, meshservice, ...

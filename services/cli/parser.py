@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from events import POLICY_KINDS
 from services.cli.nats_users import add_nats_users_parser
 from services.cli.quarantine import add_quarantine_parsers
 from services.cli.signing_keys import add_signing_key_parsers
@@ -221,10 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     get = sub.add_parser("get", parents=g, help="list resources, or show one")
     get.add_argument("what", help="meshes | dataplanes | meshservices | hostnamegenerators | "
-                     "meshtrafficpermissions | meshtimeouts | meshretries | "
-                     "meshmultizoneservices | zones | "
-                     "zoneingresses, "
-                     "or a singular kind")
+                     + "".join(f"{kind.plural} | " for kind in POLICY_KINDS)
+                     + "meshmultizoneservices | zones | zoneingresses, or a singular kind")
     get.add_argument("name", nargs="?", help="show this resource only")
     get.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
     get.add_argument("-o", "--output", choices=["table", "yaml", "json"])
@@ -233,8 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rm = sub.add_parser("delete", parents=g, help="delete a resource")
     rm.add_argument("kind", help="mesh | dataplane | meshservice | hostnamegenerator | "
-                    "meshtrafficpermission | meshtimeout | meshretry | meshmultizoneservice | "
-                    "zoneingress")
+                    + "".join(f"{kind.singular} | " for kind in POLICY_KINDS)
+                    + "meshmultizoneservice | zoneingress")
     rm.add_argument("name")
     rm.add_argument("-m", "--mesh", default="default", help="mesh (default %(default)s)")
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from events import POLICY_KINDS, policy_kind
 from services.cli._age import age
 from services.cli._tables import print_table
 from services.cli.client import ApiClient, ApiError
@@ -23,14 +24,12 @@ __all__ = ["SINGULAR", "cmd_apply", "cmd_delete", "cmd_get", "dataplane_tags", "
 
 SINGULAR = {"mesh": "Mesh", "dataplane": "Dataplane", "meshservice": "MeshService",
             "hostnamegenerator": "HostnameGenerator",
-            "meshtrafficpermission": "MeshTrafficPermission",
-            "meshtimeout": "MeshTimeout",
-            "meshretry": "MeshRetry",
+            **{kind.singular: kind.type_name for kind in POLICY_KINDS},
             "meshmultizoneservice": "MeshMultiZoneService",
             "zoneingress": "ZoneIngress"}
 _KIND_PLURAL = {kind: plural for plural, kind in PLURALS.items()}
-_SHORT = {"dp": "Dataplane", "ms": "MeshService", "mtp": "MeshTrafficPermission",
-          "mt": "MeshTimeout", "mr": "MeshRetry",
+_SHORT = {"dp": "Dataplane", "ms": "MeshService",
+          **{kind.short: kind.type_name for kind in POLICY_KINDS},
           "mmzs": "MeshMultiZoneService", "zi": "ZoneIngress"}
 
 
@@ -151,9 +150,8 @@ def _table(kind: str, docs: list[dict[str, Any]]) -> None:
         "MeshService": ["MESH", "NAME", "VIP", "HOSTNAMES", "PORTS", "STATE", "DATAPLANES",
                         "ORIGIN"],
         "HostnameGenerator": ["NAME", "SELECTOR", "TEMPLATE"],
-        "MeshTrafficPermission": ["MESH", "NAME", "TARGETREF", "FROM"],
-        "MeshTimeout": ["MESH", "NAME", "TARGETREF", "TO"],
-        "MeshRetry": ["MESH", "NAME", "TARGETREF", "TO"],
+        **{kind.type_name: ["MESH", "NAME", "TARGETREF", *(s.upper() for s in kind.sections)]
+           for kind in POLICY_KINDS},
         "MeshMultiZoneService": ["MESH", "NAME", "VIP", "HOSTNAMES", "PORTS", "SELECTOR",
                                  "MESHSERVICES"],
         "ZoneIngress": ["NAME", "ZONE", "ADDRESS", "ADVERTISED"],
@@ -176,18 +174,13 @@ def _cells(kind: str, doc: dict[str, Any]) -> list[str]:
                           or "*")
             for kind, s in doc["spec"]["selector"].items())
         return [doc["name"], selector, doc["spec"]["template"]]
-    if kind == "MeshTrafficPermission":
+    policy = policy_kind(kind)
+    if policy is not None:  # every kind: its targetRef and one column per list of entries
         spec = doc["spec"]
-        sources = ", ".join(f"{_ref(entry['targetRef'])}: {entry['default']['action']}"
-                            for entry in spec["from"])
         return [doc["mesh"], doc["name"], _ref(spec.get("targetRef", {"kind": "Mesh"})),
-                sources]
-    if kind in ("MeshTimeout", "MeshRetry"):
-        spec = doc["spec"]
-        destinations = ", ".join(f"{_ref(entry['targetRef'])}: {_flat(entry['default'])}"
-                                 for entry in spec.get("to", []))
-        return [doc["mesh"], doc["name"], _ref(spec.get("targetRef", {"kind": "Mesh"})),
-                destinations or "-"]
+                *(", ".join(f"{_ref(entry['targetRef'])}: {_flat(entry['default'])}"
+                            for entry in spec.get(section, [])) or "-"
+                  for section in policy.sections)]
     if kind == "MeshMultiZoneService":
         return _mmzs_cells(doc)
     if kind == "ZoneIngress":
@@ -265,7 +258,10 @@ def cmd_delete(args: argparse.Namespace, client: ApiClient) -> int:
 
 def _flat(conf: dict[str, Any], prefix: str = "") -> str:
     """A policy's `default`, one `path=value` per field: `connectionTimeout=1s
-    http.requestTimeout=15s`, `http.numRetries=2 http.retryOn=5xx,reset`."""
+    http.requestTimeout=15s`, `http.numRetries=2 http.retryOn=5xx,reset`; a
+    MeshTrafficPermission's lone `action` as its value (`Allow`)."""
+    if list(conf) == ["action"] and not prefix:
+        return str(conf["action"])
     parts = []
     for key, value in conf.items():
         if isinstance(value, dict):

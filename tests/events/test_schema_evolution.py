@@ -42,14 +42,10 @@ from events import (
     MeshDeleted,
     MeshMultiZoneServiceApplied,
     MeshMultiZoneServiceDeleted,
-    MeshRetryApplied,
-    MeshRetryDeleted,
     MeshServiceApplied,
     MeshServiceDeleted,
-    MeshTimeoutApplied,
-    MeshTimeoutDeleted,
-    MeshTrafficPermissionApplied,
-    MeshTrafficPermissionDeleted,
+    PolicyApplied,
+    PolicyDeleted,
     SequenceSkipped,
     SigningKeyCreated,
     SigningKeyRetired,
@@ -65,6 +61,7 @@ from events import (
     encode_event,
     grace_period_subject,
     ipam_subject,
+    kind_of_event,
     resource_subject,
     revocation_subject,
     signing_key_subject,
@@ -139,18 +136,10 @@ def _subject_of(event: AnyEvent) -> str:
             return grace_period_subject(kind)
         case ClockTicked(at=at):
             return clock_subject(at)
-        case MeshTrafficPermissionApplied(policy=mtp):
-            return resource_subject("MeshTrafficPermission", mtp.mesh, mtp.name)
-        case MeshTrafficPermissionDeleted(mesh=mesh, name=name):
-            return resource_subject("MeshTrafficPermission", mesh, name)
-        case MeshTimeoutApplied(policy=mt):
-            return resource_subject("MeshTimeout", mt.mesh, mt.name)
-        case MeshTimeoutDeleted(mesh=mesh, name=name):
-            return resource_subject("MeshTimeout", mesh, name)
-        case MeshRetryApplied(policy=mr):
-            return resource_subject("MeshRetry", mr.mesh, mr.name)
-        case MeshRetryDeleted(mesh=mesh, name=name):
-            return resource_subject("MeshRetry", mesh, name)
+        case PolicyApplied(policy=policy):  # every policy kind
+            return resource_subject(kind_of_event(event).type_name, policy.mesh, policy.name)
+        case PolicyDeleted(mesh=mesh, name=name):
+            return resource_subject(kind_of_event(event).type_name, mesh, name)
         case MeshMultiZoneServiceApplied(meshmultizoneservice=mmzs):
             return resource_subject("MeshMultiZoneService", mmzs.mesh, mmzs.name)
         case MeshMultiZoneServiceDeleted(mesh=mesh, name=name):

@@ -160,21 +160,24 @@ def test_non_object_document_is_rejected() -> None:
 def test_unknown_type_is_rejected() -> None:
     assert _violations({"type": "Gateway", "name": "gw"}) == [
         "type: 'Gateway' is not one of Mesh, Dataplane, MeshService, HostnameGenerator, "
-        "MeshTrafficPermission, MeshTimeout, MeshRetry, MeshMultiZoneService, ZoneIngress",
+        "MeshTrafficPermission, MeshTimeout, MeshRetry, MeshCircuitBreaker, MeshMultiZoneService, "
+        "ZoneIngress",
     ]
 
 
 def test_missing_type_is_rejected() -> None:
     assert _violations({"name": "gw"}) == [
         "type: null is not one of Mesh, Dataplane, MeshService, HostnameGenerator, "
-        "MeshTrafficPermission, MeshTimeout, MeshRetry, MeshMultiZoneService, ZoneIngress",
+        "MeshTrafficPermission, MeshTimeout, MeshRetry, MeshCircuitBreaker, MeshMultiZoneService, "
+        "ZoneIngress",
     ]
 
 
 def test_non_string_type_is_rejected() -> None:
     assert _violations({"type": ["Mesh"], "name": "default"}) == [
         'type: ["Mesh"] is not one of Mesh, Dataplane, MeshService, HostnameGenerator, '
-        "MeshTrafficPermission, MeshTimeout, MeshRetry, MeshMultiZoneService, ZoneIngress",
+        "MeshTrafficPermission, MeshTimeout, MeshRetry, MeshCircuitBreaker, MeshMultiZoneService, "
+        "ZoneIngress",
     ]
 
 

@@ -1,5 +1,6 @@
-"""What the policy tests with a real Envoy share (MeshTimeout, MeshRetry): web's sidecar with
-an outbound to `backend` (one Dataplane, `http`), and the route of an active listener."""
+"""What the policy tests with a real Envoy share (MeshTimeout, MeshRetry, MeshCircuitBreaker):
+web's sidecar with an outbound to `backend` (one Dataplane, `http`), a backend whose answers
+the test decides, and the route of an active listener."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ from typing import Any
 import httpx
 
 from services.cli.bootstrap import sidecar_bootstrap
-from tests.harness import ControlPlane, Envoy, free_port, run_envoy, wait_for
+from tests.harness import (
+    ControlPlane,
+    Envoy,
+    free_port,
+    run_envoy,
+    wait_for,
+)
 
 BACKEND = "127.0.0.2"
 
@@ -25,13 +32,14 @@ def _dataplane(name: str, address: str, port: int, service: str, protocol: str =
 
 
 @contextlib.contextmanager
-def web_to_backend(cp: ControlPlane, tmp_path: Path, port: int, protocol: str = "http"
-                   ) -> Iterator[tuple[Envoy, str, str]]:
-    """The mesh, `backend-1` at BACKEND:`port` (its inbound of `protocol`) and web's Envoy,
-    once backend's endpoint is in its cluster; yields (web's Envoy, backend's VIP, the
-    outbound listener's name)."""
+def web_to_backend(cp: ControlPlane, tmp_path: Path, port: int, protocol: str = "http",
+                   backends: tuple[str, ...] = (BACKEND,)) -> Iterator[tuple[Envoy, str, str]]:
+    """The mesh, `backend-<i>` at each of `backends`:`port` (its inbound of `protocol`) and
+    web's Envoy, once backend's endpoints are in its cluster; yields (web's Envoy, backend's
+    VIP, the outbound listener's name)."""
     cp.apply({"type": "Mesh", "name": "default"})
-    cp.apply(_dataplane("backend-1", BACKEND, port, "backend", protocol))
+    for i, address in enumerate(backends, start=1):
+        cp.apply(_dataplane(f"backend-{i}", address, port, "backend", protocol))
     cp.apply(_dataplane("web-1", "127.0.0.4", free_port("127.0.0.4"), "web"))
     vip = cp.meshservice("backend")["status"]["vips"][0]["ip"]
     bootstrap = sidecar_bootstrap(mesh="default", name="web-1", xds_host="127.0.0.1",
@@ -39,8 +47,8 @@ def web_to_backend(cp: ControlPlane, tmp_path: Path, port: int, protocol: str = 
                                   token=cp.dataplane_token("web-1"))
     with run_envoy(bootstrap, tmp_path / "envoy", "web-1") as envoy:
         wait_for(lambda: envoy.stats("default_backend___msvc_").get(
-            f"cluster.default_backend___msvc_{port}.membership_healthy") == 1,
-            timeout=60, what="the backend in the cluster")
+            f"cluster.default_backend___msvc_{port}.membership_healthy") == len(backends),
+            timeout=60, what="the backends in the cluster")
         yield envoy, vip, f"outbound:{vip}:{port}"
 
 

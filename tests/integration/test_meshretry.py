@@ -7,7 +7,6 @@ cancelled first."""
 from __future__ import annotations
 
 import contextlib
-import http.server
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -17,7 +16,14 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.harness import GRPC_NAME_METHOD, Envoy, free_port, meshlog_up, serving, wait_for
+from tests.harness import (
+    GRPC_NAME_METHOD,
+    Envoy,
+    answering_backend,
+    free_port,
+    meshlog_up,
+    wait_for,
+)
 from tests.integration._policy_envoy import BACKEND, active_route, get, web_to_backend
 
 pytestmark = pytest.mark.integration
@@ -29,21 +35,13 @@ def _flaky_backend(host: str, port: int) -> Iterator[None]:
     seen: set[str] = set()
     lock = threading.Lock()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            with lock:
-                first = self.path not in seen
-                seen.add(self.path)
-            body = b"flaky" if first else b"ok"
-            self.send_response(503 if first else 200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(path: str) -> tuple[int, bytes]:
+        with lock:
+            first = path not in seen
+            seen.add(path)
+        return (503, b"flaky") if first else (200, b"ok")
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    with serving(http.server.ThreadingHTTPServer((host, port), Handler)):
+    with answering_backend(host, port, answer):
         yield
 
 

@@ -6,16 +6,19 @@ request timeout by default, resources.timeouts)."""
 from __future__ import annotations
 
 import contextlib
-import http.server
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.harness import Envoy, free_port, meshlog_up, serving, wait_for
-from tests.integration._policy_envoy import BACKEND, active_route, get, web_to_backend
+from tests.harness import Envoy, answering_backend, free_port, meshlog_up, wait_for
+from tests.integration._policy_envoy import (
+    BACKEND,
+    active_route,
+    get,
+    web_to_backend,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -29,20 +32,10 @@ def _slow_backend(host: str, port: int) -> Iterator[None]:
     what is tested, not a wait for something else)."""
     stop = threading.Event()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if stop.wait(ANSWER_AFTER_S):
-                return  # the test is over
-            body = b"slow"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(path: str) -> tuple[int, bytes] | None:
+        return None if stop.wait(ANSWER_AFTER_S) else (200, b"slow")  # set: the test is over
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    with serving(http.server.ThreadingHTTPServer((host, port), Handler)):
+    with answering_backend(host, port, answer):
         try:
             yield
         finally:

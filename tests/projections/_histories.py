@@ -45,6 +45,7 @@ from events import (
     MeshTrafficPermission,
     MeshTrafficPermissionApplied,
     MeshTrafficPermissionDeleted,
+    PolicyKind,
     Provenance,
     ServiceKind,
     TokenRevoked,
@@ -52,11 +53,12 @@ from events import (
     decode_event,
     decode_resource,
     encode_event,
+    kind_of_policy,
     provenance_of,
 )
 from events.identity import SecretKey
 from events.identity.pki import create_ca
-from events.resources import Health, Mesh
+from events.resources import Health, Mesh, MeshScopedResource
 from projections.derive import derive_stale
 from projections.fold import apply_event
 from projections.state import ProjectionState
@@ -298,6 +300,17 @@ class History:
 
     def delete_permission(self, mesh: str, name: str) -> History:
         self._add(MeshTrafficPermissionDeleted(at=self._next_at(), mesh=mesh, name=name))
+        return self
+
+    def apply_policy(self, policy: MeshScopedResource) -> History:
+        """A policy of any kind applied (`events.policy_kinds`)."""
+        kind = kind_of_policy(policy)
+        assert kind is not None, f"{type(policy).__name__} is no policy kind"
+        self._add(kind.applied_event(policy, self._next_at()))
+        return self
+
+    def delete_policy(self, kind: PolicyKind[Any], mesh: str, name: str) -> History:
+        self._add(kind.deleted_event(mesh, name, self._next_at()))
         return self
 
     def apply_timeout(self, mt: MeshTimeout) -> History:

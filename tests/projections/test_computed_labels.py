@@ -11,6 +11,7 @@ import msgspec
 import pytest
 
 from events import (
+    POLICY_KINDS,
     AnyEvent,
     Dataplane,
     DataplaneRegistered,
@@ -20,14 +21,8 @@ from events import (
     MeshApplied,
     MeshMultiZoneService,
     MeshMultiZoneServiceApplied,
-    MeshRetry,
-    MeshRetryApplied,
     MeshService,
     MeshServiceApplied,
-    MeshTimeout,
-    MeshTimeoutApplied,
-    MeshTrafficPermission,
-    MeshTrafficPermissionApplied,
     Provenance,
     Resource,
     ZoneIngress,
@@ -35,6 +30,7 @@ from events import (
     decode_event,
     decode_resource,
     encode_event,
+    kind_of_policy,
 )
 from events.labels import (
     DISPLAY_NAME_LABEL,
@@ -49,6 +45,7 @@ from events.labels import (
 from projections.derive import derive_stale
 from projections.fold import apply_event
 from projections.state import ProjectionState
+from tests._policy_samples import resource as policy_sample
 from tests.projections._histories import (
     SERVICE_TAG,
     dataplane,
@@ -57,9 +54,6 @@ from tests.projections._histories import (
     meshservice,
     ms_port,
     multizone_service,
-    permission,
-    retry,
-    timeout,
 )
 
 EAST = Provenance(zone="east", origin="zone")
@@ -87,9 +81,7 @@ def _resources(display_name: str | None) -> list[Resource]:
                   {"port": 8082}),
         meshservice("default", "web", ms_port(8080), selector={SERVICE_TAG: "web"}),
         generator("internal", "{{ .Name }}.internal", {"team": "blue"}),
-        permission("default", "allow-all", ({"kind": "Mesh"}, "Allow")),
-        timeout("default", "timeouts", ({"kind": "Mesh"}, {"idleTimeout": "1m"})),
-        retry("default", "retries", ({"kind": "Mesh"}, {"tcp": {"maxConnectAttempt": 2}})),
+        *(policy_sample(kind, kind.singular) for kind in POLICY_KINDS),  # every policy kind
         multizone_service("default", "redis", {"team": "blue"}, 6379),
         decode_resource({"type": "ZoneIngress", "name": "ingress-1", "zone": "east",
                          "networking": {"address": "10.0.0.5", "port": 10001}}),
@@ -114,18 +106,15 @@ def _event(resource: Resource) -> AnyEvent:
             return MeshServiceApplied(at=1, meshservice=resource)
         case HostnameGenerator():
             return HostnameGeneratorApplied(at=1, hostname_generator=resource)
-        case MeshTrafficPermission():
-            return MeshTrafficPermissionApplied(at=1, policy=resource)
-        case MeshTimeout():
-            return MeshTimeoutApplied(at=1, policy=resource)
-        case MeshRetry():
-            return MeshRetryApplied(at=1, policy=resource)
         case MeshMultiZoneService():
             return MeshMultiZoneServiceApplied(at=1, meshmultizoneservice=resource)
         case ZoneIngress():
             return ZoneIngressRegistered(at=1, zoneingress=resource)
         case _:
-            raise TypeError(type(resource).__name__)
+            kind = kind_of_policy(resource)
+            if kind is None:
+                raise TypeError(type(resource).__name__)
+            return kind.applied_event(resource, 1)
 
 
 def _rows(resource: Resource, writer: Provenance, local_zone: str) -> list[tuple[str, str, bytes]]:
@@ -193,12 +182,8 @@ def test_a_zones_resource_keeps_only_its_users_labels() -> None:
         "HostnameGenerator": {MESH_LABEL: "other-mesh", PROXY_TYPE_LABEL: "gateway",
                               REGISTERED_BY_LABEL: "proxy", "team": "blue",
                               DISPLAY_NAME_LABEL: "internal"},
-        "MeshTrafficPermission": {PROXY_TYPE_LABEL: "gateway", REGISTERED_BY_LABEL: "proxy",
-                                  "team": "blue"},
-        "MeshTimeout": {PROXY_TYPE_LABEL: "gateway", REGISTERED_BY_LABEL: "proxy",
-                        "team": "blue"},
-        "MeshRetry": {PROXY_TYPE_LABEL: "gateway", REGISTERED_BY_LABEL: "proxy",
-                      "team": "blue"},
+        **{kind.type_name: {PROXY_TYPE_LABEL: "gateway", REGISTERED_BY_LABEL: "proxy",
+                            "team": "blue"} for kind in POLICY_KINDS},
         "MeshMultiZoneService": {PROXY_TYPE_LABEL: "gateway", REGISTERED_BY_LABEL: "proxy",
                                  "team": "blue"},
         # no mesh; a display name equal to its name is computed (fold version 6)

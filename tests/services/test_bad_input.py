@@ -137,3 +137,22 @@ def test_a_meshservice_reads_back_with_its_default_app_protocol(cp: ControlPlane
     assert [p["appProtocol"] for p in shown["spec"]["ports"]] == ["tcp", "tcp"]
     # and what a GET shows is accepted again as it is (read-only fields ignored)
     assert cp.api.put("/meshes/default/meshservices/redis", json=shown).status_code == 200
+
+
+def test_a_megabyte_value_is_refused_in_a_small_answer_naming_its_field(
+        cp: ControlPlane) -> None:
+    doc = {"type": "MeshRetry", "mesh": "default", "name": "huge", "spec": {
+        "targetRef": {"kind": "Mesh"},
+        "to": [{"targetRef": {"kind": "MeshService", "name": "backend"},
+                "default": {"http": {"retryOn": ["x" * 900_000]}}}]}}
+    response = cp.api.put("/meshes/default/meshretries/huge", json=doc)
+    assert response.status_code == 400, response.text[:200]
+    assert len(response.content) < 8_192  # the 900 KB value is not echoed (twice) back
+    [violation] = response.json()["invalid_parameters"]
+    assert violation["field"] == "spec.to[0].default.http.retryOn[0]"
+    assert "characters left out" in violation["reason"]
+    # cut in the middle: the value's start, and the rule at its end, are still there
+    assert violation["reason"].startswith("'xxx")
+    assert violation["reason"].endswith("or an HTTP status code as a string (e.g. '503')")
+    assert cp.api.get("/meshes/default/meshretries/huge").status_code == 404
+    _still_serves(cp)

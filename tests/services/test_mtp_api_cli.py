@@ -1,11 +1,10 @@
-"""MeshTrafficPermissions through the HTTP API and the CLI, against a real `meshlog up`."""
+"""MeshTrafficPermissions through the HTTP API and the CLI, against a real `meshlog up`: what
+every policy kind does alike is tests/services/test_policy_api_cli.py."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +15,6 @@ from tests.harness import VENV_BIN, ControlPlane, meshlog_up
 pytestmark = pytest.mark.integration
 
 BASE = "/meshes/default/meshtrafficpermissions"
-DP_APP = {"kind": "Dataplane", "labels": {"app": "backend"}}
 
 
 @pytest.fixture(scope="module")
@@ -44,26 +42,6 @@ def _meshlog(cp: ControlPlane, *args: str, check: bool = True,
 
 
 # --- API ----------------------------------------------------------------------------------------
-
-
-def test_put_get_list_delete(cp: ControlPlane) -> None:
-    doc = _mtp("allow-web", target={"kind": "MeshService", "name": "backend"})
-
-    created = cp.api.put(f"{BASE}/allow-web", json=doc)
-    assert created.status_code == 201, created.text
-    got = cp.api.get(f"{BASE}/allow-web")
-    assert got.headers["etag"] == f'"{created.json()["version"]}"'
-    body = got.json()
-    assert body["spec"] == doc["spec"]
-    assert body["labels"]["kuma.io/mesh"] == "default"
-    assert body["labels"]["kuma.io/origin"] == "zone"
-    assert {"creationTime", "modificationTime"} <= set(body)
-    page = cp.api.get(BASE).json()
-    assert "allow-web" in [item["name"] for item in page["items"]]
-
-    assert cp.api.delete(f"{BASE}/allow-web").status_code == 200
-    assert cp.api.get(f"{BASE}/allow-web").status_code == 404
-    assert cp.api.delete(f"{BASE}/allow-web").status_code == 404
 
 
 def test_a_yaml_body_is_accepted_and_a_repeat_changes_nothing(cp: ControlPlane) -> None:
@@ -133,47 +111,7 @@ def test_lists_filter_by_label(cp: ControlPlane) -> None:
     assert [item["name"] for item in page["items"]] == ["labelled"]
 
 
-def test_a_mesh_with_policies_cannot_be_deleted(cp: ControlPlane) -> None:
-    cp.apply({"type": "Mesh", "name": "guarded"})
-    cp.apply({**_mtp("keep"), "mesh": "guarded"})
-
-    response = cp.api.delete("/meshes/guarded")
-
-    assert response.status_code == 409
-    assert "still has 1 meshtrafficpermissions (e.g. 'keep')" in response.json()["detail"]
-
-
 # --- CLI ----------------------------------------------------------------------------------------
-
-
-def test_cli_apply_get_delete(cp: ControlPlane, tmp_path: Path) -> None:
-    path = tmp_path / "mtp.yaml"
-    path.write_text(yaml.safe_dump(_mtp("cli-web", target=DP_APP)))
-
-    applied = _meshlog(cp, "apply", "-f", str(path))
-    assert applied.stdout.startswith("meshtrafficpermission 'cli-web' created (version ")
-
-    table = _meshlog(cp, "get", "meshtrafficpermissions", "--mesh", "default").stdout
-    [header] = [line for line in table.splitlines() if line.split()[0] == "MESH"]
-    assert header.split() == ["MESH", "NAME", "TARGETREF", "FROM", "AGE"]
-    [row] = [line for line in table.splitlines() if " cli-web " in line]
-    assert "Dataplane{app=backend}" in row
-    assert "MeshSubset{kuma.io/service=web}: Allow, Mesh: Deny" in row
-
-    one = yaml.safe_load(_meshlog(cp, "get", "meshtrafficpermission", "cli-web").stdout)
-    assert one["type"] == "MeshTrafficPermission" and one["spec"] == _mtp(
-        "cli-web", target=DP_APP)["spec"]
-    listed = json.loads(_meshlog(cp, "get", "mtp", "-o", "json").stdout)
-    assert "cli-web" in [item["name"] for item in listed["items"]]
-
-    # what `get -o yaml` prints applies again
-    reapplied = _meshlog(cp, "apply", "-f", "-", stdin=yaml.safe_dump(one))
-    assert "meshtrafficpermission 'cli-web'" in reapplied.stdout
-
-    deleted = _meshlog(cp, "delete", "meshtrafficpermission", "cli-web", "--mesh", "default")
-    assert deleted.stdout.startswith("meshtrafficpermission 'cli-web' deleted (version ")
-    missing = _meshlog(cp, "get", "meshtrafficpermission", "cli-web", check=False)
-    assert missing.returncode == 1 and "not found" in missing.stderr
 
 
 def test_cli_apply_reports_an_invalid_policy_by_field(cp: ControlPlane) -> None:

@@ -25,14 +25,11 @@ from events import (
     MeshApplied,
     MeshMultiZoneService,
     MeshMultiZoneServiceApplied,
-    MeshRetry,
-    MeshRetryApplied,
     MeshService,
     MeshServiceApplied,
-    MeshTimeout,
-    MeshTimeoutApplied,
     Provenance,
     decode_resource,
+    kind_of_policy,
 )
 from events.bus.projection_bus import CHECKPOINT_KEY
 from projections import PUBLISHED, ProjectionState, apply_event
@@ -54,12 +51,11 @@ def event_for(doc: dict[str, Any], at: int = 1) -> AnyEvent:
             return MeshMultiZoneServiceApplied(at=at, meshmultizoneservice=mmzs)
         case MeshService() as ms:
             return MeshServiceApplied(at=at, meshservice=ms)
-        case MeshTimeout() as mt:
-            return MeshTimeoutApplied(at=at, policy=mt)
-        case MeshRetry() as mr:
-            return MeshRetryApplied(at=at, policy=mr)
         case other:
-            raise AssertionError(f"no event_for a {type(other).__name__}")
+            kind = kind_of_policy(other)  # every policy kind
+            if kind is None:
+                raise AssertionError(f"no event_for a {type(other).__name__}")
+            return kind.applied_event(other, at)
 
 
 class Projection:

@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
-from events import MeshRetryDeleted
-from tests.projections._histories import History, retry
+from tests.projections._histories import retry
 from tests.xds_gateway._ads import Projection, event_for
+from tests.xds_gateway._outbound import apply as _apply
+from tests.xds_gateway._outbound import dataplane as _dataplane
+from tests.xds_gateway._outbound import view_of
 from xds_gateway.resources import retries
 from xds_gateway.resources.cache import ResourceCache
 from xds_gateway.resources.config_dump import config_json
@@ -20,28 +22,11 @@ Config = dict[str, list[dict[str, Any]]]
 _PORTS = {"backend": 8080, "api": 9090, "db": 5432}
 
 
-def _dataplane(name: str, address: str, port: int, service: str, protocol: str
-               ) -> dict[str, Any]:
-    return {"type": "Dataplane", "mesh": "default", "name": name,
-            "networking": {"address": address, "inbound": [
-                {"port": port, "protocol": protocol, "tags": {"kuma.io/service": service}}]}}
-
-
 def _view() -> tuple[ProjectionView, Projection]:
-    projection, view = Projection(), ProjectionView()
-    view.apply(projection.fold([*History().mesh("default").events, *(
-        event_for(doc, at=10 + i) for i, doc in enumerate([
-            _dataplane("backend-1", "10.0.0.1", 8080, "backend", "http"),
-            _dataplane("api-1", "10.0.0.2", 9090, "api", "grpc"),
-            _dataplane("db-1", "10.0.0.3", 5432, "db", "tcp"),
-            _dataplane("web-1", "10.0.0.9", 7070, "web", "http"),
-        ]))]))
-    return view, projection
-
-
-def _apply(view: ProjectionView, projection: Projection, *policies: Any) -> None:
-    view.apply(projection.fold(History(start=2_000_000_000_000).apply_retry(p).events[-1]
-                               for p in policies))
+    return view_of(_dataplane("backend-1", "10.0.0.1", 8080, "backend", "http"),
+                   _dataplane("api-1", "10.0.0.2", 9090, "api", "grpc"),
+                   _dataplane("db-1", "10.0.0.3", 5432, "db", "tcp"),
+                   _dataplane("web-1", "10.0.0.9", 7070, "web", "http"))
 
 
 def _filter(config: Config, service: str) -> dict[str, Any]:
@@ -101,23 +86,6 @@ def test_the_more_specific_policy_wins_then_the_first_name_field_by_field() -> N
     other = _retry_policy(config_json(view, "default", "api-1", ResourceCache()), "backend")
     assert other == {"retryOn": "gateway-error,connect-failure,refused-stream",
                      "numRetries": 8, "perTryTimeout": "9s"}
-
-
-def test_a_change_and_a_delete_reach_the_config_through_one_cache() -> None:
-    view, projection = _view()
-    cache = ResourceCache()
-    before = config_json(view, "default", "web-1", cache)
-    _apply(view, projection, retry("default", "r", ({"kind": "Mesh"}, {
-        "tcp": {"maxConnectAttempt": 2}})))
-    assert _filter(config_json(view, "default", "web-1", cache), "db")["maxConnectAttempts"] == 2
-    _apply(view, projection, retry("default", "r", ({"kind": "Mesh"}, {
-        "tcp": {"maxConnectAttempt": 5}})))
-    assert _filter(config_json(view, "default", "web-1", cache), "db")["maxConnectAttempts"] == 5
-
-    view.apply(projection.fold([MeshRetryDeleted(at=3_000_000_000_000, mesh="default",
-                                                 name="r")]))
-
-    assert config_json(view, "default", "web-1", cache) == before
 
 
 def test_kumas_api_spelling_is_envoys_value_and_zero_retries_is_no_policy() -> None:

@@ -7,45 +7,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from events import MeshTimeoutDeleted
-from tests.projections._histories import History, timeout
+from tests.projections._histories import timeout
 from tests.xds_gateway._ads import Projection, event_for
+from tests.xds_gateway._outbound import apply as _apply
+from tests.xds_gateway._outbound import dataplane as _dataplane
+from tests.xds_gateway._outbound import view_of
 from xds_gateway.resources import timeouts
 from xds_gateway.resources.cache import ResourceCache
 from xds_gateway.resources.config_dump import config_json
-from xds_gateway.resources.snapshot import build_snapshot
 from xds_gateway.view import ProjectionView
 
 Config = dict[str, list[dict[str, Any]]]
 
 
-def _dataplane(name: str, address: str, port: int, service: str, protocol: str = "http",
-               **labels: str) -> dict[str, Any]:
-    doc: dict[str, Any] = {"type": "Dataplane", "mesh": "default", "name": name,
-                           "networking": {"address": address, "inbound": [
-                               {"port": port, "protocol": protocol,
-                                "tags": {"kuma.io/service": service}}]}}
-    if labels:
-        doc["labels"] = labels
-    return doc
-
-
 def _view() -> tuple[ProjectionView, Projection]:
-    projection, view = Projection(), ProjectionView()
-    view.apply(projection.fold([*History().mesh("default").events, *(
-        event_for(doc, at=10 + i) for i, doc in enumerate([
-            _dataplane("backend-1", "10.0.0.1", 8080, "backend"),
-            _dataplane("api-1", "10.0.0.2", 9090, "api"),
-            _dataplane("db-1", "10.0.0.3", 5432, "db", "tcp"),
-            _dataplane("web-1", "10.0.0.9", 7070, "web", team="a"),
-            _dataplane("web-2", "10.0.0.10", 7070, "web", team="a"),
-        ]))]))
-    return view, projection
-
-
-def _apply(view: ProjectionView, projection: Projection, *policies: Any) -> None:
-    view.apply(projection.fold(History(start=2_000_000_000_000).apply_timeout(p).events[-1]
-                               for p in policies))
+    return view_of(_dataplane("backend-1", "10.0.0.1", 8080, "backend"),
+                   _dataplane("api-1", "10.0.0.2", 9090, "api"),
+                   _dataplane("db-1", "10.0.0.3", 5432, "db", "tcp"),
+                   _dataplane("web-1", "10.0.0.9", 7070, "web", team="a"),
+                   _dataplane("web-2", "10.0.0.10", 7070, "web", team="a"))
 
 
 def _route_timeout(config: Config, service: str) -> str | None:
@@ -113,37 +93,6 @@ def test_among_policies_of_one_kind_the_first_name_wins_field_by_field() -> None
     assert _route_timeout(config, "backend") == "8s"
     clusters = {c["name"]: c["resource"] for c in config["clusters"]}
     assert clusters["default_backend___msvc_8080"]["connectTimeout"] == "4s"  # z's, kept
-
-
-def test_a_change_and_a_delete_reach_the_config_through_one_cache() -> None:
-    view, projection = _view()
-    cache = ResourceCache()
-    before = config_json(view, "default", "web-1", cache)
-    _apply(view, projection, timeout("default", "t", ({"kind": "Mesh"}, {
-        "http": {"requestTimeout": "1s"}})))
-    assert _route_timeout(config_json(view, "default", "web-1", cache), "backend") == "1s"
-    _apply(view, projection, timeout("default", "t", ({"kind": "Mesh"}, {
-        "http": {"requestTimeout": "2s"}})))
-    assert _route_timeout(config_json(view, "default", "web-1", cache), "backend") == "2s"
-
-    view.apply(projection.fold([MeshTimeoutDeleted(at=3_000_000_000_000, mesh="default",
-                                                   name="t")]))
-
-    assert config_json(view, "default", "web-1", cache) == before  # versions too
-
-
-def test_proxies_selected_alike_share_one_build() -> None:
-    view, projection = _view()
-    _apply(view, projection, timeout("default", "t", ({"kind": "Mesh"}, {
-        "idleTimeout": "1m"}), target={"kind": "MeshSubset", "tags": {"kuma.io/service": "web"}}))
-    cache = ResourceCache()
-
-    web1 = build_snapshot(view, "default", "web-1", cache)
-    web2 = build_snapshot(view, "default", "web-2", cache)
-    build_snapshot(view, "default", "db-1", cache)  # not selected: a part of its own
-
-    assert web1.shared is web2.shared
-    assert cache.shared_builds == 2
 
 
 def test_a_dataplane_named_is_the_only_one_selected() -> None:

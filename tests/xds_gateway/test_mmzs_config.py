@@ -43,6 +43,7 @@ from projections import PUBLISHED, Endpoint, ProjectionState, apply_event
 from projections.derive import derive_stale
 from tests.harness import envoy_binary
 from tests.projections._histories import SECRET_KEY, History
+from tests.xds_gateway._bootstrap import static_bootstrap
 from xds_gateway.resources.cache import ResourceCache
 from xds_gateway.resources.config_dump import config_json
 from xds_gateway.resources.endpoints import prioritized_load_assignment
@@ -297,53 +298,11 @@ def test_priorities_without_hosts_are_left_out_and_the_rest_renumbered() -> None
 # --- Envoy accepts it ---------------------------------------------------------------------------
 
 
-def _static(config: dict[str, Any], private_key: str | None = None) -> dict[str, Any]:
-    """A bootstrap of `config`: EDS clusters made static with their assignment, listeners
-    as they are (Envoy validates every field, priorities and localities included)."""
-    assignments = {e["name"]: e["resource"] for e in config["endpoints"]}
-    clusters = []
-    for entry in config["clusters"]:
-        cluster = dict(entry["resource"])
-        cluster.pop("@type", None)
-        if cluster.get("type") == "EDS":
-            cluster.pop("edsClusterConfig")
-            cluster["type"] = "STATIC"
-            assignment = dict(assignments.get(cluster["name"], {"clusterName": cluster["name"]}))
-            assignment.pop("@type", None)
-            cluster["loadAssignment"] = assignment
-        clusters.append(cluster)
-    listeners = []
-    for entry in config["listeners"]:
-        listener = dict(entry["resource"])
-        listener.pop("@type", None)
-        listeners.append(listener)
-    # with mTLS, secrets come over SDS: here they are static, named as the SDS configs name them
-    secrets = []
-    for entry in config.get("secrets", []):
-        secret = dict(entry["resource"])
-        secret.pop("@type", None)
-        if "tlsCertificate" in secret:  # the dump redacts the key
-            assert private_key is not None
-            secret["tlsCertificate"] = {**secret["tlsCertificate"],
-                                        "privateKey": {"inlineString": private_key}}
-        secrets.append(secret)
-    return cast("dict[str, Any]", _without_sds_source({"staticResources": {
-        "clusters": clusters, "listeners": listeners, "secrets": secrets}}))
-
-
-def _without_sds_source(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_sds_source(v) for k, v in value.items() if k != "sdsConfig"}
-    if isinstance(value, list):
-        return [_without_sds_source(v) for v in value]
-    return value
-
-
 @pytest.mark.integration
 def test_envoy_validates_the_config(tmp_path: Path) -> None:
     path = tmp_path / "bootstrap.json"
     zone = _zone()
-    path.write_text(json.dumps(_static(
+    path.write_text(json.dumps(static_bootstrap(
         zone.config(), private_key=zone.view.identities[("default", "web-1")].key)))
 
     result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path)],

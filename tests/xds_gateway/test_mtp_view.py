@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from events import Mesh, MeshApplied
+from events import MESH_TRAFFIC_PERMISSION, Mesh, MeshApplied
 from tests.projections._histories import History, permission
 from tests.xds_gateway._ads import Projection
 from xds_gateway.view import ProjectionView
@@ -17,9 +17,9 @@ def test_published_policies_reach_the_view_by_mesh_and_name() -> None:
 
     view.apply(projection.fold(h.events))
 
-    assert {mesh: sorted(rows) for mesh, rows in view.meshtrafficpermissions.items()} == {
-        "default": ["allow.web"], "other": ["deny-all"]}
-    row = view.meshtrafficpermissions["default"]["allow.web"]
+    assert {mesh: sorted(view.policies(MESH_TRAFFIC_PERMISSION, mesh))
+            for mesh in ("default", "other")} == {"default": ["allow.web"], "other": ["deny-all"]}
+    row = view.policies(MESH_TRAFFIC_PERMISSION, "default")["allow.web"]
     assert row.policy.spec == ALLOW.spec
     assert row.policy.labels["kuma.io/mesh"] == "default"
 
@@ -33,8 +33,9 @@ def test_a_changed_policy_replaces_the_old_one_and_a_deleted_one_goes() -> None:
     view.apply(projection.fold(History(start=1_800_000_000_000).permit(changed)
                                .delete_permission("other", "deny-all").events))
 
-    assert view.meshtrafficpermissions["default"]["allow.web"].policy.spec == changed.spec
-    assert view.meshtrafficpermissions["other"] == {}
+    assert view.policies(MESH_TRAFFIC_PERMISSION, "default")["allow.web"].policy.spec == (
+        changed.spec)
+    assert view.policies(MESH_TRAFFIC_PERMISSION, "other") == {}
 
 
 def test_a_batch_without_policies_leaves_them_alone() -> None:
@@ -43,4 +44,4 @@ def test_a_batch_without_policies_leaves_them_alone() -> None:
 
     view.apply(projection.fold([MeshApplied(at=1_800_000_000_000, mesh=Mesh(name="third"))]))
 
-    assert list(view.meshtrafficpermissions["default"]) == ["allow.web"]
+    assert list(view.policies(MESH_TRAFFIC_PERMISSION, "default")) == ["allow.web"]

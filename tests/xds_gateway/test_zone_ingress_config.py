@@ -24,6 +24,7 @@ from events import Mesh, MeshApplied, Provenance, ZoneIngressDeleted, decode_res
 from events.kds_hash import hashed_name
 from projections import Endpoint
 from tests.harness import envoy_binary
+from tests.xds_gateway._bootstrap import static_bootstrap
 from tests.xds_gateway.test_mmzs_config import (
     EAST,
     GLOBAL,
@@ -36,7 +37,6 @@ from tests.xds_gateway.test_mmzs_config import (
     _mesh,
     _ms,
     _named,
-    _static,
 )
 from xds_gateway.resources import tls
 from xds_gateway.resources.cache import ResourceCache
@@ -223,7 +223,7 @@ def test_an_ingress_with_nothing_to_route_gets_no_listener() -> None:
 
 def _validate(tmp_path: Path, config: dict[str, Any]) -> None:
     path = tmp_path / "bootstrap.json"
-    static = _static(config)
+    static = static_bootstrap(config)
     path.write_text(json.dumps(static))
     result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path)],
                             capture_output=True, text=True, timeout=60)

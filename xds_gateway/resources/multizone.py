@@ -16,7 +16,14 @@ from collections.abc import Callable, Mapping
 
 from events import Outbound
 from projections import Endpoint, MeshMultiZoneServiceRow
-from xds_gateway.resources import clusters, endpoints, listeners, names, timeouts, tls
+from xds_gateway.resources import (
+    clusters,
+    endpoints,
+    listeners,
+    names,
+    outbound_policies,
+    tls,
+)
 from xds_gateway.resources.cache import EncodedResource, ResourceCache
 from xds_gateway.type_urls import CLUSTER, ENDPOINT
 from xds_gateway.view import ProjectionView
@@ -47,23 +54,23 @@ def explicit_target(outbound: Outbound, rows: Mapping[str, MeshMultiZoneServiceR
 
 def mzsvc_port(view: ProjectionView, cache: ResourceCache, row: MeshMultiZoneServiceRow,
                port: int, add: Callable[[EncodedResource], None], *, mtls: bool = True,
-               t: timeouts.Timeouts | None = None) -> str:
+               d: outbound_policies.Destination = outbound_policies.NO_POLICY) -> str:
     """Add the cluster of `row`'s `port` and its endpoints; return the cluster name. With the
     mesh's mTLS on (and `mtls`: not a proxyless gRPC client) the cluster originates it with
     Kuma's `mzms` SNI and accepts any workload of the mesh: its MeshServices may be several
-    services. `t`: the outbound's MeshTimeout (`timeouts.for_destination`)."""
+    services. `d`: what the outbound policies give it (`outbound_policies.for_destination`)."""
     mesh, name = row.mesh, display_name(row)
     cname = names.mzsvc_cluster(mesh, name, port)
     protocol = listeners.port_protocol(row.spec.ports, port)
-    h2, ct = protocol in listeners.HTTP2_PROTOCOLS, timeouts.for_cluster(t, protocol)
+    h2, ci = protocol in listeners.HTTP2_PROTOCOLS, outbound_policies.cluster_inputs(d, protocol)
     if mtls and mesh in view.trust:
         sni = tls.sni(mesh, name, port, "mzms")
-        add(cache.get(CLUSTER, cname, ("eds", mesh, None, sni, h2, ct),
-                      lambda: timeouts.timed_cluster(clusters.eds_cluster(
-                          cname, tls.upstream_tls(mesh, None, sni), http2=h2), ct)))
+        add(cache.get(CLUSTER, cname, ("eds", mesh, None, sni, h2, *ci),
+                      lambda: outbound_policies.policed_cluster(clusters.eds_cluster(
+                          cname, tls.upstream_tls(mesh, None, sni), http2=h2), d, protocol)))
     else:
-        add(cache.get(CLUSTER, cname, ("eds", h2, ct), lambda: timeouts.timed_cluster(
-            clusters.eds_cluster(cname, http2=h2), ct)))
+        add(cache.get(CLUSTER, cname, ("eds", h2, *ci), lambda: outbound_policies.policed_cluster(
+            clusters.eds_cluster(cname, http2=h2), d, protocol)))
     groups: list[tuple[int, str, list[Endpoint]]] = []
     key: list[tuple[int, bytes, tuple[tuple[str, str | None], ...]]] = []
     for backend in row.backends:

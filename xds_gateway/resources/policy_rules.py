@@ -1,7 +1,8 @@
-"""What MeshTimeout and MeshRetry share: which policies apply to a proxy, the order of their
-`to[]` entries (Kuma's `rules/outbound.Sort`) and the per-field merge of those entries into
-"last values". The rules themselves are written down in `timeouts.py`'s docstring (1-3);
-`retries.py` follows them too."""
+"""What the outbound policies (MeshTimeout, MeshRetry, MeshCircuitBreaker) share: which
+policies apply to a proxy, the order of their `to[]` entries (Kuma's `rules/outbound.Sort`)
+and the per-field merge of those entries into "last values", once per set of policies
+(`Merge`). The rules themselves are written down in `timeouts.py`'s docstring (1-3);
+`retries.py` and `circuit_breakers.py` follow them too."""
 
 from __future__ import annotations
 
@@ -9,13 +10,20 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
+from google.protobuf.duration_pb2 import Duration
+from msgspec import Struct
+
 from events import Dataplane, TargetRef
+from events.resources import go_duration_ns
 from projections import MeshServiceRow
 
-__all__ = ["Last", "Memo", "by_destination", "chosen", "last_by_destination", "last_values",
-           "selects"]
+__all__ = ["NOTHING_APPLIES", "Applying", "Last", "Memo", "Merge", "by_destination", "chosen",
+           "last_by_destination", "last_values", "non_negative_ns", "positive_ns",
+           "proto_duration", "selects"]
 
 _P = TypeVar("_P", bound="_Policy")
+_P_co = TypeVar("_P_co", covariant=True)
+_M = TypeVar("_M")
 _K = TypeVar("_K")
 _R = TypeVar("_R")
 _TOP_RANK = {"Mesh": 0, "MeshSubset": 1, "MeshService": 2, "Dataplane": 3}
@@ -43,6 +51,79 @@ class _Policy(Protocol):
     def name(self) -> str: ...
     @property
     def spec(self) -> _Spec: ...
+
+
+class _Row(Protocol[_P_co]):
+    @property
+    def policy(self) -> _P_co: ...
+
+
+class Applying(Struct, frozen=True):
+    """The policies of one kind that apply to a proxy, merged once (rule 2) so that each of
+    its outbounds is found in time independent of the policies' size (`for_destination`)."""
+
+    names: tuple[str, ...]
+    """The applying policies' names: what the shared part of a snapshot is keyed by."""
+    mesh: Last
+    """What the entries about the whole mesh set."""
+    services: dict[str, Last]
+    """What the entries naming each MeshService set."""
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
+
+    def for_destination(self, service: str | None, merged: Callable[..., _M]) -> _M | None:
+        """Rule 3: `merged(**fields)` of the merged fields of the outbound to MeshService
+        `service` (None: a MeshMultiZoneService, Mesh entries only); None when no entry is
+        about it."""
+        fields = by_destination(self.mesh, self.services, service)
+        return None if fields is None else merged(**fields)
+
+
+NOTHING_APPLIES = Applying(names=(), mesh={}, services={})
+
+
+class Merge(Generic[_P]):
+    """One outbound policy kind's rules 1 and 2; `fields` reads an entry's `default` as the
+    fields it sets (a field it leaves out is not among them)."""
+
+    def __init__(self, fields: Callable[[Any], dict[str, Any]]) -> None:
+        self._fields = fields
+        self._memo: Memo[_P, Applying] = Memo()
+
+    def applying(self, rows: Mapping[str, _Row[_P]] | None, dataplane: Dataplane,
+                 services: Mapping[str, MeshServiceRow]) -> Applying:
+        """The policies (rows of the Dataplane's mesh) that apply to `dataplane`."""
+        if not rows:
+            return NOTHING_APPLIES
+        picked = chosen((row.policy for row in rows.values()), dataplane, services)
+        return self._memo.get(picked, self.merged) if picked else NOTHING_APPLIES
+
+    def merged(self, policies: Iterable[_P]) -> Applying:
+        """Rule 2 over `policies` (of one mesh, applying to one proxy), as per-field last
+        values."""
+        policies = tuple(policies)
+        mesh, named = last_values(policies, self._fields)
+        return Applying(names=tuple(sorted(p.name for p in policies)), mesh=mesh,
+                        services=named)
+
+
+def positive_ns(value: str | None) -> int | None:
+    """A Go duration of a policy's field in nanoseconds; None when left out (or not above 0,
+    which validation refused)."""
+    ns = None if value is None else go_duration_ns(value)
+    return ns if ns is not None and ns > 0 else None
+
+
+def non_negative_ns(value: str | None) -> int | None:
+    """`positive_ns`, with 0 kept: a field where `0s` means none, over an entry before it
+    that set one (MeshRetry's `perTryTimeout`)."""
+    ns = None if value is None else go_duration_ns(value)
+    return ns if ns is not None and ns >= 0 else None
+
+
+def proto_duration(ns: int) -> Duration:
+    return Duration(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
 
 
 def chosen(policies: Iterable[_P], dataplane: Dataplane,

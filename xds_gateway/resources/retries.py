@@ -47,7 +47,6 @@ no MeshTimeout). Not modelled (refused as unknown fields): `retriableResponseHea
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 from envoy.config.listener.v3.listener_pb2 import Listener
@@ -56,12 +55,10 @@ from envoy.extensions.filters.network.http_connection_manager.v3.http_connection
     HttpConnectionManager,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3.tcp_proxy_pb2 import TcpProxy
-from google.protobuf.duration_pb2 import Duration
 from msgspec import Struct
 
-from events import Dataplane, MeshRetry
-from events.resources import KUMA_GRPC_RETRY_ON, KUMA_RETRY_ON, MeshRetryConf, go_duration_ns
-from projections import MeshRetryRow, MeshServiceRow
+from events import MeshRetry
+from events.resources import KUMA_GRPC_RETRY_ON, KUMA_RETRY_ON, MeshRetryConf
 from xds_gateway.resources import policy_rules
 from xds_gateway.resources.listeners import HTTP_PROTOCOLS
 
@@ -96,36 +93,8 @@ class Retries(Struct, frozen=True, kw_only=True):
 _NOTHING = Retries()
 
 
-class Applying(Struct, frozen=True):
-    """The MeshRetries that apply to a proxy, merged once (as `timeouts.Applying`)."""
-
-    names: tuple[str, ...]
-    mesh: policy_rules.Last
-    services: dict[str, policy_rules.Last]
-
-    def __bool__(self) -> bool:
-        return bool(self.names)
-
-
-NO_RETRIES = Applying(names=(), mesh={}, services={})
-_merges: policy_rules.Memo[MeshRetry, Applying] = policy_rules.Memo()
-
-
-def applying(policies: Mapping[str, MeshRetryRow] | None, dataplane: Dataplane,
-             services: Mapping[str, MeshServiceRow]) -> Applying:
-    """The MeshRetries (rows of the Dataplane's mesh) that apply to `dataplane`."""
-    if not policies:
-        return NO_RETRIES
-    chosen = policy_rules.chosen((row.policy for row in policies.values()), dataplane,
-                                 services)
-    return _merges.get(chosen, merged) if chosen else NO_RETRIES
-
-
-def merged(chosen: Iterable[MeshRetry]) -> Applying:
-    """Kuma's order over the policies `chosen`, as per-field last values."""
-    chosen = tuple(chosen)
-    mesh, named = policy_rules.last_values(chosen, _fields)
-    return Applying(names=tuple(sorted(p.name for p in chosen)), mesh=mesh, services=named)
+Applying = policy_rules.Applying
+NO_RETRIES = policy_rules.NOTHING_APPLIES
 
 
 def for_destination(policies: Applying, service: str | None) -> Retries | None:
@@ -218,13 +187,13 @@ def _retry_policy(r: Retries) -> RetryPolicy | None:
     if num is not None:
         policy.num_retries.value = num
     if per_try is not None:
-        policy.per_try_timeout.CopyFrom(_duration(per_try))
+        policy.per_try_timeout.CopyFrom(policy_rules.proto_duration(per_try))
     if base is not None or top is not None:
         if base is None:
             base = min(_ENVOY_BASE_NS, top or _ENVOY_BASE_NS)
-        policy.retry_back_off.base_interval.CopyFrom(_duration(base))
+        policy.retry_back_off.base_interval.CopyFrom(policy_rules.proto_duration(base))
         if top is not None:
-            policy.retry_back_off.max_interval.CopyFrom(_duration(top))
+            policy.retry_back_off.max_interval.CopyFrom(policy_rules.proto_duration(top))
     return policy
 
 
@@ -238,9 +207,10 @@ def _fields(conf: MeshRetryConf) -> dict[str, Any]:
         back_off = section.back_off
         given: dict[str, Any] = {
             "retries": section.num_retries,
-            "per_try": _ns(section.per_try_timeout, zero=True),  # 0s: none, over a Mesh one
-            "base": _ns(back_off.base_interval if back_off else None),
-            "max": _ns(back_off.max_interval if back_off else None),
+            "per_try": policy_rules.non_negative_ns(  # 0s: none, over a Mesh one
+                section.per_try_timeout),
+            "base": policy_rules.positive_ns(back_off.base_interval if back_off else None),
+            "max": policy_rules.positive_ns(back_off.max_interval if back_off else None),
             "on": None if section.retry_on is None else tuple(
                 KUMA_RETRY_ON.get(v, KUMA_GRPC_RETRY_ON.get(v, v)) for v in section.retry_on),
         }
@@ -248,11 +218,11 @@ def _fields(conf: MeshRetryConf) -> dict[str, Any]:
     return out
 
 
-def _ns(value: str | None, *, zero: bool = False) -> int | None:
-    ns = None if value is None else go_duration_ns(value)
-    # validation refused the others
-    return ns if ns is not None and (ns > 0 or (zero and ns == 0)) else None
 
 
-def _duration(ns: int) -> Duration:
-    return Duration(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
+_MERGE: policy_rules.Merge[MeshRetry] = policy_rules.Merge(_fields)
+applying = _MERGE.applying
+"""The MeshRetries (rows of the Dataplane's mesh) that apply to `dataplane` (as MeshTimeout's
+rules 1, 2)."""
+merged = _MERGE.merged
+"""Kuma's order over the MeshRetries given, as per-field last values."""

@@ -15,7 +15,7 @@
 
 Only the inbounds and explicit outbounds depend on the individual Dataplane. The rest depends
 on the mesh, what the proxy may reach, transparent proxying (bind, DNS port), gRPC or not and
-the MeshTimeouts and MeshRetries that select it (`timeouts.py`, `retries.py`), so it is built
+the outbound policies that select it (`outbound_policies.py`), so it is built
 once per view generation for every proxy with the same such key and shared
 (`ResourceCache.per_generation`): 1,000 proxies of one mesh cost one build, not 1,000
 (docs/benchmarks.md, "Propagation"). Each part
@@ -31,7 +31,12 @@ from collections.abc import Callable, Iterable, Mapping
 
 from msgspec import Struct
 
-from events import SERVICE_TAG, Dataplane, Inbound
+from events import (
+    MESH_TRAFFIC_PERMISSION,
+    SERVICE_TAG,
+    Dataplane,
+    Inbound,
+)
 from projections import (
     DataplaneRow,
     IdentityRow,
@@ -47,6 +52,7 @@ from xds_gateway.resources import (
     listeners,
     multizone,
     names,
+    outbound_policies,
     proxyless,
     rbac,
     retries,
@@ -230,17 +236,11 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
     services = view.meshservices.get(mesh, {})
     mode = mesh_mode(view.meshes.get(mesh))
     tp = dp.networking.transparent_proxying
-    # proxyless gRPC clients read no timeouts nor retries (resources.timeouts, .retries)
-    mts = (timeouts.NO_TIMEOUTS if node.is_grpc
-           else timeouts.applying(view.meshtimeouts.get(mesh), dp, services))
-    mrs = (retries.NO_RETRIES if node.is_grpc
-           else retries.applying(view.meshretries.get(mesh), dp, services))
+    pol = outbound_policies.applying(view, mesh, dp, services, grpc=node.is_grpc)
     key = (mesh, reachable_key(mode, dp, services, view.meshmultizoneservices.get(mesh)),
-           tp is None, node.is_grpc, 0 if tp is None else node.dns_port,
-           mts.names, mrs.names)  # names: the policies are the generation's
+           tp is None, node.is_grpc, 0 if tp is None else node.dns_port, pol.names)
     shared = cache.per_generation(view, view.generation, key, lambda: Shared(_collect(
-        lambda add: _shared(view, cache, mesh, mode, dp, node, services, mts, mrs, add)),
-        {}, {}))
+        lambda add: _shared(view, cache, mesh, mode, dp, node, services, pol, add)), {}, {}))
     trust = view.trust.get(mesh)
     identity = view.identities.get((mesh, name)) if trust is not None else None
     rows = (row, trust, identity)
@@ -254,8 +254,7 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
         first = previous.first  # the proxy's own part depends on these only
     else:
         first = _collect(lambda add: _own(view, cache, dp, trust, identity, add))
-    last = (_collect(lambda add: _explicit(view, cache, mesh, mode, dp, services, mts, mrs,
-                                                   add))
+    last = (_collect(lambda add: _explicit(view, cache, mesh, mode, dp, services, pol, add))
             if dp.networking.outbound else _NONE)
     return Snapshot(shared, first, last, row, inputs)
 
@@ -284,7 +283,7 @@ def _collect(fill: Callable[[Add], None]) -> dict[str, Part]:
 
 def _shared(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
             dp: Dataplane, node: ProxyNode, services: dict[str, MeshServiceRow],
-            mts: timeouts.Applying, mrs: retries.Applying, add: Add) -> None:
+            pol: outbound_policies.Applying, add: Add) -> None:
     """What every proxy with `dp`'s shared key gets; depends on `dp` only through the key."""
     tp = dp.networking.transparent_proxying
     trust = view.trust.get(mesh)
@@ -294,22 +293,21 @@ def _shared(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
     records: set[tuple[str, str]] = set()
     bind, grpc = tp is None, node.is_grpc
     for ms_name, ports in sorted(reachable(mode, dp, services).items()):
-        t, r = timeouts.for_destination(mts, ms_name), retries.for_destination(mrs, ms_name)
+        d = outbound_policies.for_destination(pol, ms_name)
         _service_outbounds(
             cache, services[ms_name], ports, functools.partial(
-                _service_port, view, cache, mesh, ms_name, add=add, mtls=not grpc, t=t),
+                _service_port, view, cache, mesh, ms_name, add=add, mtls=not grpc, d=d),
             functools.partial(names.grpc_targets, ms_name) if grpc else None,
-            bind=bind, records=records, add=add, t=t, r=r)
+            bind=bind, records=records, add=add, d=d)
     multizone_services = view.meshmultizoneservices.get(mesh, {})
     for mz_name, ports in sorted(reachable_mmzs(mode, dp, multizone_services).items()):
-        mz, t = multizone_services[mz_name], timeouts.for_destination(mts, None)
-        r = retries.for_destination(mrs, None)
+        mz, d = multizone_services[mz_name], outbound_policies.for_destination(pol, None)
         _service_outbounds(
             cache, mz, ports, functools.partial(
-                multizone.mzsvc_port, view, cache, mz, add=add, mtls=not grpc, t=t),
+                multizone.mzsvc_port, view, cache, mz, add=add, mtls=not grpc, d=d),
             # by hostname only: its name may be a MeshService's too
             _hostname_targets if grpc else None,
-            bind=bind, records=records, add=add, t=t, r=r)
+            bind=bind, records=records, add=add, d=d)
     if tp is not None:
         add(_dns(cache, node.dns_port, tuple(sorted(records))))
 
@@ -318,7 +316,7 @@ def _service_outbounds(cache: ResourceCache, row: MeshServiceRow | MeshMultiZone
                        ports: Iterable[int], cluster: Callable[[int], str],
                        grpc_targets: Callable[[list[str], int], list[str]] | None, *,
                        bind: bool, records: set[tuple[str, str]], add: Add,
-                       t: timeouts.Timeouts | None, r: retries.Retries | None) -> None:
+                       d: outbound_policies.Destination) -> None:
     """What a proxy gets for a service it may reach (a MeshService or a MeshMultiZoneService):
     per port the cluster `cluster(port)` adds (it returns the cluster's name), an outbound
     listener on the service's VIP and, for a proxyless gRPC node, an api_listener per target
@@ -331,7 +329,7 @@ def _service_outbounds(cache: ResourceCache, row: MeshServiceRow | MeshMultiZone
         cname = cluster(port)
         if vip is not None:
             protocol = listeners.port_protocol(row.spec.ports, port)
-            add(_outbound(cache, vip, port, cname, protocol, bind=bind, t=t, r=r))
+            add(_outbound(cache, vip, port, cname, protocol, bind=bind, d=d))
         if grpc_targets is not None:
             for target in grpc_targets(hostnames, port):
                 _grpc_target(cache, target, cname, add)
@@ -342,8 +340,8 @@ def _hostname_targets(hostnames: list[str], port: int) -> list[str]:
 
 
 def _explicit(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
-              dp: Dataplane, services: dict[str, MeshServiceRow], mts: timeouts.Applying,
-              mrs: retries.Applying, add: Add) -> None:
+              dp: Dataplane, services: dict[str, MeshServiceRow],
+              pol: outbound_policies.Applying, add: Add) -> None:
     for outbound in dp.networking.outbound:
         if not explicit_outbound_allowed(mode, outbound):
             continue
@@ -351,24 +349,23 @@ def _explicit(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
         multizone_target = multizone.explicit_target(
             outbound, view.meshmultizoneservices.get(mesh, {}))
         if target is not None:
-            t, r = timeouts.for_destination(mts, target[0]), retries.for_destination(mrs,
-                                                                                      target[0])
-            cname = _service_port(view, cache, mesh, target[0], target[1], add, t=t)
+            d = outbound_policies.for_destination(pol, target[0])
+            cname = _service_port(view, cache, mesh, target[0], target[1], add, d=d)
             protocol = listeners.port_protocol(services[target[0]].spec.ports, target[1])
         elif multizone_target is not None:
-            t, r = timeouts.for_destination(mts, None), retries.for_destination(mrs, None)
-            cname = multizone.mzsvc_port(view, cache, *multizone_target, add, t=t)
+            d = outbound_policies.for_destination(pol, None)
+            cname = multizone.mzsvc_port(view, cache, *multizone_target, add, d=d)
             protocol = listeners.port_protocol(multizone_target[0].spec.ports,
                                                multizone_target[1])
         else:
             continue
         add(_outbound(cache, outbound.address or "127.0.0.1", outbound.port, cname, protocol,
-                      t=t, r=r))
+                      d=d))
 
 
 def _service_port(view: ProjectionView, cache: ResourceCache, mesh: str, service: str,
                   port: int, add: Add, *, mtls: bool = True,
-                  t: timeouts.Timeouts | None = None) -> str:
+                  d: outbound_policies.Destination = outbound_policies.NO_POLICY) -> str:
     """Add the EDS cluster of a MeshService port and its endpoints; return the cluster name.
     With the mesh's mTLS on, the cluster originates it, unless `mtls` is False: a proxyless
     gRPC client gets no SDS (gRPC takes certificates only from its own bootstrap's
@@ -377,16 +374,16 @@ def _service_port(view: ProjectionView, cache: ResourceCache, mesh: str, service
     cname = names.msvc_cluster(mesh, service, port)
     ms = view.meshservices.get(mesh, {}).get(service)
     protocol = listeners.port_protocol(ms.spec.ports, port) if ms is not None else "tcp"
-    h2, ct = protocol in listeners.HTTP2_PROTOCOLS, timeouts.for_cluster(t, protocol)
+    h2, ci = protocol in listeners.HTTP2_PROTOCOLS, outbound_policies.cluster_inputs(d, protocol)
     if mtls and mesh in view.trust:
         san = _service_san(mesh, ms)
         sni = tls.sni(mesh, tls.sni_name(ms.labels if ms else {}, service), port)
-        add(cache.get(CLUSTER, cname, ("eds", mesh, san, sni, h2, ct),
-                      lambda: timeouts.timed_cluster(clusters.eds_cluster(
-                          cname, tls.upstream_tls(mesh, san, sni), http2=h2), ct)))
+        add(cache.get(CLUSTER, cname, ("eds", mesh, san, sni, h2, *ci),
+                      lambda: outbound_policies.policed_cluster(clusters.eds_cluster(
+                          cname, tls.upstream_tls(mesh, san, sni), http2=h2), d, protocol)))
     else:
-        add(cache.get(CLUSTER, cname, ("eds", h2, ct), lambda: timeouts.timed_cluster(
-            clusters.eds_cluster(cname, http2=h2), ct)))
+        add(cache.get(CLUSTER, cname, ("eds", h2, *ci), lambda: outbound_policies.policed_cluster(
+            clusters.eds_cluster(cname, http2=h2), d, protocol)))
     ep_row = view.endpoints.get(mesh, {}).get(service)
     if ep_row is None:
         return cname
@@ -427,7 +424,7 @@ def _inbound_tls(view: ProjectionView, dp: Dataplane, inbound: Inbound, trust: T
                        if ms.spec.selector.dataplane_tags and all(
                            inbound.tags.get(k) == v
                            for k, v in ms.spec.selector.dataplane_tags.items()))
-    policies = [row.policy for row in view.meshtrafficpermissions.get(dp.mesh, {}).values()]
+    policies = [row.policy for row in view.policies(MESH_TRAFFIC_PERMISSION, dp.mesh).values()]
     port = inbound.port
     return InboundTls(mesh=dp.mesh, mode=trust.mode, rbac=rbac.inbound_rbac(
         dp.mesh, dp, inbound, selecting, policies, stat_prefix=f"inbound_{port}."))
@@ -464,10 +461,10 @@ def _inbounds(view: ProjectionView, dp: Dataplane, trust: TrustRow | None,
 
 
 def _outbound(cache: ResourceCache, address: str, port: int, cluster: str, protocol: str, *,
-              bind: bool = True, t: timeouts.Timeouts | None = None,
-              r: retries.Retries | None = None) -> EncodedResource:
-    lname, lt = names.outbound_listener(address, port), timeouts.for_listener(t, protocol)
-    l7, lr = protocol in listeners.HTTP_PROTOCOLS, retries.for_listener(r, protocol)
+              bind: bool = True, d: outbound_policies.Destination = outbound_policies.NO_POLICY
+              ) -> EncodedResource:
+    lname, lt = names.outbound_listener(address, port), timeouts.for_listener(d.t, protocol)
+    l7, lr = protocol in listeners.HTTP_PROTOCOLS, retries.for_listener(d.r, protocol)
     return cache.get(
         LISTENER, lname, ("outbound", address, port, cluster, bind, l7, lt)
         + (() if lr is None else (lr,)),  # without retries: the key it always had

@@ -60,8 +60,6 @@ targetRef that selects no proxy.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.core.v3.protocol_pb2 import Http1ProtocolOptions
 from envoy.config.listener.v3.listener_pb2 import Listener
@@ -70,12 +68,10 @@ from envoy.extensions.filters.network.http_connection_manager.v3.http_connection
 )
 from envoy.extensions.filters.network.tcp_proxy.v3.tcp_proxy_pb2 import TcpProxy
 from envoy.extensions.upstreams.http.v3.http_protocol_options_pb2 import HttpProtocolOptions
-from google.protobuf.duration_pb2 import Duration
 from msgspec import Struct
 
-from events import Dataplane, MeshTimeout
+from events import MeshTimeout
 from events.resources import MeshTimeoutConf, go_duration_ns
-from projections import MeshServiceRow, MeshTimeoutRow
 from xds_gateway.resources import policy_rules
 from xds_gateway.resources.listeners import HTTP_PROTOCOLS
 
@@ -103,54 +99,15 @@ class Timeouts(Struct, frozen=True, kw_only=True):
 _NOTHING = Timeouts()
 
 
-_Last = policy_rules.Last
-
-
-class Applying(Struct, frozen=True):
-    """The MeshTimeouts that apply to a proxy, merged once (rule 2) so that each of its
-    outbounds is found in time independent of the policies' size (`for_destination`)."""
-
-    names: tuple[str, ...]
-    """The applying policies' names: what the shared part of a snapshot is keyed by."""
-    mesh: _Last
-    """What the entries about the whole mesh set."""
-    services: dict[str, _Last]
-    """What the entries naming each MeshService set."""
-
-    def __bool__(self) -> bool:
-        return bool(self.names)
-
-
-NO_TIMEOUTS = Applying(names=(), mesh={}, services={})
-
-
-def applying(policies: Mapping[str, MeshTimeoutRow] | None, dataplane: Dataplane,
-             services: Mapping[str, MeshServiceRow]) -> Applying:
-    """The MeshTimeouts (rows of the Dataplane's mesh) that apply to `dataplane`."""
-    if not policies:
-        return NO_TIMEOUTS
-    chosen = policy_rules.chosen((row.policy for row in policies.values()), dataplane,
-                                 services)
-    return _merges.get(chosen, merged) if chosen else NO_TIMEOUTS
-
-
-_merges: policy_rules.Memo[MeshTimeout, Applying] = policy_rules.Memo()
-
-
-def merged(chosen: Iterable[MeshTimeout]) -> Applying:
-    """Rule 2 over the policies `chosen` (of one mesh, applying to one proxy), as per-field
-    last values."""
-    chosen = tuple(chosen)
-    mesh, named = policy_rules.last_values(chosen, _fields)
-    return Applying(names=tuple(sorted(p.name for p in chosen)), mesh=mesh, services=named)
+Applying = policy_rules.Applying
+NO_TIMEOUTS = policy_rules.NOTHING_APPLIES
 
 
 def for_destination(policies: Applying, service: str | None) -> Timeouts | None:
     """The merged timeouts of the outbound to MeshService `service` (None: a
     MeshMultiZoneService, Mesh entries only) under `policies` (rule 3); None when no entry
     is about it."""
-    fields = policy_rules.by_destination(policies.mesh, policies.services, service)
-    return None if fields is None else Timeouts(**fields)
+    return policies.for_destination(service, Timeouts)
 
 
 def for_cluster(timeouts: Timeouts | None, protocol: str) -> Timeouts | None:
@@ -256,5 +213,11 @@ def _fields(conf: MeshTimeoutConf) -> dict[str, int]:
     return out
 
 
-def _duration(ns: int) -> Duration:
-    return Duration(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
+_duration = policy_rules.proto_duration
+
+
+_MERGE: policy_rules.Merge[MeshTimeout] = policy_rules.Merge(_fields)
+applying = _MERGE.applying
+"""The MeshTimeouts (rows of the Dataplane's mesh) that apply to `dataplane` (rules 1, 2)."""
+merged = _MERGE.merged
+"""Rule 2 over the MeshTimeouts given, as per-field last values."""

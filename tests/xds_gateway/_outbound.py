@@ -1,0 +1,41 @@
+"""What the tests of the outbound policies' config share (MeshTimeout, MeshRetry,
+MeshCircuitBreaker): Dataplane documents, a view of them folded by the real fold, and
+policies applied to it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from events.resources import MeshScopedResource
+from tests.projections._histories import History
+from tests.xds_gateway._ads import Projection, event_for
+from xds_gateway.view import ProjectionView
+
+__all__ = ["apply", "dataplane", "view_of"]
+
+
+def dataplane(name: str, address: str, port: int, service: str, protocol: str = "http",
+              **labels: str) -> dict[str, Any]:
+    """A Dataplane of mesh `default` with one inbound of `service`."""
+    doc: dict[str, Any] = {"type": "Dataplane", "mesh": "default", "name": name,
+                           "networking": {"address": address, "inbound": [
+                               {"port": port, "protocol": protocol,
+                                "tags": {"kuma.io/service": service}}]}}
+    if labels:
+        doc["labels"] = labels
+    return doc
+
+
+def view_of(*dataplanes: dict[str, Any]) -> tuple[ProjectionView, Projection]:
+    """A gateway's view of mesh `default` and `dataplanes`, and the projection that folds
+    what comes next into it."""
+    projection, view = Projection(), ProjectionView()
+    view.apply(projection.fold([*History().mesh("default").events, *(
+        event_for(doc, at=10 + i) for i, doc in enumerate(dataplanes))]))
+    return view, projection
+
+
+def apply(view: ProjectionView, projection: Projection, *policies: MeshScopedResource) -> None:
+    """`policies` (of any kind) applied, in one batch."""
+    view.apply(projection.fold(History(start=2_000_000_000_000).apply_policy(p).events[-1]
+                               for p in policies))

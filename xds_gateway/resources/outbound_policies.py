@@ -1,0 +1,85 @@
+"""The policies of a proxy's outbounds together (MeshTimeout, MeshRetry, MeshCircuitBreaker):
+which apply to a proxy (`applying`), what each destination gets (`for_destination`), and what
+that changes in the destination's cluster (`cluster_inputs`, `policed_cluster`). Each kind's
+rules are its own module's; the snapshot passes one `Destination` through instead of one
+argument per kind."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+from envoy.config.cluster.v3.cluster_pb2 import Cluster
+from msgspec import Struct
+
+from events import MESH_CIRCUIT_BREAKER, MESH_RETRY, MESH_TIMEOUT, Dataplane
+from projections import MeshServiceRow
+from xds_gateway.resources import circuit_breakers, policy_rules, retries, timeouts
+from xds_gateway.view import ProjectionView
+
+__all__ = ["NOTHING", "NO_POLICY", "Applying", "Destination", "applying", "cluster_inputs",
+           "for_destination", "policed_cluster"]
+
+
+class Applying(Struct, frozen=True):
+    """The outbound policies of each kind that apply to one proxy, merged."""
+
+    timeouts: policy_rules.Applying
+    retries: policy_rules.Applying
+    circuit_breakers: policy_rules.Applying
+
+    @property
+    def names(self) -> tuple[tuple[str, ...], ...]:
+        """What the shared part of a snapshot is keyed by (the policies are the view
+        generation's)."""
+        return (self.timeouts.names, self.retries.names, self.circuit_breakers.names)
+
+
+NOTHING = Applying(policy_rules.NOTHING_APPLIES, policy_rules.NOTHING_APPLIES,
+                   policy_rules.NOTHING_APPLIES)
+"""No policy applies (a proxyless gRPC client, or none selects the proxy)."""
+
+
+class Destination(Struct, frozen=True):
+    """What the policies give the outbound to one destination (None: no entry about it)."""
+
+    t: timeouts.Timeouts | None = None
+    r: retries.Retries | None = None
+    cb: circuit_breakers.CircuitBreakers | None = None
+
+
+NO_POLICY = Destination()
+"""A destination no entry is about."""
+
+
+def applying(view: ProjectionView, mesh: str, dataplane: Dataplane,
+             services: Mapping[str, MeshServiceRow], *, grpc: bool) -> Applying:
+    """The policies of `mesh` that apply to `dataplane`; none for a proxyless gRPC client,
+    which reads none of them."""
+    if grpc:
+        return NOTHING
+    return Applying(
+        timeouts.applying(view.policies(MESH_TIMEOUT, mesh), dataplane, services),
+        retries.applying(view.policies(MESH_RETRY, mesh), dataplane, services),
+        circuit_breakers.applying(view.policies(MESH_CIRCUIT_BREAKER, mesh), dataplane,
+                                  services))
+
+
+def for_destination(policies: Applying, service: str | None) -> Destination:
+    """The outbound to MeshService `service` (None: a MeshMultiZoneService, Mesh entries
+    only)."""
+    return Destination(timeouts.for_destination(policies.timeouts, service),
+                       retries.for_destination(policies.retries, service),
+                       circuit_breakers.for_destination(policies.circuit_breakers, service))
+
+
+def cluster_inputs(d: Destination, protocol: str) -> tuple[Hashable, ...]:
+    """What of `d` the EDS cluster of a port of `protocol` takes: its cache key's part, the
+    one it always had when no MeshCircuitBreaker is about it."""
+    ct = timeouts.for_cluster(d.t, protocol)
+    return (ct,) if d.cb is None else (ct, d.cb)
+
+
+def policed_cluster(cluster: Cluster, d: Destination, protocol: str) -> Cluster:
+    """`cluster` with what `d` sets in it (`cluster_inputs`)."""
+    return circuit_breakers.broken_cluster(
+        timeouts.timed_cluster(cluster, timeouts.for_cluster(d.t, protocol)), d.cb)

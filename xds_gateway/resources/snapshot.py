@@ -11,7 +11,8 @@
 - with transparent proxying, the DNS listener (`dns.py`) answering the reachable services'
   hostnames with their VIPs;
 - for proxyless gRPC nodes only, per reachable port and target an api_listener and its
-  RouteConfiguration (`proxyless.py`).
+  RouteConfiguration (`proxyless.py`), with what gRPC reads of the MeshTimeouts and
+  MeshRetries that select the node (`proxyless_policies.py`).
 
 Only the inbounds and explicit outbounds depend on the individual Dataplane. The rest depends
 on the mesh, what the proxy may reach, transparent proxying (bind, DNS port), gRPC or not and
@@ -47,7 +48,7 @@ from xds_gateway.resources import (
     listeners,
     multizone,
     names,
-    proxyless,
+    proxyless_policies,
     rbac,
     retries,
     timeouts,
@@ -65,7 +66,7 @@ from xds_gateway.resources.reachable import (
     reachable_key,
     reachable_mmzs,
 )
-from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET
+from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, SECRET
 from xds_gateway.view import ProjectionView
 
 __all__ = ["Part", "Snapshot", "ViewSnapshots", "build_ingress_snapshot", "build_snapshot"]
@@ -230,11 +231,8 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
     services = view.meshservices.get(mesh, {})
     mode = mesh_mode(view.meshes.get(mesh))
     tp = dp.networking.transparent_proxying
-    # proxyless gRPC clients read no timeouts nor retries (resources.timeouts, .retries)
-    mts = (timeouts.NO_TIMEOUTS if node.is_grpc
-           else timeouts.applying(view.meshtimeouts.get(mesh), dp, services))
-    mrs = (retries.NO_RETRIES if node.is_grpc
-           else retries.applying(view.meshretries.get(mesh), dp, services))
+    mts = timeouts.applying(view.meshtimeouts.get(mesh), dp, services)
+    mrs = retries.applying(view.meshretries.get(mesh), dp, services)
     key = (mesh, reachable_key(mode, dp, services, view.meshmultizoneservices.get(mesh)),
            tp is None, node.is_grpc, 0 if tp is None else node.dns_port,
            mts.names, mrs.names)  # names: the policies are the generation's
@@ -254,8 +252,11 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
         first = previous.first  # the proxy's own part depends on these only
     else:
         first = _collect(lambda add: _own(view, cache, dp, trust, identity, add))
-    last = (_collect(lambda add: _explicit(view, cache, mesh, mode, dp, services, mts, mrs,
-                                                   add))
+    # a proxyless gRPC client takes policies on its targets' routes only (_shared)
+    ex_mts, ex_mrs = ((timeouts.NO_TIMEOUTS, retries.NO_RETRIES) if node.is_grpc
+                      else (mts, mrs))
+    last = (_collect(lambda add: _explicit(view, cache, mesh, mode, dp, services, ex_mts,
+                                           ex_mrs, add))
             if dp.networking.outbound else _NONE)
     return Snapshot(shared, first, last, row, inputs)
 
@@ -294,22 +295,21 @@ def _shared(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
     records: set[tuple[str, str]] = set()
     bind, grpc = tp is None, node.is_grpc
     for ms_name, ports in sorted(reachable(mode, dp, services).items()):
-        t, r = timeouts.for_destination(mts, ms_name), retries.for_destination(mrs, ms_name)
+        t, r, g = _policies(mts, mrs, ms_name, grpc)
         _service_outbounds(
             cache, services[ms_name], ports, functools.partial(
                 _service_port, view, cache, mesh, ms_name, add=add, mtls=not grpc, t=t),
             functools.partial(names.grpc_targets, ms_name) if grpc else None,
-            bind=bind, records=records, add=add, t=t, r=r)
+            bind=bind, records=records, add=add, t=t, r=r, g=g)
     multizone_services = view.meshmultizoneservices.get(mesh, {})
     for mz_name, ports in sorted(reachable_mmzs(mode, dp, multizone_services).items()):
-        mz, t = multizone_services[mz_name], timeouts.for_destination(mts, None)
-        r = retries.for_destination(mrs, None)
+        mz, (t, r, g) = multizone_services[mz_name], _policies(mts, mrs, None, grpc)
         _service_outbounds(
             cache, mz, ports, functools.partial(
                 multizone.mzsvc_port, view, cache, mz, add=add, mtls=not grpc, t=t),
             # by hostname only: its name may be a MeshService's too
             _hostname_targets if grpc else None,
-            bind=bind, records=records, add=add, t=t, r=r)
+            bind=bind, records=records, add=add, t=t, r=r, g=g)
     if tp is not None:
         add(_dns(cache, node.dns_port, tuple(sorted(records))))
 
@@ -318,7 +318,8 @@ def _service_outbounds(cache: ResourceCache, row: MeshServiceRow | MeshMultiZone
                        ports: Iterable[int], cluster: Callable[[int], str],
                        grpc_targets: Callable[[list[str], int], list[str]] | None, *,
                        bind: bool, records: set[tuple[str, str]], add: Add,
-                       t: timeouts.Timeouts | None, r: retries.Retries | None) -> None:
+                       t: timeouts.Timeouts | None, r: retries.Retries | None,
+                       g: proxyless_policies.GrpcRoute | None) -> None:
     """What a proxy gets for a service it may reach (a MeshService or a MeshMultiZoneService):
     per port the cluster `cluster(port)` adds (it returns the cluster's name), an outbound
     listener on the service's VIP and, for a proxyless gRPC node, an api_listener per target
@@ -334,7 +335,17 @@ def _service_outbounds(cache: ResourceCache, row: MeshServiceRow | MeshMultiZone
             add(_outbound(cache, vip, port, cname, protocol, bind=bind, t=t, r=r))
         if grpc_targets is not None:
             for target in grpc_targets(hostnames, port):
-                _grpc_target(cache, target, cname, add)
+                for resource in proxyless_policies.grpc_target(cache, target, cname, g):
+                    add(resource)
+
+
+def _policies(mts: timeouts.Applying, mrs: retries.Applying, service: str | None, grpc: bool
+              ) -> tuple[timeouts.Timeouts | None, retries.Retries | None,
+                         proxyless_policies.GrpcRoute | None]:
+    """The merged policies of the destination `service` (None: a MeshMultiZoneService):
+    for Envoy on its outbound, for a proxyless gRPC client (`grpc`) on its routes only."""
+    t, r = timeouts.for_destination(mts, service), retries.for_destination(mrs, service)
+    return (None, None, proxyless_policies.for_route(t, r)) if grpc else (t, r, None)
 
 
 def _hostname_targets(hostnames: list[str], port: int) -> list[str]:
@@ -481,13 +492,3 @@ def _dns(cache: ResourceCache, port: int, records: tuple[tuple[str, str], ...]
          ) -> EncodedResource:
     return cache.get(LISTENER, names.DNS_LISTENER, ("dns", port, records),
                      lambda: dns.dns_listener(names.DNS_LISTENER, "127.0.0.1", port, records))
-
-
-def _grpc_target(cache: ResourceCache, target: str, cluster: str, add: Add) -> None:
-    # the listener references no cluster directly: its route does, and gRPC asks for the
-    # cluster by the route's name (xds-rules.md #13: LDS -> RDS -> CDS -> EDS)
-    add(cache.get(LISTENER, target, "api_listener", lambda: proxyless.api_listener(target)))
-    add(cache.get(ROUTE, target, ("grpc", cluster),
-                  lambda: proxyless.route_configuration(target, cluster),
-                  refs=frozenset({cluster})))
-

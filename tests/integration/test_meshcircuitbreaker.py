@@ -160,7 +160,7 @@ def test_outlier_detection_ejects_the_failing_endpoint(tmp_path: Path) -> None:
     with meshlog_up(tmp_path / "cp", "--vip-cidr", "127.100.0.0/16") as cp, \
             answering_backend(BACKEND, port, lambda path: (200, b"ok")), \
             answering_backend(FAILING, port, lambda path: (503, b"failing")), \
-            web_to_backend(cp, tmp_path, port, (BACKEND, FAILING)) as (envoy, vip, _):
+            web_to_backend(cp, tmp_path, port, backends=(BACKEND, FAILING)) as (envoy, vip, _):
         url = f"http://{vip}:{port}/"
 
         def asked_and_ejected() -> bool:

@@ -13,7 +13,13 @@ from msgspec import Struct
 
 from events import MESH_CIRCUIT_BREAKER, MESH_RETRY, MESH_TIMEOUT, Dataplane
 from projections import MeshServiceRow
-from xds_gateway.resources import circuit_breakers, policy_rules, retries, timeouts
+from xds_gateway.resources import (
+    circuit_breakers,
+    policy_rules,
+    proxyless_policies,
+    retries,
+    timeouts,
+)
 from xds_gateway.view import ProjectionView
 
 __all__ = ["NOTHING", "NO_POLICY", "Applying", "Destination", "applying", "cluster_inputs",
@@ -36,7 +42,8 @@ class Applying(Struct, frozen=True):
 
 NOTHING = Applying(policy_rules.NOTHING_APPLIES, policy_rules.NOTHING_APPLIES,
                    policy_rules.NOTHING_APPLIES)
-"""No policy applies (a proxyless gRPC client, or none selects the proxy)."""
+"""No policy applies (none selects the proxy, or an explicit outbound of a proxyless gRPC
+client)."""
 
 
 class Destination(Struct, frozen=True):
@@ -45,6 +52,9 @@ class Destination(Struct, frozen=True):
     t: timeouts.Timeouts | None = None
     r: retries.Retries | None = None
     cb: circuit_breakers.CircuitBreakers | None = None
+    g: proxyless_policies.GrpcRoute | None = None
+    """A proxyless gRPC client's: what its route to the destination takes (the rest is
+    Envoy's, None for it)."""
 
 
 NO_POLICY = Destination()
@@ -53,20 +63,24 @@ NO_POLICY = Destination()
 
 def applying(view: ProjectionView, mesh: str, dataplane: Dataplane,
              services: Mapping[str, MeshServiceRow], *, grpc: bool) -> Applying:
-    """The policies of `mesh` that apply to `dataplane`; none for a proxyless gRPC client,
-    which reads none of them."""
-    if grpc:
-        return NOTHING
+    """The policies of `mesh` that apply to `dataplane`; for a proxyless gRPC client
+    (`grpc`), MeshTimeout and MeshRetry only, which its routes take
+    (`proxyless_policies`)."""
     return Applying(
         timeouts.applying(view.policies(MESH_TIMEOUT, mesh), dataplane, services),
         retries.applying(view.policies(MESH_RETRY, mesh), dataplane, services),
-        circuit_breakers.applying(view.policies(MESH_CIRCUIT_BREAKER, mesh), dataplane,
-                                  services))
+        policy_rules.NOTHING_APPLIES if grpc else circuit_breakers.applying(
+            view.policies(MESH_CIRCUIT_BREAKER, mesh), dataplane, services))
 
 
-def for_destination(policies: Applying, service: str | None) -> Destination:
+def for_destination(policies: Applying, service: str | None, *, grpc: bool = False
+                    ) -> Destination:
     """The outbound to MeshService `service` (None: a MeshMultiZoneService, Mesh entries
-    only)."""
+    only); for a proxyless gRPC client (`grpc`), its route's part only."""
+    if grpc:
+        return Destination(g=proxyless_policies.for_route(
+            timeouts.for_destination(policies.timeouts, service),
+            retries.for_destination(policies.retries, service)))
     return Destination(timeouts.for_destination(policies.timeouts, service),
                        retries.for_destination(policies.retries, service),
                        circuit_breakers.for_destination(policies.circuit_breakers, service))

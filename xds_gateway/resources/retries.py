@@ -39,10 +39,11 @@ less), as Envoy requires a base. Two entries whose merged `maxInterval` is below
 `baseInterval` (each entry valid; Envoy would refuse the listener update, as it would
 Kuma's): the later entry's interval holds and the other is set to it. `retryOn` takes no
 `HttpMethod*` values, and the Envoy spellings `retriable-status-codes` and
-`retriable-headers` are accepted as they are. Proxyless gRPC clients get no MeshRetry (as
-no MeshTimeout). Not modelled (refused as unknown fields): `retriableResponseHeaders`,
-`retriableRequestHeaders`, `rateLimitedBackOff`, `hostSelection`,
-`hostSelectionRetryMaxAttempts`.
+`retriable-headers` are accepted as they are. Proxyless gRPC clients get the `grpc`
+section on their routes, as far as gRPC's xDS client reads it (`proxyless_policies.py`: no
+`perTryTimeout`, only gRPC's conditions), whatever the port's protocol. Not modelled
+(refused as unknown fields): `retriableResponseHeaders`, `retriableRequestHeaders`,
+`rateLimitedBackOff`, `hostSelection`, `hostSelectionRetryMaxAttempts`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@
 - with transparent proxying, the DNS listener (`dns.py`) answering the reachable services'
   hostnames with their VIPs;
 - for proxyless gRPC nodes only, per reachable port and target an api_listener and its
-  RouteConfiguration (`proxyless.py`).
+  RouteConfiguration (`proxyless.py`), with what gRPC reads of the MeshTimeouts and
+  MeshRetries that select the node (`proxyless_policies.py`).
 
 Only the inbounds and explicit outbounds depend on the individual Dataplane. The rest depends
 on the mesh, what the proxy may reach, transparent proxying (bind, DNS port), gRPC or not and
@@ -53,7 +54,7 @@ from xds_gateway.resources import (
     multizone,
     names,
     outbound_policies,
-    proxyless,
+    proxyless_policies,
     rbac,
     retries,
     timeouts,
@@ -71,7 +72,7 @@ from xds_gateway.resources.reachable import (
     reachable_key,
     reachable_mmzs,
 )
-from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET
+from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, SECRET
 from xds_gateway.view import ProjectionView
 
 __all__ = ["Part", "Snapshot", "ViewSnapshots", "build_ingress_snapshot", "build_snapshot"]
@@ -254,7 +255,9 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
         first = previous.first  # the proxy's own part depends on these only
     else:
         first = _collect(lambda add: _own(view, cache, dp, trust, identity, add))
-    last = (_collect(lambda add: _explicit(view, cache, mesh, mode, dp, services, pol, add))
+    # a proxyless gRPC client takes policies on its targets' routes only (_shared)
+    ex_pol = outbound_policies.NOTHING if node.is_grpc else pol
+    last = (_collect(lambda add: _explicit(view, cache, mesh, mode, dp, services, ex_pol, add))
             if dp.networking.outbound else _NONE)
     return Snapshot(shared, first, last, row, inputs)
 
@@ -293,7 +296,7 @@ def _shared(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
     records: set[tuple[str, str]] = set()
     bind, grpc = tp is None, node.is_grpc
     for ms_name, ports in sorted(reachable(mode, dp, services).items()):
-        d = outbound_policies.for_destination(pol, ms_name)
+        d = outbound_policies.for_destination(pol, ms_name, grpc=grpc)
         _service_outbounds(
             cache, services[ms_name], ports, functools.partial(
                 _service_port, view, cache, mesh, ms_name, add=add, mtls=not grpc, d=d),
@@ -301,7 +304,8 @@ def _shared(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
             bind=bind, records=records, add=add, d=d)
     multizone_services = view.meshmultizoneservices.get(mesh, {})
     for mz_name, ports in sorted(reachable_mmzs(mode, dp, multizone_services).items()):
-        mz, d = multizone_services[mz_name], outbound_policies.for_destination(pol, None)
+        mz = multizone_services[mz_name]
+        d = outbound_policies.for_destination(pol, None, grpc=grpc)
         _service_outbounds(
             cache, mz, ports, functools.partial(
                 multizone.mzsvc_port, view, cache, mz, add=add, mtls=not grpc, d=d),
@@ -332,7 +336,8 @@ def _service_outbounds(cache: ResourceCache, row: MeshServiceRow | MeshMultiZone
             add(_outbound(cache, vip, port, cname, protocol, bind=bind, d=d))
         if grpc_targets is not None:
             for target in grpc_targets(hostnames, port):
-                _grpc_target(cache, target, cname, add)
+                for resource in proxyless_policies.grpc_target(cache, target, cname, d.g):
+                    add(resource)
 
 
 def _hostname_targets(hostnames: list[str], port: int) -> list[str]:
@@ -478,13 +483,3 @@ def _dns(cache: ResourceCache, port: int, records: tuple[tuple[str, str], ...]
          ) -> EncodedResource:
     return cache.get(LISTENER, names.DNS_LISTENER, ("dns", port, records),
                      lambda: dns.dns_listener(names.DNS_LISTENER, "127.0.0.1", port, records))
-
-
-def _grpc_target(cache: ResourceCache, target: str, cluster: str, add: Add) -> None:
-    # the listener references no cluster directly: its route does, and gRPC asks for the
-    # cluster by the route's name (xds-rules.md #13: LDS -> RDS -> CDS -> EDS)
-    add(cache.get(LISTENER, target, "api_listener", lambda: proxyless.api_listener(target)))
-    add(cache.get(ROUTE, target, ("grpc", cluster),
-                  lambda: proxyless.route_configuration(target, cluster),
-                  refs=frozenset({cluster})))
-

@@ -52,8 +52,9 @@ What each field sets (Kuma's mapping, `meshtimeout/plugin/xds/configurer.go`):
 Kuma puts `streamIdleTimeout` on the route; an outbound here has one route, so the HCM's
 is the same thing, and it is where meshlog's 30 min default lives. Kuma leaves a `grpc`
 port's cluster without the HTTP options; here `grpc` is HTTP/2 like `http2` and gets them.
-Proxyless gRPC clients get no MeshTimeout (gRPC's xDS client reads only a route's
-`max_stream_duration`, which nothing maps to yet). `from[]`
+Proxyless gRPC clients get the earlier of `http.requestTimeout` and `http.maxStreamDuration`
+as their routes' `max_stream_duration`, the only timeout gRPC's xDS client reads
+(`proxyless_policies.py`), and nothing else. `from[]`
 (inbound timeouts) is accepted and validated and has no effect yet; so is a top-level
 targetRef that selects no proxy.
 """

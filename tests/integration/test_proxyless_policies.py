@@ -1,0 +1,147 @@
+"""MeshTimeout and MeshRetry for proxyless gRPC with real parts: `meshlog up`, a real grpcio
+server as `backend` and grpcio's own xDS client (`xds:///backend:<port>`) as Dataplane
+`client-1`, with no Envoy in between (xds_gateway.resources.proxyless_policies).
+
+- A 3 s call answers without a MeshTimeout and ends DEADLINE_EXCEEDED once one with
+  `requestTimeout: 1s` selects the client (the route's `max_stream_duration`, gRFC A31; the
+  client's own deadline is 30 s), and answers again once the policy is deleted.
+- A call the backend ends UNAVAILABLE the first time is UNAVAILABLE without a MeshRetry and
+  answered once a MeshRetry's `grpc` section with `retryOn: [Unavailable]` selects the client
+  (the route's `retry_policy`, gRFC A44: grpcio retried it).
+
+The config's arrival is polled by calls, as tests/integration/test_proxyless_grpc.py does: a
+call behaves the new way once grpcio has the new route. The slow method's sleep is the
+behaviour under test (a call that takes 3 s), not synchronisation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from tests.harness import ControlPlane, free_port, meshlog_up, wait_for
+
+pytestmark = pytest.mark.integration
+
+BACKEND = "127.0.0.2"
+SLOW_METHOD = "/meshlog.test.Policies/Slow"
+FLAKY_METHOD = "/meshlog.test.Policies/Flaky"
+SLOW_S = 3.0
+CLIENT_DEADLINE_S = 30.0
+
+
+@contextlib.contextmanager
+def _backend(host: str, port: int) -> Iterator[None]:
+    """A gRPC server with two methods: `Slow` answers `slow` after SLOW_S, `Flaky` ends the
+    first call of each request body UNAVAILABLE and answers the later ones `ok`."""
+    seen: set[bytes] = set()
+    lock = threading.Lock()
+
+    def slow(_request: bytes, _context: grpc.ServicerContext) -> bytes:
+        time.sleep(SLOW_S)  # the behaviour under test: a call that takes SLOW_S
+        return b"slow"
+
+    def flaky(request: bytes, context: grpc.ServicerContext) -> bytes:
+        with lock:
+            first = request not in seen
+            seen.add(request)
+        if first:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "flaky")
+        return b"ok"
+
+    handler = grpc.method_handlers_generic_handler("meshlog.test.Policies", {
+        "Slow": grpc.unary_unary_rpc_method_handler(slow),
+        "Flaky": grpc.unary_unary_rpc_method_handler(flaky)})
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(f"{host}:{port}")
+    server.start()
+    try:
+        yield
+    finally:
+        server.stop(grace=None)
+
+
+def _dataplane(name: str, address: str, port: int, service: str) -> dict[str, Any]:
+    return {"type": "Dataplane", "mesh": "default", "name": name,
+            "networking": {"address": address, "inbound": [
+                {"port": port, "protocol": "grpc", "tags": {"kuma.io/service": service}}]}}
+
+
+@contextlib.contextmanager
+def _mesh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+          ) -> Iterator[tuple[ControlPlane, grpc.Channel]]:
+    """`meshlog up --no-auth` (gRPC sends no token over plaintext), the backend, the client's
+    Dataplane and a channel to `xds:///backend:<port>` that has reached the backend."""
+    port = free_port(BACKEND)
+    with meshlog_up(tmp_path / "cp", "--no-auth") as cp, _backend(BACKEND, port):
+        cp.apply({"type": "Mesh", "name": "default"})
+        cp.apply(_dataplane("backend-1", BACKEND, port, "backend"))
+        cp.apply(_dataplane("client-1", "127.0.0.5", free_port("127.0.0.5"), "client"))
+        monkeypatch.setenv("GRPC_XDS_BOOTSTRAP_CONFIG", json.dumps({
+            "xds_servers": [{"server_uri": f"127.0.0.1:{cp.xds_port}",
+                             "channel_creds": [{"type": "insecure"}],
+                             "server_features": ["xds_v3"]}],
+            "node": {"id": "default.client-1"},
+        }))
+        with grpc.insecure_channel(f"xds:///backend:{port}") as channel:
+            # the second call of a body answers: the channel has its config and the backend
+            wait_for(lambda: _code(channel, FLAKY_METHOD, b"ready") == grpc.StatusCode.OK,
+                     timeout=60, what="a call through xds:/// answered")
+            yield cp, channel
+
+
+def _code(channel: grpc.Channel, method: str, request: bytes) -> grpc.StatusCode:
+    call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)
+    try:
+        call(request, timeout=CLIENT_DEADLINE_S)
+    except grpc.RpcError as exc:
+        code: grpc.StatusCode = exc.code()
+        return code
+    return grpc.StatusCode.OK
+
+
+def test_a_request_timeout_caps_a_proxyless_calls_deadline(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with _mesh(tmp_path, monkeypatch) as (cp, channel):
+        assert _code(channel, SLOW_METHOD, b"") == grpc.StatusCode.OK
+
+        cp.apply({"type": "MeshTimeout", "mesh": "default", "name": "client-timeout",
+                  "spec": {"targetRef": {"kind": "MeshSubset",
+                                         "tags": {"kuma.io/service": "client"}},
+                           "to": [{"targetRef": {"kind": "MeshService", "name": "backend"},
+                                   "default": {"http": {"requestTimeout": "1s"}}}]}})
+        wait_for(lambda: _code(channel, SLOW_METHOD, b"")
+                 == grpc.StatusCode.DEADLINE_EXCEEDED,
+                 timeout=60, what="the MeshTimeout to cap the slow call")
+
+        assert cp.api.delete("/meshes/default/meshtimeouts/client-timeout").status_code == 200
+        wait_for(lambda: _code(channel, SLOW_METHOD, b"") == grpc.StatusCode.OK,
+                 timeout=60, what="the slow call to answer without the MeshTimeout")
+
+
+def test_a_grpc_retry_on_unavailable_turns_a_first_unavailable_into_an_answer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with _mesh(tmp_path, monkeypatch) as (cp, channel):
+        assert _code(channel, FLAKY_METHOD, b"without") == grpc.StatusCode.UNAVAILABLE
+
+        cp.apply({"type": "MeshRetry", "mesh": "default", "name": "client-retry",
+                  "spec": {"targetRef": {"kind": "MeshSubset",
+                                         "tags": {"kuma.io/service": "client"}},
+                           "to": [{"targetRef": {"kind": "MeshService", "name": "backend"},
+                                   "default": {"grpc": {"numRetries": 2,
+                                                        "retryOn": ["Unavailable"]}}}]}})
+        bodies = (f"with-{n}".encode() for n in itertools.count())
+        # each a first call: UNAVAILABLE until grpcio has the retry policy, then answered
+        wait_for(lambda: _code(channel, FLAKY_METHOD, next(bodies)) == grpc.StatusCode.OK,
+                 timeout=60, what="the MeshRetry to retry the first UNAVAILABLE")

@@ -8,7 +8,7 @@ must fit Envoy's uint32."""
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, InvalidOperation
 
 from events.errors import Violation
 from events.resources import (
@@ -23,6 +23,10 @@ from events.validation import _TO_KINDS, _TOP_KINDS, _go_duration, _target_ref
 __all__ = ["mesh_circuit_breaker", "stdev_factor_milli"]
 
 _MAX_UINT32 = 2**32 - 1
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[])
+"""Arithmetic without rounding or raising: the default context's 28 digits round a long
+factor up (Kuma's decimal truncates it) and its exponent limit raises `decimal.Overflow`."""
+_PAST_UINT32 = Decimal(2**32)
 _DETECTORS = ("totalFailures", "gatewayFailures", "localOriginFailures", "successRate",
               "failurePercentage")
 
@@ -40,12 +44,19 @@ def mesh_circuit_breaker(mcb: MeshCircuitBreaker, out: list[Violation]) -> None:
 
 def stdev_factor_milli(value: int | str) -> int | None:
     """`successRate.standardDeviationFactor` as Envoy's `success_rate_stdev_factor` (the
-    factor times 1000, truncated as Kuma's decimal's `IntPart`); None: not a number."""
+    factor times 1000, truncated as Kuma's decimal's `IntPart`); None: not a number. A value
+    past the uint32 is clamped just past it (or to -1), so validation names it."""
     try:
         factor = Decimal(value) if isinstance(value, int) else Decimal(value.strip())
     except InvalidOperation:
         return None
-    return int(factor * 1000) if factor.is_finite() else None
+    if not factor.is_finite():
+        return None
+    milli = factor.scaleb(3, context=_EXACT)  # exact: only the exponent moves
+    if milli.copy_abs() >= _PAST_UINT32:
+        # past Envoy's uint32 either way: no int of a huge power of ten ('1e999999999')
+        return _MAX_UINT32 + 1 if milli > 0 else -1
+    return int(milli)  # truncated toward 0
 
 
 def _conf(conf: MeshCircuitBreakerConf, path: str, out: list[Violation]) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from events import InvalidResource, MeshCircuitBreaker, decode_resource
+from events._circuit_breaker_rules import stdev_factor_milli
 
 _BACKEND = {"kind": "MeshService", "name": "backend"}
 
@@ -148,3 +149,19 @@ def test_a_limit_of_another_type_is_a_shape_error() -> None:
 
     [violation] = _violations(doc)
     assert violation.startswith("spec.to[0].default.connectionLimits.maxConnections: ")
+
+
+def test_a_factor_of_any_size_is_named_not_raised() -> None:
+    # found by review: '1e999999' times 1000 raised decimal.Overflow out of validation (a
+    # 500, not a 400); a long fraction rounded up to the next thousandth instead of Kuma's
+    # truncation
+    factors = ("1e999999", "-1e999999999999", "1e-999999999", "4294967.296")
+    doc = _mcb(*((_BACKEND, {"outlierDetection": {"detectors": {
+        "successRate": {"standardDeviationFactor": f}}}}) for f in factors))
+
+    where = "default.outlierDetection.detectors.successRate.standardDeviationFactor"
+    assert _violations(doc) == [
+        f"spec.to[{i}].{where}: {f!r} must be greater than 0 (and at most 4294967)"
+        for i, f in enumerate(factors)]
+    assert stdev_factor_milli("1.99999999999999999999999999999") == 1999
+    assert stdev_factor_milli("4294967.295") == 4294967295

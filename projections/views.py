@@ -479,6 +479,8 @@ def decode_row(collection: str, data: bytes) -> Row:
 def decode_typed(row_type: type[R], data: bytes) -> R:
     """A row whose type the caller knows (a gateway's view, the API): typed, with the
     collection's own decoder."""
+    if row_type not in _COLLECTION_OF:
+        raise TypeError(f"{row_type.__name__} rows are decoded by their kind")
     decoded = _decoders[_COLLECTION_OF[row_type]].decode(data)
     if not isinstance(decoded, row_type):  # each collection has one row type
         raise TypeError(f"{row_type.__name__} decoded as {type(decoded).__name__}")
@@ -493,4 +495,6 @@ def decode_policy_row(kind: PolicyKind[P], data: bytes) -> PolicyRow[P]:
     return decoded
 
 
-_COLLECTION_OF: dict[type[Row], str] = {cls: name for name, cls in COLLECTIONS.items()}
+# `PolicyRow` is every policy kind's: decoded by its kind (`decode_policy_row`), not its type
+_COLLECTION_OF: dict[type[Row], str] = {cls: name for name, cls in COLLECTIONS.items()
+                                        if cls is not PolicyRow}

@@ -12,7 +12,7 @@ from events import POLICY_KINDS, PolicyKind, Provenance
 from projections import PUBLISHED, PolicyRow
 from projections.fold import apply_event
 from projections.state import ProjectionState
-from projections.views import RowMeta
+from projections.views import RowMeta, decode_policy_row, decode_typed
 from tests._policy_samples import resource, sample
 from tests.projections._histories import ZONE, History, fold_all, persisted, rows
 
@@ -92,3 +92,11 @@ def test_a_policy_from_global_has_no_zone(kind: PolicyKind[Any]) -> None:
     assert isinstance(row, PolicyRow)
     assert row.policy.labels == {"kuma.io/display-name": "p1", "kuma.io/mesh": "default",
                                  "kuma.io/origin": "global"}
+
+
+def test_a_row_is_read_back_by_its_kind_never_as_any_policy_row(kind: PolicyKind[Any]) -> None:
+    state = fold_all(History().mesh("default").apply_policy(resource(kind, "p")).events)
+    [body] = [b for c, _, b in state.persisted() if c == kind.collection]
+    assert decode_policy_row(kind, body).policy.name == "p"
+    with pytest.raises(TypeError, match="PolicyRow rows are decoded by their kind"):
+        decode_typed(PolicyRow, body)  # one row type, many collections: which decoder?

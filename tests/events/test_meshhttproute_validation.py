@@ -106,6 +106,12 @@ def test_kumas_example_is_valid_and_keeps_every_field() -> None:
                                                  "remove": ["x-a"]}}])),
                  ["spec.to[0].rules[0].default.filters[0].responseHeaderModifier.remove[0]"
                   ".name: 'x-a': duplicate header name"], id="header modified twice"),
+    pytest.param(_route(_rule(_V2, filters=[{"type": "RequestHeaderModifier",
+                                             "requestHeaderModifier": {"set": [
+                                                 {"name": "Host", "value": "x"}]}}])),
+                 ["spec.to[0].rules[0].default.filters[0].requestHeaderModifier.set[0].name: "
+                  "'Host' cannot be modified here (Envoy refuses it; a URLRewrite sets the "
+                  "host)"], id="host header modified"),
     pytest.param(_route(_rule(_V2, filters=[{"type": "RequestHeaderModifier"}])),
                  ["spec.to[0].rules[0].default.filters[0].requestHeaderModifier: must be "
                   "defined"], id="filter without its configuration"),

@@ -209,15 +209,18 @@ def test_a_route_about_one_destination_leaves_the_others_byte_identical() -> Non
     assert after["clusters"] == before["clusters"]
 
 
-def test_a_tcp_destination_gets_no_routes() -> None:
-    view, projection = _view()
+def test_a_tcp_destination_gets_no_routes_nor_their_backends() -> None:
+    web = dataplane("web-1", "10.0.0.9", 7070, "web")
+    web["networking"]["transparentProxying"] = {"reachableBackends": {"refs": [
+        {"kind": "MeshService", "name": "db"}]}}
+    view, projection = view_of(dataplane("backend-v2-1", "10.0.0.2", 8080, "backend-v2"),
+                               dataplane("db-1", "10.0.0.3", 5432, "db", "tcp"), web)
     before = config_json(view, "default", "web-1", ResourceCache())
     apply(view, projection, _route("db", _rule(
-        {"path": {"type": "PathPrefix", "value": "/v2"}}, backendRefs=_to(("backend", 1))),
+        {"path": {"type": "PathPrefix", "value": "/v2"}}, backendRefs=_to(("backend-v2", 1))),
         to={"kind": "MeshService", "name": "db"}))
 
-    assert config_json(view, "default", "web-1", ResourceCache())["listeners"] == before[
-        "listeners"]
+    assert config_json(view, "default", "web-1", ResourceCache()) == before
 
 
 def test_a_meshtimeout_applies_to_every_route() -> None:

@@ -322,7 +322,7 @@ def _service_outbounds(cache: ResourceCache, row: MeshServiceRow | MeshMultiZone
                        grpc_targets: Callable[[list[str], int], list[str]] | None, *,
                        bind: bool, records: set[tuple[str, str]], add: Add,
                        d: outbound_policies.Destination,
-                       routes: Callable[[int, str], http_routes.Routed | None] | None = None
+                       routes: Callable[[int, str, str], http_routes.Routed | None] | None = None
                        ) -> None:
     """What a proxy gets for a service it may reach (a MeshService or a MeshMultiZoneService):
     per port the cluster `cluster(port)` adds (it returns the cluster's name), an outbound
@@ -337,7 +337,7 @@ def _service_outbounds(cache: ResourceCache, row: MeshServiceRow | MeshMultiZone
         if vip is not None:
             protocol = listeners.port_protocol(row.spec.ports, port)
             add(outbound_policies.outbound(cache, vip, port, cname, protocol, bind=bind, d=d,
-                                           routed=routes and routes(port, cname)))
+                                           routed=routes and routes(port, cname, protocol)))
         if grpc_targets is not None:
             for target in grpc_targets(hostnames, port):
                 for resource in proxyless_policies.grpc_target(cache, target, cname, d.g):
@@ -362,7 +362,8 @@ def _explicit(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
             d = outbound_policies.for_destination(pol, target[0])
             cname = _service_port(view, cache, mesh, target[0], target[1], add, d=d)
             protocol = listeners.port_protocol(services[target[0]].spec.ports, target[1])
-            routed = _routes(view, cache, mesh, services, pol, add, d.h, target[1], cname)
+            routed = _routes(view, cache, mesh, services, pol, add, d.h, target[1], cname,
+                             protocol)
         elif multizone_target is not None:
             d = outbound_policies.for_destination(pol, None)
             cname = multizone.mzsvc_port(view, cache, *multizone_target, add, d=d)
@@ -376,10 +377,13 @@ def _explicit(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
 
 def _routes(view: ProjectionView, cache: ResourceCache, mesh: str,
             services: dict[str, MeshServiceRow], pol: outbound_policies.Applying, add: Add,
-            rules: tuple[MeshHTTPRouteRule, ...] | None, port: int, cname: str
-            ) -> http_routes.Routed | None:
+            rules: tuple[MeshHTTPRouteRule, ...] | None, port: int, cname: str,
+            protocol: str) -> http_routes.Routed | None:
     """The routes of the outbound to a MeshService port (cluster `cname`) under its merged
-    MeshHTTPRoute `rules`; the clusters of their backends are added (`http_routes`)."""
+    MeshHTTPRoute `rules`; the clusters of their backends are added (`http_routes`). An L4
+    port has none."""
+    if protocol not in listeners.HTTP_PROTOCOLS:
+        return None
     routed = http_routes.resolve(rules, mesh, cname, port, services)
     for service, backend_port in () if routed is None else routed.ports:
         _service_port(view, cache, mesh, service, backend_port, add,

@@ -121,6 +121,15 @@ def test_rules_with_equal_matches_merge_across_policies_field_by_field() -> None
                                                              "value": "v2"}
 
 
+def test_within_one_policy_the_first_of_two_equal_rules_wins() -> None:
+    view, projection = _view()
+    v2 = {"path": {"type": "PathPrefix", "value": "/v2"}}
+    apply(view, projection, _route("twice", _rule(v2, backendRefs=_to(("backend-v2", 1))),
+                                   _rule(v2, backendRefs=_to(("backend", 1)))))
+
+    assert [_where(r) for r in _routes(view)] == [_V2, _OWN]  # Kuma's reversed merge
+
+
 def test_among_equal_precedence_the_more_specific_policys_rule_comes_first() -> None:
     view, projection = _view()
     apply(view, projection,

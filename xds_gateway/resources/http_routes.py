@@ -10,9 +10,10 @@ merge, `core/rules/merge`):
    applying policies taken in MeshTimeout's rule 2 order (less specific top-level targetRef
    first, then names descending), give their rules; rules with equal `matches` (the whole
    list, compared as written) are one rule whose `default` is merged field by field, a later
-   policy's `filters` or `backendRefs` replacing the earlier list whole. The merged list
-   is in Kuma's "first rule wins" order: the most specific policy's rules first, each
-   policy's rules as written, a merged rule where its most specific policy put it.
+   policy's `filters` or `backendRefs` replacing the earlier list whole (within one entry,
+   the earlier rule's). The merged list is in Kuma's "first rule wins" order: the most
+   specific policy's rules first, each entry's rules as written (a policy's later `to[]`
+   entry before its earlier one), a merged rule where its first-winning copy is.
 3. **Routes.** Each match of each rule is one Envoy route, stably sorted by Kuma's
    precedence (`api/v1alpha1/compare.go`, Gateway API's): a path before none; Exact before
    PathPrefix before RegularExpression, and a longer prefix or expression first; then a
@@ -143,20 +144,16 @@ class Routed(Struct, frozen=True):
 
 
 def _merged(policies: tuple[MeshHTTPRoute, ...]) -> Applying:
-    """Rule 2 over `policies` (applying to one proxy)."""
-    ordered = policy_rules.in_rule_2_order(policies)
+    """Rule 2 over `policies` (applying to one proxy), as Kuma's merge does it: each entry's
+    rules reversed, in the policies' order (a later default overrides), then the whole
+    reversed back (`api/v1alpha1/helpers.go`: "the first rule wins")."""
     by_service: dict[str, list[MeshHTTPRouteRule]] = {}
-    for policy in ordered:  # least specific first: a later default overrides
+    for policy in policy_rules.in_rule_2_order(policies):
         for to in policy.spec.to:
             if to.target_ref.kind == "MeshService" and to.target_ref.name is not None:
-                by_service.setdefault(to.target_ref.name, []).extend(to.rules)
-    services: dict[str, tuple[MeshHTTPRouteRule, ...]] = {}
-    for service, rules in by_service.items():
-        services[service] = _first_rule_wins(rules, [
-            r for p in reversed(ordered) for to in p.spec.to
-            if to.target_ref.kind == "MeshService" and to.target_ref.name == service
-            for r in to.rules])
-    return Applying(tuple(sorted(p.name for p in policies)), services)
+                by_service.setdefault(to.target_ref.name, []).extend(reversed(to.rules))
+    return Applying(tuple(sorted(p.name for p in policies)), {
+        service: _first_rule_wins(rules, rules[::-1]) for service, rules in by_service.items()})
 
 
 def _first_rule_wins(merge_order: list[MeshHTTPRouteRule],

@@ -7,7 +7,8 @@ a query parameter is matched once; a header modifier sets, adds or removes somet
 header once; `replacePrefixMatch` only where every match is a path prefix; a rewritten
 hostname is a DNS name, not an IP. meshlog adds: regular expressions must compile (Envoy's
 RE2 is checked with Python's `re`, which accepts a superset of what both read alike for
-common patterns), a path rewrite sets the field its type names, a rule's backendRefs give
+common patterns), an Exact or PathPrefix path has no `?` or `#` (Envoy refuses them), a path
+rewrite sets the field its type names, a rule's backendRefs give
 some weight, and what meshlog does not implement is refused, saying so."""
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ def _match(match: HttpRouteMatch, path: str, out: list[Violation]) -> None:
         elif p.type == "PathPrefix" and p.value != "/" and p.value.endswith("/"):
             out.append(Violation(where, f"{p.value!r} does not need a trailing slash because "
                                  "only a `/`-separated prefix or an entire path is matched"))
+        elif "?" in p.value or "#" in p.value:
+            out.append(Violation(where, f"{p.value!r} must not contain '?' or '#': a path "
+                                 "is matched without its query and fragment"))
     if match.method is not None and match.method not in HTTP_METHODS:
         out.append(Violation(f"{path}.method", f"{match.method!r} is not one of "
                              f"{', '.join(HTTP_METHODS)}"))

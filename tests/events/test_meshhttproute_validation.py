@@ -78,6 +78,10 @@ def test_kumas_example_is_valid_and_keeps_every_field() -> None:
     pytest.param(_route(_rule({"path": {"type": "Exact", "value": "v2"}})),
                  ["spec.to[0].rules[0].matches[0].path.value: 'v2' must be an absolute path "
                   "(start with /)"], id="relative exact path"),
+    pytest.param(_route(_rule({"path": {"type": "PathPrefix", "value": "/a?b=1"}})),
+                 ["spec.to[0].rules[0].matches[0].path.value: '/a?b=1' must not contain '?' "
+                  "or '#': a path is matched without its query and fragment"],
+                 id="path with a query"),
     pytest.param(_route(_rule({"path": {"type": "RegularExpression", "value": "/(x"}})),
                  ["spec.to[0].rules[0].matches[0].path.value: '/(x' is not a regular "
                   "expression: missing ), unterminated subpattern at position 1"],

@@ -194,12 +194,21 @@ def test_a_backend_the_proxy_cannot_reach_otherwise_gets_its_cluster_and_endpoin
     assert len(config["listeners"]) == len(before["listeners"])  # no listener of its own
 
 
-def test_a_catch_all_rule_replaces_the_default_route() -> None:
+def test_a_catch_all_match_replaces_the_default_route() -> None:
     view, projection = _view()
     apply(view, projection, _route("all", _rule(
-        {"path": {"type": "PathPrefix", "value": "/"}}, backendRefs=_to(("backend-v2", 1)))))
+        {"path": {"type": "Exact", "value": "/a"}}, {"path": {"type": "PathPrefix", "value": "/"}},
+        backendRefs=_to(("backend-v2", 1)))))
 
-    assert [_where(r) for r in _routes(view)] == [_V2]
+    assert [_where(r) for r in _routes(view)] == [_V2, _V2]  # one rule, two matches
+
+
+def test_a_catch_all_whose_backends_do_not_resolve_leaves_the_default_route() -> None:
+    view, projection = _view()
+    apply(view, projection, _route("all", _rule(
+        {"path": {"type": "PathPrefix", "value": "/"}}, backendRefs=_to(("nowhere", 1)))))
+
+    assert [_where(r) for r in _routes(view)] == [_OWN]
 
 
 def test_a_route_about_one_destination_leaves_the_others_byte_identical() -> None:

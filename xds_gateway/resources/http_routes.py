@@ -19,9 +19,11 @@ merge, `core/rules/merge`):
    PathPrefix before RegularExpression, and a longer prefix or expression first; then a
    method before none; then more header matches first; then more query-parameter matches
    first. Envoy takes the first route that matches.
-4. **Default.** Unless a rule's `matches` is exactly `[{path: {type: PathPrefix, value:
-   /}}]`, a last route sends everything else to the outbound's own cluster, as without
-   MeshHTTPRoute. A rule without `backendRefs` goes to the outbound's own cluster too.
+4. **Default.** Unless a route's match is exactly `{path: {type: PathPrefix, value: /}}`,
+   a last route sends everything else to the outbound's own cluster, as without
+   MeshHTTPRoute (Kuma's `prepareRoutes`, after the sort: a match without a path placed
+   after such a catch-all is never reached, in Kuma too). A rule without `backendRefs`
+   goes to the outbound's own cluster too.
 
 What each part sets:
 
@@ -208,15 +210,13 @@ def resolve(rules: tuple[MeshHTTPRouteRule, ...] | None, mesh: str, own: str, po
         return None
     keyed: list[RouteSpec] = []
     ports: set[tuple[str, int]] = set()
-    catch_all = False
     for rule in rules:
-        catch_all = catch_all or rule.matches == _CATCH_ALL
         backends = _backends(rule.default, mesh, own, port, services, ports)
         if not backends:
             continue  # Kuma's: a route that sends nowhere is left out
         keyed.extend(RouteSpec(m, rule.default.filters or [], backends) for m in rule.matches)
     routes = sorted(keyed, key=lambda r: _precedence(r.match))  # stable
-    if not catch_all:
+    if _CATCH_ALL[0] not in (r.match for r in routes):
         routes.append(RouteSpec(_CATCH_ALL[0], [], [Backend(own, 1)]))
     return Routed(tuple(routes), tuple(sorted(ports)))
 

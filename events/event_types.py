@@ -18,6 +18,7 @@ from events.resources import (
     HostnameGenerator,
     Mesh,
     MeshCircuitBreaker,
+    MeshHTTPRoute,
     MeshMultiZoneService,
     MeshRetry,
     MeshService,
@@ -43,6 +44,8 @@ __all__ = [
     "MeshCircuitBreakerApplied",
     "MeshCircuitBreakerDeleted",
     "MeshDeleted",
+    "MeshHTTPRouteApplied",
+    "MeshHTTPRouteDeleted",
     "MeshMultiZoneServiceApplied",
     "MeshMultiZoneServiceDeleted",
     "MeshRetryApplied",
@@ -166,7 +169,8 @@ def ca_purpose(mesh: str, backend: str) -> str:
     return f"ca:{mesh}/{backend}"
 
 
-_P = TypeVar("_P", MeshTrafficPermission, MeshTimeout, MeshRetry, MeshCircuitBreaker)
+_P = TypeVar("_P", MeshTrafficPermission, MeshTimeout, MeshRetry, MeshCircuitBreaker,
+             MeshHTTPRoute)
 
 
 class PolicyApplied(Event, Generic[_P], frozen=True):
@@ -216,6 +220,15 @@ class MeshCircuitBreakerApplied(PolicyApplied[MeshCircuitBreaker], frozen=True,
 
 
 class MeshCircuitBreakerDeleted(PolicyDeleted, frozen=True, tag="meshcircuitbreaker.deleted"):
+    pass
+
+
+class MeshHTTPRouteApplied(PolicyApplied[MeshHTTPRoute], frozen=True,
+                           tag="meshhttproute.applied"):
+    pass
+
+
+class MeshHTTPRouteDeleted(PolicyDeleted, frozen=True, tag="meshhttproute.deleted"):
     pass
 
 
@@ -369,4 +382,6 @@ AnyEvent = (
     | MeshRetryDeleted
     | MeshCircuitBreakerApplied
     | MeshCircuitBreakerDeleted
+    | MeshHTTPRouteApplied
+    | MeshHTTPRouteDeleted
 )

@@ -18,12 +18,15 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 from events._circuit_breaker_rules import mesh_circuit_breaker
+from events._http_route_rules import mesh_http_route
 from events._retry_rules import mesh_retry
 from events.errors import Violation
 from events.event_types import (
     AnyEvent,
     MeshCircuitBreakerApplied,
     MeshCircuitBreakerDeleted,
+    MeshHTTPRouteApplied,
+    MeshHTTPRouteDeleted,
     MeshRetryApplied,
     MeshRetryDeleted,
     MeshTimeoutApplied,
@@ -35,6 +38,7 @@ from events.event_types import (
 )
 from events.resources import (
     MeshCircuitBreaker,
+    MeshHTTPRoute,
     MeshRetry,
     MeshScopedResource,
     MeshTimeout,
@@ -44,6 +48,7 @@ from events.validation import mesh_timeout_rules, mesh_traffic_permission_rules
 
 __all__ = [
     "MESH_CIRCUIT_BREAKER",
+    "MESH_HTTP_ROUTE",
     "MESH_RETRY",
     "MESH_TIMEOUT",
     "MESH_TRAFFIC_PERMISSION",
@@ -112,9 +117,12 @@ MESH_CIRCUIT_BREAKER: PolicyKind[MeshCircuitBreaker] = PolicyKind(
     type_name="MeshCircuitBreaker", plural="meshcircuitbreakers", short="mcb",
     schema=MeshCircuitBreaker, rules=mesh_circuit_breaker, applied=MeshCircuitBreakerApplied,
     deleted=MeshCircuitBreakerDeleted)
+MESH_HTTP_ROUTE: PolicyKind[MeshHTTPRoute] = PolicyKind(
+    type_name="MeshHTTPRoute", plural="meshhttproutes", short="mhr", schema=MeshHTTPRoute,
+    rules=mesh_http_route, applied=MeshHTTPRouteApplied, deleted=MeshHTTPRouteDeleted)
 
 POLICY_KINDS: tuple[PolicyKind[Any], ...] = (MESH_TRAFFIC_PERMISSION, MESH_TIMEOUT, MESH_RETRY,
-                                             MESH_CIRCUIT_BREAKER)
+                                             MESH_CIRCUIT_BREAKER, MESH_HTTP_ROUTE)
 """Every policy kind, in the order lists of kinds show them."""
 
 _BY_NAME = {k.type_name: k for k in POLICY_KINDS}

@@ -70,6 +70,22 @@ SAMPLES: dict[str, Sample] = {
         # the rest of the cell wraps onto the table's next line
         cells=("MeshService/backend: connectionLimits.maxConnections=2 "
                "connectionLimits.maxPendingRequests=1",)),
+    "MeshHTTPRoute": Sample(
+        spec={"targetRef": _WEB, "to": [{"targetRef": _BACKEND, "rules": [{
+            "matches": [{"path": {"type": "PathPrefix", "value": "/v2"}}],
+            "default": {"filters": [{"type": "RequestHeaderModifier",
+                                     "requestHeaderModifier": {"set": [
+                                         {"name": "x-version", "value": "v2"}]}}]}}]}]},
+        changed={"to": [{"targetRef": _BACKEND, "rules": [{
+            "matches": [{"method": "GET"}],
+            "default": {"filters": [{"type": "ResponseHeaderModifier",
+                                     "responseHeaderModifier": {"remove": ["server"]}}]}}]}]},
+        invalid={"to": [{"targetRef": _BACKEND, "rules": [{
+            "matches": [{"path": {"type": "PathPrefix", "value": "/v2"}}],
+            "default": {"filters": [{"type": "RequestMirror"}]}}]}]},
+        violation=("spec.to[0].rules[0].default.filters[0].type",
+                   "'RequestMirror' is not supported by meshlog yet"),
+        cells=("MeshService/backend: 1 rule",)),
 }
 
 

@@ -7,8 +7,8 @@ evolution); strictness for user input lives in `events.decoding`, at the edge.
 One module a concern: `_base` (the tagged base, names, ports, labels), `_mesh` (Mesh and its
 mTLS), `_proxies` (Dataplane, ZoneIngress), `_mesh_services` (MeshService,
 MeshMultiZoneService, HostnameGenerator), `_policies` (MeshTrafficPermission), `_timeouts`
-(MeshTimeout), `_retries` (MeshRetry), `_circuit_breakers` (MeshCircuitBreaker). Import the
-names from here.
+(MeshTimeout), `_retries` (MeshRetry), `_circuit_breakers` (MeshCircuitBreaker), `_http_routes`
+(MeshHTTPRoute). Import the names from here.
 """
 
 from __future__ import annotations
@@ -33,6 +33,24 @@ from events.resources._circuit_breakers import (
     MeshCircuitBreakerConf,
     MeshCircuitBreakerSpec,
     MeshCircuitBreakerTo,
+)
+from events.resources._http_routes import (
+    HTTP_METHODS,
+    HeaderKeyValue,
+    HeaderModifier,
+    HttpHeaderMatch,
+    HttpRouteBackendRef,
+    HttpRouteFilter,
+    HttpRouteMatch,
+    MeshHTTPRoute,
+    MeshHTTPRouteRule,
+    MeshHTTPRouteSpec,
+    MeshHTTPRouteTo,
+    PathMatch,
+    PathRewrite,
+    QueryParamsMatch,
+    RuleConf,
+    URLRewrite,
 )
 from events.resources._mesh import (
     DpCert,
@@ -118,6 +136,7 @@ __all__ = [
     "APP_PROTOCOLS",
     "DEFAULT_HOSTNAME_GENERATORS",
     "GRPC_RETRY_ON",
+    "HTTP_METHODS",
     "HTTP_RETRY_ON",
     "KUMA_GRPC_RETRY_ON",
     "KUMA_RETRY_ON",
@@ -135,10 +154,16 @@ __all__ = [
     "Dataplane",
     "DataplaneNetworking",
     "DpCert",
+    "HeaderKeyValue",
+    "HeaderModifier",
     "Health",
     "HostnameGenerator",
     "HostnameGeneratorSelector",
     "HostnameGeneratorSpec",
+    "HttpHeaderMatch",
+    "HttpRouteBackendRef",
+    "HttpRouteFilter",
+    "HttpRouteMatch",
     "Inbound",
     "KumaDuration",
     "LabelSelector",
@@ -147,6 +172,10 @@ __all__ = [
     "MeshCircuitBreakerConf",
     "MeshCircuitBreakerSpec",
     "MeshCircuitBreakerTo",
+    "MeshHTTPRoute",
+    "MeshHTTPRouteRule",
+    "MeshHTTPRouteSpec",
+    "MeshHTTPRouteTo",
     "MeshMtls",
     "MeshMultiZoneService",
     "MeshMultiZoneServicePort",
@@ -180,11 +209,15 @@ __all__ = [
     "MtlsBackend",
     "MtlsBackendConf",
     "Outbound",
+    "PathMatch",
+    "PathRewrite",
     "ProvidedSecret",
+    "QueryParamsMatch",
     "ReachableBackendRef",
     "ReachableBackends",
     "Resource",
     "Rotation",
+    "RuleConf",
     "ServiceKind",
     "ServiceProbe",
     "TargetRef",
@@ -192,6 +225,7 @@ __all__ = [
     "TcpProbe",
     "TrafficAction",
     "TransparentProxying",
+    "URLRewrite",
     "ZoneIngress",
     "ZoneIngressAvailableService",
     "ZoneIngressNetworking",

@@ -178,7 +178,7 @@ def _cells(kind: str, doc: dict[str, Any]) -> list[str]:
     if policy is not None:  # every kind: its targetRef and one column per list of entries
         spec = doc["spec"]
         return [doc["mesh"], doc["name"], _ref(spec.get("targetRef", {"kind": "Mesh"})),
-                *(", ".join(f"{_ref(entry['targetRef'])}: {_flat(entry['default'])}"
+                *(", ".join(f"{_ref(entry['targetRef'])}: {_entry(entry)}"
                             for entry in spec.get(section, [])) or "-"
                   for section in policy.sections)]
     if kind == "MeshMultiZoneService":
@@ -254,6 +254,15 @@ def cmd_delete(args: argparse.Namespace, client: ApiClient) -> int:
     print(f"{kind.lower()} {args.name!r} deleted (version {result['version']})")
     return 0
 
+
+
+def _entry(entry: dict[str, Any]) -> str:
+    """A policy's `to[]`/`from[]` entry: its `default` flattened (`_flat`), or, for a
+    route's, how many rules it has (`2 rules`)."""
+    if "default" in entry:
+        return _flat(entry["default"])
+    rules = len(entry.get("rules", []))
+    return f"{rules} rule" if rules == 1 else f"{rules} rules"
 
 
 def _flat(conf: dict[str, Any], prefix: str = "") -> str:

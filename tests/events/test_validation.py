@@ -160,7 +160,8 @@ def test_non_object_document_is_rejected() -> None:
 def test_unknown_type_is_rejected() -> None:
     assert _violations({"type": "Gateway", "name": "gw"}) == [
         "type: 'Gateway' is not one of Mesh, Dataplane, MeshService, HostnameGenerator, "
-        "MeshTrafficPermission, MeshTimeout, MeshRetry, MeshCircuitBreaker, MeshMultiZoneService, "
+        "MeshTrafficPermission, MeshTimeout, MeshRetry, MeshCircuitBreaker, MeshHTTPRoute, "
+            "MeshMultiZoneService, "
         "ZoneIngress",
     ]
 
@@ -168,7 +169,8 @@ def test_unknown_type_is_rejected() -> None:
 def test_missing_type_is_rejected() -> None:
     assert _violations({"name": "gw"}) == [
         "type: null is not one of Mesh, Dataplane, MeshService, HostnameGenerator, "
-        "MeshTrafficPermission, MeshTimeout, MeshRetry, MeshCircuitBreaker, MeshMultiZoneService, "
+        "MeshTrafficPermission, MeshTimeout, MeshRetry, MeshCircuitBreaker, MeshHTTPRoute, "
+            "MeshMultiZoneService, "
         "ZoneIngress",
     ]
 
@@ -176,7 +178,8 @@ def test_missing_type_is_rejected() -> None:
 def test_non_string_type_is_rejected() -> None:
     assert _violations({"type": ["Mesh"], "name": "default"}) == [
         'type: ["Mesh"] is not one of Mesh, Dataplane, MeshService, HostnameGenerator, '
-        "MeshTrafficPermission, MeshTimeout, MeshRetry, MeshCircuitBreaker, MeshMultiZoneService, "
+        "MeshTrafficPermission, MeshTimeout, MeshRetry, MeshCircuitBreaker, MeshHTTPRoute, "
+            "MeshMultiZoneService, "
         "ZoneIngress",
     ]
 

@@ -1,7 +1,8 @@
-"""What every outbound policy kind (MeshTimeout, MeshRetry, MeshCircuitBreaker) does alike to
-a proxy's config: a policy that selects no proxy changes nothing, a change and a delete reach
-the config through one cache (a delete gives back the config as it was, versions too), and
-proxies selected alike share one build. Each kind's own effects: its test_<kind>_config.py."""
+"""What every outbound policy kind (MeshTimeout, MeshRetry, MeshCircuitBreaker, MeshHTTPRoute)
+does alike to a proxy's config: a policy that selects no proxy changes nothing, a change and
+a delete reach the config through one cache (a delete gives back the config as it was,
+versions too), and proxies selected alike share one build. Each kind's own effects: its
+test_<kind>_config.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from events import MESH_CIRCUIT_BREAKER, MESH_RETRY, MESH_TIMEOUT, PolicyKind
+from events import MESH_CIRCUIT_BREAKER, MESH_HTTP_ROUTE, MESH_RETRY, MESH_TIMEOUT, PolicyKind
 from tests._policy_samples import resource, sample
 from tests.xds_gateway._outbound import apply, dataplane, view_of
 from xds_gateway.resources.cache import ResourceCache
@@ -17,7 +18,8 @@ from xds_gateway.resources.config_dump import config_json
 from xds_gateway.resources.snapshot import build_snapshot
 from xds_gateway.view import ProjectionView
 
-pytestmark = pytest.mark.parametrize("kind", [MESH_TIMEOUT, MESH_RETRY, MESH_CIRCUIT_BREAKER],
+pytestmark = pytest.mark.parametrize("kind", [MESH_TIMEOUT, MESH_RETRY, MESH_CIRCUIT_BREAKER,
+                                              MESH_HTTP_ROUTE],
                                      ids=lambda k: k.type_name)
 
 

@@ -2,8 +2,9 @@
 
 An outbound to a port whose `appProtocol` is `http`, `http2` or `grpc` is proxied at L7 (an
 HttpConnectionManager routing every request to the port's cluster, as Kuma's outbound
-does), so requests, not connections, are balanced over the endpoints: a keep-alive HTTP/1.1
-client or one gRPC channel (one HTTP/2 connection) reaches every endpoint. So is an inbound
+does; a MeshHTTPRoute replaces that route with its own, `http_routes.py`), so requests, not
+connections, are balanced over the endpoints: a keep-alive HTTP/1.1 client or one gRPC
+channel (one HTTP/2 connection) reaches every endpoint. So is an inbound
 of such a protocol (its `protocol`, or its `kuma.io/protocol` tag), to its local cluster, as
 Kuma's: HTTP counters per inbound, and MeshTrafficPermission as an HTTP filter, so a denied
 client gets a 403 rather than a reset connection. Any other protocol is proxied at L4

@@ -1,8 +1,8 @@
-"""The policies of a proxy's outbounds together (MeshTimeout, MeshRetry, MeshCircuitBreaker):
-which apply to a proxy (`applying`), what each destination gets (`for_destination`), and what
-that changes in the destination's cluster (`cluster_inputs`, `policed_cluster`). Each kind's
-rules are its own module's; the snapshot passes one `Destination` through instead of one
-argument per kind."""
+"""The policies of a proxy's outbounds together (MeshTimeout, MeshRetry, MeshCircuitBreaker,
+MeshHTTPRoute): which apply to a proxy (`applying`), what each destination gets
+(`for_destination`), and what that changes in the destination's cluster (`cluster_inputs`,
+`policed_cluster`) and outbound listener (`outbound`). Each kind's rules are its own
+module's; the snapshot passes one `Destination` through instead of one argument per kind."""
 
 from __future__ import annotations
 
@@ -11,19 +11,25 @@ from collections.abc import Hashable, Mapping
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from msgspec import Struct
 
-from events import MESH_CIRCUIT_BREAKER, MESH_RETRY, MESH_TIMEOUT, Dataplane
+from events import MESH_CIRCUIT_BREAKER, MESH_HTTP_ROUTE, MESH_RETRY, MESH_TIMEOUT, Dataplane
+from events.resources import MeshHTTPRouteRule
 from projections import MeshServiceRow
 from xds_gateway.resources import (
     circuit_breakers,
+    http_routes,
+    listeners,
+    names,
     policy_rules,
     proxyless_policies,
     retries,
     timeouts,
 )
+from xds_gateway.resources.cache import EncodedResource, ResourceCache
+from xds_gateway.type_urls import LISTENER
 from xds_gateway.view import ProjectionView
 
 __all__ = ["NOTHING", "NO_POLICY", "Applying", "Destination", "applying", "cluster_inputs",
-           "for_destination", "policed_cluster"]
+           "for_destination", "outbound", "policed_cluster"]
 
 
 class Applying(Struct, frozen=True):
@@ -32,12 +38,14 @@ class Applying(Struct, frozen=True):
     timeouts: policy_rules.Applying
     retries: policy_rules.Applying
     circuit_breakers: policy_rules.Applying
+    routes: http_routes.Applying = http_routes.NO_ROUTES
 
     @property
     def names(self) -> tuple[tuple[str, ...], ...]:
         """What the shared part of a snapshot is keyed by (the policies are the view
         generation's)."""
-        return (self.timeouts.names, self.retries.names, self.circuit_breakers.names)
+        return (self.timeouts.names, self.retries.names, self.circuit_breakers.names,
+                self.routes.names)
 
 
 NOTHING = Applying(policy_rules.NOTHING_APPLIES, policy_rules.NOTHING_APPLIES,
@@ -55,6 +63,9 @@ class Destination(Struct, frozen=True):
     g: proxyless_policies.GrpcRoute | None = None
     """A proxyless gRPC client's: what its route to the destination takes (the rest is
     Envoy's, None for it)."""
+    h: tuple[MeshHTTPRouteRule, ...] | None = None
+    """MeshHTTPRoute's merged rules (`http_routes.for_destination`); the outbound resolves
+    them for its port (`http_routes.resolve`)."""
 
 
 NO_POLICY = Destination()
@@ -70,7 +81,9 @@ def applying(view: ProjectionView, mesh: str, dataplane: Dataplane,
         timeouts.applying(view.policies(MESH_TIMEOUT, mesh), dataplane, services),
         retries.applying(view.policies(MESH_RETRY, mesh), dataplane, services),
         policy_rules.NOTHING_APPLIES if grpc else circuit_breakers.applying(
-            view.policies(MESH_CIRCUIT_BREAKER, mesh), dataplane, services))
+            view.policies(MESH_CIRCUIT_BREAKER, mesh), dataplane, services),
+        http_routes.NO_ROUTES if grpc else http_routes.applying(
+            view.policies(MESH_HTTP_ROUTE, mesh), dataplane, services))
 
 
 def for_destination(policies: Applying, service: str | None, *, grpc: bool = False
@@ -83,7 +96,8 @@ def for_destination(policies: Applying, service: str | None, *, grpc: bool = Fal
             retries.for_destination(policies.retries, service)))
     return Destination(timeouts.for_destination(policies.timeouts, service),
                        retries.for_destination(policies.retries, service),
-                       circuit_breakers.for_destination(policies.circuit_breakers, service))
+                       circuit_breakers.for_destination(policies.circuit_breakers, service),
+                       h=http_routes.for_destination(policies.routes, service))
 
 
 def cluster_inputs(d: Destination, protocol: str) -> tuple[Hashable, ...]:
@@ -97,3 +111,24 @@ def policed_cluster(cluster: Cluster, d: Destination, protocol: str) -> Cluster:
     """`cluster` with what `d` sets in it (`cluster_inputs`)."""
     return circuit_breakers.broken_cluster(
         timeouts.timed_cluster(cluster, timeouts.for_cluster(d.t, protocol)), d.cb)
+
+
+def outbound(cache: ResourceCache, address: str, port: int, cluster: str, protocol: str, *,
+             bind: bool = True, d: Destination = NO_POLICY,
+             routed: http_routes.Routed | None = None) -> EncodedResource:
+    """The outbound listener on `address:port` to `cluster` (`listeners.outbound_listener`),
+    with what `d` sets in it, and `routed`'s routes (`http_routes.resolve` of `d.h`) at L7.
+    Without these its cache key is the one it always had."""
+    lname, lt = names.outbound_listener(address, port), timeouts.for_listener(d.t, protocol)
+    l7, lr = protocol in listeners.HTTP_PROTOCOLS, retries.for_listener(d.r, protocol)
+    routed = routed if l7 else None
+    refs = {cluster} if routed is None else {cluster} | {
+        b.cluster for r in routed.routes for b in r.backends}
+    return cache.get(
+        LISTENER, lname, ("outbound", address, port, cluster, bind, l7, lt)
+        + (() if lr is None else (lr,)) + (() if routed is None else (routed.key,)),
+        lambda: retries.retried_listener(timeouts.timed_listener(http_routes.routed_listener(
+            listeners.outbound_listener(lname, address, port, cluster, protocol, bind=bind,
+                                        freebind=True), routed), lt), lr),
+        refs=frozenset(refs),
+    )

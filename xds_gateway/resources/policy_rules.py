@@ -18,8 +18,8 @@ from events.resources import go_duration_ns
 from projections import MeshServiceRow
 
 __all__ = ["NOTHING_APPLIES", "Applying", "Last", "Memo", "Merge", "by_destination", "chosen",
-           "last_by_destination", "last_values", "non_negative_ns", "positive_ns",
-           "proto_duration", "selects"]
+           "in_rule_2_order", "last_by_destination", "last_values", "non_negative_ns",
+           "positive_ns", "proto_duration", "selects"]
 
 _P = TypeVar("_P", bound="_Policy")
 _P_co = TypeVar("_P_co", covariant=True)
@@ -51,6 +51,23 @@ class _Policy(Protocol):
     def name(self) -> str: ...
     @property
     def spec(self) -> _Spec: ...
+
+
+class _TopSpec(Protocol):
+    @property
+    def target_ref(self) -> TargetRef: ...
+
+
+class _Top(Protocol):
+    """What rule 1 and the policies' order read: any kind's policy."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def spec(self) -> _TopSpec: ...
+
+
+_T = TypeVar("_T", bound=_Top)
 
 
 class _Row(Protocol[_P_co]):
@@ -126,11 +143,19 @@ def proto_duration(ns: int) -> Duration:
     return Duration(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
 
 
-def chosen(policies: Iterable[_P], dataplane: Dataplane,
-           services: Mapping[str, MeshServiceRow]) -> tuple[_P, ...]:
+def chosen(policies: Iterable[_T], dataplane: Dataplane,
+           services: Mapping[str, MeshServiceRow]) -> tuple[_T, ...]:
     """Rule 1: the policies whose top-level targetRef selects `dataplane`, by name."""
     return tuple(sorted((p for p in policies if selects(p.spec.target_ref, dataplane, services)),
                         key=lambda p: p.name))
+
+
+def in_rule_2_order(chosen: Iterable[_T]) -> list[_T]:
+    """The policies in rule 2's order of their `to[]` entries where every entry has one
+    kind (MeshHTTPRoute's, all MeshService): by the specificity of their top-level
+    targetRef, then by name descending (the alphabetically first name last)."""
+    by_name = sorted(chosen, key=lambda p: p.name, reverse=True)
+    return sorted(by_name, key=lambda p: _TOP_RANK[p.spec.target_ref.kind])  # stable
 
 
 def last_values(chosen: Iterable[_Policy], fields: Callable[[Any], dict[str, Any]]

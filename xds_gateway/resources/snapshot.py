@@ -38,6 +38,7 @@ from events import (
     Dataplane,
     Inbound,
 )
+from events.resources import MeshHTTPRouteRule
 from projections import (
     DataplaneRow,
     IdentityRow,
@@ -49,6 +50,7 @@ from xds_gateway.resources import (
     clusters,
     dns,
     endpoints,
+    http_routes,
     ingress,
     listeners,
     multizone,
@@ -56,8 +58,6 @@ from xds_gateway.resources import (
     outbound_policies,
     proxyless_policies,
     rbac,
-    retries,
-    timeouts,
     tls,
 )
 from xds_gateway.resources.cache import EncodedResource, ResourceCache, set_version, version_of
@@ -301,7 +301,8 @@ def _shared(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
             cache, services[ms_name], ports, functools.partial(
                 _service_port, view, cache, mesh, ms_name, add=add, mtls=not grpc, d=d),
             functools.partial(names.grpc_targets, ms_name) if grpc else None,
-            bind=bind, records=records, add=add, d=d)
+            bind=bind, records=records, add=add, d=d, routes=functools.partial(
+                _routes, view, cache, mesh, services, pol, add, d.h))
     multizone_services = view.meshmultizoneservices.get(mesh, {})
     for mz_name, ports in sorted(reachable_mmzs(mode, dp, multizone_services).items()):
         mz = multizone_services[mz_name]
@@ -320,7 +321,9 @@ def _service_outbounds(cache: ResourceCache, row: MeshServiceRow | MeshMultiZone
                        ports: Iterable[int], cluster: Callable[[int], str],
                        grpc_targets: Callable[[list[str], int], list[str]] | None, *,
                        bind: bool, records: set[tuple[str, str]], add: Add,
-                       d: outbound_policies.Destination) -> None:
+                       d: outbound_policies.Destination,
+                       routes: Callable[[int, str, str], http_routes.Routed | None] | None = None
+                       ) -> None:
     """What a proxy gets for a service it may reach (a MeshService or a MeshMultiZoneService):
     per port the cluster `cluster(port)` adds (it returns the cluster's name), an outbound
     listener on the service's VIP and, for a proxyless gRPC node, an api_listener per target
@@ -333,7 +336,8 @@ def _service_outbounds(cache: ResourceCache, row: MeshServiceRow | MeshMultiZone
         cname = cluster(port)
         if vip is not None:
             protocol = listeners.port_protocol(row.spec.ports, port)
-            add(_outbound(cache, vip, port, cname, protocol, bind=bind, d=d))
+            add(outbound_policies.outbound(cache, vip, port, cname, protocol, bind=bind, d=d,
+                                           routed=routes and routes(port, cname, protocol)))
         if grpc_targets is not None:
             for target in grpc_targets(hostnames, port):
                 for resource in proxyless_policies.grpc_target(cache, target, cname, d.g):
@@ -353,10 +357,13 @@ def _explicit(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
         target = explicit_target(outbound, services)
         multizone_target = multizone.explicit_target(
             outbound, view.meshmultizoneservices.get(mesh, {}))
+        routed = None
         if target is not None:
             d = outbound_policies.for_destination(pol, target[0])
             cname = _service_port(view, cache, mesh, target[0], target[1], add, d=d)
             protocol = listeners.port_protocol(services[target[0]].spec.ports, target[1])
+            routed = _routes(view, cache, mesh, services, pol, add, d.h, target[1], cname,
+                             protocol)
         elif multizone_target is not None:
             d = outbound_policies.for_destination(pol, None)
             cname = multizone.mzsvc_port(view, cache, *multizone_target, add, d=d)
@@ -364,8 +371,24 @@ def _explicit(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
                                                multizone_target[1])
         else:
             continue
-        add(_outbound(cache, outbound.address or "127.0.0.1", outbound.port, cname, protocol,
-                      d=d))
+        add(outbound_policies.outbound(cache, outbound.address or "127.0.0.1", outbound.port,
+                                       cname, protocol, d=d, routed=routed))
+
+
+def _routes(view: ProjectionView, cache: ResourceCache, mesh: str,
+            services: dict[str, MeshServiceRow], pol: outbound_policies.Applying, add: Add,
+            rules: tuple[MeshHTTPRouteRule, ...] | None, port: int, cname: str,
+            protocol: str) -> http_routes.Routed | None:
+    """The routes of the outbound to a MeshService port (cluster `cname`) under its merged
+    MeshHTTPRoute `rules`; the clusters of their backends are added (`http_routes`). An L4
+    port has none."""
+    if protocol not in listeners.HTTP_PROTOCOLS:
+        return None
+    routed = http_routes.resolve(rules, mesh, cname, port, services)
+    for service, backend_port in () if routed is None else routed.ports:
+        _service_port(view, cache, mesh, service, backend_port, add,
+                      d=outbound_policies.for_destination(pol, service))
+    return routed
 
 
 def _service_port(view: ProjectionView, cache: ResourceCache, mesh: str, service: str,
@@ -463,20 +486,6 @@ def _inbounds(view: ProjectionView, dp: Dataplane, trust: TrustRow | None,
                       functools.partial(listeners.inbound_listener, lname, bind, inbound.port,
                                         cname, inbound_tls, protocol),
                       refs=frozenset({cname})))
-
-
-def _outbound(cache: ResourceCache, address: str, port: int, cluster: str, protocol: str, *,
-              bind: bool = True, d: outbound_policies.Destination = outbound_policies.NO_POLICY
-              ) -> EncodedResource:
-    lname, lt = names.outbound_listener(address, port), timeouts.for_listener(d.t, protocol)
-    l7, lr = protocol in listeners.HTTP_PROTOCOLS, retries.for_listener(d.r, protocol)
-    return cache.get(
-        LISTENER, lname, ("outbound", address, port, cluster, bind, l7, lt)
-        + (() if lr is None else (lr,)),  # without retries: the key it always had
-        lambda: retries.retried_listener(timeouts.timed_listener(listeners.outbound_listener(
-            lname, address, port, cluster, protocol, bind=bind, freebind=True), lt), lr),
-        refs=frozenset({cluster}),
-    )
 
 
 def _dns(cache: ResourceCache, port: int, records: tuple[tuple[str, str], ...]

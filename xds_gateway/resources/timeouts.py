@@ -49,8 +49,9 @@ What each field sets (Kuma's mapping, `meshtimeout/plugin/xds/configurer.go`):
 **meshlog's deviations.** Kuma sets the L7 outbound's downstream idle timeout (the HCM's) to
 0, never, because its legacy Timeout policy put `idleTimeout` there; meshlog sets it to
 `idleTimeout` too, so connections from the app are closed like those to the endpoints.
-Kuma puts `streamIdleTimeout` on the route; an outbound here has one route, so the HCM's
-is the same thing, and it is where meshlog's 30 min default lives. Kuma leaves a `grpc`
+Kuma puts `streamIdleTimeout` on the route; every route of an outbound here (one, or a
+MeshHTTPRoute's) takes the same value, so the HCM's is the same thing, and it is where
+meshlog's 30 min default lives. Kuma leaves a `grpc`
 port's cluster without the HTTP options; here `grpc` is HTTP/2 like `http2` and gets them.
 Proxyless gRPC clients get the earlier of `http.requestTimeout` and `http.maxStreamDuration`
 as their routes' `max_stream_duration`, the only timeout gRPC's xDS client reads

@@ -1,0 +1,230 @@
+"""MeshHTTPRoute's rules (`events.policy_kinds` declares them; `events.validation`'s helpers
+are shared), after Kuma's `meshhttproute/api/v1alpha1/validation.go` for proxies' outbounds
+(not MeshGateway): the top-level targetRef as the other kinds'; `to[]` not empty, each
+naming a MeshService; each rule has matches; Exact and PathPrefix paths are absolute, a
+prefix other than `/` has no trailing slash; Present and Absent header matches have no value;
+a query parameter is matched once; a header modifier sets, adds or removes something, each
+header once; `replacePrefixMatch` only where every match is a path prefix; a rewritten
+hostname is a DNS name, not an IP. meshlog adds: regular expressions must compile (Envoy's
+RE2 is checked with Python's `re`, which accepts a superset of what both read alike for
+common patterns), an Exact or PathPrefix path has no `?` or `#` (Envoy refuses them), a path
+rewrite sets the field its type names, a rule's backendRefs give
+some weight, and what meshlog does not implement is refused, saying so."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections import Counter
+
+from events.errors import Violation
+from events.resources import (
+    HTTP_METHODS,
+    HeaderModifier,
+    HttpRouteBackendRef,
+    HttpRouteFilter,
+    HttpRouteMatch,
+    MeshHTTPRoute,
+    MeshHTTPRouteRule,
+    URLRewrite,
+    is_resource_name,
+)
+from events.validation import _TOP_KINDS, _target_ref
+
+__all__ = ["mesh_http_route"]
+
+_NOT_YET = "not supported by meshlog yet"
+_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "URLRewrite")
+_KUMA_FILTERS = ("RequestRedirect", "RequestMirror")
+_KUMA_SERVICE_KINDS = ("MeshExternalService", "MeshMultiZoneService", "MeshServiceSubset")
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_PRECISE_HOSTNAME = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
+
+
+def mesh_http_route(route: MeshHTTPRoute, out: list[Violation]) -> None:
+    _target_ref(route.spec.target_ref, "spec.targetRef", _TOP_KINDS, out)
+    if not route.spec.to:
+        out.append(Violation("spec.to", "[] must list at least one entry"))
+    for i, to in enumerate(route.spec.to):
+        path = f"spec.to[{i}]"
+        ref = to.target_ref
+        if ref.kind in _KUMA_SERVICE_KINDS:
+            out.append(Violation(f"{path}.targetRef.kind", f"{ref.kind!r} is {_NOT_YET} "
+                                 "(MeshService only)"))
+        else:
+            _target_ref(ref, f"{path}.targetRef", ("MeshService",), out)
+        if to.hostnames is not None:
+            out.append(Violation(f"{path}.hostnames", "must not be defined: hostnames are "
+                                 "MeshGateway's, which meshlog does not model"))
+        if not to.rules:
+            out.append(Violation(f"{path}.rules", "[] must list at least one rule"))
+        for j, rule in enumerate(to.rules):
+            _rule(rule, f"{path}.rules[{j}]", out)
+
+
+def _rule(rule: MeshHTTPRouteRule, path: str, out: list[Violation]) -> None:
+    if not rule.matches:
+        out.append(Violation(f"{path}.matches", "[] must list at least one match"))
+    for k, match in enumerate(rule.matches):
+        _match(match, f"{path}.matches[{k}]", out)
+    for k, f in enumerate(rule.default.filters or []):
+        _filter(f, rule.matches, f"{path}.default.filters[{k}]", out)
+    refs = rule.default.backend_refs
+    if refs is not None:
+        for k, ref in enumerate(refs):
+            _backend_ref(ref, f"{path}.default.backendRefs[{k}]", out)
+        if refs and not any(r.weight > 0 for r in refs):
+            out.append(Violation(f"{path}.default.backendRefs", "every weight is 0: at least "
+                                 "one backendRef needs a weight above 0"))
+
+
+def _match(match: HttpRouteMatch, path: str, out: list[Violation]) -> None:
+    p = match.path
+    if p is not None:
+        where = f"{path}.path.value"
+        if p.type == "RegularExpression":
+            _regex(p.value, where, out)
+        elif not p.value.startswith("/"):
+            out.append(Violation(where, f"{p.value!r} must be an absolute path (start with /)"))
+        elif p.type == "PathPrefix" and p.value != "/" and p.value.endswith("/"):
+            out.append(Violation(where, f"{p.value!r} does not need a trailing slash because "
+                                 "only a `/`-separated prefix or an entire path is matched"))
+        elif "?" in p.value or "#" in p.value:
+            out.append(Violation(where, f"{p.value!r} must not contain '?' or '#': a path "
+                                 "is matched without its query and fragment"))
+    if match.method is not None and match.method not in HTTP_METHODS:
+        out.append(Violation(f"{path}.method", f"{match.method!r} is not one of "
+                             f"{', '.join(HTTP_METHODS)}"))
+    for i, header in enumerate(match.headers or []):
+        where = f"{path}.headers[{i}]"
+        if header.type in ("Present", "Absent") and header.value:
+            out.append(Violation(f"{where}.value", f"{header.value!r} must not be defined "
+                                 f"with type {header.type}"))
+        elif header.type != "Present" and header.type != "Absent" and header.value is None:
+            out.append(Violation(f"{where}.value", f"must be defined with type {header.type}"))
+        elif header.type == "RegularExpression" and header.value is not None:
+            _regex(header.value, f"{where}.value", out)
+    seen: set[str] = set()
+    for i, param in enumerate(match.query_params or []):
+        where = f"{path}.queryParams[{i}]"
+        if param.name in seen:
+            out.append(Violation(f"{where}.name", f"multiple entries for name {param.name!r}"))
+        seen.add(param.name)
+        if param.type == "RegularExpression":
+            _regex(param.value, f"{where}.value", out)
+
+
+def _filter(f: HttpRouteFilter, matches: list[HttpRouteMatch], path: str,
+            out: list[Violation]) -> None:
+    if f.type in _KUMA_FILTERS:
+        out.append(Violation(f"{path}.type", f"{f.type!r} is {_NOT_YET} (supported: "
+                             f"{', '.join(_FILTERS)})"))
+        return
+    if f.type not in _FILTERS:
+        out.append(Violation(f"{path}.type", f"{f.type!r} is not one of "
+                             f"{', '.join(_FILTERS + _KUMA_FILTERS)}"))
+        return
+    given = {"RequestHeaderModifier": f.request_header_modifier,
+             "ResponseHeaderModifier": f.response_header_modifier,
+             "URLRewrite": f.url_rewrite}
+    fields = {"RequestHeaderModifier": "requestHeaderModifier",
+              "ResponseHeaderModifier": "responseHeaderModifier", "URLRewrite": "urlRewrite"}
+    for kind, value in given.items():
+        if kind != f.type and value is not None:
+            out.append(Violation(f"{path}.{fields[kind]}", f"must not be defined with type "
+                                 f"{f.type}"))
+    own = f"{path}.{fields[f.type]}"
+    if f.type == "URLRewrite":
+        if f.url_rewrite is None:
+            out.append(Violation(own, "must be defined"))
+        else:
+            _url_rewrite(f.url_rewrite, matches, own, out)
+        return
+    modifier = f.request_header_modifier or f.response_header_modifier
+    if modifier is None:
+        out.append(Violation(own, "must be defined"))
+    else:
+        _modifier(modifier, own, out)
+
+
+def _url_rewrite(rewrite: URLRewrite, matches: list[HttpRouteMatch], path: str,
+                 out: list[Violation]) -> None:
+    if rewrite.host_to_backend_hostname:
+        out.append(Violation(f"{path}.hostToBackendHostname", "can only be set with "
+                             "MeshGateway, which meshlog does not model"))
+    if rewrite.hostname is not None:
+        _precise_hostname(rewrite.hostname, f"{path}.hostname", out)
+    p = rewrite.path
+    if p is None:
+        return
+    if p.type == "ReplaceFullPath":
+        if p.replace_full_path is None:
+            out.append(Violation(f"{path}.path.replaceFullPath", "must be defined with type "
+                                 "ReplaceFullPath"))
+        if p.replace_prefix_match is not None:
+            out.append(Violation(f"{path}.path.replacePrefixMatch", "must not be defined with "
+                                 "type ReplaceFullPath"))
+        return
+    if p.replace_prefix_match is None:
+        out.append(Violation(f"{path}.path.replacePrefixMatch", "must be defined with type "
+                             "ReplacePrefixMatch"))
+    elif any(m.path is None or m.path.type != "PathPrefix" for m in matches):
+        out.append(Violation(f"{path}.path.replacePrefixMatch", "can only appear if all "
+                             "matches match a path prefix"))
+    if p.replace_full_path is not None:
+        out.append(Violation(f"{path}.path.replaceFullPath", "must not be defined with type "
+                             "ReplacePrefixMatch"))
+
+
+def _modifier(modifier: HeaderModifier, path: str, out: list[Violation]) -> None:
+    if modifier.set is None and modifier.add is None and modifier.remove is None:
+        out.append(Violation(path, "must have at least one defined: set, add, remove"))
+        return
+    names: Counter[str] = Counter()
+    named = [("set", i, kv.name) for i, kv in enumerate(modifier.set or [])]
+    named += [("add", i, kv.name) for i, kv in enumerate(modifier.add or [])]
+    named += [("remove", i, name) for i, name in enumerate(modifier.remove or [])]
+    for field, i, name in named:
+        names[name.lower()] += 1
+        if names[name.lower()] > 1:
+            out.append(Violation(f"{path}.{field}[{i}].name", f"{name!r}: duplicate header "
+                                 "name"))
+        if name.startswith(":") or name.lower() == "host":
+            out.append(Violation(f"{path}.{field}[{i}].name", f"{name!r} cannot be modified "
+                                 "here (Envoy refuses it; a URLRewrite sets the host)"))
+
+
+def _backend_ref(ref: HttpRouteBackendRef, path: str, out: list[Violation]) -> None:
+    if ref.kind in _KUMA_SERVICE_KINDS:
+        out.append(Violation(f"{path}.kind", f"{ref.kind!r} is {_NOT_YET} (MeshService only)"))
+        return
+    if ref.kind != "MeshService":
+        out.append(Violation(f"{path}.kind", f"{ref.kind!r} is not one of MeshService"))
+        return
+    if ref.name is None:
+        out.append(Violation(f"{path}.name", "is required with kind MeshService"))
+    elif not is_resource_name(ref.name):
+        out.append(Violation(f"{path}.name", f"{ref.name!r} is not a valid MeshService name "
+                             "(RFC 1123 subdomain)"))
+    for field, value in (("labels", ref.labels), ("tags", ref.tags)):
+        if value is not None:
+            out.append(Violation(f"{path}.{field}", f"are {_NOT_YET}: a backendRef names its "
+                                 "MeshService"))
+
+
+def _precise_hostname(value: str, path: str, out: list[Violation]) -> None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if len(value) > 253 or not _PRECISE_HOSTNAME.fullmatch(value):
+            out.append(Violation(path, f"{value!r} is not a DNS name (RFC 1123 subdomain: "
+                                 "lower-case letters, digits, '-' and '.')"))
+        return
+    out.append(Violation(path, f"{value!r} cannot be an IP address"))
+
+
+def _regex(value: str, path: str, out: list[Violation]) -> None:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        out.append(Violation(path, f"{value!r} is not a regular expression: {exc}"))

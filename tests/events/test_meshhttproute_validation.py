@@ -1,0 +1,190 @@
+"""MeshHTTPRoute documents: Kuma's universal format and rules
+(`meshhttproute/api/v1alpha1/validation.go` and its tests' cases), every violation with its
+path and value; what meshlog does not implement is refused, saying so. What every policy
+kind does alike (events, round trips): tests/events/test_policy_kinds.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from events import InvalidResource, MeshHTTPRoute, decode_resource
+
+_BACKEND = {"kind": "MeshService", "name": "backend"}
+_V2 = {"path": {"type": "PathPrefix", "value": "/v2"}}
+
+
+def _route(*rules: dict[str, Any], to: dict[str, Any] = _BACKEND,
+           target: dict[str, Any] | None = None, **entry: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {"to": [{"targetRef": to, "rules": list(rules), **entry}]}
+    if target is not None:
+        spec["targetRef"] = target
+    return {"type": "MeshHTTPRoute", "mesh": "default", "name": "route", "spec": spec}
+
+
+def _rule(*matches: dict[str, Any], **default: Any) -> dict[str, Any]:
+    return {"matches": list(matches), "default": default}
+
+
+def _violations(raw: Any) -> list[str]:
+    with pytest.raises(InvalidResource) as info:
+        decode_resource(raw)
+    return [str(v) for v in info.value.violations]
+
+
+KUMAS_EXAMPLE = _route(
+    _rule({"path": {"type": "Exact", "value": "/"}, "method": "GET",
+           "queryParams": [{"type": "Exact", "name": "foo", "value": "bar"},
+                           {"type": "RegularExpression", "name": "baz", "value": "b.*"}],
+           "headers": [{"name": "x-a", "value": "1"}, {"name": "x-b", "type": "Present"},
+                       {"name": "x-c", "type": "Absent"},
+                       {"name": "x-d", "type": "Prefix", "value": "p"},
+                       {"name": "x-e", "type": "RegularExpression", "value": "e+"}]},
+          filters=[
+              {"type": "RequestHeaderModifier", "requestHeaderModifier": {
+                  "set": [{"name": "x-set", "value": "s"}],
+                  "add": [{"name": "x-add", "value": "a"}], "remove": ["x-remove"]}},
+              {"type": "ResponseHeaderModifier", "responseHeaderModifier": {
+                  "set": [{"name": "x-set", "value": "s"}]}},
+              {"type": "URLRewrite", "urlRewrite": {
+                  "hostname": "example.com",
+                  "path": {"type": "ReplaceFullPath", "replaceFullPath": "/new"}}}],
+          backendRefs=[{"kind": "MeshService", "name": "backend", "port": 8080, "weight": 90},
+                       {"kind": "MeshService", "name": "backend-v2", "weight": 10}]),
+    _rule(_V2, filters=[{"type": "URLRewrite", "urlRewrite": {
+        "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}]),
+    target={"kind": "MeshSubset", "tags": {"kuma.io/service": "web"}})
+
+
+def test_kumas_example_is_valid_and_keeps_every_field() -> None:
+    route = decode_resource(KUMAS_EXAMPLE)
+
+    assert isinstance(route, MeshHTTPRoute)
+    rule = route.spec.to[0].rules[0]
+    assert rule.matches[0].method == "GET"
+    assert [h.type for h in rule.matches[0].headers or []] == [
+        "Exact", "Present", "Absent", "Prefix", "RegularExpression"]
+    assert [r.weight for r in rule.default.backend_refs or []] == [90, 10]
+    assert [f.type for f in rule.default.filters or []] == [
+        "RequestHeaderModifier", "ResponseHeaderModifier", "URLRewrite"]
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    pytest.param(_route(_rule({"path": {"type": "PathPrefix", "value": "/v2/"}})),
+                 ["spec.to[0].rules[0].matches[0].path.value: '/v2/' does not need a trailing "
+                  "slash because only a `/`-separated prefix or an entire path is matched"],
+                 id="prefix with a trailing slash"),
+    pytest.param(_route(_rule({"path": {"type": "Exact", "value": "v2"}})),
+                 ["spec.to[0].rules[0].matches[0].path.value: 'v2' must be an absolute path "
+                  "(start with /)"], id="relative exact path"),
+    pytest.param(_route(_rule({"path": {"type": "PathPrefix", "value": "/a?b=1"}})),
+                 ["spec.to[0].rules[0].matches[0].path.value: '/a?b=1' must not contain '?' "
+                  "or '#': a path is matched without its query and fragment"],
+                 id="path with a query"),
+    pytest.param(_route(_rule({"path": {"type": "RegularExpression", "value": "/(x"}})),
+                 ["spec.to[0].rules[0].matches[0].path.value: '/(x' is not a regular "
+                  "expression: missing ), unterminated subpattern at position 1"],
+                 id="regular expression that does not compile"),
+    pytest.param(_route(_rule({"method": "FETCH"})),
+                 ["spec.to[0].rules[0].matches[0].method: 'FETCH' is not one of CONNECT, "
+                  "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT, TRACE"], id="unknown method"),
+    pytest.param(_route(_rule({"headers": [{"name": "x", "type": "Present", "value": "v"}]})),
+                 ["spec.to[0].rules[0].matches[0].headers[0].value: 'v' must not be defined "
+                  "with type Present"], id="present header with a value"),
+    pytest.param(_route(_rule({"queryParams": [
+        {"type": "Exact", "name": "q", "value": "1"},
+        {"type": "Exact", "name": "q", "value": "2"}]})),
+                 ["spec.to[0].rules[0].matches[0].queryParams[1].name: multiple entries for "
+                  "name 'q'"], id="query parameter matched twice"),
+    pytest.param(_route({"matches": [], "default": {}}),
+                 ["spec.to[0].rules[0].matches: [] must list at least one match"],
+                 id="rule without matches"),
+    pytest.param(_route(_rule(_V2, filters=[{"type": "RequestHeaderModifier",
+                                             "requestHeaderModifier": {}}])),
+                 ["spec.to[0].rules[0].default.filters[0].requestHeaderModifier: must have at "
+                  "least one defined: set, add, remove"], id="empty header modifier"),
+    pytest.param(_route(_rule(_V2, filters=[{"type": "ResponseHeaderModifier",
+                                             "responseHeaderModifier": {
+                                                 "set": [{"name": "x-a", "value": "1"}],
+                                                 "remove": ["x-a"]}}])),
+                 ["spec.to[0].rules[0].default.filters[0].responseHeaderModifier.remove[0]"
+                  ".name: 'x-a': duplicate header name"], id="header modified twice"),
+    pytest.param(_route(_rule(_V2, filters=[{"type": "RequestHeaderModifier",
+                                             "requestHeaderModifier": {"set": [
+                                                 {"name": "Host", "value": "x"}]}}])),
+                 ["spec.to[0].rules[0].default.filters[0].requestHeaderModifier.set[0].name: "
+                  "'Host' cannot be modified here (Envoy refuses it; a URLRewrite sets the "
+                  "host)"], id="host header modified"),
+    pytest.param(_route(_rule(_V2, filters=[{"type": "RequestHeaderModifier"}])),
+                 ["spec.to[0].rules[0].default.filters[0].requestHeaderModifier: must be "
+                  "defined"], id="filter without its configuration"),
+    pytest.param(_route(_rule({"path": {"type": "Exact", "value": "/a"}}, filters=[
+        {"type": "URLRewrite", "urlRewrite": {"path": {
+            "type": "ReplacePrefixMatch", "replacePrefixMatch": "/b"}}}])),
+                 ["spec.to[0].rules[0].default.filters[0].urlRewrite.path.replacePrefixMatch: "
+                  "can only appear if all matches match a path prefix"],
+                 id="prefix rewrite without a prefix match"),
+    pytest.param(_route(_rule(_V2, filters=[{"type": "URLRewrite", "urlRewrite": {
+        "path": {"type": "ReplaceFullPath"}}}])),
+                 ["spec.to[0].rules[0].default.filters[0].urlRewrite.path.replaceFullPath: "
+                  "must be defined with type ReplaceFullPath"], id="full path rewrite empty"),
+    pytest.param(_route(_rule(_V2, filters=[{"type": "URLRewrite", "urlRewrite": {
+        "hostname": "10.0.0.1"}}])),
+                 ["spec.to[0].rules[0].default.filters[0].urlRewrite.hostname: '10.0.0.1' "
+                  "cannot be an IP address"], id="hostname that is an IP"),
+    pytest.param(_route(_rule(_V2, filters=[{"type": "URLRewrite", "urlRewrite": {
+        "hostToBackendHostname": True}}])),
+                 ["spec.to[0].rules[0].default.filters[0].urlRewrite.hostToBackendHostname: "
+                  "can only be set with MeshGateway, which meshlog does not model"],
+                 id="hostToBackendHostname"),
+    pytest.param(_route(_rule(_V2, filters=[{"type": "RequestRedirect"}])),
+                 ["spec.to[0].rules[0].default.filters[0].type: 'RequestRedirect' is not "
+                  "supported by meshlog yet (supported: RequestHeaderModifier, "
+                  "ResponseHeaderModifier, URLRewrite)"], id="RequestRedirect"),
+    pytest.param(_route(_rule(_V2, filters=[{"type": "RequestMirror", "requestMirror": {
+        "backendRef": _BACKEND}}])),
+                 ["spec.to[0].rules[0].default.filters[0].requestMirror: unknown field",
+                  "spec.to[0].rules[0].default.filters[0].type: 'RequestMirror' is not "
+                  "supported by meshlog yet (supported: RequestHeaderModifier, "
+                  "ResponseHeaderModifier, URLRewrite)"], id="RequestMirror"),
+    pytest.param(_route(_rule(_V2, backendRefs=[{"kind": "MeshExternalService",
+                                                 "name": "httpbin"}])),
+                 ["spec.to[0].rules[0].default.backendRefs[0].kind: 'MeshExternalService' is "
+                  "not supported by meshlog yet (MeshService only)"],
+                 id="backendRef to a MeshExternalService"),
+    pytest.param(_route(_rule(_V2, backendRefs=[{"kind": "MeshService"}])),
+                 ["spec.to[0].rules[0].default.backendRefs[0].name: is required with kind "
+                  "MeshService"], id="backendRef without a name"),
+    pytest.param(_route(_rule(_V2, backendRefs=[{"kind": "MeshService", "name": "b",
+                                                 "weight": 0}])),
+                 ["spec.to[0].rules[0].default.backendRefs: every weight is 0: at least one "
+                  "backendRef needs a weight above 0"], id="no weight at all"),
+    pytest.param(_route(_rule(_V2), to={"kind": "MeshMultiZoneService", "name": "b"}),
+                 ["spec.to[0].targetRef.kind: 'MeshMultiZoneService' is not supported by "
+                  "meshlog yet (MeshService only)"], id="to a MeshMultiZoneService"),
+    pytest.param(_route(_rule(_V2), to={"kind": "Mesh"}),
+                 ["spec.to[0].targetRef.kind: 'Mesh' is not one of MeshService"],
+                 id="to the Mesh"),
+    pytest.param(_route(_rule(_V2), hostnames=["example.com"]),
+                 ["spec.to[0].hostnames: must not be defined: hostnames are MeshGateway's, "
+                  "which meshlog does not model"], id="hostnames"),
+    pytest.param(_route(_rule(_V2), target={"kind": "MeshGateway", "name": "gw"}),
+                 ["spec.targetRef.kind: 'MeshGateway' is not one of Mesh, MeshSubset, "
+                  "MeshService, Dataplane"], id="top-level MeshGateway"),
+    pytest.param(_route(to=_BACKEND),
+                 ["spec.to[0].rules: [] must list at least one rule"], id="no rules"),
+])
+def test_invalid_documents_name_the_field_and_value(raw: dict[str, Any],
+                                                    expected: list[str]) -> None:
+    assert _violations(raw) == expected
+
+
+def test_every_violation_is_reported_at_once() -> None:
+    raw = _route(_rule({"path": {"type": "PathPrefix", "value": "v2/"}, "method": "FETCH"},
+                       filters=[{"type": "RequestRedirect"}]))
+
+    assert [v.split(":")[0] for v in _violations(raw)] == [
+        "spec.to[0].rules[0].matches[0].path.value",
+        "spec.to[0].rules[0].matches[0].method",
+        "spec.to[0].rules[0].default.filters[0].type"]

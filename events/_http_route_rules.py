@@ -6,10 +6,10 @@ prefix other than `/` has no trailing slash; Present and Absent header matches h
 a query parameter is matched once; a header modifier sets, adds or removes something, each
 header once; `replacePrefixMatch` only where every match is a path prefix; a rewritten
 hostname is a DNS name, not an IP. meshlog adds: regular expressions must be ones Envoy
-takes (RE2, the same engine, so no lookaround or back-reference, and a program of at most
-Envoy's default size, 100), an Exact or PathPrefix path has no `?` or `#` (Envoy refuses them), a path
-rewrite sets the field its type names, a rule's backendRefs give
-some weight, and what meshlog does not implement is refused, saying so."""
+takes (RE2, the same engine, so no lookaround or back-reference, and a program of at
+most Envoy's default size, 100), an Exact or PathPrefix path has no `?` or `#` (Envoy
+refuses them), a path rewrite sets the field its type names, a rule's backendRefs give some
+weight, and what meshlog does not implement is refused, saying so."""
 
 from __future__ import annotations
 

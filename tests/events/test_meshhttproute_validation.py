@@ -203,6 +203,8 @@ def test_every_violation_is_reported_at_once() -> None:
         "spec.to[0].rules[0].default.filters[0].type"]
 
 
+_HCM = ("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+        "HttpConnectionManager")
 _ENVOY_CONFIG = """
 static_resources:
   listeners:
@@ -212,7 +214,7 @@ static_resources:
     - filters:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          "@type": %s
           stat_prefix: x
           http_filters:
           - name: envoy.filters.http.router
@@ -235,7 +237,7 @@ static_resources:
 def test_a_regular_expression_is_refused_exactly_when_envoy_refuses_it(
         pattern: str, tmp_path: Path) -> None:
     config = tmp_path / "envoy.yaml"
-    config.write_text(_ENVOY_CONFIG % json.dumps(pattern))  # JSON is YAML
+    config.write_text(_ENVOY_CONFIG % (_HCM, json.dumps(pattern)))  # JSON is YAML
     envoy = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(config)],
                            capture_output=True, text=True, timeout=60)
     refused = bool(_regex_violations(pattern))

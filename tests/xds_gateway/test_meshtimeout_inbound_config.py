@@ -11,6 +11,8 @@ from google.protobuf import any_pb2, json_format
 
 from events import MeshTimeout
 from events.decoding import decode_resource
+from tests.projections._histories import History
+from tests.xds_gateway._ads import Projection, event_for
 from tests.xds_gateway._outbound import apply as _apply
 from tests.xds_gateway._outbound import dataplane as _dataplane
 from tests.xds_gateway._outbound import view_of
@@ -192,3 +194,31 @@ def test_a_proxy_whose_dataplane_did_not_change_gets_new_inbound_timeouts() -> N
     listener = again.of(LISTENER)["inbound:10.0.0.1:8080"]
     assert _route(json_format.MessageToDict(any_pb2.Any.FromString(listener.any)))[
         "timeout"] == "1s"
+
+
+def test_every_chain_of_a_permissive_mtls_inbound_takes_them() -> None:
+    """PERMISSIVE: the mesh mTLS chain and the plaintext one (HCMs) and the app's own TLS
+    passed through (tcp_proxy)."""
+    h = History()
+    h.mtls("default", "ca-1", enabled="ca-1", mode="PERMISSIVE")
+    projection, view = Projection(), ProjectionView()
+    view.apply(projection.fold(h.events))
+    view.apply(projection.fold([event_for(_dataplane("backend-1", "10.0.0.1", 8080, "backend"),
+                                          at=10)]))
+    _apply(view, projection, _timeout("t", {"idleTimeout": "3s",
+                                            "http": {"requestTimeout": "1s"}}))
+
+    listener, _ = _inbound(_config(view, "backend-1"), "10.0.0.1", 8080)
+
+    proxies = [f for chain in listener["filterChains"] for f in chain["filters"]
+               if f["name"] != "envoy.filters.network.rbac"]
+    assert [p["name"].rpartition(".")[2] for p in proxies] == [
+        "http_connection_manager", "tcp_proxy", "http_connection_manager"]
+    for proxy in proxies:
+        config = proxy["typedConfig"]
+        if "routeConfig" in config:
+            route = config["routeConfig"]["virtualHosts"][0]["routes"][0]["route"]
+            assert (route["timeout"], config["commonHttpProtocolOptions"]["idleTimeout"]) == (
+                "1s", "3s")
+        else:
+            assert config["idleTimeout"] == "3s"

@@ -1,6 +1,6 @@
 """MeshTimeout (Kuma 2.x, `pkg/plugins/policies/meshtimeout`): connection and HTTP timeouts
-of the selected proxies' outbounds, and Go durations (`1s`, `500ms`, `1h30m`), which Kuma's
-policies are written in."""
+of the selected proxies' outbounds and inbounds, and Go durations (`1s`, `500ms`, `1h30m`),
+which Kuma's policies are written in."""
 
 from __future__ import annotations
 
@@ -91,7 +91,8 @@ class MeshTimeoutTo(_Base, frozen=True):
 
 class MeshTimeoutFrom(_Base, frozen=True):
     target_ref: TargetRef
-    """Mesh: every client of the selected proxies' inbounds."""
+    """Mesh: every client of the selected proxies' inbounds (each inbound's listener and
+    local cluster)."""
     default: MeshTimeoutConf
 
 
@@ -101,12 +102,14 @@ class MeshTimeoutSpec(_Base, frozen=True, kw_only=True):
     Dataplane."""
     to: list[MeshTimeoutTo] = []
     from_: list[MeshTimeoutFrom] = field(name="from", default_factory=list)
-    """Accepted and validated; inbound timeouts have no effect yet (docs/status.md)."""
+    """The timeouts of the selected proxies' inbounds (`xds_gateway.resources.timeouts`,
+    5)."""
 
 
 class MeshTimeout(MeshScopedResource, frozen=True, kw_only=True, tag="MeshTimeout"):
-    """Timeouts of the selected proxies' outbounds to MeshService ports. Semantics (which
-    policies apply, how `to[]` entries merge, what each field sets in Envoy):
+    """Timeouts of the selected proxies' outbounds to MeshService ports and of their
+    inbounds. Semantics (which policies apply, how `to[]` and `from[]` entries merge, what
+    each field sets in Envoy):
     `xds_gateway.resources.timeouts`."""
 
     spec: MeshTimeoutSpec

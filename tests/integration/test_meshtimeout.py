@@ -1,7 +1,8 @@
 """A MeshTimeout's `http.requestTimeout` in a real Envoy: a backend that answers after 3 s is
 answered by the sidecar itself with Kuma's 504 `upstream request timeout` once a MeshTimeout
-of 1 s applies to web's outbound to it, and reached as before without one (meshlog sets no
-request timeout by default, resources.timeouts)."""
+of 1 s applies to web's outbound to it (`to[]`), or to the backend's own inbound (`from[]`,
+its sidecar between the client and the app), and reached as before without one (meshlog sets
+no request timeout by default, resources.timeouts)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Envoy, answering_backend, free_port, meshlog_up, wait_for
+from services.cli.bootstrap import sidecar_bootstrap
+from tests.harness import Envoy, answering_backend, free_port, meshlog_up, run_envoy, wait_for
 from tests.integration._policy_envoy import (
     BACKEND,
     active_route,
@@ -70,3 +72,38 @@ def test_a_request_timeout_ends_a_slow_request_with_504(tmp_path: Path) -> None:
         assert (answer.status_code, answer.text) == (504, "upstream request timeout")
         assert envoy.stats("upstream_rq_timeout").get(
             f"cluster.default_backend___msvc_{port}.upstream_rq_timeout") == 1
+
+
+def test_an_inbound_request_timeout_ends_a_slow_request_with_504(tmp_path: Path) -> None:
+    """The backend's sidecar: its inbound on BACKEND:<inbound> to the app on
+    127.0.0.1:<app>; the client calls the inbound directly (as another sidecar would)."""
+    inbound, app = free_port(BACKEND), free_port()
+    listener = f"inbound:{BACKEND}:{inbound}"
+    with meshlog_up(tmp_path / "cp", "--vip-cidr", "127.100.0.0/16") as cp, \
+            _slow_backend("127.0.0.1", app):
+        cp.apply({"type": "Mesh", "name": "default"})
+        cp.apply({"type": "Dataplane", "mesh": "default", "name": "backend-1",
+                  "networking": {"address": BACKEND, "inbound": [
+                      {"port": inbound, "servicePort": app, "protocol": "http",
+                       "tags": {"kuma.io/service": "backend"}}]}})
+        bootstrap = sidecar_bootstrap(mesh="default", name="backend-1", xds_host="127.0.0.1",
+                                      xds_port=cp.xds_port, admin_port=0,
+                                      token=cp.dataplane_token("backend-1"))
+        with run_envoy(bootstrap, tmp_path / "envoy", "backend-1") as envoy:
+            wait_for(lambda: _route_timeout(envoy, listener) == "0s",
+                     timeout=60, what="backend's inbound listener in Envoy")
+
+            answer = get(f"http://{BACKEND}:{inbound}/")
+            assert (answer.status_code, answer.text) == (200, "slow")
+
+            cp.apply({"type": "MeshTimeout", "mesh": "default", "name": "backend-inbound",
+                      "spec": {"targetRef": {"kind": "Dataplane", "name": "backend-1"},
+                               "from": [{"targetRef": {"kind": "Mesh"},
+                                         "default": {"http": {"requestTimeout": "1s"}}}]}})
+            wait_for(lambda: _route_timeout(envoy, listener) == "1s",
+                     timeout=60, what="the MeshTimeout's inbound route timeout in Envoy")
+
+            answer = get(f"http://{BACKEND}:{inbound}/")  # a new connection: see above
+            assert (answer.status_code, answer.text) == (504, "upstream request timeout")
+            assert envoy.stats("upstream_rq_timeout").get(
+                f"cluster.localhost_{app}.upstream_rq_timeout") == 1

@@ -1,7 +1,9 @@
 """What the outbound policies (MeshTimeout, MeshRetry, MeshCircuitBreaker) share: which
 policies apply to a proxy, the order of their `to[]` entries (Kuma's `rules/outbound.Sort`)
 and the per-field merge of those entries into "last values", once per set of policies
-(`Merge`). The rules themselves are written down in `timeouts.py`'s docstring (1-3);
+(`Merge`); and, for a kind whose `from[]` meshlog applies (MeshTimeout), the same merge of
+its `from[]` entries (Kuma's `rules/inbound.Sort`: the same order). The rules themselves
+are written down in `timeouts.py`'s docstring (1-3, 5);
 `retries.py` and `circuit_breakers.py` follow them too."""
 
 from __future__ import annotations
@@ -42,8 +44,6 @@ class _To(Protocol):
 class _Spec(Protocol):
     @property
     def target_ref(self) -> TargetRef: ...
-    @property
-    def to(self) -> Iterable[_To]: ...
 
 
 class _Policy(Protocol):
@@ -85,6 +85,9 @@ class Applying(Struct, frozen=True):
     """What the entries about the whole mesh set."""
     services: dict[str, Last]
     """What the entries naming each MeshService set."""
+    inbound: Last = {}
+    """What the `from[]` entries set (all `Mesh`; a kind without `inbound` in its `Merge`:
+    nothing)."""
 
     def __bool__(self) -> bool:
         return bool(self.names)
@@ -96,16 +99,29 @@ class Applying(Struct, frozen=True):
         fields = by_destination(self.mesh, self.services, service)
         return None if fields is None else merged(**fields)
 
+    def for_inbounds(self, merged: Callable[..., _M]) -> _M | None:
+        """`merged(**fields)` of the merged `from[]` fields, which every inbound of the
+        proxy takes; None when no `from[]` entry applies."""
+        return merged(**{f: v for f, (_, v) in self.inbound.items()}) if self.inbound else None
+
 
 NOTHING_APPLIES = Applying(names=(), mesh={}, services={})
 
 
+def _to(policy: Any) -> Iterable[_To]:
+    entries: Iterable[_To] = policy.spec.to
+    return entries
+
+
 class Merge(Generic[_P]):
     """One outbound policy kind's rules 1 and 2; `fields` reads an entry's `default` as the
-    fields it sets (a field it leaves out is not among them)."""
+    fields it sets (a field it leaves out is not among them). `inbound`: the kind's
+    `from[]` entries of a policy, merged too (`Applying.inbound`)."""
 
-    def __init__(self, fields: Callable[[Any], dict[str, Any]]) -> None:
+    def __init__(self, fields: Callable[[Any], dict[str, Any]], *,
+                 inbound: Callable[[Any], Iterable[_To]] | None = None) -> None:
         self._fields = fields
+        self._inbound = inbound
         self._memo: Memo[_P, Applying] = Memo()
 
     def applying(self, rows: Mapping[str, _Row[_P]] | None, dataplane: Dataplane,
@@ -121,8 +137,10 @@ class Merge(Generic[_P]):
         values."""
         policies = tuple(policies)
         mesh, named = last_values(policies, self._fields)
+        inbound = ({} if self._inbound is None
+                   else last_values(policies, self._fields, self._inbound)[0])
         return Applying(names=tuple(sorted(p.name for p in policies)), mesh=mesh,
-                        services=named)
+                        services=named, inbound=inbound)
 
 
 def positive_ns(value: str | None) -> int | None:
@@ -158,12 +176,15 @@ def in_rule_2_order(chosen: Iterable[_T]) -> list[_T]:
     return sorted(by_name, key=lambda p: _TOP_RANK[p.spec.target_ref.kind])  # stable
 
 
-def last_values(chosen: Iterable[_Policy], fields: Callable[[Any], dict[str, Any]]
+def last_values(chosen: Iterable[_Policy], fields: Callable[[Any], dict[str, Any]],
+                section: Callable[[Any], Iterable[_To]] = _to
                 ) -> tuple[Last, dict[str, Last]]:
     """Rule 2 over `chosen` as per-field last values: (what the Mesh entries set, what the
-    entries naming each MeshService set). `fields` reads an entry's `default`."""
+    entries naming each MeshService set). `fields` reads an entry's `default`; `section`
+    gives a policy's entries (its `to[]`, or its `from[]`, whose entries are all `Mesh`:
+    Kuma's `rules/inbound.Sort` is the same order of policies)."""
     by_name = sorted(chosen, key=lambda p: p.name, reverse=True)  # names descending
-    entries = [(p, to) for p in by_name for to in p.spec.to]
+    entries = [(p, to) for p in by_name for to in section(p)]
     entries.sort(key=lambda e: (_TOP_RANK[e[0].spec.target_ref.kind],  # stable
                                 e[1].target_ref.kind != "Mesh"))
     mesh: Last = {}

@@ -32,12 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from msgspec import Struct
 
-from events import (
-    MESH_TRAFFIC_PERMISSION,
-    SERVICE_TAG,
-    Dataplane,
-    Inbound,
-)
+from events import SERVICE_TAG, Dataplane
 from events.resources import MeshHTTPRouteRule
 from projections import (
     DataplaneRow,
@@ -51,17 +46,17 @@ from xds_gateway.resources import (
     dns,
     endpoints,
     http_routes,
+    inbounds,
     ingress,
     listeners,
     multizone,
     names,
     outbound_policies,
     proxyless_policies,
-    rbac,
+    timeouts,
     tls,
 )
 from xds_gateway.resources.cache import EncodedResource, ResourceCache, set_version, version_of
-from xds_gateway.resources.listeners import InboundTls
 from xds_gateway.resources.node import ProxyNode
 from xds_gateway.resources.reachable import (
     Mode,
@@ -245,16 +240,17 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
     trust = view.trust.get(mesh)
     identity = view.identities.get((mesh, name)) if trust is not None else None
     rows = (row, trust, identity)
-    # an inbound listener binds the Dataplane's address: a name's answer (`_inbounds`)
+    # an inbound listener binds the Dataplane's address: a name's answer (`inbounds`)
+    inbound_t = timeouts.for_inbounds(pol.timeouts)  # the MeshTimeouts' `from[]`
     values = (view.policy_versions[mesh] if trust is not None else 0,
-              view.addresses.answers(("dataplane", mesh, name)))
+              view.addresses.answers(("dataplane", mesh, name)), inbound_t)
     inputs = (*rows, *values)
     if previous is not None and len(previous.inputs) == len(inputs) and all(
             a is b for a, b in zip(previous.inputs, rows, strict=False)
     ) and previous.inputs[len(rows):] == values:
         first = previous.first  # the proxy's own part depends on these only
     else:
-        first = _collect(lambda add: _own(view, cache, dp, trust, identity, add))
+        first = _collect(lambda add: _own(view, cache, dp, trust, identity, inbound_t, add))
     # a proxyless gRPC client takes policies on its targets' routes only (_shared)
     ex_pol = outbound_policies.NOTHING if node.is_grpc else pol
     last = (_collect(lambda add: _explicit(view, cache, mesh, mode, dp, services, ex_pol, add))
@@ -436,56 +432,14 @@ def _service_san(mesh: str, ms: MeshServiceRow | None) -> str | None:
 
 
 def _own(view: ProjectionView, cache: ResourceCache, dp: Dataplane, trust: TrustRow | None,
-         identity: IdentityRow | None, add: Add) -> None:
-    """What only this proxy gets: its inbounds and, with mTLS, its certificate."""
+         identity: IdentityRow | None, t: timeouts.Timeouts | None, add: Add) -> None:
+    """What only this proxy gets: its inbounds (with `t`, `timeouts.for_inbounds`) and, with
+    mTLS, its certificate."""
     if trust is not None and identity is not None:
         add(cache.get(SECRET, tls.identity_secret_name(dp.mesh), ("identity", identity.cert),
                       functools.partial(tls.identity_secret, dp.mesh, identity.cert,
                                         identity.key)))
-    _inbounds(view, dp, trust, cache, add)
-
-
-def _inbound_tls(view: ProjectionView, dp: Dataplane, inbound: Inbound, trust: TrustRow
-                 ) -> InboundTls:
-    services = view.meshservices.get(dp.mesh, {})
-    selecting = sorted(name for name, ms in services.items()
-                       if ms.spec.selector.dataplane_tags and all(
-                           inbound.tags.get(k) == v
-                           for k, v in ms.spec.selector.dataplane_tags.items()))
-    policies = [row.policy for row in view.policies(MESH_TRAFFIC_PERMISSION, dp.mesh).values()]
-    port = inbound.port
-    return InboundTls(mesh=dp.mesh, mode=trust.mode, rbac=rbac.inbound_rbac(
-        dp.mesh, dp, inbound, selecting, policies, stat_prefix=f"inbound_{port}."))
-
-
-def _inbounds(view: ProjectionView, dp: Dataplane, trust: TrustRow | None,
-              cache: ResourceCache, add: Add) -> None:
-    for inbound in dp.networking.inbound:
-        if inbound.state == "Ignored":
-            continue
-        address = inbound.address or dp.networking.address
-        service_port = inbound.service_port or inbound.port
-        service_address = inbound.service_address or "127.0.0.1"
-        cname = names.local_cluster(service_port)
-        protocol = inbound.protocol or inbound.tags.get("kuma.io/protocol") or "tcp"
-        h2 = protocol in listeners.HTTP2_PROTOCOLS
-        add(cache.get(CLUSTER, cname, ("local", service_address, service_port, h2),
-                      functools.partial(clusters.local_cluster, cname, service_address,
-                                        service_port, http2=h2)))
-        # Envoy binds IPs only: a DNS name's answer, named by it as Kuma names the listener
-        # of the address it resolved; without one, every address
-        ip = view.addresses.ip(address)
-        lname = names.inbound_listener(ip or address, inbound.port)
-        bind = ip or "0.0.0.0"
-        inbound_tls = _inbound_tls(view, dp, inbound, trust) if trust is not None else None
-        tls_key = None if inbound_tls is None else (
-            inbound_tls.mesh, inbound_tls.mode,
-            inbound_tls.rbac.SerializeToString(deterministic=True))
-        l7 = protocol in listeners.HTTP_PROTOCOLS
-        add(cache.get(LISTENER, lname, ("inbound", bind, inbound.port, cname, tls_key, l7, h2),
-                      functools.partial(listeners.inbound_listener, lname, bind, inbound.port,
-                                        cname, inbound_tls, protocol),
-                      refs=frozenset({cname})))
+    inbounds.inbounds(view, dp, trust, cache, add, t)
 
 
 def _dns(cache: ResourceCache, port: int, records: tuple[tuple[str, str], ...]

@@ -1,4 +1,5 @@
-"""MeshTimeout to Envoy: the timeouts of a proxy's outbounds to MeshService ports.
+"""MeshTimeout to Envoy: the timeouts of a proxy's outbounds to MeshService ports (`to[]`)
+and of its inbounds (`from[]`, 5).
 
 What applies, precisely (Kuma 2.x's rules for `to[]`, `pkg/plugins/policies/core`, where not
 said otherwise):
@@ -55,9 +56,28 @@ meshlog's 30 min default lives. Kuma leaves a `grpc`
 port's cluster without the HTTP options; here `grpc` is HTTP/2 like `http2` and gets them.
 Proxyless gRPC clients get the earlier of `http.requestTimeout` and `http.maxStreamDuration`
 as their routes' `max_stream_duration`, the only timeout gRPC's xDS client reads
-(`proxyless_policies.py`), and nothing else. `from[]`
-(inbound timeouts) is accepted and validated and has no effect yet; so is a top-level
-targetRef that selects no proxy.
+(`proxyless_policies.py`), and nothing else. A top-level targetRef that selects no proxy is
+accepted and does nothing.
+
+5. **Inbounds** (Kuma's `applyToInbounds`, `rules/inbound`). The `from[]` entries (all
+   `targetRef: Mesh`, validation takes no other kind) of the policies of 1 are taken in the
+   order of 2 (Kuma's `rules/inbound.Sort`: the top-level targetRef's specificity, then the
+   name, the alphabetically first last) and their `default`s merged field by field as in 3.
+   When at least one entry applies, every inbound of the proxy (not `Ignored`) takes the
+   result on its local cluster and its listener, with the table's mapping for the
+   inbound's protocol (`protocol`, or its `kuma.io/protocol` tag: L7 for `http`, `http2`,
+   `grpc`), and the fields no entry sets take Kuma's defaults, as Kuma's configurer writes
+   them then: `connectionTimeout` 5 s, `idleTimeout` 1 h, `http.requestTimeout` 15 s,
+   `http.streamIdleTimeout` 30 min; Kuma's `0s` for `requestHeadersTimeout`,
+   `maxStreamDuration` and `maxConnectionDuration` (none) is left out, which Envoy reads
+   as none too. So an L7 inbound under a `from[]` that sets only `idleTimeout` ends a
+   request after 15 s, as Kuma's does. Without a `from[]` entry the inbounds are as
+   without MeshTimeout (no request timeout): unlike Kuma, which also writes its defaults
+   on the inbounds of a proxy that only a `to[]` policy selects. As on outbounds, the
+   inbound HCM's downstream `idle_timeout` takes `idleTimeout` (Kuma writes 0 there) and
+   `streamIdleTimeout` goes on the HCM (Kuma: the route; an inbound has one). Not
+   modelled: Kuma 2.9+'s `rules[]` (the schema does not take it), its `matches`
+   (spiffeID, SNI) and the next keys of Kuma's sort (origin, policy role).
 """
 
 from __future__ import annotations
@@ -73,12 +93,12 @@ from envoy.extensions.upstreams.http.v3.http_protocol_options_pb2 import HttpPro
 from msgspec import Struct
 
 from events import MeshTimeout
-from events.resources import MeshTimeoutConf, go_duration_ns
+from events.resources import MeshTimeoutConf, MeshTimeoutFrom, go_duration_ns
 from xds_gateway.resources import policy_rules
 from xds_gateway.resources.listeners import HTTP_PROTOCOLS
 
 __all__ = ["NO_TIMEOUTS", "Applying", "Timeouts", "applying", "for_cluster", "for_destination",
-           "for_listener", "merged", "timed_cluster", "timed_listener"]
+           "for_inbounds", "for_listener", "merged", "timed_cluster", "timed_listener"]
 
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _HCM = "envoy.filters.network.http_connection_manager"
@@ -86,7 +106,8 @@ _TCP_PROXY = "envoy.filters.network.tcp_proxy"
 
 
 class Timeouts(Struct, frozen=True, kw_only=True):
-    """The merged timeouts of one outbound, in nanoseconds; None: not set by any entry.
+    """The merged timeouts of one outbound or of the inbounds, in nanoseconds; None: not set
+    by any entry (nor, on inbounds, by Kuma's defaults).
     Hashable, so it is part of the cache keys of the resources it changes."""
 
     connection: int | None = None
@@ -112,8 +133,27 @@ def for_destination(policies: Applying, service: str | None) -> Timeouts | None:
     return policies.for_destination(service, Timeouts)
 
 
+_S = 1_000_000_000
+_INBOUND_DEFAULTS = {"connection": 5 * _S, "idle": 3600 * _S, "request": 15 * _S,
+                     "stream_idle": 30 * 60 * _S}
+"""Kuma's defaults (`policies/core/defaults`) for the fields no `from[]` entry sets (5)."""
+
+
+def _with_inbound_defaults(**fields: int) -> Timeouts:
+    return Timeouts(**{**_INBOUND_DEFAULTS, **fields})
+
+
+def for_inbounds(policies: Applying) -> Timeouts | None:
+    """The timeouts every inbound of the proxy takes under `policies` (5): the merged
+    `from[]` entries over Kuma's defaults; None when no `from[]` entry applies (the
+    inbounds stay as without MeshTimeout). `for_cluster` and `for_listener` pick each
+    resource's part."""
+    return policies.for_inbounds(_with_inbound_defaults)
+
+
 def for_cluster(timeouts: Timeouts | None, protocol: str) -> Timeouts | None:
-    """What of `timeouts` the EDS cluster of a port of `protocol` takes (None: nothing):
+    """What of `timeouts` the EDS cluster of a port of `protocol` (or the local cluster of
+    an inbound of `protocol`) takes (None: nothing):
     both what `timed_cluster` reads and its cache key, so equal clusters are encoded once."""
     if timeouts is None:
         return None
@@ -126,8 +166,8 @@ def for_cluster(timeouts: Timeouts | None, protocol: str) -> Timeouts | None:
 
 
 def for_listener(timeouts: Timeouts | None, protocol: str) -> Timeouts | None:
-    """What of `timeouts` the outbound listener of a port of `protocol` takes (None:
-    nothing), as `for_cluster`."""
+    """What of `timeouts` the outbound listener of a port of `protocol` (or an inbound
+    listener of `protocol`) takes (None: nothing), as `for_cluster`."""
     if timeouts is None:
         return None
     if protocol not in HTTP_PROTOCOLS:
@@ -140,7 +180,8 @@ def for_listener(timeouts: Timeouts | None, protocol: str) -> Timeouts | None:
 
 
 def timed_cluster(cluster: Cluster, timeouts: Timeouts | None) -> Cluster:
-    """`cluster` (an outbound's EDS cluster) with `timeouts` (`for_cluster`'s) set."""
+    """`cluster` (an outbound's EDS cluster, an inbound's local one) with `timeouts`
+    (`for_cluster`'s) set."""
     if timeouts is None:
         return cluster
     if timeouts.connection is not None:
@@ -163,8 +204,8 @@ def timed_cluster(cluster: Cluster, timeouts: Timeouts | None) -> Cluster:
 
 
 def timed_listener(listener: Listener, timeouts: Timeouts | None) -> Listener:
-    """`listener` (an outbound's) with `timeouts` (`for_listener`'s) set on its tcp_proxy or
-    HttpConnectionManager."""
+    """`listener` (an outbound's or an inbound's) with `timeouts` (`for_listener`'s) set on
+    its tcp_proxies and HttpConnectionManagers (every filter chain's)."""
     if timeouts is None:
         return listener
     for chain in listener.filter_chains:
@@ -218,8 +259,12 @@ def _fields(conf: MeshTimeoutConf) -> dict[str, int]:
 _duration = policy_rules.proto_duration
 
 
-_MERGE: policy_rules.Merge[MeshTimeout] = policy_rules.Merge(_fields)
+def _from(policy: MeshTimeout) -> list[MeshTimeoutFrom]:
+    return policy.spec.from_
+
+
+_MERGE: policy_rules.Merge[MeshTimeout] = policy_rules.Merge(_fields, inbound=_from)
 applying = _MERGE.applying
 """The MeshTimeouts (rows of the Dataplane's mesh) that apply to `dataplane` (rules 1, 2)."""
 merged = _MERGE.merged
-"""Rule 2 over the MeshTimeouts given, as per-field last values."""
+"""Rule 2 over the MeshTimeouts given, as per-field last values (`to[]` and `from[]`)."""

@@ -1,11 +1,13 @@
 """A MeshHTTPRoute in a real Envoy: web's requests to `backend` under the prefix `/v2` reach a
 second service, `backend-v2`, with the prefix rewritten away and a header set that the
-backend sees; the others still reach `backend`; a 50/50 split reaches both
-(resources.http_routes). Without the policy every request reaches `backend`."""
+backend sees; the others still reach `backend`; a path with dot segments is routed as the
+path it resolves to; a 50/50 split reaches both (resources.http_routes). Without the
+policy every request reaches `backend`."""
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import http.server
 import json
 from collections.abc import Iterator
@@ -48,6 +50,20 @@ def _answer(url: str) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     answer: dict[str, Any] = response.json()
     return answer
+
+
+def _raw_answer(host: str, port: int, path: str) -> dict[str, Any]:
+    """`path` sent as written (HTTP clients resolve dot segments before sending)."""
+    connection = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read()
+        assert response.status == 200, body
+        answer: dict[str, Any] = json.loads(body)
+        return answer
+    finally:
+        connection.close()
 
 
 def _routes(envoy: Envoy, listener: str) -> list[dict[str, Any]]:
@@ -102,6 +118,9 @@ def test_requests_are_routed_by_path_rewritten_and_split(tmp_path: Path) -> None
             "name": "backend-v2", "path": "/items", "x-version": "v2"}
         assert _answer(f"http://{vip}:{port}/v20") == {
             "name": "backend", "path": "/v20", "x-version": None}  # a prefix is whole segments
+        # routed as the path the backend reads, never `/v20`'s route with `/v2/items` behind it
+        assert _raw_answer(vip, port, "/v20/../v2/items") == {
+            "name": "backend-v2", "path": "/items", "x-version": "v2"}
         reached = set()
         for _ in range(200):  # both are reached long before: 2**-199 that one is not
             reached.add(_answer(f"http://{vip}:{port}/split")["name"])

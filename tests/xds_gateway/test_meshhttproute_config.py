@@ -122,6 +122,18 @@ def test_rules_with_equal_matches_merge_across_policies_field_by_field() -> None
                                                              "value": "v2"}
 
 
+def test_empty_backend_refs_replace_an_earlier_policys_and_go_to_the_destination() -> None:
+    view, projection = _view()
+    v2 = {"path": {"type": "PathPrefix", "value": "/v2"}}
+    apply(view, projection,
+          _route("mesh-wide", _rule(v2, backendRefs=_to(("backend-v2", 1)))),
+          _route("web", _rule(v2, backendRefs=[]), target=_WEB))
+
+    # Kuma: no explicit backendRefs, the outbound's own service (never a route left out)
+    assert [(r["match"].get("pathSeparatedPrefix"), _where(r)) for r in _routes(view)] == [
+        ("/v2", _OWN), (None, _OWN)]
+
+
 def test_within_one_policy_the_first_of_two_equal_rules_wins() -> None:
     view, projection = _view()
     v2 = {"path": {"type": "PathPrefix", "value": "/v2"}}

@@ -23,8 +23,9 @@ merge, `core/rules/merge`):
 4. **Default.** Unless a route's match is exactly `{path: {type: PathPrefix, value: /}}`,
    a last route sends everything else to the outbound's own cluster, as without
    MeshHTTPRoute (Kuma's `prepareRoutes`, after the sort: a match without a path placed
-   after such a catch-all is never reached, in Kuma too). A rule without `backendRefs`
-   goes to the outbound's own cluster too.
+   after such a catch-all is never reached, in Kuma too). A rule without `backendRefs`, or
+   with `backendRefs: []` (which replaces an earlier policy's in the merge, as Kuma's JSON
+   merge patch does), goes to the outbound's own cluster too.
 
 What each part sets:
 
@@ -232,7 +233,7 @@ def resolve(rules: tuple[MeshHTTPRouteRule, ...] | None, mesh: str, own: str, po
 def _backends(conf: RuleConf, mesh: str, own: str, port: int,
               services: Mapping[str, MeshServiceRow], ports: set[tuple[str, int]]
               ) -> list[Backend]:
-    if conf.backend_refs is None:
+    if not conf.backend_refs:  # None or [] (Kuma: no explicit backendRefs)
         return [Backend(own, 1)]
     weights: dict[str, int] = {}
     for ref in conf.backend_refs:

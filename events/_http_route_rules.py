@@ -10,7 +10,9 @@ takes (RE2, the same engine, so no lookaround or back-reference, and a program o
 most Envoy's default size, 100), an Exact or PathPrefix path has no `?` or `#` (Envoy
 refuses them), a regular expression is not empty (Envoy's RegexMatcher needs one character),
 a header name is an HTTP token (RFC 9110's `tchar`; a match may name a `:` pseudo-header) and
-a value set or added has no NUL, CR or LF (Envoy refuses them), a path rewrite sets the field
+a value set or added has no NUL, CR or LF and at most 16 KiB, a query parameter's name at
+most 1 KiB, a path rewrite no NUL, CR or LF (Envoy refuses all of these), a rule has one
+URLRewrite at most (Gateway API's; two path rewrites are a NACK), a path rewrite sets the field
 its type names, a rule's backendRefs give some weight and at most Envoy's total (2^32 - 1),
 and what meshlog does not implement is refused, saying so."""
 
@@ -47,6 +49,10 @@ _PRECISE_HOSTNAME = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 """RFC 9110's `token`: what a header name is (Envoy refuses NUL, CR and LF in one; a space or
 a colon would never be sent as a header)."""
+_NUL_CR_LF = "\0\r\n"
+_ENVOY_MAX_HEADER_BYTES = 16384
+"""Envoy's `HeaderValue` takes a key and a value of at most this many bytes."""
+_ENVOY_MAX_QUERY_NAME_BYTES = 1024
 _ENVOY_MAX_TOTAL_WEIGHT = 2**32 - 1
 """Envoy refuses a route whose weighted clusters' weights sum above this (a NACK)."""
 
@@ -77,8 +83,13 @@ def _rule(rule: MeshHTTPRouteRule, path: str, out: list[Violation]) -> None:
         out.append(Violation(f"{path}.matches", "[] must list at least one match"))
     for k, match in enumerate(rule.matches):
         _match(match, f"{path}.matches[{k}]", out)
+    rewrites = 0
     for k, f in enumerate(rule.default.filters or []):
         _filter(f, rule.matches, f"{path}.default.filters[{k}]", out)
+        rewrites += f.type == "URLRewrite"
+        if f.type == "URLRewrite" and rewrites > 1:
+            out.append(Violation(f"{path}.default.filters[{k}].type", "'URLRewrite' may appear "
+                                 "once in a rule's filters"))
     refs = rule.default.backend_refs
     if refs is not None:
         for k, ref in enumerate(refs):
@@ -122,6 +133,9 @@ def _match(match: HttpRouteMatch, path: str, out: list[Violation]) -> None:
     seen: set[str] = set()
     for i, param in enumerate(match.query_params or []):
         where = f"{path}.queryParams[{i}]"
+        if len(param.name.encode()) > _ENVOY_MAX_QUERY_NAME_BYTES:
+            out.append(Violation(f"{where}.name", f"{param.name[:32]!r}... is longer than "
+                                 f"Envoy's {_ENVOY_MAX_QUERY_NAME_BYTES} bytes"))
         if param.name in seen:
             out.append(Violation(f"{where}.name", f"multiple entries for name {param.name!r}"))
         seen.add(param.name)
@@ -172,6 +186,11 @@ def _url_rewrite(rewrite: URLRewrite, matches: list[HttpRouteMatch], path: str,
     p = rewrite.path
     if p is None:
         return
+    for field, value in (("replaceFullPath", p.replace_full_path),
+                         ("replacePrefixMatch", p.replace_prefix_match)):
+        if value is not None and any(c in value for c in _NUL_CR_LF):
+            out.append(Violation(f"{path}.path.{field}", f"{value!r} must not contain NUL, CR "
+                                 "or LF (Envoy refuses them)"))
     if p.type == "ReplaceFullPath":
         if p.replace_full_path is None:
             out.append(Violation(f"{path}.path.replaceFullPath", "must be defined with type "
@@ -210,15 +229,21 @@ def _modifier(modifier: HeaderModifier, path: str, out: list[Violation]) -> None
                                  "here (Envoy refuses it; a URLRewrite sets the host)"))
     for field, values in (("set", modifier.set), ("add", modifier.add)):
         for i, kv in enumerate(values or []):
-            if any(c in kv.value for c in "\0\r\n"):
+            if any(c in kv.value for c in _NUL_CR_LF):
                 out.append(Violation(f"{path}.{field}[{i}].value", f"{kv.value!r} must not "
                                      "contain NUL, CR or LF (Envoy refuses them)"))
+            elif len(kv.value.encode()) > _ENVOY_MAX_HEADER_BYTES:
+                out.append(Violation(f"{path}.{field}[{i}].value", f"{kv.value[:32]!r}... is "
+                                     f"longer than Envoy's {_ENVOY_MAX_HEADER_BYTES} bytes"))
 
 
 def _header_name(token: str, name: str, path: str, out: list[Violation]) -> None:
     if not _TOKEN.fullmatch(token):
         out.append(Violation(path, f"{name!r} is not an HTTP header name (a token: letters, "
                              "digits and !#$%&'*+-.^_`|~)"))
+    elif len(name) > _ENVOY_MAX_HEADER_BYTES:  # a token is ASCII
+        out.append(Violation(path, f"{name[:32]!r}... is longer than Envoy's "
+                             f"{_ENVOY_MAX_HEADER_BYTES} bytes"))
 
 
 def _backend_ref(ref: HttpRouteBackendRef, path: str, out: list[Violation]) -> None:

@@ -212,6 +212,18 @@ def test_kumas_example_is_valid_and_keeps_every_field() -> None:
         {"kind": "MeshService", "name": "b", "weight": 1}])),
                  ["spec.to[0].rules[0].default.backendRefs: weights sum to 4294967296: Envoy "
                   "takes at most 4294967295"], id="weights over Envoy's total"),
+    pytest.param(_route(_rule(_V2, filters=[
+        {"type": "URLRewrite", "urlRewrite": {"hostname": "a.example"}},
+        {"type": "URLRewrite", "urlRewrite": {"path": {
+            "type": "ReplacePrefixMatch", "replacePrefixMatch": "/a\nb"}}}])),
+                 ["spec.to[0].rules[0].default.filters[1].urlRewrite.path.replacePrefixMatch: "
+                  "'/a\\nb' must not contain NUL, CR or LF (Envoy refuses them)",
+                  "spec.to[0].rules[0].default.filters[1].type: 'URLRewrite' may appear once "
+                  "in a rule's filters"], id="URLRewrite twice, a replacement with a newline"),
+    pytest.param(_route(_rule({"queryParams": [{"type": "Exact", "name": "q" * 1025,
+                                                "value": "1"}]})),
+                 ["spec.to[0].rules[0].matches[0].queryParams[0].name: '" + "q" * 32 + "'... "
+                  "is longer than Envoy's 1024 bytes"], id="query parameter name over 1 KiB"),
 ])
 def test_invalid_documents_name_the_field_and_value(raw: dict[str, Any],
                                                     expected: list[str]) -> None:

@@ -367,6 +367,28 @@ _BAD_ROUTES: list[Any] = [
     pytest.param(_rule({"path": {"type": "PathPrefix", "value": "/v2"}},
                        backendRefs=_to(("backend", 2**32 - 1), ("backend-v2", 1))),
                  id="weights over Envoy's total"),
+    pytest.param(_rule({"path": {"type": "PathPrefix", "value": "/v2"}}, filters=[
+        {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplaceFullPath",
+                                                       "replaceFullPath": "/x"}}},
+        {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch",
+                                                       "replacePrefixMatch": "/v3"}}}]),
+                 id="two URLRewrites"),
+    pytest.param(_rule({"path": {"type": "PathPrefix", "value": "/v2"}}, filters=[
+        {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch",
+                                                       "replacePrefixMatch": "/a\nb"}}}]),
+                 id="prefix replacement with a newline"),
+    pytest.param(_rule({"path": {"type": "PathPrefix", "value": "/v2"}}, filters=[
+        {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplaceFullPath",
+                                                       "replaceFullPath": "/a\rb"}}}]),
+                 id="full path replacement with a CR"),
+    pytest.param(_rule({"path": {"type": "PathPrefix", "value": "/v2"}}, filters=[
+        {"type": "RequestHeaderModifier", "requestHeaderModifier": {
+            "add": [{"name": "x", "value": "v" * 16385}]}}]), id="header value over 16 KiB"),
+    pytest.param(_rule({"path": {"type": "PathPrefix", "value": "/v2"}}, filters=[
+        {"type": "RequestHeaderModifier", "requestHeaderModifier": {
+            "add": [{"name": "x", "value": "v" * 16384}]}}]), id="header value of 16 KiB"),
+    pytest.param(_rule({"queryParams": [{"name": "q" * 1025, "type": "Exact", "value": "1"}]}),
+                 id="query parameter name over 1 KiB"),
     pytest.param(_rule({"path": {"type": "PathPrefix", "value": "/v2"}},
                        backendRefs=_to(("backend-v2", 2**32 - 1), ("backend-v2", 1),
                                        ("backend", 1))),

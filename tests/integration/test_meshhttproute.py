@@ -127,3 +127,38 @@ def test_requests_are_routed_by_path_rewritten_and_split(tmp_path: Path) -> None
             if len(reached) == 2:
                 break
         assert reached == {"backend", "backend-v2"}
+
+
+def _rewrite(prefix: str, **path: str) -> dict[str, Any]:
+    return {"matches": [{"path": {"type": "PathPrefix", "value": prefix}}], "default": {
+        "filters": [{"type": "URLRewrite", "urlRewrite": {"path": path}}]}}
+
+
+_REWRITES = {"type": "MeshHTTPRoute", "mesh": "default", "name": "rewrites", "spec": {"to": [
+    {"targetRef": {"kind": "MeshService", "name": "backend"}, "rules": [
+        _rewrite("/strip", type="ReplacePrefixMatch", replacePrefixMatch=""),
+        _rewrite("/dir", type="ReplacePrefixMatch", replacePrefixMatch="/v3/"),
+        _rewrite("/swap", type="ReplacePrefixMatch", replacePrefixMatch="/v3"),
+        _rewrite("/full", type="ReplaceFullPath", replaceFullPath="/a\\1b")]}]}}
+
+
+_REWRITTEN = {
+    "/strip/x": "/x", "/strip": "/",  # Gateway API: an empty replacement is `/`
+    "/dir/x": "/v3/x", "/dir": "/v3/",
+    "/swap/x": "/v3/x", "/swap": "/v3",
+    "/full/x?q=1": "/a\\1b?q=1",  # the replacement as written (no RE2 group), query kept
+}
+
+
+def test_path_rewrites_reach_the_backend_as_gateway_api_says(tmp_path: Path) -> None:
+    port = free_port(BACKEND)
+    with meshlog_up(tmp_path / "cp", "--vip-cidr", "127.100.0.0/16") as cp, \
+            _backend("backend", BACKEND, port), \
+            web_to_backend(cp, tmp_path, port) as (envoy, vip, listener):
+        cp.apply(_REWRITES)
+        wait_for(lambda: len(_routes(envoy, listener)) == 5, timeout=60,
+                 what="the rewrites' routes in web's Envoy")
+
+        seen = {path: _raw_answer(vip, port, path)["path"] for path in _REWRITTEN}
+
+        assert seen == _REWRITTEN

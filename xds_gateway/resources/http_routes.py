@@ -48,7 +48,8 @@ What each part sets:
 
 (1) a replacement ending in `/` (or empty, which Gateway API reads as `/`), or a match of
 the prefix `/`, is a `regex_rewrite` of the prefix and the slashes after it, so `/v2/x` under
-`/v2` with `/` becomes `/x`, not `//x` (Gateway API's meaning).
+`/v2` with `/` becomes `/x`, not `//x` (Gateway API's meaning). A replacement in a
+`regex_rewrite` is literal (a backslash escaped, never an RE2 capture group).
 (2) `set` overwrites the header (`OVERWRITE_IF_EXISTS_OR_ADD`), `add` appends a value
 (`APPEND_IF_EXISTS_OR_ADD`).
 (3) as Kuma's `routeHeadersMatch`: a Prefix of `''` is `present_match` (Envoy refuses an
@@ -378,6 +379,9 @@ def _rewrite(f: HttpRouteFilter, match: HttpRouteMatch, action: RouteAction) -> 
         action.prefix_rewrite = replacement
 
 
-def _regex_rewrite(pattern: str, substitution: str) -> RegexMatchAndSubstitute:
+def _regex_rewrite(pattern: str, replacement: str) -> RegexMatchAndSubstitute:
+    """`replacement` literally: RE2's substitution reads `\\N` as a capture group (Envoy
+    leaves a path whose substitution names a missing group unrewritten), so a backslash is
+    escaped."""
     return RegexMatchAndSubstitute(pattern=RegexMatcher(regex=pattern),
-                                   substitution=substitution)
+                                   substitution=replacement.replace("\\", "\\\\"))

@@ -8,8 +8,13 @@ header once; `replacePrefixMatch` only where every match is a path prefix; a rew
 hostname is a DNS name, not an IP. meshlog adds: regular expressions must be ones Envoy
 takes (RE2, the same engine, so no lookaround or back-reference, and a program of at
 most Envoy's default size, 100), an Exact or PathPrefix path has no `?` or `#` (Envoy
-refuses them), a path rewrite sets the field its type names, a rule's backendRefs give some
-weight, and what meshlog does not implement is refused, saying so."""
+refuses them), a regular expression is not empty (Envoy's RegexMatcher needs one character),
+a header name is an HTTP token (RFC 9110's `tchar`; a match may name a `:` pseudo-header) and
+a value set or added has no NUL, CR or LF and at most 16 KiB, a query parameter's name at
+most 1 KiB, a path rewrite no NUL, CR or LF (Envoy refuses all of these), a rule has one
+URLRewrite at most (Gateway API's; two path rewrites are a NACK), a path rewrite sets the field
+its type names, a rule's backendRefs give some weight and at most Envoy's total (2^32 - 1),
+and what meshlog does not implement is refused, saying so."""
 
 from __future__ import annotations
 
@@ -41,6 +46,15 @@ _KUMA_FILTERS = ("RequestRedirect", "RequestMirror")
 _KUMA_SERVICE_KINDS = ("MeshExternalService", "MeshMultiZoneService", "MeshServiceSubset")
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _PRECISE_HOSTNAME = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""RFC 9110's `token`: what a header name is (Envoy refuses NUL, CR and LF in one; a space or
+a colon would never be sent as a header)."""
+_NUL_CR_LF = "\0\r\n"
+_ENVOY_MAX_HEADER_BYTES = 16384
+"""Envoy's `HeaderValue` takes a key and a value of at most this many bytes."""
+_ENVOY_MAX_QUERY_NAME_BYTES = 1024
+_ENVOY_MAX_TOTAL_WEIGHT = 2**32 - 1
+"""Envoy refuses a route whose weighted clusters' weights sum above this (a NACK)."""
 
 
 def mesh_http_route(route: MeshHTTPRoute, out: list[Violation]) -> None:
@@ -69,8 +83,13 @@ def _rule(rule: MeshHTTPRouteRule, path: str, out: list[Violation]) -> None:
         out.append(Violation(f"{path}.matches", "[] must list at least one match"))
     for k, match in enumerate(rule.matches):
         _match(match, f"{path}.matches[{k}]", out)
+    rewrites = 0
     for k, f in enumerate(rule.default.filters or []):
         _filter(f, rule.matches, f"{path}.default.filters[{k}]", out)
+        rewrites += f.type == "URLRewrite"
+        if f.type == "URLRewrite" and rewrites > 1:
+            out.append(Violation(f"{path}.default.filters[{k}].type", "'URLRewrite' may appear "
+                                 "once in a rule's filters"))
     refs = rule.default.backend_refs
     if refs is not None:
         for k, ref in enumerate(refs):
@@ -78,6 +97,10 @@ def _rule(rule: MeshHTTPRouteRule, path: str, out: list[Violation]) -> None:
         if refs and not any(r.weight > 0 for r in refs):
             out.append(Violation(f"{path}.default.backendRefs", "every weight is 0: at least "
                                  "one backendRef needs a weight above 0"))
+        total = sum(r.weight for r in refs)
+        if total > _ENVOY_MAX_TOTAL_WEIGHT:
+            out.append(Violation(f"{path}.default.backendRefs", f"weights sum to {total}: "
+                                 f"Envoy takes at most {_ENVOY_MAX_TOTAL_WEIGHT}"))
 
 
 def _match(match: HttpRouteMatch, path: str, out: list[Violation]) -> None:
@@ -99,6 +122,7 @@ def _match(match: HttpRouteMatch, path: str, out: list[Violation]) -> None:
                              f"{', '.join(HTTP_METHODS)}"))
     for i, header in enumerate(match.headers or []):
         where = f"{path}.headers[{i}]"
+        _header_name(header.name.removeprefix(":"), header.name, f"{where}.name", out)
         if header.type in ("Present", "Absent") and header.value:
             out.append(Violation(f"{where}.value", f"{header.value!r} must not be defined "
                                  f"with type {header.type}"))
@@ -109,6 +133,9 @@ def _match(match: HttpRouteMatch, path: str, out: list[Violation]) -> None:
     seen: set[str] = set()
     for i, param in enumerate(match.query_params or []):
         where = f"{path}.queryParams[{i}]"
+        if len(param.name.encode()) > _ENVOY_MAX_QUERY_NAME_BYTES:
+            out.append(Violation(f"{where}.name", f"{param.name[:32]!r}... is longer than "
+                                 f"Envoy's {_ENVOY_MAX_QUERY_NAME_BYTES} bytes"))
         if param.name in seen:
             out.append(Violation(f"{where}.name", f"multiple entries for name {param.name!r}"))
         seen.add(param.name)
@@ -159,6 +186,11 @@ def _url_rewrite(rewrite: URLRewrite, matches: list[HttpRouteMatch], path: str,
     p = rewrite.path
     if p is None:
         return
+    for field, value in (("replaceFullPath", p.replace_full_path),
+                         ("replacePrefixMatch", p.replace_prefix_match)):
+        if value is not None and any(c in value for c in _NUL_CR_LF):
+            out.append(Violation(f"{path}.path.{field}", f"{value!r} must not contain NUL, CR "
+                                 "or LF (Envoy refuses them)"))
     if p.type == "ReplaceFullPath":
         if p.replace_full_path is None:
             out.append(Violation(f"{path}.path.replaceFullPath", "must be defined with type "
@@ -187,6 +219,7 @@ def _modifier(modifier: HeaderModifier, path: str, out: list[Violation]) -> None
     named += [("add", i, kv.name) for i, kv in enumerate(modifier.add or [])]
     named += [("remove", i, name) for i, name in enumerate(modifier.remove or [])]
     for field, i, name in named:
+        _header_name(name.removeprefix(":"), name, f"{path}.{field}[{i}].name", out)
         names[name.lower()] += 1
         if names[name.lower()] > 1:
             out.append(Violation(f"{path}.{field}[{i}].name", f"{name!r}: duplicate header "
@@ -194,6 +227,23 @@ def _modifier(modifier: HeaderModifier, path: str, out: list[Violation]) -> None
         if name.startswith(":") or name.lower() == "host":
             out.append(Violation(f"{path}.{field}[{i}].name", f"{name!r} cannot be modified "
                                  "here (Envoy refuses it; a URLRewrite sets the host)"))
+    for field, values in (("set", modifier.set), ("add", modifier.add)):
+        for i, kv in enumerate(values or []):
+            if any(c in kv.value for c in _NUL_CR_LF):
+                out.append(Violation(f"{path}.{field}[{i}].value", f"{kv.value!r} must not "
+                                     "contain NUL, CR or LF (Envoy refuses them)"))
+            elif len(kv.value.encode()) > _ENVOY_MAX_HEADER_BYTES:
+                out.append(Violation(f"{path}.{field}[{i}].value", f"{kv.value[:32]!r}... is "
+                                     f"longer than Envoy's {_ENVOY_MAX_HEADER_BYTES} bytes"))
+
+
+def _header_name(token: str, name: str, path: str, out: list[Violation]) -> None:
+    if not _TOKEN.fullmatch(token):
+        out.append(Violation(path, f"{name!r} is not an HTTP header name (a token: letters, "
+                             "digits and !#$%&'*+-.^_`|~)"))
+    elif len(name) > _ENVOY_MAX_HEADER_BYTES:  # a token is ASCII
+        out.append(Violation(path, f"{name[:32]!r}... is longer than Envoy's "
+                             f"{_ENVOY_MAX_HEADER_BYTES} bytes"))
 
 
 def _backend_ref(ref: HttpRouteBackendRef, path: str, out: list[Violation]) -> None:
@@ -238,6 +288,10 @@ ENVOY_MAX_REGEX_PROGRAM = 100
 
 
 def _regex(value: str, path: str, out: list[Violation]) -> None:
+    if not value:
+        out.append(Violation(path, "'' is not a regular expression Envoy takes: it must not "
+                             "be empty"))
+        return
     try:
         size = re2.compile(value.encode(), _RE2).programsize
     except re2.error as exc:

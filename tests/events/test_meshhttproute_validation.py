@@ -187,6 +187,43 @@ def test_kumas_example_is_valid_and_keeps_every_field() -> None:
                   "MeshService, Dataplane"], id="top-level MeshGateway"),
     pytest.param(_route(to=_BACKEND),
                  ["spec.to[0].rules: [] must list at least one rule"], id="no rules"),
+    pytest.param(_route(_rule({"headers": [{"name": "x", "type": "RegularExpression",
+                                            "value": ""}]})),
+                 ["spec.to[0].rules[0].matches[0].headers[0].value: '' is not a regular "
+                  "expression Envoy takes: it must not be empty"],
+                 id="empty regular expression"),
+    pytest.param(_route(_rule({"headers": [{"name": "x y", "value": "1"},
+                                           {"name": ":authority", "value": "a"}]})),
+                 ["spec.to[0].rules[0].matches[0].headers[0].name: 'x y' is not an HTTP "
+                  "header name (a token: letters, digits and !#$%&'*+-.^_`|~)"],
+                 id="header name with a space; a pseudo-header may be matched"),
+    pytest.param(_route(_rule(_V2, filters=[{"type": "RequestHeaderModifier",
+                                             "requestHeaderModifier": {
+                                                 "add": [{"name": "x-a", "value": "1\n2"}],
+                                                 "remove": ["x\u0000"]}}])),
+                 ["spec.to[0].rules[0].default.filters[0].requestHeaderModifier.remove[0]"
+                  ".name: 'x\\x00' is not an HTTP header name (a token: letters, digits and "
+                  "!#$%&'*+-.^_`|~)",
+                  "spec.to[0].rules[0].default.filters[0].requestHeaderModifier.add[0].value: "
+                  "'1\\n2' must not contain NUL, CR or LF (Envoy refuses them)"],
+                 id="header value with a newline, name with NUL"),
+    pytest.param(_route(_rule(_V2, backendRefs=[
+        {"kind": "MeshService", "name": "a", "weight": 2**32 - 1},
+        {"kind": "MeshService", "name": "b", "weight": 1}])),
+                 ["spec.to[0].rules[0].default.backendRefs: weights sum to 4294967296: Envoy "
+                  "takes at most 4294967295"], id="weights over Envoy's total"),
+    pytest.param(_route(_rule(_V2, filters=[
+        {"type": "URLRewrite", "urlRewrite": {"hostname": "a.example"}},
+        {"type": "URLRewrite", "urlRewrite": {"path": {
+            "type": "ReplacePrefixMatch", "replacePrefixMatch": "/a\nb"}}}])),
+                 ["spec.to[0].rules[0].default.filters[1].urlRewrite.path.replacePrefixMatch: "
+                  "'/a\\nb' must not contain NUL, CR or LF (Envoy refuses them)",
+                  "spec.to[0].rules[0].default.filters[1].type: 'URLRewrite' may appear once "
+                  "in a rule's filters"], id="URLRewrite twice, a replacement with a newline"),
+    pytest.param(_route(_rule({"queryParams": [{"type": "Exact", "name": "q" * 1025,
+                                                "value": "1"}]})),
+                 ["spec.to[0].rules[0].matches[0].queryParams[0].name: '" + "q" * 32 + "'... "
+                  "is longer than Envoy's 1024 bytes"], id="query parameter name over 1 KiB"),
 ])
 def test_invalid_documents_name_the_field_and_value(raw: dict[str, Any],
                                                     expected: list[str]) -> None:

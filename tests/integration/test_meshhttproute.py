@@ -1,11 +1,13 @@
 """A MeshHTTPRoute in a real Envoy: web's requests to `backend` under the prefix `/v2` reach a
 second service, `backend-v2`, with the prefix rewritten away and a header set that the
-backend sees; the others still reach `backend`; a 50/50 split reaches both
-(resources.http_routes). Without the policy every request reaches `backend`."""
+backend sees; the others still reach `backend`; a path with dot segments is routed as the
+path it resolves to; a 50/50 split reaches both (resources.http_routes). Without the
+policy every request reaches `backend`."""
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import http.server
 import json
 from collections.abc import Iterator
@@ -48,6 +50,20 @@ def _answer(url: str) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     answer: dict[str, Any] = response.json()
     return answer
+
+
+def _raw_answer(host: str, port: int, path: str) -> dict[str, Any]:
+    """`path` sent as written (HTTP clients resolve dot segments before sending)."""
+    connection = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read()
+        assert response.status == 200, body
+        answer: dict[str, Any] = json.loads(body)
+        return answer
+    finally:
+        connection.close()
 
 
 def _routes(envoy: Envoy, listener: str) -> list[dict[str, Any]]:
@@ -102,9 +118,47 @@ def test_requests_are_routed_by_path_rewritten_and_split(tmp_path: Path) -> None
             "name": "backend-v2", "path": "/items", "x-version": "v2"}
         assert _answer(f"http://{vip}:{port}/v20") == {
             "name": "backend", "path": "/v20", "x-version": None}  # a prefix is whole segments
+        # routed as the path the backend reads, never `/v20`'s route with `/v2/items` behind it
+        assert _raw_answer(vip, port, "/v20/../v2/items") == {
+            "name": "backend-v2", "path": "/items", "x-version": "v2"}
         reached = set()
         for _ in range(200):  # both are reached long before: 2**-199 that one is not
             reached.add(_answer(f"http://{vip}:{port}/split")["name"])
             if len(reached) == 2:
                 break
         assert reached == {"backend", "backend-v2"}
+
+
+def _rewrite(prefix: str, **path: str) -> dict[str, Any]:
+    return {"matches": [{"path": {"type": "PathPrefix", "value": prefix}}], "default": {
+        "filters": [{"type": "URLRewrite", "urlRewrite": {"path": path}}]}}
+
+
+_REWRITES = {"type": "MeshHTTPRoute", "mesh": "default", "name": "rewrites", "spec": {"to": [
+    {"targetRef": {"kind": "MeshService", "name": "backend"}, "rules": [
+        _rewrite("/strip", type="ReplacePrefixMatch", replacePrefixMatch=""),
+        _rewrite("/dir", type="ReplacePrefixMatch", replacePrefixMatch="/v3/"),
+        _rewrite("/swap", type="ReplacePrefixMatch", replacePrefixMatch="/v3"),
+        _rewrite("/full", type="ReplaceFullPath", replaceFullPath="/a\\1b")]}]}}
+
+
+_REWRITTEN = {
+    "/strip/x": "/x", "/strip": "/",  # Gateway API: an empty replacement is `/`
+    "/dir/x": "/v3/x", "/dir": "/v3/",
+    "/swap/x": "/v3/x", "/swap": "/v3",
+    "/full/x?q=1": "/a\\1b?q=1",  # the replacement as written (no RE2 group), query kept
+}
+
+
+def test_path_rewrites_reach_the_backend_as_gateway_api_says(tmp_path: Path) -> None:
+    port = free_port(BACKEND)
+    with meshlog_up(tmp_path / "cp", "--vip-cidr", "127.100.0.0/16") as cp, \
+            _backend("backend", BACKEND, port), \
+            web_to_backend(cp, tmp_path, port) as (envoy, vip, listener):
+        cp.apply(_REWRITES)
+        wait_for(lambda: len(_routes(envoy, listener)) == 5, timeout=60,
+                 what="the rewrites' routes in web's Envoy")
+
+        seen = {path: _raw_answer(vip, port, path)["path"] for path in _REWRITTEN}
+
+        assert seen == _REWRITTEN

@@ -12,10 +12,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
-from events import MESH_HTTP_ROUTE, MESH_TIMEOUT
-from tests._policy_samples import resource
+from events import MESH_HTTP_ROUTE, MESH_TIMEOUT, InvalidResource, MeshHTTPRoute
+from tests._policy_samples import document, resource
 from tests.harness import envoy_binary
 from tests.xds_gateway._bootstrap import static_bootstrap
 from tests.xds_gateway._outbound import apply, dataplane, view_of
@@ -119,6 +120,18 @@ def test_rules_with_equal_matches_merge_across_policies_field_by_field() -> None
     assert _where(routes[0]) == _V2
     assert routes[0]["requestHeadersToAdd"][0]["header"] == {"key": "x-version",
                                                              "value": "v2"}
+
+
+def test_empty_backend_refs_replace_an_earlier_policys_and_go_to_the_destination() -> None:
+    view, projection = _view()
+    v2 = {"path": {"type": "PathPrefix", "value": "/v2"}}
+    apply(view, projection,
+          _route("mesh-wide", _rule(v2, backendRefs=_to(("backend-v2", 1)))),
+          _route("web", _rule(v2, backendRefs=[]), target=_WEB))
+
+    # Kuma: no explicit backendRefs, the outbound's own service (never a route left out)
+    assert [(r["match"].get("pathSeparatedPrefix"), _where(r)) for r in _routes(view)] == [
+        ("/v2", _OWN), (None, _OWN)]
 
 
 def test_within_one_policy_the_first_of_two_equal_rules_wins() -> None:
@@ -272,3 +285,144 @@ def test_envoy_validates_the_golden_case(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
 
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_header_matches_follow_kumas_empty_prefix_and_first_of_a_name() -> None:
+    view, projection = _view()
+    apply(view, projection, _route("headers", _rule({"headers": [
+        {"name": "x-p", "type": "Prefix", "value": ""},
+        {"name": "x-a", "value": "1"}, {"name": "X-A", "value": "2"}]})))
+
+    headers = _routes(view)[0]["match"]["headers"]
+
+    # an empty prefix: any value (Envoy refuses one); x-a's second match is not ANDed in
+    assert headers == [{"name": "x-p", "presentMatch": True},
+                       {"name": "x-a", "stringMatch": {"exact": "1"}}]
+
+
+def test_an_empty_prefix_replacement_drops_the_prefix_as_gateway_apis_slash() -> None:
+    view, projection = _view()
+    apply(view, projection, _route("strip", _rule(
+        {"path": {"type": "PathPrefix", "value": "/v2"}},
+        filters=[{"type": "URLRewrite", "urlRewrite": {"path": {
+            "type": "ReplacePrefixMatch", "replacePrefixMatch": ""}}}])))
+
+    action = _routes(view)[0]["route"]
+
+    assert "prefixRewrite" not in action  # an empty one would be no rewrite at all
+    assert action["regexRewrite"] == {"pattern": {"regex": "^/v2/*"}, "substitution": "/"}
+
+
+def test_a_backend_ref_to_a_tcp_port_is_dropped_and_its_cluster_not_sent() -> None:
+    view, projection = _view()
+    before = config_json(view, "default", "web-1", ResourceCache())
+    apply(view, projection, _route("to-db", _rule(
+        {"path": {"type": "PathPrefix", "value": "/db"}},
+        backendRefs=[{"kind": "MeshService", "name": "db", "port": 5432}])))
+
+    config = config_json(view, "default", "web-1", ResourceCache())
+
+    assert [_where(r) for r in _routes(view)] == [_OWN]  # as Kuma's: an unresolved backend
+    assert [c["name"] for c in config["clusters"]] == [c["name"] for c in before["clusters"]]
+
+
+def test_a_longer_prefix_counts_utf8_bytes_as_kumas_go_len() -> None:
+    view, projection = _view()
+    apply(view, projection, _route(
+        "bytes", _rule({"path": {"type": "PathPrefix", "value": "/abcde"}}),
+        _rule({"path": {"type": "PathPrefix", "value": "/ééé"}})))  # 4 characters, 7 bytes
+
+    assert [r["match"].get("pathSeparatedPrefix") for r in _routes(view)] == [
+        "/ééé", "/abcde", None]
+
+
+def test_a_routed_listener_normalizes_the_path_and_an_unrouted_one_is_unchanged() -> None:
+    view, projection = _view()
+    apply(view, projection, _route("v2", _rule(
+        {"path": {"type": "PathPrefix", "value": "/v2"}}, backendRefs=_to(("backend-v2", 1)))))
+
+    config = config_json(view, "default", "web-1", ResourceCache())
+
+    normalized = {hcm["routeConfig"]["name"]: hcm.get("normalizePath") for hcm in _hcms(config)}
+    assert normalized[_OWN] is True
+    assert normalized["default_backend-v2___msvc_8080"] is None  # no MeshHTTPRoute about it
+
+
+_BAD_ROUTES: list[Any] = [
+    pytest.param(_rule({"headers": [{"name": "x", "type": "Prefix", "value": ""}]}),
+                 id="empty header prefix: valid, Kuma's present match"),
+    pytest.param(_rule({"headers": [{"name": "x", "type": "RegularExpression", "value": ""}]}),
+                 id="empty header regular expression"),
+    pytest.param(_rule({"queryParams": [{"name": "x", "type": "RegularExpression",
+                                         "value": ""}]}),
+                 id="empty query parameter regular expression"),
+    pytest.param(_rule({"headers": [{"name": "x\ny", "value": "1"}]}),
+                 id="header name with a newline"),
+    pytest.param(_rule({"path": {"type": "PathPrefix", "value": "/v2"}}, filters=[
+        {"type": "RequestHeaderModifier", "requestHeaderModifier": {
+            "set": [{"name": "x", "value": "a\r\nb"}]}}]), id="header value with CR LF"),
+    pytest.param(_rule({"path": {"type": "PathPrefix", "value": "/v2"}}, filters=[
+        {"type": "ResponseHeaderModifier", "responseHeaderModifier": {
+            "remove": ["x\0y"]}}]), id="removed header name with NUL"),
+    pytest.param(_rule({"path": {"type": "PathPrefix", "value": "/v2"}},
+                       backendRefs=_to(("backend", 2**32 - 1), ("backend-v2", 1))),
+                 id="weights over Envoy's total"),
+    pytest.param(_rule({"path": {"type": "PathPrefix", "value": "/v2"}}, filters=[
+        {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplaceFullPath",
+                                                       "replaceFullPath": "/x"}}},
+        {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch",
+                                                       "replacePrefixMatch": "/v3"}}}]),
+                 id="two URLRewrites"),
+    pytest.param(_rule({"path": {"type": "PathPrefix", "value": "/v2"}}, filters=[
+        {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch",
+                                                       "replacePrefixMatch": "/a\nb"}}}]),
+                 id="prefix replacement with a newline"),
+    pytest.param(_rule({"path": {"type": "PathPrefix", "value": "/v2"}}, filters=[
+        {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplaceFullPath",
+                                                       "replaceFullPath": "/a\rb"}}}]),
+                 id="full path replacement with a CR"),
+    pytest.param(_rule({"path": {"type": "PathPrefix", "value": "/v2"}}, filters=[
+        {"type": "RequestHeaderModifier", "requestHeaderModifier": {
+            "add": [{"name": "x", "value": "v" * 16385}]}}]), id="header value over 16 KiB"),
+    pytest.param(_rule({"path": {"type": "PathPrefix", "value": "/v2"}}, filters=[
+        {"type": "RequestHeaderModifier", "requestHeaderModifier": {
+            "add": [{"name": "x", "value": "v" * 16384}]}}]), id="header value of 16 KiB"),
+    pytest.param(_rule({"queryParams": [{"name": "q" * 1025, "type": "Exact", "value": "1"}]}),
+                 id="query parameter name over 1 KiB"),
+    pytest.param(_rule({"path": {"type": "PathPrefix", "value": "/v2"}},
+                       backendRefs=_to(("backend-v2", 2**32 - 1), ("backend-v2", 1),
+                                       ("backend", 1))),
+                 id="one cluster's weights over a weight's range"),
+    pytest.param(_rule({"path": {"type": "PathPrefix", "value": "/v2"}},
+                       backendRefs=_to(("backend", 2**31), ("backend-v2", 2**31 - 1))),
+                 id="weights at Envoy's total"),
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("rule", _BAD_ROUTES)
+def test_a_rule_is_refused_exactly_when_envoy_would_refuse_its_config(
+        rule: dict[str, Any], tmp_path: Path) -> None:
+    """The rules meshlog checks are the ones Envoy's: a valid route is one Envoy accepts (no
+    NACK for a stored policy), and a refused one is one it would refuse."""
+    spec = {"to": [{"targetRef": _BACKEND, "rules": [rule]}]}
+    try:
+        policy = resource(MESH_HTTP_ROUTE, "probe", spec=spec)
+        refused = False
+    except InvalidResource:
+        policy = msgspec.convert(document(MESH_HTTP_ROUTE, "probe", spec=spec), MeshHTTPRoute)
+        refused = True
+    view, projection = _view()
+    apply(view, projection, policy)
+    try:
+        config = config_json(view, "default", "web-1", ResourceCache())
+    except ValueError:  # protobuf refuses a field out of range: no config at all
+        assert refused
+        return
+    path = tmp_path / "bootstrap.json"
+    path.write_text(json.dumps(static_bootstrap(config)))
+
+    envoy = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path)],
+                           capture_output=True, text=True, timeout=60)
+
+    assert refused == (envoy.returncode != 0), envoy.stdout + envoy.stderr

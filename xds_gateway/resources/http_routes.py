@@ -16,14 +16,16 @@ merge, `core/rules/merge`):
    entry before its earlier one), a merged rule where its first-winning copy is.
 3. **Routes.** Each match of each rule is one Envoy route, stably sorted by Kuma's
    precedence (`api/v1alpha1/compare.go`, Gateway API's): a path before none; Exact before
-   PathPrefix before RegularExpression, and a longer prefix or expression first; then a
+   PathPrefix before RegularExpression, and a longer prefix or expression (in UTF-8 bytes,
+   as Kuma's Go `len`) first; then a
    method before none; then more header matches first; then more query-parameter matches
    first. Envoy takes the first route that matches.
 4. **Default.** Unless a route's match is exactly `{path: {type: PathPrefix, value: /}}`,
    a last route sends everything else to the outbound's own cluster, as without
    MeshHTTPRoute (Kuma's `prepareRoutes`, after the sort: a match without a path placed
-   after such a catch-all is never reached, in Kuma too). A rule without `backendRefs`
-   goes to the outbound's own cluster too.
+   after such a catch-all is never reached, in Kuma too). A rule without `backendRefs`, or
+   with `backendRefs: []` (which replaces an earlier policy's in the merge, as Kuma's JSON
+   merge patch does), goes to the outbound's own cluster too.
 
 What each part sets:
 
@@ -35,7 +37,7 @@ What each part sets:
 | no `path`                     | `prefix: /`                                              |
 | `method`                      | header `:method` exact                                   |
 | `headers[]` Exact, Prefix, RegularExpression | header `string_match` exact, prefix, safe_regex |
-| `headers[]` Present, Absent   | `present_match`, and `invert_match` for Absent           |
+| `headers[]` Present, Absent   | `present_match`, and `invert_match` for Absent (3)       |
 | `queryParams[]`               | `query_parameters` `string_match` exact or safe_regex    |
 | `backendRefs`                 | `cluster` (one), `weighted_clusters` by `weight` (more)  |
 | `RequestHeaderModifier`       | `request_headers_to_add`, `request_headers_to_remove` (2) |
@@ -44,17 +46,25 @@ What each part sets:
 | `URLRewrite` ReplaceFullPath  | `regex_rewrite` of `^.*$`                                |
 | `URLRewrite` ReplacePrefixMatch | `prefix_rewrite` (1)                                   |
 
-(1) a replacement ending in `/`, or a match of the prefix `/`, is a `regex_rewrite` of the
-prefix and the slashes after it, so `/v2/x` under `/v2` with `/` becomes `/x`, not `//x`
-(Gateway API's meaning).
+(1) a replacement ending in `/` (or empty, which Gateway API reads as `/`), or a match of
+the prefix `/`, is a `regex_rewrite` of the prefix and the slashes after it, so `/v2/x` under
+`/v2` with `/` becomes `/x`, not `//x` (Gateway API's meaning). A replacement in a
+`regex_rewrite` is literal (a backslash escaped, never an RE2 capture group).
 (2) `set` overwrites the header (`OVERWRITE_IF_EXISTS_OR_ADD`), `add` appends a value
 (`APPEND_IF_EXISTS_OR_ADD`).
+(3) as Kuma's `routeHeadersMatch`: a Prefix of `''` is `present_match` (Envoy refuses an
+empty prefix), and of several matches of one header name (any case) the first is kept.
+
+Routed listeners normalize the request path first (`normalize_path`, RFC 3986 dot segments,
+as Kuma's outbound HttpConnectionManager), so `/v20/../v2/x` takes `/v2`'s route and cannot
+reach another route's backend with a path its own route would not match.
 
 A backendRef names a MeshService of the mesh and a port (left out: the port of the
 outbound's number if the service has it, else its only port). It resolves to that port's
 cluster, which the proxy is sent with its endpoints even when it could not reach the service
 otherwise (`reachableBackends`, `meshServices.mode`): the route's author chose it, as Kuma
-does. A backendRef to no such MeshService or port, or of weight 0, is dropped; a route left
+does. A backendRef to no such MeshService or port, to a port that is not `http`, `http2` or
+`grpc` (Kuma's `backendRefProducesHTTPSplit`), or of weight 0, is dropped; a route left
 with none is left out, as Kuma's (its requests take a later route). MeshTimeout and
 MeshRetry apply to every route of the outbound alike. A MeshMultiZoneService outbound, an
 explicit outbound to one, and proxyless gRPC clients get no routes (docs/status.md).
@@ -82,7 +92,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3.http_connection
 from envoy.type.matcher.v3.regex_pb2 import RegexMatchAndSubstitute, RegexMatcher
 from envoy.type.matcher.v3.string_pb2 import StringMatcher
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.wrappers_pb2 import UInt32Value
+from google.protobuf.wrappers_pb2 import BoolValue, UInt32Value
 from msgspec import Struct
 
 from events import Dataplane, MeshHTTPRoute
@@ -95,7 +105,7 @@ from events.resources import (
     RuleConf,
 )
 from projections import MeshServiceRow, PolicyRow
-from xds_gateway.resources import names, policy_rules
+from xds_gateway.resources import listeners, names, policy_rules
 
 __all__ = ["NO_ROUTES", "Applying", "Routed", "applying", "for_destination", "resolve",
            "routed_listener"]
@@ -224,7 +234,7 @@ def resolve(rules: tuple[MeshHTTPRouteRule, ...] | None, mesh: str, own: str, po
 def _backends(conf: RuleConf, mesh: str, own: str, port: int,
               services: Mapping[str, MeshServiceRow], ports: set[tuple[str, int]]
               ) -> list[Backend]:
-    if conf.backend_refs is None:
+    if not conf.backend_refs:  # None or [] (Kuma: no explicit backendRefs)
         return [Backend(own, 1)]
     weights: dict[str, int] = {}
     for ref in conf.backend_refs:
@@ -236,7 +246,8 @@ def _backends(conf: RuleConf, mesh: str, own: str, port: int,
             chosen = ref.port if ref.port in numbers else None
         else:
             chosen = port if port in numbers else (numbers[0] if len(numbers) == 1 else None)
-        if chosen is None:
+        if chosen is None or listeners.port_protocol(ms.spec.ports, chosen) not in \
+                listeners.HTTP_PROTOCOLS:
             continue
         ports.add((ref.name, chosen))
         cluster = names.msvc_cluster(mesh, ref.name, chosen)
@@ -248,7 +259,7 @@ def _precedence(match: HttpRouteMatch) -> tuple[int, int, int, int, int]:
     """Kuma's `CompareMatch` as a sort key: smaller first."""
     p = match.path
     kind = 3 if p is None else {"Exact": 0, "PathPrefix": 1, "RegularExpression": 2}[p.type]
-    length = 0 if p is None or p.type == "Exact" else -len(p.value)
+    length = 0 if p is None or p.type == "Exact" else -len(p.value.encode())
     return (kind, length, 0 if match.method is not None else 1,
             -len(match.headers or []), -len(match.query_params or []))
 
@@ -263,6 +274,7 @@ def routed_listener(listener: Listener, routed: Routed | None) -> Listener:
                 continue
             hcm = HttpConnectionManager()
             network_filter.typed_config.Unpack(hcm)
+            hcm.normalize_path.CopyFrom(BoolValue(value=True))
             for host in hcm.route_config.virtual_hosts:
                 del host.routes[:]
                 host.routes.extend(_route(r) for r in routed.routes)
@@ -304,9 +316,13 @@ def _match(m: HttpRouteMatch) -> RouteMatch:
     if m.method is not None:
         match.headers.append(HeaderMatcher(name=":method",
                                            string_match=StringMatcher(exact=m.method)))
+    seen: set[str] = set()
     for h in m.headers or []:
+        if h.name.lower() in seen:
+            continue  # Kuma's: the first match of a header name is kept
+        seen.add(h.name.lower())
         header = HeaderMatcher(name=h.name)
-        if h.type in ("Present", "Absent"):
+        if h.type in ("Present", "Absent") or (h.type == "Prefix" and not h.value):
             header.present_match = True
             header.invert_match = h.type == "Absent"
         else:
@@ -354,6 +370,8 @@ def _rewrite(f: HttpRouteFilter, match: HttpRouteMatch, action: RouteAction) -> 
         return
     if prefix.value == "/":  # `/x` under `/` becomes `<replacement>/x`
         action.regex_rewrite.CopyFrom(_regex_rewrite("^/", replacement.rstrip("/") + "/"))
+    elif replacement == "":  # Gateway API's `/`; Envoy reads an empty prefix_rewrite as none
+        action.regex_rewrite.CopyFrom(_regex_rewrite(f"^{re.escape(prefix.value)}/*", "/"))
     elif replacement.endswith("/"):  # `/v2/x` with `/` becomes `/x`, never `//x`
         action.regex_rewrite.CopyFrom(_regex_rewrite(f"^{re.escape(prefix.value)}/*",
                                                      replacement))
@@ -361,6 +379,9 @@ def _rewrite(f: HttpRouteFilter, match: HttpRouteMatch, action: RouteAction) -> 
         action.prefix_rewrite = replacement
 
 
-def _regex_rewrite(pattern: str, substitution: str) -> RegexMatchAndSubstitute:
+def _regex_rewrite(pattern: str, replacement: str) -> RegexMatchAndSubstitute:
+    """`replacement` literally: RE2's substitution reads `\\N` as a capture group (Envoy
+    leaves a path whose substitution names a missing group unrewritten), so a backslash is
+    escaped."""
     return RegexMatchAndSubstitute(pattern=RegexMatcher(regex=pattern),
-                                   substitution=substitution)
+                                   substitution=replacement.replace("\\", "\\\\"))

@@ -135,7 +135,8 @@ class Merge(Generic[_P]):
         policies = tuple(policies)
         mesh, named = last_values(policies, self._fields)
         section = self._inbound
-        inbound = () if section is None else tuple(p for p in policies if any(section(p)))
+        inbound = () if section is None else tuple(
+            p for p in policies if any(True for _ in section(p)))  # entries, whatever their truth
         return Applying(names=tuple(sorted(p.name for p in policies)), mesh=mesh,
                         services=named, inbound=inbound)
 

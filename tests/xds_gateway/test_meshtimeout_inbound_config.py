@@ -9,7 +9,7 @@ from typing import Any
 
 from google.protobuf import any_pb2, json_format
 
-from events import MeshTimeout
+from events import Dataplane, MeshTimeout
 from events.decoding import decode_resource
 from tests.projections._histories import History
 from tests.xds_gateway._ads import Projection, event_for
@@ -174,11 +174,43 @@ def test_entries_merge_in_kumas_order() -> None:
 def test_one_policys_entries_keep_their_order() -> None:
     merged = timeouts.merged([_timeout("a", {"idleTimeout": "1s", "connectionTimeout": "4s"},
                                        {"idleTimeout": "2s"})])
+    dp = decode_resource(_dataplane("backend-1", "10.0.0.1", 8080, "backend"))
+    assert isinstance(dp, Dataplane)
 
-    assert timeouts.for_inbounds(merged) == timeouts.Timeouts(
+    assert timeouts.for_inbounds(merged, dp, {}) == (timeouts.Timeouts(
         connection=4_000_000_000, idle=2_000_000_000, request=15_000_000_000,
-        stream_idle=1_800_000_000_000)
-    assert timeouts.for_inbounds(timeouts.merged([])) is None
+        stream_idle=1_800_000_000_000),)
+    assert timeouts.for_inbounds(timeouts.merged([]), dp, {}) == ()
+
+
+def _two_inbounds() -> dict[str, Any]:
+    """A Dataplane with an inbound of `backend` on 8080 and one of `admin` on 9901."""
+    doc = _dataplane("backend-1", "10.0.0.1", 8080, "backend")
+    doc["networking"]["inbound"].append(
+        {"port": 9901, "protocol": "http", "tags": {"kuma.io/service": "admin"}})
+    return doc
+
+
+def test_a_policy_that_selects_one_inbound_leaves_the_others_as_they_were() -> None:
+    """Kuma merges, per inbound, the `from[]` of the policies whose top-level targetRef
+    selects that inbound: a MeshSubset policy about `backend`'s inbound does not time out
+    the requests to `admin`'s on the same Dataplane, whose resources stay the very bytes
+    they were; a Mesh-wide policy reaches both."""
+    view, projection = view_of(_two_inbounds())
+    before = _config(view, "backend-1")
+    _apply(view, projection, _timeout("backend-only", {"http": {"requestTimeout": "1s"}},
+                                      target={"kind": "MeshSubset",
+                                              "tags": {"kuma.io/service": "backend"}}))
+
+    after = _config(view, "backend-1")
+
+    assert _route(_inbound(after, "10.0.0.1", 8080)[0])["timeout"] == "1s"
+    assert _inbound(after, "10.0.0.1", 9901) == _inbound(before, "10.0.0.1", 9901)
+
+    _apply(view, projection, _timeout("mesh", {"http": {"requestTimeout": "9s"}}))
+    both = _config(view, "backend-1")
+    assert _route(_inbound(both, "10.0.0.1", 8080)[0])["timeout"] == "1s"  # more specific
+    assert _route(_inbound(both, "10.0.0.1", 9901)[0])["timeout"] == "9s"
 
 
 def test_a_proxy_whose_dataplane_did_not_change_gets_new_inbound_timeouts() -> None:

@@ -1,6 +1,6 @@
 """A proxy's inbounds: per inbound (not `Ignored`) its local cluster (the app) and its
 listener (`listeners.inbound_listener`), with mTLS and MeshTrafficPermission when the mesh
-has mTLS on, and the timeouts of the MeshTimeouts' `from[]` that apply to the proxy
+has mTLS on, and the timeouts of the MeshTimeouts' `from[]` that apply to that inbound
 (`timeouts.py`, 5). Part of the proxy's own part of its snapshot (`snapshot.py`)."""
 
 from __future__ import annotations
@@ -37,11 +37,11 @@ def _inbound_tls(view: ProjectionView, dp: Dataplane, inbound: Inbound, trust: T
 
 def inbounds(view: ProjectionView, dp: Dataplane, trust: TrustRow | None,
              cache: ResourceCache, add: Callable[[EncodedResource], None],
-             t: timeouts.Timeouts | None = None) -> None:
-    """`dp`'s inbound resources, to `add`; `t`: what the MeshTimeouts' `from[]` give every
-    inbound (`timeouts.for_inbounds`), None: nothing (the resources and their cache keys are
-    then the ones they always had)."""
-    for inbound in dp.networking.inbound:
+             t: tuple[timeouts.Timeouts | None, ...] = ()) -> None:
+    """`dp`'s inbound resources, to `add`; `t`: what the MeshTimeouts' `from[]` give each
+    inbound (`timeouts.for_inbounds`, in `networking.inbound`'s order), `()` or None:
+    nothing (the resources and their cache keys are then the ones they always had)."""
+    for at, inbound in enumerate(dp.networking.inbound):
         if inbound.state == "Ignored":
             continue
         address = inbound.address or dp.networking.address
@@ -50,7 +50,8 @@ def inbounds(view: ProjectionView, dp: Dataplane, trust: TrustRow | None,
         cname = names.local_cluster(service_port)
         protocol = inbound.protocol or inbound.tags.get("kuma.io/protocol") or "tcp"
         h2 = protocol in listeners.HTTP2_PROTOCOLS
-        ct, lt = timeouts.for_cluster(t, protocol), timeouts.for_listener(t, protocol)
+        it = t[at] if t else None
+        ct, lt = timeouts.for_cluster(it, protocol), timeouts.for_listener(it, protocol)
         add(cache.get(CLUSTER, cname, ("local", service_address, service_port, h2)
                       + (() if ct is None else (ct,)),
                       functools.partial(_timed_local, cname, service_address, service_port,

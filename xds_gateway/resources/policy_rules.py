@@ -15,13 +15,13 @@ from typing import Any, Generic, Protocol, TypeVar
 from google.protobuf.duration_pb2 import Duration
 from msgspec import Struct
 
-from events import Dataplane, TargetRef
+from events import Dataplane, Inbound, TargetRef
 from events.resources import go_duration_ns
 from projections import MeshServiceRow
 
 __all__ = ["NOTHING_APPLIES", "Applying", "Last", "Memo", "Merge", "by_destination", "chosen",
            "in_rule_2_order", "last_by_destination", "last_values", "non_negative_ns",
-           "positive_ns", "proto_duration", "selects"]
+           "positive_ns", "proto_duration", "selects", "selects_inbound"]
 
 _P = TypeVar("_P", bound="_Policy")
 _P_co = TypeVar("_P_co", covariant=True)
@@ -85,9 +85,10 @@ class Applying(Struct, frozen=True):
     """What the entries about the whole mesh set."""
     services: dict[str, Last]
     """What the entries naming each MeshService set."""
-    inbound: Last = {}
-    """What the `from[]` entries set (all `Mesh`; a kind without `inbound` in its `Merge`:
-    nothing)."""
+    inbound: tuple[Any, ...] = ()
+    """The applying policies that have `from[]` entries (a kind without `inbound` in its
+    `Merge`: none); `Merge.for_inbound` merges those whose top-level targetRef selects an
+    inbound."""
 
     def __bool__(self) -> bool:
         return bool(self.names)
@@ -98,11 +99,6 @@ class Applying(Struct, frozen=True):
         about it."""
         fields = by_destination(self.mesh, self.services, service)
         return None if fields is None else merged(**fields)
-
-    def for_inbounds(self, merged: Callable[..., _M]) -> _M | None:
-        """`merged(**fields)` of the merged `from[]` fields, which every inbound of the
-        proxy takes; None when no `from[]` entry applies."""
-        return merged(**{f: v for f, (_, v) in self.inbound.items()}) if self.inbound else None
 
 
 NOTHING_APPLIES = Applying(names=(), mesh={}, services={})
@@ -123,6 +119,7 @@ class Merge(Generic[_P]):
         self._fields = fields
         self._inbound = inbound
         self._memo: Memo[_P, Applying] = Memo()
+        self._inbound_memo: Memo[_P, Last] = Memo()
 
     def applying(self, rows: Mapping[str, _Row[_P]] | None, dataplane: Dataplane,
                  services: Mapping[str, MeshServiceRow]) -> Applying:
@@ -137,10 +134,28 @@ class Merge(Generic[_P]):
         values."""
         policies = tuple(policies)
         mesh, named = last_values(policies, self._fields)
-        inbound = ({} if self._inbound is None
-                   else last_values(policies, self._fields, self._inbound)[0])
+        section = self._inbound
+        inbound = () if section is None else tuple(
+            p for p in policies if any(True for _ in section(p)))  # entries, whatever their truth
         return Applying(names=tuple(sorted(p.name for p in policies)), mesh=mesh,
                         services=named, inbound=inbound)
+
+    def for_inbound(self, applying: Applying, dataplane: Dataplane, inbound: Inbound,
+                    services: Mapping[str, MeshServiceRow]) -> dict[str, Any] | None:
+        """The merged `from[]` fields `inbound` of `dataplane` takes: those of the applying
+        policies whose top-level targetRef selects that inbound (Kuma merges per inbound
+        the policies that select it, `matchedPoliciesByInbound`), in rule 2's order; None
+        when no entry applies to it."""
+        section = self._inbound
+        if section is None or not applying.inbound:
+            return None
+        picked = tuple(p for p in applying.inbound
+                       if selects_inbound(p.spec.target_ref, dataplane, inbound, services))
+        if not picked:
+            return None
+        last = self._inbound_memo.get(
+            picked, lambda ps: last_values(ps, self._fields, section)[0])
+        return {field: value for field, (_, value) in last.items()} or None
 
 
 def positive_ns(value: str | None) -> int | None:
@@ -266,6 +281,23 @@ def selects(ref: TargetRef, dataplane: Dataplane, services: Mapping[str, MeshSer
             return ref.labels is not None and _all_in(ref.labels, dataplane.labels)
         case _:  # a kind of a later release, in the log: it selects nothing here
             return False
+
+
+def selects_inbound(ref: TargetRef, dataplane: Dataplane, inbound: Inbound,
+                    services: Mapping[str, MeshServiceRow]) -> bool:
+    """Whether a policy's top-level targetRef `ref` selects `inbound` of `dataplane` (Kuma's
+    `DppSelectedByPolicy`, per inbound): `Mesh` and `Dataplane` every inbound of the
+    Dataplanes they select, `MeshSubset` those carrying every one of `tags`, `MeshService`
+    those its selector matches."""
+    match ref.kind:
+        case "MeshSubset":
+            return _all_in(ref.tags or {}, inbound.tags)
+        case "MeshService":
+            ms = services.get(ref.name or "")
+            selector = ms.spec.selector.dataplane_tags if ms is not None else {}
+            return bool(selector) and _all_in(selector, inbound.tags)
+        case _:
+            return selects(ref, dataplane, services)
 
 
 def _all_in(wanted: Mapping[str, str], have: Mapping[str, str]) -> bool:

@@ -241,7 +241,7 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
     identity = view.identities.get((mesh, name)) if trust is not None else None
     rows = (row, trust, identity)
     # an inbound listener binds the Dataplane's address: a name's answer (`inbounds`)
-    inbound_t = timeouts.for_inbounds(pol.timeouts)  # the MeshTimeouts' `from[]`
+    inbound_t = timeouts.for_inbounds(pol.timeouts, dp, services)  # MeshTimeouts' `from[]`
     values = (view.policy_versions[mesh] if trust is not None else 0,
               view.addresses.answers(("dataplane", mesh, name)), inbound_t)
     inputs = (*rows, *values)
@@ -432,7 +432,8 @@ def _service_san(mesh: str, ms: MeshServiceRow | None) -> str | None:
 
 
 def _own(view: ProjectionView, cache: ResourceCache, dp: Dataplane, trust: TrustRow | None,
-         identity: IdentityRow | None, t: timeouts.Timeouts | None, add: Add) -> None:
+         identity: IdentityRow | None, t: tuple[timeouts.Timeouts | None, ...], add: Add
+         ) -> None:
     """What only this proxy gets: its inbounds (with `t`, `timeouts.for_inbounds`) and, with
     mTLS, its certificate."""
     if trust is not None and identity is not None:

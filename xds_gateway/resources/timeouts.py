@@ -59,19 +59,22 @@ as their routes' `max_stream_duration`, the only timeout gRPC's xDS client reads
 (`proxyless_policies.py`), and nothing else. A top-level targetRef that selects no proxy is
 accepted and does nothing.
 
-5. **Inbounds** (Kuma's `applyToInbounds`, `rules/inbound`). The `from[]` entries (all
-   `targetRef: Mesh`, validation takes no other kind) of the policies of 1 are taken in the
-   order of 2 (Kuma's `rules/inbound.Sort`: the top-level targetRef's specificity, then the
-   name, the alphabetically first last) and their `default`s merged field by field as in 3.
-   When at least one entry applies, every inbound of the proxy (not `Ignored`) takes the
-   result on its local cluster and its listener, with the table's mapping for the
+5. **Inbounds** (Kuma's `applyToInbounds`, `rules/inbound`). Per inbound (not `Ignored`),
+   the policies of 1 whose top-level targetRef selects that inbound (Kuma's
+   `matchedPoliciesByInbound`: `Mesh` and `Dataplane` every inbound, `MeshSubset` those
+   with its tags, `MeshService` those its selector matches) have their `from[]` entries
+   (all `targetRef: Mesh`, validation takes no other kind) taken in the order of 2 (Kuma's
+   `rules/inbound.Sort`: the top-level targetRef's specificity, then the name, the
+   alphabetically first last) and their `default`s merged field by field as in 3. When at
+   least one entry applies to it, the inbound takes the result on its local cluster and
+   its listener, with the table's mapping for the
    inbound's protocol (`protocol`, or its `kuma.io/protocol` tag: L7 for `http`, `http2`,
    `grpc`), and the fields no entry sets take Kuma's defaults, as Kuma's configurer writes
    them then: `connectionTimeout` 5 s, `idleTimeout` 1 h, `http.requestTimeout` 15 s,
    `http.streamIdleTimeout` 30 min; Kuma's `0s` for `requestHeadersTimeout`,
    `maxStreamDuration` and `maxConnectionDuration` (none) is left out, which Envoy reads
    as none too. So an L7 inbound under a `from[]` that sets only `idleTimeout` ends a
-   request after 15 s, as Kuma's does. Without a `from[]` entry the inbounds are as
+   request after 15 s, as Kuma's does. An inbound no `from[]` entry applies to is as
    without MeshTimeout (no request timeout): unlike Kuma, which also writes its defaults
    on the inbounds of a proxy that only a `to[]` policy selects. As on outbounds, the
    inbound HCM's downstream `idle_timeout` takes `idleTimeout` (Kuma writes 0 there) and
@@ -81,6 +84,8 @@ accepted and does nothing.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.core.v3.protocol_pb2 import Http1ProtocolOptions
@@ -92,8 +97,9 @@ from envoy.extensions.filters.network.tcp_proxy.v3.tcp_proxy_pb2 import TcpProxy
 from envoy.extensions.upstreams.http.v3.http_protocol_options_pb2 import HttpProtocolOptions
 from msgspec import Struct
 
-from events import MeshTimeout
+from events import Dataplane, Inbound, MeshTimeout
 from events.resources import MeshTimeoutConf, MeshTimeoutFrom, go_duration_ns
+from projections import MeshServiceRow
 from xds_gateway.resources import policy_rules
 from xds_gateway.resources.listeners import HTTP_PROTOCOLS
 
@@ -143,12 +149,24 @@ def _with_inbound_defaults(**fields: int) -> Timeouts:
     return Timeouts(**{**_INBOUND_DEFAULTS, **fields})
 
 
-def for_inbounds(policies: Applying) -> Timeouts | None:
-    """The timeouts every inbound of the proxy takes under `policies` (5): the merged
-    `from[]` entries over Kuma's defaults; None when no `from[]` entry applies (the
-    inbounds stay as without MeshTimeout). `for_cluster` and `for_listener` pick each
-    resource's part."""
-    return policies.for_inbounds(_with_inbound_defaults)
+def for_inbounds(policies: Applying, dataplane: Dataplane,
+                 services: Mapping[str, MeshServiceRow]) -> tuple[Timeouts | None, ...]:
+    """The timeouts each of `dataplane`'s inbounds (in `networking.inbound`'s order) takes
+    under `policies` (5): the merged `from[]` entries of the policies that select that
+    inbound, over Kuma's defaults; None for an inbound no `from[]` entry applies to (it
+    stays as without MeshTimeout); `()` when none applies to any. `for_cluster` and
+    `for_listener` pick each resource's part."""
+    if not policies.inbound:
+        return ()
+    every = tuple(_for_inbound(policies, dataplane, i, services)
+                  for i in dataplane.networking.inbound)
+    return every if any(t is not None for t in every) else ()
+
+
+def _for_inbound(policies: Applying, dataplane: Dataplane, inbound: Inbound,
+                 services: Mapping[str, MeshServiceRow]) -> Timeouts | None:
+    fields = _MERGE.for_inbound(policies, dataplane, inbound, services)
+    return None if fields is None else _with_inbound_defaults(**fields)
 
 
 def for_cluster(timeouts: Timeouts | None, protocol: str) -> Timeouts | None:

@@ -287,6 +287,17 @@ ENVOY_MAX_REGEX_PROGRAM = 100
 `re2.max_program_size.error_level`, 100 unless an operator raised it)."""
 
 
+def _reason(exc: Exception) -> str:
+    """RE2's message, whose quote of the pattern it read byte by byte (Latin-1) is put back
+    into the pattern's own characters: `\\é`, not `\\Ã`."""
+    raw = exc.args[0] if exc.args else b""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(exc)
+    try:
+        return text.encode("latin-1").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # not a quote of Latin-1 characters: as it is
+        return text
+
+
 def _regex(value: str, path: str, out: list[Violation]) -> None:
     if not value:
         out.append(Violation(path, "'' is not a regular expression Envoy takes: it must not "
@@ -295,9 +306,8 @@ def _regex(value: str, path: str, out: list[Violation]) -> None:
     try:
         size = re2.compile(value.encode(), _RE2).programsize
     except re2.error as exc:
-        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
         out.append(Violation(path, f"{value!r} is not a regular expression Envoy reads "
-                                   f"(RE2): {reason}"))
+                                   f"(RE2): {_reason(exc)}"))
         return
     if size > ENVOY_MAX_REGEX_PROGRAM:
         out.append(Violation(path, f"{value!r} is too complex for Envoy: its RE2 program "

@@ -106,18 +106,34 @@ def decode_resource(raw: Any, expected_kind: str | None = None) -> Resource:
 
 
 def check_depth(raw: Any, limit: int = MAX_DEPTH) -> None:
-    """Raise InvalidResource naming the path where `raw` nests deeper than `limit`. Iterative:
-    a document deep enough to matter must not exhaust the stack of the check itself."""
+    """Raise InvalidResource naming the path where `raw` nests deeper than `limit`, or holds
+    a string that is not text (a lone UTF-16 surrogate, which YAML's `"\\ud800"` escape
+    makes and no event could be encoded with). Iterative: a document deep enough to matter
+    must not exhaust the stack of the check itself."""
     stack: list[tuple[Any, str, int]] = [(raw, "", 0)]
     while stack:
         value, path, depth = stack.pop()
         if depth > limit:
             raise InvalidResource("resource", [Violation(
                 path, f"is nested too deeply (more than {limit} levels)")])
-        if isinstance(value, dict):
+        if isinstance(value, str):
+            _check_text(value, path)
+        elif isinstance(value, dict):
+            for k in value:
+                if isinstance(k, str):
+                    _check_text(k, path)
             stack.extend((v, _join(path, str(k)), depth + 1) for k, v in value.items())
         elif isinstance(value, list):
             stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
+
+
+def _check_text(value: str, path: str) -> None:
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidResource("resource", [Violation(
+            path, f"holds {value[exc.start]!r} at character {exc.start}, a lone UTF-16 "
+                  "surrogate, which is not text")]) from None
 
 
 def _within(path: str, wrong: str) -> bool:

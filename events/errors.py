@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import msgspec
 
 __all__ = [
+    "MAX_VIOLATIONS_CHARS",
     "MAX_VIOLATIONS_SHOWN",
     "MAX_VIOLATION_CHARS",
     "AppendNotStored",
@@ -78,6 +79,9 @@ MAX_VIOLATION_CHARS = 1024
 """The longest path or message a violation carries: one that echoes a value of a megabyte
 (a `retryOn` item, a duration) is cut in the middle, saying how much was left out, so a
 400 answer stays small however big the document that earned it."""
+MAX_VIOLATIONS_CHARS = 16_384
+"""The most characters of paths and messages the violations carry in all: past it, the
+rest are counted too (each may be `MAX_VIOLATION_CHARS` twice, and there may be 100)."""
 
 
 def _cut(text: str) -> str:
@@ -91,13 +95,21 @@ def _cut(text: str) -> str:
 
 def _bounded(violations: Sequence[Violation]) -> tuple[Violation, ...]:
     """`violations`, each path and message at most `MAX_VIOLATION_CHARS`, at most
-    `MAX_VIOLATIONS_SHOWN` of them and one that counts the others."""
-    shown = [v if len(v.path) <= MAX_VIOLATION_CHARS and len(v.message) <= MAX_VIOLATION_CHARS
-             else Violation(_cut(v.path), _cut(v.message))
-             for v in violations[:MAX_VIOLATIONS_SHOWN]]
-    if len(violations) > MAX_VIOLATIONS_SHOWN:
-        shown.append(Violation("", f"{len(violations) - MAX_VIOLATIONS_SHOWN} more violations "
-                                   "not shown: fix these and submit again"))
+    `MAX_VIOLATIONS_SHOWN` of them and `MAX_VIOLATIONS_CHARS` in all, and one that counts
+    the others."""
+    shown: list[Violation] = []
+    budget = MAX_VIOLATIONS_CHARS
+    for v in violations[:MAX_VIOLATIONS_SHOWN]:
+        if len(v.path) > MAX_VIOLATION_CHARS or len(v.message) > MAX_VIOLATION_CHARS:
+            v = Violation(_cut(v.path), _cut(v.message))
+        budget -= len(v.path) + len(v.message)
+        if budget < 0 and shown:
+            break
+        shown.append(v)
+    left = len(violations) - len(shown)
+    if left:
+        shown.append(Violation("", f"{left} more violation{'s' if left > 1 else ''} not "
+                                   "shown: fix these and submit again"))
     return tuple(shown)
 
 

@@ -5,7 +5,7 @@ shown as the first hundred and a count."""
 from __future__ import annotations
 
 from events import InvalidResource, Violation
-from events.errors import MAX_VIOLATION_CHARS, MAX_VIOLATIONS_SHOWN
+from events.errors import MAX_VIOLATION_CHARS, MAX_VIOLATIONS_CHARS, MAX_VIOLATIONS_SHOWN
 
 
 def test_a_huge_value_is_cut_in_the_middle_saying_how_much() -> None:
@@ -39,3 +39,19 @@ def test_thousands_of_violations_show_the_first_hundred_and_a_count() -> None:
     assert shown[-1] == Violation("", f"{5_000 - MAX_VIOLATIONS_SHOWN} more violations not "
                                       "shown: fix these and submit again")
     assert len(shown) == MAX_VIOLATIONS_SHOWN + 1
+
+
+def test_many_long_violations_stay_within_the_total_and_count_the_rest() -> None:
+    given = [Violation(f"spec.to[{i}].default.http.retryOn[0]", "x" * 5_000 + " is not one")
+             for i in range(100)]
+    shown = InvalidResource("MeshRetry", given).violations
+    assert sum(len(v.path) + len(v.message) for v in shown[:-1]) <= MAX_VIOLATIONS_CHARS
+    assert shown[-1].message == (f"{100 - (len(shown) - 1)} more violations not shown: fix "
+                                 "these and submit again")
+    assert shown[:-1] == InvalidResource("MeshRetry", given[:len(shown) - 1]).violations
+
+
+def test_one_more_violation_is_one() -> None:
+    given = [Violation(f"p{i}", "wrong") for i in range(MAX_VIOLATIONS_SHOWN + 1)]
+    assert InvalidResource("Mesh", given).violations[-1].message == (
+        "1 more violation not shown: fix these and submit again")

@@ -94,6 +94,10 @@ def test_kumas_example_is_valid_and_keeps_every_field() -> None:
                  ["spec.to[0].rules[0].matches[0].path.value: '/a(?=b)' is not a regular "
                   "expression Envoy reads (RE2): invalid perl operator: (?="],
                  id="lookahead, which Python reads and RE2 does not"),
+    pytest.param(_route(_rule({"path": {"type": "RegularExpression", "value": "/[é-a]"}})),
+                 ["spec.to[0].rules[0].matches[0].path.value: '/[é-a]' is not a regular "
+                  "expression Envoy reads (RE2): invalid character class range: \ufffd-a"],
+                 id="RE2's quote of a non-ASCII pattern is not mojibake"),
     pytest.param(_route(_rule({"headers": [{"name": "x", "type": "RegularExpression",
                                             "value": "a{30}b{30}c{30}d{30}"}]})),
                  ["spec.to[0].rules[0].matches[0].headers[0].value: 'a{30}b{30}c{30}d{30}' "

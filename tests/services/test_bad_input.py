@@ -114,6 +114,27 @@ def test_deep_nesting_is_a_400_naming_the_field(cp: ControlPlane, field: str) ->
     assert problem["reason"] == "is nested too deeply (more than 32 levels)"
 
 
+@pytest.mark.parametrize(("document", "field"), [
+    # a regex is handed to RE2 as UTF-8 bytes: this one was an internal error (a 500)
+    ('type: MeshHTTPRoute\nmesh: default\nname: sur\nspec:\n  to:\n  - targetRef: '
+     '{kind: MeshService, name: backend}\n    rules:\n    - matches:\n      - path: '
+     '{type: RegularExpression, value: "/a\\ud800"}\n', "spec.to[0].rules[0].matches[0]."
+     "path.value"),
+    ('type: Dataplane\nmesh: default\nname: sur\nlabels: {"\\udc00": x}\nnetworking: '
+     '{address: 10.0.0.1}\n', "labels"),
+])
+def test_a_lone_surrogate_in_yaml_is_a_400_naming_the_field(cp: ControlPlane, document: str,
+                                                             field: str) -> None:
+    kind = "meshhttproutes" if "MeshHTTPRoute" in document else "dataplanes"
+    response = cp.api.put(f"/meshes/default/{kind}/sur", content=document,
+                          headers={"content-type": "application/yaml"})
+    assert response.status_code == 400, response.text
+    [problem] = response.json()["invalid_parameters"]
+    assert problem["field"] == field
+    assert "a lone UTF-16 surrogate, which is not text" in problem["reason"]
+    _still_serves(cp)
+
+
 def test_a_yaml_alias_bomb_is_refused_at_once(cp: ControlPlane) -> None:
     levels = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     for i, name in enumerate("bcdefghi"):

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent import futures
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -385,12 +385,13 @@ GRPC_NAME_METHOD = "/meshlog.test.Echo/Name"
 
 
 @contextlib.contextmanager
-def grpc_backend(host: str, port: int, name: str) -> Iterator[None]:
-    """A gRPC server (HTTP/2 only) whose one unary method (`GRPC_NAME_METHOD`) answers with
-    its name."""
-    handler = grpc.method_handlers_generic_handler("meshlog.test.Echo", {
-        "Name": grpc.unary_unary_rpc_method_handler(lambda _request, _context: name.encode())})
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+def grpc_server(host: str, port: int, service: str,
+                methods: Mapping[str, Callable[[bytes, grpc.ServicerContext], bytes]]
+                ) -> Iterator[None]:
+    """A gRPC server (HTTP/2 only) of `service`'s unary `methods` (raw bytes in and out)."""
+    handler = grpc.method_handlers_generic_handler(service, {
+        method: grpc.unary_unary_rpc_method_handler(call) for method, call in methods.items()})
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((handler,))
     server.add_insecure_port(f"{host}:{port}")
     server.start()
@@ -398,6 +399,32 @@ def grpc_backend(host: str, port: int, name: str) -> Iterator[None]:
         yield
     finally:
         server.stop(grace=None)
+
+
+def failing_first(code: grpc.StatusCode) -> Callable[[bytes, grpc.ServicerContext], bytes]:
+    """A unary method that ends the first call of each request body with `code` and answers
+    the later ones `ok`: what a retry turns into an answer."""
+    seen: set[bytes] = set()
+    lock = threading.Lock()
+
+    def call(request: bytes, context: grpc.ServicerContext) -> bytes:
+        with lock:
+            first = request not in seen
+            seen.add(request)
+        if first:
+            context.abort(code, "flaky")
+        return b"ok"
+
+    return call
+
+
+@contextlib.contextmanager
+def grpc_backend(host: str, port: int, name: str) -> Iterator[None]:
+    """A gRPC server (HTTP/2 only) whose one unary method (`GRPC_NAME_METHOD`) answers with
+    its name."""
+    with grpc_server(host, port, "meshlog.test.Echo",
+                     {"Name": lambda _request, _context: name.encode()}):
+        yield
 
 
 def fetch(url: str) -> str | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,9 @@ from tests.harness import (
     GRPC_NAME_METHOD,
     Envoy,
     answering_backend,
+    failing_first,
     free_port,
+    grpc_server,
     meshlog_up,
     wait_for,
 )
@@ -105,31 +106,11 @@ def test_entries_merged_across_policies_are_a_config_envoy_accepts(tmp_path: Pat
         assert (answer.status_code, answer.text) == (200, "ok")
 
 
-@contextlib.contextmanager
-def _flaky_grpc_backend(host: str, port: int) -> Iterator[None]:
+def _flaky_grpc_backend(host: str, port: int) -> contextlib.AbstractContextManager[None]:
     """A gRPC server whose one method (`GRPC_NAME_METHOD`) ends the first call of each
     request body CANCELLED and answers the later ones `ok`."""
-    seen: set[bytes] = set()
-    lock = threading.Lock()
-
-    def name(request: bytes, context: grpc.ServicerContext) -> bytes:
-        with lock:
-            first = request not in seen
-            seen.add(request)
-        if first:
-            context.abort(grpc.StatusCode.CANCELLED, "flaky")
-        return b"ok"
-
-    handler = grpc.method_handlers_generic_handler("meshlog.test.Echo", {
-        "Name": grpc.unary_unary_rpc_method_handler(name)})
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    server.add_generic_rpc_handlers((handler,))
-    server.add_insecure_port(f"{host}:{port}")
-    server.start()
-    try:
-        yield
-    finally:
-        server.stop(grace=None)
+    return grpc_server(host, port, "meshlog.test.Echo",
+                       {"Name": failing_first(grpc.StatusCode.CANCELLED)})
 
 
 def test_a_grpc_retry_on_canceled_turns_a_first_cancelled_call_into_an_answer(

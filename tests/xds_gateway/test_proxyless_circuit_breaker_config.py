@@ -158,3 +158,24 @@ def test_deleting_the_policy_brings_back_the_same_bytes_through_one_cache() -> N
         MeshCircuitBreakerDeleted(at=3_000_000_000_000, mesh="default", name="all")]))
 
     assert _config(view, cache) == before
+
+
+def test_the_cluster_of_an_explicit_outbound_takes_the_same() -> None:
+    """A cluster only an explicit outbound adds (backend: not among the reachable backends)
+    is the one a target's would be."""
+    client = dataplane("client-1", "10.0.0.9", 7070, "client", "grpc")
+    client["networking"].update(
+        transparentProxying={"reachableBackends": {"refs": [{"kind": "MeshService",
+                                                             "name": "api"}]}},
+        outbound=[{"port": 18080, "backendRef": {"kind": "MeshService", "name": "backend",
+                                                 "port": 8080}}])
+    view, projection = view_of(dataplane("backend-1", "10.0.0.1", 8080, "backend", "grpc"),
+                               dataplane("api-1", "10.0.0.2", 9090, "api", "grpc"), client)
+    apply(view, projection, _mcb("all", ({"kind": "Mesh"}, {
+        "connectionLimits": {"maxRequests": 1, "maxConnections": 2}})))
+
+    clusters = _clusters(_config(view))
+
+    assert clusters[_BACKEND_CLUSTER]["circuitBreakers"] == clusters[
+        "default_api___msvc_9090"]["circuitBreakers"] == {"thresholds": [
+            {"maxRequests": 1, "trackRemaining": True}]}

@@ -3,7 +3,8 @@
 outbound cluster they are about, L4 and L7 alike, merged field by field, nothing else
 changed. The full config of one case: testdata/meshcircuitbreaker.*; a real Envoy
 overflowing: tests/integration/test_meshcircuitbreaker.py; what every outbound policy kind
-does alike: test_outbound_policy_config.py."""
+does alike: test_outbound_policy_config.py; a proxyless gRPC client's clusters:
+test_proxyless_circuit_breaker_config.py."""
 
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ from tests.xds_gateway.test_golden_config import compute
 from xds_gateway.resources import circuit_breakers
 from xds_gateway.resources.cache import ResourceCache
 from xds_gateway.resources.config_dump import config_json
-from xds_gateway.resources.node import ProxyNode
 from xds_gateway.view import ProjectionView
 
 _BACKEND = {"kind": "MeshService", "name": "backend"}
@@ -95,16 +95,6 @@ def test_a_meshservice_entry_wins_field_by_field_and_disabled_sets_no_outlier_de
     db = clusters["default_db___msvc_5432"]
     assert db["circuitBreakers"]["thresholds"][0]["maxConnections"] == 100
     assert db["outlierDetection"]["consecutive5xx"] == 5
-
-
-def test_a_proxyless_grpc_client_gets_none() -> None:
-    view, projection = _view()
-    node = ProxyNode(user_agent_name="gRPC C-core")
-    before = config_json(view, "default", "web-1", ResourceCache(), node=node)
-    apply(view, projection, _mcb("all", ({"kind": "Mesh"}, {
-        "connectionLimits": {"maxConnections": 5}})))
-
-    assert config_json(view, "default", "web-1", ResourceCache(), node=node) == before
 
 
 def test_a_multizone_service_takes_the_mesh_entries_only() -> None:

@@ -44,11 +44,11 @@ pending and requests, 3 retries).
 
 **meshlog's deviations.** Kuma sets `track_remaining` on every cluster of every proxy, with
 or without a policy; meshlog only on the clusters a MeshCircuitBreaker configures, so the
-config without one is what it was before MeshCircuitBreaker existed. Proxyless gRPC clients
-get no MeshCircuitBreaker, though gRPC reads a cluster's `max_requests` (gRFC A32) and outlier
-detection (A50); MeshTimeout and MeshRetry reach them on their routes
-(`proxyless_policies.py`). Not modelled (refused as unknown fields): `rules[]` (inbound),
-`healthyPanicThreshold`.
+config without one is what it was before MeshCircuitBreaker existed. A proxyless gRPC
+client's clusters take the fields gRPC reads only (`maxRequests`, gRFC A32; outlier
+detection by success rate or failure percentage, A50), set by `broken_cluster` too
+(`proxyless_policies.for_cluster`). Not modelled (refused as unknown fields): `rules[]`
+(inbound), `healthyPanicThreshold`.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from xds_gateway.resources.cache import EncodedResource, ResourceCache
 from xds_gateway.type_urls import LISTENER
 from xds_gateway.view import ProjectionView
 
-__all__ = ["NOTHING", "NO_POLICY", "Applying", "Destination", "applying", "cluster_inputs",
+__all__ = ["NO_POLICY", "Applying", "Destination", "applying", "cluster_inputs",
            "for_destination", "outbound", "policed_cluster"]
 
 
@@ -48,18 +48,13 @@ class Applying(Struct, frozen=True):
                 self.routes.names)
 
 
-NOTHING = Applying(policy_rules.NOTHING_APPLIES, policy_rules.NOTHING_APPLIES,
-                   policy_rules.NOTHING_APPLIES)
-"""No policy applies (none selects the proxy, or an explicit outbound of a proxyless gRPC
-client)."""
-
-
 class Destination(Struct, frozen=True):
     """What the policies give the outbound to one destination (None: no entry about it)."""
 
     t: timeouts.Timeouts | None = None
     r: retries.Retries | None = None
     cb: circuit_breakers.CircuitBreakers | None = None
+    """For a proxyless gRPC client, only the fields gRPC reads (`proxyless_policies`)."""
     g: proxyless_policies.GrpcRoute | None = None
     """A proxyless gRPC client's: what its route to the destination takes (the rest is
     Envoy's, None for it)."""
@@ -75,12 +70,12 @@ NO_POLICY = Destination()
 def applying(view: ProjectionView, mesh: str, dataplane: Dataplane,
              services: Mapping[str, MeshServiceRow], *, grpc: bool) -> Applying:
     """The policies of `mesh` that apply to `dataplane`; for a proxyless gRPC client
-    (`grpc`), MeshTimeout and MeshRetry only, which its routes take
-    (`proxyless_policies`)."""
+    (`grpc`), MeshTimeout, MeshRetry and MeshCircuitBreaker only, which its routes and
+    clusters take (`proxyless_policies`)."""
     return Applying(
         timeouts.applying(view.policies(MESH_TIMEOUT, mesh), dataplane, services),
         retries.applying(view.policies(MESH_RETRY, mesh), dataplane, services),
-        policy_rules.NOTHING_APPLIES if grpc else circuit_breakers.applying(
+        circuit_breakers.applying(
             view.policies(MESH_CIRCUIT_BREAKER, mesh), dataplane, services),
         http_routes.NO_ROUTES if grpc else http_routes.applying(
             view.policies(MESH_HTTP_ROUTE, mesh), dataplane, services))
@@ -89,11 +84,15 @@ def applying(view: ProjectionView, mesh: str, dataplane: Dataplane,
 def for_destination(policies: Applying, service: str | None, *, grpc: bool = False
                     ) -> Destination:
     """The outbound to MeshService `service` (None: a MeshMultiZoneService, Mesh entries
-    only); for a proxyless gRPC client (`grpc`), its route's part only."""
+    only); for a proxyless gRPC client (`grpc`), its route's part and what of
+    MeshCircuitBreaker gRPC reads in its cluster (`proxyless_policies`)."""
     if grpc:
-        return Destination(g=proxyless_policies.for_route(
-            timeouts.for_destination(policies.timeouts, service),
-            retries.for_destination(policies.retries, service)))
+        return Destination(
+            cb=proxyless_policies.for_cluster(
+                circuit_breakers.for_destination(policies.circuit_breakers, service)),
+            g=proxyless_policies.for_route(
+                timeouts.for_destination(policies.timeouts, service),
+                retries.for_destination(policies.retries, service)))
     return Destination(timeouts.for_destination(policies.timeouts, service),
                        retries.for_destination(policies.retries, service),
                        circuit_breakers.for_destination(policies.circuit_breakers, service),

@@ -1,11 +1,13 @@
-"""MeshTimeout and MeshRetry to proxyless gRPC clients: what of them a gRPC channel to
-`xds:///<target>` reads, on the route of the target's RouteConfiguration (`proxyless.py`).
+"""MeshTimeout, MeshRetry and MeshCircuitBreaker to proxyless gRPC clients: what of them a
+gRPC channel to `xds:///<target>` reads, on the route of the target's RouteConfiguration
+(`proxyless.py`) and on the cluster that route names.
 
 Which policies apply and how their `to[]` entries merge per destination are the rules every
 proxy gets (`timeouts.py` 1-3, `policy_rules.py`); this module takes the merged result of one
-destination (`timeouts.for_destination`, `retries.for_destination`) and maps what gRPC's xDS
-client honours. Kuma has no proxyless gRPC (kumahq/kuma#7152, closed), so the mapping is
-gRPC's, with Kuma's meaning of each field:
+destination (`timeouts.for_destination`, `retries.for_destination`,
+`circuit_breakers.for_destination`) and maps what gRPC's xDS client honours. Kuma has no
+proxyless gRPC (kumahq/kuma#7152, closed), so the mapping is gRPC's, with Kuma's meaning of
+each field:
 
 | field                        | the target's route (gRPC reads it as)                     |
 |------------------------------|-----------------------------------------------------------|
@@ -33,14 +35,48 @@ Checked against gRPC-core's route parser (`xds_route_config_parser.cc`: `RetryPo
 `RouteActionParse`; `retry_service_config.cc` clamps attempts at 5) and shown with grpcio
 1.85 (tests/integration/test_proxyless_policies.py).
 
+MeshCircuitBreaker on the target's cluster (`for_cluster`: the merged fields gRPC reads, set
+as for an Envoy by `circuit_breakers.broken_cluster`, so the cluster is the bytes an Envoy
+gets from the same fields):
+
+| field (under `default`)               | the cluster (gRPC reads it as)                     |
+|---------------------------------------|----------------------------------------------------|
+| `connectionLimits.maxRequests`        | `circuit_breakers.thresholds[DEFAULT].max_requests`|
+|                                       | (gRFC A32: calls in flight at once, per cluster,   |
+|                                       | past which a call fails UNAVAILABLE at once)       |
+| `outlierDetection.interval`           | `outlier_detection.interval` (gRFC A50)            |
+| `outlierDetection.baseEjectionTime`   | `.base_ejection_time`                              |
+| `outlierDetection.maxEjectionPercent` | `.max_ejection_percent`                            |
+| `...detectors.successRate`            | `.enforcing_success_rate` 100, `success_rate_*`    |
+| `...detectors.failurePercentage`      | `.enforcing_failure_percentage` 100,               |
+|                                       | `failure_percentage_*`                             |
+
+Outlier detection goes to the cluster only with a `successRate` or `failurePercentage`
+detector (and not `disabled`): gRPC ejects by these two only, so without them it would
+eject nothing. gRPC's defaults stand for what is left out (A50: interval 10 s, base
+ejection time 30 s, 10 %; success rate 5 hosts, 100 requests, factor 1.9; failure
+percentage 5 hosts, 50 requests, 85 %; MeshCircuitBreaker has no max ejection time). Left out,
+as gRPC does not read them: `maxConnections`, `maxConnectionPools`, `maxPendingRequests`,
+`maxRetries` (gRPC's retries are capped by the route's policy, A44), `totalFailures`,
+`gatewayFailures`, `localOriginFailures`, `splitExternalAndLocalErrors`. The cluster keeps
+what `broken_cluster` sets besides (the DEFAULT threshold's `track_remaining`, the
+`enforcing_*` of the other detectors at 0, the local-origin ones), which gRPC ignores.
+Nothing gRPC refuses can get there: validation keeps percentages within 0..100 and
+durations above 0 (gRPC NACKs a percentage above 100).
+
+Checked against gRPC-core's cluster parser (`xds_cluster_parser.cc`, `CdsResourceParse`:
+the first DEFAULT threshold's `max_requests`; an outlier detector counts only with its
+`enforcing_*` present and not 0) and shown with grpcio 1.85 (circuit breaking:
+tests/integration/test_proxyless_circuit_breaker.py; outlier detection on config only).
+
 Not read by gRPC's route parser, so not mapped (docs/status.md): `connectionTimeout`,
 `idleTimeout` (newer gRPC-core reads a cluster's `upstream_config` idle timeout; meshlog's
 clusters carry theirs elsewhere and a proxyless client's get none), `http.streamIdleTimeout`,
 `http.maxConnectionDuration`, `http.requestHeadersTimeout`, `grpc.perTryTimeout` (gRFC A44
 leaves it out) and MeshRetry's `http` and `tcp` sections. A proxyless client speaks gRPC
 whatever the port's `appProtocol`, so the `grpc` section and the `http` timeouts apply to
-every target. The client's clusters and outbound listeners (which gRPC ignores, or reads
-without these fields) stay as they are without policies.
+every target. The client's outbound listeners (which gRPC ignores) stay as they are without
+policies, and so do its clusters without a MeshCircuitBreaker about them.
 """
 
 from __future__ import annotations
@@ -53,11 +89,12 @@ from msgspec import Struct
 from events.resources import GRPC_RETRY_ON
 from xds_gateway.resources import proxyless
 from xds_gateway.resources.cache import EncodedResource, ResourceCache
+from xds_gateway.resources.circuit_breakers import CircuitBreakers
 from xds_gateway.resources.retries import Retries
 from xds_gateway.resources.timeouts import Timeouts
 from xds_gateway.type_urls import LISTENER, ROUTE
 
-__all__ = ["GrpcRoute", "for_route", "grpc_target", "routed"]
+__all__ = ["GrpcRoute", "for_cluster", "for_route", "grpc_target", "routed"]
 
 _KUMA_GRPC_DEFAULT = ("cancelled", "connect-failure", "gateway-error", "refused-stream",
                       "reset", "resource-exhausted", "unavailable")
@@ -77,6 +114,7 @@ class GrpcRoute(Struct, frozen=True, kw_only=True):
 
 
 _NOTHING = GrpcRoute()
+_NO_LIMITS = CircuitBreakers()
 
 
 def for_route(timeouts: Timeouts | None, retries: Retries | None) -> GrpcRoute | None:
@@ -97,6 +135,24 @@ def for_route(timeouts: Timeouts | None, retries: Retries | None) -> GrpcRoute |
             route = GrpcRoute(max_stream=route.max_stream, retry_on=codes,
                               num_retries=retries.grpc_retries, base=base, max=top)
     return None if route == _NOTHING else route
+
+
+def for_cluster(cb: CircuitBreakers | None) -> CircuitBreakers | None:
+    """What of one destination's merged MeshCircuitBreaker `cb` (`for_destination`'s) a
+    proxyless client's cluster takes; None: nothing, the cluster is as without policies."""
+    if cb is None:
+        return None
+    if cb.outlier and not cb.disabled and (cb.success_rate or cb.failure_percentage):
+        grpc = CircuitBreakers(
+            max_requests=cb.max_requests, outlier=True, interval=cb.interval,
+            base_ejection=cb.base_ejection, max_ejection_percent=cb.max_ejection_percent,
+            success_rate=cb.success_rate, sr_minimum_hosts=cb.sr_minimum_hosts,
+            sr_request_volume=cb.sr_request_volume, sr_stdev_milli=cb.sr_stdev_milli,
+            failure_percentage=cb.failure_percentage, fp_minimum_hosts=cb.fp_minimum_hosts,
+            fp_request_volume=cb.fp_request_volume, fp_threshold=cb.fp_threshold)
+    else:
+        grpc = CircuitBreakers(max_requests=cb.max_requests)
+    return None if grpc == _NO_LIMITS else grpc
 
 
 def routed(route_config: RouteConfiguration, route: GrpcRoute | None) -> RouteConfiguration:

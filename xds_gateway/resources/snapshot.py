@@ -251,9 +251,8 @@ def build_snapshot(view: ProjectionView, mesh: str, name: str, cache: ResourceCa
         first = previous.first  # the proxy's own part depends on these only
     else:
         first = _collect(lambda add: _own(view, cache, dp, trust, identity, inbound_t, add))
-    # a proxyless gRPC client takes policies on its targets' routes only (_shared)
-    ex_pol = outbound_policies.NOTHING if node.is_grpc else pol
-    last = (_collect(lambda add: _explicit(view, cache, mesh, mode, dp, services, ex_pol, add))
+    last = (_collect(lambda add: _explicit(view, cache, mesh, mode, dp, services, pol, add,
+                                           grpc=node.is_grpc))
             if dp.networking.outbound else _NONE)
     return Snapshot(shared, first, last, row, inputs)
 
@@ -346,7 +345,9 @@ def _hostname_targets(hostnames: list[str], port: int) -> list[str]:
 
 def _explicit(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
               dp: Dataplane, services: dict[str, MeshServiceRow],
-              pol: outbound_policies.Applying, add: Add) -> None:
+              pol: outbound_policies.Applying, add: Add, *, grpc: bool) -> None:
+    """A proxy's explicit outbounds; a proxyless gRPC client's (`grpc`) take what of `pol`
+    its clusters take (`outbound_policies.for_destination`), as in `_shared`."""
     for outbound in dp.networking.outbound:
         if not explicit_outbound_allowed(mode, outbound):
             continue
@@ -355,13 +356,13 @@ def _explicit(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
             outbound, view.meshmultizoneservices.get(mesh, {}))
         routed = None
         if target is not None:
-            d = outbound_policies.for_destination(pol, target[0])
+            d = outbound_policies.for_destination(pol, target[0], grpc=grpc)
             cname = _service_port(view, cache, mesh, target[0], target[1], add, d=d)
             protocol = listeners.port_protocol(services[target[0]].spec.ports, target[1])
             routed = _routes(view, cache, mesh, services, pol, add, d.h, target[1], cname,
                              protocol)
         elif multizone_target is not None:
-            d = outbound_policies.for_destination(pol, None)
+            d = outbound_policies.for_destination(pol, None, grpc=grpc)
             cname = multizone.mzsvc_port(view, cache, *multizone_target, add, d=d)
             protocol = listeners.port_protocol(multizone_target[0].spec.ports,
                                                multizone_target[1])

@@ -91,3 +91,29 @@ def test_a_proxyless_grpc_client_gets_plaintext_clusters(mode: str) -> None:
     config = _config(mode, node=ProxyNode(user_agent_name="gRPC Python"))
     assert all("transportSocket" not in c["resource"] for c in config["clusters"]
                if c["name"].endswith("_msvc_8080"))
+
+
+@pytest.mark.parametrize("mode", ["STRICT", "PERMISSIVE"])
+def test_a_proxyless_clients_explicit_outbound_cluster_is_plaintext_too(mode: str) -> None:
+    """A cluster only an explicit outbound adds (backend is not among the client's reachable
+    backends) is one gRPC can use: no TLS it has no certificate for."""
+    client = dataplane("client-1", "10.0.0.9", 7070, "client")
+    client["networking"].update(
+        transparentProxying={"reachableBackends": {"refs": [{"kind": "MeshService",
+                                                             "name": "web"}]}},
+        outbound=[{"port": 18080, "backendRef": {"kind": "MeshService", "name": "backend",
+                                                 "port": 8080}}])
+    h = History()
+    h.mtls("default", "ca-1", "ca-2", enabled="ca-1", mode=mode)
+    projection, view = Projection(), ProjectionView()
+    view.apply(projection.fold(h.events))
+    view.apply(projection.fold([
+        event_for(dataplane("backend-1", "10.0.0.2", 8080, "backend"), at=10),
+        event_for(dataplane("web-1", "10.0.0.4", 8080, "web"), at=11),
+        event_for(client, at=12)]))
+    config = config_json(view, "default", "client-1", ResourceCache(),
+                         node=ProxyNode(user_agent_name="gRPC Python"))
+    clusters = _by_name(config["clusters"])
+    assert "default_backend___msvc_8080" in clusters  # the explicit outbound's alone
+    assert all("transportSocket" not in c for name, c in clusters.items()
+               if name.endswith("_msvc_8080"))

@@ -347,7 +347,7 @@ def _explicit(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
               dp: Dataplane, services: dict[str, MeshServiceRow],
               pol: outbound_policies.Applying, add: Add, *, grpc: bool) -> None:
     """A proxy's explicit outbounds; a proxyless gRPC client's (`grpc`) take what of `pol`
-    its clusters take (`outbound_policies.for_destination`), as in `_shared`."""
+    its clusters take (`outbound_policies.for_destination`) and no mTLS, as in `_shared`."""
     for outbound in dp.networking.outbound:
         if not explicit_outbound_allowed(mode, outbound):
             continue
@@ -357,13 +357,15 @@ def _explicit(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
         routed = None
         if target is not None:
             d = outbound_policies.for_destination(pol, target[0], grpc=grpc)
-            cname = _service_port(view, cache, mesh, target[0], target[1], add, d=d)
+            cname = _service_port(view, cache, mesh, target[0], target[1], add,
+                                  mtls=not grpc, d=d)
             protocol = listeners.port_protocol(services[target[0]].spec.ports, target[1])
             routed = _routes(view, cache, mesh, services, pol, add, d.h, target[1], cname,
                              protocol)
         elif multizone_target is not None:
             d = outbound_policies.for_destination(pol, None, grpc=grpc)
-            cname = multizone.mzsvc_port(view, cache, *multizone_target, add, d=d)
+            cname = multizone.mzsvc_port(view, cache, *multizone_target, add,
+                                         mtls=not grpc, d=d)
             protocol = listeners.port_protocol(multizone_target[0].spec.ports,
                                                multizone_target[1])
         else:

@@ -11,6 +11,8 @@ an event naming a value a later release adds still decodes; which values they ta
 
 from __future__ import annotations
 
+from msgspec import field
+
 from events.resources._base import MeshScopedResource, _Base
 from events.resources._policies import TargetRef
 
@@ -46,7 +48,7 @@ class HashPolicyCookie(_Base, frozen=True):
 
 
 class HashPolicyConnection(_Base, frozen=True):
-    source_ip: bool | None = None
+    source_ip: bool | None = field(default=None, name="sourceIP")
 
 
 class HashPolicyQueryParameter(_Base, frozen=True):

@@ -126,6 +126,12 @@ def test_the_merged_types_hash_policies_are_used_and_the_root_ones_first() -> No
     assert [p.type for p in policies({"loadBalancer": ring}, {"loadBalancer": maglev})] == [
         "QueryParameter"]
     assert policies({"loadBalancer": {**ring, "type": "Random"}}) is None
+    # the cluster's part leaves the hash policies out: one cluster build for both
+    ring_only = load_balancing.for_destination(load_balancing.merged([_mlbs(
+        "p", (_MESH, {"loadBalancer": {"type": "RingHash"}}))]), "x")
+    hashed = load_balancing.for_destination(load_balancing.merged([_mlbs(
+        "p", (_MESH, {"loadBalancer": ring}))]), "x")
+    assert load_balancing.for_cluster(ring_only) == load_balancing.for_cluster(hashed)
     root = {"hashPolicies": [{"type": "Cookie", "cookie": {"name": "s"}}]}
     assert [p.type for p in policies({"loadBalancer": ring}, root)] == ["Cookie"]
     assert load_balancing.for_listener(load_balancing.for_destination(

@@ -52,7 +52,7 @@ from envoy.config.route.v3.route_components_pb2 import RouteAction
 from envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2 import (  # noqa: E501
     HttpConnectionManager,
 )
-from msgspec import Struct
+from msgspec import Struct, structs
 
 from events import MeshLoadBalancingStrategy
 from events.resources import HashPolicy, MeshLoadBalancingStrategyConf
@@ -110,9 +110,12 @@ def for_destination(policies: Applying, service: str | None) -> LoadBalancing | 
 
 
 def for_cluster(lb: LoadBalancing | None) -> LoadBalancing | None:
-    """What of `lb` an outbound's cluster takes: None when it sets no load balancer (hash
-    policies alone change only the routes), so the cluster keeps its key and bytes."""
-    return lb if lb is not None and lb.sets_cluster else None
+    """What of `lb` an outbound's cluster takes (its hash policies are the routes'): None
+    when it sets no load balancer, so the cluster keeps its key and bytes."""
+    if lb is None or not lb.sets_cluster:
+        return None
+    return structs.replace(lb, ring_hash_policies=None, maglev_hash_policies=None,
+                           hash_policies=None)
 
 
 def for_listener(lb: LoadBalancing | None, protocol: str) -> tuple[HashPolicy, ...] | None:

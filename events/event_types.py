@@ -19,6 +19,7 @@ from events.resources import (
     Mesh,
     MeshCircuitBreaker,
     MeshHTTPRoute,
+    MeshLoadBalancingStrategy,
     MeshMultiZoneService,
     MeshRetry,
     MeshService,
@@ -46,6 +47,8 @@ __all__ = [
     "MeshDeleted",
     "MeshHTTPRouteApplied",
     "MeshHTTPRouteDeleted",
+    "MeshLoadBalancingStrategyApplied",
+    "MeshLoadBalancingStrategyDeleted",
     "MeshMultiZoneServiceApplied",
     "MeshMultiZoneServiceDeleted",
     "MeshRetryApplied",
@@ -170,7 +173,7 @@ def ca_purpose(mesh: str, backend: str) -> str:
 
 
 _P = TypeVar("_P", MeshTrafficPermission, MeshTimeout, MeshRetry, MeshCircuitBreaker,
-             MeshHTTPRoute)
+             MeshHTTPRoute, MeshLoadBalancingStrategy)
 
 
 class PolicyApplied(Event, Generic[_P], frozen=True):
@@ -229,6 +232,16 @@ class MeshHTTPRouteApplied(PolicyApplied[MeshHTTPRoute], frozen=True,
 
 
 class MeshHTTPRouteDeleted(PolicyDeleted, frozen=True, tag="meshhttproute.deleted"):
+    pass
+
+
+class MeshLoadBalancingStrategyApplied(PolicyApplied[MeshLoadBalancingStrategy], frozen=True,
+                                       tag="meshloadbalancingstrategy.applied"):
+    pass
+
+
+class MeshLoadBalancingStrategyDeleted(PolicyDeleted, frozen=True,
+                                       tag="meshloadbalancingstrategy.deleted"):
     pass
 
 
@@ -384,4 +397,6 @@ AnyEvent = (
     | MeshCircuitBreakerDeleted
     | MeshHTTPRouteApplied
     | MeshHTTPRouteDeleted
+    | MeshLoadBalancingStrategyApplied
+    | MeshLoadBalancingStrategyDeleted
 )

@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from events._circuit_breaker_rules import mesh_circuit_breaker
 from events._http_route_rules import mesh_http_route
+from events._load_balancing_rules import mesh_load_balancing_strategy
 from events._retry_rules import mesh_retry
 from events.errors import Violation
 from events.event_types import (
@@ -27,6 +28,8 @@ from events.event_types import (
     MeshCircuitBreakerDeleted,
     MeshHTTPRouteApplied,
     MeshHTTPRouteDeleted,
+    MeshLoadBalancingStrategyApplied,
+    MeshLoadBalancingStrategyDeleted,
     MeshRetryApplied,
     MeshRetryDeleted,
     MeshTimeoutApplied,
@@ -39,6 +42,7 @@ from events.event_types import (
 from events.resources import (
     MeshCircuitBreaker,
     MeshHTTPRoute,
+    MeshLoadBalancingStrategy,
     MeshRetry,
     MeshScopedResource,
     MeshTimeout,
@@ -49,6 +53,7 @@ from events.validation import mesh_timeout_rules, mesh_traffic_permission_rules
 __all__ = [
     "MESH_CIRCUIT_BREAKER",
     "MESH_HTTP_ROUTE",
+    "MESH_LOAD_BALANCING_STRATEGY",
     "MESH_RETRY",
     "MESH_TIMEOUT",
     "MESH_TRAFFIC_PERMISSION",
@@ -120,9 +125,14 @@ MESH_CIRCUIT_BREAKER: PolicyKind[MeshCircuitBreaker] = PolicyKind(
 MESH_HTTP_ROUTE: PolicyKind[MeshHTTPRoute] = PolicyKind(
     type_name="MeshHTTPRoute", plural="meshhttproutes", short="mhr", schema=MeshHTTPRoute,
     rules=mesh_http_route, applied=MeshHTTPRouteApplied, deleted=MeshHTTPRouteDeleted)
+MESH_LOAD_BALANCING_STRATEGY: PolicyKind[MeshLoadBalancingStrategy] = PolicyKind(
+    type_name="MeshLoadBalancingStrategy", plural="meshloadbalancingstrategies", short="mlbs",
+    schema=MeshLoadBalancingStrategy, rules=mesh_load_balancing_strategy,
+    applied=MeshLoadBalancingStrategyApplied, deleted=MeshLoadBalancingStrategyDeleted)
 
 POLICY_KINDS: tuple[PolicyKind[Any], ...] = (MESH_TRAFFIC_PERMISSION, MESH_TIMEOUT, MESH_RETRY,
-                                             MESH_CIRCUIT_BREAKER, MESH_HTTP_ROUTE)
+                                             MESH_CIRCUIT_BREAKER, MESH_HTTP_ROUTE,
+                                             MESH_LOAD_BALANCING_STRATEGY)
 """Every policy kind, in the order lists of kinds show them."""
 
 _BY_NAME = {k.type_name: k for k in POLICY_KINDS}

@@ -86,6 +86,15 @@ SAMPLES: dict[str, Sample] = {
         violation=("spec.to[0].rules[0].default.filters[0].type",
                    "'RequestMirror' is not supported by meshlog yet"),
         cells=("MeshService/backend: 1 rule",)),
+    "MeshLoadBalancingStrategy": Sample(
+        spec={"targetRef": _WEB, "to": [{"targetRef": _BACKEND, "default": {
+            "loadBalancer": {"type": "LeastRequest", "leastRequest": {"choiceCount": 3}}}}]},
+        changed={"to": [{"targetRef": {"kind": "Mesh"},
+                         "default": {"loadBalancer": {"type": "Random"}}}]},
+        invalid={"to": [{"targetRef": _BACKEND,
+                         "default": {"loadBalancer": {"type": "Fastest"}}}]},
+        violation=("spec.to[0].default.loadBalancer.type", "'Fastest' is not one of"),
+        cells=("MeshService/backend: loadBalancer.type=LeastRequest",)),
 }
 
 

@@ -8,7 +8,7 @@ One module a concern: `_base` (the tagged base, names, ports, labels), `_mesh` (
 mTLS), `_proxies` (Dataplane, ZoneIngress), `_mesh_services` (MeshService,
 MeshMultiZoneService, HostnameGenerator), `_policies` (MeshTrafficPermission), `_timeouts`
 (MeshTimeout), `_retries` (MeshRetry), `_circuit_breakers` (MeshCircuitBreaker), `_http_routes`
-(MeshHTTPRoute). Import the names from here.
+(MeshHTTPRoute), `_load_balancing` (MeshLoadBalancingStrategy). Import the names from here.
 """
 
 from __future__ import annotations
@@ -51,6 +51,24 @@ from events.resources._http_routes import (
     QueryParamsMatch,
     RuleConf,
     URLRewrite,
+)
+from events.resources._load_balancing import (
+    HashPolicy,
+    HashPolicyConnection,
+    HashPolicyCookie,
+    HashPolicyFilterState,
+    HashPolicyHeader,
+    HashPolicyQueryParameter,
+    LoadBalancer,
+    LoadBalancerLeastRequest,
+    LoadBalancerMaglev,
+    LoadBalancerRandom,
+    LoadBalancerRingHash,
+    LoadBalancerRoundRobin,
+    MeshLoadBalancingStrategy,
+    MeshLoadBalancingStrategyConf,
+    MeshLoadBalancingStrategySpec,
+    MeshLoadBalancingStrategyTo,
 )
 from events.resources._mesh import (
     DpCert,
@@ -154,6 +172,12 @@ __all__ = [
     "Dataplane",
     "DataplaneNetworking",
     "DpCert",
+    "HashPolicy",
+    "HashPolicyConnection",
+    "HashPolicyCookie",
+    "HashPolicyFilterState",
+    "HashPolicyHeader",
+    "HashPolicyQueryParameter",
     "HeaderKeyValue",
     "HeaderModifier",
     "Health",
@@ -167,6 +191,12 @@ __all__ = [
     "Inbound",
     "KumaDuration",
     "LabelSelector",
+    "LoadBalancer",
+    "LoadBalancerLeastRequest",
+    "LoadBalancerMaglev",
+    "LoadBalancerRandom",
+    "LoadBalancerRingHash",
+    "LoadBalancerRoundRobin",
     "Mesh",
     "MeshCircuitBreaker",
     "MeshCircuitBreakerConf",
@@ -176,6 +206,10 @@ __all__ = [
     "MeshHTTPRouteRule",
     "MeshHTTPRouteSpec",
     "MeshHTTPRouteTo",
+    "MeshLoadBalancingStrategy",
+    "MeshLoadBalancingStrategyConf",
+    "MeshLoadBalancingStrategySpec",
+    "MeshLoadBalancingStrategyTo",
     "MeshMtls",
     "MeshMultiZoneService",
     "MeshMultiZoneServicePort",

@@ -161,8 +161,7 @@ def test_unknown_type_is_rejected() -> None:
     assert _violations({"type": "Gateway", "name": "gw"}) == [
         "type: 'Gateway' is not one of Mesh, Dataplane, MeshService, HostnameGenerator, "
         "MeshTrafficPermission, MeshTimeout, MeshRetry, MeshCircuitBreaker, MeshHTTPRoute, "
-            "MeshMultiZoneService, "
-        "ZoneIngress",
+        "MeshLoadBalancingStrategy, MeshMultiZoneService, ZoneIngress",
     ]
 
 
@@ -170,8 +169,7 @@ def test_missing_type_is_rejected() -> None:
     assert _violations({"name": "gw"}) == [
         "type: null is not one of Mesh, Dataplane, MeshService, HostnameGenerator, "
         "MeshTrafficPermission, MeshTimeout, MeshRetry, MeshCircuitBreaker, MeshHTTPRoute, "
-            "MeshMultiZoneService, "
-        "ZoneIngress",
+        "MeshLoadBalancingStrategy, MeshMultiZoneService, ZoneIngress",
     ]
 
 
@@ -179,8 +177,7 @@ def test_non_string_type_is_rejected() -> None:
     assert _violations({"type": ["Mesh"], "name": "default"}) == [
         'type: ["Mesh"] is not one of Mesh, Dataplane, MeshService, HostnameGenerator, '
         "MeshTrafficPermission, MeshTimeout, MeshRetry, MeshCircuitBreaker, MeshHTTPRoute, "
-            "MeshMultiZoneService, "
-        "ZoneIngress",
+        "MeshLoadBalancingStrategy, MeshMultiZoneService, ZoneIngress",
     ]
 
 

@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from events import MESH_CIRCUIT_BREAKER, MESH_HTTP_ROUTE, MESH_RETRY, MESH_TIMEOUT, PolicyKind
+from events import (
+    MESH_CIRCUIT_BREAKER,
+    MESH_HTTP_ROUTE,
+    MESH_LOAD_BALANCING_STRATEGY,
+    MESH_RETRY,
+    MESH_TIMEOUT,
+    PolicyKind,
+)
 from tests._policy_samples import resource, sample
 from tests.xds_gateway._outbound import apply, dataplane, view_of
 from xds_gateway.resources.cache import ResourceCache
@@ -19,7 +26,7 @@ from xds_gateway.resources.snapshot import build_snapshot
 from xds_gateway.view import ProjectionView
 
 pytestmark = pytest.mark.parametrize("kind", [MESH_TIMEOUT, MESH_RETRY, MESH_CIRCUIT_BREAKER,
-                                              MESH_HTTP_ROUTE],
+                                              MESH_HTTP_ROUTE, MESH_LOAD_BALANCING_STRATEGY],
                                      ids=lambda k: k.type_name)
 
 

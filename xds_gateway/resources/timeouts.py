@@ -247,7 +247,8 @@ def _timed_hcm(hcm: HttpConnectionManager, timeouts: Timeouts) -> None:
     if timeouts.request is not None:
         for host in hcm.route_config.virtual_hosts:
             for route in host.routes:
-                route.route.timeout.CopyFrom(_duration(timeouts.request))
+                if route.HasField("route"):  # not a MeshHTTPRoute's direct 500
+                    route.route.timeout.CopyFrom(_duration(timeouts.request))
     if timeouts.stream_idle is not None:
         hcm.stream_idle_timeout.CopyFrom(_duration(timeouts.stream_idle))
     if timeouts.request_headers is not None:

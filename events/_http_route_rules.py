@@ -11,7 +11,9 @@ most Envoy's default size, 100), an Exact or PathPrefix path has no `?` or `#` (
 refuses them), a regular expression is not empty (Envoy's RegexMatcher needs one character),
 a header name is an HTTP token (RFC 9110's `tchar`; a match may name a `:` pseudo-header) and
 a value set or added has no NUL, CR or LF and at most 16 KiB, a query parameter's name at
-most 1 KiB, a path rewrite no NUL, CR or LF (Envoy refuses all of these), a rule has one
+most 1 KiB, a path rewrite no NUL, CR or LF (Envoy refuses all of these), a path rewrite
+starts with `/` (an empty `replacePrefixMatch` is Gateway API's `/`), a header modifier
+sets or adds no hop-by-hop header (`_HOP_BY_HOP`: Envoy takes them, to no use), a rule has one
 URLRewrite at most (Gateway API's; two path rewrites are a NACK), a path rewrite sets the field
 its type names, a rule's backendRefs give some weight and at most Envoy's total (2^32 - 1),
 and what meshlog does not implement is refused, saying so."""
@@ -52,6 +54,14 @@ a colon would never be sent as a header)."""
 _NUL_CR_LF = "\0\r\n"
 _ENVOY_MAX_HEADER_BYTES = 16384
 """Envoy's `HeaderValue` takes a key and a value of at most this many bytes."""
+_HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "transfer-encoding",
+                         "upgrade", "te"))
+"""Connection-specific headers (RFC 9110 7.6.1, RFC 9113 8.2.2) that a route's header
+modifier cannot set to any effect in Envoy 1.40: added to a request, they reach the backend
+as set, after Envoy's own handling of them (`transfer-encoding: chunked` on a request
+without such a body misframes it); added to a response, the first four are dropped and
+`keep-alive` or `te` is sent to an HTTP/1 client, while `te` resets an HTTP/2 client's
+stream. Removing one is allowed (Envoy removed the client's already)."""
 _ENVOY_MAX_QUERY_NAME_BYTES = 1024
 _ENVOY_MAX_TOTAL_WEIGHT = 2**32 - 1
 """Envoy refuses a route whose weighted clusters' weights sum above this (a NACK)."""
@@ -191,6 +201,11 @@ def _url_rewrite(rewrite: URLRewrite, matches: list[HttpRouteMatch], path: str,
         if value is not None and any(c in value for c in _NUL_CR_LF):
             out.append(Violation(f"{path}.path.{field}", f"{value!r} must not contain NUL, CR "
                                  "or LF (Envoy refuses them)"))
+        elif value is not None and not value.startswith("/") and (
+                value or field == "replaceFullPath"):  # '' as a prefix is Gateway API's /
+            out.append(Violation(f"{path}.path.{field}", f"{value!r} must be an absolute path "
+                                 "(start with /): Envoy would send it as the request's path "
+                                 "as it is"))
     if p.type == "ReplaceFullPath":
         if p.replace_full_path is None:
             out.append(Violation(f"{path}.path.replaceFullPath", "must be defined with type "
@@ -227,6 +242,11 @@ def _modifier(modifier: HeaderModifier, path: str, out: list[Violation]) -> None
         if name.startswith(":") or name.lower() == "host":
             out.append(Violation(f"{path}.{field}[{i}].name", f"{name!r} cannot be modified "
                                  "here (Envoy refuses it; a URLRewrite sets the host)"))
+        elif field != "remove" and name.lower() in _HOP_BY_HOP:
+            out.append(Violation(f"{path}.{field}[{i}].name", f"{name!r} is a hop-by-hop "
+                                 "header, which cannot be set or added here: Envoy sends it "
+                                 "on to the backend as it is, and drops it from a response "
+                                 "or resets an HTTP/2 stream"))
     for field, values in (("set", modifier.set), ("add", modifier.add)):
         for i, kv in enumerate(values or []):
             if any(c in kv.value for c in _NUL_CR_LF):

@@ -228,6 +228,39 @@ def test_kumas_example_is_valid_and_keeps_every_field() -> None:
                                                 "value": "1"}]})),
                  ["spec.to[0].rules[0].matches[0].queryParams[0].name: '" + "q" * 32 + "'... "
                   "is longer than Envoy's 1024 bytes"], id="query parameter name over 1 KiB"),
+    pytest.param(_route(
+        _rule(_V2, filters=[{"type": "URLRewrite", "urlRewrite": {"path": {
+            "type": "ReplacePrefixMatch", "replacePrefixMatch": "v3"}}}]),
+        _rule({"path": {"type": "Exact", "value": "/a"}}, filters=[
+            {"type": "URLRewrite", "urlRewrite": {"path": {
+                "type": "ReplaceFullPath", "replaceFullPath": "b"}}}]),
+        _rule({"path": {"type": "Exact", "value": "/c"}}, filters=[
+            {"type": "URLRewrite", "urlRewrite": {"path": {
+                "type": "ReplaceFullPath", "replaceFullPath": ""}}}])),
+                 ["spec.to[0].rules[0].default.filters[0].urlRewrite.path.replacePrefixMatch: "
+                  "'v3' must be an absolute path (start with /): Envoy would send it as the "
+                  "request's path as it is",
+                  "spec.to[0].rules[1].default.filters[0].urlRewrite.path.replaceFullPath: "
+                  "'b' must be an absolute path (start with /): Envoy would send it as the "
+                  "request's path as it is",
+                  "spec.to[0].rules[2].default.filters[0].urlRewrite.path.replaceFullPath: "
+                  "'' must be an absolute path (start with /): Envoy would send it as the "
+                  "request's path as it is"], id="replacement paths not starting with /"),
+    pytest.param(_route(_rule(_V2, filters=[
+        {"type": "RequestHeaderModifier", "requestHeaderModifier": {
+            "set": [{"name": "Transfer-Encoding", "value": "chunked"}],
+            "add": [{"name": "connection", "value": "close"}],
+            "remove": ["keep-alive", "upgrade"]}},
+        {"type": "ResponseHeaderModifier", "responseHeaderModifier": {
+            "add": [{"name": "TE", "value": "gzip"}]}}])),
+                 [f"spec.to[0].rules[0].default.filters[{i}].{m}HeaderModifier.{f}[0].name: "
+                  f"{n!r} is a hop-by-hop header, which cannot be set or added here: Envoy "
+                  "sends it on to the backend as it is, and drops it from a response or "
+                  "resets an HTTP/2 stream"
+                  for i, m, f, n in ((0, "request", "set", "Transfer-Encoding"),
+                                     (0, "request", "add", "connection"),
+                                     (1, "response", "add", "TE"))],
+                 id="hop-by-hop headers set or added (removed: allowed)"),
 ])
 def test_invalid_documents_name_the_field_and_value(raw: dict[str, Any],
                                                     expected: list[str]) -> None:

@@ -1,8 +1,9 @@
 """A MeshHTTPRoute in a real Envoy: web's requests to `backend` under the prefix `/v2` reach a
 second service, `backend-v2`, with the prefix rewritten away and a header set that the
 backend sees; the others still reach `backend`; a path with dot segments is routed as the
-path it resolves to; a 50/50 split reaches both (resources.http_routes). Without the
-policy every request reaches `backend`."""
+path it resolves to; a 50/50 split reaches both (resources.http_routes); backendRefs that
+do not resolve answer 500 for their share. Without the policy every request reaches
+`backend`."""
 
 from __future__ import annotations
 
@@ -162,3 +163,39 @@ def test_path_rewrites_reach_the_backend_as_gateway_api_says(tmp_path: Path) -> 
         seen = {path: _raw_answer(vip, port, path)["path"] for path in _REWRITTEN}
 
         assert seen == _REWRITTEN
+
+
+_UNRESOLVED = {"type": "MeshHTTPRoute", "mesh": "default", "name": "unresolved", "spec": {
+    "to": [{"targetRef": {"kind": "MeshService", "name": "backend"}, "rules": [
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/gone"}}],
+         "default": {"backendRefs": [{"kind": "MeshService", "name": "nowhere"}]}},
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/half"}}],
+         "default": {"backendRefs": [{"kind": "MeshService", "name": "backend"},
+                                     {"kind": "MeshService", "name": "nowhere"}]}}]}]}}
+_TIMEOUT = {"type": "MeshTimeout", "mesh": "default", "name": "t", "spec": {"to": [
+    {"targetRef": {"kind": "MeshService", "name": "backend"},
+     "default": {"http": {"requestTimeout": "5s"}}}]}}
+
+
+def test_unresolved_backends_answer_500_for_their_share(tmp_path: Path) -> None:
+    """As Kuma after 2.14: `/gone`'s one backend does not resolve, so it answers 500 (its
+    requests used to take the default route to backend); `/half`'s does for half of its
+    requests, backend for the others; a MeshTimeout on the same routes is taken (it used to
+    turn a 500 route into one without a cluster, which Envoy refuses)."""
+    port = free_port(BACKEND)
+    with meshlog_up(tmp_path / "cp", "--vip-cidr", "127.100.0.0/16") as cp, \
+            _backend("backend", BACKEND, port), \
+            web_to_backend(cp, tmp_path, port) as (envoy, vip, listener):
+        cp.apply(_TIMEOUT)
+        cp.apply(_UNRESOLVED)
+        wait_for(lambda: len(_routes(envoy, listener)) == 4, timeout=60,
+                 what="the routes (two of them 500s) in web's Envoy")
+
+        assert get(f"http://{vip}:{port}/gone/x").status_code == 500
+        assert _answer(f"http://{vip}:{port}/other")["name"] == "backend"
+        seen = set()
+        for _ in range(200):  # both are seen long before: 2**-199 that one is not
+            seen.add(get(f"http://{vip}:{port}/half").status_code)
+            if len(seen) == 2:
+                break
+        assert seen == {200, 500}

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from events import MESH_HTTP_ROUTE, MESH_TIMEOUT, InvalidResource, MeshHTTPRoute
+from events import MESH_HTTP_ROUTE, MESH_RETRY, MESH_TIMEOUT, InvalidResource, MeshHTTPRoute
 from tests._policy_samples import document, resource
 from tests.harness import envoy_binary
 from tests.xds_gateway._bootstrap import static_bootstrap
@@ -70,6 +70,13 @@ def _hcms(config: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 
 def _where(route: dict[str, Any]) -> Any:
+    """A route's cluster, or its clusters' weights, or `500` (a direct response), with the
+    share of requests it takes (`500 50/HUNDRED`)."""
+    if "directResponse" in route:
+        assert route["directResponse"] == {"status": 500}
+        share = route["match"].get("runtimeFraction", {}).get("defaultValue")
+        return "500" if share is None else \
+            f"500 {share.get('numerator', 0)}/{share.get('denominator', 'HUNDRED')}"
     action = route["route"]
     if "cluster" in action:
         return action["cluster"]
@@ -165,7 +172,10 @@ def test_within_one_kind_of_policy_the_alphabetically_first_name_comes_first() -
     assert [r["match"]["headers"][0]["name"] for r in routes[:2]] == ["x-a", "x-b"]
 
 
-def test_backend_refs_split_by_weight_and_unresolvable_ones_are_dropped() -> None:
+def test_unresolved_backend_refs_answer_500_for_their_share_as_kumas() -> None:
+    """Kuma after 2.14 (kumahq/kuma#18146): the unresolved weight's share of a rule's
+    requests is answered 500 by a route of the same match before it, all of them when no
+    backendRef resolves (a weight of 0 counts for nothing)."""
     view, projection = _view()
     apply(view, projection, _route(
         "split",
@@ -177,7 +187,11 @@ def test_backend_refs_split_by_weight_and_unresolvable_ones_are_dropped() -> Non
 
     routes = _routes(view)
 
-    assert [_where(r) for r in routes] == [{_OWN: 30, _V2: 70}, _OWN]  # /gone: left out
+    assert [_where(r) for r in routes] == [
+        "500 47619/MILLION", {_OWN: 30, _V2: 70},  # 5 of 105: 4.7619 %
+        "500", _OWN]  # /gone, then the default route
+    assert routes[0]["match"]["pathSeparatedPrefix"] == "/split"
+    assert routes[2]["match"]["pathSeparatedPrefix"] == "/gone"
 
 
 def test_a_backend_ref_port_names_the_services_port_else_the_outbounds_number() -> None:
@@ -187,7 +201,8 @@ def test_a_backend_ref_port_names_the_services_port_else_the_outbounds_number() 
         backendRefs=[{"kind": "MeshService", "name": "backend-v2", "port": 8080},
                      {"kind": "MeshService", "name": "backend-v2", "port": 9999}])))
 
-    assert _where(_routes(view)[0]) == _V2  # 9999 is no port of backend-v2: dropped
+    # 9999 is no port of backend-v2: unresolved, half the weight
+    assert [_where(r) for r in _routes(view)] == ["500 50/HUNDRED", _V2, _OWN]
 
 
 def test_a_backend_the_proxy_cannot_reach_otherwise_gets_its_cluster_and_endpoints() -> None:
@@ -216,12 +231,12 @@ def test_a_catch_all_match_replaces_the_default_route() -> None:
     assert [_where(r) for r in _routes(view)] == [_V2, _V2]  # one rule, two matches
 
 
-def test_a_catch_all_whose_backends_do_not_resolve_leaves_the_default_route() -> None:
+def test_a_catch_all_whose_backends_do_not_resolve_answers_500_for_everything() -> None:
     view, projection = _view()
     apply(view, projection, _route("all", _rule(
         {"path": {"type": "PathPrefix", "value": "/"}}, backendRefs=_to(("nowhere", 1)))))
 
-    assert [_where(r) for r in _routes(view)] == [_OWN]
+    assert [_where(r) for r in _routes(view)] == ["500"]  # no default route after it
 
 
 def test_a_route_about_one_destination_leaves_the_others_byte_identical() -> None:
@@ -262,6 +277,59 @@ def test_a_meshtimeout_applies_to_every_route() -> None:
             "http": {"requestTimeout": "3s"}}}]}))
 
     assert [r["route"]["timeout"] for r in _routes(view)] == ["3s", "3s"]
+
+
+def _failing(view: ProjectionView, projection: Any) -> None:
+    """Routes that answer 500 (all, a share) with header modifiers and a rewrite, and a
+    MeshTimeout and a MeshRetry over them."""
+    modifiers = [
+        {"type": "RequestHeaderModifier", "requestHeaderModifier": {
+            "set": [{"name": "x-a", "value": "1"}]}},
+        {"type": "ResponseHeaderModifier", "responseHeaderModifier": {
+            "add": [{"name": "x-b", "value": "2"}]}},
+        {"type": "URLRewrite", "urlRewrite": {"hostname": "h.example", "path": {
+            "type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}]
+    apply(view, projection, _route(
+        "failing",
+        _rule({"path": {"type": "PathPrefix", "value": "/gone"}}, filters=modifiers,
+              backendRefs=_to(("nowhere", 1))),
+        _rule({"path": {"type": "PathPrefix", "value": "/some"}}, filters=modifiers,
+              backendRefs=_to(("nowhere", 1), ("backend-v2", 2)))),
+        resource(MESH_TIMEOUT, "t", spec={"to": [{"targetRef": _BACKEND, "default": {
+            "http": {"requestTimeout": "3s"}}}]}),
+        resource(MESH_RETRY, "r", spec={"to": [{"targetRef": _BACKEND, "default": {
+            "http": {"numRetries": 2}}}]}))
+
+
+def test_a_500_route_keeps_its_header_modifiers_and_no_timeout_or_retry_replaces_it() -> None:
+    view, projection = _view()
+    _failing(view, projection)
+
+    routes = _routes(view)
+
+    # /gone's, then /some's share (1 of 3) and its backend; rules of one length as written
+    assert [_where(r) for r in routes] == ["500", "500 333333/MILLION", _V2, _OWN]
+    for r in routes[:2]:
+        assert "route" not in r  # a MeshTimeout or MeshRetry setting one would replace it
+        assert r["requestHeadersToAdd"][0]["header"] == {"key": "x-a", "value": "1"}
+        assert r["responseHeadersToAdd"][0]["header"] == {"key": "x-b", "value": "2"}
+    assert routes[2]["route"]["timeout"] == "3s"
+    assert routes[2]["route"]["retryPolicy"]["numRetries"] == 2
+    assert routes[2]["route"]["hostRewriteLiteral"] == "h.example"
+
+
+@pytest.mark.integration
+def test_envoy_validates_routes_that_answer_500(tmp_path: Path) -> None:
+    view, projection = _view()
+    _failing(view, projection)
+    config = config_json(view, "default", "web-1", ResourceCache())
+    path = tmp_path / "bootstrap.json"
+    path.write_text(json.dumps(static_bootstrap(config)))
+
+    result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path)],
+                            capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_a_proxyless_grpc_client_gets_none() -> None:
@@ -322,7 +390,7 @@ def test_a_backend_ref_to_a_tcp_port_is_dropped_and_its_cluster_not_sent() -> No
 
     config = config_json(view, "default", "web-1", ResourceCache())
 
-    assert [_where(r) for r in _routes(view)] == [_OWN]  # as Kuma's: an unresolved backend
+    assert [_where(r) for r in _routes(view)] == ["500", _OWN]  # as Kuma's: unresolved
     assert [c["name"] for c in config["clusters"]] == [c["name"] for c in before["clusters"]]
 
 

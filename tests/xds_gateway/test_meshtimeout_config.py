@@ -79,6 +79,28 @@ def test_the_more_specific_policy_wins_then_a_meshservice_entry_beats_a_mesh_ent
     assert _route_timeout(other, "backend") == "1s"
 
 
+def test_a_dataplane_by_name_beats_dataplanes_by_labels_whatever_the_names() -> None:
+    """Kuma 2.x's `CompareDataplaneKind`: of two top-level Dataplane targetRefs, the one by
+    name is more specific than the one by labels (before the names, so `a` loses), and its
+    Mesh entry beats even the labels policy's MeshService entry; a field only the labels
+    policy sets is kept."""
+    view, projection = _view()
+    _apply(view, projection,
+           timeout("default", "z-named", ({"kind": "Mesh"}, {"http": {"requestTimeout": "7s"}}),
+                   target={"kind": "Dataplane", "name": "web-1"}),
+           timeout("default", "a-labels",
+                   ({"kind": "MeshService", "name": "backend"},
+                    {"connectionTimeout": "4s", "http": {"requestTimeout": "1s"}}),
+                   target={"kind": "Dataplane", "labels": {"team": "a"}}))
+
+    config = config_json(view, "default", "web-1", ResourceCache())
+
+    assert _route_timeout(config, "backend") == "7s"
+    assert _route_timeout(config, "api") == "7s"
+    clusters = {c["name"]: c["resource"] for c in config["clusters"]}
+    assert clusters["default_backend___msvc_8080"]["connectTimeout"] == "4s"  # a's, kept
+
+
 def test_among_policies_of_one_kind_the_first_name_wins_field_by_field() -> None:
     """Kuma sorts names descending and merges the last entry over the others: the
     alphabetically first name wins a field both set, a field only the other sets is kept."""

@@ -64,9 +64,16 @@ outbound's number if the service has it, else its only port). It resolves to tha
 cluster, which the proxy is sent with its endpoints even when it could not reach the service
 otherwise (`reachableBackends`, `meshServices.mode`): the route's author chose it, as Kuma
 does. A backendRef to no such MeshService or port, to a port that is not `http`, `http2` or
-`grpc` (Kuma's `backendRefProducesHTTPSplit`), or of weight 0, is dropped; a route left
-with none is left out, as Kuma's (its requests take a later route). MeshTimeout and
-MeshRetry apply to every route of the outbound alike. A MeshMultiZoneService outbound, an
+`grpc` (Kuma's `backendRefProducesHTTPSplit`), or of weight 0, is unresolved. As Kuma's
+(after 2.14, kumahq/kuma#18146, and Gateway API's rule for backendRefs that do not
+resolve): a rule whose backendRefs all fail to resolve answers its requests 500 (a
+`direct_response`, with the rule's header modifiers; a URLRewrite has nothing to rewrite);
+one where some resolve gets, before each of its routes, a route of the same match that
+answers 500 to the unresolved weight's share of the requests (`runtime_fraction` of
+unresolved / total weight, Kuma's `fractionalPercent`), so each resolved backend keeps its
+own share. A catch-all rule whose backends do not resolve is such a 500 route, and replaces
+the default route. MeshTimeout and MeshRetry apply to every route of the outbound that
+sends to a backend alike (not to a 500 route). A MeshMultiZoneService outbound, an
 explicit outbound to one, and proxyless gRPC clients get no routes (docs/status.md).
 """
 
@@ -76,9 +83,10 @@ import re
 from collections.abc import Mapping
 
 import msgspec
-from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
+from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption, RuntimeFractionalPercent
 from envoy.config.listener.v3.listener_pb2 import Listener
 from envoy.config.route.v3.route_components_pb2 import (
+    DirectResponseAction,
     HeaderMatcher,
     QueryParameterMatcher,
     Route,
@@ -91,6 +99,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3.http_connection
 )
 from envoy.type.matcher.v3.regex_pb2 import RegexMatchAndSubstitute, RegexMatcher
 from envoy.type.matcher.v3.string_pb2 import StringMatcher
+from envoy.type.v3.percent_pb2 import FractionalPercent
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.wrappers_pb2 import BoolValue, UInt32Value
 from msgspec import Struct
@@ -139,7 +148,10 @@ class RouteSpec(Struct, frozen=True, array_like=True):
     match: HttpRouteMatch
     filters: list[HttpRouteFilter]
     backends: list[Backend]
-    """One: `cluster`; several: `weighted_clusters`."""
+    """One: `cluster`; several: `weighted_clusters`; none: a direct 500 response."""
+    share: tuple[int, int] | None = None
+    """A 500 route that takes this share (unresolved weight, total weight) of the requests
+    its match takes (`runtime_fraction`); the rule's own route follows it."""
 
 
 class Routed(Struct, frozen=True):
@@ -221,10 +233,13 @@ def resolve(rules: tuple[MeshHTTPRouteRule, ...] | None, mesh: str, own: str, po
     keyed: list[RouteSpec] = []
     ports: set[tuple[str, int]] = set()
     for rule in rules:
-        backends = _backends(rule.default, mesh, own, port, services, ports)
-        if not backends:
-            continue  # Kuma's: a route that sends nowhere is left out
-        keyed.extend(RouteSpec(m, rule.default.filters or [], backends) for m in rule.matches)
+        backends, unresolved = _backends(rule.default, mesh, own, port, services, ports)
+        filters = rule.default.filters or []
+        for m in rule.matches:
+            if backends and unresolved:  # the unresolved weight's share answers 500
+                total = unresolved + sum(b.weight for b in backends)
+                keyed.append(RouteSpec(m, filters, [], (unresolved, total)))
+            keyed.append(RouteSpec(m, filters, backends))  # no backends: 500
     routes = sorted(keyed, key=lambda r: _precedence(r.match))  # stable
     if _CATCH_ALL[0] not in (r.match for r in routes):
         routes.append(RouteSpec(_CATCH_ALL[0], [], [Backend(own, 1)]))
@@ -233,13 +248,17 @@ def resolve(rules: tuple[MeshHTTPRouteRule, ...] | None, mesh: str, own: str, po
 
 def _backends(conf: RuleConf, mesh: str, own: str, port: int,
               services: Mapping[str, MeshServiceRow], ports: set[tuple[str, int]]
-              ) -> list[Backend]:
+              ) -> tuple[list[Backend], int]:
+    """The rule's resolved backends and the weight of those that do not resolve (Kuma's
+    `UnresolvedBackendRefsWeight`; a backendRef of weight 0 adds none)."""
     if not conf.backend_refs:  # None or [] (Kuma: no explicit backendRefs)
-        return [Backend(own, 1)]
+        return [Backend(own, 1)], 0
     weights: dict[str, int] = {}
+    unresolved = 0
     for ref in conf.backend_refs:
         ms = None if ref.name is None else services.get(ref.name)
         if ref.name is None or ms is None or ref.weight == 0:
+            unresolved += ref.weight
             continue
         numbers = [p.port for p in ms.spec.ports]
         if ref.port is not None:
@@ -248,11 +267,12 @@ def _backends(conf: RuleConf, mesh: str, own: str, port: int,
             chosen = port if port in numbers else (numbers[0] if len(numbers) == 1 else None)
         if chosen is None or listeners.port_protocol(ms.spec.ports, chosen) not in \
                 listeners.HTTP_PROTOCOLS:
+            unresolved += ref.weight
             continue
         ports.add((ref.name, chosen))
         cluster = names.msvc_cluster(mesh, ref.name, chosen)
         weights[cluster] = weights.get(cluster, 0) + ref.weight
-    return [Backend(c, w) for c, w in weights.items()]
+    return [Backend(c, w) for c, w in weights.items()], unresolved
 
 
 def _precedence(match: HttpRouteMatch) -> tuple[int, int, int, int, int]:
@@ -283,6 +303,13 @@ def routed_listener(listener: Listener, routed: Routed | None) -> Listener:
 
 
 def _route(spec: RouteSpec) -> Route:
+    if not spec.backends:  # Kuma's: header modifiers apply, a rewrite has nothing to rewrite
+        route = Route(match=_match(spec.match), direct_response=DirectResponseAction(status=500))
+        if spec.share is not None:
+            route.match.runtime_fraction.CopyFrom(RuntimeFractionalPercent(
+                default_value=_fraction(*spec.share)))
+        _modify_headers(spec.filters, route)
+        return route
     route = Route(match=_match(spec.match), route=RouteAction(timeout=Duration(seconds=0)))
     if len(spec.backends) == 1:
         route.route.cluster = spec.backends[0].cluster
@@ -290,16 +317,39 @@ def _route(spec: RouteSpec) -> Route:
         route.route.weighted_clusters.CopyFrom(WeightedCluster(clusters=[
             WeightedCluster.ClusterWeight(name=b.cluster, weight=UInt32Value(value=b.weight))
             for b in spec.backends]))
+    _modify_headers(spec.filters, route)
     for f in spec.filters:
+        if f.url_rewrite is not None:
+            _rewrite(f, spec.match, route.route)
+    return route
+
+
+def _modify_headers(filters: list[HttpRouteFilter], route: Route) -> None:
+    for f in filters:
         if f.request_header_modifier is not None:
             _modify(f.request_header_modifier, route.request_headers_to_add,
                     route.request_headers_to_remove)
         if f.response_header_modifier is not None:
             _modify(f.response_header_modifier, route.response_headers_to_add,
                     route.response_headers_to_remove)
-        if f.url_rewrite is not None:
-            _rewrite(f, spec.match, route.route)
-    return route
+
+
+_DENOMINATORS = ((100, FractionalPercent.HUNDRED), (10_000, FractionalPercent.TEN_THOUSAND),
+                 (1_000_000, FractionalPercent.MILLION))
+
+
+def _fraction(part: int, total: int) -> FractionalPercent:
+    """`part / total` as Kuma's `fractionalPercent`: exact in the smallest denominator that
+    holds it, else in millionths rounded (the coarsest denominator that holds those)."""
+    for scale, denominator in _DENOMINATORS:
+        if part * scale % total == 0:
+            return FractionalPercent(numerator=part * scale // total, denominator=denominator)
+    millionths = (part * 2_000_000 + total) // (2 * total)  # rounded half up
+    for scale, denominator in _DENOMINATORS:
+        if millionths % (1_000_000 // scale) == 0:
+            return FractionalPercent(numerator=millionths // (1_000_000 // scale),
+                                     denominator=denominator)
+    raise AssertionError("unreachable: MILLION holds every millionth")
 
 
 def _match(m: HttpRouteMatch) -> RouteMatch:

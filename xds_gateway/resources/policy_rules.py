@@ -21,7 +21,7 @@ from projections import MeshServiceRow
 
 __all__ = ["NOTHING_APPLIES", "Applying", "Last", "Memo", "Merge", "by_destination", "chosen",
            "in_rule_2_order", "last_by_destination", "last_values", "non_negative_ns",
-           "positive_ns", "proto_duration", "selects", "selects_inbound"]
+           "positive_ns", "proto_duration", "selects", "selects_inbound", "top_rank"]
 
 _P = TypeVar("_P", bound="_Policy")
 _P_co = TypeVar("_P_co", covariant=True)
@@ -183,12 +183,20 @@ def chosen(policies: Iterable[_T], dataplane: Dataplane,
                         key=lambda p: p.name))
 
 
+def top_rank(ref: TargetRef) -> tuple[int, int]:
+    """Rule 2's first keys, a policy's top-level targetRef (Kuma's `CompareByPolicyAttributes`):
+    its kind's specificity, then, between two `Dataplane`s, one by `name` above one by
+    `labels` (Kuma 2.x's `CompareDataplaneKind`; validation takes one of them, never both).
+    Any other pair of policies keeps its order."""
+    return (_TOP_RANK[ref.kind], int(ref.kind == "Dataplane" and ref.name is not None))
+
+
 def in_rule_2_order(chosen: Iterable[_T]) -> list[_T]:
     """The policies in rule 2's order of their `to[]` entries where every entry has one
     kind (MeshHTTPRoute's, all MeshService): by the specificity of their top-level
     targetRef, then by name descending (the alphabetically first name last)."""
     by_name = sorted(chosen, key=lambda p: p.name, reverse=True)
-    return sorted(by_name, key=lambda p: _TOP_RANK[p.spec.target_ref.kind])  # stable
+    return sorted(by_name, key=lambda p: top_rank(p.spec.target_ref))  # stable
 
 
 def last_values(chosen: Iterable[_Policy], fields: Callable[[Any], dict[str, Any]],
@@ -200,7 +208,7 @@ def last_values(chosen: Iterable[_Policy], fields: Callable[[Any], dict[str, Any
     Kuma's `rules/inbound.Sort` is the same order of policies)."""
     by_name = sorted(chosen, key=lambda p: p.name, reverse=True)  # names descending
     entries = [(p, to) for p in by_name for to in section(p)]
-    entries.sort(key=lambda e: (_TOP_RANK[e[0].spec.target_ref.kind],  # stable
+    entries.sort(key=lambda e: (top_rank(e[0].spec.target_ref),  # stable
                                 e[1].target_ref.kind != "Mesh"))
     mesh: Last = {}
     named: dict[str, Last] = {}

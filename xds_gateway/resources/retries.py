@@ -156,7 +156,8 @@ def retried_listener(listener: Listener, retries: Retries | None) -> Listener:
                 config.Unpack(hcm)
                 for host in hcm.route_config.virtual_hosts:
                     for route in host.routes:
-                        route.route.retry_policy.CopyFrom(policy)
+                        if route.HasField("route"):  # not a MeshHTTPRoute's direct 500
+                            route.route.retry_policy.CopyFrom(policy)
                 config.Pack(hcm)
     return listener
 

@@ -12,7 +12,8 @@ said otherwise):
    release does not know select nothing.
 2. **Order.** The `to[]` entries of the applying policies are sorted (Kuma's
    `rules/outbound.Sort`, stable) by the specificity of their policy's top-level targetRef
-   (Mesh < MeshSubset < MeshService < Dataplane), then by their own targetRef's (Mesh <
+   (Mesh < MeshSubset < MeshService < Dataplane by labels < Dataplane by name: Kuma 2.x's
+   `CompareDataplaneKind`), then by their own targetRef's (Mesh <
    MeshService), then by their policy's name, descending (Kuma's `CompareByDisplayName`:
    the alphabetically first name comes last); one policy's entries keep their order.
 3. **Per destination.** For the outbound to MeshService `s`, the entries whose targetRef is
@@ -246,7 +247,8 @@ def _timed_hcm(hcm: HttpConnectionManager, timeouts: Timeouts) -> None:
     if timeouts.request is not None:
         for host in hcm.route_config.virtual_hosts:
             for route in host.routes:
-                route.route.timeout.CopyFrom(_duration(timeouts.request))
+                if route.HasField("route"):  # not a MeshHTTPRoute's direct 500
+                    route.route.timeout.CopyFrom(_duration(timeouts.request))
     if timeouts.stream_idle is not None:
         hcm.stream_idle_timeout.CopyFrom(_duration(timeouts.stream_idle))
     if timeouts.request_headers is not None:

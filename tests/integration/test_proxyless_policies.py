@@ -19,17 +19,22 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import threading
 import time
 from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from tests.harness import ControlPlane, free_port, meshlog_up, wait_for
+from tests.harness import (
+    ControlPlane,
+    failing_first,
+    free_port,
+    grpc_server,
+    meshlog_up,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -40,36 +45,16 @@ SLOW_S = 3.0
 CLIENT_DEADLINE_S = 30.0
 
 
-@contextlib.contextmanager
-def _backend(host: str, port: int) -> Iterator[None]:
+def _backend(host: str, port: int) -> contextlib.AbstractContextManager[None]:
     """A gRPC server with two methods: `Slow` answers `slow` after SLOW_S, `Flaky` ends the
     first call of each request body UNAVAILABLE and answers the later ones `ok`."""
-    seen: set[bytes] = set()
-    lock = threading.Lock()
 
     def slow(_request: bytes, _context: grpc.ServicerContext) -> bytes:
         time.sleep(SLOW_S)  # the behaviour under test: a call that takes SLOW_S
         return b"slow"
 
-    def flaky(request: bytes, context: grpc.ServicerContext) -> bytes:
-        with lock:
-            first = request not in seen
-            seen.add(request)
-        if first:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "flaky")
-        return b"ok"
-
-    handler = grpc.method_handlers_generic_handler("meshlog.test.Policies", {
-        "Slow": grpc.unary_unary_rpc_method_handler(slow),
-        "Flaky": grpc.unary_unary_rpc_method_handler(flaky)})
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    server.add_generic_rpc_handlers((handler,))
-    server.add_insecure_port(f"{host}:{port}")
-    server.start()
-    try:
-        yield
-    finally:
-        server.stop(grace=None)
+    return grpc_server(host, port, "meshlog.test.Policies",
+                       {"Slow": slow, "Flaky": failing_first(grpc.StatusCode.UNAVAILABLE)})
 
 
 def _dataplane(name: str, address: str, port: int, service: str) -> dict[str, Any]:

@@ -20,21 +20,19 @@ calls, as tests/integration/test_proxyless_policies.py does.
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from tests.harness import ControlPlane, free_port, meshlog_up, wait_for
+from tests.harness import ControlPlane, free_port, grpc_server, meshlog_up, wait_for
+from tests.integration._proxyless import BACKEND, proxyless_client
 
 pytestmark = pytest.mark.integration
 
-BACKEND = "127.0.0.2"
 HOLD_METHOD = "/meshlog.test.Breaker/Hold"
 CLIENT_DEADLINE_S = 30.0
 WAIT_S = 20.0
@@ -83,23 +81,11 @@ class _Holding:
 
 @contextlib.contextmanager
 def _backend(host: str, port: int, holding: _Holding) -> Iterator[None]:
-    handler = grpc.method_handlers_generic_handler("meshlog.test.Breaker", {
-        "Hold": grpc.unary_unary_rpc_method_handler(holding.hold)})
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    server.add_generic_rpc_handlers((handler,))
-    server.add_insecure_port(f"{host}:{port}")
-    server.start()
-    try:
-        yield
-    finally:
-        holding.release()
-        server.stop(grace=None)
-
-
-def _dataplane(name: str, address: str, port: int, service: str) -> dict[str, Any]:
-    return {"type": "Dataplane", "mesh": "default", "name": name,
-            "networking": {"address": address, "inbound": [
-                {"port": port, "protocol": "grpc", "tags": {"kuma.io/service": service}}]}}
+    with grpc_server(host, port, "meshlog.test.Breaker", {"Hold": holding.hold}):
+        try:
+            yield
+        finally:
+            holding.release()  # before the server stops: no call is left held
 
 
 @contextlib.contextmanager
@@ -110,25 +96,17 @@ def _mesh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     port, holding = free_port(BACKEND), _Holding()
     with meshlog_up(tmp_path / "cp", "--no-auth") as cp, _backend(BACKEND, port, holding):
         cp.apply({"type": "Mesh", "name": "default"})
-        cp.apply(_dataplane("backend-1", BACKEND, port, "backend"))
-        cp.apply(_dataplane("client-1", "127.0.0.5", free_port("127.0.0.5"), "client"))
-        monkeypatch.setenv("GRPC_XDS_BOOTSTRAP_CONFIG", json.dumps({
-            "xds_servers": [{"server_uri": f"127.0.0.1:{cp.xds_port}",
-                             "channel_creds": [{"type": "insecure"}],
-                             "server_features": ["xds_v3"]}],
-            "node": {"id": "default.client-1"},
-        }))
-        with grpc.insecure_channel(f"xds:///backend:{port}") as channel:
-            hold: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(HOLD_METHOD)
 
-            def answered() -> bool:
-                holding.release()  # every call answers at once here
-                try:
-                    return hold(b"ready", timeout=CLIENT_DEADLINE_S) == b"released"
-                except grpc.RpcError:
-                    return False
+        def answered(channel: grpc.Channel) -> bool:
+            hold: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                HOLD_METHOD)
+            holding.release()  # every call answers at once here
+            try:
+                return hold(b"ready", timeout=CLIENT_DEADLINE_S) == b"released"
+            except grpc.RpcError:
+                return False
 
-            wait_for(answered, timeout=60, what="a call through xds:/// answered")
+        with proxyless_client(cp, monkeypatch, port, answered) as channel:
             yield cp, channel, holding
 
 

@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -35,10 +33,10 @@ from tests.harness import (
     meshlog_up,
     wait_for,
 )
+from tests.integration._proxyless import BACKEND, proxyless_client
 
 pytestmark = pytest.mark.integration
 
-BACKEND = "127.0.0.2"
 SLOW_METHOD = "/meshlog.test.Policies/Slow"
 FLAKY_METHOD = "/meshlog.test.Policies/Flaky"
 SLOW_S = 3.0
@@ -57,12 +55,6 @@ def _backend(host: str, port: int) -> contextlib.AbstractContextManager[None]:
                        {"Slow": slow, "Flaky": failing_first(grpc.StatusCode.UNAVAILABLE)})
 
 
-def _dataplane(name: str, address: str, port: int, service: str) -> dict[str, Any]:
-    return {"type": "Dataplane", "mesh": "default", "name": name,
-            "networking": {"address": address, "inbound": [
-                {"port": port, "protocol": "grpc", "tags": {"kuma.io/service": service}}]}}
-
-
 @contextlib.contextmanager
 def _mesh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
           ) -> Iterator[tuple[ControlPlane, grpc.Channel]]:
@@ -71,18 +63,9 @@ def _mesh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     port = free_port(BACKEND)
     with meshlog_up(tmp_path / "cp", "--no-auth") as cp, _backend(BACKEND, port):
         cp.apply({"type": "Mesh", "name": "default"})
-        cp.apply(_dataplane("backend-1", BACKEND, port, "backend"))
-        cp.apply(_dataplane("client-1", "127.0.0.5", free_port("127.0.0.5"), "client"))
-        monkeypatch.setenv("GRPC_XDS_BOOTSTRAP_CONFIG", json.dumps({
-            "xds_servers": [{"server_uri": f"127.0.0.1:{cp.xds_port}",
-                             "channel_creds": [{"type": "insecure"}],
-                             "server_features": ["xds_v3"]}],
-            "node": {"id": "default.client-1"},
-        }))
-        with grpc.insecure_channel(f"xds:///backend:{port}") as channel:
-            # the second call of a body answers: the channel has its config and the backend
-            wait_for(lambda: _code(channel, FLAKY_METHOD, b"ready") == grpc.StatusCode.OK,
-                     timeout=60, what="a call through xds:/// answered")
+        # the second call of a body answers: the channel has its config and the backend
+        with proxyless_client(cp, monkeypatch, port, lambda channel: _code(
+                channel, FLAKY_METHOD, b"ready") == grpc.StatusCode.OK) as channel:
             yield cp, channel
 
 

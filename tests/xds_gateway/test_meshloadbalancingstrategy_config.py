@@ -190,3 +190,31 @@ def test_envoy_validates_the_golden_case(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
 
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("policies", "ring"), [
+    # one entry's maxRingSize below Envoy's default minimum (1024)
+    ([_mlbs("all", (_MESH, {"loadBalancer": {"type": "RingHash",
+                                             "ringHash": {"maxRingSize": 512}}}))],
+     {"minimumRingSize": "512", "maximumRingSize": "512"}),
+    # each entry valid on its own, their merge min > max
+    ([_mlbs("mesh-wide", (_MESH, {"loadBalancer": {"type": "RingHash",
+                                                   "ringHash": {"minRingSize": 4096}}})),
+      _mlbs("to-backend", (_BACKEND, {"loadBalancer": {"ringHash": {"maxRingSize": 2048},
+                                                       "type": "RingHash"}}))],
+     {"minimumRingSize": "2048", "maximumRingSize": "2048"}),
+], ids=["max-below-default-min", "merged-min-above-max"])
+def test_a_ring_whose_minimum_would_pass_its_maximum_is_one_envoy_accepts(
+        tmp_path: Path, policies: list[Any], ring: dict[str, str]) -> None:
+    view, projection = _view()
+    apply(view, projection, *policies)
+    config = config_json(view, "default", "web-1", ResourceCache())
+    path = tmp_path / "bootstrap.json"
+    path.write_text(json.dumps(static_bootstrap(config)))
+
+    result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path)],
+                            capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert _clusters(config)[_BACKEND_CLUSTER]["ringHashLbConfig"] == ring

@@ -9,7 +9,9 @@ sizes 1 to 8,000,000; `tableSize` 1 to 5,000,011.
 
 Stricter than Kuma's, where Envoy would refuse the cluster: `minRingSize` not above
 `maxRingSize`, and `tableSize` a prime (Envoy's Maglev); a header, cookie, query parameter
-name or filter state key not empty (Kuma's CRD's `minLength`); a cookie's `ttl` a Go
+name or filter state key not empty (Kuma's CRD's `minLength`); a header name, cookie name or
+cookie path without NUL, CR or LF (Envoy refuses such a header name, and would write the
+cookie's into a `set-cookie` header); a cookie's `ttl` a Go
 duration, not negative."""
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ HASH_POLICY_TYPES = ("Header", "Cookie", "Connection", "SourceIP", "QueryParamet
 _HASH_FUNCTIONS = ("XXHash", "MurmurHash2")
 _MAX_RING = 8_000_000
 _MAX_TABLE = 5_000_011
+_NUL_CR_LF = "\0\r\n"
 _FIELD_OF = {"Header": "header", "Cookie": "cookie", "Connection": "connection",
              "SourceIP": "connection", "QueryParameter": "queryParameter",
              "FilterState": "filterState"}
@@ -129,6 +132,12 @@ def _hash_policy(policy: HashPolicy, path: str, out: list[Violation]) -> None:
                         ("filterState.key", policy.filter_state and policy.filter_state.key)):
         if value == "":
             out.append(Violation(f"{path}.{name}", "'' must not be empty"))
+    for name, value in (("header.name", policy.header and policy.header.name),
+                        ("cookie.name", policy.cookie and policy.cookie.name),
+                        ("cookie.path", policy.cookie and policy.cookie.path)):
+        if value and any(c in value for c in _NUL_CR_LF):
+            out.append(Violation(f"{path}.{name}", f"{value!r} must not contain NUL, CR or "
+                                 "LF (Envoy refuses them in a header)"))
     if (cookie := policy.cookie) is not None:
         if cookie.path is not None and not cookie.path.startswith("/"):
             out.append(Violation(f"{path}.cookie.path", f"{cookie.path!r} must be an "

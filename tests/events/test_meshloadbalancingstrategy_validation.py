@@ -76,6 +76,21 @@ def test_a_cookies_path_must_be_absolute() -> None:  # Kuma's "ringHash cookie e
         "'relative-path' must be an absolute path"]
 
 
+@pytest.mark.parametrize(("policy", "field", "value"), [
+    ({"type": "Header", "header": {"name": "x-user\r\nx-evil"}}, "header.name",
+     "x-user\r\nx-evil"),
+    ({"type": "Cookie", "cookie": {"name": "s\n"}}, "cookie.name", "s\n"),
+    ({"type": "Cookie", "cookie": {"name": "s", "path": "/a\0"}}, "cookie.path", "/a\0"),
+])
+def test_a_header_or_cookie_with_nul_cr_or_lf_is_refused(
+        policy: dict[str, Any], field: str, value: str) -> None:
+    """Envoy refuses a hash policy's header name with one of these (the whole listener's
+    routes), and would write the cookie's name and path into a set-cookie header."""
+    assert _violations(_mlbs((_SVC, {"hashPolicies": [policy]}))) == [
+        f"spec.to[0].default.hashPolicies[0].{field}: {value!r} must not contain NUL, CR or "
+        "LF (Envoy refuses them in a header)"]
+
+
 def test_hash_policies_in_the_root_and_the_load_balancer_are_refused() -> None:
     cookie = [{"type": "Cookie", "cookie": {"name": "session_id"}}]
     assert _violations(_mlbs((_SVC, {

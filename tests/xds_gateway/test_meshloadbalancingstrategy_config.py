@@ -20,6 +20,8 @@ from tests.harness import envoy_binary
 from tests.xds_gateway._bootstrap import static_bootstrap
 from tests.xds_gateway._outbound import apply, dataplane, view_of
 from tests.xds_gateway.test_golden_config import compute
+from tests.xds_gateway.test_meshhttproute_config import _failing, _routes, _where
+from tests.xds_gateway.test_meshhttproute_config import _view as _route_view
 from xds_gateway.resources import load_balancing
 from xds_gateway.resources.cache import ResourceCache
 from xds_gateway.resources.config_dump import config_json
@@ -190,3 +192,53 @@ def test_envoy_validates_the_golden_case(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
 
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("policies", "ring"), [
+    # one entry's maxRingSize below Envoy's default minimum (1024)
+    ([_mlbs("all", (_MESH, {"loadBalancer": {"type": "RingHash",
+                                             "ringHash": {"maxRingSize": 512}}}))],
+     {"minimumRingSize": "512", "maximumRingSize": "512"}),
+    # each entry valid on its own, their merge min > max
+    ([_mlbs("mesh-wide", (_MESH, {"loadBalancer": {"type": "RingHash",
+                                                   "ringHash": {"minRingSize": 4096}}})),
+      _mlbs("to-backend", (_BACKEND, {"loadBalancer": {"ringHash": {"maxRingSize": 2048},
+                                                       "type": "RingHash"}}))],
+     {"minimumRingSize": "2048", "maximumRingSize": "2048"}),
+], ids=["max-below-default-min", "merged-min-above-max"])
+def test_a_ring_whose_minimum_would_pass_its_maximum_is_one_envoy_accepts(
+        tmp_path: Path, policies: list[Any], ring: dict[str, str]) -> None:
+    view, projection = _view()
+    apply(view, projection, *policies)
+    config = config_json(view, "default", "web-1", ResourceCache())
+    path = tmp_path / "bootstrap.json"
+    path.write_text(json.dumps(static_bootstrap(config)))
+
+    result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path)],
+                            capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert _clusters(config)[_BACKEND_CLUSTER]["ringHashLbConfig"] == ring
+
+
+@pytest.mark.integration
+def test_a_meshhttproutes_500_routes_take_no_hash_policy(tmp_path: Path) -> None:
+    """A route answering 500 for unresolved backendRefs is a direct_response: a hash
+    policy set on it would replace it with a route action without a cluster, which Envoy
+    refuses (as would a timeout or a retry policy)."""
+    view, projection = _route_view()
+    _failing(view, projection)
+    apply(view, projection, _mlbs("all", (_MESH, {"hashPolicies": [_HEADER]})))
+
+    routes = _routes(view)
+
+    assert [_where(r) for r in routes][:2] == ["500", "500 333333/MILLION"]
+    assert ["route" in r for r in routes[:2]] == [False, False]
+    assert routes[2]["route"]["hashPolicy"] == [{"header": {"headerName": "x-user"}}]
+    path = tmp_path / "bootstrap.json"
+    path.write_text(json.dumps(static_bootstrap(
+        config_json(view, "default", "web-1", ResourceCache()))))
+    result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

@@ -28,6 +28,10 @@ What the merged fields set (Kuma v2.14's `meshloadbalancingstrategy/plugin/v1alp
 | maglev's of the merged type)           | listener (HTTP, HTTP/2, gRPC ports)               |
 
 The settings of a type other than the merged `type` are not used (Kuma's switch on the type).
+Where the merged `minRingSize` (else Envoy's default, 1024) is above the merged `maxRingSize`
+(one entry's `maxRingSize: 512` alone, or a Mesh entry's `minRingSize` above a MeshService
+entry's `maxRingSize`), Envoy would refuse the cluster (Kuma sends it so): the minimum is set
+to the maximum.
 A hash policy: `Header` -> `header.header_name`, `Cookie` -> `cookie` (`name`, `ttl`,
 `path`), `Connection` and `SourceIP` -> `connection_properties.source_ip` (Kuma 2.14 sets no
 specifier for `SourceIP`, which Envoy refuses; meshlog maps it as `Connection`),
@@ -65,6 +69,7 @@ __all__ = ["NO_LOAD_BALANCING", "Applying", "LoadBalancing", "applying", "balanc
 _HCM = "envoy.filters.network.http_connection_manager"
 _LB_POLICY = {"RoundRobin": Cluster.ROUND_ROBIN, "LeastRequest": Cluster.LEAST_REQUEST,
               "Random": Cluster.RANDOM, "RingHash": Cluster.RING_HASH, "Maglev": Cluster.MAGLEV}
+_MIN_RING, _MAX_RING = 1024, 8_388_608  # Envoy's ring_hash_lb_config defaults
 _HASH_FUNCTION = {"XXHash": Cluster.RingHashLbConfig.XX_HASH,
                   "MurmurHash2": Cluster.RingHashLbConfig.MURMUR_HASH_2}
 
@@ -142,6 +147,9 @@ def balanced_cluster(cluster: Cluster, lb: LoadBalancing | None) -> Cluster:
                     ring.minimum_ring_size.value = lb.min_ring_size
                 if lb.max_ring_size is not None:
                     ring.maximum_ring_size.value = lb.max_ring_size
+                if (lb.min_ring_size or _MIN_RING) > (lb.max_ring_size or _MAX_RING):
+                    # Envoy refuses min > max (its default min is 1024): the max bounds both
+                    ring.minimum_ring_size.value = ring.maximum_ring_size.value
                 if lb.hash_function is not None:
                     ring.hash_function = _HASH_FUNCTION[lb.hash_function]
         case "Maglev" if lb.table_size is not None:

@@ -15,72 +15,51 @@ from typing import Any
 import msgspec
 import pytest
 
-from events import MESH_HTTP_ROUTE, MESH_RETRY, MESH_TIMEOUT, InvalidResource, MeshHTTPRoute
+from events import MESH_HTTP_ROUTE, MESH_TIMEOUT, InvalidResource, MeshHTTPRoute
 from tests._policy_samples import document, resource
 from tests.harness import envoy_binary
 from tests.xds_gateway._bootstrap import static_bootstrap
 from tests.xds_gateway._outbound import apply, dataplane, view_of
+from tests.xds_gateway._routes import (
+    BACKEND as _BACKEND,
+)
+from tests.xds_gateway._routes import (
+    OWN as _OWN,
+)
+from tests.xds_gateway._routes import (
+    V2 as _V2,
+)
+from tests.xds_gateway._routes import (
+    WEB as _WEB,
+)
+from tests.xds_gateway._routes import (
+    failing as _failing,
+)
+from tests.xds_gateway._routes import (
+    hcms as _hcms,
+)
+from tests.xds_gateway._routes import (
+    route as _route,
+)
+from tests.xds_gateway._routes import (
+    routes as _routes,
+)
+from tests.xds_gateway._routes import (
+    rule as _rule,
+)
+from tests.xds_gateway._routes import (
+    to as _to,
+)
+from tests.xds_gateway._routes import (
+    view as _view,
+)
+from tests.xds_gateway._routes import (
+    where as _where,
+)
 from tests.xds_gateway.test_golden_config import compute
 from xds_gateway.resources.cache import ResourceCache
 from xds_gateway.resources.config_dump import config_json
 from xds_gateway.resources.node import ProxyNode
-from xds_gateway.view import ProjectionView
-
-_BACKEND = {"kind": "MeshService", "name": "backend"}
-_WEB = {"kind": "MeshSubset", "tags": {"kuma.io/service": "web"}}
-_OWN = "default_backend___msvc_8080"
-_V2 = "default_backend-v2___msvc_8080"
-
-
-def _view(*more: dict[str, Any]) -> tuple[ProjectionView, Any]:
-    return view_of(dataplane("backend-1", "10.0.0.1", 8080, "backend"),
-                   dataplane("backend-v2-1", "10.0.0.2", 8080, "backend-v2"),
-                   dataplane("db-1", "10.0.0.3", 5432, "db", "tcp"),
-                   dataplane("web-1", "10.0.0.9", 7070, "web"), *more)
-
-
-def _route(name: str, *rules: dict[str, Any], target: dict[str, Any] | None = None,
-           to: dict[str, Any] = _BACKEND) -> Any:
-    spec: dict[str, Any] = {"to": [{"targetRef": to, "rules": list(rules)}]}
-    if target is not None:
-        spec["targetRef"] = target
-    return resource(MESH_HTTP_ROUTE, name, spec=spec)
-
-
-def _rule(*matches: dict[str, Any], **default: Any) -> dict[str, Any]:
-    return {"matches": list(matches), "default": default}
-
-
-def _to(*services: tuple[str, int]) -> list[dict[str, Any]]:
-    return [{"kind": "MeshService", "name": s, "weight": w} for s, w in services]
-
-
-def _routes(view: ProjectionView) -> list[dict[str, Any]]:
-    config = config_json(view, "default", "web-1", ResourceCache())
-    routes: list[dict[str, Any]] = next(
-        hcm["routeConfig"]["virtualHosts"][0]["routes"] for hcm in _hcms(config)
-        if hcm["routeConfig"]["name"] == _OWN)  # backend's outbound
-    return routes
-
-
-def _hcms(config: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    return [f["typedConfig"] for r in config["listeners"] if r["name"].startswith("outbound:")
-            for f in r["resource"]["filterChains"][0]["filters"]
-            if "routeConfig" in f["typedConfig"]]
-
-
-def _where(route: dict[str, Any]) -> Any:
-    """A route's cluster, or its clusters' weights, or `500` (a direct response), with the
-    share of requests it takes (`500 50/HUNDRED`)."""
-    if "directResponse" in route:
-        assert route["directResponse"] == {"status": 500}
-        share = route["match"].get("runtimeFraction", {}).get("defaultValue")
-        return "500" if share is None else \
-            f"500 {share.get('numerator', 0)}/{share.get('denominator', 'HUNDRED')}"
-    action = route["route"]
-    if "cluster" in action:
-        return action["cluster"]
-    return {c["name"]: c["weight"] for c in action["weightedClusters"]["clusters"]}
 
 
 def test_routes_follow_kumas_precedence_and_end_with_the_default_route() -> None:
@@ -277,28 +256,6 @@ def test_a_meshtimeout_applies_to_every_route() -> None:
             "http": {"requestTimeout": "3s"}}}]}))
 
     assert [r["route"]["timeout"] for r in _routes(view)] == ["3s", "3s"]
-
-
-def _failing(view: ProjectionView, projection: Any) -> None:
-    """Routes that answer 500 (all, a share) with header modifiers and a rewrite, and a
-    MeshTimeout and a MeshRetry over them."""
-    modifiers = [
-        {"type": "RequestHeaderModifier", "requestHeaderModifier": {
-            "set": [{"name": "x-a", "value": "1"}]}},
-        {"type": "ResponseHeaderModifier", "responseHeaderModifier": {
-            "add": [{"name": "x-b", "value": "2"}]}},
-        {"type": "URLRewrite", "urlRewrite": {"hostname": "h.example", "path": {
-            "type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}]
-    apply(view, projection, _route(
-        "failing",
-        _rule({"path": {"type": "PathPrefix", "value": "/gone"}}, filters=modifiers,
-              backendRefs=_to(("nowhere", 1))),
-        _rule({"path": {"type": "PathPrefix", "value": "/some"}}, filters=modifiers,
-              backendRefs=_to(("nowhere", 1), ("backend-v2", 2)))),
-        resource(MESH_TIMEOUT, "t", spec={"to": [{"targetRef": _BACKEND, "default": {
-            "http": {"requestTimeout": "3s"}}}]}),
-        resource(MESH_RETRY, "r", spec={"to": [{"targetRef": _BACKEND, "default": {
-            "http": {"numRetries": 2}}}]}))
 
 
 def test_a_500_route_keeps_its_header_modifiers_and_no_timeout_or_retry_replaces_it() -> None:

@@ -19,9 +19,11 @@ from tests._policy_samples import resource
 from tests.harness import envoy_binary
 from tests.xds_gateway._bootstrap import static_bootstrap
 from tests.xds_gateway._outbound import apply, dataplane, view_of
+from tests.xds_gateway._routes import failing as _failing
+from tests.xds_gateway._routes import routes as _routes
+from tests.xds_gateway._routes import view as _route_view
+from tests.xds_gateway._routes import where as _where
 from tests.xds_gateway.test_golden_config import compute
-from tests.xds_gateway.test_meshhttproute_config import _failing, _routes, _where
-from tests.xds_gateway.test_meshhttproute_config import _view as _route_view
 from xds_gateway.resources import load_balancing
 from xds_gateway.resources.cache import ResourceCache
 from xds_gateway.resources.config_dump import config_json

@@ -27,7 +27,7 @@ L7, the same rules as the first HTTP filter):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from envoy.config.core.v3.address_pb2 import Address, SocketAddress
 from envoy.config.core.v3.protocol_pb2 import Http1ProtocolOptions
@@ -63,9 +63,12 @@ from events import MeshMultiZoneServicePort, MeshServicePort
 from xds_gateway.resources.rbac import http_rbac_filter, rbac_filter
 from xds_gateway.resources.tls import KUMA_ALPN, downstream_tls
 
-__all__ = ["HTTP2_PROTOCOLS", "HTTP_PROTOCOLS", "InboundTls", "inbound_listener",
-           "outbound_listener", "port_protocol", "sni_listener", "tcp_listener",
-           "tcp_proxy_filter"]
+__all__ = ["HTTP2_PROTOCOLS", "HTTP_PROTOCOLS", "InboundTls", "edit_filters",
+           "forwarding_routes", "inbound_listener", "outbound_listener", "port_protocol",
+           "sni_listener", "tcp_listener", "tcp_proxy_filter"]
+
+_HCM = "envoy.filters.network.http_connection_manager"
+_TCP_PROXY = "envoy.filters.network.tcp_proxy"
 
 HTTP_PROTOCOLS = frozenset({"http", "http2", "grpc"})
 """The `appProtocol`s whose outbound is proxied at L7."""
@@ -103,7 +106,7 @@ def _http_connection_manager(cluster: str, rbac: RBAC | None = None, *, http2: b
     http_filters = [] if rbac is None else [http_rbac_filter(rbac)]
     http_filters.append(HttpFilter(name="envoy.filters.http.router",
                                    typed_config=_packed(Router())))
-    return Filter(name="envoy.filters.network.http_connection_manager", typed_config=_packed(
+    return Filter(name=_HCM, typed_config=_packed(
         HttpConnectionManager(
             stat_prefix=cluster.replace(":", "_"),
             codec_type=HttpConnectionManager.HTTP2 if http2 else HttpConnectionManager.AUTO,
@@ -122,7 +125,7 @@ def _http_connection_manager(cluster: str, rbac: RBAC | None = None, *, http2: b
 
 
 def _tcp_proxy(cluster: str) -> Filter:
-    return Filter(name="envoy.filters.network.tcp_proxy", typed_config=_packed(
+    return Filter(name=_TCP_PROXY, typed_config=_packed(
         TcpProxy(stat_prefix=cluster.replace(":", "_"), cluster=cluster)))
 
 
@@ -198,3 +201,34 @@ def sni_listener(name: str, address: str, port: int, chains: list[FilterChain]) 
     listener.listener_filters.append(ListenerFilter(
         name="envoy.filters.listener.tls_inspector", typed_config=_packed(TlsInspector())))
     return listener
+
+
+def edit_filters(listener: Listener, *, tcp_proxy: Callable[[TcpProxy], None] | None = None,
+                 hcm: Callable[[HttpConnectionManager], None] | None = None) -> Listener:
+    """`listener` with the tcp_proxy and the HttpConnectionManager of each of its filter
+    chains changed in place by `tcp_proxy` and `hcm` (each unpacked and packed again once):
+    how a policy sets what it sets on an outbound's or an inbound's listener."""
+    for chain in listener.filter_chains:
+        for network_filter in chain.filters:
+            config = network_filter.typed_config
+            if network_filter.name == _TCP_PROXY and tcp_proxy is not None:
+                message: Message = TcpProxy()
+                config.Unpack(message)
+                tcp_proxy(message)
+            elif network_filter.name == _HCM and hcm is not None:
+                message = HttpConnectionManager()
+                config.Unpack(message)
+                hcm(message)
+            else:
+                continue
+            config.Pack(message)
+    return listener
+
+
+def forwarding_routes(hcm: HttpConnectionManager) -> Iterator[RouteAction]:
+    """The route actions of `hcm`'s routes that forward to clusters: not a MeshHTTPRoute's
+    direct 500, where a retry, a timeout or a hash policy would make Envoy refuse it."""
+    for host in hcm.route_config.virtual_hosts:
+        for route in host.routes:
+            if route.HasField("route"):
+                yield route.route

@@ -61,12 +61,11 @@ from msgspec import Struct, structs
 from events import MeshLoadBalancingStrategy
 from events.resources import HashPolicy, MeshLoadBalancingStrategyConf
 from xds_gateway.resources import policy_rules
-from xds_gateway.resources.listeners import HTTP_PROTOCOLS
+from xds_gateway.resources.listeners import HTTP_PROTOCOLS, edit_filters, forwarding_routes
 
 __all__ = ["NO_LOAD_BALANCING", "Applying", "LoadBalancing", "applying", "balanced_cluster",
            "for_cluster", "for_destination", "for_listener", "hashed_listener", "merged"]
 
-_HCM = "envoy.filters.network.http_connection_manager"
 _LB_POLICY = {"RoundRobin": Cluster.ROUND_ROBIN, "LeastRequest": Cluster.LEAST_REQUEST,
               "Random": Cluster.RANDOM, "RingHash": Cluster.RING_HASH, "Maglev": Cluster.MAGLEV}
 _MIN_RING, _MAX_RING = 1024, 8_388_608  # Envoy's ring_hash_lb_config defaults
@@ -165,19 +164,12 @@ def hashed_listener(listener: Listener, policies: tuple[HashPolicy, ...] | None)
     if not policies:
         return listener
     built = [_hash_policy(p) for p in policies]
-    for chain in listener.filter_chains:
-        for network_filter in chain.filters:
-            if network_filter.name != _HCM:
-                continue
-            config = network_filter.typed_config
-            hcm = HttpConnectionManager()
-            config.Unpack(hcm)
-            for host in hcm.route_config.virtual_hosts:
-                for route in host.routes:
-                    if route.HasField("route"):
-                        route.route.hash_policy.extend(built)
-            config.Pack(hcm)
-    return listener
+
+    def hashed_hcm(hcm: HttpConnectionManager) -> None:
+        for action in forwarding_routes(hcm):
+            action.hash_policy.extend(built)
+
+    return edit_filters(listener, hcm=hashed_hcm)
 
 
 def _hash_policy(policy: HashPolicy) -> RouteAction.HashPolicy:

@@ -61,13 +61,11 @@ from msgspec import Struct
 from events import MeshRetry
 from events.resources import KUMA_GRPC_RETRY_ON, KUMA_RETRY_ON, MeshRetryConf
 from xds_gateway.resources import policy_rules
-from xds_gateway.resources.listeners import HTTP_PROTOCOLS
+from xds_gateway.resources.listeners import HTTP_PROTOCOLS, edit_filters, forwarding_routes
 
 __all__ = ["NO_RETRIES", "Applying", "Retries", "applying", "for_destination", "for_listener",
            "merged", "retried_listener"]
 
-_HCM = "envoy.filters.network.http_connection_manager"
-_TCP_PROXY = "envoy.filters.network.tcp_proxy"
 _HTTP_DEFAULT = ("gateway-error", "connect-failure", "refused-stream")
 _GRPC_DEFAULT = ("cancelled", "connect-failure", "gateway-error", "refused-stream", "reset",
                  "resource-exhausted", "unavailable")
@@ -140,26 +138,17 @@ def retried_listener(listener: Listener, retries: Retries | None) -> Listener:
     its HttpConnectionManager's routes."""
     if retries is None:
         return listener
-    for chain in listener.filter_chains:
-        for network_filter in chain.filters:
-            config = network_filter.typed_config
-            if network_filter.name == _TCP_PROXY and retries.connect_attempts is not None:
-                proxy = TcpProxy()
-                config.Unpack(proxy)
-                proxy.max_connect_attempts.value = retries.connect_attempts
-                config.Pack(proxy)
-            elif network_filter.name == _HCM:
-                policy = _retry_policy(retries)
-                if policy is None:
-                    continue
-                hcm = HttpConnectionManager()
-                config.Unpack(hcm)
-                for host in hcm.route_config.virtual_hosts:
-                    for route in host.routes:
-                        if route.HasField("route"):  # not a MeshHTTPRoute's direct 500
-                            route.route.retry_policy.CopyFrom(policy)
-                config.Pack(hcm)
-    return listener
+    attempts, policy = retries.connect_attempts, _retry_policy(retries)
+
+    def retried_proxy(proxy: TcpProxy) -> None:
+        proxy.max_connect_attempts.value = attempts
+
+    def retried_hcm(hcm: HttpConnectionManager) -> None:
+        for action in forwarding_routes(hcm):
+            action.retry_policy.CopyFrom(policy)
+
+    return edit_filters(listener, tcp_proxy=retried_proxy if attempts is not None else None,
+                        hcm=retried_hcm if policy is not None else None)
 
 
 def _retry_policy(r: Retries) -> RetryPolicy | None:

@@ -94,7 +94,6 @@ from envoy.config.listener.v3.listener_pb2 import Listener
 from envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2 import (  # noqa: E501
     HttpConnectionManager,
 )
-from envoy.extensions.filters.network.tcp_proxy.v3.tcp_proxy_pb2 import TcpProxy
 from envoy.extensions.upstreams.http.v3.http_protocol_options_pb2 import HttpProtocolOptions
 from msgspec import Struct
 
@@ -102,14 +101,12 @@ from events import Dataplane, Inbound, MeshTimeout
 from events.resources import MeshTimeoutConf, MeshTimeoutFrom, go_duration_ns
 from projections import MeshServiceRow
 from xds_gateway.resources import policy_rules
-from xds_gateway.resources.listeners import HTTP_PROTOCOLS
+from xds_gateway.resources.listeners import HTTP_PROTOCOLS, edit_filters, forwarding_routes
 
 __all__ = ["NO_TIMEOUTS", "Applying", "Timeouts", "applying", "for_cluster", "for_destination",
            "for_inbounds", "for_listener", "merged", "timed_cluster", "timed_listener"]
 
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-_HCM = "envoy.filters.network.http_connection_manager"
-_TCP_PROXY = "envoy.filters.network.tcp_proxy"
 
 
 class Timeouts(Struct, frozen=True, kw_only=True):
@@ -227,28 +224,17 @@ def timed_listener(listener: Listener, timeouts: Timeouts | None) -> Listener:
     its tcp_proxies and HttpConnectionManagers (every filter chain's)."""
     if timeouts is None:
         return listener
-    for chain in listener.filter_chains:
-        for network_filter in chain.filters:
-            config = network_filter.typed_config
-            if network_filter.name == _TCP_PROXY and timeouts.idle is not None:
-                proxy = TcpProxy()
-                config.Unpack(proxy)
-                proxy.idle_timeout.CopyFrom(_duration(timeouts.idle))
-                config.Pack(proxy)
-            elif network_filter.name == _HCM:
-                hcm = HttpConnectionManager()
-                config.Unpack(hcm)
-                _timed_hcm(hcm, timeouts)
-                config.Pack(hcm)
-    return listener
+    idle = timeouts.idle
+    return edit_filters(
+        listener, hcm=lambda hcm: _timed_hcm(hcm, timeouts),
+        tcp_proxy=None if idle is None else lambda proxy: proxy.idle_timeout.CopyFrom(
+            _duration(idle)))
 
 
 def _timed_hcm(hcm: HttpConnectionManager, timeouts: Timeouts) -> None:
     if timeouts.request is not None:
-        for host in hcm.route_config.virtual_hosts:
-            for route in host.routes:
-                if route.HasField("route"):  # not a MeshHTTPRoute's direct 500
-                    route.route.timeout.CopyFrom(_duration(timeouts.request))
+        for action in forwarding_routes(hcm):
+            action.timeout.CopyFrom(_duration(timeouts.request))
     if timeouts.stream_idle is not None:
         hcm.stream_idle_timeout.CopyFrom(_duration(timeouts.stream_idle))
     if timeouts.request_headers is not None:

@@ -159,12 +159,13 @@ def test_a_meshservice_entry_wins_field_by_field() -> None:
         "minimumRingSize": "16", "maximumRingSize": "4096"}}
 
 
-def test_a_proxyless_grpc_client_gets_none() -> None:
+def test_a_proxyless_grpc_client_gets_nothing_of_a_type_grpc_lacks() -> None:
+    # what it gets of RingHash: test_proxyless_load_balancing_config.py
     view, projection = _view()
     node = ProxyNode(user_agent_name="gRPC C-core")
     before = config_json(view, "default", "web-1", ResourceCache(), node=node)
     apply(view, projection, _mlbs("all", (_MESH, {
-        "loadBalancer": {"type": "RingHash"}, "hashPolicies": [_HEADER]})))
+        "loadBalancer": {"type": "Maglev"}, "hashPolicies": [_HEADER]})))
 
     assert config_json(view, "default", "web-1", ResourceCache(), node=node) == before
 

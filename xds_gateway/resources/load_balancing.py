@@ -64,7 +64,8 @@ from xds_gateway.resources import policy_rules
 from xds_gateway.resources.listeners import HTTP_PROTOCOLS, edit_filters, forwarding_routes
 
 __all__ = ["NO_LOAD_BALANCING", "Applying", "LoadBalancing", "applying", "balanced_cluster",
-           "for_cluster", "for_destination", "for_listener", "hashed_listener", "merged"]
+           "for_cluster", "for_destination", "for_listener", "hash_policy", "hashed_listener",
+           "merged"]
 
 _LB_POLICY = {"RoundRobin": Cluster.ROUND_ROBIN, "LeastRequest": Cluster.LEAST_REQUEST,
               "Random": Cluster.RANDOM, "RingHash": Cluster.RING_HASH, "Maglev": Cluster.MAGLEV}
@@ -163,7 +164,7 @@ def hashed_listener(listener: Listener, policies: tuple[HashPolicy, ...] | None)
     every route of its HttpConnectionManager that routes to clusters."""
     if not policies:
         return listener
-    built = [_hash_policy(p) for p in policies]
+    built = [hash_policy(p) for p in policies]
 
     def hashed_hcm(hcm: HttpConnectionManager) -> None:
         for action in forwarding_routes(hcm):
@@ -172,7 +173,8 @@ def hashed_listener(listener: Listener, policies: tuple[HashPolicy, ...] | None)
     return edit_filters(listener, hcm=hashed_hcm)
 
 
-def _hash_policy(policy: HashPolicy) -> RouteAction.HashPolicy:
+def hash_policy(policy: HashPolicy) -> RouteAction.HashPolicy:
+    """The route `hash_policy` of one of MeshLoadBalancingStrategy's hash policies."""
     out = RouteAction.HashPolicy()
     if policy.terminal is not None:
         out.terminal = policy.terminal

@@ -83,8 +83,8 @@ NO_POLICY = Destination()
 def applying(view: ProjectionView, mesh: str, dataplane: Dataplane,
              services: Mapping[str, MeshServiceRow], *, grpc: bool) -> Applying:
     """The policies of `mesh` that apply to `dataplane`; for a proxyless gRPC client
-    (`grpc`), MeshTimeout, MeshRetry and MeshCircuitBreaker only, which its routes and
-    clusters take (`proxyless_policies`)."""
+    (`grpc`), MeshTimeout, MeshRetry, MeshCircuitBreaker and MeshLoadBalancingStrategy only,
+    which its routes and clusters take (`proxyless_policies`)."""
     return Applying(
         timeouts.applying(view.policies(MESH_TIMEOUT, mesh), dataplane, services),
         retries.applying(view.policies(MESH_RETRY, mesh), dataplane, services),
@@ -92,7 +92,7 @@ def applying(view: ProjectionView, mesh: str, dataplane: Dataplane,
             view.policies(MESH_CIRCUIT_BREAKER, mesh), dataplane, services),
         http_routes.NO_ROUTES if grpc else http_routes.applying(
             view.policies(MESH_HTTP_ROUTE, mesh), dataplane, services),
-        policy_rules.NOTHING_APPLIES if grpc else load_balancing.applying(
+        load_balancing.applying(
             view.policies(MESH_LOAD_BALANCING_STRATEGY, mesh), dataplane, services))
 
 
@@ -100,14 +100,17 @@ def for_destination(policies: Applying, service: str | None, *, grpc: bool = Fal
                     ) -> Destination:
     """The outbound to MeshService `service` (None: a MeshMultiZoneService, Mesh entries
     only); for a proxyless gRPC client (`grpc`), its route's part and what of
-    MeshCircuitBreaker gRPC reads in its cluster (`proxyless_policies`)."""
+    MeshCircuitBreaker and MeshLoadBalancingStrategy gRPC reads in its cluster
+    (`proxyless_policies`)."""
     if grpc:
+        lb = load_balancing.for_destination(policies.load_balancing, service)
         return Destination(
             cb=proxyless_policies.for_cluster(
                 circuit_breakers.for_destination(policies.circuit_breakers, service)),
             g=proxyless_policies.for_route(
                 timeouts.for_destination(policies.timeouts, service),
-                retries.for_destination(policies.retries, service)))
+                retries.for_destination(policies.retries, service), lb),
+            lb=proxyless_policies.for_load_balancing(lb))
     return Destination(timeouts.for_destination(policies.timeouts, service),
                        retries.for_destination(policies.retries, service),
                        circuit_breakers.for_destination(policies.circuit_breakers, service),

@@ -84,21 +84,24 @@ from __future__ import annotations
 from envoy.config.route.v3.route_components_pb2 import RetryPolicy
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 from google.protobuf.duration_pb2 import Duration
-from msgspec import Struct
+from msgspec import Struct, structs
 
-from events.resources import GRPC_RETRY_ON
-from xds_gateway.resources import proxyless
+from events.resources import GRPC_RETRY_ON, HashPolicy
+from xds_gateway.resources import load_balancing, proxyless
 from xds_gateway.resources.cache import EncodedResource, ResourceCache
 from xds_gateway.resources.circuit_breakers import CircuitBreakers
+from xds_gateway.resources.load_balancing import LoadBalancing
 from xds_gateway.resources.retries import Retries
 from xds_gateway.resources.timeouts import Timeouts
 from xds_gateway.type_urls import LISTENER, ROUTE
 
-__all__ = ["GrpcRoute", "for_cluster", "for_route", "grpc_target", "routed"]
+__all__ = ["GrpcRoute", "for_cluster", "for_load_balancing", "for_route", "grpc_target",
+           "routed"]
 
 _KUMA_GRPC_DEFAULT = ("cancelled", "connect-failure", "gateway-error", "refused-stream",
                       "reset", "resource-exhausted", "unavailable")
 _BASE_NS = 25_000_000  # Envoy's and gRPC's default base interval
+_CHANNEL_ID = "io.grpc.channel_id"  # the one filter state key gRPC hashes (gRFC A42)
 
 
 class GrpcRoute(Struct, frozen=True, kw_only=True):
@@ -111,15 +114,18 @@ class GrpcRoute(Struct, frozen=True, kw_only=True):
     num_retries: int | None = None
     base: int | None = None
     max: int | None = None
+    hash_policies: tuple[HashPolicy, ...] | None = None
+    """The route's `hash_policy` (a RingHash destination's, `for_load_balancing`)."""
 
 
 _NOTHING = GrpcRoute()
 _NO_LIMITS = CircuitBreakers()
 
 
-def for_route(timeouts: Timeouts | None, retries: Retries | None) -> GrpcRoute | None:
-    """What of one destination's merged `timeouts` and `retries` (`for_destination`'s) a
-    proxyless client's route takes; None: nothing, the route is as without policies."""
+def for_route(timeouts: Timeouts | None, retries: Retries | None,
+              lb: LoadBalancing | None = None) -> GrpcRoute | None:
+    """What of one destination's merged `timeouts`, `retries` and `lb` (`for_destination`'s)
+    a proxyless client's route takes; None: nothing, the route is as without policies."""
     deadlines = [] if timeouts is None else [
         v for v in (timeouts.request, timeouts.max_stream) if v is not None and v > 0]
     route = GrpcRoute(max_stream=min(deadlines) if deadlines else None)
@@ -134,7 +140,33 @@ def for_route(timeouts: Timeouts | None, retries: Retries | None) -> GrpcRoute |
         if codes:  # gRPC refuses a retry policy without a status code it retries on
             route = GrpcRoute(max_stream=route.max_stream, retry_on=codes,
                               num_retries=retries.grpc_retries, base=base, max=top)
+    hashes = _grpc_hash_policies(lb)
+    if hashes:
+        route = structs.replace(route, hash_policies=hashes)
     return None if route == _NOTHING else route
+
+
+def for_load_balancing(lb: LoadBalancing | None) -> LoadBalancing | None:
+    """What of one destination's merged MeshLoadBalancingStrategy `lb` a proxyless client's
+    cluster takes (`load_balancing.balanced_cluster`'s input): RingHash's ring sizes only;
+    None for every other type (round robin, gRPC's default), so the cluster is as without."""
+    if lb is None or lb.type != "RingHash":
+        return None
+    return LoadBalancing(type="RingHash", min_ring_size=lb.min_ring_size,
+                         max_ring_size=lb.max_ring_size)
+
+
+def _grpc_hash_policies(lb: LoadBalancing | None) -> tuple[HashPolicy, ...]:
+    """The hash policies of a RingHash `lb` gRPC reads (gRFC A42): headers (not binary
+    ones) and the filter state `io.grpc.channel_id`."""
+    if for_load_balancing(lb) is None or lb is None:
+        return ()
+    return tuple(
+        p for p in lb.route_hash_policies or ()
+        if (p.type == "Header" and p.header is not None
+            and not p.header.name.lower().endswith("-bin"))
+        or (p.type == "FilterState" and p.filter_state is not None
+            and p.filter_state.key == _CHANNEL_ID))
 
 
 def for_cluster(cb: CircuitBreakers | None) -> CircuitBreakers | None:
@@ -170,6 +202,9 @@ def routed(route_config: RouteConfiguration, route: GrpcRoute | None) -> RouteCo
                     _duration(route.max_stream))
             if route.retry_on is not None:
                 action.retry_policy.CopyFrom(_retry_policy(route))
+            if route.hash_policies:
+                action.hash_policy.extend(
+                    load_balancing.hash_policy(p) for p in route.hash_policies)
     return route_config
 
 

@@ -40,9 +40,9 @@ specifier for `SourceIP`, which Envoy refuses; meshlog maps it as `Connection`),
 
 **Not applied.** A TCP (or other L4) port's outbound has no routes: its hash policies do
 nothing there (as in Kuma, whose tcp_proxy gets no `hash_policy`), so RingHash and Maglev pick
-an endpoint by a random hash per connection. Proxyless gRPC clients get no
-MeshLoadBalancingStrategy (gRPC's xDS client reads `ring_hash` and `round_robin` clusters and
-header hash policies, gRFC A42; not wired yet). `localityAwareness` is refused (no locality
+an endpoint by a random hash per connection. Proxyless gRPC clients get RingHash only,
+as far as gRPC's xDS client reads it (`proxyless_policies.for_load_balancing`, gRFC A42).
+`localityAwareness` is refused (no locality
 model beyond zones), as `leastRequest.activeRequestBias` is.
 """
 

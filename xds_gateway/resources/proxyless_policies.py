@@ -69,6 +69,18 @@ the first DEFAULT threshold's `max_requests`; an outlier detector counts only wi
 `enforcing_*` present and not 0) and shown with grpcio 1.85 (circuit breaking:
 tests/integration/test_proxyless_circuit_breaker.py; outlier detection on config only).
 
+MeshLoadBalancingStrategy (`for_load_balancing`, gRFC A42), merged as for an Envoy
+(`load_balancing.for_destination`): a RingHash destination's cluster gets `lb_policy:
+RING_HASH` and the merged `minRingSize`/`maxRingSize` (set by `balanced_cluster`, so a
+minimum above the maximum is bounded as for Envoy; gRPC NACKs min > max, and caps the ring
+at 4096 at run time by default) and no `hash_function` (gRPC NACKs all but XX_HASH, its
+default), and the target's routes the hash policies gRPC reads: `Header` (not a `-bin`
+one) and `FilterState` `io.grpc.channel_id` (gRPC ignores cookie, connection, query
+parameter and other filter-state policies). RoundRobin is gRPC's default, and LeastRequest
+(gRFC A48, not verified against grpcio's parser), Random and Maglev (gRPC has none) leave
+the cluster and route as without a policy. Shown with grpcio 1.85
+(tests/integration/test_proxyless_load_balancing.py).
+
 Not read by gRPC's route parser, so not mapped (docs/status.md): `connectionTimeout`,
 `idleTimeout` (newer gRPC-core reads a cluster's `upstream_config` idle timeout; meshlog's
 clusters carry theirs elsewhere and a proxyless client's get none), `http.streamIdleTimeout`,

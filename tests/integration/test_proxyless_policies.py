@@ -21,6 +21,7 @@ import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -79,16 +80,20 @@ def _code(channel: grpc.Channel, method: str, request: bytes) -> grpc.StatusCode
     return grpc.StatusCode.OK
 
 
+def _for_client(cp: ControlPlane, kind: str, name: str, default: dict[str, Any]) -> None:
+    """A policy of `kind` selecting the client, with `default` for its outbound to backend."""
+    cp.apply({"type": kind, "mesh": "default", "name": name,
+              "spec": {"targetRef": {"kind": "MeshSubset", "tags": {"kuma.io/service": "client"}},
+                       "to": [{"targetRef": {"kind": "MeshService", "name": "backend"},
+                               "default": default}]}})
+
+
 def test_a_request_timeout_caps_a_proxyless_calls_deadline(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with _mesh(tmp_path, monkeypatch) as (cp, channel):
         assert _code(channel, SLOW_METHOD, b"") == grpc.StatusCode.OK
 
-        cp.apply({"type": "MeshTimeout", "mesh": "default", "name": "client-timeout",
-                  "spec": {"targetRef": {"kind": "MeshSubset",
-                                         "tags": {"kuma.io/service": "client"}},
-                           "to": [{"targetRef": {"kind": "MeshService", "name": "backend"},
-                                   "default": {"http": {"requestTimeout": "1s"}}}]}})
+        _for_client(cp, "MeshTimeout", "client-timeout", {"http": {"requestTimeout": "1s"}})
         wait_for(lambda: _code(channel, SLOW_METHOD, b"")
                  == grpc.StatusCode.DEADLINE_EXCEEDED,
                  timeout=60, what="the MeshTimeout to cap the slow call")
@@ -103,12 +108,8 @@ def test_a_grpc_retry_on_unavailable_turns_a_first_unavailable_into_an_answer(
     with _mesh(tmp_path, monkeypatch) as (cp, channel):
         assert _code(channel, FLAKY_METHOD, b"without") == grpc.StatusCode.UNAVAILABLE
 
-        cp.apply({"type": "MeshRetry", "mesh": "default", "name": "client-retry",
-                  "spec": {"targetRef": {"kind": "MeshSubset",
-                                         "tags": {"kuma.io/service": "client"}},
-                           "to": [{"targetRef": {"kind": "MeshService", "name": "backend"},
-                                   "default": {"grpc": {"numRetries": 2,
-                                                        "retryOn": ["Unavailable"]}}}]}})
+        _for_client(cp, "MeshRetry", "client-retry",
+                    {"grpc": {"numRetries": 2, "retryOn": ["Unavailable"]}})
         bodies = (f"with-{n}".encode() for n in itertools.count())
         # each a first call: UNAVAILABLE until grpcio has the retry policy, then answered
         wait_for(lambda: _code(channel, FLAKY_METHOD, next(bodies)) == grpc.StatusCode.OK,

@@ -92,7 +92,7 @@ from projections.views import (
     signing_key_row_key,
 )
 
-__all__ = ["apply_event"]
+__all__ = ["apply_event", "fold_registered_again", "put_readiness"]
 
 
 _DEFAULT_GENERATORS = {g.name: g for g in DEFAULT_HOSTNAME_GENERATORS}
@@ -110,13 +110,7 @@ def apply_event(
 ) -> None:
     """Fold `event`, stored at sequence `seq` and written by the control plane `provenance`
     names (`events.provenance_of(record.subject)`), into `state`."""
-    due = state.next_expiry()
-    if due is not None and event.at >= due:  # before it, none has anything to do
-        expire_due(state, event.at)
-        renew_due(state, event.at)
-        state.drop_revocations_due(event.at)
-    if not state.generators_complete:
-        _restore_defaults(state)
+    _advance(state, event.at)
     if provenance != state.local_provenance:  # this log's own events are neither
         if is_remote(state, provenance):
             apply_remote(state, seq, event, provenance)
@@ -356,14 +350,54 @@ def _meta(old: object, seq: int, at: int) -> RowMeta:
     return RowMeta(version=seq, creation_time=created, modification_time=at)
 
 
+def _advance(state: ProjectionState, at: int) -> None:
+    """What every event does before its own: the time `at` comes (what falls due by it goes),
+    and the default HostnameGenerators are there."""
+    due = state.next_expiry()
+    if due is not None and at >= due:  # before it, none has anything to do
+        expire_due(state, at)
+        renew_due(state, at)
+        state.drop_revocations_due(at)
+    if not state.generators_complete:
+        _restore_defaults(state)
+
+
+def fold_registered_again(state: ProjectionState, seq: int, at: int, row: DataplaneRow) -> None:
+    """Fold, as sequence `seq` at time `at`, this log's own registration of the Dataplane
+    `row` holds, as `row` holds it: what `apply_event` does with a readiness change of it
+    (`events.readiness`) but for the readiness on the Dataplane's row, which a later event of
+    the batch replaces (`projections.readiness`)."""
+    _advance(state, at)
+    dp = row.dataplane
+    _dataplane_changed(state, seq, at, dp.mesh, dp.name, dp, row.origin)
+
+
 def _dataplane_registered(state: ProjectionState, seq: int, event: DataplaneRegistered,
                           provenance: Provenance) -> None:
     dp = event.dataplane
-    # its labels and its inbounds' `kuma.io/zone` tag, both from the event's provenance
-    labeled = msgspec.structs.replace(
+    _dataplane_changed(state, seq, event.at, dp.mesh, dp.name, _registered(event, provenance),
+                       event.origin)
+
+
+def _registered(event: DataplaneRegistered, provenance: Provenance) -> Dataplane:
+    """The Dataplane `event` registers, with its labels and its inbounds' `kuma.io/zone` tag,
+    both from the event's provenance."""
+    dp = event.dataplane
+    return msgspec.structs.replace(
         dp, labels=dataplane_labels(dp, provenance, event.origin),
         networking=zone_tagged(dp.networking, provenance))
-    _dataplane_changed(state, seq, event.at, dp.mesh, dp.name, labeled, event.origin)
+
+
+def put_readiness(state: ProjectionState, event: DataplaneRegistered, provenance: Provenance
+                  ) -> None:
+    """Give the row `fold_registered_again` made of `event`'s Dataplane the readiness `event`
+    carries: the row folding `event` makes (no later event replaced it after all)."""
+    dp = event.dataplane
+    key = dp_key(dp.mesh, dp.name)
+    row = state.dataplane_at(key)
+    assert row is not None, key
+    state.put("dataplane", key, msgspec.structs.replace(
+        row, dataplane=_registered(event, provenance)))
 
 
 def _dataplane_changed(

@@ -13,7 +13,9 @@ the projector's clock) goes through `execute`:
 3. append with `Nats-Expected-Last-Subject-Sequence` = the sequence decided on (invariant 2:
    a concurrent writer makes this a Conflict, never a silent overwrite) and a `Nats-Msg-Id`
    derived from (subject, that sequence, the decision's content), so a retried decision is
-   appended once, and two gateways taking the same decision append one event.
+   appended once, and two gateways taking the same decision append one event; a Dataplane
+   registered again with only its readiness changed says so (`Meshlog-Readiness-Of`,
+   events.readiness).
 
 A caller that may race others on the subject (gateways) asks for `retries`: on a conflict the
 subject is read and the decision taken again. The API does not retry: its caller decided on a
@@ -31,6 +33,7 @@ from events.codec import decode_event, encode_event
 from events.errors import Conflict, IdempotencyKeyReused, UndecodableEvent
 from events.event_types import AnyEvent
 from events.log import EventLog, Record, decision_msg_id
+from events.readiness import READINESS_HEADER, readiness_change
 
 __all__ = ["Append", "CommandHandler", "Current", "Decide", "Decision", "Keep", "Outcome",
            "current_of", "timeless"]
@@ -125,10 +128,15 @@ class CommandHandler:
                 msg_id = decision_msg_id(subject, current.seq, decision.content
                                          if decision.content is not None
                                          else timeless(decision.event))
+            said = headers
+            if readiness_change(current.event, decision.event):
+                # a readiness change of the event decided on: what a projector need not
+                # decode when a later event replaces it (events.readiness)
+                said = {**(headers or {}), READINESS_HEADER: str(current.seq)}
             try:
                 appended = await self.log.append(
                     subject, decision.event, expected_last_subject_seq=current.seq,
-                    msg_id=msg_id, headers=headers)
+                    msg_id=msg_id, headers=said)
             except Conflict:
                 if attempt == retries:
                     raise

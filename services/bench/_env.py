@@ -8,7 +8,7 @@ import json
 import os
 import platform
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,9 @@ from nats.aio.client import Client as NATS
 from nats.js.api import PubAck, StorageType, StreamConfig
 
 from events import JetStreamEventLog, connect_nats
+from events.codec import SCHEMA_HEADER, SCHEMA_VERSION
+from events.readiness import READINESS_HEADER
+from services.bench.history import Logged
 from services.errors import ConfigError
 from services.runtime.embedded_nats import run_nats_server
 
@@ -80,17 +83,19 @@ async def raw_stream(nc: NATS, name: str, subjects: list[str]) -> None:
         name=name, subjects=subjects, storage=StorageType.FILE, duplicate_window=120))
 
 
-async def seed_log(url: str, pairs: list[tuple[str, bytes]], *,
+async def seed_log(url: str, pairs: Sequence[Logged], *,
                    nats: BenchNats | None = None) -> JetStreamEventLog:
-    """Write pre-encoded events fast (pipelined, no OCC: this is set-up, not measured);
-    through `nats` (a bench's) if given, else to `url` without credentials."""
+    """Write pre-encoded events (`history.logged`) fast (pipelined, no OCC: this is set-up,
+    not measured); through `nats` (a bench's) if given, else to `url` without credentials."""
     nc = await (nats.connect("meshlog-bench-seed") if nats is not None
                 else connect_nats(url, name="meshlog-bench-seed"))
     log = await JetStreamEventLog.open(nc)
     js = nc.jetstream()
     window: list[asyncio.Future[PubAck]] = []
-    for subject, data in pairs:
-        window.append(await js.publish_async(subject, data, headers={"Meshlog-Schema": "1"}))
+    plain = {SCHEMA_HEADER: str(SCHEMA_VERSION)}
+    for subject, data, readiness_of in pairs:
+        headers = plain if not readiness_of else {**plain, READINESS_HEADER: str(readiness_of)}
+        window.append(await js.publish_async(subject, data, headers=headers))
         if len(window) >= 2000:
             await _drain(window)
     await _drain(window)

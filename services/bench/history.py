@@ -10,7 +10,7 @@ for a seed.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from events import (
     AnyEvent,
@@ -21,8 +21,10 @@ from events import (
     MeshApplied,
     MeshService,
     MeshServiceApplied,
+    encode_event,
     resource_subject,
 )
+from events.readiness import readiness_change
 from events.resources import (
     DataplaneNetworking,
     Health,
@@ -32,9 +34,28 @@ from events.resources import (
     MeshServiceSpec,
 )
 
-__all__ = ["synthetic_history"]
+__all__ = ["Logged", "logged", "synthetic_history"]
 
 _START_MS = 1_760_000_000_000
+
+Logged = tuple[str, bytes, int]
+"""An event as the command path appends it: its subject, its bytes, and the sequence its
+`Meshlog-Readiness-Of` header names (0: none)."""
+
+
+def logged(history: Iterable[tuple[str, AnyEvent]], first_seq: int = 1) -> list[Logged]:
+    """`history` as the command path appends it to a stream whose next sequence is
+    `first_seq`: each readiness change says of which event it is one
+    (`CommandHandler.execute`, events.readiness)."""
+    last: dict[str, tuple[int, AnyEvent]] = {}
+    out: list[Logged] = []
+    for seq, (subject, event) in enumerate(history, start=first_seq):
+        previous = last.get(subject)
+        last[subject] = (seq, event)
+        readiness_of = (previous[0] if previous is not None
+                        and readiness_change(previous[1], event) else 0)
+        out.append((subject, encode_event(event), readiness_of))
+    return out
 
 
 def _dataplane(mesh: str, i: int, service: str, port: int, ready: bool) -> Dataplane:

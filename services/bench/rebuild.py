@@ -12,12 +12,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from events import JetStreamEventLog, encode_event
+from events import JetStreamEventLog
 from events.subjects import EVENTS_STREAM, events_wildcard
 from projections import open_store, rebuild
 from projections.rebuild import REBUILD_BATCH
 from services.bench._env import BenchNats, bench_nats, machine, report, seed_log
-from services.bench.history import synthetic_history
+from services.bench.history import logged, synthetic_history
 
 __all__ = ["bench_rebuild"]
 
@@ -28,11 +28,11 @@ async def bench_rebuild(events: int, database: str, *, nats_url: str | None = No
                         max_batch: int = REBUILD_BATCH) -> dict[str, Any]:
     async with bench_nats(nats_url, nats_creds) as nats:
         print(f"seeding {events:,} events ...", flush=True)
-        pairs = [(s, encode_event(e)) for s, e in synthetic_history(events)]
+        pairs = logged(synthetic_history(events))
         seed_started = time.perf_counter()
         await seed_log(nats.url, pairs, nats=nats)
         seed_s = time.perf_counter() - seed_started
-        payload = sum(len(d) for _, d in pairs) / len(pairs)
+        payload = sum(len(d) for _, d, _ in pairs) / len(pairs)
         del pairs
 
         raw_rate = await _raw_ordered_read(nats, events)

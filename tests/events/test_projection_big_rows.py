@@ -18,12 +18,12 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from events import (
+    AnyEvent,
     DataplaneRegistered,
     EventLogUnavailable,
     JetStreamEventLog,
     Mesh,
     MeshApplied,
-    encode_event,
     resource_subject,
 )
 from events.bus import projection_bus
@@ -31,7 +31,7 @@ from events.bus.lease import FencedProjectionBus, JetStreamLease
 from events.bus.projection_bus import CHECKPOINT_KEY, JetStreamProjectionBus
 from projections.worker import Projector
 from services.bench._env import seed_log
-from services.bench.history import _dataplane
+from services.bench.history import _dataplane, logged
 from services.metrics import exposition
 from tests.stores import open_test_store
 
@@ -41,17 +41,17 @@ KEY = "endpoints/default/big"
 
 async def test_a_service_whose_endpoints_exceed_a_nats_message_reaches_a_watcher_whole(
         nats_url: str, nc: NATS, tmp_path: Path) -> None:
-    pairs = [(resource_subject("Mesh", None, "default"),
-              encode_event(MeshApplied(at=1, mesh=Mesh(name="default"))))]
-    pairs += [(resource_subject("Dataplane", "default", f"big-{i}"), encode_event(
-        DataplaneRegistered(at=2 + i, dataplane=msgspec.structs.replace(
-            _dataplane("default", i, "big", 8080, True), name=f"big-{i}"))))
+    history: list[tuple[str, AnyEvent]] = [(resource_subject("Mesh", None, "default"),
+                                            MeshApplied(at=1, mesh=Mesh(name="default")))]
+    history += [(resource_subject("Dataplane", "default", f"big-{i}"), DataplaneRegistered(
+        at=2 + i, dataplane=msgspec.structs.replace(
+            _dataplane("default", i, "big", 8080, True), name=f"big-{i}")))
         for i in range(ENDPOINTS)]
-    await seed_log(nats_url, pairs)
+    await seed_log(nats_url, logged(history))
     log = await JetStreamEventLog.open(nc)
     bus = await JetStreamProjectionBus.open(nc)
     async with open_test_store("sqlite", tmp_path) as store:
-        await Projector(log, store, bus, zone="default").run(until_seq=len(pairs))
+        await Projector(log, store, bus, zone="default").run(until_seq=len(history))
         stored = dict((k, body) for c, k, body in await store.rows() if c == "endpoints")
 
     row = (await bus.current())[KEY]

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from events import JetStreamEventLog, connect_nats, encode_event
+from events import JetStreamEventLog, connect_nats
 from events.bus.projection_bus import CHECKPOINT_KEY, JetStreamProjectionBus
 from projections import PUBLISHED, export_store, open_store, rebuild
 from services.bench._env import seed_log
-from services.bench.history import synthetic_history
+from services.bench.history import logged, synthetic_history
 from services.runtime.spawn import popen
 from tests.harness import VENV_BIN
 from tests.stores import BACKENDS, store_url
@@ -59,7 +59,7 @@ async def _checkpoint(database: str) -> int:
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_killed_projector_converges_to_a_clean_rebuild(
         backend: str, nats_url: str, tmp_path: Path) -> None:
-    await seed_log(nats_url, [(s, encode_event(e)) for s, e in synthetic_history(EVENTS)])
+    await seed_log(nats_url, logged(synthetic_history(EVENTS)))
     rng = random.Random(20261120)
     async with store_url(backend, tmp_path) as live, store_url(backend, tmp_path) as clean:
         checkpoints = [0]

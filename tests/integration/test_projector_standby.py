@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from events import JetStreamEventLog, connect_nats, encode_event
+from events import JetStreamEventLog, connect_nats
 from events.bus.projection_bus import CHECKPOINT_KEY, LEASE_PREFIX, JetStreamProjectionBus
 from projections import export_store, open_store, rebuild
 from services.bench._env import seed_log
-from services.bench.history import synthetic_history
+from services.bench.history import logged, synthetic_history
 from services.runtime.spawn import popen
 from tests.harness import VENV_BIN
 
@@ -57,7 +57,7 @@ async def _wait(condition: Callable[[], Awaitable[bool]], what: str, within_s: f
 async def test_killed_leader_is_replaced_and_nothing_is_lost_or_folded_twice(
         run: int, nats_url: str, tmp_path: Path) -> None:
     rng = random.Random(1300 + run)
-    history = [(s, encode_event(e)) for s, e in synthetic_history(EVENTS)]
+    history = logged(synthetic_history(EVENTS))
     split = rng.randrange(EVENTS // 4, EVENTS // 2)
     await seed_log(nats_url, history[:split])
     database = f"sqlite:///{tmp_path / 'live.db'}"

@@ -17,6 +17,7 @@ import msgspec
 from hypothesis import strategies as st
 
 from events import (
+    SCHEMA_VERSION,
     AnyEvent,
     CaCreated,
     ClockTicked,
@@ -55,12 +56,16 @@ from events import (
     encode_event,
     kind_of_policy,
     provenance_of,
+    resource_subject,
 )
 from events.identity import SecretKey
 from events.identity.pki import create_ca
+from events.log import Record
+from events.readiness import readiness_change
 from events.resources import Health, Mesh, MeshScopedResource
 from projections.derive import derive_stale
 from projections.fold import apply_event
+from projections.readiness import BatchReadiness
 from projections.state import ProjectionState
 from projections.views import EndpointsRow, MeshServiceRow, Row, VipRow, decode_row, decode_typed
 
@@ -529,14 +534,40 @@ def fold(
     state = (ProjectionState.load([], secret_key=SECRET_KEY, local_zone=ZONE) if state is None
              else state)
     seq = first_seq
+    said: dict[str, tuple[int, AnyEvent]] = {}
+    """Each subject's last (sequence, event) so far: what the command path decides on."""
     for batch in batches:
+        records = []
         for event in batch:
-            wire = decode_event(encode_event(event), seq=seq, subject="test")
-            apply_event(state, seq, wire, PROVENANCE)
+            records.append(as_record(seq, event, said))
             seq += 1
+        readiness = BatchReadiness(records)
+        for record in records:
+            if not readiness.fold(state, record):
+                wire = decode_event(record.data, seq=record.seq, subject=record.subject)
+                apply_event(state, record.seq, wire, PROVENANCE)
+        readiness.settle(state)
         derive_stale(state)
         state.take_changes()
     return state
+
+
+def as_record(seq: int, event: AnyEvent, said: dict[str, tuple[int, AnyEvent]]) -> Record:
+    """`event` as the log holds it at `seq`: a Dataplane's on its own subject, marked as a
+    readiness change of the subject's last event when it is one (`CommandHandler.execute`'s
+    rule); other events under a stand-in subject (folded with `PROVENANCE`)."""
+    match event:
+        case DataplaneRegistered(dataplane=dp):
+            subject = resource_subject("Dataplane", dp.mesh, dp.name, ZONE)
+        case DataplaneDeregistered(mesh=mesh, name=name):
+            subject = resource_subject("Dataplane", mesh, name, ZONE)
+        case _:
+            return Record(seq, "test", encode_event(event), {}, SCHEMA_VERSION)
+    previous = said.get(subject)
+    said[subject] = (seq, event)
+    readiness_of = (previous[0] if previous is not None
+                    and readiness_change(previous[1], event) else 0)
+    return Record(seq, subject, encode_event(event), {}, SCHEMA_VERSION, readiness_of)
 
 
 def fold_all(events: Sequence[AnyEvent]) -> ProjectionState:

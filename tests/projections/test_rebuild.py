@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from events import JetStreamEventLog, connect_nats, encode_event
+from events import JetStreamEventLog, connect_nats
 from projections import rebuild
 from projections.rebuild import Progress
 from services.bench._env import seed_log
-from services.bench.history import synthetic_history
+from services.bench.history import logged, synthetic_history
 from tests.stores import open_test_store
 
 EVENTS = 20_000
@@ -18,7 +18,7 @@ EVENTS = 20_000
 
 async def test_a_cancelled_rebuild_returns_once_its_projector_has_stopped(
         nats_url: str, tmp_path: Path) -> None:
-    await seed_log(nats_url, [(s, encode_event(e)) for s, e in synthetic_history(EVENTS)])
+    await seed_log(nats_url, logged(synthetic_history(EVENTS)))
     nc = await connect_nats(nats_url, name="test")
     try:
         log = await JetStreamEventLog.open(nc)

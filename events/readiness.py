@@ -1,0 +1,64 @@
+"""Readiness changes: a Dataplane registered again with only its inbounds' readiness changed.
+
+Most of a busy log is health checks flipping (`ProxyCommands.report_readiness`, or a PUT that
+changes only `health`): the Dataplane of the subject's previous event again, each inbound's
+`health` set anew, nothing else. The command path (`CommandHandler.execute`) says so on the
+event it appends, in the `Meshlog-Readiness-Of` header: the sequence of the subject's previous
+event, of which this one is a readiness change (`readiness_change`). The header is a fact
+about the log, which anyone can check against it (the event at that sequence, on the same
+subject, differs from this one in its inbounds' `health` alone); the event itself is as any
+other registration, and a reader that ignores the header folds it as before.
+
+What it is for: a projector folding a batch in which a later event of the same subject
+replaces the Dataplane needs nothing of the readiness it carries, so it folds such an event
+without decoding it (`projections.readiness`): the same rows, byte for byte, at a fraction
+of the cost. A rebuild of a log of health flips reads at the speed of the bus
+(docs/benchmarks.md, Rebuild).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from events.event_types import AnyEvent, DataplaneRegistered
+
+__all__ = ["READINESS_HEADER", "readiness_change", "readiness_in"]
+
+READINESS_HEADER = "Meshlog-Readiness-Of"
+
+_READINESS_LINE = b"\r\n" + READINESS_HEADER.encode() + b":"
+
+
+def readiness_change(previous: AnyEvent | None, event: AnyEvent) -> bool:
+    """Whether `event` registers the Dataplane `previous` registered, by the same origin, with
+    nothing changed but its inbounds' `health` (also when nothing changed at all)."""
+    if type(event) is not DataplaneRegistered or type(previous) is not DataplaneRegistered:
+        return False
+    if event.origin != previous.origin:
+        return False
+    new, old = event.dataplane, previous.dataplane
+    if new == old:
+        return True
+    inbounds, before = new.networking.inbound, old.networking.inbound
+    if len(inbounds) != len(before):
+        return False
+    as_new = [msgspec.structs.replace(was, health=now.health)
+              for was, now in zip(before, inbounds, strict=True)]
+    return msgspec.structs.replace(old, networking=msgspec.structs.replace(
+        old.networking, inbound=as_new)) == new
+
+
+def readiness_in(raw_headers: bytes) -> int:
+    """The `Meshlog-Readiness-Of` sequence in a message's raw header block, without parsing
+    the rest; 0 when there is none or it is not a positive number (the event is then folded
+    as any other)."""
+    at = raw_headers.find(_READINESS_LINE)
+    if at < 0:
+        return 0
+    start = at + len(_READINESS_LINE)
+    end = raw_headers.find(b"\r\n", start)
+    try:
+        seq = int(raw_headers[start:end] if end >= 0 else raw_headers[start:])
+    except ValueError:
+        return 0
+    return seq if seq > 0 else 0

@@ -1,0 +1,254 @@
+"""Readiness changes a later event of the batch replaces, folded from the Dataplane's row
+(projections.readiness): the rows are those of folding every event one per batch, and each
+way the shortcut may not hold folds the event in full instead, or gives the row its
+readiness before the batch is derived: the last change of a subject, a row another event
+wrote, another zone's event, another schema version, a replacing event an operator skipped
+or that cannot be read (then a real projector stops in front of it with the same rows
+committed as one folding event by event)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nats.aio.client import Client as NATS
+
+from events import (
+    AnyEvent,
+    DataplaneRegistered,
+    JetStreamEventLog,
+    Mesh,
+    Record,
+    decode_event,
+    decode_resource,
+    resource_subject,
+)
+from events.commands import Commands, ProxyCommands
+from events.resources import Dataplane
+from projections import Projector, ProjectorHalted, export_store, open_store
+from projections.derive import derive_stale
+from projections.fold import apply_event
+from projections.readiness import BatchReadiness, UnreadableReadiness
+from projections.state import ProjectionState
+from tests.projections._histories import (
+    PROVENANCE,
+    SECRET_KEY,
+    ZONE,
+    History,
+    as_record,
+    dataplane,
+    fold,
+    histories,
+    inbound,
+    meshservice_row,
+    rows,
+)
+
+WEB = dataplane("default", "web-1", "10.0.0.1", inbound(80, "web"), inbound(81, "admin"))
+
+
+def _flips(count: int) -> list[AnyEvent]:
+    """A Mesh, web-1 registered, then `count` readiness changes of it."""
+    h = History().mesh("default").register(WEB)
+    for i in range(count):
+        h.flip(0, i % 2 == 1, "Ready")
+    return h.events
+
+
+def _records(events: Sequence[AnyEvent]) -> list[Record]:
+    said: dict[str, tuple[int, AnyEvent]] = {}
+    return [as_record(seq, event, said) for seq, event in enumerate(events, start=1)]
+
+
+def _state() -> ProjectionState:
+    return ProjectionState.load([], secret_key=SECRET_KEY, local_zone=ZONE)
+
+
+def _fold(state: ProjectionState, records: Sequence[Record], readiness: BatchReadiness,
+          *, leave_out: int = 0) -> int:
+    """Fold `records` as the projector does, leaving the record at `leave_out` unfolded (as
+    one it stops in front of); how many were folded from rows."""
+    from_rows = 0
+    for record in records:
+        if record.seq == leave_out:
+            continue
+        if readiness.fold(state, record):
+            from_rows += 1
+        else:
+            apply_event(state, record.seq, decode_event(
+                record.data, seq=record.seq, subject=record.subject), PROVENANCE)
+    return from_rows
+
+
+def _one_by_one(events: Sequence[AnyEvent]) -> list[tuple[str, str, bytes]]:
+    return rows(fold([[e] for e in events]))
+
+
+def _settled(state: ProjectionState, readiness: BatchReadiness,
+             subject: str | None = None) -> list[tuple[str, str, bytes]]:
+    readiness.settle(state, subject)
+    derive_stale(state)
+    state.take_changes()
+    return rows(state)
+
+
+def test_replaced_changes_fold_from_rows_and_give_the_same_rows() -> None:
+    events = _flips(6)
+    records = _records(events)
+    assert [r.readiness_of for r in records] == [0, 0, 2, 3, 4, 5, 6, 7]
+    state, readiness = _state(), BatchReadiness(records)
+    assert _fold(state, records, readiness) == 5  # every change but the subject's last
+    assert _settled(state, readiness) == _one_by_one(events)
+
+
+def test_a_replaced_change_still_brings_its_time() -> None:
+    """Writers' clocks differ: a change stamped later than the events after it still makes
+    what falls due by its time go before them, as folding it in full does."""
+    old = dataplane("default", "old-1", "10.0.0.3", inbound(80, "old"))
+    h = History(gap=100).mesh("default").grace(1500).register(WEB).register(old)
+    h.deregister("default", "old-1")  # `old` waits out its grace period
+    expires = h.events[-1].at + 1500
+    h.events.append(DataplaneRegistered(at=expires + 500, dataplane=WEB))  # by a clock ahead
+    back = dataplane("default", "old-2", "10.0.0.4", inbound(80, "old"))
+    h.events.append(DataplaneRegistered(at=expires - 200, dataplane=back))  # one behind
+    h.events.append(DataplaneRegistered(at=expires - 100, dataplane=WEB))
+    records = _records(h.events)
+    assert records[5].readiness_of == 3
+    state, readiness = _state(), BatchReadiness(records)
+    assert _fold(state, records, readiness) == 1
+    assert _settled(state, readiness) == _one_by_one(h.events)
+    # `old` went at the change's time and came back with old-2: made anew
+    row = meshservice_row(state, "default", "old")
+    assert row is not None and row.meta.creation_time == expires - 200
+
+
+def test_changes_no_later_event_replaces_are_folded_in_full() -> None:
+    events = _flips(2)
+    records = _records(events)
+    # each change the last of its subject in its batch
+    for batch in ([records[2]], [records[0], records[3]]):
+        assert BatchReadiness(batch).replaced == frozenset()
+    # another subject's later event replaces nothing
+    other = dataplane("default", "web-2", "10.0.0.2", inbound(80, "web"))
+    more = _records([*events, DataplaneRegistered(at=9, dataplane=other)])
+    assert BatchReadiness([more[2], more[4]]).replaced == frozenset()
+
+
+def test_a_row_another_event_wrote_is_not_folded_from() -> None:
+    events = _flips(3)
+    records = _records(events)
+    # the change says it is one of sequence 2, but its row is 3's (the batch starts after
+    # 3, as if another writer had written the row in between)
+    lying = msgspec.structs.replace(records[3], readiness_of=2)
+    state = fold([events[:3]])
+    readiness = BatchReadiness([lying, records[4]])
+    assert _fold(state, [lying, records[4]], readiness) == 0
+    assert _settled(state, readiness) == _one_by_one(events[:5])
+
+
+def test_another_zones_change_is_folded_in_full() -> None:
+    events = _flips(2)
+    records = _records(events)
+    subject = resource_subject("Dataplane", "default", "web-1", "other-zone")
+    theirs = [msgspec.structs.replace(r, subject=subject) for r in records[2:]]
+    state = fold([events[:2]])
+    assert BatchReadiness(theirs).replaced == {3}
+    assert not BatchReadiness(theirs).fold(state, theirs[0])
+
+
+def test_another_schema_version_is_folded_in_full() -> None:
+    events = _flips(2)
+    records = _records(events)
+    older = [msgspec.structs.replace(r, schema_version=0) for r in records[2:]]
+    state = fold([events[:2]])
+    assert not BatchReadiness(older).fold(state, older[0])
+
+
+def test_an_event_an_operator_skips_replaces_nothing() -> None:
+    records = _records(_flips(2))
+    assert BatchReadiness(records).replaced == {3}
+    assert BatchReadiness(records, skipped={4}).replaced == frozenset()
+
+
+def test_a_change_the_replacing_event_did_not_replace_gets_its_readiness() -> None:
+    """What the projector does in front of an event it cannot read: the change folded from
+    the row is given its own readiness, so what it commits is what folding one by one up to
+    there gives."""
+    events = _flips(3)
+    records = _records(events)
+    state, readiness = _state(), BatchReadiness(records)
+    assert _fold(state, records, readiness, leave_out=5) == 2  # 3 and 4; 5 is left out
+    assert _settled(state, readiness, records[4].subject) == _one_by_one(events[:4])
+
+
+def test_a_change_that_cannot_be_read_when_it_must_be_stops_the_batch() -> None:
+    events = _flips(2)
+    records = _records(events)
+    # its time and names decode; its Dataplane does not (a writer past the API)
+    broken = msgspec.json.decode(records[2].data)
+    del broken["dataplane"]["networking"]
+    bad = msgspec.structs.replace(records[2], data=msgspec.json.encode(broken))
+    batch = [*records[:2], bad, records[3]]
+    state, readiness = _state(), BatchReadiness(batch)
+    assert _fold(state, batch, readiness, leave_out=4) == 1
+    with pytest.raises(UnreadableReadiness) as raised:
+        readiness.settle(state)
+    assert raised.value.record.seq == 3
+
+
+@settings(max_examples=60, deadline=None)
+@given(histories(max_events=40), st.data())
+def test_random_histories_with_more_flips_give_identical_rows_whatever_the_batches(
+        events: list[AnyEvent], data: st.DataObject) -> None:
+    h = History()
+    h.events = list(events)
+    for index in data.draw(st.lists(st.integers(0, 40), max_size=30)):
+        h.flip(index, data.draw(st.sampled_from((True, False, None))), "Ready")
+    picked = sorted(set(data.draw(st.lists(st.integers(1, len(h.events)), max_size=8))))
+    bounds = [0, *picked, len(h.events)]
+    batches = [h.events[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+    assert rows(fold(batches)) == _one_by_one(h.events)
+
+
+# --- a real projector on a real nats-server ------------------------------------------------
+
+
+async def test_a_projector_stopping_in_front_of_an_unreadable_event_commits_exact_rows(
+        event_log: JetStreamEventLog, nc: NATS, tmp_path: Path) -> None:
+    commands = Commands(event_log, zone="default")
+    proxies = ProxyCommands(event_log, zone="default")
+    await commands.apply(Mesh(name="default"))
+    probed = decode_resource({
+        "type": "Dataplane", "mesh": "default", "name": "p-1", "networking": {
+            "address": "127.0.0.1", "inbound": [{
+                "port": 80, "tags": {"kuma.io/service": "web"}, "serviceProbe": {"tcp": {}}}]}})
+    assert isinstance(probed, Dataplane)
+    assert await proxies.register(probed, at=1)
+    for at, ready in ((2, False), (3, True), (4, False)):
+        assert await proxies.report_readiness("default", "p-1", {("127.0.0.1", 80): ready},
+                                              at=at)
+    subject = resource_subject("Dataplane", "default", "p-1")
+    # a writer past the API puts what no release reads on the Dataplane's subject
+    ack = await nc.jetstream().publish(subject, b"not an event",
+                                       headers={"Meshlog-Schema": "1"})
+    bad = ack.seq
+    stores = {size: await open_store(f"sqlite:///{tmp_path / f'{size}.db'}")
+              for size in (1, 1000)}
+    try:
+        for size, store in stores.items():
+            with pytest.raises(ProjectorHalted, match=f"skip --seq {bad} "):
+                await Projector(event_log, store, None, zone="default",
+                                max_batch=size).run(until_seq=bad)
+            assert await store.checkpoint() == bad - 1
+        # the batch of 1,000 folded 3 and 4 from the row, then gave it 5's readiness
+        assert await export_store(stores[1000]) == await export_store(stores[1])
+        row = dict(await stores[1000].scan("dataplane"))["default/p-1"]
+        assert b'"ready":false' in row
+    finally:
+        for store in stores.values():
+            await store.close()

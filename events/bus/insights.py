@@ -45,6 +45,11 @@ _WRONG_LAST_SEQUENCE = 10071
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 """A message's timestamp in Unix ms, exactly (no float on the way)."""
+_KV_OPERATION = "KV-Operation"
+_KV_DEL = "DEL"
+_KV_PURGE = "PURGE"
+_MARKER_REASON = "Nats-Marker-Reason"
+"""A marker nats-server places (a message's TTL ended, nats-server 2.11+): no value."""
 _SCAN_TIMEOUT_S = 10.0
 """A watcher's deliveries have no timeout of their own: a bus that stops mid-scan would
 hold `snapshot` (and the reaper's sweep waiting on it) for as long as it is stopped."""
@@ -135,6 +140,8 @@ class JetStreamInsights:
         self._kv = kv
         self._nc = nc
         self._js = nc.jetstream(timeout=scan_timeout_s)
+        self._direct = kv._direct
+        """Read a key as nats-py's KV `get` does: a direct get when the stream allows it."""
         self._bucket = bucket
         self._scan_timeout_s = scan_timeout_s
 
@@ -182,8 +189,8 @@ class JetStreamInsights:
         got = await self._get(_zoned(zone, proxy_key(mesh, name)), "insight")
         if got is None:
             return None
-        value, revision = got
-        return _proxy(value), revision or 0
+        value, revision, _ = got
+        return _proxy(value), revision
 
     async def delete_proxy(self, mesh: str, name: str, last: int) -> bool:
         """Forget a proxy if its insight is still at revision `last`."""
@@ -240,7 +247,8 @@ class JetStreamInsights:
 
     async def _entries(self) -> AsyncIterator[tuple[str, bytes, int | None]]:
         """Every key that has a value, with it and when the stream stored it (Unix ms, the
-        server's clock; None for a key read alone below: nats-py's `get` does not say).
+        server's clock: the watcher's message's timestamp, or the `Nats-Time-Stamp` of a key
+        read alone below, so that a heartbeat missed by the watcher is stamped as well).
         A watcher alone can miss a key written again
         while it runs: the bucket keeps one value per key, so the one the watcher was to
         deliver is gone when it gets there, and JetStream's count of what is pending can say
@@ -274,7 +282,7 @@ class JetStreamInsights:
         for key in sorted(await self._keys() - seen):
             got = await self._get(key, "insight")
             if got is not None:
-                yield key, got[0], None
+                yield key, got[0], got[2]
 
     async def _key_count(self) -> int:
         """How many keys the bucket's stream holds a message of, now (the stream's
@@ -313,15 +321,26 @@ class JetStreamInsights:
             return False
         return await self._delete(key, got[1], "heartbeat")
 
-    async def _get(self, key: str, what: str) -> tuple[bytes, int | None] | None:
-        """The value at `key` and its revision, None if there is none (or it is empty)."""
+    async def _get(self, key: str, what: str) -> tuple[bytes, int, int | None] | None:
+        """The value at `key`, its revision and when the stream stored it (Unix ms, the
+        server's clock; None if the answer does not say), None if there is none (deleted,
+        purged or empty). The read nats-py's KV `get` makes (a direct get, or
+        `STREAM.MSG.GET`), whose answer carries the message's time, which `get` drops."""
+        subject = f"$KV.{self._bucket}.{key}"
         try:
-            entry = await self._kv.get(key)
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            msg = await self._js.get_msg(f"KV_{self._bucket}", subject=subject,
+                                         direct=self._direct)
+        except nats.js.errors.NotFoundError:
             return None
         except nats.errors.Error as exc:
             raise EventLogUnavailable(f"{what} not read: {exc!r}") from exc
-        return (entry.value, entry.revision) if entry.value else None
+        headers = msg.headers or {}
+        if (msg.subject != subject or not msg.data or msg.seq is None
+                or headers.get(_KV_OPERATION) in (_KV_DEL, _KV_PURGE)
+                or _MARKER_REASON in headers):
+            return None
+        stored = None if msg.time is None else (msg.time - _EPOCH) // _MS
+        return msg.data, msg.seq, stored
 
     async def _delete(self, key: str, last: int | None, what: str) -> bool:
         """Delete `key` if it is still at revision `last`; False if it moved."""

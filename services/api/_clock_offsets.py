@@ -35,7 +35,13 @@ A zone's clock stepped back (d grows) keeps the old, smaller offset until its sa
 the window: its proxies may be called not connected for up to `WINDOW_MS`; a clock stepped
 forward (d shrinks) is taken at once. The samples are the heartbeats each snapshot of the
 bucket shows (one per gateway per read, a heartbeat seen again not counted twice, no read
-more), at most `MAX_SAMPLES` per zone, forgotten with the zone's heartbeats.
+more: a heartbeat the scan's watcher missed and read alone is stamped from that read's
+answer), at most `MAX_SAMPLES` per zone, forgotten with the zone's heartbeats.
+
+A zone has no offset until global holds one of its heartbeats: a proxy's insight can reach
+global first (the source copies in the zone's stream order, and a heartbeat rewritten after
+the insight comes after it, within the copy), then the insight is judged by global's clock
+(offset 0) and shows no `clockOffsetSeconds` until the next scan that sees the heartbeat.
 """
 
 from __future__ import annotations
@@ -81,7 +87,7 @@ class ClockOffsets:
             for instance, beat in beats.items():
                 stored = stamps.get((zone, instance))
                 if stored is None:
-                    continue  # read alone, its stored time not known: no sample this time
+                    continue  # a read that did not say when it was stored: no sample
                 if state is None:
                     state = self._zones[zone] = _Zone(self._max_samples)
                 if state.last.get(instance) == beat.beat_at:

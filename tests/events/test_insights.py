@@ -125,3 +125,37 @@ async def test_a_scan_misses_no_proxy_rewritten_while_it_runs(nc: NATS) -> None:
         writing = False
         await asyncio.gather(*writers)
     assert rewritten > len(names)  # the scans did run while keys were being written
+
+
+async def test_a_scan_stamps_every_heartbeat_also_one_rewritten_while_it_runs(
+        nc: NATS) -> None:
+    """Global's clock offset of a zone is sampled from the scans' stamps of its heartbeats
+    (services.api._clock_offsets): a heartbeat the watcher missed (rewritten while the scan
+    ran) and read alone must be stamped too, from the same read (before, such a heartbeat had
+    no stamp, and a zone whose first synced heartbeat came in during a scan showed no offset)."""
+    insights = await JetStreamInsights.open(nc)
+    instances = [f"gw-{i}" for i in range(300)]
+    for instance in instances:
+        await insights.beat(GatewayHeartbeat(instance=instance, address="127.0.0.1:1",
+                                             started_at=1, beat_at=2))
+    rewritten = 0
+    writing = True
+
+    async def rewrite(offset: int) -> None:
+        nonlocal rewritten
+        while writing:
+            for instance in instances[offset::4]:
+                await insights.beat(GatewayHeartbeat(instance=instance, address="127.0.0.1:1",
+                                                     started_at=1, beat_at=3 + rewritten))
+                rewritten += 1
+
+    writers = [asyncio.create_task(rewrite(offset)) for offset in range(4)]
+    try:
+        for _ in range(60):
+            zones, stamps = await insights.stamped_zoned_snapshot(zoned=False)
+            assert sorted(zones[""][1]) == sorted(instances)
+            assert sorted(i for _, i in stamps) == sorted(instances)
+    finally:
+        writing = False
+        await asyncio.gather(*writers)
+    assert rewritten > len(instances)  # the scans did run while keys were being written

@@ -160,12 +160,18 @@ async def test_a_zones_proxy_insight_shows_on_global_under_its_synced_name(
             synced = insight["syncedFrom"]
             assert synced["zone"] == "west" and synced["name"] == "redis-1"
             assert synced["current"] is True and "reason" not in synced
-            # one host, one clock: the zone's offset is the heartbeats' smallest delay
+            # one host, one clock: the zone's offset is the heartbeats' smallest delay; it
+            # comes with west's first heartbeat global stores, which can come after the
+            # insight (services.api._clock_offsets), and stays
+            synced = (await eventually(lambda: _with_offset(central),
+                                       "west's clock offset on global", within=30)
+                      )["dataplaneInsight"]["syncedFrom"]
             assert synced["clockOffsetSeconds"] >= 0, synced
             # west's MeshService on global counts it, as west's own does
             assert await eventually(lambda: _ms_connected(central, SYNCED_MS, 1),
                                     "redis counting redis-1 on global", within=30)
-            assert await _ms_connected(west, "redis", 1)
+            assert await eventually(lambda: _ms_connected(west, "redis", 1),
+                                    "redis counting redis-1 in west", within=30)
             # `_overview` and `meshlog inspect` on global: the same insight
             overview = await _insight(central, SYNCED)
             assert overview["connected"] is True
@@ -195,10 +201,14 @@ async def test_over_a_cut_link_global_shows_the_last_known_insight_then_catches_
     async with httpx.AsyncClient(base_url=central_cp.where["api"], timeout=30) as central, \
             httpx.AsyncClient(base_url=west_cp.where["api"], timeout=30) as west:
         await _redis_in_west(central, west)  # also when run alone
+        # an earlier stream's session (the test before's, or none), in west: ours is another
+        earlier = [s["id"] for s in (await _insight(west, "redis-1"))["subscriptions"]]
         async with _proxy(west_cp):
-            connected = await eventually(lambda: _connected(_insight(central, SYNCED)),
-                                         "redis-1 connected on global", within=60)
-            session = connected["subscriptions"][0]["id"]
+            ours = await eventually(lambda: _new_stream(west, earlier),
+                                    "redis-1's new stream connected in west")
+            session = ours["subscriptions"][0]["id"]
+            await eventually(lambda: _connected_as(_insight(central, SYNCED), session),
+                             "redis-1's new stream connected on global", within=60)
             cut_at = datetime.now(UTC)
             link.cut()
             try:
@@ -223,7 +233,8 @@ async def test_over_a_cut_link_global_shows_the_last_known_insight_then_catches_
                 assert (await _insight(west, "redis-1"))["connected"] is True
                 assert await eventually(lambda: _ms_connected(central, SYNCED_MS, 0),
                                         "redis counting no proxy over the cut link", within=30)
-                assert await _ms_connected(west, "redis", 1)
+                assert await eventually(lambda: _ms_connected(west, "redis", 1),
+                                        "redis counting redis-1 in west", within=30)
             finally:
                 link.restore()
             back = await eventually(lambda: _current_and_connected(_insight(central, SYNCED)),
@@ -250,6 +261,27 @@ async def test_over_a_cut_link_global_shows_the_last_known_insight_then_catches_
     for cp in (central_cp, west_cp):
         server_log = (cp.data_dir / "nats" / "nats-server.log").read_text()
         assert [line for line in server_log.splitlines() if "Violation" in line] == []
+
+
+async def _with_offset(central: httpx.AsyncClient) -> dict[str, Any] | None:
+    """Global's list item of west's redis-1 once it says west's clock offset."""
+    item = await _listed(central)
+    synced = (item or {}).get("dataplaneInsight", {}).get("syncedFrom", {})
+    return item if "clockOffsetSeconds" in synced else None
+
+
+async def _new_stream(west: httpx.AsyncClient, earlier: list[str]) -> dict[str, Any] | None:
+    """West's insight of redis-1 once it is of a connected stream none of `earlier`."""
+    insight = await _insight(west, "redis-1")
+    subs = insight["subscriptions"]
+    return insight if insight["connected"] and subs and subs[0]["id"] not in earlier else None
+
+
+async def _connected_as(read: Any, session: str) -> dict[str, Any] | None:
+    insight = cast("dict[str, Any]", await read)
+    subs = insight.get("subscriptions") or []
+    return (insight if insight.get("connected") and subs and subs[0]["id"] == session
+            else None)
 
 
 async def _connected(read: Any) -> dict[str, Any] | None:

@@ -92,7 +92,7 @@ from projections.views import (
     signing_key_row_key,
 )
 
-__all__ = ["apply_event", "fold_registered_again", "put_readiness"]
+__all__ = ["apply_event", "pass_time", "put_readiness"]
 
 
 _DEFAULT_GENERATORS = {g.name: g for g in DEFAULT_HOSTNAME_GENERATORS}
@@ -362,14 +362,37 @@ def _advance(state: ProjectionState, at: int) -> None:
         _restore_defaults(state)
 
 
-def fold_registered_again(state: ProjectionState, seq: int, at: int, row: DataplaneRow) -> None:
-    """Fold, as sequence `seq` at time `at`, this log's own registration of the Dataplane
-    `row` holds, as `row` holds it: what `apply_event` does with a readiness change of it
-    (`events.readiness`) but for the readiness on the Dataplane's row, which a later event of
-    the batch replaces (`projections.readiness`)."""
+def pass_time(state: ProjectionState, at: int) -> None:
+    """What a readiness change that a later event of the batch replaces does to the state
+    (`projections.readiness`): its time comes. Its row is replaced before the batch is
+    derived, and what it would mark stale is marked by what replaces it (the same Dataplane's
+    services and selectors, its identity), or by what changed those in between
+    (MeshServiceApplied marks its MeshService; `refresh_trust`, every identity of the mesh; a
+    deleted MeshService has nothing to derive)."""
     _advance(state, at)
-    dp = row.dataplane
-    _dataplane_changed(state, seq, at, dp.mesh, dp.name, dp, row.origin)
+
+
+def put_readiness(state: ProjectionState, seq: int, event: DataplaneRegistered,
+                  provenance: Provenance) -> None:
+    """What folding `event`, a readiness change at sequence `seq` of the Dataplane the state
+    holds, does besides `pass_time` (which it had): for a change no later event replaced
+    after all (`projections.readiness`). Its row, and the marks of what is derived from it."""
+    dp = event.dataplane
+    key = dp_key(dp.mesh, dp.name)
+    row = state.dataplane_at(key)
+    assert row is not None, key
+    registered = _registered(event, provenance)
+    state.put("dataplane", key, msgspec.structs.replace(
+        row, dataplane=registered,
+        meta=RowMeta(version=seq, modification_time=event.at,
+                     creation_time=row.meta.creation_time)))
+    mesh, stale = dp.mesh, state.stale_services
+    for selector in state.selecting_dataplane(key, mesh, registered):
+        stale.add((mesh, selector))
+    for service in _services(registered):
+        stale.add((mesh, service))
+    if state.trust(mesh) is not None:
+        state.stale_identities.add((mesh, dp.name))
 
 
 def _dataplane_registered(state: ProjectionState, seq: int, event: DataplaneRegistered,
@@ -386,18 +409,6 @@ def _registered(event: DataplaneRegistered, provenance: Provenance) -> Dataplane
     return msgspec.structs.replace(
         dp, labels=dataplane_labels(dp, provenance, event.origin),
         networking=zone_tagged(dp.networking, provenance))
-
-
-def put_readiness(state: ProjectionState, event: DataplaneRegistered, provenance: Provenance
-                  ) -> None:
-    """Give the row `fold_registered_again` made of `event`'s Dataplane the readiness `event`
-    carries: the row folding `event` makes (no later event replaced it after all)."""
-    dp = event.dataplane
-    key = dp_key(dp.mesh, dp.name)
-    row = state.dataplane_at(key)
-    assert row is not None, key
-    state.put("dataplane", key, msgspec.structs.replace(
-        row, dataplane=_registered(event, provenance)))
 
 
 def _dataplane_changed(

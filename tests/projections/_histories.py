@@ -781,3 +781,21 @@ def histories(draw: st.DrawFn, max_events: int = 30) -> list[AnyEvent]:
     if not h.events:  # only `wait` steps, which append nothing
         h.tick()
     return h.events
+
+
+@st.composite
+def flappy_histories(draw: st.DrawFn, max_events: int = 40) -> list[AnyEvent]:
+    """`histories` with readiness changes between the steps, as health checks flap: the
+    events a projector folds as their time only when a later one replaces them
+    (projections.readiness), next to the events that change what they would mark."""
+    h = History()
+    for _ in range(draw(st.integers(1, max_events))):
+        h.gap = draw(st.sampled_from((0, 1, 1000)))
+        if draw(st.booleans()):
+            h.flip(draw(st.integers(0, 40)), draw(st.sampled_from((True, False, None))),
+                   "Ready")
+        else:
+            _step(draw, h)
+    if not h.events:
+        h.tick()
+    return h.events

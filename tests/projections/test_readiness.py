@@ -42,8 +42,8 @@ from tests.projections._histories import (
     History,
     as_record,
     dataplane,
+    flappy_histories,
     fold,
-    histories,
     inbound,
     meshservice_row,
     rows,
@@ -179,11 +179,16 @@ def test_a_change_the_replacing_event_did_not_replace_gets_its_readiness() -> No
     """What the projector does in front of an event it cannot read: the change folded from
     the row is given its own readiness, so what it commits is what folding one by one up to
     there gives."""
-    events = _flips(3)
+    events = _flips(4)  # web-1 ready, then not ready (3), ready (4), not ready (5), ready
     records = _records(events)
-    state, readiness = _state(), BatchReadiness(records)
-    assert _fold(state, records, readiness, leave_out=5) == 2  # 3 and 4; 5 is left out
-    assert _settled(state, readiness, records[4].subject) == _one_by_one(events[:4])
+    state = fold([events[:2]])  # web-1 derived, ready, in an earlier batch
+    batch = records[2:]
+    readiness = BatchReadiness(batch)
+    assert _fold(state, batch, readiness, leave_out=6) == 3  # 3, 4 and 5; 6 is left out
+    settled = _settled(state, readiness, records[5].subject)
+    assert settled == _one_by_one(events[:5])
+    web = meshservice_row(state, "default", "web")
+    assert web is not None and web.status.dataplane_proxies.healthy == 0  # as 5 says
 
 
 def test_a_change_that_cannot_be_read_when_it_must_be_stops_the_batch() -> None:
@@ -201,18 +206,14 @@ def test_a_change_that_cannot_be_read_when_it_must_be_stops_the_batch() -> None:
     assert raised.value.record.seq == 3
 
 
-@settings(max_examples=60, deadline=None)
-@given(histories(max_events=40), st.data())
-def test_random_histories_with_more_flips_give_identical_rows_whatever_the_batches(
+@settings(max_examples=100, deadline=None)
+@given(flappy_histories(), st.data())
+def test_random_histories_with_flapping_health_give_identical_rows_whatever_the_batches(
         events: list[AnyEvent], data: st.DataObject) -> None:
-    h = History()
-    h.events = list(events)
-    for index in data.draw(st.lists(st.integers(0, 40), max_size=30)):
-        h.flip(index, data.draw(st.sampled_from((True, False, None))), "Ready")
-    picked = sorted(set(data.draw(st.lists(st.integers(1, len(h.events)), max_size=8))))
-    bounds = [0, *picked, len(h.events)]
-    batches = [h.events[a:b] for a, b in itertools.pairwise(bounds) if b > a]
-    assert rows(fold(batches)) == _one_by_one(h.events)
+    picked = sorted(set(data.draw(st.lists(st.integers(1, len(events)), max_size=8))))
+    bounds = [0, *picked, len(events)]
+    batches = [events[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+    assert rows(fold(batches)) == _one_by_one(events)
 
 
 # --- a real projector on a real nats-server ------------------------------------------------

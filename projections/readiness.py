@@ -142,16 +142,14 @@ class BatchReadiness:
         self._chains[record.subject] = _Chain(key, root, record)
         return True
 
-    def settle(self, state: ProjectionState, subject: str | None = None) -> None:
-        """Make each row of `subject` (or of all) that changes were folded as their time of,
-        and that no later event replaced, what folding the last of them leaves; raise
-        `UnreadableReadiness` if it cannot be read. Before the state is derived or committed,
-        and before the projector stops in front of an event of such a subject."""
-        subjects = list(self._chains) if subject is None else [subject]
-        for name in subjects:
-            chain = self._chains.pop(name, None)
-            if chain is None:
-                continue
+    def settle(self, state: ProjectionState) -> None:
+        """Make each row that changes were folded as their time of, and that no later event
+        replaced, what folding the last of them leaves; raise `UnreadableReadiness` if that
+        one cannot be read. Before the state is derived or committed, and before the
+        projector stops in front of an event (what it commits, or folds on from, is the fold
+        up to the event before)."""
+        chains, self._chains = self._chains, {}
+        for chain in chains.values():
             row = state.dataplane_at(chain.key)
             if row is None or row.meta.version != chain.root:
                 continue  # replaced, as it was to be

@@ -130,14 +130,13 @@ def _read(record: Record, codec: _Codec, *, last_good: int) -> tuple[AnyEvent, P
         raise _Poisoned(record, str(exc), last_good=last_good, state_clean=True) from exc
 
 
-def _settle(readiness: BatchReadiness | None, state: ProjectionState,
-            subject: str | None = None) -> None:
+def _settle(readiness: BatchReadiness | None, state: ProjectionState) -> None:
     """`BatchReadiness.settle`; a change it cannot read stops the projector in front of it,
     the state dropped (it was folded without its readiness)."""
     if readiness is None:
         return
     try:
-        readiness.settle(state, subject)
+        readiness.settle(state)
     except UnreadableReadiness as exc:
         raise _Poisoned(exc.record, exc.reason, last_good=exc.record.seq - 1,
                         state_clean=False) from exc
@@ -370,9 +369,10 @@ class Projector:
                     try:
                         event, provenance = _read(record, self._codec, last_good=last)
                     except _Poisoned:
-                        # what was to replace its subject's rows is not folded
-                        _settle(readiness, state, record.subject)
-                        raise  # the state is as it was before it
+                        # the state must be the fold up to the event before it, which may be
+                        # committed or folded on from: no row may wait for a replacement
+                        _settle(readiness, state)
+                        raise
                     apply_event(state, record.seq, event, provenance)
             except _Poisoned:
                 raise

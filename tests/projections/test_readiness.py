@@ -89,9 +89,9 @@ def _one_by_one(events: Sequence[AnyEvent]) -> list[tuple[str, str, bytes]]:
     return rows(fold([[e] for e in events]))
 
 
-def _settled(state: ProjectionState, readiness: BatchReadiness,
-             subject: str | None = None) -> list[tuple[str, str, bytes]]:
-    readiness.settle(state, subject)
+def _settled(state: ProjectionState, readiness: BatchReadiness
+             ) -> list[tuple[str, str, bytes]]:
+    readiness.settle(state)
     derive_stale(state)
     state.take_changes()
     return rows(state)
@@ -185,7 +185,7 @@ def test_a_change_the_replacing_event_did_not_replace_gets_its_readiness() -> No
     batch = records[2:]
     readiness = BatchReadiness(batch)
     assert _fold(state, batch, readiness, leave_out=6) == 3  # 3, 4 and 5; 6 is left out
-    settled = _settled(state, readiness, records[5].subject)
+    settled = _settled(state, readiness)
     assert settled == _one_by_one(events[:5])
     web = meshservice_row(state, "default", "web")
     assert web is not None and web.status.dataplane_proxies.healthy == 0  # as 5 says

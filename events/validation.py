@@ -336,14 +336,27 @@ _HTTP_FIELDS = ("requestTimeout", "streamIdleTimeout", "maxStreamDuration",
 
 
 def mesh_timeout_rules(mt: MeshTimeout, out: list[Violation]) -> None:
-    """Kuma's rules (`meshtimeout/api/v1alpha1/validator.go`): the top-level targetRef's
-    kinds, `to[]` names Mesh or a MeshService, `from[]` Mesh; at least one entry; each
-    `default` sets something; `connectionTimeout` above 0, the others not negative. An `http`
-    section with only `requestHeadersTimeout` is accepted (Kuma's "at least one timeout in
-    this section" leaves that field out, and so refuses it)."""
-    _target_ref(mt.spec.target_ref, "spec.targetRef", _TOP_KINDS, out)
-    if not mt.spec.to and not mt.spec.from_:
-        out.append(Violation("spec", "at least one of 'from', 'to' has to be defined"))
+    """Kuma's rules (`meshtimeout/api/v1alpha1/validator.go`, 2.14): the top-level
+    targetRef's kinds, `to[]` names Mesh or a MeshService, `from[]` Mesh; at least one entry;
+    `rules[]` only without `to[]` and `from[]`; each `default` sets something;
+    `connectionTimeout` above 0, the others not negative. An `http` section with only
+    `requestHeadersTimeout` is accepted (Kuma's "at least one timeout in this section"
+    leaves that field out, and so refuses it). Not Kuma's: a rule's `matches` (by SPIFFE ID
+    or SNI) is refused, as meshlog applies a rule to all of an inbound's traffic."""
+    spec = mt.spec
+    _target_ref(spec.target_ref, "spec.targetRef", _TOP_KINDS, out)
+    if spec.rules and (spec.to or spec.from_):
+        out.append(Violation("spec", "fields 'to' and 'from' must be empty when 'rules' is "
+                             "defined"))
+    if not spec.to and not spec.from_ and not spec.rules:
+        out.append(Violation("spec", "at least one of 'from', 'to' or 'rules' has to be "
+                             "defined"))
+    for i, rule in enumerate(spec.rules):
+        if rule.matches:
+            out.append(Violation(f"spec.rules[{i}].matches", "is not supported: meshlog "
+                                 "cannot tell an inbound's traffic apart by SPIFFE ID or SNI, "
+                                 "so a rule applies to all of it (leave matches out)"))
+        _timeout_conf(rule.default, f"spec.rules[{i}].default", out)
     for i, to in enumerate(mt.spec.to):
         _target_ref(to.target_ref, f"spec.to[{i}].targetRef", _TO_KINDS, out)
         _timeout_conf(to.default, f"spec.to[{i}].default", out)

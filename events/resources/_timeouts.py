@@ -16,6 +16,8 @@ __all__ = [
     "MeshTimeoutConf",
     "MeshTimeoutFrom",
     "MeshTimeoutHttp",
+    "MeshTimeoutMatch",
+    "MeshTimeoutRule",
     "MeshTimeoutSpec",
     "MeshTimeoutTo",
     "go_duration_ns",
@@ -96,6 +98,37 @@ class MeshTimeoutFrom(_Base, frozen=True):
     default: MeshTimeoutConf
 
 
+class MeshTimeoutSpiffeIdMatch(_Base, frozen=True):
+    type: str
+    """`Exact` or `Prefix`."""
+    value: str
+
+
+class MeshTimeoutSniMatch(_Base, frozen=True):
+    type: str
+    """`Exact`."""
+    value: str
+
+
+class MeshTimeoutMatch(_Base, frozen=True):
+    """Kuma 2.14's `common_api.Match`: which of an inbound's traffic a rule is about, by
+    the client's SPIFFE ID or the connection's SNI. Part of the schema so that a policy
+    written for Kuma decodes; validation refuses it (meshlog applies a rule to all of an
+    inbound's traffic)."""
+
+    spiffe_id: MeshTimeoutSpiffeIdMatch | None = field(name="spiffeID", default=None)
+    sni: MeshTimeoutSniMatch | None = None
+
+
+class MeshTimeoutRule(_Base, frozen=True):
+    """An entry of `rules[]` (Kuma 2.13+): `default` applies to every inbound the top-level
+    targetRef selects, as a `from[]` entry with targetRef `Mesh` does."""
+
+    default: MeshTimeoutConf
+    matches: list[MeshTimeoutMatch] = []
+    """Refused unless empty (validation)."""
+
+
 class MeshTimeoutSpec(_Base, frozen=True, kw_only=True):
     target_ref: TargetRef = TargetRef(kind="Mesh")
     """The proxies whose outbounds it sets: Mesh (default), MeshSubset, MeshService or
@@ -104,6 +137,9 @@ class MeshTimeoutSpec(_Base, frozen=True, kw_only=True):
     from_: list[MeshTimeoutFrom] = field(name="from", default_factory=list)
     """The timeouts of the selected proxies' inbounds (`xds_gateway.resources.timeouts`,
     5)."""
+    rules: list[MeshTimeoutRule] = []
+    """The same, Kuma's newer form (a policy has `rules[]` or `to[]`/`from[]`, not both);
+    left out of the encoding when empty, so a policy without it has the bytes it had."""
 
 
 class MeshTimeout(MeshScopedResource, frozen=True, kw_only=True, tag="MeshTimeout"):

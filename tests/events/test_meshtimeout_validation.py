@@ -20,7 +20,8 @@ from events.resources import go_duration_ns
 
 
 def _mt(*to: tuple[dict[str, Any], dict[str, Any]], target: dict[str, Any] | None = None,
-        sources: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        sources: list[dict[str, Any]] | None = None,
+        rules: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     spec: dict[str, Any] = {}
     if to:
         spec["to"] = [{"targetRef": ref, "default": conf} for ref, conf in to]
@@ -28,6 +29,8 @@ def _mt(*to: tuple[dict[str, Any], dict[str, Any]], target: dict[str, Any] | Non
         spec["targetRef"] = target
     if sources is not None:
         spec["from"] = sources
+    if rules is not None:
+        spec["rules"] = rules
     return {"type": "MeshTimeout", "mesh": "default", "name": "timeouts", "spec": spec}
 
 
@@ -82,6 +85,76 @@ def test_from_alone_is_accepted() -> None:
     assert mt.spec.from_[0].default.idle_timeout == "1m"
 
 
+KUMAS_RULES_EXAMPLE = _mt(target={"kind": "Dataplane", "labels": {"app": "backend"}}, rules=[
+    {"default": {"idleTimeout": "20s", "connectionTimeout": "2s",
+                 "http": {"requestTimeout": "10s", "streamIdleTimeout": "1h"}}}])
+
+
+def test_rules_alone_are_accepted_and_read_back_the_same() -> None:
+    mt = decode_resource(KUMAS_RULES_EXAMPLE)
+
+    assert isinstance(mt, MeshTimeout)
+    assert mt.spec.rules[0].default.idle_timeout == "20s"
+    assert msgspec.to_builtins(mt) == KUMAS_RULES_EXAMPLE  # no `matches: []` added
+
+
+def test_a_policy_without_rules_encodes_as_before() -> None:
+    mt = decode_resource(KUMAS_EXAMPLE)
+
+    assert b"rules" not in msgspec.json.encode(mt)  # stored policies keep their bytes
+
+
+def test_a_rule_with_empty_matches_is_accepted() -> None:
+    doc = _mt(rules=[{"matches": [], "default": {"idleTimeout": "1m"}}])
+    assert isinstance(decode_resource(doc), MeshTimeout)
+
+
+@pytest.mark.parametrize(("match", "what"), [
+    ({"spiffeID": {"type": "Exact", "value": "spiffe://default/web"}},
+     {"http": {"requestTimeout": "1s"}}),
+    ({"sni": {"type": "Exact", "value": "backend.mesh"}}, {"idleTimeout": "1s"}),
+])
+def test_a_rule_with_matches_is_refused_naming_the_field(match: dict[str, Any],
+                                                         what: dict[str, Any]) -> None:
+    doc = _mt(rules=[{"default": {"idleTimeout": "1m"}},
+                     {"matches": [match], "default": what}])
+
+    assert _violations(doc) == [
+        "spec.rules[1].matches: is not supported: meshlog cannot tell an inbound's traffic "
+        "apart by SPIFFE ID or SNI, so a rule applies to all of it (leave matches out)"]
+
+
+@pytest.mark.parametrize("section", ["to", "from"])
+def test_rules_with_to_or_from_are_refused(section: str) -> None:
+    entry = {"targetRef": {"kind": "Mesh"}, "default": {"idleTimeout": "1s"}}
+    doc = _mt(rules=[{"default": {"idleTimeout": "1m"}}], sources=[entry] if section == "from"
+              else None)
+    if section == "to":
+        doc["spec"]["to"] = [entry]
+
+    assert _violations(doc) == [
+        "spec: fields 'to' and 'from' must be empty when 'rules' is defined"]
+
+
+def test_a_rules_default_is_checked_as_the_others() -> None:
+    doc = _mt(rules=[{"default": {}}, {"default": {"connectionTimeout": "0s",
+                                                   "http": {"requestTimeout": "x"}}}])
+
+    assert _violations(doc) == [
+        "spec.rules[0].default: at least one timeout should be configured",
+        "spec.rules[1].default.connectionTimeout: '0s' must be greater than 0s",
+        "spec.rules[1].default.http.requestTimeout: 'x' is not a duration (Go's format: a "
+        "number and a unit of ns, us, ms, s, m, h, e.g. 500ms, 15s, 1h30m)",
+    ]
+
+
+def test_a_rule_takes_no_target_ref() -> None:
+    doc = _mt(rules=[{"targetRef": {"kind": "Mesh"}, "default": {"idleTimeout": "1m"}}])
+
+    violations = _violations(doc)
+    assert len(violations) == 1 and "targetRef" in violations[0]
+
+
 @pytest.mark.parametrize(("text", "ns"), [
     ("0", 0), ("0s", 0), ("1s", 10**9), ("1.5s", 1_500_000_000), ("500ms", 500_000_000),
     ("1h30m", 5_400 * 10**9), ("2us", 2_000), ("2µs", 2_000), ("7ns", 7), ("-2s", -2 * 10**9),
@@ -105,7 +178,8 @@ def test_what_go_does_not_read_is_no_duration(text: str) -> None:
 
 
 def test_neither_to_nor_from() -> None:
-    assert _violations(_mt()) == ["spec: at least one of 'from', 'to' has to be defined"]
+    assert _violations(_mt()) == [
+        "spec: at least one of 'from', 'to' or 'rules' has to be defined"]
 
 
 def test_a_default_that_sets_nothing() -> None:

@@ -1,5 +1,5 @@
 """MeshTimeout to Envoy: the timeouts of a proxy's outbounds to MeshService ports (`to[]`)
-and of its inbounds (`from[]`, 5).
+and of its inbounds (`from[]` or `rules[]`, 5).
 
 What applies, precisely (Kuma 2.x's rules for `to[]`, `pkg/plugins/policies/core`, where not
 said otherwise):
@@ -63,10 +63,14 @@ accepted and does nothing.
 5. **Inbounds** (Kuma's `applyToInbounds`, `rules/inbound`). Per inbound (not `Ignored`),
    the policies of 1 whose top-level targetRef selects that inbound (Kuma's
    `matchedPoliciesByInbound`: `Mesh` and `Dataplane` every inbound, `MeshSubset` those
-   with its tags, `MeshService` those its selector matches) have their `from[]` entries
-   (all `targetRef: Mesh`, validation takes no other kind) taken in the order of 2 (Kuma's
-   `rules/inbound.Sort`: the top-level targetRef's specificity, then the name, the
-   alphabetically first last) and their `default`s merged field by field as in 3. When at
+   with its tags, `MeshService` those its selector matches) have their inbound entries
+   taken in the order of 2 (Kuma's `rules/inbound.Sort`: the top-level targetRef's
+   specificity, then the name, the alphabetically first last) and their `default`s merged
+   field by field as in 3. A policy's inbound entries are its `rules[]` (Kuma 2.13+) or its
+   `from[]` (all `targetRef: Mesh`, validation takes no other kind), never both (validation,
+   as Kuma's); a rule is a `from[]` entry by another name (Kuma's `getEntries` reads a
+   `from[]` entry as a rule without matches), so a `rules[]` policy and a `from[]` one are
+   ordered by the keys of 2 alone, whichever form each is written in. When at
    least one entry applies to it, the inbound takes the result on its local cluster and
    its listener, with the table's mapping for the
    inbound's protocol (`protocol`, or its `kuma.io/protocol` tag: L7 for `http`, `http2`,
@@ -80,8 +84,9 @@ accepted and does nothing.
    on the inbounds of a proxy that only a `to[]` policy selects. As on outbounds, the
    inbound HCM's downstream `idle_timeout` takes `idleTimeout` (Kuma writes 0 there) and
    `streamIdleTimeout` goes on the HCM (Kuma: the route; an inbound has one). Not
-   modelled: Kuma 2.9+'s `rules[]` (the schema does not take it), its `matches`
-   (spiffeID, SNI) and the next keys of Kuma's sort (origin, policy role).
+   modelled: a rule's `matches` (spiffeID, SNI; validation refuses them, so every rule
+   applies to all of an inbound's traffic) and the next keys of Kuma's sort (origin,
+   policy role).
 """
 
 from __future__ import annotations
@@ -97,7 +102,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3.http_connection
 from envoy.extensions.upstreams.http.v3.http_protocol_options_pb2 import HttpProtocolOptions
 from msgspec import Struct
 
-from events import Dataplane, Inbound, MeshTimeout
+from events import Dataplane, Inbound, MeshTimeout, TargetRef
 from events.resources import MeshTimeoutConf, MeshTimeoutFrom, go_duration_ns
 from projections import MeshServiceRow
 from xds_gateway.resources import policy_rules
@@ -265,8 +270,17 @@ def _fields(conf: MeshTimeoutConf) -> dict[str, int]:
 _duration = policy_rules.proto_duration
 
 
+_MESH = TargetRef(kind="Mesh")
+
+
 def _from(policy: MeshTimeout) -> list[MeshTimeoutFrom]:
-    return policy.spec.from_
+    """A policy's inbound entries (5): its `rules[]` when it has any, each as a `from[]`
+    entry with targetRef `Mesh` (Kuma's `rules/inbound.getEntries` takes a policy's rules
+    first, its `from[]` otherwise, as rules without matches: `ruleEntryAdapter`)."""
+    spec = policy.spec
+    if spec.rules:
+        return [MeshTimeoutFrom(target_ref=_MESH, default=rule.default) for rule in spec.rules]
+    return spec.from_
 
 
 _MERGE: policy_rules.Merge[MeshTimeout] = policy_rules.Merge(_fields, inbound=_from)

@@ -1,8 +1,8 @@
 """A MeshTimeout's `http.requestTimeout` in a real Envoy: a backend that answers after 3 s is
 answered by the sidecar itself with Kuma's 504 `upstream request timeout` once a MeshTimeout
-of 1 s applies to web's outbound to it (`to[]`), or to the backend's own inbound (`from[]`,
-its sidecar between the client and the app), and reached as before without one (meshlog sets
-no request timeout by default, resources.timeouts)."""
+of 1 s applies to web's outbound to it (`to[]`), or to the backend's own inbound (`from[]`
+or `rules[]`, its sidecar between the client and the app), and reached as before without
+one (meshlog sets no request timeout by default, resources.timeouts)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,9 +75,18 @@ def test_a_request_timeout_ends_a_slow_request_with_504(tmp_path: Path) -> None:
             f"cluster.default_backend___msvc_{port}.upstream_rq_timeout") == 1
 
 
-def test_an_inbound_request_timeout_ends_a_slow_request_with_504(tmp_path: Path) -> None:
+_INBOUND_ENTRY: dict[str, dict[str, Any]] = {
+    "from": {"targetRef": {"kind": "Mesh"}, "default": {"http": {"requestTimeout": "1s"}}},
+    "rules": {"default": {"http": {"requestTimeout": "1s"}}},
+}
+
+
+@pytest.mark.parametrize("section", ["from", "rules"])
+def test_an_inbound_request_timeout_ends_a_slow_request_with_504(tmp_path: Path,
+                                                                 section: str) -> None:
     """The backend's sidecar: its inbound on BACKEND:<inbound> to the app on
-    127.0.0.1:<app>; the client calls the inbound directly (as another sidecar would)."""
+    127.0.0.1:<app>; the client calls the inbound directly (as another sidecar would). The
+    timeout written as a `from[]` entry or as Kuma 2.13+'s `rules[]`."""
     inbound, app = free_port(BACKEND), free_port()
     listener = f"inbound:{BACKEND}:{inbound}"
     with meshlog_up(tmp_path / "cp", "--vip-cidr", "127.100.0.0/16") as cp, \
@@ -98,8 +108,7 @@ def test_an_inbound_request_timeout_ends_a_slow_request_with_504(tmp_path: Path)
 
             cp.apply({"type": "MeshTimeout", "mesh": "default", "name": "backend-inbound",
                       "spec": {"targetRef": {"kind": "Dataplane", "name": "backend-1"},
-                               "from": [{"targetRef": {"kind": "Mesh"},
-                                         "default": {"http": {"requestTimeout": "1s"}}}]}})
+                               section: [_INBOUND_ENTRY[section]]}})
             wait_for(lambda: _route_timeout(envoy, listener) == "1s",
                      timeout=60, what="the MeshTimeout's inbound route timeout in Envoy")
 

@@ -182,7 +182,7 @@ def test_a_policy_that_only_denies_allows_nobody() -> None:
 
 
 def test_a_later_deny_of_the_same_clients_leaves_an_empty_allow_map() -> None:
-    config = rbac(mtp("a", (MESH_ALL, "Allow")), mtp("b", (MESH_ALL, "Deny")))
+    config = rbac(mtp("b", (MESH_ALL, "Allow")), mtp("a", (MESH_ALL, "Deny")))
 
     assert dict(config.rules.policies) == {}
 
@@ -212,12 +212,29 @@ def test_a_more_specific_allow_beats_a_mesh_deny_whatever_the_order() -> None:
 
 
 def test_for_the_same_clients_the_later_entry_wins() -> None:
+    """Of two policies of one top-level kind, the alphabetically first name's entries come
+    later (Kuma's `SortByTargetRef`: names descending), as for every other kind."""
     in_one = rbac(mtp("p", (svc("web"), "Allow"), (svc("web"), "Deny")))
-    deny_later = rbac(mtp("a", (svc("web"), "Allow")), mtp("b", (svc("web"), "Deny")))
-    allow_later = rbac(mtp("a", (svc("web"), "Deny")), mtp("b", (svc("web"), "Allow")))
+    deny_later = rbac(mtp("b", (svc("web"), "Allow")), mtp("a", (svc("web"), "Deny")))
+    allow_later = rbac(mtp("b", (svc("web"), "Deny")), mtp("a", (svc("web"), "Allow")))
 
     assert who(in_one, web=WEB) == who(deny_later, web=WEB) == set()
     assert who(allow_later, web=WEB) == {"web"}
+
+
+def test_a_dataplane_by_name_comes_later_than_one_by_labels_whatever_the_names() -> None:
+    """Kuma 2.x's `CompareDataplaneKind`, as `policy_rules.top_rank` for the other kinds."""
+    by_name = mtp("z-by-name", (svc("web"), "Allow"), target={"kind": "Dataplane",
+                                                              "name": "backend-1"})
+    by_labels = mtp("a-by-labels", (svc("web"), "Deny"),
+                    target={"kind": "Dataplane", "labels": {"app": "backend"}})
+    by_name_deny = mtp("z-by-name", (svc("web"), "Deny"), target={"kind": "Dataplane",
+                                                                  "name": "backend-1"})
+    by_labels_allow = mtp("a-by-labels", (svc("web"), "Allow"),
+                          target={"kind": "Dataplane", "labels": {"app": "backend"}})
+
+    assert who(rbac(by_name, by_labels), web=WEB) == {"web"}
+    assert who(rbac(by_name_deny, by_labels_allow), web=WEB) == set()
 
 
 def test_a_more_specific_top_level_target_comes_later_whatever_the_names() -> None:
@@ -418,8 +435,10 @@ def _in_group(source: dict[str, Any], client: frozenset[str]) -> bool:
 def _reference(policies: list[tuple[str, dict[str, Any], list[tuple[dict[str, Any], str]]]],
                client: Client) -> tuple[bool, bool]:
     """(allowed, shadow-denied) by the module docstring's rules, from the raw documents."""
-    applying = sorted((p for p in policies if _applies(p[1])),
-                      key=lambda p: (_TOP[p[1]["kind"]], p[0]))
+    by_name = sorted((p for p in policies if _applies(p[1])), key=lambda p: p[0],
+                     reverse=True)
+    applying = sorted(by_name, key=lambda p: (_TOP[p[1]["kind"]],
+                                              p[1]["kind"] == "Dataplane" and "name" in p[1]))
     entries = [(_FROM[source["kind"]], position, source, action) for position, (source, action)
                in enumerate(e for p in applying for e in p[2])]
     deciders = [e for e in entries if client is not None and _in_group(e[2], client)]

@@ -13,9 +13,15 @@ What applies, precisely:
    `meshservices` (the MeshServices whose selector matches this inbound); `Dataplane`, when
    `name` is the Dataplane's, or every one of its `labels` is on the Dataplane. Policies of
    other meshes, and top-level kinds this release does not know, apply to nothing.
-2. **Order.** The applying policies are sorted by the specificity of their top-level
-   targetRef (Mesh < MeshSubset < MeshService < Dataplane), then by name; their `from[]`
-   entries are concatenated in that order, each policy's in its own order.
+2. **Order.** The applying policies are sorted as every other kind's
+   (`policy_rules.in_rule_2_order`; Kuma's `SortByTargetRef`, which orders the policies of
+   an inbound before their `from[]` is read): by the specificity of their top-level
+   targetRef (Mesh < MeshSubset < MeshService < Dataplane by labels < Dataplane by name,
+   Kuma 2.x's `CompareDataplaneKind`), then by name, descending (the alphabetically first
+   name last, so it decides between entries of one rank, as in Kuma); their `from[]`
+   entries are concatenated in that order, each policy's in its own order. Kuma's order of
+   the kinds is Mesh < Dataplane < MeshSubset < MeshService; meshlog keeps the order of
+   its other policies (docs/status.md).
 3. **Clients.** Each entry is about the clients whose certificate carries these URI SANs
    (Kuma's, `pkg/xds/envoy/tls`), and has a rank:
 
@@ -72,6 +78,7 @@ from envoy.type.matcher.v3.string_pb2 import StringMatcher
 from google.protobuf.any_pb2 import Any
 
 from events import SERVICE_TAG, Dataplane, Inbound, MeshTrafficPermission, TargetRef
+from xds_gateway.resources import policy_rules
 
 __all__ = ["HTTP_RBAC_FILTER", "POLICY_NAME", "RBAC_FILTER", "http_rbac_filter", "inbound_rbac",
            "rbac_filter"]
@@ -81,7 +88,6 @@ HTTP_RBAC_FILTER = "envoy.filters.http.rbac"
 POLICY_NAME = "MeshTrafficPermission"
 """The key of the one policy in `rules` and `shadow_rules`, as Kuma names it."""
 
-_TOP_RANK = {"Mesh": 0, "MeshSubset": 1, "MeshService": 2, "Dataplane": 3}
 _FROM_RANK = {"Mesh": 0, "MeshSubset": 1, "MeshService": 2, "MeshServiceSubset": 3}
 
 # An atom is one condition on the certificate: ("prefix", "spiffe://m/") or ("exact", SAN).
@@ -107,10 +113,9 @@ def inbound_rbac(mesh: str, dataplane: Dataplane, inbound: Inbound, meshservices
     `stat_prefix`: Envoy appends `rbac.allowed` and the like to it as is (Kuma ends it with
     a dot: `inbound:10.0.0.1:8080.`). The result depends on the policies' content only, not
     on the order they come in, so its bytes are the same on every gateway (invariant 7)."""
-    applying = sorted(
-        (p for p in policies
-         if p.mesh == mesh and _selects(p.spec.target_ref, dataplane, inbound, meshservices)),
-        key=lambda p: (_TOP_RANK[p.spec.target_ref.kind], p.name))
+    applying = policy_rules.in_rule_2_order(
+        p for p in policies
+        if p.mesh == mesh and _selects(p.spec.target_ref, dataplane, inbound, meshservices))
     entries = _entries(mesh, applying)
     allowed: list[Principal] = []
     shadowed: list[Principal] = []

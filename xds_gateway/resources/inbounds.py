@@ -1,7 +1,7 @@
 """A proxy's inbounds: per inbound (not `Ignored`) its local cluster (the app) and its
 listener (`listeners.inbound_listener`), with mTLS and MeshTrafficPermission when the mesh
-has mTLS on, and the timeouts of the MeshTimeouts' `from[]` that apply to that inbound
-(`timeouts.py`, 5). Part of the proxy's own part of its snapshot (`snapshot.py`)."""
+has mTLS on, and the timeouts of the MeshTimeouts' `from[]` or `rules[]` that apply to that
+inbound (`timeouts.py`, 5). Part of the proxy's own part of its snapshot (`snapshot.py`)."""
 
 from __future__ import annotations
 

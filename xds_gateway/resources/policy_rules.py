@@ -1,8 +1,8 @@
 """What the outbound policies (MeshTimeout, MeshRetry, MeshCircuitBreaker) share: which
 policies apply to a proxy, the order of their `to[]` entries (Kuma's `rules/outbound.Sort`)
 and the per-field merge of those entries into "last values", once per set of policies
-(`Merge`); and, for a kind whose `from[]` meshlog applies (MeshTimeout), the same merge of
-its `from[]` entries (Kuma's `rules/inbound.Sort`: the same order). The rules themselves
+(`Merge`); and, for a kind whose `from[]` (or `rules[]`) meshlog applies (MeshTimeout),
+the same merge of those entries (Kuma's `rules/inbound.Sort`: the same order). The rules themselves
 are written down in `timeouts.py`'s docstring (1-3, 5);
 `retries.py` and `circuit_breakers.py` follow them too."""
 

@@ -155,10 +155,10 @@ def _with_inbound_defaults(**fields: int) -> Timeouts:
 def for_inbounds(policies: Applying, dataplane: Dataplane,
                  services: Mapping[str, MeshServiceRow]) -> tuple[Timeouts | None, ...]:
     """The timeouts each of `dataplane`'s inbounds (in `networking.inbound`'s order) takes
-    under `policies` (5): the merged `from[]` entries of the policies that select that
-    inbound, over Kuma's defaults; None for an inbound no `from[]` entry applies to (it
-    stays as without MeshTimeout); `()` when none applies to any. `for_cluster` and
-    `for_listener` pick each resource's part."""
+    under `policies` (5): the merged inbound entries (`from[]` or `rules[]`) of the
+    policies that select that inbound, over Kuma's defaults; None for an inbound no entry
+    applies to (it stays as without MeshTimeout); `()` when none applies to any.
+    `for_cluster` and `for_listener` pick each resource's part."""
     if not policies.inbound:
         return ()
     every = tuple(_for_inbound(policies, dataplane, i, services)

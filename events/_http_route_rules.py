@@ -16,13 +16,19 @@ starts with `/` (an empty `replacePrefixMatch` is Gateway API's `/`), a header m
 sets or adds no hop-by-hop header (`_HOP_BY_HOP`: Envoy takes them, to no use), a rule has one
 URLRewrite at most (Gateway API's; two path rewrites are a NACK), a path rewrite sets the field
 its type names, a rule's backendRefs give some weight and at most Envoy's total (2^32 - 1),
-and what meshlog does not implement is refused, saying so."""
+a RequestRedirect's status is one of Kuma's CRD enum (301, 302, 303, 307, 308; Kuma's schema
+checks it) and its path follows a URLRewrite's rules, a rule redirects once at most and not
+together with a URLRewrite (Gateway API's), a RequestMirror (nothing is forwarded to copy) or
+backendRefs (never used: Envoy answers the redirect itself), a RequestMirror's backendRef is a
+MeshService's as a rule's backendRefs are and its percentage a number in 0..100, and what
+meshlog does not implement is refused, saying so."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
 from collections import Counter
+from decimal import Decimal, InvalidOperation
 
 import re2
 
@@ -35,6 +41,9 @@ from events.resources import (
     HttpRouteMatch,
     MeshHTTPRoute,
     MeshHTTPRouteRule,
+    PathRewrite,
+    RequestMirror,
+    RequestRedirect,
     URLRewrite,
     is_resource_name,
 )
@@ -43,8 +52,12 @@ from events.validation import _TOP_KINDS, _target_ref
 __all__ = ["mesh_http_route"]
 
 _NOT_YET = "not supported by meshlog yet"
-_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "URLRewrite")
-_KUMA_FILTERS = ("RequestRedirect", "RequestMirror")
+_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "URLRewrite", "RequestRedirect",
+            "RequestMirror")
+_FIELDS = {"RequestHeaderModifier": "requestHeaderModifier",
+           "ResponseHeaderModifier": "responseHeaderModifier", "URLRewrite": "urlRewrite",
+           "RequestRedirect": "requestRedirect", "RequestMirror": "requestMirror"}
+_REDIRECT_CODES = (301, 302, 303, 307, 308)
 _KUMA_SERVICE_KINDS = ("MeshExternalService", "MeshMultiZoneService", "MeshServiceSubset")
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _PRECISE_HOSTNAME = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
@@ -93,14 +106,16 @@ def _rule(rule: MeshHTTPRouteRule, path: str, out: list[Violation]) -> None:
         out.append(Violation(f"{path}.matches", "[] must list at least one match"))
     for k, match in enumerate(rule.matches):
         _match(match, f"{path}.matches[{k}]", out)
-    rewrites = 0
+    seen: Counter[str] = Counter()
     for k, f in enumerate(rule.default.filters or []):
         _filter(f, rule.matches, f"{path}.default.filters[{k}]", out)
-        rewrites += f.type == "URLRewrite"
-        if f.type == "URLRewrite" and rewrites > 1:
-            out.append(Violation(f"{path}.default.filters[{k}].type", "'URLRewrite' may appear "
+        seen[f.type] += 1
+        if f.type in ("URLRewrite", "RequestRedirect") and seen[f.type] == 2:
+            out.append(Violation(f"{path}.default.filters[{k}].type", f"{f.type!r} may appear "
                                  "once in a rule's filters"))
     refs = rule.default.backend_refs
+    if seen["RequestRedirect"]:
+        _redirecting(seen, bool(refs), f"{path}.default", out)
     if refs is not None:
         for k, ref in enumerate(refs):
             _backend_ref(ref, f"{path}.default.backendRefs[{k}]", out)
@@ -153,37 +168,74 @@ def _match(match: HttpRouteMatch, path: str, out: list[Violation]) -> None:
             _regex(param.value, f"{where}.value", out)
 
 
+def _redirecting(seen: Counter[str], refs: bool, path: str, out: list[Violation]) -> None:
+    """A rule that redirects: Envoy answers it itself, so nothing else may expect a
+    forwarded request."""
+    for other, why in (("URLRewrite", "a redirect is not forwarded, so nothing is rewritten "
+                        "(Gateway API allows one of the two)"),
+                       ("RequestMirror", "a redirect is not forwarded, so nothing is "
+                        "mirrored")):
+        if seen[other]:
+            out.append(Violation(f"{path}.filters", f"RequestRedirect and {other} cannot be "
+                                 f"combined in one rule: {why}"))
+    if refs:
+        out.append(Violation(f"{path}.backendRefs", "must not be defined with a "
+                             "RequestRedirect filter: Envoy answers the redirect itself, the "
+                             "backends would never be used"))
+
+
 def _filter(f: HttpRouteFilter, matches: list[HttpRouteMatch], path: str,
             out: list[Violation]) -> None:
-    if f.type in _KUMA_FILTERS:
-        out.append(Violation(f"{path}.type", f"{f.type!r} is {_NOT_YET} (supported: "
-                             f"{', '.join(_FILTERS)})"))
-        return
     if f.type not in _FILTERS:
-        out.append(Violation(f"{path}.type", f"{f.type!r} is not one of "
-                             f"{', '.join(_FILTERS + _KUMA_FILTERS)}"))
+        out.append(Violation(f"{path}.type", f"{f.type!r} is not one of {', '.join(_FILTERS)}"))
         return
     given = {"RequestHeaderModifier": f.request_header_modifier,
              "ResponseHeaderModifier": f.response_header_modifier,
-             "URLRewrite": f.url_rewrite}
-    fields = {"RequestHeaderModifier": "requestHeaderModifier",
-              "ResponseHeaderModifier": "responseHeaderModifier", "URLRewrite": "urlRewrite"}
+             "URLRewrite": f.url_rewrite, "RequestRedirect": f.request_redirect,
+             "RequestMirror": f.request_mirror}
     for kind, value in given.items():
         if kind != f.type and value is not None:
-            out.append(Violation(f"{path}.{fields[kind]}", f"must not be defined with type "
+            out.append(Violation(f"{path}.{_FIELDS[kind]}", f"must not be defined with type "
                                  f"{f.type}"))
-    own = f"{path}.{fields[f.type]}"
-    if f.type == "URLRewrite":
-        if f.url_rewrite is None:
-            out.append(Violation(own, "must be defined"))
-        else:
-            _url_rewrite(f.url_rewrite, matches, own, out)
-        return
-    modifier = f.request_header_modifier or f.response_header_modifier
-    if modifier is None:
+    own = f"{path}.{_FIELDS[f.type]}"
+    if given[f.type] is None:
         out.append(Violation(own, "must be defined"))
+    elif f.url_rewrite is not None and f.type == "URLRewrite":
+        _url_rewrite(f.url_rewrite, matches, own, out)
+    elif f.request_redirect is not None and f.type == "RequestRedirect":
+        _redirect(f.request_redirect, matches, own, out)
+    elif f.request_mirror is not None and f.type == "RequestMirror":
+        _mirror(f.request_mirror, own, out)
     else:
-        _modifier(modifier, own, out)
+        modifier = f.request_header_modifier or f.response_header_modifier
+        if modifier is not None:
+            _modifier(modifier, own, out)
+
+
+def _redirect(redirect: RequestRedirect, matches: list[HttpRouteMatch], path: str,
+              out: list[Violation]) -> None:
+    if redirect.hostname is not None:
+        _precise_hostname(redirect.hostname, f"{path}.hostname", out)
+    if redirect.path is not None:
+        _path_rewrite(redirect.path, matches, f"{path}.path", out)
+    code = redirect.status_code
+    if code is not None and code not in _REDIRECT_CODES:
+        out.append(Violation(f"{path}.statusCode", f"{code} is not one of "
+                             f"{', '.join(map(str, _REDIRECT_CODES))}"))
+
+
+def _mirror(mirror: RequestMirror, path: str, out: list[Violation]) -> None:
+    _backend_ref(mirror.backend_ref, f"{path}.backendRef", out)
+    value = mirror.percentage
+    if value is None:
+        return
+    try:
+        number = Decimal(value) if not isinstance(value, float) else Decimal(str(value))
+    except InvalidOperation:
+        number = None
+    if number is None or not number.is_finite() or not 0 <= number <= 100:
+        out.append(Violation(f"{path}.percentage", f"{value!r} is not a number of percent "
+                             "in 0..100"))
 
 
 def _url_rewrite(rewrite: URLRewrite, matches: list[HttpRouteMatch], path: str,
@@ -193,35 +245,39 @@ def _url_rewrite(rewrite: URLRewrite, matches: list[HttpRouteMatch], path: str,
                              "MeshGateway, which meshlog does not model"))
     if rewrite.hostname is not None:
         _precise_hostname(rewrite.hostname, f"{path}.hostname", out)
-    p = rewrite.path
-    if p is None:
-        return
+    if rewrite.path is not None:
+        _path_rewrite(rewrite.path, matches, f"{path}.path", out)
+
+
+def _path_rewrite(p: PathRewrite, matches: list[HttpRouteMatch], path: str,
+                  out: list[Violation]) -> None:
+    """A URLRewrite's or a RequestRedirect's `path` at `path`."""
     for field, value in (("replaceFullPath", p.replace_full_path),
                          ("replacePrefixMatch", p.replace_prefix_match)):
         if value is not None and any(c in value for c in _NUL_CR_LF):
-            out.append(Violation(f"{path}.path.{field}", f"{value!r} must not contain NUL, CR "
+            out.append(Violation(f"{path}.{field}", f"{value!r} must not contain NUL, CR "
                                  "or LF (Envoy refuses them)"))
         elif value is not None and not value.startswith("/") and (
                 value or field == "replaceFullPath"):  # '' as a prefix is Gateway API's /
-            out.append(Violation(f"{path}.path.{field}", f"{value!r} must be an absolute path "
+            out.append(Violation(f"{path}.{field}", f"{value!r} must be an absolute path "
                                  "(start with /): Envoy would send it as the request's path "
                                  "as it is"))
     if p.type == "ReplaceFullPath":
         if p.replace_full_path is None:
-            out.append(Violation(f"{path}.path.replaceFullPath", "must be defined with type "
+            out.append(Violation(f"{path}.replaceFullPath", "must be defined with type "
                                  "ReplaceFullPath"))
         if p.replace_prefix_match is not None:
-            out.append(Violation(f"{path}.path.replacePrefixMatch", "must not be defined with "
+            out.append(Violation(f"{path}.replacePrefixMatch", "must not be defined with "
                                  "type ReplaceFullPath"))
         return
     if p.replace_prefix_match is None:
-        out.append(Violation(f"{path}.path.replacePrefixMatch", "must be defined with type "
+        out.append(Violation(f"{path}.replacePrefixMatch", "must be defined with type "
                              "ReplacePrefixMatch"))
     elif any(m.path is None or m.path.type != "PathPrefix" for m in matches):
-        out.append(Violation(f"{path}.path.replacePrefixMatch", "can only appear if all "
+        out.append(Violation(f"{path}.replacePrefixMatch", "can only appear if all "
                              "matches match a path prefix"))
     if p.replace_full_path is not None:
-        out.append(Violation(f"{path}.path.replaceFullPath", "must not be defined with type "
+        out.append(Violation(f"{path}.replaceFullPath", "must not be defined with type "
                              "ReplacePrefixMatch"))
 
 

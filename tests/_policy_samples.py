@@ -83,8 +83,8 @@ SAMPLES: dict[str, Sample] = {
         invalid={"to": [{"targetRef": _BACKEND, "rules": [{
             "matches": [{"path": {"type": "PathPrefix", "value": "/v2"}}],
             "default": {"filters": [{"type": "RequestMirror"}]}}]}]},
-        violation=("spec.to[0].rules[0].default.filters[0].type",
-                   "'RequestMirror' is not supported by meshlog yet"),
+        violation=("spec.to[0].rules[0].default.filters[0].requestMirror",
+                   "must be defined"),
         cells=("MeshService/backend: 1 rule",)),
     "MeshLoadBalancingStrategy": Sample(
         spec={"targetRef": _WEB, "to": [{"targetRef": _BACKEND, "default": {

@@ -49,6 +49,8 @@ from events.resources._http_routes import (
     PathMatch,
     PathRewrite,
     QueryParamsMatch,
+    RequestMirror,
+    RequestRedirect,
     RuleConf,
     URLRewrite,
 )
@@ -253,6 +255,8 @@ __all__ = [
     "QueryParamsMatch",
     "ReachableBackendRef",
     "ReachableBackends",
+    "RequestMirror",
+    "RequestRedirect",
     "Resource",
     "Rotation",
     "RuleConf",

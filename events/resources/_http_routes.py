@@ -3,10 +3,10 @@ route the HTTP requests of their outbounds to MeshServices: by path, method, hea
 query parameters, to weighted MeshService backends, with header and URL rewrites.
 
 A subset, done whole: `to[].targetRef` names a MeshService; filters are
-`RequestHeaderModifier`, `ResponseHeaderModifier` and `URLRewrite`; backendRefs name
-MeshServices. `RequestRedirect`, `RequestMirror`, other backend kinds and `hostnames`
-(MeshGateway's) are refused by the rules (`events._http_route_rules`), never accepted and
-ignored. Semantics: `xds_gateway.resources.http_routes`."""
+`RequestHeaderModifier`, `ResponseHeaderModifier`, `URLRewrite`, `RequestRedirect` and
+`RequestMirror`; backendRefs (and a mirror's) name MeshServices. Other backend kinds and
+`hostnames` (MeshGateway's) are refused by the rules (`events._http_route_rules`), never
+accepted and ignored. Semantics: `xds_gateway.resources.http_routes`."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ __all__ = [
     "PathMatch",
     "PathRewrite",
     "QueryParamsMatch",
+    "RequestMirror",
+    "RequestRedirect",
     "RuleConf",
     "URLRewrite",
 ]
@@ -100,13 +102,29 @@ class URLRewrite(_Base, frozen=True):
     """MeshGateway's only: refused."""
 
 
+class RequestRedirect(_Base, frozen=True):
+    """Kuma's: the rule answers with a redirect (its `Location` built from the request's URL
+    with these parts replaced) instead of sending the request to a backend."""
+
+    scheme: Literal["http", "https"] | None = None
+    hostname: str | None = None
+    path: PathRewrite | None = None
+    """Left out: the request's path."""
+    port: PortNumber | None = None
+    """Left out: the request's port, if it had one."""
+    status_code: int | None = None
+    """301, 302, 303, 307 or 308; left out: 302 (Kuma's CRD default, Gateway API's)."""
+
+
 class HttpRouteFilter(_Base, frozen=True):
     type: str
-    """`RequestHeaderModifier`, `ResponseHeaderModifier` or `URLRewrite`; Kuma's
-    `RequestRedirect` and `RequestMirror` are refused as not supported yet."""
+    """`RequestHeaderModifier`, `ResponseHeaderModifier`, `URLRewrite`, `RequestRedirect`
+    or `RequestMirror`."""
     request_header_modifier: HeaderModifier | None = None
     response_header_modifier: HeaderModifier | None = None
     url_rewrite: URLRewrite | None = None
+    request_redirect: RequestRedirect | None = None
+    request_mirror: RequestMirror | None = None
 
 
 class HttpRouteBackendRef(_Base, frozen=True):
@@ -122,6 +140,16 @@ class HttpRouteBackendRef(_Base, frozen=True):
     """A share of `weight / sum(weights)`; 0: none."""
     labels: Labels | None = None
     tags: Labels | None = None
+
+
+class RequestMirror(_Base, frozen=True):
+    """Kuma's: a copy of each request (or of `percentage` of them) is sent to `backendRef`,
+    whose answer is dropped; the client gets the rule's backend's."""
+
+    backend_ref: HttpRouteBackendRef
+    """A MeshService and port, resolved as a rule's backendRefs (its weight is unused)."""
+    percentage: int | float | str | None = None
+    """Kuma's `IntOrString`: a number of percent in 0..100 (`50`, `"12.5"`); left out: 100."""
 
 
 class RuleConf(_Base, frozen=True):

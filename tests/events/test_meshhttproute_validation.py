@@ -74,6 +74,34 @@ def test_kumas_example_is_valid_and_keeps_every_field() -> None:
         "RequestHeaderModifier", "ResponseHeaderModifier", "URLRewrite"]
 
 
+def test_redirect_and_mirror_filters_are_valid_and_keep_every_field() -> None:
+    raw = _route(
+        _rule(_V2, filters=[{"type": "RequestRedirect", "requestRedirect": {
+            "scheme": "https", "hostname": "example.com", "port": 8443, "statusCode": 308,
+            "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/v3"}}},
+            {"type": "ResponseHeaderModifier", "responseHeaderModifier": {
+                "set": [{"name": "x-moved", "value": "yes"}]}}]),
+        _rule({"method": "POST"}, filters=[
+            {"type": "RequestMirror", "requestMirror": {
+                "backendRef": {"kind": "MeshService", "name": "shadow", "port": 8080},
+                "percentage": "12.5"}},
+            {"type": "RequestMirror", "requestMirror": {
+                "backendRef": {"kind": "MeshService", "name": "audit"}, "percentage": 100}}],
+            backendRefs=[{"kind": "MeshService", "name": "backend-v2"}]))
+
+    route = decode_resource(raw)
+
+    assert isinstance(route, MeshHTTPRoute)
+    redirect, mirror = route.spec.to[0].rules
+    r = (redirect.default.filters or [])[0].request_redirect
+    assert r is not None and (r.scheme, r.hostname, r.port, r.status_code) == (
+        "https", "example.com", 8443, 308)
+    assert r.path is not None and r.path.replace_prefix_match == "/v3"
+    mirrors = [f.request_mirror for f in mirror.default.filters or []]
+    assert [(m.backend_ref.name, m.backend_ref.port, m.percentage)
+            for m in mirrors if m is not None] == [("shadow", 8080, "12.5"), ("audit", None, 100)]
+
+
 @pytest.mark.parametrize(("raw", "expected"), [
     pytest.param(_route(_rule({"path": {"type": "PathPrefix", "value": "/v2/"}})),
                  ["spec.to[0].rules[0].matches[0].path.value: '/v2/' does not need a trailing "
@@ -156,15 +184,78 @@ def test_kumas_example_is_valid_and_keeps_every_field() -> None:
                   "can only be set with MeshGateway, which meshlog does not model"],
                  id="hostToBackendHostname"),
     pytest.param(_route(_rule(_V2, filters=[{"type": "RequestRedirect"}])),
-                 ["spec.to[0].rules[0].default.filters[0].type: 'RequestRedirect' is not "
-                  "supported by meshlog yet (supported: RequestHeaderModifier, "
-                  "ResponseHeaderModifier, URLRewrite)"], id="RequestRedirect"),
-    pytest.param(_route(_rule(_V2, filters=[{"type": "RequestMirror", "requestMirror": {
-        "backendRef": _BACKEND}}])),
-                 ["spec.to[0].rules[0].default.filters[0].requestMirror: unknown field",
-                  "spec.to[0].rules[0].default.filters[0].type: 'RequestMirror' is not "
-                  "supported by meshlog yet (supported: RequestHeaderModifier, "
-                  "ResponseHeaderModifier, URLRewrite)"], id="RequestMirror"),
+                 ["spec.to[0].rules[0].default.filters[0].requestRedirect: must be defined"],
+                 id="RequestRedirect without its field"),
+    pytest.param(_route(_rule(_V2, filters=[{"type": "RequestRedirect", "requestRedirect": {
+        "statusCode": 304, "hostname": "10.0.0.1", "path": {
+            "type": "ReplaceFullPath", "replaceFullPath": "x"}}}])),
+                 ["spec.to[0].rules[0].default.filters[0].requestRedirect.hostname: "
+                  "'10.0.0.1' cannot be an IP address",
+                  "spec.to[0].rules[0].default.filters[0].requestRedirect.path.replaceFullPath: "
+                  "'x' must be an absolute path (start with /): Envoy would send it as the "
+                  "request's path as it is",
+                  "spec.to[0].rules[0].default.filters[0].requestRedirect.statusCode: 304 is "
+                  "not one of 301, 302, 303, 307, 308"], id="RequestRedirect's parts"),
+    pytest.param(_route(_rule({"method": "GET"}, filters=[{
+        "type": "RequestRedirect", "requestRedirect": {"path": {
+            "type": "ReplacePrefixMatch", "replacePrefixMatch": "/b"}}}])),
+                 ["spec.to[0].rules[0].default.filters[0].requestRedirect.path."
+                  "replacePrefixMatch: can only appear if all matches match a path prefix"],
+                 id="redirect's prefix replacement without a prefix match"),
+    pytest.param(_route(_rule(_V2, filters=[{"type": "RequestRedirect", "requestRedirect": {
+        "scheme": "ftp"}}])),
+                 ["spec.to[0].rules[0].default.filters[0].requestRedirect.scheme: 'ftp' is "
+                  "not one of http, https"],
+                 id="redirect's scheme"),
+    pytest.param(_route(_rule(_V2, filters=[
+        {"type": "RequestRedirect", "requestRedirect": {"port": 8443}},
+        {"type": "RequestRedirect", "requestRedirect": {"scheme": "https"}},
+        {"type": "URLRewrite", "urlRewrite": {"hostname": "a.b"}},
+        {"type": "RequestMirror", "requestMirror": {"backendRef": _BACKEND}}],
+        backendRefs=[_BACKEND])),
+                 ["spec.to[0].rules[0].default.filters[1].type: 'RequestRedirect' may appear "
+                  "once in a rule's filters",
+                  "spec.to[0].rules[0].default.filters: RequestRedirect and URLRewrite cannot "
+                  "be combined in one rule: a redirect is not forwarded, so nothing is "
+                  "rewritten (Gateway API allows one of the two)",
+                  "spec.to[0].rules[0].default.filters: RequestRedirect and RequestMirror "
+                  "cannot be combined in one rule: a redirect is not forwarded, so nothing is "
+                  "mirrored",
+                  "spec.to[0].rules[0].default.backendRefs: must not be defined with a "
+                  "RequestRedirect filter: Envoy answers the redirect itself, the backends "
+                  "would never be used"], id="a redirect with what needs forwarding"),
+    pytest.param(_route(_rule(_V2, filters=[{"type": "RequestMirror"}])),
+                 ["spec.to[0].rules[0].default.filters[0].requestMirror: must be defined"],
+                 id="RequestMirror without its field"),
+    pytest.param(_route(_rule(_V2, filters=[
+        {"type": "RequestMirror", "requestMirror": {
+            "backendRef": {"kind": "MeshExternalService", "name": "x"}, "percentage": 101}},
+        {"type": "RequestMirror", "requestMirror": {
+            "backendRef": {"kind": "MeshService"}, "percentage": "half"}},
+        {"type": "RequestMirror", "requestMirror": {
+            "backendRef": {"kind": "MeshService", "name": "Bad_Name"}, "percentage": -0.5}},
+        {"type": "RequestMirror", "urlRewrite": {"hostname": "a.b"}, "requestMirror": {
+            "backendRef": _BACKEND, "percentage": "NaN"}}])),
+                 ["spec.to[0].rules[0].default.filters[0].requestMirror.backendRef.kind: "
+                  "'MeshExternalService' is not supported by meshlog yet (MeshService only)",
+                  "spec.to[0].rules[0].default.filters[0].requestMirror.percentage: 101 is not "
+                  "a number of percent in 0..100",
+                  "spec.to[0].rules[0].default.filters[1].requestMirror.backendRef.name: is "
+                  "required with kind MeshService",
+                  "spec.to[0].rules[0].default.filters[1].requestMirror.percentage: 'half' is "
+                  "not a number of percent in 0..100",
+                  "spec.to[0].rules[0].default.filters[2].requestMirror.backendRef.name: "
+                  "'Bad_Name' is not a valid MeshService name (RFC 1123 subdomain)",
+                  "spec.to[0].rules[0].default.filters[2].requestMirror.percentage: -0.5 is "
+                  "not a number of percent in 0..100",
+                  "spec.to[0].rules[0].default.filters[3].urlRewrite: must not be defined "
+                  "with type RequestMirror",
+                  "spec.to[0].rules[0].default.filters[3].requestMirror.percentage: 'NaN' is "
+                  "not a number of percent in 0..100"], id="RequestMirror's parts"),
+    pytest.param(_route(_rule(_V2, filters=[{"type": "Fault"}])),
+                 ["spec.to[0].rules[0].default.filters[0].type: 'Fault' is not one of "
+                  "RequestHeaderModifier, ResponseHeaderModifier, URLRewrite, RequestRedirect, "
+                  "RequestMirror"], id="unknown filter type"),
     pytest.param(_route(_rule(_V2, backendRefs=[{"kind": "MeshExternalService",
                                                  "name": "httpbin"}])),
                  ["spec.to[0].rules[0].default.backendRefs[0].kind: 'MeshExternalService' is "
@@ -269,7 +360,7 @@ def test_invalid_documents_name_the_field_and_value(raw: dict[str, Any],
 
 def test_every_violation_is_reported_at_once() -> None:
     raw = _route(_rule({"path": {"type": "PathPrefix", "value": "v2/"}, "method": "FETCH"},
-                       filters=[{"type": "RequestRedirect"}]))
+                       filters=[{"type": "Fault"}]))
 
     assert [v.split(":")[0] for v in _violations(raw)] == [
         "spec.to[0].rules[0].matches[0].path.value",

@@ -45,6 +45,8 @@ What each part sets:
 | `URLRewrite.hostname`         | `host_rewrite_literal`                                   |
 | `URLRewrite` ReplaceFullPath  | `regex_rewrite` of `^.*$`                                |
 | `URLRewrite` ReplacePrefixMatch | `prefix_rewrite` (1)                                   |
+| `RequestRedirect`             | `redirect` instead of `route` (4)                        |
+| `RequestMirror`               | `request_mirror_policies` of the route's action (5)      |
 
 (1) a replacement ending in `/` (or empty, which Gateway API reads as `/`), or a match of
 the prefix `/`, is a `regex_rewrite` of the prefix and the slashes after it, so `/v2/x` under
@@ -54,6 +56,16 @@ the prefix `/`, is a `regex_rewrite` of the prefix and the slashes after it, so 
 (`APPEND_IF_EXISTS_OR_ADD`).
 (3) as Kuma's `routeHeadersMatch`: a Prefix of `''` is `present_match` (Envoy refuses an
 empty prefix), and of several matches of one header name (any case) the first is kept.
+(4) Kuma's `requestRedirect`: `scheme_redirect`, `host_redirect`, `port_redirect`, the path
+as a URLRewrite's (`prefix_rewrite` or `regex_rewrite`, (1)), `response_code` of
+`statusCode` (302 if left out, Kuma's CRD default). Envoy answers it; the rule sends to no
+cluster (validation refuses backendRefs, a URLRewrite or a RequestMirror beside it), and its
+header modifiers stay on the route.
+(5) Kuma's `RequestMirrorConfigurer`: one policy per filter, to the cluster of its
+backendRef (resolved as a rule's backendRefs, below), with `runtime_fraction` of
+`percentage` (Kuma's `ConvertPercentage`: whole percents in HUNDRED, else TEN_THOUSAND, else
+MILLION; none left out). The shadow request's answer is dropped; the client gets the
+route's backend's.
 
 Routed listeners normalize the request path first (`normalize_path`, RFC 3986 dot segments,
 as Kuma's outbound HttpConnectionManager), so `/v20/../v2/x` takes `/v2`'s route and cannot
@@ -72,14 +84,16 @@ one where some resolve gets, before each of its routes, a route of the same matc
 answers 500 to the unresolved weight's share of the requests (`runtime_fraction` of
 unresolved / total weight, Kuma's `fractionalPercent`), so each resolved backend keeps its
 own share. A catch-all rule whose backends do not resolve is such a 500 route, and replaces
-the default route. MeshTimeout and MeshRetry apply to every route of the outbound that
+the default route. A RequestMirror whose backendRef does not resolve is left out (Kuma
+would fail the proxy's whole config: "could not find cluster for backendRef"); a 500 route
+mirrors nothing (it forwards nothing). A mirror's cluster is sent to the proxy like a
+backend's. MeshTimeout and MeshRetry apply to every route of the outbound that
 sends to a backend alike (not to a 500 route). A MeshMultiZoneService outbound, an
 explicit outbound to one, and proxyless gRPC clients get no routes (docs/status.md).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 import msgspec
@@ -97,7 +111,7 @@ from envoy.config.route.v3.route_components_pb2 import (
 from envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2 import (  # noqa: E501
     HttpConnectionManager,
 )
-from envoy.type.matcher.v3.regex_pb2 import RegexMatchAndSubstitute, RegexMatcher
+from envoy.type.matcher.v3.regex_pb2 import RegexMatcher
 from envoy.type.matcher.v3.string_pb2 import StringMatcher
 from envoy.type.v3.percent_pb2 import FractionalPercent
 from google.protobuf.duration_pb2 import Duration
@@ -107,6 +121,7 @@ from msgspec import Struct
 from events import Dataplane, MeshHTTPRoute
 from events.resources import (
     HeaderModifier,
+    HttpRouteBackendRef,
     HttpRouteFilter,
     HttpRouteMatch,
     MeshHTTPRouteRule,
@@ -114,7 +129,7 @@ from events.resources import (
     RuleConf,
 )
 from projections import MeshServiceRow, PolicyRow
-from xds_gateway.resources import listeners, names, policy_rules
+from xds_gateway.resources import _route_filters, listeners, names, policy_rules
 
 __all__ = ["NO_ROUTES", "Applying", "Routed", "applying", "for_destination", "resolve",
            "routed_listener"]
@@ -142,16 +157,25 @@ class Backend(Struct, frozen=True, array_like=True):
     weight: int
 
 
-class RouteSpec(Struct, frozen=True, array_like=True):
+class Mirror(Struct, frozen=True, array_like=True):
+    cluster: str
+    fraction: tuple[int, int] | None
+    """(numerator, denominator: 100, 10 000 or 1 000 000); None: every request."""
+
+
+class RouteSpec(Struct, frozen=True, array_like=True, omit_defaults=True):
     """One Envoy route, resolved: what `_route` builds."""
 
     match: HttpRouteMatch
     filters: list[HttpRouteFilter]
     backends: list[Backend]
-    """One: `cluster`; several: `weighted_clusters`; none: a direct 500 response."""
+    """One: `cluster`; several: `weighted_clusters`; none: a redirect if `filters` has
+    one, else a direct 500 response."""
     share: tuple[int, int] | None = None
     """A 500 route that takes this share (unresolved weight, total weight) of the requests
     its match takes (`runtime_fraction`); the rule's own route follows it."""
+    mirrors: list[Mirror] = []
+    """Of a route with backends: its resolved RequestMirrors, in the filters' order."""
 
 
 class Routed(Struct, frozen=True):
@@ -159,7 +183,14 @@ class Routed(Struct, frozen=True):
 
     routes: tuple[RouteSpec, ...]
     ports: tuple[tuple[str, int], ...]
-    """(MeshService, port) of every backend: their clusters must be sent too."""
+    """(MeshService, port) of every backend and mirror: their clusters must be sent too."""
+
+    @property
+    def clusters(self) -> frozenset[str]:
+        """Every cluster the routes name (backends and mirrors)."""
+        return frozenset(c for r in self.routes
+                         for c in [*(b.cluster for b in r.backends),
+                                   *(m.cluster for m in r.mirrors)])
 
     @property
     def key(self) -> bytes:
@@ -233,13 +264,17 @@ def resolve(rules: tuple[MeshHTTPRouteRule, ...] | None, mesh: str, own: str, po
     keyed: list[RouteSpec] = []
     ports: set[tuple[str, int]] = set()
     for rule in rules:
-        backends, unresolved = _backends(rule.default, mesh, own, port, services, ports)
         filters = rule.default.filters or []
+        if any(f.request_redirect is not None for f in filters):  # Envoy answers it
+            keyed.extend(RouteSpec(m, filters, []) for m in rule.matches)
+            continue
+        backends, unresolved = _backends(rule.default, mesh, own, port, services, ports)
+        mirrors = _mirrors(filters, mesh, port, services, ports) if backends else []
         for m in rule.matches:
             if backends and unresolved:  # the unresolved weight's share answers 500
                 total = unresolved + sum(b.weight for b in backends)
                 keyed.append(RouteSpec(m, filters, [], (unresolved, total)))
-            keyed.append(RouteSpec(m, filters, backends))  # no backends: 500
+            keyed.append(RouteSpec(m, filters, backends, mirrors=mirrors))  # none: 500
     routes = sorted(keyed, key=lambda r: _precedence(r.match))  # stable
     if _CATCH_ALL[0] not in (r.match for r in routes):
         routes.append(RouteSpec(_CATCH_ALL[0], [], [Backend(own, 1)]))
@@ -256,23 +291,48 @@ def _backends(conf: RuleConf, mesh: str, own: str, port: int,
     weights: dict[str, int] = {}
     unresolved = 0
     for ref in conf.backend_refs:
-        ms = None if ref.name is None else services.get(ref.name)
-        if ref.name is None or ms is None or ref.weight == 0:
+        found = _service_port(ref, port, services) if ref.weight > 0 else None
+        if found is None:
             unresolved += ref.weight
             continue
-        numbers = [p.port for p in ms.spec.ports]
-        if ref.port is not None:
-            chosen = ref.port if ref.port in numbers else None
-        else:
-            chosen = port if port in numbers else (numbers[0] if len(numbers) == 1 else None)
-        if chosen is None or listeners.port_protocol(ms.spec.ports, chosen) not in \
-                listeners.HTTP_PROTOCOLS:
-            unresolved += ref.weight
-            continue
-        ports.add((ref.name, chosen))
-        cluster = names.msvc_cluster(mesh, ref.name, chosen)
+        ports.add(found)
+        cluster = names.msvc_cluster(mesh, *found)
         weights[cluster] = weights.get(cluster, 0) + ref.weight
     return [Backend(c, w) for c, w in weights.items()], unresolved
+
+
+def _mirrors(filters: list[HttpRouteFilter], mesh: str, port: int,
+             services: Mapping[str, MeshServiceRow], ports: set[tuple[str, int]]
+             ) -> list[Mirror]:
+    """The rule's RequestMirrors whose backendRef resolves (the others are left out)."""
+    out: list[Mirror] = []
+    for f in filters:
+        mirror = f.request_mirror
+        found = None if mirror is None else _service_port(mirror.backend_ref, port, services)
+        if mirror is None or found is None:
+            continue
+        ports.add(found)
+        out.append(Mirror(names.msvc_cluster(mesh, *found),
+                          _route_filters.mirror_fraction(mirror.percentage)))
+    return out
+
+
+def _service_port(ref: HttpRouteBackendRef, port: int, services: Mapping[str, MeshServiceRow]
+                  ) -> tuple[str, int] | None:
+    """The (MeshService, port) `ref` names, if it has that port and the port is HTTP; the
+    port left out: the outbound's number `port` if the service has it, else its only one."""
+    ms = None if ref.name is None else services.get(ref.name)
+    if ref.name is None or ms is None:
+        return None
+    numbers = [p.port for p in ms.spec.ports]
+    if ref.port is not None:
+        chosen = ref.port if ref.port in numbers else None
+    else:
+        chosen = port if port in numbers else (numbers[0] if len(numbers) == 1 else None)
+    if chosen is None or listeners.port_protocol(ms.spec.ports, chosen) not in \
+            listeners.HTTP_PROTOCOLS:
+        return None
+    return ref.name, chosen
 
 
 def _precedence(match: HttpRouteMatch) -> tuple[int, int, int, int, int]:
@@ -303,6 +363,13 @@ def routed_listener(listener: Listener, routed: Routed | None) -> Listener:
 
 
 def _route(spec: RouteSpec) -> Route:
+    redirect = next((f.request_redirect for f in spec.filters
+                     if f.request_redirect is not None), None)
+    if redirect is not None:
+        route = Route(match=_match(spec.match),
+                      redirect=_route_filters.redirect(redirect, spec.match))
+        _modify_headers(spec.filters, route)
+        return route
     if not spec.backends:  # Kuma's: header modifiers apply, a rewrite has nothing to rewrite
         route = Route(match=_match(spec.match), direct_response=DirectResponseAction(status=500))
         if spec.share is not None:
@@ -319,8 +386,9 @@ def _route(spec: RouteSpec) -> Route:
             for b in spec.backends]))
     _modify_headers(spec.filters, route)
     for f in spec.filters:
-        if f.url_rewrite is not None:
-            _rewrite(f, spec.match, route.route)
+        _route_filters.rewrite(f, spec.match, route.route)
+    route.route.request_mirror_policies.extend(
+        _route_filters.mirror_policy(m.cluster, m.fraction) for m in spec.mirrors)
     return route
 
 
@@ -401,37 +469,3 @@ def _modify(modifier: HeaderModifier, to_add: list[HeaderValueOption],
         to_add.append(HeaderValueOption(header=HeaderValue(key=kv.name, value=kv.value),
                                         append_action=action))
     to_remove.extend(modifier.remove or [])
-
-
-def _rewrite(f: HttpRouteFilter, match: HttpRouteMatch, action: RouteAction) -> None:
-    rewrite = f.url_rewrite
-    if rewrite is None:
-        return
-    if rewrite.hostname is not None:
-        action.host_rewrite_literal = rewrite.hostname
-    p = rewrite.path
-    if p is None:
-        return
-    if p.type == "ReplaceFullPath" and p.replace_full_path is not None:
-        action.regex_rewrite.CopyFrom(_regex_rewrite("^.*$", p.replace_full_path))
-        return
-    prefix, replacement = match.path, p.replace_prefix_match
-    if prefix is None or replacement is None:  # validation refused these
-        return
-    if prefix.value == "/":  # `/x` under `/` becomes `<replacement>/x`
-        action.regex_rewrite.CopyFrom(_regex_rewrite("^/", replacement.rstrip("/") + "/"))
-    elif replacement == "":  # Gateway API's `/`; Envoy reads an empty prefix_rewrite as none
-        action.regex_rewrite.CopyFrom(_regex_rewrite(f"^{re.escape(prefix.value)}/*", "/"))
-    elif replacement.endswith("/"):  # `/v2/x` with `/` becomes `/x`, never `//x`
-        action.regex_rewrite.CopyFrom(_regex_rewrite(f"^{re.escape(prefix.value)}/*",
-                                                     replacement))
-    else:
-        action.prefix_rewrite = replacement
-
-
-def _regex_rewrite(pattern: str, replacement: str) -> RegexMatchAndSubstitute:
-    """`replacement` literally: RE2's substitution reads `\\N` as a capture group (Envoy
-    leaves a path whose substitution names a missing group unrewritten), so a backslash is
-    escaped."""
-    return RegexMatchAndSubstitute(pattern=RegexMatcher(regex=pattern),
-                                   substitution=replacement.replace("\\", "\\\\"))

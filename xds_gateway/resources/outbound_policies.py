@@ -142,8 +142,7 @@ def outbound(cache: ResourceCache, address: str, port: int, cluster: str, protoc
     l7, lr = protocol in listeners.HTTP_PROTOCOLS, retries.for_listener(d.r, protocol)
     hp = load_balancing.for_listener(d.lb, protocol)
     routed = routed if l7 else None
-    refs = {cluster} if routed is None else {cluster} | {
-        b.cluster for r in routed.routes for b in r.backends}
+    refs = {cluster} if routed is None else {cluster} | routed.clusters
     return cache.get(
         LISTENER, lname, ("outbound", address, port, cluster, bind, l7, lt)
         + (() if lr is None else (lr,)) + (() if routed is None else (routed.key,))

@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from projections.rebuild import REBUILD_BATCH
 from tests.harness import VENV_BIN
 
 pytestmark = pytest.mark.integration
@@ -26,7 +27,7 @@ def test_bench_rebuild_folds_every_event_into_the_same_rows_whatever_the_batch()
     small = _bench("--events", "4000", "--batch", "300")
     default = _bench("--events", "4000")
     assert small["events"] == default["events"] == 4000
-    assert (small["max_batch"], default["max_batch"]) == (300, 50_000)
+    assert (small["max_batch"], default["max_batch"]) == (300, REBUILD_BATCH)
     assert small["read_model_rows"] == default["read_model_rows"]
     assert small["read_model_sha256"] == default["read_model_sha256"]
     assert isinstance(small["read_model_rows"], int) and small["read_model_rows"] > 3000

@@ -92,7 +92,7 @@ from projections.views import (
     signing_key_row_key,
 )
 
-__all__ = ["apply_event", "pass_time", "put_readiness"]
+__all__ = ["apply_event", "pass_time", "put_readiness", "readiness_only"]
 
 
 _DEFAULT_GENERATORS = {g.name: g for g in DEFAULT_HOSTNAME_GENERATORS}
@@ -385,7 +385,10 @@ def put_readiness(state: ProjectionState, seq: int, event: DataplaneRegistered,
     state.put("dataplane", key, msgspec.structs.replace(
         row, dataplane=registered,
         meta=RowMeta(version=seq, modification_time=event.at,
-                     creation_time=row.meta.creation_time)))
+                     creation_time=row.meta.creation_time),
+        # made again, as `_dataplane_changed` does: a row of an older release's store may
+        # hold other words
+        conditions=service_name_conditions(registered)))
     mesh, stale = dp.mesh, state.stale_services
     for selector in state.selecting_dataplane(key, mesh, registered):
         stale.add((mesh, selector))
@@ -393,6 +396,28 @@ def put_readiness(state: ProjectionState, seq: int, event: DataplaneRegistered,
         stale.add((mesh, service))
     if state.trust(mesh) is not None:
         state.stale_identities.add((mesh, dp.name))
+
+
+def readiness_only(row: DataplaneRow, event: DataplaneRegistered,
+                   provenance: Provenance) -> bool:
+    """Whether folding `event`, written by `provenance`, over the Dataplane `row` would change
+    nothing of the row but its inbounds' `health`, its version and its modification time
+    (what `projections.readiness` may fold as its time only): the same origin, and the same
+    Dataplane as labelled. What a `Meshlog-Readiness-Of` header claims, checked: the row
+    need not be the very one its writer saw (an older release's store), nor the header
+    true (a writer past the API)."""
+    if event.origin != row.origin:
+        return False
+    held, registered = row.dataplane, _registered(event, provenance)
+    if held == registered:
+        return True
+    inbounds, before = registered.networking.inbound, held.networking.inbound
+    if len(inbounds) != len(before):
+        return False
+    as_new = [was if was.health == now.health else msgspec.structs.replace(was, health=now.health)
+              for was, now in zip(before, inbounds, strict=True)]
+    return msgspec.structs.replace(held, networking=msgspec.structs.replace(
+        held.networking, inbound=as_new)) == registered
 
 
 def _dataplane_registered(state: ProjectionState, seq: int, event: DataplaneRegistered,

@@ -1,4 +1,4 @@
-"""Readiness changes a later event of the same batch replaces, folded without decoding them.
+"""Readiness changes a later event of the same batch replaces, folded as their time only.
 
 A readiness change (`events.readiness`: the Dataplane of its subject's previous event, only
 its inbounds' `health` changed) does to the projection what registering that Dataplane again
@@ -10,27 +10,31 @@ same subject is in the batch, all of that but the time is done again or made moo
 anything reads it: the later event replaces the row, and marks what is derived from the
 same Dataplane, or what changed that in between marked itself (a MeshService applied, the
 mesh's trust); endpoints and status are derived once per batch, from the rows at its end.
-So such a change is folded as its time only (`fold.pass_time`), read for its time and names:
-no decode, no row. Nearly half of a busy log is such flips; folding them was most of a
-rebuild's time (docs/benchmarks.md, Rebuild).
+So such a change is folded as its time only (`fold.pass_time`): decoded (one that does not
+decode is quarantined, whatever the batch: invariant 10), but no row, no selectors, no
+regeneration. Nearly half of a busy log is such flips; folding them was most of a rebuild's
+time (docs/benchmarks.md, Rebuild).
 
 It is folded so only when
 
 - the record is of this log's own zone (other zones' and global's go their own ways),
-- of the current schema version, and its time and names decode,
+- of the current schema version, and it decodes,
 - the state's row of its Dataplane was written by the very event it is a readiness change of
-  (the row's version is the header's sequence: nothing else wrote the row in between, and
-  the row holds that event's Dataplane, labelled, which a readiness change differs from in
-  readiness only), or by the event the subject's chain of such changes in this batch started
-  from (each one a readiness change of the one before);
+  (the row's version is the header's sequence: nothing else wrote the row in between), or by
+  the event the subject's chain of such changes in this batch started from (each one a
+  readiness change of the one before),
+- and the row holds its Dataplane, labelled, but for its inbounds' readiness, registered by
+  the same origin (`fold.readiness_only`): the header is its writer's claim, checked, as a
+  writer past the API may say what is not so, and a row of an older release's store may hold
+  other labels;
 
 otherwise it is decoded and folded in full, as every other event. And the batch checks that
 what it counted on happened: a row that no later event replaced after all (the event that
 was to replace it could not be read and the projector stops in front of it, or an operator
 skipped it, or a writer past the API put another kind of event on the subject) becomes the
-one folding the subject's last such change makes, with its marks, decoded then
-(`BatchReadiness.settle`, `fold.put_readiness`), before the batch is derived or committed.
-Batch sizes never change the rows (invariant 4): `tests/projections/test_fold.py` folds
+one folding the subject's last such change makes, with its marks (`BatchReadiness.settle`,
+`fold.put_readiness`), before the batch is derived or committed, or committed in front of a
+gap. Batch sizes never change the rows (invariant 4): `tests/projections/test_fold.py` folds
 random histories at random batch sizes and restarts through this path, against one event per
 batch, and `tests/projections/test_readiness.py` each way it may not apply.
 """
@@ -38,49 +42,23 @@ batch, and `tests/projections/test_readiness.py` each way it may not apply.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Literal, NamedTuple
-
-import msgspec
+from typing import NamedTuple
 
 from events import (
     DataplaneRegistered,
     MalformedSubject,
+    Provenance,
     UndecodableEvent,
     decode_event,
     provenance_of,
 )
 from events.codec import SCHEMA_VERSION
 from events.log import Record
-from projections.fold import pass_time, put_readiness
+from events.readiness import readiness_change
+from projections.fold import pass_time, put_readiness, readiness_only
 from projections.state import ProjectionState, dp_key
 
-__all__ = ["BatchReadiness", "UnreadableReadiness"]
-
-
-class _Named(msgspec.Struct):
-    mesh: str
-    name: str
-
-
-class _Stamp(msgspec.Struct):
-    """What a replaced readiness change is read for: its time and its Dataplane's names."""
-
-    event: Literal["dataplane.registered"]
-    at: int
-    dataplane: _Named
-
-
-_stamp = msgspec.json.Decoder(_Stamp)
-
-
-class UnreadableReadiness(Exception):
-    """A readiness change folded from its Dataplane's row had to be read after all (nothing
-    replaced it), and cannot be: the projector stops in front of it, as for any event."""
-
-    def __init__(self, record: Record, reason: str) -> None:
-        super().__init__(reason)
-        self.record = record
-        self.reason = reason
+__all__ = ["BatchReadiness"]
 
 
 class _Chain(NamedTuple):
@@ -92,8 +70,11 @@ class _Chain(NamedTuple):
     root: int
     """The version of that row when the first of them was folded: the event they are
     readiness changes of."""
-    last: Record
-    """The last of them."""
+    seq: int
+    """The sequence of the last of them."""
+    last: DataplaneRegistered
+    """The last of them, decoded."""
+    provenance: Provenance
 
 
 class BatchReadiness:
@@ -121,44 +102,44 @@ class BatchReadiness:
         if record.seq not in self.replaced or record.schema_version != SCHEMA_VERSION:
             return False
         try:
-            if provenance_of(record.subject) != state.local_provenance:
+            provenance = provenance_of(record.subject)
+            if provenance != state.local_provenance:
                 return False
-            stamp = _stamp.decode(record.data)
-        except (MalformedSubject, msgspec.DecodeError):
+            # decoded in full: one that does not decode is quarantined by the full path,
+            # whatever the batch (invariant 10)
+            event = decode_event(record.data, seq=record.seq, subject=record.subject)
+        except (MalformedSubject, UndecodableEvent):
             return False  # the full path says what is wrong with it
-        key = dp_key(stamp.dataplane.mesh, stamp.dataplane.name)
+        if type(event) is not DataplaneRegistered:
+            return False
+        key = dp_key(event.dataplane.mesh, event.dataplane.name)
         row = state.dataplane_at(key)
         if row is None:
             return False
+        # the header is its writer's claim, checked: folded as its time only if folding it in
+        # full would change nothing of the row but its readiness, version and time
         chain = self._chains.get(record.subject)
         if (chain is not None and chain.key == key and row.meta.version == chain.root
-                and record.readiness_of == chain.last.seq):
-            root = chain.root  # a readiness change of the one folded before
-        elif row.meta.version == record.readiness_of:
+                and record.readiness_of == chain.seq
+                and readiness_change(chain.last, event)):
+            root = chain.root  # a readiness change of the one folded before, checked so
+        elif (row.meta.version == record.readiness_of
+                and readiness_only(row, event, provenance)):
             root = record.readiness_of
         else:
             return False
-        pass_time(state, stamp.at)
-        self._chains[record.subject] = _Chain(key, root, record)
+        pass_time(state, event.at)
+        self._chains[record.subject] = _Chain(key, root, record.seq, event, provenance)
         return True
 
     def settle(self, state: ProjectionState) -> None:
         """Make each row that changes were folded as their time of, and that no later event
-        replaced, what folding the last of them leaves; raise `UnreadableReadiness` if that
-        one cannot be read. Before the state is derived or committed, and before the
-        projector stops in front of an event (what it commits, or folds on from, is the fold
-        up to the event before)."""
+        replaced, what folding the last of them leaves. Before the state is derived or
+        committed, and before the projector stops in front of an event or a gap (what it
+        commits, or folds on from, is the fold up to the event before)."""
         chains, self._chains = self._chains, {}
         for chain in chains.values():
             row = state.dataplane_at(chain.key)
             if row is None or row.meta.version != chain.root:
                 continue  # replaced, as it was to be
-            record = chain.last
-            try:
-                event = decode_event(record.data, seq=record.seq, subject=record.subject)
-            except UndecodableEvent as exc:
-                raise UnreadableReadiness(record, exc.reason) from exc
-            if type(event) is not DataplaneRegistered:
-                raise UnreadableReadiness(record, "it says it is a readiness change, and "
-                                          f"is {type(event).__name__}")
-            put_readiness(state, record.seq, event, provenance_of(record.subject))
+            put_readiness(state, chain.seq, chain.last, chain.provenance)

@@ -56,7 +56,7 @@ from projections.errors import ProjectorHalted, SequenceGap
 from projections.fold import apply_event
 from projections.foldversion import FOLD_VERSION, FoldVersions, fold_versions, outdated_advice
 from projections.metrics import ProjectorMetrics
-from projections.readiness import BatchReadiness, UnreadableReadiness
+from projections.readiness import BatchReadiness
 from projections.state import Change, ProjectionState, local_zone_of
 from projections.store import ReadModelStore, quarantine_key
 from projections.ticker import Ticker
@@ -131,15 +131,9 @@ def _read(record: Record, codec: _Codec, *, last_good: int) -> tuple[AnyEvent, P
 
 
 def _settle(readiness: BatchReadiness | None, state: ProjectionState) -> None:
-    """`BatchReadiness.settle`; a change it cannot read stops the projector in front of it,
-    the state dropped (it was folded without its readiness)."""
-    if readiness is None:
-        return
-    try:
+    """`BatchReadiness.settle`, when the batch has one."""
+    if readiness is not None:
         readiness.settle(state)
-    except UnreadableReadiness as exc:
-        raise _Poisoned(exc.record, exc.reason, last_good=exc.record.seq - 1,
-                        state_clean=False) from exc
 
 
 @contextlib.contextmanager
@@ -359,6 +353,7 @@ class Projector:
                      else None)
         for record in batch:
             if record.seq != last + 1:
+                _settle(readiness, state)  # what comes before the gap is committed
                 raise SequenceGap(last + 1, record.seq)
             if skips and record.seq in skips:
                 state.put("skipped", f"{record.seq:012d}", skips[record.seq])

@@ -111,7 +111,8 @@ class RequestRedirect(_Base, frozen=True):
     path: PathRewrite | None = None
     """Left out: the request's path."""
     port: PortNumber | None = None
-    """Left out: the request's port, if it had one."""
+    """Left out: the request's port, if it had one, unless `hostname` is given (then
+    Envoy, as in Kuma, writes no port: `http://new.example/...`)."""
     status_code: int | None = None
     """301, 302, 303, 307 or 308; left out: 302 (Kuma's CRD default, Gateway API's)."""
 

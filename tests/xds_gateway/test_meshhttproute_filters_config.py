@@ -15,11 +15,13 @@ import pytest
 
 from tests.harness import envoy_binary
 from tests.xds_gateway._bootstrap import static_bootstrap
-from tests.xds_gateway._outbound import apply
-from tests.xds_gateway._routes import OWN, V2, route, routes, rule, to, view, where
+from tests.xds_gateway._outbound import apply, dataplane, view_of
+from tests.xds_gateway._routes import BACKEND, OWN, V2, route, routes, rule, to, view, where
 from xds_gateway.resources._route_filters import mirror_fraction
 from xds_gateway.resources.cache import ResourceCache
 from xds_gateway.resources.config_dump import config_json
+from xds_gateway.resources.snapshot import build_snapshot
+from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER
 
 _V2_PATH = {"path": {"type": "PathPrefix", "value": "/v2"}}
 
@@ -92,6 +94,26 @@ def test_a_mirror_copies_to_its_backends_cluster_which_the_proxy_is_sent() -> No
             "numerator": 1250, "denominator": "TEN_THOUSAND"}}}]
     assert V2 in {c["name"] for c in config["clusters"]}
     assert V2 in {e["name"] for e in config["endpoints"]}
+
+
+def test_a_mirror_the_proxy_cannot_reach_otherwise_gets_its_cluster_and_listener_ref() -> None:
+    """Invariant 8 where it matters: web reaches only `backend`, so backend-v2's cluster is
+    sent for the mirror alone, and the listener names it among its refs (a cluster the
+    proxy's acknowledged listeners still use is removed last, xds-rules.md 10)."""
+    web = dataplane("web-1", "10.0.0.9", 7070, "web")
+    web["networking"]["transparentProxying"] = {"reachableBackends": {"refs": [BACKEND]}}
+    v, projection = view_of(dataplane("backend-1", "10.0.0.1", 8080, "backend"),
+                            dataplane("backend-v2-1", "10.0.0.2", 8080, "backend-v2"), web)
+    before = build_snapshot(v, "default", "web-1", ResourceCache())
+    apply(v, projection, route("shadow", rule(_V2_PATH, filters=[_mirror("backend-v2")])))
+
+    after = build_snapshot(v, "default", "web-1", ResourceCache())
+
+    assert V2 not in before.of(CLUSTER)
+    assert V2 in after.of(CLUSTER) and V2 in after.of(ENDPOINT)
+    (outbound,) = [r for name, r in after.of(LISTENER).items()
+                   if name.startswith("outbound:") and r.refs and OWN in r.refs]
+    assert outbound.refs == {OWN, V2}
 
 
 def test_mirrors_go_on_each_route_of_the_rule_and_not_on_its_500_share() -> None:

@@ -58,7 +58,10 @@ the prefix `/`, is a `regex_rewrite` of the prefix and the slashes after it, so 
 empty prefix), and of several matches of one header name (any case) the first is kept.
 (4) Kuma's `requestRedirect`: `scheme_redirect`, `host_redirect`, `port_redirect`, the path
 as a URLRewrite's (`prefix_rewrite` or `regex_rewrite`, (1)), `response_code` of
-`statusCode` (302 if left out, Kuma's CRD default). Envoy answers it; the rule sends to no
+`statusCode` (302 if left out: Kuma's CRD default and Gateway API's; Kuma's code, which a
+Universal policy reaches undefaulted, answers 301, which clients cache). Envoy answers it;
+with `hostname` and no `port` the `Location` has no port (Envoy drops the request's, as in
+Kuma). The rule sends to no
 cluster (validation refuses backendRefs, a URLRewrite or a RequestMirror beside it), and its
 header modifiers stay on the route.
 (5) Kuma's `RequestMirrorConfigurer`: one policy per filter, to the cluster of its
@@ -84,8 +87,9 @@ one where some resolve gets, before each of its routes, a route of the same matc
 answers 500 to the unresolved weight's share of the requests (`runtime_fraction` of
 unresolved / total weight, Kuma's `fractionalPercent`), so each resolved backend keeps its
 own share. A catch-all rule whose backends do not resolve is such a 500 route, and replaces
-the default route. A RequestMirror whose backendRef does not resolve is left out (Kuma
-would fail the proxy's whole config: "could not find cluster for backendRef"); a 500 route
+the default route. A RequestMirror whose backendRef does not resolve is left out (as
+Kuma's current `RequestMirrorConfigurer`, "no split means no cluster"; older Kuma failed the
+proxy's whole config: "could not find cluster for backendRef"); a 500 route
 mirrors nothing (it forwards nothing). A mirror's cluster is sent to the proxy like a
 backend's. MeshTimeout and MeshRetry apply to every route of the outbound that
 sends to a backend alike (not to a 500 route). A MeshMultiZoneService outbound, an

@@ -77,8 +77,9 @@ at 4096 at run time by default) and no `hash_function` (gRPC NACKs all but XX_HA
 default), and the target's routes the hash policies gRPC reads: `Header` (not a `-bin`
 one) and `FilterState` `io.grpc.channel_id` (gRPC ignores cookie, connection, query
 parameter and other filter-state policies). RoundRobin is gRPC's default, and LeastRequest
-(gRFC A48, not verified against grpcio's parser), Random and Maglev (gRPC has none) leave
-the cluster and route as without a policy. Shown with grpcio 1.85
+(gRPC-core NACKs `lb_policy: LEAST_REQUEST` and registers no A48 `least_request`
+extension), Random and Maglev (gRPC has none) leave the cluster and route as without a
+policy. Shown with grpcio 1.85
 (tests/integration/test_proxyless_load_balancing.py).
 
 Not read by gRPC's route parser, so not mapped (docs/status.md): `connectionTimeout`,

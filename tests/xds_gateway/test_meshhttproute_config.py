@@ -59,7 +59,6 @@ from tests.xds_gateway._routes import (
 from tests.xds_gateway.test_golden_config import compute
 from xds_gateway.resources.cache import ResourceCache
 from xds_gateway.resources.config_dump import config_json
-from xds_gateway.resources.node import ProxyNode
 
 
 def test_routes_follow_kumas_precedence_and_end_with_the_default_route() -> None:
@@ -287,16 +286,6 @@ def test_envoy_validates_routes_that_answer_500(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
 
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_a_proxyless_grpc_client_gets_none() -> None:
-    view, projection = _view()
-    grpc = ProxyNode(user_agent_name="gRPC C-core")
-    before = config_json(view, "default", "web-1", ResourceCache(), node=grpc)
-    apply(view, projection, _route("v2", _rule(
-        {"path": {"type": "PathPrefix", "value": "/v2"}}, backendRefs=_to(("backend-v2", 1)))))
-
-    assert config_json(view, "default", "web-1", ResourceCache(), node=grpc) == before
 
 
 @pytest.mark.integration

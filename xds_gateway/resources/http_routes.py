@@ -93,7 +93,8 @@ proxy's whole config: "could not find cluster for backendRef"); a 500 route
 mirrors nothing (it forwards nothing). A mirror's cluster is sent to the proxy like a
 backend's. MeshTimeout and MeshRetry apply to every route of the outbound that
 sends to a backend alike (not to a 500 route). A MeshMultiZoneService outbound, an
-explicit outbound to one, and proxyless gRPC clients get no routes (docs/status.md).
+explicit outbound to one get no routes (docs/status.md); proxyless gRPC clients get what
+gRPC reads of them (`proxyless_routes.py`).
 """
 
 from __future__ import annotations
@@ -135,8 +136,8 @@ from events.resources import (
 from projections import MeshServiceRow, PolicyRow
 from xds_gateway.resources import _route_filters, listeners, names, policy_rules
 
-__all__ = ["NO_ROUTES", "Applying", "Routed", "applying", "for_destination", "resolve",
-           "routed_listener"]
+__all__ = ["NO_ROUTES", "Applying", "Backend", "RouteSpec", "Routed", "applying", "envoy_route",
+           "for_destination", "resolve", "routed_listener"]
 
 _HCM = "envoy.filters.network.http_connection_manager"
 _CATCH_ALL = [HttpRouteMatch(path=PathMatch(type="PathPrefix", value="/"))]
@@ -361,12 +362,13 @@ def routed_listener(listener: Listener, routed: Routed | None) -> Listener:
             hcm.normalize_path.CopyFrom(BoolValue(value=True))
             for host in hcm.route_config.virtual_hosts:
                 del host.routes[:]
-                host.routes.extend(_route(r) for r in routed.routes)
+                host.routes.extend(envoy_route(r) for r in routed.routes)
             network_filter.typed_config.Pack(hcm)
     return listener
 
 
-def _route(spec: RouteSpec) -> Route:
+def envoy_route(spec: RouteSpec) -> Route:
+    """The Envoy route of `spec` (the table above)."""
     redirect = next((f.request_redirect for f in spec.filters
                      if f.request_redirect is not None), None)
     if redirect is not None:

@@ -82,16 +82,14 @@ NO_POLICY = Destination()
 
 def applying(view: ProjectionView, mesh: str, dataplane: Dataplane,
              services: Mapping[str, MeshServiceRow], *, grpc: bool) -> Applying:
-    """The policies of `mesh` that apply to `dataplane`; for a proxyless gRPC client
-    (`grpc`), MeshTimeout, MeshRetry, MeshCircuitBreaker and MeshLoadBalancingStrategy only,
-    which its routes and clusters take (`proxyless_policies`)."""
+    """The policies of `mesh` that apply to `dataplane` (a proxyless gRPC client's take
+    what gRPC reads of them: `proxyless_policies`, `proxyless_routes`)."""
     return Applying(
         timeouts.applying(view.policies(MESH_TIMEOUT, mesh), dataplane, services),
         retries.applying(view.policies(MESH_RETRY, mesh), dataplane, services),
         circuit_breakers.applying(
             view.policies(MESH_CIRCUIT_BREAKER, mesh), dataplane, services),
-        http_routes.NO_ROUTES if grpc else http_routes.applying(
-            view.policies(MESH_HTTP_ROUTE, mesh), dataplane, services),
+        http_routes.applying(view.policies(MESH_HTTP_ROUTE, mesh), dataplane, services),
         load_balancing.applying(
             view.policies(MESH_LOAD_BALANCING_STRATEGY, mesh), dataplane, services))
 
@@ -99,9 +97,9 @@ def applying(view: ProjectionView, mesh: str, dataplane: Dataplane,
 def for_destination(policies: Applying, service: str | None, *, grpc: bool = False
                     ) -> Destination:
     """The outbound to MeshService `service` (None: a MeshMultiZoneService, Mesh entries
-    only); for a proxyless gRPC client (`grpc`), its route's part and what of
+    only); for a proxyless gRPC client (`grpc`), its route's part, what of
     MeshCircuitBreaker and MeshLoadBalancingStrategy gRPC reads in its cluster
-    (`proxyless_policies`)."""
+    (`proxyless_policies`) and MeshHTTPRoute's rules (`proxyless_routes` maps them)."""
     if grpc:
         lb = load_balancing.for_destination(policies.load_balancing, service)
         return Destination(
@@ -110,6 +108,7 @@ def for_destination(policies: Applying, service: str | None, *, grpc: bool = Fal
             g=proxyless_policies.for_route(
                 timeouts.for_destination(policies.timeouts, service),
                 retries.for_destination(policies.retries, service), lb),
+            h=http_routes.for_destination(policies.routes, service),
             lb=proxyless_policies.for_load_balancing(lb))
     return Destination(timeouts.for_destination(policies.timeouts, service),
                        retries.for_destination(policies.retries, service),

@@ -14,6 +14,8 @@ Envoy ignores api_listeners, so `snapshot.py` adds these only for gRPC nodes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from envoy.config.core.v3.config_source_pb2 import (
     AggregatedConfigSource,
     ApiVersion,
@@ -55,10 +57,13 @@ def api_listener(target: str) -> Listener:
     return Listener(name=target, api_listener=ApiListener(api_listener=hcm))
 
 
-def route_configuration(target: str, cluster: str) -> RouteConfiguration:
-    """Route `target`: one virtual host whose domain is the target, everything to `cluster`."""
+def route_configuration(target: str, cluster: str, routes: Sequence[Route] | None = None
+                        ) -> RouteConfiguration:
+    """Route `target`: one virtual host whose domain is the target, everything to `cluster`,
+    or `routes` (a MeshHTTPRoute's, `proxyless_routes.grpc_routes`)."""
     return RouteConfiguration(name=target, virtual_hosts=[VirtualHost(
         name=target,
         domains=[target],
-        routes=[Route(match=RouteMatch(prefix=""), route=RouteAction(cluster=cluster))],
+        routes=routes if routes is not None else [
+            Route(match=RouteMatch(prefix=""), route=RouteAction(cluster=cluster))],
     )])

@@ -77,8 +77,9 @@ at 4096 at run time by default) and no `hash_function` (gRPC NACKs all but XX_HA
 default), and the target's routes the hash policies gRPC reads: `Header` (not a `-bin`
 one) and `FilterState` `io.grpc.channel_id` (gRPC ignores cookie, connection, query
 parameter and other filter-state policies). RoundRobin is gRPC's default, and LeastRequest
-(gRFC A48, not verified against grpcio's parser), Random and Maglev (gRPC has none) leave
-the cluster and route as without a policy. Shown with grpcio 1.85
+(gRPC-core NACKs `lb_policy: LEAST_REQUEST` and registers no A48 `least_request`
+extension), Random and Maglev (gRPC has none) leave the cluster and route as without a
+policy. Shown with grpcio 1.85
 (tests/integration/test_proxyless_load_balancing.py).
 
 Not read by gRPC's route parser, so not mapped (docs/status.md): `connectionTimeout`,
@@ -99,9 +100,10 @@ from google.protobuf.duration_pb2 import Duration
 from msgspec import Struct, structs
 
 from events.resources import GRPC_RETRY_ON, HashPolicy
-from xds_gateway.resources import load_balancing, proxyless
+from xds_gateway.resources import load_balancing, proxyless, proxyless_routes
 from xds_gateway.resources.cache import EncodedResource, ResourceCache
 from xds_gateway.resources.circuit_breakers import CircuitBreakers
+from xds_gateway.resources.http_routes import Routed
 from xds_gateway.resources.load_balancing import LoadBalancing
 from xds_gateway.resources.retries import Retries
 from xds_gateway.resources.timeouts import Timeouts
@@ -206,6 +208,8 @@ def routed(route_config: RouteConfiguration, route: GrpcRoute | None) -> RouteCo
         return route_config
     for host in route_config.virtual_hosts:
         for r in host.routes:
+            if not r.HasField("route"):  # a MeshHTTPRoute's 500 or redirect forwards nothing
+                continue
             action = r.route
             if route.max_stream is not None:
                 action.max_stream_duration.max_stream_duration.CopyFrom(
@@ -220,17 +224,22 @@ def routed(route_config: RouteConfiguration, route: GrpcRoute | None) -> RouteCo
     return route_config
 
 
-def grpc_target(cache: ResourceCache, target: str, cluster: str, route: GrpcRoute | None
-                ) -> tuple[EncodedResource, EncodedResource]:
-    """The api_listener of `target` and its RouteConfiguration to `cluster` with `route`."""
+def grpc_target(cache: ResourceCache, target: str, cluster: str, route: GrpcRoute | None,
+                routes: Routed | None = None) -> tuple[EncodedResource, EncodedResource]:
+    """The api_listener of `target` and its RouteConfiguration to `cluster`, or `routes`
+    (MeshHTTPRoute's, `proxyless_routes.grpc_routed`), with `route` on each route."""
     # the listener references no cluster directly: its route does, and gRPC asks for the
     # cluster by the route's name (xds-rules.md #13: LDS -> RDS -> CDS -> EDS)
     return (cache.get(LISTENER, target, "api_listener",
                       lambda: proxyless.api_listener(target)),
             cache.get(ROUTE, target,
-                      ("grpc", cluster) + (() if route is None else (route,)),  # none: as ever
-                      lambda: routed(proxyless.route_configuration(target, cluster), route),
-                      refs=frozenset({cluster})))
+                      ("grpc", cluster) + (() if route is None else (route,))  # none: as ever
+                      + (() if routes is None else (routes.key,)),
+                      lambda: routed(proxyless.route_configuration(
+                          target, cluster,
+                          None if routes is None else proxyless_routes.grpc_routes(routes)),
+                          route),
+                      refs=frozenset({cluster}) if routes is None else routes.clusters))
 
 
 def _retry_policy(route: GrpcRoute) -> RetryPolicy:

@@ -12,7 +12,8 @@
   hostnames with their VIPs;
 - for proxyless gRPC nodes only, per reachable port and target an api_listener and its
   RouteConfiguration (`proxyless.py`), with what gRPC reads of the MeshTimeouts and
-  MeshRetries that select the node (`proxyless_policies.py`).
+  MeshRetries that select the node (`proxyless_policies.py`) and of its MeshHTTPRoutes
+  (`proxyless_routes.py`).
 
 Only the inbounds and explicit outbounds depend on the individual Dataplane. The rest depends
 on the mesh, what the proxy may reach, transparent proxying (bind, DNS port), gRPC or not and
@@ -53,6 +54,7 @@ from xds_gateway.resources import (
     names,
     outbound_policies,
     proxyless_policies,
+    proxyless_routes,
     timeouts,
     tls,
 )
@@ -297,7 +299,7 @@ def _shared(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
                 _service_port, view, cache, mesh, ms_name, add=add, mtls=not grpc, d=d),
             functools.partial(names.grpc_targets, ms_name) if grpc else None,
             bind=bind, records=records, add=add, d=d, routes=functools.partial(
-                _routes, view, cache, mesh, services, pol, add, d.h))
+                _routes, view, cache, mesh, services, pol, add, d.h, grpc=grpc))
     multizone_services = view.meshmultizoneservices.get(mesh, {})
     for mz_name, ports in sorted(reachable_mmzs(mode, dp, multizone_services).items()):
         mz = multizone_services[mz_name]
@@ -329,13 +331,17 @@ def _service_outbounds(cache: ResourceCache, row: MeshServiceRow | MeshMultiZone
         records.update((h, vip) for h in hostnames)
     for port in ports:
         cname = cluster(port)
-        if vip is not None:
-            protocol = listeners.port_protocol(row.spec.ports, port)
-            add(outbound_policies.outbound(cache, vip, port, cname, protocol, bind=bind, d=d,
-                                           routed=routes and routes(port, cname, protocol)))
+        protocol = listeners.port_protocol(row.spec.ports, port)
+        routed = routes(port, cname, protocol) if routes is not None and (
+            vip is not None or grpc_targets is not None) else None
+        if vip is not None:  # a gRPC client's outbound listeners (which it ignores) unrouted
+            add(outbound_policies.outbound(
+                cache, vip, port, cname, protocol, bind=bind, d=d,
+                routed=routed if grpc_targets is None else None))
         if grpc_targets is not None:
             for target in grpc_targets(hostnames, port):
-                for resource in proxyless_policies.grpc_target(cache, target, cname, d.g):
+                for resource in proxyless_policies.grpc_target(cache, target, cname, d.g,
+                                                               routed):
                     add(resource)
 
 
@@ -360,8 +366,8 @@ def _explicit(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
             cname = _service_port(view, cache, mesh, target[0], target[1], add,
                                   mtls=not grpc, d=d)
             protocol = listeners.port_protocol(services[target[0]].spec.ports, target[1])
-            routed = _routes(view, cache, mesh, services, pol, add, d.h, target[1], cname,
-                             protocol)
+            routed = None if grpc else _routes(view, cache, mesh, services, pol, add, d.h,
+                                               target[1], cname, protocol)
         elif multizone_target is not None:
             d = outbound_policies.for_destination(pol, None, grpc=grpc)
             cname = multizone.mzsvc_port(view, cache, *multizone_target, add,
@@ -377,16 +383,19 @@ def _explicit(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
 def _routes(view: ProjectionView, cache: ResourceCache, mesh: str,
             services: dict[str, MeshServiceRow], pol: outbound_policies.Applying, add: Add,
             rules: tuple[MeshHTTPRouteRule, ...] | None, port: int, cname: str,
-            protocol: str) -> http_routes.Routed | None:
+            protocol: str, *, grpc: bool = False) -> http_routes.Routed | None:
     """The routes of the outbound to a MeshService port (cluster `cname`) under its merged
-    MeshHTTPRoute `rules`; the clusters of their backends are added (`http_routes`). An L4
-    port has none."""
+    MeshHTTPRoute `rules`; the clusters of their backends are added (`http_routes`), for a
+    proxyless gRPC client (`grpc`) what of the routes gRPC takes and the clusters they send
+    to, as its own (`proxyless_routes`). An L4 port has none."""
     if protocol not in listeners.HTTP_PROTOCOLS:
         return None
     routed = http_routes.resolve(rules, mesh, cname, port, services)
+    if grpc:
+        routed = proxyless_routes.grpc_routed(routed, mesh)
     for service, backend_port in () if routed is None else routed.ports:
-        _service_port(view, cache, mesh, service, backend_port, add,
-                      d=outbound_policies.for_destination(pol, service))
+        _service_port(view, cache, mesh, service, backend_port, add, mtls=not grpc,
+                      d=outbound_policies.for_destination(pol, service, grpc=grpc))
     return routed
 
 

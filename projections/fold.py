@@ -57,6 +57,7 @@ from events import (
 )
 from events.event_types import TokenPurpose
 from events.identity import ZONE_TOKEN, KeyId, key_id
+from events.readiness import same_but_readiness
 from events.resources import MeshScopedResource
 from events.subjects import GLOBAL_ZONE
 from projections import multizone, zoneingress
@@ -406,18 +407,8 @@ def readiness_only(row: DataplaneRow, event: DataplaneRegistered,
     Dataplane as labelled. What a `Meshlog-Readiness-Of` header claims, checked: the row
     need not be the very one its writer saw (an older release's store), nor the header
     true (a writer past the API)."""
-    if event.origin != row.origin:
-        return False
-    held, registered = row.dataplane, _registered(event, provenance)
-    if held == registered:
-        return True
-    inbounds, before = registered.networking.inbound, held.networking.inbound
-    if len(inbounds) != len(before):
-        return False
-    as_new = [was if was.health == now.health else msgspec.structs.replace(was, health=now.health)
-              for was, now in zip(before, inbounds, strict=True)]
-    return msgspec.structs.replace(held, networking=msgspec.structs.replace(
-        held.networking, inbound=as_new)) == registered
+    return event.origin == row.origin and same_but_readiness(row.dataplane,
+                                                             _registered(event, provenance))
 
 
 def _dataplane_registered(state: ProjectionState, seq: int, event: DataplaneRegistered,

@@ -61,20 +61,22 @@ from projections.state import ProjectionState, dp_key
 __all__ = ["BatchReadiness"]
 
 
-class _Chain(NamedTuple):
-    """A subject's readiness changes folded as their time in this batch, one after the
-    other."""
+class _Anchor(NamedTuple):
+    """What a subject's next readiness change in this batch is checked against."""
 
     key: str
     """Its Dataplane's row (`dp_key`)."""
-    root: int
-    """The version of that row when the first of them was folded: the event they are
-    readiness changes of."""
+    version: int
+    """The version that row must still have."""
     seq: int
-    """The sequence of the last of them."""
+    """The sequence of `last`."""
     last: DataplaneRegistered
-    """The last of them, decoded."""
+    """The subject's last registration in the batch, decoded: the one folded in full that
+    wrote the row (`version` is its sequence), or a readiness change of it folded as its
+    time only (then `pending`)."""
     provenance: Provenance
+    pending: bool
+    """`last` was folded as its time only: its row waits for a later event to replace it."""
 
 
 class BatchReadiness:
@@ -86,7 +88,7 @@ class BatchReadiness:
         self.replaced: frozenset[int] = frozenset()
         """Sequences of the readiness changes a later event of their subject replaces (an
         event an operator decided to skip replaces nothing)."""
-        self._chains: dict[str, _Chain] = {}
+        self._anchors: dict[str, _Anchor] = {}
         """By subject."""
         changes = [record for record in batch if record.readiness_of]
         if not changes:
@@ -95,6 +97,18 @@ class BatchReadiness:
                 {record.subject: record.seq for record in batch if record.seq not in skipped})
         self.replaced = frozenset(record.seq for record in changes
                                   if last.get(record.subject, record.seq) > record.seq)
+
+    def folded(self, record: Record, event: object, provenance: Provenance) -> None:
+        """`record` was folded in full as `event`: what its subject's next readiness change
+        in the batch is checked against."""
+        if not self.replaced:
+            return
+        if type(event) is DataplaneRegistered:
+            dp = event.dataplane
+            self._anchors[record.subject] = _Anchor(dp_key(dp.mesh, dp.name), record.seq,
+                                                    record.seq, event, provenance, False)
+        else:
+            self._anchors.pop(record.subject, None)
 
     def fold(self, state: ProjectionState, record: Record) -> bool:
         """Fold `record` as its time if it is a replaced readiness change and that is exact;
@@ -118,18 +132,19 @@ class BatchReadiness:
             return False
         # the header is its writer's claim, checked: folded as its time only if folding it in
         # full would change nothing of the row but its readiness, version and time
-        chain = self._chains.get(record.subject)
-        if (chain is not None and chain.key == key and row.meta.version == chain.root
-                and record.readiness_of == chain.seq
-                and readiness_change(chain.last, event)):
-            root = chain.root  # a readiness change of the one folded before, checked so
+        anchor = self._anchors.get(record.subject)
+        if (anchor is not None and anchor.key == key and row.meta.version == anchor.version
+                and record.readiness_of == anchor.seq
+                and readiness_change(anchor.last, event)):
+            version = anchor.version  # the row is `anchor.last`'s but for its readiness
         elif (row.meta.version == record.readiness_of
                 and readiness_only(row, event, provenance)):
-            root = record.readiness_of
+            version = row.meta.version  # its writer was in an earlier batch
         else:
             return False
         pass_time(state, event.at)
-        self._chains[record.subject] = _Chain(key, root, record.seq, event, provenance)
+        self._anchors[record.subject] = _Anchor(key, version, record.seq, event, provenance,
+                                                True)
         return True
 
     def settle(self, state: ProjectionState) -> None:
@@ -137,9 +152,11 @@ class BatchReadiness:
         replaced, what folding the last of them leaves. Before the state is derived or
         committed, and before the projector stops in front of an event or a gap (what it
         commits, or folds on from, is the fold up to the event before)."""
-        chains, self._chains = self._chains, {}
-        for chain in chains.values():
-            row = state.dataplane_at(chain.key)
-            if row is None or row.meta.version != chain.root:
+        anchors, self._anchors = self._anchors, {}
+        for anchor in anchors.values():
+            if not anchor.pending:
+                continue
+            row = state.dataplane_at(anchor.key)
+            if row is None or row.meta.version != anchor.version:
                 continue  # replaced, as it was to be
-            put_readiness(state, chain.seq, chain.last, chain.provenance)
+            put_readiness(state, anchor.seq, anchor.last, anchor.provenance)

@@ -369,6 +369,8 @@ class Projector:
                         _settle(readiness, state)
                         raise
                     apply_event(state, record.seq, event, provenance)
+                    if readiness is not None:
+                        readiness.folded(record, event, provenance)
             except _Poisoned:
                 raise
             except Exception as exc:

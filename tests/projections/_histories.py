@@ -546,6 +546,7 @@ def fold(
             if not readiness.fold(state, record):
                 wire = decode_event(record.data, seq=record.seq, subject=record.subject)
                 apply_event(state, record.seq, wire, PROVENANCE)
+                readiness.folded(record, wire, PROVENANCE)
         readiness.settle(state)
         derive_stale(state)
         state.take_changes()

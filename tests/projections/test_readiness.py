@@ -84,8 +84,9 @@ def _fold(state: ProjectionState, records: Sequence[Record], readiness: BatchRea
         if readiness.fold(state, record):
             from_rows += 1
         else:
-            apply_event(state, record.seq, decode_event(
-                record.data, seq=record.seq, subject=record.subject), PROVENANCE)
+            event = decode_event(record.data, seq=record.seq, subject=record.subject)
+            apply_event(state, record.seq, event, PROVENANCE)
+            readiness.folded(record, event, PROVENANCE)
     return from_rows
 
 
@@ -254,8 +255,9 @@ def _fold_records(batches: Sequence[Sequence[Record]]) -> ProjectionState:
         readiness = BatchReadiness(batch)
         for record in batch:
             if not readiness.fold(state, record):
-                apply_event(state, record.seq, decode_event(
-                    record.data, seq=record.seq, subject=record.subject), PROVENANCE)
+                event = decode_event(record.data, seq=record.seq, subject=record.subject)
+                apply_event(state, record.seq, event, PROVENANCE)
+                readiness.folded(record, event, PROVENANCE)
         readiness.settle(state)
         derive_stale(state)
         state.take_changes()

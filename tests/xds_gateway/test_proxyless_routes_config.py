@@ -160,3 +160,18 @@ def test_deleting_the_route_brings_back_the_same_bytes_through_one_cache() -> No
         History(start=3_000_000_000_000).delete_policy(MESH_HTTP_ROUTE, "default", "v2").events))
 
     assert _config(v, cache) == before
+
+
+def test_a_header_name_is_matched_as_grpc_metadata_keys_are_lowercase() -> None:
+    """Envoy matches header names in any case; gRPC looks a matcher's name up as written
+    among metadata keys, which are lowercase (grpcio refuses others), so `X-Version` must
+    go out as `x-version` or the route never matches a gRPC call."""
+    v, projection = view()
+    apply(v, projection, route("v2", rule(
+        {"headers": [{"name": "X-Version", "value": "v2"},
+                     {"name": "X-Canary", "type": "Present"}]},
+        backendRefs=to(("backend-v2", 1)))))
+
+    (first, _default) = _routes(_config(v))
+
+    assert [h["name"] for h in first["match"]["headers"]] == ["x-version", "x-canary"]

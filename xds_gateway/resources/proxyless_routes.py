@@ -14,7 +14,8 @@ match takes the call, by `prefix`, `path` or `safe_regex` (a full match) of the 
 | `path` PathPrefix              | `safe_regex` `<prefix>(/.*)?` (gRPC NACKs Envoy's         |
 |                                | `path_separated_prefix`); `/`: `prefix: /`                |
 | `method`                       | none: a gRPC call is a POST; another method: no route (2) |
-| `headers[]`                    | as for Envoy (`string_match`, `present_match`) (3)        |
+| `headers[]`                    | as for Envoy (`string_match`, `present_match`), the name  |
+|                                | lowercased (3)                                            |
 | `queryParams[]`                | no route: a gRPC call has no query (gRPC skips the route) |
 | `backendRefs`                  | `cluster` or `weighted_clusters`, as for Envoy (4)        |
 | RequestHeaderModifier, ResponseHeaderModifier, URLRewrite, RequestMirror | left out (5) |
@@ -24,7 +25,9 @@ match takes the call, by `prefix`, `path` or `safe_regex` (a full match) of the 
 (1) gRPC ignores an Exact path that is not `/<service>/<method>` (it matches no call).
 (2) the route of a rule whose match names another method is left out, as it never matches.
 (3) gRPC reads no `-bin` header (a match on one sees it absent) and reads `content-type` as
-`application/grpc`.
+`application/grpc`. Envoy matches a header name in any case; gRPC looks the matcher's name
+up as written among the call's metadata keys, which are lowercase (grpcio refuses others),
+so the name goes out lowercased.
 (4) the backends' clusters, each a MeshService port's EDS cluster, are sent to the client with
 their endpoints (xds-rules.md #8), as the MeshTimeout, MeshRetry, MeshCircuitBreaker and
 MeshLoadBalancingStrategy of their destination set them for a proxyless client; a mirror's
@@ -85,6 +88,8 @@ def grpc_routes(routed: Routed) -> list[Route]:
 
 def _grpc_route(route: Route) -> Route:
     match = route.match
+    for header in match.headers:  # Envoy's names match in any case, gRPC's as written
+        header.name = header.name.lower()  # among metadata keys, all lowercase
     if match.HasField("path_separated_prefix"):
         prefix = match.path_separated_prefix.rstrip("/")
         match.safe_regex.CopyFrom(RegexMatcher(regex=f"{re.escape(prefix)}(/.*)?"))

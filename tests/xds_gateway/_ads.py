@@ -112,11 +112,12 @@ class AdsClient:
             yield request
 
     def send(self, type_url: str, *, node_id: str | None = None, names: Iterable[str] = (),
-             version: str = "", nonce: str = "", error: str | None = None) -> None:
+             version: str = "", nonce: str = "", error: str | None = None,
+             user_agent: str = "") -> None:
         request = DiscoveryRequest(type_url=type_url, resource_names=list(names),
                                    version_info=version, response_nonce=nonce)
         if node_id is not None:
-            request.node.CopyFrom(Node(id=node_id))
+            request.node.CopyFrom(Node(id=node_id, user_agent_name=user_agent))
         if error is not None:
             request.error_detail.CopyFrom(Status(code=3, message=error))
         self._requests.put_nowait(request)

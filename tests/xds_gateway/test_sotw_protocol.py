@@ -25,7 +25,7 @@ from tests.harness import Envoy, run_envoy
 from tests.xds_gateway._ads import AdsClient, Projection, dataplane, event_for
 from xds_gateway import Gateway
 from xds_gateway.server.subscription import TypeState
-from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER
+from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 WEB = "default.web-1"
 BACKEND_CLUSTER = "default_backend___msvc_8080"
@@ -678,3 +678,59 @@ async def test_a_stream_may_not_subscribe_to_unbounded_names(
     other.send(CLUSTER, node_id=WEB)
     assert (await other.recv()).type_url == CLUSTER
     other.close()
+
+
+V2_CLUSTER = "default_backend-v2___msvc_8080"
+
+
+def _grpc_route_to(backend: str, at: int) -> Any:
+    return event_for({"type": "MeshHTTPRoute", "mesh": "default", "name": "v2", "spec": {
+        "targetRef": {"kind": "MeshSubset", "tags": {"kuma.io/service": "grpc"}},
+        "to": [{"targetRef": {"kind": "MeshService", "name": "backend"}, "rules": [
+            {"matches": [{"headers": [{"type": "Exact", "name": "x-v", "value": "2"}]}],
+             "default": {"backendRefs": [
+                 {"kind": "MeshService", "name": backend, "weight": 1}]}}]}]}}, at)
+
+
+async def test_a_cluster_only_a_grpc_route_names_leaves_only_after_the_route(
+        channel: grpc.aio.Channel, gateway: Gateway, projection: Projection) -> None:
+    """Rule 10 for a proxyless gRPC client, whose RouteConfigurations (RDS) name its
+    clusters: backend-v2, which it reaches only through a MeshHTTPRoute, stays in CDS until
+    it ACKs the route that no longer names it (gRPC would see the cluster gone, and fail
+    the calls the old route sends there, in between)."""
+    client_dp = dataplane("grpc-1", "10.0.0.8", 7071, "grpc")
+    client_dp["networking"]["transparentProxying"] = {"reachableBackends": {"refs": [
+        {"kind": "MeshService", "name": "backend"}]}}
+    grpc_ports = [dataplane(name, address, 8080, service) for name, address, service in (
+        ("backend-1", "10.0.0.1", "backend"), ("backend-v2-1", "10.0.0.2", "backend-v2"))]
+    for dp in grpc_ports:  # MeshHTTPRoute routes L7 ports only
+        dp["networking"]["inbound"][0]["tags"]["kuma.io/protocol"] = "grpc"
+    gateway.view.apply(projection.fold([
+        *map(event_for, grpc_ports), event_for(client_dp), _grpc_route_to("backend-v2", 1)]))
+    client = AdsClient(channel)
+    client.send(LISTENER, node_id="default.grpc-1", names=["backend:8080"],
+                user_agent="gRPC C-core linux")
+    client.ack(await client.recv(), names=["backend:8080"])
+    client.send(ROUTE, names=["backend:8080"])
+    client.ack(await client.recv(), names=["backend:8080"])
+    client.send(CLUSTER, names=[BACKEND_CLUSTER, V2_CLUSTER])
+    cds = await client.recv()
+    while cds.type_url == ROUTE:  # the rule-9 re-warm after LDS
+        client.ack(cds, names=["backend:8080"])
+        cds = await client.recv()
+    assert V2_CLUSTER in _names(cds, Cluster)
+    client.ack(cds, names=[BACKEND_CLUSTER, V2_CLUSTER])
+    await client.nothing()
+
+    gateway.view.apply(projection.fold([_grpc_route_to("backend", 2)]))
+
+    response = await client.recv()
+    while response.type_url != ROUTE:
+        if response.type_url == CLUSTER:
+            assert V2_CLUSTER in _names(response, Cluster), "v2 left before the route"
+            client.ack(response, names=[BACKEND_CLUSTER, V2_CLUSTER])
+        response = await client.recv()
+    client.ack(response, names=["backend:8080"])
+    after = await client.recv()
+    assert after.type_url == CLUSTER and V2_CLUSTER not in _names(after, Cluster)
+    client.close()

@@ -22,7 +22,15 @@ from events import ClockTicked, DataplaneDeregistered
 from events.bus.projection_bus import ProjectionUpdate
 from services.cli.bootstrap import sidecar_bootstrap
 from tests.harness import Envoy, run_envoy
-from tests.xds_gateway._ads import AdsClient, Projection, dataplane, event_for
+from tests.xds_gateway._ads import (
+    V2_CLUSTER,
+    AdsClient,
+    Projection,
+    dataplane,
+    event_for,
+    grpc_client_routed_to_v2,
+    grpc_route_to,
+)
 from xds_gateway import Gateway
 from xds_gateway.server.subscription import TypeState
 from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE
@@ -680,17 +688,6 @@ async def test_a_stream_may_not_subscribe_to_unbounded_names(
     other.close()
 
 
-V2_CLUSTER = "default_backend-v2___msvc_8080"
-
-
-def _grpc_route_to(backend: str, at: int) -> Any:
-    return event_for({"type": "MeshHTTPRoute", "mesh": "default", "name": "v2", "spec": {
-        "targetRef": {"kind": "MeshSubset", "tags": {"kuma.io/service": "grpc"}},
-        "to": [{"targetRef": {"kind": "MeshService", "name": "backend"}, "rules": [
-            {"matches": [{"headers": [{"type": "Exact", "name": "x-v", "value": "2"}]}],
-             "default": {"backendRefs": [
-                 {"kind": "MeshService", "name": backend, "weight": 1}]}}]}]}}, at)
-
 
 async def test_a_cluster_only_a_grpc_route_names_leaves_only_after_the_route(
         channel: grpc.aio.Channel, gateway: Gateway, projection: Projection) -> None:
@@ -698,15 +695,7 @@ async def test_a_cluster_only_a_grpc_route_names_leaves_only_after_the_route(
     clusters: backend-v2, which it reaches only through a MeshHTTPRoute, stays in CDS until
     it ACKs the route that no longer names it (gRPC would see the cluster gone, and fail
     the calls the old route sends there, in between)."""
-    client_dp = dataplane("grpc-1", "10.0.0.8", 7071, "grpc")
-    client_dp["networking"]["transparentProxying"] = {"reachableBackends": {"refs": [
-        {"kind": "MeshService", "name": "backend"}]}}
-    grpc_ports = [dataplane(name, address, 8080, service) for name, address, service in (
-        ("backend-1", "10.0.0.1", "backend"), ("backend-v2-1", "10.0.0.2", "backend-v2"))]
-    for dp in grpc_ports:  # MeshHTTPRoute routes L7 ports only
-        dp["networking"]["inbound"][0]["tags"]["kuma.io/protocol"] = "grpc"
-    gateway.view.apply(projection.fold([
-        *map(event_for, grpc_ports), event_for(client_dp), _grpc_route_to("backend-v2", 1)]))
+    gateway.view.apply(projection.fold(grpc_client_routed_to_v2()))
     client = AdsClient(channel)
     client.send(LISTENER, node_id="default.grpc-1", names=["backend:8080"],
                 user_agent="gRPC C-core linux")
@@ -722,7 +711,7 @@ async def test_a_cluster_only_a_grpc_route_names_leaves_only_after_the_route(
     client.ack(cds, names=[BACKEND_CLUSTER, V2_CLUSTER])
     await client.nothing()
 
-    gateway.view.apply(projection.fold([_grpc_route_to("backend", 2)]))
+    gateway.view.apply(projection.fold([grpc_route_to("backend", 2)]))
 
     response = await client.recv()
     while response.type_url != ROUTE:

@@ -48,7 +48,7 @@ def _who(channel: grpc.Channel, method: str = WHO, version: str | None = None) -
 
 @contextlib.contextmanager
 def _mesh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-          ) -> Iterator[tuple[ControlPlane, grpc.Channel]]:
+          ) -> Iterator[tuple[ControlPlane, grpc.Channel, int]]:
     """`meshlog up --no-auth`, both backends (`backend-v2` a MeshService of its own) and a
     channel as `client-1` that has reached backend v1."""
     port = free_port(BACKEND)
@@ -58,12 +58,12 @@ def _mesh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         cp.apply(grpc_dataplane("backend-v2-1", BACKEND_V2, port, "backend-v2"))
         with proxyless_client(cp, monkeypatch, port,
                               lambda channel: _who(channel) == b"v1") as channel:
-            yield cp, channel
+            yield cp, channel, port
 
 
 def test_a_header_match_and_a_weighted_split_route_proxyless_calls(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with _mesh(tmp_path, monkeypatch) as (cp, channel):
+    with _mesh(tmp_path, monkeypatch) as (cp, channel, port):
         assert _who(channel, version="v2") == b"v1"  # no route yet
 
         cp.apply({"type": "MeshHTTPRoute", "mesh": "default", "name": "versions", "spec": {
@@ -71,6 +71,11 @@ def test_a_header_match_and_a_weighted_split_route_proxyless_calls(
             "to": [{"targetRef": {"kind": "MeshService", "name": "backend"}, "rules": [
                 {"matches": [{"headers": [{"type": "Exact", "name": "x-version",
                                            "value": "v2"}]}],
+                 "default": {"backendRefs": [
+                     {"kind": "MeshService", "name": "backend-v2", "weight": 1}]}},
+                {"matches": [{"headers": [  # gRPC adds `:authority` after routing
+                    {"type": "Exact", "name": ":authority", "value": f"backend:{port}"},
+                    {"type": "Exact", "name": "X-Version", "value": "v3"}]}],  # any case
                  "default": {"backendRefs": [
                      {"kind": "MeshService", "name": "backend-v2", "weight": 1}]}},
                 {"matches": [{"path": {"type": "Exact", "value": SPLIT}}],
@@ -88,6 +93,7 @@ def test_a_header_match_and_a_weighted_split_route_proxyless_calls(
 
         assert {_who(channel) for _ in range(8)} == {b"v1"}
         assert {_who(channel, version="v1") for _ in range(8)} == {b"v1"}
+        assert _who(channel, version="v3") == b"v2"  # as Envoy: the call's authority matches
         assert _who(channel, PREFIXED) == b"v2"  # a PathPrefix, as gRPC reads it
         with pytest.raises(grpc.RpcError) as gone:  # a backend that does not resolve
             _who(channel, GONE)

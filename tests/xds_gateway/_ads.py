@@ -84,6 +84,32 @@ def dataplane(name: str, address: str, port: int, service: str, **inbound: Any) 
                 {"port": port, "tags": {"kuma.io/service": service}, **inbound}]}}
 
 
+V2_CLUSTER = "default_backend-v2___msvc_8080"
+
+
+def grpc_route_to(backend: str, at: int) -> AnyEvent:
+    """A MeshHTTPRoute sending `grpc`'s calls with `x-v: 2` to `backend` of `backend`'s."""
+    return event_for({"type": "MeshHTTPRoute", "mesh": "default", "name": "v2", "spec": {
+        "targetRef": {"kind": "MeshSubset", "tags": {"kuma.io/service": "grpc"}},
+        "to": [{"targetRef": {"kind": "MeshService", "name": "backend"}, "rules": [
+            {"matches": [{"headers": [{"type": "Exact", "name": "x-v", "value": "2"}]}],
+             "default": {"backendRefs": [
+                 {"kind": "MeshService", "name": backend, "weight": 1}]}}]}]}}, at)
+
+
+def grpc_client_routed_to_v2() -> list[AnyEvent]:
+    """`backend` and `backend-v2` on grpc ports (MeshHTTPRoute routes L7 ports only), a
+    proxyless client `grpc-1` that reaches only `backend`, and `grpc_route_to` backend-v2."""
+    client = dataplane("grpc-1", "10.0.0.8", 7071, "grpc")
+    client["networking"]["transparentProxying"] = {"reachableBackends": {"refs": [
+        {"kind": "MeshService", "name": "backend"}]}}
+    backends = [dataplane(name, address, 8080, service) for name, address, service in (
+        ("backend-1", "10.0.0.1", "backend"), ("backend-v2-1", "10.0.0.2", "backend-v2"))]
+    for dp in backends:
+        dp["networking"]["inbound"][0]["tags"]["kuma.io/protocol"] = "grpc"
+    return [*map(event_for, backends), event_for(client), grpc_route_to("backend-v2", 1)]
+
+
 class AdsClient:
     """One ADS stream: `send` requests, `recv` responses (with a timeout)."""
 
@@ -112,11 +138,12 @@ class AdsClient:
             yield request
 
     def send(self, type_url: str, *, node_id: str | None = None, names: Iterable[str] = (),
-             version: str = "", nonce: str = "", error: str | None = None) -> None:
+             version: str = "", nonce: str = "", error: str | None = None,
+             user_agent: str = "") -> None:
         request = DiscoveryRequest(type_url=type_url, resource_names=list(names),
                                    version_info=version, response_nonce=nonce)
         if node_id is not None:
-            request.node.CopyFrom(Node(id=node_id))
+            request.node.CopyFrom(Node(id=node_id, user_agent_name=user_agent))
         if error is not None:
             request.error_detail.CopyFrom(Status(code=3, message=error))
         self._requests.put_nowait(request)
@@ -155,13 +182,13 @@ class DeltaAdsClient(AdsClient):
     def send(self, type_url: str, *, node_id: str | None = None,  # type: ignore[override]
              subscribe: Iterable[str] = (), unsubscribe: Iterable[str] = (),
              initial: dict[str, str] | None = None, nonce: str = "",
-             error: str | None = None) -> None:
+             error: str | None = None, user_agent: str = "") -> None:
         request = DeltaDiscoveryRequest(
             type_url=type_url, resource_names_subscribe=list(subscribe),
             resource_names_unsubscribe=list(unsubscribe),
             initial_resource_versions=initial or {}, response_nonce=nonce)
         if node_id is not None:
-            request.node.CopyFrom(Node(id=node_id))
+            request.node.CopyFrom(Node(id=node_id, user_agent_name=user_agent))
         if error is not None:
             request.error_detail.CopyFrom(Status(code=3, message=error))
         self._requests.put_nowait(request)

@@ -13,10 +13,18 @@ from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryResponse
 
 from events import ClockTicked, DataplaneDeregistered
 from events.bus.projection_bus import CHECKPOINT_KEY
-from tests.xds_gateway._ads import DeltaAdsClient, Projection, dataplane, event_for
+from tests.xds_gateway._ads import (
+    V2_CLUSTER,
+    DeltaAdsClient,
+    Projection,
+    dataplane,
+    event_for,
+    grpc_client_routed_to_v2,
+    grpc_route_to,
+)
 from xds_gateway import Gateway
 from xds_gateway.resources import clusters
-from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER
+from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 WEB = "default.web-1"
 BACKEND_CLUSTER = "default_backend___msvc_8080"
@@ -357,3 +365,39 @@ async def test_subscriptions_are_bounded_per_stream(channel: grpc.aio.Channel) -
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await held.recv()
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_a_cluster_only_a_grpc_route_names_leaves_only_after_the_route(
+        channel: grpc.aio.Channel, gateway: Gateway, projection: Projection) -> None:
+    """Rule 10 for a proxyless gRPC client over Delta, as test_sotw_protocol's: backend-v2,
+    named only by its MeshHTTPRoute, is removed only after the client ACKs the new route."""
+    gateway.view.apply(projection.fold(grpc_client_routed_to_v2()))
+    client = DeltaAdsClient(channel)
+    client.send(LISTENER, node_id="default.grpc-1", subscribe=["backend:8080"],
+                user_agent="gRPC C-core linux")
+    seen = {}
+    for type_url, names in ((LISTENER, None), (ROUTE, ["backend:8080"]),
+                            (CLUSTER, [BACKEND_CLUSTER, V2_CLUSTER])):
+        if names is not None:
+            client.send(type_url, subscribe=names)
+        response = await client.recv()
+        while response.type_url != type_url:  # a re-warm of what came before
+            client.ack(response)
+            response = await client.recv()
+        client.ack(response)
+        seen[type_url] = response
+    assert V2_CLUSTER in _versions(seen[CLUSTER])
+    await client.nothing()
+
+    gateway.view.apply(projection.fold([grpc_route_to("backend", 2)]))
+
+    response = await client.recv()
+    while response.type_url != ROUTE:
+        if response.type_url == CLUSTER:
+            assert V2_CLUSTER not in response.removed_resources, "v2 left before the route"
+        client.ack(response)
+        response = await client.recv()
+    client.ack(response)
+    after = await client.recv()
+    assert after.type_url == CLUSTER and V2_CLUSTER in after.removed_resources
+    client.close()

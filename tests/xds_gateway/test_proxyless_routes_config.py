@@ -160,3 +160,67 @@ def test_deleting_the_route_brings_back_the_same_bytes_through_one_cache() -> No
         History(start=3_000_000_000_000).delete_policy(MESH_HTTP_ROUTE, "default", "v2").events))
 
     assert _config(v, cache) == before
+
+
+def test_a_header_name_is_matched_as_grpc_metadata_keys_are_lowercase() -> None:
+    """Envoy matches header names in any case; gRPC looks a matcher's name up as written
+    among metadata keys, which are lowercase (grpcio refuses others), so `X-Version` must
+    go out as `x-version` or the route never matches a gRPC call."""
+    v, projection = view()
+    apply(v, projection, route("v2", rule(
+        {"headers": [{"name": "X-Version", "value": "v2"},
+                     {"name": "X-Canary", "type": "Present"}]},
+        backendRefs=to(("backend-v2", 1)))))
+
+    (first, _default) = _routes(_config(v))
+
+    assert [h["name"] for h in first["match"]["headers"]] == ["x-version", "x-canary"]
+
+
+def test_routes_that_do_not_select_the_client_or_are_about_an_l4_port_change_no_byte() -> None:
+    v, projection = view()
+    before = _config(v)
+    apply(v, projection,
+          route("elsewhere", rule({"headers": [{"name": "x-version", "value": "v2"}]},
+                                  backendRefs=to(("backend-v2", 1))),
+                target={"kind": "MeshSubset", "tags": {"kuma.io/service": "backend"}}),
+          route("tcp", rule({"path": {"type": "PathPrefix", "value": "/a"}},
+                            backendRefs=to(("backend-v2", 1))),
+                to={"kind": "MeshService", "name": "db"}))
+
+    assert _config(v) == before
+
+
+def test_pseudo_headers_grpc_has_not_at_routing_are_matched_against_the_target() -> None:
+    """gRPC routes a call before its `:authority` (the target, unless the call sets one),
+    `:method` (POST) and `:scheme` (http: a proxyless client has no mTLS) are added, so a
+    matcher on them would see them absent where Envoy sees them: each is decided here,
+    per target, the route kept without it or left out."""
+    v, projection = view()
+    apply(v, projection, route(
+        "pseudo",
+        rule({"path": {"type": "PathPrefix", "value": "/a"},
+              "headers": [{"name": ":Authority", "value": "backend:8080"},
+                          {"name": "x-v", "value": "1"}]},
+             backendRefs=to(("backend-v2", 1))),
+        rule({"path": {"type": "PathPrefix", "value": "/b"},
+              "headers": [{"name": ":method", "value": "GET"}]},
+             backendRefs=to(("backend-v2", 1))),
+        rule({"path": {"type": "PathPrefix", "value": "/c"},
+              "headers": [{"name": ":scheme", "type": "RegularExpression", "value": "https?"},
+                          {"name": ":authority", "type": "Prefix", "value": "backend"}]},
+             backendRefs=to(("backend-v2", 1))),
+        rule({"path": {"type": "PathPrefix", "value": "/d"},
+              "headers": [{"name": ":authority", "type": "Absent"}]},
+             backendRefs=to(("backend-v2", 1)))))
+
+    config = _config(v)
+
+    assert [r["match"] for r in _routes(config, "backend:8080")] == [
+        {"safeRegex": {"regex": "/a(/.*)?"},
+         "headers": [{"name": "x-v", "stringMatch": {"exact": "1"}}]},
+        {"safeRegex": {"regex": "/c(/.*)?"}},
+        {"prefix": "/"}]
+    assert [r["match"] for r in _routes(config, "backend.svc.mesh.local:8080")] == [
+        {"safeRegex": {"regex": "/c(/.*)?"}},
+        {"prefix": "/"}]

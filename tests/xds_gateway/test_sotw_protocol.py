@@ -22,10 +22,18 @@ from events import ClockTicked, DataplaneDeregistered
 from events.bus.projection_bus import ProjectionUpdate
 from services.cli.bootstrap import sidecar_bootstrap
 from tests.harness import Envoy, run_envoy
-from tests.xds_gateway._ads import AdsClient, Projection, dataplane, event_for
+from tests.xds_gateway._ads import (
+    V2_CLUSTER,
+    AdsClient,
+    Projection,
+    dataplane,
+    event_for,
+    grpc_client_routed_to_v2,
+    grpc_route_to,
+)
 from xds_gateway import Gateway
 from xds_gateway.server.subscription import TypeState
-from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER
+from xds_gateway.type_urls import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 WEB = "default.web-1"
 BACKEND_CLUSTER = "default_backend___msvc_8080"
@@ -678,3 +686,40 @@ async def test_a_stream_may_not_subscribe_to_unbounded_names(
     other.send(CLUSTER, node_id=WEB)
     assert (await other.recv()).type_url == CLUSTER
     other.close()
+
+
+
+async def test_a_cluster_only_a_grpc_route_names_leaves_only_after_the_route(
+        channel: grpc.aio.Channel, gateway: Gateway, projection: Projection) -> None:
+    """Rule 10 for a proxyless gRPC client, whose RouteConfigurations (RDS) name its
+    clusters: backend-v2, which it reaches only through a MeshHTTPRoute, stays in CDS until
+    it ACKs the route that no longer names it (gRPC would see the cluster gone, and fail
+    the calls the old route sends there, in between)."""
+    gateway.view.apply(projection.fold(grpc_client_routed_to_v2()))
+    client = AdsClient(channel)
+    client.send(LISTENER, node_id="default.grpc-1", names=["backend:8080"],
+                user_agent="gRPC C-core linux")
+    client.ack(await client.recv(), names=["backend:8080"])
+    client.send(ROUTE, names=["backend:8080"])
+    client.ack(await client.recv(), names=["backend:8080"])
+    client.send(CLUSTER, names=[BACKEND_CLUSTER, V2_CLUSTER])
+    cds = await client.recv()
+    while cds.type_url == ROUTE:  # the rule-9 re-warm after LDS
+        client.ack(cds, names=["backend:8080"])
+        cds = await client.recv()
+    assert V2_CLUSTER in _names(cds, Cluster)
+    client.ack(cds, names=[BACKEND_CLUSTER, V2_CLUSTER])
+    await client.nothing()
+
+    gateway.view.apply(projection.fold([grpc_route_to("backend", 2)]))
+
+    response = await client.recv()
+    while response.type_url != ROUTE:
+        if response.type_url == CLUSTER:
+            assert V2_CLUSTER in _names(response, Cluster), "v2 left before the route"
+            client.ack(response, names=[BACKEND_CLUSTER, V2_CLUSTER])
+        response = await client.recv()
+    client.ack(response, names=["backend:8080"])
+    after = await client.recv()
+    assert after.type_url == CLUSTER and V2_CLUSTER not in _names(after, Cluster)
+    client.close()

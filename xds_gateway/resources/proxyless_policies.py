@@ -237,7 +237,8 @@ def grpc_target(cache: ResourceCache, target: str, cluster: str, route: GrpcRout
                       + (() if routes is None else (routes.key,)),
                       lambda: routed(proxyless.route_configuration(
                           target, cluster,
-                          None if routes is None else proxyless_routes.grpc_routes(routes)),
+                          None if routes is None else proxyless_routes.grpc_routes(
+                              routes, target)),
                           route),
                       refs=frozenset({cluster}) if routes is None else routes.clusters))
 

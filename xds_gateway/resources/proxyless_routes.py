@@ -14,7 +14,8 @@ match takes the call, by `prefix`, `path` or `safe_regex` (a full match) of the 
 | `path` PathPrefix              | `safe_regex` `<prefix>(/.*)?` (gRPC NACKs Envoy's         |
 |                                | `path_separated_prefix`); `/`: `prefix: /`                |
 | `method`                       | none: a gRPC call is a POST; another method: no route (2) |
-| `headers[]`                    | as for Envoy (`string_match`, `present_match`) (3)        |
+| `headers[]`                    | as for Envoy (`string_match`, `present_match`), the name  |
+|                                | lowercased (3)                                            |
 | `queryParams[]`                | no route: a gRPC call has no query (gRPC skips the route) |
 | `backendRefs`                  | `cluster` or `weighted_clusters`, as for Envoy (4)        |
 | RequestHeaderModifier, ResponseHeaderModifier, URLRewrite, RequestMirror | left out (5) |
@@ -24,7 +25,12 @@ match takes the call, by `prefix`, `path` or `safe_regex` (a full match) of the 
 (1) gRPC ignores an Exact path that is not `/<service>/<method>` (it matches no call).
 (2) the route of a rule whose match names another method is left out, as it never matches.
 (3) gRPC reads no `-bin` header (a match on one sees it absent) and reads `content-type` as
-`application/grpc`.
+`application/grpc`. It routes a call before its `:authority` (the target's name, unless the
+call sets its own), `:method` (POST) and `:scheme` (http: no mTLS) are added, so a matcher on
+one of these is decided here, per target, as Envoy would for such a call: the route keeps
+the others, or is left out. Envoy matches a header name in any case; gRPC looks the matcher's name
+up as written among the call's metadata keys, which are lowercase (grpcio refuses others),
+so the name goes out lowercased.
 (4) the backends' clusters, each a MeshService port's EDS cluster, are sent to the client with
 their endpoints (xds-rules.md #8), as the MeshTimeout, MeshRetry, MeshCircuitBreaker and
 MeshLoadBalancingStrategy of their destination set them for a proxyless client; a mirror's
@@ -43,7 +49,8 @@ from __future__ import annotations
 
 import re
 
-from envoy.config.route.v3.route_components_pb2 import Route
+import re2
+from envoy.config.route.v3.route_components_pb2 import HeaderMatcher, Route
 from envoy.type.matcher.v3.regex_pb2 import RegexMatcher
 from msgspec import structs
 
@@ -78,16 +85,43 @@ def grpc_routed(routed: Routed | None, mesh: str) -> Routed | None:
         p for p in routed.ports if names.msvc_cluster(mesh, *p) in clusters))
 
 
-def grpc_routes(routed: Routed) -> list[Route]:
-    """The routes of `routed` (`grpc_routed`'s) as gRPC reads them."""
-    return [_grpc_route(http_routes.envoy_route(spec)) for spec in routed.routes]
+def grpc_routes(routed: Routed, target: str) -> list[Route]:
+    """The routes of `routed` (`grpc_routed`'s) as gRPC reads them for calls to `target`."""
+    pseudo = {":authority": target, ":method": _POST, ":scheme": "http"}
+    return [r for spec in routed.routes
+            if (r := _grpc_route(http_routes.envoy_route(spec), pseudo)) is not None]
 
 
-def _grpc_route(route: Route) -> Route:
+def _grpc_route(route: Route, pseudo: dict[str, str]) -> Route | None:
+    """`route` as gRPC reads it; None if a matcher on a header of `pseudo` (gRPC adds them
+    after routing, (3)) cannot match."""
     match = route.match
+    headers = []
+    for header in match.headers:  # Envoy's names match in any case, gRPC's as written
+        header.name = header.name.lower()  # among metadata keys, all lowercase
+        value = pseudo.get(header.name)
+        if value is None:
+            headers.append(header)
+        elif not _matches(header, value):
+            return None
+    del match.headers[:]
+    match.headers.extend(headers)
     if match.HasField("path_separated_prefix"):
         prefix = match.path_separated_prefix.rstrip("/")
         match.safe_regex.CopyFrom(RegexMatcher(regex=f"{re.escape(prefix)}(/.*)?"))
     if route.HasField("route"):
         route.route.ClearField("timeout")  # Envoy's; gRPC caps calls by max_stream_duration
     return route
+
+
+def _matches(header: HeaderMatcher, value: str) -> bool:
+    """Whether `header` (of `http_routes`: present or a string match) takes `value`."""
+    invert: bool = header.invert_match
+    if header.HasField("present_match"):
+        present: bool = header.present_match
+        return present != invert
+    m = header.string_match
+    kind = m.WhichOneof("match_pattern")
+    found: bool = (value == m.exact if kind == "exact" else value.startswith(m.prefix)
+                   if kind == "prefix" else re2.fullmatch(m.safe_regex.regex, value) is not None)
+    return found != invert

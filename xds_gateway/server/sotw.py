@@ -38,11 +38,14 @@ from xds_gateway.server.subscription import (
     TypeState,
     bound_names,
 )
-from xds_gateway.type_urls import CLUSTER, LISTENER, WILDCARD_TYPES
+from xds_gateway.type_urls import CLUSTER, LISTENER, ROUTE, WILDCARD_TYPES
 
 __all__ = ["InvalidStream", "SotwStream", "set_version"]
 
 log = logging.getLogger("meshlog.xds")
+
+_RETAINING = (LISTENER, ROUTE)
+"""Types whose ACK may let clusters go (rule 10): Envoy's listeners, a gRPC client's routes."""
 
 
 class SotwStream(AdsStream[DiscoveryRequest]):
@@ -110,7 +113,7 @@ class SotwStream(AdsStream[DiscoveryRequest]):
         # an ACK of an older response (stale, rule 2) or of one still being written (its
         # nonce is not recorded yet) goes through the loop, as does one that asks for more
         if (state is None or request.response_nonce != state.sent_nonce
-                or type_url == LISTENER or type_url in self._rewarm):
+                or type_url in _RETAINING or type_url in self._rewarm):
             return False
         if not self._same_ack(request, state):
             if self._asks(type_url, state, request):
@@ -131,10 +134,10 @@ class SotwStream(AdsStream[DiscoveryRequest]):
 
     def _asks(self, type_url: str, state: TypeState, request: DiscoveryRequest) -> bool:
         """Whether a (current) request may change what to send: anything but the ACK of a
-        type whose names stay the same. An LDS ACK may let clusters go (rule 10); a request
+        type whose names stay the same. An LDS (RDS) ACK may let clusters go (rule 10); a request
         after a CDS (LDS) response re-warms EDS (RDS) (rule 9)."""
         return (not request.response_nonce or request.HasField("error_detail")
-                or type_url == LISTENER or type_url in self._rewarm
+                or type_url in _RETAINING or type_url in self._rewarm
                 or len(request.resource_names) != len(state.names)
                 or not state.names.issuperset(request.resource_names))
 
@@ -148,7 +151,8 @@ class SotwStream(AdsStream[DiscoveryRequest]):
         """LDS, CDS: the complete set for the node (rule 6), when it changed or was asked for."""
         inputs: tuple[object, ...] = (snapshot.version(type_url), state.names)
         if type_url == CLUSTER:  # rule 10: retention depends on the listeners sent and ACKed
-            inputs += (self._listener_refs_sent, self._listener_refs_acked, self._kept)
+            inputs += (self._listener_refs_sent, self._listener_refs_acked,
+                       self._route_refs_sent, self._route_refs_acked, self._kept)
         if not state.demand and inputs == state.inputs:
             return  # nothing this type depends on changed: no select, no hash
         state.inputs = inputs
@@ -195,6 +199,8 @@ class SotwStream(AdsStream[DiscoveryRequest]):
             return
         # either way the client now holds every requested name as `available` has it
         state.unsent, state.sent = state.sent, available
+        if type_url == ROUTE:  # rule 10: a gRPC client's routes name its clusters
+            self._track(type_url, {n: available[n] for n in state.names if n in available})
         await self._send(type_url, state, version, resources, partial)
 
     def _select(self, type_url: str, state: TypeState,

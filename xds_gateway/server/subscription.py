@@ -215,10 +215,12 @@ class AdsStream(Generic[Request]):
         self._dirty = True
         """A request since the last push may change what to send (see `run`)."""
         # rule 10: the clusters the client holds (or is being sent), and the clusters its
-        # listeners reference
+        # listeners reference (a proxyless gRPC client's: its RouteConfigurations, RDS)
         self._clusters_held: Mapping[str, EncodedResource] = {}
         self._listener_refs_sent: frozenset[str] = frozenset()
         self._listener_refs_acked: frozenset[str] = frozenset()
+        self._route_refs_sent: frozenset[str] = frozenset()
+        self._route_refs_acked: frozenset[str] = frozenset()
         self._kept: frozenset[str] = frozenset()
         """Rule 10 across a reconnect: clusters a wildcard client held when this stream opened,
         kept until it ACKs this stream's first listeners (`_resume_clusters`)."""
@@ -317,8 +319,10 @@ class AdsStream(Generic[Request]):
         return self._snapshot
 
     def _retain_clusters(self, chosen: dict[str, EncodedResource]) -> dict[str, EncodedResource]:
-        """Rule 10: a cluster leaves only once no listener the client may hold needs it."""
-        in_use = self._listener_refs_sent | self._listener_refs_acked
+        """Rule 10: a cluster leaves only once no listener (or RDS route, which a gRPC
+        client's api_listeners use) the client may hold needs it."""
+        in_use = (self._listener_refs_sent | self._listener_refs_acked
+                  | self._route_refs_sent | self._route_refs_acked)
         for name in in_use - chosen.keys():
             if name in self._clusters_held:
                 chosen[name] = self._clusters_held[name]
@@ -348,6 +352,8 @@ class AdsStream(Generic[Request]):
         if type_url == LISTENER:
             self._listener_refs_acked = self._listener_refs_sent
             self._kept = frozenset()
+        elif type_url == ROUTE:
+            self._route_refs_acked = self._route_refs_sent
 
     def _track(self, type_url: str, held: Mapping[str, EncodedResource]) -> None:
         """Record the clusters the client holds, or the clusters its listeners reference,
@@ -357,3 +363,5 @@ class AdsStream(Generic[Request]):
             self._clusters_held = held
         elif type_url == LISTENER:
             self._listener_refs_sent = frozenset().union(*(r.refs for r in held.values()))
+        elif type_url == ROUTE:
+            self._route_refs_sent = frozenset().union(*(r.refs for r in held.values()))

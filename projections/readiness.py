@@ -19,14 +19,14 @@ It is folded so only when
 
 - the record is of this log's own zone (other zones' and global's go their own ways),
 - of the current schema version, and it decodes,
-- the state's row of its Dataplane was written by the very event it is a readiness change of
-  (the row's version is the header's sequence: nothing else wrote the row in between), or by
-  the event the subject's chain of such changes in this batch started from (each one a
-  readiness change of the one before),
-- and the row holds its Dataplane, labelled, but for its inbounds' readiness, registered by
-  the same origin (`fold.readiness_only`): the header is its writer's claim, checked, as a
-  writer past the API may say what is not so, and a row of an older release's store may hold
-  other labels;
+- the state's row of its Dataplane is still the one the subject's last registration in the
+  batch left (its version), and the change is a readiness change of that registration, its
+  sequence the header's and its Dataplane the same but for its inbounds' readiness, compared
+  field by field (`events.readiness.readiness_change`); or, for the subject's first in the
+  batch, the row was written by the very event the header names (its version) and holds the
+  change's Dataplane, labelled, but for its readiness, registered by the same origin
+  (`fold.readiness_only`). The header is its writer's claim, checked: a writer past the API
+  may say what is not so, and a row of an older release's store may hold other labels;
 
 otherwise it is decoded and folded in full, as every other event. And the batch checks that
 what it counted on happened: a row that no later event replaced after all (the event that

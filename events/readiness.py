@@ -10,10 +10,13 @@ subject, differs from this one in its inbounds' `health` alone); the event itsel
 other registration, and a reader that ignores the header folds it as before.
 
 What it is for: a projector folding a batch in which a later event of the same subject
-replaces the Dataplane needs nothing of the readiness it carries, so it folds such an event
-without decoding it (`projections.readiness`): the same rows, byte for byte, at a fraction
-of the cost. A rebuild of a log of health flips reads at the speed of the bus
-(docs/benchmarks.md, Rebuild).
+replaces the Dataplane needs nothing of the readiness such an event carries but its time.
+Session 15 built that shortcut and measured it (docs/benchmarks.md, Rebuild): exact only when
+each change is decoded (invariant 10: one that does not decode is quarantined whatever the
+batch) and checked against what the header claims (a writer past the API may say what is not
+so), and so checked it saved nothing; trusting the header saved ~20 % of the fold. The
+projector does not use the header: it is written so that the log says so, for a reader that
+can check it for less (a compiled fold).
 """
 
 from __future__ import annotations
@@ -23,11 +26,9 @@ from msgspec.structs import astuple
 from events.event_types import AnyEvent, DataplaneRegistered
 from events.resources import Dataplane, DataplaneNetworking, Inbound
 
-__all__ = ["READINESS_HEADER", "readiness_change", "readiness_in", "same_but_readiness"]
+__all__ = ["READINESS_HEADER", "readiness_change", "same_but_readiness"]
 
 READINESS_HEADER = "Meshlog-Readiness-Of"
-
-_READINESS_LINE = b"\r\n" + READINESS_HEADER.encode() + b":"
 
 
 def readiness_change(previous: AnyEvent | None, event: AnyEvent) -> bool:
@@ -45,8 +46,7 @@ _HEALTH = Inbound.__struct_fields__.index("health")
 
 
 def same_but_readiness(old: Dataplane, new: Dataplane) -> bool:
-    """Whether `new` is `old` but for its inbounds' `health`: compared field by field (a
-    projector asks for every readiness change it folds as its time only, projections.readiness),
+    """Whether `new` is `old` but for its inbounds' `health`: compared field by field,
     without copies."""
     if old is new:
         return True
@@ -66,19 +66,3 @@ def same_but_readiness(old: Dataplane, new: Dataplane) -> bool:
         if a[:_HEALTH] != b[:_HEALTH] or a[_HEALTH + 1:] != b[_HEALTH + 1:]:
             return False
     return True
-
-
-def readiness_in(raw_headers: bytes) -> int:
-    """The `Meshlog-Readiness-Of` sequence in a message's raw header block, without parsing
-    the rest; 0 when there is none or it is not a positive number (the event is then folded
-    as any other)."""
-    at = raw_headers.find(_READINESS_LINE)
-    if at < 0:
-        return 0
-    start = at + len(_READINESS_LINE)
-    end = raw_headers.find(b"\r\n", start)
-    try:
-        seq = int(raw_headers[start:end] if end >= 0 else raw_headers[start:])
-    except ValueError:
-        return 0
-    return seq if seq > 0 else 0

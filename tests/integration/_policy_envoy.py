@@ -67,3 +67,14 @@ def active_route(config: dict[str, Any], listener: str) -> dict[str, Any] | None
 def get(url: str) -> httpx.Response:
     with httpx.Client(timeout=30) as client:
         return client.get(url)
+
+
+def active_routes(envoy: Envoy, listener: str) -> list[dict[str, Any]]:
+    """The routes of `listener` once it is active in `envoy` ([] before)."""
+    for entry in envoy.config_dump("dynamic_listeners").get("configs", []):
+        active = entry.get("active_state", {}).get("listener", {})
+        if active.get("name") == listener:
+            hcm = active["filter_chains"][0]["filters"][0]["typed_config"]
+            routes: list[dict[str, Any]] = hcm["route_config"]["virtual_hosts"][0]["routes"]
+            return routes
+    return []

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Envoy, free_port, meshlog_up, serving, wait_for
-from tests.integration._policy_envoy import BACKEND, get, web_to_backend
+from tests.harness import free_port, meshlog_up, serving, wait_for
+from tests.integration._policy_envoy import BACKEND, active_routes, get, web_to_backend
 
 pytestmark = pytest.mark.integration
 
@@ -67,15 +67,6 @@ def _raw_answer(host: str, port: int, path: str) -> dict[str, Any]:
         connection.close()
 
 
-def _routes(envoy: Envoy, listener: str) -> list[dict[str, Any]]:
-    """The routes of `listener` once it is active ([] before)."""
-    for entry in envoy.config_dump("dynamic_listeners").get("configs", []):
-        active = entry.get("active_state", {}).get("listener", {})
-        if active.get("name") == listener:
-            hcm = active["filter_chains"][0]["filters"][0]["typed_config"]
-            routes: list[dict[str, Any]] = hcm["route_config"]["virtual_hosts"][0]["routes"]
-            return routes
-    return []
 
 
 _ROUTE = {"type": "MeshHTTPRoute", "mesh": "default", "name": "web-to-backend", "spec": {
@@ -112,7 +103,7 @@ def test_requests_are_routed_by_path_rewritten_and_split(tmp_path: Path) -> None
         assert _answer(f"http://{vip}:{port}/v2/items")["name"] == "backend"
 
         cp.apply(_ROUTE)
-        wait_for(lambda: len(_routes(envoy, listener)) == 3, timeout=60,
+        wait_for(lambda: len(active_routes(envoy, listener)) == 3, timeout=60,
                  what="the MeshHTTPRoute's routes in web's Envoy")
 
         assert _answer(f"http://{vip}:{port}/v2/items") == {
@@ -157,7 +148,7 @@ def test_path_rewrites_reach_the_backend_as_gateway_api_says(tmp_path: Path) -> 
             _backend("backend", BACKEND, port), \
             web_to_backend(cp, tmp_path, port) as (envoy, vip, listener):
         cp.apply(_REWRITES)
-        wait_for(lambda: len(_routes(envoy, listener)) == 5, timeout=60,
+        wait_for(lambda: len(active_routes(envoy, listener)) == 5, timeout=60,
                  what="the rewrites' routes in web's Envoy")
 
         seen = {path: _raw_answer(vip, port, path)["path"] for path in _REWRITTEN}
@@ -188,7 +179,7 @@ def test_unresolved_backends_answer_500_for_their_share(tmp_path: Path) -> None:
             web_to_backend(cp, tmp_path, port) as (envoy, vip, listener):
         cp.apply(_TIMEOUT)
         cp.apply(_UNRESOLVED)
-        wait_for(lambda: len(_routes(envoy, listener)) == 4, timeout=60,
+        wait_for(lambda: len(active_routes(envoy, listener)) == 4, timeout=60,
                  what="the routes (two of them 500s) in web's Envoy")
 
         assert get(f"http://{vip}:{port}/gone/x").status_code == 500

@@ -9,12 +9,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.harness import Envoy, answering_backend, free_port, meshlog_up, wait_for
-from tests.integration._policy_envoy import BACKEND, get, web_to_backend
+from tests.harness import answering_backend, free_port, meshlog_up, wait_for
+from tests.integration._policy_envoy import BACKEND, active_routes, get, web_to_backend
 
 pytestmark = pytest.mark.integration
 
@@ -53,14 +52,6 @@ class _Seen:
             return list(self._paths)
 
 
-def _routes(envoy: Envoy, listener: str) -> list[dict[str, Any]]:
-    for entry in envoy.config_dump("dynamic_listeners").get("configs", []):
-        active = entry.get("active_state", {}).get("listener", {})
-        if active.get("name") == listener:
-            hcm = active["filter_chains"][0]["filters"][0]["typed_config"]
-            routes: list[dict[str, Any]] = hcm["route_config"]["virtual_hosts"][0]["routes"]
-            return routes
-    return []
 
 
 def test_a_redirect_is_answered_and_a_mirror_copies_requests(tmp_path: Path) -> None:
@@ -76,7 +67,7 @@ def test_a_redirect_is_answered_and_a_mirror_copies_requests(tmp_path: Path) -> 
                        "tags": {"kuma.io/service": "shadow"}}]}})
         cp.apply(_ROUTE)
         shadow_cluster = f"default_shadow___msvc_{port}"
-        wait_for(lambda: len(_routes(envoy, listener)) == 3, timeout=60,
+        wait_for(lambda: len(active_routes(envoy, listener)) == 3, timeout=60,
                  what="the redirect's and the mirror's routes in web's Envoy")
         wait_for(lambda: envoy.stats(shadow_cluster).get(
             f"cluster.{shadow_cluster}.membership_healthy") == 1,

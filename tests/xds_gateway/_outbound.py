@@ -9,7 +9,12 @@ from typing import Any
 from events.resources import MeshScopedResource
 from tests.projections._histories import History
 from tests.xds_gateway._ads import Projection, event_for
+from xds_gateway.resources.cache import ResourceCache
+from xds_gateway.resources.config_dump import config_json
 from xds_gateway.view import ProjectionView
+
+Config = dict[str, list[dict[str, Any]]]
+"""A proxy's config as `/config_dump` JSON, by type."""
 
 __all__ = ["apply", "dataplane", "view_of"]
 
@@ -39,3 +44,29 @@ def apply(view: ProjectionView, projection: Projection, *policies: MeshScopedRes
     """`policies` (of any kind) applied, in one batch."""
     view.apply(projection.fold(History(start=2_000_000_000_000).apply_policy(p).events[-1]
                                for p in policies))
+
+
+def config_of(view: ProjectionView, name: str) -> Config:
+    """The config of Dataplane `name` of mesh `default`."""
+    return config_json(view, "default", name, ResourceCache())
+
+
+def inbound(config: Config, address: str, port: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The inbound listener on `address:port` and its local cluster."""
+    listeners = {e["name"]: e["resource"] for e in config["listeners"]}
+    clusters = {e["name"]: e["resource"] for e in config["clusters"]}
+    return listeners[f"inbound:{address}:{port}"], clusters[f"localhost:{port}"]
+
+
+def hcm_of(listener: dict[str, Any]) -> dict[str, Any]:
+    """The HttpConnectionManager of a listener of one filter chain."""
+    (chain,) = listener["filterChains"]
+    found: dict[str, Any] = chain["filters"][0]["typedConfig"]
+    return found
+
+
+def first_route(listener: dict[str, Any]) -> dict[str, Any]:
+    """The route action of the first route of its one virtual host."""
+    route: dict[str, Any] = hcm_of(listener)["routeConfig"]["virtualHosts"][0]["routes"][0][
+        "route"]
+    return route

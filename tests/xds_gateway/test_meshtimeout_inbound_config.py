@@ -14,16 +14,13 @@ from events.decoding import decode_resource
 from tests.projections._histories import History
 from tests.xds_gateway._ads import Projection, event_for
 from tests.xds_gateway._outbound import apply as _apply
+from tests.xds_gateway._outbound import config_of, first_route, hcm_of, inbound, view_of
 from tests.xds_gateway._outbound import dataplane as _dataplane
-from tests.xds_gateway._outbound import view_of
 from xds_gateway.resources import timeouts
 from xds_gateway.resources.cache import ResourceCache
-from xds_gateway.resources.config_dump import config_json
 from xds_gateway.resources.snapshot import build_snapshot
 from xds_gateway.type_urls import LISTENER
 from xds_gateway.view import ProjectionView
-
-Config = dict[str, list[dict[str, Any]]]
 
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
@@ -50,27 +47,12 @@ def _view() -> Any:
                    _dataplane("web-1", "10.0.0.9", 7070, "web", team="a"))
 
 
-def _config(view: ProjectionView, name: str) -> Config:
-    return config_json(view, "default", name, ResourceCache())
 
 
-def _inbound(config: Config, address: str, port: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The inbound listener on `address:port` and its local cluster."""
-    listeners = {e["name"]: e["resource"] for e in config["listeners"]}
-    clusters = {e["name"]: e["resource"] for e in config["clusters"]}
-    return listeners[f"inbound:{address}:{port}"], clusters[f"localhost:{port}"]
 
 
-def _hcm(listener: dict[str, Any]) -> dict[str, Any]:
-    (chain,) = listener["filterChains"]
-    hcm: dict[str, Any] = chain["filters"][0]["typedConfig"]
-    return hcm
 
 
-def _route(listener: dict[str, Any]) -> dict[str, Any]:
-    route: dict[str, Any] = _hcm(listener)["routeConfig"]["virtualHosts"][0]["routes"][0][
-        "route"]
-    return route
 
 
 def _common_http(cluster: dict[str, Any]) -> dict[str, Any]:
@@ -84,16 +66,16 @@ def test_without_a_from_entry_the_inbounds_stay_as_they_were() -> None:
     inbound resources are the very bytes they were without MeshTimeout (Kuma's defaults are
     not written)."""
     view, projection = _view()
-    before = _config(view, "backend-1")
+    before = config_of(view, "backend-1")
     _apply(view, projection,
            _timeout("other", {"http": {"requestTimeout": "1s"}},
                     target={"kind": "Dataplane", "name": "db-1"}),
            _timeout("to-only", to={"connectionTimeout": "2s"}))
 
-    after = _config(view, "backend-1")
+    after = config_of(view, "backend-1")
 
-    assert _inbound(after, "10.0.0.1", 8080) == _inbound(before, "10.0.0.1", 8080)
-    assert _route(_inbound(after, "10.0.0.1", 8080)[0])["timeout"] == "0s"  # meshlog's: none
+    assert inbound(after, "10.0.0.1", 8080) == inbound(before, "10.0.0.1", 8080)
+    assert first_route(inbound(after, "10.0.0.1", 8080)[0])["timeout"] == "0s"  # meshlog's: none
 
 
 def test_an_l7_inbound_takes_every_field() -> None:
@@ -103,10 +85,10 @@ def test_an_l7_inbound_takes_every_field() -> None:
         "http": {"requestTimeout": "4s", "streamIdleTimeout": "5s", "maxStreamDuration": "6s",
                  "maxConnectionDuration": "7s", "requestHeadersTimeout": "8s"}}))
 
-    listener, cluster = _inbound(_config(view, "backend-1"), "10.0.0.1", 8080)
+    listener, cluster = inbound(config_of(view, "backend-1"), "10.0.0.1", 8080)
 
-    hcm = _hcm(listener)
-    assert _route(listener)["timeout"] == "4s"
+    hcm = hcm_of(listener)
+    assert first_route(listener)["timeout"] == "4s"
     assert (hcm["streamIdleTimeout"], hcm["requestHeadersTimeout"],
             hcm["commonHttpProtocolOptions"]["idleTimeout"]) == ("5s", "8s", "3s")
     assert cluster["connectTimeout"] == "2s"
@@ -120,7 +102,7 @@ def test_an_l4_inbound_takes_the_idle_and_connect_timeouts_only() -> None:
         "connectionTimeout": "2s", "idleTimeout": "3s",
         "http": {"requestTimeout": "4s", "maxStreamDuration": "6s"}}))
 
-    listener, cluster = _inbound(_config(view, "db-1"), "10.0.0.3", 5432)
+    listener, cluster = inbound(config_of(view, "db-1"), "10.0.0.3", 5432)
 
     (chain,) = listener["filterChains"]
     (proxy,) = chain["filters"]
@@ -136,21 +118,21 @@ def test_the_fields_left_out_take_kumas_defaults() -> None:
     view, projection = _view()
     _apply(view, projection, _timeout("idle", {"idleTimeout": "10s"}))
 
-    config = _config(view, "backend-1")
-    listener, cluster = _inbound(config, "10.0.0.1", 8080)
-    db_listener, _ = _inbound(_config(view, "db-1"), "10.0.0.3", 5432)
+    config = config_of(view, "backend-1")
+    listener, cluster = inbound(config, "10.0.0.1", 8080)
+    db_listener, _ = inbound(config_of(view, "db-1"), "10.0.0.3", 5432)
 
-    assert _route(listener)["timeout"] == "15s"
-    assert _hcm(listener)["streamIdleTimeout"] == "1800s"
-    assert "requestHeadersTimeout" not in _hcm(listener)  # Kuma's 0s: none
+    assert first_route(listener)["timeout"] == "15s"
+    assert hcm_of(listener)["streamIdleTimeout"] == "1800s"
+    assert "requestHeadersTimeout" not in hcm_of(listener)  # Kuma's 0s: none
     assert cluster["connectTimeout"] == "5s"
     assert _common_http(cluster) == {"idleTimeout": "10s"}
     assert db_listener["filterChains"][0]["filters"][0]["typedConfig"]["idleTimeout"] == "10s"
     # the outbounds are the to[] entries' business only
     outbounds = [e["resource"] for e in config["listeners"]
                  if e["name"].startswith("outbound:")]
-    assert outbounds and all(_route(o)["timeout"] == "0s" for o in outbounds
-                             if "routeConfig" in _hcm(o))
+    assert outbounds and all(first_route(o)["timeout"] == "0s" for o in outbounds
+                             if "routeConfig" in hcm_of(o))
 
 
 def test_entries_merge_in_kumas_order() -> None:
@@ -163,11 +145,11 @@ def test_entries_merge_in_kumas_order() -> None:
            _timeout("0-dp", {"http": {"streamIdleTimeout": "2s"}},
                     target={"kind": "Dataplane", "labels": {"team": "a"}}))
 
-    web, web_cluster = _inbound(_config(view, "web-1"), "10.0.0.9", 7070)
-    backend, backend_cluster = _inbound(_config(view, "backend-1"), "10.0.0.1", 8080)
+    web, web_cluster = inbound(config_of(view, "web-1"), "10.0.0.9", 7070)
+    backend, backend_cluster = inbound(config_of(view, "backend-1"), "10.0.0.1", 8080)
 
-    assert (_route(web)["timeout"], _hcm(web)["streamIdleTimeout"]) == ("9s", "2s")
-    assert (_route(backend)["timeout"], _hcm(backend)["streamIdleTimeout"]) == ("9s", "1s")
+    assert (first_route(web)["timeout"], hcm_of(web)["streamIdleTimeout"]) == ("9s", "2s")
+    assert (first_route(backend)["timeout"], hcm_of(backend)["streamIdleTimeout"]) == ("9s", "1s")
     assert web_cluster["connectTimeout"] == backend_cluster["connectTimeout"] == "3s"  # y's
 
 
@@ -197,20 +179,20 @@ def test_a_policy_that_selects_one_inbound_leaves_the_others_as_they_were() -> N
     the requests to `admin`'s on the same Dataplane, whose resources stay the very bytes
     they were; a Mesh-wide policy reaches both."""
     view, projection = view_of(_two_inbounds())
-    before = _config(view, "backend-1")
+    before = config_of(view, "backend-1")
     _apply(view, projection, _timeout("backend-only", {"http": {"requestTimeout": "1s"}},
                                       target={"kind": "MeshSubset",
                                               "tags": {"kuma.io/service": "backend"}}))
 
-    after = _config(view, "backend-1")
+    after = config_of(view, "backend-1")
 
-    assert _route(_inbound(after, "10.0.0.1", 8080)[0])["timeout"] == "1s"
-    assert _inbound(after, "10.0.0.1", 9901) == _inbound(before, "10.0.0.1", 9901)
+    assert first_route(inbound(after, "10.0.0.1", 8080)[0])["timeout"] == "1s"
+    assert inbound(after, "10.0.0.1", 9901) == inbound(before, "10.0.0.1", 9901)
 
     _apply(view, projection, _timeout("mesh", {"http": {"requestTimeout": "9s"}}))
-    both = _config(view, "backend-1")
-    assert _route(_inbound(both, "10.0.0.1", 8080)[0])["timeout"] == "1s"  # more specific
-    assert _route(_inbound(both, "10.0.0.1", 9901)[0])["timeout"] == "9s"
+    both = config_of(view, "backend-1")
+    assert first_route(inbound(both, "10.0.0.1", 8080)[0])["timeout"] == "1s"  # more specific
+    assert first_route(inbound(both, "10.0.0.1", 9901)[0])["timeout"] == "9s"
 
 
 def test_a_proxy_whose_dataplane_did_not_change_gets_new_inbound_timeouts() -> None:
@@ -224,7 +206,7 @@ def test_a_proxy_whose_dataplane_did_not_change_gets_new_inbound_timeouts() -> N
     again = build_snapshot(view, "default", "backend-1", cache, previous=first)
 
     listener = again.of(LISTENER)["inbound:10.0.0.1:8080"]
-    assert _route(json_format.MessageToDict(any_pb2.Any.FromString(listener.any)))[
+    assert first_route(json_format.MessageToDict(any_pb2.Any.FromString(listener.any)))[
         "timeout"] == "1s"
 
 
@@ -240,7 +222,7 @@ def test_every_chain_of_a_permissive_mtls_inbound_takes_them() -> None:
     _apply(view, projection, _timeout("t", {"idleTimeout": "3s",
                                             "http": {"requestTimeout": "1s"}}))
 
-    listener, _ = _inbound(_config(view, "backend-1"), "10.0.0.1", 8080)
+    listener, _ = inbound(config_of(view, "backend-1"), "10.0.0.1", 8080)
 
     proxies = [f for chain in listener["filterChains"] for f in chain["filters"]
                if f["name"] != "envoy.filters.network.rbac"]

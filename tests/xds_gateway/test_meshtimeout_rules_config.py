@@ -10,14 +10,9 @@ from typing import Any
 from events import Dataplane, MeshTimeout
 from events.decoding import decode_resource
 from tests.xds_gateway._outbound import apply as _apply
+from tests.xds_gateway._outbound import config_of, first_route, hcm_of, inbound, view_of
 from tests.xds_gateway._outbound import dataplane as _dataplane
-from tests.xds_gateway._outbound import view_of
 from xds_gateway.resources import timeouts
-from xds_gateway.resources.cache import ResourceCache
-from xds_gateway.resources.config_dump import config_json
-from xds_gateway.view import ProjectionView
-
-Config = dict[str, list[dict[str, Any]]]
 
 
 def _policy(name: str, section: str, *defaults: dict[str, Any],
@@ -42,26 +37,12 @@ def _view() -> Any:
                    _dataplane("web-1", "10.0.0.9", 7070, "web", team="a"))
 
 
-def _config(view: ProjectionView, name: str) -> Config:
-    return config_json(view, "default", name, ResourceCache())
 
 
-def _inbound(config: Config, address: str, port: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    listeners = {e["name"]: e["resource"] for e in config["listeners"]}
-    clusters = {e["name"]: e["resource"] for e in config["clusters"]}
-    return listeners[f"inbound:{address}:{port}"], clusters[f"localhost:{port}"]
 
 
-def _hcm(listener: dict[str, Any]) -> dict[str, Any]:
-    (chain,) = listener["filterChains"]
-    hcm: dict[str, Any] = chain["filters"][0]["typedConfig"]
-    return hcm
 
 
-def _route(listener: dict[str, Any]) -> dict[str, Any]:
-    route: dict[str, Any] = _hcm(listener)["routeConfig"]["virtualHosts"][0]["routes"][0][
-        "route"]
-    return route
 
 
 _CONF = {"connectionTimeout": "2s", "idleTimeout": "3s",
@@ -74,29 +55,29 @@ def test_a_rule_sets_an_inbound_as_the_same_from_entry_does() -> None:
     from_view, from_projection = _view()
     _apply(from_view, from_projection, _policy("t", "from", _CONF))
 
-    by_rules = _config(rules_view, "backend-1")
+    by_rules = config_of(rules_view, "backend-1")
 
-    assert _route(_inbound(by_rules, "10.0.0.1", 8080)[0])["timeout"] == "4s"
-    assert _inbound(by_rules, "10.0.0.1", 8080) == _inbound(
-        _config(from_view, "backend-1"), "10.0.0.1", 8080)
+    assert first_route(inbound(by_rules, "10.0.0.1", 8080)[0])["timeout"] == "4s"
+    assert inbound(by_rules, "10.0.0.1", 8080) == inbound(
+        config_of(from_view, "backend-1"), "10.0.0.1", 8080)
 
 
 def test_the_fields_no_rule_sets_take_kumas_defaults() -> None:
     view, projection = _view()
     _apply(view, projection, _policy("idle", "rules", {"idleTimeout": "10s"}))
 
-    listener, cluster = _inbound(_config(view, "backend-1"), "10.0.0.1", 8080)
+    listener, cluster = inbound(config_of(view, "backend-1"), "10.0.0.1", 8080)
 
-    assert (_route(listener)["timeout"], _hcm(listener)["streamIdleTimeout"],
+    assert (first_route(listener)["timeout"], hcm_of(listener)["streamIdleTimeout"],
             cluster["connectTimeout"]) == ("15s", "1800s", "5s")
 
 
 def test_a_rules_policy_leaves_the_outbounds_alone() -> None:
     view, projection = _view()
-    before = _config(view, "web-1")
+    before = config_of(view, "web-1")
     _apply(view, projection, _policy("t", "rules", _CONF))
 
-    after = _config(view, "web-1")
+    after = config_of(view, "web-1")
 
     outbounds = [(e["name"], e["resource"]) for e in after["listeners"]
                  if e["name"].startswith("outbound:")]
@@ -117,11 +98,11 @@ def test_rules_and_from_entries_merge_by_the_policies_order_alone() -> None:
            _policy("z-dp-rules", "rules", {"http": {"streamIdleTimeout": "2s"}},
                    target={"kind": "Dataplane", "labels": {"team": "a"}}))
 
-    web, _ = _inbound(_config(view, "web-1"), "10.0.0.9", 7070)
-    backend, _ = _inbound(_config(view, "backend-1"), "10.0.0.1", 8080)
+    web, _ = inbound(config_of(view, "web-1"), "10.0.0.9", 7070)
+    backend, _ = inbound(config_of(view, "backend-1"), "10.0.0.1", 8080)
 
-    assert (_route(web)["timeout"], _hcm(web)["streamIdleTimeout"]) == ("7s", "2s")
-    assert (_route(backend)["timeout"], _hcm(backend)["streamIdleTimeout"]) == ("7s", "9s")
+    assert (first_route(web)["timeout"], hcm_of(web)["streamIdleTimeout"]) == ("7s", "2s")
+    assert (first_route(backend)["timeout"], hcm_of(backend)["streamIdleTimeout"]) == ("7s", "9s")
 
 
 def test_one_policys_rules_keep_their_order() -> None:

@@ -45,8 +45,7 @@ async def open_bucket(nc: NATS, bucket: str, *, replicas: int, what: str,
             else:
                 await _create_atomic(js, bucket, replicas)
                 kv = await js.key_value(bucket)
-            if replicas > 1:
-                await await_stream_leader(js, f"KV_{bucket}")
+            await await_stream_leader(js, f"KV_{bucket}")
             return kv
     except nats.errors.Error as exc:
         raise EventLogUnavailable(f"cannot open {what} bucket {bucket}: {exc!r}") from exc
@@ -82,9 +81,11 @@ _LEADER_WAIT_S = 10.0
 
 
 async def await_stream_leader(js: JetStreamContext, stream: str) -> None:
-    """After creating a replicated stream: until its group has elected a leader (a few
-    hundred ms on loopback), so the first write is not refused for having none. Bounded: past
-    it, writes get the usual transient error."""
+    """After creating a stream on a cluster, of any replica count (an R1 stream is a group of
+    one there, with its own election): until its group has elected a leader (a few hundred ms
+    on loopback), so the first write is not refused for having none (seen in CI: an R1 log's
+    first append on a 3-node cluster found no responder). One `STREAM.INFO` on a single
+    server. Bounded: past it, writes get the usual transient error."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _LEADER_WAIT_S
     while loop.time() < deadline:

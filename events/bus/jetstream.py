@@ -139,8 +139,8 @@ class JetStreamEventLog:
                     info = await js.stream_info(stream)
                 except nats.js.errors.NotFoundError:
                     await js.add_stream(wanted)
-                    if replicas > 1:
-                        await await_stream_leader(js, stream)
+                    # on a cluster an R1 stream has its group and election too
+                    await await_stream_leader(js, stream)
                     have = replicas
                 else:
                     check_stream(info.config, wanted, exact=subjects is not None)

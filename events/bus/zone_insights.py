@@ -137,8 +137,7 @@ async def ensure_zone_insight_sources(nc: NATS, zones: Iterable[str], *, replica
                 max_msgs=-1, max_msgs_per_subject=1, num_replicas=replicas,
                 storage=StorageType.FILE, allow_msg_ttl=True,
                 sources=list(wanted.values()) or None))
-            if replicas > 1:
-                await await_stream_leader(js, ZONE_INSIGHTS_STREAM)
+            await await_stream_leader(js, ZONE_INSIGHTS_STREAM)
             return True
         have = config.sources or []
         kept = [s for s in have if _key(s) in wanted]

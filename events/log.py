@@ -31,6 +31,10 @@ class Record(Struct, frozen=True, gc=False):
     data: bytes
     headers: Mapping[str, str]
     schema_version: int
+    readiness_of: int = 0
+    """The sequence of its subject's previous event when this one is a readiness change of it
+    (`events.readiness`, the `Meshlog-Readiness-Of` header); 0 when it is not, or when the
+    reader that made the record did not look (a projector then folds it as any other)."""
 
 
 class Appended(Struct, frozen=True):

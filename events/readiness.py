@@ -10,13 +10,11 @@ subject, differs from this one in its inbounds' `health` alone); the event itsel
 other registration, and a reader that ignores the header folds it as before.
 
 What it is for: a projector folding a batch in which a later event of the same subject
-replaces the Dataplane needs nothing of the readiness such an event carries but its time.
-Session 15 built that shortcut and measured it (docs/benchmarks.md, Rebuild): exact only when
-each change is decoded (invariant 10: one that does not decode is quarantined whatever the
-batch) and checked against what the header claims (a writer past the API may say what is not
-so), and so checked it saved nothing; trusting the header saved ~20 % of the fold. The
-projector does not use the header: it is written so that the log says so, for a reader that
-can check it for less (a compiled fold).
+replaces the Dataplane needs nothing of the readiness such an event carries but its time, and
+folds it so without decoding it (`projections.readiness`). It takes the header as a hint of
+which events are worth checking, never as the truth: it checks the event's bytes against the
+subject's last registration it folded, so a header that is not true, or none, changes
+nothing of the rows (docs/benchmarks.md, Rebuild).
 """
 
 from __future__ import annotations
@@ -26,9 +24,11 @@ from msgspec.structs import astuple
 from events.event_types import AnyEvent, DataplaneRegistered
 from events.resources import Dataplane, DataplaneNetworking, Inbound
 
-__all__ = ["READINESS_HEADER", "readiness_change", "same_but_readiness"]
+__all__ = ["READINESS_HEADER", "readiness_change", "readiness_in", "same_but_readiness"]
 
 READINESS_HEADER = "Meshlog-Readiness-Of"
+
+_READINESS_LINE = b"\r\n" + READINESS_HEADER.encode() + b":"
 
 
 def readiness_change(previous: AnyEvent | None, event: AnyEvent) -> bool:
@@ -66,3 +66,18 @@ def same_but_readiness(old: Dataplane, new: Dataplane) -> bool:
         if a[:_HEALTH] != b[:_HEALTH] or a[_HEALTH + 1:] != b[_HEALTH + 1:]:
             return False
     return True
+
+
+def readiness_in(raw_headers: bytes) -> int:
+    """The `Meshlog-Readiness-Of` sequence in a message's raw header block, without parsing
+    the rest; 0 when there is none or it is not a positive number."""
+    at = raw_headers.find(_READINESS_LINE)
+    if at < 0:
+        return 0
+    start = at + len(_READINESS_LINE)
+    end = raw_headers.find(b"\r\n", start)
+    try:
+        seq = int(raw_headers[start:end] if end >= 0 else raw_headers[start:])
+    except ValueError:
+        return 0
+    return seq if seq > 0 else 0

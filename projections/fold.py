@@ -92,7 +92,7 @@ from projections.views import (
     signing_key_row_key,
 )
 
-__all__ = ["apply_event"]
+__all__ = ["apply_event", "pass_time", "put_readiness"]
 
 
 _DEFAULT_GENERATORS = {g.name: g for g in DEFAULT_HOSTNAME_GENERATORS}
@@ -110,13 +110,7 @@ def apply_event(
 ) -> None:
     """Fold `event`, stored at sequence `seq` and written by the control plane `provenance`
     names (`events.provenance_of(record.subject)`), into `state`."""
-    due = state.next_expiry()
-    if due is not None and event.at >= due:  # before it, none has anything to do
-        expire_due(state, event.at)
-        renew_due(state, event.at)
-        state.drop_revocations_due(event.at)
-    if not state.generators_complete:
-        _restore_defaults(state)
+    _advance(state, event.at)
     if provenance != state.local_provenance:  # this log's own events are neither
         if is_remote(state, provenance):
             apply_remote(state, seq, event, provenance)
@@ -356,14 +350,68 @@ def _meta(old: object, seq: int, at: int) -> RowMeta:
     return RowMeta(version=seq, creation_time=created, modification_time=at)
 
 
+def _advance(state: ProjectionState, at: int) -> None:
+    """What every event does before its own: the time `at` comes (what falls due by it goes),
+    and the default HostnameGenerators are there."""
+    due = state.next_expiry()
+    if due is not None and at >= due:  # before it, none has anything to do
+        expire_due(state, at)
+        renew_due(state, at)
+        state.drop_revocations_due(at)
+    if not state.generators_complete:
+        _restore_defaults(state)
+
+
+def pass_time(state: ProjectionState, at: int) -> None:
+    """What a readiness change that a later event of the batch replaces does to the state
+    (`projections.readiness`): its time comes. Its row is replaced before the batch is
+    derived, and what it would mark stale is marked by what replaces it (the same Dataplane's
+    services and selectors, its identity), or by what changed those in between
+    (MeshServiceApplied marks its MeshService; `refresh_trust`, every identity of the mesh; a
+    deleted MeshService has nothing to derive)."""
+    _advance(state, at)
+
+
+def put_readiness(state: ProjectionState, seq: int, event: DataplaneRegistered,
+                  provenance: Provenance) -> None:
+    """What folding `event`, a readiness change at sequence `seq` of the Dataplane the state
+    holds, does besides `pass_time` (which it had): for a change no later event replaced
+    after all (`projections.readiness`). Its row, and the marks of what is derived from it."""
+    dp = event.dataplane
+    key = dp_key(dp.mesh, dp.name)
+    row = state.dataplane_at(key)
+    assert row is not None, key
+    registered = _registered(event, provenance)
+    state.put("dataplane", key, msgspec.structs.replace(
+        row, dataplane=registered,
+        meta=RowMeta(version=seq, modification_time=event.at,
+                     creation_time=row.meta.creation_time),
+        # made again, as `_dataplane_changed` does: a row of an older release's store may
+        # hold other words
+        conditions=service_name_conditions(registered)))
+    mesh, stale = dp.mesh, state.stale_services
+    for selector in state.selecting_dataplane(key, mesh, registered):
+        stale.add((mesh, selector))
+    for service in _services(registered):
+        stale.add((mesh, service))
+    if state.trust(mesh) is not None:
+        state.stale_identities.add((mesh, dp.name))
+
+
 def _dataplane_registered(state: ProjectionState, seq: int, event: DataplaneRegistered,
                           provenance: Provenance) -> None:
     dp = event.dataplane
-    # its labels and its inbounds' `kuma.io/zone` tag, both from the event's provenance
-    labeled = msgspec.structs.replace(
+    _dataplane_changed(state, seq, event.at, dp.mesh, dp.name, _registered(event, provenance),
+                       event.origin)
+
+
+def _registered(event: DataplaneRegistered, provenance: Provenance) -> Dataplane:
+    """The Dataplane `event` registers, with its labels and its inbounds' `kuma.io/zone` tag,
+    both from the event's provenance."""
+    dp = event.dataplane
+    return msgspec.structs.replace(
         dp, labels=dataplane_labels(dp, provenance, event.origin),
         networking=zone_tagged(dp.networking, provenance))
-    _dataplane_changed(state, seq, event.at, dp.mesh, dp.name, labeled, event.origin)
 
 
 def _dataplane_changed(

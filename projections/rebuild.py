@@ -21,12 +21,15 @@ from projections.worker import ProjectionPublisher, Projector
 
 __all__ = ["REBUILD_BATCH", "Progress", "rebuild"]
 
-REBUILD_BATCH = 50_000
+REBUILD_BATCH = 100_000
 """Events folded per read-model transaction in a rebuild. The derive and the commit run once
-per batch, whatever its size, so bigger batches cost less per event (10,000 to 50,000: a
-fifth less time, docs/benchmarks.md). In memory: the batch's records (tens of MB at the
+per batch, whatever its size, and a readiness change a later event of its batch replaces is
+folded as its time only (`projections.readiness`), so bigger batches cost less per event
+(10,000 to 50,000: a fifth less time; 50,000 to 100,000: ~6 %; 200,000: no clear gain for
+half as much memory again; docs/benchmarks.md). In memory: the batch's records (~45 MB at the
 benchmark's ~255-byte events) and what the reader has asked for ahead, bounded in bytes
-(`events.bus._pull`); a 1M-event rebuild peaked at ~150 MB RSS."""
+(`events.bus._pull`); a 1M-event rebuild peaked at ~240 MB RSS, the benchmark's seeding
+included."""
 
 
 class Progress(Struct, frozen=True):

@@ -56,6 +56,7 @@ from projections.errors import ProjectorHalted, SequenceGap
 from projections.fold import apply_event
 from projections.foldversion import FOLD_VERSION, FoldVersions, fold_versions, outdated_advice
 from projections.metrics import ProjectorMetrics
+from projections.readiness import BatchReadiness
 from projections.state import Change, ProjectionState, local_zone_of
 from projections.store import ReadModelStore, quarantine_key
 from projections.ticker import Ticker
@@ -127,6 +128,12 @@ def _read(record: Record, codec: _Codec, *, last_good: int) -> tuple[AnyEvent, P
         return event, provenance_of(record.subject)
     except MalformedSubject as exc:
         raise _Poisoned(record, str(exc), last_good=last_good, state_clean=True) from exc
+
+
+def _settle(readiness: BatchReadiness | None, state: ProjectionState) -> None:
+    """`BatchReadiness.settle`, when the batch has one."""
+    if readiness is not None:
+        readiness.settle(state)
 
 
 @contextlib.contextmanager
@@ -340,22 +347,39 @@ class Projector:
 
     def _fold_batch(self, state: ProjectionState, batch: Sequence[Record], after: int) -> int:
         last, skips = after, self._skips
+        # readiness changes a later event of the batch replaces: folded without decoding
+        # (projections.readiness), by a reader of this release's schema
+        readiness = (BatchReadiness(batch, skips) if self._codec.current == SCHEMA_VERSION
+                     else None)
         for record in batch:
             if record.seq != last + 1:
+                _settle(readiness, state)  # what comes before the gap is committed
                 raise SequenceGap(last + 1, record.seq)
             if skips and record.seq in skips:
                 state.put("skipped", f"{record.seq:012d}", skips[record.seq])
                 last = record.seq
                 continue
-            event, provenance = _read(record, self._codec, last_good=last)
             try:
-                apply_event(state, record.seq, event, provenance)
+                if readiness is None or not readiness.fold(state, record):
+                    try:
+                        event, provenance = _read(record, self._codec, last_good=last)
+                    except _Poisoned:
+                        # the state must be the fold up to the event before it, which may be
+                        # committed or folded on from: no row may wait for a replacement
+                        _settle(readiness, state)
+                        raise
+                    apply_event(state, record.seq, event, provenance)
+                    if readiness is not None:
+                        readiness.folded(record, event, provenance)
+            except _Poisoned:
+                raise
             except Exception as exc:
                 # The fold is pure, but a bug in it must not be skipped over either. State
                 # may be half-changed: it is dropped, never committed (we halt right here).
                 raise _Poisoned(record, f"{type(exc).__name__}: {exc}", last_good=last,
                                 state_clean=False) from exc
             last = record.seq
+        _settle(readiness, state)
         return last
 
     async def _commit(self, state: ProjectionState, last: int) -> None:

@@ -41,6 +41,7 @@ from events.bus._wire import Dispatch
 from events.codec import SCHEMA_HEADER, SCHEMA_VERSION
 from events.errors import EventLogUnavailable
 from events.log import Record
+from events.readiness import readiness_in
 
 __all__ = ["OrderedPull", "pull_ordered", "schema_of"]
 
@@ -175,7 +176,7 @@ class _Reader:
             return
         if headers:
             self.records.append(Record(seq, subject.decode(), data, _RawHeaders(headers),
-                                       _schema_in(headers)))
+                                       _schema_in(headers), readiness_in(headers)))
         else:
             self.records.append(Record(seq, subject.decode(), data, {}, SCHEMA_VERSION))
         self.requested -= len(subject) + len(reply) + len(data) + (len(headers) if headers else 0)

@@ -348,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
             b.add_argument("--database", default="sqlite",
                            help="sqlite | postgres (a fresh database on 127.0.0.1:5432) | URL")
             b.add_argument("--batch", help="events folded per read-model transaction "
-                                "(default: as `meshlog replay`, 50000)")
+                                "(default: as `meshlog replay`, 100000)")
     prop = bench_sub.add_parser("propagation", parents=g, help="time from an endpoint change "
                                 "in the log to every proxy's ACK, through an Envoy LB to the "
                                 "gateways")

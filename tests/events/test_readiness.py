@@ -1,9 +1,11 @@
-"""Readiness changes (events.readiness): which registrations are one, and the
-`Meshlog-Readiness-Of` header the one command path gives them, on a real nats-server."""
+"""Readiness changes (events.readiness): which registrations are one, the `Meshlog-Readiness-Of`
+header the one command path gives them on a real nats-server, and the log's reader that
+hands it to the projector."""
 
 from __future__ import annotations
 
 import msgspec
+import pytest
 
 from events import (
     Dataplane,
@@ -16,7 +18,7 @@ from events import (
     resource_subject,
 )
 from events.commands import Commands, ProxyCommands
-from events.readiness import READINESS_HEADER, readiness_change
+from events.readiness import READINESS_HEADER, readiness_change, readiness_in
 from events.resources import Health
 from tests.projections._histories import dataplane, inbound
 
@@ -61,6 +63,18 @@ def test_only_inbound_health_may_change() -> None:
                                                               name="web-1"))
 
 
+@pytest.mark.parametrize(("raw", "seq"), [
+    (b"NATS/1.0\r\nMeshlog-Schema: 1\r\nMeshlog-Readiness-Of: 42\r\n\r\n", 42),
+    (b"NATS/1.0\r\nMeshlog-Readiness-Of:7", 7),
+    (b"NATS/1.0\r\nMeshlog-Schema: 1\r\n\r\n", 0),
+    (b"NATS/1.0\r\nMeshlog-Readiness-Of: x\r\n\r\n", 0),
+    (b"NATS/1.0\r\nMeshlog-Readiness-Of: -3\r\n\r\n", 0),
+    (b"NATS/1.0\r\nMeshlog-Readiness-Of: 0\r\n\r\n", 0),
+])
+def test_the_header_is_read_from_the_raw_block(raw: bytes, seq: int) -> None:
+    assert readiness_in(raw) == seq
+
+
 async def _records(log: JetStreamEventLog) -> list[Record]:
     async for batch in log.read(1, max_batch=100):
         return list(batch)
@@ -89,8 +103,9 @@ async def test_the_command_path_says_which_event_a_readiness_change_is_one_of(
     await commands.apply(moved)  # 7: more than readiness
 
     records = await _records(event_log)
-    said = [r.headers.get(READINESS_HEADER) for r in records]
-    assert said == [None, None, "2", "3", None, "5", None]
-    # as any reader of the log gets it
+    assert [r.readiness_of for r in records] == [0, 0, 2, 3, 0, 5, 0]
+    # the header as stored, which any reader of the log may check
     last = await event_log.last(resource_subject("Dataplane", "default", "p-1"))
     assert last is not None and last.headers.get(READINESS_HEADER) == "3"
+    assert records[3].headers.get(READINESS_HEADER) == "3"
+    assert READINESS_HEADER not in records[6].headers

@@ -17,6 +17,7 @@ import msgspec
 from hypothesis import strategies as st
 
 from events import (
+    SCHEMA_VERSION,
     AnyEvent,
     CaCreated,
     ClockTicked,
@@ -55,12 +56,16 @@ from events import (
     encode_event,
     kind_of_policy,
     provenance_of,
+    resource_subject,
 )
 from events.identity import SecretKey
 from events.identity.pki import create_ca
+from events.log import Record
+from events.readiness import readiness_change
 from events.resources import Health, Mesh, MeshScopedResource
 from projections.derive import derive_stale
 from projections.fold import apply_event
+from projections.readiness import BatchReadiness
 from projections.state import ProjectionState
 from projections.views import EndpointsRow, MeshServiceRow, Row, VipRow, decode_row, decode_typed
 
@@ -521,26 +526,66 @@ def random_sizes(n: int, seed: int, max_size: int = 7) -> list[int]:
     return sizes
 
 
+Hints = Literal["command", "every", "none"]
+"""Which records carry a `Meshlog-Readiness-Of` hint: those the command path marks
+(`CommandHandler.execute`'s rule), every Dataplane's (a writer saying so of anything), or
+none (an older writer). The rows must not depend on it."""
+HINTS: tuple[Hints, ...] = ("command", "every", "none")
+
+
 def fold(
     batches: Iterable[Sequence[AnyEvent]], *, state: ProjectionState | None = None,
-    first_seq: int = 1,
+    first_seq: int = 1, hints: Hints = "command",
 ) -> ProjectionState:
-    """Fold `batches` like `Projector.run`: fold each event, then derive and commit per batch."""
+    """Fold `batches` like `Projector.run`: fold each event (a readiness change a later one
+    replaces as its time only, projections.readiness), then derive and commit per batch."""
     state = (ProjectionState.load([], secret_key=SECRET_KEY, local_zone=ZONE) if state is None
              else state)
     seq = first_seq
+    said: dict[str, tuple[int, AnyEvent]] = {}
+    """Each subject's last (sequence, event) so far: what the command path decides on."""
     for batch in batches:
+        records = []
         for event in batch:
-            wire = decode_event(encode_event(event), seq=seq, subject="test")
-            apply_event(state, seq, wire, PROVENANCE)
+            records.append(as_record(seq, event, said, hints))
             seq += 1
+        readiness = BatchReadiness(records)
+        for record in records:
+            if not readiness.fold(state, record):
+                wire = decode_event(record.data, seq=record.seq, subject=record.subject)
+                apply_event(state, record.seq, wire, PROVENANCE)
+                readiness.folded(record, wire, PROVENANCE)
+        readiness.settle(state)
         derive_stale(state)
         state.take_changes()
     return state
 
 
-def fold_all(events: Sequence[AnyEvent]) -> ProjectionState:
-    return fold([events])
+def as_record(seq: int, event: AnyEvent, said: dict[str, tuple[int, AnyEvent]],
+              hints: Hints = "command") -> Record:
+    """`event` as the log holds it at `seq`: a Dataplane's on its own subject, with the
+    readiness hint `hints` says; other events under a stand-in subject (folded with
+    `PROVENANCE`)."""
+    match event:
+        case DataplaneRegistered(dataplane=dp):
+            subject = resource_subject("Dataplane", dp.mesh, dp.name, ZONE)
+        case DataplaneDeregistered(mesh=mesh, name=name):
+            subject = resource_subject("Dataplane", mesh, name, ZONE)
+        case _:
+            return Record(seq, "test", encode_event(event), {}, SCHEMA_VERSION)
+    previous = said.get(subject)
+    said[subject] = (seq, event)
+    if hints == "every":
+        readiness_of = max(seq - 1, 1)
+    elif hints == "command" and previous is not None and readiness_change(previous[1], event):
+        readiness_of = previous[0]
+    else:
+        readiness_of = 0
+    return Record(seq, subject, encode_event(event), {}, SCHEMA_VERSION, readiness_of)
+
+
+def fold_all(events: Sequence[AnyEvent], *, hints: Hints = "command") -> ProjectionState:
+    return fold([events], hints=hints)
 
 
 Logged = tuple[str, AnyEvent]
@@ -754,8 +799,9 @@ def histories(draw: st.DrawFn, max_events: int = 30) -> list[AnyEvent]:
 
 @st.composite
 def flappy_histories(draw: st.DrawFn, max_events: int = 40) -> list[AnyEvent]:
-    """`histories` with readiness changes between the steps, as health checks flap (what
-    most of a busy log is), next to the events that change what they mark stale."""
+    """`histories` with readiness changes between the steps, as health checks flap: the
+    events a projector folds as their time only when a later one replaces them
+    (projections.readiness), next to the events that change what they would mark."""
     h = History()
     for _ in range(draw(st.integers(1, max_events))):
         h.gap = draw(st.sampled_from((0, 1, 1000)))

@@ -68,6 +68,11 @@ SKIPPED = Counter("meshlog_projector_skipped_events_total",
                   "operator's decision (meshlog quarantine skip), since the process started.",
                   _LABELS)
 
+FOLDED_AS_TIME = Counter("meshlog_projector_readiness_folded_as_time_total",
+                         "Readiness changes a later event of their batch replaced, folded as "
+                         "their time only (projections.readiness), since the process started.",
+                         _LABELS)
+
 READ_MODELS_FOLD_VERSION = Gauge(
     "meshlog_read_models_fold_version",
     "The fold version the projector's read models were folded with (1: before stores "
@@ -96,6 +101,7 @@ class ProjectorMetrics:
         self._commit = COMMIT.labels(name)
         self._quarantined = QUARANTINED.labels(name)
         self._skipped = SKIPPED.labels(name)
+        self._as_time = FOLDED_AS_TIME.labels(name)
         _live.add(self)
 
     @staticmethod
@@ -115,6 +121,9 @@ class ProjectorMetrics:
     def committed(self, position: int, seconds: float) -> None:
         self._last_folded.set(position)
         self._commit.observe(seconds)
+
+    def folded_as_time(self, events: int) -> None:
+        self._as_time.inc(events)
 
     def quarantined(self) -> None:
         self._quarantined.inc()
@@ -170,6 +179,9 @@ class _Unexported(ProjectorMetrics):
         pass
 
     def committed(self, position: int, seconds: float) -> None:
+        pass
+
+    def folded_as_time(self, events: int) -> None:
         pass
 
     def quarantined(self) -> None:

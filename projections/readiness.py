@@ -165,6 +165,8 @@ class BatchReadiness:
         self._folded: dict[str, tuple[int, DataplaneRegistered, Provenance] | _Anchor] = {}
         """By subject: its last event folded in full, when a registration; its `_Anchor` once
         a change of it came."""
+        self.as_time = 0
+        """How many were folded as their time only."""
         self._pending: dict[str, tuple[int, bytes, int, str]] = {}
         """By subject: its last change folded as its time only, whose row waits for a later
         event (its sequence and bytes, the anchor's sequence, the row's key)."""
@@ -198,6 +200,7 @@ class BatchReadiness:
             return False
         pass_time(state, at)
         self._pending[record.subject] = (record.seq, record.data, anchor.seq, anchor.key)
+        self.as_time += 1
         return True
 
     def settle(self, state: ProjectionState) -> None:

@@ -37,6 +37,8 @@ class Progress(Struct, frozen=True):
     target: int
     events_per_s: float
     eta_s: float | None
+    folded_as_time: int = 0
+    """Readiness changes folded as their time only so far (`projections.readiness`)."""
 
 
 async def rebuild(
@@ -70,7 +72,7 @@ async def rebuild(
         rate = projector.position / elapsed
         left = target - projector.position
         on_progress(Progress(projector.position, target, rate,
-                             left / rate if rate > 0 else None))
+                             left / rate if rate > 0 else None, projector.folded_as_time))
 
     task = asyncio.create_task(projector.run(until_seq=target), name="rebuild")
     try:

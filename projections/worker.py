@@ -179,6 +179,9 @@ class Projector:
         self._max_batch = max_batch
         self.position = 0
         """The last sequence committed; readable for progress reports."""
+        self.folded_as_time = 0
+        """Readiness changes folded as their time only since the start (`projections.readiness`);
+        readable for progress reports."""
         self.halted: str | None = None
         """Why the projector stopped, if it did."""
         self._ticker: Ticker | None = None
@@ -380,6 +383,9 @@ class Projector:
                                 state_clean=False) from exc
             last = record.seq
         _settle(readiness, state)
+        if readiness is not None and readiness.as_time:
+            self.folded_as_time += readiness.as_time
+            self.metrics.folded_as_time(readiness.as_time)
         return last
 
     async def _commit(self, state: ProjectionState, last: int) -> None:

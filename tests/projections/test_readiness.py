@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
 from nats.js.api import StorageType, StreamConfig
+from prometheus_client import REGISTRY
 
 from events import (
     AnyEvent,
@@ -382,6 +383,39 @@ async def test_a_projector_stopping_in_front_of_an_unreadable_event_commits_exac
         assert await export_store(stores[1000]) == await export_store(stores[1])
         row = dict(await stores[1000].scan("dataplane"))["default/p-1"]
         assert b'"ready":false' in row
+    finally:
+        for store in stores.values():
+            await store.close()
+
+
+async def test_a_projector_counts_the_changes_it_folds_as_their_time(
+        event_log: JetStreamEventLog, tmp_path: Path) -> None:
+    """A live projector's changes from the command path: folded as their time in a batch
+    (counted, and in its metrics), the same rows as one event per batch."""
+    await Commands(event_log, zone="default").apply(Mesh(name="default"))
+    proxies = ProxyCommands(event_log, zone="default")
+    probed = decode_resource({
+        "type": "Dataplane", "mesh": "default", "name": "p-1", "networking": {
+            "address": "127.0.0.1", "inbound": [{
+                "port": 80, "tags": {"kuma.io/service": "web"}, "serviceProbe": {"tcp": {}}}]}})
+    assert isinstance(probed, Dataplane)
+    assert await proxies.register(probed, at=1)
+    for at in range(2, 6):  # sequences 3 to 6
+        assert await proxies.report_readiness("default", "p-1", {("127.0.0.1", 80): at % 2 == 1},
+                                              at=at)
+    stores = {size: await open_store(f"sqlite:///{tmp_path / f'{size}.db'}")
+              for size in (1, 1000)}
+    try:
+        counted = {}
+        for size, store in stores.items():
+            projector = Projector(event_log, store, None, zone="default", max_batch=size,
+                                  name=f"counted-{size}")
+            await projector.run(until_seq=6)
+            counted[size] = projector.folded_as_time
+        assert counted == {1: 0, 1000: 3}  # 3, 4 and 5; 6 is the last
+        assert REGISTRY.get_sample_value("meshlog_projector_readiness_folded_as_time_total",
+                                         {"projector": "counted-1000"}) == 3
+        assert await export_store(stores[1000]) == await export_store(stores[1])
     finally:
         for store in stores.values():
             await store.close()

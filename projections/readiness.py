@@ -155,13 +155,11 @@ class BatchReadiness:
     replaced."""
 
     def __init__(self, batch: Sequence[Record], skipped: Collection[int] = ()) -> None:
-        last = ({record.subject: record.seq for record in batch} if not skipped else
-                {record.subject: record.seq for record in batch if record.seq not in skipped})
-        self._replaced = {record.seq for record in batch
-                          if record.readiness_of and last.get(record.subject, 0) > record.seq}
-        """Sequences of the events whose writer says they are readiness changes (the header)
-        and that a later event of their subject replaces (an event an operator decided to
-        skip replaces nothing)."""
+        self._last = ({record.subject: record.seq for record in batch} if not skipped else
+                      {record.subject: record.seq for record in batch
+                       if record.seq not in skipped})
+        """Each subject's last sequence in the batch (an event an operator decided to skip
+        replaces nothing)."""
         self._folded: dict[str, tuple[int, DataplaneRegistered, Provenance] | _Anchor] = {}
         """By subject: its last event folded in full, when a registration; its `_Anchor` once
         a change of it came."""
@@ -181,11 +179,11 @@ class BatchReadiness:
 
     def fold(self, state: ProjectionState, record: Record) -> bool:
         """Fold `record` as its time if it is a replaced readiness change and that is exact;
-        False (nothing done): fold it in full."""
-        if record.seq not in self._replaced or record.schema_version != SCHEMA_VERSION:
-            return False
+        False (nothing done): fold it in full. Asked only of a record whose writer says it is
+        a readiness change (`Record.readiness_of`, the header): others are not worth it."""
         anchor = self._folded.get(record.subject)
-        if anchor is None:
+        if (anchor is None or self._last[record.subject] <= record.seq
+                or record.schema_version != SCHEMA_VERSION):
             return False
         if not isinstance(anchor, _Anchor):
             anchor = self._folded[record.subject] = _anchor(state, *anchor)

@@ -363,7 +363,9 @@ class Projector:
                 last = record.seq
                 continue
             try:
-                if readiness is None or not readiness.fold(state, record):
+                # only a record whose writer says it is a readiness change is worth asking
+                if (readiness is None or not record.readiness_of
+                        or not readiness.fold(state, record)):
                     try:
                         event, provenance = _read(record, self._codec, last_good=last)
                     except _Poisoned:

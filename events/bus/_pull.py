@@ -41,9 +41,12 @@ from events.bus._wire import Dispatch
 from events.codec import SCHEMA_HEADER, SCHEMA_VERSION
 from events.errors import EventLogUnavailable
 from events.log import Record
-from events.readiness import readiness_in
+from events.readiness import READINESS_HEADER, readiness_in
 
 __all__ = ["OrderedPull", "pull_ordered", "schema_of"]
+
+_READINESS = READINESS_HEADER.encode()
+"""Looked for before `readiness_in` is called: most events do not carry it."""
 
 _EXPIRES_S = 30.0
 """How long a pull request waits on the server; a caught-up reader's requests linger that long
@@ -175,8 +178,9 @@ class _Reader:
                        f"{reply[:80]!r})")
             return
         if headers:
-            self.records.append(Record(seq, subject.decode(), data, _RawHeaders(headers),
-                                       _schema_in(headers), readiness_in(headers)))
+            self.records.append(Record(
+                seq, subject.decode(), data, _RawHeaders(headers), _schema_in(headers),
+                readiness_in(headers) if _READINESS in headers else 0))
         else:
             self.records.append(Record(seq, subject.decode(), data, {}, SCHEMA_VERSION))
         self.requested -= len(subject) + len(reply) + len(data) + (len(headers) if headers else 0)

@@ -551,7 +551,7 @@ def fold(
             seq += 1
         readiness = BatchReadiness(records)
         for record in records:
-            if not readiness.fold(state, record):
+            if not (record.readiness_of and readiness.fold(state, record)):
                 wire = decode_event(record.data, seq=record.seq, subject=record.subject)
                 apply_event(state, record.seq, wire, PROVENANCE)
                 readiness.folded(record, wire, PROVENANCE)

@@ -97,7 +97,7 @@ def _fold(state: ProjectionState, records: Sequence[Record], readiness: BatchRea
     for record in records:
         if record.seq == leave_out:
             continue
-        if readiness.fold(state, record):
+        if record.readiness_of and readiness.fold(state, record):
             as_time += 1
         else:
             event = decode_event(record.data, seq=record.seq, subject=record.subject)

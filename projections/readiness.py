@@ -166,8 +166,10 @@ class BatchReadiness:
         """By subject: its last event folded in full, when a registration; its `_Anchor` once
         a change of it came."""
         self._pending: dict[str, tuple[int, bytes, int, str]] = {}
-        """By subject: its last change folded as its time only, whose row waits for a later
-        event (its sequence and bytes, the anchor's sequence, the row's key)."""
+        """By Dataplane row (`dp_key`): the last change of it folded as its time only, whose
+        row waits for a later event (its sequence and bytes, the anchor's sequence, its
+        subject). By row, not by subject: a writer past the API may put registrations of
+        several Dataplanes on one subject, and a change of one must not drop another's."""
 
     def folded(self, record: Record, event: AnyEvent, provenance: Provenance) -> None:
         """`record` was folded in full as `event`: what its subject's next readiness change
@@ -197,7 +199,7 @@ class BatchReadiness:
         if at is None:
             return False
         pass_time(state, at)
-        self._pending[record.subject] = (record.seq, record.data, anchor.seq, anchor.key)
+        self._pending[anchor.key] = (record.seq, record.data, anchor.seq, record.subject)
         return True
 
     def settle(self, state: ProjectionState) -> None:
@@ -207,7 +209,7 @@ class BatchReadiness:
         commits, or folds on from, is the fold up to the event before)."""
         pending, self._pending = self._pending, {}
         self._folded.clear()
-        for subject, (seq, data, anchor, key) in pending.items():
+        for key, (seq, data, anchor, subject) in pending.items():
             row = state.dataplane_at(key)
             if row is None or row.meta.version != anchor:
                 continue  # replaced, as it was to be

@@ -448,3 +448,22 @@ async def test_a_projector_quarantines_an_undecodable_change_whatever_the_batch(
     finally:
         for store in stores.values():
             await store.close()
+
+
+# --- review: a subject a writer past the API puts two Dataplanes on ------------------------
+
+
+def test_changes_of_two_dataplanes_on_one_subject_each_keep_their_readiness() -> None:
+    """A writer past the API registers web-1, a change of it, then web-2 on web-1's subject,
+    a change of web-2, and web-2 again: nothing replaces web-1's row after its change, which
+    must get its readiness (as one by one), not be lost when web-2's change comes."""
+    other = dataplane("default", "web-2", "10.0.0.2", inbound(80, "web"))
+    h = History().mesh("default").register(WEB).flip(0, False, "Ready")
+    h.register(other).flip(2, False, "Ready").flip(2, None, "Ready")
+    records = _records(h.events)
+    subject = records[1].subject
+    batch = [msgspec.structs.replace(r, subject=subject, readiness_of=r.seq - 1)
+             if r.seq in (3, 4, 5, 6) else r for r in records]
+    state, readiness = _state(), BatchReadiness(batch)
+    assert _fold(state, batch, readiness) == 2  # 3 (from 2) and 5 (from 4)
+    assert _settled(state, readiness) == rows(_fold_records([[r] for r in batch]))

@@ -36,6 +36,9 @@ It is folded so only when
   version,
 - the Dataplane's row still holds what the anchor wrote (its version is the anchor's
   sequence: nothing else wrote the row in between),
+- each of its services' MeshServices is there and not waiting out a grace period (or is a
+  user's): regenerating it is then only a mark (another zone's event on a synced name that
+  is also a local service may have made it wait),
 - its writer says it is a readiness change (the header),
 - and its bytes are the anchor's shape with a time and readiness of their own.
 
@@ -58,7 +61,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from events import DataplaneRegistered, Provenance, decode_event
+from events import SERVICE_TAG, DataplaneRegistered, Provenance, decode_event, is_dns1035_label
 from events.codec import SCHEMA_VERSION, encode_event
 from events.event_types import AnyEvent
 from events.log import Record
@@ -147,6 +150,10 @@ class _Anchor(NamedTuple):
     """Its Dataplane's row (`dp_key`)."""
     shape: _Shape | None
     """`_Shape.of` it; None: no bytes are taken as a readiness change of it."""
+    mesh: str
+    services: tuple[str, ...]
+    """Its inbounds' services that can name a generated MeshService: what folding a change
+    of it regenerates (`generation.regenerate`)."""
 
 
 class BatchReadiness:
@@ -195,6 +202,12 @@ class BatchReadiness:
         row = state.dataplane_at(anchor.key)
         if row is None or row.meta.version != anchor.seq:
             return False
+        for service in anchor.services:
+            # regenerating it for the change is only a mark while it is there and not waiting
+            # out a grace period (another zone's event on its name may have made it so)
+            ms = state.meshservice(anchor.mesh, service)
+            if ms is None or (ms.expires_at is not None and ms.origin != "user"):
+                return False
         at = shape.time_of(record.data)
         if at is None:
             return False
@@ -223,5 +236,7 @@ class BatchReadiness:
 def _anchor(state: ProjectionState, seq: int, event: DataplaneRegistered,
             provenance: Provenance) -> _Anchor:
     dp = event.dataplane
+    services = {i.tags[SERVICE_TAG] for i in dp.networking.inbound if SERVICE_TAG in i.tags}
     return _Anchor(seq, dp_key(dp.mesh, dp.name),
-                   _Shape.of(event) if provenance == state.local_provenance else None)
+                   _Shape.of(event) if provenance == state.local_provenance else None,
+                   dp.mesh, tuple(sorted(s for s in services if is_dns1035_label(s))))

@@ -21,7 +21,10 @@ from nats.aio.client import Client as NATS
 from nats.js.api import StorageType, StreamConfig
 
 from events import (
+    GLOBAL_ZONE,
+    SCHEMA_VERSION,
     AnyEvent,
+    DataplaneDeregistered,
     DataplaneRegistered,
     JetStreamEventLog,
     Mesh,
@@ -31,9 +34,11 @@ from events import (
     decode_event,
     decode_resource,
     encode_event,
+    provenance_of,
     resource_subject,
 )
 from events.commands import Commands, ProxyCommands
+from events.kds_hash import hashed_name
 from events.readiness import READINESS_HEADER
 from events.resources import Dataplane
 from projections import Projector, ProjectorHalted, SequenceGap, export_store, open_store
@@ -467,3 +472,50 @@ def test_changes_of_two_dataplanes_on_one_subject_each_keep_their_readiness() ->
     state, readiness = _state(), BatchReadiness(batch)
     assert _fold(state, batch, readiness) == 2  # 3 (from 2) and 5 (from 4)
     assert _settled(state, readiness) == rows(_fold_records([[r] for r in batch]))
+
+
+def _fold_by_subject(batches: Sequence[Sequence[Record]]) -> ProjectionState:
+    """`_fold_records` with each event's provenance read from its subject (as the projector
+    does): a log that also holds another zone's events."""
+    state = _state()
+    for batch in batches:
+        readiness = BatchReadiness(batch)
+        for record in batch:
+            if not readiness.fold(state, record):
+                event = decode_event(record.data, seq=record.seq, subject=record.subject)
+                provenance = provenance_of(record.subject)
+                apply_event(state, record.seq, event, provenance)
+                readiness.folded(record, event, provenance)
+        readiness.settle(state)
+        derive_stale(state)
+        state.take_changes()
+    return state
+
+
+def test_a_change_whose_meshservice_waits_out_its_grace_period_is_folded_in_full() -> None:
+    """Folding a readiness change regenerates its services' MeshServices: only a mark while
+    the MeshService is there and not waiting out a grace period. Here another zone's event
+    made it wait (its synced name, `hashed_name`, is a service of a local Dataplane): the
+    change takes it back at its own sequence and time, one by one and in a batch alike."""
+    synced = hashed_name("default", "redis", "west")
+    west = dataplane("default", "r-1", "10.2.0.1", inbound(6379, "redis"))
+    local = dataplane("default", "web-1", "10.0.0.1", inbound(6379, synced))
+    west_subject = resource_subject("Dataplane", "default", "r-1", zone="west")
+    h = History().register(local).flip(0, False, "Ready").flip(0, None, "Ready")
+    mesh = MeshApplied(at=1, mesh=Mesh(name="default"))
+    logged: list[tuple[str, AnyEvent, int]] = [
+        (resource_subject("Mesh", None, "default", zone=GLOBAL_ZONE), mesh, 0),
+        (west_subject, DataplaneRegistered(at=2, dataplane=west), 0)]
+    subject = resource_subject("Dataplane", "default", "web-1", zone=ZONE)
+    logged.append((subject, h.events[0], 0))
+    logged.append((west_subject, DataplaneDeregistered(at=h.events[0].at + 1,
+                                                       mesh="default", name="r-1"), 0))
+    logged += [(subject, h.events[1], 3), (subject, h.events[2], 5)]
+    records = [Record(seq, s, encode_event(e), {}, SCHEMA_VERSION, hint)
+               for seq, (s, e, hint) in enumerate(logged, start=1)]
+    one_by_one = _fold_by_subject([[r] for r in records])
+    row = meshservice_row(one_by_one, "default", synced)
+    assert row is not None and row.expires_at is None and row.meta.version == 5
+    batched = meshservice_row(_fold_by_subject([records]), "default", synced)
+    assert batched == row
+    assert rows(_fold_by_subject([records])) == rows(one_by_one)

@@ -519,3 +519,16 @@ def test_a_change_whose_meshservice_waits_out_its_grace_period_is_folded_in_full
     batched = meshservice_row(_fold_by_subject([records]), "default", synced)
     assert batched == row
     assert rows(_fold_by_subject([records])) == rows(one_by_one)
+
+
+def test_a_replacing_event_of_another_kind_leaves_the_change_its_readiness() -> None:
+    """A writer past the API puts a Mesh on web-1's subject after its changes: the last
+    change folded as its time gets its readiness when the batch settles, as one by one."""
+    h = History().mesh("default").register(WEB).flip(0, False, "Ready")
+    h.events.append(MeshApplied(at=h.events[-1].at + 1, mesh=Mesh(name="other")))
+    records = _records(h.events)
+    batch = [*records[:3], msgspec.structs.replace(records[3], subject=records[2].subject)]
+    assert batch[2].readiness_of == 2
+    state, readiness = _state(), BatchReadiness(batch)
+    assert _fold(state, batch, readiness) == 1
+    assert _settled(state, readiness) == rows(_fold_records([[r] for r in batch]))

@@ -532,3 +532,25 @@ def test_a_replacing_event_of_another_kind_leaves_the_change_its_readiness() -> 
     state, readiness = _state(), BatchReadiness(batch)
     assert _fold(state, batch, readiness) == 1
     assert _settled(state, readiness) == rows(_fold_records([[r] for r in batch]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(flappy_histories(), st.data())
+def test_random_histories_on_any_subjects_give_identical_rows_whatever_the_batches(
+        events: list[AnyEvent], data: st.DataObject) -> None:
+    """A writer past the API may put any event on any subject with any hint: the rows of a
+    batch are still those of folding one by one."""
+    records = [msgspec.structs.replace(r, readiness_of=max(r.seq - 1, 1))
+               if r.subject != "test" else r for r in _records(events)]
+    subjects = sorted({r.subject for r in records if r.subject != "test"})
+    if subjects:
+        moved = data.draw(st.lists(st.tuples(st.integers(1, len(records)),
+                                             st.sampled_from(subjects)), max_size=12))
+        by_seq = dict(moved)
+        records = [msgspec.structs.replace(r, subject=by_seq[r.seq],
+                                           readiness_of=max(r.seq - 1, 1))
+                   if r.seq in by_seq else r for r in records]
+    picked = sorted(set(data.draw(st.lists(st.integers(1, len(records)), max_size=4))))
+    bounds = [0, *picked, len(records)]
+    batches = [records[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+    assert rows(_fold_records(batches)) == rows(_fold_records([[r] for r in records]))

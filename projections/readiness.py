@@ -36,6 +36,9 @@ It is folded so only when
   version,
 - the Dataplane's row still holds what the anchor wrote (its version is the anchor's
   sequence: nothing else wrote the row in between),
+- each of its services' MeshServices is there and not waiting out a grace period (or is a
+  user's): regenerating it is then only a mark (another zone's event on a synced name that
+  is also a local service may have made it wait),
 - its writer says it is a readiness change (the header),
 - and its bytes are the anchor's shape with a time and readiness of their own.
 
@@ -58,7 +61,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from events import DataplaneRegistered, Provenance, decode_event
+from events import SERVICE_TAG, DataplaneRegistered, Provenance, decode_event, is_dns1035_label
 from events.codec import SCHEMA_VERSION, encode_event
 from events.event_types import AnyEvent
 from events.log import Record
@@ -147,6 +150,10 @@ class _Anchor(NamedTuple):
     """Its Dataplane's row (`dp_key`)."""
     shape: _Shape | None
     """`_Shape.of` it; None: no bytes are taken as a readiness change of it."""
+    mesh: str
+    services: tuple[str, ...]
+    """Its inbounds' services that can name a generated MeshService: what folding a change
+    of it regenerates (`generation.regenerate`)."""
 
 
 class BatchReadiness:
@@ -166,8 +173,10 @@ class BatchReadiness:
         self.as_time = 0
         """How many were folded as their time only."""
         self._pending: dict[str, tuple[int, bytes, int, str]] = {}
-        """By subject: its last change folded as its time only, whose row waits for a later
-        event (its sequence and bytes, the anchor's sequence, the row's key)."""
+        """By Dataplane row (`dp_key`): the last change of it folded as its time only, whose
+        row waits for a later event (its sequence and bytes, the anchor's sequence, its
+        subject). By row, not by subject: a writer past the API may put registrations of
+        several Dataplanes on one subject, and a change of one must not drop another's."""
 
     def folded(self, record: Record, event: AnyEvent, provenance: Provenance) -> None:
         """`record` was folded in full as `event`: what its subject's next readiness change
@@ -193,11 +202,17 @@ class BatchReadiness:
         row = state.dataplane_at(anchor.key)
         if row is None or row.meta.version != anchor.seq:
             return False
+        for service in anchor.services:
+            # regenerating it for the change is only a mark while it is there and not waiting
+            # out a grace period (another zone's event on its name may have made it so)
+            ms = state.meshservice(anchor.mesh, service)
+            if ms is None or (ms.expires_at is not None and ms.origin != "user"):
+                return False
         at = shape.time_of(record.data)
         if at is None:
             return False
         pass_time(state, at)
-        self._pending[record.subject] = (record.seq, record.data, anchor.seq, anchor.key)
+        self._pending[anchor.key] = (record.seq, record.data, anchor.seq, record.subject)
         self.as_time += 1
         return True
 
@@ -208,7 +223,7 @@ class BatchReadiness:
         commits, or folds on from, is the fold up to the event before)."""
         pending, self._pending = self._pending, {}
         self._folded.clear()
-        for subject, (seq, data, anchor, key) in pending.items():
+        for key, (seq, data, anchor, subject) in pending.items():
             row = state.dataplane_at(key)
             if row is None or row.meta.version != anchor:
                 continue  # replaced, as it was to be
@@ -222,5 +237,7 @@ class BatchReadiness:
 def _anchor(state: ProjectionState, seq: int, event: DataplaneRegistered,
             provenance: Provenance) -> _Anchor:
     dp = event.dataplane
+    services = {i.tags[SERVICE_TAG] for i in dp.networking.inbound if SERVICE_TAG in i.tags}
     return _Anchor(seq, dp_key(dp.mesh, dp.name),
-                   _Shape.of(event) if provenance == state.local_provenance else None)
+                   _Shape.of(event) if provenance == state.local_provenance else None,
+                   dp.mesh, tuple(sorted(s for s in services if is_dns1035_label(s))))

@@ -22,7 +22,10 @@ from nats.js.api import StorageType, StreamConfig
 from prometheus_client import REGISTRY
 
 from events import (
+    GLOBAL_ZONE,
+    SCHEMA_VERSION,
     AnyEvent,
+    DataplaneDeregistered,
     DataplaneRegistered,
     JetStreamEventLog,
     Mesh,
@@ -32,9 +35,11 @@ from events import (
     decode_event,
     decode_resource,
     encode_event,
+    provenance_of,
     resource_subject,
 )
 from events.commands import Commands, ProxyCommands
+from events.kds_hash import hashed_name
 from events.readiness import READINESS_HEADER
 from events.resources import Dataplane
 from projections import Projector, ProjectorHalted, SequenceGap, export_store, open_store
@@ -482,3 +487,104 @@ async def test_a_projector_quarantines_an_undecodable_change_whatever_the_batch(
     finally:
         for store in stores.values():
             await store.close()
+
+
+# --- review: a subject a writer past the API puts two Dataplanes on ------------------------
+
+
+def test_changes_of_two_dataplanes_on_one_subject_each_keep_their_readiness() -> None:
+    """A writer past the API registers web-1, a change of it, then web-2 on web-1's subject,
+    a change of web-2, and web-2 again: nothing replaces web-1's row after its change, which
+    must get its readiness (as one by one), not be lost when web-2's change comes."""
+    other = dataplane("default", "web-2", "10.0.0.2", inbound(80, "web"))
+    h = History().mesh("default").register(WEB).flip(0, False, "Ready")
+    h.register(other).flip(2, False, "Ready").flip(2, None, "Ready")
+    records = _records(h.events)
+    subject = records[1].subject
+    batch = [msgspec.structs.replace(r, subject=subject, readiness_of=r.seq - 1)
+             if r.seq in (3, 4, 5, 6) else r for r in records]
+    state, readiness = _state(), BatchReadiness(batch)
+    assert _fold(state, batch, readiness) == 2  # 3 (from 2) and 5 (from 4)
+    assert _settled(state, readiness) == rows(_fold_records([[r] for r in batch]))
+
+
+def _fold_by_subject(batches: Sequence[Sequence[Record]]) -> ProjectionState:
+    """`_fold_records` with each event's provenance read from its subject (as the projector
+    does): a log that also holds another zone's events."""
+    state = _state()
+    for batch in batches:
+        readiness = BatchReadiness(batch)
+        for record in batch:
+            if not readiness.fold(state, record):
+                event = decode_event(record.data, seq=record.seq, subject=record.subject)
+                provenance = provenance_of(record.subject)
+                apply_event(state, record.seq, event, provenance)
+                readiness.folded(record, event, provenance)
+        readiness.settle(state)
+        derive_stale(state)
+        state.take_changes()
+    return state
+
+
+def test_a_change_whose_meshservice_waits_out_its_grace_period_is_folded_in_full() -> None:
+    """Folding a readiness change regenerates its services' MeshServices: only a mark while
+    the MeshService is there and not waiting out a grace period. Here another zone's event
+    made it wait (its synced name, `hashed_name`, is a service of a local Dataplane): the
+    change takes it back at its own sequence and time, one by one and in a batch alike."""
+    synced = hashed_name("default", "redis", "west")
+    west = dataplane("default", "r-1", "10.2.0.1", inbound(6379, "redis"))
+    local = dataplane("default", "web-1", "10.0.0.1", inbound(6379, synced))
+    west_subject = resource_subject("Dataplane", "default", "r-1", zone="west")
+    h = History().register(local).flip(0, False, "Ready").flip(0, None, "Ready")
+    mesh = MeshApplied(at=1, mesh=Mesh(name="default"))
+    logged: list[tuple[str, AnyEvent, int]] = [
+        (resource_subject("Mesh", None, "default", zone=GLOBAL_ZONE), mesh, 0),
+        (west_subject, DataplaneRegistered(at=2, dataplane=west), 0)]
+    subject = resource_subject("Dataplane", "default", "web-1", zone=ZONE)
+    logged.append((subject, h.events[0], 0))
+    logged.append((west_subject, DataplaneDeregistered(at=h.events[0].at + 1,
+                                                       mesh="default", name="r-1"), 0))
+    logged += [(subject, h.events[1], 3), (subject, h.events[2], 5)]
+    records = [Record(seq, s, encode_event(e), {}, SCHEMA_VERSION, hint)
+               for seq, (s, e, hint) in enumerate(logged, start=1)]
+    one_by_one = _fold_by_subject([[r] for r in records])
+    row = meshservice_row(one_by_one, "default", synced)
+    assert row is not None and row.expires_at is None and row.meta.version == 5
+    batched = meshservice_row(_fold_by_subject([records]), "default", synced)
+    assert batched == row
+    assert rows(_fold_by_subject([records])) == rows(one_by_one)
+
+
+def test_a_replacing_event_of_another_kind_leaves_the_change_its_readiness() -> None:
+    """A writer past the API puts a Mesh on web-1's subject after its changes: the last
+    change folded as its time gets its readiness when the batch settles, as one by one."""
+    h = History().mesh("default").register(WEB).flip(0, False, "Ready")
+    h.events.append(MeshApplied(at=h.events[-1].at + 1, mesh=Mesh(name="other")))
+    records = _records(h.events)
+    batch = [*records[:3], msgspec.structs.replace(records[3], subject=records[2].subject)]
+    assert batch[2].readiness_of == 2
+    state, readiness = _state(), BatchReadiness(batch)
+    assert _fold(state, batch, readiness) == 1
+    assert _settled(state, readiness) == rows(_fold_records([[r] for r in batch]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(flappy_histories(), st.data())
+def test_random_histories_on_any_subjects_give_identical_rows_whatever_the_batches(
+        events: list[AnyEvent], data: st.DataObject) -> None:
+    """A writer past the API may put any event on any subject with any hint: the rows of a
+    batch are still those of folding one by one."""
+    records = [msgspec.structs.replace(r, readiness_of=max(r.seq - 1, 1))
+               if r.subject != "test" else r for r in _records(events)]
+    subjects = sorted({r.subject for r in records if r.subject != "test"})
+    if subjects:
+        moved = data.draw(st.lists(st.tuples(st.integers(1, len(records)),
+                                             st.sampled_from(subjects)), max_size=12))
+        by_seq = dict(moved)
+        records = [msgspec.structs.replace(r, subject=by_seq[r.seq],
+                                           readiness_of=max(r.seq - 1, 1))
+                   if r.seq in by_seq else r for r in records]
+    picked = sorted(set(data.draw(st.lists(st.integers(1, len(records)), max_size=4))))
+    bounds = [0, *picked, len(records)]
+    batches = [records[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+    assert rows(_fold_records(batches)) == rows(_fold_records([[r] for r in records]))

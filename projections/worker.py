@@ -354,40 +354,42 @@ class Projector:
         # (projections.readiness), by a reader of this release's schema
         readiness = (BatchReadiness(batch, skips) if self._codec.current == SCHEMA_VERSION
                      else None)
-        for record in batch:
-            if record.seq != last + 1:
-                _settle(readiness, state)  # what comes before the gap is committed
-                raise SequenceGap(last + 1, record.seq)
-            if skips and record.seq in skips:
-                state.put("skipped", f"{record.seq:012d}", skips[record.seq])
+        try:
+            for record in batch:
+                if record.seq != last + 1:
+                    _settle(readiness, state)  # what comes before the gap is committed
+                    raise SequenceGap(last + 1, record.seq)
+                if skips and record.seq in skips:
+                    state.put("skipped", f"{record.seq:012d}", skips[record.seq])
+                    last = record.seq
+                    continue
+                try:
+                    # only a record whose writer says it is a readiness change is worth asking
+                    if (readiness is None or not record.readiness_of
+                            or not readiness.fold(state, record)):
+                        try:
+                            event, provenance = _read(record, self._codec, last_good=last)
+                        except _Poisoned:
+                            # the state must be the fold up to the event before it, which may be
+                            # committed or folded on from: no row may wait for a replacement
+                            _settle(readiness, state)
+                            raise
+                        apply_event(state, record.seq, event, provenance)
+                        if readiness is not None:
+                            readiness.folded(record, event, provenance)
+                except _Poisoned:
+                    raise
+                except Exception as exc:
+                    # The fold is pure, but a bug in it must not be skipped over either. State
+                    # may be half-changed: it is dropped, never committed (we halt right here).
+                    raise _Poisoned(record, f"{type(exc).__name__}: {exc}", last_good=last,
+                                    state_clean=False) from exc
                 last = record.seq
-                continue
-            try:
-                # only a record whose writer says it is a readiness change is worth asking
-                if (readiness is None or not record.readiness_of
-                        or not readiness.fold(state, record)):
-                    try:
-                        event, provenance = _read(record, self._codec, last_good=last)
-                    except _Poisoned:
-                        # the state must be the fold up to the event before it, which may be
-                        # committed or folded on from: no row may wait for a replacement
-                        _settle(readiness, state)
-                        raise
-                    apply_event(state, record.seq, event, provenance)
-                    if readiness is not None:
-                        readiness.folded(record, event, provenance)
-            except _Poisoned:
-                raise
-            except Exception as exc:
-                # The fold is pure, but a bug in it must not be skipped over either. State
-                # may be half-changed: it is dropped, never committed (we halt right here).
-                raise _Poisoned(record, f"{type(exc).__name__}: {exc}", last_good=last,
-                                state_clean=False) from exc
-            last = record.seq
-        _settle(readiness, state)
-        if readiness is not None and readiness.as_time:
-            self.folded_as_time += readiness.as_time
-            self.metrics.folded_as_time(readiness.as_time)
+            _settle(readiness, state)
+        finally:  # counted also when the batch stops in front of an event or a gap
+            if readiness is not None and readiness.as_time:
+                self.folded_as_time += readiness.as_time
+                self.metrics.folded_as_time(readiness.as_time)
         return last
 
     async def _commit(self, state: ProjectionState, last: int) -> None:

@@ -379,12 +379,16 @@ async def test_a_projector_stopping_in_front_of_an_unreadable_event_commits_exac
     stores = {size: await open_store(f"sqlite:///{tmp_path / f'{size}.db'}")
               for size in (1, 1000)}
     try:
+        counted = {}
         for size, store in stores.items():
+            projector = Projector(event_log, store, None, zone="default", max_batch=size)
             with pytest.raises(ProjectorHalted, match=f"skip --seq {bad} "):
-                await Projector(event_log, store, None, zone="default",
-                                max_batch=size).run(until_seq=bad)
+                await projector.run(until_seq=bad)
             assert await store.checkpoint() == bad - 1
-        # the batch of 1,000 folded 3 and 4 from the row, then gave it 5's readiness
+            counted[size] = projector.folded_as_time
+        # the batch of 1,000 folded 3, 4 and 5 as their time (the unreadable event is on the
+        # subject too), then gave the row 5's readiness
+        assert counted == {1: 0, 1000: 3}
         assert await export_store(stores[1000]) == await export_store(stores[1])
         row = dict(await stores[1000].scan("dataplane"))["default/p-1"]
         assert b'"ready":false' in row

@@ -16,9 +16,10 @@ stream may turn `allow_msg_ttl` on, which cannot be turned off), and sends that 
 other setting is the server's own, so nothing else can change. Each source asked for must be
 one the sync itself would make, rebuilt here from its validated parts (no other field passes):
 
-    event stream     name MESHLOG_EVENTS, filter `meshlog.ev.<zone>.>`, api `$JS.<zone>.API`
-                     (a zone's own subjects from its own domain) or `$JS.global.API` (through
-                     global), never a filter the stream takes as its own subjects
+    event stream     name MESHLOG_EVENTS, filter `meshlog.ev.<zone>.>`; on global from api
+                     `$JS.<zone>.API` (a zone's own subjects from its own domain), in a zone
+                     from `$JS.global.API` (through global); never a filter the stream takes
+                     as its own subjects, never its own domain (it would copy itself)
     zone insights    `zone_insights_source(<zone>)` exactly (events.bus.zone_insights)
 
 A refused request is answered 400 with the field and the value; the stream is left as it was.
@@ -44,7 +45,7 @@ from nats.js.api import ExternalStream, StreamSource
 from events.bus._source_updates import SOURCES_QUEUE, SourcesUpdate, sources_subject
 from events.bus.requests import STATUS_HEADER, Reply
 from events.bus.zone_insights import ZONE_INSIGHTS_STREAM, zone_insights_source
-from events.subjects import EVENTS_STREAM
+from events.subjects import EVENTS_STREAM, GLOBAL_ZONE
 
 __all__ = ["KEPT_STREAMS", "SourceRefused", "canonical_sources", "serve_source_updates"]
 
@@ -85,9 +86,14 @@ def _event_source(source: StreamSource, own: set[str], where: str) -> StreamSour
         raise SourceRefused(f"{where}.filter_subject: {source.filter_subject!r} is the "
                             "stream's own subjects")
     domain = _external_api(source, where)
-    if domain not in (match.group(1), _GLOBAL_DOMAIN):
-        raise SourceRefused(f"{where}.external.api: '$JS.{domain}.API' is neither zone "
-                            f"{match.group(1)!r}'s nor global's")
+    # global sources each zone from the zone's own domain, a zone everything through
+    # global's: never its own domain (the stream would copy itself)
+    on_global = f"meshlog.ev.{GLOBAL_ZONE}.>" in own
+    upstream = match.group(1) if on_global else _GLOBAL_DOMAIN
+    if domain != upstream or (domain == _GLOBAL_DOMAIN and on_global):
+        raise SourceRefused(f"{where}.external.api: '$JS.{domain}.API' for "
+                            f"{source.filter_subject!r} on {'global' if on_global else 'a zone'}"
+                            f"'s stream; only '$JS.{upstream}.API'")
     if source.opt_start_seq or source.opt_start_time or source.subject_transforms \
             or source.consumer:
         raise SourceRefused(f"{where}: only name, filter_subject and external are allowed")

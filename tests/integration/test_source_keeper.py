@@ -21,13 +21,19 @@ from events.bus._source_updates import sources_subject, update_sources
 from events.bus.insights import BUCKET as INSIGHTS_BUCKET
 from events.bus.nats_access import NatsPermissionDenied, refusals_of
 from events.bus.source_keeper import serve_source_updates
-from events.bus.sources import ensure_sources, source_states, zone_filter, zone_sources
+from events.bus.sources import (
+    ensure_sources,
+    global_sources,
+    source_states,
+    zone_filter,
+    zone_sources,
+)
 from events.bus.zone_insights import (
     ZONE_INSIGHTS_BUCKET,
     ZONE_INSIGHTS_STREAM,
     ensure_zone_insight_sources,
 )
-from events.subjects import EVENTS_STREAM
+from events.subjects import EVENTS_STREAM, GLOBAL_ZONE
 from services.runtime.embedded_nats import run_nats_server
 from tests.integration.test_nats_permissions import Plane
 from tests.integration.test_nats_users import _global_and_east, _nats_users, _seeds, _server_conf
@@ -105,6 +111,8 @@ async def test_the_sync_changes_the_event_streams_sources_only_through_the_keepe
                         ({"filter_subject": zone_filter("east"),
                           "external": {"api": "$JS.east.API"}}, "filter_subject"),
                         ({"external": {"api": "$JS.west.API", "deliver": "x.>"}}, "external"),
+                        ({"external": {"api": "$JS.west.API"}}, "external.api"),  # not global's
+                        ({"external": {"api": "$JS.east.API"}}, "external.api"),  # its own
                         ({"opt_start_seq": 5}, "only name, filter_subject and external")):
                     source = {"name": EVENTS_STREAM, "filter_subject": zone_filter("west"),
                               "external": {"api": "$JS.global.API"}, **bad}
@@ -146,3 +154,15 @@ async def test_on_global_the_sync_changes_the_zone_insights_sources_through_the_
             assert sorted(s.external.api for s in info.config.sources or []
                           if s.external is not None) == ["$JS.east.API", "$JS.west.API"]
             assert await ensure_zone_insight_sources(sync, [])
+            # global's event stream: each zone from its own domain, never from global's
+            await JetStreamEventLog.open(await central.nc("api"),
+                                         subjects=[zone_filter(GLOBAL_ZONE)])
+            assert await ensure_sources(sync, global_sources(["east"]))
+            await _limit_update_refused(sync, admin, EVENTS_STREAM)
+            for api in ("$JS.global.API", "$JS.west.API"):
+                status, answer = await _ask(sync, EVENTS_STREAM, {"sources": [
+                    {"name": EVENTS_STREAM, "filter_subject": zone_filter("east"),
+                     "external": {"api": api}}]})
+                assert status == "400" and "external.api" in str(answer["error"]), answer
+            assert [(s.filter_subject, s.api) for s in await source_states(admin)] == [
+                (zone_filter("east"), "$JS.east.API")]

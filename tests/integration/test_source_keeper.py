@@ -20,6 +20,7 @@ from events import EventLogUnavailable, JetStreamEventLog
 from events.bus._source_updates import sources_subject, update_sources
 from events.bus.insights import BUCKET as INSIGHTS_BUCKET
 from events.bus.nats_access import NatsPermissionDenied, refusals_of
+from events.bus.permissions import ROLES, permissions
 from events.bus.source_keeper import serve_source_updates
 from events.bus.sources import (
     ensure_sources,
@@ -166,3 +167,18 @@ async def test_on_global_the_sync_changes_the_zone_insights_sources_through_the_
                 assert status == "400" and "external.api" in str(answer["error"]), answer
             assert [(s.filter_subject, s.api) for s in await source_states(admin)] == [
                 (zone_filter("east"), "$JS.east.API")]
+
+
+@pytest.mark.parametrize("zone", ["east", GLOBAL_ZONE])
+def test_no_role_but_admin_may_update_a_stream(zone: str) -> None:
+    """The sync's grant is the keeper's request subjects, and `STREAM.UPDATE` is denied to it
+    as to every role but admin (deny wins)."""
+    for role in ROLES:
+        granted = permissions(role, zone)
+        if role == "admin":
+            continue
+        assert "$JS.API.STREAM.UPDATE.>" in granted.publish_deny, role
+        assert not [s for s in granted.publish if "STREAM.UPDATE" in s], role
+    sync = permissions("sync", zone).publish
+    assert sources_subject(EVENTS_STREAM) in sync
+    assert (sources_subject(ZONE_INSIGHTS_STREAM) in sync) == (zone == GLOBAL_ZONE)

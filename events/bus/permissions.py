@@ -13,24 +13,26 @@ and deny lists (deny wins). meshlog's processes need:
                (meshlog.ev.<zone>.dataplane.<mesh>.<name>); writes the insights bucket;
                answers config requests
     sync       the multi-zone sync (services.runtime.zone_sync): reads the zones from the log
-               and changes the event stream's sources (`STREAM.UPDATE` of the event stream,
-               and of no other); in a zone, reads global's log through its JetStream domain
+               and asks the source keeper (events.bus.source_keeper, admin's connection) to
+               change the event stream's sources (`meshlog.sources.update.<stream>`: it may
+               update no stream itself); in a zone, reads global's log through its JetStream domain
                (`$JS.global.API`) and appends only its own zone's registration there
                (meshlog.ev._global.zone._.<zone>); on global, makes the zone-insights
-               bucket and keeps its sources (`STREAM.CREATE`/`INFO`/`UPDATE` of its stream
-               only: events.bus.zone_insights), and purges a deleted or reinstalled zone's
-               keys there and records each zone's install (a publish to each key,
+               bucket (`STREAM.CREATE`/`INFO` of its stream only: events.bus.zone_insights)
+               and has the keeper keep its sources, and purges a deleted or reinstalled
+               zone's keys there and records each zone's install (a publish to each key,
                `$KV.meshlog_zone_insights.>`, and its `DIRECT.GET`: it could write any
-               zone's keys there too, no more than its update of that stream already allows,
-               a source of anything or limits that drop every key)
-    admin      everything: maintenance commands (replay), benchmarks, tests
+               zone's keys there too, observations, never the log)
+    admin      everything: maintenance commands (replay), benchmarks, tests, and the source
+               keeper (`meshlog up`, `meshlog projector --admin-creds`), which applies the
+               sync's requests, sources only and only sources the sync would make
 
 So a gateway, the part exposed to proxies, cannot rewrite the log: it cannot append a Mesh,
 a MeshService or a policy, write the projections every gateway serves, or purge, delete or
-change a stream (those JetStream API subjects are denied to every role but admin; the sync
-role may update the event stream, which nats-server allows whole: a stream update can change
-any of its settings, its limits included, not only its sources, so the sync's seed is kept as
-carefully as admin's, and no other process is given it).
+change a stream (those JetStream API subjects are denied to every role but admin, the sync's
+included: nats-server applies a stream update whole, limits, retention and subjects with the
+sources, so the sync asks the keeper, which changes nothing but the sources; a leaked sync
+seed can choose which zones are sourced, not drop or rewrite what the log holds).
 
 The JetStream API subjects are those nats-py 2.16 sends for what `events.bus` does:
 `STREAM.INFO`/`STREAM.CREATE` (open; creating a stream or bucket that exists with another
@@ -58,6 +60,7 @@ from typing import Any, Literal, assert_never
 
 from msgspec import Struct
 
+from events.bus._source_updates import sources_subject
 from events.bus.insights import BUCKET as INSIGHTS_BUCKET
 from events.bus.projection_bus import BUCKET as PROJECTION_BUCKET
 from events.bus.requests import XDS_CONFIG_SUBJECTS
@@ -85,7 +88,7 @@ _REMOVE = (f"{_API}.STREAM.PURGE.>", f"{_API}.STREAM.DELETE.>", f"{_API}.STREAM.
 """What only admin may do: a stream's messages are removed."""
 _NEVER = (*_REMOVE, f"{_API}.STREAM.UPDATE.>")
 """What only admin may do: a stream's messages are removed or its rules changed (the sync
-role may change the event stream's, `_sync`)."""
+role asks the source keeper for a change of sources, `_sync`)."""
 
 
 class Permissions(Struct, frozen=True, kw_only=True):
@@ -128,12 +131,13 @@ def _bucket(bucket: str, *, write: bool) -> tuple[str, ...]:
 def _sync(zone: str) -> tuple[str, ...]:
     """What the multi-zone sync sends (services.runtime.zone_sync): its log's zones, read
     through a consumer fenced by the stream leader (`events.bus._latest`), and the stream's
-    sources (`STREAM.INFO`, `STREAM.UPDATE`: `events.bus.sources.ensure_sources`, and on global
-    each zone's stream's `STREAM.INFO` to see its link back); in a zone, also its own
+    sources (`STREAM.INFO`, and a request to the source keeper for a change:
+    `events.bus.sources.ensure_sources`, and on global each zone's stream's `STREAM.INFO` to
+    see its link back); in a zone, also its own
     registration on global: a decision read from global's log (its domain's API, as a log of
     unknown replica count reads), and the append of `zone`'s Zone, which crosses the leafnode to
     global's stream."""
-    local = (f"{_API}.STREAM.INFO.{EVENTS_STREAM}", f"{_API}.STREAM.UPDATE.{EVENTS_STREAM}",
+    local = (f"{_API}.STREAM.INFO.{EVENTS_STREAM}", sources_subject(EVENTS_STREAM),
              f"{_API}.STREAM.MSG.GET.{EVENTS_STREAM}",
              f"{_API}.CONSUMER.CREATE.{EVENTS_STREAM}.>",
              f"{_API}.CONSUMER.INFO.{EVENTS_STREAM}.*",
@@ -145,7 +149,7 @@ def _sync(zone: str) -> tuple[str, ...]:
                 f"$JS.*.API.STREAM.INFO.{EVENTS_STREAM}",
                 f"$JS.*.API.STREAM.INFO.KV_{INSIGHTS_BUCKET}",
                 f"{_API}.STREAM.CREATE.{ZONE_INSIGHTS_STREAM}",
-                f"{_API}.STREAM.UPDATE.{ZONE_INSIGHTS_STREAM}",
+                sources_subject(ZONE_INSIGHTS_STREAM),
                 # a deleted or reinstalled zone's keys purged, each a publish to the key
                 # (events.bus.zone_insights.forget_zone_insights), and the install of each
                 # zone recorded and read there (`<zone>.install`, a KV get is a direct get)
@@ -194,7 +198,7 @@ def permissions(role: Role, zone: str) -> Permissions:
                 publish_deny=_NEVER, subscribe=(_INBOX, XDS_CONFIG_SUBJECTS),
                 allow_responses=True)
         case "sync":
-            return Permissions(publish=_sync(zone), publish_deny=_REMOVE, subscribe=(_INBOX,))
+            return Permissions(publish=_sync(zone), publish_deny=_NEVER, subscribe=(_INBOX,))
         case _:
             assert_never(role)
 

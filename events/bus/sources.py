@@ -39,6 +39,7 @@ from msgspec import Struct
 from nats.aio.client import Client as NATS
 from nats.js.api import ExternalStream, StreamSource
 
+from events.bus._source_updates import update_sources
 from events.errors import EventLogUnavailable
 from events.subjects import EVENTS_STREAM, GLOBAL_ZONE
 
@@ -96,8 +97,9 @@ def zone_sources(zone: str, zones: Iterable[str]) -> list[SourceSpec]:
 async def ensure_sources(nc: NATS, wanted: Sequence[SourceSpec], *,
                          stream: str = EVENTS_STREAM) -> bool:
     """Make `stream` source exactly `wanted` (adding and removing sources, keeping the ones
-    it has: nats-server keeps each one's position); True when it changed. Needs the admin
-    user's permissions (`$JS.API.STREAM.UPDATE`)."""
+    it has: nats-server keeps each one's position); True when it changed. The change is
+    asked of the source keeper (events.bus.source_keeper: the sync role may not update the
+    stream itself); `STREAM.INFO` of `stream` is the caller's own."""
     js = nc.jetstream(timeout=_TIMEOUT_S)
     try:
         info = await js.stream_info(stream)
@@ -108,12 +110,12 @@ async def ensure_sources(nc: NATS, wanted: Sequence[SourceSpec], *,
         added = sorted(want - {spec for _, spec in have})
         if len(kept) == len(have) and not added:
             return False
-        config.sources = kept + [
+        sources = kept + [
             StreamSource(name=stream, filter_subject=spec.filter_subject,
                          external=ExternalStream(api=spec.api)) for spec in added]
-        await js.update_stream(config)
     except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
         raise EventLogUnavailable(f"cannot set the sources of stream {stream}: {exc!r}") from exc
+    await update_sources(nc, stream, sources)
     return True
 
 
@@ -126,7 +128,8 @@ async def restart_sources(nc: NATS, specs: Iterable[SourceSpec], *,
     backwards; newer releases may keep it per source too), so nothing is sourced twice or
     skipped; nats-server ignores an update that keeps a source unchanged, so there is no
     one-update way. When the second update fails the source is missing until `ensure_sources`
-    adds it back (the sync's next step). Needs `$JS.API.STREAM.UPDATE`, as `ensure_sources`."""
+    adds it back (the sync's next step). Both updates are asked of the source keeper, as
+    `ensure_sources`'."""
     want = set(specs)
     js = nc.jetstream(timeout=_TIMEOUT_S)
     try:
@@ -135,13 +138,11 @@ async def restart_sources(nc: NATS, specs: Iterable[SourceSpec], *,
         restarted = [s for s in have if _spec(s) in want]
         if not restarted:
             return []
-        config.sources = [s for s in have if _spec(s) not in want]
-        await js.update_stream(config)
-        config.sources = have
-        await js.update_stream(config)
     except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
         raise EventLogUnavailable(
             f"cannot restart the sources of stream {stream}: {exc!r}") from exc
+    await update_sources(nc, stream, [s for s in have if _spec(s) not in want])
+    await update_sources(nc, stream, have)
     return sorted(_spec(s) for s in restarted)
 
 

@@ -63,6 +63,7 @@ from nats.js.api import (
 )
 
 from events.bus._kv import await_stream_leader
+from events.bus._source_updates import update_sources
 from events.bus.insights import BUCKET as INSIGHTS_BUCKET
 from events.errors import EventLogUnavailable
 
@@ -121,8 +122,9 @@ async def ensure_zone_insight_sources(nc: NATS, zones: Iterable[str], *, replica
                                       ) -> bool:
     """Make global's zone-insights bucket (created if missing, at `replicas`, with per-message
     TTL allowed) source exactly each of `zones`' insights bucket; True when it changed. The
-    sync role's grant (`events.bus.permissions`: `STREAM.INFO`, `STREAM.CREATE` and
-    `STREAM.UPDATE` of this bucket's stream)."""
+    sync role's grant (`events.bus.permissions`: `STREAM.INFO` and `STREAM.CREATE` of this
+    bucket's stream; a change of an existing one's sources is asked of the source keeper,
+    events.bus.source_keeper)."""
     wanted = {_key(s): s for s in (zone_insights_source(z) for z in sorted(set(zones)))}
     js = nc.jetstream(timeout=_TIMEOUT_S)
     try:
@@ -146,12 +148,10 @@ async def ensure_zone_insight_sources(nc: NATS, zones: Iterable[str], *, replica
         # be turned on, never off), for the purges' markers (`forget_zone_insights`)
         if len(kept) == len(have) and not added and config.allow_msg_ttl:
             return False
-        config.sources = kept + added
-        config.allow_msg_ttl = True
-        await js.update_stream(config)
     except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
         raise EventLogUnavailable(
             f"cannot set the sources of stream {ZONE_INSIGHTS_STREAM}: {exc!r}") from exc
+    await update_sources(nc, ZONE_INSIGHTS_STREAM, kept + added, allow_msg_ttl=True)
     return True
 
 

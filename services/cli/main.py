@@ -110,6 +110,10 @@ def cmd_process(args: argparse.Namespace) -> int:
             raise ConfigError(f"--sync-creds {args.sync_creds}: only with --mode global or "
                               f"zone (the multi-zone sync's user; a standalone control plane "
                               f"has no sync)")
+        if args.admin_creds and mode == "standalone":
+            raise ConfigError(f"--admin-creds {args.admin_creds}: only with --mode global or "
+                              f"zone (the source keeper's user; a standalone control plane "
+                              f"has no sync)")
         coro = processes.run_projector_process(
             nats_url=args.nats_url, database=_database_of(args), zone=zone, mode=mode,
             credentials=credentials, replicas=replicas,
@@ -123,7 +127,8 @@ def cmd_process(args: argparse.Namespace) -> int:
                 "--metrics-port", args.metrics_port),
             max_batch=LIVE_BATCH if args.max_batch is None else parse_positive(
                 "--max-batch", args.max_batch),
-            sync_credentials=Path(args.sync_creds) if args.sync_creds else None)
+            sync_credentials=Path(args.sync_creds) if args.sync_creds else None,
+            admin_credentials=Path(args.admin_creds) if args.admin_creds else None)
     elif args.command == "gateway":
         drain_grace_s = _seconds("--drain-grace", args.drain_grace)
         coro = processes.run_gateway_process(

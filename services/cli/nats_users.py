@@ -39,7 +39,8 @@ DEFAULT_ACCOUNT = "MESHLOG"
 _PROCESS: dict[Role, str] = {
     "api": "meshlog api", "projector": "meshlog projector", "gateway": "meshlog gateway",
     "sync": "meshlog projector --sync-creds, multi-zone only",
-    "admin": "meshlog replay, meshlog bench, operators' maintenance"}
+    "admin": "meshlog replay, meshlog bench, operators' maintenance, meshlog projector "
+             "--admin-creds (the source keeper, multi-zone only)"}
 
 
 def add_nats_users_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -124,7 +125,8 @@ def _usage(out: Path, conf: Path, account: str, mode: str, zone: str) -> str:
               f"in each zone's URL):",
               f"    leafnodes: {json.dumps(leafnodes)}",
               "  There the projector also keeps the stream's sources (the multi-zone sync), "
-              "as the sync user (a stream update: keep its seed as you keep admin's):",
+              "as the sync user, which asks the source keeper to apply each change, as the "
+              "admin user (sources only: the sync may not update a stream):",
               f"    meshlog projector {flags} --nats-creds {out / 'projector.nk'} "
-              f"--sync-creds {out / 'sync.nk'}"]
+              f"--sync-creds {out / 'sync.nk'} --admin-creds {out / 'admin.nk'}"]
     return "\n".join(lines)

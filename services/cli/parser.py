@@ -275,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "stream's sources (env MESHLOG_SYNC_CREDS; default: the "
                                    "projector's own connection, which then needs the admin "
                                    "user's; README, NATS permissions)")
+            proc.add_argument("--admin-creds", default=env("ADMIN_CREDS"), metavar="FILE",
+                              help="with --mode global or zone: NATS credentials of the admin "
+                                   "user, for the source keeper that applies the sync's "
+                                   "changes of the stream's sources, sources only (env "
+                                   "MESHLOG_ADMIN_CREDS; default: the projector's own "
+                                   "connection; docs/security.md, Sources keeper)")
             proc.add_argument("--metrics-host", default=env("METRICS_HOST", "127.0.0.1"))
             proc.add_argument("--metrics-port", default=env("METRICS_PORT"),
                               help="serve Prometheus metrics on GET /metrics there (0: any "

@@ -48,8 +48,9 @@ log = logging.getLogger("meshlog.sync")
 class SourceNudger:
     def __init__(self, nc: NATS, *, stream: str = EVENTS_STREAM,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        """`nc`: a connection as a user allowed `STREAM.INFO` and `STREAM.UPDATE` of `stream`
-        and `STREAM.INFO` of its upstreams on their domains (the sync role)."""
+        """`nc`: a connection as a user allowed `STREAM.INFO` of `stream` and of its upstreams
+        on their domains, and to ask the source keeper to change `stream`'s sources (the sync
+        role)."""
         self._nc = nc
         self._stream = stream
         self._clock = clock

@@ -2,7 +2,7 @@
 
     meshlog projector --nats-url URL [--nats-creds FILE] --database URL [--secret-key-file F]
                       [--lease-ttl 5s] [--metrics-port P (/ready, /live, /metrics)]
-                      [--mode global|zone [--sync-creds FILE]]
+                      [--mode global|zone [--sync-creds FILE --admin-creds FILE]]
     meshlog gateway   --nats-url URL [--nats-creds FILE] [--xds-port 5678] [--drain-grace 10]
                       [--tls-cert-file F --tls-key-file K] [--dns-cache-ttl 10s]
                       [--dns-server IP[:PORT]] [--no-auth]
@@ -35,6 +35,7 @@ from events import DEFAULT_ZONE, JetStreamEventLog
 from events.bus.insights import JetStreamInsights
 from events.bus.projection_bus import JetStreamProjectionBus
 from events.bus.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
+from events.bus.source_keeper import serve_source_updates
 from events.bus.sources import source_states, zone_filter
 from events.commands import Commands
 from events.identity import SecretKey
@@ -92,11 +93,15 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
                                 metrics_port: int | None = None,
                                 mode: Mode = "standalone",
                                 max_batch: int = LIVE_BATCH,
-                                sync_credentials: Path | None = None) -> None:
+                                sync_credentials: Path | None = None,
+                                admin_credentials: Path | None = None) -> None:
     """`lease_ttl_s` > 0: active/standby (services.runtime.standby); 0: fold unconditionally
     (a single projector). `metrics_port`: serve `GET /metrics`, `/ready` and `/live` there
     (none without it). `sync_credentials`: the sync role's user, for the multi-zone sync's own
-    connection (`mode` global or zone; None: it shares the projector's)."""
+    connection (`mode` global or zone; None: it shares the projector's). `admin_credentials`:
+    the admin user's, for the source keeper that applies the sync's changes of sources
+    (events.bus.source_keeper; None: on the projector's own connection, which then needs
+    admin's permissions, or a NATS without users)."""
     metrics = None if metrics_port is None else bind_socket(metrics_host, metrics_port,
                                                               "--metrics-port")
     check: ReadinessCheck | None = None
@@ -126,15 +131,21 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
             bus = await at_start("projector", lambda: JetStreamProjectionBus.open(
                 nc, replicas=replicas))
             store = await open_store(database)
-            syncing = None
+            syncing = keeping = None
             if mode != "standalone":
                 # the sources of the stream (events.bus.sources), on a connection as the sync
                 # role's user (`--sync-creds`); without it on the projector's, whose user must
                 # then have the sync's permissions (admin's, or a NATS without users)
                 sync_nc = nc if sync_credentials is None else await stack.enter_async_context(
                     nats_connection(nats_url, "meshlog-sync", credentials=sync_credentials))
-                syncing = asyncio.create_task(ZoneSync(sync_nc, mode=mode, zone=zone,
-                                                       replicas=replicas).run(),
+                keeper_nc = nc if admin_credentials is None else \
+                    await stack.enter_async_context(nats_connection(
+                        nats_url, "meshlog-sources", credentials=admin_credentials))
+                keeper_ready = asyncio.Event()
+                keeping = asyncio.create_task(serve_source_updates(keeper_nc, keeper_ready),
+                                              name="source keeper")
+                syncing = asyncio.create_task(ZoneSync(
+                    sync_nc, mode=mode, zone=zone, replicas=replicas).run(keeper_ready),
                                               name="multi-zone sync")
             try:
                 # a store of a newer release's fold: refused at once (NewerFoldVersion)
@@ -156,9 +167,10 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
                     check = single
                     await run_projector(projector, reconnected)
             finally:
-                if syncing is not None:
-                    syncing.cancel()
-                    await asyncio.wait([syncing])
+                for task in (syncing, keeping):
+                    if task is not None:
+                        task.cancel()
+                        await asyncio.wait([task])
                 await store.close()
 
 

@@ -51,6 +51,7 @@ from events.bus.insights import JetStreamInsights
 from events.bus.permissions import ROLES, Role
 from events.bus.projection_bus import JetStreamProjectionBus
 from events.bus.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
+from events.bus.source_keeper import serve_source_updates
 from events.bus.sources import GLOBAL_DOMAIN, source_states, zone_filter
 from events.commands import Commands
 from events.identity import SecretKey
@@ -371,9 +372,17 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
             if cfg.mode != "standalone":
                 sync_nc = await stack.enter_async_context(
                     nats_connection(url, "meshlog-sync", credentials=credentials["sync"]))
+                # the sync may not update a stream: the keeper, on admin's connection,
+                # applies its sources-only changes (events.bus.source_keeper); the sync
+                # starts once it serves
+                keeper_nc = await stack.enter_async_context(nats_connection(
+                    url, "meshlog-sources", credentials=credentials["admin"]))
+                keeper_ready = asyncio.Event()
+                projecting.append(("source keeper", partial(serve_source_updates, keeper_nc,
+                                                            keeper_ready)))
                 sync = ZoneSync(sync_nc, mode=cfg.mode, zone=cfg.zone,
                                 replicas=cfg.stream_replicas)
-                projecting.append(("multi-zone sync", sync.run))
+                projecting.append(("multi-zone sync", partial(sync.run, keeper_ready)))
             health = HealthServer(gateway, bind_socket(cfg.xds_host, 0, "gateway health"))
             api = ApiServer(app, api_sock, tls=api_tls, access_log=cfg.api_access_log,
                             access_log_forwarded_for=cfg.api_access_log_forwarded_for)

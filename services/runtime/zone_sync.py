@@ -23,8 +23,9 @@ When a link comes back, it restarts the event stream's sources that stalled duri
 
 It reads the zones from its own log (global's zone subjects: on a zone, sourced from global),
 so what it does follows the log; it only decides which sources the stream has, never copies an
-event itself. It runs as the sync role's user (`events.bus.permissions`: changing a
-stream's sources is `$JS.API.STREAM.UPDATE`, which only it and admin have).
+event itself. It runs as the sync role's user (`events.bus.permissions`), which may not
+update a stream: it asks the source keeper (events.bus.source_keeper, on admin's connection:
+`meshlog up`, `meshlog projector --admin-creds`) for each change of sources.
 """
 
 from __future__ import annotations
@@ -124,7 +125,11 @@ class ZoneSync:
         self._refused: set[str] = set()
         """The refused installs (`<zone> <install>`) already logged."""
 
-    async def run(self) -> None:
+    async def run(self, keeper_ready: asyncio.Event | None = None) -> None:
+        """Sync until cancelled; with `keeper_ready`, from when it is set (the source keeper
+        this sync asks serves, events.bus.source_keeper)."""
+        if keeper_ready is not None:
+            await keeper_ready.wait()
         local = JetStreamEventLog(self._nc, self._nc.jetstream(timeout=5.0), EVENTS_STREAM)
         remote = JetStreamEventLog(
             self._nc, self._nc.jetstream(domain=GLOBAL_DOMAIN, timeout=5.0), EVENTS_STREAM)

@@ -3,8 +3,10 @@ sources (services.runtime.zone_sync) runs as a user of its own, on real nats-ser
 configured with `meshlog nats-users`' auth.conf. A global and a zone made of separate
 `meshlog api` and `meshlog projector --sync-creds` processes, every one with its role's
 seed, sync both ways over the printed leafnode link, and no server refuses them anything;
-the sync's user changes its stream's sources but may not append an event, register another
-zone, remove the stream or its messages, change another stream, or write the projections."""
+the sync's user changes its stream's sources, through the source keeper (admin: `meshlog
+projector --admin-creds`), but may not update a stream itself (its limits), append an event,
+register another zone, remove the stream or its messages, change another stream, or write the
+projections."""
 
 from __future__ import annotations
 
@@ -52,6 +54,7 @@ from tests.integration.test_nats_users import (
     _server_conf,
     _tail,
 )
+from tests.integration.test_source_keeper import source_keeper
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +74,8 @@ async def test_zones_of_separate_processes_sync_as_the_sync_role(tmp_path: Path)
                 api = _process("api", plane, work / "api.log", *common, "--api-port", "0")
                 started.append((api, work / "api.log"))
                 started.append((_process("projector", plane, work / "projector.log", *common,
-                                         "--sync-creds", str(plane.seeds["sync"])),
+                                         "--sync-creds", str(plane.seeds["sync"]),
+                                         "--admin-creds", str(plane.seeds["admin"])),
                                 work / "projector.log"))
                 urls[name] = await _printed(api, work / "api.log", "API listening on ")
             async with httpx.AsyncClient(timeout=10) as client:
@@ -119,7 +123,8 @@ async def test_the_sync_role_keeps_the_sources_and_nothing_else(tmp_path: Path) 
     async with run_nats_server(tmp_path / "data", config=config, server_name="east") as url:
         plane = Plane(url, _seeds(tmp_path))
         try:
-            await _keeps_the_sources_and_nothing_else(plane)
+            async with source_keeper(await plane.nc("admin")):
+                await _keeps_the_sources_and_nothing_else(plane)
         finally:
             for nc in plane.connections.values():
                 await nc.close()
@@ -155,6 +160,12 @@ async def _keeps_the_sources_and_nothing_else(plane: Plane) -> None:
     with pytest.raises(NatsPermissionDenied):
         async with refusals_of(nc).guard(f"$JS.API.STREAM.MSG.DELETE.{EVENTS_STREAM}"):
             await js.delete_msg(EVENTS_STREAM, 1)
+    # the stream's own settings: the keeper changes its sources, never its limits
+    limited = (await admin.stream_info(EVENTS_STREAM)).config
+    limited.max_msgs = 1
+    with pytest.raises(NatsPermissionDenied):
+        async with refusals_of(nc).guard(f"$JS.API.STREAM.UPDATE.{EVENTS_STREAM}"):
+            await js.update_stream(limited)
     bucket_stream = f"KV_{BUCKET}"
     bucket = (await admin.stream_info(bucket_stream)).config
     bucket.max_msgs_per_subject = 100
@@ -180,47 +191,51 @@ async def test_on_global_the_sync_role_keeps_the_zone_insights_bucket(tmp_path: 
         await theirs.put(ProxyInsight(mesh="default", name="redis-1", gateway="gw-1",
                                       session="s-1", connected_at=1))
         sync = await central.nc("sync")
-        assert await ensure_zone_insight_sources(sync, ["east"])
-        assert not await ensure_zone_insight_sources(sync, ["east"])
-        api = await central.nc("api")
+        async with source_keeper(await central.nc("admin")):
+            assert await ensure_zone_insight_sources(sync, ["east"])
+            assert not await ensure_zone_insight_sources(sync, ["east"])
+            api = await central.nc("api")
 
-        async def synced() -> ProxyInsight | None:
-            try:
-                bucket = await JetStreamInsights.open_existing(api, ZONE_INSIGHTS_BUCKET)
-                zones = await bucket.zoned_snapshot()
-            except EventLogUnavailable:
-                return None
-            return zones.get("east", ({}, {}))[0].get(("default", "redis-1"))
+            async def synced() -> ProxyInsight | None:
+                try:
+                    bucket = await JetStreamInsights.open_existing(api, ZONE_INSIGHTS_BUCKET)
+                    zones = await bucket.zoned_snapshot()
+                except EventLogUnavailable:
+                    return None
+                return zones.get("east", ({}, {}))[0].get(("default", "redis-1"))
 
-        insight = await eventually(synced, "east's insight in global's bucket", within=60)
-        assert insight.session == "s-1"
-        [state] = await source_states(api, stream=ZONE_INSIGHTS_STREAM)
-        assert state.api == "$JS.east.API" and state.error is None
-        key = f"$KV.{ZONE_INSIGHTS_BUCKET}.east.proxy.default.redis-1"
-        own = f"KV_{INSIGHTS_BUCKET}"
-        admin = (await central.nc("admin")).jetstream(timeout=_TIMEOUT_S)
-        await JetStreamInsights.open(await central.nc("gateway"))  # global's own bucket
-        attempts: list[tuple[Role, str, Callable[[JetStreamContext], Awaitable[object]]]] = [
-                ("api", key, lambda js: js.publish(key, b"{}")),
-                ("api", f"$JS.API.STREAM.UPDATE.{ZONE_INSIGHTS_STREAM}",
-                 lambda js: _widen(js, admin, ZONE_INSIGHTS_STREAM)),
-                ("gateway", f"$JS.API.STREAM.UPDATE.{ZONE_INSIGHTS_STREAM}",
-                 lambda js: _widen(js, admin, ZONE_INSIGHTS_STREAM)),
-                ("sync", f"$JS.API.STREAM.UPDATE.{own}", lambda js: _widen(js, admin, own)),
-                ("sync", f"$JS.API.STREAM.PURGE.{ZONE_INSIGHTS_STREAM}",
-                 lambda js: js.purge_stream(ZONE_INSIGHTS_STREAM))]
-        for role, subject, attempt in attempts:
-            nc = await central.nc(role)
-            with pytest.raises(NatsPermissionDenied):
-                async with refusals_of(nc).guard(subject):
-                    await attempt(nc.jetstream(timeout=_TIMEOUT_S))
-        info = await admin.stream_info(ZONE_INSIGHTS_STREAM)
-        assert info.config.max_msgs_per_subject == 1 and info.state.messages == 1
-        assert (await admin.stream_info(own)).config.max_msgs_per_subject == 1
-        # east deleted: its source goes, then the sync purges its keys (its marker left)
-        assert await ensure_zone_insight_sources(sync, [])
-        assert await forget_zone_insights(sync, ["east"]) == {"east": 1}
-        assert await synced() is None
+            insight = await eventually(synced, "east's insight in global's bucket", within=60)
+            assert insight.session == "s-1"
+            [state] = await source_states(api, stream=ZONE_INSIGHTS_STREAM)
+            assert state.api == "$JS.east.API" and state.error is None
+            key = f"$KV.{ZONE_INSIGHTS_BUCKET}.east.proxy.default.redis-1"
+            own = f"KV_{INSIGHTS_BUCKET}"
+            admin = (await central.nc("admin")).jetstream(timeout=_TIMEOUT_S)
+            await JetStreamInsights.open(await central.nc("gateway"))  # global's own bucket
+            attempts: list[tuple[Role, str, Callable[[JetStreamContext], Awaitable[object]]]] = [
+                    ("api", key, lambda js: js.publish(key, b"{}")),
+                    ("api", f"$JS.API.STREAM.UPDATE.{ZONE_INSIGHTS_STREAM}",
+                     lambda js: _widen(js, admin, ZONE_INSIGHTS_STREAM)),
+                    ("gateway", f"$JS.API.STREAM.UPDATE.{ZONE_INSIGHTS_STREAM}",
+                     lambda js: _widen(js, admin, ZONE_INSIGHTS_STREAM)),
+                    ("sync", f"$JS.API.STREAM.UPDATE.{own}", lambda js: _widen(js, admin, own)),
+                    # its own sources are changed by the keeper: it may not update the stream
+                    ("sync", f"$JS.API.STREAM.UPDATE.{ZONE_INSIGHTS_STREAM}",
+                     lambda js: _widen(js, admin, ZONE_INSIGHTS_STREAM)),
+                    ("sync", f"$JS.API.STREAM.PURGE.{ZONE_INSIGHTS_STREAM}",
+                     lambda js: js.purge_stream(ZONE_INSIGHTS_STREAM))]
+            for role, subject, attempt in attempts:
+                nc = await central.nc(role)
+                with pytest.raises(NatsPermissionDenied):
+                    async with refusals_of(nc).guard(subject):
+                        await attempt(nc.jetstream(timeout=_TIMEOUT_S))
+            info = await admin.stream_info(ZONE_INSIGHTS_STREAM)
+            assert info.config.max_msgs_per_subject == 1 and info.state.messages == 1
+            assert (await admin.stream_info(own)).config.max_msgs_per_subject == 1
+            # east deleted: its source goes, then the sync purges its keys (its marker left)
+            assert await ensure_zone_insight_sources(sync, [])
+            assert await forget_zone_insights(sync, ["east"]) == {"east": 1}
+            assert await synced() is None
     # a zone's API gets no grant to it (only global has the bucket)
     assert not [s for s in permissions("api", "east").publish if ZONE_INSIGHTS_STREAM in s]
     assert not [s for s in permissions("sync", "east").publish if ZONE_INSIGHTS_STREAM in s]

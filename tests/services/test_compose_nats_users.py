@@ -142,8 +142,8 @@ def test_the_three_nats_servers_are_checked() -> None:
 
 def test_the_admin_and_sync_seeds_reach_no_service() -> None:
     """The one-shot copies only the seeds of the roles compose runs: admin's (everything)
-    and sync's (it may update the event stream, events.bus.permissions) stay in its volume,
-    which no meshlog service mounts. Compose's control plane is standalone: no projector
+    and sync's (it chooses which zones the streams source, events.bus.permissions) stay in
+    its volume, which no meshlog service mounts. Compose's control plane is standalone: no projector
     runs the multi-zone sync, so none is given `--sync-creds`."""
     copied = {posixpath.basename(step[1]) for step in one_shot_steps()[1:]}
     assert copied == {f"{args.command}.nk" for args in meshlog_services().values()}

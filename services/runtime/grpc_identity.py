@@ -38,7 +38,7 @@ from msgspec import Struct
 from services.errors import ConfigError
 
 __all__ = ["CERTIFICATE_PROVIDER", "IdentityFiles", "IdentityOptions", "grpc_bootstrap",
-           "run_identity_agent", "write_atomically"]
+           "rpc_status", "run_identity_agent", "write_atomically"]
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +158,8 @@ class _Stream:
         call = channel.stream_stream(
             _ADS, request_serializer=DiscoveryRequest.SerializeToString,
             response_deserializer=DiscoveryResponse.FromString)
-        metadata = [] if self.options.token is None else [("authorization",
-                                                           self.options.token)]
+        metadata: tuple[tuple[str, str | bytes], ...] = (
+            () if self.options.token is None else (("authorization", self.options.token),))
         self.requests.put(self._request())
         responses = call(self._requests(), metadata=metadata)
         ended = threading.Event()
@@ -190,6 +190,13 @@ class _Stream:
         finally:
             ended.set()
             self.requests.put(None)
+
+
+def rpc_status(exc: grpc.RpcError) -> tuple[grpc.StatusCode | None, str]:
+    """The code and details of a failed call (a sync stream's error is also its `Call`)."""
+    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+    return (code() if callable(code) else None,
+            (details() if callable(details) else None) or str(exc))
 
 
 def _channel(options: IdentityOptions) -> grpc.Channel:
@@ -242,8 +249,7 @@ def _run(options: IdentityOptions, once: bool, stop: threading.Event,
             try:
                 _Stream(options).run(channel, on_write, stop)
             except grpc.RpcError as exc:
-                code = exc.code() if isinstance(exc, grpc.Call) else None
-                details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+                code, details = rpc_status(exc)
                 if code == grpc.StatusCode.CANCELLED and stop.is_set():
                     break
                 if code in _REFUSED:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
+import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -24,7 +26,13 @@ import pytest
 from cryptography import x509
 
 from services.cli.bootstrap import sidecar_bootstrap
-from services.runtime.grpc_identity import IdentityFiles, IdentityOptions, run_identity_agent
+from services.errors import ConfigError
+from services.runtime.grpc_identity import (
+    IdentityFiles,
+    IdentityOptions,
+    rpc_status,
+    run_identity_agent,
+)
 from tests.harness import (
     GRPC_NAME_METHOD,
     VENV_BIN,
@@ -46,15 +54,15 @@ CLIENT_IP = "127.0.0.5"
 
 
 @contextlib.contextmanager
-def _strict_backend(tmp_path: Path, *, expiration: str = "24h"
+def _strict_backend(tmp_path: Path, *, expiration: str = "24h", mode: str = "STRICT"
                     ) -> Iterator[tuple[ControlPlane, int, Envoy]]:
-    """A STRICT mesh whose `backend` is a grpcio app behind a real Envoy, `client-1`
+    """A STRICT (or `mode`) mesh whose `backend` is a grpcio app behind a real Envoy, `client-1`
     registered and allowed to call it; yields the control plane, backend's port and its
     sidecar."""
     app_port, inbound = free_port("127.0.0.1"), free_port(BACKEND_IP)
     with meshlog_up(tmp_path / "cp", "--xds-tls", "--vip-cidr", "127.100.0.0/16") as cp, \
             grpc_backend("127.0.0.1", app_port, "backend-app"):
-        cp.apply(mesh("STRICT", expiration=expiration))
+        cp.apply(mesh(mode, expiration=expiration))
         cp.apply(dataplane("backend-1", BACKEND_IP, inbound, "backend",
                            service_port=app_port, reaches_nothing=True, protocol="grpc"))
         cp.apply(dataplane("client-1", CLIENT_IP, free_port(CLIENT_IP), "client",
@@ -100,13 +108,13 @@ def _call(channel: grpc.Channel) -> bytes | str:
     try:
         return call(b"", timeout=10)
     except grpc.RpcError as exc:
-        return exc.details() if isinstance(exc, grpc.Call) else str(exc)
+        return rpc_status(exc)[1]
 
 
 def _xds_channel(target: str) -> grpc.Channel:
     """grpcio's xDS credentials: TLS as the clusters say, plaintext where they say none."""
-    return grpc.secure_channel(target, grpc.xds_channel_credentials(
-        grpc.experimental.insecure_channel_credentials()))
+    fallback: grpc.ChannelCredentials = grpc.experimental.insecure_channel_credentials()  # type: ignore[no-untyped-call]  # grpcio ships it untyped
+    return grpc.secure_channel(target, grpc.xds_channel_credentials(fallback))
 
 
 def test_a_proxyless_client_with_the_agents_identity_calls_a_strict_sidecar(
@@ -136,6 +144,39 @@ def test_a_proxyless_client_with_the_agents_identity_calls_a_strict_sidecar(
         # through the sidecar's mTLS chain, where its RBAC let `client` in
         assert ssl_handshakes(sidecar, "listener.") >= 1
         assert sum(sidecar.stats("rbac.allowed").values()) >= 1
+        # the sidecar picks ALPN in its own order: an Envoy client (`kuma`) still gets `kuma`
+        assert _alpn(out, BACKEND_IP, port, ["h2", "kuma"]) == "kuma"
+        assert _alpn(out, BACKEND_IP, port, ["h2"]) == "h2"
+
+
+def test_in_a_permissive_mesh_a_proxyless_client_speaks_plaintext(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PERMISSIVE inbound could not tell gRPC's TLS (ALPN `h2`, no SNI of ours) from the
+    app's own, which it passes through: gRPC gets plaintext clusters, its calls the
+    plaintext chain, with or without the agent's files."""
+    monkeypatch.setenv("GRPC_EXPERIMENTAL_XDS_BOOTSTRAP_CALL_CREDS", "true")
+    monkeypatch.delenv("GRPC_XDS_BOOTSTRAP_CONFIG", raising=False)
+    with _strict_backend(tmp_path, mode="PERMISSIVE") as (cp, port, sidecar), \
+            _agent(cp, tmp_path) as (_out, boot):
+        monkeypatch.setenv("GRPC_XDS_BOOTSTRAP", str(boot))
+        with _xds_channel(f"xds:///backend:{port}") as channel:
+            answer = wait_for(lambda: a if isinstance(a := _call(channel), bytes) else None,
+                              timeout=60, what="a call through the PERMISSIVE inbound")
+            assert answer == b"backend-app"
+        assert ssl_handshakes(sidecar, "listener.") == 0
+
+
+def _alpn(identity: Path, host: str, port: int, offered: list[str]) -> str | None:
+    """The ALPN protocol a mesh client offering `offered` gets from the inbound at
+    host:port (the agent's files as its identity)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False  # meshlog checks URI SANs, not host names
+    ctx.load_cert_chain(identity / "cert.pem", identity / "key.pem")
+    ctx.load_verify_locations(identity / "ca.pem")
+    ctx.set_alpn_protocols(offered)
+    with socket.create_connection((host, port), timeout=10) as raw, \
+            ctx.wrap_socket(raw) as tls:
+        return tls.selected_alpn_protocol()
 
 
 def test_the_agent_writes_the_certificate_the_gateway_renews(tmp_path: Path) -> None:
@@ -173,7 +214,7 @@ def test_a_refused_token_is_one_error_naming_the_dataplane(tmp_path: Path) -> No
             files=IdentityFiles.in_dir(tmp_path / "identity"),
             token=cp.dataplane_token("other-1"),
             ca_cert=Path(cp.where["xds_ca_cert"]).read_bytes())
-        with pytest.raises(Exception, match="refused default.client-1"):
+        with pytest.raises(ConfigError, match=r"refused default\.client-1: .*other-1"):
             run_identity_agent(options, once=True, timeout=60)
 
 

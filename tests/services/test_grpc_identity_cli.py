@@ -8,9 +8,11 @@ import json
 import subprocess
 from pathlib import Path
 
+from services.runtime import grpc_identity
 from services.runtime.grpc_identity import write_atomically
 from tests.harness import VENV_BIN
 from tests.services.test_token_cli import _token_file
+from xds_gateway.resources.node import IDENTITY_AGENT
 from xds_gateway.resources.tls import GRPC_CERTIFICATE_PROVIDER
 
 
@@ -54,3 +56,8 @@ def test_a_file_is_replaced_whole_and_a_key_is_private(tmp_path: Path) -> None:
     write_atomically(key, b"new", 0o600)
     assert key.read_bytes() == b"new" and key.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["key.pem"]  # no temp file left
+
+
+def test_the_agent_names_what_the_gateway_knows() -> None:
+    assert grpc_identity._USER_AGENT == IDENTITY_AGENT
+    assert grpc_identity.CERTIFICATE_PROVIDER == GRPC_CERTIFICATE_PROVIDER

@@ -49,6 +49,7 @@ CERTIFICATE_PROVIDER = "meshlog"
 (xds_gateway.resources.tls.GRPC_CERTIFICATE_PROVIDER: the two must stay equal)."""
 _REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
             grpc.StatusCode.INVALID_ARGUMENT)
+_WARN_AFTER_S = 30
 _USER_AGENT = "meshlog-grpc-identity"
 """xds_gateway.resources.node.IDENTITY_AGENT (equal, tested): the gateway publishes no insight
 for this stream, so the client's own stream stays its Dataplane's insight."""
@@ -217,20 +218,29 @@ def run_identity_agent(options: IdentityOptions, *, once: bool = False,
     ConfigError when nothing was written within that many seconds."""
     stop = stop or threading.Event()
     first = threading.Event()
+    timers = [threading.Timer(_WARN_AFTER_S, _warn_no_certificate, (options, first))]
     if timeout is not None:
-        timer = threading.Timer(timeout, stop.set)
+        timers.append(threading.Timer(timeout, stop.set))
+    for timer in timers:
         timer.daemon = True
         timer.start()
     try:
         _run(options, once, stop, first, written)
     finally:
-        if timeout is not None:
+        for timer in timers:
             timer.cancel()
     if timeout is not None and not first.is_set():
         raise ConfigError(
             f"no certificate for Dataplane {options.mesh}.{options.name} from the gateway at "
             f"{options.xds_address} within {timeout:g} s: is the Dataplane registered, and "
             f"does Mesh {options.mesh!r} have mTLS on?")
+
+
+def _warn_no_certificate(options: IdentityOptions, first: threading.Event) -> None:
+    if not first.is_set():
+        log.warning("no certificate for Dataplane %s.%s from %s after %d s: is the Dataplane "
+                    "registered, and does Mesh %r have mTLS on?", options.mesh, options.name,
+                    options.xds_address, _WARN_AFTER_S, options.mesh)
 
 
 def _run(options: IdentityOptions, once: bool, stop: threading.Event,

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,6 +104,24 @@ def _agent(cp: ControlPlane, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
         log.close()
 
 
+_BARE_CLIENT = """
+import sys, time, grpc, grpc.experimental
+target, method = sys.argv[1:]
+creds = grpc.xds_channel_credentials(grpc.experimental.insecure_channel_credentials())
+last, deadline = "", time.monotonic() + 60
+with grpc.secure_channel(target, creds) as channel:
+    while time.monotonic() < deadline and "certificate provider" not in last:
+        try:
+            last = repr(channel.unary_unary(method)(b"", timeout=10))
+        except grpc.RpcError as exc:
+            last = exc.details()
+        time.sleep(0.2)
+print(last)
+"""
+"""A grpcio client of `target` whose bootstrap (GRPC_XDS_BOOTSTRAP_CONFIG) may lack the
+certificate provider: prints the last call's answer or error, once it names the provider."""
+
+
 def _call(channel: grpc.Channel) -> bytes | str:
     """The answer, or the error's details."""
     call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(GRPC_NAME_METHOD)
@@ -109,6 +129,14 @@ def _call(channel: grpc.Channel) -> bytes | str:
         return call(b"", timeout=10)
     except grpc.RpcError as exc:
         return rpc_status(exc)[1]
+
+
+def _answer(channel: grpc.Channel) -> bytes:
+    """The answer; an error raised with its details (`wait_for` shows the last)."""
+    got = _call(channel)
+    if isinstance(got, str):
+        raise RuntimeError(got)
+    return got
 
 
 def _xds_channel(target: str) -> grpc.Channel:
@@ -128,18 +156,20 @@ def test_a_proxyless_client_with_the_agents_identity_calls_a_strict_sidecar(
         doc: dict[str, Any] = json.loads(boot.read_text())
         target = f"xds:///backend:{port}"
 
-        # without the certificate providers, gRPC NACKs the clusters naming them
+        # without the certificate providers, gRPC NACKs the clusters naming them (in a process
+        # of its own: grpcio keeps one xDS client per target, with the bootstrap it read)
         bare = {k: v for k, v in doc.items() if k != "certificate_providers"}
-        monkeypatch.setenv("GRPC_XDS_BOOTSTRAP_CONFIG", json.dumps(bare))
-        with _xds_channel(target) as channel:
-            wait_for(lambda: "certificate provider" in str(_call(channel)), timeout=60,
-                     what="the cluster refused for its unknown certificate provider")
-        monkeypatch.delenv("GRPC_XDS_BOOTSTRAP_CONFIG")
+        refused = subprocess.run(
+            [sys.executable, "-c", _BARE_CLIENT, target, GRPC_NAME_METHOD],
+            env={**os.environ, "GRPC_XDS_BOOTSTRAP_CONFIG": json.dumps(bare)},
+            capture_output=True, text=True, timeout=120)
+        assert "unrecognized certificate provider instance name" in refused.stdout, (
+            refused.stdout + refused.stderr)[-3000:]
 
         monkeypatch.setenv("GRPC_XDS_BOOTSTRAP", str(boot))
         with _xds_channel(target) as channel:
-            answer = wait_for(lambda: a if isinstance(a := _call(channel), bytes) else None,
-                              timeout=60, what="a call through the sidecar's STRICT mTLS")
+            answer = wait_for(lambda: _answer(channel), timeout=60,
+                              what="a call through the sidecar's STRICT mTLS")
             assert answer == b"backend-app"
         # through the sidecar's mTLS chain, where its RBAC let `client` in
         assert ssl_handshakes(sidecar, "listener.") >= 1
@@ -160,8 +190,8 @@ def test_in_a_permissive_mesh_a_proxyless_client_speaks_plaintext(
             _agent(cp, tmp_path) as (_out, boot):
         monkeypatch.setenv("GRPC_XDS_BOOTSTRAP", str(boot))
         with _xds_channel(f"xds:///backend:{port}") as channel:
-            answer = wait_for(lambda: a if isinstance(a := _call(channel), bytes) else None,
-                              timeout=60, what="a call through the PERMISSIVE inbound")
+            answer = wait_for(lambda: _answer(channel), timeout=60,
+                              what="a call through the PERMISSIVE inbound")
             assert answer == b"backend-app"
         assert ssl_handshakes(sidecar, "listener.") == 0
 

@@ -15,7 +15,7 @@ from services.cli.resources import read_documents
 from services.cli.tokens import read_token_file
 from services.runtime.config import parse_port
 
-__all__ = ["cmd_bootstrap"]
+__all__ = ["cmd_bootstrap", "token_file_holder"]
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
@@ -46,7 +46,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         mesh, name = _same("--mesh", mesh, dataplane["mesh"]), _same("--name", name,
                                                                      dataplane["name"])
     if args.token_file:
-        token, (mesh, name) = _token_file(args.token_file, mesh, name)
+        token, (mesh, name) = token_file_holder(args.token_file, mesh, name)
     if not name:
         raise SystemExit("error: --name is required (or --dataplane-file, or a --token-file "
                          "that names its Dataplane)")
@@ -91,7 +91,7 @@ def _dataplane_file(path: str) -> dict[str, Any]:
     return docs[0]
 
 
-def _token_file(path: str, mesh: str | None, name: str | None
+def token_file_holder(path: str, mesh: str | None, name: str | None
                 ) -> tuple[str, tuple[str, str | None]]:
     """The dataplane token in `path`, and the mesh and name it is for (which --mesh, --name
     and --dataplane-file must not contradict: the gateway would refuse the proxy); a token

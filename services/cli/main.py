@@ -14,6 +14,9 @@
     meshlog dataplane bootstrap --mesh M --name N [--token-file F] [--ca-cert-file CA]
                                        an Envoy bootstrap (ADS over TLS with --ca-cert-file)
     meshlog dataplane bootstrap --zone-ingress NAME [--token-file F]  ... for a zone ingress
+    meshlog grpc-identity --mesh M --name N --out DIR [--token-file F] [--bootstrap-file B]
+                                       a proxyless gRPC client's mesh certificate, kept in files
+                                       its bootstrap reads (cli/grpc_identity.py)
     meshlog generate dataplane-token|zone-token|user-token ...  a token (admin; cli/tokens.py)
     meshlog revoke dataplane-token|zone-token|user-token ...    revoke one (admin)
     meshlog signing-key list|rotate|retire ...  token signing keys (admin; cli/signing_keys.py)
@@ -424,6 +427,10 @@ def _main(argv: list[str] | None) -> int:
             return cmd_nats_users(args)
         if args.command in ("xds-certificate", "api-certificate"):
             return cmd_xds_certificate(args)
+        if args.command == "grpc-identity":
+            from services.cli.grpc_identity import cmd_grpc_identity
+
+            return cmd_grpc_identity(args)
         if args.command == "top":
             from services.cli.top import cmd_top
 

@@ -7,6 +7,7 @@ import argparse
 from typing import Any
 
 from events import POLICY_KINDS
+from services.cli.grpc_identity import add_grpc_identity_parser
 from services.cli.nats_users import add_nats_users_parser
 from services.cli.quarantine import add_quarantine_parsers
 from services.cli.signing_keys import add_signing_key_parsers
@@ -449,4 +450,5 @@ def build_parser() -> argparse.ArgumentParser:
     add_signing_key_parsers(sub, g)
     add_nats_users_parser(sub, g)
     add_xds_certificate_parser(sub, g)
+    add_grpc_identity_parser(sub, no_ca, env)
     return p

@@ -17,7 +17,7 @@ from events.bus.insights import JetStreamInsights, ProxyInsight
 from tests.harness import eventually
 from tests.xds_gateway._ads import DeltaAdsClient
 from tests.xds_gateway._gateways import ProxyClient, channel_to, running_gateway
-from xds_gateway.resources.node import DNS_PORT_KEY
+from xds_gateway.resources.node import DNS_PORT_KEY, IDENTITY_AGENT
 from xds_gateway.type_urls import CLUSTER, LISTENER
 
 
@@ -276,4 +276,29 @@ async def test_the_insight_keeps_what_the_config_depends_on_in_the_node(nc: NATS
         await client.recv()
         insight = await eventually(lambda: _insight(insights), what="the connect insight")
         assert (insight.user_agent, insight.dns_port) == ("gRPC Python", 25053)
+        client.close()
+
+
+async def test_the_identity_agents_stream_leaves_the_clients_insight(nc: NATS) -> None:
+    """`meshlog grpc-identity` streams as the gRPC client's Dataplane too: were its insight
+    published, the newer one would win and the client's stream would stop writing its own."""
+    insights = await JetStreamInsights.open(nc)
+    async with running_gateway(nc) as gw, channel_to(gw) as channel, \
+            channel_to(gw) as agent_channel:
+        client = ProxyClient(channel)
+        client.hello(CLUSTER, "default.web-1", user_agent="gRPC Python")
+        cds = await client.recv()
+        first = await eventually(lambda: _insight(insights), what="the client's insight")
+        agent = ProxyClient(agent_channel)
+        agent.hello(CLUSTER, "default.web-1", user_agent=IDENTITY_AGENT)  # answered: opened
+        await agent.recv()
+        client.ack(cds)
+
+        async def acked() -> ProxyInsight | None:
+            insight = await _insight(insights)
+            return insight if insight and insight.types[CLUSTER].acks == 1 else None
+
+        counted = await eventually(acked, what="the client's ACK in its insight")
+        assert (counted.session, counted.user_agent) == (first.session, "gRPC Python")
+        agent.close()
         client.close()

@@ -4,7 +4,7 @@ Real traffic through real Envoys: tests/integration/test_mtls.py."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -86,17 +86,63 @@ def test_outbound_clusters_originate_mtls_with_sni_and_the_exact_san() -> None:
             {"sanType": "URI", "matcher": {"exact": "spiffe://default/web"}}]
 
 
-@pytest.mark.parametrize("mode", ["STRICT", "PERMISSIVE"])
-def test_a_proxyless_grpc_client_gets_plaintext_clusters(mode: str) -> None:
-    config = _config(mode, node=ProxyNode(user_agent_name="gRPC Python"))
+_GRPC = ProxyNode(user_agent_name="gRPC Python")
+
+
+def _grpc_tls(cluster: dict[str, Any]) -> dict[str, Any]:
+    socket = cluster["transportSocket"]
+    assert socket["name"] == "envoy.transport_sockets.tls"
+    return cast("dict[str, Any]", socket["typedConfig"])
+
+
+def test_strict_inbound_offers_h2_after_kuma_for_grpc_clients() -> None:
+    """gRPC offers ALPN `h2` only and refuses a handshake that negotiates none; Envoy picks in
+    its own order, so an Envoy client (`kuma` only) still gets `kuma`."""
+    (chain,) = _by_name(_config("STRICT")["listeners"])["inbound:10.0.0.2:8080"]["filterChains"]
+    assert chain["transportSocket"]["typedConfig"]["commonTlsContext"]["alpnProtocols"] == [
+        "kuma", "h2"]
+
+
+def test_a_proxyless_grpc_client_in_a_strict_mesh_gets_a29_mtls_clusters() -> None:
+    """gRFC A29: certificate provider instances from the client's bootstrap (no SDS, which
+    gRPC NACKs), the service's identity as an exact SAN in `match_subject_alt_names`."""
+    clusters = _by_name(_config("STRICT", node=_GRPC)["clusters"])
+    tls = _grpc_tls(clusters["default_web___msvc_8080"])
+    assert tls["sni"].endswith(".web.8080.default.ms")
+    assert tls["commonTlsContext"] == {
+        "tlsCertificateProviderInstance": {"instanceName": "meshlog"},
+        "validationContext": {
+            "caCertificateProviderInstance": {"instanceName": "meshlog"},
+            "matchSubjectAltNames": [{"exact": "spiffe://default/web"}]}}
+
+
+def test_a_proxyless_grpc_client_in_a_permissive_mesh_gets_plaintext_clusters() -> None:
+    config = _config("PERMISSIVE", node=_GRPC)
     assert all("transportSocket" not in c["resource"] for c in config["clusters"]
                if c["name"].endswith("_msvc_8080"))
 
 
+def test_an_envoy_and_a_grpc_client_get_their_own_cluster_from_one_cache() -> None:
+    """Same name, other content: the encode-once cache keys them apart (rule 9)."""
+    h = History()
+    h.mtls("default", "ca-1", enabled="ca-1", mode="STRICT")
+    projection, view, cache = Projection(), ProjectionView(), ResourceCache()
+    view.apply(projection.fold(h.events))
+    view.apply(projection.fold([
+        event_for(dataplane("backend-1", "10.0.0.2", 8080, "backend"), at=10),
+        event_for(dataplane("web-1", "10.0.0.4", 8080, "web"), at=11)]))
+    envoy = _by_name(config_json(view, "default", "backend-1", cache)["clusters"])
+    grpc = _by_name(config_json(view, "default", "backend-1", cache, node=_GRPC)["clusters"])
+    name = "default_web___msvc_8080"
+    assert "tlsCertificateSdsSecretConfigs" in envoy[name]["transportSocket"]["typedConfig"][
+        "commonTlsContext"]
+    assert "tlsCertificateProviderInstance" in _grpc_tls(grpc[name])["commonTlsContext"]
+
+
 @pytest.mark.parametrize("mode", ["STRICT", "PERMISSIVE"])
-def test_a_proxyless_clients_explicit_outbound_cluster_is_plaintext_too(mode: str) -> None:
+def test_a_proxyless_clients_explicit_outbound_cluster_takes_the_meshs_mode(mode: str) -> None:
     """A cluster only an explicit outbound adds (backend is not among the client's reachable
-    backends) is one gRPC can use: no TLS it has no certificate for."""
+    backends) is mTLS in a STRICT mesh, plaintext in a PERMISSIVE one."""
     client = dataplane("client-1", "10.0.0.9", 7070, "client")
     client["networking"].update(
         transparentProxying={"reachableBackends": {"refs": [{"kind": "MeshService",
@@ -111,9 +157,11 @@ def test_a_proxyless_clients_explicit_outbound_cluster_is_plaintext_too(mode: st
         event_for(dataplane("backend-1", "10.0.0.2", 8080, "backend"), at=10),
         event_for(dataplane("web-1", "10.0.0.4", 8080, "web"), at=11),
         event_for(client, at=12)]))
-    config = config_json(view, "default", "client-1", ResourceCache(),
-                         node=ProxyNode(user_agent_name="gRPC Python"))
+    config = config_json(view, "default", "client-1", ResourceCache(), node=_GRPC)
     clusters = _by_name(config["clusters"])
-    assert "default_backend___msvc_8080" in clusters  # the explicit outbound's alone
-    assert all("transportSocket" not in c for name, c in clusters.items()
-               if name.endswith("_msvc_8080"))
+    backend = clusters["default_backend___msvc_8080"]  # the explicit outbound's alone
+    if mode == "STRICT":
+        assert _grpc_tls(backend)["commonTlsContext"]["validationContext"][
+            "matchSubjectAltNames"] == [{"exact": "spiffe://default/backend"}]
+    else:
+        assert "transportSocket" not in backend

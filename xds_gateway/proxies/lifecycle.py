@@ -26,7 +26,12 @@ from xds_gateway.proxies.registration import (
 )
 from xds_gateway.resources.ingress import ZONE_INGRESS_NODE
 from xds_gateway.resources.names import parse_node_id
-from xds_gateway.resources.node import DEFAULT_DNS_PORT, InvalidNode, proxy_node
+from xds_gateway.resources.node import (
+    DEFAULT_DNS_PORT,
+    IDENTITY_AGENT,
+    InvalidNode,
+    proxy_node,
+)
 from xds_gateway.server.callbacks import NoCallbacks, StreamInfo, StreamRefused
 from xds_gateway.server.subscription import InvalidStream
 
@@ -113,6 +118,8 @@ class ProxyLifecycle(NoCallbacks):
             parsed_node = proxy_node(node)  # what the stream refuses is never registered
         except InvalidNode as exc:
             raise InvalidStream(str(exc)) from exc
+        if node.user_agent_name == IDENTITY_AGENT:
+            return  # a gRPC client's secrets only: its own stream is the proxy's insight
         dataplane = dataplane_from_node(node, mesh, name)
         session = Session(mesh=mesh, name=name, protocol=stream.protocol,
                           user_agent=node.user_agent_name[:_MAX_USER_AGENT], types=stream.types,

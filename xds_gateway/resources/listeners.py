@@ -19,10 +19,14 @@ With mTLS on (`InboundTls`), an inbound terminates the mesh's mTLS (`tls.downstr
 and runs the RBAC filter (MeshTrafficPermission) first, on the client certificate's SAN (at
 L7, the same rules as the first HTTP filter):
 
-- STRICT: one filter chain, mTLS + RBAC; a plaintext client is refused at the handshake.
+- STRICT: one filter chain, mTLS + RBAC; a plaintext client is refused at the handshake. Its
+  ALPN is `kuma`, or `h2` for a proxyless gRPC client (`tls.downstream_tls`), which offers
+  nothing else.
 - PERMISSIVE: `tls_inspector` and three chains: TLS with ALPN `kuma` (mesh mTLS + RBAC),
   other TLS (the app's own, passed through), and plaintext. RBAC sits on the mTLS chain only:
   Kuma put it on the plaintext chain too (#8152) and so denied every plaintext client.
+  A proxyless gRPC client's TLS (ALPN `h2`, no SNI of ours: gRFC A29) could not be told from
+  the app's own, so in a PERMISSIVE mesh gRPC clients speak plaintext (`snapshot.py`).
 """
 
 from __future__ import annotations
@@ -172,7 +176,7 @@ def inbound_listener(name: str, address: str, port: int, cluster: str,
         return _listener(name, address, port, [FilterChain(filters=[proxy()])])
     mtls = FilterChain(filters=[_http_connection_manager(cluster, tls.rbac, http2=h2)] if l7 else
                        [rbac_filter(tls.rbac), _tcp_proxy(cluster)],
-                       transport_socket=downstream_tls(tls.mesh))
+                       transport_socket=downstream_tls(tls.mesh, grpc=tls.mode == "STRICT"))
     if tls.mode == "STRICT":
         return _listener(name, address, port, [mtls])
     mtls.filter_chain_match.CopyFrom(FilterChainMatch(transport_protocol="tls",

@@ -16,9 +16,14 @@ from __future__ import annotations
 from envoy.config.core.v3.base_pb2 import Node
 from msgspec import Struct
 
-__all__ = ["DEFAULT_DNS_PORT", "DNS_PORT_KEY", "InvalidNode", "ProxyNode", "proxy_node"]
+__all__ = ["DEFAULT_DNS_PORT", "DNS_PORT_KEY", "IDENTITY_AGENT", "InvalidNode", "ProxyNode",
+           "proxy_node"]
 
 DNS_PORT_KEY = "dataplane.dns.port"
+IDENTITY_AGENT = "meshlog-grpc-identity"
+"""The `user_agent_name` of `meshlog grpc-identity` (services.runtime.grpc_identity), which
+asks for a proxyless gRPC client's secrets as its Dataplane: not the client's config stream,
+so it publishes no insight (the client's own stream does: `proxies.lifecycle`)."""
 DEFAULT_DNS_PORT = 15053
 """Kuma's DNS port on 127.0.0.1 (the resolver kuma-dp redirects DNS traffic to)."""
 

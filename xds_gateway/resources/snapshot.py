@@ -296,7 +296,7 @@ def _shared(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
         d = outbound_policies.for_destination(pol, ms_name, grpc=grpc)
         _service_outbounds(
             cache, services[ms_name], ports, functools.partial(
-                _service_port, view, cache, mesh, ms_name, add=add, mtls=not grpc, d=d),
+                _service_port, view, cache, mesh, ms_name, add=add, grpc=grpc, d=d),
             functools.partial(names.grpc_targets, ms_name) if grpc else None,
             bind=bind, records=records, add=add, d=d, routes=functools.partial(
                 _routes, view, cache, mesh, services, pol, add, d.h, grpc=grpc))
@@ -353,7 +353,8 @@ def _explicit(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
               dp: Dataplane, services: dict[str, MeshServiceRow],
               pol: outbound_policies.Applying, add: Add, *, grpc: bool) -> None:
     """A proxy's explicit outbounds; a proxyless gRPC client's (`grpc`) take what of `pol`
-    its clusters take (`outbound_policies.for_destination`) and no mTLS, as in `_shared`."""
+    its clusters take (`outbound_policies.for_destination`) and its own mTLS, as in
+    `_shared`."""
     for outbound in dp.networking.outbound:
         if not explicit_outbound_allowed(mode, outbound):
             continue
@@ -364,7 +365,7 @@ def _explicit(view: ProjectionView, cache: ResourceCache, mesh: str, mode: Mode,
         if target is not None:
             d = outbound_policies.for_destination(pol, target[0], grpc=grpc)
             cname = _service_port(view, cache, mesh, target[0], target[1], add,
-                                  mtls=not grpc, d=d)
+                                  grpc=grpc, d=d)
             protocol = listeners.port_protocol(services[target[0]].spec.ports, target[1])
             routed = None if grpc else _routes(view, cache, mesh, services, pol, add, d.h,
                                                target[1], cname, protocol)
@@ -394,29 +395,31 @@ def _routes(view: ProjectionView, cache: ResourceCache, mesh: str,
     if grpc:
         routed = proxyless_routes.grpc_routed(routed, mesh)
     for service, backend_port in () if routed is None else routed.ports:
-        _service_port(view, cache, mesh, service, backend_port, add, mtls=not grpc,
+        _service_port(view, cache, mesh, service, backend_port, add, grpc=grpc,
                       d=outbound_policies.for_destination(pol, service, grpc=grpc))
     return routed
 
 
 def _service_port(view: ProjectionView, cache: ResourceCache, mesh: str, service: str,
-                  port: int, add: Add, *, mtls: bool = True,
+                  port: int, add: Add, *, grpc: bool = False,
                   d: outbound_policies.Destination = outbound_policies.NO_POLICY) -> str:
     """Add the EDS cluster of a MeshService port and its endpoints; return the cluster name.
-    With the mesh's mTLS on, the cluster originates it, unless `mtls` is False: a proxyless
-    gRPC client gets no SDS (gRPC takes certificates only from its own bootstrap's
-    certificate providers, gRFC A29), so it speaks plaintext, which a PERMISSIVE inbound
-    accepts (README, "mTLS")."""
+    With the mesh's mTLS on, the cluster originates it: by SDS for Envoy; for a proxyless
+    gRPC client (`grpc`) from its bootstrap's certificate providers (gRFC A29,
+    `tls.grpc_upstream_tls`) in a STRICT mesh, and plaintext in a PERMISSIVE one, whose
+    inbounds cannot tell gRPC's TLS from the app's own (`listeners.py`; README, "mTLS")."""
     cname = names.msvc_cluster(mesh, service, port)
     ms = view.meshservices.get(mesh, {}).get(service)
     protocol = listeners.port_protocol(ms.spec.ports, port) if ms is not None else "tcp"
     h2, ci = protocol in listeners.HTTP2_PROTOCOLS, outbound_policies.cluster_inputs(d, protocol)
-    if mtls and mesh in view.trust:
+    trust = view.trust.get(mesh)
+    if trust is not None and (not grpc or trust.mode == "STRICT"):
         san = _service_san(mesh, ms)
         sni = tls.sni(mesh, tls.sni_name(ms.labels if ms else {}, service), port)
-        add(cache.get(CLUSTER, cname, ("eds", mesh, san, sni, h2, *ci),
+        upstream = tls.grpc_upstream_tls if grpc else tls.upstream_tls
+        add(cache.get(CLUSTER, cname, ("eds-grpc" if grpc else "eds", mesh, san, sni, h2, *ci),
                       lambda: outbound_policies.policed_cluster(clusters.eds_cluster(
-                          cname, tls.upstream_tls(mesh, san, sni), http2=h2), d, protocol)))
+                          cname, upstream(mesh, san, sni), http2=h2), d, protocol)))
     else:
         add(cache.get(CLUSTER, cname, ("eds", h2, *ci), lambda: outbound_policies.policed_cluster(
             clusters.eds_cluster(cname, http2=h2), d, protocol)))

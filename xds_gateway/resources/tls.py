@@ -14,6 +14,13 @@ place: a rotation is a new secret version, and open connections stay up.
 Inbound (`downstream`): the client must present a certificate of this mesh (URI SAN prefix
 `spiffe://<mesh>/`) signed by a trusted CA. Outbound (`upstream`): meshlog originates mTLS
 with ALPN `kuma`, an SNI naming the service and an exact SAN match of the service's identity.
+
+A proxyless gRPC client (`grpc_upstream_tls`) takes no SDS: gRPC reads certificates only from
+the certificate providers of its own bootstrap (gRFC A29), which `meshlog grpc-identity`
+writes (instance `GRPC_CERTIFICATE_PROVIDER`, a `file_watcher` of the files it keeps). gRPC
+offers ALPN `h2` whatever the context says and refuses a handshake that negotiates none, so a
+STRICT inbound's mTLS context lists `h2` after `kuma` (`downstream_tls(..., grpc=True)`): the
+server picks in its own order, so an Envoy client (which offers `kuma` only) still gets `kuma`.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from envoy.config.core.v3.config_source_pb2 import (
     ConfigSource,
 )
 from envoy.extensions.transport_sockets.tls.v3.common_pb2 import (
+    CertificateProviderPluginInstance,
     CertificateValidationContext,
     SubjectAltNameMatcher,
     TlsCertificate,
@@ -43,10 +51,12 @@ from google.protobuf.any_pb2 import Any
 from google.protobuf.wrappers_pb2 import BoolValue
 
 __all__ = [
+    "GRPC_CERTIFICATE_PROVIDER",
     "KUMA_ALPN",
     "ca_secret",
     "ca_secret_name",
     "downstream_tls",
+    "grpc_upstream_tls",
     "identity_secret",
     "identity_secret_name",
     "sni",
@@ -57,6 +67,11 @@ __all__ = [
 KUMA_ALPN = "kuma"
 """The ALPN protocol of mesh mTLS: a PERMISSIVE inbound tells it from the app's own TLS."""
 _TLS_SOCKET = "envoy.transport_sockets.tls"
+_H2_ALPN = "h2"
+GRPC_CERTIFICATE_PROVIDER = "meshlog"
+"""The certificate provider instance a proxyless gRPC client's clusters name, for its own
+certificate and the mesh's trust bundle: the bootstrap `meshlog grpc-identity` writes
+declares it (`certificate_providers`); gRPC NACKs a cluster naming an undeclared one."""
 
 
 def identity_secret_name(mesh: str) -> str:
@@ -120,7 +135,7 @@ def _socket(context: DownstreamTlsContext | UpstreamTlsContext) -> TransportSock
     return TransportSocket(name=_TLS_SOCKET, typed_config=config)
 
 
-def downstream_tls(mesh: str) -> TransportSocket:
+def downstream_tls(mesh: str, *, grpc: bool = False) -> TransportSocket:
     """An inbound's mTLS: a client certificate of any workload of `mesh` is required (who may
     call is the RBAC filter's decision, on its SAN).
 
@@ -128,13 +143,16 @@ def downstream_tls(mesh: str) -> TransportSocket:
     whose certificate has expired, or whose CA was just removed from the trust bundle, could
     go on resuming sessions for the ticket's lifetime; and Envoy does not mark a resumed
     peer certificate as validated (envoyproxy/envoy#42668), which breaks validation-based
-    matchers. A full handshake costs one ECDSA P-256 signature and verification."""
+    matchers. A full handshake costs one ECDSA P-256 signature and verification.
+
+    `grpc`: a STRICT inbound, which proxyless gRPC clients reach too: ALPN `h2` is offered
+    after `kuma` (module docstring)."""
     return _socket(DownstreamTlsContext(
         require_client_certificate=BoolValue(value=True),
         disable_stateless_session_resumption=True,
         disable_stateful_session_resumption=True,
         common_tls_context=_common(mesh, StringMatcher(prefix=f"spiffe://{mesh}/"),
-                                   [KUMA_ALPN])))
+                                   [KUMA_ALPN, _H2_ALPN] if grpc else [KUMA_ALPN])))
 
 
 def upstream_tls(mesh: str, service_san: str | None, server_name: str) -> TransportSocket:
@@ -144,3 +162,19 @@ def upstream_tls(mesh: str, service_san: str | None, server_name: str) -> Transp
            else StringMatcher(prefix=f"spiffe://{mesh}/"))
     return _socket(UpstreamTlsContext(sni=server_name,
                                       common_tls_context=_common(mesh, san, [KUMA_ALPN])))
+
+
+def grpc_upstream_tls(mesh: str, service_san: str | None, server_name: str) -> TransportSocket:
+    """A proxyless gRPC client's mTLS to a service (gRFC A29): its certificate and the mesh's
+    trust bundle from certificate provider instance `GRPC_CERTIFICATE_PROVIDER`, the
+    server's SAN matched as Envoy's outbound matches it (`match_subject_alt_names`, the
+    field gRPC reads). `server_name` is Kuma's SNI, which gRPC ignores (A29; gRFC A101 would
+    take it) and Envoy's inbound does not need."""
+    san = (StringMatcher(exact=service_san) if service_san is not None
+           else StringMatcher(prefix=f"spiffe://{mesh}/"))
+    provider = CertificateProviderPluginInstance(instance_name=GRPC_CERTIFICATE_PROVIDER)
+    return _socket(UpstreamTlsContext(sni=server_name, common_tls_context=CommonTlsContext(
+        tls_certificate_provider_instance=provider,
+        validation_context=CertificateValidationContext(
+            ca_certificate_provider_instance=provider,
+            match_subject_alt_names=[san]))))

@@ -1,0 +1,63 @@
+"""`meshlog grpc-identity`: its flags, the gRPC bootstrap it prints and its errors. The agent
+itself against a real gateway, Envoy and grpcio client: tests/integration/
+test_proxyless_mtls.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from services.runtime import grpc_identity
+from services.runtime.grpc_identity import write_atomically
+from tests.harness import VENV_BIN
+from tests.services.test_token_cli import _token_file
+from xds_gateway.resources.node import IDENTITY_AGENT
+from xds_gateway.resources.tls import GRPC_CERTIFICATE_PROVIDER
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(VENV_BIN / "meshlog"), "grpc-identity", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_bootstrap_declares_the_provider_the_gateway_names(tmp_path: Path) -> None:
+    """Mesh and name from the token; the token as gRPC's call credentials (gRFC A97)."""
+    token = _token_file(tmp_path)
+    result = _run("--out", str(tmp_path / "id"), "--token-file", str(token),
+                  "--xds-address", "xds.example:5678", "--print-bootstrap")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["node"] == {"id": "default.web-1"}
+    (server,) = doc["xds_servers"]
+    assert server["server_uri"] == "xds.example:5678"
+    assert server["call_creds"] == [{"type": "jwt_token_file",
+                                     "config": {"jwt_token_file": str(token)}}]
+    provider = doc["certificate_providers"][GRPC_CERTIFICATE_PROVIDER]
+    assert provider["plugin_name"] == "file_watcher"
+    assert provider["config"]["private_key_file"] == str(tmp_path / "id" / "key.pem")
+    assert not (tmp_path / "id").exists()  # printing connects to nothing, writes nothing
+
+
+def test_errors_name_the_flag(tmp_path: Path) -> None:
+    no_name = _run("--out", str(tmp_path / "id"), "--print-bootstrap")
+    assert no_name.returncode == 2 and "--name is required" in no_name.stderr
+    other = _run("--out", str(tmp_path / "id"), "--name", "api-1", "--token-file",
+                 str(_token_file(tmp_path)), "--print-bootstrap")
+    assert other.returncode == 2 and "not --name 'api-1'" in other.stderr
+    interval = _run("--out", str(tmp_path), "--name", "a", "--refresh-interval", "soon",
+                    "--print-bootstrap")
+    assert interval.returncode == 2 and "--refresh-interval: 'soon'" in interval.stderr
+
+
+def test_a_file_is_replaced_whole_and_a_key_is_private(tmp_path: Path) -> None:
+    key = tmp_path / "key.pem"
+    key.write_text("old")
+    write_atomically(key, b"new", 0o600)
+    assert key.read_bytes() == b"new" and key.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["key.pem"]  # no temp file left
+
+
+def test_the_agent_names_what_the_gateway_knows() -> None:
+    assert grpc_identity._USER_AGENT == IDENTITY_AGENT
+    assert grpc_identity.CERTIFICATE_PROVIDER == GRPC_CERTIFICATE_PROVIDER

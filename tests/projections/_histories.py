@@ -550,15 +550,32 @@ def fold(
             records.append(as_record(seq, event, said, hints))
             seq += 1
         readiness = BatchReadiness(records)
-        for record in records:
-            if not (record.readiness_of and readiness.fold(state, record)):
-                wire = decode_event(record.data, seq=record.seq, subject=record.subject)
-                apply_event(state, record.seq, wire, PROVENANCE)
-                readiness.folded(record, wire, PROVENANCE)
+        fold_records(state, records, readiness)
         readiness.settle(state)
         derive_stale(state)
         state.take_changes()
     return state
+
+
+def fold_records(state: ProjectionState, records: Sequence[Record], readiness: BatchReadiness,
+                 *, by_subject: bool = False, leave_out: int = 0) -> int:
+    """Fold `records` as `Projector._fold_batch` does (a readiness change its writer says is
+    one, and `readiness` takes, as its time only), each with `PROVENANCE` or, `by_subject`,
+    the provenance its subject names (as the projector does: a log that also holds another
+    zone's events); the record at `leave_out` is left unfolded (one the projector stops in
+    front of). How many were folded as their time only."""
+    as_time = 0
+    for record in records:
+        if record.seq == leave_out:
+            continue
+        if record.readiness_of and readiness.fold(state, record):
+            as_time += 1
+            continue
+        event = decode_event(record.data, seq=record.seq, subject=record.subject)
+        provenance = provenance_of(record.subject) if by_subject else PROVENANCE
+        apply_event(state, record.seq, event, provenance)
+        readiness.folded(record, event, provenance)
+    return as_time
 
 
 def as_record(seq: int, event: AnyEvent, said: dict[str, tuple[int, AnyEvent]],

@@ -35,7 +35,6 @@ from events import (
     decode_event,
     decode_resource,
     encode_event,
-    provenance_of,
     resource_subject,
 )
 from events.commands import Commands, ProxyCommands
@@ -57,6 +56,7 @@ from tests.projections._histories import (
     dataplane,
     flappy_histories,
     fold,
+    fold_records,
     inbound,
     meshservice_row,
     rows,
@@ -78,15 +78,15 @@ def _records(events: Sequence[AnyEvent]) -> list[Record]:
     return [as_record(seq, event, said) for seq, event in enumerate(events, start=1)]
 
 
-def _fold_records(batches: Sequence[Sequence[Record]]) -> ProjectionState:
-    """`fold` of records as they are (bytes and hints included), batch by batch."""
+def _fold_records(batches: Sequence[Sequence[Record]], *, by_subject: bool = False
+                  ) -> ProjectionState:
+    """`fold` of records as they are (bytes and hints included), batch by batch
+    (`fold_records`)."""
     state = _state()
     for batch in batches:
         readiness = BatchReadiness(batch)
-        _fold(state, batch, readiness)
-        readiness.settle(state)
-        derive_stale(state)
-        state.take_changes()
+        fold_records(state, batch, readiness, by_subject=by_subject)
+        _settled(state, readiness)
     return state
 
 
@@ -94,21 +94,7 @@ def _state() -> ProjectionState:
     return ProjectionState.load([], secret_key=SECRET_KEY, local_zone=ZONE)
 
 
-def _fold(state: ProjectionState, records: Sequence[Record], readiness: BatchReadiness,
-          *, leave_out: int = 0) -> int:
-    """Fold `records` as the projector does, leaving the record at `leave_out` unfolded (as
-    one it stops in front of); how many were folded as their time only."""
-    as_time = 0
-    for record in records:
-        if record.seq == leave_out:
-            continue
-        if record.readiness_of and readiness.fold(state, record):
-            as_time += 1
-        else:
-            event = decode_event(record.data, seq=record.seq, subject=record.subject)
-            apply_event(state, record.seq, event, PROVENANCE)
-            readiness.folded(record, event, PROVENANCE)
-    return as_time
+_fold = fold_records
 
 
 def _one_by_one(events: Sequence[AnyEvent]) -> list[tuple[str, str, bytes]]:
@@ -357,17 +343,23 @@ def test_a_change_from_another_origin_is_folded_in_full() -> None:
 # --- a real projector on a real nats-server ------------------------------------------------
 
 
-async def test_a_projector_stopping_in_front_of_an_unreadable_event_commits_exact_rows(
-        event_log: JetStreamEventLog, nc: NATS, tmp_path: Path) -> None:
-    commands = Commands(event_log, zone="default")
+async def _probed_proxy(event_log: JetStreamEventLog) -> ProxyCommands:
+    """A Mesh and p-1, a Dataplane with a service probe, registered at sequences 1 and 2:
+    its readiness reports (`ProxyCommands.report_readiness`) are readiness changes."""
+    await Commands(event_log, zone="default").apply(Mesh(name="default"))
     proxies = ProxyCommands(event_log, zone="default")
-    await commands.apply(Mesh(name="default"))
     probed = decode_resource({
         "type": "Dataplane", "mesh": "default", "name": "p-1", "networking": {
             "address": "127.0.0.1", "inbound": [{
                 "port": 80, "tags": {"kuma.io/service": "web"}, "serviceProbe": {"tcp": {}}}]}})
     assert isinstance(probed, Dataplane)
     assert await proxies.register(probed, at=1)
+    return proxies
+
+
+async def test_a_projector_stopping_in_front_of_an_unreadable_event_commits_exact_rows(
+        event_log: JetStreamEventLog, nc: NATS, tmp_path: Path) -> None:
+    proxies = await _probed_proxy(event_log)
     for at, ready in ((2, False), (3, True), (4, False)):
         assert await proxies.report_readiness("default", "p-1", {("127.0.0.1", 80): ready},
                                               at=at)
@@ -401,14 +393,7 @@ async def test_a_projector_counts_the_changes_it_folds_as_their_time(
         event_log: JetStreamEventLog, tmp_path: Path) -> None:
     """A live projector's changes from the command path: folded as their time in a batch
     (counted, and in its metrics), the same rows as one event per batch."""
-    await Commands(event_log, zone="default").apply(Mesh(name="default"))
-    proxies = ProxyCommands(event_log, zone="default")
-    probed = decode_resource({
-        "type": "Dataplane", "mesh": "default", "name": "p-1", "networking": {
-            "address": "127.0.0.1", "inbound": [{
-                "port": 80, "tags": {"kuma.io/service": "web"}, "serviceProbe": {"tcp": {}}}]}})
-    assert isinstance(probed, Dataplane)
-    assert await proxies.register(probed, at=1)
+    proxies = await _probed_proxy(event_log)
     for at in range(2, 6):  # sequences 3 to 6
         assert await proxies.report_readiness("default", "p-1", {("127.0.0.1", 80): at % 2 == 1},
                                               at=at)
@@ -515,19 +500,7 @@ def test_changes_of_two_dataplanes_on_one_subject_each_keep_their_readiness() ->
 def _fold_by_subject(batches: Sequence[Sequence[Record]]) -> ProjectionState:
     """`_fold_records` with each event's provenance read from its subject (as the projector
     does): a log that also holds another zone's events."""
-    state = _state()
-    for batch in batches:
-        readiness = BatchReadiness(batch)
-        for record in batch:
-            if not readiness.fold(state, record):
-                event = decode_event(record.data, seq=record.seq, subject=record.subject)
-                provenance = provenance_of(record.subject)
-                apply_event(state, record.seq, event, provenance)
-                readiness.folded(record, event, provenance)
-        readiness.settle(state)
-        derive_stale(state)
-        state.take_changes()
-    return state
+    return _fold_records(batches, by_subject=True)
 
 
 def test_a_change_whose_meshservice_waits_out_its_grace_period_is_folded_in_full() -> None:

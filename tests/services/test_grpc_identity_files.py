@@ -68,7 +68,7 @@ def test_a_renewal_never_shows_a_key_and_a_certificate_of_two_pairs(
         rename(src, dst)
         seen.append(_matching(files))  # what a reader of the two paths gets right now
 
-    monkeypatch.setattr(grpc_identity.os, "replace", replace)
+    monkeypatch.setattr(os, "replace", replace)  # the agent renames with os.replace
     ca = ca_secret("default", ("-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n",))
     for n in range(3):  # the first certificate, then two renewals
         cert, key = _pair(n)

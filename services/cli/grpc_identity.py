@@ -76,6 +76,11 @@ def cmd_grpc_identity(args: argparse.Namespace) -> int:
     if not args.refresh_interval.endswith("s") or not _seconds(args.refresh_interval):
         raise ConfigError(f"--refresh-interval: {args.refresh_interval!r} is not a duration "
                           "in seconds such as 10s")
+    if args.token_file and not args.ca_cert_file and (args.bootstrap_file
+                                                       or args.print_bootstrap):
+        # gRPC sends call credentials over a secure channel only: its xDS stream would fail
+        raise ConfigError("--token-file needs --ca-cert-file for the gRPC bootstrap: gRPC "
+                          "sends the token (call credentials, gRFC A97) over TLS only")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out: {str(out)!r} is not a directory")

@@ -95,8 +95,17 @@ def cmd_grpc_identity(args: argparse.Namespace) -> int:
     if args.print_bootstrap:
         print(text, end="")
         return 0
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot create it "
+                          f"({exc.strerror or type(exc).__name__})") from None
     if args.bootstrap_file:
-        write_atomically(Path(args.bootstrap_file), text.encode())
+        try:
+            write_atomically(Path(args.bootstrap_file), text.encode())
+        except OSError as exc:
+            raise ConfigError(f"--bootstrap-file {args.bootstrap_file}: cannot write it "
+                              f"({exc.strerror or type(exc).__name__})") from None
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

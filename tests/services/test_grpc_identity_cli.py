@@ -81,6 +81,20 @@ def test_a_token_for_grpc_needs_tls_to_the_gateway(tmp_path: Path) -> None:
     assert "--token-file needs --ca-cert-file" in result.stderr
 
 
+def test_an_out_or_bootstrap_path_that_cannot_be_written_is_named(tmp_path: Path) -> None:
+    """Not a traceback: the flag, the path and why (the agent connects to nothing)."""
+    (tmp_path / "a-file").write_text("")
+    out = _run("--name", "a", "--out", str(tmp_path / "a-file" / "id"), "--xds-address",
+               "127.0.0.1:1", "--once", "--timeout", "1")
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert f"--out {tmp_path / 'a-file' / 'id'}: cannot create it" in out.stderr
+    boot = _run("--name", "a", "--out", str(tmp_path / "id"), "--bootstrap-file",
+                str(tmp_path / "no-dir" / "b.json"), "--xds-address", "127.0.0.1:1", "--once",
+                "--timeout", "1")
+    assert boot.returncode == 2 and "Traceback" not in boot.stderr, boot.stderr
+    assert f"--bootstrap-file {tmp_path / 'no-dir' / 'b.json'}: cannot write it" in boot.stderr
+
+
 def test_a_file_is_replaced_whole_and_a_key_is_private(tmp_path: Path) -> None:
     key = tmp_path / "key.pem"
     key.write_text("old")

@@ -54,6 +54,7 @@ CERTIFICATE_PROVIDER = "meshlog"
 _REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
             grpc.StatusCode.INVALID_ARGUMENT)
 _WARN_AFTER_S = 30
+_FIRST_BACKOFF_S = 0.5
 _USER_AGENT = "meshlog-grpc-identity"
 """xds_gateway.resources.node.IDENTITY_AGENT (equal, tested): the gateway publishes no insight
 for this stream, so the client's own stream stays its Dataplane's insight."""
@@ -188,6 +189,9 @@ class _Stream:
     def __init__(self, options: IdentityOptions) -> None:
         self.options = options
         self.requests: queue.Queue[DiscoveryRequest | None] = queue.Queue()
+        self.answered = False
+        """The gateway sent a response on this stream (it served: a later end is not an
+        outage to back off from)."""
 
     def _requests(self) -> Iterator[DiscoveryRequest]:
         while (request := self.requests.get()) is not None:
@@ -221,6 +225,7 @@ class _Stream:
         secrets: dict[str, Secret] = {}
         try:
             for response in responses:
+                self.answered = True
                 if response.type_url != _SECRET:
                     continue
                 # SotW on a named type: a response may hold only what changed (xds-rules.md)
@@ -299,11 +304,12 @@ def _run(options: IdentityOptions, once: bool, stop: threading.Event,
         if once:
             stop.set()
 
-    backoff = 0.5
+    backoff = _FIRST_BACKOFF_S
     while not stop.is_set():
+        stream = _Stream(options)
         with _channel(options) as channel:
             try:
-                _Stream(options).run(channel, on_write, stop)
+                stream.run(channel, on_write, stop)
             except grpc.RpcError as exc:
                 code, details = rpc_status(exc)
                 if code == grpc.StatusCode.CANCELLED and stop.is_set():
@@ -311,6 +317,8 @@ def _run(options: IdentityOptions, once: bool, stop: threading.Event,
                 if code in _REFUSED:
                     raise ConfigError(f"the gateway at {options.xds_address} refused "
                                       f"{options.mesh}.{options.name}: {details}") from None
+                if stream.answered:  # served, then ended (max connection age, a restart)
+                    backoff = _FIRST_BACKOFF_S
                 log.warning("xDS stream to %s ended (%s: %s); retrying in %.1f s",
                             options.xds_address, code.name if code else "?", details, backoff)
         if stop.wait(backoff):

@@ -306,7 +306,7 @@ class Gateway:
         async for request in requests:
             try:
                 if info.node is None:
-                    info.node = request.node
+                    info.node, info.type_url = request.node, request.type_url
                     await self.callbacks.on_stream_open(info)
                 elif wants_requests:
                     await self.callbacks.on_stream_request(info, request)

@@ -76,6 +76,11 @@ def cmd_grpc_identity(args: argparse.Namespace) -> int:
     if not args.refresh_interval.endswith("s") or not _seconds(args.refresh_interval):
         raise ConfigError(f"--refresh-interval: {args.refresh_interval!r} is not a duration "
                           "in seconds such as 10s")
+    if args.token_file and not args.ca_cert_file and (args.bootstrap_file
+                                                       or args.print_bootstrap):
+        # gRPC sends call credentials over a secure channel only: its xDS stream would fail
+        raise ConfigError("--token-file needs --ca-cert-file for the gRPC bootstrap: gRPC "
+                          "sends the token (call credentials, gRFC A97) over TLS only")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out: {str(out)!r} is not a directory")
@@ -90,8 +95,17 @@ def cmd_grpc_identity(args: argparse.Namespace) -> int:
     if args.print_bootstrap:
         print(text, end="")
         return 0
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot create it "
+                          f"({exc.strerror or type(exc).__name__})") from None
     if args.bootstrap_file:
-        write_atomically(Path(args.bootstrap_file), text.encode())
+        try:
+            write_atomically(Path(args.bootstrap_file), text.encode())
+        except OSError as exc:
+            raise ConfigError(f"--bootstrap-file {args.bootstrap_file}: cannot write it "
+                              f"({exc.strerror or type(exc).__name__})") from None
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

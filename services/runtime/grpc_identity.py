@@ -11,9 +11,12 @@ three PEM files the bootstrap's `file_watcher` provider reads:
 - `key.pem`: its private key (mode 0600);
 - `ca.pem`: the mesh's trust bundle (every CA the Mesh lists).
 
-Each file is written whole (temp file in the same directory, fsync, rename), so gRPC never
-reads half a file; the key before the certificate, and gRPC's provider skips a pair that
-does not match until its next read. The stream stays open: each secret the gateway pushes
+gRPC's provider reads the key and the certificate one after the other and never checks that
+they match (grpc-core's FileWatcherCertificateProvider compares mtimes only): a pair it reads
+serves every new handshake until its next read. So the three files of one write go into a
+new directory `.gen-*`, and the names are symlinks through `.data`, one symlink switched by
+one rename (as Kubernetes' AtomicWriter does): both paths always name one pair. The stream
+stays open: each secret the gateway pushes
 (a renewal, a CA change) is written when it arrives and ACKed after. A lost gateway is
 retried with backoff; a refused token ends the agent with the gateway's reason.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -50,6 +54,7 @@ CERTIFICATE_PROVIDER = "meshlog"
 _REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
             grpc.StatusCode.INVALID_ARGUMENT)
 _WARN_AFTER_S = 30
+_FIRST_BACKOFF_S = 0.5
 _USER_AGENT = "meshlog-grpc-identity"
 """xds_gateway.resources.node.IDENTITY_AGENT (equal, tested): the gateway publishes no insight
 for this stream, so the client's own stream stays its Dataplane's insight."""
@@ -132,10 +137,50 @@ def _write(files: IdentityFiles, mesh: str, secrets: dict[str, Secret]) -> bool:
     if identity is None or ca is None:
         return False
     tls = identity.tls_certificate
-    write_atomically(files.ca, ca.validation_context.trusted_ca.inline_bytes)
-    write_atomically(files.key, tls.private_key.inline_bytes, 0o600)
-    write_atomically(files.cert, tls.certificate_chain.inline_bytes)
+    _publish(files.cert.parent, [(files.ca.name, ca.validation_context.trusted_ca.inline_bytes,
+                                  0o644),
+                                 (files.key.name, tls.private_key.inline_bytes, 0o600),
+                                 (files.cert.name, tls.certificate_chain.inline_bytes, 0o644)])
     return True
+
+
+_DATA = ".data"
+
+
+def _publish(directory: Path, contents: list[tuple[str, bytes, int]]) -> None:
+    """`directory`'s names in `contents` switch to their new bytes at once: written into a new
+    `.gen-*` directory, then `.data` (which each name links through) renamed onto it."""
+    generation = Path(tempfile.mkdtemp(dir=directory, prefix=".gen-"))
+    try:
+        generation.chmod(0o755)  # as a plain directory: the key's own mode protects it
+        for name, data, mode in contents:
+            fd = os.open(generation / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        _link(directory / _DATA, generation.name)
+    except BaseException:
+        shutil.rmtree(generation, ignore_errors=True)
+        raise
+    for name, _data, _mode in contents:
+        path = directory / name
+        if not path.is_symlink() or os.readlink(path) != f"{_DATA}/{name}":
+            _link(path, f"{_DATA}/{name}")  # once (or over a plain file of an older agent)
+    for old in directory.glob(".gen-*"):
+        if old != generation:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _link(path: Path, target: str) -> None:
+    """`path` is a symlink to `target`, switched by one rename."""
+    tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}")
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class _Stream:
@@ -144,6 +189,9 @@ class _Stream:
     def __init__(self, options: IdentityOptions) -> None:
         self.options = options
         self.requests: queue.Queue[DiscoveryRequest | None] = queue.Queue()
+        self.answered = False
+        """The gateway sent a response on this stream (it served: a later end is not an
+        outage to back off from)."""
 
     def _requests(self) -> Iterator[DiscoveryRequest]:
         while (request := self.requests.get()) is not None:
@@ -177,6 +225,7 @@ class _Stream:
         secrets: dict[str, Secret] = {}
         try:
             for response in responses:
+                self.answered = True
                 if response.type_url != _SECRET:
                     continue
                 # SotW on a named type: a response may hold only what changed (xds-rules.md)
@@ -255,11 +304,12 @@ def _run(options: IdentityOptions, once: bool, stop: threading.Event,
         if once:
             stop.set()
 
-    backoff = 0.5
+    backoff = _FIRST_BACKOFF_S
     while not stop.is_set():
+        stream = _Stream(options)
         with _channel(options) as channel:
             try:
-                _Stream(options).run(channel, on_write, stop)
+                stream.run(channel, on_write, stop)
             except grpc.RpcError as exc:
                 code, details = rpc_status(exc)
                 if code == grpc.StatusCode.CANCELLED and stop.is_set():
@@ -267,6 +317,8 @@ def _run(options: IdentityOptions, once: bool, stop: threading.Event,
                 if code in _REFUSED:
                     raise ConfigError(f"the gateway at {options.xds_address} refused "
                                       f"{options.mesh}.{options.name}: {details}") from None
+                if stream.answered:  # served, then ended (max connection age, a restart)
+                    backoff = _FIRST_BACKOFF_S
                 log.warning("xDS stream to %s ended (%s: %s); retrying in %.1f s",
                             options.xds_address, code.name if code else "?", details, backoff)
         if stop.wait(backoff):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -100,8 +101,9 @@ def _agent(cp: ControlPlane, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
         assert proc.poll() is None, (tmp_path / "agent.log").read_text()
         yield out, boot
     finally:
-        stop_process(proc)
+        stop_process(proc, signal.SIGTERM)
         log.close()
+    assert proc.returncode == 0, (tmp_path / "agent.log").read_text()  # SIGTERM: a clean exit
 
 
 _BARE_CLIENT = """
@@ -177,6 +179,10 @@ def test_a_proxyless_client_with_the_agents_identity_calls_a_strict_sidecar(
         # the sidecar picks ALPN in its own order: an Envoy client (`kuma`) still gets `kuma`
         assert _alpn(out, BACKEND_IP, port, ["h2", "kuma"]) == "kuma"
         assert _alpn(out, BACKEND_IP, port, ["h2"]) == "h2"
+        # `h2` lets no one in who has no mesh certificate: the handshake is refused
+        assert _refused_without_certificate(out, BACKEND_IP, port)
+        wait_for(lambda: sum(sidecar.stats("ssl.fail_verify_no_cert").values()) >= 1,
+                 timeout=30, what="the sidecar counting the client without a certificate")
 
 
 def test_in_a_permissive_mesh_a_proxyless_client_speaks_plaintext(
@@ -207,6 +213,22 @@ def _alpn(identity: Path, host: str, port: int, offered: list[str]) -> str | Non
     with socket.create_connection((host, port), timeout=10) as raw, \
             ctx.wrap_socket(raw) as tls:
         return tls.selected_alpn_protocol()
+
+
+def _refused_without_certificate(identity: Path, host: str, port: int) -> bool:
+    """A TLS client offering ALPN `h2` (as gRPC does) but no certificate: True when the inbound
+    ends the connection (TLS 1.3: the alert comes after the client's handshake)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.load_verify_locations(identity / "ca.pem")
+    ctx.set_alpn_protocols(["h2"])
+    try:
+        with socket.create_connection((host, port), timeout=10) as raw, \
+                ctx.wrap_socket(raw) as tls:
+            tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            return tls.recv(1) == b""
+    except (ssl.SSLError, ConnectionResetError):
+        return True
 
 
 def test_the_agent_writes_the_certificate_the_gateway_renews(tmp_path: Path) -> None:

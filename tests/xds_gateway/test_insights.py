@@ -18,7 +18,7 @@ from tests.harness import eventually
 from tests.xds_gateway._ads import DeltaAdsClient
 from tests.xds_gateway._gateways import ProxyClient, channel_to, running_gateway
 from xds_gateway.resources.node import DNS_PORT_KEY, IDENTITY_AGENT
-from xds_gateway.type_urls import CLUSTER, LISTENER
+from xds_gateway.type_urls import CLUSTER, LISTENER, SECRET
 
 
 async def _insight(insights: JetStreamInsights, name: str = "web-1") -> ProxyInsight | None:
@@ -290,8 +290,12 @@ async def test_the_identity_agents_stream_leaves_the_clients_insight(nc: NATS) -
         cds = await client.recv()
         first = await eventually(lambda: _insight(insights), what="the client's insight")
         agent = ProxyClient(agent_channel)
-        agent.hello(CLUSTER, "default.web-1", user_agent=IDENTITY_AGENT)  # answered: opened
-        await agent.recv()
+        agent.hello(SECRET, "default.web-1", user_agent=IDENTITY_AGENT)
+
+        async def opened() -> bool | None:  # no secret to answer with: no mTLS in this mesh
+            return bool(gw.lifecycle._agents) or None
+
+        await eventually(opened, what="the agent's stream opened")
         client.ack(cds)
 
         async def acked() -> ProxyInsight | None:
@@ -302,3 +306,25 @@ async def test_the_identity_agents_stream_leaves_the_clients_insight(nc: NATS) -
         assert (counted.session, counted.user_agent) == (first.session, "gRPC Python")
         agent.close()
         client.close()
+
+
+async def test_a_stream_naming_itself_the_identity_agent_gets_secrets_only(nc: NATS) -> None:
+    """The agent's user agent hides a stream's insight: any other type on it (a token holder's
+    client posing as the agent to take the Dataplane's config unseen) ends the stream."""
+    async with running_gateway(nc) as gw, channel_to(gw) as channel:
+        client = ProxyClient(channel)
+        client.hello(CLUSTER, "default.web-1", user_agent=IDENTITY_AGENT)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await client.recv()
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "'meshlog-grpc-identity' asks for Secrets only" in (raised.value.details() or "")
+        assert not gw.lifecycle.publisher.sessions
+    async with running_gateway(nc) as gw, channel_to(gw) as channel:
+        client = ProxyClient(channel)  # Secrets first, then a Listener
+        client.hello(SECRET, "default.web-1", user_agent=IDENTITY_AGENT)
+        client.send(LISTENER)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await client.recv()
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not type_url 'type.googleapis.com/envoy.config.listener" in (
+            raised.value.details() or "")

@@ -34,6 +34,7 @@ from xds_gateway.resources.node import (
 )
 from xds_gateway.server.callbacks import NoCallbacks, StreamInfo, StreamRefused
 from xds_gateway.server.subscription import InvalidStream
+from xds_gateway.type_urls import SECRET
 
 __all__ = ["ProxyLifecycle"]
 
@@ -63,6 +64,8 @@ class ProxyLifecycle(NoCallbacks):
             self.publisher.swept_at = lambda: reaper.last_sweep_at
         self._sessions: dict[StreamInfo, Session] = {}
         """The insight sessions of the ADS streams open here."""
+        self._agents: set[StreamInfo] = set()
+        """The streams of `meshlog grpc-identity` (no insight): Secrets only."""
 
     @property
     def instance(self) -> str:
@@ -93,7 +96,12 @@ class ProxyLifecycle(NoCallbacks):
             raise StreamRefused(grpc.StatusCode.FAILED_PRECONDITION if exc.precondition
                                 else grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
 
+    async def on_stream_request(self, stream: StreamInfo, request: object) -> None:
+        if stream in self._agents:
+            _secrets_only(getattr(request, "type_url", ""))
+
     async def on_stream_closed(self, stream: StreamInfo) -> None:
+        self._agents.discard(stream)
         session = self._sessions.pop(stream, None)
         if session is None:
             return
@@ -119,7 +127,11 @@ class ProxyLifecycle(NoCallbacks):
         except InvalidNode as exc:
             raise InvalidStream(str(exc)) from exc
         if node.user_agent_name == IDENTITY_AGENT:
-            return  # a gRPC client's secrets only: its own stream is the proxy's insight
+            # a gRPC client's secrets only: its own stream is the proxy's insight. Any other
+            # type would be a config stream no insight shows: refused
+            _secrets_only(stream.type_url)
+            self._agents.add(stream)
+            return
         dataplane = dataplane_from_node(node, mesh, name)
         session = Session(mesh=mesh, name=name, protocol=stream.protocol,
                           user_agent=node.user_agent_name[:_MAX_USER_AGENT], types=stream.types,
@@ -142,3 +154,8 @@ class ProxyLifecycle(NoCallbacks):
         session.self_registered = await self.registration.register(dataplane, now_ms())
 
 
+def _secrets_only(type_url: str) -> None:
+    if type_url != SECRET:
+        raise StreamRefused(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"node.user_agent_name {IDENTITY_AGENT!r} asks for Secrets only, "
+                            f"not type_url {type_url!r}")

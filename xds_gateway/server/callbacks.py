@@ -65,6 +65,8 @@ class StreamInfo:
     """ADS: the stream's per-type state (`AdsStream.types`, live); HDS: empty."""
     node: Node | None = None
     """The node of the first message; set before `on_stream_open`."""
+    type_url: str = ""
+    """The type_url of the first message (ADS), set with `node`."""
     stream_id: int = field(default_factory=lambda: next(_ids))
     ended: StreamRefused | None = field(default=None, init=False)
     """Why the stream was ended (`end`, or a refusal); None while it may go on."""

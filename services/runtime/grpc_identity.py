@@ -137,10 +137,16 @@ def _write(files: IdentityFiles, mesh: str, secrets: dict[str, Secret]) -> bool:
     if identity is None or ca is None:
         return False
     tls = identity.tls_certificate
-    _publish(files.cert.parent, [(files.ca.name, ca.validation_context.trusted_ca.inline_bytes,
-                                  0o644),
-                                 (files.key.name, tls.private_key.inline_bytes, 0o600),
-                                 (files.cert.name, tls.certificate_chain.inline_bytes, 0o644)])
+    contents = [(files.ca.name, ca.validation_context.trusted_ca.inline_bytes, 0o644),
+                (files.key.name, tls.private_key.inline_bytes, 0o600),
+                (files.cert.name, tls.certificate_chain.inline_bytes, 0o644)]
+    empty = [name for name, data, _mode in contents if not data]
+    if empty:
+        # gRPC would read an empty file as no certificate: keep the last pair written
+        log.error("the gateway sent the identity of mesh %s with no bytes for %s: not "
+                  "written, the files keep the last identity", mesh, ", ".join(empty))
+        return False
+    _publish(files.cert.parent, contents)
     return True
 
 
@@ -294,7 +300,9 @@ def _warn_no_certificate(options: IdentityOptions, first: threading.Event) -> No
 
 def _run(options: IdentityOptions, once: bool, stop: threading.Event,
          first: threading.Event, written: Callable[[], None]) -> None:
-    options.files.cert.parent.mkdir(parents=True, exist_ok=True)
+    # the key's directory: its owner's only when made here (the app reads the files as the
+    # agent's user, as it must the key's 0600)
+    options.files.cert.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if options.ca_cert is not None:
         write_atomically(options.files.ca.parent / "xds-ca.pem", options.ca_cert)
 
@@ -310,6 +318,12 @@ def _run(options: IdentityOptions, once: bool, stop: threading.Event,
         with _channel(options) as channel:
             try:
                 stream.run(channel, on_write, stop)
+            except OSError as exc:
+                # a full disk, a directory made read-only: the files keep the last identity;
+                # a new stream gets the secrets again and the write is tried again
+                log.error("cannot write the identity of %s.%s to %s (%s); the files keep the "
+                          "last identity written; retrying in %.1f s", options.mesh,
+                          options.name, options.files.cert.parent, exc, backoff)
             except grpc.RpcError as exc:
                 code, details = rpc_status(exc)
                 if code == grpc.StatusCode.CANCELLED and stop.is_set():

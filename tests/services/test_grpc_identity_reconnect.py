@@ -64,3 +64,40 @@ def test_a_stream_that_served_is_retried_at_once_not_after_a_growing_backoff(
     retries = [float(m.group(1)) for r in caplog.records
                if (m := re.search(r"retrying in ([\d.]+) s", r.getMessage()))]
     assert len(retries) >= 3 and set(retries) == {0.5}, retries
+
+
+def test_a_write_that_fails_is_said_and_tried_again_on_the_next_stream(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A write the disk refuses (here `.data` taken by a directory, where the agent switches a
+    link) ends the stream, not the agent: it says so, keeps the last files, and writes once
+    the next stream brings the secrets again and the disk takes them."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "envoy.service.discovery.v3.AggregatedDiscoveryService",
+        {"StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            _serve_once_then_end, request_deserializer=DiscoveryRequest.FromString,
+            response_serializer=DiscoveryResponse.SerializeToString)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    caplog.set_level(logging.WARNING, logger="services.runtime.grpc_identity")
+    directory = tmp_path / "identity"
+    (directory / ".data").mkdir(parents=True)
+    (directory / ".data" / "in-the-way").write_text("x")
+    stop, writes = threading.Event(), []
+    options = IdentityOptions(mesh="default", name="client-1", xds_address=f"127.0.0.1:{port}",
+                              files=IdentityFiles.in_dir(directory))
+    agent = threading.Thread(target=run_identity_agent, args=(options,), daemon=True,
+                             kwargs={"stop": stop, "written": lambda: writes.append(1)})
+    agent.start()
+    try:
+        wait_for(lambda: any("cannot write the identity" in r.getMessage()
+                             for r in caplog.records), timeout=30, what="the failed write said")
+        assert agent.is_alive() and not writes
+        (directory / ".data" / "in-the-way").unlink()
+        (directory / ".data").rmdir()
+        wait_for(lambda: writes, timeout=30, what="the identity written on a later stream")
+        assert (directory / "cert.pem").read_bytes().startswith(b"-----BEGIN CERTIFICATE")
+    finally:
+        stop.set()
+        agent.join(timeout=30)
+        server.stop(None)

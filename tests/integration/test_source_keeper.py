@@ -36,6 +36,7 @@ from events.bus.zone_insights import (
 )
 from events.subjects import EVENTS_STREAM, GLOBAL_ZONE
 from services.runtime.embedded_nats import run_nats_server
+from tests.harness import eventually
 from tests.integration.test_nats_permissions import Plane
 from tests.integration.test_nats_users import _global_and_east, _nats_users, _seeds, _server_conf
 
@@ -182,3 +183,29 @@ def test_no_role_but_admin_may_update_a_stream(zone: str) -> None:
     sync = permissions("sync", zone).publish
     assert sources_subject(EVENTS_STREAM) in sync
     assert (sources_subject(ZONE_INSIGHTS_STREAM) in sync) == (zone == GLOBAL_ZONE)
+
+
+async def test_a_zones_sync_cannot_change_globals_sources_across_the_leafnode(
+        tmp_path: Path) -> None:
+    """Core NATS subjects cross the leafnode (one account on both sides): a zone's request
+    must reach its own zone's keeper only. With no keeper in east, east's sync (a leaked seed
+    included) must not have global's keeper change global's event stream."""
+    async with _global_and_east(tmp_path) as (central, east):
+        admin = await central.nc("admin")
+        await JetStreamEventLog.open(await central.nc("api"),
+                                     subjects=[zone_filter(GLOBAL_ZONE)])
+        await JetStreamEventLog.open(await east.nc("api"), subjects=[zone_filter("east")])
+        east_sync = await east.nc("sync")
+        async with source_keeper(admin):
+            assert await ensure_sources(await central.nc("sync"), global_sources(["east"]))
+
+            async def asked_across() -> bool:
+                try:
+                    await update_sources(east_sync, EVENTS_STREAM, [])
+                except EventLogUnavailable as exc:
+                    return "no source keeper answers" in str(exc)
+                return True  # answered: by global's keeper, the only one
+
+            await eventually(asked_across, "east's request to end", within=30)
+            assert [(s.filter_subject, s.api) for s in await source_states(admin)] == [
+                (zone_filter("east"), "$JS.east.API")]

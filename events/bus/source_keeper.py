@@ -6,8 +6,11 @@ retention, subjects, or seal it, and the event log is the only truth. The sync r
 (events.bus.permissions) is therefore not allowed it; it asks this keeper instead, over
 core NATS request/reply (events.bus._source_updates):
 
-    meshlog.sources.update.MESHLOG_EVENTS              the event stream's sources
-    meshlog.sources.update.KV_meshlog_zone_insights    global's zone-insights bucket's
+    meshlog.sources.update.<zone>.MESHLOG_EVENTS              the event stream's sources
+    meshlog.sources.update._global.KV_meshlog_zone_insights   global's zone-insights bucket's
+
+`<zone>` is this control plane's (`_global` on global): core subjects cross the leafnode, so
+a keeper serving a bare stream name would apply a zone's request to global's stream.
 
 The keeper runs on a connection allowed to update those streams (the admin user's, in
 `meshlog up`, or `meshlog projector --admin-creds`). For each request it reads the stream's
@@ -187,12 +190,14 @@ async def _apply(nc: NATS, stream: str, payload: bytes) -> Reply:
     return _reply(200, changed=True)
 
 
-async def serve_source_updates(nc: NATS, ready: asyncio.Event | None = None) -> None:
-    """Answer the sync's sources-only changes of the event stream and of the zone-insights
-    stream (in queue group `meshlog-sources`: one keeper answers each) until cancelled; set
-    `ready` once the server has its subscriptions (a sync started after it finds it). `nc`:
-    a connection allowed `STREAM.INFO` and `STREAM.UPDATE` of those streams (admin)."""
-    subs = [(stream, await nc.subscribe(sources_subject(stream), queue=SOURCES_QUEUE,
+async def serve_source_updates(nc: NATS, zone: str, ready: asyncio.Event | None = None
+                               ) -> None:
+    """Answer `zone`'s sync's (`_global` on global) sources-only changes of the event
+    stream and of the zone-insights stream (in queue group `meshlog-sources`: one keeper
+    answers each) until cancelled; set `ready` once the server has its subscriptions (a sync
+    started after it finds it). `nc`: a connection allowed `STREAM.INFO` and `STREAM.UPDATE`
+    of those streams (admin)."""
+    subs = [(stream, await nc.subscribe(sources_subject(zone, stream), queue=SOURCES_QUEUE,
                                         pending_msgs_limit=_PENDING_MSGS))
             for stream in KEPT_STREAMS]
     try:

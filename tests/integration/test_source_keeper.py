@@ -46,11 +46,11 @@ _TIMEOUT_S = 5.0
 
 
 @asynccontextmanager
-async def source_keeper(admin: NATS) -> AsyncIterator[None]:
+async def source_keeper(admin: NATS, zone: str) -> AsyncIterator[None]:
     """The keeper serving on `admin`'s connection, from when the server has its
     subscriptions."""
     ready = asyncio.Event()
-    task = asyncio.create_task(serve_source_updates(admin, ready))
+    task = asyncio.create_task(serve_source_updates(admin, zone, ready))
     try:
         await asyncio.wait_for(ready.wait(), timeout=_TIMEOUT_S)
         yield
@@ -72,8 +72,9 @@ async def _limit_update_refused(sync: NATS, admin: NATS, stream: str) -> None:
     assert (await admin.jetstream().stream_info(stream)).config.max_msgs == before
 
 
-async def _ask(sync: NATS, stream: str, body: dict[str, object]) -> tuple[str, dict[str, object]]:
-    reply = await sync.request(sources_subject(stream), json.dumps(body).encode(),
+async def _ask(sync: NATS, zone: str, stream: str, body: dict[str, object]
+               ) -> tuple[str, dict[str, object]]:
+    reply = await sync.request(sources_subject(zone, stream), json.dumps(body).encode(),
                                timeout=_TIMEOUT_S)
     return (reply.headers or {}).get("Meshlog-Status", ""), json.loads(reply.data)
 
@@ -90,19 +91,19 @@ async def test_the_sync_changes_the_event_streams_sources_only_through_the_keepe
             js = admin.jetstream(timeout=_TIMEOUT_S)
             # without a keeper the sync's change of sources is its own update: refused
             with pytest.raises(EventLogUnavailable, match="no source keeper answers"):
-                await ensure_sources(sync, zone_sources("east", ["east", "west"]))
+                await ensure_sources(sync, zone_sources("east", ["east", "west"]), zone="east")
             await _limit_update_refused(sync, admin, EVENTS_STREAM)
-            async with source_keeper(admin):
+            async with source_keeper(admin, "east"):
                 wanted = zone_sources("east", ["east", "west"])
-                assert await ensure_sources(sync, wanted)
-                assert not await ensure_sources(sync, wanted)
+                assert await ensure_sources(sync, wanted, zone="east")
+                assert not await ensure_sources(sync, wanted, zone="east")
                 assert sorted((s.filter_subject, s.api) for s in await source_states(
                     admin)) == sorted((s.filter_subject, s.api) for s in wanted)
                 await _limit_update_refused(sync, admin, EVENTS_STREAM)
                 # whatever else the request says is not read: limits, subjects, retention
                 have = [source.as_dict() for source in
                         (await js.stream_info(EVENTS_STREAM)).config.sources or []]
-                status, answer = await _ask(sync, EVENTS_STREAM, {
+                status, answer = await _ask(sync, "east", EVENTS_STREAM, {
                     "sources": have, "max_msgs": 1, "max_age": 1, "subjects": [">"],
                     "retention": "workqueue", "sealed": True})
                 assert (status, answer) == ("200", {"changed": False})
@@ -118,17 +119,18 @@ async def test_the_sync_changes_the_event_streams_sources_only_through_the_keepe
                         ({"opt_start_seq": 5}, "only name, filter_subject and external")):
                     source = {"name": EVENTS_STREAM, "filter_subject": zone_filter("west"),
                               "external": {"api": "$JS.global.API"}, **bad}
-                    status, answer = await _ask(sync, EVENTS_STREAM, {"sources": [source]})
+                    status, answer = await _ask(sync, "east", EVENTS_STREAM,
+                                                {"sources": [source]})
                     assert status == "400", (bad, answer)
                     assert field in str(answer["error"]), (bad, answer)
                 with pytest.raises(EventLogUnavailable, match="allow_msg_ttl"):
-                    await update_sources(sync, EVENTS_STREAM, [], allow_msg_ttl=True)
+                    await update_sources(sync, EVENTS_STREAM, [], zone="east", allow_msg_ttl=True)
                 after = (await js.stream_info(EVENTS_STREAM)).config
                 assert after.subjects == [zone_filter("east")] and not after.sealed
                 assert after.max_msgs == -1 and after.max_age == 0
                 assert [s.as_dict() for s in after.sources or []] == have
                 # removed through the keeper too
-                assert await ensure_sources(sync, [])
+                assert await ensure_sources(sync, [], zone="east")
                 assert await source_states(admin) == []
         finally:
             for nc in plane.connections.values():
@@ -139,7 +141,7 @@ async def test_on_global_the_sync_changes_the_zone_insights_sources_through_the_
         tmp_path: Path) -> None:
     async with _global_and_east(tmp_path) as (central, _east):
         sync, admin = await central.nc("sync"), await central.nc("admin")
-        async with source_keeper(admin):
+        async with source_keeper(admin, GLOBAL_ZONE):
             assert await ensure_zone_insight_sources(sync, ["east"])  # made, then changed
             assert await ensure_zone_insight_sources(sync, ["east", "west"])
             assert not await ensure_zone_insight_sources(sync, ["west", "east"])
@@ -150,7 +152,7 @@ async def test_on_global_the_sync_changes_the_zone_insights_sources_through_the_
                 opt_start_seq=1, subject_transforms=[SubjectTransform(
                     src=f"$KV.{INSIGHTS_BUCKET}.>", dest=f"$KV.{ZONE_INSIGHTS_BUCKET}.west.>")])
             with pytest.raises(EventLogUnavailable, match=r"sources\[0\]"):
-                await update_sources(sync, ZONE_INSIGHTS_STREAM, [forged])
+                await update_sources(sync, ZONE_INSIGHTS_STREAM, [forged], zone=GLOBAL_ZONE)
             info = await admin.jetstream().stream_info(ZONE_INSIGHTS_STREAM)
             assert info.config.max_msgs_per_subject == 1 and info.config.allow_msg_ttl
             assert sorted(s.external.api for s in info.config.sources or []
@@ -159,10 +161,10 @@ async def test_on_global_the_sync_changes_the_zone_insights_sources_through_the_
             # global's event stream: each zone from its own domain, never from global's
             await JetStreamEventLog.open(await central.nc("api"),
                                          subjects=[zone_filter(GLOBAL_ZONE)])
-            assert await ensure_sources(sync, global_sources(["east"]))
+            assert await ensure_sources(sync, global_sources(["east"]), zone=GLOBAL_ZONE)
             await _limit_update_refused(sync, admin, EVENTS_STREAM)
             for api in ("$JS.global.API", "$JS.west.API"):
-                status, answer = await _ask(sync, EVENTS_STREAM, {"sources": [
+                status, answer = await _ask(sync, GLOBAL_ZONE, EVENTS_STREAM, {"sources": [
                     {"name": EVENTS_STREAM, "filter_subject": zone_filter("east"),
                      "external": {"api": api}}]})
                 assert status == "400" and "external.api" in str(answer["error"]), answer
@@ -181,8 +183,8 @@ def test_no_role_but_admin_may_update_a_stream(zone: str) -> None:
         assert "$JS.API.STREAM.UPDATE.>" in granted.publish_deny, role
         assert not [s for s in granted.publish if "STREAM.UPDATE" in s], role
     sync = permissions("sync", zone).publish
-    assert sources_subject(EVENTS_STREAM) in sync
-    assert (sources_subject(ZONE_INSIGHTS_STREAM) in sync) == (zone == GLOBAL_ZONE)
+    assert sources_subject(zone, EVENTS_STREAM) in sync
+    assert (sources_subject(zone, ZONE_INSIGHTS_STREAM) in sync) == (zone == GLOBAL_ZONE)
 
 
 async def test_a_zones_sync_cannot_change_globals_sources_across_the_leafnode(
@@ -196,12 +198,13 @@ async def test_a_zones_sync_cannot_change_globals_sources_across_the_leafnode(
                                      subjects=[zone_filter(GLOBAL_ZONE)])
         await JetStreamEventLog.open(await east.nc("api"), subjects=[zone_filter("east")])
         east_sync = await east.nc("sync")
-        async with source_keeper(admin):
-            assert await ensure_sources(await central.nc("sync"), global_sources(["east"]))
+        async with source_keeper(admin, GLOBAL_ZONE):
+            assert await ensure_sources(await central.nc("sync"), global_sources(["east"]),
+                                        zone=GLOBAL_ZONE)
 
             async def asked_across() -> bool:
                 try:
-                    await update_sources(east_sync, EVENTS_STREAM, [])
+                    await update_sources(east_sync, EVENTS_STREAM, [], zone="east")
                 except EventLogUnavailable as exc:
                     return "no source keeper answers" in str(exc)
                 return True  # answered: by global's keeper, the only one

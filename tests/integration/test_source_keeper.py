@@ -72,9 +72,10 @@ async def _limit_update_refused(sync: NATS, admin: NATS, stream: str) -> None:
     assert (await admin.jetstream().stream_info(stream)).config.max_msgs == before
 
 
-async def _ask(sync: NATS, zone: str, stream: str, body: dict[str, object]
+async def _ask(sync: NATS, zone: str, stream: str, body: dict[str, object] | bytes
                ) -> tuple[str, dict[str, object]]:
-    reply = await sync.request(sources_subject(zone, stream), json.dumps(body).encode(),
+    payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+    reply = await sync.request(sources_subject(zone, stream), payload,
                                timeout=_TIMEOUT_S)
     return (reply.headers or {}).get("Meshlog-Status", ""), json.loads(reply.data)
 
@@ -212,3 +213,23 @@ async def test_a_zones_sync_cannot_change_globals_sources_across_the_leafnode(
             await eventually(asked_across, "east's request to end", within=30)
             assert [(s.filter_subject, s.api) for s in await source_states(admin)] == [
                 (zone_filter("east"), "$JS.east.API")]
+
+
+async def test_a_malformed_request_is_refused_400_and_the_keeper_goes_on(nc: NATS) -> None:
+    """Wrong types and a deeply nested payload (msgspec's RecursionError) end one request
+    with 400 naming what is wrong, not a 500 and a traceback in the keeper's log."""
+    await JetStreamEventLog.open(nc, subjects=[zone_filter("east")])
+    west = {"name": EVENTS_STREAM, "filter_subject": zone_filter("west"),
+            "external": {"api": "$JS.global.API"}}
+    async with source_keeper(nc, "east"):
+        for body, field in (
+                ({"sources": [{**west, "filter_subject": 5}]}, "sources[0]"),
+                ({"sources": [{**west, "external": {"api": 5}}]}, "sources[0]"),
+                (b'{"sources": [{"a": ' + b"[" * 200_000 + b"]" * 200_000 + b"}]}",
+                 "request")):
+            for stream in (EVENTS_STREAM, ZONE_INSIGHTS_STREAM):
+                status, answer = await _ask(nc, "east", stream, body)
+                assert status == "400", (stream, body, answer)
+                assert field in str(answer["error"]), (stream, answer)
+        status, answer = await _ask(nc, "east", EVENTS_STREAM, {"sources": [west]})
+        assert (status, answer) == ("200", {"changed": True})

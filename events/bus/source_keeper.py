@@ -132,10 +132,13 @@ def canonical_sources(stream: str, raw: list[dict[str, Any]], own_subjects: list
             source = StreamSource.from_response(dict(item))
         except (TypeError, ValueError, AttributeError) as exc:
             raise SourceRefused(f"{where}: {item!r}: {exc}") from None
-        if stream == EVENTS_STREAM:
-            kept.append(_event_source(source, set(own_subjects), where).as_dict())
-        else:
-            kept.append(_insights_source(source, where).as_dict())
+        try:
+            if stream == EVENTS_STREAM:
+                kept.append(_event_source(source, set(own_subjects), where).as_dict())
+            else:
+                kept.append(_insights_source(source, where).as_dict())
+        except TypeError as exc:  # a field of the wrong type (a number for a subject)
+            raise SourceRefused(f"{where}: {item!r}: {exc}") from None
     return kept
 
 
@@ -153,7 +156,7 @@ def _reply(status: int, **body: object) -> Reply:
 async def _apply(nc: NATS, stream: str, payload: bytes) -> Reply:
     try:
         update = msgspec.json.decode(payload, type=SourcesUpdate)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # the latter: nested too deep
         return _reply(400, error=f"request: {exc}")
     if update.allow_msg_ttl and stream != ZONE_INSIGHTS_STREAM:
         return _reply(400, error=f"allow_msg_ttl: true is allowed on {ZONE_INSIGHTS_STREAM} "

@@ -104,9 +104,18 @@ async def test_the_sync_changes_the_event_streams_sources_only_through_the_keepe
                 # whatever else the request says is not read: limits, subjects, retention
                 have = [source.as_dict() for source in
                         (await js.stream_info(EVENTS_STREAM)).config.sources or []]
-                status, answer = await _ask(sync, "east", EVENTS_STREAM, {
-                    "sources": have, "max_msgs": 1, "max_age": 1, "subjects": [">"],
-                    "retention": "workqueue", "sealed": True})
+                extras = {"max_msgs": 1, "max_age": 10**9, "subjects": [">"],
+                          "retention": "workqueue", "sealed": True, "deny_delete": False,
+                          "config": {"max_msgs": 1}, "allow_msg_ttl": False}
+                for sources in (have[:1], have):  # each a change: the stream is updated
+                    status, answer = await _ask(sync, "east", EVENTS_STREAM,
+                                                {"sources": sources, **extras})
+                    assert (status, answer) == ("200", {"changed": True})
+                    unchanged = (await js.stream_info(EVENTS_STREAM)).config
+                    assert unchanged.max_msgs == -1 and unchanged.max_age == 0
+                    assert unchanged.subjects == [zone_filter("east")] and not unchanged.sealed
+                status, answer = await _ask(sync, "east", EVENTS_STREAM,
+                                            {"sources": have, **extras})
                 assert (status, answer) == ("200", {"changed": False})
                 # sources the sync would not make: refused, the field and value named
                 for bad, field in (

@@ -7,17 +7,20 @@ nothing else, and only to sources the sync itself would make."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import nats.errors
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import ExternalStream, StreamSource, SubjectTransform
 
 from events import EventLogUnavailable, JetStreamEventLog
 from events.bus._source_updates import sources_subject, update_sources
+from events.bus.connection import connect_nats
 from events.bus.insights import BUCKET as INSIGHTS_BUCKET
 from events.bus.nats_access import NatsPermissionDenied, refusals_of
 from events.bus.permissions import ROLES, permissions
@@ -36,7 +39,7 @@ from events.bus.zone_insights import (
 )
 from events.subjects import EVENTS_STREAM, GLOBAL_ZONE
 from services.runtime.embedded_nats import run_nats_server
-from tests.harness import eventually
+from tests.harness import eventually, free_port
 from tests.integration.test_nats_permissions import Plane
 from tests.integration.test_nats_users import _global_and_east, _nats_users, _seeds, _server_conf
 
@@ -244,3 +247,39 @@ async def test_a_malformed_request_is_refused_400_and_the_keeper_goes_on(nc: NAT
     # the zone-insights stream's check alike (global only: no such stream here)
     with pytest.raises(SourceRefused, match=r"sources\[0\]"):
         canonical_sources(ZONE_INSIGHTS_STREAM, [{**west, "external": {"api": 5}}], [])
+
+
+async def test_a_keeper_started_while_nats_is_down_serves_once_it_is_back(
+        tmp_path: Path) -> None:
+    """The keeper is ready with its subscriptions made while NATS is away (nats-py sends them
+    again at the reconnection) and serves once NATS is back: the sync waiting for it is not
+    left waiting, nor asking nobody. (Coverage of the reconnection: passes without a change.)"""
+    data, port = tmp_path / "nats", free_port()
+    async with contextlib.AsyncExitStack() as first_life:
+        url = await first_life.enter_async_context(run_nats_server(data, port=port))
+        nc = await connect_nats(url, name="meshlog-sources")
+        await JetStreamEventLog.open(nc, subjects=[zone_filter("east")])
+    ready = asyncio.Event()
+    keeper = asyncio.create_task(serve_source_updates(nc, "east", ready))
+    waiting = asyncio.create_task(ready.wait())
+    try:
+        await asyncio.wait([keeper, waiting], timeout=30,
+                           return_when=asyncio.FIRST_COMPLETED)
+        assert ready.is_set(), keeper.exception() if keeper.done() else "still not ready"
+        async with run_nats_server(data, port=port):
+            west = {"name": EVENTS_STREAM, "filter_subject": zone_filter("west"),
+                    "external": {"api": "$JS.global.API"}}
+
+            async def served() -> bool:
+                try:
+                    return await _ask(nc, "east", EVENTS_STREAM, {"sources": [west]}) == (
+                        "200", {"changed": True})
+                except (nats.errors.Error, TimeoutError):
+                    return False  # not reconnected yet
+
+            await eventually(served, "the keeper to serve after NATS is back", within=60)
+    finally:
+        for task in (keeper, waiting):
+            task.cancel()
+        await asyncio.wait([keeper, waiting])
+        await nc.close()

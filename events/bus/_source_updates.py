@@ -1,9 +1,13 @@
 """The sync's side of a sources-only stream change: a request to the source keeper
 (events.bus.source_keeper), which alone may update the stream.
 
-    meshlog.sources.update.<stream>    payload `{"sources": [<nats-server source config>...],
+    meshlog.sources.update.<zone>.<stream>    payload `{"sources": [<nats-server source config>...],
                                        "allow_msg_ttl": true}` (the latter optional); reply
                                        `{"changed": bool}` (200) or `{"error": ...}` (400, 500)
+
+`<zone>` is the asker's own (global's: `_global`), and the sync role may ask only its own:
+core subjects cross the leafnode (one account on both sides), so without it a zone's request
+reaches global's keeper (or another zone's) when its own has none, and changes that stream.
 
 nats-server applies a `STREAM.UPDATE` whole, so a user allowed it may change any of the
 stream's settings; the sync role is allowed only this request (events.bus.permissions), and
@@ -42,16 +46,17 @@ class SourcesUpdate(msgspec.Struct, frozen=True, kw_only=True):
     turned on, never off)."""
 
 
-def sources_subject(stream: str) -> str:
-    return f"{SOURCES_PREFIX}.{stream}"
+def sources_subject(zone: str, stream: str) -> str:
+    """The request subject of the keeper of `zone`'s control plane (`_global` on global)."""
+    return f"{SOURCES_PREFIX}.{zone}.{stream}"
 
 
 async def update_sources(nc: NATS, stream: str, sources: Sequence[StreamSource], *,
-                         allow_msg_ttl: bool = False) -> bool:
-    """Ask the source keeper to make `stream`'s sources exactly `sources` (and nothing else);
+                         zone: str, allow_msg_ttl: bool = False) -> bool:
+    """Ask `zone`'s source keeper to make `stream`'s sources exactly `sources` (and nothing else);
     True when the stream changed. Raise `EventLogUnavailable` when no keeper answers or it
     refuses (the reason named)."""
-    subject = sources_subject(stream)
+    subject = sources_subject(zone, stream)
     body = msgspec.json.encode(SourcesUpdate(
         sources=[source.as_dict() for source in sources], allow_msg_ttl=allow_msg_ttl))
     try:
@@ -62,7 +67,7 @@ async def update_sources(nc: NATS, stream: str, sources: Sequence[StreamSource],
                 f"cannot set the sources of stream {stream}: {exc}") from exc
         # no keeper serves it: this user's own update, which only a user allowed it makes
         # (admin, a NATS without users, a test's own stream); the sync role is refused
-        await _update_directly(nc, stream, sources, allow_msg_ttl=allow_msg_ttl)
+        await _update_directly(nc, stream, sources, zone=zone, allow_msg_ttl=allow_msg_ttl)
         return True
     try:
         answer = msgspec.json.decode(reply.body)
@@ -76,7 +81,7 @@ async def update_sources(nc: NATS, stream: str, sources: Sequence[StreamSource],
 
 
 async def _update_directly(nc: NATS, stream: str, sources: Sequence[StreamSource], *,
-                           allow_msg_ttl: bool) -> None:
+                           zone: str, allow_msg_ttl: bool) -> None:
     js = nc.jetstream(timeout=_TIMEOUT_S / 2)
     try:
         config = (await js.stream_info(stream)).config
@@ -87,6 +92,6 @@ async def _update_directly(nc: NATS, stream: str, sources: Sequence[StreamSource
     except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
         raise EventLogUnavailable(
             f"cannot set the sources of stream {stream}: no source keeper answers on "
-            f"{sources_subject(stream)} (it runs with the admin user's seed: `meshlog up`, "
+            f"{sources_subject(zone, stream)} (it runs with the admin user's seed: `meshlog up`, "
             f"`meshlog projector --admin-creds`), and this user's own update failed: {exc!r}"
         ) from exc

@@ -14,7 +14,8 @@ and deny lists (deny wins). meshlog's processes need:
                answers config requests
     sync       the multi-zone sync (services.runtime.zone_sync): reads the zones from the log
                and asks the source keeper (events.bus.source_keeper, admin's connection) to
-               change the event stream's sources (`meshlog.sources.update.<stream>`: it may
+               change the event stream's sources (`meshlog.sources.update.<zone>.<stream>`, its own
+               zone's only: the subject crosses the leafnode; it may
                update no stream itself); in a zone, reads global's log through its JetStream domain
                (`$JS.global.API`) and appends only its own zone's registration there
                (meshlog.ev._global.zone._.<zone>); on global, makes the zone-insights
@@ -137,7 +138,7 @@ def _sync(zone: str) -> tuple[str, ...]:
     registration on global: a decision read from global's log (its domain's API, as a log of
     unknown replica count reads), and the append of `zone`'s Zone, which crosses the leafnode to
     global's stream."""
-    local = (f"{_API}.STREAM.INFO.{EVENTS_STREAM}", sources_subject(EVENTS_STREAM),
+    local = (f"{_API}.STREAM.INFO.{EVENTS_STREAM}", sources_subject(zone, EVENTS_STREAM),
              f"{_API}.STREAM.MSG.GET.{EVENTS_STREAM}",
              f"{_API}.CONSUMER.CREATE.{EVENTS_STREAM}.>",
              f"{_API}.CONSUMER.INFO.{EVENTS_STREAM}.*",
@@ -149,7 +150,7 @@ def _sync(zone: str) -> tuple[str, ...]:
                 f"$JS.*.API.STREAM.INFO.{EVENTS_STREAM}",
                 f"$JS.*.API.STREAM.INFO.KV_{INSIGHTS_BUCKET}",
                 f"{_API}.STREAM.CREATE.{ZONE_INSIGHTS_STREAM}",
-                sources_subject(ZONE_INSIGHTS_STREAM),
+                sources_subject(zone, ZONE_INSIGHTS_STREAM),
                 # a deleted or reinstalled zone's keys purged, each a publish to the key
                 # (events.bus.zone_insights.forget_zone_insights), and the install of each
                 # zone recorded and read there (`<zone>.install`, a KV get is a direct get)

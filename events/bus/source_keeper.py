@@ -6,8 +6,11 @@ retention, subjects, or seal it, and the event log is the only truth. The sync r
 (events.bus.permissions) is therefore not allowed it; it asks this keeper instead, over
 core NATS request/reply (events.bus._source_updates):
 
-    meshlog.sources.update.MESHLOG_EVENTS              the event stream's sources
-    meshlog.sources.update.KV_meshlog_zone_insights    global's zone-insights bucket's
+    meshlog.sources.update.<zone>.MESHLOG_EVENTS              the event stream's sources
+    meshlog.sources.update._global.KV_meshlog_zone_insights   global's zone-insights bucket's
+
+`<zone>` is this control plane's (`_global` on global): core subjects cross the leafnode, so
+a keeper serving a bare stream name would apply a zone's request to global's stream.
 
 The keeper runs on a connection allowed to update those streams (the admin user's, in
 `meshlog up`, or `meshlog projector --admin-creds`). For each request it reads the stream's
@@ -129,10 +132,13 @@ def canonical_sources(stream: str, raw: list[dict[str, Any]], own_subjects: list
             source = StreamSource.from_response(dict(item))
         except (TypeError, ValueError, AttributeError) as exc:
             raise SourceRefused(f"{where}: {item!r}: {exc}") from None
-        if stream == EVENTS_STREAM:
-            kept.append(_event_source(source, set(own_subjects), where).as_dict())
-        else:
-            kept.append(_insights_source(source, where).as_dict())
+        try:
+            if stream == EVENTS_STREAM:
+                kept.append(_event_source(source, set(own_subjects), where).as_dict())
+            else:
+                kept.append(_insights_source(source, where).as_dict())
+        except TypeError as exc:  # a field of the wrong type (a number for a subject)
+            raise SourceRefused(f"{where}: {item!r}: {exc}") from None
     return kept
 
 
@@ -150,7 +156,7 @@ def _reply(status: int, **body: object) -> Reply:
 async def _apply(nc: NATS, stream: str, payload: bytes) -> Reply:
     try:
         update = msgspec.json.decode(payload, type=SourcesUpdate)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # the latter: nested too deep
         return _reply(400, error=f"request: {exc}")
     if update.allow_msg_ttl and stream != ZONE_INSIGHTS_STREAM:
         return _reply(400, error=f"allow_msg_ttl: true is allowed on {ZONE_INSIGHTS_STREAM} "
@@ -187,12 +193,14 @@ async def _apply(nc: NATS, stream: str, payload: bytes) -> Reply:
     return _reply(200, changed=True)
 
 
-async def serve_source_updates(nc: NATS, ready: asyncio.Event | None = None) -> None:
-    """Answer the sync's sources-only changes of the event stream and of the zone-insights
-    stream (in queue group `meshlog-sources`: one keeper answers each) until cancelled; set
-    `ready` once the server has its subscriptions (a sync started after it finds it). `nc`:
-    a connection allowed `STREAM.INFO` and `STREAM.UPDATE` of those streams (admin)."""
-    subs = [(stream, await nc.subscribe(sources_subject(stream), queue=SOURCES_QUEUE,
+async def serve_source_updates(nc: NATS, zone: str, ready: asyncio.Event | None = None
+                               ) -> None:
+    """Answer `zone`'s sync's (`_global` on global) sources-only changes of the event
+    stream and of the zone-insights stream (in queue group `meshlog-sources`: one keeper
+    answers each) until cancelled; set `ready` once the server has its subscriptions (a sync
+    started after it finds it). `nc`: a connection allowed `STREAM.INFO` and `STREAM.UPDATE`
+    of those streams (admin)."""
+    subs = [(stream, await nc.subscribe(sources_subject(zone, stream), queue=SOURCES_QUEUE,
                                         pending_msgs_limit=_PENDING_MSGS))
             for stream in KEPT_STREAMS]
     try:

@@ -94,12 +94,12 @@ def zone_sources(zone: str, zones: Iterable[str]) -> list[SourceSpec]:
     return sorted(specs)
 
 
-async def ensure_sources(nc: NATS, wanted: Sequence[SourceSpec], *,
+async def ensure_sources(nc: NATS, wanted: Sequence[SourceSpec], *, zone: str,
                          stream: str = EVENTS_STREAM) -> bool:
     """Make `stream` source exactly `wanted` (adding and removing sources, keeping the ones
     it has: nats-server keeps each one's position); True when it changed. The change is
-    asked of the source keeper (events.bus.source_keeper: the sync role may not update the
-    stream itself); `STREAM.INFO` of `stream` is the caller's own."""
+    asked of `zone`'s source keeper (`_global` on global; events.bus.source_keeper: the sync
+    role may not update the stream itself); `STREAM.INFO` of `stream` is the caller's own."""
     js = nc.jetstream(timeout=_TIMEOUT_S)
     try:
         info = await js.stream_info(stream)
@@ -115,11 +115,11 @@ async def ensure_sources(nc: NATS, wanted: Sequence[SourceSpec], *,
                          external=ExternalStream(api=spec.api)) for spec in added]
     except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
         raise EventLogUnavailable(f"cannot set the sources of stream {stream}: {exc!r}") from exc
-    await update_sources(nc, stream, sources)
+    await update_sources(nc, stream, sources, zone=zone)
     return True
 
 
-async def restart_sources(nc: NATS, specs: Iterable[SourceSpec], *,
+async def restart_sources(nc: NATS, specs: Iterable[SourceSpec], *, zone: str,
                           stream: str = EVENTS_STREAM) -> list[SourceSpec]:
     """Make nats-server set up again at once those of `stream`'s sources that are in `specs`
     (the ones it restarted): one update without them, one with them back as they were. A source
@@ -141,8 +141,8 @@ async def restart_sources(nc: NATS, specs: Iterable[SourceSpec], *,
     except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
         raise EventLogUnavailable(
             f"cannot restart the sources of stream {stream}: {exc!r}") from exc
-    await update_sources(nc, stream, [s for s in have if _spec(s) not in want])
-    await update_sources(nc, stream, have)
+    await update_sources(nc, stream, [s for s in have if _spec(s) not in want], zone=zone)
+    await update_sources(nc, stream, have, zone=zone)
     return sorted(_spec(s) for s in restarted)
 
 

@@ -66,6 +66,7 @@ from events.bus._kv import await_stream_leader
 from events.bus._source_updates import update_sources
 from events.bus.insights import BUCKET as INSIGHTS_BUCKET
 from events.errors import EventLogUnavailable
+from events.subjects import GLOBAL_ZONE
 
 __all__ = [
     "PURGE_MARKER_TTL_S",
@@ -151,7 +152,8 @@ async def ensure_zone_insight_sources(nc: NATS, zones: Iterable[str], *, replica
     except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
         raise EventLogUnavailable(
             f"cannot set the sources of stream {ZONE_INSIGHTS_STREAM}: {exc!r}") from exc
-    await update_sources(nc, ZONE_INSIGHTS_STREAM, kept + added, allow_msg_ttl=True)
+    await update_sources(nc, ZONE_INSIGHTS_STREAM, kept + added, zone=GLOBAL_ZONE,
+                         allow_msg_ttl=True)
     return True
 
 

@@ -46,13 +46,14 @@ log = logging.getLogger("meshlog.sync")
 
 
 class SourceNudger:
-    def __init__(self, nc: NATS, *, stream: str = EVENTS_STREAM,
+    def __init__(self, nc: NATS, *, zone: str, stream: str = EVENTS_STREAM,
                  clock: Callable[[], float] = time.monotonic) -> None:
         """`nc`: a connection as a user allowed `STREAM.INFO` of `stream` and of its upstreams
         on their domains, and to ask the source keeper to change `stream`'s sources (the sync
         role)."""
         self._nc = nc
         self._stream = stream
+        self._zone = zone
         self._clock = clock
         self._first_seen: dict[SourceSpec, float] = {}
         self._last_restart: dict[SourceSpec, float] = {}
@@ -98,7 +99,7 @@ class SourceNudger:
             self._fruitless[spec] = self._fruitless.get(spec, -1) + 1
             self._last_restart[spec] = now
             self._first_seen[spec] = now  # a restarted source has not heard from it yet
-        return await restart_sources(self._nc, due, stream=self._stream)
+        return await restart_sources(self._nc, due, zone=self._zone, stream=self._stream)
 
     def _interval(self, spec: SourceSpec) -> float:
         """How long after its last restart a still-silent source may be restarted again."""

@@ -31,7 +31,7 @@ import gc
 import logging
 from pathlib import Path
 
-from events import DEFAULT_ZONE, JetStreamEventLog
+from events import DEFAULT_ZONE, GLOBAL_ZONE, JetStreamEventLog
 from events.bus.insights import JetStreamInsights
 from events.bus.projection_bus import JetStreamProjectionBus
 from events.bus.requests import XDS_CONFIG_QUEUE, XDS_CONFIG_SUBJECTS, serve_requests
@@ -142,7 +142,8 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
                     await stack.enter_async_context(nats_connection(
                         nats_url, "meshlog-sources", credentials=admin_credentials))
                 keeper_ready = asyncio.Event()
-                keeping = asyncio.create_task(serve_source_updates(keeper_nc, keeper_ready),
+                keeping = asyncio.create_task(serve_source_updates(
+                    keeper_nc, GLOBAL_ZONE if mode == "global" else zone, keeper_ready),
                                               name="source keeper")
                 syncing = asyncio.create_task(ZoneSync(
                     sync_nc, mode=mode, zone=zone, replicas=replicas).run(keeper_ready),

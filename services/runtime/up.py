@@ -378,8 +378,9 @@ async def run_up(cfg: UpConfig, announce: Callable[[dict[str, str]], None] = pri
                 keeper_nc = await stack.enter_async_context(nats_connection(
                     url, "meshlog-sources", credentials=credentials["admin"]))
                 keeper_ready = asyncio.Event()
-                projecting.append(("source keeper", partial(serve_source_updates, keeper_nc,
-                                                            keeper_ready)))
+                projecting.append(("source keeper", partial(
+                    serve_source_updates, keeper_nc,
+                    GLOBAL_ZONE if cfg.mode == "global" else cfg.zone, keeper_ready)))
                 sync = ZoneSync(sync_nc, mode=cfg.mode, zone=cfg.zone,
                                 replicas=cfg.stream_replicas)
                 projecting.append(("multi-zone sync", partial(sync.run, keeper_ready)))

@@ -55,7 +55,7 @@ from events.bus.zone_insights import (
 )
 from events.commands.zones import ZoneCommands, zones_filter
 from events.errors import MeshlogError
-from events.subjects import EVENTS_STREAM
+from events.subjects import EVENTS_STREAM, GLOBAL_ZONE
 from services.runtime._source_nudge import SourceNudger
 
 __all__ = ["Mode", "ZoneSync", "refusal", "registered_zones", "zone_registrations"]
@@ -108,8 +108,10 @@ class ZoneSync:
         self._zone = zone
         self._interval_s = interval_s
         self.registered = mode == "global"
-        self._nudger = SourceNudger(nc)
-        self._insights_nudger = (SourceNudger(nc, stream=ZONE_INSIGHTS_STREAM)
+        self._keeper_zone = GLOBAL_ZONE if mode == "global" else zone
+        """Whose source keeper this sync asks (events.bus.source_keeper)."""
+        self._nudger = SourceNudger(nc, zone=self._keeper_zone)
+        self._insights_nudger = (SourceNudger(nc, zone=GLOBAL_ZONE, stream=ZONE_INSIGHTS_STREAM)
                                  if mode == "global" else None)
         """Global's zone-insights bucket sources each zone too, and stalls alike."""
         self.sources_set = asyncio.Event()
@@ -155,7 +157,7 @@ class ZoneSync:
         zones = [z.name for z in registrations if not z.refused_install]
         wanted = (global_sources(zones) if self._mode == "global"
                   else zone_sources(self._zone, zones))
-        if await ensure_sources(self._nc, wanted):
+        if await ensure_sources(self._nc, wanted, zone=self._keeper_zone):
             log.info("event stream now sources %s",
                      ", ".join(f"{s.filter_subject} ({s.api})" for s in wanted))
         if self._mode == "global" and await ensure_zone_insight_sources(

@@ -106,11 +106,12 @@ async def test_ensure_sources_adds_and_removes_and_the_stream_check_accepts_them
         nc: NATS) -> None:
     await JetStreamEventLog.open(nc, subjects=[zone_filter("east")])
     wanted = zone_sources("east", ["east", "west", "north"])
-    assert await ensure_sources(nc, wanted)
-    assert not await ensure_sources(nc, wanted)  # nothing to change
+    assert await ensure_sources(nc, wanted, zone="east")
+    assert not await ensure_sources(nc, wanted, zone="east")  # nothing to change
     assert sorted((s.filter_subject, s.api) for s in await source_states(nc)) == [
         (s.filter_subject, s.api) for s in wanted]
-    assert await ensure_sources(nc, zone_sources("east", ["east", "west"]))  # north deleted
+    # north deleted
+    assert await ensure_sources(nc, zone_sources("east", ["east", "west"]), zone="east")
     assert {s.filter_subject for s in await source_states(nc)} == {
         "meshlog.ev._global.>", "meshlog.ev.west.>"}
     # the stream, with its sources and own subjects, passes the check of every opener

@@ -41,7 +41,7 @@ from events.bus.zone_insights import (
 )
 from events.commands.zones import zone_subject
 from events.kds_hash import hashed_name
-from events.subjects import EVENTS_STREAM
+from events.subjects import EVENTS_STREAM, GLOBAL_ZONE
 from services.runtime.embedded_nats import run_nats_server
 from services.runtime.zone_sync import registered_zones
 from tests.harness import eventually, stop_process
@@ -123,7 +123,7 @@ async def test_the_sync_role_keeps_the_sources_and_nothing_else(tmp_path: Path) 
     async with run_nats_server(tmp_path / "data", config=config, server_name="east") as url:
         plane = Plane(url, _seeds(tmp_path))
         try:
-            async with source_keeper(await plane.nc("admin")):
+            async with source_keeper(await plane.nc("admin"), "east"):
                 await _keeps_the_sources_and_nothing_else(plane)
         finally:
             for nc in plane.connections.values():
@@ -139,8 +139,8 @@ async def _keeps_the_sources_and_nothing_else(plane: Plane) -> None:
     # what it is for: the zones its log names, and the stream's sources
     assert await registered_zones(log) == []
     wanted = zone_sources("east", ["east", "west"])
-    assert await ensure_sources(nc, wanted)
-    assert not await ensure_sources(nc, wanted)
+    assert await ensure_sources(nc, wanted, zone="east")
+    assert not await ensure_sources(nc, wanted, zone="east")
     admin = (await plane.nc("admin")).jetstream(timeout=_TIMEOUT_S)
     info = await admin.stream_info(EVENTS_STREAM)
     assert sorted(source.filter_subject or "" for source in info.config.sources or []) == \
@@ -191,7 +191,7 @@ async def test_on_global_the_sync_role_keeps_the_zone_insights_bucket(tmp_path: 
         await theirs.put(ProxyInsight(mesh="default", name="redis-1", gateway="gw-1",
                                       session="s-1", connected_at=1))
         sync = await central.nc("sync")
-        async with source_keeper(await central.nc("admin")):
+        async with source_keeper(await central.nc("admin"), GLOBAL_ZONE):
             assert await ensure_zone_insight_sources(sync, ["east"])
             assert not await ensure_zone_insight_sources(sync, ["east"])
             api = await central.nc("api")

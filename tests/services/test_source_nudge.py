@@ -128,9 +128,9 @@ async def test_a_restarted_source_resumes_after_what_the_stream_holds(hub: NATS)
     await _holds(hub, "up2.a")
 
     # one of two sources (the other keeps its consumer), then both (none left between)
-    assert await restart_sources(hub, [UP1], stream="DOWN") == [UP1]
+    assert await restart_sources(hub, [UP1], zone="hub", stream="DOWN") == [UP1]
     await _publish(hub, "up1.c", "up2.b")
-    assert await restart_sources(hub, [UP1, UP2, NOWHERE], stream="DOWN") == [UP1, UP2]
+    assert await restart_sources(hub, [UP1, UP2, NOWHERE], zone="hub", stream="DOWN") == [UP1, UP2]
     await _publish(hub, "up1.d", "up2.c")
     bodies = await _holds(hub, "up1.d")
     bodies = await _holds(hub, "up2.c")
@@ -138,7 +138,7 @@ async def test_a_restarted_source_resumes_after_what_the_stream_holds(hub: NATS)
     assert [b for b in bodies if b.startswith("up2")] == ["up2.a", "up2.b", "up2.c"]
     assert sorted({(s.filter_subject, s.api) for s in await source_states(hub, stream="DOWN")}
                   ) == [("up1.>", API), ("up2.>", API)]
-    assert await restart_sources(hub, [NOWHERE], stream="DOWN") == []
+    assert await restart_sources(hub, [NOWHERE], zone="hub", stream="DOWN") == []
 
 
 async def test_a_restarted_zone_insights_source_resumes_after_what_the_bucket_holds(
@@ -166,7 +166,7 @@ async def test_a_restarted_zone_insights_source_resumes_after_what_the_bucket_ho
     await leaf.publish("$KV.meshlog_insights.b", b"1")
     await wait("leaf.b", b"1")
     spec = SourceSpec("", API)
-    assert await restart_sources(hub, [spec], stream=ZONE_INSIGHTS_STREAM) == [spec]
+    assert await restart_sources(hub, [spec], zone="hub", stream=ZONE_INSIGHTS_STREAM) == [spec]
     await leaf.publish("$KV.meshlog_insights.a", b"2")
     await leaf.publish("$KV.meshlog_insights.b", b"", headers={"KV-Operation": "DEL"})
     await wait("leaf.a", b"2")
@@ -178,7 +178,7 @@ async def test_a_restarted_zone_insights_source_resumes_after_what_the_bucket_ho
 async def test_the_nudger_restarts_a_silent_source_whose_upstream_answers_backing_off(
         hub: NATS) -> None:
     now = [0.0]
-    nudger = SourceNudger(hub, stream="DOWN", clock=lambda: now[0])
+    nudger = SourceNudger(hub, zone="hub", stream="DOWN", clock=lambda: now[0])
     js = hub.jetstream()
     # UP1 does not exist yet (its API answers: no such stream), $JS.nowhere.API has no server
     await js.add_stream(StreamConfig(name="DOWN", subjects=["down.>"], sources=[

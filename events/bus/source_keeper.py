@@ -119,6 +119,22 @@ def _insights_key(source: StreamSource) -> tuple[object, ...]:
             [(t.src, t.dest) for t in source.subject_transforms or []])
 
 
+MAX_SOURCES = 1_000
+"""The most sources a request may ask for: one per zone, and each is a consumer nats-server
+makes on the zone's stream, so a leaked sync seed cannot load a stream with thousands."""
+_SHOWN = 300
+"""What a refusal shows, at most, of the item or value it names (in its reply and its log
+line)."""
+
+
+def _shown(item: object) -> str:
+    return _cut(repr(item))
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}... ({len(text)} characters)"
+
+
 def canonical_sources(stream: str, raw: list[dict[str, Any]], own_subjects: list[str]
                       ) -> list[dict[str, object]]:
     """`raw` (nats-server source configs) rebuilt as the sync would make them; raise
@@ -127,18 +143,18 @@ def canonical_sources(stream: str, raw: list[dict[str, Any]], own_subjects: list
     for index, item in enumerate(raw):
         where = f"sources[{index}]"
         if not isinstance(item, dict):
-            raise SourceRefused(f"{where}: {item!r} is not an object")
+            raise SourceRefused(f"{where}: {_shown(item)} is not an object")
         try:
             source = StreamSource.from_response(dict(item))
         except (TypeError, ValueError, AttributeError) as exc:
-            raise SourceRefused(f"{where}: {item!r}: {exc}") from None
+            raise SourceRefused(f"{where}: {_shown(item)}: {exc}") from None
         try:
             if stream == EVENTS_STREAM:
                 kept.append(_event_source(source, set(own_subjects), where).as_dict())
             else:
                 kept.append(_insights_source(source, where).as_dict())
         except TypeError as exc:  # a field of the wrong type (a number for a subject)
-            raise SourceRefused(f"{where}: {item!r}: {exc}") from None
+            raise SourceRefused(f"{where}: {_shown(item)}: {exc}") from None
     return kept
 
 
@@ -158,6 +174,9 @@ async def _apply(nc: NATS, stream: str, payload: bytes) -> Reply:
         update = msgspec.json.decode(payload, type=SourcesUpdate)
     except (msgspec.DecodeError, RecursionError) as exc:  # the latter: nested too deep
         return _reply(400, error=f"request: {exc}")
+    if len(update.sources) > MAX_SOURCES:
+        return _reply(400, error=f"sources: {len(update.sources)} sources, at most "
+                                 f"{MAX_SOURCES} (one per zone)")
     if update.allow_msg_ttl and stream != ZONE_INSIGHTS_STREAM:
         return _reply(400, error=f"allow_msg_ttl: true is allowed on {ZONE_INSIGHTS_STREAM} "
                                  f"only, not {stream}")
@@ -170,8 +189,9 @@ async def _apply(nc: NATS, stream: str, payload: bytes) -> Reply:
         try:
             wanted = canonical_sources(stream, update.sources, own)
         except SourceRefused as exc:
-            log.warning("refused a change of stream %s's sources: %s", stream, exc)
-            return _reply(400, error=str(exc))
+            error = _cut(str(exc))
+            log.warning("refused a change of stream %s's sources: %s", stream, error)
+            return _reply(400, error=error)
         try:
             before = canonical_sources(stream, list(config.get("sources") or []), own)
         except SourceRefused:

@@ -145,6 +145,7 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
                 keeping = asyncio.create_task(serve_source_updates(
                     keeper_nc, GLOBAL_ZONE if mode == "global" else zone, keeper_ready),
                                               name="source keeper")
+                keeping.add_done_callback(functools.partial(_keeper_ended, keeper_ready))
                 syncing = asyncio.create_task(ZoneSync(
                     sync_nc, mode=mode, zone=zone, replicas=replicas).run(keeper_ready),
                                               name="multi-zone sync")
@@ -173,6 +174,18 @@ async def run_projector_process(*, nats_url: str, database: str, zone: str,
                         task.cancel()
                         await asyncio.wait([task])
                 await store.close()
+
+
+def _keeper_ended(ready: asyncio.Event, task: asyncio.Task[None]) -> None:
+    """The source keeper's task ended: said, never silent. The sync, which waits for it to
+    serve, goes on (its changes of sources then fail, each saying that no keeper answers)."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    log.error("the source keeper stopped (%s); the multi-zone sync cannot change the "
+              "stream's sources until this projector is restarted",
+              f"{type(exc).__name__}: {exc}" if exc is not None else "it returned")
+    ready.set()
 
 
 async def run_gateway_process(*, nats_url: str, host: str, port: int,

@@ -24,7 +24,12 @@ from events.bus.connection import connect_nats
 from events.bus.insights import BUCKET as INSIGHTS_BUCKET
 from events.bus.nats_access import NatsPermissionDenied, refusals_of
 from events.bus.permissions import ROLES, permissions
-from events.bus.source_keeper import SourceRefused, canonical_sources, serve_source_updates
+from events.bus.source_keeper import (
+    MAX_SOURCES,
+    SourceRefused,
+    canonical_sources,
+    serve_source_updates,
+)
 from events.bus.sources import (
     ensure_sources,
     global_sources,
@@ -242,6 +247,14 @@ async def test_a_malformed_request_is_refused_400_and_the_keeper_goes_on(nc: NAT
             status, answer = await _ask(nc, "east", EVENTS_STREAM, body)
             assert status == "400", (body, answer)
             assert field in str(answer["error"]), answer
+        # one source per zone, a thousand at most: each is a consumer on a zone's stream
+        status, answer = await _ask(nc, "east", EVENTS_STREAM,
+                                    {"sources": [west] * (MAX_SOURCES + 1)})
+        assert status == "400" and f"at most {MAX_SOURCES}" in str(answer["error"]), answer
+        # a refusal names the item, cut short: its reply and log line stay small
+        status, answer = await _ask(nc, "east", EVENTS_STREAM, {"sources": [
+            {**west, "filter_subject": 5, "name": "x" * 100_000}]})
+        assert status == "400" and len(str(answer["error"])) < 1_000, len(str(answer))
         status, answer = await _ask(nc, "east", EVENTS_STREAM, {"sources": [west]})
         assert (status, answer) == ("200", {"changed": True})
     # the zone-insights stream's check alike (global only: no such stream here)

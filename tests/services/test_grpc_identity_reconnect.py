@@ -38,8 +38,8 @@ def _serve_once_then_end(request_iterator: Iterator[DiscoveryRequest],
     context.abort(grpc.StatusCode.UNAVAILABLE, "max connection age")
 
 
-def test_a_stream_that_served_is_retried_at_once_not_after_a_growing_backoff(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def _ads_serving_once() -> tuple[grpc.Server, int]:
+    """A real grpcio server speaking ADS as `_serve_once_then_end`, started; its port."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
         "envoy.service.discovery.v3.AggregatedDiscoveryService",
@@ -48,6 +48,12 @@ def test_a_stream_that_served_is_retried_at_once_not_after_a_growing_backoff(
             response_serializer=DiscoveryResponse.SerializeToString)}),))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
+    return server, port
+
+
+def test_a_stream_that_served_is_retried_at_once_not_after_a_growing_backoff(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    server, port = _ads_serving_once()
     caplog.set_level(logging.WARNING, logger="services.runtime.grpc_identity")
     stop, writes = threading.Event(), []
     options = IdentityOptions(mesh="default", name="client-1", xds_address=f"127.0.0.1:{port}",
@@ -71,14 +77,7 @@ def test_a_write_that_fails_is_said_and_tried_again_on_the_next_stream(
     """A write the disk refuses (here `.data` taken by a directory, where the agent switches a
     link) ends the stream, not the agent: it says so, keeps the last files, and writes once
     the next stream brings the secrets again and the disk takes them."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        "envoy.service.discovery.v3.AggregatedDiscoveryService",
-        {"StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
-            _serve_once_then_end, request_deserializer=DiscoveryRequest.FromString,
-            response_serializer=DiscoveryResponse.SerializeToString)}),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    server, port = _ads_serving_once()
     caplog.set_level(logging.WARNING, logger="services.runtime.grpc_identity")
     directory = tmp_path / "identity"
     (directory / ".data").mkdir(parents=True)

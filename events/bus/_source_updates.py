@@ -11,7 +11,7 @@ reaches global's keeper (or another zone's) when its own has none, and changes t
 
 nats-server applies a `STREAM.UPDATE` whole, so a user allowed it may change any of the
 stream's settings; the sync role is allowed only this request (events.bus.permissions), and
-the keeper changes nothing but the sources (docs/security.md, Sources keeper).
+the keeper changes nothing but the sources (docs/security.md, The multi-zone sync's NATS user).
 
 When no keeper serves the stream (NATS "no responders"), the asker updates the stream itself:
 that works only for a user allowed to (admin, or a NATS without users), never the sync role.

@@ -105,7 +105,9 @@ def _usage(out: Path, conf: Path, account: str, mode: str, zone: str) -> str:
     ]
     lines += [f"    meshlog {role} --nats-creds {out / f'{role}.nk'}"
               for role in ("api", "projector", "gateway")]
-    lines += [f"    meshlog replay --nats-creds {out / 'admin.nk'}   (admin: maintenance only)",
+    admin = ("maintenance only" if mode == "standalone"
+             else "maintenance, and the source keeper below")
+    lines += [f"    meshlog replay --nats-creds {out / 'admin.nk'}   (admin: {admin})",
               f"Keep {out} as you keep keys: a seed is its user's password. Run this again "
               f"to keep the seeds; --force makes new ones."]
     if mode == "standalone":

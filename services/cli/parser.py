@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "user, for the source keeper that applies the sync's "
                                    "changes of the stream's sources, sources only (env "
                                    "MESHLOG_ADMIN_CREDS; default: the projector's own "
-                                   "connection; docs/security.md, Sources keeper)")
+                                   "connection; docs/security.md, The multi-zone sync's NATS user)")
             proc.add_argument("--metrics-host", default=env("METRICS_HOST", "127.0.0.1"))
             proc.add_argument("--metrics-port", default=env("METRICS_PORT"),
                               help="serve Prometheus metrics on GET /metrics there (0: any "

@@ -85,7 +85,10 @@ def test_global_mode_writes_the_global_zones_subjects(tmp_path: Path,
     printed = capsys.readouterr().out
     assert '"account": "MESH-1"' in printed  # the leafnode listener binds the account
     assert (f"meshlog projector --mode global --nats-creds {tmp_path / 'projector.nk'} "
-            f"--sync-creds {tmp_path / 'sync.nk'}") in printed
+            f"--sync-creds {tmp_path / 'sync.nk'} --admin-creds {tmp_path / 'admin.nk'}"
+            ) in printed
+    # admin's seed runs the source keeper of a multi-zone projector, not maintenance only
+    assert "(admin: maintenance, and the source keeper below)" in printed
 
 
 def test_the_global_account_gives_the_servers_own_users(tmp_path: Path) -> None:

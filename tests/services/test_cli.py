@@ -163,27 +163,20 @@ def test_projector_max_batch_names_a_bad_value(value: str, said: str) -> None:
     assert said in bad.stderr
 
 
-def test_a_standalone_projector_refuses_sync_credentials() -> None:
-    bad = subprocess.run([str(VENV_BIN / "meshlog"), "projector", "--sync-creds", "sync.nk",
-                          "--nats-url", "nats://127.0.0.1:9"],
-                         capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize(("flag", "seed", "whose"), [
+    ("--sync-creds", "sync.nk", "the multi-zone sync's user"),
+    # a standalone projector runs no source keeper: an admin seed given to it (the flag, or
+    # MESHLOG_ADMIN_CREDS left in its environment) would sit on its host for nothing
+    ("--admin-creds", "admin.nk", "the source keeper's user"),
+])
+def test_a_standalone_projector_refuses_multi_zone_credentials(
+        flag: str, seed: str, whose: str) -> None:
+    bad = _run("projector", flag, seed, "--nats-url", "nats://127.0.0.1:9")
     assert bad.returncode == 2, bad.stderr
     assert bad.stderr.strip().splitlines()[-1] == (
-        "error: --sync-creds sync.nk: only with --mode global or zone (the multi-zone sync's "
-        "user; a standalone control plane has no sync)")
+        f"error: {flag} {seed}: only with --mode global or zone ({whose}; a standalone "
+        "control plane has no sync)")
 
-
-
-def test_a_standalone_projector_refuses_admin_credentials() -> None:
-    """A standalone projector runs no source keeper: an admin seed given to it (the flag, or
-    MESHLOG_ADMIN_CREDS left in its environment) would sit on its host for nothing."""
-    bad = subprocess.run([str(VENV_BIN / "meshlog"), "projector", "--admin-creds", "admin.nk",
-                          "--nats-url", "nats://127.0.0.1:9"],
-                         capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2, bad.stderr
-    assert bad.stderr.strip().splitlines()[-1] == (
-        "error: --admin-creds admin.nk: only with --mode global or zone (the source keeper's "
-        "user; a standalone control plane has no sync)")
 
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(VENV_BIN / "meshlog"), *args], capture_output=True, text=True,

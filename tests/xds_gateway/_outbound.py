@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from events import MeshTimeout
+from events.decoding import decode_resource
 from events.resources import MeshScopedResource
 from tests.projections._histories import History
 from tests.xds_gateway._ads import Projection, event_for
@@ -16,7 +18,7 @@ from xds_gateway.view import ProjectionView
 Config = dict[str, list[dict[str, Any]]]
 """A proxy's config as `/config_dump` JSON, by type."""
 
-__all__ = ["apply", "dataplane", "view_of"]
+__all__ = ["apply", "dataplane", "meshtimeout", "view_of"]
 
 
 def dataplane(name: str, address: str, port: int, service: str, protocol: str = "http",
@@ -70,3 +72,15 @@ def first_route(listener: dict[str, Any]) -> dict[str, Any]:
     route: dict[str, Any] = hcm_of(listener)["routeConfig"]["virtualHosts"][0]["routes"][0][
         "route"]
     return route
+
+
+def meshtimeout(name: str, spec: dict[str, Any], target: dict[str, Any] | None = None
+                ) -> MeshTimeout:
+    """The MeshTimeout `name` of mesh default with `spec` (and top-level `target`), decoded as
+    the API decodes it."""
+    if target is not None:
+        spec = {**spec, "targetRef": target}
+    resource = decode_resource({"type": "MeshTimeout", "mesh": "default", "name": name,
+                                "spec": spec})
+    assert isinstance(resource, MeshTimeout)
+    return resource

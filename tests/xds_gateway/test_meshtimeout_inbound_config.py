@@ -14,7 +14,14 @@ from events.decoding import decode_resource
 from tests.projections._histories import History
 from tests.xds_gateway._ads import Projection, event_for
 from tests.xds_gateway._outbound import apply as _apply
-from tests.xds_gateway._outbound import config_of, first_route, hcm_of, inbound, view_of
+from tests.xds_gateway._outbound import (
+    config_of,
+    first_route,
+    hcm_of,
+    inbound,
+    meshtimeout,
+    view_of,
+)
 from tests.xds_gateway._outbound import dataplane as _dataplane
 from xds_gateway.resources import timeouts
 from xds_gateway.resources.cache import ResourceCache
@@ -33,26 +40,13 @@ def _timeout(name: str, *from_: dict[str, Any], to: dict[str, Any] | None = None
                                      for d in from_]}
     if to is not None:
         spec["to"] = [{"targetRef": {"kind": "Mesh"}, "default": to}]
-    if target is not None:
-        spec["targetRef"] = target
-    resource = decode_resource({"type": "MeshTimeout", "mesh": "default", "name": name,
-                                "spec": spec})
-    assert isinstance(resource, MeshTimeout)
-    return resource
+    return meshtimeout(name, spec, target)
 
 
 def _view() -> Any:
     return view_of(_dataplane("backend-1", "10.0.0.1", 8080, "backend"),
                    _dataplane("db-1", "10.0.0.3", 5432, "db", "tcp"),
                    _dataplane("web-1", "10.0.0.9", 7070, "web", team="a"))
-
-
-
-
-
-
-
-
 
 
 def _common_http(cluster: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,14 @@ from typing import Any
 from events import Dataplane, MeshTimeout
 from events.decoding import decode_resource
 from tests.xds_gateway._outbound import apply as _apply
-from tests.xds_gateway._outbound import config_of, first_route, hcm_of, inbound, view_of
+from tests.xds_gateway._outbound import (
+    config_of,
+    first_route,
+    hcm_of,
+    inbound,
+    meshtimeout,
+    view_of,
+)
 from tests.xds_gateway._outbound import dataplane as _dataplane
 from xds_gateway.resources import timeouts
 
@@ -23,26 +30,12 @@ def _policy(name: str, section: str, *defaults: dict[str, Any],
         entries = [{"default": d} for d in defaults]
     else:
         entries = [{"targetRef": {"kind": "Mesh"}, "default": d} for d in defaults]
-    spec: dict[str, Any] = {section: entries}
-    if target is not None:
-        spec["targetRef"] = target
-    resource = decode_resource({"type": "MeshTimeout", "mesh": "default", "name": name,
-                                "spec": spec})
-    assert isinstance(resource, MeshTimeout)
-    return resource
+    return meshtimeout(name, {section: entries}, target)
 
 
 def _view() -> Any:
     return view_of(_dataplane("backend-1", "10.0.0.1", 8080, "backend"),
                    _dataplane("web-1", "10.0.0.9", 7070, "web", team="a"))
-
-
-
-
-
-
-
-
 
 
 _CONF = {"connectionTimeout": "2s", "idleTimeout": "3s",
